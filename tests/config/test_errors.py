@@ -1,0 +1,193 @@
+"""Bad input fails with a ConfigError naming the file, the line and what was expected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.config.helpers import CLIENT_BASE, SERVER_BASE
+from trivpn.config import ConfigError, parse_config
+
+# CLIENT_BASE and SERVER_BASE are 7 lines long: appended directives start on line 8.
+BAD_CLIENT_LINES = [
+    ("foo bar", "client.conf:8: unknown directive 'foo'"),
+    ("Port 1194", "client.conf:8: unknown directive 'Port'"),
+    ("port 1194 1195", "client.conf:8: 'port' takes 1 argument, got 2"),
+    ("port", "client.conf:8: 'port' takes 1 argument, got 0"),
+    ("port abc", "client.conf:8: 'port' expects a number from 1 to 65535, got 'abc'"),
+    ("port 0", "client.conf:8: 'port' expects a number from 1 to 65535, got '0'"),
+    ("port 65536", "client.conf:8: 'port' expects a number from 1 to 65535, got '65536'"),
+    ("persist-key yes", "client.conf:8: 'persist-key' takes no arguments, got 1"),
+    ("keepalive 10", "client.conf:8: 'keepalive' takes 2 arguments, got 1"),
+    ("status a b c", "client.conf:8: 'status' takes 1 or 2 arguments, got 3"),
+    ("remote a 1 udp x", "client.conf:8: 'remote' takes 1 to 3 arguments, got 4"),
+    ("ignore-unknown-option", "client.conf:8: 'ignore-unknown-option' takes at least 1 "
+                              "argument, got 0"),
+    ("remote b 99999", "client.conf:8: 'remote' expects a number from 1 to 65535, "
+                       "got '99999'"),
+    ("remote b 1194 sctp", "client.conf:8: 'remote' expects one of udp, udp4, udp6, tcp, tcp4, "
+                           "tcp6, tcp-server, tcp4-server, tcp6-server, tcp-client, "
+                           "tcp4-client, tcp6-client, got 'sctp'"),
+    ("verb 12", "client.conf:8: 'verb' expects a number from 0 to 11, got '12'"),
+    ("verb -1", "client.conf:8: 'verb' expects a number from 0 to 11, got '-1'"),
+    ("hand-window 0", "client.conf:8: 'hand-window' expects a number of at least 1, got '0'"),
+    ("topology star", "client.conf:8: 'topology' expects one of net30, subnet, p2p, "
+                      "got 'star'"),
+    ("key-direction 2", "client.conf:8: 'key-direction' expects one of 0, 1, got '2'"),
+    ("tls-auth ta.key 2", "client.conf:8: 'tls-auth' expects one of 0, 1, got '2'"),
+    ("dev-type tunnel", "client.conf:8: 'dev-type' expects one of tun, tap, got 'tunnel'"),
+    ("data-ciphers AES-256-GCM:AES-256-CFB",
+     "client.conf:8: 'data-ciphers': cipher 'AES-256-CFB' is not supported by trivpn "
+     "(supported: AES-128-CBC, AES-128-GCM, AES-192-CBC, AES-192-GCM, AES-256-CBC, "
+     "AES-256-GCM, CHACHA20-POLY1305)"),
+    ("auth SHA3", "client.conf:8: 'auth' expects a digest such as SHA1, SHA256 or SHA512, "
+                  "got 'SHA3'"),
+    ("route 10.1.0.0 255.0.255.0", "client.conf:8: 'route' expects a netmask such as "
+                                   "255.255.255.0, got '255.0.255.0'"),
+    ("redirect-gateway def1 everything", "client.conf:8: 'redirect-gateway' flag 'everything' "
+     "is unknown (expected local, autolocal, def1, bypass-dhcp, bypass-dns, block-local, "
+     "ipv6, !ipv4)"),
+    ("comp-lzo", "client.conf:8: cannot set comp-lzo to 'adaptive': allow-compression is 'no' "
+                 "(OpenVPN 2.6 refuses this too); use 'comp-lzo no'"),
+    ("comp-lzo yes", "client.conf:8: cannot set comp-lzo to 'yes': allow-compression is 'no' "
+                     "(OpenVPN 2.6 refuses this too); use 'comp-lzo no'"),
+    ("allow-compression yes\ncomp-lzo yes",
+     "client.conf:9: 'comp-lzo yes' is not supported by trivpn yet "
+     "(only the 'comp-lzo no' framing is)"),
+    ("compress lz4-v2", "client.conf:8: cannot set compress to 'lz4-v2': allow-compression is "
+                        "'no' (OpenVPN 2.6 refuses this too)"),
+    ("<ca>\nnot closed\n", "client.conf:8: inline block <ca> has no end tag </ca>"),
+    ("<status>\nx\n</status>", "client.conf:8: 'status' cannot be given as an inline "
+                               "<status> block"),
+    ("<connection>\nremote a\n</connection>",
+     "client.conf:8: <connection> blocks are not supported by trivpn yet"),
+    ('push "route 10.1.0.0 255.255.0.0,ping 1"',
+     "client.conf:8: 'push' option must not contain ',': 'route 10.1.0.0 255.255.0.0,ping 1' "
+     "(write one 'push' line per option)"),
+    ('x "unterminated', 'client.conf:8: unterminated " quote'),
+    ("tls-crypt tc.key\ntls-auth ta.key 1",
+     "client.conf:9: 'tls-auth' and 'tls-crypt' cannot be used together"),
+    ("server 10.8.0.0 255.255.255.0",
+     "client.conf:8: 'client' and 'server' cannot be used together"),
+    ("proto tcp-server",
+     "client.conf:8: a client cannot use 'proto tcp-server' (use udp or tcp-client)"),
+    ("a" * 255, "client.conf:8: line is longer than 254 bytes (OpenVPN's maximum line length)"),
+]
+
+UNSUPPORTED = [
+    "fragment 1300", "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
+    "http-proxy proxy 8080", "socks-proxy proxy", "plugin x.so", "up up.sh", "down down.sh",
+    "route-up r.sh", "auth-user-pass-verify v.sh via-env", "client-config-dir ccd",
+    "ifconfig-pool 10.8.0.10 10.8.0.20", "server-ipv6 2001:db8::/64", "pull-filter ignore x",
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_CLIENT_LINES)
+def test_bad_client_input_is_reported_with_file_and_line(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(CLIENT_BASE + extra + "\n", "client.conf")
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("extra", UNSUPPORTED)
+def test_unsupported_directive_is_an_error_not_silently_accepted(extra: str) -> None:
+    name = extra.split(maxsplit=1)[0]
+    with pytest.raises(ConfigError) as info:
+        parse_config(CLIENT_BASE + extra + "\n", "client.conf")
+    assert str(info.value) == f"client.conf:8: '{name}' is not supported by trivpn yet"
+
+
+BAD_SERVER_LINES = [
+    ("server 10.8.0.1 255.255.255.0",
+     "server.conf:8: 'server' network 10.8.0.1 is not the first address of a 255.255.255.0 "
+     "subnet (did you mean 10.8.0.0?)"),
+    ("server 10.8.0.0 255.255.255.0 pool",
+     "server.conf:8: 'server' expects 'nopool' as third argument, got 'pool'"),
+    ("server 10.8.0.0 255.255.255.252",
+     "server.conf:8: 'server' with dev tun needs a /29 or larger subnet, got /30"),
+    ("server 10.0.0.0 255.254.0.0",
+     "server.conf:8: 'server' subnet /15 is too large (at most /16 host addresses are "
+     "allowed)"),
+    ("keepalive 10 15", "server.conf:8: the second 'keepalive' parameter (restart timeout 15) "
+                        "must be at least twice the first (ping interval 10); 'keepalive 10 60' "
+                        "is recommended"),
+    ("keepalive 0 60", "server.conf:8: 'keepalive' parameters must be greater than 0"),
+    ("keepalive 10 60\nping 5", "server.conf:9: 'keepalive' conflicts with 'ping' (keepalive "
+                                "already sets ping and ping-restart)"),
+    ("proto tcp-client",
+     "server.conf:8: a server cannot use 'proto tcp-client' (use udp or tcp-server)"),
+    ("auth-user-pass", "server.conf:8: 'auth-user-pass' is a client option"),
+    ("client", "server.conf:8: 'client' and 'server' cannot be used together"),
+    ("tls-client", "server.conf:8: a config can be a TLS client or a TLS server, not both "
+                   "('client'/'tls-client' with 'server'/'tls-server')"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_SERVER_LINES)
+def test_bad_server_input_is_reported_with_file_and_line(extra: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(SERVER_BASE + extra + "\n", "server.conf")
+    assert str(info.value) == message
+
+
+MISSING = [
+    ("client\nremote a\nca ca.crt\ncert c.crt\nkey c.key\n",
+     "c.conf: no 'dev' directive (add 'dev tun')"),
+    ("dev tun\nremote a\nca ca.crt\ncert c.crt\nkey c.key\n",
+     "c.conf: peer-to-peer mode without TLS (static key) is not supported by trivpn yet: "
+     "add 'client' or 'server'"),
+    ("mode p2p\ndev tun\nremote a\nca ca.crt\n",
+     "c.conf:1: peer-to-peer mode without TLS (static key) is not supported by trivpn yet: "
+     "add 'client' or 'server'"),
+    ("client\ndev tun\nca ca.crt\ncert c.crt\nkey c.key\n",
+     "c.conf: client config has no 'remote' directive (add 'remote HOST PORT')"),
+    ("client\ndev tun\nremote a\ncert c.crt\nkey c.key\n",
+     "c.conf: no 'ca' directive: a TLS client or server needs the CA certificate that signed "
+     "its peer's certificate"),
+    ("client\ndev tun\nremote a\nca ca.crt\ncert c.crt\n",
+     "c.conf:5: 'cert' is given without 'key'"),
+    ("client\ndev tun\nremote a\nca ca.crt\n",
+     "c.conf: no 'cert'/'key': a client needs a certificate and key, or 'auth-user-pass' with "
+     "a server that sets 'verify-client-cert none'"),
+    ("dev tun\nserver 10.8.0.0 255.255.255.0\nca ca.crt\ncert s.crt\nkey s.key\n",
+     "c.conf: no 'dh' directive: an OpenVPN 2.6 TLS server requires one (use 'dh none' for "
+     "ECDHE key exchange only)"),
+    ("dev tun\nserver 10.8.0.0 255.255.255.0\nca ca.crt\ndh none\n",
+     "c.conf: a server needs its own 'cert' and 'key'"),
+    ("dev vpn0\nclient\nremote a\nca ca.crt\ncert c.crt\nkey c.key\n",
+     "c.conf:1: cannot tell whether 'dev vpn0' is a tun or a tap device: add 'dev-type tun' "
+     "or 'dev-type tap'"),
+    ("tls-client\ndev tun\nproto tcp\nremote a\nca ca.crt\ncert c.crt\nkey c.key\n",
+     "c.conf:3: plain 'tcp' is ambiguous here: use tcp-server or tcp-client"),
+    ("mode server\ndev tun\ntls-client\nremote a\nca ca.crt\ncert c.crt\nkey c.key\n",
+     "c.conf:1: 'mode server' needs 'tls-server' (or use the 'server' directive)"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), MISSING)
+def test_missing_or_contradictory_directives(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "c.conf")
+    assert str(info.value) == message
+
+
+def test_client_without_cert_is_fine_with_auth_user_pass() -> None:
+    o = parse_config("client\ndev tun\nremote a\nca ca.crt\nauth-user-pass\n", "c.conf")
+    assert (o.cert, o.key, o.auth_user_pass) == (None, None, "prompt")
+
+
+def test_error_carries_path_line_and_reason() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(CLIENT_BASE + "port abc\n", "client.conf")
+    err = info.value
+    assert (str(err.path), err.line) == ("client.conf", 8)
+    assert err.reason == "'port' expects a number from 1 to 65535, got 'abc'"
+
+
+def test_conflict_is_reported_at_the_later_directive_across_includes(tmp_path: Path) -> None:
+    (tmp_path / "keys.conf").write_text("verb 3\ntls-auth ta.key 1\n")
+    with pytest.raises(ConfigError) as info:
+        parse_config("tls-crypt tc.key\n" + CLIENT_BASE + "config keys.conf\n",
+                     tmp_path / "client.conf")
+    assert (info.value.path, info.value.line) == (tmp_path / "keys.conf", 2)

@@ -1,0 +1,46 @@
+"""Shared test helpers.
+
+Integration tests need root, network namespaces and the openvpn binary. Outside CI they skip
+when those are missing; when ``CI`` is set, a missing requirement is a failure instead, so CI can
+never pass by skipping the tests that matter.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+pytest_plugins = ["tests.netns"]
+
+
+def _unavailable(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"CI requires this test to run, but: {reason}")
+    pytest.skip(reason)
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        _unavailable("needs root")
+
+
+def require_netns() -> None:
+    require_root()
+    if shutil.which("ip") is None:
+        _unavailable("needs iproute2 ('ip')")
+    probe = f"trivpn-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
+    if made.returncode != 0:
+        _unavailable("cannot create network namespaces: " + made.stderr.decode().strip())
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+
+
+def require_openvpn() -> str:
+    path = shutil.which("openvpn")
+    if path is None:
+        _unavailable("needs the openvpn binary (scripts/test installs it as root)")
+    assert path is not None
+    return path

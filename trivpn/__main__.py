@@ -1,0 +1,5 @@
+import sys
+
+from trivpn.cli import main
+
+sys.exit(main())

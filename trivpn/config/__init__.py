@@ -1,0 +1,95 @@
+"""trivpn config layer: OpenVPN 2.6 config files → typed, validated, frozen ``Options``.
+
+``load_config(path)`` reads a file (and, by default, every file it references);
+``parse_config(text, path)`` parses text that claims to live at ``path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trivpn.config.derive import (
+    AddressPool,
+    PingSettings,
+    PoolEntry,
+    address_pool,
+    ping_settings,
+    server_push_options,
+    server_tun_ifconfig,
+)
+from trivpn.config.errors import ConfigError
+from trivpn.config.lexer import tokenize_line
+from trivpn.config.options import (
+    DEFAULT_DATA_CIPHERS,
+    ConfigWarning,
+    ConnectRetry,
+    FileSource,
+    Ifconfig,
+    Keepalive,
+    Management,
+    Mssfix,
+    Options,
+    PeriodicFile,
+    Remote,
+    ReplayWindow,
+    Route,
+    ServerHelper,
+    TlsVersion,
+    VerifyX509Name,
+)
+from trivpn.config.parser import parse_source
+from trivpn.config.reader import ConfigSource, Directive, read_config, read_config_text
+
+
+def load_config(path: Path | str, *, read_files: bool = True) -> Options:
+    """Parse the config file at ``path``.
+
+    With ``read_files`` every referenced file (ca, cert, key, dh unless ``none``, tls-auth,
+    tls-crypt, crl-verify, extra-certs, auth-user-pass) is read into ``FileSource.text``, and
+    an unreadable one raises ConfigError naming the config file, the directive's line and the
+    file. Without it, paths are only resolved (for ``trivpn doctor``, which checks files itself).
+    """
+    options = parse_source(read_config(path))
+    return options.with_files_loaded() if read_files else options
+
+
+def parse_config(text: str, path: Path | str, *, read_files: bool = False) -> Options:
+    """Parse config ``text`` as if it were the file ``path`` (for messages and relative paths).
+    Referenced files are only read with ``read_files=True``."""
+    options = parse_source(read_config_text(text, path))
+    return options.with_files_loaded() if read_files else options
+
+
+__all__ = [
+    "DEFAULT_DATA_CIPHERS",
+    "AddressPool",
+    "ConfigError",
+    "ConfigSource",
+    "ConfigWarning",
+    "ConnectRetry",
+    "Directive",
+    "FileSource",
+    "Ifconfig",
+    "Keepalive",
+    "Management",
+    "Mssfix",
+    "Options",
+    "PeriodicFile",
+    "PingSettings",
+    "PoolEntry",
+    "Remote",
+    "ReplayWindow",
+    "Route",
+    "ServerHelper",
+    "TlsVersion",
+    "VerifyX509Name",
+    "address_pool",
+    "load_config",
+    "parse_config",
+    "ping_settings",
+    "read_config",
+    "read_config_text",
+    "server_push_options",
+    "server_tun_ifconfig",
+    "tokenize_line",
+]

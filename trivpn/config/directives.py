@@ -1,0 +1,708 @@
+"""The directive table: for every directive trivpn accepts, its argument counts and a handler.
+
+A handler receives the parse state and one directive and returns the updated ``Options``; it
+may also note things in the state that are only resolved once the whole file is read (``proto
+tcp``, remotes without a port, the role directives). Directives that OpenVPN knows but trivpn
+does not implement are listed in ``UNSUPPORTED`` and always fail loudly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from trivpn.config import values as v
+from trivpn.config.options import (
+    ConfigWarning,
+    ConnectRetry,
+    DevType,
+    Family,
+    FileSource,
+    Ifconfig,
+    Keepalive,
+    Management,
+    Mssfix,
+    Options,
+    PeriodicFile,
+    ReplayWindow,
+    Role,
+    Route,
+    ServerHelper,
+    TlsVersion,
+    Topology,
+    VerifyX509Name,
+    X509NameType,
+)
+from trivpn.config.reader import Directive, resolve
+
+RawProto = Literal["udp", "tcp", "tcp-server", "tcp-client"]
+
+
+@dataclass(slots=True)
+class PendingRemote:
+    host: str
+    port: int | None
+    proto: RawProto | None
+    family: Family | None
+    directive: Directive
+
+
+@dataclass(slots=True)
+class ParseState:
+    """Mutable, per-parse accumulator (never shared between parses)."""
+
+    opts: Options
+    warnings: list[ConfigWarning] = field(default_factory=list)
+    first_seen: dict[str, Directive] = field(default_factory=dict)
+    last_seen: dict[str, Directive] = field(default_factory=dict)
+    last_position: dict[str, int] = field(default_factory=dict)
+    applied: int = 0
+    raw_proto: RawProto = "udp"
+    remotes: list[PendingRemote] = field(default_factory=list)
+    mode_server: bool = False
+    forward_compatible: bool = False
+
+    def warn(self, d: Directive, message: str) -> None:
+        self.warnings.append(ConfigWarning(d.path, d.line, message))
+
+    def file(self, d: Directive) -> FileSource:
+        if d.inline is not None:
+            return FileSource(d.name, d.path, d.line, None, d.inline)
+        return FileSource(d.name, d.path, d.line, resolve(self.opts.base_dir, d.args[0]))
+
+    def path(self, text: str) -> Path:
+        return resolve(self.opts.base_dir, text)
+
+
+Handler = Callable[[ParseState, Directive], Options]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    min_args: int
+    max_args: int | None
+    handler: Handler
+    inline: bool = False  # may be written as an inline <name>…</name> block
+
+
+# --- shared value maps -------------------------------------------------------------------------
+
+ROLES: Mapping[str, Role] = {"server": "server", "client": "client"}
+DEV_TYPES: Mapping[str, DevType] = {"tun": "tun", "tap": "tap"}
+TOPOLOGIES: Mapping[str, Topology] = {"net30": "net30", "subnet": "subnet", "p2p": "p2p"}
+PROTOS: Mapping[str, tuple[RawProto, Family | None]] = {
+    "udp": ("udp", None), "udp4": ("udp", 4), "udp6": ("udp", 6),
+    "tcp": ("tcp", None), "tcp4": ("tcp", 4), "tcp6": ("tcp", 6),
+    "tcp-server": ("tcp-server", None), "tcp4-server": ("tcp-server", 4),
+    "tcp6-server": ("tcp-server", 6),
+    "tcp-client": ("tcp-client", None), "tcp4-client": ("tcp-client", 4),
+    "tcp6-client": ("tcp-client", 6),
+}
+X509_TYPES: Mapping[str, X509NameType] = {
+    "subject": "subject", "name": "name", "name-prefix": "name-prefix"}
+KEY_DIRECTIONS: Mapping[str, int] = {"0": 0, "1": 1}
+REDIRECT_FLAGS = ("local", "autolocal", "def1", "bypass-dhcp", "bypass-dns", "block-local",
+                  "ipv6", "!ipv4")
+TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+ALLOW_COMPRESSION: Mapping[str, Literal["no", "asym", "yes"]] = {
+    "no": "no", "asym": "asym", "yes": "yes"}
+
+
+# --- role ------------------------------------------------------------------------------------
+
+def _client(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, pull=True)
+
+
+def _server(st: ParseState, d: Directive) -> Options:
+    if len(d.args) == 3 and d.args[2] != "nopool":
+        raise v.fail(d, f"'server' expects 'nopool' as third argument, got '{d.args[2]}'")
+    net = v.ipv4(d, 0)
+    mask = v.netmask(d, 1)
+    network = ipaddress.IPv4Network(f"{net}/{mask}", strict=False)
+    if network.network_address != net:
+        raise v.fail(d, f"'server' network {net} is not the first address of a {mask} subnet "
+                        f"(did you mean {network.network_address}?)")
+    return replace(st.opts, server=ServerHelper(network, len(d.args) == 3, d.line))
+
+
+def _mode(st: ParseState, d: Directive) -> Options:
+    st.mode_server = v.choice(d, 0, {"p2p": False, "server": True})
+    return st.opts
+
+
+def _flag(st: ParseState, d: Directive) -> Options:
+    return FLAGS[d.name](st.opts)
+
+
+# Directives without arguments that switch one thing on (or, for a few, do nothing in trivpn).
+FLAGS: Mapping[str, Callable[[Options], Options]] = {
+    "pull": lambda o: replace(o, pull=True),
+    "tls-client": lambda o: o,  # role directives are resolved by the parser
+    "tls-server": lambda o: o,
+    "persist-key": lambda o: replace(o, persist_key=True),
+    "persist-tun": lambda o: replace(o, persist_tun=True),
+    "nobind": lambda o: replace(o, nobind=True),
+    "bind": lambda o: replace(o, nobind=False),
+    "remote-random": lambda o: replace(o, remote_random=True),
+    "float": lambda o: replace(o, float_=True),
+    "fast-io": lambda o: replace(o, fast_io=True),
+    "tcp-nodelay": lambda o: replace(o, tcp_nodelay=True),
+    "client-to-client": lambda o: replace(o, client_to_client=True),
+    "duplicate-cn": lambda o: replace(o, duplicate_cn=True),
+    "mute-replay-warnings": lambda o: replace(o, mute_replay_warnings=True),
+    "auth-nocache": lambda o: replace(o, auth_nocache=True),
+    "ping-timer-rem": lambda o: replace(o, ping_timer_rem=True),
+    "push-peer-info": lambda o: replace(o, push_peer_info=True),
+    "disable-dco": lambda o: o,  # trivpn never uses data-channel offload
+}
+
+
+# --- device ----------------------------------------------------------------------------------
+
+def _dev(st: ParseState, d: Directive) -> Options:
+    if d.args[0] == "null":
+        raise v.fail(d, "'dev null' is not supported by trivpn yet")
+    return replace(st.opts, dev=d.args[0])
+
+
+def _dev_type(st: ParseState, d: Directive) -> Options:
+    if d.args[0] == "null":
+        raise v.fail(d, "'dev-type null' is not supported by trivpn yet")
+    return replace(st.opts, dev_type=v.choice(d, 0, DEV_TYPES))
+
+
+def _mssfix(st: ParseState, d: Directive) -> Options:
+    if not d.args:
+        return replace(st.opts, mssfix=Mssfix())
+    size = v.integer(d, 0, 0, 65535)
+    flag = v.choice(d, 1, {"mtu": "mtu", "fixed": "fixed"}) if len(d.args) == 2 else ""
+    return replace(st.opts, mssfix=Mssfix(size, mtu=flag == "mtu", fixed=flag == "fixed"))
+
+
+def _ifconfig(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, ifconfig=Ifconfig(v.ipv4(d, 0), v.ipv4(d, 1)))
+
+
+# --- transport -------------------------------------------------------------------------------
+
+def _proto(st: ParseState, d: Directive) -> Options:
+    st.raw_proto, family = v.choice(d, 0, PROTOS)
+    return replace(st.opts, family=family)
+
+
+def _port(st: ParseState, d: Directive) -> Options:
+    p = v.port(d, 0)
+    return replace(st.opts, port=p, lport=p, rport=p)
+
+
+def _remote(st: ParseState, d: Directive) -> Options:
+    port = v.port(d, 1) if len(d.args) >= 2 else None
+    proto: RawProto | None = None
+    family: Family | None = None
+    if len(d.args) == 3:
+        proto, family = v.choice(d, 2, PROTOS)
+    st.remotes.append(PendingRemote(d.args[0], port, proto, family, d))
+    return st.opts
+
+
+def _resolv_retry(st: ParseState, d: Directive) -> Options:
+    if d.args[0] == "infinite":
+        return replace(st.opts, resolv_retry=None)
+    return replace(st.opts, resolv_retry=v.integer(d, 0, 0))
+
+
+def _connect_retry(st: ParseState, d: Directive) -> Options:
+    secs = v.integer(d, 0, 0)
+    max_secs = v.integer(d, 1, 0) if len(d.args) == 2 else 300
+    return replace(st.opts, connect_retry=ConnectRetry(secs, max(secs, max_secs)))
+
+
+# --- certificates and keys -------------------------------------------------------------------
+
+def _dh(st: ParseState, d: Directive) -> Options:
+    if d.inline is None and d.args[0] == "none":
+        return replace(st.opts, dh="none")
+    return replace(st.opts, dh=st.file(d))
+
+
+def _crl_verify(st: ParseState, d: Directive) -> Options:
+    if len(d.args) == 2:
+        if d.args[1] == "dir":
+            raise v.fail(d, "'crl-verify DIR dir' is not supported by trivpn yet")
+        raise v.fail(d, f"'crl-verify' expects 'dir' as second argument, got '{d.args[1]}'")
+    return replace(st.opts, crl_verify=st.file(d))
+
+
+def _tls_auth(st: ParseState, d: Directive) -> Options:
+    opts = replace(st.opts, tls_auth=st.file(d))
+    if d.inline is None and len(d.args) == 2:
+        opts = replace(opts, key_direction=v.choice(d, 1, KEY_DIRECTIONS))
+    return opts
+
+
+def _remote_cert_ku(st: ParseState, d: Directive) -> Options:
+    for i, text in enumerate(d.args):
+        try:
+            int(text, 16)
+        except ValueError:
+            raise v.fail(d, f"'remote-cert-ku' expects hex key-usage values such as a0, "
+                            f"got '{d.args[i]}'") from None
+    return replace(st.opts, remote_cert_ku=d.args)
+
+
+def _ns_cert_type(st: ParseState, d: Directive) -> Options:
+    st.warn(d, "'ns-cert-type' is deprecated (Netscape certificate types); "
+               "use 'remote-cert-tls' instead")
+    return replace(st.opts, ns_cert_type=v.choice(d, 0, ROLES))
+
+
+def _verify_x509_name(st: ParseState, d: Directive) -> Options:
+    kind = v.choice(d, 1, X509_TYPES) if len(d.args) == 2 else "subject"
+    return replace(st.opts, verify_x509_name=VerifyX509Name(d.args[0], kind))
+
+
+def _tls_version_min(st: ParseState, d: Directive) -> Options:
+    version = v.choice(d, 0, {t: t for t in TLS_VERSIONS})
+    if len(d.args) == 2 and d.args[1] != "or-highest":
+        raise v.fail(d, f"'tls-version-min' expects 'or-highest' as second argument, "
+                        f"got '{d.args[1]}'")
+    if version in ("1.0", "1.1"):
+        st.warn(d, f"'tls-version-min {version}' allows obsolete TLS versions; use 1.2")
+    return replace(st.opts, tls_version_min=TlsVersion(version, len(d.args) == 2))
+
+
+def _auth_user_pass(st: ParseState, d: Directive) -> Options:
+    if d.inline is None and not d.args:
+        return replace(st.opts, auth_user_pass="prompt")
+    return replace(st.opts, auth_user_pass=st.file(d))
+
+
+# --- data channel ----------------------------------------------------------------------------
+
+def _cipher(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, cipher=v.cipher_name(d, d.args[0]))
+
+
+def _data_ciphers(st: ParseState, d: Directive) -> Options:
+    if d.name == "ncp-ciphers":
+        st.warn(d, "'ncp-ciphers' was renamed to 'data-ciphers'")
+    return replace(st.opts, data_ciphers=v.cipher_list(d, d.args[0]))
+
+
+def _data_ciphers_fallback(st: ParseState, d: Directive) -> Options:
+    name = v.cipher_name(d, d.args[0])
+    if name not in v.SUPPORTED_CIPHERS and name not in v.WEAK_64BIT_CIPHERS:
+        raise v.fail(d, f"'data-ciphers-fallback': cipher '{name}' is not supported by trivpn")
+    return replace(st.opts, data_ciphers_fallback=name)
+
+
+def _auth(st: ParseState, d: Directive) -> Options:
+    name = d.args[0].upper()
+    if name not in v.DIGESTS:
+        raise v.fail(d, f"'auth' expects a digest such as SHA1, SHA256 or SHA512, "
+                        f"got '{d.args[0]}'")
+    if name in v.WEAK_DIGESTS:
+        st.warn(d, f"'auth {name}' is a weak digest; use SHA256 or better")
+    return replace(st.opts, auth=name)
+
+
+def _replay_window(st: ParseState, d: Directive) -> Options:
+    size = v.integer(d, 0, 0, 65536)
+    secs = v.integer(d, 1, 0, 600) if len(d.args) == 2 else 15
+    return replace(st.opts, replay_window=ReplayWindow(size, secs))
+
+
+def _comp_lzo(st: ParseState, d: Directive) -> Options:
+    value = d.args[0] if d.args else "adaptive"
+    if value not in ("yes", "no", "adaptive"):
+        raise v.fail(d, f"'comp-lzo' expects one of yes, no, adaptive, got '{value}'")
+    st.warn(d, "'comp-lzo' is deprecated; remove compression on both sides "
+               "(or use 'compress stub-v2' while migrating)")
+    if value != "no":
+        if st.opts.allow_compression == "no":
+            raise v.fail(d, f"cannot set comp-lzo to '{value}': allow-compression is 'no' "
+                            "(OpenVPN 2.6 refuses this too); use 'comp-lzo no'")
+        raise v.fail(d, f"'comp-lzo {value}' is not supported by trivpn yet "
+                        "(only the 'comp-lzo no' framing is)")
+    return replace(st.opts, compression="lzo-stub")
+
+
+def _compress(st: ParseState, d: Directive) -> Options:
+    algo = d.args[0] if d.args else "stub"
+    if algo == "stub":
+        return replace(st.opts, compression="stub")
+    if algo == "stub-v2":
+        return replace(st.opts, compression="stub-v2")
+    if algo not in ("lzo", "lz4", "lz4-v2", "migrate"):
+        raise v.fail(d, f"'compress' expects one of stub, stub-v2, lzo, lz4, lz4-v2, "
+                        f"got '{algo}'")
+    if st.opts.allow_compression == "no" and algo != "migrate":
+        raise v.fail(d, f"cannot set compress to '{algo}': allow-compression is 'no' "
+                        "(OpenVPN 2.6 refuses this too)")
+    raise v.fail(d, f"'compress {algo}' is not supported by trivpn yet "
+                    "(only 'compress stub' and 'compress stub-v2' are)")
+
+
+def _allow_compression(st: ParseState, d: Directive) -> Options:
+    value = v.choice(d, 0, ALLOW_COMPRESSION)
+    if value == "yes":
+        st.warn(d, "'allow-compression yes' enables attacks on encrypted traffic (VORACLE)")
+    return replace(st.opts, allow_compression=value)
+
+
+# --- server ----------------------------------------------------------------------------------
+
+def _ifconfig_pool_persist(st: ParseState, d: Directive) -> Options:
+    secs = v.integer(d, 1, 0) if len(d.args) == 2 else 600
+    return replace(st.opts, ifconfig_pool_persist=PeriodicFile(st.path(d.args[0]), secs))
+
+
+def _push(st: ParseState, d: Directive) -> Options:
+    text = d.args[0]
+    if "," in text:
+        raise v.fail(d, f"'push' option must not contain ',': '{text}' "
+                        "(write one 'push' line per option)")
+    if not text.strip():
+        raise v.fail(d, "'push' expects an option, got an empty string")
+    return replace(st.opts, pushes=(*st.opts.pushes, text))
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+def _route(st: ParseState, d: Directive) -> Options:
+    args = d.args
+    mask = (v.netmask(d, 1) if len(args) >= 2 and args[1] != "default"
+            else ipaddress.IPv4Address("255.255.255.255"))
+    gateway = args[2] if len(args) >= 3 and args[2] != "default" else None
+    metric = v.integer(d, 3, 0) if len(args) == 4 and args[3] != "default" else None
+    route = Route(args[0], mask, gateway, metric, d.line)
+    return replace(st.opts, routes=(*st.opts.routes, route))
+
+
+def _redirect_gateway(st: ParseState, d: Directive) -> Options:
+    for flag in d.args:
+        if flag not in REDIRECT_FLAGS:
+            raise v.fail(d, f"'redirect-gateway' flag '{flag}' is unknown "
+                            f"(expected {', '.join(REDIRECT_FLAGS)})")
+    return replace(st.opts, redirect_gateway=d.args)
+
+
+def _dhcp_option(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, dhcp_options=(*st.opts.dhcp_options, d.args))
+
+
+# --- keepalive and lifecycle -----------------------------------------------------------------
+
+def _keepalive(st: ParseState, d: Directive) -> Options:
+    interval, timeout = v.integer(d, 0, 0), v.integer(d, 1, 0)
+    return replace(st.opts, keepalive=Keepalive(interval, timeout, d.line))
+
+
+def _explicit_exit_notify(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, explicit_exit_notify=v.integer(d, 0, 0) if d.args else 1)
+
+
+# --- logging and process ---------------------------------------------------------------------
+
+def _status(st: ParseState, d: Directive) -> Options:
+    secs = v.integer(d, 1, 1) if len(d.args) == 2 else 60
+    return replace(st.opts, status=PeriodicFile(st.path(d.args[0]), secs))
+
+
+def _management(st: ParseState, d: Directive) -> Options:
+    pwfile = d.args[2] if len(d.args) == 3 else None
+    if d.args[1] == "unix":
+        mgmt = Management(d.args[0], None, True, pwfile)
+    else:
+        mgmt = Management(d.args[0], v.port(d, 1), False, pwfile)
+        if pwfile is None:
+            st.warn(d, "'management' on a TCP port without a password file lets any local "
+                       "user control the VPN")
+    return replace(st.opts, management=mgmt)
+
+
+def _setenv(st: ParseState, d: Directive) -> Options:
+    if d.args[0] == "FORWARD_COMPATIBLE" and d.args[1:] == ("1",):
+        st.forward_compatible = True
+    value = d.args[1] if len(d.args) == 2 else ""
+    return replace(st.opts, setenv=(*st.opts.setenv, (d.args[0], value)))
+
+
+def _ignore_unknown_option(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, ignore_unknown_option=(*st.opts.ignore_unknown_option, *d.args))
+
+
+def _tun_ipv6(st: ParseState, d: Directive) -> Options:
+    st.warn(d, "'tun-ipv6' is obsolete and ignored")
+    return st.opts
+
+
+def _noop(st: ParseState, d: Directive) -> Options:
+    """For ``config``/``cd``, which the reader has already applied."""
+    return st.opts
+
+
+def _int_option(st: ParseState, d: Directive) -> Options:
+    lo, hi, setter = INTS[d.name]
+    return setter(st.opts, v.integer(d, 0, lo, hi))
+
+
+# Directives ``NAME N`` that set one integer: (min, max or None, setter).
+INTS: Mapping[str, tuple[int, int | None, Callable[[Options, int], Options]]] = {
+    "tun-mtu": (100, 65535, lambda o, n: replace(o, tun_mtu=n)),
+    "txqueuelen": (0, None, lambda o, n: replace(o, txqueuelen=n)),
+    "lport": (1, 65535, lambda o, n: replace(o, lport=n)),
+    "rport": (1, 65535, lambda o, n: replace(o, rport=n)),
+    "server-poll-timeout": (1, None, lambda o, n: replace(o, server_poll_timeout=n)),
+    "connect-timeout": (1, None, lambda o, n: replace(o, server_poll_timeout=n)),
+    "max-packet-size": (154, 2048, lambda o, n: replace(o, max_packet_size=n)),
+    "sndbuf": (0, None, lambda o, n: replace(o, sndbuf=n)),
+    "rcvbuf": (0, None, lambda o, n: replace(o, rcvbuf=n)),
+    "hand-window": (1, None, lambda o, n: replace(o, hand_window=n)),
+    "tls-timeout": (1, None, lambda o, n: replace(o, tls_timeout=n)),
+    "reneg-bytes": (0, None, lambda o, n: replace(o, reneg_bytes=n)),
+    "reneg-pkts": (0, None, lambda o, n: replace(o, reneg_pkts=n)),
+    "tran-window": (1, None, lambda o, n: replace(o, tran_window=n)),
+    "max-clients": (1, None, lambda o, n: replace(o, max_clients=n)),
+    "ping": (0, None, lambda o, n: replace(o, ping=n)),
+    "ping-restart": (0, None, lambda o, n: replace(o, ping_restart=n)),
+    "ping-exit": (0, None, lambda o, n: replace(o, ping_exit=n)),
+    "inactive": (0, None, lambda o, n: replace(o, inactive=n)),
+    "session-timeout": (0, None, lambda o, n: replace(o, session_timeout=n)),
+    "verb": (0, 11, lambda o, n: replace(o, verb=n)),
+    "mute": (0, None, lambda o, n: replace(o, mute=n)),
+    "status-version": (1, 3, lambda o, n: replace(o, status_version=n)),
+    "script-security": (0, 3, lambda o, n: replace(o, script_security=n)),
+}
+
+
+def _reneg_sec(st: ParseState, d: Directive) -> Options:
+    secs = v.integer(d, 0, 0)
+    low = v.integer(d, 1, 0) if len(d.args) == 2 else None
+    return replace(st.opts, reneg_sec=secs, reneg_sec_min=low)
+
+
+def _str_option(st: ParseState, d: Directive) -> Options:
+    return STRINGS[d.name](st, d)
+
+
+# Directives ``NAME VALUE`` that store one string or path.
+STRINGS: Mapping[str, Handler] = {
+    "local": lambda st, d: replace(st.opts, local=d.args[0]),
+    "remote-cert-eku": lambda st, d: replace(st.opts, remote_cert_eku=d.args[0]),
+    "tls-version-max": lambda st, d: replace(
+        st.opts, tls_version_max=v.choice(d, 0, {t: t for t in TLS_VERSIONS})),
+    "tls-cipher": lambda st, d: replace(st.opts, tls_cipher=d.args[0]),
+    "tls-ciphersuites": lambda st, d: replace(st.opts, tls_ciphersuites=d.args[0]),
+    "tls-groups": lambda st, d: replace(st.opts, tls_groups=d.args[0]),
+    "tls-cert-profile": lambda st, d: replace(st.opts, tls_cert_profile=v.choice(
+        d, 0, {p: p for p in ("insecure", "legacy", "preferred", "suiteb")})),
+    "route-gateway": lambda st, d: replace(st.opts, route_gateway=d.args[0]),
+    "user": lambda st, d: replace(st.opts, user=d.args[0]),
+    "group": lambda st, d: replace(st.opts, group=d.args[0]),
+    "log": lambda st, d: replace(st.opts, log=st.path(d.args[0]), log_append=False),
+    "log-append": lambda st, d: replace(st.opts, log=st.path(d.args[0]), log_append=True),
+    "writepid": lambda st, d: replace(st.opts, writepid=st.path(d.args[0])),
+}
+
+
+def _choice_field(st: ParseState, d: Directive) -> Options:
+    o = st.opts
+    if d.name == "topology":
+        return replace(o, topology=v.choice(d, 0, TOPOLOGIES))
+    if d.name == "key-direction":
+        return replace(o, key_direction=v.choice(d, 0, KEY_DIRECTIONS))
+    if d.name == "remote-cert-tls":
+        return replace(o, remote_cert_tls=v.choice(d, 0, ROLES))
+    if d.name == "verify-client-cert":
+        return replace(o, verify_client_cert=v.choice(
+            d, 0, {"none": "none", "optional": "optional", "require": "require"}))
+    if d.name == "auth-retry":
+        return replace(o, auth_retry=v.choice(
+            d, 0, {"none": "none", "nointeract": "nointeract", "interact": "interact"}))
+    raise AssertionError(d.name)
+
+
+def _syslog(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, syslog=d.args[0] if d.args else "openvpn")
+
+
+def _daemon(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, daemon=True)
+
+
+def _file_field(st: ParseState, d: Directive) -> Options:
+    src, o = st.file(d), st.opts
+    if d.name == "ca":
+        return replace(o, ca=src)
+    if d.name == "cert":
+        return replace(o, cert=src)
+    if d.name == "key":
+        return replace(o, key=src)
+    if d.name == "extra-certs":
+        return replace(o, extra_certs=src)
+    if d.name == "tls-crypt":
+        return replace(o, tls_crypt=src)
+    raise AssertionError(d.name)
+
+
+DIRECTIVES: Mapping[str, Spec] = {
+    # role
+    "client": Spec(0, 0, _client),
+    "server": Spec(2, 3, _server),
+    "mode": Spec(1, 1, _mode),
+    "pull": Spec(0, 0, _flag),
+    "tls-client": Spec(0, 0, _flag),
+    "tls-server": Spec(0, 0, _flag),
+    # device
+    "dev": Spec(1, 1, _dev),
+    "dev-type": Spec(1, 1, _dev_type),
+    "topology": Spec(1, 1, _choice_field),
+    "tun-mtu": Spec(1, 1, _int_option),
+    "mssfix": Spec(0, 2, _mssfix),
+    "txqueuelen": Spec(1, 1, _int_option),
+    "ifconfig": Spec(2, 2, _ifconfig),
+    "tun-ipv6": Spec(0, 0, _tun_ipv6),
+    "disable-dco": Spec(0, 0, _flag),
+    # transport
+    "proto": Spec(1, 1, _proto),
+    "port": Spec(1, 1, _port),
+    "lport": Spec(1, 1, _int_option),
+    "rport": Spec(1, 1, _int_option),
+    "local": Spec(1, 1, _str_option),
+    "remote": Spec(1, 3, _remote),
+    "remote-random": Spec(0, 0, _flag),
+    "nobind": Spec(0, 0, _flag),
+    "bind": Spec(0, 0, _flag),
+    "resolv-retry": Spec(1, 1, _resolv_retry),
+    "connect-retry": Spec(1, 2, _connect_retry),
+    "server-poll-timeout": Spec(1, 1, _int_option),
+    "connect-timeout": Spec(1, 1, _int_option),
+    "float": Spec(0, 0, _flag),
+    "max-packet-size": Spec(1, 1, _int_option),
+    "sndbuf": Spec(1, 1, _int_option),
+    "rcvbuf": Spec(1, 1, _int_option),
+    "fast-io": Spec(0, 0, _flag),
+    "tcp-nodelay": Spec(0, 0, _flag),
+    # certificates and keys
+    "ca": Spec(1, 1, _file_field, inline=True),
+    "cert": Spec(1, 1, _file_field, inline=True),
+    "key": Spec(1, 1, _file_field, inline=True),
+    "extra-certs": Spec(1, 1, _file_field, inline=True),
+    "dh": Spec(1, 1, _dh, inline=True),
+    "crl-verify": Spec(1, 2, _crl_verify, inline=True),
+    "tls-auth": Spec(1, 2, _tls_auth, inline=True),
+    "tls-crypt": Spec(1, 1, _file_field, inline=True),
+    "key-direction": Spec(1, 1, _choice_field),
+    "remote-cert-tls": Spec(1, 1, _choice_field),
+    "remote-cert-eku": Spec(1, 1, _str_option),
+    "remote-cert-ku": Spec(0, None, _remote_cert_ku),
+    "ns-cert-type": Spec(1, 1, _ns_cert_type),
+    "verify-x509-name": Spec(1, 2, _verify_x509_name),
+    "verify-client-cert": Spec(1, 1, _choice_field),
+    "tls-version-min": Spec(1, 2, _tls_version_min),
+    "tls-version-max": Spec(1, 1, _str_option),
+    "tls-cipher": Spec(1, 1, _str_option),
+    "tls-ciphersuites": Spec(1, 1, _str_option),
+    "tls-groups": Spec(1, 1, _str_option),
+    "tls-cert-profile": Spec(1, 1, _str_option),
+    "auth-user-pass": Spec(0, 1, _auth_user_pass, inline=True),
+    "auth-nocache": Spec(0, 0, _flag),
+    "auth-retry": Spec(1, 1, _choice_field),
+    # TLS timing
+    "hand-window": Spec(1, 1, _int_option),
+    "tls-timeout": Spec(1, 1, _int_option),
+    "reneg-sec": Spec(1, 2, _reneg_sec),
+    "reneg-bytes": Spec(1, 1, _int_option),
+    "reneg-pkts": Spec(1, 1, _int_option),
+    "tran-window": Spec(1, 1, _int_option),
+    # data channel
+    "cipher": Spec(1, 1, _cipher),
+    "data-ciphers": Spec(1, 1, _data_ciphers),
+    "ncp-ciphers": Spec(1, 1, _data_ciphers),
+    "data-ciphers-fallback": Spec(1, 1, _data_ciphers_fallback),
+    "auth": Spec(1, 1, _auth),
+    "replay-window": Spec(1, 2, _replay_window),
+    "mute-replay-warnings": Spec(0, 0, _flag),
+    "comp-lzo": Spec(0, 1, _comp_lzo),
+    "compress": Spec(0, 1, _compress),
+    "allow-compression": Spec(1, 1, _allow_compression),
+    # server
+    "ifconfig-pool-persist": Spec(1, 2, _ifconfig_pool_persist),
+    "push": Spec(1, 1, _push),
+    "client-to-client": Spec(0, 0, _flag),
+    "max-clients": Spec(1, 1, _int_option),
+    "duplicate-cn": Spec(0, 0, _flag),
+    # routing
+    "route": Spec(1, 4, _route),
+    "route-gateway": Spec(1, 1, _str_option),
+    "redirect-gateway": Spec(0, None, _redirect_gateway),
+    "dhcp-option": Spec(1, 2, _dhcp_option),
+    # keepalive and lifecycle
+    "keepalive": Spec(2, 2, _keepalive),
+    "ping": Spec(1, 1, _int_option),
+    "ping-restart": Spec(1, 1, _int_option),
+    "ping-exit": Spec(1, 1, _int_option),
+    "ping-timer-rem": Spec(0, 0, _flag),
+    "inactive": Spec(1, 1, _int_option),
+    "session-timeout": Spec(1, 1, _int_option),
+    "explicit-exit-notify": Spec(0, 1, _explicit_exit_notify),
+    "persist-key": Spec(0, 0, _flag),
+    "persist-tun": Spec(0, 0, _flag),
+    "user": Spec(1, 1, _str_option),
+    "group": Spec(1, 1, _str_option),
+    # logging and process
+    "verb": Spec(1, 1, _int_option),
+    "mute": Spec(1, 1, _int_option),
+    "status": Spec(1, 2, _status),
+    "status-version": Spec(1, 1, _int_option),
+    "log": Spec(1, 1, _str_option),
+    "log-append": Spec(1, 1, _str_option),
+    "syslog": Spec(0, 1, _syslog),
+    "writepid": Spec(1, 1, _str_option),
+    "daemon": Spec(0, 1, _daemon),
+    "management": Spec(2, 3, _management),
+    "script-security": Spec(1, 1, _int_option),
+    "push-peer-info": Spec(0, 0, _flag),
+    "setenv": Spec(1, 2, _setenv),
+    "setenv-safe": Spec(1, 2, _setenv),
+    "ignore-unknown-option": Spec(1, None, _ignore_unknown_option),
+    "config": Spec(1, 1, _noop),
+    "cd": Spec(1, 1, _noop),
+}
+
+
+# OpenVPN 2.6 directives trivpn recognizes but does not implement: always an error, never
+# silently accepted (a config that relies on them would not behave as the user expects).
+UNSUPPORTED: frozenset[str] = frozenset({
+    "fragment", "secret", "tls-crypt-v2", "tls-crypt-v2-verify", "pkcs12", "capath",
+    "http-proxy", "http-proxy-option", "http-proxy-user-pass", "http-proxy-retry",
+    "http-proxy-timeout", "socks-proxy", "socks-proxy-retry",
+    "plugin", "up", "down", "up-delay", "up-restart", "down-pre", "route-up", "route-pre-down",
+    "ipchange", "tls-verify", "tls-export-cert", "client-connect", "client-disconnect",
+    "learn-address", "auth-user-pass-verify", "auth-user-pass-optional", "auth-gen-token",
+    "auth-gen-token-secret", "client-config-dir", "ccd-exclusive", "ifconfig-pool",
+    "ifconfig-push", "iroute", "server-ipv6", "ifconfig-ipv6", "ifconfig-ipv6-pool",
+    "ifconfig-ipv6-push", "route-ipv6", "iroute-ipv6", "route-ipv6-gateway", "server-bridge",
+    "connection", "peer-fingerprint", "verify-hash", "chroot", "management-client-auth",
+    "management-hold", "management-query-passwords", "management-query-proxy",
+    "management-query-remote", "management-external-key", "management-external-cert",
+    "static-challenge", "pkcs11-providers", "pkcs11-id", "cryptoapicert", "askpass",
+    "multihome", "push-reset", "push-remove", "pull-filter", "route-nopull", "route-noexec",
+    "route-delay", "route-metric", "redirect-private", "tun-mtu-extra", "link-mtu", "mtu-disc",
+    "mtu-test", "dev-node", "lladdr", "mark", "remote-random-hostname", "connect-retry-max",
+    "port-share", "dns", "block-ipv6", "tls-exit", "single-session", "username-as-common-name",
+    "connect-freq", "connect-freq-initial", "max-routes-per-client", "x509-username-field",
+    "x509-track", "engine", "providers", "keying-material-exporter", "ecdh-curve", "opt-verify",
+    "inetd", "bcast-buffers", "tcp-queue-limit", "stale-routes-check", "tun-max-mtu",
+    "persist-remote-ip", "persist-local-ip", "mlock", "nice", "echo", "client-nat",
+    "allow-pull-fqdn", "remap-usr1", "machine-readable-output", "suppress-timestamps",
+    "comp-noadapt", "auth-token", "auth-token-user", "compat-mode", "vlan-tagging",
+    "vlan-accept", "vlan-pvid", "ifconfig-noexec", "ifconfig-nowarn",
+    "shaper", "replay-persist", "no-replay", "tls-crypt-v2-max-age", "auth-token-gen",
+    "session-timeout-push", "proto-force", "explicit-exit-notify-push",
+})

@@ -1,0 +1,369 @@
+"""Typed, frozen results of parsing an OpenVPN config file.
+
+Everything here is plain data. Parsing lives in ``parser.py``/``directives.py``; values derived
+from several options (push list, pool, effective pings) live in ``derive.py``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from trivpn.config.errors import ConfigError
+
+Role = Literal["client", "server"]
+Mode = Literal["p2p", "server"]
+Proto = Literal["udp", "tcp-server", "tcp-client"]
+Family = Literal[4, 6]
+DevType = Literal["tun", "tap"]
+Topology = Literal["net30", "subnet", "p2p"]
+CompressionFraming = Literal["lzo-stub", "stub", "stub-v2"]
+X509NameType = Literal["subject", "name", "name-prefix"]
+
+DEFAULT_DATA_CIPHERS: tuple[str, ...] = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigWarning:
+    """Something OpenVPN accepts but only warns about, or that is deprecated or weak."""
+
+    path: Path
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
+        return where + self.message
+
+
+@dataclass(frozen=True, slots=True)
+class FileSource:
+    """A file-valued option (``ca``, ``cert``, ``tls-auth``...): a path or an inline block.
+
+    ``config_path``/``line`` say where the directive was written. ``path`` is the resolved file
+    (None for inline blocks), ``inline`` the block's content, ``text`` the file's content once
+    loaded. Contents are never shown in ``repr``.
+    """
+
+    directive: str
+    config_path: Path
+    line: int
+    path: Path | None
+    inline: str | None = field(default=None, repr=False)
+    text: str | None = field(default=None, repr=False)
+
+    @property
+    def is_inline(self) -> bool:
+        return self.inline is not None
+
+    def describe(self) -> str:
+        """``'/etc/openvpn/ca.crt'`` or ``inline <ca> block``, for messages."""
+        if self.path is None:
+            return f"inline <{self.directive}> block"
+        return f"'{self.path}'"
+
+    def read_text(self) -> str:
+        """The content: inline text, already loaded text, or the file read now.
+
+        Raises ConfigError naming the config file, the directive's line and the unreadable file.
+        """
+        if self.inline is not None:
+            return self.inline
+        if self.text is not None:
+            return self.text
+        assert self.path is not None
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or exc.__class__.__name__
+            raise ConfigError(
+                f"cannot read {self.directive} file '{self.path}': {reason}",
+                self.config_path, self.line) from None
+        return data.decode("utf-8", errors="surrogateescape")
+
+    def loaded(self) -> FileSource:
+        """A copy with ``text`` filled in (inline blocks are returned unchanged)."""
+        if self.inline is not None or self.text is not None:
+            return self
+        return replace(self, text=self.read_text())
+
+
+@dataclass(frozen=True, slots=True)
+class Remote:
+    host: str
+    port: int
+    proto: Proto
+    family: Family | None
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """``route NET [MASK] [GW] [METRIC]``. NET/GW may be hostnames or OpenVPN keywords
+    (``vpn_gateway``, ``net_gateway``, ``remote_host``)."""
+
+    network: str
+    netmask: ipaddress.IPv4Address
+    gateway: str | None
+    metric: int | None
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHelper:
+    """``server NET MASK [nopool]``."""
+
+    network: ipaddress.IPv4Network
+    nopool: bool
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    interval: int
+    timeout: int
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ifconfig:
+    """``ifconfig LOCAL REMOTE-or-NETMASK`` (peer address for net30/p2p, netmask for subnet)."""
+
+    local: ipaddress.IPv4Address
+    remote: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodicFile:
+    """A file rewritten every ``seconds`` (``status``, ``ifconfig-pool-persist``)."""
+
+    path: Path
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRetry:
+    seconds: int = 1
+    max_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayWindow:
+    size: int = 64
+    seconds: int = 15
+
+
+@dataclass(frozen=True, slots=True)
+class Mssfix:
+    """``mssfix [MAX [mtu|fixed]]``; 0 disables. The 2.6 default is ``1492 mtu``."""
+
+    max: int = 1492
+    mtu: bool = True
+    fixed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyX509Name:
+    name: str
+    type: X509NameType = "subject"
+
+
+@dataclass(frozen=True, slots=True)
+class Management:
+    """``management IP PORT [PWFILE]`` or ``management PATH unix [PWFILE]``."""
+
+    address: str
+    port: int | None
+    unix: bool
+    password_file: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsVersion:
+    version: str
+    or_highest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """A parsed, validated OpenVPN config. Defaults are OpenVPN 2.6's."""
+
+    config_path: Path
+    base_dir: Path
+    # role
+    role: Role = "client"
+    tls_role: Role = "client"
+    pull: bool = False
+    mode: Mode = "p2p"
+    # device
+    dev: str = "tun"
+    dev_type: DevType = "tun"
+    topology: Topology = "net30"
+    tun_mtu: int = 1500
+    mssfix: Mssfix = Mssfix()
+    txqueuelen: int | None = None
+    ifconfig: Ifconfig | None = None
+    # transport
+    proto: Proto = "udp"
+    family: Family | None = None
+    port: int = 1194
+    lport: int = 1194
+    rport: int = 1194
+    local: str | None = None
+    remotes: tuple[Remote, ...] = ()
+    remote_random: bool = False
+    nobind: bool = False
+    resolv_retry: int | None = None
+    connect_retry: ConnectRetry = ConnectRetry()
+    server_poll_timeout: int | None = None
+    float_: bool = False
+    max_packet_size: int = 1250
+    sndbuf: int | None = None
+    rcvbuf: int | None = None
+    fast_io: bool = False
+    tcp_nodelay: bool = False
+    # certificates and keys
+    ca: FileSource | None = None
+    cert: FileSource | None = None
+    key: FileSource | None = None
+    extra_certs: FileSource | None = None
+    dh: FileSource | Literal["none"] | None = None
+    crl_verify: FileSource | None = None
+    tls_auth: FileSource | None = None
+    tls_crypt: FileSource | None = None
+    key_direction: int | None = None
+    remote_cert_tls: Role | None = None
+    remote_cert_eku: str | None = None
+    remote_cert_ku: tuple[str, ...] = ()
+    ns_cert_type: Role | None = None
+    verify_x509_name: VerifyX509Name | None = None
+    verify_client_cert: Literal["none", "optional", "require"] = "require"
+    tls_version_min: TlsVersion = TlsVersion("1.2")
+    tls_version_max: str | None = None
+    tls_cipher: str | None = None
+    tls_ciphersuites: str | None = None
+    tls_groups: str | None = None
+    tls_cert_profile: str | None = None
+    auth_user_pass: FileSource | Literal["prompt"] | None = None
+    auth_nocache: bool = False
+    auth_retry: Literal["none", "nointeract", "interact"] = "none"
+    # TLS timing
+    hand_window: int = 60
+    tls_timeout: int = 2
+    reneg_sec: int = 3600
+    reneg_sec_min: int | None = None
+    reneg_bytes: int | None = None
+    reneg_pkts: int | None = None
+    tran_window: int = 3600
+    # data channel
+    cipher: str | None = None
+    data_ciphers: tuple[str, ...] = DEFAULT_DATA_CIPHERS
+    data_ciphers_fallback: str | None = None
+    auth: str = "SHA1"
+    replay_window: ReplayWindow = ReplayWindow()
+    mute_replay_warnings: bool = False
+    compression: CompressionFraming | None = None
+    allow_compression: Literal["no", "asym", "yes"] = "no"
+    # server
+    server: ServerHelper | None = None
+    ifconfig_pool_persist: PeriodicFile | None = None
+    pushes: tuple[str, ...] = ()
+    client_to_client: bool = False
+    max_clients: int = 1024
+    duplicate_cn: bool = False
+    # routing (own)
+    routes: tuple[Route, ...] = ()
+    route_gateway: str | None = None
+    redirect_gateway: tuple[str, ...] | None = None
+    dhcp_options: tuple[tuple[str, ...], ...] = ()
+    # keepalive and lifecycle
+    keepalive: Keepalive | None = None
+    ping: int | None = None
+    ping_restart: int | None = None
+    ping_exit: int | None = None
+    ping_timer_rem: bool = False
+    inactive: int | None = None
+    session_timeout: int | None = None
+    explicit_exit_notify: int = 0
+    persist_key: bool = False
+    persist_tun: bool = False
+    user: str | None = None
+    group: str | None = None
+    # logging and process
+    verb: int = 1
+    mute: int | None = None
+    status: PeriodicFile | None = None
+    status_version: int = 1
+    log: Path | None = None
+    log_append: bool = False
+    syslog: str | None = None
+    writepid: Path | None = None
+    daemon: bool = False
+    management: Management | None = None
+    script_security: int = 1
+    push_peer_info: bool = False
+    setenv: tuple[tuple[str, str], ...] = ()
+    ignore_unknown_option: tuple[str, ...] = ()
+    # diagnostics
+    directive_lines: Mapping[str, int] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)
+    directive_files: Mapping[str, Path] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)
+    warnings: tuple[ConfigWarning, ...] = ()
+
+    # --- small conveniences --------------------------------------------------------------
+
+    @property
+    def comp_lzo(self) -> str | None:
+        """``"no"`` when the effective compression framing is ``comp-lzo no``."""
+        return "no" if self.compression == "lzo-stub" else None
+
+    @property
+    def compress(self) -> str | None:
+        """``"stub"``/``"stub-v2"`` when the effective framing comes from ``compress``."""
+        if self.compression in ("stub", "stub-v2"):
+            return self.compression
+        return None
+
+    @property
+    def bind_local(self) -> bool:
+        """Whether the local socket binds ``lport`` (OpenVPN: not with ``nobind`` or a TCP
+        client that sets neither ``local`` nor a local port)."""
+        if self.nobind:
+            return False
+        return not (self.proto == "tcp-client" and self.local is None
+                    and "lport" not in self.directive_lines
+                    and "port" not in self.directive_lines)
+
+    def location(self, directive: str) -> tuple[Path, int] | None:
+        """Where ``directive`` first appears: (config file, line), or None."""
+        line = self.directive_lines.get(directive)
+        if line is None:
+            return None
+        return self.directive_files.get(directive, self.config_path), line
+
+    def file_sources(self) -> tuple[FileSource, ...]:
+        """Every file-valued option that is set, in a stable order."""
+        found: list[FileSource] = []
+        for src in (self.ca, self.cert, self.key, self.extra_certs, self.dh, self.crl_verify,
+                    self.tls_auth, self.tls_crypt, self.auth_user_pass):
+            if isinstance(src, FileSource):
+                found.append(src)
+        return tuple(found)
+
+    def with_files_loaded(self) -> Options:
+        """A copy whose file-valued options carry their text; ConfigError if one is unreadable."""
+        def load(src: FileSource | None) -> FileSource | None:
+            return src.loaded() if src is not None else None
+
+        dh = self.dh.loaded() if isinstance(self.dh, FileSource) else self.dh
+        aup = (self.auth_user_pass.loaded() if isinstance(self.auth_user_pass, FileSource)
+               else self.auth_user_pass)
+        return replace(
+            self, ca=load(self.ca), cert=load(self.cert), key=load(self.key),
+            extra_certs=load(self.extra_certs), dh=dh, crl_verify=load(self.crl_verify),
+            tls_auth=load(self.tls_auth), tls_crypt=load(self.tls_crypt), auth_user_pass=aup)

@@ -1,0 +1,1 @@
+"""trivpn diagnostics layer."""

@@ -1,0 +1,118 @@
+"""What a :class:`~trivpn.protocol.session.Session` tells its caller.
+
+Events are frozen dataclasses; the runtime logs them under stable snake_case names (``name``)
+and acts on them. Times are the ``now`` values the caller passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from trivpn.protocol.peerinfo import PeerInfo
+from trivpn.protocol.push import PushedOptions
+from trivpn.protocol.tls import PeerCertificate
+
+# Handshake phases in the order they happen; the doctor reports the last one reached.
+PHASE_RESET_SENT = "reset_sent"
+PHASE_RESET_RECEIVED = "reset_received"
+PHASE_TLS_STARTED = "tls_started"
+PHASE_TLS_COMPLETE = "tls_complete"
+PHASE_KEY_METHOD_SENT = "key_method_sent"
+PHASE_KEY_METHOD_RECEIVED = "key_method_received"
+PHASE_PUSH_REQUEST_SENT = "push_request_sent"
+PHASE_PUSH_REPLY_RECEIVED = "push_reply_received"
+PHASE_DATA_CHANNEL_READY = "data_channel_ready"
+
+# Causes of a failed handshake (HandshakeFailed.cause).
+CAUSE_NO_RESET_REPLY = "no_reset_reply"
+CAUSE_TIMEOUT = "timeout"
+CAUSE_AUTH_FAILED = "auth_failed"
+CAUSE_NO_COMMON_CIPHER = "no_common_cipher"
+CAUSE_BAD_PUSH = "bad_push"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: ClassVar[str] = "event"
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseReached(Event):
+    name: ClassVar[str] = "handshake_phase"
+    key_id: int
+    phase: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TlsHandshakeComplete(Event):
+    name: ClassVar[str] = "tls_handshake_complete"
+    key_id: int
+    description: str
+    peer: PeerCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuthenticated(Event):
+    """Server side: a client finished key method 2; call ``accept()`` or ``reject()``."""
+
+    name: ClassVar[str] = "client_authenticated"
+    peer: PeerCertificate
+    peer_info: PeerInfo
+    username: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PushReceived(Event):
+    name: ClassVar[str] = "push_reply_received"
+    options: PushedOptions
+
+
+@dataclass(frozen=True, slots=True)
+class DataChannelReady(Event):
+    name: ClassVar[str] = "key_method_complete"
+    key_id: int
+    cipher: str
+    peer_id: int | None
+    renegotiated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed(Event):
+    name: ClassVar[str] = "handshake_failed"
+    key_id: int
+    cause: str
+    detail: str
+    phase: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed(Event):
+    name: ClassVar[str] = "auth_failed"
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RestartRequested(Event):
+    name: ClassVar[str] = "restart_requested"
+    message: str
+    advance: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HaltRequested(Event):
+    name: ClassVar[str] = "halt_requested"
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerExited(Event):
+    name: ClassVar[str] = "peer_exited"
+    how: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveTimeout(Event):
+    name: ClassVar[str] = "ping_restart"
+    silent_for: float

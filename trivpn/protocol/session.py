@@ -1,0 +1,873 @@
+"""One OpenVPN peer session: control channel, key states, data channel, keepalive.
+
+Sans-IO: the caller feeds datagrams (``receive_datagram``) and TUN packets (``encrypt_data``)
+with the current time, runs ``handle_timer(now)`` at ``next_timer()``, and collects what to do
+with ``take_datagrams()``, ``take_tun_packets()`` and ``take_events()``.
+
+A session holds up to three key states (digest §11): the primary, a lame duck during the
+transition window, and one being negotiated. Codec errors never escape ``receive_datagram``:
+they become counted drops (``drops``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import ssl
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from trivpn.protocol import events as ev
+from trivpn.protocol.compression import Compression, frame, unframe
+from trivpn.protocol.controlmsg import (
+    AuthFailed,
+    AuthPending,
+    ControlMessageReader,
+    Exit,
+    Halt,
+    PushReply,
+    PushRequest,
+    Restart,
+    encode_message,
+    parse_control_message,
+)
+from trivpn.protocol.datachannel import DataKey
+from trivpn.protocol.errors import DecodeError, HandshakeError, ProtocolError, StateError
+from trivpn.protocol.keymethod import (
+    IncompleteError,
+    KeyMethod2,
+    decode_key_method2,
+    encode_key_method2,
+)
+from trivpn.protocol.keys import KeySource, derive_key_block_prf, directional_keys
+from trivpn.protocol.ncp import choose_cipher
+from trivpn.protocol.occ import PING_MAGIC, OccOpcode, build_occ, is_ping, parse_occ
+from trivpn.protocol.packets import (
+    ControlPacket,
+    Opcode,
+    decode_control,
+    encode_control,
+    split_byte0,
+)
+from trivpn.protocol.peerinfo import (
+    IV_PROTO_CC_EXIT_NOTIFY,
+    IV_PROTO_DATA_V2,
+    IV_PROTO_REQUEST_PUSH,
+    PeerInfo,
+    parse_peer_info,
+)
+from trivpn.protocol.push import (
+    PushAccumulator,
+    PushedOptions,
+    build_push_replies,
+    pushed_cipher_allowed,
+)
+from trivpn.protocol.reliable import (
+    ACKS_PER_ACK_PACKET,
+    ACKS_PER_CONTROL,
+    AckQueue,
+    ReliableReceiver,
+    ReliableSender,
+)
+from trivpn.protocol.replay import ReplayWindow
+from trivpn.protocol.tls import (
+    PeerCertificate,
+    PeerVerification,
+    TlsEndpoint,
+    check_peer_certificate,
+)
+from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsCrypt
+
+DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
+PUSH_REQUEST_INTERVAL = 5.0
+IP_UDP_OVERHEAD = 28  # IPv4 + UDP, counted by OpenVPN even over TCP
+_MAX_KEY_STATES = 3
+_CONTROL_OPCODES = frozenset({
+    Opcode.CONTROL_SOFT_RESET_V1, Opcode.CONTROL_V1, Opcode.ACK_V1,
+    Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
+})
+_PUSHED_COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STUB,
+                       "stub-v2": Compression.STUB_V2}
+_RESETS = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
+                     Opcode.CONTROL_SOFT_RESET_V1})
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Everything a session needs, already parsed and validated."""
+
+    is_server: bool
+    tls_context: ssl.SSLContext
+    options_string: str
+    verification: PeerVerification = field(default_factory=PeerVerification)
+    wrap: ControlWrap = field(default_factory=NoWrap)
+    peer_info: str | None = None  # client: sent in key method 2
+    data_ciphers: tuple[str, ...] = DEFAULT_DATA_CIPHERS
+    data_ciphers_fallback: str | None = None
+    auth: str = "SHA1"
+    username: str | None = None
+    password: str | None = None
+    tls_timeout: float = 2.0
+    hand_window: float = 60.0
+    reneg_seconds: float | None = 3600.0
+    transition_window: float = 3600.0
+    max_packet_size: int = 1250
+    replay_window: int = 64
+    replay_time: float = 15.0
+    ping_interval: float | None = None
+    ping_restart: float | None = None
+    compression: Compression = Compression.NONE
+    unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
+
+    def __repr__(self) -> str:
+        role = "server" if self.is_server else "client"
+        return f"SessionConfig(<{role}>)"
+
+
+# Key state phases (OVPN ssl.c S_* states, simplified).
+_PRE_START = "pre_start"
+_START = "start"
+_ACTIVE = "active"
+_FAILED = "failed"
+
+
+@dataclass(slots=True, eq=False)
+class _KeyState:
+    key_id: int
+    created: float
+    deadline: float
+    sender: ReliableSender
+    receiver: ReliableReceiver = field(default_factory=ReliableReceiver)
+    acks: AckQueue = field(default_factory=AckQueue)
+    phase: str = _PRE_START
+    last_phase: str = ev.PHASE_RESET_SENT
+    tls: TlsEndpoint | None = None
+    tls_out: bytearray = field(default_factory=bytearray)
+    plain_in: bytearray = field(default_factory=bytearray)
+    reader: ControlMessageReader = field(default_factory=ControlMessageReader)
+    local_source: KeySource | None = None
+    remote_km: KeyMethod2 | None = None
+    km_sent: bool = False
+    peer_reset: bool = False
+    peer: PeerCertificate | None = None
+    data_key: DataKey | None = None
+    active_at: float | None = None
+    established_at: float | None = None
+    retire_at: float | None = None
+
+
+class Session:
+    """One peer. Create it, call :meth:`start` (client) or feed the peer's reset (server)."""
+
+    def __init__(self, config: SessionConfig, now: float, *,
+                 rng: Callable[[int], bytes] = os.urandom) -> None:
+        self.config = config
+        self._rng = rng
+        self.local_session_id = self._new_session_id()
+        self.remote_session_id: bytes | None = None
+        self.drops: Counter[str] = Counter()
+        self.peer_info: PeerInfo | None = None
+        self.peer_id: int | None = None  # client: pushed; server: assigned at accept()
+        self.cipher: str | None = None
+        self.cc_exit = False
+        self.failed = False
+        self.established = False
+        self.pushed: PushedOptions | None = None
+        self._keys: dict[int, _KeyState] = {}
+        self._primary: _KeyState | None = None
+        self._out: list[bytes] = []
+        self._tun: list[bytes] = []
+        self._events: list[ev.Event] = []
+        self._wrap_packet_id = 0
+        self._wrap_time = int(now + config.unix_time_offset)
+        self._wrap_replay = ReplayWindow(config.replay_window, config.replay_time)
+        self._compression = config.compression
+        self._ping_interval = config.ping_interval
+        self._ping_restart = config.ping_restart
+        self._last_sent = now
+        self._last_received = now
+        self._keepalive_fired = False
+        # client push state
+        self._push = PushAccumulator()
+        self._push_requested_at: float | None = None
+        self._push_deadline: float | None = None
+        # server accept state
+        self._accepted = False
+        self._push_options: tuple[str, ...] = ()
+        self._client_push_requested = False
+        self._push_sent = False
+        self._client_authenticated_emitted = False
+        self._reneg_at: float | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    def start(self, now: float) -> None:
+        """Client: send P_CONTROL_HARD_RESET_CLIENT_V2."""
+        if self.config.is_server:
+            raise StateError("a server session starts when the client's reset arrives", "start")
+        key = self._new_key_state(0, now)
+        key.sender.queue(Opcode.CONTROL_HARD_RESET_CLIENT_V2, b"")
+        self._phase(key, ev.PHASE_RESET_SENT, now)
+        self._flush(now)
+
+    def receive_datagram(self, data: bytes, now: float) -> None:
+        """Feed one packet from the link (UDP datagram or one TCP record)."""
+        try:
+            if not data:
+                raise DecodeError("empty packet", "byte 0")
+            opcode, _ = split_byte0(data[0])
+            if opcode in (Opcode.DATA_V1, Opcode.DATA_V2):
+                packet = self.decrypt_data(data, now)
+                if packet is not None:
+                    self._tun.append(packet)
+                return
+            if opcode not in _CONTROL_OPCODES:
+                raise DecodeError(f"unsupported opcode {opcode.name}", "byte 0",
+                                  reason="bad_opcode")
+            self._receive_control(data, now)
+        except ProtocolError as exc:
+            self.drops[exc.reason] += 1
+        self._flush(now)
+
+    def encrypt_data(self, packet: bytes, now: float) -> bytes | None:
+        """Encrypt a TUN packet with the newest data key; None (and a counted drop) if none."""
+        key = self._primary
+        if key is None or key.data_key is None:
+            self.drops["no_key"] += 1
+            return None
+        try:
+            wire = key.data_key.encrypt(frame(self._compression, packet))
+        except ProtocolError as exc:
+            self.drops[exc.reason] += 1
+            return None
+        self._last_sent = now
+        return wire
+
+    def decrypt_data(self, data: bytes, now: float) -> bytes | None:
+        """Authenticate and decrypt a data packet; returns the TUN packet, or None when it was a
+        ping, an OCC message or a drop. Raises nothing."""
+        try:
+            if not data:
+                raise DecodeError("empty packet", "byte 0")
+            key = self._keys.get(data[0] & 0x07)
+            if key is None or key.data_key is None:
+                raise StateError("no data key for this key id", "data", reason="no_key")
+            plain = key.data_key.decrypt(data, now)
+            self._last_received = now
+            self._keepalive_fired = False
+            payload = unframe(self._compression, plain)
+        except ProtocolError as exc:
+            self.drops[exc.reason] += 1
+            return None
+        if is_ping(payload):
+            return None
+        occ = parse_occ(payload)
+        if occ is not None:
+            self._handle_occ(occ[0])
+            return None
+        return payload
+
+    def handle_timer(self, now: float) -> None:
+        """Run whatever is due: retransmits, handshake windows, push retries, keepalive,
+        renegotiation, key retirement."""
+        for key in list(self._keys.values()):
+            if key.retire_at is not None and now >= key.retire_at:
+                del self._keys[key.key_id]
+                continue
+            if key.phase not in (_ACTIVE, _FAILED) and now >= key.deadline:
+                self._fail_key(key, self._timeout_cause(key),
+                               f"no progress after {self.config.hand_window:g} s "
+                               f"(last phase: {key.last_phase})", now)
+        self._client_push_timers(now)
+        self._keepalive_timers(now)
+        if (self._reneg_at is not None and now >= self._reneg_at
+                and not self._negotiating()):
+            self._begin_renegotiation(now)
+        self._flush(now)
+
+    def next_timer(self) -> float | None:
+        deadlines: list[float] = []
+        for key in self._keys.values():
+            d = key.sender.next_deadline()
+            if d is not None and key.phase != _FAILED:
+                deadlines.append(d)
+            if key.phase not in (_ACTIVE, _FAILED):
+                deadlines.append(key.deadline)
+            if key.retire_at is not None:
+                deadlines.append(key.retire_at)
+        if self._push_requested_at is not None and self.pushed is None and not self.failed:
+            deadlines.append(self._push_requested_at + PUSH_REQUEST_INTERVAL)
+            if self._push_deadline is not None:
+                deadlines.append(self._push_deadline)
+        if self.established:
+            if self._ping_interval:
+                deadlines.append(self._last_sent + self._ping_interval)
+            if self._ping_restart and not self._keepalive_fired:
+                deadlines.append(self._last_received + self._ping_restart)
+            if self._reneg_at is not None:
+                deadlines.append(self._reneg_at)
+        return min(deadlines, default=None)
+
+    def take_datagrams(self) -> list[bytes]:
+        out, self._out = self._out, []
+        return out
+
+    def take_tun_packets(self) -> list[bytes]:
+        out, self._tun = self._tun, []
+        return out
+
+    def take_events(self) -> list[ev.Event]:
+        out, self._events = self._events, []
+        return out
+
+    def send_control_message(self, text: str, now: float) -> None:
+        """Send a text control message (``EXIT``, ``RESTART``...) on the primary key."""
+        key = self._message_key()
+        if key is None:
+            raise StateError("no established control channel to send on", "control message")
+        self._send_text(key, text)
+        self._flush(now)
+
+    def exit_notify(self, now: float) -> None:
+        """Client going away: ``EXIT`` if cc-exit was negotiated, else one OCC_EXIT packet."""
+        if self.cc_exit and self._message_key() is not None:
+            self.send_control_message("EXIT", now)
+            return
+        wire = self.encrypt_data(build_occ(OccOpcode.EXIT), now)
+        if wire is not None:
+            self._out.append(wire)
+
+    def renegotiate(self, now: float) -> None:
+        """Start a new key negotiation now (reneg-sec reached, or asked for)."""
+        if not self._negotiating():
+            self._begin_renegotiation(now)
+            self._flush(now)
+
+    @property
+    def key_ids(self) -> tuple[int, ...]:
+        return tuple(self._keys)
+
+    @property
+    def primary_key_id(self) -> int | None:
+        return self._primary.key_id if self._primary is not None else None
+
+    # server-side decisions ------------------------------------------------------
+
+    def accept(self, now: float, push_options: Sequence[str], *, peer_id: int | None = None,
+               cipher: str | None = None) -> None:
+        """Server: admit the client. ``push_options`` are the config pushes, the ``server`` and
+        ``keepalive`` helper pushes and the client's ``ifconfig``; the session appends
+        ``peer-id``, ``cipher`` and ``protocol-flags`` as a 2.6 server does."""
+        if not self.config.is_server:
+            raise StateError("only a server accepts clients", "accept")
+        info = self.peer_info or parse_peer_info(None)
+        chosen = cipher or choose_cipher(self.config.data_ciphers, info,
+                                         self._remote_options(), self.config.data_ciphers_fallback)
+        if chosen is None:
+            self.reject(now, "Data channel cipher negotiation failed (no shared cipher)",
+                        cause=ev.CAUSE_NO_COMMON_CIPHER)
+            return
+        self.cipher = chosen
+        extra = list(push_options)
+        if info.iv_proto & IV_PROTO_DATA_V2 and peer_id is not None:
+            self.peer_id = peer_id
+            extra.append(f"peer-id {peer_id}")
+        if info.announces_ciphers or info.ncp >= 2:
+            extra.append(f"cipher {chosen}")
+        if info.iv_proto & IV_PROTO_CC_EXIT_NOTIFY:
+            self.cc_exit = True
+            extra.append("protocol-flags cc-exit")
+        self._push_options = tuple(extra)
+        self._accepted = True
+        if info.iv_proto & IV_PROTO_REQUEST_PUSH:
+            self._client_push_requested = True
+        key = self._keys.get(0)
+        if key is not None:
+            self._maybe_install_keys(key, now)
+        self._maybe_send_push_reply(now)
+        self._flush(now)
+
+    def reject(self, now: float, reason: str | None = None, *,
+               cause: str = ev.CAUSE_AUTH_FAILED) -> None:
+        """Server: refuse the client with AUTH_FAILED[,reason]."""
+        key = self._message_key()
+        text = "AUTH_FAILED" if reason is None else f"AUTH_FAILED,{reason}"
+        if key is not None:
+            self._send_text(key, text)
+        self.failed = True
+        self._events.append(ev.HandshakeFailed(0, cause, reason or "authentication failed",
+                                               ev.PHASE_KEY_METHOD_RECEIVED))
+        self._flush(now)
+
+    # ------------------------------------------------------------------ control channel
+
+    def _receive_control(self, data: bytes, now: float) -> None:
+        unwrapped = self.config.wrap.unwrap(data)
+        packet = decode_control(unwrapped.plain)
+        is_client_reset = packet.opcode == Opcode.CONTROL_HARD_RESET_CLIENT_V2
+        is_server_reset = packet.opcode == Opcode.CONTROL_HARD_RESET_SERVER_V2
+        if (is_client_reset and not self.config.is_server) or \
+                (is_server_reset and self.config.is_server):
+            raise StateError("client->client or server->server connection attempted",
+                             packet.opcode.name, reason="wrong_direction")
+        first_contact = self.remote_session_id is None
+        if first_contact:
+            if not (is_client_reset or is_server_reset) or packet.key_id != 0:
+                raise StateError("first packet from the peer must be its hard reset",
+                                 packet.opcode.name, reason="unexpected")
+            if packet.message_id != 0:
+                raise StateError(f"hard reset with message id {packet.message_id}, 0 expected",
+                                 packet.opcode.name, reason="unexpected")
+        elif packet.session_id != self.remote_session_id:
+            raise StateError("packet from an unknown peer session", "session id",
+                             reason="wrong_session")
+        if unwrapped.packet_id is not None:
+            self._wrap_replay.check_and_add(unwrapped.packet_id, now, unwrapped.timestamp)
+        if packet.acks and packet.remote_session_id != self.local_session_id:
+            raise StateError("acknowledgement for another session", "ack remote session id",
+                             reason="wrong_session")
+        if first_contact:
+            self.remote_session_id = packet.session_id
+            if self.config.is_server:
+                reset = self._new_key_state(0, now)
+                reset.sender.queue(Opcode.CONTROL_HARD_RESET_SERVER_V2, b"")
+                self._phase(reset, ev.PHASE_RESET_SENT, now)
+        key = self._keys.get(packet.key_id) or self._accept_soft_reset(packet, now)
+        if packet.acks:
+            key.sender.acknowledge(packet.acks)
+        if packet.message_id is not None and key.receiver.receive(
+                packet.message_id, packet.opcode, packet.payload):
+            key.acks.add(packet.message_id)
+        for opcode, payload in key.receiver.pop_ready():
+            self._deliver(key, Opcode(opcode), payload, now)
+        self._advance(key, now)
+
+    def _accept_soft_reset(self, packet: ControlPacket, now: float) -> _KeyState:
+        """A packet for an unknown key id: only a peer-initiated SOFT_RESET may open one."""
+        if packet.opcode != Opcode.CONTROL_SOFT_RESET_V1 or packet.message_id != 0:
+            raise StateError(f"key id {packet.key_id} is not known", "key id", reason="no_key")
+        primary = self._primary
+        if primary is None or primary.data_key is None:
+            raise StateError("soft reset before the first key is established", "soft reset",
+                             reason="unexpected")
+        expected = self._next_key_id()
+        if packet.key_id != expected:
+            raise StateError(f"local/remote key ids out of sync ({expected}/{packet.key_id})",
+                             "soft reset", reason="unexpected")
+        key = self._new_key_state(packet.key_id, now)
+        key.sender.queue(Opcode.CONTROL_SOFT_RESET_V1, b"")
+        self._phase(key, ev.PHASE_RESET_SENT, now)
+        return key
+
+    def _deliver(self, key: _KeyState, opcode: Opcode, payload: bytes, now: float) -> None:
+        if opcode in _RESETS:
+            if not key.peer_reset:
+                key.peer_reset = True
+                self._phase(key, ev.PHASE_RESET_RECEIVED, now)
+            return
+        if opcode != Opcode.CONTROL_V1:
+            raise StateError(f"{opcode.name} in the reliable stream", "control",
+                             reason="unexpected")
+        if key.tls is None:
+            self._start_tls(key, now)
+        assert key.tls is not None
+        key.tls.feed(payload)
+
+    def _start_tls(self, key: _KeyState, now: float) -> None:
+        key.tls = TlsEndpoint(self.config.tls_context, server_side=self.config.is_server)
+        key.phase = _START
+        self._phase(key, ev.PHASE_TLS_STARTED, now)
+
+    def _advance(self, key: _KeyState, now: float) -> None:
+        """Move one key state forward as far as its inputs allow."""
+        if key.phase == _FAILED:
+            return
+        try:
+            self._advance_tls(key, now)
+        except HandshakeError as exc:
+            if key.tls is not None:
+                self._pump_tls_out(key)  # let the peer see our alert
+            self._fail_key(key, exc.reason, exc.what, now)
+        except ProtocolError as exc:
+            self._fail_key(key, exc.reason, exc.what, now)
+
+    def _advance_tls(self, key: _KeyState, now: float) -> None:
+        cfg = self.config
+        if (key.phase == _PRE_START and not cfg.is_server and key.peer_reset
+                and key.sender.all_acked):
+            self._start_tls(key, now)  # the TLS client speaks first: ClientHello
+        tls = key.tls
+        if tls is None:
+            return
+        if not tls.handshake_complete:
+            complete = tls.advance()
+            self._pump_tls_out(key)
+            if not complete:
+                return
+            self._on_tls_complete(key, tls, now)
+        plain = tls.read()
+        if plain:
+            key.plain_in += plain
+        self._consume_plaintext(key, now)
+        self._pump_tls_out(key)
+        if (key.phase == _START and key.km_sent and key.remote_km is not None
+                and key.sender.all_acked):
+            key.phase = _ACTIVE
+            key.active_at = now
+            self._on_active(key, now)
+
+    def _on_tls_complete(self, key: _KeyState, tls: TlsEndpoint, now: float) -> None:
+        der = tls.peer_certificate_der()
+        if der is None:
+            raise HandshakeError("peer sent no certificate", "tls", reason="cert_verify_failed")
+        key.peer = check_peer_certificate(der, self.config.verification)
+        self._phase(key, ev.PHASE_TLS_COMPLETE, now)
+        self._events.append(ev.TlsHandshakeComplete(key.key_id, tls.describe(), key.peer))
+        if not self.config.is_server:
+            self._send_key_method(key, now)
+
+    def _send_key_method(self, key: _KeyState, now: float) -> None:
+        cfg = self.config
+        assert key.tls is not None
+        if cfg.is_server:
+            key.local_source = KeySource(random1=self._rng(32), random2=self._rng(32))
+            block = KeyMethod2(random1=key.local_source.random1,
+                               random2=key.local_source.random2, options=cfg.options_string)
+        else:
+            key.local_source = KeySource(random1=self._rng(32), random2=self._rng(32),
+                                         pre_master=self._rng(48))
+            block = KeyMethod2(random1=key.local_source.random1,
+                               random2=key.local_source.random2,
+                               pre_master=key.local_source.pre_master,
+                               options=cfg.options_string, username=cfg.username,
+                               password=cfg.password, peer_info=cfg.peer_info)
+        key.tls.write(encode_key_method2(block, from_server=cfg.is_server))
+        key.km_sent = True
+        self._phase(key, ev.PHASE_KEY_METHOD_SENT, now)
+
+    def _consume_plaintext(self, key: _KeyState, now: float) -> None:
+        if key.remote_km is None:
+            if not key.plain_in:
+                return
+            try:
+                block, used = decode_key_method2(bytes(key.plain_in),
+                                                 from_server=not self.config.is_server)
+            except IncompleteError:
+                return
+            del key.plain_in[:used]
+            key.remote_km = block
+            self._phase(key, ev.PHASE_KEY_METHOD_RECEIVED, now)
+            if self.config.is_server:
+                self._on_client_key_method(key, block, now)
+        if key.plain_in:
+            data = bytes(key.plain_in)
+            key.plain_in.clear()
+            for text in key.reader.feed(data):
+                self._on_control_message(text, now)
+
+    def _on_client_key_method(self, key: _KeyState, block: KeyMethod2, now: float) -> None:
+        self._send_key_method(key, now)
+        if key.key_id == 0:
+            self.peer_info = parse_peer_info(block.peer_info)
+            assert key.peer is not None
+            if not self._client_authenticated_emitted:
+                self._client_authenticated_emitted = True
+                self._events.append(ev.ClientAuthenticated(key.peer, self.peer_info,
+                                                           block.username))
+
+    def _on_active(self, key: _KeyState, now: float) -> None:
+        if key.key_id == 0 and not self.config.is_server and self.pushed is None:
+            self._send_push_request(now)
+            self._push_deadline = now + self.config.hand_window
+        self._maybe_install_keys(key, now)
+        self._maybe_send_push_reply(now)
+
+    def _on_control_message(self, text: str, now: float) -> None:
+        msg = parse_control_message(text)
+        if isinstance(msg, PushRequest):
+            if self.config.is_server:
+                self._client_push_requested = True
+                self._push_sent = False  # a repeated request gets the reply again
+                self._maybe_send_push_reply(now)
+        elif isinstance(msg, PushReply):
+            if not self.config.is_server and self.pushed is None:
+                try:
+                    result = self._push.feed(text)
+                except ProtocolError as exc:
+                    self._fail_session(ev.CAUSE_BAD_PUSH, exc.what,
+                                       ev.PHASE_PUSH_REPLY_RECEIVED)
+                    return
+                if result is not None:
+                    self._apply_push(result, now)
+        elif isinstance(msg, AuthFailed):
+            if not self.config.is_server:
+                self._events.append(ev.AuthFailed(msg.reason))
+                self._fail_session(ev.CAUSE_AUTH_FAILED, msg.reason or "AUTH_FAILED",
+                                   ev.PHASE_PUSH_REQUEST_SENT)
+        elif isinstance(msg, AuthPending):
+            if self._push_deadline is not None:
+                self._push_deadline = now + float(msg.timeout or self.config.hand_window)
+        elif isinstance(msg, Restart):
+            self._events.append(ev.RestartRequested(msg.message, msg.advance))
+        elif isinstance(msg, Halt):
+            self._events.append(ev.HaltRequested(msg.message))
+        elif isinstance(msg, Exit):
+            self._events.append(ev.PeerExited("exit"))
+        else:
+            self.drops["unknown_control_message"] += 1
+
+    # ------------------------------------------------------------------ push handling
+
+    def _send_push_request(self, now: float) -> None:
+        key = self._message_key()
+        if key is None or key.tls is None:
+            return
+        key.tls.write(encode_message("PUSH_REQUEST"))
+        self._pump_tls_out(key)
+        if self._push_requested_at is None:
+            self._phase(key, ev.PHASE_PUSH_REQUEST_SENT, now)
+        self._push_requested_at = now
+
+    def _client_push_timers(self, now: float) -> None:
+        if self.config.is_server or self.pushed is not None or self.failed:
+            return
+        if self._push_deadline is not None and now >= self._push_deadline:
+            self._fail_session(ev.CAUSE_TIMEOUT,
+                               f"no reply from server to push requests in "
+                               f"{self.config.hand_window:g} s", ev.PHASE_PUSH_REQUEST_SENT)
+            return
+        if (self._push_requested_at is not None
+                and now >= self._push_requested_at + PUSH_REQUEST_INTERVAL):
+            self._send_push_request(now)
+
+    def _apply_push(self, pushed: PushedOptions, now: float) -> None:
+        cfg = self.config
+        key = self._keys.get(0)
+        if pushed.key_derivation is not None or "tls-ekm" in pushed.protocol_flags:
+            self._fail_session(ev.CAUSE_BAD_PUSH,
+                               "server pushed TLS-EKM key derivation, which trivpn did not "
+                               "announce (IV_PROTO bit 3)", ev.PHASE_PUSH_REPLY_RECEIVED)
+            return
+        cipher = pushed.cipher or cfg.data_ciphers_fallback
+        if cipher is None or not pushed_cipher_allowed(cipher, cfg.data_ciphers):
+            self._fail_session(ev.CAUSE_NO_COMMON_CIPHER,
+                               f"negotiated cipher not allowed - {cipher} not in "
+                               f"{':'.join(cfg.data_ciphers)}", ev.PHASE_PUSH_REPLY_RECEIVED)
+            return
+        self.pushed = pushed
+        self.cipher = cipher
+        self.peer_id = pushed.peer_id
+        self.cc_exit = "cc-exit" in pushed.protocol_flags
+        if pushed.ping is not None:
+            self._ping_interval = float(pushed.ping)
+        if pushed.ping_restart is not None:
+            self._ping_restart = float(pushed.ping_restart)
+        if pushed.compression is not None:
+            self._compression = _PUSHED_COMPRESSION[pushed.compression]
+        if key is not None:
+            self._phase(key, ev.PHASE_PUSH_REPLY_RECEIVED, now)
+        self._events.append(ev.PushReceived(pushed))
+        if key is not None:
+            self._maybe_install_keys(key, now)
+
+    def _maybe_send_push_reply(self, now: float) -> None:
+        if not (self.config.is_server and self._accepted and self._client_push_requested):
+            return
+        key = self._keys.get(0)
+        if self._push_sent or key is None or key.data_key is None:
+            return
+        for text in build_push_replies(self._push_options):
+            self._send_text(key, text)
+        self._push_sent = True
+
+    def _send_text(self, key: _KeyState, text: str) -> None:
+        assert key.tls is not None
+        key.tls.write(encode_message(text))
+        self._pump_tls_out(key)
+
+    # ------------------------------------------------------------------ keys
+
+    def _maybe_install_keys(self, key: _KeyState, now: float) -> None:
+        """Derive data keys once key method 2 ran both ways and the cipher is known."""
+        if key.data_key is not None or key.phase != _ACTIVE or self.cipher is None:
+            return
+        if key.key_id == 0 and not self.config.is_server and self.pushed is None:
+            return
+        remote, local = key.remote_km, key.local_source
+        assert remote is not None and local is not None
+        assert self.remote_session_id is not None
+        remote_source = KeySource(random1=remote.random1, random2=remote.random2,
+                                  pre_master=remote.pre_master)
+        if self.config.is_server:
+            client, server = remote_source, local
+            client_sid, server_sid = self.remote_session_id, self.local_session_id
+        else:
+            client, server = local, remote_source
+            client_sid, server_sid = self.local_session_id, self.remote_session_id
+        block = derive_key_block_prf(client, server, client_sid, server_sid)
+        send_peer_id = self.peer_id
+        key.data_key = DataKey(self.cipher, directional_keys(block, self.config.is_server),
+                               key.key_id, auth=self.config.auth, peer_id=send_peer_id,
+                               replay_backtrack=self.config.replay_window,
+                               replay_time=self.config.replay_time)
+        key.established_at = now
+        renegotiated = self._primary is not None and self._primary is not key
+        previous = self._primary
+        self._primary = key
+        if previous is not None and previous is not key:
+            previous.retire_at = now + self.config.transition_window
+            for other in self._keys.values():
+                if other is not previous and other is not key and other.retire_at is not None:
+                    other.retire_at = min(other.retire_at, now)
+        self.established = True
+        self._phase(key, ev.PHASE_DATA_CHANNEL_READY, now)
+        self._events.append(ev.DataChannelReady(key.key_id, self.cipher, self.peer_id,
+                                                renegotiated))
+        self._schedule_renegotiation(now)
+
+    def _schedule_renegotiation(self, now: float) -> None:
+        seconds = self.config.reneg_seconds
+        if not seconds:
+            self._reneg_at = None
+            return
+        if self.config.is_server:  # 2.6 servers subtract up to 10 % jitter
+            seconds -= random.Random(self._rng(8)).uniform(0, seconds / 10)
+        self._reneg_at = now + seconds
+
+    def _begin_renegotiation(self, now: float) -> None:
+        if self._primary is None or self._primary.data_key is None:
+            return
+        key = self._new_key_state(self._next_key_id(), now)
+        key.sender.queue(Opcode.CONTROL_SOFT_RESET_V1, b"")
+        self._phase(key, ev.PHASE_RESET_SENT, now)
+        self._reneg_at = None
+
+    def _negotiating(self) -> bool:
+        return any(k.phase not in (_ACTIVE, _FAILED) or (k.phase == _ACTIVE and k.data_key is None)
+                   for k in self._keys.values() if k is not self._primary)
+
+    def _next_key_id(self) -> int:
+        newest = max((k.key_id for k in self._keys.values()), key=self._key_age, default=0)
+        return newest % 7 + 1
+
+    def _key_age(self, key_id: int) -> float:
+        return self._keys[key_id].created
+
+    def _new_key_state(self, key_id: int, now: float) -> _KeyState:
+        if len(self._keys) >= _MAX_KEY_STATES:
+            oldest = min((k for k in self._keys.values() if k is not self._primary),
+                         key=lambda k: k.created)
+            del self._keys[oldest.key_id]
+        key = _KeyState(key_id=key_id, created=now, deadline=now + self.config.hand_window,
+                        sender=ReliableSender(initial_timeout=self.config.tls_timeout))
+        self._keys[key_id] = key
+        return key
+
+    def _message_key(self) -> _KeyState | None:
+        """The key state text control messages go out on: the primary, else key 0."""
+        if self._primary is not None and self._primary.tls is not None:
+            return self._primary
+        key = self._keys.get(0)
+        if key is not None and key.tls is not None and key.tls.handshake_complete:
+            return key
+        return None
+
+    def _remote_options(self) -> str:
+        key = self._keys.get(0)
+        if key is None or key.remote_km is None:
+            return ""
+        return key.remote_km.options
+
+    # ------------------------------------------------------------------ failures & timers
+
+    def _timeout_cause(self, key: _KeyState) -> str:
+        if key.key_id == 0 and not key.peer_reset and not self.config.is_server:
+            return ev.CAUSE_NO_RESET_REPLY
+        return ev.CAUSE_TIMEOUT
+
+    def _fail_key(self, key: _KeyState, cause: str, detail: str, now: float) -> None:
+        key.phase = _FAILED
+        if key is self._keys.get(0) and self._primary is None:
+            self.failed = True
+        self._events.append(ev.HandshakeFailed(key.key_id, cause, detail, key.last_phase))
+        if key is not self._primary and self._primary is not None:
+            key.retire_at = now  # a failed renegotiation: the old key keeps working
+            self._schedule_renegotiation(now)
+
+    def _fail_session(self, cause: str, detail: str, phase: str) -> None:
+        self.failed = True
+        self._events.append(ev.HandshakeFailed(0, cause, detail, phase))
+
+    def _keepalive_timers(self, now: float) -> None:
+        if not self.established:
+            return
+        if self._ping_interval and now >= self._last_sent + self._ping_interval:
+            wire = self.encrypt_data(PING_MAGIC, now)
+            if wire is not None:
+                self._out.append(wire)
+        if (self._ping_restart and not self._keepalive_fired
+                and now >= self._last_received + self._ping_restart):
+            self._keepalive_fired = True
+            self._events.append(ev.KeepaliveTimeout(now - self._last_received))
+
+    def _handle_occ(self, opcode: OccOpcode) -> None:
+        if opcode == OccOpcode.EXIT:
+            self._events.append(ev.PeerExited("occ_exit"))
+
+    # ------------------------------------------------------------------ output
+
+    def _phase(self, key: _KeyState, phase: str, now: float) -> None:
+        key.last_phase = phase
+        self._events.append(ev.PhaseReached(key.key_id, phase, now))
+
+    def _max_payload(self) -> int:
+        ack_bytes = 1 + 8 + 4 * ACKS_PER_CONTROL
+        wrap = self.config.wrap.overhead
+        if isinstance(self.config.wrap, TlsCrypt):
+            wrap += 16  # OpenVPN also reserves a cipher block for tls-crypt
+        header = 1 + 8 + ack_bytes + 4 + wrap + IP_UDP_OVERHEAD
+        return max(64, self.config.max_packet_size - header)
+
+    def _pump_tls_out(self, key: _KeyState) -> None:
+        """Move TLS ciphertext into reliable CONTROL_V1 messages while the window allows."""
+        if key.tls is not None:
+            key.tls_out += key.tls.take_ciphertext()
+        limit = self._max_payload()
+        while key.tls_out and key.sender.can_queue():
+            chunk = bytes(key.tls_out[:limit])
+            del key.tls_out[:limit]
+            key.sender.queue(Opcode.CONTROL_V1, chunk)
+
+    def _flush(self, now: float) -> None:
+        if self.remote_session_id is None and self.config.is_server:
+            return
+        for key in list(self._keys.values()):
+            if key.phase != _FAILED or key.sender.outstanding:
+                self._pump_tls_out(key)
+                for out in key.sender.due(now):
+                    acks = key.acks.take(ACKS_PER_CONTROL)
+                    self._emit(ControlPacket(
+                        opcode=Opcode(out.opcode), key_id=key.key_id,
+                        session_id=self.local_session_id, acks=acks,
+                        remote_session_id=self.remote_session_id if acks else None,
+                        message_id=out.message_id, payload=out.payload), now)
+            if key.acks.pending and self.remote_session_id is not None:
+                limit = ACKS_PER_ACK_PACKET
+                if not self.config.is_server and isinstance(self.config.wrap, NoWrap):
+                    limit = ACKS_PER_CONTROL  # OpenVPN's SoftEther workaround for clients
+                acks = key.acks.take(limit)
+                self._emit(ControlPacket(
+                    opcode=Opcode.ACK_V1, key_id=key.key_id, session_id=self.local_session_id,
+                    acks=acks, remote_session_id=self.remote_session_id), now)
+
+    def _emit(self, packet: ControlPacket, now: float) -> None:
+        self._wrap_packet_id += 1
+        self._out.append(self.config.wrap.wrap(encode_control(packet), self._wrap_packet_id,
+                                               self._wrap_time))
+
+    def _new_session_id(self) -> bytes:
+        while True:
+            sid = self._rng(8)
+            if any(sid):
+                return sid

@@ -1,0 +1,1 @@
+"""trivpn runtime layer."""
