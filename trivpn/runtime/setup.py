@@ -1,0 +1,170 @@
+"""Turn parsed :class:`~trivpn.config.Options` into what the protocol core needs.
+
+Everything that reads key material, builds the TLS context or decides what trivpn announces to
+its peer happens here, once, before any task starts. Errors name the config file and line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trivpn.config import ConfigError, Options
+from trivpn.config.derive import ping_settings
+from trivpn.config.options import FileSource
+from trivpn.protocol.compression import Compression
+from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
+from trivpn.protocol.errors import ProtocolError
+from trivpn.protocol.keymethod import options_string
+from trivpn.protocol.peerinfo import (
+    IV_PROTO_AUTH_FAIL_TEMP,
+    IV_PROTO_AUTH_PENDING_KW,
+    IV_PROTO_CC_EXIT_NOTIFY,
+    IV_PROTO_DATA_V2,
+    IV_PROTO_REQUEST_PUSH,
+    build_peer_info,
+)
+from trivpn.protocol.session import SessionConfig
+from trivpn.protocol.statickey import parse_static_key
+from trivpn.protocol.tls import PeerVerification
+from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
+from trivpn.tlscontext import TlsContextError, build_context
+
+# What a trivpn client announces: P_DATA_V2, push without request, AUTH_PENDING keyword, EXIT,
+# AUTH_FAILED,TEMP. Never TLS-EKM (bit 3: the ssl module has no exporter) nor dynamic
+# tls-crypt (bit 9), so 2.6 servers use the PRF and keep the configured control wrapping.
+CLIENT_IV_PROTO = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROTO_AUTH_PENDING_KW
+                   | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_AUTH_FAIL_TEMP)
+
+_COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STUB,
+                "stub-v2": Compression.STUB_V2}
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(username={self.username!r}, password=<hidden>)"
+
+
+def _text(source: FileSource | None, what: str, o: Options) -> str:
+    if source is None:
+        raise ConfigError(f"'{what}' is required", o.config_path)
+    return source.read_text()
+
+
+def _error_at(o: Options, directive: str, reason: str) -> ConfigError:
+    where = o.location(directive)
+    if where is None:
+        return ConfigError(reason, o.config_path)
+    return ConfigError(reason, where[0], where[1])
+
+
+def control_wrap(o: Options) -> ControlWrap:
+    """tls-auth (with key direction and the --auth digest) or tls-crypt, or none."""
+    is_server = o.tls_role == "server"
+    try:
+        if o.tls_crypt is not None:
+            key = parse_static_key(o.tls_crypt.read_text(), o.tls_crypt.describe())
+            return TlsCrypt(key, is_server=is_server)
+        if o.tls_auth is not None:
+            key = parse_static_key(o.tls_auth.read_text(), o.tls_auth.describe())
+            return TlsAuth(key, o.key_direction, o.auth)
+    except ProtocolError as exc:
+        directive = "tls-crypt" if o.tls_crypt is not None else "tls-auth"
+        raise _error_at(o, directive, f"bad static key: {exc}") from exc
+    return NoWrap()
+
+
+def data_ciphers(o: Options) -> tuple[str, ...]:
+    """The configured data-ciphers trivpn implements; an unimplemented one is an error."""
+    out = []
+    for name in o.data_ciphers:
+        upper = name.upper()
+        if upper not in SUPPORTED_CIPHERS:
+            raise _error_at(o, "data-ciphers",
+                            f"data-ciphers lists {name}, which trivpn does not implement "
+                            f"(supported: {', '.join(sorted(SUPPORTED_CIPHERS))})")
+        out.append(upper)
+    return tuple(out)
+
+
+def read_credentials(o: Options) -> Credentials | None:
+    """``auth-user-pass FILE`` (or inline): line 1 username, line 2 password."""
+    source = o.auth_user_pass
+    if source is None:
+        return None
+    if source == "prompt":
+        raise _error_at(o, "auth-user-pass",
+                        "auth-user-pass without a file would prompt on the terminal, which "
+                        "trivpn run does not do; give a file with the username and password")
+    lines = source.read_text().splitlines()
+    if len(lines) < 2 or not lines[0]:
+        raise _error_at(o, "auth-user-pass",
+                        f"{source.describe()} must hold the username on line 1 and the "
+                        "password on line 2")
+    return Credentials(lines[0], lines[1])
+
+
+def proto_name(o: Options) -> str:
+    if o.proto == "udp":
+        return "UDPv4"
+    return "TCPv4_SERVER" if o.proto == "tcp-server" else "TCPv4_CLIENT"
+
+
+def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
+    """Everything a :class:`~trivpn.protocol.session.Session` needs for this config.
+
+    ``unix_time_offset`` converts the caller's clock to Unix time (``time.time() -
+    trio.current_time()`` under trio) for tls-auth/tls-crypt replay timestamps.
+    """
+    is_server = o.tls_role == "server"
+    dh_text = o.dh.read_text() if isinstance(o.dh, FileSource) else None
+    cert = o.cert.read_text() if o.cert is not None else None
+    key = o.key.read_text() if o.key is not None else None
+    try:
+        ctx = build_context(
+            server_side=is_server, ca_pem=_text(o.ca, "ca", o), cert_pem=cert, key_pem=key,
+            tls_version_min=o.tls_version_min.version, tls_version_max=o.tls_version_max,
+            require_peer_cert=not (is_server and o.verify_client_cert != "require"),
+            dh_pem=dh_text)
+    except TlsContextError as exc:
+        raise _error_at(o, "cert" if "certificate" in str(exc) else "ca", str(exc)) from exc
+    wrap = control_wrap(o)
+    ciphers = data_ciphers(o)
+    keydir = o.key_direction if o.tls_auth is not None else None
+    opts = options_string(dev_type=o.dev_type, proto=proto_name(o), is_server=is_server,
+                          tun_mtu=o.tun_mtu, keydir=keydir, tls_auth=o.tls_auth is not None,
+                          auth=o.auth, compression=o.compression)
+    creds = read_credentials(o) if not is_server else None
+    pings = ping_settings(o)
+    verify_name = None
+    if o.verify_x509_name is not None:
+        verify_name = (o.verify_x509_name.name, o.verify_x509_name.type)
+    return SessionConfig(
+        is_server=is_server,
+        tls_context=ctx,
+        options_string=opts,
+        verification=PeerVerification(remote_cert_tls=o.remote_cert_tls,
+                                       verify_x509_name=verify_name),
+        wrap=wrap,
+        peer_info=None if is_server else build_peer_info(ciphers=ciphers,
+                                                         iv_proto=CLIENT_IV_PROTO),
+        data_ciphers=ciphers,
+        data_ciphers_fallback=o.data_ciphers_fallback,
+        auth=o.auth,
+        username=creds.username if creds else None,
+        password=creds.password if creds else None,
+        tls_timeout=float(o.tls_timeout),
+        hand_window=float(o.hand_window),
+        reneg_seconds=float(o.reneg_sec) if o.reneg_sec else None,
+        transition_window=float(o.tran_window),
+        max_packet_size=o.max_packet_size,
+        replay_window=o.replay_window.size,
+        replay_time=float(o.replay_window.seconds),
+        ping_interval=float(pings.ping) if pings.ping else None,
+        ping_restart=float(pings.ping_restart) if pings.ping_restart else None,
+        compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
+        unix_time_offset=unix_time_offset,
+    )
