@@ -10,7 +10,7 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Mapping
-from typing import IO, Any, Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -27,7 +27,7 @@ def level_for_verb(verb: int) -> int:
 
 
 def configure_logging(*, verb: int = 3, fmt: LogFormat | None = None,
-                      stream: IO[str] | None = None) -> None:
+                      stream: TextIO | None = None) -> None:
     """Route structlog to ``stream`` (stderr by default) as JSON or console lines."""
     out = stream if stream is not None else sys.stderr
     if fmt is None:
