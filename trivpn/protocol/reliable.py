@@ -148,15 +148,12 @@ class AckQueue:
         """
         out: list[int] = []
         while self._pending and len(out) < limit:
-            out.append(self._pending.popleft())
-        if fill_from_mru:
-            for old in self._mru:
-                if len(out) >= limit:
-                    break
-                if old not in out:
-                    out.append(old)
-        for message_id in out:
+            message_id = self._pending.popleft()
+            out.append(message_id)
+        for message_id in out:  # newly acked ids become the most recent
             if message_id in self._mru:
                 self._mru.remove(message_id)
             self._mru.appendleft(message_id)
+        if fill_from_mru:
+            out += [old for old in self._mru if old not in out][:max(0, limit - len(out))]
         return tuple(out)

@@ -200,6 +200,27 @@ class Session:
         self._client_authenticated_emitted = False
         self._reneg_at: float | None = None
 
+    @classmethod
+    def after_stateless_reset(cls, config: SessionConfig, now: float, *, local_session_id: bytes,
+                              remote_session_id: bytes,
+                              rng: Callable[[int], bytes] = os.urandom) -> Session:
+        """Server: a session whose reset exchange already happened statelessly
+        (:mod:`trivpn.protocol.cookie`): the client's reset (id 0) was received and acked, our
+        reset (id 0) was sent with wrap replay id 1 and has been acked by the client."""
+        if not config.is_server:
+            raise StateError("only a server answers resets statelessly", "stateless reset")
+        session = cls(config, now, rng=rng)
+        session.local_session_id = local_session_id
+        session.remote_session_id = remote_session_id
+        session._wrap_packet_id = 1
+        key = session._new_key_state(0, now)
+        key.receiver.expected = 1
+        key.sender.next_id = 1
+        key.peer_reset = True
+        session._phase(key, ev.PHASE_RESET_RECEIVED, now)
+        session._phase(key, ev.PHASE_RESET_SENT, now)
+        return session
+
     # ------------------------------------------------------------------ public API
 
     def start(self, now: float) -> None:

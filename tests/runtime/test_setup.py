@@ -1,0 +1,82 @@
+"""Options → SessionConfig: TLS, wrapping, options string, ciphers, keepalive."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.openvpn import write_pki
+from trivpn.config import ConfigError, load_config
+from trivpn.protocol.compression import Compression
+from trivpn.protocol.wrap import NoWrap, TlsAuth, TlsCrypt
+from trivpn.runtime.setup import session_config
+
+CLIENT = ["client", "dev tun", "proto udp", "remote 198.18.0.1 1194", "ca ca.crt",
+          "cert client.crt", "key client.key", "remote-cert-tls server"]
+SERVER = ["port 1194", "proto udp", "dev tun", "ca ca.crt", "cert server.crt",
+          "key server.key", "dh none", "server 198.18.8.0 255.255.255.0", "keepalive 10 120"]
+
+
+def _config(tmp_path: Path, lines: list[str]):
+    write_pki(tmp_path)
+    conf = tmp_path / "test.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return load_config(conf)
+
+
+def test_client_config_announces_openvpn_26_peer_info_without_ekm(tmp_path):
+    cfg = session_config(_config(tmp_path, CLIENT), unix_time_offset=0.0)
+    assert not cfg.is_server
+    assert cfg.peer_info is not None and "IV_CIPHERS=AES-256-GCM:AES-128-GCM" in cfg.peer_info
+    proto = int(cfg.peer_info.split("IV_PROTO=")[1].split("\n")[0])
+    assert proto & 2 and proto & 4 and not proto & 8 and not proto & 512
+    assert cfg.options_string.endswith("tls-client")
+    assert isinstance(cfg.wrap, NoWrap)
+    assert cfg.verification.remote_cert_tls == "server"
+
+
+def test_server_keepalive_gives_ping_and_doubled_ping_restart(tmp_path):
+    cfg = session_config(_config(tmp_path, SERVER), unix_time_offset=0.0)
+    assert cfg.is_server and cfg.peer_info is None
+    assert (cfg.ping_interval, cfg.ping_restart) == (10.0, 240.0)
+
+
+def test_tls_auth_with_key_direction_and_auth_digest(tmp_path):
+    cfg = session_config(_config(tmp_path, [*CLIENT, "tls-auth static.key 1", "auth SHA256"]),
+                         unix_time_offset=0.0)
+    assert isinstance(cfg.wrap, TlsAuth)
+    assert "keydir 1" in cfg.options_string and "tls-auth" in cfg.options_string
+
+
+def test_tls_crypt_wrap_by_role(tmp_path):
+    cfg = session_config(_config(tmp_path, [*SERVER, "tls-crypt static.key"]),
+                         unix_time_offset=0.0)
+    assert isinstance(cfg.wrap, TlsCrypt)
+
+
+def test_bad_static_key_names_the_config_line(tmp_path):
+    (tmp_path / "bad.key").write_text("not a key\n")
+    options = _config(tmp_path, [*CLIENT, "tls-crypt bad.key"])
+    with pytest.raises(ConfigError) as info:
+        session_config(options, unix_time_offset=0.0)
+    assert "test.conf:9" in str(info.value) and "static key" in str(info.value)
+
+
+def test_unimplemented_data_cipher_is_a_config_error(tmp_path):
+    options = _config(tmp_path, [*CLIENT, "data-ciphers AES-256-GCM:BF-CBC"])
+    with pytest.raises(ConfigError, match="BF-CBC, which trivpn does not implement"):
+        session_config(options, unix_time_offset=0.0)
+
+
+def test_comp_lzo_no_selects_the_lzo_stub_framing(tmp_path):
+    cfg = session_config(_config(tmp_path, [*CLIENT, "comp-lzo no"]), unix_time_offset=0.0)
+    assert cfg.compression is Compression.LZO_STUB
+
+
+def test_auth_user_pass_file_supplies_credentials(tmp_path):
+    (tmp_path / "up.txt").write_text("alice\ns3cret\n")
+    cfg = session_config(_config(tmp_path, [*CLIENT, "auth-user-pass up.txt"]),
+                         unix_time_offset=0.0)
+    assert (cfg.username, cfg.password) == ("alice", "s3cret")
+    assert "s3cret" not in repr(cfg)
