@@ -1,0 +1,75 @@
+"""What a diagnostic check is and what it returns.
+
+A check is an independent unit with a stable ``id`` (``port.reachable``), the ids it depends on,
+the roles it applies to, and an async ``run(ctx)`` returning a :class:`CheckResult`. Every
+non-ok result carries evidence (what was observed), an explanation in the user's terms and a fix
+naming the file, directive or command involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from trivpn.config.options import Options
+
+Status = Literal["ok", "warn", "fail", "skip", "error"]
+Role = Literal["client", "server"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    id: str
+    status: Status
+    summary: str
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    explanation: str = ""
+    fix: str = ""
+    duration_s: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "summary": self.summary,
+                "evidence": dict(self.evidence), "explanation": self.explanation,
+                "fix": self.fix, "duration_s": round(self.duration_s, 3)}
+
+
+@dataclass(frozen=True, slots=True)
+class DoctorContext:
+    """Inputs every check may read. ``options`` is None when the config did not parse."""
+
+    config_path: Path | None
+    options: Options | None
+    role: Role
+    timeout: float
+    results: Mapping[str, CheckResult] = field(default_factory=dict)  # finished dependencies
+    netns: str | None = None  # run network probes inside this namespace (tests)
+
+
+CheckFn = Callable[[DoctorContext], Awaitable[CheckResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    id: str
+    run: CheckFn
+    roles: tuple[Role, ...] = ("client", "server")
+    depends_on: tuple[str, ...] = ()
+    timeout: float | None = None  # default: the doctor's --timeout
+
+
+def ok(id: str, summary: str, **evidence: Any) -> CheckResult:
+    return CheckResult(id, "ok", summary, evidence)
+
+
+def skip(id: str, summary: str, **evidence: Any) -> CheckResult:
+    return CheckResult(id, "skip", summary, evidence)
+
+
+def problem(id: str, status: Status, summary: str, *, explanation: str, fix: str,
+            **evidence: Any) -> CheckResult:
+    """A warn or fail result: explanation and fix are required."""
+    if not explanation or not fix:
+        raise ValueError(f"check {id}: a {status} result needs an explanation and a fix")
+    return CheckResult(id, status, summary, evidence, explanation, fix)
