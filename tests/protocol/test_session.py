@@ -261,3 +261,31 @@ def test_exit_notify_with_cc_exit_reaches_the_server():
     pair._collect()
     pair.run_for(0.5)
     assert events_of(pair.server_events, ev.PeerExited)
+
+
+def test_reneg_deadline_during_a_peer_renegotiation_does_not_spin():
+    pair = Pair.create(client_config(reneg_seconds=10.0), server_config(reneg_seconds=None))
+    _up(pair)
+    assert pair.server is not None
+    pair.run_for(9.9)
+    pair.server.renegotiate(pair.now)  # the peer starts one just before ours is due
+    pair._collect()
+    pair.run_for(0.02)  # its SOFT_RESET has reached the client, the TLS handshake is running
+    assert pair.client.primary_key_id == 0 and 1 in pair.client.key_ids
+    pair.now += 0.2
+    pair.client.handle_timer(pair.now)
+    timer = pair.client.next_timer()
+    assert timer is None or timer > pair.now
+    assert pair.run_until(lambda: pair.client.primary_key_id == 1, seconds=60)
+    assert pair.client.next_timer() is not None
+
+
+def test_control_acked_reports_outstanding_control_messages():
+    pair = Pair.create(client_config(), server_config())
+    _up(pair)
+    pair.run_for(0.1)
+    assert pair.client.control_acked
+    pair.client.exit_notify(pair.now)
+    assert not pair.client.control_acked
+    pair.run_for(0.5)
+    assert pair.client.control_acked

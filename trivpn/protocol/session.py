@@ -302,9 +302,11 @@ class Session:
                                f"(last phase: {key.last_phase})", now)
         self._client_push_timers(now)
         self._keepalive_timers(now)
-        if (self._reneg_at is not None and now >= self._reneg_at
-                and not self._negotiating()):
-            self._begin_renegotiation(now)
+        if self._reneg_at is not None and now >= self._reneg_at:
+            if self._negotiating():
+                self._reneg_at = None  # the peer's renegotiation is running; it reschedules
+            else:
+                self._begin_renegotiation(now)
         self._flush(now)
 
     def next_timer(self) -> float | None:
@@ -364,6 +366,11 @@ class Session:
         if not self._negotiating():
             self._begin_renegotiation(now)
             self._flush(now)
+
+    @property
+    def control_acked(self) -> bool:
+        """Every control message sent so far has been acknowledged by the peer."""
+        return all(k.sender.all_acked for k in self._keys.values() if k.phase != _FAILED)
 
     @property
     def key_ids(self) -> tuple[int, ...]:

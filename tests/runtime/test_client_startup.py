@@ -1,0 +1,41 @@
+"""run_client's start-up checks: config problems exit 2 before anything is configured."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from tests.interop.openvpn import write_pki
+from trivpn.config import load_config
+from trivpn.logging import configure_logging, get_logger
+from trivpn.runtime.client import run_client
+
+
+def _events(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line]
+
+
+async def _run(tmp_path: Path, extra: str) -> tuple[int, list[dict[str, object]]]:
+    write_pki(tmp_path)
+    conf = tmp_path / "c.conf"
+    conf.write_text("client\ndev tun\nremote 198.18.0.1 1194\nca ca.crt\ncert client.crt\n"
+                    "key client.key\n" + extra)
+    stream = io.StringIO()
+    configure_logging(fmt="json", stream=stream)
+    code = await run_client(load_config(conf), get_logger())
+    return code, _events(stream)
+
+
+async def test_unknown_user_exits_2_with_a_clear_error(tmp_path: Path):
+    code, events = await _run(tmp_path, "user no-such-user-trivpn\n")
+    assert code == 2
+    assert events[-1]["event"] == "config_error"
+    assert "user 'no-such-user-trivpn' does not exist" in str(events[-1]["detail"])
+
+
+async def test_unreadable_credentials_file_exits_2(tmp_path: Path):
+    (tmp_path / "creds").write_text("onlyuser\n")
+    code, events = await _run(tmp_path, "auth-user-pass creds\n")
+    assert code == 2
+    assert "username on line 1 and the password on line 2" in str(events[-1]["detail"])

@@ -1,0 +1,146 @@
+"""What to configure for a tunnel: the pure plan computed from config and push."""
+
+from __future__ import annotations
+
+import pytest
+
+from trivpn.config import Options, parse_config
+from trivpn.protocol.push import parse_pushed_options
+from trivpn.runtime.tunnel import (
+    AddressAssignment,
+    NetGateway,
+    RouteAssignment,
+    RouteRequest,
+    TunnelPlan,
+    TunnelPlanError,
+    device_name,
+    plan_client_tunnel,
+    plan_tunnel,
+)
+
+SERVER = "198.18.0.1"
+VIA_VETH = NetGateway(gateway="198.18.0.254", ifname="veth0")
+
+
+def _client(extra: str = "") -> Options:
+    return parse_config("client\ndev tun\nremote 198.18.0.1 1194\nca ca.crt\ncert c.crt\n"
+                        "key c.key\n" + extra, "/etc/c.conf")
+
+
+def _plan(push: list[str], extra: str = "", net_gateway: NetGateway | None = VIA_VETH
+          ) -> TunnelPlan:
+    options = _client(extra)
+    return plan_client_tunnel(options, parse_pushed_options(push), remote_host=SERVER,
+                              net_gateway=net_gateway)
+
+
+@pytest.mark.parametrize(("push", "addresses", "routes"), [
+    # topology subnet: address with netmask; pushed routes via route-gateway
+    (["route 198.18.9.0 255.255.255.0", "route-gateway 198.18.8.1", "topology subnet",
+      "ifconfig 198.18.8.2 255.255.255.0"],
+     (AddressAssignment("198.18.8.2", 24),),
+     (RouteAssignment("198.18.9.0/24", "198.18.8.1"),)),
+    # topology net30: point-to-point address; routes via the ifconfig peer
+    (["route 198.18.8.1", "topology net30", "ifconfig 198.18.8.6 198.18.8.5"],
+     (AddressAssignment("198.18.8.6", 32, "198.18.8.5"),),
+     (RouteAssignment("198.18.8.1/32", "198.18.8.5"),)),
+    # topology p2p behaves like net30 for the address
+    (["topology p2p", "ifconfig 198.18.8.2 198.18.8.1"],
+     (AddressAssignment("198.18.8.2", 32, "198.18.8.1"),), ()),
+    # redirect-gateway def1: exception route first, then the two halves
+    (["route-gateway 198.18.8.1", "topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
+      "redirect-gateway def1"],
+     (AddressAssignment("198.18.8.2", 24),),
+     (RouteAssignment("198.18.0.1/32", "198.18.0.254", via_tunnel=False, ifname="veth0"),
+      RouteAssignment("0.0.0.0/1", "198.18.8.1"),
+      RouteAssignment("128.0.0.0/1", "198.18.8.1"))),
+    # redirect-gateway local def1: no exception route
+    (["topology net30", "ifconfig 198.18.8.6 198.18.8.5", "redirect-gateway local def1"],
+     (AddressAssignment("198.18.8.6", 32, "198.18.8.5"),),
+     (RouteAssignment("0.0.0.0/1", "198.18.8.5"),
+      RouteAssignment("128.0.0.0/1", "198.18.8.5"))),
+    # explicit gateway, metric, and the route-metric default
+    (["topology subnet", "ifconfig 198.18.8.2 255.255.255.0", "route-gateway 198.18.8.1",
+      "route-metric 7", "route 198.18.10.0 255.255.255.0 198.18.8.3 5",
+      "route 198.18.11.0 255.255.255.0"],
+     (AddressAssignment("198.18.8.2", 24),),
+     (RouteAssignment("198.18.10.0/24", "198.18.8.3", 5),
+      RouteAssignment("198.18.11.0/24", "198.18.8.1", 7))),
+    # a net_gateway route leaves through the physical path
+    (["topology subnet", "ifconfig 198.18.8.2 255.255.255.0", "route-gateway 198.18.8.1",
+      "route 198.18.12.0 255.255.255.0 net_gateway"],
+     (AddressAssignment("198.18.8.2", 24),),
+     (RouteAssignment("198.18.12.0/24", "198.18.0.254", via_tunnel=False, ifname="veth0"),)),
+])
+def test_client_plan_follows_topology_and_routes(push, addresses, routes):
+    plan = _plan(push)
+    assert plan.addresses == addresses
+    assert plan.routes == routes
+
+
+def test_configured_routes_come_before_pushed_ones():
+    plan = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
+                  "route-gateway 198.18.8.1", "route 198.18.9.0 255.255.255.0"],
+                 "route 198.18.20.0 255.255.255.0\n")
+    assert [r.destination for r in plan.routes] == ["198.18.20.0/24", "198.18.9.0/24"]
+
+
+def test_pushed_tun_mtu_overrides_the_configured_one():
+    assert _plan(["tun-mtu 1400"], "tun-mtu 1500\n").mtu == 1400
+    assert _plan([], "tun-mtu 1420\n").mtu == 1420
+
+
+@pytest.mark.parametrize(("dev", "kind", "name"), [
+    ("tun", "tun", "tun%d"), ("tap", "tap", "tap%d"), ("tun3", "tun", "tun3"),
+    ("vpn0", "tun", "vpn0"),
+])
+def test_device_name_lets_the_kernel_choose_only_for_the_bare_type(dev, kind, name):
+    assert device_name(dev, kind) == name
+
+
+def test_tap_always_gets_address_and_netmask():
+    plan = plan_tunnel(kind="tap", dev="tap", mtu=1500, topology="net30",
+                       ifconfig=("198.18.8.2", "255.255.255.0"))
+    assert plan.addresses == (AddressAssignment("198.18.8.2", 24),)
+
+
+def test_redirect_gateway_without_a_known_path_to_the_server_is_skipped_with_a_warning():
+    plan = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
+                  "route-gateway 198.18.8.1", "redirect-gateway def1"], net_gateway=None)
+    assert plan.routes == ()
+    assert any("not redirecting" in w for w in plan.warnings)
+
+
+def test_redirect_gateway_without_def1_is_installed_as_def1_and_says_so():
+    plan = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
+                  "route-gateway 198.18.8.1", "redirect-gateway"])
+    assert [r.destination for r in plan.routes] == ["198.18.0.1/32", "0.0.0.0/1", "128.0.0.0/1"]
+    assert any("def1" in w for w in plan.warnings)
+
+
+def test_route_that_is_not_a_numeric_network_is_skipped_with_a_warning():
+    plan = plan_tunnel(kind="tun", dev="tun", mtu=1500, topology="subnet",
+                       ifconfig=("198.18.8.2", "255.255.255.0"), route_gateway="198.18.8.1",
+                       routes=[RouteRequest("vpn.example.org"),
+                               RouteRequest("198.18.9.1", "255.255.255.0")])
+    assert plan.routes == ()
+    assert len([w for w in plan.warnings if "skipped" in w]) == 2
+
+
+def test_bad_netmask_is_a_plan_error():
+    with pytest.raises(TunnelPlanError, match="netmask"):
+        plan_tunnel(kind="tun", dev="tun", mtu=1500, topology="subnet",
+                    ifconfig=("198.18.8.2", "255.0.255.0"))
+
+
+def test_plans_compare_equal_regardless_of_warnings():
+    a = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0"])
+    b = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0"], net_gateway=None)
+    assert a == b
+    c = _plan(["topology subnet", "ifconfig 198.18.8.3 255.255.255.0"])
+    assert a != c
+
+
+def test_client_config_ifconfig_is_used_when_nothing_is_pushed():
+    plan = _plan([], "ifconfig 198.18.8.2 198.18.8.1\n")
+    assert plan.addresses == (AddressAssignment("198.18.8.2", 32, "198.18.8.1"),)

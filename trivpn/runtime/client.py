@@ -1,0 +1,621 @@
+"""``trivpn run`` for client configs: connect, bring the tunnel up, move packets, reconnect.
+
+Structure (docs/architecture.md, runtime):
+
+* :func:`run_client` prepares everything that can fail as a config error (exit 2) — the
+  session config with its TLS context and keys, the user/group — then runs a :class:`Client`.
+* :class:`Client` owns what outlives one connection: the tunnel (kept across reconnects with
+  ``persist-tun``), the remote schedule, the drop counters, the signal watcher. Its supervisor
+  loop runs one :class:`Connection` at a time and decides from the connection's
+  :data:`~trivpn.runtime.supervisor.Outcome` whether to reconnect (with back-off) or exit.
+* A :class:`Connection` is one link and one :class:`~trivpn.protocol.session.Session` under one
+  nursery: the link reader (data packets straight to the TUN, control packets into the
+  session), the TUN reader (started once the server's push configured the tunnel), the timer
+  task (sleeps until ``session.next_timer()``, re-armed by every input) and the drop ticker.
+  Any task may end the connection by setting its outcome and cancelling the nursery.
+
+Exit codes: 0 after SIGINT/SIGTERM or a server HALT, 1 on AUTH_FAILED (``auth-retry none``) or
+a host setup failure (TUN, addresses, privileges), 2 for config errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import trio
+
+from trivpn.config import ConfigError, Options, Remote
+from trivpn.logging import DropAggregator
+from trivpn.protocol import events as ev
+from trivpn.protocol.errors import DecodeError
+from trivpn.protocol.push import PushedOptions
+from trivpn.protocol.session import Session, SessionConfig
+from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
+from trivpn.runtime.link import LinkClosed, TcpLink, UdpLink, open_tcp_link
+from trivpn.runtime.netconf import NetConfig
+from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
+from trivpn.runtime.setup import session_config
+from trivpn.runtime.supervisor import Exit, Outcome, Reconnect, RemoteSchedule
+from trivpn.runtime.tunnel import NetGateway, Tunnel, TunnelPlanError, plan_client_tunnel
+
+Log = structlog.stdlib.BoundLogger
+
+DROP_TICK = 1.0
+"""How often drop counters are collected (they are logged per DropAggregator interval)."""
+EXIT_ACK_WAIT = 2.0
+"""Longest wait for the server's acknowledgement of an EXIT control message."""
+DEFAULT_CONNECT_TIMEOUT = 120
+MIN_TIMER_STEP = 0.01
+"""Guard against a deadline that stays in the past (a timer the session cannot act on yet)."""
+_DATA_OPCODES = (9, 6)  # P_DATA_V2, P_DATA_V1
+
+
+async def run_client(options: Options, log: Log) -> int:
+    """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
+    try:
+        if not options.remotes:
+            raise ConfigError("a client needs at least one 'remote'", options.config_path)
+        config = session_config(options, unix_time_offset=time.time() - trio.current_time())
+        identity = resolve_identity(options.user, options.group)
+    except ConfigError as exc:
+        log.error("config_error", detail=str(exc))
+        return 2
+    except RuntimeSetupError as exc:
+        log.error("config_error", detail=str(exc))
+        return 2
+    client = Client(options, log, config, identity)
+    return await client.run()
+
+
+async def resolve_remote(remote: Remote, kind: int) -> tuple[int, str]:
+    """(family, numeric address) of ``remote`` through the resolver (literals pass through)."""
+    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(remote.family or 0, socket.AF_UNSPEC)
+    infos = await trio.socket.getaddrinfo(remote.host, remote.port, family, kind)
+    if not infos:
+        raise OSError(f"no address for {remote.host}")
+    fam, _, _, _, sockaddr = infos[0]
+    return int(fam), str(sockaddr[0])
+
+
+def _push_summary(p: PushedOptions) -> dict[str, Any]:
+    """Loggable view of a push: never the auth-token."""
+    return {
+        "ifconfig": (f"{p.ifconfig.local} {p.ifconfig.remote_or_netmask}"
+                     if p.ifconfig is not None else None),
+        "topology": p.topology,
+        "route_gateway": str(p.route_gateway) if p.route_gateway is not None else None,
+        "routes": len(p.routes),
+        "redirect_gateway": list(p.redirect_gateway) if p.redirect_gateway is not None else None,
+        "ping": p.ping,
+        "ping_restart": p.ping_restart,
+        "cipher": p.cipher,
+        "peer_id": p.peer_id,
+        "protocol_flags": list(p.protocol_flags),
+        "tun_mtu": p.tun_mtu,
+        "auth_token": p.auth_token is not None,
+    }
+
+
+class Client:
+    """Everything that outlives one connection."""
+
+    def __init__(self, options: Options, log: Log, config: SessionConfig,
+                 identity: Identity | None) -> None:
+        self.options = options
+        self.log = log
+        self.config = config
+        self.identity = identity
+        self.tunnel: Tunnel | None = None
+        self.privileges_dropped = False
+        self.drops = DropAggregator()
+        self.stop = trio.Event()
+        self.stop_reason: str | None = None
+        self.schedule = RemoteSchedule(
+            options.remotes, base=options.connect_retry.seconds,
+            maximum=options.connect_retry.max_seconds,
+            shuffle=random.Random() if options.remote_random else None)
+        self._hard_stop = trio.CancelScope()
+        self._net_gateway: NetGateway | None = None
+        self._tun_drops_seen = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        code, reason = 0, "signal"
+        try:
+            async with trio.open_nursery() as nursery:
+                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    nursery.start_soon(self._watch_signals, signals)
+                    with self._hard_stop:
+                        code, reason = await self._supervise()
+                    nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                self._teardown()
+        self.log.info("exiting", code=code, reason=reason)
+        return code
+
+    async def _watch_signals(self, signals: Any) -> None:
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if self.stop.is_set():
+                self.log.warning("signal_received", signal=name, action="exit_now")
+                self._hard_stop.cancel()
+                continue
+            self.log.info("signal_received", signal=name, action="exit")
+            self.stop_reason = name
+            self.stop.set()
+
+    async def _supervise(self) -> tuple[int, str]:
+        attempt = self.schedule.first()
+        while True:
+            if attempt.delay > 0:
+                with trio.move_on_after(attempt.delay):
+                    await self.stop.wait()
+            if self.stop.is_set():
+                return 0, "signal"
+            outcome = await Connection(self, attempt.remote).run()
+            if isinstance(outcome, Exit):
+                return outcome.code, outcome.reason
+            if self.stop.is_set():
+                return 0, "signal"
+            if not self.options.persist_tun:
+                self.close_tunnel()
+            attempt = self.schedule.restart(outcome.advance)
+            remote = attempt.remote
+            self.log.info("reconnecting", reason=outcome.reason, detail=outcome.detail,
+                          delay=attempt.delay, remote=f"{remote.host}:{remote.port}",
+                          proto=remote.proto)
+
+    def _teardown(self) -> None:
+        self.close_tunnel()
+        self.drops.flush(self.log, trio.current_time())
+
+    def close_tunnel(self) -> None:
+        tunnel, self.tunnel = self.tunnel, None
+        if tunnel is None:
+            return
+        self._count_tun_drops(tunnel)
+        name = tunnel.name
+        leftovers = tunnel.close()
+        self._tun_drops_seen = 0
+        if leftovers:
+            self.log.warning("teardown_incomplete", device=name, leftovers=leftovers,
+                             privileges_dropped=self.privileges_dropped)
+        else:
+            self.log.info("tun_closed", device=name)
+
+    # -- shared services for connections --------------------------------------------------
+
+    def net_gateway(self, remote_ip: str) -> NetGateway | None:
+        """How ``remote_ip`` is reached outside the tunnel now. If the answer already points
+        into our own tunnel (persist-tun with redirect-gateway), the remembered one is used."""
+        tunnel = self.tunnel
+        netconf = tunnel.netconf if tunnel is not None else NetConfig()
+        try:
+            found = netconf.route_get(remote_ip)
+        except (NoRouteError, RuntimeSetupError):
+            return self._net_gateway
+        finally:
+            if tunnel is None:
+                netconf.close()
+        if tunnel is not None and found.oif == tunnel.name:
+            return self._net_gateway
+        self._net_gateway = NetGateway(found.gateway, found.oif)
+        return self._net_gateway
+
+    def _count_tun_drops(self, tunnel: Tunnel) -> None:
+        drops = tunnel.device.write_drops
+        if drops > self._tun_drops_seen:
+            self.drops.add("tun_write_failed", drops - self._tun_drops_seen)
+            self._tun_drops_seen = drops
+
+    def collect_tun_drops(self) -> None:
+        if self.tunnel is not None:
+            self._count_tun_drops(self.tunnel)
+
+    def maybe_drop_privileges(self) -> None:
+        if self.identity is None or self.privileges_dropped:
+            return
+        drop_privileges(self.identity)
+        self.privileges_dropped = True
+        self.log.info("privileges_dropped", user=self.identity.user, group=self.identity.group,
+                      uid=self.identity.uid, gid=self.identity.gid,
+                      note=None if self.options.persist_tun else
+                      "without persist-tun a reconnect cannot recreate the TUN device")
+
+
+class Connection:
+    """One link, one session, one nursery."""
+
+    def __init__(self, client: Client, remote: Remote) -> None:
+        self.client = client
+        self.options = client.options
+        self.remote = remote
+        self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
+        self.session = Session(client.config, trio.current_time())
+        self.remote_ip = ""
+        self.outcome: Outcome | None = None
+        self.udp: UdpLink | None = None
+        self.tcp: TcpLink | None = None
+        self._nursery: trio.Nursery | None = None
+        self._rearm = trio.Event()
+        self._control_seen = trio.Event()
+        self._tun_reader_started = False
+        self._seen_drops: Counter[str] = Counter()
+        self._seen_link = (0, 0, 0)
+        self.no_tun = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        opened = await self._open_link()
+        if opened is not None:
+            return opened
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self.session.start(trio.current_time())
+                await self._process()
+                nursery.start_soon(self._link_reader)
+                nursery.start_soon(self._timers)
+                nursery.start_soon(self._drop_ticker)
+                nursery.start_soon(self._stop_watcher)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close_link()
+                self._collect_drops()
+                self.client.drops.flush(self.log, trio.current_time())
+        return self.outcome or Reconnect("connection_ended")
+
+    def finish(self, outcome: Outcome) -> None:
+        """End this connection with ``outcome`` (the first one set wins)."""
+        if self.outcome is None:
+            self.outcome = outcome
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def _open_link(self) -> Outcome | None:
+        """Resolve and open the link; an Outcome if that failed (or a stop came first)."""
+        r, o = self.remote, self.options
+        tcp = r.proto == "tcp-client"
+        kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+        try:
+            family, self.remote_ip = await resolve_remote(r, kind)
+        except OSError as exc:
+            self.log.warning("resolve_failed", host=r.host, detail=str(exc))
+            return Reconnect("resolve_failed", str(exc))
+        wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        bind = (o.local or wildcard, o.lport if o.bind_local else 0)
+        try:
+            if tcp:
+                timeout = o.server_poll_timeout or DEFAULT_CONNECT_TIMEOUT
+                opened: list[TcpLink] = []  # stays empty if a stop signal came first
+                async with trio.open_nursery() as race:
+                    race.start_soon(self._cancel_on_stop, race.cancel_scope)
+                    with trio.fail_after(timeout):
+                        opened.append(await open_tcp_link(
+                            self.remote_ip, r.port, bind=bind if o.bind_local else None))
+                    race.cancel_scope.cancel()
+                if not opened:
+                    return Exit(0, "signal")
+                self.tcp = opened[0]
+                local = self.tcp.local_address
+            else:
+                self.udp = UdpLink.bind(bind[0], bind[1])
+                self.udp.connect((self.remote_ip, r.port))
+                local = self.udp.local_address
+        except trio.TooSlowError:
+            self.log.warning("connect_timeout", seconds=o.server_poll_timeout)
+            return Reconnect("connect_timeout")
+        except RuntimeSetupError as exc:
+            self.log.warning("link_failed", detail=str(exc))
+            await self._close_link()
+            return Reconnect("network_error", str(exc))
+        self.log.info("link_open", proto="tcp" if tcp else "udp",
+                      local=f"{local[0]}:{local[1]}", peer=f"{self.remote_ip}:{r.port}")
+        return None
+
+    async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
+        await self.client.stop.wait()
+        scope.cancel()
+
+    async def _close_link(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
+        if self.tcp is not None:
+            with contextlib.suppress(Exception):
+                await self.tcp.aclose()
+
+    # -- link → session / TUN -------------------------------------------------------------
+
+    async def _link_reader(self) -> None:
+        try:
+            if self.udp is not None:
+                await self._udp_reader(self.udp)
+            elif self.tcp is not None:
+                await self._tcp_reader(self.tcp)
+        except LinkClosed as exc:
+            self.log.warning("link_closed", detail=str(exc))
+            self.finish(Reconnect("connection_closed", str(exc)))
+        except DecodeError as exc:
+            self.log.warning("link_framing_error", detail=str(exc))
+            self.finish(Reconnect("bad_framing", str(exc)))
+        except (OSError, trio.BrokenResourceError) as exc:
+            self.log.warning("link_error", detail=str(exc))
+            self.finish(Reconnect("network_error", str(exc)))
+
+    async def _udp_reader(self, link: UdpLink) -> None:
+        decrypt = self.session.decrypt_data
+        receive = self.session.receive_datagram
+        clock = trio.current_time
+        client = self.client
+        while True:
+            batch = await link.recv_batch()
+            now = clock()
+            tunnel = client.tunnel
+            control = False
+            for data, _ in batch:
+                opcode = data[0] >> 3 if data else 0
+                if opcode in _DATA_OPCODES:
+                    packet = decrypt(data, now)
+                    if packet is not None:
+                        if tunnel is not None:
+                            tunnel.device.write(packet)
+                        else:
+                            self.no_tun += 1
+                else:
+                    receive(data, now)
+                    control = True
+            if control:
+                self._control_seen.set()
+                await self._process()
+
+    async def _tcp_reader(self, link: TcpLink) -> None:
+        decrypt = self.session.decrypt_data
+        receive = self.session.receive_datagram
+        clock = trio.current_time
+        client = self.client
+        while True:
+            packets = await link.recv_packets()
+            now = clock()
+            tunnel = client.tunnel
+            control = False
+            for data in packets:
+                opcode = data[0] >> 3 if data else 0
+                if opcode in _DATA_OPCODES:
+                    packet = decrypt(data, now)
+                    if packet is not None:
+                        if tunnel is not None:
+                            tunnel.device.write(packet)
+                        else:
+                            self.no_tun += 1
+                else:
+                    receive(data, now)
+                    control = True
+            if control:
+                self._control_seen.set()
+                await self._process()
+
+    # -- TUN → link -----------------------------------------------------------------------
+
+    async def _tun_reader(self, tunnel: Tunnel) -> None:
+        encrypt = self.session.encrypt_data
+        read = tunnel.device.read_batch
+        clock = trio.current_time
+        send: Callable[[list[bytes]], Any]
+        if self.udp is not None:
+            send = self.udp.send_many
+        else:
+            assert self.tcp is not None
+            send = self.tcp.send_packets
+        try:
+            while True:
+                packets = await read()
+                now = clock()
+                out = []
+                for packet in packets:
+                    wire = encrypt(packet, now)
+                    if wire is not None:
+                        out.append(wire)
+                if out:
+                    await send(out)
+        except trio.ClosedResourceError:
+            return
+        except trio.BrokenResourceError as exc:
+            self.log.warning("link_error", detail=str(exc))
+            self.finish(Reconnect("network_error", str(exc)))
+        except OSError as exc:
+            self.log.error("tun_error", detail=str(exc))
+            self.finish(Exit(1, "tun_error", str(exc)))
+
+    # -- control, timers, events ----------------------------------------------------------
+
+    async def _send_control(self, datagrams: list[bytes]) -> None:
+        if self.udp is not None:
+            self.udp.try_send_many(datagrams)
+        elif self.tcp is not None:
+            try:
+                await self.tcp.send_packets(datagrams)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                self.finish(Reconnect("network_error", str(exc)))
+
+    async def _process(self) -> None:
+        """Send what the session produced, deliver TUN packets, act on events, re-arm."""
+        session = self.session
+        out = session.take_datagrams()
+        if out:
+            await self._send_control(out)
+        packets = session.take_tun_packets()
+        if packets and self.client.tunnel is not None:
+            for packet in packets:
+                self.client.tunnel.device.write(packet)
+        for event in session.take_events():
+            self._on_event(event)
+        self._rearm.set()
+
+    async def _timers(self) -> None:
+        session = self.session
+        last = -1.0
+        while True:
+            rearm = self._rearm = trio.Event()
+            deadline = session.next_timer()
+            if deadline is None:
+                await rearm.wait()
+                continue
+            deadline = max(deadline, last + MIN_TIMER_STEP)
+            with trio.move_on_at(deadline):
+                await rearm.wait()
+            if rearm.is_set() and trio.current_time() < deadline:
+                continue
+            last = trio.current_time()
+            session.handle_timer(last)
+            await self._process()
+
+    async def _drop_ticker(self) -> None:
+        while True:
+            await trio.sleep(DROP_TICK)
+            self._collect_drops()
+            now = trio.current_time()
+            if self.client.drops.due(now):
+                self.client.drops.flush(self.log, now)
+
+    def _collect_drops(self) -> None:
+        agg = self.client.drops
+        current = self.session.drops
+        for reason, count in current.items():
+            delta = count - self._seen_drops[reason]
+            if delta > 0:
+                agg.add(reason, delta)
+        self._seen_drops = Counter(current)
+        link = self.udp or self.tcp
+        if link is not None:
+            c = link.counters
+            now_link = (c.tx_dropped, c.tx_errors, c.rx_errors)
+            for name, new, old in zip(("link_send_queue_full", "link_send_error",
+                                       "link_receive_error"), now_link, self._seen_link,
+                                      strict=True):
+                if new > old:
+                    agg.add(name, new - old)
+            self._seen_link = now_link
+        if self.no_tun:
+            agg.add("no_tun_device", self.no_tun)
+            self.no_tun = 0
+        self.client.collect_tun_drops()
+
+    async def _stop_watcher(self) -> None:
+        await self.client.stop.wait()
+        session = self.session
+        pushed = session.pushed
+        seconds = (pushed.explicit_exit_notify if pushed and pushed.explicit_exit_notify
+                   else self.options.explicit_exit_notify)
+        if seconds and self.udp is not None and session.established:
+            self.log.info("exit_notify_sent", method="exit" if session.cc_exit else "occ_exit",
+                          seconds=seconds)
+            self._control_seen = trio.Event()
+            session.exit_notify(trio.current_time())
+            await self._process()
+            if session.cc_exit:
+                with trio.move_on_after(min(float(seconds), EXIT_ACK_WAIT)):
+                    await self._control_seen.wait()
+            else:
+                for _ in range(seconds - 1):
+                    await trio.sleep(1.0)
+                    session.exit_notify(trio.current_time())
+                    await self._process()
+        self.finish(Exit(0, "signal", self.client.stop_reason or ""))
+
+    def _on_event(self, event: ev.Event) -> None:
+        log = self.log
+        if isinstance(event, ev.PhaseReached):
+            if event.phase == ev.PHASE_TLS_STARTED:
+                log.info("tls_handshake_started", key_id=event.key_id)
+            else:
+                log.debug("handshake_phase", key_id=event.key_id, phase=event.phase)
+        elif isinstance(event, ev.TlsHandshakeComplete):
+            log.info("tls_handshake_complete", key_id=event.key_id, tls=event.description,
+                     peer=event.peer.common_name)
+        elif isinstance(event, ev.DataChannelReady):
+            name = "renegotiated" if event.renegotiated else "key_method_complete"
+            log.info(name, key_id=event.key_id, cipher=event.cipher, peer_id=event.peer_id)
+        elif isinstance(event, ev.PushReceived):
+            log.info("push_reply_received", **_push_summary(event.options))
+            self._on_push(event.options)
+        elif isinstance(event, ev.HandshakeFailed):
+            if event.cause != ev.CAUSE_AUTH_FAILED:
+                log.warning("handshake_failed", key_id=event.key_id, cause=event.cause,
+                            phase=event.phase, detail=event.detail)
+            if self.session.failed:
+                self.finish(Reconnect("handshake_failed", f"{event.cause}: {event.detail}"))
+        elif isinstance(event, ev.AuthFailed):
+            self._on_auth_failed(event.reason)
+        elif isinstance(event, ev.RestartRequested):
+            log.info("restart_requested", message=event.message, advance=event.advance)
+            self.finish(Reconnect("server_restart", event.message, advance=event.advance))
+        elif isinstance(event, ev.HaltRequested):
+            log.warning("halt_requested", message=event.message)
+            self.finish(Exit(0, "halt_requested", event.message))
+        elif isinstance(event, ev.PeerExited):
+            log.info("peer_exited", how=event.how)
+            self.finish(Reconnect("peer_exited", event.how))
+        elif isinstance(event, ev.KeepaliveTimeout):
+            log.warning("ping_restart", silent_for=round(event.silent_for, 3))
+            self.finish(Reconnect("ping_restart"))
+        else:
+            log.debug(event.name)
+
+    def _on_auth_failed(self, reason: str | None) -> None:
+        temporary = reason is not None and reason.startswith("TEMP")
+        retry = self.options.auth_retry == "nointeract" or temporary
+        self.log.error("auth_failed", reason=reason,
+                       action="reconnect" if retry else "exit")
+        if retry:
+            self.finish(Reconnect("auth_failed", reason or "", advance=temporary))
+        else:
+            self.finish(Exit(1, "auth_failed", reason or ""))
+
+    def _on_push(self, pushed: PushedOptions) -> None:
+        client = self.client
+        client.schedule.established()
+        try:
+            plan = plan_client_tunnel(self.options, pushed, remote_host=self.remote_ip,
+                                      net_gateway=client.net_gateway(self.remote_ip))
+        except TunnelPlanError as exc:
+            self.log.error("bad_push", detail=str(exc))
+            self.finish(Reconnect("bad_push", str(exc)))
+            return
+        for warning in plan.warnings:
+            self.log.warning("tunnel_warning", detail=warning)
+        try:
+            tunnel = client.tunnel
+            if tunnel is None:
+                tunnel = client.tunnel = Tunnel.open(plan)
+                reused, changed = False, True
+            else:
+                reused, changed = True, tunnel.reconfigure(plan)
+        except RuntimeSetupError as exc:
+            hint = (" (privileges were dropped: add persist-tun or run without user/group)"
+                    if client.privileges_dropped else "")
+            self.log.error("tun_setup_failed", detail=str(exc) + hint)
+            self.finish(Exit(1, "tun_setup_failed", str(exc)))
+            return
+        for failure in tunnel.route_failures:
+            self.log.warning("route_failed", detail=failure)
+        self.log.info("tun_configured", ifindex=tunnel.ifindex, reused=reused,
+                      reconfigured=changed, **tunnel.describe())
+        if not self._tun_reader_started and self._nursery is not None:
+            self._tun_reader_started = True
+            self._nursery.start_soon(self._tun_reader, tunnel)
+        try:
+            client.maybe_drop_privileges()
+        except RuntimeSetupError as exc:
+            self.log.error("privileges_drop_failed", detail=str(exc))
+            self.finish(Exit(1, "privileges_drop_failed", str(exc)))

@@ -1,0 +1,99 @@
+"""What a client does after a connection ends: which remote next, how long to wait, or exit.
+
+Pure bookkeeping (no trio, no clock), so the schedule is unit-tested directly.
+
+OpenVPN 2.6 behaviour modelled here (``init.c``/``socket.c``): remotes are tried in config
+order (``remote-random``: shuffled once at start); after a connection that came all the way up,
+the first restart retries the *same* remote, later failures move to the next one, and a
+``RESTART,[N]`` from the server moves on at once. Before each retry the client waits
+``connect-retry`` seconds; once every remote failed five times in a row the wait doubles per
+further round, up to ``connect-retry``'s maximum (default 300 s). A successful connection
+resets the count.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+FREE_ROUNDS = 5
+"""Rounds over all remotes at the base delay before the back-off starts doubling."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """End this connection and try again (``reason`` is a stable snake_case word)."""
+
+    reason: str
+    detail: str = ""
+    advance: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    """Stop the client with this process exit code."""
+
+    code: int
+    reason: str
+    detail: str = ""
+
+
+Outcome = Reconnect | Exit
+
+
+def backoff_delay(failures: int, remotes: int, base: int, maximum: int) -> int:
+    """Seconds to wait before the next attempt after ``failures`` consecutive failed attempts
+    over ``remotes`` remotes: ``base`` for the first five rounds, then doubling per round,
+    never above ``maximum`` (and never below ``base``)."""
+    rounds = failures // max(remotes, 1) - (FREE_ROUNDS - 1)
+    delay = base
+    if rounds > 0:
+        delay = max(base, 1) << min(rounds, 15)
+    return min(delay, max(maximum, base))
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt(Generic[T]):
+    remote: T
+    delay: float
+
+
+class RemoteSchedule(Generic[T]):
+    """The order of remotes and the wait before each attempt."""
+
+    def __init__(self, remotes: Sequence[T], *, base: int = 1, maximum: int = 300,
+                 shuffle: random.Random | None = None) -> None:
+        if not remotes:
+            raise ValueError("at least one remote is needed")
+        order = list(remotes)
+        if shuffle is not None:
+            shuffle.shuffle(order)
+        self.remotes: tuple[T, ...] = tuple(order)
+        self.base = base
+        self.maximum = maximum
+        self.index = 0
+        self.failures = 0
+        self._stay_once = False
+
+    def first(self) -> Attempt[T]:
+        return Attempt(self.remotes[0], 0.0)
+
+    def established(self) -> None:
+        """The current connection came up: reset the back-off; its next restart stays."""
+        self.failures = 0
+        self._stay_once = True
+
+    def restart(self, advance: bool = False) -> Attempt[T]:
+        """The current connection ended: where to go next and after how long."""
+        delay = backoff_delay(self.failures, len(self.remotes), self.base, self.maximum)
+        if self._stay_once and not advance:
+            self._stay_once = False
+        else:
+            self._stay_once = False
+            self.index = (self.index + 1) % len(self.remotes)
+        self.failures += 1
+        return Attempt(self.remotes[self.index], float(delay))
