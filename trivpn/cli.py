@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from trivpn import __version__
+from trivpn.commands import doctor as doctor_cmd
+from trivpn.commands import run as run_cmd
 from trivpn.pki import cli as pki_cli
 
 
@@ -19,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    run_cmd.register(sub)
+    doctor_cmd.register(sub)
     pki_cli.register(sub)
     return parser
 

@@ -72,7 +72,9 @@ def build_context(
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         ctx.num_tickets = 0
     try:
-        ctx.set_ciphers(OPENVPN_TLS12_CIPHERS)
+        # OpenVPN 2.6's default tls-cert-profile "legacy" is OpenSSL security level 1, which
+        # is what lets seed configs with 1024-bit DH parameters (dh1024.pem) load.
+        ctx.set_ciphers(OPENVPN_TLS12_CIPHERS + ":@SECLEVEL=1")
     except ssl.SSLError as exc:  # pragma: no cover - depends on the OpenSSL build
         raise TlsContextError(f"OpenSSL rejects the cipher list: {exc}") from exc
     try:

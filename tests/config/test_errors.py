@@ -191,3 +191,15 @@ def test_conflict_is_reported_at_the_later_directive_across_includes(tmp_path: P
         parse_config("tls-crypt tc.key\n" + CLIENT_BASE + "config keys.conf\n",
                      tmp_path / "client.conf")
     assert (info.value.path, info.value.line) == (tmp_path / "keys.conf", 2)
+
+
+def test_lenient_parse_turns_unsupported_directives_into_warnings(tmp_path):
+    from trivpn.config import load_config
+
+    conf = tmp_path / "server.conf"
+    conf.write_text("port 1194\ndev tun\nca ca.crt\ncert s.crt\nkey s.key\ndh none\n"
+                    "server 198.18.8.0 255.255.255.0\nclient-config-dir ccd\n")
+    options = load_config(conf, read_files=False, lenient=True)
+    assert options.server is not None
+    assert any("'client-config-dir' is not supported by trivpn yet" in w.message
+               and w.line == 8 for w in options.warnings)

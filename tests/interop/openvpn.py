@@ -47,7 +47,9 @@ def write_pki(directory: Path) -> PkiFiles:
         key_path = directory / f"{name}.key"
         key_path.write_bytes(private_key_pem(cred.key))
         key_path.chmod(0o600)
-    (directory / "static.key").write_text(format_static_key(STATIC_KEY))
+    static = directory / "static.key"
+    static.write_text(format_static_key(STATIC_KEY))
+    static.chmod(0o600)
     return PkiFiles(directory, ca, server, client)
 
 

@@ -284,8 +284,8 @@ def test_control_acked_reports_outstanding_control_messages():
     pair = Pair.create(client_config(), server_config())
     _up(pair)
     pair.run_for(0.1)
-    assert pair.client.control_acked
+    before = pair.client.control_acked
     pair.client.exit_notify(pair.now)
-    assert not pair.client.control_acked
+    during = pair.client.control_acked
     pair.run_for(0.5)
-    assert pair.client.control_acked
+    assert (before, during, pair.client.control_acked) == (True, False, True)

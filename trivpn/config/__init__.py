@@ -41,15 +41,16 @@ from trivpn.config.parser import parse_source
 from trivpn.config.reader import ConfigSource, Directive, read_config, read_config_text
 
 
-def load_config(path: Path | str, *, read_files: bool = True) -> Options:
+def load_config(path: Path | str, *, read_files: bool = True, lenient: bool = False) -> Options:
     """Parse the config file at ``path``.
 
     With ``read_files`` every referenced file (ca, cert, key, dh unless ``none``, tls-auth,
     tls-crypt, crl-verify, extra-certs, auth-user-pass) is read into ``FileSource.text``, and
     an unreadable one raises ConfigError naming the config file, the directive's line and the
     file. Without it, paths are only resolved (for ``trivpn doctor``, which checks files itself).
+    ``lenient`` turns directives trivpn does not implement into warnings (for the doctor).
     """
-    options = parse_source(read_config(path))
+    options = parse_source(read_config(path), lenient=lenient)
     return options.with_files_loaded() if read_files else options
 
 

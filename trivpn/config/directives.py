@@ -64,6 +64,7 @@ class ParseState:
     remotes: list[PendingRemote] = field(default_factory=list)
     mode_server: bool = False
     forward_compatible: bool = False
+    lenient: bool = False  # doctor: unsupported directives warn instead of failing
 
     def warn(self, d: Directive, message: str) -> None:
         self.warnings.append(ConfigWarning(d.path, d.line, message))

@@ -30,9 +30,14 @@ SERVER_MIN_BITS = 16
 SERVER_MAX_BITS: dict[DevType, int] = {"tun": 29, "tap": 30}
 
 
-def parse_source(source: ConfigSource) -> Options:
-    """Apply every directive of ``source`` and validate the result (files are not read)."""
-    st = ParseState(Options(config_path=source.path, base_dir=source.base_dir))
+def parse_source(source: ConfigSource, *, lenient: bool = False) -> Options:
+    """Apply every directive of ``source`` and validate the result (files are not read).
+
+    ``lenient`` (for ``trivpn doctor``) turns directives trivpn does not implement into
+    warnings, so an existing OpenVPN deployment's config can still be diagnosed.
+    """
+    st = ParseState(Options(config_path=source.path, base_dir=source.base_dir),
+                    lenient=lenient)
     for d in source.directives:
         _apply(st, d, allow_unknown=False)
     return _finish(st)
@@ -45,6 +50,10 @@ def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
         return
     if d.name in UNSUPPORTED:
         what = f"<{d.name}> blocks are" if d.inline is not None else f"'{d.name}' is"
+        if st.lenient:
+            st.warn(d, f"{what} not supported by trivpn yet (OpenVPN accepts it; "
+                       "`trivpn run` would refuse this config)")
+            return
         raise v.fail(d, f"{what} not supported by trivpn yet")
     spec = DIRECTIVES.get(d.name)
     if spec is None:

@@ -1,0 +1,131 @@
+"""Client address allocation (OpenVPN 2.6 ``pool.c`` semantics) and the persist file."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from trivpn.config import parse_config
+from trivpn.config.derive import AddressPool, address_pool
+from trivpn.runtime.pool import (
+    PoolAllocator,
+    format_persist,
+    parse_persist,
+    read_persist_file,
+    write_persist_file,
+)
+
+IP = ipaddress.IPv4Address
+
+
+def _pool(topology: str, net: str = "198.18.8.0 255.255.255.0") -> AddressPool:
+    text = (f"server {net}\ndev tun\ntopology {topology}\n"
+            "ca ca.crt\ncert s.crt\nkey s.key\ndh none\n")
+    opts = parse_config(text, "/etc/s.conf")
+    pool = address_pool(opts)
+    assert pool is not None
+    return pool
+
+
+@pytest.mark.parametrize(("topology", "first", "second"), [
+    ("net30", "ifconfig 198.18.8.6 198.18.8.5", "ifconfig 198.18.8.10 198.18.8.9"),
+    ("subnet", "ifconfig 198.18.8.2 255.255.255.0", "ifconfig 198.18.8.3 255.255.255.0"),
+])
+def test_first_clients_get_the_first_entries_in_order(topology: str, first: str, second: str):
+    alloc = PoolAllocator(_pool(topology))
+    a = alloc.acquire("alice", 1.0)
+    b = alloc.acquire("bob", 1.0)
+    assert a is not None and b is not None
+    assert (a.ifconfig_option(), b.ifconfig_option()) == (first, second)
+
+
+@pytest.mark.parametrize(("topology", "size"), [("net30", 1), ("subnet", 5)])
+def test_exhausted_pool_returns_none_until_an_entry_is_released(topology: str, size: int):
+    alloc = PoolAllocator(_pool(topology, "198.18.8.0 255.255.255.248"))
+    entries = [alloc.acquire(f"c{i}", 1.0) for i in range(size)]
+    assert all(e is not None for e in entries)
+    assert alloc.acquire("late", 1.0) is None
+    first = entries[0]
+    assert first is not None
+    alloc.release(first, 2.0)
+    again = alloc.acquire("late", 3.0)
+    assert again is not None and again.index == first.index
+
+
+def test_same_common_name_gets_its_previous_address_back():
+    alloc = PoolAllocator(_pool("subnet"))
+    a = alloc.acquire("alice", 1.0)
+    b = alloc.acquire("bob", 1.0)
+    assert a is not None and b is not None
+    alloc.release(a, 2.0)
+    alloc.release(b, 3.0)
+    assert alloc.acquire("bob", 4.0) == b
+    assert alloc.acquire("alice", 4.0) == a
+
+
+def test_new_name_prefers_never_used_entries_over_released_ones():
+    alloc = PoolAllocator(_pool("subnet"))
+    a = alloc.acquire("alice", 1.0)
+    assert a is not None
+    alloc.release(a, 2.0)
+    c = alloc.acquire("carol", 3.0)
+    assert c is not None and c.index != a.index
+
+
+def test_duplicate_cn_takes_the_lowest_free_entry_and_remembers_no_names():
+    alloc = PoolAllocator(_pool("subnet"), duplicate_cn=True)
+    a = alloc.acquire("same", 1.0)
+    b = alloc.acquire("same", 1.0)
+    assert a is not None and b is not None and (a.index, b.index) == (0, 1)
+    assert alloc.associations() == []
+
+
+def test_release_of_a_free_entry_is_an_error():
+    alloc = PoolAllocator(_pool("subnet"))
+    a = alloc.acquire("alice", 1.0)
+    assert a is not None
+    alloc.release(a, 2.0)
+    with pytest.raises(ValueError):
+        alloc.release(a, 3.0)
+
+
+@pytest.mark.parametrize(("topology", "stored"), [
+    ("net30", "198.18.8.8"),   # net30 persists the /30 block's base address
+    ("subnet", "198.18.8.3"),
+])
+def test_persist_file_round_trip_restores_associations(tmp_path: Path, topology: str,
+                                                       stored: str):
+    path = tmp_path / "ipp.txt"
+    alloc = PoolAllocator(_pool(topology))
+    alloc.acquire("alice", 1.0)
+    bob = alloc.acquire("bob", 1.0)
+    assert bob is not None
+    write_persist_file(path, alloc.associations())
+    assert path.read_text() == f"alice,{alloc.base_address(0)},\nbob,{stored},\n"
+
+    fresh = PoolAllocator(_pool(topology))
+    assert fresh.load(read_persist_file(path), 10.0) == 2
+    assert fresh.acquire("carol", 11.0) not in (None, bob)
+    assert fresh.acquire("bob", 11.0) == bob
+
+
+def test_fixed_persist_entries_are_only_given_to_their_names():
+    alloc = PoolAllocator(_pool("net30", "198.18.8.0 255.255.255.248"))  # one /30 block
+    assert alloc.load([("alice", IP("198.18.8.4"))], 1.0, fixed=True) == 1
+    assert alloc.acquire("bob", 2.0) is None
+    assert alloc.acquire("alice", 2.0) is not None
+
+
+def test_persist_parser_skips_malformed_lines_and_out_of_pool_addresses():
+    text = "alice,198.18.8.2,\nnonsense\n,198.18.8.3\nbob,not-an-ip\ncarol,198.18.9.9,\n"
+    parsed = parse_persist(text)
+    assert parsed == [("alice", IP("198.18.8.2")), ("carol", IP("198.18.9.9"))]
+    alloc = PoolAllocator(_pool("subnet"))
+    assert alloc.load(parsed, 1.0) == 1
+    assert format_persist(alloc.associations()) == "alice,198.18.8.2,\n"
+
+
+def test_missing_persist_file_reads_as_empty(tmp_path: Path):
+    assert read_persist_file(tmp_path / "absent.txt") == []

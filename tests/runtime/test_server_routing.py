@@ -1,0 +1,155 @@
+"""The server's peer table and routing decisions, as pure functions over packets."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.runtime.packets import ICMP, build_ipv4
+from trivpn.runtime.peers import PeerTable, Verdict
+from trivpn.runtime.server import RateLimiter, address_bytes, format_address
+
+BROADCAST = b"\xff" * 6
+MULTICAST = bytes.fromhex("01005e000001")
+
+
+@dataclass(eq=False)
+class FakePeer:
+    address: Any
+    peer_id: int
+    vaddr: bytes | None = None
+
+
+def _mac(n: int) -> bytes:
+    return bytes((2, 0, 0, 0, 0, n))
+
+
+def _frame(dst: bytes, src: bytes) -> bytes:
+    return dst + src + b"\x08\x06" + b"\x00" * 28
+
+
+def _table(n: int = 3) -> tuple[PeerTable[FakePeer], list[FakePeer]]:
+    table: PeerTable[FakePeer] = PeerTable()
+    peers = []
+    for i in range(n):
+        peer = FakePeer((f"198.18.0.{10 + i}", 40000 + i), i,
+                        ipaddress.IPv4Address(f"198.18.8.{2 + i}").packed)
+        table.add(peer)
+        table.route_vaddr(peer)
+        peers.append(peer)
+    return table, peers
+
+
+def _ip(src: str, dst: str) -> bytes:
+    return build_ipv4(src, dst, ICMP, b"\x08\x00\x00\x00" + b"x" * 8)
+
+
+def test_device_packet_goes_to_the_peer_owning_the_destination():
+    table, (_a, b, _) = _table()
+    assert table.for_ipv4(_ip("198.18.8.1", "198.18.8.3")) is b
+    assert table.for_ipv4(_ip("198.18.8.1", "198.18.8.99")) is None
+    assert table.for_ipv4(b"\x60" + b"\x00" * 39) is None  # IPv6: no owner
+
+
+@pytest.mark.parametrize(("c2c", "dst", "expected"), [
+    (False, "198.18.8.3", Verdict.DEVICE),
+    (True, "198.18.8.3", 1),                  # straight to client 1
+    (True, "198.18.8.2", Verdict.DEVICE),     # to itself: the device decides
+    (True, "198.18.8.1", Verdict.DEVICE),     # the server
+    (True, "198.18.9.9", Verdict.DEVICE),
+])
+def test_client_packet_routing_with_and_without_client_to_client(c2c: bool, dst: str,
+                                                                 expected: object):
+    table, peers = _table()
+    verdict = table.from_client_ipv4(peers[0], _ip("198.18.8.2", dst), c2c)
+    assert verdict is (peers[expected] if isinstance(expected, int) else expected)
+
+
+def test_client_packet_with_another_source_address_is_a_spoof():
+    table, (a, _, _) = _table()
+    assert table.from_client_ipv4(a, _ip("198.18.8.3", "198.18.8.1"), True) is Verdict.SPOOFED
+    assert table.from_client_ipv4(a, b"\x45\x00", True) is Verdict.MALFORMED
+    assert table.from_client_ipv4(a, b"\x60" + b"\x00" * 39, True) is Verdict.NOT_IPV4
+
+
+def test_tap_frames_teach_the_source_mac_and_route_to_its_owner():
+    table, (a, b, c) = _table()
+    assert table.from_client_frame(a, _frame(BROADCAST, _mac(1)), False) is Verdict.DEVICE
+    assert table.for_frame(_frame(_mac(1), _mac(9))) is a
+    assert table.for_frame(_frame(_mac(7), _mac(9))) is None  # unknown: flood
+    assert table.from_client_frame(b, _frame(_mac(1), _mac(2)), True) is a
+    assert table.from_client_frame(c, _frame(_mac(3), _mac(3)), True) is Verdict.DEVICE
+
+
+@pytest.mark.parametrize("dst", [BROADCAST, MULTICAST])
+def test_tap_group_frames_with_client_to_client_are_flooded(dst: bytes):
+    table, (a, _, _) = _table()
+    assert table.from_client_frame(a, _frame(dst, _mac(1)), True) is Verdict.FLOOD
+
+
+def test_tap_frame_from_a_group_source_mac_is_a_spoof():
+    table, (a, _, _) = _table()
+    assert table.from_client_frame(a, _frame(_mac(1), BROADCAST), True) is Verdict.SPOOFED
+    assert table.from_client_frame(a, b"\x00" * 10, True) is Verdict.MALFORMED
+
+
+def test_a_mac_moves_to_the_peer_that_last_sent_from_it():
+    table, (a, b, _) = _table()
+    table.from_client_frame(a, _frame(BROADCAST, _mac(5)), False)
+    table.from_client_frame(b, _frame(BROADCAST, _mac(5)), False)
+    assert table.for_frame(_frame(_mac(5), _mac(9))) is b
+
+
+def test_removing_a_peer_forgets_every_index_and_frees_its_peer_id():
+    table, (_a, b, _c) = _table()
+    table.from_client_frame(b, _frame(BROADCAST, _mac(2)), False)
+    table.remove(b)
+    assert b not in table and len(table) == 2
+    assert table.by_address.get(b.address) is None
+    assert table.for_ipv4(_ip("198.18.8.1", "198.18.8.3")) is None
+    assert table.for_frame(_frame(_mac(2), _mac(9))) is None
+    assert table.free_peer_id(10) == 1
+    assert table.free_peer_id(3) == 1
+    table.remove(b)  # idempotent
+
+
+def test_peer_id_assignment_is_lowest_free_below_the_limit():
+    table, _ = _table(3)
+    assert table.free_peer_id(3) is None
+    assert table.free_peer_id(4) == 3
+
+
+def test_float_reindexes_the_peer_under_its_new_address():
+    table, (a, b, _) = _table()
+    old = a.address
+    a.address = ("198.18.0.99", 5555)
+    table.move(a, old)
+    assert table.by_address.get(old) is None and table.by_address[a.address] is a
+    b_old = b.address
+    b.address = a.address
+    with pytest.raises(ValueError):
+        table.move(b, b_old)
+
+
+def test_duplicate_address_or_peer_id_is_refused():
+    table, (a, _, _) = _table()
+    with pytest.raises(ValueError):
+        table.add(FakePeer(a.address, 99))
+    with pytest.raises(ValueError):
+        table.add(FakePeer(("198.18.0.50", 1), a.peer_id))
+
+
+def test_reset_rate_limiter_allows_a_burst_then_refills_over_time():
+    limiter = RateLimiter(3, 3.0)
+    assert [limiter.allow(0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow(0.5) is False
+    assert limiter.allow(1.0) is True
+
+
+def test_cookie_address_bytes_distinguish_ports_and_format_is_readable():
+    assert address_bytes(("198.18.0.2", 1194)) == bytes([198, 18, 0, 2, 0x04, 0xAA])
+    assert address_bytes(("198.18.0.2", 1)) != address_bytes(("198.18.0.2", 2))
+    assert format_address(("198.18.0.2", 1194)) == "198.18.0.2:1194"

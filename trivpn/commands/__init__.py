@@ -1,0 +1,1 @@
+"""Subcommands of the ``trivpn`` CLI, one module each."""

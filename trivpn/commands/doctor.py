@@ -1,0 +1,160 @@
+"""``trivpn doctor CONFIG``: find out why a VPN does not work, with evidence and a fix.
+
+``trivpn doctor CONFIG [--json] [--timeout S] [--check ID ...]`` runs the checks for the
+config's role; ``trivpn doctor --log FILE [--json]`` explains the known error lines of an
+existing OpenVPN or trivpn log. Exit status: 0 when nothing failed, 1 when a check failed, 2
+for usage errors (bad arguments, unreadable config or log file, unknown check id).
+
+Tests may set the environment variable ``TRIVPN_DOCTOR_NETNS`` to the name of an existing
+network namespace; every namespace-aware check then looks and probes inside it. It is not a
+user-facing option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trivpn.config import ConfigError, Options, load_config, tokenize_line
+from trivpn.diagnostics.logscan import scan_log_file
+from trivpn.diagnostics.model import Check, DoctorContext, Role
+from trivpn.diagnostics.registry import all_checks
+from trivpn.diagnostics.render import render_human, render_json, use_color
+from trivpn.diagnostics.runner import (
+    DoctorReport,
+    UnknownCheckError,
+    make_report,
+    run_checks,
+    select_checks,
+)
+
+NETNS_ENV = "TRIVPN_DOCTOR_NETNS"
+DEFAULT_TIMEOUT = 10.0
+USAGE_ERROR = 2
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
+def register(sub: Any) -> None:
+    parser = sub.add_parser(
+        "doctor", help="check a client or server config and explain what is wrong",
+        description="Check an OpenVPN client or server config (files, certificates, routes, "
+                    "reachability of the server, TLS) and explain every problem with its "
+                    "evidence and fix; or explain the error lines of an existing log.")
+    parser.add_argument("config", type=Path, nargs="?",
+                        help="OpenVPN config file (.conf or .ovpn)")
+    parser.add_argument("--log", type=Path, metavar="FILE", default=None,
+                        help="explain the known error lines of an OpenVPN or trivpn log "
+                             "instead of checking a config")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT,
+                        metavar="S", help=f"time limit per check in seconds "
+                                          f"(default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument("--check", nargs="+", metavar="ID", default=None, dest="checks",
+                        help="run only these checks (and those they depend on)")
+    parser.set_defaults(handler=handle)
+
+
+def guess_role(path: Path) -> Role:
+    """The role of a config that may not parse: server if it says ``server``, ``mode server``
+    or ``tls-server``, else client."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "client"
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            words = tokenize_line(line, path, number)
+        except ConfigError:
+            continue
+        if not words:
+            continue
+        name = words[0].removeprefix("--")
+        if name in ("server", "tls-server") or (name == "mode" and words[1:2] == ["server"]):
+            return "server"
+    return "client"
+
+
+def _emit(report: DoctorReport, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(render_json(report))
+    else:
+        sys.stdout.write(render_human(report, color=use_color(sys.stdout)))
+    sys.stdout.flush()
+
+
+def _usage(message: str) -> int:
+    print(f"trivpn doctor: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def handle(args: argparse.Namespace) -> int:
+    if args.log is not None:
+        if args.config is not None or args.checks is not None:
+            return _usage("--log FILE takes no CONFIG and no --check")
+        return _handle_log(args.log, args.json)
+    if args.config is None:
+        return _usage("give a CONFIG file, or --log FILE")
+    return _handle_config(args.config, as_json=args.json, timeout=args.timeout,
+                          only=args.checks)
+
+
+def _handle_log(path: Path, as_json: bool) -> int:
+    start = time.monotonic()
+    try:
+        scan = scan_log_file(path)
+    except OSError as exc:
+        return _usage(f"cannot read log file {path}: {exc.strerror or exc}")
+    report = make_report(scan.results, config=str(path), role=scan.role,
+                         duration_s=time.monotonic() - start)
+    _emit(report, as_json)
+    return report.exit_code
+
+
+def build_context(path: Path, timeout: float, netns: str | None = None) -> DoctorContext:
+    """Parse ``path`` (without reading referenced files; the checks do) into a context. A
+    config that does not parse gives ``options=None`` and the guessed role."""
+    options: Options | None
+    try:
+        options = load_config(path, read_files=False, lenient=True)
+        role: Role = options.role
+    except ConfigError:
+        options = None
+        role = guess_role(path)
+    return DoctorContext(config_path=path, options=options, role=role, timeout=timeout,
+                         netns=netns)
+
+
+def _handle_config(path: Path, *, as_json: bool, timeout: float,
+                   only: Sequence[str] | None) -> int:
+    if not path.is_file():
+        return _usage(f"config file {path} does not exist or is not a file")
+    checks: tuple[Check, ...] = all_checks()
+    ctx = build_context(path, timeout, os.environ.get(NETNS_ENV) or None)
+    try:
+        select_checks(checks, ctx.role, only)
+    except UnknownCheckError as exc:
+        return _usage(str(exc))
+    report = trio.run(_run, checks, ctx, only)
+    _emit(report, as_json)
+    return report.exit_code
+
+
+async def _run(checks: Sequence[Check], ctx: DoctorContext,
+               only: Sequence[str] | None) -> DoctorReport:
+    return await run_checks(checks, ctx, only=only)

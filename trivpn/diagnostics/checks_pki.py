@@ -1,0 +1,354 @@
+"""``pki.chain``, ``pki.validity``, ``pki.key_match``, ``pki.eku``: the configured certificate
+and key, checked offline with ``cryptography`` against the configured CA and the config's role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from trivpn.config import ConfigError, FileSource, Options
+from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
+from trivpn.pki.certs import check_key_matches, load_certificates
+from trivpn.pki.errors import PkiError
+from trivpn.pki.keys import load_private_key
+
+EXPIRY_WARNING = timedelta(days=30)
+MAX_CHAIN = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Material:
+    """The parsed certificate material of a config (what is missing is None)."""
+
+    ca: tuple[x509.Certificate, ...]
+    chain: tuple[x509.Certificate, ...]  # leaf first, then intermediates from cert/extra-certs
+    ca_src: FileSource
+    cert_src: FileSource | None
+
+
+class MaterialError(Exception):
+    def __init__(self, directive: str, where: str, reason: str) -> None:
+        self.directive = directive
+        self.where = where
+        self.reason = reason
+        super().__init__(f"{directive} at {where}: {reason}")
+
+
+def _certs(src: FileSource) -> tuple[x509.Certificate, ...]:
+    try:
+        return load_certificates(src.read_text(), src.describe())
+    except (PkiError, ConfigError) as exc:
+        raise MaterialError(src.directive, f"{src.config_path}:{src.line}", str(exc)) from None
+
+
+def load_material(o: Options) -> Material:
+    if o.ca is None:  # the parser guarantees a CA; keep mypy and odd callers honest
+        raise MaterialError("ca", str(o.config_path), "no 'ca' configured")
+    ca = _certs(o.ca)
+    chain: tuple[x509.Certificate, ...] = ()
+    if o.cert is not None:
+        chain = _certs(o.cert)
+        if o.extra_certs is not None:
+            chain += _certs(o.extra_certs)
+    return Material(ca, chain, o.ca, o.cert)
+
+
+def _name(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+def _issuer(cert: x509.Certificate) -> str:
+    return cert.issuer.rfc4514_string() or "(empty issuer)"
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+CheckBody = Callable[[DoctorContext, Options, Material], CheckResult]
+
+
+async def _with_material(cid: str, ctx: DoctorContext, body: CheckBody) -> CheckResult:
+    o = ctx.options
+    if o is None:
+        return skip(cid, "config did not parse")
+    try:
+        material = load_material(o)
+    except MaterialError as exc:
+        if cid != "pki.chain":  # pki.chain reports unreadable certificates, once
+            return skip(cid, f"cannot read the {exc.directive} certificate (see pki.chain)",
+                        directive=exc.directive, where=exc.where, error=exc.reason)
+        return problem(cid, "fail", f"cannot read the {exc.directive} certificate: {exc.reason}",
+                       explanation="OpenVPN cannot load this certificate file and will exit "
+                                   "during startup.",
+                       fix=f"Point '{exc.directive}' at {exc.where} to a PEM certificate file "
+                           "(it must contain '-----BEGIN CERTIFICATE-----').",
+                       directive=exc.directive, where=exc.where, error=exc.reason)
+    return body(ctx, o, material)
+
+
+# --- pki.chain --------------------------------------------------------------------------------
+
+def build_chain(leaf: x509.Certificate, intermediates: Sequence[x509.Certificate],
+                anchors: Sequence[x509.Certificate]) -> tuple[list[x509.Certificate], bool]:
+    """Follow issuers from ``leaf`` through ``intermediates`` to one of ``anchors``.
+
+    Returns the path (leaf first; ending with the anchor when one was reached) and whether an
+    anchor was reached."""
+    path = [leaf]
+    current = leaf
+    for _ in range(MAX_CHAIN):
+        anchor = next((a for a in anchors if _signed_by(current, a)), None)
+        if anchor is not None:
+            path.append(anchor)
+            return path, True
+        step = next((c for c in intermediates if c not in path and _signed_by(current, c)),
+                    None)
+        if step is None:
+            return path, False
+        path.append(step)
+        current = step
+    return path, False
+
+
+def _chain_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
+    cid = "pki.chain"
+    if not m.chain or m.cert_src is None:
+        return skip(cid, "no 'cert' configured (username/password only)",
+                    ca_subjects=[_name(c) for c in m.ca])
+    leaf = m.chain[0]
+    path, anchored = build_chain(leaf, m.chain[1:], m.ca)
+    evidence: dict[str, Any] = {
+        "cert": m.cert_src.describe(), "ca": m.ca_src.describe(),
+        "chain": [{"subject": _name(c), "issuer": _issuer(c)} for c in path],
+        "ca_subjects": [_name(c) for c in m.ca],
+    }
+    if anchored:
+        return ok(cid, f"{_name(leaf)} is signed by the configured CA {_name(path[-1])}",
+                  **evidence)
+    cert_at = f"{m.cert_src.config_path}:{m.cert_src.line}"
+    ca_at = f"{m.ca_src.config_path}:{m.ca_src.line}"
+    same_name = any(c.subject == path[-1].issuer for c in m.ca)
+    detail = ("a CA with the same name but a different key signed it (the CA was "
+              "regenerated?)" if same_name else f"it was issued by {_issuer(path[-1])}")
+    return problem(
+        cid, "fail", f"{_name(leaf)} is not signed by the configured CA ({detail})",
+        explanation=(f"The peer verifies this certificate against the same CA as ours, so it "
+                     f"rejects it ('VERIFY ERROR: ... unable to get local issuer certificate' "
+                     f"in its log) and the TLS handshake never completes; OpenVPN on this side "
+                     f"only reports 'TLS key negotiation failed to occur within "
+                     f"{o.hand_window} seconds'."),
+        fix=(f"Use a certificate issued by {', '.join(_name(c) for c in m.ca)} for 'cert' at "
+             f"{cert_at}, or set 'ca' at {ca_at} to the CA that issued this one "
+             f"({_issuer(path[-1])}); if an intermediate CA is involved, add it with "
+             "'extra-certs'."),
+        **evidence)
+
+
+async def check_chain(ctx: DoctorContext) -> CheckResult:
+    return await _with_material("pki.chain", ctx, _chain_body)
+
+
+# --- pki.validity -----------------------------------------------------------------------------
+
+def _utc(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def validity_problems(certs: Sequence[tuple[str, x509.Certificate]], now: datetime
+                      ) -> tuple[list[dict[str, Any]], Literal["warn", "fail"] | None, str]:
+    """(evidence rows, worst status or None when all are fine, the worst problem in words)."""
+    rows: list[dict[str, Any]] = []
+    found: list[tuple[Literal["warn", "fail"], str]] = []
+    for label, cert in certs:
+        nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+        state = "valid"
+        if now < nb:
+            state = "not yet valid"
+        elif now > na:
+            state = "expired"
+        elif na - now < EXPIRY_WARNING:
+            state = f"expires in {(na - now).days} days"
+        rows.append({"file": label, "subject": _name(cert), "not_before": _utc(nb),
+                     "not_after": _utc(na), "state": state})
+        if state != "valid":
+            found.append(("warn" if state.startswith("expires") else "fail",
+                          f"{_name(cert)} ({label}) {state}"))
+    for status in ("fail", "warn"):
+        for got, text in found:
+            if got == status:
+                return rows, got, text
+    return rows, None, ""
+
+
+def _validity_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
+    cid = "pki.validity"
+    now = datetime.now(UTC)
+    labelled = [("cert" if i == 0 else "cert chain", c) for i, c in enumerate(m.chain)]
+    labelled += [("ca", c) for c in m.ca]
+    rows, worst, first = validity_problems(labelled, now)
+    evidence = {"now": _utc(now), "certificates": rows}
+    if worst is None:
+        return ok(cid, f"{len(rows)} certificate(s) valid now", **evidence)
+    states = {r["state"] for r in rows}
+    explanation: list[str] = []
+    fix: list[str] = []
+    if "expired" in states:
+        explanation.append("An expired certificate is rejected by the peer ('VERIFY ERROR: "
+                           "depth=N, error=certificate has expired') and no tunnel comes up.")
+        fix.append("Issue a new certificate (e.g. 'easyrsa renew NAME' or 'trivpn pki "
+                   "issue') and point 'cert' (or 'ca') in "
+                   f"{o.config_path} at it.")
+    if "not yet valid" in states:
+        explanation.append("A certificate that is not yet valid is rejected just like an "
+                           "expired one; when it was issued recently this usually means this "
+                           "machine's clock (or the peer's) is wrong.")
+        fix.append(f"Check the clock with 'date -u' (now: {_utc(now)}) and enable time "
+                   "synchronisation (e.g. 'timedatectl set-ntp true'); otherwise reissue the "
+                   "certificate with a start date in the past.")
+    if worst == "warn":
+        explanation.append("The certificate still works but will be rejected once it "
+                           "expires.")
+        fix.append("Renew it before the not_after date shown and deploy the new "
+                   f"certificate to {o.config_path}.")
+    return problem(cid, worst, first, explanation=" ".join(explanation), fix=" ".join(fix),
+                   **evidence)
+
+
+async def check_validity(ctx: DoctorContext) -> CheckResult:
+    return await _with_material("pki.validity", ctx, _validity_body)
+
+
+# --- pki.key_match ----------------------------------------------------------------------------
+
+def _key_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
+    cid = "pki.key_match"
+    if not m.chain or o.key is None or m.cert_src is None:
+        return skip(cid, "no 'cert'/'key' configured")
+    key_at = f"{o.key.config_path}:{o.key.line}"
+    cert_at = f"{m.cert_src.config_path}:{m.cert_src.line}"
+    evidence = {"cert": m.cert_src.describe(), "key": o.key.describe(),
+                "subject": _name(m.chain[0])}
+    try:
+        key = load_private_key(o.key.read_text(), o.key.describe())
+    except ConfigError as exc:
+        return problem(cid, "fail", f"cannot read the key: {exc.reason}",
+                       explanation="OpenVPN cannot load its private key and exits at start.",
+                       fix=f"Fix 'key' at {key_at}.", **evidence)
+    except PkiError as exc:
+        if "encrypted" in exc.what:
+            return problem(cid, "warn", "the private key is encrypted; cannot compare it",
+                           explanation="An encrypted key needs a passphrase at every start "
+                                       "(OpenVPN prompts, or uses 'askpass FILE'); the doctor "
+                                       "cannot check it against the certificate.",
+                           fix=f"Use 'askpass' with a passphrase file, or decrypt the key with "
+                               f"'openssl pkey -in KEY -out KEY.new' and point 'key' at "
+                               f"{key_at} to it.", **evidence)
+        return problem(cid, "fail", f"the private key cannot be parsed: {exc.what}",
+                       explanation="OpenVPN cannot load its private key and exits at start.",
+                       fix=f"Point 'key' at {key_at} to the PEM private key that belongs to "
+                           "the certificate.", error=exc.what, **evidence)
+    try:
+        check_key_matches(m.chain[0], key)
+    except PkiError:
+        return problem(
+            cid, "fail", f"the private key does not belong to the certificate {_name(m.chain[0])}",
+            explanation="OpenVPN cannot use a key that does not match its certificate; it "
+                        "exits at start with 'Private key does not match the certificate'.",
+            fix=f"Point 'key' at {key_at} and 'cert' at {cert_at} to files of the same pair "
+                "(compare 'openssl x509 -noout -pubkey -in CERT' with 'openssl pkey -pubout -in "
+                "KEY').", **evidence)
+    return ok(cid, "the private key matches the certificate", **evidence)
+
+
+async def check_key_match(ctx: DoctorContext) -> CheckResult:
+    return await _with_material("pki.key_match", ctx, _key_body)
+
+
+# --- pki.eku ----------------------------------------------------------------------------------
+
+_EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
+              ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
+
+
+def usage_of(cert: x509.Certificate) -> tuple[list[str] | None, list[str] | None]:
+    """(EKU names or None when absent, KeyUsage bits set or None when absent)."""
+    try:
+        eku_ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        eku: list[str] | None = [_EKU_NAMES.get(o, o.dotted_string) for o in eku_ext]
+    except x509.ExtensionNotFound:
+        eku = None
+    try:
+        ku_ext = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        bits = ["digital_signature", "content_commitment", "key_encipherment",
+                "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign"]
+        ku: list[str] | None = [b for b in bits if getattr(ku_ext, b)]
+    except x509.ExtensionNotFound:
+        ku = None
+    return eku, ku
+
+
+def _eku_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
+    cid = "pki.eku"
+    if not m.chain or m.cert_src is None:
+        return skip(cid, "no 'cert' configured")
+    leaf = m.chain[0]
+    role = o.role
+    needed = "serverAuth" if role == "server" else "clientAuth"
+    peer_check = "remote-cert-tls server" if role == "server" else "remote-cert-tls client"
+    eku, ku = usage_of(leaf)
+    cert_at = f"{m.cert_src.config_path}:{m.cert_src.line}"
+    evidence: dict[str, Any] = {"subject": _name(leaf), "role": role, "needed_eku": needed,
+                                "eku": eku if eku is not None else "(none)",
+                                "key_usage": ku if ku is not None else "(none)"}
+    strict = role == "server"  # clients nearly always use remote-cert-tls server
+    reissue = (f"Reissue the certificate as a {role} certificate (easy-rsa: 'easyrsa "
+               f"build-{role}-full NAME'; trivpn: 'trivpn pki issue {role} NAME') and point "
+               f"'cert' at {cert_at} to it.")
+    if eku is not None and needed not in eku:
+        wrong = "serverAuth" if needed == "clientAuth" else "clientAuth"
+        hint = (" It carries the other role's purpose: the certificate files of client and "
+                "server may have been swapped." if wrong in eku else "")
+        return problem(
+            cid, "fail", f"certificate has EKU {', '.join(eku)} but a {role} needs {needed}",
+            explanation=(f"A peer configured with '{peer_check}' (standard in OpenVPN "
+                         f"profiles) rejects this certificate with 'VERIFY EKU ERROR', and the "
+                         f"handshake fails.{hint}"),
+            fix=reissue, **evidence)
+    if eku is None or ku is None:
+        missing = " and ".join(n for n, v in (("extended key usage", eku),
+                                              ("key usage", ku)) if v is None)
+        return problem(
+            cid, "fail" if strict else "warn",
+            f"certificate has no {missing} extension",
+            explanation=(f"'{peer_check}' requires both a key usage and the {needed} extended "
+                         "key usage; a peer using it rejects this certificate ('Certificate "
+                         "does not have key usage extension' / 'VERIFY EKU ERROR')."),
+            fix=reissue, **evidence)
+    return ok(cid, f"certificate is fit for a {role} (EKU {', '.join(eku)})", **evidence)
+
+
+async def check_eku(ctx: DoctorContext) -> CheckResult:
+    return await _with_material("pki.eku", ctx, _eku_body)
+
+
+_DEPS = ("config.files",)
+CHECKS: tuple[Check, ...] = (
+    Check("pki.chain", check_chain, depends_on=_DEPS),
+    Check("pki.validity", check_validity, depends_on=_DEPS),
+    Check("pki.key_match", check_key_match, depends_on=_DEPS),
+    Check("pki.eku", check_eku, depends_on=_DEPS),
+)

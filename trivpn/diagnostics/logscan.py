@@ -1,0 +1,419 @@
+"""``trivpn doctor --log FILE``: explain the known error lines of an OpenVPN (or trivpn) log.
+
+Each known kind of line becomes one :class:`CheckResult` (``log.tls_timeout``,
+``log.hmac_auth_failed``...) with the line numbers, how often it occurred, the first example,
+what it means and what to do. Texts are OpenVPN 2.6's (openvpn-protocol.md §14). Lines that
+match nothing are ignored. trivpn's JSON log lines are matched on their string values.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from trivpn.diagnostics.model import CheckResult, Role, ok, problem
+
+MAX_LINE_NUMBERS = 20
+MAX_LINE_CHARS = 300
+
+Describe = Callable[[re.Match[str]], tuple[str, str, str]]  # (summary, explanation, fix)
+
+
+@dataclass(frozen=True, slots=True)
+class LogPattern:
+    id: str
+    status: Literal["ok", "warn", "fail"]
+    regexes: tuple[re.Pattern[str], ...]
+    summary: str
+    explanation: str
+    fix: str
+    describe: Describe | None = None  # refine the texts from the first matching line
+    server_only: bool = False  # applies only to logs of a server (see guess_log_role)
+
+
+def _re(*texts: str) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(t) for t in texts)
+
+
+_DOCTOR = "Run 'trivpn doctor CLIENT.conf' on the client to find out which."
+
+
+def _tls_timeout(m: re.Match[str]) -> tuple[str, str, str]:
+    seconds = m.group(1)
+    return (f"TLS key negotiation did not finish within {seconds} seconds",
+            f"The client sent its first packet and retried for {seconds} seconds ('hand-window') "
+            "without completing a TLS handshake. OpenVPN cannot tell why; the usual causes are: "
+            "the server port is blocked by a firewall or not listening (wrong 'remote' or "
+            "'port'), the server silently drops the packets because the tls-auth/tls-crypt key "
+            "or key-direction differs, or replies come back from another address (NAT, "
+            "multi-homed server).",
+            f"{_DOCTOR} On the server, look for 'HMAC authentication failed' or 'tls-crypt "
+            "unwrap error' lines at the same time; if there are none, packets are not arriving "
+            "(check the firewall and the 'remote' host and port).")
+
+
+def _verify_error(m: re.Match[str]) -> tuple[str, str, str]:
+    depth, error, subject = m.group(1), m.group(2).strip(), m.group(3).strip()
+    summary = f"certificate verification failed at depth {depth}: {error}"
+    what = ("the peer's own certificate" if depth == "0"
+            else f"a CA certificate {depth} level(s) above the peer's certificate")
+    if "expired" in error:
+        return (summary, f"The peer presented a certificate ({what}: {subject}) that has "
+                "expired, so the TLS handshake was aborted.",
+                "Renew that certificate on the peer (e.g. 'easyrsa renew NAME') and restart it; "
+                "check both clocks with 'date -u'.")
+    if "unsuitable certificate purpose" in error:
+        return (summary, f"The peer's certificate ({subject}) does not carry the extended key "
+                "usage this side requires ('remote-cert-tls server' needs serverAuth, "
+                "'remote-cert-tls client' clientAuth): typically a client certificate installed "
+                "on the server, or swapped cert files.",
+                "Give the server a server certificate ('easyrsa build-server-full NAME' or "
+                "'trivpn pki issue server NAME'); keep 'remote-cert-tls server' on the client, "
+                "it stops other clients from impersonating the server.")
+    if "not yet valid" in error:
+        return (summary, f"The certificate {subject} ({what}) is not valid yet: one of the two "
+                "clocks is wrong, or it was issued with a start date in the future.",
+                "Check the time on both machines ('date -u') and enable NTP "
+                "('timedatectl set-ntp true').")
+    return (summary, f"The peer's certificate chain ({what}: {subject}) does not lead to the CA "
+            f"in this side's 'ca' file ({error}), so the peer is not trusted and the handshake "
+            "is aborted.",
+            "Make 'ca' on this side the CA that issued the peer's certificate (compare 'openssl "
+            "x509 -noout -issuer -in PEER.crt' with 'openssl x509 -noout -subject -in ca.crt'), "
+            "or issue the peer a certificate from this CA.")
+
+
+def _x509name(m: re.Match[str]) -> tuple[str, str, str]:
+    got, want = m.group(1).strip(), m.group(2).strip()
+    return (f"server name check failed: got '{got}', expected '{want}'",
+            f"'verify-x509-name {want}' rejected the server's certificate subject '{got}'.",
+            "Correct 'verify-x509-name' in the client config to the server certificate's name "
+            "(see 'openssl x509 -noout -subject -in server.crt'), or connect to the right "
+            "server.")
+
+
+def _auth_failed(m: re.Match[str]) -> tuple[str, str, str]:
+    reason = (m.group(1) or "").strip().strip("'\"")
+    detail = f" ({reason})" if reason else ""
+    return (f"authentication failed{detail}",
+            "The TLS handshake succeeded but the server rejected the username/password (or a "
+            "plugin/script rejected the client) and sent AUTH_FAILED; the client exits.",
+            "Check the username and password in the 'auth-user-pass' file of the client "
+            "config, and the server's auth log for the reason.")
+
+
+def _resolve(m: re.Match[str]) -> tuple[str, str, str]:
+    host = m.group(1)
+    return (f"cannot resolve {host}",
+            f"The name in 'remote' ({host}) did not resolve, so no packet was sent to the "
+            "server.",
+            f"Check the spelling of the 'remote' line, test with 'getent ahosts "
+            f"{host.rsplit(':', 1)[0]}', fix DNS (/etc/resolv.conf), or use the server's IP "
+            "address.")
+
+
+def _mismatch(m: re.Match[str]) -> tuple[str, str, str]:
+    opt = m.group(1)
+    return (f"option '{opt}' differs between client and server",
+            f"The peers' option strings disagree on '{opt}'. OpenVPN 2.6 only warns; it matters "
+            "when it concerns the MTU, compression or the tunnel topology.",
+            f"Make '{opt}' the same on both sides (or remove it from both), then restart.")
+
+
+PATTERNS: tuple[LogPattern, ...] = (
+    LogPattern("log.tls_timeout", "fail",
+               _re(r"TLS key negotiation failed to occur within (\d+) seconds"),
+               "", "", "", _tls_timeout),
+    LogPattern("log.hmac_auth_failed", "fail",
+               _re(r"packet HMAC authentication failed",
+                   r"incoming packet authentication failed from",
+                   r"cannot locate HMAC in incoming packet"),
+               "control packets failed tls-auth HMAC authentication",
+               "Packets arrived but their tls-auth HMAC did not verify: the two sides use "
+               "different tls-auth keys, complementary key-directions are missing (server 0, "
+               "client 1), one side has tls-auth and the other not, or one uses tls-crypt. The "
+               "packets are dropped silently, so the other side only sees a TLS timeout.",
+               "Use the same static key file on both sides with 'tls-auth ta.key 0' on the "
+               "server and 'tls-auth ta.key 1' on the client (or 'key-direction' with inline "
+               "keys), and make sure both use tls-auth rather than one tls-crypt."),
+    LogPattern("log.tls_crypt_unwrap", "fail",
+               _re(r"tls-crypt unwrap error", r"tls-crypt unwrapping failed"),
+               "control packets failed tls-crypt authentication",
+               "Packets arrived but could not be unwrapped with the tls-crypt key: the sides "
+               "use different tls-crypt keys, or one side uses tls-auth or no wrapping at all. "
+               "They are dropped silently, so the client only reports a TLS timeout.",
+               "Copy the server's tls-crypt key file to the client ('tls-crypt ta.key' or an "
+               "inline <tls-crypt> block) and use tls-crypt on both sides."),
+    LogPattern("log.cert_verify_failed", "fail",
+               _re(r"VERIFY ERROR: depth=(\d+), error=([^:]+): (.*)"),
+               "", "", "", _verify_error),
+    LogPattern("log.tls_certificate_rejected", "fail",
+               _re(r"certificate verify failed", r"tls_read_plaintext error",
+                   r"TLS object -> incoming plaintext read error", r"Sent fatal SSL alert"),
+               "the TLS handshake was aborted during certificate verification",
+               "OpenSSL rejected a certificate during the handshake (the lines around it, e.g. "
+               "'VERIFY ERROR', say which); the session is torn down and retried.",
+               "Read the neighbouring VERIFY lines; usually the 'ca' file does not match the "
+               "CA that issued the peer's certificate, or that certificate has expired."),
+    LogPattern("log.peer_rejected_cert", "fail",
+               _re(r"(?i)(?:tlsv1|sslv3|tlsv13) alert (?:unknown ca|bad certificate|"
+                   r"certificate expired|certificate unknown|unsupported certificate|"
+                   r"handshake failure|certificate required)"),
+               "the peer rejected this side's certificate (TLS alert)",
+               "The other side sent a TLS alert during the handshake: it does not trust this "
+               "side's certificate (wrong CA, expired, wrong EKU) or found no common TLS "
+               "parameters.",
+               "Check the peer's log for its VERIFY ERROR line; make sure this side's 'cert' "
+               "is issued by the CA the peer has in its 'ca', is valid now and has the right "
+               "extended key usage ('trivpn doctor CONFIG' checks pki.chain/validity/eku)."),
+    LogPattern("log.verify_eku", "fail",
+               _re(r"VERIFY EKU ERROR", r"VERIFY KU ERROR",
+                   r"Certificate does not have key usage extension",
+                   r"Certificate does not have extended key usage extension"),
+               "the peer certificate lacks the key usage 'remote-cert-tls' requires",
+               "'remote-cert-tls server' (or 'client') requires the peer certificate to carry "
+               "a key usage and the serverAuth (clientAuth) extended key usage; this one "
+               "does not, so it was rejected. A client certificate presented as the server "
+               "(or swapped cert files) causes this too.",
+               "Issue the server a proper server certificate ('easyrsa build-server-full NAME' "
+               "or 'trivpn pki issue server NAME'); do not remove 'remote-cert-tls', it "
+               "prevents other clients from impersonating the server."),
+    LogPattern("log.verify_x509name", "fail",
+               _re(r"VERIFY X509NAME ERROR: (.*), must be (.*)"), "", "", "", _x509name),
+    LogPattern("log.cipher_negotiation", "fail",
+               _re(r"No common cipher between server and client",
+                   r"negotiated cipher not allowed",
+                   r"failed to negotiate cipher with server",
+                   r"Data channel cipher negotiation failed"),
+               "client and server have no data cipher in common",
+               "Since 2.5 the data cipher is negotiated from 'data-ciphers'; the lists of the "
+               "two sides do not overlap (often an old 2.4 peer using only 'cipher BF-CBC' or "
+               "AES-256-CBC), so the connection is refused.",
+               "Make 'data-ciphers' overlap on both sides, e.g. add the old peer's cipher: "
+               "'data-ciphers AES-256-GCM:AES-128-GCM:AES-256-CBC', or set "
+               "'data-ciphers-fallback AES-256-CBC' for peers that cannot negotiate."),
+    LogPattern("log.auth_failed", "fail",
+               _re(r"AUTH: Received control message: AUTH_FAILED,?(.*)$",
+                   r"SENT CONTROL \[[^\]]*\]: 'AUTH_FAILED,?([^']*)'",
+                   r"Auth Username/Password verification failed for peer()"),
+               "", "", "", _auth_failed),
+    LogPattern("log.resolve_failed", "fail",
+               _re(r"Cannot resolve host address: (\S+)"), "", "", "", _resolve),
+    LogPattern("log.replay", "warn",
+               _re(r"bad packet ID \(may be a replay\)", r"Replay-window backtrack occurred"),
+               "packets rejected as replays or reordered beyond the replay window",
+               "Data packets arrived with packet IDs the replay protection had already seen or "
+               "that were too far out of order. Occasional lines come from network reordering "
+               "(Wi-Fi, multipath, load balancers); many point to a real replay or to two "
+               "clients sharing one certificate with 'duplicate-cn'.",
+               "If it is reordering, widen the window with 'replay-window 512 15' on the "
+               "receiving side; make sure no two clients share a certificate."),
+    LogPattern("log.mtu", "warn",
+               _re(r"packet too large", r"FRAG_IN error", r"FRAG_TEST error",
+                   r"EMSGSIZE", r"Message too long",
+                   r"'(link-mtu|tun-mtu)' is used inconsistently"),
+               "MTU or fragmentation problems",
+               "Packets are larger than the path (or the peer's configuration) allows; large "
+               "transfers stall while small pings work, or the peers disagree on the MTU.",
+               "Lower the packet size: set 'mssfix 1400' (TCP) and, if needed, 'tun-mtu 1400' "
+               "on both sides; make 'tun-mtu'/'fragment' identical on client and server."),
+    LogPattern("log.option_mismatch", "warn",
+               _re(r"WARNING: '([^']+)' is (?:present in (?:local|remote) config but missing "
+                   r"in (?:remote|local) config|used inconsistently)"),
+               "", "", "", _mismatch),
+    LogPattern("log.bad_tcp_length", "fail",
+               _re(r"Bad encapsulated packet length from peer"),
+               "the TCP peer does not speak OpenVPN's framing",
+               "Over TCP every OpenVPN packet starts with a 2-byte length; the peer sent "
+               "something else, so the port is served by another program (e.g. a web server), "
+               "the server uses UDP, or the wrapping (tls-auth/tls-crypt) differs.",
+               "Check that 'remote HOST PORT' and 'proto tcp-client' point at the OpenVPN "
+               "server's TCP port ('proto tcp-server' there) and that the wrapping matches."),
+    LogPattern("log.keys_out_of_sync", "warn",
+               _re(r"TLS keys are out of sync"),
+               "data packets for a key the receiver does not have",
+               "The sender uses data-channel keys the receiver no longer knows, typically after "
+               "the server restarted while the client kept sending; it resolves itself once the "
+               "client's ping-restart triggers a new handshake.",
+               "Nothing to do if it stops after a restart; push 'explicit-exit-notify 1' / use "
+               "'keepalive 10 60' so clients notice a restarted server quickly."),
+    LogPattern("log.ping_restart", "warn",
+               _re(r"Inactivity timeout \(--ping-restart\)"),
+               "the connection went silent and was restarted (ping-restart)",
+               "No packet arrived from the peer for the ping-restart interval, so OpenVPN "
+               "restarted the connection: the network path dropped, the peer restarted, or a "
+               "NAT/firewall mapping expired.",
+               "Use 'keepalive 10 60' on the server (it pushes ping settings) so NAT mappings "
+               "stay open; check network stability between client and server."),
+    LogPattern("log.peer_port_closed", "warn",
+               _re(r"write UDPv[46] \[ECONNREFUSED\]"),
+               "packets to a peer came back 'port unreachable'",
+               "This side sent to a peer's address and port that no longer has a socket "
+               "(ICMP port unreachable): the peer restarted and now uses another source port, "
+               "or gave up after a failed handshake. It is a consequence; the peer's own log "
+               "shows the cause.",
+               "Look at the peer's log at the same time (for example its VERIFY or TLS errors) "
+               "and fix that; these lines then stop."),
+    LogPattern("log.peer_port_closed", "warn", _re(r"read UDPv[46] \[ECONNREFUSED\]"),
+               "", "", "", server_only=True),
+    LogPattern("log.connection_refused", "fail",
+               _re(r"Connection refused"),
+               "the server host refused the connection (nothing listening on that port)",
+               "The server machine answered that nothing listens on the port (TCP RST or ICMP "
+               "port unreachable): OpenVPN is not running there, listens on another port or "
+               "protocol, or a firewall rejects the port.",
+               "Start the server and check that 'remote HOST PORT' and 'proto' match its "
+               "'port'/'proto' ('ss -lunp' or 'ss -ltnp' on the server)."),
+    LogPattern("log.no_route", "fail",
+               _re(r"No route to host", r"Network is unreachable"),
+               "no network route to the server",
+               "The client's kernel (or a router, via ICMP) has no route to the server address, "
+               "so packets never left or were rejected on the way.",
+               "Check the network connection and routes on the client ('ip route get "
+               "SERVER_IP'), and that the 'remote' address is correct."),
+    LogPattern("log.unroutable_control", "warn",
+               _re(r"Unroutable control packet received from"),
+               "stray control packets for a session that no longer exists",
+               "Control packets arrived for a session OpenVPN had already torn down, usually "
+               "the tail of a failed handshake (see the errors before it); harmless by itself.",
+               "Fix the error that ended the session (the lines before it); these lines then "
+               "stop."),
+    LogPattern("log.no_push_reply", "fail",
+               _re(r"No reply from server to push requests"),
+               "the server never answered the push request",
+               "The TLS handshake worked but the server did not send PUSH_REPLY, typically a "
+               "server-side client-connect script or plugin that hangs or fails.",
+               "Check the server log for the client's connection and any client-connect or "
+               "auth script errors."),
+    LogPattern("log.bind_failed", "fail",
+               _re(r"Socket bind failed on local address .*Address already in use"),
+               "the listening port is already in use",
+               "Another program (often another OpenVPN instance) holds the port, so this one "
+               "cannot start.",
+               "Stop the other program ('ss -lunp sport = :PORT') or change 'port'."),
+    LogPattern("log.tun_open_failed", "fail",
+               _re(r"Cannot open TUN/TAP dev", r"Cannot ioctl TUNSETIFF"),
+               "the tun device could not be created",
+               "OpenVPN could not create its tunnel interface: /dev/net/tun is missing or the "
+               "process lacks CAP_NET_ADMIN (not root, or a container without the device).",
+               "Run OpenVPN as root; load the module with 'modprobe tun'; in a container add "
+               "'--device /dev/net/tun --cap-add NET_ADMIN'."),
+    LogPattern("log.key_mismatch", "fail",
+               _re(r"Private key does not match the certificate"),
+               "the private key does not belong to the certificate",
+               "The 'key' file is not the private key of the 'cert' file, so OpenVPN cannot "
+               "start TLS.",
+               "Point 'key' and 'cert' at the two halves of the same pair ('trivpn doctor "
+               "CONFIG' checks pki.key_match)."),
+    LogPattern("log.connected", "ok",
+               _re(r"Initialization Sequence Completed"),
+               "OpenVPN completed its start-up (Initialization Sequence Completed)", "", ""),
+)
+
+
+def line_text(raw: str) -> str:
+    """The text to match: the line itself, or a trivpn JSON line's string values."""
+    stripped = raw.strip()
+    if stripped.startswith("{") and stripped.endswith("}"):
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError:
+            return stripped
+        if isinstance(obj, dict):
+            return " ".join(str(v) for v in obj.values() if isinstance(v, str))
+    return stripped
+
+
+_SERVER_MARKERS = re.compile(r"\bMULTI[:_]|SENT CONTROL \[|IFCONFIG POOL|client-instance "
+                             r"restarting|link local \(bound\)|peer info: IV_")
+
+
+def guess_log_role(lines: Iterable[str]) -> Role | None:
+    """``server`` when the log shows a multi-client server, ``client`` when it shows a client
+    connecting (``link remote: [AF_INET]...``, ``[server] Peer Connection``), else None."""
+    client = False
+    for raw in lines:
+        if _SERVER_MARKERS.search(raw):
+            return "server"
+        if "link remote: [AF_INET" in raw or "[server] Peer Connection" in raw or (
+                "Cannot resolve host address" in raw):
+            client = True
+    return "client" if client else None
+
+
+@dataclass(slots=True)
+class _Hits:
+    pattern: LogPattern
+    lines: list[int]
+    first: str
+    match: re.Match[str]
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_LINE_CHARS else text[:MAX_LINE_CHARS - 1] + "…"
+
+
+def scan_lines(lines: Sequence[str], role: Role | None = None) -> list[CheckResult]:
+    """One result per known kind of line found, in pattern order; ``log.scan`` ok if none.
+    ``role`` defaults to :func:`guess_log_role`."""
+    if role is None:
+        role = guess_log_role(lines)
+    hits: dict[str, _Hits] = {}
+    total = len(lines)
+    patterns = [p for p in PATTERNS if role == "server" or not p.server_only]
+    for number, raw in enumerate(lines, start=1):
+        text = line_text(raw)
+        if not text:
+            continue
+        for pattern in patterns:
+            m = next((m for rx in pattern.regexes if (m := rx.search(text)) is not None), None)
+            if m is None:
+                continue
+            if pattern.id in hits:
+                hits[pattern.id].lines.append(number)
+            else:
+                hits[pattern.id] = _Hits(pattern, [number], raw.rstrip("\n"), m)
+            break
+    results: list[CheckResult] = []
+    for pid in dict.fromkeys(p.id for p in PATTERNS):
+        h = hits.get(pid)
+        if h is None:
+            continue
+        pattern = next(p for p in PATTERNS if p.id == pid)
+        summary, explanation, fix = pattern.summary, pattern.explanation, pattern.fix
+        if pattern.describe is not None:
+            summary, explanation, fix = pattern.describe(h.match)
+        count = len(h.lines)
+        evidence: dict[str, Any] = {
+            "count": count, "lines": h.lines[:MAX_LINE_NUMBERS], "first_line": h.lines[0],
+            "example": _clip(h.first),
+        }
+        if count > MAX_LINE_NUMBERS:
+            evidence["lines_truncated"] = True
+        tally = f" ({count} line{'s' if count > 1 else ''}, first at line {h.lines[0]})"
+        if pattern.status == "ok":
+            results.append(ok(pattern.id, summary + tally, **evidence))
+        else:
+            results.append(problem(pattern.id, pattern.status, summary + tally,
+                                   explanation=explanation, fix=fix, **evidence))
+    if not results:
+        results.append(ok("log.scan", f"no known error lines in {total} lines", lines=total))
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class LogScan:
+    role: Role | None
+    results: tuple[CheckResult, ...]
+
+
+def scan_log_file(path: Path) -> LogScan:
+    """Read ``path`` (OSError propagates), guess whose log it is, and scan it."""
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        lines = fh.read().splitlines()
+    role = guess_log_role(lines)
+    return LogScan(role, tuple(scan_lines(lines, role)))

@@ -1,0 +1,435 @@
+"""Network probes for ``trivpn doctor``: send a real OpenVPN reset to a configured remote and
+classify what comes back.
+
+Every probe uses the protocol core's codecs (:func:`~trivpn.protocol.packets.encode_control`,
+the configured :mod:`~trivpn.protocol.wrap`), creates its sockets inside the doctor's network
+namespace when one is set, talks only to addresses taken from the config's ``remote`` lines, is
+bounded in attempts and time, and records each step in a :class:`Timeline` (seconds since the
+probe started) so that evidence shows *when* something happened or stopped happening.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import trio
+
+from trivpn.config import Options, Remote
+from trivpn.diagnostics.model import CheckResult, DoctorContext
+from trivpn.protocol.errors import AuthenticationError, ProtocolError
+from trivpn.protocol.framing import StreamDeframer, frame
+from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
+from trivpn.protocol.wrap import ControlWrap, NoWrap
+from trivpn.runtime.link import make_socket
+
+Transport = Literal["udp", "tcp"]
+ReplyKind = Literal["openvpn_reset", "hmac_mismatch", "unwrapped_reset", "openvpn_other",
+                    "not_openvpn"]
+State = Literal["open", "closed", "filtered", "open_not_openvpn"]
+
+MAX_TARGETS = 4  # remotes probed per check; OpenVPN itself tries them one by one
+RESET_ATTEMPTS = 3
+RESET_INTERVAL = 1.0  # seconds between reset retransmissions (3 attempts over ~3 s)
+TCP_CONNECT_TIMEOUT = 3.0
+RECV_SIZE = 65536
+SERVER_RESET_BYTE0 = int(Opcode.CONTROL_HARD_RESET_SERVER_V2) << 3  # key id 0: 0x40
+
+_UNREACHABLE = {
+    errno.EHOSTUNREACH: "host_unreachable",
+    errno.ENETUNREACH: "net_unreachable",
+    errno.EACCES: "admin_prohibited",
+    errno.EPERM: "blocked_locally",
+}
+
+
+class Timeline:
+    """Named steps, each with its time in seconds since the timeline started."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self._start = trio.current_time() if start is None else start
+        self.steps: list[dict[str, Any]] = []
+
+    @property
+    def start(self) -> float:
+        return self._start
+
+    def elapsed(self, at: float | None = None) -> float:
+        return round((trio.current_time() if at is None else at) - self._start, 4)
+
+    def add(self, step: str, at: float | None = None, **details: Any) -> None:
+        self.steps.append({"step": step, "t": self.elapsed(at), **details})
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One resolved ``remote`` line."""
+
+    host: str
+    address: str
+    port: int
+    transport: Transport
+    line: int
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.address else socket.AF_INET
+
+    @property
+    def sockaddr(self) -> tuple[str, int]:
+        return (self.address, self.port)
+
+    def describe(self) -> str:
+        addr = f"[{self.address}]" if ":" in self.address else self.address
+        return f"{addr}:{self.port}/{self.transport}"
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {"host": self.host, "address": self.address, "port": self.port,
+                "proto": self.transport, "remote_line": self.line}
+
+
+def transport_of(remote: Remote) -> Transport:
+    return "udp" if remote.proto == "udp" else "tcp"
+
+
+def _literal(host: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
+
+
+def _dns_rows(options: Options, dns: CheckResult | None) -> list[Any] | None:
+    if dns is None or dns.status not in ("ok", "warn"):
+        return None
+    rows = dns.evidence.get("remotes")
+    if not isinstance(rows, list) or len(rows) != len(options.remotes):
+        return None
+    return rows
+
+
+async def resolve_targets(options: Options, dns: CheckResult | None = None,
+                          ) -> tuple[list[Target], list[dict[str, Any]]]:
+    """The config's remotes as addresses (the first address of each, as OpenVPN tries first),
+    plus the remotes that did not resolve. Addresses come from the ``dns.remote`` result when
+    given, else literal addresses are used as they are and names are resolved here. Only
+    addresses of ``remote`` lines are ever returned."""
+    targets: list[Target] = []
+    unresolved: list[dict[str, Any]] = []
+    rows = _dns_rows(options, dns)
+    for i, remote in enumerate(options.remotes[:MAX_TARGETS]):
+        transport = transport_of(remote)
+        address = _literal(remote.host)
+        if address is None and rows is not None:
+            found = rows[i].get("addresses") if isinstance(rows[i], dict) else None
+            if found:
+                address = str(found[0])
+            else:
+                unresolved.append({"host": remote.host, "remote_line": remote.line,
+                                   "error": str(rows[i].get("error", "did not resolve"))})
+                continue
+        if address is None:
+            family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(remote.family or 0, 0)
+            kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+            try:
+                with trio.fail_after(5):
+                    infos = await trio.socket.getaddrinfo(remote.host, remote.port, family, kind)
+            except (OSError, trio.TooSlowError) as exc:
+                unresolved.append({"host": remote.host, "remote_line": remote.line,
+                                   "error": str(exc) or type(exc).__name__})
+                continue
+            if not infos:
+                unresolved.append({"host": remote.host, "remote_line": remote.line,
+                                   "error": "no addresses"})
+                continue
+            address = str(infos[0][4][0])
+        targets.append(Target(remote.host, address, remote.port, transport, remote.line))
+    return targets, unresolved
+
+
+def config_name(options: Options) -> str:
+    return options.config_path.name
+
+
+def where(options: Options, directive: str) -> str:
+    """``client.conf line 7`` for the first line of ``directive`` (or just the file name)."""
+    loc = options.location(directive)
+    if loc is None:
+        return config_name(options)
+    return f"{loc[0].name} line {loc[1]}"
+
+
+def remote_where(options: Options, target: Target) -> str:
+    return f"{config_name(options)} line {target.line} (remote {target.host} {target.port})"
+
+
+def wrap_name(options: Options) -> str:
+    if options.tls_crypt is not None:
+        return "tls-crypt"
+    if options.tls_auth is not None:
+        return "tls-auth"
+    return "none"
+
+
+def unix_offset() -> float:
+    """Add to ``trio.current_time()`` to get Unix time (tls-auth/tls-crypt timestamps)."""
+    return time.time() - trio.current_time()
+
+
+def new_session_id() -> bytes:
+    while True:
+        sid = os.urandom(8)
+        if any(sid):
+            return sid
+
+
+def client_reset(wrap: ControlWrap, session_id: bytes, packet_id: int) -> bytes:
+    """A P_CONTROL_HARD_RESET_CLIENT_V2 (message id 0, no acks), wrapped as ``wrap`` says."""
+    plain = encode_control(ControlPacket(Opcode.CONTROL_HARD_RESET_CLIENT_V2, 0, session_id,
+                                         message_id=0))
+    return wrap.wrap(plain, packet_id, int(time.time()))
+
+
+def classify_reply(data: bytes, wrap: ControlWrap, session_id: bytes) -> ReplyKind:
+    """What a reply to our reset is.
+
+    ``openvpn_reset``: a HARD_RESET_SERVER_V2 that authenticates with ``wrap`` and acks our
+    reset. ``hmac_mismatch``: it looks like a server reset but fails our key's authentication.
+    ``unwrapped_reset``: a server reset without any tls-auth/tls-crypt although we wrap.
+    ``openvpn_other``: an authenticated OpenVPN control packet that is not the answer.
+    ``not_openvpn``: anything else.
+    """
+    try:
+        packet = decode_control(wrap.unwrap(data).plain)
+    except AuthenticationError:
+        return "hmac_mismatch" if data[:1] == bytes((SERVER_RESET_BYTE0,)) else "not_openvpn"
+    except ProtocolError:
+        packet = None
+    if packet is not None:
+        if (packet.opcode is Opcode.CONTROL_HARD_RESET_SERVER_V2 and 0 in packet.acks
+                and packet.remote_session_id == session_id):
+            return "openvpn_reset"
+        return "openvpn_other"
+    if not isinstance(wrap, NoWrap):
+        try:
+            plain = decode_control(data)
+        except ProtocolError:
+            return "not_openvpn"
+        if (plain.opcode is Opcode.CONTROL_HARD_RESET_SERVER_V2
+                and plain.remote_session_id == session_id):
+            return "unwrapped_reset"
+    return "not_openvpn"
+
+
+@dataclass
+class Exchange:
+    """What one reset probe saw. ``state`` uses the words of the ``port.reachable`` check."""
+
+    target: Target
+    wrap: str
+    connected: bool
+    timeline: Timeline
+    attempts: int = 0
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    icmp: str | None = None  # port_unreachable, host_unreachable... (connected sockets only)
+    tcp: str | None = None  # connected, refused, timeout, unreachable, closed_by_peer
+    error: str | None = None
+
+    @property
+    def answered(self) -> dict[str, Any] | None:
+        """The first reply that is a proper OpenVPN reset for us, if any."""
+        return next((r for r in self.replies if r["kind"] == "openvpn_reset"), None)
+
+    @property
+    def state(self) -> State:
+        if self.replies:
+            openvpn = {"openvpn_reset", "hmac_mismatch", "unwrapped_reset", "openvpn_other"}
+            if any(r["kind"] in openvpn for r in self.replies):
+                return "open"
+            return "open_not_openvpn"
+        if self.tcp == "connected":
+            return "open_not_openvpn"
+        if self.icmp == "port_unreachable" or self.tcp == "refused":
+            return "closed"
+        return "filtered"
+
+    def evidence(self) -> dict[str, Any]:
+        first = self.replies[0] if self.replies else None
+        return {
+            "state": self.state,
+            "sent_to": self.target.describe(),
+            "target": self.target.as_evidence(),
+            "wrap": self.wrap,
+            "attempts": self.attempts,
+            "reply_from": first["from"] if first else None,
+            "reply_kind": first["kind"] if first else None,
+            "bytes_received": [r["bytes"] for r in self.replies],
+            "first_reply_s": first["t"] if first else None,
+            "icmp": self.icmp,
+            "tcp": self.tcp,
+            "error": self.error,
+            "timeline": self.timeline.steps,
+        }
+
+
+def _addr_text(addr: Any) -> str:
+    host, port = str(addr[0]), int(addr[1])
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _icmp_word(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "port_unreachable"
+    return _UNREACHABLE.get(exc.errno or 0, errno.errorcode.get(exc.errno or 0, "error"))
+
+
+def udp_socket(target: Target, netns: str | None) -> trio.socket.SocketType:
+    """A UDP socket for ``target``'s family, created inside ``netns`` when set."""
+    return trio.socket.from_stdlib_socket(make_socket(target.family, socket.SOCK_DGRAM, netns))
+
+
+async def udp_reset_exchange(target: Target, wrap: ControlWrap, *, wrap_label: str,
+                             netns: str | None, connected: bool = True,
+                             attempts: int = RESET_ATTEMPTS,
+                             interval: float = RESET_INTERVAL) -> Exchange:
+    """Send up to ``attempts`` resets ``interval`` apart and listen until ``interval`` after the
+    last one. A connected socket reports ICMP port unreachable (ConnectionRefusedError) and only
+    sees replies from ``target``; an unconnected one sees replies from any source."""
+    timeline = Timeline()
+    ex = Exchange(target, wrap_label, connected, timeline)
+    sid = new_session_id()
+    with udp_socket(target, netns) as sock:
+        if connected:
+            await sock.connect(target.sockaddr)
+        next_send = trio.current_time()
+        end = next_send + attempts * interval
+        while True:
+            now = trio.current_time()
+            if now >= end:
+                timeline.add("gave_up", attempts=ex.attempts)
+                break
+            if ex.attempts < attempts and now >= next_send:
+                packet = client_reset(wrap, sid, ex.attempts + 1)
+                try:
+                    if connected:
+                        await sock.send(packet)
+                    else:
+                        await sock.sendto(packet, target.sockaddr)
+                except OSError as exc:
+                    ex.icmp = _icmp_word(exc)
+                    timeline.add("send_error", error=ex.icmp)
+                    break
+                ex.attempts += 1
+                timeline.add("reset_sent", attempt=ex.attempts, bytes=len(packet))
+                next_send = now + interval
+            wake = min(end, next_send) if ex.attempts < attempts else end
+            with trio.move_on_at(wake):
+                try:
+                    data, addr = await sock.recvfrom(RECV_SIZE)
+                except OSError as exc:
+                    ex.icmp = _icmp_word(exc)
+                    timeline.add("icmp_error", error=ex.icmp)
+                    break
+                kind = classify_reply(data, wrap, sid)
+                reply = {"from": _addr_text(addr), "bytes": len(data), "kind": kind,
+                         "t": timeline.elapsed()}
+                ex.replies.append(reply)
+                timeline.add("reply", source=reply["from"], bytes=len(data), kind=kind)
+                if kind in {"openvpn_reset", "not_openvpn"}:
+                    break
+    return ex
+
+
+async def tcp_reset_exchange(target: Target, wrap: ControlWrap, *, wrap_label: str,
+                             netns: str | None, reply_wait: float = 3.0) -> Exchange:
+    """Connect (refused → closed, timeout/unreachable → filtered); once accepted send the
+    framed reset and wait ``reply_wait`` seconds for the framed server reset."""
+    timeline = Timeline()
+    ex = Exchange(target, wrap_label, True, timeline)
+    sid = new_session_id()
+    sock = trio.socket.from_stdlib_socket(make_socket(target.family, socket.SOCK_STREAM, netns))
+    with sock:
+        timeline.add("connect_started")
+        try:
+            with trio.fail_after(TCP_CONNECT_TIMEOUT):
+                await sock.connect(target.sockaddr)
+        except trio.TooSlowError:
+            ex.tcp = "timeout"
+            timeline.add("connect_timeout")
+            return ex
+        except ConnectionRefusedError:
+            ex.tcp = "refused"
+            timeline.add("connect_refused")
+            return ex
+        except OSError as exc:
+            ex.tcp = "unreachable"
+            ex.icmp = _icmp_word(exc)
+            timeline.add("connect_error", error=ex.icmp)
+            return ex
+        ex.tcp = "connected"
+        timeline.add("connected")
+        stream = trio.SocketStream(sock)
+        packet = client_reset(wrap, sid, 1)
+        try:
+            await stream.send_all(frame(packet))
+        except (OSError, trio.BrokenResourceError) as exc:
+            ex.error = str(exc)
+            return ex
+        ex.attempts = 1
+        timeline.add("reset_sent", attempt=1, bytes=len(packet))
+        deframer = StreamDeframer()
+        with trio.move_on_after(reply_wait):
+            while True:
+                try:
+                    data = await stream.receive_some(RECV_SIZE)
+                except (OSError, trio.BrokenResourceError) as exc:
+                    ex.error = str(exc)
+                    timeline.add("connection_error", error=str(exc))
+                    break
+                if not data:
+                    timeline.add("closed_by_peer")
+                    ex.error = "the server closed the connection without answering"
+                    break
+                try:
+                    packets = deframer.feed(data)
+                except ProtocolError:
+                    ex.replies.append({"from": target.describe(), "bytes": len(data),
+                                       "kind": "not_openvpn", "t": timeline.elapsed()})
+                    timeline.add("reply", kind="not_openvpn", bytes=len(data))
+                    break
+                for reply_bytes in packets:
+                    kind = classify_reply(reply_bytes, wrap, sid)
+                    ex.replies.append({"from": target.describe(), "bytes": len(reply_bytes),
+                                       "kind": kind, "t": timeline.elapsed()})
+                    timeline.add("reply", kind=kind, bytes=len(reply_bytes))
+                if ex.replies:
+                    break
+    return ex
+
+
+async def reset_exchange(target: Target, wrap: ControlWrap, *, wrap_label: str,
+                         netns: str | None, attempts: int = RESET_ATTEMPTS,
+                         interval: float = RESET_INTERVAL) -> Exchange:
+    """The reset exchange over the target's transport (connected UDP socket or TCP)."""
+    if target.transport == "udp":
+        return await udp_reset_exchange(target, wrap, wrap_label=wrap_label, netns=netns,
+                                        attempts=attempts, interval=interval)
+    return await tcp_reset_exchange(target, wrap, wrap_label=wrap_label, netns=netns,
+                                    reply_wait=attempts * interval)
+
+
+def open_target(ctx: DoctorContext, targets: list[Target]) -> Target:
+    """The target ``port.reachable`` found open (if its result is known), else the first."""
+    result = ctx.results.get("port.reachable")
+    if result is not None:
+        for entry in result.evidence.get("targets", ()):
+            if entry.get("state") == "open" and entry.get("reply_kind") == "openvpn_reset":
+                for t in targets:
+                    if t.describe() == entry.get("sent_to"):
+                        return t
+    return targets[0]

@@ -1,0 +1,175 @@
+"""The server's peer table and its routing decisions (no I/O, no trio).
+
+Peers are found by link address (UDP demultiplexing), by peer-id (P_DATA_V2 from a new address,
+"float"), by virtual IPv4 address (TUN routing) and by learned MAC address (TAP routing).
+
+Routing, as OpenVPN's ``mode server`` does it without ``iroute``:
+- from the device: an IPv4 packet goes to the client owning its destination; a TAP frame to
+  the client that sent from its destination MAC, or to every client when the destination is
+  broadcast, multicast or not yet learned.
+- from a client: the packet must carry the client's own source address (TUN) or a unicast
+  source MAC, which is then learned (TAP); otherwise it is a spoof and dropped. It goes to the
+  device, except with ``client-to-client`` when it is for another client: then straight to that
+  client (TAP broadcast/multicast: to every other client *and* the device).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Hashable, Iterator
+from typing import Any, Generic, Protocol, TypeVar
+
+ETH_HEADER = 14
+IPV4_HEADER = 20
+
+
+class Routable(Protocol):
+    """What the table needs to know about a peer."""
+
+    @property
+    def address(self) -> Any: ...
+
+    @property
+    def peer_id(self) -> int: ...
+
+    @property
+    def vaddr(self) -> bytes | None: ...
+
+
+P = TypeVar("P", bound=Routable)
+
+
+class Verdict(enum.Enum):
+    """Where a packet from a client goes when it is not another single client."""
+
+    DEVICE = "device"
+    FLOOD = "flood"  # TAP group frame with client-to-client: every other client and the device
+    SPOOFED = "spoofed_source"
+    MALFORMED = "malformed_packet"
+    NOT_IPV4 = "not_ipv4"  # IPv6 from a client: there is no IPv6 pool
+
+
+def is_group_mac(mac: bytes) -> bool:
+    """Broadcast or multicast (the I/G bit of the first octet)."""
+    return bool(mac[0] & 1)
+
+
+class PeerTable(Generic[P]):
+    """Indexes over the live peers. ``vaddr`` keys are packed 4-byte IPv4 addresses."""
+
+    __slots__ = ("_all", "by_address", "by_mac", "by_peer_id", "by_vaddr")
+
+    def __init__(self) -> None:
+        self._all: dict[int, P] = {}
+        self.by_address: dict[Hashable, P] = {}
+        self.by_peer_id: dict[int, P] = {}
+        self.by_vaddr: dict[bytes, P] = {}
+        self.by_mac: dict[bytes, P] = {}
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __iter__(self) -> Iterator[P]:
+        """Iterate over a snapshot (peers may be removed meanwhile)."""
+        return iter(list(self._all.values()))
+
+    def __contains__(self, peer: object) -> bool:
+        return self._all.get(id(peer)) is peer
+
+    # -- membership -------------------------------------------------------------------------
+
+    def add(self, peer: P) -> None:
+        """Register a new peer under its address and peer-id (both must be unused)."""
+        if peer.peer_id in self.by_peer_id:
+            raise ValueError(f"peer-id {peer.peer_id} is in use")
+        if peer.address in self.by_address:
+            raise ValueError(f"address {peer.address} is in use")
+        self._all[id(peer)] = peer
+        self.by_address[peer.address] = peer
+        self.by_peer_id[peer.peer_id] = peer
+
+    def remove(self, peer: P) -> None:
+        """Forget a peer everywhere (idempotent)."""
+        if self._all.pop(id(peer), None) is None:
+            return
+        if self.by_address.get(peer.address) is peer:
+            del self.by_address[peer.address]
+        if self.by_peer_id.get(peer.peer_id) is peer:
+            del self.by_peer_id[peer.peer_id]
+        if peer.vaddr is not None and self.by_vaddr.get(peer.vaddr) is peer:
+            del self.by_vaddr[peer.vaddr]
+        for mac in [m for m, p in self.by_mac.items() if p is peer]:
+            del self.by_mac[mac]
+
+    def free_peer_id(self, limit: int) -> int | None:
+        """The lowest peer-id below ``limit`` no live peer uses (OpenVPN's assignment)."""
+        for candidate in range(limit):
+            if candidate not in self.by_peer_id:
+                return candidate
+        return None
+
+    def move(self, peer: P, old_address: Hashable) -> None:
+        """The peer's address changed (float): re-index it under ``peer.address``."""
+        if self.by_address.get(old_address) is peer:
+            del self.by_address[old_address]
+        other = self.by_address.get(peer.address)
+        if other is not None and other is not peer:
+            raise ValueError(f"address {peer.address} belongs to another peer")
+        self.by_address[peer.address] = peer
+
+    def route_vaddr(self, peer: P) -> None:
+        """Start routing ``peer.vaddr`` to the peer (once it is connected)."""
+        if peer.vaddr is None:
+            raise ValueError("peer has no virtual address")
+        self.by_vaddr[peer.vaddr] = peer
+
+    # -- routing: device -> client ------------------------------------------------------------
+
+    def for_ipv4(self, packet: bytes) -> P | None:
+        """The client owning an IPv4 packet's destination; None for anything else."""
+        if len(packet) < IPV4_HEADER or packet[0] >> 4 != 4:
+            return None
+        return self.by_vaddr.get(packet[16:20])
+
+    def for_frame(self, frame: bytes) -> P | None:
+        """The client that owns a frame's destination MAC; None means flood to all."""
+        if len(frame) < ETH_HEADER:
+            return None
+        return self.by_mac.get(frame[0:6])
+
+    # -- routing: client -> device or client -----------------------------------------------
+
+    def from_client_ipv4(self, sender: P, packet: bytes,
+                         client_to_client: bool) -> P | Verdict:
+        """Check and route an IPv4 packet a client sent (TUN mode)."""
+        if len(packet) < IPV4_HEADER:
+            return Verdict.MALFORMED
+        if packet[0] >> 4 != 4:
+            return Verdict.NOT_IPV4
+        if packet[12:16] != sender.vaddr:
+            return Verdict.SPOOFED
+        if client_to_client:
+            target = self.by_vaddr.get(packet[16:20])
+            if target is not None and target is not sender:
+                return target
+        return Verdict.DEVICE
+
+    def from_client_frame(self, sender: P, frame: bytes,
+                          client_to_client: bool) -> P | Verdict:
+        """Learn the source MAC and route an Ethernet frame a client sent (TAP mode)."""
+        if len(frame) < ETH_HEADER:
+            return Verdict.MALFORMED
+        src = frame[6:12]
+        if is_group_mac(src):
+            return Verdict.SPOOFED
+        if self.by_mac.get(src) is not sender:
+            self.by_mac[src] = sender
+        if not client_to_client:
+            return Verdict.DEVICE
+        dst = frame[0:6]
+        if is_group_mac(dst):
+            return Verdict.FLOOD
+        target = self.by_mac.get(dst)
+        if target is not None and target is not sender:
+            return target
+        return Verdict.DEVICE

@@ -1,0 +1,168 @@
+"""Client address allocation from the ``server`` helper's pool, and ``ifconfig-pool-persist``.
+
+Pure bookkeeping (the caller passes ``now``; file I/O is in the two small functions at the end).
+Selection follows OpenVPN 2.6 (digest §10.5, ``pool.c``): a free entry last held by the same
+common name wins; otherwise the free entry released longest ago, where never-used entries
+count as released at time 0 and so go first, lowest address first. With ``duplicate-cn`` the
+lowest free entry is taken and common names are not remembered.
+
+The persist file holds one ``CN,IP,`` line per remembered association. ``IP`` is the entry's
+base address: the client address for subnet pools, the first address of the /30 block for net30
+(as OpenVPN writes it). Entries read from the file count as just released, so a new client gets
+a never-used address before one that is reserved for someone else. ``ifconfig-pool-persist FILE
+0`` makes the file read-only and its associations fixed: those entries go only to their names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from trivpn.config.derive import AddressPool, PoolEntry
+
+Association = tuple[str, ipaddress.IPv4Address]
+"""(common name, base address) as stored in the persist file."""
+
+
+@dataclass(slots=True)
+class _Slot:
+    common_name: str | None = None
+    in_use: bool = False
+    last_release: float = 0.0
+    fixed: bool = False
+
+
+class PoolAllocator:
+    """Which pool entries are in use, and by which common name they were last used."""
+
+    __slots__ = ("_duplicate_cn", "_slots", "pool")
+
+    def __init__(self, pool: AddressPool, *, duplicate_cn: bool = False) -> None:
+        self.pool = pool
+        self._duplicate_cn = duplicate_cn
+        self._slots = [_Slot() for _ in range(pool.size)]
+
+    @property
+    def in_use(self) -> int:
+        return sum(1 for s in self._slots if s.in_use)
+
+    @property
+    def free(self) -> int:
+        return len(self._slots) - self.in_use
+
+    def acquire(self, common_name: str | None, now: float) -> PoolEntry | None:
+        """Take an entry for a client; None when the pool is exhausted."""
+        index = self._find(common_name)
+        if index is None:
+            return None
+        slot = self._slots[index]
+        slot.in_use = True
+        slot.common_name = None if self._duplicate_cn else common_name
+        slot.last_release = 0.0
+        return self.pool.entry(index)
+
+    def _find(self, common_name: str | None) -> int | None:
+        best: int | None = None
+        for i, slot in enumerate(self._slots):
+            if slot.in_use:
+                continue
+            if self._duplicate_cn:
+                return i
+            if common_name is not None and slot.common_name == common_name:
+                return i
+            if slot.fixed:
+                continue
+            if best is None or slot.last_release < self._slots[best].last_release:
+                best = i
+        return best
+
+    def release(self, entry: PoolEntry, now: float) -> None:
+        """Give an entry back; its common name stays associated with it."""
+        slot = self._slots[entry.index]
+        if not slot.in_use:
+            raise ValueError(f"pool entry {entry.index} is not in use")
+        slot.in_use = False
+        slot.last_release = now
+
+    def base_address(self, index: int) -> ipaddress.IPv4Address:
+        """The address the persist file names for entry ``index``."""
+        step = 4 if self.pool.topology == "net30" else 1
+        return self.pool.start + step * index
+
+    def index_of_base(self, address: ipaddress.IPv4Address) -> int | None:
+        """The entry a persisted address belongs to (for net30 any address of the /30)."""
+        offset = int(address) - int(self.pool.start)
+        if offset < 0:
+            return None
+        index = offset // 4 if self.pool.topology == "net30" else offset
+        return index if index < self.pool.size else None
+
+    def load(self, associations: Iterable[Association], now: float, *,
+             fixed: bool = False) -> int:
+        """Apply associations read from the persist file; returns how many were applied.
+
+        Addresses outside the pool and entries currently in use are skipped; with
+        ``duplicate-cn`` nothing is applied (OpenVPN ignores the file then, too).
+        """
+        if self._duplicate_cn:
+            return 0
+        applied = 0
+        for common_name, address in associations:
+            index = self.index_of_base(address)
+            if index is None or self._slots[index].in_use:
+                continue
+            slot = self._slots[index]
+            slot.common_name = common_name
+            slot.last_release = now
+            slot.fixed = fixed
+            applied += 1
+        return applied
+
+    def associations(self) -> list[Association]:
+        """Every remembered (common name, base address), in pool order."""
+        return [(slot.common_name, self.base_address(i))
+                for i, slot in enumerate(self._slots) if slot.common_name is not None]
+
+
+def parse_persist(text: str) -> list[Association]:
+    """``CN,IP[,IPv6]`` lines; malformed lines are skipped as OpenVPN does."""
+    out: list[Association] = []
+    for line in text.splitlines():
+        fields = line.strip().split(",")
+        if len(fields) < 2 or not fields[0]:
+            continue
+        try:
+            address = ipaddress.IPv4Address(fields[1].strip())
+        except ValueError:
+            continue
+        out.append((fields[0], address))
+    return out
+
+
+def format_persist(associations: Iterable[Association]) -> str:
+    return "".join(f"{cn},{address},\n" for cn, address in associations)
+
+
+def read_persist_file(path: Path) -> list[Association]:
+    """The associations in ``path``; a missing file is an empty list."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    return parse_persist(text)
+
+
+def write_persist_file(path: Path, associations: Iterable[Association]) -> None:
+    """Replace ``path`` atomically (write a temp file next to it, then rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(format_persist(associations))
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
