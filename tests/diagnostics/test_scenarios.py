@@ -336,3 +336,25 @@ def test_doctor_json_end_to_end_reports_a_filtered_port(
     assert by_id["tls.keys"]["status"] == "fail"
     assert by_id["dns.remote"]["status"] == "ok"
     assert report["duration_s"] < 15
+
+
+async def test_pushed_route_overlapping_a_local_network_is_reported(sc: Scenario):
+    from trivpn.diagnostics import checks_config, checks_dns, checks_route
+
+    _start_server(sc, server_lines("tls-crypt", extra=['push "route 198.18.60.0 255.255.255.0"']))
+    sc.client.ip("link", "add", "lan0", "type", "veth", "peer", "name", "lan1")
+    sc.client.add_address("lan0", "198.18.60.10/24")
+    sc.client.ip("link", "set", "lan0", "up")
+    ctx = sc.context(sc.client_config(client_lines("tls-crypt")))
+
+    checks = (*checks_config.CHECKS, *checks_dns.CHECKS, *NETWORK_CHECKS, *checks_route.CHECKS)
+    report = await run_checks(checks, ctx, only=["route.overlap"])
+    results = {r.id: r for r in report.checks}
+
+    assert results["tls.handshake"].status == "ok"
+    assert "198.18.60.0 255.255.255.0" in results["tls.handshake"].evidence["pushed_routes"]
+    overlap = results["route.overlap"]
+    assert overlap.status in ("warn", "fail"), overlap
+    text = json.dumps(overlap.evidence)
+    assert "198.18.60.0/24" in text and "lan0" in text
+    assert overlap.fix

@@ -447,7 +447,9 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
         evidence.update(cipher=session.cipher, peer_id=session.peer_id,
                         ifconfig=(f"{pushed.ifconfig.local} {pushed.ifconfig.remote_or_netmask}"
                                   if pushed.ifconfig else None),
-                        topology=pushed.topology)
+                        topology=pushed.topology,
+                        pushed_routes=[f"{r.network} {r.netmask or '255.255.255.255'}"
+                                       for r in pushed.routes if not isinstance(r.network, str)])
         total = phases[-1]["t"] if phases else 0.0
         return ok(HANDSHAKE_ID, f"handshake with {target.describe()} complete in {total:.2f} s"
                   f" ({evidence.get('tls', 'TLS')}, data cipher {session.cipher})", **evidence)
