@@ -70,7 +70,7 @@ def test_trivpn_client_and_server_carry_ping_and_10mb_intact(
 
 def test_renegotiation_every_few_seconds_keeps_the_tunnel_up_under_traffic(
         lab: NetnsLab, tmp_path: Path):
-    srv, cli, server, client, vpn_ip = _pair(
+    srv, cli, server, client, _ = _pair(
         lab, tmp_path,
         server_lines(link_ip=SERVER_IP, wrap="tls-crypt"),
         client_lines(server_ip=SERVER_IP, wrap="tls-crypt", extra=["reneg-sec 2"]))
