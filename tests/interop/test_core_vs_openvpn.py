@@ -29,24 +29,16 @@ from tests.runtime.packets import (
 )
 from trivpn.protocol import events as ev
 from trivpn.protocol.keymethod import options_string
-from trivpn.protocol.peerinfo import (
-    IV_PROTO_AUTH_FAIL_TEMP,
-    IV_PROTO_AUTH_PENDING_KW,
-    IV_PROTO_CC_EXIT_NOTIFY,
-    IV_PROTO_DATA_V2,
-    IV_PROTO_REQUEST_PUSH,
-    build_peer_info,
-)
+from trivpn.protocol.peerinfo import build_peer_info
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.protocol.tls import PeerVerification
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
+from trivpn.runtime.setup import CLIENT_IV_PROTO
 from trivpn.tlscontext import build_context
 
 pytestmark = pytest.mark.integration
 
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
-IV_PROTO = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROTO_AUTH_PENDING_KW
-            | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_AUTH_FAIL_TEMP)
 
 
 @pytest.fixture
@@ -75,7 +67,7 @@ def _core_config(pki: PkiFiles, *, server: bool, wrap: str,
         is_server=server, tls_context=ctx, options_string=opts,
         verification=PeerVerification(remote_cert_tls="client" if server else "server"),
         wrap=_wrap(wrap, server=server),
-        peer_info=None if server else build_peer_info(ciphers=ciphers, iv_proto=IV_PROTO),
+        peer_info=None if server else build_peer_info(ciphers=ciphers, iv_proto=CLIENT_IV_PROTO),
         data_ciphers=ciphers, ping_interval=1.0 if server else None)
 
 

@@ -19,22 +19,14 @@ from trivpn.pki.certs import Credential, certificate_pem, create_ca, issue_cert
 from trivpn.pki.keys import private_key_pem
 from trivpn.protocol import events as ev
 from trivpn.protocol.keymethod import options_string
-from trivpn.protocol.peerinfo import (
-    IV_PROTO_AUTH_FAIL_TEMP,
-    IV_PROTO_AUTH_PENDING_KW,
-    IV_PROTO_CC_EXIT_NOTIFY,
-    IV_PROTO_DATA_V2,
-    IV_PROTO_REQUEST_PUSH,
-    build_peer_info,
-)
+from trivpn.protocol.peerinfo import build_peer_info
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.protocol.tls import PeerVerification
 from trivpn.protocol.wrap import ControlWrap, NoWrap
+from trivpn.runtime.setup import CLIENT_IV_PROTO
 from trivpn.tlscontext import build_context
 
 E = TypeVar("E", bound=ev.Event)
-TRIVPN_IV_PROTO = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROTO_AUTH_PENDING_KW
-                   | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_AUTH_FAIL_TEMP)
 SUBNET_PUSH = ("route-gateway 198.18.8.1", "topology subnet", "ping 10", "ping-restart 60",
                "ifconfig 198.18.8.2 255.255.255.0")
 CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
@@ -77,7 +69,7 @@ def client_config(*, wrap: ControlWrap | None = None, cred: Credential | None = 
     cert, key = _pem(cred or pki.client)
     ctx = build_context(server_side=False, ca_pem=certificate_pem((ca or pki.ca).cert).decode(),
                         cert_pem=cert, key_pem=key)
-    info = build_peer_info(ciphers=ciphers, iv_proto=TRIVPN_IV_PROTO)
+    info = build_peer_info(ciphers=ciphers, iv_proto=CLIENT_IV_PROTO)
     return SessionConfig(is_server=False, tls_context=ctx,
                          options_string=options_string(is_server=False),
                          verification=PeerVerification(remote_cert_tls="server"),

@@ -6,19 +6,9 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-ICMP = 1
-ECHO_REPLY = 0
-ECHO_REQUEST = 8
+from trivpn.diagnostics.probe_icmp import ECHO_REPLY, ECHO_REQUEST, ICMP, checksum
 
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
+__all__ = ["ECHO_REPLY", "ECHO_REQUEST", "ICMP", "checksum"]
 
 @dataclass(frozen=True)
 class Ipv4:

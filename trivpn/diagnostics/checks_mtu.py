@@ -17,14 +17,14 @@ from typing import Any
 
 import trio
 
-from trivpn.config import ConfigError, Options
+from trivpn.config import Options
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe import (
     Target,
     Timeline,
     new_session_id,
     open_target,
-    resolve_targets,
+    probe_inputs,
     where,
 )
 from trivpn.protocol.datachannel import AEAD_TAG_LEN, CBC_BLOCK, CIPHERS
@@ -32,7 +32,6 @@ from trivpn.protocol.digests import digest_info
 from trivpn.protocol.packets import ControlPacket, Opcode, encode_control
 from trivpn.protocol.wrap import ControlWrap
 from trivpn.runtime.link import make_socket
-from trivpn.runtime.setup import control_wrap
 
 ID = "mtu.path"
 # Linux <netinet/in.h> / <linux/in6.h>; the socket module does not export these.
@@ -177,16 +176,10 @@ def judge(o: Options, target: Target, measured: dict[str, Any]) -> CheckResult:
 
 
 async def run(ctx: DoctorContext) -> CheckResult:
-    o = ctx.options
-    if o is None:
-        return skip(ID, "skipped: the config did not parse")
-    if not o.remotes:
-        return skip(ID, "skipped: the config has no 'remote' line")
-    try:
-        wrap = control_wrap(o)
-    except ConfigError as exc:
-        return skip(ID, f"skipped: the tls-auth/tls-crypt key cannot be used ({exc.reason})")
-    targets, unresolved = await resolve_targets(o, ctx.results.get("dns.remote"))
+    inputs = await probe_inputs(ctx, ID)
+    if isinstance(inputs, CheckResult):
+        return inputs
+    o, wrap, targets, unresolved = inputs.options, inputs.wrap, inputs.targets, inputs.unresolved
     if not targets:
         return skip(ID, "skipped: no remote resolved (see dns.remote)", unresolved=unresolved)
     target = open_target(ctx, targets)

@@ -16,33 +16,26 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from trivpn.config import ConfigError
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe import (
     RESET_ATTEMPTS,
+    probe_inputs,
     remote_where,
-    resolve_targets,
     udp_reset_exchange,
     where,
     wrap_name,
 )
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.netconf import NetConfig
-from trivpn.runtime.setup import control_wrap
 
 ID = "nat.reply_source"
 
 
 async def run_client(ctx: DoctorContext) -> CheckResult:
-    o = ctx.options
-    assert o is not None
-    if not o.remotes:
-        return skip(ID, "skipped: the config has no 'remote' line")
-    try:
-        wrap = control_wrap(o)
-    except ConfigError as exc:
-        return skip(ID, f"skipped: the tls-auth/tls-crypt key cannot be used ({exc.reason})")
-    targets, unresolved = await resolve_targets(o, ctx.results.get("dns.remote"))
+    inputs = await probe_inputs(ctx, ID)
+    if isinstance(inputs, CheckResult):
+        return inputs
+    o, wrap, targets, unresolved = inputs.options, inputs.wrap, inputs.targets, inputs.unresolved
     udp = [t for t in targets if t.transport == "udp"]
     if not udp:
         if targets:

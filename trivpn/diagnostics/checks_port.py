@@ -15,20 +15,19 @@ from typing import Any
 
 import trio
 
-from trivpn.config import ConfigError, Options
+from trivpn.config import Options
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, Status, ok, problem, skip
 from trivpn.diagnostics.probe import (
     Exchange,
     Target,
+    probe_inputs,
     remote_where,
     reset_exchange,
-    resolve_targets,
     udp_reset_exchange,
     where,
     wrap_name,
 )
 from trivpn.protocol.wrap import ControlWrap
-from trivpn.runtime.setup import control_wrap
 
 ID = "port.reachable"
 
@@ -182,16 +181,10 @@ def _verdict(o: Options, e: dict[str, Any]) -> tuple[Status, str, str, str]:
 
 
 async def run(ctx: DoctorContext) -> CheckResult:
-    o = ctx.options
-    if o is None:
-        return skip(ID, "skipped: the config did not parse")
-    if not o.remotes:
-        return skip(ID, "skipped: the config has no 'remote' line to probe")
-    try:
-        wrap = control_wrap(o)
-    except ConfigError as exc:
-        return skip(ID, f"skipped: the tls-auth/tls-crypt key cannot be used ({exc.reason})")
-    targets, unresolved = await resolve_targets(o, ctx.results.get("dns.remote"))
+    inputs = await probe_inputs(ctx, ID)
+    if isinstance(inputs, CheckResult):
+        return inputs
+    o, wrap, targets, unresolved = inputs.options, inputs.wrap, inputs.targets, inputs.unresolved
     if not targets:
         return skip(ID, "skipped: no remote resolved (see dns.remote)", unresolved=unresolved)
     label = wrap_name(o)

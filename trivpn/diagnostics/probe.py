@@ -20,13 +20,14 @@ from typing import Any, Literal
 
 import trio
 
-from trivpn.config import Options, Remote
-from trivpn.diagnostics.model import CheckResult, DoctorContext
+from trivpn.config import ConfigError, Options, Remote
+from trivpn.diagnostics.model import CheckResult, DoctorContext, skip
 from trivpn.protocol.errors import AuthenticationError, ProtocolError
 from trivpn.protocol.framing import StreamDeframer, frame
 from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
 from trivpn.protocol.wrap import ControlWrap, NoWrap
 from trivpn.runtime.link import make_socket
+from trivpn.runtime.setup import control_wrap
 
 Transport = Literal["udp", "tcp"]
 ReplyKind = Literal["openvpn_reset", "hmac_mismatch", "unwrapped_reset", "openvpn_other",
@@ -166,6 +167,34 @@ def where(options: Options, directive: str) -> str:
 
 def remote_where(options: Options, target: Target) -> str:
     return f"{config_name(options)} line {target.line} (remote {target.host} {target.port})"
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeInputs:
+    """What every network probe starts from: the options, the control wrapping as configured
+    and the resolved remotes."""
+
+    options: Options
+    wrap: ControlWrap
+    targets: list[Target]
+    unresolved: list[dict[str, Any]]
+
+
+async def probe_inputs(ctx: DoctorContext, check_id: str) -> ProbeInputs | CheckResult:
+    """The shared prelude of the network checks, or the skip result explaining why they can't
+    probe (no parsed config, no ``remote``, an unusable tls-auth/tls-crypt key)."""
+    o = ctx.options
+    if o is None:
+        return skip(check_id, "skipped: the config did not parse")
+    if not o.remotes:
+        return skip(check_id, "skipped: the config has no 'remote' line to probe")
+    try:
+        wrap = control_wrap(o)
+    except ConfigError as exc:
+        return skip(check_id,
+                    f"skipped: the tls-auth/tls-crypt key cannot be used ({exc.reason})")
+    targets, unresolved = await resolve_targets(o, ctx.results.get("dns.remote"))
+    return ProbeInputs(o, wrap, targets, unresolved)
 
 
 def wrap_name(options: Options) -> str:

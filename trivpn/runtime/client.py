@@ -354,56 +354,37 @@ class Connection:
             self.finish(Reconnect("network_error", str(exc)))
 
     async def _udp_reader(self, link: UdpLink) -> None:
-        decrypt = self.session.decrypt_data
-        receive = self.session.receive_datagram
-        clock = trio.current_time
-        client = self.client
         while True:
             batch = await link.recv_batch()
-            now = clock()
-            tunnel = client.tunnel
-            control = False
-            for data, _ in batch:
-                opcode = data[0] >> 3 if data else 0
-                if opcode in _DATA_OPCODES:
-                    packet = decrypt(data, now)
-                    if packet is not None:
-                        if tunnel is not None:
-                            tunnel.device.write(packet)
-                        else:
-                            self.no_tun += 1
-                else:
-                    receive(data, now)
-                    control = True
-            if control:
-                self._control_seen.set()
-                await self._process()
+            await self._handle_batch([data for data, _ in batch])
 
     async def _tcp_reader(self, link: TcpLink) -> None:
+        while True:
+            await self._handle_batch(await link.recv_packets())
+
+    async def _handle_batch(self, batch: list[bytes]) -> None:
+        """The link → TUN hot path: data packets straight through the session to the TUN;
+        control packets into the session, whose output is processed once per batch."""
+        now = trio.current_time()
         decrypt = self.session.decrypt_data
         receive = self.session.receive_datagram
-        clock = trio.current_time
-        client = self.client
-        while True:
-            packets = await link.recv_packets()
-            now = clock()
-            tunnel = client.tunnel
-            control = False
-            for data in packets:
-                opcode = data[0] >> 3 if data else 0
-                if opcode in _DATA_OPCODES:
-                    packet = decrypt(data, now)
-                    if packet is not None:
-                        if tunnel is not None:
-                            tunnel.device.write(packet)
-                        else:
-                            self.no_tun += 1
-                else:
-                    receive(data, now)
-                    control = True
-            if control:
-                self._control_seen.set()
-                await self._process()
+        tunnel = self.client.tunnel
+        control = False
+        for data in batch:
+            opcode = data[0] >> 3 if data else 0
+            if opcode in _DATA_OPCODES:
+                packet = decrypt(data, now)
+                if packet is not None:
+                    if tunnel is not None:
+                        tunnel.device.write(packet)
+                    else:
+                        self.no_tun += 1
+            else:
+                receive(data, now)
+                control = True
+        if control:
+            self._control_seen.set()
+            await self._process()
 
     # -- TUN → link -----------------------------------------------------------------------
 
