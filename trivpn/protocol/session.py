@@ -152,8 +152,6 @@ class _KeyState:
     peer_reset: bool = False
     peer: PeerCertificate | None = None
     data_key: DataKey | None = None
-    active_at: float | None = None
-    established_at: float | None = None
     retire_at: float | None = None
 
 
@@ -542,7 +540,6 @@ class Session:
         if (key.phase == _START and key.km_sent and key.remote_km is not None
                 and key.sender.all_acked):
             key.phase = _ACTIVE
-            key.active_at = now
             self._on_active(key, now)
 
     def _on_tls_complete(self, key: _KeyState, tls: TlsEndpoint, now: float) -> None:
@@ -739,7 +736,6 @@ class Session:
                                key.key_id, auth=self.config.auth, peer_id=send_peer_id,
                                replay_backtrack=self.config.replay_window,
                                replay_time=self.config.replay_time)
-        key.established_at = now
         renegotiated = self._primary is not None and self._primary is not key
         previous = self._primary
         self._primary = key
