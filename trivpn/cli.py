@@ -7,7 +7,10 @@ import sys
 from collections.abc import Sequence
 
 from trivpn import __version__
+from trivpn.commands import demo as demo_cmd
 from trivpn.commands import doctor as doctor_cmd
+from trivpn.commands import init_server as init_server_cmd
+from trivpn.commands import profile as profile_cmd
 from trivpn.commands import run as run_cmd
 from trivpn.pki import cli as pki_cli
 
@@ -24,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.register(sub)
     doctor_cmd.register(sub)
     pki_cli.register(sub)
+    demo_cmd.register(sub)
+    profile_cmd.register(sub)
+    init_server_cmd.register(sub)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,12 @@ from typing import Any
 import trio
 
 from trivpn.config import ConfigError, load_config
-from trivpn.logging import configure_logging, get_logger
+from trivpn.logging import configure_logging, get_logger, level_for_verb
 from trivpn.runtime.client import run_client
+from trivpn.runtime.metrics import parse_listen
+from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.server import run_server
+from trivpn.runtime.stats import EventTap, install_event_tap
 
 
 def register(sub: Any) -> None:
@@ -23,7 +27,17 @@ def register(sub: Any) -> None:
                         help="log line format (default: console on a terminal, else json)")
     parser.add_argument("--log-file", type=Path, default=None,
                         help="append log lines to this file instead of stderr")
+    parser.add_argument("--metrics-listen", type=_listen_address, default=None,
+                        metavar="HOST:PORT",
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics")
     parser.set_defaults(handler=handle)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -36,12 +50,17 @@ def handle(args: argparse.Namespace) -> int:
     if args.log_file is not None:
         stream = args.log_file.open("a", buffering=1)
     try:
-        configure_logging(verb=options.verb if options.verb else 3,
-                          fmt=args.log_format or ("json" if stream else None), stream=stream)
+        verb = options.verb if options.verb else 3
+        configure_logging(verb=verb, fmt=args.log_format or ("json" if stream else None),
+                          stream=stream)
+        tap = EventTap(output_level=level_for_verb(verb))  # operator tools see every event
+        install_event_tap(tap)
+        tools = OperatorTools(tap, metrics_listen=args.metrics_listen,
+                              status_path=options.status.path if options.status else None)
         log = get_logger()
         log.info("trivpn_starting", config=str(args.config), role=options.role)
         main = run_server if options.role == "server" else run_client
-        code: int = trio.run(main, options, log)
+        code: int = trio.run(functools.partial(main, options, log, tools))
         return code
     except ConfigError as exc:
         print(f"trivpn: {exc}", file=sys.stderr)

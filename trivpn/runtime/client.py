@@ -36,13 +36,17 @@ from trivpn.config import ConfigError, Options, Remote
 from trivpn.logging import DropAggregator
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
+from trivpn.protocol.mss import clamp_mss
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
+from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import LinkClosed, TcpLink, UdpLink, open_tcp_link
 from trivpn.runtime.netconf import NetConfig
+from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
 from trivpn.runtime.setup import session_config
+from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import Exit, Outcome, Reconnect, RemoteSchedule
 from trivpn.runtime.tunnel import NetGateway, Tunnel, TunnelPlanError, plan_client_tunnel
 
@@ -58,7 +62,7 @@ MIN_TIMER_STEP = 0.01
 _DATA_OPCODES = (9, 6)  # P_DATA_V2, P_DATA_V1
 
 
-async def run_client(options: Options, log: Log) -> int:
+async def run_client(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
     """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
     try:
         if not options.remotes:
@@ -72,6 +76,7 @@ async def run_client(options: Options, log: Log) -> int:
         log.error("config_error", detail=str(exc))
         return 2
     client = Client(options, log, config, identity)
+    client.tools = tools
     return await client.run()
 
 
@@ -125,6 +130,8 @@ class Client:
         self._hard_stop = trio.CancelScope()
         self._net_gateway: NetGateway | None = None
         self._tun_drops_seen = 0
+        self.traffic = Traffic()  # status file, management, metrics
+        self.tools: OperatorTools | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -134,6 +141,8 @@ class Client:
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     nursery.start_soon(self._watch_signals, signals)
+                    if self.tools is not None:
+                        nursery.start_soon(self.tools.run_client, self)
                     with self._hard_stop:
                         code, reason = await self._supervise()
                     nursery.cancel_scope.cancel()
@@ -253,6 +262,7 @@ class Connection:
         self._seen_drops: Counter[str] = Counter()
         self._seen_link = (0, 0, 0)
         self.no_tun = 0
+        self.mss: int | None = None  # clamp TCP SYNs to this MSS (mssfix), set with the TUN
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -367,20 +377,26 @@ class Connection:
         control packets into the session, whose output is processed once per batch."""
         now = trio.current_time()
         decrypt = self.session.decrypt_data
-        receive = self.session.receive_datagram
         tunnel = self.client.tunnel
+        write = tunnel.device.write if tunnel is not None else None
+        mss = self.mss
+        traffic = self.client.traffic
+        traffic.bytes_in += sum(map(len, batch))
+        traffic.packets_in += len(batch)
         control = False
         for data in batch:
-            opcode = data[0] >> 3 if data else 0
-            if opcode in _DATA_OPCODES:
+            if data and data[0] >> 3 in _DATA_OPCODES:
                 packet = decrypt(data, now)
                 if packet is not None:
-                    if tunnel is not None:
-                        tunnel.device.write(packet)
-                    else:
+                    if write is None:
                         self.no_tun += 1
+                        continue
+                    if mss is not None:
+                        packet = clamp_mss(packet, mss)
+                    write(packet)
+                    traffic.tun_write_bytes += len(packet)
             else:
-                receive(data, now)
+                self.session.receive_datagram(data, now)
                 control = True
         if control:
             self._control_seen.set()
@@ -389,25 +405,35 @@ class Connection:
     # -- TUN → link -----------------------------------------------------------------------
 
     async def _tun_reader(self, tunnel: Tunnel) -> None:
+        """The TUN → link hot path: each wake-up drains the TUN, encrypts the batch and hands
+        it to the link in one call (UDP: GSO runs; TCP: one write). Nothing waits for a batch
+        to fill."""
         encrypt = self.session.encrypt_data
         read = tunnel.device.read_batch
         clock = trio.current_time
+        traffic = self.client.traffic
         send: Callable[[list[bytes]], Any]
         if self.udp is not None:
             send = self.udp.send_many
         else:
             assert self.tcp is not None
             send = self.tcp.send_packets
+        self.mss = mss = mss_limit_for(self.options, (self.session.cipher or "",),
+                                       "udp" if self.udp is not None else "tcp")
         try:
             while True:
                 packets = await read()
+                traffic.tun_read_bytes += sum(map(len, packets))
                 now = clock()
-                out = []
+                out: list[bytes] = []
+                append = out.append
                 for packet in packets:
-                    wire = encrypt(packet, now)
+                    wire = encrypt(packet if mss is None else clamp_mss(packet, mss), now)
                     if wire is not None:
-                        out.append(wire)
+                        append(wire)
                 if out:
+                    traffic.bytes_out += sum(map(len, out))
+                    traffic.packets_out += len(out)
                     await send(out)
         except trio.ClosedResourceError:
             return
@@ -421,6 +447,8 @@ class Connection:
     # -- control, timers, events ----------------------------------------------------------
 
     async def _send_control(self, datagrams: list[bytes]) -> None:
+        self.client.traffic.bytes_out += sum(map(len, datagrams))
+        self.client.traffic.packets_out += len(datagrams)
         if self.udp is not None:
             self.udp.try_send_many(datagrams)
         elif self.tcp is not None:

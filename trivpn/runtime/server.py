@@ -46,8 +46,10 @@ from trivpn.protocol.cookie import (
     timeslot,
 )
 from trivpn.protocol.errors import ProtocolError
+from trivpn.protocol.mss import clamp_mss
 from trivpn.protocol.packets import Opcode, decode_control
 from trivpn.protocol.session import Session, SessionConfig
+from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.link import (
     Address,
@@ -57,6 +59,7 @@ from trivpn.runtime.link import (
     UdpLink,
     open_tcp_listener,
 )
+from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator, read_persist_file, write_persist_file
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
@@ -84,8 +87,9 @@ class Peer:
     """One client: its session, where it is, what it was given."""
 
     __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
-                 "label", "peer_id", "remove_at", "remove_reason", "removed", "session", "tcp",
-                 "tcp_recv", "tcp_send", "vaddr", "wakeup")
+                 "label", "peer_id", "remove_at", "remove_reason", "removed", "rx_bytes",
+                 "rx_packets", "session", "tcp", "tcp_recv", "tcp_send", "tx_bytes",
+                 "tx_packets", "vaddr", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
                  tcp: TcpLink | None = None) -> None:
@@ -108,6 +112,8 @@ class Peer:
         self.remove_reason = "handshake_timeout"
         self.cancel_scope = trio.CancelScope()
         self.wakeup = trio.Event()
+        # link traffic (status file, management, metrics)
+        self.rx_bytes = self.rx_packets = self.tx_bytes = self.tx_packets = 0
 
     def __repr__(self) -> str:
         return f"Peer({self.label}, peer_id={self.peer_id}, cn={self.common_name!r})"
@@ -165,6 +171,9 @@ class Server:
         self.log = log
         self.tap = options.dev_type == "tap"
         self.client_to_client = options.client_to_client
+        # TCP SYNs through the tunnel are clamped to this MSS (mssfix; TUN mode only)
+        self.mss = None if self.tap else mss_limit_for(
+            options, options.data_ciphers, "udp" if options.proto == "udp" else "tcp")
         self.max_clients = options.max_clients
         self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn)
         self.push = server_push_options(options)
@@ -182,6 +191,7 @@ class Server:
         self._peers_nursery: trio.Nursery | None = None
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
+        self.tools: OperatorTools | None = None  # status file, management, metrics
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -206,6 +216,8 @@ class Server:
                     self._peers_nursery = peers
                     main.start_soon(self._device_reader)
                     main.start_soon(self._housekeeping)
+                    if self.tools is not None:
+                        main.start_soon(self.tools.run_server, self)
                     if self.udp is not None:
                         main.start_soon(self._udp_reader)
                     else:
@@ -432,6 +444,19 @@ class Server:
                       vpn_ip=peer.vpn_ip, peer_id=peer.peer_id, was_connected=peer.connected,
                       **fields)
 
+    def kill_peer(self, peer: Peer, linger: float) -> None:
+        """Management ``kill``: tell the client to restart, remove it ``linger`` s later."""
+        now = trio.current_time()
+        try:
+            peer.session.send_control_message("RESTART", now)
+        except ProtocolError:
+            self._remove_peer(peer, "killed")
+            return
+        self._drain(peer, now)
+        peer.remove_at = now + linger
+        peer.remove_reason = "killed"
+        peer.wakeup.set()
+
     def _peer_failed(self, peer: Peer | None, exc: Exception) -> None:
         """A bug while handling one peer's packet: drop that peer, keep serving the rest."""
         if peer is None:
@@ -465,6 +490,8 @@ class Server:
                 self._on_event(peer, event, now)
 
     def _send_now(self, peer: Peer, datagrams: Sequence[bytes]) -> None:
+        peer.tx_bytes += sum(map(len, datagrams))
+        peer.tx_packets += len(datagrams)
         if peer.tcp_send is not None:
             for data in datagrams:
                 try:
@@ -491,6 +518,8 @@ class Server:
             if peer.tcp_send is not None or udp is None:
                 self._send_now(peer, wires)
             else:
+                peer.tx_bytes += sum(map(len, wires))
+                peer.tx_packets += len(wires)
                 await udp.send_many(wires, peer.address)
             i = j
 
@@ -565,6 +594,8 @@ class Server:
         if self.tap:
             verdict = self.table.from_client_frame(peer, packet, self.client_to_client)
         else:
+            if self.mss is not None:
+                packet = clamp_mss(packet, self.mss)
             verdict = self.table.from_client_ipv4(peer, packet, self.client_to_client)
         if verdict is Verdict.DEVICE:
             assert self.tunnel is not None
@@ -591,6 +622,7 @@ class Server:
         counts = self.counts
         tap = self.tap
         table = self.table
+        mss = self.mss
         while True:
             packets = await device.read_batch(BATCH)
             now = trio.current_time()
@@ -609,6 +641,8 @@ class Server:
                     if peer is None:
                         counts["no_route"] += 1
                         continue
+                    if mss is not None:
+                        packet = clamp_mss(packet, mss)  # noqa: PLW2901
                 else:
                     counts["not_ipv4"] += 1
                     continue
@@ -630,6 +664,9 @@ class Server:
             out: list[tuple[Peer, bytes]] = []
             for data, address in batch:
                 peer = by_address.get(address)
+                if peer is not None:
+                    peer.rx_bytes += len(data)
+                    peer.rx_packets += 1
                 try:
                     if peer is not None and data and (data[0] >> 3) in (_DATA_V2, _DATA_V1):
                         plain = peer.session.decrypt_data(data, now)
@@ -780,6 +817,8 @@ class Server:
                 self._remove_peer(peer, "connection_reset", detail=str(exc))
                 return
             now = trio.current_time()
+            peer.rx_bytes += sum(map(len, packets))
+            peer.rx_packets += len(packets)
             out: list[tuple[Peer, bytes]] = []
             control = False
             for data in packets:
@@ -812,9 +851,10 @@ class Server:
             self._remove_peer(peer, "connection_reset", detail=str(exc))
 
 
-async def run_server(options: Options, log: Log) -> int:
+async def run_server(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
     """Run a server until SIGINT/SIGTERM; returns the process exit code."""
     server = Server(options, log)
+    server.tools = tools
     return await server.run()
 
 

@@ -1,0 +1,86 @@
+"""Parsing what iperf3, ping, /proc and ip print."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trivpn.bench.measure import (
+    MeasureError,
+    parse_iperf3,
+    parse_link_packets,
+    parse_ping_rtts,
+    parse_proc_stat_cpu,
+    parse_status_rss_kib,
+)
+
+
+def _iperf_doc(bps: float, seconds: float = 10.0, retransmits: int = 7) -> str:
+    return json.dumps({"start": {}, "end": {
+        "sum_sent": {"bits_per_second": bps * 1.01, "seconds": seconds,
+                     "retransmits": retransmits},
+        "sum_received": {"bits_per_second": bps, "seconds": seconds}}})
+
+
+def test_iperf3_reports_receiver_throughput_in_mbits_and_sender_retransmits():
+    result = parse_iperf3(_iperf_doc(612_500_000.0, 10.02, 41))
+    assert result.mbps == pytest.approx(612.5)
+    assert result.seconds == pytest.approx(10.02)
+    assert result.retransmits == 41
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("iperf3: error - unable to connect", "not JSON"),
+    (json.dumps({"error": "unable to connect to server"}), "unable to connect"),
+    (json.dumps({"end": {}}), "no end.sum_received"),
+    (json.dumps([1, 2]), "not an object"),
+])
+def test_iperf3_failures_name_the_reason(text: str, reason: str):
+    with pytest.raises(MeasureError, match=reason) as info:
+        parse_iperf3(text)
+    assert info.value.tool == "iperf3"
+
+
+def test_ping_rtts_are_every_reply_in_microseconds():
+    text = """PING 198.18.8.1 (198.18.8.1) 56(84) bytes of data.
+64 bytes from 198.18.8.1: icmp_seq=1 ttl=64 time=0.412 ms
+64 bytes from 198.18.8.1: icmp_seq=2 ttl=64 time=1.05 ms
+64 bytes from 198.18.8.1: icmp_seq=3 ttl=64 time<0.001 ms
+
+--- 198.18.8.1 ping statistics ---
+3 packets transmitted, 3 received, 0% packet loss, time 102ms
+rtt min/avg/max/mdev = 0.000/0.487/1.050/0.430 ms
+"""
+    assert parse_ping_rtts(text) == pytest.approx([412.0, 1050.0, 1.0])
+
+
+def test_ping_without_replies_gives_no_rtts():
+    assert parse_ping_rtts("2 packets transmitted, 0 received, 100% packet loss") == []
+
+
+def test_proc_stat_cpu_counts_user_plus_system_after_an_awkward_command_name():
+    fields = ["S", "1", "2", "3", "0", "-1", "4194560", "10", "0", "0", "0",
+              "250", "50", "0", "0", "20", "0", "1"]
+    text = "4242 (py thon) x) " + " ".join(fields)
+    assert parse_proc_stat_cpu(text, 100) == pytest.approx(3.0)
+
+
+def test_proc_stat_without_fields_is_an_error():
+    with pytest.raises(MeasureError):
+        parse_proc_stat_cpu("4242 (python) S 1", 100)
+
+
+def test_status_rss_is_read_in_kib():
+    assert parse_status_rss_kib("Name:\tpython\nVmPeak:\t 9 kB\nVmRSS:\t   57344 kB\n") == 57344
+    with pytest.raises(MeasureError):
+        parse_status_rss_kib("Name:\tkthread\n")
+
+
+def test_link_packets_come_from_stats64():
+    text = json.dumps([{"ifname": "tvb0", "stats64": {"rx": {"packets": 10, "bytes": 1},
+                                                      "tx": {"packets": 32, "bytes": 2}}}])
+    packets = parse_link_packets(text)
+    assert (packets.rx, packets.tx, packets.total) == (10, 32, 42)
+    with pytest.raises(MeasureError):
+        parse_link_packets("Device \"tvb0\" does not exist.")

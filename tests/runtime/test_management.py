@@ -1,0 +1,253 @@
+"""The management interface subset: answers as OpenVPN's management-notes.txt documents them.
+
+A fake runtime stands in for the server (its answers are canned); what is tested here is the
+protocol: banner, password prompt, command dispatch, SUCCESS:/ERROR: texts, END terminators and
+real-time notifications. The real server's status/kill are covered in tests/interop.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from trivpn.logging import get_logger
+from trivpn.runtime.management import ManagementServer
+from trivpn.runtime.stats import EventTap
+
+BANNER = ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info"
+
+
+class FakeRuntime:
+    is_server = True
+
+    def __init__(self) -> None:
+        self.killed: list[str] = []
+        self.versions: list[int] = []
+
+    def status_lines(self, version: int) -> list[str]:
+        self.versions.append(version)
+        return ["TITLE,fake", "END"]
+
+    def kill(self, target: str) -> str:
+        self.killed.append(target)
+        return f"SUCCESS: common name '{target}' found, 1 client(s) killed"
+
+    def bytecount_lines(self) -> list[str]:
+        return [">BYTECOUNT_CLI:0,100,200"]
+
+
+class Client:
+    """A management client over the unix socket: line-oriented, CRLF-terminated."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def line(self) -> str:
+        with trio.fail_after(5):
+            while b"\r\n" not in self.buffer:
+                chunk = await self.stream.receive_some(4096)
+                if not chunk:
+                    raise EOFError(self.buffer)
+                self.buffer += chunk
+        raw, self.buffer = self.buffer.split(b"\r\n", 1)
+        return raw.decode()
+
+    async def prompt(self) -> str:
+        with trio.fail_after(5):
+            while not self.buffer.endswith(b":"):
+                self.buffer += await self.stream.receive_some(4096)
+        text, self.buffer = self.buffer.decode(), b""
+        return text
+
+    async def send(self, command: str) -> None:
+        await self.stream.send_all(command.encode() + b"\n")
+
+    async def until_end(self) -> list[str]:
+        lines = []
+        while (line := await self.line()) != "END":
+            lines.append(line)
+        return lines
+
+
+class Setup:
+    def __init__(self, path: Path, tap: EventTap, runtime: FakeRuntime,
+                 signals: list[signal.Signals]) -> None:
+        self.path = path
+        self.tap = tap
+        self.runtime = runtime
+        self.signals = signals
+
+    async def connect(self) -> Client:
+        return Client(await trio.open_unix_socket(str(self.path)))
+
+
+async def start(nursery: trio.Nursery, tmp_path: Path, password: str | None = None) -> Setup:
+    path = tmp_path / "mgmt.sock"
+    tap = EventTap()
+    runtime = FakeRuntime()
+    signals: list[signal.Signals] = []
+    server = ManagementServer(runtime, tap, get_logger(), host=str(path), port=None, unix=True,
+                              password=password, status_version=2,
+                              send_signal=signals.append)
+    await nursery.start(server.serve)
+    return Setup(path, tap, runtime, signals)
+
+
+@pytest.fixture
+async def setup(nursery: trio.Nursery, tmp_path: Path) -> AsyncIterator[Setup]:
+    yield await start(nursery, tmp_path)
+
+
+async def test_connect_greets_with_the_version_5_banner(setup: Setup):
+    client = await setup.connect()
+    assert await client.line() == BANNER
+
+
+async def test_help_lists_commands_and_ends_with_end(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("help")
+    lines = await client.until_end()
+    assert lines[0].startswith("Management Interface for ")
+    for command in ("bytecount n", "kill cn", "log [on|off]", "state [on|off]", "status [n]"):
+        assert any(line.startswith(command) for line in lines), command
+
+
+async def test_unknown_command_is_an_error(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("frobnicate")
+    assert await client.line() == "ERROR: unknown command, enter 'help' for more options"
+
+
+@pytest.mark.parametrize(("command", "version"), [("status", 2), ("status 3", 3),
+                                                  ("status 1", 1)])
+async def test_status_uses_the_requested_or_configured_version(setup: Setup, command: str,
+                                                                version: int):
+    client = await setup.connect()
+    await client.line()
+    await client.send(command)
+    assert await client.until_end() == ["TITLE,fake"]
+    assert setup.runtime.versions == [version]
+
+
+async def test_kill_reports_the_runtime_answer(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("kill client1")
+    assert await client.line() == "SUCCESS: common name 'client1' found, 1 client(s) killed"
+    assert setup.runtime.killed == ["client1"]
+
+
+async def test_kill_without_argument_needs_a_parameter(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("kill")
+    assert await client.line() == "ERROR: the 'kill' command requires 1 parameter"
+
+
+async def test_pid_and_version(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("pid")
+    assert await client.line() == f"SUCCESS: pid={__import__('os').getpid()}"
+    await client.send("version")
+    lines = await client.until_end()
+    assert lines[0].startswith("OpenVPN Version: trivpn ")
+    assert lines[1] == "Management Version: 5"
+
+
+async def test_state_shows_the_current_state_then_end(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    setup.tap.set_state("CONNECTED", "SUCCESS")
+    await client.send("state")
+    lines = await client.until_end()
+    assert len(lines) == 1
+    fields = lines[0].split(",")
+    assert fields[1:3] == ["CONNECTED", "SUCCESS"] and fields[0].isdigit()
+
+
+async def test_state_on_sends_real_time_state_lines(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("state on")
+    assert await client.line() == "SUCCESS: real-time state notification set to ON"
+    setup.tap.set_state("EXITING", "SIGTERM")
+    assert (await client.line()).split(",")[1:3] == ["EXITING", "SIGTERM"]
+
+
+async def test_log_on_streams_events_as_log_lines(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("log on")
+    assert await client.line() == "SUCCESS: real-time log notification set to ON"
+    setup.tap(None, "warning", {"event": "route_failed", "level": "warning", "detail": "x"})
+    line = await client.line()
+    assert line.startswith(">LOG:")
+    when, flags, text = line[len(">LOG:"):].split(",", 2)
+    assert when.isdigit() and flags == "W" and text == "route_failed detail=x"
+
+
+async def test_log_all_replays_history_then_end(setup: Setup):
+    setup.tap(None, "info", {"event": "peer_connected", "level": "info", "cn": "client1"})
+    client = await setup.connect()
+    await client.line()
+    await client.send("log all")
+    lines = await client.until_end()
+    assert lines[-1].endswith(",I,peer_connected cn=client1")
+
+
+async def test_bytecount_sends_periodic_counts(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("bytecount 1")
+    assert await client.line() == "SUCCESS: bytecount interval changed"
+    assert await client.line() == ">BYTECOUNT_CLI:0,100,200"
+
+
+async def test_signal_sigterm_is_thrown(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("signal SIGTERM")
+    assert await client.line() == "SUCCESS: signal SIGTERM thrown"
+    assert setup.signals == [signal.SIGTERM]
+    await client.send("signal SIGFOO")
+    assert await client.line() == "ERROR: signal 'SIGFOO' is not a known signal type"
+
+
+async def test_exit_closes_the_session(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("exit")
+    with trio.fail_after(5):
+        assert await client.stream.receive_some(100) == b""
+
+
+async def test_password_is_asked_before_anything_else(nursery: trio.Nursery, tmp_path: Path):
+    setup = await start(nursery, tmp_path, password="s3cret")
+    client = await setup.connect()
+    assert await client.prompt() == "ENTER PASSWORD:"
+    await client.send("wrong")
+    assert await client.line() == "ERROR: bad password"
+    assert await client.prompt() == "ENTER PASSWORD:"
+    await client.send("s3cret")
+    assert await client.line() == "SUCCESS: password is correct"
+    assert await client.line() == BANNER
+
+
+async def test_three_bad_passwords_close_the_connection(nursery: trio.Nursery,
+                                                        tmp_path: Path):
+    setup = await start(nursery, tmp_path, password="s3cret")
+    client = await setup.connect()
+    for _ in range(3):
+        await client.prompt()
+        await client.send("nope")
+        assert await client.line() == "ERROR: bad password"
+    with trio.fail_after(5):
+        assert await client.stream.receive_some(100) == b""

@@ -1,0 +1,163 @@
+"""The throughput benchmark: interleaved rounds of every contender, one after the other.
+
+Per contender and round: bring the tunnel up, idle ping RTT (``ping -c 20 -i 0.05``, median)
+before any load, then iperf3 TCP client→server through the tunnel with one stream and with four,
+``duration`` seconds each. Around each iperf3 run: CPU seconds of the server and client VPN
+processes (``/proc/PID/stat``) and packets on the client's TUN device (rx+tx) per second.
+The contender order alternates between rounds so drift hits both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trivpn.bench.contenders import (
+    CLIENT_LINK_IP,
+    CONTENDERS,
+    SERVER_LINK_IP,
+    SERVER_TUN_IP,
+    Pair,
+    TunnelSpec,
+    start_pair,
+    stop_pair,
+    tun_packets,
+    write_pki,
+)
+from trivpn.bench.lab import Lab, LabError
+from trivpn.bench.measure import MeasureError, parse_iperf3, parse_ping_rtts
+from trivpn.bench.report import Metric, build_report
+
+IPERF_PORT = 5201
+IPERF_ATTEMPTS = 2
+STREAMS = (1, 4)
+
+METRICS: tuple[Metric, ...] = (
+    Metric("p1_mbps", "TCP, 1 stream", "Mbit/s"),
+    Metric("p4_mbps", "TCP, 4 streams", "Mbit/s"),
+    Metric("rtt_us", "idle RTT (median of 20)", "µs"),
+    Metric("p1_pps", "TUN packets/s, 1 stream", "pkt/s"),
+    Metric("p4_pps", "TUN packets/s, 4 streams", "pkt/s"),
+    Metric("p1_cpu_server", "server CPU, 1 stream", "s", 2),
+    Metric("p1_cpu_client", "client CPU, 1 stream", "s", 2),
+    Metric("p4_cpu_server", "server CPU, 4 streams", "s", 2),
+    Metric("p4_cpu_client", "client CPU, 4 streams", "s", 2),
+    Metric("p1_retransmits", "TCP retransmits, 1 stream", ""),
+    Metric("p4_retransmits", "TCP retransmits, 4 streams", ""),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ThroughputOptions:
+    duration: float = 10.0
+    rounds: int = 3
+    transport: str = "udp"
+    cipher: str = "AES-256-GCM"
+    contenders: tuple[str, ...] = CONTENDERS
+
+
+Progress = Callable[[str], None]
+
+
+def _ping(lab: Lab, ns: str) -> float:
+    done = lab.run(ns, ["ping", "-c", "20", "-i", "0.05", "-W", "1", SERVER_TUN_IP],
+                   timeout=20)
+    rtts = parse_ping_rtts(done.stdout)
+    if not rtts:
+        raise MeasureError("ping", f"no replies: {done.stdout[-300:]} {done.stderr[-300:]}")
+    return statistics.median(rtts)
+
+
+def _wait_iperf_server(lab: Lab, ns: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = lab.run(ns, ["ss", "-H", "-tln", "sport", "=", f":{IPERF_PORT}"], timeout=5)
+        if done.stdout.strip():
+            return
+        time.sleep(0.05)
+    raise LabError("iperf3 server did not listen")
+
+
+def _iperf(lab: Lab, client_ns: str, pair: Pair, streams: int,
+           duration: float) -> dict[str, float]:
+    cpu0 = (pair.server.cpu_seconds(), pair.client.cpu_seconds())
+    pk0 = tun_packets(lab, client_ns)
+    t0 = time.monotonic()
+    cmd = ["iperf3", "-c", SERVER_TUN_IP, "-p", str(IPERF_PORT), "-t", f"{duration:g}",
+           "-P", str(streams), "-J"]
+    done = lab.run(client_ns, cmd, timeout=duration + 30)
+    elapsed = time.monotonic() - t0
+    pk1 = tun_packets(lab, client_ns)
+    cpu1 = (pair.server.cpu_seconds(), pair.client.cpu_seconds())
+    result = parse_iperf3(done.stdout)
+    if result.seconds < duration * 0.8:
+        raise MeasureError("iperf3", f"ran {result.seconds:.1f} s of {duration:g} s")
+    p = f"p{streams}"
+    return {
+        f"{p}_mbps": result.mbps,
+        f"{p}_retransmits": float(result.retransmits),
+        f"{p}_pps": (pk1.total - pk0.total) / elapsed,
+        f"{p}_cpu_server": cpu1[0] - cpu0[0],
+        f"{p}_cpu_client": cpu1[1] - cpu0[1],
+    }
+
+
+def measure_contender(lab: Lab, server_ns: str, client_ns: str, contender: str, *,
+                      workdir: Path, opts: ThroughputOptions) -> dict[str, float]:
+    spec = TunnelSpec(transport=opts.transport, cipher=opts.cipher)
+    pair = start_pair(lab, server_ns, client_ns, contender, workdir=workdir, spec=spec)
+    iperf: subprocess.Popen[bytes] | None = None
+    try:
+        values: dict[str, float] = {"rtt_us": _ping(lab, client_ns)}
+        iperf = lab.spawn(server_ns, ["iperf3", "-s", "-B", SERVER_TUN_IP,
+                                      "-p", str(IPERF_PORT)])
+        _wait_iperf_server(lab, server_ns)
+        for streams in STREAMS:
+            for attempt in range(IPERF_ATTEMPTS):
+                try:
+                    values.update(_iperf(lab, client_ns, pair, streams, opts.duration))
+                    break
+                except MeasureError:  # iperf3's control connection failed: once more
+                    if attempt + 1 == IPERF_ATTEMPTS:
+                        raise
+                    time.sleep(1.0)
+        return values
+    finally:
+        if iperf is not None:
+            lab.stop(iperf)
+        stop_pair(lab, pair)
+
+
+def run_throughput(opts: ThroughputOptions, progress: Progress) -> dict[str, Any]:
+    rounds: list[dict[str, dict[str, float]]] = []
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="trivpn-bench-") as tmp, Lab() as lab:
+        workdir = Path(tmp)
+        write_pki(workdir)
+        server_ns, client_ns = lab.add("srv"), lab.add("cli")
+        lab.veth(server_ns, client_ns, f"{SERVER_LINK_IP}/24", f"{CLIENT_LINK_IP}/24")
+        for n in range(opts.rounds):
+            order = opts.contenders if n % 2 == 0 else tuple(reversed(opts.contenders))
+            rnd: dict[str, dict[str, float]] = {}
+            for contender in order:
+                progress(f"round {n + 1}/{opts.rounds}: {contender}")
+                try:
+                    rnd[contender] = measure_contender(lab, server_ns, client_ns, contender,
+                                                       workdir=workdir, opts=opts)
+                except (LabError, MeasureError, subprocess.TimeoutExpired, OSError) as exc:
+                    errors.append(f"round {n + 1} {contender}: {exc}")
+                    progress(f"  failed: {exc}")
+                    continue
+                v = rnd[contender]
+                progress(f"  P1 {v['p1_mbps']:.0f} Mbit/s, P4 {v['p4_mbps']:.0f} Mbit/s, "
+                         f"RTT {v['rtt_us']:.0f} µs")
+            rounds.append(rnd)
+    config = {"duration_s": opts.duration, "rounds": opts.rounds,
+              "transport": opts.transport, "cipher": opts.cipher, "control": "tls-crypt"}
+    return build_report("throughput", config, opts.contenders, METRICS, rounds, errors=errors)

@@ -1,0 +1,361 @@
+"""A subset of OpenVPN's management interface (management-notes.txt, interface version 5).
+
+``management 127.0.0.1 PORT [PWFILE]`` listens on that address only; ``management PATH unix``
+on a unix socket (replaced if stale, removed at exit). Lines end with CRLF like OpenVPN's.
+
+Commands: ``help``, ``status [1|2|3]``, ``state [on|off|all|N]``, ``log [on|off|all|N]``,
+``kill CN`` / ``kill IP:PORT`` (server), ``bytecount N``, ``version``, ``pid``, ``signal
+SIGTERM|SIGINT``, ``exit`` / ``quit``. Answers use OpenVPN's ``SUCCESS:`` / ``ERROR:`` texts;
+multi-line answers end with ``END``; real-time notifications start with ``>``. Several clients
+may be connected at once (OpenVPN allows one); each has its own notification settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+import trio
+
+from trivpn import __version__
+from trivpn.runtime.stats import EventTap, LogRecord, StateRecord
+
+Log = structlog.stdlib.BoundLogger
+
+MANAGEMENT_VERSION = 5
+PASSWORD_TRIES = 3
+MAX_LINE = 4096
+OUTPUT_QUEUE = 1000
+TITLE = f"trivpn {__version__} (OpenVPN 2.6 compatible)"
+
+HELP = (
+    f"Management Interface for {TITLE}",
+    "Commands:",
+    "bytecount n            : Show bytes in/out, update every n secs (0=off).",
+    "exit|quit              : Close management session.",
+    "help                   : Print this message.",
+    "kill cn                : Kill the client instance(s) having common name cn.",
+    "kill IP:port           : Kill the client instance connecting from IP:port.",
+    "log [on|off] [N|all]   : Turn on/off realtime log display",
+    "                         + show last N lines or 'all' for entire history.",
+    "pid                    : Show process ID of the current OpenVPN process.",
+    "signal s               : Send signal s to daemon,",
+    "                         s = SIGTERM|SIGINT.",
+    "state [on|off] [N|all] : Like log, but show state history.",
+    "status [n]             : Show current daemon status info using format #n.",
+    "version                : Show current version of daemon.",
+    "END",
+)
+
+
+class ManagedRuntime(Protocol):
+    """What the management interface needs from a client or server runtime."""
+
+    @property
+    def is_server(self) -> bool: ...
+
+    def status_lines(self, version: int) -> list[str]: ...
+
+    def kill(self, target: str) -> str: ...
+
+    def bytecount_lines(self) -> list[str]: ...
+
+
+def read_password(path: Path) -> str:
+    """The first line of a management password file."""
+    with path.open() as f:
+        return f.readline().rstrip("\r\n")
+
+
+class _Connection:
+    """One management client."""
+
+    def __init__(self, server: ManagementServer, stream: trio.abc.Stream) -> None:
+        self.server = server
+        self.stream = stream
+        self.send, self.receive = trio.open_memory_channel[str](OUTPUT_QUEUE)
+        self.authenticated = server.password is None
+        self.tries = 0
+        self.halt = False
+        self.log_realtime = False
+        self.state_realtime = False
+        self.bytecount = 0
+        self.bytecount_changed = trio.Event()
+        self._drained = trio.Event()
+
+    def put(self, text: str, *, line: bool = True) -> None:
+        # a client that does not read loses notifications, it never blocks the VPN
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError,
+                                 trio.BrokenResourceError):
+            self.send.send_nowait(text + "\r\n" if line else text)
+
+    def on_log(self, record: LogRecord) -> None:
+        if self.log_realtime:
+            self.put(f">LOG:{record.unix_time},{record.flags},{record.text}")
+
+    def on_state(self, record: StateRecord) -> None:
+        if self.state_realtime:
+            self.put(f">STATE:{record.line()}")
+
+    async def run(self) -> None:
+        tap = self.server.tap
+        tap.subscribers.append(self.on_log)
+        tap.state_subscribers.append(self.on_state)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                nursery.start_soon(self._bytecounter)
+                if self.authenticated:
+                    self.welcome()
+                else:
+                    self.put("ENTER PASSWORD:", line=False)
+                await self._reader()
+                await self.send.aclose()
+                with trio.move_on_after(1.0):
+                    await self._drained.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            tap.subscribers.remove(self.on_log)
+            tap.state_subscribers.remove(self.on_state)
+            with contextlib.suppress(Exception):
+                await self.stream.aclose()
+
+    async def _writer(self) -> None:
+        try:
+            async for text in self.receive:
+                await self.stream.send_all(text.encode())
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.halt = True
+        finally:
+            self._drained.set()
+
+    async def _reader(self) -> None:
+        buffer = b""
+        while not self.halt:
+            try:
+                chunk = await self.stream.receive_some(4096)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+            if not chunk:
+                return
+            buffer += chunk
+            while b"\n" in buffer and not self.halt:
+                raw, buffer = buffer.split(b"\n", 1)
+                self.handle_line(raw.decode("utf-8", "replace").strip("\r \t"))
+            if len(buffer) > MAX_LINE:
+                self.put("ERROR: command too long")
+                return
+
+    async def _bytecounter(self) -> None:
+        while True:
+            if self.bytecount <= 0:
+                await self.bytecount_changed.wait()
+                continue
+            with trio.move_on_after(self.bytecount):
+                await self.bytecount_changed.wait()
+                continue
+            for line in self.server.runtime.bytecount_lines():
+                self.put(line)
+
+    def welcome(self) -> None:
+        self.put(f">INFO:OpenVPN Management Interface Version {MANAGEMENT_VERSION} "
+                 "-- type 'help' for more info")
+
+    # -- commands --------------------------------------------------------------------------
+
+    def handle_line(self, line: str) -> None:
+        if not self.authenticated:
+            self.check_password(line)
+            return
+        words = line.split()
+        if not words:
+            return
+        command, args = words[0], words[1:]
+        handler = self.server.commands.get(command)
+        if handler is None:
+            self.put("ERROR: unknown command, enter 'help' for more options")
+            return
+        handler(self, args)
+
+    def check_password(self, line: str) -> None:
+        password = self.server.password or ""
+        if hmac.compare_digest(line.encode(), password.encode()):
+            self.authenticated = True
+            self.put("SUCCESS: password is correct")
+            self.welcome()
+            return
+        self.put("ERROR: bad password")
+        self.tries += 1
+        if self.tries >= PASSWORD_TRIES:
+            self.server.log.warning("management_password_rejected", tries=self.tries)
+            self.halt = True
+            return
+        self.put("ENTER PASSWORD:", line=False)
+
+    def need(self, command: str, args: list[str], n: int, at_least: bool = False) -> bool:
+        if len(args) >= n:
+            return True
+        plural = "s" if n > 1 else ""
+        self.put(f"ERROR: the '{command}' command requires "
+                 f"{'at least ' if at_least else ''}{n} parameter{plural}")
+        return False
+
+    def cmd_exit(self, args: list[str]) -> None:
+        self.halt = True
+
+    def cmd_help(self, args: list[str]) -> None:
+        for line in HELP:
+            self.put(line)
+
+    def cmd_version(self, args: list[str]) -> None:
+        if args:
+            self.put("SUCCESS: version changed" if args[0].isdigit()
+                     else "ERROR: version parameter must be a number")
+            return
+        self.put(f"OpenVPN Version: {TITLE}")
+        self.put(f"Management Version: {MANAGEMENT_VERSION}")
+        self.put("END")
+
+    def cmd_pid(self, args: list[str]) -> None:
+        self.put(f"SUCCESS: pid={os.getpid()}")
+
+    def cmd_status(self, args: list[str]) -> None:
+        version = int(args[0]) if args and args[0].isdigit() else 0
+        for line in self.server.runtime.status_lines(version or self.server.status_version):
+            self.put(line)
+
+    def cmd_kill(self, args: list[str]) -> None:
+        if self.need("kill", args, 1):
+            if not self.server.runtime.is_server:
+                self.put("ERROR: The 'kill' command is not supported by the current daemon "
+                         "mode")
+                return
+            self.put(self.server.runtime.kill(args[0]))
+
+    def cmd_bytecount(self, args: list[str]) -> None:
+        if self.need("bytecount", args, 1):
+            try:
+                seconds = int(args[0])
+            except ValueError:
+                seconds = 0
+            self.bytecount = max(seconds, 0)
+            self.bytecount_changed.set()
+            self.bytecount_changed = trio.Event()
+            self.put("SUCCESS: bytecount interval changed")
+
+    def cmd_signal(self, args: list[str]) -> None:
+        if not self.need("signal", args, 1):
+            return
+        name = args[0].upper()
+        if name in ("SIGTERM", "SIGINT"):
+            self.put(f"SUCCESS: signal {name} thrown")
+            self.server.log.info("management_signal", signal=name)
+            self.server.send_signal(signal.Signals[name])
+        elif name in ("SIGHUP", "SIGUSR1", "SIGUSR2"):
+            self.put(f"ERROR: signal '{args[0]}' is currently ignored")
+        else:
+            self.put(f"ERROR: signal '{args[0]}' is not a known signal type")
+
+    def _history(self, kind: str, parameter: str, lines: list[str]) -> None:
+        if parameter in ("on", "off"):
+            setattr(self, f"{kind}_realtime", parameter == "on")
+            self.put(f"SUCCESS: real-time {kind} notification set to {parameter.upper()}")
+            return
+        n = int(parameter) if parameter.isdigit() else 0
+        if parameter != "all" and n <= 0:
+            self.put(f"ERROR: {kind} parameter must be 'on' or 'off' or some number n or 'all'")
+            return
+        for line in (lines if parameter == "all" else lines[-n:]):
+            self.put(line)
+        self.put("END")
+
+    def cmd_log(self, args: list[str]) -> None:
+        if self.need("log", args, 1, at_least=True):
+            for parameter in args[:2]:
+                lines = [f"{r.unix_time},{r.flags},{r.text}" for r in self.server.tap.history]
+                self._history("log", parameter, lines)
+
+    def cmd_state(self, args: list[str]) -> None:
+        for parameter in args[:2] or ["1"]:
+            self._history("state", parameter, [r.line() for r in self.server.tap.states])
+
+
+_COMMANDS: dict[str, Callable[[_Connection, list[str]], None]] = {
+    "exit": _Connection.cmd_exit, "quit": _Connection.cmd_exit, "help": _Connection.cmd_help,
+    "version": _Connection.cmd_version, "pid": _Connection.cmd_pid,
+    "status": _Connection.cmd_status, "kill": _Connection.cmd_kill,
+    "bytecount": _Connection.cmd_bytecount, "signal": _Connection.cmd_signal,
+    "log": _Connection.cmd_log, "state": _Connection.cmd_state,
+}
+
+
+class ManagementServer:
+    """Accepts management clients on a TCP address or a unix socket."""
+
+    def __init__(self, runtime: ManagedRuntime, tap: EventTap, log: Log, *, host: str,
+                 port: int | None, unix: bool, password: str | None = None,
+                 status_version: int = 1,
+                 send_signal: Callable[[signal.Signals], None] | None = None) -> None:
+        self.runtime = runtime
+        self.tap = tap
+        self.log = log
+        self.host = host
+        self.port = port
+        self.unix = unix
+        self.password = password
+        self.status_version = status_version
+        self.send_signal = send_signal or (lambda sig: os.kill(os.getpid(), sig))
+        self.commands = _COMMANDS
+        self.bound_port: int | None = None
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                    ) -> None:
+        listeners: list[trio.SocketListener]
+        if self.unix:
+            listeners = [await self._unix_listener()]
+            where = self.host
+        else:
+            assert self.port is not None
+            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            self.bound_port = int(listeners[0].socket.getsockname()[1])
+            where = f"{self.host}:{self.bound_port}"
+        self.log.info("management_listening", address=where,
+                      password=self.password is not None)
+        task_status.started()
+        try:
+            await trio.serve_listeners(self._handle, listeners)
+        finally:
+            if self.unix:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.host)
+
+    async def _unix_listener(self) -> trio.SocketListener:
+        path = self.host
+        with contextlib.suppress(FileNotFoundError):
+            if Path(path).is_socket():
+                os.unlink(path)
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        try:
+            old = os.umask(0o077)
+            try:
+                await sock.bind(path)
+            finally:
+                os.umask(old)
+            sock.listen(8)
+        except OSError:
+            sock.close()
+            raise
+        return trio.SocketListener(sock)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        self.log.info("management_client_connected")
+        try:
+            await _Connection(self, stream).run()
+        finally:
+            self.log.info("management_client_disconnected")

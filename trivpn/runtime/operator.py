@@ -1,0 +1,296 @@
+"""Operator tools for a running tunnel: status file, management interface, metrics endpoint.
+
+:class:`OperatorTools` is created by ``trivpn run`` (with the :class:`~trivpn.runtime.stats.
+EventTap` it installed in the logging chain) and started by the runtime in its nursery with
+:meth:`OperatorTools.run_server` or :meth:`OperatorTools.run_client`. The views below are the only
+code that knows the runtimes' internals (peers, counters); everything else works on snapshots.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+import trio
+
+from trivpn.config import Options
+from trivpn.runtime.management import ManagementServer, read_password
+from trivpn.runtime.metrics import MetricsServer, MetricsSnapshot, PeerTraffic
+from trivpn.runtime.stats import EventTap, Traffic
+from trivpn.runtime.status import (
+    ClientRow,
+    ClientStatus,
+    ServerStatus,
+    StatusFile,
+    client_status_lines,
+    server_status_lines,
+    write_atomically,
+)
+
+if TYPE_CHECKING:
+    from trivpn.runtime.client import Client
+    from trivpn.runtime.server import Peer, Server
+
+Log = structlog.stdlib.BoundLogger
+
+KILL_LINGER = 1.0
+"""How long a killed client is kept so the RESTART message reaches it (and is acked)."""
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+class ServerView:
+    """Status, kill, byte counts and metrics of a :class:`~trivpn.runtime.server.Server`."""
+
+    is_server = True
+
+    def __init__(self, server: Server, tap: EventTap) -> None:
+        self.server = server
+        self.tap = tap
+        self._cids: dict[int, tuple[int, Peer]] = {}
+        self._next_cid = 0
+        self._retired = Traffic()
+
+    def _peers(self) -> list[tuple[int, Peer]]:
+        """Live peers with their client ids; folds departed peers' counters into totals."""
+        live = {id(peer): peer for peer in self.server.table}
+        for key, (_, peer) in list(self._cids.items()):
+            if key not in live or live[key] is not peer:
+                r = self._retired
+                r.bytes_in += peer.rx_bytes
+                r.bytes_out += peer.tx_bytes
+                r.packets_in += peer.rx_packets
+                r.packets_out += peer.tx_packets
+                del self._cids[key]
+        out = []
+        for key, peer in live.items():
+            if key not in self._cids:
+                self._cids[key] = (self._next_cid, peer)
+                self._next_cid += 1
+            out.append((self._cids[key][0], peer))
+        out.sort(key=lambda item: item[0])
+        return out
+
+    def status(self, now: float) -> ServerStatus:
+        server = self.server
+        rows: dict[int, ClientRow] = {}
+        for cid, peer in self._peers():
+            rows[id(peer)] = ClientRow(
+                common_name=peer.common_name, real_address=peer.label,
+                virtual_address=peer.vpn_ip if peer.connected else None,
+                bytes_received=peer.rx_bytes, bytes_sent=peer.tx_bytes,
+                connected_since=int(peer.created + server.unix_offset), client_id=cid,
+                peer_id=peer.peer_id, cipher=peer.session.cipher, last_ref=int(now))
+        routes: list[tuple[str, ClientRow]] = []
+        if server.tap:
+            for mac, peer in server.table.by_mac.items():
+                if id(peer) in rows:
+                    routes.append((_mac(mac), rows[id(peer)]))
+        else:
+            for peer in server.connected:
+                if peer.vpn_ip is not None and id(peer) in rows:
+                    routes.append((peer.vpn_ip, rows[id(peer)]))
+        return ServerStatus(tuple(rows.values()), tuple(routes))
+
+    def status_lines(self, version: int) -> list[str]:
+        now = time.time()
+        return server_status_lines(self.status(now), version, now)
+
+    def bytecount_lines(self) -> list[str]:
+        return [f">BYTECOUNT_CLI:{cid},{peer.rx_bytes},{peer.tx_bytes}"
+                for cid, peer in self._peers() if peer.connected]
+
+    def kill(self, target: str) -> str:
+        host, sep, port = target.partition(":")
+        if sep and host and port:
+            try:
+                address = str(ipaddress.IPv4Address(host))
+            except ValueError:
+                return f"ERROR: error parsing IP address: {host}"
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                return f"ERROR: port number is out of range: {port}"
+            victims = [p for p in self.server.table
+                       if str(p.address[0]) == address and int(p.address[1]) == int(port)]
+            for peer in victims:
+                self.server.kill_peer(peer, KILL_LINGER)
+            if victims:
+                return f"SUCCESS: {len(victims)} client(s) at address {address}:{port} killed"
+            return f"ERROR: client at address {address}:{port} not found"
+        if not host:
+            return "ERROR: kill parse"
+        victims = [p for p in self.server.table if p.common_name == host]
+        for peer in victims:
+            self.server.kill_peer(peer, KILL_LINGER)
+        if victims:
+            return f"SUCCESS: common name '{host}' found, {len(victims)} client(s) killed"
+        return f"ERROR: common name '{host}' not found"
+
+    def metrics(self, start_time: float) -> MetricsSnapshot:
+        peers = self._peers()
+        total = Traffic(self._retired.bytes_in, self._retired.bytes_out,
+                        self._retired.packets_in, self._retired.packets_out)
+        traffic = []
+        for _, p in peers:
+            total.bytes_in += p.rx_bytes
+            total.bytes_out += p.tx_bytes
+            total.packets_in += p.rx_packets
+            total.packets_out += p.tx_packets
+            if p.connected:
+                traffic.append(PeerTraffic(p.common_name or "", p.peer_id, p.rx_bytes,
+                                           p.tx_bytes, p.rx_packets, p.tx_packets))
+        c = self.tap.counts
+        drops = Counter(self.server.drops.totals)
+        return MetricsSnapshot(
+            role="server", start_time=start_time, bytes_in=total.bytes_in,
+            bytes_out=total.bytes_out, packets_in=total.packets_in,
+            packets_out=total.packets_out, connected=len(self.server.connected),
+            handshakes=c.handshakes, renegotiations=c.renegotiations,
+            reconnects=c.reconnects, handshake_failures=dict(c.handshake_failures),
+            drops=dict(drops), peers=tuple(traffic))
+
+
+class ClientView:
+    """Status, byte counts and metrics of a :class:`~trivpn.runtime.client.Client`."""
+
+    is_server = False
+
+    def __init__(self, client: Client, tap: EventTap) -> None:
+        self.client = client
+        self.tap = tap
+
+    def status_lines(self, version: int) -> list[str]:
+        t = self.client.traffic
+        return client_status_lines(ClientStatus(t.tun_read_bytes, t.tun_write_bytes,
+                                                t.bytes_in, t.bytes_out, t.bytes_in),
+                                   time.time())
+
+    def bytecount_lines(self) -> list[str]:
+        t = self.client.traffic
+        return [f">BYTECOUNT:{t.bytes_in},{t.bytes_out}"]
+
+    def kill(self, target: str) -> str:
+        return "ERROR: The 'kill' command is not supported by the current daemon mode"
+
+    def metrics(self, start_time: float) -> MetricsSnapshot:
+        t = self.client.traffic
+        c = self.tap.counts
+        up = self.tap.state.name == "CONNECTED"
+        peers = (PeerTraffic(self.tap.server_cn or "", 0, t.bytes_in, t.bytes_out,
+                             t.packets_in, t.packets_out),) if up else ()
+        return MetricsSnapshot(
+            role="client", start_time=start_time, bytes_in=t.bytes_in, bytes_out=t.bytes_out,
+            packets_in=t.packets_in, packets_out=t.packets_out, connected=int(up),
+            handshakes=c.handshakes, renegotiations=c.renegotiations,
+            reconnects=c.reconnects, handshake_failures=dict(c.handshake_failures),
+            drops=dict(self.client.drops.totals), peers=peers)
+
+
+View = ServerView | ClientView
+
+
+class OperatorTools:
+    """Starts the status writer, the management interface and the metrics server."""
+
+    def __init__(self, tap: EventTap, *, metrics_listen: tuple[str, int] | None = None,
+                 start_time: float | None = None, status_path: Path | None = None) -> None:
+        self.tap = tap
+        # Opened now, while still privileged (see StatusFile); errors are logged by the writer.
+        self.status_file: StatusFile | None = None
+        self.status_open_error: OSError | None = None
+        if status_path is not None:
+            try:
+                self.status_file = StatusFile(status_path)
+            except OSError as exc:
+                self.status_open_error = exc
+        self.metrics_listen = metrics_listen
+        self.start_time = time.time() if start_time is None else start_time
+        self.view: View | None = None
+        self.management: ManagementServer | None = None
+        self.metrics: MetricsServer | None = None
+
+    async def run_server(self, server: Server) -> None:
+        await self._run(ServerView(server, self.tap), server.options, server.log)
+
+    async def run_client(self, client: Client) -> None:
+        await self._run(ClientView(client, self.tap), client.options, client.log)
+
+    async def _run(self, view: View, options: Options, log: Log) -> None:
+        self.view = view
+        async with trio.open_nursery() as nursery:
+            if options.status is not None:
+                nursery.start_soon(self._status_writer, view, options, log)
+            if options.management is not None:
+                await self._start_management(nursery, view, options, log)
+            if self.metrics_listen is not None:
+                host, port = self.metrics_listen
+                self.metrics = MetricsServer(host, port,
+                                             lambda: view.metrics(self.start_time), log)
+                try:
+                    await nursery.start(self.metrics.serve)
+                except OSError as exc:
+                    log.error("metrics_failed", address=f"{host}:{port}", error=str(exc))
+
+    async def _start_management(self, nursery: trio.Nursery, view: View, options: Options,
+                                log: Log) -> None:
+        m = options.management
+        assert m is not None
+        password = None
+        try:
+            if m.password_file is not None:
+                pwpath = Path(m.password_file)
+                if not pwpath.is_absolute():
+                    pwpath = options.base_dir / pwpath
+                password = read_password(pwpath)
+        except OSError as exc:
+            log.error("management_failed", error=f"password file: {exc}")
+            return
+        self.management = ManagementServer(
+            view, self.tap, log, host=m.address, port=m.port, unix=m.unix, password=password,
+            status_version=options.status_version)
+        try:
+            await nursery.start(self.management.serve)
+        except OSError as exc:
+            log.error("management_failed", address=m.address, port=m.port, error=str(exc))
+
+    async def _status_writer(self, view: View, options: Options, log: Log) -> None:
+        status = options.status
+        assert status is not None
+        failed = False
+
+        if self.status_open_error is not None:
+            log.warning("status_write_failed", path=str(status.path),
+                        error=str(self.status_open_error))
+            failed = True
+
+        def write() -> None:
+            nonlocal failed
+            try:
+                lines = view.status_lines(options.status_version)
+                if self.status_file is not None:
+                    self.status_file.write(lines)
+                else:
+                    write_atomically(status.path, lines)
+                failed = False
+            except OSError as exc:
+                if not failed:
+                    log.warning("status_write_failed", path=str(status.path), error=str(exc))
+                failed = True
+
+        try:
+            while True:
+                write()
+                await trio.sleep(max(status.seconds, 1))
+        finally:
+            write()  # at exit, like OpenVPN's last update
+
+
+def describe(tools: OperatorTools) -> dict[str, Any]:
+    """Where the tools listen (for tests and the startup log)."""
+    return {"management_port": tools.management.bound_port if tools.management else None,
+            "metrics_port": tools.metrics.bound_port if tools.metrics else None}

@@ -1,0 +1,228 @@
+"""Counters and event history shared by the operator tools (status file, management, metrics).
+
+The runtimes only count bytes and packets (plain int attributes bumped in their loops). Every
+other figure an operator sees is derived from the structured log events the runtimes already
+emit: :class:`EventTap` is a structlog processor that watches the event stream, counts
+handshakes, renegotiations, failures by cause and reconnects, tracks an OpenVPN-style
+connection state (``state`` in the management interface) and keeps the recent lines for
+``log all`` / ``log on``. It sees INFO events even when ``verb`` hides them from the output, so
+the counters never depend on the log level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+LOG_HISTORY = 250  # OpenVPN's management-log-cache default
+STATE_HISTORY = 100
+
+_LEVEL_NUMBERS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+                  "error": logging.ERROR, "critical": logging.CRITICAL,
+                  "exception": logging.ERROR}
+_LEVEL_FLAGS = {"debug": "D", "info": "I", "warning": "W", "error": "N", "exception": "N",
+                "critical": "F"}
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Link and device byte/packet counts of one tunnel (a client's, or one server peer's)."""
+
+    bytes_in: int = 0
+    bytes_out: int = 0
+    packets_in: int = 0
+    packets_out: int = 0
+    tun_read_bytes: int = 0
+    tun_write_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One log line as the management interface shows it."""
+
+    unix_time: int
+    level: str
+    event: str
+    text: str
+
+    @property
+    def flags(self) -> str:
+        return _LEVEL_FLAGS.get(self.level, "I")
+
+
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """One OpenVPN state transition (``state`` command, ``>STATE:`` notifications)."""
+
+    unix_time: int
+    name: str
+    detail: str = ""
+    tun_ip: str = ""
+    remote: tuple[str, int] | None = None
+    local: tuple[str, int] | None = None
+
+    def line(self) -> str:
+        """``time,STATE,detail,tun_ip,remote_ip,remote_port,local_ip,local_port``."""
+        remote = f"{self.remote[0]},{self.remote[1]}" if self.remote else ","
+        local = f"{self.local[0]},{self.local[1]}" if self.local else ","
+        return f"{self.unix_time},{self.name},{self.detail},{self.tun_ip},{remote},{local}"
+
+
+@dataclass(slots=True)
+class EventCounts:
+    """Counters derived from log events."""
+
+    handshakes: int = 0
+    renegotiations: int = 0
+    handshake_failures: Counter[str] = field(default_factory=Counter)
+    reconnects: int = 0
+    connects: int = 0
+
+
+def format_fields(event_dict: Mapping[str, Any]) -> str:
+    """``event key=value ...``: a log event as one line of text (no timestamp/level)."""
+    parts = [str(event_dict.get("event", ""))]
+    for key, value in event_dict.items():
+        if key in ("event", "timestamp", "level") or value is None:
+            continue
+        parts.append(f"{key}={value}")
+    return " ".join(parts).replace("\n", " ").replace("\r", " ")
+
+
+def _address(text: object) -> tuple[str, int] | None:
+    """``host:port`` or ``[v6]:port`` from a log field."""
+    if not isinstance(text, str) or ":" not in text:
+        return None
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    try:
+        return host, int(port)
+    except ValueError:
+        return None
+
+
+Subscriber = Callable[[LogRecord], None]
+StateSubscriber = Callable[[StateRecord], None]
+
+
+class EventTap:
+    """A structlog processor feeding the operator tools; see the module docstring.
+
+    ``output_level`` is the level the log output keeps: the tap sees everything from INFO up
+    and drops (``structlog.DropEvent``) what the output would not have shown.
+    """
+
+    def __init__(self, *, output_level: int = logging.INFO, history: int = LOG_HISTORY,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.output_level = output_level
+        self.clock = clock
+        self.counts = EventCounts()
+        self.history: deque[LogRecord] = deque(maxlen=history)
+        self.states: deque[StateRecord] = deque(maxlen=STATE_HISTORY)
+        self.subscribers: list[Subscriber] = []
+        self.state_subscribers: list[StateSubscriber] = []
+        self.seen_cns: set[str] = set()
+        self.server_cn: str | None = None
+        self._remote: tuple[str, int] | None = None
+        self._local: tuple[str, int] | None = None
+        self._tun_ip = ""
+        self.set_state("CONNECTING")
+
+    # -- structlog processor ----------------------------------------------------------------
+
+    def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+                 ) -> MutableMapping[str, Any]:
+        level = str(event_dict.get("level", method))
+        name = str(event_dict.get("event", ""))
+        with contextlib.suppress(Exception):  # the tap must never break logging
+            self._count(name, event_dict)
+        record = LogRecord(int(self.clock()), level, name, format_fields(event_dict))
+        self.history.append(record)
+        for subscriber in list(self.subscribers):
+            subscriber(record)
+        if _LEVEL_NUMBERS.get(level, logging.INFO) < self.output_level:
+            raise structlog.DropEvent
+        return event_dict
+
+    def _count(self, name: str, fields: Mapping[str, Any]) -> None:
+        c = self.counts
+        if name == "key_method_complete":
+            c.handshakes += 1
+        elif name == "renegotiated":
+            c.renegotiations += 1
+        elif name == "handshake_failed":
+            c.handshake_failures[str(fields.get("cause") or "unknown")] += 1
+        elif name == "reconnecting":
+            c.reconnects += 1
+            self.set_state("RECONNECTING", str(fields.get("reason") or ""))
+        elif name == "peer_connected":
+            c.connects += 1
+            cn = fields.get("cn")
+            if isinstance(cn, str):
+                if cn in self.seen_cns:
+                    c.reconnects += 1
+                self.seen_cns.add(cn)
+        elif name == "link_open":
+            self._local = _address(fields.get("local"))
+            peer = _address(fields.get("peer"))
+            if peer is None:  # the server's listening socket
+                self.set_state("CONNECTED", "SUCCESS")
+            else:
+                self._remote = peer
+                self.set_state("TCP_CONNECT" if fields.get("proto") == "tcp" else "WAIT")
+        elif name == "tls_handshake_started" and "peer" not in fields:
+            self._client_progress("AUTH")  # (a client's log lines have no ``peer`` field)
+        elif name == "tls_handshake_complete" and "cn" not in fields:
+            peer = fields.get("peer")
+            self.server_cn = peer if isinstance(peer, str) else None
+            self._client_progress("GET_CONFIG")
+        elif name == "push_reply_received":
+            self.set_state("ASSIGN_IP")
+        elif name == "tun_configured":
+            addresses = fields.get("addresses") or []
+            if addresses:
+                self._tun_ip = str(addresses[0]).split("/")[0]
+            if "ifindex" in fields:  # client: the tunnel is complete
+                self.set_state("CONNECTED", "SUCCESS")
+        elif name == "signal_received":
+            self.set_state("EXITING", str(fields.get("signal") or ""))
+
+    # -- state ---------------------------------------------------------------------------
+
+    def _client_progress(self, name: str) -> None:
+        """A handshake step: a new state unless it is a renegotiation of a live tunnel."""
+        if self.state.name != "CONNECTED":
+            self.set_state(name)
+
+    def set_state(self, name: str, detail: str = "") -> None:
+        connected = name == "CONNECTED"
+        record = StateRecord(int(self.clock()), name, detail,
+                             self._tun_ip if name in ("CONNECTED", "ASSIGN_IP") else "",
+                             self._remote if connected else None,
+                             self._local if connected else None)
+        self.states.append(record)
+        for subscriber in list(self.state_subscribers):
+            subscriber(record)
+
+    @property
+    def state(self) -> StateRecord:
+        return self.states[-1]
+
+
+def install_event_tap(tap: EventTap) -> None:
+    """Put ``tap`` in front of the renderer of the current structlog configuration, and let
+    INFO events reach it even when the output level is higher."""
+    config = structlog.get_config()
+    processors = list(config["processors"])
+    processors.insert(max(len(processors) - 1, 0), tap)
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(min(tap.output_level,
+                                                                logging.INFO)))
