@@ -44,3 +44,11 @@ def require_openvpn() -> str:
         _unavailable("needs the openvpn binary (scripts/test installs it as root)")
     assert path is not None
     return path
+
+
+def require_iperf3() -> str:
+    path = shutil.which("iperf3")
+    if path is None:
+        _unavailable("needs iperf3 (scripts/test installs it as root)")
+    assert path is not None
+    return path

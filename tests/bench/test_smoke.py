@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import _unavailable, require_netns, require_openvpn
+from tests.conftest import require_iperf3, require_netns, require_openvpn
 
 pytestmark = pytest.mark.integration
 
@@ -19,8 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "scripts" / "bench"
 def test_one_short_udp_round_reports_both_contenders_and_their_ratios(tmp_path: Path):
     require_netns()
     require_openvpn()
-    if shutil.which("iperf3") is None:
-        _unavailable("needs iperf3 (scripts/test installs it as root)")
+    require_iperf3()
     out = tmp_path / "bench.json"
     proc = subprocess.Popen([str(BENCH), "--rounds", "1", "--duration", "2", "--transport",
                              "udp", "--json", str(out)], stdout=subprocess.PIPE,
