@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trivpn.commands.argtypes import port
 from trivpn.pki.certs import create_ca, issue_cert
 from trivpn.pki.errors import PkiError
 from trivpn.pki.statickeys import generate_static_key, write_static_key
@@ -28,7 +29,6 @@ from trivpn.pki.store import PkiStore
 DEFAULT_NETWORK = "10.8.0.0/24"  # OpenVPN's customary VPN subnet; only ever written as text
 DEFAULT_PORT = 1194
 SERVER_NAME = "server"
-MAX_PORT = 65535
 MAX_PREFIX = 29  # room for the server and a few clients
 UNPRIVILEGED_USER = "nobody"
 GROUP_CANDIDATES = ("nogroup", "nobody")  # Debian/Ubuntu name first, then the others'
@@ -161,16 +161,6 @@ def _network(text: str) -> ipaddress.IPv4Network:
     return net
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= MAX_PORT:
-        raise argparse.ArgumentTypeError(f"port must be 1-{MAX_PORT}, got {value}")
-    return value
-
-
 def register(sub: Any) -> None:
     parser = sub.add_parser(
         "init-server", help="write a ready-to-run server config and its PKI into DIR",
@@ -181,7 +171,7 @@ def register(sub: Any) -> None:
     parser.add_argument("dir", type=Path, metavar="DIR")
     parser.add_argument("--public-address", required=True, metavar="HOST",
                         help="the host name or address clients will connect to")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port, default=DEFAULT_PORT,
                         help=f"listening port (default {DEFAULT_PORT})")
     parser.add_argument("--proto", choices=("udp", "tcp"), default="udp",
                         help="transport (default udp)")

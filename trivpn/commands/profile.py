@@ -12,19 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trivpn.commands.argtypes import port
 from trivpn.profile import ProfileError, export_profile, write_profile
-
-MAX_PORT = 65535
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= value <= MAX_PORT:
-        raise argparse.ArgumentTypeError(f"port must be 1-{MAX_PORT}, got {value}")
-    return value
 
 
 def register(sub: Any) -> None:
@@ -39,7 +28,7 @@ def register(sub: Any) -> None:
                         help="the server's config file")
     parser.add_argument("--remote", required=True, metavar="HOST",
                         help="the server's public host name or address, as clients reach it")
-    parser.add_argument("--port", type=_port, default=None, metavar="N",
+    parser.add_argument("--port", type=port, default=None, metavar="N",
                         help="the port clients connect to (default: the server's port)")
     parser.add_argument("--pki", type=Path, default=None, metavar="DIR",
                         help="the PKI directory (default: found from the server's ca/cert)")
