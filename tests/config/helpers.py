@@ -23,7 +23,7 @@ ca ca.crt
 cert server.crt
 key server.key
 dh none
-server 10.8.0.0 255.255.255.0
+server 198.18.8.0 255.255.255.0
 topology subnet
 """
 

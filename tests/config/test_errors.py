@@ -43,7 +43,7 @@ BAD_CLIENT_LINES = [
      "AES-256-GCM, CHACHA20-POLY1305)"),
     ("auth SHA3", "client.conf:8: 'auth' expects a digest such as SHA1, SHA256 or SHA512, "
                   "got 'SHA3'"),
-    ("route 10.1.0.0 255.0.255.0", "client.conf:8: 'route' expects a netmask such as "
+    ("route 198.18.101.0 255.0.255.0", "client.conf:8: 'route' expects a netmask such as "
                                    "255.255.255.0, got '255.0.255.0'"),
     ("redirect-gateway def1 everything", "client.conf:8: 'redirect-gateway' flag 'everything' "
      "is unknown (expected local, autolocal, def1, bypass-dhcp, bypass-dns, block-local, "
@@ -62,13 +62,13 @@ BAD_CLIENT_LINES = [
                                "<status> block"),
     ("<connection>\nremote a\n</connection>",
      "client.conf:8: <connection> blocks are not supported by trivpn yet"),
-    ('push "route 10.1.0.0 255.255.0.0,ping 1"',
-     "client.conf:8: 'push' option must not contain ',': 'route 10.1.0.0 255.255.0.0,ping 1' "
+    ('push "route 198.18.101.0 255.255.0.0,ping 1"',
+     "client.conf:8: 'push' option must not contain ',': 'route 198.18.101.0 255.255.0.0,ping 1' "
      "(write one 'push' line per option)"),
     ('x "unterminated', 'client.conf:8: unterminated " quote'),
     ("tls-crypt tc.key\ntls-auth ta.key 1",
      "client.conf:9: 'tls-auth' and 'tls-crypt' cannot be used together"),
-    ("server 10.8.0.0 255.255.255.0",
+    ("server 198.18.8.0 255.255.255.0",
      "client.conf:8: 'client' and 'server' cannot be used together"),
     ("proto tcp-server",
      "client.conf:8: a client cannot use 'proto tcp-server' (use udp or tcp-client)"),
@@ -79,7 +79,7 @@ UNSUPPORTED = [
     "fragment 1300", "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
     "http-proxy proxy 8080", "socks-proxy proxy", "plugin x.so", "up up.sh", "down down.sh",
     "route-up r.sh", "auth-user-pass-verify v.sh via-env", "client-config-dir ccd",
-    "ifconfig-pool 10.8.0.10 10.8.0.20", "server-ipv6 2001:db8::/64", "pull-filter ignore x",
+    "ifconfig-pool 198.18.8.10 198.18.8.20", "server-ipv6 2001:db8::/64", "pull-filter ignore x",
 ]
 
 
@@ -99,14 +99,14 @@ def test_unsupported_directive_is_an_error_not_silently_accepted(extra: str) -> 
 
 
 BAD_SERVER_LINES = [
-    ("server 10.8.0.1 255.255.255.0",
-     "server.conf:8: 'server' network 10.8.0.1 is not the first address of a 255.255.255.0 "
-     "subnet (did you mean 10.8.0.0?)"),
-    ("server 10.8.0.0 255.255.255.0 pool",
+    ("server 198.18.8.1 255.255.255.0",
+     "server.conf:8: 'server' network 198.18.8.1 is not the first address of a 255.255.255.0 "
+     "subnet (did you mean 198.18.8.0?)"),
+    ("server 198.18.8.0 255.255.255.0 pool",
      "server.conf:8: 'server' expects 'nopool' as third argument, got 'pool'"),
-    ("server 10.8.0.0 255.255.255.252",
+    ("server 198.18.8.0 255.255.255.252",
      "server.conf:8: 'server' with dev tun needs a /29 or larger subnet, got /30"),
-    ("server 10.0.0.0 255.254.0.0",
+    ("server 198.18.0.0 255.254.0.0",
      "server.conf:8: 'server' subnet /15 is too large (at most /16 host addresses are "
      "allowed)"),
     ("keepalive 10 15", "server.conf:8: the second 'keepalive' parameter (restart timeout 15) "
@@ -150,10 +150,10 @@ MISSING = [
     ("client\ndev tun\nremote a\nca ca.crt\n",
      "c.conf: no 'cert'/'key': a client needs a certificate and key, or 'auth-user-pass' with "
      "a server that sets 'verify-client-cert none'"),
-    ("dev tun\nserver 10.8.0.0 255.255.255.0\nca ca.crt\ncert s.crt\nkey s.key\n",
+    ("dev tun\nserver 198.18.8.0 255.255.255.0\nca ca.crt\ncert s.crt\nkey s.key\n",
      "c.conf: no 'dh' directive: an OpenVPN 2.6 TLS server requires one (use 'dh none' for "
      "ECDHE key exchange only)"),
-    ("dev tun\nserver 10.8.0.0 255.255.255.0\nca ca.crt\ndh none\n",
+    ("dev tun\nserver 198.18.8.0 255.255.255.0\nca ca.crt\ndh none\n",
      "c.conf: a server needs its own 'cert' and 'key'"),
     ("dev vpn0\nclient\nremote a\nca ca.crt\ncert c.crt\nkey c.key\n",
      "c.conf:1: cannot tell whether 'dev vpn0' is a tun or a tap device: add 'dev-type tun' "

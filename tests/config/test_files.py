@@ -77,7 +77,7 @@ def test_every_referenced_file_is_read(tmp_path: Path) -> None:
 def test_dh_none_reads_nothing(tmp_path: Path) -> None:
     for name in ("ca.crt", "server.crt", "server.key"):
         shutil.copy(FIXTURES / name, tmp_path / name)
-    (tmp_path / "s.conf").write_text("dev tun\nserver 10.8.0.0 255.255.255.0\nca ca.crt\n"
+    (tmp_path / "s.conf").write_text("dev tun\nserver 198.18.8.0 255.255.255.0\nca ca.crt\n"
                                      "cert server.crt\nkey server.key\ndh none\n")
     assert load_config(tmp_path / "s.conf").dh == "none"
 

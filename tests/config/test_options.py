@@ -146,21 +146,21 @@ def test_comp_lzo_and_compress_views() -> None:
 
 def test_routes_and_redirect_gateway() -> None:
     o = client("route 192.0.2.0 255.255.255.0\nroute 198.51.100.7 default vpn_gateway 5\n"
-               "route-gateway 10.8.0.1\nredirect-gateway def1 bypass-dhcp")
+               "route-gateway 198.18.8.1\nredirect-gateway def1 bypass-dhcp")
     assert o.routes == (
         Route("192.0.2.0", IP("255.255.255.0"), None, None, line=8),
         Route("198.51.100.7", IP("255.255.255.255"), "vpn_gateway", 5, line=9),
     )
-    assert o.route_gateway == "10.8.0.1"
+    assert o.route_gateway == "198.18.8.1"
     assert o.redirect_gateway == ("def1", "bypass-dhcp")
 
 
 def test_server_options() -> None:
-    o = server('push "route 192.168.10.0 255.255.255.0"\npush "dhcp-option DNS 10.8.0.1"\n'
+    o = server('push "route 198.19.10.0 255.255.255.0"\npush "dhcp-option DNS 198.18.8.1"\n'
                "ifconfig-pool-persist ipp.txt\nstatus openvpn-status.log\nstatus-version 2\n"
                "client-to-client\nduplicate-cn\nmax-clients 10\nexplicit-exit-notify 2\n"
                "verify-client-cert none")
-    assert o.pushes == ("route 192.168.10.0 255.255.255.0", "dhcp-option DNS 10.8.0.1")
+    assert o.pushes == ("route 198.19.10.0 255.255.255.0", "dhcp-option DNS 198.18.8.1")
     assert o.ifconfig_pool_persist == PeriodicFile(o.base_dir / "ipp.txt", 600)
     assert o.status == PeriodicFile(o.base_dir / "openvpn-status.log", 60)
     assert (o.status_version, o.client_to_client, o.duplicate_cn, o.max_clients) == (
@@ -189,13 +189,13 @@ def test_tls_settings_are_stored() -> None:
 def test_misc_client_options() -> None:
     o = client("float\nremote-random\nauth-nocache\nmute-replay-warnings\nfast-io\n"
                "sndbuf 393216\nrcvbuf 393216\ntxqueuelen 1000\nmssfix 1400\ntun-mtu 1400\n"
-               "dhcp-option DNS 10.8.0.1\nsetenv CLIENT_NAME laptop\nmute 20\n"
+               "dhcp-option DNS 198.18.8.1\nsetenv CLIENT_NAME laptop\nmute 20\n"
                "log-append /var/log/ovpn.log\nwritepid ovpn.pid\nping 10\nping-restart 60")
     assert (o.float_, o.remote_random, o.auth_nocache, o.mute_replay_warnings, o.fast_io) == (
         True, True, True, True, True)
     assert (o.sndbuf, o.rcvbuf, o.txqueuelen, o.tun_mtu) == (393216, 393216, 1000, 1400)
     assert o.mssfix == Mssfix(1400, mtu=False)
-    assert o.dhcp_options == (("DNS", "10.8.0.1"),)
+    assert o.dhcp_options == (("DNS", "198.18.8.1"),)
     assert o.setenv == (("CLIENT_NAME", "laptop"),)
     assert (o.mute, o.log, o.log_append) == (20, Path("/var/log/ovpn.log"), True)
     assert o.writepid == o.base_dir / "ovpn.pid"

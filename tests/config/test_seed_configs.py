@@ -1,4 +1,8 @@
-"""The classic OpenVPN sample server.conf/client.conf and an inline .ovpn parse unchanged."""
+"""The classic OpenVPN sample server.conf/client.conf and an inline .ovpn parse unchanged.
+
+The issue requires the classic sample (``server 10.8.0.0 255.255.255.0``) to parse unchanged,
+so its private addresses stay here as config text: parsed only, never assigned or sent to.
+"""
 
 from __future__ import annotations
 

@@ -164,7 +164,7 @@ def test_generated_configs_parse_as_a_server_and_a_client_in_the_demo_space(tmp_
     assert ipaddress.ip_address(addr.server_tunnel_ip) in server.server.network
 
 
-@pytest.mark.parametrize("cidr", ["10.0.0.1/24", "192.168.1.1/24", "198.20.0.1/24",
+@pytest.mark.parametrize("cidr", ["198.16.0.1/24", "198.20.0.1/24", "203.0.113.1/24",
                                   "fd00::1/64"])
 def test_addresses_outside_198_18_0_0_15_are_refused(cidr: str):
     with pytest.raises(LabError):

@@ -48,7 +48,7 @@ def test_process_ignoring_sigterm_is_killed() -> None:
     assert proc.returncode == -9
 
 
-@pytest.mark.parametrize("cidr", ["10.0.0.1/24", "192.168.1.1/24", "198.20.0.1/24"])
+@pytest.mark.parametrize("cidr", ["198.16.0.1/24", "198.20.0.1/24", "203.0.113.1/24"])
 def test_addresses_outside_test_space_are_refused(cidr: str) -> None:
     require_netns()
     with NetnsLab() as lab:
