@@ -35,11 +35,10 @@ from typing import IO, Any
 import pytest
 
 from tests.conftest import require_netns
+from trivpn.netlab import LAB_SPACE, in_lab_space, reap_stale_namespaces
 from trivpn.runtime.netns import enter_netns
 
 PREFIX = "tvpn-"
-_NAME_RE = re.compile(r"^tvpn-(\d+)-")
-TEST_SPACE = ipaddress.ip_network("198.18.0.0/15")
 
 Cmd = Sequence[str]
 FileArg = int | IO[Any] | None
@@ -47,9 +46,8 @@ FileArg = int | IO[Any] | None
 
 def _check_test_address(cidr: str) -> None:
     """Enforce the network rule: every address a test assigns is inside 198.18.0.0/15."""
-    iface = ipaddress.ip_interface(cidr)
-    if iface.version != 4 or iface.ip not in TEST_SPACE:
-        raise ValueError(f"{cidr} is outside the test address space {TEST_SPACE}")
+    if not in_lab_space(cidr):
+        raise ValueError(f"{cidr} is outside the test address space {LAB_SPACE}")
 
 
 def _capture(args: list[str], timeout: float = 10.0,
@@ -62,31 +60,6 @@ def _ip(*args: str, timeout: float = 10.0) -> None:
     done = _capture(["ip", *args], timeout)
     if done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reap_stale_namespaces() -> list[str]:
-    """Delete ``tvpn-<pid>-*`` namespaces whose creating process no longer exists."""
-    try:
-        names = os.listdir("/run/netns")
-    except FileNotFoundError:
-        return []
-    reaped = []
-    for name in names:
-        match = _NAME_RE.match(name)
-        if match and int(match.group(1)) != os.getpid() and not _pid_alive(int(match.group(1))):
-            _capture(["ip", "netns", "del", name])
-            reaped.append(name)
-    return reaped
 
 
 @dataclass(eq=False)
@@ -185,7 +158,7 @@ class NetnsLab:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> NetnsLab:
-        reap_stale_namespaces()
+        reap_stale_namespaces(PREFIX)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

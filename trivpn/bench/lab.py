@@ -9,9 +9,7 @@ bench, which then stops them itself: SIGTERM, then SIGKILL, by PID).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -19,9 +17,9 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
+from trivpn.netlab import LAB_SPACE, in_lab_space, reap_stale_namespaces
+
 PREFIX = "tvbench-"
-_NAME_RE = re.compile(r"^tvbench-(\d+)-")
-BENCH_SPACE = ipaddress.ip_network("198.18.0.0/15")
 
 FileArg = int | IO[Any] | None
 
@@ -31,39 +29,13 @@ class LabError(Exception):
 
 
 def check_address(cidr: str) -> None:
-    iface = ipaddress.ip_interface(cidr)
-    if iface.version != 4 or iface.ip not in BENCH_SPACE:
-        raise LabError(f"{cidr} is outside the benchmark address space {BENCH_SPACE}")
+    if not in_lab_space(cidr):
+        raise LabError(f"{cidr} is outside the benchmark address space {LAB_SPACE}")
 
 
 def _run(args: Sequence[str], timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), check=False, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reap_stale() -> list[str]:
-    """Delete ``tvbench-<pid>-*`` namespaces whose bench process is gone."""
-    try:
-        names = os.listdir("/run/netns")
-    except FileNotFoundError:
-        return []
-    reaped = []
-    for name in names:
-        m = _NAME_RE.match(name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
-            _run(["ip", "netns", "del", name])
-            reaped.append(name)
-    return reaped
 
 
 class Lab:
@@ -75,7 +47,7 @@ class Lab:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Lab:
-        reap_stale()
+        reap_stale_namespaces(PREFIX)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

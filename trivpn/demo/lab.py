@@ -12,7 +12,6 @@ demo, which then stops them itself: SIGTERM by PID, SIGKILL after a grace period
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import signal
 import subprocess
@@ -21,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trivpn.netlab import LAB_SPACE, NETNS_DIR, in_lab_space, pid_alive
+
 PREFIX = "tvpn-demo-"
-DEMO_SPACE = ipaddress.ip_network("198.18.0.0/15")
-NETNS_DIR = Path("/run/netns")
 COMMAND_TIMEOUT = 10.0
 
 
@@ -33,9 +32,8 @@ class LabError(Exception):
 
 def check_demo_address(cidr: str) -> None:
     """Raise unless ``cidr`` is an IPv4 interface address inside 198.18.0.0/15."""
-    iface = ipaddress.ip_interface(cidr)
-    if iface.version != 4 or iface.ip not in DEMO_SPACE:
-        raise LabError(f"{cidr} is outside the demo address space {DEMO_SPACE}")
+    if not in_lab_space(cidr):
+        raise LabError(f"{cidr} is outside the demo address space {LAB_SPACE}")
 
 
 def run_command(args: Sequence[str], *, timeout: float = COMMAND_TIMEOUT,
@@ -86,7 +84,7 @@ def stop_pids(pids: Sequence[int], grace: float = 3.0) -> None:
     deadline = time.monotonic() + grace
     while alive and time.monotonic() < deadline:
         _reap(alive)
-        alive = [pid for pid in alive if _exists(pid)]
+        alive = [pid for pid in alive if pid_alive(pid)]
         if alive:
             time.sleep(0.05)
     for pid in alive:
@@ -100,18 +98,6 @@ def _signal(pid: int, sig: signal.Signals) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie child of ours has exited already
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _reap(pids: Sequence[int]) -> None:

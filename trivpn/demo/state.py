@@ -10,7 +10,6 @@ file claims (a demo killed with SIGKILL) are removed too.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from trivpn.demo.lab import (
     namespace_pids,
     stop_pids,
 )
+from trivpn.netlab import pid_alive
 
 STATE_DIR = Path("/run/trivpn-demo")
 _OWNER = re.compile(rf"^{re.escape(PREFIX)}(\d+)-")
@@ -86,13 +86,7 @@ def _owner_alive(namespace: str) -> bool:
     match = _OWNER.match(namespace)
     if match is None:
         return True  # not a name we made: never touch it
-    try:
-        os.kill(int(match.group(1)), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(int(match.group(1)))
 
 
 def stop_kept(demo: KeptDemo, say: Callable[[str], None]) -> list[str]:
