@@ -179,9 +179,7 @@ async def run(ctx: DoctorContext) -> CheckResult:
     inputs = await probe_inputs(ctx, ID)
     if isinstance(inputs, CheckResult):
         return inputs
-    o, wrap, targets, unresolved = inputs.options, inputs.wrap, inputs.targets, inputs.unresolved
-    if not targets:
-        return skip(ID, "skipped: no remote resolved (see dns.remote)", unresolved=unresolved)
+    o, wrap, targets = inputs.options, inputs.wrap, inputs.targets
     target = open_target(ctx, targets)
     try:
         measured = await measure_path_mtu(target, wrap, ctx.netns,

@@ -35,13 +35,11 @@ async def run_client(ctx: DoctorContext) -> CheckResult:
     inputs = await probe_inputs(ctx, ID)
     if isinstance(inputs, CheckResult):
         return inputs
-    o, wrap, targets, unresolved = inputs.options, inputs.wrap, inputs.targets, inputs.unresolved
+    o, wrap, targets = inputs.options, inputs.wrap, inputs.targets
     udp = [t for t in targets if t.transport == "udp"]
     if not udp:
-        if targets:
-            return skip(ID, "skipped: TCP remotes only; a TCP reply cannot come from another "
-                        "address (the connection would fail instead: see port.reachable)")
-        return skip(ID, "skipped: no remote resolved (see dns.remote)", unresolved=unresolved)
+        return skip(ID, "skipped: TCP remotes only; a TCP reply cannot come from another "
+                    "address (the connection would fail instead: see port.reachable)")
     target = udp[0]
     ex = await udp_reset_exchange(target, wrap, wrap_label=wrap_name(o), netns=ctx.netns,
                                   connected=False, attempts=RESET_ATTEMPTS)

@@ -16,7 +16,7 @@ from typing import Any
 import trio
 
 from trivpn.config import Options
-from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, Status, ok, problem, skip
+from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, Status, ok, problem
 from trivpn.diagnostics.probe import (
     Exchange,
     Target,
@@ -185,8 +185,6 @@ async def run(ctx: DoctorContext) -> CheckResult:
     if isinstance(inputs, CheckResult):
         return inputs
     o, wrap, targets, unresolved = inputs.options, inputs.wrap, inputs.targets, inputs.unresolved
-    if not targets:
-        return skip(ID, "skipped: no remote resolved (see dns.remote)", unresolved=unresolved)
     label = wrap_name(o)
     results: dict[int, tuple[Exchange, Exchange | None]] = {}
 

@@ -26,6 +26,7 @@ from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, prob
 from trivpn.diagnostics.probe import (
     Exchange,
     open_target,
+    probe_inputs,
     remote_where,
     reset_exchange,
     resolve_targets,
@@ -407,16 +408,10 @@ def _explain(o: Options, failure: tuple[str, str, str], sent_to: str, *,
 
 
 async def run_handshake(ctx: DoctorContext) -> CheckResult:
-    o = ctx.options
-    if o is None:
-        return skip(HANDSHAKE_ID, "skipped: the config did not parse")
-    if not o.remotes:
-        return skip(HANDSHAKE_ID, "skipped: the config has no 'remote' line")
-    targets, unresolved = await resolve_targets(o, ctx.results.get("dns.remote"))
-    if not targets:
-        return skip(HANDSHAKE_ID, "skipped: no remote resolved (see dns.remote)",
-                    unresolved=unresolved)
-    target = open_target(ctx, targets)
+    inputs = await probe_inputs(ctx, HANDSHAKE_ID)
+    if isinstance(inputs, CheckResult):
+        return inputs
+    o, target = inputs.options, open_target(ctx, inputs.targets)
     budget = handshake_budget(ctx.timeout)
     try:
         config = probe_config(o, hand_window=budget - 0.5)

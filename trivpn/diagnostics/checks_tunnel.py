@@ -17,7 +17,7 @@ import trio
 from trivpn.config import ConfigError
 from trivpn.diagnostics.checks_tls import handshake_budget
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
-from trivpn.diagnostics.probe import open_target, resolve_targets
+from trivpn.diagnostics.probe import open_target, probe_inputs
 from trivpn.diagnostics.probe_icmp import echo_request, parse_echo_reply
 from trivpn.diagnostics.probe_session import SessionProbe, probe_config
 from trivpn.protocol import events as ev
@@ -45,15 +45,10 @@ def gateway_of(pushed: PushedOptions) -> tuple[str, str] | None:
 
 
 async def run(ctx: DoctorContext) -> CheckResult:
-    o = ctx.options
-    if o is None:
-        return skip(ID, "skipped: the config did not parse")
-    if not o.remotes:
-        return skip(ID, "skipped: the config has no 'remote' line")
-    targets, unresolved = await resolve_targets(o, ctx.results.get("dns.remote"))
-    if not targets:
-        return skip(ID, "skipped: no remote resolved (see dns.remote)", unresolved=unresolved)
-    target = open_target(ctx, targets)
+    inputs = await probe_inputs(ctx, ID)
+    if isinstance(inputs, CheckResult):
+        return inputs
+    o, target = inputs.options, open_target(ctx, inputs.targets)
     budget = handshake_budget(ctx.timeout) * 0.6
     try:
         config = probe_config(o, hand_window=budget)

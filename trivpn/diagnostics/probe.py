@@ -182,7 +182,8 @@ class ProbeInputs:
 
 async def probe_inputs(ctx: DoctorContext, check_id: str) -> ProbeInputs | CheckResult:
     """The shared prelude of the network checks, or the skip result explaining why they can't
-    probe (no parsed config, no ``remote``, an unusable tls-auth/tls-crypt key)."""
+    probe (no parsed config, no ``remote``, an unusable tls-auth/tls-crypt key, no remote that
+    resolved)."""
     o = ctx.options
     if o is None:
         return skip(check_id, "skipped: the config did not parse")
@@ -194,6 +195,9 @@ async def probe_inputs(ctx: DoctorContext, check_id: str) -> ProbeInputs | Check
         return skip(check_id,
                     f"skipped: the tls-auth/tls-crypt key cannot be used ({exc.reason})")
     targets, unresolved = await resolve_targets(o, ctx.results.get("dns.remote"))
+    if not targets:
+        return skip(check_id, "skipped: no remote resolved (see dns.remote)",
+                    unresolved=unresolved)
     return ProbeInputs(o, wrap, targets, unresolved)
 
 
