@@ -17,28 +17,24 @@ import json
 import select
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trivpn.bench.contenders import (
-    CLIENT_LINK_IP,
     CONTENDERS,
-    SERVER_LINK_IP,
     Endpoint,
     TunnelSpec,
     client_config,
     server_config,
     start,
     wait_listening,
-    write_pki,
 )
-from trivpn.bench.lab import Lab, LabError
+from trivpn.bench.lab import Lab
 from trivpn.bench.measure import MeasureError
 from trivpn.bench.report import Metric, build_report
-from trivpn.bench.throughput import Progress
+from trivpn.bench.rounds import Progress, run_rounds
 
 METRICS: tuple[Metric, ...] = (
     Metric("handshakes_per_s", "full handshakes per second", "1/s", 1),
@@ -132,27 +128,12 @@ def _measure(lab: Lab, server_ns: str, client_ns: str, contender: str, *,
 
 
 def run_handshakes(opts: HandshakeOptions, progress: Progress) -> dict[str, Any]:
-    rounds: list[dict[str, dict[str, float]]] = []
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="trivpn-bench-") as tmp, Lab() as lab:
-        workdir = Path(tmp)
-        write_pki(workdir)
-        server_ns, client_ns = lab.add("srv"), lab.add("cli")
-        lab.veth(server_ns, client_ns, f"{SERVER_LINK_IP}/24", f"{CLIENT_LINK_IP}/24")
-        for n in range(opts.rounds):
-            order = opts.contenders if n % 2 == 0 else tuple(reversed(opts.contenders))
-            rnd: dict[str, dict[str, float]] = {}
-            for contender in order:
-                progress(f"round {n + 1}/{opts.rounds}: {contender}")
-                try:
-                    rnd[contender] = _measure(lab, server_ns, client_ns, contender,
-                                              workdir=workdir, opts=opts)
-                except (LabError, MeasureError, subprocess.TimeoutExpired, OSError) as exc:
-                    errors.append(f"round {n + 1} {contender}: {exc}")
-                    progress(f"  failed: {exc}")
-                    continue
-                progress(f"  {rnd[contender]['handshakes_per_s']:.1f} handshakes/s")
-            rounds.append(rnd)
+    def measure(lab: Lab, server_ns: str, client_ns: str, contender: str,
+                workdir: Path) -> dict[str, float]:
+        return _measure(lab, server_ns, client_ns, contender, workdir=workdir, opts=opts)
+
+    rounds, errors = run_rounds(opts.contenders, opts.rounds, measure,
+                                lambda v: f"{v['handshakes_per_s']:.1f} handshakes/s", progress)
     config = {"count": opts.count, "concurrency": opts.concurrency, "rounds": opts.rounds,
               "transport": opts.transport, "cipher": opts.cipher, "control": "tls-crypt"}
     return build_report("handshakes", config, opts.contenders, METRICS, rounds, errors=errors)

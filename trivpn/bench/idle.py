@@ -31,7 +31,7 @@ from trivpn.bench.handshakes import POOL, absolute_files, read_json_line, swarm_
 from trivpn.bench.lab import Lab, LabError
 from trivpn.bench.measure import MeasureError
 from trivpn.bench.report import Metric, build_report
-from trivpn.bench.throughput import Progress
+from trivpn.bench.rounds import Progress
 
 METRICS: tuple[Metric, ...] = (
     Metric("connected", "clients connected", ""),

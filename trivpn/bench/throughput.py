@@ -11,28 +11,24 @@ from __future__ import annotations
 
 import statistics
 import subprocess
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trivpn.bench.contenders import (
-    CLIENT_LINK_IP,
     CONTENDERS,
-    SERVER_LINK_IP,
     SERVER_TUN_IP,
     Pair,
     TunnelSpec,
     start_pair,
     stop_pair,
     tun_packets,
-    write_pki,
 )
 from trivpn.bench.lab import Lab, LabError
 from trivpn.bench.measure import MeasureError, parse_iperf3, parse_ping_rtts
 from trivpn.bench.report import Metric, build_report
+from trivpn.bench.rounds import Progress, run_rounds
 
 IPERF_PORT = 5201
 IPERF_ATTEMPTS = 2
@@ -62,7 +58,6 @@ class ThroughputOptions:
     contenders: tuple[str, ...] = CONTENDERS
 
 
-Progress = Callable[[str], None]
 
 
 def _ping(lab: Lab, ns: str) -> float:
@@ -135,29 +130,16 @@ def measure_contender(lab: Lab, server_ns: str, client_ns: str, contender: str, 
 
 
 def run_throughput(opts: ThroughputOptions, progress: Progress) -> dict[str, Any]:
-    rounds: list[dict[str, dict[str, float]]] = []
-    errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="trivpn-bench-") as tmp, Lab() as lab:
-        workdir = Path(tmp)
-        write_pki(workdir)
-        server_ns, client_ns = lab.add("srv"), lab.add("cli")
-        lab.veth(server_ns, client_ns, f"{SERVER_LINK_IP}/24", f"{CLIENT_LINK_IP}/24")
-        for n in range(opts.rounds):
-            order = opts.contenders if n % 2 == 0 else tuple(reversed(opts.contenders))
-            rnd: dict[str, dict[str, float]] = {}
-            for contender in order:
-                progress(f"round {n + 1}/{opts.rounds}: {contender}")
-                try:
-                    rnd[contender] = measure_contender(lab, server_ns, client_ns, contender,
-                                                       workdir=workdir, opts=opts)
-                except (LabError, MeasureError, subprocess.TimeoutExpired, OSError) as exc:
-                    errors.append(f"round {n + 1} {contender}: {exc}")
-                    progress(f"  failed: {exc}")
-                    continue
-                v = rnd[contender]
-                progress(f"  P1 {v['p1_mbps']:.0f} Mbit/s, P4 {v['p4_mbps']:.0f} Mbit/s, "
-                         f"RTT {v['rtt_us']:.0f} µs")
-            rounds.append(rnd)
+    def measure(lab: Lab, server_ns: str, client_ns: str, contender: str,
+                workdir: Path) -> dict[str, float]:
+        return measure_contender(lab, server_ns, client_ns, contender, workdir=workdir,
+                                 opts=opts)
+
+    def summary(v: dict[str, float]) -> str:
+        return (f"P1 {v['p1_mbps']:.0f} Mbit/s, P4 {v['p4_mbps']:.0f} Mbit/s, "
+                f"RTT {v['rtt_us']:.0f} µs")
+
+    rounds, errors = run_rounds(opts.contenders, opts.rounds, measure, summary, progress)
     config = {"duration_s": opts.duration, "rounds": opts.rounds,
               "transport": opts.transport, "cipher": opts.cipher, "control": "tls-crypt"}
     return build_report("throughput", config, opts.contenders, METRICS, rounds, errors=errors)
