@@ -9,10 +9,11 @@ import pytest
 from trivpn.bench.measure import (
     MeasureError,
     parse_iperf3,
-    parse_link_packets,
     parse_ping_rtts,
     parse_proc_stat_cpu,
+    parse_ss_segs_out,
     parse_status_rss_kib,
+    parse_tcp_out_segs,
 )
 
 
@@ -77,10 +78,25 @@ def test_status_rss_is_read_in_kib():
         parse_status_rss_kib("Name:\tkthread\n")
 
 
-def test_link_packets_come_from_stats64():
-    text = json.dumps([{"ifname": "tvb0", "stats64": {"rx": {"packets": 10, "bytes": 1},
-                                                      "tx": {"packets": 32, "bytes": 2}}}])
-    packets = parse_link_packets(text)
-    assert (packets.rx, packets.tx, packets.total) == (10, 32, 42)
+SNMP = """Ip: Forwarding DefaultTTL InReceives
+Ip: 2 64 12
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails EstabResets \
+CurrEstab InSegs OutSegs RetransSegs InErrs OutRsts InCsumErrors
+Tcp: 1 200 120000 -1 3 1 0 0 2 81234 90817 12 0 1 0
+Udp: InDatagrams NoPorts
+Udp: 5 0
+"""
+
+
+def test_tcp_out_segs_come_from_proc_net_snmp():
+    assert parse_tcp_out_segs(SNMP) == 90817
     with pytest.raises(MeasureError):
-        parse_link_packets("Device \"tvb0\" does not exist.")
+        parse_tcp_out_segs("Ip: Forwarding\nIp: 2\n")
+
+
+def test_ss_segs_out_are_summed_over_sockets():
+    text = ("ESTAB 0 0 198.18.0.2:40000 198.18.0.1:1194\n\t cubic wscale:7,7 rto:201 "
+            "bytes_sent:900 segs_out:1200 segs_in:800 data_segs_out:1100\n"
+            "ESTAB 0 0 198.18.0.2:40002 198.18.0.1:1194\n\t segs_out:34 segs_in:2\n")
+    assert parse_ss_segs_out(text) == 1234
+    assert parse_ss_segs_out("") == 0

@@ -17,10 +17,10 @@ from pathlib import Path
 
 from trivpn.bench.lab import Lab, LabError
 from trivpn.bench.measure import (
-    LinkPackets,
-    parse_link_packets,
     parse_proc_stat_cpu,
+    parse_ss_segs_out,
     parse_status_rss_kib,
+    parse_tcp_out_segs,
 )
 from trivpn.pki.certs import certificate_pem, create_ca, issue_cert
 from trivpn.pki.keys import private_key_pem
@@ -163,9 +163,16 @@ def wait_tunnel(lab: Lab, client_ns: str, server: Endpoint, client: Endpoint,
                    f"\nserver: {server.log_tail()}")
 
 
-def tun_packets(lab: Lab, ns: str) -> LinkPackets:
-    done = lab.run(ns, ["ip", "-s", "-j", "link", "show", "dev", TUN_NAME], timeout=5)
-    return parse_link_packets(done.stdout)
+def inner_segments(lab: Lab, ns: str, transport: str) -> int:
+    """TCP segments the namespace has sent, less those of the VPN's own TCP connection: with
+    iperf3 on both ends, the sum over both namespaces is the packets that crossed the tunnel
+    (TUN device counters would count coalesced super-packets once)."""
+    segs = parse_tcp_out_segs(lab.run(ns, ["cat", "/proc/net/snmp"], timeout=5).stdout)
+    if transport == "tcp":
+        done = lab.run(ns, ["ss", "-H", "-tin", "state", "established",
+                            f"( sport = :{PORT} or dport = :{PORT} )"], timeout=5)
+        segs -= parse_ss_segs_out(done.stdout)
+    return segs
 
 
 @dataclass

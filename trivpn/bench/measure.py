@@ -87,21 +87,20 @@ def parse_status_rss_kib(text: str) -> int:
     raise MeasureError("/proc/PID/status", "no VmRSS line")
 
 
-@dataclass(frozen=True, slots=True)
-class LinkPackets:
-    rx: int
-    tx: int
+def parse_tcp_out_segs(snmp: str) -> int:
+    """``OutSegs`` of the ``Tcp:`` lines of ``/proc/net/snmp``: segments a namespace's TCP sent,
+    counted per segment even when the kernel handed them on as one TSO/GSO super-packet (which
+    makes it the fair packet count where device counters see super-packets)."""
+    lines = [line.split() for line in snmp.splitlines() if line.startswith("Tcp:")]
+    if len(lines) >= 2:
+        names, values = lines[0], lines[1]
+        try:
+            return int(values[names.index("OutSegs")])
+        except (ValueError, IndexError):
+            pass
+    raise MeasureError("/proc/net/snmp", "no Tcp OutSegs counter")
 
-    @property
-    def total(self) -> int:
-        return self.rx + self.tx
 
-
-def parse_link_packets(text: str) -> LinkPackets:
-    """Packet counters of one interface from ``ip -s -j link show dev NAME``."""
-    try:
-        doc = json.loads(text)
-        stats = doc[0]["stats64"]
-        return LinkPackets(rx=int(stats["rx"]["packets"]), tx=int(stats["tx"]["packets"]))
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise MeasureError("ip -s -j link", "no stats64 rx/tx packets") from None
+def parse_ss_segs_out(text: str) -> int:
+    """Sum of ``segs_out:N`` over the sockets ``ss -tin`` listed (0 for none)."""
+    return sum(int(m) for m in re.findall(r"\bsegs_out:(\d+)", text))

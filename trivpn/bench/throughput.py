@@ -3,7 +3,8 @@
 Per contender and round: bring the tunnel up, idle ping RTT (``ping -c 20 -i 0.05``, median)
 before any load, then iperf3 TCP client→server through the tunnel with one stream and with four,
 ``duration`` seconds each. Around each iperf3 run: CPU seconds of the server and client VPN
-processes (``/proc/PID/stat``) and packets on the client's TUN device (rx+tx) per second.
+processes (``/proc/PID/stat``) and packets through the tunnel per second (TCP segments sent in
+both namespaces, ``/proc/net/snmp`` ``OutSegs``, less the VPN's own TCP connection).
 The contender order alternates between rounds so drift hits both alike.
 """
 
@@ -21,9 +22,9 @@ from trivpn.bench.contenders import (
     SERVER_TUN_IP,
     Pair,
     TunnelSpec,
+    inner_segments,
     start_pair,
     stop_pair,
-    tun_packets,
 )
 from trivpn.bench.lab import Lab, LabError
 from trivpn.bench.measure import MeasureError, parse_iperf3, parse_ping_rtts
@@ -38,8 +39,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("p1_mbps", "TCP, 1 stream", "Mbit/s"),
     Metric("p4_mbps", "TCP, 4 streams", "Mbit/s"),
     Metric("rtt_us", "idle RTT (median of 20)", "µs"),
-    Metric("p1_pps", "TUN packets/s, 1 stream", "pkt/s"),
-    Metric("p4_pps", "TUN packets/s, 4 streams", "pkt/s"),
+    Metric("p1_pps", "tunnel packets/s, 1 stream", "pkt/s"),
+    Metric("p4_pps", "tunnel packets/s, 4 streams", "pkt/s"),
     Metric("p1_cpu_server", "server CPU, 1 stream", "s", 2),
     Metric("p1_cpu_client", "client CPU, 1 stream", "s", 2),
     Metric("p4_cpu_server", "server CPU, 4 streams", "s", 2),
@@ -79,16 +80,21 @@ def _wait_iperf_server(lab: Lab, ns: str, timeout: float = 10.0) -> None:
     raise LabError("iperf3 server did not listen")
 
 
-def _iperf(lab: Lab, client_ns: str, pair: Pair, streams: int,
-           duration: float) -> dict[str, float]:
+def _segments(lab: Lab, namespaces: tuple[str, str], transport: str) -> int:
+    return sum(inner_segments(lab, ns, transport) for ns in namespaces)
+
+
+def _iperf(lab: Lab, namespaces: tuple[str, str], pair: Pair, streams: int,
+           opts: ThroughputOptions) -> dict[str, float]:
+    client_ns, duration = namespaces[1], opts.duration
     cpu0 = (pair.server.cpu_seconds(), pair.client.cpu_seconds())
-    pk0 = tun_packets(lab, client_ns)
+    pk0 = _segments(lab, namespaces, opts.transport)
     t0 = time.monotonic()
     cmd = ["iperf3", "-c", SERVER_TUN_IP, "-p", str(IPERF_PORT), "-t", f"{duration:g}",
            "-P", str(streams), "-J"]
     done = lab.run(client_ns, cmd, timeout=duration + 30)
     elapsed = time.monotonic() - t0
-    pk1 = tun_packets(lab, client_ns)
+    pk1 = _segments(lab, namespaces, opts.transport)
     cpu1 = (pair.server.cpu_seconds(), pair.client.cpu_seconds())
     result = parse_iperf3(done.stdout)
     if result.seconds < duration * 0.8:
@@ -97,7 +103,7 @@ def _iperf(lab: Lab, client_ns: str, pair: Pair, streams: int,
     return {
         f"{p}_mbps": result.mbps,
         f"{p}_retransmits": float(result.retransmits),
-        f"{p}_pps": (pk1.total - pk0.total) / elapsed,
+        f"{p}_pps": (pk1 - pk0) / elapsed,
         f"{p}_cpu_server": cpu1[0] - cpu0[0],
         f"{p}_cpu_client": cpu1[1] - cpu0[1],
     }
@@ -116,7 +122,7 @@ def measure_contender(lab: Lab, server_ns: str, client_ns: str, contender: str, 
         for streams in STREAMS:
             for attempt in range(IPERF_ATTEMPTS):
                 try:
-                    values.update(_iperf(lab, client_ns, pair, streams, opts.duration))
+                    values.update(_iperf(lab, (server_ns, client_ns), pair, streams, opts))
                     break
                 except MeasureError:  # iperf3's control connection failed: once more
                     if attempt + 1 == IPERF_ATTEMPTS:

@@ -378,26 +378,27 @@ class Connection:
         now = trio.current_time()
         decrypt = self.session.decrypt_data
         tunnel = self.client.tunnel
-        write = tunnel.device.write if tunnel is not None else None
         mss = self.mss
         traffic = self.client.traffic
         traffic.bytes_in += sum(map(len, batch))
         traffic.packets_in += len(batch)
         control = False
+        to_tun: list[bytes] = []
+        append = to_tun.append
         for data in batch:
             if data and data[0] >> 3 in _DATA_OPCODES:
                 packet = decrypt(data, now)
                 if packet is not None:
-                    if write is None:
-                        self.no_tun += 1
-                        continue
-                    if mss is not None:
-                        packet = clamp_mss(packet, mss)
-                    write(packet)
-                    traffic.tun_write_bytes += len(packet)
+                    append(packet if mss is None else clamp_mss(packet, mss))
             else:
                 self.session.receive_datagram(data, now)
                 control = True
+        if to_tun:
+            if tunnel is None:
+                self.no_tun += len(to_tun)
+            else:
+                traffic.tun_write_bytes += sum(map(len, to_tun))
+                tunnel.device.write_many(to_tun)
         if control:
             self._control_seen.set()
             await self._process()

@@ -475,8 +475,10 @@ class Server:
             packets = session.take_tun_packets()
             if packets:
                 out: list[tuple[Peer, bytes]] = []
+                to_device: list[bytes] = []
                 for packet in packets:
-                    self._from_peer(peer, packet, now, out)
+                    self._from_peer(peer, packet, now, out, to_device=to_device)
+                self._write_device(to_device)
                 for target, wire in out:
                     self._send_now(target, (wire,))
             events = session.take_events()
@@ -589,8 +591,9 @@ class Server:
     # ------------------------------------------------------------------ routing
 
     def _from_peer(self, peer: Peer, packet: bytes, now: float,
-                   out: list[tuple[Peer, bytes]]) -> None:
-        """A decrypted packet from ``peer``: to the device, or to other clients."""
+                   out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
+        """A decrypted packet from ``peer``: to the device (collected in ``to_device`` for one
+        :meth:`_write_device` per batch), or to other clients (``out``)."""
         if self.tap:
             verdict = self.table.from_client_frame(peer, packet, self.client_to_client)
         else:
@@ -598,15 +601,13 @@ class Server:
                 packet = clamp_mss(packet, self.mss)
             verdict = self.table.from_client_ipv4(peer, packet, self.client_to_client)
         if verdict is Verdict.DEVICE:
-            assert self.tunnel is not None
-            self.tunnel.device.write(packet)
+            to_device.append(packet)
         elif isinstance(verdict, Peer):
             wire = verdict.session.encrypt_data(packet, now)
             if wire is not None:
                 out.append((verdict, wire))
         elif verdict is Verdict.FLOOD:
-            assert self.tunnel is not None
-            self.tunnel.device.write(packet)
+            to_device.append(packet)
             for other in self.connected:
                 if other is not peer:
                     wire = other.session.encrypt_data(packet, now)
@@ -614,6 +615,11 @@ class Server:
                         out.append((other, wire))
         else:
             self.counts[verdict.value] += 1
+
+    def _write_device(self, packets: list[bytes]) -> None:
+        """Hand a batch of packets from clients to the device (TCP runs coalesced)."""
+        if packets and self.tunnel is not None:
+            self.tunnel.device.write_many(packets)
 
     async def _device_reader(self) -> None:
         assert self.tunnel is not None
@@ -662,6 +668,7 @@ class Server:
             batch = await udp.recv_batch(BATCH)
             now = trio.current_time()
             out: list[tuple[Peer, bytes]] = []
+            to_device: list[bytes] = []
             for data, address in batch:
                 peer = by_address.get(address)
                 if peer is not None:
@@ -671,16 +678,17 @@ class Server:
                     if peer is not None and data and (data[0] >> 3) in (_DATA_V2, _DATA_V1):
                         plain = peer.session.decrypt_data(data, now)
                         if plain is not None:
-                            self._from_peer(peer, plain, now, out)
+                            self._from_peer(peer, plain, now, out, to_device=to_device)
                     else:
-                        self._udp_other(peer, data, address, now, out)
+                        self._udp_other(peer, data, address, now, out, to_device=to_device)
                 except Exception as exc:  # a bug must cost one peer, never the server
                     self._peer_failed(peer, exc)
+            self._write_device(to_device)
             if out:
                 await self._transmit(out)
 
     def _udp_other(self, peer: Peer | None, data: bytes, address: Address, now: float,
-                   out: list[tuple[Peer, bytes]]) -> None:
+                   out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
         """Control packets of known peers, and everything from unknown addresses."""
         if not data:
             self.counts["empty_packet"] += 1
@@ -701,7 +709,7 @@ class Server:
             peer.wakeup.set()
             return
         if opcode == _DATA_V2:
-            self._float(data, address, now, out)
+            self._float(data, address, now, out, to_device=to_device)
         elif key_id != 0:
             self.counts["unknown_peer"] += 1
         elif opcode == _RESET_CLIENT_V2:
@@ -758,7 +766,7 @@ class Server:
         self._drain(peer, now)
 
     def _float(self, data: bytes, address: Address, now: float,
-               out: list[tuple[Peer, bytes]]) -> None:
+               out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
         """P_DATA_V2 from a new address: if it authenticates for its peer-id, the peer moved."""
         peer = self.table.by_peer_id.get(int.from_bytes(data[1:4], "big")) \
             if len(data) >= 4 else None
@@ -776,7 +784,7 @@ class Server:
         old_label, peer.label = peer.label, format_address(address)
         self.log.info("peer_floated", peer=peer.label, previous=old_label, cn=peer.common_name)
         if plain is not None:
-            self._from_peer(peer, plain, now, out)
+            self._from_peer(peer, plain, now, out, to_device=to_device)
 
     # ------------------------------------------------------------------ TCP
 
@@ -820,15 +828,17 @@ class Server:
             peer.rx_bytes += sum(map(len, packets))
             peer.rx_packets += len(packets)
             out: list[tuple[Peer, bytes]] = []
+            to_device: list[bytes] = []
             control = False
             for data in packets:
                 if data and (data[0] >> 3) in (_DATA_V2, _DATA_V1):
                     plain = session.decrypt_data(data, now)
                     if plain is not None:
-                        self._from_peer(peer, plain, now, out)
+                        self._from_peer(peer, plain, now, out, to_device=to_device)
                 else:
                     session.receive_datagram(data, now)
                     control = True
+            self._write_device(to_device)
             if control:
                 self._drain(peer, now)
                 peer.wakeup.set()

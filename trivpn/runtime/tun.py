@@ -1,9 +1,19 @@
 """TUN and TAP devices through ``/dev/net/tun``.
 
 The device is opened with the ``TUNSETIFF`` ioctl and ``IFF_NO_PI`` (no packet-information
-prefix: reads and writes are bare IP packets, or Ethernet frames for TAP). The fd is
+prefix: the API takes and returns bare IP packets, or Ethernet frames for TAP). The fd is
 non-blocking; :meth:`TunDevice.read_batch` waits once, then drains the queue until ``EAGAIN``,
 which is what makes a Python data path competitive (docs/performance.md).
+
+A TUN (not TAP) device is opened with ``IFF_VNET_HDR`` by default (as wireguard-go does), so
+:meth:`TunDevice.write_many` can write a run of one flow's TCP segments as one super-packet and
+the kernel's receive path runs once per run instead of once per packet — the per-packet
+``write()`` was what bounded the server. Reading TSO super-packets (``TUNSETOFFLOAD`` with
+checksum and TCPv4 segmentation offload, ``tso=True``) works too, but is off by default:
+cutting them in Python and computing every segment's checksum costs ~10 µs per segment, more
+than the kernel's own segmentation plus one ``read()`` per packet (measured; see
+docs/performance-notes.md). Any frame the kernel hands over is taken apart correctly either way.
+The packet work is in :mod:`trivpn.runtime.offload`; callers see plain IP packets either way.
 
 Opening by the name of an existing *persistent* device attaches to it, so a runtime that keeps
 the device across reconnects (``persist-tun``) can also reopen it later. Addresses, routes and
@@ -22,19 +32,26 @@ from typing import Literal
 import trio
 
 from trivpn.runtime.errors import RuntimeSetupError
+from trivpn.runtime.offload import PLAIN_HDR, VNET_HDR_LEN, OffloadError, coalesce, split_frame
 
 TUN_PATH = "/dev/net/tun"
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
 TUNGETIFF = 0x800454D2
+TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
 IFNAMSIZ = 16
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: ifr_name, ifr_flags, union padding to 40 bytes
 
 DEFAULT_READ_SIZE = 65536
 """Read buffer per packet; must be at least the device MTU (+14 for TAP) or packets truncate."""
+OFFLOAD_READ_SIZE = 65535 + VNET_HDR_LEN
+"""Read buffer with offloads: a whole TSO super-packet and its vnet header."""
 
 TunKind = Literal["tun", "tap"]
 
@@ -47,18 +64,27 @@ class TunDevice:
     """An open TUN (layer 3) or TAP (layer 2) device.
 
     ``name`` is the kernel's name for it (resolved when a pattern such as ``tun%d`` or no name
-    was given). Counters: ``write_drops`` (packets :meth:`write` could not hand to the kernel).
+    was given). ``offload`` tells whether frames carry a vnet header (see the module doc).
+    Counters: ``write_drops`` (packets :meth:`write`/:meth:`write_many` could not hand to the
+    kernel), ``bad_frames`` (frames read that could not be taken apart, dropped),
+    ``super_reads`` / ``super_writes`` (TSO super-packets read and coalesced ones written).
     """
 
-    __slots__ = ("_fd", "_read_size", "kind", "name", "write_drops")
+    __slots__ = ("_fd", "_read_size", "bad_frames", "kind", "name", "offload", "super_reads",
+                 "super_writes", "tso", "write_drops")
 
-    def __init__(self, fd: int, name: str, kind: TunKind,
-                 read_size: int = DEFAULT_READ_SIZE) -> None:
+    def __init__(self, fd: int, name: str, kind: TunKind, read_size: int = DEFAULT_READ_SIZE,
+                 *, offload: bool = False, tso: bool = False) -> None:
         self._fd = fd
         self.name = name
         self.kind: TunKind = kind
-        self._read_size = read_size
+        self.offload = offload
+        self.tso = tso
+        self._read_size = max(read_size, OFFLOAD_READ_SIZE) if offload else read_size
         self.write_drops = 0
+        self.bad_frames = 0
+        self.super_reads = 0
+        self.super_writes = 0
 
     def __repr__(self) -> str:
         state = "closed" if self._fd < 0 else f"fd={self._fd}"
@@ -74,7 +100,8 @@ class TunDevice:
         return self._fd
 
     async def read_batch(self, max_packets: int = 64) -> list[bytes]:
-        """Wait until at least one packet is queued, then return up to ``max_packets``.
+        """Wait until at least one packet is queued, then return up to about ``max_packets``
+        (a TSO super-packet read last is returned whole, as all its segments).
 
         Never waits for the batch to fill: whatever is queued when the first packet arrives is
         returned at once (latency matters more than batch size). Always a trio checkpoint.
@@ -83,11 +110,13 @@ class TunDevice:
         read = os.read
         size = self._read_size
         packets: list[bytes] = []
+        append = packets.append
+        offload = self.offload
         await trio.lowlevel.checkpoint_if_cancelled()
         waited = False
         while True:
             try:
-                packets.append(read(fd, size))
+                frame = read(fd, size)
             except BlockingIOError:
                 if packets:
                     break
@@ -95,11 +124,27 @@ class TunDevice:
                 fd = self.fileno()  # closed while we waited?
                 waited = True
                 continue
+            if not offload:
+                append(frame)
+            elif frame[1] == 0 and frame[0] == 0:  # plain packet: no GSO, checksum done
+                append(frame[VNET_HDR_LEN:])
+            else:
+                self._split(frame, packets)
             if len(packets) >= max_packets:
                 break
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return packets
+
+    def _split(self, frame: bytes, packets: list[bytes]) -> None:
+        try:
+            segments = split_frame(frame)
+        except (OffloadError, IndexError):
+            self.bad_frames += 1
+            return
+        if len(segments) > 1:
+            self.super_reads += 1
+        packets.extend(segments)
 
     def write(self, packet: bytes) -> bool:
         """Hand one packet to the kernel without blocking.
@@ -109,7 +154,10 @@ class TunDevice:
         error means the device is unusable and is raised.
         """
         try:
-            os.write(self.fileno(), packet)
+            if self.offload:
+                os.writev(self.fileno(), (PLAIN_HDR, packet))
+            else:
+                os.write(self.fileno(), packet)
         except OSError as exc:
             if exc.errno in _DROP_ERRNOS:
                 self.write_drops += 1
@@ -117,12 +165,38 @@ class TunDevice:
             raise
         return True
 
+    def write_many(self, packets: list[bytes]) -> int:
+        """Hand a batch of packets to the kernel without blocking; returns how many it took.
+
+        With offloads, runs of one TCP flow's in-order segments go in as one super-packet
+        (one ``writev``). Drops are counted per packet as in :meth:`write`.
+        """
+        if not self.offload or len(packets) < 2:
+            return sum(map(self.write, packets))
+        fd = self.fileno()
+        writev = os.writev
+        taken = 0
+        for frame in coalesce(packets):
+            count = len(frame) - 2 if len(frame) > 2 else 1
+            try:
+                writev(fd, frame)
+            except OSError as exc:
+                if exc.errno in _DROP_ERRNOS:
+                    self.write_drops += count
+                    continue
+                raise
+            if count > 1:
+                self.super_writes += 1
+            taken += count
+        return taken
+
     async def write_wait(self, packet: bytes) -> None:
         """Write one packet, waiting for the device to become writable if its queue is full."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        frame = (PLAIN_HDR, packet) if self.offload else (packet,)
         while True:
             try:
-                os.write(self.fileno(), packet)
+                os.writev(self.fileno(), frame)
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(self.fileno())
                 continue
@@ -154,13 +228,17 @@ class TunDevice:
 
 
 def open_tun(name: str = "", kind: TunKind = "tun", *,
-             read_size: int = DEFAULT_READ_SIZE) -> TunDevice:
+             read_size: int = DEFAULT_READ_SIZE, offload: bool = True,
+             tso: bool = False) -> TunDevice:
     """Create (or attach to an existing persistent) TUN/TAP device.
 
-    ``name`` may be empty or a pattern like ``tun%d`` to let the kernel choose. Must run in the
-    network namespace the device belongs in (see :func:`trivpn.runtime.netns.enter_netns`).
-    Raises :class:`RuntimeSetupError` if the device cannot be opened (no ``/dev/net/tun``, no
-    ``CAP_NET_ADMIN``, name in use by another kind of device or by another process).
+    ``name`` may be empty or a pattern like ``tun%d`` to let the kernel choose. ``offload``
+    asks for the vnet header of the module doc and ``tso`` in addition for TSO super-packets
+    on read (both ignored for TAP); when the kernel refuses them the device works without.
+    Must run in the network namespace the device belongs in (see
+    :func:`trivpn.runtime.netns.enter_netns`). Raises :class:`RuntimeSetupError` if the device
+    cannot be opened (no ``/dev/net/tun``, no ``CAP_NET_ADMIN``, name in use by another kind of
+    device or by another process).
     """
     if kind not in ("tun", "tap"):
         raise ValueError(f"kind must be 'tun' or 'tap', not {kind!r}")
@@ -172,9 +250,18 @@ def open_tun(name: str = "", kind: TunKind = "tun", *,
         fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise RuntimeSetupError(f"cannot open {TUN_PATH}", where, errno=exc.errno) from exc
+    offload = offload and kind == "tun"
+    tso_flags = TUN_F_CSUM | TUN_F_TSO4 if tso else 0
     flags = (IFF_TUN if kind == "tun" else IFF_TAP) | IFF_NO_PI
     try:
-        result = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(raw_name, flags))
+        try:
+            result = fcntl.ioctl(fd, TUNSETIFF,
+                                 _IFREQ.pack(raw_name, flags | (IFF_VNET_HDR if offload else 0)))
+        except OSError as exc:
+            if not offload or exc.errno in (errno.EBUSY, errno.EPERM):
+                raise
+            offload = False
+            result = fcntl.ioctl(fd, TUNSETIFF, _IFREQ.pack(raw_name, flags))
     except OSError as exc:
         os.close(fd)
         hint = ""
@@ -183,5 +270,13 @@ def open_tun(name: str = "", kind: TunKind = "tun", *,
         elif exc.errno == errno.EINVAL:
             hint = " (a device of that name exists with a different type or flags)"
         raise RuntimeSetupError(f"TUNSETIFF failed{hint}", where, errno=exc.errno) from exc
+    tso = False
+    if offload:
+        try:  # also clears offloads a persistent device may still have from another opener
+            fcntl.ioctl(fd, TUNSETOFFLOAD, tso_flags)
+            tso = bool(tso_flags)
+        except OSError:
+            pass
     actual, _ = _IFREQ.unpack(result)
-    return TunDevice(fd, actual.rstrip(b"\0").decode(), kind, read_size)
+    return TunDevice(fd, actual.rstrip(b"\0").decode(), kind, read_size, offload=offload,
+                     tso=tso)
