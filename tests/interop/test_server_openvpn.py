@@ -98,3 +98,37 @@ def test_seed_style_server_conf_runs_unchanged_with_dh_file(
     assert connected["vpn_ip"] == "198.18.8.6"  # net30, the 2.6 default: first /30 block
     assert ping(cli, SERVER_VPN_IP), server.text()[-2000:]
     assert ping(srv, "198.18.8.6"), server.text()[-2000:]
+
+
+LAN_NET, LAN_GW, LAN_HOST = "198.18.30.0", "198.18.30.1", "198.18.30.2"
+
+
+def test_traffic_forwarded_between_openvpn_client_and_a_lan_behind_the_server_is_intact(
+        lab: NetnsLab, tmp_path: Path):
+    # Packets from the client reach the server's TUN as coalesced super-packets; forwarded
+    # out of the LAN veth, whose offloads are off, the kernel must cut them again and compute
+    # each segment's checksum from the pseudo-header sum trivpn left, and the LAN host's kernel
+    # verifies those. The other way, packets from the LAN cross the tunnel one by one.
+    srv, cli, lan = lab.add("srv"), lab.add("cli"), lab.add("lan")
+    lab.veth(srv, cli, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
+    veth = lab.veth(srv, lan, f"{LAN_GW}/24", f"{LAN_HOST}/24")
+    srv.run(["ethtool", "-K", veth.a_ifname, "tx", "off", "tso", "off", "gso", "off", "sg", "off"])
+    srv.enable_forwarding()
+    lan.add_route("198.18.8.0/24", via=LAN_GW)
+    write_pki(tmp_path)
+    server = start_trivpn(srv, tmp_path, "server", server_lines(
+        link_ip=SERVER_IP, wrap="tls-crypt",
+        extra=[f'push "route {LAN_NET} 255.255.255.0"']))
+    assert server.wait_event("link_open", timeout=10), server.text()
+    client = start_openvpn(cli, tmp_path, "client", client_lines(
+        server_ip=SERVER_IP, wrap="tls-crypt"))
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        (client.text()[-3000:], server.text()[-3000:])
+    connected = server.wait_event("peer_connected", timeout=5, cn="client1")
+    assert connected is not None, server.text()
+    assert ping(cli, LAN_HOST), (client.text()[-2000:], server.text()[-2000:])
+
+    sent, received = transfer(lan, LAN_HOST, cli, TEN_MB)
+    assert sent == received and received.endswith(f" {TEN_MB}"), server.text()[-3000:]
+    sent, received = transfer(cli, connected["vpn_ip"], lan, TEN_MB, port=5202)
+    assert sent == received and received.endswith(f" {TEN_MB}"), server.text()[-3000:]
