@@ -79,26 +79,27 @@ class TunDevice:
         Never waits for the batch to fill: whatever is queued when the first packet arrives is
         returned at once (latency matters more than batch size). Always a trio checkpoint.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        packets = self.read_ready(max_packets)
+        if packets:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return packets
+        while not packets:
+            await trio.lowlevel.wait_readable(self.fileno())
+            packets = self.read_ready(max_packets)
+        return packets
+
+    def read_ready(self, max_packets: int = 64) -> list[bytes]:
+        """The packets queued now, up to ``max_packets``, without waiting (possibly none)."""
         fd = self.fileno()
         read = os.read
         size = self._read_size
         packets: list[bytes] = []
-        await trio.lowlevel.checkpoint_if_cancelled()
-        waited = False
-        while True:
+        while len(packets) < max_packets:
             try:
                 packets.append(read(fd, size))
             except BlockingIOError:
-                if packets:
-                    break
-                await trio.lowlevel.wait_readable(fd)
-                fd = self.fileno()  # closed while we waited?
-                waited = True
-                continue
-            if len(packets) >= max_packets:
                 break
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
         return packets
 
     def write(self, packet: bytes) -> bool:

@@ -1,0 +1,189 @@
+"""One persistent, level-triggered ``epoll`` over the data path's fds, and a cheap way to wait.
+
+Why (docs/performance-notes.md, "idle RTT"): a lone packet wakes a process that has slept for
+tens of milliseconds, with cold caches, and every line of Python run before the packet is
+forwarded costs microseconds. trio's ``wait_readable`` registers an fd with ``EPOLLONESHOT``
+and re-arms it on every wait (one ``epoll_ctl``), and each wake-up of a task is a full pass of
+trio's scheduler (~75 µs of cold Python per wake-up, measured); with one task per direction a
+ping crosses three such passes in the server alone.
+
+So the data path keeps its fds (UDP socket, TUN device) in a private epoll registered once, and
+one task serves both directions: after a wake-up it handles whatever is ready and asks the
+private epoll again (timeout 0), so a reply that became ready while a request was handled is
+picked up at once. When nothing is ready, :meth:`ReadySet.wait` has two ways to wait:
+
+* **Directly**, when trio has nothing else to do: no other task runnable (counted exactly by
+  a trio instrument, the rest of the scheduler's current batch included), no callbacks queued.
+  Then the task blocks in ``epoll_wait`` on a second private epoll that holds the data fds
+  *and trio's own epoll fd*, for at most the time to trio's next deadline. A packet wakes it
+  with no scheduler pass and no re-arm; any I/O trio waits for (control sockets, signals,
+  thread results, run_sync_soon) makes trio's epoll fd readable and the task yields to trio at
+  once, and a deadline (a timer, a cancel scope) ends the wait in time for trio to run it. For
+  trio this looks like a task that is busy for a while, never like a lost wake-up (only
+  ``trio.testing.wait_all_tasks_blocked`` notices: it sees a busy task until the wait ends).
+* **Through trio** (``wait_readable`` on the private epoll's fd) otherwise, or where the
+  direct way is unavailable (another I/O backend, a test clock, trio internals not as expected).
+
+Either way the task checks for cancellation on every call and yields to trio at least every
+:data:`YIELD_EVERY` rounds of ready work, so timers and control traffic keep running under load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+
+import trio
+
+YIELD_EVERY = 4
+"""Rounds of ready work in a row after which :meth:`ReadySet.wait` lets other tasks run."""
+MAX_DIRECT_WAIT = 1.0
+"""Longest direct wait (seconds) before trio's scheduler gets a pass anyway."""
+_MAX_EVENTS = 8
+
+
+def _trio_epoll_fd() -> int:
+    """The fd of the running trio loop's epoll, or -1 when the direct wait cannot be used:
+    not the epoll backend, not trio's system clock (a test clock has its own notion of time),
+    or trio's internals are not what this module knows."""
+    try:
+        from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: PLC0415
+
+        runner = GLOBAL_RUN_CONTEXT.runner
+        if type(runner.clock).__name__ != "SystemClock":
+            return -1
+        epoll = getattr(runner.io_manager, "_epoll", None)
+        if not isinstance(epoll, select.epoll):
+            return -1
+        return epoll.fileno()
+    except (ImportError, AttributeError):
+        return -1
+
+
+class _Runnable(trio.abc.Instrument):
+    """Counts tasks that are scheduled but not yet stepped, the rest of the scheduler's
+    current batch included (``current_statistics().tasks_runnable`` sees only the next
+    batch). Exact once synced at a moment the current batch is done (trio about to wait)."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.synced = False
+
+    def task_scheduled(self, task: trio.lowlevel.Task) -> None:
+        self.pending += 1
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.pending -= 1
+
+    def before_io_wait(self, timeout: float) -> None:
+        if not self.synced:
+            self.pending = trio.lowlevel.current_statistics().tasks_runnable
+            self.synced = True
+
+
+class ReadySet:
+    """Level-triggered readability of a few fds. Create inside ``trio.run``; one waiter.
+
+    Each :meth:`wait` returns one *round* of ready fds. :meth:`burst` tells whether an fd was
+    also ready in the round before, with no wait in between: then a burst is under way and
+    the caller should drain the fd (for batching); otherwise reading once saves the confirming
+    ``EAGAIN`` read, since the next round's readiness check tells whether more is queued.
+    """
+
+    __slots__ = ("_again", "_direct", "_epoll", "_last", "_runnable", "_streak", "_trio_fd")
+
+    def __init__(self, fds: tuple[int, ...] = (), *, direct: bool = True) -> None:
+        self._epoll = select.epoll()
+        self._trio_fd = _trio_epoll_fd() if direct else -1
+        self._direct: select.epoll | None = None
+        self._runnable: _Runnable | None = None
+        if self._trio_fd >= 0:
+            self._direct = select.epoll()
+            self._direct.register(self._trio_fd, select.EPOLLIN)
+            self._runnable = _Runnable()
+            trio.lowlevel.add_instrument(self._runnable)
+        self._streak = 0
+        self._last: list[int] = []
+        self._again: list[int] = []
+        for fd in fds:
+            self.add(fd)
+
+    @property
+    def direct(self) -> bool:
+        """Whether :meth:`wait` can wait without trio's scheduler."""
+        return self._direct is not None
+
+    def add(self, fd: int) -> None:
+        """Watch ``fd`` for readability (already watched: nothing happens)."""
+        for epoll in (self._epoll, self._direct):
+            if epoll is not None:
+                with contextlib.suppress(FileExistsError):
+                    epoll.register(fd, select.EPOLLIN)
+
+    def discard(self, fd: int) -> None:
+        """Stop watching ``fd`` (not watched, or already closed: nothing happens)."""
+        for epoll in (self._epoll, self._direct):
+            if epoll is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    epoll.unregister(fd)
+
+    def ready(self) -> list[int]:
+        """The watched fds that are readable now (never waits)."""
+        return [fd for fd, _ in self._epoll.poll(0, _MAX_EVENTS)]
+
+    def burst(self, fd: int) -> bool:
+        """``fd`` was ready in this round and the one before, with no wait in between."""
+        return fd in self._again
+
+    async def wait(self) -> list[int]:
+        """The next round: the watched fds that are readable, waiting for at least one.
+
+        Raises :class:`trio.Cancelled` when cancelled. Yields to other tasks when trio has
+        work, and at least every :data:`YIELD_EVERY` rounds.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        direct, runnable = self._direct, self._runnable
+        waited = False
+        if direct is None or runnable is None:
+            ready = [fd for fd, _ in self._epoll.poll(0, _MAX_EVENTS)]
+            trio_busy = False
+        else:
+            events = direct.poll(0, _MAX_EVENTS)
+            if not events and runnable.synced and not runnable.pending:
+                stats = trio.lowlevel.current_statistics()
+                if not stats.tasks_runnable and not stats.run_sync_soon_queue_size:
+                    timeout = min(stats.seconds_to_next_deadline, MAX_DIRECT_WAIT)
+                    if timeout > 0:
+                        events = direct.poll(timeout, _MAX_EVENTS)
+                        self._streak = 0  # trio had nothing to do meanwhile
+                        waited = True
+            trio_fd = self._trio_fd
+            ready = [fd for fd, _ in events if fd != trio_fd]
+            trio_busy = len(ready) != len(events)
+        if not ready or trio_busy or self._streak >= YIELD_EVERY:
+            self._streak = 0
+            if ready:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                ready = self.ready()
+            epoll_fd = self._epoll.fileno()
+            while not ready:
+                await trio.lowlevel.wait_readable(epoll_fd)
+                ready = self.ready()
+                waited = True
+        self._streak += 1
+        self._again = [] if waited else self._last
+        self._last = ready
+        return ready
+
+    def close(self) -> None:
+        """Close the private epolls (idempotent)."""
+        if self._runnable is not None:
+            with contextlib.suppress(KeyError, RuntimeError):
+                trio.lowlevel.remove_instrument(self._runnable)
+            self._runnable = None
+        if self._direct is not None:
+            self._direct.close()
+        if not self._epoll.closed:
+            with contextlib.suppress(RuntimeError):  # outside trio.run nobody can be waiting
+                trio.lowlevel.notify_closing(self._epoll.fileno())
+            self._epoll.close()
