@@ -254,6 +254,7 @@ class Connection:
         self.remote = remote
         self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
         self.session = Session(client.config, trio.current_time())
+        self._clock = trio.lowlevel.current_clock().current_time  # = trio.current_time
         self.remote_ip = ""
         self.outcome: Outcome | None = None
         self.udp: UdpLink | None = None
@@ -395,7 +396,7 @@ class Connection:
     async def _handle_batch(self, batch: list[bytes]) -> None:
         """The link → TUN hot path: data packets straight through the session to the TUN;
         control packets into the session, whose output is processed once per batch."""
-        now = trio.current_time()
+        now = self._clock()
         decrypt = self.session.decrypt_data
         tunnel = self.client.tunnel
         write = tunnel.device.write if tunnel is not None else None
@@ -443,7 +444,7 @@ class Connection:
         traffic.tun_read_bytes += sum(map(len, packets))
         encrypt = self.session.encrypt_data
         mss = self.mss
-        now = trio.current_time()
+        now = self._clock()
         out: list[bytes] = []
         append = out.append
         for packet in packets:

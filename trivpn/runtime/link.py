@@ -123,6 +123,15 @@ def _enable_gro(sock: socket.socket) -> bool:
     return True
 
 
+def _gro_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The segment size a coalesced (GRO) receive reports; 0 when it reports none."""
+    size = 0
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO:
+            size = int.from_bytes(value[:4], sys.byteorder)
+    return size
+
+
 class UdpLink:
     """A non-blocking UDP socket with batched receive and batch-friendly send.
 
@@ -221,17 +230,9 @@ class UdpLink:
         readiness check tells whether more is queued). A coalesced (GRO) receive is returned
         whole, so the batch may exceed ``max_packets`` by up to one receive's datagrams.
         """
-        self._check_open()
-        batch: list[tuple[bytes, Address]] = []
         if self.gro:
-            self._drain_gro(batch, max_packets if drain else 1)
-        else:
-            self._drain_plain(batch, max_packets if drain else 1)
-        if batch:
-            c = self.counters
-            c.rx_packets += len(batch)
-            c.rx_bytes += sum(len(d) for d, _ in batch)
-        return batch
+            return self._drain_gro(max_packets if drain else 1)
+        return self._drain_plain(max_packets if drain else 1)
 
     def _rx_error(self, exc: OSError) -> None:
         if exc.errno == errno.EBADF:
@@ -239,36 +240,50 @@ class UdpLink:
         self.counters.rx_errors += 1
         self.counters.last_error = exc.errno
 
-    def _drain_plain(self, batch: list[tuple[bytes, Address]], max_packets: int) -> None:
+    def _drain_plain(self, max_packets: int) -> list[tuple[bytes, Address]]:
         recvfrom = self._sock.recvfrom
+        batch: list[tuple[bytes, Address]] = []
+        nbytes = 0
         while len(batch) < max_packets:
             try:
-                batch.append(recvfrom(UDP_READ_SIZE))
+                item = recvfrom(UDP_READ_SIZE)
             except BlockingIOError:
-                return
+                break
             except OSError as exc:
                 self._rx_error(exc)
+                continue
+            nbytes += len(item[0])
+            batch.append(item)
+        c = self.counters
+        c.rx_packets += len(batch)
+        c.rx_bytes += nbytes
+        return batch
 
-    def _drain_gro(self, batch: list[tuple[bytes, Address]], max_packets: int) -> None:
+    def _drain_gro(self, max_packets: int) -> list[tuple[bytes, Address]]:
         recvmsg = self._sock.recvmsg
+        batch: list[tuple[bytes, Address]] = []
         append = batch.append
+        nbytes = 0
         while len(batch) < max_packets:
             try:
                 data, ancillary, _, addr = recvmsg(UDP_READ_SIZE, _GRO_CMSG_SPACE)
             except BlockingIOError:
-                return
+                break
             except OSError as exc:
                 self._rx_error(exc)
                 continue
-            size = 0
-            for level, kind, value in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    size = int.from_bytes(value[:4], sys.byteorder)
-            if 0 < size < len(data):
-                for start in range(0, len(data), size):
-                    append((data[start:start + size], addr))
-            else:
-                append((data, addr))
+            nbytes += len(data)
+            if ancillary:  # a coalesced receive: split by the segment size
+                size = _gro_size(ancillary)
+                if 0 < size < len(data):
+                    for start in range(0, len(data), size):
+                        append((data[start:start + size], addr))
+                    continue
+            append((data, addr))
+        c = self.counters
+        c.rx_packets += len(batch)
+        c.rx_bytes += nbytes
+        return batch
 
     def _send_once(self, data: bytes, addr: Address | None) -> bool | None:
         """True: sent. False: dropped (``ENOBUFS``) or a per-datagram error. None: the socket
@@ -404,10 +419,9 @@ class UdpLink:
         """Send a batch in order, waiting while the queue is full; returns how many were sent
         (the others hit per-datagram errors). Same-size runs go out as one GSO send each.
 
-        Checks for cancellation first, but yields to other tasks only when it has to wait for
-        buffer space: the data path calls it once per batch and schedules itself.
+        A checkpoint only when it has to wait for buffer space: the data path calls it once
+        per batch and does its own scheduling (:mod:`trivpn.runtime.readiness`).
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
         sent = 0
         if not self.gso or len(datagrams) < 2:
             for data in datagrams:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+from collections.abc import Callable
 
 import trio
 
@@ -42,22 +43,38 @@ MAX_DIRECT_WAIT = 1.0
 _MAX_EVENTS = 8
 
 
-def _trio_epoll_fd() -> int:
-    """The fd of the running trio loop's epoll, or -1 when the direct wait cannot be used:
-    not the epoll backend, not trio's system clock (a test clock has its own notion of time),
-    or trio's internals are not what this module knows."""
-    try:
-        from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: PLC0415
+class _TrioLoop:
+    """What the direct wait needs from the running trio loop: its epoll fd and the time to
+    its next deadline. ``None`` (see :meth:`find`) when the direct wait cannot be used: not
+    the epoll backend, not trio's system clock (a test clock has its own notion of time), or
+    trio's internals are not what this module knows."""
 
-        runner = GLOBAL_RUN_CONTEXT.runner
-        if type(runner.clock).__name__ != "SystemClock":
-            return -1
-        epoll = getattr(runner.io_manager, "_epoll", None)
-        if not isinstance(epoll, select.epoll):
-            return -1
-        return epoll.fileno()
-    except (ImportError, AttributeError):
-        return -1
+    __slots__ = ("clock", "epoll_fd", "next_deadline")
+
+    def __init__(self, epoll_fd: int, next_deadline: Callable[[], float],
+                 clock: Callable[[], float]) -> None:
+        self.epoll_fd = epoll_fd
+        self.next_deadline = next_deadline
+        self.clock = clock
+
+    @classmethod
+    def find(cls) -> _TrioLoop | None:
+        try:
+            from trio._core._run import GLOBAL_RUN_CONTEXT  # noqa: PLC0415
+
+            runner = GLOBAL_RUN_CONTEXT.runner
+            clock = runner.clock
+            if type(clock).__name__ != "SystemClock":
+                return None
+            epoll = getattr(runner.io_manager, "_epoll", None)
+            if not isinstance(epoll, select.epoll):
+                return None
+            next_deadline = runner.deadlines.next_deadline
+            if not isinstance(next_deadline(), float):
+                return None
+            return cls(epoll.fileno(), next_deadline, clock.current_time)
+        except (ImportError, AttributeError, TypeError):
+            return None
 
 
 class _Runnable(trio.abc.Instrument):
@@ -66,7 +83,7 @@ class _Runnable(trio.abc.Instrument):
     batch). Exact once synced at a moment the current batch is done (trio about to wait)."""
 
     def __init__(self) -> None:
-        self.pending = 0
+        self.pending = 1  # unknown until synced
         self.synced = False
 
     def task_scheduled(self, task: trio.lowlevel.Task) -> None:
@@ -90,18 +107,21 @@ class ReadySet:
     ``EAGAIN`` read, since the next round's readiness check tells whether more is queued.
     """
 
-    __slots__ = ("_again", "_direct", "_epoll", "_last", "_runnable", "_streak", "_trio_fd")
+    __slots__ = ("_again", "_direct", "_epoll", "_last", "_loop", "_runnable", "_streak",
+                 "_trio_fd")
 
     def __init__(self, fds: tuple[int, ...] = (), *, direct: bool = True) -> None:
         self._epoll = select.epoll()
-        self._trio_fd = _trio_epoll_fd() if direct else -1
-        self._direct: select.epoll | None = None
-        self._runnable: _Runnable | None = None
-        if self._trio_fd >= 0:
+        self._loop = _TrioLoop.find() if direct else None
+        self._trio_fd = -1
+        self._runnable = _Runnable()
+        if self._loop is not None:
+            self._trio_fd = self._loop.epoll_fd
             self._direct = select.epoll()
             self._direct.register(self._trio_fd, select.EPOLLIN)
-            self._runnable = _Runnable()
             trio.lowlevel.add_instrument(self._runnable)
+        else:
+            self._direct = self._epoll  # polled the same way, never waited on directly
         self._streak = 0
         self._last: list[int] = []
         self._again: list[int] = []
@@ -111,21 +131,19 @@ class ReadySet:
     @property
     def direct(self) -> bool:
         """Whether :meth:`wait` can wait without trio's scheduler."""
-        return self._direct is not None
+        return self._loop is not None
 
     def add(self, fd: int) -> None:
         """Watch ``fd`` for readability (already watched: nothing happens)."""
         for epoll in (self._epoll, self._direct):
-            if epoll is not None:
-                with contextlib.suppress(FileExistsError):
-                    epoll.register(fd, select.EPOLLIN)
+            with contextlib.suppress(FileExistsError):
+                epoll.register(fd, select.EPOLLIN)
 
     def discard(self, fd: int) -> None:
         """Stop watching ``fd`` (not watched, or already closed: nothing happens)."""
         for epoll in (self._epoll, self._direct):
-            if epoll is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    epoll.unregister(fd)
+            with contextlib.suppress(OSError, ValueError):
+                epoll.unregister(fd)
 
     def ready(self) -> list[int]:
         """The watched fds that are readable now (never waits)."""
@@ -135,53 +153,64 @@ class ReadySet:
         """``fd`` was ready in this round and the one before, with no wait in between."""
         return fd in self._again
 
+    def _ours(self, events: list[tuple[int, int]]) -> list[int] | None:
+        """The data fds among ``events``; None when trio's own epoll is among them."""
+        trio_fd = self._trio_fd
+        ready = []
+        for fd, _ in events:
+            if fd == trio_fd:
+                return None
+            ready.append(fd)
+        return ready
+
     async def wait(self) -> list[int]:
         """The next round: the watched fds that are readable, waiting for at least one.
 
-        Raises :class:`trio.Cancelled` when cancelled. Yields to other tasks when trio has
-        work, and at least every :data:`YIELD_EVERY` rounds.
+        Raises :class:`trio.Cancelled` when cancelled (checked before any wait and at least
+        every :data:`YIELD_EVERY` rounds). Yields to other tasks when trio has work, and at
+        least every :data:`YIELD_EVERY` rounds.
         """
-        await trio.lowlevel.checkpoint_if_cancelled()
-        direct, runnable = self._direct, self._runnable
         waited = False
-        if direct is None or runnable is None:
-            ready = [fd for fd, _ in self._epoll.poll(0, _MAX_EVENTS)]
-            trio_busy = False
-        else:
-            events = direct.poll(0, _MAX_EVENTS)
-            if not events and runnable.synced and not runnable.pending:
-                stats = trio.lowlevel.current_statistics()
-                if not stats.tasks_runnable and not stats.run_sync_soon_queue_size:
-                    timeout = min(stats.seconds_to_next_deadline, MAX_DIRECT_WAIT)
+        if self._streak < YIELD_EVERY:
+            # the hot path: as little Python as possible between a packet and its handling
+            events = self._direct.poll(0, _MAX_EVENTS)
+            if not events:
+                loop, runnable = self._loop, self._runnable
+                if loop is not None and not runnable.pending:
+                    timeout = min(loop.next_deadline() - loop.clock(), MAX_DIRECT_WAIT)
                     if timeout > 0:
-                        events = direct.poll(timeout, _MAX_EVENTS)
+                        await trio.lowlevel.checkpoint_if_cancelled()
+                        events = self._direct.poll(timeout, _MAX_EVENTS)
                         self._streak = 0  # trio had nothing to do meanwhile
                         waited = True
-            trio_fd = self._trio_fd
-            ready = [fd for fd, _ in events if fd != trio_fd]
-            trio_busy = len(ready) != len(events)
-        if not ready or trio_busy or self._streak >= YIELD_EVERY:
-            self._streak = 0
-            if ready:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                ready = self.ready()
-            epoll_fd = self._epoll.fileno()
-            while not ready:
-                await trio.lowlevel.wait_readable(epoll_fd)
-                ready = self.ready()
-                waited = True
-        self._streak += 1
+            if events:
+                ready = self._ours(events)
+                if ready is not None:
+                    self._streak += 1
+                    self._again = [] if waited else self._last
+                    self._last = ready
+                    return ready
+        # through trio: it has work, or nothing is ready, or this task ran long enough
+        self._streak = 1
+        ready = self.ready()
+        if ready:
+            await trio.lowlevel.checkpoint()
+            ready = self.ready()
+        epoll_fd = self._epoll.fileno()
+        while not ready:
+            await trio.lowlevel.wait_readable(epoll_fd)
+            ready = self.ready()
+            waited = True
         self._again = [] if waited else self._last
         self._last = ready
         return ready
 
     def close(self) -> None:
         """Close the private epolls (idempotent)."""
-        if self._runnable is not None:
+        if self._loop is not None:
+            self._loop = None
             with contextlib.suppress(KeyError, RuntimeError):
                 trio.lowlevel.remove_instrument(self._runnable)
-            self._runnable = None
-        if self._direct is not None:
             self._direct.close()
         if not self._epoll.closed:
             with contextlib.suppress(RuntimeError):  # outside trio.run nobody can be waiting
