@@ -12,6 +12,7 @@ from trivpn.bench.measure import (
     parse_link_packets,
     parse_ping_rtts,
     parse_proc_stat_cpu,
+    parse_schedstat_ns,
     parse_status_rss_kib,
 )
 
@@ -84,3 +85,12 @@ def test_link_packets_come_from_stats64():
     assert (packets.rx, packets.tx, packets.total) == (10, 32, 42)
     with pytest.raises(MeasureError):
         parse_link_packets("Device \"tvb0\" does not exist.")
+
+
+def test_schedstat_run_time_is_the_first_field_in_nanoseconds():
+    assert parse_schedstat_ns("123456789 2345 67\n") == 123456789
+
+
+def test_schedstat_without_fields_is_an_error():
+    with pytest.raises(MeasureError):
+        parse_schedstat_ns("")
