@@ -184,7 +184,11 @@ class ReadySet:
                         self._streak = 0  # trio had nothing to do meanwhile
                         waited = True
             if events:
-                ready = self._ours(events)
+                if len(events) == 1:  # the usual case, without a call
+                    fd = events[0][0]
+                    ready = None if fd == self._trio_fd else [fd]
+                else:
+                    ready = self._ours(events)
                 if ready is not None:
                     self._streak += 1
                     self._again = [] if waited else self._last
