@@ -11,6 +11,7 @@ from trivpn.bench.measure import (
     parse_iperf3,
     parse_ping_rtts,
     parse_proc_stat_cpu,
+    parse_schedstat_ns,
     parse_ss_segs_out,
     parse_status_rss_kib,
     parse_tcp_out_segs,
@@ -100,3 +101,12 @@ def test_ss_segs_out_are_summed_over_sockets():
             "ESTAB 0 0 198.18.0.2:40002 198.18.0.1:1194\n\t segs_out:34 segs_in:2\n")
     assert parse_ss_segs_out(text) == 1234
     assert parse_ss_segs_out("") == 0
+
+
+def test_schedstat_run_time_is_the_first_field_in_nanoseconds():
+    assert parse_schedstat_ns("123456789 2345 67\n") == 123456789
+
+
+def test_schedstat_without_fields_is_an_error():
+    with pytest.raises(MeasureError):
+        parse_schedstat_ns("")

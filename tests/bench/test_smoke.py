@@ -43,3 +43,26 @@ def test_one_short_udp_round_reports_both_contenders_and_their_ratios(tmp_path: 
     leftovers = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                                check=False).stdout
     assert f"tvbench-{proc.pid}-" not in leftovers  # scripts/bench execs: same PID
+
+
+def test_rtt_rounds_report_rtt_and_cpu_per_ping_of_both_contenders(tmp_path: Path):
+    require_netns()
+    require_openvpn()
+    out = tmp_path / "rtt.json"
+    proc = subprocess.Popen([str(BENCH), "rtt", "--rounds", "1", "--pings", "5", "--json",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, (stdout[-2000:], stderr[-2000:])
+    report = json.loads(out.read_text())
+    assert report["benchmark"] == "rtt" and report["errors"] == []
+    for metric in ("rtt_us", "rtt_min_us", "cpu_server_us", "cpu_client_us"):
+        for contender in ("trivpn", "openvpn"):
+            entry = report["summary"][metric][contender]
+            assert entry is not None and entry["n"] == 1 and entry["median"] > 0, \
+                (metric, contender)

@@ -76,6 +76,32 @@ async def test_udp_recv_batch_waits_for_first_datagram(udp_pair) -> None:
     assert [d for d, _ in got[0]] == [b"late"]
 
 
+def test_udp_recv_ready_returns_nothing_when_nothing_is_queued(udp_pair) -> None:
+    _, b = udp_pair
+    assert b.recv_ready() == []
+    assert b.counters.rx_packets == 0
+
+
+async def test_udp_recv_ready_drains_what_is_queued(udp_pair) -> None:
+    a, b = udp_pair
+    sent = [b"d%d" % i for i in range(5)]
+    with trio.fail_after(5):
+        assert a.try_send_many(sent, b.local_address) == 5
+        await _queued(b)
+    assert [d for d, _ in b.recv_ready()] == sent
+    assert b.recv_ready() == []
+
+
+async def test_udp_recv_ready_without_drain_receives_once(udp_pair) -> None:
+    a, b = udp_pair
+    with trio.fail_after(5):
+        a.try_send_many([b"first", b"second-one"], b.local_address)  # sizes differ: no GRO
+        await _queued(b)
+    assert [d for d, _ in b.recv_ready(drain=False)] == [b"first"]
+    assert [d for d, _ in b.recv_ready(drain=False)] == [b"second-one"]
+    assert b.counters.rx_packets == 2
+
+
 async def test_udp_send_many_counts_sent_datagrams(udp_pair) -> None:
     a, b = udp_pair
     with trio.fail_after(5):

@@ -104,6 +104,25 @@ async def test_read_batch_respects_max_packets(tun_ns: tuple[Netns, TunDevice]) 
         assert len(await tun.read_batch(max_packets=2)) == 2
 
 
+def _echo_requests(packets: list[bytes]) -> int:
+    return sum(1 for p in packets if (ip := parse_ipv4(p)) is not None and ip.proto == ICMP)
+
+
+async def test_read_ready_returns_what_is_queued_without_waiting(
+        tun_ns: tuple[Netns, TunDevice]) -> None:
+    ns, tun = tun_ns
+    tun.read_ready()  # whatever the kernel sent by itself (IPv6 chatter)
+    with _icmp_socket(ns) as sock, trio.fail_after(5):
+        for seq in range(3):
+            await sock.sendto(build_icmp_echo(ECHO_REQUEST, 1, seq, b"x"), (PEER, 0))
+        await trio.lowlevel.wait_readable(tun.fileno())
+        await trio.sleep(0.05)
+    first = tun.read_ready(max_packets=1)
+    assert len(first) == 1
+    assert _echo_requests(first + tun.read_ready()) == 3
+    assert _echo_requests(tun.read_ready()) == 0
+
+
 def test_write_of_malformed_packet_is_counted_as_drop(tun_ns: tuple[Netns, TunDevice]) -> None:
     _, tun = tun_ns
     assert tun.write(b"") is False

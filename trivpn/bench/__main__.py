@@ -1,4 +1,4 @@
-"""``python -m trivpn.bench [throughput|handshakes|idle] [options]`` (``scripts/bench``).
+"""``python -m trivpn.bench [throughput|rtt|handshakes|idle] [options]`` (``scripts/bench``).
 
 Needs root (namespaces), ``iperf3``, ``ping``, ``ss`` and ``openvpn``. Prints progress on
 stderr and the result table on stdout; ``--json FILE`` writes the report document.
@@ -17,13 +17,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from trivpn.bench import handshakes, idle, throughput
+from trivpn.bench import handshakes, idle, rtt, throughput
 from trivpn.bench.contenders import CONTENDERS
 from trivpn.bench.report import Metric, format_table
 from trivpn.bench.swarm import swarm_main
 from trivpn.protocol.datachannel import CIPHERS
 
-COMMANDS = ("throughput", "handshakes", "idle", "swarm")
+COMMANDS = ("throughput", "rtt", "handshakes", "idle", "swarm")
 
 
 def _positive_float(text: str) -> float:
@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(tp)
     tp.add_argument("--duration", type=_positive_float, default=10.0,
                     help="seconds per iperf3 run (default 10)")
+
+    rt = sub.add_parser("rtt", help="idle RTT only, with CPU per ping (seconds per round)")
+    common(rt)
+    rt.set_defaults(rounds=5)
+    rt.add_argument("--pings", type=_positive_int, default=50,
+                    help="pings per round (default 50)")
+    rt.add_argument("--interval", type=_positive_float, default=0.05,
+                    help="seconds between pings (default 0.05; ping needs root below 0.2)")
 
     hs = sub.add_parser("handshakes", help="full handshakes per second a server completes")
     common(hs)
@@ -99,10 +107,11 @@ def _contenders(text: str) -> tuple[str, ...]:
     return names
 
 
-def _preflight(need_openvpn: bool) -> str | None:
+def _preflight(need_openvpn: bool, need_iperf3: bool = True) -> str | None:
     if os.geteuid() != 0:
         return "the benchmark needs root (network namespaces, TUN devices)"
-    tools = ["ip", "ping", "ss", "iperf3"] + (["openvpn"] if need_openvpn else [])
+    tools = (["ip", "ping", "ss"] + (["iperf3"] if need_iperf3 else [])
+             + (["openvpn"] if need_openvpn else []))
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         return "missing tools: " + ", ".join(missing)
@@ -130,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "swarm":
         return swarm_main(args)
     contenders = _contenders(args.contenders) if args.command != "idle" else ("trivpn",)
-    problem = _preflight("openvpn" in contenders)
+    problem = _preflight("openvpn" in contenders, need_iperf3=args.command == "throughput")
     if problem is not None:
         _say(f"bench: {problem}")
         return 2
@@ -141,6 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 duration=args.duration, rounds=args.rounds, transport=args.transport,
                 cipher=args.cipher, contenders=contenders), _say)
             return _finish(report, throughput.METRICS, args.json)
+        if args.command == "rtt":
+            report = rtt.run_rtt(rtt.RttOptions(
+                pings=args.pings, interval=args.interval, rounds=args.rounds,
+                transport=args.transport, cipher=args.cipher, contenders=contenders), _say)
+            return _finish(report, rtt.METRICS, args.json)
         if args.command == "handshakes":
             if args.transport != "udp":
                 _say("bench: the handshake swarm speaks UDP only")

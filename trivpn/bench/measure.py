@@ -75,6 +75,15 @@ def parse_proc_stat_cpu(text: str, clock_ticks: int) -> float:
     return (utime + stime) / clock_ticks
 
 
+def parse_schedstat_ns(text: str) -> int:
+    """CPU time in nanoseconds from the text of ``/proc/PID[/task/TID]/schedstat`` (its first
+    field: time spent on the CPU)."""
+    try:
+        return int(text.split(maxsplit=1)[0])
+    except (IndexError, ValueError):
+        raise MeasureError("/proc/PID/schedstat", "no run time field") from None
+
+
 def parse_status_rss_kib(text: str) -> int:
     """``VmRSS`` in KiB from the text of ``/proc/PID/status``."""
     for line in text.splitlines():

@@ -10,8 +10,10 @@ Structure (docs/architecture.md, runtime):
   :data:`~trivpn.runtime.supervisor.Outcome` whether to reconnect (with back-off) or exit.
 * A :class:`Connection` is one link and one :class:`~trivpn.protocol.session.Session` under one
   nursery: the link reader (data packets straight to the TUN, control packets into the
-  session), the TUN reader (started once the server's push configured the tunnel), the timer
-  task (sleeps until ``session.next_timer()``, re-armed by every input) and the drop ticker.
+  session), the TUN → link direction once the server's push configured the tunnel (UDP: the
+  link reader serves it too, waiting on both fds at once, see
+  :mod:`trivpn.runtime.readiness`; TCP: a TUN reader task), the timer task (sleeps until
+  ``session.next_timer()``, re-armed by every input) and the drop ticker.
   Any task may end the connection by setting its outcome and cancelling the nursery.
 
 Exit codes: 0 after SIGINT/SIGTERM or a server HALT, 1 on AUTH_FAILED (``auth-retry none``) or
@@ -26,7 +28,6 @@ import signal
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -45,9 +46,11 @@ from trivpn.runtime.link import LinkClosed, TcpLink, UdpLink, open_tcp_link
 from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
+from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.setup import session_config
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import Exit, Outcome, Reconnect, RemoteSchedule
+from trivpn.runtime.tun import TunDevice
 from trivpn.runtime.tunnel import NetGateway, Tunnel, TunnelPlanError, plan_client_tunnel
 
 Log = structlog.stdlib.BoundLogger
@@ -251,6 +254,7 @@ class Connection:
         self.remote = remote
         self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
         self.session = Session(client.config, trio.current_time())
+        self._clock = trio.lowlevel.current_clock().current_time  # = trio.current_time
         self.remote_ip = ""
         self.outcome: Outcome | None = None
         self.udp: UdpLink | None = None
@@ -258,7 +262,10 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._rearm = trio.Event()
         self._control_seen = trio.Event()
-        self._tun_reader_started = False
+        self._tun_started = False
+        self._ready: ReadySet | None = None  # UDP: the link reader's fds (link, then TUN)
+        self._tun_fd = -1
+        self._tun_device: TunDevice | None = None
         self._seen_drops: Counter[str] = Counter()
         self._seen_link = (0, 0, 0)
         self.no_tun = 0
@@ -364,9 +371,23 @@ class Connection:
             self.finish(Reconnect("network_error", str(exc)))
 
     async def _udp_reader(self, link: UdpLink) -> None:
-        while True:
-            batch = await link.recv_batch()
-            await self._handle_batch([data for data, _ in batch])
+        """UDP: one task for both directions once the TUN is up (its fd joins the ready set
+        when the push configured it; :mod:`trivpn.runtime.readiness`)."""
+        link_fd = link.fileno()
+        ready = self._ready = ReadySet((link_fd,))
+        try:
+            while True:
+                for fd in await ready.wait():
+                    # A burst is drained (batches for GSO); a lone packet is read once.
+                    if fd == link_fd:
+                        batch = link.recv_ready(drain=ready.burst(fd))
+                        if batch:
+                            await self._handle_batch([data for data, _ in batch])
+                    elif fd == self._tun_fd:
+                        await self._tun_ready(link, ready.burst(fd))
+        finally:
+            self._ready = None
+            ready.close()
 
     async def _tcp_reader(self, link: TcpLink) -> None:
         while True:
@@ -375,7 +396,7 @@ class Connection:
     async def _handle_batch(self, batch: list[bytes]) -> None:
         """The link → TUN hot path: data packets straight through the session to the TUN;
         control packets into the session, whose output is processed once per batch."""
-        now = trio.current_time()
+        now = self._clock()
         decrypt = self.session.decrypt_data
         tunnel = self.client.tunnel
         mss = self.mss
@@ -405,36 +426,72 @@ class Connection:
 
     # -- TUN → link -----------------------------------------------------------------------
 
-    async def _tun_reader(self, tunnel: Tunnel) -> None:
-        """The TUN → link hot path: each wake-up drains the TUN, encrypts the batch and hands
-        it to the link in one call (UDP: GSO runs; TCP: one write). Nothing waits for a batch
-        to fill."""
-        encrypt = self.session.encrypt_data
-        read = tunnel.device.read_batch
-        clock = trio.current_time
-        traffic = self.client.traffic
-        send: Callable[[list[bytes]], Any]
+    def _start_tun(self, tunnel: Tunnel) -> None:
+        """The TUN → link direction, once per connection when the push configured the TUN:
+        UDP adds the TUN to the link reader's ready set, TCP starts a TUN reader task."""
+        self.mss = mss_limit_for(self.options, (self.session.cipher or "",),
+                                 "udp" if self.udp is not None else "tcp")
         if self.udp is not None:
-            send = self.udp.send_many
-        else:
-            assert self.tcp is not None
-            send = self.tcp.send_packets
-        self.mss = mss = mss_limit_for(self.options, (self.session.cipher or "",),
-                                       "udp" if self.udp is not None else "tcp")
+            if self._ready is not None:
+                self._tun_device = tunnel.device
+                self._tun_fd = tunnel.device.fileno()
+                self._ready.add(self._tun_fd)
+        elif self._nursery is not None:
+            self._nursery.start_soon(self._tun_reader, tunnel)
+
+    def _encrypt_tun(self, packets: list[bytes]) -> list[bytes]:
+        """TUN packets to wire datagrams (MSS-clamped, encrypted)."""
+        traffic = self.client.traffic
+        traffic.tun_read_bytes += sum(map(len, packets))
+        encrypt = self.session.encrypt_data
+        mss = self.mss
+        now = self._clock()
+        out: list[bytes] = []
+        append = out.append
+        for packet in packets:
+            wire = encrypt(packet if mss is None else clamp_mss(packet, mss), now)
+            if wire is not None:
+                append(wire)
+        if out:
+            traffic.bytes_out += sum(map(len, out))
+            traffic.packets_out += len(out)
+        return out
+
+    async def _tun_ready(self, link: UdpLink, drain: bool) -> None:
+        """The TUN → link hot path (UDP): drain the TUN, encrypt the batch and hand it to
+        the link in one call (GSO runs). Nothing waits for a batch to fill."""
+        device = self._tun_device
+        if device is None:  # pragma: no cover - the fd is watched only with a device
+            return
+        try:
+            packets = device.read_ready(64 if drain else 1)
+        except trio.ClosedResourceError:
+            self._stop_tun()
+            return
+        except OSError as exc:
+            self.log.error("tun_error", detail=str(exc))
+            self.finish(Exit(1, "tun_error", str(exc)))
+            return
+        out = self._encrypt_tun(packets)
+        if out:
+            await link.send_many(out)
+
+    def _stop_tun(self) -> None:
+        if self._ready is not None and self._tun_fd >= 0:
+            self._ready.discard(self._tun_fd)
+        self._tun_fd = -1
+        self._tun_device = None
+
+    async def _tun_reader(self, tunnel: Tunnel) -> None:
+        """The TUN → link hot path over TCP: each wake-up drains the TUN, encrypts the batch
+        and hands it to the link in one write."""
+        read = tunnel.device.read_batch
+        assert self.tcp is not None
+        send = self.tcp.send_packets
         try:
             while True:
-                packets = await read()
-                traffic.tun_read_bytes += sum(map(len, packets))
-                now = clock()
-                out: list[bytes] = []
-                append = out.append
-                for packet in packets:
-                    wire = encrypt(packet if mss is None else clamp_mss(packet, mss), now)
-                    if wire is not None:
-                        append(wire)
+                out = self._encrypt_tun(await read())
                 if out:
-                    traffic.bytes_out += sum(map(len, out))
-                    traffic.packets_out += len(out)
                     await send(out)
         except trio.ClosedResourceError:
             return
@@ -621,9 +678,9 @@ class Connection:
             self.log.warning("route_failed", detail=failure)
         self.log.info("tun_configured", ifindex=tunnel.ifindex, reused=reused,
                       reconfigured=changed, **tunnel.describe())
-        if not self._tun_reader_started and self._nursery is not None:
-            self._tun_reader_started = True
-            self._nursery.start_soon(self._tun_reader, tunnel)
+        if not self._tun_started:
+            self._tun_started = True
+            self._start_tun(tunnel)
         try:
             client.maybe_drop_privileges()
         except RuntimeSetupError as exc:

@@ -123,6 +123,15 @@ def _enable_gro(sock: socket.socket) -> bool:
     return True
 
 
+def _gro_size(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The segment size a coalesced (GRO) receive reports; 0 when it reports none."""
+    size = 0
+    for level, kind, value in ancillary:
+        if level == SOL_UDP and kind == UDP_GRO:
+            size = int.from_bytes(value[:4], sys.byteorder)
+    return size
+
+
 class UdpLink:
     """A non-blocking UDP socket with batched receive and batch-friendly send.
 
@@ -194,26 +203,36 @@ class UdpLink:
         unreachable reported on a connected socket) are counted in ``rx_errors`` and skipped,
         as OpenVPN does. Always a trio checkpoint.
         """
-        self._check_open()
-        batch: list[tuple[bytes, Address]] = self._pending
-        self._pending = []
-        if len(batch) > max_packets:
-            batch, self._pending = batch[:max_packets], batch[max_packets:]
         await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        batch = self._pending
+        self._pending = []
         waited = False
-        if self.gro:
-            waited = await self._drain_gro(batch, max_packets)
-        else:
-            waited = await self._drain_plain(batch, max_packets)
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+        if len(batch) < max_packets:
+            batch += self.recv_ready(max_packets - len(batch))
+            while not batch:
+                await trio.lowlevel.wait_readable(self._sock)
+                waited = True
+                batch = self.recv_ready(max_packets)
         if len(batch) > max_packets:
             self._pending = batch[max_packets:]
             del batch[max_packets:]
-        c = self.counters
-        c.rx_packets += len(batch)
-        c.rx_bytes += sum(len(d) for d, _ in batch)
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
         return batch
+
+    def recv_ready(self, max_packets: int = 64, *,
+                   drain: bool = True) -> list[tuple[bytes, Address]]:
+        """The datagrams queued now, without waiting (possibly none).
+
+        ``drain``: receive until ``EAGAIN`` or until ``max_packets`` are held; otherwise one
+        receive call only (for a lone packet that saves the ``EAGAIN`` round, the caller's
+        readiness check tells whether more is queued). A coalesced (GRO) receive is returned
+        whole, so the batch may exceed ``max_packets`` by up to one receive's datagrams.
+        """
+        if self.gro:
+            return self._drain_gro(max_packets if drain else 1)
+        return self._drain_plain(max_packets if drain else 1)
 
     def _rx_error(self, exc: OSError) -> None:
         if exc.errno == errno.EBADF:
@@ -221,49 +240,50 @@ class UdpLink:
         self.counters.rx_errors += 1
         self.counters.last_error = exc.errno
 
-    async def _drain_plain(self, batch: list[tuple[bytes, Address]], max_packets: int) -> bool:
+    def _drain_plain(self, max_packets: int) -> list[tuple[bytes, Address]]:
         recvfrom = self._sock.recvfrom
-        waited = False
+        batch: list[tuple[bytes, Address]] = []
+        nbytes = 0
         while len(batch) < max_packets:
             try:
-                batch.append(recvfrom(UDP_READ_SIZE))
+                item = recvfrom(UDP_READ_SIZE)
             except BlockingIOError:
-                if batch:
-                    break
-                await trio.lowlevel.wait_readable(self._sock)
-                self._check_open()
-                waited = True
+                break
             except OSError as exc:
                 self._rx_error(exc)
-        return waited
+                continue
+            nbytes += len(item[0])
+            batch.append(item)
+        c = self.counters
+        c.rx_packets += len(batch)
+        c.rx_bytes += nbytes
+        return batch
 
-    async def _drain_gro(self, batch: list[tuple[bytes, Address]], max_packets: int) -> bool:
+    def _drain_gro(self, max_packets: int) -> list[tuple[bytes, Address]]:
         recvmsg = self._sock.recvmsg
+        batch: list[tuple[bytes, Address]] = []
         append = batch.append
-        waited = False
+        nbytes = 0
         while len(batch) < max_packets:
             try:
                 data, ancillary, _, addr = recvmsg(UDP_READ_SIZE, _GRO_CMSG_SPACE)
             except BlockingIOError:
-                if batch:
-                    break
-                await trio.lowlevel.wait_readable(self._sock)
-                self._check_open()
-                waited = True
-                continue
+                break
             except OSError as exc:
                 self._rx_error(exc)
                 continue
-            size = 0
-            for level, kind, value in ancillary:
-                if level == SOL_UDP and kind == UDP_GRO:
-                    size = int.from_bytes(value[:4], sys.byteorder)
-            if 0 < size < len(data):
-                for start in range(0, len(data), size):
-                    append((data[start:start + size], addr))
-            else:
-                append((data, addr))
-        return waited
+            nbytes += len(data)
+            if ancillary:  # a coalesced receive: split by the segment size
+                size = _gro_size(ancillary)
+                if 0 < size < len(data):
+                    for start in range(0, len(data), size):
+                        append((data[start:start + size], addr))
+                    continue
+            append((data, addr))
+        c = self.counters
+        c.rx_packets += len(batch)
+        c.rx_bytes += nbytes
+        return batch
 
     def _send_once(self, data: bytes, addr: Address | None) -> bool | None:
         """True: sent. False: dropped (``ENOBUFS``) or a per-datagram error. None: the socket
@@ -397,21 +417,29 @@ class UdpLink:
 
     async def send_many(self, datagrams: Sequence[bytes], addr: Address | None = None) -> int:
         """Send a batch in order, waiting while the queue is full; returns how many were sent
-        (the others hit per-datagram errors). Same-size runs go out as one GSO send each."""
-        await trio.lowlevel.checkpoint_if_cancelled()
+        (the others hit per-datagram errors). Same-size runs go out as one GSO send each.
+
+        A checkpoint only when it has to wait for buffer space: the data path calls it once
+        per batch and does its own scheduling (:mod:`trivpn.runtime.readiness`).
+        """
         sent = 0
         if not self.gso or len(datagrams) < 2:
             for data in datagrams:
-                sent += await self._send_waiting(data, addr)
-        else:
-            for run in self._runs(datagrams):
-                if len(run) == 1:
-                    sent += await self._send_waiting(run[0], addr)
-                    continue
-                while (count := self._send_gso_once(run, addr)) is None:
-                    await trio.lowlevel.wait_writable(self._sock)
-                sent += count
-        await trio.lowlevel.cancel_shielded_checkpoint()
+                result = self._send_once(data, addr)
+                if result is None:
+                    result = await self._send_waiting(data, addr)
+                sent += result
+            return sent
+        for run in self._runs(datagrams):
+            if len(run) == 1:
+                result = self._send_once(run[0], addr)
+                if result is None:
+                    result = await self._send_waiting(run[0], addr)
+                sent += result
+                continue
+            while (count := self._send_gso_once(run, addr)) is None:
+                await trio.lowlevel.wait_writable(self._sock)
+            sent += count
         return sent
 
     def close(self) -> None:

@@ -2,17 +2,18 @@
 
 Tasks (one nursery for the server, a child nursery for the peers):
 
-- **link reader** (UDP): demultiplexes every datagram by source address. Data packets of a
-  known peer go straight to :meth:`Session.decrypt_data` and are routed (hot path: no logging,
-  no per-packet allocation beyond the packet itself). P_DATA_V2 from an unknown address whose
-  peer-id authenticates moves that peer to the new address (float). From unknown addresses only
-  the client's hard reset is answered, statelessly with an HMAC cookie session id (digest
-  §10.1); the client's next packet proves the cookie and only then creates a session. All else
-  is dropped and counted.
+- **data path** (UDP): one task for both directions, waiting on the socket and the device at
+  once (:mod:`trivpn.runtime.readiness`). It demultiplexes every datagram by source address.
+  Data packets of a known peer go straight to :meth:`Session.decrypt_data` and are routed
+  (hot path: no logging, no per-packet allocation beyond the packet itself). P_DATA_V2 from an
+  unknown address whose peer-id authenticates moves that peer to the new address (float). From
+  unknown addresses only the client's hard reset is answered, statelessly with an HMAC cookie
+  session id (digest §10.1); the client's next packet proves the cookie and only then creates a
+  session. All else is dropped and counted.
 - **TCP acceptor** (TCP): one peer per connection; its reader and writer run as that peer's
   tasks.
-- **device reader**: packets from the TUN/TAP device go to the peer owning the destination
-  (:mod:`trivpn.runtime.peers`).
+- **device → peers**: packets from the TUN/TAP device go to the peer owning the destination
+  (:mod:`trivpn.runtime.peers`); UDP: in the data path task, TCP: a device reader task.
 - **per-peer timer task**: runs the session's timers (retransmits, hand-window, keepalive,
   renegotiation). Any failure of one peer removes that peer only.
 - **housekeeping**: aggregated ``packet_dropped`` log lines and the ``ifconfig-pool-persist`` file.
@@ -63,6 +64,7 @@ from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator, read_persist_file, write_persist_file
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
+from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.setup import session_config
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
@@ -214,13 +216,13 @@ class Server:
             async with trio.open_nursery() as main:
                 async with trio.open_nursery() as peers:
                     self._peers_nursery = peers
-                    main.start_soon(self._device_reader)
                     main.start_soon(self._housekeeping)
                     if self.tools is not None:
                         main.start_soon(self.tools.run_server, self)
                     if self.udp is not None:
-                        main.start_soon(self._udp_reader)
+                        main.start_soon(self._udp_data_path)
                     else:
+                        main.start_soon(self._device_reader)
                         main.start_soon(self._tcp_acceptor)
                     signum = await self._wait_for_signal()
                     self.log.info("signal_received", signal=signal.Signals(signum).name)
@@ -510,6 +512,13 @@ class Server:
         """Send encrypted packets, waiting while the UDP socket is full (runs of one peer's
         packets go out together)."""
         udp = self.udp
+        if len(out) == 1 and udp is not None:  # the common case of interactive traffic
+            peer, wire = out[0]
+            if peer.tcp_send is None:
+                peer.tx_bytes += len(wire)
+                peer.tx_packets += 1
+                await udp.send_many((wire,), peer.address)
+                return
         i, n = 0, len(out)
         while i < n:
             peer = out[i][0]
@@ -622,70 +631,101 @@ class Server:
             self.tunnel.device.write_many(packets)
 
     async def _device_reader(self) -> None:
+        """TCP transport: packets from the device to the peers' connections."""
         assert self.tunnel is not None
         device = self.tunnel.device
-        by_vaddr = self.table.by_vaddr
-        counts = self.counts
-        tap = self.tap
-        table = self.table
-        mss = self.mss
         while True:
-            packets = await device.read_batch(BATCH)
-            now = trio.current_time()
-            out: list[tuple[Peer, bytes]] = []
+            out = self._from_device(await device.read_batch(BATCH), trio.current_time())
+            if out:
+                await self._transmit(out)
+
+    def _from_device(self, packets: list[bytes], now: float) -> list[tuple[Peer, bytes]]:
+        """Encrypt device packets for the peers owning their destinations."""
+        out: list[tuple[Peer, bytes]] = []
+        counts = self.counts
+        if self.tap:
+            table = self.table
             for packet in packets:
-                if tap:
-                    peer = table.for_frame(packet)
-                    if peer is None:
-                        for other in self.connected:
-                            wire = other.session.encrypt_data(packet, now)
-                            if wire is not None:
-                                out.append((other, wire))
-                        continue
-                elif len(packet) >= 20 and packet[0] >> 4 == 4:
-                    peer = by_vaddr.get(packet[16:20])
-                    if peer is None:
-                        counts["no_route"] += 1
-                        continue
-                    if mss is not None:
-                        packet = clamp_mss(packet, mss)  # noqa: PLW2901
-                else:
-                    counts["not_ipv4"] += 1
+                peer = table.for_frame(packet)
+                if peer is None:
+                    for other in self.connected:
+                        wire = other.session.encrypt_data(packet, now)
+                        if wire is not None:
+                            out.append((other, wire))
                     continue
                 wire = peer.session.encrypt_data(packet, now)
                 if wire is not None:
                     out.append((peer, wire))
-            if out:
-                await self._transmit(out)
+            return out
+        by_vaddr = self.table.by_vaddr
+        mss = self.mss
+        for packet in packets:
+            if len(packet) >= 20 and packet[0] >> 4 == 4:
+                peer = by_vaddr.get(packet[16:20])
+                if peer is None:
+                    counts["no_route"] += 1
+                    continue
+                if mss is not None:
+                    packet = clamp_mss(packet, mss)  # noqa: PLW2901
+            else:
+                counts["not_ipv4"] += 1
+                continue
+            wire = peer.session.encrypt_data(packet, now)
+            if wire is not None:
+                out.append((peer, wire))
+        return out
 
     # ------------------------------------------------------------------ UDP
 
-    async def _udp_reader(self) -> None:
-        udp = self.udp
-        assert udp is not None
+    async def _udp_data_path(self) -> None:
+        """UDP transport: one task for both directions (link → device/peers, device →
+        peers), waiting on both fds at once (:mod:`trivpn.runtime.readiness`)."""
+        udp, tunnel = self.udp, self.tunnel
+        assert udp is not None and tunnel is not None
+        device = tunnel.device
+        link_fd, device_fd = udp.fileno(), device.fileno()
+        clock = trio.lowlevel.current_clock().current_time  # = trio.current_time, cheaper
+        ready = ReadySet((link_fd, device_fd))
+        try:
+            while True:
+                for fd in await ready.wait():
+                    # A burst is drained (batches for GSO); a lone packet is read once.
+                    if fd == link_fd:
+                        out = self._from_link(udp.recv_ready(BATCH, drain=ready.burst(fd)),
+                                              clock())
+                    elif fd == device_fd:
+                        out = self._from_device(
+                            device.read_ready(BATCH if ready.burst(fd) else 1), clock())
+                    else:  # pragma: no cover - only these two are watched
+                        continue
+                    if out:
+                        await self._transmit(out)
+        finally:
+            ready.close()
+
+    def _from_link(self, batch: list[tuple[bytes, Address]],
+                   now: float) -> list[tuple[Peer, bytes]]:
+        """Datagrams from the link: data of known peers is decrypted and routed (what goes to
+        other peers is returned), the rest goes to :meth:`_udp_other`."""
         by_address = self.table.by_address
-        while True:
-            batch = await udp.recv_batch(BATCH)
-            now = trio.current_time()
-            out: list[tuple[Peer, bytes]] = []
-            to_device: list[bytes] = []
-            for data, address in batch:
-                peer = by_address.get(address)
-                if peer is not None:
-                    peer.rx_bytes += len(data)
-                    peer.rx_packets += 1
-                try:
-                    if peer is not None and data and (data[0] >> 3) in (_DATA_V2, _DATA_V1):
-                        plain = peer.session.decrypt_data(data, now)
-                        if plain is not None:
-                            self._from_peer(peer, plain, now, out, to_device=to_device)
-                    else:
-                        self._udp_other(peer, data, address, now, out, to_device=to_device)
-                except Exception as exc:  # a bug must cost one peer, never the server
-                    self._peer_failed(peer, exc)
-            self._write_device(to_device)
-            if out:
-                await self._transmit(out)
+        out: list[tuple[Peer, bytes]] = []
+        to_device: list[bytes] = []
+        for data, address in batch:
+            peer = by_address.get(address)
+            if peer is not None:
+                peer.rx_bytes += len(data)
+                peer.rx_packets += 1
+            try:
+                if peer is not None and data and (data[0] >> 3) in (_DATA_V2, _DATA_V1):
+                    plain = peer.session.decrypt_data(data, now)
+                    if plain is not None:
+                        self._from_peer(peer, plain, now, out, to_device=to_device)
+                else:
+                    self._udp_other(peer, data, address, now, out, to_device=to_device)
+            except Exception as exc:  # a bug must cost one peer, never the server
+                self._peer_failed(peer, exc)
+        self._write_device(to_device)
+        return out
 
     def _udp_other(self, peer: Peer | None, data: bytes, address: Address, now: float,
                    out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:

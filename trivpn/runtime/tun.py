@@ -101,39 +101,41 @@ class TunDevice:
 
     async def read_batch(self, max_packets: int = 64) -> list[bytes]:
         """Wait until at least one packet is queued, then return up to about ``max_packets``
-        (a TSO super-packet read last is returned whole, as all its segments).
+        (see :meth:`read_ready`).
 
         Never waits for the batch to fill: whatever is queued when the first packet arrives is
         returned at once (latency matters more than batch size). Always a trio checkpoint.
         """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        packets = self.read_ready(max_packets)
+        if packets:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return packets
+        while not packets:
+            await trio.lowlevel.wait_readable(self.fileno())
+            packets = self.read_ready(max_packets)
+        return packets
+
+    def read_ready(self, max_packets: int = 64) -> list[bytes]:
+        """The packets queued now, up to about ``max_packets`` (a TSO super-packet read last is
+        returned whole, as all its segments), without waiting (possibly none)."""
         fd = self.fileno()
         read = os.read
         size = self._read_size
         packets: list[bytes] = []
         append = packets.append
         offload = self.offload
-        await trio.lowlevel.checkpoint_if_cancelled()
-        waited = False
-        while True:
+        while len(packets) < max_packets:
             try:
                 frame = read(fd, size)
             except BlockingIOError:
-                if packets:
-                    break
-                await trio.lowlevel.wait_readable(fd)
-                fd = self.fileno()  # closed while we waited?
-                waited = True
-                continue
+                break
             if not offload:
                 append(frame)
             elif frame[1] == 0 and frame[0] == 0:  # plain packet: no GSO, checksum done
                 append(frame[VNET_HDR_LEN:])
             else:
                 self._split(frame, packets)
-            if len(packets) >= max_packets:
-                break
-        if not waited:
-            await trio.lowlevel.cancel_shielded_checkpoint()
         return packets
 
     def _split(self, frame: bytes, packets: list[bytes]) -> None:
