@@ -63,6 +63,7 @@ from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator, read_persist_file, write_persist_file
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
+from trivpn.runtime.ratelimit import WindowLimiter
 from trivpn.runtime.setup import session_config
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
@@ -74,8 +75,6 @@ _RESET_CLIENT_V2 = int(Opcode.CONTROL_HARD_RESET_CLIENT_V2)
 _CONTROL_V1 = int(Opcode.CONTROL_V1)
 _ACK_V1 = int(Opcode.ACK_V1)
 
-RESET_BURST = 100  # connect-freq-initial default: 100 stateless replies per 10 s
-RESET_PERIOD = 10.0
 HOUSEKEEPING_INTERVAL = 1.0
 DROP_LOG_INTERVAL = 5.0
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
@@ -135,27 +134,6 @@ def address_bytes(address: Address) -> bytes:
     return socket.inet_pton(family, host) + port.to_bytes(2, "big")
 
 
-class RateLimiter:
-    """A token bucket: ``burst`` events per ``period`` seconds."""
-
-    __slots__ = ("_last", "_rate", "_tokens", "burst")
-
-    def __init__(self, burst: int, period: float) -> None:
-        self.burst = burst
-        self._rate = burst / period
-        self._tokens = float(burst)
-        self._last: float | None = None
-
-    def allow(self, now: float) -> bool:
-        if self._last is not None:
-            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
-
-
 class Server:
     """The server runtime. Construct with parsed options, then ``await run()``."""
 
@@ -182,7 +160,12 @@ class Server:
         self.drops = DropAggregator(DROP_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
         self.secret = os.urandom(32)
-        self.reset_limiter = RateLimiter(RESET_BURST, RESET_PERIOD)
+        # connect-freq-initial: OpenVPN 2.6 reads a period of 0 as one-second windows
+        initial = options.connect_freq_initial
+        self.reset_limiter = WindowLimiter(initial.max, max(1, initial.seconds))
+        freq = options.connect_freq
+        self.connect_limiter = (WindowLimiter(freq.max, freq.seconds) if freq is not None
+                                else None)
         self.config: SessionConfig | None = None
         self.unix_offset = 0.0
         self.tunnel: Tunnel | None = None
@@ -746,6 +729,11 @@ class Server:
                               address_bytes(address)):
             self.counts["bad_cookie" if replacing is None else "wrong_session"] += 1
             return
+        if self.connect_limiter is not None and not self.connect_limiter.allow(now):
+            self.counts["connect_freq_limited"] += 1
+            return
+        # a completed three-way handshake does not count against connect-freq-initial
+        self.reset_limiter.give_back()
         if replacing is not None:
             self._remove_peer(replacing, "client_restarted")
         session = Session.after_stateless_reset(self.config, now,
