@@ -4,8 +4,14 @@ Runs inside the client namespace (``python -m trivpn.bench swarm CONFIG ...``), 
 per client so the server sees distinct peers, under one trio loop. Reports JSON lines on stdout:
 
 * ``--mode handshakes``: ``count`` full handshakes (reset, TLS, key method 2, push reply), at
-  most ``concurrency`` in flight; each finished client says EXIT and closes. Final line:
-  ``{"event": "done", "completed", "failed", "elapsed", "rate"}``.
+  most ``concurrency`` in flight; each finished client says EXIT and closes. With
+  ``--start-at T`` the first client starts at Unix time T (so that several swarm processes start
+  together). With ``--ports LO-HI`` the clients take their local ports from that range in turn
+  rather than from the kernel, which may hand a just-closed port to the next client: a server
+  that still holds the previous session of that address (OpenVPN keeps it for seconds after
+  EXIT) would stall the new one. Final line: ``{"event": "done", "completed", "failed",
+  "elapsed", "rate", "started", "ended", "cpu"}`` (``started``/``ended`` Unix times, ``cpu``
+  the process's CPU seconds between them).
 * ``--mode idle``: ``count`` clients connect (``concurrency`` in flight, starts paced by
   ``start_rate`` after ``start_burst``) and then stay, answering keepalive, until SIGTERM.
   Prints ``{"event": "ready", "connected", "failed", "elapsed"}`` once all are up.
@@ -16,6 +22,7 @@ Every phase is bounded by ``--timeout``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import resource
@@ -47,11 +54,16 @@ def _emit(doc: dict[str, object]) -> None:
 
 
 async def run_client(config: SessionConfig, server: tuple[str, int], *, stay: bool,
-                     tally: Tally, ready: trio.Event | None = None) -> bool:
-    """One client session over its own UDP socket. Returns True once the push reply and a data
-    key are there; with ``stay`` it then keeps answering (keepalive) until cancelled."""
+                     tally: Tally, ready: trio.Event | None = None,
+                     port: int | None = None) -> bool:
+    """One client session over its own UDP socket (from local ``port`` if given and free).
+    Returns True once the push reply and a data key are there; with ``stay`` it then keeps
+    answering (keepalive) until cancelled."""
     sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        if port is not None:
+            with contextlib.suppress(OSError):  # taken: connect() picks an ephemeral port
+                await sock.bind(("", port))
         await sock.connect(server)
         now = trio.current_time()
         session = Session(config, now)
@@ -94,23 +106,38 @@ async def run_client(config: SessionConfig, server: tuple[str, int], *, stay: bo
         sock.close()
 
 
-async def _handshakes(config: SessionConfig, server: tuple[str, int], count: int,
-                      concurrency: int, timeout: float) -> dict[str, object]:
+@dataclass(frozen=True, slots=True)
+class HandshakePlan:
+    count: int
+    concurrency: int
+    timeout: float
+    start_at: float | None = None
+    ports: range | None = None  # local ports to use in turn
+
+
+async def _handshakes(config: SessionConfig, server: tuple[str, int],
+                      plan: HandshakePlan) -> dict[str, object]:
+    if plan.start_at is not None:
+        await trio.sleep(max(0.0, plan.start_at - time.time()))
     tally = Tally()
-    limiter = trio.CapacityLimiter(concurrency)
+    limiter = trio.CapacityLimiter(plan.concurrency)
     start = trio.current_time()
+    started, cpu0 = time.time(), time.process_time()
+    ports = plan.ports
 
-    async def one() -> None:
+    async def one(n: int) -> None:
         async with limiter:
-            await run_client(config, server, stay=False, tally=tally)
+            port = ports[n % len(ports)] if ports else None
+            await run_client(config, server, stay=False, tally=tally, port=port)
 
-    with trio.move_on_after(timeout):
+    with trio.move_on_after(plan.timeout):
         async with trio.open_nursery() as nursery:
-            for _ in range(count):
-                nursery.start_soon(one)
+            for n in range(plan.count):
+                nursery.start_soon(one, n)
     elapsed = trio.current_time() - start
     return {"event": "done", "completed": tally.completed, "failed": tally.failed,
-            "elapsed": elapsed, "rate": tally.completed / elapsed if elapsed > 0 else 0.0}
+            "elapsed": elapsed, "rate": tally.completed / elapsed if elapsed > 0 else 0.0,
+            "started": started, "ended": time.time(), "cpu": time.process_time() - cpu0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,8 +189,8 @@ def swarm_main(args: argparse.Namespace) -> int:
     async def main() -> None:
         config = session_config(options, unix_time_offset=time.time() - trio.current_time())
         if args.mode == "handshakes":
-            _emit(await _handshakes(config, server, args.count, args.concurrency,
-                                    args.timeout))
+            _emit(await _handshakes(config, server, HandshakePlan(
+                args.count, args.concurrency, args.timeout, args.start_at, args.ports)))
         else:
             with trio.open_signal_receiver(2, 15) as signals:
                 async with trio.open_nursery() as nursery:
