@@ -4,6 +4,7 @@ server's datagram entry point, a recording socket instead of the link."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from tests.config.helpers import SERVER_BASE
@@ -100,3 +101,27 @@ def test_connect_freq_limits_new_client_instances_per_window():
         _complete_cookie(server, link, client, _addr(n), 0.0)
     assert len(server.table) == 1
     assert server.counts["connect_freq_limited"] >= 1
+
+
+def _exchange(server: Server, link: RecordingLink, client: Session, addr: tuple[str, int],
+              now: float) -> None:
+    """The server's pending datagrams to the client, and the client's answers back."""
+    for data in link.to(addr):
+        client.receive_datagram(data, now)
+    link.sent.clear()
+    for data in client.take_datagrams():
+        _receive(server, data, addr, now)
+
+
+def test_packet_wakes_the_peer_timer_task_only_when_its_deadline_comes_sooner():
+    server, link = _server("")
+    client, reset = _client(0.0)
+    _receive(server, reset, _addr(0), 0.0)
+    _complete_cookie(server, link, client, _addr(0), 0.0)
+    peer = server.table.by_address[_addr(0)]
+    peer.sleeping_until = 0.5  # the timer task sleeps until before any new deadline
+    _exchange(server, link, client, _addr(0), 0.1)
+    assert not peer.wakeup.is_set()
+    peer.sleeping_until = math.inf  # it sleeps with nothing due: a new retransmission is sooner
+    _exchange(server, link, client, _addr(0), 0.2)
+    assert peer.wakeup.is_set()

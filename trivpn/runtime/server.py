@@ -87,8 +87,8 @@ class Peer:
 
     __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
                  "label", "peer_id", "remove_at", "remove_reason", "removed", "rx_bytes",
-                 "rx_packets", "session", "tcp", "tcp_recv", "tcp_send", "tx_bytes",
-                 "tx_packets", "vaddr", "wakeup")
+                 "rx_packets", "session", "sleeping_until", "tcp", "tcp_recv", "tcp_send",
+                 "tx_bytes", "tx_packets", "vaddr", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
                  tcp: TcpLink | None = None) -> None:
@@ -111,6 +111,8 @@ class Peer:
         self.remove_reason = "handshake_timeout"
         self.cancel_scope = trio.CancelScope()
         self.wakeup = trio.Event()
+        # when the timer task sleeps, the deadline it sleeps until (-inf while it runs)
+        self.sleeping_until = -math.inf
         # link traffic (status file, management, metrics)
         self.rx_bytes = self.rx_packets = self.tx_bytes = self.tx_packets = 0
 
@@ -120,6 +122,16 @@ class Peer:
     @property
     def vpn_ip(self) -> str | None:
         return str(self.entry.local) if self.entry is not None else None
+
+
+def _next_deadline(peer: Peer) -> float:
+    """The earliest of the session's next timer and the peer's removal time (inf: none)."""
+    deadline = peer.session.next_timer()
+    if deadline is None:
+        deadline = math.inf
+    if peer.remove_at is not None and peer.remove_at < deadline:
+        deadline = peer.remove_at
+    return deadline
 
 
 def format_address(address: Address) -> str:
@@ -374,11 +386,13 @@ class Server:
         reason = "stopped"
         try:
             with peer.cancel_scope:
-                async with trio.open_nursery() as nursery:
-                    if peer.tcp is not None:
+                if peer.tcp is None:
+                    await self._peer_timers(peer)
+                else:
+                    async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._tcp_reader, peer)
                         nursery.start_soon(self._tcp_writer, peer)
-                    await self._peer_timers(peer)
+                        await self._peer_timers(peer)
         except Exception as exc:
             reason = "internal_error"
             self.log.exception("peer_error", peer=peer.label, cn=peer.common_name,
@@ -390,22 +404,30 @@ class Server:
                     await peer.tcp.aclose()
 
     async def _peer_timers(self, peer: Peer) -> None:
+        """Runs the session's timers. Packet handlers wake it only when they moved the next
+        deadline earlier than the one it sleeps until (:meth:`_wake_if_sooner`)."""
         session = peer.session
         while not peer.removed:
-            deadline = session.next_timer()
-            if deadline is None:
-                deadline = math.inf
-            if peer.remove_at is not None:
-                deadline = min(deadline, peer.remove_at)
+            deadline = _next_deadline(peer)
+            peer.sleeping_until = deadline
             with trio.move_on_at(deadline):
                 await peer.wakeup.wait()
-            peer.wakeup = trio.Event()
+            peer.sleeping_until = -math.inf
+            if peer.wakeup.is_set():
+                peer.wakeup = trio.Event()
             now = trio.current_time()
             if peer.remove_at is not None and now >= peer.remove_at:
                 self._remove_peer(peer, peer.remove_reason)
                 return
             session.handle_timer(now)
             self._drain(peer, now)
+
+    @staticmethod
+    def _wake_if_sooner(peer: Peer) -> None:
+        """Wake ``peer``'s timer task if its next deadline is now earlier than the one it
+        sleeps until (a new retransmission, a failure that removes the peer soon)."""
+        if _next_deadline(peer) < peer.sleeping_until:
+            peer.wakeup.set()
 
     def _remove_peer(self, peer: Peer, reason: str, **fields: Any) -> None:
         if peer.removed:
@@ -681,7 +703,7 @@ class Server:
                     return
             peer.session.receive_datagram(data, now)
             self._drain(peer, now)
-            peer.wakeup.set()
+            self._wake_if_sooner(peer)
             return
         if opcode == _DATA_V2:
             self._float(data, address, now, out)
@@ -819,7 +841,7 @@ class Server:
                     control = True
             if control:
                 self._drain(peer, now)
-                peer.wakeup.set()
+                self._wake_if_sooner(peer)
             if out:
                 await self._transmit(out)
 
