@@ -24,6 +24,8 @@ SESSION_ID_LEN = 8
 MASTER_LABEL = b"OpenVPN master secret"
 EXPANSION_LABEL = b"OpenVPN key expansion"
 _HMAC_BLOCK = 64  # MD5 and SHA-1 block size
+_IPAD = bytes(b ^ 0x36 for b in range(256))  # byte -> byte XOR 0x36, for bytes.translate
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
 class _Hash(Protocol):
@@ -54,8 +56,8 @@ def _p_hash(digest: str, secret: bytes, seed: bytes, length: int) -> bytes:
     new = _DIGESTS[digest]
     key = new(secret).digest() if len(secret) > _HMAC_BLOCK else secret
     key = key.ljust(_HMAC_BLOCK, b"\0")
-    inner_copy = new(bytes(b ^ 0x36 for b in key)).copy
-    outer_copy = new(bytes(b ^ 0x5C for b in key)).copy
+    inner_copy = new(key.translate(_IPAD)).copy
+    outer_copy = new(key.translate(_OPAD)).copy
 
     def mac(message: bytes) -> bytes:
         inner = inner_copy()
