@@ -66,3 +66,28 @@ def test_rtt_rounds_report_rtt_and_cpu_per_ping_of_both_contenders(tmp_path: Pat
             entry = report["summary"][metric][contender]
             assert entry is not None and entry["n"] == 1 and entry["median"] > 0, \
                 (metric, contender)
+
+
+def test_one_short_handshake_round_measures_both_servers(tmp_path: Path):
+    require_netns()
+    require_openvpn()
+    require_iperf3()  # the bench's preflight asks for it
+    out = tmp_path / "hs.json"
+    proc = subprocess.Popen([str(BENCH), "handshakes", "--rounds", "1", "--count", "40",
+                             "--json", str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.communicate(timeout=30)
+    assert proc.returncode == 0, (stdout[-2000:], stderr[-2000:])
+    report = json.loads(out.read_text())
+    assert report["errors"] == []
+    for metric in ("handshakes_per_s", "server_cpu_ms_per_handshake", "server_busy_percent",
+                   "swarm_cpu_ms_per_handshake"):
+        for contender in ("trivpn", "openvpn"):
+            entry = report["summary"][metric][contender]
+            assert entry is not None and entry["median"] > 0, (metric, contender)
+    assert report["summary"]["failed"]["trivpn"]["median"] == 0

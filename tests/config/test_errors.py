@@ -121,7 +121,25 @@ BAD_SERVER_LINES = [
     ("client", "server.conf:8: 'client' and 'server' cannot be used together"),
     ("tls-client", "server.conf:8: a config can be a TLS client or a TLS server, not both "
                    "('client'/'tls-client' with 'server'/'tls-server')"),
+    ("connect-freq-initial 100", "server.conf:8: 'connect-freq-initial' takes 2 arguments, "
+                                 "got 1"),
+    ("connect-freq-initial 100 -1", "server.conf:8: 'connect-freq-initial' expects a number "
+                                    "of at least 0, got '-1'"),
+    ("connect-freq-initial 1e3 10", "server.conf:8: 'connect-freq-initial' expects a number "
+                                    "of at least 0, got '1e3'"),
+    ("connect-freq 10 ten", "server.conf:8: 'connect-freq' expects a number of at least 0, "
+                            "got 'ten'"),
+    ("connect-freq 10 5\nproto tcp-server",
+     "server.conf:8: 'connect-freq' only works with 'proto udp' (OpenVPN 2.6 refuses it for "
+     "TCP too); use 'max-clients' instead"),
 ]
+
+
+def test_connect_freq_in_a_client_config_is_an_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(CLIENT_BASE + "connect-freq 10 5\n", "client.conf")
+    assert str(info.value) == ("client.conf:8: 'connect-freq' needs 'mode server' "
+                               "(or the 'server' directive)")
 
 
 @pytest.mark.parametrize(("extra", "message"), BAD_SERVER_LINES)

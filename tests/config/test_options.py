@@ -10,6 +10,7 @@ import pytest
 from tests.config.helpers import client, server
 from trivpn.config import (
     DEFAULT_DATA_CIPHERS,
+    ConnectFreq,
     ConnectRetry,
     Management,
     Mssfix,
@@ -35,6 +36,7 @@ def test_defaults_are_openvpn_26_defaults() -> None:
     assert (o.max_packet_size, o.tun_mtu, o.mssfix) == (1250, 1500, Mssfix(1492, mtu=True))
     assert (o.max_clients, o.verb, o.topology, o.script_security) == (1024, 1, "net30", 1)
     assert o.connect_retry == ConnectRetry(1, 300)
+    assert (o.connect_freq_initial, o.connect_freq) == (ConnectFreq(100, 10), None)
     assert o.resolv_retry is None
     assert o.tls_version_min == TlsVersion("1.2")
     assert (o.compression, o.allow_compression, o.explicit_exit_notify) == (None, "no", 0)
@@ -166,6 +168,23 @@ def test_server_options() -> None:
     assert (o.status_version, o.client_to_client, o.duplicate_cn, o.max_clients) == (
         2, True, True, 10)
     assert (o.explicit_exit_notify, o.verify_client_cert) == (2, "none")
+
+
+def test_connection_rate_limits() -> None:
+    o = server("connect-freq-initial 5000 1\nconnect-freq 20 2\n")
+    assert (o.connect_freq_initial, o.connect_freq) == (ConnectFreq(5000, 1), ConnectFreq(20, 2))
+
+
+def test_connect_freq_with_zero_seconds_switches_the_limit_off() -> None:
+    assert server("connect-freq 20 0\n").connect_freq is None
+
+
+def test_connect_freq_initial_zero_warns_that_no_client_can_connect() -> None:
+    o = server("connect-freq-initial 0 10\n")
+    assert o.connect_freq_initial == ConnectFreq(0, 10)
+    assert [(w.line, w.message) for w in o.warnings] == [
+        (8, "'connect-freq-initial 0 ...' answers no client hard reset: no new client can "
+            "connect over UDP")]
 
 
 def test_management() -> None:

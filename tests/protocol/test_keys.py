@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 
 from trivpn.protocol.errors import HandshakeError
@@ -33,6 +35,28 @@ def test_prf_output_is_prefix_stable() -> None:
     long = tls1_prf(b"secret", b"seed", 100)
     assert len(long) == 100
     assert tls1_prf(b"secret", b"seed", 37) == long[:37]
+
+
+def _reference_tls1_prf(secret: bytes, seed: bytes, length: int) -> bytes:
+    """RFC 2246 section 5 with the standard library's HMAC."""
+    def p_hash(digest: str, key: bytes) -> bytes:
+        out, a = b"", seed
+        while len(out) < length:
+            a = hmac.digest(key, a, digest)
+            out += hmac.digest(key, a + seed, digest)
+        return out[:length]
+
+    half = (len(secret) + 1) // 2
+    md5, sha1 = p_hash("md5", secret[:half]), p_hash("sha1", secret[len(secret) - half:])
+    return bytes(x ^ y for x, y in zip(md5, sha1, strict=True))
+
+
+@pytest.mark.parametrize("secret_len", [1, 48, 128, 129, 300])
+def test_prf_is_rfc2246_for_secrets_shorter_and_longer_than_a_hash_block(
+        secret_len: int) -> None:
+    secret, seed = bytes(range(7, 7 + secret_len % 256)) * (1 + secret_len // 256), b"seed" * 9
+    secret = secret[:secret_len]
+    assert tls1_prf(secret, seed, 256) == _reference_tls1_prf(secret, seed, 256)
 
 
 def test_master_secret_vector() -> None:

@@ -13,7 +13,7 @@ import pytest
 from trivpn.protocol.errors import AuthenticationError, DecodeError
 from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
 from trivpn.protocol.statickey import StaticKey
-from trivpn.protocol.wrap import NoWrap, TlsAuth, TlsCrypt, Unwrapped
+from trivpn.protocol.wrap import NoWrap, TlsAuth, TlsCrypt, Unwrapped, _AesCtr
 
 KEY = StaticKey(bytes(range(256)))
 
@@ -156,6 +156,23 @@ def test_tls_crypt_server_to_client_uses_key_0() -> None:
     assert dec.update(wire[49:]) + dec.finalize() == plain[9:]
     assert hmac.new(bytes(range(64, 96)), wire[:17] + plain[9:], hashlib.sha256).digest() == tag
     assert TlsCrypt(KEY, is_server=False).unwrap(wire) == Unwrapped(plain, 1, 5)
+
+
+IV_NEAR_COUNTER_WRAP = [bytes(16), b"\x00" * 8 + b"\xff" * 8, b"\xff" * 15 + b"\xf0",
+                        b"\xff" * 16, bytes(range(16))]
+
+
+@pytest.mark.parametrize("iv", IV_NEAR_COUNTER_WRAP)
+def test_tls_crypt_ctr_is_openssl_aes_ctr_for_every_length(iv: bytes) -> None:
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = bytes(range(32, 64))
+    ctr = _AesCtr(key)
+    data = bytes((7 * i) % 256 for i in range(600))
+    for size in [*range(0, 300), 513, 600]:
+        reference = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+        assert ctr.apply(iv, data[:size]) == reference.update(data[:size]) + \
+            reference.finalize(), size
 
 
 def test_tls_crypt_cannot_unwrap_own_direction() -> None:

@@ -40,6 +40,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port_range(text: str) -> range:
+    lo, sep, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected LO-HI") from None
+    if not sep or not 1024 <= first <= last <= 65535:
+        raise argparse.ArgumentTypeError("expected LO-HI within 1024-65535")
+    return range(first, last + 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/bench",
                                      description="trivpn against OpenVPN 2.6 in namespaces.")
@@ -70,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     hs = sub.add_parser("handshakes", help="full handshakes per second a server completes")
     common(hs)
-    hs.add_argument("--count", type=_positive_int, default=80,
-                    help="handshakes per measurement (default 80: inside the servers' "
-                         "default connect-freq-initial burst of 100)")
-    hs.add_argument("--concurrency", type=_positive_int, default=8)
+    hs.add_argument("--count", type=_positive_int, default=300,
+                    help="handshakes per measurement (default 300)")
+    hs.add_argument("--concurrency", type=_positive_int, default=16,
+                    help="handshakes in flight, over all swarm processes (default 16)")
+    hs.add_argument("--procs", type=_positive_int, default=2,
+                    help="swarm (load generator) processes (default 2)")
 
     idle = sub.add_parser("idle", help="N idle clients on one trivpn server: memory, CPU")
     idle.add_argument("--clients", type=_positive_int, default=1000)
@@ -91,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--start-rate", type=_positive_float, default=None)
     sw.add_argument("--start-burst", type=_positive_int, default=90)
     sw.add_argument("--timeout", type=_positive_float, default=120.0)
+    sw.add_argument("--start-at", type=_positive_float, default=None)
+    sw.add_argument("--ports", type=_port_range, default=None)
     return parser
 
 
@@ -160,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _say("bench: the handshake swarm speaks UDP only")
                 return 2
             report = handshakes.run_handshakes(handshakes.HandshakeOptions(
-                count=args.count, concurrency=args.concurrency, rounds=args.rounds,
+                count=args.count, concurrency=args.concurrency, procs=args.procs,
+                rounds=args.rounds,
                 transport=args.transport, cipher=args.cipher, contenders=contenders), _say)
             return _finish(report, handshakes.METRICS, args.json)
         report = idle.run_idle(idle.IdleOptions(clients=args.clients, rest=args.rest,

@@ -1,13 +1,21 @@
 """Many sans-IO client :class:`~trivpn.protocol.session.Session` objects in one process.
 
 Runs inside the client namespace (``python -m trivpn.bench swarm CONFIG ...``), one UDP socket
-per client so the server sees distinct peers, under one trio loop. Reports JSON lines on stdout:
+per client so the server sees distinct peers. Reports JSON lines on stdout:
 
-* ``--mode handshakes``: ``count`` full handshakes (reset, TLS, key method 2, push reply), at
-  most ``concurrency`` in flight; each finished client says EXIT and closes. Final line:
-  ``{"event": "done", "completed", "failed", "elapsed", "rate"}``.
-* ``--mode idle``: ``count`` clients connect (``concurrency`` in flight, starts paced by
-  ``start_rate`` after ``start_burst``) and then stay, answering keepalive, until SIGTERM.
+* ``--mode handshakes`` (:mod:`trivpn.bench.handshake_swarm`, no trio: the load generator has to
+  be cheaper than the servers): ``count`` full handshakes (reset, TLS, key method 2, push
+  reply), at most ``concurrency`` in flight; each finished client says EXIT and closes. With
+  ``--start-at T`` the first client starts at Unix time T (so that several swarm processes start
+  together). With ``--ports LO-HI`` the clients take their local ports from that range in turn
+  rather than from the kernel, which may hand a just-closed port to the next client: a server
+  that still holds the previous session of that address (OpenVPN keeps it for seconds after
+  EXIT) would stall the new one. Final line: ``{"event": "done", "completed", "failed",
+  "elapsed", "rate", "started", "ended", "cpu"}`` (``started``/``ended`` Unix times, ``cpu``
+  the process's CPU seconds between them).
+* ``--mode idle`` (one trio loop): ``count`` clients connect (``concurrency`` in flight,
+  starts paced by ``start_rate`` after ``start_burst``) and then stay, answering keepalive,
+  until SIGTERM.
   Prints ``{"event": "ready", "connected", "failed", "elapsed"}`` once all are up.
 
 Every phase is bounded by ``--timeout``.
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 
 import trio
 
+from trivpn.bench.handshake_swarm import HandshakePlan, HandshakeSwarm
 from trivpn.config import load_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.session import Session, SessionConfig
@@ -94,25 +103,6 @@ async def run_client(config: SessionConfig, server: tuple[str, int], *, stay: bo
         sock.close()
 
 
-async def _handshakes(config: SessionConfig, server: tuple[str, int], count: int,
-                      concurrency: int, timeout: float) -> dict[str, object]:
-    tally = Tally()
-    limiter = trio.CapacityLimiter(concurrency)
-    start = trio.current_time()
-
-    async def one() -> None:
-        async with limiter:
-            await run_client(config, server, stay=False, tally=tally)
-
-    with trio.move_on_after(timeout):
-        async with trio.open_nursery() as nursery:
-            for _ in range(count):
-                nursery.start_soon(one)
-    elapsed = trio.current_time() - start
-    return {"event": "done", "completed": tally.completed, "failed": tally.failed,
-            "elapsed": elapsed, "rate": tally.completed / elapsed if elapsed > 0 else 0.0}
-
-
 @dataclass(frozen=True, slots=True)
 class IdlePlan:
     count: int
@@ -159,20 +149,27 @@ def swarm_main(args: argparse.Namespace) -> int:
     remote = options.remotes[0]
     server = (remote.host, remote.port)
 
+    if args.mode == "handshakes":
+        config = session_config(options, unix_time_offset=time.time() - time.monotonic())
+        tally = HandshakeSwarm(config, server, HandshakePlan(
+            args.count, args.concurrency, args.timeout, args.start_at, args.ports)).run()
+        elapsed = tally.ended - tally.started
+        _emit({"event": "done", "completed": tally.completed, "failed": tally.failed,
+               "elapsed": elapsed,
+               "rate": tally.completed / elapsed if elapsed > 0 else 0.0,
+               "started": tally.started, "ended": tally.ended, "cpu": tally.cpu})
+        return 0
+
     async def main() -> None:
         config = session_config(options, unix_time_offset=time.time() - trio.current_time())
-        if args.mode == "handshakes":
-            _emit(await _handshakes(config, server, args.count, args.concurrency,
-                                    args.timeout))
-        else:
-            with trio.open_signal_receiver(2, 15) as signals:
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(_idle, config, server, IdlePlan(
-                        args.count, args.concurrency, args.start_rate, args.start_burst,
-                        args.timeout))
-                    async for _ in signals:
-                        nursery.cancel_scope.cancel()
-                        break
+        with trio.open_signal_receiver(2, 15) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_idle, config, server, IdlePlan(
+                    args.count, args.concurrency, args.start_rate, args.start_burst,
+                    args.timeout))
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
 
     trio.run(main)
     return 0

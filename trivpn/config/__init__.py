@@ -22,6 +22,7 @@ from trivpn.config.lexer import tokenize_line
 from trivpn.config.options import (
     DEFAULT_DATA_CIPHERS,
     ConfigWarning,
+    ConnectFreq,
     ConnectRetry,
     FileSource,
     Ifconfig,
@@ -67,6 +68,7 @@ __all__ = [
     "ConfigError",
     "ConfigSource",
     "ConfigWarning",
+    "ConnectFreq",
     "ConnectRetry",
     "Directive",
     "FileSource",

@@ -17,6 +17,7 @@ from typing import Literal
 from trivpn.config import values as v
 from trivpn.config.options import (
     ConfigWarning,
+    ConnectFreq,
     ConnectRetry,
     DevType,
     Family,
@@ -362,6 +363,19 @@ def _ifconfig_pool_persist(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, ifconfig_pool_persist=PeriodicFile(st.path(d.args[0]), secs))
 
 
+def _connect_freq(st: ParseState, d: Directive) -> Options:
+    """``connect-freq[-initial] N SECONDS``; OpenVPN 2.6 takes both as integers >= 0."""
+    limit = ConnectFreq(v.integer(d, 0, 0), v.integer(d, 1, 0))
+    if d.name == "connect-freq":
+        if limit.seconds == 0:  # OpenVPN 2.6: a zero period switches the limit off
+            return replace(st.opts, connect_freq=None)
+        return replace(st.opts, connect_freq=limit)
+    if limit.max == 0:
+        st.warn(d, "'connect-freq-initial 0 ...' answers no client hard reset: no new client "
+                   "can connect over UDP")
+    return replace(st.opts, connect_freq_initial=limit)
+
+
 def _push(st: ParseState, d: Directive) -> Options:
     text = d.args[0]
     if "," in text:
@@ -638,6 +652,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     "client-to-client": Spec(0, 0, _flag),
     "max-clients": Spec(1, 1, _int_option),
     "duplicate-cn": Spec(0, 0, _flag),
+    "connect-freq": Spec(2, 2, _connect_freq),
+    "connect-freq-initial": Spec(2, 2, _connect_freq),
     # routing
     "route": Spec(1, 4, _route),
     "route-gateway": Spec(1, 1, _str_option),
@@ -697,8 +713,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "route-delay", "route-metric", "redirect-private", "tun-mtu-extra", "link-mtu", "mtu-disc",
     "mtu-test", "dev-node", "lladdr", "mark", "remote-random-hostname", "connect-retry-max",
     "port-share", "dns", "block-ipv6", "tls-exit", "single-session", "username-as-common-name",
-    "connect-freq", "connect-freq-initial", "max-routes-per-client", "x509-username-field",
-    "x509-track", "engine", "providers", "keying-material-exporter", "ecdh-curve", "opt-verify",
+    "max-routes-per-client", "x509-username-field", "x509-track", "engine", "providers",
+    "keying-material-exporter", "ecdh-curve", "opt-verify",
     "inetd", "bcast-buffers", "tcp-queue-limit", "stale-routes-check", "tun-max-mtu",
     "persist-remote-ip", "persist-local-ip", "mlock", "nice", "echo", "client-nat",
     "allow-pull-fqdn", "remap-usr1", "machine-readable-output", "suppress-timestamps",

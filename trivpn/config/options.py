@@ -146,6 +146,15 @@ class PeriodicFile:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectFreq:
+    """``connect-freq N SECONDS`` / ``connect-freq-initial N SECONDS``: at most ``max`` events
+    per window of ``seconds``."""
+
+    max: int
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectRetry:
     seconds: int = 1
     max_seconds: int = 300
@@ -275,6 +284,9 @@ class Options:
     client_to_client: bool = False
     max_clients: int = 1024
     duplicate_cn: bool = False
+    # stateless replies to client hard resets (UDP), and new client instances (UDP)
+    connect_freq_initial: ConnectFreq = ConnectFreq(100, 10)
+    connect_freq: ConnectFreq | None = None
     # routing (own)
     routes: tuple[Route, ...] = ()
     route_gateway: str | None = None

@@ -157,6 +157,15 @@ def _finish(st: ParseState) -> Options:
             raise _error(st, f"'server' with dev {o.dev_type} needs a /{max_bits} or larger "
                              f"subnet, got /{bits}", "server")
 
+    # --- connection rate limits (options.c: connect-freq needs a UDP server) ---
+    if o.connect_freq is not None:
+        if o.mode != "server":
+            raise _error(st, "'connect-freq' needs 'mode server' (or the 'server' directive)",
+                         "connect-freq")
+        if o.proto != "udp":
+            raise _error(st, "'connect-freq' only works with 'proto udp' (OpenVPN 2.6 refuses "
+                             "it for TCP too); use 'max-clients' instead", "connect-freq")
+
     # --- keepalive (helper.c helper_keepalive) ---
     if o.keepalive is not None:
         k = o.keepalive

@@ -7,8 +7,11 @@ goes through :func:`directional_keys` as well.
 
 from __future__ import annotations
 
-import hmac
+import hashlib
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from trivpn.protocol.errors import HandshakeError
 
@@ -20,22 +23,58 @@ RANDOM_LEN = 32
 SESSION_ID_LEN = 8
 MASTER_LABEL = b"OpenVPN master secret"
 EXPANSION_LABEL = b"OpenVPN key expansion"
+_HMAC_BLOCK = 64  # MD5 and SHA-1 block size
+_IPAD = bytes(b ^ 0x36 for b in range(256))  # byte -> byte XOR 0x36, for bytes.translate
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
+class _Hash(Protocol):
+    def copy(self) -> _Hash: ...
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+
+
+def _hash_constructor(builtin: str, name: str) -> Callable[[bytes], _Hash]:
+    """CPython's own MD5/SHA-1 where built in: one PRF computes about 70 HMACs, and copying an
+    OpenSSL hash context (EVP) costs several times the hashing itself. hashlib's otherwise."""
+    try:
+        ctor: Callable[[bytes], _Hash] = getattr(importlib.import_module(builtin), name)
+    except (ImportError, AttributeError):
+        ctor = getattr(hashlib, name)
+    return ctor
+
+
+_DIGESTS = {"md5": _hash_constructor("_md5", "md5"),
+            "sha1": _hash_constructor("_sha1", "sha1")}
 
 
 def _p_hash(digest: str, secret: bytes, seed: bytes, length: int) -> bytes:
-    """RFC 2246 P_hash: HMAC(secret, A(i) || seed) for A(0) = seed, A(i) = HMAC(A(i-1))."""
-    base = hmac.new(secret, digestmod=digest)
-    out = bytearray()
+    """RFC 2246 P_hash: HMAC(secret, A(i) || seed) for A(0) = seed, A(i) = HMAC(A(i-1)).
+
+    HMAC (RFC 2104) is spelled out over hash states keyed once, so that each of the many HMACs
+    is two state copies and two short hashes."""
+    new = _DIGESTS[digest]
+    key = new(secret).digest() if len(secret) > _HMAC_BLOCK else secret
+    key = key.ljust(_HMAC_BLOCK, b"\0")
+    inner_copy = new(key.translate(_IPAD)).copy
+    outer_copy = new(key.translate(_OPAD)).copy
+
+    def mac(message: bytes) -> bytes:
+        inner = inner_copy()
+        inner.update(message)
+        outer = outer_copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    out: list[bytes] = []
+    produced = 0
     a = seed
-    while len(out) < length:
-        h = base.copy()
-        h.update(a)
-        a = h.digest()
-        h = base.copy()
-        h.update(a)
-        h.update(seed)
-        out += h.digest()
-    return bytes(out[:length])
+    while produced < length:
+        a = mac(a)
+        block = mac(a + seed)
+        out.append(block)
+        produced += len(block)
+    return b"".join(out)[:length]
 
 
 def tls1_prf(secret: bytes, seed: bytes, length: int) -> bytes:

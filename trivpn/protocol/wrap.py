@@ -131,6 +131,49 @@ class TlsAuth:
 
 
 TLS_CRYPT_TAG_LEN = 32
+_AES_BLOCK = 16
+_CTR_SHORT = 256  # bytes up to which a keystream from the ECB context beats a CTR context
+_COUNTER_MOD = 1 << 128
+# _COUNTER_STEPS[n]: the integer whose 16-byte big-endian blocks are 0, 1, ..., n-1
+_COUNTER_STEPS = tuple(
+    int.from_bytes(b"".join(i.to_bytes(_AES_BLOCK, "big") for i in range(n)), "big")
+    for n in range(_CTR_SHORT // _AES_BLOCK + 1))
+
+
+class _AesCtr:
+    """AES-256-CTR as OpenSSL computes it: the whole 16-byte IV is a big-endian counter.
+
+    A cipher context per packet (key schedule, provider lookup, the wrappers' checks) costs
+    more than encrypting a short control packet, so inputs up to ``_CTR_SHORT`` bytes XOR a
+    keystream made by the one ECB context of this key: the counter blocks IV, IV+1, ...
+    encrypted in one call. Longer inputs get a CTR context.
+    """
+
+    __slots__ = ("_algorithm", "_ecb")
+
+    def __init__(self, key: bytes) -> None:
+        self._algorithm = algorithms.AES256(key)
+        self._ecb = Cipher(self._algorithm, modes.ECB()).encryptor()
+
+    def apply(self, iv: bytes, data: bytes) -> bytes:
+        """Encrypt or decrypt ``data`` (the same operation in CTR mode)."""
+        size = len(data)
+        if size > _CTR_SHORT:
+            ctx = Cipher(self._algorithm, modes.CTR(iv)).encryptor()
+            return ctx.update(data) + ctx.finalize()
+        if not size:
+            return b""
+        blocks = -(-size // _AES_BLOCK)
+        start = int.from_bytes(iv, "big")
+        if start + blocks <= _COUNTER_MOD:  # no block wraps: add 0..n-1 to n copies at once
+            counters = (int.from_bytes(iv * blocks, "big")
+                        + _COUNTER_STEPS[blocks]).to_bytes(blocks * _AES_BLOCK, "big")
+        else:
+            counters = b"".join(((start + i) % _COUNTER_MOD).to_bytes(_AES_BLOCK, "big")
+                                for i in range(blocks))
+        stream = self._ecb.update(counters)
+        return (int.from_bytes(data, "big")
+                ^ int.from_bytes(stream[:size], "big")).to_bytes(size, "big")
 
 
 class TlsCrypt:
@@ -145,8 +188,8 @@ class TlsCrypt:
 
     def __init__(self, key: StaticKey, is_server: bool) -> None:
         send, recv = (0, 1) if is_server else (1, 0)
-        self._send_aes = algorithms.AES256(key.cipher(send)[:32])
-        self._recv_aes = algorithms.AES256(key.cipher(recv)[:32])
+        self._send_aes = _AesCtr(key.cipher(send)[:32])
+        self._recv_aes = _AesCtr(key.cipher(recv)[:32])
         self._send_mac = hmac.new(key.hmac(send)[:32], digestmod="sha256")
         self._recv_mac = hmac.new(key.hmac(recv)[:32], digestmod="sha256")
         self.overhead = _REPLAY_LEN + TLS_CRYPT_TAG_LEN
@@ -159,8 +202,7 @@ class TlsCrypt:
         mac.update(header)
         mac.update(body)
         tag = mac.digest()
-        enc = Cipher(self._send_aes, modes.CTR(tag[:16])).encryptor()
-        return b"".join((header, tag, enc.update(body), enc.finalize()))
+        return b"".join((header, tag, self._send_aes.apply(tag[:16], body)))
 
     def unwrap(self, wire: bytes) -> Unwrapped:
         ct_start = _HEAD + _REPLAY_LEN + TLS_CRYPT_TAG_LEN
@@ -169,8 +211,7 @@ class TlsCrypt:
                               "tls-crypt", reason="truncated")
         header = wire[:_HEAD + _REPLAY_LEN]
         tag = wire[_HEAD + _REPLAY_LEN:ct_start]
-        dec = Cipher(self._recv_aes, modes.CTR(tag[:16])).decryptor()
-        body = dec.update(wire[ct_start:]) + dec.finalize()
+        body = self._recv_aes.apply(tag[:16], wire[ct_start:])
         mac = self._recv_mac.copy()
         mac.update(header)
         mac.update(body)

@@ -64,6 +64,7 @@ from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator, read_persist_file, write_persist_file
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
+from trivpn.runtime.ratelimit import WindowLimiter
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.setup import session_config
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
@@ -76,8 +77,6 @@ _RESET_CLIENT_V2 = int(Opcode.CONTROL_HARD_RESET_CLIENT_V2)
 _CONTROL_V1 = int(Opcode.CONTROL_V1)
 _ACK_V1 = int(Opcode.ACK_V1)
 
-RESET_BURST = 100  # connect-freq-initial default: 100 stateless replies per 10 s
-RESET_PERIOD = 10.0
 HOUSEKEEPING_INTERVAL = 1.0
 DROP_LOG_INTERVAL = 5.0
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
@@ -90,8 +89,8 @@ class Peer:
 
     __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
                  "label", "peer_id", "remove_at", "remove_reason", "removed", "rx_bytes",
-                 "rx_packets", "session", "tcp", "tcp_recv", "tcp_send", "tx_bytes",
-                 "tx_packets", "vaddr", "wakeup")
+                 "rx_packets", "session", "sleeping_until", "tcp", "tcp_recv", "tcp_send",
+                 "tx_bytes", "tx_packets", "vaddr", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
                  tcp: TcpLink | None = None) -> None:
@@ -114,6 +113,8 @@ class Peer:
         self.remove_reason = "handshake_timeout"
         self.cancel_scope = trio.CancelScope()
         self.wakeup = trio.Event()
+        # when the timer task sleeps, the deadline it sleeps until (-inf while it runs)
+        self.sleeping_until = -math.inf
         # link traffic (status file, management, metrics)
         self.rx_bytes = self.rx_packets = self.tx_bytes = self.tx_packets = 0
 
@@ -123,6 +124,16 @@ class Peer:
     @property
     def vpn_ip(self) -> str | None:
         return str(self.entry.local) if self.entry is not None else None
+
+
+def _next_deadline(peer: Peer) -> float:
+    """The earliest of the session's next timer and the peer's removal time (inf: none)."""
+    deadline = peer.session.next_timer()
+    if deadline is None:
+        deadline = math.inf
+    if peer.remove_at is not None and peer.remove_at < deadline:
+        deadline = peer.remove_at
+    return deadline
 
 
 def format_address(address: Address) -> str:
@@ -135,27 +146,6 @@ def address_bytes(address: Address) -> bytes:
     host, port = address[0], int(address[1])
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.inet_pton(family, host) + port.to_bytes(2, "big")
-
-
-class RateLimiter:
-    """A token bucket: ``burst`` events per ``period`` seconds."""
-
-    __slots__ = ("_last", "_rate", "_tokens", "burst")
-
-    def __init__(self, burst: int, period: float) -> None:
-        self.burst = burst
-        self._rate = burst / period
-        self._tokens = float(burst)
-        self._last: float | None = None
-
-    def allow(self, now: float) -> bool:
-        if self._last is not None:
-            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens >= 1.0:
-            self._tokens -= 1.0
-            return True
-        return False
 
 
 class Server:
@@ -184,7 +174,12 @@ class Server:
         self.drops = DropAggregator(DROP_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
         self.secret = os.urandom(32)
-        self.reset_limiter = RateLimiter(RESET_BURST, RESET_PERIOD)
+        # connect-freq-initial: OpenVPN 2.6 reads a period of 0 as one-second windows
+        initial = options.connect_freq_initial
+        self.reset_limiter = WindowLimiter(initial.max, max(1, initial.seconds))
+        freq = options.connect_freq
+        self.connect_limiter = (WindowLimiter(freq.max, freq.seconds) if freq is not None
+                                else None)
         self.config: SessionConfig | None = None
         self.unix_offset = 0.0
         self.tunnel: Tunnel | None = None
@@ -393,11 +388,13 @@ class Server:
         reason = "stopped"
         try:
             with peer.cancel_scope:
-                async with trio.open_nursery() as nursery:
-                    if peer.tcp is not None:
+                if peer.tcp is None:
+                    await self._peer_timers(peer)
+                else:
+                    async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._tcp_reader, peer)
                         nursery.start_soon(self._tcp_writer, peer)
-                    await self._peer_timers(peer)
+                        await self._peer_timers(peer)
         except Exception as exc:
             reason = "internal_error"
             self.log.exception("peer_error", peer=peer.label, cn=peer.common_name,
@@ -409,22 +406,30 @@ class Server:
                     await peer.tcp.aclose()
 
     async def _peer_timers(self, peer: Peer) -> None:
+        """Runs the session's timers. Packet handlers wake it only when they moved the next
+        deadline earlier than the one it sleeps until (:meth:`_wake_if_sooner`)."""
         session = peer.session
         while not peer.removed:
-            deadline = session.next_timer()
-            if deadline is None:
-                deadline = math.inf
-            if peer.remove_at is not None:
-                deadline = min(deadline, peer.remove_at)
+            deadline = _next_deadline(peer)
+            peer.sleeping_until = deadline
             with trio.move_on_at(deadline):
                 await peer.wakeup.wait()
-            peer.wakeup = trio.Event()
+            peer.sleeping_until = -math.inf
+            if peer.wakeup.is_set():
+                peer.wakeup = trio.Event()
             now = trio.current_time()
             if peer.remove_at is not None and now >= peer.remove_at:
                 self._remove_peer(peer, peer.remove_reason)
                 return
             session.handle_timer(now)
             self._drain(peer, now)
+
+    @staticmethod
+    def _wake_if_sooner(peer: Peer) -> None:
+        """Wake ``peer``'s timer task if its next deadline is now earlier than the one it
+        sleeps until (a new retransmission, a failure that removes the peer soon)."""
+        if _next_deadline(peer) < peer.sleeping_until:
+            peer.wakeup.set()
 
     def _remove_peer(self, peer: Peer, reason: str, **fields: Any) -> None:
         if peer.removed:
@@ -746,7 +751,7 @@ class Server:
                     return
             peer.session.receive_datagram(data, now)
             self._drain(peer, now)
-            peer.wakeup.set()
+            self._wake_if_sooner(peer)
             return
         if opcode == _DATA_V2:
             self._float(data, address, now, out, to_device=to_device)
@@ -794,6 +799,11 @@ class Server:
                               address_bytes(address)):
             self.counts["bad_cookie" if replacing is None else "wrong_session"] += 1
             return
+        if self.connect_limiter is not None and not self.connect_limiter.allow(now):
+            self.counts["connect_freq_limited"] += 1
+            return
+        # a completed three-way handshake does not count against connect-freq-initial
+        self.reset_limiter.give_back()
         if replacing is not None:
             self._remove_peer(replacing, "client_restarted")
         session = Session.after_stateless_reset(self.config, now,
@@ -881,7 +891,7 @@ class Server:
             self._write_device(to_device)
             if control:
                 self._drain(peer, now)
-                peer.wakeup.set()
+                self._wake_if_sooner(peer)
             if out:
                 await self._transmit(out)
 

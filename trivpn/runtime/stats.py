@@ -45,12 +45,17 @@ class Traffic:
 
 @dataclass(frozen=True, slots=True)
 class LogRecord:
-    """One log line as the management interface shows it."""
+    """One log line as the management interface shows it (the text is formatted only when
+    someone reads it: most records are never shown)."""
 
     unix_time: int
     level: str
     event: str
-    text: str
+    fields: Mapping[str, Any] = field(repr=False)
+
+    @property
+    def text(self) -> str:
+        return format_fields(self.fields)
 
     @property
     def flags(self) -> str:
@@ -143,10 +148,12 @@ class EventTap:
         name = str(event_dict.get("event", ""))
         with contextlib.suppress(Exception):  # the tap must never break logging
             self._count(name, event_dict)
-        record = LogRecord(int(self.clock()), level, name, format_fields(event_dict))
+        # a copy: a renderer after the tap may take keys out of event_dict
+        record = LogRecord(int(self.clock()), level, name, dict(event_dict))
         self.history.append(record)
-        for subscriber in list(self.subscribers):
-            subscriber(record)
+        if self.subscribers:
+            for subscriber in list(self.subscribers):
+                subscriber(record)
         if _LEVEL_NUMBERS.get(level, logging.INFO) < self.output_level:
             raise structlog.DropEvent
         return event_dict
