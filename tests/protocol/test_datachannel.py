@@ -133,8 +133,9 @@ def test_cbc_does_not_authenticate_the_peer_id() -> None:
 
 
 @pytest.mark.parametrize("cipher", SUPPORTED_CIPHERS)
-def test_replayed_packet_is_rejected(cipher: str) -> None:
-    client, server = pair(cipher, 0)
+@pytest.mark.parametrize("peer_id", [None, 0])
+def test_replayed_packet_is_rejected(cipher: str, peer_id: int | None) -> None:
+    client, server = pair(cipher, peer_id)
     packet = client.encrypt(b"once")
     server.decrypt(packet, now=0.0)
     with pytest.raises(ReplayError):
@@ -218,9 +219,10 @@ def test_cbc_wrong_auth_digest_fails() -> None:
         server.decrypt(client.encrypt(b"hello"), now=0.0)
 
 
-def test_wrong_key_id_is_state_error() -> None:
-    client, _ = pair("AES-256-GCM", 0, key_id=1)
-    _, server = pair("AES-256-GCM", 0, key_id=2)
+@pytest.mark.parametrize("peer_id", [None, 0])
+def test_wrong_key_id_is_state_error(peer_id: int | None) -> None:
+    client, _ = pair("AES-256-GCM", peer_id, key_id=1)
+    _, server = pair("AES-256-GCM", peer_id, key_id=2)
     with pytest.raises(StateError):
         server.decrypt(client.encrypt(b"x"), now=0.0)
 
@@ -231,6 +233,14 @@ def test_malformed_packets_are_decode_errors(packet: bytes) -> None:
     _, server = pair("AES-256-GCM", 0)
     with pytest.raises(DecodeError):
         server.decrypt(packet, now=0.0)
+
+
+@pytest.mark.parametrize("cipher", ["AES-256-GCM", "AES-256-CBC"])
+def test_empty_plaintext_is_refused(cipher: str) -> None:
+    client, _ = pair(cipher, 0)
+    with pytest.raises(ValueError, match="empty"):
+        client.encrypt(b"")
+    assert client.packet_id == 0
 
 
 def test_packet_id_roll_over_stops_sending() -> None:

@@ -6,6 +6,8 @@ import pytest
 
 from tests.protocol.sessionkit import Pair, client_config, events_of, make_test_pki, server_config
 from trivpn.protocol import events as ev
+from trivpn.protocol.compression import Compression
+from trivpn.protocol.occ import OCC_MAGIC, PING_MAGIC, OccOpcode, build_occ
 from trivpn.protocol.statickey import StaticKey
 from trivpn.protocol.wrap import TlsAuth, TlsCrypt
 
@@ -251,6 +253,68 @@ def test_keepalive_pings_flow_and_silence_triggers_ping_restart():
     pair.server_silent = True
     pair.run_until(lambda: bool(events_of(pair.client_events, ev.KeepaliveTimeout)), seconds=70)
     assert events_of(pair.client_events, ev.KeepaliveTimeout)[0].silent_for >= 60
+
+
+def test_keepalive_ping_is_consumed_not_delivered():
+    pair = Pair.create(client_config(), server_config())
+    _up(pair)
+    assert pair.server is not None
+    wire = pair.client.encrypt_data(PING_MAGIC, pair.now)
+    assert wire is not None
+    assert pair.server.decrypt_data(wire, pair.now) is None
+    assert not pair.server.drops
+
+
+def test_payload_starting_like_the_ping_magic_is_delivered():
+    pair = Pair.create(client_config(), server_config())
+    _up(pair)
+    assert pair.server is not None
+    for payload in (PING_MAGIC[:15], PING_MAGIC + b"\x00", OCC_MAGIC[:15]):
+        wire = pair.client.encrypt_data(payload, pair.now)
+        assert wire is not None
+        assert pair.server.decrypt_data(wire, pair.now) == payload
+
+
+def test_occ_exit_in_a_data_packet_is_a_peer_exit():
+    pair = Pair.create(client_config(), server_config())
+    _up(pair)
+    assert pair.server is not None
+    wire = pair.client.encrypt_data(build_occ(OccOpcode.EXIT), pair.now)
+    assert wire is not None
+    assert pair.server.decrypt_data(wire, pair.now) is None
+    assert any(isinstance(e, ev.PeerExited) for e in pair.server.take_events())
+
+
+@pytest.mark.parametrize("payload", [OCC_MAGIC, OCC_MAGIC + b"\xee"], ids=["no-opcode",
+                                                                          "unknown-opcode"])
+def test_malformed_occ_message_is_dropped_and_counted(payload: bytes):
+    pair = Pair.create(client_config(), server_config())
+    _up(pair)
+    assert pair.server is not None
+    wire = pair.client.encrypt_data(payload, pair.now)
+    assert wire is not None
+    assert pair.server.decrypt_data(wire, pair.now) is None
+    assert sum(pair.server.drops.values()) == 1
+    assert not [e for e in pair.server.take_events() if isinstance(e, ev.PeerExited)]
+
+
+def test_compression_framing_is_added_and_stripped():
+    pair = Pair.create(client_config(compression=Compression.LZO_STUB),
+                       server_config(compression=Compression.LZO_STUB))
+    _up(pair)
+    assert pair.server is not None
+    wire = pair.client.encrypt_data(IP_PACKET, pair.now)
+    assert wire is not None
+    assert pair.server.decrypt_data(wire, pair.now) == IP_PACKET
+
+
+def test_compression_framing_is_on_the_wire():
+    pair = Pair.create(client_config(compression=Compression.LZO_STUB), server_config())
+    _up(pair)
+    assert pair.server is not None
+    wire = pair.client.encrypt_data(IP_PACKET, pair.now)
+    assert wire is not None
+    assert pair.server.decrypt_data(wire, pair.now) == b"\xfa" + IP_PACKET
 
 
 def test_exit_notify_with_cc_exit_reaches_the_server():

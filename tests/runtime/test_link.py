@@ -102,6 +102,15 @@ async def test_udp_recv_ready_without_drain_receives_once(udp_pair) -> None:
     assert b.counters.rx_packets == 2
 
 
+async def test_udp_send_nowait_sends_and_counts(udp_pair) -> None:
+    a, b = udp_pair
+    assert a.send_nowait(b"lone", b.local_address) is True
+    assert (a.counters.tx_packets, a.counters.tx_bytes) == (1, 4)
+    with trio.fail_after(5):
+        await _queued(b)
+    assert [d for d, _ in b.recv_ready(drain=False)] == [b"lone"]
+
+
 async def test_udp_send_many_counts_sent_datagrams(udp_pair) -> None:
     a, b = udp_pair
     with trio.fail_after(5):

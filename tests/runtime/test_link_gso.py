@@ -75,6 +75,18 @@ async def test_coalesced_receive_is_split_back_into_the_datagrams_in_order(links
     assert (b.counters.rx_packets, b.counters.rx_bytes) == (len(sent), sum(map(len, sent)))
 
 
+async def test_one_coalesced_receive_without_drain_is_split_whole(links):
+    a, b = links
+    sent = _payloads([600] * 8)
+    with trio.fail_after(5):
+        assert await a.send_many(sent, b.local_address) == len(sent)
+        await _settle(b)
+    got = [d for d, _ in b.recv_ready(drain=False)]
+    assert got == sent  # one receive held the whole GSO burst
+    assert (b.counters.rx_packets, b.counters.rx_bytes) == (len(sent), sum(map(len, sent)))
+    assert b.recv_ready(drain=False) == []
+
+
 async def test_datagrams_beyond_max_packets_wait_for_the_next_call(links):
     a, b = links
     sent = _payloads([200] * 10)

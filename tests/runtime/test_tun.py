@@ -129,6 +129,30 @@ def test_write_of_malformed_packet_is_counted_as_drop(tun_ns: tuple[Netns, TunDe
     assert tun.write_drops == 1
 
 
+def test_write_many_of_one_malformed_packet_is_counted_as_drop(
+        tun_ns: tuple[Netns, TunDevice]) -> None:
+    _, tun = tun_ns
+    assert tun.write_many([b""]) == 0
+    assert tun.write_drops == 1
+
+
+async def test_lone_packet_written_with_write_many_answers_the_ping(
+        tun_ns: tuple[Netns, TunDevice]) -> None:
+    ns, tun = tun_ns
+    with _icmp_socket(ns) as sock, trio.fail_after(5):
+        await sock.sendto(build_icmp_echo(ECHO_REQUEST, 0x6262, 3, b"lone"), (PEER, 0))
+        _, ident, seq, data = await _next_echo_request(tun)
+        reply = build_ipv4(PEER, LOCAL, ICMP, build_icmp_echo(ECHO_REPLY, ident, seq, data))
+        assert tun.write_many([reply]) == 1
+        while True:
+            got = parse_ipv4(await sock.recv(2048))
+            assert got is not None
+            echo = parse_icmp_echo(got.payload)
+            if echo is not None and echo.kind == ECHO_REPLY:
+                break
+    assert (echo.ident, echo.seq, echo.data) == (0x6262, 3, b"lone")
+
+
 def test_open_tap_gives_a_layer2_device(netns_lab: NetnsLab) -> None:
     ns = netns_lab.add("tap")
     with ns.enter():
@@ -201,6 +225,13 @@ async def test_read_after_close_raises_closed() -> None:
     tun.close()
     with pytest.raises(trio.ClosedResourceError):
         await tun.read_batch()
+
+
+def test_read_ready_of_one_after_close_raises_closed() -> None:
+    tun = TunDevice(os.open("/dev/null", os.O_RDONLY), "fake", "tun")
+    tun.close()
+    with pytest.raises(trio.ClosedResourceError):
+        tun.read_ready(1)
 
 
 async def test_close_wakes_a_waiting_reader(tun_ns: tuple[Netns, TunDevice]) -> None:

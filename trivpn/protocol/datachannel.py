@@ -51,6 +51,7 @@ PACKET_ID_MAX = 0xFFFFFFFF
 _PID = struct.Struct(">I")
 _OP_V1 = int(Opcode.DATA_V1)
 _OP_V2 = int(Opcode.DATA_V2)
+_V2_AEAD_BODY = 4 + 4 + AEAD_TAG_LEN  # P_DATA_V2 header, packet id, tag: the payload follows
 
 
 def normalize_cipher(name: str) -> str:
@@ -78,9 +79,10 @@ class DataKey:
     """
 
     __slots__ = (
-        "_aead", "_cbc_dec_alg", "_cbc_enc_alg", "_dec_iv", "_dec_mac", "_enc_iv", "_enc_mac",
-        "_header", "_iv_source", "_mac_len", "_pid", "_replay", "bytes_in", "bytes_out",
-        "cipher", "is_aead", "key_id", "packets_in", "packets_out", "peer_id",
+        "_ad_header", "_aead", "_cbc_dec_alg", "_cbc_enc_alg", "_dec_iv", "_dec_mac", "_enc_iv",
+        "_enc_mac", "_header", "_iv_source", "_mac_len", "_open", "_pid", "_replay", "_rx_v2",
+        "_seal", "bytes_in", "bytes_out", "cipher", "is_aead", "key_id", "packets_in",
+        "packets_out", "peer_id",
     )
 
     def __init__(self, cipher: str, keys: DirectionalKeys, key_id: int, *, auth: str = "SHA1",
@@ -93,6 +95,10 @@ class DataKey:
         self.key_id = key_id
         self.peer_id = peer_id
         self._header = data_header(key_id, peer_id)
+        # AEAD additional data before the packet id: the P_DATA_V2 header, nothing for V1
+        self._ad_header = self._header if len(self._header) == 4 else b""
+        # first byte of a P_DATA_V2 packet for this key: the receive fast path's test
+        self._rx_v2 = (_OP_V2 << OPCODE_SHIFT) | key_id
         if not 0 <= last_packet_id <= PACKET_ID_MAX:
             raise ValueError("last_packet_id must be a uint32")
         self._pid = last_packet_id
@@ -102,6 +108,9 @@ class DataKey:
         enc_key = keys.encrypt_cipher[:keylen]
         dec_key = keys.decrypt_cipher[:keylen]
         self._aead: tuple[AESGCM | ChaCha20Poly1305, AESGCM | ChaCha20Poly1305] | None = None
+        # the AEAD's bound encrypt/decrypt (None for CBC): one attribute lookup per packet
+        self._seal: Callable[[bytes, bytes, bytes], bytes] | None = None
+        self._open: Callable[[bytes, bytes, bytes], bytes] | None = None
         self._enc_iv = keys.encrypt_hmac[:IMPLICIT_IV_LEN]
         self._dec_iv = keys.decrypt_hmac[:IMPLICIT_IV_LEN]
         self._mac_len = 0
@@ -112,6 +121,8 @@ class DataKey:
         if self.is_aead:
             factory = ChaCha20Poly1305 if self.cipher == "CHACHA20-POLY1305" else AESGCM
             self._aead = (factory(enc_key), factory(dec_key))
+            self._seal = self._aead[0].encrypt
+            self._open = self._aead[1].decrypt
         else:
             hname, self._mac_len = digest_info(auth)
             self._enc_mac = hmac.new(keys.encrypt_hmac[:self._mac_len], digestmod=hname)
@@ -138,6 +149,21 @@ class DataKey:
 
         ProtocolError (reason ``packet_id_exhausted``) once packet id 0xFFFFFFFF has been used.
         """
+        pid = self._pid + 1
+        seal = self._seal
+        if seal is not None and plaintext and pid <= PACKET_ID_MAX:
+            # AEAD, the per-packet hot path: as little Python as possible
+            self._pid = pid
+            self.packets_out += 1
+            self.bytes_out += len(plaintext)
+            pid_b = _PID.pack(pid)
+            sealed = seal(pid_b + self._enc_iv, plaintext, self._ad_header + pid_b)
+            return b"".join((self._header, pid_b, sealed[-AEAD_TAG_LEN:],
+                             sealed[:-AEAD_TAG_LEN]))
+        return self._encrypt_slow(plaintext)
+
+    def _encrypt_slow(self, plaintext: bytes) -> bytes:
+        """:meth:`encrypt` for CBC, and the errors of both."""
         if not plaintext:
             raise ValueError("data channel plaintext must not be empty")
         pid = self._pid
@@ -150,10 +176,6 @@ class DataKey:
         self.bytes_out += len(plaintext)
         pid_b = _PID.pack(pid)
         header = self._header
-        if self._aead is not None:
-            ad = header + pid_b if len(header) == 4 else pid_b
-            sealed = self._aead[0].encrypt(pid_b + self._enc_iv, plaintext, ad)
-            return b"".join((header, pid_b, sealed[-AEAD_TAG_LEN:], sealed[:-AEAD_TAG_LEN]))
         assert self._cbc_enc_alg is not None and self._enc_mac is not None
         iv = self._iv_source(CBC_BLOCK)
         pad = CBC_BLOCK - (len(plaintext) + 4) % CBC_BLOCK
@@ -170,6 +192,25 @@ class DataKey:
         Raises DecodeError (malformed/truncated/not a data packet), StateError (key_id is not
         this key's), AuthenticationError (tag/HMAC mismatch, bad padding), ReplayError.
         """
+        open_ = self._open
+        if open_ is not None and len(packet) > _V2_AEAD_BODY and packet[0] == self._rx_v2:
+            # AEAD with a P_DATA_V2 header for this key, the per-packet hot path; the same
+            # checks as below in the same order (tag, then replay window)
+            pid_b = packet[4:8]
+            try:
+                plaintext = open_(pid_b + self._dec_iv,
+                                  packet[_V2_AEAD_BODY:] + packet[8:_V2_AEAD_BODY], packet[:8])
+            except InvalidTag:
+                raise AuthenticationError("AEAD tag mismatch", "data packet",
+                                          reason="tag_mismatch") from None
+            self._replay.check_and_add(_PID.unpack(pid_b)[0], now)
+            self.packets_in += 1
+            self.bytes_in += len(plaintext)
+            return plaintext
+        return self._decrypt_slow(packet, now)
+
+    def _decrypt_slow(self, packet: bytes, now: float) -> bytes:
+        """:meth:`decrypt` for P_DATA_V1, CBC, and every error."""
         if not packet:
             raise DecodeError("empty packet", "data header", reason="truncated")
         b0 = packet[0]

@@ -16,7 +16,9 @@ IPV6_HEADER = 40
 UDP_HEADER = 8
 TCP_HEADER = 20
 TCP_FRAMING = 2  # OpenVPN over TCP: the 2-byte length before each packet
-_TCP = 6
+IPPROTO_TCP = 6
+"""Byte 9 of an IPv4 header for TCP: callers on the data path may test ``packet[9]`` against
+it (with ``len(packet) >= 40``) to skip the call to :func:`clamp_mss` for anything else."""
 _SYN = 0x02
 _OPT_EOL, _OPT_NOP, _OPT_MSS = 0, 1, 2
 
@@ -61,7 +63,7 @@ def _checksum_adjust(checksum: int, old: int, new: int) -> int:
 def clamp_mss(packet: bytes, limit: int) -> bytes:
     """``packet`` with the MSS option of an IPv4 TCP SYN lowered to ``limit``; any other
     packet (or a SYN already within the limit) is returned as the same object."""
-    if len(packet) < 40 or packet[0] >> 4 != 4 or packet[9] != _TCP:
+    if len(packet) < 40 or packet[0] >> 4 != 4 or packet[9] != IPPROTO_TCP:
         return packet
     ihl = (packet[0] & 0x0F) * 4
     if len(packet) < ihl + TCP_HEADER or not packet[ihl + 13] & _SYN:

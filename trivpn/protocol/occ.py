@@ -8,6 +8,9 @@ from trivpn.protocol.errors import DecodeError
 
 PING_MAGIC = bytes.fromhex("2a187bf3641eb4cb07ed2d0a981fc748")
 OCC_MAGIC = bytes.fromhex("287f346bd4ef7a812d56b8d3afc5459c")
+MAGIC_FIRST_BYTES = frozenset((PING_MAGIC[0], OCC_MAGIC[0]))
+"""A payload whose first byte is not in here is neither a ping nor an OCC message (IP
+packets never are: their first nibble is the version, 4 or 6)."""
 
 
 class OccOpcode(IntEnum):

@@ -42,7 +42,14 @@ from trivpn.protocol.keymethod import (
 )
 from trivpn.protocol.keys import KeySource, derive_key_block_prf, directional_keys
 from trivpn.protocol.ncp import choose_cipher
-from trivpn.protocol.occ import PING_MAGIC, OccOpcode, build_occ, is_ping, parse_occ
+from trivpn.protocol.occ import (
+    MAGIC_FIRST_BYTES,
+    PING_MAGIC,
+    OccOpcode,
+    build_occ,
+    is_ping,
+    parse_occ,
+)
 from trivpn.protocol.packets import (
     ControlPacket,
     Opcode,
@@ -87,6 +94,7 @@ _CONTROL_OPCODES = frozenset({
     Opcode.CONTROL_SOFT_RESET_V1, Opcode.CONTROL_V1, Opcode.ACK_V1,
     Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
 })
+_NO_COMPRESSION = Compression.NONE
 _PUSHED_COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STUB,
                        "stub-v2": Compression.STUB_V2}
 _RESETS = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
@@ -252,11 +260,14 @@ class Session:
     def encrypt_data(self, packet: bytes, now: float) -> bytes | None:
         """Encrypt a TUN packet with the newest data key; None (and a counted drop) if none."""
         key = self._primary
-        if key is None or key.data_key is None:
+        data_key = None if key is None else key.data_key
+        if data_key is None:
             self.drops["no_key"] += 1
             return None
+        compression = self._compression
         try:
-            wire = key.data_key.encrypt(frame(self._compression, packet))
+            wire = data_key.encrypt(packet if compression is _NO_COMPRESSION
+                                    else frame(compression, packet))
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
             return None
@@ -270,21 +281,29 @@ class Session:
             if not data:
                 raise DecodeError("empty packet", "byte 0")
             key = self._keys.get(data[0] & 0x07)
-            if key is None or key.data_key is None:
+            data_key = None if key is None else key.data_key
+            if data_key is None:
                 raise StateError("no data key for this key id", "data", reason="no_key")
-            plain = key.data_key.decrypt(data, now)
+            payload = data_key.decrypt(data, now)
             self._last_received = now
             self._keepalive_fired = False
-            payload = unframe(self._compression, plain)
+            compression = self._compression
+            if compression is not _NO_COMPRESSION:
+                payload = unframe(compression, payload)
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
             return None
-        if is_ping(payload):
-            return None
-        occ = parse_occ(payload)
-        if occ is not None:
-            self._handle_occ(occ[0])
-            return None
+        if payload and payload[0] in MAGIC_FIRST_BYTES:  # else neither a ping nor OCC
+            if is_ping(payload):
+                return None
+            try:
+                occ = parse_occ(payload)
+            except ProtocolError as exc:  # magic, then no or an unknown opcode: as OpenVPN,
+                self.drops[f"occ_{exc.reason}"] += 1  # ignored (and counted)
+                return None
+            if occ is not None:
+                self._handle_occ(occ[0])
+                return None
         return payload
 
     def handle_timer(self, now: float) -> None:

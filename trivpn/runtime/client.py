@@ -37,7 +37,7 @@ from trivpn.config import ConfigError, Options, Remote
 from trivpn.logging import DropAggregator
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
-from trivpn.protocol.mss import clamp_mss
+from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
@@ -380,22 +380,33 @@ class Connection:
                 for fd in await ready.wait():
                     # A burst is drained (batches for GSO); a lone packet is read once.
                     if fd == link_fd:
-                        batch = link.recv_ready(drain=ready.burst(fd))
-                        if batch:
-                            await self._handle_batch([data for data, _ in batch])
+                        batch = link.recv_ready(drain=fd in ready.again)
+                        if batch and self._handle_data(
+                                [batch[0][0]] if len(batch) == 1 else [d for d, _ in batch]):
+                            await self._after_control()
                     elif fd == self._tun_fd:
-                        await self._tun_ready(link, ready.burst(fd))
+                        out = self._tun_ready(fd in ready.again)
+                        # one datagram that fits into the socket queue: no await
+                        if out and (len(out) > 1 or link.send_nowait(out[0]) is None):
+                            await link.send_many(out)
         finally:
             self._ready = None
             ready.close()
 
     async def _tcp_reader(self, link: TcpLink) -> None:
         while True:
-            await self._handle_batch(await link.recv_packets())
+            if self._handle_data(await link.recv_packets()):
+                await self._after_control()
 
-    async def _handle_batch(self, batch: list[bytes]) -> None:
+    async def _after_control(self) -> None:
+        """Control packets went into the session: process its output (once per batch)."""
+        self._control_seen.set()
+        await self._process()
+
+    def _handle_data(self, batch: list[bytes]) -> bool:
         """The link → TUN hot path: data packets straight through the session to the TUN;
-        control packets into the session, whose output is processed once per batch."""
+        control packets into the session. True when there were control packets (then
+        :meth:`_after_control` is due)."""
         now = self._clock()
         decrypt = self.session.decrypt_data
         tunnel = self.client.tunnel
@@ -410,7 +421,10 @@ class Connection:
             if data and data[0] >> 3 in _DATA_OPCODES:
                 packet = decrypt(data, now)
                 if packet is not None:
-                    append(packet if mss is None else clamp_mss(packet, mss))
+                    # clamp_mss's first test inline: only TCP can need it (pings skip the call)
+                    if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
+                        packet = clamp_mss(packet, mss)
+                    append(packet)
             else:
                 self.session.receive_datagram(data, now)
                 control = True
@@ -420,9 +434,7 @@ class Connection:
             else:
                 traffic.tun_write_bytes += sum(map(len, to_tun))
                 tunnel.device.write_many(to_tun)
-        if control:
-            self._control_seen.set()
-            await self._process()
+        return control
 
     # -- TUN → link -----------------------------------------------------------------------
 
@@ -449,7 +461,9 @@ class Connection:
         out: list[bytes] = []
         append = out.append
         for packet in packets:
-            wire = encrypt(packet if mss is None else clamp_mss(packet, mss), now)
+            if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
+                packet = clamp_mss(packet, mss)  # noqa: PLW2901
+            wire = encrypt(packet, now)
             if wire is not None:
                 append(wire)
         if out:
@@ -457,24 +471,22 @@ class Connection:
             traffic.packets_out += len(out)
         return out
 
-    async def _tun_ready(self, link: UdpLink, drain: bool) -> None:
-        """The TUN → link hot path (UDP): drain the TUN, encrypt the batch and hand it to
-        the link in one call (GSO runs). Nothing waits for a batch to fill."""
+    def _tun_ready(self, drain: bool) -> list[bytes]:
+        """The TUN → link hot path (UDP): drain the TUN and encrypt the batch, for the link
+        in one call (GSO runs). Nothing waits for a batch to fill."""
         device = self._tun_device
         if device is None:  # pragma: no cover - the fd is watched only with a device
-            return
+            return []
         try:
             packets = device.read_ready(64 if drain else 1)
         except trio.ClosedResourceError:
             self._stop_tun()
-            return
+            return []
         except OSError as exc:
             self.log.error("tun_error", detail=str(exc))
             self.finish(Exit(1, "tun_error", str(exc)))
-            return
-        out = self._encrypt_tun(packets)
-        if out:
-            await link.send_many(out)
+            return []
+        return self._encrypt_tun(packets)
 
     def _stop_tun(self) -> None:
         if self._ready is not None and self._tun_fd >= 0:

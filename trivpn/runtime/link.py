@@ -230,9 +230,38 @@ class UdpLink:
         readiness check tells whether more is queued). A coalesced (GRO) receive is returned
         whole, so the batch may exceed ``max_packets`` by up to one receive's datagrams.
         """
-        if self.gro:
-            return self._drain_gro(max_packets if drain else 1)
-        return self._drain_plain(max_packets if drain else 1)
+        if not self.gro:
+            return self._drain_plain(max_packets if drain else 1)
+        if drain:
+            return self._drain_gro(max_packets)
+        # a lone datagram, the per-packet hot path: one receive, no loop
+        try:
+            data, ancillary, _, addr = self._sock.recvmsg(UDP_READ_SIZE, _GRO_CMSG_SPACE)
+        except BlockingIOError:
+            return []
+        except OSError as exc:
+            self._rx_error(exc)
+            return self._drain_gro(1)  # as the loop does: count it, receive again
+        c = self.counters
+        c.rx_bytes += len(data)
+        if ancillary:
+            batch: list[tuple[bytes, Address]] = []
+            self._add_gro(batch, data, ancillary, addr)
+            c.rx_packets += len(batch)
+            return batch
+        c.rx_packets += 1
+        return [(data, addr)]
+
+    @staticmethod
+    def _add_gro(batch: list[tuple[bytes, Address]], data: bytes,
+                 ancillary: list[tuple[int, int, bytes]], addr: Address) -> None:
+        """Append a receive with control data: a coalesced one split by the segment size."""
+        size = _gro_size(ancillary)
+        if 0 < size < len(data):
+            for start in range(0, len(data), size):
+                batch.append((data[start:start + size], addr))
+        else:
+            batch.append((data, addr))
 
     def _rx_error(self, exc: OSError) -> None:
         if exc.errno == errno.EBADF:
@@ -274,20 +303,18 @@ class UdpLink:
                 continue
             nbytes += len(data)
             if ancillary:  # a coalesced receive: split by the segment size
-                size = _gro_size(ancillary)
-                if 0 < size < len(data):
-                    for start in range(0, len(data), size):
-                        append((data[start:start + size], addr))
-                    continue
-            append((data, addr))
+                self._add_gro(batch, data, ancillary, addr)
+            else:
+                append((data, addr))
         c = self.counters
         c.rx_packets += len(batch)
         c.rx_bytes += nbytes
         return batch
 
-    def _send_once(self, data: bytes, addr: Address | None) -> bool | None:
-        """True: sent. False: dropped (``ENOBUFS``) or a per-datagram error. None: the socket
-        queue is full (``EAGAIN``), try again when writable."""
+    def send_nowait(self, data: bytes, addr: Address | None = None) -> bool | None:
+        """Send one datagram if the socket queue has room. True: sent. False: dropped
+        (``ENOBUFS``) or a per-datagram error (counted). None: the socket queue is full
+        (``EAGAIN``), nothing counted: try again when writable (:meth:`send_many` waits)."""
         try:
             if addr is None:
                 self._sock.send(data)
@@ -304,13 +331,14 @@ class UdpLink:
             self.counters.tx_errors += 1
             self.counters.last_error = exc.errno
             return False
-        self.counters.tx_packets += 1
-        self.counters.tx_bytes += len(data)
+        c = self.counters
+        c.tx_packets += 1
+        c.tx_bytes += len(data)
         return True
 
     def try_send(self, data: bytes, addr: Address | None = None) -> bool:
         """Send without waiting. ``False`` if not sent (counted as dropped or as an error)."""
-        result = self._send_once(data, addr)
+        result = self.send_nowait(data, addr)
         if result is None:
             self.counters.tx_dropped += 1
             return False
@@ -373,7 +401,7 @@ class UdpLink:
         queue counts as dropped)."""
         sent = 0
         for data in run:
-            result = self._send_once(data, addr)
+            result = self.send_nowait(data, addr)
             if result is None:
                 self.counters.tx_dropped += 1
             elif result:
@@ -410,7 +438,7 @@ class UdpLink:
 
     async def _send_waiting(self, data: bytes, addr: Address | None) -> bool:
         while True:
-            result = self._send_once(data, addr)
+            result = self.send_nowait(data, addr)
             if result is not None:
                 return result
             await trio.lowlevel.wait_writable(self._sock)
@@ -425,14 +453,14 @@ class UdpLink:
         sent = 0
         if not self.gso or len(datagrams) < 2:
             for data in datagrams:
-                result = self._send_once(data, addr)
+                result = self.send_nowait(data, addr)
                 if result is None:
                     result = await self._send_waiting(data, addr)
                 sent += result
             return sent
         for run in self._runs(datagrams):
             if len(run) == 1:
-                result = self._send_once(run[0], addr)
+                result = self.send_nowait(run[0], addr)
                 if result is None:
                     result = await self._send_waiting(run[0], addr)
                 sent += result

@@ -107,8 +107,8 @@ class ReadySet:
     ``EAGAIN`` read, since the next round's readiness check tells whether more is queued.
     """
 
-    __slots__ = ("_again", "_direct", "_epoll", "_last", "_loop", "_runnable", "_streak",
-                 "_trio_fd")
+    __slots__ = ("_direct", "_epoll", "_last", "_loop", "_runnable", "_streak", "_trio_fd",
+                 "again")
 
     def __init__(self, fds: tuple[int, ...] = (), *, direct: bool = True) -> None:
         self._epoll = select.epoll()
@@ -124,7 +124,9 @@ class ReadySet:
             self._direct = self._epoll  # polled the same way, never waited on directly
         self._streak = 0
         self._last: list[int] = []
-        self._again: list[int] = []
+        self.again: list[int] = []
+        """The fds of this round that were also ready in the round before (read-only):
+        ``fd in ready.again`` is :meth:`burst` without a call, for the per-packet path."""
         for fd in fds:
             self.add(fd)
 
@@ -151,7 +153,7 @@ class ReadySet:
 
     def burst(self, fd: int) -> bool:
         """``fd`` was ready in this round and the one before, with no wait in between."""
-        return fd in self._again
+        return fd in self.again
 
     def _ours(self, events: list[tuple[int, int]]) -> list[int] | None:
         """The data fds among ``events``; None when trio's own epoll is among them."""
@@ -191,7 +193,7 @@ class ReadySet:
                     ready = self._ours(events)
                 if ready is not None:
                     self._streak += 1
-                    self._again = [] if waited else self._last
+                    self.again = [] if waited else self._last
                     self._last = ready
                     return ready
         # through trio: it has work, or nothing is ready, or this task ran long enough
@@ -205,7 +207,7 @@ class ReadySet:
             await trio.lowlevel.wait_readable(epoll_fd)
             ready = self.ready()
             waited = True
-        self._again = [] if waited else self._last
+        self.again = [] if waited else self._last
         self._last = ready
         return ready
 

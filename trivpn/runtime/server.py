@@ -47,7 +47,7 @@ from trivpn.protocol.cookie import (
     timeslot,
 )
 from trivpn.protocol.errors import ProtocolError
-from trivpn.protocol.mss import clamp_mss
+from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
 from trivpn.protocol.packets import Opcode, decode_control
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
@@ -522,7 +522,8 @@ class Server:
             if peer.tcp_send is None:
                 peer.tx_bytes += len(wire)
                 peer.tx_packets += 1
-                await udp.send_many((wire,), peer.address)
+                if udp.send_nowait(wire, peer.address) is None:  # the queue is full: wait
+                    await udp.send_many((wire,), peer.address)
                 return
         i, n = 0, len(out)
         while i < n:
@@ -611,8 +612,10 @@ class Server:
         if self.tap:
             verdict = self.table.from_client_frame(peer, packet, self.client_to_client)
         else:
-            if self.mss is not None:
-                packet = clamp_mss(packet, self.mss)
+            mss = self.mss
+            # clamp_mss's first test inline: only TCP can need it (pings skip the call)
+            if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
+                packet = clamp_mss(packet, mss)
             verdict = self.table.from_client_ipv4(peer, packet, self.client_to_client)
         if verdict is Verdict.DEVICE:
             to_device.append(packet)
@@ -670,7 +673,7 @@ class Server:
                 if peer is None:
                     counts["no_route"] += 1
                     continue
-                if mss is not None:
+                if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
                     packet = clamp_mss(packet, mss)  # noqa: PLW2901
             else:
                 counts["not_ipv4"] += 1
@@ -696,11 +699,11 @@ class Server:
                 for fd in await ready.wait():
                     # A burst is drained (batches for GSO); a lone packet is read once.
                     if fd == link_fd:
-                        out = self._from_link(udp.recv_ready(BATCH, drain=ready.burst(fd)),
+                        out = self._from_link(udp.recv_ready(BATCH, drain=fd in ready.again),
                                               clock())
                     elif fd == device_fd:
                         out = self._from_device(
-                            device.read_ready(BATCH if ready.burst(fd) else 1), clock())
+                            device.read_ready(BATCH if fd in ready.again else 1), clock())
                     else:  # pragma: no cover - only these two are watched
                         continue
                     if out:
@@ -729,7 +732,8 @@ class Server:
                     self._udp_other(peer, data, address, now, out, to_device=to_device)
             except Exception as exc:  # a bug must cost one peer, never the server
                 self._peer_failed(peer, exc)
-        self._write_device(to_device)
+        if to_device and self.tunnel is not None:  # = self._write_device(to_device)
+            self.tunnel.device.write_many(to_device)
         return out
 
     def _udp_other(self, peer: Peer | None, data: bytes, address: Address, now: float,

@@ -119,7 +119,21 @@ class TunDevice:
     def read_ready(self, max_packets: int = 64) -> list[bytes]:
         """The packets queued now, up to about ``max_packets`` (a TSO super-packet read last is
         returned whole, as all its segments), without waiting (possibly none)."""
-        fd = self.fileno()
+        fd = self._fd
+        if fd < 0:
+            self.fileno()  # raises ClosedResourceError
+        if max_packets == 1:  # a lone packet, the per-packet hot path: no loop
+            try:
+                frame = os.read(fd, self._read_size)
+            except BlockingIOError:
+                return []
+            if not self.offload:
+                return [frame]
+            if frame[1] == 0 and frame[0] == 0:
+                return [frame[VNET_HDR_LEN:]]
+            segments: list[bytes] = []
+            self._split(frame, segments)
+            return segments
         read = os.read
         size = self._read_size
         packets: list[bytes] = []
@@ -155,11 +169,14 @@ class TunDevice:
         full (``EAGAIN``/``ENOBUFS``) or a packet it rejects as malformed (``EINVAL``). Any other
         error means the device is unusable and is raised.
         """
+        fd = self._fd
+        if fd < 0:
+            self.fileno()  # raises ClosedResourceError
         try:
             if self.offload:
-                os.writev(self.fileno(), (PLAIN_HDR, packet))
+                os.writev(fd, (PLAIN_HDR, packet))
             else:
-                os.write(self.fileno(), packet)
+                os.write(fd, packet)
         except OSError as exc:
             if exc.errno in _DROP_ERRNOS:
                 self.write_drops += 1
@@ -173,7 +190,9 @@ class TunDevice:
         With offloads, runs of one TCP flow's in-order segments go in as one super-packet
         (one ``writev``). Drops are counted per packet as in :meth:`write`.
         """
-        if not self.offload or len(packets) < 2:
+        if len(packets) == 1:  # a lone packet, the per-packet hot path
+            return 1 if self.write(packets[0]) else 0
+        if not self.offload or not packets:
             return sum(map(self.write, packets))
         fd = self.fileno()
         writev = os.writev
