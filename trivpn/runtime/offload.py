@@ -193,9 +193,10 @@ def _finish_tcp4(hdr: bytearray, ihl: int, thl: int, addrs: int, payload: memory
 class _Run:
     """Consecutive segments of one TCP flow that will leave as one super-packet."""
 
-    __slots__ = ("closed", "first", "gso_size", "next_seq", "parts", "psh", "size")
+    __slots__ = ("closed", "first", "gso_size", "next_seq", "parts", "psh", "sig", "size")
 
-    def __init__(self, packet: bytes, payload_len: int, seq: int, closed: bool) -> None:
+    def __init__(self, packet: bytes, payload_len: int, seq: int, closed: bool,
+                 sig: tuple[object, ...]) -> None:
         self.first = packet
         self.parts: list[bytes | memoryview] = []
         self.gso_size = payload_len
@@ -203,38 +204,53 @@ class _Run:
         self.size = len(packet)
         self.psh = False
         self.closed = closed
+        self.sig = sig
+
+
+# What coalesce reads of an IPv4+TCP header: version/IHL, TOS, total length, (id), flags and
+# fragment offset, TTL, protocol, (checksum), addresses and ports, sequence number, ack
+# number, data offset, TCP flags, window.
+_TCP4 = struct.Struct("!BBH2xBBBB2x12sI4sBB2s")
 
 
 def coalesce(packets: Sequence[bytes]) -> list[list[bytes | memoryview]]:
     """Device frames for a batch of IP packets, each as a list of buffers to ``writev``.
 
     The first buffer of every frame is its vnet header; in-order TCP/IPv4 segments of one flow
-    become one ``GSO_TCPV4`` frame, everything else is passed through as it came.
+    become one ``GSO_TCPV4`` frame, everything else is passed through as it came. Segments
+    join a run only with the same TOS, DF, TTL, ack number, header length, window, urgent
+    pointer and options as its first (the kernel's GRO rules).
     """
     frames: list[_Run | bytes] = []
+    append = frames.append
     runs: dict[bytes, _Run] = {}
+    unpack = _TCP4.unpack_from
     for packet in packets:
-        # TCP over IPv4 without IP options, not a fragment, length exact: a candidate.
-        if (len(packet) < 40 or packet[0] != 0x45 or packet[9] != _PROTO_TCP
-                or packet[6] & 0x3F or packet[7]):
-            frames.append(packet)
+        n = len(packet)
+        if n < 40:
+            append(packet)
             continue
-        key = packet[12:24]  # addresses and ports
-        flags = packet[33]
-        thl = (packet[32] >> 4) * 4
-        payload_len = len(packet) - 20 - thl
-        if (flags & ~_TCP_PSH) != _TCP_ACK or payload_len <= 0 or thl < 20 \
-                or int.from_bytes(packet[2:4], "big") != len(packet):
+        vihl, tos, total, frag_hi, frag_lo, ttl, proto, key, seq, ack, off, flags, window = \
+            unpack(packet)
+        # TCP over IPv4 without IP options, not a fragment: a candidate.
+        if vihl != 0x45 or proto != _PROTO_TCP or frag_hi & 0x3F or frag_lo:
+            append(packet)
+            continue
+        thl = (off >> 4) << 2
+        payload_len = n - 20 - thl
+        if (flags & ~_TCP_PSH) != _TCP_ACK or payload_len <= 0 or thl < 20 or total != n:
             # SYN/FIN/RST/URG/ECN, pure ACKs, odd lengths: their own frame, and the flow's
             # run ends here so later segments cannot overtake this one.
             run = runs.pop(key, None)
             if run is not None:
                 run.closed = True
-            frames.append(packet)
+            append(packet)
             continue
-        seq = int.from_bytes(packet[24:28], "big")
+        sig = (tos, frag_hi, ttl, ack, off, window, packet[38:20 + thl])
         run = runs.get(key)
-        if run is not None and _extends(run, packet, thl, seq, payload_len):
+        if (run is not None and not run.closed and seq == run.next_seq
+                and payload_len <= run.gso_size and run.size + payload_len <= MAX_SUPER_PACKET
+                and sig == run.sig):
             run.parts.append(memoryview(packet)[20 + thl:])
             run.next_seq = (seq + payload_len) & 0xFFFFFFFF
             run.size += payload_len
@@ -244,24 +260,10 @@ def coalesce(packets: Sequence[bytes]) -> list[list[bytes | memoryview]]:
             elif payload_len < run.gso_size:
                 run.closed = True
             continue
-        run = _Run(packet, payload_len, seq, closed=bool(flags & _TCP_PSH))
+        run = _Run(packet, payload_len, seq, bool(flags & _TCP_PSH), sig)
         runs[key] = run
-        frames.append(run)
+        append(run)
     return [_frame(item) for item in frames]
-
-
-def _extends(run: _Run, packet: bytes, thl: int, seq: int, payload_len: int) -> bool:
-    first = run.first
-    return (not run.closed
-            and seq == run.next_seq
-            and payload_len <= run.gso_size
-            and run.size + payload_len <= MAX_SUPER_PACKET
-            and packet[1] == first[1]  # TOS
-            and packet[6] == first[6] and packet[8] == first[8]  # DF, TTL
-            and packet[28:32] == first[28:32]  # ack number
-            and packet[32] == first[32]  # data offset
-            and packet[34:36] == first[34:36]  # window
-            and (thl == 20 or packet[40:20 + thl] == first[40:20 + thl]))  # options
 
 
 def _frame(item: _Run | bytes) -> list[bytes | memoryview]:
