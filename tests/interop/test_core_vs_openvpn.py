@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns, require_openvpn
 from tests.interop.corepeer import CorePeer, udp_socket_in
 from tests.interop.openvpn import STATIC_KEY, PkiFiles, start_openvpn, wrap_lines, write_pki
 from tests.netns import NetnsLab
@@ -41,12 +40,6 @@ pytestmark = pytest.mark.integration
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
 
 
-@pytest.fixture
-def lab(tmp_path: Path):
-    require_netns()
-    require_openvpn()
-    with NetnsLab() as lab:
-        yield lab
 
 
 def _wrap(kind: str, *, server: bool) -> ControlWrap:
@@ -90,6 +83,7 @@ def _is_echo_reply(packet: bytes, src: str, seq: int) -> bool:
     return echo is not None and echo.kind == ECHO_REPLY and echo.seq == seq
 
 
+@pytest.mark.usefixtures("openvpn_binary")
 @pytest.mark.parametrize(("wrap", "cipher"), [
     ("none", "AES-256-GCM"),
     ("tls-auth", "AES-256-GCM"),
@@ -128,6 +122,7 @@ def test_core_client_completes_a_handshake_with_openvpn_server_and_data_flows_bo
     _assert_openvpn_content(ovpn.text(), cipher)
 
 
+@pytest.mark.usefixtures("openvpn_binary")
 @pytest.mark.parametrize(("wrap", "cipher"), [
     ("none", "AES-256-GCM"),
     ("tls-auth", "CHACHA20-POLY1305"),
@@ -165,16 +160,14 @@ def test_openvpn_client_completes_a_handshake_with_core_server_and_data_flows_bo
     assert not session.drops
 
 
-def test_socket_in_namespace_is_not_reachable_from_the_host():
+def test_socket_in_namespace_is_not_reachable_from_the_host(lab: NetnsLab):
     """The harness's sockets live in the test namespace, not the host's (network rule)."""
-    require_netns()
-    with NetnsLab() as lab:
-        ns = lab.add("iso")
-        sock = udp_socket_in(ns.name, ("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.sendto(b"x", ("127.0.0.1", port))
-        probe.close()
-        with pytest.raises(BlockingIOError):
-            sock.recv(10)
-        sock.close()
+    ns = lab.add("iso")
+    sock = udp_socket_in(ns.name, ("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.sendto(b"x", ("127.0.0.1", port))
+    probe.close()
+    with pytest.raises(BlockingIOError):
+        sock.recv(10)
+    sock.close()

@@ -13,12 +13,10 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, issue_client, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
@@ -27,18 +25,12 @@ from tests.runtime.test_metrics import parse
 from tests.runtime.test_status import read_v23
 from trivpn.runtime.status import ClientRow, ServerStatus, server_status_lines
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
 MGMT_PORT, METRICS_PORT = 7505, 9176
 
 
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    require_netns()
-    require_openvpn()
-    with NetnsLab() as lab:
-        yield lab
 
 
 def connect_in(ns: Netns, port: int, timeout: float = 10.0) -> socket.socket:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns, require_openvpn
+from tests.conftest import require_openvpn
 from tests.interop.openvpn import OpenVpnProcess
 from tests.interop.serverkit import SERVER_VPN_IP, TUNNEL_MASK, TUNNEL_NET, ping
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
@@ -66,11 +65,6 @@ def _export(root: Path, conf: Path, name: str = "alice", *extra: str) -> Path:
 
 # --- real clients through the exported profile ------------------------------------------------
 
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    require_netns()
-    with NetnsLab() as lab:
-        yield lab
 
 
 @pytest.mark.integration

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import (
     SERVER_VPN_IP,
@@ -25,19 +23,13 @@ from tests.interop.serverkit import (
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 SERVER_IP = "198.18.0.1"
 OPENVPN_CLIENTS = 14
 TRIVPN_CLIENTS = 8
 
 
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    require_netns()
-    require_openvpn()
-    with NetnsLab() as lab:
-        yield lab
 
 
 def _attach(lan: Netns, ns: Netns, index: int, cidr: str) -> None:

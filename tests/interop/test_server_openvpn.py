@@ -9,12 +9,10 @@ crosses both ways, and 10 MB of TCP cross intact in both directions' worth of ch
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import (
     SERVER_VPN_IP,
@@ -26,18 +24,12 @@ from tests.interop.serverkit import (
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import NetnsLab
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
 TEN_MB = 10 * 1024 * 1024
 
 
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    require_netns()
-    require_openvpn()
-    with NetnsLab() as lab:
-        yield lab
 
 
 @pytest.fixture(scope="session")

@@ -6,28 +6,20 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, issue_client, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import NetnsLab
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 SERVER_IP = "198.18.0.1"
 
 
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    require_netns()
-    require_openvpn()
-    with NetnsLab() as lab:
-        yield lab
 
 
 def _wait(predicate: object, timeout: float = 15.0) -> bool:

@@ -15,19 +15,17 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
 from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
 ETH_P_IP = 0x0800
@@ -35,12 +33,6 @@ ETH_P_ALL = 0x0003  # outgoing packets reach only ETH_P_ALL taps
 RESET_FLOOD = 300
 
 
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    require_netns()
-    require_openvpn()
-    with NetnsLab() as lab:
-        yield lab
 
 
 def _capture_data_packets(ns: Netns, ifname: str, want: int,

@@ -8,26 +8,18 @@ other through the server's MAC learning.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, issue_client, ping, server_lines
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import Netns, NetnsLab
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    require_netns()
-    require_openvpn()
-    with NetnsLab() as lab:
-        yield lab
 
 
 def _neighbour_mac(ns: Netns, ip: str) -> str | None:

@@ -8,12 +8,10 @@ TCP cross intact (SHA-256 compared). Also renegotiation every few seconds under 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_netns
 from tests.interop.openvpn import write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines, transfer
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
@@ -25,11 +23,6 @@ SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
 TEN_MB = 10 * 1024 * 1024
 
 
-@pytest.fixture
-def lab() -> Iterator[NetnsLab]:
-    require_netns()
-    with NetnsLab() as lab:
-        yield lab
 
 
 def _pair(lab: NetnsLab, tmp_path: Path, server: list[str],
