@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -176,12 +177,9 @@ def _measure(lab: Lab, server_ns: str, client_ns: str, contender: str, *,
 
 
 def run_handshakes(opts: HandshakeOptions, progress: Progress) -> dict[str, Any]:
-    def measure(lab: Lab, server_ns: str, client_ns: str, contender: str,
-                workdir: Path) -> dict[str, float]:
-        return _measure(lab, server_ns, client_ns, contender, workdir=workdir, opts=opts)
-
-    rounds, errors = run_rounds(opts.contenders, opts.rounds, measure,
-                                lambda v: f"{v['handshakes_per_s']:.1f} handshakes/s", progress)
+    rounds, errors = run_rounds(
+        opts.contenders, opts.rounds, partial(_measure, opts=opts),
+        lambda v: f"{v['handshakes_per_s']:.1f} handshakes/s", progress)
     config = {"count": opts.count, "concurrency": opts.concurrency, "procs": opts.procs,
               "rounds": opts.rounds,
               "transport": opts.transport, "cipher": opts.cipher, "control": "tls-crypt"}

@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from trivpn.bench.contenders import CLIENT_LINK_IP, SERVER_LINK_IP, write_pki
 from trivpn.bench.lab import Lab, LabError
@@ -14,8 +15,14 @@ from trivpn.bench.measure import MeasureError
 
 Progress = Callable[[str], None]
 Values = dict[str, float]
-# measure(lab, server_ns, client_ns, contender, workdir) -> metric values
-Measure = Callable[[Lab, str, str, str, Path], Values]
+
+
+class Measure(Protocol):
+    """One contender's measurement in one round: its metric values (e.g. a benchmark's
+    ``measure_contender`` with its options bound by :func:`functools.partial`)."""
+
+    def __call__(self, lab: Lab, server_ns: str, client_ns: str, contender: str, *,
+                 workdir: Path) -> Values: ...
 
 
 def run_rounds(contenders: Sequence[str], rounds: int, measure: Measure,
@@ -37,7 +44,7 @@ def run_rounds(contenders: Sequence[str], rounds: int, measure: Measure,
             for contender in order:
                 progress(f"round {n + 1}/{rounds}: {contender}")
                 try:
-                    rnd[contender] = measure(lab, server_ns, client_ns, contender, workdir)
+                    rnd[contender] = measure(lab, server_ns, client_ns, contender, workdir=workdir)
                 except (LabError, MeasureError, subprocess.TimeoutExpired, OSError) as exc:
                     errors.append(f"round {n + 1} {contender}: {exc}")
                     progress(f"  failed: {exc}")

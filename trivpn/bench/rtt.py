@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -82,16 +83,12 @@ def measure_contender(lab: Lab, server_ns: str, client_ns: str, contender: str, 
 
 
 def run_rtt(opts: RttOptions, progress: Progress) -> dict[str, Any]:
-    def measure(lab: Lab, server_ns: str, client_ns: str, contender: str,
-                workdir: Path) -> dict[str, float]:
-        return measure_contender(lab, server_ns, client_ns, contender, workdir=workdir,
-                                 opts=opts)
-
     def summary(v: dict[str, float]) -> str:
         return (f"RTT {v['rtt_us']:.0f} µs (min {v['rtt_min_us']:.0f}), CPU per ping "
                 f"server {v['cpu_server_us']:.0f} µs, client {v['cpu_client_us']:.0f} µs")
 
-    rounds, errors = run_rounds(opts.contenders, opts.rounds, measure, summary, progress)
+    rounds, errors = run_rounds(opts.contenders, opts.rounds, partial(measure_contender, opts=opts),
+                                summary, progress)
     config = {"pings": opts.pings, "interval_s": opts.interval, "rounds": opts.rounds,
               "transport": opts.transport, "cipher": opts.cipher, "control": "tls-crypt"}
     return build_report("rtt", config, opts.contenders, METRICS, rounds, errors=errors)

@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,16 +137,12 @@ def measure_contender(lab: Lab, server_ns: str, client_ns: str, contender: str, 
 
 
 def run_throughput(opts: ThroughputOptions, progress: Progress) -> dict[str, Any]:
-    def measure(lab: Lab, server_ns: str, client_ns: str, contender: str,
-                workdir: Path) -> dict[str, float]:
-        return measure_contender(lab, server_ns, client_ns, contender, workdir=workdir,
-                                 opts=opts)
-
     def summary(v: dict[str, float]) -> str:
         return (f"P1 {v['p1_mbps']:.0f} Mbit/s, P4 {v['p4_mbps']:.0f} Mbit/s, "
                 f"RTT {v['rtt_us']:.0f} µs")
 
-    rounds, errors = run_rounds(opts.contenders, opts.rounds, measure, summary, progress)
+    rounds, errors = run_rounds(opts.contenders, opts.rounds, partial(measure_contender, opts=opts),
+                                summary, progress)
     config = {"duration_s": opts.duration, "rounds": opts.rounds,
               "transport": opts.transport, "cipher": opts.cipher, "control": "tls-crypt"}
     return build_report("throughput", config, opts.contenders, METRICS, rounds, errors=errors)
