@@ -95,11 +95,7 @@ def complete_checksum(packet: bytes, csum_start: int, csum_offset: int) -> bytes
     where = csum_start + csum_offset
     if where + 2 > len(packet) or csum_start < 0:
         raise OffloadError(f"checksum field at {where} outside a {len(packet)}-byte packet")
-    view = memoryview(packet)[csum_start:]
-    n = int.from_bytes(view, "big")
-    if len(view) & 1:
-        n <<= 8
-    csum = finish_checksum(n)
+    csum = internet_checksum(memoryview(packet)[csum_start:])
     if csum == 0 and csum_offset == 6:  # UDP: zero means "no checksum"; send its twin
         csum = 0xFFFF
     out = bytearray(packet)
