@@ -90,3 +90,59 @@ class DropAggregator:
                         total=self.totals[reason], **fields)
         self._since_flush.clear()
         self._last_flush = now
+
+
+class RateLimitedLog:
+    """Logs an exception with its traceback at most once per ``interval`` per kind.
+
+    A kind is the event name, the exception type and the place it was raised, so a peer that
+    triggers the same bug 10,000 times costs one traceback per interval; the others are
+    counted. :meth:`flush` (from a timer) logs one ``error_repeated`` line per kind with the
+    count of tracebacks left out, like ``packet_dropped`` does for dropped packets. At most
+    ``max_kinds`` kinds are remembered (the oldest is forgotten first).
+    """
+
+    def __init__(self, log: structlog.stdlib.BoundLogger, interval: float = 60.0,
+                 max_kinds: int = 256) -> None:
+        self.log = log
+        self.interval = interval
+        self.max_kinds = max_kinds
+        self.totals: Counter[str] = Counter()
+        # kind -> [time of the last traceback, occurrences left out since]
+        self._kinds: dict[tuple[str, str, str], list[float]] = {}
+
+    @staticmethod
+    def _origin(exc: BaseException | None) -> str:
+        tb = exc.__traceback__ if exc is not None else None
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is None:
+            return ""
+        return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+
+    def exception(self, event: str, now: float, **fields: Any) -> bool:
+        """Call from an ``except`` block. True if the traceback was logged."""
+        exc = sys.exc_info()[1]
+        kind = (event, type(exc).__name__, self._origin(exc))
+        self.totals[event] += 1
+        state = self._kinds.get(kind)
+        if state is not None and now - state[0] < self.interval:
+            state[1] += 1
+            return False
+        left_out = int(state[1]) if state is not None else 0
+        self._kinds.pop(kind, None)
+        if len(self._kinds) >= self.max_kinds:
+            del self._kinds[next(iter(self._kinds))]
+        self._kinds[kind] = [now, 0]
+        if left_out:
+            fields["repeated"] = left_out
+        self.log.exception(event, **fields)
+        return True
+
+    def flush(self, now: float) -> None:
+        """Log how many tracebacks were left out, per kind whose interval has passed."""
+        for (event, error, origin), state in self._kinds.items():
+            if state[1] and now - state[0] >= self.interval:
+                self.log.warning("error_repeated", event_name=event, error=error,
+                                 origin=origin, count=int(state[1]))
+                state[1] = 0

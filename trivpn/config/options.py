@@ -316,6 +316,8 @@ class Options:
     writepid: Path | None = None
     daemon: bool = False
     management: Management | None = None
+    management_client_user: str | None = None
+    management_client_group: str | None = None
     script_security: int = 1
     push_peer_info: bool = False
     setenv: tuple[tuple[str, str], ...] = ()

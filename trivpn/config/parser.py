@@ -129,6 +129,14 @@ def _finish(st: ParseState) -> Options:
         raise _error(st, "'pull' needs 'tls-client' (or use 'client')", "pull")
     o = replace(o, tls_role=tls_role, role=tls_role, mode="server" if mode_server else "p2p")
 
+    # --- management (options.c options_postprocess_verify_ce) ---
+    if ((o.management_client_user is not None or o.management_client_group is not None)
+            and (o.management is None or not o.management.unix)):
+        raise _error(st, "'management-client-user'/'management-client-group' can only be "
+                         "used with a management unix socket ('management PATH unix')",
+                     "management-client-user" if "management-client-user" in seen
+                     else "management-client-group")
+
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
     if o.mode == "server" and proto == "tcp-client":

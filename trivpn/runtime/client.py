@@ -140,6 +140,12 @@ class Client:
 
     async def run(self) -> int:
         code, reason = 0, "signal"
+        if self.tools is not None:  # password file and sockets while still privileged
+            try:
+                await self.tools.open_client(self)
+            except RuntimeSetupError as exc:
+                self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
+                return 1
         try:
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

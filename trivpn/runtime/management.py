@@ -6,16 +6,31 @@ on a unix socket (replaced if stale, removed at exit). Lines end with CRLF like 
 Commands: ``help``, ``status [1|2|3]``, ``state [on|off|all|N]``, ``log [on|off|all|N]``,
 ``kill CN`` / ``kill IP:PORT`` (server), ``bytecount N``, ``version``, ``pid``, ``signal
 SIGTERM|SIGINT``, ``exit`` / ``quit``. Answers use OpenVPN's ``SUCCESS:`` / ``ERROR:`` texts;
-multi-line answers end with ``END``; real-time notifications start with ``>``. Several clients
-may be connected at once (OpenVPN allows one); each has its own notification settings.
+multi-line answers end with ``END``; real-time notifications start with ``>``. Up to
+:data:`MAX_CONNECTIONS` clients may be connected at once (OpenVPN serves one and leaves the next
+waiting in the listen backlog); each has its own notification settings. A connection that has
+not given the password within :data:`AUTH_TIMEOUT` seconds is closed.
+
+No input line can end the process: numbers are ASCII digits of bounded length (Python's
+``int()`` would accept other scripts' digits and arbitrarily long strings), and a command that
+fails anyway is answered ``ERROR: ...`` and logged (rate-limited), like any other error.
+
+The unix socket is created the way OpenVPN's ``socket_bind_unix`` does it, under ``umask(0)``
+(mode 0777: who may connect is decided by the directory's permissions, the password file and
+``management-client-user``/``management-client-group``, which are checked on every accept with
+the peer's credentials as OpenVPN's ``man_verify_unix_peer_uid_gid`` does).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hmac
+import math
 import os
 import signal
+import socket
+import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -24,6 +39,7 @@ import structlog
 import trio
 
 from trivpn import __version__
+from trivpn.logging import RateLimitedLog
 from trivpn.runtime.stats import EventTap, LogRecord, StateRecord
 
 Log = structlog.stdlib.BoundLogger
@@ -32,6 +48,13 @@ MANAGEMENT_VERSION = 5
 PASSWORD_TRIES = 3
 MAX_LINE = 4096
 OUTPUT_QUEUE = 1000
+MAX_CONNECTIONS = 8
+"""Management clients served at once; one more is told so and closed."""
+AUTH_TIMEOUT = 30.0
+"""Seconds a connection may stay without giving the password."""
+MAX_DIGITS = 9
+"""Longest number accepted in a command (fits OpenVPN's ``int``, costs nothing to parse)."""
+MAX_BYTECOUNT = 86400
 TITLE = f"trivpn {__version__} (OpenVPN 2.6 compatible)"
 
 HELP = (
@@ -65,6 +88,13 @@ class ManagedRuntime(Protocol):
     def kill(self, target: str) -> str: ...
 
     def bytecount_lines(self) -> list[str]: ...
+
+
+def parse_number(text: str) -> int | None:
+    """A non-negative number of at most :data:`MAX_DIGITS` ASCII digits; None otherwise."""
+    if not text or len(text) > MAX_DIGITS or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
 
 
 def read_password(path: Path) -> str:
@@ -137,14 +167,20 @@ class _Connection:
 
     async def _reader(self) -> None:
         buffer = b""
+        auth_deadline = trio.current_time() + self.server.auth_timeout
         while not self.halt:
             try:
-                chunk = await self.stream.receive_some(4096)
+                with trio.move_on_at(math.inf if self.authenticated else auth_deadline):
+                    chunk = await self.stream.receive_some(4096)
+                    if not chunk:
+                        return
+                    buffer += chunk
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 return
-            if not chunk:
+            if not self.authenticated and trio.current_time() >= auth_deadline:
+                self.server.log.warning("management_auth_timeout",
+                                        seconds=self.server.auth_timeout)
                 return
-            buffer += chunk
             while b"\n" in buffer and not self.halt:
                 raw, buffer = buffer.split(b"\n", 1)
                 self.handle_line(raw.decode("utf-8", "replace").strip("\r \t"))
@@ -170,6 +206,7 @@ class _Connection:
     # -- commands --------------------------------------------------------------------------
 
     def handle_line(self, line: str) -> None:
+        """Answer one input line; never raises (a failing command is answered ERROR)."""
         if not self.authenticated:
             self.check_password(line)
             return
@@ -181,7 +218,12 @@ class _Connection:
         if handler is None:
             self.put("ERROR: unknown command, enter 'help' for more options")
             return
-        handler(self, args)
+        try:
+            handler(self, args)
+        except Exception as exc:  # a bug in one command must not end the VPN
+            self.server.errors.exception("management_command_failed", time.monotonic(),
+                                         command=command, error=repr(exc))
+            self.put(f"ERROR: {command} command failed")
 
     def check_password(self, line: str) -> None:
         password = self.server.password or ""
@@ -215,7 +257,7 @@ class _Connection:
 
     def cmd_version(self, args: list[str]) -> None:
         if args:
-            self.put("SUCCESS: version changed" if args[0].isdigit()
+            self.put("SUCCESS: version changed" if parse_number(args[0]) is not None
                      else "ERROR: version parameter must be a number")
             return
         self.put(f"OpenVPN Version: {TITLE}")
@@ -226,7 +268,7 @@ class _Connection:
         self.put(f"SUCCESS: pid={os.getpid()}")
 
     def cmd_status(self, args: list[str]) -> None:
-        version = int(args[0]) if args and args[0].isdigit() else 0
+        version = (parse_number(args[0]) or 0) if args else 0
         for line in self.server.runtime.status_lines(version or self.server.status_version):
             self.put(line)
 
@@ -240,11 +282,14 @@ class _Connection:
 
     def cmd_bytecount(self, args: list[str]) -> None:
         if self.need("bytecount", args, 1):
-            try:
-                seconds = int(args[0])
-            except ValueError:
-                seconds = 0
-            self.bytecount = max(seconds, 0)
+            seconds = parse_number(args[0])
+            if seconds is None and args[0].startswith("-"):
+                seconds = 0  # OpenVPN: anything not positive turns it off
+            if seconds is None or seconds > MAX_BYTECOUNT:
+                self.put(f"ERROR: bytecount parameter must be a number of seconds "
+                         f"from 0 to {MAX_BYTECOUNT}")
+                return
+            self.bytecount = seconds
             self.bytecount_changed.set()
             self.bytecount_changed = trio.Event()
             self.put("SUCCESS: bytecount interval changed")
@@ -267,7 +312,7 @@ class _Connection:
             setattr(self, f"{kind}_realtime", parameter == "on")
             self.put(f"SUCCESS: real-time {kind} notification set to {parameter.upper()}")
             return
-        n = int(parameter) if parameter.isdigit() else 0
+        n = parse_number(parameter) or 0
         if parameter != "all" and n <= 0:
             self.put(f"ERROR: {kind} parameter must be 'on' or 'off' or some number n or 'all'")
             return
@@ -296,36 +341,59 @@ _COMMANDS: dict[str, Callable[[_Connection, list[str]], None]] = {
 
 
 class ManagementServer:
-    """Accepts management clients on a TCP address or a unix socket."""
+    """Accepts management clients on a TCP address or a unix socket.
+
+    :meth:`open` binds the socket; call it before privileges are dropped (a unix socket in a
+    root-owned directory, a port below 1024), then :meth:`serve`.
+    """
 
     def __init__(self, runtime: ManagedRuntime, tap: EventTap, log: Log, *, host: str,
                  port: int | None, unix: bool, password: str | None = None,
                  status_version: int = 1,
-                 send_signal: Callable[[signal.Signals], None] | None = None) -> None:
+                 send_signal: Callable[[signal.Signals], None] | None = None,
+                 client_uid: int | None = None, client_gid: int | None = None,
+                 max_connections: int = MAX_CONNECTIONS,
+                 auth_timeout: float = AUTH_TIMEOUT) -> None:
         self.runtime = runtime
         self.tap = tap
         self.log = log
+        self.errors = RateLimitedLog(log)
         self.host = host
         self.port = port
         self.unix = unix
         self.password = password
         self.status_version = status_version
         self.send_signal = send_signal or (lambda sig: os.kill(os.getpid(), sig))
+        self.client_uid = client_uid
+        self.client_gid = client_gid
+        self.max_connections = max_connections
+        self.auth_timeout = auth_timeout
         self.commands = _COMMANDS
         self.bound_port: int | None = None
+        self.active = 0
+        self._listeners: list[trio.SocketListener] | None = None
+
+    @property
+    def where(self) -> str:
+        return self.host if self.unix else f"{self.host}:{self.bound_port or self.port}"
+
+    async def open(self) -> None:
+        """Bind and listen (idempotent). Raises OSError."""
+        if self._listeners is not None:
+            return
+        if self.unix:
+            self._listeners = [await self._unix_listener()]
+        else:
+            assert self.port is not None
+            self._listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            self.bound_port = int(self._listeners[0].socket.getsockname()[1])
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        listeners: list[trio.SocketListener]
-        if self.unix:
-            listeners = [await self._unix_listener()]
-            where = self.host
-        else:
-            assert self.port is not None
-            listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-            self.bound_port = int(listeners[0].socket.getsockname()[1])
-            where = f"{self.host}:{self.bound_port}"
-        self.log.info("management_listening", address=where,
+        await self.open()
+        listeners = self._listeners
+        assert listeners is not None
+        self.log.info("management_listening", address=self.where,
                       password=self.password is not None)
         task_status.started()
         try:
@@ -342,7 +410,9 @@ class ManagementServer:
                 os.unlink(path)
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         try:
-            old = os.umask(0o077)
+            # as OpenVPN's socket_bind_unix: the socket gets mode 0777, access is decided by
+            # the directory, the password and management-client-user/-group
+            old = os.umask(0)
             try:
                 await sock.bind(path)
             finally:
@@ -353,9 +423,44 @@ class ManagementServer:
             raise
         return trio.SocketListener(sock)
 
+    def _peer_allowed(self, stream: trio.SocketStream) -> bool:
+        """management-client-user/-group: the unix peer's uid and gid (SO_PEERCRED)."""
+        if not self.unix or (self.client_uid is None and self.client_gid is None):
+            return True
+        try:
+            raw = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                           struct.calcsize("3i"))
+            _, uid, gid = struct.unpack("3i", raw)
+        except OSError as exc:
+            self.log.warning("management_client_rejected", reason="no_peer_credentials",
+                             error=str(exc))
+            return False
+        if self.client_uid is not None and uid != self.client_uid:
+            self.log.warning("management_client_rejected", reason="uid", uid=uid,
+                             required=self.client_uid)
+            return False
+        if self.client_gid is not None and gid != self.client_gid:
+            self.log.warning("management_client_rejected", reason="gid", gid=gid,
+                             required=self.client_gid)
+            return False
+        return True
+
     async def _handle(self, stream: trio.SocketStream) -> None:
+        if not self._peer_allowed(stream):
+            await stream.aclose()
+            return
+        if self.active >= self.max_connections:
+            self.log.warning("management_client_refused", connections=self.active)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                     OSError), trio.move_on_after(1.0):
+                await stream.send_all(b"ERROR: too many management connections "
+                                      b"(%d), try again later\r\n" % self.max_connections)
+            await stream.aclose()
+            return
+        self.active += 1
         self.log.info("management_client_connected")
         try:
             await _Connection(self, stream).run()
         finally:
+            self.active -= 1
             self.log.info("management_client_disconnected")

@@ -151,11 +151,19 @@ class MetricsServer:
         self.snapshot = snapshot
         self.log = log
         self.bound_port: int | None = None
+        self._listeners: list[trio.SocketListener] | None = None
+
+    async def open(self) -> None:
+        """Bind and listen (idempotent; before privileges are dropped). Raises OSError."""
+        if self._listeners is None:
+            self._listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+            self.bound_port = int(self._listeners[0].socket.getsockname()[1])
 
     async def serve(self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
                     ) -> None:
-        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
-        self.bound_port = int(listeners[0].socket.getsockname()[1])
+        await self.open()
+        listeners = self._listeners
+        assert listeners is not None and self.bound_port is not None
         self.log.info("metrics_listening", address=f"{self.host}:{self.bound_port}")
         task_status.started(self.bound_port)
         await trio.serve_listeners(self._handle, listeners)

@@ -18,8 +18,10 @@ import structlog
 import trio
 
 from trivpn.config import Options
+from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.management import ManagementServer, read_password
 from trivpn.runtime.metrics import MetricsServer, MetricsSnapshot, PeerTraffic
+from trivpn.runtime.privileges import resolve_identity
 from trivpn.runtime.stats import EventTap, Traffic
 from trivpn.runtime.status import (
     ClientRow,
@@ -39,6 +41,10 @@ Log = structlog.stdlib.BoundLogger
 
 KILL_LINGER = 1.0
 """How long a killed client is kept so the RESTART message reaches it (and is acked)."""
+
+
+class OperatorError(RuntimeSetupError):
+    """The management interface or the metrics endpoint cannot start."""
 
 
 def _mac(raw: bytes) -> str:
@@ -195,7 +201,14 @@ View = ServerView | ClientView
 
 
 class OperatorTools:
-    """Starts the status writer, the management interface and the metrics server."""
+    """Starts the status writer, the management interface and the metrics server.
+
+    :meth:`open_server` / :meth:`open_client` read the management password file and bind the
+    management and metrics sockets; the runtimes call them before privileges are dropped (as
+    OpenVPN does), so ``user nobody`` neither hides a root-only password file nor a port below
+    1024. A failure there is a startup error (:class:`OperatorError`): nothing stays silently
+    off. :meth:`run_server` / :meth:`run_client` then serve.
+    """
 
     def __init__(self, tap: EventTap, *, metrics_listen: tuple[str, int] | None = None,
                  start_time: float | None = None, status_path: Path | None = None) -> None:
@@ -214,49 +227,72 @@ class OperatorTools:
         self.management: ManagementServer | None = None
         self.metrics: MetricsServer | None = None
 
+    async def open_server(self, server: Server) -> None:
+        """Read the password file and bind the sockets (before privileges are dropped)."""
+        if self.view is None:
+            self.view = ServerView(server, self.tap)
+            await self._open(self.view, server.options, server.log)
+
+    async def open_client(self, client: Client) -> None:
+        if self.view is None:
+            self.view = ClientView(client, self.tap)
+            await self._open(self.view, client.options, client.log)
+
     async def run_server(self, server: Server) -> None:
-        await self._run(ServerView(server, self.tap), server.options, server.log)
+        await self.open_server(server)
+        await self._run(server.options, server.log)
 
     async def run_client(self, client: Client) -> None:
-        await self._run(ClientView(client, self.tap), client.options, client.log)
+        await self.open_client(client)
+        await self._run(client.options, client.log)
 
-    async def _run(self, view: View, options: Options, log: Log) -> None:
-        self.view = view
-        async with trio.open_nursery() as nursery:
-            if options.status is not None:
-                nursery.start_soon(self._status_writer, view, options, log)
-            if options.management is not None:
-                await self._start_management(nursery, view, options, log)
-            if self.metrics_listen is not None:
-                host, port = self.metrics_listen
-                self.metrics = MetricsServer(host, port,
-                                             lambda: view.metrics(self.start_time), log)
-                try:
-                    await nursery.start(self.metrics.serve)
-                except OSError as exc:
-                    log.error("metrics_failed", address=f"{host}:{port}", error=str(exc))
-
-    async def _start_management(self, nursery: trio.Nursery, view: View, options: Options,
-                                log: Log) -> None:
+    async def _open(self, view: View, options: Options, log: Log) -> None:
         m = options.management
-        assert m is not None
-        password = None
-        try:
+        if m is not None:
+            password = None
             if m.password_file is not None:
                 pwpath = Path(m.password_file)
                 if not pwpath.is_absolute():
                     pwpath = options.base_dir / pwpath
-                password = read_password(pwpath)
-        except OSError as exc:
-            log.error("management_failed", error=f"password file: {exc}")
-            return
-        self.management = ManagementServer(
-            view, self.tap, log, host=m.address, port=m.port, unix=m.unix, password=password,
-            status_version=options.status_version)
-        try:
-            await nursery.start(self.management.serve)
-        except OSError as exc:
-            log.error("management_failed", address=m.address, port=m.port, error=str(exc))
+                try:
+                    password = read_password(pwpath)
+                except OSError as exc:
+                    raise OperatorError("cannot read the management password file",
+                                        str(pwpath), errno=exc.errno) from exc
+            identity = None
+            if options.management_client_user or options.management_client_group:
+                identity = resolve_identity(options.management_client_user,
+                                            options.management_client_group)
+            self.management = ManagementServer(
+                view, self.tap, log, host=m.address, port=m.port, unix=m.unix,
+                password=password, status_version=options.status_version,
+                client_uid=identity.uid if identity is not None else None,
+                client_gid=(identity.gid if identity is not None
+                            and options.management_client_group is not None else None))
+            try:
+                await self.management.open()
+            except OSError as exc:
+                raise OperatorError("cannot start the management interface",
+                                    self.management.where, errno=exc.errno) from exc
+        if self.metrics_listen is not None:
+            host, port = self.metrics_listen
+            self.metrics = MetricsServer(host, port, lambda: view.metrics(self.start_time), log)
+            try:
+                await self.metrics.open()
+            except OSError as exc:
+                raise OperatorError("cannot start the metrics endpoint", f"{host}:{port}",
+                                    errno=exc.errno) from exc
+
+    async def _run(self, options: Options, log: Log) -> None:
+        view = self.view
+        assert view is not None
+        async with trio.open_nursery() as nursery:
+            if options.status is not None:
+                nursery.start_soon(self._status_writer, view, options, log)
+            if self.management is not None:
+                await nursery.start(self.management.serve)
+            if self.metrics is not None:
+                await nursery.start(self.metrics.serve)
 
     async def _status_writer(self, view: View, options: Options, log: Log) -> None:
         status = options.status

@@ -200,6 +200,8 @@ class Server:
         try:
             identity = resolve_identity(o.user, o.group)
             await self._open()
+            if self.tools is not None:  # password file and sockets while still privileged
+                await self.tools.open_server(self)
             if identity is not None:
                 drop_privileges(identity)
                 self.log.info("privileges_dropped", user=o.user, group=o.group)
