@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trivpn.logging import get_logger
-from trivpn.runtime.management import ManagementServer
+from trivpn.runtime.management import ManagementServer, _Connection
 from trivpn.runtime.stats import EventTap
 
 BANNER = ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info"
@@ -251,3 +254,167 @@ async def test_three_bad_passwords_close_the_connection(nursery: trio.Nursery,
         assert await client.line() == "ERROR: bad password"
     with trio.fail_after(5):
         assert await client.stream.receive_some(100) == b""
+
+
+# -- robustness: no input line ends the process ----------------------------------------------
+
+class BrokenRuntime(FakeRuntime):
+    def kill(self, target: str) -> str:
+        raise RuntimeError("a bug in kill")
+
+
+def connection(runtime: FakeRuntime | None = None, tap: EventTap | None = None) -> _Connection:
+    """A management connection without a socket: lines in, answers from its output queue."""
+    server = ManagementServer(runtime or FakeRuntime(), tap or EventTap(), get_logger(),
+                              host="unused", port=None, unix=True, send_signal=lambda s: None)
+    return _Connection(server, None)  # type: ignore[arg-type]
+
+
+def answers(conn: _Connection) -> list[str]:
+    out = []
+    while True:
+        try:
+            out.append(conn.receive.receive_nowait())
+        except trio.WouldBlock:
+            return out
+
+
+@pytest.mark.directive("management")
+async def test_bytecount_with_hundreds_of_zeros_is_refused_and_the_session_lives(setup: Setup):
+    client = await setup.connect()
+    await client.line()
+    await client.send("bytecount 1" + "0" * 400)
+    assert (await client.line()).startswith("ERROR: bytecount parameter must be a number")
+    await client.send("pid")
+    assert (await client.line()).startswith("SUCCESS: pid=")
+
+
+@pytest.mark.directive("management")
+@pytest.mark.parametrize("number", ["\u00b2", "\u0663", "\uff13", "\u0661" * 3])
+async def test_non_ascii_digits_are_not_numbers(setup: Setup, number: str):
+    """'²'.isdigit() is true but int('²') raises; Arabic-Indic and full-width digits are
+    digits to int() but not to OpenVPN's atoi()."""
+    client = await setup.connect()
+    await client.line()
+    await client.send(f"status {number}")
+    assert await client.until_end() == ["TITLE,fake"]
+    assert setup.runtime.versions == [2]  # the configured version, as for 'status 0'
+    await client.send(f"bytecount {number}")
+    assert (await client.line()).startswith("ERROR: bytecount parameter must be a number")
+    await client.send(f"log {number}")
+    assert (await client.line()).startswith("ERROR: log parameter must be")
+
+
+def test_a_command_that_fails_is_answered_error_and_logged_once():
+    conn = connection(BrokenRuntime())
+    for _ in range(50):
+        conn.handle_line("kill client1")
+    assert answers(conn) == ["ERROR: kill command failed\r\n"] * 50
+    assert conn.server.errors.totals["management_command_failed"] == 50
+    assert not conn.halt
+
+
+LINE = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=60)
+COMMANDS = ("help", "status", "state", "log", "kill", "bytecount", "version", "pid", "signal",
+            "frobnicate")
+NUMBER_LIKE = st.one_of(st.integers(-10**30, 10**400).map(str),
+                        st.text(alphabet="0123456789\u00b2\u0663\uff13-+", max_size=500))
+
+
+@given(st.one_of(LINE, st.tuples(st.sampled_from(COMMANDS),
+                                 st.lists(st.one_of(NUMBER_LIKE, LINE), max_size=3))
+                 .map(lambda c: " ".join([c[0], *c[1]]))))
+@settings(max_examples=400, deadline=None)
+def test_every_line_gets_an_answer_and_nothing_raises(line: str):
+    conn = connection()
+    conn.handle_line(line)
+    out = answers(conn)
+    words = line.split()
+    if words and words[0] not in ("exit", "quit"):
+        assert out, line
+        assert all(text.endswith("\r\n") for text in out)
+    assert 0 <= conn.bytecount <= 86400
+    assert conn.server.errors.totals["management_command_failed"] == 0
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=60, deadline=None)
+def test_arbitrary_bytes_on_the_socket_never_end_the_server(data: bytes):
+    async def main() -> None:
+        left, right = trio.testing.memory_stream_pair()
+        conn = connection()
+        conn.stream = right
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn.run)
+            await left.send_all(data + b"\nexit\n")
+            with trio.fail_after(5):
+                while await left.receive_some(65536):
+                    pass
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+# -- limits -------------------------------------------------------------------------------
+
+def memory_client(nursery: trio.Nursery, server: ManagementServer) -> Client:
+    """A client connected to ``server`` through an in-memory stream (no socket)."""
+    left, right = trio.testing.memory_stream_pair()
+    nursery.start_soon(server._handle, right)  # type: ignore[arg-type]
+    return Client(left)  # type: ignore[arg-type]
+
+
+@pytest.mark.directive("management")
+async def test_a_connection_without_the_password_is_closed_after_the_timeout(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock):
+    server = ManagementServer(FakeRuntime(), EventTap(), get_logger(), host="unused",
+                              port=None, unix=False, password="s3cret", auth_timeout=30.0)
+    client = memory_client(nursery, server)
+    assert await client.prompt() == "ENTER PASSWORD:"
+    start = trio.current_time()
+    await client.send("wrong")  # typing does not extend the deadline
+    assert await client.line() == "ERROR: bad password"
+    with trio.fail_after(60):
+        while await client.stream.receive_some(100):
+            pass
+    assert 30.0 <= trio.current_time() - start < 31.0
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.active == 0
+
+
+@pytest.mark.directive("management")
+async def test_an_authenticated_connection_has_no_timeout(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock):
+    server = ManagementServer(FakeRuntime(), EventTap(), get_logger(), host="unused",
+                              port=None, unix=False, password="s3cret", auth_timeout=30.0)
+    client = memory_client(nursery, server)
+    await client.prompt()
+    await client.send("s3cret")
+    assert await client.line() == "SUCCESS: password is correct"
+    await client.line()
+    await trio.sleep(3600)
+    await client.send("pid")
+    assert (await client.line()).startswith("SUCCESS: pid=")
+
+
+@pytest.mark.directive("management")
+async def test_connections_beyond_the_cap_are_told_and_closed(nursery: trio.Nursery,
+                                                              tmp_path: Path):
+    path = tmp_path / "mgmt.sock"
+    server = ManagementServer(FakeRuntime(), EventTap(), get_logger(), host=str(path),
+                              port=None, unix=True, max_connections=2)
+    await nursery.start(server.serve)
+    first = Client(await trio.open_unix_socket(str(path)))
+    second = Client(await trio.open_unix_socket(str(path)))
+    assert await first.line() == BANNER and await second.line() == BANNER
+    third = Client(await trio.open_unix_socket(str(path)))
+    assert await third.line() == ("ERROR: too many management connections (2), "
+                                  "try again later")
+    with trio.fail_after(5):
+        assert await third.stream.receive_some(100) == b""
+    await first.send("quit")
+    with trio.fail_after(5):
+        while server.active > 1:
+            await trio.sleep(0.01)
+    fourth = Client(await trio.open_unix_socket(str(path)))
+    assert await fourth.line() == BANNER

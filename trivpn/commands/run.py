@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import trio
 
@@ -40,6 +41,19 @@ def _listen_address(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+LOG_FILE_MODE = 0o600
+"""Mode of a new ``log``/``log-append`` file: OpenVPN's ``redirect_stdout_stderr`` creates it
+with ``S_IRUSR | S_IWUSR`` (an existing file keeps its mode)."""
+
+
+def open_log_file(path: Path, *, append: bool) -> TextIO:
+    """``log FILE`` (truncated) or ``log-append FILE`` / ``--log-file`` (appended), opened
+    before privileges are dropped, line-buffered."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(path, flags, LOG_FILE_MODE)
+    return os.fdopen(fd, "a" if append else "w", buffering=1)
+
+
 def handle(args: argparse.Namespace) -> int:
     try:
         options = load_config(args.config)
@@ -47,8 +61,14 @@ def handle(args: argparse.Namespace) -> int:
         print(f"trivpn: {exc}", file=sys.stderr)
         return 2
     stream = None
-    if args.log_file is not None:
-        stream = args.log_file.open("a", buffering=1)
+    try:
+        if args.log_file is not None:
+            stream = open_log_file(args.log_file, append=True)
+        elif options.log is not None:
+            stream = open_log_file(options.log, append=options.log_append)
+    except OSError as exc:
+        print(f"trivpn: cannot open log file: {exc}", file=sys.stderr)
+        return 1
     try:
         verb = options.verb if options.verb else 3
         configure_logging(verb=verb, fmt=args.log_format or ("json" if stream else None),

@@ -15,14 +15,13 @@ a never-used address before one that is reserved for someone else. ``ifconfig-po
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from trivpn.config.derive import AddressPool, PoolEntry
+from trivpn.runtime.files import write_atomically
 
 Association = tuple[str, ipaddress.IPv4Address]
 """(common name, base address) as stored in the persist file."""
@@ -157,12 +156,6 @@ def read_persist_file(path: Path) -> list[Association]:
 
 
 def write_persist_file(path: Path, associations: Iterable[Association]) -> None:
-    """Replace ``path`` atomically (write a temp file next to it, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(format_persist(associations))
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """Replace ``path`` atomically, never through a symlink (a ``mkstemp`` temp file next to
+    it, then rename: :func:`trivpn.runtime.files.write_atomically`)."""
+    write_atomically(path, format_persist(associations).encode())

@@ -16,15 +16,14 @@ columns. The file is written atomically: a temporary file in the same directory,
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from trivpn import __version__ as _version
+from trivpn.runtime import files
 
 TITLE = f"trivpn {_version} (OpenVPN 2.6 compatible) [status]"
 UNDEF = "UNDEF"
@@ -129,18 +128,9 @@ def client_status_lines(status: ClientStatus, now: float) -> list[str]:
 
 
 def write_atomically(path: Path, lines: Sequence[str]) -> None:
-    """Replace ``path`` with ``lines`` (``\\n``-terminated) so readers never see half a file."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write("".join(line + "\n" for line in lines))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` with ``lines`` (``\\n``-terminated) so readers never see half a file;
+    never through a symlink (:func:`trivpn.runtime.files.write_atomically`)."""
+    files.write_atomically(path, "".join(line + "\n" for line in lines).encode())
 
 
 class StatusFile:
@@ -148,12 +138,13 @@ class StatusFile:
 
     OpenVPN does the same: after ``user nobody`` the process can no longer create files in the
     config's directory, so a temp-file-and-rename writer would stop working. Readers may
-    briefly see a partly written file, exactly as with OpenVPN.
+    briefly see a partly written file, exactly as with OpenVPN. A symlink at the path is
+    refused (not followed); a new file gets OpenVPN's mode 0600.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self._fd = files.open_nofollow(path)
 
     def write(self, lines: Sequence[str]) -> None:
         data = "".join(line + "\n" for line in lines).encode()
