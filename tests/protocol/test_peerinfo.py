@@ -105,3 +105,29 @@ def test_empty_iv_ciphers_still_counts_as_announced():
 @given(st.text(max_size=300))
 def test_parse_never_raises(text):
     assert isinstance(parse_peer_info(text), PeerInfo)
+
+
+def test_a_10000_digit_iv_proto_is_no_number_and_parses_fast():
+    import time
+
+    text = "IV_PROTO=" + "9" * 10_000 + "\nIV_MTU=" + "1" * 100_000 + "\n"
+    start = time.perf_counter()
+    info = parse_peer_info(text)
+    assert time.perf_counter() - start < 0.05
+    assert (info.iv_proto, info.mtu) == (0, None)
+
+
+def test_leading_zeros_do_not_count_towards_the_bound():
+    assert parse_peer_info("IV_PROTO=" + "0" * 5000 + "990\n").iv_proto == 990
+
+
+@pytest.mark.parametrize("value", ["\u0669\u0669\u0660", "\uff19\uff19\uff10", "\u00b2"])
+def test_non_ascii_digits_are_not_numbers(value):
+    """Python's int() reads Arabic-Indic and full-width digits; sscanf("%d") does not."""
+    info = parse_peer_info(f"IV_PROTO={value}\nIV_NCP={value}\n")
+    assert (info.iv_proto, info.ncp) == (0, 0)
+
+
+def test_numbers_beyond_a_c_int_are_no_numbers():
+    assert parse_peer_info("IV_PROTO=2147483647\n").iv_proto == 2**31 - 1
+    assert parse_peer_info("IV_PROTO=2147483648\n").iv_proto == 0

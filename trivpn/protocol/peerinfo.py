@@ -28,7 +28,8 @@ IV_PROTO_OPENVPN_26_CLIENT = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROT
                               | IV_PROTO_DYN_TLS_CRYPT)
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_LEADING_INT_RE = re.compile(r"\s*([+-]?\d+)")
+_LEADING_INT_RE = re.compile(r"\s*([+-]?)([0-9]+)", re.ASCII)
+_INT_MAX = 2**31 - 1
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 
@@ -90,12 +91,20 @@ class PeerInfo:
 
 
 def _leading_int(value: str | None) -> int | None:
+    """The leading decimal number, ASCII digits only, within a C ``int`` (None otherwise: a
+    10,000-digit or non-ASCII "number" from a peer is no number, and costs nothing)."""
     if value is None:
         return None
     m = _LEADING_INT_RE.match(value)
     if m is None:
         return None
-    return int(m.group(1))
+    digits = m.group(2).lstrip("0") or "0"
+    if len(digits) > 10:
+        return None
+    number = int(digits)
+    if number > _INT_MAX:
+        return None
+    return -number if m.group(1) == "-" else number
 
 
 def parse_peer_info(text: str | None) -> PeerInfo:
