@@ -233,7 +233,7 @@ def _parse_auth_failed(text: str) -> AuthFailed:
             end = body.index("]")
             for flag in (f for f in body[1:end].split(",") if f):
                 if flag.startswith("backoff "):
-                    m = re.match(r"backoff\s+(\d{1,9})\Z", flag)
+                    m = re.match(r"backoff\s+([0-9]{1,9})\Z", flag)
                     backoff = int(m.group(1)) if m else None
                 elif flag.startswith("advance "):
                     value = flag[len("advance "):]
@@ -253,7 +253,7 @@ def _parse_auth_failed(text: str) -> AuthFailed:
 def _parse_auth_pending(text: str) -> AuthPending:
     timeout: int | None = None
     for keyword in _argument(text, "AUTH_PENDING").split(","):
-        m = re.fullmatch(r"timeout\s+(\d{1,10})", keyword.strip())
+        m = re.fullmatch(r"timeout\s+([0-9]{1,10})", keyword.strip())
         if m is not None:
             timeout = int(m.group(1))
     return AuthPending(timeout=timeout)

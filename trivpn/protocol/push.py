@@ -211,7 +211,7 @@ class PushedOptions:
 
 
 _MAX_PEER_ID = 0xFFFFFF
-_INT_RE = re.compile(r"\d{1,10}\Z")
+_INT_RE = re.compile(r"[0-9]{1,10}\Z")
 
 
 class _Builder:

@@ -19,7 +19,7 @@ import trio
 
 from trivpn.config import Options
 from trivpn.runtime.errors import RuntimeSetupError
-from trivpn.runtime.management import ManagementServer, read_password
+from trivpn.runtime.management import ManagementServer, parse_number, read_password
 from trivpn.runtime.metrics import MetricsServer, MetricsSnapshot, PeerTraffic
 from trivpn.runtime.privileges import resolve_identity
 from trivpn.runtime.stats import EventTap, Traffic
@@ -119,10 +119,11 @@ class ServerView:
                 address = str(ipaddress.IPv4Address(host))
             except ValueError:
                 return f"ERROR: error parsing IP address: {host}"
-            if not port.isdigit() or not 0 < int(port) < 65536:
+            number = parse_number(port)
+            if number is None or not 0 < number < 65536:
                 return f"ERROR: port number is out of range: {port}"
             victims = [p for p in self.server.table
-                       if str(p.address[0]) == address and int(p.address[1]) == int(port)]
+                       if str(p.address[0]) == address and int(p.address[1]) == number]
             for peer in victims:
                 self.server.kill_peer(peer, KILL_LINGER)
             if victims:

@@ -38,7 +38,7 @@ import trio
 
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import PoolEntry, address_pool, server_push_options
-from trivpn.logging import DropAggregator
+from trivpn.logging import DropAggregator, RateLimitedLog
 from trivpn.protocol import events as ev
 from trivpn.protocol.cookie import (
     cookie_matches,
@@ -79,6 +79,7 @@ _ACK_V1 = int(Opcode.ACK_V1)
 
 HOUSEKEEPING_INTERVAL = 1.0
 DROP_LOG_INTERVAL = 5.0
+ERROR_LOG_INTERVAL = 60.0
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
 TCP_SEND_QUEUE = 1024
 BATCH = 64
@@ -142,10 +143,15 @@ def format_address(address: Address) -> str:
 
 
 def address_bytes(address: Address) -> bytes:
-    """The client's socket address as the cookie HMAC input: packed IP || port."""
-    host, port = address[0], int(address[1])
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.inet_pton(family, host) + port.to_bytes(2, "big")
+    """The client's socket address as the cookie HMAC input: packed IP || port, and for an
+    IPv6 source the scope id (a link-local ``fe80::1%eth0`` from a 4-tuple sockaddr)."""
+    host, port = str(address[0]), int(address[1])
+    if ":" not in host:
+        return socket.inet_pton(socket.AF_INET, host) + port.to_bytes(2, "big")
+    host = host.partition("%")[0]
+    scope = int(address[3]) if len(address) > 3 else 0
+    return (socket.inet_pton(socket.AF_INET6, host) + port.to_bytes(2, "big")
+            + scope.to_bytes(4, "big"))
 
 
 class Server:
@@ -172,6 +178,8 @@ class Server:
         self.table: PeerTable[Peer] = PeerTable()
         self.connected: tuple[Peer, ...] = ()
         self.drops = DropAggregator(DROP_LOG_INTERVAL)
+        # one traceback per kind of bug and minute; the rest is counted (error_repeated)
+        self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
         self.secret = os.urandom(32)
         # connect-freq-initial: OpenVPN 2.6 reads a period of 0 as one-second windows
@@ -341,6 +349,7 @@ class Server:
             self._account(now)
             if self.drops.due(now):
                 self.drops.flush(self.log, now)
+            self.errors.flush(now)
             if now >= next_persist and persist is not None:
                 self._write_persist(now)
                 next_persist = now + persist.seconds
@@ -399,8 +408,8 @@ class Server:
                         await self._peer_timers(peer)
         except Exception as exc:
             reason = "internal_error"
-            self.log.exception("peer_error", peer=peer.label, cn=peer.common_name,
-                               error=repr(exc))
+            self.errors.exception("peer_error", trio.current_time(), peer=peer.label,
+                                  cn=peer.common_name, error=repr(exc))
         finally:
             self._remove_peer(peer, reason)
             if peer.tcp is not None:
@@ -468,10 +477,12 @@ class Server:
 
     def _peer_failed(self, peer: Peer | None, exc: Exception) -> None:
         """A bug while handling one peer's packet: drop that peer, keep serving the rest."""
+        now = trio.current_time()
         if peer is None:
-            self.log.exception("packet_error", error=repr(exc))
+            self.errors.exception("packet_error", now, error=repr(exc))
             return
-        self.log.exception("peer_error", peer=peer.label, cn=peer.common_name, error=repr(exc))
+        self.errors.exception("peer_error", now, peer=peer.label, cn=peer.common_name,
+                              error=repr(exc))
         self._remove_peer(peer, "internal_error")
 
     def _drain(self, peer: Peer, now: float) -> None:
