@@ -96,11 +96,47 @@ def test_tap_frame_from_a_group_source_mac_is_a_spoof():
     assert table.from_client_frame(a, b"\x00" * 10, True) is Verdict.MALFORMED
 
 
-def test_a_mac_moves_to_the_peer_that_last_sent_from_it():
+def test_a_client_cannot_take_over_a_mac_another_connected_client_owns():
+    table, (a, b, _) = _table()
+    assert table.from_client_frame(a, _frame(BROADCAST, _mac(5)), False) is Verdict.DEVICE
+    assert table.from_client_frame(b, _frame(BROADCAST, _mac(5)), True) is Verdict.MAC_TAKEN
+    assert table.for_frame(_frame(_mac(5), _mac(9))) is a
+    assert table.macs_of(b) == 0
+
+
+def test_a_mac_is_free_again_once_its_owner_is_gone():
     table, (a, b, _) = _table()
     table.from_client_frame(a, _frame(BROADCAST, _mac(5)), False)
-    table.from_client_frame(b, _frame(BROADCAST, _mac(5)), False)
+    table.remove(a)
+    assert table.from_client_frame(b, _frame(BROADCAST, _mac(5)), False) is Verdict.DEVICE
     assert table.for_frame(_frame(_mac(5), _mac(9))) is b
+
+
+@pytest.mark.directive("max-routes-per-client")
+def test_a_client_learns_at_most_max_routes_per_client_macs():
+    table: PeerTable[FakePeer] = PeerTable(max_macs=3)
+    a, b = FakePeer(("198.18.0.10", 1), 0), FakePeer(("198.18.0.11", 1), 1)
+    table.add(a)
+    table.add(b)
+    for n in range(3):
+        assert table.from_client_frame(a, _frame(BROADCAST, _mac(n)), False) is Verdict.DEVICE
+    assert table.from_client_frame(a, _frame(BROADCAST, _mac(3)), False) is Verdict.MAC_QUOTA
+    assert table.for_frame(_frame(_mac(3), _mac(9))) is None
+    # frames from MACs it already owns still pass; the quota is per client
+    assert table.from_client_frame(a, _frame(BROADCAST, _mac(0)), False) is Verdict.DEVICE
+    assert table.from_client_frame(b, _frame(BROADCAST, _mac(3)), False) is Verdict.DEVICE
+    assert table.macs_of(a) == 3 and table.macs_of(b) == 1
+
+
+@pytest.mark.directive("max-routes-per-client")
+def test_max_routes_per_client_defaults_to_256_and_reaches_the_server_table():
+    from tests.config.helpers import server
+    from trivpn.logging import get_logger
+    from trivpn.runtime.server import Server
+
+    assert server().max_routes_per_client == 256
+    options = server("max-routes-per-client 7\n")
+    assert Server(options, get_logger()).table.max_macs == 7
 
 
 def test_removing_a_peer_forgets_every_index_and_frees_its_peer_id():
@@ -146,3 +182,36 @@ def test_cookie_address_bytes_distinguish_ports_and_format_is_readable():
     assert address_bytes(("198.18.0.2", 1194)) == bytes([198, 18, 0, 2, 0x04, 0xAA])
     assert address_bytes(("198.18.0.2", 1)) != address_bytes(("198.18.0.2", 2))
     assert format_address(("198.18.0.2", 1194)) == "198.18.0.2:1194"
+
+
+@pytest.mark.directive("max-routes-per-client")
+def test_server_drops_counts_and_logs_once_a_frame_from_another_clients_mac():
+    from structlog.testing import capture_logs
+
+    from tests.config.helpers import SERVER_BASE
+    from trivpn.config import ConfigError, parse_config
+    from trivpn.logging import get_logger
+    from trivpn.runtime.server import Peer, Server
+
+    with pytest.raises(ConfigError):
+        parse_config(SERVER_BASE + "max-routes-per-client 0\n", "server.conf")
+    with capture_logs() as logs:
+        server = Server(parse_config(SERVER_BASE.replace("dev tun", "dev tap")
+                                     + "max-routes-per-client 1\n", "server.conf"),
+                        get_logger())
+        a = Peer(None, ("198.18.0.10", 1), 0, 0.0)  # type: ignore[arg-type]
+        b = Peer(None, ("198.18.0.11", 1), 1, 0.0)  # type: ignore[arg-type]
+        a.common_name, b.common_name = "alice", "mallory"
+        server.table.add(a)
+        server.table.add(b)
+        to_device: list[bytes] = []
+        server._from_peer(a, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
+        for _ in range(5):
+            server._from_peer(b, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
+        server._from_peer(a, _frame(BROADCAST, _mac(2)), 0.0, [], to_device=to_device)
+    assert len(to_device) == 1
+    assert server.counts == {"mac_owned_by_other_client": 5, "max_routes_per_client": 1}
+    refused = [e for e in logs if e["event"] == "mac_refused"]
+    assert [(e["cn"], e["reason"], e["owner"]) for e in refused] == [
+        ("mallory", "mac_owned_by_other_client", "alice"),
+        ("alice", "max_routes_per_client", None)]

@@ -283,6 +283,7 @@ class Options:
     pushes: tuple[str, ...] = ()
     client_to_client: bool = False
     max_clients: int = 1024
+    max_routes_per_client: int = 256
     duplicate_cn: bool = False
     # stateless replies to client hard resets (UDP), and new client instances (UDP)
     connect_freq_initial: ConnectFreq = ConnectFreq(100, 10)

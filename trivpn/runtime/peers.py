@@ -11,6 +11,15 @@ Routing, as OpenVPN's ``mode server`` does it without ``iroute``:
   source MAC, which is then learned (TAP); otherwise it is a spoof and dropped. It goes to the
   device, except with ``client-to-client`` when it is for another client: then straight to that
   client (TAP broadcast/multicast: to every other client *and* the device).
+
+Learned MAC addresses (TAP), two limits:
+- ``max-routes-per-client`` (default 256, as OpenVPN): a client that already owns that many
+  MACs cannot add another; the frame is dropped (OpenVPN's ``route_quota_test`` refuses the
+  learn and ``multi_process_incoming_link`` then drops the packet as a bad source address).
+- a MAC owned by another connected client is not taken over: the frame is dropped and counted
+  (``mac_owned_by_other_client``). Here trivpn is stricter than OpenVPN 2.6, whose
+  ``multi_learn_addr`` moves the MAC to the newest sender, which lets any client redirect
+  another client's traffic to itself. A MAC is free again once its owner disconnects.
 """
 
 from __future__ import annotations
@@ -47,6 +56,8 @@ class Verdict(enum.Enum):
     SPOOFED = "spoofed_source"
     MALFORMED = "malformed_packet"
     NOT_IPV4 = "not_ipv4"  # IPv6 from a client: there is no IPv6 pool
+    MAC_TAKEN = "mac_owned_by_other_client"
+    MAC_QUOTA = "max_routes_per_client"
 
 
 def is_group_mac(mac: bytes) -> bool:
@@ -57,14 +68,17 @@ def is_group_mac(mac: bytes) -> bool:
 class PeerTable(Generic[P]):
     """Indexes over the live peers. ``vaddr`` keys are packed 4-byte IPv4 addresses."""
 
-    __slots__ = ("_all", "by_address", "by_mac", "by_peer_id", "by_vaddr")
+    __slots__ = ("_all", "_macs_of", "by_address", "by_mac", "by_peer_id", "by_vaddr",
+                 "max_macs")
 
-    def __init__(self) -> None:
+    def __init__(self, max_macs: int = 256) -> None:
         self._all: dict[int, P] = {}
         self.by_address: dict[Hashable, P] = {}
         self.by_peer_id: dict[int, P] = {}
         self.by_vaddr: dict[bytes, P] = {}
         self.by_mac: dict[bytes, P] = {}
+        self.max_macs = max_macs  # max-routes-per-client
+        self._macs_of: dict[int, list[bytes]] = {}  # id(peer) -> the MACs it owns
 
     def __len__(self) -> int:
         return len(self._all)
@@ -98,8 +112,13 @@ class PeerTable(Generic[P]):
             del self.by_peer_id[peer.peer_id]
         if peer.vaddr is not None and self.by_vaddr.get(peer.vaddr) is peer:
             del self.by_vaddr[peer.vaddr]
-        for mac in [m for m, p in self.by_mac.items() if p is peer]:
-            del self.by_mac[mac]
+        for mac in self._macs_of.pop(id(peer), ()):
+            if self.by_mac.get(mac) is peer:
+                del self.by_mac[mac]
+
+    def macs_of(self, peer: P) -> int:
+        """How many MAC addresses ``peer`` owns."""
+        return len(self._macs_of.get(id(peer), ()))
 
     def free_peer_id(self, limit: int) -> int | None:
         """The lowest peer-id below ``limit`` no live peer uses (OpenVPN's assignment)."""
@@ -162,7 +181,14 @@ class PeerTable(Generic[P]):
         src = frame[6:12]
         if is_group_mac(src):
             return Verdict.SPOOFED
-        if self.by_mac.get(src) is not sender:
+        owner = self.by_mac.get(src)
+        if owner is not sender:
+            if owner is not None:
+                return Verdict.MAC_TAKEN
+            macs = self._macs_of.setdefault(id(sender), [])
+            if len(macs) >= self.max_macs:
+                return Verdict.MAC_QUOTA
+            macs.append(src)
             self.by_mac[src] = sender
         if not client_to_client:
             return Verdict.DEVICE

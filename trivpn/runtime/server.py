@@ -89,8 +89,8 @@ class Peer:
     """One client: its session, where it is, what it was given."""
 
     __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
-                 "label", "peer_id", "remove_at", "remove_reason", "removed", "rx_bytes",
-                 "rx_packets", "session", "sleeping_until", "tcp", "tcp_recv", "tcp_send",
+                 "label", "mac_refused", "peer_id", "remove_at", "remove_reason", "removed",
+                 "rx_bytes", "rx_packets", "session", "sleeping_until", "tcp", "tcp_recv", "tcp_send",
                  "tx_bytes", "tx_packets", "vaddr", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
@@ -110,6 +110,7 @@ class Peer:
         self.vaddr: bytes | None = None
         self.connected = False
         self.removed = False
+        self.mac_refused = False  # TAP: a mac_refused line was logged for this peer
         self.remove_at: float | None = None
         self.remove_reason = "handshake_timeout"
         self.cancel_scope = trio.CancelScope()
@@ -175,7 +176,7 @@ class Server:
         self.max_clients = options.max_clients
         self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn)
         self.push = server_push_options(options)
-        self.table: PeerTable[Peer] = PeerTable()
+        self.table: PeerTable[Peer] = PeerTable(options.max_routes_per_client)
         self.connected: tuple[Peer, ...] = ()
         self.drops = DropAggregator(DROP_LOG_INTERVAL)
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
@@ -645,6 +646,13 @@ class Server:
                         out.append((other, wire))
         else:
             self.counts[verdict.value] += 1
+            if verdict in (Verdict.MAC_TAKEN, Verdict.MAC_QUOTA) and not peer.mac_refused:
+                peer.mac_refused = True  # once per peer; packet_dropped counts the rest
+                owner = self.table.by_mac.get(packet[6:12])
+                self.log.warning("mac_refused", peer=peer.label, cn=peer.common_name,
+                                 mac=packet[6:12].hex(":"), reason=verdict.value,
+                                 owner=owner.common_name if owner is not None else None,
+                                 limit=self.table.max_macs)
 
     def _write_device(self, packets: list[bytes]) -> None:
         """Hand a batch of packets from clients to the device (TCP runs coalesced)."""
