@@ -90,8 +90,8 @@ class Peer:
 
     __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
                  "label", "mac_refused", "peer_id", "remove_at", "remove_reason", "removed",
-                 "rx_bytes", "rx_packets", "session", "sleeping_until", "tcp", "tcp_recv", "tcp_send",
-                 "tx_bytes", "tx_packets", "vaddr", "wakeup")
+                 "rx_bytes", "rx_packets", "session", "sleeping_until", "tcp", "tcp_recv",
+                 "tcp_send", "tx_bytes", "tx_packets", "vaddr", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
                  tcp: TcpLink | None = None) -> None:
