@@ -108,15 +108,52 @@ def test_management_status_and_log_after_dropping_to_nobody_match_openvpn(lab: N
     assert mode(tmp_path / "trivpn-status.log") == mode(tmp_path / "openvpn-status.log") == 0o600
     assert mode(tmp_path / "trivpn.log") == mode(tmp_path / "openvpn.log") == 0o600
 
-    m = Management(ours)
+    for path in (ours, theirs):  # both read the root-only password file before the drop
+        m = login(path)
+        m.send("status 2")
+        assert m.read_until(b"END\r\n").startswith("TITLE,")
+        m.send("quit")
+    m = login(ours)
+    m.send("pid")
+    assert m.read_until(b"\r\n") == f"SUCCESS: pid={trivpn.pid}"
+
+
+def login(path: Path) -> Management:
+    m = Management(path)
     assert m.read_until(b":") == "ENTER PASSWORD"
     m.send(PASSWORD)
     assert m.read_until(b"\r\n").endswith("SUCCESS: password is correct")
     assert m.read_until(b"\r\n").startswith(">INFO:OpenVPN Management Interface Version 5")
-    m.send("pid")
-    assert m.read_until(b"\r\n") == f"SUCCESS: pid={trivpn.pid}"
-    m.send("status 2")
-    assert m.read_until(b"END\r\n").startswith("TITLE,")
+    return m
+
+
+@pytest.mark.directive("management")
+def test_openvpn_serves_one_management_client_and_trivpn_several(lab: NetnsLab,
+                                                                 tmp_path: Path):
+    """What docs/events.md says about the difference, checked on both."""
+    write_pki(tmp_path)
+    ref, srv = lab.add("ref"), lab.add("srv")
+    ovpn = start_openvpn(ref, tmp_path, "openvpn", server_lines(link_ip="127.0.0.1", extra=[
+        f"management {tmp_path / 'openvpn.sock'} unix"]))
+    trivpn = run_trivpn(srv, tmp_path, "trivpn", server_lines(link_ip="127.0.0.1", extra=[
+        f"management {tmp_path / 'trivpn.sock'} unix", f"log {tmp_path / 'trivpn.log'}"]))
+    assert trivpn.wait_event("management_listening", timeout=15), trivpn.text()
+    assert ovpn.wait_for("Initialization Sequence Completed", timeout=15), ovpn.text()
+    wait_for_socket(tmp_path / "openvpn.sock")
+
+    first = Management(tmp_path / "openvpn.sock")
+    assert first.read_until(b"\r\n").startswith(">INFO:")
+    second = Management(tmp_path / "openvpn.sock")  # connects (backlog) but is not served
+    second.sock.settimeout(1.0)
+    with pytest.raises(TimeoutError):
+        second.sock.recv(100)
+    first.send("quit")
+    second.sock.settimeout(5.0)
+    assert second.read_until(b"\r\n").startswith(">INFO:")
+
+    clients = [Management(tmp_path / "trivpn.sock") for _ in range(2)]
+    for c in clients:
+        assert c.read_until(b"\r\n").startswith(">INFO:")
 
 
 @pytest.mark.directive("management", "user", "group")

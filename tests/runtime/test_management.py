@@ -7,7 +7,9 @@ real-time notifications. The real server's status/kill are covered in tests/inte
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -158,7 +160,7 @@ async def test_pid_and_version(setup: Setup):
     client = await setup.connect()
     await client.line()
     await client.send("pid")
-    assert await client.line() == f"SUCCESS: pid={__import__('os').getpid()}"
+    assert await client.line() == f"SUCCESS: pid={os.getpid()}"
     await client.send("version")
     lines = await client.until_end()
     assert lines[0].startswith("OpenVPN Version: trivpn ")
@@ -418,3 +420,49 @@ async def test_connections_beyond_the_cap_are_told_and_closed(nursery: trio.Nurs
             await trio.sleep(0.01)
     fourth = Client(await trio.open_unix_socket(str(path)))
     assert await fourth.line() == BANNER
+
+
+@pytest.mark.directive("management-client-user", "management-client-group")
+@pytest.mark.parametrize(("uid", "gid", "allowed"), [(0, None, True), (65534, None, False),
+                                                     (None, 0, True), (None, 65534, False),
+                                                     (0, 65534, False)])
+async def test_management_client_user_and_group_check_the_unix_peer(
+        nursery: trio.Nursery, tmp_path: Path, uid: int | None, gid: int | None, allowed: bool):
+    if os.geteuid() != 0 or os.getegid() != 0:
+        pytest.skip("the test connects as root:root")
+    path = tmp_path / "mgmt.sock"
+    server = ManagementServer(FakeRuntime(), EventTap(), get_logger(), host=str(path),
+                              port=None, unix=True, client_uid=uid, client_gid=gid)
+    await nursery.start(server.serve)
+    client = Client(await trio.open_unix_socket(str(path)))
+    if allowed:
+        assert await client.line() == BANNER
+    else:
+        with trio.fail_after(5):
+            assert await client.stream.receive_some(100) == b""
+
+
+@pytest.mark.directive("management")
+async def test_the_unix_socket_gets_mode_0777_whatever_the_umask(nursery: trio.Nursery,
+                                                                 tmp_path: Path):
+    old = os.umask(0o077)
+    try:
+        setup = await start(nursery, tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(setup.path.lstat().st_mode) == 0o777
+    assert os.umask(old) == old  # the process umask is restored
+
+
+@pytest.mark.directive("management-client-user", "management-client-group")
+@pytest.mark.parametrize("management", ["", "management 127.0.0.1 7505 pw.txt\n"])
+def test_management_client_user_needs_a_unix_socket(management: str):
+    from tests.config.helpers import server
+    from trivpn.config import ConfigError
+
+    with pytest.raises(ConfigError, match="management unix socket"):
+        server(management + "management-client-user nobody\n")
+    options = server("management /run/m.sock unix\nmanagement-client-user nobody\n"
+                     "management-client-group nogroup\n")
+    assert (options.management_client_user, options.management_client_group) == (
+        "nobody", "nogroup")
