@@ -110,7 +110,7 @@ class Peer:
         self.vaddr: bytes | None = None
         self.connected = False
         self.removed = False
-        self.mac_refused = False  # TAP: a mac_refused line was logged for this peer
+        self.mac_refused: tuple[str, ...] = ()  # TAP: reasons mac_refused was logged for
         self.remove_at: float | None = None
         self.remove_reason = "handshake_timeout"
         self.cancel_scope = trio.CancelScope()
@@ -646,8 +646,10 @@ class Server:
                         out.append((other, wire))
         else:
             self.counts[verdict.value] += 1
-            if verdict in (Verdict.MAC_TAKEN, Verdict.MAC_QUOTA) and not peer.mac_refused:
-                peer.mac_refused = True  # once per peer; packet_dropped counts the rest
+            if (verdict in (Verdict.MAC_TAKEN, Verdict.MAC_QUOTA)
+                    and verdict.value not in peer.mac_refused):
+                # once per peer and reason; packet_dropped counts the rest
+                peer.mac_refused = (*peer.mac_refused, verdict.value)
                 owner = self.table.by_mac.get(packet[6:12])
                 self.log.warning("mac_refused", peer=peer.label, cn=peer.common_name,
                                  mac=packet[6:12].hex(":"), reason=verdict.value,
