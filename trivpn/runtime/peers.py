@@ -14,12 +14,13 @@ Routing, as OpenVPN's ``mode server`` does it without ``iroute``:
 
 Learned MAC addresses (TAP), two limits:
 - ``max-routes-per-client`` (default 256, as OpenVPN): a client that already owns that many
-  MACs cannot add another; the frame is dropped (OpenVPN's ``route_quota_test`` refuses the
-  learn and ``multi_process_incoming_link`` then drops the packet as a bad source address).
+  MACs cannot add another (OpenVPN refuses the learn too: ``route quota (N) exceeded``); the
+  frame is dropped and counted (``max_routes_per_client``).
 - a MAC owned by another connected client is not taken over: the frame is dropped and counted
-  (``mac_owned_by_other_client``). Here trivpn is stricter than OpenVPN 2.6, whose
-  ``multi_learn_addr`` moves the MAC to the newest sender, which lets any client redirect
-  another client's traffic to itself. A MAC is free again once its owner disconnects.
+  (``mac_owned_by_other_client``). Here trivpn is stricter than OpenVPN 2.6, which moves the
+  MAC to the newest sender (``MULTI: Learn: <mac> -> <other client>``), so that any client can
+  redirect another client's traffic to itself. A MAC is free again once its owner disconnects.
+  Both behaviours are compared in tests/interop/test_server_tap_macs.py.
 """
 
 from __future__ import annotations
