@@ -29,13 +29,16 @@ from tests.netns import Netns, NetnsLab
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 PASSWORD = "s3cret-mgmt"
+METRICS_PORT = 917
 
 
-def run_trivpn(ns: Netns, workdir: Path, name: str, lines: list[str]) -> TrivpnProcess:
+def run_trivpn(ns: Netns, workdir: Path, name: str, lines: list[str],
+               args: tuple[str, ...] = ()) -> TrivpnProcess:
     """``trivpn run`` with the config's own ``log`` directive (no --log-file)."""
     conf = workdir / f"{name}.conf"
     conf.write_text("\n".join(lines) + "\n")
-    proc = ns.spawn([sys.executable, "-m", "trivpn", "run", str(conf), "--log-format", "json"])
+    proc = ns.spawn([sys.executable, "-m", "trivpn", "run", str(conf), "--log-format", "json",
+                     *args])
     return TrivpnProcess(workdir / f"{name}.log", proc.pid)
 
 
@@ -93,7 +96,8 @@ def test_management_status_and_log_after_dropping_to_nobody_match_openvpn(lab: N
     srv = lab.add("srv")
     trivpn = run_trivpn(srv, tmp_path, "trivpn", server_lines(link_ip="127.0.0.1", extra=[
         *common, f"management {tmp_path / 'trivpn.sock'} unix mgmt.pw",
-        f"status {tmp_path / 'trivpn-status.log'} 1", f"log {tmp_path / 'trivpn.log'}"]))
+        f"status {tmp_path / 'trivpn-status.log'} 1", f"log {tmp_path / 'trivpn.log'}"]),
+        args=("--metrics-listen", f"127.0.0.1:{METRICS_PORT}"))
 
     assert trivpn.wait_event("privileges_dropped", timeout=15), trivpn.text()
     assert trivpn.wait_event("management_listening", timeout=5), trivpn.text()
@@ -116,6 +120,12 @@ def test_management_status_and_log_after_dropping_to_nobody_match_openvpn(lab: N
     m = login(ours)
     m.send("pid")
     assert m.read_until(b"\r\n") == f"SUCCESS: pid={trivpn.pid}"
+    # a port below 1024 only root can bind: bound before the drop, served after it
+    with srv.enter():
+        http = socket.create_connection(("127.0.0.1", METRICS_PORT), timeout=5)
+    with http:
+        http.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert http.recv(100).startswith(b"HTTP/1.1 200 OK")
 
 
 def login(path: Path) -> Management:
