@@ -55,3 +55,24 @@ async def test_a_management_port_in_use_is_an_operator_error(tmp_path: Path):
         with pytest.raises(OperatorError, match="cannot start the metrics endpoint"):
             await metrics.open_server(fake_server("", tmp_path))  # type: ignore[arg-type]
     await trio.lowlevel.checkpoint()
+
+
+@pytest.mark.directive("management")
+async def test_a_client_whose_management_cannot_start_exits_1_before_connecting(
+        tmp_path: Path):
+    from structlog.testing import capture_logs
+
+    from tests.interop.openvpn import write_pki
+    from tests.interop.serverkit import client_lines
+    from trivpn.config import load_config
+    from trivpn.runtime.client import run_client
+
+    write_pki(tmp_path)
+    conf = tmp_path / "client.conf"
+    conf.write_text("\n".join(client_lines(server_ip="198.18.0.1", extra=[
+        f"management {tmp_path / 'm.sock'} unix nothere.txt"])) + "\n")
+    with capture_logs() as logs:
+        code = await run_client(load_config(conf), get_logger(), OperatorTools(EventTap()))
+    assert code == 1
+    events = [e["event"] for e in logs]
+    assert "setup_failed" in events and "link_open" not in events
