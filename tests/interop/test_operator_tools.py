@@ -90,6 +90,7 @@ def scrape(ns: Netns) -> dict[str, float]:
     return parse(body.decode())[2]
 
 
+@pytest.mark.directive("status", "status-version", "management")
 def test_status_management_and_metrics_on_a_running_server(lab: NetnsLab, tmp_path: Path):
     srv, cli = lab.add("srv"), lab.add("cli")
     lab.veth(srv, cli, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
