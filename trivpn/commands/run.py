@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
     parser.add_argument("--log-format", choices=("json", "console"), default=None,
                         help="log line format (default: console on a terminal, else json)")
     parser.add_argument("--log-file", type=Path, default=None,
-                        help="append log lines to this file instead of stderr")
+                        help="append log lines to this file instead of stderr (overrides the "
+                             "config's log/log-append)")
     parser.add_argument("--metrics-listen", type=_listen_address, default=None,
                         metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics")
