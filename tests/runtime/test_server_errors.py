@@ -3,6 +3,7 @@ IPv6 sources (with a scope id) are served like any other address."""
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pytest
@@ -59,6 +60,10 @@ LINK_LOCAL = ("fe80::2%eth7", 40000, 0, 7)
 
 def test_a_scoped_ipv6_source_gets_a_cookie_and_a_readable_label():
     assert format_address(LINK_LOCAL) == "[fe80::2%eth7]:40000"
+    index, name = socket.if_nameindex()[0]
+    # recvfrom gives the zone only as the scope id
+    assert format_address(("fe80::2", 40000, 0, index)) == f"[fe80::2%{name}]:40000"
+    assert format_address(("2001:2::2", 40000, 0, 0)) == "[2001:2::2]:40000"
     other_scope = ("fe80::2%eth8", 40000, 0, 8)
     assert address_bytes(LINK_LOCAL) != address_bytes(other_scope)
     assert address_bytes(("::ffff:198.18.0.2", 1, 0, 0)) != address_bytes(LINK_LOCAL)

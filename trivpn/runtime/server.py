@@ -139,8 +139,18 @@ def _next_deadline(peer: Peer) -> float:
 
 
 def format_address(address: Address) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    """``ip:port``, ``[v6]:port``; a scoped IPv6 source (link-local, 4-tuple sockaddr with a
+    scope id; recvfrom leaves ``%zone`` out of the host) as ``[fe80::1%eth0]:port``."""
+    host, port = str(address[0]), address[1]
+    if ":" not in host:
+        return f"{host}:{port}"
+    if len(address) > 3 and address[3] and "%" not in host:
+        try:
+            zone = socket.if_indextoname(int(address[3]))
+        except OSError:
+            zone = str(address[3])
+        host = f"{host}%{zone}"
+    return f"[{host}]:{port}"
 
 
 def address_bytes(address: Address) -> bytes:
