@@ -67,3 +67,33 @@ def test_a_new_status_file_gets_mode_0600(tmp_path: Path):
     status.write(["END"])
     status.close()
     assert stat.S_IMODE((tmp_path / "status.log").stat().st_mode) == 0o600
+
+
+@pytest.mark.directive("ifconfig-pool-persist", "user", "group")
+def test_pool_persist_opened_before_a_privilege_drop_stays_writable(tmp_path: Path):
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    tmp_path.chmod(0o755)  # root's directory: nobody can create nothing in it
+    target = tmp_path / "ipp.txt"
+    code = (
+        "import os\n"
+        "from tests.config.helpers import SERVER_BASE\n"
+        "from trivpn.config import parse_config\n"
+        "from trivpn.logging import get_logger\n"
+        "from trivpn.runtime.server import Server\n"
+        f"o = parse_config(SERVER_BASE + 'ifconfig-pool-persist {target} 60\\n', 's.conf')\n"
+        "server = Server(o, get_logger())\n"
+        "server._open_persist_for_drop()\n"
+        "os.setgid(65534); os.setuid(65534)\n"
+        "server.allocator.acquire('alice', 1.0)\n"
+        "server._write_persist(2.0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=30, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "pool_persist_write_failed" not in done.stdout + done.stderr
+    assert target.read_text() == "alice,198.18.8.2,\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600

@@ -142,8 +142,12 @@ def parse_persist(text: str) -> list[Association]:
     return out
 
 
+def persist_lines(associations: Iterable[Association]) -> list[str]:
+    return [f"{cn},{address}," for cn, address in associations]
+
+
 def format_persist(associations: Iterable[Association]) -> str:
-    return "".join(f"{cn},{address},\n" for cn, address in associations)
+    return "".join(line + "\n" for line in persist_lines(associations))
 
 
 def read_persist_file(path: Path) -> list[Association]:

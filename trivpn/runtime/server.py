@@ -62,11 +62,17 @@ from trivpn.runtime.link import (
 )
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.peers import PeerTable, Verdict
-from trivpn.runtime.pool import PoolAllocator, read_persist_file, write_persist_file
+from trivpn.runtime.pool import (
+    PoolAllocator,
+    persist_lines,
+    read_persist_file,
+    write_persist_file,
+)
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.ratelimit import WindowLimiter
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.setup import session_config
+from trivpn.runtime.status import StatusFile
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
 Log = structlog.stdlib.BoundLogger
@@ -208,6 +214,7 @@ class Server:
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
         self.tools: OperatorTools | None = None  # status file, management, metrics
+        self._persist_file: StatusFile | None = None  # opened before a privilege drop
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -222,6 +229,7 @@ class Server:
             if self.tools is not None:  # password file and sockets while still privileged
                 await self.tools.open_server(self)
             if identity is not None:
+                self._open_persist_for_drop()
                 drop_privileges(identity)
                 self.log.info("privileges_dropped", user=o.user, group=o.group)
         except RuntimeSetupError as exc:
@@ -337,11 +345,27 @@ class Server:
         applied = self.allocator.load(associations, now, fixed=persist.seconds == 0)
         self.log.info("pool_persist_loaded", path=str(persist.path), entries=applied)
 
+    def _open_persist_for_drop(self) -> None:
+        """Before privileges are dropped: open the persist file to rewrite it in place later
+        (as OpenVPN does), since an unprivileged process usually cannot create the temporary
+        file next to it. A symlink at the path is refused (see StatusFile)."""
+        persist = self.options.ifconfig_pool_persist
+        if persist is None or persist.seconds == 0:
+            return
+        try:
+            self._persist_file = StatusFile(persist.path)
+        except OSError as exc:
+            self.log.warning("pool_persist_write_failed", path=str(persist.path),
+                             error=str(exc))
+
     def _write_persist(self, now: float) -> None:
         persist = self.options.ifconfig_pool_persist
         if persist is None or persist.seconds == 0:
             return
         try:
+            if self._persist_file is not None:
+                self._persist_file.write(persist_lines(self.allocator.associations()))
+                return
             write_persist_file(persist.path, self.allocator.associations())
         except OSError as exc:
             self.log.warning("pool_persist_write_failed", path=str(persist.path),
