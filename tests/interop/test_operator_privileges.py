@@ -198,3 +198,28 @@ def test_log_truncates_and_log_append_appends_like_openvpn(lab: NetnsLab, tmp_pa
         proc = next(p for p in lab.processes if p.pid == trivpn.pid)
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.directive("management-client-user", "management-client-group")
+@pytest.mark.parametrize(("directive", "allowed"), [("management-client-user nobody", False),
+                                                    ("management-client-group nogroup", False),
+                                                    ("management-client-user root", True)])
+def test_management_client_user_and_group_like_openvpn(lab: NetnsLab, tmp_path: Path,
+                                                       directive: str, allowed: bool):
+    """The test process (root:root) connects to both servers' sockets."""
+    write_pki(tmp_path)
+    ref, srv = lab.add("ref"), lab.add("srv")
+    ovpn = start_openvpn(ref, tmp_path, "openvpn", server_lines(link_ip="127.0.0.1", extra=[
+        f"management {tmp_path / 'openvpn.sock'} unix", directive]))
+    trivpn = run_trivpn(srv, tmp_path, "trivpn", server_lines(link_ip="127.0.0.1", extra=[
+        f"management {tmp_path / 'trivpn.sock'} unix", directive,
+        f"log {tmp_path / 'trivpn.log'}"]))
+    assert trivpn.wait_event("management_listening", timeout=15), trivpn.text()
+    assert ovpn.wait_for("Initialization Sequence Completed", timeout=15), ovpn.text()
+    wait_for_socket(tmp_path / "openvpn.sock")
+    for name in ("openvpn.sock", "trivpn.sock"):
+        m = Management(tmp_path / name)
+        if allowed:
+            assert m.read_until(b"\r\n").startswith(">INFO:"), name
+        else:
+            assert m.sock.recv(100) == b"", name  # closed without a word
