@@ -466,3 +466,25 @@ def test_management_client_user_needs_a_unix_socket(management: str):
                      "management-client-group nogroup\n")
     assert (options.management_client_user, options.management_client_group) == (
         "nobody", "nogroup")
+
+
+class BrokenCounters(FakeRuntime):
+    def bytecount_lines(self) -> list[str]:
+        raise RuntimeError("a bug in the byte counters")
+
+
+async def test_a_bug_in_a_connection_task_closes_that_connection_only(
+        nursery: trio.Nursery, autojump_clock: trio.testing.MockClock):
+    server = ManagementServer(BrokenCounters(), EventTap(), get_logger(), host="unused",
+                              port=None, unix=False)
+    broken, healthy = memory_client(nursery, server), memory_client(nursery, server)
+    assert await broken.line() == BANNER and await healthy.line() == BANNER
+    await broken.send("bytecount 1")
+    assert await broken.line() == "SUCCESS: bytecount interval changed"
+    with trio.fail_after(10):
+        while await broken.stream.receive_some(100):
+            pass
+    await trio.testing.wait_all_tasks_blocked()
+    assert server.errors.totals["management_connection_failed"] == 1
+    await healthy.send("pid")
+    assert (await healthy.line()).startswith("SUCCESS: pid=")

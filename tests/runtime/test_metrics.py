@@ -162,3 +162,20 @@ def test_event_tap_keeps_connected_through_a_renegotiation():
     feed(tap, "tls_handshake_complete", key_id=1, peer="server")
     feed(tap, "key_method_complete", key_id=1)
     assert tap.state.name == "CONNECTED"
+
+
+async def test_a_failing_snapshot_is_a_500_and_the_endpoint_keeps_serving(
+        nursery: trio.Nursery):
+    calls = []
+
+    def flaky() -> MetricsSnapshot:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in a view")
+        return snapshot()
+
+    server = MetricsServer("127.0.0.1", 0, flaky, get_logger())
+    port = await nursery.start(server.serve)
+    assert (await http_get(port, "/metrics")).startswith(b"HTTP/1.1 500")
+    assert (await http_get(port, "/metrics")).startswith(b"HTTP/1.1 200 OK")
+    assert server.errors.totals["metrics_request_failed"] == 1

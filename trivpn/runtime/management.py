@@ -461,6 +461,11 @@ class ManagementServer:
         self.log.info("management_client_connected")
         try:
             await _Connection(self, stream).run()
+        except Exception as exc:  # a bug costs this connection, never the VPN
+            self.errors.exception("management_connection_failed", time.monotonic(),
+                                  error=repr(exc))
+            with contextlib.suppress(Exception):
+                await stream.aclose()
         finally:
             self.active -= 1
             self.log.info("management_client_disconnected")

@@ -7,11 +7,14 @@ docs/events.md (section "Metrics").
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import structlog
 import trio
+
+from trivpn.logging import RateLimitedLog
 
 Log = structlog.stdlib.BoundLogger
 
@@ -150,6 +153,7 @@ class MetricsServer:
         self.port = port
         self.snapshot = snapshot
         self.log = log
+        self.errors = RateLimitedLog(log)
         self.bound_port: int | None = None
         self._listeners: list[trio.SocketListener] | None = None
 
@@ -171,7 +175,13 @@ class MetricsServer:
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
             request = await _read_request(stream)
-            await stream.send_all(self._answer(request))
+            try:
+                answer = self._answer(request)
+            except Exception as exc:  # a bug costs this request, never the VPN
+                self.errors.exception("metrics_request_failed", time.monotonic(),
+                                      error=repr(exc))
+                answer = _response("500 Internal Server Error", b"internal error\n")
+            await stream.send_all(answer)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass
         finally:
