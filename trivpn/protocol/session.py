@@ -707,6 +707,9 @@ class Session:
             self._ping_interval = float(pushed.ping)
         if pushed.ping_restart is not None:
             self._ping_restart = float(pushed.ping_restart)
+        # The keepalive timers start with the pushed options (OpenVPN: do_init_timers after
+        # the push), not at session creation: a slow handshake is no silence.
+        self._last_received = now
         if pushed.compression is not None:
             self._compression = _PUSHED_COMPRESSION[pushed.compression]
         if key is not None:

@@ -315,16 +315,10 @@ class Connection:
         try:
             if tcp:
                 timeout = o.server_poll_timeout or DEFAULT_CONNECT_TIMEOUT
-                opened: list[TcpLink] = []  # stays empty if a stop signal came first
-                async with trio.open_nursery() as race:
-                    race.start_soon(self._cancel_on_stop, race.cancel_scope)
-                    with trio.fail_after(timeout):
-                        opened.append(await open_tcp_link(
-                            self.remote_ip, r.port, bind=bind if o.bind_local else None))
-                    race.cancel_scope.cancel()
-                if not opened:
+                tcp_link = await self._connect_tcp(bind if o.bind_local else None, timeout)
+                if tcp_link is None:
                     return Exit(0, "signal")
-                self.tcp = opened[0]
+                self.tcp = tcp_link
                 local = self.tcp.local_address
             else:
                 self.udp = UdpLink.bind(bind[0], bind[1])
@@ -340,6 +334,28 @@ class Connection:
         self.log.info("link_open", proto="tcp" if tcp else "udp",
                       local=f"{local[0]}:{local[1]}", peer=f"{self.remote_ip}:{r.port}")
         return None
+
+    async def _connect_tcp(self, bind: tuple[str, int] | None,
+                           timeout: float) -> TcpLink | None:
+        """Connect to the remote within ``timeout`` seconds; None if a stop signal came first.
+        Raises :class:`trio.TooSlowError` or :class:`RuntimeSetupError` as themselves: they
+        are caught inside the race nursery, which would otherwise wrap them in an
+        ``ExceptionGroup`` that no ``except`` clause of the caller matches (the client then
+        died on the first refused connection after a server restart)."""
+        opened: list[TcpLink] = []  # stays empty if a stop signal came first
+        failed: list[trio.TooSlowError | RuntimeSetupError] = []
+        async with trio.open_nursery() as race:
+            race.start_soon(self._cancel_on_stop, race.cancel_scope)
+            try:
+                with trio.fail_after(timeout):
+                    opened.append(await open_tcp_link(self.remote_ip, self.remote.port,
+                                                      bind=bind))
+            except (trio.TooSlowError, RuntimeSetupError) as exc:
+                failed.append(exc)
+            race.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        return opened[0] if opened else None
 
     async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
         await self.client.stop.wait()
