@@ -181,11 +181,26 @@ class Client:
                 return 0, "signal"
             if not self.options.persist_tun:
                 self.close_tunnel()
+                if self.privileges_dropped:
+                    return self._cannot_reopen_tun(outcome)
             attempt = self.schedule.restart(outcome.advance)
             remote = attempt.remote
             self.log.info("reconnecting", reason=outcome.reason, detail=outcome.detail,
                           delay=attempt.delay, remote=f"{remote.host}:{remote.port}",
                           proto=remote.proto)
+
+    def _cannot_reopen_tun(self, outcome: Reconnect) -> tuple[int, str]:
+        """A restart without persist-tun after ``user``/``group`` took effect: the new
+        connection would need a new TUN device, which an unprivileged process cannot create.
+        OpenVPN 2.6 reconnects and then exits on the push ("Cannot open TUN/TAP dev
+        /dev/net/tun: Permission denied", "Exiting due to fatal error"); trivpn exits before
+        reconnecting, with the fix in the message."""
+        who = self.identity.user or self.identity.group if self.identity else None
+        self.log.error("tun_reopen_impossible", restart_reason=outcome.reason,
+                       detail=f"the connection restarted ({outcome.reason}) but the TUN device "
+                       f"cannot be recreated: privileges were dropped to {who} and "
+                       "persist-tun is not set; add persist-tun to survive restarts")
+        return 1, "tun_reopen_impossible"
 
     def _teardown(self) -> None:
         self.close_tunnel()
