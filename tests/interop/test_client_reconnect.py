@@ -1,12 +1,8 @@
 """A trivpn client and a real ``openvpn`` 2.6 client side by side while their real openvpn
 server is killed with SIGKILL and restarted.
 
-Topology: the server namespace reaches the trivpn client over one veth (198.18.0.1 ↔
-198.18.0.2) and the openvpn client over another (198.18.1.1 ↔ 198.18.1.2); the server listens
-on both (no ``local``) and gives each client a fixed VPN address (``client-config-dir``), so a
-restart hands out the same addresses again. Both clients use the same config (only the remote
-address and the certificate differ) and are pinged through the tunnel to the server's VPN
-address.
+Topology and configs: :mod:`tests.interop.sidebyside`. Both clients are pinged through the
+tunnel to the server's VPN address.
 
 For each case the test measures, from the moment the new server process starts, how long each
 client needs until a ping through the tunnel is answered, and prints the figures (run with
@@ -22,29 +18,17 @@ import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.interop.clientkit import (
-    VPN_SERVER,
-    client_lines,
-    link_index,
-    popen_of,
-    server_lines,
-    wait_until,
-)
-from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.trivpnproc import start_trivpn
+from tests.interop.clientkit import VPN_SERVER, link_index, popen_of, wait_until
+from tests.interop.openvpn import OpenVpnProcess
+from tests.interop.sidebyside import TRIVPN_VPN_IP, SideBySide, make_side_by_side
 from tests.netns import Netns, NetnsLab
-from trivpn.pki.certs import certificate_pem, issue_cert
-from trivpn.pki.keys import private_key_pem
 
 pytestmark = pytest.mark.integration
 
-TRIVPN_SIDE = ("198.18.0.1", "198.18.0.2")
-OPENVPN_SIDE = ("198.18.1.1", "198.18.1.2")
 OUTAGE = 3.0
 """Seconds the server stays dead at least (long enough for a TCP client to be refused a few
 times and for a UDP client's ping-restart 3 to fire)."""
@@ -52,52 +36,9 @@ RECOVERY_LIMIT = 15.0
 _STAMP = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from", re.M)
 
 
-@dataclass
-class Lab:
-    lab: NetnsLab
-    workdir: Path
-    server_ns: Netns
-    trivpn_ns: Netns
-    openvpn_ns: Netns
-
-
 @pytest.fixture
-def side_by_side(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> Lab:
-    server_ns, trivpn_ns, openvpn_ns = lab.add("srv"), lab.add("triv"), lab.add("ovpn")
-    lab.veth(server_ns, trivpn_ns, f"{TRIVPN_SIDE[0]}/24", f"{TRIVPN_SIDE[1]}/24")
-    lab.veth(server_ns, openvpn_ns, f"{OPENVPN_SIDE[0]}/24", f"{OPENVPN_SIDE[1]}/24")
-    pki = write_pki(tmp_path)
-    second = issue_cert(pki.ca, "client", "client2")
-    (tmp_path / "client2.crt").write_bytes(certificate_pem(second.cert))
-    (tmp_path / "client2.key").write_bytes(private_key_pem(second.key))
-    (tmp_path / "client2.key").chmod(0o600)
-    (tmp_path / "ccd").mkdir()
-    (tmp_path / "ccd" / "client1").write_text("ifconfig-push 198.18.8.10 255.255.255.0\n")
-    (tmp_path / "ccd" / "client2").write_text("ifconfig-push 198.18.8.11 255.255.255.0\n")
-    return Lab(lab, tmp_path, server_ns, trivpn_ns, openvpn_ns)
-
-
-def _server_config(proto: str) -> list[str]:
-    # The server only sends pings (not pushed: the clients' own keepalive/ping-restart
-    # detect the outage); it listens on both veths.
-    lines = [line for line in server_lines(proto=proto)
-             if not line.startswith(("local ", "keepalive "))]
-    return [*lines, "ping 1", "client-config-dir ccd"]
-
-
-def _start_server(s: Lab, proto: str, name: str) -> OpenVpnProcess:
-    server = start_openvpn(s.server_ns, s.workdir, name, _server_config(proto))
-    assert server.wait_for("Initialization Sequence Completed", 15), server.text()[-3000:]
-    return server
-
-
-def _client_config(proto: str, server_ip: str, extra: tuple[str, ...]) -> list[str]:
-    """The shared client config; towards the openvpn side with the second certificate."""
-    lines = [line.replace(TRIVPN_SIDE[0], server_ip)
-             for line in client_lines(proto=proto, extra=extra)]
-    if server_ip == OPENVPN_SIDE[0]:
-        lines = [line.replace("client.", "client2.") for line in lines]
-    return lines
+def side_by_side(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> SideBySide:
+    return make_side_by_side(lab, tmp_path)
 
 
 def first_reply_after(ns: Netns, dst: str, since: float, timeout: float) -> float | None:
@@ -121,7 +62,7 @@ def _tun_unusable_by_nobody() -> bool:
     return not stat.S_IMODE(os.stat("/dev/net/tun").st_mode) & 0o006
 
 
-def _kill_server(s: Lab, server: OpenVpnProcess) -> float:
+def _kill_server(s: SideBySide, server: OpenVpnProcess) -> float:
     proc = popen_of(s.lab, server.pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(5)
@@ -142,13 +83,11 @@ CASES = [
                        "remote", "user", "group", "persist-key")
 @pytest.mark.parametrize(("proto", "extra"), CASES)
 def test_server_killed_and_restarted_traffic_resumes_like_openvpn(
-        side_by_side: Lab, proto: str, extra: tuple[str, ...]):
+        side_by_side: SideBySide, proto: str, extra: tuple[str, ...]):
     s = side_by_side
-    server = _start_server(s, proto, "server")
-    trivpn = start_trivpn(s.trivpn_ns, s.workdir, "trivpn",
-                          _client_config(proto, TRIVPN_SIDE[0], extra))
-    ovpn = start_openvpn(s.openvpn_ns, s.workdir, "ovpnclient",
-                         _client_config(proto, OPENVPN_SIDE[0], extra))
+    server = s.start_server(proto)
+    trivpn = s.start_trivpn(proto, extra)
+    ovpn = s.start_openvpn(proto, extra)
     first = trivpn.wait_event("tun_configured", 20)
     assert first is not None, trivpn.text()[-4000:]
     assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
@@ -161,7 +100,7 @@ def test_server_killed_and_restarted_traffic_resumes_like_openvpn(
     time.sleep(max(0.0, killed + OUTAGE - time.monotonic()))
 
     restarted = time.time()
-    _start_server(s, proto, "server2")
+    s.start_server(proto, "server2")
     with ThreadPoolExecutor(2) as pool:
         ours = pool.submit(first_reply_after, s.trivpn_ns, VPN_SERVER, restarted,
                            RECOVERY_LIMIT)
@@ -183,21 +122,19 @@ def test_server_killed_and_restarted_traffic_resumes_like_openvpn(
         assert second["reused"] is False
         assert trivpn.count("tun_closed") >= 1
         assert second["ifindex"] != index
-        assert second["addresses"] == first["addresses"] == ["198.18.8.10/24"]
+        assert second["addresses"] == first["addresses"] == [f"{TRIVPN_VPN_IP}/24"]
         assert second["routes"] == first["routes"]
     assert popen_of(s.lab, trivpn.pid).poll() is None
 
 
 @pytest.mark.directive("user", "group", "persist-tun")
 def test_restart_after_dropping_privileges_without_persist_tun_exits_with_a_clear_message(
-        side_by_side: Lab):
+        side_by_side: SideBySide):
     s = side_by_side
     extra = ("keepalive 1 3", "user nobody", "group nogroup", "persist-key")
-    server = _start_server(s, "udp", "server")
-    trivpn = start_trivpn(s.trivpn_ns, s.workdir, "trivpn",
-                          _client_config("udp", TRIVPN_SIDE[0], extra))
-    ovpn = start_openvpn(s.openvpn_ns, s.workdir, "ovpnclient",
-                         _client_config("udp", OPENVPN_SIDE[0], extra))
+    server = s.start_server("udp")
+    trivpn = s.start_trivpn("udp", extra)
+    ovpn = s.start_openvpn("udp", extra)
     assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
     assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
     # OpenVPN warns at start-up already
@@ -206,7 +143,7 @@ def test_restart_after_dropping_privileges_without_persist_tun_exits_with_a_clea
     assert dropped is not None and "persist-tun" in dropped["note"]
 
     killed = _kill_server(s, server)
-    _start_server(s, "udp", "server2")
+    s.start_server("udp", "server2")
     code = popen_of(s.lab, trivpn.pid).wait(20)
     trivpn_exit = time.monotonic() - killed
     assert code == 1, trivpn.text()[-4000:]

@@ -113,6 +113,18 @@ class Route:
     line: int
 
 
+PullFilterAction = Literal["accept", "ignore", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class PullFilter:
+    """``pull-filter accept|ignore|reject TEXT``: applied to every pushed option whose text
+    (leading blanks skipped) starts with ``text``; the first matching filter wins."""
+
+    action: PullFilterAction
+    text: str
+
+
 @dataclass(frozen=True, slots=True)
 class ServerHelper:
     """``server NET MASK [nopool]``."""
@@ -292,6 +304,9 @@ class Options:
     route_gateway: str | None = None
     redirect_gateway: tuple[str, ...] | None = None
     dhcp_options: tuple[tuple[str, ...], ...] = ()
+    # what a client takes from the server's push
+    route_nopull: bool = False
+    pull_filters: tuple[PullFilter, ...] = ()
     # keepalive and lifecycle
     keepalive: Keepalive | None = None
     ping: int | None = None

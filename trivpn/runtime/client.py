@@ -694,6 +694,8 @@ class Connection:
 
     def _on_push(self, pushed: PushedOptions) -> None:
         client = self.client
+        for dropped in pushed.filtered:
+            self.log.info("pushed_option_filtered", option=dropped.text, by=dropped.by)
         client.schedule.established()
         try:
             plan = plan_client_tunnel(self.options, pushed, remote_host=self.remote_ip,
