@@ -71,15 +71,18 @@ def make_side_by_side(lab: NetnsLab, workdir: Path) -> SideBySide:
     return SideBySide(lab, workdir, server_ns, trivpn_ns, openvpn_ns)
 
 
-def route_table(ns: Netns, server_ip: str) -> set[tuple[str, str, str]]:
-    """The namespace's IPv4 routes as (destination, gateway, device kind), with the VPN
-    server's address written ``SERVER`` and devices as ``tun``/``veth``, so that the tables of
-    the two client namespaces compare equal when the clients did the same."""
+Route = tuple[str, str, str, int]
+
+
+def route_table(ns: Netns, server_ip: str) -> set[Route]:
+    """The namespace's IPv4 routes as (destination, gateway, device kind, metric), with the
+    VPN server's address written ``SERVER`` and devices as ``tun``/``veth``, so that the
+    tables of the two client namespaces compare equal when the clients did the same."""
     out = set()
     for route in json.loads(ns.run(["ip", "-j", "-4", "route", "show"]).stdout):
         dst = "SERVER" if route["dst"] == server_ip else route["dst"]
         dev = "tun" if route.get("dev", "").startswith("tun") else "veth"
         if dev == "veth" and route.get("protocol") == "kernel":
             continue  # the veth's own subnet differs on purpose
-        out.add((dst, route.get("gateway", ""), dev))
+        out.add((dst, route.get("gateway", ""), dev, int(route.get("metric", 0))))
     return out
