@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.clientkit import VPN_SERVER, ping_ok, wait_until
+from tests.interop.clientkit import VPN_SERVER, ping, ping_ok, wait_until
 from tests.interop.sidebyside import (
     OPENVPN_SIDE,
     TRIVPN_SIDE,
@@ -91,3 +91,29 @@ def test_pull_filter_reject_restarts_and_never_brings_the_tunnel_up(side_by_side
     assert wait_until(lambda: ovpn.text().count("Pushed option rejected by filter") >= 2, 10)
     assert trivpn.count("tun_configured") == 0
     assert "Initialization Sequence Completed" not in ovpn.text()
+
+
+def test_pushed_route_covering_the_server_keeps_trivpn_up_where_openvpn_loops(
+        side_by_side: SideBySide):
+    # each /25 covers the server's address on one side and is more specific than the
+    # connected /24, so the tunnel's own packets would follow it into the tunnel
+    s = side_by_side
+    s.start_server("udp", extra=('push "route 198.18.0.0 255.255.255.128"',
+                                 'push "route 198.18.1.0 255.255.255.128"'))
+    trivpn = s.start_trivpn("udp", ())
+    ovpn = s.start_openvpn("udp", ())
+    up = trivpn.wait_event("tun_configured", 20)
+    assert up is not None, trivpn.text()[-4000:]
+    assert f"{TRIVPN_SIDE[0]}/32 dev veth0" in up["routes"]
+    warning = trivpn.wait_event("tunnel_warning", 1)
+    assert warning is not None and "cover the VPN server's address" in warning["detail"]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    ping_ok(s.trivpn_ns, VPN_SERVER)
+    # openvpn installs the route as pushed: its packets to the server now enter its own
+    # tunnel, so nothing it sends reaches the server any more
+    lookup = s.openvpn_ns.run(["ip", "route", "get", OPENVPN_SIDE[0]]).stdout
+    assert "dev tun" in lookup, lookup
+    assert ping(s.openvpn_ns, VPN_SERVER, count=3).returncode != 0
+    ours = s.trivpn_ns.run(["ip", "route", "get", TRIVPN_SIDE[0]]).stdout
+    assert "dev veth0" in ours, ours
+    assert trivpn.count("ping_restart") == 0 and trivpn.count("reconnecting") == 0
