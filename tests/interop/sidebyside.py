@@ -45,14 +45,27 @@ class SideBySide:
         assert server.wait_for("Initialization Sequence Completed", 15), server.text()[-3000:]
         return server
 
-    def start_trivpn(self, proto: str, extra: tuple[str, ...]) -> TrivpnProcess:
+    def start_trivpn(self, proto: str, extra: tuple[str, ...],
+                     ports: tuple[int, ...] = (1194,)) -> TrivpnProcess:
+        """``ports``: one ``remote`` line per port, in this order, all to the server."""
         return start_trivpn(self.trivpn_ns, self.workdir, "trivpn",
-                            client_lines(proto=proto, extra=extra))
+                            _client_config(proto, extra, ports))
 
-    def start_openvpn(self, proto: str, extra: tuple[str, ...]) -> OpenVpnProcess:
+    def start_openvpn(self, proto: str, extra: tuple[str, ...],
+                      ports: tuple[int, ...] = (1194,)) -> OpenVpnProcess:
         lines = [line.replace(TRIVPN_SIDE[0], OPENVPN_SIDE[0]).replace("client.", "client2.")
-                 for line in client_lines(proto=proto, extra=extra)]
+                 for line in _client_config(proto, extra, ports)]
         return start_openvpn(self.openvpn_ns, self.workdir, "ovpnclient", lines)
+
+
+def _client_config(proto: str, extra: tuple[str, ...], ports: tuple[int, ...]) -> list[str]:
+    lines: list[str] = []
+    for line in client_lines(proto=proto, extra=extra):
+        if line.startswith("remote "):
+            lines += [f"remote {TRIVPN_SIDE[0]} {port}" for port in ports]
+        else:
+            lines.append(line)
+    return lines
 
 
 def make_side_by_side(lab: NetnsLab, workdir: Path) -> SideBySide:

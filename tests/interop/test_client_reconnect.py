@@ -169,3 +169,34 @@ def test_restart_after_dropping_privileges_without_persist_tun_exits_with_a_clea
         assert wait_until(lambda: "Initialization Sequence Completed"
                           in ovpn.text().split("process restarting", 1)[-1], 20)
         print("openvpn kept CAP_NET_ADMIN and could reopen a world-accessible /dev/net/tun")
+
+
+@pytest.mark.directive("remote", "server-poll-timeout", "connect-retry")
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_a_dead_first_remote_is_left_for_the_next_one_like_openvpn(
+        side_by_side: SideBySide, proto: str):
+    # nothing listens on port 1195: over UDP only server-poll-timeout moves the client on
+    # (hand-window would take 60 s), over TCP the refused connect does
+    s = side_by_side
+    s.start_server(proto)
+    started = time.monotonic()
+    extra = ("server-poll-timeout 2",)
+    trivpn = s.start_trivpn(proto, extra, ports=(1195, 1194))
+    ovpn = s.start_openvpn(proto, extra, ports=(1195, 1194))
+    trivpn_s = openvpn_s = None
+    while time.monotonic() < started + 20 and (trivpn_s is None or openvpn_s is None):
+        if trivpn_s is None and trivpn.count("tun_configured"):
+            trivpn_s = time.monotonic() - started
+        if openvpn_s is None and "Initialization Sequence Completed" in ovpn.text():
+            openvpn_s = time.monotonic() - started
+        time.sleep(0.05)
+    up = trivpn.wait_event("tun_configured", 1)
+    assert trivpn_s is not None and up is not None, trivpn.text()[-4000:]
+    assert openvpn_s is not None, ovpn.text()[-4000:]
+    print(f"dead first remote ({proto}): up after trivpn {trivpn_s:.2f} s, "
+          f"openvpn {openvpn_s:.2f} s (both started together)")
+    assert up["remote"].endswith(":1194")
+    if proto == "udp":
+        assert trivpn.wait_event("server_poll_timeout", 1, seconds=2) is not None
+        assert "Server poll timeout, restarting" in ovpn.text()
+    assert trivpn_s < openvpn_s + 3.0

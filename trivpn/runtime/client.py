@@ -49,7 +49,7 @@ from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identit
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.setup import session_config
 from trivpn.runtime.stats import Traffic
-from trivpn.runtime.supervisor import Exit, Outcome, Reconnect, RemoteSchedule
+from trivpn.runtime.supervisor import Attempt, Exit, Outcome, Reconnect, RemoteSchedule
 from trivpn.runtime.tun import TunDevice
 from trivpn.runtime.tunnel import NetGateway, Tunnel, TunnelPlanError, plan_client_tunnel
 
@@ -184,6 +184,8 @@ class Client:
                 if self.privileges_dropped:
                     return self._cannot_reopen_tun(outcome)
             attempt = self.schedule.restart(outcome.advance)
+            if not outcome.pause:
+                attempt = Attempt(attempt.remote, 0.0)
             remote = attempt.remote
             self.log.info("reconnecting", reason=outcome.reason, detail=outcome.detail,
                           delay=attempt.delay, remote=f"{remote.host}:{remote.port}",
@@ -269,6 +271,7 @@ class Connection:
         self.remote = remote
         self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
         self.session = Session(client.config, trio.current_time())
+        self._started = trio.current_time()
         self._clock = trio.lowlevel.current_clock().current_time  # = trio.current_time
         self.remote_ip = ""
         self.outcome: Outcome | None = None
@@ -301,6 +304,7 @@ class Connection:
                 nursery.start_soon(self._timers)
                 nursery.start_soon(self._drop_ticker)
                 nursery.start_soon(self._stop_watcher)
+                nursery.start_soon(self._server_poll)
         finally:
             with trio.CancelScope(shield=True):
                 await self._close_link()
@@ -620,6 +624,17 @@ class Connection:
             agg.add("no_tun_device", self.no_tun)
             self.no_tun = 0
         self.client.collect_tun_drops()
+
+    async def _server_poll(self) -> None:
+        """``server-poll-timeout`` (default 120 s, OpenVPN forward.c
+        check_server_poll_timeout): no packet from the server that long after starting
+        this connection → move on to the next remote at once. Over UDP this is what makes
+        a client leave a dead remote before hand-window runs out."""
+        timeout = self.options.server_poll_timeout or DEFAULT_CONNECT_TIMEOUT
+        await trio.sleep_until(self._started + timeout)
+        if self.session.remote_session_id is None:
+            self.log.warning("server_poll_timeout", seconds=timeout)
+            self.finish(Reconnect("server_poll_timeout", advance=True, pause=False))
 
     async def _stop_watcher(self) -> None:
         await self.client.stop.wait()
