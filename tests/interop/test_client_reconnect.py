@@ -24,7 +24,7 @@ import pytest
 
 from tests.interop.clientkit import VPN_SERVER, link_index, popen_of, wait_until
 from tests.interop.openvpn import OpenVpnProcess
-from tests.interop.sidebyside import TRIVPN_VPN_IP, SideBySide, make_side_by_side
+from tests.interop.sidebyside import TRIVPN_SIDE, TRIVPN_VPN_IP, SideBySide, make_side_by_side
 from tests.netns import Netns, NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -200,3 +200,49 @@ def test_a_dead_first_remote_is_left_for_the_next_one_like_openvpn(
         assert trivpn.wait_event("server_poll_timeout", 1, seconds=2) is not None
         assert "Server poll timeout, restarting" in ovpn.text()
     assert trivpn_s < openvpn_s + 3.0
+
+
+@pytest.mark.directive("persist-key", "user", "group")
+def test_restart_after_dropping_privileges_without_persist_key_exits_like_openvpn(
+        side_by_side: SideBySide):
+    # without persist-key both re-read the (root-only) key file at the restart, as nobody
+    s = side_by_side
+    extra = ("keepalive 1 3", "user nobody", "group nogroup", "persist-tun")
+    server = s.start_server("udp")
+    trivpn = s.start_trivpn("udp", extra)
+    ovpn = s.start_openvpn("udp", extra)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    assert "without persist-key -- this may cause restarts to fail" in ovpn.text()
+    dropped = trivpn.wait_event("privileges_dropped", 1)
+    assert dropped is not None and "persist-key" in dropped["note"]
+
+    _kill_server(s, server)
+    assert popen_of(s.lab, trivpn.pid).wait(20) == 1, trivpn.text()[-4000:]
+    event = trivpn.wait_event("key_reload_failed", 1)
+    assert event is not None, trivpn.text()[-4000:]
+    assert "Permission denied" in event["detail"] and "add persist-key" in event["detail"]
+    popen_of(s.lab, ovpn.pid).wait(20)
+    assert "Exiting due to fatal error" in ovpn.text(), ovpn.text()[-3000:]
+
+
+@pytest.mark.directive("persist-key")
+@pytest.mark.parametrize("persist_key", [True, False])
+def test_without_persist_key_a_renewed_certificate_is_used_at_the_next_restart(
+        side_by_side: SideBySide, persist_key: bool):
+    s = side_by_side
+    server = s.start_server("udp")
+    trivpn = s.start_trivpn("udp", ("keepalive 1 3", *(("persist-key",) if persist_key
+                                                      else ())))
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    # the certificate and key files are replaced on disk (client2 instead of client1)
+    for suffix in ("crt", "key"):
+        (s.workdir / f"client.{suffix}").write_bytes((s.workdir / f"client2.{suffix}")
+                                                     .read_bytes())
+    _kill_server(s, server)
+    assert trivpn.wait_event("reconnecting", 10) is not None, trivpn.text()[-4000:]
+    server2 = s.start_server("udp", "server2")
+    assert server2.wait_for(f"{TRIVPN_SIDE[1]}", 15), server2.text()[-3000:]
+    assert wait_until(lambda: trivpn.count("tun_configured") >= 2, 15), trivpn.text()[-4000:]
+    expected = "client1" if persist_key else "client2"
+    assert server2.wait_for(f"{expected}/{TRIVPN_SIDE[1]}", 5), server2.text()[-3000:]

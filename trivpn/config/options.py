@@ -85,6 +85,12 @@ class FileSource:
                 self.config_path, self.line) from None
         return data.decode("utf-8", errors="surrogateescape")
 
+    def reread(self) -> FileSource:
+        """A copy with the file read again now (inline blocks are returned unchanged)."""
+        if self.path is None:
+            return self
+        return replace(self, text=None).loaded()
+
     def loaded(self) -> FileSource:
         """A copy with ``text`` filled in (inline blocks are returned unchanged)."""
         if self.inline is not None or self.text is not None:
@@ -381,6 +387,18 @@ class Options:
             if isinstance(src, FileSource):
                 found.append(src)
         return tuple(found)
+
+    def with_keys_reread(self) -> Options:
+        """A copy with the files of the TLS context and the control-channel key read again
+        (ca, cert, key, extra-certs, tls-auth, tls-crypt): what OpenVPN re-reads at a
+        restart without ``persist-key``. ConfigError if one is unreadable now."""
+        def reread(src: FileSource | None) -> FileSource | None:
+            return src.reread() if src is not None else None
+
+        return replace(
+            self, ca=reread(self.ca), cert=reread(self.cert), key=reread(self.key),
+            extra_certs=reread(self.extra_certs), tls_auth=reread(self.tls_auth),
+            tls_crypt=reread(self.tls_crypt))
 
     def with_files_loaded(self) -> Options:
         """A copy whose file-valued options carry their text; ConfigError if one is unreadable."""

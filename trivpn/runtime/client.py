@@ -183,6 +183,10 @@ class Client:
                 self.close_tunnel()
                 if self.privileges_dropped:
                     return self._cannot_reopen_tun(outcome)
+            if not self.options.persist_key:
+                failed = self._reload_keys()
+                if failed is not None:
+                    return failed
             attempt = self.schedule.restart(outcome.advance)
             if not outcome.pause:
                 attempt = Attempt(attempt.remote, 0.0)
@@ -190,6 +194,22 @@ class Client:
             self.log.info("reconnecting", reason=outcome.reason, detail=outcome.detail,
                           delay=attempt.delay, remote=f"{remote.host}:{remote.port}",
                           proto=remote.proto)
+
+    def _reload_keys(self) -> tuple[int, str] | None:
+        """Without ``persist-key`` OpenVPN drops its keys at a restart and reads the key files
+        again (a renewed certificate on disk takes effect); so does trivpn. After ``user``/
+        ``group`` the files are usually no longer readable: OpenVPN then exits ("Error:
+        private key password verification failed"), trivpn too, saying why."""
+        try:
+            self.config = session_config(self.options.with_keys_reread(),
+                                         unix_time_offset=time.time() - trio.current_time())
+        except (ConfigError, RuntimeSetupError) as exc:
+            hint = (" (privileges were dropped: add persist-key to keep the keys in memory)"
+                    if self.privileges_dropped else "")
+            self.log.error("key_reload_failed", detail=str(exc) + hint)
+            return 1, "key_reload_failed"
+        self.log.debug("keys_reloaded")
+        return None
 
     def _cannot_reopen_tun(self, outcome: Reconnect) -> tuple[int, str]:
         """A restart without persist-tun after ``user``/``group`` took effect: the new
@@ -257,9 +277,15 @@ class Client:
         drop_privileges(self.identity)
         self.privileges_dropped = True
         self.log.info("privileges_dropped", user=self.identity.user, group=self.identity.group,
-                      uid=self.identity.uid, gid=self.identity.gid,
-                      note=None if self.options.persist_tun else
-                      "without persist-tun a reconnect cannot recreate the TUN device")
+                      uid=self.identity.uid, gid=self.identity.gid, note=self._restart_note())
+
+    def _restart_note(self) -> str | None:
+        notes = []
+        if not self.options.persist_tun:
+            notes.append("without persist-tun a reconnect cannot recreate the TUN device")
+        if not self.options.persist_key:
+            notes.append("without persist-key a reconnect cannot read the key files again")
+        return "; ".join(notes) or None
 
 
 class Connection:
