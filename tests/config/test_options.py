@@ -10,11 +10,13 @@ import pytest
 from tests.config.helpers import client, server
 from trivpn.config import (
     DEFAULT_DATA_CIPHERS,
+    ConfigError,
     ConnectFreq,
     ConnectRetry,
     Management,
     Mssfix,
     PeriodicFile,
+    PullFilter,
     Remote,
     ReplayWindow,
     Route,
@@ -271,3 +273,23 @@ def test_options_are_frozen() -> None:
     o = client()
     with pytest.raises(AttributeError):
         o.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.directive("pull-filter", "route-nopull")
+def test_pull_filters_keep_config_order_and_route_nopull_is_a_flag() -> None:
+    o = client('pull-filter ignore "route 198.18.9."\npull-filter accept route\n'
+               'pull-filter reject "dhcp-option DNS"\nroute-nopull')
+    assert o.pull_filters == (PullFilter("ignore", "route 198.18.9."),
+                              PullFilter("accept", "route"),
+                              PullFilter("reject", "dhcp-option DNS"))
+    assert o.route_nopull is True
+    assert client().pull_filters == () and client().route_nopull is False
+
+
+@pytest.mark.directive("pull-filter")
+@pytest.mark.parametrize("line", ['pull-filter drop "route"', "pull-filter ignore",
+                                  'pull-filter ignore "route" extra'])
+def test_bad_pull_filter_names_the_line(line: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        client(line)
+    assert info.value.line == 8

@@ -26,7 +26,6 @@ from tests.interop.clientkit import (
     client_tun_ip,
     link_index,
     make_setup,
-    ping,
     ping_ok,
     popen_of,
     received,
@@ -98,36 +97,6 @@ def test_seed_style_client_conf_runs_unchanged_and_drops_privileges(setup: Setup
     assert link is not None and link["local"].endswith(":1194")  # no nobind: binds lport
     ping_ok(setup.client_ns, VPN_SERVER)
     ping_ok(setup.server_ns, client_tun_ip(up))
-
-
-@pytest.mark.parametrize("persist_tun", [True, False])
-def test_server_restart_is_noticed_by_ping_restart_and_traffic_resumes(
-        setup: Setup, persist_tun: bool):
-    lines = server_lines(keepalive="1 3")
-    ovpn = start_server(setup, lines)
-    client = start_client(setup, client_lines(extra=("persist-tun",) if persist_tun else ()))
-    first = client.wait_event("tun_configured", 20)
-    assert first is not None, client.text()[-4000:]
-    ping_ok(setup.client_ns, VPN_SERVER)
-    index = link_index(setup.client_ns, first["device"])
-    assert index == first["ifindex"]
-
-    popen_of(setup.lab, ovpn.pid).kill()
-    popen_of(setup.lab, ovpn.pid).wait(5)
-    assert client.wait_event("ping_restart", 10) is not None, client.text()[-3000:]
-    assert client.wait_event("reconnecting", 5, reason="ping_restart") is not None
-    start_server(setup, lines, name="server2")
-    assert wait_until(lambda: client.count("tun_configured") >= 2, 20), client.text()[-4000:]
-    second = [e for e in client.events() if e.get("event") == "tun_configured"][-1]
-    if persist_tun:  # the same device, untouched: same ifindex, no reconfiguration
-        assert second["reused"] is True and second["reconfigured"] is False
-        assert second["device"] == first["device"]
-        assert link_index(setup.client_ns, first["device"]) == index
-    else:  # closed at the restart and opened anew
-        assert second["reused"] is False
-        assert client.count("tun_closed") >= 1
-        assert second["ifindex"] != index
-    assert wait_until(lambda: ping(setup.client_ns, VPN_SERVER, count=1).returncode == 0, 10)
 
 
 def test_renegotiation_every_few_seconds_never_drops_the_tunnel(setup: Setup):

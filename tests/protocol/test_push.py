@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trivpn.config.options import PullFilter
 from trivpn.protocol.controlmsg import PushReply, parse_control_message
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.push import (
@@ -15,6 +16,7 @@ from trivpn.protocol.push import (
     DhcpOption,
     Ifconfig,
     Ifconfig6,
+    PullPolicy,
     PushAccumulator,
     PushedOptions,
     Route,
@@ -293,3 +295,92 @@ def test_known_options_with_garbage_arguments_raise_only_protocol_errors(names, 
             PushAccumulator().feed(result)
     except ProtocolError:
         pass
+
+
+# --------------------------------------------------------------------------------------------
+# The client's own rules: pull-filter and route-nopull (OpenVPN options.c apply_pull_filter,
+# init.c pull_permission_mask)
+
+SPLIT_PUSH = ("route-gateway 198.18.8.1", "topology subnet", "ping 1", "ping-restart 4",
+              "route 198.18.9.0 255.255.255.0", "route 198.18.10.0 255.255.255.0",
+              "route-ipv6 2001:2:0:9::/64", "redirect-gateway def1", "route-metric 7",
+              "dhcp-option DNS 198.18.8.1", "dns server 0 address 198.18.8.1", "block-ipv6",
+              "ifconfig 198.18.8.2 255.255.255.0", "peer-id 0", "cipher AES-256-GCM")
+
+
+def _policy(*rules: tuple[str, str], route_nopull: bool = False) -> PullPolicy:
+    return PullPolicy(tuple(PullFilter(a, t) for a, t in rules),  # type: ignore[arg-type]
+                      route_nopull)
+
+
+@pytest.mark.directive("route-nopull")
+def test_route_nopull_drops_routes_and_dns_but_keeps_the_address_and_route_gateway():
+    pushed = parse_pushed_options(SPLIT_PUSH, _policy(route_nopull=True))
+    assert pushed.routes == () and pushed.route_ipv6 == ()
+    assert pushed.redirect_gateway is None and pushed.route_metric is None
+    assert pushed.dhcp_options == () and pushed.dns == () and pushed.block_ipv6 is False
+    assert pushed.ifconfig == Ifconfig(IPv4Address("198.18.8.2"), IPv4Address("255.255.255.0"))
+    assert pushed.route_gateway == IPv4Address("198.18.8.1")
+    assert pushed.topology == "subnet" and pushed.ping == 1 and pushed.peer_id == 0
+    assert [f.text for f in pushed.filtered] == [
+        "route 198.18.9.0 255.255.255.0", "route 198.18.10.0 255.255.255.0",
+        "route-ipv6 2001:2:0:9::/64", "redirect-gateway def1", "route-metric 7",
+        "dhcp-option DNS 198.18.8.1", "dns server 0 address 198.18.8.1", "block-ipv6"]
+    assert {f.by for f in pushed.filtered} == {"route-nopull"}
+
+
+@pytest.mark.directive("route-nopull")
+def test_route_nopull_drops_a_malformed_route_without_complaining():
+    pushed = parse_pushed_options(("route not-an-address", "ifconfig 198.18.8.2 255.255.255.0"),
+                                  _policy(route_nopull=True))
+    assert pushed.routes == () and pushed.ifconfig is not None
+
+
+@pytest.mark.directive("pull-filter")
+def test_pull_filter_first_matching_prefix_wins():
+    policy = _policy(("accept", "route 198.18.9."), ("ignore", "route "),
+                     ("ignore", "dhcp-option"))
+    pushed = parse_pushed_options(SPLIT_PUSH, policy)
+    assert [str(r.network) for r in pushed.routes] == ["198.18.9.0"]
+    # "route " does not match "route-ipv6" nor "route-gateway": plain prefix matching
+    assert len(pushed.route_ipv6) == 1 and pushed.route_gateway is not None
+    assert pushed.dhcp_options == ()
+    assert [(f.text, f.by) for f in pushed.filtered] == [
+        ("route 198.18.10.0 255.255.255.0", "pull-filter"),
+        ("dhcp-option DNS 198.18.8.1", "pull-filter")]
+
+
+@pytest.mark.directive("pull-filter")
+def test_pull_filter_matches_after_leading_blanks_and_is_case_sensitive():
+    policy = _policy(("ignore", "route"))
+    pushed = parse_pushed_options(("  route 198.18.9.0 255.255.255.0", "ROUTE 198.18.10.0"),
+                                  policy)
+    assert pushed.filtered[0].text == "route 198.18.9.0 255.255.255.0"
+    assert pushed.routes == () and pushed.unknown == ("ROUTE 198.18.10.0",)
+
+
+@pytest.mark.directive("pull-filter")
+def test_pull_filter_reject_fails_the_whole_push():
+    acc = PushAccumulator(policy=_policy(("reject", "redirect-gateway")))
+    with pytest.raises(ProtocolError) as info:
+        acc.feed("PUSH_REPLY," + ",".join(SPLIT_PUSH))
+    assert info.value.reason == "pull_filter_rejected"
+    assert "rejected by pull-filter: 'redirect-gateway def1'" in str(info.value)
+
+
+@pytest.mark.directive("pull-filter")
+def test_pull_filter_accept_before_route_nopull_does_not_override_it():
+    # OpenVPN: accept only ends the filter list; the permission mask still refuses the route
+    pushed = parse_pushed_options(SPLIT_PUSH, _policy(("accept", "route"), route_nopull=True))
+    assert pushed.routes == ()
+
+
+@pytest.mark.directive("pull-filter")
+def test_filtered_auth_token_is_not_shown():
+    policy = _policy(("ignore", "auth-token"))
+    pushed = parse_pushed_options(("auth-token SECRET123",), policy)
+    assert pushed.auth_token is None
+    assert pushed.filtered[0].text == "auth-token <hidden>"
+    with pytest.raises(ProtocolError) as info:
+        parse_pushed_options(("auth-token SECRET123",), _policy(("reject", "auth")))
+    assert "SECRET123" not in str(info.value)

@@ -353,3 +353,19 @@ def test_control_acked_reports_outstanding_control_messages():
     during = pair.client.control_acked
     pair.run_for(0.5)
     assert (before, during, pair.client.control_acked) == (True, False, True)
+
+
+def test_ping_restart_counts_from_the_push_not_from_the_start_of_a_slow_handshake():
+    # The server answers only after 20 s (it was restarting); the pushed ping-restart is 10 s.
+    # OpenVPN arms the ping-restart timer when the pushed options are applied (init.c
+    # do_init_timers, deferred), so the fresh tunnel must not be torn down at once.
+    pair = Pair.create(client_config(hand_window=120.0), server_config(), server_silent=True)
+    pair.admit = lambda server, now: server.accept(
+        now, ("topology subnet", "ping 2", "ping-restart 10",
+              "ifconfig 198.18.8.2 255.255.255.0"), peer_id=0)
+    pair.run_for(20)
+    assert not pair.client.failed
+    pair.server_silent = False
+    _up(pair)
+    pair.run_for(5)
+    assert not events_of(pair.client_events, ev.KeepaliveTimeout)

@@ -6,10 +6,13 @@ import io
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.interop.openvpn import write_pki
 from trivpn.config import load_config
 from trivpn.logging import configure_logging, get_logger
-from trivpn.runtime.client import run_client
+from trivpn.runtime.client import Client, run_client
+from trivpn.runtime.setup import session_config
 
 
 def _events(stream: io.StringIO) -> list[dict[str, object]]:
@@ -39,3 +42,24 @@ async def test_unreadable_credentials_file_exits_2(tmp_path: Path):
     code, events = await _run(tmp_path, "auth-user-pass creds\n")
     assert code == 2
     assert "username on line 1 and the password on line 2" in str(events[-1]["detail"])
+
+
+@pytest.mark.directive("remote", "remote-random")
+async def test_remote_random_shuffles_the_remotes_the_client_cycles_through(tmp_path: Path):
+    write_pki(tmp_path)
+    remotes = "".join(f"remote 198.18.0.{i} 1194\n" for i in range(1, 21))
+    orders = set()
+    for random_flag in ("remote-random\n", "remote-random\n", ""):
+        conf = tmp_path / "c.conf"
+        conf.write_text("client\ndev tun\nca ca.crt\ncert client.crt\nkey client.key\n"
+                        + remotes + random_flag)
+        options = load_config(conf)
+        client = Client(options, get_logger(), session_config(options, unix_time_offset=0.0),
+                        None)
+        order = tuple(r.host for r in client.schedule.remotes)
+        assert sorted(order) == sorted(r.host for r in options.remotes)
+        if not random_flag:
+            assert order == tuple(r.host for r in options.remotes)
+        else:
+            orders.add(order)
+    assert len(orders) == 2  # two shuffles of 20 remotes: equal with probability 1/20!

@@ -144,3 +144,53 @@ def test_plans_compare_equal_regardless_of_warnings():
 def test_client_config_ifconfig_is_used_when_nothing_is_pushed():
     plan = _plan([], "ifconfig 198.18.8.2 198.18.8.1\n")
     assert plan.addresses == (AddressAssignment("198.18.8.2", 32, "198.18.8.1"),)
+
+
+# Pushed routes are validated before they are installed --------------------------------------
+
+_SUBNET = ["topology subnet", "ifconfig 198.18.8.2 255.255.255.0", "route-gateway 198.18.8.1"]
+
+
+@pytest.mark.parametrize(("route", "why"), [
+    ("route 198.18.9.0 255.0.255.0", "not a contiguous IPv4 netmask"),
+    ("route 198.18.9.1 255.255.255.0", "host bits set"),
+    ("route 0.0.0.0 0.0.0.0", "replace this host's default route"),
+])
+def test_bad_pushed_route_is_skipped_with_a_warning_and_the_others_installed(route, why):
+    plan = _plan([*_SUBNET, route, "route 198.18.10.0 255.255.255.0"])
+    assert [r.destination for r in plan.routes] == ["198.18.10.0/24"]
+    assert any(why in w and route in w for w in plan.warnings), plan.warnings
+
+
+def test_a_configured_default_route_is_the_users_choice():
+    plan = _plan(_SUBNET, "route 0.0.0.0 0.0.0.0\n")
+    assert [r.destination for r in plan.routes] == ["198.18.0.1/32", "0.0.0.0/0"]
+
+
+def test_route_metric_applies_to_routes_but_not_to_the_redirect_gateway_halves():
+    # OpenVPN 2.6 (route.c add_route3) installs the def1 halves and the exception route
+    # without a metric; pushed routes get route-metric
+    plan = _plan([*_SUBNET, "route-metric 7", "redirect-gateway def1",
+                  "route 198.18.9.0 255.255.255.0"])
+    assert {r.destination: r.metric for r in plan.routes} == {
+        "198.18.0.1/32": None, "0.0.0.0/1": None, "128.0.0.0/1": None, "198.18.9.0/24": 7}
+
+
+def test_a_route_covering_the_server_keeps_the_server_outside_the_tunnel():
+    plan = _plan([*_SUBNET, "route 198.18.0.0 255.255.255.0"])
+    assert plan.routes == (
+        RouteAssignment("198.18.0.1/32", "198.18.0.254", via_tunnel=False, ifname="veth0"),
+        RouteAssignment("198.18.0.0/24", "198.18.8.1"))
+    assert any("cover the VPN server's address 198.18.0.1" in w for w in plan.warnings)
+
+
+def test_a_route_covering_the_server_is_skipped_when_the_path_to_the_server_is_unknown():
+    plan = _plan([*_SUBNET, "route 198.18.0.0 255.255.0.0", "route 198.18.20.0 255.255.255.0"],
+                 net_gateway=None)
+    assert [r.destination for r in plan.routes] == ["198.18.20.0/24"]
+    assert any("198.18.0.0/16" in w and "skipped" in w for w in plan.warnings)
+
+
+def test_redirect_gateway_exception_route_is_not_doubled():
+    plan = _plan([*_SUBNET, "redirect-gateway def1", "route 198.18.0.0 255.255.255.0"])
+    assert [r.destination for r in plan.routes].count("198.18.0.1/32") == 1

@@ -28,6 +28,8 @@ from trivpn.config.options import (
     Mssfix,
     Options,
     PeriodicFile,
+    PullFilter,
+    PullFilterAction,
     ReplayWindow,
     Role,
     Route,
@@ -147,6 +149,7 @@ FLAGS: Mapping[str, Callable[[Options], Options]] = {
     "tls-server": lambda o: o,
     "persist-key": lambda o: replace(o, persist_key=True),
     "persist-tun": lambda o: replace(o, persist_tun=True),
+    "route-nopull": lambda o: replace(o, route_nopull=True),
     "nobind": lambda o: replace(o, nobind=True),
     "bind": lambda o: replace(o, nobind=False),
     "remote-random": lambda o: replace(o, remote_random=True),
@@ -406,6 +409,18 @@ def _redirect_gateway(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, redirect_gateway=d.args)
 
 
+PULL_FILTER_ACTIONS: Mapping[str, PullFilterAction] = {
+    "accept": "accept", "ignore": "ignore", "reject": "reject"}
+
+
+def _pull_filter(st: ParseState, d: Directive) -> Options:
+    action = PULL_FILTER_ACTIONS.get(d.args[0])
+    if action is None:
+        raise v.fail(d, f"unknown 'pull-filter' type '{d.args[0]}' "
+                        "(expected accept, ignore or reject)")
+    return replace(st.opts, pull_filters=(*st.opts.pull_filters, PullFilter(action, d.args[1])))
+
+
 def _dhcp_option(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, dhcp_options=(*st.opts.dhcp_options, d.args))
 
@@ -663,6 +678,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     # routing
     "route": Spec(1, 4, _route),
     "route-gateway": Spec(1, 1, _str_option),
+    "route-nopull": Spec(0, 0, _flag),
+    "pull-filter": Spec(2, 2, _pull_filter),
     "redirect-gateway": Spec(0, None, _redirect_gateway),
     "dhcp-option": Spec(1, 2, _dhcp_option),
     # keepalive and lifecycle
@@ -718,7 +735,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-hold", "management-query-passwords", "management-query-proxy",
     "management-query-remote", "management-external-key", "management-external-cert",
     "static-challenge", "pkcs11-providers", "pkcs11-id", "cryptoapicert", "askpass",
-    "multihome", "push-reset", "push-remove", "pull-filter", "route-nopull", "route-noexec",
+    "multihome", "push-reset", "push-remove", "route-noexec",
     "route-delay", "route-metric", "redirect-private", "tun-mtu-extra", "link-mtu", "mtu-disc",
     "mtu-test", "dev-node", "lladdr", "mark", "remote-random-hostname", "connect-retry-max",
     "port-share", "dns", "block-ipv6", "tls-exit", "single-session", "username-as-common-name",

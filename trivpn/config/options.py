@@ -85,6 +85,12 @@ class FileSource:
                 self.config_path, self.line) from None
         return data.decode("utf-8", errors="surrogateescape")
 
+    def reread(self) -> FileSource:
+        """A copy with the file read again now (inline blocks are returned unchanged)."""
+        if self.path is None:
+            return self
+        return replace(self, text=None).loaded()
+
     def loaded(self) -> FileSource:
         """A copy with ``text`` filled in (inline blocks are returned unchanged)."""
         if self.inline is not None or self.text is not None:
@@ -111,6 +117,18 @@ class Route:
     gateway: str | None
     metric: int | None
     line: int
+
+
+PullFilterAction = Literal["accept", "ignore", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class PullFilter:
+    """``pull-filter accept|ignore|reject TEXT``: applied to every pushed option whose text
+    (leading blanks skipped) starts with ``text``; the first matching filter wins."""
+
+    action: PullFilterAction
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +311,9 @@ class Options:
     route_gateway: str | None = None
     redirect_gateway: tuple[str, ...] | None = None
     dhcp_options: tuple[tuple[str, ...], ...] = ()
+    # what a client takes from the server's push
+    route_nopull: bool = False
+    pull_filters: tuple[PullFilter, ...] = ()
     # keepalive and lifecycle
     keepalive: Keepalive | None = None
     ping: int | None = None
@@ -369,6 +390,18 @@ class Options:
             if isinstance(src, FileSource):
                 found.append(src)
         return tuple(found)
+
+    def with_keys_reread(self) -> Options:
+        """A copy with the files of the TLS context and the control-channel key read again
+        (ca, cert, key, extra-certs, tls-auth, tls-crypt): what OpenVPN re-reads at a
+        restart without ``persist-key``. ConfigError if one is unreadable now."""
+        def reread(src: FileSource | None) -> FileSource | None:
+            return src.reread() if src is not None else None
+
+        return replace(
+            self, ca=reread(self.ca), cert=reread(self.cert), key=reread(self.key),
+            extra_certs=reread(self.extra_certs), tls_auth=reread(self.tls_auth),
+            tls_crypt=reread(self.tls_crypt))
 
     def with_files_loaded(self) -> Options:
         """A copy whose file-valued options carry their text; ConfigError if one is unreadable."""

@@ -14,7 +14,17 @@ Policy for pushed options (decided here, stricter than 2.6 in one respect):
    ``management``..., :data:`NOT_PUSHABLE`) raise ``ProtocolError`` with reason
    ``option_not_pushable``. 2.6 logs ``Options error: option 'X' cannot be used in this context
    ([PUSH-OPTIONS])`` and carries on; trivpn treats such a push as a broken or hostile server.
-4. Everything else — pushable options trivpn does not act on (``route-delay``, ``sndbuf``,
+4. The client's own rules come first (:class:`PullPolicy`, OpenVPN's ``apply_push_options``):
+   each option's text, leading blanks skipped, is matched against the ``pull-filter`` rules in
+   config order by prefix; the first match decides — ``accept`` keeps it, ``ignore`` drops it,
+   ``reject`` fails the whole push (``ProtocolError`` reason ``pull_filter_rejected``; OpenVPN
+   restarts the connection with "Offending option received from server"). Then
+   ``route-nopull`` drops the options of OpenVPN's route and DHCP/DNS classes
+   (:data:`ROUTE_NOPULL_OPTIONS`: routes, redirect-gateway, route-metric, block-ipv6,
+   dhcp-option, dns...) but keeps ``ifconfig``, ``topology``, ``route-gateway`` and the rest.
+   Dropped options are listed in :attr:`PushedOptions.filtered`. ``push-continuation`` is
+   framing here and never filtered (OpenVPN would let a filter drop it too).
+5. Everything else — pushable options trivpn does not act on (``route-delay``, ``sndbuf``,
    ``block-outside-dns``, ``persist-tun``, ``verb``...) and names unknown to 2.6 — is kept
    verbatim in :attr:`PushedOptions.unknown`. ``tun-ipv6`` is dropped silently, as 2.6 does.
 """
@@ -29,14 +39,15 @@ from typing import Literal, cast
 
 from trivpn.config.errors import ConfigError
 from trivpn.config.lexer import tokenize_line
+from trivpn.config.options import PullFilter, PullFilterAction
 from trivpn.protocol.controlmsg import PushReply, parse_control_message
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.ncp import pushed_cipher_allowed
 
 __all__ = [
-    "NOT_PUSHABLE", "PUSH_BUNDLE_SIZE", "DhcpOption", "Ifconfig", "Ifconfig6", "PushAccumulator",
-    "PushedOptions", "Route", "RouteIPv6", "build_push_replies", "parse_pushed_options",
-    "pushed_cipher_allowed",
+    "NOT_PUSHABLE", "PUSH_BUNDLE_SIZE", "ROUTE_NOPULL_OPTIONS", "DhcpOption", "FilteredOption",
+    "Ifconfig", "Ifconfig6", "PullPolicy", "PushAccumulator", "PushedOptions", "Route",
+    "RouteIPv6", "build_push_replies", "parse_pushed_options", "pushed_cipher_allowed",
 ]
 
 PUSH_BUNDLE_SIZE = 1024
@@ -92,6 +103,46 @@ verify-client-cert verify-hash verify-x509-name version vlan-accept vlan-pvid vl
 win-sys windows-driver writepid x509-track x509-username-field
 """
 NOT_PUSHABLE = frozenset(_NOT_PUSHABLE_NAMES.split())
+
+#: What ``route-nopull`` refuses from a push: the options 2.6 files under OPT_P_ROUTE and
+#: OPT_P_DHCPDNS (options.c), which ``pull_permission_mask()`` leaves out with route-nopull.
+ROUTE_NOPULL_OPTIONS = frozenset({
+    "route", "route-ipv6", "route-metric", "redirect-gateway", "redirect-private",
+    "block-ipv6", "client-nat", "dhcp-option", "dns", "ip-win32", "tap-sleep", "dhcp-renew",
+    "dhcp-pre-release", "register-dns", "block-outside-dns",
+})
+_SECRET_OPTIONS = frozenset({"auth-token"})
+
+
+@dataclass(frozen=True, slots=True)
+class PullPolicy:
+    """The client's rules for what it takes from a push (``pull-filter``, ``route-nopull``)."""
+
+    filters: tuple[PullFilter, ...] = ()
+    route_nopull: bool = False
+
+    def filter_action(self, line: str) -> PullFilterAction | None:
+        """The action of the first ``pull-filter`` whose text starts ``line`` (leading blanks
+        skipped), or None when no filter matches."""
+        text = line.lstrip()
+        for rule in self.filters:
+            if text.startswith(rule.text):
+                return rule.action
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FilteredOption:
+    """A pushed option the client's :class:`PullPolicy` dropped: ``by`` is ``pull-filter`` or
+    ``route-nopull``; ``text`` is the option as pushed (arguments of secrets hidden)."""
+
+    text: str
+    by: Literal["pull-filter", "route-nopull"]
+
+
+def _loggable(line: str) -> str:
+    name = line.split(None, 1)[0] if line.split() else ""
+    return f"{name} <hidden>" if name in _SECRET_OPTIONS else line
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +259,7 @@ class PushedOptions:
     echo: tuple[str, ...] = ()
     setenv_safe: tuple[tuple[str, str], ...] = ()
     unknown: tuple[str, ...] = ()
+    filtered: tuple[FilteredOption, ...] = ()
 
 
 _MAX_PEER_ID = 0xFFFFFF
@@ -226,6 +278,7 @@ class _Builder:
         self.echo: list[str] = []
         self.setenv: list[tuple[str, str]] = []
         self.unknown: list[str] = []
+        self.filtered: list[FilteredOption] = []
 
     def freeze(self) -> PushedOptions:
         s = self.scalars
@@ -258,6 +311,7 @@ class _Builder:
             echo=tuple(self.echo),
             setenv_safe=tuple(self.setenv),
             unknown=tuple(self.unknown),
+            filtered=tuple(self.filtered),
         )
 
 
@@ -429,8 +483,16 @@ def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:
         b.unknown.append(line)
 
 
-def _apply_all(b: _Builder, options: Iterable[str]) -> None:
+def _apply_all(b: _Builder, options: Iterable[str], policy: PullPolicy) -> None:
     for line in options:
+        action = policy.filter_action(line) if policy.filters else None
+        if action == "reject":
+            shown = _loggable(line.strip())
+            raise ProtocolError(f"pushed option rejected by pull-filter: '{shown}'",
+                                f"pushed option {shown[:40]!r}", reason="pull_filter_rejected")
+        if action == "ignore":
+            b.filtered.append(FilteredOption(_loggable(line.strip()), "pull-filter"))
+            continue
         try:
             tokens = tokenize_line(line)
         except ConfigError as exc:
@@ -438,13 +500,18 @@ def _apply_all(b: _Builder, options: Iterable[str]) -> None:
                                 reason="bad_push_option") from None
         if not tokens:
             continue
+        if policy.route_nopull and tokens[0] in ROUTE_NOPULL_OPTIONS:
+            b.filtered.append(FilteredOption(line.strip(), "route-nopull"))
+            continue
         _apply(b, tokens[0], tokens[1:], line.strip())
 
 
-def parse_pushed_options(options: Iterable[str]) -> PushedOptions:
-    """Interpret option strings (without ``push-continuation``) under the module's policy."""
+def parse_pushed_options(options: Iterable[str],
+                         policy: PullPolicy | None = None) -> PushedOptions:
+    """Interpret option strings (without ``push-continuation``) under the module's policy
+    and the client's ``policy`` (pull-filter, route-nopull)."""
     b = _Builder()
-    _apply_all(b, options)
+    _apply_all(b, options, policy or PullPolicy())
     return b.freeze()
 
 
@@ -455,10 +522,12 @@ class PushAccumulator:
     :class:`PushedOptions` on the last part; the accumulator then starts over.
     """
 
-    def __init__(self, max_options: int = MAX_PUSHED_OPTIONS) -> None:
+    def __init__(self, max_options: int = MAX_PUSHED_OPTIONS,
+                 policy: PullPolicy | None = None) -> None:
         self._options: list[str] = []
         self._parts = 0
         self._max_options = max_options
+        self._policy = policy or PullPolicy()
 
     @property
     def parts(self) -> int:
@@ -485,4 +554,4 @@ class PushAccumulator:
             return None
         options = list(self._options)
         self.reset()
-        return parse_pushed_options(options)
+        return parse_pushed_options(options, self._policy)

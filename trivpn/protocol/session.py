@@ -65,6 +65,7 @@ from trivpn.protocol.peerinfo import (
     parse_peer_info,
 )
 from trivpn.protocol.push import (
+    PullPolicy,
     PushAccumulator,
     PushedOptions,
     build_push_replies,
@@ -126,6 +127,7 @@ class SessionConfig:
     ping_interval: float | None = None
     ping_restart: float | None = None
     compression: Compression = Compression.NONE
+    pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
 
     def __repr__(self) -> str:
@@ -195,7 +197,7 @@ class Session:
         self._last_received = now
         self._keepalive_fired = False
         # client push state
-        self._push = PushAccumulator()
+        self._push = PushAccumulator(policy=config.pull_policy)
         self._push_requested_at: float | None = None
         self._push_deadline: float | None = None
         # server accept state
@@ -707,6 +709,9 @@ class Session:
             self._ping_interval = float(pushed.ping)
         if pushed.ping_restart is not None:
             self._ping_restart = float(pushed.ping_restart)
+        # The keepalive timers start with the pushed options (OpenVPN: do_init_timers after
+        # the push), not at session creation: a slow handshake is no silence.
+        self._last_received = now
         if pushed.compression is not None:
             self._compression = _PUSHED_COMPRESSION[pushed.compression]
         if key is not None:

@@ -49,7 +49,7 @@ from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identit
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.setup import session_config
 from trivpn.runtime.stats import Traffic
-from trivpn.runtime.supervisor import Exit, Outcome, Reconnect, RemoteSchedule
+from trivpn.runtime.supervisor import Attempt, Exit, Outcome, Reconnect, RemoteSchedule
 from trivpn.runtime.tun import TunDevice
 from trivpn.runtime.tunnel import NetGateway, Tunnel, TunnelPlanError, plan_client_tunnel
 
@@ -187,11 +187,48 @@ class Client:
                 return 0, "signal"
             if not self.options.persist_tun:
                 self.close_tunnel()
+                if self.privileges_dropped:
+                    return self._cannot_reopen_tun(outcome)
+            if not self.options.persist_key:
+                failed = self._reload_keys()
+                if failed is not None:
+                    return failed
             attempt = self.schedule.restart(outcome.advance)
+            if not outcome.pause:
+                attempt = Attempt(attempt.remote, 0.0)
             remote = attempt.remote
             self.log.info("reconnecting", reason=outcome.reason, detail=outcome.detail,
                           delay=attempt.delay, remote=f"{remote.host}:{remote.port}",
                           proto=remote.proto)
+
+    def _reload_keys(self) -> tuple[int, str] | None:
+        """Without ``persist-key`` OpenVPN drops its keys at a restart and reads the key files
+        again (a renewed certificate on disk takes effect); so does trivpn. After ``user``/
+        ``group`` the files are usually no longer readable: OpenVPN then exits ("Error:
+        private key password verification failed"), trivpn too, saying why."""
+        try:
+            self.config = session_config(self.options.with_keys_reread(),
+                                         unix_time_offset=time.time() - trio.current_time())
+        except (ConfigError, RuntimeSetupError) as exc:
+            hint = (" (privileges were dropped: add persist-key to keep the keys in memory)"
+                    if self.privileges_dropped else "")
+            self.log.error("key_reload_failed", detail=str(exc) + hint)
+            return 1, "key_reload_failed"
+        self.log.debug("keys_reloaded")
+        return None
+
+    def _cannot_reopen_tun(self, outcome: Reconnect) -> tuple[int, str]:
+        """A restart without persist-tun after ``user``/``group`` took effect: the new
+        connection would need a new TUN device, which an unprivileged process cannot create.
+        OpenVPN 2.6 reconnects and then exits on the push ("Cannot open TUN/TAP dev
+        /dev/net/tun: Permission denied", "Exiting due to fatal error"); trivpn exits before
+        reconnecting, with the fix in the message."""
+        who = self.identity.user or self.identity.group if self.identity else None
+        self.log.error("tun_reopen_impossible", restart_reason=outcome.reason,
+                       detail=f"the connection restarted ({outcome.reason}) but the TUN device "
+                       f"cannot be recreated: privileges were dropped to {who} and "
+                       "persist-tun is not set; add persist-tun to survive restarts")
+        return 1, "tun_reopen_impossible"
 
     def _teardown(self) -> None:
         self.close_tunnel()
@@ -246,9 +283,15 @@ class Client:
         drop_privileges(self.identity)
         self.privileges_dropped = True
         self.log.info("privileges_dropped", user=self.identity.user, group=self.identity.group,
-                      uid=self.identity.uid, gid=self.identity.gid,
-                      note=None if self.options.persist_tun else
-                      "without persist-tun a reconnect cannot recreate the TUN device")
+                      uid=self.identity.uid, gid=self.identity.gid, note=self._restart_note())
+
+    def _restart_note(self) -> str | None:
+        notes = []
+        if not self.options.persist_tun:
+            notes.append("without persist-tun a reconnect cannot recreate the TUN device")
+        if not self.options.persist_key:
+            notes.append("without persist-key a reconnect cannot read the key files again")
+        return "; ".join(notes) or None
 
 
 class Connection:
@@ -260,6 +303,7 @@ class Connection:
         self.remote = remote
         self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
         self.session = Session(client.config, trio.current_time())
+        self._started = trio.current_time()
         self._clock = trio.lowlevel.current_clock().current_time  # = trio.current_time
         self.remote_ip = ""
         self.outcome: Outcome | None = None
@@ -292,6 +336,7 @@ class Connection:
                 nursery.start_soon(self._timers)
                 nursery.start_soon(self._drop_ticker)
                 nursery.start_soon(self._stop_watcher)
+                nursery.start_soon(self._server_poll)
         finally:
             with trio.CancelScope(shield=True):
                 await self._close_link()
@@ -321,16 +366,10 @@ class Connection:
         try:
             if tcp:
                 timeout = o.server_poll_timeout or DEFAULT_CONNECT_TIMEOUT
-                opened: list[TcpLink] = []  # stays empty if a stop signal came first
-                async with trio.open_nursery() as race:
-                    race.start_soon(self._cancel_on_stop, race.cancel_scope)
-                    with trio.fail_after(timeout):
-                        opened.append(await open_tcp_link(
-                            self.remote_ip, r.port, bind=bind if o.bind_local else None))
-                    race.cancel_scope.cancel()
-                if not opened:
+                tcp_link = await self._connect_tcp(bind if o.bind_local else None, timeout)
+                if tcp_link is None:
                     return Exit(0, "signal")
-                self.tcp = opened[0]
+                self.tcp = tcp_link
                 local = self.tcp.local_address
             else:
                 self.udp = UdpLink.bind(bind[0], bind[1])
@@ -346,6 +385,28 @@ class Connection:
         self.log.info("link_open", proto="tcp" if tcp else "udp",
                       local=f"{local[0]}:{local[1]}", peer=f"{self.remote_ip}:{r.port}")
         return None
+
+    async def _connect_tcp(self, bind: tuple[str, int] | None,
+                           timeout: float) -> TcpLink | None:
+        """Connect to the remote within ``timeout`` seconds; None if a stop signal came first.
+        Raises :class:`trio.TooSlowError` or :class:`RuntimeSetupError` as themselves: they
+        are caught inside the race nursery, which would otherwise wrap them in an
+        ``ExceptionGroup`` that no ``except`` clause of the caller matches (the client then
+        died on the first refused connection after a server restart)."""
+        opened: list[TcpLink] = []  # stays empty if a stop signal came first
+        failed: list[trio.TooSlowError | RuntimeSetupError] = []
+        async with trio.open_nursery() as race:
+            race.start_soon(self._cancel_on_stop, race.cancel_scope)
+            try:
+                with trio.fail_after(timeout):
+                    opened.append(await open_tcp_link(self.remote_ip, self.remote.port,
+                                                      bind=bind))
+            except (trio.TooSlowError, RuntimeSetupError) as exc:
+                failed.append(exc)
+            race.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        return opened[0] if opened else None
 
     async def _cancel_on_stop(self, scope: trio.CancelScope) -> None:
         await self.client.stop.wait()
@@ -596,6 +657,17 @@ class Connection:
             self.no_tun = 0
         self.client.collect_tun_drops()
 
+    async def _server_poll(self) -> None:
+        """``server-poll-timeout`` (default 120 s, OpenVPN forward.c
+        check_server_poll_timeout): no packet from the server that long after starting
+        this connection → move on to the next remote at once. Over UDP this is what makes
+        a client leave a dead remote before hand-window runs out."""
+        timeout = self.options.server_poll_timeout or DEFAULT_CONNECT_TIMEOUT
+        await trio.sleep_until(self._started + timeout)
+        if self.session.remote_session_id is None:
+            self.log.warning("server_poll_timeout", seconds=timeout)
+            self.finish(Reconnect("server_poll_timeout", advance=True, pause=False))
+
     async def _stop_watcher(self) -> None:
         await self.client.stop.wait()
         session = self.session
@@ -669,6 +741,8 @@ class Connection:
 
     def _on_push(self, pushed: PushedOptions) -> None:
         client = self.client
+        for dropped in pushed.filtered:
+            self.log.info("pushed_option_filtered", option=dropped.text, by=dropped.by)
         client.schedule.established()
         try:
             plan = plan_client_tunnel(self.options, pushed, remote_host=self.remote_ip,

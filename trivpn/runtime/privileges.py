@@ -2,9 +2,12 @@
 
 :func:`resolve_identity` looks the names up at start-up, so a typo fails before anything is
 configured; :func:`drop_privileges` switches the process once the TUN device and the socket
-exist. Like OpenVPN, a process that dropped privileges can no longer create devices or change
-routes: without ``persist-tun`` a reconnect cannot recreate the TUN, and routes outside the TUN
-(the redirect-gateway exception route) cannot be removed at exit.
+exist. A process that dropped privileges can no longer create devices or change routes: without
+``persist-tun`` a reconnect cannot recreate the TUN (the client then exits, see
+:mod:`trivpn.runtime.client`), and routes outside the TUN (the redirect-gateway exception
+route) cannot be removed at exit. OpenVPN 2.6 on Linux keeps CAP_NET_ADMIN (libcap-ng,
+platform.c ``platform_user_group_set``) and so can still change routes, and reopen the TUN
+where /dev/net/tun is world-accessible; trivpn keeps no capability.
 
 One deliberate difference: ``user X`` without ``group`` also switches to X's primary group and
 clears the supplementary groups (OpenVPN keeps root's group in that case).

@@ -23,6 +23,7 @@ from trivpn.protocol.peerinfo import (
     IV_PROTO_REQUEST_PUSH,
     build_peer_info,
 )
+from trivpn.protocol.push import PullPolicy
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.statickey import parse_static_key
 from trivpn.protocol.tls import PeerVerification
@@ -166,5 +167,6 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         ping_interval=float(pings.ping) if pings.ping else None,
         ping_restart=float(pings.ping_restart) if pings.ping_restart else None,
         compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
+        pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
         unix_time_offset=unix_time_offset,
     )

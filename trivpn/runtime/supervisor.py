@@ -31,6 +31,9 @@ class Reconnect:
     reason: str
     detail: str = ""
     advance: bool = False
+    pause: bool = True
+    """False: try the next remote at once, without the connect-retry wait (OpenVPN's
+    server-poll-timeout restart)."""
 
 
 @dataclass(frozen=True, slots=True)

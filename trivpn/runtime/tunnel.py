@@ -108,6 +108,7 @@ class RouteRequest:
     netmask: str = "255.255.255.255"
     gateway: str | None = None
     metric: int | None = None
+    pushed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +204,8 @@ def plan_tunnel(*, kind: TunKind, dev: str, mtu: int, topology: Topology,
             warnings.append(f"route-ipv6 {network6}: not a valid IPv6 network, skipped")
             continue
         out.append(RouteAssignment(dst6, gateway6, metric6))
+    if redirect is None or "local" not in redirect:  # local: the server is on-link
+        out = _protect_server_path(out, ctx)
     return TunnelPlan(kind=kind, name=device_name(dev, kind), mtu=mtu,
                       addresses=tuple(addresses), routes=tuple(_dedupe(out)),
                       warnings=tuple(warnings))
@@ -230,7 +233,7 @@ class _Context:
 
 def _redirect_routes(flags: tuple[str, ...], ctx: _Context) -> list[RouteAssignment]:
     vpn_gateway, remote_host, net_gateway = ctx.vpn_gateway, ctx.remote_host, ctx.net_gateway
-    metric, warnings = ctx.route_metric, ctx.warnings
+    warnings = ctx.warnings
     out: list[RouteAssignment] = []
     if "local" not in flags:
         if remote_host is None or net_gateway is None:
@@ -245,9 +248,62 @@ def _redirect_routes(flags: tuple[str, ...], ctx: _Context) -> list[RouteAssignm
                         "(trivpn never replaces the existing default route)")
     if "block-local" in flags:
         warnings.append("redirect-gateway block-local is not implemented")
-    out.append(RouteAssignment("0.0.0.0/1", vpn_gateway, metric))
-    out.append(RouteAssignment("128.0.0.0/1", vpn_gateway, metric))
+    # no route-metric here: OpenVPN installs these with the kernel's default metric
+    out.append(RouteAssignment("0.0.0.0/1", vpn_gateway))
+    out.append(RouteAssignment("128.0.0.0/1", vpn_gateway))
     return out
+
+
+def _route_network(network: str, netmask: str, label: str,
+                   warnings: list[str]) -> ipaddress.IPv4Network | None:
+    """The route's destination, or None with a warning saying what is wrong with it. OpenVPN
+    refuses the same routes (its ``route`` parser or the kernel: "ERROR: Linux route add
+    command failed") and carries on with the others."""
+    try:
+        address = ipaddress.IPv4Address(network)
+    except ValueError:
+        warnings.append(f"{label}: {network or 'the network'!r} is not a numeric IPv4 address "
+                        "(host names and unresolvable keywords are not supported), skipped")
+        return None
+    try:
+        mask = ipaddress.IPv4Address(netmask)
+        prefix = ipaddress.IPv4Network(f"0.0.0.0/{mask}").prefixlen
+    except ValueError:
+        warnings.append(f"{label}: netmask {netmask} is not a contiguous IPv4 netmask, skipped")
+        return None
+    dst = ipaddress.IPv4Network((int(address) & int(mask), prefix))
+    if dst.network_address != address:
+        warnings.append(f"{label}: {network} has host bits set for netmask {netmask} "
+                        f"(the network would be {dst}), skipped")
+        return None
+    return dst
+
+
+def _protect_server_path(routes: list[RouteAssignment], ctx: _Context) -> list[RouteAssignment]:
+    """A route into the tunnel that covers the VPN server's own address would send the
+    tunnel's packets into the tunnel. Keep the server outside: a host route to it through its
+    current path (as redirect-gateway does), or, when that path is unknown, drop such routes.
+    OpenVPN 2.6 installs them as they come, and the tunnel then dies of ping-restart."""
+    remote, net_gateway = ctx.remote_host, ctx.net_gateway
+    if remote is None or ipaddress.ip_address(remote).version != 4:
+        return routes
+    server = ipaddress.IPv4Address(remote)
+    host = f"{server}/32"
+    if any(not r.via_tunnel and r.destination == host for r in routes):
+        return routes  # redirect-gateway already added the exception route
+    covering = [r for r in routes if r.via_tunnel and ":" not in r.destination
+                and server in ipaddress.IPv4Network(r.destination)]
+    if not covering:
+        return routes
+    names = ", ".join(r.destination for r in covering)
+    if net_gateway is None:
+        ctx.warnings.append(f"routes {names} cover the VPN server's address {server} and the "
+                            "path to the server outside the tunnel is unknown: skipped")
+        return [r for r in routes if r not in covering]
+    ctx.warnings.append(f"routes {names} cover the VPN server's address {server}: a host "
+                        "route keeps the server reachable outside the tunnel")
+    return [RouteAssignment(host, net_gateway.gateway, via_tunnel=False,
+                            ifname=net_gateway.ifname), *routes]
 
 
 def _resolve_route(request: RouteRequest, ctx: _Context) -> RouteAssignment | None:
@@ -261,11 +317,13 @@ def _resolve_route(request: RouteRequest, ctx: _Context) -> RouteAssignment | No
         network = (net_gateway.gateway if net_gateway else None) or ""
     elif network == "remote_host":
         network = remote_host or ""
-    try:
-        dst = ipaddress.IPv4Network(f"{network}/{request.netmask}", strict=True)
-    except ValueError:
-        warnings.append(f"{label}: not a numeric network and netmask (host names and "
-                        "unresolvable keywords are not supported), skipped")
+    dst = _route_network(network, request.netmask, label, warnings)
+    if dst is None:
+        return None
+    if request.pushed and dst.prefixlen == 0:
+        warnings.append(f"{label}: a pushed route to 0.0.0.0/0 would replace this host's "
+                        "default route (a server redirects traffic with redirect-gateway "
+                        "def1), skipped")
         return None
     metric = request.metric if request.metric is not None else route_metric
     gateway = request.gateway
@@ -308,7 +366,7 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
     for r in pushed.routes:
         requests.append(RouteRequest(
             str(r.network), str(r.netmask) if r.netmask is not None else "255.255.255.255",
-            str(r.gateway) if r.gateway is not None else None, r.metric))
+            str(r.gateway) if r.gateway is not None else None, r.metric, pushed=True))
     routes6 = [(str(r.network), str(r.gateway) if r.gateway is not None else None, r.metric)
                for r in pushed.route_ipv6]
     gateway = pushed.route_gateway if pushed.route_gateway is not None else options.route_gateway
