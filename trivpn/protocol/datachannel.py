@@ -80,9 +80,9 @@ class DataKey:
 
     __slots__ = (
         "_ad_header", "_aead", "_cbc_dec_alg", "_cbc_enc_alg", "_dec_iv", "_dec_mac", "_enc_iv",
-        "_enc_mac", "_header", "_iv_source", "_mac_len", "_open", "_pid", "_replay", "_rx_v2",
-        "_pad_bytes", "_seal", "bytes_in", "bytes_out", "cipher", "is_aead", "key_id",
-        "packets_in", "packets_out", "peer_id",
+        "_enc_mac", "_header", "_iv_source", "_mac_len", "_open", "_pad_bytes", "_pid", "_replay",
+        "_rx_v2", "_seal", "bytes_in", "bytes_out", "cipher", "is_aead", "key_id", "packets_in",
+        "packets_out", "peer_id",
     )
 
     def __init__(self, cipher: str, keys: DirectionalKeys, key_id: int, *, auth: str = "SHA1",
@@ -147,10 +147,8 @@ class DataKey:
         packets received without their opcode (and peer-id) header. Derived from the
         per-packet counters, so the hot path does no extra work. Only authenticated packets
         count (OpenVPN counts a received packet before it authenticates it)."""
-        if self.is_aead:
-            body = 4 + AEAD_TAG_LEN  # packet id, tag
-        else:
-            body = self._mac_len + CBC_BLOCK + 4  # HMAC, IV, packet id (+ padding below)
+        # AEAD: packet id, tag. CBC: HMAC, IV, packet id (and the padding, counted apart).
+        body = 4 + AEAD_TAG_LEN if self.is_aead else self._mac_len + CBC_BLOCK + 4
         return (self.bytes_out + self.packets_out * (len(self._header) + body)
                 + self.bytes_in + self.packets_in * body + self._pad_bytes)
 

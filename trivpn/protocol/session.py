@@ -418,6 +418,12 @@ class Session:
         return tuple(self._keys)
 
     @property
+    def data_key(self) -> DataKey | None:
+        """The data key new packets are encrypted with (its counters feed reneg-bytes,
+        reneg-pkts and the packet-id check), or None."""
+        return self._primary.data_key if self._primary is not None else None
+
+    @property
     def primary_key_id(self) -> int | None:
         return self._primary.key_id if self._primary is not None else None
 
@@ -952,10 +958,12 @@ class Session:
             self.failed = True     # expired while this one negotiated (OpenVPN's hard error)
         self._events.append(ev.HandshakeFailed(key.key_id, cause, detail, key.last_phase))
         if key is not self._primary and self._primary is not None:
-            # A failed renegotiation: the lame duck keeps working until it must die, and a new
-            # attempt starts shortly (OpenVPN starts a fresh handshake at once).
+            # A failed renegotiation: the lame duck keeps working until it must die while new
+            # attempts run (OpenVPN starts a fresh handshake at once). After a refusal rather
+            # than a timeout, wait tls-timeout so a peer that fails every handshake at once
+            # cannot make us loop at the speed of round trips.
             key.retire_at = now
-            self._reneg_at = now + self.config.tls_timeout
+            self._reneg_at = now if cause == ev.CAUSE_TIMEOUT else now + self.config.tls_timeout
 
     def _fail_session(self, cause: str, detail: str, phase: str, *, key_id: int = 0) -> None:
         self.failed = True
@@ -968,6 +976,8 @@ class Session:
             wire = self.encrypt_data(PING_MAGIC, now)
             if wire is not None:
                 self._out.append(wire)
+            else:
+                self._last_sent = now  # no key (expired): try again one interval later
         if (self._ping_restart and not self._keepalive_fired
                 and now >= self._last_received + self._ping_restart):
             self._keepalive_fired = True
