@@ -105,7 +105,9 @@ class ReliableReceiver:
     """Buffers incoming messages and releases them strictly in id order.
 
     Bounded in count (``window``) and in payload bytes (``max_bytes``): a message that would
-    take the buffer past either is neither stored nor acked, so the peer retransmits it."""
+    take the buffer past either is neither stored nor acked, so the peer retransmits it. The
+    next expected message is always taken (it is released at once by :meth:`pop_ready`), so a
+    buffer full of later messages cannot block the stream."""
 
     window: int = RECEIVE_WINDOW
     max_bytes: int = RECEIVE_BUFFER_BYTES
@@ -119,8 +121,9 @@ class ReliableReceiver:
             return True  # duplicate: ack again so a lost ack gets repaired
         if message_id >= self.expected + self.window:
             return False  # too far ahead: neither stored nor acked
-        if len(self._buffer) >= self.window or self._bytes + len(payload) > self.max_bytes:
-            return False
+        if message_id != self.expected and (
+                len(self._buffer) >= self.window or self._bytes + len(payload) > self.max_bytes):
+            return False  # the next expected one is always taken: it drains the buffer
         self._buffer[message_id] = (opcode, payload)
         self._bytes += len(payload)
         return True
