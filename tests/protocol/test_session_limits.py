@@ -3,6 +3,7 @@ PUSH_REQUESTs, and a peer that never acknowledges what we send."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import tracemalloc
 from collections.abc import Callable
@@ -10,7 +11,9 @@ from collections.abc import Callable
 from tests.protocol.sessionkit import Pair, client_config, events_of, server_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
-from trivpn.protocol.session import PUSH_REPLY_HOLDOFF, Session
+from trivpn.protocol.session import Session
+
+PUSH_REPLY_HOLDOFF = 30.0  # push.c: sent_push_reply_expiry = now + 30
 
 SERVER = server_config()
 
@@ -71,7 +74,7 @@ def _fill_receive_windows(count: int, size: int) -> list[Session]:
 def test_an_unauthenticated_session_holds_little_memory_however_its_peer_fills_the_window():
     """Before the limits a peer could park twelve 64 KB messages: about 705 KiB a session."""
     for size in (1900, 65000):  # the largest accepted, and far beyond
-        per_session = _allocated_by(lambda s=size: _fill_receive_windows(20, s)) / 20
+        per_session = _allocated_by(functools.partial(_fill_receive_windows, 20, size)) / 20
         assert per_session < 48 * 1024, (size, per_session)
 
 
