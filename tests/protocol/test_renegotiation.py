@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from typing import Any
 
 import pytest
@@ -183,6 +184,32 @@ def test_after_a_successful_renegotiation_the_old_key_lives_tran_window_from_the
     assert 0 not in pair.client.key_ids
     assert not events_of(pair.client_events, ev.KeyExpired)  # key 1 carries the data
     assert not pair.client.failed
+
+
+@pytest.mark.directive("tls-timeout", "tran-window")
+def test_a_refused_renegotiation_is_retried_every_tls_timeout_until_the_old_key_dies():
+    """A TLS refusal fails at once; retrying at once would loop at the speed of round
+    trips, so the next attempt waits tls-timeout. When the old key dies with no attempt
+    running, the session ends."""
+    pki = make_test_pki()
+    foreign = build_context(server_side=False, ca_pem=certificate_pem(pki.ca.cert).decode(),
+                            cert_pem=certificate_pem(pki.foreign_client.cert).decode(),
+                            key_pem=private_key_pem(pki.foreign_client.key).decode())
+    pair = Pair.create(client_config(tls_timeout=3.0, transition_window=10.0),
+                       server_config(tls_timeout=3.0))
+    _up(pair)
+    start = pair.now
+    pair.client.config = dataclasses.replace(pair.client.config, tls_context=foreign)
+    pair.client.renegotiate(start)
+    pair._collect()
+    _run_to(pair, start + 10.05)
+    attempts = [e.at - start for e in events_of(pair.client_events, ev.PhaseReached)
+                if e.key_id and e.phase == ev.PHASE_RESET_SENT]
+    assert len(attempts) == 4
+    assert all(3.0 <= b - a < 3.1 for a, b in itertools.pairwise(attempts)), attempts
+    assert {f.cause for f in events_of(pair.client_events, ev.HandshakeFailed)} == {
+        "peer_rejected_cert", ev.CAUSE_KEY_EXPIRED}
+    assert _failed(pair.client)
 
 
 # ---------------------------------------------------------------- volume triggers
