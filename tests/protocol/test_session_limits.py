@@ -3,6 +3,7 @@ PUSH_REQUESTs, and a peer that never acknowledges what we send."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import tracemalloc
@@ -10,6 +11,8 @@ from collections.abc import Callable
 
 from tests.protocol.sessionkit import Pair, client_config, events_of, server_config
 from trivpn.protocol import events as ev
+from trivpn.protocol import session as session_module
+from trivpn.protocol.keymethod import KeyMethod2, encode_key_method2
 from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
 from trivpn.protocol.session import Session
 
@@ -139,3 +142,20 @@ def test_a_peer_that_never_acknowledges_control_data_is_dropped():
     failures = events_of(server.take_events(), ev.HandshakeFailed)
     assert [f.cause for f in failures] == [ev.CAUSE_CONTROL_STALLED]
     assert server.failed and server.drops["control_stalled"] == 1
+
+
+def test_a_key_method_block_that_never_completes_fails_the_handshake_instead_of_growing(
+        monkeypatch):
+    """A client whose key method block announces a 64 KB peer-info and keeps it coming: the
+    server stops buffering at 16 KiB (OpenVPN reads the block from a 2 KB buffer)."""
+    def endless(block: KeyMethod2, *, from_server: bool) -> bytes:
+        honest = encode_key_method2(dataclasses.replace(block, peer_info="ab"),
+                                    from_server=from_server)
+        return honest[:-5] + b"\xff\xff" + b"A" * 20_000  # peer-info length 65535
+
+    monkeypatch.setattr(session_module, "encode_key_method2", endless)
+    pair = Pair.create(client_config(), server_config())
+    assert pair.run_until(lambda: pair.server is not None and pair.server.failed, seconds=5)
+    assert pair.server is not None
+    failures = events_of(pair.server_events, ev.HandshakeFailed)
+    assert [(f.key_id, f.cause) for f in failures] == [(0, "too_long")]
