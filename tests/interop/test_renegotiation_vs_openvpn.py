@@ -166,3 +166,34 @@ def test_openvpn_server_refuses_a_client_whose_certificate_name_changes_on_reneg
     # the same words the trivpn server reports (test_renegotiation.py)
     assert ("TLS Auth Error: TLS object CN attempted to change from 'client1' to 'client2' "
             "-- tunnel disabled") in ovpn.text()
+
+
+@pytest.mark.usefixtures("openvpn_binary")
+def test_openvpn_server_answers_repeated_push_requests_once(lab: NetnsLab, tmp_path: Path):
+    """What the trivpn server's PUSH_REQUEST hold-off copies (push.c: a request within 30 s
+    of the reply is ignored): fifty more requests right after the reply get no new reply.
+    The trivpn side: tests/protocol/test_session_limits.py."""
+    server_ns, client_ns = lab.add("srv"), lab.add("cli")
+    lab.veth(server_ns, client_ns, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
+    pki = write_pki(tmp_path)
+    ovpn = start_openvpn(server_ns, tmp_path, "server", [
+        "mode server", "tls-server", "dev tun", "proto udp", f"local {SERVER_IP}", "port 1194",
+        "ca ca.crt", "cert server.crt", "key server.key", "dh none", "topology subnet",
+        "server 198.18.8.0 255.255.255.0", "keepalive 1 10", "data-ciphers AES-256-GCM",
+        "remote-cert-tls client", "verb 4"])
+    assert ovpn.wait_for("Initialization Sequence Completed"), ovpn.text()
+    peer = CorePeer(_core_config(pki, server=False), udp_socket_in(client_ns.name, (CLIENT_IP, 0)),
+                    remote=(SERVER_IP, 1194))
+    peer.start_client()
+    assert peer.run_until(lambda: peer.saw(ev.DataChannelReady), timeout=20), ovpn.text()
+    session = peer.session
+    assert session is not None
+    for _ in range(50):
+        session.send_control_message("PUSH_REQUEST", time.monotonic())
+        peer.run_until(lambda: False, timeout=0.02)
+    received = "PUSH: Received control message: 'PUSH_REQUEST'"
+    assert peer.run_until(lambda: ovpn.text().count(received) >= 51, timeout=10), \
+        ovpn.text()[-3000:]
+    peer.run_until(lambda: False, timeout=1.0)
+    assert ovpn.text().count("SENT CONTROL [client1]: 'PUSH_REPLY") == 1
+

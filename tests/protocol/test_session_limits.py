@@ -147,7 +147,7 @@ def test_a_peer_that_never_acknowledges_control_data_is_dropped():
 def test_a_key_method_block_that_never_completes_fails_the_handshake_instead_of_growing(
         monkeypatch):
     """A client whose key method block announces a 64 KB peer-info and keeps it coming: the
-    server stops buffering at 16 KiB (OpenVPN reads the block from a 2 KB buffer)."""
+    server stops buffering at 16 KiB instead of waiting for the hand-window."""
     def endless(block: KeyMethod2, *, from_server: bool) -> bytes:
         honest = encode_key_method2(dataclasses.replace(block, peer_info="ab"),
                                     from_server=from_server)
