@@ -20,6 +20,7 @@ import pytest
 
 from tests.interop.corepeer import CorePeer, udp_socket_in
 from tests.interop.openvpn import PkiFiles, start_openvpn, write_pki
+from tests.interop.trivpnproc import start_trivpn
 from tests.netns import NetnsLab
 from tests.protocol.sessionkit import Pair, client_config, events_of, server_config
 from trivpn.pki.certs import certificate_pem, issue_cert
@@ -197,3 +198,36 @@ def test_openvpn_server_answers_repeated_push_requests_once(lab: NetnsLab, tmp_p
     peer.run_until(lambda: False, timeout=1.0)
     assert ovpn.text().count("SENT CONTROL [client1]: 'PUSH_REPLY") == 1
 
+
+
+@pytest.mark.directive("reneg-sec", "hand-window", "tran-window")
+def test_trivpn_client_whose_server_refuses_to_renegotiate_reconnects_after_tran_window(
+        lab: NetnsLab, tmp_path: Path):
+    """The runtime acts on the session's verdict: ``trivpn run`` as a client, against a
+    server (the core) that never renegotiates, logs key_expired at the end of tran-window and
+    reconnects at the next handshake failure, as openvpn does (test above)."""
+    server_ns, client_ns = lab.add("srv"), lab.add("cli")
+    lab.veth(server_ns, client_ns, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
+    pki = write_pki(tmp_path)
+
+    def admit(session: Session, event: ev.Event) -> None:
+        if isinstance(event, ev.ClientAuthenticated):
+            session.accept(time.monotonic(), PUSH, peer_id=0)
+            _refuse_renegotiation(session)
+
+    peer = CorePeer(_core_config(pki, server=True),
+                    udp_socket_in(server_ns.name, (SERVER_IP, 1194)), on_event=admit)
+    client = start_trivpn(client_ns, tmp_path, "client", [
+        "client", "dev tun", "proto udp", f"remote {SERVER_IP} 1194", "nobind", "ca ca.crt",
+        "cert client.crt", "key client.key", "remote-cert-tls server", "connect-retry 1",
+        "verb 3", "reneg-sec 2", "hand-window 3", "tran-window 5"])
+
+    def reconnected() -> bool:
+        return any(e.get("event") == "reconnecting" for e in client.events())
+
+    assert peer.run_until(reconnected, timeout=25), client.text()[-3000:]
+    names = [e.get("event") for e in client.events()]
+    assert "key_expired" in names, names
+    assert names.index("key_expired") < names.index("reconnecting")
+    reconnect = next(e for e in client.events() if e.get("event") == "reconnecting")
+    assert reconnect.get("reason") == "handshake_failed", reconnect
