@@ -20,6 +20,7 @@ import pytest
 
 from tests.interop.corepeer import CorePeer, udp_socket_in
 from tests.interop.openvpn import PkiFiles, start_openvpn, write_pki
+from tests.interop.serverkit import server_lines
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import NetnsLab
 from tests.protocol.sessionkit import Pair, client_config, events_of, server_config
@@ -231,3 +232,30 @@ def test_trivpn_client_whose_server_refuses_to_renegotiate_reconnects_after_tran
     assert names.index("key_expired") < names.index("reconnecting")
     reconnect = next(e for e in client.events() if e.get("event") == "reconnecting")
     assert reconnect.get("reason") == "handshake_failed", reconnect
+
+
+@pytest.mark.directive("reneg-sec", "hand-window", "tran-window")
+def test_trivpn_server_drops_a_client_that_refuses_to_renegotiate_after_tran_window(
+        lab: NetnsLab, tmp_path: Path):
+    server_ns, client_ns = lab.add("srv"), lab.add("cli")
+    lab.veth(server_ns, client_ns, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
+    pki = write_pki(tmp_path)
+    server = start_trivpn(server_ns, tmp_path, "server", server_lines(
+        link_ip=SERVER_IP, extra=["reneg-sec 2", "hand-window 3", "tran-window 5"]))
+    assert server.wait_event("link_open", timeout=10), server.text()
+    peer = CorePeer(_core_config(pki, server=False), udp_socket_in(client_ns.name, (CLIENT_IP, 0)),
+                    remote=(SERVER_IP, 1194))
+    peer.start_client()
+    assert peer.session is not None
+    _refuse_renegotiation(peer.session)
+
+    def disconnected() -> bool:
+        return any(e.get("event") == "peer_disconnected" for e in server.events())
+
+    assert peer.run_until(disconnected, timeout=25), server.text()[-3000:]
+    names = [e.get("event") for e in server.events()]
+    assert "peer_connected" in names and "key_expired" in names, names
+    gone = next(e for e in server.events() if e.get("event") == "peer_disconnected")
+    assert gone.get("reason") == "handshake_failed", gone
+    expired = next(e for e in server.events() if e.get("event") == "key_expired")
+    assert expired.get("cn") == "client1"
