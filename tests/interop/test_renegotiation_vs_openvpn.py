@@ -6,6 +6,8 @@
    session follows in the same situation (tests/protocol/test_renegotiation.py).
 2. The client certificate may not change: a core client renegotiates with another
    certificate against an openvpn server, which refuses, as the trivpn server does.
+3. Repeated PUSH_REQUESTs get one reply from an openvpn server.
+4. ``trivpn run`` acts on the same verdict: a client reconnects, a server drops the client.
 """
 
 from __future__ import annotations
