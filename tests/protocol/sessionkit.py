@@ -217,6 +217,18 @@ class Pair:
         end = self.now + seconds
         self.run_until(lambda: self.now >= end, seconds=seconds + 1)
 
+    def run_to(self, t: float) -> None:
+        """Run everything due up to ``t``, then stop the clock exactly at ``t``."""
+        for _ in range(200_000):
+            due = [d for d in (self.net.next_time(), self.client.next_timer(),
+                               self.server.next_timer() if self.server else None)
+                   if d is not None]
+            if not due or min(due) > t:
+                self.now = max(self.now, t)
+                return
+            self.step()
+        raise AssertionError("simulation made no progress")
+
     def established(self) -> bool:
         return (self.client.established and self.server is not None
                 and self.server.established)

@@ -288,3 +288,22 @@ def test_repr_hides_keys() -> None:
     text = repr(DataKey("AES-256-GCM", CLIENT_KEYS, 0))
     assert "AES-256-GCM" in text
     assert BLOCK[:4].hex() not in text
+
+
+@pytest.mark.directive("reneg-bytes")
+@pytest.mark.parametrize(("cipher", "peer_id"),
+                         list(itertools.product(SUPPORTED_CIPHERS, [None, 7])))
+def test_wire_bytes_count_packets_as_openvpn_counts_them_for_reneg_bytes(
+        cipher: str, peer_id: int | None) -> None:
+    """ssl.c: tls_post_encrypt adds each sent packet whole; tls_pre_decrypt adds each received
+    packet without its opcode byte (P_DATA_V1) or opcode and peer id (P_DATA_V2)."""
+    client, server = pair(cipher, peer_id)
+    sent = received = 0
+    for size in (1, 15, 16, 17, 100, 1400):
+        wire = client.encrypt(bytes(size))
+        sent += len(wire)
+        server.decrypt(wire, now=1.0)
+        answer = server.encrypt(bytes(size + 3))
+        received += len(answer) - (1 if peer_id is None else 4)
+        client.decrypt(answer, now=1.0)
+    assert client.wire_bytes() == sent + received

@@ -106,3 +106,15 @@ def test_ack_queue_fills_spare_slots_with_recent_acks_and_never_repeats_an_id():
 
 def test_ack_queue_is_empty_before_anything_was_acked():
     assert AckQueue().take(4) == ()
+
+
+def test_receive_buffer_is_bounded_in_bytes_and_refuses_without_acking():
+    receiver = ReliableReceiver(max_bytes=3000)
+    assert receiver.receive(1, 4, bytes(1500))
+    assert receiver.receive(2, 4, bytes(1500))
+    assert not receiver.receive(3, 4, bytes(1))  # full: not stored, not acked
+    assert receiver.buffered_bytes == 3000
+    assert receiver.receive(0, 4, b"x")  # the next expected one is always taken
+    assert [len(p) for _, p in receiver.pop_ready()] == [1, 1500, 1500]
+    assert receiver.buffered_bytes == 0
+    assert receiver.receive(3, 4, bytes(1))

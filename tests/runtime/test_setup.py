@@ -80,3 +80,19 @@ def test_auth_user_pass_file_supplies_credentials(tmp_path):
                          unix_time_offset=0.0)
     assert (cfg.username, cfg.password) == ("alice", "s3cret")
     assert "s3cret" not in repr(cfg)
+
+
+@pytest.mark.directive("reneg-sec", "reneg-bytes", "reneg-pkts", "tran-window", "hand-window",
+                       "tls-timeout")
+def test_renegotiation_directives_reach_the_session(tmp_path):
+    cfg = session_config(_config(tmp_path, [
+        *CLIENT, "reneg-sec 100", "reneg-bytes 1000000", "reneg-pkts 5000", "tran-window 30",
+        "hand-window 20", "tls-timeout 3"]), unix_time_offset=0.0)
+    assert (cfg.reneg_seconds, cfg.reneg_bytes, cfg.reneg_packets) == (100.0, 1_000_000, 5000)
+    assert (cfg.transition_window, cfg.hand_window, cfg.tls_timeout) == (30.0, 20.0, 3.0)
+
+
+def test_zero_reneg_limits_are_off_as_in_openvpn(tmp_path):
+    cfg = session_config(_config(tmp_path, [*CLIENT, "reneg-sec 0", "reneg-bytes 0",
+                                            "reneg-pkts 0"]), unix_time_offset=0.0)
+    assert (cfg.reneg_seconds, cfg.reneg_bytes, cfg.reneg_packets) == (None, None, None)

@@ -80,8 +80,8 @@ class DataKey:
 
     __slots__ = (
         "_ad_header", "_aead", "_cbc_dec_alg", "_cbc_enc_alg", "_dec_iv", "_dec_mac", "_enc_iv",
-        "_enc_mac", "_header", "_iv_source", "_mac_len", "_open", "_pid", "_replay", "_rx_v2",
-        "_seal", "bytes_in", "bytes_out", "cipher", "is_aead", "key_id", "packets_in",
+        "_enc_mac", "_header", "_iv_source", "_mac_len", "_open", "_pad_bytes", "_pid", "_replay",
+        "_rx_v2", "_seal", "bytes_in", "bytes_out", "cipher", "is_aead", "key_id", "packets_in",
         "packets_out", "peer_id",
     )
 
@@ -105,6 +105,7 @@ class DataKey:
         self._replay = ReplayWindow(replay_backtrack, replay_time)
         self._iv_source = iv_source
         self.packets_out = self.bytes_out = self.packets_in = self.bytes_in = 0
+        self._pad_bytes = 0  # CBC padding sent and received (for wire_bytes)
         enc_key = keys.encrypt_cipher[:keylen]
         dec_key = keys.decrypt_cipher[:keylen]
         self._aead: tuple[AESGCM | ChaCha20Poly1305, AESGCM | ChaCha20Poly1305] | None = None
@@ -139,6 +140,17 @@ class DataKey:
     def needs_renegotiation(self) -> bool:
         """True once the send packet id reached 0xFF000000 (OpenVPN triggers a reneg)."""
         return self._pid >= PACKET_ID_WRAP_TRIGGER
+
+    def wire_bytes(self) -> int:
+        """Data-channel bytes sent and received with this key as OpenVPN counts them for
+        ``reneg-bytes`` (ssl.c ``tls_post_encrypt``/``tls_pre_decrypt``): whole packets sent,
+        packets received without their opcode (and peer-id) header. Derived from the
+        per-packet counters, so the hot path does no extra work. Only authenticated packets
+        count (OpenVPN counts a received packet before it authenticates it)."""
+        # AEAD: packet id, tag. CBC: HMAC, IV, packet id (and the padding, counted apart).
+        body = 4 + AEAD_TAG_LEN if self.is_aead else self._mac_len + CBC_BLOCK + 4
+        return (self.bytes_out + self.packets_out * (len(self._header) + body)
+                + self.bytes_in + self.packets_in * body + self._pad_bytes)
 
     @property
     def replay_window(self) -> ReplayWindow:
@@ -179,6 +191,7 @@ class DataKey:
         assert self._cbc_enc_alg is not None and self._enc_mac is not None
         iv = self._iv_source(CBC_BLOCK)
         pad = CBC_BLOCK - (len(plaintext) + 4) % CBC_BLOCK
+        self._pad_bytes += pad
         enc = Cipher(self._cbc_enc_alg, modes.CBC(iv)).encryptor()
         ct = enc.update(b"".join((pid_b, plaintext, bytes((pad,)) * pad))) + enc.finalize()
         mac = self._enc_mac.copy()
@@ -268,6 +281,7 @@ class DataKey:
             raise DecodeError("CBC plaintext without packet id", "data packet",
                               reason="truncated")
         (pid,) = _PID.unpack_from(padded)
+        self._pad_bytes += pad
         return padded[4:-pad], pid
 
     def __repr__(self) -> str:

@@ -30,6 +30,8 @@ CAUSE_TIMEOUT = "timeout"
 CAUSE_AUTH_FAILED = "auth_failed"
 CAUSE_NO_COMMON_CIPHER = "no_common_cipher"
 CAUSE_BAD_PUSH = "bad_push"
+CAUSE_KEY_EXPIRED = "key_expired"  # the old key's transition window ended, no new key
+CAUSE_CONTROL_STALLED = "control_stalled"  # the peer acknowledged none of our control data
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +118,13 @@ class PeerExited(Event):
 class KeepaliveTimeout(Event):
     name: ClassVar[str] = "ping_restart"
     silent_for: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeyExpired(Event):
+    """The data key in use reached the end of its transition window before a renegotiated key
+    replaced it (OpenVPN: "killed expiring key"); data is dropped until a new key is ready."""
+
+    name: ClassVar[str] = "key_expired"
+    key_id: int
+    at: float

@@ -16,6 +16,9 @@ ACKS_PER_CONTROL = 4  # CONTROL_SEND_ACK_MAX
 ACKS_PER_ACK_PACKET = 8  # RELIABLE_ACK_SIZE
 FAST_RETRANSMIT_ACKS = 3  # N_ACK_RETRANSMIT
 MRU_SIZE = 8
+# Payload bytes the receive window may hold: twelve messages of OpenVPN's largest control
+# packet (TLS_CHANNEL_BUF_SIZE, 2048 bytes).
+RECEIVE_BUFFER_BYTES = RECEIVE_WINDOW * 2048
 
 
 @dataclass(slots=True)
@@ -99,11 +102,18 @@ class ReliableSender:
 
 @dataclass(slots=True)
 class ReliableReceiver:
-    """Buffers incoming messages and releases them strictly in id order."""
+    """Buffers incoming messages and releases them strictly in id order.
+
+    Bounded in count (``window``) and in payload bytes (``max_bytes``): a message that would
+    take the buffer past either is neither stored nor acked, so the peer retransmits it. The
+    next expected message is always taken (it is released at once by :meth:`pop_ready`), so a
+    buffer full of later messages cannot block the stream."""
 
     window: int = RECEIVE_WINDOW
+    max_bytes: int = RECEIVE_BUFFER_BYTES
     expected: int = 0
     _buffer: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    _bytes: int = 0
 
     def receive(self, message_id: int, opcode: int, payload: bytes) -> bool:
         """Offer a message. Returns True when it must be acked (stored now or already seen)."""
@@ -111,16 +121,24 @@ class ReliableReceiver:
             return True  # duplicate: ack again so a lost ack gets repaired
         if message_id >= self.expected + self.window:
             return False  # too far ahead: neither stored nor acked
-        if len(self._buffer) >= self.window:
-            return False
+        if message_id != self.expected and (
+                len(self._buffer) >= self.window or self._bytes + len(payload) > self.max_bytes):
+            return False  # the next expected one is always taken: it drains the buffer
         self._buffer[message_id] = (opcode, payload)
+        self._bytes += len(payload)
         return True
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._bytes
 
     def pop_ready(self) -> list[tuple[int, bytes]]:
         """(opcode, payload) of every message now deliverable in order."""
         out: list[tuple[int, bytes]] = []
         while self.expected in self._buffer:
-            out.append(self._buffer.pop(self.expected))
+            message = self._buffer.pop(self.expected)
+            self._bytes -= len(message[1])
+            out.append(message)
             self.expected += 1
         return out
 

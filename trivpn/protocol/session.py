@@ -11,6 +11,7 @@ they become counted drops (``drops``).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import ssl
@@ -89,6 +90,12 @@ from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsCrypt
 
 DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
 PUSH_REQUEST_INTERVAL = 5.0
+PUSH_REPLY_HOLDOFF = 30.0  # push.c: a repeated PUSH_REQUEST within 30 s of the reply is ignored
+TLS_CHANNEL_BUF_SIZE = 2048  # OpenVPN's largest control packet (common.h), before wrapping
+TLS_OUT_LIMIT = 128 * 1024  # our TLS ciphertext waiting for the peer's acks, per key state
+KEY_METHOD_LIMIT = 16 * 1024  # plaintext buffered before the peer's key method block parses
+VOLUME_CHECK_INTERVAL = 1.0  # reneg-bytes / reneg-pkts are checked this often
+PACKET_ID_CHECK_INTERVAL = 10.0  # 2**24 ids before the wrap: minutes even at 100 kpps
 IP_UDP_OVERHEAD = 28  # IPv4 + UDP, counted by OpenVPN even over TCP
 _MAX_KEY_STATES = 3
 _CONTROL_OPCODES = frozenset({
@@ -120,6 +127,8 @@ class SessionConfig:
     tls_timeout: float = 2.0
     hand_window: float = 60.0
     reneg_seconds: float | None = 3600.0
+    reneg_bytes: int | None = None  # data-channel bytes of one key, both ways (reneg-bytes)
+    reneg_packets: int | None = None  # data-channel packets of one key, both ways (reneg-pkts)
     transition_window: float = 3600.0
     max_packet_size: int = 1250
     replay_window: int = 64
@@ -161,6 +170,7 @@ class _KeyState:
     km_sent: bool = False
     peer_reset: bool = False
     peer: PeerCertificate | None = None
+    peer_hash: bytes = b""  # SHA-256 of the peer's certificate (DER)
     data_key: DataKey | None = None
     retire_at: float | None = None
 
@@ -190,6 +200,9 @@ class Session:
         self._wrap_packet_id = 0
         self._wrap_time = int(now + config.unix_time_offset)
         self._wrap_replay = ReplayWindow(config.replay_window, config.replay_time)
+        wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
+        self._control_packet_limit = max(TLS_CHANNEL_BUF_SIZE, config.max_packet_size) \
+            + wrap_overhead
         self._compression = config.compression
         self._ping_interval = config.ping_interval
         self._ping_restart = config.ping_restart
@@ -205,8 +218,11 @@ class Session:
         self._push_options: tuple[str, ...] = ()
         self._client_push_requested = False
         self._push_sent = False
+        self._push_reply_expiry = 0.0
         self._client_authenticated_emitted = False
         self._reneg_at: float | None = None
+        self._volume_check_at: float | None = None
+        self._locked_peer: tuple[str, bytes] | None = None  # server: CN and certificate hash
 
     @classmethod
     def after_stateless_reset(cls, config: SessionConfig, now: float, *, local_session_id: bytes,
@@ -254,6 +270,10 @@ class Session:
             if opcode not in _CONTROL_OPCODES:
                 raise DecodeError(f"unsupported opcode {opcode.name}", "byte 0",
                                   reason="bad_opcode")
+            if len(data) > self._control_packet_limit:
+                raise DecodeError(f"control packet of {len(data)} bytes, at most "
+                                  f"{self._control_packet_limit} expected", opcode.name,
+                                  reason="oversize_control")
             self._receive_control(data, now)
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
@@ -313,7 +333,7 @@ class Session:
         renegotiation, key retirement."""
         for key in list(self._keys.values()):
             if key.retire_at is not None and now >= key.retire_at:
-                del self._keys[key.key_id]
+                self._retire(key, now)
                 continue
             if key.phase not in (_ACTIVE, _FAILED) and now >= key.deadline:
                 self._fail_key(key, self._timeout_cause(key),
@@ -326,6 +346,8 @@ class Session:
                 self._reneg_at = None  # the peer's renegotiation is running; it reschedules
             else:
                 self._begin_renegotiation(now)
+        if self._volume_check_at is not None and now >= self._volume_check_at:
+            self._check_volume(now)
         self._flush(now)
 
     def next_timer(self) -> float | None:
@@ -349,6 +371,8 @@ class Session:
                 deadlines.append(self._last_received + self._ping_restart)
             if self._reneg_at is not None:
                 deadlines.append(self._reneg_at)
+            if self._volume_check_at is not None:
+                deadlines.append(self._volume_check_at)
         return min(deadlines, default=None)
 
     def take_datagrams(self) -> list[bytes]:
@@ -396,6 +420,12 @@ class Session:
         return tuple(self._keys)
 
     @property
+    def data_key(self) -> DataKey | None:
+        """The data key new packets are encrypted with (its counters feed reneg-bytes,
+        reneg-pkts and the packet-id check), or None."""
+        return self._primary.data_key if self._primary is not None else None
+
+    @property
     def primary_key_id(self) -> int | None:
         return self._primary.key_id if self._primary is not None else None
 
@@ -427,6 +457,9 @@ class Session:
             extra.append("protocol-flags cc-exit")
         self._push_options = tuple(extra)
         self._accepted = True
+        first = self._keys.get(0)
+        if first is not None and first.peer is not None and self._locked_peer is None:
+            self._locked_peer = (first.peer.common_name, first.peer_hash)
         if info.iv_proto & IV_PROTO_REQUEST_PUSH:
             self._client_push_requested = True
         key = self._keys.get(0)
@@ -436,14 +469,16 @@ class Session:
         self._flush(now)
 
     def reject(self, now: float, reason: str | None = None, *,
-               cause: str = ev.CAUSE_AUTH_FAILED) -> None:
-        """Server: refuse the client with AUTH_FAILED[,reason]."""
+               cause: str = ev.CAUSE_AUTH_FAILED, detail: str | None = None) -> None:
+        """Server: refuse the client with AUTH_FAILED[,reason]; ``detail`` (default: the
+        reason) is what the HandshakeFailed event reports."""
         key = self._message_key()
         text = "AUTH_FAILED" if reason is None else f"AUTH_FAILED,{reason}"
         if key is not None:
             self._send_text(key, text)
         self.failed = True
-        self._events.append(ev.HandshakeFailed(0, cause, reason or "authentication failed",
+        self._events.append(ev.HandshakeFailed(0, cause,
+                                               detail or reason or "authentication failed",
                                                ev.PHASE_KEY_METHOD_RECEIVED))
         self._flush(now)
 
@@ -502,6 +537,7 @@ class Session:
         if packet.key_id != expected:
             raise StateError(f"local/remote key ids out of sync ({expected}/{packet.key_id})",
                              "soft reset", reason="unexpected")
+        self._soft_reset(now)
         key = self._new_key_state(packet.key_id, now)
         key.sender.queue(Opcode.CONTROL_SOFT_RESET_V1, b"")
         self._phase(key, ev.PHASE_RESET_SENT, now)
@@ -550,9 +586,8 @@ class Session:
         if not tls.handshake_complete:
             complete = tls.advance()
             self._pump_tls_out(key)
-            if not complete:
+            if not complete or not self._on_tls_complete(key, tls, now):
                 return
-            self._on_tls_complete(key, tls, now)
         plain = tls.read()
         if plain:
             key.plain_in += plain
@@ -563,15 +598,43 @@ class Session:
             key.phase = _ACTIVE
             self._on_active(key, now)
 
-    def _on_tls_complete(self, key: _KeyState, tls: TlsEndpoint, now: float) -> None:
+    def _on_tls_complete(self, key: _KeyState, tls: TlsEndpoint, now: float) -> bool:
+        """Check the peer's certificate; False when the key (and the tunnel) is refused."""
         der = tls.peer_certificate_der()
         if der is None:
             raise HandshakeError("peer sent no certificate", "tls", reason="cert_verify_failed")
         key.peer = check_peer_certificate(der, self.config.verification)
+        key.peer_hash = hashlib.sha256(der).digest()
         self._phase(key, ev.PHASE_TLS_COMPLETE, now)
         self._events.append(ev.TlsHandshakeComplete(key.key_id, tls.describe(), key.peer))
+        if self._locked_peer is not None and not self._same_peer(key, key.peer, now):
+            return False
         if not self.config.is_server:
             self._send_key_method(key, now)
+        return True
+
+    def _same_peer(self, key: _KeyState, peer: PeerCertificate, now: float) -> bool:
+        """Server: a renegotiation must present the certificate the client was admitted with
+        (OpenVPN locks the common name and the certificate hashes at client-connect:
+        ``tls_lock_common_name``, ``tls_lock_cert_hash_set``). A change disables the tunnel:
+        every key stops carrying data and the client gets AUTH_FAILED."""
+        assert self._locked_peer is not None
+        cn, digest = self._locked_peer
+        if peer.common_name != cn:
+            detail = (f"TLS object CN attempted to change from '{cn}' to "
+                      f"'{peer.common_name}' -- tunnel disabled")
+        elif key.peer_hash != digest:
+            detail = (f"TLS object CN={cn} client-provided SSL certs unexpectedly changed "
+                      f"during mid-session reauth")
+        else:
+            return True
+        self.drops["peer_certificate_changed"] += 1
+        self.reject(now, detail=detail)
+        for other in self._keys.values():
+            other.data_key = None
+            other.phase = _FAILED
+        self._primary = None
+        return False
 
     def _send_key_method(self, key: _KeyState, now: float) -> None:
         cfg = self.config
@@ -600,6 +663,10 @@ class Session:
                 block, used = decode_key_method2(bytes(key.plain_in),
                                                  from_server=not self.config.is_server)
             except IncompleteError:
+                if len(key.plain_in) > KEY_METHOD_LIMIT:
+                    raise DecodeError(f"key method block still incomplete after "
+                                      f"{len(key.plain_in)} bytes", "key method",
+                                      reason="too_long") from None
                 return
             del key.plain_in[:used]
             key.remote_km = block
@@ -634,7 +701,10 @@ class Session:
         if isinstance(msg, PushRequest):
             if self.config.is_server:
                 self._client_push_requested = True
-                self._push_sent = False  # a repeated request gets the reply again
+                if self._push_sent and now < self._push_reply_expiry:
+                    self.drops["push_request_repeated"] += 1  # OpenVPN: ALREADY_REPLIED
+                    return
+                self._push_sent = False  # a request after the hold-off gets the reply again
                 self._maybe_send_push_reply(now)
         elif isinstance(msg, PushReply):
             if not self.config.is_server and self.pushed is None:
@@ -729,6 +799,7 @@ class Session:
         for text in build_push_replies(self._push_options):
             self._send_text(key, text)
         self._push_sent = True
+        self._push_reply_expiry = now + PUSH_REPLY_HOLDOFF
 
     def _send_text(self, key: _KeyState, text: str) -> None:
         assert key.tls is not None
@@ -760,11 +831,12 @@ class Session:
                                key.key_id, auth=self.config.auth, peer_id=send_peer_id,
                                replay_backtrack=self.config.replay_window,
                                replay_time=self.config.replay_time)
-        renegotiated = self._primary is not None and self._primary is not key
+        renegotiated = self.established
         previous = self._primary
         self._primary = key
-        if previous is not None and previous is not key:
-            previous.retire_at = now + self.config.transition_window
+        if previous is not None:
+            if previous.retire_at is None:  # set when its soft reset started; never extended
+                previous.retire_at = now + self.config.transition_window
             for other in self._keys.values():
                 if other is not previous and other is not key and other.retire_at is not None:
                     other.retire_at = min(other.retire_at, now)
@@ -773,6 +845,7 @@ class Session:
         self._events.append(ev.DataChannelReady(key.key_id, self.cipher, self.peer_id,
                                                 renegotiated))
         self._schedule_renegotiation(now)
+        self._volume_check_at = now + self._volume_check_interval()
 
     def _schedule_renegotiation(self, now: float) -> None:
         seconds = self.config.reneg_seconds
@@ -784,12 +857,62 @@ class Session:
         self._reneg_at = now + seconds
 
     def _begin_renegotiation(self, now: float) -> None:
-        if self._primary is None or self._primary.data_key is None:
+        if self.failed or self._primary is None or self._primary.data_key is None:
             return
+        self._soft_reset(now)
         key = self._new_key_state(self._next_key_id(), now)
         key.sender.queue(Opcode.CONTROL_SOFT_RESET_V1, b"")
         self._phase(key, ev.PHASE_RESET_SENT, now)
         self._reneg_at = None
+
+    def _soft_reset(self, now: float) -> None:
+        """A renegotiation starts (ours or the peer's): the key in use becomes the lame duck
+        and must die ``transition_window`` seconds from now, whether or not the new key ever
+        completes (OpenVPN's ``key_state_soft_reset``); an older lame duck goes at once. A
+        retry while the lame duck lives does not extend its life."""
+        primary = self._primary
+        assert primary is not None
+        if primary.retire_at is None:
+            primary.retire_at = now + self.config.transition_window
+        for other in self._keys.values():
+            if other is not primary and other.data_key is not None:
+                other.retire_at = now if other.retire_at is None else min(other.retire_at, now)
+
+    def _retire(self, key: _KeyState, now: float) -> None:
+        """A key's time is up: forget it. When it still carried the data channel (no new key
+        was negotiated within the transition window) the tunnel has no key any more: the
+        session fails unless a negotiation is still running (then that one's outcome decides,
+        as OpenVPN's hard error waits for the running handshake)."""
+        del self._keys[key.key_id]
+        if key is not self._primary:
+            return
+        self._primary = None
+        self._events.append(ev.KeyExpired(key.key_id, now))
+        if not self._negotiating() and not self.failed:
+            self._fail_session(ev.CAUSE_KEY_EXPIRED,
+                               f"key {key.key_id} expired (tran-window "
+                               f"{self.config.transition_window:g} s) before a new key was "
+                               f"negotiated", key.last_phase, key_id=key.key_id)
+
+    def _volume_check_interval(self) -> float:
+        cfg = self.config
+        return VOLUME_CHECK_INTERVAL if cfg.reneg_bytes or cfg.reneg_packets \
+            else PACKET_ID_CHECK_INTERVAL
+
+    def _check_volume(self, now: float) -> None:
+        """reneg-bytes, reneg-pkts and packet-id exhaustion (OpenVPN's ``tls_process`` soft
+        reset triggers), checked from the timer so the per-packet path only counts."""
+        self._volume_check_at = now + self._volume_check_interval()
+        primary = self._primary
+        if primary is None or primary.data_key is None or self._negotiating():
+            return
+        data_key = primary.data_key
+        cfg = self.config
+        if (data_key.needs_renegotiation
+                or (cfg.reneg_packets and data_key.packets_in + data_key.packets_out
+                    >= cfg.reneg_packets)
+                or (cfg.reneg_bytes and data_key.wire_bytes() >= cfg.reneg_bytes)):
+            self._begin_renegotiation(now)
 
     def _negotiating(self) -> bool:
         return any(k.phase not in (_ACTIVE, _FAILED) or (k.phase == _ACTIVE and k.data_key is None)
@@ -836,16 +959,20 @@ class Session:
 
     def _fail_key(self, key: _KeyState, cause: str, detail: str, now: float) -> None:
         key.phase = _FAILED
-        if key is self._keys.get(0) and self._primary is None:
-            self.failed = True
+        if self._primary is None:  # nothing carries data: the first handshake, or the old key
+            self.failed = True     # expired while this one negotiated (OpenVPN's hard error)
         self._events.append(ev.HandshakeFailed(key.key_id, cause, detail, key.last_phase))
         if key is not self._primary and self._primary is not None:
-            key.retire_at = now  # a failed renegotiation: the old key keeps working
-            self._schedule_renegotiation(now)
+            # A failed renegotiation: the lame duck keeps working until it must die while new
+            # attempts run (OpenVPN starts a fresh handshake at once). After a refusal rather
+            # than a timeout, wait tls-timeout so a peer that fails every handshake at once
+            # cannot make us loop at the speed of round trips.
+            key.retire_at = now
+            self._reneg_at = now if cause == ev.CAUSE_TIMEOUT else now + self.config.tls_timeout
 
-    def _fail_session(self, cause: str, detail: str, phase: str) -> None:
+    def _fail_session(self, cause: str, detail: str, phase: str, *, key_id: int = 0) -> None:
         self.failed = True
-        self._events.append(ev.HandshakeFailed(0, cause, detail, phase))
+        self._events.append(ev.HandshakeFailed(key_id, cause, detail, phase))
 
     def _keepalive_timers(self, now: float) -> None:
         if not self.established:
@@ -854,6 +981,8 @@ class Session:
             wire = self.encrypt_data(PING_MAGIC, now)
             if wire is not None:
                 self._out.append(wire)
+            else:
+                self._last_sent = now  # no key (expired): try again one interval later
         if (self._ping_restart and not self._keepalive_fired
                 and now >= self._last_received + self._ping_restart):
             self._keepalive_fired = True
@@ -878,7 +1007,11 @@ class Session:
         return max(64, self.config.max_packet_size - header)
 
     def _pump_tls_out(self, key: _KeyState) -> None:
-        """Move TLS ciphertext into reliable CONTROL_V1 messages while the window allows."""
+        """Move TLS ciphertext into reliable CONTROL_V1 messages while the window allows.
+
+        What does not fit waits in ``tls_out``; a peer that leaves more than
+        :data:`TLS_OUT_LIMIT` bytes of it unacknowledged fails the session (counted as
+        ``control_stalled``) instead of growing it without bound."""
         if key.tls is not None:
             key.tls_out += key.tls.take_ciphertext()
         limit = self._max_payload()
@@ -886,6 +1019,16 @@ class Session:
             chunk = bytes(key.tls_out[:limit])
             del key.tls_out[:limit]
             key.sender.queue(Opcode.CONTROL_V1, chunk)
+        if len(key.tls_out) > TLS_OUT_LIMIT:
+            waiting = len(key.tls_out)
+            key.tls_out = bytearray()
+            key.phase = _FAILED
+            self.drops["control_stalled"] += 1
+            if not self.failed:
+                self._fail_session(ev.CAUSE_CONTROL_STALLED,
+                                   f"peer acknowledged none of {waiting} bytes of control "
+                                   f"channel data waiting to be sent", key.last_phase,
+                                   key_id=key.key_id)
 
     def _flush(self, now: float) -> None:
         if self.remote_session_id is None and self.config.is_server:

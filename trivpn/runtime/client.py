@@ -723,6 +723,8 @@ class Connection:
         elif isinstance(event, ev.PeerExited):
             log.info("peer_exited", how=event.how)
             self.finish(Reconnect("peer_exited", event.how))
+        elif isinstance(event, ev.KeyExpired):
+            log.warning("key_expired", key_id=event.key_id)
         elif isinstance(event, ev.KeepaliveTimeout):
             log.warning("ping_restart", silent_for=round(event.silent_for, 3))
             self.finish(Reconnect("ping_restart"))

@@ -618,6 +618,9 @@ class Server:
                     peer.remove_reason = event.cause
                 else:
                     self._remove_peer(peer, "handshake_failed", cause=event.cause)
+        elif isinstance(event, ev.KeyExpired):
+            log.warning("key_expired", peer=peer.label, cn=peer.common_name,
+                        key_id=event.key_id)
         elif isinstance(event, ev.KeepaliveTimeout):
             log.info("ping_restart", peer=peer.label, cn=peer.common_name,
                      silent_for=round(event.silent_for, 1))

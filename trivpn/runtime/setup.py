@@ -160,6 +160,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         tls_timeout=float(o.tls_timeout),
         hand_window=float(o.hand_window),
         reneg_seconds=float(o.reneg_sec) if o.reneg_sec else None,
+        reneg_bytes=o.reneg_bytes or None,
+        reneg_packets=o.reneg_pkts or None,
         transition_window=float(o.tran_window),
         max_packet_size=o.max_packet_size,
         replay_window=o.replay_window.size,
