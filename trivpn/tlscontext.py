@@ -124,8 +124,9 @@ def _apply_cipher_settings(ctx: ssl.SSLContext, tls_cipher: str | None,
 
     The security level travels in the cipher string (``@SECLEVEL=n``): the ``ssl`` module has
     no setter for it. The default profile "legacy" is level 1, which is what lets seed configs
-    with 1024-bit DH parameters (dh1024.pem) load. "suiteb" first installs OpenSSL's SUITEB128
-    list, whose Suite B restrictions stay on when the list is then replaced, as in OpenVPN.
+    with 1024-bit DH parameters (dh1024.pem) load. "suiteb" installs OpenSSL's SUITEB128 list,
+    whose Suite B restrictions stay on when tls-cipher or the default list is set after it, as
+    in OpenVPN.
     """
     try:
         level = CERT_PROFILE_LEVELS[cert_profile]
@@ -134,7 +135,10 @@ def _apply_cipher_settings(ctx: ssl.SSLContext, tls_cipher: str | None,
                               f"{', '.join(CERT_PROFILE_LEVELS)}", "tls-cert-profile") from None
     seclevel = f":@SECLEVEL={level}"
     if cert_profile == "suiteb":
-        ctx.set_ciphers("SUITEB128" + seclevel)
+        # Once SUITEB128 is set OpenSSL replaces every later cipher string (and any @SECLEVEL
+        # in it) by the Suite B suites, so the level goes in first.
+        ctx.set_ciphers("DEFAULT" + seclevel)
+        ctx.set_ciphers("SUITEB128")
     ciphers = OPENVPN_TLS12_CIPHERS if tls_cipher is None else tls_cipher
     if any(name.startswith("TLS-") for name in ciphers.split(":")):
         raise TlsContextError(
