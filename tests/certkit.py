@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from trivpn.pki.certs import Credential
@@ -39,10 +39,13 @@ def ns_cert_type(bits: int) -> x509.UnrecognizedExtension:
 def leaf(ca: Credential, subject: Sequence[tuple[x509.ObjectIdentifier, str]] | str, *,
          ku: int | None = 0x80, eku: Sequence[x509.ObjectIdentifier] | None = None,
          ns_bits: int | None = None, san_emails: Sequence[str] = (),
-         issuer_emails: Sequence[str] = (), serial: int | None = None) -> Credential:
-    """A P-256 leaf signed by ``ca``. ``subject`` is a CN or (oid, value) pairs in order;
+         issuer_emails: Sequence[str] = (), serial: int | None = None,
+         rsa_bits: int | None = None) -> Credential:
+    """A P-256 (or ``rsa_bits`` RSA) leaf signed by ``ca``. ``subject`` is a CN or (oid, value) pairs in order;
     ``ku``/``eku``/``ns_bits`` None leave the extension out."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits
+        else ec.generate_private_key(ec.SECP256R1()))
     attrs = [(NameOID.COMMON_NAME, subject)] if isinstance(subject, str) else list(subject)
     now = datetime.now(UTC)
     builder = (

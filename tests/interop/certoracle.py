@@ -37,6 +37,7 @@ class Case:
     role: str  # the verifying side: "client" or "server"
     peer: str
     directives: tuple[str, ...]
+    peer_directives: tuple[str, ...] = ()
 
 
 def write_credential(directory: Path, name: str, cred: Credential) -> None:
@@ -101,12 +102,14 @@ def run_cases(ns: Netns, workdir: Path, cases: Sequence[Case], *, server_cred: s
         peer_role = "server" if case.role == "client" else "client"
         verifier_cred = client_cred if case.role == "client" else server_cred
         # openvpn verifier: its peer presents the certificate under test.
-        start_openvpn(ns, workdir, f"peer{i}a", _p2p_lines(peer_role, a, case.peer, ()))
+        start_openvpn(ns, workdir, f"peer{i}a",
+                      _p2p_lines(peer_role, a, case.peer, case.peer_directives))
         openvpn_logs[case.id] = start_openvpn(
             ns, workdir, f"verifier{i}", _p2p_lines(case.role, a, verifier_cred,
                                                     case.directives))
         if case.role == "client":  # the trivpn client's peer: an openvpn server on port b
-            start_openvpn(ns, workdir, f"peer{i}b", _p2p_lines("server", b, case.peer, ()))
+            start_openvpn(ns, workdir, f"peer{i}b",
+                          _p2p_lines("server", b, case.peer, case.peer_directives))
     time.sleep(0.5)
     results: dict[str, tuple[str, str]] = {}
     for i, case in enumerate(cases):
@@ -120,7 +123,8 @@ def run_cases(ns: Netns, workdir: Path, cases: Sequence[Case], *, server_cred: s
             core.start_client()
         else:
             core = CorePeer(config, udp_socket_in(ns.name, ("127.0.0.1", b)))
-            start_openvpn(ns, workdir, f"peer{i}b", _p2p_lines("client", b, case.peer, ()))
+            start_openvpn(ns, workdir, f"peer{i}b",
+                          _p2p_lines("client", b, case.peer, case.peer_directives))
         try:
             trivpn = trivpn_verdict(core)
         finally:

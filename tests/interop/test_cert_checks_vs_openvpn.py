@@ -138,3 +138,51 @@ def test_server_side_checks_of_client_certificates_and_crls_match_openvpn(lab: N
     cases = [Case(cid, "server", peer, d) for cid, peer, d, _ in table]
     results = run_cases(lab.add("ora"), tmp_path, cases, base_port=23000)
     _assert_same(results, {cid: want for cid, _, _, want in table})
+
+
+@pytest.mark.directive("tls-cipher", "tls-version-max", "tls-version-min", "tls-groups",
+                       "tls-cert-profile", "ecdh-curve")
+def test_tls_settings_change_what_a_real_openvpn_peer_can_negotiate(lab: NetnsLab,
+                                                                    tmp_path: Path):
+    """The server (openvpn, or trivpn's core) carries the setting; a real openvpn client with
+    its own settings and certificate connects. Refusals happen in the server's TLS stack."""
+    ca = _pki(tmp_path)
+    for name, bits in (("ec_client", None), ("rsa1024", 1024), ("rsa2048", 2048)):
+        write_credential(tmp_path, name, leaf(ca, name, ku=0xA0 if bits else 0x80,
+                                              eku=(CLIENT_AUTH,), rsa_bits=bits))
+    aes128 = "tls-cipher ECDHE-ECDSA-AES128-GCM-SHA256"
+    aes256 = "tls-cipher ECDHE-ECDSA-AES256-GCM-SHA384"
+    tls12 = "tls-version-max 1.2"
+    table = [
+        ("cipher_disjoint", "ec_client", (aes128, tls12), (aes256, tls12), "refused"),
+        ("cipher_shared", "ec_client", (aes128, tls12),
+         ("tls-cipher ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256", tls12),
+         "accepted"),
+        ("cipher_unset", "ec_client", (tls12,), (aes256, tls12), "accepted"),
+        ("version_max_vs_min13", "ec_client", (tls12,), ("tls-version-min 1.3",), "refused"),
+        ("version_min13_vs_max12", "ec_client", ("tls-version-min 1.3",), (tls12,), "refused"),
+        ("version_unset_vs_min13", "ec_client", (), ("tls-version-min 1.3",), "accepted"),
+        ("groups_disjoint", "ec_client", ("tls-groups secp384r1",), ("tls-groups secp521r1",),
+         "refused"),
+        ("groups_shared", "ec_client", ("tls-groups secp384r1",),
+         ("tls-groups secp521r1:secp384r1",), "accepted"),
+        ("groups_x25519", "ec_client", ("tls-groups X25519",), ("tls-groups X25519",),
+         "accepted"),
+        ("ecdh_curve_is_ignored", "ec_client", ("ecdh-curve secp521r1",),
+         ("tls-groups secp384r1",), "accepted"),
+        ("profile_legacy_rsa1024", "rsa1024", ("tls-cert-profile legacy",), (), "accepted"),
+        ("profile_preferred_rsa1024", "rsa1024", ("tls-cert-profile preferred",), (),
+         "refused"),
+        ("profile_preferred_rsa2048", "rsa2048", ("tls-cert-profile preferred",), (),
+         "accepted"),
+        ("profile_suiteb_rsa2048", "rsa2048", ("tls-cert-profile suiteb",), (), "refused"),
+        ("profile_suiteb_p256", "ec_client", ("tls-cert-profile suiteb",), (), "accepted"),
+        ("profile_insecure_rsa1024", "rsa1024", ("tls-cert-profile insecure",), (),
+         "accepted"),
+    ]
+    cases = [Case(cid, "server", peer, d, p) for cid, peer, d, p, _ in table]
+    results = run_cases(lab.add("ora"), tmp_path, cases, base_port=25000)
+    _assert_same(results, {cid: want for cid, _, _, _, want in table})
+    # ecdh-curve: openvpn says it does nothing with OpenSSL 3 (trivpn warns the same at load).
+    verifier = tmp_path / f"verifier{[c.id for c in cases].index('ecdh_curve_is_ignored')}.log"
+    assert "do not support specifying an ECDH curve with --ecdh-curve" in verifier.read_text()

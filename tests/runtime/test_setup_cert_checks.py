@@ -147,3 +147,14 @@ def test_tls_groups_accepts_one_group_and_refuses_a_list(tmp_path):
         _ctx(tmp_path, "tls-groups X25519:secp384r1")
     with pytest.raises(ConfigError, match="unknown group"):
         _ctx(tmp_path, "tls-groups nosuchcurve")
+
+
+@pytest.mark.directive("ecdh-curve")
+def test_ecdh_curve_is_accepted_with_a_warning_that_it_has_no_effect(tmp_path):
+    """OpenVPN 2.6 on OpenSSL 3 ignores it too (its warning is checked against the binary in
+    tests/interop/test_cert_checks_vs_openvpn.py)."""
+    write_pki(tmp_path)
+    o = _load(tmp_path, [*SERVER, "ecdh-curve secp521r1"])
+    assert any("'ecdh-curve' has no effect" in w.message for w in o.warnings)
+    groups_default = session_config(o, unix_time_offset=0).tls_context
+    assert groups_default.security_level == 1
