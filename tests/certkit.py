@@ -41,8 +41,8 @@ def leaf(ca: Credential, subject: Sequence[tuple[x509.ObjectIdentifier, str]] | 
          ns_bits: int | None = None, san_emails: Sequence[str] = (),
          issuer_emails: Sequence[str] = (), serial: int | None = None,
          rsa_bits: int | None = None) -> Credential:
-    """A P-256 (or ``rsa_bits`` RSA) leaf signed by ``ca``. ``subject`` is a CN or (oid, value) pairs in order;
-    ``ku``/``eku``/``ns_bits`` None leave the extension out."""
+    """A P-256 (or ``rsa_bits`` RSA) leaf signed by ``ca``. ``subject`` is a CN or (oid,
+    value) pairs in order; ``ku``/``eku``/``ns_bits`` None leave the extension out."""
     key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
         rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits
         else ec.generate_private_key(ec.SECP256R1()))
@@ -73,3 +73,22 @@ def leaf(ca: Credential, subject: Sequence[tuple[x509.ObjectIdentifier, str]] | 
             x509.IssuerAlternativeName([x509.RFC822Name(e) for e in issuer_emails]),
             critical=False)
     return Credential(builder.sign(ca.key, hashes.SHA256()), key)
+
+
+def intermediate(ca: Credential, cn: str) -> Credential:
+    """A sub-CA signed by ``ca``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(key_usage(0x06), critical=True)
+        .sign(ca.key, hashes.SHA256())
+    )
+    return Credential(cert, key)

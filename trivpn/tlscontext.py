@@ -77,6 +77,7 @@ def build_context(
     tls_ciphersuites: str | None = None,
     tls_groups: str | None = None,
     cert_profile: str = "legacy",
+    extra_certs_pem: str | None = None,
 ) -> ssl.SSLContext:
     """An SSLContext for one side of the control channel, set up in OpenVPN's order
     (ssl.c init_ssl): cert profile, cipher lists, groups, then CA, certificate and key."""
@@ -101,7 +102,10 @@ def build_context(
         raise TlsContextError(f"cannot load the CA certificate(s): {exc}") from exc
     if cert_pem is not None and key_pem is not None:
         try:
-            with _memfd_path("trivpn-cert", cert_pem) as cert_path, \
+            # extra-certs: intermediates sent after our certificate, as OpenVPN does.
+            chain = cert_pem if extra_certs_pem is None else \
+                cert_pem.rstrip("\n") + "\n" + extra_certs_pem
+            with _memfd_path("trivpn-cert", chain) as cert_path, \
                     _memfd_path("trivpn-key", key_pem) as key_path:
                 ctx.load_cert_chain(cert_path, key_path)
         except ssl.SSLError as exc:

@@ -10,10 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.x509 import oid as x509_oid
 
+from tests.certkit import intermediate, leaf
+from tests.interop.certoracle import write_credential
 from tests.interop.openvpn import write_pki
+from tests.protocol.sessionkit import Pair, events_of, make_test_pki, server_config
 from trivpn.config import ConfigError, load_config
+from trivpn.pki.certs import certificate_pem
 from trivpn.pki.crl import build_crl, crl_pem
+from trivpn.protocol import events as ev
 from trivpn.protocol.tls import KU_REQUIRED
 from trivpn.runtime.setup import session_config
 
@@ -100,7 +106,7 @@ def test_x509_username_field_parsing(tmp_path):
     assert any("read as 'OU'" in w.message for w in o.warnings)
     with pytest.raises(ConfigError, match="only ext:subjectAltName"):
         _load(tmp_path, [*SERVER, "x509-username-field ext:keyUsage"])
-    with pytest.raises(ConfigError, match="unknown X.509 attribute"):
+    with pytest.raises(ConfigError, match=r"unknown X\.509 attribute"):
         _load(tmp_path, [*SERVER, "x509-username-field emailaddress"])
 
 
@@ -158,3 +164,36 @@ def test_ecdh_curve_is_accepted_with_a_warning_that_it_has_no_effect(tmp_path):
     assert any("'ecdh-curve' has no effect" in w.message for w in o.warnings)
     groups_default = session_config(o, unix_time_offset=0).tls_context
     assert groups_default.security_level == 1
+
+
+@pytest.mark.directive("ns-cert-type", "remote-cert-eku", "remote-cert-ku", "remote-cert-tls",
+                       "verify-x509-name")
+@pytest.mark.parametrize("check", [None, "ns-cert-type server", "remote-cert-eku 1.2.3",
+                                   "remote-cert-ku", "remote-cert-tls server",
+                                   "verify-x509-name server name"])
+def test_no_verification_warning_only_without_an_enforced_server_check(tmp_path, check):
+    write_pki(tmp_path)
+    o = _load(tmp_path, [*CLIENT, *([check] if check else [])])
+    warned = any("no server certificate verification" in w.message for w in o.warnings)
+    assert warned is (check is None)
+    assert session_config(o, unix_time_offset=0).verification.checks_identity is \
+        (check is not None)
+
+
+@pytest.mark.directive("extra-certs", "cert", "key", "ca")
+@pytest.mark.parametrize("with_extra", [True, False])
+def test_extra_certs_sends_the_intermediate_a_root_only_server_needs(tmp_path, with_extra):
+    root = make_test_pki().ca  # the in-memory server trusts only this root
+    sub = intermediate(root, "sub CA")
+    (tmp_path / "ca.crt").write_bytes(certificate_pem(root.cert))
+    (tmp_path / "sub.crt").write_bytes(certificate_pem(sub.cert))
+    write_credential(tmp_path, "client", leaf(sub, "leafy", eku=(
+        x509_oid.ExtendedKeyUsageOID.CLIENT_AUTH,)))
+    lines = [*CLIENT, *(["extra-certs sub.crt"] if with_extra else [])]
+    client = session_config(_load(tmp_path, lines), unix_time_offset=0)
+    pair = Pair.create(client, server_config())
+    pair.run_until(lambda: pair.established() or pair.client.failed
+                   or (pair.server is not None and pair.server.failed), seconds=30)
+    assert pair.established() is with_extra
+    if not with_extra:
+        assert events_of(pair.server_events, ev.HandshakeFailed)

@@ -168,7 +168,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
             tls_version_min=o.tls_version_min.version, tls_version_max=o.tls_version_max,
             require_peer_cert=not (is_server and o.verify_client_cert != "require"),
             dh_pem=dh_text, tls_cipher=o.tls_cipher, tls_ciphersuites=o.tls_ciphersuites,
-            tls_groups=o.tls_groups, cert_profile=o.tls_cert_profile or "legacy")
+            tls_groups=o.tls_groups, cert_profile=o.tls_cert_profile or "legacy",
+            extra_certs_pem=o.extra_certs.read_text() if o.extra_certs is not None else None)
     except TlsContextError as exc:
         directive = exc.directive or ("cert" if "certificate" in str(exc) else "ca")
         raise _error_at(o, directive, str(exc)) from exc
