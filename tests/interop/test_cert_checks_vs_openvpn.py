@@ -6,6 +6,7 @@ not-yet-valid, foreign, forged and unreadable CRLs). See tests/interop/certoracl
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -186,3 +187,24 @@ def test_tls_settings_change_what_a_real_openvpn_peer_can_negotiate(lab: NetnsLa
     # ecdh-curve: openvpn says it does nothing with OpenSSL 3 (trivpn warns the same at load).
     verifier = tmp_path / f"verifier{[c.id for c in cases].index('ecdh_curve_is_ignored')}.log"
     assert "do not support specifying an ECDH curve with --ecdh-curve" in verifier.read_text()
+
+
+@pytest.mark.directive("dh", "tls-cipher")
+def test_dh_parameters_enable_dhe_suites_like_openvpn(lab: NetnsLab, tmp_path: Path):
+    ca = _pki(tmp_path)
+    write_credential(tmp_path, "rsa_server", leaf(ca, "rsa-srv", ku=0xA0, eku=(SERVER_AUTH,),
+                                                  rsa_bits=2048))
+    # RFC 7919 ffdhe2048: instant, and large enough for OpenSSL's default security level,
+    # at which OpenVPN loads dh files (before tls-cert-profile applies).
+    subprocess.run(["openssl", "genpkey", "-genparam", "-algorithm", "DH", "-pkeyopt",
+                    "group:ffdhe2048", "-out", str(tmp_path / "dh.pem")],
+                   check=True, capture_output=True, timeout=30)
+    dhe = ("tls-cipher DHE-RSA-AES256-GCM-SHA384", "tls-version-max 1.2")
+    table = [
+        ("dh_file", ("dh dh.pem", *dhe), "accepted"),
+        ("dh_none", dhe, "refused"),
+    ]
+    cases = [Case(cid, "server", "client", d) for cid, d, _ in table]
+    results = run_cases(lab.add("ora"), tmp_path, cases, server_cred="rsa_server",
+                        base_port=27000)
+    _assert_same(results, {cid: want for cid, _, want in table})
