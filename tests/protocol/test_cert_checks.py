@@ -32,7 +32,6 @@ from trivpn.protocol.tls import (
     remap_name,
 )
 
-NOW = time.time()
 SERVER_AUTH, CLIENT_AUTH = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
 
 
@@ -43,7 +42,7 @@ def _der(cert: x509.Certificate) -> bytes:
 def _check(cert: x509.Certificate, **policy: object) -> str:
     """The peer's common name, or raise."""
     pv = PeerVerification(**policy)  # type: ignore[arg-type]
-    return check_peer_certificate(_der(cert), pv, unix_now=NOW).common_name
+    return check_peer_certificate(_der(cert), pv, unix_now=time.time()).common_name
 
 
 def _ok(cert: x509.Certificate, **policy: object) -> bool:
@@ -67,7 +66,7 @@ def test_common_name_is_the_last_cn_of_the_subject():
 def test_control_characters_in_the_name_become_underscores_other_characters_stay():
     assert remap_name("a\nb\rc\td\x00e\x7ff, g;h=é") == "a_b_c_d_e_f, g;h=é"
     cert = leaf(make_test_pki().ca, "evil\nCLIENT_LIST,x\r").cert
-    peer = check_peer_certificate(_der(cert), PeerVerification(), unix_now=NOW)
+    peer = check_peer_certificate(_der(cert), PeerVerification(), unix_now=time.time())
     assert peer.common_name == "evil_CLIENT_LIST,x_"
     assert "\n" not in peer.subject and peer.subject == "CN=evil_CLIENT_LIST,x_"
 
@@ -275,13 +274,15 @@ def test_crl_verify_dir_refuses_a_serial_that_has_a_file():
 @pytest.mark.directive("crl-verify")
 def test_crl_is_consulted_at_every_handshake_so_a_renegotiation_is_refused_after_revocation():
     pki = make_test_pki()
-    current = [RevocationLists(parse_crls(crl_pem(build_crl(pki.ca, []))).crls)]
+    issued = datetime.now(UTC) - timedelta(minutes=1)
+    current = [RevocationLists(parse_crls(crl_pem(build_crl(pki.ca, [], now=issued))).crls)]
     crl = CrlCheck((pki.ca.cert,), lists=lambda: current[0])
     verification = PeerVerification(remote_cert_tls="client", crl=crl)
-    server = replace(server_config(unix_time_offset=NOW - 1000), verification=verification)
+    server = replace(server_config(unix_time_offset=time.time() - 1000),
+                     verification=verification)
     pair = Pair.create(client_config(), server)
     assert pair.run_until(pair.established, seconds=30)
-    revoked = build_crl(pki.ca, [pki.client.cert.serial_number])
+    revoked = build_crl(pki.ca, [pki.client.cert.serial_number], now=issued)
     current[0] = RevocationLists(parse_crls(crl_pem(revoked)).crls)
     pair.client.renegotiate(pair.now)
     pair.run_for(10)
