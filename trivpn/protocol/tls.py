@@ -217,8 +217,9 @@ def check_peer_certificate(der: bytes, policy: PeerVerification, *,
             raise ValueError("crl-verify needs the current time")
         _check_crl(cert, policy.crl, unix_now, common_name)
     if policy.ns_cert_type is not None and not ns_cert_type_ok(cert, policy.ns_cert_type):
-        raise _rejected(f"VERIFY nsCertType ERROR: {subject}, require nsCertType="
-                        f"{policy.ns_cert_type.upper()}", cert, common_name, "ns_cert_type")
+        raise _rejected(f"certificate of {subject} is not an SSL {policy.ns_cert_type} "
+                        f"certificate (ns-cert-type {policy.ns_cert_type})", cert, common_name,
+                        "ns_cert_type")
     ku = policy.effective_ku
     if ku is not None:
         _check_ku(cert, ku, subject, common_name)
