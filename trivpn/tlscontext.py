@@ -19,6 +19,9 @@ import os
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+
+from trivpn.protocol.tls import RevocationLists, parse_crls
 
 # OpenVPN's default TLS ≤ 1.2 list (options.c / ssl_openssl.c tls_ctx_restrict_ciphers).
 OPENVPN_TLS12_CIPHERS = "DEFAULT:!EXP:!LOW:!MEDIUM:!kDH:!kECDH:!DSS:!PSK:!SRP:!kRSA"
@@ -31,8 +34,23 @@ _VERSIONS = {
 }
 
 
+# tls-cert-profile → OpenSSL security level (ssl_openssl.c tls_ctx_set_cert_profile); OpenVPN
+# 2.6's default is "legacy".
+CERT_PROFILE_LEVELS = {"insecure": 0, "legacy": 1, "preferred": 2, "suiteb": 3}
+# OpenSSL's short names for the NIST curve names tls-groups also accepts.
+_GROUP_ALIASES = {"P-256": "prime256v1", "secp256r1": "prime256v1", "P-384": "secp384r1",
+                  "P-521": "secp521r1"}
+
+
 class TlsContextError(Exception):
-    """The certificate, key or CA material cannot be loaded."""
+    """The certificate, key or CA material cannot be loaded, or a TLS setting not applied.
+
+    ``directive`` names the config directive at fault when it is not the certificate/CA.
+    """
+
+    def __init__(self, message: str, directive: str | None = None) -> None:
+        super().__init__(message)
+        self.directive = directive
 
 
 @contextmanager
@@ -55,8 +73,14 @@ def build_context(
     tls_version_max: str | None = None,
     require_peer_cert: bool = True,
     dh_pem: str | None = None,
+    tls_cipher: str | None = None,
+    tls_ciphersuites: str | None = None,
+    tls_groups: str | None = None,
+    cert_profile: str = "legacy",
+    extra_certs_pem: str | None = None,
 ) -> ssl.SSLContext:
-    """An SSLContext for one side of the control channel."""
+    """An SSLContext for one side of the control channel, set up in OpenVPN's order
+    (ssl.c init_ssl): cert profile, cipher lists, groups, then CA, certificate and key."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_REQUIRED if require_peer_cert else ssl.CERT_OPTIONAL
@@ -71,19 +95,17 @@ def build_context(
     if server_side:
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         ctx.num_tickets = 0
-    try:
-        # OpenVPN 2.6's default tls-cert-profile "legacy" is OpenSSL security level 1, which
-        # is what lets seed configs with 1024-bit DH parameters (dh1024.pem) load.
-        ctx.set_ciphers(OPENVPN_TLS12_CIPHERS + ":@SECLEVEL=1")
-    except ssl.SSLError as exc:  # pragma: no cover - depends on the OpenSSL build
-        raise TlsContextError(f"OpenSSL rejects the cipher list: {exc}") from exc
+    _apply_cipher_settings(ctx, tls_cipher, tls_ciphersuites, tls_groups, cert_profile)
     try:
         ctx.load_verify_locations(cadata=ca_pem)
     except (ssl.SSLError, ValueError) as exc:
         raise TlsContextError(f"cannot load the CA certificate(s): {exc}") from exc
     if cert_pem is not None and key_pem is not None:
         try:
-            with _memfd_path("trivpn-cert", cert_pem) as cert_path, \
+            # extra-certs: intermediates sent after our certificate, as OpenVPN does.
+            chain = cert_pem if extra_certs_pem is None else \
+                cert_pem.rstrip("\n") + "\n" + extra_certs_pem
+            with _memfd_path("trivpn-cert", chain) as cert_path, \
                     _memfd_path("trivpn-key", key_pem) as key_path:
                 ctx.load_cert_chain(cert_path, key_path)
         except ssl.SSLError as exc:
@@ -97,3 +119,101 @@ def build_context(
         except (ssl.SSLError, ValueError) as exc:
             raise TlsContextError(f"cannot load DH parameters: {exc}") from exc
     return ctx
+
+
+def _apply_cipher_settings(ctx: ssl.SSLContext, tls_cipher: str | None,
+                           tls_ciphersuites: str | None, tls_groups: str | None,
+                           cert_profile: str) -> None:
+    """tls-cert-profile, tls-cipher, tls-ciphersuites and tls-groups, as OpenVPN applies them.
+
+    The security level travels in the cipher string (``@SECLEVEL=n``): the ``ssl`` module has
+    no setter for it. The default profile "legacy" is level 1, which is what lets seed configs
+    with 1024-bit DH parameters (dh1024.pem) load. "suiteb" installs OpenSSL's SUITEB128 list,
+    whose Suite B restrictions stay on when tls-cipher or the default list is set after it, as
+    in OpenVPN.
+    """
+    try:
+        level = CERT_PROFILE_LEVELS[cert_profile]
+    except KeyError:
+        raise TlsContextError(f"unknown tls-cert-profile {cert_profile!r}; use "
+                              f"{', '.join(CERT_PROFILE_LEVELS)}", "tls-cert-profile") from None
+    seclevel = f":@SECLEVEL={level}"
+    if cert_profile == "suiteb":
+        # Once SUITEB128 is set OpenSSL replaces every later cipher string (and any @SECLEVEL
+        # in it) by the Suite B suites, so the level goes in first.
+        ctx.set_ciphers("DEFAULT" + seclevel)
+        ctx.set_ciphers("SUITEB128")
+    ciphers = OPENVPN_TLS12_CIPHERS if tls_cipher is None else tls_cipher
+    if any(name.startswith("TLS-") for name in ciphers.split(":")):
+        raise TlsContextError(
+            f"tls-cipher {ciphers}: trivpn takes OpenSSL cipher names (such as "
+            "ECDHE-RSA-AES256-GCM-SHA384), not IANA TLS-... names", "tls-cipher")
+    try:
+        # An @SECLEVEL inside tls-cipher wins, as in OpenVPN (which sets the profile's level
+        # before the cipher list).
+        ctx.set_ciphers(ciphers if "@SECLEVEL=" in ciphers.upper() else ciphers + seclevel)
+    except ssl.SSLError as exc:
+        raise TlsContextError(f"OpenSSL rejects the TLS cipher list {ciphers!r}: {exc}",
+                              "tls-cipher" if tls_cipher else None) from exc
+    if tls_ciphersuites is not None:
+        raise TlsContextError(
+            "tls-ciphersuites cannot be applied: Python's ssl module has no way to restrict "
+            "the TLS 1.3 cipher suites (no SSL_CTX_set_ciphersuites); remove it, or use "
+            "'tls-version-max 1.2' with 'tls-cipher'", "tls-ciphersuites")
+    if tls_groups is not None:
+        groups = tls_groups.split(":")
+        if len(groups) != 1:
+            raise TlsContextError(
+                f"tls-groups {tls_groups}: trivpn can apply a single group only (Python's ssl "
+                "module sets one group, not a list); name one group", "tls-groups")
+        try:
+            ctx.set_ecdh_curve(_GROUP_ALIASES.get(groups[0], groups[0]))
+        except (ValueError, ssl.SSLError) as exc:
+            raise TlsContextError(f"tls-groups {tls_groups}: unknown group ({exc})",
+                                  "tls-groups") from exc
+
+
+class CrlFile:
+    """``crl-verify FILE``: the file's CRLs, re-read when its size or mtime changed since the
+    last call (OpenVPN's tls_ctx_reload_crl). A file that vanished keeps the previous CRLs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._lists = RevocationLists((), str(path))
+        self()  # the first read must work: OSError propagates
+
+    def __call__(self) -> RevocationLists:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            if self._stamp is None:
+                raise
+            return self._lists
+        stamp = (st.st_size, st.st_mtime_ns)
+        if stamp != self._stamp:
+            try:
+                data = self.path.read_bytes()
+            except OSError:
+                if self._stamp is None:
+                    raise
+                return self._lists
+            self._stamp = stamp
+            self._lists = parse_crls(data, str(self.path))
+        return self._lists
+
+
+class CrlDirectory:
+    """``crl-verify DIR dir``: a certificate is revoked when DIR holds a file named after its
+    decimal serial number that can be opened (ssl_verify.c verify_check_crl_dir)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, serial: int) -> bool:
+        try:
+            fd = os.open(self.path / str(serial), os.O_RDONLY)
+        except OSError:
+            return False
+        os.close(fd)
+        return True

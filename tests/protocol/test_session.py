@@ -174,6 +174,7 @@ def test_lossy_pipe_handshakes_nearly_always_succeed_and_failures_are_reported()
         assert causes == {ev.CAUSE_TIMEOUT}
 
 
+@pytest.mark.directive("ca")
 def test_client_rejects_a_server_certificate_from_another_ca():
     pki = make_test_pki()
     pair = Pair.create(client_config(ca=pki.other_ca), server_config())
@@ -183,6 +184,7 @@ def test_client_rejects_a_server_certificate_from_another_ca():
     assert failure.phase == ev.PHASE_TLS_STARTED
 
 
+@pytest.mark.directive("ca")
 @pytest.mark.parametrize("which", ["foreign_client", "expired_client"])
 def test_server_rejects_bad_client_certificates_and_the_client_learns_why(which):
     cred = getattr(make_test_pki(), which)

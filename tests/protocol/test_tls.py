@@ -17,6 +17,7 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
 
+@pytest.mark.directive("remote-cert-tls")
 def test_server_certificate_passes_remote_cert_tls_server():
     pki = make_test_pki()
     peer = check_peer_certificate(_der(pki.server.cert), PeerVerification("server"))
@@ -24,6 +25,7 @@ def test_server_certificate_passes_remote_cert_tls_server():
     assert peer.subject == "CN=server"
 
 
+@pytest.mark.directive("remote-cert-tls")
 def test_client_certificate_fails_remote_cert_tls_server():
     pki = make_test_pki()
     with pytest.raises(HandshakeError) as info:
@@ -32,6 +34,7 @@ def test_client_certificate_fails_remote_cert_tls_server():
     assert "TLS Web Server Authentication" in info.value.what
 
 
+@pytest.mark.directive("remote-cert-tls")
 def test_certificate_without_key_usage_fails_remote_cert_tls():
     pki = make_test_pki()
     bare = issue_cert(pki.ca, "server", "bare", key_usage=False)
@@ -39,6 +42,7 @@ def test_certificate_without_key_usage_fails_remote_cert_tls():
         check_peer_certificate(_der(bare.cert), PeerVerification("server"))
 
 
+@pytest.mark.directive("remote-cert-tls")
 def test_certificate_without_eku_fails_remote_cert_tls():
     pki = make_test_pki()
     no_eku = issue_cert(pki.ca, "server", "noeku", eku=())
@@ -46,6 +50,7 @@ def test_certificate_without_eku_fails_remote_cert_tls():
         check_peer_certificate(_der(no_eku.cert), PeerVerification("server"))
 
 
+@pytest.mark.directive("remote-cert-tls")
 def test_both_purposes_satisfy_either_role():
     pki = make_test_pki()
     both = issue_cert(pki.ca, "server", "both",
@@ -54,6 +59,7 @@ def test_both_purposes_satisfy_either_role():
         check_peer_certificate(_der(both.cert), PeerVerification(role))
 
 
+@pytest.mark.directive("verify-x509-name")
 @pytest.mark.parametrize(("name", "kind", "ok"), [
     ("CN=server", "subject", True),
     ("CN=serv", "subject", False),

@@ -40,6 +40,7 @@ from trivpn.config.options import (
     X509NameType,
 )
 from trivpn.config.reader import Directive, resolve
+from trivpn.protocol.tls import KU_REQUIRED, attribute_oid, username_field_extension
 
 RawProto = Literal["udp", "tcp", "tcp-server", "tcp-client"]
 
@@ -236,10 +237,39 @@ def _dh(st: ParseState, d: Directive) -> Options:
 
 def _crl_verify(st: ParseState, d: Directive) -> Options:
     if len(d.args) == 2:
-        if d.args[1] == "dir":
-            raise v.fail(d, "'crl-verify DIR dir' is not supported by trivpn yet")
-        raise v.fail(d, f"'crl-verify' expects 'dir' as second argument, got '{d.args[1]}'")
-    return replace(st.opts, crl_verify=st.file(d))
+        if d.args[1] != "dir":
+            raise v.fail(d, f"'crl-verify' expects 'dir' as second argument, "
+                            f"got '{d.args[1]}'")
+        if d.inline is not None:
+            raise v.fail(d, "'crl-verify ... dir' names a directory; it cannot be inline")
+        return replace(st.opts, crl_verify=None, crl_verify_dir=st.path(d.args[0]))
+    return replace(st.opts, crl_verify=st.file(d), crl_verify_dir=None)
+
+
+def _x509_username_field(st: ParseState, d: Directive) -> Options:
+    fields = []
+    for arg in d.args:
+        name = arg
+        if arg.startswith("ext:"):
+            if username_field_extension(arg[4:]) is None:
+                raise v.fail(d, f"'x509-username-field {arg}': only ext:subjectAltName and "
+                                "ext:issuerAltName are supported")
+        elif arg != "serialNumber":
+            if not any(c.isupper() for c in arg):
+                name = arg.upper()
+                st.warn(d, f"'x509-username-field {arg}' is read as '{name}' (all-lowercase "
+                           "names are upper-cased); write it that way")
+            if attribute_oid(name) is None:
+                raise v.fail(d, f"'x509-username-field {name}': unknown X.509 attribute name "
+                                "(use a short name such as CN, OU, emailAddress, or an OID)")
+        fields.append(name)
+    return replace(st.opts, x509_username_field=tuple(fields))
+
+
+def _ecdh_curve(st: ParseState, d: Directive) -> Options:
+    st.warn(d, "'ecdh-curve' has no effect with OpenSSL 3 (default groups are used); "
+               "use 'tls-groups' to choose groups")
+    return replace(st.opts, ecdh_curve=d.args[0])
 
 
 def _tls_auth(st: ParseState, d: Directive) -> Options:
@@ -250,13 +280,28 @@ def _tls_auth(st: ParseState, d: Directive) -> Options:
 
 
 def _remote_cert_ku(st: ParseState, d: Directive) -> Options:
-    for i, text in enumerate(d.args):
+    masks = []
+    for text in d.args:
         try:
-            int(text, 16)
+            masks.append(int(text, 16))
         except ValueError:
             raise v.fail(d, f"'remote-cert-ku' expects hex key-usage values such as a0, "
-                            f"got '{d.args[i]}'") from None
-    return replace(st.opts, remote_cert_ku=d.args)
+                            f"got '{text}'") from None
+        if not 0 <= masks[-1] <= 0xFFFFFFFF:
+            raise v.fail(d, f"'remote-cert-ku' value '{text}' is out of range")
+    if not masks:
+        masks = [KU_REQUIRED]
+    # Like OpenVPN, a later remote-cert-ku overwrites the list from its start.
+    old = st.opts.remote_cert_ku or ()
+    return replace(st.opts, remote_cert_ku=tuple(masks) + old[len(masks):])
+
+
+def _remote_cert_tls(st: ParseState, d: Directive) -> Options:
+    # remote-cert-tls sets the key usage to "required" and the EKU to the TLS purpose: an
+    # earlier remote-cert-eku is replaced, a later one replaces it.
+    old = st.opts.remote_cert_ku or ()
+    return replace(st.opts, remote_cert_tls=v.choice(d, 0, ROLES), remote_cert_eku=None,
+                   remote_cert_ku=(KU_REQUIRED, *old[1:]))
 
 
 def _ns_cert_type(st: ParseState, d: Directive) -> Options:
@@ -552,8 +597,6 @@ def _choice_field(st: ParseState, d: Directive) -> Options:
         return replace(o, topology=v.choice(d, 0, TOPOLOGIES))
     if d.name == "key-direction":
         return replace(o, key_direction=v.choice(d, 0, KEY_DIRECTIONS))
-    if d.name == "remote-cert-tls":
-        return replace(o, remote_cert_tls=v.choice(d, 0, ROLES))
     if d.name == "verify-client-cert":
         return replace(o, verify_client_cert=v.choice(
             d, 0, {"none": "none", "optional": "optional", "require": "require"}))
@@ -634,11 +677,13 @@ DIRECTIVES: Mapping[str, Spec] = {
     "tls-auth": Spec(1, 2, _tls_auth, inline=True),
     "tls-crypt": Spec(1, 1, _file_field, inline=True),
     "key-direction": Spec(1, 1, _choice_field),
-    "remote-cert-tls": Spec(1, 1, _choice_field),
+    "remote-cert-tls": Spec(1, 1, _remote_cert_tls),
     "remote-cert-eku": Spec(1, 1, _str_option),
     "remote-cert-ku": Spec(0, None, _remote_cert_ku),
     "ns-cert-type": Spec(1, 1, _ns_cert_type),
     "verify-x509-name": Spec(1, 2, _verify_x509_name),
+    "x509-username-field": Spec(1, 15, _x509_username_field),
+    "ecdh-curve": Spec(1, 1, _ecdh_curve),
     "verify-client-cert": Spec(1, 1, _choice_field),
     "tls-version-min": Spec(1, 2, _tls_version_min),
     "tls-version-max": Spec(1, 1, _str_option),
@@ -739,8 +784,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "route-delay", "route-metric", "redirect-private", "tun-mtu-extra", "link-mtu", "mtu-disc",
     "mtu-test", "dev-node", "lladdr", "mark", "remote-random-hostname", "connect-retry-max",
     "port-share", "dns", "block-ipv6", "tls-exit", "single-session", "username-as-common-name",
-    "x509-username-field", "x509-track", "engine", "providers",
-    "keying-material-exporter", "ecdh-curve", "opt-verify",
+    "x509-track", "engine", "providers",
+    "keying-material-exporter", "opt-verify",
     "inetd", "bcast-buffers", "tcp-queue-limit", "stale-routes-check", "tun-max-mtu",
     "persist-remote-ip", "persist-local-ip", "mlock", "nice", "echo", "client-nat",
     "allow-pull-fqdn", "remap-usr1", "machine-readable-output", "suppress-timestamps",

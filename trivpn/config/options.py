@@ -260,13 +260,18 @@ class Options:
     extra_certs: FileSource | None = None
     dh: FileSource | Literal["none"] | None = None
     crl_verify: FileSource | None = None
+    crl_verify_dir: Path | None = None  # crl-verify DIR dir
     tls_auth: FileSource | None = None
     tls_crypt: FileSource | None = None
     key_direction: int | None = None
     remote_cert_tls: Role | None = None
     remote_cert_eku: str | None = None
-    remote_cert_ku: tuple[str, ...] = ()
+    # OpenVPN's remote_cert_ku array: accepted key-usage masks, 0xFFFF first = "present" only
+    # (remote-cert-ku without argument, remote-cert-tls); None when never set.
+    remote_cert_ku: tuple[int, ...] | None = None
     ns_cert_type: Role | None = None
+    x509_username_field: tuple[str, ...] = ("CN",)
+    ecdh_curve: str | None = None
     verify_x509_name: VerifyX509Name | None = None
     verify_client_cert: Literal["none", "optional", "require"] = "require"
     tls_version_min: TlsVersion = TlsVersion("1.2")

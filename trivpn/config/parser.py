@@ -280,7 +280,7 @@ def _warnings(st: ParseState, o: Options) -> list[ConfigWarning]:
                  "OpenVPN 2.6 ignores it for cipher negotiation; add it to 'data-ciphers' or "
                  "remove it", "cipher")
     if o.role == "client" and not (o.remote_cert_tls or o.verify_x509_name or o.ns_cert_type
-                                   or o.remote_cert_eku or "remote-cert-ku" in st.last_seen):
+                                   or o.remote_cert_eku or o.remote_cert_ku is not None):
         warn("no server certificate verification is enabled: any certificate from the same CA "
              "(e.g. another client's) is accepted as the server; add 'remote-cert-tls server'")
     if o.key_direction is not None and o.tls_crypt is not None and o.tls_auth is None:

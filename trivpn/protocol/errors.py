@@ -53,3 +53,15 @@ class HandshakeError(ProtocolError):
     """The TLS or key-method-2 handshake failed (certificate, alert, options)."""
 
     reason = "handshake_failed"
+
+
+class CertificateRejected(HandshakeError):
+    """The peer's certificate failed one of OpenVPN's checks (``check``: crl_verify,
+    ns_cert_type, remote_cert_ku, remote_cert_eku); names the certificate for the log."""
+
+    def __init__(self, what: str, where: str = "", *, reason: str | None = None,
+                 check: str, serial: int, common_name: str) -> None:
+        super().__init__(what, where, reason=reason)
+        self.check = check
+        self.serial = serial
+        self.common_name = common_name

@@ -56,6 +56,19 @@ class TlsHandshakeComplete(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class PeerCertificateRejected(Event):
+    """A check on the peer's certificate failed (a HandshakeFailed follows); ``check`` is
+    crl_verify, ns_cert_type, remote_cert_ku or remote_cert_eku."""
+
+    name: ClassVar[str] = "peer_cert_rejected"
+    key_id: int
+    check: str
+    serial: int
+    common_name: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class ClientAuthenticated(Event):
     """Server side: a client finished key method 2; call ``accept()`` or ``reject()``."""
 

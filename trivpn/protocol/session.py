@@ -34,7 +34,13 @@ from trivpn.protocol.controlmsg import (
     parse_control_message,
 )
 from trivpn.protocol.datachannel import DataKey
-from trivpn.protocol.errors import DecodeError, HandshakeError, ProtocolError, StateError
+from trivpn.protocol.errors import (
+    CertificateRejected,
+    DecodeError,
+    HandshakeError,
+    ProtocolError,
+    StateError,
+)
 from trivpn.protocol.keymethod import (
     IncompleteError,
     KeyMethod2,
@@ -569,6 +575,9 @@ class Session:
         try:
             self._advance_tls(key, now)
         except HandshakeError as exc:
+            if isinstance(exc, CertificateRejected):
+                self._events.append(ev.PeerCertificateRejected(
+                    key.key_id, exc.check, exc.serial, exc.common_name, exc.what))
             if key.tls is not None:
                 self._pump_tls_out(key)  # let the peer see our alert
             self._fail_key(key, exc.reason, exc.what, now)
@@ -603,7 +612,8 @@ class Session:
         der = tls.peer_certificate_der()
         if der is None:
             raise HandshakeError("peer sent no certificate", "tls", reason="cert_verify_failed")
-        key.peer = check_peer_certificate(der, self.config.verification)
+        key.peer = check_peer_certificate(der, self.config.verification,
+                                          unix_now=now + self.config.unix_time_offset)
         key.peer_hash = hashlib.sha256(der).digest()
         self._phase(key, ev.PHASE_TLS_COMPLETE, now)
         self._events.append(ev.TlsHandshakeComplete(key.key_id, tls.describe(), key.peer))

@@ -5,29 +5,61 @@ outgoing BIO holds is cut into control packets by the session. This mirrors Open
 bio_write/bio_read design. The ``ssl.SSLContext`` is built outside the protocol layer
 (``trivpn.tlscontext``) because loading certificates touches files.
 
-On top of chain validation (done by OpenSSL through the context) OpenVPN checks the peer's leaf
-certificate for ``remote-cert-tls`` and ``verify-x509-name``; :func:`check_peer_certificate` does
-the same on the DER bytes.
+On top of chain validation (done by OpenSSL through the context) OpenVPN checks the peer's
+certificate for ``ns-cert-type``, ``remote-cert-ku``, ``remote-cert-eku`` (``remote-cert-tls`` is
+shorthand for the last two), ``verify-x509-name`` and ``crl-verify``, and takes the peer's name
+from ``x509-username-field``; :func:`check_peer_certificate` does the same on the DER bytes
+(OpenVPN's ssl_verify.c verify_cert / verify_peer_cert and ssl_verify_openssl.c).
+
+The CRL itself is read outside this layer: :class:`CrlCheck` carries a callable that returns the
+current :class:`RevocationLists` (the runtime re-reads the file when it changes) or, for
+``crl-verify DIR dir``, one that says whether a file named after a serial exists.
 """
 
 from __future__ import annotations
 
+import re
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from trivpn.protocol.errors import HandshakeError
+from trivpn.protocol.errors import CertificateRejected, HandshakeError
 
 RemoteCertTls = Literal["server", "client"]
+NsCertType = Literal["server", "client"]
 X509NameType = Literal["subject", "name", "name-prefix"]
 
 # Causes used in HandshakeError.reason; the doctor reports these words.
 CAUSE_CERT_VERIFY_FAILED = "cert_verify_failed"
 CAUSE_PEER_REJECTED_CERT = "peer_rejected_cert"
 CAUSE_TLS_ALERT = "tls_alert"
+CAUSE_CERT_REVOKED = "cert_revoked"
+
+# remote-cert-ku with no argument: the key usage extension must be present, any value will do
+# (OpenVPN's OPENVPN_KU_REQUIRED; remote-cert-tls sets it too).
+KU_REQUIRED = 0xFFFF
+# The extended key usage remote-cert-tls asks for, as OpenSSL's long names.
+REMOTE_CERT_TLS_EKU: dict[str, str] = {"server": "TLS Web Server Authentication",
+                                        "client": "TLS Web Client Authentication"}
+# OpenVPN's limit on the name taken from the certificate (ssl_verify.c TLS_USERNAME_LEN) and on
+# the joined name when x509-username-field lists several fields (its 256-byte buffer).
+USERNAME_FIELD_MAX = 64
+USERNAME_MAX = 255
+# Deeper chains are refused (ssl_verify.c MAX_CERT_DEPTH).
+_MAX_CHAIN = 16
+
+_NS_CERT_TYPE_OID = x509.ObjectIdentifier("2.16.840.1.113730.1.1")
+_NS_SSL_CLIENT, _NS_SSL_SERVER = 0x80, 0x40
+# Server-gated-crypto purposes OpenSSL's SSL server purpose check also accepts.
+_SGC_OIDS = (x509.ObjectIdentifier("2.16.840.1.113730.4.1"),
+             x509.ObjectIdentifier("1.3.6.1.4.1.311.10.3.3"))
+_SAN_OID, _IAN_OID = "2.5.29.17", "2.5.29.18"
+_DOTTED = re.compile(r"[0-9]+(\.[0-9]+)+")
 
 _PEER_CERT_ALERTS = (
     "ALERT_UNKNOWN_CA",
@@ -57,11 +89,61 @@ _SHORT_NAMES = {
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationLists:
+    """The CRLs read from one ``crl-verify`` file (possibly none: then every peer is refused,
+    as OpenVPN does with "VERIFY ERROR: CRL not loaded")."""
+
+    crls: tuple[x509.CertificateRevocationList, ...]
+    source: str = "crl-verify"
+
+
+@dataclass(frozen=True, slots=True)
+class CrlCheck:
+    """``crl-verify``: exactly one of ``lists`` (FILE form: returns the current CRLs, called
+    once per TLS handshake) and ``revoked_serial`` (DIR form: True when a file named after the
+    decimal serial exists). ``ca_certs`` are the ``ca`` certificates: they verify the CRL's
+    signature and complete the chain whose every certificate is checked."""
+
+    ca_certs: tuple[x509.Certificate, ...]
+    lists: Callable[[], RevocationLists] | None = None
+    revoked_serial: Callable[[int], bool] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PeerVerification:
-    """OpenVPN's checks on the peer's leaf certificate, beyond the CA chain."""
+    """OpenVPN's checks on the peer's certificate, beyond the CA chain.
+
+    ``remote_cert_tls`` is shorthand for what that directive sets: ``remote_cert_ku`` =
+    (KU_REQUIRED,) and ``remote_cert_eku`` = the TLS purpose; explicit values win.
+    ``remote_cert_ku`` holds OpenVPN's list of accepted key-usage masks (``None``: not
+    checked). ``username_fields`` are the x509-username-field fields (default the last CN).
+    """
 
     remote_cert_tls: RemoteCertTls | None = None
     verify_x509_name: tuple[str, X509NameType] | None = None
+    ns_cert_type: NsCertType | None = None
+    remote_cert_eku: str | None = None
+    remote_cert_ku: tuple[int, ...] | None = None
+    username_fields: tuple[str, ...] = ("CN",)
+    crl: CrlCheck | None = None
+
+    @property
+    def effective_eku(self) -> str | None:
+        if self.remote_cert_eku is not None:
+            return self.remote_cert_eku
+        return REMOTE_CERT_TLS_EKU[self.remote_cert_tls] if self.remote_cert_tls else None
+
+    @property
+    def effective_ku(self) -> tuple[int, ...] | None:
+        if self.remote_cert_ku is not None:
+            return self.remote_cert_ku
+        return (KU_REQUIRED,) if self.remote_cert_tls else None
+
+    @property
+    def checks_identity(self) -> bool:
+        """True when some check tells a server certificate from another client's."""
+        return bool(self.ns_cert_type or self.effective_eku or self.effective_ku
+                    or self.verify_x509_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,43 +166,306 @@ def openssl_subject(name: x509.Name) -> str:
     return ", ".join(parts)
 
 
-def check_peer_certificate(der: bytes, policy: PeerVerification) -> PeerCertificate:
-    """Apply remote-cert-tls and verify-x509-name; raise HandshakeError naming what failed."""
+def remap_name(text: str) -> str:
+    """OpenVPN's character remapping of names taken from certificates (ssl_verify.c
+    string_mod_remap_name): control characters (below 0x20, and DEL) become ``_``, so a name
+    can never break a status-file, management or ifconfig-pool-persist line."""
+    return "".join("_" if ord(c) < 0x20 or c == "\x7f" else c for c in text)
+
+
+def peer_subject(name: x509.Name) -> str:
+    """The subject as OpenVPN compares and logs it: remapped, no leading ``-``."""
+    subject = remap_name(openssl_subject(name))
+    return "_" + subject[1:] if subject.startswith("-") else subject
+
+
+def attribute_oid(field: str) -> x509.ObjectIdentifier | None:
+    """The OID a subject field name stands for, the way OpenSSL's OBJ_txt2obj reads it (short
+    name, long name or dotted OID); None for a name OpenSSL does not know."""
+    try:
+        return x509.ObjectIdentifier(ssl._ASN1Object.fromname(field).oid)
+    except ValueError:
+        return x509.ObjectIdentifier(field) if _DOTTED.fullmatch(field) else None
+
+
+def username_field_extension(field: str) -> str | None:
+    """For ``ext:NAME`` fields: the extension's OID if it is one OpenVPN takes a name from
+    (subjectAltName, issuerAltName), else None."""
+    try:
+        oid = ssl._ASN1Object.fromname(field).oid
+    except ValueError:
+        return None
+    return oid if oid in (_SAN_OID, _IAN_OID) else None
+
+
+def check_peer_certificate(der: bytes, policy: PeerVerification, *,
+                           unix_now: float | None = None) -> PeerCertificate:
+    """Apply OpenVPN's certificate checks in its order; raise HandshakeError naming what failed.
+
+    ``unix_now`` (seconds since the epoch) is the time CRL validity is judged at; it is
+    required when ``policy.crl`` is set.
+    """
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise HandshakeError(f"peer certificate does not parse: {exc}", "tls",
                              reason=CAUSE_CERT_VERIFY_FAILED) from exc
-    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    common_name = str(cns[0].value) if cns else ""
-    subject = openssl_subject(cert.subject)
-    if policy.remote_cert_tls is not None:
-        _check_remote_cert_tls(cert, policy.remote_cert_tls, subject)
+    subject = peer_subject(cert.subject)
+    common_name = remap_name(peer_username(cert, policy.username_fields, subject))
+    if policy.crl is not None:
+        if unix_now is None:
+            raise ValueError("crl-verify needs the current time")
+        _check_crl(cert, policy.crl, unix_now, common_name)
+    if policy.ns_cert_type is not None and not ns_cert_type_ok(cert, policy.ns_cert_type):
+        raise _rejected(f"certificate of {subject} is not an SSL {policy.ns_cert_type} "
+                        f"certificate (ns-cert-type {policy.ns_cert_type})", cert, common_name,
+                        "ns_cert_type")
+    ku = policy.effective_ku
+    if ku is not None:
+        _check_ku(cert, ku, subject, common_name)
+    eku = policy.effective_eku
+    if eku is not None and not eku_ok(cert, eku):
+        raise _rejected(f"certificate of {subject} lacks extended key usage {eku}"
+                        f"{_tls_hint(policy, eku)}", cert, common_name, "remote_cert_eku")
     if policy.verify_x509_name is not None:
         _check_x509_name(subject, common_name, *policy.verify_x509_name)
     return PeerCertificate(subject, common_name, cert.serial_number,
                            cert.not_valid_after_utc.timestamp())
 
 
-def _check_remote_cert_tls(cert: x509.Certificate, want: RemoteCertTls, subject: str) -> None:
+def _tls_hint(policy: PeerVerification, eku: str) -> str:
+    if policy.remote_cert_tls and REMOTE_CERT_TLS_EKU[policy.remote_cert_tls] == eku:
+        return f" (remote-cert-tls {policy.remote_cert_tls})"
+    return " (remote-cert-eku)"
+
+
+def _rejected(message: str, cert: x509.Certificate, common_name: str, check: str,
+              reason: str = CAUSE_CERT_VERIFY_FAILED) -> CertificateRejected:
+    return CertificateRejected(message, "tls", reason=reason, check=check,
+                               serial=cert.serial_number, common_name=common_name)
+
+
+# --- x509-username-field -------------------------------------------------------------------
+
+def peer_username(cert: x509.Certificate, fields: tuple[str, ...], subject: str = "") -> str:
+    """The name OpenVPN takes from a certificate (before remapping): each field's value
+    (the last occurrence in the subject; the last e-mail of ext:subjectAltName /
+    ext:issuerAltName; ``serialNumber`` as 0x-hex), joined with ``_``."""
+    parts = []
+    for field in fields:
+        value = _username_field(cert, field)
+        if value is None or len(value.encode()) > USERNAME_FIELD_MAX:
+            raise HandshakeError(
+                f"could not extract {field} from X509 subject string ('{subject}') -- note "
+                f"that the field length is limited to {USERNAME_FIELD_MAX} characters",
+                "tls", reason=CAUSE_CERT_VERIFY_FAILED)
+        parts.append(value)
+    name = "_".join(parts)
+    if len(name.encode()) > USERNAME_MAX:
+        raise HandshakeError(f"the name taken from {' '.join(fields)} is longer than "
+                             f"{USERNAME_MAX} bytes", "tls", reason=CAUSE_CERT_VERIFY_FAILED)
+    return name
+
+
+def _username_field(cert: x509.Certificate, field: str) -> str | None:
+    if field.startswith("ext:"):
+        oid = username_field_extension(field[4:])
+        if oid is None:
+            return None
+        try:
+            ext = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
+        except (x509.ExtensionNotFound, ValueError):
+            return None
+        assert isinstance(ext, x509.SubjectAlternativeName | x509.IssuerAlternativeName)
+        emails = [e for e in ext.get_values_for_type(x509.RFC822Name) if "\0" not in e]
+        return emails[-1] if emails else None
+    if field == "serialNumber":
+        # The integer's magnitude bytes in upper-case hex, as OpenVPN formats it.
+        magnitude = abs(cert.serial_number)
+        return "0x" + magnitude.to_bytes(max(1, (magnitude.bit_length() + 7) // 8)).hex().upper()
+    attr = attribute_oid(field)
+    if attr is None:
+        return None
+    values = cert.subject.get_attributes_for_oid(attr)
+    if not values:
+        return None
+    value = values[-1].value
+    text = value if isinstance(value, str) else value.decode("utf-8", "replace")
+    return text.split("\0", 1)[0]  # OpenVPN copies it as a C string
+
+
+# --- ns-cert-type, remote-cert-ku, remote-cert-eku -----------------------------------------
+
+def _extension(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> object | None:
     try:
-        cert.extensions.get_extension_for_class(x509.KeyUsage)
+        return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
-        raise HandshakeError(
-            f"certificate of {subject} does not have the key usage extension "
-            f"(remote-cert-tls {want})", "tls", reason=CAUSE_CERT_VERIFY_FAILED) from None
-    wanted = (ExtendedKeyUsageOID.SERVER_AUTH if want == "server"
-              else ExtendedKeyUsageOID.CLIENT_AUTH)
+        return None
+
+
+def _ns_cert_type_bits(cert: x509.Certificate) -> int | None:
+    """The first byte of the Netscape cert type bit string, or None without the extension."""
     try:
-        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        ext = cert.extensions.get_extension_for_oid(_NS_CERT_TYPE_OID).value
     except x509.ExtensionNotFound:
-        eku = x509.ExtendedKeyUsage([])
-    if wanted not in eku:
-        purpose = "TLS Web Server Authentication" if want == "server" else \
-            "TLS Web Client Authentication"
-        raise HandshakeError(
-            f"certificate of {subject} lacks extended key usage {purpose} "
-            f"(remote-cert-tls {want})", "tls", reason=CAUSE_CERT_VERIFY_FAILED)
+        return None
+    raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
+    # DER BIT STRING: 03, short length, unused-bits count, then the bits.
+    if len(raw) < 3 or raw[0] != 0x03 or raw[1] & 0x80:
+        return None
+    return raw[3] if raw[1] >= 2 and len(raw) > 3 else 0
+
+
+def key_usage_bits(cert: x509.Certificate) -> int | None:
+    """Key usage as OpenVPN numbers it (digitalSignature 0x80 ... encipherOnly 0x01), None
+    without the extension."""
+    ku = _extension(cert, x509.KeyUsage)
+    if not isinstance(ku, x509.KeyUsage):
+        return None
+    bits = [ku.digital_signature, ku.content_commitment, ku.key_encipherment,
+            ku.data_encipherment, ku.key_agreement, ku.key_cert_sign, ku.crl_sign,
+            ku.key_agreement and ku.encipher_only]
+    return sum(1 << (7 - i) for i, on in enumerate(bits) if on)
+
+
+def _ekus(cert: x509.Certificate) -> list[x509.ObjectIdentifier] | None:
+    eku = _extension(cert, x509.ExtendedKeyUsage)
+    return list(eku) if isinstance(eku, x509.ExtendedKeyUsage) else None
+
+
+def ns_cert_type_ok(cert: x509.Certificate, want: NsCertType) -> bool:
+    """OpenVPN's ``ns-cert-type``: OpenSSL's SSL client/server purpose check on the leaf, or
+    failing that the Netscape cert type extension's client/server bit."""
+    ekus = _ekus(cert)
+    ku = key_usage_bits(cert)
+    ns = _ns_cert_type_bits(cert)
+    if want == "server":
+        eku_ok_ = ekus is None or any(o == ExtendedKeyUsageOID.SERVER_AUTH or o in _SGC_OIDS
+                                      for o in ekus)
+        ns_bit, ku_mask = _NS_SSL_SERVER, 0x80 | 0x20 | 0x08
+    else:
+        eku_ok_ = ekus is None or ExtendedKeyUsageOID.CLIENT_AUTH in ekus
+        ns_bit, ku_mask = _NS_SSL_CLIENT, 0x80 | 0x08
+    purpose = (eku_ok_ and (ns is None or bool(ns & ns_bit))
+               and (ku is None or bool(ku & ku_mask)))
+    return purpose or (ns is not None and bool(ns & ns_bit))
+
+
+def _check_ku(cert: x509.Certificate, expected: tuple[int, ...], subject: str,
+              common_name: str) -> None:
+    have = key_usage_bits(cert)
+    if have is None:
+        raise _rejected(f"certificate of {subject} does not have the key usage extension",
+                        cert, common_name, "remote_cert_ku")
+    if expected[0] == KU_REQUIRED:
+        return
+    if not any(want != 0 and have & want == want for want in expected):
+        wanted = ", ".join(f"{w:04x}" for w in expected if w)
+        raise _rejected(f"certificate of {subject} has key usage {have:04x}, expected one of: "
+                        f"{wanted}", cert, common_name, "remote_cert_ku")
+
+
+def eku_name(oid: x509.ObjectIdentifier) -> str:
+    """OpenSSL's text for an OID (its long name, else the dotted form)."""
+    try:
+        obj = ssl._ASN1Object.fromname(oid.dotted_string)
+    except ValueError:
+        return oid.dotted_string
+    return obj.longname or obj.shortname or oid.dotted_string
+
+
+def eku_ok(cert: x509.Certificate, expected: str) -> bool:
+    """OpenVPN's ``remote-cert-eku``: some EKU's OpenSSL long name or dotted OID equals
+    ``expected`` exactly."""
+    return any(expected in (eku_name(o), o.dotted_string) for o in _ekus(cert) or ())
+
+
+# --- crl-verify ----------------------------------------------------------------------------
+
+_CRL_PEM = re.compile(rb"-----BEGIN X509 CRL-----\r?\n.*?-----END X509 CRL-----", re.S)
+
+
+def parse_crls(pem: bytes, source: str = "crl-verify") -> RevocationLists:
+    """Every PEM CRL in ``pem`` up to the first malformed one (what OpenVPN loads)."""
+    crls = []
+    for block in _CRL_PEM.finditer(pem):
+        try:
+            crls.append(x509.load_pem_x509_crl(block.group(0)))
+        except ValueError:
+            break
+    return RevocationLists(tuple(crls), source)
+
+
+def _chain(cert: x509.Certificate, cas: tuple[x509.Certificate, ...]) -> list[x509.Certificate]:
+    """The peer's certificate and its issuers among the ``ca`` certificates."""
+    chain = [cert]
+    while len(chain) < _MAX_CHAIN and chain[-1].issuer != chain[-1].subject:
+        issuer = next((ca for ca in cas if ca.subject == chain[-1].issuer), None)
+        if issuer is None or issuer in chain:
+            break
+        chain.append(issuer)
+    return chain
+
+
+def _issuer_of(cert: x509.Certificate, cas: tuple[x509.Certificate, ...]
+               ) -> x509.Certificate | None:
+    if cert.issuer == cert.subject:
+        return cert
+    return next((ca for ca in cas if ca.subject == cert.issuer), None)
+
+
+def _check_crl(cert: x509.Certificate, check: CrlCheck, unix_now: float,
+               common_name: str) -> None:
+    chain = _chain(cert, check.ca_certs)
+    if check.revoked_serial is not None:
+        for depth, member in enumerate(chain):
+            if check.revoked_serial(member.serial_number):
+                raise _revoked(cert, common_name, depth, member, "is revoked (crl-verify dir)")
+        return
+    assert check.lists is not None
+    lists = check.lists()
+    if not lists.crls:
+        raise _rejected(f"no CRL could be read from {lists.source}: every peer is refused",
+                        cert, common_name, "crl_verify", CAUSE_CERT_REVOKED)
+    now = datetime.fromtimestamp(unix_now, UTC)
+    for depth, member in enumerate(chain):
+        candidates = [c for c in lists.crls if c.issuer == member.issuer]
+        if not candidates:
+            continue  # no CRL from this issuer: OpenVPN only warns
+        current = [c for c in candidates if _crl_time_error(c, now) is None]
+        crl = (current or candidates)[0]
+        issuer = _issuer_of(member, check.ca_certs)
+        if issuer is None or not _signed_by(crl, issuer):
+            raise _revoked(cert, common_name, depth, member, "CRL signature failure")
+        problem = _crl_time_error(crl, now)
+        if problem is not None:
+            raise _revoked(cert, common_name, depth, member, problem)
+        if crl.get_revoked_certificate_by_serial_number(member.serial_number) is not None:
+            raise _revoked(cert, common_name, depth, member, "certificate revoked")
+
+
+def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
+    try:  # is_signature_valid raises for key types that cannot sign a CRL (X25519...)
+        return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
+def _crl_time_error(crl: x509.CertificateRevocationList, now: datetime) -> str | None:
+    if crl.last_update_utc > now:
+        return "CRL is not yet valid"
+    next_update = crl.next_update_utc
+    if next_update is not None and next_update < now:
+        return "CRL has expired"
+    return None
+
+
+def _revoked(peer: x509.Certificate, common_name: str, depth: int,
+             member: x509.Certificate, problem: str) -> CertificateRejected:
+    return CertificateRejected(
+        f"crl-verify: depth={depth}, {peer_subject(member.subject)}, "
+        f"serial={member.serial_number}: {problem}", "tls", reason=CAUSE_CERT_REVOKED,
+        check="crl_verify", serial=peer.serial_number, common_name=common_name)
 
 
 def _check_x509_name(subject: str, common_name: str, name: str, kind: X509NameType) -> None:

@@ -706,6 +706,9 @@ class Connection:
         elif isinstance(event, ev.PushReceived):
             log.info("push_reply_received", **_push_summary(event.options))
             self._on_push(event.options)
+        elif isinstance(event, ev.PeerCertificateRejected):
+            log.warning("peer_cert_rejected", check=event.check, serial=str(event.serial),
+                        cn=event.common_name, detail=event.detail)
         elif isinstance(event, ev.HandshakeFailed):
             if event.cause != ev.CAUSE_AUTH_FAILED:
                 log.warning("handshake_failed", key_id=event.key_id, cause=event.cause,

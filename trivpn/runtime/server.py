@@ -608,6 +608,9 @@ class Server:
                          key_id=event.key_id)
             elif not peer.connected:
                 self._connected(peer, event.cipher)
+        elif isinstance(event, ev.PeerCertificateRejected):
+            log.warning("peer_cert_rejected", peer=peer.label, check=event.check,
+                        serial=str(event.serial), cn=event.common_name, detail=event.detail)
         elif isinstance(event, ev.HandshakeFailed):
             log.warning("handshake_failed", peer=peer.label, cn=peer.common_name,
                         key_id=event.key_id, cause=event.cause, detail=event.detail,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cryptography import x509
+
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
 from trivpn.config.options import FileSource
@@ -26,9 +28,9 @@ from trivpn.protocol.peerinfo import (
 from trivpn.protocol.push import PullPolicy
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.statickey import parse_static_key
-from trivpn.protocol.tls import PeerVerification
+from trivpn.protocol.tls import CrlCheck, PeerVerification, parse_crls
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
-from trivpn.tlscontext import TlsContextError, build_context
+from trivpn.tlscontext import CrlDirectory, CrlFile, TlsContextError, build_context
 
 # What a trivpn client announces: P_DATA_V2, push without request, AUTH_PENDING keyword, EXIT,
 # AUTH_FAILED,TEMP. Never TLS-EKM (bit 3: the ssl module has no exporter) nor dynamic
@@ -114,6 +116,42 @@ def proto_name(o: Options) -> str:
     return "TCPv4_SERVER" if o.proto == "tcp-server" else "TCPv4_CLIENT"
 
 
+def crl_check(o: Options, ca_pem: str) -> CrlCheck | None:
+    """crl-verify FILE (re-read on change, inline: fixed) or crl-verify DIR dir."""
+    if o.crl_verify is None and o.crl_verify_dir is None:
+        return None
+    try:
+        cas = tuple(x509.load_pem_x509_certificates(ca_pem.encode()))
+    except ValueError as exc:
+        raise _error_at(o, "ca", f"cannot parse the CA certificate(s): {exc}") from exc
+    if o.crl_verify_dir is not None:
+        if not o.crl_verify_dir.is_dir():
+            raise _error_at(o, "crl-verify", f"crl-verify directory '{o.crl_verify_dir}' "
+                                             "does not exist")
+        return CrlCheck(cas, revoked_serial=CrlDirectory(o.crl_verify_dir))
+    source = o.crl_verify
+    assert source is not None
+    if source.path is None:
+        fixed = parse_crls(source.read_text().encode(), source.describe())
+        return CrlCheck(cas, lists=lambda: fixed)
+    try:
+        return CrlCheck(cas, lists=CrlFile(source.path))
+    except OSError as exc:
+        raise _error_at(o, "crl-verify", f"cannot read crl-verify file '{source.path}': "
+                                         f"{exc.strerror or exc}") from exc
+
+
+def verification(o: Options, ca_pem: str) -> PeerVerification:
+    """The checks on the peer's certificate this config asks for."""
+    verify_name = None
+    if o.verify_x509_name is not None:
+        verify_name = (o.verify_x509_name.name, o.verify_x509_name.type)
+    return PeerVerification(remote_cert_tls=o.remote_cert_tls, verify_x509_name=verify_name,
+                            ns_cert_type=o.ns_cert_type, remote_cert_eku=o.remote_cert_eku,
+                            remote_cert_ku=o.remote_cert_ku,
+                            username_fields=o.x509_username_field, crl=crl_check(o, ca_pem))
+
+
 def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     """Everything a :class:`~trivpn.protocol.session.Session` needs for this config.
 
@@ -124,14 +162,18 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     dh_text = o.dh.read_text() if isinstance(o.dh, FileSource) else None
     cert = o.cert.read_text() if o.cert is not None else None
     key = o.key.read_text() if o.key is not None else None
+    ca_pem = _text(o.ca, "ca", o)
     try:
         ctx = build_context(
-            server_side=is_server, ca_pem=_text(o.ca, "ca", o), cert_pem=cert, key_pem=key,
+            server_side=is_server, ca_pem=ca_pem, cert_pem=cert, key_pem=key,
             tls_version_min=o.tls_version_min.version, tls_version_max=o.tls_version_max,
             require_peer_cert=not (is_server and o.verify_client_cert != "require"),
-            dh_pem=dh_text)
+            dh_pem=dh_text, tls_cipher=o.tls_cipher, tls_ciphersuites=o.tls_ciphersuites,
+            tls_groups=o.tls_groups, cert_profile=o.tls_cert_profile or "legacy",
+            extra_certs_pem=o.extra_certs.read_text() if o.extra_certs is not None else None)
     except TlsContextError as exc:
-        raise _error_at(o, "cert" if "certificate" in str(exc) else "ca", str(exc)) from exc
+        directive = exc.directive or ("cert" if "certificate" in str(exc) else "ca")
+        raise _error_at(o, directive, str(exc)) from exc
     wrap = control_wrap(o)
     ciphers = data_ciphers(o)
     keydir = o.key_direction if o.tls_auth is not None else None
@@ -140,15 +182,11 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
                           auth=o.auth, compression=o.compression)
     creds = read_credentials(o) if not is_server else None
     pings = ping_settings(o)
-    verify_name = None
-    if o.verify_x509_name is not None:
-        verify_name = (o.verify_x509_name.name, o.verify_x509_name.type)
     return SessionConfig(
         is_server=is_server,
         tls_context=ctx,
         options_string=opts,
-        verification=PeerVerification(remote_cert_tls=o.remote_cert_tls,
-                                       verify_x509_name=verify_name),
+        verification=verification(o, ca_pem),
         wrap=wrap,
         peer_info=None if is_server else build_peer_info(ciphers=ciphers,
                                                          iv_proto=CLIENT_IV_PROTO),
