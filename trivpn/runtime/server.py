@@ -13,8 +13,9 @@ Tasks (one nursery for the server, a child nursery for the peers):
 - **TCP acceptor** (TCP): a new connection is an *opening* until its first packet, which must
   be a client hard reset that authenticates (tls-auth / tls-crypt) and arrive within
   :func:`~trivpn.protocol.admission.first_packet_timeout`; anything else closes it at once.
-  ``connect-freq-initial`` and ``connect-freq`` count valid resets as they count UDP ones. Only
-  then is a peer created; its reader and writer run as that peer's tasks.
+  ``connect-freq-initial`` counts these resets as it counts UDP ones (OpenVPN 2.6 applies it to
+  UDP only; ``connect-freq`` with TCP is a config error there and here). Only then is a peer
+  created; its reader and writer run as that peer's tasks.
 - **pre-authentication quota**: openings and sessions that have not authenticated are counted
   in a :class:`~trivpn.protocol.admission.PreauthLedger`, in total and per source address,
   apart from ``max-clients`` (docs/server-admission.md).
@@ -991,19 +992,16 @@ class Server:
     def _tcp_first_packets(self, pending: Pending, packets: list[bytes],
                            now: float) -> Peer | None:
         """The first packets of a TCP connection: a peer if the first is a valid reset and
-        connect-freq-initial / connect-freq allow a new client (each refusal counted)."""
+        connect-freq-initial allows it (each refusal counted)."""
         assert self.config is not None and pending.link is not None
         try:
             peek_client_reset(self.config.wrap, packets[0])
         except ProtocolError:
             self.counts["tcp_bad_first_packet"] += 1
             return None
+        # connect-freq needs no check: like OpenVPN 2.6, trivpn refuses it with a TCP server
         if not self.reset_limiter.allow(now):
             self.counts["reset_rate_limited"] += 1
-            return None
-        if self.connect_limiter is not None and not self.connect_limiter.allow(now):
-            self.counts["connect_freq_limited"] += 1
-            self.reset_limiter.give_back()  # no reply was sent for it
             return None
         self.preauth.settle(pending)
         session = Session(self.config, now)
