@@ -171,7 +171,7 @@ def test_udp_reset_flood_from_many_ports_does_not_lock_out_a_real_openvpn_client
         sock.bind((ATTACKERS[n % len(ATTACKERS)], 0))
         for _ in range(4):  # 2,000 resets from 500 ports, each answered statelessly
             reset = ControlPacket(Opcode.CONTROL_HARD_RESET_CLIENT_V2, 0,
-                                  n.to_bytes(4, "big") + sent.to_bytes(4, "big"), message_id=0)
+                                  b"\xee" + sent.to_bytes(7, "big"), message_id=0)
             sock.sendto(encode_control(reset), (SERVER_IP, 1194))
             sent += 1
     started = time.monotonic()
