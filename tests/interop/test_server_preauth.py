@@ -14,6 +14,7 @@ the quota, so a real client still connects at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -125,10 +126,8 @@ def _silent_and_garbage_connections(ns: Netns, server_ip: str) -> tuple[float, b
     except (TimeoutError, ConnectionResetError):
         closed_at_once = False
     garbage.close()
-    try:
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
         silent.recv(100)
-    except (TimeoutError, ConnectionResetError):
-        pass
     seconds = time.monotonic() - start
     silent.close()
     return seconds, closed_at_once
