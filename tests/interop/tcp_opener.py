@@ -122,8 +122,9 @@ def _open_many(host: str, port: int, sources: list[str], total: int, in_flight: 
             if rng is None and burst:
                 time.sleep(IDLE_PAUSE)
             for key, event in sel.select(0.2):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
+                ready = key.fileobj
+                assert isinstance(ready, socket.socket)
+                sock = ready
                 if event & selectors.EVENT_WRITE:
                     if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
                         done(sock, ok=False)
