@@ -34,6 +34,7 @@ from trivpn.protocol.session import Session
 from trivpn.protocol.statickey import StaticKey
 from trivpn.protocol.wrap import ControlWrap, TlsAuth
 from trivpn.runtime.link import open_tcp_listener
+from trivpn.runtime.metrics import MetricsSnapshot, render_metrics
 from trivpn.runtime.server import Server
 
 KEY = StaticKey(bytes(range(256)))
@@ -302,3 +303,16 @@ def test_quota_entry_is_released_when_the_client_authenticates():
         _exchange(server, link, client, addr, 0.01 * step)
     assert peer.connected
     assert len(server.preauth) == 0 and peer.preauth is None
+
+
+def _snapshot(role: str, unauthenticated: int) -> MetricsSnapshot:
+    return MetricsSnapshot(role=role, start_time=0.0, bytes_in=0, bytes_out=0, packets_in=0,
+                           packets_out=0, connected=0, handshakes=0, renegotiations=0,
+                           reconnects=0, unauthenticated=unauthenticated)
+
+
+def test_metrics_expose_the_pre_authentication_quota_in_use_on_a_server_only():
+    server = render_metrics(_snapshot("server", 3)).splitlines()
+    assert "# TYPE trivpn_unauthenticated_sessions gauge" in server
+    assert "trivpn_unauthenticated_sessions 3" in server
+    assert "trivpn_unauthenticated_sessions" not in render_metrics(_snapshot("client", 0))
