@@ -8,8 +8,9 @@ ones, closed after the first-packet timeout), garbage is closed at its first pac
 of it takes a max-clients slot. The same lab then checks what a real openvpn 2.6 TCP server
 does with a silent and a garbage connection, which docs/server-admission.md describes.
 
-A UDP variant floods hard resets from many source ports: stateless cookies keep them out of
-the quota, so a real client still connects at once.
+A UDP variant floods hard resets from many source ports (stateless cookies keep them out of the
+quota) and opens more idle sessions from one address than max-clients allows (the per-address
+limit holds them to 8): a real client still connects at once.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_li
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
 from trivpn.config import ConfigError, parse_config
-from trivpn.protocol.packets import ControlPacket, Opcode, encode_control
+from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
@@ -156,12 +157,37 @@ def test_openvpn_holds_a_silent_tcp_connection_for_hand_window_and_trivpn_does_n
     assert ours_garbage_closed
 
 
-@pytest.mark.directive("proto", "connect-freq-initial")
-def test_udp_reset_flood_from_many_ports_does_not_lock_out_a_real_openvpn_client(
+def _idle_udp_sessions(ns: Netns, source: str, count: int) -> int:
+    """Complete the cookie exchange from ``count`` ports of ``source`` and then say nothing:
+    each makes the server create a session. Returns how many got the server's reset."""
+    answered = 0
+    with ns.enter():
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    for n, sock in enumerate(socks):
+        sock.bind((source, 0))
+        sock.settimeout(2)
+        sid = b"\xab" + n.to_bytes(7, "big")
+        sock.sendto(encode_control(ControlPacket(Opcode.CONTROL_HARD_RESET_CLIENT_V2, 0, sid,
+                                                 message_id=0)), (SERVER_IP, 1194))
+        try:
+            reply = decode_control(sock.recv(2048))
+        except TimeoutError:
+            continue
+        answered += 1
+        sock.sendto(encode_control(ControlPacket(Opcode.ACK_V1, 0, sid, acks=(0,),
+                                                 remote_session_id=reply.session_id)),
+                    (SERVER_IP, 1194))
+    for sock in socks:
+        sock.close()
+    return answered
+
+
+@pytest.mark.directive("proto", "max-clients", "connect-freq-initial")
+def test_udp_reset_flood_and_idle_sessions_do_not_lock_out_a_real_openvpn_client(
         lab: NetnsLab, tmp_path: Path):
     srv, cli = _lab(lab, tmp_path)
     server = start_trivpn(srv, tmp_path, "server", server_lines(
-        link_ip=SERVER_IP, extra=["connect-freq-initial 5000 10"]))
+        link_ip=SERVER_IP, extra=["connect-freq-initial 5000 10", "max-clients 10"]))
     assert server.wait_event("link_open", timeout=10), server.text()
     rss_before = _rss_kib(server.pid)
     with cli.enter():
@@ -174,18 +200,23 @@ def test_udp_reset_flood_from_many_ports_does_not_lock_out_a_real_openvpn_client
                                   b"\xee" + sent.to_bytes(7, "big"), message_id=0)
             sock.sendto(encode_control(reset), (SERVER_IP, 1194))
             sent += 1
+    for sock in socks:
+        sock.close()
+    # 30 sessions that never start TLS, all from one address: more than max-clients 10
+    assert _idle_udp_sessions(cli, ATTACKERS[0], 30) == 30
+
     started = time.monotonic()
     client = start_openvpn(cli, tmp_path, "client", client_lines(server_ip=SERVER_IP))
     assert client.wait_for("Initialization Sequence Completed", timeout=CONNECT_WITHIN), \
         server.text()[-3000:]
     connect_seconds = time.monotonic() - started
-    for sock in socks:
-        sock.close()
     rss_after = _rss_kib(server.pid)
-    print(f"\nUDP: {sent} resets; server RSS before {rss_before} KiB, after {rss_after} KiB; "
-          f"openvpn client connected in {connect_seconds:.2f} s")
-    assert server.count("tls_handshake_started") == 1
-    assert server.count("preauth_limit_reached") == 0
+    print(f"\nUDP: {sent} resets, 30 idle sessions; server RSS before {rss_before} KiB, after "
+          f"{rss_after} KiB; openvpn client connected in {connect_seconds:.2f} s")
+    refused = server.wait_event("preauth_limit_reached", timeout=10)
+    assert refused is not None and refused["reason"] == "preauth_source_limit"
+    assert refused["per_source"] == 8
+    assert server.count("tls_handshake_started") == 1  # only the real client got that far
 
 
 @pytest.mark.directive("connect-freq", "proto")
