@@ -219,6 +219,56 @@ def test_udp_reset_flood_and_idle_sessions_do_not_lock_out_a_real_openvpn_client
     assert server.count("tls_handshake_started") == 1  # only the real client got that far
 
 
+@pytest.mark.directive("proto", "max-clients")
+def test_openvpn_counts_idle_udp_sessions_against_max_clients(lab: NetnsLab, tmp_path: Path):
+    """What docs/server-admission.md says OpenVPN 2.6 does with the same idle sessions: they
+    fill max-clients and the real client is refused."""
+    srv, cli = _lab(lab, tmp_path)
+    openvpn = start_openvpn(srv, tmp_path, "ovpn-server", server_lines(
+        link_ip=SERVER_IP, extra=["max-clients 10"]))
+    assert openvpn.wait_for("Initialization Sequence Completed", timeout=10), openvpn.text()
+    assert _idle_udp_sessions(cli, ATTACKERS[0], 30) == 30
+    client = start_openvpn(cli, tmp_path, "client", client_lines(server_ip=SERVER_IP))
+    assert not client.wait_for("Initialization Sequence Completed", timeout=CONNECT_WITHIN)
+    assert "would exceed maximum number of clients (10)" in openvpn.text()
+
+
+def _tcp_resets_answered(ns: Netns, count: int) -> int:
+    """Send a client reset on each of ``count`` new TCP connections (and nothing more):
+    how many got the server's reset back."""
+    answered = 0
+    for n in range(count):
+        with ns.enter():
+            sock = socket.create_connection((SERVER_IP, 1194), timeout=3)
+        with sock:
+            reset = encode_control(ControlPacket(Opcode.CONTROL_HARD_RESET_CLIENT_V2, 0,
+                                                 b"\xcd" + n.to_bytes(7, "big"), message_id=0))
+            sock.sendall(len(reset).to_bytes(2, "big") + reset)
+            try:
+                head = sock.recv(3)
+            except (TimeoutError, ConnectionResetError):
+                continue
+            if len(head) == 3 and head[2] >> 3 == Opcode.CONTROL_HARD_RESET_SERVER_V2:
+                answered += 1
+    return answered
+
+
+@pytest.mark.directive("proto", "connect-freq-initial")
+def test_connect_freq_initial_counts_tcp_resets_in_trivpn_and_not_in_openvpn(
+        lab: NetnsLab, tmp_path: Path):
+    srv, cli = _lab(lab, tmp_path)
+    lines = server_lines(link_ip=SERVER_IP, proto="tcp-server",
+                         extra=["connect-freq-initial 1 60"])
+    openvpn = start_openvpn(srv, tmp_path, "ovpn-server", lines)
+    assert openvpn.wait_for("Initialization Sequence Completed", timeout=10), openvpn.text()
+    assert _tcp_resets_answered(cli, 3) == 3  # OpenVPN 2.6: UDP only
+    lab.processes[-1].terminate()
+    lab.processes[-1].wait(timeout=10)
+    trivpn = start_trivpn(srv, tmp_path, "server", lines)
+    assert trivpn.wait_event("link_open", timeout=10), trivpn.text()
+    assert _tcp_resets_answered(cli, 3) == 1
+
+
 @pytest.mark.directive("connect-freq", "proto")
 def test_connect_freq_with_a_tcp_server_is_refused_by_openvpn_as_by_trivpn(tmp_path: Path):
     """docs/server-admission.md says connect-freq stays UDP-only because OpenVPN 2.6 refuses
