@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,7 @@ from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encod
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
+OTHER_SERVER_IP = "198.18.1.1"
 ATTACKERS = [f"198.18.0.{n}" for n in range(10, 50)]
 IDLE, GARBAGE = 2_000, 20_000
 CONNECT_WITHIN = 5.0
@@ -138,17 +140,22 @@ def _silent_and_garbage_connections(ns: Netns, server_ip: str) -> tuple[float, b
 @pytest.mark.directive("proto", "hand-window")
 def test_openvpn_holds_a_silent_tcp_connection_for_hand_window_and_trivpn_does_not(
         lab: NetnsLab, tmp_path: Path):
-    srv, cli = _lab(lab, tmp_path)
-    lines = server_lines(link_ip=SERVER_IP, proto="tcp-server", extra=["hand-window 8"])
-    openvpn = start_openvpn(srv, tmp_path, "ovpn-server", lines)
+    # openvpn in one namespace, trivpn in another, both measured at the same time
+    srv, other, cli = lab.add("srv"), lab.add("srvb"), lab.add("cli")
+    lab.veth(srv, cli, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
+    lab.veth(other, cli, f"{OTHER_SERVER_IP}/24", "198.18.1.2/24")
+    write_pki(tmp_path)
+    openvpn = start_openvpn(srv, tmp_path, "ovpn-server", server_lines(
+        link_ip=SERVER_IP, proto="tcp-server", extra=["hand-window 8"]))
+    trivpn = start_trivpn(other, tmp_path, "server", server_lines(
+        link_ip=OTHER_SERVER_IP, proto="tcp-server", extra=["hand-window 8"]))
     assert openvpn.wait_for("Initialization Sequence Completed", timeout=10), openvpn.text()
-    ovpn_silent, ovpn_garbage_closed = _silent_and_garbage_connections(cli, SERVER_IP)
-    lab.processes[-1].terminate()
-    lab.processes[-1].wait(timeout=10)
-
-    trivpn = start_trivpn(srv, tmp_path, "server", lines)
     assert trivpn.wait_event("link_open", timeout=10), trivpn.text()
-    ours_silent, ours_garbage_closed = _silent_and_garbage_connections(cli, SERVER_IP)
+    with ThreadPoolExecutor(2) as pool:
+        theirs = pool.submit(_silent_and_garbage_connections, cli, SERVER_IP)
+        ours = pool.submit(_silent_and_garbage_connections, cli, OTHER_SERVER_IP)
+        (ovpn_silent, ovpn_garbage_closed), (ours_silent, ours_garbage_closed) = \
+            theirs.result(timeout=40), ours.result(timeout=40)
     print(f"\nsilent TCP connection closed after: openvpn {ovpn_silent:.1f} s, "
           f"trivpn {ours_silent:.1f} s; garbage closed at once: openvpn {ovpn_garbage_closed}, "
           f"trivpn {ours_garbage_closed}")

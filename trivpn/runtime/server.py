@@ -423,8 +423,8 @@ class Server:
             return None
         peer = Peer(session, address, peer_id, now, tcp)
         peer.preauth = pending
-        # Backstop for peers that never even start (a TCP connection that sends nothing); the
-        # session's own hand-window failure normally comes first and says where it stalled.
+        # Backstop for peers whose session never gets going; the session's own hand-window
+        # failure normally comes first and says where it stalled.
         peer.remove_at = now + session.config.hand_window + 1.0
         self.table.add(peer)
         assert self._peers_nursery is not None
