@@ -114,3 +114,19 @@ def test_garbage_raises_only_protocol_errors(chunks: list[bytes], max_packet: in
         except ProtocolError:
             return
         assert all(1 <= len(p) <= max_packet for p in packets)
+
+
+def _announced(d: StreamDeframer) -> int | None:
+    return d.announced  # a call, so that mypy does not carry narrowing across feeds
+
+
+def test_deframer_announces_the_length_of_the_incomplete_packet_at_its_head():
+    d = StreamDeframer()
+    assert _announced(d) is None
+    d.feed(b"\x05")
+    assert _announced(d) is None  # one byte of the prefix only
+    assert d.feed(b"\xdcabc") == []
+    assert _announced(d) == 0x05DC
+    d2 = StreamDeframer()
+    assert d2.feed(frame(b"one") + b"\x00\x09ab") == [b"one"]
+    assert _announced(d2) == 9  # the next packet's prefix once the first is returned

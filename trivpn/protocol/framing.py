@@ -63,6 +63,15 @@ class StreamDeframer:
         """Bytes received but not yet returned as a complete packet."""
         return len(self._buffer) - self._offset
 
+    @property
+    def announced(self) -> int | None:
+        """The length prefix of the incomplete packet at the head of the buffer (None while
+        fewer than two bytes of it are in)."""
+        if len(self._buffer) - self._offset < LENGTH_BYTES:
+            return None
+        (size,) = _LENGTH.unpack_from(self._buffer, self._offset)
+        return int(size)
+
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return every packet completed by them, in order.
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from trivpn.protocol.errors import DecodeError
 from trivpn.protocol.framing import MAX_FRAMED, StreamDeframer, frame
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.netns import enter_netns
@@ -521,6 +522,28 @@ class TcpLink:
                 raise LinkClosed(f"peer closed the connection ({self._deframer.pending} "
                                  "bytes of an incomplete packet discarded)")
             packets = self._deframer.feed(data)
+            if packets:
+                c = self.counters
+                c.rx_packets += len(packets)
+                c.rx_bytes += sum(len(p) for p in packets)
+                return packets
+
+    async def recv_first_packets(self, max_first: int) -> list[bytes]:
+        """:meth:`recv_packets` for a connection's first packets: raises
+        :class:`~trivpn.protocol.errors.DecodeError` as soon as the first packet's length prefix
+        announces more than ``max_first`` bytes, without waiting for them."""
+        deframer = self._deframer
+        while True:
+            data = await self._stream.receive_some(TCP_READ_SIZE)
+            if not data:
+                raise LinkClosed(f"peer closed the connection ({deframer.pending} "
+                                 "bytes of an incomplete packet discarded)")
+            packets = deframer.feed(data)
+            size = len(packets[0]) if packets else deframer.announced
+            if size is not None and size > max_first:
+                raise DecodeError(f"first packet announced as {size} bytes (at most "
+                                  f"{max_first} expected)", "tcp stream offset 0",
+                                  reason="bad_length")
             if packets:
                 c = self.counters
                 c.rx_packets += len(packets)

@@ -47,6 +47,7 @@ class MetricsSnapshot:
     handshakes: int
     renegotiations: int
     reconnects: int
+    unauthenticated: int = 0
     handshake_failures: Mapping[str, int] = field(default_factory=dict)
     drops: Mapping[str, int] = field(default_factory=dict)
     peers: tuple[PeerTraffic, ...] = ()
@@ -95,6 +96,10 @@ def render_metrics(s: MetricsSnapshot) -> str:
     w.family("trivpn_connected_clients" if s.role == "server" else "trivpn_tunnel_up", "gauge",
              "Clients currently connected." if s.role == "server"
              else "1 while the tunnel is up, else 0.", [((), s.connected)])
+    if s.role == "server":
+        w.family("trivpn_unauthenticated_sessions", "gauge",
+                 "Server: TCP connections and sessions not yet authenticated (the "
+                 "pre-authentication quota in use).", [((), s.unauthenticated)])
     w.family("trivpn_handshakes_total", "counter",
              "Completed key negotiations (initial and renegotiations).", [((), s.handshakes)])
     w.family("trivpn_handshake_failures_total", "counter",

@@ -157,6 +157,7 @@ class ServerView:
             role="server", start_time=start_time, bytes_in=total.bytes_in,
             bytes_out=total.bytes_out, packets_in=total.packets_in,
             packets_out=total.packets_out, connected=len(self.server.connected),
+            unauthenticated=len(self.server.preauth),
             handshakes=c.handshakes, renegotiations=c.renegotiations,
             reconnects=c.reconnects, handshake_failures=dict(c.handshake_failures),
             drops=dict(drops), peers=tuple(traffic))

@@ -10,8 +10,15 @@ Tasks (one nursery for the server, a child nursery for the peers):
   unknown addresses only the client's hard reset is answered, statelessly with an HMAC cookie
   session id (digest §10.1); the client's next packet proves the cookie and only then creates a
   session. All else is dropped and counted.
-- **TCP acceptor** (TCP): one peer per connection; its reader and writer run as that peer's
-  tasks.
+- **TCP acceptor** (TCP): a new connection is an *opening* until its first packet, which must
+  be a client hard reset that authenticates (tls-auth / tls-crypt) and arrive within
+  :func:`~trivpn.protocol.admission.first_packet_timeout`; anything else closes it at once.
+  ``connect-freq-initial`` counts these resets as it counts UDP ones (OpenVPN 2.6 applies it to
+  UDP only; ``connect-freq`` with TCP is a config error there and here). Only then is a peer
+  created; its reader and writer run as that peer's tasks.
+- **pre-authentication quota**: openings and sessions that have not authenticated are counted
+  in a :class:`~trivpn.protocol.admission.PreauthLedger`, in total and per source address,
+  apart from ``max-clients`` (docs/server-admission.md).
 - **device → peers**: packets from the TUN/TAP device go to the peer owning the destination
   (:mod:`trivpn.runtime.peers`); UDP: in the data path task, TCP: a device reader task.
 - **per-peer timer task**: runs the session's timers (retransmits, hand-window, keepalive,
@@ -40,6 +47,13 @@ from trivpn.config import ConfigError, Options
 from trivpn.config.derive import PoolEntry, address_pool, server_push_options
 from trivpn.logging import DropAggregator, RateLimitedLog
 from trivpn.protocol import events as ev
+from trivpn.protocol.admission import (
+    MAX_FIRST_PACKET,
+    PreauthLedger,
+    PreauthLimits,
+    first_packet_timeout,
+    peek_client_reset,
+)
 from trivpn.protocol.cookie import (
     cookie_matches,
     cookie_session_id,
@@ -95,9 +109,10 @@ class Peer:
     """One client: its session, where it is, what it was given."""
 
     __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
-                 "label", "mac_refused", "peer_id", "remove_at", "remove_reason", "removed",
-                 "rx_bytes", "rx_packets", "session", "sleeping_until", "tcp", "tcp_recv",
-                 "tcp_send", "tx_bytes", "tx_packets", "vaddr", "wakeup")
+                 "label", "mac_refused", "peer_id", "preauth", "remove_at", "remove_reason",
+                 "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
+                 "sleeping_until", "tcp", "tcp_recv", "tcp_send", "tx_bytes", "tx_packets",
+                 "vaddr", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
                  tcp: TcpLink | None = None) -> None:
@@ -111,6 +126,10 @@ class Peer:
         if tcp is not None:
             self.tcp_send, self.tcp_recv = trio.open_memory_channel[bytes](TCP_SEND_QUEUE)
         self.label = format_address(address)
+        # its entry in the server's pre-authentication ledger until it authenticates
+        self.preauth: Pending | None = None
+        # TCP: its reset counts against connect-freq-initial until the client goes on
+        self.reset_counted = False
         self.common_name: str | None = None
         self.entry: PoolEntry | None = None
         self.vaddr: bytes | None = None
@@ -132,6 +151,20 @@ class Peer:
     @property
     def vpn_ip(self) -> str | None:
         return str(self.entry.local) if self.entry is not None else None
+
+
+class Pending:
+    """A client that has not authenticated: the key of its pre-authentication ledger entry.
+    For a TCP connection that has sent nothing valid yet (an opening), also its link and the
+    cancel scope that evicts it."""
+
+    __slots__ = ("address", "cancel_scope", "evicted", "link")
+
+    def __init__(self, address: Address, link: TcpLink | None = None) -> None:
+        self.address = address
+        self.link = link
+        self.cancel_scope = trio.CancelScope()
+        self.evicted = False
 
 
 def _next_deadline(peer: Peer) -> float:
@@ -191,6 +224,11 @@ class Server:
             options, options.data_ciphers, "udp" if options.proto == "udp" else "tcp")
         self.max_clients = options.max_clients
         self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn)
+        # pre-authentication quota, separate from max-clients (docs/server-admission.md)
+        self.preauth: PreauthLedger[Pending] = PreauthLedger(
+            PreauthLimits.for_max_clients(options.max_clients))
+        self._preauth_logged_at = -math.inf
+        self._preauth_refusals = 0
         self.push = server_push_options(options)
         self.table: PeerTable[Peer] = PeerTable(options.max_routes_per_client)
         self.connected: tuple[Peer, ...] = ()
@@ -412,18 +450,28 @@ class Server:
 
     # ------------------------------------------------------------------ peers
 
+    def _admitted(self) -> int:
+        """Peers that authenticated and hold a pool address: what max-clients bounds."""
+        return len(self.table) - sum(1 for p in self.table if p.entry is None)
+
     def _create_peer(self, address: Address, session: Session, now: float,
-                     tcp: TcpLink | None = None) -> Peer | None:
-        if len(self.table) >= self.max_clients:
+                     tcp: TcpLink | None = None, *, pending: Pending) -> Peer | None:
+        """A peer for a client admitted by the pre-authentication ledger as ``pending`` (its
+        entry is released when the peer authenticates or goes; here if no peer is made)."""
+        if self._admitted() >= self.max_clients:
             self.counts["max_clients"] += 1
+            self.preauth.release(pending)
             return None
-        peer_id = self.table.free_peer_id(self.max_clients)
-        if peer_id is None:  # pragma: no cover - len(table) < max_clients guarantees one
+        # peer-ids for max-clients authenticated peers plus the pre-authentication quota
+        peer_id = self.table.free_peer_id(self.max_clients + self.preauth.limits.total)
+        if peer_id is None:  # pragma: no cover - both bounds above leave one free
             self.counts["max_clients"] += 1
+            self.preauth.release(pending)
             return None
         peer = Peer(session, address, peer_id, now, tcp)
-        # Backstop for peers that never even start (a TCP connection that sends nothing); the
-        # session's own hand-window failure normally comes first and says where it stalled.
+        peer.preauth = pending
+        # Backstop for peers whose session never gets going; the session's own hand-window
+        # failure normally comes first and says where it stalled.
         peer.remove_at = now + session.config.hand_window + 1.0
         self.table.add(peer)
         assert self._peers_nursery is not None
@@ -483,6 +531,7 @@ class Server:
         peer.removed = True
         now = trio.current_time()
         self.table.remove(peer)
+        self._preauth_release(peer)
         if peer.connected:
             self.connected = tuple(p for p in self.connected if p is not peer)
         if peer.entry is not None:
@@ -496,6 +545,35 @@ class Server:
         self.log.info("peer_disconnected", reason=reason, peer=peer.label, cn=peer.common_name,
                       vpn_ip=peer.vpn_ip, peer_id=peer.peer_id, was_connected=peer.connected,
                       **fields)
+
+    # ------------------------------------------------------------------ pre-authentication
+
+    def _preauth_admit(self, pending: Pending, now: float, *, opening: bool = False) -> bool:
+        """Count ``pending`` in the pre-authentication ledger; close the openings it evicts.
+        False (counted, and logged at most every DROP_LOG_INTERVAL) when a limit refuses."""
+        admission = self.preauth.admit(pending, pending.address[0], opening=opening)
+        for victim in admission.evicted:
+            victim.evicted = True
+            victim.cancel_scope.cancel()
+            self.counts["preauth_evicted"] += 1
+        if admission.refused is None:
+            return True
+        self.counts[admission.refused] += 1
+        self._preauth_refusals += 1
+        if now - self._preauth_logged_at >= DROP_LOG_INTERVAL:
+            limits = self.preauth.limits
+            self.log.warning("preauth_limit_reached", reason=admission.refused,
+                             peer=format_address(pending.address),
+                             unauthenticated=len(self.preauth), quota=limits.total,
+                             per_source=limits.per_source, refused=self._preauth_refusals)
+            self._preauth_logged_at = now
+            self._preauth_refusals = 0
+        return False
+
+    def _preauth_release(self, peer: Peer) -> None:
+        if peer.preauth is not None:
+            self.preauth.release(peer.preauth)
+            peer.preauth = None
 
     def kill_peer(self, peer: Peer, linger: float) -> None:
         """Management ``kill``: tell the client to restart, remove it ``linger`` s later."""
@@ -595,6 +673,11 @@ class Server:
         if isinstance(event, ev.PhaseReached):
             if event.phase == ev.PHASE_TLS_STARTED:
                 log.info("tls_handshake_started", peer=peer.label, key_id=event.key_id)
+                if peer.reset_counted:
+                    # the TCP client answered our reset: like a UDP client proving its
+                    # cookie, it does not count against connect-freq-initial
+                    peer.reset_counted = False
+                    self.reset_limiter.give_back()
         elif isinstance(event, ev.TlsHandshakeComplete):
             log.info("tls_handshake_complete", peer=peer.label, key_id=event.key_id,
                      cn=event.peer.common_name, tls=event.description)
@@ -634,10 +717,16 @@ class Server:
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         cn = event.peer.common_name
         peer.common_name = cn
+        self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
         if not self.options.duplicate_cn:
             for other in self.table:
                 if other is not peer and other.common_name == cn:
                     self._remove_peer(other, "duplicate_cn", replaced_by=peer.label)
+        if self._admitted() >= self.max_clients:
+            # the quota let more sessions start than max-clients can take
+            self.counts["max_clients"] += 1
+            self._remove_peer(peer, "max_clients")
+            return
         entry = self.allocator.acquire(cn, now)
         if entry is None:
             self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
@@ -840,16 +929,15 @@ class Server:
             return None
 
     def _stateless_reset(self, data: bytes, address: Address, now: float) -> None:
-        packet = self._unwrap(data)
-        if packet is None:
-            return
-        if packet.opcode != Opcode.CONTROL_HARD_RESET_CLIENT_V2 or packet.message_id != 0:
-            self.counts["unexpected_reset"] += 1
+        assert self.config is not None and self.udp is not None
+        try:
+            packet = peek_client_reset(self.config.wrap, data)
+        except ProtocolError as exc:
+            self.counts[exc.reason] += 1
             return
         if not self.reset_limiter.allow(now):
             self.counts["reset_rate_limited"] += 1
             return
-        assert self.config is not None and self.udp is not None
         sid = cookie_session_id(self.secret, timeslot(now, self.config.hand_window),
                                 address_bytes(address), packet.session_id)
         reply = stateless_server_reset(self.config.wrap, sid, packet.session_id,
@@ -866,17 +954,21 @@ class Server:
                               address_bytes(address)):
             self.counts["bad_cookie" if replacing is None else "wrong_session"] += 1
             return
+        if replacing is not None:
+            self._remove_peer(replacing, "client_restarted")
+        pending = Pending(address)
+        if not self._preauth_admit(pending, now):
+            return
         if self.connect_limiter is not None and not self.connect_limiter.allow(now):
             self.counts["connect_freq_limited"] += 1
+            self.preauth.release(pending)
             return
         # a completed three-way handshake does not count against connect-freq-initial
         self.reset_limiter.give_back()
-        if replacing is not None:
-            self._remove_peer(replacing, "client_restarted")
         session = Session.after_stateless_reset(self.config, now,
                                                 local_session_id=packet.remote_session_id,
                                                 remote_session_id=packet.session_id)
-        peer = self._create_peer(address, session, now)
+        peer = self._create_peer(address, session, now, pending=pending)
         if peer is None:
             return
         session.receive_datagram(data, now)
@@ -922,8 +1014,71 @@ class Server:
             except OSError:
                 await link.aclose()
                 continue
-            if self._create_peer(address, Session(self.config, now), now, tcp=link) is None:
+            pending = Pending(address, link)
+            if not self._preauth_admit(pending, now, opening=True):
                 await link.aclose()
+                continue
+            assert self._peers_nursery is not None
+            self._peers_nursery.start_soon(self._tcp_opening, pending)
+
+    async def _tcp_opening(self, pending: Pending) -> None:
+        """A new TCP connection until its first packet: a valid client reset within the first
+        packet timeout makes it a peer; anything else closes it (counted by reason)."""
+        link, config = pending.link, self.config
+        assert link is not None and config is not None
+        reason: str | None = None
+        peer: Peer | None = None
+        try:
+            with pending.cancel_scope:  # cancelled when the ledger evicts this opening
+                with trio.move_on_after(first_packet_timeout(config.hand_window)) as timer:
+                    try:
+                        packets = await link.recv_first_packets(MAX_FIRST_PACKET)
+                    except LinkClosed:
+                        reason = "tcp_closed_before_reset"
+                    except ProtocolError:
+                        reason = "tcp_bad_first_packet"
+                    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                        reason = "tcp_closed_before_reset"
+                if timer.cancelled_caught:
+                    reason = "tcp_first_packet_timeout"
+            if pending.evicted:
+                return  # counted as preauth_evicted
+            if reason is None:
+                peer = self._tcp_first_packets(pending, packets, trio.current_time())
+        finally:
+            if peer is None:
+                self.preauth.release(pending)
+                if reason is not None:
+                    self.counts[reason] += 1
+                with trio.CancelScope(shield=True):
+                    await link.aclose()
+
+    def _tcp_first_packets(self, pending: Pending, packets: list[bytes],
+                           now: float) -> Peer | None:
+        """The first packets of a TCP connection: a peer if the first is a valid reset and
+        connect-freq-initial allows it (each refusal counted)."""
+        assert self.config is not None and pending.link is not None
+        try:
+            peek_client_reset(self.config.wrap, packets[0])
+        except ProtocolError:
+            self.counts["tcp_bad_first_packet"] += 1
+            return None
+        # connect-freq needs no check: like OpenVPN 2.6, trivpn refuses it with a TCP server
+        if not self.reset_limiter.allow(now):
+            self.counts["reset_rate_limited"] += 1
+            return None
+        self.preauth.settle(pending)
+        session = Session(self.config, now)
+        peer = self._create_peer(pending.address, session, now, tcp=pending.link,
+                                 pending=pending)
+        if peer is None:
+            self.reset_limiter.give_back()
+            return None
+        peer.reset_counted = True
+        for data in packets:
+            session.receive_datagram(data, now)
+        self._drain(peer, now)
+        return peer
 
     async def _tcp_reader(self, peer: Peer) -> None:
         link = peer.tcp
