@@ -84,10 +84,20 @@ Handler = Callable[[ParseState, Directive], Options]
 
 @dataclass(frozen=True, slots=True)
 class Spec:
+    """How one accepted directive is parsed.
+
+    Every accepted directive is applied. The only exception is a directive that OpenVPN on
+    Linux also does nothing with: it carries ``inert``, the written reason why accepting it and
+    doing nothing is what OpenVPN does (or why it is fine for trivpn). Every other directive
+    has a behavioural test tagged ``@pytest.mark.directive(name)``;
+    tests/config/test_directive_coverage.py enforces both.
+    """
+
     min_args: int
     max_args: int | None
     handler: Handler
     inline: bool = False  # may be written as an inline <name>…</name> block
+    inert: str | None = None  # why doing nothing matches OpenVPN on Linux (see above)
 
 
 # --- shared value maps -------------------------------------------------------------------------
