@@ -80,3 +80,23 @@ def test_auth_user_pass_file_supplies_credentials(tmp_path):
                          unix_time_offset=0.0)
     assert (cfg.username, cfg.password) == ("alice", "s3cret")
     assert "s3cret" not in repr(cfg)
+
+
+@pytest.mark.directive("ping-exit")
+def test_ping_exit_and_ping_restart_are_one_timer_the_last_one_wins(tmp_path):
+    cfg = session_config(_config(tmp_path, [*CLIENT, "ping-restart 60", "ping-exit 20"]),
+                         unix_time_offset=0.0)
+    assert (cfg.ping_restart, cfg.ping_exit) == (20.0, True)
+    cfg = session_config(_config(tmp_path, [*CLIENT, "ping-exit 20", "ping-restart 60"]),
+                         unix_time_offset=0.0)
+    assert (cfg.ping_restart, cfg.ping_exit) == (60.0, False)
+
+
+@pytest.mark.directive("inactive", "session-timeout")
+def test_inactive_and_session_timeout_reach_the_session(tmp_path):
+    cfg = session_config(_config(tmp_path, [*SERVER, "inactive 600 100000",
+                                            "session-timeout 3600"]), unix_time_offset=0.0)
+    assert (cfg.inactive, cfg.inactive_bytes, cfg.session_timeout) == (600.0, 100000, 3600.0)
+    cfg = session_config(_config(tmp_path, [*CLIENT, "inactive 0", "session-timeout 0"]),
+                         unix_time_offset=0.0)
+    assert (cfg.inactive, cfg.session_timeout) == (None, None)  # 0: off, as in OpenVPN

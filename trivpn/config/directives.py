@@ -494,15 +494,22 @@ INTS: Mapping[str, tuple[int, int | None, Callable[[Options, int], Options]]] = 
     "tran-window": (1, None, lambda o, n: replace(o, tran_window=n)),
     "max-clients": (1, None, lambda o, n: replace(o, max_clients=n)),
     "ping": (0, None, lambda o, n: replace(o, ping=n)),
-    "ping-restart": (0, None, lambda o, n: replace(o, ping_restart=n)),
-    "ping-exit": (0, None, lambda o, n: replace(o, ping_exit=n)),
-    "inactive": (0, None, lambda o, n: replace(o, inactive=n)),
+    # ping-restart and ping-exit set one timer in OpenVPN (options.c): the last one wins
+    "ping-restart": (0, None, lambda o, n: replace(o, ping_restart=n, ping_exit=None)),
+    "ping-exit": (0, None, lambda o, n: replace(o, ping_exit=n, ping_restart=None)),
     "session-timeout": (0, None, lambda o, n: replace(o, session_timeout=n)),
     "verb": (0, 11, lambda o, n: replace(o, verb=n)),
     "mute": (0, None, lambda o, n: replace(o, mute=n)),
     "status-version": (1, 3, lambda o, n: replace(o, status_version=n)),
     "script-security": (0, 3, lambda o, n: replace(o, script_security=n)),
 }
+
+
+def _inactive(st: ParseState, d: Directive) -> Options:
+    """``inactive SECONDS [BYTES]``: BYTES (in + out) must pass in each period (default 0)."""
+    secs = v.integer(d, 0, 0)
+    minimum = v.integer(d, 1, 0, 2**63 - 1) if len(d.args) == 2 else 0
+    return replace(st.opts, inactive=secs, inactive_bytes=minimum)
 
 
 def _reneg_sec(st: ParseState, d: Directive) -> Options:
@@ -675,7 +682,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "ping-restart": Spec(1, 1, _int_option),
     "ping-exit": Spec(1, 1, _int_option),
     "ping-timer-rem": Spec(0, 0, _flag),
-    "inactive": Spec(1, 1, _int_option),
+    "inactive": Spec(1, 2, _inactive),
     "session-timeout": Spec(1, 1, _int_option),
     "explicit-exit-notify": Spec(0, 1, _explicit_exit_notify),
     "persist-key": Spec(0, 0, _flag),

@@ -299,6 +299,7 @@ class Options:
     ping_exit: int | None = None
     ping_timer_rem: bool = False
     inactive: int | None = None
+    inactive_bytes: int = 0
     session_timeout: int | None = None
     explicit_exit_notify: int = 0
     persist_key: bool = False

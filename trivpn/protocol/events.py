@@ -116,3 +116,19 @@ class PeerExited(Event):
 class KeepaliveTimeout(Event):
     name: ClassVar[str] = "ping_restart"
     silent_for: float
+
+
+#: ``TimeoutExit.cause`` values: OpenVPN's SIGTERM reasons (forward.c, ping.c), with ``_``.
+TIMEOUT_PING_EXIT = "ping_exit"  # nothing received for ping-exit seconds
+TIMEOUT_INACTIVE = "inactive"  # too little tunnel traffic for inactive seconds
+TIMEOUT_SESSION = "session_timeout"  # session-timeout seconds since the timers started
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutExit(Event):
+    """A timer that ends the session for good (OpenVPN raises SIGTERM): a client exits, a
+    server drops this client. ``after`` is how long the timer ran."""
+
+    name: ClassVar[str] = "timeout_exit"
+    cause: str
+    after: float

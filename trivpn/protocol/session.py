@@ -124,7 +124,11 @@ class SessionConfig:
     replay_window: int = 64
     replay_time: float = 15.0
     ping_interval: float | None = None
-    ping_restart: float | None = None
+    ping_restart: float | None = None  # seconds without an authenticated packet from the peer
+    ping_exit: bool = False  # ... then end for good (ping-exit), not restart (ping-restart)
+    inactive: float | None = None  # end after this long with too little tunnel traffic
+    inactive_bytes: int = 0  # ... fewer than this many bytes (in + out) per period
+    session_timeout: float | None = None  # end this long after the timers start
     compression: Compression = Compression.NONE
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
 
@@ -194,6 +198,15 @@ class Session:
         self._last_sent = now
         self._last_received = now
         self._keepalive_fired = False
+        # ping-exit / inactive / session-timeout (OpenVPN: do_init_timers, forward.c)
+        self._ping_exit = config.ping_exit
+        self._inactive = config.inactive or None
+        self._inactive_min = config.inactive_bytes
+        self._inactive_count = 0
+        self._last_activity = now
+        self._session_timeout = config.session_timeout or None
+        self._timers_started = now
+        self._exit_fired = False
         # client push state
         self._push = PushAccumulator()
         self._push_requested_at: float | None = None
@@ -272,6 +285,29 @@ class Session:
             self.drops[exc.reason] += 1
             return None
         self._last_sent = now
+        if self._inactive is not None:  # tunnel traffic, counted as sent (forward.c)
+            count = self._inactive_count + len(wire)
+            if count >= self._inactive_min:
+                count = 0
+                self._last_activity = now
+            self._inactive_count = count
+        return wire
+
+    def _encrypt_internal(self, payload: bytes, now: float) -> bytes | None:
+        """A ping or OCC message: like :meth:`encrypt_data`, but not tunnel activity."""
+        key = self._primary
+        data_key = None if key is None else key.data_key
+        if data_key is None:
+            self.drops["no_key"] += 1
+            return None
+        compression = self._compression
+        try:
+            wire = data_key.encrypt(payload if compression is _NO_COMPRESSION
+                                    else frame(compression, payload))
+        except ProtocolError as exc:
+            self.drops[exc.reason] += 1
+            return None
+        self._last_sent = now
         return wire
 
     def decrypt_data(self, data: bytes, now: float) -> bytes | None:
@@ -304,6 +340,12 @@ class Session:
             if occ is not None:
                 self._handle_occ(occ[0])
                 return None
+        if self._inactive is not None:  # tunnel traffic, counted as written to the TUN
+            count = self._inactive_count + len(payload)
+            if count >= self._inactive_min:
+                count = 0
+                self._last_activity = now
+            self._inactive_count = count
         return payload
 
     def handle_timer(self, now: float) -> None:
@@ -318,6 +360,7 @@ class Session:
                                f"no progress after {self.config.hand_window:g} s "
                                f"(last phase: {key.last_phase})", now)
         self._client_push_timers(now)
+        self._exit_timers(now)
         self._keepalive_timers(now)
         if self._reneg_at is not None and now >= self._reneg_at:
             if self._negotiating():
@@ -340,11 +383,16 @@ class Session:
             deadlines.append(self._push_requested_at + PUSH_REQUEST_INTERVAL)
             if self._push_deadline is not None:
                 deadlines.append(self._push_deadline)
+        if not self._exit_fired:
+            if self._inactive is not None:
+                deadlines.append(self._last_activity + self._inactive)
+            if self._session_timeout is not None:
+                deadlines.append(self._timers_started + self._session_timeout)
+            if self._ping_restart and not self._keepalive_fired:
+                deadlines.append(self._last_received + self._ping_restart)
         if self.established:
             if self._ping_interval:
                 deadlines.append(self._last_sent + self._ping_interval)
-            if self._ping_restart and not self._keepalive_fired:
-                deadlines.append(self._last_received + self._ping_restart)
             if self._reneg_at is not None:
                 deadlines.append(self._reneg_at)
         return min(deadlines, default=None)
@@ -374,7 +422,7 @@ class Session:
         if self.cc_exit and self._message_key() is not None:
             self.send_control_message("EXIT", now)
             return
-        wire = self.encrypt_data(build_occ(OccOpcode.EXIT), now)
+        wire = self._encrypt_internal(build_occ(OccOpcode.EXIT), now)
         if wire is not None:
             self._out.append(wire)
 
@@ -472,6 +520,7 @@ class Session:
         if packet.acks and packet.remote_session_id != self.local_session_id:
             raise StateError("acknowledgement for another session", "ack remote session id",
                              reason="wrong_session")
+        self._last_received = now  # a good control packet resets ping-restart (forward.c)
         if first_contact:
             self.remote_session_id = packet.session_id
             if self.config.is_server:
@@ -707,6 +756,22 @@ class Session:
             self._ping_interval = float(pushed.ping)
         if pushed.ping_restart is not None:
             self._ping_restart = float(pushed.ping_restart)
+            self._ping_exit = False
+        if pushed.ping_exit is not None:  # the same timer as ping-restart; the last one wins
+            self._ping_restart = float(pushed.ping_exit)
+            self._ping_exit = True
+        if pushed.inactive is not None:
+            self._inactive = float(pushed.inactive) or None
+            self._inactive_min = pushed.inactive_bytes or 0
+        if pushed.session_timeout is not None:
+            self._session_timeout = float(pushed.session_timeout) or None
+        if pushed.has_timer_options:
+            # OpenVPN (do_deferred_options -> do_init_timers) restarts every timer from the
+            # push when it carried one of them: session-timeout counts from here
+            self._timers_started = now
+            self._last_activity = now
+            self._inactive_count = 0
+            self._last_received = now
         if pushed.compression is not None:
             self._compression = _PUSHED_COMPRESSION[pushed.compression]
         if key is not None:
@@ -842,17 +907,35 @@ class Session:
         self.failed = True
         self._events.append(ev.HandshakeFailed(0, cause, detail, phase))
 
+    def _exit_timers(self, now: float) -> None:
+        """inactive, session-timeout, ping-exit/ping-restart: like OpenVPN, they run from the
+        start (not only once connected), in this order, and the first one due ends it."""
+        if self._exit_fired:
+            return
+        if self._inactive is not None and now >= self._last_activity + self._inactive:
+            self._fire_exit(ev.TIMEOUT_INACTIVE, now - self._last_activity)
+        elif (self._session_timeout is not None
+              and now >= self._timers_started + self._session_timeout):
+            self._fire_exit(ev.TIMEOUT_SESSION, now - self._timers_started)
+        elif (self._ping_restart and not self._keepalive_fired
+                and now >= self._last_received + self._ping_restart):
+            if self._ping_exit:
+                self._fire_exit(ev.TIMEOUT_PING_EXIT, now - self._last_received)
+            else:
+                self._keepalive_fired = True
+                self._events.append(ev.KeepaliveTimeout(now - self._last_received))
+
+    def _fire_exit(self, cause: str, after: float) -> None:
+        self._exit_fired = True
+        self._events.append(ev.TimeoutExit(cause, after))
+
     def _keepalive_timers(self, now: float) -> None:
         if not self.established:
             return
         if self._ping_interval and now >= self._last_sent + self._ping_interval:
-            wire = self.encrypt_data(PING_MAGIC, now)
+            wire = self._encrypt_internal(PING_MAGIC, now)
             if wire is not None:
                 self._out.append(wire)
-        if (self._ping_restart and not self._keepalive_fired
-                and now >= self._last_received + self._ping_restart):
-            self._keepalive_fired = True
-            self._events.append(ev.KeepaliveTimeout(now - self._last_received))
 
     def _handle_occ(self, opcode: OccOpcode) -> None:
         if opcode == OccOpcode.EXIT:

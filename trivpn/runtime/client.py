@@ -648,6 +648,10 @@ class Connection:
         elif isinstance(event, ev.KeepaliveTimeout):
             log.warning("ping_restart", silent_for=round(event.silent_for, 3))
             self.finish(Reconnect("ping_restart"))
+        elif isinstance(event, ev.TimeoutExit):
+            # OpenVPN raises SIGTERM for these: the client exits (status 0), no reconnect
+            log.warning(event.cause, after=round(event.after, 3), action="exit")
+            self.finish(Exit(0, event.cause))
         else:
             log.debug(event.name)
 

@@ -576,6 +576,11 @@ class Server:
             self._remove_peer(peer, "ping_restart")
         elif isinstance(event, ev.PeerExited):
             self._remove_peer(peer, "exit", how=event.how)
+        elif isinstance(event, ev.TimeoutExit):
+            # OpenVPN's multi server closes the client instance (multi_close_instance_on_signal)
+            log.info(event.cause, peer=peer.label, cn=peer.common_name,
+                     after=round(event.after, 1))
+            self._remove_peer(peer, event.cause)
 
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         cn = event.peer.common_name

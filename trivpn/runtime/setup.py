@@ -164,7 +164,12 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         replay_window=o.replay_window.size,
         replay_time=float(o.replay_window.seconds),
         ping_interval=float(pings.ping) if pings.ping else None,
-        ping_restart=float(pings.ping_restart) if pings.ping_restart else None,
+        ping_restart=(float(pings.ping_restart or pings.ping_exit or 0)
+                      if pings.ping_restart or pings.ping_exit else None),
+        ping_exit=bool(pings.ping_exit) and not pings.ping_restart,
+        inactive=float(o.inactive) if o.inactive else None,
+        inactive_bytes=o.inactive_bytes,
+        session_timeout=float(o.session_timeout) if o.session_timeout else None,
         compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
         unix_time_offset=unix_time_offset,
     )
