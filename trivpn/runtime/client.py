@@ -28,6 +28,7 @@ import signal
 import socket
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -42,12 +43,18 @@ from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
-from trivpn.runtime.link import LinkClosed, TcpLink, UdpLink, open_tcp_link
+from trivpn.runtime.link import (
+    LinkClosed,
+    TcpLink,
+    UdpLink,
+    apply_sndbuf_rcvbuf,
+    open_tcp_link,
+)
 from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
 from trivpn.runtime.readiness import ReadySet
-from trivpn.runtime.setup import session_config
+from trivpn.runtime.setup import read_credentials, session_config
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import Exit, Outcome, Reconnect, RemoteSchedule
 from trivpn.runtime.tun import TunDevice
@@ -135,6 +142,7 @@ class Client:
         self._tun_drops_seen = 0
         self.traffic = Traffic()  # status file, management, metrics
         self.tools: OperatorTools | None = None
+        self._connections = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -174,6 +182,11 @@ class Client:
                     await self.stop.wait()
             if self.stop.is_set():
                 return 0, "signal"
+            try:
+                self.refresh_credentials()
+            except ConfigError as exc:
+                self.log.error("config_error", detail=str(exc))
+                return 1, "config_error"
             outcome = await Connection(self, attempt.remote).run()
             if isinstance(outcome, Exit):
                 return outcome.code, outcome.reason
@@ -186,6 +199,17 @@ class Client:
             self.log.info("reconnecting", reason=outcome.reason, detail=outcome.detail,
                           delay=attempt.delay, remote=f"{remote.host}:{remote.port}",
                           proto=remote.proto)
+
+    def refresh_credentials(self) -> None:
+        """auth-nocache: OpenVPN forgets the username/password once sent (ssl.c,
+        purge_user_pass) and reads the auth-user-pass file again for the next connection;
+        without it the credentials read at start are used for every connection."""
+        if self._connections and self.options.auth_nocache:
+            creds = read_credentials(self.options)
+            if creds is not None:
+                self.config = replace(self.config, username=creds.username,
+                                      password=creds.password)
+        self._connections += 1
 
     def _teardown(self) -> None:
         self.close_tunnel()
@@ -325,9 +349,11 @@ class Connection:
                 if not opened:
                     return Exit(0, "signal")
                 self.tcp = opened[0]
+                apply_sndbuf_rcvbuf(self.tcp.stream.socket, o.sndbuf, o.rcvbuf)
                 local = self.tcp.local_address
             else:
                 self.udp = UdpLink.bind(bind[0], bind[1])
+                apply_sndbuf_rcvbuf(self.udp.socket, o.sndbuf, o.rcvbuf)
                 self.udp.connect((self.remote_ip, r.port))
                 local = self.udp.local_address
         except trio.TooSlowError:

@@ -58,6 +58,7 @@ from trivpn.runtime.link import (
     TcpLink,
     TcpLinkListener,
     UdpLink,
+    apply_sndbuf_rcvbuf,
     open_tcp_listener,
 )
 from trivpn.runtime.operator import OperatorTools
@@ -250,7 +251,7 @@ class Server:
             ifconfig = (str(first), str(net.netmask))
             routes = []
         plan = plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
-                           ifconfig=ifconfig, routes=routes)
+                           ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen)
         self.tunnel = Tunnel.open(plan)
         self.log.info("tun_configured", topology=o.topology, **self.tunnel.describe())
         for failure in self.tunnel.route_failures:
@@ -259,9 +260,12 @@ class Server:
         port = o.lport
         if o.proto == "udp":
             self.udp = UdpLink.bind(host, port)
+            apply_sndbuf_rcvbuf(self.udp.socket, o.sndbuf, o.rcvbuf)
             local = self.udp.local_address
         else:
             self.listener = await open_tcp_listener(host, port)
+            # accepted connections inherit the listening socket's buffer sizes
+            apply_sndbuf_rcvbuf(self.listener.socket, o.sndbuf, o.rcvbuf)
             local = self.listener.local_address
         self.log.info("link_open", proto="udp" if o.proto == "udp" else "tcp-server",
                       local=format_address(local))

@@ -6,6 +6,8 @@ its peer happens here, once, before any task starts. Errors name the config file
 
 from __future__ import annotations
 
+import os
+import ssl
 from dataclasses import dataclass
 
 from trivpn.config import ConfigError, Options
@@ -90,6 +92,23 @@ def data_ciphers(o: Options) -> tuple[str, ...]:
     return tuple(out)
 
 
+def peer_info_extra(o: Options) -> dict[str, str]:
+    """What a pulling client adds to its peer-info beyond the fixed IV_ lines, as OpenVPN 2.6
+    does (ssl.c, push_peer_info): ``setenv IV_GUI_VER``/``IV_SSO`` always; with
+    ``push-peer-info`` also ``IV_SSL``, ``IV_PLAT_VER`` (the kernel release) and every
+    ``setenv UV_*``, in setenv order. (OpenVPN also sends IV_HWADDR, the MAC address of the
+    default gateway's interface; trivpn does not.)"""
+    extra: dict[str, str] = {}
+    if o.push_peer_info:
+        extra["IV_SSL"] = ssl.OPENSSL_VERSION
+        extra["IV_PLAT_VER"] = os.uname().release
+    for name, value in o.setenv:
+        if name in ("IV_GUI_VER", "IV_SSO") or (
+                o.push_peer_info and (name.startswith("UV_") or name == "IV_PLAT_VER")):
+            extra[name] = value  # a later setenv of the same name wins
+    return extra
+
+
 def read_credentials(o: Options) -> Credentials | None:
     """``auth-user-pass FILE`` (or inline): line 1 username, line 2 password."""
     source = o.auth_user_pass
@@ -150,7 +169,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
                                        verify_x509_name=verify_name),
         wrap=wrap,
         peer_info=None if is_server else build_peer_info(ciphers=ciphers,
-                                                         iv_proto=CLIENT_IV_PROTO),
+                                                         iv_proto=CLIENT_IV_PROTO,
+                                                         extra=peer_info_extra(o)),
         data_ciphers=ciphers,
         data_ciphers_fallback=o.data_ciphers_fallback,
         auth=o.auth,
