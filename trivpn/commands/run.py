@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ def handle(args: argparse.Namespace) -> int:
         print(f"trivpn: {exc}", file=sys.stderr)
         return 2
     stream = None
+    pid_file: Path | None = None
     if args.log_file is not None:
         stream = args.log_file.open("a", buffering=1)
     try:
@@ -59,12 +62,28 @@ def handle(args: argparse.Namespace) -> int:
                               status_path=options.status.path if options.status else None)
         log = get_logger()
         log.info("trivpn_starting", config=str(args.config), role=options.role)
+        if options.writepid is not None:
+            write_pid_file(options.writepid)
+            pid_file = options.writepid
         main = run_server if options.role == "server" else run_client
         code: int = trio.run(functools.partial(main, options, log, tools))
         return code
     except ConfigError as exc:
         print(f"trivpn: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the pid file
+        print(f"trivpn: cannot write pid file '{options.writepid}': "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     finally:
+        if pid_file is not None:  # OpenVPN removes it at exit (init.c, remove_pid_file)
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
         if stream is not None:
             stream.close()
+
+
+def write_pid_file(path: Path) -> None:
+    """``writepid FILE``: our process id and a newline, written before privileges are dropped
+    (OpenVPN: init.c, write_pid_file)."""
+    path.write_text(f"{os.getpid()}\n")

@@ -35,6 +35,7 @@ import structlog
 import trio
 
 from trivpn.config import ConfigError, Options, Remote
+from trivpn.config.options import FileSource
 from trivpn.logging import DropAggregator
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
@@ -133,8 +134,13 @@ class Client:
         self.drops = DropAggregator()
         self.stop = trio.Event()
         self.stop_reason: str | None = None
+        # auth-retry nointeract: OpenVPN pauses 10 s before every restart instead of
+        # connect-retry's seconds, still capped by connect-retry's maximum (init.c,
+        # socket_restart_pause)
+        retry = options.connect_retry
+        base = min(10, retry.max_seconds) if options.auth_retry == "nointeract" else retry.seconds
         self.schedule = RemoteSchedule(
-            options.remotes, base=options.connect_retry.seconds,
+            options.remotes, base=base,
             maximum=options.connect_retry.max_seconds,
             shuffle=random.Random() if options.remote_random else None)
         self._hard_stop = trio.CancelScope()
@@ -204,8 +210,11 @@ class Client:
         """auth-nocache: OpenVPN forgets the username/password once sent (ssl.c,
         purge_user_pass) and reads the auth-user-pass file again for the next connection;
         without it the credentials read at start are used for every connection."""
-        if self._connections and self.options.auth_nocache:
-            creds = read_credentials(self.options)
+        source = self.options.auth_user_pass
+        if self._connections and self.options.auth_nocache and isinstance(source, FileSource):
+            # the file's text, not the copy loaded at start (an inline block stays as it is)
+            fresh = replace(self.options, auth_user_pass=replace(source, text=None))
+            creds = read_credentials(fresh)
             if creds is not None:
                 self.config = replace(self.config, username=creds.username,
                                       password=creds.password)

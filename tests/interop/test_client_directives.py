@@ -1,0 +1,133 @@
+"""Client directives that act on the host or on what the client tells the server, each checked
+on a running ``trivpn run`` client against a real openvpn 2.6 server (and, where OpenVPN's
+behaviour is the claim, beside a real openvpn client with the same config)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.interop.clientkit import (
+    VPN_SERVER,
+    Setup,
+    client_lines,
+    make_setup,
+    ping_ok,
+    popen_of,
+    server_lines,
+    start_client,
+    start_server,
+    wait_until,
+)
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn
+from tests.netns import NetnsLab
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def setup(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> Setup:
+    return make_setup(lab, tmp_path)
+
+
+def _skmem(setup: Setup, pid: int) -> dict[str, int]:
+    """rb/tb (receive/send buffer sizes) of the UDP socket owned by ``pid``."""
+    out = setup.client_ns.run(["ss", "-H", "-u", "-a", "-m", "-n", "-p"]).stdout
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if f"pid={pid}," in line:
+            mem = " ".join(lines[i:i + 2]).split("skmem:(")[1].split(")")[0]
+            fields = dict((f[:2], f[2:]) for f in mem.split(",") if f[:2] in ("rb", "tb"))
+            return {k: int(v) for k, v in fields.items()}
+    raise AssertionError(f"no socket of pid {pid} in:\n{out}")
+
+
+@pytest.mark.directive("lport", "txqueuelen", "sndbuf", "rcvbuf", "writepid", "push-peer-info",
+                       "setenv")
+def test_client_binds_lport_sizes_queue_and_buffers_writes_pid_and_sends_peer_info(
+        setup: Setup) -> None:
+    ovpn = start_server(setup, [*server_lines(), "verb 4"])
+    lines = [line for line in client_lines() if line != "nobind"]
+    client = start_client(setup, [
+        *lines, "lport 40002", "txqueuelen 321", "sndbuf 65536", "rcvbuf 98304",
+        "writepid client.pid", "push-peer-info", "setenv UV_SITE lab7",
+        "setenv IV_GUI_VER trivpn-test/1", "setenv OTHER not-sent"])
+    up = client.wait_event("tun_configured", 20)
+    assert up is not None, client.text()[-4000:]
+    ping_ok(setup.client_ns, VPN_SERVER)
+
+    link = client.wait_event("link_open", 1)
+    assert link is not None and link["local"].endswith(":40002")
+    info = json.loads(setup.client_ns.run(["ip", "-j", "link", "show", "dev",
+                                           up["device"]]).stdout)
+    assert info[0]["txqlen"] == 321
+    mem = _skmem(setup, client.pid)
+    assert (mem["tb"], mem["rb"]) == (2 * 65536, 2 * 98304)  # the kernel doubles, as for OpenVPN
+    assert (setup.workdir / "client.pid").read_text() == f"{client.pid}\n"
+
+    text = ovpn.text()
+    for sent in ("peer info: UV_SITE=lab7", "peer info: IV_GUI_VER=trivpn-test/1",
+                 "peer info: IV_SSL=OpenSSL", f"peer info: IV_PLAT_VER={os.uname().release}"):
+        assert sent in text, text[-4000:]
+    assert "OTHER" not in text
+
+    popen_of(setup.lab, client.pid).send_signal(signal.SIGTERM)
+    assert popen_of(setup.lab, client.pid).wait(10) == 0
+    assert not (setup.workdir / "client.pid").exists()
+
+
+@pytest.mark.directive("writepid")
+def test_openvpn_also_writes_the_pid_with_a_newline_and_removes_it_at_exit(
+        setup: Setup) -> None:
+    start_server(setup, server_lines())
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", [
+        *client_lines(), "ifconfig-noexec", "route-noexec", "writepid ovpn.pid"])
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-3000:]
+    assert (setup.workdir / "ovpn.pid").read_text() == f"{theirs.pid}\n"
+    popen_of(setup.lab, theirs.pid).send_signal(signal.SIGTERM)
+    popen_of(setup.lab, theirs.pid).wait(10)
+    assert not (setup.workdir / "ovpn.pid").exists()
+
+
+def _openvpn_client(setup: Setup, extra: list[str]) -> OpenVpnProcess:
+    return start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", [
+        *client_lines(), "ifconfig-noexec", "route-noexec", *extra])
+
+
+@pytest.mark.directive("auth-nocache", "auth-retry", "auth-user-pass")
+@pytest.mark.parametrize("nocache", [True, False])
+def test_auth_nocache_rereads_the_credentials_file_after_auth_failed_like_openvpn(
+        setup: Setup, nocache: bool) -> None:
+    # the server accepts the password "right" only
+    script = setup.workdir / "verify.sh"
+    script.write_text('#!/bin/sh\n[ "$(sed -n 2p "$1")" = right ]\n')
+    script.chmod(0o755)
+    start_server(setup, server_lines(extra=(
+        "script-security 2", f"auth-user-pass-verify {script} via-file", "duplicate-cn")))
+    for name in ("ours", "theirs"):
+        (setup.workdir / f"{name}.txt").write_text("alice\nwrong\n")
+    # connect-retry's maximum caps auth-retry nointeract's 10 s restart pause (to 2 s here)
+    extra = ["auth-retry nointeract", "connect-retry 1 2",
+             *(["auth-nocache"] if nocache else [])]
+    ours = start_client(setup, [*client_lines(), "auth-user-pass ours.txt", *extra])
+    theirs = _openvpn_client(setup, ["auth-user-pass theirs.txt", *extra])
+
+    # auth-retry nointeract: AUTH_FAILED means try again, not exit
+    retry = ours.wait_event("reconnecting", 20, reason="auth_failed")
+    assert retry is not None, ours.text()[-3000:]
+    assert theirs.wait_for("Restart pause, 2 second(s)", 20), theirs.text()[-3000:]
+    assert retry["delay"] == 2.0
+    for name in ("ours", "theirs"):
+        (setup.workdir / f"{name}.txt").write_text("alice\nright\n")
+    def up() -> tuple[bool, bool]:
+        return (ours.count("tun_configured") > 0,
+                "Initialization Sequence Completed" in theirs.text())
+
+    wait_until(lambda: all(up()), 6)  # retries come every 2 s
+    assert up() == (nocache, nocache), (ours.text()[-3000:], theirs.text()[-3000:])
+    assert popen_of(setup.lab, ours.pid).poll() is None
+    assert "right" not in ours.text() and "wrong" not in ours.text()
