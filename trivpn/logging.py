@@ -63,14 +63,16 @@ class DropAggregator:
     totals since the last flush, so a flood of garbage costs one log line per interval.
     """
 
-    def __init__(self, interval: float = 10.0) -> None:
+    def __init__(self, interval: float = 10.0, *, muted: frozenset[str] = frozenset()) -> None:
         self.interval = interval
+        self.muted = muted  # counted in ``totals`` (metrics), never logged
         self.totals: Counter[str] = Counter()
         self._since_flush: Counter[str] = Counter()
         self._last_flush: float | None = None
 
     def add(self, reason: str, count: int = 1) -> None:
-        self._since_flush[reason] += count
+        if reason not in self.muted:
+            self._since_flush[reason] += count
         self.totals[reason] += count
 
     def merge(self, counts: Mapping[str, int]) -> None:

@@ -161,13 +161,13 @@ def test_server_options() -> None:
     o = server('push "route 198.19.10.0 255.255.255.0"\npush "dhcp-option DNS 198.18.8.1"\n'
                "ifconfig-pool-persist ipp.txt\nstatus openvpn-status.log\nstatus-version 2\n"
                "client-to-client\nduplicate-cn\nmax-clients 10\nexplicit-exit-notify 2\n"
-               "verify-client-cert none")
+               "verify-client-cert require")
     assert o.pushes == ("route 198.19.10.0 255.255.255.0", "dhcp-option DNS 198.18.8.1")
     assert o.ifconfig_pool_persist == PeriodicFile(o.base_dir / "ipp.txt", 600)
     assert o.status == PeriodicFile(o.base_dir / "openvpn-status.log", 60)
     assert (o.status_version, o.client_to_client, o.duplicate_cn, o.max_clients) == (
         2, True, True, 10)
-    assert (o.explicit_exit_notify, o.verify_client_cert) == (2, "none")
+    assert (o.explicit_exit_notify, o.verify_client_cert) == (2, "require")
 
 
 def test_connection_rate_limits() -> None:

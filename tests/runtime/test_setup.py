@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import io
+import json
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.interop.openvpn import write_pki
+from tests.protocol.sessionkit import Pair, make_test_pki
 from trivpn.config import ConfigError, load_config
+from trivpn.logging import configure_logging, get_logger
+from trivpn.pki.certs import certificate_pem
+from trivpn.pki.keys import private_key_pem
+from trivpn.protocol import events as ev
 from trivpn.protocol.compression import Compression
+from trivpn.protocol.keymethod import options_string
+from trivpn.protocol.peerinfo import build_peer_info
+from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.wrap import NoWrap, TlsAuth, TlsCrypt
-from trivpn.runtime.setup import session_config
+from trivpn.runtime.setup import drop_aggregator, session_config
+from trivpn.tlscontext import build_context
 
 CLIENT = ["client", "dev tun", "proto udp", "remote 198.18.0.1 1194", "ca ca.crt",
           "cert client.crt", "key client.key", "remote-cert-tls server"]
@@ -100,3 +112,71 @@ def test_inactive_and_session_timeout_reach_the_session(tmp_path):
     cfg = session_config(_config(tmp_path, [*CLIENT, "inactive 0", "session-timeout 0"]),
                          unix_time_offset=0.0)
     assert (cfg.inactive, cfg.session_timeout) == (None, None)  # 0: off, as in OpenVPN
+
+
+def _client_without_cert(*, cred: str | None = None) -> SessionConfig:
+    pki = make_test_pki()
+    ca = certificate_pem(pki.ca.cert).decode()
+    cert = key = None
+    if cred is not None:  # "untrusted": a certificate from another CA
+        holder = pki.foreign_client if cred == "untrusted" else pki.client
+        cert = certificate_pem(holder.cert).decode()
+        key = private_key_pem(holder.key).decode()
+    ctx = build_context(server_side=False, ca_pem=ca, cert_pem=cert, key_pem=key)
+    return SessionConfig(is_server=False, tls_context=ctx,
+                         options_string=options_string(is_server=False),
+                         peer_info=build_peer_info(ciphers=("AES-256-GCM",), iv_proto=6),
+                         data_ciphers=("AES-256-GCM",))
+
+
+def _server_from(tmp_path: Path, extra: list[str]) -> SessionConfig:
+    pki = make_test_pki()
+    (tmp_path / "ca.crt").write_bytes(certificate_pem(pki.ca.cert))
+    (tmp_path / "server.crt").write_bytes(certificate_pem(pki.server.cert))
+    (tmp_path / "server.key").write_bytes(private_key_pem(pki.server.key))
+    conf = tmp_path / "s.conf"
+    conf.write_text("\n".join([*SERVER, *extra]) + "\n")
+    return session_config(load_config(conf), unix_time_offset=0.0)
+
+
+@pytest.mark.directive("verify-client-cert")
+@pytest.mark.parametrize(("client_cert", "admitted"), [(None, False), ("untrusted", False),
+                                                       ("trusted", True)])
+def test_verify_client_cert_require_refuses_a_client_without_a_trusted_certificate(
+        tmp_path: Path, client_cert: str | None, admitted: bool):
+    server = _server_from(tmp_path, ["verify-client-cert require"])
+    pair = Pair.create(_client_without_cert(cred=client_cert), server)
+    pair.run_until(lambda: pair.server is not None and any(
+        isinstance(e, (ev.ClientAuthenticated, ev.HandshakeFailed))
+        for e in pair.server_events), seconds=30)
+    authenticated = any(isinstance(e, ev.ClientAuthenticated) for e in pair.server_events)
+    assert authenticated == admitted, pair.server_events
+
+
+@pytest.mark.directive("verify-client-cert")
+@pytest.mark.parametrize(("lines", "message"), [
+    ([*SERVER, "verify-client-cert none"], "'verify-client-cert none' must be used with "
+     "'management-client-auth', an 'auth-user-pass-verify' script, or 'plugin'"),
+    ([*SERVER, "verify-client-cert optional"], "'verify-client-cert optional' must be used"),
+    ([*CLIENT, "verify-client-cert none"], "'verify-client-cert' requires 'mode server'"),
+])
+def test_verify_client_cert_without_password_checks_is_refused_as_by_openvpn(
+        tmp_path: Path, lines: list[str], message: str):
+    with pytest.raises(ConfigError, match=re.escape(message)) as info:
+        _config(tmp_path, lines)
+    assert f"test.conf:{len(lines)}" in str(info.value)
+
+
+@pytest.mark.directive("mute-replay-warnings")
+@pytest.mark.parametrize("muted", [True, False])
+def test_mute_replay_warnings_silences_replay_drops_but_counts_them(
+        tmp_path: Path, muted: bool):
+    lines = [*CLIENT, *(["mute-replay-warnings"] if muted else [])]
+    drops = drop_aggregator(_config(tmp_path, lines))
+    out = io.StringIO()
+    configure_logging(verb=3, fmt="json", stream=out)
+    drops.merge({"replay": 5, "hmac_mismatch": 1})
+    drops.flush(get_logger(), 0.0)
+    logged = [json.loads(line)["reason"] for line in out.getvalue().splitlines()]
+    assert logged == (["hmac_mismatch"] if muted else ["hmac_mismatch", "replay"])
+    assert drops.totals["replay"] == 5

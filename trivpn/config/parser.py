@@ -201,6 +201,15 @@ def _finish(st: ParseState) -> Options:
                          "(use 'dh none' for ECDHE key exchange only)")
     if tls_role == "server" and o.auth_user_pass is not None:
         raise _error(st, "'auth-user-pass' is a client option", "auth-user-pass")
+    # verify-client-cert: 'require' is the default; the other values need a way to check the
+    # client's password, which OpenVPN 2.6 insists on (options.c) and trivpn does not offer
+    if o.verify_client_cert != "require":
+        if tls_role == "server":
+            raise _error(st, f"'verify-client-cert {o.verify_client_cert}' must be used with "
+                             "'management-client-auth', an 'auth-user-pass-verify' script, or "
+                             "'plugin' (OpenVPN 2.6 refuses it otherwise); trivpn supports "
+                             "none of them", "verify-client-cert")
+        raise _error(st, "'verify-client-cert' requires 'mode server'", "verify-client-cert")
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(

@@ -36,7 +36,6 @@ import trio
 
 from trivpn.config import ConfigError, Options, Remote
 from trivpn.config.options import FileSource
-from trivpn.logging import DropAggregator
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
@@ -55,7 +54,7 @@ from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
 from trivpn.runtime.readiness import ReadySet
-from trivpn.runtime.setup import read_credentials, session_config
+from trivpn.runtime.setup import drop_aggregator, read_credentials, session_config
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import Exit, Outcome, Reconnect, RemoteSchedule
 from trivpn.runtime.tun import TunDevice
@@ -131,7 +130,7 @@ class Client:
         self.identity = identity
         self.tunnel: Tunnel | None = None
         self.privileges_dropped = False
-        self.drops = DropAggregator()
+        self.drops = drop_aggregator(options)
         self.stop = trio.Event()
         self.stop_reason: str | None = None
         # auth-retry nointeract: OpenVPN pauses 10 s before every restart instead of

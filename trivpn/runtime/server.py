@@ -38,7 +38,6 @@ import trio
 
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import PoolEntry, address_pool, server_push_options
-from trivpn.logging import DropAggregator
 from trivpn.protocol import events as ev
 from trivpn.protocol.cookie import (
     cookie_matches,
@@ -67,7 +66,7 @@ from trivpn.runtime.pool import PoolAllocator, read_persist_file, write_persist_
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.ratelimit import WindowLimiter
 from trivpn.runtime.readiness import ReadySet
-from trivpn.runtime.setup import session_config
+from trivpn.runtime.setup import drop_aggregator, session_config
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
 Log = structlog.stdlib.BoundLogger
@@ -172,7 +171,7 @@ class Server:
         self.push = server_push_options(options)
         self.table: PeerTable[Peer] = PeerTable()
         self.connected: tuple[Peer, ...] = ()
-        self.drops = DropAggregator(DROP_LOG_INTERVAL)
+        self.drops = drop_aggregator(options, DROP_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
         self.secret = os.urandom(32)
         # connect-freq-initial: OpenVPN 2.6 reads a period of 0 as one-second windows

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
 from trivpn.config.options import FileSource
+from trivpn.logging import DropAggregator
 from trivpn.protocol.compression import Compression
 from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
 from trivpn.protocol.errors import ProtocolError
@@ -107,6 +108,13 @@ def peer_info_extra(o: Options) -> dict[str, str]:
                 o.push_peer_info and (name.startswith("UV_") or name == "IV_PLAT_VER")):
             extra[name] = value  # a later setenv of the same name wins
     return extra
+
+
+def drop_aggregator(o: Options, interval: float = 10.0) -> DropAggregator:
+    """The dropped-packet log; ``mute-replay-warnings`` silences replayed packets (OpenVPN:
+    its replay warnings), which are still counted."""
+    muted = frozenset({"replay"}) if o.mute_replay_warnings else frozenset()
+    return DropAggregator(interval, muted=muted)
 
 
 def read_credentials(o: Options) -> Credentials | None:
