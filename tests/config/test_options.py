@@ -84,11 +84,18 @@ def test_remote_defaults_come_from_rport_and_proto_wherever_written() -> None:
     )
 
 
+@pytest.mark.directive("bind", "nobind", "lport", "local", "port")
 def test_bind_local() -> None:
+    """Whether the client's link socket binds (client.py binds ``lport`` only then)."""
     assert client().bind_local is True
     assert client("nobind").bind_local is False
+    assert client("nobind\nbind").bind_local is True  # the last one wins
     assert client("proto tcp-client").bind_local is False
     assert client("proto tcp-client\nlport 5000").bind_local is True
+    assert client("proto tcp-client\nport 5000").bind_local is True
+    assert client("proto tcp-client\nlocal 198.18.0.2").bind_local is True
+    # OpenVPN (options.c): 'bind' keeps a TCP client bound to its local port
+    assert client("proto tcp-client\nbind").bind_local is True
 
 
 @pytest.mark.parametrize(("extra", "expected"), [("resolv-retry infinite", None),

@@ -598,8 +598,12 @@ DIRECTIVES: Mapping[str, Spec] = {
     "mssfix": Spec(0, 2, _mssfix),
     "txqueuelen": Spec(1, 1, _int_option),
     "ifconfig": Spec(2, 2, _ifconfig),
-    "tun-ipv6": Spec(0, 0, _tun_ipv6),
-    "disable-dco": Spec(0, 0, _flag),
+    "tun-ipv6": Spec(0, 0, _tun_ipv6, inert=(
+        "OpenVPN 2.6 ignores it too and says so: 'Note: option tun-ipv6 is ignored because "
+        "modern operating systems do not need special IPv6 tun handling anymore.'")),
+    "disable-dco": Spec(0, 0, _flag, inert=(
+        "trivpn has no data-channel offload; OpenVPN with disable-dco runs its data channel "
+        "in userspace, as trivpn always does")),
     # transport
     "proto": Spec(1, 1, _proto),
     "port": Spec(1, 1, _port),
@@ -618,7 +622,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     "max-packet-size": Spec(1, 1, _int_option),
     "sndbuf": Spec(1, 1, _int_option),
     "rcvbuf": Spec(1, 1, _int_option),
-    "fast-io": Spec(0, 0, _flag),
+    "fast-io": Spec(0, 0, _flag, inert=(
+        "an OpenVPN 2.6 I/O optimisation with no visible effect (forward.c: write to the UDP "
+        "socket without polling it first); trivpn's link writes never wait for a poll "
+        "first (link.py, send_nowait), and OpenVPN 2.7 ignores the option")),
     "tcp-nodelay": Spec(0, 0, _flag),
     # certificates and keys
     "ca": Spec(1, 1, _file_field, inline=True),
@@ -653,7 +660,11 @@ DIRECTIVES: Mapping[str, Spec] = {
     "reneg-pkts": Spec(1, 1, _int_option),
     "tran-window": Spec(1, 1, _int_option),
     # data channel
-    "cipher": Spec(1, 1, _cipher),
+    "cipher": Spec(1, 1, _cipher, inert=(
+        "in client (pull) and server mode, the only modes trivpn runs, OpenVPN 2.6 "
+        "negotiates the data cipher from data-ciphers and ignores --cipher for it: 'OpenVPN "
+        "ignores --cipher for cipher negotiations' (trivpn repeats that warning); "
+        "data-ciphers-fallback names the cipher for a peer that cannot negotiate")),
     "data-ciphers": Spec(1, 1, _data_ciphers),
     "ncp-ciphers": Spec(1, 1, _data_ciphers),
     "data-ciphers-fallback": Spec(1, 1, _data_ciphers_fallback),
@@ -675,13 +686,19 @@ DIRECTIVES: Mapping[str, Spec] = {
     "route": Spec(1, 4, _route),
     "route-gateway": Spec(1, 1, _str_option),
     "redirect-gateway": Spec(0, None, _redirect_gateway),
-    "dhcp-option": Spec(1, 2, _dhcp_option),
+    "dhcp-option": Spec(1, 2, _dhcp_option, inert=(
+        "in a config file (not pushed) OpenVPN on Linux only hands it to --up scripts as "
+        "foreign_option_N variables (the DHCP answer is the Windows TAP driver's); trivpn "
+        "runs no scripts (they are refused). A server passes it on only through 'push'")),
     # keepalive and lifecycle
     "keepalive": Spec(2, 2, _keepalive),
     "ping": Spec(1, 1, _int_option),
     "ping-restart": Spec(1, 1, _int_option),
     "ping-exit": Spec(1, 1, _int_option),
-    "ping-timer-rem": Spec(0, 0, _flag),
+    "ping-timer-rem": Spec(0, 0, _flag, inert=(
+        "OpenVPN only holds back the ping-restart/ping-exit timer until the peer's address "
+        "is known (ping.h, check_ping_restart); trivpn always does: a client's timers run "
+        "once its link to the resolved remote is open, a server's for a known peer address")),
     "inactive": Spec(1, 2, _inactive),
     "session-timeout": Spec(1, 1, _int_option),
     "explicit-exit-notify": Spec(0, 1, _explicit_exit_notify),
@@ -700,10 +717,15 @@ DIRECTIVES: Mapping[str, Spec] = {
     "writepid": Spec(1, 1, _str_option),
     "daemon": Spec(0, 1, _daemon),
     "management": Spec(2, 3, _management),
-    "script-security": Spec(1, 1, _int_option),
+    "script-security": Spec(1, 1, _int_option, inert=(
+        "in OpenVPN it only decides which external programs and scripts may run; trivpn "
+        "refuses every script directive (up, down, tls-verify, ...) and configures the "
+        "device over netlink, as OpenVPN 2.6 on Linux does, so no level changes anything")),
     "push-peer-info": Spec(0, 0, _flag),
     "setenv": Spec(1, 2, _setenv),
-    "setenv-safe": Spec(1, 2, _setenv),
+    "setenv-safe": Spec(1, 2, _setenv, inert=(
+        "OpenVPN only puts OPENVPN_NAME into the environment of the scripts it runs "
+        "(options.c, setenv_str_safe); trivpn runs no scripts (they are refused)")),
     "ignore-unknown-option": Spec(1, None, _ignore_unknown_option),
     "config": Spec(1, 1, _noop),
     "cd": Spec(1, 1, _noop),

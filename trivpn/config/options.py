@@ -345,12 +345,13 @@ class Options:
     @property
     def bind_local(self) -> bool:
         """Whether the local socket binds ``lport`` (OpenVPN: not with ``nobind`` or a TCP
-        client that sets neither ``local`` nor a local port)."""
+        client that sets none of ``local``, a local port or ``bind``)."""
         if self.nobind:
             return False
         return not (self.proto == "tcp-client" and self.local is None
                     and "lport" not in self.directive_lines
-                    and "port" not in self.directive_lines)
+                    and "port" not in self.directive_lines
+                    and "bind" not in self.directive_lines)
 
     def location(self, directive: str) -> tuple[Path, int] | None:
         """Where ``directive`` first appears: (config file, line), or None."""
