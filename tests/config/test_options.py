@@ -66,6 +66,7 @@ def test_server_proto(extra: str, proto: str) -> None:
     assert server(extra).proto == proto
 
 
+@pytest.mark.directive("port", "lport", "rport")
 @pytest.mark.parametrize(("extra", "ports"), [
     ("lport 5000\nport 1195", (1195, 1195, 1195)),
     ("port 1195\nlport 5000\nrport 6000", (1195, 5000, 6000)),
@@ -75,6 +76,7 @@ def test_port_lport_rport_last_one_wins(extra: str, ports: tuple[int, int, int])
     assert (o.port, o.lport, o.rport) == ports
 
 
+@pytest.mark.directive("rport", "proto")
 def test_remote_defaults_come_from_rport_and_proto_wherever_written() -> None:
     o = client("remote b.example.com\nremote c.example.com 443 tcp\nrport 1300\nproto udp6")
     assert o.remotes == (
@@ -228,12 +230,14 @@ def test_misc_client_options() -> None:
     assert (o.ping, o.ping_restart) == (10, 60)
 
 
+@pytest.mark.directive("ignore-unknown-option")
 def test_ignore_unknown_option_turns_unknown_directives_into_warnings() -> None:
     o = client("ignore-unknown-option block-outside-dns\nblock-outside-dns")
     assert [(w.line, w.message) for w in o.warnings] == [
         (9, "ignoring unknown directive 'block-outside-dns'")]
 
 
+@pytest.mark.directive("setenv")
 def test_setenv_opt_applies_known_and_warns_about_unknown() -> None:
     o = client("setenv opt block-outside-dns\nsetenv opt verb 4")
     assert o.verb == 4

@@ -54,6 +54,7 @@ def test_server_keepalive_gives_ping_and_doubled_ping_restart(tmp_path):
     assert (cfg.ping_interval, cfg.ping_restart) == (10.0, 240.0)
 
 
+@pytest.mark.directive("tls-auth", "key-direction", "auth")
 def test_tls_auth_with_key_direction_and_auth_digest(tmp_path):
     cfg = session_config(_config(tmp_path, [*CLIENT, "tls-auth static.key 1", "auth SHA256"]),
                          unix_time_offset=0.0)
@@ -61,6 +62,7 @@ def test_tls_auth_with_key_direction_and_auth_digest(tmp_path):
     assert "keydir 1" in cfg.options_string and "tls-auth" in cfg.options_string
 
 
+@pytest.mark.directive("tls-crypt")
 def test_tls_crypt_wrap_by_role(tmp_path):
     cfg = session_config(_config(tmp_path, [*SERVER, "tls-crypt static.key"]),
                          unix_time_offset=0.0)
@@ -75,17 +77,20 @@ def test_bad_static_key_names_the_config_line(tmp_path):
     assert "test.conf:9" in str(info.value) and "static key" in str(info.value)
 
 
+@pytest.mark.directive("data-ciphers")
 def test_unimplemented_data_cipher_is_a_config_error(tmp_path):
     options = _config(tmp_path, [*CLIENT, "data-ciphers AES-256-GCM:BF-CBC"])
     with pytest.raises(ConfigError, match="BF-CBC, which trivpn does not implement"):
         session_config(options, unix_time_offset=0.0)
 
 
+@pytest.mark.directive("comp-lzo")
 def test_comp_lzo_no_selects_the_lzo_stub_framing(tmp_path):
     cfg = session_config(_config(tmp_path, [*CLIENT, "comp-lzo no"]), unix_time_offset=0.0)
     assert cfg.compression is Compression.LZO_STUB
 
 
+@pytest.mark.directive("auth-user-pass")
 def test_auth_user_pass_file_supplies_credentials(tmp_path):
     (tmp_path / "up.txt").write_text("alice\ns3cret\n")
     cfg = session_config(_config(tmp_path, [*CLIENT, "auth-user-pass up.txt"]),

@@ -78,6 +78,7 @@ def test_client_plan_follows_topology_and_routes(push, addresses, routes):
     assert plan.routes == routes
 
 
+@pytest.mark.directive("route")
 def test_configured_routes_come_before_pushed_ones():
     plan = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
                   "route-gateway 198.18.8.1", "route 198.18.9.0 255.255.255.0"],
@@ -85,11 +86,13 @@ def test_configured_routes_come_before_pushed_ones():
     assert [r.destination for r in plan.routes] == ["198.18.20.0/24", "198.18.9.0/24"]
 
 
+@pytest.mark.directive("tun-mtu")
 def test_pushed_tun_mtu_overrides_the_configured_one():
     assert _plan(["tun-mtu 1400"], "tun-mtu 1500\n").mtu == 1400
     assert _plan([], "tun-mtu 1420\n").mtu == 1420
 
 
+@pytest.mark.directive("dev")
 @pytest.mark.parametrize(("dev", "kind", "name"), [
     ("tun", "tun", "tun%d"), ("tap", "tap", "tap%d"), ("tun3", "tun", "tun3"),
     ("vpn0", "tun", "vpn0"),
@@ -141,6 +144,7 @@ def test_plans_compare_equal_regardless_of_warnings():
     assert a != c
 
 
+@pytest.mark.directive("ifconfig")
 def test_client_config_ifconfig_is_used_when_nothing_is_pushed():
     plan = _plan([], "ifconfig 198.18.8.2 198.18.8.1\n")
     assert plan.addresses == (AddressAssignment("198.18.8.2", 32, "198.18.8.1"),)
