@@ -189,3 +189,23 @@ def test_an_exit_timer_fires_once_and_stops_scheduling() -> None:
     pair.run_for(20)
     exits = _exits(pair.client_events)
     assert [e.cause for e in exits] == [ev.TIMEOUT_INACTIVE]  # OpenVPN checks inactive first
+
+
+@pytest.mark.directive("server-poll-timeout", "connect-timeout")
+def test_client_gives_up_on_a_server_that_never_answers_after_server_poll_timeout() -> None:
+    pair = Pair.create(client_config(server_poll_timeout=5.0), server_config(),
+                       server_silent=True)
+    assert pair.run_until(lambda: bool(events_of(pair.client_events, ev.ServerPollTimeout)),
+                          seconds=10)
+    assert pair.now == pytest.approx(1005.0, abs=0.01)
+    assert events_of(pair.client_events, ev.ServerPollTimeout)[0].seconds == 5.0
+    pair.run_for(10)  # fired once
+    assert len(events_of(pair.client_events, ev.ServerPollTimeout)) == 1
+
+
+@pytest.mark.directive("server-poll-timeout", "connect-timeout")
+def test_server_poll_timeout_does_not_fire_once_the_server_answered() -> None:
+    pair = Pair.create(client_config(server_poll_timeout=5.0), server_config(ping_interval=1.0))
+    _up(pair)
+    pair.run_for(20)
+    assert not events_of(pair.client_events, ev.ServerPollTimeout)

@@ -185,3 +185,12 @@ def test_mute_replay_warnings_silences_replay_drops_but_counts_them(
     logged = [json.loads(line)["reason"] for line in out.getvalue().splitlines()]
     assert logged == (["hmac_mismatch"] if muted else ["hmac_mismatch", "replay"])
     assert drops.totals["replay"] == 5
+
+
+@pytest.mark.directive("server-poll-timeout", "connect-timeout")
+@pytest.mark.parametrize("name", ["server-poll-timeout", "connect-timeout"])
+def test_server_poll_timeout_and_its_alias_reach_the_client_session(tmp_path, name):
+    cfg = session_config(_config(tmp_path, [*CLIENT, f"{name} 7"]), unix_time_offset=0.0)
+    assert cfg.server_poll_timeout == 7.0
+    cfg = session_config(_config(tmp_path, [*SERVER, f"{name} 7"]), unix_time_offset=0.0)
+    assert cfg.server_poll_timeout is None  # a client-side timer

@@ -118,6 +118,15 @@ class KeepaliveTimeout(Event):
     silent_for: float
 
 
+@dataclass(frozen=True, slots=True)
+class ServerPollTimeout(Event):
+    """Client: nothing came back from the server within server-poll-timeout (connect-timeout)
+    seconds; OpenVPN moves on to the next remote (forward.c, check_server_poll_timeout)."""
+
+    name: ClassVar[str] = "server_poll_timeout"
+    seconds: float
+
+
 #: ``TimeoutExit.cause`` values: OpenVPN's SIGTERM reasons (forward.c, ping.c), with ``_``.
 TIMEOUT_PING_EXIT = "ping_exit"  # nothing received for ping-exit seconds
 TIMEOUT_INACTIVE = "inactive"  # too little tunnel traffic for inactive seconds

@@ -129,6 +129,7 @@ class SessionConfig:
     inactive: float | None = None  # end after this long with too little tunnel traffic
     inactive_bytes: int = 0  # ... fewer than this many bytes (in + out) per period
     session_timeout: float | None = None  # end this long after the timers start
+    server_poll_timeout: float | None = None  # client: give up if the server never answers
     compression: Compression = Compression.NONE
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
 
@@ -207,6 +208,8 @@ class Session:
         self._session_timeout = config.session_timeout or None
         self._timers_started = now
         self._exit_fired = False
+        self._poll_deadline = (now + config.server_poll_timeout
+                               if config.server_poll_timeout and not config.is_server else None)
         # client push state
         self._push = PushAccumulator()
         self._push_requested_at: float | None = None
@@ -360,6 +363,10 @@ class Session:
                                f"no progress after {self.config.hand_window:g} s "
                                f"(last phase: {key.last_phase})", now)
         self._client_push_timers(now)
+        if (self._poll_deadline is not None and now >= self._poll_deadline
+                and self.remote_session_id is None):
+            self._poll_deadline = None
+            self._events.append(ev.ServerPollTimeout(self.config.server_poll_timeout or 0.0))
         self._exit_timers(now)
         self._keepalive_timers(now)
         if self._reneg_at is not None and now >= self._reneg_at:
@@ -383,6 +390,8 @@ class Session:
             deadlines.append(self._push_requested_at + PUSH_REQUEST_INTERVAL)
             if self._push_deadline is not None:
                 deadlines.append(self._push_deadline)
+        if self._poll_deadline is not None and self.remote_session_id is None:
+            deadlines.append(self._poll_deadline)
         if not self._exit_fired:
             if self._inactive is not None:
                 deadlines.append(self._last_activity + self._inactive)

@@ -682,6 +682,10 @@ class Connection:
         elif isinstance(event, ev.KeepaliveTimeout):
             log.warning("ping_restart", silent_for=round(event.silent_for, 3))
             self.finish(Reconnect("ping_restart"))
+        elif isinstance(event, ev.ServerPollTimeout):
+            # OpenVPN: "Server poll timeout, restarting", on to the next remote
+            log.warning("server_poll_timeout", seconds=event.seconds)
+            self.finish(Reconnect("server_poll_timeout", advance=True))
         elif isinstance(event, ev.TimeoutExit):
             # OpenVPN raises SIGTERM for these: the client exits (status 0), no reconnect
             log.warning(event.cause, after=round(event.after, 3), action="exit")

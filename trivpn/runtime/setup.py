@@ -198,6 +198,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         inactive=float(o.inactive) if o.inactive else None,
         inactive_bytes=o.inactive_bytes,
         session_timeout=float(o.session_timeout) if o.session_timeout else None,
+        server_poll_timeout=(float(o.server_poll_timeout)
+                             if o.server_poll_timeout and not is_server else None),
         compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
         unix_time_offset=unix_time_offset,
     )
