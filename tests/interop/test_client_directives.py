@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from tests.interop.clientkit import (
     wait_until,
 )
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn
+from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -131,3 +134,58 @@ def test_auth_nocache_rereads_the_credentials_file_after_auth_failed_like_openvp
     assert up() == (nocache, nocache), (ours.text()[-3000:], theirs.text()[-3000:])
     assert popen_of(setup.lab, ours.pid).poll() is None
     assert "right" not in ours.text() and "wrong" not in ours.text()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _stop_daemon(pid: int) -> None:
+    """We started it (by its pid file): SIGTERM, then SIGKILL if it lingers."""
+    if not _alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    if not wait_until(lambda: not _alive(pid), 10):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.directive("daemon")
+def test_daemon_returns_at_once_and_keeps_running_in_its_own_session_like_openvpn(
+        setup: Setup) -> None:
+    start_server(setup, server_lines(extra=("duplicate-cn",)))  # both use client1's cert
+    conf = setup.workdir / "daemon.conf"
+    conf.write_text("\n".join([*client_lines(), "daemon", "writepid daemon.pid"]) + "\n")
+    log = setup.workdir / "daemon.log"
+    theirs_conf = setup.workdir / "ovpn-daemon.conf"
+    theirs_conf.write_text("\n".join([*client_lines(), "ifconfig-noexec", "route-noexec",
+                                      "daemon", "writepid ovpn-daemon.pid",
+                                      "log ovpn-daemon.log"]) + "\n")
+    pids: list[int] = []
+    pid_files = (setup.workdir / "daemon.pid", setup.workdir / "ovpn-daemon.pid")
+    try:
+        for cmd, pid_file in (
+                ([sys.executable, "-m", "trivpn", "run", str(conf), "--log-format", "json",
+                  "--log-file", str(log)], setup.workdir / "daemon.pid"),
+                (["openvpn", "--cd", str(setup.workdir), "--config", theirs_conf.name],
+                 setup.workdir / "ovpn-daemon.pid")):
+            started = time.monotonic()
+            done = setup.client_ns.run(cmd, timeout=15)  # returns once the child is off
+            assert done.returncode == 0 and time.monotonic() - started < 10
+            assert wait_until(pid_file.exists, 5)
+            pid = int(pid_file.read_text())
+            pids.append(pid)
+            assert _alive(pid) and os.getsid(pid) == pid  # a session leader of its own
+        ours = TrivpnProcess(log, pids[0])
+        assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]
+        ping_ok(setup.client_ns, VPN_SERVER)
+    finally:
+        for pid_file in pid_files:  # whatever got started, even if the test failed early
+            if pid_file.exists() and pid_file.read_text().strip().isdigit():
+                pids.append(int(pid_file.read_text()))
+        for pid in set(pids):
+            _stop_daemon(pid)
+    assert not (setup.workdir / "daemon.pid").exists()

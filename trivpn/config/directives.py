@@ -564,7 +564,7 @@ def _syslog(st: ParseState, d: Directive) -> Options:
 
 
 def _daemon(st: ParseState, d: Directive) -> Options:
-    return replace(st.opts, daemon=True)
+    return replace(st.opts, daemon=True, daemon_name=d.args[0] if d.args else "openvpn")
 
 
 def _file_field(st: ParseState, d: Directive) -> Options:

@@ -316,6 +316,7 @@ class Options:
     syslog: str | None = None
     writepid: Path | None = None
     daemon: bool = False
+    daemon_name: str = "openvpn"  # daemon [NAME]: the name given to the system logger
     management: Management | None = None
     script_security: int = 1
     push_peer_info: bool = False
