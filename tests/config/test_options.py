@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.config.helpers import client, server
+from tests.config.helpers import CLIENT_BASE, client, server
 from trivpn.config import (
     DEFAULT_DATA_CIPHERS,
+    ConfigError,
     ConnectFreq,
     ConnectRetry,
     Management,
@@ -20,6 +22,7 @@ from trivpn.config import (
     Route,
     TlsVersion,
     VerifyX509Name,
+    parse_config,
 )
 
 IP = ipaddress.IPv4Address
@@ -282,3 +285,34 @@ def test_options_are_frozen() -> None:
     o = client()
     with pytest.raises(AttributeError):
         o.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.directive("client", "pull", "tls-client")
+@pytest.mark.parametrize("roles", ["client", "pull\ntls-client", "tls-client\npull"])
+def test_client_is_pull_and_tls_client_and_selects_the_pulling_client(roles: str) -> None:
+    o = parse_config(CLIENT_BASE.replace("client\n", roles + "\n", 1), "c.conf")
+    assert (o.role, o.tls_role, o.pull, o.mode) == ("client", "client", True, "p2p")
+
+
+@pytest.mark.directive("tls-client", "pull")
+def test_tls_client_without_pull_is_refused_not_run_as_a_pulling_client() -> None:
+    with pytest.raises(ConfigError, match="'tls-client' without 'pull' is TLS peer-to-peer "
+                                          "mode, which trivpn does not support yet"):
+        parse_config(CLIENT_BASE.replace("client\n", "tls-client\n", 1), "c.conf")
+
+
+@pytest.mark.directive("server", "mode", "tls-server")
+@pytest.mark.parametrize("roles", ["", "mode server\ntls-server\n", "tls-server\nmode server\n"])
+def test_server_implies_mode_server_and_tls_server(roles: str) -> None:
+    o = server(roles)
+    assert (o.role, o.tls_role, o.mode, o.pull) == ("server", "server", "server", False)
+
+
+@pytest.mark.directive("mode", "tls-server")
+@pytest.mark.parametrize(("text", "message"), [
+    ("mode server\n", "peer-to-peer mode without TLS (static key) is not supported"),
+    ("mode server\ntls-client\npull\n", "'mode server' needs 'tls-server'"),
+])
+def test_mode_server_needs_the_tls_server_role(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(CLIENT_BASE.replace("client\n", text, 1), "c.conf")

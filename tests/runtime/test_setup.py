@@ -21,6 +21,7 @@ from trivpn.protocol.keymethod import options_string
 from trivpn.protocol.peerinfo import build_peer_info
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.wrap import NoWrap, TlsAuth, TlsCrypt
+from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.setup import drop_aggregator, session_config
 from trivpn.tlscontext import build_context
 
@@ -194,3 +195,28 @@ def test_server_poll_timeout_and_its_alias_reach_the_client_session(tmp_path, na
     assert cfg.server_poll_timeout == 7.0
     cfg = session_config(_config(tmp_path, [*SERVER, f"{name} 7"]), unix_time_offset=0.0)
     assert cfg.server_poll_timeout is None  # a client-side timer
+
+
+@pytest.mark.directive("replay-window", "max-packet-size", "data-ciphers-fallback",
+                       "ncp-ciphers", "data-ciphers")
+def test_data_channel_directives_reach_the_session(tmp_path):
+    cfg = session_config(_config(tmp_path, [
+        *CLIENT, "replay-window 128 30", "max-packet-size 1000", "ncp-ciphers AES-128-GCM",
+        "data-ciphers-fallback AES-256-GCM"]), unix_time_offset=0.0)
+    assert (cfg.replay_window, cfg.replay_time, cfg.max_packet_size) == (128, 30.0, 1000)
+    assert cfg.data_ciphers == ("AES-128-GCM",)  # ncp-ciphers is data-ciphers' old name
+    assert cfg.data_ciphers_fallback == "AES-256-GCM"
+    assert cfg.peer_info is not None and "IV_CIPHERS=AES-128-GCM\n" in cfg.peer_info
+
+
+@pytest.mark.directive("mssfix")
+@pytest.mark.parametrize(("extra", "mss"), [
+    # AES-256-GCM adds 24 bytes (opcode/peer-id 4, packet id 4, tag 16); inner IPv4+TCP 40
+    ([], 1492 - 20 - 8 - 24 - 40),  # the default 'mssfix 1492 mtu': the whole outer packet
+    (["mssfix 1400"], 1400 - 24 - 40),  # the outer UDP payload
+    (["mssfix 1400 fixed"], 1400 - 40),  # the inner packet
+    (["mssfix 0"], None),  # off
+])
+def test_mssfix_sets_the_mss_tcp_syns_are_clamped_to(tmp_path, extra, mss):
+    options = _config(tmp_path, [*CLIENT, *extra])
+    assert mss_limit_for(options, ("AES-256-GCM",), "udp") == mss

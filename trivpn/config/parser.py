@@ -131,6 +131,11 @@ def _finish(st: ParseState) -> Options:
 
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
+    if tls_role == "client" and not o.pull:
+        # the client runtime always pulls its settings from a server; a TLS peer-to-peer
+        # client would take them from its own config and negotiate with its peer instead
+        raise _error(st, "'tls-client' without 'pull' is TLS peer-to-peer mode, which trivpn "
+                         "does not support yet: use 'client' (or add 'pull')", "tls-client")
     if o.mode == "server" and proto == "tcp-client":
         raise _error(st, "a server cannot use 'proto tcp-client' (use udp or tcp-server)",
                      "proto")
