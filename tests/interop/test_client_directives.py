@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.clientkit import (
+    SERVER_IP,
     VPN_SERVER,
     Setup,
     client_lines,
@@ -189,3 +190,32 @@ def test_daemon_returns_at_once_and_keeps_running_in_its_own_session_like_openvp
         for pid in set(pids):
             _stop_daemon(pid)
     assert not (setup.workdir / "daemon.pid").exists()
+
+
+@pytest.mark.directive("float")
+@pytest.mark.parametrize("use_float", [True, False])
+def test_float_follows_a_server_that_answers_from_another_address(
+        setup: Setup, use_float: bool) -> None:
+    # the server's answers leave from 198.18.0.5 although the client talks to 198.18.0.1
+    setup.server_ns.ip("addr", "add", "198.18.0.5/32", "dev", "lo")
+    setup.server_ns.nft("table ip float_test {\n chain post {\n"
+                        "  type filter hook postrouting priority 300;\n"
+                        "  udp sport 1194 ip saddr set 198.18.0.5\n }\n}\n")
+    start_server(setup, [*(line for line in server_lines() if not line.startswith("local ")),
+                         "duplicate-cn"])
+    extra = ["float"] if use_float else []
+    client = start_client(setup, [*client_lines(), *extra])
+    theirs = _openvpn_client(setup, extra)
+    if use_float:
+        assert client.wait_event("tun_configured", 20) is not None, client.text()[-3000:]
+        floated = client.wait_event("peer_floated", 1)
+        assert floated is not None and floated["peer"] == "198.18.0.5:1194", floated
+        assert floated["previous"] == f"{SERVER_IP}:1194"
+        ping_ok(setup.client_ns, VPN_SERVER)
+        assert theirs.wait_for("Initialization Sequence Completed", 10), theirs.text()[-3000:]
+    else:  # answers from the other address are dropped, by openvpn and by trivpn
+        assert theirs.wait_for("Incoming packet rejected from [AF_INET]198.18.0.5:1194", 10), \
+            theirs.text()[-3000:]
+        assert client.wait_event("tun_configured", 3) is None, client.text()[-3000:]
+        assert client.count("peer_floated") == 0
+        assert "Initialization Sequence Completed" not in theirs.text()

@@ -160,6 +160,8 @@ FLAGS: Mapping[str, Callable[[Options], Options]] = {
     "nobind": lambda o: replace(o, nobind=True),
     "bind": lambda o: replace(o, nobind=False),
     "remote-random": lambda o: replace(o, remote_random=True),
+    # float: a client accepts its server from a new address (client.py); a server follows
+    # its clients' new addresses whether or not it is set, as OpenVPN's server does
     "float": lambda o: replace(o, float_=True),
     "fast-io": lambda o: replace(o, fast_io=True),
     "tcp-nodelay": lambda o: replace(o, tcp_nodelay=True),

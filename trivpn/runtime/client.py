@@ -44,6 +44,7 @@ from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
+    Address,
     LinkClosed,
     TcpLink,
     UdpLink,
@@ -302,6 +303,7 @@ class Connection:
         self._seen_link = (0, 0, 0)
         self.no_tun = 0
         self.mss: int | None = None  # clamp TCP SYNs to this MSS (mssfix), set with the TUN
+        self.peer: Address | None = None  # float: the server's address (socket unconnected)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -362,7 +364,12 @@ class Connection:
             else:
                 self.udp = UdpLink.bind(bind[0], bind[1])
                 apply_sndbuf_rcvbuf(self.udp.socket, o.sndbuf, o.rcvbuf)
-                self.udp.connect((self.remote_ip, r.port))
+                if o.float_:
+                    # float: packets may come from another address; the socket stays
+                    # unconnected and we send to whichever address last authenticated
+                    self.peer = (self.remote_ip, r.port)
+                else:  # the kernel drops whatever does not come from the remote
+                    self.udp.connect((self.remote_ip, r.port))
                 local = self.udp.local_address
         except trio.TooSlowError:
             self.log.warning("connect_timeout", seconds=o.server_poll_timeout)
@@ -415,14 +422,19 @@ class Connection:
                     # A burst is drained (batches for GSO); a lone packet is read once.
                     if fd == link_fd:
                         batch = link.recv_ready(drain=fd in ready.again)
+                        if self.peer is not None and batch:
+                            batch, floated_control = self._float_check(batch)
+                            if floated_control:
+                                await self._after_control()
                         if batch and self._handle_data(
                                 [batch[0][0]] if len(batch) == 1 else [d for d, _ in batch]):
                             await self._after_control()
                     elif fd == self._tun_fd:
                         out = self._tun_ready(fd in ready.again)
                         # one datagram that fits into the socket queue: no await
-                        if out and (len(out) > 1 or link.send_nowait(out[0]) is None):
-                            await link.send_many(out)
+                        if out and (len(out) > 1
+                                    or link.send_nowait(out[0], self.peer) is None):
+                            await link.send_many(out, self.peer)
         finally:
             self._ready = None
             ready.close()
@@ -471,6 +483,33 @@ class Connection:
         return control
 
     # -- TUN → link -----------------------------------------------------------------------
+
+    def _float_check(self, batch: list[tuple[bytes, Address]]
+                     ) -> tuple[list[tuple[bytes, Address]], bool]:
+        """float: packets from the current peer pass on; one from another address is tried
+        on its own and, if the session authenticates it (a data packet that decrypts, a
+        control packet it accepts), that address becomes the peer, as OpenVPN's float does
+        (socket.c, link_socket_set_outgoing_addr). Also returns whether one was a control
+        packet (then :meth:`_after_control` is due)."""
+        peer = self.peer
+        assert peer is not None
+        if all(addr == peer for _, addr in batch):
+            return batch, False
+        keep: list[tuple[bytes, Address]] = []
+        any_control = False
+        session = self.session
+        for data, addr in batch:
+            if addr == peer:
+                keep.append((data, addr))
+                continue
+            dropped = sum(session.drops.values())
+            control = self._handle_data([data])
+            if sum(session.drops.values()) == dropped:  # authenticated
+                self.log.info("peer_floated", peer=f"{addr[0]}:{addr[1]}",
+                              previous=f"{peer[0]}:{peer[1]}")
+                self.peer = peer = addr
+            any_control = any_control or control
+        return keep, any_control
 
     def _start_tun(self, tunnel: Tunnel) -> None:
         """The TUN → link direction, once per connection when the push configured the TUN:
@@ -554,7 +593,7 @@ class Connection:
         self.client.traffic.bytes_out += sum(map(len, datagrams))
         self.client.traffic.packets_out += len(datagrams)
         if self.udp is not None:
-            self.udp.try_send_many(datagrams)
+            self.udp.try_send_many(datagrams, self.peer)
         elif self.tcp is not None:
             try:
                 await self.tcp.send_packets(datagrams)
