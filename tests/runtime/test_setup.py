@@ -220,3 +220,14 @@ def test_data_channel_directives_reach_the_session(tmp_path):
 def test_mssfix_sets_the_mss_tcp_syns_are_clamped_to(tmp_path, extra, mss):
     options = _config(tmp_path, [*CLIENT, *extra])
     assert mss_limit_for(options, ("AES-256-GCM",), "udp") == mss
+
+
+@pytest.mark.directive("compress")
+@pytest.mark.parametrize(("line", "framing"), [("compress", Compression.STUB),
+                                               ("compress stub", Compression.STUB),
+                                               ("compress stub-v2", Compression.STUB_V2)])
+def test_compress_stub_selects_the_framing_the_data_channel_uses(tmp_path, line, framing):
+    cfg = session_config(_config(tmp_path, [*CLIENT, line]), unix_time_offset=0.0)
+    assert cfg.compression is framing
+    assert session_config(_config(tmp_path, CLIENT), unix_time_offset=0.0).compression is \
+        Compression.NONE
