@@ -149,6 +149,7 @@ class Client:
         self.traffic = Traffic()  # status file, management, metrics
         self.tools: OperatorTools | None = None
         self._connections = 0
+        self.purge_credentials = False  # auth-retry interact: read them again next time
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -207,11 +208,13 @@ class Client:
                           proto=remote.proto)
 
     def refresh_credentials(self) -> None:
-        """auth-nocache: OpenVPN forgets the username/password once sent (ssl.c,
-        purge_user_pass) and reads the auth-user-pass file again for the next connection;
-        without it the credentials read at start are used for every connection."""
+        """auth-nocache (or auth-retry interact after AUTH_FAILED): OpenVPN forgets the
+        username/password once sent (ssl.c, purge_user_pass) and reads the auth-user-pass file
+        again for the next connection; otherwise the credentials read at start are reused."""
         source = self.options.auth_user_pass
-        if self._connections and self.options.auth_nocache and isinstance(source, FileSource):
+        purge = self.options.auth_nocache or self.purge_credentials
+        self.purge_credentials = False
+        if self._connections and purge and isinstance(source, FileSource):
             # the file's text, not the copy loaded at start (an inline block stays as it is)
             fresh = replace(self.options, auth_user_pass=replace(source, text=None))
             creds = read_credentials(fresh)
@@ -734,7 +737,11 @@ class Connection:
 
     def _on_auth_failed(self, reason: str | None) -> None:
         temporary = reason is not None and reason.startswith("TEMP")
-        retry = self.options.auth_retry == "nointeract" or temporary
+        retry = self.options.auth_retry != "none" or temporary
+        if self.options.auth_retry == "interact":
+            # OpenVPN forgets the credentials and asks again (push.c, receive_auth_failed);
+            # trivpn asks its auth-user-pass file again
+            self.client.purge_credentials = True
         self.log.error("auth_failed", reason=reason,
                        action="reconnect" if retry else "exit")
         if retry:
