@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import syslog
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Literal, TextIO
@@ -26,27 +27,86 @@ def level_for_verb(verb: int) -> int:
     return logging.DEBUG
 
 
+class Mute:
+    """``mute N``: at most N consecutive lines of the same event; the next different event
+    carries ``muted`` (how many were left out), like OpenVPN's "N variation(s) on previous M
+    message(s) suppressed by --mute". OpenVPN groups messages by category; trivpn by event
+    name."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._last: str | None = None
+        self._count = 0
+        self._muted = 0
+
+    def __call__(self, logger: Any, method: str, event_dict: Any) -> Any:
+        name = event_dict.get("event")
+        if name == self._last:
+            self._count += 1
+            if self._count > self.limit:
+                self._muted += 1
+                raise structlog.DropEvent
+            return event_dict
+        self._last, self._count = name, 1
+        if self._muted:
+            event_dict["muted"] = self._muted
+            self._muted = 0
+        return event_dict
+
+
+class SyslogLogger:
+    """Writes rendered lines to the system logger (``syslog [NAME]``, ``daemon``)."""
+
+    _PRIORITIES: Mapping[str, int] = {
+        "debug": syslog.LOG_DEBUG, "info": syslog.LOG_INFO, "msg": syslog.LOG_INFO,
+        "warning": syslog.LOG_WARNING, "error": syslog.LOG_ERR, "exception": syslog.LOG_ERR,
+        "critical": syslog.LOG_CRIT}
+
+    def __init__(self, ident: str) -> None:
+        syslog.openlog(ident, syslog.LOG_PID, syslog.LOG_DAEMON)
+
+    def __getattr__(self, method: str) -> Any:
+        priority = self._PRIORITIES.get(method, syslog.LOG_INFO)
+
+        def write(message: str) -> None:
+            syslog.syslog(priority, message)
+        return write
+
+
 def configure_logging(*, verb: int = 3, fmt: LogFormat | None = None,
-                      stream: TextIO | None = None) -> None:
-    """Route structlog to ``stream`` (stderr by default) as JSON or console lines."""
+                      stream: TextIO | None = None, syslog_ident: str | None = None,
+                      mute: int | None = None) -> None:
+    """Route structlog to ``stream`` (stderr by default) as JSON or console lines, or, with
+    ``syslog_ident``, to the system logger as JSON. ``mute``: see :class:`Mute`."""
     out = stream if stream is not None else sys.stderr
-    if fmt is None:
+    if syslog_ident is not None:
+        fmt = "json"
+    elif fmt is None:
         fmt = "console" if out.isatty() else "json"
     renderer: Any
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
+    processors: list[Any] = [structlog.contextvars.merge_contextvars]
+    if mute:
+        processors.append(Mute(mute))
+    processors += [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+        structlog.processors.format_exc_info,
+        renderer,
+    ]
+    factory: Any
+    if syslog_ident is not None:
+        logger = SyslogLogger(syslog_ident)
+        factory = lambda *args: logger  # noqa: E731
+    else:
+        factory = structlog.PrintLoggerFactory(file=out)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level_for_verb(verb)),
-        logger_factory=structlog.PrintLoggerFactory(file=out),
+        logger_factory=factory,
         cache_logger_on_first_use=False,
     )
 
@@ -63,14 +123,16 @@ class DropAggregator:
     totals since the last flush, so a flood of garbage costs one log line per interval.
     """
 
-    def __init__(self, interval: float = 10.0) -> None:
+    def __init__(self, interval: float = 10.0, *, muted: frozenset[str] = frozenset()) -> None:
         self.interval = interval
+        self.muted = muted  # counted in ``totals`` (metrics), never logged
         self.totals: Counter[str] = Counter()
         self._since_flush: Counter[str] = Counter()
         self._last_flush: float | None = None
 
     def add(self, reason: str, count: int = 1) -> None:
-        self._since_flush[reason] += count
+        if reason not in self.muted:
+            self._since_flush[reason] += count
         self.totals[reason] += count
 
     def merge(self, counts: Mapping[str, int]) -> None:

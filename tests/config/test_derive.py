@@ -27,6 +27,7 @@ def server_opts(extra: str, dev: str = "tun") -> Options:
                         "server.conf")
 
 
+@pytest.mark.directive("server", "topology", "push")
 def test_push_order_matches_live_openvpn_subnet() -> None:
     o = server_opts('server 198.18.8.0 255.255.255.0\ntopology subnet\nkeepalive 3 30\n'
                     'push "route 198.19.77.0 255.255.255.0"')
@@ -41,12 +42,14 @@ def test_push_order_matches_live_openvpn_net30() -> None:
                                       "ping-restart 30")
 
 
+@pytest.mark.directive("push")
 def test_config_pushes_come_first_even_when_written_after_server() -> None:
     o = server_opts('keepalive 10 60\nserver 198.18.8.0 255.255.255.0\ntopology subnet\n'
                     'push "dhcp-option DNS 198.18.8.1"\npush "redirect-gateway def1"')
     assert server_push_options(o)[:2] == ("dhcp-option DNS 198.18.8.1", "redirect-gateway def1")
 
 
+@pytest.mark.directive("client-to-client")
 def test_net30_with_client_to_client_pushes_the_whole_subnet() -> None:
     o = server_opts("server 198.18.8.0 255.255.255.0\nclient-to-client")
     assert server_push_options(o) == ("route 198.18.8.0 255.255.255.0", "topology net30")
@@ -62,6 +65,7 @@ def test_tap_server_pushes_only_route_gateway() -> None:
     assert server_push_options(o) == ("route-gateway 198.18.8.1",)
 
 
+@pytest.mark.directive("tcp-nodelay")
 def test_tcp_nodelay_adds_socket_flags_last() -> None:
     o = server_opts("server 198.18.8.0 255.255.255.0\ntopology subnet\nkeepalive 10 60\n"
                     "tcp-nodelay")
@@ -79,6 +83,7 @@ def test_keepalive_on_client_is_used_as_is() -> None:
     assert server_push_options(client("keepalive 10 60")) == ()
 
 
+@pytest.mark.directive("ping")
 def test_explicit_ping_directives() -> None:
     assert ping_settings(client("ping 15\nping-exit 90")) == PingSettings(15, None, 90)
 

@@ -83,6 +83,7 @@ UNSUPPORTED = [
 ]
 
 
+@pytest.mark.directive("allow-compression")
 @pytest.mark.parametrize(("extra", "message"), BAD_CLIENT_LINES)
 def test_bad_client_input_is_reported_with_file_and_line(extra: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:

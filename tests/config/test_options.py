@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 
 import pytest
 
-from tests.config.helpers import client, server
+from tests.config.helpers import CLIENT_BASE, client, server
 from trivpn.config import (
     DEFAULT_DATA_CIPHERS,
     ConfigError,
@@ -22,6 +23,7 @@ from trivpn.config import (
     Route,
     TlsVersion,
     VerifyX509Name,
+    parse_config,
 )
 
 IP = ipaddress.IPv4Address
@@ -68,6 +70,7 @@ def test_server_proto(extra: str, proto: str) -> None:
     assert server(extra).proto == proto
 
 
+@pytest.mark.directive("port", "lport", "rport")
 @pytest.mark.parametrize(("extra", "ports"), [
     ("lport 5000\nport 1195", (1195, 1195, 1195)),
     ("port 1195\nlport 5000\nrport 6000", (1195, 5000, 6000)),
@@ -77,6 +80,7 @@ def test_port_lport_rport_last_one_wins(extra: str, ports: tuple[int, int, int])
     assert (o.port, o.lport, o.rport) == ports
 
 
+@pytest.mark.directive("rport", "proto")
 def test_remote_defaults_come_from_rport_and_proto_wherever_written() -> None:
     o = client("remote b.example.com\nremote c.example.com 443 tcp\nrport 1300\nproto udp6")
     assert o.remotes == (
@@ -86,11 +90,18 @@ def test_remote_defaults_come_from_rport_and_proto_wherever_written() -> None:
     )
 
 
+@pytest.mark.directive("bind", "nobind", "lport", "local", "port")
 def test_bind_local() -> None:
+    """Whether the client's link socket binds (client.py binds ``lport`` only then)."""
     assert client().bind_local is True
     assert client("nobind").bind_local is False
+    assert client("nobind\nbind").bind_local is True  # the last one wins
     assert client("proto tcp-client").bind_local is False
     assert client("proto tcp-client\nlport 5000").bind_local is True
+    assert client("proto tcp-client\nport 5000").bind_local is True
+    assert client("proto tcp-client\nlocal 198.18.0.2").bind_local is True
+    # OpenVPN (options.c): 'bind' keeps a TCP client bound to its local port
+    assert client("proto tcp-client\nbind").bind_local is True
 
 
 @pytest.mark.parametrize(("extra", "expected"), [("resolv-retry infinite", None),
@@ -163,13 +174,13 @@ def test_server_options() -> None:
     o = server('push "route 198.19.10.0 255.255.255.0"\npush "dhcp-option DNS 198.18.8.1"\n'
                "ifconfig-pool-persist ipp.txt\nstatus openvpn-status.log\nstatus-version 2\n"
                "client-to-client\nduplicate-cn\nmax-clients 10\nexplicit-exit-notify 2\n"
-               "verify-client-cert none")
+               "verify-client-cert require")
     assert o.pushes == ("route 198.19.10.0 255.255.255.0", "dhcp-option DNS 198.18.8.1")
     assert o.ifconfig_pool_persist == PeriodicFile(o.base_dir / "ipp.txt", 600)
     assert o.status == PeriodicFile(o.base_dir / "openvpn-status.log", 60)
     assert (o.status_version, o.client_to_client, o.duplicate_cn, o.max_clients) == (
         2, True, True, 10)
-    assert (o.explicit_exit_notify, o.verify_client_cert) == (2, "none")
+    assert (o.explicit_exit_notify, o.verify_client_cert) == (2, "require")
 
 
 def test_connection_rate_limits() -> None:
@@ -223,12 +234,14 @@ def test_misc_client_options() -> None:
     assert (o.ping, o.ping_restart) == (10, 60)
 
 
+@pytest.mark.directive("ignore-unknown-option")
 def test_ignore_unknown_option_turns_unknown_directives_into_warnings() -> None:
     o = client("ignore-unknown-option block-outside-dns\nblock-outside-dns")
     assert [(w.line, w.message) for w in o.warnings] == [
         (9, "ignoring unknown directive 'block-outside-dns'")]
 
 
+@pytest.mark.directive("setenv")
 def test_setenv_opt_applies_known_and_warns_about_unknown() -> None:
     o = client("setenv opt block-outside-dns\nsetenv opt verb 4")
     assert o.verb == 4
@@ -293,3 +306,34 @@ def test_bad_pull_filter_names_the_line(line: str) -> None:
     with pytest.raises(ConfigError) as info:
         client(line)
     assert info.value.line == 8
+
+
+@pytest.mark.directive("client", "pull", "tls-client")
+@pytest.mark.parametrize("roles", ["client", "pull\ntls-client", "tls-client\npull"])
+def test_client_is_pull_and_tls_client_and_selects_the_pulling_client(roles: str) -> None:
+    o = parse_config(CLIENT_BASE.replace("client\n", roles + "\n", 1), "c.conf")
+    assert (o.role, o.tls_role, o.pull, o.mode) == ("client", "client", True, "p2p")
+
+
+@pytest.mark.directive("tls-client", "pull")
+def test_tls_client_without_pull_is_refused_not_run_as_a_pulling_client() -> None:
+    with pytest.raises(ConfigError, match="'tls-client' without 'pull' is TLS peer-to-peer "
+                                          "mode, which trivpn does not support yet"):
+        parse_config(CLIENT_BASE.replace("client\n", "tls-client\n", 1), "c.conf")
+
+
+@pytest.mark.directive("server", "mode", "tls-server")
+@pytest.mark.parametrize("roles", ["", "mode server\ntls-server\n", "tls-server\nmode server\n"])
+def test_server_implies_mode_server_and_tls_server(roles: str) -> None:
+    o = server(roles)
+    assert (o.role, o.tls_role, o.mode, o.pull) == ("server", "server", "server", False)
+
+
+@pytest.mark.directive("mode", "tls-server")
+@pytest.mark.parametrize(("text", "message"), [
+    ("mode server\n", "peer-to-peer mode without TLS (static key) is not supported"),
+    ("mode server\ntls-client\npull\n", "'mode server' needs 'tls-server'"),
+])
+def test_mode_server_needs_the_tls_server_role(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(CLIENT_BASE.replace("client\n", text, 1), "c.conf")

@@ -75,6 +75,7 @@ def test_absolute_paths_stay_absolute(tmp_path: Path) -> None:
     assert o.ca is not None and o.ca.path == Path("/etc/pki/ca.crt")
 
 
+@pytest.mark.directive("cd")
 def test_cd_changes_the_directory_for_relative_paths(tmp_path: Path) -> None:
     o = parse_config("cd keys\n" + CLIENT_BASE + "status st.log\n", tmp_path / "client.conf")
     assert o.ca is not None and o.ca.path == tmp_path / "keys" / "ca.crt"
@@ -82,6 +83,7 @@ def test_cd_changes_the_directory_for_relative_paths(tmp_path: Path) -> None:
     assert o.base_dir == tmp_path / "keys"
 
 
+@pytest.mark.directive("config")
 def test_config_include_is_expanded_in_place(tmp_path: Path) -> None:
     (tmp_path / "common.conf").write_text("verb 4\npersist-key\n")
     (tmp_path / "client.conf").write_text(CLIENT_BASE + "config common.conf\nmute 5\n")

@@ -50,6 +50,7 @@ def setup(tmp_path: Path):
         yield make_setup(lab, tmp_path)
 
 
+@pytest.mark.directive("client", "dev", "proto", "nobind", "tls-auth", "tls-crypt")
 @pytest.mark.parametrize(("proto", "cipher", "wrap", "topology"), [
     ("udp", "AES-256-GCM", "tls-auth", "subnet"),
     ("tcp", "CHACHA20-POLY1305", "tls-crypt", "net30"),
@@ -181,6 +182,7 @@ def test_garbage_truncated_and_replayed_datagrams_are_counted_and_tunnel_survive
     assert client.count("reconnecting") == 0
 
 
+@pytest.mark.directive("auth-user-pass", "auth-retry")
 def test_auth_failed_makes_trivpn_exit_1(setup: Setup):
     start_server(setup, server_lines(extra=(
         "script-security 2", "auth-user-pass-verify /bin/false via-env")))
@@ -194,6 +196,7 @@ def test_auth_failed_makes_trivpn_exit_1(setup: Setup):
     assert "wrong" not in client.text()  # the password is never logged
 
 
+@pytest.mark.directive("explicit-exit-notify")
 def test_sigterm_with_explicit_exit_notify_tells_server_and_removes_routes(setup: Setup):
     ovpn = start_server(setup, server_lines(topology="subnet", extra=(
         'push "redirect-gateway def1"', 'push "route 198.18.9.0 255.255.255.0"')))

@@ -65,6 +65,7 @@ def _connected(server: TrivpnProcess, count: int, timeout: float) -> dict[str, s
     return found
 
 
+@pytest.mark.directive("client-to-client", "topology")
 def test_twenty_two_mixed_clients_reach_the_server_and_each_other(lab: NetnsLab,
                                                                   tmp_path: Path):
     lan = lab.add("lan")

@@ -41,6 +41,8 @@ def dh_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.directive("server", "dev", "proto", "local", "port", "topology", "data-ciphers",
+                       "tls-auth", "tls-crypt")
 @pytest.mark.parametrize("case", [
     ("udp", "subnet", "AES-256-GCM", "tls-auth"),
     ("udp", "net30", "CHACHA20-POLY1305", "tls-crypt"),

@@ -61,6 +61,7 @@ def test_client_floats_to_a_new_address_then_restarts_in_place(lab: NetnsLab, tm
     assert ping(cli, SERVER_VPN_IP), server.text()[-3000:]
 
 
+@pytest.mark.directive("explicit-exit-notify")
 def test_duplicate_cn_max_clients_restart_notice_and_pool_persist_at_exit(
         lab: NetnsLab, tmp_path: Path):
     lan = lab.add("lan")

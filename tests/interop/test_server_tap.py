@@ -39,6 +39,7 @@ def _link_mac(ns: Netns, ifname_prefix: str) -> str:
     raise AssertionError(f"no {ifname_prefix}* device in {ns.name}")
 
 
+@pytest.mark.directive("dev", "client-to-client")
 def test_tap_clients_arp_and_ping_the_server_and_each_other(lab: NetnsLab, tmp_path: Path):
     srv, ova, tva = lab.add("srv"), lab.add("ova"), lab.add("tva")
     lab.veth(srv, ova, "198.18.0.1/24", "198.18.0.2/24")

@@ -40,6 +40,8 @@ def _pair(lab: NetnsLab, tmp_path: Path, server: list[str],
     return srv, cli, server_proc, client_proc, connected["vpn_ip"]
 
 
+@pytest.mark.directive("client", "server", "proto", "topology", "data-ciphers", "tls-auth",
+                       "tls-crypt")
 @pytest.mark.parametrize(("proto", "topology", "cipher", "wrap"), [
     ("udp", "subnet", "AES-256-GCM", "tls-crypt"),
     ("udp", "net30", "CHACHA20-POLY1305", "tls-auth"),

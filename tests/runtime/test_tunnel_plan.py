@@ -78,6 +78,7 @@ def test_client_plan_follows_topology_and_routes(push, addresses, routes):
     assert plan.routes == routes
 
 
+@pytest.mark.directive("route")
 def test_configured_routes_come_before_pushed_ones():
     plan = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
                   "route-gateway 198.18.8.1", "route 198.18.9.0 255.255.255.0"],
@@ -85,11 +86,13 @@ def test_configured_routes_come_before_pushed_ones():
     assert [r.destination for r in plan.routes] == ["198.18.20.0/24", "198.18.9.0/24"]
 
 
+@pytest.mark.directive("tun-mtu")
 def test_pushed_tun_mtu_overrides_the_configured_one():
     assert _plan(["tun-mtu 1400"], "tun-mtu 1500\n").mtu == 1400
     assert _plan([], "tun-mtu 1420\n").mtu == 1420
 
 
+@pytest.mark.directive("dev")
 @pytest.mark.parametrize(("dev", "kind", "name"), [
     ("tun", "tun", "tun%d"), ("tap", "tap", "tap%d"), ("tun3", "tun", "tun3"),
     ("vpn0", "tun", "vpn0"),
@@ -141,6 +144,7 @@ def test_plans_compare_equal_regardless_of_warnings():
     assert a != c
 
 
+@pytest.mark.directive("ifconfig")
 def test_client_config_ifconfig_is_used_when_nothing_is_pushed():
     plan = _plan([], "ifconfig 198.18.8.2 198.18.8.1\n")
     assert plan.addresses == (AddressAssignment("198.18.8.2", 32, "198.18.8.1"),)
@@ -194,3 +198,43 @@ def test_a_route_covering_the_server_is_skipped_when_the_path_to_the_server_is_u
 def test_redirect_gateway_exception_route_is_not_doubled():
     plan = _plan([*_SUBNET, "redirect-gateway def1", "route 198.18.0.0 255.255.255.0"])
     assert [r.destination for r in plan.routes].count("198.18.0.1/32") == 1
+
+
+@pytest.mark.directive("route-gateway")
+def test_configured_route_gateway_is_the_default_next_hop_when_none_is_pushed():
+    plan = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0"],
+                 "route-gateway 198.18.8.9\nroute 198.18.20.0 255.255.255.0\n")
+    assert plan.routes == (RouteAssignment("198.18.20.0/24", "198.18.8.9"),)
+    pushed = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
+                    "route-gateway 198.18.8.1"],
+                   "route-gateway 198.18.8.9\nroute 198.18.20.0 255.255.255.0\n")
+    assert pushed.routes == (RouteAssignment("198.18.20.0/24", "198.18.8.1"),)
+
+
+@pytest.mark.directive("redirect-gateway")
+def test_configured_redirect_gateway_sends_everything_through_the_tunnel():
+    plan = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
+                  "route-gateway 198.18.8.1"], "redirect-gateway def1\n")
+    assert [r.destination for r in plan.routes] == ["198.18.0.1/32", "0.0.0.0/1", "128.0.0.0/1"]
+    local = _plan(["topology subnet", "ifconfig 198.18.8.2 255.255.255.0",
+                   "route-gateway 198.18.8.1"], "redirect-gateway local def1\n")
+    assert [r.destination for r in local.routes] == ["0.0.0.0/1", "128.0.0.0/1"]
+
+
+@pytest.mark.directive("dev-type", "dev")
+@pytest.mark.parametrize(("extra", "kind", "name"), [
+    ("dev vpn0\ndev-type tap\n", "tap", "vpn0"), ("dev vpn0\ndev-type tun\n", "tun", "vpn0"),
+    ("dev tap\n", "tap", "tap%d"), ("dev tap3\ndev-type tun\n", "tun", "tap3"),
+])
+def test_dev_type_decides_the_device_kind_whatever_its_name(extra, kind, name):
+    options = parse_config("client\nremote 198.18.0.1 1194\nca ca.crt\ncert c.crt\n"
+                           "key c.key\n" + extra, "/etc/c.conf")
+    plan = plan_client_tunnel(options, None, remote_host=SERVER, net_gateway=VIA_VETH)
+    assert (plan.kind, plan.name) == (kind, name)
+
+
+@pytest.mark.directive("txqueuelen")
+def test_txqueuelen_is_part_of_the_plan_and_zero_means_the_kernels_default():
+    assert _plan([], "txqueuelen 321\n").txqueuelen == 321
+    assert _plan([], "txqueuelen 0\n").txqueuelen is None
+    assert _plan([]).txqueuelen is None

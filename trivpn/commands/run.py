@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -11,8 +12,8 @@ from typing import Any, TextIO
 
 import trio
 
-from trivpn.config import ConfigError, load_config
-from trivpn.logging import configure_logging, get_logger, level_for_verb
+from trivpn.config import ConfigError, Options, load_config
+from trivpn.logging import LogFormat, configure_logging, get_logger, level_for_verb
 from trivpn.runtime.client import run_client
 from trivpn.runtime.metrics import parse_listen
 from trivpn.runtime.operator import OperatorTools
@@ -62,6 +63,7 @@ def handle(args: argparse.Namespace) -> int:
         print(f"trivpn: {exc}", file=sys.stderr)
         return 2
     stream = None
+    pid_file: Path | None = None
     try:
         if args.log_file is not None:
             stream = open_log_file(args.log_file, append=True)
@@ -71,21 +73,64 @@ def handle(args: argparse.Namespace) -> int:
         print(f"trivpn: cannot open log file: {exc}", file=sys.stderr)
         return 1
     try:
-        verb = options.verb if options.verb else 3
-        configure_logging(verb=verb, fmt=args.log_format or ("json" if stream else None),
-                          stream=stream)
+        verb = options.verb
+        configure_for(options, stream=stream, fmt=args.log_format)
         tap = EventTap(output_level=level_for_verb(verb))  # operator tools see every event
         install_event_tap(tap)
         tools = OperatorTools(tap, metrics_listen=args.metrics_listen,
                               status_path=options.status.path if options.status else None)
         log = get_logger()
         log.info("trivpn_starting", config=str(args.config), role=options.role)
+        if options.daemon:
+            become_daemon()
+        if options.writepid is not None:
+            write_pid_file(options.writepid)
+            pid_file = options.writepid
         main = run_server if options.role == "server" else run_client
         code: int = trio.run(functools.partial(main, options, log, tools))
         return code
     except ConfigError as exc:
         print(f"trivpn: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the pid file
+        print(f"trivpn: cannot write pid file '{options.writepid}': "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
     finally:
+        if pid_file is not None:  # OpenVPN removes it at exit (init.c, remove_pid_file)
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
         if stream is not None:
             stream.close()
+
+
+def configure_for(options: Options, *, stream: TextIO | None,
+                  fmt: LogFormat | None = None) -> None:
+    """Logging as the config asks: ``verb``, ``mute``, and ``syslog [NAME]`` or ``daemon
+    [NAME]`` sending it to the system logger unless it goes to a log file (OpenVPN)."""
+    ident = None
+    if stream is None and (options.syslog is not None or options.daemon):
+        ident = options.syslog if options.syslog is not None else options.daemon_name
+    configure_logging(verb=options.verb, fmt=fmt or ("json" if stream else None),
+                      stream=stream, syslog_ident=ident, mute=options.mute)
+
+
+def become_daemon() -> None:
+    """``daemon``: what OpenVPN gets from daemon(3) (init.c, possibly_become_daemon): fork, the
+    parent exits 0, the child leads a new session with stdin/stdout/stderr on /dev/null (the
+    log goes to its file or the system logger, never to them). Unlike daemon(3) without --cd,
+    the working directory is kept (the config's relative paths were resolved against it)."""
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
+def write_pid_file(path: Path) -> None:
+    """``writepid FILE``: our process id and a newline, written before privileges are dropped
+    (OpenVPN: init.c, write_pid_file)."""
+    path.write_text(f"{os.getpid()}\n")

@@ -13,7 +13,8 @@ from trivpn.config.options import Ifconfig, Options, Topology
 
 @dataclass(frozen=True, slots=True)
 class PingSettings:
-    """Effective ``ping``/``ping-restart``/``ping-exit`` seconds (None = off)."""
+    """Effective ``ping``/``ping-restart``/``ping-exit`` seconds (None = off). At most one of
+    ``ping_restart``/``ping_exit`` is set: they are one timer with two actions."""
 
     ping: int | None
     ping_restart: int | None

@@ -87,10 +87,20 @@ Handler = Callable[[ParseState, Directive], Options]
 
 @dataclass(frozen=True, slots=True)
 class Spec:
+    """How one accepted directive is parsed.
+
+    Every accepted directive is applied. The only exception is a directive that OpenVPN on
+    Linux also does nothing with: it carries ``inert``, the written reason why accepting it and
+    doing nothing is what OpenVPN does (or why it is fine for trivpn). Every other directive
+    has a behavioural test tagged ``@pytest.mark.directive(name)``;
+    tests/config/test_directive_coverage.py enforces both.
+    """
+
     min_args: int
     max_args: int | None
     handler: Handler
     inline: bool = False  # may be written as an inline <name>…</name> block
+    inert: str | None = None  # why doing nothing matches OpenVPN on Linux (see above)
 
 
 # --- shared value maps -------------------------------------------------------------------------
@@ -154,6 +164,8 @@ FLAGS: Mapping[str, Callable[[Options], Options]] = {
     "nobind": lambda o: replace(o, nobind=True),
     "bind": lambda o: replace(o, nobind=False),
     "remote-random": lambda o: replace(o, remote_random=True),
+    # float: a client accepts its server from a new address (client.py); a server follows
+    # its clients' new addresses whether or not it is set, as OpenVPN's server does
     "float": lambda o: replace(o, float_=True),
     "fast-io": lambda o: replace(o, fast_io=True),
     "tcp-nodelay": lambda o: replace(o, tcp_nodelay=True),
@@ -546,15 +558,22 @@ INTS: Mapping[str, tuple[int, int | None, Callable[[Options, int], Options]]] = 
     "max-routes-per-client": (1, 2**31 - 1,
                               lambda o, n: replace(o, max_routes_per_client=n)),
     "ping": (0, None, lambda o, n: replace(o, ping=n)),
-    "ping-restart": (0, None, lambda o, n: replace(o, ping_restart=n)),
-    "ping-exit": (0, None, lambda o, n: replace(o, ping_exit=n)),
-    "inactive": (0, None, lambda o, n: replace(o, inactive=n)),
+    # ping-restart and ping-exit set one timer in OpenVPN (options.c): the last one wins
+    "ping-restart": (0, None, lambda o, n: replace(o, ping_restart=n, ping_exit=None)),
+    "ping-exit": (0, None, lambda o, n: replace(o, ping_exit=n, ping_restart=None)),
     "session-timeout": (0, None, lambda o, n: replace(o, session_timeout=n)),
     "verb": (0, 11, lambda o, n: replace(o, verb=n)),
     "mute": (0, None, lambda o, n: replace(o, mute=n)),
     "status-version": (1, 3, lambda o, n: replace(o, status_version=n)),
     "script-security": (0, 3, lambda o, n: replace(o, script_security=n)),
 }
+
+
+def _inactive(st: ParseState, d: Directive) -> Options:
+    """``inactive SECONDS [BYTES]``: BYTES (in + out) must pass in each period (default 0)."""
+    secs = v.integer(d, 0, 0)
+    minimum = v.integer(d, 1, 0, 2**63 - 1) if len(d.args) == 2 else 0
+    return replace(st.opts, inactive=secs, inactive_bytes=minimum)
 
 
 def _reneg_sec(st: ParseState, d: Directive) -> Options:
@@ -611,7 +630,7 @@ def _syslog(st: ParseState, d: Directive) -> Options:
 
 
 def _daemon(st: ParseState, d: Directive) -> Options:
-    return replace(st.opts, daemon=True)
+    return replace(st.opts, daemon=True, daemon_name=d.args[0] if d.args else "openvpn")
 
 
 def _file_field(st: ParseState, d: Directive) -> Options:
@@ -645,8 +664,12 @@ DIRECTIVES: Mapping[str, Spec] = {
     "mssfix": Spec(0, 2, _mssfix),
     "txqueuelen": Spec(1, 1, _int_option),
     "ifconfig": Spec(2, 2, _ifconfig),
-    "tun-ipv6": Spec(0, 0, _tun_ipv6),
-    "disable-dco": Spec(0, 0, _flag),
+    "tun-ipv6": Spec(0, 0, _tun_ipv6, inert=(
+        "OpenVPN 2.6 ignores it too and says so: 'Note: option tun-ipv6 is ignored because "
+        "modern operating systems do not need special IPv6 tun handling anymore.'")),
+    "disable-dco": Spec(0, 0, _flag, inert=(
+        "trivpn has no data-channel offload; OpenVPN with disable-dco runs its data channel "
+        "in userspace, as trivpn always does")),
     # transport
     "proto": Spec(1, 1, _proto),
     "port": Spec(1, 1, _port),
@@ -665,7 +688,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     "max-packet-size": Spec(1, 1, _int_option),
     "sndbuf": Spec(1, 1, _int_option),
     "rcvbuf": Spec(1, 1, _int_option),
-    "fast-io": Spec(0, 0, _flag),
+    "fast-io": Spec(0, 0, _flag, inert=(
+        "an OpenVPN 2.6 I/O optimisation with no visible effect (forward.c: write to the UDP "
+        "socket without polling it first); trivpn's link writes never wait for a poll "
+        "first (link.py, send_nowait), and OpenVPN 2.7 ignores the option")),
     "tcp-nodelay": Spec(0, 0, _flag),
     # certificates and keys
     "ca": Spec(1, 1, _file_field, inline=True),
@@ -702,7 +728,11 @@ DIRECTIVES: Mapping[str, Spec] = {
     "reneg-pkts": Spec(1, 1, _int_option),
     "tran-window": Spec(1, 1, _int_option),
     # data channel
-    "cipher": Spec(1, 1, _cipher),
+    "cipher": Spec(1, 1, _cipher, inert=(
+        "in client (pull) and server mode, the only modes trivpn runs, OpenVPN 2.6 "
+        "negotiates the data cipher from data-ciphers and ignores --cipher for it: 'OpenVPN "
+        "ignores --cipher for cipher negotiations' (trivpn repeats that warning); "
+        "data-ciphers-fallback names the cipher for a peer that cannot negotiate")),
     "data-ciphers": Spec(1, 1, _data_ciphers),
     "ncp-ciphers": Spec(1, 1, _data_ciphers),
     "data-ciphers-fallback": Spec(1, 1, _data_ciphers_fallback),
@@ -726,14 +756,20 @@ DIRECTIVES: Mapping[str, Spec] = {
     "route-nopull": Spec(0, 0, _flag),
     "pull-filter": Spec(2, 2, _pull_filter),
     "redirect-gateway": Spec(0, None, _redirect_gateway),
-    "dhcp-option": Spec(1, 2, _dhcp_option),
+    "dhcp-option": Spec(1, 2, _dhcp_option, inert=(
+        "in a config file (not pushed) OpenVPN on Linux only hands it to --up scripts as "
+        "foreign_option_N variables (the DHCP answer is the Windows TAP driver's); trivpn "
+        "runs no scripts (they are refused). A server passes it on only through 'push'")),
     # keepalive and lifecycle
     "keepalive": Spec(2, 2, _keepalive),
     "ping": Spec(1, 1, _int_option),
     "ping-restart": Spec(1, 1, _int_option),
     "ping-exit": Spec(1, 1, _int_option),
-    "ping-timer-rem": Spec(0, 0, _flag),
-    "inactive": Spec(1, 1, _int_option),
+    "ping-timer-rem": Spec(0, 0, _flag, inert=(
+        "OpenVPN only holds back the ping-restart/ping-exit timer until the peer's address "
+        "is known (ping.h, check_ping_restart); trivpn always does: a client's timers run "
+        "once its link to the resolved remote is open, a server's for a known peer address")),
+    "inactive": Spec(1, 2, _inactive),
     "session-timeout": Spec(1, 1, _int_option),
     "explicit-exit-notify": Spec(0, 1, _explicit_exit_notify),
     "persist-key": Spec(0, 0, _flag),
@@ -754,10 +790,15 @@ DIRECTIVES: Mapping[str, Spec] = {
     "management": Spec(2, 3, _management),
     "management-client-user": Spec(1, 1, _str_option),
     "management-client-group": Spec(1, 1, _str_option),
-    "script-security": Spec(1, 1, _int_option),
+    "script-security": Spec(1, 1, _int_option, inert=(
+        "in OpenVPN it only decides which external programs and scripts may run; trivpn "
+        "refuses every script directive (up, down, tls-verify, ...) and configures the "
+        "device over netlink, as OpenVPN 2.6 on Linux does, so no level changes anything")),
     "push-peer-info": Spec(0, 0, _flag),
     "setenv": Spec(1, 2, _setenv),
-    "setenv-safe": Spec(1, 2, _setenv),
+    "setenv-safe": Spec(1, 2, _setenv, inert=(
+        "OpenVPN only puts OPENVPN_NAME into the environment of the scripts it runs "
+        "(options.c, setenv_str_safe); trivpn runs no scripts (they are refused)")),
     "ignore-unknown-option": Spec(1, None, _ignore_unknown_option),
     "config": Spec(1, 1, _noop),
     "cd": Spec(1, 1, _noop),

@@ -326,6 +326,7 @@ class Options:
     ping_exit: int | None = None
     ping_timer_rem: bool = False
     inactive: int | None = None
+    inactive_bytes: int = 0
     session_timeout: int | None = None
     explicit_exit_notify: int = 0
     persist_key: bool = False
@@ -342,6 +343,7 @@ class Options:
     syslog: str | None = None
     writepid: Path | None = None
     daemon: bool = False
+    daemon_name: str = "openvpn"  # daemon [NAME]: the name given to the system logger
     management: Management | None = None
     management_client_user: str | None = None
     management_client_group: str | None = None
@@ -373,12 +375,13 @@ class Options:
     @property
     def bind_local(self) -> bool:
         """Whether the local socket binds ``lport`` (OpenVPN: not with ``nobind`` or a TCP
-        client that sets neither ``local`` nor a local port)."""
+        client that sets none of ``local``, a local port or ``bind``)."""
         if self.nobind:
             return False
         return not (self.proto == "tcp-client" and self.local is None
                     and "lport" not in self.directive_lines
-                    and "port" not in self.directive_lines)
+                    and "port" not in self.directive_lines
+                    and "bind" not in self.directive_lines)
 
     def location(self, directive: str) -> tuple[Path, int] | None:
         """Where ``directive`` first appears: (config file, line), or None."""

@@ -139,6 +139,11 @@ def _finish(st: ParseState) -> Options:
 
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
+    if tls_role == "client" and not o.pull:
+        # the client runtime always pulls its settings from a server; a TLS peer-to-peer
+        # client would take them from its own config and negotiate with its peer instead
+        raise _error(st, "'tls-client' without 'pull' is TLS peer-to-peer mode, which trivpn "
+                         "does not support yet: use 'client' (or add 'pull')", "tls-client")
     if o.mode == "server" and proto == "tcp-client":
         raise _error(st, "a server cannot use 'proto tcp-client' (use udp or tcp-server)",
                      "proto")
@@ -209,6 +214,15 @@ def _finish(st: ParseState) -> Options:
                          "(use 'dh none' for ECDHE key exchange only)")
     if tls_role == "server" and o.auth_user_pass is not None:
         raise _error(st, "'auth-user-pass' is a client option", "auth-user-pass")
+    # verify-client-cert: 'require' is the default; the other values need a way to check the
+    # client's password, which OpenVPN 2.6 insists on (options.c) and trivpn does not offer
+    if o.verify_client_cert != "require":
+        if tls_role == "server":
+            raise _error(st, f"'verify-client-cert {o.verify_client_cert}' must be used with "
+                             "'management-client-auth', an 'auth-user-pass-verify' script, or "
+                             "'plugin' (OpenVPN 2.6 refuses it otherwise); trivpn supports "
+                             "none of them", "verify-client-cert")
+        raise _error(st, "'verify-client-cert' requires 'mode server'", "verify-client-cert")
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(

@@ -141,3 +141,28 @@ class KeyExpired(Event):
     name: ClassVar[str] = "key_expired"
     key_id: int
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPollTimeout(Event):
+    """Client: nothing came back from the server within server-poll-timeout (connect-timeout)
+    seconds; OpenVPN moves on to the next remote (forward.c, check_server_poll_timeout)."""
+
+    name: ClassVar[str] = "server_poll_timeout"
+    seconds: float
+
+
+#: ``TimeoutExit.cause`` values: OpenVPN's SIGTERM reasons (forward.c, ping.c), with ``_``.
+TIMEOUT_PING_EXIT = "ping_exit"  # nothing received for ping-exit seconds
+TIMEOUT_INACTIVE = "inactive"  # too little tunnel traffic for inactive seconds
+TIMEOUT_SESSION = "session_timeout"  # session-timeout seconds since the timers started
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutExit(Event):
+    """A timer that ends the session for good (OpenVPN raises SIGTERM): a client exits, a
+    server drops this client. ``after`` is how long the timer ran."""
+
+    name: ClassVar[str] = "timeout_exit"
+    cause: str
+    after: float

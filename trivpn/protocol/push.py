@@ -242,6 +242,7 @@ class PushedOptions:
     dns: tuple[tuple[str, ...], ...] = ()
     ping: int | None = None
     ping_restart: int | None = None
+    ping_exit: int | None = None
     peer_id: int | None = None
     cipher: str | None = None
     protocol_flags: tuple[str, ...] = ()
@@ -260,6 +261,12 @@ class PushedOptions:
     setenv_safe: tuple[tuple[str, str], ...] = ()
     unknown: tuple[str, ...] = ()
     filtered: tuple[FilteredOption, ...] = ()
+
+    @property
+    def has_timer_options(self) -> bool:
+        """Whether the push set a timer (OpenVPN's OPT_P_TIMER class), which restarts them."""
+        return any(v is not None for v in (self.ping, self.ping_restart, self.ping_exit,
+                                           self.inactive, self.session_timeout))
 
 
 _MAX_PEER_ID = 0xFFFFFF
@@ -294,6 +301,7 @@ class _Builder:
             dns=tuple(self.dns),
             ping=cast("int | None", s.get("ping")),
             ping_restart=cast("int | None", s.get("ping_restart")),
+            ping_exit=cast("int | None", s.get("ping_exit")),
             peer_id=cast("int | None", s.get("peer_id")),
             cipher=cast("str | None", s.get("cipher")),
             protocol_flags=cast("tuple[str, ...]", s.get("protocol_flags", ())),
@@ -412,10 +420,12 @@ def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:
         if args[0] == "search-domains" and len(args) < 2:
             raise _bad(name, "search-domains needs at least one domain")
         b.dns.append(tuple(args))
-    elif name in ("ping", "ping-restart", "session-timeout", "route-metric"):
+    elif name in ("ping", "ping-restart", "ping-exit", "session-timeout", "route-metric"):
         _nargs(name, args, 1, 1)
         s[name.replace("-", "_")] = _uint(name, args[0], 255 if name == "route-metric"
                                           else 0x7FFFFFFF)
+        if name in ("ping-restart", "ping-exit"):  # one timer in OpenVPN: the last one wins
+            s.pop("ping_exit" if name == "ping-restart" else "ping_restart", None)
     elif name == "inactive":
         _nargs(name, args, 1, 2)
         s["inactive"] = _uint(name, args[0])

@@ -140,7 +140,12 @@ class SessionConfig:
     replay_window: int = 64
     replay_time: float = 15.0
     ping_interval: float | None = None
-    ping_restart: float | None = None
+    ping_restart: float | None = None  # seconds without an authenticated packet from the peer
+    ping_exit: bool = False  # ... then end for good (ping-exit), not restart (ping-restart)
+    inactive: float | None = None  # end after this long with too little tunnel traffic
+    inactive_bytes: int = 0  # ... fewer than this many bytes (in + out) per period
+    session_timeout: float | None = None  # end this long after the timers start
+    server_poll_timeout: float | None = None  # client: give up if the server never answers
     compression: Compression = Compression.NONE
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
@@ -215,6 +220,17 @@ class Session:
         self._last_sent = now
         self._last_received = now
         self._keepalive_fired = False
+        # ping-exit / inactive / session-timeout (OpenVPN: do_init_timers, forward.c)
+        self._ping_exit = config.ping_exit
+        self._inactive = config.inactive or None
+        self._inactive_min = config.inactive_bytes
+        self._inactive_count = 0
+        self._last_activity = now
+        self._session_timeout = config.session_timeout or None
+        self._timers_started = now
+        self._exit_fired = False
+        self._poll_deadline = (now + config.server_poll_timeout
+                               if config.server_poll_timeout and not config.is_server else None)
         # client push state
         self._push = PushAccumulator(policy=config.pull_policy)
         self._push_requested_at: float | None = None
@@ -300,6 +316,29 @@ class Session:
             self.drops[exc.reason] += 1
             return None
         self._last_sent = now
+        if self._inactive is not None:  # tunnel traffic, counted as sent (forward.c)
+            count = self._inactive_count + len(wire)
+            if count >= self._inactive_min:
+                count = 0
+                self._last_activity = now
+            self._inactive_count = count
+        return wire
+
+    def _encrypt_internal(self, payload: bytes, now: float) -> bytes | None:
+        """A ping or OCC message: like :meth:`encrypt_data`, but not tunnel activity."""
+        key = self._primary
+        data_key = None if key is None else key.data_key
+        if data_key is None:
+            self.drops["no_key"] += 1
+            return None
+        compression = self._compression
+        try:
+            wire = data_key.encrypt(payload if compression is _NO_COMPRESSION
+                                    else frame(compression, payload))
+        except ProtocolError as exc:
+            self.drops[exc.reason] += 1
+            return None
+        self._last_sent = now
         return wire
 
     def decrypt_data(self, data: bytes, now: float) -> bytes | None:
@@ -332,6 +371,12 @@ class Session:
             if occ is not None:
                 self._handle_occ(occ[0])
                 return None
+        if self._inactive is not None:  # tunnel traffic, counted as written to the TUN
+            count = self._inactive_count + len(payload)
+            if count >= self._inactive_min:
+                count = 0
+                self._last_activity = now
+            self._inactive_count = count
         return payload
 
     def handle_timer(self, now: float) -> None:
@@ -346,6 +391,11 @@ class Session:
                                f"no progress after {self.config.hand_window:g} s "
                                f"(last phase: {key.last_phase})", now)
         self._client_push_timers(now)
+        if (self._poll_deadline is not None and now >= self._poll_deadline
+                and self.remote_session_id is None):
+            self._poll_deadline = None
+            self._events.append(ev.ServerPollTimeout(self.config.server_poll_timeout or 0.0))
+        self._exit_timers(now)
         self._keepalive_timers(now)
         if self._reneg_at is not None and now >= self._reneg_at:
             if self._negotiating():
@@ -370,11 +420,18 @@ class Session:
             deadlines.append(self._push_requested_at + PUSH_REQUEST_INTERVAL)
             if self._push_deadline is not None:
                 deadlines.append(self._push_deadline)
+        if self._poll_deadline is not None and self.remote_session_id is None:
+            deadlines.append(self._poll_deadline)
+        if not self._exit_fired:
+            if self._inactive is not None:
+                deadlines.append(self._last_activity + self._inactive)
+            if self._session_timeout is not None:
+                deadlines.append(self._timers_started + self._session_timeout)
+            if self._ping_restart and not self._keepalive_fired:
+                deadlines.append(self._last_received + self._ping_restart)
         if self.established:
             if self._ping_interval:
                 deadlines.append(self._last_sent + self._ping_interval)
-            if self._ping_restart and not self._keepalive_fired:
-                deadlines.append(self._last_received + self._ping_restart)
             if self._reneg_at is not None:
                 deadlines.append(self._reneg_at)
             if self._volume_check_at is not None:
@@ -406,7 +463,7 @@ class Session:
         if self.cc_exit and self._message_key() is not None:
             self.send_control_message("EXIT", now)
             return
-        wire = self.encrypt_data(build_occ(OccOpcode.EXIT), now)
+        wire = self._encrypt_internal(build_occ(OccOpcode.EXIT), now)
         if wire is not None:
             self._out.append(wire)
 
@@ -515,6 +572,7 @@ class Session:
         if packet.acks and packet.remote_session_id != self.local_session_id:
             raise StateError("acknowledgement for another session", "ack remote session id",
                              reason="wrong_session")
+        self._last_received = now  # a good control packet resets ping-restart (forward.c)
         if first_contact:
             self.remote_session_id = packet.session_id
             if self.config.is_server:
@@ -789,9 +847,22 @@ class Session:
             self._ping_interval = float(pushed.ping)
         if pushed.ping_restart is not None:
             self._ping_restart = float(pushed.ping_restart)
-        # The keepalive timers start with the pushed options (OpenVPN: do_init_timers after
-        # the push), not at session creation: a slow handshake is no silence.
-        self._last_received = now
+            self._ping_exit = False
+        if pushed.ping_exit is not None:  # the same timer as ping-restart; the last one wins
+            self._ping_restart = float(pushed.ping_exit)
+            self._ping_exit = True
+        if pushed.inactive is not None:
+            self._inactive = float(pushed.inactive) or None
+            self._inactive_min = pushed.inactive_bytes or 0
+        if pushed.session_timeout is not None:
+            self._session_timeout = float(pushed.session_timeout) or None
+        if pushed.has_timer_options:
+            # OpenVPN (do_deferred_options -> do_init_timers) restarts every timer from the
+            # push when it carried one of them: session-timeout counts from here
+            self._timers_started = now
+            self._last_activity = now
+            self._inactive_count = 0
+            self._last_received = now
         if pushed.compression is not None:
             self._compression = _PUSHED_COMPRESSION[pushed.compression]
         if key is not None:
@@ -984,19 +1055,37 @@ class Session:
         self.failed = True
         self._events.append(ev.HandshakeFailed(key_id, cause, detail, phase))
 
+    def _exit_timers(self, now: float) -> None:
+        """inactive, session-timeout, ping-exit/ping-restart: like OpenVPN, they run from the
+        start (not only once connected), in this order, and the first one due ends it."""
+        if self._exit_fired:
+            return
+        if self._inactive is not None and now >= self._last_activity + self._inactive:
+            self._fire_exit(ev.TIMEOUT_INACTIVE, now - self._last_activity)
+        elif (self._session_timeout is not None
+              and now >= self._timers_started + self._session_timeout):
+            self._fire_exit(ev.TIMEOUT_SESSION, now - self._timers_started)
+        elif (self._ping_restart and not self._keepalive_fired
+                and now >= self._last_received + self._ping_restart):
+            if self._ping_exit:
+                self._fire_exit(ev.TIMEOUT_PING_EXIT, now - self._last_received)
+            else:
+                self._keepalive_fired = True
+                self._events.append(ev.KeepaliveTimeout(now - self._last_received))
+
+    def _fire_exit(self, cause: str, after: float) -> None:
+        self._exit_fired = True
+        self._events.append(ev.TimeoutExit(cause, after))
+
     def _keepalive_timers(self, now: float) -> None:
         if not self.established:
             return
         if self._ping_interval and now >= self._last_sent + self._ping_interval:
-            wire = self.encrypt_data(PING_MAGIC, now)
+            wire = self._encrypt_internal(PING_MAGIC, now)
             if wire is not None:
                 self._out.append(wire)
             else:
                 self._last_sent = now  # no key (expired): try again one interval later
-        if (self._ping_restart and not self._keepalive_fired
-                and now >= self._last_received + self._ping_restart):
-            self._keepalive_fired = True
-            self._events.append(ev.KeepaliveTimeout(now - self._last_received))
 
     def _handle_occ(self, opcode: OccOpcode) -> None:
         if opcode == OccOpcode.EXIT:

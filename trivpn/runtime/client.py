@@ -28,13 +28,14 @@ import signal
 import socket
 import time
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import structlog
 import trio
 
 from trivpn.config import ConfigError, Options, Remote
-from trivpn.logging import DropAggregator
+from trivpn.config.options import FileSource
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
@@ -42,12 +43,19 @@ from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
-from trivpn.runtime.link import LinkClosed, TcpLink, UdpLink, open_tcp_link
+from trivpn.runtime.link import (
+    Address,
+    LinkClosed,
+    TcpLink,
+    UdpLink,
+    apply_sndbuf_rcvbuf,
+    open_tcp_link,
+)
 from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
 from trivpn.runtime.readiness import ReadySet
-from trivpn.runtime.setup import session_config
+from trivpn.runtime.setup import drop_aggregator, read_credentials, session_config
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import Attempt, Exit, Outcome, Reconnect, RemoteSchedule
 from trivpn.runtime.tun import TunDevice
@@ -123,11 +131,16 @@ class Client:
         self.identity = identity
         self.tunnel: Tunnel | None = None
         self.privileges_dropped = False
-        self.drops = DropAggregator()
+        self.drops = drop_aggregator(options)
         self.stop = trio.Event()
         self.stop_reason: str | None = None
+        # auth-retry nointeract: OpenVPN pauses 10 s before every restart instead of
+        # connect-retry's seconds, still capped by connect-retry's maximum (init.c,
+        # socket_restart_pause)
+        retry = options.connect_retry
+        base = min(10, retry.max_seconds) if options.auth_retry == "nointeract" else retry.seconds
         self.schedule = RemoteSchedule(
-            options.remotes, base=options.connect_retry.seconds,
+            options.remotes, base=base,
             maximum=options.connect_retry.max_seconds,
             shuffle=random.Random() if options.remote_random else None)
         self._hard_stop = trio.CancelScope()
@@ -135,6 +148,8 @@ class Client:
         self._tun_drops_seen = 0
         self.traffic = Traffic()  # status file, management, metrics
         self.tools: OperatorTools | None = None
+        self._connections = 0
+        self.purge_credentials = False  # auth-retry interact: read them again next time
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -180,6 +195,11 @@ class Client:
                     await self.stop.wait()
             if self.stop.is_set():
                 return 0, "signal"
+            try:
+                self.refresh_credentials()
+            except ConfigError as exc:
+                self.log.error("config_error", detail=str(exc))
+                return 1, "config_error"
             outcome = await Connection(self, attempt.remote).run()
             if isinstance(outcome, Exit):
                 return outcome.code, outcome.reason
@@ -229,6 +249,22 @@ class Client:
                        f"cannot be recreated: privileges were dropped to {who} and "
                        "persist-tun is not set; add persist-tun to survive restarts")
         return 1, "tun_reopen_impossible"
+
+    def refresh_credentials(self) -> None:
+        """auth-nocache (or auth-retry interact after AUTH_FAILED): OpenVPN forgets the
+        username/password once sent (ssl.c, purge_user_pass) and reads the auth-user-pass file
+        again for the next connection; otherwise the credentials read at start are reused."""
+        source = self.options.auth_user_pass
+        purge = self.options.auth_nocache or self.purge_credentials
+        self.purge_credentials = False
+        if self._connections and purge and isinstance(source, FileSource):
+            # the file's text, not the copy loaded at start (an inline block stays as it is)
+            fresh = replace(self.options, auth_user_pass=replace(source, text=None))
+            creds = read_credentials(fresh)
+            if creds is not None:
+                self.config = replace(self.config, username=creds.username,
+                                      password=creds.password)
+        self._connections += 1
 
     def _teardown(self) -> None:
         self.close_tunnel()
@@ -320,6 +356,7 @@ class Connection:
         self._seen_link = (0, 0, 0)
         self.no_tun = 0
         self.mss: int | None = None  # clamp TCP SYNs to this MSS (mssfix), set with the TUN
+        self.peer: Address | None = None  # float: the server's address (socket unconnected)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -370,10 +407,17 @@ class Connection:
                 if tcp_link is None:
                     return Exit(0, "signal")
                 self.tcp = tcp_link
+                apply_sndbuf_rcvbuf(self.tcp.stream.socket, o.sndbuf, o.rcvbuf)
                 local = self.tcp.local_address
             else:
                 self.udp = UdpLink.bind(bind[0], bind[1])
-                self.udp.connect((self.remote_ip, r.port))
+                apply_sndbuf_rcvbuf(self.udp.socket, o.sndbuf, o.rcvbuf)
+                if o.float_:
+                    # float: packets may come from another address; the socket stays
+                    # unconnected and we send to whichever address last authenticated
+                    self.peer = (self.remote_ip, r.port)
+                else:  # the kernel drops whatever does not come from the remote
+                    self.udp.connect((self.remote_ip, r.port))
                 local = self.udp.local_address
         except trio.TooSlowError:
             self.log.warning("connect_timeout", seconds=o.server_poll_timeout)
@@ -448,14 +492,19 @@ class Connection:
                     # A burst is drained (batches for GSO); a lone packet is read once.
                     if fd == link_fd:
                         batch = link.recv_ready(drain=fd in ready.again)
+                        if self.peer is not None and batch:
+                            batch, floated_control = self._float_check(batch)
+                            if floated_control:
+                                await self._after_control()
                         if batch and self._handle_data(
                                 [batch[0][0]] if len(batch) == 1 else [d for d, _ in batch]):
                             await self._after_control()
                     elif fd == self._tun_fd:
                         out = self._tun_ready(fd in ready.again)
                         # one datagram that fits into the socket queue: no await
-                        if out and (len(out) > 1 or link.send_nowait(out[0]) is None):
-                            await link.send_many(out)
+                        if out and (len(out) > 1
+                                    or link.send_nowait(out[0], self.peer) is None):
+                            await link.send_many(out, self.peer)
         finally:
             self._ready = None
             ready.close()
@@ -504,6 +553,33 @@ class Connection:
         return control
 
     # -- TUN → link -----------------------------------------------------------------------
+
+    def _float_check(self, batch: list[tuple[bytes, Address]]
+                     ) -> tuple[list[tuple[bytes, Address]], bool]:
+        """float: packets from the current peer pass on; one from another address is tried
+        on its own and, if the session authenticates it (a data packet that decrypts, a
+        control packet it accepts), that address becomes the peer, as OpenVPN's float does
+        (socket.c, link_socket_set_outgoing_addr). Also returns whether one was a control
+        packet (then :meth:`_after_control` is due)."""
+        peer = self.peer
+        assert peer is not None
+        if all(addr == peer for _, addr in batch):
+            return batch, False
+        keep: list[tuple[bytes, Address]] = []
+        any_control = False
+        session = self.session
+        for data, addr in batch:
+            if addr == peer:
+                keep.append((data, addr))
+                continue
+            dropped = sum(session.drops.values())
+            control = self._handle_data([data])
+            if sum(session.drops.values()) == dropped:  # authenticated
+                self.log.info("peer_floated", peer=f"{addr[0]}:{addr[1]}",
+                              previous=f"{peer[0]}:{peer[1]}")
+                self.peer = peer = addr
+            any_control = any_control or control
+        return keep, any_control
 
     def _start_tun(self, tunnel: Tunnel) -> None:
         """The TUN → link direction, once per connection when the push configured the TUN:
@@ -587,7 +663,7 @@ class Connection:
         self.client.traffic.bytes_out += sum(map(len, datagrams))
         self.client.traffic.packets_out += len(datagrams)
         if self.udp is not None:
-            self.udp.try_send_many(datagrams)
+            self.udp.try_send_many(datagrams, self.peer)
         elif self.tcp is not None:
             try:
                 await self.tcp.send_packets(datagrams)
@@ -731,12 +807,24 @@ class Connection:
         elif isinstance(event, ev.KeepaliveTimeout):
             log.warning("ping_restart", silent_for=round(event.silent_for, 3))
             self.finish(Reconnect("ping_restart"))
+        elif isinstance(event, ev.ServerPollTimeout):
+            # OpenVPN: "Server poll timeout, restarting", on to the next remote
+            log.warning("server_poll_timeout", seconds=event.seconds)
+            self.finish(Reconnect("server_poll_timeout", advance=True))
+        elif isinstance(event, ev.TimeoutExit):
+            # OpenVPN raises SIGTERM for these: the client exits (status 0), no reconnect
+            log.warning(event.cause, after=round(event.after, 3), action="exit")
+            self.finish(Exit(0, event.cause))
         else:
             log.debug(event.name)
 
     def _on_auth_failed(self, reason: str | None) -> None:
         temporary = reason is not None and reason.startswith("TEMP")
-        retry = self.options.auth_retry == "nointeract" or temporary
+        retry = self.options.auth_retry != "none" or temporary
+        if self.options.auth_retry == "interact":
+            # OpenVPN forgets the credentials and asks again (push.c, receive_auth_failed);
+            # trivpn asks its auth-user-pass file again
+            self.client.purge_credentials = True
         self.log.error("auth_failed", reason=reason,
                        action="reconnect" if retry else "exit")
         if retry:

@@ -107,6 +107,21 @@ def _set_buffers(sock: socket.socket, size: int) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
+def apply_sndbuf_rcvbuf(sock: socket.socket | trio.socket.SocketType, sndbuf: int | None,
+                        rcvbuf: int | None) -> None:
+    """``sndbuf``/``rcvbuf``: set SO_SNDBUF/SO_RCVBUF to the configured size, replacing
+    trivpn's own default (OpenVPN: socket.c, socket_set_buffers; 0 or unset keeps it). The
+    kernel doubles the value and caps it at wmem_max/rmem_max, as for OpenVPN."""
+    for size, option, what in ((sndbuf, socket.SO_SNDBUF, "sndbuf"),
+                               (rcvbuf, socket.SO_RCVBUF, "rcvbuf")):
+        if size:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, option, size)
+            except OSError as exc:
+                raise RuntimeSetupError(f"cannot set {what} {size}", "link socket",
+                                        errno=exc.errno) from exc
+
+
 def _gso_supported(sock: socket.socket) -> bool:
     """The kernel knows ``UDP_SEGMENT`` for this socket (``getsockopt`` answers)."""
     try:
@@ -606,6 +621,10 @@ class TcpLinkListener:
     @property
     def local_address(self) -> Address:
         return self._listener.socket.getsockname()
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        return self._listener.socket
 
     async def accept(self) -> TcpLink:
         stream = await self._listener.accept()

@@ -224,6 +224,12 @@ class NetConfig:
                 lambda: self._call(f"restoring MTU {old}", ifname, self._ipr.link, "set",
                                    index=index, mtu=old)))
 
+    def set_txqueuelen(self, ifname: str, length: int) -> None:
+        """Set the TX queue length (our own device: nothing to restore)."""
+        index = self.link_index(ifname)
+        self._call(f"setting txqueuelen {length}", ifname, self._ipr.link, "set", index=index,
+                   txqlen=length)
+
     def set_up(self, ifname: str) -> None:
         """Bring the link up; :meth:`undo` brings it down again only if it was down."""
         index = self.link_index(ifname)

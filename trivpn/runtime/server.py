@@ -45,7 +45,7 @@ import trio
 
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import PoolEntry, address_pool, server_push_options
-from trivpn.logging import DropAggregator, RateLimitedLog
+from trivpn.logging import RateLimitedLog
 from trivpn.protocol import events as ev
 from trivpn.protocol.admission import (
     MAX_FIRST_PACKET,
@@ -72,6 +72,7 @@ from trivpn.runtime.link import (
     TcpLink,
     TcpLinkListener,
     UdpLink,
+    apply_sndbuf_rcvbuf,
     open_tcp_listener,
 )
 from trivpn.runtime.operator import OperatorTools
@@ -85,7 +86,7 @@ from trivpn.runtime.pool import (
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.ratelimit import WindowLimiter
 from trivpn.runtime.readiness import ReadySet
-from trivpn.runtime.setup import session_config
+from trivpn.runtime.setup import drop_aggregator, session_config
 from trivpn.runtime.status import StatusFile
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
@@ -232,7 +233,7 @@ class Server:
         self.push = server_push_options(options)
         self.table: PeerTable[Peer] = PeerTable(options.max_routes_per_client)
         self.connected: tuple[Peer, ...] = ()
-        self.drops = DropAggregator(DROP_LOG_INTERVAL)
+        self.drops = drop_aggregator(options, DROP_LOG_INTERVAL)
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
@@ -317,7 +318,7 @@ class Server:
             ifconfig = (str(first), str(net.netmask))
             routes = []
         plan = plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
-                           ifconfig=ifconfig, routes=routes)
+                           ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen)
         self.tunnel = Tunnel.open(plan)
         self.log.info("tun_configured", topology=o.topology, **self.tunnel.describe())
         for failure in self.tunnel.route_failures:
@@ -326,9 +327,12 @@ class Server:
         port = o.lport
         if o.proto == "udp":
             self.udp = UdpLink.bind(host, port)
+            apply_sndbuf_rcvbuf(self.udp.socket, o.sndbuf, o.rcvbuf)
             local = self.udp.local_address
         else:
             self.listener = await open_tcp_listener(host, port)
+            # accepted connections inherit the listening socket's buffer sizes
+            apply_sndbuf_rcvbuf(self.listener.socket, o.sndbuf, o.rcvbuf)
             local = self.listener.local_address
         self.log.info("link_open", proto="udp" if o.proto == "udp" else "tcp-server",
                       local=format_address(local))
@@ -713,6 +717,11 @@ class Server:
             self._remove_peer(peer, "ping_restart")
         elif isinstance(event, ev.PeerExited):
             self._remove_peer(peer, "exit", how=event.how)
+        elif isinstance(event, ev.TimeoutExit):
+            # OpenVPN's multi server closes the client instance (multi_close_instance_on_signal)
+            log.info(event.cause, peer=peer.label, cn=peer.common_name,
+                     after=round(event.after, 1))
+            self._remove_peer(peer, event.cause)
 
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         cn = event.peer.common_name

@@ -6,6 +6,8 @@ its peer happens here, once, before any task starts. Errors name the config file
 
 from __future__ import annotations
 
+import os
+import ssl
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -13,6 +15,7 @@ from cryptography import x509
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
 from trivpn.config.options import FileSource
+from trivpn.logging import DropAggregator
 from trivpn.protocol.compression import Compression
 from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
 from trivpn.protocol.errors import ProtocolError
@@ -91,6 +94,30 @@ def data_ciphers(o: Options) -> tuple[str, ...]:
                             f"(supported: {', '.join(sorted(SUPPORTED_CIPHERS))})")
         out.append(upper)
     return tuple(out)
+
+
+def peer_info_extra(o: Options) -> dict[str, str]:
+    """What a pulling client adds to its peer-info beyond the fixed IV_ lines, as OpenVPN 2.6
+    does (ssl.c, push_peer_info): ``setenv IV_GUI_VER``/``IV_SSO`` always; with
+    ``push-peer-info`` also ``IV_SSL``, ``IV_PLAT_VER`` (the kernel release) and every
+    ``setenv UV_*``, in setenv order. (OpenVPN also sends IV_HWADDR, the MAC address of the
+    default gateway's interface; trivpn does not.)"""
+    extra: dict[str, str] = {}
+    if o.push_peer_info:
+        extra["IV_SSL"] = ssl.OPENSSL_VERSION
+        extra["IV_PLAT_VER"] = os.uname().release
+    for name, value in o.setenv:
+        if name in ("IV_GUI_VER", "IV_SSO") or (
+                o.push_peer_info and (name.startswith("UV_") or name == "IV_PLAT_VER")):
+            extra[name] = value  # a later setenv of the same name wins
+    return extra
+
+
+def drop_aggregator(o: Options, interval: float = 10.0) -> DropAggregator:
+    """The dropped-packet log; ``mute-replay-warnings`` silences replayed packets (OpenVPN:
+    its replay warnings), which are still counted."""
+    muted = frozenset({"replay"}) if o.mute_replay_warnings else frozenset()
+    return DropAggregator(interval, muted=muted)
 
 
 def read_credentials(o: Options) -> Credentials | None:
@@ -189,7 +216,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         verification=verification(o, ca_pem),
         wrap=wrap,
         peer_info=None if is_server else build_peer_info(ciphers=ciphers,
-                                                         iv_proto=CLIENT_IV_PROTO),
+                                                         iv_proto=CLIENT_IV_PROTO,
+                                                         extra=peer_info_extra(o)),
         data_ciphers=ciphers,
         data_ciphers_fallback=o.data_ciphers_fallback,
         auth=o.auth,
@@ -205,7 +233,14 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         replay_window=o.replay_window.size,
         replay_time=float(o.replay_window.seconds),
         ping_interval=float(pings.ping) if pings.ping else None,
-        ping_restart=float(pings.ping_restart) if pings.ping_restart else None,
+        ping_restart=(float(pings.ping_restart or pings.ping_exit or 0)
+                      if pings.ping_restart or pings.ping_exit else None),
+        ping_exit=bool(pings.ping_exit) and not pings.ping_restart,
+        inactive=float(o.inactive) if o.inactive else None,
+        inactive_bytes=o.inactive_bytes,
+        session_timeout=float(o.session_timeout) if o.session_timeout else None,
+        server_poll_timeout=(float(o.server_poll_timeout)
+                             if o.server_poll_timeout and not is_server else None),
         compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
         unix_time_offset=unix_time_offset,

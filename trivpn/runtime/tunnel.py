@@ -121,6 +121,7 @@ class TunnelPlan:
     """Requested name: fixed (``tun0``, ``vpn``) or a kernel pattern (``tun%d``)."""
     mtu: int
     addresses: tuple[AddressAssignment, ...] = ()
+    txqueuelen: int | None = None  # txqueuelen N: the device's TX queue length (None: kernel's)
     routes: tuple[RouteAssignment, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -153,7 +154,8 @@ def plan_tunnel(*, kind: TunKind, dev: str, mtu: int, topology: Topology,
                 redirect_gateway: Sequence[str] | None = None,
                 route_metric: int | None = None,
                 remote_host: str | None = None,
-                net_gateway: NetGateway | None = None) -> TunnelPlan:
+                net_gateway: NetGateway | None = None,
+                txqueuelen: int | None = None) -> TunnelPlan:
     """Compute what to configure (see the module docstring for the rules).
 
     ``ifconfig`` is ``(LOCAL, REMOTE_OR_NETMASK)``; ``ifconfig_ipv6`` ``(ADDR, BITS, PEER)``;
@@ -208,7 +210,7 @@ def plan_tunnel(*, kind: TunKind, dev: str, mtu: int, topology: Topology,
         out = _protect_server_path(out, ctx)
     return TunnelPlan(kind=kind, name=device_name(dev, kind), mtu=mtu,
                       addresses=tuple(addresses), routes=tuple(_dedupe(out)),
-                      warnings=tuple(warnings))
+                      txqueuelen=txqueuelen or None, warnings=tuple(warnings))
 
 
 def _dedupe(routes: list[RouteAssignment]) -> list[RouteAssignment]:
@@ -378,7 +380,8 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
                        routes_ipv6=routes6,
                        route_gateway=str(gateway) if gateway is not None else None,
                        redirect_gateway=redirect, route_metric=pushed.route_metric,
-                       remote_host=remote_host, net_gateway=net_gateway)
+                       remote_host=remote_host, net_gateway=net_gateway,
+                       txqueuelen=options.txqueuelen)
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,6 +435,8 @@ class Tunnel:
         self.plan = plan
         self.route_failures = []
         nc.set_mtu(ifname, plan.mtu)
+        if plan.txqueuelen is not None:
+            nc.set_txqueuelen(ifname, plan.txqueuelen)
         nc.set_up(ifname)
         for a in plan.addresses:
             if a.peer is not None:

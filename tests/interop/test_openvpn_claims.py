@@ -1,0 +1,96 @@
+"""What trivpn's code says OpenVPN 2.6 does with a directive, checked against the real binary
+(inert reasons in trivpn/config/directives.py, refusals in trivpn/config/parser.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.openvpn import write_pki
+from tests.netns import NetnsLab
+from trivpn.config import ConfigError, load_config
+from trivpn.config.directives import DIRECTIVES
+
+pytestmark = pytest.mark.integration
+
+CLIENT = ["--client", "--dev", "tun", "--proto", "udp", "--remote", "198.18.0.9", "1194",
+          "--nobind", "--ca", "ca.crt", "--cert", "client.crt", "--key", "client.key",
+          "--verb", "4"]
+SERVER = ["--server", "198.18.8.0", "255.255.255.0", "--topology", "subnet", "--dev", "tun",
+          "--proto", "udp", "--ca", "ca.crt", "--cert", "server.crt", "--key", "server.key",
+          "--dh", "none", "--verb", "4"]
+
+
+def _openvpn(lab: NetnsLab, workdir: Path, args: list[str]) -> str:
+    """Run openvpn for at most 2 s in a namespace of its own; its output."""
+    ns = lab.add("ovpn")
+    done = ns.run(["timeout", "2", "openvpn", "--cd", str(workdir), *args], check=False,
+                  timeout=10)
+    return done.stdout + done.stderr
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    write_pki(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.directive("tun-ipv6")
+def test_openvpn_ignores_tun_ipv6_and_says_so(lab: NetnsLab, openvpn_binary: None,
+                                              workdir: Path) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, "--tun-ipv6"])
+    assert ("Note: option tun-ipv6 is ignored because modern operating systems do not need "
+            "special IPv6 tun handling anymore.") in out
+    assert "ignored" in (DIRECTIVES["tun-ipv6"].inert or "")
+
+
+@pytest.mark.directive("cipher")
+def test_openvpn_ignores_cipher_for_negotiation_in_client_mode(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, "--cipher", "AES-128-CBC"])
+    assert "OpenVPN ignores --cipher for cipher negotiations" in out, out[-3000:]
+    assert "OpenVPN ignores --cipher for cipher negotiations" in (DIRECTIVES["cipher"].inert
+                                                                   or "")
+
+
+@pytest.mark.directive("disable-dco")
+def test_openvpn_with_disable_dco_runs_without_offload(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, "--disable-dco"])
+    assert "disable_dco = ENABLED" in out, out[-3000:]
+
+
+@pytest.mark.directive("verify-client-cert")
+@pytest.mark.parametrize(("role", "value", "theirs"), [
+    ("server", "none", "--verify-client-cert none|optional must be used with "
+                       "--management-client-auth, an --auth-user-pass-verify script, or plugin"),
+    ("server", "optional", "--verify-client-cert none|optional must be used with"),
+    ("client", "none", "--verify-client-cert requires --mode server"),
+])
+def test_verify_client_cert_refusals_match_openvpn(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, role: str, value: str,
+        theirs: str) -> None:
+    base = SERVER if role == "server" else CLIENT
+    out = _openvpn(lab, workdir, [*base, "--verify-client-cert", value])
+    assert f"Options error: {theirs}" in out, out[-3000:]
+    # trivpn refuses the same config, naming the line
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config(base) + f"verify-client-cert {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    ours = str(info.value)
+    expected = "must be used with" if role == "server" else "requires 'mode server'"
+    assert "'verify-client-cert" in ours and expected in ours, ours
+    assert f"t.conf:{_as_config(base).count(chr(10)) + 1}" in ours
+
+
+def _as_config(args: list[str]) -> str:
+    """``--a x --b`` → ``a x\\nb\\n``."""
+    lines: list[str] = []
+    for arg in args:
+        if arg.startswith("--"):
+            lines.append(arg[2:])
+        else:
+            lines[-1] += f" {arg}"
+    return "\n".join(lines) + "\n"
