@@ -54,6 +54,17 @@ def test_success_resets_the_backoff():
     assert schedule.restart().delay == 1
 
 
+def test_from_a_fresh_start_the_wait_doubles_from_the_fifth_restart():
+    # openvpn 2.6.14, one unreachable remote: "Restart pause, 1 second(s)" four times, then 2,
+    # 4, 8 (tests/interop/test_resolv_retry_vs_openvpn.py compares the timing).
+    schedule = RemoteSchedule(["a"], base=1, maximum=300)
+    schedule.first()
+    assert [schedule.restart().delay for _ in range(7)] == [1, 1, 1, 1, 2, 4, 8]
+    two = RemoteSchedule(["a", "b"], base=1, maximum=300)
+    two.first()
+    assert [two.restart().delay for _ in range(11)] == [1] * 9 + [2, 2]
+
+
 def test_remote_random_shuffles_once():
     schedule = RemoteSchedule(list(range(10)), shuffle=random.Random(1))
     order = schedule.remotes
