@@ -184,8 +184,8 @@ def _apply_ciphersuites(ctx: ssl.SSLContext, suites: str) -> None:
     try:
         _native(ctx, "tls-ciphersuites").set_ciphersuites(names)
     except NativeTlsError as exc:
-        raise TlsContextError(f"Failed to set restricted TLS 1.3 cipher list: {names} "
-                              f"(OpenSSL: {exc})", "tls-ciphersuites") from exc
+        raise TlsContextError(f"tls-ciphersuites: Failed to set restricted TLS 1.3 cipher list: "
+                              f"{names} (OpenSSL: {exc})", "tls-ciphersuites") from exc
 
 
 def _apply_groups(ctx: ssl.SSLContext, groups: str) -> None:
@@ -203,7 +203,7 @@ def _apply_groups(ctx: ssl.SSLContext, groups: str) -> None:
     try:
         _native(ctx, "tls-groups").set_groups_list(groups)
     except NativeTlsError as exc:
-        raise TlsContextError(f"Failed to set allowed TLS group list: {groups} "
+        raise TlsContextError(f"tls-groups: Failed to set allowed TLS group list: {groups} "
                               f"(OpenSSL: {exc})", "tls-groups") from exc
 
 
