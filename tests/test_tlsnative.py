@@ -4,6 +4,7 @@ cannot be reached and validated."""
 
 from __future__ import annotations
 
+import os
 import ssl
 
 import pytest
@@ -55,6 +56,11 @@ def test_the_ssl_ctx_is_reached_and_validated_on_this_interpreter():
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     native = tlsnative.native_context(ctx)
     assert native is not None
+    lib = tlsnative._library()
+    assert lib is not None and os.path.basename(lib.path).startswith("libssl")
+    with open("/proc/self/maps", encoding="utf-8") as maps:  # the one _ssl uses, no other
+        assert {os.path.basename(line.split()[-1]) for line in maps if "/libssl" in line} == \
+            {os.path.basename(lib.path)}
     native.set_ciphersuites("TLS_CHACHA20_POLY1305_SHA256")
     assert [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"] == \
         ["TLS_CHACHA20_POLY1305_SHA256"]

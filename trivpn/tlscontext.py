@@ -4,8 +4,10 @@ Lives outside ``trivpn.protocol`` because loading a certificate chain into the s
 module needs a path: inline (``<cert>``/``<key>``) material is handed over through an anonymous
 ``memfd`` so that private keys never touch the disk.
 
-Decisions (digest §4.2, §6.3):
+Decisions:
 - TLS ≥ 1.2 by default, no SNI, no hostname check; peer certificates required both ways.
+- tls-ciphersuites and tls-groups lists, which the ``ssl`` module cannot set, are applied on
+  the wrapped ``SSL_CTX`` by :mod:`trivpn.tlsnative` (refused where it cannot be validated).
 - No session tickets, no TLS compression or renegotiation.
 - Data keys use OpenVPN's TLS-1.0 PRF, never TLS-EKM: the standard ``ssl`` module has no RFC 5705
   exporter. A trivpn client therefore never sets IV_PROTO bit 3 and a trivpn server never pushes

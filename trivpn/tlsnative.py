@@ -7,11 +7,12 @@ setter for either, so trivpn calls them with ``ctypes`` on the ``SSL_CTX *`` the
 
 The technique, and the guard that keeps it from touching anything but that ``SSL_CTX``:
 
-- The library: the ``libssl`` already mapped into this process (read from /proc/self/maps),
-  which is the one the interpreter's ``_ssl`` module links against. It is opened with
-  ``RTLD_NOLOAD``, so a second, different libssl is never loaded; more than one libssl mapped,
-  none mapped (a statically linked ``_ssl``) or a version other than ``ssl.OPENSSL_VERSION_NUMBER``
-  means the technique is unavailable.
+- The library: the ``libssl`` the interpreter's ``_ssl`` extension links against. Functions are
+  looked up through a handle on ``_ssl`` itself, opened with ``RTLD_NOLOAD`` (so nothing new is
+  ever loaded), which resolves them in ``_ssl``'s own dependencies; ``dladdr`` must then name a
+  ``libssl`` file that /proc/self/maps shows mapped, and ``OpenSSL_version_num()`` must equal
+  ``ssl.OPENSSL_VERSION_NUMBER`` (OpenSSL 3 or later). A ``_ssl`` built into the interpreter
+  or statically linked without exported symbols makes the technique unavailable.
 - The pointer: in CPython, ``_ssl._SSLContext`` stores its ``SSL_CTX *`` first, right after the
   object header (``PySSLContext.ctx``), at ``id(ctx) + object.__basicsize__``. Only CPython and
   real ``ssl.SSLContext`` instances are considered.
@@ -34,6 +35,7 @@ import ssl
 import sys
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 _SSL_CTRL_SET_GROUPS_LIST = 92  # openssl/ssl.h; SSL_CTX_set1_groups_list is this ctrl.
 # Flipped during validation: non-zero in every OpenSSL, and harmless while flipped.
@@ -50,29 +52,52 @@ class _Lib:
     dll: ctypes.CDLL
 
 
-def _mapped_libssl() -> str | None:
-    """The one libssl mapped into this process, or None when there is none or several."""
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _mapped_files() -> set[str]:
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
-            paths = {line.split(maxsplit=5)[5].strip() for line in maps
-                     if len(line.split(maxsplit=5)) == 6}
+            fields = [line.split(maxsplit=5) for line in maps]
     except OSError:
+        return set()
+    return {os.path.realpath(f[5].strip()) for f in fields if len(f) == 6}
+
+
+def _providing_file(symbol: Any) -> str | None:
+    """The file (as dladdr reports it) that defines a resolved symbol."""
+    info = _DlInfo()
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+    except (OSError, AttributeError):
         return None
-    found = {p for p in paths if os.path.basename(p).startswith("libssl.so")}
-    return found.pop() if len(found) == 1 else None
+    address = ctypes.cast(symbol, ctypes.c_void_p)
+    if not dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        return None
+    name: bytes = info.dli_fname
+    return os.path.realpath(name.decode(errors="replace"))
 
 
 @cache
 def _library() -> _Lib | None:
     if sys.implementation.name != "cpython" or not hasattr(os, "RTLD_NOLOAD"):
         return None
-    path = _mapped_libssl()
-    if path is None:
+    # The extension module the ssl package wraps.
+    ssl_module_file = getattr(getattr(ssl, "_ssl", None), "__file__", None)
+    if ssl_module_file is None:  # built into the interpreter: no handle of its own
         return None
     try:
-        dll = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+        # RTLD_NOLOAD: only a handle on the already-loaded _ssl. Symbols looked up through it
+        # come from _ssl and its dependencies, i.e. from the libssl _ssl was linked against.
+        dll = ctypes.CDLL(ssl_module_file, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
         version = dll.OpenSSL_version_num
+        path = _providing_file(dll.SSL_CTX_set_ciphersuites)
     except (OSError, AttributeError):
+        return None
+    if path is None or not os.path.basename(path).startswith("libssl")\
+            or path not in _mapped_files():
         return None
     version.restype, version.argtypes = ctypes.c_ulong, []
     if version() != ssl.OPENSSL_VERSION_NUMBER or version() < 0x30000000:
