@@ -154,8 +154,9 @@ def _apply_cipher_settings(ctx: ssl.SSLContext, tls_cipher: str | None,
         # before the cipher list).
         ctx.set_ciphers(ciphers if "@SECLEVEL=" in ciphers.upper() else ciphers + seclevel)
     except ssl.SSLError as exc:
-        raise TlsContextError(f"OpenSSL rejects the TLS cipher list {ciphers!r}: {exc}",
-                              "tls-cipher" if tls_cipher else None) from exc
+        # OpenVPN's words; the list shown is the one handed to OpenSSL (translated).
+        raise TlsContextError(f"tls-cipher: Failed to set restricted TLS cipher list: {ciphers} "
+                              f"(OpenSSL: {exc})", "tls-cipher" if tls_cipher else None) from exc
     if tls_ciphersuites is not None:
         _apply_ciphersuites(ctx, tls_ciphersuites)
     if tls_groups is not None:

@@ -284,11 +284,15 @@ def test_a_trivpn_client_restricts_what_it_offers_a_real_openvpn_server_like_ope
                 assert server.wait_for(f"peer temporary key: {key}", timeout=5), log
 
 
-@pytest.mark.directive("tls-ciphersuites", "tls-groups")
+@pytest.mark.directive("tls-ciphersuites", "tls-groups", "tls-cipher")
 @pytest.mark.parametrize(("line", "fatal"), [
     ("tls-ciphersuites NOSUCH", "Failed to set restricted TLS 1.3 cipher list: NOSUCH"),
     ("tls-groups X25519:nosuch", "Failed to set allowed TLS group list: X25519:nosuch"),
     ("tls-ciphersuites TLS_AES_256_GCM_SHA384:NOSUCH", None),
+    # IANA names are matched case-sensitively: this one is not translated.
+    ("tls-cipher tls-ecdhe-ecdsa-with-aes-128-gcm-sha256",
+     "Failed to set restricted TLS cipher list: tls-ecdhe-ecdsa-with-aes-128-gcm-sha256"),
+    ("tls-cipher TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256", None),
 ])
 def test_unknown_suites_and_groups_stop_trivpn_at_startup_where_openvpn_stops(
         lab: NetnsLab, tmp_path: Path, line: str, fatal: str | None):

@@ -128,7 +128,8 @@ def test_tls_cipher_iana_names_are_translated_and_unknown_lists_are_errors_at_th
     ctx = _ctx(tmp_path, "tls-cipher TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256")
     assert [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"] == \
         ["ECDHE-RSA-AES128-GCM-SHA256"]
-    with pytest.raises(ConfigError, match=r"test.conf:9.*rejects the TLS cipher list"):
+    with pytest.raises(ConfigError,
+                       match=r"test.conf:9: tls-cipher: Failed to set restricted TLS cipher list"):
         _ctx(tmp_path, "tls-cipher NO-SUCH-CIPHER")
 
 
