@@ -208,7 +208,9 @@ def address_bytes(address: Address) -> bytes:
 class Server:
     """The server runtime. Construct with parsed options, then ``await run()``."""
 
-    def __init__(self, options: Options, log: Log) -> None:
+    def __init__(self, options: Options, log: Log, *, direct_wait: bool = True) -> None:
+        # direct_wait=False: the UDP data path always waits through trio (readiness.py)
+        self.direct_wait = direct_wait
         if options.server is None:
             raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' "
                               "(ifconfig-pool without it is not supported)", options.config_path)
@@ -854,7 +856,8 @@ class Server:
         device = tunnel.device
         link_fd, device_fd = udp.fileno(), device.fileno()
         clock = trio.lowlevel.current_clock().current_time  # = trio.current_time, cheaper
-        ready = ReadySet((link_fd, device_fd))
+        ready = ReadySet((link_fd, device_fd), direct=self.direct_wait)
+        self.log.debug("data_path_wait", direct=ready.direct)
         try:
             while True:
                 for fd in await ready.wait():
@@ -1142,9 +1145,10 @@ class Server:
             self._remove_peer(peer, "connection_reset", detail=str(exc))
 
 
-async def run_server(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
+async def run_server(options: Options, log: Log, tools: OperatorTools | None = None, *,
+                     direct_wait: bool = True) -> int:
     """Run a server until SIGINT/SIGTERM; returns the process exit code."""
-    server = Server(options, log)
+    server = Server(options, log, direct_wait=direct_wait)
     server.tools = tools
     return await server.run()
 
