@@ -4,7 +4,7 @@ Lives outside ``trivpn.protocol`` because loading a certificate chain into the s
 module needs a path: inline (``<cert>``/``<key>``) material is handed over through an anonymous
 ``memfd`` so that private keys never touch the disk.
 
-Decisions (digest §4.2, §6.3):
+Decisions (docs/protocol.md §4.2, §6.3):
 - TLS ≥ 1.2 by default, no SNI, no hostname check; peer certificates required both ways.
 - No session tickets, no TLS compression or renegotiation.
 - Data keys use OpenVPN's TLS-1.0 PRF, never TLS-EKM: the standard ``ssl`` module has no RFC 5705

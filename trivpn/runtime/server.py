@@ -8,7 +8,7 @@ Tasks (one nursery for the server, a child nursery for the peers):
   (hot path: no logging, no per-packet allocation beyond the packet itself). P_DATA_V2 from an
   unknown address whose peer-id authenticates moves that peer to the new address (float). From
   unknown addresses only the client's hard reset is answered, statelessly with an HMAC cookie
-  session id (digest §10.1); the client's next packet proves the cookie and only then creates a
+  session id (docs/protocol.md §10.1); only the client's next packet, proving the cookie, creates a
   session. All else is dropped and counted.
 - **TCP acceptor** (TCP): a new connection is an *opening* until its first packet, which must
   be a client hard reset that authenticates (tls-auth / tls-crypt) and arrive within
