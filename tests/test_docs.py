@@ -52,3 +52,11 @@ def test_no_document_outside_the_repository_is_cited() -> None:
     found = [f"{path.relative_to(ROOT)}: {name}" for path in _sources()
              for name in OUTSIDE if name in path.read_text()]
     assert found == []
+
+
+def test_every_cited_repository_document_exists() -> None:
+    cited = {(path.relative_to(ROOT).as_posix(), name) for path in _sources()
+             for name in re.findall(r"\bdocs/[\w./-]+\.md\b", path.read_text())}
+    assert len(cited) > 10
+    missing = sorted((where, name) for where, name in cited if not (ROOT / name).is_file())
+    assert missing == []
