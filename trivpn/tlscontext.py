@@ -4,7 +4,7 @@ Lives outside ``trivpn.protocol`` because loading a certificate chain into the s
 module needs a path: inline (``<cert>``/``<key>``) material is handed over through an anonymous
 ``memfd`` so that private keys never touch the disk.
 
-Decisions:
+Decisions (docs/protocol.md §4.2, §6.3):
 - TLS ≥ 1.2 by default, no SNI, no hostname check; peer certificates required both ways.
 - tls-ciphersuites and tls-groups lists, which the ``ssl`` module cannot set, are applied on
   the wrapped ``SSL_CTX`` by :mod:`trivpn.tlsnative` (refused where it cannot be validated).

@@ -1,4 +1,4 @@
-"""PUSH_REPLY building, continuation and pushed-option policy (digest §8.3)."""
+"""PUSH_REPLY building, continuation and pushed-option policy (docs/protocol.md §8.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PUSH_REPLY building (server) and pushed-option interpretation (client) (digest §8.3).
+"""PUSH_REPLY building (server) and pushed-option interpretation (client) (docs/protocol.md §8.3).
 
 Policy for pushed options (decided here, stricter than 2.6 in one respect):
 

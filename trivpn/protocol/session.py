@@ -4,7 +4,7 @@ Sans-IO: the caller feeds datagrams (``receive_datagram``) and TUN packets (``en
 with the current time, runs ``handle_timer(now)`` at ``next_timer()``, and collects what to do
 with ``take_datagrams()``, ``take_tun_packets()`` and ``take_events()``.
 
-A session holds up to three key states (digest §11): the primary, a lame duck during the
+A session holds up to three key states (docs/protocol.md §11): the primary, a lame duck during the
 transition window, and one being negotiated. Codec errors never escape ``receive_datagram``:
 they become counted drops (``drops``).
 """

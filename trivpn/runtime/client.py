@@ -82,7 +82,8 @@ MIN_TIMER_STEP = 0.01
 _DATA_OPCODES = (9, 6)  # P_DATA_V2, P_DATA_V1
 
 
-async def run_client(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
+async def run_client(options: Options, log: Log, tools: OperatorTools | None = None, *,
+                     direct_wait: bool = True) -> int:
     """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
     try:
         if not options.remotes:
@@ -95,7 +96,7 @@ async def run_client(options: Options, log: Log, tools: OperatorTools | None = N
     except RuntimeSetupError as exc:
         log.error("config_error", detail=str(exc))
         return 2
-    client = Client(options, log, config, identity)
+    client = Client(options, log, config, identity, direct_wait=direct_wait)
     client.tools = tools
     return await client.run()
 
@@ -133,7 +134,9 @@ class Client:
     """Everything that outlives one connection."""
 
     def __init__(self, options: Options, log: Log, config: SessionConfig,
-                 identity: Identity | None) -> None:
+                 identity: Identity | None, *, direct_wait: bool = True) -> None:
+        # direct_wait=False: the UDP data path always waits through trio (readiness.py)
+        self.direct_wait = direct_wait
         self.options = options
         self.log = log
         self.config = config
@@ -520,7 +523,8 @@ class Connection:
         """UDP: one task for both directions once the TUN is up (its fd joins the ready set
         when the push configured it; :mod:`trivpn.runtime.readiness`)."""
         link_fd = link.fileno()
-        ready = self._ready = ReadySet((link_fd,))
+        ready = self._ready = ReadySet((link_fd,), direct=self.client.direct_wait)
+        self.log.debug("data_path_wait", direct=ready.direct)
         try:
             while True:
                 for fd in await ready.wait():

@@ -8,7 +8,7 @@ Tasks (one nursery for the server, a child nursery for the peers):
   (hot path: no logging, no per-packet allocation beyond the packet itself). P_DATA_V2 from an
   unknown address whose peer-id authenticates moves that peer to the new address (float). From
   unknown addresses only the client's hard reset is answered, statelessly with an HMAC cookie
-  session id (digest §10.1); the client's next packet proves the cookie and only then creates a
+  session id (docs/protocol.md §10.1); only the client's next packet, proving the cookie, creates a
   session. All else is dropped and counted.
 - **TCP acceptor** (TCP): a new connection is an *opening* until its first packet, which must
   be a client hard reset that authenticates (tls-auth / tls-crypt) and arrive within
@@ -208,7 +208,9 @@ def address_bytes(address: Address) -> bytes:
 class Server:
     """The server runtime. Construct with parsed options, then ``await run()``."""
 
-    def __init__(self, options: Options, log: Log) -> None:
+    def __init__(self, options: Options, log: Log, *, direct_wait: bool = True) -> None:
+        # direct_wait=False: the UDP data path always waits through trio (readiness.py)
+        self.direct_wait = direct_wait
         if options.server is None:
             raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' "
                               "(ifconfig-pool without it is not supported)", options.config_path)
@@ -854,7 +856,8 @@ class Server:
         device = tunnel.device
         link_fd, device_fd = udp.fileno(), device.fileno()
         clock = trio.lowlevel.current_clock().current_time  # = trio.current_time, cheaper
-        ready = ReadySet((link_fd, device_fd))
+        ready = ReadySet((link_fd, device_fd), direct=self.direct_wait)
+        self.log.debug("data_path_wait", direct=ready.direct)
         try:
             while True:
                 for fd in await ready.wait():
@@ -1142,9 +1145,10 @@ class Server:
             self._remove_peer(peer, "connection_reset", detail=str(exc))
 
 
-async def run_server(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
+async def run_server(options: Options, log: Log, tools: OperatorTools | None = None, *,
+                     direct_wait: bool = True) -> int:
     """Run a server until SIGINT/SIGTERM; returns the process exit code."""
-    server = Server(options, log)
+    server = Server(options, log, direct_wait=direct_wait)
     server.tools = tools
     return await server.run()
 
