@@ -196,6 +196,10 @@ class _KeyState:
         """Enter ``phase`` along an edge of :data:`~trivpn.protocol.states.KEY_TRANSITIONS`."""
         self.phase = states.transition(KEY_TRANSITIONS, self.phase, phase, f"key {self.key_id}")
 
+    def fail(self) -> None:
+        """Enter FAILED, from whatever phase (h11's ERROR); it is never left."""
+        self.phase = KeyPhase.FAILED
+
 
 class Session:
     """One peer. Create it, call :meth:`start` (client) or feed the peer's reset (server)."""
@@ -639,6 +643,8 @@ class Session:
         if opcode != Opcode.CONTROL_V1:
             raise StateError(f"{opcode.name} in the reliable stream", "control",
                              reason="unexpected")
+        if key.phase is KeyPhase.FAILED:  # acked above; a key we gave up on is never revived
+            return
         if key.tls is None:
             self._start_tls(key, now)
         assert key.tls is not None
@@ -722,10 +728,11 @@ class Session:
         else:
             return True
         self.drops["peer_certificate_changed"] += 1
-        self.reject(now, detail=detail)
+        if self._accept is not AcceptState.REJECTED:  # the caller may have refused it already
+            self.reject(now, detail=detail)
         for other in self._keys.values():
             other.data_key = None
-            other.move(KeyPhase.FAILED)
+            other.fail()
         self._primary = None
         return False
 
@@ -1073,7 +1080,7 @@ class Session:
         return ev.CAUSE_TIMEOUT
 
     def _fail_key(self, key: _KeyState, cause: str, detail: str, now: float) -> None:
-        key.move(KeyPhase.FAILED)
+        key.fail()
         if self._primary is None:  # nothing carries data: the first handshake, or the old key
             self.failed = True     # expired while this one negotiated (OpenVPN's hard error)
         self._events.append(ev.HandshakeFailed(key.key_id, cause, detail, key.last_phase))
@@ -1155,7 +1162,7 @@ class Session:
         if len(key.tls_out) > TLS_OUT_LIMIT:
             waiting = len(key.tls_out)
             key.tls_out = bytearray()
-            key.move(KeyPhase.FAILED)
+            key.fail()
             self.drops["control_stalled"] += 1
             if not self.failed:
                 self._fail_session(ev.CAUSE_CONTROL_STALLED,

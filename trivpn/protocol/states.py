@@ -6,7 +6,8 @@ one place (the idea of h11's ``_state.py``):
 
 * :class:`KeyPhase` -- one per key state (OpenVPN's ``S_PRE_START`` .. ``S_GENERATED_KEYS`` in
   ``ssl_common.h``, simplified): reset exchange, TLS and key method, keys exchanged, data keys
-  installed; ``FAILED`` from anywhere.
+  installed. ``FAILED`` is like h11's ``ERROR``: any phase may fail (timeout, refusal, stall,
+  tunnel disabled), so failing is not an edge of the table; but FAILED is never left.
 * :class:`PullState` -- a client's pull: nothing asked yet, PUSH_REQUEST sent (and repeated
   every few seconds until the hand window ends), reply applied.
 * :class:`AcceptState` -- a server's admission of its client: handshaking, the client's key
@@ -51,11 +52,11 @@ class AcceptState(enum.Enum):
 
 
 KEY_TRANSITIONS: Mapping[KeyPhase, frozenset[KeyPhase]] = {
-    KeyPhase.PRE_START: frozenset({KeyPhase.START, KeyPhase.FAILED}),
-    KeyPhase.START: frozenset({KeyPhase.ACTIVE, KeyPhase.FAILED}),
-    KeyPhase.ACTIVE: frozenset({KeyPhase.DATA_READY, KeyPhase.FAILED}),
-    KeyPhase.DATA_READY: frozenset({KeyPhase.FAILED}),
-    KeyPhase.FAILED: frozenset({KeyPhase.FAILED}),  # a tunnel disabled fails every key again
+    KeyPhase.PRE_START: frozenset({KeyPhase.START}),
+    KeyPhase.START: frozenset({KeyPhase.ACTIVE}),
+    KeyPhase.ACTIVE: frozenset({KeyPhase.DATA_READY}),
+    KeyPhase.DATA_READY: frozenset(),
+    KeyPhase.FAILED: frozenset(),  # a failed key never negotiates again: a new one does
 }
 
 PULL_TRANSITIONS: Mapping[PullState, frozenset[PullState]] = {
