@@ -371,3 +371,16 @@ def test_a_late_control_packet_does_not_revive_a_failed_key() -> None:
     assert ev.PHASE_TLS_STARTED not in phases
     sent = [split_byte0(d[0])[0] for d in server.take_datagrams()]
     assert Opcode.CONTROL_V1 not in sent  # no ServerHello from a failed key
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_no_peer_behaviour_on_a_lossy_network_reaches_a_move_the_tables_lack(seed: int) -> None:
+    """Loss, duplicates and reordering while both sides renegotiate: whatever arrives, and in
+    whatever order, is checked before any state moves, so nothing raises out of the session."""
+    pair = Pair.create(client_config(reneg_seconds=20.0), server_config(reneg_seconds=25.0),
+                       seed=seed, loss=0.25, duplicate=0.2, reorder=0.3)
+    assert pair.run_until(pair.established, seconds=120)
+    pair.run_for(120)
+    renegotiated = [e for e in events_of(pair.client_events, ev.DataChannelReady)
+                    if e.renegotiated]
+    assert len(renegotiated) >= 3
