@@ -5,15 +5,15 @@ with the current time, runs ``handle_timer(now)`` at ``next_timer()``, and colle
 with ``take_datagrams()``, ``take_tun_packets()`` and ``take_events()``.
 
 A session holds up to three key states (digest §11): the primary, a lame duck during the
-transition window, and one being negotiated. What may follow what -- a key's phases, a
-client's pull, a server's admission of its client -- is one transition table per machine in
-:mod:`trivpn.protocol.states`.
+transition window, and one being negotiated. Codec errors never escape ``receive_datagram``:
+they become counted drops (``drops``).
 
-Errors are split by whose fault they are (:mod:`trivpn.protocol.errors`). What the peer gets
-wrong (a :class:`~trivpn.protocol.errors.PeerViolation` or another codec error) never escapes
-``receive_datagram`` or ``decrypt_data``: it becomes a counted drop (``drops``). What the
-caller gets wrong (``accept()`` twice, a message before there is a control channel) raises
-:class:`~trivpn.protocol.errors.CallerMisuse` and is never counted.
+What may follow what -- a key's phases, a client's pull, a server's admission of its client --
+is one transition table per machine in :mod:`trivpn.protocol.states`. Errors are split by whose
+fault they are (:mod:`trivpn.protocol.errors`): what the peer gets wrong (a
+:class:`~trivpn.protocol.errors.PeerViolation` or another codec error) is dropped and counted,
+never raised; what the caller gets wrong (``accept()`` twice, a message before there is a
+control channel) raises :class:`~trivpn.protocol.errors.CallerMisuse` and is never counted.
 """
 
 from __future__ import annotations
