@@ -35,16 +35,6 @@ OS_NAMES = frozenset({"urandom"})
 DATETIME_NAMES = frozenset({"UTC", "datetime", "timedelta", "timezone", "fromtimestamp"})
 CLOCK_CALLS = frozenset({"now", "utcnow", "today", "time", "monotonic", "perf_counter"})
 
-# Today's violations, to be removed, not added to. The coordinator empties these lists when the
-# issue-11 branches are merged; an entry that no longer occurs fails the test, so the list
-# cannot outlive its reason.
-PROTOCOL_CONFIG_ALLOWED: set[tuple[str, str]] = {
-    # push.py applies pull-filter with the config lexer and the parsed PullFilter options
-    ("push.py", "trivpn.config.errors"),
-    ("push.py", "trivpn.config.lexer"),
-    ("push.py", "trivpn.config.options"),
-}
-DIAGNOSTICS_PRIVATE_ALLOWED: set[tuple[str, str]] = set()
 
 
 def _modules(package: Path) -> Iterator[tuple[str, ast.Module]]:
@@ -76,18 +66,10 @@ def _under(module: str, package: str) -> bool:
 
 
 def test_protocol_imports_only_its_allowlist() -> None:
-    found: set[tuple[str, str]] = set()
-    unexpected: list[str] = []
-    for name, tree in _modules(PROTOCOL):
-        for module, _ in _imports(tree):
-            if _under(module, "trivpn.config"):
-                found.add((name, module))
-                if (name, module) in PROTOCOL_CONFIG_ALLOWED:
-                    continue
-            if _package_of(module, PROTOCOL_MAY_IMPORT) not in PROTOCOL_MAY_IMPORT:
-                unexpected.append(f"trivpn/protocol/{name} imports {module}")
+    unexpected = [f"trivpn/protocol/{name} imports {module}"
+                  for name, tree in _modules(PROTOCOL) for module, _ in _imports(tree)
+                  if _package_of(module, PROTOCOL_MAY_IMPORT) not in PROTOCOL_MAY_IMPORT]
     assert unexpected == []
-    assert found == PROTOCOL_CONFIG_ALLOWED, "allowlisted violation is gone: drop its entry"
 
 
 @pytest.mark.parametrize("forbidden", NEVER_IN_PROTOCOL)
@@ -95,7 +77,7 @@ def test_protocol_never_imports_io_clock_or_other_layers(forbidden: str) -> None
     assert _package_of(forbidden, PROTOCOL_MAY_IMPORT) not in PROTOCOL_MAY_IMPORT
     offenders = [f"{name}: {module}" for name, tree in _modules(PROTOCOL)
                  for module, _ in _imports(tree)
-                 if _under(module, forbidden) and (name, module) not in PROTOCOL_CONFIG_ALLOWED]
+                 if _under(module, forbidden)]
     assert offenders == []
 
 
@@ -139,7 +121,7 @@ def test_diagnostics_uses_public_runtime_names_only() -> None:
             if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                     and node.value.id in runtime_names and _is_private(node.attr)):
                 found.add((name, f"{node.value.id}.{node.attr}"))
-    assert found == DIAGNOSTICS_PRIVATE_ALLOWED
+    assert found == set()
 
 
 def test_the_layer_check_sees_a_violation() -> None:
