@@ -23,7 +23,7 @@ from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.framing import StreamDeframer, frame
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.link import make_socket
-from trivpn.runtime.setup import session_config
+from trivpn.sessionsetup import session_config
 
 PHASE_LABELS = {
     ev.PHASE_RESET_SENT: "reset sent",
