@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.runtime.memorykit import CLIENT_TUN_IP, Lab
+from tests.runtime.memorykit import CLIENT_TUN_IP, SERVER, Lab
 from trivpn.protocol import events as ev
 from trivpn.runtime.memory import Conditions
 
@@ -93,3 +93,24 @@ async def test_handshake_and_traffic_survive_loss_duplication_and_reordering(
         nursery.cancel_scope.cancel()
     assert lab.network.lost > 0
     assert answered >= 10  # about 0.85 ** 2 of them come back
+
+
+@pytest.mark.directive("float")
+@pytest.mark.parametrize("float_", [True, False])
+async def test_float_adopts_the_servers_new_address_only_with_float(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock, float_: bool):
+    lab = Lab.create(tmp_path, "float\n" if float_ else "")
+    async with trio.open_nursery() as nursery:
+        await lab.start(nursery)
+        await lab.wait_for(lab.tunnel_up, 30)
+        await lab.roundtrip(1)
+        lab.network.translate(SERVER, ("198.18.0.9", 1194))  # the server's address changes
+        answered = False
+        with trio.move_on_after(5):
+            await lab.roundtrip(2, seconds=5)
+            answered = True
+        assert await lab.stop() == 0
+        nursery.cancel_scope.cancel()
+    assert answered is float_
+    floated = [e for e in lab.log.events() if e["event"] == "peer_floated"]
+    assert [e["peer"] for e in floated] == (["198.18.0.9:1194"] if float_ else [])

@@ -59,6 +59,8 @@ class MemoryNetwork:
         self.undeliverable = 0  # no link bound at the destination (a closed port)
         self.partitioned = False
         """While True every datagram is lost (a dead path)."""
+        self._source_nat: dict[Address, Address] = {}
+        self._destination_nat: dict[Address, Address] = {}
 
     def bind(self, host: str, port: int = 0) -> MemoryDatagramLink:
         if port == 0:
@@ -71,6 +73,12 @@ class MemoryNetwork:
         self._links[addr] = link
         return link
 
+    def translate(self, inside: Address, outside: Address) -> None:
+        """NAT: from now on datagrams sent from ``inside`` arrive from ``outside``, and
+        datagrams sent to ``outside`` reach ``inside`` (a peer whose address changed)."""
+        self._source_nat[inside] = outside
+        self._destination_nat[outside] = inside
+
     def _unbind(self, addr: Address) -> None:
         self._links.pop(addr, None)
 
@@ -81,6 +89,9 @@ class MemoryNetwork:
         if self.partitioned or (c.loss and rng.random() < c.loss):
             self.lost += 1
             return
+        if self._source_nat:
+            src = self._source_nat.get(src, src)
+            dst = self._destination_nat.get(dst, dst)
         target = self._links.get(dst)
         if target is None:
             self.undeliverable += 1
