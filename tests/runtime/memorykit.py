@@ -184,17 +184,22 @@ class Lab:
     @classmethod
     def create(cls, directory: Path, extra: str = "", *, proto: str = "udp",
                conditions: Conditions | None = None, seed: int = 1,
-               peer: SessionPeer | None = None) -> Lab:
+               peer: SessionPeer | None = None, network: MemoryNetwork | None = None,
+               address: str = "198.18.0.2") -> Lab:
+        """A client in ``directory``; pass ``peer`` and ``network`` of another lab to add a
+        client to its server (then :meth:`start` it with ``serve=False``)."""
         options = write_client_conf(directory, extra, proto)
-        network = MemoryNetwork(conditions, seed=seed)
-        host = MemoryClientHost(network)
+        network = network or MemoryNetwork(conditions, seed=seed)
+        host = MemoryClientHost(network, address=address)
         log = ClientLog()
         config = session_config(options, unix_time_offset=0.0)
         client = Client(options, get_logger(), config, None, host=host)
         return cls(options, network, host, peer or SessionPeer(), log, client)
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        if self.options.remotes[0].proto == "tcp-client":
+    async def start(self, nursery: trio.Nursery, *, serve: bool = True) -> None:
+        if not serve:
+            pass
+        elif self.options.remotes[0].proto == "tcp-client":
             send, receive = trio.open_memory_channel[FramedLink](8)
             self.host.tcp_accept[SERVER] = send
             nursery.start_soon(self.peer.serve_tcp, receive)

@@ -114,3 +114,42 @@ async def test_float_adopts_the_servers_new_address_only_with_float(
     assert answered is float_
     floated = [e for e in lab.log.events() if e["event"] == "peer_floated"]
     assert [e["peer"] for e in floated] == (["198.18.0.9:1194"] if float_ else [])
+
+
+@pytest.mark.directive("explicit-exit-notify")
+async def test_explicit_exit_notify_tells_the_server_on_stop(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    lab = Lab.create(tmp_path, "explicit-exit-notify 2\n")
+    async with trio.open_nursery() as nursery:
+        await lab.start(nursery)
+        await lab.wait_for(lab.tunnel_up, 30)
+        assert await lab.stop() == 0
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert lab.log.count("exit_notify_sent") == 1
+    assert any(isinstance(e, ev.PeerExited) for e in lab.peer.peers[0].events)
+
+
+async def test_twenty_clients_share_one_addressed_server_link(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    first = Lab.create(tmp_path)
+    labs = [first]
+    for i in range(1, 20):
+        directory = tmp_path / str(i)
+        directory.mkdir()
+        labs.append(Lab.create(directory, peer=first.peer, network=first.network,
+                               address=f"198.18.0.{10 + i}"))
+    async with trio.open_nursery() as nursery:
+        await first.start(nursery)
+        for lab in labs[1:]:
+            await lab.start(nursery, serve=False)
+        with trio.fail_after(60):
+            while not all(lab.tunnel_up() for lab in labs):
+                await trio.sleep(0.1)
+        for seq, lab in enumerate(labs):
+            await lab.roundtrip(seq)
+        for lab in labs:
+            assert await lab.stop() == 0
+        nursery.cancel_scope.cancel()
+    assert first.peer.established() == 20
+    assert all(len(p.tun) == 1 for p in first.peer.peers)

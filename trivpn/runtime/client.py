@@ -10,11 +10,15 @@ Structure (docs/architecture.md, runtime):
   :data:`~trivpn.runtime.supervisor.Outcome` whether to reconnect (with back-off) or exit.
 * A :class:`Connection` is one link and one :class:`~trivpn.protocol.session.Session` under one
   nursery: the link reader (data packets straight to the TUN, control packets into the
-  session), the TUN → link direction once the server's push configured the tunnel (UDP: the
-  link reader serves it too, waiting on both fds at once, see
-  :mod:`trivpn.runtime.readiness`; TCP: a TUN reader task), the timer task (sleeps until
-  ``session.next_timer()``, re-armed by every input) and the drop ticker.
+  session), the TUN → link direction once the server's push configured the tunnel (a real UDP
+  link: the link reader serves it too, waiting on both fds at once, see
+  :mod:`trivpn.runtime.readiness`; TCP or a link without fds: a TUN reader task), the
+  session's :class:`~trivpn.runtime.pump.SessionPump` (its output to the link, the TUN and
+  :meth:`Connection._on_event`; its timer task) and the drop ticker.
   Any task may end the connection by setting its outcome and cancelling the nursery.
+* Links and the tunnel come from a :class:`~trivpn.runtime.transport.ClientHost`:
+  :class:`SystemHost` (sockets, TUN, netlink) for ``trivpn run``, the in-memory doubles of
+  :mod:`trivpn.runtime.memory` in tests.
 
 Exit codes: 0 after SIGINT/SIGTERM or a server HALT, 1 on AUTH_FAILED (``auth-retry none``) or
 a host setup failure (TUN, addresses, privileges), 2 for config errors.
