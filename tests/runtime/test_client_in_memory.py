@@ -104,14 +104,17 @@ async def test_float_adopts_the_servers_new_address_only_with_float(
         await lab.start(nursery)
         await lab.wait_for(lab.tunnel_up, 30)
         await lab.roundtrip(1)
-        lab.network.translate(SERVER, ("198.18.0.9", 1194))  # the server's address changes
-        answered = False
+        lab.network.translate(SERVER, ("198.18.0.9", 1194))  # the server's answers change
+        answered = []
         with trio.move_on_after(5):
             await lab.roundtrip(2, seconds=5)
-            answered = True
+            answered.append(2)
+            lab.network.unreachable.add(SERVER)  # from now on only the new address works
+            await lab.roundtrip(3, seconds=5)
+            answered.append(3)
         assert await lab.stop() == 0
         nursery.cancel_scope.cancel()
-    assert answered is float_
+    assert answered == ([2, 3] if float_ else [])
     floated = [e for e in lab.log.events() if e["event"] == "peer_floated"]
     assert [e["peer"] for e in floated] == (["198.18.0.9:1194"] if float_ else [])
 

@@ -59,6 +59,8 @@ class MemoryNetwork:
         self.undeliverable = 0  # no link bound at the destination (a closed port)
         self.partitioned = False
         """While True every datagram is lost (a dead path)."""
+        self.unreachable: set[Address] = set()
+        """Destinations whose datagrams are lost (a host that moved away)."""
         self._source_nat: dict[Address, Address] = {}
         self._destination_nat: dict[Address, Address] = {}
 
@@ -86,7 +88,7 @@ class MemoryNetwork:
         self.sent += 1
         c = self.conditions
         rng = self.rng
-        if self.partitioned or (c.loss and rng.random() < c.loss):
+        if self.partitioned or dst in self.unreachable or (c.loss and rng.random() < c.loss):
             self.lost += 1
             return
         if self._source_nat:
