@@ -20,9 +20,8 @@ from trivpn.config import Options
 from trivpn.diagnostics.probe import RECV_SIZE, Target, Timeline, unix_offset
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
-from trivpn.protocol.framing import StreamDeframer, frame
 from trivpn.protocol.session import Session, SessionConfig
-from trivpn.runtime.link import make_socket
+from trivpn.runtime.link import FramedLink, LinkClosed, make_socket
 from trivpn.runtime.pump import SessionPump
 from trivpn.sessionsetup import session_config
 
@@ -67,8 +66,7 @@ class SessionProbe:
         self.rx_times: list[float] = []
         self.tx_times: list[float] = []
         self._sock: trio.socket.SocketType | None = None
-        self._stream: trio.SocketStream | None = None
-        self._deframer = StreamDeframer()
+        self._stream: FramedLink | None = None  # TCP: the runtime's framing
         self.session: Session | None = None
         self.pump: SessionPump | None = None
 
@@ -81,7 +79,7 @@ class SessionProbe:
             sock.close()
             raise
         if kind == socket.SOCK_STREAM:
-            self._stream = trio.SocketStream(sock)
+            self._stream = FramedLink(trio.SocketStream(sock))
             self.timeline.add("tcp_connected")
         self._sock = sock
         return self
@@ -189,7 +187,7 @@ class SessionProbe:
     async def _send(self, data: bytes) -> None:
         try:
             if self._stream is not None:
-                await self._stream.send_all(frame(data))
+                await self._stream.send_packets((data,))
             else:
                 assert self._sock is not None
                 await self._sock.send(data)
@@ -201,18 +199,12 @@ class SessionProbe:
     async def _receive(self) -> list[bytes]:
         if self._stream is not None:
             try:
-                data = await self._stream.receive_some(RECV_SIZE)
-            except (OSError, trio.BrokenResourceError) as exc:
-                self._link_failed(exc)
-                await trio.sleep_forever()
-            if not data:
+                return await self._stream.recv_packets()
+            except LinkClosed:
                 self._link_failed(ConnectionResetError("the server closed the connection"))
-                await trio.sleep_forever()
-            try:
-                return self._deframer.feed(data)
-            except ProtocolError as exc:
+            except (OSError, trio.BrokenResourceError, ProtocolError) as exc:
                 self._link_failed(exc)
-                await trio.sleep_forever()
+            await trio.sleep_forever()
         assert self._sock is not None
         try:
             return [await self._sock.recv(RECV_SIZE)]
