@@ -197,13 +197,11 @@ class Lab:
         return cls(options, network, host, peer or SessionPeer(), log, client)
 
     async def start(self, nursery: trio.Nursery, *, serve: bool = True) -> None:
-        if not serve:
-            pass
-        elif self.options.remotes[0].proto == "tcp-client":
+        if serve and self.options.remotes[0].proto == "tcp-client":
             send, receive = trio.open_memory_channel[FramedLink](8)
             self.host.tcp_accept[SERVER] = send
             nursery.start_soon(self.peer.serve_tcp, receive)
-        else:
+        elif serve:
             nursery.start_soon(self.peer.serve_udp, self.network.bind(*SERVER))
         self.exit_code: int | None = None
 
