@@ -4,7 +4,7 @@ accepted under these directives?
 Everything runs on the loopback of one lab namespace. The certificate under test is presented by
 a real openvpn in point-to-point TLS mode (``dev null``). The verifying side is, once, a real
 openvpn with the directives and, once, trivpn's :class:`~trivpn.protocol.session.Session` built
-from a trivpn config holding the same directives (through ``runtime.setup.session_config``, as
+from a trivpn config holding the same directives (through ``sessionsetup.session_config``, as
 ``trivpn run`` builds it). Each verdict is "accepted" or "refused".
 """
 
@@ -23,7 +23,7 @@ from trivpn.config import load_config
 from trivpn.pki.certs import Credential, certificate_pem
 from trivpn.pki.keys import private_key_pem
 from trivpn.protocol import events as ev
-from trivpn.runtime.setup import session_config
+from trivpn.sessionsetup import session_config
 
 _REFUSED = re.compile(r"VERIFY (\S+ )?ERROR|TLS_ERROR|TLS Error")
 

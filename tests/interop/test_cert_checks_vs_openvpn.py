@@ -24,7 +24,7 @@ from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
 from trivpn.pki.certs import certificate_pem, create_ca, issue_cert
 from trivpn.pki.crl import build_crl, crl_pem
-from trivpn.runtime.setup import session_config
+from trivpn.sessionsetup import session_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 

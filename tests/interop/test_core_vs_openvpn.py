@@ -32,7 +32,7 @@ from trivpn.protocol.peerinfo import build_peer_info
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.protocol.tls import PeerVerification
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
-from trivpn.runtime.setup import CLIENT_IV_PROTO
+from trivpn.sessionsetup import CLIENT_IV_PROTO
 from trivpn.tlscontext import build_context
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from tests.interop.openvpn import write_pki
 from trivpn.config import load_config
 from trivpn.logging import configure_logging, get_logger
 from trivpn.runtime.client import Client
-from trivpn.runtime.setup import session_config
+from trivpn.sessionsetup import session_config
 
 pytestmark = pytest.mark.directive("resolv-retry")
 

@@ -12,7 +12,7 @@ from tests.interop.openvpn import write_pki
 from trivpn.config import load_config
 from trivpn.logging import configure_logging, get_logger
 from trivpn.runtime.client import Client, run_client
-from trivpn.runtime.setup import session_config
+from trivpn.sessionsetup import session_config
 
 
 def _events(stream: io.StringIO) -> list[dict[str, object]]:

@@ -21,7 +21,7 @@ from trivpn.pki.certs import certificate_pem
 from trivpn.pki.crl import build_crl, crl_pem
 from trivpn.protocol import events as ev
 from trivpn.protocol.tls import KU_REQUIRED
-from trivpn.runtime.setup import session_config
+from trivpn.sessionsetup import session_config
 
 CLIENT = ["client", "dev tun", "proto udp", "remote 198.18.0.1 1194", "ca ca.crt",
           "cert client.crt", "key client.key"]

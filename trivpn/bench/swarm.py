@@ -38,7 +38,7 @@ from trivpn.bench.handshake_swarm import HandshakePlan, HandshakeSwarm
 from trivpn.config import load_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.session import Session, SessionConfig
-from trivpn.runtime.setup import session_config
+from trivpn.sessionsetup import session_config
 
 RECV_SIZE = 65536
 

@@ -38,7 +38,7 @@ from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.statickey import parse_static_key
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
-from trivpn.runtime.setup import control_wrap
+from trivpn.sessionsetup import control_wrap
 
 KEYS_ID = "tls.keys"
 HANDSHAKE_ID = "tls.handshake"

@@ -27,7 +27,7 @@ from trivpn.protocol.framing import StreamDeframer, frame
 from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
 from trivpn.protocol.wrap import ControlWrap, NoWrap
 from trivpn.runtime.link import make_socket
-from trivpn.runtime.setup import control_wrap
+from trivpn.sessionsetup import control_wrap
 
 Transport = Literal["udp", "tcp"]
 ReplyKind = Literal["openvpn_reset", "hmac_mismatch", "unwrapped_reset", "openvpn_other",

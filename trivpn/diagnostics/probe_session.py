@@ -20,10 +20,10 @@ from trivpn.config import Options
 from trivpn.diagnostics.probe import RECV_SIZE, Target, Timeline, unix_offset
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
-from trivpn.protocol.framing import StreamDeframer, frame
 from trivpn.protocol.session import Session, SessionConfig
-from trivpn.runtime.link import make_socket
-from trivpn.runtime.setup import session_config
+from trivpn.runtime.link import FramedLink, LinkClosed, make_socket
+from trivpn.runtime.pump import SessionPump
+from trivpn.sessionsetup import session_config
 
 PHASE_LABELS = {
     ev.PHASE_RESET_SENT: "reset sent",
@@ -66,9 +66,9 @@ class SessionProbe:
         self.rx_times: list[float] = []
         self.tx_times: list[float] = []
         self._sock: trio.socket.SocketType | None = None
-        self._stream: trio.SocketStream | None = None
-        self._deframer = StreamDeframer()
+        self._stream: FramedLink | None = None  # TCP: the runtime's framing
         self.session: Session | None = None
+        self.pump: SessionPump | None = None
 
     async def __aenter__(self) -> SessionProbe:
         kind = socket.SOCK_DGRAM if self.target.transport == "udp" else socket.SOCK_STREAM
@@ -79,7 +79,7 @@ class SessionProbe:
             sock.close()
             raise
         if kind == socket.SOCK_STREAM:
-            self._stream = trio.SocketStream(sock)
+            self._stream = FramedLink(trio.SocketStream(sock))
             self.timeline.add("tcp_connected")
         self._sock = sock
         return self
@@ -94,6 +94,8 @@ class SessionProbe:
     def start(self) -> None:
         now = trio.current_time()
         self.session = Session(self.config, now)
+        self.pump = SessionPump(self.session, send=self._send_all, deliver=self.tun.extend,
+                                on_event=self.events.append)
         self.session.start(now)
 
     @property
@@ -130,9 +132,9 @@ class SessionProbe:
 
     async def run_until(self, done: Callable[[], bool], deadline: float) -> bool:
         """Feed packets and timers until ``done()`` or ``deadline`` (trio time)."""
-        session = self.session
-        assert session is not None
-        await self._flush()
+        session, pump = self.session, self.pump
+        assert session is not None and pump is not None
+        await pump.flush()
         while not done():
             now = trio.current_time()
             if now >= deadline or session.failed or (
@@ -146,14 +148,11 @@ class SessionProbe:
             with trio.move_on_at(wake):
                 packets = await self._receive()
             now = trio.current_time()
-            for packet in packets:
-                self.received_packets += 1
-                self.rx_times.append(now)
-                session.receive_datagram(packet, now)
-            timer = session.next_timer()
-            if timer is not None and timer <= now:
-                session.handle_timer(now)
-            await self._flush()
+            self.received_packets += len(packets)
+            self.rx_times += [now] * len(packets)
+            pump.receive(packets, now)
+            pump.step_timers(now)
+            await pump.flush()
             if self.link_error is not None and not packets:
                 await trio.sleep(min(0.2, max(0.0, deadline - trio.current_time())))
         return True
@@ -169,31 +168,26 @@ class SessionProbe:
 
     async def say_goodbye(self) -> None:
         """Tell the server we are leaving (EXIT or OCC_EXIT), best effort, without waiting."""
-        session = self.session
-        if session is None or not session.established:
+        session, pump = self.session, self.pump
+        if session is None or pump is None or not session.established:
             return
         try:
             session.exit_notify(trio.current_time())
         except ProtocolError:
             return
         with trio.move_on_after(0.5):
-            await self._flush()
+            await pump.flush()
 
     # -------------------------------------------------------------- I/O
 
-    async def _flush(self) -> None:
-        session = self.session
-        assert session is not None
-        for event in session.take_events():
-            self.events.append(event)
-        self.tun += session.take_tun_packets()
-        for data in session.take_datagrams():
+    async def _send_all(self, datagrams: list[bytes]) -> None:
+        for data in datagrams:
             await self._send(data)
 
     async def _send(self, data: bytes) -> None:
         try:
             if self._stream is not None:
-                await self._stream.send_all(frame(data))
+                await self._stream.send_packets((data,))
             else:
                 assert self._sock is not None
                 await self._sock.send(data)
@@ -205,18 +199,12 @@ class SessionProbe:
     async def _receive(self) -> list[bytes]:
         if self._stream is not None:
             try:
-                data = await self._stream.receive_some(RECV_SIZE)
-            except (OSError, trio.BrokenResourceError) as exc:
-                self._link_failed(exc)
-                await trio.sleep_forever()
-            if not data:
+                return await self._stream.recv_packets()
+            except LinkClosed:
                 self._link_failed(ConnectionResetError("the server closed the connection"))
-                await trio.sleep_forever()
-            try:
-                return self._deframer.feed(data)
-            except ProtocolError as exc:
+            except (OSError, trio.BrokenResourceError, ProtocolError) as exc:
                 self._link_failed(exc)
-                await trio.sleep_forever()
+            await trio.sleep_forever()
         assert self._sock is not None
         try:
             return [await self._sock.recv(RECV_SIZE)]

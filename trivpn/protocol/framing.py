@@ -72,7 +72,7 @@ class StreamDeframer:
         (size,) = _LENGTH.unpack_from(self._buffer, self._offset)
         return int(size)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | bytearray) -> list[bytes]:
         """Add received bytes; return every packet completed by them, in order.
 
         On a bad length this raises, and packets completed earlier in the same ``data`` are

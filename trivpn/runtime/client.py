@@ -10,11 +10,15 @@ Structure (docs/architecture.md, runtime):
   :data:`~trivpn.runtime.supervisor.Outcome` whether to reconnect (with back-off) or exit.
 * A :class:`Connection` is one link and one :class:`~trivpn.protocol.session.Session` under one
   nursery: the link reader (data packets straight to the TUN, control packets into the
-  session), the TUN → link direction once the server's push configured the tunnel (UDP: the
-  link reader serves it too, waiting on both fds at once, see
-  :mod:`trivpn.runtime.readiness`; TCP: a TUN reader task), the timer task (sleeps until
-  ``session.next_timer()``, re-armed by every input) and the drop ticker.
+  session), the TUN → link direction once the server's push configured the tunnel (a real UDP
+  link: the link reader serves it too, waiting on both fds at once, see
+  :mod:`trivpn.runtime.readiness`; TCP or a link without fds: a TUN reader task), the
+  session's :class:`~trivpn.runtime.pump.SessionPump` (its output to the link, the TUN and
+  :meth:`Connection._on_event`; its timer task) and the drop ticker.
   Any task may end the connection by setting its outcome and cancelling the nursery.
+* Links and the tunnel come from a :class:`~trivpn.runtime.transport.ClientHost`:
+  :class:`SystemHost` (sockets, TUN, netlink) for ``trivpn run``, the in-memory doubles of
+  :mod:`trivpn.runtime.memory` in tests.
 
 Exit codes: 0 after SIGINT/SIGTERM or a server HALT, 1 on AUTH_FAILED (``auth-retry none``),
 a host setup failure (TUN, addresses, privileges) or a remote name that does not resolve with
@@ -47,7 +51,6 @@ from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
     Address,
     LinkClosed,
-    TcpLink,
     UdpLink,
     apply_sndbuf_rcvbuf,
     open_tcp_link,
@@ -55,8 +58,8 @@ from trivpn.runtime.link import (
 from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
+from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
-from trivpn.runtime.setup import drop_aggregator, read_credentials, session_config
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import (
     Attempt,
@@ -67,8 +70,16 @@ from trivpn.runtime.supervisor import (
     resolve_attempts,
     resolve_retry_delay,
 )
+from trivpn.runtime.transport import ClientHost, DatagramLink, PacketLink, TunnelHandle
 from trivpn.runtime.tun import TunDevice
-from trivpn.runtime.tunnel import NetGateway, Tunnel, TunnelPlanError, plan_client_tunnel
+from trivpn.runtime.tunnel import (
+    NetGateway,
+    Tunnel,
+    TunnelPlan,
+    TunnelPlanError,
+    plan_client_tunnel,
+)
+from trivpn.sessionsetup import drop_aggregator, read_credentials, session_config
 
 Log = structlog.stdlib.BoundLogger
 
@@ -77,13 +88,11 @@ DROP_TICK = 1.0
 EXIT_ACK_WAIT = 2.0
 """Longest wait for the server's acknowledgement of an EXIT control message."""
 DEFAULT_CONNECT_TIMEOUT = 120
-MIN_TIMER_STEP = 0.01
-"""Guard against a deadline that stays in the past (a timer the session cannot act on yet)."""
 _DATA_OPCODES = (9, 6)  # P_DATA_V2, P_DATA_V1
 
 
-async def run_client(options: Options, log: Log, tools: OperatorTools | None = None, *,
-                     direct_wait: bool = True) -> int:
+async def run_client(options: Options, log: Log, tools: OperatorTools | None = None,
+                     host: ClientHost | None = None, *, direct_wait: bool = True) -> int:
     """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
     try:
         if not options.remotes:
@@ -96,7 +105,7 @@ async def run_client(options: Options, log: Log, tools: OperatorTools | None = N
     except RuntimeSetupError as exc:
         log.error("config_error", detail=str(exc))
         return 2
-    client = Client(options, log, config, identity, direct_wait=direct_wait)
+    client = Client(options, log, config, identity, host=host, direct_wait=direct_wait)
     client.tools = tools
     return await client.run()
 
@@ -109,6 +118,48 @@ async def resolve_remote(remote: Remote, kind: int) -> tuple[int, str]:
         raise OSError(f"no address for {remote.host}")
     fam, _, _, _, sockaddr = infos[0]
     return int(fam), str(sockaddr[0])
+
+
+class SystemHost:
+    """The real host: sockets, the resolver, TUN devices and netlink
+    (a :class:`~trivpn.runtime.transport.ClientHost`)."""
+
+    async def resolve(self, remote: Remote, kind: int) -> tuple[int, str]:
+        return await resolve_remote(remote, kind)
+
+    def open_udp(self, bind: tuple[str, int], sndbuf: int | None,
+                 rcvbuf: int | None) -> UdpLink:
+        link = UdpLink.bind(bind[0], bind[1])
+        try:
+            apply_sndbuf_rcvbuf(link.socket, sndbuf, rcvbuf)
+        except RuntimeSetupError:
+            link.close()
+            raise
+        return link
+
+    async def open_tcp(self, host: str, port: int, bind: tuple[str, int] | None,
+                       sndbuf: int | None, rcvbuf: int | None) -> PacketLink:
+        link = await open_tcp_link(host, port, bind=bind)
+        try:
+            apply_sndbuf_rcvbuf(link.stream.socket, sndbuf, rcvbuf)
+        except RuntimeSetupError:
+            await link.aclose()
+            raise
+        return link
+
+    def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle:
+        return Tunnel.open(plan)
+
+    def net_gateway(self, remote_ip: str, tunnel: TunnelHandle | None) -> NetGateway | None:
+        netconf = tunnel.netconf if isinstance(tunnel, Tunnel) else NetConfig()
+        try:
+            found = netconf.route_get(remote_ip)
+        except (NoRouteError, RuntimeSetupError):
+            return None
+        finally:
+            if not isinstance(tunnel, Tunnel):
+                netconf.close()
+        return NetGateway(found.gateway, found.oif)
 
 
 def _push_summary(p: PushedOptions) -> dict[str, Any]:
@@ -134,14 +185,16 @@ class Client:
     """Everything that outlives one connection."""
 
     def __init__(self, options: Options, log: Log, config: SessionConfig,
-                 identity: Identity | None, *, direct_wait: bool = True) -> None:
+                 identity: Identity | None, *, host: ClientHost | None = None,
+                 direct_wait: bool = True) -> None:
+        self.host: ClientHost = host if host is not None else SystemHost()
         # direct_wait=False: the UDP data path always waits through trio (readiness.py)
         self.direct_wait = direct_wait
         self.options = options
         self.log = log
         self.config = config
         self.identity = identity
-        self.tunnel: Tunnel | None = None
+        self.tunnel: TunnelHandle | None = None
         self.privileges_dropped = False
         self.drops = drop_aggregator(options)
         self.stop = trio.Event()
@@ -302,20 +355,13 @@ class Client:
         """How ``remote_ip`` is reached outside the tunnel now. If the answer already points
         into our own tunnel (persist-tun with redirect-gateway), the remembered one is used."""
         tunnel = self.tunnel
-        netconf = tunnel.netconf if tunnel is not None else NetConfig()
-        try:
-            found = netconf.route_get(remote_ip)
-        except (NoRouteError, RuntimeSetupError):
+        found = self.host.net_gateway(remote_ip, tunnel)
+        if found is None or (tunnel is not None and found.ifname == tunnel.name):
             return self._net_gateway
-        finally:
-            if tunnel is None:
-                netconf.close()
-        if tunnel is not None and found.oif == tunnel.name:
-            return self._net_gateway
-        self._net_gateway = NetGateway(found.gateway, found.oif)
-        return self._net_gateway
+        self._net_gateway = found
+        return found
 
-    def _count_tun_drops(self, tunnel: Tunnel) -> None:
+    def _count_tun_drops(self, tunnel: TunnelHandle) -> None:
         drops = tunnel.device.write_drops
         if drops > self._tun_drops_seen:
             self.drops.add("tun_write_failed", drops - self._tun_drops_seen)
@@ -351,14 +397,15 @@ class Connection:
         self.remote = remote
         self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
         self.session = Session(client.config, trio.current_time())
+        self.pump = SessionPump(self.session, send=self._send_control,
+                                deliver=self._deliver, on_event=self._on_event)
         self._started = trio.current_time()
         self._clock = trio.lowlevel.current_clock().current_time  # = trio.current_time
         self.remote_ip = ""
         self.outcome: Outcome | None = None
-        self.udp: UdpLink | None = None
-        self.tcp: TcpLink | None = None
+        self.udp: DatagramLink | None = None
+        self.tcp: PacketLink | None = None
         self._nursery: trio.Nursery | None = None
-        self._rearm = trio.Event()
         self._control_seen = trio.Event()
         self._tun_started = False
         self._ready: ReadySet | None = None  # UDP: the link reader's fds (link, then TUN)
@@ -380,9 +427,9 @@ class Connection:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 self.session.start(trio.current_time())
-                await self._process()
+                await self.pump.flush()
                 nursery.start_soon(self._link_reader)
-                nursery.start_soon(self._timers)
+                nursery.start_soon(self.pump.run_timers)
                 nursery.start_soon(self._drop_ticker)
                 nursery.start_soon(self._stop_watcher)
                 nursery.start_soon(self._server_poll)
@@ -418,11 +465,9 @@ class Connection:
                 if tcp_link is None:
                     return Exit(0, "signal")
                 self.tcp = tcp_link
-                apply_sndbuf_rcvbuf(self.tcp.stream.socket, o.sndbuf, o.rcvbuf)
                 local = self.tcp.local_address
             else:
-                self.udp = UdpLink.bind(bind[0], bind[1])
-                apply_sndbuf_rcvbuf(self.udp.socket, o.sndbuf, o.rcvbuf)
+                self.udp = self.client.host.open_udp(bind, o.sndbuf, o.rcvbuf)
                 if o.float_:
                     # float: packets may come from another address; the socket stays
                     # unconnected and we send to whichever address last authenticated
@@ -450,7 +495,7 @@ class Connection:
         attempts = resolve_attempts(retry)
         for attempt in range(1, attempts + 1):
             try:
-                return await resolve_remote(self.remote, kind)
+                return await self.client.host.resolve(self.remote, kind)
             except OSError as exc:
                 left = attempts - attempt
                 action = "retry" if left else "exit" if retry == 0 else "reconnect"
@@ -469,20 +514,21 @@ class Connection:
         raise AssertionError("resolve_attempts() is at least 1")
 
     async def _connect_tcp(self, bind: tuple[str, int] | None,
-                           timeout: float) -> TcpLink | None:
+                           timeout: float) -> PacketLink | None:
         """Connect to the remote within ``timeout`` seconds; None if a stop signal came first.
         Raises :class:`trio.TooSlowError` or :class:`RuntimeSetupError` as themselves: they
         are caught inside the race nursery, which would otherwise wrap them in an
         ``ExceptionGroup`` that no ``except`` clause of the caller matches (the client then
         died on the first refused connection after a server restart)."""
-        opened: list[TcpLink] = []  # stays empty if a stop signal came first
+        opened: list[PacketLink] = []  # stays empty if a stop signal came first
         failed: list[trio.TooSlowError | RuntimeSetupError] = []
         async with trio.open_nursery() as race:
             race.start_soon(self._cancel_on_stop, race.cancel_scope)
             try:
                 with trio.fail_after(timeout):
-                    opened.append(await open_tcp_link(self.remote_ip, self.remote.port,
-                                                      bind=bind))
+                    opened.append(await self.client.host.open_tcp(
+                        self.remote_ip, self.remote.port, bind,
+                        self.options.sndbuf, self.options.rcvbuf))
             except (trio.TooSlowError, RuntimeSetupError) as exc:
                 failed.append(exc)
             race.cancel_scope.cancel()
@@ -505,8 +551,10 @@ class Connection:
 
     async def _link_reader(self) -> None:
         try:
-            if self.udp is not None:
+            if isinstance(self.udp, UdpLink):
                 await self._udp_reader(self.udp)
+            elif self.udp is not None:
+                await self._datagram_reader(self.udp)
             elif self.tcp is not None:
                 await self._tcp_reader(self.tcp)
         except LinkClosed as exc:
@@ -548,7 +596,19 @@ class Connection:
             self._ready = None
             ready.close()
 
-    async def _tcp_reader(self, link: TcpLink) -> None:
+    async def _datagram_reader(self, link: DatagramLink) -> None:
+        """A datagram link without a file descriptor (in memory): one plain receive loop;
+        the TUN direction then has its own task (:meth:`_tun_reader`)."""
+        while True:
+            batch = await link.recv_batch()
+            if self.peer is not None:
+                batch, floated_control = self._float_check(batch)
+                if floated_control:
+                    await self._after_control()
+            if batch and self._handle_data([d for d, _ in batch]):
+                await self._after_control()
+
+    async def _tcp_reader(self, link: PacketLink) -> None:
         while True:
             if self._handle_data(await link.recv_packets()):
                 await self._after_control()
@@ -556,7 +616,7 @@ class Connection:
     async def _after_control(self) -> None:
         """Control packets went into the session: process its output (once per batch)."""
         self._control_seen.set()
-        await self._process()
+        await self.pump.flush()
 
     def _handle_data(self, batch: list[bytes]) -> bool:
         """The link → TUN hot path: data packets straight through the session to the TUN;
@@ -620,15 +680,16 @@ class Connection:
             any_control = any_control or control
         return keep, any_control
 
-    def _start_tun(self, tunnel: Tunnel) -> None:
+    def _start_tun(self, tunnel: TunnelHandle) -> None:
         """The TUN → link direction, once per connection when the push configured the TUN:
         UDP adds the TUN to the link reader's ready set, TCP starts a TUN reader task."""
         self.mss = mss_limit_for(self.options, (self.session.cipher or "",),
                                  "udp" if self.udp is not None else "tcp")
-        if self.udp is not None:
-            if self._ready is not None:
-                self._tun_device = tunnel.device
-                self._tun_fd = tunnel.device.fileno()
+        device = tunnel.device
+        if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice):
+            if self._ready is not None:  # the fast path: the link reader serves both fds
+                self._tun_device = device
+                self._tun_fd = device.fileno()
                 self._ready.add(self._tun_fd)
         elif self._nursery is not None:
             self._nursery.start_soon(self._tun_reader, tunnel)
@@ -676,17 +737,20 @@ class Connection:
         self._tun_fd = -1
         self._tun_device = None
 
-    async def _tun_reader(self, tunnel: Tunnel) -> None:
-        """The TUN → link hot path over TCP: each wake-up drains the TUN, encrypts the batch
-        and hands it to the link in one write."""
+    async def _tun_reader(self, tunnel: TunnelHandle) -> None:
+        """The TUN → link hot path over TCP (or a link without a file descriptor): each
+        wake-up drains the TUN, encrypts the batch and hands it to the link in one write."""
         read = tunnel.device.read_batch
-        assert self.tcp is not None
-        send = self.tcp.send_packets
+        tcp, udp = self.tcp, self.udp
         try:
             while True:
                 out = self._encrypt_tun(await read())
-                if out:
-                    await send(out)
+                if not out:
+                    continue
+                if tcp is not None:
+                    await tcp.send_packets(out)
+                elif udp is not None:
+                    await udp.send_many(out, self.peer)
         except trio.ClosedResourceError:
             return
         except trio.BrokenResourceError as exc:
@@ -709,37 +773,12 @@ class Connection:
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self.finish(Reconnect("network_error", str(exc)))
 
-    async def _process(self) -> None:
-        """Send what the session produced, deliver TUN packets, act on events, re-arm."""
-        session = self.session
-        out = session.take_datagrams()
-        if out:
-            await self._send_control(out)
-        packets = session.take_tun_packets()
-        if packets and self.client.tunnel is not None:
+    def _deliver(self, packets: list[bytes]) -> None:
+        """Packets the session decrypted outside the hot path (to the TUN, if there is one)."""
+        tunnel = self.client.tunnel
+        if tunnel is not None:
             for packet in packets:
-                self.client.tunnel.device.write(packet)
-        for event in session.take_events():
-            self._on_event(event)
-        self._rearm.set()
-
-    async def _timers(self) -> None:
-        session = self.session
-        last = -1.0
-        while True:
-            rearm = self._rearm = trio.Event()
-            deadline = session.next_timer()
-            if deadline is None:
-                await rearm.wait()
-                continue
-            deadline = max(deadline, last + MIN_TIMER_STEP)
-            with trio.move_on_at(deadline):
-                await rearm.wait()
-            if rearm.is_set() and trio.current_time() < deadline:
-                continue
-            last = trio.current_time()
-            session.handle_timer(last)
-            await self._process()
+                tunnel.device.write(packet)
 
     async def _drop_ticker(self) -> None:
         while True:
@@ -794,7 +833,7 @@ class Connection:
                           seconds=seconds)
             self._control_seen = trio.Event()
             session.exit_notify(trio.current_time())
-            await self._process()
+            await self.pump.flush()
             if session.cc_exit:
                 with trio.move_on_after(min(float(seconds), EXIT_ACK_WAIT)):
                     await self._control_seen.wait()
@@ -802,7 +841,7 @@ class Connection:
                 for _ in range(seconds - 1):
                     await trio.sleep(1.0)
                     session.exit_notify(trio.current_time())
-                    await self._process()
+                    await self.pump.flush()
         self.finish(Exit(0, "signal", self.client.stop_reason or ""))
 
     def _on_event(self, event: ev.Event) -> None:
@@ -888,7 +927,7 @@ class Connection:
         try:
             tunnel = client.tunnel
             if tunnel is None:
-                tunnel = client.tunnel = Tunnel.open(plan)
+                tunnel = client.tunnel = client.host.open_tunnel(plan)
                 reused, changed = False, True
             else:
                 reused, changed = True, tunnel.reconfigure(plan)

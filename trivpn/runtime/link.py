@@ -11,7 +11,7 @@ larger than the path MTU) the link falls back to one syscall per datagram.
 
 TCP carries each OpenVPN packet behind a 2-byte length (:mod:`trivpn.protocol.framing`). A bad
 length raises :class:`~trivpn.protocol.errors.DecodeError` out of
-:meth:`TcpLink.recv_packets`: the caller must close the connection, as OpenVPN does.
+:meth:`FramedLink.recv_packets`: the caller must close the connection, as OpenVPN does.
 
 ``netns=NAME`` creates the socket inside that network namespace (see
 :mod:`trivpn.runtime.netns`); everything else then happens as usual.
@@ -499,31 +499,31 @@ class UdpLink:
         await trio.lowlevel.checkpoint()
 
 
-class TcpLink:
-    """One TCP connection carrying length-framed OpenVPN packets.
+class FramedLink:
+    """Length-framed OpenVPN packets over any trio byte stream (TCP's framing).
 
     One receiving task; sends from several tasks are serialised by an internal lock.
+    ``local``/``peer`` are the addresses reported for a stream that has no socket.
     """
 
-    __slots__ = ("_deframer", "_send_lock", "_stream", "counters")
+    __slots__ = ("_deframer", "_local", "_peer", "_send_lock", "_stream", "counters")
 
-    def __init__(self, stream: trio.SocketStream, max_packet: int = MAX_FRAMED) -> None:
+    def __init__(self, stream: trio.abc.Stream, max_packet: int = MAX_FRAMED, *,
+                 local: Address = None, peer: Address = None) -> None:
         self._stream = stream
         self._deframer = StreamDeframer(max_packet)
         self._send_lock = trio.StrictFIFOLock()
+        self._local = local
+        self._peer = peer
         self.counters = LinkCounters()
 
     @property
-    def stream(self) -> trio.SocketStream:
-        return self._stream
-
-    @property
     def peer_address(self) -> Address:
-        return self._stream.socket.getpeername()
+        return self._peer
 
     @property
     def local_address(self) -> Address:
-        return self._stream.socket.getsockname()
+        return self._local
 
     async def recv_packets(self) -> list[bytes]:
         """Return the next non-empty list of complete packets.
@@ -586,6 +586,28 @@ class TcpLink:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+
+class TcpLink(FramedLink):
+    """One TCP connection carrying length-framed OpenVPN packets."""
+
+    __slots__ = ("_socket_stream",)
+
+    def __init__(self, stream: trio.SocketStream, max_packet: int = MAX_FRAMED) -> None:
+        super().__init__(stream, max_packet)
+        self._socket_stream = stream
+
+    @property
+    def stream(self) -> trio.SocketStream:
+        return self._socket_stream
+
+    @property
+    def peer_address(self) -> Address:
+        return self._socket_stream.socket.getpeername()
+
+    @property
+    def local_address(self) -> Address:
+        return self._socket_stream.socket.getsockname()
 
 
 async def open_tcp_link(host: str, port: int, *, netns: str | None = None,

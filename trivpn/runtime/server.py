@@ -86,9 +86,9 @@ from trivpn.runtime.pool import (
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.ratelimit import WindowLimiter
 from trivpn.runtime.readiness import ReadySet
-from trivpn.runtime.setup import drop_aggregator, session_config
 from trivpn.runtime.status import StatusFile
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
+from trivpn.sessionsetup import drop_aggregator, session_config
 
 Log = structlog.stdlib.BoundLogger
 

@@ -22,7 +22,7 @@ from trivpn.protocol.peerinfo import build_peer_info
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.wrap import NoWrap, TlsAuth, TlsCrypt
 from trivpn.runtime.datapath import mss_limit_for
-from trivpn.runtime.setup import drop_aggregator, session_config
+from trivpn.sessionsetup import drop_aggregator, session_config
 from trivpn.tlscontext import build_context
 
 CLIENT = ["client", "dev tun", "proto udp", "remote 198.18.0.1 1194", "ca ca.crt",

@@ -1,4 +1,5 @@
-"""Turn parsed :class:`~trivpn.config.Options` into what the protocol core needs.
+"""Turn parsed :class:`~trivpn.config.Options` into what the protocol core needs (neutral:
+used by the runtime and by the diagnostics, which must not reach into each other).
 
 Everything that reads key material, builds the TLS context or decides what trivpn announces to
 its peer happens here, once, before any task starts. Errors name the config file and line.

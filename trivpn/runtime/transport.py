@@ -1,0 +1,149 @@
+"""What the runtime needs from a transport and from a TUN/TAP device, as Protocols.
+
+The runtime drives sessions over these interfaces only; the real implementations live in
+:mod:`trivpn.runtime.link` (:class:`~trivpn.runtime.link.UdpLink`,
+:class:`~trivpn.runtime.link.TcpLink`) and :mod:`trivpn.runtime.tun`, the in-memory doubles in
+:mod:`trivpn.runtime.memory` (whole clients — and later servers — run over them in unit tests,
+under trio's ``MockClock``, without root).
+
+* :class:`DatagramLink` is **addressed**: every received datagram comes with its source and
+  every send names its destination (``None``: the connected peer). One server socket serves
+  many peers this way; a client with ``float`` uses an unconnected one too.
+* :class:`PacketLink` carries whole OpenVPN packets over a stream (TCP with the 2-byte length
+  framing); it has exactly one peer.
+* :class:`Device` is a TUN or TAP device: packets (or frames) in and out.
+* :class:`TunnelHandle` is an open device plus the host configuration applied for it, as the
+  client keeps it across reconnects; :class:`ClientHost` opens links and tunnels for a client.
+
+The UDP fast path (:mod:`trivpn.runtime.readiness`) needs file descriptors; a link or device
+without one is served by ordinary trio tasks instead (see ``runtime/client.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from trivpn.config import Remote
+from trivpn.runtime.link import Address, LinkCounters
+from trivpn.runtime.tunnel import NetGateway, TunnelPlan
+
+__all__ = ["Address", "ClientHost", "DatagramLink", "Device", "PacketLink", "TunnelHandle"]
+
+
+class DatagramLink(Protocol):
+    """An addressed datagram socket (UDP)."""
+
+    @property
+    def counters(self) -> LinkCounters: ...
+
+    @property
+    def local_address(self) -> Address: ...
+
+    def connect(self, addr: Address) -> None:
+        """Only datagrams from ``addr`` are received from now on; ``None`` sends go there."""
+
+    async def recv_batch(self, max_packets: int = 64) -> list[tuple[bytes, Address]]:
+        """Wait for at least one datagram; return what is queued (up to ``max_packets``)."""
+        ...
+
+    def try_send_many(self, datagrams: Sequence[bytes], addr: Address | None = None) -> int:
+        """Send without waiting; datagrams that do not fit are dropped and counted."""
+        ...
+
+    async def send_many(self, datagrams: Sequence[bytes], addr: Address | None = None) -> int:
+        """Send, waiting for buffer space when needed; returns how many were sent."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PacketLink(Protocol):
+    """Whole OpenVPN packets over a stream to one peer (TCP framing)."""
+
+    @property
+    def counters(self) -> LinkCounters: ...
+
+    @property
+    def local_address(self) -> Address: ...
+
+    async def recv_packets(self) -> list[bytes]:
+        """The next non-empty list of packets; :class:`~trivpn.runtime.link.LinkClosed` at EOF,
+        :class:`~trivpn.protocol.errors.DecodeError` on a bad length."""
+        ...
+
+    async def send_packets(self, packets: Sequence[bytes]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Device(Protocol):
+    """A TUN (IP packets) or TAP (Ethernet frames) device."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def write_drops(self) -> int:
+        """Packets :meth:`write`/:meth:`write_many` could not hand over."""
+        ...
+
+    async def read_batch(self, max_packets: int = 64) -> list[bytes]:
+        """Wait for at least one packet; return what is queued. Raises
+        ``trio.ClosedResourceError`` once closed."""
+        ...
+
+    def write(self, packet: bytes) -> bool: ...
+
+    def write_many(self, packets: list[bytes]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class TunnelHandle(Protocol):
+    """An open device with its addresses and routes applied (``runtime/tunnel.py``'s
+    :class:`~trivpn.runtime.tunnel.Tunnel` on a real host)."""
+
+    @property
+    def device(self) -> Device: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ifindex(self) -> int: ...
+
+    @property
+    def route_failures(self) -> list[str]: ...
+
+    def reconfigure(self, plan: TunnelPlan) -> bool:
+        """Apply ``plan``; False when it equals the one applied."""
+        ...
+
+    def close(self) -> list[str]:
+        """Close the device and undo the configuration; what could not be undone."""
+        ...
+
+    def describe(self) -> dict[str, object]: ...
+
+
+class ClientHost(Protocol):
+    """Where a client's links and tunnel come from: the real host, or memory in tests."""
+
+    async def resolve(self, remote: Remote, kind: int) -> tuple[int, str]:
+        """(address family, numeric address) of ``remote`` for socket type ``kind``."""
+        ...
+
+    def open_udp(self, bind: tuple[str, int], sndbuf: int | None,
+                 rcvbuf: int | None) -> DatagramLink: ...
+
+    async def open_tcp(self, host: str, port: int, bind: tuple[str, int] | None,
+                       sndbuf: int | None, rcvbuf: int | None) -> PacketLink:
+        """Connect; raises :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
+        ...
+
+    def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle: ...
+
+    def net_gateway(self, remote_ip: str, tunnel: TunnelHandle | None) -> NetGateway | None:
+        """How ``remote_ip`` is reached now (outside ``tunnel``); None when unknown."""
+        ...
