@@ -13,7 +13,8 @@ import trio.testing
 from structlog.testing import capture_logs
 
 from tests.runtime.test_server_admission import _client, _complete_cookie, _server
-from trivpn.runtime.server import ERROR_LOG_INTERVAL, address_bytes, format_address
+from trivpn.protocol.gateway import address_bytes
+from trivpn.runtime.server import ERROR_LOG_INTERVAL, format_address
 
 
 async def test_a_bug_hit_10000_times_logs_one_traceback_and_a_count(

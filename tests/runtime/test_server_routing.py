@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from tests.runtime.packets import ICMP, build_ipv4
+from trivpn.protocol.gateway import address_bytes
 from trivpn.runtime.peers import PeerTable, Verdict
-from trivpn.runtime.server import address_bytes, format_address
+from trivpn.runtime.server import format_address
 
 BROADCAST = b"\xff" * 6
 MULTICAST = bytes.fromhex("01005e000001")

@@ -220,6 +220,7 @@ class Session:
         self._last_sent = now
         self._last_received = now
         self._keepalive_fired = False
+        self._rejected_data = False  # the last data packet did not authenticate
         # ping-exit / inactive / session-timeout (OpenVPN: do_init_timers, forward.c)
         self._ping_exit = config.ping_exit
         self._inactive = config.inactive or None
@@ -341,6 +342,13 @@ class Session:
         self._last_sent = now
         return wire
 
+    def authenticate_data(self, data: bytes, now: float) -> tuple[bool, bytes | None]:
+        """:meth:`decrypt_data` for a packet whose sender is in question (a server's float):
+        (whether it authenticated under one of this session's data keys, the TUN packet)."""
+        self._rejected_data = False
+        packet = self.decrypt_data(data, now)
+        return not self._rejected_data, packet
+
     def decrypt_data(self, data: bytes, now: float) -> bytes | None:
         """Authenticate and decrypt a data packet; returns the TUN packet, or None when it was a
         ping, an OCC message or a drop. Raises nothing."""
@@ -352,14 +360,19 @@ class Session:
             if data_key is None:
                 raise StateError("no data key for this key id", "data", reason="no_key")
             payload = data_key.decrypt(data, now)
-            self._last_received = now
-            self._keepalive_fired = False
-            compression = self._compression
-            if compression is not _NO_COMPRESSION:
-                payload = unframe(compression, payload)
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # did not authenticate (zero cost when nothing raises)
             self.drops[exc.reason] += 1
+            self._rejected_data = True
             return None
+        self._last_received = now
+        self._keepalive_fired = False
+        compression = self._compression
+        if compression is not _NO_COMPRESSION:
+            try:
+                payload = unframe(compression, payload)
+            except ProtocolError as exc:  # authenticated, but not a packet we can deliver
+                self.drops[exc.reason] += 1
+                return None
         if payload and payload[0] in MAGIC_FIRST_BYTES:  # else neither a ping nor OCC
             if is_ping(payload):
                 return None

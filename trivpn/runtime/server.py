@@ -49,20 +49,24 @@ from trivpn.logging import RateLimitedLog
 from trivpn.protocol import events as ev
 from trivpn.protocol.admission import (
     MAX_FIRST_PACKET,
+    REFUSED_PER_SOURCE,
+    REFUSED_QUOTA,
     PreauthLedger,
     PreauthLimits,
     first_packet_timeout,
-    peek_client_reset,
-)
-from trivpn.protocol.cookie import (
-    cookie_matches,
-    cookie_session_id,
-    stateless_server_reset,
-    timeslot,
 )
 from trivpn.protocol.errors import ProtocolError
+from trivpn.protocol.gateway import (
+    Drop,
+    Floated,
+    Gateway,
+    GatewayLimits,
+    NewSession,
+    Reply,
+    ToPeer,
+)
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
-from trivpn.protocol.packets import Opcode, decode_control
+from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
@@ -84,19 +88,12 @@ from trivpn.runtime.pool import (
     write_persist_file,
 )
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
-from trivpn.runtime.ratelimit import WindowLimiter
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.setup import drop_aggregator, session_config
 from trivpn.runtime.status import StatusFile
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
 Log = structlog.stdlib.BoundLogger
-
-_DATA_V1 = int(Opcode.DATA_V1)
-_DATA_V2 = int(Opcode.DATA_V2)
-_RESET_CLIENT_V2 = int(Opcode.CONTROL_HARD_RESET_CLIENT_V2)
-_CONTROL_V1 = int(Opcode.CONTROL_V1)
-_ACK_V1 = int(Opcode.ACK_V1)
 
 HOUSEKEEPING_INTERVAL = 1.0
 DROP_LOG_INTERVAL = 5.0
@@ -153,6 +150,11 @@ class Peer:
     def vpn_ip(self) -> str | None:
         return str(self.entry.local) if self.entry is not None else None
 
+    @property
+    def floatable(self) -> bool:
+        """May a P_DATA_V2 from another address move it there (connected, over UDP)?"""
+        return self.connected and self.tcp is None
+
 
 class Pending:
     """A client that has not authenticated: the key of its pre-authentication ledger entry.
@@ -193,18 +195,6 @@ def format_address(address: Address) -> str:
     return f"[{host}]:{port}"
 
 
-def address_bytes(address: Address) -> bytes:
-    """The client's socket address as the cookie HMAC input: packed IP || port, and for an
-    IPv6 source the scope id (a link-local ``fe80::1%eth0`` from a 4-tuple sockaddr)."""
-    host, port = str(address[0]), int(address[1])
-    if ":" not in host:
-        return socket.inet_pton(socket.AF_INET, host) + port.to_bytes(2, "big")
-    host = host.partition("%")[0]
-    scope = int(address[3]) if len(address) > 3 else 0
-    return (socket.inet_pton(socket.AF_INET6, host) + port.to_bytes(2, "big")
-            + scope.to_bytes(4, "big"))
-
-
 class Server:
     """The server runtime. Construct with parsed options, then ``await run()``."""
 
@@ -225,9 +215,13 @@ class Server:
             options, options.data_ciphers, "udp" if options.proto == "udp" else "tcp")
         self.max_clients = options.max_clients
         self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn)
-        # pre-authentication quota, separate from max-clients (docs/server-admission.md)
-        self.preauth: PreauthLedger[Pending] = PreauthLedger(
-            PreauthLimits.for_max_clients(options.max_clients))
+        # the front door: cookie, connect-freq(-initial), the pre-authentication quota
+        # (separate from max-clients, docs/server-admission.md) and float authentication
+        initial, freq = options.connect_freq_initial, options.connect_freq
+        self.gateway: Gateway[Peer, Pending] = Gateway(os.urandom(32), GatewayLimits(
+            reset=(initial.max, initial.seconds),
+            connect=(freq.max, freq.seconds) if freq is not None else None,
+            preauth=PreauthLimits.for_max_clients(options.max_clients)))
         self._preauth_logged_at = -math.inf
         self._preauth_refusals = 0
         self.push = server_push_options(options)
@@ -237,14 +231,6 @@ class Server:
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
-        self.secret = os.urandom(32)
-        # connect-freq-initial: OpenVPN 2.6 reads a period of 0 as one-second windows
-        initial = options.connect_freq_initial
-        self.reset_limiter = WindowLimiter(initial.max, max(1, initial.seconds))
-        freq = options.connect_freq
-        self.connect_limiter = (WindowLimiter(freq.max, freq.seconds) if freq is not None
-                                else None)
-        self.config: SessionConfig | None = None
         self.unix_offset = 0.0
         self.tunnel: Tunnel | None = None
         self.udp: UdpLink | None = None
@@ -255,11 +241,26 @@ class Server:
         self.tools: OperatorTools | None = None  # status file, management, metrics
         self._persist_file: StatusFile | None = None  # opened before a privilege drop
 
+    @property
+    def config(self) -> SessionConfig | None:
+        """The sessions' configuration (None until :meth:`run` builds it)."""
+        return self.gateway.config_or_none
+
+    @config.setter
+    def config(self, config: SessionConfig) -> None:
+        self.gateway.config = config
+
+    @property
+    def preauth(self) -> PreauthLedger[Pending]:
+        """Unauthenticated sessions and openings (owned by the gateway)."""
+        return self.gateway.preauth
+
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
         o = self.options
         self.unix_offset = time.time() - trio.current_time()
+        self.gateway.unix_offset = self.unix_offset
         self.config = session_config(o, unix_time_offset=self.unix_offset)
         self._load_persist(trio.current_time())
         try:
@@ -555,24 +556,32 @@ class Server:
     def _preauth_admit(self, pending: Pending, now: float, *, opening: bool = False) -> bool:
         """Count ``pending`` in the pre-authentication ledger; close the openings it evicts.
         False (counted, and logged at most every DROP_LOG_INTERVAL) when a limit refuses."""
-        admission = self.preauth.admit(pending, pending.address[0], opening=opening)
-        for victim in admission.evicted:
+        admission = self.gateway.admit(pending, pending.address[0], opening=opening)
+        self._close_evicted(admission.evicted)
+        if admission.refused is None:
+            return True
+        self._preauth_refused(admission.refused, pending.address, now)
+        return False
+
+    def _close_evicted(self, evicted: Sequence[Pending]) -> None:
+        for victim in evicted:
             victim.evicted = True
             victim.cancel_scope.cancel()
             self.counts["preauth_evicted"] += 1
-        if admission.refused is None:
-            return True
-        self.counts[admission.refused] += 1
+
+    def _preauth_refused(self, reason: str, address: Address, now: float) -> None:
+        """Count a refusal of the pre-authentication ledger, logged at most every
+        DROP_LOG_INTERVAL."""
+        self.counts[reason] += 1
         self._preauth_refusals += 1
         if now - self._preauth_logged_at >= DROP_LOG_INTERVAL:
             limits = self.preauth.limits
-            self.log.warning("preauth_limit_reached", reason=admission.refused,
-                             peer=format_address(pending.address),
+            self.log.warning("preauth_limit_reached", reason=reason,
+                             peer=format_address(address),
                              unauthenticated=len(self.preauth), quota=limits.total,
                              per_source=limits.per_source, refused=self._preauth_refusals)
             self._preauth_logged_at = now
             self._preauth_refusals = 0
-        return False
 
     def _preauth_release(self, peer: Peer) -> None:
         if peer.preauth is not None:
@@ -681,7 +690,7 @@ class Server:
                     # the TCP client answered our reset: like a UDP client proving its
                     # cookie, it does not count against connect-freq-initial
                     peer.reset_counted = False
-                    self.reset_limiter.give_back()
+                    self.gateway.handshake_answered()
         elif isinstance(event, ev.TlsHandshakeComplete):
             log.info("tls_handshake_complete", peer=peer.label, key_id=event.key_id,
                      cn=event.peer.common_name, tls=event.description)
@@ -885,7 +894,7 @@ class Server:
                 peer.rx_bytes += len(data)
                 peer.rx_packets += 1
             try:
-                if peer is not None and data and (data[0] >> 3) in (_DATA_V2, _DATA_V1):
+                if peer is not None and data and data[0] in DATA_BYTE0:
                     plain = peer.session.decrypt_data(data, now)
                     if plain is not None:
                         self._from_peer(peer, plain, now, out, to_device=to_device)
@@ -899,103 +908,44 @@ class Server:
 
     def _udp_other(self, peer: Peer | None, data: bytes, address: Address, now: float,
                    out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
-        """Control packets of known peers, and everything from unknown addresses."""
-        if not data:
-            self.counts["empty_packet"] += 1
-            return
-        opcode, key_id = data[0] >> 3, data[0] & 7
-        if peer is not None:
-            remote_sid = peer.session.remote_session_id
-            if remote_sid is not None and data[1:9] != remote_sid and key_id == 0:
-                # A new client session from the same address: the client restarted.
-                if opcode == _RESET_CLIENT_V2:
-                    self._stateless_reset(data, address, now)
-                    return
-                if opcode in (_CONTROL_V1, _ACK_V1):
-                    self._cookie_contact(data, address, now, replacing=peer)
-                    return
-            peer.session.receive_datagram(data, now)
-            self._drain(peer, now)
-            self._wake_if_sooner(peer)
-            return
-        if opcode == _DATA_V2:
-            self._float(data, address, now, out, to_device=to_device)
-        elif key_id != 0:
-            self.counts["unknown_peer"] += 1
-        elif opcode == _RESET_CLIENT_V2:
-            self._stateless_reset(data, address, now)
-        elif opcode in (_CONTROL_V1, _ACK_V1):
-            self._cookie_contact(data, address, now)
-        else:
-            self.counts["unknown_peer"] += 1
+        """Control packets of known peers, and everything from unknown addresses: what the
+        gateway decides."""
+        decision = self.gateway.datagram(data, address, now, peer=peer,
+                                         by_peer_id=self.table.by_peer_id,
+                                         new_key=lambda: Pending(address))
+        if isinstance(decision, ToPeer):
+            target = decision.peer
+            target.session.receive_datagram(data, now)
+            self._drain(target, now)
+            self._wake_if_sooner(target)
+        elif isinstance(decision, Reply):
+            assert self.udp is not None
+            self.udp.try_send(decision.data, address)
+        elif isinstance(decision, NewSession):
+            self._new_udp_session(decision, data, address, now)
+        elif isinstance(decision, Floated):
+            self._floated(decision.peer, decision.packet, address, now, out,
+                          to_device=to_device)
+        elif decision.reason in (REFUSED_QUOTA, REFUSED_PER_SOURCE):
+            self._preauth_refused(decision.reason, address, now)
+        elif decision.reason is not None:
+            self.counts[decision.reason] += 1
 
-    def _unwrap(self, data: bytes) -> Any:
-        assert self.config is not None
-        try:
-            return decode_control(self.config.wrap.unwrap(data).plain)
-        except ProtocolError as exc:
-            self.counts[exc.reason] += 1
-            return None
-
-    def _stateless_reset(self, data: bytes, address: Address, now: float) -> None:
-        assert self.config is not None and self.udp is not None
-        try:
-            packet = peek_client_reset(self.config.wrap, data)
-        except ProtocolError as exc:
-            self.counts[exc.reason] += 1
-            return
-        if not self.reset_limiter.allow(now):
-            self.counts["reset_rate_limited"] += 1
-            return
-        sid = cookie_session_id(self.secret, timeslot(now, self.config.hand_window),
-                                address_bytes(address), packet.session_id)
-        reply = stateless_server_reset(self.config.wrap, sid, packet.session_id,
-                                       int(now + self.unix_offset))
-        self.udp.try_send(reply, address)
-
-    def _cookie_contact(self, data: bytes, address: Address, now: float,
-                        replacing: Peer | None = None) -> None:
-        packet = self._unwrap(data)
-        if packet is None:
-            return
-        assert self.config is not None
-        if not cookie_matches(packet, self.secret, now, self.config.hand_window,
-                              address_bytes(address)):
-            self.counts["bad_cookie" if replacing is None else "wrong_session"] += 1
-            return
-        if replacing is not None:
-            self._remove_peer(replacing, "client_restarted")
-        pending = Pending(address)
-        if not self._preauth_admit(pending, now):
-            return
-        if self.connect_limiter is not None and not self.connect_limiter.allow(now):
-            self.counts["connect_freq_limited"] += 1
-            self.preauth.release(pending)
-            return
-        # a completed three-way handshake does not count against connect-freq-initial
-        self.reset_limiter.give_back()
-        session = Session.after_stateless_reset(self.config, now,
-                                                local_session_id=packet.remote_session_id,
-                                                remote_session_id=packet.session_id)
-        peer = self._create_peer(address, session, now, pending=pending)
+    def _new_udp_session(self, decision: NewSession[Peer, Pending], data: bytes,
+                         address: Address, now: float) -> None:
+        """A client proved its cookie: a peer for its session (the old one goes when the
+        client restarted from the same address)."""
+        if decision.replacing is not None:
+            self._remove_peer(decision.replacing, "client_restarted")
+        peer = self._create_peer(address, decision.session, now, pending=decision.key)
         if peer is None:
             return
-        session.receive_datagram(data, now)
+        decision.session.receive_datagram(data, now)
         self._drain(peer, now)
 
-    def _float(self, data: bytes, address: Address, now: float,
-               out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
-        """P_DATA_V2 from a new address: if it authenticates for its peer-id, the peer moved."""
-        peer = self.table.by_peer_id.get(int.from_bytes(data[1:4], "big")) \
-            if len(data) >= 4 else None
-        if peer is None or not peer.connected or peer.tcp is not None:
-            self.counts["unknown_peer"] += 1
-            return
-        session = peer.session
-        before = sum(session.drops.values())
-        plain = session.decrypt_data(data, now)
-        if sum(session.drops.values()) != before:
-            return  # did not authenticate (counted by the session)
+    def _floated(self, peer: Peer, plain: bytes | None, address: Address, now: float,
+                 out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
+        """``peer`` authenticated from a new address: it moved there."""
         old = peer.address
         peer.address = address
         self.table.move(peer, old)
@@ -1066,22 +1016,16 @@ class Server:
                            now: float) -> Peer | None:
         """The first packets of a TCP connection: a peer if the first is a valid reset and
         connect-freq-initial allows it (each refusal counted)."""
-        assert self.config is not None and pending.link is not None
-        try:
-            peek_client_reset(self.config.wrap, packets[0])
-        except ProtocolError:
-            self.counts["tcp_bad_first_packet"] += 1
-            return None
-        # connect-freq needs no check: like OpenVPN 2.6, trivpn refuses it with a TCP server
-        if not self.reset_limiter.allow(now):
-            self.counts["reset_rate_limited"] += 1
+        assert pending.link is not None
+        session = self.gateway.tcp_first_packet(packets[0], now)
+        if isinstance(session, Drop):
+            self.counts[session.reason or "tcp_bad_first_packet"] += 1
             return None
         self.preauth.settle(pending)
-        session = Session(self.config, now)
         peer = self._create_peer(pending.address, session, now, tcp=pending.link,
                                  pending=pending)
         if peer is None:
-            self.reset_limiter.give_back()
+            self.gateway.reset_unused()
             return None
         peer.reset_counted = True
         for data in packets:
@@ -1112,7 +1056,7 @@ class Server:
             to_device: list[bytes] = []
             control = False
             for data in packets:
-                if data and (data[0] >> 3) in (_DATA_V2, _DATA_V1):
+                if data and data[0] in DATA_BYTE0:
                     plain = session.decrypt_data(data, now)
                     if plain is not None:
                         self._from_peer(peer, plain, now, out, to_device=to_device)
