@@ -212,9 +212,6 @@ DATA_BYTE0 = frozenset(make_byte0(op, key_id) for op in DATA_OPCODES
 """Every first byte of a data packet. ``data[0] in DATA_BYTE0`` is the per-packet test of the
 data paths: one set lookup, no call (as cheap as the shift-and-compare it replaces)."""
 
-SERVER_RESET_BYTE0 = make_byte0(Opcode.CONTROL_HARD_RESET_SERVER_V2, 0)
-"""The first byte of a server's hard reset (key id 0), as a probe expects it."""
-
 
 @dataclass(frozen=True, slots=True)
 class Header:
@@ -240,6 +237,11 @@ class Header:
         return self.opcode is Opcode.CONTROL_HARD_RESET_CLIENT_V2 and self.key_id == 0
 
     @property
+    def is_server_reset(self) -> bool:
+        """A server's hard reset (v2) with key id 0, what answers a client's."""
+        return self.opcode is Opcode.CONTROL_HARD_RESET_SERVER_V2 and self.key_id == 0
+
+    @property
     def is_cookie_reply(self) -> bool:
         """A P_CONTROL_V1 / P_ACK_V1 with key id 0: what a client sends after a server's reset,
         and what proves a stateless cookie."""
@@ -259,3 +261,12 @@ def peek_header(data: bytes) -> Header:
         return Header(opcode, key_id)
     sid = data[1:1 + SESSION_ID_LEN] if len(data) >= 1 + SESSION_ID_LEN else None
     return Header(opcode, key_id, session_id=sid)
+
+
+def looks_like_server_reset(data: bytes) -> bool:
+    """Does ``data`` start like a server's hard reset (key id 0)? Nothing else is checked: a
+    probe uses it to tell a tls-auth/tls-crypt mismatch from a stranger."""
+    try:
+        return peek_header(data).is_server_reset
+    except DecodeError:
+        return False

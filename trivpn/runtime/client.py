@@ -39,6 +39,7 @@ from trivpn.config.options import FileSource
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
+from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
@@ -70,7 +71,6 @@ EXIT_ACK_WAIT = 2.0
 DEFAULT_CONNECT_TIMEOUT = 120
 MIN_TIMER_STEP = 0.01
 """Guard against a deadline that stays in the past (a timer the session cannot act on yet)."""
-_DATA_OPCODES = (9, 6)  # P_DATA_V2, P_DATA_V1
 
 
 async def run_client(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
@@ -534,7 +534,7 @@ class Connection:
         to_tun: list[bytes] = []
         append = to_tun.append
         for data in batch:
-            if data and data[0] >> 3 in _DATA_OPCODES:
+            if data and data[0] in DATA_BYTE0:
                 packet = decrypt(data, now)
                 if packet is not None:
                     # clamp_mss's first test inline: only TCP can need it (pings skip the call)
