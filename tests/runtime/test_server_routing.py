@@ -206,10 +206,10 @@ def test_server_drops_counts_and_logs_once_a_frame_from_another_clients_mac():
         server.table.add(a)
         server.table.add(b)
         to_device: list[bytes] = []
-        server._from_peer(a, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
+        server.router.from_peer(a, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
         for _ in range(5):
-            server._from_peer(b, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
-        server._from_peer(a, _frame(BROADCAST, _mac(2)), 0.0, [], to_device=to_device)
+            server.router.from_peer(b, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
+        server.router.from_peer(a, _frame(BROADCAST, _mac(2)), 0.0, [], to_device=to_device)
     assert len(to_device) == 1
     assert server.counts == {"mac_owned_by_other_client": 5, "max_routes_per_client": 1}
     refused = [e for e in logs if e["event"] == "mac_refused"]

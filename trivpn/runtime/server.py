@@ -65,7 +65,6 @@ from trivpn.protocol.gateway import (
     Reply,
     ToPeer,
 )
-from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
@@ -81,16 +80,12 @@ from trivpn.runtime.link import (
 )
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.peers import PeerTable, Verdict
-from trivpn.runtime.pool import (
-    PoolAllocator,
-    persist_lines,
-    read_persist_file,
-    write_persist_file,
-)
+from trivpn.runtime.pool import PoolAllocator
+from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.readiness import ReadySet
+from trivpn.runtime.routing import Router
 from trivpn.runtime.setup import drop_aggregator, session_config
-from trivpn.runtime.status import StatusFile
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
 Log = structlog.stdlib.BoundLogger
@@ -209,7 +204,6 @@ class Server:
         self.options = options
         self.log = log
         self.tap = options.dev_type == "tap"
-        self.client_to_client = options.client_to_client
         # TCP SYNs through the tunnel are clamped to this MSS (mssfix; TUN mode only)
         self.mss = None if self.tap else mss_limit_for(
             options, options.data_ciphers, "udp" if options.proto == "udp" else "tcp")
@@ -226,11 +220,13 @@ class Server:
         self._preauth_refusals = 0
         self.push = server_push_options(options)
         self.table: PeerTable[Peer] = PeerTable(options.max_routes_per_client)
-        self.connected: tuple[Peer, ...] = ()
         self.drops = drop_aggregator(options, DROP_LOG_INTERVAL)
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
+        self.router = Router(self.table, self.counts, tap=self.tap,
+                             client_to_client=options.client_to_client, mss=self.mss,
+                             on_mac_refused=self._mac_refused)
         self.unix_offset = 0.0
         self.tunnel: Tunnel | None = None
         self.udp: UdpLink | None = None
@@ -239,7 +235,7 @@ class Server:
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
         self.tools: OperatorTools | None = None  # status file, management, metrics
-        self._persist_file: StatusFile | None = None  # opened before a privilege drop
+        self.persistence = PoolPersistence(options.ifconfig_pool_persist, self.allocator, log)
 
     @property
     def config(self) -> SessionConfig | None:
@@ -249,6 +245,11 @@ class Server:
     @config.setter
     def config(self, config: SessionConfig) -> None:
         self.gateway.config = config
+
+    @property
+    def connected(self) -> tuple[Peer, ...]:
+        """The connected peers, in the order they connected."""
+        return self.router.connected
 
     @property
     def preauth(self) -> PreauthLedger[Pending]:
@@ -262,14 +263,14 @@ class Server:
         self.unix_offset = time.time() - trio.current_time()
         self.gateway.unix_offset = self.unix_offset
         self.config = session_config(o, unix_time_offset=self.unix_offset)
-        self._load_persist(trio.current_time())
+        self.persistence.load(trio.current_time())
         try:
             identity = resolve_identity(o.user, o.group)
             await self._open()
             if self.tools is not None:  # password file and sockets while still privileged
                 await self.tools.open_server(self)
             if identity is not None:
-                self._open_persist_for_drop()
+                self.persistence.open_for_drop()
                 drop_privileges(identity)
                 self.log.info("privileges_dropped", user=o.user, group=o.group)
         except RuntimeSetupError as exc:
@@ -340,7 +341,7 @@ class Server:
 
     async def _close(self) -> None:
         now = trio.current_time()
-        self._write_persist(now)
+        self.persistence.write()
         if self.udp is not None:
             self.udp.close()
         if self.listener is not None:
@@ -374,53 +375,9 @@ class Server:
         if told:
             await trio.sleep(min(float(n), 2.0))  # let retransmits and acks happen
 
-    # ------------------------------------------------------------------ persist file
-
-    def _load_persist(self, now: float) -> None:
-        persist = self.options.ifconfig_pool_persist
-        if persist is None:
-            return
-        try:
-            associations = read_persist_file(persist.path)
-        except OSError as exc:
-            self.log.warning("pool_persist_unreadable", path=str(persist.path), error=str(exc))
-            return
-        applied = self.allocator.load(associations, now, fixed=persist.seconds == 0)
-        self.log.info("pool_persist_loaded", path=str(persist.path), entries=applied)
-
-    def _open_persist_for_drop(self) -> None:
-        """Before privileges are dropped: open the persist file to rewrite it in place later
-        (as OpenVPN does), since an unprivileged process usually cannot create the temporary
-        file next to it. A symlink at the path is refused (see StatusFile)."""
-        persist = self.options.ifconfig_pool_persist
-        if persist is None or persist.seconds == 0:
-            return
-        try:
-            self._persist_file = StatusFile(persist.path)
-        except OSError as exc:
-            self.log.warning("pool_persist_write_failed", path=str(persist.path),
-                             error=str(exc))
-
-    def _write_persist(self, now: float) -> None:
-        persist = self.options.ifconfig_pool_persist
-        if persist is None or persist.seconds == 0:
-            return
-        try:
-            if self._persist_file is not None:
-                self._persist_file.write(persist_lines(self.allocator.associations()))
-                return
-            write_persist_file(persist.path, self.allocator.associations())
-        except OSError as exc:
-            self.log.warning("pool_persist_write_failed", path=str(persist.path),
-                             error=str(exc))
-
     # ------------------------------------------------------------------ housekeeping
 
     async def _housekeeping(self) -> None:
-        persist = self.options.ifconfig_pool_persist
-        next_persist = math.inf
-        if persist is not None and persist.seconds > 0:
-            next_persist = trio.current_time() + persist.seconds
         while True:
             await trio.sleep(HOUSEKEEPING_INTERVAL)
             now = trio.current_time()
@@ -428,9 +385,7 @@ class Server:
             if self.drops.due(now):
                 self.drops.flush(self.log, now)
             self.errors.flush(now)
-            if now >= next_persist and persist is not None:
-                self._write_persist(now)
-                next_persist = now + persist.seconds
+            self.persistence.tick(now)
 
     def _account(self, now: float) -> None:
         """Move every drop counter into the aggregator."""
@@ -538,7 +493,7 @@ class Server:
         self.table.remove(peer)
         self._preauth_release(peer)
         if peer.connected:
-            self.connected = tuple(p for p in self.connected if p is not peer)
+            self.router.connected = tuple(p for p in self.connected if p is not peer)
         if peer.entry is not None:
             self.allocator.release(peer.entry, now)
         if peer.session.drops:
@@ -623,7 +578,7 @@ class Server:
                 out: list[tuple[Peer, bytes]] = []
                 to_device: list[bytes] = []
                 for packet in packets:
-                    self._from_peer(peer, packet, now, out, to_device=to_device)
+                    self.router.from_peer(peer, packet, now, out, to_device=to_device)
                 self._write_device(to_device)
                 for target, wire in out:
                     self._send_now(target, (wire,))
@@ -759,49 +714,19 @@ class Server:
         peer.connected = True
         peer.remove_at = None
         self.table.route_vaddr(peer)
-        self.connected = (*self.connected, peer)
+        self.router.connected = (*self.connected, peer)
         self.log.info("peer_connected", peer=peer.label, cn=peer.common_name,
                       vpn_ip=peer.vpn_ip, cipher=cipher, peer_id=peer.peer_id,
                       proto="tcp" if peer.tcp is not None else "udp")
 
     # ------------------------------------------------------------------ routing
 
-    def _from_peer(self, peer: Peer, packet: bytes, now: float,
-                   out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
-        """A decrypted packet from ``peer``: to the device (collected in ``to_device`` for one
-        :meth:`_write_device` per batch), or to other clients (``out``)."""
-        if self.tap:
-            verdict = self.table.from_client_frame(peer, packet, self.client_to_client)
-        else:
-            mss = self.mss
-            # clamp_mss's first test inline: only TCP can need it (pings skip the call)
-            if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
-                packet = clamp_mss(packet, mss)
-            verdict = self.table.from_client_ipv4(peer, packet, self.client_to_client)
-        if verdict is Verdict.DEVICE:
-            to_device.append(packet)
-        elif isinstance(verdict, Peer):
-            wire = verdict.session.encrypt_data(packet, now)
-            if wire is not None:
-                out.append((verdict, wire))
-        elif verdict is Verdict.FLOOD:
-            to_device.append(packet)
-            for other in self.connected:
-                if other is not peer:
-                    wire = other.session.encrypt_data(packet, now)
-                    if wire is not None:
-                        out.append((other, wire))
-        else:
-            self.counts[verdict.value] += 1
-            if (verdict in (Verdict.MAC_TAKEN, Verdict.MAC_QUOTA)
-                    and verdict.value not in peer.mac_refused):
-                # once per peer and reason; packet_dropped counts the rest
-                peer.mac_refused = (*peer.mac_refused, verdict.value)
-                owner = self.table.by_mac.get(packet[6:12])
-                self.log.warning("mac_refused", peer=peer.label, cn=peer.common_name,
-                                 mac=packet[6:12].hex(":"), reason=verdict.value,
-                                 owner=owner.common_name if owner is not None else None,
-                                 limit=self.table.max_macs)
+    def _mac_refused(self, peer: Peer, frame: bytes, verdict: Verdict) -> None:
+        owner = self.table.by_mac.get(frame[6:12])
+        self.log.warning("mac_refused", peer=peer.label, cn=peer.common_name,
+                         mac=frame[6:12].hex(":"), reason=verdict.value,
+                         owner=owner.common_name if owner is not None else None,
+                         limit=self.table.max_macs)
 
     def _write_device(self, packets: list[bytes]) -> None:
         """Hand a batch of packets from clients to the device (TCP runs coalesced)."""
@@ -813,45 +738,9 @@ class Server:
         assert self.tunnel is not None
         device = self.tunnel.device
         while True:
-            out = self._from_device(await device.read_batch(BATCH), trio.current_time())
+            out = self.router.from_device(await device.read_batch(BATCH), trio.current_time())
             if out:
                 await self._transmit(out)
-
-    def _from_device(self, packets: list[bytes], now: float) -> list[tuple[Peer, bytes]]:
-        """Encrypt device packets for the peers owning their destinations."""
-        out: list[tuple[Peer, bytes]] = []
-        counts = self.counts
-        if self.tap:
-            table = self.table
-            for packet in packets:
-                peer = table.for_frame(packet)
-                if peer is None:
-                    for other in self.connected:
-                        wire = other.session.encrypt_data(packet, now)
-                        if wire is not None:
-                            out.append((other, wire))
-                    continue
-                wire = peer.session.encrypt_data(packet, now)
-                if wire is not None:
-                    out.append((peer, wire))
-            return out
-        by_vaddr = self.table.by_vaddr
-        mss = self.mss
-        for packet in packets:
-            if len(packet) >= 20 and packet[0] >> 4 == 4:
-                peer = by_vaddr.get(packet[16:20])
-                if peer is None:
-                    counts["no_route"] += 1
-                    continue
-                if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
-                    packet = clamp_mss(packet, mss)  # noqa: PLW2901
-            else:
-                counts["not_ipv4"] += 1
-                continue
-            wire = peer.session.encrypt_data(packet, now)
-            if wire is not None:
-                out.append((peer, wire))
-        return out
 
     # ------------------------------------------------------------------ UDP
 
@@ -872,7 +761,7 @@ class Server:
                         out = self._from_link(udp.recv_ready(BATCH, drain=fd in ready.again),
                                               clock())
                     elif fd == device_fd:
-                        out = self._from_device(
+                        out = self.router.from_device(
                             device.read_ready(BATCH if fd in ready.again else 1), clock())
                     else:  # pragma: no cover - only these two are watched
                         continue
@@ -888,6 +777,7 @@ class Server:
         by_address = self.table.by_address
         out: list[tuple[Peer, bytes]] = []
         to_device: list[bytes] = []
+        from_peer = self.router.from_peer
         for data, address in batch:
             peer = by_address.get(address)
             if peer is not None:
@@ -897,7 +787,7 @@ class Server:
                 if peer is not None and data and data[0] in DATA_BYTE0:
                     plain = peer.session.decrypt_data(data, now)
                     if plain is not None:
-                        self._from_peer(peer, plain, now, out, to_device=to_device)
+                        from_peer(peer, plain, now, out, to_device=to_device)
                 else:
                     self._udp_other(peer, data, address, now, out, to_device=to_device)
             except Exception as exc:  # a bug must cost one peer, never the server
@@ -952,7 +842,7 @@ class Server:
         old_label, peer.label = peer.label, format_address(address)
         self.log.info("peer_floated", peer=peer.label, previous=old_label, cn=peer.common_name)
         if plain is not None:
-            self._from_peer(peer, plain, now, out, to_device=to_device)
+            self.router.from_peer(peer, plain, now, out, to_device=to_device)
 
     # ------------------------------------------------------------------ TCP
 
@@ -1059,7 +949,7 @@ class Server:
                 if data and data[0] in DATA_BYTE0:
                     plain = session.decrypt_data(data, now)
                     if plain is not None:
-                        self._from_peer(peer, plain, now, out, to_device=to_device)
+                        self.router.from_peer(peer, plain, now, out, to_device=to_device)
                 else:
                     session.receive_datagram(data, now)
                     control = True
