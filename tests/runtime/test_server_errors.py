@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 
 from tests.runtime.test_server_admission import _client, _complete_cookie, _server
 from trivpn.protocol.gateway import address_bytes
-from trivpn.runtime.server import ERROR_LOG_INTERVAL, format_address
+from trivpn.runtime.server import ERROR_LOG_INTERVAL
+from trivpn.runtime.serverpeer import format_address
 
 
 async def test_a_bug_hit_10000_times_logs_one_traceback_and_a_count(

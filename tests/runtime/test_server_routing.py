@@ -11,7 +11,7 @@ import pytest
 from tests.runtime.packets import ICMP, build_ipv4
 from trivpn.protocol.gateway import address_bytes
 from trivpn.runtime.peers import PeerTable, Verdict
-from trivpn.runtime.server import format_address
+from trivpn.runtime.serverpeer import format_address
 
 BROADCAST = b"\xff" * 6
 MULTICAST = bytes.fromhex("01005e000001")
@@ -192,7 +192,8 @@ def test_server_drops_counts_and_logs_once_a_frame_from_another_clients_mac():
     from tests.config.helpers import SERVER_BASE
     from trivpn.config import ConfigError, parse_config
     from trivpn.logging import get_logger
-    from trivpn.runtime.server import Peer, Server
+    from trivpn.runtime.server import Server
+    from trivpn.runtime.serverpeer import Peer
 
     with pytest.raises(ConfigError):
         parse_config(SERVER_BASE + "max-routes-per-client 0\n", "server.conf")

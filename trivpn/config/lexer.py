@@ -17,7 +17,7 @@ _SPACE = " \t\n\v\f\r"
 _INITIAL, _UNQUOTED, _DQUOTED, _SQUOTED = range(4)
 
 
-def tokenize_line(
+def tokenize_line(  # noqa: PLR0912 - one character-level state machine, read as one
     line: str, path: Path | str | None = None, lineno: int | None = None
 ) -> list[str]:
     """Split one config line into tokens, exactly as OpenVPN's ``parse_line()`` does.

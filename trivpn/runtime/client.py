@@ -766,7 +766,7 @@ class Connection:
                     await self._process()
         self.finish(Exit(0, "signal", self.client.stop_reason or ""))
 
-    def _on_event(self, event: ev.Event) -> None:
+    def _on_event(self, event: ev.Event) -> None:  # noqa: PLR0912 - split by the session pump (issue 11)
         log = self.log
         if isinstance(event, ev.PhaseReached):
             if event.phase == ev.PHASE_TLS_STARTED:

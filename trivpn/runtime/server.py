@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ import structlog
 import trio
 
 from trivpn.config import ConfigError, Options
-from trivpn.config.derive import PoolEntry, address_pool, server_push_options
+from trivpn.config.derive import address_pool, server_push_options
 from trivpn.logging import RateLimitedLog
 from trivpn.protocol import events as ev
 from trivpn.protocol.admission import (
@@ -85,6 +84,7 @@ from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.routing import Router
+from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
 from trivpn.runtime.setup import drop_aggregator, session_config
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
@@ -94,100 +94,7 @@ HOUSEKEEPING_INTERVAL = 1.0
 DROP_LOG_INTERVAL = 5.0
 ERROR_LOG_INTERVAL = 60.0
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
-TCP_SEND_QUEUE = 1024
 BATCH = 64
-
-
-class Peer:
-    """One client: its session, where it is, what it was given."""
-
-    __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
-                 "label", "mac_refused", "peer_id", "preauth", "remove_at", "remove_reason",
-                 "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
-                 "sleeping_until", "tcp", "tcp_recv", "tcp_send", "tx_bytes", "tx_packets",
-                 "vaddr", "wakeup")
-
-    def __init__(self, session: Session, address: Address, peer_id: int, now: float,
-                 tcp: TcpLink | None = None) -> None:
-        self.session = session
-        self.address = address
-        self.peer_id = peer_id
-        self.created = now
-        self.tcp = tcp
-        self.tcp_send: trio.MemorySendChannel[bytes] | None = None
-        self.tcp_recv: trio.MemoryReceiveChannel[bytes] | None = None
-        if tcp is not None:
-            self.tcp_send, self.tcp_recv = trio.open_memory_channel[bytes](TCP_SEND_QUEUE)
-        self.label = format_address(address)
-        # its entry in the server's pre-authentication ledger until it authenticates
-        self.preauth: Pending | None = None
-        # TCP: its reset counts against connect-freq-initial until the client goes on
-        self.reset_counted = False
-        self.common_name: str | None = None
-        self.entry: PoolEntry | None = None
-        self.vaddr: bytes | None = None
-        self.connected = False
-        self.removed = False
-        self.mac_refused: tuple[str, ...] = ()  # TAP: reasons mac_refused was logged for
-        self.remove_at: float | None = None
-        self.remove_reason = "handshake_timeout"
-        self.cancel_scope = trio.CancelScope()
-        self.wakeup = trio.Event()
-        # when the timer task sleeps, the deadline it sleeps until (-inf while it runs)
-        self.sleeping_until = -math.inf
-        # link traffic (status file, management, metrics)
-        self.rx_bytes = self.rx_packets = self.tx_bytes = self.tx_packets = 0
-
-    def __repr__(self) -> str:
-        return f"Peer({self.label}, peer_id={self.peer_id}, cn={self.common_name!r})"
-
-    @property
-    def vpn_ip(self) -> str | None:
-        return str(self.entry.local) if self.entry is not None else None
-
-    @property
-    def floatable(self) -> bool:
-        """May a P_DATA_V2 from another address move it there (connected, over UDP)?"""
-        return self.connected and self.tcp is None
-
-
-class Pending:
-    """A client that has not authenticated: the key of its pre-authentication ledger entry.
-    For a TCP connection that has sent nothing valid yet (an opening), also its link and the
-    cancel scope that evicts it."""
-
-    __slots__ = ("address", "cancel_scope", "evicted", "link")
-
-    def __init__(self, address: Address, link: TcpLink | None = None) -> None:
-        self.address = address
-        self.link = link
-        self.cancel_scope = trio.CancelScope()
-        self.evicted = False
-
-
-def _next_deadline(peer: Peer) -> float:
-    """The earliest of the session's next timer and the peer's removal time (inf: none)."""
-    deadline = peer.session.next_timer()
-    if deadline is None:
-        deadline = math.inf
-    if peer.remove_at is not None and peer.remove_at < deadline:
-        deadline = peer.remove_at
-    return deadline
-
-
-def format_address(address: Address) -> str:
-    """``ip:port``, ``[v6]:port``; a scoped IPv6 source (link-local, 4-tuple sockaddr with a
-    scope id; recvfrom leaves ``%zone`` out of the host) as ``[fe80::1%eth0]:port``."""
-    host, port = str(address[0]), address[1]
-    if ":" not in host:
-        return f"{host}:{port}"
-    if len(address) > 3 and address[3] and "%" not in host:
-        try:
-            zone = socket.if_indextoname(int(address[3]))
-        except OSError:
-            zone = str(address[3])
-        host = f"{host}%{zone}"
-    return f"[{host}]:{port}"
 
 
 class Server:
@@ -464,7 +371,7 @@ class Server:
         deadline earlier than the one it sleeps until (:meth:`_wake_if_sooner`)."""
         session = peer.session
         while not peer.removed:
-            deadline = _next_deadline(peer)
+            deadline = next_deadline(peer)
             peer.sleeping_until = deadline
             with trio.move_on_at(deadline):
                 await peer.wakeup.wait()
@@ -482,7 +389,7 @@ class Server:
     def _wake_if_sooner(peer: Peer) -> None:
         """Wake ``peer``'s timer task if its next deadline is now earlier than the one it
         sleeps until (a new retransmission, a failure that removes the peer soon)."""
-        if _next_deadline(peer) < peer.sleeping_until:
+        if next_deadline(peer) < peer.sleeping_until:
             peer.wakeup.set()
 
     def _remove_peer(self, peer: Peer, reason: str, **fields: Any) -> None:
@@ -637,6 +544,15 @@ class Server:
     # ------------------------------------------------------------------ session events
 
     def _on_event(self, peer: Peer, event: ev.Event, now: float) -> None:
+        """A session event: handshake progress, or the end of the peer."""
+        if isinstance(event, ev.PhaseReached | ev.TlsHandshakeComplete | ev.ClientAuthenticated
+                      | ev.DataChannelReady):
+            self._on_progress(peer, event, now)
+        else:
+            self._on_trouble(peer, event, now)
+
+    def _on_progress(self, peer: Peer, event: ev.PhaseReached | ev.TlsHandshakeComplete
+                     | ev.ClientAuthenticated | ev.DataChannelReady, now: float) -> None:
         log = self.log
         if isinstance(event, ev.PhaseReached):
             if event.phase == ev.PHASE_TLS_STARTED:
@@ -651,7 +567,7 @@ class Server:
                      cn=event.peer.common_name, tls=event.description)
         elif isinstance(event, ev.ClientAuthenticated):
             self._admit(peer, event, now)
-        elif isinstance(event, ev.DataChannelReady):
+        else:
             log.info("key_method_complete", peer=peer.label, cn=peer.common_name,
                      key_id=event.key_id, cipher=event.cipher, peer_id=event.peer_id)
             if event.renegotiated:
@@ -659,7 +575,10 @@ class Server:
                          key_id=event.key_id)
             elif not peer.connected:
                 self._connected(peer, event.cipher)
-        elif isinstance(event, ev.PeerCertificateRejected):
+
+    def _on_trouble(self, peer: Peer, event: ev.Event, now: float) -> None:
+        log = self.log
+        if isinstance(event, ev.PeerCertificateRejected):
             log.warning("peer_cert_rejected", peer=peer.label, check=event.check,
                         serial=str(event.serial), cn=event.common_name, detail=event.detail)
         elif isinstance(event, ev.HandshakeFailed):
