@@ -1,29 +1,21 @@
 """``trivpn run`` for ``mode server`` configs: one device, one link socket, many peers.
 
-Tasks (one nursery for the server, a child nursery for the peers):
+The server orchestrates; the work is done in rooms of their own:
 
-- **data path** (UDP): one task for both directions, waiting on the socket and the device at
-  once (:mod:`trivpn.runtime.readiness`). It demultiplexes every datagram by source address.
-  Data packets of a known peer go straight to :meth:`Session.decrypt_data` and are routed
-  (hot path: no logging, no per-packet allocation beyond the packet itself). P_DATA_V2 from an
-  unknown address whose peer-id authenticates moves that peer to the new address (float). From
-  unknown addresses only the client's hard reset is answered, statelessly with an HMAC cookie
-  session id (digest §10.1); the client's next packet proves the cookie and only then creates a
-  session. All else is dropped and counted.
-- **TCP acceptor** (TCP): a new connection is an *opening* until its first packet, which must
-  be a client hard reset that authenticates (tls-auth / tls-crypt) and arrive within
-  :func:`~trivpn.protocol.admission.first_packet_timeout`; anything else closes it at once.
-  ``connect-freq-initial`` counts these resets as it counts UDP ones (OpenVPN 2.6 applies it to
-  UDP only; ``connect-freq`` with TCP is a config error there and here). Only then is a peer
-  created; its reader and writer run as that peer's tasks.
-- **pre-authentication quota**: openings and sessions that have not authenticated are counted
-  in a :class:`~trivpn.protocol.admission.PreauthLedger`, in total and per source address,
-  apart from ``max-clients`` (docs/server-admission.md).
-- **device → peers**: packets from the TUN/TAP device go to the peer owning the destination
-  (:mod:`trivpn.runtime.peers`); UDP: in the data path task, TCP: a device reader task.
-- **per-peer timer task**: runs the session's timers (retransmits, hand-window, keepalive,
-  renegotiation). Any failure of one peer removes that peer only.
-- **housekeeping**: aggregated ``packet_dropped`` log lines and the ``ifconfig-pool-persist`` file.
+- :mod:`trivpn.protocol.gateway` (sans-IO) judges every packet no session has claimed: the
+  stateless HMAC cookie reply, ``connect-freq-initial`` / ``connect-freq``, the
+  pre-authentication quota (docs/server-admission.md), float authentication.
+- :mod:`trivpn.runtime.serverudp` / :mod:`trivpn.runtime.servertcp`: the transports (UDP: one
+  task for both directions on one socket; TCP: an acceptor, each connection's opening until its
+  first packet, then a reader and a writer per peer, and a device reader).
+- :mod:`trivpn.runtime.routing` over :mod:`trivpn.runtime.peers`: device ↔ peers routing.
+- :mod:`trivpn.runtime.poolpersist`: the ``ifconfig-pool-persist`` file.
+
+Tasks (one nursery for the server, a child nursery for the peers): the transport's tasks, one
+timer task per peer (retransmits, hand-window, keepalive, renegotiation; any failure of one peer
+removes that peer only), housekeeping (aggregated ``packet_dropped`` log lines, the persist
+file) and the operator tools. Here: the peer lifecycle (created by a transport, admitted into
+the pool on authentication, removed for a reason) and the session events.
 
 On SIGINT/SIGTERM the server sends ``RESTART`` to every client when ``explicit-exit-notify`` is
 set, then tears everything down and returns 0.
@@ -47,30 +39,19 @@ from trivpn.config.derive import address_pool, server_push_options
 from trivpn.logging import RateLimitedLog
 from trivpn.protocol import events as ev
 from trivpn.protocol.admission import (
-    MAX_FIRST_PACKET,
-    REFUSED_PER_SOURCE,
-    REFUSED_QUOTA,
     PreauthLedger,
     PreauthLimits,
-    first_packet_timeout,
 )
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.gateway import (
-    Drop,
-    Floated,
     Gateway,
     GatewayLimits,
-    NewSession,
-    Reply,
-    ToPeer,
 )
-from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.link import (
     Address,
-    LinkClosed,
     TcpLink,
     TcpLinkListener,
     UdpLink,
@@ -82,9 +63,10 @@ from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
-from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.routing import Router
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
+from trivpn.runtime.servertcp import TcpTransport
+from trivpn.runtime.serverudp import UdpTransport
 from trivpn.runtime.setup import drop_aggregator, session_config
 from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
 
@@ -94,7 +76,6 @@ HOUSEKEEPING_INTERVAL = 1.0
 DROP_LOG_INTERVAL = 5.0
 ERROR_LOG_INTERVAL = 60.0
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
-BATCH = 64
 
 
 class Server:
@@ -142,6 +123,8 @@ class Server:
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
         self.tools: OperatorTools | None = None  # status file, management, metrics
+        self.udp_transport = UdpTransport(self)
+        self.tcp_transport = TcpTransport(self)
         self.persistence = PoolPersistence(options.ifconfig_pool_persist, self.allocator, log)
 
     @property
@@ -192,15 +175,15 @@ class Server:
                     if self.tools is not None:
                         main.start_soon(self.tools.run_server, self)
                     if self.udp is not None:
-                        main.start_soon(self._udp_data_path)
+                        main.start_soon(self.udp_transport.run)
                     else:
-                        main.start_soon(self._device_reader)
-                        main.start_soon(self._tcp_acceptor)
+                        main.start_soon(self.tcp_transport.run_device_reader)
+                        main.start_soon(self.tcp_transport.run_acceptor)
                     signum = await self._wait_for_signal()
                     self.log.info("signal_received", signal=signal.Signals(signum).name)
                     await self._notify_clients()
                     for peer in self.table:
-                        self._remove_peer(peer, "server_exiting")
+                        self.remove_peer(peer, "server_exiting")
                     peers.cancel_scope.cancel()
                 main.cancel_scope.cancel()
         finally:
@@ -275,7 +258,7 @@ class Server:
                 peer.session.send_control_message(text, now)
             except ProtocolError:
                 continue
-            self._drain(peer, now)
+            self.drain(peer, now)
             peer.wakeup.set()
             told += 1
         self.log.info("exit_notify_sent", message=text, clients=told)
@@ -321,7 +304,7 @@ class Server:
         """Peers that authenticated and hold a pool address: what max-clients bounds."""
         return len(self.table) - sum(1 for p in self.table if p.entry is None)
 
-    def _create_peer(self, address: Address, session: Session, now: float,
+    def create_peer(self, address: Address, session: Session, now: float,
                      tcp: TcpLink | None = None, *, pending: Pending) -> Peer | None:
         """A peer for a client admitted by the pre-authentication ledger as ``pending`` (its
         entry is released when the peer authenticates or goes; here if no peer is made)."""
@@ -353,22 +336,22 @@ class Server:
                     await self._peer_timers(peer)
                 else:
                     async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self._tcp_reader, peer)
-                        nursery.start_soon(self._tcp_writer, peer)
+                        nursery.start_soon(self.tcp_transport.reader, peer)
+                        nursery.start_soon(self.tcp_transport.writer, peer)
                         await self._peer_timers(peer)
         except Exception as exc:
             reason = "internal_error"
             self.errors.exception("peer_error", trio.current_time(), peer=peer.label,
                                   cn=peer.common_name, error=repr(exc))
         finally:
-            self._remove_peer(peer, reason)
+            self.remove_peer(peer, reason)
             if peer.tcp is not None:
                 with trio.CancelScope(shield=True):
                     await peer.tcp.aclose()
 
     async def _peer_timers(self, peer: Peer) -> None:
         """Runs the session's timers. Packet handlers wake it only when they moved the next
-        deadline earlier than the one it sleeps until (:meth:`_wake_if_sooner`)."""
+        deadline earlier than the one it sleeps until (:meth:`wake_if_sooner`)."""
         session = peer.session
         while not peer.removed:
             deadline = next_deadline(peer)
@@ -380,19 +363,19 @@ class Server:
                 peer.wakeup = trio.Event()
             now = trio.current_time()
             if peer.remove_at is not None and now >= peer.remove_at:
-                self._remove_peer(peer, peer.remove_reason)
+                self.remove_peer(peer, peer.remove_reason)
                 return
             session.handle_timer(now)
-            self._drain(peer, now)
+            self.drain(peer, now)
 
     @staticmethod
-    def _wake_if_sooner(peer: Peer) -> None:
+    def wake_if_sooner(peer: Peer) -> None:
         """Wake ``peer``'s timer task if its next deadline is now earlier than the one it
         sleeps until (a new retransmission, a failure that removes the peer soon)."""
         if next_deadline(peer) < peer.sleeping_until:
             peer.wakeup.set()
 
-    def _remove_peer(self, peer: Peer, reason: str, **fields: Any) -> None:
+    def remove_peer(self, peer: Peer, reason: str, **fields: Any) -> None:
         if peer.removed:
             return
         peer.removed = True
@@ -415,14 +398,14 @@ class Server:
 
     # ------------------------------------------------------------------ pre-authentication
 
-    def _preauth_admit(self, pending: Pending, now: float, *, opening: bool = False) -> bool:
+    def preauth_admit(self, pending: Pending, now: float, *, opening: bool = False) -> bool:
         """Count ``pending`` in the pre-authentication ledger; close the openings it evicts.
         False (counted, and logged at most every DROP_LOG_INTERVAL) when a limit refuses."""
         admission = self.gateway.admit(pending, pending.address[0], opening=opening)
         self._close_evicted(admission.evicted)
         if admission.refused is None:
             return True
-        self._preauth_refused(admission.refused, pending.address, now)
+        self.preauth_refused(admission.refused, pending.address, now)
         return False
 
     def _close_evicted(self, evicted: Sequence[Pending]) -> None:
@@ -431,7 +414,7 @@ class Server:
             victim.cancel_scope.cancel()
             self.counts["preauth_evicted"] += 1
 
-    def _preauth_refused(self, reason: str, address: Address, now: float) -> None:
+    def preauth_refused(self, reason: str, address: Address, now: float) -> None:
         """Count a refusal of the pre-authentication ledger, logged at most every
         DROP_LOG_INTERVAL."""
         self.counts[reason] += 1
@@ -456,14 +439,14 @@ class Server:
         try:
             peer.session.send_control_message("RESTART", now)
         except ProtocolError:
-            self._remove_peer(peer, "killed")
+            self.remove_peer(peer, "killed")
             return
-        self._drain(peer, now)
+        self.drain(peer, now)
         peer.remove_at = now + linger
         peer.remove_reason = "killed"
         peer.wakeup.set()
 
-    def _peer_failed(self, peer: Peer | None, exc: Exception) -> None:
+    def peer_failed(self, peer: Peer | None, exc: Exception) -> None:
         """A bug while handling one peer's packet: drop that peer, keep serving the rest."""
         now = trio.current_time()
         if peer is None:
@@ -471,9 +454,9 @@ class Server:
             return
         self.errors.exception("peer_error", now, peer=peer.label, cn=peer.common_name,
                               error=repr(exc))
-        self._remove_peer(peer, "internal_error")
+        self.remove_peer(peer, "internal_error")
 
-    def _drain(self, peer: Peer, now: float) -> None:
+    def drain(self, peer: Peer, now: float) -> None:
         """Send what the session wants sent and act on its events, until it is quiet."""
         session = peer.session
         for _ in range(16):
@@ -486,7 +469,7 @@ class Server:
                 to_device: list[bytes] = []
                 for packet in packets:
                     self.router.from_peer(peer, packet, now, out, to_device=to_device)
-                self._write_device(to_device)
+                self.write_device(to_device)
                 for target, wire in out:
                     self._send_now(target, (wire,))
             events = session.take_events()
@@ -514,7 +497,7 @@ class Server:
             for data in datagrams:
                 self.udp.try_send(data, peer.address)
 
-    async def _transmit(self, out: list[tuple[Peer, bytes]]) -> None:
+    async def transmit(self, out: list[tuple[Peer, bytes]]) -> None:
         """Send encrypted packets, waiting while the UDP socket is full (runs of one peer's
         packets go out together)."""
         udp = self.udp
@@ -590,21 +573,21 @@ class Server:
                     peer.remove_at = now + REJECT_LINGER
                     peer.remove_reason = event.cause
                 else:
-                    self._remove_peer(peer, "handshake_failed", cause=event.cause)
+                    self.remove_peer(peer, "handshake_failed", cause=event.cause)
         elif isinstance(event, ev.KeyExpired):
             log.warning("key_expired", peer=peer.label, cn=peer.common_name,
                         key_id=event.key_id)
         elif isinstance(event, ev.KeepaliveTimeout):
             log.info("ping_restart", peer=peer.label, cn=peer.common_name,
                      silent_for=round(event.silent_for, 1))
-            self._remove_peer(peer, "ping_restart")
+            self.remove_peer(peer, "ping_restart")
         elif isinstance(event, ev.PeerExited):
-            self._remove_peer(peer, "exit", how=event.how)
+            self.remove_peer(peer, "exit", how=event.how)
         elif isinstance(event, ev.TimeoutExit):
             # OpenVPN's multi server closes the client instance (multi_close_instance_on_signal)
             log.info(event.cause, peer=peer.label, cn=peer.common_name,
                      after=round(event.after, 1))
-            self._remove_peer(peer, event.cause)
+            self.remove_peer(peer, event.cause)
 
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         cn = event.peer.common_name
@@ -613,11 +596,11 @@ class Server:
         if not self.options.duplicate_cn:
             for other in self.table:
                 if other is not peer and other.common_name == cn:
-                    self._remove_peer(other, "duplicate_cn", replaced_by=peer.label)
+                    self.remove_peer(other, "duplicate_cn", replaced_by=peer.label)
         if self._admitted() >= self.max_clients:
             # the quota let more sessions start than max-clients can take
             self.counts["max_clients"] += 1
-            self._remove_peer(peer, "max_clients")
+            self.remove_peer(peer, "max_clients")
             return
         entry = self.allocator.acquire(cn, now)
         if entry is None:
@@ -647,252 +630,10 @@ class Server:
                          owner=owner.common_name if owner is not None else None,
                          limit=self.table.max_macs)
 
-    def _write_device(self, packets: list[bytes]) -> None:
+    def write_device(self, packets: list[bytes]) -> None:
         """Hand a batch of packets from clients to the device (TCP runs coalesced)."""
         if packets and self.tunnel is not None:
             self.tunnel.device.write_many(packets)
-
-    async def _device_reader(self) -> None:
-        """TCP transport: packets from the device to the peers' connections."""
-        assert self.tunnel is not None
-        device = self.tunnel.device
-        while True:
-            out = self.router.from_device(await device.read_batch(BATCH), trio.current_time())
-            if out:
-                await self._transmit(out)
-
-    # ------------------------------------------------------------------ UDP
-
-    async def _udp_data_path(self) -> None:
-        """UDP transport: one task for both directions (link → device/peers, device →
-        peers), waiting on both fds at once (:mod:`trivpn.runtime.readiness`)."""
-        udp, tunnel = self.udp, self.tunnel
-        assert udp is not None and tunnel is not None
-        device = tunnel.device
-        link_fd, device_fd = udp.fileno(), device.fileno()
-        clock = trio.lowlevel.current_clock().current_time  # = trio.current_time, cheaper
-        ready = ReadySet((link_fd, device_fd))
-        try:
-            while True:
-                for fd in await ready.wait():
-                    # A burst is drained (batches for GSO); a lone packet is read once.
-                    if fd == link_fd:
-                        out = self._from_link(udp.recv_ready(BATCH, drain=fd in ready.again),
-                                              clock())
-                    elif fd == device_fd:
-                        out = self.router.from_device(
-                            device.read_ready(BATCH if fd in ready.again else 1), clock())
-                    else:  # pragma: no cover - only these two are watched
-                        continue
-                    if out:
-                        await self._transmit(out)
-        finally:
-            ready.close()
-
-    def _from_link(self, batch: list[tuple[bytes, Address]],
-                   now: float) -> list[tuple[Peer, bytes]]:
-        """Datagrams from the link: data of known peers is decrypted and routed (what goes to
-        other peers is returned), the rest goes to :meth:`_udp_other`."""
-        by_address = self.table.by_address
-        out: list[tuple[Peer, bytes]] = []
-        to_device: list[bytes] = []
-        from_peer = self.router.from_peer
-        for data, address in batch:
-            peer = by_address.get(address)
-            if peer is not None:
-                peer.rx_bytes += len(data)
-                peer.rx_packets += 1
-            try:
-                if peer is not None and data and data[0] in DATA_BYTE0:
-                    plain = peer.session.decrypt_data(data, now)
-                    if plain is not None:
-                        from_peer(peer, plain, now, out, to_device=to_device)
-                else:
-                    self._udp_other(peer, data, address, now, out, to_device=to_device)
-            except Exception as exc:  # a bug must cost one peer, never the server
-                self._peer_failed(peer, exc)
-        if to_device and self.tunnel is not None:  # = self._write_device(to_device)
-            self.tunnel.device.write_many(to_device)
-        return out
-
-    def _udp_other(self, peer: Peer | None, data: bytes, address: Address, now: float,
-                   out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
-        """Control packets of known peers, and everything from unknown addresses: what the
-        gateway decides."""
-        decision = self.gateway.datagram(data, address, now, peer=peer,
-                                         by_peer_id=self.table.by_peer_id,
-                                         new_key=lambda: Pending(address))
-        if isinstance(decision, ToPeer):
-            target = decision.peer
-            target.session.receive_datagram(data, now)
-            self._drain(target, now)
-            self._wake_if_sooner(target)
-        elif isinstance(decision, Reply):
-            assert self.udp is not None
-            self.udp.try_send(decision.data, address)
-        elif isinstance(decision, NewSession):
-            self._new_udp_session(decision, data, address, now)
-        elif isinstance(decision, Floated):
-            self._floated(decision.peer, decision.packet, address, now, out,
-                          to_device=to_device)
-        elif decision.reason in (REFUSED_QUOTA, REFUSED_PER_SOURCE):
-            self._preauth_refused(decision.reason, address, now)
-        elif decision.reason is not None:
-            self.counts[decision.reason] += 1
-
-    def _new_udp_session(self, decision: NewSession[Peer, Pending], data: bytes,
-                         address: Address, now: float) -> None:
-        """A client proved its cookie: a peer for its session (the old one goes when the
-        client restarted from the same address)."""
-        if decision.replacing is not None:
-            self._remove_peer(decision.replacing, "client_restarted")
-        peer = self._create_peer(address, decision.session, now, pending=decision.key)
-        if peer is None:
-            return
-        decision.session.receive_datagram(data, now)
-        self._drain(peer, now)
-
-    def _floated(self, peer: Peer, plain: bytes | None, address: Address, now: float,
-                 out: list[tuple[Peer, bytes]], *, to_device: list[bytes]) -> None:
-        """``peer`` authenticated from a new address: it moved there."""
-        old = peer.address
-        peer.address = address
-        self.table.move(peer, old)
-        old_label, peer.label = peer.label, format_address(address)
-        self.log.info("peer_floated", peer=peer.label, previous=old_label, cn=peer.common_name)
-        if plain is not None:
-            self.router.from_peer(peer, plain, now, out, to_device=to_device)
-
-    # ------------------------------------------------------------------ TCP
-
-    async def _tcp_acceptor(self) -> None:
-        listener = self.listener
-        assert listener is not None and self.config is not None
-        while True:
-            try:
-                link = await listener.accept()
-            except OSError as exc:
-                self.counts["accept_failed"] += 1
-                self.log.warning("accept_failed", error=str(exc))
-                await trio.sleep(0.1)
-                continue
-            now = trio.current_time()
-            try:
-                address = link.peer_address
-            except OSError:
-                await link.aclose()
-                continue
-            pending = Pending(address, link)
-            if not self._preauth_admit(pending, now, opening=True):
-                await link.aclose()
-                continue
-            assert self._peers_nursery is not None
-            self._peers_nursery.start_soon(self._tcp_opening, pending)
-
-    async def _tcp_opening(self, pending: Pending) -> None:
-        """A new TCP connection until its first packet: a valid client reset within the first
-        packet timeout makes it a peer; anything else closes it (counted by reason)."""
-        link, config = pending.link, self.config
-        assert link is not None and config is not None
-        reason: str | None = None
-        peer: Peer | None = None
-        try:
-            with pending.cancel_scope:  # cancelled when the ledger evicts this opening
-                with trio.move_on_after(first_packet_timeout(config.hand_window)) as timer:
-                    try:
-                        packets = await link.recv_first_packets(MAX_FIRST_PACKET)
-                    except LinkClosed:
-                        reason = "tcp_closed_before_reset"
-                    except ProtocolError:
-                        reason = "tcp_bad_first_packet"
-                    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-                        reason = "tcp_closed_before_reset"
-                if timer.cancelled_caught:
-                    reason = "tcp_first_packet_timeout"
-            if pending.evicted:
-                return  # counted as preauth_evicted
-            if reason is None:
-                peer = self._tcp_first_packets(pending, packets, trio.current_time())
-        finally:
-            if peer is None:
-                self.preauth.release(pending)
-                if reason is not None:
-                    self.counts[reason] += 1
-                with trio.CancelScope(shield=True):
-                    await link.aclose()
-
-    def _tcp_first_packets(self, pending: Pending, packets: list[bytes],
-                           now: float) -> Peer | None:
-        """The first packets of a TCP connection: a peer if the first is a valid reset and
-        connect-freq-initial allows it (each refusal counted)."""
-        assert pending.link is not None
-        session = self.gateway.tcp_first_packet(packets[0], now)
-        if isinstance(session, Drop):
-            self.counts[session.reason or "tcp_bad_first_packet"] += 1
-            return None
-        self.preauth.settle(pending)
-        peer = self._create_peer(pending.address, session, now, tcp=pending.link,
-                                 pending=pending)
-        if peer is None:
-            self.gateway.reset_unused()
-            return None
-        peer.reset_counted = True
-        for data in packets:
-            session.receive_datagram(data, now)
-        self._drain(peer, now)
-        return peer
-
-    async def _tcp_reader(self, peer: Peer) -> None:
-        link = peer.tcp
-        assert link is not None
-        session = peer.session
-        while True:
-            try:
-                packets = await link.recv_packets()
-            except LinkClosed:
-                self._remove_peer(peer, "connection_closed")
-                return
-            except ProtocolError as exc:
-                self._remove_peer(peer, "bad_packet_length", detail=exc.what)
-                return
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                self._remove_peer(peer, "connection_reset", detail=str(exc))
-                return
-            now = trio.current_time()
-            peer.rx_bytes += sum(map(len, packets))
-            peer.rx_packets += len(packets)
-            out: list[tuple[Peer, bytes]] = []
-            to_device: list[bytes] = []
-            control = False
-            for data in packets:
-                if data and data[0] in DATA_BYTE0:
-                    plain = session.decrypt_data(data, now)
-                    if plain is not None:
-                        self.router.from_peer(peer, plain, now, out, to_device=to_device)
-                else:
-                    session.receive_datagram(data, now)
-                    control = True
-            self._write_device(to_device)
-            if control:
-                self._drain(peer, now)
-                self._wake_if_sooner(peer)
-            if out:
-                await self._transmit(out)
-
-    async def _tcp_writer(self, peer: Peer) -> None:
-        link, receive = peer.tcp, peer.tcp_recv
-        assert link is not None and receive is not None
-        try:
-            async for first in receive:
-                batch = [first]
-                while len(batch) < BATCH:
-                    try:
-                        batch.append(receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                await link.send_packets(batch)
-        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            self._remove_peer(peer, "connection_reset", detail=str(exc))
 
 
 async def run_server(options: Options, log: Log, tools: OperatorTools | None = None) -> int:

@@ -14,6 +14,7 @@ from trivpn.protocol.session import Session
 from trivpn.runtime.link import Address, TcpLink
 
 TCP_SEND_QUEUE = 1024
+BATCH = 64  # packets read, encrypted and sent together
 
 
 class Peer:
