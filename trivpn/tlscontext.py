@@ -4,8 +4,10 @@ Lives outside ``trivpn.protocol`` because loading a certificate chain into the s
 module needs a path: inline (``<cert>``/``<key>``) material is handed over through an anonymous
 ``memfd`` so that private keys never touch the disk.
 
-Decisions (digest §4.2, §6.3):
+Decisions (docs/protocol.md §4.2, §6.3):
 - TLS ≥ 1.2 by default, no SNI, no hostname check; peer certificates required both ways.
+- tls-ciphersuites and tls-groups lists, which the ``ssl`` module cannot set, are applied on
+  the wrapped ``SSL_CTX`` by :mod:`trivpn.tlsnative` (refused where it cannot be validated).
 - No session tickets, no TLS compression or renegotiation.
 - Data keys use OpenVPN's TLS-1.0 PRF, never TLS-EKM: the standard ``ssl`` module has no RFC 5705
   exporter. A trivpn client therefore never sets IV_PROTO bit 3 and a trivpn server never pushes
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from trivpn.protocol.tls import RevocationLists, parse_crls
+from trivpn.tlsnative import IANA_TLS_CIPHERS, NativeContext, NativeTlsError, native_context
 
 # OpenVPN's default TLS ≤ 1.2 list (options.c / ssl_openssl.c tls_ctx_restrict_ciphers).
 OPENVPN_TLS12_CIPHERS = "DEFAULT:!EXP:!LOW:!MEDIUM:!kDH:!kECDH:!DSS:!PSK:!SRP:!kRSA"
@@ -124,7 +127,9 @@ def build_context(
 def _apply_cipher_settings(ctx: ssl.SSLContext, tls_cipher: str | None,
                            tls_ciphersuites: str | None, tls_groups: str | None,
                            cert_profile: str) -> None:
-    """tls-cert-profile, tls-cipher, tls-ciphersuites and tls-groups, as OpenVPN applies them.
+    """tls-cert-profile, tls-cipher, tls-ciphersuites and tls-groups, in OpenVPN's order
+    (ssl.c init_ssl). tls-ciphersuites and a tls-groups list go through
+    :mod:`trivpn.tlsnative` (the ``ssl`` module has no API for them).
 
     The security level travels in the cipher string (``@SECLEVEL=n``): the ``ssl`` module has
     no setter for it. The default profile "legacy" is level 1, which is what lets seed configs
@@ -143,34 +148,66 @@ def _apply_cipher_settings(ctx: ssl.SSLContext, tls_cipher: str | None,
         # in it) by the Suite B suites, so the level goes in first.
         ctx.set_ciphers("DEFAULT" + seclevel)
         ctx.set_ciphers("SUITEB128")
-    ciphers = OPENVPN_TLS12_CIPHERS if tls_cipher is None else tls_cipher
-    if any(name.startswith("TLS-") for name in ciphers.split(":")):
-        raise TlsContextError(
-            f"tls-cipher {ciphers}: trivpn takes OpenSSL cipher names (such as "
-            "ECDHE-RSA-AES256-GCM-SHA384), not IANA TLS-... names", "tls-cipher")
+    ciphers = OPENVPN_TLS12_CIPHERS if tls_cipher is None else openssl_cipher_list(tls_cipher)
     try:
         # An @SECLEVEL inside tls-cipher wins, as in OpenVPN (which sets the profile's level
         # before the cipher list).
         ctx.set_ciphers(ciphers if "@SECLEVEL=" in ciphers.upper() else ciphers + seclevel)
     except ssl.SSLError as exc:
-        raise TlsContextError(f"OpenSSL rejects the TLS cipher list {ciphers!r}: {exc}",
-                              "tls-cipher" if tls_cipher else None) from exc
+        # OpenVPN's words; the list shown is the one handed to OpenSSL (translated).
+        raise TlsContextError(f"tls-cipher: Failed to set restricted TLS cipher list: {ciphers} "
+                              f"(OpenSSL: {exc})", "tls-cipher" if tls_cipher else None) from exc
     if tls_ciphersuites is not None:
-        raise TlsContextError(
-            "tls-ciphersuites cannot be applied: Python's ssl module has no way to restrict "
-            "the TLS 1.3 cipher suites (no SSL_CTX_set_ciphersuites); remove it, or use "
-            "'tls-version-max 1.2' with 'tls-cipher'", "tls-ciphersuites")
+        _apply_ciphersuites(ctx, tls_ciphersuites)
     if tls_groups is not None:
-        groups = tls_groups.split(":")
-        if len(groups) != 1:
-            raise TlsContextError(
-                f"tls-groups {tls_groups}: trivpn can apply a single group only (Python's ssl "
-                "module sets one group, not a list); name one group", "tls-groups")
+        _apply_groups(ctx, tls_groups)
+
+
+def openssl_cipher_list(tls_cipher: str) -> str:
+    """tls-cipher with IANA names (TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384) translated to
+    OpenSSL's, element by element, as OpenVPN does; other names pass unchanged to OpenSSL."""
+    return ":".join(IANA_TLS_CIPHERS.get(name, name) for name in tls_cipher.split(":"))
+
+
+def _native(ctx: ssl.SSLContext, directive: str) -> NativeContext:
+    native = native_context(ctx)
+    if native is None:
+        raise TlsContextError(
+            f"{directive} cannot be applied: this Python's ssl module has no API for it and "
+            "trivpn could not reach (and validate) the OpenSSL context it wraps on this "
+            "interpreter; remove the directive", directive)
+    return native
+
+
+def _apply_ciphersuites(ctx: ssl.SSLContext, suites: str) -> None:
+    """tls-ciphersuites: OpenSSL's TLS 1.3 names; OpenVPN turns '-' into '_' first
+    (ssl_openssl.c convert_tls13_list_to_openssl). Unknown names are skipped by OpenSSL; a
+    list with no known suite is an error, as in OpenVPN."""
+    names = suites.replace("-", "_")
+    try:
+        _native(ctx, "tls-ciphersuites").set_ciphersuites(names)
+    except NativeTlsError as exc:
+        raise TlsContextError(f"tls-ciphersuites: Failed to set restricted TLS 1.3 cipher list: "
+                              f"{names} (OpenSSL: {exc})", "tls-ciphersuites") from exc
+
+
+def _apply_groups(ctx: ssl.SSLContext, groups: str) -> None:
+    """tls-groups: the list goes to SSL_CTX_set1_groups_list unchanged, as OpenVPN 2.6 does
+    with OpenSSL 3 (ssl_openssl.c tls_ctx_set_tls_groups); an unknown group is an error."""
+    native = native_context(ctx)
+    if native is None and ":" not in groups:
+        # Without the native path a single group still works through the ssl module.
         try:
-            ctx.set_ecdh_curve(_GROUP_ALIASES.get(groups[0], groups[0]))
+            ctx.set_ecdh_curve(_GROUP_ALIASES.get(groups, groups))
         except (ValueError, ssl.SSLError) as exc:
-            raise TlsContextError(f"tls-groups {tls_groups}: unknown group ({exc})",
+            raise TlsContextError(f"tls-groups {groups}: unknown group ({exc})",
                                   "tls-groups") from exc
+        return
+    try:
+        _native(ctx, "tls-groups").set_groups_list(groups)
+    except NativeTlsError as exc:
+        raise TlsContextError(f"tls-groups: Failed to set allowed TLS group list: {groups} "
+                              f"(OpenSSL: {exc})", "tls-groups") from exc
 
 
 class CrlFile:

@@ -81,3 +81,15 @@ def test_table_marks_a_contender_without_values():
     row = [c.strip() for c in format_table(report, METRICS[:1]).splitlines()[2]
            .strip("|").split("|")]
     assert row[2:] == ["—", "—"]
+
+
+def test_a_third_contender_gets_its_own_ratio_to_the_second():
+    rounds = [{**r, "trivpn@base": {"p1_mbps": r["trivpn"]["p1_mbps"] / 2,
+                                    "rtt_us": r["trivpn"]["rtt_us"]}} for r in ROUNDS]
+    report = build_report("throughput", {}, ["trivpn", "openvpn", "trivpn@base"], METRICS,
+                          rounds)
+    assert report["ratios"]["p1_mbps"] == 1000.0 / 550.0
+    assert report["ratios_to_second"]["trivpn@base"]["p1_mbps"] == 500.0 / 550.0
+    assert report["ratios_to_second"]["trivpn"]["p1_mbps"] == 1000.0 / 550.0
+    header = format_table(report, METRICS).splitlines()[0]
+    assert "trivpn/openvpn" in header and "trivpn@base/openvpn" in header

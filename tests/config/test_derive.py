@@ -1,4 +1,4 @@
-"""server/keepalive helper expansion, push order and pool layout (openvpn-protocol.md §8.3,
+"""server/keepalive helper expansion, push order and pool layout (docs/protocol.md §8.3,
 §10.5)."""
 
 from __future__ import annotations

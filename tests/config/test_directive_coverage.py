@@ -19,10 +19,6 @@ from trivpn.config.directives import DIRECTIVES, UNSUPPORTED, Spec
 
 TESTS_ROOT = Path(__file__).resolve().parents[1]
 
-# Directives whose behavioural tests are being written in parallel branches of issue 10.
-# removed at merge: each branch tags its own tests, and this set empties.
-_PENDING_OTHER_WORK: frozenset[str] = frozenset({"resolv-retry"})
-
 # An inert reason must actually explain something.
 _MIN_REASON_LENGTH = 30
 
@@ -142,7 +138,6 @@ def collect_tags(root: Path, problems: list[str]) -> list[Tag]:
 
 
 def coverage_problems(table: Mapping[str, Spec], tags: Iterable[Tag],
-                      pending: frozenset[str] = frozenset(),
                       unsupported: frozenset[str] = frozenset()) -> list[str]:
     """Everything wrong with how ``table`` is covered by ``tags`` (empty: all good)."""
     problems: list[str] = []
@@ -160,20 +155,10 @@ def coverage_problems(table: Mapping[str, Spec], tags: Iterable[Tag],
             if len(spec.inert.strip()) < _MIN_REASON_LENGTH:
                 problems.append(f"'{name}': inert reason too short to explain why OpenVPN on "
                                 f"Linux also does nothing with it: {spec.inert!r}")
-            if name in pending:
-                problems.append(f"'{name}' is both inert and pending other work")
-            continue
-        if name in pending:
-            if name in tagged:
-                problems.append(f"'{name}' now has behavioural tests ({tagged[name][0]}): "
-                                "remove it from _PENDING_OTHER_WORK")
             continue
         if name not in tagged:
             problems.append(f"'{name}' is accepted but has no behavioural test "
                             "(@pytest.mark.directive) and no inert reason")
-    for name in sorted(pending - set(table) - unsupported):
-        # a pending directive may still be refused today (its branch makes it accepted)
-        problems.append(f"'{name}' is pending other work but is not a known directive")
     return problems
 
 
@@ -182,7 +167,7 @@ def coverage_problems(table: Mapping[str, Spec], tags: Iterable[Tag],
 def test_every_accepted_directive_is_tested_or_inert_like_openvpn() -> None:
     problems: list[str] = []
     tags = collect_tags(TESTS_ROOT, problems)
-    problems += coverage_problems(DIRECTIVES, tags, _PENDING_OTHER_WORK, UNSUPPORTED)
+    problems += coverage_problems(DIRECTIVES, tags, UNSUPPORTED)
     assert not problems, "\n".join(problems)
 
 
@@ -268,9 +253,8 @@ def test_untested_directive_without_reason_fails() -> None:
 
 
 def test_all_covered_table_passes() -> None:
-    table = {"tested": _spec(), "inert": _spec(REASON), "later": _spec()}
-    assert coverage_problems(table, [Tag(("tested",), "t.py:1 test_a")],
-                             pending=frozenset({"later"})) == []
+    table = {"tested": _spec(), "inert": _spec(REASON)}
+    assert coverage_problems(table, [Tag(("tested",), "t.py:1 test_a")]) == []
 
 
 def test_tag_naming_an_unknown_directive_fails() -> None:
@@ -287,14 +271,6 @@ def test_tag_naming_an_unknown_directive_fails() -> None:
 def test_an_empty_or_token_inert_reason_fails() -> None:
     problems = coverage_problems({"x": _spec("ignored")}, [])
     assert len(problems) == 1 and "too short" in problems[0]
-
-
-def test_pending_directive_that_gained_tests_must_leave_the_pending_set() -> None:
-    problems = coverage_problems({"a": _spec()}, [Tag(("a",), "t.py:1 test_a")],
-                                 pending=frozenset({"a", "gone"}))
-    assert problems == [
-        "'a' now has behavioural tests (t.py:1 test_a): remove it from _PENDING_OTHER_WORK",
-        "'gone' is pending other work but is not a known directive"]
 
 
 def test_inert_directive_may_also_have_a_test_checking_the_claim() -> None:

@@ -129,7 +129,7 @@ def test_inline_contents_never_appear_in_repr() -> None:
     assert "Static key" not in repr(o)
 
 
-DOC_SERVER = """# server.conf (openvpn-config.md §2)
+DOC_SERVER = """# server.conf (a typical OpenVPN 2.6 server config)
 port 1194
 proto udp
 dev tun

@@ -1,7 +1,7 @@
 """``trivpn doctor --log``: every known OpenVPN 2.6 error line is explained.
 
 The fixtures are real logs captured from openvpn 2.6.14 in test namespaces (noise lines
-removed). Lines no fixture holds come from openvpn-protocol.md §14, word for word.
+removed). Lines no fixture holds come from docs/protocol.md §12, word for word.
 """
 
 from __future__ import annotations

@@ -93,9 +93,14 @@ def _trivpn_config(workdir: Path, case: Case, index: int, port: int, verifier_cr
 
 
 def run_cases(ns: Netns, workdir: Path, cases: Sequence[Case], *, server_cred: str = "server",
-              client_cred: str = "client", base_port: int = 21000) -> dict[str, tuple[str, str]]:
+              client_cred: str = "client", base_port: int = 21000,
+              handshakes: dict[str, str] | None = None,
+              linger: float = 0.0) -> dict[str, tuple[str, str]]:
     """{case id: (openvpn's verdict, trivpn's verdict)}; ``server_cred``/``client_cred`` are
-    the verifier's own credentials (written beforehand with ``ca.crt``)."""
+    the verifier's own credentials (written beforehand with ``ca.crt``). ``handshakes``, when
+    given, receives what trivpn's TLS handshakes negotiated ("TLSv1.3, cipher TLS_...");
+    ``linger`` keeps trivpn's side running that many seconds after its verdict, so that the
+    openvpn peer finishes its side of the handshake (and logs it)."""
     openvpn_logs: dict[str, OpenVpnProcess] = {}
     for i, case in enumerate(cases):
         a, b = base_port + 2 * i, base_port + 2 * i + 1
@@ -127,7 +132,12 @@ def run_cases(ns: Netns, workdir: Path, cases: Sequence[Case], *, server_cred: s
                           _p2p_lines("client", b, case.peer, case.peer_directives))
         try:
             trivpn = trivpn_verdict(core)
+            if linger:
+                core.run_until(lambda: False, linger)
         finally:
             core.sock.close()
+        if handshakes is not None:
+            handshakes.update((case.id, e.description) for e in core.events
+                              if isinstance(e, ev.TlsHandshakeComplete))
         results[case.id] = (openvpn_verdict(openvpn_logs[case.id]), trivpn)
     return results

@@ -6,7 +6,9 @@ not-yet-valid, foreign, forged and unreadable CRLs). See tests/interop/certoracl
 
 from __future__ import annotations
 
+import re
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,9 +19,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.certkit import NS_CLIENT, NS_SERVER, leaf
 from tests.interop.certoracle import Case, run_cases, write_credential
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn
 from tests.netns import NetnsLab
+from trivpn.config import ConfigError, load_config
 from trivpn.pki.certs import certificate_pem, create_ca, issue_cert
 from trivpn.pki.crl import build_crl, crl_pem
+from trivpn.runtime.setup import session_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
@@ -141,8 +146,20 @@ def test_server_side_checks_of_client_certificates_and_crls_match_openvpn(lab: N
     _assert_same(results, {cid: want for cid, _, _, want in table})
 
 
+def _control_channel(log: Path, timeout: float = 5.0) -> str | None:
+    """The suite an openvpn log says its control channel negotiated (it may log it a moment
+    after its peer finished the handshake)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = re.search(r"Control Channel: (TLSv1\.\d), cipher \S+ ([^\s,]+)",
+                          log.read_text(errors="replace"))
+        if found or time.monotonic() > deadline:
+            return f"{found[1]} {found[2]}" if found else None
+        time.sleep(0.05)
+
+
 @pytest.mark.directive("tls-cipher", "tls-version-max", "tls-version-min", "tls-groups",
-                       "tls-cert-profile", "ecdh-curve")
+                       "tls-cert-profile", "ecdh-curve", "tls-ciphersuites")
 def test_tls_settings_change_what_a_real_openvpn_peer_can_negotiate(lab: NetnsLab,
                                                                     tmp_path: Path):
     """The server (openvpn, or trivpn's core) carries the setting; a real openvpn client with
@@ -154,6 +171,9 @@ def test_tls_settings_change_what_a_real_openvpn_peer_can_negotiate(lab: NetnsLa
     aes128 = "tls-cipher ECDHE-ECDSA-AES128-GCM-SHA256"
     aes256 = "tls-cipher ECDHE-ECDSA-AES256-GCM-SHA384"
     tls12 = "tls-version-max 1.2"
+    chacha13 = "tls-ciphersuites TLS_CHACHA20_POLY1305_SHA256"
+    aes13 = "tls-ciphersuites TLS_AES_256_GCM_SHA384"
+    iana128 = "tls-cipher TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256"
     table = [
         ("cipher_disjoint", "ec_client", (aes128, tls12), (aes256, tls12), "refused"),
         ("cipher_shared", "ec_client", (aes128, tls12),
@@ -180,10 +200,33 @@ def test_tls_settings_change_what_a_real_openvpn_peer_can_negotiate(lab: NetnsLa
         ("profile_suiteb_p256", "ec_client", ("tls-cert-profile suiteb",), (), "accepted"),
         ("profile_insecure_rsa1024", "rsa1024", ("tls-cert-profile insecure",), (),
          "accepted"),
+        ("suites_disjoint", "ec_client", (chacha13,), (aes13,), "refused"),
+        # The peer prefers AES-256; the server's restriction decides.
+        ("suites_shared", "ec_client", (chacha13,),
+         ("tls-ciphersuites TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256",), "accepted"),
+        ("group_list_disjoint", "ec_client", ("tls-groups X25519:P-256",),
+         ("tls-groups secp384r1",), "refused"),
+        ("group_list_shared", "ec_client", ("tls-groups X25519:P-256",),
+         ("tls-groups secp384r1:P-256",), "accepted"),
+        ("iana_cipher_disjoint", "ec_client", (iana128, tls12), (aes256, tls12), "refused"),
+        ("iana_cipher_shared", "ec_client", (iana128, tls12),
+         ("tls-cipher ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256", tls12),
+         "accepted"),
     ]
     cases = [Case(cid, "server", peer, d, p) for cid, peer, d, p, _ in table]
-    results = run_cases(lab.add("ora"), tmp_path, cases, base_port=25000)
+    trivpn_handshakes: dict[str, str] = {}
+    results = run_cases(lab.add("ora"), tmp_path, cases, base_port=25000,
+                        handshakes=trivpn_handshakes)
     _assert_same(results, {cid: want for cid, _, _, _, want in table})
+    # What was negotiated, by openvpn (its client's log) and by trivpn: the restricted suite,
+    # not the peer's first choice.
+    ids = [c.id for c in cases]
+    for cid, version, suite in (("suites_shared", "TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256"),
+                                ("iana_cipher_shared", "TLSv1.2",
+                                 "ECDHE-ECDSA-AES128-GCM-SHA256")):
+        assert _control_channel(tmp_path / f"verifier{ids.index(cid)}.log") == \
+            f"{version} {suite}", cid
+        assert trivpn_handshakes[cid] == f"{version}, cipher {suite}", cid
     # ecdh-curve: openvpn says it does nothing with OpenSSL 3 (trivpn warns the same at load).
     verifier = tmp_path / f"verifier{[c.id for c in cases].index('ecdh_curve_is_ignored')}.log"
     assert "do not support specifying an ECDH curve with --ecdh-curve" in verifier.read_text()
@@ -208,3 +251,71 @@ def test_dh_parameters_enable_dhe_suites_like_openvpn(lab: NetnsLab, tmp_path: P
     results = run_cases(lab.add("ora"), tmp_path, cases, server_cred="rsa_server",
                         base_port=27000)
     _assert_same(results, {cid: want for cid, _, want in table})
+
+
+@pytest.mark.directive("tls-ciphersuites", "tls-groups", "tls-cipher")
+def test_a_trivpn_client_restricts_what_it_offers_a_real_openvpn_server_like_openvpn(
+        lab: NetnsLab, tmp_path: Path):
+    """The client carries the setting (openvpn, or trivpn's core); a real openvpn server with
+    its defaults answers and picks from what was offered. (A client offering nothing the
+    server takes is refused by the server, which sends no alert: both clients then only time
+    out, so the refusals are shown server-side in the test above.)"""
+    _pki(tmp_path)
+    tls12 = "tls-version-max 1.2"
+    table = [
+        ("suites", ("tls-ciphersuites TLS-AES-128-GCM-SHA256",), (),
+         ("TLSv1.3", "TLS_AES_128_GCM_SHA256"), None),
+        ("groups", ("tls-groups secp521r1:X25519",), (), ("TLSv1.3", "TLS_AES_256_GCM_SHA384"),
+         "521 bits ECsecp521r1"),
+        ("iana", ("tls-cipher TLS-ECDHE-ECDSA-WITH-CHACHA20-POLY1305-SHA256", tls12), (tls12,),
+         ("TLSv1.2", "ECDHE-ECDSA-CHACHA20-POLY1305"), None),
+    ]
+    cases = [Case(cid, "client", "server", d, p) for cid, d, p, _, _ in table]
+    trivpn_handshakes: dict[str, str] = {}
+    results = run_cases(lab.add("ora"), tmp_path, cases, base_port=28000,
+                        handshakes=trivpn_handshakes, linger=1.0)
+    _assert_same(results, {cid: "accepted" for cid, *_ in table})
+    for i, (cid, _, _, (version, suite), key) in enumerate(table):
+        assert _control_channel(tmp_path / f"verifier{i}.log") == f"{version} {suite}", cid
+        assert trivpn_handshakes[cid] == f"{version}, cipher {suite}", cid
+        if key is not None:  # the group, as each openvpn server reports its client's key
+            for log in (f"peer{i}a.log", f"peer{i}b.log"):
+                server = OpenVpnProcess(tmp_path / log, 0)
+                assert server.wait_for(f"peer temporary key: {key}", timeout=5), log
+
+
+@pytest.mark.directive("tls-ciphersuites", "tls-groups", "tls-cipher")
+@pytest.mark.parametrize(("line", "fatal"), [
+    ("tls-ciphersuites NOSUCH", "Failed to set restricted TLS 1.3 cipher list: NOSUCH"),
+    ("tls-groups X25519:nosuch", "Failed to set allowed TLS group list: X25519:nosuch"),
+    ("tls-ciphersuites TLS_AES_256_GCM_SHA384:NOSUCH", None),
+    # IANA names are matched case-sensitively: this one is not translated.
+    ("tls-cipher tls-ecdhe-ecdsa-with-aes-128-gcm-sha256",
+     "Failed to set restricted TLS cipher list: tls-ecdhe-ecdsa-with-aes-128-gcm-sha256"),
+    ("tls-cipher TLS-ECDHE-ECDSA-WITH-AES-128-GCM-SHA256", None),
+])
+def test_unknown_suites_and_groups_stop_trivpn_at_startup_where_openvpn_stops(
+        lab: NetnsLab, tmp_path: Path, line: str, fatal: str | None):
+    """OpenSSL skips unknown TLS 1.3 suites but not a list without a known one, and refuses
+    any unknown group; openvpn then exits with a fatal error, and trivpn refuses the config
+    with the same words."""
+    _pki(tmp_path)
+    openvpn = start_openvpn(lab.add("ora"), tmp_path, "openvpn", [
+        "dev null", "proto udp", "verb 3", "ca ca.crt", "cert server.crt", "key server.key",
+        "tls-server", "dh none", "local 127.0.0.1", "lport 29000", line])
+    # Without a peer, a p2p tls-server that started has bound its socket and waits.
+    outcome = openvpn.wait_for("UDPv4 link local (bound)" if fatal is None
+                               else "Exiting due to fatal error", timeout=10)
+    assert outcome, openvpn.text()
+    conf = tmp_path / "trivpn.conf"
+    conf.write_text("\n".join(["port 1194", "proto udp", "dev tun", "dh none", "ca ca.crt",
+                               "cert server.crt", "key server.key",
+                               "server 198.18.8.0 255.255.255.0", line]) + "\n")
+    if fatal is None:
+        session_config(load_config(conf), unix_time_offset=0)
+        return
+    assert fatal in openvpn.text()
+    directive = line.split(maxsplit=1)[0]
+    with pytest.raises(ConfigError, match=re.escape(f"trivpn.conf:9: {directive}: ")) as err:
+        session_config(load_config(conf), unix_time_offset=0)
+    assert fatal in str(err.value)

@@ -98,7 +98,8 @@ def test_inactive_makes_trivpn_exit_like_openvpn_once_traffic_stops(setup: Setup
     their_code, their_end = _exit_time(setup, theirs.pid, 10)
     assert "Inactivity timeout (--inactive), exiting" in theirs.text(), theirs.text()[-3000:]
     assert their_code == 0
-    assert 2.0 <= their_end - theirs_up <= 5.0
+    # openvpn's timer started with its session, before we saw the tunnel up: no lower bound
+    assert their_end - theirs_up <= 5.0
     pinger.wait(15)
     traffic_end = time.monotonic()
     assert popen_of(setup.lab, ours.pid).poll() is None, ours.text()[-3000:]

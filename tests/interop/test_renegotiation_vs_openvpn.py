@@ -123,7 +123,8 @@ def test_openvpn_and_trivpn_drop_a_peer_that_refuses_to_renegotiate_on_the_same_
     assert peer.run_until(lambda: restart in ovpn.text(), timeout=max(hand, tran) + hand + 10), \
         ovpn.text()[-3000:]
     log = ovpn.text()
-    (soft_reset,) = _log_times(log, "TLS: soft reset sec=2/2")
+    # "sec=2/2" on a quiet machine; a loaded one may log the reset a second later ("sec=3/2")
+    soft_reset = _log_times(log, "TLS: soft reset sec=")[0]
     failures = _log_times(log, f"TLS key negotiation failed to occur within {hand} seconds")
     (killed,) = _log_times(log, "killed expiring key")
     (restarted,) = _log_times(log, restart)

@@ -69,7 +69,7 @@ def test_openvpn_accepts_our_key_and_uses_its_bytes(tmp_path) -> None:
     result, found = openvpn_key_slices(openvpn, path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     # No key direction: key[0] both ways; AES-256 and HMAC-SHA256 take the first 32 bytes
-    # of their 64-byte slot (digest §3.1).
+    # of their 64-byte slot (docs/protocol.md §3.1).
     assert found == {
         "Outgoing CIPHER": key.cipher(0)[:32],
         "Outgoing HMAC": key.hmac(0)[:32],

@@ -1,4 +1,4 @@
-"""Compression stub framings (digest §7.6)."""
+"""Compression stub framings (docs/protocol.md §7.6)."""
 
 from __future__ import annotations
 

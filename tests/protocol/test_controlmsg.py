@@ -1,4 +1,4 @@
-"""Text control messages (digest §8.1, §8.4)."""
+"""Text control messages (docs/protocol.md §8.1, §8.4)."""
 
 from __future__ import annotations
 

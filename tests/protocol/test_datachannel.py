@@ -1,4 +1,4 @@
-"""Data-channel encryption (digest §7.1-§7.3, §7.5)."""
+"""Data-channel encryption (docs/protocol.md §7.1-§7.3, §7.5)."""
 
 from __future__ import annotations
 

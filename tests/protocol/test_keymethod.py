@@ -1,4 +1,4 @@
-"""Key method 2 block (digest §5.2) and options string (§5.3)."""
+"""Key method 2 block (docs/protocol.md §5.2) and options string (§5.3)."""
 
 from __future__ import annotations
 

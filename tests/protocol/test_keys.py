@@ -1,4 +1,4 @@
-"""Legacy PRF and key-block slicing (digest §6.1, §6.2)."""
+"""Legacy PRF and key-block slicing (docs/protocol.md §6.1, §6.2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cipher negotiation (digest §10.4)."""
+"""Cipher negotiation (docs/protocol.md §10.4)."""
 
 from __future__ import annotations
 

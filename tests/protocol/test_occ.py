@@ -1,4 +1,4 @@
-"""Ping and OCC payloads (digest §9)."""
+"""Ping and OCC payloads (docs/protocol.md §9)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from trivpn.protocol.occ import (
 )
 
 
-def test_magics_match_digest() -> None:
+def test_magics_match_openvpn() -> None:
     assert PING_MAGIC.hex(" ") == "2a 18 7b f3 64 1e b4 cb 07 ed 2d 0a 98 1f c7 48"
     assert OCC_MAGIC.hex(" ") == "28 7f 34 6b d4 ef 7a 81 2d 56 b8 d3 af c5 45 9c"
 

@@ -1,4 +1,4 @@
-"""Opcode byte, plain control-packet layout (digest §1.2-§1.4, §2.4) and data headers (§7.1)."""
+"""Opcode byte, plain control layout, data headers (docs/protocol.md §1.2-§1.4, §2.4, §7.1)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def unhex(text: str) -> bytes:
         (0x5F, Opcode.CONTROL_WKC_V1, 7),
     ],
 )
-def test_byte0_table_matches_digest(byte0: int, opcode: Opcode, key_id: int) -> None:
+def test_byte0_table_matches_openvpn(byte0: int, opcode: Opcode, key_id: int) -> None:
     assert split_byte0(byte0) == (opcode, key_id)
     assert make_byte0(opcode, key_id) == byte0
 

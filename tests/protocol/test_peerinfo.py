@@ -1,4 +1,4 @@
-"""Peer-info text (digest §5.4)."""
+"""Peer-info text (docs/protocol.md §5.4)."""
 
 from __future__ import annotations
 

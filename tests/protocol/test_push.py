@@ -1,4 +1,4 @@
-"""PUSH_REPLY building, continuation and pushed-option policy (digest §8.3)."""
+"""PUSH_REPLY building, continuation and pushed-option policy (docs/protocol.md §8.3)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trivpn.config.options import PullFilter
 from trivpn.protocol.controlmsg import PushReply, parse_control_message
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.push import (
@@ -16,6 +15,7 @@ from trivpn.protocol.push import (
     DhcpOption,
     Ifconfig,
     Ifconfig6,
+    PullFilter,
     PullPolicy,
     PushAccumulator,
     PushedOptions,

@@ -1,4 +1,4 @@
-"""The control channel's reliability layer (digest §2)."""
+"""The control channel's reliability layer (docs/protocol.md §2)."""
 
 from __future__ import annotations
 

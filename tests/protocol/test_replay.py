@@ -1,4 +1,4 @@
-"""Replay window semantics of OpenVPN packet_id.c (digest §3.2, §7.5)."""
+"""Replay window semantics of OpenVPN packet_id.c (docs/protocol.md §3.2, §7.5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The OpenVPN static key file format (digest §3.1)."""
+"""The OpenVPN static key file format (docs/protocol.md §3.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Control-channel wrapping: tls-auth (§1.5, §3.2) and tls-crypt (§1.6, §3.3).
+"""Control-channel wrapping: tls-auth and tls-crypt (docs/protocol.md §1.5, §1.6, §3.2, §3.3).
 
 The worked examples are captures from OpenVPN 2.6.14 with the key file bytes 00 01 .. ff.
 """

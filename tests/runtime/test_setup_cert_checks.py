@@ -1,6 +1,6 @@
 """Config → certificate checks and TLS context: crl-verify (file re-read on change, dir),
 ns-cert-type / remote-cert-* ordering, x509-username-field parsing, tls-cipher, tls-groups,
-tls-cert-profile, tls-ciphersuites and ecdh-curve."""
+tls-cert-profile, tls-ciphersuites and ecdh-curve (more in tests/test_tlsnative.py)."""
 
 from __future__ import annotations
 
@@ -124,10 +124,12 @@ def test_tls_cipher_restricts_the_tls12_suites(tmp_path):
 
 
 @pytest.mark.directive("tls-cipher")
-def test_tls_cipher_with_iana_or_unknown_names_is_a_config_error_at_its_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"test.conf:9.*IANA"):
-        _ctx(tmp_path, "tls-cipher TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256")
-    with pytest.raises(ConfigError, match="rejects the TLS cipher list"):
+def test_tls_cipher_iana_names_are_translated_and_unknown_lists_are_errors_at_the_line(tmp_path):
+    ctx = _ctx(tmp_path, "tls-cipher TLS-ECDHE-RSA-WITH-AES-128-GCM-SHA256")
+    assert [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"] == \
+        ["ECDHE-RSA-AES128-GCM-SHA256"]
+    with pytest.raises(ConfigError,
+                       match=r"test.conf:9: tls-cipher: Failed to set restricted TLS cipher list"):
         _ctx(tmp_path, "tls-cipher NO-SUCH-CIPHER")
 
 
@@ -140,19 +142,20 @@ def test_tls_cert_profile_sets_the_openssl_security_level(tmp_path, profile, lev
 
 
 @pytest.mark.directive("tls-ciphersuites")
-def test_tls_ciphersuites_is_refused_because_the_ssl_module_cannot_apply_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"test.conf:9.*tls-ciphersuites cannot be applied"):
-        _ctx(tmp_path, "tls-ciphersuites TLS_AES_256_GCM_SHA384")
+def test_tls_ciphersuites_restricts_the_tls13_suites(tmp_path):
+    ctx = _ctx(tmp_path, "tls-ciphersuites TLS_AES_256_GCM_SHA384:TLS-CHACHA20-POLY1305-SHA256")
+    assert [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"] == \
+        ["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"]
+    with pytest.raises(ConfigError, match=r"test.conf:9.*TLS 1.3 cipher list: NOSUCH"):
+        _ctx(tmp_path, "tls-ciphersuites NOSUCH")
 
 
 @pytest.mark.directive("tls-groups")
-def test_tls_groups_accepts_one_group_and_refuses_a_list(tmp_path):
+def test_tls_groups_takes_a_list_and_refuses_unknown_groups_at_the_line(tmp_path):
     _ctx(tmp_path, "tls-groups secp384r1")
-    _ctx(tmp_path, "tls-groups X25519")
-    with pytest.raises(ConfigError, match=r"test.conf:9.*single group"):
-        _ctx(tmp_path, "tls-groups X25519:secp384r1")
-    with pytest.raises(ConfigError, match="unknown group"):
-        _ctx(tmp_path, "tls-groups nosuchcurve")
+    _ctx(tmp_path, "tls-groups X25519:secp256r1:P-384")
+    with pytest.raises(ConfigError, match=r"test.conf:9.*group 'nosuchcurve' cannot be set"):
+        _ctx(tmp_path, "tls-groups X25519:nosuchcurve")
 
 
 @pytest.mark.directive("ecdh-curve")

@@ -18,7 +18,7 @@ from types import FrameType
 from typing import Any
 
 from trivpn.bench import handshakes, idle, rtt, throughput
-from trivpn.bench.contenders import CONTENDERS
+from trivpn.bench.contenders import CHECKOUT_PREFIX, CONTENDERS, checkout_of
 from trivpn.bench.report import Metric, format_table
 from trivpn.bench.swarm import swarm_main
 from trivpn.protocol.datachannel import CIPHERS
@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cipher", type=str.upper, default="AES-256-GCM",
                        choices=sorted(c for c, (_, aead) in CIPHERS.items() if aead))
         p.add_argument("--contenders", default=",".join(CONTENDERS),
-                       help="comma-separated subset of: " + ", ".join(CONTENDERS))
+                       help="comma-separated subset of: " + ", ".join(CONTENDERS)
+                       + f", or {CHECKOUT_PREFIX}DIR (trivpn from another checkout)")
         p.add_argument("--json", type=Path, metavar="FILE", help="write the report here")
 
     tp = sub.add_parser("throughput", help="iperf3 TCP 1 and 4 streams, idle RTT, CPU, pkt/s")
@@ -116,9 +117,13 @@ def _say(text: str) -> None:
 
 def _contenders(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in CONTENDERS]
-    if unknown or not names:
-        raise SystemExit(f"unknown contenders: {', '.join(unknown) or '(none)'}")
+    if not names:
+        raise SystemExit("unknown contenders: (none)")
+    for name in names:
+        try:
+            checkout_of(name)
+        except ValueError as exc:
+            raise SystemExit(str(exc)) from None
     return names
 
 

@@ -28,6 +28,9 @@ from trivpn.pki.statickeys import generate_static_key
 from trivpn.protocol.statickey import format_static_key
 
 CONTENDERS = ("trivpn", "openvpn")
+CHECKOUT_PREFIX = "trivpn@"
+"""``trivpn@DIR``: trivpn as another checkout in DIR has it (e.g. the commit before a change),
+a third contender beside these two, so before and after are measured in one interleaved run."""
 SERVER_LINK_IP = "198.18.0.1"
 CLIENT_LINK_IP = "198.18.0.2"
 SERVER_TUN_IP = "198.18.8.1"
@@ -85,12 +88,34 @@ def client_config(spec: TunnelSpec) -> list[str]:
     ]
 
 
+def checkout_of(contender: str) -> Path | None:
+    """The checkout a ``trivpn@DIR`` contender runs from; None for the two plain contenders.
+    Raises ValueError for a name that is neither."""
+    if contender in CONTENDERS:
+        return None
+    if contender.startswith(CHECKOUT_PREFIX):
+        root = Path(contender.removeprefix(CHECKOUT_PREFIX)).resolve()
+        if (root / "trivpn" / "__init__.py").is_file():
+            return root
+        raise ValueError(f"{contender!r}: {root} is not a trivpn checkout (no trivpn/__init__.py)")
+    raise ValueError(f"unknown contender {contender!r}")
+
+
+def file_label(contender: str) -> str:
+    """``contender`` as a file-name part (a ``trivpn@DIR`` path has slashes)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in contender)
+
+
 def command(contender: str, workdir: Path, name: str) -> list[str]:
-    conf = workdir / f"{contender}-{name}.conf"
-    log = workdir / f"{contender}-{name}.log"
+    conf = workdir / f"{file_label(contender)}-{name}.conf"
+    log = workdir / f"{file_label(contender)}-{name}.log"
+    trivpn = [sys.executable, "-m", "trivpn", "run", str(conf), "--log-format", "json",
+              "--log-file", str(log)]
     if contender == "trivpn":
-        return [sys.executable, "-m", "trivpn", "run", str(conf), "--log-format", "json",
-                "--log-file", str(log)]
+        return trivpn
+    checkout = checkout_of(contender)
+    if checkout is not None:  # env execs in place: the PID stays the VPN process's
+        return ["env", f"PYTHONPATH={checkout}", *trivpn]
     if contender == "openvpn":
         return ["openvpn", "--cd", str(workdir), "--config", conf.name, "--log", str(log)]
     raise ValueError(f"unknown contender {contender!r}")
@@ -125,8 +150,8 @@ class Endpoint:
 def start(lab: Lab, ns: str, contender: str, role: str, *, workdir: Path,
           lines: list[str]) -> Endpoint:
     """Write the config for ``role`` (``server``/``client``) and start it in ``ns``."""
-    (workdir / f"{contender}-{role}.conf").write_text("\n".join(lines) + "\n")
-    log = workdir / f"{contender}-{role}.log"
+    (workdir / f"{file_label(contender)}-{role}.conf").write_text("\n".join(lines) + "\n")
+    log = workdir / f"{file_label(contender)}-{role}.log"
     log.unlink(missing_ok=True)
     proc = lab.spawn(ns, command(contender, workdir, role))
     return Endpoint(contender, role, proc, log)

@@ -31,7 +31,6 @@ from trivpn.config.options import (
     Mssfix,
     Options,
     PeriodicFile,
-    PullFilter,
     Remote,
     ReplayWindow,
     Route,
@@ -41,6 +40,7 @@ from trivpn.config.options import (
 )
 from trivpn.config.parser import parse_source
 from trivpn.config.reader import ConfigSource, Directive, read_config, read_config_text
+from trivpn.protocol.push import PullFilter
 
 
 def load_config(path: Path | str, *, read_files: bool = True, lenient: bool = False) -> Options:

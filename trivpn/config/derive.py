@@ -1,6 +1,6 @@
 """Values OpenVPN derives from several options: the ``server`` and ``keepalive`` helper
 expansions (``helper.c``), the server's push list in PUSH_REPLY order and the address pool
-(``pool.c``). See openvpn-protocol.md §8.3 and §10.5."""
+(``pool.c``). See docs/protocol.md §8.3 and §10.5."""
 
 from __future__ import annotations
 

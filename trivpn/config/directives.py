@@ -28,8 +28,6 @@ from trivpn.config.options import (
     Mssfix,
     Options,
     PeriodicFile,
-    PullFilter,
-    PullFilterAction,
     ReplayWindow,
     Role,
     Route,
@@ -40,6 +38,7 @@ from trivpn.config.options import (
     X509NameType,
 )
 from trivpn.config.reader import Directive, resolve
+from trivpn.protocol.push import PullFilter, PullFilterAction
 from trivpn.protocol.tls import KU_REQUIRED, attribute_oid, username_field_extension
 
 RawProto = Literal["udp", "tcp", "tcp-server", "tcp-client"]

@@ -1,97 +1,28 @@
-"""Tokenizer for OpenVPN config lines (``options.c`` ``parse_line()`` rules).
-
-Shared by the config file parser and by the parser of pushed options, which OpenVPN reads with
-the same rules.
-"""
+"""Tokenizer for OpenVPN config lines: :mod:`trivpn.protocol.optionline` with the file and
+line of the config in its errors (pushed options are split by the same function)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from trivpn.config.errors import ConfigError
+from trivpn.protocol.optionline import (
+    MAX_TOKEN_CHARS,
+    MAX_TOKENS,
+    OptionLineError,
+    split_option_line,
+)
 
-MAX_TOKENS = 16  # MAX_PARMS
-MAX_TOKEN_CHARS = 256  # OPTION_PARM_SIZE
-
-_SPACE = " \t\n\v\f\r"
-_INITIAL, _UNQUOTED, _DQUOTED, _SQUOTED = range(4)
+__all__ = ["MAX_TOKENS", "MAX_TOKEN_CHARS", "tokenize_line"]
 
 
-def tokenize_line(  # noqa: PLR0912 - one character-level state machine, read as one
+def tokenize_line(
     line: str, path: Path | str | None = None, lineno: int | None = None
 ) -> list[str]:
-    """Split one config line into tokens, exactly as OpenVPN's ``parse_line()`` does.
-
-    - whitespace separates tokens; a token starting with ``#`` or ``;`` ends the line (inside a
-      token they are ordinary characters: ``a#b`` is one token);
-    - a token *starting* with ``"`` runs to the next unescaped ``"``, one starting with ``'``
-      to the next ``'`` (no escapes inside); the closing quote ends the token, and a quote
-      in the middle of a token is an ordinary character;
-    - outside single quotes ``\\\\`` → ``\\``, ``\\"`` → ``"``, backslash+space → space (also
-      inside unquoted tokens); any other backslash sequence is an error, as in OpenVPN.
-    """
-    line = line.split("\0", 1)[0]
-    tokens: list[str] = []
-    buf: list[str] = []
-    state = _INITIAL
-    backslash = False
-
-    def error(reason: str) -> ConfigError:
-        return ConfigError(reason, path, lineno)
-
-    for ch in line:
-        if not backslash and ch == "\\" and state != _SQUOTED:
-            backslash = True
-            continue
-        out: str | None = None
-        done = False
-        if state == _INITIAL:
-            if ch not in _SPACE:
-                if ch in "#;":  # even right after a backslash, as in OpenVPN
-                    backslash = False
-                    break
-                if not backslash and ch == '"':
-                    state = _DQUOTED
-                elif not backslash and ch == "'":
-                    state = _SQUOTED
-                else:
-                    out, state = ch, _UNQUOTED
-        elif state == _UNQUOTED:
-            if not backslash and ch in _SPACE:
-                done = True
-            else:
-                out = ch
-        elif state == _DQUOTED:
-            if not backslash and ch == '"':
-                done = True
-            else:
-                out = ch
-        elif ch == "'":  # _SQUOTED
-            done = True
-        else:
-            out = ch
-        if done:
-            tokens.append("".join(buf))
-            buf, state = [], _INITIAL
-            if len(tokens) > MAX_TOKENS:
-                raise error(f"too many arguments (OpenVPN allows at most {MAX_TOKENS} tokens)")
-        if backslash and out is not None and out not in '\\"' and out not in _SPACE:
-            raise error(f"bad backslash usage '\\{out}': only '\\\\', '\\\"' and '\\ ' are "
-                        "allowed (double the backslashes in Windows paths)")
-        backslash = False
-        if out is not None:
-            if len(buf) >= MAX_TOKEN_CHARS:
-                raise error(f"argument is longer than {MAX_TOKEN_CHARS} characters")
-            buf.append(out)
-
-    if backslash and state != _INITIAL:
-        raise error("backslash at end of line: use '\\\\' for a literal backslash")
-    if state == _DQUOTED:
-        raise error('unterminated " quote')
-    if state == _SQUOTED:
-        raise error("unterminated ' quote")
-    if state == _UNQUOTED:
-        tokens.append("".join(buf))
-        if len(tokens) > MAX_TOKENS:
-            raise error(f"too many arguments (OpenVPN allows at most {MAX_TOKENS} tokens)")
-    return tokens
+    """Split one config line into tokens as OpenVPN's ``parse_line()`` does
+    (:func:`~trivpn.protocol.optionline.split_option_line`); a bad line is a
+    :class:`ConfigError` naming ``path`` and ``lineno``."""
+    try:
+        return split_option_line(line)
+    except OptionLineError as exc:
+        raise ConfigError(exc.reason, path, lineno) from None

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from trivpn.config.errors import ConfigError
+from trivpn.protocol.push import PullFilter
 
 Role = Literal["client", "server"]
 Mode = Literal["p2p", "server"]
@@ -117,18 +118,6 @@ class Route:
     gateway: str | None
     metric: int | None
     line: int
-
-
-PullFilterAction = Literal["accept", "ignore", "reject"]
-
-
-@dataclass(frozen=True, slots=True)
-class PullFilter:
-    """``pull-filter accept|ignore|reject TEXT``: applied to every pushed option whose text
-    (leading blanks skipped) starts with ``text``; the first matching filter wins."""
-
-    action: PullFilterAction
-    text: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Each known kind of line becomes one :class:`CheckResult` (``log.tls_timeout``,
 ``log.hmac_auth_failed``...) with the line numbers, how often it occurred, the first example,
-what it means and what to do. Texts are OpenVPN 2.6's (openvpn-protocol.md §14). Lines that
+what it means and what to do. Texts are OpenVPN 2.6's (docs/protocol.md §12). Lines that
 match nothing are ignored. trivpn's JSON log lines are matched on their string values.
 """
 

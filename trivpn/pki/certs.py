@@ -1,6 +1,6 @@
 """X.509 certificates for OpenVPN-style TLS: a CA and the server/client leaves it signs.
 
-Profile (what OpenVPN's ``remote-cert-tls`` checks need, digest §4.3):
+Profile (what OpenVPN's ``remote-cert-tls`` checks need, docs/protocol.md §4.3):
 
 * CA: BasicConstraints CA:TRUE (critical), KeyUsage keyCertSign+cRLSign (critical), SKI.
 * server leaf: EKU serverAuth, KeyUsage digitalSignature plus keyEncipherment (RSA) or

@@ -1,4 +1,4 @@
-"""Compression framing inside decrypted data payloads (digest §7.6).
+"""Compression framing inside decrypted data payloads (docs/protocol.md §7.6).
 
 trivpn never compresses; it only speaks the "stub" framings a 2.6 peer may be configured or
 pushed to use, and refuses payloads that are really compressed (reason ``compressed``).
@@ -17,7 +17,7 @@ NO_COMPRESS_BYTE_SWAP = 0xFB  # compress stub: replaces the first byte, which mo
 LZ4_COMPRESS_BYTE = 0x69
 V2_INDICATOR = 0x50  # compress stub-v2 escape
 V2_UNCOMPRESSED = 0x00
-V2_UNCOMPRESSED_ALT = 0x0A  # what the 2.6 stub-v2 encoder writes (digest §7.6); accepted
+V2_UNCOMPRESSED_ALT = 0x0A  # what the 2.6 stub-v2 encoder writes (docs/protocol.md §7.6); accepted
 V2_COMPRESSED = frozenset({0x01, 0x02, 0x03})  # LZ4, LZO, Snappy after 0x50
 _V1_COMPRESSED = frozenset({LZO_COMPRESS_BYTE, LZ4_COMPRESS_BYTE})
 

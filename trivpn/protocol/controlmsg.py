@@ -1,4 +1,4 @@
-"""Text control messages inside TLS (digest §8): framing, parsing and formatting.
+"""Text control messages inside TLS (docs/protocol.md §8): framing, parsing and formatting.
 
 Framing: ASCII text terminated by one NUL, one message per TLS write, at most 2047 bytes of
 text. The reader splits on NUL regardless of TLS record boundaries (as 2.6.12+ does), strips

@@ -1,4 +1,4 @@
-"""The 2.6 server's stateless first contact over UDP (digest §10.1; OVPN ``ssl_pkt.c``).
+"""The 2.6 server's stateless first contact over UDP (docs/protocol.md §10.1; OVPN ``ssl_pkt.c``).
 
 A server answers a client's hard reset without keeping any state: its session id is an HMAC
 over a time slot, the client's address and the client's session id. Only when the client's next

@@ -1,4 +1,4 @@
-"""Data-channel packet protection for one key_id (digest §7.1-§7.5).
+"""Data-channel packet protection for one key_id (docs/protocol.md §7.1-§7.5).
 
 AEAD (AES-GCM, ChaCha20-Poly1305)::
 

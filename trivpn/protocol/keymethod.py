@@ -1,4 +1,4 @@
-"""Key method 2 block and the options ("OCC") string (protocol digest §5.2, §5.3).
+"""Key method 2 block and the options ("OCC") string (docs/protocol.md §5.2, §5.3).
 
 The key-method-2 block is the first application data both peers write inside TLS. Its layout:
 

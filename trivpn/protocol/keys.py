@@ -1,4 +1,4 @@
-"""Data-channel key material: the legacy OpenVPN PRF (digest §6.2) and key slicing (§6.1).
+"""Data-channel key material: the legacy OpenVPN PRF (docs/protocol.md §6.2) and key slicing (§6.1).
 
 The 256-byte key block has the static-key layout: ``key[0] = cipher[64] || hmac[64]`` (client
 to server) then ``key[1]`` (server to client). TLS-EKM output (§6.3) has the same layout and

@@ -1,4 +1,4 @@
-"""Data-channel cipher negotiation (NCP), server side and client check (digest §10.4).
+"""Data-channel cipher negotiation (NCP), server side and client check (docs/protocol.md §10.4).
 
 Mirrors 2.6 ``ssl_ncp.c`` ``ncp_get_best_cipher()`` and the fallback rules of ``multi.c``
 ``multi_client_set_protocol_options()``.

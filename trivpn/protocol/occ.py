@@ -1,4 +1,4 @@
-"""Keepalive ping and OCC messages carried as data-channel plaintext (digest §9)."""
+"""Keepalive ping and OCC messages carried as data-channel plaintext (docs/protocol.md §9)."""
 
 from __future__ import annotations
 

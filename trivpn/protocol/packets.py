@@ -1,6 +1,6 @@
 """OpenVPN packet headers: opcode byte, plain control-packet layout, data-packet headers.
 
-Digest §1.2 (byte0 = opcode << 3 | key_id), §1.3 (control layout without tls-auth/tls-crypt),
+docs/protocol.md §1.2 (byte0 = opcode << 3 | key_id), §1.3 (control layout, no tls-auth/crypt),
 §7.1 (P_DATA_V1 / P_DATA_V2 headers). Wrapping (tls-auth, tls-crypt) lives in :mod:`wrap`; the
 functions here see the *plain* control bytes: ``byte0 || own sid || acks || [remote sid] ||
 [message id] || payload``.

@@ -1,4 +1,4 @@
-"""Peer-info text (``IV_*`` variables) sent in the client's key-method-2 block (digest §5.4).
+"""Peer-info text (``IV_*`` variables) in the client's key-method-2 block (docs/protocol.md §5.4).
 
 Built in the order of 2.6's ``ssl.c`` ``push_peer_info()`` for a pull client; parsed the way a
 2.6 server reads it (first occurrence of a key wins, integers read like ``sscanf("%d")``).

@@ -1,4 +1,4 @@
-"""PUSH_REPLY building (server) and pushed-option interpretation (client) (digest §8.3).
+"""PUSH_REPLY building (server) and pushed-option interpretation (client) (docs/protocol.md §8.3).
 
 Policy for pushed options (decided here, stricter than 2.6 in one respect):
 
@@ -37,12 +37,10 @@ from dataclasses import dataclass, field
 from ipaddress import AddressValueError, IPv4Address, IPv6Address, IPv6Network
 from typing import Literal, cast
 
-from trivpn.config.errors import ConfigError
-from trivpn.config.lexer import tokenize_line
-from trivpn.config.options import PullFilter, PullFilterAction
 from trivpn.protocol.controlmsg import PushReply, parse_control_message
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.ncp import pushed_cipher_allowed
+from trivpn.protocol.optionline import OptionLineError, split_option_line
 
 __all__ = [
     "NOT_PUSHABLE", "PUSH_BUNDLE_SIZE", "ROUTE_NOPULL_OPTIONS", "DhcpOption", "FilteredOption",
@@ -112,6 +110,18 @@ ROUTE_NOPULL_OPTIONS = frozenset({
     "dhcp-pre-release", "register-dns", "block-outside-dns",
 })
 _SECRET_OPTIONS = frozenset({"auth-token"})
+
+
+PullFilterAction = Literal["accept", "ignore", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class PullFilter:
+    """``pull-filter accept|ignore|reject TEXT``: applied to every pushed option whose text
+    (leading blanks skipped) starts with ``text``; the first matching filter wins."""
+
+    action: PullFilterAction
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -504,8 +514,8 @@ def _apply_all(b: _Builder, options: Iterable[str], policy: PullPolicy) -> None:
             b.filtered.append(FilteredOption(_loggable(line.strip()), "pull-filter"))
             continue
         try:
-            tokens = tokenize_line(line)
-        except ConfigError as exc:
+            tokens = split_option_line(line)
+        except OptionLineError as exc:
             raise ProtocolError(f"cannot tokenize: {exc}", f"pushed option {line[:40]!r}",
                                 reason="bad_push_option") from None
         if not tokens:

@@ -1,4 +1,4 @@
-"""The control channel's reliability layer (digest §2; OVPN ``reliable.c``).
+"""The control channel's reliability layer (docs/protocol.md §2; OVPN ``reliable.c``).
 
 One :class:`ReliableSender`, one :class:`ReliableReceiver` and one :class:`AckQueue` exist per key
 state. Time is passed in; nothing here reads a clock.

@@ -1,4 +1,4 @@
-"""Replay protection: OpenVPN's sliding packet-id window (``packet_id.c``), digest §3.2, §7.5.
+"""Replay protection: OpenVPN's sliding packet-id window (``packet_id.c``; docs/protocol.md §7.5).
 
 Used for data packets (short form: ``timestamp`` None) and for the tls-auth / tls-crypt replay
 block (long form: ``packet_id`` plus the sender's ``timestamp``).

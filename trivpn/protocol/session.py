@@ -4,9 +4,16 @@ Sans-IO: the caller feeds datagrams (``receive_datagram``) and TUN packets (``en
 with the current time, runs ``handle_timer(now)`` at ``next_timer()``, and collects what to do
 with ``take_datagrams()``, ``take_tun_packets()`` and ``take_events()``.
 
-A session holds up to three key states (digest §11): the primary, a lame duck during the
+A session holds up to three key states (docs/protocol.md §11): the primary, a lame duck during the
 transition window, and one being negotiated. Codec errors never escape ``receive_datagram``:
 they become counted drops (``drops``).
+
+What may follow what -- a key's phases, a client's pull, a server's admission of its client --
+is one transition table per machine in :mod:`trivpn.protocol.states`. Errors are split by whose
+fault they are (:mod:`trivpn.protocol.errors`): what the peer gets wrong (a
+:class:`~trivpn.protocol.errors.PeerViolation` or another codec error) is dropped and counted,
+never raised; what the caller gets wrong (``accept()`` twice, a message before there is a
+control channel) raises :class:`~trivpn.protocol.errors.CallerMisuse` and is never counted.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from trivpn.protocol import events as ev
+from trivpn.protocol import states
 from trivpn.protocol.compression import Compression, frame, unframe
 from trivpn.protocol.controlmsg import (
     AuthFailed,
@@ -35,6 +43,7 @@ from trivpn.protocol.controlmsg import (
 )
 from trivpn.protocol.datachannel import DataKey
 from trivpn.protocol.errors import (
+    CallerMisuse,
     CertificateRejected,
     DecodeError,
     HandshakeError,
@@ -86,6 +95,14 @@ from trivpn.protocol.reliable import (
     ReliableSender,
 )
 from trivpn.protocol.replay import ReplayWindow
+from trivpn.protocol.states import (
+    ACCEPT_TRANSITIONS,
+    KEY_TRANSITIONS,
+    PULL_TRANSITIONS,
+    AcceptState,
+    KeyPhase,
+    PullState,
+)
 from trivpn.protocol.tls import (
     PeerCertificate,
     PeerVerification,
@@ -155,11 +172,8 @@ class SessionConfig:
         return f"SessionConfig(<{role}>)"
 
 
-# Key state phases (OVPN ssl.c S_* states, simplified).
-_PRE_START = "pre_start"
-_START = "start"
-_ACTIVE = "active"
-_FAILED = "failed"
+_SETTLED = frozenset({KeyPhase.ACTIVE, KeyPhase.DATA_READY, KeyPhase.FAILED})  # no hand window
+_NEGOTIATING = frozenset({KeyPhase.PRE_START, KeyPhase.START, KeyPhase.ACTIVE})
 
 
 @dataclass(slots=True, eq=False)
@@ -170,7 +184,7 @@ class _KeyState:
     sender: ReliableSender
     receiver: ReliableReceiver = field(default_factory=ReliableReceiver)
     acks: AckQueue = field(default_factory=AckQueue)
-    phase: str = _PRE_START
+    phase: KeyPhase = KeyPhase.PRE_START
     last_phase: str = ev.PHASE_RESET_SENT
     tls: TlsEndpoint | None = None
     tls_out: bytearray = field(default_factory=bytearray)
@@ -184,6 +198,14 @@ class _KeyState:
     peer_hash: bytes = b""  # SHA-256 of the peer's certificate (DER)
     data_key: DataKey | None = None
     retire_at: float | None = None
+
+    def move(self, phase: KeyPhase) -> None:
+        """Enter ``phase`` along an edge of :data:`~trivpn.protocol.states.KEY_TRANSITIONS`."""
+        self.phase = states.transition(KEY_TRANSITIONS, self.phase, phase, f"key {self.key_id}")
+
+    def fail(self) -> None:
+        """Enter FAILED, from whatever phase (h11's ERROR); it is never left."""
+        self.phase = KeyPhase.FAILED
 
 
 class Session:
@@ -232,17 +254,16 @@ class Session:
         self._exit_fired = False
         self._poll_deadline = (now + config.server_poll_timeout
                                if config.server_poll_timeout and not config.is_server else None)
-        # client push state
+        # client: the pull (states.PULL_TRANSITIONS) and its timers
+        self._pull = PullState.IDLE
         self._push = PushAccumulator(policy=config.pull_policy)
-        self._push_requested_at: float | None = None
+        self._push_requested_at = now  # meaningful once REQUESTING
         self._push_deadline: float | None = None
-        # server accept state
-        self._accepted = False
+        # server: the client's admission (states.ACCEPT_TRANSITIONS)
+        self._accept = AcceptState.HANDSHAKING
         self._push_options: tuple[str, ...] = ()
-        self._client_push_requested = False
-        self._push_sent = False
+        self._push_requested = False  # the client asked (PUSH_REQUEST or IV_PROTO_REQUEST_PUSH)
         self._push_reply_expiry = 0.0
-        self._client_authenticated_emitted = False
         self._reneg_at: float | None = None
         self._volume_check_at: float | None = None
         self._locked_peer: tuple[str, bytes] | None = None  # server: CN and certificate hash
@@ -255,7 +276,7 @@ class Session:
         (:mod:`trivpn.protocol.cookie`): the client's reset (id 0) was received and acked, our
         reset (id 0) was sent with wrap replay id 1 and has been acked by the client."""
         if not config.is_server:
-            raise StateError("only a server answers resets statelessly", "stateless reset")
+            raise CallerMisuse("only a server answers resets statelessly", "stateless reset")
         session = cls(config, now, rng=rng)
         session.local_session_id = local_session_id
         session.remote_session_id = remote_session_id
@@ -273,7 +294,10 @@ class Session:
     def start(self, now: float) -> None:
         """Client: send P_CONTROL_HARD_RESET_CLIENT_V2."""
         if self.config.is_server:
-            raise StateError("a server session starts when the client's reset arrives", "start")
+            raise CallerMisuse("a server session starts when the client's reset arrives",
+                               "start")
+        if self._keys or self.remote_session_id is not None:
+            raise CallerMisuse("the session has already started", "start")
         key = self._new_key_state(0, now)
         key.sender.queue(Opcode.CONTROL_HARD_RESET_CLIENT_V2, b"")
         self._phase(key, ev.PHASE_RESET_SENT, now)
@@ -298,6 +322,8 @@ class Session:
                                   f"{self._control_packet_limit} expected", opcode.name,
                                   reason="oversize_control")
             self._receive_control(data, now)
+        except CallerMisuse:
+            raise
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
         self._flush(now)
@@ -399,7 +425,7 @@ class Session:
             if key.retire_at is not None and now >= key.retire_at:
                 self._retire(key, now)
                 continue
-            if key.phase not in (_ACTIVE, _FAILED) and now >= key.deadline:
+            if key.phase not in _SETTLED and now >= key.deadline:
                 self._fail_key(key, self._timeout_cause(key),
                                f"no progress after {self.config.hand_window:g} s "
                                f"(last phase: {key.last_phase})", now)
@@ -423,13 +449,13 @@ class Session:
         deadlines: list[float] = []
         for key in self._keys.values():
             d = key.sender.next_deadline()
-            if d is not None and key.phase != _FAILED:
+            if d is not None and key.phase is not KeyPhase.FAILED:
                 deadlines.append(d)
-            if key.phase not in (_ACTIVE, _FAILED):
+            if key.phase not in _SETTLED:
                 deadlines.append(key.deadline)
             if key.retire_at is not None:
                 deadlines.append(key.retire_at)
-        if self._push_requested_at is not None and self.pushed is None and not self.failed:
+        if self._pull is PullState.REQUESTING and not self.failed:
             deadlines.append(self._push_requested_at + PUSH_REQUEST_INTERVAL)
             if self._push_deadline is not None:
                 deadlines.append(self._push_deadline)
@@ -467,7 +493,8 @@ class Session:
         """Send a text control message (``EXIT``, ``RESTART``...) on the primary key."""
         key = self._message_key()
         if key is None:
-            raise StateError("no established control channel to send on", "control message")
+            raise CallerMisuse("no established control channel to send on",
+                               "control message")
         self._send_text(key, text)
         self._flush(now)
 
@@ -489,7 +516,8 @@ class Session:
     @property
     def control_acked(self) -> bool:
         """Every control message sent so far has been acknowledged by the peer."""
-        return all(k.sender.all_acked for k in self._keys.values() if k.phase != _FAILED)
+        return all(k.sender.all_acked for k in self._keys.values()
+                   if k.phase is not KeyPhase.FAILED)
 
     @property
     def key_ids(self) -> tuple[int, ...]:
@@ -513,7 +541,8 @@ class Session:
         ``keepalive`` helper pushes and the client's ``ifconfig``; the session appends
         ``peer-id``, ``cipher`` and ``protocol-flags`` as a 2.6 server does."""
         if not self.config.is_server:
-            raise StateError("only a server accepts clients", "accept")
+            raise CallerMisuse("only a server accepts clients", "accept")
+        states.require(ACCEPT_TRANSITIONS, self._accept, AcceptState.ACCEPTED, "accept")
         info = self.peer_info or parse_peer_info(None)
         chosen = cipher or choose_cipher(self.config.data_ciphers, info,
                                          self._remote_options(), self.config.data_ciphers_fallback)
@@ -532,12 +561,13 @@ class Session:
             self.cc_exit = True
             extra.append("protocol-flags cc-exit")
         self._push_options = tuple(extra)
-        self._accepted = True
+        self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept, AcceptState.ACCEPTED,
+                                         "accept")
         first = self._keys.get(0)
         if first is not None and first.peer is not None and self._locked_peer is None:
             self._locked_peer = (first.peer.common_name, first.peer_hash)
         if info.iv_proto & IV_PROTO_REQUEST_PUSH:
-            self._client_push_requested = True
+            self._push_requested = True
         key = self._keys.get(0)
         if key is not None:
             self._maybe_install_keys(key, now)
@@ -548,6 +578,10 @@ class Session:
                cause: str = ev.CAUSE_AUTH_FAILED, detail: str | None = None) -> None:
         """Server: refuse the client with AUTH_FAILED[,reason]; ``detail`` (default: the
         reason) is what the HandshakeFailed event reports."""
+        if not self.config.is_server:
+            raise CallerMisuse("only a server rejects clients", "reject")
+        self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept, AcceptState.REJECTED,
+                                         "reject")
         key = self._message_key()
         text = "AUTH_FAILED" if reason is None else f"AUTH_FAILED,{reason}"
         if key is not None:
@@ -629,6 +663,8 @@ class Session:
         if opcode != Opcode.CONTROL_V1:
             raise StateError(f"{opcode.name} in the reliable stream", "control",
                              reason="unexpected")
+        if key.phase is KeyPhase.FAILED:  # acked above; a key we gave up on is never revived
+            return
         if key.tls is None:
             self._start_tls(key, now)
         assert key.tls is not None
@@ -636,15 +672,17 @@ class Session:
 
     def _start_tls(self, key: _KeyState, now: float) -> None:
         key.tls = TlsEndpoint(self.config.tls_context, server_side=self.config.is_server)
-        key.phase = _START
+        key.move(KeyPhase.START)
         self._phase(key, ev.PHASE_TLS_STARTED, now)
 
     def _advance(self, key: _KeyState, now: float) -> None:
         """Move one key state forward as far as its inputs allow."""
-        if key.phase == _FAILED:
+        if key.phase is KeyPhase.FAILED:
             return
         try:
             self._advance_tls(key, now)
+        except CallerMisuse:
+            raise
         except HandshakeError as exc:
             if isinstance(exc, CertificateRejected):
                 self._events.append(ev.PeerCertificateRejected(
@@ -657,7 +695,7 @@ class Session:
 
     def _advance_tls(self, key: _KeyState, now: float) -> None:
         cfg = self.config
-        if (key.phase == _PRE_START and not cfg.is_server and key.peer_reset
+        if (key.phase is KeyPhase.PRE_START and not cfg.is_server and key.peer_reset
                 and key.sender.all_acked):
             self._start_tls(key, now)  # the TLS client speaks first: ClientHello
         tls = key.tls
@@ -673,9 +711,9 @@ class Session:
             key.plain_in += plain
         self._consume_plaintext(key, now)
         self._pump_tls_out(key)
-        if (key.phase == _START and key.km_sent and key.remote_km is not None
+        if (key.phase is KeyPhase.START and key.km_sent and key.remote_km is not None
                 and key.sender.all_acked):
-            key.phase = _ACTIVE
+            key.move(KeyPhase.ACTIVE)
             self._on_active(key, now)
 
     def _on_tls_complete(self, key: _KeyState, tls: TlsEndpoint, now: float) -> bool:
@@ -710,10 +748,11 @@ class Session:
         else:
             return True
         self.drops["peer_certificate_changed"] += 1
-        self.reject(now, detail=detail)
+        if self._accept is not AcceptState.REJECTED:  # the caller may have refused it already
+            self.reject(now, detail=detail)
         for other in self._keys.values():
             other.data_key = None
-            other.phase = _FAILED
+            other.fail()
         self._primary = None
         return False
 
@@ -765,13 +804,14 @@ class Session:
         if key.key_id == 0:
             self.peer_info = parse_peer_info(block.peer_info)
             assert key.peer is not None
-            if not self._client_authenticated_emitted:
-                self._client_authenticated_emitted = True
+            if self._accept is AcceptState.HANDSHAKING:
+                self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept,
+                                                 AcceptState.AUTHENTICATED, "key method")
                 self._events.append(ev.ClientAuthenticated(key.peer, self.peer_info,
                                                            block.username))
 
     def _on_active(self, key: _KeyState, now: float) -> None:
-        if key.key_id == 0 and not self.config.is_server and self.pushed is None:
+        if key.key_id == 0 and not self.config.is_server and self._pull is PullState.IDLE:
             self._send_push_request(now)
             self._push_deadline = now + self.config.hand_window
         self._maybe_install_keys(key, now)
@@ -781,22 +821,10 @@ class Session:
         msg = parse_control_message(text)
         if isinstance(msg, PushRequest):
             if self.config.is_server:
-                self._client_push_requested = True
-                if self._push_sent and now < self._push_reply_expiry:
-                    self.drops["push_request_repeated"] += 1  # OpenVPN: ALREADY_REPLIED
-                    return
-                self._push_sent = False  # a request after the hold-off gets the reply again
-                self._maybe_send_push_reply(now)
+                self._on_push_request(now)
         elif isinstance(msg, PushReply):
-            if not self.config.is_server and self.pushed is None:
-                try:
-                    result = self._push.feed(text)
-                except ProtocolError as exc:
-                    self._fail_session(ev.CAUSE_BAD_PUSH, exc.what,
-                                       ev.PHASE_PUSH_REPLY_RECEIVED)
-                    return
-                if result is not None:
-                    self._apply_push(result, now)
+            if not self.config.is_server and self._pull is not PullState.PUSHED:
+                self._on_push_reply(text, now)
         elif isinstance(msg, AuthFailed):
             if not self.config.is_server:
                 self._events.append(ev.AuthFailed(msg.reason))
@@ -816,26 +844,47 @@ class Session:
 
     # ------------------------------------------------------------------ push handling
 
+    def _on_push_request(self, now: float) -> None:
+        """Server: a client's PUSH_REQUEST."""
+        self._push_requested = True
+        if self._accept is not AcceptState.REPLIED:
+            self._maybe_send_push_reply(now)
+        elif now < self._push_reply_expiry:
+            self.drops["push_request_repeated"] += 1  # OpenVPN: ALREADY_REPLIED
+        else:  # a request after the hold-off gets the reply again
+            self._send_push_reply(now)
+
+    def _on_push_reply(self, text: str, now: float) -> None:
+        """Client: a (part of a) PUSH_REPLY while the pull is not complete."""
+        try:
+            result = self._push.feed(text)
+        except ProtocolError as exc:
+            self._fail_session(ev.CAUSE_BAD_PUSH, exc.what, ev.PHASE_PUSH_REPLY_RECEIVED)
+            return
+        if result is not None:
+            self._apply_push(result, now)
+
     def _send_push_request(self, now: float) -> None:
         key = self._message_key()
         if key is None or key.tls is None:
             return
         key.tls.write(encode_message("PUSH_REQUEST"))
         self._pump_tls_out(key)
-        if self._push_requested_at is None:
+        if self._pull is PullState.IDLE:
             self._phase(key, ev.PHASE_PUSH_REQUEST_SENT, now)
+        self._pull = states.transition(PULL_TRANSITIONS, self._pull, PullState.REQUESTING,
+                                       "push request")
         self._push_requested_at = now
 
     def _client_push_timers(self, now: float) -> None:
-        if self.config.is_server or self.pushed is not None or self.failed:
+        if self._pull is not PullState.REQUESTING or self.failed:
             return
         if self._push_deadline is not None and now >= self._push_deadline:
             self._fail_session(ev.CAUSE_TIMEOUT,
                                f"no reply from server to push requests in "
                                f"{self.config.hand_window:g} s", ev.PHASE_PUSH_REQUEST_SENT)
             return
-        if (self._push_requested_at is not None
-                and now >= self._push_requested_at + PUSH_REQUEST_INTERVAL):
+        if now >= self._push_requested_at + PUSH_REQUEST_INTERVAL:
             self._send_push_request(now)
 
     def _apply_push(self, pushed: PushedOptions, now: float) -> None:
@@ -852,6 +901,8 @@ class Session:
                                f"negotiated cipher not allowed - {cipher} not in "
                                f"{':'.join(cfg.data_ciphers)}", ev.PHASE_PUSH_REPLY_RECEIVED)
             return
+        self._pull = states.transition(PULL_TRANSITIONS, self._pull, PullState.PUSHED,
+                                       "push reply")
         self.pushed = pushed
         self.cipher = cipher
         self.peer_id = pushed.peer_id
@@ -885,14 +936,18 @@ class Session:
             self._maybe_install_keys(key, now)
 
     def _maybe_send_push_reply(self, now: float) -> None:
-        if not (self.config.is_server and self._accepted and self._client_push_requested):
-            return
+        if self._accept is AcceptState.ACCEPTED and self._push_requested:
+            self._send_push_reply(now)
+
+    def _send_push_reply(self, now: float) -> None:
+        """PUSH_REPLY on the first key, once its data key exists (else on a later call)."""
         key = self._keys.get(0)
-        if self._push_sent or key is None or key.data_key is None:
+        if key is None or key.data_key is None:
             return
         for text in build_push_replies(self._push_options):
             self._send_text(key, text)
-        self._push_sent = True
+        self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept, AcceptState.REPLIED,
+                                         "push reply")
         self._push_reply_expiry = now + PUSH_REPLY_HOLDOFF
 
     def _send_text(self, key: _KeyState, text: str) -> None:
@@ -904,9 +959,9 @@ class Session:
 
     def _maybe_install_keys(self, key: _KeyState, now: float) -> None:
         """Derive data keys once key method 2 ran both ways and the cipher is known."""
-        if key.data_key is not None or key.phase != _ACTIVE or self.cipher is None:
+        if key.phase is not KeyPhase.ACTIVE or self.cipher is None:
             return
-        if key.key_id == 0 and not self.config.is_server and self.pushed is None:
+        if key.key_id == 0 and not self.config.is_server and self._pull is not PullState.PUSHED:
             return
         remote, local = key.remote_km, key.local_source
         assert remote is not None and local is not None
@@ -925,6 +980,7 @@ class Session:
                                key.key_id, auth=self.config.auth, peer_id=send_peer_id,
                                replay_backtrack=self.config.replay_window,
                                replay_time=self.config.replay_time)
+        key.move(KeyPhase.DATA_READY)
         renegotiated = self.established
         previous = self._primary
         self._primary = key
@@ -1009,8 +1065,7 @@ class Session:
             self._begin_renegotiation(now)
 
     def _negotiating(self) -> bool:
-        return any(k.phase not in (_ACTIVE, _FAILED) or (k.phase == _ACTIVE and k.data_key is None)
-                   for k in self._keys.values() if k is not self._primary)
+        return any(k.phase in _NEGOTIATING for k in self._keys.values() if k is not self._primary)
 
     def _next_key_id(self) -> int:
         newest = max((k.key_id for k in self._keys.values()), key=self._key_age, default=0)
@@ -1052,7 +1107,7 @@ class Session:
         return ev.CAUSE_TIMEOUT
 
     def _fail_key(self, key: _KeyState, cause: str, detail: str, now: float) -> None:
-        key.phase = _FAILED
+        key.fail()
         if self._primary is None:  # nothing carries data: the first handshake, or the old key
             self.failed = True     # expired while this one negotiated (OpenVPN's hard error)
         self._events.append(ev.HandshakeFailed(key.key_id, cause, detail, key.last_phase))
@@ -1134,7 +1189,7 @@ class Session:
         if len(key.tls_out) > TLS_OUT_LIMIT:
             waiting = len(key.tls_out)
             key.tls_out = bytearray()
-            key.phase = _FAILED
+            key.fail()
             self.drops["control_stalled"] += 1
             if not self.failed:
                 self._fail_session(ev.CAUSE_CONTROL_STALLED,
@@ -1146,7 +1201,7 @@ class Session:
         if self.remote_session_id is None and self.config.is_server:
             return
         for key in list(self._keys.values()):
-            if key.phase != _FAILED or key.sender.outstanding:
+            if key.phase is not KeyPhase.FAILED or key.sender.outstanding:
                 self._pump_tls_out(key)
                 for out in key.sender.due(now):
                     acks = key.acks.take(ACKS_PER_CONTROL)

@@ -1,7 +1,7 @@
 """OpenVPN static key files (``-----BEGIN OpenVPN Static key V1-----``).
 
 Used by tls-auth and tls-crypt. The file holds 256 bytes: two keys, each ``cipher[64] ||
-hmac[64]`` (digest §3.1). Pure text functions: reading the file is the caller's business.
+hmac[64]`` (docs/protocol.md §3.1). Pure text functions: reading the file is the caller's business.
 """
 
 from __future__ import annotations

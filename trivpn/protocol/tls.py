@@ -1,4 +1,4 @@
-"""TLS inside the control channel: ``ssl.SSLObject`` over two ``ssl.MemoryBIO`` (digest §4).
+"""TLS in the control channel: ``ssl.SSLObject`` over two ``ssl.MemoryBIO`` (docs/protocol.md §4).
 
 Ciphertext from reassembled P_CONTROL_V1 payloads goes into the incoming BIO; whatever the
 outgoing BIO holds is cut into control packets by the session. This mirrors OpenVPN's

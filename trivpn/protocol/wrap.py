@@ -1,4 +1,4 @@
-"""Control-channel wrapping: none, tls-auth (§1.5, §3.2) and tls-crypt (§1.6, §3.3).
+"""Control-channel wrapping: none, tls-auth and tls-crypt (docs/protocol.md §1.5, §1.6, §3.2, §3.3).
 
 Every wrapper works on the *plain* encoded control packet ``byte0 || own sid || rest`` (see
 :func:`trivpn.protocol.packets.encode_control`) and on the 8-byte replay block

@@ -16,8 +16,9 @@ Structure (docs/architecture.md, runtime):
   ``session.next_timer()``, re-armed by every input) and the drop ticker.
   Any task may end the connection by setting its outcome and cancelling the nursery.
 
-Exit codes: 0 after SIGINT/SIGTERM or a server HALT, 1 on AUTH_FAILED (``auth-retry none``) or
-a host setup failure (TUN, addresses, privileges), 2 for config errors.
+Exit codes: 0 after SIGINT/SIGTERM or a server HALT, 1 on AUTH_FAILED (``auth-retry none``),
+a host setup failure (TUN, addresses, privileges) or a remote name that does not resolve with
+``resolv-retry 0``, 2 for config errors.
 """
 
 from __future__ import annotations
@@ -58,7 +59,15 @@ from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identit
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.setup import drop_aggregator, read_credentials, session_config
 from trivpn.runtime.stats import Traffic
-from trivpn.runtime.supervisor import Attempt, Exit, Outcome, Reconnect, RemoteSchedule
+from trivpn.runtime.supervisor import (
+    Attempt,
+    Exit,
+    Outcome,
+    Reconnect,
+    RemoteSchedule,
+    resolve_attempts,
+    resolve_retry_delay,
+)
 from trivpn.runtime.tun import TunDevice
 from trivpn.runtime.tunnel import NetGateway, Tunnel, TunnelPlanError, plan_client_tunnel
 
@@ -73,7 +82,8 @@ MIN_TIMER_STEP = 0.01
 """Guard against a deadline that stays in the past (a timer the session cannot act on yet)."""
 
 
-async def run_client(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
+async def run_client(options: Options, log: Log, tools: OperatorTools | None = None, *,
+                     direct_wait: bool = True) -> int:
     """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
     try:
         if not options.remotes:
@@ -86,7 +96,7 @@ async def run_client(options: Options, log: Log, tools: OperatorTools | None = N
     except RuntimeSetupError as exc:
         log.error("config_error", detail=str(exc))
         return 2
-    client = Client(options, log, config, identity)
+    client = Client(options, log, config, identity, direct_wait=direct_wait)
     client.tools = tools
     return await client.run()
 
@@ -124,7 +134,9 @@ class Client:
     """Everything that outlives one connection."""
 
     def __init__(self, options: Options, log: Log, config: SessionConfig,
-                 identity: Identity | None) -> None:
+                 identity: Identity | None, *, direct_wait: bool = True) -> None:
+        # direct_wait=False: the UDP data path always waits through trio (readiness.py)
+        self.direct_wait = direct_wait
         self.options = options
         self.log = log
         self.config = config
@@ -393,11 +405,10 @@ class Connection:
         r, o = self.remote, self.options
         tcp = r.proto == "tcp-client"
         kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
-        try:
-            family, self.remote_ip = await resolve_remote(r, kind)
-        except OSError as exc:
-            self.log.warning("resolve_failed", host=r.host, detail=str(exc))
-            return Reconnect("resolve_failed", str(exc))
+        resolved = await self._resolve(kind)
+        if not isinstance(resolved, tuple):
+            return resolved
+        family, self.remote_ip = resolved
         wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
         bind = (o.local or wildcard, o.lport if o.bind_local else 0)
         try:
@@ -429,6 +440,33 @@ class Connection:
         self.log.info("link_open", proto="tcp" if tcp else "udp",
                       local=f"{local[0]}:{local[1]}", peer=f"{self.remote_ip}:{r.port}")
         return None
+
+    async def _resolve(self, kind: int) -> tuple[int, str] | Outcome:
+        """Look the remote up with ``resolv-retry``'s attempts and spacing
+        (:func:`~trivpn.runtime.supervisor.resolve_attempts`): (family, address), or the
+        outcome when every lookup failed (``resolv-retry 0``: exit 1, as OpenVPN's fatal
+        "Cannot resolve host address") or a stop signal came during a wait."""
+        retry = self.options.resolv_retry
+        attempts = resolve_attempts(retry)
+        for attempt in range(1, attempts + 1):
+            try:
+                return await resolve_remote(self.remote, kind)
+            except OSError as exc:
+                left = attempts - attempt
+                action = "retry" if left else "exit" if retry == 0 else "reconnect"
+                self.log.warning("resolve_failed", host=self.remote.host, detail=str(exc),
+                                 attempt=attempt, attempts_left=left, action=action)
+                if action == "exit":
+                    return Exit(1, "resolve_failed", str(exc))
+                if action == "reconnect":
+                    return Reconnect("resolve_failed", str(exc))
+            delay = resolve_retry_delay(attempt)
+            if delay:
+                with trio.move_on_after(delay):
+                    await self.client.stop.wait()
+            if self.client.stop.is_set():
+                return Exit(0, "signal")
+        raise AssertionError("resolve_attempts() is at least 1")
 
     async def _connect_tcp(self, bind: tuple[str, int] | None,
                            timeout: float) -> TcpLink | None:
@@ -485,7 +523,8 @@ class Connection:
         """UDP: one task for both directions once the TUN is up (its fd joins the ready set
         when the push configured it; :mod:`trivpn.runtime.readiness`)."""
         link_fd = link.fileno()
-        ready = self._ready = ReadySet((link_fd,))
+        ready = self._ready = ReadySet((link_fd,), direct=self.client.direct_wait)
+        self.log.debug("data_path_wait", direct=ready.direct)
         try:
             while True:
                 for fd in await ready.wait():

@@ -1,7 +1,7 @@
 """Transports to the peer: UDP datagrams and length-framed TCP streams (trio).
 
 UDP receive drains the socket until ``EAGAIN`` after each wake-up and returns the batch
-(docs/performance.md: ~3x over one datagram per wake-up). Where the kernel offers them, UDP
+(~3x, docs/performance-notes.md "Platform baseline"). Where the kernel offers them, UDP
 sockets use segmentation offloads (another ~1.3x): sends of consecutive same-size datagrams to
 one peer go out as one ``sendmsg`` with a ``UDP_SEGMENT`` control message (GSO), and ``UDP_GRO``
 lets the kernel hand several datagrams of one sender over in one receive, which

@@ -1,7 +1,7 @@
 """Client address allocation from the ``server`` helper's pool, and ``ifconfig-pool-persist``.
 
 Pure bookkeeping (the caller passes ``now``; file I/O is in the two small functions at the end).
-Selection follows OpenVPN 2.6 (digest §10.5, ``pool.c``): a free entry last held by the same
+Selection follows OpenVPN 2.6 (``pool.c``; docs/protocol.md §10.5): a free entry of the same
 common name wins; otherwise the free entry released longest ago, where never-used entries
 count as released at time 0 and so go first, lowest address first. With ``duplicate-cn`` the
 lowest free entry is taken and common names are not remembered.

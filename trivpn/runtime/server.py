@@ -81,7 +81,9 @@ REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED
 class Server:
     """The server runtime. Construct with parsed options, then ``await run()``."""
 
-    def __init__(self, options: Options, log: Log) -> None:
+    def __init__(self, options: Options, log: Log, *, direct_wait: bool = True) -> None:
+        # direct_wait=False: the UDP data path always waits through trio (readiness.py)
+        self.direct_wait = direct_wait
         if options.server is None:
             raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' "
                               "(ifconfig-pool without it is not supported)", options.config_path)
@@ -636,9 +638,10 @@ class Server:
             self.tunnel.device.write_many(packets)
 
 
-async def run_server(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
+async def run_server(options: Options, log: Log, tools: OperatorTools | None = None, *,
+                     direct_wait: bool = True) -> int:
     """Run a server until SIGINT/SIGTERM; returns the process exit code."""
-    server = Server(options, log)
+    server = Server(options, log, direct_wait=direct_wait)
     server.tools = tools
     return await server.run()
 

@@ -39,7 +39,8 @@ class UdpTransport:
         device = tunnel.device
         link_fd, device_fd = udp.fileno(), device.fileno()
         clock = trio.lowlevel.current_clock().current_time  # = trio.current_time, cheaper
-        ready = ReadySet((link_fd, device_fd))
+        ready = ReadySet((link_fd, device_fd), direct=self.server.direct_wait)
+        self.server.log.debug("data_path_wait", direct=ready.direct)
         try:
             while True:
                 for fd in await ready.wait():

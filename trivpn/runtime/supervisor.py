@@ -9,6 +9,15 @@ the first restart retries the *same* remote, later failures move to the next one
 ``connect-retry`` seconds; once every remote failed five times in a row the wait doubles per
 further round, up to ``connect-retry``'s maximum (default 300 s). A successful connection
 resets the count.
+
+Name resolution (``resolv-retry``, ``socket.c`` ``openvpn_getaddrinfo``/``resolve_remote``):
+each connection attempt looks the remote's name up once while preparing the socket and again
+when opening it; with ``resolv-retry N`` (N > 0) the second lookup is retried every 5 s,
+``(N + 4) // 5`` lookups in all, so ``1 + (N + 4) // 5`` per attempt (the first two back to
+back). ``infinite`` (the default) is not a longer loop: two lookups, then the attempt fails
+and the client restarts towards the next remote after the ``connect-retry`` pause, forever.
+When they all fail the client restarts the same way, whatever N is; only ``resolv-retry 0``
+is fatal: one lookup, then exit with status 1.
 """
 
 from __future__ import annotations
@@ -22,6 +31,24 @@ T = TypeVar("T")
 
 FREE_ROUNDS = 5
 """Rounds over all remotes at the base delay before the back-off starts doubling."""
+RESOLVE_RETRY_INTERVAL = 5
+"""Seconds between the retried lookups of one attempt (OpenVPN's ``fail_wait_interval``)."""
+
+
+def resolve_attempts(resolv_retry: int | None) -> int:
+    """How many times one connection attempt looks the remote's name up before it gives up
+    (``resolv_retry``: seconds, None for ``infinite``)."""
+    if resolv_retry is None:
+        return 2
+    if resolv_retry == 0:
+        return 1
+    return 1 + (resolv_retry + RESOLVE_RETRY_INTERVAL - 1) // RESOLVE_RETRY_INTERVAL
+
+
+def resolve_retry_delay(failed: int) -> int:
+    """Seconds to wait after the ``failed``-th failed lookup of an attempt before the next:
+    none after the first (the second lookup follows at once), 5 s after the later ones."""
+    return 0 if failed <= 1 else RESOLVE_RETRY_INTERVAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +110,10 @@ class RemoteSchedule(Generic[T]):
         self._stay_once = False
 
     def first(self) -> Attempt[T]:
+        # OpenVPN counts every connection entry it selects as unsuccessful until the
+        # connection completes (init.c next_connection_entry), the first one too: from a
+        # fresh start the wait doubles from the fifth restart, after a success from the sixth.
+        self.failures = 1
         return Attempt(self.remotes[0], 0.0)
 
     def established(self) -> None:

@@ -3,7 +3,7 @@
 The device is opened with the ``TUNSETIFF`` ioctl and ``IFF_NO_PI`` (no packet-information
 prefix: the API takes and returns bare IP packets, or Ethernet frames for TAP). The fd is
 non-blocking; :meth:`TunDevice.read_batch` waits once, then drains the queue until ``EAGAIN``,
-which is what makes a Python data path competitive (docs/performance.md).
+which is what makes a Python data path competitive (docs/performance-notes.md).
 
 A TUN (not TAP) device is opened with ``IFF_VNET_HDR`` by default (as wireguard-go does), so
 :meth:`TunDevice.write_many` can write a run of one flow's TCP segments as one super-packet and
