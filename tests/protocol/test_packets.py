@@ -242,3 +242,41 @@ def test_data_header(key_id: int, peer_id: int | None, expected: bytes) -> None:
 def test_data_header_rejects_out_of_range_values(key_id: int, peer_id: int | None) -> None:
     with pytest.raises(ValueError):
         data_header(key_id, peer_id)
+
+
+def test_data_byte0_is_exactly_the_first_bytes_of_data_packets():
+    from trivpn.protocol.packets import DATA_BYTE0, DATA_OPCODES
+    for b in range(256):
+        try:
+            opcode, _ = split_byte0(b)
+        except DecodeError:
+            assert b not in DATA_BYTE0
+            continue
+        assert (b in DATA_BYTE0) == (opcode in DATA_OPCODES)
+
+
+def test_peek_header_reads_session_id_of_control_and_peer_id_of_data_v2():
+    from trivpn.protocol.packets import peek_header
+    header = peek_header(CLIENT_RESET)
+    assert header.is_client_reset and header.session_id == CLIENT_SID
+    assert header.peer_id is None and not header.is_data
+    assert peek_header(SERVER_RESET).is_server_reset
+    v2 = peek_header(data_header(3, 0x0A0B0C) + b"payload")
+    assert (v2.opcode, v2.key_id, v2.peer_id, v2.session_id) == (Opcode.DATA_V2, 3, 0x0A0B0C,
+                                                                 None)
+    assert v2.is_data and peek_header(data_header(1, None)).peer_id is None
+    assert peek_header(CLIENT_RESET[:5]).session_id is None  # too short for one
+    assert peek_header(data_header(0, 7)[:2]).peer_id is None
+
+
+@given(st.binary(max_size=40))
+def test_peek_header_never_raises_anything_but_decode_error(data: bytes):
+    from trivpn.protocol.packets import looks_like_server_reset, peek_header
+    try:
+        header = peek_header(data)
+    except DecodeError as exc:
+        assert exc.reason in ("empty_packet", "bad_opcode")
+        assert not looks_like_server_reset(data)
+        return
+    assert header.key_id == data[0] & 7
+    assert looks_like_server_reset(data) == header.is_server_reset

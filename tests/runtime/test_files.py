@@ -86,10 +86,10 @@ def test_pool_persist_opened_before_a_privilege_drop_stays_writable(tmp_path: Pa
         "from trivpn.runtime.server import Server\n"
         f"o = parse_config(SERVER_BASE + 'ifconfig-pool-persist {target} 60\\n', 's.conf')\n"
         "server = Server(o, get_logger())\n"
-        "server._open_persist_for_drop()\n"
+        "server.persistence.open_for_drop()\n"
         "os.setgid(65534); os.setuid(65534)\n"
         "server.allocator.acquire('alice', 1.0)\n"
-        "server._write_persist(2.0)\n"
+        "server.persistence.write()\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=30, check=False)

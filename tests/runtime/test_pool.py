@@ -129,3 +129,38 @@ def test_persist_parser_skips_malformed_lines_and_out_of_pool_addresses():
 
 def test_missing_persist_file_reads_as_empty(tmp_path: Path):
     assert read_persist_file(tmp_path / "absent.txt") == []
+
+
+def test_persistence_writes_every_period_and_not_before(tmp_path: Path):
+    import structlog
+
+    from trivpn.config.options import PeriodicFile
+    from trivpn.runtime.poolpersist import PoolPersistence
+
+    path = tmp_path / "ipp.txt"
+    alloc = PoolAllocator(_pool("subnet"))
+    persistence = PoolPersistence(PeriodicFile(path, 60), alloc, structlog.get_logger())
+    persistence.load(100.0)
+    alloc.acquire("alice", 100.0)
+    persistence.tick(159.0)
+    assert not path.exists()
+    persistence.tick(160.0)
+    assert path.read_text().startswith("alice,")
+    assert persistence.next_write == 220.0
+
+
+def test_persistence_with_period_zero_reads_and_never_writes(tmp_path: Path):
+    import structlog
+
+    from trivpn.config.options import PeriodicFile
+    from trivpn.runtime.poolpersist import PoolPersistence
+
+    path = tmp_path / "ipp.txt"
+    path.write_text("alice,198.18.8.9,\n")
+    alloc = PoolAllocator(_pool("subnet"))
+    persistence = PoolPersistence(PeriodicFile(path, 0), alloc, structlog.get_logger())
+    persistence.load(0.0)
+    alloc.acquire("bob", 1.0)
+    persistence.tick(10_000.0)
+    persistence.write()
+    assert path.read_text() == "alice,198.18.8.9,\n"

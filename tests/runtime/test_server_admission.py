@@ -43,7 +43,7 @@ def _server(extra: str) -> tuple[Server, RecordingLink]:
 
 
 def _receive(server: Server, data: bytes, addr: tuple[str, int], now: float) -> None:
-    server._udp_other(server.table.by_address.get(addr), data, addr, now, [],
+    server.udp_transport.other(server.table.by_address.get(addr), data, addr, now, [],
                       to_device=[])
 
 

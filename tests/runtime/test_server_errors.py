@@ -13,7 +13,9 @@ import trio.testing
 from structlog.testing import capture_logs
 
 from tests.runtime.test_server_admission import _client, _complete_cookie, _server
-from trivpn.runtime.server import ERROR_LOG_INTERVAL, address_bytes, format_address
+from trivpn.protocol.gateway import address_bytes
+from trivpn.runtime.server import ERROR_LOG_INTERVAL
+from trivpn.runtime.serverpeer import format_address
 
 
 async def test_a_bug_hit_10000_times_logs_one_traceback_and_a_count(
@@ -24,9 +26,9 @@ async def test_a_bug_hit_10000_times_logs_one_traceback_and_a_count(
         def broken(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("bug")
 
-        server._udp_other = broken  # type: ignore[method-assign]
+        server.udp_transport.other = broken  # type: ignore[method-assign]
         batch = [(b"\x38garbage", ("198.18.0.2", 40000 + n % 50)) for n in range(10_000)]
-        server._from_link(batch, trio.current_time())
+        server.udp_transport.from_link(batch, trio.current_time())
         tracebacks = [e for e in logs if e["event"] == "packet_error"]
         assert len(tracebacks) == 1 and tracebacks[0]["exc_info"] is True
         assert server.errors.totals["packet_error"] == 10_000
@@ -37,7 +39,8 @@ async def test_a_bug_hit_10000_times_logs_one_traceback_and_a_count(
         assert summary["event_name"] == "packet_error" and summary["count"] == 9_999
         assert summary["error"] == "RuntimeError"
 
-        server._from_link(batch[:1], trio.current_time())  # a new minute: a new traceback
+        # a new minute: a new traceback
+        server.udp_transport.from_link(batch[:1], trio.current_time())
         assert len([e for e in logs if e["event"] == "packet_error"]) == 2
 
 
@@ -74,7 +77,7 @@ def test_a_scoped_ipv6_source_gets_a_cookie_and_a_readable_label():
 async def test_a_client_from_a_dual_stack_socket_address_is_admitted(address: Any):
     server, link = _server("")
     client, reset = _client(0.0)
-    server._udp_other(None, reset, address, 0.0, [], to_device=[])
+    server.udp_transport.other(None, reset, address, 0.0, [], to_device=[])
     assert len(link.to(address)) == 1
     _complete_cookie(server, link, client, address, 0.0)
     peer = server.table.by_address[address]

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from tests.runtime.packets import ICMP, build_ipv4
+from trivpn.protocol.gateway import address_bytes
 from trivpn.runtime.peers import PeerTable, Verdict
-from trivpn.runtime.server import address_bytes, format_address
+from trivpn.runtime.serverpeer import format_address
 
 BROADCAST = b"\xff" * 6
 MULTICAST = bytes.fromhex("01005e000001")
@@ -191,7 +192,8 @@ def test_server_drops_counts_and_logs_once_a_frame_from_another_clients_mac():
     from tests.config.helpers import SERVER_BASE
     from trivpn.config import ConfigError, parse_config
     from trivpn.logging import get_logger
-    from trivpn.runtime.server import Peer, Server
+    from trivpn.runtime.server import Server
+    from trivpn.runtime.serverpeer import Peer
 
     with pytest.raises(ConfigError):
         parse_config(SERVER_BASE + "max-routes-per-client 0\n", "server.conf")
@@ -205,10 +207,10 @@ def test_server_drops_counts_and_logs_once_a_frame_from_another_clients_mac():
         server.table.add(a)
         server.table.add(b)
         to_device: list[bytes] = []
-        server._from_peer(a, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
+        server.router.from_peer(a, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
         for _ in range(5):
-            server._from_peer(b, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
-        server._from_peer(a, _frame(BROADCAST, _mac(2)), 0.0, [], to_device=to_device)
+            server.router.from_peer(b, _frame(BROADCAST, _mac(1)), 0.0, [], to_device=to_device)
+        server.router.from_peer(a, _frame(BROADCAST, _mac(2)), 0.0, [], to_device=to_device)
     assert len(to_device) == 1
     assert server.counts == {"mac_owned_by_other_client": 5, "max_routes_per_client": 1}
     refused = [e for e in logs if e["event"] == "mac_refused"]

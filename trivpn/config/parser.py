@@ -99,7 +99,7 @@ def _error(st: ParseState, reason: str, directive: str | None = None) -> ConfigE
     return ConfigError(reason, st.opts.config_path)
 
 
-def _finish(st: ParseState) -> Options:
+def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks in order
     o = st.opts
     seen = st.last_seen
     if "dev" not in seen:

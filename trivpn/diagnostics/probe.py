@@ -24,7 +24,13 @@ from trivpn.config import ConfigError, Options, Remote
 from trivpn.diagnostics.model import CheckResult, DoctorContext, skip
 from trivpn.protocol.errors import AuthenticationError, ProtocolError
 from trivpn.protocol.framing import StreamDeframer, frame
-from trivpn.protocol.packets import ControlPacket, Opcode, decode_control, encode_control
+from trivpn.protocol.packets import (
+    ControlPacket,
+    Opcode,
+    decode_control,
+    encode_control,
+    looks_like_server_reset,
+)
 from trivpn.protocol.wrap import ControlWrap, NoWrap
 from trivpn.runtime.link import make_socket
 from trivpn.sessionsetup import control_wrap
@@ -39,7 +45,6 @@ RESET_ATTEMPTS = 3
 RESET_INTERVAL = 1.0  # seconds between reset retransmissions (3 attempts over ~3 s)
 TCP_CONNECT_TIMEOUT = 3.0
 RECV_SIZE = 65536
-SERVER_RESET_BYTE0 = int(Opcode.CONTROL_HARD_RESET_SERVER_V2) << 3  # key id 0: 0x40
 
 _UNREACHABLE = {
     errno.EHOSTUNREACH: "host_unreachable",
@@ -240,7 +245,7 @@ def classify_reply(data: bytes, wrap: ControlWrap, session_id: bytes) -> ReplyKi
     try:
         packet = decode_control(wrap.unwrap(data).plain)
     except AuthenticationError:
-        return "hmac_mismatch" if data[:1] == bytes((SERVER_RESET_BYTE0,)) else "not_openvpn"
+        return "hmac_mismatch" if looks_like_server_reset(data) else "not_openvpn"
     except ProtocolError:
         packet = None
     if packet is not None:

@@ -60,4 +60,4 @@ def cookie_matches(packet: ControlPacket, secret: bytes, now: float, hand_window
     return any(
         hmac.compare_digest(cookie_session_id(secret, slot - back, peer, packet.session_id),
                             packet.remote_session_id)
-        for back in range(VALID_SLOTS))
+        for back in range(VALID_SLOTS) if slot - back >= 0)  # no slots before time 0

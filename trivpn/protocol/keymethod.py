@@ -217,7 +217,8 @@ def _proto_name(proto: str, is_server: bool) -> str:
         raise ValueError(f"unknown proto {proto!r}") from None
 
 
-def options_string(*, dev_type: str = "tun", proto: str = "UDPv4", is_server: bool,
+def options_string(*,  # noqa: PLR0912, PLR0915 - one line per OCC option, in order
+                   dev_type: str = "tun", proto: str = "UDPv4", is_server: bool,
                    tun_mtu: int = 1500, link_mtu: int | None = None, keydir: int | None = None,
                    tls_auth: bool = False, comp_lzo: bool = False, cipher: str | None = None,
                    auth: str = "SHA1", keysize: int | None = None,

@@ -23,7 +23,7 @@ class OptionLineError(ValueError):
         self.reason = reason
 
 
-def split_option_line(line: str) -> list[str]:
+def split_option_line(line: str) -> list[str]:  # noqa: PLR0912 - one state machine
     """Split one option line into tokens, exactly as OpenVPN's ``parse_line()`` does.
 
     - whitespace separates tokens; a token starting with ``#`` or ``;`` ends the line (inside a

@@ -372,7 +372,7 @@ def _route_target(name: str, text: str) -> IPv4Address | RouteKeyword:
     return _ipv4(name, text)
 
 
-def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:
+def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:  # noqa: PLR0912, PLR0915 - a flat dispatch over pushable options (to become a table)
     s = b.scalars
     if name == "ifconfig":
         _nargs(name, args, 2, 2)

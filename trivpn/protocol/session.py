@@ -242,6 +242,7 @@ class Session:
         self._last_sent = now
         self._last_received = now
         self._keepalive_fired = False
+        self._rejected_data = False  # the last data packet did not authenticate
         # ping-exit / inactive / session-timeout (OpenVPN: do_init_timers, forward.c)
         self._ping_exit = config.ping_exit
         self._inactive = config.inactive or None
@@ -367,6 +368,13 @@ class Session:
         self._last_sent = now
         return wire
 
+    def authenticate_data(self, data: bytes, now: float) -> tuple[bool, bytes | None]:
+        """:meth:`decrypt_data` for a packet whose sender is in question (a server's float):
+        (whether it authenticated under one of this session's data keys, the TUN packet)."""
+        self._rejected_data = False
+        packet = self.decrypt_data(data, now)
+        return not self._rejected_data, packet
+
     def decrypt_data(self, data: bytes, now: float) -> bytes | None:
         """Authenticate and decrypt a data packet; returns the TUN packet, or None when it was a
         ping, an OCC message or a drop. Raises nothing."""
@@ -378,14 +386,19 @@ class Session:
             if data_key is None:
                 raise StateError("no data key for this key id", "data", reason="no_key")
             payload = data_key.decrypt(data, now)
-            self._last_received = now
-            self._keepalive_fired = False
-            compression = self._compression
-            if compression is not _NO_COMPRESSION:
-                payload = unframe(compression, payload)
-        except ProtocolError as exc:
+        except ProtocolError as exc:  # did not authenticate (zero cost when nothing raises)
             self.drops[exc.reason] += 1
+            self._rejected_data = True
             return None
+        self._last_received = now
+        self._keepalive_fired = False
+        compression = self._compression
+        if compression is not _NO_COMPRESSION:
+            try:
+                payload = unframe(compression, payload)
+            except ProtocolError as exc:  # authenticated, but not a packet we can deliver
+                self.drops[exc.reason] += 1
+                return None
         if payload and payload[0] in MAGIC_FIRST_BYTES:  # else neither a ping nor OCC
             if is_ping(payload):
                 return None
@@ -808,23 +821,10 @@ class Session:
         msg = parse_control_message(text)
         if isinstance(msg, PushRequest):
             if self.config.is_server:
-                self._push_requested = True
-                if self._accept is not AcceptState.REPLIED:
-                    self._maybe_send_push_reply(now)
-                elif now < self._push_reply_expiry:
-                    self.drops["push_request_repeated"] += 1  # OpenVPN: ALREADY_REPLIED
-                else:  # a request after the hold-off gets the reply again
-                    self._send_push_reply(now)
+                self._on_push_request(now)
         elif isinstance(msg, PushReply):
             if not self.config.is_server and self._pull is not PullState.PUSHED:
-                try:
-                    result = self._push.feed(text)
-                except ProtocolError as exc:
-                    self._fail_session(ev.CAUSE_BAD_PUSH, exc.what,
-                                       ev.PHASE_PUSH_REPLY_RECEIVED)
-                    return
-                if result is not None:
-                    self._apply_push(result, now)
+                self._on_push_reply(text, now)
         elif isinstance(msg, AuthFailed):
             if not self.config.is_server:
                 self._events.append(ev.AuthFailed(msg.reason))
@@ -843,6 +843,26 @@ class Session:
             self.drops["unknown_control_message"] += 1
 
     # ------------------------------------------------------------------ push handling
+
+    def _on_push_request(self, now: float) -> None:
+        """Server: a client's PUSH_REQUEST."""
+        self._push_requested = True
+        if self._accept is not AcceptState.REPLIED:
+            self._maybe_send_push_reply(now)
+        elif now < self._push_reply_expiry:
+            self.drops["push_request_repeated"] += 1  # OpenVPN: ALREADY_REPLIED
+        else:  # a request after the hold-off gets the reply again
+            self._send_push_reply(now)
+
+    def _on_push_reply(self, text: str, now: float) -> None:
+        """Client: a (part of a) PUSH_REPLY while the pull is not complete."""
+        try:
+            result = self._push.feed(text)
+        except ProtocolError as exc:
+            self._fail_session(ev.CAUSE_BAD_PUSH, exc.what, ev.PHASE_PUSH_REPLY_RECEIVED)
+            return
+        if result is not None:
+            self._apply_push(result, now)
 
     def _send_push_request(self, now: float) -> None:
         key = self._message_key()

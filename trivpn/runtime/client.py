@@ -44,6 +44,7 @@ from trivpn.config.options import FileSource
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
+from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime.datapath import mss_limit_for
@@ -88,7 +89,6 @@ DROP_TICK = 1.0
 EXIT_ACK_WAIT = 2.0
 """Longest wait for the server's acknowledgement of an EXIT control message."""
 DEFAULT_CONNECT_TIMEOUT = 120
-_DATA_OPCODES = (9, 6)  # P_DATA_V2, P_DATA_V1
 
 
 async def run_client(options: Options, log: Log, tools: OperatorTools | None = None,
@@ -633,7 +633,7 @@ class Connection:
         to_tun: list[bytes] = []
         append = to_tun.append
         for data in batch:
-            if data and data[0] >> 3 in _DATA_OPCODES:
+            if data and data[0] in DATA_BYTE0:
                 packet = decrypt(data, now)
                 if packet is not None:
                     # clamp_mss's first test inline: only TCP can need it (pings skip the call)
@@ -844,7 +844,7 @@ class Connection:
                     await self.pump.flush()
         self.finish(Exit(0, "signal", self.client.stop_reason or ""))
 
-    def _on_event(self, event: ev.Event) -> None:
+    def _on_event(self, event: ev.Event) -> None:  # noqa: PLR0912 - split by the session pump (issue 11)
         log = self.log
         if isinstance(event, ev.PhaseReached):
             if event.phase == ev.PHASE_TLS_STARTED:

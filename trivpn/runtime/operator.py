@@ -35,7 +35,8 @@ from trivpn.runtime.status import (
 
 if TYPE_CHECKING:
     from trivpn.runtime.client import Client
-    from trivpn.runtime.server import Peer, Server
+    from trivpn.runtime.server import Server
+    from trivpn.runtime.serverpeer import Peer
 
 Log = structlog.stdlib.BoundLogger
 

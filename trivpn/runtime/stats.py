@@ -176,7 +176,12 @@ class EventTap:
                 if cn in self.seen_cns:
                     c.reconnects += 1
                 self.seen_cns.add(cn)
-        elif name == "link_open":
+        else:
+            self._track_state(name, fields)
+
+    def _track_state(self, name: str, fields: Mapping[str, Any]) -> None:
+        """The management ``state`` from the log lines that move it."""
+        if name == "link_open":
             self._local = _address(fields.get("local"))
             peer = _address(fields.get("peer"))
             if peer is None:  # the server's listening socket

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trivpn.runtime.ratelimit import WindowLimiter
+from trivpn.protocol.ratelimit import WindowLimiter
 
 
 def test_window_admits_the_limit_then_refuses_until_it_ends():

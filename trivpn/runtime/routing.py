@@ -1,0 +1,136 @@
+"""Routing between the server's device and its peers, over the peer table (no I/O, no trio).
+
+A :class:`Router` takes decrypted packets from a peer, or packets read from the TUN/TAP device,
+and says where they go: a list for one device write, and ``(peer, wire)`` pairs already
+encrypted by the target's session for the link. What goes where is decided by
+:class:`~trivpn.runtime.peers.PeerTable` (see its docstring for OpenVPN's rules); the router
+adds ``mssfix`` clamping (TUN), TAP flooding to every connected client and drop counting.
+
+These functions are on the per-packet path: no logging, no allocation beyond the output lists.
+A client refused a MAC address is reported once per reason through ``on_mac_refused``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
+from trivpn.protocol.session import Session
+from trivpn.runtime.peers import IPV4_HEADER, PeerTable, Routable, Verdict
+
+TCP_HEADER_END = 40  # IPv4 + TCP headers: shorter packets carry no MSS option
+
+
+class RoutedPeer(Routable, Protocol):
+    """What the router needs of a peer: its session, and the MAC refusals already reported."""
+
+    @property
+    def session(self) -> Session: ...
+
+    mac_refused: tuple[str, ...]
+
+
+P = TypeVar("P", bound=RoutedPeer)
+
+MacRefusal = Callable[[P, bytes, Verdict], None]
+
+
+class Router(Generic[P]):
+    """Routes packets between the device and the peers of ``table``. ``connected``: the peers
+    a TAP flood reaches (kept by the server as peers connect and go)."""
+
+    __slots__ = ("client_to_client", "connected", "counts", "mss", "on_mac_refused", "table",
+                 "tap")
+
+    def __init__(self, table: PeerTable[P], counts: Counter[str], *, tap: bool,
+                 client_to_client: bool, mss: int | None,
+                 on_mac_refused: MacRefusal[P]) -> None:
+        self.table = table
+        self.counts = counts  # drops by reason
+        self.tap = tap
+        self.client_to_client = client_to_client
+        self.mss = None if tap else mss  # TCP SYNs through the tunnel are clamped (TUN only)
+        self.on_mac_refused = on_mac_refused
+        self.connected: tuple[P, ...] = ()
+
+    def from_peer(self, peer: P, packet: bytes, now: float, out: list[tuple[P, bytes]], *,
+                  to_device: list[bytes]) -> None:
+        """A decrypted packet from ``peer``: to the device (appended to ``to_device``, for one
+        device write per batch), or encrypted for other clients (appended to ``out``)."""
+        if self.tap:
+            verdict = self.table.from_client_frame(peer, packet, self.client_to_client)
+        else:
+            mss = self.mss
+            # clamp_mss's first test inline: only TCP can need it (pings skip the call)
+            if mss is not None and len(packet) >= TCP_HEADER_END and packet[9] == IPPROTO_TCP:
+                packet = clamp_mss(packet, mss)
+            verdict = self.table.from_client_ipv4(peer, packet, self.client_to_client)
+        if verdict is Verdict.DEVICE:
+            to_device.append(packet)
+        elif isinstance(verdict, Verdict):
+            self._other_verdict(peer, packet, verdict, now, out, to_device=to_device)
+        else:
+            wire = verdict.session.encrypt_data(packet, now)
+            if wire is not None:
+                out.append((verdict, wire))
+
+    def _other_verdict(self, peer: P, packet: bytes, verdict: Verdict, now: float,
+                       out: list[tuple[P, bytes]], *, to_device: list[bytes]) -> None:
+        if verdict is Verdict.FLOOD:
+            to_device.append(packet)
+            for other in self.connected:
+                if other is not peer:
+                    wire = other.session.encrypt_data(packet, now)
+                    if wire is not None:
+                        out.append((other, wire))
+            return
+        self.counts[verdict.value] += 1
+        if (verdict in (Verdict.MAC_TAKEN, Verdict.MAC_QUOTA)
+                and verdict.value not in peer.mac_refused):
+            # once per peer and reason; the drop counters count the rest
+            peer.mac_refused = (*peer.mac_refused, verdict.value)
+            self.on_mac_refused(peer, packet, verdict)
+
+    def from_device(self, packets: list[bytes], now: float) -> list[tuple[P, bytes]]:
+        """Packets read from the device, encrypted for the peers owning their destinations
+        (TAP: every connected peer when the destination is a group or unknown MAC)."""
+        if self.tap:
+            return self._frames_from_device(packets, now)
+        out: list[tuple[P, bytes]] = []
+        counts = self.counts
+        by_vaddr = self.table.by_vaddr
+        mss = self.mss
+        for packet in packets:
+            if len(packet) >= IPV4_HEADER and packet[0] >> 4 == 4:
+                peer = by_vaddr.get(packet[16:20])
+                if peer is None:
+                    counts["no_route"] += 1
+                    continue
+                if mss is not None and len(packet) >= TCP_HEADER_END \
+                        and packet[9] == IPPROTO_TCP:
+                    packet = clamp_mss(packet, mss)  # noqa: PLW2901
+            else:
+                counts["not_ipv4"] += 1
+                continue
+            wire = peer.session.encrypt_data(packet, now)
+            if wire is not None:
+                out.append((peer, wire))
+        return out
+
+    def _frames_from_device(self, frames: list[bytes], now: float) -> list[tuple[P, bytes]]:
+        out: list[tuple[P, bytes]] = []
+        table = self.table
+        for frame in frames:
+            peer = table.for_frame(frame)
+            if peer is None:
+                for other in self.connected:
+                    wire = other.session.encrypt_data(frame, now)
+                    if wire is not None:
+                        out.append((other, wire))
+                continue
+            wire = peer.session.encrypt_data(frame, now)
+            if wire is not None:
+                out.append((peer, wire))
+        return out
