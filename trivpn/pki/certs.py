@@ -126,8 +126,10 @@ def issue_cert(
     not_after: datetime | None = None,
     eku: Sequence[x509.ObjectIdentifier] | None = None,
     key_usage: bool = True,
+    key: PrivateKey | None = None,
 ) -> Credential:
-    """A new key and a ``kind`` leaf certificate for ``name`` signed by ``ca``.
+    """A new key (or ``key`` when given) and a ``kind`` leaf certificate for ``name``
+    signed by ``ca``.
 
     Overrides for tests and diagnostics: ``not_before`` / ``not_after`` (expired or not yet
     valid certs), ``eku`` (``None`` = the kind's default, an empty sequence = no EKU extension,
@@ -136,7 +138,8 @@ def issue_cert(
     if kind not in CERT_KINDS:
         raise PkiError(f"unknown certificate kind {kind!r}; expected server or client")
     _check_cn(name)
-    key = generate_private_key(key_type)
+    if key is None:
+        key = generate_private_key(key_type)
     public = key.public_key()
     start, end = _validity(days, now, not_before, not_after)
     purposes = DEFAULT_EKU[kind] if eku is None else tuple(eku)
