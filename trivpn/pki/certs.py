@@ -174,6 +174,13 @@ def certificate_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def request_pem(cred: Credential) -> bytes:
+    """A PKCS#10 request for ``cred``'s subject signed by its key (easy-rsa's reqs/NAME.req)."""
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(cred.cert.subject)
+           .sign(cred.key, _hash_for(cred.key)))
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
 def load_certificates(text: str, where: str = "certificate") -> tuple[x509.Certificate, ...]:
     """Parse every ``-----BEGIN CERTIFICATE-----`` block in ``text`` (a chain), in order.
 

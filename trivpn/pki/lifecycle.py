@@ -455,15 +455,15 @@ class Lifecycle:
         done: list[int] = []
         moves: list[tuple[Path, Path]] = []
         for item in pending:
-            if item.after > now:
-                keep.append(item)
-                continue
             try:
                 index = _find(entries, item.serial)
             except PkiError:
                 continue  # no longer in the index: nothing left to revoke
             if entries[index].status == "R":
                 continue  # revoked meanwhile (e.g. by easyrsa revoke-renewed)
+            if item.after > now:
+                keep.append(item)
+                continue
             entries[index] = entries[index].revoked(now, "superseded")
             done.append(item.serial)
             moves += self._revoked_moves(item.name, item.serial, "renewed")

@@ -23,7 +23,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from trivpn.pki.certs import Credential, certificate_pem, check_key_matches, load_certificate
+from trivpn.pki.certs import (
+    Credential,
+    certificate_pem,
+    check_key_matches,
+    load_certificate,
+    request_pem,
+)
 from trivpn.pki.errors import AlreadyExistsError, PkiError
 from trivpn.pki.files import (
     PRIVATE_DIR_MODE,
@@ -99,6 +105,10 @@ class PkiStore:
 
         paths = IssuedPaths(self.cert_path(name), self.key_path(name))
         self._save(paths, cred, force)
+        reqs = self.root / "reqs"
+        if reqs.is_dir():  # easy-rsa keeps each name's request; its revoke and renew move it
+            write_file(reqs / f"{name}.req", request_pem(cred), mode=PUBLIC_FILE_MODE,
+                       overwrite=True)
         if record:
             Lifecycle(self).record_issued(cred.cert)
         return paths
