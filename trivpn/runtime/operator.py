@@ -36,6 +36,7 @@ from trivpn.runtime.status import (
 
 if TYPE_CHECKING:
     from trivpn.protocol.session import SessionConfig
+    from trivpn.protocol.tls import CrlCheck
     from trivpn.runtime.client import Client
     from trivpn.runtime.server import Peer, Server
 
@@ -72,8 +73,12 @@ def certificate_expiry(options: Options) -> dict[str, float]:
 
 
 def crl_next_update(config: SessionConfig | None) -> float | None:
-    """The earliest nextUpdate (unix time) of the crl-verify FILE's CRLs, as last read."""
-    crl = config.verification.crl if config is not None else None
+    """The earliest nextUpdate (unix time) of the crl-verify FILE's CRLs (re-read when the
+    file changed, as at a handshake)."""
+    return crl_check_next_update(config.verification.crl if config is not None else None)
+
+
+def crl_check_next_update(crl: CrlCheck | None) -> float | None:
     if crl is None or crl.lists is None:
         return None
     times = [c.next_update_utc.timestamp() for c in crl.lists().crls
