@@ -64,6 +64,7 @@ from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
 from trivpn.protocol.packets import Opcode, decode_control
 from trivpn.protocol.session import Session, SessionConfig
+from trivpn.protocol.tls import RevocationLists, revoked_serials
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.link import (
@@ -98,6 +99,7 @@ _CONTROL_V1 = int(Opcode.CONTROL_V1)
 _ACK_V1 = int(Opcode.ACK_V1)
 
 HOUSEKEEPING_INTERVAL = 1.0
+REVOKED_LINGER = 1.0  # --drop-revoked: seconds between RESTART and removal, as for kill
 DROP_LOG_INTERVAL = 5.0
 ERROR_LOG_INTERVAL = 60.0
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
@@ -108,9 +110,9 @@ BATCH = 64
 class Peer:
     """One client: its session, where it is, what it was given."""
 
-    __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
-                 "label", "mac_refused", "peer_id", "preauth", "remove_at", "remove_reason",
-                 "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
+    __slots__ = ("address", "cancel_scope", "cert_serial", "common_name", "connected",
+                 "created", "entry", "label", "mac_refused", "peer_id", "preauth", "remove_at",
+                 "remove_reason", "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
                  "sleeping_until", "tcp", "tcp_recv", "tcp_send", "tx_bytes", "tx_packets",
                  "vaddr", "wakeup")
 
@@ -131,6 +133,7 @@ class Peer:
         # TCP: its reset counts against connect-freq-initial until the client goes on
         self.reset_counted = False
         self.common_name: str | None = None
+        self.cert_serial: int | None = None  # of the certificate it authenticated with
         self.entry: PoolEntry | None = None
         self.vaddr: bytes | None = None
         self.connected = False
@@ -252,6 +255,10 @@ class Server:
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
         self.tools: OperatorTools | None = None  # status file, management, metrics
+        # trivpn run --drop-revoked: re-check connected clients when the crl-verify file
+        # changes (OpenVPN only checks at the next TLS handshake)
+        self.drop_revoked = False
+        self._crl_seen: RevocationLists | None = None
         self._persist_file: StatusFile | None = None  # opened before a privilege drop
 
     # ------------------------------------------------------------------ lifecycle
@@ -423,9 +430,27 @@ class Server:
             if self.drops.due(now):
                 self.drops.flush(self.log, now)
             self.errors.flush(now)
+            if self.drop_revoked:
+                self._drop_revoked()
             if now >= next_persist and persist is not None:
                 self._write_persist(now)
                 next_persist = now + persist.seconds
+
+    def _drop_revoked(self) -> None:
+        """When the crl-verify file changed: tell connected clients whose certificate it now
+        revokes to restart (their reconnect is refused by crl-verify) and remove them."""
+        crl = self.config.verification.crl if self.config is not None else None
+        if crl is None or crl.lists is None:
+            return
+        lists = crl.lists()  # re-reads the file only when its size or mtime changed
+        if lists is self._crl_seen:
+            return
+        self._crl_seen = lists
+        revoked = revoked_serials(lists, crl.ca_certs)
+        for peer in [p for p in self.connected if p.cert_serial in revoked]:
+            self.log.warning("peer_revoked", peer=peer.label, cn=peer.common_name,
+                             serial=str(peer.cert_serial), crl=lists.source)
+            self.kill_peer(peer, REVOKED_LINGER, reason="revoked")
 
     def _account(self, now: float) -> None:
         """Move every drop counter into the aggregator."""
@@ -575,17 +600,17 @@ class Server:
             self.preauth.release(peer.preauth)
             peer.preauth = None
 
-    def kill_peer(self, peer: Peer, linger: float) -> None:
+    def kill_peer(self, peer: Peer, linger: float, reason: str = "killed") -> None:
         """Management ``kill``: tell the client to restart, remove it ``linger`` s later."""
         now = trio.current_time()
         try:
             peer.session.send_control_message("RESTART", now)
         except ProtocolError:
-            self._remove_peer(peer, "killed")
+            self._remove_peer(peer, reason)
             return
         self._drain(peer, now)
         peer.remove_at = now + linger
-        peer.remove_reason = "killed"
+        peer.remove_reason = reason
         peer.wakeup.set()
 
     def _peer_failed(self, peer: Peer | None, exc: Exception) -> None:
@@ -717,6 +742,7 @@ class Server:
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         cn = event.peer.common_name
         peer.common_name = cn
+        peer.cert_serial = event.peer.serial
         self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
         if not self.options.duplicate_cn:
             for other in self.table:
@@ -1133,10 +1159,12 @@ class Server:
             self._remove_peer(peer, "connection_reset", detail=str(exc))
 
 
-async def run_server(options: Options, log: Log, tools: OperatorTools | None = None) -> int:
+async def run_server(options: Options, log: Log, tools: OperatorTools | None = None, *,
+                     drop_revoked: bool = False) -> int:
     """Run a server until SIGINT/SIGTERM; returns the process exit code."""
     server = Server(options, log)
     server.tools = tools
+    server.drop_revoked = drop_revoked
     return await server.run()
 
 
