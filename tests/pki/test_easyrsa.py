@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from cryptography import x509
 from tests.conftest import require_easyrsa
 from trivpn.cli import main
 from trivpn.pki.certs import load_certificate
+from trivpn.pki.crl import DEFAULT_CRL_DAYS
 from trivpn.pki.index import parse_index, serial_hex
 from trivpn.pki.lifecycle import Lifecycle, open_pki
 
@@ -126,6 +128,10 @@ def test_easyrsa_carries_on_after_trivpn_revoked(pki: Path) -> None:
 def test_trivpn_re_signs_the_crl_easyrsa_made(pki: Path) -> None:
     easyrsa(pki, "revoke", "bob", "superseded")
     easyrsa(pki, "gen-crl")
+    theirs = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    assert theirs.next_update_utc is not None
+    # easy-rsa's default CRL validity (EASYRSA_CRL_DAYS), which is trivpn's default too
+    assert theirs.next_update_utc - theirs.last_update_utc == timedelta(days=DEFAULT_CRL_DAYS)
     bob = serial_of(pki / "revoked" / "certs_by_serial" /
                     f"{serial_hex(serial_of_index(pki, 'bob'))}.crt")
     assert main(["pki", "crl", "--dir", str(pki), "--crl-days", "30"]) == 0
@@ -168,7 +174,9 @@ def test_easyrsa_renew_makes_a_new_key_and_parks_the_old_files_in_renewed(
     assert (pki / "renewed" / "reqs" / "short.req").exists()
     # easy-rsa refuses to renew a certificate that expires in more than 30 days
     refused = easyrsa(pki, "renew", "alice", "nopass", check=False)
-    assert refused.returncode != 0 and "Renewal not allowed" in refused.stdout + refused.stderr
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "Renewal not allowed" in said
+    assert "expires in more than 30 days" in said
 
 
 def test_easyrsa_revoke_renewed_finishes_a_trivpn_renewal(pki: Path) -> None:
