@@ -18,7 +18,7 @@ import structlog
 import trio
 from cryptography import x509
 
-from trivpn.config import Options
+from trivpn.config import ConfigError, Options
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.management import ManagementServer, parse_number, read_password
 from trivpn.runtime.metrics import MetricsServer, MetricsSnapshot, PeerTraffic
@@ -64,7 +64,7 @@ def certificate_expiry(options: Options) -> dict[str, float]:
             continue
         try:
             certs = x509.load_pem_x509_certificates(source.read_text().encode())
-        except (OSError, ValueError):
+        except (ConfigError, OSError, ValueError):
             continue
         if certs:
             chosen = certs[:1] if label == "cert" else certs
