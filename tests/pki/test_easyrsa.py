@@ -18,7 +18,7 @@ from cryptography import x509
 
 from tests.conftest import require_easyrsa
 from trivpn.cli import main
-from trivpn.pki.certs import load_certificate
+from trivpn.pki.certs import certificate_pem, load_certificate
 from trivpn.pki.crl import DEFAULT_CRL_DAYS
 from trivpn.pki.index import parse_index, serial_hex
 from trivpn.pki.lifecycle import Lifecycle, open_pki
@@ -230,3 +230,14 @@ def test_an_encrypted_easyrsa_ca_key_takes_a_passphrase(tmp_path: Path, capsys) 
                  "pass:ca secret"]) == 0
     easyrsa(pki, "--passin=pass:ca secret", "gen-crl")
     easyrsa(pki, "--passin=pass:ca secret", "build-client-full", "erin", "nopass")
+    # trivpn profile exports a certificate easy-rsa issued without the CA passphrase
+    easyrsa(pki, "--passin=pass:ca secret", "build-server-full", "server", "nopass")
+    conf = tmp_path / "server.conf"
+    conf.write_text(f"port 1194\nproto udp\ndev tun\nca {pki}/ca.crt\n"
+                    f"cert {pki}/issued/server.crt\nkey {pki}/private/server.key\ndh none\n"
+                    "topology subnet\nserver 198.18.8.0 255.255.255.0\n")
+    out = tmp_path / "erin.ovpn"
+    assert main(["profile", "erin", "--server-config", str(conf), "--remote", "198.18.0.1",
+                 "--out", str(out)]) == 0
+    erin = certificate_pem(load_certificate((pki / "issued" / "erin.crt").read_text()))
+    assert erin.decode().strip() in out.read_text()

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+
 from trivpn.pki.certs import (
     Credential,
     certificate_pem,
@@ -112,6 +114,16 @@ class PkiStore:
         if record:
             Lifecycle(self).record_issued(cred.cert)
         return paths
+
+    def load_ca_cert(self) -> x509.Certificate:
+        """The CA certificate alone (no key, so no passphrase)."""
+        if not self.ca_cert_path.exists():
+            raise PkiError(
+                f"no CA certificate here (create one with 'trivpn pki init {self.root}')",
+                str(self.ca_cert_path),
+            )
+        return load_certificate(read_text(self.ca_cert_path, "CA certificate"),
+                                str(self.ca_cert_path))
 
     def load_ca(self, passphrase: bytes | None = None) -> Credential:
         """The CA certificate and key, checked to belong together; ``passphrase`` decrypts an
