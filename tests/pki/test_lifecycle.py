@@ -240,6 +240,19 @@ def test_expiring_exits_non_zero_when_something_expires_soon(pki: Path, capsys) 
     assert main(["pki", "expiring", "--dir", str(pki), "--days", "5"]) == 0
 
 
+def test_an_expired_current_certificate_counts_until_it_is_revoked(pki: Path, capsys) -> None:
+    store = PkiStore(pki)
+    past = datetime.now(UTC) - timedelta(days=2)
+    store.save_issued("old", issue_cert(store.load_ca(), "client", "old",
+                                        not_before=past - timedelta(1), not_after=past))
+    assert main(["pki", "expiring", "--dir", str(pki), "--days", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "certificate old: expires" in out and out.rstrip().endswith("(EXPIRED)")
+    assert main(["pki", "revoke", "old", "--dir", str(pki)]) == 0
+    capsys.readouterr()
+    assert main(["pki", "expiring", "--dir", str(pki), "--days", "1"]) == 0
+
+
 def test_expiring_counts_the_crl_and_the_ca_but_not_revoked_certificates(pki: Path,
                                                                          capsys) -> None:
     assert main(["pki", "issue", "client", "temp", "--dir", str(pki), "--days", "10"]) == 0

@@ -268,14 +268,15 @@ class Lifecycle:
 
     def expiring(self, days: int, now: datetime | None = None) -> tuple[Expiry, ...]:
         """What stops working within ``days`` days (or already has): the CA certificate(s),
-        the current certificate of each name (issued/, not revoked) and the CRL."""
+        the current certificate of each name (issued/, not revoked: revoke or renew an expired
+        one to clear it) and the CRL."""
         now = now or datetime.now(UTC)
         limit = now + timedelta(days=days)
         found = [Expiry("ca", common_name(ca), ca.not_valid_after_utc)
                  for ca in self._ca_certs()]
         revoked = {e.serial for e in self.entries() if e.status == "R"}
         for serial, (name, cert) in self._issued().items():
-            if serial not in revoked and cert.not_valid_after_utc > now:
+            if serial not in revoked:
                 found.append(Expiry("certificate", name, cert.not_valid_after_utc))
         crl = self.current_crl()
         if crl is not None and crl.next_update_utc is not None:
