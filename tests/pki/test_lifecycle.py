@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from trivpn.cli import main
 from trivpn.pki.certs import create_ca, issue_cert, load_certificate
@@ -170,6 +171,17 @@ def test_renew_keeps_cn_role_and_key_type_with_a_new_key(tmp_path: Path) -> None
     assert (root / "renewed" / "private" / "carol.key").read_bytes() == old_key
     both = [c for c in Lifecycle(PkiStore(root)).inventory() if c.common_name == "carol"]
     assert sorted((c.current, c.status) for c in both) == [(False, "valid"), (True, "valid")]
+
+
+def test_renew_keeps_the_whole_subject(pki: Path) -> None:
+    store = PkiStore(pki)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, "dora")])
+    store.save_issued("dora", issue_cert(store.load_ca(), "client", "dora", subject=subject))
+    assert main(["pki", "renew", "dora", "--dir", str(pki)]) == 0
+    assert load_certificate((pki / "issued" / "dora.crt").read_text()).subject == subject
+    lines = (pki / "index.txt").read_text().splitlines()
+    assert [line.split("\t")[5] for line in lines if "dora" in line] == ["/O=Example/CN=dora"] * 2
 
 
 @pytest.mark.directive("crl-verify")

@@ -127,6 +127,7 @@ def issue_cert(
     eku: Sequence[x509.ObjectIdentifier] | None = None,
     key_usage: bool = True,
     key: PrivateKey | None = None,
+    subject: x509.Name | None = None,
 ) -> Credential:
     """A new key (or ``key`` when given) and a ``kind`` leaf certificate for ``name``
     signed by ``ca``.
@@ -134,6 +135,7 @@ def issue_cert(
     Overrides for tests and diagnostics: ``not_before`` / ``not_after`` (expired or not yet
     valid certs), ``eku`` (``None`` = the kind's default, an empty sequence = no EKU extension,
     otherwise exactly these purposes) and ``key_usage=False`` (no KeyUsage extension).
+    ``subject`` replaces the subject ``CN=name`` (renewing a certificate keeps its whole DN).
     """
     if kind not in CERT_KINDS:
         raise PkiError(f"unknown certificate kind {kind!r}; expected server or client")
@@ -145,7 +147,8 @@ def issue_cert(
     purposes = DEFAULT_EKU[kind] if eku is None else tuple(eku)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .subject_name(subject if subject is not None
+                      else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca.cert.subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())

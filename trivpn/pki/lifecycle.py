@@ -343,7 +343,7 @@ class Lifecycle:
     def renew(self, name: str, *, overlap_days: int = DEFAULT_OVERLAP_DAYS,
               days: int = DEFAULT_LEAF_DAYS, passphrase: bytes | None = None,
               crl_days: int = DEFAULT_CRL_DAYS, now: datetime | None = None) -> RenewResult:
-        """A new key and certificate for NAME (same CN, role and key type); the old files move
+        """A new key and certificate for NAME (same subject, role and key type); the old files move
         to renewed/ and the old certificate is revoked when ``overlap_days`` have passed."""
         now = _whole_seconds(now)
         if overlap_days < 0:
@@ -374,7 +374,8 @@ class Lifecycle:
         eku = ((ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
                if role == "server+client" else None)
         cred = issue_cert(ca, "client" if role == "client" else "server", common_name(old),
-                          days=days, now=now, eku=eku, key=generate_like(old.public_key()))
+                          days=days, now=now, eku=eku, key=generate_like(old.public_key()),
+                          subject=old.subject)
         moves = [(cert_path, renewed["issued"]),
                  (self.store.key_path(name), renewed["private"]),
                  (self.root / "reqs" / f"{name}.req", renewed["reqs"])]
