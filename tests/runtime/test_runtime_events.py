@@ -101,3 +101,37 @@ async def test_a_client_in_memory_drives_the_management_state_and_metrics(
     # the bus logged each event on the connection's logger: its context stays on the line
     link = next(e for e in lab.log.events() if e["event"] == "link_open")
     assert link["remote"] == f"{SERVER[0]}:{SERVER[1]}" and link["peer"] == link["remote"]
+
+
+def test_ping_restart_is_a_warning_on_a_client_and_info_on_a_server():
+    assert logged(rt.PingRestart(60.0)) == {
+        "event": "ping_restart", "silent_for": 60.0, "level": "warning"}
+    assert logged(rt.PingRestart(60.0, "198.18.0.2:5000", "c1")) == {
+        "event": "ping_restart", "peer": "198.18.0.2:5000", "cn": "c1", "silent_for": 60.0,
+        "level": "info"}
+
+
+def test_peer_disconnected_adds_what_its_reason_brings():
+    assert keys(rt.PeerDisconnected("duplicate_cn", "198.18.0.2:5000", "c1", "198.18.8.2", 0,
+                                    True, {"replaced_by": "198.18.0.3:5000"})) == [
+        "reason", "peer", "cn", "vpn_ip", "peer_id", "was_connected", "replaced_by"]
+
+
+def test_dropped_packets_are_published_as_one_aggregate_per_reason_and_interval():
+    from trivpn.logging import DropAggregator
+
+    drops = DropAggregator(interval=10.0)
+    for _ in range(1000):
+        drops.add("replay")
+    drops.add("bad_hmac", 3)
+    bus = rt.EventBus()
+    seen: list[rt.RuntimeEvent] = []
+    bus.subscribe(seen.append)
+    rt.publish_drops(bus, drops, 0.0)
+    rt.publish_drops(bus, drops, 1.0)  # nothing new: nothing published
+    drops.add("replay")
+    rt.publish_drops(bus, drops, 20.0)
+    assert seen == [rt.PacketsDropped("bad_hmac", 3, 3), rt.PacketsDropped("replay", 1000, 1000),
+                    rt.PacketsDropped("replay", 1, 1001)]
+    assert logged(seen[0]) == {"event": "packet_dropped", "reason": "bad_hmac", "count": 3,
+                               "total": 3, "level": "warning"}

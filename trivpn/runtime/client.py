@@ -343,7 +343,7 @@ class Client:
 
     def _teardown(self) -> None:
         self.close_tunnel()
-        self.drops.flush(self.log, trio.current_time())
+        rt.publish_drops(self.events, self.drops, trio.current_time())
 
     def close_tunnel(self) -> None:
         tunnel, self.tunnel = self.tunnel, None
@@ -447,7 +447,8 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self._close_link()
                 self._collect_drops()
-                self.client.drops.flush(self.log, trio.current_time())
+                rt.publish_drops(self.client.events, self.client.drops,
+                                 trio.current_time(), self.log)
         return self.outcome or Reconnect("connection_ended")
 
     def finish(self, outcome: Outcome) -> None:
@@ -797,7 +798,7 @@ class Connection:
             self._collect_drops()
             now = trio.current_time()
             if self.client.drops.due(now):
-                self.client.drops.flush(self.log, now)
+                rt.publish_drops(self.client.events, self.client.drops, now, self.log)
 
     def _collect_drops(self) -> None:
         agg = self.client.drops
@@ -895,7 +896,7 @@ class Connection:
         elif isinstance(event, ev.KeyExpired):
             log.warning("key_expired", key_id=event.key_id)
         elif isinstance(event, ev.KeepaliveTimeout):
-            log.warning("ping_restart", silent_for=round(event.silent_for, 3))
+            publish(rt.PingRestart(round(event.silent_for, 3)), log)
             self.finish(Reconnect("ping_restart"))
         elif isinstance(event, ev.ServerPollTimeout):
             # OpenVPN: "Server poll timeout, restarting", on to the next remote

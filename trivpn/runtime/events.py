@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import structlog
 
@@ -30,6 +30,9 @@ class RuntimeEvent:
 
     name: ClassVar[str] = "runtime_event"
     level: ClassVar[str] = "info"
+
+    def log_level(self) -> str:
+        return self.level
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the log line, in the order docs/events.md lists them."""
@@ -230,6 +233,60 @@ class SignalReceived(RuntimeEvent):
         return {"signal": self.signal, "action": self.action}
 
 
+@dataclass(frozen=True, slots=True)
+class PeerDisconnected(RuntimeEvent):
+    """Server: a client was removed for ``reason``; ``extra`` carries what that reason adds
+    (``cause``, ``how``, ``detail``, ``replaced_by``)."""
+
+    name: ClassVar[str] = "peer_disconnected"
+    reason: str
+    peer: str
+    common_name: str | None
+    vpn_ip: str | None
+    peer_id: int
+    was_connected: bool
+    extra: Mapping[str, object] = field(default_factory=dict, repr=False)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"reason": self.reason, "peer": self.peer, "cn": self.common_name,
+                "vpn_ip": self.vpn_ip, "peer_id": self.peer_id,
+                "was_connected": self.was_connected, **self.extra}
+
+
+@dataclass(frozen=True, slots=True)
+class PingRestart(RuntimeEvent):
+    """Nothing came from the other side for ``ping-restart`` seconds: a client reconnects
+    (a warning), a server removes the peer."""
+
+    name: ClassVar[str] = "ping_restart"
+    silent_for: float
+    peer: str | None = None
+    common_name: str | None = None
+
+    def log_level(self) -> str:
+        return "warning" if self.peer is None else "info"
+
+    def log_fields(self) -> dict[str, Any]:
+        if self.peer is None:
+            return {"silent_for": self.silent_for}
+        return {"peer": self.peer, "cn": self.common_name, "silent_for": self.silent_for}
+
+
+@dataclass(frozen=True, slots=True)
+class PacketsDropped(RuntimeEvent):
+    """Packets dropped for ``reason`` since the last such event (``count``; ``total`` since
+    the start). Published per flush interval, never per packet: the data path only counts."""
+
+    name: ClassVar[str] = "packet_dropped"
+    level: ClassVar[str] = "warning"
+    reason: str
+    count: int
+    total: int
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"reason": self.reason, "count": self.count, "total": self.total}
+
+
 Observer = Callable[[RuntimeEvent], None]
 
 
@@ -263,10 +320,20 @@ class EventBus:
             observer(event)
 
 
+class DropCounts(Protocol):
+    def take(self, now: float) -> list[tuple[str, int, int]]: ...
+
+
+def publish_drops(bus: EventBus, drops: DropCounts, now: float, log: Log | None = None) -> None:
+    """One :class:`PacketsDropped` per reason counted since the last call."""
+    for reason, count, total in drops.take(now):
+        bus.publish(PacketsDropped(reason, count, total), log)
+
+
 def write_log(log: Log, event: RuntimeEvent) -> None:
     """``event`` as its log line (docs/events.md) on ``log``."""
     fields = event.log_fields()
-    if event.level == "warning":
+    if event.log_level() == "warning":
         log.warning(event.name, **fields)
     else:
         log.info(event.name, **fields)

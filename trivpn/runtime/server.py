@@ -250,7 +250,7 @@ class Server:
                 self.log.warning("teardown_incomplete", detail=item)
             self.tunnel = None
         self._account(now)
-        self.drops.flush(self.log, now)
+        rt.publish_drops(self.events, self.drops, now)
 
     async def _notify_clients(self) -> None:
         """explicit-exit-notify on a server: RESTART (or RESTART,[N] for 2) to every client."""
@@ -280,7 +280,7 @@ class Server:
             now = trio.current_time()
             self._account(now)
             if self.drops.due(now):
-                self.drops.flush(self.log, now)
+                rt.publish_drops(self.events, self.drops, now)
             self.errors.flush(now)
             self.persistence.tick(now)
 
@@ -399,9 +399,9 @@ class Server:
         if peer.tcp_send is not None:
             peer.tcp_send.close()
         peer.cancel_scope.cancel()
-        self.log.info("peer_disconnected", reason=reason, peer=peer.label, cn=peer.common_name,
-                      vpn_ip=peer.vpn_ip, peer_id=peer.peer_id, was_connected=peer.connected,
-                      **fields)
+        self.events.publish(rt.PeerDisconnected(reason, peer.label, peer.common_name,
+                                                peer.vpn_ip, peer.peer_id, peer.connected,
+                                                fields))
 
     # ------------------------------------------------------------------ pre-authentication
 
@@ -583,8 +583,8 @@ class Server:
             log.warning("key_expired", peer=peer.label, cn=peer.common_name,
                         key_id=event.key_id)
         elif isinstance(event, ev.KeepaliveTimeout):
-            log.info("ping_restart", peer=peer.label, cn=peer.common_name,
-                     silent_for=round(event.silent_for, 1))
+            self.events.publish(rt.PingRestart(round(event.silent_for, 1), peer.label,
+                                               peer.common_name))
             self.remove_peer(peer, "ping_restart")
         elif isinstance(event, ev.PeerExited):
             self.remove_peer(peer, "exit", how=event.how)
