@@ -135,3 +135,14 @@ def test_dropped_packets_are_published_as_one_aggregate_per_reason_and_interval(
                     rt.PacketsDropped("replay", 1, 1001)]
     assert logged(seen[0]) == {"event": "packet_dropped", "reason": "bad_hmac", "count": 3,
                                "total": 3, "level": "warning"}
+
+
+def test_certificate_and_key_events_keep_their_log_lines():
+    assert logged(rt.CertificateRejected("crl_verify", 4660, "c1", "revoked")) == {
+        "event": "peer_cert_rejected", "check": "crl_verify", "serial": "4660", "cn": "c1",
+        "detail": "revoked", "level": "warning"}
+    assert keys(rt.CertificateRejected("crl_verify", 1, "c1", "", "198.18.0.2:5000")) == [
+        "peer", "check", "serial", "cn", "detail"]
+    assert logged(rt.KeyExpired(2)) == {"event": "key_expired", "key_id": 2,
+                                        "level": "warning"}
+    assert keys(rt.KeyExpired(2, "198.18.0.2:5000", "c1")) == ["peer", "cn", "key_id"]

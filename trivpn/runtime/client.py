@@ -874,8 +874,8 @@ class Connection:
             publish(rt.PushApplied(_push_summary(event.options)), log)
             self._on_push(event.options)
         elif isinstance(event, ev.PeerCertificateRejected):
-            log.warning("peer_cert_rejected", check=event.check, serial=str(event.serial),
-                        cn=event.common_name, detail=event.detail)
+            publish(rt.CertificateRejected(event.check, event.serial, event.common_name,
+                                           event.detail), log)
         elif isinstance(event, ev.HandshakeFailed):
             if event.cause != ev.CAUSE_AUTH_FAILED:
                 publish(rt.HandshakeFailed(event.key_id, event.cause, event.phase,
@@ -894,7 +894,7 @@ class Connection:
             log.info("peer_exited", how=event.how)
             self.finish(Reconnect("peer_exited", event.how))
         elif isinstance(event, ev.KeyExpired):
-            log.warning("key_expired", key_id=event.key_id)
+            publish(rt.KeyExpired(event.key_id), log)
         elif isinstance(event, ev.KeepaliveTimeout):
             publish(rt.PingRestart(round(event.silent_for, 3)), log)
             self.finish(Reconnect("ping_restart"))

@@ -172,6 +172,40 @@ class HandshakeFailed(RuntimeEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateRejected(RuntimeEvent):
+    """A check the config asks for (crl_verify, ns_cert_type, remote_cert_ku,
+    remote_cert_eku) refused the other side's certificate; a HandshakeFailed follows."""
+
+    name: ClassVar[str] = "peer_cert_rejected"
+    level: ClassVar[str] = "warning"
+    check: str
+    serial: int
+    common_name: str
+    detail: str
+    peer: str | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        return _peer(self.peer) | {"check": self.check, "serial": str(self.serial),
+                                   "cn": self.common_name, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class KeyExpired(RuntimeEvent):
+    """The key in use reached the end of its transition window before a new one replaced it."""
+
+    name: ClassVar[str] = "key_expired"
+    level: ClassVar[str] = "warning"
+    key_id: int
+    peer: str | None = None
+    common_name: str | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        if self.peer is None:
+            return {"key_id": self.key_id}
+        return {"peer": self.peer, "cn": self.common_name, "key_id": self.key_id}
+
+
+@dataclass(frozen=True, slots=True)
 class PushApplied(RuntimeEvent):
     """A client received its PUSH_REPLY; ``summary`` is what the log line shows of it."""
 

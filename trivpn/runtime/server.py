@@ -568,8 +568,9 @@ class Server:
     def _on_trouble(self, peer: Peer, event: ev.Event, now: float) -> None:
         log = self.log
         if isinstance(event, ev.PeerCertificateRejected):
-            log.warning("peer_cert_rejected", peer=peer.label, check=event.check,
-                        serial=str(event.serial), cn=event.common_name, detail=event.detail)
+            self.events.publish(rt.CertificateRejected(event.check, event.serial,
+                                                       event.common_name, event.detail,
+                                                       peer.label))
         elif isinstance(event, ev.HandshakeFailed):
             self.events.publish(rt.HandshakeFailed(event.key_id, event.cause, event.phase,
                                                    event.detail, peer.label, peer.common_name))
@@ -580,8 +581,7 @@ class Server:
                 else:
                     self.remove_peer(peer, "handshake_failed", cause=event.cause)
         elif isinstance(event, ev.KeyExpired):
-            log.warning("key_expired", peer=peer.label, cn=peer.common_name,
-                        key_id=event.key_id)
+            self.events.publish(rt.KeyExpired(event.key_id, peer.label, peer.common_name))
         elif isinstance(event, ev.KeepaliveTimeout):
             self.events.publish(rt.PingRestart(round(event.silent_for, 1), peer.label,
                                                peer.common_name))
