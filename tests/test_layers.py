@@ -133,3 +133,31 @@ def test_the_layer_check_sees_a_violation() -> None:
     assert _package_of("trio", PROTOCOL_MAY_IMPORT) not in PROTOCOL_MAY_IMPORT
     assert _package_of("time", PROTOCOL_MAY_IMPORT) not in PROTOCOL_MAY_IMPORT
     assert _is_private("_private") and not _is_private("__all__")
+
+
+OPERATOR_VIEWS = ("operator.py", "management.py", "metrics.py", "stats.py", "status.py",
+                  "events.py")
+RUNTIMES = frozenset({"trivpn.runtime.client", "trivpn.runtime.server"})
+
+
+def _runtime_modules(module: str, names: list[str]) -> set[str]:
+    """The trivpn.runtime modules an import names (``from trivpn.runtime import x``)."""
+    if module == "trivpn.runtime":
+        return {f"trivpn.runtime.{name}" for name in names}
+    return {module}
+
+
+@pytest.mark.parametrize("view", OPERATOR_VIEWS)
+def test_operator_views_import_neither_the_client_nor_the_server(view: str) -> None:
+    """The operator tools read a runtime through small Protocols and its event bus: no import
+    of client.py or server.py (not even for type checking), so no import circle."""
+    tree = ast.parse((ROOT / "trivpn" / "runtime" / view).read_text())
+    used = set().union(*(_runtime_modules(m, n) for m, n in _imports(tree)))
+    assert not used & RUNTIMES
+
+
+@pytest.mark.parametrize("runtime", ["client.py", "server.py"])
+def test_the_runtimes_do_not_import_the_operator_tools(runtime: str) -> None:
+    tree = ast.parse((ROOT / "trivpn" / "runtime" / runtime).read_text())
+    used = set().union(*(_runtime_modules(m, n) for m, n in _imports(tree)))
+    assert "trivpn.runtime.operator" not in used

@@ -144,14 +144,18 @@ class DropAggregator:
         return bool(self._since_flush) and (
             self._last_flush is None or now - self._last_flush >= self.interval)
 
+    def take(self, now: float) -> list[tuple[str, int, int]]:
+        """(reason, count since the last take, total) per reason, and start a new interval."""
+        out = [(reason, count, self.totals[reason])
+               for reason, count in sorted(self._since_flush.items())]
+        if out:
+            self._since_flush.clear()
+            self._last_flush = now
+        return out
+
     def flush(self, log: structlog.stdlib.BoundLogger, now: float, **fields: Any) -> None:
-        if not self._since_flush:
-            return
-        for reason, count in sorted(self._since_flush.items()):
-            log.warning("packet_dropped", reason=reason, count=count,
-                        total=self.totals[reason], **fields)
-        self._since_flush.clear()
-        self._last_flush = now
+        for reason, count, total in self.take(now):
+            log.warning("packet_dropped", reason=reason, count=count, total=total, **fields)
 
 
 class RateLimitedLog:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from trivpn.runtime import events as rt
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [ROOT / "trivpn" / "logging.py", *sorted((ROOT / "trivpn" / "runtime").rglob("*.py")),
            *sorted((ROOT / "trivpn" / "commands").rglob("*.py"))]
@@ -13,12 +15,22 @@ DOCUMENTED = re.compile(r"^\| `([a-z0-9_]+)` \|", re.M)
 
 
 def logged_events() -> dict[str, str]:
-    """Event name → first file logging it."""
+    """Event name → first file logging it (a log call, or a typed runtime event, which the
+    event bus logs under its name)."""
     found: dict[str, str] = {}
     for path in SOURCES:
         for name in LOG_CALL.findall(path.read_text()):
             found.setdefault(name, str(path.relative_to(ROOT)))
+    for kind in _subclasses(rt.RuntimeEvent):
+        found.setdefault(kind.name, "trivpn/runtime/events.py")
     return found
+
+
+def _subclasses(kind: type[rt.RuntimeEvent]) -> list[type[rt.RuntimeEvent]]:
+    out = []
+    for sub in kind.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out
 
 
 def documented_events() -> set[str]:

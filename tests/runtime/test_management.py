@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from trivpn.logging import get_logger
 from trivpn.runtime.management import ManagementServer, _Connection
-from trivpn.runtime.stats import EventTap
+from trivpn.runtime.stats import LogHistory, OperatorState
 
 BANNER = ">INFO:OpenVPN Management Interface Version 5 -- type 'help' for more info"
 
@@ -80,10 +80,11 @@ class Client:
 
 
 class Setup:
-    def __init__(self, path: Path, tap: EventTap, runtime: FakeRuntime,
-                 signals: list[signal.Signals]) -> None:
+    def __init__(self, path: Path, history: LogHistory, state: OperatorState,
+                 runtime: FakeRuntime, signals: list[signal.Signals]) -> None:
         self.path = path
-        self.tap = tap
+        self.history = history
+        self.state = state
         self.runtime = runtime
         self.signals = signals
 
@@ -93,14 +94,14 @@ class Setup:
 
 async def start(nursery: trio.Nursery, tmp_path: Path, password: str | None = None) -> Setup:
     path = tmp_path / "mgmt.sock"
-    tap = EventTap()
+    history, state = LogHistory(), OperatorState()
     runtime = FakeRuntime()
     signals: list[signal.Signals] = []
-    server = ManagementServer(runtime, tap, get_logger(), host=str(path), port=None, unix=True,
-                              password=password, status_version=2,
+    server = ManagementServer(runtime, history, state, get_logger(), host=str(path), port=None,
+                              unix=True, password=password, status_version=2,
                               send_signal=signals.append)
     await nursery.start(server.serve)
-    return Setup(path, tap, runtime, signals)
+    return Setup(path, history, state, runtime, signals)
 
 
 @pytest.fixture
@@ -170,7 +171,7 @@ async def test_pid_and_version(setup: Setup):
 async def test_state_shows_the_current_state_then_end(setup: Setup):
     client = await setup.connect()
     await client.line()
-    setup.tap.set_state("CONNECTED", "SUCCESS")
+    setup.state.set_state("CONNECTED", "SUCCESS")
     await client.send("state")
     lines = await client.until_end()
     assert len(lines) == 1
@@ -183,7 +184,7 @@ async def test_state_on_sends_real_time_state_lines(setup: Setup):
     await client.line()
     await client.send("state on")
     assert await client.line() == "SUCCESS: real-time state notification set to ON"
-    setup.tap.set_state("EXITING", "SIGTERM")
+    setup.state.set_state("EXITING", "SIGTERM")
     assert (await client.line()).split(",")[1:3] == ["EXITING", "SIGTERM"]
 
 
@@ -192,7 +193,7 @@ async def test_log_on_streams_events_as_log_lines(setup: Setup):
     await client.line()
     await client.send("log on")
     assert await client.line() == "SUCCESS: real-time log notification set to ON"
-    setup.tap(None, "warning", {"event": "route_failed", "level": "warning", "detail": "x"})
+    setup.history(None, "warning", {"event": "route_failed", "level": "warning", "detail": "x"})
     line = await client.line()
     assert line.startswith(">LOG:")
     when, flags, text = line[len(">LOG:"):].split(",", 2)
@@ -200,7 +201,7 @@ async def test_log_on_streams_events_as_log_lines(setup: Setup):
 
 
 async def test_log_all_replays_history_then_end(setup: Setup):
-    setup.tap(None, "info", {"event": "peer_connected", "level": "info", "cn": "client1"})
+    setup.history(None, "info", {"event": "peer_connected", "level": "info", "cn": "client1"})
     client = await setup.connect()
     await client.line()
     await client.send("log all")
@@ -265,10 +266,11 @@ class BrokenRuntime(FakeRuntime):
         raise RuntimeError("a bug in kill")
 
 
-def connection(runtime: FakeRuntime | None = None, tap: EventTap | None = None) -> _Connection:
+def connection(runtime: FakeRuntime | None = None) -> _Connection:
     """A management connection without a socket: lines in, answers from its output queue."""
-    server = ManagementServer(runtime or FakeRuntime(), tap or EventTap(), get_logger(),
-                              host="unused", port=None, unix=True, send_signal=lambda s: None)
+    server = ManagementServer(runtime or FakeRuntime(), LogHistory(), OperatorState(),
+                              get_logger(), host="unused", port=None, unix=True,
+                              send_signal=lambda s: None)
     return _Connection(server, None)  # type: ignore[arg-type]
 
 
@@ -369,7 +371,8 @@ def memory_client(nursery: trio.Nursery, server: ManagementServer) -> Client:
 @pytest.mark.directive("management")
 async def test_a_connection_without_the_password_is_closed_after_the_timeout(
         nursery: trio.Nursery, autojump_clock: trio.testing.MockClock):
-    server = ManagementServer(FakeRuntime(), EventTap(), get_logger(), host="unused",
+    server = ManagementServer(FakeRuntime(), LogHistory(), OperatorState(),
+                              get_logger(), host="unused",
                               port=None, unix=False, password="s3cret", auth_timeout=30.0)
     client = memory_client(nursery, server)
     assert await client.prompt() == "ENTER PASSWORD:"
@@ -387,7 +390,8 @@ async def test_a_connection_without_the_password_is_closed_after_the_timeout(
 @pytest.mark.directive("management")
 async def test_an_authenticated_connection_has_no_timeout(
         nursery: trio.Nursery, autojump_clock: trio.testing.MockClock):
-    server = ManagementServer(FakeRuntime(), EventTap(), get_logger(), host="unused",
+    server = ManagementServer(FakeRuntime(), LogHistory(), OperatorState(),
+                              get_logger(), host="unused",
                               port=None, unix=False, password="s3cret", auth_timeout=30.0)
     client = memory_client(nursery, server)
     await client.prompt()
@@ -403,7 +407,8 @@ async def test_an_authenticated_connection_has_no_timeout(
 async def test_connections_beyond_the_cap_are_told_and_closed(nursery: trio.Nursery,
                                                               tmp_path: Path):
     path = tmp_path / "mgmt.sock"
-    server = ManagementServer(FakeRuntime(), EventTap(), get_logger(), host=str(path),
+    server = ManagementServer(FakeRuntime(), LogHistory(), OperatorState(),
+                              get_logger(), host=str(path),
                               port=None, unix=True, max_connections=2)
     await nursery.start(server.serve)
     first = Client(await trio.open_unix_socket(str(path)))
@@ -431,7 +436,8 @@ async def test_management_client_user_and_group_check_the_unix_peer(
     if os.geteuid() != 0 or os.getegid() != 0:
         pytest.skip("the test connects as root:root")
     path = tmp_path / "mgmt.sock"
-    server = ManagementServer(FakeRuntime(), EventTap(), get_logger(), host=str(path),
+    server = ManagementServer(FakeRuntime(), LogHistory(), OperatorState(),
+                              get_logger(), host=str(path),
                               port=None, unix=True, client_uid=uid, client_gid=gid)
     await nursery.start(server.serve)
     client = Client(await trio.open_unix_socket(str(path)))
@@ -475,7 +481,8 @@ class BrokenCounters(FakeRuntime):
 
 async def test_a_bug_in_a_connection_task_closes_that_connection_only(
         nursery: trio.Nursery, autojump_clock: trio.testing.MockClock):
-    server = ManagementServer(BrokenCounters(), EventTap(), get_logger(), host="unused",
+    server = ManagementServer(BrokenCounters(), LogHistory(), OperatorState(),
+                              get_logger(), host="unused",
                               port=None, unix=False)
     broken, healthy = memory_client(nursery, server), memory_client(nursery, server)
     assert await broken.line() == BANNER and await healthy.line() == BANNER

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +16,7 @@ from trivpn.logging import get_logger
 from trivpn.pki.certs import certificate_pem, create_ca, issue_cert
 from trivpn.pki.crl import build_crl, crl_pem
 from trivpn.pki.keys import private_key_pem
+from trivpn.runtime import events as rt
 from trivpn.runtime.metrics import (
     MetricsServer,
     MetricsSnapshot,
@@ -22,7 +25,7 @@ from trivpn.runtime.metrics import (
     render_metrics,
 )
 from trivpn.runtime.operator import certificate_expiry, crl_check_next_update
-from trivpn.runtime.stats import EventTap
+from trivpn.runtime.stats import LogHistory, OperatorState
 from trivpn.sessionsetup import crl_check
 
 SAMPLE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (\S+)$')
@@ -123,52 +126,85 @@ async def test_http_server_serves_metrics_and_404s_elsewhere(nursery: trio.Nurse
     assert (await http_get(port, "/")).startswith(b"HTTP/1.1 404")
 
 
-def feed(tap: EventTap, event: str, level: str = "info", **fields: object) -> None:
-    tap(None, level, {"event": event, "level": level, **fields})
-
-
-def test_event_tap_counts_handshakes_renegotiations_failures_and_reconnects():
-    tap = EventTap()
-    feed(tap, "key_method_complete", cn="client1")
-    feed(tap, "peer_connected", cn="client1")
-    feed(tap, "key_method_complete", cn="client1")
-    feed(tap, "renegotiated", cn="client1")
-    feed(tap, "handshake_failed", "warning", cause="tls_error")
-    feed(tap, "peer_connected", cn="client1")  # the same CN again: a reconnect
-    c = tap.counts
+def test_operator_state_counts_handshakes_renegotiations_failures_and_reconnects():
+    state = OperatorState()
+    state(rt.KeysReady(0, "AES-256-GCM", 0, "198.18.0.2:5000", "client1"))
+    state(rt.PeerConnected("198.18.0.2:5000", "client1", "198.18.8.2", "AES-256-GCM", 0, "udp"))
+    state(rt.KeysReady(1, "AES-256-GCM", 0, "198.18.0.2:5000", "client1"))
+    state(rt.Renegotiated(1, "AES-256-GCM", 0, "198.18.0.2:5000", "client1"))
+    state(rt.HandshakeFailed(0, "tls_error", "tls_started", "bad", "198.18.0.3:5000", None))
+    # the same CN again: a reconnect
+    state(rt.PeerConnected("198.18.0.2:5001", "client1", "198.18.8.2", "AES-256-GCM", 1, "udp"))
+    c = state.counts
     assert (c.handshakes, c.renegotiations, c.reconnects, c.connects) == (2, 1, 1, 2)
     assert c.handshake_failures == {"tls_error": 1}
 
 
-def test_event_tap_hides_events_below_the_output_level_but_still_counts_them():
+def test_log_history_hides_lines_below_the_output_level_but_keeps_them():
     import structlog
 
-    tap = EventTap(output_level=logging.ERROR)
+    history = LogHistory(output_level=logging.ERROR)
     with pytest.raises(structlog.DropEvent):
-        feed(tap, "renegotiated")
-    assert tap.counts.renegotiations == 1
+        history(None, "info", {"event": "renegotiated", "level": "info"})
+    assert [r.event for r in history.history] == ["renegotiated"]
 
 
-def test_event_tap_follows_the_client_state():
-    tap = EventTap()
-    feed(tap, "link_open", proto="udp", local="198.18.0.2:5000", peer="198.18.0.1:1194")
-    assert tap.state.name == "WAIT"
-    feed(tap, "tls_handshake_started", key_id=0)
-    assert tap.state.name == "AUTH"
-    feed(tap, "push_reply_received")
-    feed(tap, "tun_configured", ifindex=3, addresses=["198.18.8.2/24"])
-    assert tap.state.line().split(",")[1:] == [
+def test_operator_state_follows_the_client_state():
+    state = OperatorState()
+    state(rt.LinkOpened("udp", "198.18.0.2:5000", "198.18.0.1:1194"))
+    assert state.state.name == "WAIT"
+    state(rt.HandshakeStarted(0))
+    assert state.state.name == "AUTH"
+    state(rt.PushApplied({}))
+    state(rt.TunConfigured(("198.18.8.2/24",), {}, ifindex=3))
+    assert state.state.line().split(",")[1:] == [
         "CONNECTED", "SUCCESS", "198.18.8.2", "198.18.0.1", "1194", "198.18.0.2", "5000"]
 
 
-def test_event_tap_keeps_connected_through_a_renegotiation():
-    tap = EventTap()
-    feed(tap, "link_open", proto="udp", local="198.18.0.2:5000", peer="198.18.0.1:1194")
-    feed(tap, "tun_configured", ifindex=3, addresses=["198.18.8.2/24"])
-    feed(tap, "tls_handshake_started", key_id=1)
-    feed(tap, "tls_handshake_complete", key_id=1, peer="server")
-    feed(tap, "key_method_complete", key_id=1)
-    assert tap.state.name == "CONNECTED"
+def test_operator_state_keeps_connected_through_a_renegotiation():
+    state = OperatorState()
+    state(rt.LinkOpened("udp", "198.18.0.2:5000", "198.18.0.1:1194"))
+    state(rt.TunConfigured(("198.18.8.2/24",), {}, ifindex=3))
+    state(rt.HandshakeStarted(1))
+    state(rt.TlsEstablished(1, "server", "TLSv1.3"))
+    state(rt.KeysReady(1, "AES-256-GCM", 0))
+    assert state.state.name == "CONNECTED"
+    assert state.server_cn == "server"
+
+
+def test_a_server_peer_handshake_does_not_move_the_state():
+    state = OperatorState()
+    state(rt.LinkOpened("udp", "198.18.0.1:1194"))
+    state(rt.HandshakeStarted(0, "198.18.0.2:5000"))
+    state(rt.TlsEstablished(0, "client1", "TLSv1.3", "198.18.0.2:5000"))
+    assert [r.name for r in state.states] == ["CONNECTING", "CONNECTED"]
+
+
+def test_the_state_does_not_depend_on_log_field_names():
+    """The counters read typed events: a log processor renaming fields changes nothing."""
+    import structlog
+
+    def rename(logger: object, method: str, event_dict: MutableMapping[str, object]
+               ) -> dict[str, object]:
+        return {("x_" + k if k not in ("event", "level") else k): v
+                for k, v in event_dict.items()}
+
+    out = io.StringIO()
+    structlog.configure(processors=[rename, structlog.processors.JSONRenderer()],
+                        logger_factory=structlog.PrintLoggerFactory(file=out),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+                        cache_logger_on_first_use=False)
+    try:
+        bus = rt.EventBus(structlog.get_logger())
+        state = OperatorState()
+        bus.subscribe(state)
+        bus.publish(rt.HandshakeFailed(0, "timeout", "reset_sent", "", None, None))
+        bus.publish(rt.Reconnecting("ping_restart", "", 5.0, "198.18.0.1:1194", "udp"))
+    finally:
+        structlog.reset_defaults()
+    assert state.counts.handshake_failures == {"timeout": 1}
+    assert state.state.name == "RECONNECTING" and state.state.detail == "ping_restart"
+    assert '"x_cause": "timeout"' in out.getvalue()
 
 
 async def test_a_failing_snapshot_is_a_500_and_the_endpoint_keeps_serving(

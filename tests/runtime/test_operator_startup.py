@@ -12,7 +12,6 @@ import trio
 from tests.config.helpers import server
 from trivpn.logging import get_logger
 from trivpn.runtime.operator import OperatorError, OperatorTools
-from trivpn.runtime.stats import EventTap
 
 
 def fake_server(extra: str, base_dir: Path) -> SimpleNamespace:
@@ -25,8 +24,8 @@ def fake_server(extra: str, base_dir: Path) -> SimpleNamespace:
 @pytest.mark.directive("management")
 async def test_password_file_is_read_and_the_socket_bound_by_open(tmp_path: Path):
     (tmp_path / "pw.txt").write_text("s3cret\n")
-    tools = OperatorTools(EventTap())
-    await tools.open_server(fake_server(  # type: ignore[arg-type]
+    tools = OperatorTools()
+    await tools.open_server(fake_server(
         f"management {tmp_path / 'm.sock'} unix pw.txt\n", tmp_path))
     assert tools.management is not None and tools.management.password == "s3cret"
     assert (tmp_path / "m.sock").is_socket()  # bound now, not when serving starts
@@ -34,9 +33,9 @@ async def test_password_file_is_read_and_the_socket_bound_by_open(tmp_path: Path
 
 @pytest.mark.directive("management")
 async def test_a_missing_password_file_is_an_operator_error(tmp_path: Path):
-    tools = OperatorTools(EventTap())
+    tools = OperatorTools()
     with pytest.raises(OperatorError, match="cannot read the management password file"):
-        await tools.open_server(fake_server(  # type: ignore[arg-type]
+        await tools.open_server(fake_server(
             f"management {tmp_path / 'm.sock'} unix nothere.txt\n", tmp_path))
 
 
@@ -47,13 +46,13 @@ async def test_a_management_port_in_use_is_an_operator_error(tmp_path: Path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        tools = OperatorTools(EventTap())
+        tools = OperatorTools()
         with pytest.raises(OperatorError, match="cannot start the management interface"):
-            await tools.open_server(fake_server(  # type: ignore[arg-type]
+            await tools.open_server(fake_server(
                 f"management 127.0.0.1 {port} pw\n", tmp_path))
-        metrics = OperatorTools(EventTap(), metrics_listen=("127.0.0.1", port))
+        metrics = OperatorTools(metrics_listen=("127.0.0.1", port))
         with pytest.raises(OperatorError, match="cannot start the metrics endpoint"):
-            await metrics.open_server(fake_server("", tmp_path))  # type: ignore[arg-type]
+            await metrics.open_server(fake_server("", tmp_path))
     await trio.lowlevel.checkpoint()
 
 
@@ -72,7 +71,7 @@ async def test_a_client_whose_management_cannot_start_exits_1_before_connecting(
     conf.write_text("\n".join(client_lines(server_ip="198.18.0.1", extra=[
         f"management {tmp_path / 'm.sock'} unix nothere.txt"])) + "\n")
     with capture_logs() as logs:
-        code = await run_client(load_config(conf), get_logger(), OperatorTools(EventTap()))
+        code = await run_client(load_config(conf), get_logger(), OperatorTools())
     assert code == 1
     events = [e["event"] for e in logs]
     assert "setup_failed" in events and "link_open" not in events

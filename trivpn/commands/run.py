@@ -18,7 +18,7 @@ from trivpn.runtime.client import run_client
 from trivpn.runtime.metrics import parse_listen
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.server import run_server
-from trivpn.runtime.stats import EventTap, install_event_tap
+from trivpn.runtime.stats import LogHistory, install_log_history
 
 
 def register(sub: Any) -> None:
@@ -79,9 +79,9 @@ def handle(args: argparse.Namespace) -> int:
     try:
         verb = options.verb
         configure_for(options, stream=stream, fmt=args.log_format)
-        tap = EventTap(output_level=level_for_verb(verb))  # operator tools see every event
-        install_event_tap(tap)
-        tools = OperatorTools(tap, metrics_listen=args.metrics_listen,
+        history = LogHistory(output_level=level_for_verb(verb))  # management sees INFO too
+        install_log_history(history)
+        tools = OperatorTools(history, metrics_listen=args.metrics_listen,
                               status_path=options.status.path if options.status else None)
         log = get_logger()
         log.info("trivpn_starting", config=str(args.config), role=options.role)

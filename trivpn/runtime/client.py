@@ -34,7 +34,7 @@ import socket
 import time
 from collections import Counter
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -47,6 +47,7 @@ from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
+from trivpn.runtime import events as rt
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
@@ -57,7 +58,6 @@ from trivpn.runtime.link import (
     open_tcp_link,
 )
 from trivpn.runtime.netconf import NetConfig
-from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
 from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
@@ -91,7 +91,15 @@ EXIT_ACK_WAIT = 2.0
 DEFAULT_CONNECT_TIMEOUT = 120
 
 
-async def run_client(options: Options, log: Log, tools: OperatorTools | None = None,
+class ClientTools(Protocol):
+    """The operator tools as a client sees them (trivpn/runtime/operator.py provides them)."""
+
+    def attach(self, events: rt.EventBus) -> None: ...
+    async def open_client(self, client: Client) -> None: ...
+    async def run_client(self, client: Client) -> None: ...
+
+
+async def run_client(options: Options, log: Log, tools: ClientTools | None = None,
                      host: ClientHost | None = None, *, direct_wait: bool = True) -> int:
     """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
     try:
@@ -107,6 +115,8 @@ async def run_client(options: Options, log: Log, tools: OperatorTools | None = N
         return 2
     client = Client(options, log, config, identity, host=host, direct_wait=direct_wait)
     client.tools = tools
+    if tools is not None:
+        tools.attach(client.events)
     return await client.run()
 
 
@@ -192,6 +202,7 @@ class Client:
         self.direct_wait = direct_wait
         self.options = options
         self.log = log
+        self.events = rt.EventBus(log)  # logging, management state, metrics counters
         self.config = config
         self.identity = identity
         self.tunnel: TunnelHandle | None = None
@@ -212,7 +223,7 @@ class Client:
         self._net_gateway: NetGateway | None = None
         self._tun_drops_seen = 0
         self.traffic = Traffic()  # status file, management, metrics
-        self.tools: OperatorTools | None = None
+        self.tools: ClientTools | None = None
         self._connections = 0
         self.purge_credentials = False  # auth-retry interact: read them again next time
 
@@ -245,10 +256,10 @@ class Client:
         async for signum in signals:
             name = signal.Signals(signum).name
             if self.stop.is_set():
-                self.log.warning("signal_received", signal=name, action="exit_now")
+                self.events.publish(rt.SignalReceived(name, "exit_now"))
                 self._hard_stop.cancel()
                 continue
-            self.log.info("signal_received", signal=name, action="exit")
+            self.events.publish(rt.SignalReceived(name, "exit"))
             self.stop_reason = name
             self.stop.set()
 
@@ -282,9 +293,8 @@ class Client:
             if not outcome.pause:
                 attempt = Attempt(attempt.remote, 0.0)
             remote = attempt.remote
-            self.log.info("reconnecting", reason=outcome.reason, detail=outcome.detail,
-                          delay=attempt.delay, remote=f"{remote.host}:{remote.port}",
-                          proto=remote.proto)
+            self.events.publish(rt.Reconnecting(outcome.reason, outcome.detail, attempt.delay,
+                                                f"{remote.host}:{remote.port}", remote.proto))
 
     def _reload_keys(self) -> tuple[int, str] | None:
         """Without ``persist-key`` OpenVPN drops its keys at a restart and reads the key files
@@ -333,7 +343,7 @@ class Client:
 
     def _teardown(self) -> None:
         self.close_tunnel()
-        self.drops.flush(self.log, trio.current_time())
+        rt.publish_drops(self.events, self.drops, trio.current_time())
 
     def close_tunnel(self) -> None:
         tunnel, self.tunnel = self.tunnel, None
@@ -437,7 +447,8 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self._close_link()
                 self._collect_drops()
-                self.client.drops.flush(self.log, trio.current_time())
+                rt.publish_drops(self.client.events, self.client.drops,
+                                 trio.current_time(), self.log)
         return self.outcome or Reconnect("connection_ended")
 
     def finish(self, outcome: Outcome) -> None:
@@ -482,8 +493,9 @@ class Connection:
             self.log.warning("link_failed", detail=str(exc))
             await self._close_link()
             return Reconnect("network_error", str(exc))
-        self.log.info("link_open", proto="tcp" if tcp else "udp",
-                      local=f"{local[0]}:{local[1]}", peer=f"{self.remote_ip}:{r.port}")
+        self.client.events.publish(rt.LinkOpened("tcp" if tcp else "udp",
+                                                 f"{local[0]}:{local[1]}",
+                                                 f"{self.remote_ip}:{r.port}"), self.log)
         return None
 
     async def _resolve(self, kind: int) -> tuple[int, str] | Outcome:
@@ -786,7 +798,7 @@ class Connection:
             self._collect_drops()
             now = trio.current_time()
             if self.client.drops.due(now):
-                self.client.drops.flush(self.log, now)
+                rt.publish_drops(self.client.events, self.client.drops, now, self.log)
 
     def _collect_drops(self) -> None:
         agg = self.client.drops
@@ -846,27 +858,28 @@ class Connection:
 
     def _on_event(self, event: ev.Event) -> None:  # noqa: PLR0912 - split by the session pump (issue 11)
         log = self.log
+        publish = self.client.events.publish
         if isinstance(event, ev.PhaseReached):
             if event.phase == ev.PHASE_TLS_STARTED:
-                log.info("tls_handshake_started", key_id=event.key_id)
+                publish(rt.HandshakeStarted(event.key_id), log)
             else:
                 log.debug("handshake_phase", key_id=event.key_id, phase=event.phase)
         elif isinstance(event, ev.TlsHandshakeComplete):
-            log.info("tls_handshake_complete", key_id=event.key_id, tls=event.description,
-                     peer=event.peer.common_name)
+            publish(rt.TlsEstablished(event.key_id, event.peer.common_name, event.description),
+                    log)
         elif isinstance(event, ev.DataChannelReady):
-            name = "renegotiated" if event.renegotiated else "key_method_complete"
-            log.info(name, key_id=event.key_id, cipher=event.cipher, peer_id=event.peer_id)
+            kind = rt.Renegotiated if event.renegotiated else rt.KeysReady
+            publish(kind(event.key_id, event.cipher, event.peer_id), log)
         elif isinstance(event, ev.PushReceived):
-            log.info("push_reply_received", **_push_summary(event.options))
+            publish(rt.PushApplied(_push_summary(event.options)), log)
             self._on_push(event.options)
         elif isinstance(event, ev.PeerCertificateRejected):
-            log.warning("peer_cert_rejected", check=event.check, serial=str(event.serial),
-                        cn=event.common_name, detail=event.detail)
+            publish(rt.CertificateRejected(event.check, event.serial, event.common_name,
+                                           event.detail), log)
         elif isinstance(event, ev.HandshakeFailed):
             if event.cause != ev.CAUSE_AUTH_FAILED:
-                log.warning("handshake_failed", key_id=event.key_id, cause=event.cause,
-                            phase=event.phase, detail=event.detail)
+                publish(rt.HandshakeFailed(event.key_id, event.cause, event.phase,
+                                           event.detail), log)
             if self.session.failed:
                 self.finish(Reconnect("handshake_failed", f"{event.cause}: {event.detail}"))
         elif isinstance(event, ev.AuthFailed):
@@ -881,9 +894,9 @@ class Connection:
             log.info("peer_exited", how=event.how)
             self.finish(Reconnect("peer_exited", event.how))
         elif isinstance(event, ev.KeyExpired):
-            log.warning("key_expired", key_id=event.key_id)
+            publish(rt.KeyExpired(event.key_id), log)
         elif isinstance(event, ev.KeepaliveTimeout):
-            log.warning("ping_restart", silent_for=round(event.silent_for, 3))
+            publish(rt.PingRestart(round(event.silent_for, 3)), log)
             self.finish(Reconnect("ping_restart"))
         elif isinstance(event, ev.ServerPollTimeout):
             # OpenVPN: "Server poll timeout, restarting", on to the next remote
@@ -939,8 +952,12 @@ class Connection:
             return
         for failure in tunnel.route_failures:
             self.log.warning("route_failed", detail=failure)
-        self.log.info("tun_configured", ifindex=tunnel.ifindex, reused=reused,
-                      reconfigured=changed, **tunnel.describe())
+        description = tunnel.describe()
+        addresses = description.get("addresses")
+        self.client.events.publish(rt.TunConfigured(
+            tuple(str(a) for a in addresses) if isinstance(addresses, list) else (),
+            description, ifindex=tunnel.ifindex, reused=reused, reconfigured=changed),
+            self.log)
         if not self._tun_started:
             self._tun_started = True
             self._start_tun(tunnel)

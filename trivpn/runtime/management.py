@@ -40,7 +40,7 @@ import trio
 
 from trivpn import __version__
 from trivpn.logging import RateLimitedLog
-from trivpn.runtime.stats import EventTap, LogRecord, StateRecord
+from trivpn.runtime.stats import LogHistory, LogRecord, OperatorState, StateRecord
 
 Log = structlog.stdlib.BoundLogger
 
@@ -134,9 +134,9 @@ class _Connection:
             self.put(f">STATE:{record.line()}")
 
     async def run(self) -> None:
-        tap = self.server.tap
-        tap.subscribers.append(self.on_log)
-        tap.state_subscribers.append(self.on_state)
+        history, state = self.server.history, self.server.state
+        history.subscribers.append(self.on_log)
+        state.state_subscribers.append(self.on_state)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
@@ -151,8 +151,8 @@ class _Connection:
                     await self._drained.wait()
                 nursery.cancel_scope.cancel()
         finally:
-            tap.subscribers.remove(self.on_log)
-            tap.state_subscribers.remove(self.on_state)
+            history.subscribers.remove(self.on_log)
+            state.state_subscribers.remove(self.on_state)
             with contextlib.suppress(Exception):
                 await self.stream.aclose()
 
@@ -323,12 +323,12 @@ class _Connection:
     def cmd_log(self, args: list[str]) -> None:
         if self.need("log", args, 1, at_least=True):
             for parameter in args[:2]:
-                lines = [f"{r.unix_time},{r.flags},{r.text}" for r in self.server.tap.history]
+                lines = [f"{r.unix_time},{r.flags},{r.text}" for r in self.server.history.history]
                 self._history("log", parameter, lines)
 
     def cmd_state(self, args: list[str]) -> None:
         for parameter in args[:2] or ["1"]:
-            self._history("state", parameter, [r.line() for r in self.server.tap.states])
+            self._history("state", parameter, [r.line() for r in self.server.state.states])
 
 
 _COMMANDS: dict[str, Callable[[_Connection, list[str]], None]] = {
@@ -347,7 +347,8 @@ class ManagementServer:
     root-owned directory, a port below 1024), then :meth:`serve`.
     """
 
-    def __init__(self, runtime: ManagedRuntime, tap: EventTap, log: Log, *, host: str,
+    def __init__(self, runtime: ManagedRuntime, history: LogHistory, state: OperatorState,
+                 log: Log, *, host: str,
                  port: int | None, unix: bool, password: str | None = None,
                  status_version: int = 1,
                  send_signal: Callable[[signal.Signals], None] | None = None,
@@ -355,7 +356,8 @@ class ManagementServer:
                  max_connections: int = MAX_CONNECTIONS,
                  auth_timeout: float = AUTH_TIMEOUT) -> None:
         self.runtime = runtime
-        self.tap = tap
+        self.history = history
+        self.state = state
         self.log = log
         self.errors = RateLimitedLog(log)
         self.host = host

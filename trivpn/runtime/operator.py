@@ -1,9 +1,12 @@
 """Operator tools for a running tunnel: status file, management interface, metrics endpoint.
 
 :class:`OperatorTools` is created by ``trivpn run`` (with the :class:`~trivpn.runtime.stats.
-EventTap` it installed in the logging chain) and started by the runtime in its nursery with
-:meth:`OperatorTools.run_server` or :meth:`OperatorTools.run_client`. The views below are the only
-code that knows the runtimes' internals (peers, counters); everything else works on snapshots.
+LogHistory` it installed in the logging chain), observes the runtime's event bus through its
+:class:`~trivpn.runtime.stats.OperatorState` (:meth:`OperatorTools.attach`), and is started by
+the runtime in its nursery with :meth:`OperatorTools.run_server` or
+:meth:`OperatorTools.run_client`. The views read a runtime through the small Protocols below
+(:class:`ServedPeers`, :class:`ClientTunnel`), never its class: this module imports neither the
+client nor the server.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import Counter
+from collections.abc import Mapping, Sized
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 import trio
@@ -20,10 +24,13 @@ from cryptography import x509
 
 from trivpn.config import ConfigError, Options
 from trivpn.runtime.errors import RuntimeSetupError
+from trivpn.runtime.events import EventBus
 from trivpn.runtime.management import ManagementServer, parse_number, read_password
 from trivpn.runtime.metrics import MetricsServer, MetricsSnapshot, PeerTraffic
+from trivpn.runtime.peers import PeerTable
 from trivpn.runtime.privileges import resolve_identity
-from trivpn.runtime.stats import EventTap, Traffic
+from trivpn.runtime.serverpeer import Peer
+from trivpn.runtime.stats import LogHistory, OperatorState, Traffic
 from trivpn.runtime.status import (
     ClientRow,
     ClientStatus,
@@ -37,11 +44,65 @@ from trivpn.runtime.status import (
 if TYPE_CHECKING:
     from trivpn.protocol.session import SessionConfig
     from trivpn.protocol.tls import CrlCheck
-    from trivpn.runtime.client import Client
-    from trivpn.runtime.server import Server
-    from trivpn.runtime.serverpeer import Peer
 
 Log = structlog.stdlib.BoundLogger
+
+
+class DropTotals(Protocol):
+    """Dropped packets counted by reason."""
+
+    @property
+    def totals(self) -> Mapping[str, int]: ...
+
+
+class ServedPeers(Protocol):
+    """What the operator tools read of a server, and the one thing they do (kill a peer)."""
+
+    @property
+    def options(self) -> Options: ...
+    @property
+    def log(self) -> Log: ...
+    @property
+    def tap(self) -> bool:
+        """A TAP server (routes by MAC address)."""
+        ...
+    @property
+    def table(self) -> PeerTable[Peer]: ...
+    @property
+    def connected(self) -> tuple[Peer, ...]: ...
+    @property
+    def preauth(self) -> Sized:
+        """Clients that have not authenticated yet."""
+        ...
+    @property
+    def drops(self) -> DropTotals: ...
+    @property
+    def unix_offset(self) -> float:
+        """Unix time minus trio's clock."""
+        ...
+    @property
+    def config(self) -> SessionConfig | None:
+        """The sessions' configuration (its CRL check feeds the expiry gauge)."""
+        ...
+
+    def kill_peer(self, peer: Peer, linger: float) -> None: ...
+
+
+class ClientTunnel(Protocol):
+    """What the operator tools read of a client."""
+
+    @property
+    def options(self) -> Options: ...
+    @property
+    def config(self) -> SessionConfig:
+        """The session configuration (its CRL check feeds the expiry gauge)."""
+        ...
+    @property
+    def log(self) -> Log: ...
+    @property
+    def traffic(self) -> Traffic: ...
+    @property
+    def drops(self) -> DropTotals: ...
 
 KILL_LINGER = 1.0
 """How long a killed client is kept so the RESTART message reaches it (and is acked)."""
@@ -88,13 +149,13 @@ def crl_check_next_update(crl: CrlCheck | None) -> float | None:
 
 
 class ServerView:
-    """Status, kill, byte counts and metrics of a :class:`~trivpn.runtime.server.Server`."""
+    """Status, kill, byte counts and metrics of a server."""
 
     is_server = True
 
-    def __init__(self, server: Server, tap: EventTap) -> None:
+    def __init__(self, server: ServedPeers, state: OperatorState) -> None:
         self.server = server
-        self.tap = tap
+        self.state = state
         self.cert_expiry = certificate_expiry(server.options)
         self._cids: dict[int, tuple[int, Peer]] = {}
         self._next_cid = 0
@@ -188,7 +249,7 @@ class ServerView:
             if p.connected:
                 traffic.append(PeerTraffic(p.common_name or "", p.peer_id, p.rx_bytes,
                                            p.tx_bytes, p.rx_packets, p.tx_packets))
-        c = self.tap.counts
+        c = self.state.counts
         drops = Counter(self.server.drops.totals)
         return MetricsSnapshot(
             role="server", start_time=start_time, bytes_in=total.bytes_in,
@@ -202,13 +263,13 @@ class ServerView:
 
 
 class ClientView:
-    """Status, byte counts and metrics of a :class:`~trivpn.runtime.client.Client`."""
+    """Status, byte counts and metrics of a client."""
 
     is_server = False
 
-    def __init__(self, client: Client, tap: EventTap) -> None:
+    def __init__(self, client: ClientTunnel, state: OperatorState) -> None:
         self.client = client
-        self.tap = tap
+        self.state = state
         self.cert_expiry = certificate_expiry(client.options)
 
     def status_lines(self, version: int) -> list[str]:
@@ -226,9 +287,9 @@ class ClientView:
 
     def metrics(self, start_time: float) -> MetricsSnapshot:
         t = self.client.traffic
-        c = self.tap.counts
-        up = self.tap.state.name == "CONNECTED"
-        peers = (PeerTraffic(self.tap.server_cn or "", 0, t.bytes_in, t.bytes_out,
+        c = self.state.counts
+        up = self.state.state.name == "CONNECTED"
+        peers = (PeerTraffic(self.state.server_cn or "", 0, t.bytes_in, t.bytes_out,
                              t.packets_in, t.packets_out),) if up else ()
         return MetricsSnapshot(
             role="client", start_time=start_time, bytes_in=t.bytes_in, bytes_out=t.bytes_out,
@@ -252,9 +313,11 @@ class OperatorTools:
     off. :meth:`run_server` / :meth:`run_client` then serve.
     """
 
-    def __init__(self, tap: EventTap, *, metrics_listen: tuple[str, int] | None = None,
+    def __init__(self, history: LogHistory | None = None, *,
+                 metrics_listen: tuple[str, int] | None = None,
                  start_time: float | None = None, status_path: Path | None = None) -> None:
-        self.tap = tap
+        self.history = history if history is not None else LogHistory()
+        self.state = OperatorState()
         # Opened now, while still privileged (see StatusFile); errors are logged by the writer.
         self.status_file: StatusFile | None = None
         self.status_open_error: OSError | None = None
@@ -269,22 +332,26 @@ class OperatorTools:
         self.management: ManagementServer | None = None
         self.metrics: MetricsServer | None = None
 
-    async def open_server(self, server: Server) -> None:
+    def attach(self, events: EventBus) -> None:
+        """Observe a runtime's events (call before it runs: its first events set the state)."""
+        events.subscribe(self.state)
+
+    async def open_server(self, server: ServedPeers) -> None:
         """Read the password file and bind the sockets (before privileges are dropped)."""
         if self.view is None:
-            self.view = ServerView(server, self.tap)
+            self.view = ServerView(server, self.state)
             await self._open(self.view, server.options, server.log)
 
-    async def open_client(self, client: Client) -> None:
+    async def open_client(self, client: ClientTunnel) -> None:
         if self.view is None:
-            self.view = ClientView(client, self.tap)
+            self.view = ClientView(client, self.state)
             await self._open(self.view, client.options, client.log)
 
-    async def run_server(self, server: Server) -> None:
+    async def run_server(self, server: ServedPeers) -> None:
         await self.open_server(server)
         await self._run(server.options, server.log)
 
-    async def run_client(self, client: Client) -> None:
+    async def run_client(self, client: ClientTunnel) -> None:
         await self.open_client(client)
         await self._run(client.options, client.log)
 
@@ -306,7 +373,7 @@ class OperatorTools:
                 identity = resolve_identity(options.management_client_user,
                                             options.management_client_group)
             self.management = ManagementServer(
-                view, self.tap, log, host=m.address, port=m.port, unix=m.unix,
+                view, self.history, self.state, log, host=m.address, port=m.port, unix=m.unix,
                 password=password, status_version=options.status_version,
                 client_uid=identity.uid if identity is not None else None,
                 client_gid=(identity.gid if identity is not None

@@ -29,7 +29,7 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 import trio
@@ -49,6 +49,7 @@ from trivpn.protocol.gateway import (
 )
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.protocol.tls import RevocationLists, revoked_serials
+from trivpn.runtime import events as rt
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.link import (
@@ -59,7 +60,6 @@ from trivpn.runtime.link import (
     apply_sndbuf_rcvbuf,
     open_tcp_listener,
 )
-from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
@@ -95,6 +95,7 @@ class Server:
                               "addresses from the server pool only", options.config_path)
         self.options = options
         self.log = log
+        self.events = rt.EventBus(log)  # logging, management state, metrics counters
         self.tap = options.dev_type == "tap"
         # TCP SYNs through the tunnel are clamped to this MSS (mssfix; TUN mode only)
         self.mss = None if self.tap else mss_limit_for(
@@ -126,7 +127,7 @@ class Server:
         self._peers_nursery: trio.Nursery | None = None
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
-        self.tools: OperatorTools | None = None  # status file, management, metrics
+        self.tools: ServerTools | None = None  # status file, management, metrics
         self.udp_transport = UdpTransport(self)
         self.tcp_transport = TcpTransport(self)
         self.persistence = PoolPersistence(options.ifconfig_pool_persist, self.allocator, log)
@@ -188,7 +189,7 @@ class Server:
                         main.start_soon(self.tcp_transport.run_device_reader)
                         main.start_soon(self.tcp_transport.run_acceptor)
                     signum = await self._wait_for_signal()
-                    self.log.info("signal_received", signal=signal.Signals(signum).name)
+                    self.events.publish(rt.SignalReceived(signal.Signals(signum).name))
                     await self._notify_clients()
                     for peer in self.table:
                         self.remove_peer(peer, "server_exiting")
@@ -220,7 +221,11 @@ class Server:
         plan = plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
                            ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen)
         self.tunnel = Tunnel.open(plan)
-        self.log.info("tun_configured", topology=o.topology, **self.tunnel.describe())
+        description = self.tunnel.describe()
+        addresses = description.get("addresses")
+        self.events.publish(rt.TunConfigured(
+            tuple(str(a) for a in addresses) if isinstance(addresses, list) else (),
+            description, topology=o.topology))
         for failure in self.tunnel.route_failures:
             self.log.warning("route_failed", detail=failure)
         host = o.local or "0.0.0.0"
@@ -234,8 +239,8 @@ class Server:
             # accepted connections inherit the listening socket's buffer sizes
             apply_sndbuf_rcvbuf(self.listener.socket, o.sndbuf, o.rcvbuf)
             local = self.listener.local_address
-        self.log.info("link_open", proto="udp" if o.proto == "udp" else "tcp-server",
-                      local=format_address(local))
+        self.events.publish(rt.LinkOpened("udp" if o.proto == "udp" else "tcp-server",
+                                          format_address(local)))
 
     async def _close(self) -> None:
         now = trio.current_time()
@@ -251,7 +256,7 @@ class Server:
                 self.log.warning("teardown_incomplete", detail=item)
             self.tunnel = None
         self._account(now)
-        self.drops.flush(self.log, now)
+        rt.publish_drops(self.events, self.drops, now)
 
     async def _notify_clients(self) -> None:
         """explicit-exit-notify on a server: RESTART (or RESTART,[N] for 2) to every client."""
@@ -281,7 +286,7 @@ class Server:
             now = trio.current_time()
             self._account(now)
             if self.drops.due(now):
-                self.drops.flush(self.log, now)
+                rt.publish_drops(self.events, self.drops, now)
             self.errors.flush(now)
             if self.drop_revoked:
                 self._drop_revoked()
@@ -418,9 +423,9 @@ class Server:
         if peer.tcp_send is not None:
             peer.tcp_send.close()
         peer.cancel_scope.cancel()
-        self.log.info("peer_disconnected", reason=reason, peer=peer.label, cn=peer.common_name,
-                      vpn_ip=peer.vpn_ip, peer_id=peer.peer_id, was_connected=peer.connected,
-                      **fields)
+        self.events.publish(rt.PeerDisconnected(reason, peer.label, peer.common_name,
+                                                peer.vpn_ip, peer.peer_id, peer.connected,
+                                                fields))
 
     # ------------------------------------------------------------------ pre-authentication
 
@@ -562,38 +567,37 @@ class Server:
 
     def _on_progress(self, peer: Peer, event: ev.PhaseReached | ev.TlsHandshakeComplete
                      | ev.ClientAuthenticated | ev.DataChannelReady, now: float) -> None:
-        log = self.log
         if isinstance(event, ev.PhaseReached):
             if event.phase == ev.PHASE_TLS_STARTED:
-                log.info("tls_handshake_started", peer=peer.label, key_id=event.key_id)
+                self.events.publish(rt.HandshakeStarted(event.key_id, peer.label))
                 if peer.reset_counted:
                     # the TCP client answered our reset: like a UDP client proving its
                     # cookie, it does not count against connect-freq-initial
                     peer.reset_counted = False
                     self.gateway.handshake_answered()
         elif isinstance(event, ev.TlsHandshakeComplete):
-            log.info("tls_handshake_complete", peer=peer.label, key_id=event.key_id,
-                     cn=event.peer.common_name, tls=event.description)
+            self.events.publish(rt.TlsEstablished(event.key_id, event.peer.common_name,
+                                                  event.description, peer.label))
         elif isinstance(event, ev.ClientAuthenticated):
             self._admit(peer, event, now)
         else:
-            log.info("key_method_complete", peer=peer.label, cn=peer.common_name,
-                     key_id=event.key_id, cipher=event.cipher, peer_id=event.peer_id)
+            self.events.publish(rt.KeysReady(event.key_id, event.cipher, event.peer_id,
+                                             peer.label, peer.common_name))
             if event.renegotiated:
-                log.info("renegotiated", peer=peer.label, cn=peer.common_name,
-                         key_id=event.key_id)
+                self.events.publish(rt.Renegotiated(event.key_id, event.cipher, event.peer_id,
+                                                    peer.label, peer.common_name))
             elif not peer.connected:
                 self._connected(peer, event.cipher)
 
     def _on_trouble(self, peer: Peer, event: ev.Event, now: float) -> None:
         log = self.log
         if isinstance(event, ev.PeerCertificateRejected):
-            log.warning("peer_cert_rejected", peer=peer.label, check=event.check,
-                        serial=str(event.serial), cn=event.common_name, detail=event.detail)
+            self.events.publish(rt.CertificateRejected(event.check, event.serial,
+                                                       event.common_name, event.detail,
+                                                       peer.label))
         elif isinstance(event, ev.HandshakeFailed):
-            log.warning("handshake_failed", peer=peer.label, cn=peer.common_name,
-                        key_id=event.key_id, cause=event.cause, detail=event.detail,
-                        phase=event.phase)
+            self.events.publish(rt.HandshakeFailed(event.key_id, event.cause, event.phase,
+                                                   event.detail, peer.label, peer.common_name))
             if peer.session.failed:
                 if event.cause in (ev.CAUSE_AUTH_FAILED, ev.CAUSE_NO_COMMON_CIPHER):
                     peer.remove_at = now + REJECT_LINGER
@@ -601,11 +605,10 @@ class Server:
                 else:
                     self.remove_peer(peer, "handshake_failed", cause=event.cause)
         elif isinstance(event, ev.KeyExpired):
-            log.warning("key_expired", peer=peer.label, cn=peer.common_name,
-                        key_id=event.key_id)
+            self.events.publish(rt.KeyExpired(event.key_id, peer.label, peer.common_name))
         elif isinstance(event, ev.KeepaliveTimeout):
-            log.info("ping_restart", peer=peer.label, cn=peer.common_name,
-                     silent_for=round(event.silent_for, 1))
+            self.events.publish(rt.PingRestart(round(event.silent_for, 1), peer.label,
+                                               peer.common_name))
             self.remove_peer(peer, "ping_restart")
         elif isinstance(event, ev.PeerExited):
             self.remove_peer(peer, "exit", how=event.how)
@@ -644,9 +647,9 @@ class Server:
         peer.remove_at = None
         self.table.route_vaddr(peer)
         self.router.connected = (*self.connected, peer)
-        self.log.info("peer_connected", peer=peer.label, cn=peer.common_name,
-                      vpn_ip=peer.vpn_ip, cipher=cipher, peer_id=peer.peer_id,
-                      proto="tcp" if peer.tcp is not None else "udp")
+        self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
+                                             peer.peer_id,
+                                             "tcp" if peer.tcp is not None else "udp"))
 
     # ------------------------------------------------------------------ routing
 
@@ -663,12 +666,22 @@ class Server:
             self.tunnel.device.write_many(packets)
 
 
-async def run_server(options: Options, log: Log, tools: OperatorTools | None = None, *,
+class ServerTools(Protocol):
+    """The operator tools as a server sees them (trivpn/runtime/operator.py provides them)."""
+
+    def attach(self, events: rt.EventBus) -> None: ...
+    async def open_server(self, server: Server) -> None: ...
+    async def run_server(self, server: Server) -> None: ...
+
+
+async def run_server(options: Options, log: Log, tools: ServerTools | None = None, *,
                      direct_wait: bool = True, drop_revoked: bool = False) -> int:
     """Run a server until SIGINT/SIGTERM; returns the process exit code."""
     server = Server(options, log, direct_wait=direct_wait)
     server.tools = tools
     server.drop_revoked = drop_revoked
+    if tools is not None:
+        tools.attach(server.events)
     return await server.run()
 
 

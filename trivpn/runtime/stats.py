@@ -1,17 +1,16 @@
-"""Counters and event history shared by the operator tools (status file, management, metrics).
+"""Counters and history shared by the operator tools (status file, management, metrics).
 
 The runtimes only count bytes and packets (plain int attributes bumped in their loops). Every
-other figure an operator sees is derived from the structured log events the runtimes already
-emit: :class:`EventTap` is a structlog processor that watches the event stream, counts
-handshakes, renegotiations, failures by cause and reconnects, tracks an OpenVPN-style
-connection state (``state`` in the management interface) and keeps the recent lines for
-``log all`` / ``log on``. It sees INFO events even when ``verb`` hides them from the output, so
-the counters never depend on the log level.
+other figure an operator sees comes from the typed runtime events (trivpn/runtime/events.py):
+:class:`OperatorState` observes the runtime's event bus, counts handshakes, renegotiations,
+failures by cause and reconnects, and tracks an OpenVPN-style connection state (``state`` in
+the management interface). :class:`LogHistory` only keeps the recent log lines for ``log all``
+/ ``log on``; it sees INFO lines even when ``verb`` hides them from the output. Nothing here
+reads a log line's fields.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import Counter, deque
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+
+from trivpn.runtime import events as rt
 
 LOG_HISTORY = 250  # OpenVPN's management-log-cache default
 STATE_HISTORY = 100
@@ -82,7 +83,7 @@ class StateRecord:
 
 @dataclass(slots=True)
 class EventCounts:
-    """Counters derived from log events."""
+    """Counters derived from runtime events."""
 
     handshakes: int = 0
     renegotiations: int = 0
@@ -101,54 +102,31 @@ def format_fields(event_dict: Mapping[str, Any]) -> str:
     return " ".join(parts).replace("\n", " ").replace("\r", " ")
 
 
-def _address(text: object) -> tuple[str, int] | None:
-    """``host:port`` or ``[v6]:port`` from a log field."""
-    if not isinstance(text, str) or ":" not in text:
-        return None
-    host, _, port = text.rpartition(":")
-    host = host.strip("[]")
-    try:
-        return host, int(port)
-    except ValueError:
-        return None
-
-
 Subscriber = Callable[[LogRecord], None]
 StateSubscriber = Callable[[StateRecord], None]
 
 
-class EventTap:
-    """A structlog processor feeding the operator tools; see the module docstring.
+class LogHistory:
+    """A structlog processor keeping the recent log lines for the management ``log`` command
+    and ``>LOG:`` notifications. It only stores and forwards lines (it interprets none of
+    them: the counters and the state come from typed events, see :class:`OperatorState`).
 
-    ``output_level`` is the level the log output keeps: the tap sees everything from INFO up
-    and drops (``structlog.DropEvent``) what the output would not have shown.
+    ``output_level`` is the level the log output keeps: the history sees everything from INFO
+    up and drops (``structlog.DropEvent``) what the output would not have shown.
     """
 
     def __init__(self, *, output_level: int = logging.INFO, history: int = LOG_HISTORY,
                  clock: Callable[[], float] = time.time) -> None:
         self.output_level = output_level
         self.clock = clock
-        self.counts = EventCounts()
         self.history: deque[LogRecord] = deque(maxlen=history)
-        self.states: deque[StateRecord] = deque(maxlen=STATE_HISTORY)
         self.subscribers: list[Subscriber] = []
-        self.state_subscribers: list[StateSubscriber] = []
-        self.seen_cns: set[str] = set()
-        self.server_cn: str | None = None
-        self._remote: tuple[str, int] | None = None
-        self._local: tuple[str, int] | None = None
-        self._tun_ip = ""
-        self.set_state("CONNECTING")
-
-    # -- structlog processor ----------------------------------------------------------------
 
     def __call__(self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
                  ) -> MutableMapping[str, Any]:
         level = str(event_dict.get("level", method))
         name = str(event_dict.get("event", ""))
-        with contextlib.suppress(Exception):  # the tap must never break logging
-            self._count(name, event_dict)
-        # a copy: a renderer after the tap may take keys out of event_dict
+        # a copy: a renderer after this processor may take keys out of event_dict
         record = LogRecord(int(self.clock()), level, name, dict(event_dict))
         self.history.append(record)
         if self.subscribers:
@@ -158,53 +136,66 @@ class EventTap:
             raise structlog.DropEvent
         return event_dict
 
-    def _count(self, name: str, fields: Mapping[str, Any]) -> None:
+
+class OperatorState:
+    """Counters and the OpenVPN-style connection state, observed from the runtime's
+    :class:`~trivpn.runtime.events.EventBus` (subscribe the instance: it is an observer).
+
+    Counts handshakes, renegotiations, failures by cause and reconnects (Prometheus), and
+    tracks the ``state`` of the management interface (``>STATE:`` notifications).
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.counts = EventCounts()
+        self.states: deque[StateRecord] = deque(maxlen=STATE_HISTORY)
+        self.state_subscribers: list[StateSubscriber] = []
+        self.seen_cns: set[str] = set()
+        self.server_cn: str | None = None
+        self._remote: tuple[str, int] | None = None
+        self._local: tuple[str, int] | None = None
+        self._tun_ip = ""
+        self.set_state("CONNECTING")
+
+    def __call__(self, event: rt.RuntimeEvent) -> None:  # noqa: PLR0912 - one branch per event
         c = self.counts
-        if name == "key_method_complete":
+        if isinstance(event, rt.KeysReady):
             c.handshakes += 1
-        elif name == "renegotiated":
+        elif isinstance(event, rt.Renegotiated):
             c.renegotiations += 1
-        elif name == "handshake_failed":
-            c.handshake_failures[str(fields.get("cause") or "unknown")] += 1
-        elif name == "reconnecting":
+        elif isinstance(event, rt.HandshakeFailed):
+            c.handshake_failures[event.cause or "unknown"] += 1
+        elif isinstance(event, rt.Reconnecting):
             c.reconnects += 1
-            self.set_state("RECONNECTING", str(fields.get("reason") or ""))
-        elif name == "peer_connected":
+            self.set_state("RECONNECTING", event.reason)
+        elif isinstance(event, rt.PeerConnected):
             c.connects += 1
-            cn = fields.get("cn")
-            if isinstance(cn, str):
+            cn = event.common_name
+            if cn is not None:
                 if cn in self.seen_cns:
                     c.reconnects += 1
                 self.seen_cns.add(cn)
-        else:
-            self._track_state(name, fields)
-
-    def _track_state(self, name: str, fields: Mapping[str, Any]) -> None:
-        """The management ``state`` from the log lines that move it."""
-        if name == "link_open":
-            self._local = _address(fields.get("local"))
-            peer = _address(fields.get("peer"))
-            if peer is None:  # the server's listening socket
+        elif isinstance(event, rt.LinkOpened):
+            self._local = event.local_endpoint
+            if event.peer is None:  # the server's listening socket
                 self.set_state("CONNECTED", "SUCCESS")
             else:
-                self._remote = peer
-                self.set_state("TCP_CONNECT" if fields.get("proto") == "tcp" else "WAIT")
-        elif name == "tls_handshake_started" and "peer" not in fields:
-            self._client_progress("AUTH")  # (a client's log lines have no ``peer`` field)
-        elif name == "tls_handshake_complete" and "cn" not in fields:
-            peer = fields.get("peer")
-            self.server_cn = peer if isinstance(peer, str) else None
+                self._remote = event.peer_endpoint
+                self.set_state("TCP_CONNECT" if event.proto == "tcp" else "WAIT")
+        elif isinstance(event, rt.HandshakeStarted) and event.peer is None:
+            self._client_progress("AUTH")
+        elif isinstance(event, rt.TlsEstablished) and event.peer is None:
+            self.server_cn = event.common_name
             self._client_progress("GET_CONFIG")
-        elif name == "push_reply_received":
+        elif isinstance(event, rt.PushApplied):
             self.set_state("ASSIGN_IP")
-        elif name == "tun_configured":
-            addresses = fields.get("addresses") or []
-            if addresses:
-                self._tun_ip = str(addresses[0]).split("/")[0]
-            if "ifindex" in fields:  # client: the tunnel is complete
+        elif isinstance(event, rt.TunConfigured):
+            if event.addresses:
+                self._tun_ip = event.addresses[0].split("/")[0]
+            if event.ifindex is not None:  # client: the tunnel is complete
                 self.set_state("CONNECTED", "SUCCESS")
-        elif name == "signal_received":
-            self.set_state("EXITING", str(fields.get("signal") or ""))
+        elif isinstance(event, rt.SignalReceived):
+            self.set_state("EXITING", event.signal)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -228,7 +219,7 @@ class EventTap:
         return self.states[-1]
 
 
-def install_event_tap(tap: EventTap) -> None:
+def install_log_history(tap: LogHistory) -> None:
     """Put ``tap`` in front of the renderer of the current structlog configuration, and let
     INFO events reach it even when the output level is higher."""
     config = structlog.get_config()
