@@ -66,7 +66,9 @@ def client_credential(name: str) -> Credential:
 
 
 def write_client_conf(directory: Path, name: str, extra: str = "",
-                      proto: str = "udp") -> Options:
+                      proto: str = "udp", lport: int | None = None) -> Options:
+    """A client config for common name ``name``; ``lport``: bound to that port (else
+    ``nobind``)."""
     pki = make_test_pki()
     cred = client_credential(name)
     directory.mkdir(parents=True, exist_ok=True)
@@ -75,7 +77,8 @@ def write_client_conf(directory: Path, name: str, extra: str = "",
     _write_key(directory / "client.key", cred)
     conf = directory / "client.conf"
     conf.write_text(f"client\ndev tun\nproto {proto}\nremote {SERVER[0]} {SERVER[1]}\n"
-                    "nobind\nca ca.crt\ncert client.crt\nkey client.key\n"
+                    + (f"lport {lport}\n" if lport else "nobind\n")
+                    + "ca ca.crt\ncert client.crt\nkey client.key\n"
                     "remote-cert-tls server\n" + extra)
     return load_config(conf)
 
@@ -157,13 +160,14 @@ class ServerLab:
     # ------------------------------------------------------------------ clients
 
     def start_client(self, name: str, extra: str = "", *, address: str | None = None,
-                     index: int | None = None) -> LabClient:
-        """A client with common name ``name`` at ``address`` (default: one per client)."""
+                     index: int | None = None, lport: int | None = None) -> LabClient:
+        """A client with common name ``name`` at ``address`` (default: one per client),
+        bound to ``lport`` if given."""
         assert self._nursery is not None
         n = len(self.clients) if index is None else index
         proto = "udp" if self.proto == "udp" else "tcp-client"
         options = write_client_conf(self.directory / f"client{len(self.clients)}", name,
-                                    extra, proto)
+                                    extra, proto, lport)
         host = MemoryClientHost(self.network, address=address or f"198.18.0.{10 + n}")
         config = session_config(options, unix_time_offset=0.0)
         client = Client(options, get_logger().bind(side="client", cn=name), config, None,
