@@ -12,8 +12,9 @@ import pytest
 import trio
 import trio.testing
 
+from tests.runtime.memorykit import SERVER
 from tests.runtime.serverlab import ServerLab
-from trivpn.runtime.memory import Conditions
+from trivpn.runtime.memory import Conditions, MemoryClientHost
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
@@ -72,6 +73,23 @@ async def test_client_reconnects_after_the_server_restarts(
         await lab.server_to_client(c, 2)
         assert await lab.stop_client(c) == 0
     assert len(c.host.tunnels) == 1  # persist-tun
+
+
+async def test_tcp_client_reconnects_when_the_server_restarts(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    async with ServerLab(tmp_path, proto="tcp") as lab:
+        lab.start_server()
+        c = lab.start_client("alice")
+        await lab.wait_for(c.tunnel_up, 30)
+        assert await lab.stop_server() == 0  # closes the connection
+        server = lab.start_server()
+        await lab.wait_for(lambda: len(server.connected) == 1, 60)
+        await lab.wait_for(lambda: len(lab.client_events("tun_configured")) == 2, 30)
+        await lab.client_to_server(c, 1)
+        await lab.server_to_client(c, 1)
+        assert await lab.stop_client(c) == 0
+    reasons = [e["reason"] for e in lab.client_events("reconnecting")]
+    assert reasons == ["connection_closed"]
 
 
 async def test_a_restarted_client_replaces_its_old_session(
@@ -181,3 +199,30 @@ async def test_max_clients_turns_away_clients_beyond_the_limit(
         assert await lab.stop_client(admitted[0]) == 0
         await lab.wait_for(late.tunnel_up, 120)  # a place is free again
         assert await lab.stop_server() == 0
+
+
+async def test_silent_tcp_openings_from_one_source_do_not_lock_out_a_client(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    async with ServerLab(tmp_path, proto="tcp") as lab:
+        server = lab.start_server()
+        await trio.sleep(1)
+        flood = MemoryClientHost(lab.network, address="198.18.2.1")
+        links = [await flood.open_tcp(*SERVER, None, None, None) for _ in range(40)]
+        await trio.sleep(0.5)
+        c = lab.start_client("alice")
+        await lab.wait_for(c.tunnel_up, 30)
+        await lab.client_to_server(c, 1)
+        assert len(server.preauth) <= server.preauth.limits.per_source
+        await trio.sleep(70)  # the first-packet timeout closes what is left of the flood
+        assert len(server.preauth) == 0
+        await lab.client_to_server(c, 2)
+        assert await lab.stop_server() == 0
+        for link in links:
+            await link.aclose()
+    per_source = server.preauth.limits.per_source
+    assert 0 < per_source < 40
+    dropped = {str(e["reason"]): int(str(e["count"]))
+               for e in lab.server_events("packet_dropped")}
+    # each new opening beyond the per-source limit evicted that source's oldest one
+    assert dropped["preauth_evicted"] == 40 - per_source
+    assert dropped["tcp_first_packet_timeout"] == per_source
