@@ -226,3 +226,20 @@ async def test_silent_tcp_openings_from_one_source_do_not_lock_out_a_client(
     # each new opening beyond the per-source limit evicted that source's oldest one
     assert dropped["preauth_evicted"] == 40 - per_source
     assert dropped["tcp_first_packet_timeout"] == per_source
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+async def test_server_exits_1_when_its_port_is_taken(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock, proto: str):
+    async with ServerLab(tmp_path, proto=proto) as lab:
+        lab.start_server()
+        await lab.wait_for(lambda: bool(lab.server_events("link_open")), 5)
+        first = lab.server
+        second = lab.start_server()
+        await lab.wait_for(lambda: lab.server_exit is not None, 5)
+        assert lab.server_exit == 1
+        assert second.tunnel is None and lab.server_host.tunnels[-1].closed  # closed again
+        assert first is not None
+        first.stop.set()
+    [failed] = lab.server_events("setup_failed")
+    assert failed["where"] == f"{SERVER[0]}:{SERVER[1]}"
