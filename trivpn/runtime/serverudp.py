@@ -1,6 +1,8 @@
 """The server's UDP transport: one socket for all peers, one task for both directions.
 
-The task waits on the socket and the device at once (:mod:`trivpn.runtime.readiness`). Data
+The task waits on the socket and the device at once (:mod:`trivpn.runtime.readiness`); a link
+or device without a file descriptor (the in-memory doubles of :mod:`trivpn.runtime.memory`)
+is served by one plain task per direction instead, with the same packet handling. Data
 packets of a known peer (by source address) go straight to :meth:`Session.decrypt_data` and are
 routed (hot path: no logging, no per-packet allocation beyond the packet itself). Everything
 else — control packets, packets from unknown addresses — is judged by the server's
