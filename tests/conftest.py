@@ -52,3 +52,12 @@ def require_iperf3() -> str:
         _unavailable("needs iperf3 (scripts/test installs it as root)")
     assert path is not None
     return path
+
+
+EASYRSA = "/usr/share/easy-rsa/easyrsa"  # where Debian's easy-rsa package installs it
+
+
+def require_easyrsa() -> str:
+    if not os.access(EASYRSA, os.X_OK):
+        _unavailable("needs Debian's easy-rsa package (scripts/test installs it as root)")
+    return EASYRSA

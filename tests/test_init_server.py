@@ -1,7 +1,7 @@
 """``trivpn init-server``: the written config and PKI, the doctor's view of them, and a server
 started from them accepting a client whose profile was exported from them.
 
-Tests pass a 198.18.8.0/24 VPN network; the 10.8.0.0/24 default is only checked as text.
+Tests pass a 198.18.8.0/24 VPN network; the customary default is only checked as text.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tests.interop.serverkit import SERVER_VPN_IP, ping
 from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import NetnsLab
 from trivpn.cli import main
-from trivpn.commands.init_server import ServerPlan, render_server_config
+from trivpn.commands.init_server import DEFAULT_NETWORK, ServerPlan, render_server_config
 from trivpn.config import load_config
 
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
@@ -71,7 +71,9 @@ def test_keys_are_private_and_the_ca_key_is_never_in_the_config(tmp_path: Path):
 
 def test_default_network_is_openvpns_customary_one_as_text_only(tmp_path: Path):
     text = render_server_config(ServerPlan(root=tmp_path, public_address="vpn.example.org"))
-    assert "server 10.8.0.0 255.255.255.0\n" in text
+    default = ipaddress.IPv4Network(DEFAULT_NETWORK)
+    assert default.prefixlen == 24 and default.is_private  # OpenVPN's customary subnet
+    assert f"server {default.network_address} {default.netmask}\n" in text
 
 
 def test_next_steps_name_profile_run_and_systemctl(tmp_path: Path,

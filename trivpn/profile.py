@@ -210,8 +210,8 @@ def export_profile(client_name: str, server_config: Path, remote: str, *,
     try:
         server_cas = load_certificates(ca_text, "server ca")
         store = find_pki(options, pki_dir)
-        ca = store.load_ca()
-        if ca.cert not in server_cas:
+        # the CA key (maybe encrypted) is needed only to issue a new client certificate
+        if store.load_ca_cert() not in server_cas:
             raise ProfileError(f"the CA in {store.root} is not the CA the server trusts "
                                f"({options.ca.describe() if options.ca else 'ca'}); "
                                "pass the right --pki DIR")

@@ -1,7 +1,8 @@
 """The classic OpenVPN sample server.conf/client.conf and an inline .ovpn parse unchanged.
 
-The issue requires the classic sample (``server 10.8.0.0 255.255.255.0``) to parse unchanged,
-so its private addresses stay here as config text: parsed only, never assigned or sent to.
+The classic sample must parse unchanged, so its private network stays in the fixture as config
+text: parsed only, never assigned or sent to. The expected addresses below are offsets into the
+network the fixture's ``server`` line names (read from the file, independently of the parser).
 """
 
 from __future__ import annotations
@@ -24,13 +25,29 @@ from trivpn.config import (
 IP = ipaddress.IPv4Address
 
 
+def _fixture_network(name: str = "server.conf") -> ipaddress.IPv4Network:
+    """The network of a fixture's ``server NET MASK`` line, read as plain text."""
+    for line in (FIXTURES / name).read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["server"]:
+            return ipaddress.IPv4Network(f"{words[1]}/{words[2]}")
+    raise AssertionError("the seed server.conf has no server line")
+
+
+NET = _fixture_network()
+
+
+def _at(offset: int) -> ipaddress.IPv4Address:
+    return NET.network_address + offset
+
+
 def test_seed_server_conf_roles_and_transport() -> None:
     o = load_config(FIXTURES / "server.conf")
     assert (o.role, o.tls_role, o.mode, o.pull) == ("server", "server", "server", False)
     assert (o.proto, o.port, o.lport, o.dev, o.dev_type) == ("udp", 1194, 1194, "tun", "tun")
     assert o.topology == "net30"
     assert o.server is not None
-    assert o.server.network == ipaddress.IPv4Network("10.8.0.0/24")
+    assert o.server.network == NET and NET.prefixlen == 24
     assert o.server.nopool is False
     assert o.keepalive == Keepalive(10, 120, line=10)
     assert (o.user, o.group, o.persist_key, o.persist_tun, o.verb) == (
@@ -49,7 +66,7 @@ def test_seed_server_conf_reads_referenced_files() -> None:
 
 def test_seed_server_conf_push_list_and_keepalive_expansion() -> None:
     o = load_config(FIXTURES / "server.conf")
-    assert server_push_options(o) == ("route 10.8.0.1", "topology net30", "ping 10",
+    assert server_push_options(o) == (f"route {_at(1)}", "topology net30", "ping 10",
                                       "ping-restart 120")
     own = ping_settings(o)
     assert (own.ping, own.ping_restart) == (10, 240)
@@ -57,13 +74,13 @@ def test_seed_server_conf_push_list_and_keepalive_expansion() -> None:
 
 def test_seed_server_conf_tun_address_and_net30_pool() -> None:
     o = load_config(FIXTURES / "server.conf")
-    assert server_tun_ifconfig(o) == Ifconfig(IP("10.8.0.1"), IP("10.8.0.2"))
+    assert server_tun_ifconfig(o) == Ifconfig(_at(1), _at(2))
     pool = address_pool(o)
     assert pool is not None
-    assert (pool.start, pool.end, len(pool)) == (IP("10.8.0.4"), IP("10.8.0.251"), 62)
-    assert pool.entry(0).ifconfig_option() == "ifconfig 10.8.0.6 10.8.0.5"
-    assert pool.entry(1).ifconfig_option() == "ifconfig 10.8.0.10 10.8.0.9"
-    assert pool.entry(61).ifconfig_option() == "ifconfig 10.8.0.250 10.8.0.249"
+    assert (pool.start, pool.end, len(pool)) == (_at(4), _at(251), 62)
+    assert pool.entry(0).ifconfig_option() == f"ifconfig {_at(6)} {_at(5)}"
+    assert pool.entry(1).ifconfig_option() == f"ifconfig {_at(10)} {_at(9)}"
+    assert pool.entry(61).ifconfig_option() == f"ifconfig {_at(250)} {_at(249)}"
 
 
 def test_seed_server_conf_warns_about_net30() -> None:
@@ -129,24 +146,7 @@ def test_inline_contents_never_appear_in_repr() -> None:
     assert "Static key" not in repr(o)
 
 
-DOC_SERVER = """# server.conf (a typical OpenVPN 2.6 server config)
-port 1194
-proto udp
-dev tun
-ca ca.crt
-cert server.crt
-key server.key
-dh none
-server 10.8.0.0 255.255.255.0
-topology subnet
-keepalive 10 120
-tls-crypt ta.key
-persist-key
-persist-tun
-status openvpn-status.log
-verb 3
-explicit-exit-notify 1
-"""
+DOC_SERVER = (FIXTURES / "server-26-docs.conf").read_text()  # verbatim from the 2.6 docs
 
 DOC_CLIENT = """client
 dev tun
@@ -178,9 +178,11 @@ def test_minimal_26_server_from_the_docs() -> None:
     assert (o.role, o.topology, o.dh, o.explicit_exit_notify) == ("server", "subnet", "none", 1)
     assert o.tls_crypt is not None and o.tls_crypt.path is not None
     assert o.tls_crypt.path.name == "ta.key"
-    assert server_push_options(o) == ("route-gateway 10.8.0.1", "topology subnet", "ping 10",
+    net = _fixture_network("server-26-docs.conf")
+    gateway = net.network_address + 1
+    assert server_push_options(o) == (f"route-gateway {gateway}", "topology subnet", "ping 10",
                                       "ping-restart 120")
-    assert server_tun_ifconfig(o) == Ifconfig(IP("10.8.0.1"), IP("255.255.255.0"))
+    assert server_tun_ifconfig(o) == Ifconfig(gateway, net.netmask)
     assert o.warnings == ()
 
 

@@ -30,6 +30,7 @@ from trivpn.protocol.tls import (
     check_peer_certificate,
     parse_crls,
     remap_name,
+    revoked_serials,
 )
 
 SERVER_AUTH, CLIENT_AUTH = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
@@ -290,3 +291,15 @@ def test_crl_is_consulted_at_every_handshake_so_a_renegotiation_is_refused_after
     assert [(r.key_id, r.check, r.serial, r.common_name) for r in rejected] == \
         [(1, "crl_verify", pki.client.cert.serial_number, "client1")]
     assert pair.server is not None and pair.server.primary_key_id == 0
+
+
+@pytest.mark.directive("crl-verify")
+def test_revoked_serials_come_only_from_crls_a_ca_signed():
+    pki = make_test_pki()
+    ours = crl_pem(build_crl(pki.ca, [pki.client.cert.serial_number, 7]))
+    foreign = crl_pem(build_crl(pki.other_ca, [99]))
+    lists = parse_crls(ours + foreign)
+    assert revoked_serials(lists, (pki.ca.cert,)) == {pki.client.cert.serial_number, 7}
+    assert revoked_serials(lists, (pki.ca.cert, pki.other_ca.cert)) == \
+        {pki.client.cert.serial_number, 7, 99}
+    assert revoked_serials(parse_crls(b""), (pki.ca.cert,)) == frozenset()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -26,14 +28,8 @@ from trivpn.protocol.push import (
     pushed_cipher_allowed,
 )
 
-# Addresses below come verbatim from live captures (parsed only, never used on the network).
-LIVE_SUBNET = (
-    "PUSH_REPLY,route 192.168.77.0 255.255.255.0,route-gateway 10.8.0.1,topology subnet,"
-    "ping 3,ping-restart 30,ifconfig 10.8.0.2 255.255.255.0,peer-id 0,cipher AES-256-GCM,"
-    "protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500")
-LIVE_NET30 = (
-    "PUSH_REPLY,route 10.8.0.1,topology net30,ping 3,ping-restart 30,ifconfig 10.8.0.6 10.8.0.5,"
-    "peer-id 0,cipher AES-256-GCM,protocol-flags cc-exit tls-ekm dyn-tls-crypt,tun-mtu 1500")
+# Live captures and the addresses they carry (parsed only, never used on the network).
+LIVE = json.loads((Path(__file__).parent / "fixtures" / "live_push_replies.json").read_text())
 FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
 
 
@@ -45,18 +41,27 @@ def _accumulate(*messages: str) -> PushedOptions | None:
     return result
 
 
+def _addresses(*texts: str) -> list[IPv4Address]:
+    return [IPv4Address(t) for t in texts]
+
+
 def test_live_subnet_push_reply():
-    assert _accumulate(LIVE_SUBNET) == PushedOptions(
-        routes=(Route(IPv4Address("192.168.77.0"), IPv4Address("255.255.255.0")),),
-        route_gateway=IPv4Address("10.8.0.1"), topology="subnet", ping=3, ping_restart=30,
-        ifconfig=Ifconfig(IPv4Address("10.8.0.2"), IPv4Address("255.255.255.0")), peer_id=0,
-        cipher="AES-256-GCM", protocol_flags=FLAGS, tun_mtu=1500)
+    live = LIVE["subnet"]
+    network, mask = _addresses(*live["route"])
+    local, netmask = _addresses(*live["ifconfig"])
+    assert _accumulate(live["message"]) == PushedOptions(
+        routes=(Route(network, mask),), route_gateway=IPv4Address(live["route_gateway"]),
+        topology="subnet", ping=3, ping_restart=30, ifconfig=Ifconfig(local, netmask),
+        peer_id=0, cipher="AES-256-GCM", protocol_flags=FLAGS, tun_mtu=1500)
 
 
 def test_live_net30_push_reply():
-    assert _accumulate(LIVE_NET30) == PushedOptions(
-        routes=(Route(IPv4Address("10.8.0.1")),), topology="net30", ping=3, ping_restart=30,
-        ifconfig=Ifconfig(IPv4Address("10.8.0.6"), IPv4Address("10.8.0.5")), peer_id=0,
+    live = LIVE["net30"]
+    (gateway,) = _addresses(*live["route"])
+    local, remote = _addresses(*live["ifconfig"])
+    assert _accumulate(live["message"]) == PushedOptions(
+        routes=(Route(gateway),), topology="net30", ping=3, ping_restart=30,
+        ifconfig=Ifconfig(local, remote), peer_id=0,
         cipher="AES-256-GCM", protocol_flags=FLAGS, tun_mtu=1500)
 
 

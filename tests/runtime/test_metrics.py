@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import trio
 
+from trivpn.config import load_config
 from trivpn.logging import get_logger
+from trivpn.pki.certs import certificate_pem, create_ca, issue_cert
+from trivpn.pki.crl import build_crl, crl_pem
+from trivpn.pki.keys import private_key_pem
 from trivpn.runtime.metrics import (
     MetricsServer,
     MetricsSnapshot,
@@ -16,7 +21,9 @@ from trivpn.runtime.metrics import (
     parse_listen,
     render_metrics,
 )
+from trivpn.runtime.operator import certificate_expiry, crl_check_next_update
 from trivpn.runtime.stats import EventTap
+from trivpn.sessionsetup import crl_check
 
 SAMPLE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (\S+)$')
 
@@ -179,3 +186,45 @@ async def test_a_failing_snapshot_is_a_500_and_the_endpoint_keeps_serving(
     assert (await http_get(port, "/metrics")).startswith(b"HTTP/1.1 500")
     assert (await http_get(port, "/metrics")).startswith(b"HTTP/1.1 200 OK")
     assert server.errors.totals["metrics_request_failed"] == 1
+
+
+# --- certificate and CRL expiry ----------------------------------------------------------------
+
+def test_expiry_gauges_are_unix_times_per_certificate_and_for_the_crl():
+    s = snapshot()
+    fields = {f: getattr(s, f) for f in s.__slots__}
+    text = render_metrics(MetricsSnapshot(**{**fields, "cert_expiry": {"cert": 1.8e9,
+                                                                         "ca": 2.0e9},
+                                             "crl_next_update": 1.75e9}))
+    helps, types, samples = parse(text)
+    assert helps["trivpn_crl_next_update_timestamp_seconds"]
+    assert types["trivpn_certificate_expiry_timestamp_seconds"] == "gauge"
+    assert types["trivpn_crl_next_update_timestamp_seconds"] == "gauge"
+    assert samples['trivpn_certificate_expiry_timestamp_seconds{certificate="cert"}'] == 1.8e9
+    assert samples['trivpn_certificate_expiry_timestamp_seconds{certificate="ca"}'] == 2.0e9
+    assert samples["trivpn_crl_next_update_timestamp_seconds"] == 1.75e9
+    # without crl-verify there is no CRL gauge
+    assert "trivpn_crl_next_update_timestamp_seconds" not in render_metrics(s)
+
+
+def test_expiry_is_read_from_the_cert_and_the_earliest_ca_and_the_current_crl(tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    ca = create_ca("first", days=3000)
+    other = create_ca("second", days=1000)
+    leaf = issue_cert(ca, "server", "server", days=400)
+    (tmp_path / "ca.crt").write_bytes(certificate_pem(ca.cert) + certificate_pem(other.cert))
+    (tmp_path / "server.crt").write_bytes(certificate_pem(leaf.cert))
+    (tmp_path / "server.key").write_bytes(private_key_pem(leaf.key))
+    crl_path = tmp_path / "crl.pem"
+    crl_path.write_bytes(crl_pem(build_crl(ca, [], now + timedelta(days=9), now=now)))
+    conf = tmp_path / "server.conf"
+    conf.write_text("mode server\ntls-server\ndev tun\nca ca.crt\ncert server.crt\n"
+                    "key server.key\ndh none\ncrl-verify crl.pem\n"
+                    "server 198.18.8.0 255.255.255.0\n")
+    options = load_config(conf)
+    assert certificate_expiry(options) == {"cert": leaf.cert.not_valid_after_utc.timestamp(),
+                                           "ca": other.cert.not_valid_after_utc.timestamp()}
+    check = crl_check(options, (tmp_path / "ca.crt").read_text())
+    assert crl_check_next_update(check) == (now + timedelta(days=9)).timestamp()
+    crl_path.write_bytes(crl_pem(build_crl(ca, [5], now + timedelta(days=99), now=now)))
+    assert crl_check_next_update(check) == (now + timedelta(days=99)).timestamp()

@@ -33,6 +33,10 @@ def register(sub: Any) -> None:
     parser.add_argument("--metrics-listen", type=_listen_address, default=None,
                         metavar="HOST:PORT",
                         help="serve Prometheus metrics at http://HOST:PORT/metrics")
+    parser.add_argument("--drop-revoked", action="store_true",
+                        help="server with 'crl-verify FILE': when FILE changes, disconnect the "
+                             "connected clients whose certificate it revokes (without this, "
+                             "as in OpenVPN, they are refused at their next TLS handshake)")
     parser.set_defaults(handler=handle)
 
 
@@ -86,8 +90,12 @@ def handle(args: argparse.Namespace) -> int:
         if options.writepid is not None:
             write_pid_file(options.writepid)
             pid_file = options.writepid
-        main = run_server if options.role == "server" else run_client
-        code: int = trio.run(functools.partial(main, options, log, tools))
+        if options.role == "server":
+            main = functools.partial(run_server, options, log, tools,
+                                     drop_revoked=args.drop_revoked)
+        else:
+            main = functools.partial(run_client, options, log, tools)
+        code: int = trio.run(main)
         return code
     except ConfigError as exc:
         print(f"trivpn: {exc}", file=sys.stderr)

@@ -126,23 +126,29 @@ def issue_cert(
     not_after: datetime | None = None,
     eku: Sequence[x509.ObjectIdentifier] | None = None,
     key_usage: bool = True,
+    key: PrivateKey | None = None,
+    subject: x509.Name | None = None,
 ) -> Credential:
-    """A new key and a ``kind`` leaf certificate for ``name`` signed by ``ca``.
+    """A new key (or ``key`` when given) and a ``kind`` leaf certificate for ``name``
+    signed by ``ca``.
 
     Overrides for tests and diagnostics: ``not_before`` / ``not_after`` (expired or not yet
     valid certs), ``eku`` (``None`` = the kind's default, an empty sequence = no EKU extension,
     otherwise exactly these purposes) and ``key_usage=False`` (no KeyUsage extension).
+    ``subject`` replaces the subject ``CN=name`` (renewing a certificate keeps its whole DN).
     """
     if kind not in CERT_KINDS:
         raise PkiError(f"unknown certificate kind {kind!r}; expected server or client")
     _check_cn(name)
-    key = generate_private_key(key_type)
+    if key is None:
+        key = generate_private_key(key_type)
     public = key.public_key()
     start, end = _validity(days, now, not_before, not_after)
     purposes = DEFAULT_EKU[kind] if eku is None else tuple(eku)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .subject_name(subject if subject is not None
+                      else x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
         .issuer_name(ca.cert.subject)
         .public_key(public)
         .serial_number(x509.random_serial_number())
@@ -169,6 +175,13 @@ def issue_cert(
 
 def certificate_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def request_pem(cred: Credential) -> bytes:
+    """A PKCS#10 request for ``cred``'s subject signed by its key (easy-rsa's reqs/NAME.req)."""
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(cred.cert.subject)
+           .sign(cred.key, _hash_for(cred.key)))
+    return csr.public_bytes(serialization.Encoding.PEM)
 
 
 def load_certificates(text: str, where: str = "certificate") -> tuple[x509.Certificate, ...]:

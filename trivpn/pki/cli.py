@@ -1,4 +1,6 @@
-"""``trivpn pki``: create a CA, issue server/client certificates, generate static keys.
+"""``trivpn pki``: create a CA, issue server/client certificates, generate static keys, and
+the certificate lifecycle on trivpn's or easy-rsa's PKI directory: ``list``, ``revoke``,
+``renew``, ``crl``, ``expiring`` (see :mod:`trivpn.pki.lifecycle`).
 
 Registered by :mod:`trivpn.cli`. Handlers return 0 on success and 1 on a :class:`PkiError`
 (message on stderr); argparse itself exits 2 on usage errors.
@@ -7,9 +9,14 @@ Registered by :mod:`trivpn.cli`. Handlers return 0 on success and 1 on a :class:
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
+import os
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from trivpn.pki.certs import (
     CERT_KINDS,
@@ -20,13 +27,16 @@ from trivpn.pki.certs import (
     create_ca,
     issue_cert,
 )
+from trivpn.pki.crl import DEFAULT_CRL_DAYS, REASONS
 from trivpn.pki.errors import AlreadyExistsError, PkiError
-from trivpn.pki.keys import KeyType
+from trivpn.pki.keys import KeyType, PassphraseError
+from trivpn.pki.lifecycle import DEFAULT_OVERLAP_DAYS, EXPIRING_DAYS, Lifecycle, open_pki
 from trivpn.pki.statickeys import generate_static_key, write_static_key
 from trivpn.pki.store import PkiStore, check_entity_name
 
 DEFAULT_DIR = Path("pki")
 STATIC_KEY_KINDS = ("tls-crypt", "tls-auth")
+T = TypeVar("T")
 
 
 def register(subparsers: Any) -> None:
@@ -64,7 +74,70 @@ def register(subparsers: Any) -> None:
     issue.add_argument("--days", type=_positive_int, default=DEFAULT_LEAF_DAYS,
                        help=f"validity in days (default {DEFAULT_LEAF_DAYS})")
     issue.add_argument("--force", action="store_true", help="replace an existing NAME")
+    _add_passin(issue)
     issue.set_defaults(handler=_issue)
+
+    listing = actions.add_parser(
+        "list", help="list every certificate and its status",
+        description="List the certificates of the PKI (trivpn's or easy-rsa's): name, common "
+        "name, serial, role (from the extended key usage), not-after and status: valid, "
+        f"expiring (within {EXPIRING_DAYS} days), expired or revoked.")
+    _add_dir(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(handler=_list)
+
+    revoke = actions.add_parser(
+        "revoke", help="revoke a certificate and write a new CRL",
+        description="Mark NAME revoked in index.txt, move its files to revoked/ (as easy-rsa "
+        "does) and write a new crl.pem. A server with 'crl-verify' refuses NAME at its next "
+        "handshake; to drop a connected client at once use the management command "
+        "'kill NAME'.")
+    revoke.add_argument("name", metavar="NAME", help="the name (issued/NAME.crt)")
+    _add_dir(revoke)
+    revoke.add_argument("--reason", choices=tuple(REASONS), default=None,
+                        help="revocation reason recorded in index.txt and the CRL")
+    _add_crl_days(revoke)
+    _add_passin(revoke)
+    revoke.set_defaults(handler=_revoke)
+
+    renew = actions.add_parser(
+        "renew", help="a new key and certificate for NAME; the old one revoked later",
+        description="Issue NAME again with a new key of the same type, the same common name "
+        "and role. The old files move to renewed/ (as 'easyrsa renew' does) and the old "
+        "certificate is revoked (reason superseded) once the overlap has passed, by the next "
+        "'trivpn pki crl' (or revoke/renew). Then re-export the client's profile with "
+        "'trivpn profile NAME'.")
+    renew.add_argument("name", metavar="NAME")
+    _add_dir(renew)
+    renew.add_argument("--overlap-days", type=_non_negative_int, default=DEFAULT_OVERLAP_DAYS,
+                       help="days both certificates stay valid (default "
+                       f"{DEFAULT_OVERLAP_DAYS}; 0 revokes the old one now)")
+    renew.add_argument("--days", type=_positive_int, default=DEFAULT_LEAF_DAYS,
+                       help=f"validity of the new certificate (default {DEFAULT_LEAF_DAYS})")
+    _add_crl_days(renew)
+    _add_passin(renew)
+    renew.set_defaults(handler=_renew)
+
+    crl = actions.add_parser(
+        "crl", help="sign a fresh crl.pem",
+        description="Revoke renewed certificates whose overlap ended, then write crl.pem "
+        "signed by the CA with a new next-update date. Run it from cron well before the CRL "
+        "expires: OpenVPN refuses every client when its crl-verify CRL has expired.")
+    _add_dir(crl)
+    _add_crl_days(crl)
+    _add_passin(crl)
+    crl.set_defaults(handler=_crl)
+
+    expiring = actions.add_parser(
+        "expiring", help="exit 1 when a certificate, the CA or the CRL expires within N days",
+        description="Print what stops working within N days: the CA certificate, the current "
+        "certificate of each name (not revoked) and crl.pem's next update. Exit status 1 when "
+        "there is something (for cron and monitoring), 0 when not.")
+    _add_dir(expiring)
+    expiring.add_argument("--days", type=_non_negative_int, default=EXPIRING_DAYS,
+                          help=f"look ahead this many days (default {EXPIRING_DAYS})")
+    expiring.add_argument("--json", action="store_true", help="print JSON")
+    expiring.set_defaults(handler=_expiring)
 
     genkey = actions.add_parser(
         "genkey", help="generate a tls-crypt or tls-auth key",
@@ -82,6 +155,71 @@ def _add_key_options(parser: argparse.ArgumentParser) -> None:
                         help="ec = ECDSA P-256 (default), rsa = RSA (see --rsa-bits)")
     parser.add_argument("--rsa-bits", type=int, choices=(2048, 3072), default=2048,
                         help="RSA modulus size (default 2048)")
+
+
+def _add_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR,
+                        help=f"PKI directory, trivpn's or easy-rsa's (default ./{DEFAULT_DIR}; "
+                        "an easy-rsa working directory holding pki/ works too)")
+
+
+def _add_crl_days(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--crl-days", type=_positive_int, default=DEFAULT_CRL_DAYS,
+                        help="days until the CRL's next update (default "
+                        f"{DEFAULT_CRL_DAYS}, as easy-rsa's EASYRSA_CRL_DAYS)")
+
+
+def _add_passin(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--passin", metavar="SOURCE", default=None,
+                        help="passphrase of an encrypted CA key, as openssl/easyrsa take it: "
+                        "pass:TEXT, env:VAR, file:PATH or stdin (default: ask on the terminal)")
+
+
+def _passphrase(spec: str | None) -> bytes | None:
+    """The passphrase --passin names (its first line for file: and stdin)."""
+    if spec is None:
+        return None
+    kind, _, rest = spec.partition(":")
+    if kind == "pass":
+        return rest.encode()
+    if kind == "env":
+        value = os.environ.get(rest)
+        if value is None:
+            raise PkiError(f"--passin env:{rest}: the environment variable is not set")
+        return value.encode()
+    if kind == "file":
+        try:
+            text = Path(rest).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PkiError(f"--passin: cannot read the passphrase file: {exc.strerror}",
+                           rest) from None
+        return text.splitlines()[0].encode() if text else b""
+    if spec == "stdin":
+        return sys.stdin.readline().rstrip("\n").encode()
+    raise PkiError(f"--passin {spec!r}: expected pass:TEXT, env:VAR, file:PATH or stdin")
+
+
+def _with_ca(args: argparse.Namespace, action: Callable[[bytes | None], T]) -> T:
+    """Run ``action(passphrase)``; an encrypted CA key without --passin is asked for on the
+    terminal (never echoed), once."""
+    passphrase = _passphrase(args.passin)
+    try:
+        return action(passphrase)
+    except PassphraseError:
+        if passphrase is not None or not sys.stdin.isatty():
+            raise
+    asked = getpass.getpass("CA key passphrase: ").encode()
+    return action(asked)
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -117,10 +255,10 @@ def _init(args: argparse.Namespace) -> int:
 
 def _issue(args: argparse.Namespace) -> int:
     kind: CertKind = args.kind
-    store = PkiStore(args.dir)
     try:
         check_entity_name(args.name)
-        ca = store.load_ca()
+        store = open_pki(args.dir) if args.dir.exists() else PkiStore(args.dir)
+        ca = _with_ca(args, store.load_ca)
         cred = issue_cert(ca, kind, args.name, key_type=_key_type(args), days=args.days)
         paths = store.save_issued(args.name, cred, force=args.force)
     except PkiError as exc:
@@ -146,8 +284,106 @@ def _genkey(args: argparse.Namespace) -> int:
     return 0
 
 
+def _date(when: datetime | None) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%SZ") if when is not None else "-"
+
+
+def _list(args: argparse.Namespace) -> int:
+    try:
+        certs = Lifecycle(open_pki(args.dir)).inventory()
+    except PkiError as exc:
+        return _fail(exc)
+    if args.json:
+        _say(json.dumps([{
+            "name": c.name, "common_name": c.common_name, "serial": c.serial_hex,
+            "role": c.role, "not_after": c.not_after.isoformat(), "status": c.status,
+            "revoked_at": c.revoked_at.isoformat() if c.revoked_at else None,
+            "reason": c.reason, "current": c.current} for c in certs], indent=2))
+        return 0
+    rows = [("NAME", "CN", "SERIAL", "ROLE", "NOT AFTER", "STATUS")]
+    for c in certs:
+        status: str = c.status
+        if c.status == "revoked":
+            status = f"revoked {_date(c.revoked_at)}" + (f" ({c.reason})" if c.reason else "")
+        elif not c.current and c.name is not None:
+            status += " (renewed)"
+        rows.append((c.name or "-", c.common_name, c.serial_hex, c.role, _date(c.not_after),
+                     status))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        _say("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[5])
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    try:
+        life = Lifecycle(open_pki(args.dir))
+        result = _with_ca(args, lambda p: life.revoke(args.name, args.reason, passphrase=p,
+                                                       crl_days=args.crl_days))
+    except PkiError as exc:
+        return _fail(exc)
+    _say(f"revoked {args.name} (serial {result.serial:X}); wrote {result.crl}")
+    for serial in result.superseded:
+        _say(f"revoked the renewed certificate serial {serial:X} (its overlap ended)")
+    _say(f"a server with 'crl-verify {result.crl}' refuses it at its next handshake; to drop "
+         f"it now: management command 'kill {args.name}'")
+    return 0
+
+
+def _renew(args: argparse.Namespace) -> int:
+    try:
+        life = Lifecycle(open_pki(args.dir))
+        result = _with_ca(args, lambda p: life.renew(
+            args.name, overlap_days=args.overlap_days, days=args.days, passphrase=p,
+            crl_days=args.crl_days))
+    except PkiError as exc:
+        return _fail(exc)
+    _say(f"renewed {args.name}: new serial {result.new_serial:X} in {result.cert}")
+    if result.revoke_after is None:
+        _say(f"revoked the old serial {result.old_serial:X}; wrote {result.crl}")
+    else:
+        _say(f"the old serial {result.old_serial:X} stays valid until "
+             f"{_date(result.revoke_after)}; 'trivpn pki crl' after that revokes it")
+    _say(f"next: re-export the profile: trivpn profile {args.name} --server-config FILE "
+         "--remote HOST --force")
+    return 0
+
+
+def _crl(args: argparse.Namespace) -> int:
+    try:
+        life = Lifecycle(open_pki(args.dir))
+        result = _with_ca(args, lambda p: life.make_crl(passphrase=p, crl_days=args.crl_days))
+    except PkiError as exc:
+        return _fail(exc)
+    for serial in result.superseded:
+        _say(f"revoked the renewed certificate serial {serial:X} (its overlap ended)")
+    _say(f"wrote {result.crl}: {result.revoked} revoked, next update "
+         f"{_date(result.next_update)}")
+    return 0
+
+
+def _expiring(args: argparse.Namespace) -> int:
+    try:
+        found = Lifecycle(open_pki(args.dir)).expiring(args.days)
+    except PkiError as exc:
+        return _fail(exc)
+    now = datetime.now(UTC)
+    if args.json:
+        _say(json.dumps([{"what": x.what, "name": x.name, "expires": x.when.isoformat()}
+                         for x in found], indent=2))
+    elif not found:
+        _say(f"nothing expires within {args.days} days")
+    for x in found if not args.json else ():
+        left = x.when - now
+        state = "EXPIRED" if left.total_seconds() <= 0 else f"in {left.days} days"
+        _say(f"{x.what} {x.name}: expires {_date(x.when)} ({state})")
+    return 1 if found else 0
+
+
 def _fail(exc: PkiError) -> int:
     hint = " (use --force to replace it)" if isinstance(exc, AlreadyExistsError) else ""
+    if isinstance(exc, PassphraseError):
+        hint = " (give the CA key's passphrase with --passin pass:TEXT, env:VAR or file:PATH)"
     _say(f"trivpn pki: error: {exc}{hint}", sys.stderr)
     return 1
 

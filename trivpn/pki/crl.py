@@ -6,6 +6,7 @@ Pure functions: nothing here touches files; ``now`` may be passed for reproducib
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -16,17 +17,40 @@ from trivpn.pki.errors import PkiError
 
 DEFAULT_CRL_DAYS = 180  # easy-rsa's default EASYRSA_CRL_DAYS
 
+# The revocation reasons easy-rsa's ``revoke`` accepts, as OpenSSL's ``ca`` spells them in
+# index.txt, and their CRL reason codes.
+REASONS: dict[str, x509.ReasonFlags] = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "keyCompromise": x509.ReasonFlags.key_compromise,
+    "CACompromise": x509.ReasonFlags.ca_compromise,
+    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
+    "certificateHold": x509.ReasonFlags.certificate_hold,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """One CRL entry: the serial, when it was revoked and why (a key of :data:`REASONS`)."""
+
+    serial: int
+    revoked_at: datetime
+    reason: str | None = None
+
 
 def build_crl(
     ca: Credential,
-    revoked_serials: Iterable[int],
+    revoked_serials: Iterable[int | Revocation],
     next_update: datetime | None = None,
     *,
     now: datetime | None = None,
     last_update: datetime | None = None,
     crl_number: int = 1,
 ) -> x509.CertificateRevocationList:
-    """A CRL issued and signed by ``ca`` listing ``revoked_serials`` (revoked at ``now``).
+    """A CRL issued and signed by ``ca`` listing ``revoked_serials``: plain serials are
+    revoked at ``now`` without a reason, :class:`Revocation` entries carry their own date and
+    reason (a reason code extension except for ``unspecified``).
 
     ``next_update`` defaults to ``now + DEFAULT_CRL_DAYS`` days; ``last_update`` to ``now``.
     Pass a past ``next_update`` for an expired CRL.
@@ -46,12 +70,23 @@ def build_crl(
         .next_update(end)
         .add_extension(x509.CRLNumber(crl_number), critical=False)
     )
-    for serial in sorted(set(revoked_serials)):
-        if serial <= 0:
-            raise PkiError(f"serial numbers are positive, got {serial}")
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(start)
-            .build())
+    entries: dict[int, Revocation] = {}
+    for item in revoked_serials:
+        entry = item if isinstance(item, Revocation) else Revocation(item, start)
+        if entry.serial <= 0:
+            raise PkiError(f"serial numbers are positive, got {entry.serial}")
+        if entry.reason is not None and entry.reason not in REASONS:
+            raise PkiError(f"unknown revocation reason {entry.reason!r}; expected one of "
+                           f"{', '.join(REASONS)}")
+        entries.setdefault(entry.serial, entry)
+    for serial in sorted(entries):
+        entry = entries[serial]
+        revoked = (x509.RevokedCertificateBuilder().serial_number(serial)
+                   .revocation_date(entry.revoked_at))
+        if entry.reason is not None and entry.reason != "unspecified":
+            revoked = revoked.add_extension(x509.CRLReason(REASONS[entry.reason]),
+                                            critical=False)
+        builder = builder.add_revoked_certificate(revoked.build())
     return builder.sign(ca.key, _hash_for(ca.key))
 
 

@@ -8,8 +8,13 @@ Layout (the same paths easy-rsa uses, so OpenVPN configs look familiar)::
     DIR/issued/NAME.crt     leaf certificate          0644
     DIR/private/NAME.key    leaf key                  0600
 
-Keys are unencrypted PEM (OpenVPN reads them unattended at start). Existing files are never
-overwritten unless ``force`` is given.
+plus OpenSSL ``ca``'s database that easy-rsa keeps beside them (``index.txt``,
+``index.txt.attr``, ``serial``, ``certs_by_serial/``; see :mod:`trivpn.pki.lifecycle`), so
+``easyrsa`` and ``trivpn pki`` can work on the same directory.
+
+Keys trivpn writes are unencrypted PEM (OpenVPN reads them unattended at start); an easy-rsa CA
+key may be encrypted and is loaded with its passphrase. Existing files are never overwritten
+unless ``force`` is given.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from trivpn.pki.certs import Credential, certificate_pem, check_key_matches, load_certificate
+from cryptography import x509
+
+from trivpn.pki.certs import (
+    Credential,
+    certificate_pem,
+    check_key_matches,
+    load_certificate,
+    request_pem,
+)
 from trivpn.pki.errors import AlreadyExistsError, PkiError
 from trivpn.pki.files import (
     PRIVATE_DIR_MODE,
@@ -79,19 +92,42 @@ class PkiStore:
 
     def save_ca(self, ca: Credential, *, force: bool = False) -> IssuedPaths:
         """Write the CA certificate and key; refuses if either exists unless ``force``."""
+        from trivpn.pki.lifecycle import Lifecycle  # noqa: PLC0415 (it imports this module)
+
         paths = IssuedPaths(self.ca_cert_path, self.ca_key_path)
         self._save(paths, ca, force)
+        Lifecycle(self).init_database()
         return paths
 
-    def save_issued(self, name: str, cred: Credential, *, force: bool = False) -> IssuedPaths:
+    def save_issued(self, name: str, cred: Credential, *, force: bool = False,
+                    record: bool = True) -> IssuedPaths:
         """Write ``issued/NAME.crt`` and ``private/NAME.key``; refuses to overwrite unless
-        ``force``."""
+        ``force``. With ``record`` the certificate is also entered in ``index.txt``."""
+        from trivpn.pki.lifecycle import Lifecycle  # noqa: PLC0415 (it imports this module)
+
         paths = IssuedPaths(self.cert_path(name), self.key_path(name))
         self._save(paths, cred, force)
+        reqs = self.root / "reqs"
+        if reqs.is_dir():  # easy-rsa keeps each name's request; its revoke and renew move it
+            write_file(reqs / f"{name}.req", request_pem(cred), mode=PUBLIC_FILE_MODE,
+                       overwrite=True)
+        if record:
+            Lifecycle(self).record_issued(cred.cert)
         return paths
 
-    def load_ca(self) -> Credential:
-        """The CA certificate and key, checked to belong together."""
+    def load_ca_cert(self) -> x509.Certificate:
+        """The CA certificate alone (no key, so no passphrase)."""
+        if not self.ca_cert_path.exists():
+            raise PkiError(
+                f"no CA certificate here (create one with 'trivpn pki init {self.root}')",
+                str(self.ca_cert_path),
+            )
+        return load_certificate(read_text(self.ca_cert_path, "CA certificate"),
+                                str(self.ca_cert_path))
+
+    def load_ca(self, passphrase: bytes | None = None) -> Credential:
+        """The CA certificate and key, checked to belong together; ``passphrase`` decrypts an
+        encrypted key (:class:`~trivpn.pki.keys.PassphraseError` when missing or wrong)."""
         if not self.ca_cert_path.exists():
             raise PkiError(
                 f"no CA certificate here (create one with 'trivpn pki init {self.root}')",
@@ -100,7 +136,8 @@ class PkiStore:
         cert_where = str(self.ca_cert_path)
         key_where = str(self.ca_key_path)
         cert = load_certificate(read_text(self.ca_cert_path, "CA certificate"), cert_where)
-        key = load_private_key(read_text(self.ca_key_path, "CA private key"), key_where)
+        key = load_private_key(read_text(self.ca_key_path, "CA private key"), key_where,
+                               passphrase)
         check_key_matches(cert, key, key_where)
         return Credential(cert, key)
 

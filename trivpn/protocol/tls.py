@@ -444,6 +444,17 @@ def _check_crl(cert: x509.Certificate, check: CrlCheck, unix_now: float,
             raise _revoked(cert, common_name, depth, member, "certificate revoked")
 
 
+def revoked_serials(lists: RevocationLists, cas: tuple[x509.Certificate, ...]) -> frozenset[int]:
+    """The serials revoked by those of ``lists``' CRLs that one of ``cas`` signed (for
+    re-checking peers already connected when the CRL changes)."""
+    found: set[int] = set()
+    for crl in lists.crls:
+        issuer = next((ca for ca in cas if ca.subject == crl.issuer), None)
+        if issuer is not None and _signed_by(crl, issuer):
+            found.update(entry.serial_number for entry in crl)
+    return frozenset(found)
+
+
 def _signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     try:  # is_signature_valid raises for key types that cannot sign a CRL (X25519...)
         return crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]

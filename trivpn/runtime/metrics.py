@@ -51,6 +51,10 @@ class MetricsSnapshot:
     handshake_failures: Mapping[str, int] = field(default_factory=dict)
     drops: Mapping[str, int] = field(default_factory=dict)
     peers: tuple[PeerTraffic, ...] = ()
+    # When things stop working, unix time: "cert" (our own) and "ca" (the earliest CA)
+    # certificate's notAfter; the earliest nextUpdate of the crl-verify CRLs.
+    cert_expiry: Mapping[str, float] = field(default_factory=dict)
+    crl_next_update: float | None = None
 
 
 def _escape(value: str) -> str:
@@ -112,6 +116,14 @@ def render_metrics(s: MetricsSnapshot) -> str:
              [((), s.reconnects)])
     w.family("trivpn_key_renegotiations_total", "counter",
              "Completed data channel key renegotiations.", [((), s.renegotiations)])
+    w.family("trivpn_certificate_expiry_timestamp_seconds", "gauge",
+             "When a certificate expires, unix time: cert = this process's own certificate, "
+             "ca = the earliest-expiring ca certificate.",
+             [((("certificate", k),), v) for k, v in sorted(s.cert_expiry.items())])
+    if s.crl_next_update is not None:
+        w.family("trivpn_crl_next_update_timestamp_seconds", "gauge",
+                 "The crl-verify CRL's nextUpdate (the earliest, with several CRLs), unix "
+                 "time: after it every peer is refused.", [((), s.crl_next_update)])
     w.family("process_start_time_seconds", "gauge",
              "Start time of the process since unix epoch in seconds.", [((), s.start_time)])
     return "\n".join(w.lines) + "\n"

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 import trio
+from cryptography import x509
 
-from trivpn.config import Options
+from trivpn.config import ConfigError, Options
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.management import ManagementServer, parse_number, read_password
 from trivpn.runtime.metrics import MetricsServer, MetricsSnapshot, PeerTraffic
@@ -34,6 +35,8 @@ from trivpn.runtime.status import (
 )
 
 if TYPE_CHECKING:
+    from trivpn.protocol.session import SessionConfig
+    from trivpn.protocol.tls import CrlCheck
     from trivpn.runtime.client import Client
     from trivpn.runtime.server import Server
     from trivpn.runtime.serverpeer import Peer
@@ -52,6 +55,38 @@ def _mac(raw: bytes) -> str:
     return ":".join(f"{b:02x}" for b in raw)
 
 
+def certificate_expiry(options: Options) -> dict[str, float]:
+    """notAfter (unix time) of our own certificate ("cert") and of the earliest-expiring ``ca``
+    certificate ("ca"), read once at start like the certificates themselves. A file that cannot
+    be parsed here is left out: the TLS setup reports it."""
+    found: dict[str, float] = {}
+    for label, source in (("cert", options.cert), ("ca", options.ca)):
+        if source is None:
+            continue
+        try:
+            certs = x509.load_pem_x509_certificates(source.read_text().encode())
+        except (ConfigError, OSError, ValueError):
+            continue
+        if certs:
+            chosen = certs[:1] if label == "cert" else certs
+            found[label] = min(c.not_valid_after_utc for c in chosen).timestamp()
+    return found
+
+
+def crl_next_update(config: SessionConfig | None) -> float | None:
+    """The earliest nextUpdate (unix time) of the crl-verify FILE's CRLs (re-read when the
+    file changed, as at a handshake)."""
+    return crl_check_next_update(config.verification.crl if config is not None else None)
+
+
+def crl_check_next_update(crl: CrlCheck | None) -> float | None:
+    if crl is None or crl.lists is None:
+        return None
+    times = [c.next_update_utc.timestamp() for c in crl.lists().crls
+             if c.next_update_utc is not None]
+    return min(times) if times else None
+
+
 class ServerView:
     """Status, kill, byte counts and metrics of a :class:`~trivpn.runtime.server.Server`."""
 
@@ -60,6 +95,7 @@ class ServerView:
     def __init__(self, server: Server, tap: EventTap) -> None:
         self.server = server
         self.tap = tap
+        self.cert_expiry = certificate_expiry(server.options)
         self._cids: dict[int, tuple[int, Peer]] = {}
         self._next_cid = 0
         self._retired = Traffic()
@@ -161,7 +197,8 @@ class ServerView:
             unauthenticated=len(self.server.preauth),
             handshakes=c.handshakes, renegotiations=c.renegotiations,
             reconnects=c.reconnects, handshake_failures=dict(c.handshake_failures),
-            drops=dict(drops), peers=tuple(traffic))
+            drops=dict(drops), peers=tuple(traffic), cert_expiry=self.cert_expiry,
+            crl_next_update=crl_next_update(self.server.config))
 
 
 class ClientView:
@@ -172,6 +209,7 @@ class ClientView:
     def __init__(self, client: Client, tap: EventTap) -> None:
         self.client = client
         self.tap = tap
+        self.cert_expiry = certificate_expiry(client.options)
 
     def status_lines(self, version: int) -> list[str]:
         t = self.client.traffic
@@ -197,7 +235,8 @@ class ClientView:
             packets_in=t.packets_in, packets_out=t.packets_out, connected=int(up),
             handshakes=c.handshakes, renegotiations=c.renegotiations,
             reconnects=c.reconnects, handshake_failures=dict(c.handshake_failures),
-            drops=dict(self.client.drops.totals), peers=peers)
+            drops=dict(self.client.drops.totals), peers=peers, cert_expiry=self.cert_expiry,
+            crl_next_update=crl_next_update(self.client.config))
 
 
 View = ServerView | ClientView

@@ -48,6 +48,7 @@ from trivpn.protocol.gateway import (
     GatewayLimits,
 )
 from trivpn.protocol.session import Session, SessionConfig
+from trivpn.protocol.tls import RevocationLists, revoked_serials
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.link import (
@@ -78,6 +79,7 @@ from trivpn.sessionsetup import drop_aggregator, session_config
 Log = structlog.stdlib.BoundLogger
 
 HOUSEKEEPING_INTERVAL = 1.0
+REVOKED_LINGER = 1.0  # --drop-revoked: seconds between RESTART and removal, as for kill
 DROP_LOG_INTERVAL = 5.0
 ERROR_LOG_INTERVAL = 60.0
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
@@ -166,6 +168,10 @@ class Server:
         self.udp_transport = UdpTransport(self)
         self.tcp_transport = TcpTransport(self)
         self.persistence = PoolPersistence(options.ifconfig_pool_persist, self.allocator, log)
+        # trivpn run --drop-revoked: re-check connected clients when the crl-verify file
+        # changes (OpenVPN only checks at the next TLS handshake)
+        self.drop_revoked = False
+        self._crl_seen: RevocationLists | None = None
 
     @property
     def config(self) -> SessionConfig | None:
@@ -319,7 +325,25 @@ class Server:
             if self.drops.due(now):
                 self.drops.flush(self.log, now)
             self.errors.flush(now)
+            if self.drop_revoked:
+                self._drop_revoked()
             self.persistence.tick(now)
+
+    def _drop_revoked(self) -> None:
+        """When the crl-verify file changed: tell connected clients whose certificate it now
+        revokes to restart (their reconnect is refused by crl-verify) and remove them."""
+        crl = self.config.verification.crl if self.config is not None else None
+        if crl is None or crl.lists is None:
+            return
+        lists = crl.lists()  # re-reads the file only when its size or mtime changed
+        if lists is self._crl_seen:
+            return
+        self._crl_seen = lists
+        revoked = revoked_serials(lists, crl.ca_certs)
+        for peer in [p for p in self.connected if p.cert_serial in revoked]:
+            self.log.warning("peer_revoked", peer=peer.label, cn=peer.common_name,
+                             serial=str(peer.cert_serial), crl=lists.source)
+            self.kill_peer(peer, REVOKED_LINGER, reason="revoked")
 
     def _account(self, now: float) -> None:
         """Move every drop counter into the aggregator."""
@@ -477,17 +501,17 @@ class Server:
             self.preauth.release(peer.preauth)
             peer.preauth = None
 
-    def kill_peer(self, peer: Peer, linger: float) -> None:
+    def kill_peer(self, peer: Peer, linger: float, reason: str = "killed") -> None:
         """Management ``kill``: tell the client to restart, remove it ``linger`` s later."""
         now = trio.current_time()
         try:
             peer.session.send_control_message("RESTART", now)
         except ProtocolError:
-            self.remove_peer(peer, "killed")
+            self.remove_peer(peer, reason)
             return
         self.drain(peer, now)
         peer.remove_at = now + linger
-        peer.remove_reason = "killed"
+        peer.remove_reason = reason
         peer.wakeup.set()
 
     def peer_failed(self, peer: Peer | None, exc: Exception) -> None:
@@ -636,6 +660,7 @@ class Server:
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         cn = event.peer.common_name
         peer.common_name = cn
+        peer.cert_serial = event.peer.serial
         self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
         if not self.options.duplicate_cn:
             for other in self.table:
@@ -681,10 +706,12 @@ class Server:
 
 
 async def run_server(options: Options, log: Log, tools: OperatorTools | None = None, *,
-                     direct_wait: bool = True, host: ServerHost | None = None) -> int:
+                     direct_wait: bool = True, drop_revoked: bool = False,
+                     host: ServerHost | None = None) -> int:
     """Run a server until SIGINT/SIGTERM; returns the process exit code."""
     server = Server(options, log, direct_wait=direct_wait, host=host)
     server.tools = tools
+    server.drop_revoked = drop_revoked
     return await server.run()
 
 

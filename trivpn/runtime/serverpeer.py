@@ -21,9 +21,9 @@ BATCH = 64  # packets read, encrypted and sent together
 class Peer:
     """One client: its session, where it is, what it was given."""
 
-    __slots__ = ("address", "cancel_scope", "common_name", "connected", "created", "entry",
-                 "label", "mac_refused", "peer_id", "preauth", "remove_at", "remove_reason",
-                 "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
+    __slots__ = ("address", "cancel_scope", "cert_serial", "common_name", "connected", "created",
+                 "entry", "label", "mac_refused", "peer_id", "preauth", "remove_at",
+                 "remove_reason", "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
                  "sleeping_until", "tcp", "tcp_recv", "tcp_send", "tx_bytes", "tx_packets",
                  "vaddr", "wakeup")
 
@@ -44,6 +44,7 @@ class Peer:
         # TCP: its reset counts against connect-freq-initial until the client goes on
         self.reset_counted = False
         self.common_name: str | None = None
+        self.cert_serial: int | None = None  # of the certificate it authenticated with
         self.entry: PoolEntry | None = None
         self.vaddr: bytes | None = None
         self.connected = False
