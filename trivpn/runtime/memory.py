@@ -10,7 +10,8 @@
   (:meth:`MemoryDevice.inject` = a packet the host routed into the tunnel,
   :meth:`MemoryDevice.delivered` = packets trivpn wrote to it).
 * :class:`MemoryTunnel` and :class:`MemoryClientHost` let a
-  :class:`~trivpn.runtime.client.Client` run over all of these.
+  :class:`~trivpn.runtime.client.Client` run over all of these, :class:`MemoryServerHost` (with
+  :class:`MemoryPacketListener` for TCP) a :class:`~trivpn.runtime.server.Server`.
 
 They implement the Protocols of :mod:`trivpn.runtime.transport` and contain no test logic of
 their own: no packet is ever inspected.
@@ -63,6 +64,8 @@ class MemoryNetwork:
         """Destinations whose datagrams are lost (a host that moved away)."""
         self._source_nat: dict[Address, Address] = {}
         self._destination_nat: dict[Address, Address] = {}
+        self.tcp_accept: dict[Address, trio.MemorySendChannel[FramedLink]] = {}
+        """Listening TCP addresses (a :class:`MemoryPacketListener` registers itself)."""
 
     def bind(self, host: str, port: int = 0) -> MemoryDatagramLink:
         if port == 0:
@@ -175,6 +178,12 @@ class MemoryDatagramLink:
     async def send_many(self, datagrams: Sequence[bytes], addr: Address | None = None) -> int:
         await trio.lowlevel.checkpoint()
         return self.try_send_many(datagrams, addr)
+
+    def send_nowait(self, data: bytes, addr: Address | None = None) -> bool | None:
+        return self.try_send_many((data,), addr) == 1
+
+    def try_send(self, data: bytes, addr: Address | None = None) -> bool:
+        return self.try_send_many((data,), addr) == 1
 
     def close(self) -> None:
         if not self._closed:
@@ -313,7 +322,7 @@ class MemoryClientHost:
     async def open_tcp(self, host: str, port: int, bind: tuple[str, int] | None,
                        sndbuf: int | None, rcvbuf: int | None) -> FramedLink:
         await trio.lowlevel.checkpoint()
-        accept = self.tcp_accept.get((host, port))
+        accept = self.tcp_accept.get((host, port)) or self.network.tcp_accept.get((host, port))
         if accept is None:
             raise RuntimeSetupError("TCP connect failed", f"{host}:{port}", errno=111)
         local = (self.address, self.network._next_port + 1)
@@ -333,3 +342,68 @@ class MemoryClientHost:
 
     def net_gateway(self, remote_ip: str, tunnel: object) -> NetGateway | None:
         return None
+
+
+class MemoryPacketListener:
+    """A listening TCP address on a :class:`MemoryNetwork`: clients' ``open_tcp`` hands it the
+    server end of a :func:`memory_packet_link_pair` (a :class:`~trivpn.runtime.transport.
+    PacketListener`)."""
+
+    def __init__(self, network: MemoryNetwork, address: Address, backlog: int = 128) -> None:
+        if address in network.tcp_accept:
+            raise RuntimeSetupError("cannot listen on TCP", f"{address[0]}:{address[1]}",
+                                    errno=98)
+        self._network = network
+        self._address = address
+        send, self._accept = trio.open_memory_channel[FramedLink](backlog)
+        network.tcp_accept[address] = send
+
+    @property
+    def local_address(self) -> Address:
+        return self._address
+
+    async def accept(self) -> FramedLink:
+        try:
+            return await self._accept.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError) as exc:
+            raise trio.ClosedResourceError("listener closed") from exc
+
+    async def aclose(self) -> None:
+        send = self._network.tcp_accept.pop(self._address, None)
+        if send is not None:
+            await send.aclose()
+        await self._accept.aclose()
+
+
+@dataclass
+class MemoryServerHost:
+    """Everything a server opens, in memory: its datagram link or TCP listener on
+    ``network`` at ``address`` (the config's ``local``, if any, wins), and its tunnel on a
+    :class:`MemoryDevice` (every opened one kept in :attr:`tunnels`)."""
+
+    network: MemoryNetwork
+    address: str = "198.18.0.1"
+    tunnels: list[MemoryTunnel] = field(default_factory=list)
+    links: list[MemoryDatagramLink] = field(default_factory=list)
+    listeners: list[MemoryPacketListener] = field(default_factory=list)
+
+    def _host(self, host: str) -> str:
+        return self.address if host in ("0.0.0.0", "::") else host
+
+    def open_tunnel(self, plan: TunnelPlan) -> MemoryTunnel:
+        tunnel = MemoryTunnel(MemoryDevice(plan.name or "tun0", plan.kind), plan, plans=[plan])
+        self.tunnels.append(tunnel)
+        return tunnel
+
+    def open_udp(self, host: str, port: int, sndbuf: int | None,
+                 rcvbuf: int | None) -> MemoryDatagramLink:
+        link = self.network.bind(self._host(host), port)
+        self.links.append(link)
+        return link
+
+    async def open_tcp_listener(self, host: str, port: int, sndbuf: int | None,
+                                rcvbuf: int | None) -> MemoryPacketListener:
+        await trio.lowlevel.checkpoint()
+        listener = MemoryPacketListener(self.network, (self._host(host), port))
+        self.listeners.append(listener)
+        return listener

@@ -54,8 +54,6 @@ from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.link import (
     Address,
-    TcpLink,
-    TcpLinkListener,
     UdpLink,
     apply_sndbuf_rcvbuf,
     open_tcp_listener,
@@ -68,7 +66,14 @@ from trivpn.runtime.routing import Router
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
 from trivpn.runtime.servertcp import TcpTransport
 from trivpn.runtime.serverudp import UdpTransport
-from trivpn.runtime.tunnel import RouteRequest, Tunnel, plan_tunnel
+from trivpn.runtime.transport import (
+    DatagramLink,
+    PacketListener,
+    ServerHost,
+    ServerPacketLink,
+    TunnelHandle,
+)
+from trivpn.runtime.tunnel import RouteRequest, Tunnel, TunnelPlan, plan_tunnel
 from trivpn.sessionsetup import drop_aggregator, session_config
 
 Log = structlog.stdlib.BoundLogger
@@ -80,12 +85,45 @@ ERROR_LOG_INTERVAL = 60.0
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
 
 
-class Server:
-    """The server runtime. Construct with parsed options, then ``await run()``."""
+class SystemServerHost:
+    """The real host: sockets and TUN/TAP devices (a
+    :class:`~trivpn.runtime.transport.ServerHost`)."""
 
-    def __init__(self, options: Options, log: Log, *, direct_wait: bool = True) -> None:
+    def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle:
+        return Tunnel.open(plan)
+
+    def open_udp(self, host: str, port: int, sndbuf: int | None,
+                 rcvbuf: int | None) -> DatagramLink:
+        link = UdpLink.bind(host, port)
+        try:
+            apply_sndbuf_rcvbuf(link.socket, sndbuf, rcvbuf)
+        except RuntimeSetupError:
+            link.close()
+            raise
+        return link
+
+    async def open_tcp_listener(self, host: str, port: int, sndbuf: int | None,
+                                rcvbuf: int | None) -> PacketListener:
+        listener = await open_tcp_listener(host, port)
+        try:
+            # accepted connections inherit the listening socket's buffer sizes
+            apply_sndbuf_rcvbuf(listener.socket, sndbuf, rcvbuf)
+        except RuntimeSetupError:
+            await listener.aclose()
+            raise
+        return listener
+
+
+class Server:
+    """The server runtime. Construct with parsed options, then ``await run()``; it runs until
+    SIGINT/SIGTERM or :attr:`stop` is set."""
+
+    def __init__(self, options: Options, log: Log, *, direct_wait: bool = True,
+                 host: ServerHost | None = None) -> None:
         # direct_wait=False: the UDP data path always waits through trio (readiness.py)
         self.direct_wait = direct_wait
+        self.host: ServerHost = host if host is not None else SystemServerHost()
+        self.stop = trio.Event()
         if options.server is None:
             raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' "
                               "(ifconfig-pool without it is not supported)", options.config_path)
@@ -121,9 +159,9 @@ class Server:
                              client_to_client=options.client_to_client, mss=self.mss,
                              on_mac_refused=self._mac_refused)
         self.unix_offset = 0.0
-        self.tunnel: Tunnel | None = None
-        self.udp: UdpLink | None = None
-        self.listener: TcpLinkListener | None = None
+        self.tunnel: TunnelHandle | None = None
+        self.udp: DatagramLink | None = None
+        self.listener: PacketListener | None = None
         self._peers_nursery: trio.Nursery | None = None
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
@@ -188,8 +226,7 @@ class Server:
                     else:
                         main.start_soon(self.tcp_transport.run_device_reader)
                         main.start_soon(self.tcp_transport.run_acceptor)
-                    signum = await self._wait_for_signal()
-                    self.events.publish(rt.SignalReceived(signal.Signals(signum).name))
+                    await self._wait_for_stop()
                     await self._notify_clients()
                     for peer in self.table:
                         self.remove_peer(peer, "server_exiting")
@@ -200,11 +237,19 @@ class Server:
         self.log.info("exiting", status=0)
         return 0
 
-    async def _wait_for_signal(self) -> int:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    async def _wait_for_stop(self) -> None:
+        """Until SIGINT/SIGTERM (logged) or :attr:`stop` is set."""
+        async def watch(signals: Any) -> None:
             async for signum in signals:
-                return signum
-        raise AssertionError("signal receiver ended")  # pragma: no cover
+                self.events.publish(rt.SignalReceived(signal.Signals(signum).name))
+                self.stop.set()
+                return
+
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch, signals)
+                await self.stop.wait()
+                nursery.cancel_scope.cancel()
 
     async def _open(self) -> None:
         o = self.options
@@ -220,7 +265,7 @@ class Server:
             routes = []
         plan = plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
                            ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen)
-        self.tunnel = Tunnel.open(plan)
+        self.tunnel = self.host.open_tunnel(plan)
         description = self.tunnel.describe()
         addresses = description.get("addresses")
         self.events.publish(rt.TunConfigured(
@@ -231,13 +276,10 @@ class Server:
         host = o.local or "0.0.0.0"
         port = o.lport
         if o.proto == "udp":
-            self.udp = UdpLink.bind(host, port)
-            apply_sndbuf_rcvbuf(self.udp.socket, o.sndbuf, o.rcvbuf)
+            self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf)
             local = self.udp.local_address
         else:
-            self.listener = await open_tcp_listener(host, port)
-            # accepted connections inherit the listening socket's buffer sizes
-            apply_sndbuf_rcvbuf(self.listener.socket, o.sndbuf, o.rcvbuf)
+            self.listener = await self.host.open_tcp_listener(host, port, o.sndbuf, o.rcvbuf)
             local = self.listener.local_address
         self.events.publish(rt.LinkOpened("udp" if o.proto == "udp" else "tcp-server",
                                           format_address(local)))
@@ -336,7 +378,7 @@ class Server:
         return len(self.table) - sum(1 for p in self.table if p.entry is None)
 
     def create_peer(self, address: Address, session: Session, now: float,
-                     tcp: TcpLink | None = None, *, pending: Pending) -> Peer | None:
+                     tcp: ServerPacketLink | None = None, *, pending: Pending) -> Peer | None:
         """A peer for a client admitted by the pre-authentication ledger as ``pending`` (its
         entry is released when the peer authenticates or goes; here if no peer is made)."""
         if self._admitted() >= self.max_clients:
@@ -675,9 +717,10 @@ class ServerTools(Protocol):
 
 
 async def run_server(options: Options, log: Log, tools: ServerTools | None = None, *,
-                     direct_wait: bool = True, drop_revoked: bool = False) -> int:
+                     direct_wait: bool = True, drop_revoked: bool = False,
+                     host: ServerHost | None = None) -> int:
     """Run a server until SIGINT/SIGTERM; returns the process exit code."""
-    server = Server(options, log, direct_wait=direct_wait)
+    server = Server(options, log, direct_wait=direct_wait, host=host)
     server.tools = tools
     server.drop_revoked = drop_revoked
     if tools is not None:

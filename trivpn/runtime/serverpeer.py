@@ -11,7 +11,8 @@ import trio
 
 from trivpn.config.derive import PoolEntry
 from trivpn.protocol.session import Session
-from trivpn.runtime.link import Address, TcpLink
+from trivpn.runtime.link import Address
+from trivpn.runtime.transport import ServerPacketLink
 
 TCP_SEND_QUEUE = 1024
 BATCH = 64  # packets read, encrypted and sent together
@@ -27,7 +28,7 @@ class Peer:
                  "vaddr", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
-                 tcp: TcpLink | None = None) -> None:
+                 tcp: ServerPacketLink | None = None) -> None:
         self.session = session
         self.address = address
         self.peer_id = peer_id
@@ -78,7 +79,7 @@ class Pending:
 
     __slots__ = ("address", "cancel_scope", "evicted", "link")
 
-    def __init__(self, address: Address, link: TcpLink | None = None) -> None:
+    def __init__(self, address: Address, link: ServerPacketLink | None = None) -> None:
         self.address = address
         self.link = link
         self.cancel_scope = trio.CancelScope()

@@ -33,7 +33,8 @@ class TcpTransport:
         self.server = server
 
     async def run_device_reader(self) -> None:
-        """TCP transport: packets from the device to the peers' connections."""
+        """Packets from the device to the peers (TCP; also UDP over a link or device
+        without a file descriptor, :meth:`UdpTransport.run_tasks`)."""
         assert self.server.tunnel is not None
         device = self.server.tunnel.device
         while True:

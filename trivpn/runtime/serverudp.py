@@ -1,6 +1,8 @@
 """The server's UDP transport: one socket for all peers, one task for both directions.
 
-The task waits on the socket and the device at once (:mod:`trivpn.runtime.readiness`). Data
+The task waits on the socket and the device at once (:mod:`trivpn.runtime.readiness`); a link
+or device without a file descriptor (the in-memory doubles of :mod:`trivpn.runtime.memory`)
+is served by one plain task per direction instead, with the same packet handling. Data
 packets of a known peer (by source address) go straight to :meth:`Session.decrypt_data` and are
 routed (hot path: no logging, no per-packet allocation beyond the packet itself). Everything
 else — control packets, packets from unknown addresses — is judged by the server's
@@ -17,9 +19,11 @@ import trio
 from trivpn.protocol.admission import REFUSED_PER_SOURCE, REFUSED_QUOTA
 from trivpn.protocol.gateway import Floated, NewSession, Reply, ToPeer
 from trivpn.protocol.packets import DATA_BYTE0
-from trivpn.runtime.link import Address
+from trivpn.runtime.link import Address, UdpLink
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.serverpeer import BATCH, Peer, Pending, format_address
+from trivpn.runtime.transport import DatagramLink
+from trivpn.runtime.tun import TunDevice
 
 if TYPE_CHECKING:
     from trivpn.runtime.server import Server
@@ -32,11 +36,31 @@ class UdpTransport:
         self.server = server
 
     async def run(self) -> None:
-        """UDP transport: one task for both directions (link → device/peers, device →
-        peers), waiting on both fds at once (:mod:`trivpn.runtime.readiness`)."""
+        """UDP transport: a real socket and device share one task for both directions
+        (:meth:`run_ready`); links and devices without file descriptors (in memory) get a
+        plain task per direction (:meth:`run_tasks`)."""
         udp, tunnel = self.server.udp, self.server.tunnel
         assert udp is not None and tunnel is not None
         device = tunnel.device
+        if isinstance(udp, UdpLink) and isinstance(device, TunDevice):
+            await self.run_ready(udp, device)
+        else:
+            await self.run_tasks(udp)
+
+    async def run_tasks(self, udp: DatagramLink) -> None:
+        """Link → device/peers in this task, device → peers in the TCP transport's device
+        reader (the same loop)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.server.tcp_transport.run_device_reader)
+            while True:
+                batch = await udp.recv_batch(BATCH)
+                out = self.from_link(batch, trio.current_time())
+                if out:
+                    await self.server.transmit(out)
+
+    async def run_ready(self, udp: UdpLink, device: TunDevice) -> None:
+        """One task for both directions (link → device/peers, device → peers), waiting on
+        both fds at once (:mod:`trivpn.runtime.readiness`)."""
         link_fd, device_fd = udp.fileno(), device.fileno()
         clock = trio.lowlevel.current_clock().current_time  # = trio.current_time, cheaper
         ready = ReadySet((link_fd, device_fd), direct=self.server.direct_wait)

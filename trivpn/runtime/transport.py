@@ -3,7 +3,7 @@
 The runtime drives sessions over these interfaces only; the real implementations live in
 :mod:`trivpn.runtime.link` (:class:`~trivpn.runtime.link.UdpLink`,
 :class:`~trivpn.runtime.link.TcpLink`) and :mod:`trivpn.runtime.tun`, the in-memory doubles in
-:mod:`trivpn.runtime.memory` (whole clients — and later servers — run over them in unit tests,
+:mod:`trivpn.runtime.memory` (whole clients and servers run over them in unit tests,
 under trio's ``MockClock``, without root).
 
 * :class:`DatagramLink` is **addressed**: every received datagram comes with its source and
@@ -12,11 +12,14 @@ under trio's ``MockClock``, without root).
 * :class:`PacketLink` carries whole OpenVPN packets over a stream (TCP with the 2-byte length
   framing); it has exactly one peer.
 * :class:`Device` is a TUN or TAP device: packets (or frames) in and out.
+* :class:`PacketListener` accepts a server's TCP connections (:class:`ServerPacketLink`).
 * :class:`TunnelHandle` is an open device plus the host configuration applied for it, as the
-  client keeps it across reconnects; :class:`ClientHost` opens links and tunnels for a client.
+  client keeps it across reconnects; :class:`ClientHost` opens links and tunnels for a client,
+  :class:`ServerHost` for a server.
 
 The UDP fast path (:mod:`trivpn.runtime.readiness`) needs file descriptors; a link or device
-without one is served by ordinary trio tasks instead (see ``runtime/client.py``).
+without one is served by ordinary trio tasks instead (see ``runtime/client.py`` and
+``runtime/serverudp.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from trivpn.config import Remote
 from trivpn.runtime.link import Address, LinkCounters
 from trivpn.runtime.tunnel import NetGateway, TunnelPlan
 
-__all__ = ["Address", "ClientHost", "DatagramLink", "Device", "PacketLink", "TunnelHandle"]
+__all__ = ["Address", "ClientHost", "DatagramLink", "Device", "PacketLink", "PacketListener",
+           "ServerHost", "ServerPacketLink", "TunnelHandle"]
 
 
 class DatagramLink(Protocol):
@@ -42,6 +46,15 @@ class DatagramLink(Protocol):
 
     def connect(self, addr: Address) -> None:
         """Only datagrams from ``addr`` are received from now on; ``None`` sends go there."""
+
+    def send_nowait(self, data: bytes, addr: Address | None = None) -> bool | None:
+        """Send one datagram if there is room. True: sent; False: dropped (counted); None:
+        the queue is full, nothing counted (:meth:`send_many` waits)."""
+        ...
+
+    def try_send(self, data: bytes, addr: Address | None = None) -> bool:
+        """Send one datagram without waiting; False if it was dropped (counted)."""
+        ...
 
     async def recv_batch(self, max_packets: int = 64) -> list[tuple[bytes, Address]]:
         """Wait for at least one datagram; return what is queued (up to ``max_packets``)."""
@@ -73,6 +86,30 @@ class PacketLink(Protocol):
         ...
 
     async def send_packets(self, packets: Sequence[bytes]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ServerPacketLink(PacketLink, Protocol):
+    """A server's accepted TCP connection: a :class:`PacketLink` that knows its peer and
+    reads the first packets of a new connection with a bound."""
+
+    @property
+    def peer_address(self) -> Address: ...
+
+    async def recv_first_packets(self, max_first: int) -> list[bytes]:
+        """The packets of the first read, the first at most ``max_first`` bytes long;
+        :class:`~trivpn.protocol.errors.ProtocolError` when it is longer."""
+        ...
+
+
+class PacketListener(Protocol):
+    """A server's TCP listening socket."""
+
+    @property
+    def local_address(self) -> Address: ...
+
+    async def accept(self) -> ServerPacketLink: ...
 
     async def aclose(self) -> None: ...
 
@@ -146,4 +183,20 @@ class ClientHost(Protocol):
 
     def net_gateway(self, remote_ip: str, tunnel: TunnelHandle | None) -> NetGateway | None:
         """How ``remote_ip`` is reached now (outside ``tunnel``); None when unknown."""
+        ...
+
+
+class ServerHost(Protocol):
+    """Where a server's link and tunnel come from: the real host, or memory in tests."""
+
+    def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle: ...
+
+    def open_udp(self, host: str, port: int, sndbuf: int | None,
+                 rcvbuf: int | None) -> DatagramLink:
+        """Bind; raises :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
+        ...
+
+    async def open_tcp_listener(self, host: str, port: int, sndbuf: int | None,
+                                rcvbuf: int | None) -> PacketListener:
+        """Listen; raises :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
         ...
