@@ -38,7 +38,7 @@ def _server(extra: str) -> tuple[Server, RecordingLink]:
     server.config = server_config()
     link = RecordingLink()
     server.udp = link  # type: ignore[assignment]
-    server._peers_nursery = NoTasks()  # type: ignore[assignment]
+    server.peers_nursery = NoTasks()  # type: ignore[assignment]
     return server, link
 
 

@@ -63,7 +63,7 @@ async def tcp_server(extra: str = "", *, hand_window: float = 60.0,
             server.preauth.limits = limits
         server.listener = await open_tcp_listener("127.0.0.1", 0)
         async with trio.open_nursery() as nursery:
-            server._peers_nursery = nursery
+            server.peers_nursery = nursery
             nursery.start_soon(server.tcp_transport.run_acceptor)
             try:
                 yield Lab(server, server.listener.local_address[1], logs)

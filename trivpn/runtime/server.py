@@ -162,7 +162,7 @@ class Server:
         self.tunnel: TunnelHandle | None = None
         self.udp: DatagramLink | None = None
         self.listener: PacketListener | None = None
-        self._peers_nursery: trio.Nursery | None = None
+        self.peers_nursery: trio.Nursery | None = None
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
         self.tools: ServerTools | None = None  # status file, management, metrics
@@ -217,7 +217,7 @@ class Server:
         try:
             async with trio.open_nursery() as main:
                 async with trio.open_nursery() as peers:
-                    self._peers_nursery = peers
+                    self.peers_nursery = peers
                     main.start_soon(self._housekeeping)
                     if self.tools is not None:
                         main.start_soon(self.tools.run_server, self)
@@ -397,8 +397,8 @@ class Server:
         # failure normally comes first and says where it stalled.
         peer.remove_at = now + session.config.hand_window + 1.0
         self.table.add(peer)
-        assert self._peers_nursery is not None
-        self._peers_nursery.start_soon(self._peer_main, peer)
+        assert self.peers_nursery is not None
+        self.peers_nursery.start_soon(self._peer_main, peer)
         return peer
 
     async def _peer_main(self, peer: Peer) -> None:
@@ -701,6 +701,10 @@ class Server:
                          mac=frame[6:12].hex(":"), reason=verdict.value,
                          owner=owner.common_name if owner is not None else None,
                          limit=self.table.max_macs)
+
+    async def read_device(self) -> None:
+        """Device → peers in a task of its own (links without a file descriptor)."""
+        await self.tcp_transport.run_device_reader()
 
     def write_device(self, packets: list[bytes]) -> None:
         """Hand a batch of packets from clients to the device (TCP runs coalesced)."""

@@ -11,8 +11,6 @@ run as that peer's tasks. A device reader task sends device packets to the peers
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import trio
 
 from trivpn.protocol.admission import MAX_FIRST_PACKET, first_packet_timeout
@@ -20,16 +18,14 @@ from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.gateway import Drop
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.runtime.link import LinkClosed
+from trivpn.runtime.serverhub import PeerHub
 from trivpn.runtime.serverpeer import BATCH, Peer, Pending
-
-if TYPE_CHECKING:
-    from trivpn.runtime.server import Server
 
 
 class TcpTransport:
     """Accepts the server's TCP connections and moves each peer's packets."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: PeerHub) -> None:
         self.server = server
 
     async def run_device_reader(self) -> None:
@@ -64,8 +60,8 @@ class TcpTransport:
             if not self.server.preauth_admit(pending, now, opening=True):
                 await link.aclose()
                 continue
-            assert self.server._peers_nursery is not None
-            self.server._peers_nursery.start_soon(self._opening, pending)
+            assert self.server.peers_nursery is not None
+            self.server.peers_nursery.start_soon(self._opening, pending)
 
     async def _opening(self, pending: Pending) -> None:
         """A new TCP connection until its first packet: a valid client reset within the first

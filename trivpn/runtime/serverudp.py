@@ -12,8 +12,6 @@ cookie is proven, a float when a P_DATA_V2 authenticates from a new address, or 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import trio
 
 from trivpn.protocol.admission import REFUSED_PER_SOURCE, REFUSED_QUOTA
@@ -21,18 +19,16 @@ from trivpn.protocol.gateway import Floated, NewSession, Reply, ToPeer
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.runtime.link import Address, UdpLink
 from trivpn.runtime.readiness import ReadySet
+from trivpn.runtime.serverhub import PeerHub
 from trivpn.runtime.serverpeer import BATCH, Peer, Pending, format_address
 from trivpn.runtime.transport import DatagramLink
 from trivpn.runtime.tun import TunDevice
-
-if TYPE_CHECKING:
-    from trivpn.runtime.server import Server
 
 
 class UdpTransport:
     """Moves datagrams between the server's UDP socket, its device and its peers."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: PeerHub) -> None:
         self.server = server
 
     async def run(self) -> None:
@@ -51,7 +47,7 @@ class UdpTransport:
         """Link → device/peers in this task, device → peers in the TCP transport's device
         reader (the same loop)."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self.server.tcp_transport.run_device_reader)
+            nursery.start_soon(self.server.read_device)
             while True:
                 batch = await udp.recv_batch(BATCH)
                 out = self.from_link(batch, trio.current_time())
