@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.conftest import require_root
 from trivpn.runtime.privileges import PrivilegeError, resolve_identity
 
 
@@ -49,8 +50,7 @@ print(os.getuid(), os.geteuid(), os.getgid(), os.getgroups())
 
 
 def test_drop_privileges_switches_uid_gid_and_clears_groups():
-    if os.geteuid() != 0:
-        pytest.skip("needs root to drop privileges")
+    require_root()  # drops privileges (CI: a failure, never a skip)
     try:
         nobody, nogroup = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
     except KeyError:
