@@ -10,12 +10,15 @@ The server orchestrates; the work is done in rooms of their own:
   first packet, then a reader and a writer per peer, and a device reader).
 - :mod:`trivpn.runtime.routing` over :mod:`trivpn.runtime.peers`: device ↔ peers routing.
 - :mod:`trivpn.runtime.poolpersist`: the ``ifconfig-pool-persist`` file.
+- :mod:`trivpn.runtime.serverpeers`: the peer lifecycle (created by a transport, admitted into
+  the pool on authentication, removed for a reason) and the session events; the server binds its
+  methods once and hands them to the transports (:class:`~trivpn.runtime.serverhub.PeerHub`).
+- :mod:`trivpn.runtime.serverhost`: the real sockets and TUN/TAP device.
 
 Tasks (one nursery for the server, a child nursery for the peers): the transport's tasks, one
 timer task per peer (retransmits, hand-window, keepalive, renegotiation; any failure of one peer
 removes that peer only), housekeeping (aggregated ``packet_dropped`` log lines, the persist
-file) and the operator tools. Here: the peer lifecycle (created by a transport, admitted into
-the pool on authentication, removed for a reason) and the session events.
+file) and the operator tools.
 
 On SIGINT/SIGTERM the server sends ``RESTART`` to every client when ``explicit-exit-notify`` is
 set, then tears everything down and returns 0.
@@ -23,12 +26,10 @@ set, then tears everything down and returns 0.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -37,7 +38,6 @@ import trio
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import address_pool, server_push_options
 from trivpn.logging import RateLimitedLog
-from trivpn.protocol import events as ev
 from trivpn.protocol.admission import (
     PreauthLedger,
     PreauthLimits,
@@ -47,71 +47,35 @@ from trivpn.protocol.gateway import (
     Gateway,
     GatewayLimits,
 )
-from trivpn.protocol.session import Session, SessionConfig
+from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.tls import RevocationLists, revoked_serials
 from trivpn.runtime import events as rt
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
-from trivpn.runtime.link import (
-    Address,
-    UdpLink,
-    apply_sndbuf_rcvbuf,
-    open_tcp_listener,
-)
 from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.routing import Router
-from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
+from trivpn.runtime.serverhost import SystemServerHost
+from trivpn.runtime.serverpeer import Peer, Pending, format_address
+from trivpn.runtime.serverpeers import DROP_LOG_INTERVAL, PeerLifecycle
 from trivpn.runtime.servertcp import TcpTransport
 from trivpn.runtime.serverudp import UdpTransport
 from trivpn.runtime.transport import (
     DatagramLink,
     PacketListener,
     ServerHost,
-    ServerPacketLink,
     TunnelHandle,
 )
-from trivpn.runtime.tunnel import RouteRequest, Tunnel, TunnelPlan, plan_tunnel
+from trivpn.runtime.tunnel import RouteRequest, plan_tunnel
 from trivpn.sessionsetup import drop_aggregator, session_config
 
 Log = structlog.stdlib.BoundLogger
 
 HOUSEKEEPING_INTERVAL = 1.0
 REVOKED_LINGER = 1.0  # --drop-revoked: seconds between RESTART and removal, as for kill
-DROP_LOG_INTERVAL = 5.0
 ERROR_LOG_INTERVAL = 60.0
-REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
-
-
-class SystemServerHost:
-    """The real host: sockets and TUN/TAP devices (a
-    :class:`~trivpn.runtime.transport.ServerHost`)."""
-
-    def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle:
-        return Tunnel.open(plan)
-
-    def open_udp(self, host: str, port: int, sndbuf: int | None,
-                 rcvbuf: int | None) -> DatagramLink:
-        link = UdpLink.bind(host, port)
-        try:
-            apply_sndbuf_rcvbuf(link.socket, sndbuf, rcvbuf)
-        except RuntimeSetupError:
-            link.close()
-            raise
-        return link
-
-    async def open_tcp_listener(self, host: str, port: int, sndbuf: int | None,
-                                rcvbuf: int | None) -> PacketListener:
-        listener = await open_tcp_listener(host, port)
-        try:
-            # accepted connections inherit the listening socket's buffer sizes
-            apply_sndbuf_rcvbuf(listener.socket, sndbuf, rcvbuf)
-        except RuntimeSetupError:
-            await listener.aclose()
-            raise
-        return listener
 
 
 class Server:
@@ -147,8 +111,6 @@ class Server:
             reset=(initial.max, initial.seconds),
             connect=(freq.max, freq.seconds) if freq is not None else None,
             preauth=PreauthLimits.for_max_clients(options.max_clients)))
-        self._preauth_logged_at = -math.inf
-        self._preauth_refusals = 0
         self.push = server_push_options(options)
         self.table: PeerTable[Peer] = PeerTable(options.max_routes_per_client)
         self.drops = drop_aggregator(options, DROP_LOG_INTERVAL)
@@ -166,6 +128,18 @@ class Server:
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
         self.tools: ServerTools | None = None  # status file, management, metrics
+        # the peer lifecycle; its methods are bound here once (the transports call them per
+        # packet batch, through the PeerHub Protocol)
+        self.lifecycle = peers = PeerLifecycle(self)
+        self.create_peer = peers.create_peer
+        self.remove_peer = peers.remove_peer
+        self.kill_peer = peers.kill_peer
+        self.peer_failed = peers.peer_failed
+        self.drain = peers.drain
+        self.transmit = peers.transmit
+        self.wake_if_sooner = peers.wake_if_sooner
+        self.preauth_admit = peers.preauth_admit
+        self.preauth_refused = peers.preauth_refused
         self.udp_transport = UdpTransport(self)
         self.tcp_transport = TcpTransport(self)
         self.persistence = PoolPersistence(options.ifconfig_pool_persist, self.allocator, log)
@@ -370,328 +344,6 @@ class Server:
             if seen > self._tun_drops_seen:
                 self.drops.add("device_write_failed", seen - self._tun_drops_seen)
             self._tun_drops_seen = seen
-
-    # ------------------------------------------------------------------ peers
-
-    def _admitted(self) -> int:
-        """Peers that authenticated and hold a pool address: what max-clients bounds."""
-        return len(self.table) - sum(1 for p in self.table if p.entry is None)
-
-    def create_peer(self, address: Address, session: Session, now: float,
-                     tcp: ServerPacketLink | None = None, *, pending: Pending) -> Peer | None:
-        """A peer for a client admitted by the pre-authentication ledger as ``pending`` (its
-        entry is released when the peer authenticates or goes; here if no peer is made)."""
-        if self._admitted() >= self.max_clients:
-            self.counts["max_clients"] += 1
-            self.preauth.release(pending)
-            return None
-        # peer-ids for max-clients authenticated peers plus the pre-authentication quota
-        peer_id = self.table.free_peer_id(self.max_clients + self.preauth.limits.total)
-        if peer_id is None:  # pragma: no cover - both bounds above leave one free
-            self.counts["max_clients"] += 1
-            self.preauth.release(pending)
-            return None
-        peer = Peer(session, address, peer_id, now, tcp)
-        peer.preauth = pending
-        # Backstop for peers whose session never gets going; the session's own hand-window
-        # failure normally comes first and says where it stalled.
-        peer.remove_at = now + session.config.hand_window + 1.0
-        self.table.add(peer)
-        assert self.peers_nursery is not None
-        self.peers_nursery.start_soon(self._peer_main, peer)
-        return peer
-
-    async def _peer_main(self, peer: Peer) -> None:
-        reason = "stopped"
-        try:
-            with peer.cancel_scope:
-                if peer.tcp is None:
-                    await self._peer_timers(peer)
-                else:
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(self.tcp_transport.reader, peer)
-                        nursery.start_soon(self.tcp_transport.writer, peer)
-                        await self._peer_timers(peer)
-        except Exception as exc:
-            reason = "internal_error"
-            self.errors.exception("peer_error", trio.current_time(), peer=peer.label,
-                                  cn=peer.common_name, error=repr(exc))
-        finally:
-            self.remove_peer(peer, reason)
-            if peer.tcp is not None:
-                with trio.CancelScope(shield=True):
-                    await peer.tcp.aclose()
-
-    async def _peer_timers(self, peer: Peer) -> None:
-        """Runs the session's timers. Packet handlers wake it only when they moved the next
-        deadline earlier than the one it sleeps until (:meth:`wake_if_sooner`)."""
-        session = peer.session
-        while not peer.removed:
-            deadline = next_deadline(peer)
-            peer.sleeping_until = deadline
-            with trio.move_on_at(deadline):
-                await peer.wakeup.wait()
-            peer.sleeping_until = -math.inf
-            if peer.wakeup.is_set():
-                peer.wakeup = trio.Event()
-            now = trio.current_time()
-            if peer.remove_at is not None and now >= peer.remove_at:
-                self.remove_peer(peer, peer.remove_reason)
-                return
-            session.handle_timer(now)
-            self.drain(peer, now)
-
-    @staticmethod
-    def wake_if_sooner(peer: Peer) -> None:
-        """Wake ``peer``'s timer task if its next deadline is now earlier than the one it
-        sleeps until (a new retransmission, a failure that removes the peer soon)."""
-        if next_deadline(peer) < peer.sleeping_until:
-            peer.wakeup.set()
-
-    def remove_peer(self, peer: Peer, reason: str, **fields: Any) -> None:
-        if peer.removed:
-            return
-        peer.removed = True
-        now = trio.current_time()
-        self.table.remove(peer)
-        self._preauth_release(peer)
-        if peer.connected:
-            self.router.connected = tuple(p for p in self.connected if p is not peer)
-        if peer.entry is not None:
-            self.allocator.release(peer.entry, now)
-        if peer.session.drops:
-            self.drops.merge(peer.session.drops)
-            peer.session.drops.clear()
-        if peer.tcp_send is not None:
-            peer.tcp_send.close()
-        peer.cancel_scope.cancel()
-        self.events.publish(rt.PeerDisconnected(reason, peer.label, peer.common_name,
-                                                peer.vpn_ip, peer.peer_id, peer.connected,
-                                                fields))
-
-    # ------------------------------------------------------------------ pre-authentication
-
-    def preauth_admit(self, pending: Pending, now: float, *, opening: bool = False) -> bool:
-        """Count ``pending`` in the pre-authentication ledger; close the openings it evicts.
-        False (counted, and logged at most every DROP_LOG_INTERVAL) when a limit refuses."""
-        admission = self.gateway.admit(pending, pending.address[0], opening=opening)
-        self._close_evicted(admission.evicted)
-        if admission.refused is None:
-            return True
-        self.preauth_refused(admission.refused, pending.address, now)
-        return False
-
-    def _close_evicted(self, evicted: Sequence[Pending]) -> None:
-        for victim in evicted:
-            victim.evicted = True
-            victim.cancel_scope.cancel()
-            self.counts["preauth_evicted"] += 1
-
-    def preauth_refused(self, reason: str, address: Address, now: float) -> None:
-        """Count a refusal of the pre-authentication ledger, logged at most every
-        DROP_LOG_INTERVAL."""
-        self.counts[reason] += 1
-        self._preauth_refusals += 1
-        if now - self._preauth_logged_at >= DROP_LOG_INTERVAL:
-            limits = self.preauth.limits
-            self.log.warning("preauth_limit_reached", reason=reason,
-                             peer=format_address(address),
-                             unauthenticated=len(self.preauth), quota=limits.total,
-                             per_source=limits.per_source, refused=self._preauth_refusals)
-            self._preauth_logged_at = now
-            self._preauth_refusals = 0
-
-    def _preauth_release(self, peer: Peer) -> None:
-        if peer.preauth is not None:
-            self.preauth.release(peer.preauth)
-            peer.preauth = None
-
-    def kill_peer(self, peer: Peer, linger: float, reason: str = "killed") -> None:
-        """Management ``kill``: tell the client to restart, remove it ``linger`` s later."""
-        now = trio.current_time()
-        try:
-            peer.session.send_control_message("RESTART", now)
-        except ProtocolError:
-            self.remove_peer(peer, reason)
-            return
-        self.drain(peer, now)
-        peer.remove_at = now + linger
-        peer.remove_reason = reason
-        peer.wakeup.set()
-
-    def peer_failed(self, peer: Peer | None, exc: Exception) -> None:
-        """A bug while handling one peer's packet: drop that peer, keep serving the rest."""
-        now = trio.current_time()
-        if peer is None:
-            self.errors.exception("packet_error", now, error=repr(exc))
-            return
-        self.errors.exception("peer_error", now, peer=peer.label, cn=peer.common_name,
-                              error=repr(exc))
-        self.remove_peer(peer, "internal_error")
-
-    def drain(self, peer: Peer, now: float) -> None:
-        """Send what the session wants sent and act on its events, until it is quiet."""
-        session = peer.session
-        for _ in range(16):
-            datagrams = session.take_datagrams()
-            if datagrams:
-                self._send_now(peer, datagrams)
-            packets = session.take_tun_packets()
-            if packets:
-                out: list[tuple[Peer, bytes]] = []
-                to_device: list[bytes] = []
-                for packet in packets:
-                    self.router.from_peer(peer, packet, now, out, to_device=to_device)
-                self.write_device(to_device)
-                for target, wire in out:
-                    self._send_now(target, (wire,))
-            events = session.take_events()
-            if not events:
-                if not datagrams and not packets:
-                    return
-                continue
-            for event in events:
-                if peer.removed:
-                    return
-                self._on_event(peer, event, now)
-
-    def _send_now(self, peer: Peer, datagrams: Sequence[bytes]) -> None:
-        peer.tx_bytes += sum(map(len, datagrams))
-        peer.tx_packets += len(datagrams)
-        if peer.tcp_send is not None:
-            for data in datagrams:
-                try:
-                    peer.tcp_send.send_nowait(data)
-                except trio.WouldBlock:
-                    self.counts["tcp_send_queue_full"] += 1
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    return
-        elif self.udp is not None:
-            for data in datagrams:
-                self.udp.try_send(data, peer.address)
-
-    async def transmit(self, out: list[tuple[Peer, bytes]]) -> None:
-        """Send encrypted packets, waiting while the UDP socket is full (runs of one peer's
-        packets go out together)."""
-        udp = self.udp
-        if len(out) == 1 and udp is not None:  # the common case of interactive traffic
-            peer, wire = out[0]
-            if peer.tcp_send is None:
-                peer.tx_bytes += len(wire)
-                peer.tx_packets += 1
-                if udp.send_nowait(wire, peer.address) is None:  # the queue is full: wait
-                    await udp.send_many((wire,), peer.address)
-                return
-        i, n = 0, len(out)
-        while i < n:
-            peer = out[i][0]
-            j = i + 1
-            while j < n and out[j][0] is peer:
-                j += 1
-            wires = [wire for _, wire in out[i:j]]
-            if peer.tcp_send is not None or udp is None:
-                self._send_now(peer, wires)
-            else:
-                peer.tx_bytes += sum(map(len, wires))
-                peer.tx_packets += len(wires)
-                await udp.send_many(wires, peer.address)
-            i = j
-
-    # ------------------------------------------------------------------ session events
-
-    def _on_event(self, peer: Peer, event: ev.Event, now: float) -> None:
-        """A session event: handshake progress, or the end of the peer."""
-        if isinstance(event, ev.PhaseReached | ev.TlsHandshakeComplete | ev.ClientAuthenticated
-                      | ev.DataChannelReady):
-            self._on_progress(peer, event, now)
-        else:
-            self._on_trouble(peer, event, now)
-
-    def _on_progress(self, peer: Peer, event: ev.PhaseReached | ev.TlsHandshakeComplete
-                     | ev.ClientAuthenticated | ev.DataChannelReady, now: float) -> None:
-        if isinstance(event, ev.PhaseReached):
-            if event.phase == ev.PHASE_TLS_STARTED:
-                self.events.publish(rt.HandshakeStarted(event.key_id, peer.label))
-                if peer.reset_counted:
-                    # the TCP client answered our reset: like a UDP client proving its
-                    # cookie, it does not count against connect-freq-initial
-                    peer.reset_counted = False
-                    self.gateway.handshake_answered()
-        elif isinstance(event, ev.TlsHandshakeComplete):
-            self.events.publish(rt.TlsEstablished(event.key_id, event.peer.common_name,
-                                                  event.description, peer.label))
-        elif isinstance(event, ev.ClientAuthenticated):
-            self._admit(peer, event, now)
-        else:
-            self.events.publish(rt.KeysReady(event.key_id, event.cipher, event.peer_id,
-                                             peer.label, peer.common_name))
-            if event.renegotiated:
-                self.events.publish(rt.Renegotiated(event.key_id, event.cipher, event.peer_id,
-                                                    peer.label, peer.common_name))
-            elif not peer.connected:
-                self._connected(peer, event.cipher)
-
-    def _on_trouble(self, peer: Peer, event: ev.Event, now: float) -> None:
-        log = self.log
-        if isinstance(event, ev.PeerCertificateRejected):
-            self.events.publish(rt.CertificateRejected(event.check, event.serial,
-                                                       event.common_name, event.detail,
-                                                       peer.label))
-        elif isinstance(event, ev.HandshakeFailed):
-            self.events.publish(rt.HandshakeFailed(event.key_id, event.cause, event.phase,
-                                                   event.detail, peer.label, peer.common_name))
-            if peer.session.failed:
-                if event.cause in (ev.CAUSE_AUTH_FAILED, ev.CAUSE_NO_COMMON_CIPHER):
-                    peer.remove_at = now + REJECT_LINGER
-                    peer.remove_reason = event.cause
-                else:
-                    self.remove_peer(peer, "handshake_failed", cause=event.cause)
-        elif isinstance(event, ev.KeyExpired):
-            self.events.publish(rt.KeyExpired(event.key_id, peer.label, peer.common_name))
-        elif isinstance(event, ev.KeepaliveTimeout):
-            self.events.publish(rt.PingRestart(round(event.silent_for, 1), peer.label,
-                                               peer.common_name))
-            self.remove_peer(peer, "ping_restart")
-        elif isinstance(event, ev.PeerExited):
-            self.remove_peer(peer, "exit", how=event.how)
-        elif isinstance(event, ev.TimeoutExit):
-            # OpenVPN's multi server closes the client instance (multi_close_instance_on_signal)
-            log.info(event.cause, peer=peer.label, cn=peer.common_name,
-                     after=round(event.after, 1))
-            self.remove_peer(peer, event.cause)
-
-    def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
-        cn = event.peer.common_name
-        peer.common_name = cn
-        peer.cert_serial = event.peer.serial
-        self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
-        if not self.options.duplicate_cn:
-            for other in self.table:
-                if other is not peer and other.common_name == cn:
-                    self.remove_peer(other, "duplicate_cn", replaced_by=peer.label)
-        if self._admitted() >= self.max_clients:
-            # the quota let more sessions start than max-clients can take
-            self.counts["max_clients"] += 1
-            self.remove_peer(peer, "max_clients")
-            return
-        entry = self.allocator.acquire(cn, now)
-        if entry is None:
-            self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
-                             pool_size=self.allocator.pool.size)
-            peer.session.reject(now, "no free address in the server's pool")
-            return
-        peer.entry = entry
-        peer.vaddr = entry.local.packed
-        peer.session.accept(now, (*self.push, entry.ifconfig_option()), peer_id=peer.peer_id)
-
-    def _connected(self, peer: Peer, cipher: str) -> None:
-        peer.connected = True
-        peer.remove_at = None
-        self.table.route_vaddr(peer)
-        self.router.connected = (*self.connected, peer)
-        self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
-                                             peer.peer_id,
-                                             "tcp" if peer.tcp is not None else "udp"))
 
     # ------------------------------------------------------------------ routing
 

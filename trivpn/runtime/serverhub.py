@@ -1,9 +1,10 @@
 """What the server's transports (:mod:`.serverudp`, :mod:`.servertcp`) see of the server.
 
 The transports move packets between the link, the device and the peers; the server owns the
-peer lifecycle. :class:`PeerHub` is the part of :class:`~trivpn.runtime.server.Server` a
-transport calls, so the transports depend on this small Protocol and not on the server module
-(which imports them): no import circle, and a transport can be driven by a stand-in.
+peer lifecycle (:mod:`.serverpeers`). :class:`PeerHub` is the part of
+:class:`~trivpn.runtime.server.Server` a transport calls, so the transports depend on this small
+Protocol and not on the server module (which imports them): no import circle, and a transport
+can be driven by a stand-in.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class PeerHub(Protocol):
         """Where per-connection tasks run (None before the server runs)."""
         ...
 
-    # the peer lifecycle, which stays with the server
+    # the peer lifecycle (runtime/serverpeers.py, bound onto the server)
     def create_peer(self, address: Address, session: Session, now: float,
                     tcp: ServerPacketLink | None = None, *, pending: Pending) -> Peer | None: ...
     def remove_peer(self, peer: Peer, reason: str, **fields: Any) -> None: ...

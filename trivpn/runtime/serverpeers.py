@@ -1,0 +1,367 @@
+"""The server's peer lifecycle and session events (owned by
+:class:`~trivpn.runtime.server.Server`, which hands its methods to the transports).
+
+A transport creates a peer for a client the pre-authentication ledger admitted
+(:meth:`PeerLifecycle.create_peer`); the peer's task runs the session's timers (and, over TCP,
+the connection's reader and writer); :meth:`PeerLifecycle.drain` sends what the session wants
+sent, routes its decrypted packets and acts on its events: handshake progress, admission into
+the pool once the client authenticated (``max-clients``, ``duplicate-cn``, the pool), the
+connected peer, and the end of a peer (removed for a reason, its address released).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from trivpn.protocol import events as ev
+from trivpn.protocol.errors import ProtocolError
+from trivpn.protocol.session import Session
+from trivpn.runtime import events as rt
+from trivpn.runtime.link import Address
+from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
+from trivpn.runtime.transport import ServerPacketLink
+
+if TYPE_CHECKING:
+    from trivpn.runtime.server import Server
+
+DROP_LOG_INTERVAL = 5.0
+REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
+
+
+class PeerLifecycle:
+    """Creates, drives and removes the server's peers; reads the server's state (peer table,
+    gateway, router, pool, sockets) through :attr:`server`."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.events = server.events
+        self.log = server.log
+        self.errors = server.errors
+        self._preauth_logged_at = -math.inf
+        self._preauth_refusals = 0
+
+    def _admitted(self) -> int:
+        """Peers that authenticated and hold a pool address: what max-clients bounds."""
+        return len(self.server.table) - sum(1 for p in self.server.table if p.entry is None)
+
+    def create_peer(self, address: Address, session: Session, now: float,
+                     tcp: ServerPacketLink | None = None, *, pending: Pending) -> Peer | None:
+        """A peer for a client admitted by the pre-authentication ledger as ``pending`` (its
+        entry is released when the peer authenticates or goes; here if no peer is made)."""
+        if self._admitted() >= self.server.max_clients:
+            self.server.counts["max_clients"] += 1
+            self.server.preauth.release(pending)
+            return None
+        # peer-ids for max-clients authenticated peers plus the pre-authentication quota
+        server = self.server
+        peer_id = server.table.free_peer_id(server.max_clients + server.preauth.limits.total)
+        if peer_id is None:  # pragma: no cover - both bounds above leave one free
+            self.server.counts["max_clients"] += 1
+            self.server.preauth.release(pending)
+            return None
+        peer = Peer(session, address, peer_id, now, tcp)
+        peer.preauth = pending
+        # Backstop for peers whose session never gets going; the session's own hand-window
+        # failure normally comes first and says where it stalled.
+        peer.remove_at = now + session.config.hand_window + 1.0
+        self.server.table.add(peer)
+        assert self.server.peers_nursery is not None
+        self.server.peers_nursery.start_soon(self._peer_main, peer)
+        return peer
+
+    async def _peer_main(self, peer: Peer) -> None:
+        reason = "stopped"
+        try:
+            with peer.cancel_scope:
+                if peer.tcp is None:
+                    await self._peer_timers(peer)
+                else:
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(self.server.tcp_transport.reader, peer)
+                        nursery.start_soon(self.server.tcp_transport.writer, peer)
+                        await self._peer_timers(peer)
+        except Exception as exc:
+            reason = "internal_error"
+            self.errors.exception("peer_error", trio.current_time(), peer=peer.label,
+                                  cn=peer.common_name, error=repr(exc))
+        finally:
+            self.remove_peer(peer, reason)
+            if peer.tcp is not None:
+                with trio.CancelScope(shield=True):
+                    await peer.tcp.aclose()
+
+    async def _peer_timers(self, peer: Peer) -> None:
+        """Runs the session's timers. Packet handlers wake it only when they moved the next
+        deadline earlier than the one it sleeps until (:meth:`wake_if_sooner`)."""
+        session = peer.session
+        while not peer.removed:
+            deadline = next_deadline(peer)
+            peer.sleeping_until = deadline
+            with trio.move_on_at(deadline):
+                await peer.wakeup.wait()
+            peer.sleeping_until = -math.inf
+            if peer.wakeup.is_set():
+                peer.wakeup = trio.Event()
+            now = trio.current_time()
+            if peer.remove_at is not None and now >= peer.remove_at:
+                self.remove_peer(peer, peer.remove_reason)
+                return
+            session.handle_timer(now)
+            self.drain(peer, now)
+
+    @staticmethod
+    def wake_if_sooner(peer: Peer) -> None:
+        """Wake ``peer``'s timer task if its next deadline is now earlier than the one it
+        sleeps until (a new retransmission, a failure that removes the peer soon)."""
+        if next_deadline(peer) < peer.sleeping_until:
+            peer.wakeup.set()
+
+    def remove_peer(self, peer: Peer, reason: str, **fields: Any) -> None:
+        if peer.removed:
+            return
+        peer.removed = True
+        now = trio.current_time()
+        self.server.table.remove(peer)
+        self._preauth_release(peer)
+        if peer.connected:
+            self.server.router.connected = tuple(p for p in self.server.connected if p is not peer)
+        if peer.entry is not None:
+            self.server.allocator.release(peer.entry, now)
+        if peer.session.drops:
+            self.server.drops.merge(peer.session.drops)
+            peer.session.drops.clear()
+        if peer.tcp_send is not None:
+            peer.tcp_send.close()
+        peer.cancel_scope.cancel()
+        self.events.publish(rt.PeerDisconnected(reason, peer.label, peer.common_name,
+                                                peer.vpn_ip, peer.peer_id, peer.connected,
+                                                fields))
+
+    # ------------------------------------------------------------------ pre-authentication
+
+    def preauth_admit(self, pending: Pending, now: float, *, opening: bool = False) -> bool:
+        """Count ``pending`` in the pre-authentication ledger; close the openings it evicts.
+        False (counted, and logged at most every DROP_LOG_INTERVAL) when a limit refuses."""
+        admission = self.server.gateway.admit(pending, pending.address[0], opening=opening)
+        self._close_evicted(admission.evicted)
+        if admission.refused is None:
+            return True
+        self.preauth_refused(admission.refused, pending.address, now)
+        return False
+
+    def _close_evicted(self, evicted: Sequence[Pending]) -> None:
+        for victim in evicted:
+            victim.evicted = True
+            victim.cancel_scope.cancel()
+            self.server.counts["preauth_evicted"] += 1
+
+    def preauth_refused(self, reason: str, address: Address, now: float) -> None:
+        """Count a refusal of the pre-authentication ledger, logged at most every
+        DROP_LOG_INTERVAL."""
+        self.server.counts[reason] += 1
+        self._preauth_refusals += 1
+        if now - self._preauth_logged_at >= DROP_LOG_INTERVAL:
+            limits = self.server.preauth.limits
+            self.log.warning("preauth_limit_reached", reason=reason,
+                             peer=format_address(address),
+                             unauthenticated=len(self.server.preauth), quota=limits.total,
+                             per_source=limits.per_source, refused=self._preauth_refusals)
+            self._preauth_logged_at = now
+            self._preauth_refusals = 0
+
+    def _preauth_release(self, peer: Peer) -> None:
+        if peer.preauth is not None:
+            self.server.preauth.release(peer.preauth)
+            peer.preauth = None
+
+    def kill_peer(self, peer: Peer, linger: float, reason: str = "killed") -> None:
+        """Management ``kill``: tell the client to restart, remove it ``linger`` s later."""
+        now = trio.current_time()
+        try:
+            peer.session.send_control_message("RESTART", now)
+        except ProtocolError:
+            self.remove_peer(peer, reason)
+            return
+        self.drain(peer, now)
+        peer.remove_at = now + linger
+        peer.remove_reason = reason
+        peer.wakeup.set()
+
+    def peer_failed(self, peer: Peer | None, exc: Exception) -> None:
+        """A bug while handling one peer's packet: drop that peer, keep serving the rest."""
+        now = trio.current_time()
+        if peer is None:
+            self.errors.exception("packet_error", now, error=repr(exc))
+            return
+        self.errors.exception("peer_error", now, peer=peer.label, cn=peer.common_name,
+                              error=repr(exc))
+        self.remove_peer(peer, "internal_error")
+
+    def drain(self, peer: Peer, now: float) -> None:
+        """Send what the session wants sent and act on its events, until it is quiet."""
+        session = peer.session
+        for _ in range(16):
+            datagrams = session.take_datagrams()
+            if datagrams:
+                self._send_now(peer, datagrams)
+            packets = session.take_tun_packets()
+            if packets:
+                out: list[tuple[Peer, bytes]] = []
+                to_device: list[bytes] = []
+                from_peer = self.server.router.from_peer
+                for packet in packets:
+                    from_peer(peer, packet, now, out, to_device=to_device)
+                self.server.write_device(to_device)
+                for target, wire in out:
+                    self._send_now(target, (wire,))
+            events = session.take_events()
+            if not events:
+                if not datagrams and not packets:
+                    return
+                continue
+            for event in events:
+                if peer.removed:
+                    return
+                self._on_event(peer, event, now)
+
+    def _send_now(self, peer: Peer, datagrams: Sequence[bytes]) -> None:
+        peer.tx_bytes += sum(map(len, datagrams))
+        peer.tx_packets += len(datagrams)
+        if peer.tcp_send is not None:
+            for data in datagrams:
+                try:
+                    peer.tcp_send.send_nowait(data)
+                except trio.WouldBlock:
+                    self.server.counts["tcp_send_queue_full"] += 1
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    return
+        elif self.server.udp is not None:
+            for data in datagrams:
+                self.server.udp.try_send(data, peer.address)
+
+    async def transmit(self, out: list[tuple[Peer, bytes]]) -> None:
+        """Send encrypted packets, waiting while the UDP socket is full (runs of one peer's
+        packets go out together)."""
+        udp = self.server.udp
+        if len(out) == 1 and udp is not None:  # the common case of interactive traffic
+            peer, wire = out[0]
+            if peer.tcp_send is None:
+                peer.tx_bytes += len(wire)
+                peer.tx_packets += 1
+                if udp.send_nowait(wire, peer.address) is None:  # the queue is full: wait
+                    await udp.send_many((wire,), peer.address)
+                return
+        i, n = 0, len(out)
+        while i < n:
+            peer = out[i][0]
+            j = i + 1
+            while j < n and out[j][0] is peer:
+                j += 1
+            wires = [wire for _, wire in out[i:j]]
+            if peer.tcp_send is not None or udp is None:
+                self._send_now(peer, wires)
+            else:
+                peer.tx_bytes += sum(map(len, wires))
+                peer.tx_packets += len(wires)
+                await udp.send_many(wires, peer.address)
+            i = j
+
+    # ------------------------------------------------------------------ session events
+
+    def _on_event(self, peer: Peer, event: ev.Event, now: float) -> None:
+        """A session event: handshake progress, or the end of the peer."""
+        if isinstance(event, ev.PhaseReached | ev.TlsHandshakeComplete | ev.ClientAuthenticated
+                      | ev.DataChannelReady):
+            self._on_progress(peer, event, now)
+        else:
+            self._on_trouble(peer, event, now)
+
+    def _on_progress(self, peer: Peer, event: ev.PhaseReached | ev.TlsHandshakeComplete
+                     | ev.ClientAuthenticated | ev.DataChannelReady, now: float) -> None:
+        if isinstance(event, ev.PhaseReached):
+            if event.phase == ev.PHASE_TLS_STARTED:
+                self.events.publish(rt.HandshakeStarted(event.key_id, peer.label))
+                if peer.reset_counted:
+                    # the TCP client answered our reset: like a UDP client proving its
+                    # cookie, it does not count against connect-freq-initial
+                    peer.reset_counted = False
+                    self.server.gateway.handshake_answered()
+        elif isinstance(event, ev.TlsHandshakeComplete):
+            self.events.publish(rt.TlsEstablished(event.key_id, event.peer.common_name,
+                                                  event.description, peer.label))
+        elif isinstance(event, ev.ClientAuthenticated):
+            self._admit(peer, event, now)
+        else:
+            self.events.publish(rt.KeysReady(event.key_id, event.cipher, event.peer_id,
+                                             peer.label, peer.common_name))
+            if event.renegotiated:
+                self.events.publish(rt.Renegotiated(event.key_id, event.cipher, event.peer_id,
+                                                    peer.label, peer.common_name))
+            elif not peer.connected:
+                self._connected(peer, event.cipher)
+
+    def _on_trouble(self, peer: Peer, event: ev.Event, now: float) -> None:
+        log = self.server.log
+        if isinstance(event, ev.PeerCertificateRejected):
+            self.events.publish(rt.CertificateRejected(event.check, event.serial,
+                                                       event.common_name, event.detail,
+                                                       peer.label))
+        elif isinstance(event, ev.HandshakeFailed):
+            self.events.publish(rt.HandshakeFailed(event.key_id, event.cause, event.phase,
+                                                   event.detail, peer.label, peer.common_name))
+            if peer.session.failed:
+                if event.cause in (ev.CAUSE_AUTH_FAILED, ev.CAUSE_NO_COMMON_CIPHER):
+                    peer.remove_at = now + REJECT_LINGER
+                    peer.remove_reason = event.cause
+                else:
+                    self.remove_peer(peer, "handshake_failed", cause=event.cause)
+        elif isinstance(event, ev.KeyExpired):
+            self.events.publish(rt.KeyExpired(event.key_id, peer.label, peer.common_name))
+        elif isinstance(event, ev.KeepaliveTimeout):
+            self.events.publish(rt.PingRestart(round(event.silent_for, 1), peer.label,
+                                               peer.common_name))
+            self.remove_peer(peer, "ping_restart")
+        elif isinstance(event, ev.PeerExited):
+            self.remove_peer(peer, "exit", how=event.how)
+        elif isinstance(event, ev.TimeoutExit):
+            # OpenVPN's multi server closes the client instance (multi_close_instance_on_signal)
+            log.info(event.cause, peer=peer.label, cn=peer.common_name,
+                     after=round(event.after, 1))
+            self.remove_peer(peer, event.cause)
+
+    def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
+        cn = event.peer.common_name
+        peer.common_name = cn
+        peer.cert_serial = event.peer.serial
+        self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
+        if not self.server.options.duplicate_cn:
+            for other in self.server.table:
+                if other is not peer and other.common_name == cn:
+                    self.remove_peer(other, "duplicate_cn", replaced_by=peer.label)
+        if self._admitted() >= self.server.max_clients:
+            # the quota let more sessions start than max-clients can take
+            self.server.counts["max_clients"] += 1
+            self.remove_peer(peer, "max_clients")
+            return
+        entry = self.server.allocator.acquire(cn, now)
+        if entry is None:
+            self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
+                             pool_size=self.server.allocator.pool.size)
+            peer.session.reject(now, "no free address in the server's pool")
+            return
+        peer.entry = entry
+        peer.vaddr = entry.local.packed
+        peer.session.accept(now, (*self.server.push, entry.ifconfig_option()), peer_id=peer.peer_id)
+
+    def _connected(self, peer: Peer, cipher: str) -> None:
+        peer.connected = True
+        peer.remove_at = None
+        self.server.table.route_vaddr(peer)
+        self.server.router.connected = (*self.server.connected, peer)
+        self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
+                                             peer.peer_id,
+                                             "tcp" if peer.tcp is not None else "udp"))
