@@ -20,29 +20,13 @@ from datetime import UTC, datetime
 from typing import Literal, cast
 
 from cryptography import x509
-from cryptography.x509.oid import NameOID
 
 from trivpn.pki.crl import REASONS
 from trivpn.pki.errors import PkiError
+from trivpn.protocol.tls import OPENSSL_SHORT_NAMES
 
 Status = Literal["V", "R", "E"]
 
-# OpenSSL's short names for the attributes easy-rsa's "org" DN mode and ours use.
-_SHORT_NAMES = {
-    NameOID.COUNTRY_NAME: "C",
-    NameOID.STATE_OR_PROVINCE_NAME: "ST",
-    NameOID.LOCALITY_NAME: "L",
-    NameOID.ORGANIZATION_NAME: "O",
-    NameOID.ORGANIZATIONAL_UNIT_NAME: "OU",
-    NameOID.COMMON_NAME: "CN",
-    NameOID.EMAIL_ADDRESS: "emailAddress",
-    NameOID.SERIAL_NUMBER: "serialNumber",
-    NameOID.GIVEN_NAME: "GN",
-    NameOID.SURNAME: "SN",
-    NameOID.TITLE: "title",
-    NameOID.DOMAIN_COMPONENT: "DC",
-    NameOID.USER_ID: "UID",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +70,7 @@ def subject_oneline(name: x509.Name) -> str:
     """``name`` in OpenSSL's ``X509_NAME_oneline`` form, e.g. ``/CN=alice``."""
     parts = []
     for attribute in name:
-        key = _SHORT_NAMES.get(attribute.oid, attribute.oid.dotted_string)
+        key = OPENSSL_SHORT_NAMES.get(attribute.oid, attribute.oid.dotted_string)
         value = attribute.value
         parts.append(f"/{key}={value if isinstance(value, str) else value.decode()}")
     return "".join(parts)

@@ -72,7 +72,7 @@ _PEER_CERT_ALERTS = (
     "ALERT_DECRYPT_ERROR",
 )
 
-_SHORT_NAMES = {
+OPENSSL_SHORT_NAMES = {
     NameOID.COUNTRY_NAME: "C",
     NameOID.STATE_OR_PROVINCE_NAME: "ST",
     NameOID.LOCALITY_NAME: "L",
@@ -83,9 +83,11 @@ _SHORT_NAMES = {
     NameOID.SERIAL_NUMBER: "serialNumber",
     NameOID.GIVEN_NAME: "GN",
     NameOID.SURNAME: "SN",
+    NameOID.TITLE: "title",
     NameOID.DOMAIN_COMPONENT: "DC",
     NameOID.USER_ID: "UID",
 }
+"""OpenSSL's short names of subject attributes (subjects in logs, easy-rsa's index.txt)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +162,7 @@ def openssl_subject(name: x509.Name) -> str:
     """Subject text as OpenVPN prints it (``C=US, ST=CA, O=Example, CN=server``)."""
     parts = []
     for attr in name:
-        short = _SHORT_NAMES.get(attr.oid, attr.oid.dotted_string)
+        short = OPENSSL_SHORT_NAMES.get(attr.oid, attr.oid.dotted_string)
         value = attr.value if isinstance(attr.value, str) else attr.value.hex()
         parts.append(f"{short}={value}")
     return ", ".join(parts)
