@@ -340,6 +340,23 @@ class Options:
     push_peer_info: bool = False
     setenv: tuple[tuple[str, str], ...] = ()
     ignore_unknown_option: tuple[str, ...] = ()
+
+    # --- corpus and inert directives ---
+
+    # --- compression and fragment ---
+
+    # --- credentials ---
+
+    # --- scripts and process ---
+
+    # --- dns ---
+
+    # --- connection handling and proxies ---
+
+    # --- crypto and pki breadth ---
+
+    # --- server (issue 13) ---
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)
