@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trivpn.protocol.controlmsg import PushReply, parse_control_message
+from trivpn.protocol.dns import DnsAddress, DnsOptions, DnsServer
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.push import (
     NOT_PUSHABLE,
@@ -173,9 +174,10 @@ PARSED = {
     "dhcp-option DNS 198.18.0.53": PushedOptions(dhcp_options=(DhcpOption("DNS",
                                                                           "198.18.0.53"),)),
     "dhcp-option DISABLE-NBT": PushedOptions(dhcp_options=(DhcpOption("DISABLE-NBT"),)),
-    "dns server 0 address 198.18.0.53": PushedOptions(dns=(("server", "0", "address",
-                                                            "198.18.0.53"),)),
-    "dns search-domains example.org": PushedOptions(dns=(("search-domains", "example.org"),)),
+    "dns server 0 address 198.18.0.53": PushedOptions(dns=DnsOptions((DnsServer(0, (
+        DnsAddress(IPv4Address("198.18.0.53")),)),))),
+    "dns search-domains example.org": PushedOptions(dns=DnsOptions(
+        search_domains=("example.org",))),
     "key-derivation tls-ekm": PushedOptions(key_derivation="tls-ekm"),
     "auth-token-user dXNlcg==": PushedOptions(auth_token_user="dXNlcg=="),
     "explicit-exit-notify": PushedOptions(explicit_exit_notify=1),
@@ -227,7 +229,8 @@ MALFORMED = [
     "ifconfig-ipv6 nonsense/64 2001:db8::1", "topology star", "route", "route example.org",
     "route 198.18.0.0 255.255.0.0 198.18.0.1 999", "route 1 2 3 4 5", "route-ipv6 zz::/x",
     "route-gateway", "redirect-gateway def2", "dhcp-option", "dns", "dns server x address y",
-    "dns search-domains", "ping", "ping -1", "ping 1 2", "ping-restart abc", "peer-id 16777216",
+    "dns search-domains", "dns server -1 address 198.18.0.53", "dns server 0 dnssec yes",
+    "dhcp-option DNS resolver.example", "dhcp-option DOMAIN", "ping", "ping -1", "ping 1 2", "ping-restart abc", "peer-id 16777216",
     "cipher", "cipher A B", "protocol-flags", "key-derivation prf", "tun-mtu 99999",
     "block-ipv6 yes", 'echo "unterminated', "comp-lzo maybe", "compress zstd",
 ]
@@ -323,7 +326,7 @@ def test_route_nopull_drops_routes_and_dns_but_keeps_the_address_and_route_gatew
     pushed = parse_pushed_options(SPLIT_PUSH, _policy(route_nopull=True))
     assert pushed.routes == () and pushed.route_ipv6 == ()
     assert pushed.redirect_gateway is None and pushed.route_metric is None
-    assert pushed.dhcp_options == () and pushed.dns == () and pushed.block_ipv6 is False
+    assert pushed.dhcp_options == () and pushed.dns == DnsOptions() and pushed.block_ipv6 is False
     assert pushed.ifconfig == Ifconfig(IPv4Address("198.18.8.2"), IPv4Address("255.255.255.0"))
     assert pushed.route_gateway == IPv4Address("198.18.8.1")
     assert pushed.topology == "subnet" and pushed.ping == 1 and pushed.peer_id == 0

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from trivpn.config import values as v
+from trivpn.config.dns import dhcp_option_directive, dns_directive
 from trivpn.config.options import (
     ConfigWarning,
     ConnectFreq,
@@ -477,10 +478,6 @@ def _pull_filter(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, pull_filters=(*st.opts.pull_filters, PullFilter(action, d.args[1])))
 
 
-def _dhcp_option(st: ParseState, d: Directive) -> Options:
-    return replace(st.opts, dhcp_options=(*st.opts.dhcp_options, d.args))
-
-
 # --- keepalive and lifecycle -----------------------------------------------------------------
 
 def _keepalive(st: ParseState, d: Directive) -> Options:
@@ -755,10 +752,6 @@ DIRECTIVES: Mapping[str, Spec] = {
     "route-nopull": Spec(0, 0, _flag),
     "pull-filter": Spec(2, 2, _pull_filter),
     "redirect-gateway": Spec(0, None, _redirect_gateway),
-    "dhcp-option": Spec(1, 2, _dhcp_option, inert=(
-        "in a config file (not pushed) OpenVPN on Linux only hands it to --up scripts as "
-        "foreign_option_N variables (the DHCP answer is the Windows TAP driver's); trivpn "
-        "runs no scripts (they are refused). A server passes it on only through 'push'")),
     # keepalive and lifecycle
     "keepalive": Spec(2, 2, _keepalive),
     "ping": Spec(1, 1, _int_option),
@@ -811,6 +804,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- scripts and process ---
 
     # --- dns ---
+    "dhcp-option": Spec(1, 2, dhcp_option_directive),
+    "dns": Spec(2, None, dns_directive),
 
     # --- connection handling and proxies ---
 
@@ -847,7 +842,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "connection",
     "cryptoapicert",
     "dev-node",
-    "dns",
     "down",
     "down-pre",
     "echo",

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from trivpn.config.errors import ConfigError
+from trivpn.protocol.dns import DnsOptions
 from trivpn.protocol.push import PullFilter
 
 Role = Literal["client", "server"]
@@ -350,6 +351,7 @@ class Options:
     # --- scripts and process ---
 
     # --- dns ---
+    dns: DnsOptions = field(default_factory=DnsOptions)
 
     # --- connection handling and proxies ---
 

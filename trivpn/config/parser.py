@@ -24,6 +24,7 @@ from trivpn.config.options import (
     Role,
 )
 from trivpn.config.reader import ConfigSource, Directive
+from trivpn.protocol.dns import DnsOptionError
 
 # IFCONFIG_POOL_MIN_NETBITS and the largest prefixes `server` accepts per device type.
 SERVER_MIN_BITS = 16
@@ -223,6 +224,16 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "'plugin' (OpenVPN 2.6 refuses it otherwise); trivpn supports "
                              "none of them", "verify-client-cert")
         raise _error(st, "'verify-client-cert' requires 'mode server'", "verify-client-cert")
+
+    # --- dns (options.c, dns_options_verify(); applied on clients only, docs/dns.md) ---
+    try:
+        o.dns.check()
+    except DnsOptionError as exc:
+        raise _error(st, f"'dns': {exc}", "dns") from None
+    if tls_role == "server" and ("dns" in seen or "dhcp-option" in seen):
+        raise _error(st, "'dns'/'dhcp-option' in a server config: trivpn applies DNS settings "
+                         "on clients only; give them to clients with push \"dhcp-option ...\"",
+                     "dns" if "dns" in seen else "dhcp-option")
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(

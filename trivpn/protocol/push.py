@@ -38,6 +38,7 @@ from ipaddress import AddressValueError, IPv4Address, IPv6Address, IPv6Network
 from typing import Literal, cast
 
 from trivpn.protocol.controlmsg import PushReply, parse_control_message
+from trivpn.protocol.dns import DnsOptionError, DnsOptions, dhcp_dns_address
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.ncp import pushed_cipher_allowed
 from trivpn.protocol.optionline import OptionLineError, split_option_line
@@ -249,7 +250,7 @@ class PushedOptions:
     route_gateway: IPv4Address | Literal["dhcp"] | None = None
     redirect_gateway: tuple[str, ...] | None = None
     dhcp_options: tuple[DhcpOption, ...] = ()
-    dns: tuple[tuple[str, ...], ...] = ()
+    dns: DnsOptions = field(default_factory=DnsOptions)
     ping: int | None = None
     ping_restart: int | None = None
     ping_exit: int | None = None
@@ -291,7 +292,7 @@ class _Builder:
         self.routes: list[Route] = []
         self.route_ipv6: list[RouteIPv6] = []
         self.dhcp: list[DhcpOption] = []
-        self.dns: list[tuple[str, ...]] = []
+        self.dns = DnsOptions()
         self.echo: list[str] = []
         self.setenv: list[tuple[str, str]] = []
         self.unknown: list[str] = []
@@ -308,7 +309,7 @@ class _Builder:
             route_gateway=cast("IPv4Address | Literal['dhcp'] | None", s.get("route_gateway")),
             redirect_gateway=cast("tuple[str, ...] | None", s.get("redirect_gateway")),
             dhcp_options=tuple(self.dhcp),
-            dns=tuple(self.dns),
+            dns=self.dns,
             ping=cast("int | None", s.get("ping")),
             ping_restart=cast("int | None", s.get("ping_restart")),
             ping_exit=cast("int | None", s.get("ping_exit")),
@@ -421,15 +422,17 @@ def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:  # noqa:
         s["redirect_gateway"] = tuple(args)
     elif name == "dhcp-option":
         _nargs(name, args, 1, 2)
-        b.dhcp.append(DhcpOption(args[0], args[1] if len(args) > 1 else None))
+        option = DhcpOption(args[0], args[1] if len(args) > 1 else None)
+        try:
+            dhcp_dns_address(option.kind, option.value)
+        except DnsOptionError as exc:
+            raise _bad(name, str(exc)) from None
+        b.dhcp.append(option)
     elif name == "dns":
-        if not args or args[0] not in ("server", "search-domains"):
-            raise _bad(name, "expects 'server N ...' or 'search-domains ...'")
-        if args[0] == "server" and (len(args) < 4 or not re.fullmatch(r"-?\d{1,3}", args[1])):
-            raise _bad(name, "expects 'server PRIORITY KEYWORD VALUE...'")
-        if args[0] == "search-domains" and len(args) < 2:
-            raise _bad(name, "search-domains needs at least one domain")
-        b.dns.append(tuple(args))
+        try:
+            b.dns = b.dns.with_line(args, pulled=True)
+        except DnsOptionError as exc:
+            raise _bad(name, str(exc)) from None
     elif name in ("ping", "ping-restart", "ping-exit", "session-timeout", "route-metric"):
         _nargs(name, args, 1, 1)
         s[name.replace("-", "_")] = _uint(name, args[0], 255 if name == "route-metric"
@@ -532,6 +535,10 @@ def parse_pushed_options(options: Iterable[str],
     and the client's ``policy`` (pull-filter, route-nopull)."""
     b = _Builder()
     _apply_all(b, options, policy or PullPolicy())
+    try:
+        b.dns.check()
+    except DnsOptionError as exc:
+        raise _bad("dns", str(exc)) from None
     return b.freeze()
 
 
