@@ -230,7 +230,8 @@ MALFORMED = [
     "route 198.18.0.0 255.255.0.0 198.18.0.1 999", "route 1 2 3 4 5", "route-ipv6 zz::/x",
     "route-gateway", "redirect-gateway def2", "dhcp-option", "dns", "dns server x address y",
     "dns search-domains", "dns server -1 address 198.18.0.53", "dns server 0 dnssec yes",
-    "dhcp-option DNS resolver.example", "dhcp-option DOMAIN", "ping", "ping -1", "ping 1 2", "ping-restart abc", "peer-id 16777216",
+    "dhcp-option DNS resolver.example", "dhcp-option DOMAIN", "ping", "ping -1", "ping 1 2",
+    "ping-restart abc", "peer-id 16777216",
     "cipher", "cipher A B", "protocol-flags", "key-derivation prf", "tun-mtu 99999",
     "block-ipv6 yes", 'echo "unterminated', "comp-lzo maybe", "compress zstd",
 ]

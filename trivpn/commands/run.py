@@ -15,6 +15,7 @@ import trio
 from trivpn.config import ConfigError, Options, load_config
 from trivpn.logging import LogFormat, configure_logging, get_logger, level_for_verb
 from trivpn.runtime.client import run_client
+from trivpn.runtime.dns import DEFAULT_STATE_DIR, DNS_MODES, DnsManager
 from trivpn.runtime.metrics import parse_listen
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.server import run_server
@@ -37,6 +38,14 @@ def register(sub: Any) -> None:
                         help="server with 'crl-verify FILE': when FILE changes, disconnect the "
                              "connected clients whose certificate it revokes (without this, "
                              "as in OpenVPN, they are refused at their next TLS handshake)")
+    parser.add_argument("--dns-mode", choices=DNS_MODES, default="auto",
+                        help="how a client applies the DNS servers and domains of 'dns' and "
+                             "'dhcp-option' (config or pushed): systemd-resolved over D-Bus, "
+                             "resolvconf, or off (leave DNS alone); auto: resolved if it "
+                             "runs, else resolvconf (docs/dns.md)")
+    parser.add_argument("--dns-state-dir", type=Path, default=DEFAULT_STATE_DIR,
+                        help="where a client records the DNS changes to undo after a crash "
+                             f"(default {DEFAULT_STATE_DIR})")
     parser.set_defaults(handler=handle)
 
 
@@ -94,7 +103,8 @@ def handle(args: argparse.Namespace) -> int:
             main = functools.partial(run_server, options, log, tools,
                                      drop_revoked=args.drop_revoked)
         else:
-            main = functools.partial(run_client, options, log, tools)
+            dns = DnsManager.for_mode(args.dns_mode, log, state_dir=args.dns_state_dir)
+            main = functools.partial(run_client, options, log, tools, dns=dns)
         code: int = trio.run(main)
         return code
     except ConfigError as exc:

@@ -49,6 +49,7 @@ from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime import events as rt
 from trivpn.runtime.datapath import mss_limit_for
+from trivpn.runtime.dns import DnsManager, plan_client_dns
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
     Address,
@@ -100,7 +101,8 @@ class ClientTools(Protocol):
 
 
 async def run_client(options: Options, log: Log, tools: ClientTools | None = None,
-                     host: ClientHost | None = None, *, direct_wait: bool = True) -> int:
+                     host: ClientHost | None = None, *, direct_wait: bool = True,
+                     dns: DnsManager | None = None) -> int:
     """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
     try:
         if not options.remotes:
@@ -113,7 +115,8 @@ async def run_client(options: Options, log: Log, tools: ClientTools | None = Non
     except RuntimeSetupError as exc:
         log.error("config_error", detail=str(exc))
         return 2
-    client = Client(options, log, config, identity, host=host, direct_wait=direct_wait)
+    client = Client(options, log, config, identity, host=host, direct_wait=direct_wait,
+                    dns=dns)
     client.tools = tools
     if tools is not None:
         tools.attach(client.events)
@@ -196,8 +199,9 @@ class Client:
 
     def __init__(self, options: Options, log: Log, config: SessionConfig,
                  identity: Identity | None, *, host: ClientHost | None = None,
-                 direct_wait: bool = True) -> None:
+                 direct_wait: bool = True, dns: DnsManager | None = None) -> None:
         self.host: ClientHost = host if host is not None else SystemHost()
+        self.dns = dns  # None: DNS is left alone (docs/dns.md)
         # direct_wait=False: the UDP data path always waits through trio (readiness.py)
         self.direct_wait = direct_wait
         self.options = options
@@ -231,6 +235,8 @@ class Client:
 
     async def run(self) -> int:
         code, reason = 0, "signal"
+        if self.dns is not None:  # what a killed trivpn left behind (docs/dns.md)
+            self.dns.recover()
         if self.tools is not None:  # password file and sockets while still privileged
             try:
                 await self.tools.open_client(self)
@@ -351,6 +357,8 @@ class Client:
             return
         self._count_tun_drops(tunnel)
         name = tunnel.name
+        if self.dns is not None:
+            self.dns.revert()
         leftovers = tunnel.close()
         self._tun_drops_seen = 0
         if leftovers:
@@ -958,6 +966,8 @@ class Connection:
             tuple(str(a) for a in addresses) if isinstance(addresses, list) else (),
             description, ifindex=tunnel.ifindex, reused=reused, reconfigured=changed),
             self.log)
+        if client.dns is not None:
+            client.dns.apply(tunnel.name, tunnel.ifindex, plan_client_dns(self.options, pushed))
         if not self._tun_started:
             self._tun_started = True
             self._start_tun(tunnel)
