@@ -15,6 +15,11 @@ import pytest
 
 pytest_plugins = ["tests.netns"]
 
+# Every `trivpn run` a test starts leaves the host's DNS alone unless the test asks for a DNS
+# backend itself (--dns-mode): a pushed dhcp-option must never reach the resolver of the
+# machine running the tests (docs/dns.md).
+os.environ.setdefault("TRIVPN_DNS_MODE", "off")
+
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI"):

@@ -38,15 +38,24 @@ def register(sub: Any) -> None:
                         help="server with 'crl-verify FILE': when FILE changes, disconnect the "
                              "connected clients whose certificate it revokes (without this, "
                              "as in OpenVPN, they are refused at their next TLS handshake)")
-    parser.add_argument("--dns-mode", choices=DNS_MODES, default="auto",
+    parser.add_argument("--dns-mode", choices=DNS_MODES, type=_dns_mode,
+                        default=os.environ.get("TRIVPN_DNS_MODE", "auto"),
                         help="how a client applies the DNS servers and domains of 'dns' and "
                              "'dhcp-option' (config or pushed): systemd-resolved over D-Bus, "
                              "resolvconf, or off (leave DNS alone); auto: resolved if it "
-                             "runs, else resolvconf (docs/dns.md)")
+                             "runs, else resolvconf (default: $TRIVPN_DNS_MODE or auto; "
+                             "docs/dns.md)")
     parser.add_argument("--dns-state-dir", type=Path, default=DEFAULT_STATE_DIR,
                         help="where a client records the DNS changes to undo after a crash "
                              f"(default {DEFAULT_STATE_DIR})")
     parser.set_defaults(handler=handle)
+
+
+def _dns_mode(text: str) -> str:
+    if text not in DNS_MODES:
+        raise argparse.ArgumentTypeError(f"invalid DNS mode {text!r} (choose from "
+                                         f"{', '.join(DNS_MODES)})")
+    return text
 
 
 def _listen_address(text: str) -> tuple[str, int]:

@@ -99,6 +99,7 @@ class ResolvedBackend:
                               interface=f"{_RESOLVED}.Manager")
         try:
             with open_dbus_connection(bus=self.bus) as conn:
+                self._same_netns(conn)
                 for method, signature, args in calls:
                     try:
                         unwrap_msg(conn.send_and_get_reply(
@@ -111,6 +112,25 @@ class ResolvedBackend:
         except (OSError, TimeoutError, KeyError) as exc:
             raise RuntimeSetupError("cannot reach systemd-resolved over D-Bus",
                                     str(exc) or type(exc).__name__) from None
+
+    def _same_netns(self, conn: Any) -> None:
+        """Refuse when resolved runs in another network namespace: its link indexes are not
+        ours (``ip netns exec``), so SetLink* would configure some other link."""
+        from jeepney import DBusAddress, new_method_call  # noqa: PLC0415
+
+        bus = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
+                          interface="org.freedesktop.DBus")
+        try:
+            pid = conn.send_and_get_reply(new_method_call(
+                bus, "GetConnectionUnixProcessID", "s", (_RESOLVED,)),
+                timeout=self.timeout).body[0]
+            theirs = os.stat(f"/proc/{int(pid)}/ns/net").st_ino
+            ours = os.stat("/proc/self/ns/net").st_ino
+        except (OSError, IndexError, ValueError, TypeError):
+            return  # cannot tell (no /proc, another PID namespace): trust the index
+        if theirs != ours:
+            raise RuntimeSetupError("systemd-resolved runs in another network namespace than "
+                                    "trivpn; its links are not trivpn's", f"pid {pid}")
 
     def available(self) -> bool:
         """Whether resolved owns its bus name (or the bus can start it)."""

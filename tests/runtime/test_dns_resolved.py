@@ -1,0 +1,133 @@
+"""The systemd-resolved backend against a recording stand-in on a private D-Bus bus: the exact
+org.freedesktop.resolve1.Manager calls, signatures and arguments resolved documents
+(SetLinkDNS a(iay), SetLinkDNSEx a(iayqs), SetLinkDomains a(sb), SetLinkDefaultRoute b,
+SetLinkDNSSEC s, SetLinkDNSOverTLS s, RevertLink), docs/dns.md."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from tests.runtime.dbuskit import FakeResolved, private_bus
+from trivpn.logging import get_logger
+from trivpn.protocol.dns import DnsOptions, plan_dns
+from trivpn.runtime.dns import DnsManager, ResolvedBackend
+from trivpn.runtime.errors import RuntimeSetupError
+
+LO = socket.if_nametoindex("lo")  # RevertLink checks that the link still exists
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[str]:
+    with private_bus(tmp_path) as address:
+        yield address
+
+
+@pytest.fixture
+def resolved(bus: str) -> Iterator[FakeResolved]:
+    fake = FakeResolved(bus).start()
+    yield fake
+    fake.stop()
+
+
+def options(*lines: str) -> DnsOptions:
+    opts = DnsOptions()
+    for line in lines:
+        opts = opts.with_line(line.split()[1:])
+    return opts
+
+
+def packed(text: str) -> bytes:
+    return ip_address(text).packed
+
+
+def test_pushed_dhcp_options_become_link_dns_and_domains(resolved: FakeResolved):
+    plan = plan_dns(DnsOptions(), [("DNS", "198.18.0.53"), ("DNS6", "2001:2::53"),
+                                   ("DOMAIN", "example.test")], None)
+    ResolvedBackend(resolved.address).apply("lo", LO, plan)
+    assert resolved.calls == [
+        ("SetLinkDNS", "ia(iay)", (LO, [(2, packed("198.18.0.53")),
+                                        (10, packed("2001:2::53"))])),
+        ("SetLinkDomains", "ia(sb)", (LO, [("example.test", False)])),
+        ("SetLinkDefaultRoute", "ib", (LO, False)),
+    ]
+
+
+def test_redirect_gateway_adds_the_root_routing_domain_and_the_default_route(
+        resolved: FakeResolved):
+    plan = plan_dns(DnsOptions(), [("DNS", "198.18.0.53"), ("DOMAIN", "example.test")],
+                    ("def1",))
+    ResolvedBackend(resolved.address).apply("lo", LO, plan)
+    assert resolved.calls[1:] == [
+        ("SetLinkDomains", "ia(sb)", (LO, [("example.test", False), (".", True)])),
+        ("SetLinkDefaultRoute", "ib", (LO, True)),
+    ]
+
+
+def test_dns_with_ports_sni_dnssec_and_dot_uses_the_extended_calls(resolved: FakeResolved):
+    plan = plan_dns(options("dns server 0 address 198.18.0.53:853 [2001:2::53]:853",
+                            "dns server 0 resolve-domains corp.test",
+                            "dns server 0 dnssec optional", "dns server 0 transport DoT",
+                            "dns server 0 sni dns.corp.test"), [], None)
+    ResolvedBackend(resolved.address).apply("lo", LO, plan)
+    assert resolved.calls == [
+        ("SetLinkDNSEx", "ia(iayqs)", (LO, [(2, packed("198.18.0.53"), 853, "dns.corp.test"),
+                                            (10, packed("2001:2::53"), 853,
+                                             "dns.corp.test")])),
+        ("SetLinkDomains", "ia(sb)", (LO, [("corp.test", True)])),
+        ("SetLinkDefaultRoute", "ib", (LO, False)),
+        ("SetLinkDNSSEC", "is", (LO, "allow-downgrade")),
+        ("SetLinkDNSOverTLS", "is", (LO, "yes")),
+    ]
+
+
+def test_revert_link_undoes_it(resolved: FakeResolved):
+    backend = ResolvedBackend(resolved.address)
+    record = backend.apply("lo", LO, plan_dns(DnsOptions(), [("DNS", "198.18.0.53")], None))
+    resolved.calls.clear()
+    backend.revert(record)
+    assert resolved.calls == [("RevertLink", "i", (LO,))]
+
+
+def test_a_link_that_is_gone_is_not_reverted(resolved: FakeResolved):
+    ResolvedBackend(resolved.address).revert({"ifindex": LO, "device": "tun-gone"})
+    assert resolved.calls == []
+
+
+def test_a_refused_call_reverts_the_link_and_raises(resolved: FakeResolved):
+    resolved.fail["SetLinkDomains"] = "org.freedesktop.DBus.Error.InvalidArgs"
+    plan = plan_dns(DnsOptions(), [("DNS", "198.18.0.53"), ("DOMAIN", "example.test")], None)
+    with pytest.raises(RuntimeSetupError, match="SetLinkDomains"):
+        ResolvedBackend(resolved.address).apply("lo", LO, plan)
+    assert [c[0] for c in resolved.calls] == ["SetLinkDNS", "SetLinkDomains", "RevertLink"]
+
+
+def test_resolved_is_available_only_when_it_owns_its_name(bus: str):
+    assert not ResolvedBackend(bus).available()
+    fake = FakeResolved(bus).start()
+    try:
+        assert ResolvedBackend(bus).available()
+    finally:
+        fake.stop()
+
+
+def test_no_bus_means_resolved_is_unavailable_and_apply_fails_clearly(tmp_path: Path):
+    backend = ResolvedBackend(f"unix:path={tmp_path}/no-bus")
+    assert not backend.available()
+    with pytest.raises(RuntimeSetupError, match="cannot reach systemd-resolved"):
+        backend.apply("lo", LO, plan_dns(DnsOptions(), [("DNS", "198.18.0.53")], None))
+
+
+def test_the_manager_records_resolved_state_and_reverts_it(
+        resolved: FakeResolved, tmp_path: Path):
+    manager = DnsManager(ResolvedBackend(resolved.address), get_logger(),
+                         state_dir=tmp_path / "run")
+    manager.apply("lo", LO, plan_dns(DnsOptions(), [("DNS", "198.18.0.53")], None))
+    assert (tmp_path / "run" / "dns-lo.json").exists()
+    manager.revert()
+    assert resolved.calls[-1] == ("RevertLink", "i", (LO,))
+    assert not (tmp_path / "run" / "dns-lo.json").exists()
