@@ -103,7 +103,7 @@ async def test_route_nopull_keeps_pushed_dns_away(
 
 async def test_a_failing_backend_is_logged_and_the_tunnel_stays_up(
         tmp_path: Path, autojump_clock: trio.testing.MockClock):
-    lab, backend = lab_with_dns(tmp_path, backend=MemoryDnsBackend(fail="resolver refused"))
+    lab, _ = lab_with_dns(tmp_path, backend=MemoryDnsBackend(fail="resolver refused"))
     async with trio.open_nursery() as nursery:
         await lab.start(nursery)
         await lab.wait_for(lab.tunnel_up, 30)
@@ -156,3 +156,30 @@ def test_the_client_plan_overlays_the_push_on_the_config(tmp_path: Path):
     assert plan.search_domains == ("example.test", "local.test")
     assert plan.routing_domains == (".",)
     assert plan_client_dns(options, None).servers == ()
+
+
+def test_a_record_whose_pid_now_belongs_to_another_process_is_stale(tmp_path: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "dns-tun5.json").write_text(json.dumps({
+        "pid": os.getppid(), "started": "1", "backend": "memory", "device": "tun5",
+        "record": {"device": "tun5"}}))  # a live PID, but not started when the record was
+    backend = MemoryDnsBackend()
+    DnsManager(backend, get_logger(), state_dir=run).recover()
+    assert backend.history == [("revert", "tun5")]
+    assert not (run / "dns-tun5.json").exists()
+
+
+async def test_dns_mode_off_leaves_dns_alone_and_says_so(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    lab = Lab.create(tmp_path, "dev tun0\n", peer=SessionPeer(push=DNS_PUSH))
+    lab.client.dns = DnsManager.for_mode("off", get_logger(), state_dir=tmp_path / "run")
+    async with trio.open_nursery() as nursery:
+        await lab.start(nursery)
+        await lab.wait_for(lab.tunnel_up, 30)
+        assert await lab.stop() == 0
+        nursery.cancel_scope.cancel()
+    [skipped] = [e for e in lab.log.events() if e["event"] == "dns_not_applied"]
+    assert skipped["level"] == "info" and skipped["reason"] == "--dns-mode off"
+    assert skipped["servers"] == ["198.18.8.53"]
+    assert not (tmp_path / "run").exists()

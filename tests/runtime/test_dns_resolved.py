@@ -131,3 +131,24 @@ def test_the_manager_records_resolved_state_and_reverts_it(
     manager.revert()
     assert resolved.calls[-1] == ("RevertLink", "i", (LO,))
     assert not (tmp_path / "run" / "dns-lo.json").exists()
+
+
+def test_auto_mode_picks_resolved_when_it_runs_on_the_system_bus(
+        resolved: FakeResolved, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", resolved.address)
+    manager = DnsManager.for_mode("auto", get_logger(), state_dir=tmp_path)
+    assert manager.backend is not None and manager.backend.name == "resolved"
+
+
+def test_auto_mode_without_resolved_or_resolvconf_applies_nothing_and_says_why(
+        bus: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus)  # a bus, but resolved is not on it
+    monkeypatch.setenv("PATH", str(tmp_path))  # and no resolvconf program
+    manager = DnsManager.for_mode("auto", get_logger(), state_dir=tmp_path)
+    assert manager.backend is None
+    assert "neither systemd-resolved" in manager.why
+    with_resolvconf = tmp_path / "resolvconf"
+    with_resolvconf.write_text("#!/bin/sh\n")
+    with_resolvconf.chmod(0o755)
+    manager = DnsManager.for_mode("auto", get_logger(), state_dir=tmp_path)
+    assert manager.backend is not None and manager.backend.name == "resolvconf"

@@ -249,16 +249,27 @@ class MemoryDnsBackend:
 
 # --- the manager ----------------------------------------------------------------------------
 
-def _alive(pid: int) -> bool:
+def _process_start(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot, /proc/PID/stat field 22) and None
+    when it is gone or a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # after "pid (comm) "
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """Whether the process that wrote a record still runs (the same PID and start time)."""
     if pid == os.getpid():
         return False  # a record of ours from before this start: an earlier process's
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    now = _process_start(pid)
+    if now is None:
         return False
-    except PermissionError:
-        return True
-    return True
+    return started is None or now == started
 
 
 @dataclass
@@ -325,7 +336,7 @@ class DnsManager:
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 self.log.warning("dns_state_unreadable", path=str(path), detail=str(exc))
                 continue
-            if _alive(pid):
+            if _alive(pid, state.get("started")):
                 continue
             backend = self._revert_backends.get(name)
             if backend is None:
@@ -374,8 +385,8 @@ class DnsManager:
     def _record(self, device: str, record: Record) -> Path | None:
         assert self.backend is not None
         path = self.state_dir / f"dns-{device}.json"
-        data = {"pid": os.getpid(), "backend": self.backend.name, "device": device,
-                "record": record}
+        data = {"pid": os.getpid(), "started": _process_start(os.getpid()),
+                "backend": self.backend.name, "device": device, "record": record}
         try:
             self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             write_atomically(path, json.dumps(data).encode() + b"\n")
