@@ -152,3 +152,46 @@ def test_auto_mode_without_resolved_or_resolvconf_applies_nothing_and_says_why(
     with_resolvconf.chmod(0o755)
     manager = DnsManager.for_mode("auto", get_logger(), state_dir=tmp_path)
     assert manager.backend is not None and manager.backend.name == "resolvconf"
+
+
+@pytest.mark.integration
+def test_a_real_systemd_resolved_takes_the_plan_and_reverts_it(tmp_path: Path):
+    """Debian's systemd-resolved, run without systemd in private namespaces
+    (tests/runtime/resolvedkit.py), holds exactly what the backend set, and nothing after
+    RevertLink."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import _unavailable, require_root
+    from tests.runtime import resolvedkit
+
+    require_root()
+    if not resolvedkit.RESOLVED.is_file():
+        _unavailable(f"needs Debian's systemd-resolved unpacked at {resolvedkit.RESOLVED} "
+                     "(scripts/test)")
+    if shutil.which("unshare") is None or shutil.which("dbus-daemon") is None:
+        _unavailable("needs unshare and dbus-daemon")
+    done = subprocess.run(
+        ["unshare", "--net", "--mount", "--propagation", "private", sys.executable, "-m",
+         "tests.runtime.resolvedkit", str(tmp_path)], capture_output=True, text=True,
+        timeout=60, check=False, cwd=resolvedkit.ROOT)
+    log = (tmp_path / "resolved.log").read_text() if (tmp_path / "resolved.log").exists() else ""
+    assert done.returncode == 0, done.stderr[-3000:] + log[-3000:]
+    split, dot = json.loads(done.stdout)["plans"]
+    assert split["applied"] == {
+        "DNSEx": [[2, "198.18.8.53", 0, ""], [10, "2001:2::53", 0, ""]],
+        "Domains": [["example.test", False], [".", True]], "DefaultRoute": True,
+        "DNSSEC": "no", "DNSOverTLS": "no",
+        "resolv_conf": ["nameserver 198.18.8.53", "nameserver 2001:2::53",
+                        "search example.test"]}
+    assert dot["applied"] == {
+        "DNSEx": [[2, "198.18.8.54", 5353, "dns.corp.test"]],
+        "Domains": [["lab.test", False], ["corp.test", True]], "DefaultRoute": False,
+        "DNSSEC": "allow-downgrade", "DNSOverTLS": "yes",
+        # resolv.conf cannot say "port 5353": resolved leaves that server out of it
+        "resolv_conf": ["search lab.test"]}
+    for plan in (split, dot):
+        assert plan["reverted"]["DNSEx"] == [] and plan["reverted"]["Domains"] == []
+        assert "198.18.8.5" not in " ".join(plan["reverted"]["resolv_conf"])
