@@ -15,9 +15,13 @@ from pathlib import Path
 import pytest
 
 from tests.interop.clientkit import client_lines, make_setup, server_lines, start_server
+from tests.interop.openvpn import start_openvpn
 from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 from tests.runtime.resolvconfkit import Openresolv, openresolv
+from trivpn.config import load_config
+from trivpn.protocol.push import parse_pushed_options
+from trivpn.runtime.dns import plan_client_dns
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +96,49 @@ def test_dns_left_by_a_killed_client_is_removed_at_the_next_start(
     assert second.wait_event("tun_configured", 20) is not None, second.text()[-4000:]
     assert "198.18.8.53" not in tool.resolv_conf.read_text()
     assert not (tmp_path / "run" / "dns-tun0.json").exists()
+
+
+def _foreign_options(env_file: Path) -> list[str]:
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    count = sum(1 for name in env if name.startswith("foreign_option_"))
+    return [env[f"foreign_option_{i}"] for i in range(1, count + 1)]
+
+
+@pytest.mark.directive("dns", "dhcp-option")
+def test_the_plan_has_the_servers_and_domains_openvpn_hands_its_scripts(
+        lab: NetnsLab, openvpn_binary: None, tmp_path: Path):
+    """OpenVPN 2.6 on Linux gives config-file and pushed dhcp-option lines to its scripts as
+    foreign_option_N, with `dns` servers replacing `dhcp-option DNS` and `dns search-domains`
+    replacing `DOMAIN-SEARCH`, and a pushed `dns server N` replacing the config's server N:
+    trivpn's plan holds the same servers and domains in the same order."""
+    setup = make_setup(lab, tmp_path)
+    pushes = ('push "dhcp-option DNS 198.18.8.53"', 'push "dhcp-option DOMAIN example.test"',
+              'push "dhcp-option DOMAIN-SEARCH dhcp.test"',
+              'push "dns server 0 address 198.18.8.60"',
+              'push "dns search-domains pushed.test"')
+    start_server(setup, server_lines(extra=pushes))
+    own = ("dhcp-option DNS 198.18.8.99", "dhcp-option DOMAIN-SEARCH own.test",
+           "dhcp-option DOMAIN own.test",
+           "dns server 0 address 198.18.8.70", "dns server 1 address 198.18.8.71",
+           "dns server -1 address 2001:2::72")
+    script = tmp_path / "up.sh"
+    script.write_text(f"#!/bin/sh\nenv > {tmp_path}/up.env\n")
+    script.chmod(0o755)
+    ovpn = start_openvpn(setup.client_ns, tmp_path, "ovpnclient", client_lines(extra=(
+        *own, "script-security 2", f"up {script}")))
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    foreign = _foreign_options(tmp_path / "up.env")
+    assert foreign == [
+        "dhcp-option DOMAIN own.test", "dhcp-option DOMAIN example.test",
+        "dhcp-option DNS6 2001:2::72", "dhcp-option DNS 198.18.8.60",
+        "dhcp-option DNS 198.18.8.71", "dhcp-option DOMAIN-SEARCH pushed.test",
+    ], foreign
+    # the same config and push, planned by trivpn
+    conf = tmp_path / "trivpn.conf"
+    conf.write_text("\n".join(client_lines(extra=own)) + "\n")
+    pushed = parse_pushed_options([p.split('"')[1] for p in pushes])
+    plan = plan_client_dns(load_config(conf), pushed)
+    servers = [f.split()[2] for f in foreign if f.split()[1] in ("DNS", "DNS6")]
+    domains = [f.split()[2] for f in foreign if f.split()[1] in ("DOMAIN", "DOMAIN-SEARCH")]
+    assert [str(a) for a in plan.servers] == servers
+    assert list(plan.search_domains) == domains
