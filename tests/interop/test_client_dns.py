@@ -20,8 +20,9 @@ from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 from tests.runtime.resolvconfkit import Openresolv, openresolv
 from trivpn.config import load_config
+from trivpn.protocol.dns import foreign_options
 from trivpn.protocol.push import parse_pushed_options
-from trivpn.runtime.dns import plan_client_dns
+from trivpn.runtime.dns import client_dns_options, plan_client_dns
 
 pytestmark = pytest.mark.integration
 
@@ -98,8 +99,11 @@ def test_dns_left_by_a_killed_client_is_removed_at_the_next_start(
     assert not (tmp_path / "run" / "dns-tun0.json").exists()
 
 
-def _foreign_options(env_file: Path) -> list[str]:
-    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+def _script_env(env_file: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+
+
+def _foreign_options(env: dict[str, str]) -> list[str]:
     count = sum(1 for name in env if name.startswith("foreign_option_"))
     return [env[f"foreign_option_{i}"] for i in range(1, count + 1)]
 
@@ -119,7 +123,9 @@ def test_the_plan_has_the_servers_and_domains_openvpn_hands_its_scripts(
     start_server(setup, server_lines(extra=pushes))
     own = ("dhcp-option DNS 198.18.8.99", "dhcp-option DOMAIN-SEARCH own.test",
            "dhcp-option DOMAIN own.test",
-           "dns server 0 address 198.18.8.70", "dns server 1 address 198.18.8.71",
+           "dns server 0 address 198.18.8.70", "dns server 1 address 198.18.8.71:5353",
+           "dns server 1 resolve-domains corp.test", "dns server 1 dnssec optional",
+           "dns server 1 transport DoT", "dns server 1 sni dns.corp.test",
            "dns server -1 address 2001:2::72")
     script = tmp_path / "up.sh"
     script.write_text(f"#!/bin/sh\nenv > {tmp_path}/up.env\n")
@@ -127,7 +133,8 @@ def test_the_plan_has_the_servers_and_domains_openvpn_hands_its_scripts(
     ovpn = start_openvpn(setup.client_ns, tmp_path, "ovpnclient", client_lines(extra=(
         *own, "script-security 2", f"up {script}")))
     assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
-    foreign = _foreign_options(tmp_path / "up.env")
+    env = _script_env(tmp_path / "up.env")
+    foreign = _foreign_options(env)
     assert foreign == [
         "dhcp-option DOMAIN own.test", "dhcp-option DOMAIN example.test",
         "dhcp-option DNS6 2001:2::72", "dhcp-option DNS 198.18.8.60",
@@ -137,8 +144,16 @@ def test_the_plan_has_the_servers_and_domains_openvpn_hands_its_scripts(
     conf = tmp_path / "trivpn.conf"
     conf.write_text("\n".join(client_lines(extra=own)) + "\n")
     pushed = parse_pushed_options([p.split('"')[1] for p in pushes])
-    plan = plan_client_dns(load_config(conf), pushed)
+    options = load_config(conf)
+    plan = plan_client_dns(options, pushed)
     servers = [f.split()[2] for f in foreign if f.split()[1] in ("DNS", "DNS6")]
     domains = [f.split()[2] for f in foreign if f.split()[1] in ("DOMAIN", "DOMAIN-SEARCH")]
-    assert [str(a) for a in plan.servers] == servers
+    assert [str(a.ip) for a in plan.servers] == servers
     assert list(plan.search_domains) == domains
+    # and what trivpn's script helpers would give a script: the same variables
+    dns, dhcp = client_dns_options(options, pushed)
+    assert foreign_options(dns, dhcp) == foreign
+    assert dns.script_env() == {k: v for k, v in env.items() if k.startswith("dns_")}
+    assert env["dns_server_1_address_1"] == "2001:2::72"
+    assert env["dns_server_3_port_1"] == "5353"
+    assert env["dns_server_3_sni"] == "dns.corp.test"

@@ -181,3 +181,27 @@ def test_resolv_conf_fragment_lists_servers_and_one_search_line():
                     [("DOMAIN", "example.test")], ("def1",))
     assert plan.resolv_conf() == ("nameserver 198.18.0.1\nnameserver 2001:2::53\n"
                                   "search example.test corp.test\n")
+
+
+def test_foreign_options_are_the_dhcp_options_with_dns_replacing_dns_and_domain_search():
+    from trivpn.protocol.dns import foreign_options
+    opts = dns("dns server 1 address 198.18.0.2 2001:2::2", "dns search-domains corp.test")
+    assert foreign_options(opts, [("DNS", "198.18.9.9"), ("DOMAIN", "example.test"),
+                                  ("DOMAIN-SEARCH", "old.test"), ("DISABLE-NBT", None)]) == [
+        "dhcp-option DOMAIN example.test", "dhcp-option DISABLE-NBT",
+        "dhcp-option DNS 198.18.0.2", "dhcp-option DNS6 2001:2::2",
+        "dhcp-option DOMAIN-SEARCH corp.test"]
+    assert foreign_options(DnsOptions(), [("DNS", "198.18.9.9")]) == [
+        "dhcp-option DNS 198.18.9.9"]
+
+
+def test_script_env_numbers_servers_by_position():
+    opts = dns("dns server 7 address 198.18.0.7:5353", "dns server 7 resolve-domains corp.test",
+               "dns server 7 dnssec yes", "dns server 7 transport DoT", "dns server 7 sni s.test",
+               "dns server -2 address 198.18.0.1", "dns search-domains a.test b.test")
+    assert opts.script_env() == {
+        "dns_search_domain_1": "a.test", "dns_search_domain_2": "b.test",
+        "dns_server_1_address_1": "198.18.0.1",
+        "dns_server_2_address_1": "198.18.0.7", "dns_server_2_port_1": "5353",
+        "dns_server_2_resolve_domain_1": "corp.test", "dns_server_2_dnssec": "yes",
+        "dns_server_2_transport": "DoT", "dns_server_2_sni": "s.test"}

@@ -32,7 +32,7 @@ from typing import Literal
 
 __all__ = [
     "DnsAddress", "DnsOptionError", "DnsOptions", "DnsPlan", "DnsServer", "dhcp_dns_address",
-    "plan_dns",
+    "foreign_options", "parse_dns_address", "plan_dns",
 ]
 
 DnsSecurity = Literal["yes", "optional", "no"]
@@ -141,6 +141,27 @@ class DnsOptions:
             if not server.addresses:
                 raise DnsOptionError(f"dns server {server.priority} does not have an address")
 
+    def script_env(self) -> dict[str, str]:
+        """The ``dns_*`` variables OpenVPN 2.6 gives its scripts (dns.c, setenv_dns_options()):
+        ``dns_search_domain_I``, and per server, numbered by position from 1,
+        ``dns_server_I_address_J``, ``_port_J``, ``_resolve_domain_J``, ``_dnssec``,
+        ``_transport``, ``_sni``."""
+        env = {f"dns_search_domain_{i}": d for i, d in enumerate(self.search_domains, 1)}
+        for i, server in enumerate(self.servers, 1):
+            for j, address in enumerate(server.addresses, 1):
+                env[f"dns_server_{i}_address_{j}"] = str(address.ip)
+                if address.port is not None:
+                    env[f"dns_server_{i}_port_{j}"] = str(address.port)
+            for j, domain in enumerate(server.resolve_domains, 1):
+                env[f"dns_server_{i}_resolve_domain_{j}"] = domain
+            if server.dnssec is not None:
+                env[f"dns_server_{i}_dnssec"] = server.dnssec
+            if server.transport is not None:
+                env[f"dns_server_{i}_transport"] = server.transport
+            if server.sni is not None:
+                env[f"dns_server_{i}_sni"] = server.sni
+        return env
+
     def merged_with_pulled(self, pulled: DnsOptions) -> DnsOptions:
         """The options after a push: a pulled server replaces a config server of the same
         priority, the rest merge by priority; search domains accumulate."""
@@ -189,6 +210,24 @@ def dhcp_dns_address(kind: str, value: str | None) -> None:
         if value is None:
             raise DnsOptionError(f"dhcp-option {kind} needs a domain")
         _domains([value])
+
+
+def foreign_options(dns: DnsOptions, dhcp: Sequence[tuple[str, str | None]]) -> list[str]:
+    """The ``foreign_option_N`` values (N from 1) OpenVPN 2.6 on Linux gives its scripts: the
+    ``dhcp-option`` lines (config first, then pushed), where ``dns`` servers replace the
+    ``DNS``/``DNS6`` lines and ``dns search-domains`` the ``DOMAIN-SEARCH`` lines, appended
+    at the end (options.c, foreign_options_copy_dns())."""
+    lines = [" ".join(("dhcp-option", kind, *((value,) if value is not None else ())))
+             for kind, value in dhcp]
+    if dns.servers:
+        lines = [line for line in lines if not line.startswith("dhcp-option DNS")]
+    if dns.search_domains:
+        lines = [line for line in lines if not line.startswith("dhcp-option DOMAIN-SEARCH")]
+    for server in dns.servers:
+        lines += [f"dhcp-option {'DNS' if a.ip.version == 4 else 'DNS6'} {a.ip}"
+                  for a in server.addresses]
+    lines += [f"dhcp-option DOMAIN-SEARCH {d}" for d in dns.search_domains]
+    return lines
 
 
 @dataclass(frozen=True, slots=True)

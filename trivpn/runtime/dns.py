@@ -30,14 +30,14 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from trivpn.config import Options
-from trivpn.protocol.dns import DnsPlan, plan_dns
+from trivpn.protocol.dns import DnsOptions, DnsPlan, plan_dns
 from trivpn.protocol.push import PushedOptions
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.files import write_atomically
 
 __all__ = [
     "DNS_MODES", "DEFAULT_STATE_DIR", "DnsBackend", "DnsManager", "DnsMode", "MemoryDnsBackend",
-    "ResolvconfBackend", "ResolvedBackend", "plan_client_dns",
+    "ResolvconfBackend", "ResolvedBackend", "client_dns_options", "plan_client_dns",
 ]
 
 DnsMode = Literal["auto", "resolved", "resolvconf", "off"]
@@ -47,18 +47,27 @@ Record = dict[str, Any]
 Log = structlog.stdlib.BoundLogger
 
 
-def plan_client_dns(options: Options, pushed: PushedOptions | None) -> DnsPlan:
-    """The client's plan: its config file's ``dns``/``dhcp-option`` overlaid with the push
-    (pushed ``dns`` servers replace config ones of the same priority, ``dhcp-option`` lines
-    accumulate, config first), under the effective ``redirect-gateway``."""
+def client_dns_options(options: Options, pushed: PushedOptions | None
+                       ) -> tuple[DnsOptions, list[tuple[str, str | None]]]:
+    """A client's effective ``dns`` options and ``dhcp-option`` lines: its config file's
+    overlaid with the push (pushed ``dns`` servers replace config ones of the same priority;
+    ``dhcp-option`` lines accumulate, config first). For the plan, and for the scripts'
+    environment (:meth:`DnsOptions.script_env`, :func:`foreign_options`)."""
     dns = options.dns
     dhcp = [(a[0], a[1] if len(a) > 1 else None) for a in options.dhcp_options]
-    redirect = options.redirect_gateway
     if pushed is not None:
         dns = dns.merged_with_pulled(pushed.dns)
         dhcp += [(o.kind, o.value) for o in pushed.dhcp_options]
-        if pushed.redirect_gateway is not None:
-            redirect = pushed.redirect_gateway
+    return dns, dhcp
+
+
+def plan_client_dns(options: Options, pushed: PushedOptions | None) -> DnsPlan:
+    """The client's plan (:func:`client_dns_options`) under the effective
+    ``redirect-gateway``."""
+    dns, dhcp = client_dns_options(options, pushed)
+    redirect = options.redirect_gateway
+    if pushed is not None and pushed.redirect_gateway is not None:
+        redirect = pushed.redirect_gateway
     return plan_dns(dns, dhcp, redirect)
 
 
