@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import _unavailable
 from tests.interop.clientkit import client_lines, make_setup, server_lines, start_server
 from tests.interop.openvpn import start_openvpn
 from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
+from tests.runtime import resolvedkit
 from tests.runtime.resolvconfkit import Openresolv, openresolv
 from trivpn.config import load_config
 from trivpn.protocol.dns import foreign_options
@@ -157,3 +161,64 @@ def test_the_plan_has_the_servers_and_domains_openvpn_hands_its_scripts(
     assert env["dns_server_1_address_1"] == "2001:2::72"
     assert env["dns_server_3_port_1"] == "5353"
     assert env["dns_server_3_sni"] == "dns.corp.test"
+
+
+@pytest.mark.directive("dhcp-option", "redirect-gateway")
+def test_pushed_dns_reaches_a_real_systemd_resolved_and_is_reverted_at_exit(
+        lab: NetnsLab, openvpn_binary: None, tmp_path: Path):
+    """The client's namespace runs Debian's systemd-resolved (tests/runtime/resolvedkit.py);
+    `trivpn run --dns-mode resolved` sets the tunnel link's servers and domains, with `~.`
+    and the default route under a pushed redirect-gateway, and RevertLink at exit."""
+    require_resolved()
+    setup = make_setup(lab, tmp_path)
+    start_server(setup, server_lines(extra=(*PUSHES, 'push "redirect-gateway def1"')))
+    conf = tmp_path / "client.conf"
+    conf.write_text("\n".join(client_lines()) + "\n")
+    # resolved runs as systemd-resolve: its bus lives in a directory it can reach
+    work = Path(tempfile.mkdtemp(prefix="trivpn-resolved-"))
+    work.chmod(0o755)
+    log = tmp_path / "trivpn.log"
+    kit = setup.client_ns.spawn(
+        ["unshare", "--mount", "--propagation", "private", sys.executable, "-m",
+         "tests.runtime.resolvedkit", "serve", str(work),
+         sys.executable, "-m", "trivpn", "run", str(conf), "--log-format", "json",
+         "--log-file", str(log), "--dns-mode", "resolved", "--dns-state-dir", str(work / "run")],
+        cwd=resolvedkit.ROOT, env={**os.environ, "PYTHONPATH": str(resolvedkit.ROOT)})
+    client = TrivpnProcess(log, kit.pid)
+    try:
+        applied = client.wait_event("dns_applied", 30)
+        assert applied is not None, client.text()[-4000:] + _resolved_log(work)
+        assert applied["backend"] == "resolved"
+        up = client.wait_event("tun_configured", 5)
+        assert up is not None
+        bus = f"unix:path={work / 'bus'}"
+        state = resolvedkit.link_state(up["ifindex"], bus)
+        assert state is not None
+        assert state["DNSEx"] == [[2, "198.18.8.53", 0, ""]]
+        assert state["Domains"] == [["example.test", False], [".", True]]
+        assert state["DefaultRoute"] is True
+        os.kill(kit.pid, signal.SIGTERM)  # the kit passes it to trivpn
+        assert client.wait_event("exiting", 10) is not None, client.text()[-4000:]
+        assert client.count("dns_reverted") == 1
+        calls = [line for line in (work / "resolved.log").read_text().splitlines()
+                 if "type=method_call" in line and "interface=org.freedesktop.resolve1" in line]
+        assert [line.split("member=")[1].split()[0] for line in calls] == [
+            "SetLinkDNS", "SetLinkDomains", "SetLinkDefaultRoute", "RevertLink"]
+        assert resolvedkit.link_state(up["ifindex"], bus) is None  # the device is gone too
+    finally:
+        (work / "done").touch()
+        kit.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _resolved_log(work: Path) -> str:
+    path = work / "resolved.log"
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def require_resolved() -> None:
+    if not resolvedkit.RESOLVED.is_file():
+        _unavailable(f"needs Debian's systemd-resolved unpacked at {resolvedkit.RESOLVED} "
+                     "(scripts/test)")
+    if shutil.which("unshare") is None or shutil.which("dbus-daemon") is None:
+        _unavailable("needs unshare and dbus-daemon")
