@@ -25,6 +25,7 @@ from tests.runtime import resolvedkit
 from tests.runtime.resolvconfkit import Openresolv, openresolv
 from trivpn.config import load_config
 from trivpn.protocol.dns import foreign_options
+from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.push import parse_pushed_options
 from trivpn.runtime.dns import client_dns_options, plan_client_dns
 
@@ -222,3 +223,16 @@ def require_resolved() -> None:
                      "(scripts/test)")
     if shutil.which("unshare") is None or shutil.which("dbus-daemon") is None:
         _unavailable("needs unshare and dbus-daemon")
+
+
+@pytest.mark.directive("dns")
+def test_a_pushed_negative_priority_is_refused_like_openvpn(
+        lab: NetnsLab, openvpn_binary: None, tmp_path: Path):
+    """Priorities below 0 are for the client's own config (dns.c,
+    dns_server_priority_parse()): openvpn refuses the pushed line, trivpn the push."""
+    setup = make_setup(lab, tmp_path)
+    start_server(setup, server_lines(extra=('push "dns server -1 address 198.18.8.60"',)))
+    ovpn = start_openvpn(setup.client_ns, tmp_path, "ovpnclient", client_lines())
+    assert ovpn.wait_for("--dns server: invalid priority value '-1'", 20), ovpn.text()[-4000:]
+    with pytest.raises(ProtocolError, match="invalid priority value '-1'"):
+        parse_pushed_options(["dns server -1 address 198.18.8.60"])
