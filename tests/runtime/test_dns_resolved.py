@@ -195,3 +195,33 @@ def test_a_real_systemd_resolved_takes_the_plan_and_reverts_it(tmp_path: Path):
     for plan in (split, dot):
         assert plan["reverted"]["DNSEx"] == [] and plan["reverted"]["Domains"] == []
         assert "198.18.8.5" not in " ".join(plan["reverted"]["resolv_conf"])
+
+
+@pytest.mark.integration
+def test_a_resolved_in_another_network_namespace_is_refused(bus: str, tmp_path: Path):
+    """Its link numbers are not ours: SetLink* would configure some other link."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import require_root
+    from tests.runtime.dbuskit import RESOLVE1
+
+    require_root()
+    elsewhere = subprocess.Popen(
+        ["unshare", "--net", sys.executable, "-c",
+         "import sys, time; from tests.runtime.dbuskit import FakeResolved; "
+         "FakeResolved(sys.argv[1]).start(); time.sleep(30)", bus],
+        cwd=Path(__file__).resolve().parents[2])
+    try:
+        backend = ResolvedBackend(bus)
+        for _ in range(100):
+            if backend.available():
+                break
+            time.sleep(0.05)
+        assert backend.available(), f"no {RESOLVE1} on the bus"
+        with pytest.raises(RuntimeSetupError, match="another network namespace"):
+            backend.apply("lo", LO, plan_dns(DnsOptions(), [("DNS", "198.18.0.53")], None))
+    finally:
+        elsewhere.kill()
+        elsewhere.wait(5)

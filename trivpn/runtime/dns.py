@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import structlog
+from jeepney import DBusAddress, new_method_call
+from jeepney.io.blocking import open_dbus_connection
+from jeepney.wrappers import DBusErrorResponse, unwrap_msg
 
 from trivpn.config import Options
 from trivpn.protocol.dns import DnsOptions, DnsPlan, plan_dns
@@ -84,6 +87,8 @@ class DnsBackend(Protocol):
 # --- systemd-resolved over D-Bus --------------------------------------------------------------
 
 _RESOLVED = "org.freedesktop.resolve1"
+_BUS_DAEMON = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
+                          interface="org.freedesktop.DBus")
 _AF_INET, _AF_INET6 = 2, 10
 _DNSSEC = {"yes": "yes", "optional": "allow-downgrade", "no": "no"}
 _DOT = {"DoT": "yes", "plain": "no"}
@@ -100,9 +105,6 @@ class ResolvedBackend:
         self.timeout = timeout
 
     def _calls(self, calls: list[tuple[str, str, tuple[Any, ...]]]) -> None:
-        from jeepney import DBusAddress, new_method_call  # noqa: PLC0415 - only when used
-        from jeepney.io.blocking import open_dbus_connection  # noqa: PLC0415
-        from jeepney.wrappers import DBusErrorResponse, unwrap_msg  # noqa: PLC0415
 
         manager = DBusAddress("/org/freedesktop/resolve1", bus_name=_RESOLVED,
                               interface=f"{_RESOLVED}.Manager")
@@ -125,10 +127,7 @@ class ResolvedBackend:
     def _same_netns(self, conn: Any) -> None:
         """Refuse when resolved runs in another network namespace: its link indexes are not
         ours (``ip netns exec``), so SetLink* would configure some other link."""
-        from jeepney import DBusAddress, new_method_call  # noqa: PLC0415
-
-        bus = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
-                          interface="org.freedesktop.DBus")
+        bus = _BUS_DAEMON
         try:
             pid = conn.send_and_get_reply(new_method_call(
                 bus, "GetConnectionUnixProcessID", "s", (_RESOLVED,)),
@@ -143,11 +142,7 @@ class ResolvedBackend:
 
     def available(self) -> bool:
         """Whether resolved owns its bus name (or the bus can start it)."""
-        from jeepney import DBusAddress, new_method_call  # noqa: PLC0415
-        from jeepney.io.blocking import open_dbus_connection  # noqa: PLC0415
-
-        bus = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
-                          interface="org.freedesktop.DBus")
+        bus = _BUS_DAEMON
         try:
             with open_dbus_connection(bus=self.bus) as conn:
                 owned = conn.send_and_get_reply(
