@@ -68,17 +68,26 @@ class ParseState:
     mode_server: bool = False
     forward_compatible: bool = False
     lenient: bool = False  # doctor: unsupported directives warn instead of failing
+    current: Directive | None = None  # the directive being applied (for its base directory)
 
     def warn(self, d: Directive, message: str) -> None:
         self.warnings.append(ConfigWarning(d.path, d.line, message))
 
+    def base_dir(self, d: Directive | None = None) -> Path:
+        """Where a relative file name in ``d`` (default: the directive being applied)
+        resolves: its own base directory (command-line form) or the config's."""
+        d = d if d is not None else self.current
+        if d is not None and d.base_dir is not None:
+            return d.base_dir
+        return self.opts.base_dir
+
     def file(self, d: Directive) -> FileSource:
         if d.inline is not None:
             return FileSource(d.name, d.path, d.line, None, d.inline)
-        return FileSource(d.name, d.path, d.line, resolve(self.opts.base_dir, d.args[0]))
+        return FileSource(d.name, d.path, d.line, resolve(self.base_dir(d), d.args[0]))
 
     def path(self, text: str) -> Path:
-        return resolve(self.opts.base_dir, text)
+        return resolve(self.base_dir(), text)
 
 
 Handler = Callable[[ParseState, Directive], Options]
@@ -647,6 +656,15 @@ def _file_field(st: ParseState, d: Directive) -> Options:
     raise AssertionError(d.name)
 
 
+def _logging_flag(st: ParseState, d: Directive) -> Options:
+    """``suppress-timestamps``: console log lines without the time prefix (journald adds its
+    own); ``machine-readable-output``: JSON lines even on a terminal, always timestamped, and
+    winning over suppress-timestamps in either order, as OpenVPN's (error.c, x_msg_va)."""
+    if d.name == "suppress-timestamps":
+        return replace(st.opts, suppress_timestamps=True)
+    return replace(st.opts, machine_readable_output=True)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -817,6 +835,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- crypto and pki breadth ---
 
     # --- server (issue 13) ---
+
+    # --- command line and check ---
+    "suppress-timestamps": Spec(0, 0, _logging_flag),
+    "machine-readable-output": Spec(0, 0, _logging_flag),
 }
 
 
@@ -874,7 +896,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "learn-address",
     "link-mtu",
     "lladdr",
-    "machine-readable-output",
     "management-client-auth",
     "management-external-cert",
     "management-external-key",
@@ -923,7 +944,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "socks-proxy-retry",
     "stale-routes-check",
     "static-challenge",
-    "suppress-timestamps",
     "tcp-queue-limit",
     "tls-crypt-v2",
     "tls-crypt-v2-max-age",

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from trivpn.config.errors import ConfigError
+from trivpn.config.errors import ConfigError, location_text
 from trivpn.protocol.push import PullFilter
 
 Role = Literal["client", "server"]
@@ -37,8 +37,7 @@ class ConfigWarning:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
-        return where + self.message
+        return f"{location_text(self.path, self.line)}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +355,10 @@ class Options:
     # --- crypto and pki breadth ---
 
     # --- server (issue 13) ---
+
+    # --- command line and check ---
+    suppress_timestamps: bool = False  # console log lines without their time prefix
+    machine_readable_output: bool = False  # JSON log lines, always with their timestamp
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

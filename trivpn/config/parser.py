@@ -46,7 +46,8 @@ def parse_source(source: ConfigSource, *, lenient: bool = False) -> Options:
 def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
     if d.name == "setenv" and len(d.args) >= 2 and d.args[0] == "opt":
         # `setenv opt NAME ...`: apply NAME if known, otherwise only warn.
-        _apply(st, Directive(d.args[1], d.args[2:], d.path, d.line, None), allow_unknown=True)
+        _apply(st, Directive(d.args[1], d.args[2:], d.path, d.line, None, d.base_dir),
+               allow_unknown=True)
         return
     if d.name in UNSUPPORTED:
         what = f"<{d.name}> blocks are" if d.inline is not None else f"'{d.name}' is"
@@ -71,7 +72,9 @@ def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
     st.last_seen[d.name] = d
     st.last_position[d.name] = st.applied
     st.applied += 1
+    st.current = d
     st.opts = spec.handler(st, d)
+    st.current = None
 
 
 def _count_message(name: str, lo: int, hi: int | None, got: int) -> str:
