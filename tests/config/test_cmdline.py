@@ -130,7 +130,7 @@ def test_cd_to_a_missing_directory_is_an_error(tmp_path: Path) -> None:
 
 
 def test_inline_blocks_cannot_be_given_on_the_command_line() -> None:
-    with pytest.raises(ConfigError, match="inline blocks .* only be written in a config file"):
+    with pytest.raises(ConfigError, match=r"inline blocks .* only be written in a config file"):
         load_command_line([*CLIENT_ARGS, "--<ca>"], read_files=False)
 
 
