@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from trivpn import __version__
+from trivpn.commands import check as check_cmd
 from trivpn.commands import demo as demo_cmd
 from trivpn.commands import doctor as doctor_cmd
 from trivpn.commands import init_server as init_server_cmd
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     run_cmd.register(sub)
+    check_cmd.register(sub)
     doctor_cmd.register(sub)
     pki_cli.register(sub)
     demo_cmd.register(sub)
@@ -43,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
         return run_cmd.main(argv[1:], first_position=2)
+    if argv and argv[0] == "check":
+        return check_cmd.main(argv[1:], first_position=2)
     if argv and argv[0].startswith("--") and argv[0] not in ("--help", "--version"):
         # a drop-in for 'openvpn': `trivpn --config X ...`, `trivpn --client --dev tun ...`
         return run_cmd.main(argv, first_position=1)

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -77,9 +77,11 @@ class SplitArgs:
     directives: list[Directive]
 
 
-def split_run_args(argv: Sequence[str], first_position: int) -> SplitArgs:
+def split_run_args(argv: Sequence[str], first_position: int,
+                   own_flags: Mapping[str, int] = OWN_FLAGS) -> SplitArgs:
     """``[CONFIG] (--own-flag [VALUE] | --openvpn-option ARGS...)...``. A bare CONFIG may
-    stand first or right after one of trivpn's flags (``run --drop-revoked server.conf``)."""
+    stand first or right after one of trivpn's flags (``run --drop-revoked server.conf``).
+    ``own_flags``: trivpn's flags and how many values each takes."""
     own: list[str] = []
     directives: list[Directive] = []
     config_given = False
@@ -87,8 +89,8 @@ def split_run_args(argv: Sequence[str], first_position: int) -> SplitArgs:
     while i < len(argv):
         token = argv[i]
         flag = token.split("=", 1)[0]
-        if flag in OWN_FLAGS:
-            count = 0 if "=" in token else OWN_FLAGS[flag]
+        if flag in own_flags:
+            count = 0 if "=" in token else own_flags[flag]
             own += argv[i:i + 1 + count]
             i += 1 + count
             continue
