@@ -4,6 +4,7 @@ exit 0 when it would start and 2 when not, without network traffic (trivpn/runpl
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -46,7 +47,7 @@ tls-auth static.key 0
 """
 
 SECTIONS = ("Config:", "Role:", "Transport:", "Device:", "Addresses:", "Routes:", "Timers:",
-            "DNS:", "Scripts:", "Verification:", "Ignored", "Warnings:")
+            "Process:", "DNS:", "Scripts:", "Verification:", "Ignored", "Warnings:")
 
 
 @pytest.fixture
@@ -252,3 +253,27 @@ def test_check_opens_no_socket_and_resolves_nothing(pki: Path) -> None:
     assert done.returncode == 0, done.stderr
     audit = [line for line in done.stderr.splitlines() if line.startswith("AUDIT")]
     assert audit == ["AUDIT "], done.stderr  # no socket.*, no getaddrinfo, no process
+
+
+OPENVPN_AT_UNIT = Path("/lib/systemd/system/openvpn@.service")
+
+
+def test_the_command_line_of_debians_openvpn_at_unit_is_checked(
+        capsys: pytest.CaptureFixture[str], pki: Path) -> None:
+    # --daemon ovpn-%i --status /run/openvpn/%i.status 10 --cd /etc/openvpn
+    # --config /etc/openvpn/%i.conf --writepid /run/openvpn/%i.pid (run: tests/interop/
+    # test_debian_units.py runs the client and server units; this one forks, so it is only
+    # checked)
+    if not OPENVPN_AT_UNIT.exists():
+        pytest.skip(f"needs Debian's {OPENVPN_AT_UNIT} (the openvpn package)")
+    line = next(x for x in OPENVPN_AT_UNIT.read_text().splitlines()
+                if x.startswith("ExecStart="))
+    text = (line.removeprefix("ExecStart=").replace("%i", "site")
+            .replace("/etc/openvpn", str(pki)).replace("/run/openvpn", str(pki / "run")))
+    _conf(pki, CLIENT, "site.conf")
+    plan = _plan(capsys, *shlex.split(text)[1:])
+    p = plan["process"]
+    assert p["daemon"] == "ovpn-site" and p["writepid"] == str(pki / "run" / "site.pid")
+    assert p["status"] == {"file": str(pki / "run" / "site.status"), "seconds": 10,
+                           "version": 1}
+    assert plan["config"] == str(pki / "site.conf")

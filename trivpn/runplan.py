@@ -108,6 +108,7 @@ def build_plan(options: Options, directives: Sequence[Directive] = (), *, files:
         "scripts": scripts_section(o, directives),
         "verification": verification,
         "timers": _timers(o),
+        "process": _process(o),
         "ignored": _ignored(o),
         "warnings": [place(w.path, w.line) | {"message": w.message} for w in o.warnings]
                     + [place(None, None) | {"message": w} for w in tunnel_warnings],
@@ -236,6 +237,26 @@ def _server(o: Options) -> Json:
         "duplicate_cn": o.duplicate_cn,
         "ifconfig_pool_persist": (str(o.ifconfig_pool_persist.path)
                                   if o.ifconfig_pool_persist is not None else None),
+    }
+
+
+def _process(o: Options) -> Json:
+    """What the run does as a process: where it logs, which files it writes, whom it
+    becomes. None of it is done by the check."""
+    m = o.management
+    return {
+        "daemon": o.daemon_name if o.daemon else None,
+        "log": ({"file": str(o.log), "append": o.log_append} if o.log is not None else None),
+        "syslog": o.syslog,
+        "status": ({"file": str(o.status.path), "seconds": o.status.seconds,
+                    "version": o.status_version} if o.status is not None else None),
+        "writepid": str(o.writepid) if o.writepid is not None else None,
+        "user": o.user, "group": o.group,
+        "management": (None if m is None else f"{m.address} unix" if m.unix
+                       else f"{m.address} {m.port}"),
+        "base_directory": str(o.base_dir),  # where relative file names resolve
+        "suppress_timestamps": o.suppress_timestamps,
+        "machine_readable_output": o.machine_readable_output,
     }
 
 
@@ -400,6 +421,17 @@ def render_text(plan: Json) -> list[str]:
     tm = plan["timers"]
     out.append("Timers:       " + ", ".join(
         f"{k.replace('_', '-')} {tm[k]}" for k in tm if tm[k] is not None))
+    p = plan["process"]
+    items = [f"{k} {v}" for k, v in (("daemon", p["daemon"]), ("syslog", p["syslog"]),
+                                       ("writepid", p["writepid"]), ("user", p["user"]),
+                                       ("group", p["group"]), ("management", p["management"]))
+             if v is not None]
+    if p["log"] is not None:
+        items.append(f"{'log-append' if p['log']['append'] else 'log'} {p['log']['file']}")
+    if p["status"] is not None:
+        st = p["status"]
+        items.append(f"status {st['file']} every {st['seconds']} s (version {st['version']})")
+    out.append("Process:      " + (", ".join(items) if items else "logs to stderr"))
     dns = plan["dns"]
     out.append(f"DNS:          {dns['applied']}")
     out += [f"  configured: {c}" for c in dns["configured"]]

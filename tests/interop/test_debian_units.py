@@ -1,0 +1,99 @@
+"""Debian's openvpn systemd units run trivpn in place of openvpn, unchanged but for the binary:
+the ExecStart command lines of /lib/systemd/system/openvpn-client@.service and
+openvpn-server@.service, against a real openvpn 2.6 peer in namespaces."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.interop.clientkit import (
+    VPN_SERVER,
+    Setup,
+    client_lines,
+    make_setup,
+    ping_ok,
+    server_lines,
+    start_server,
+    wait_up,
+)
+from tests.interop.openvpn import start_openvpn
+from tests.interop.trivpnproc import TrivpnProcess
+from tests.netns import Netns, NetnsLab
+
+pytestmark = pytest.mark.integration
+
+UNITS = Path("/lib/systemd/system")
+TRIVPN = [sys.executable, "-m", "trivpn"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def exec_start(unit: str, instance: str, runtime_dir: Path) -> list[str]:
+    """The unit's ExecStart with ``%i``/``%t`` expanded and openvpn replaced by trivpn."""
+    path = UNITS / unit
+    if not path.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI requires Debian's {path} (the openvpn package)")
+        pytest.skip(f"needs Debian's {path} (the openvpn package)")
+    line = next(x for x in path.read_text().splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(line.removeprefix("ExecStart=").replace("%i", instance)
+                       .replace("%t", str(runtime_dir)))
+    assert argv[0] == "/usr/sbin/openvpn", argv
+    return [*TRIVPN, *argv[1:]]
+
+
+def spawn_in(ns: Netns, argv: list[str], cwd: Path, log: Path) -> TrivpnProcess:
+    """Start ``argv`` as systemd would: in WorkingDirectory ``cwd``, output to the journal
+    (here a file: not a terminal, so JSON lines)."""
+    with log.open("wb") as out:
+        proc = ns.spawn(argv, stdout=out, cwd=cwd,
+                        env=os.environ | {"PYTHONPATH": str(ROOT)})
+    return TrivpnProcess(log, proc.pid)
+
+
+def test_openvpn_client_unit_command_line_brings_up_a_tunnel(lab: NetnsLab,
+                                                             openvpn_binary: None,
+                                                             tmp_path: Path) -> None:
+    s: Setup = make_setup(lab, tmp_path)
+    start_server(s, server_lines())
+    # the unit gives --nobind on the command line; the config (client/NAME.conf) does not
+    lines = [line for line in client_lines() if line != "nobind"]
+    (tmp_path / "office.conf").write_text("\n".join(lines) + "\n")
+    argv = exec_start("openvpn-client@.service", "office", tmp_path)
+    assert argv[3:] == ["--suppress-timestamps", "--nobind", "--config", "office.conf"]
+    client = spawn_in(s.client_ns, argv, tmp_path, tmp_path / "journal.log")
+    event = wait_up(client)
+    assert event["device"].startswith("tun")
+    ping_ok(s.client_ns, VPN_SERVER)
+    starting = client.wait_event("trivpn_starting", 1)
+    assert starting is not None and starting["config"] == str(tmp_path / "office.conf")
+    opened = client.wait_event("link_open", 1)
+    assert opened is not None, client.text()[-3000:]
+
+
+def test_openvpn_server_unit_command_line_serves_a_real_openvpn_client(
+        lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> None:
+    s: Setup = make_setup(lab, tmp_path)
+    runtime = tmp_path / "run"
+    (runtime / "openvpn-server").mkdir(parents=True)
+    (tmp_path / "hq.conf").write_text("\n".join(server_lines()) + "\n")
+    argv = exec_start("openvpn-server@.service", "hq", runtime)
+    status = runtime / "openvpn-server" / "status-hq.log"
+    assert argv[3:] == ["--status", str(status), "--status-version", "2",
+                        "--suppress-timestamps", "--config", "hq.conf"]
+    server = spawn_in(s.server_ns, argv, tmp_path, tmp_path / "journal.log")
+    assert server.wait_event("link_open", 20) is not None, server.text()[-3000:]
+    client = start_openvpn(s.client_ns, tmp_path, "client", client_lines())
+    assert client.wait_for("Initialization Sequence Completed", 20), client.text()[-3000:]
+    ping_ok(s.client_ns, VPN_SERVER)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (status.exists()
+                                               and "CLIENT_LIST" in status.read_text()):
+        time.sleep(0.1)
+    text = status.read_text()
+    assert text.startswith("TITLE,"), text  # --status-version 2 from the command line
