@@ -22,7 +22,7 @@ from tests.interop.clientkit import (
     start_server,
     wait_up,
 )
-from tests.interop.openvpn import start_openvpn
+from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 
@@ -97,3 +97,22 @@ def test_openvpn_server_unit_command_line_serves_a_real_openvpn_client(
         time.sleep(0.1)
     text = status.read_text()
     assert text.startswith("TITLE,"), text  # --status-version 2 from the command line
+
+
+def test_check_needs_no_network_at_all(lab: NetnsLab, tmp_path: Path) -> None:
+    """`trivpn check` in a namespace whose only interface, loopback, is down: a remote host
+    name and a redirect-gateway config still check out (nothing is resolved or sent)."""
+    write_pki(tmp_path)
+    (tmp_path / "c.conf").write_text(
+        "client\ndev tun\nremote vpn.example.com 1194\nca ca.crt\ncert client.crt\n"
+        "key client.key\nredirect-gateway def1\n")
+    ns = lab.add("offline")
+    ns.ip("link", "set", "lo", "down")
+    done = ns.run([*TRIVPN, "check", str(tmp_path / "c.conf"), "--json"], check=False,
+                  timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert '"address": "resolved at run time"' in done.stdout
+    # the same namespace cannot resolve or reach anything: the check would have failed
+    probe = ns.run([sys.executable, "-c", "import socket; socket.getaddrinfo("
+                    "'vpn.example.com', 1194)"], check=False, timeout=30)
+    assert probe.returncode != 0
