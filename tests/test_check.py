@@ -4,6 +4,7 @@ exit 0 when it would start and 2 when not, without network traffic (trivpn/runpl
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -101,7 +102,7 @@ def test_client_plan_lists_remotes_unresolved_and_what_the_server_pushes(
         "txqueuelen": None, "topology": "net30", "at_run_time": None}
     assert [a["source"] for a in plan["addresses"]] == ["push"]
     routes = [(r["destination"], r["source"]) for r in plan["routes"]]
-    assert routes == [("VPN server/32", "redirect-gateway"), ("0.0.0.0/1", "redirect-gateway"),
+    assert routes == [(None, "redirect-gateway"), ("0.0.0.0/1", "redirect-gateway"),
                       ("128.0.0.0/1", "redirect-gateway"), ("198.18.5.0/24", "route"),
                       (None, "push")]
     assert plan["dns"]["applied"] == "pushed by the server at run time"
@@ -277,3 +278,16 @@ def test_the_command_line_of_debians_openvpn_at_unit_is_checked(
     assert p["status"] == {"file": str(pki / "run" / "site.status"), "seconds": 10,
                            "version": 1}
     assert plan["config"] == str(pki / "site.conf")
+
+
+def test_the_json_keys_are_the_documented_ones(capsys: pytest.CaptureFixture[str],
+                                               pki: Path) -> None:
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    plan_table = doc.split("Keys of `plan`", 1)[1]
+    documented = re.findall(r"^\| `([a-z_]+)` \|", plan_table, re.M)
+    top = re.findall(r"^\| `([a-z_]+)` \|", doc.split("Keys of `plan`", 1)[0], re.M)
+    for config in (CLIENT, SERVER):
+        code, out, _ = _check(capsys, str(_conf(pki, config)), "--json")
+        result = json.loads(out)
+        assert code == 0 and list(result) == top
+        assert list(result["plan"]) == documented

@@ -122,3 +122,36 @@ def test_the_config_may_follow_trivpn_flags() -> None:
     split = split_run_args(["--drop-revoked", "server.conf"], first_position=2)
     assert split.own == ["--drop-revoked"]
     assert [(d.name, d.args) for d in split.directives] == [("config", ("server.conf",))]
+
+
+def test_under_systemd_it_notifies_ready_with_its_pid_and_does_not_fork_for_daemon(
+        workdir: Path, tmp_path: Path) -> None:
+    # Debian's units are Type=notify, and openvpn@.service passes --daemon
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(20)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(20)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trivpn", "--daemon", "ovpn-x", "--config", "base.conf",
+         "--remote", "127.0.0.1", str(sink.getsockname()[1]), "--log-file",
+         str(tmp_path / "log")], cwd=workdir, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).parent.parent),
+                          "NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
+    try:
+        message = notify.recv(4096).decode()
+        assert sink.recvfrom(2048)[0][0] >> 3 == HARD_RESET_CLIENT_V2
+        assert proc.poll() is None  # still the same process: no fork
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        notify.close()
+        sink.close()
+    assert message.split("\n") == ["READY=1", "STATUS=Pre-connection initialization successful",
+                                   f"MAINPID={proc.pid}"]

@@ -104,11 +104,11 @@ def build_plan(options: Options, directives: Sequence[Directive] = (), *, files:
         "addresses": addresses,
         "routes": routes,
         "server": _server(o) if o.role == "server" else None,
+        "timers": _timers(o),
+        "process": _process(o),
         "dns": dns_section(o),
         "scripts": scripts_section(o, directives),
         "verification": verification,
-        "timers": _timers(o),
-        "process": _process(o),
         "ignored": _ignored(o),
         "warnings": [place(w.path, w.line) | {"message": w.message} for w in o.warnings]
                     + [place(None, None) | {"message": w} for w in tunnel_warnings],
@@ -190,9 +190,8 @@ def _routes(o: Options, plan: TunnelPlan) -> list[Json]:
     out: list[Json] = []
     redirect = o.redirect_gateway
     if redirect is not None and "local" not in redirect and "!ipv4" not in redirect:
-        out.append({"destination": "VPN server/32", "gateway": None, "metric": None,
-                    "via": "the host's current route to the VPN server (looked up at run "
-                           "time)", "source": "redirect-gateway",
+        out.append({"destination": None, "gateway": None, "metric": None,
+                    "via": "net_gateway", "source": "redirect-gateway",
                     "text": "the VPN server's address/32 via its current route (looked up "
                             "at run time)"})
     for r in plan.routes:

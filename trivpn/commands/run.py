@@ -23,6 +23,7 @@ from trivpn.logging import LogFormat, configure_logging, get_logger, level_for_v
 from trivpn.runtime.client import run_client
 from trivpn.runtime.metrics import parse_listen
 from trivpn.runtime.operator import OperatorTools
+from trivpn.runtime.sdnotify import READY, sd_notify
 from trivpn.runtime.server import run_server
 from trivpn.runtime.stats import LogHistory, install_log_history
 
@@ -186,7 +187,8 @@ def handle(options: Options, args: argparse.Namespace) -> int:
                               status_path=options.status.path if options.status else None)
         log = get_logger()
         log.info("trivpn_starting", config=str(options.config_path), role=options.role)
-        if options.daemon:
+        under_systemd = notify_systemd(os.environ.get("NOTIFY_SOCKET"), log)
+        if options.daemon and not under_systemd:  # as OpenVPN: no fork under systemd
             become_daemon()
         if options.writepid is not None:
             write_pid_file(options.writepid)
@@ -227,6 +229,15 @@ def configure_for(options: Options, *, stream: TextIO | None,
                       mute=options.mute,
                       console_timestamps=(options.machine_readable_output
                                           or not options.suppress_timestamps))
+
+
+def notify_systemd(socket_path: str | None, log: Any) -> bool:
+    """``READY=1`` with our pid to systemd (``Type=notify`` units); whether we run under it."""
+    try:
+        return sd_notify(READY.format(pid=os.getpid()), socket_path)
+    except OSError as exc:
+        log.warning("systemd_notify_failed", socket=socket_path, error=str(exc))
+        return False
 
 
 def become_daemon() -> None:
