@@ -4,7 +4,9 @@ machine-readable-output)."""
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,26 @@ def test_openvpn_machine_readable_output_wins_over_suppress_timestamps(
     out = _openvpn(lab, workdir, [*CLIENT, "--verb", "3", *flags])
     first = out.splitlines()[0]
     assert re.match(prefix + r"Note: ", first), first
+
+
+def test_openvpn_under_systemd_notifies_ready_with_its_pid_and_does_not_fork_for_daemon(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    # what trivpn/runtime/sdnotify.py says OpenVPN 2.6 does (trivpn: tests/
+    # test_cli_openvpn_form.py)
+    ns = lab.add("ovpn")
+    path = workdir / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(path))
+    notify.settimeout(10)
+    try:
+        proc = ns.spawn(["openvpn", "--cd", str(workdir), "--daemon", "ovpn-x", *CLIENT],
+                        env=os.environ | {"NOTIFY_SOCKET": str(path)})
+        messages = [notify.recv(4096).decode()]
+        while not messages[-1].startswith("READY=1"):
+            messages.append(notify.recv(4096).decode())
+        assert proc.poll() is None  # the same process goes on: no fork
+    finally:
+        notify.close()
+    assert messages[0] == "READY=0"  # its probe: "am I run by systemd?" (then no fork)
+    assert messages[-1].split("\n") == [
+        "READY=1", "STATUS=Pre-connection initialization successful", f"MAINPID={proc.pid}"]
