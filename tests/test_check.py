@@ -291,3 +291,14 @@ def test_the_json_keys_are_the_documented_ones(capsys: pytest.CaptureFixture[str
         result = json.loads(out)
         assert code == 0 and list(result) == top
         assert list(result["plan"]) == documented
+
+
+def test_a_credentials_file_without_a_password_line_exits_2(
+        capsys: pytest.CaptureFixture[str], pki: Path) -> None:
+    (pki / "creds.txt").write_text("alice\n")
+    conf = _conf(pki, CLIENT + "auth-user-pass creds.txt\n")
+    code, _, err = _check(capsys, str(conf))
+    assert code == 2 and f"{conf}:14:" in err and "password on line 2" in err
+    (pki / "creds.txt").write_text("alice\nsecret\n")
+    code, out, _ = _check(capsys, str(conf))
+    assert code == 0 and "secret" not in out and "alice" not in out

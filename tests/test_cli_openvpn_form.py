@@ -155,3 +155,9 @@ def test_under_systemd_it_notifies_ready_with_its_pid_and_does_not_fork_for_daem
         sink.close()
     assert message.split("\n") == ["READY=1", "STATUS=Pre-connection initialization successful",
                                    f"MAINPID={proc.pid}"]
+
+
+def test_genkey_points_to_the_pki_command(workdir: Path) -> None:
+    done = _trivpn("--genkey", "secret", "ta.key", cwd=workdir)
+    assert done.returncode == 2 and "trivpn pki genkey" in done.stderr
+    assert not (workdir / "ta.key").exists()
