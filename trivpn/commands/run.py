@@ -1,4 +1,8 @@
-"""``trivpn run CONFIG``: bring up a client or server tunnel from an OpenVPN config file."""
+"""``trivpn run CONFIG``: bring up a client or server tunnel from an OpenVPN config file.
+
+Also OpenVPN's command-line form (``trivpn run --config CONFIG --verb 4``, options alone on
+the command line, and ``trivpn --config CONFIG ...`` without ``run``, as a drop-in for
+``openvpn``): config/cmdline.py and docs/cli.md."""
 
 from __future__ import annotations
 
