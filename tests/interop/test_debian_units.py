@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import socket
 import sys
 import time
 from pathlib import Path
@@ -47,12 +48,15 @@ def exec_start(unit: str, instance: str, runtime_dir: Path) -> list[str]:
     return [*TRIVPN, *argv[1:]]
 
 
-def spawn_in(ns: Netns, argv: list[str], cwd: Path, log: Path) -> TrivpnProcess:
+def spawn_in(ns: Netns, argv: list[str], cwd: Path, log: Path,
+             notify_socket: Path | None = None) -> TrivpnProcess:
     """Start ``argv`` as systemd would: in WorkingDirectory ``cwd``, output to the journal
-    (here a file: not a terminal, so JSON lines)."""
+    (here a file: not a terminal, so JSON lines), ``$NOTIFY_SOCKET`` for Type=notify."""
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    if notify_socket is not None:
+        env["NOTIFY_SOCKET"] = str(notify_socket)
     with log.open("wb") as out:
-        proc = ns.spawn(argv, stdout=out, cwd=cwd,
-                        env=os.environ | {"PYTHONPATH": str(ROOT)})
+        proc = ns.spawn(argv, stdout=out, cwd=cwd, env=env)
     return TrivpnProcess(log, proc.pid)
 
 
@@ -66,7 +70,18 @@ def test_openvpn_client_unit_command_line_brings_up_a_tunnel(lab: NetnsLab,
     (tmp_path / "office.conf").write_text("\n".join(lines) + "\n")
     argv = exec_start("openvpn-client@.service", "office", tmp_path)
     assert argv[3:] == ["--suppress-timestamps", "--nobind", "--config", "office.conf"]
-    client = spawn_in(s.client_ns, argv, tmp_path, tmp_path / "journal.log")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # systemd's end (Type=notify)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(20)
+    try:
+        client = spawn_in(s.client_ns, argv, tmp_path, tmp_path / "journal.log",
+                          tmp_path / "notify.sock")
+        ready = notify.recv(4096).decode()
+        status = notify.recv(4096).decode()
+    finally:
+        notify.close()
+    assert ready.split("\n")[0] == "READY=1" and f"MAINPID={client.pid}" in ready
+    assert status == "STATUS=Initialization Sequence Completed"
     event = wait_up(client)
     assert event["device"].startswith("tun")
     ping_ok(s.client_ns, VPN_SERVER)

@@ -27,7 +27,7 @@ from trivpn.logging import LogFormat, configure_logging, get_logger, level_for_v
 from trivpn.runtime.client import run_client
 from trivpn.runtime.metrics import parse_listen
 from trivpn.runtime.operator import OperatorTools
-from trivpn.runtime.sdnotify import READY, sd_notify
+from trivpn.runtime.sdnotify import READY, InitializationStatus, sd_notify
 from trivpn.runtime.server import run_server
 from trivpn.runtime.stats import LogHistory, install_log_history
 
@@ -187,11 +187,16 @@ def handle(options: Options, args: argparse.Namespace) -> int:
         configure_for(options, stream=stream, fmt=args.log_format)
         history = LogHistory(output_level=level_for_verb(verb))  # management sees INFO too
         install_log_history(history)
-        tools = OperatorTools(history, metrics_listen=args.metrics_listen,
-                              status_path=options.status.path if options.status else None)
         log = get_logger()
+        notify_socket = os.environ.get("NOTIFY_SOCKET")
+        observers = [] if not notify_socket else [InitializationStatus(
+            notify_socket, lambda exc: log.warning("systemd_notify_failed",
+                                                   socket=notify_socket, error=str(exc)))]
+        tools = OperatorTools(history, metrics_listen=args.metrics_listen,
+                              status_path=options.status.path if options.status else None,
+                              observers=observers)
         log.info("trivpn_starting", config=str(options.config_path), role=options.role)
-        under_systemd = notify_systemd(os.environ.get("NOTIFY_SOCKET"), log)
+        under_systemd = notify_systemd(notify_socket, log)
         if options.daemon and not under_systemd:  # as OpenVPN: no fork under systemd
             become_daemon()
         if options.writepid is not None:

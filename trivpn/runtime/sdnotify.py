@@ -10,6 +10,9 @@ before it connects). trivpn does the same, so the units work with it in place of
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+
+from trivpn.runtime.events import RuntimeEvent
 
 READY = "READY=1\nSTATUS=Pre-connection initialization successful\nMAINPID={pid}"
 
@@ -24,3 +27,29 @@ def sd_notify(message: str, socket_path: str | None) -> bool:
         sock.connect(address)
         sock.sendall(message.encode())
     return True
+
+
+class InitializationStatus:
+    """An event observer that tells systemd ``STATUS=Initialization Sequence Completed`` once
+    the tunnel device is configured and the link is open (in either order: a client opens its
+    link first, a server its device), as OpenVPN does (init.c, initialization_sequence_completed).
+    A failure to send is left to the caller's ``on_error``."""
+
+    MESSAGE = "STATUS=Initialization Sequence Completed"
+
+    def __init__(self, socket_path: str, on_error: Callable[[OSError], None]) -> None:
+        self.socket_path = socket_path
+        self.on_error = on_error
+        self._seen: set[str] = set()
+        self.sent = False
+
+    def __call__(self, event: RuntimeEvent) -> None:
+        if self.sent or event.name not in ("tun_configured", "link_open"):
+            return
+        self._seen.add(event.name)
+        if len(self._seen) == 2:
+            self.sent = True
+            try:
+                sd_notify(self.MESSAGE, self.socket_path)
+            except OSError as exc:
+                self.on_error(exc)
