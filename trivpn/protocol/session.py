@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from trivpn.protocol import events as ev
 from trivpn.protocol import states
-from trivpn.protocol.compression import Compression, frame, unframe
+from trivpn.protocol.compression import STUBS, Compression, Compressor
 from trivpn.protocol.controlmsg import (
     AuthFailed,
     AuthPending,
@@ -125,9 +125,10 @@ _CONTROL_OPCODES = frozenset({
     Opcode.CONTROL_SOFT_RESET_V1, Opcode.CONTROL_V1, Opcode.ACK_V1,
     Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
 })
-_NO_COMPRESSION = Compression.NONE
 _PUSHED_COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STUB,
-                       "stub-v2": Compression.STUB_V2}
+                       "stub-v2": Compression.STUB_V2, "lzo": Compression.LZO,
+                       "lzo-adaptive": Compression.LZO, "lz4": Compression.LZ4,
+                       "lz4-v2": Compression.LZ4_V2}
 _RESETS = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
                      Opcode.CONTROL_SOFT_RESET_V1})
 
@@ -164,6 +165,11 @@ class SessionConfig:
     session_timeout: float | None = None  # end this long after the timers start
     server_poll_timeout: float | None = None  # client: give up if the server never answers
     compression: Compression = Compression.NONE
+    compress_outgoing: bool = False  # allow-compression yes
+    comp_adaptive: bool = False  # comp-lzo adaptive (and bare), unless comp-noadapt
+    compression_stub_only: bool = True  # allow-compression no (2.6's default): refuse pushed
+    decompress_limit: int = 1600  # largest decompressed packet (OpenVPN: the payload size)
+    lzo_compress: Callable[[bytes], bytes] | None = field(default=None, compare=False)
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
 
@@ -236,7 +242,7 @@ class Session:
         wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
         self._control_packet_limit = max(TLS_CHANNEL_BUF_SIZE, config.max_packet_size) \
             + wrap_overhead
-        self._compression = config.compression
+        self._compression = self._compressor_for(config.compression, config.comp_adaptive)
         self._ping_interval = config.ping_interval
         self._ping_restart = config.ping_restart
         self._last_sent = now
@@ -337,8 +343,8 @@ class Session:
             return None
         compression = self._compression
         try:
-            wire = data_key.encrypt(packet if compression is _NO_COMPRESSION
-                                    else frame(compression, packet))
+            wire = data_key.encrypt(packet if compression is None
+                                    else compression.frame(packet, now))
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
             return None
@@ -360,8 +366,8 @@ class Session:
             return None
         compression = self._compression
         try:
-            wire = data_key.encrypt(payload if compression is _NO_COMPRESSION
-                                    else frame(compression, payload))
+            wire = data_key.encrypt(payload if compression is None
+                                    else compression.frame(payload, now))
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
             return None
@@ -393,9 +399,9 @@ class Session:
         self._last_received = now
         self._keepalive_fired = False
         compression = self._compression
-        if compression is not _NO_COMPRESSION:
+        if compression is not None:
             try:
-                payload = unframe(compression, payload)
+                payload = compression.unframe(payload)
             except ProtocolError as exc:  # authenticated, but not a packet we can deliver
                 self.drops[exc.reason] += 1
                 return None
@@ -927,13 +933,43 @@ class Session:
             self._last_activity = now
             self._inactive_count = 0
             self._last_received = now
-        if pushed.compression is not None:
-            self._compression = _PUSHED_COMPRESSION[pushed.compression]
+        if pushed.compression is not None or pushed.comp_noadapt:
+            kind = self._compression.kind if self._compression is not None \
+                else cfg.compression
+            adaptive = self._compression.adaptive if self._compression is not None \
+                else cfg.comp_adaptive
+            if pushed.compression is not None:
+                kind = _PUSHED_COMPRESSION[pushed.compression]
+                adaptive = pushed.compression == "lzo-adaptive" or (
+                    adaptive and pushed.compression not in ("lzo", "lzo-stub"))
+            if pushed.comp_noadapt:
+                adaptive = False
+            if kind not in STUBS and cfg.compression_stub_only:
+                # OpenVPN init.c do_deferred_options: check_compression_settings_valid
+                self._fail_session(ev.CAUSE_BAD_PUSH,
+                                   "server pushed compression settings that are not allowed "
+                                   "(allow-compression is 'no', 2.6's default without a "
+                                   "compression directive)", ev.PHASE_PUSH_REPLY_RECEIVED)
+                return
+            self._compression = self._compressor_for(kind, adaptive)
         if key is not None:
             self._phase(key, ev.PHASE_PUSH_REPLY_RECEIVED, now)
         self._events.append(ev.PushReceived(pushed))
         if key is not None:
             self._maybe_install_keys(key, now)
+
+    def _compressor_for(self, kind: Compression, adaptive: bool) -> Compressor | None:
+        if kind is Compression.NONE:
+            return None
+        cfg = self.config
+        return Compressor(kind, max_size=cfg.decompress_limit,
+                          compress_outgoing=cfg.compress_outgoing, adaptive=adaptive,
+                          lzo_compress=cfg.lzo_compress)
+
+    @property
+    def compressor(self) -> Compressor | None:
+        """The compression context in use (None: no compression framing), with its counters."""
+        return self._compression
 
     def _maybe_send_push_reply(self, now: float) -> None:
         if self._accept is AcceptState.ACCEPTED and self._push_requested:
