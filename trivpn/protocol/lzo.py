@@ -18,6 +18,10 @@ def _bad(what: str) -> DecodeError:
     return DecodeError(f"malformed LZO data: {what}", "lzo", reason="bad_lzo")
 
 
+def _too_long() -> DecodeError:
+    return DecodeError("decompressed packet too long", "lzo", reason="lzo_too_long")
+
+
 def lzo1x_decompress(src: bytes, max_out: int) -> bytes:  # noqa: PLR0912, PLR0915
     """Decode one complete LZO1X stream (ending with its end-of-stream marker)."""
     n = len(src)
@@ -47,7 +51,7 @@ def lzo1x_decompress(src: bytes, max_out: int) -> bytes:  # noqa: PLR0912, PLR09
                             t += 255
                             ip += 1
                             if t > max_out:
-                                raise _bad("literal run too long")
+                                raise _too_long()
                         t += 15 + src[ip]
                         ip += 1
                     t += 3
@@ -84,7 +88,7 @@ def lzo1x_decompress(src: bytes, max_out: int) -> bytes:  # noqa: PLR0912, PLR09
                         t += 255
                         ip += 1
                         if t > max_out:
-                            raise _bad("match too long")
+                            raise _too_long()
                     t += 31 + src[ip]
                     ip += 1
                 dist = 1 + (src[ip] >> 2) + (src[ip + 1] << 6)
@@ -98,7 +102,7 @@ def lzo1x_decompress(src: bytes, max_out: int) -> bytes:  # noqa: PLR0912, PLR09
                         t += 255
                         ip += 1
                         if t > max_out:
-                            raise _bad("match too long")
+                            raise _too_long()
                     t += 7 + src[ip]
                     ip += 1
                 dist = high + (src[ip] >> 2) + (src[ip + 1] << 6)
@@ -124,7 +128,7 @@ def _literals(src: bytes, ip: int, count: int, out: bytearray, max_out: int) -> 
     if ip + count > len(src):
         raise _bad("input overrun")
     if len(out) + count > max_out:
-        raise DecodeError("decompressed packet too long", "lzo", reason="lzo_too_long")
+        raise _too_long()
     out += src[ip:ip + count]
 
 
@@ -133,7 +137,7 @@ def _match(out: bytearray, dist: int, length: int, max_out: int) -> None:
     if start < 0:
         raise _bad("lookbehind overrun")
     if len(out) + length > max_out:
-        raise DecodeError("decompressed packet too long", "lzo", reason="lzo_too_long")
+        raise _too_long()
     if dist >= length:
         out += out[start:start + length]
     else:  # overlapping: the pattern repeats
