@@ -447,9 +447,21 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self._close_link()
                 self._collect_drops()
+                self._log_compression()
                 rt.publish_drops(self.client.events, self.client.drops,
                                  trio.current_time(), self.log)
         return self.outcome or Reconnect("connection_ended")
+
+    def _log_compression(self) -> None:
+        """The compression counters of this connection (OpenVPN comp_print_stats), if any."""
+        comp = self.session.compressor
+        if comp is not None:
+            self.log.info("compression_stats", algorithm=comp.kind.value,
+                          compressed_packets=comp.compressed_packets,
+                          pre_compress=comp.pre_compress, post_compress=comp.post_compress,
+                          decompressed_packets=comp.decompressed_packets,
+                          pre_decompress=comp.pre_decompress,
+                          post_decompress=comp.post_decompress)
 
     def finish(self, outcome: Outcome) -> None:
         """End this connection with ``outcome`` (the first one set wins)."""
