@@ -211,7 +211,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     keydir = o.key_direction if o.tls_auth is not None else None
     opts = options_string(dev_type=o.dev_type, proto=proto_name(o), is_server=is_server,
                           tun_mtu=o.tun_mtu, keydir=keydir, tls_auth=o.tls_auth is not None,
-                          auth=o.auth, compression=o.compression)
+                          auth=o.auth, compression=o.compression,
+                          fragment=bool(o.fragment))
     creds = read_credentials(o) if not is_server else None
     pings = ping_settings(o)
     return SessionConfig(
@@ -253,6 +254,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         compression_stub_only=o.allow_compression == "no",
         decompress_limit=max(o.tun_mtu, 1500) + 128,
         lzo_compress=_lzo_compressor(o),
+        fragment=o.fragment,
+        fragment_encap=28 if o.fragment_mtu else 0,  # IPv4 + UDP (mss.c get_ip_encap_overhead)
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
         unix_time_offset=unix_time_offset,
     )

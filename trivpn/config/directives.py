@@ -692,6 +692,32 @@ def _allow_compression(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, comp_flags=flags | COMP_F_ALLOW_COMPRESS)
 
 
+def _fragment(st: ParseState, d: Directive) -> Options:
+    size = v.integer(d, 0, 0)
+    if size < 68:
+        raise v.fail(d, f"'fragment' needs to be at least 68, got {size} ({_REFUSED})")
+    if len(d.args) == 2 and d.args[1] != "mtu":
+        raise v.fail(d, f"unknown parameter to 'fragment': '{d.args[1]}' (expected 'mtu'; "
+                        f"{_REFUSED})")
+    return replace(st.opts, fragment=size, fragment_mtu=len(d.args) == 2)
+
+
+def finish_fragment(st: ParseState, o: Options) -> Options:
+    """fragment: UDP only, and the default mssfix becomes ``mssfix N mtu`` (OpenVPN options.c
+    options_postprocess_mutate_ce: an absent or bare mssfix takes the fragment value)."""
+    if not o.fragment:
+        return o
+    d = st.last_seen["fragment"]
+    if o.proto != "udp" or any(r.proto != "udp" for r in o.remotes):
+        raise v.fail(d, f"'fragment' can only be used with 'proto udp' ({_REFUSED})")
+    if o.role == "server":
+        raise v.fail(d, "'fragment' is supported in client configs only by trivpn for now")
+    mssfix = st.last_seen.get("mssfix")
+    if mssfix is None or not mssfix.args:
+        o = replace(o, mssfix=Mssfix(o.fragment, mtu=True))
+    return o
+
+
 def finish_compression(st: ParseState, o: Options) -> Options:
     """OpenVPN's post-processing (options.c options_postprocess_mutate_invariant,
     comp.c check_compression_settings_valid): the effective allow-compression mode."""
@@ -870,6 +896,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "compress": Spec(0, 1, _compress),
     "allow-compression": Spec(1, 1, _allow_compression),
     "comp-noadapt": Spec(0, 0, _comp_noadapt),
+    "fragment": Spec(1, 2, _fragment),
 
     # --- credentials ---
 
@@ -917,7 +944,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "echo",
     "engine",
     "explicit-exit-notify-push",
-    "fragment",
     "http-proxy",
     "http-proxy-option",
     "http-proxy-retry",

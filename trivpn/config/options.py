@@ -345,6 +345,8 @@ class Options:
 
     # --- compression and fragment ---
     comp_flags: int = 0  # OpenVPN's compress_options flags (config/directives.py COMP_F_*)
+    fragment: int = 0  # fragment N: no UDP payload above N bytes (0: no fragment layer)
+    fragment_mtu: bool = False  # fragment N mtu: N counts the outer IP and UDP headers
 
     # --- credentials ---
 

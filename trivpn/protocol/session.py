@@ -41,7 +41,8 @@ from trivpn.protocol.controlmsg import (
     encode_message,
     parse_control_message,
 )
-from trivpn.protocol.datachannel import DataKey
+from trivpn.protocol.datachannel import CIPHERS, DataKey, normalize_cipher
+from trivpn.protocol.digests import digest_info
 from trivpn.protocol.errors import (
     CallerMisuse,
     CertificateRejected,
@@ -50,6 +51,7 @@ from trivpn.protocol.errors import (
     ProtocolError,
     StateError,
 )
+from trivpn.protocol.fragment import FragmentLayer, max_fragment_size
 from trivpn.protocol.keymethod import (
     IncompleteError,
     KeyMethod2,
@@ -170,6 +172,8 @@ class SessionConfig:
     compression_stub_only: bool = True  # allow-compression no (2.6's default): refuse pushed
     decompress_limit: int = 1600  # largest decompressed packet (OpenVPN: the payload size)
     lzo_compress: Callable[[bytes], bytes] | None = field(default=None, compare=False)
+    fragment: int = 0  # fragment N: no datagram payload above N bytes (0: no fragment layer)
+    fragment_encap: int = 0  # fragment N mtu: the outer IP+UDP header counts too
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
 
@@ -243,6 +247,14 @@ class Session:
         self._control_packet_limit = max(TLS_CHANNEL_BUF_SIZE, config.max_packet_size) \
             + wrap_overhead
         self._compression = self._compressor_for(config.compression, config.comp_adaptive)
+        self._fragment: FragmentLayer | None = None
+        if config.fragment:
+            self._fragment = FragmentLayer(
+                max_fragment_size(config.fragment, aead=True, encap=config.fragment_encap),
+                max_packet=config.decompress_limit + 64, seq_id=rng(1)[0])
+            self.encrypt_data = self._encrypt_data_fragmented  # type: ignore[method-assign]
+        self._inbound = self._unwrap if (self._fragment is not None
+                                         or self._compression is not None) else None
         self._ping_interval = config.ping_interval
         self._ping_restart = config.ping_restart
         self._last_sent = now
@@ -366,13 +378,65 @@ class Session:
             return None
         compression = self._compression
         try:
-            wire = data_key.encrypt(payload if compression is None
-                                    else compression.frame(payload, now))
+            if compression is not None:
+                payload = compression.frame(payload, now)
+            if self._fragment is not None:
+                payload = self._fragment.fragment(payload)[0]  # pings and OCC: always whole
+            wire = data_key.encrypt(payload)
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
             return None
         self._last_sent = now
         return wire
+
+    def encrypt_data_many(self, packet: bytes, now: float) -> list[bytes]:
+        """:meth:`encrypt_data` for a caller that sends what the fragment layer (``fragment``)
+        makes of one TUN packet: one datagram, or several fragments."""
+        frag = self._fragment
+        if frag is None:
+            wire = self.encrypt_data(packet, now)
+            return [] if wire is None else [wire]
+        key = self._primary
+        data_key = None if key is None else key.data_key
+        if data_key is None:
+            self.drops["no_key"] += 1
+            return []
+        compression = self._compression
+        try:
+            parts = frag.fragment(packet if compression is None
+                                  else compression.frame(packet, now))
+            wires = [data_key.encrypt(part) for part in parts]
+        except ProtocolError as exc:
+            self.drops[exc.reason] += 1
+            return []
+        self._last_sent = now
+        if self._inactive is not None:
+            count = self._inactive_count + sum(map(len, wires))
+            if count >= self._inactive_min:
+                count = 0
+                self._last_activity = now
+            self._inactive_count = count
+        return wires
+
+    def _encrypt_data_fragmented(self, packet: bytes, now: float) -> bytes | None:
+        """encrypt_data with a fragment layer: the first datagram; any further fragments go
+        out with the session's other datagrams (:meth:`take_datagrams`)."""
+        wires = self.encrypt_data_many(packet, now)
+        if not wires:
+            return None
+        self._out.extend(wires[1:])
+        return wires[0]
+
+    def _unwrap(self, payload: bytes, now: float) -> bytes | None:
+        """After decryption, when configured: reassembly, then compression framing."""
+        if self._fragment is not None:
+            whole = self._fragment.receive(payload, now)
+            if whole is None:
+                return None
+            payload = whole
+        if self._compression is not None:
+            payload = self._compression.unframe(payload)
+        return payload
 
     def authenticate_data(self, data: bytes, now: float) -> tuple[bool, bytes | None]:
         """:meth:`decrypt_data` for a packet whose sender is in question (a server's float):
@@ -398,13 +462,16 @@ class Session:
             return None
         self._last_received = now
         self._keepalive_fired = False
-        compression = self._compression
-        if compression is not None:
+        inbound = self._inbound
+        if inbound is not None:
             try:
-                payload = compression.unframe(payload)
+                unwrapped = inbound(payload, now)
             except ProtocolError as exc:  # authenticated, but not a packet we can deliver
                 self.drops[exc.reason] += 1
                 return None
+            if unwrapped is None:  # a fragment: the packet is not complete yet
+                return None
+            payload = unwrapped
         if payload and payload[0] in MAGIC_FIRST_BYTES:  # else neither a ping nor OCC
             if is_ping(payload):
                 return None
@@ -952,6 +1019,7 @@ class Session:
                                    "compression directive)", ev.PHASE_PUSH_REPLY_RECEIVED)
                 return
             self._compression = self._compressor_for(kind, adaptive)
+            self._inbound = self._unwrap
         if key is not None:
             self._phase(key, ev.PHASE_PUSH_REPLY_RECEIVED, now)
         self._events.append(ev.PushReceived(pushed))
@@ -965,6 +1033,17 @@ class Session:
         return Compressor(kind, max_size=cfg.decompress_limit,
                           compress_outgoing=cfg.compress_outgoing, adaptive=adaptive,
                           lzo_compress=cfg.lzo_compress)
+
+    def _hmac_len(self) -> int:
+        try:
+            return digest_info(self.config.auth)[1]
+        except (ProtocolError, ValueError, KeyError):
+            return 20
+
+    @property
+    def fragment_layer(self) -> FragmentLayer | None:
+        """The fragment layer (``fragment``), with its counters; None when not configured."""
+        return self._fragment
 
     @property
     def compressor(self) -> Compressor | None:
@@ -1017,6 +1096,11 @@ class Session:
                                replay_backtrack=self.config.replay_window,
                                replay_time=self.config.replay_time)
         key.move(KeyPhase.DATA_READY)
+        if self._fragment is not None:  # the per-fragment budget depends on the cipher
+            cipher_name = normalize_cipher(self.cipher)
+            self._fragment.max_size = max_fragment_size(
+                self.config.fragment, aead=CIPHERS[cipher_name][1],
+                hmac_len=self._hmac_len(), encap=self.config.fragment_encap)
         renegotiated = self.established
         previous = self._primary
         self._primary = key
