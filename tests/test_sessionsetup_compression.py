@@ -91,3 +91,22 @@ def test_receive_only_warning_is_given(tmp_path: Path) -> None:
     warnings = [w.message for w in load_config(conf).warnings]
     assert any("sent packets are not compressed unless 'allow-compression yes'" in w
                for w in warnings), warnings
+
+
+@pytest.mark.directive("fragment")
+@pytest.mark.parametrize(("lines", "fragment", "encap", "mssfix"), [
+    (("fragment 500",), 500, 0, (500, True)),  # options.c: mssfix defaults to the fragment
+    (("fragment 500", "mssfix"), 500, 0, (500, True)),
+    (("fragment 1300 mtu", "mssfix 1400"), 1300, 28, (1400, False)),
+])
+def test_fragment_reaches_the_session_and_sets_the_default_mssfix(
+        tmp_path: Path, lines: tuple[str, ...], fragment: int, encap: int,
+        mssfix: tuple[int, bool]) -> None:
+    write_pki(tmp_path)
+    conf = tmp_path / "test.conf"
+    conf.write_text("\n".join([*CLIENT, *lines]) + "\n")
+    options = load_config(conf)
+    assert (options.mssfix.max, options.mssfix.mtu) == mssfix
+    cfg = session_config(options, unix_time_offset=0.0)
+    assert (cfg.fragment, cfg.fragment_encap) == (fragment, encap)
+    assert "mtu-dynamic" in cfg.options_string  # options.c options_string: fragment

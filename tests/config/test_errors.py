@@ -60,6 +60,12 @@ BAD_CLIENT_LINES = [
     ("allow-compression no\nallow-compression yes",
      "client.conf:9: cannot set 'allow-compression yes' after 'allow-compression no' "
      "(OpenVPN 2.6 refuses this too)"),
+    ("fragment 60", "client.conf:8: 'fragment' needs to be at least 68, got 60 "
+                    "(OpenVPN 2.6 refuses this too)"),
+    ("fragment 500 foo", "client.conf:8: unknown parameter to 'fragment': 'foo' (expected "
+                         "'mtu'; OpenVPN 2.6 refuses this too)"),
+    ("proto tcp\nfragment 500", "client.conf:9: 'fragment' can only be used with 'proto udp' "
+                                "(OpenVPN 2.6 refuses this too)"),
     ("comp-lzo bogus", "client.conf:8: 'comp-lzo' expects one of yes, no, adaptive, got 'bogus'"),
     ("compress zstd", "client.conf:8: 'compress' expects one of stub, stub-v2, lzo, lz4, lz4-v2, "
                       "got 'zstd'"),
@@ -84,7 +90,7 @@ BAD_CLIENT_LINES = [
 ]
 
 UNSUPPORTED = [
-    "fragment 1300", "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
+    "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
     "http-proxy proxy 8080", "socks-proxy proxy", "plugin x.so", "up up.sh", "down down.sh",
     "route-up r.sh", "auth-user-pass-verify v.sh via-env", "client-config-dir ccd",
     "ifconfig-pool 198.18.8.10 198.18.8.20", "server-ipv6 2001:db8::/64",

@@ -91,3 +91,19 @@ def test_stubs_and_allow_compression_yes_give_no_receive_only_warning(
         out[-3000:]
     ours = _trivpn(workdir, lines)
     assert isinstance(ours, list) and RECEIVE_ONLY_WARNING not in ours, ours
+
+
+@pytest.mark.directive("fragment")
+@pytest.mark.parametrize(("extra", "theirs"), [
+    (["fragment 60"], "--fragment needs to be at least 68"),
+    (["fragment 500 foo"], "Unknown parameter to --fragment: foo"),
+    (["proto tcp", "fragment 500"], "--fragment can only be used with --proto udp"),
+])
+def test_fragment_refusals_that_say_openvpn_refuses_too(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str],
+        theirs: str) -> None:
+    out = _openvpn(lab, workdir, extra)
+    assert f"Options error: {theirs}" in out, out[-3000:]
+    ours = _trivpn(workdir, extra)
+    assert isinstance(ours, ConfigError), ours
+    assert "OpenVPN 2.6 refuses this too" in str(ours)

@@ -10,7 +10,6 @@ import pytest
 
 from tests.interop.clientkit import (
     CLIENT_IP,
-    SERVER_IP,
     VPN_SERVER,
     Setup,
     addresses,

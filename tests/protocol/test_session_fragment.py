@@ -10,8 +10,12 @@ from trivpn.protocol.compression import Compression
 BIG = bytes.fromhex("4500") + bytes(range(256)) * 5  # 1282 bytes
 
 
-def _pair(**kw: object) -> Pair:
-    pair = Pair.create(client_config(fragment=500, **kw), server_config(fragment=500, **kw))
+def _pair(compression: Compression = Compression.NONE, ping: float | None = None) -> Pair:
+    pair = Pair.create(
+        client_config(fragment=500, compression=compression, ping_interval=ping,
+                      ping_restart=None if ping is None else 5 * ping),
+        server_config(fragment=500, compression=compression, ping_interval=ping,
+                      ping_restart=None if ping is None else 5 * ping))
     assert pair.run_until(pair.established, seconds=60), pair.client_events
     assert pair.server is not None
     return pair
@@ -49,7 +53,7 @@ def test_encrypt_data_queues_the_other_fragments_with_the_datagrams() -> None:
 
 
 def test_small_packets_and_keepalives_still_pass_with_a_fragment_header() -> None:
-    pair = _pair(ping_interval=1.0, ping_restart=5.0)
+    pair = _pair(ping=1.0)
     assert pair.server is not None
     wire = pair.client.encrypt_data(b"\x45small", pair.now)
     assert wire is not None and pair.server.decrypt_data(wire, pair.now) == b"\x45small"
