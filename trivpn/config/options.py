@@ -288,7 +288,7 @@ class Options:
     replay_window: ReplayWindow = ReplayWindow()
     mute_replay_warnings: bool = False
     compression: CompressionFraming | None = None
-    allow_compression: Literal["no", "asym", "yes"] = "no"
+    allow_compression: Literal["no", "asym", "yes"] = "no"  # effective, as 2.6 settles it
     # server
     server: ServerHelper | None = None
     ifconfig_pool_persist: PeriodicFile | None = None
