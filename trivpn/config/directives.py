@@ -710,8 +710,6 @@ def finish_fragment(st: ParseState, o: Options) -> Options:
     d = st.last_seen["fragment"]
     if o.proto != "udp" or any(r.proto != "udp" for r in o.remotes):
         raise v.fail(d, f"'fragment' can only be used with 'proto udp' ({_REFUSED})")
-    if o.role == "server":
-        raise v.fail(d, "'fragment' is supported in client configs only by trivpn for now")
     mssfix = st.last_seen.get("mssfix")
     if mssfix is None or not mssfix.args:
         o = replace(o, mssfix=Mssfix(o.fragment, mtu=True))
