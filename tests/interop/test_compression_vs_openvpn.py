@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
+from tests.interop import serverkit
 from tests.interop.clientkit import (
+    SERVER_IP,
     TRANSFER_PORT,
     VPN_SERVER,
     Setup,
@@ -28,7 +30,7 @@ from tests.interop.clientkit import (
     wait_up,
 )
 from tests.interop.openvpn import start_openvpn
-from tests.interop.trivpnproc import TrivpnProcess
+from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -167,3 +169,22 @@ def test_pings_still_pass_with_plain_openvpn_sizes(setup: Setup) -> None:
     wait_up(client)
     done = ping(setup.client_ns, VPN_SERVER, count=3)
     assert received(done.stdout) == 3, done.stdout
+
+
+@pytest.mark.directive("compress", "comp-lzo")
+@pytest.mark.parametrize("directive", ["comp-lzo yes", "compress lz4-v2"])
+def test_trivpn_server_decompresses_what_a_compressing_openvpn_client_sends(
+        setup: Setup, directive: str) -> None:
+    """Compressible pings and transfers only cross if trivpn decompressed them."""
+    server = start_trivpn(setup.server_ns, setup.workdir, "tserver", serverkit.server_lines(
+        link_ip=SERVER_IP, extra=[directive]))
+    assert server.wait_event("link_open", timeout=10), server.text()
+    ovpn = start_openvpn(setup.client_ns, setup.workdir, "oclient", serverkit.client_lines(
+        server_ip=SERVER_IP, extra=[directive, "allow-compression yes"]))
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-3000:]
+    connected = server.wait_event("peer_connected", timeout=5)
+    assert connected is not None, server.text()[-3000:]
+    _compressible_pings(setup.client_ns, serverkit.SERVER_VPN_IP)
+    _compressible_pings(setup.server_ns, connected["vpn_ip"])
+    _transfer(setup.client_ns, setup.server_ns, serverkit.SERVER_VPN_IP)
+    _transfer(setup.server_ns, setup.client_ns, connected["vpn_ip"])
