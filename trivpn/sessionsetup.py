@@ -19,7 +19,7 @@ from trivpn.config.derive import ping_settings
 from trivpn.config.directives import COMP_F_ADAPTIVE, COMP_F_ADVERTISE_STUBS_ONLY
 from trivpn.config.options import FileSource
 from trivpn.logging import DropAggregator
-from trivpn.lzo2 import LzoUnavailable, lzo1x_compressor
+from trivpn.lzo2 import LzoUnavailable, lzo1x_compressor, lzo1x_decompressor
 from trivpn.protocol.compression import Compression
 from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
 from trivpn.protocol.errors import ProtocolError
@@ -254,6 +254,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         compression_stub_only=o.allow_compression == "no",
         decompress_limit=max(o.tun_mtu, 1500) + 128,
         lzo_compress=_lzo_compressor(o),
+        lzo_decompress=_lzo_decompressor(o),
         fragment=o.fragment,
         fragment_encap=28 if o.fragment_mtu else 0,  # IPv4 + UDP (mss.c get_ip_encap_overhead)
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
@@ -265,6 +266,17 @@ def advertises_compression(o: Options) -> bool:
     """Whether the peer info announces IV_LZ4/IV_LZ4v2/IV_LZO (OpenVPN comp.c
     comp_generate_peer_info_string: unless only stubs are advertised)."""
     return not o.comp_flags & COMP_F_ADVERTISE_STUBS_ONLY
+
+
+def _lzo_decompressor(o: Options) -> Callable[[bytes, int], bytes] | None:
+    """liblzo2's decoder when LZO may be received (configured, or pushed when allowed);
+    without liblzo2, trivpn's own (trivpn/protocol/lzo.py)."""
+    if o.compression != "lzo" and o.allow_compression == "no":
+        return None
+    try:
+        return lzo1x_decompressor()
+    except LzoUnavailable:
+        return None
 
 
 def _lzo_compressor(o: Options) -> Callable[[bytes], bytes] | None:

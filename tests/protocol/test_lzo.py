@@ -113,3 +113,21 @@ def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes) -> None:
     except DecodeError:
         return
     assert len(out) <= 1600
+
+
+def test_liblzo2_decoder_and_trivpns_agree_on_good_and_bad_streams(compress) -> None:
+    from trivpn.lzo2 import lzo1x_decompressor
+
+    theirs = lzo1x_decompressor()
+    rng = random.Random(11)
+    for data in _samples(rng, 200):
+        packed = compress(data)
+        for candidate in (packed, _flip(bytearray(packed), rng),
+                          packed[:rng.randint(0, len(packed))]):
+            outcomes: list[bytes | None] = []
+            for decoder in (theirs, lzo1x_decompress):
+                try:
+                    outcomes.append(decoder(candidate, 4000))
+                except DecodeError:
+                    outcomes.append(None)
+            assert outcomes[0] == outcomes[1], candidate.hex()

@@ -109,17 +109,20 @@ class Compressor:
     ``max_size`` caps every decompressed packet (reason ``decompressed_too_long``).
     ``lzo_compress`` is the LZO1X compressor to use when ``compress_outgoing`` (the runtime
     passes liblzo2's); without it LZO packets go out uncompressed with the ``0xFA`` byte, which
-    every LZO peer reads. Counters follow OpenVPN's (comp_print_stats).
+    every LZO peer reads. ``lzo_decompress`` replaces trivpn's own LZO1X decoder (the runtime
+    passes liblzo2's, which is faster). Counters follow OpenVPN's (comp_print_stats).
     """
 
     def __init__(self, kind: Compression, *, max_size: int, compress_outgoing: bool = False,
                  adaptive: bool = False,
-                 lzo_compress: Callable[[bytes], bytes] | None = None) -> None:
+                 lzo_compress: Callable[[bytes], bytes] | None = None,
+                 lzo_decompress: Callable[[bytes, int], bytes] | None = None) -> None:
         self.kind = kind
         self.max_size = max_size
         self.compress_outgoing = compress_outgoing
         self.adaptive = adaptive
         self._lzo_compress = lzo_compress
+        self._lzo_decompress = lzo_decompress or lzo1x_decompress
         self.pre_compress = 0
         self.post_compress = 0
         self.pre_decompress = 0
@@ -209,7 +212,7 @@ class Compressor:
                 return payload[1:]
             if first != LZO_COMPRESS_BYTE:
                 _bad_byte(first, "LZO")
-            return self._count(payload, lzo1x_decompress(payload[1:], self.max_size))
+            return self._count(payload, self._lzo_decompress(payload[1:], self.max_size))
         if kind is Compression.LZ4:
             body = payload[-1:] + payload[1:-1] if len(payload) > 1 else b""
             if first == NO_COMPRESS_BYTE_SWAP:

@@ -172,6 +172,7 @@ class SessionConfig:
     compression_stub_only: bool = True  # allow-compression no (2.6's default): refuse pushed
     decompress_limit: int = 1600  # largest decompressed packet (OpenVPN: the payload size)
     lzo_compress: Callable[[bytes], bytes] | None = field(default=None, compare=False)
+    lzo_decompress: Callable[[bytes, int], bytes] | None = field(default=None, compare=False)
     fragment: int = 0  # fragment N: no datagram payload above N bytes (0: no fragment layer)
     fragment_encap: int = 0  # fragment N mtu: the outer IP+UDP header counts too
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
@@ -1032,7 +1033,7 @@ class Session:
         cfg = self.config
         return Compressor(kind, max_size=cfg.decompress_limit,
                           compress_outgoing=cfg.compress_outgoing, adaptive=adaptive,
-                          lzo_compress=cfg.lzo_compress)
+                          lzo_compress=cfg.lzo_compress, lzo_decompress=cfg.lzo_decompress)
 
     def _hmac_len(self) -> int:
         try:
