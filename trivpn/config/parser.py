@@ -13,6 +13,8 @@ from trivpn.config.directives import (
     UNSUPPORTED,
     ParseState,
     RawProto,
+    finish_compression,
+    finish_fragment,
 )
 from trivpn.config.errors import ConfigError
 from trivpn.config.options import (
@@ -227,6 +229,8 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "none of them", "verify-client-cert")
         raise _error(st, "'verify-client-cert' requires 'mode server'", "verify-client-cert")
 
+    o = finish_compression(st, o)
+    o = finish_fragment(st, o)
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(
         o,

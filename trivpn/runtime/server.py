@@ -56,7 +56,7 @@ from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
-from trivpn.runtime.routing import Router
+from trivpn.runtime.routing import FragmentingRouter, Router
 from trivpn.runtime.serverhost import SystemServerHost
 from trivpn.runtime.serverpeer import Peer, Pending, format_address
 from trivpn.runtime.serverpeers import DROP_LOG_INTERVAL, PeerLifecycle
@@ -141,7 +141,8 @@ class Server:
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
-        self.router = Router(self.table, self.counts, tap=self.tap,
+        router = FragmentingRouter if options.fragment else Router
+        self.router = router(self.table, self.counts, tap=self.tap,
                              client_to_client=options.client_to_client, mss=self.mss,
                              on_mac_refused=self._mac_refused)
         self.unix_offset = 0.0
