@@ -25,7 +25,7 @@ DIAGNOSTICS = ROOT / "trivpn" / "diagnostics"
 PROTOCOL_MAY_IMPORT = frozenset({
     "__future__", "collections", "dataclasses", "datetime", "enum", "hashlib", "hmac",
     "importlib", "ipaddress", "os", "random", "re", "ssl", "string", "struct", "types", "typing",
-    "cryptography", "trivpn.protocol",
+    "cryptography", "lz4", "trivpn.protocol",
 })
 NEVER_IN_PROTOCOL = ("trio", "asyncio", "socket", "select", "selectors", "time", "threading",
                      "subprocess", "signal", "trivpn.config", "trivpn.runtime")

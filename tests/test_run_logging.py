@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import syslog
 from typing import Any
 
@@ -87,3 +88,53 @@ def test_a_log_file_wins_over_syslog(monkeypatch: pytest.MonkeyPatch) -> None:
     configure_for(_options("syslog\n"), stream=out)
     get_logger().info("reconnecting")
     assert fake.lines == [] and [line["event"] for line in _lines(out)] == ["reconnecting"]
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _console_line(extra: str, stream: io.StringIO | None = None) -> str:
+    out = stream if stream is not None else io.StringIO()
+    configure_for(_options(extra), stream=out, fmt=None if stream is not None else "console")
+    get_logger().info("starting", role="client")
+    return out.getvalue().splitlines()[0]
+
+
+TIMESTAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"
+
+
+def test_console_lines_start_with_a_timestamp_by_default() -> None:
+    assert re.match(TIMESTAMP, _console_line(""))
+
+
+@pytest.mark.directive("suppress-timestamps")
+def test_suppress_timestamps_drops_the_time_prefix_of_console_lines() -> None:
+    line = _console_line("suppress-timestamps\n")
+    assert not re.search(r"\d\d:\d\d:\d\d", line), line
+    assert line.startswith("[info") and "starting" in line and "role=client" in line
+
+
+@pytest.mark.directive("suppress-timestamps")
+def test_suppress_timestamps_keeps_the_timestamp_field_of_json_lines() -> None:
+    out = io.StringIO()
+    configure_for(_options("suppress-timestamps\n"), stream=out)
+    get_logger().info("starting")
+    assert "timestamp" in _lines(out)[0]
+
+
+@pytest.mark.directive("machine-readable-output")
+def test_machine_readable_output_writes_json_lines_even_on_a_terminal() -> None:
+    line = _console_line("machine-readable-output\n", stream=_Terminal())
+    record = json.loads(line)
+    assert record["event"] == "starting" and re.match(TIMESTAMP, record["timestamp"])
+
+
+@pytest.mark.directive("machine-readable-output", "suppress-timestamps")
+@pytest.mark.parametrize("order", ["suppress-timestamps\nmachine-readable-output\n",
+                                   "machine-readable-output\nsuppress-timestamps\n"])
+def test_machine_readable_output_keeps_timestamps_despite_suppress_timestamps(order: str) -> None:
+    # as OpenVPN's: checked in tests/interop/test_openvpn_claims.py
+    assert re.match(TIMESTAMP, _console_line(order))
+    assert "timestamp" in json.loads(_console_line(order, stream=_Terminal()))

@@ -75,9 +75,11 @@ class SyslogLogger:
 
 def configure_logging(*, verb: int = 3, fmt: LogFormat | None = None,
                       stream: TextIO | None = None, syslog_ident: str | None = None,
-                      mute: int | None = None) -> None:
+                      mute: int | None = None, console_timestamps: bool = True) -> None:
     """Route structlog to ``stream`` (stderr by default) as JSON or console lines, or, with
-    ``syslog_ident``, to the system logger as JSON. ``mute``: see :class:`Mute`."""
+    ``syslog_ident``, to the system logger as JSON. ``mute``: see :class:`Mute`.
+    ``console_timestamps=False`` (``suppress-timestamps``) drops the time prefix of console
+    lines; JSON lines keep their ``timestamp`` field."""
     out = stream if stream is not None else sys.stderr
     if syslog_ident is not None:
         fmt = "json"
@@ -93,7 +95,11 @@ def configure_logging(*, verb: int = 3, fmt: LogFormat | None = None,
         processors.append(Mute(mute))
     processors += [
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
+    ]
+    if fmt == "json" or console_timestamps:
+        processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True,
+                                                           key="timestamp"))
+    processors += [
         structlog.processors.format_exc_info,
         renderer,
     ]

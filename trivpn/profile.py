@@ -80,7 +80,8 @@ class Profile:
 
 
 def _compression_directive(options: Options) -> str | None:
-    return {"lzo-stub": "comp-lzo no", "stub": "compress", "stub-v2": "compress stub-v2"}.get(
+    return {"lzo-stub": "comp-lzo no", "stub": "compress", "stub-v2": "compress stub-v2",
+            "lzo": "comp-lzo yes", "lz4": "compress lz4", "lz4-v2": "compress lz4-v2"}.get(
         options.compression or "")
 
 

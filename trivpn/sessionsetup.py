@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
+from trivpn.config.directives import COMP_F_ADAPTIVE, COMP_F_ADVERTISE_STUBS_ONLY
 from trivpn.config.options import FileSource
 from trivpn.logging import DropAggregator
+from trivpn.lzo2 import LzoUnavailable, lzo1x_compressor, lzo1x_decompressor
 from trivpn.protocol.compression import Compression
 from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
 from trivpn.protocol.errors import ProtocolError
@@ -43,7 +46,8 @@ CLIENT_IV_PROTO = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROTO_AUTH_PEND
                    | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_AUTH_FAIL_TEMP)
 
 _COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STUB,
-                "stub-v2": Compression.STUB_V2}
+                "stub-v2": Compression.STUB_V2, "lzo": Compression.LZO, "lz4": Compression.LZ4,
+                "lz4-v2": Compression.LZ4_V2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +211,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     keydir = o.key_direction if o.tls_auth is not None else None
     opts = options_string(dev_type=o.dev_type, proto=proto_name(o), is_server=is_server,
                           tun_mtu=o.tun_mtu, keydir=keydir, tls_auth=o.tls_auth is not None,
-                          auth=o.auth, compression=o.compression)
+                          auth=o.auth, compression=o.compression,
+                          fragment=bool(o.fragment))
     creds = read_credentials(o) if not is_server else None
     pings = ping_settings(o)
     return SessionConfig(
@@ -218,6 +223,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         wrap=wrap,
         peer_info=None if is_server else build_peer_info(ciphers=ciphers,
                                                          iv_proto=CLIENT_IV_PROTO,
+                                                         comp_algorithms=advertises_compression(o),
                                                          extra=peer_info_extra(o)),
         data_ciphers=ciphers,
         data_ciphers_fallback=o.data_ciphers_fallback,
@@ -243,6 +249,40 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         server_poll_timeout=(float(o.server_poll_timeout)
                              if o.server_poll_timeout and not is_server else None),
         compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
+        compress_outgoing=o.allow_compression == "yes",
+        comp_adaptive=bool(o.comp_flags & COMP_F_ADAPTIVE) and o.compression == "lzo",
+        compression_stub_only=o.allow_compression == "no",
+        decompress_limit=max(o.tun_mtu, 1500) + 128,
+        lzo_compress=_lzo_compressor(o),
+        lzo_decompress=_lzo_decompressor(o),
+        fragment=o.fragment,
+        fragment_encap=28 if o.fragment_mtu else 0,  # IPv4 + UDP (mss.c get_ip_encap_overhead)
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
         unix_time_offset=unix_time_offset,
     )
+
+
+def advertises_compression(o: Options) -> bool:
+    """Whether the peer info announces IV_LZ4/IV_LZ4v2/IV_LZO (OpenVPN comp.c
+    comp_generate_peer_info_string: unless only stubs are advertised)."""
+    return not o.comp_flags & COMP_F_ADVERTISE_STUBS_ONLY
+
+
+def _lzo_decompressor(o: Options) -> Callable[[bytes, int], bytes] | None:
+    """liblzo2's decoder when LZO may be received (configured, or pushed when allowed);
+    without liblzo2, trivpn's own (trivpn/protocol/lzo.py)."""
+    if o.compression != "lzo" and o.allow_compression == "no":
+        return None
+    try:
+        return lzo1x_decompressor()
+    except LzoUnavailable:
+        return None
+
+
+def _lzo_compressor(o: Options) -> Callable[[bytes], bytes] | None:
+    if o.allow_compression != "yes":
+        return None
+    try:
+        return lzo1x_compressor()
+    except LzoUnavailable as exc:
+        raise _error_at(o, "allow-compression", f"{exc}: install liblzo2-2") from exc

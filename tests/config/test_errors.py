@@ -48,15 +48,29 @@ BAD_CLIENT_LINES = [
     ("redirect-gateway def1 everything", "client.conf:8: 'redirect-gateway' flag 'everything' "
      "is unknown (expected local, autolocal, def1, bypass-dhcp, bypass-dns, block-local, "
      "ipv6, !ipv4)"),
-    ("comp-lzo", "client.conf:8: cannot set comp-lzo to 'adaptive': allow-compression is 'no' "
-                 "(OpenVPN 2.6 refuses this too); use 'comp-lzo no'"),
-    ("comp-lzo yes", "client.conf:8: cannot set comp-lzo to 'yes': allow-compression is 'no' "
-                     "(OpenVPN 2.6 refuses this too); use 'comp-lzo no'"),
-    ("allow-compression yes\ncomp-lzo yes",
-     "client.conf:9: 'comp-lzo yes' is not supported by trivpn yet "
-     "(only the 'comp-lzo no' framing is)"),
-    ("compress lz4-v2", "client.conf:8: cannot set compress to 'lz4-v2': allow-compression is "
-                        "'no' (OpenVPN 2.6 refuses this too)"),
+    ("comp-lzo yes\nallow-compression no",
+     "client.conf:9: 'allow-compression no' conflicts with the compression enabled above "
+     "(OpenVPN 2.6 refuses this too)"),
+    ("allow-compression no\ncomp-lzo yes",
+     "client.conf:9: compression ('comp-lzo yes') is not allowed with 'allow-compression no' "
+     "(OpenVPN 2.6 refuses this too)"),
+    ("allow-compression no\ncompress lz4-v2",
+     "client.conf:9: compression ('compress lz4-v2') is not allowed with "
+     "'allow-compression no' (OpenVPN 2.6 refuses this too)"),
+    ("allow-compression no\nallow-compression yes",
+     "client.conf:9: cannot set 'allow-compression yes' after 'allow-compression no' "
+     "(OpenVPN 2.6 refuses this too)"),
+    ("fragment 60", "client.conf:8: 'fragment' needs to be at least 68, got 60 "
+                    "(OpenVPN 2.6 refuses this too)"),
+    ("fragment 500 foo", "client.conf:8: unknown parameter to 'fragment': 'foo' (expected "
+                         "'mtu'; OpenVPN 2.6 refuses this too)"),
+    ("proto tcp\nfragment 500", "client.conf:9: 'fragment' can only be used with 'proto udp' "
+                                "(OpenVPN 2.6 refuses this too)"),
+    ("comp-lzo bogus", "client.conf:8: 'comp-lzo' expects one of yes, no, adaptive, got 'bogus'"),
+    ("compress zstd", "client.conf:8: 'compress' expects one of stub, stub-v2, lzo, lz4, lz4-v2, "
+                      "got 'zstd'"),
+    ("allow-compression maybe",
+     "client.conf:8: 'allow-compression' expects one of yes, no, asym, got 'maybe'"),
     ("<ca>\nnot closed\n", "client.conf:8: inline block <ca> has no end tag </ca>"),
     ("<status>\nx\n</status>", "client.conf:8: 'status' cannot be given as an inline "
                                "<status> block"),
@@ -76,7 +90,7 @@ BAD_CLIENT_LINES = [
 ]
 
 UNSUPPORTED = [
-    "fragment 1300", "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
+    "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
     "http-proxy proxy 8080", "socks-proxy proxy", "plugin x.so", "up up.sh", "down down.sh",
     "route-up r.sh", "auth-user-pass-verify v.sh via-env", "client-config-dir ccd",
     "ifconfig-pool 198.18.8.10 198.18.8.20", "server-ipv6 2001:db8::/64",

@@ -244,11 +244,16 @@ def test_malformed_known_option_is_rejected_naming_it(option):
     assert option.split()[0] in info.value.where
 
 
-@pytest.mark.parametrize("option", ["comp-lzo", "comp-lzo yes", "comp-lzo adaptive",
-                                    "compress lz4", "compress lz4-v2", "compress lzo"])
-def test_real_compression_is_not_allowed(option):
-    with pytest.raises(ProtocolError, match="compression not allowed"):
-        parse_pushed_options([option])
+@pytest.mark.parametrize(("option", "value"), [
+    ("comp-lzo", "lzo-adaptive"), ("comp-lzo yes", "lzo"), ("comp-lzo adaptive", "lzo-adaptive"),
+    ("comp-lzo no", "lzo-stub"), ("compress lz4", "lz4"), ("compress lz4-v2", "lz4-v2"),
+    ("compress lzo", "lzo"), ("compress", "stub"), ("compress stub-v2", "stub-v2")])
+def test_pushed_compression_is_parsed_for_the_session_to_allow_or_refuse(option, value):
+    assert parse_pushed_options([option]).compression == value
+
+
+def test_pushed_comp_noadapt_is_parsed():
+    assert parse_pushed_options(["comp-lzo", "comp-noadapt"]).comp_noadapt
 
 
 @pytest.mark.parametrize("option", ["script-security 2", "up /bin/sh", "dev tap0",

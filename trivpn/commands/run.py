@@ -1,4 +1,8 @@
-"""``trivpn run CONFIG``: bring up a client or server tunnel from an OpenVPN config file."""
+"""``trivpn run CONFIG``: bring up a client or server tunnel from an OpenVPN config file.
+
+Also OpenVPN's command-line form (``trivpn run --config CONFIG --verb 4``, options alone on
+the command line, and ``trivpn --config CONFIG ...`` without ``run``, as a drop-in for
+``openvpn``): config/cmdline.py and docs/cli.md."""
 
 from __future__ import annotations
 
@@ -7,25 +11,49 @@ import contextlib
 import functools
 import os
 import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import trio
 
-from trivpn.config import ConfigError, Options, load_config
+from trivpn import __version__
+from trivpn.config import COMMAND_LINE, ConfigError, Directive, Options, split_arguments
+from trivpn.config.cmdline import expand_command_line
+from trivpn.config.errors import location_text
+from trivpn.config.parser import parse_source
 from trivpn.logging import LogFormat, configure_logging, get_logger, level_for_verb
 from trivpn.runtime.client import run_client
 from trivpn.runtime.dns import DEFAULT_STATE_DIR, DNS_MODES, DnsManager
 from trivpn.runtime.metrics import parse_listen
 from trivpn.runtime.operator import OperatorTools
+from trivpn.runtime.sdnotify import READY, InitializationStatus, sd_notify
 from trivpn.runtime.server import run_server
 from trivpn.runtime.stats import LogHistory, install_log_history
 
+USAGE = ("trivpn run CONFIG [OPTIONS...]\n"
+         "       trivpn run --config CONFIG [--OPENVPN-OPTION ARGS...]... [OPTIONS...]\n"
+         "       trivpn --config CONFIG [--OPENVPN-OPTION ARGS...]...   (as 'openvpn')")
+FORM_HELP = """\
+OpenVPN's command-line form: every '--name ARGS...' is the config directive 'name ARGS...'
+(e.g. --verb 4, --remote HOST PORT, --auth-user-pass FILE). '--config FILE' is read in place:
+later arguments override earlier ones, as in OpenVPN. '--cd DIR' changes directory first.
+Errors name the argument's position on the command line."""
+
 
 def register(sub: Any) -> None:
-    parser = sub.add_parser("run", help="run a client or server from an OpenVPN config file",
-                            description="Run a client or server from an OpenVPN config file.")
-    parser.add_argument("config", type=Path, help="OpenVPN config file (.conf or .ovpn)")
+    sub.add_parser("run", help="run a client or server from an OpenVPN config file",
+                   add_help=False)  # parsed by main() below (OpenVPN's form needs its own)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """trivpn's own flags of ``trivpn run``; everything else is OpenVPN's form."""
+    parser = argparse.ArgumentParser(
+        prog="trivpn run", usage=USAGE, allow_abbrev=False, epilog=FORM_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a client or server from an OpenVPN config file and/or OpenVPN "
+                    "command-line options.")
     parser.add_argument("--log-format", choices=("json", "console"), default=None,
                         help="log line format (default: console on a terminal, else json)")
     parser.add_argument("--log-file", type=Path, default=None,
@@ -48,7 +76,90 @@ def register(sub: Any) -> None:
     parser.add_argument("--dns-state-dir", type=Path, default=DEFAULT_STATE_DIR,
                         help="where a client records the DNS changes to undo after a crash "
                              f"(default {DEFAULT_STATE_DIR})")
-    parser.set_defaults(handler=handle)
+    return parser
+
+
+# trivpn's own flags and how many values each takes; every other '--name' is OpenVPN's
+OWN_FLAGS: dict[str, int] = {"--log-format": 1, "--log-file": 1, "--metrics-listen": 1,
+                             "--drop-revoked": 0, "--dns-mode": 1, "--dns-state-dir": 1,
+                             "-h": 0, "--help": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class SplitArgs:
+    """A ``trivpn run`` command line taken apart: trivpn's own flags (for argparse) and the
+    OpenVPN-form directives (config/cmdline.py), each with its position."""
+
+    own: list[str]
+    directives: list[Directive]
+
+
+def split_run_args(argv: Sequence[str], first_position: int,
+                   own_flags: Mapping[str, int] = OWN_FLAGS) -> SplitArgs:
+    """``[CONFIG] (--own-flag [VALUE] | --openvpn-option ARGS...)...``. A bare CONFIG may
+    stand first or right after one of trivpn's flags (``run --drop-revoked server.conf``).
+    ``own_flags``: trivpn's flags and how many values each takes."""
+    own: list[str] = []
+    directives: list[Directive] = []
+    config_given = False
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        flag = token.split("=", 1)[0]
+        if flag in own_flags:
+            count = 0 if "=" in token else own_flags[flag]
+            own += argv[i:i + 1 + count]
+            i += 1 + count
+            continue
+        if not token.startswith("-") and not config_given:
+            directives.append(Directive("config", (token,), COMMAND_LINE, first_position + i))
+            config_given = True
+            i += 1
+            continue
+        if not token.startswith("--"):
+            raise ConfigError(f"'{token}' is not an option: options start with '--' and are "
+                              "followed by their arguments", COMMAND_LINE, first_position + i)
+        j = i + 1
+        while j < len(argv) and not argv[j].startswith("--"):
+            j += 1
+        directives += split_arguments(argv[i:j], first_position + i)
+        config_given = True
+        i = j
+    return SplitArgs(own, directives)
+
+
+def main(argv: Sequence[str], first_position: int = 1) -> int:
+    """``trivpn run ...`` (``first_position`` 2) or ``trivpn --config ...`` (1)."""
+    try:
+        split = split_run_args(argv, first_position)
+    except ConfigError as exc:
+        print(f"trivpn: {exc}", file=sys.stderr)
+        return 2
+    parser = build_parser()
+    args = parser.parse_args(split.own)
+    for d in split.directives:
+        if d.name == "help":
+            parser.print_help()
+            return 0
+        if d.name == "version" and not d.args:
+            print(f"trivpn {__version__} (reads OpenVPN 2.6 configs and command lines)")
+            return 0
+        if d.name == "genkey":
+            print(f"trivpn: {location_text(d.path, d.line)}: '--genkey' is not part of "
+                  "'trivpn run': use 'trivpn pki genkey tls-crypt|tls-auth FILE'",
+                  file=sys.stderr)
+            return 2
+    if not split.directives:
+        parser.print_usage(sys.stderr)
+        print("trivpn run: give a config file or OpenVPN options", file=sys.stderr)
+        return 2
+    try:
+        options = parse_source(expand_command_line(split.directives))
+        options = options.with_files_loaded()
+    except ConfigError as exc:
+        print(f"trivpn: {exc}", file=sys.stderr)
+        return 2
+    return handle(options, args)
 
 
 def _dns_mode(text: str) -> str:
@@ -78,12 +189,8 @@ def open_log_file(path: Path, *, append: bool) -> TextIO:
     return os.fdopen(fd, "a" if append else "w", buffering=1)
 
 
-def handle(args: argparse.Namespace) -> int:
-    try:
-        options = load_config(args.config)
-    except ConfigError as exc:
-        print(f"trivpn: {exc}", file=sys.stderr)
-        return 2
+def handle(options: Options, args: argparse.Namespace) -> int:
+    """Run the parsed config with trivpn's own flags ``args`` (build_parser)."""
     stream = None
     pid_file: Path | None = None
     try:
@@ -99,11 +206,17 @@ def handle(args: argparse.Namespace) -> int:
         configure_for(options, stream=stream, fmt=args.log_format)
         history = LogHistory(output_level=level_for_verb(verb))  # management sees INFO too
         install_log_history(history)
-        tools = OperatorTools(history, metrics_listen=args.metrics_listen,
-                              status_path=options.status.path if options.status else None)
         log = get_logger()
-        log.info("trivpn_starting", config=str(args.config), role=options.role)
-        if options.daemon:
+        notify_socket = os.environ.get("NOTIFY_SOCKET")
+        observers = [] if not notify_socket else [InitializationStatus(
+            notify_socket, lambda exc: log.warning("systemd_notify_failed",
+                                                   socket=notify_socket, error=str(exc)))]
+        tools = OperatorTools(history, metrics_listen=args.metrics_listen,
+                              status_path=options.status.path if options.status else None,
+                              observers=observers)
+        log.info("trivpn_starting", config=str(options.config_path), role=options.role)
+        under_systemd = notify_systemd(notify_socket, log)
+        if options.daemon and not under_systemd:  # as OpenVPN: no fork under systemd
             become_daemon()
         if options.writepid is not None:
             write_pid_file(options.writepid)
@@ -133,13 +246,27 @@ def handle(args: argparse.Namespace) -> int:
 
 def configure_for(options: Options, *, stream: TextIO | None,
                   fmt: LogFormat | None = None) -> None:
-    """Logging as the config asks: ``verb``, ``mute``, and ``syslog [NAME]`` or ``daemon
-    [NAME]`` sending it to the system logger unless it goes to a log file (OpenVPN)."""
+    """Logging as the config asks: ``verb``, ``mute``, ``syslog [NAME]`` or ``daemon
+    [NAME]`` sending it to the system logger unless it goes to a log file (OpenVPN), and
+    ``suppress-timestamps`` / ``machine-readable-output`` (see config/directives.py)."""
     ident = None
     if stream is None and (options.syslog is not None or options.daemon):
         ident = options.syslog if options.syslog is not None else options.daemon_name
-    configure_logging(verb=options.verb, fmt=fmt or ("json" if stream else None),
-                      stream=stream, syslog_ident=ident, mute=options.mute)
+    if fmt is None and (stream is not None or options.machine_readable_output):
+        fmt = "json"  # a log file, or machine-readable-output even on a terminal
+    configure_logging(verb=options.verb, fmt=fmt, stream=stream, syslog_ident=ident,
+                      mute=options.mute,
+                      console_timestamps=(options.machine_readable_output
+                                          or not options.suppress_timestamps))
+
+
+def notify_systemd(socket_path: str | None, log: Any) -> bool:
+    """``READY=1`` with our pid to systemd (``Type=notify`` units); whether we run under it."""
+    try:
+        return sd_notify(READY.format(pid=os.getpid()), socket_path)
+    except OSError as exc:
+        log.warning("systemd_notify_failed", socket=socket_path, error=str(exc))
+        return False
 
 
 def become_daemon() -> None:

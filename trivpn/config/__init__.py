@@ -1,13 +1,16 @@
 """trivpn config layer: OpenVPN 2.6 config files → typed, validated, frozen ``Options``.
 
 ``load_config(path)`` reads a file (and, by default, every file it references);
-``parse_config(text, path)`` parses text that claims to live at ``path``.
+``parse_config(text, path)`` parses text that claims to live at ``path``;
+``load_command_line(argv)`` reads OpenVPN's command-line form (``--config F --verb 4 ...``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from trivpn.config.cmdline import read_command_line, split_arguments
 from trivpn.config.derive import (
     AddressPool,
     PingSettings,
@@ -17,7 +20,7 @@ from trivpn.config.derive import (
     server_push_options,
     server_tun_ifconfig,
 )
-from trivpn.config.errors import ConfigError
+from trivpn.config.errors import COMMAND_LINE, ConfigError
 from trivpn.config.lexer import tokenize_line
 from trivpn.config.options import (
     DEFAULT_DATA_CIPHERS,
@@ -56,6 +59,15 @@ def load_config(path: Path | str, *, read_files: bool = True, lenient: bool = Fa
     return options.with_files_loaded() if read_files else options
 
 
+def load_command_line(argv: Sequence[str], *, cwd: Path | None = None,
+                      first_position: int = 1, read_files: bool = True) -> Options:
+    """Parse OpenVPN's command-line form: ``--name args...`` directives and ``--config FILE``
+    read in place, later ones overriding earlier ones (config/cmdline.py). Errors name
+    ``command line, argument N`` or the file and line."""
+    options = parse_source(read_command_line(argv, cwd, first_position))
+    return options.with_files_loaded() if read_files else options
+
+
 def parse_config(text: str, path: Path | str, *, read_files: bool = False) -> Options:
     """Parse config ``text`` as if it were the file ``path`` (for messages and relative paths).
     Referenced files are only read with ``read_files=True``."""
@@ -64,6 +76,7 @@ def parse_config(text: str, path: Path | str, *, read_files: bool = False) -> Op
 
 
 __all__ = [
+    "COMMAND_LINE",
     "DEFAULT_DATA_CIPHERS",
     "AddressPool",
     "ConfigError",
@@ -89,12 +102,15 @@ __all__ = [
     "TlsVersion",
     "VerifyX509Name",
     "address_pool",
+    "load_command_line",
     "load_config",
     "parse_config",
     "ping_settings",
+    "read_command_line",
     "read_config",
     "read_config_text",
     "server_push_options",
     "server_tun_ifconfig",
+    "split_arguments",
     "tokenize_line",
 ]

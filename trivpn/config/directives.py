@@ -12,11 +12,12 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from trivpn.config import values as v
 from trivpn.config.dns import dhcp_option_directive, dns_directive
 from trivpn.config.options import (
+    CompressionFraming,
     ConfigWarning,
     ConnectFreq,
     ConnectRetry,
@@ -69,17 +70,26 @@ class ParseState:
     mode_server: bool = False
     forward_compatible: bool = False
     lenient: bool = False  # doctor: unsupported directives warn instead of failing
+    current: Directive | None = None  # the directive being applied (for its base directory)
 
     def warn(self, d: Directive, message: str) -> None:
         self.warnings.append(ConfigWarning(d.path, d.line, message))
 
+    def base_dir(self, d: Directive | None = None) -> Path:
+        """Where a relative file name in ``d`` (default: the directive being applied)
+        resolves: its own base directory (command-line form) or the config's."""
+        d = d if d is not None else self.current
+        if d is not None and d.base_dir is not None:
+            return d.base_dir
+        return self.opts.base_dir
+
     def file(self, d: Directive) -> FileSource:
         if d.inline is not None:
             return FileSource(d.name, d.path, d.line, None, d.inline)
-        return FileSource(d.name, d.path, d.line, resolve(self.opts.base_dir, d.args[0]))
+        return FileSource(d.name, d.path, d.line, resolve(self.base_dir(d), d.args[0]))
 
     def path(self, text: str) -> Path:
-        return resolve(self.opts.base_dir, text)
+        return resolve(self.base_dir(), text)
 
 
 Handler = Callable[[ParseState, Directive], Options]
@@ -122,8 +132,6 @@ KEY_DIRECTIONS: Mapping[str, int] = {"0": 0, "1": 1}
 REDIRECT_FLAGS = ("local", "autolocal", "def1", "bypass-dhcp", "bypass-dns", "block-local",
                   "ipv6", "!ipv4")
 TLS_VERSIONS = ("1.0", "1.1", "1.2", "1.3")
-ALLOW_COMPRESSION: Mapping[str, Literal["no", "asym", "yes"]] = {
-    "no": "no", "asym": "asym", "yes": "yes"}
 
 
 # --- role ------------------------------------------------------------------------------------
@@ -378,44 +386,6 @@ def _replay_window(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, replay_window=ReplayWindow(size, secs))
 
 
-def _comp_lzo(st: ParseState, d: Directive) -> Options:
-    value = d.args[0] if d.args else "adaptive"
-    if value not in ("yes", "no", "adaptive"):
-        raise v.fail(d, f"'comp-lzo' expects one of yes, no, adaptive, got '{value}'")
-    st.warn(d, "'comp-lzo' is deprecated; remove compression on both sides "
-               "(or use 'compress stub-v2' while migrating)")
-    if value != "no":
-        if st.opts.allow_compression == "no":
-            raise v.fail(d, f"cannot set comp-lzo to '{value}': allow-compression is 'no' "
-                            "(OpenVPN 2.6 refuses this too); use 'comp-lzo no'")
-        raise v.fail(d, f"'comp-lzo {value}' is not supported by trivpn yet "
-                        "(only the 'comp-lzo no' framing is)")
-    return replace(st.opts, compression="lzo-stub")
-
-
-def _compress(st: ParseState, d: Directive) -> Options:
-    algo = d.args[0] if d.args else "stub"
-    if algo == "stub":
-        return replace(st.opts, compression="stub")
-    if algo == "stub-v2":
-        return replace(st.opts, compression="stub-v2")
-    if algo not in ("lzo", "lz4", "lz4-v2", "migrate"):
-        raise v.fail(d, f"'compress' expects one of stub, stub-v2, lzo, lz4, lz4-v2, "
-                        f"got '{algo}'")
-    if st.opts.allow_compression == "no" and algo != "migrate":
-        raise v.fail(d, f"cannot set compress to '{algo}': allow-compression is 'no' "
-                        "(OpenVPN 2.6 refuses this too)")
-    raise v.fail(d, f"'compress {algo}' is not supported by trivpn yet "
-                    "(only 'compress stub' and 'compress stub-v2' are)")
-
-
-def _allow_compression(st: ParseState, d: Directive) -> Options:
-    value = v.choice(d, 0, ALLOW_COMPRESSION)
-    if value == "yes":
-        st.warn(d, "'allow-compression yes' enables attacks on encrypted traffic (VORACLE)")
-    return replace(st.opts, allow_compression=value)
-
-
 # --- server ----------------------------------------------------------------------------------
 
 def _ifconfig_pool_persist(st: ParseState, d: Directive) -> Options:
@@ -644,6 +614,142 @@ def _file_field(st: ParseState, d: Directive) -> Options:
     raise AssertionError(d.name)
 
 
+def _logging_flag(st: ParseState, d: Directive) -> Options:
+    """``suppress-timestamps``: console log lines without the time prefix (journald adds its
+    own); ``machine-readable-output``: JSON lines even on a terminal, always timestamped, and
+    winning over suppress-timestamps in either order, as OpenVPN's (error.c, x_msg_va)."""
+    if d.name == "suppress-timestamps":
+        return replace(st.opts, suppress_timestamps=True)
+    return replace(st.opts, machine_readable_output=True)
+
+
+# --- compression and fragment ----------------------------------------------------------------
+# OpenVPN's compress_options flags (src/openvpn/comp.h), applied in the order OpenVPN's
+# add_option() does (src/openvpn/options.c); the final check is finish_compression().
+COMP_F_ADAPTIVE = 1 << 0
+COMP_F_ALLOW_COMPRESS = 1 << 1
+COMP_F_SWAP = 1 << 2
+COMP_F_ADVERTISE_STUBS_ONLY = 1 << 3
+COMP_F_ALLOW_STUB_ONLY = 1 << 4
+COMP_F_ALLOW_ASYM = 1 << 6
+_NON_STUB = frozenset({"lzo", "lz4", "lz4-v2"})
+_REFUSED = "OpenVPN 2.6 refuses this too"
+RECEIVE_ONLY_WARNING = ("compression for receiving enabled: packets from the peer are "
+                        "decompressed, sent packets are not compressed unless "
+                        "'allow-compression yes' is also set (as OpenVPN 2.6)")
+
+
+def _comp(st: ParseState, d: Directive, alg: str, flags: int) -> Options:
+    framing: CompressionFraming
+    if alg == "stub":
+        framing = "stub" if flags & COMP_F_SWAP else "lzo-stub"
+    else:
+        framing = cast("CompressionFraming", alg)
+    if alg in _NON_STUB and not flags & COMP_F_ALLOW_COMPRESS:
+        st.warn(d, RECEIVE_ONLY_WARNING)
+    return replace(st.opts, compression=framing, comp_flags=flags)
+
+
+def _comp_lzo(st: ParseState, d: Directive) -> Options:
+    value = d.args[0] if d.args else None
+    st.warn(d, "'comp-lzo' is deprecated; remove compression on both sides "
+               "(or use 'compress stub-v2' while migrating)")
+    flags = st.opts.comp_flags & ~COMP_F_SWAP
+    if value == "no":
+        return _comp(st, d, "stub", flags & ~COMP_F_ADAPTIVE)
+    if value == "yes":
+        return _comp(st, d, "lzo", flags & ~COMP_F_ADAPTIVE)
+    if value in (None, "adaptive"):
+        return _comp(st, d, "lzo", flags | COMP_F_ADAPTIVE)
+    raise v.fail(d, f"'comp-lzo' expects one of yes, no, adaptive, got '{value}'")
+
+
+def _compress(st: ParseState, d: Directive) -> Options:
+    algo = d.args[0] if d.args else "stub"
+    flags = st.opts.comp_flags
+    if algo == "stub":
+        return _comp(st, d, "stub", flags | COMP_F_SWAP | COMP_F_ADVERTISE_STUBS_ONLY)
+    if algo == "stub-v2":
+        return _comp(st, d, "stub-v2", flags | COMP_F_ADVERTISE_STUBS_ONLY)
+    if algo == "lzo":
+        return _comp(st, d, "lzo", flags & ~(COMP_F_ADAPTIVE | COMP_F_SWAP))
+    if algo == "lz4":
+        return _comp(st, d, "lz4", flags | COMP_F_SWAP)
+    if algo == "lz4-v2":
+        return _comp(st, d, "lz4-v2", flags)
+    if algo == "migrate":
+        raise v.fail(d, "'compress migrate' (a server pushing stub framings to clients that "
+                        "announce compression) is not supported by trivpn yet")
+    raise v.fail(d, f"'compress' expects one of stub, stub-v2, lzo, lz4, lz4-v2, got '{algo}'")
+
+
+def _comp_noadapt(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, comp_flags=st.opts.comp_flags & ~COMP_F_ADAPTIVE)
+
+
+def _allow_compression(st: ParseState, d: Directive) -> Options:
+    value = d.args[0]
+    flags = st.opts.comp_flags
+    if value == "no":
+        if st.opts.compression in _NON_STUB:
+            raise v.fail(d, "'allow-compression no' conflicts with the compression enabled "
+                            f"above ({_REFUSED})")
+        return replace(st.opts, comp_flags=COMP_F_ALLOW_STUB_ONLY | COMP_F_ADVERTISE_STUBS_ONLY)
+    if value not in ("yes", "asym"):
+        raise v.fail(d, f"'allow-compression' expects one of yes, no, asym, got '{value}'")
+    if flags & COMP_F_ALLOW_STUB_ONLY:
+        raise v.fail(d, f"cannot set 'allow-compression {value}' after 'allow-compression no' "
+                        f"({_REFUSED})")
+    if value == "asym":
+        return replace(st.opts, comp_flags=(flags & ~COMP_F_ALLOW_COMPRESS) | COMP_F_ALLOW_ASYM)
+    st.warn(d, "'allow-compression yes' compresses sent packets too, which enables attacks "
+               "that break encryption (VORACLE); avoid it")
+    return replace(st.opts, comp_flags=flags | COMP_F_ALLOW_COMPRESS)
+
+
+def _fragment(st: ParseState, d: Directive) -> Options:
+    size = v.integer(d, 0, 0)
+    if size < 68:
+        raise v.fail(d, f"'fragment' needs to be at least 68, got {size} ({_REFUSED})")
+    if len(d.args) == 2 and d.args[1] != "mtu":
+        raise v.fail(d, f"unknown parameter to 'fragment': '{d.args[1]}' (expected 'mtu'; "
+                        f"{_REFUSED})")
+    return replace(st.opts, fragment=size, fragment_mtu=len(d.args) == 2)
+
+
+def finish_fragment(st: ParseState, o: Options) -> Options:
+    """fragment: UDP only, and the default mssfix becomes ``mssfix N mtu`` (OpenVPN options.c
+    options_postprocess_mutate_ce: an absent or bare mssfix takes the fragment value)."""
+    if not o.fragment:
+        return o
+    d = st.last_seen["fragment"]
+    if o.proto != "udp" or any(r.proto != "udp" for r in o.remotes):
+        raise v.fail(d, f"'fragment' can only be used with 'proto udp' ({_REFUSED})")
+    mssfix = st.last_seen.get("mssfix")
+    if mssfix is None or not mssfix.args:
+        o = replace(o, mssfix=Mssfix(o.fragment, mtu=True))
+    return o
+
+
+def finish_compression(st: ParseState, o: Options) -> Options:
+    """OpenVPN's post-processing (options.c options_postprocess_mutate_invariant,
+    comp.c check_compression_settings_valid): the effective allow-compression mode."""
+    flags = o.comp_flags
+    non_stub = o.compression in _NON_STUB
+    if flags == 0 and not non_stub:
+        flags = COMP_F_ALLOW_STUB_ONLY | COMP_F_ADVERTISE_STUBS_ONLY
+    if flags & COMP_F_ALLOW_STUB_ONLY and non_stub:
+        name = max(("comp-lzo", "compress"), key=lambda n: st.last_position.get(n, -1))
+        d = st.last_seen[name]
+        shown = " ".join((d.name, *d.args))
+        raise v.fail(d, f"compression ('{shown}') is not allowed with 'allow-compression no' "
+                        f"({_REFUSED})")
+    mode: Literal["no", "asym", "yes"] = (
+        "yes" if flags & COMP_F_ALLOW_COMPRESS
+        else "no" if flags & COMP_F_ALLOW_STUB_ONLY else "asym")
+    return replace(o, comp_flags=flags, allow_compression=mode)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -735,9 +841,6 @@ DIRECTIVES: Mapping[str, Spec] = {
     "auth": Spec(1, 1, _auth),
     "replay-window": Spec(1, 2, _replay_window),
     "mute-replay-warnings": Spec(0, 0, _flag),
-    "comp-lzo": Spec(0, 1, _comp_lzo),
-    "compress": Spec(0, 1, _compress),
-    "allow-compression": Spec(1, 1, _allow_compression),
     # server
     "ifconfig-pool-persist": Spec(1, 2, _ifconfig_pool_persist),
     "push": Spec(1, 1, _push),
@@ -798,6 +901,11 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- corpus and inert directives ---
 
     # --- compression and fragment ---
+    "comp-lzo": Spec(0, 1, _comp_lzo),
+    "compress": Spec(0, 1, _compress),
+    "allow-compression": Spec(1, 1, _allow_compression),
+    "comp-noadapt": Spec(0, 0, _comp_noadapt),
+    "fragment": Spec(1, 2, _fragment),
 
     # --- credentials ---
 
@@ -812,6 +920,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- crypto and pki breadth ---
 
     # --- server (issue 13) ---
+
+    # --- command line and check ---
+    "suppress-timestamps": Spec(0, 0, _logging_flag),
+    "machine-readable-output": Spec(0, 0, _logging_flag),
 }
 
 
@@ -836,7 +948,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "client-connect",
     "client-disconnect",
     "client-nat",
-    "comp-noadapt",
     "compat-mode",
     "connect-retry-max",
     "connection",
@@ -847,7 +958,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "echo",
     "engine",
     "explicit-exit-notify-push",
-    "fragment",
     "http-proxy",
     "http-proxy-option",
     "http-proxy-retry",
@@ -868,7 +978,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "learn-address",
     "link-mtu",
     "lladdr",
-    "machine-readable-output",
     "management-client-auth",
     "management-external-cert",
     "management-external-key",
@@ -917,7 +1026,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "socks-proxy-retry",
     "stale-routes-check",
     "static-challenge",
-    "suppress-timestamps",
     "tcp-queue-limit",
     "tls-crypt-v2",
     "tls-crypt-v2-max-age",

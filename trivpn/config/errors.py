@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+COMMAND_LINE = Path("[command line]")
+"""The "file" of directives given as command-line arguments (OpenVPN's ``[CMD-LINE]``); their
+"line" is the argument's position on the command line (1 = the first argument)."""
+
+
+def location_text(path: Path | None, line: int | None) -> str:
+    """``client.conf:12``, ``client.conf``, or ``command line, argument 3``."""
+    if path is None:
+        return ""
+    if path == COMMAND_LINE:
+        return "command line" if line is None else f"command line, argument {line}"
+    return str(path) if line is None else f"{path}:{line}"
+
 
 class ConfigError(Exception):
     """A config file (or pushed option) is not acceptable.
@@ -22,6 +35,4 @@ class ConfigError(Exception):
     def location_prefix(self) -> str:
         if self.path is None:
             return ""
-        if self.line is None:
-            return f"{self.path}: "
-        return f"{self.path}:{self.line}: "
+        return location_text(self.path, self.line) + ": "

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from trivpn.config.errors import ConfigError
+from trivpn.config.errors import ConfigError, location_text
 from trivpn.protocol.dns import DnsOptions
 from trivpn.protocol.push import PullFilter
 
@@ -23,7 +23,7 @@ Proto = Literal["udp", "tcp-server", "tcp-client"]
 Family = Literal[4, 6]
 DevType = Literal["tun", "tap"]
 Topology = Literal["net30", "subnet", "p2p"]
-CompressionFraming = Literal["lzo-stub", "stub", "stub-v2"]
+CompressionFraming = Literal["lzo-stub", "stub", "stub-v2", "lzo", "lz4", "lz4-v2"]
 X509NameType = Literal["subject", "name", "name-prefix"]
 
 DEFAULT_DATA_CIPHERS: tuple[str, ...] = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
@@ -38,8 +38,7 @@ class ConfigWarning:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.path}:{self.line}: " if self.line is not None else f"{self.path}: "
-        return where + self.message
+        return f"{location_text(self.path, self.line)}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +288,7 @@ class Options:
     replay_window: ReplayWindow = ReplayWindow()
     mute_replay_warnings: bool = False
     compression: CompressionFraming | None = None
-    allow_compression: Literal["no", "asym", "yes"] = "no"
+    allow_compression: Literal["no", "asym", "yes"] = "no"  # effective, as 2.6 settles it
     # server
     server: ServerHelper | None = None
     ifconfig_pool_persist: PeriodicFile | None = None
@@ -345,6 +344,9 @@ class Options:
     # --- corpus and inert directives ---
 
     # --- compression and fragment ---
+    comp_flags: int = 0  # OpenVPN's compress_options flags (config/directives.py COMP_F_*)
+    fragment: int = 0  # fragment N: no UDP payload above N bytes (0: no fragment layer)
+    fragment_mtu: bool = False  # fragment N mtu: N counts the outer IP and UDP headers
 
     # --- credentials ---
 
@@ -359,6 +361,10 @@ class Options:
 
     # --- server (issue 13) ---
 
+    # --- command line and check ---
+    suppress_timestamps: bool = False  # console log lines without their time prefix
+    machine_readable_output: bool = False  # JSON log lines, always with their timestamp
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)
@@ -370,13 +376,17 @@ class Options:
 
     @property
     def comp_lzo(self) -> str | None:
-        """``"no"`` when the effective compression framing is ``comp-lzo no``."""
+        """``"no"`` when the effective compression framing is ``comp-lzo no``, ``"yes"`` /
+        ``"adaptive"`` for LZO compression."""
+        if self.compression == "lzo":
+            return "adaptive" if self.comp_flags & 1 else "yes"
         return "no" if self.compression == "lzo-stub" else None
 
     @property
     def compress(self) -> str | None:
-        """``"stub"``/``"stub-v2"`` when the effective framing comes from ``compress``."""
-        if self.compression in ("stub", "stub-v2"):
+        """``"stub"``/``"stub-v2"``/``"lz4"``/``"lz4-v2"`` when the effective framing comes
+        from ``compress``."""
+        if self.compression in ("stub", "stub-v2", "lz4", "lz4-v2"):
             return self.compression
         return None
 

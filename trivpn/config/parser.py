@@ -13,6 +13,8 @@ from trivpn.config.directives import (
     UNSUPPORTED,
     ParseState,
     RawProto,
+    finish_compression,
+    finish_fragment,
 )
 from trivpn.config.errors import ConfigError
 from trivpn.config.options import (
@@ -47,7 +49,8 @@ def parse_source(source: ConfigSource, *, lenient: bool = False) -> Options:
 def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
     if d.name == "setenv" and len(d.args) >= 2 and d.args[0] == "opt":
         # `setenv opt NAME ...`: apply NAME if known, otherwise only warn.
-        _apply(st, Directive(d.args[1], d.args[2:], d.path, d.line, None), allow_unknown=True)
+        _apply(st, Directive(d.args[1], d.args[2:], d.path, d.line, None, d.base_dir),
+               allow_unknown=True)
         return
     if d.name in UNSUPPORTED:
         what = f"<{d.name}> blocks are" if d.inline is not None else f"'{d.name}' is"
@@ -72,7 +75,9 @@ def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
     st.last_seen[d.name] = d
     st.last_position[d.name] = st.applied
     st.applied += 1
+    st.current = d
     st.opts = spec.handler(st, d)
+    st.current = None
 
 
 def _count_message(name: str, lo: int, hi: int | None, got: int) -> str:
@@ -224,6 +229,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "'plugin' (OpenVPN 2.6 refuses it otherwise); trivpn supports "
                              "none of them", "verify-client-cert")
         raise _error(st, "'verify-client-cert' requires 'mode server'", "verify-client-cert")
+
+    o = finish_compression(st, o)
+    o = finish_fragment(st, o)
 
     # --- dns (options.c, dns_options_verify(); applied on clients only, docs/dns.md) ---
     try:

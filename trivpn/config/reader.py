@@ -22,13 +22,18 @@ BOM = "\ufeff"
 @dataclass(frozen=True, slots=True)
 class Directive:
     """One directive: ``name`` and ``args`` as tokenized, where it was written, and for an
-    inline block (``<ca>…</ca>``) its verbatim content (then ``args`` is empty)."""
+    inline block (``<ca>…</ca>``) its verbatim content (then ``args`` is empty).
+
+    ``base_dir``: the directory a relative file name in it means, when that is not the
+    config's (set for the command-line form, where arguments resolve against the working
+    directory and each ``--config`` file against its own; see config/cmdline.py)."""
 
     name: str
     args: tuple[str, ...]
     path: Path
     line: int
     inline: str | None = None
+    base_dir: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,7 +204,7 @@ _PROTO_NAMES = {
     "tcpv4_server": "TCPv4_SERVER",
 }
 # Compression settings that add the ``comp-lzo`` token and how many framing bytes they add.
-_COMPRESSION_OVERHEAD = {"lzo-stub": 1, "stub": 1, "stub-v2": 0}
+_COMPRESSION_OVERHEAD = {"lzo-stub": 1, "stub": 1, "stub-v2": 0, "lzo": 1, "lz4": 1, "lz4-v2": 0}
 
 
 def _proto_name(proto: str, is_server: bool) -> str:

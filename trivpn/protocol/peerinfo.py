@@ -35,14 +35,16 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 def build_peer_info(*, version: str = "2.6.14", platform: str = "linux",
                     ciphers: Sequence[str], iv_proto: int, mtu: int | None = 1600,
-                    comp_stubs: bool = True, extra: Mapping[str, str] = _EMPTY) -> str:
+                    comp_stubs: bool = True, comp_algorithms: bool = False,
+                    extra: Mapping[str, str] = _EMPTY) -> str:
     """Peer-info text, newline-terminated lines, in 2.6's order.
 
     ``IV_NCP=2`` appears only when *ciphers* contains both AES-128-GCM and AES-256-GCM.
     ``mtu=None`` omits ``IV_MTU``. ``comp_stubs`` adds ``IV_LZO_STUB``/``IV_COMP_STUB``/
     ``IV_COMP_STUBv2`` (only announce them if the stub framings are implemented). *extra* lines
-    (``IV_GUI_VER``, ``UV_*``...) come last. Raises ValueError for text that would break the
-    line format or repeat a key.
+    (``IV_GUI_VER``, ``UV_*``...) come last. ``comp_algorithms`` announces LZ4, LZ4v2 and LZO
+    first (OpenVPN comp.c comp_generate_peer_info_string; then no ``IV_LZO_STUB``). Raises
+    ValueError for text that would break the line format or repeat a key.
     """
     lines: list[tuple[str, str]] = [("IV_VER", version), ("IV_PLAT", platform),
                                     ("IV_TCPNL", "1")]
@@ -52,7 +54,10 @@ def build_peer_info(*, version: str = "2.6.14", platform: str = "linux",
         lines.append(("IV_NCP", "2"))
     lines.append(("IV_CIPHERS", ":".join(ciphers)))
     lines.append(("IV_PROTO", str(iv_proto)))
-    if comp_stubs:
+    if comp_algorithms:
+        lines += [("IV_LZ4", "1"), ("IV_LZ4v2", "1"), ("IV_LZO", "1"),
+                  ("IV_COMP_STUB", "1"), ("IV_COMP_STUBv2", "1")]
+    elif comp_stubs:
         lines += [("IV_LZO_STUB", "1"), ("IV_COMP_STUB", "1"), ("IV_COMP_STUBv2", "1")]
     lines += list(extra.items())
     seen: set[str] = set()

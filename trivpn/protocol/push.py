@@ -6,9 +6,9 @@ Policy for pushed options (decided here, stricter than 2.6 in one respect):
    (wrong argument count, bad address, bad number) raise :class:`ProtocolError` naming the
    option. 2.6 logs such lines and ignores them; trivpn refuses, because silently running with
    half a network configuration is worse than a clear failure.
-2. Real compression (``comp-lzo [yes|adaptive]``, ``compress lz4|lz4-v2|lzo``) raises
-   ``ProtocolError("compression not allowed")``, as a 2.6 client with the default
-   ``allow-compression stub-only`` refuses it. The stub framings are accepted.
+2. Compression (``comp-lzo``, ``compress``, ``comp-noadapt``) is parsed here; whether real
+   compression is allowed depends on the client's ``allow-compression`` and is decided by the
+   session (OpenVPN init.c do_deferred_options, check_compression_settings_valid).
 3. Options that 2.6 itself refuses in a push because they are not in its pull permission mask
    (scripts and plugins, ``dev``, ``remote``, ``proto``, ``tls-auth``, keys, ``user``,
    ``management``..., :data:`NOT_PUSHABLE`) raise ``ProtocolError`` with reason
@@ -56,7 +56,7 @@ MAX_PUSHED_OPTIONS = 4096
 
 RouteKeyword = Literal["vpn_gateway", "net_gateway", "remote_host"]
 Topology = Literal["net30", "p2p", "subnet"]
-CompressionStub = Literal["lzo-stub", "stub", "stub-v2"]
+CompressionStub = Literal["lzo-stub", "stub", "stub-v2", "lzo", "lzo-adaptive", "lz4", "lz4-v2"]
 _ROUTE_KEYWORDS = ("vpn_gateway", "net_gateway", "remote_host")
 _REDIRECT_FLAGS = frozenset({"local", "autolocal", "def1", "bypass-dhcp", "bypass-dns",
                              "block-local", "ipv6", "!ipv4"})
@@ -263,6 +263,7 @@ class PushedOptions:
     auth_token_user: str | None = None
     explicit_exit_notify: int | None = None
     compression: CompressionStub | None = None
+    comp_noadapt: bool = False
     inactive: int | None = None
     inactive_bytes: int | None = None
     session_timeout: int | None = None
@@ -322,6 +323,7 @@ class _Builder:
             auth_token_user=cast("str | None", s.get("auth_token_user")),
             explicit_exit_notify=cast("int | None", s.get("explicit_exit_notify")),
             compression=cast("CompressionStub | None", s.get("compression")),
+            comp_noadapt=bool(s.get("comp_noadapt", False)),
             inactive=cast("int | None", s.get("inactive")),
             inactive_bytes=cast("int | None", s.get("inactive_bytes")),
             session_timeout=cast("int | None", s.get("session_timeout")),
@@ -474,21 +476,22 @@ def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:  # noqa:
         _nargs(name, args, 0, 1)
         if args == ["no"]:
             s["compression"] = "lzo-stub"
-        elif not args or args[0] in ("yes", "adaptive"):
-            raise ProtocolError("compression not allowed", f"pushed option '{line}'",
-                                reason="compression_not_allowed")
+        elif args == ["yes"]:
+            s["compression"] = "lzo"
+        elif not args or args[0] == "adaptive":
+            s["compression"] = "lzo-adaptive"
         else:
             raise _bad(name, f"bad argument {args[0]!r}")
     elif name == "compress":
         _nargs(name, args, 0, 1)
         alg = args[0] if args else "stub"
-        if alg in ("stub", "stub-v2"):
+        if alg in ("stub", "stub-v2", "lzo", "lz4", "lz4-v2"):
             s["compression"] = alg
-        elif alg in ("lzo", "lz4", "lz4-v2"):
-            raise ProtocolError("compression not allowed", f"pushed option '{line}'",
-                                reason="compression_not_allowed")
         else:
             raise _bad(name, f"bad algorithm {alg!r}")
+    elif name == "comp-noadapt":
+        _nargs(name, args, 0, 0)
+        s["comp_noadapt"] = True
     elif name == "block-ipv6":
         _nargs(name, args, 0, 0)
         s["block_ipv6"] = True

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from trivpn.protocol import events as ev
 from trivpn.protocol import states
-from trivpn.protocol.compression import Compression, frame, unframe
+from trivpn.protocol.compression import STUBS, Compression, Compressor
 from trivpn.protocol.controlmsg import (
     AuthFailed,
     AuthPending,
@@ -41,7 +41,8 @@ from trivpn.protocol.controlmsg import (
     encode_message,
     parse_control_message,
 )
-from trivpn.protocol.datachannel import DataKey
+from trivpn.protocol.datachannel import CIPHERS, DataKey, normalize_cipher
+from trivpn.protocol.digests import digest_info
 from trivpn.protocol.errors import (
     CallerMisuse,
     CertificateRejected,
@@ -50,6 +51,7 @@ from trivpn.protocol.errors import (
     ProtocolError,
     StateError,
 )
+from trivpn.protocol.fragment import FragmentLayer, max_fragment_size
 from trivpn.protocol.keymethod import (
     IncompleteError,
     KeyMethod2,
@@ -125,9 +127,10 @@ _CONTROL_OPCODES = frozenset({
     Opcode.CONTROL_SOFT_RESET_V1, Opcode.CONTROL_V1, Opcode.ACK_V1,
     Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
 })
-_NO_COMPRESSION = Compression.NONE
 _PUSHED_COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STUB,
-                       "stub-v2": Compression.STUB_V2}
+                       "stub-v2": Compression.STUB_V2, "lzo": Compression.LZO,
+                       "lzo-adaptive": Compression.LZO, "lz4": Compression.LZ4,
+                       "lz4-v2": Compression.LZ4_V2}
 _RESETS = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
                      Opcode.CONTROL_SOFT_RESET_V1})
 
@@ -164,6 +167,14 @@ class SessionConfig:
     session_timeout: float | None = None  # end this long after the timers start
     server_poll_timeout: float | None = None  # client: give up if the server never answers
     compression: Compression = Compression.NONE
+    compress_outgoing: bool = False  # allow-compression yes
+    comp_adaptive: bool = False  # comp-lzo adaptive (and bare), unless comp-noadapt
+    compression_stub_only: bool = True  # allow-compression no (2.6's default): refuse pushed
+    decompress_limit: int = 1600  # largest decompressed packet (OpenVPN: the payload size)
+    lzo_compress: Callable[[bytes], bytes] | None = field(default=None, compare=False)
+    lzo_decompress: Callable[[bytes, int], bytes] | None = field(default=None, compare=False)
+    fragment: int = 0  # fragment N: no datagram payload above N bytes (0: no fragment layer)
+    fragment_encap: int = 0  # fragment N mtu: the outer IP+UDP header counts too
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
 
@@ -236,7 +247,15 @@ class Session:
         wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
         self._control_packet_limit = max(TLS_CHANNEL_BUF_SIZE, config.max_packet_size) \
             + wrap_overhead
-        self._compression = config.compression
+        self._compression = self._compressor_for(config.compression, config.comp_adaptive)
+        self._fragment: FragmentLayer | None = None
+        if config.fragment:
+            self._fragment = FragmentLayer(
+                max_fragment_size(config.fragment, aead=True, encap=config.fragment_encap),
+                max_packet=config.decompress_limit + 64, seq_id=rng(1)[0])
+            self.encrypt_data = self._encrypt_data_fragmented  # type: ignore[method-assign]
+        self._inbound = self._unwrap if (self._fragment is not None
+                                         or self._compression is not None) else None
         self._ping_interval = config.ping_interval
         self._ping_restart = config.ping_restart
         self._last_sent = now
@@ -337,8 +356,8 @@ class Session:
             return None
         compression = self._compression
         try:
-            wire = data_key.encrypt(packet if compression is _NO_COMPRESSION
-                                    else frame(compression, packet))
+            wire = data_key.encrypt(packet if compression is None
+                                    else compression.frame(packet, now))
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
             return None
@@ -360,13 +379,65 @@ class Session:
             return None
         compression = self._compression
         try:
-            wire = data_key.encrypt(payload if compression is _NO_COMPRESSION
-                                    else frame(compression, payload))
+            if compression is not None:
+                payload = compression.frame(payload, now)
+            if self._fragment is not None:
+                payload = self._fragment.fragment(payload)[0]  # pings and OCC: always whole
+            wire = data_key.encrypt(payload)
         except ProtocolError as exc:
             self.drops[exc.reason] += 1
             return None
         self._last_sent = now
         return wire
+
+    def encrypt_data_many(self, packet: bytes, now: float) -> list[bytes]:
+        """:meth:`encrypt_data` for a caller that sends what the fragment layer (``fragment``)
+        makes of one TUN packet: one datagram, or several fragments."""
+        frag = self._fragment
+        if frag is None:
+            wire = self.encrypt_data(packet, now)
+            return [] if wire is None else [wire]
+        key = self._primary
+        data_key = None if key is None else key.data_key
+        if data_key is None:
+            self.drops["no_key"] += 1
+            return []
+        compression = self._compression
+        try:
+            parts = frag.fragment(packet if compression is None
+                                  else compression.frame(packet, now))
+            wires = [data_key.encrypt(part) for part in parts]
+        except ProtocolError as exc:
+            self.drops[exc.reason] += 1
+            return []
+        self._last_sent = now
+        if self._inactive is not None:
+            count = self._inactive_count + sum(map(len, wires))
+            if count >= self._inactive_min:
+                count = 0
+                self._last_activity = now
+            self._inactive_count = count
+        return wires
+
+    def _encrypt_data_fragmented(self, packet: bytes, now: float) -> bytes | None:
+        """encrypt_data with a fragment layer: the first datagram; any further fragments go
+        out with the session's other datagrams (:meth:`take_datagrams`)."""
+        wires = self.encrypt_data_many(packet, now)
+        if not wires:
+            return None
+        self._out.extend(wires[1:])
+        return wires[0]
+
+    def _unwrap(self, payload: bytes, now: float) -> bytes | None:
+        """After decryption, when configured: reassembly, then compression framing."""
+        if self._fragment is not None:
+            whole = self._fragment.receive(payload, now)
+            if whole is None:
+                return None
+            payload = whole
+        if self._compression is not None:
+            payload = self._compression.unframe(payload)
+        return payload
 
     def authenticate_data(self, data: bytes, now: float) -> tuple[bool, bytes | None]:
         """:meth:`decrypt_data` for a packet whose sender is in question (a server's float):
@@ -392,13 +463,16 @@ class Session:
             return None
         self._last_received = now
         self._keepalive_fired = False
-        compression = self._compression
-        if compression is not _NO_COMPRESSION:
+        inbound = self._inbound
+        if inbound is not None:
             try:
-                payload = unframe(compression, payload)
+                unwrapped = inbound(payload, now)
             except ProtocolError as exc:  # authenticated, but not a packet we can deliver
                 self.drops[exc.reason] += 1
                 return None
+            if unwrapped is None:  # a fragment: the packet is not complete yet
+                return None
+            payload = unwrapped
         if payload and payload[0] in MAGIC_FIRST_BYTES:  # else neither a ping nor OCC
             if is_ping(payload):
                 return None
@@ -927,13 +1001,55 @@ class Session:
             self._last_activity = now
             self._inactive_count = 0
             self._last_received = now
-        if pushed.compression is not None:
-            self._compression = _PUSHED_COMPRESSION[pushed.compression]
+        if pushed.compression is not None or pushed.comp_noadapt:
+            kind = self._compression.kind if self._compression is not None \
+                else cfg.compression
+            adaptive = self._compression.adaptive if self._compression is not None \
+                else cfg.comp_adaptive
+            if pushed.compression is not None:
+                kind = _PUSHED_COMPRESSION[pushed.compression]
+                adaptive = pushed.compression == "lzo-adaptive" or (
+                    adaptive and pushed.compression not in ("lzo", "lzo-stub"))
+            if pushed.comp_noadapt:
+                adaptive = False
+            if kind not in STUBS and cfg.compression_stub_only:
+                # OpenVPN init.c do_deferred_options: check_compression_settings_valid
+                self._fail_session(ev.CAUSE_BAD_PUSH,
+                                   "server pushed compression settings that are not allowed "
+                                   "(allow-compression is 'no', 2.6's default without a "
+                                   "compression directive)", ev.PHASE_PUSH_REPLY_RECEIVED)
+                return
+            self._compression = self._compressor_for(kind, adaptive)
+            self._inbound = self._unwrap
         if key is not None:
             self._phase(key, ev.PHASE_PUSH_REPLY_RECEIVED, now)
         self._events.append(ev.PushReceived(pushed))
         if key is not None:
             self._maybe_install_keys(key, now)
+
+    def _compressor_for(self, kind: Compression, adaptive: bool) -> Compressor | None:
+        if kind is Compression.NONE:
+            return None
+        cfg = self.config
+        return Compressor(kind, max_size=cfg.decompress_limit,
+                          compress_outgoing=cfg.compress_outgoing, adaptive=adaptive,
+                          lzo_compress=cfg.lzo_compress, lzo_decompress=cfg.lzo_decompress)
+
+    def _hmac_len(self) -> int:
+        try:
+            return digest_info(self.config.auth)[1]
+        except (ProtocolError, ValueError, KeyError):
+            return 20
+
+    @property
+    def fragment_layer(self) -> FragmentLayer | None:
+        """The fragment layer (``fragment``), with its counters; None when not configured."""
+        return self._fragment
+
+    @property
+    def compressor(self) -> Compressor | None:
+        """The compression context in use (None: no compression framing), with its counters."""
+        return self._compression
 
     def _maybe_send_push_reply(self, now: float) -> None:
         if self._accept is AcceptState.ACCEPTED and self._push_requested:
@@ -981,6 +1097,11 @@ class Session:
                                replay_backtrack=self.config.replay_window,
                                replay_time=self.config.replay_time)
         key.move(KeyPhase.DATA_READY)
+        if self._fragment is not None:  # the per-fragment budget depends on the cipher
+            cipher_name = normalize_cipher(self.cipher)
+            self._fragment.max_size = max_fragment_size(
+                self.config.fragment, aead=CIPHERS[cipher_name][1],
+                hmac_len=self._hmac_len(), encap=self.config.fragment_encap)
         renegotiated = self.established
         previous = self._primary
         self._primary = key

@@ -433,6 +433,7 @@ class Connection:
         self._seen_link = (0, 0, 0)
         self.no_tun = 0
         self.mss: int | None = None  # clamp TCP SYNs to this MSS (mssfix), set with the TUN
+        self._fragmenting = self.session.fragment_layer is not None  # fragment N
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -455,9 +456,31 @@ class Connection:
             with trio.CancelScope(shield=True):
                 await self._close_link()
                 self._collect_drops()
+                self._log_compression()
+                self._log_fragment()
                 rt.publish_drops(self.client.events, self.client.drops,
                                  trio.current_time(), self.log)
         return self.outcome or Reconnect("connection_ended")
+
+    def _log_fragment(self) -> None:
+        """The fragment layer's counters of this connection, if configured."""
+        frag = self.session.fragment_layer
+        if frag is not None:
+            self.log.info("fragment_stats", max_size=frag.max_size,
+                          fragmented_packets=frag.fragmented, fragments_out=frag.fragments_out,
+                          fragments_in=frag.fragments_in, reassembled=frag.reassembled,
+                          expired=frag.expired)
+
+    def _log_compression(self) -> None:
+        """The compression counters of this connection (OpenVPN comp_print_stats), if any."""
+        comp = self.session.compressor
+        if comp is not None:
+            self.log.info("compression_stats", algorithm=comp.kind.value,
+                          compressed_packets=comp.compressed_packets,
+                          pre_compress=comp.pre_compress, post_compress=comp.post_compress,
+                          decompressed_packets=comp.decompressed_packets,
+                          pre_decompress=comp.pre_decompress,
+                          post_decompress=comp.post_decompress)
 
     def finish(self, outcome: Outcome) -> None:
         """End this connection with ``outcome`` (the first one set wins)."""
@@ -718,10 +741,16 @@ class Connection:
         """TUN packets to wire datagrams (MSS-clamped, encrypted)."""
         traffic = self.client.traffic
         traffic.tun_read_bytes += sum(map(len, packets))
-        encrypt = self.session.encrypt_data
         mss = self.mss
         now = self._clock()
         out: list[bytes] = []
+        if self._fragmenting:  # fragment N: off the default path
+            for packet in packets:
+                if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
+                    packet = clamp_mss(packet, mss)  # noqa: PLW2901
+                out += self.session.encrypt_data_many(packet, now)
+            packets = []
+        encrypt = self.session.encrypt_data
         append = out.append
         for packet in packets:
             if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import Counter
-from collections.abc import Mapping, Sized
+from collections.abc import Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,7 +24,7 @@ from cryptography import x509
 
 from trivpn.config import ConfigError, Options
 from trivpn.runtime.errors import RuntimeSetupError
-from trivpn.runtime.events import EventBus
+from trivpn.runtime.events import EventBus, Observer
 from trivpn.runtime.management import ManagementServer, parse_number, read_password
 from trivpn.runtime.metrics import MetricsServer, MetricsSnapshot, PeerTraffic
 from trivpn.runtime.peers import PeerTable
@@ -315,8 +315,10 @@ class OperatorTools:
 
     def __init__(self, history: LogHistory | None = None, *,
                  metrics_listen: tuple[str, int] | None = None,
-                 start_time: float | None = None, status_path: Path | None = None) -> None:
+                 start_time: float | None = None, status_path: Path | None = None,
+                 observers: Sequence[Observer] = ()) -> None:
         self.history = history if history is not None else LogHistory()
+        self.observers = tuple(observers)  # more event observers (e.g. systemd's status)
         self.state = OperatorState()
         # Opened now, while still privileged (see StatusFile); errors are logged by the writer.
         self.status_file: StatusFile | None = None
@@ -335,6 +337,8 @@ class OperatorTools:
     def attach(self, events: EventBus) -> None:
         """Observe a runtime's events (call before it runs: its first events set the state)."""
         events.subscribe(self.state)
+        for observer in self.observers:
+            events.subscribe(observer)
 
     async def open_server(self, server: ServedPeers) -> None:
         """Read the password file and bind the sockets (before privileges are dropped)."""

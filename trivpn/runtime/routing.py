@@ -134,3 +134,32 @@ class Router(Generic[P]):
             if wire is not None:
                 out.append((peer, wire))
         return out
+
+
+class FragmentingRouter(Router[P]):
+    """The router of a server with ``fragment N``: one packet may become several datagrams.
+    The target's session returns the first from ``encrypt_data`` and queues the others
+    (Session.encrypt_data with a fragment layer); they are sent right after it. Only used when
+    configured, so the default path stays :class:`Router`'s."""
+
+    __slots__ = ()
+
+    def from_peer(self, peer: P, packet: bytes, now: float, out: list[tuple[P, bytes]], *,
+                  to_device: list[bytes]) -> None:
+        start = len(out)
+        super().from_peer(peer, packet, now, out, to_device=to_device)
+        if len(out) > start:
+            _add_queued(out, start)
+
+    def from_device(self, packets: list[bytes], now: float) -> list[tuple[P, bytes]]:
+        out = super().from_device(packets, now)
+        _add_queued(out, 0)
+        return out
+
+
+def _add_queued(out: list[tuple[P, bytes]], start: int) -> None:
+    seen: set[int] = set()
+    for target, _wire in out[start:]:
+        if id(target) not in seen:
+            seen.add(id(target))
+            out.extend((target, d) for d in target.session.take_datagrams())

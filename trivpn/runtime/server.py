@@ -36,7 +36,7 @@ import structlog
 import trio
 
 from trivpn.config import ConfigError, Options
-from trivpn.config.derive import address_pool, server_push_options
+from trivpn.config.derive import AddressPool, address_pool, server_push_options
 from trivpn.logging import RateLimitedLog
 from trivpn.protocol.admission import (
     PreauthLedger,
@@ -56,7 +56,7 @@ from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
-from trivpn.runtime.routing import Router
+from trivpn.runtime.routing import FragmentingRouter, Router
 from trivpn.runtime.serverhost import SystemServerHost
 from trivpn.runtime.serverpeer import Peer, Pending, format_address
 from trivpn.runtime.serverpeers import DROP_LOG_INTERVAL, PeerLifecycle
@@ -68,7 +68,7 @@ from trivpn.runtime.transport import (
     ServerHost,
     TunnelHandle,
 )
-from trivpn.runtime.tunnel import RouteRequest, plan_tunnel
+from trivpn.runtime.tunnel import RouteRequest, TunnelPlan, plan_tunnel
 from trivpn.sessionsetup import drop_aggregator, session_config
 
 Log = structlog.stdlib.BoundLogger
@@ -76,6 +76,36 @@ Log = structlog.stdlib.BoundLogger
 HOUSEKEEPING_INTERVAL = 1.0
 REVOKED_LINGER = 1.0  # --drop-revoked: seconds between RESTART and removal, as for kill
 ERROR_LOG_INTERVAL = 60.0
+
+
+def server_pool(options: Options) -> AddressPool:
+    """The client address pool of ``server NETWORK NETMASK``; ConfigError for what trivpn's
+    server mode does not support (no ``server`` directive, ``nopool``)."""
+    if options.server is None:
+        raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' "
+                          "(ifconfig-pool without it is not supported)", options.config_path)
+    pool = address_pool(options)
+    if pool is None:
+        raise ConfigError("'server ... nopool' is not supported: trivpn assigns client "
+                          "addresses from the server pool only", options.config_path)
+    return pool
+
+
+def server_tunnel_plan(options: Options) -> TunnelPlan:
+    """The server's own device: NET+1 (with peer NET+2 and a route to NET for net30/p2p, as
+    OpenVPN's ``server`` helper expands it), MTU and txqueuelen from the config."""
+    o = options
+    assert o.server is not None
+    net = o.server.network
+    first = net.network_address + 1
+    if o.dev_type == "tun" and o.topology in ("net30", "p2p"):
+        ifconfig = (str(first), str(net.network_address + 2))
+        routes = [RouteRequest(str(net.network_address), str(net.netmask))]
+    else:
+        ifconfig = (str(first), str(net.netmask))
+        routes = []
+    return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
+                       ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen)
 
 
 class Server:
@@ -88,13 +118,7 @@ class Server:
         self.direct_wait = direct_wait
         self.host: ServerHost = host if host is not None else SystemServerHost()
         self.stop = trio.Event()
-        if options.server is None:
-            raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' "
-                              "(ifconfig-pool without it is not supported)", options.config_path)
-        pool = address_pool(options)
-        if pool is None:
-            raise ConfigError("'server ... nopool' is not supported: trivpn assigns client "
-                              "addresses from the server pool only", options.config_path)
+        pool = server_pool(options)
         self.options = options
         self.log = log
         self.events = rt.EventBus(log)  # logging, management state, metrics counters
@@ -117,7 +141,8 @@ class Server:
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
-        self.router = Router(self.table, self.counts, tap=self.tap,
+        router = FragmentingRouter if options.fragment else Router
+        self.router = router(self.table, self.counts, tap=self.tap,
                              client_to_client=options.client_to_client, mss=self.mss,
                              on_mac_refused=self._mac_refused)
         self.unix_offset = 0.0
@@ -227,18 +252,7 @@ class Server:
 
     async def _open(self) -> None:
         o = self.options
-        assert o.server is not None
-        net = o.server.network
-        first = net.network_address + 1
-        point_to_point = not self.tap and o.topology in ("net30", "p2p")
-        if point_to_point:
-            ifconfig = (str(first), str(net.network_address + 2))
-            routes = [RouteRequest(str(net.network_address), str(net.netmask))]
-        else:
-            ifconfig = (str(first), str(net.netmask))
-            routes = []
-        plan = plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
-                           ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen)
+        plan = server_tunnel_plan(o)
         self.tunnel = self.host.open_tunnel(plan)
         description = self.tunnel.describe()
         addresses = description.get("addresses")
