@@ -105,7 +105,7 @@ def test_client_plan_lists_remotes_unresolved_and_what_the_server_pushes(
     assert routes == [(None, "redirect-gateway"), ("0.0.0.0/1", "redirect-gateway"),
                       ("128.0.0.0/1", "redirect-gateway"), ("198.18.5.0/24", "route"),
                       (None, "push")]
-    assert plan["dns"]["applied"] == "pushed by the server at run time"
+    assert plan["dns"]["applied"] == "not applied: --dns-mode off"  # TRIVPN_DNS_MODE: tests
     assert plan["server"] is None
 
 
@@ -302,3 +302,22 @@ def test_a_credentials_file_without_a_password_line_exits_2(
     (pki / "creds.txt").write_text("alice\nsecret\n")
     code, out, _ = _check(capsys, str(conf))
     assert code == 0 and "secret" not in out and "alice" not in out
+
+
+@pytest.mark.directive("dns", "dhcp-option")
+def test_client_plan_shows_the_dns_backend_and_the_configs_own_dns(
+        capsys: pytest.CaptureFixture[str], pki: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIVPN_DNS_MODE", "resolvconf")
+    conf = _conf(pki, CLIENT + "dhcp-option DOMAIN corp.test\n"
+                               "dns server 0 address 198.18.8.53\ndhcp-option WINS 198.18.8.9\n")
+    dns = _plan(capsys, str(conf))["dns"]
+    assert dns["applied"].startswith("through resolvconf (--dns-mode resolvconf)")
+    assert dns["from_config"]["servers"] == ["198.18.8.53"]
+    assert dns["from_config"]["search_domains"] == ["corp.test"]
+    assert dns["from_config"]["routing_domains"] == ["."]  # redirect-gateway def1
+    assert "WINS" in dns["notes"][0]
+    code, out, _ = _check(capsys, str(conf))
+    assert code == 0
+    assert ("  from the config: servers 198.18.8.53; search corp.test; routing-only ."
+            in out.splitlines())

@@ -14,11 +14,12 @@ file and line.
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 
@@ -28,6 +29,7 @@ from trivpn.config.directives import DIRECTIVES
 from trivpn.config.errors import COMMAND_LINE, location_text
 from trivpn.config.reader import Directive
 from trivpn.protocol.tls import KU_REQUIRED
+from trivpn.runtime.dns import DNS_MODES, DnsMode, choose_backend, plan_client_dns
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.privileges import resolve_identity
 from trivpn.runtime.server import server_pool, server_tunnel_plan
@@ -269,15 +271,26 @@ def _timers(o: Options) -> Json:
 # --- hooks: DNS and scripts ------------------------------------------------------------------
 
 def dns_section(o: Options) -> Json:
-    """What happens to DNS. Hook: the DNS work of issue 12 replaces this with its DnsPlan;
-    until then a client takes its DNS servers from the server's push at run time."""
+    """What happens to DNS (docs/dns.md). A client: the backend ``trivpn run`` would use (its
+    default ``--dns-mode``, ``$TRIVPN_DNS_MODE`` or auto; asking the local D-Bus whether
+    systemd-resolved runs) and the plan from the config file alone, to which the server's
+    push is added at run time. A server: what it pushes to its clients."""
     configured = [" ".join(("dhcp-option", *opt)) for opt in o.dhcp_options]
     if o.role == "server":
         pushed = [p for p in server_push_options(o)
                   if p.startswith(("dhcp-option", "dns ", "block-outside-dns"))]
         return {"applied": "none (a server does not change its own DNS)",
                 "configured": configured, "pushed_to_clients": pushed}
-    return {"applied": PUSHED, "configured": configured, "pushed_to_clients": []}
+    mode = os.environ.get("TRIVPN_DNS_MODE", "auto")
+    if mode not in DNS_MODES:
+        mode = "auto"
+    backend, why = choose_backend(cast(DnsMode, mode))
+    applied = (f"through {backend.name} (--dns-mode {mode}): the config's settings and what "
+               "the server pushes" if backend is not None else f"not applied: {why}")
+    plan = plan_client_dns(o, None)
+    return {"applied": applied, "mode": mode, "backend": backend.name if backend else None,
+            "configured": configured, "from_config": plan.summary(),
+            "notes": list(plan.notes), "pushed_to_clients": []}
 
 
 def scripts_section(o: Options, directives: Iterable[Directive]) -> Json:
@@ -434,6 +447,12 @@ def render_text(plan: Json) -> list[str]:
     dns = plan["dns"]
     out.append(f"DNS:          {dns['applied']}")
     out += [f"  configured: {c}" for c in dns["configured"]]
+    own = dns.get("from_config")
+    if own and (own["servers"] or own["search_domains"] or own["routing_domains"]):
+        out.append(f"  from the config: servers {', '.join(own['servers']) or '-'}; search "
+                   f"{', '.join(own['search_domains']) or '-'}; routing-only "
+                   f"{', '.join(own['routing_domains']) or '-'}")
+    out += [f"  not applied: {n}" for n in dns.get("notes", [])]
     out += [f"  pushed to clients: {c}" for c in dns["pushed_to_clients"]]
     sc = plan["scripts"]
     out.append(f"Scripts:      script-security {sc['script_security']}"

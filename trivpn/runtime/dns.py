@@ -40,7 +40,8 @@ from trivpn.runtime.files import write_atomically
 
 __all__ = [
     "DNS_MODES", "DEFAULT_STATE_DIR", "DnsBackend", "DnsManager", "DnsMode", "MemoryDnsBackend",
-    "ResolvconfBackend", "ResolvedBackend", "client_dns_options", "plan_client_dns",
+    "ResolvconfBackend", "ResolvedBackend", "choose_backend", "client_dns_options",
+    "plan_client_dns",
 ]
 
 DnsMode = Literal["auto", "resolved", "resolvconf", "off"]
@@ -253,6 +254,24 @@ class MemoryDnsBackend:
 
 # --- the manager ----------------------------------------------------------------------------
 
+def choose_backend(mode: DnsMode) -> tuple[DnsBackend | None, str]:
+    """The backend ``--dns-mode`` asks for (``auto``: resolved when it runs, else resolvconf),
+    or None and why not."""
+    if mode == "off":
+        return None, "--dns-mode off"
+    resolved, resolvconf = ResolvedBackend(), ResolvconfBackend()
+    if mode == "resolved":
+        return resolved, ""
+    if mode == "resolvconf":
+        return resolvconf, ""
+    if resolved.available():
+        return resolved, ""
+    if resolvconf.available():
+        return resolvconf, ""
+    return None, ("neither systemd-resolved (on the system D-Bus) nor a resolvconf program "
+                  "was found; trivpn does not write /etc/resolv.conf itself")
+
+
 def _process_start(pid: int) -> str | None:
     """The process's start time (clock ticks since boot, /proc/PID/stat field 22) and None
     when it is gone or a zombie."""
@@ -305,24 +324,10 @@ class DnsManager:
     @classmethod
     def for_mode(cls, mode: DnsMode, log: Log, *,
                  state_dir: Path = DEFAULT_STATE_DIR) -> DnsManager:
-        """The manager ``--dns-mode`` asks for (``auto``: resolved, else resolvconf)."""
-        resolved, resolvconf = ResolvedBackend(), ResolvconfBackend()
-        undo: dict[str, DnsBackend] = {"resolved": resolved, "resolvconf": resolvconf}
-        backend: DnsBackend | None = None
-        why = ""
-        if mode == "off":
-            why = "--dns-mode off"
-        elif mode == "resolved":
-            backend = resolved
-        elif mode == "resolvconf":
-            backend = resolvconf
-        elif resolved.available():
-            backend = resolved
-        elif resolvconf.available():
-            backend = resolvconf
-        else:
-            why = ("neither systemd-resolved (on the system D-Bus) nor a resolvconf program "
-                   "was found; trivpn does not write /etc/resolv.conf itself")
+        """The manager ``--dns-mode`` asks for (:func:`choose_backend`)."""
+        backend, why = choose_backend(mode)
+        undo: dict[str, DnsBackend] = {"resolved": ResolvedBackend(),
+                                       "resolvconf": ResolvconfBackend()}
         return cls(backend, log, state_dir=state_dir, why=why, revert_backends=undo)
 
     # -- crash recovery ------------------------------------------------------------------------
