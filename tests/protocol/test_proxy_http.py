@@ -25,7 +25,7 @@ def test_connect_request_names_server_and_host_header_without_auth() -> None:
 def test_connect_request_carries_basic_credentials() -> None:
     data = connect_request(HttpProxyRequest("198.18.0.1", 443, username="alice",
                                             password="s3cr:et"))
-    line = [x for x in data.split(b"\r\n") if x.startswith(b"Proxy-Authorization")][0]
+    line = next(x for x in data.split(b"\r\n") if x.startswith(b"Proxy-Authorization"))
     assert base64.b64decode(line.split()[-1]) == b"alice:s3cr:et"
 
 

@@ -123,45 +123,56 @@ class SocksHandshake:
     def _step(self) -> bytes:
         state = self._state
         if state is _State.METHOD:
-            ver, method = self._take()
-            if ver != SOCKS_VERSION:
-                raise ProxyError(f"not a SOCKS5 proxy (version {ver})", "socks method reply")
-            if method != self.method:
-                raise ProxyError("the proxy did not accept the authentication method offered "
-                                 f"({'username/password' if self._username else 'none'}; "
-                                 f"it chose {method:#04x})", "socks method reply")
-            if self._username is not None:
-                self._state, self._need = _State.AUTH, 2
-                return self._auth_request()
-            return self._command()
+            return self._method_reply()
         if state is _State.AUTH:
-            ver, status = self._take()
-            if ver != 1 or status != 0:
-                raise ProxyError("the proxy rejected the username/password",
-                                 "socks auth reply", reason="proxy_auth_failed")
-            return self._command()
+            return self._auth_reply()
         if state is _State.REPLY_HEAD:
-            head = self._take()
-            if head[0] != SOCKS_VERSION:
-                raise ProxyError(f"bad version {head[0]} in the reply", "socks reply")
-            if head[1] != 0:
-                message = REPLY_MESSAGES.get(head[1], f"error {head[1]}")
-                raise ProxyError(f"the proxy refused: {message}", "socks reply",
-                                 reason="proxy_refused")
-            atyp = head[3]
-            if atyp == ATYP_IPV4:
-                self._need = 4 + 2
-            elif atyp == ATYP_IPV6:
-                self._need = 16 + 2
-            elif atyp == ATYP_DOMAIN:
-                self._need = 1 + head[4] + 2
-            else:
-                raise ProxyError(f"unknown address type {atyp}", "socks reply")
-            self._buf[0:0] = head[4:5]  # the address's first byte is part of it
-            self._atyp = atyp
-            self._state = _State.REPLY_ADDR
-            return b""
-        # REPLY_ADDR
+            return self._reply_head()
+        return self._reply_addr()
+
+    def _method_reply(self) -> bytes:
+        ver, method = self._take()
+        if ver != SOCKS_VERSION:
+            raise ProxyError(f"not a SOCKS5 proxy (version {ver})", "socks method reply")
+        if method != self.method:
+            raise ProxyError("the proxy did not accept the authentication method offered "
+                             f"({'username/password' if self._username else 'none'}; "
+                             f"it chose {method:#04x})", "socks method reply")
+        if self._username is not None:
+            self._state, self._need = _State.AUTH, 2
+            return self._auth_request()
+        return self._command()
+
+    def _auth_reply(self) -> bytes:
+        ver, status = self._take()
+        if ver != 1 or status != 0:
+            raise ProxyError("the proxy rejected the username/password",
+                             "socks auth reply", reason="proxy_auth_failed")
+        return self._command()
+
+    def _reply_head(self) -> bytes:
+        head = self._take()
+        if head[0] != SOCKS_VERSION:
+            raise ProxyError(f"bad version {head[0]} in the reply", "socks reply")
+        if head[1] != 0:
+            message = REPLY_MESSAGES.get(head[1], f"error {head[1]}")
+            raise ProxyError(f"the proxy refused: {message}", "socks reply",
+                             reason="proxy_refused")
+        atyp = head[3]
+        if atyp == ATYP_IPV4:
+            self._need = 4 + 2
+        elif atyp == ATYP_IPV6:
+            self._need = 16 + 2
+        elif atyp == ATYP_DOMAIN:
+            self._need = 1 + head[4] + 2
+        else:
+            raise ProxyError(f"unknown address type {atyp}", "socks reply")
+        self._buf[0:0] = head[4:5]  # the address's first byte is part of it
+        self._atyp = atyp
+        self._state = _State.REPLY_ADDR
+        return b""
+
+    def _reply_addr(self) -> bytes:
         body = self._take()
         addr, port = body[:-2], int.from_bytes(body[-2:], "big")
         if self._atyp == ATYP_IPV4:
