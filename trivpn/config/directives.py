@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from trivpn.config import connection as conn
 from trivpn.config import values as v
+from trivpn.config.connection import PendingConnection
 from trivpn.config.options import (
     ConfigWarning,
     ConnectFreq,
@@ -68,6 +70,9 @@ class ParseState:
     mode_server: bool = False
     forward_compatible: bool = False
     lenient: bool = False  # doctor: unsupported directives warn instead of failing
+    # --- connection handling and proxies ---
+    connections: list[PendingConnection] = field(default_factory=list)  # <connection> blocks
+    in_connection: bool = False  # parsing the inside of a <connection> block
 
     def warn(self, d: Directive, message: str) -> None:
         self.warnings.append(ConfigWarning(d.path, d.line, message))
@@ -813,6 +818,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- dns ---
 
     # --- connection handling and proxies ---
+    **{name: Spec(lo, hi, handler, inline=inline, inert=inert)
+       for name, (lo, hi, handler, inline, inert) in conn.SPECS.items()},
 
     # --- crypto and pki breadth ---
 
@@ -843,8 +850,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "client-nat",
     "comp-noadapt",
     "compat-mode",
-    "connect-retry-max",
-    "connection",
     "cryptoapicert",
     "dev-node",
     "dns",
@@ -854,11 +859,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "engine",
     "explicit-exit-notify-push",
     "fragment",
-    "http-proxy",
-    "http-proxy-option",
-    "http-proxy-retry",
-    "http-proxy-timeout",
-    "http-proxy-user-pass",
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
     "ifconfig-ipv6-push",
@@ -882,7 +882,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-query-passwords",
     "management-query-proxy",
     "management-query-remote",
-    "mark",
     "mlock",
     "mtu-disc",
     "mtu-test",
@@ -892,7 +891,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "opt-verify",
     "peer-fingerprint",
     "persist-local-ip",
-    "persist-remote-ip",
     "pkcs11-id",
     "pkcs11-providers",
     "pkcs12",
@@ -904,12 +902,9 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "push-reset",
     "redirect-private",
     "remap-usr1",
-    "remote-random-hostname",
     "replay-persist",
-    "route-delay",
     "route-ipv6",
     "route-ipv6-gateway",
-    "route-metric",
     "route-noexec",
     "route-pre-down",
     "route-up",
@@ -919,8 +914,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "session-timeout-push",
     "shaper",
     "single-session",
-    "socks-proxy",
-    "socks-proxy-retry",
     "stale-routes-check",
     "static-challenge",
     "suppress-timestamps",
