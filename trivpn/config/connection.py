@@ -152,14 +152,8 @@ def route_metric(st: ParseState, d: Directive) -> Options:
 
 
 def mark(st: ParseState, d: Directive) -> Options:
-    text = d.args[0]
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise v.fail(d, f"'mark' expects a number, got '{text}'") from None
-    if not 0 <= value < 2**32:
-        raise v.fail(d, f"'mark' must fit in 32 bits, got '{text}'")
-    return replace(st.opts, mark=value)
+    """``mark VALUE``: decimal, as OpenVPN's atoi() reads it (hex would silently be 0 there)."""
+    return replace(st.opts, mark=v.integer(d, 0, 0, 2**32 - 1))
 
 
 HTTP_AUTH_METHODS = frozenset({"none", "basic"})
@@ -228,8 +222,14 @@ def deprecated_proxy_option(st: ParseState, d: Directive) -> Options:
     return st.opts
 
 
+def connection_block(st: ParseState, d: Directive) -> Options:
+    """Never reached: the parser reads blocks itself (:func:`read_block`)."""
+    raise v.fail(d, "a <connection> block cannot be nested")
+
+
 # name -> (min args, max args, handler, inline, inert reason)
 SPECS: Mapping[str, tuple[int, int | None, Handler, bool, str | None]] = {
+    "connection": (0, 0, connection_block, True, None),
     "connect-retry-max": (1, 1, connect_retry_max, False, None),
     "remote-random-hostname": (0, 0, flag, False, None),
     "persist-remote-ip": (0, 0, flag, False, None),
