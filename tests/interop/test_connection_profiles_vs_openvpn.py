@@ -82,3 +82,28 @@ def test_connect_retry_max_gives_up_after_the_same_attempts_as_openvpn(setup: Se
                               rf"\[AF_INET\]{SERVER_IP}:119[56]", text))
     tried = [e for e in trivpn.events() if e.get("event") == "link_failed"]
     assert len(tried) == attempts == 4, (len(tried), attempts)
+
+
+def _marked_packets(setup: Setup) -> int:
+    out = setup.client_ns.run(["nft", "-j", "list", "counter", "inet", "marks", "m"]).stdout
+    found = re.search(r'"packets":\s*(\d+)', out)
+    assert found, out
+    return int(found.group(1))
+
+
+@pytest.mark.directive("mark")
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_mark_sets_the_firewall_mark_of_every_link_packet(setup: Setup, proto: str) -> None:
+    start_server(setup, server_lines(proto=proto))
+    setup.client_ns.nft("""table inet marks {
+        counter m { }
+        chain out { type filter hook output priority 0; meta mark 7 counter name m; }
+    }""")
+    lines = [*BASE, f"proto {'tcp-client' if proto == 'tcp' else 'udp'}",
+             f"remote {SERVER_IP} 1194", "mark 7"]
+    trivpn = start_trivpn(setup.client_ns, setup.workdir, "trivpn", lines)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    before = _marked_packets(setup)
+    assert before > 0
+    ping_ok(setup.client_ns, VPN_SERVER)
+    assert _marked_packets(setup) >= before + 3  # the pings' datagrams carry the mark too
