@@ -90,3 +90,15 @@ def test_proxy_retry_options_are_deprecated_no_ops_in_openvpn(
     out, error, warnings = _both(lab, workdir, [*CLIENT, "remote 198.18.0.9 1194", line])
     assert "DEPRECATED OPTION: " in out, out[-3000:]
     assert error is None and any("deprecated" in w for w in warnings)
+
+
+@pytest.mark.directive("connect-retry-max", "connection")
+def test_connect_retry_max_inside_a_block_is_lost_in_openvpn_and_kept_by_trivpn(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    # docs/connections.md, "Differences from OpenVPN"
+    out, error, _ = _both(lab, workdir, [
+        *CLIENT, "<connection>", "remote 198.18.0.9 1194 udp", "connect-retry-max 3",
+        "</connection>"])
+    assert "connect_retry_max = 0" in out, out[-3000:]
+    assert error is None
+    assert load_config(workdir / "t.conf").connect_retry_max == 3
