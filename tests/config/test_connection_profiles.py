@@ -141,3 +141,10 @@ def test_mark_is_a_decimal_number() -> None:
     assert parse_config(CLIENT_BASE + "mark 16\n", "c.conf").mark == 16
     with pytest.raises(ConfigError, match="'mark' expects a number"):
         parse_config(CLIENT_BASE + "mark lots\n", "c.conf")
+
+
+def test_connect_retry_max_in_one_block_limits_the_whole_client() -> None:
+    o = parse_config(CLIENT_BASE + "<connection>\nremote 198.18.0.8\nconnect-retry-max 2\n"
+                     "</connection>\n<connection>\nremote 198.18.0.9\n</connection>\n",
+                     "client.conf")
+    assert o.connect_retry_max == 2

@@ -44,8 +44,7 @@ CONNECTION_OPTIONS = frozenset({
 # block must then agree on them (checked against these Options fields).
 SHARED_FIELDS: Mapping[str, tuple[str, ...]] = {
     "local": ("local",), "lport": ("lport",), "bind": ("nobind",), "nobind": ("nobind",),
-    "float": ("float_",), "connect-retry": ("connect_retry",),
-    "connect-retry-max": ("connect_retry_max",), "tun-mtu": ("tun_mtu",),
+    "float": ("float_",), "connect-retry": ("connect_retry",), "tun-mtu": ("tun_mtu",),
     "mssfix": ("mssfix",), "max-packet-size": ("max_packet_size",),
     "key-direction": ("key_direction",), "tls-auth": ("tls_auth",),
     "tls-crypt": ("tls_crypt",),
@@ -87,6 +86,8 @@ def read_block(st: ParseState, d: Directive,
     if not sub.remotes:
         raise v.fail(d, "each <connection> block must contain a 'remote' directive")
     st.warnings.extend(sub.warnings)
+    if "connect-retry-max" in sub.last_seen:  # a client-wide limit (see docs/connections.md)
+        st.opts = replace(st.opts, connect_retry_max=sub.opts.connect_retry_max)
     st.connections.append(PendingConnection(sub.remotes[-1], sub.raw_proto, sub.opts, d,
                                             frozenset(sub.last_seen)))
 
