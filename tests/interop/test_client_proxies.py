@@ -8,8 +8,9 @@ Topology (one lab for the module):
 
 The proxy namespace does not forward packets, the client has no route to 198.18.1.0/24:
 every byte to the servers goes through tinyproxy or danted. ``srv`` runs an openvpn server
-over UDP (VPN 198.18.8.0/24) and one over TCP (198.18.9.0/24). The proxies accept clients
-from 198.18.0.0/24 only and connect only to 198.18.1.0/24.
+over UDP (VPN 198.18.8.0/24) and one over TCP (198.18.9.0/24), and a trivpn server over TCP
+on port 1195 (198.18.10.0/24). The proxies accept clients from 198.18.0.0/24 only and connect
+only to 198.18.1.0/24.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.integration
 
 CLIENT_IP, PROXY_IN, PROXY_OUT, SERVER_IP = "198.18.0.2", "198.18.0.1", "198.18.1.1", "198.18.1.2"
 HTTP_PORT, SOCKS_PORT = 8888, 1080
-VPN = {"udp": ("198.18.8.0", "198.18.8.1"), "tcp": ("198.18.9.0", "198.18.9.1")}
+VPN = {"udp": ("198.18.8.0", "198.18.8.1"), "tcp": ("198.18.9.0", "198.18.9.1"),
+       "trivpn": ("198.18.10.0", "198.18.10.1")}
 USER, PASSWORD = "tunnel", "through-the-proxy"
 
 
@@ -76,7 +78,7 @@ def _tinyproxy(ns: Netns, workdir: Path) -> Path:
         "User nobody", "Group nogroup", f"Port {HTTP_PORT}", f"Listen {PROXY_IN}",
         f"Bind {PROXY_OUT}", "Timeout 30", "LogLevel Info", f"LogFile \"{log}\"",
         "MaxClients 20", f"Allow {CLIENT_IP}", f"BasicAuth {USER} {PASSWORD}",
-        "ConnectPort 1194", "DisableViaHeader Yes", ""]))
+        "ConnectPort 1194", "ConnectPort 1195", "DisableViaHeader Yes", ""]))
     log.touch()
     log.chmod(0o666)
     out = (workdir / "tinyproxy.out").open("wb")
@@ -126,9 +128,15 @@ def proxies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxyLab]:
         proxy.sysctl("net.ipv4.ip_forward", "0")
         write_pki(workdir)
         servers = [_server(srv, workdir, "udp"), _server(srv, workdir, "tcp")]
+        trivpn_server = start_trivpn(srv, workdir, "server-trivpn", [
+            "dev tun", "proto tcp-server", f"local {SERVER_IP}", "port 1195", "ca ca.crt",
+            "cert server.crt", "key server.key", "dh none", "topology subnet",
+            f"server {VPN['trivpn'][0]} 255.255.255.0", "keepalive 2 20",
+            "remote-cert-tls client", "verb 3"])
         http_log, socks_log = _tinyproxy(proxy, workdir), _danted(proxy, workdir)
         for server in servers:
             assert server.wait_for("Initialization Sequence Completed", 15), server.text()
+        assert trivpn_server.wait_event("link_open", 15), trivpn_server.text()[-3000:]
         assert _listening(proxy, HTTP_PORT), (http_log.read_text()
                                               + (workdir / "tinyproxy.out").read_text())
         assert _listening(proxy, SOCKS_PORT), (socks_log.read_text()
@@ -190,3 +198,32 @@ def test_socks_proxy_through_dante(proxies: ProxyLab, proto: str) -> None:
         assert opened is not None and "via socks proxy" in str(opened["peer"])
     finally:
         proxies.stop(client)
+
+
+@pytest.mark.directive("http-proxy")
+def test_http_proxy_to_a_trivpn_server(proxies: ProxyLab) -> None:
+    (proxies.workdir / "proxy-auth.txt").write_text(f"{USER}\n{PASSWORD}\n")
+    client = proxies.client(["proto tcp-client", f"remote {SERVER_IP} 1195",
+                             f"http-proxy {PROXY_IN} {HTTP_PORT} proxy-auth.txt"])
+    try:
+        _up_and_pinging(proxies, client, "trivpn")
+    finally:
+        proxies.stop(client)
+
+
+def test_the_real_openvpn_client_goes_through_the_same_proxy_config(proxies: ProxyLab) -> None:
+    # the same http-proxy lines with the real client: the lab's proxy setup is what OpenVPN
+    # expects too (basic auth, CONNECT to the server's port)
+    (proxies.workdir / "proxy-auth.txt").write_text(f"{USER}\n{PASSWORD}\n")
+    ovpn = start_openvpn(proxies.cli, proxies.workdir, "ovpn-http", [
+        "client", "dev tun", "nobind", "ca ca.crt", "cert client.crt", "key client.key",
+        "remote-cert-tls server", "verb 4", "proto tcp-client", f"remote {SERVER_IP} 1194",
+        f"http-proxy {PROXY_IN} {HTTP_PORT} proxy-auth.txt basic"])
+    try:
+        assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-3000:]
+        assert "Attempting Basic Proxy-Authorization" in ovpn.text()
+    finally:
+        for p in proxies.lab.processes:
+            if p.pid == ovpn.pid and p.poll() is None:
+                p.terminate()
+                p.wait(10)
