@@ -65,6 +65,7 @@ from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
 from trivpn.runtime.proxy import (
     ProxyCredentials,
+    ProxyRefused,
     SocksUdpLink,
     http_connect,
     read_proxy_credentials,
@@ -642,10 +643,10 @@ class Connection:
                 if http.auth in ("auto", "auto-nct"):
                     try:
                         await http_connect(stream, http, r.host, r.port, None)
-                    except RuntimeSetupError as exc:
+                    except ProxyRefused as exc:
                         # OpenVPN: a 407 makes it retry on a new connection with the
                         # method the proxy asks for (basic is not allowed with auto-nct)
-                        if " 407 " not in exc.what or http.auth == "auto-nct" or creds is None:
+                        if exc.status != 407 or http.auth == "auto-nct" or creds is None:
                             raise
                         await stream.aclose()
                         stream = await host.open_stream(proxy_ip, proxy_port, bind, o.sndbuf,
@@ -661,8 +662,8 @@ class Connection:
                 assert r.socks_proxy is not None
                 relay = await socks_connect(stream, r.socks_proxy, r.host, r.port, creds,
                                             udp=True)
-                resolved = await self.client.host.resolve(
-                    replace(r, family=4), socket.SOCK_DGRAM)  # SOCKS UDP is IPv4 only
+                resolved = await self.client.host.resolve(  # SOCKS UDP is IPv4 only
+                    self._lookup_name(replace(r, family=4)), socket.SOCK_DGRAM)
                 relay_ip = proxy_ip if relay.host in ("0.0.0.0", "::") else relay.host
                 inner = host.open_udp(("0.0.0.0", 0), o.sndbuf, o.rcvbuf)
                 self.udp = SocksUdpLink(inner, (relay_ip, relay.port),

@@ -23,8 +23,16 @@ from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.link import Address, LinkCounters
 from trivpn.runtime.transport import DatagramLink
 
-__all__ = ["ProxyCredentials", "SocksUdpLink", "http_connect", "read_proxy_credentials",
-           "socks_connect"]
+__all__ = ["ProxyCredentials", "ProxyRefused", "SocksUdpLink", "http_connect",
+           "read_proxy_credentials", "socks_connect"]
+
+
+class ProxyRefused(RuntimeSetupError):
+    """The HTTP proxy answered CONNECT with a status other than 200."""
+
+    def __init__(self, what: str, where: str, status: int) -> None:
+        super().__init__(what, where)
+        self.status = status
 
 
 class ProxyCredentials:
@@ -54,9 +62,9 @@ async def http_connect(stream: trio.abc.Stream, proxy: HttpProxy, host: str, por
                        credentials: ProxyCredentials | None) -> None:
     """Ask the HTTP proxy to connect to ``host``:``port``; RuntimeSetupError if it refuses.
 
-    ``auth auto``/``auto-nct``: first without credentials; on ``407`` OpenVPN retries on a
-    new connection with what the proxy offers, which the caller does (see
-    :func:`needs_auth_retry`)."""
+    Raises :class:`ProxyRefused` (with the status) when the proxy says no; for ``auth
+    auto``/``auto-nct`` the caller then retries a ``407`` on a new connection with
+    credentials, as OpenVPN does."""
     basic = credentials is not None and proxy.auth == "basic"
     request = HttpProxyRequest(
         host, port, version=proxy.version, agent=proxy.agent, headers=proxy.headers,
@@ -78,8 +86,8 @@ async def http_connect(stream: trio.abc.Stream, proxy: HttpProxy, host: str, por
     if not result.ok:
         hint = (" (proxy authentication required: give credentials in the http-proxy line "
                 "or <http-proxy-user-pass>)" if result.status == 407 and not basic else "")
-        raise RuntimeSetupError(f"HTTP proxy refused CONNECT {host}:{port}: {result.status} "
-                                f"{result.reason}{hint}", where)
+        raise ProxyRefused(f"HTTP proxy refused CONNECT {host}:{port}: {result.status} "
+                           f"{result.reason}{hint}", where, result.status)
 
 
 async def socks_connect(stream: trio.abc.Stream, proxy: SocksProxy, host: str, port: int,
