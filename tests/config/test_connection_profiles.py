@@ -148,3 +148,11 @@ def test_connect_retry_max_in_one_block_limits_the_whole_client() -> None:
                      "</connection>\n<connection>\nremote 198.18.0.9\n</connection>\n",
                      "client.conf")
     assert o.connect_retry_max == 2
+
+
+def test_socks_proxy_over_udp_uses_ipv4() -> None:
+    o = parse_config(CLIENT_BASE.replace("remote vpn.example.com 1194",
+                                         "remote vpn.example.com 1194 udp6")
+                     + "socks-proxy 198.18.0.5\n", "client.conf")
+    assert o.remotes[0].family == 4
+    assert any("IPv4 only" in str(w) for w in o.warnings)

@@ -166,6 +166,7 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                    r.family if r.proto else o.family, r.directive.line,
                    http_proxy=o.http_proxy, socks_proxy=o.socks_proxy)
             for r in st.remotes)
+    remotes = tuple(_socks_udp_ipv4(st, r) for r in remotes)
     o = replace(o, proto=proto, remotes=remotes, connection_blocks=bool(st.connections))
     _check_connection_profiles(st, o)
     if tls_role == "client" and not remotes and o.pull:
@@ -253,6 +254,18 @@ def _connection_remote(st: ParseState, c: conn.PendingConnection) -> Remote:
                   r.directive.line, http_proxy=o.http_proxy, socks_proxy=o.socks_proxy,
                   server_poll_timeout=o.server_poll_timeout,
                   explicit_exit_notify=o.explicit_exit_notify)
+
+
+def _socks_udp_ipv4(st: ParseState, r: Remote) -> Remote:
+    """SOCKS5 UDP relaying is IPv4 only (OpenVPN options.c options_postprocess_mutate_ce()
+    forces IPv4 for it too)."""
+    if r.socks_proxy is None or r.proto != "udp" or r.family == 4:
+        return r
+    if r.family == 6:
+        st.warnings.append(ConfigWarning(st.opts.config_path, r.line,
+                                         "'udp6' with 'socks-proxy': SOCKS UDP relaying is "
+                                         "IPv4 only here, IPv4 is used"))
+    return replace(r, family=4)
 
 
 def _check_connection_profiles(st: ParseState, o: Options) -> None:
