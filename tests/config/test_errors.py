@@ -74,8 +74,8 @@ BAD_CLIENT_LINES = [
     ("<ca>\nnot closed\n", "client.conf:8: inline block <ca> has no end tag </ca>"),
     ("<status>\nx\n</status>", "client.conf:8: 'status' cannot be given as an inline "
                                "<status> block"),
-    ("<connection>\nremote a\n</connection>",
-     "client.conf:8: <connection> blocks are not supported by trivpn yet"),
+    ("<connection>\nproto udp\n</connection>",
+     "client.conf:8: each <connection> block must contain a 'remote' directive"),
     ('push "route 198.18.101.0 255.255.0.0,ping 1"',
      "client.conf:8: 'push' option must not contain ',': 'route 198.18.101.0 255.255.0.0,ping 1' "
      "(write one 'push' line per option)"),
@@ -91,7 +91,7 @@ BAD_CLIENT_LINES = [
 
 UNSUPPORTED = [
     "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
-    "http-proxy proxy 8080", "socks-proxy proxy", "plugin x.so", "up up.sh", "down down.sh",
+    "plugin x.so", "up up.sh", "down down.sh",
     "route-up r.sh", "auth-user-pass-verify v.sh via-env", "client-config-dir ccd",
     "ifconfig-pool 198.18.8.10 198.18.8.20", "server-ipv6 2001:db8::/64",
 ]

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
 
+from trivpn.config import connection as conn
 from trivpn.config import values as v
+from trivpn.config.connection import PendingConnection
 from trivpn.config.dns import dhcp_option_directive, dns_directive
 from trivpn.config.options import (
     CompressionFraming,
@@ -71,6 +73,9 @@ class ParseState:
     forward_compatible: bool = False
     lenient: bool = False  # doctor: unsupported directives warn instead of failing
     current: Directive | None = None  # the directive being applied (for its base directory)
+    # --- connection handling and proxies ---
+    connections: list[PendingConnection] = field(default_factory=list)  # <connection> blocks
+    in_connection: bool = False  # parsing the inside of a <connection> block
 
     def warn(self, d: Directive, message: str) -> None:
         self.warnings.append(ConfigWarning(d.path, d.line, message))
@@ -916,6 +921,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     "dns": Spec(2, None, dns_directive),
 
     # --- connection handling and proxies ---
+    **{name: Spec(lo, hi, handler, inline=inline, inert=inert)
+       for name, (lo, hi, handler, inline, inert) in conn.SPECS.items()},
 
     # --- crypto and pki breadth ---
 
@@ -949,8 +956,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "client-disconnect",
     "client-nat",
     "compat-mode",
-    "connect-retry-max",
-    "connection",
     "cryptoapicert",
     "dev-node",
     "down",
@@ -958,11 +963,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "echo",
     "engine",
     "explicit-exit-notify-push",
-    "http-proxy",
-    "http-proxy-option",
-    "http-proxy-retry",
-    "http-proxy-timeout",
-    "http-proxy-user-pass",
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
     "ifconfig-ipv6-push",
@@ -985,7 +985,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-query-passwords",
     "management-query-proxy",
     "management-query-remote",
-    "mark",
     "mlock",
     "mtu-disc",
     "mtu-test",
@@ -995,7 +994,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "opt-verify",
     "peer-fingerprint",
     "persist-local-ip",
-    "persist-remote-ip",
     "pkcs11-id",
     "pkcs11-providers",
     "pkcs12",
@@ -1007,12 +1005,9 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "push-reset",
     "redirect-private",
     "remap-usr1",
-    "remote-random-hostname",
     "replay-persist",
-    "route-delay",
     "route-ipv6",
     "route-ipv6-gateway",
-    "route-metric",
     "route-noexec",
     "route-pre-down",
     "route-up",
@@ -1022,8 +1017,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "session-timeout-push",
     "shaper",
     "single-session",
-    "socks-proxy",
-    "socks-proxy-retry",
     "stale-routes-check",
     "static-challenge",
     "tcp-queue-limit",

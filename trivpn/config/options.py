@@ -100,12 +100,44 @@ class FileSource:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpProxy:
+    """``http-proxy HOST PORT [AUTHFILE|auto|auto-nct] [AUTH-METHOD]`` with its
+    ``http-proxy-option``s; ``host`` is None while only options were given."""
+
+    host: str | None = None
+    port: int = 0
+    auth: Literal["none", "basic", "auto", "auto-nct"] = "none"
+    credentials: FileSource | None = None  # user/pass lines (or <http-proxy-user-pass>)
+    version: str = "1.0"
+    agent: str | None = None
+    headers: tuple[tuple[str, str | None], ...] = ()
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SocksProxy:
+    """``socks-proxy HOST [PORT [AUTHFILE]]`` (PORT defaults to 1080)."""
+
+    host: str
+    port: int = 1080
+    credentials: FileSource | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Remote:
+    """One connection profile: a ``remote`` line, or a ``<connection>`` block."""
+
     host: str
     port: int
     proto: Proto
     family: Family | None
     line: int
+    # --- connection handling and proxies ---
+    http_proxy: HttpProxy | None = None
+    socks_proxy: SocksProxy | None = None
+    server_poll_timeout: int | None = None  # connect-timeout inside a <connection> block
+    explicit_exit_notify: int | None = None  # explicit-exit-notify inside a block
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +388,15 @@ class Options:
     dns: DnsOptions = field(default_factory=DnsOptions)
 
     # --- connection handling and proxies ---
+    connect_retry_max: int | None = None  # None: try for ever
+    remote_random_hostname: bool = False
+    persist_remote_ip: bool = False
+    route_delay: tuple[int, int] | None = None  # (seconds, window)
+    route_metric: int | None = None
+    mark: int | None = None  # SO_MARK of the link socket
+    http_proxy: HttpProxy | None = None
+    socks_proxy: SocksProxy | None = None
+    connection_blocks: bool = False  # the remotes come from <connection> blocks
 
     # --- crypto and pki breadth ---
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from types import MappingProxyType
 
+from trivpn.config import connection as conn
 from trivpn.config import values as v
 from trivpn.config.directives import (
     DIRECTIVES,
@@ -51,6 +52,11 @@ def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
         # `setenv opt NAME ...`: apply NAME if known, otherwise only warn.
         _apply(st, Directive(d.args[1], d.args[2:], d.path, d.line, None, d.base_dir),
                allow_unknown=True)
+        return
+    if d.name == "connection" and not st.in_connection:
+        conn.read_block(st, d, lambda sub, item: _apply(sub, item, allow_unknown=False))
+        return
+    if conn.warn_ignored_after_blocks(st, d):
         return
     if d.name in UNSUPPORTED:
         what = f"<{d.name}> blocks are" if d.inline is not None else f"'{d.name}' is"
@@ -156,12 +162,19 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.pull and proto == "tcp-server":
         raise _error(st, "a client cannot use 'proto tcp-server' (use udp or tcp-client)",
                      "proto")
-    remotes = tuple(
-        Remote(r.host, r.port if r.port is not None else o.rport,
-               _resolve_proto(st, r.proto, "remote", r.directive) if r.proto else proto,
-               r.family if r.proto else o.family, r.directive.line)
-        for r in st.remotes)
-    o = replace(o, proto=proto, remotes=remotes)
+    o = conn.shared_options(st, o)
+    if st.connections:
+        remotes = tuple(_connection_remote(st, c) for c in st.connections)
+    else:
+        remotes = tuple(
+            Remote(r.host, r.port if r.port is not None else o.rport,
+                   _resolve_proto(st, r.proto, "remote", r.directive) if r.proto else proto,
+                   r.family if r.proto else o.family, r.directive.line,
+                   http_proxy=o.http_proxy, socks_proxy=o.socks_proxy)
+            for r in st.remotes)
+    remotes = tuple(_socks_udp_ipv4(st, r) for r in remotes)
+    o = replace(o, proto=proto, remotes=remotes, connection_blocks=bool(st.connections))
+    _check_connection_profiles(st, o)
     if tls_role == "client" and not remotes and o.pull:
         raise _error(st, "client config has no 'remote' directive (add 'remote HOST PORT')")
 
@@ -249,6 +262,59 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         directive_lines=MappingProxyType({k: d.line for k, d in st.first_seen.items()}),
         directive_files=MappingProxyType({k: d.path for k, d in st.first_seen.items()}),
     )
+
+
+def _connection_remote(st: ParseState, c: conn.PendingConnection) -> Remote:
+    """The profile of one <connection> block: its own remote, proto, port, proxy, timeouts."""
+    r, o = c.remote, c.opts
+    proto = _resolve_proto(st, r.proto or c.raw_proto, "proto", r.directive)
+    family = r.family if r.proto else o.family
+    return Remote(r.host, r.port if r.port is not None else o.rport, proto, family,
+                  r.directive.line, http_proxy=o.http_proxy, socks_proxy=o.socks_proxy,
+                  server_poll_timeout=o.server_poll_timeout,
+                  explicit_exit_notify=o.explicit_exit_notify)
+
+
+def _socks_udp_ipv4(st: ParseState, r: Remote) -> Remote:
+    """SOCKS5 UDP relaying is IPv4 only (OpenVPN options.c options_postprocess_mutate_ce()
+    forces IPv4 for it too)."""
+    if r.socks_proxy is None or r.proto != "udp" or r.family == 4:
+        return r
+    if r.family == 6:
+        st.warnings.append(ConfigWarning(st.opts.config_path, r.line,
+                                         "'udp6' with 'socks-proxy': SOCKS UDP relaying is "
+                                         "IPv4 only here, IPv4 is used"))
+    return replace(r, family=4)
+
+
+def _check_connection_profiles(st: ParseState, o: Options) -> None:
+    """options.c options_postprocess_verify_ce() for every profile (the messages are
+    OpenVPN's, checked in tests/interop/test_connection_claims.py)."""
+    where = "connection" if st.connections else None
+
+    def fail(reason: str, directive: str) -> ConfigError:
+        for c in st.connections:
+            if directive in c.seen:
+                return ConfigError(reason, c.directive.path, c.directive.line)
+        return _error(st, reason, directive if directive in st.last_seen else where)
+
+    for r in o.remotes:
+        if r.http_proxy is not None:
+            if r.proto != "tcp-client":
+                raise fail("--http-proxy MUST be used in TCP Client mode (i.e. --proto "
+                           "tcp-client)", "http-proxy")
+            if r.http_proxy.host is None:
+                raise fail("--http-proxy not specified but other http proxy options present",
+                           "http-proxy-option")
+            if r.socks_proxy is not None:
+                raise fail("--http-proxy can not be used together with --socks-proxy",
+                           "http-proxy")
+            if o.mode == "server":
+                raise fail("--http-proxy cannot be used with --mode server", "http-proxy")
+        if r.socks_proxy is not None and o.mode == "server":
+            raise fail("--socks-proxy cannot be used with --mode server", "socks-proxy")
+    if o.route_delay is not None and o.mode == "server":
+        raise _error(st, "--route-delay cannot be used with --mode server", "route-delay")
 
 
 def _last_of(st: ParseState, a: str, b: str) -> str:

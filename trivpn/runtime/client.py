@@ -28,6 +28,7 @@ a host setup failure (TUN, addresses, privileges) or a remote name that does not
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import random
 import signal
 import socket
@@ -53,13 +54,24 @@ from trivpn.runtime.dns import DnsManager, plan_client_dns
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
     Address,
+    FramedLink,
     LinkClosed,
+    TcpLink,
     UdpLink,
     apply_sndbuf_rcvbuf,
+    make_socket,
     open_tcp_link,
 )
 from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
+from trivpn.runtime.proxy import (
+    ProxyCredentials,
+    ProxyRefused,
+    SocksUdpLink,
+    http_connect,
+    read_proxy_credentials,
+    socks_connect,
+)
 from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.stats import Traffic
@@ -90,6 +102,7 @@ DROP_TICK = 1.0
 EXIT_ACK_WAIT = 2.0
 """Longest wait for the server's acknowledgement of an EXIT control message."""
 DEFAULT_CONNECT_TIMEOUT = 120
+SO_MARK = getattr(socket, "SO_MARK", 36)  # Linux <asm-generic/socket.h>
 
 
 class ClientTools(Protocol):
@@ -135,7 +148,20 @@ async def resolve_remote(remote: Remote, kind: int) -> tuple[int, str]:
 
 class SystemHost:
     """The real host: sockets, the resolver, TUN devices and netlink
-    (a :class:`~trivpn.runtime.transport.ClientHost`)."""
+    (a :class:`~trivpn.runtime.transport.ClientHost`). ``mark``: the ``SO_MARK`` of every
+    link socket (OpenVPN's ``mark``, socket.c create_socket())."""
+
+    def __init__(self, mark: int | None = None) -> None:
+        self.mark = mark
+
+    def _mark(self, sock: socket.socket | trio.socket.SocketType, where: str) -> None:
+        if self.mark is None:
+            return
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.mark)
+        except OSError as exc:
+            raise RuntimeSetupError(f"cannot set SO_MARK {self.mark}", where,
+                                    errno=exc.errno) from exc
 
     async def resolve(self, remote: Remote, kind: int) -> tuple[int, str]:
         return await resolve_remote(remote, kind)
@@ -144,14 +170,38 @@ class SystemHost:
                  rcvbuf: int | None) -> UdpLink:
         link = UdpLink.bind(bind[0], bind[1])
         try:
+            self._mark(link.socket, f"{bind[0]}:{bind[1]}")
             apply_sndbuf_rcvbuf(link.socket, sndbuf, rcvbuf)
         except RuntimeSetupError:
             link.close()
             raise
         return link
 
+    async def open_stream(self, host: str, port: int, bind: tuple[str, int] | None,
+                          sndbuf: int | None, rcvbuf: int | None) -> trio.SocketStream:
+        """A connected TCP stream to numeric ``host``:``port`` (marked, buffers set before
+        the connect); RuntimeSetupError on failure."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = trio.socket.from_stdlib_socket(make_socket(family, socket.SOCK_STREAM))
+        try:
+            self._mark(sock, f"{host}:{port}")
+            apply_sndbuf_rcvbuf(sock, sndbuf, rcvbuf)
+            if bind is not None:
+                await sock.bind(bind)
+            await sock.connect((host, port))
+        except OSError as exc:
+            sock.close()
+            raise RuntimeSetupError("TCP connect failed", f"{host}:{port}",
+                                    errno=exc.errno) from exc
+        except BaseException:
+            sock.close()
+            raise
+        return trio.SocketStream(sock)
+
     async def open_tcp(self, host: str, port: int, bind: tuple[str, int] | None,
                        sndbuf: int | None, rcvbuf: int | None) -> PacketLink:
+        if self.mark is not None:
+            return TcpLink(await self.open_stream(host, port, bind, sndbuf, rcvbuf))
         link = await open_tcp_link(host, port, bind=bind)
         try:
             apply_sndbuf_rcvbuf(link.stream.socket, sndbuf, rcvbuf)
@@ -173,6 +223,14 @@ class SystemHost:
             if not isinstance(tunnel, Tunnel):
                 netconf.close()
         return NetGateway(found.gateway, found.oif)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _push_summary(p: PushedOptions) -> dict[str, Any]:
@@ -200,7 +258,7 @@ class Client:
     def __init__(self, options: Options, log: Log, config: SessionConfig,
                  identity: Identity | None, *, host: ClientHost | None = None,
                  direct_wait: bool = True, dns: DnsManager | None = None) -> None:
-        self.host: ClientHost = host if host is not None else SystemHost()
+        self.host: ClientHost = host if host is not None else SystemHost(options.mark)
         self.dns = dns  # None: DNS is left alone (docs/dns.md)
         # direct_wait=False: the UDP data path always waits through trio (readiness.py)
         self.direct_wait = direct_wait
@@ -222,7 +280,8 @@ class Client:
         self.schedule = RemoteSchedule(
             options.remotes, base=base,
             maximum=options.connect_retry.max_seconds,
-            shuffle=random.Random() if options.remote_random else None)
+            shuffle=random.Random() if options.remote_random else None,
+            retry_max=options.connect_retry_max)
         self._hard_stop = trio.CancelScope()
         self._net_gateway: NetGateway | None = None
         self._tun_drops_seen = 0
@@ -230,6 +289,9 @@ class Client:
         self.tools: ClientTools | None = None
         self._connections = 0
         self.purge_credentials = False  # auth-retry interact: read them again next time
+        # --- connection handling and proxies ---
+        self.random = random.Random()  # remote-random-hostname labels
+        self.persisted_addresses: dict[tuple[Remote, int], tuple[int, str]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -296,6 +358,13 @@ class Client:
                 if failed is not None:
                     return failed
             attempt = self.schedule.restart(outcome.advance)
+            if self.schedule.exhausted:
+                # OpenVPN: M_FATAL, exit status 1
+                max_ = self.options.connect_retry_max
+                self.log.error("connect_retry_max", last_reason=outcome.reason,
+                               detail=f"All connections have been connect-retry-max ({max_}) "
+                               "times unsuccessful, exiting")
+                return 1, "connect_retry_max"
             if not outcome.pause:
                 attempt = Attempt(attempt.remote, 0.0)
             remote = attempt.remote
@@ -414,7 +483,10 @@ class Connection:
         self.options = client.options
         self.remote = remote
         self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
-        self.session = Session(client.config, trio.current_time())
+        config = client.config
+        if remote.server_poll_timeout is not None:  # connect-timeout in a <connection> block
+            config = replace(config, server_poll_timeout=float(remote.server_poll_timeout))
+        self.session = Session(config, trio.current_time())
         self.pump = SessionPump(self.session, send=self._send_control,
                                 deliver=self._deliver, on_event=self._on_event)
         self._started = trio.current_time()
@@ -493,6 +565,8 @@ class Connection:
         """Resolve and open the link; an Outcome if that failed (or a stop came first)."""
         r, o = self.remote, self.options
         tcp = r.proto == "tcp-client"
+        if r.http_proxy is not None or r.socks_proxy is not None:
+            return await self._open_proxied(tcp)
         kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
         resolved = await self._resolve(kind)
         if not isinstance(resolved, tuple):
@@ -502,7 +576,7 @@ class Connection:
         bind = (o.local or wildcard, o.lport if o.bind_local else 0)
         try:
             if tcp:
-                timeout = o.server_poll_timeout or DEFAULT_CONNECT_TIMEOUT
+                timeout = self.poll_timeout
                 tcp_link = await self._connect_tcp(bind if o.bind_local else None, timeout)
                 if tcp_link is None:
                     return Exit(0, "signal")
@@ -518,7 +592,7 @@ class Connection:
                     self.udp.connect((self.remote_ip, r.port))
                 local = self.udp.local_address
         except trio.TooSlowError:
-            self.log.warning("connect_timeout", seconds=o.server_poll_timeout)
+            self.log.warning("connect_timeout", seconds=self.poll_timeout)
             return Reconnect("connect_timeout")
         except RuntimeSetupError as exc:
             self.log.warning("link_failed", detail=str(exc))
@@ -529,20 +603,135 @@ class Connection:
                                                  f"{self.remote_ip}:{r.port}"), self.log)
         return None
 
-    async def _resolve(self, kind: int) -> tuple[int, str] | Outcome:
+    @property
+    def poll_timeout(self) -> int:
+        """``connect-timeout``/``server-poll-timeout`` of this profile (default 120 s)."""
+        return (self.remote.server_poll_timeout or self.options.server_poll_timeout
+                or DEFAULT_CONNECT_TIMEOUT)
+
+    async def _open_proxied(self, tcp: bool) -> Outcome | None:
+        """Open the link through this profile's HTTP or SOCKS proxy (OpenVPN: the proxy
+        handshake is part of connecting, bounded by connect-timeout, and a failure moves on
+        like any failed connection)."""
+        r = self.remote
+        http, socks = r.http_proxy, r.socks_proxy
+        proxy_host = http.host if http is not None else socks.host if socks else None
+        proxy_port = http.port if http is not None else socks.port if socks else 0
+        assert proxy_host is not None
+        what = "http" if http is not None else "socks"
+        try:
+            creds_source = (http.credentials if http is not None
+                            else socks.credentials if socks is not None else None)
+            creds = read_proxy_credentials(creds_source) if creds_source else None
+        except ConfigError as exc:
+            self.log.error("config_error", detail=str(exc))
+            return Exit(1, "config_error", str(exc))
+        proxy = Remote(proxy_host, proxy_port, "tcp-client", r.family, r.line)
+        resolved = await self._resolve(socket.SOCK_STREAM, proxy)
+        if not isinstance(resolved, tuple):
+            return resolved
+        _, proxy_ip = resolved
+        self.remote_ip = proxy_ip  # what the link talks to (routes bypass the tunnel to it)
+        stream: trio.abc.Stream | None = None
+        failed: list[Exception] = []
+        async with trio.open_nursery() as race:
+            race.start_soon(self._cancel_on_stop, race.cancel_scope)
+            try:
+                with trio.fail_after(self.poll_timeout):
+                    stream = await self._proxy_handshake(tcp, proxy_ip, proxy_port, creds)
+            except (trio.TooSlowError, RuntimeSetupError, OSError) as exc:
+                failed.append(exc)
+            race.cancel_scope.cancel()
+        if failed:
+            error = failed[0]
+            if self.udp is not None:
+                self.udp.close()
+                self.udp = None
+            reason = ("connect_timeout" if isinstance(error, trio.TooSlowError)
+                      else "proxy_failed")
+            detail = str(error) or f"no answer within {self.poll_timeout} s"
+            self.log.warning(reason, proxy=f"{what} {proxy_host}:{proxy_port}", detail=detail)
+            return Reconnect(reason, detail)
+        if stream is None:
+            return Exit(0, "signal")
+        link = self.tcp if self.tcp is not None else self.udp
+        local = link.local_address if link is not None else None
+        self.client.events.publish(rt.LinkOpened(
+            "tcp" if tcp else "udp", f"{local[0]}:{local[1]}" if local else "",
+            f"{r.host}:{r.port} via {what} proxy {proxy_ip}:{proxy_port}"), self.log)
+        return None
+
+    async def _proxy_handshake(self, tcp: bool, proxy_ip: str, proxy_port: int,
+                               creds: ProxyCredentials | None) -> trio.abc.Stream:
+        """Connect to the proxy and run its handshake; sets ``self.tcp`` or ``self.udp``."""
+        r, o, host = self.remote, self.options, self.client.host
+        bind = (o.local, o.lport) if o.bind_local and o.local else None
+        stream: trio.abc.Stream = await host.open_stream(proxy_ip, proxy_port, bind,
+                                                         o.sndbuf, o.rcvbuf)
+        try:
+            if r.http_proxy is not None:
+                http = r.http_proxy
+                if http.auth in ("auto", "auto-nct"):
+                    try:
+                        await http_connect(stream, http, r.host, r.port, None)
+                    except ProxyRefused as exc:
+                        # OpenVPN: a 407 makes it retry on a new connection with the
+                        # method the proxy asks for (basic is not allowed with auto-nct)
+                        if exc.status != 407 or http.auth == "auto-nct" or creds is None:
+                            raise
+                        await stream.aclose()
+                        stream = await host.open_stream(proxy_ip, proxy_port, bind, o.sndbuf,
+                                                         o.rcvbuf)
+                        await http_connect(stream, replace(http, auth="basic"), r.host,
+                                           r.port, creds)
+                else:
+                    await http_connect(stream, http, r.host, r.port, creds)
+            elif tcp:
+                assert r.socks_proxy is not None
+                await socks_connect(stream, r.socks_proxy, r.host, r.port, creds)
+            else:
+                assert r.socks_proxy is not None
+                relay = await socks_connect(stream, r.socks_proxy, r.host, r.port, creds,
+                                            udp=True)
+                resolved = await self.client.host.resolve(  # SOCKS UDP is IPv4 only
+                    self._lookup_name(replace(r, family=4)), socket.SOCK_DGRAM)
+                relay_ip = proxy_ip if relay.host in ("0.0.0.0", "::") else relay.host
+                inner = host.open_udp(("0.0.0.0", 0), o.sndbuf, o.rcvbuf)
+                self.udp = SocksUdpLink(inner, (relay_ip, relay.port),
+                                        (resolved[1], r.port), stream)
+                return stream
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+            raise
+        self.tcp = (TcpLink(stream) if isinstance(stream, trio.SocketStream)
+                    else FramedLink(stream, local=None, peer=(proxy_ip, proxy_port)))
+        return stream
+
+    async def _resolve(self, kind: int, target: Remote | None = None
+                       ) -> tuple[int, str] | Outcome:
         """Look the remote up with ``resolv-retry``'s attempts and spacing
         (:func:`~trivpn.runtime.supervisor.resolve_attempts`): (family, address), or the
         outcome when every lookup failed (``resolv-retry 0``: exit 1, as OpenVPN's fatal
         "Cannot resolve host address") or a stop signal came during a wait."""
+        remote = target or self.remote
         retry = self.options.resolv_retry
+        persisted = self.client.persisted_addresses
+        if self.options.persist_remote_ip and (remote, kind) in persisted:
+            # persist-remote-ip: a restart reuses the address (OpenVPN init.c
+            # do_close_link_socket() keeps it across SIGUSR1 restarts)
+            return persisted[(remote, kind)]
         attempts = resolve_attempts(retry)
         for attempt in range(1, attempts + 1):
             try:
-                return await self.client.host.resolve(self.remote, kind)
+                found = await self.client.host.resolve(self._lookup_name(remote), kind)
+                if self.options.persist_remote_ip:
+                    persisted[(remote, kind)] = found
+                return found
             except OSError as exc:
                 left = attempts - attempt
                 action = "retry" if left else "exit" if retry == 0 else "reconnect"
-                self.log.warning("resolve_failed", host=self.remote.host, detail=str(exc),
+                self.log.warning("resolve_failed", host=remote.host, detail=str(exc),
                                  attempt=attempt, attempts_left=left, action=action)
                 if action == "exit":
                     return Exit(1, "resolve_failed", str(exc))
@@ -555,6 +744,15 @@ class Connection:
             if self.client.stop.is_set():
                 return Exit(0, "signal")
         raise AssertionError("resolve_attempts() is at least 1")
+
+    def _lookup_name(self, remote: Remote) -> Remote:
+        """``remote-random-hostname``: a random 12-hex-digit label before the name at each
+        lookup (OpenVPN misc.c hostname_randomize(), socket.c openvpn_getaddrinfo());
+        numeric addresses are looked up as they are."""
+        if not self.options.remote_random_hostname or _is_address(remote.host):
+            return remote
+        label = self.client.random.getrandbits(48).to_bytes(6, "big").hex()
+        return replace(remote, host=f"{label}.{remote.host}")
 
     async def _connect_tcp(self, bind: tuple[str, int] | None,
                            timeout: float) -> PacketLink | None:
@@ -865,18 +1063,37 @@ class Connection:
         check_server_poll_timeout): no packet from the server that long after starting
         this connection → move on to the next remote at once. Over UDP this is what makes
         a client leave a dead remote before hand-window runs out."""
-        timeout = self.options.server_poll_timeout or DEFAULT_CONNECT_TIMEOUT
+        timeout = self.poll_timeout
         await trio.sleep_until(self._started + timeout)
         if self.session.remote_session_id is None:
             self.log.warning("server_poll_timeout", seconds=timeout)
             self.finish(Reconnect("server_poll_timeout", advance=True, pause=False))
 
+    async def _delayed_routes(self, tunnel: TunnelHandle, plan: TunnelPlan) -> None:
+        """route-delay: add the routes ``route-delay`` seconds after the push."""
+        assert self.options.route_delay is not None
+        seconds = self.options.route_delay[0]
+        self.log.info("route_delay", seconds=seconds, routes=len(plan.routes))
+        await trio.sleep(seconds)
+        try:
+            tunnel.reconfigure(plan)
+        except RuntimeSetupError as exc:
+            self.log.error("tun_setup_failed", detail=str(exc))
+            self.finish(Exit(1, "tun_setup_failed", str(exc)))
+            return
+        for failure in tunnel.route_failures:
+            self.log.warning("route_failed", detail=failure)
+        self.log.info("routes_added", routes=[str(r) for r in plan.routes])
+
     async def _stop_watcher(self) -> None:
         await self.client.stop.wait()
         session = self.session
         pushed = session.pushed
+        configured = (self.remote.explicit_exit_notify
+                      if self.remote.explicit_exit_notify is not None
+                      else self.options.explicit_exit_notify)
         seconds = (pushed.explicit_exit_notify if pushed and pushed.explicit_exit_notify
-                   else self.options.explicit_exit_notify)
+                   else configured)
         if seconds and self.udp is not None and session.established:
             self.log.info("exit_notify_sent", method="exit" if session.cc_exit else "occ_exit",
                           seconds=seconds)
@@ -974,9 +1191,14 @@ class Connection:
             return
         for warning in plan.warnings:
             self.log.warning("tunnel_warning", detail=warning)
+        delayed: TunnelPlan | None = None
         try:
             tunnel = client.tunnel
             if tunnel is None:
+                if self.options.route_delay and self.options.route_delay[0] > 0 and plan.routes:
+                    # route-delay N: the device and its addresses now, the routes N seconds
+                    # later (OpenVPN init.c do_route() runs after the route wakeup timer)
+                    delayed, plan = plan, replace(plan, routes=())
                 tunnel = client.tunnel = client.host.open_tunnel(plan)
                 reused, changed = False, True
             else:
@@ -997,6 +1219,8 @@ class Connection:
             self.log)
         if client.dns is not None:
             client.dns.apply(tunnel.name, tunnel.ifindex, plan_client_dns(self.options, pushed))
+        if delayed is not None and self._nursery is not None:
+            self._nursery.start_soon(self._delayed_routes, tunnel, delayed)
         if not self._tun_started:
             self._tun_started = True
             self._start_tun(tunnel)

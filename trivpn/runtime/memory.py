@@ -306,9 +306,24 @@ class MemoryClientHost:
     tcp_accept: dict[Address, trio.MemorySendChannel[FramedLink]] = field(default_factory=dict)
     tunnels: list[MemoryTunnel] = field(default_factory=list)
     links: list[MemoryDatagramLink] = field(default_factory=list)
+    # byte streams (proxies): (host, port) -> a channel receiving the far end of each stream
+    stream_accept: dict[Address, trio.MemorySendChannel[trio.abc.Stream]] = field(
+        default_factory=dict)
+    lookups: list[str] = field(default_factory=list)  # every name resolve() was asked for
+
+    async def open_stream(self, host: str, port: int, bind: tuple[str, int] | None,
+                          sndbuf: int | None, rcvbuf: int | None) -> trio.abc.Stream:
+        await trio.lowlevel.checkpoint()
+        accept = self.stream_accept.get((host, port))
+        if accept is None:
+            raise RuntimeSetupError("TCP connect failed", f"{host}:{port}", errno=111)
+        near, far = trio.testing.memory_stream_pair()
+        accept.send_nowait(far)
+        return near
 
     async def resolve(self, remote: Remote, kind: int) -> tuple[int, str]:
         await trio.lowlevel.checkpoint()
+        self.lookups.append(remote.host)
         family = 10 if ":" in remote.host else 2  # AF_INET6 / AF_INET
         return family, remote.host
 

@@ -96,7 +96,7 @@ class RemoteSchedule(Generic[T]):
     """The order of remotes and the wait before each attempt."""
 
     def __init__(self, remotes: Sequence[T], *, base: int = 1, maximum: int = 300,
-                 shuffle: random.Random | None = None) -> None:
+                 shuffle: random.Random | None = None, retry_max: int | None = None) -> None:
         if not remotes:
             raise ValueError("at least one remote is needed")
         order = list(remotes)
@@ -108,17 +108,30 @@ class RemoteSchedule(Generic[T]):
         self.index = 0
         self.failures = 0
         self._stay_once = False
+        # connect-retry-max: OpenVPN's unsuccessful_attempts (init.c next_connection_entry):
+        # +1 for every profile selected, not for a retry of the same one after a success,
+        # reset when a connection completes; above len(remotes) * retry_max it exits
+        self.retry_max = retry_max
+        self.unsuccessful = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Every profile was tried ``connect-retry-max`` times without success."""
+        return (self.retry_max is not None
+                and self.unsuccessful > len(self.remotes) * self.retry_max)
 
     def first(self) -> Attempt[T]:
         # OpenVPN counts every connection entry it selects as unsuccessful until the
         # connection completes (init.c next_connection_entry), the first one too: from a
         # fresh start the wait doubles from the fifth restart, after a success from the sixth.
         self.failures = 1
+        self.unsuccessful = 1
         return Attempt(self.remotes[0], 0.0)
 
     def established(self) -> None:
         """The current connection came up: reset the back-off; its next restart stays."""
         self.failures = 0
+        self.unsuccessful = 0
         self._stay_once = True
 
     def restart(self, advance: bool = False) -> Attempt[T]:
@@ -129,5 +142,6 @@ class RemoteSchedule(Generic[T]):
         else:
             self._stay_once = False
             self.index = (self.index + 1) % len(self.remotes)
+            self.unsuccessful += 1
         self.failures += 1
         return Attempt(self.remotes[self.index], float(delay))

@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import trio
+
 from trivpn.config import Remote
 from trivpn.runtime.link import Address, LinkCounters
 from trivpn.runtime.tunnel import NetGateway, TunnelPlan
@@ -177,6 +179,12 @@ class ClientHost(Protocol):
     async def open_tcp(self, host: str, port: int, bind: tuple[str, int] | None,
                        sndbuf: int | None, rcvbuf: int | None) -> PacketLink:
         """Connect; raises :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
+        ...
+
+    async def open_stream(self, host: str, port: int, bind: tuple[str, int] | None,
+                          sndbuf: int | None, rcvbuf: int | None) -> trio.abc.Stream:
+        """A connected byte stream (a proxy's TCP connection, before any framing); raises
+        :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
         ...
 
     def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle: ...

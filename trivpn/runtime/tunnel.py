@@ -379,7 +379,9 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
                        ifconfig=ifconfig, ifconfig_ipv6=ifconfig6, routes=requests,
                        routes_ipv6=routes6,
                        route_gateway=str(gateway) if gateway is not None else None,
-                       redirect_gateway=redirect, route_metric=pushed.route_metric,
+                       redirect_gateway=redirect,
+                       route_metric=(pushed.route_metric if pushed.route_metric is not None
+                                     else options.route_metric),
                        remote_host=remote_host, net_gateway=net_gateway,
                        txqueuelen=options.txqueuelen)
 
