@@ -181,9 +181,7 @@ FLAGS: Mapping[str, Callable[[Options], Options]] = {
 # --- device ----------------------------------------------------------------------------------
 
 def _dev(st: ParseState, d: Directive) -> Options:
-    if d.args[0] == "null":
-        raise v.fail(d, "'dev null' is not supported by trivpn yet")
-    return replace(st.opts, dev=d.args[0])
+    return replace(st.opts, dev=d.args[0])  # "null": no device (Options.dev_null)
 
 
 def _dev_type(st: ParseState, d: Directive) -> Options:
@@ -515,7 +513,62 @@ def _setenv(st: ParseState, d: Directive) -> Options:
     if d.args[0] == "FORWARD_COMPATIBLE" and d.args[1:] == ("1",):
         st.forward_compatible = True
     value = d.args[1] if len(d.args) == 2 else ""
-    return replace(st.opts, setenv=(*st.opts.setenv, (d.args[0], value)))
+    # setenv-safe NAME: OpenVPN puts OPENVPN_NAME into the scripts' environment
+    # (options.c, setenv_str_safe)
+    name = "OPENVPN_" + d.args[0] if d.name == "setenv-safe" else d.args[0]
+    return replace(st.opts, setenv=(*st.opts.setenv, (name, value)))
+
+
+# --- scripts and process -----------------------------------------------------------------
+
+SCRIPTS: Mapping[str, Callable[[Options, str], Options]] = {
+    "up": lambda o, c: replace(o, up=c),
+    "down": lambda o, c: replace(o, down=c),
+    "route-up": lambda o, c: replace(o, route_up=c),
+    "route-pre-down": lambda o, c: replace(o, route_pre_down=c),
+    "ipchange": lambda o, c: replace(o, ipchange=c),
+}
+SCRIPT_FLAGS: Mapping[str, Callable[[Options], Options]] = {
+    "up-restart": lambda o: replace(o, up_restart=True),
+    "down-pre": lambda o: replace(o, down_pre=True),
+    "ifconfig-noexec": lambda o: replace(o, ifconfig_noexec=True),
+    "route-noexec": lambda o: replace(o, route_noexec=True),
+    "up-delay": lambda o: o,
+}
+DOWN_ROOT_PLUGIN = "openvpn-plugin-down-root.so"
+
+
+def _script(st: ParseState, d: Directive) -> Options:
+    """``up CMD`` and the like: CMD is a program with optional fixed arguments (OpenVPN's
+    argv_parse_cmd); it runs only with ``script-security 2`` or higher."""
+    if not d.args[0].strip():
+        raise v.fail(d, f"'{d.name}' needs a command")
+    return SCRIPTS[d.name](st.opts, d.args[0])
+
+
+def _script_flag(st: ParseState, d: Directive) -> Options:
+    return SCRIPT_FLAGS[d.name](st.opts)
+
+
+def _plugin(st: ParseState, d: Directive) -> Options:
+    """Only the down-root plugin line is understood, natively: ``plugin
+    .../openvpn-plugin-down-root.so "CMD"`` runs CMD as root at down, even after
+    user/group dropped privileges."""
+    if Path(d.args[0]).name != DOWN_ROOT_PLUGIN:
+        raise v.fail(d, f"'plugin {d.args[0]}': trivpn loads no plugin modules; only the "
+                        f"{DOWN_ROOT_PLUGIN} line is understood (it runs the down command "
+                        "as root)")
+    if len(d.args) != 2 or not d.args[1].strip():
+        raise v.fail(d, f"'plugin {d.args[0]}' needs the command to run at down, "
+                        "as one (quoted) argument")
+    return replace(st.opts, down_root=d.args[1])
+
+
+def _chroot(st: ParseState, d: Directive) -> Options:
+    raise v.fail(d, "'chroot' is not supported: trivpn is a Python program that keeps "
+                    "importing its modules and reading certificates after start, which a "
+                    "chroot directory would have to contain; use systemd's RootDirectory= "
+                    "or a container instead")
 
 
 def _ignore_unknown_option(st: ParseState, d: Directive) -> Options:
@@ -789,15 +842,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     "management": Spec(2, 3, _management),
     "management-client-user": Spec(1, 1, _str_option),
     "management-client-group": Spec(1, 1, _str_option),
-    "script-security": Spec(1, 1, _int_option, inert=(
-        "in OpenVPN it only decides which external programs and scripts may run; trivpn "
-        "refuses every script directive (up, down, tls-verify, ...) and configures the "
-        "device over netlink, as OpenVPN 2.6 on Linux does, so no level changes anything")),
+    "script-security": Spec(1, 1, _int_option),
     "push-peer-info": Spec(0, 0, _flag),
     "setenv": Spec(1, 2, _setenv),
-    "setenv-safe": Spec(1, 2, _setenv, inert=(
-        "OpenVPN only puts OPENVPN_NAME into the environment of the scripts it runs "
-        "(options.c, setenv_str_safe); trivpn runs no scripts (they are refused)")),
+    "setenv-safe": Spec(1, 2, _setenv),
     "ignore-unknown-option": Spec(1, None, _ignore_unknown_option),
     "config": Spec(1, 1, _noop),
     "cd": Spec(1, 1, _noop),
@@ -809,6 +857,22 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- credentials ---
 
     # --- scripts and process ---
+    "up": Spec(1, 1, _script),
+    "down": Spec(1, 1, _script),
+    "route-up": Spec(1, 1, _script),
+    "route-pre-down": Spec(1, 1, _script),
+    "ipchange": Spec(1, 1, _script),
+    "up-restart": Spec(0, 0, _script_flag),
+    "down-pre": Spec(0, 0, _script_flag),
+    "ifconfig-noexec": Spec(0, 0, _script_flag),
+    "route-noexec": Spec(0, 0, _script_flag),
+    "up-delay": Spec(0, 0, _script_flag, inert=(
+        "it delays opening the device and running --up until the connection is "
+        "established; a pulling client always waits for the push anyway (init.c, do_up: "
+        "'if (c->options.up_delay || PULL_DEFINED(&c->options))'), and trivpn runs only "
+        "pulling clients and servers whose device opens at start")),
+    "plugin": Spec(1, None, _plugin),
+    "chroot": Spec(1, 1, _chroot),
 
     # --- dns ---
 
@@ -836,7 +900,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "block-ipv6",
     "capath",
     "ccd-exclusive",
-    "chroot",
     "client-config-dir",
     "client-connect",
     "client-disconnect",
@@ -848,8 +911,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "cryptoapicert",
     "dev-node",
     "dns",
-    "down",
-    "down-pre",
     "echo",
     "engine",
     "explicit-exit-notify-push",
@@ -862,12 +923,10 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
     "ifconfig-ipv6-push",
-    "ifconfig-noexec",
     "ifconfig-nowarn",
     "ifconfig-pool",
     "ifconfig-push",
     "inetd",
-    "ipchange",
     "iroute",
     "iroute-ipv6",
     "keying-material-exporter",
@@ -896,7 +955,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-id",
     "pkcs11-providers",
     "pkcs12",
-    "plugin",
     "port-share",
     "proto-force",
     "providers",
@@ -910,9 +968,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "route-ipv6",
     "route-ipv6-gateway",
     "route-metric",
-    "route-noexec",
-    "route-pre-down",
-    "route-up",
     "secret",
     "server-bridge",
     "server-ipv6",
@@ -933,9 +988,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "tls-verify",
     "tun-max-mtu",
     "tun-mtu-extra",
-    "up",
-    "up-delay",
-    "up-restart",
     "username-as-common-name",
     "verify-hash",
     "vlan-accept",

@@ -348,6 +348,18 @@ class Options:
     # --- credentials ---
 
     # --- scripts and process ---
+    # user-defined commands (OpenVPN's command line: program and fixed arguments)
+    up: str | None = None
+    down: str | None = None
+    route_up: str | None = None
+    route_pre_down: str | None = None
+    ipchange: str | None = None
+    up_restart: bool = False
+    down_pre: bool = False
+    ifconfig_noexec: bool = False
+    route_noexec: bool = False
+    # plugin openvpn-plugin-down-root.so "CMD": CMD runs as root at down (before user/group)
+    down_root: str | None = None
 
     # --- dns ---
 
@@ -365,6 +377,11 @@ class Options:
     warnings: tuple[ConfigWarning, ...] = ()
 
     # --- small conveniences --------------------------------------------------------------
+
+    @property
+    def dev_null(self) -> bool:
+        """``dev null``: OpenVPN's test mode, no device at all."""
+        return self.dev == "null"
 
     @property
     def comp_lzo(self) -> str | None:

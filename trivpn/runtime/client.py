@@ -48,6 +48,7 @@ from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
 from trivpn.runtime import events as rt
+from trivpn.runtime.clientscripts import ClientScripts
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
@@ -58,6 +59,7 @@ from trivpn.runtime.link import (
     open_tcp_link,
 )
 from trivpn.runtime.netconf import NetConfig
+from trivpn.runtime.nulldev import NullTunnel
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
 from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
@@ -226,6 +228,7 @@ class Client:
         self.tools: ClientTools | None = None
         self._connections = 0
         self.purge_credentials = False  # auth-retry interact: read them again next time
+        self.scripts = ClientScripts(options, log)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -238,6 +241,7 @@ class Client:
                 self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
                 return 1
         try:
+            self.scripts.start_privileged()
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     nursery.start_soon(self._watch_signals, signals)
@@ -248,7 +252,8 @@ class Client:
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                self._teardown()
+                await self._teardown(self.stop_reason or reason)
+                self.scripts.close()
         self.log.info("exiting", code=code, reason=reason)
         return code
 
@@ -281,10 +286,13 @@ class Client:
                 return outcome.code, outcome.reason
             if self.stop.is_set():
                 return 0, "signal"
+            signal_text = outcome.reason.replace("_", "-")
             if not self.options.persist_tun:
-                self.close_tunnel()
+                await self.scripts.down("init", signal_text, self.close_tunnel)
                 if self.privileges_dropped:
                     return self._cannot_reopen_tun(outcome)
+            elif self.options.up_restart:
+                await self.scripts.down_on_restart(signal_text)
             if not self.options.persist_key:
                 failed = self._reload_keys()
                 if failed is not None:
@@ -341,8 +349,9 @@ class Client:
                                       password=creds.password)
         self._connections += 1
 
-    def _teardown(self) -> None:
-        self.close_tunnel()
+    async def _teardown(self, reason: str) -> None:
+        """route-pre-down, the device closed, down (OpenVPN's order, see ClientScripts)."""
+        await self.scripts.down("init", reason.lower().replace("_", "-"), self.close_tunnel)
         rt.publish_drops(self.events, self.drops, trio.current_time())
 
     def close_tunnel(self) -> None:
@@ -493,6 +502,7 @@ class Connection:
             self.log.warning("link_failed", detail=str(exc))
             await self._close_link()
             return Reconnect("network_error", str(exc))
+        self.client.scripts.on_link(self.remote_ip, r.port)
         self.client.events.publish(rt.LinkOpened("tcp" if tcp else "udp",
                                                  f"{local[0]}:{local[1]}",
                                                  f"{self.remote_ip}:{r.port}"), self.log)
@@ -867,9 +877,13 @@ class Connection:
         elif isinstance(event, ev.TlsHandshakeComplete):
             publish(rt.TlsEstablished(event.key_id, event.peer.common_name, event.description),
                     log)
+            self.client.scripts.on_peer(event.peer, self.remote_ip, self.remote.port)
         elif isinstance(event, ev.DataChannelReady):
             kind = rt.Renegotiated if event.renegotiated else rt.KeysReady
             publish(kind(event.key_id, event.cipher, event.peer_id), log)
+            if not event.renegotiated and self.options.ipchange and self._nursery is not None:
+                self._nursery.start_soon(self.client.scripts.ipchange, self.remote_ip,
+                                         self.remote.port)
         elif isinstance(event, ev.PushReceived):
             publish(rt.PushApplied(_push_summary(event.options)), log)
             self._on_push(event.options)
@@ -937,10 +951,16 @@ class Connection:
             return
         for warning in plan.warnings:
             self.log.warning("tunnel_warning", detail=warning)
+        full_plan = plan
+        if self.options.ifconfig_noexec:  # the scripts get the values; nothing is set
+            plan = replace(plan, addresses=(), configure_link=False)
+        if self.options.route_noexec:
+            plan = replace(plan, routes=())
         try:
             tunnel = client.tunnel
             if tunnel is None:
-                tunnel = client.tunnel = client.host.open_tunnel(plan)
+                tunnel = client.tunnel = (NullTunnel(plan) if self.options.dev_null
+                                          else client.host.open_tunnel(plan))
                 reused, changed = False, True
             else:
                 reused, changed = True, tunnel.reconfigure(plan)
@@ -961,8 +981,37 @@ class Connection:
         if not self._tun_started:
             self._tun_started = True
             self._start_tun(tunnel)
+        gateway = client.net_gateway(self.remote_ip)
+        client.scripts.on_tunnel(pushed, tunnel.name,
+                                 net_gateway=gateway.gateway if gateway else None,
+                                 remote_ip=self.remote_ip)
+        redirected = any(r.destination in ("0.0.0.0/1", "0.0.0.0/0") for r in full_plan.routes)
+        context = None if reused else "init"
+        if reused and self.options.up_restart:
+            context = "restart"
+        if client.scripts.runs_after_up and self._nursery is not None:
+            # up runs as root, before user/group take effect (OpenVPN's order)
+            self._nursery.start_soon(self._after_up, context, redirected)
+        else:
+            self._drop_privileges()
+
+    async def _after_up(self, context: str | None, redirected: bool) -> None:
+        """up (context init, or restart with up-restart), then route-up on a new device,
+        then user/group. A failing up script stops the client, as OpenVPN exits."""
+        scripts = self.client.scripts
+        if context is not None:
+            result = await scripts.up(context)
+            if result is not None and not result.ok:
+                self.log.error("up_script_failed", detail=result.detail)
+                self.finish(Exit(1, "up_script_failed", result.detail))
+                return
+        if context == "init":
+            await scripts.route_up(redirected)
+        self._drop_privileges()
+
+    def _drop_privileges(self) -> None:
         try:
-            client.maybe_drop_privileges()
+            self.client.maybe_drop_privileges()
         except RuntimeSetupError as exc:
             self.log.error("privileges_drop_failed", detail=str(exc))
             self.finish(Exit(1, "privileges_drop_failed", str(exc)))

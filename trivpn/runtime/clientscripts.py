@@ -1,0 +1,187 @@
+"""A client's scripts: when ``up``, ``route-up``, ``ipchange``, ``route-pre-down`` and
+``down`` run, with which arguments and environment (OpenVPN 2.6, init.c ``do_open_tun`` /
+``do_close_tun``).
+
+Like OpenVPN's ``env_set``, the environment accumulates over the client's life: the process
+values and remotes at start, the link's address when it opens, the peer's certificate chain
+after the TLS handshake, the device and routes after the push; later values replace earlier
+ones. The builders are :mod:`trivpn.runtime.scriptenv`; the processes run through
+:class:`~trivpn.runtime.scripts.ScriptRunner`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import structlog
+from cryptography import x509
+
+from trivpn.config import ConfigError, Options
+from trivpn.protocol.push import PushedOptions
+from trivpn.protocol.tls import PeerCertificate
+from trivpn.runtime import scriptenv as se
+from trivpn.runtime.scripts import RootHelper, ScriptResult, ScriptRunner
+
+Log = structlog.stdlib.BoundLogger
+
+
+class ClientScripts:
+    """The script hooks of one client process."""
+
+    def __init__(self, options: Options, log: Log) -> None:
+        self.options = options
+        self.log = log
+        self.runner = ScriptRunner(options.script_security, log)
+        self.root = RootHelper(log) if options.down_root else None
+        info = se.ProcessInfo(
+            config=str(options.config_path), verb=options.verb, daemon=options.daemon,
+            daemon_pid=os.getpid(), daemon_start_time=int(time.time()),
+            log_redirect=options.log is not None)
+        self.env: se.Env = {
+            **se.process_env(info, options.setenv),
+            **se.remotes_env(se.client_remotes(options)),
+            **se.foreign_options_env(se.client_foreign_options(options, None)),
+        }
+        self.tunnel: se.TunnelInfo | None = None
+        self.has_routes = False
+        self._authorities: list[x509.Certificate] | None = None
+
+    @property
+    def runs_after_up(self) -> bool:
+        """Whether anything runs once the device is configured (up, route-up)."""
+        return bool(self.options.up or self.options.route_up)
+
+    def start_privileged(self) -> None:
+        """Before user/group take effect: the down-root helper keeps root."""
+        if self.root is not None:
+            self.root.start()
+
+    def close(self) -> None:
+        if self.root is not None:
+            self.root.close()
+
+    # -- what the environment learns --------------------------------------------------------
+
+    def on_link(self, ip: str, port: int) -> None:
+        self.env.update(se.link_env(ip, port, trusted=False))
+
+    def on_peer(self, peer: PeerCertificate, ip: str, port: int) -> None:
+        chain: list[x509.Certificate] = []
+        if peer.der:
+            chain = se.chain_of(x509.load_der_x509_certificate(peer.der), self.authorities())
+        self.env.update(se.peer_env(chain, peer.common_name))
+        self.env.update(se.link_env(ip, port, trusted=True))
+
+    def authorities(self) -> list[x509.Certificate]:
+        if self._authorities is None:
+            self._authorities = []
+            if self.options.ca is not None:
+                try:
+                    pem = self.options.ca.read_text().encode()
+                    self._authorities = x509.load_pem_x509_certificates(pem)
+                except (ConfigError, ValueError):
+                    pass  # the TLS context already refused an unreadable ca
+        return self._authorities
+
+    def on_tunnel(self, pushed: PushedOptions | None, dev: str, *, net_gateway: str | None,
+                  remote_ip: str) -> None:
+        """The device is configured (or would be, with ifconfig-noexec/route-noexec)."""
+        o = self.options
+        info = se.client_tunnel_info(o, pushed, dev)
+        vpn_gw = se.vpn_gateway(o, pushed, info)
+        routes = se.client_routes(o, pushed, vpn_gw=vpn_gw, net_gw=net_gateway,
+                                  remote_ip=remote_ip)
+        for stale in [k for k in self.env if k.startswith(("route_", "foreign_option_"))]:
+            del self.env[stale]
+        self.env.update(se.tunnel_env(info))
+        self.env.update(se.foreign_options_env(se.client_foreign_options(o, pushed)))
+        self.env.update(se.routes_env(routes, vpn_gateway=vpn_gw, net_gateway=net_gateway))
+        if pushed is not None:
+            self.env.update(se.route_ipv6_env(
+                [(str(r.network), str(r.gateway) if r.gateway is not None else None)
+                 for r in pushed.route_ipv6]))
+            self.env.update({f"OPENVPN_{k}": v for k, v in pushed.setenv_safe})
+        self.tunnel = info
+        self.has_routes = bool(routes) or bool(
+            (pushed and pushed.redirect_gateway) or o.redirect_gateway)
+
+    # -- the scripts ---------------------------------------------------------------------------
+
+    def _up_down_argv(self, command: str, context: str) -> list[str]:
+        t = self.tunnel
+        assert t is not None
+        local, remote = se.up_down_values(t)
+        return se.up_down_argv(command, dev=t.dev, tun_mtu=t.tun_mtu, local=local,
+                               remote=remote, context=context)
+
+    async def _run(self, script_type: str, argv_of: Callable[[], list[str]],
+                   env: se.Env) -> ScriptResult:
+        try:
+            argv = argv_of()
+        except se.CommandError as exc:
+            self.log.warning("script_failed", script_type=script_type, detail=str(exc))
+            return ScriptResult(False, str(exc))
+        return await self.runner.run(script_type, argv, env)
+
+    async def up(self, context: str) -> ScriptResult | None:
+        """``up`` after the device is configured; None when none is set."""
+        command = self.options.up
+        if command is None or self.tunnel is None:
+            return None
+        env = se.script_env("up", self.env, context=context)
+        return await self._run("up", lambda: self._up_down_argv(command, context), env)
+
+    async def route_up(self, redirected: bool) -> ScriptResult | None:
+        """``route-up`` after the routes (OpenVPN sets ``redirect_gateway`` first)."""
+        self.env["redirect_gateway"] = "1" if redirected else "0"
+        command = self.options.route_up
+        if command is None:
+            return None
+        env = se.script_env("route-up", self.env)
+        return await self._run("route-up", lambda: se.command_argv(command), env)
+
+    async def ipchange(self, ip: str, port: int) -> ScriptResult | None:
+        command = self.options.ipchange
+        if command is None:
+            return None
+        env = se.script_env("ipchange", self.env)
+        return await self._run("ipchange", lambda: se.ipchange_argv(command, ip, port), env)
+
+    async def down(self, context: str, signal: str, close: Callable[[], None]) -> None:
+        """route-pre-down, then (unless down-pre) ``close()``, then the down-root plugin's
+        command and ``down``, then (with down-pre) ``close()`` — OpenVPN's order. A failing
+        down script is logged; the device is closed anyway."""
+        o = self.options
+        if self.tunnel is None:
+            close()
+            return
+        if o.route_pre_down is not None and self.has_routes:
+            command = o.route_pre_down
+            env = se.script_env("route-pre-down", self.env, context=context, signal=signal)
+            await self._run("route-pre-down", lambda: self._up_down_argv(command, context), env)
+        if not o.down_pre:
+            close()
+        env = se.script_env("down", self.env, context=context, signal=signal)
+        if self.root is not None and o.down_root is not None:
+            root_command = o.down_root
+            try:
+                argv = self._up_down_argv(root_command, context)
+            except se.CommandError as exc:
+                self.log.warning("script_failed", script_type="down-root", detail=str(exc))
+            else:
+                await self.root.run(argv, se.filter_passwords(env, o.script_security))
+        if o.down is not None:
+            command = o.down
+            await self._run("down", lambda: self._up_down_argv(command, context), env)
+        if o.down_pre:
+            close()
+
+    async def down_on_restart(self, signal: str) -> None:
+        """persist-tun with up-restart: ``down`` with context ``restart``; the device stays."""
+        if self.options.down is None or self.tunnel is None:
+            return
+        command = self.options.down
+        env = se.script_env("down", self.env, context="restart", signal=signal)
+        await self._run("down", lambda: self._up_down_argv(command, "restart"), env)
