@@ -427,6 +427,7 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._control_seen = trio.Event()
         self._tun_started = False
+        self._peer_seen = False
         self._ready: ReadySet | None = None  # UDP: the link reader's fds (link, then TUN)
         self._tun_fd = -1
         self._tun_device: TunDevice | None = None
@@ -877,13 +878,14 @@ class Connection:
         elif isinstance(event, ev.TlsHandshakeComplete):
             publish(rt.TlsEstablished(event.key_id, event.peer.common_name, event.description),
                     log)
-            self.client.scripts.on_peer(event.peer, self.remote_ip, self.remote.port)
+            scripts = self.client.scripts
+            scripts.on_peer(event.peer, self.remote_ip, self.remote.port)
+            if not self._peer_seen and self._nursery is not None:
+                self._peer_seen = True  # ipchange: once per connection, before the push
+                scripts.start_ipchange(self._nursery, self.remote_ip, self.remote.port)
         elif isinstance(event, ev.DataChannelReady):
             kind = rt.Renegotiated if event.renegotiated else rt.KeysReady
             publish(kind(event.key_id, event.cipher, event.peer_id), log)
-            if not event.renegotiated and self.options.ipchange and self._nursery is not None:
-                self._nursery.start_soon(self.client.scripts.ipchange, self.remote_ip,
-                                         self.remote.port)
         elif isinstance(event, ev.PushReceived):
             publish(rt.PushApplied(_push_summary(event.options)), log)
             self._on_push(event.options)
@@ -982,8 +984,9 @@ class Connection:
             self._tun_started = True
             self._start_tun(tunnel)
         gateway = client.net_gateway(self.remote_ip)
+        # route_net_gateway: OpenVPN reports its route lookup's gateway, 0.0.0.0 on-link
         client.scripts.on_tunnel(pushed, tunnel.name,
-                                 net_gateway=gateway.gateway if gateway else None,
+                                 net_gateway=(gateway.gateway or "0.0.0.0") if gateway else None,
                                  remote_ip=self.remote_ip)
         redirected = any(r.destination in ("0.0.0.0/1", "0.0.0.0/0") for r in full_plan.routes)
         context = None if reused else "init"

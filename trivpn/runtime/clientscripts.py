@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import structlog
+import trio
 from cryptography import x509
 
 from trivpn.config import ConfigError, Options
@@ -125,29 +126,45 @@ class ClientScripts:
             return ScriptResult(False, str(exc))
         return await self.runner.run(script_type, argv, env)
 
+    def _enter(self, script_type: str, *, context: str | None = None,
+               signal: str | None = None, command: str | None = None) -> se.Env:
+        """OpenVPN's env_set is one mutable set: ``script_context``/``signal`` stay set for
+        later scripts, whether a command runs or not; ``script_type`` only when one runs."""
+        if signal is not None:
+            self.env["signal"] = signal
+        if context is not None:
+            self.env["script_context"] = context
+        if command is not None:
+            self.env["script_type"] = script_type
+        return dict(self.env)
+
     async def up(self, context: str) -> ScriptResult | None:
         """``up`` after the device is configured; None when none is set."""
         command = self.options.up
-        if command is None or self.tunnel is None:
+        if self.tunnel is None:
             return None
-        env = se.script_env("up", self.env, context=context)
+        env = self._enter("up", context=context, command=command)
+        if command is None:
+            return None
         return await self._run("up", lambda: self._up_down_argv(command, context), env)
 
     async def route_up(self, redirected: bool) -> ScriptResult | None:
         """``route-up`` after the routes (OpenVPN sets ``redirect_gateway`` first)."""
         self.env["redirect_gateway"] = "1" if redirected else "0"
         command = self.options.route_up
+        env = self._enter("route-up", command=command)
         if command is None:
             return None
-        env = se.script_env("route-up", self.env)
         return await self._run("route-up", lambda: se.command_argv(command), env)
 
-    async def ipchange(self, ip: str, port: int) -> ScriptResult | None:
+    def start_ipchange(self, nursery: trio.Nursery, ip: str, port: int) -> None:
+        """``ipchange`` once the peer authenticated: its environment is taken now (before
+        the push), the program runs in ``nursery``."""
         command = self.options.ipchange
-        if command is None:
-            return None
-        env = se.script_env("ipchange", self.env)
-        return await self._run("ipchange", lambda: se.ipchange_argv(command, ip, port), env)
+        env = self._enter("ipchange", command=command)
+        if command is not None:
+            nursery.start_soon(self._run, "ipchange",
+                               lambda: se.ipchange_argv(command, ip, port), env)
 
     async def down(self, context: str, signal: str, close: Callable[[], None]) -> None:
         """route-pre-down, then (unless down-pre) ``close()``, then the down-root plugin's
@@ -157,13 +174,16 @@ class ClientScripts:
         if self.tunnel is None:
             close()
             return
-        if o.route_pre_down is not None and self.has_routes:
-            command = o.route_pre_down
-            env = se.script_env("route-pre-down", self.env, context=context, signal=signal)
-            await self._run("route-pre-down", lambda: self._up_down_argv(command, context), env)
+        if self.has_routes:
+            env = self._enter("route-pre-down", context=context, signal=signal,
+                              command=o.route_pre_down)
+            if o.route_pre_down is not None:
+                command = o.route_pre_down
+                await self._run("route-pre-down", lambda: self._up_down_argv(command, context),
+                                env)
         if not o.down_pre:
             close()
-        env = se.script_env("down", self.env, context=context, signal=signal)
+        env = self._enter("down", context=context, signal=signal, command=o.down)
         if self.root is not None and o.down_root is not None:
             root_command = o.down_root
             try:
@@ -183,5 +203,5 @@ class ClientScripts:
         if self.options.down is None or self.tunnel is None:
             return
         command = self.options.down
-        env = se.script_env("down", self.env, context="restart", signal=signal)
+        env = self._enter("down", context="restart", signal=signal, command=command)
         await self._run("down", lambda: self._up_down_argv(command, "restart"), env)

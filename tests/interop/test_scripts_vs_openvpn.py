@@ -1,0 +1,265 @@
+"""Scripts side by side: a real openvpn 2.6 client and a ``trivpn run`` client with the same
+config run the same dumping script (its arguments and its whole environment) against one
+real openvpn server; what trivpn passes must be what OpenVPN passes."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.interop.clientkit import (
+    VPN_SERVER,
+    Setup,
+    client_lines,
+    make_setup,
+    ping_ok,
+    popen_of,
+    server_lines,
+    start_client,
+    start_server,
+    wait_until,
+)
+from tests.interop.openvpn import start_openvpn
+from tests.interop.trivpnproc import TrivpnProcess
+from tests.netns import NetnsLab
+
+pytestmark = pytest.mark.integration
+
+# Appends "ARG=..." per argument and the sorted environment to WHO.SCRIPT_TYPE.log
+DUMP = """#!/bin/sh
+out="{dir}/{who}.$script_type.log"
+{{ for a in "$@"; do echo "ARG=$a"; done; env | sort; echo ====; }} >> "$out"
+exit 0
+"""
+
+SERVER_PUSH = ('push "dhcp-option DNS 198.18.9.9"', 'push "dhcp-option DOMAIN example.test"',
+               'push "route 198.18.10.0 255.255.255.0"', "duplicate-cn")
+SCRIPTED = ("script-security 2", "route 198.18.11.0 255.255.255.0 vpn_gateway 7",
+            "dhcp-option DNS 198.18.7.7", "setenv FOO bar", "setenv-safe SAFE val")
+HOOKS = ("up", "route-up", "route-pre-down", "down", "ipchange")
+# values that differ by nature (process, file names, shell, timing)
+VARIES = {"config", "daemon_pid", "daemon_start_time", "daemon_log_redirect", "PWD", "SHLVL",
+          "_", "OLDPWD"}
+POOL = "198.18.8."  # each client gets its own pool address (ifconfig_local, 4th argument)
+
+
+def _masked(args: list[str]) -> list[str]:
+    return [POOL + "N" if a.startswith(POOL) and a != VPN_SERVER else a for a in args]
+
+
+def _dumper(setup: Setup, who: str) -> Path:
+    path = setup.workdir / f"dump-{who}.sh"
+    path.write_text(DUMP.format(dir=setup.workdir, who=who))
+    path.chmod(0o755)
+    return path
+
+
+def _records(setup: Setup, who: str, script_type: str) -> list[tuple[list[str], dict[str, str]]]:
+    path = setup.workdir / f"{who}.{script_type}.log"
+    if not path.exists():
+        return []
+    out = []
+    for block in path.read_text().split("====\n"):
+        if not block.strip():
+            continue
+        args, env = [], {}
+        for line in block.splitlines():
+            if line.startswith("ARG="):
+                args.append(line[4:])
+            elif "=" in line:
+                k, _, v = line.partition("=")
+                env[k] = v
+        out.append((args, env))
+    return out
+
+
+def _hooks(dump: Path) -> list[str]:
+    return [f"{hook} {dump}" for hook in HOOKS]
+
+
+@pytest.fixture
+def setup(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> Setup:
+    return make_setup(lab, tmp_path)
+
+
+def _stop(setup: Setup, pid: int) -> int:
+    proc = popen_of(setup.lab, pid)
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(15)
+
+
+@pytest.mark.directive("up", "down", "route-up", "route-pre-down", "ipchange",
+                       "script-security", "setenv-safe", "setenv")
+def test_scripts_get_the_same_arguments_and_environment_as_from_openvpn(setup: Setup) -> None:
+    start_server(setup, server_lines(extra=SERVER_PUSH))
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", [
+        *client_lines(), *SCRIPTED, *_hooks(_dumper(setup, "theirs"))])
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-3000:]
+    assert _stop(setup, theirs.pid) == 0
+    ours = start_client(setup, [*client_lines(), *SCRIPTED, *_hooks(_dumper(setup, "ours"))])
+    assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]
+    assert wait_until(lambda: bool(_records(setup, "ours", "route-up")), 10)
+    ping_ok(setup.client_ns, VPN_SERVER)
+    assert _stop(setup, ours.pid) == 0
+
+    for hook in HOOKS:
+        their_runs, our_runs = _records(setup, "theirs", hook), _records(setup, "ours", hook)
+        assert len(their_runs) == 1, (hook, their_runs)
+        assert len(our_runs) == 1, (hook, our_runs, ours.text()[-3000:])
+        (their_args, their_env), (our_args, our_env) = their_runs[0], our_runs[0]
+        assert _masked(our_args) == _masked(their_args), hook
+        assert set(our_env) == set(their_env), (hook, set(our_env) ^ set(their_env))
+        for key in set(their_env) - VARIES:
+            assert _masked([our_env[key]]) == _masked([their_env[key]]), (hook, key)
+    up_env = _records(setup, "ours", "up")[0][1]
+    assert up_env["foreign_option_1"] == "dhcp-option DNS 198.18.7.7"
+    assert up_env["foreign_option_3"] == "dhcp-option DOMAIN example.test"
+    assert up_env["route_network_1"] == "198.18.11.0" and up_env["route_metric_1"] == "7"
+    assert up_env["OPENVPN_SAFE"] == "val" and up_env["FOO"] == "bar"
+    assert "PATH" not in up_env  # only OpenVPN's own variables, as OpenVPN does
+    down_env = _records(setup, "ours", "down")[0][1]
+    assert down_env["signal"] == "sigterm" and down_env["script_type"] == "down"
+
+
+@pytest.mark.directive("up")
+def test_a_failing_up_script_stops_the_client_as_it_stops_openvpn(setup: Setup) -> None:
+    start_server(setup, server_lines(extra=("duplicate-cn",)))
+    fail = setup.workdir / "fail.sh"
+    fail.write_text("#!/bin/sh\nexit 3\n")
+    fail.chmod(0o755)
+    lines = [*client_lines(), "script-security 2", f"up {fail}"]
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", lines)
+    assert popen_of(setup.lab, theirs.pid).wait(20) == 1
+    assert "external program exited with error status: 3" in theirs.text()
+    ours = start_client(setup, lines)
+    assert popen_of(setup.lab, ours.pid).wait(20) == 1
+    failed = ours.wait_event("up_script_failed", 1)
+    assert failed is not None
+    assert failed["detail"] == "external program exited with error status: 3"
+
+
+@pytest.mark.directive("script-security")
+def test_below_script_security_2_the_up_script_never_runs_and_the_client_stops_like_openvpn(
+        setup: Setup) -> None:
+    start_server(setup, server_lines(extra=("duplicate-cn",)))
+    marker = setup.workdir / "ran"
+    script = setup.workdir / "touch.sh"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.chmod(0o755)
+    lines = [*client_lines(), f"up {script}"]  # default level 1
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", lines)
+    assert popen_of(setup.lab, theirs.pid).wait(20) == 1
+    assert "--up/--down: disallowed by script-security setting" in theirs.text()
+    ours = start_client(setup, lines)
+    assert popen_of(setup.lab, ours.pid).wait(20) == 1
+    refused = ours.wait_event("script_refused", 1)
+    assert refused is not None and "--script-security 2" in refused["detail"]
+    assert not marker.exists()
+
+
+@pytest.mark.directive("dev", "ifconfig-noexec", "route-noexec")
+def test_dev_null_with_noexec_starts_like_openvpns_t_client_and_passes_the_values_to_up(
+        setup: Setup) -> None:
+    start_server(setup, server_lines(extra=SERVER_PUSH))
+    lines = [line for line in client_lines() if line != "dev tun"]
+    lines += ["dev null", "ifconfig-noexec", "route-noexec", "script-security 2",
+              "setenv TEST_SUITE t_client"]
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client",
+                           [*lines, f"up {_dumper(setup, 'theirs')}"])
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-3000:]
+    before = setup.client_ns.run(["ip", "-o", "link"]).stdout
+    ours = start_client(setup, [*lines, f"up {_dumper(setup, 'ours')}"])
+    assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]
+    assert wait_until(lambda: bool(_records(setup, "ours", "up")), 10)
+    assert setup.client_ns.run(["ip", "-o", "link"]).stdout == before  # nothing created
+    (their_args, their_env), = _records(setup, "theirs", "up")
+    (our_args, our_env), = _records(setup, "ours", "up")
+    assert our_args == their_args and our_args[0] == "null"
+    for key in ("dev", "dev_type", "ifconfig_local", "ifconfig_netmask", "route_network_1",
+                "TEST_SUITE"):
+        assert our_env[key] == their_env[key], key
+    assert _stop(setup, ours.pid) == 0
+    assert _stop(setup, theirs.pid) == 0
+
+
+@pytest.mark.directive("ifconfig-noexec", "route-noexec")
+def test_ifconfig_noexec_and_route_noexec_leave_the_device_bare(setup: Setup) -> None:
+    start_server(setup, server_lines(extra=SERVER_PUSH))
+    ours = start_client(setup, [*client_lines(), "ifconfig-noexec", "route-noexec"])
+    up = ours.wait_event("tun_configured", 20)
+    assert up is not None, ours.text()[-3000:]
+    shown = setup.client_ns.run(["ip", "-o", "addr", "show", "dev", up["device"]]).stdout
+    assert "198.18.8." not in shown
+    assert "198.18.10.0" not in setup.client_ns.run(["ip", "route"]).stdout
+    assert _stop(setup, ours.pid) == 0
+
+
+UPDATE_RESOLV_CONF = Path("/etc/openvpn/update-resolv-conf")
+# A stand-in for /sbin/resolvconf: records its arguments and standard input.
+RESOLVCONF_STUB = """#!/bin/sh
+{{ echo "resolvconf $*"; cat; }} >> {out}
+"""
+
+
+@pytest.mark.directive("up", "down")
+def test_debians_update_resolv_conf_script_works_unchanged(setup: Setup) -> None:
+    if not UPDATE_RESOLV_CONF.exists():
+        pytest.skip("the openvpn package's update-resolv-conf is not installed")
+    start_server(setup, server_lines(extra=SERVER_PUSH))
+    # /sbin/resolvconf exists only inside the client's own mount namespace: an overlay on
+    # /usr/sbin adds the stub there; the host's resolver configuration is never touched
+    upper, work = setup.workdir / "upper", setup.workdir / "work"
+    upper.mkdir(), work.mkdir()
+    out = setup.workdir / "resolvconf.out"
+    stub = upper / "resolvconf"
+    stub.write_text(RESOLVCONF_STUB.format(out=out))
+    stub.chmod(0o755)
+    conf = setup.workdir / "resolv.conf"
+    conf.write_text("\n".join([*client_lines(), "script-security 2",
+                               f"up {UPDATE_RESOLV_CONF}", f"down {UPDATE_RESOLV_CONF}"]) + "\n")
+    log = setup.workdir / "resolv.log"
+    sbin = Path("/sbin").resolve()
+    inner = (f"mount -t overlay overlay -o lowerdir={sbin},upperdir={upper},workdir={work} "
+             f"{sbin} && exec {sys.executable} -m trivpn run {conf} --log-format json "
+             f"--log-file {log}")
+    proc = setup.client_ns.spawn(["unshare", "-m", "--propagation", "private",
+                                  "sh", "-c", inner])
+    ours = TrivpnProcess(log, proc.pid)
+    assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]
+    assert wait_until(lambda: out.exists() and "nameserver" in out.read_text(), 10)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(15) == 0
+    device = ours.wait_event("tun_configured", 1)["device"]  # type: ignore[index]
+    assert out.read_text() == (f"resolvconf -a {device}.openvpn\nsearch example.test\n"
+                               "nameserver 198.18.9.9\n"
+                               f"resolvconf -d {device}.openvpn\n")
+    assert not Path(f"/run/resolvconf/interface/{device}.openvpn").exists()
+
+
+@pytest.mark.directive("plugin", "down")
+def test_down_root_plugin_line_runs_its_command_as_root_after_user_nobody(
+        setup: Setup) -> None:
+    if shutil.which("id") is None:
+        pytest.skip("no id(1)")
+    start_server(setup, server_lines(extra=("duplicate-cn",)))
+    who = setup.workdir / "who.sh"
+    who.write_text(f'#!/bin/sh\necho "$script_type $(id -u) $1" >> {setup.workdir}/who.out\n')
+    who.chmod(0o755)
+    setup.workdir.chmod(0o777)
+    ours = start_client(setup, [
+        *client_lines(), "script-security 2", "user nobody", "group nogroup", "persist-key",
+        "persist-tun", f"down {who}",
+        f'plugin /usr/lib/openvpn/openvpn-plugin-down-root.so "{who}"'])
+    assert ours.wait_event("privileges_dropped", 20) is not None, ours.text()[-3000:]
+    assert _stop(setup, ours.pid) == 0
+    lines = (setup.workdir / "who.out").read_text().splitlines()
+    nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    dev = lines[0].split()[2]
+    assert sorted(lines) == sorted([f"down 0 {dev}", f"down {nobody} {dev}"])
+
