@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -154,11 +155,15 @@ def test_below_script_security_2_the_up_script_never_runs_and_the_client_stops_l
     lines = [*client_lines(), f"up {script}"]  # default level 1
     theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", lines)
     assert popen_of(setup.lab, theirs.pid).wait(20) == 1
-    assert "--up/--down: disallowed by script-security setting" in theirs.text()
+    assert ("Failed running command (--up/--down): disallowed by script-security setting"
+            in theirs.text())
     ours = start_client(setup, lines)
     assert popen_of(setup.lab, ours.pid).wait(20) == 1
     refused = ours.wait_event("script_refused", 1)
     assert refused is not None and "--script-security 2" in refused["detail"]
+    failed = ours.wait_event("up_script_failed", 1)
+    assert failed is not None
+    assert failed["detail"] == "disallowed by script-security setting"
     assert not marker.exists()
 
 
@@ -172,19 +177,24 @@ def test_dev_null_with_noexec_starts_like_openvpns_t_client_and_passes_the_value
     theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client",
                            [*lines, f"up {_dumper(setup, 'theirs')}"])
     assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-3000:]
-    before = setup.client_ns.run(["ip", "-o", "link"]).stdout
+    before = _link_names(setup)
     ours = start_client(setup, [*lines, f"up {_dumper(setup, 'ours')}"])
     assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]
     assert wait_until(lambda: bool(_records(setup, "ours", "up")), 10)
-    assert setup.client_ns.run(["ip", "-o", "link"]).stdout == before  # nothing created
+    assert _link_names(setup) == before  # no device created
     (their_args, their_env), = _records(setup, "theirs", "up")
     (our_args, our_env), = _records(setup, "ours", "up")
-    assert our_args == their_args and our_args[0] == "null"
+    assert _masked(our_args) == _masked(their_args) and our_args[0] == "null"
     for key in ("dev", "dev_type", "ifconfig_local", "ifconfig_netmask", "route_network_1",
                 "TEST_SUITE"):
-        assert our_env[key] == their_env[key], key
+        assert _masked([our_env[key]]) == _masked([their_env[key]]), key
     assert _stop(setup, ours.pid) == 0
     assert _stop(setup, theirs.pid) == 0
+
+
+def _link_names(setup: Setup) -> list[str]:
+    out = setup.client_ns.run(["ip", "-o", "link"]).stdout
+    return sorted(line.split(": ")[1] for line in out.splitlines())
 
 
 @pytest.mark.directive("ifconfig-noexec", "route-noexec")
@@ -247,17 +257,28 @@ def test_down_root_plugin_line_runs_its_command_as_root_after_user_nobody(
     if shutil.which("id") is None:
         pytest.skip("no id(1)")
     start_server(setup, server_lines(extra=("duplicate-cn",)))
-    who = setup.workdir / "who.sh"
-    who.write_text(f'#!/bin/sh\necho "$script_type $(id -u) $1" >> {setup.workdir}/who.out\n')
+    # a directory user nobody can reach (pytest's tmp_path is root's only)
+    shared = Path(tempfile.mkdtemp(prefix="trivpn-down-root-", dir="/tmp"))
+    try:
+        _down_root_run(setup, shared)
+    finally:
+        shutil.rmtree(shared)
+
+
+def _down_root_run(setup: Setup, shared: Path) -> None:
+    shared.chmod(0o777)
+    who = shared / "who.sh"
+    who.write_text(f'#!/bin/sh\necho "$script_type $(id -u) $1" >> {shared}/who.out\n')
     who.chmod(0o755)
-    setup.workdir.chmod(0o777)
+    (shared / "who.out").touch(0o666)
+    (shared / "who.out").chmod(0o666)  # both the root and the nobody run append to it
     ours = start_client(setup, [
         *client_lines(), "script-security 2", "user nobody", "group nogroup", "persist-key",
         "persist-tun", f"down {who}",
         f'plugin /usr/lib/openvpn/openvpn-plugin-down-root.so "{who}"'])
     assert ours.wait_event("privileges_dropped", 20) is not None, ours.text()[-3000:]
     assert _stop(setup, ours.pid) == 0
-    lines = (setup.workdir / "who.out").read_text().splitlines()
+    lines = (shared / "who.out").read_text().splitlines()
     nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True,
                             check=True).stdout.strip()
     dev = lines[0].split()[2]

@@ -241,7 +241,7 @@ def _dev_type(st: ParseState) -> DevType:
     if st.opts.dev_type != "tun" or "dev-type" in st.last_seen:
         return st.opts.dev_type
     dev = st.opts.dev
-    if dev.startswith("tun"):
+    if dev.startswith("tun") or dev == "null":  # null: no device (Options.dev_null)
         return "tun"
     if dev.startswith("tap"):
         return "tap"

@@ -340,7 +340,8 @@ def client_tunnel_info(options: Options, pushed: PushedOptions | None, dev: str)
     return TunnelInfo(
         dev=dev, dev_type="null" if options.dev_null else options.dev_type,
         tun_mtu=pushed.tun_mtu or options.tun_mtu, local=local, remote_or_netmask=second,
-        point_to_point=options.dev_type == "tun" and topology in ("net30", "p2p"),
+        point_to_point=(not options.dev_null and options.dev_type == "tun"
+                        and topology in ("net30", "p2p")),
         local_ipv6=str(v6.address) if v6 is not None else None,
         netbits_ipv6=v6.prefixlen if v6 is not None else None,
         remote_ipv6=str(v6.remote) if v6 is not None else None)
