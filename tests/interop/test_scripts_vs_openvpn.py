@@ -224,7 +224,8 @@ def test_debians_update_resolv_conf_script_works_unchanged(setup: Setup) -> None
     # /sbin/resolvconf exists only inside the client's own mount namespace: an overlay on
     # /usr/sbin adds the stub there; the host's resolver configuration is never touched
     upper, work = setup.workdir / "upper", setup.workdir / "work"
-    upper.mkdir(), work.mkdir()
+    upper.mkdir()
+    work.mkdir()
     out = setup.workdir / "resolvconf.out"
     stub = upper / "resolvconf"
     stub.write_text(RESOLVCONF_STUB.format(out=out))
@@ -284,3 +285,88 @@ def _down_root_run(setup: Setup, shared: Path) -> None:
     dev = lines[0].split()[2]
     assert sorted(lines) == sorted([f"down 0 {dev}", f"down {nobody} {dev}"])
 
+
+
+def _contexts(setup: Setup, who: str) -> list[tuple[str, str]]:
+    """(script_type, script_context) of every up/down run, in order."""
+    runs = []
+    for line in (setup.workdir / f"{who}.order").read_text().splitlines():
+        kind, context = line.split()
+        runs.append((kind, context))
+    return runs
+
+
+ORDER = """#!/bin/sh
+echo "$script_type $script_context" >> "{dir}/{who}.order"
+"""
+
+
+@pytest.mark.directive("up-restart", "persist-tun")
+def test_up_restart_runs_down_and_up_on_a_restart_with_persist_tun_as_openvpn_does(
+        setup: Setup) -> None:
+    server = start_server(setup, server_lines(keepalive="1 3", extra=("duplicate-cn",)))
+    scripts = {}
+    for who in ("ours", "theirs"):
+        path = setup.workdir / f"order-{who}.sh"
+        path.write_text(ORDER.format(dir=setup.workdir, who=who))
+        path.chmod(0o755)
+        scripts[who] = path
+    common = [*client_lines(), "script-security 2", "persist-tun", "up-restart"]
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", [
+        *common, "ifconfig-noexec", "route-noexec", "dev tun7",
+        f"up {scripts['theirs']}", f"down {scripts['theirs']}"])
+    ours = start_client(setup, [*common, f"up {scripts['ours']}", f"down {scripts['ours']}"])
+    assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-3000:]
+    frozen = popen_of(setup.lab, server.pid)
+    frozen.send_signal(signal.SIGSTOP)  # no pings: both clients ping-restart after 3 s
+    try:
+        assert wait_until(lambda: ours.count("reconnecting") >= 1
+                          and "Restart pause" in theirs.text(), 10)
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    assert wait_until(lambda: ours.count("tun_configured") >= 2, 20), ours.text()[-3000:]
+    assert wait_until(lambda: theirs.text().count("Initialization Sequence Completed") >= 2,
+                      20)
+    assert wait_until(lambda: len(_contexts(setup, "ours")) >= 3, 5)
+    assert _stop(setup, ours.pid) == 0
+    assert _stop(setup, theirs.pid) == 0
+    # the frozen server still holds the old sessions, so the reconnect gets another pool
+    # address: OpenVPN then closes and reopens the device ("Pulled options changed on
+    # restart"), which is down (init) and up (init) after up (restart)
+    expected = [("up", "init"), ("down", "restart"), ("up", "restart"), ("down", "init"),
+                ("up", "init"), ("down", "init")]
+    assert _contexts(setup, "theirs") == expected
+    assert _contexts(setup, "ours") == expected
+
+
+PRESENT = """#!/bin/sh
+if [ -e "/sys/class/net/$1" ]; then echo present; else echo absent; fi >> "{out}"
+"""
+
+
+@pytest.mark.directive("down-pre", "down")
+@pytest.mark.parametrize("down_pre", [False, True])
+def test_down_runs_after_the_device_is_gone_unless_down_pre_as_openvpn_does(
+        setup: Setup, down_pre: bool) -> None:
+    start_server(setup, server_lines(extra=("duplicate-cn",)))
+    clients = []
+    for who in ("ours", "theirs"):
+        path = setup.workdir / f"present-{who}.sh"
+        path.write_text(PRESENT.format(out=setup.workdir / f"{who}.present"))
+        path.chmod(0o755)
+        lines = [*client_lines(), "script-security 2", f"down {path}",
+                 *(["down-pre"] if down_pre else [])]
+        if who == "theirs":
+            lines = [line for line in lines if line != "dev tun"] + ["dev tun7"]
+            proc = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", lines)
+            assert proc.wait_for("Initialization Sequence Completed", 20), proc.text()[-3000:]
+        else:
+            proc = start_client(setup, lines)  # type: ignore[assignment]
+            assert proc.wait_event("tun_configured", 20) is not None  # type: ignore[attr-defined]
+        clients.append(proc)
+    for proc in clients:
+        assert _stop(setup, proc.pid) == 0
+    expected = "present\n" if down_pre else "absent\n"
+    assert (setup.workdir / "theirs.present").read_text() == expected
+    assert (setup.workdir / "ours.present").read_text() == expected

@@ -867,10 +867,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     "ifconfig-noexec": Spec(0, 0, _script_flag),
     "route-noexec": Spec(0, 0, _script_flag),
     "up-delay": Spec(0, 0, _script_flag, inert=(
-        "it delays opening the device and running --up until the connection is "
-        "established; a pulling client always waits for the push anyway (init.c, do_up: "
-        "'if (c->options.up_delay || PULL_DEFINED(&c->options))'), and trivpn runs only "
-        "pulling clients and servers whose device opens at start")),
+        "OpenVPN delays opening the device and running --up until the connection is "
+        "established, which a pulling client does anyway (init.c, do_up: "
+        "'if (c->options.up_delay || PULL_DEFINED(&c->options))'); trivpn clients always "
+        "pull, so the device opens after the push with or without it")),
     "plugin": Spec(1, None, _plugin),
     "chroot": Spec(1, 1, _chroot),
 

@@ -989,26 +989,34 @@ class Connection:
                                  net_gateway=(gateway.gateway or "0.0.0.0") if gateway else None,
                                  remote_ip=self.remote_ip)
         redirected = any(r.destination in ("0.0.0.0/1", "0.0.0.0/0") for r in full_plan.routes)
-        context = None if reused else "init"
-        if reused and self.options.up_restart:
-            context = "restart"
         if client.scripts.runs_after_up and self._nursery is not None:
             # up runs as root, before user/group take effect (OpenVPN's order)
-            self._nursery.start_soon(self._after_up, context, redirected)
+            self._nursery.start_soon(self._after_up, reused, changed, redirected)
         else:
             self._drop_privileges()
 
-    async def _after_up(self, context: str | None, redirected: bool) -> None:
-        """up (context init, or restart with up-restart), then route-up on a new device,
-        then user/group. A failing up script stops the client, as OpenVPN exits."""
+    async def _after_up(self, reused: bool, changed: bool, redirected: bool) -> None:
+        """The scripts once the device is configured, in OpenVPN's order (init.c, do_up):
+        a new device: up (init), route-up. A device kept by persist-tun: up (restart) only
+        with up-restart; if the pushed options changed, OpenVPN then closes and reopens the
+        device ("Pulled options changed on restart"): down (init), up (init), route-up —
+        trivpn reconfigures the device in place and runs the same scripts. A failing up
+        script stops the client, as OpenVPN exits; then user/group take effect."""
         scripts = self.client.scripts
-        if context is not None:
+        steps: list[str] = []
+        if reused and self.options.up_restart:
+            steps.append("restart")
+        if not reused or changed:
+            steps.append("init")
+        for context in steps:
+            if reused and context == "init":
+                await scripts.down("init", None, lambda: None)
             result = await scripts.up(context)
             if result is not None and not result.ok:
                 self.log.error("up_script_failed", detail=result.detail)
                 self.finish(Exit(1, "up_script_failed", result.detail))
                 return
-        if context == "init":
+        if not reused or changed:
             await scripts.route_up(redirected)
         self._drop_privileges()
 

@@ -166,7 +166,7 @@ class ClientScripts:
             nursery.start_soon(self._run, "ipchange",
                                lambda: se.ipchange_argv(command, ip, port), env)
 
-    async def down(self, context: str, signal: str, close: Callable[[], None]) -> None:
+    async def down(self, context: str, signal: str | None, close: Callable[[], None]) -> None:
         """route-pre-down, then (unless down-pre) ``close()``, then the down-root plugin's
         command and ``down``, then (with down-pre) ``close()`` — OpenVPN's order. A failing
         down script is logged; the device is closed anyway."""
