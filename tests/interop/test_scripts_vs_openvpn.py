@@ -28,6 +28,7 @@ from tests.interop.clientkit import (
 from tests.interop.openvpn import start_openvpn
 from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import NetnsLab
+from trivpn.runtime.scriptenv import SCRIPT_SECURITY_WARNING
 
 pytestmark = pytest.mark.integration
 
@@ -157,6 +158,7 @@ def test_below_script_security_2_the_up_script_never_runs_and_the_client_stops_l
     assert popen_of(setup.lab, theirs.pid).wait(20) == 1
     assert ("Failed running command (--up/--down): disallowed by script-security setting"
             in theirs.text())
+    assert SCRIPT_SECURITY_WARNING in theirs.text()  # the words trivpn logs
     ours = start_client(setup, lines)
     assert popen_of(setup.lab, ours.pid).wait(20) == 1
     refused = ours.wait_event("script_refused", 1)
