@@ -20,7 +20,7 @@ def test_script_commands_keep_the_program_and_its_fixed_arguments() -> None:
 
 @pytest.mark.directive("up")
 def test_a_script_directive_needs_exactly_one_command() -> None:
-    with pytest.raises(ConfigError, match="client.conf:8"):
+    with pytest.raises(ConfigError, match=r"client\.conf:8"):
         client("up /bin/a /bin/b\n")
     with pytest.raises(ConfigError, match="'up' needs a command"):
         client('up " "\n')
