@@ -245,4 +245,5 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
         unix_time_offset=unix_time_offset,
+        defer_peer_verdict=o.tls_verify is not None and not is_server,
     )

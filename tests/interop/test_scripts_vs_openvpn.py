@@ -46,7 +46,7 @@ SCRIPTED = ("script-security 2", "route 198.18.11.0 255.255.255.0 vpn_gateway 7"
 HOOKS = ("up", "route-up", "route-pre-down", "down", "ipchange")
 # values that differ by nature (process, file names, shell, timing)
 VARIES = {"config", "daemon_pid", "daemon_start_time", "daemon_log_redirect", "PWD", "SHLVL",
-          "_", "OLDPWD"}
+          "_", "OLDPWD", "peer_cert"}
 POOL = "198.18.8."  # each client gets its own pool address (ifconfig_local, 4th argument)
 
 
@@ -81,7 +81,8 @@ def _records(setup: Setup, who: str, script_type: str) -> list[tuple[list[str], 
 
 
 def _hooks(dump: Path) -> list[str]:
-    return [f"{hook} {dump}" for hook in HOOKS]
+    return [f"{hook} {dump}" for hook in (*HOOKS, "tls-verify")] + [
+        f"tls-export-cert {dump.parent}"]
 
 
 @pytest.fixture
@@ -96,7 +97,8 @@ def _stop(setup: Setup, pid: int) -> int:
 
 
 @pytest.mark.directive("up", "down", "route-up", "route-pre-down", "ipchange",
-                       "script-security", "setenv-safe", "setenv")
+                       "script-security", "setenv-safe", "setenv", "tls-verify",
+                       "tls-export-cert")
 def test_scripts_get_the_same_arguments_and_environment_as_from_openvpn(setup: Setup) -> None:
     start_server(setup, server_lines(extra=SERVER_PUSH))
     theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", [
@@ -118,6 +120,17 @@ def test_scripts_get_the_same_arguments_and_environment_as_from_openvpn(setup: S
         assert set(our_env) == set(their_env), (hook, set(our_env) ^ set(their_env))
         for key in set(their_env) - VARIES:
             assert _masked([our_env[key]]) == _masked([their_env[key]]), (hook, key)
+    # tls-verify: once per certificate, the CA (depth 1) first, then the server's
+    their_runs, our_runs = (_records(setup, "theirs", "tls-verify"),
+                            _records(setup, "ours", "tls-verify"))
+    assert [args for args, _ in our_runs] == [args for args, _ in their_runs] == [
+        ["1", "CN=interop CA"], ["0", "CN=server"]]
+    for (_, their_env), (_, our_env) in zip(their_runs, our_runs, strict=True):
+        assert set(our_env) == set(their_env), set(our_env) ^ set(their_env)
+        for key in set(their_env) - VARIES:
+            assert our_env[key] == their_env[key], key
+        assert our_env["peer_cert"].startswith(str(setup.workdir / "openvpn_pef_"))
+    assert not list(setup.workdir.glob("openvpn_pef_*"))  # removed after each run
     up_env = _records(setup, "ours", "up")[0][1]
     assert up_env["foreign_option_1"] == "dhcp-option DNS 198.18.7.7"
     assert up_env["foreign_option_3"] == "dhcp-option DOMAIN example.test"
@@ -372,3 +385,24 @@ def test_down_runs_after_the_device_is_gone_unless_down_pre_as_openvpn_does(
     expected = "present\n" if down_pre else "absent\n"
     assert (setup.workdir / "theirs.present").read_text() == expected
     assert (setup.workdir / "ours.present").read_text() == expected
+
+
+@pytest.mark.directive("tls-verify")
+def test_a_tls_verify_refusal_at_depth_0_keeps_the_tunnel_down_like_openvpn(
+        setup: Setup) -> None:
+    start_server(setup, server_lines(extra=("duplicate-cn",)))
+    refuse = setup.workdir / "refuse.sh"
+    refuse.write_text('#!/bin/sh\n[ "$1" != 0 ]\n')  # accept the CA, refuse the server
+    refuse.chmod(0o755)
+    lines = [*client_lines(), "script-security 2", f"tls-verify {refuse}"]
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client",
+                           [*lines, "ifconfig-noexec", "route-noexec"])
+    ours = start_client(setup, lines)
+    rejected = ours.wait_event("peer_cert_rejected", 20)
+    assert rejected is not None, ours.text()[-3000:]
+    assert rejected["check"] == "tls_verify" and rejected["cn"] == "server"
+    assert theirs.wait_for("VERIFY SCRIPT ERROR: depth=0, CN=server", 10), theirs.text()[-3000:]
+    assert ours.count("tun_configured") == 0
+    assert "Initialization Sequence Completed" not in theirs.text()
+    assert _stop(setup, ours.pid) == 0
+    assert _stop(setup, theirs.pid) == 0

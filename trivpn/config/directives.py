@@ -527,6 +527,7 @@ SCRIPTS: Mapping[str, Callable[[Options, str], Options]] = {
     "route-up": lambda o, c: replace(o, route_up=c),
     "route-pre-down": lambda o, c: replace(o, route_pre_down=c),
     "ipchange": lambda o, c: replace(o, ipchange=c),
+    "tls-verify": lambda o, c: replace(o, tls_verify=c),
 }
 SCRIPT_FLAGS: Mapping[str, Callable[[Options], Options]] = {
     "up-restart": lambda o: replace(o, up_restart=True),
@@ -562,6 +563,10 @@ def _plugin(st: ParseState, d: Directive) -> Options:
         raise v.fail(d, f"'plugin {d.args[0]}' needs the command to run at down, "
                         "as one (quoted) argument")
     return replace(st.opts, down_root=d.args[1])
+
+
+def _tls_export_cert(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, tls_export_cert=st.path(d.args[0]))
 
 
 def _chroot(st: ParseState, d: Directive) -> Options:
@@ -862,6 +867,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     "route-up": Spec(1, 1, _script),
     "route-pre-down": Spec(1, 1, _script),
     "ipchange": Spec(1, 1, _script),
+    "tls-verify": Spec(1, 1, _script),
+    "tls-export-cert": Spec(1, 1, _tls_export_cert),
     "up-restart": Spec(0, 0, _script_flag),
     "down-pre": Spec(0, 0, _script_flag),
     "ifconfig-noexec": Spec(0, 0, _script_flag),
@@ -984,8 +991,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "tls-crypt-v2-max-age",
     "tls-crypt-v2-verify",
     "tls-exit",
-    "tls-export-cert",
-    "tls-verify",
     "tun-max-mtu",
     "tun-mtu-extra",
     "username-as-common-name",

@@ -354,6 +354,8 @@ class Options:
     route_up: str | None = None
     route_pre_down: str | None = None
     ipchange: str | None = None
+    tls_verify: str | None = None  # tls-verify CMD: CMD DEPTH SUBJECT per certificate
+    tls_export_cert: Path | None = None  # tls-export-cert DIR: peer_cert for tls-verify
     up_restart: bool = False
     down_pre: bool = False
     ifconfig_noexec: bool = False

@@ -47,6 +47,7 @@ from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
+from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
 from trivpn.runtime.clientscripts import ClientScripts
 from trivpn.runtime.datapath import mss_limit_for
@@ -878,11 +879,10 @@ class Connection:
         elif isinstance(event, ev.TlsHandshakeComplete):
             publish(rt.TlsEstablished(event.key_id, event.peer.common_name, event.description),
                     log)
-            scripts = self.client.scripts
-            scripts.on_peer(event.peer, self.remote_ip, self.remote.port)
-            if not self._peer_seen and self._nursery is not None:
-                self._peer_seen = True  # ipchange: once per connection, before the push
-                scripts.start_ipchange(self._nursery, self.remote_ip, self.remote.port)
+            if self.options.tls_verify is not None and self._nursery is not None:
+                self._nursery.start_soon(self._tls_verify, event.key_id, event.peer)
+            else:
+                self._peer_trusted(event.peer)
         elif isinstance(event, ev.DataChannelReady):
             kind = rt.Renegotiated if event.renegotiated else rt.KeysReady
             publish(kind(event.key_id, event.cipher, event.peer_id), log)
@@ -924,6 +924,24 @@ class Connection:
             self.finish(Exit(0, event.cause))
         else:
             log.debug(event.name)
+
+    def _peer_trusted(self, peer: PeerCertificate) -> None:
+        """The peer's certificate passed: its variables for the scripts; ipchange once per
+        connection, before the push."""
+        scripts = self.client.scripts
+        scripts.on_peer(peer, self.remote_ip, self.remote.port)
+        if not self._peer_seen and self._nursery is not None:
+            self._peer_seen = True
+            scripts.start_ipchange(self._nursery, self.remote_ip, self.remote.port)
+
+    async def _tls_verify(self, key_id: int, peer: PeerCertificate) -> None:
+        """tls-verify: the session holds the key method until the verdict."""
+        scripts = self.client.scripts
+        accepted, detail = await scripts.tls_verify(peer)
+        if accepted:
+            self._peer_trusted(peer)
+        self.session.peer_verdict(key_id, accepted, detail, trio.current_time())
+        await self.pump.flush()
 
     def _on_auth_failed(self, reason: str | None) -> None:
         temporary = reason is not None and reason.startswith("TEMP")

@@ -12,12 +12,15 @@ ones. The builders are :mod:`trivpn.runtime.scriptenv`; the processes run throug
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 import trio
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from trivpn.config import ConfigError, Options
 from trivpn.protocol.push import PushedOptions
@@ -107,6 +110,56 @@ class ClientScripts:
         self.tunnel = info
         self.has_routes = bool(routes) or bool(
             (pushed and pushed.redirect_gateway) or o.redirect_gateway)
+
+    # -- tls-verify ----------------------------------------------------------------------------
+
+    async def tls_verify(self, peer: PeerCertificate) -> tuple[bool, str]:
+        """``tls-verify CMD``: CMD DEPTH SUBJECT for each certificate of the chain, the
+        deepest first, each with the variables of its depth and the deeper ones (and
+        ``common_name`` at depth 0); a non-zero exit refuses the peer (ssl_verify.c,
+        verify_cert_call_command). With ``tls-export-cert DIR`` the certificate is written
+        to a temporary file in DIR named by ``peer_cert``, removed afterwards. Call before
+        :meth:`on_peer` (trusted_ip is not set yet). (accepted, detail)."""
+        command = self.options.tls_verify
+        if command is None or not peer.der:
+            return True, ""
+        chain = se.chain_of(x509.load_der_x509_certificate(peer.der), self.authorities())
+        for depth in range(len(chain) - 1, -1, -1):
+            cert = chain[depth]
+            self.env.update(se.certificate_env(cert, depth))
+            if depth == 0:
+                self.env["common_name"] = peer.common_name
+            subject = self.env[f"tls_id_{depth}"]
+            exported = self._export(cert)
+            if exported is not None:
+                self.env["peer_cert"] = str(exported)
+            env = self._enter("tls-verify", command=command)
+            try:
+                result = await self._run(
+                    "tls-verify", lambda d=depth, s=subject: [  # type: ignore[misc]
+                        *se.command_argv(command), str(d), s], env)
+            finally:
+                if exported is not None:
+                    exported.unlink(missing_ok=True)
+                    self.env.pop("peer_cert", None)
+            if not result.ok:
+                return False, (f"tls-verify refused the certificate at depth {depth} "
+                               f"({subject}): {result.detail}")
+        return True, ""
+
+    def _export(self, cert: x509.Certificate) -> Path | None:
+        directory = self.options.tls_export_cert
+        if directory is None:
+            return None
+        path = directory / f"openvpn_pef_{secrets.token_hex(16)}.tmp"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(cert.public_bytes(Encoding.PEM))
+        except OSError as exc:
+            self.log.warning("script_failed", script_type="tls-export-cert", detail=str(exc))
+            return None
+        return path
 
     # -- the scripts ---------------------------------------------------------------------------
 
