@@ -406,3 +406,26 @@ def test_a_tls_verify_refusal_at_depth_0_keeps_the_tunnel_down_like_openvpn(
     assert "Initialization Sequence Completed" not in theirs.text()
     assert _stop(setup, ours.pid) == 0
     assert _stop(setup, theirs.pid) == 0
+
+
+@pytest.mark.directive("cd", "up")
+def test_a_relative_script_runs_from_the_cd_directory_like_openvpns(setup: Setup) -> None:
+    start_server(setup, server_lines(extra=("duplicate-cn",)))
+    sub = setup.workdir / "sub"
+    sub.mkdir()
+    for name in ("ca.crt", "client.crt", "client.key"):
+        shutil.copy(setup.workdir / name, sub / name)
+    where = sub / "where.sh"  # no PATH search: the name is relative to the directory
+    where.write_text('#!/bin/sh\necho "$(pwd) $1" >> where.out\n')
+    where.chmod(0o755)
+    lines = ["cd sub", *client_lines(), "script-security 2", "up where.sh"]
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client",
+                           [*lines, "ifconfig-noexec", "route-noexec"])
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-3000:]
+    ours = start_client(setup, lines)
+    assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]
+    assert wait_until(lambda: len((sub / "where.out").read_text().splitlines()) == 2, 10)
+    assert _stop(setup, ours.pid) == 0
+    assert _stop(setup, theirs.pid) == 0
+    dirs = [line.split()[0] for line in (sub / "where.out").read_text().splitlines()]
+    assert dirs == [str(sub), str(sub)]

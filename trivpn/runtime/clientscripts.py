@@ -37,8 +37,10 @@ class ClientScripts:
     def __init__(self, options: Options, log: Log) -> None:
         self.options = options
         self.log = log
-        self.runner = ScriptRunner(options.script_security, log)
-        self.root = RootHelper(log) if options.down_root else None
+        # programs run in the config's base directory (OpenVPN: its working directory,
+        # which `cd DIR` changes; trivpn resolves relative paths against the same place)
+        self.runner = ScriptRunner(options.script_security, log, cwd=options.base_dir)
+        self.root = RootHelper(log, cwd=options.base_dir) if options.down_root else None
         info = se.ProcessInfo(
             config=str(options.config_path), verb=options.verb, daemon=options.daemon,
             daemon_pid=os.getpid(), daemon_start_time=int(time.time()),

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 import trio
@@ -52,10 +53,12 @@ class ScriptResult:
 class ScriptRunner:
     """Runs the configured programs for one process (client or server)."""
 
-    def __init__(self, level: int, log: Log, *, timeout: float = SCRIPT_TIMEOUT) -> None:
+    def __init__(self, level: int, log: Log, *, timeout: float = SCRIPT_TIMEOUT,
+                 cwd: Path | None = None) -> None:
         self.level = level
         self.log = log
         self.timeout = timeout
+        self.cwd = cwd
         self._warned = False
 
     async def run(self, script_type: str, argv: Sequence[str],
@@ -68,8 +71,9 @@ class ScriptRunner:
                                  level=self.level, detail=SCRIPT_SECURITY_WARNING)
             return ScriptResult(False, "disallowed by script-security setting")
         full_env = filter_passwords(env, self.level)
-        self.log.info("script_run", script_type=script_type, argv=list(argv))
-        result = await self._execute(list(argv), full_env)
+        argv = program_path(argv, self.cwd)
+        self.log.info("script_run", script_type=script_type, argv=argv)
+        result = await self._execute(argv, full_env)
         if result.ok:
             self.log.debug("script_done", script_type=script_type)
         else:
@@ -81,7 +85,7 @@ class ScriptRunner:
             try:
                 done = await trio.run_process(
                     argv, env=env, stdin=subprocess.DEVNULL, check=False,
-                    start_new_session=True)
+                    start_new_session=True, cwd=self.cwd)
             except OSError as exc:
                 return ScriptResult(False, f"could not execute external program: {exc}")
         if scope.cancelled_caught:
@@ -94,6 +98,16 @@ class ScriptRunner:
             return ScriptResult(False, "external program did not exit normally "
                                        f"(signal {-code})", code)
         return ScriptResult(False, f"external program exited with error status: {code}", code)
+
+
+def program_path(argv: Sequence[str], cwd: Path | None) -> list[str]:
+    """OpenVPN execve()s the program as written: never searched in PATH, a relative name is
+    relative to the working directory (which ``cd DIR`` sets; trivpn's is ``cwd``, the
+    config's base directory)."""
+    out = list(argv)
+    if out and cwd is not None and not os.path.isabs(out[0]):
+        out[0] = str(cwd / out[0])
+    return out
 
 
 # --- down-root ----------------------------------------------------------------------------------
@@ -118,9 +132,11 @@ class RootHelper:
     """A process forked while still privileged that runs one command as root at down (the
     native form of OpenVPN's down-root plugin). Start it before dropping privileges."""
 
-    def __init__(self, log: Log, *, timeout: float = SCRIPT_TIMEOUT) -> None:
+    def __init__(self, log: Log, *, timeout: float = SCRIPT_TIMEOUT,
+                 cwd: Path | None = None) -> None:
         self.log = log
         self.timeout = timeout
+        self.cwd = cwd
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -128,7 +144,7 @@ class RootHelper:
             self._proc = subprocess.Popen(
                 [sys.executable, "-c", _HELPER], stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={},
-                start_new_session=True)
+                start_new_session=True, cwd=self.cwd)
 
     @property
     def pid(self) -> int | None:
@@ -139,7 +155,8 @@ class RootHelper:
         proc, self._proc = self._proc, None
         if proc is None or proc.stdin is None or proc.stdout is None:
             return ScriptResult(False, "the down-root helper is not running")
-        job = json.dumps({"argv": list(argv), "env": dict(env), "timeout": self.timeout})
+        argv = program_path(argv, self.cwd)
+        job = json.dumps({"argv": argv, "env": dict(env), "timeout": self.timeout})
         self.log.info("script_run", script_type="down-root", argv=list(argv))
         stdin, stdout = proc.stdin, proc.stdout
 
