@@ -9,13 +9,16 @@ from tests.config.helpers import client, server
 from trivpn.config import ConfigError
 
 
-@pytest.mark.directive("up", "down", "route-up", "route-pre-down", "ipchange")
+@pytest.mark.directive("up", "down", "route-up", "route-pre-down", "ipchange", "tls-verify",
+                       "tls-export-cert")
 def test_script_commands_keep_the_program_and_its_fixed_arguments() -> None:
     o = client('up "/etc/openvpn/up.sh --flag x"\ndown /etc/openvpn/down.sh\n'
-               "route-up /bin/ru\nroute-pre-down /bin/rpd\nipchange /bin/ipc\n")
-    assert (o.up, o.down, o.route_up, o.route_pre_down, o.ipchange) == (
+               "route-up /bin/ru\nroute-pre-down /bin/rpd\nipchange /bin/ipc\n"
+               "tls-verify /bin/tv\ntls-export-cert /run/certs\n")
+    assert (o.up, o.down, o.route_up, o.route_pre_down, o.ipchange, o.tls_verify) == (
         "/etc/openvpn/up.sh --flag x", "/etc/openvpn/down.sh", "/bin/ru", "/bin/rpd",
-        "/bin/ipc")
+        "/bin/ipc", "/bin/tv")
+    assert str(o.tls_export_cert) == "/run/certs"
 
 
 @pytest.mark.directive("up")
@@ -79,4 +82,12 @@ def test_dev_null_is_a_client_without_a_device() -> None:
 
 def test_up_delay_is_accepted_for_a_pulling_client() -> None:
     assert client("up-delay\n").up is None
-    assert server("up /bin/true\n").up == "/bin/true"  # role-neutral parsing
+
+
+@pytest.mark.directive("up", "tls-verify", "dev")
+@pytest.mark.parametrize("line", ["up /bin/true", "tls-verify /bin/true", "route-noexec",
+                                  "dev null"])
+def test_a_server_refuses_the_script_directives_it_does_not_run_yet(line: str) -> None:
+    with pytest.raises(ConfigError, match="not supported|clients only") as info:
+        server(line + "\n")
+    assert "server.conf:" in str(info.value)

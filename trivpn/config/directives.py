@@ -813,10 +813,9 @@ DIRECTIVES: Mapping[str, Spec] = {
     "route-nopull": Spec(0, 0, _flag),
     "pull-filter": Spec(2, 2, _pull_filter),
     "redirect-gateway": Spec(0, None, _redirect_gateway),
-    "dhcp-option": Spec(1, 2, _dhcp_option, inert=(
-        "in a config file (not pushed) OpenVPN on Linux only hands it to --up scripts as "
-        "foreign_option_N variables (the DHCP answer is the Windows TAP driver's); trivpn "
-        "runs no scripts (they are refused). A server passes it on only through 'push'")),
+    # in a config file (not pushed) OpenVPN on Linux only hands it to the scripts as
+    # foreign_option_N (runtime/scriptenv.py); a server passes it on only through 'push'
+    "dhcp-option": Spec(1, 2, _dhcp_option),
     # keepalive and lifecycle
     "keepalive": Spec(2, 2, _keepalive),
     "ping": Spec(1, 1, _int_option),

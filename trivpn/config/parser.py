@@ -224,12 +224,27 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "none of them", "verify-client-cert")
         raise _error(st, "'verify-client-cert' requires 'mode server'", "verify-client-cert")
 
+    # --- scripts and process ---
+    if tls_role == "server":
+        for name in CLIENT_ONLY_SCRIPTS:
+            if name in seen:
+                raise _error(st, f"'{name}' in a server config is not supported by trivpn "
+                                 "yet (scripts run on clients only)", name)
+        if o.dev_null:
+            raise _error(st, "'dev null' is supported on clients only", "dev")
+
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(
         o,
         directive_lines=MappingProxyType({k: d.line for k, d in st.first_seen.items()}),
         directive_files=MappingProxyType({k: d.path for k, d in st.first_seen.items()}),
     )
+
+
+# The script directives a trivpn server does not run yet (issue 13 brings the server's).
+CLIENT_ONLY_SCRIPTS = ("up", "down", "route-up", "route-pre-down", "ipchange", "tls-verify",
+                       "tls-export-cert", "up-restart", "down-pre", "ifconfig-noexec",
+                       "route-noexec", "plugin")
 
 
 def _last_of(st: ParseState, a: str, b: str) -> str:
