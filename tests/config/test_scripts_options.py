@@ -88,6 +88,6 @@ def test_up_delay_is_accepted_for_a_pulling_client() -> None:
 @pytest.mark.parametrize("line", ["up /bin/true", "tls-verify /bin/true", "route-noexec",
                                   "dev null"])
 def test_a_server_refuses_the_script_directives_it_does_not_run_yet(line: str) -> None:
-    with pytest.raises(ConfigError, match="not supported|clients only") as info:
+    with pytest.raises(ConfigError, match=r"not supported|clients only") as info:
         server(line + "\n")
     assert "server.conf:" in str(info.value)

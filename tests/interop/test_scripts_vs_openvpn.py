@@ -213,15 +213,26 @@ def _link_names(setup: Setup) -> list[str]:
 
 
 @pytest.mark.directive("ifconfig-noexec", "route-noexec")
-def test_ifconfig_noexec_and_route_noexec_leave_the_device_bare(setup: Setup) -> None:
+def test_ifconfig_noexec_and_route_noexec_leave_the_device_bare_like_openvpn(
+        setup: Setup) -> None:
     start_server(setup, server_lines(extra=SERVER_PUSH))
-    ours = start_client(setup, [*client_lines(), "ifconfig-noexec", "route-noexec"])
+    lines = [*client_lines(), "ifconfig-noexec", "route-noexec"]
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client",
+                           [*[line for line in lines if line != "dev tun"], "dev tun7"])
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-3000:]
+    ours = start_client(setup, lines)
     up = ours.wait_event("tun_configured", 20)
     assert up is not None, ours.text()[-3000:]
-    shown = setup.client_ns.run(["ip", "-o", "addr", "show", "dev", up["device"]]).stdout
-    assert "198.18.8." not in shown
+    states = {}
+    for dev in ("tun7", up["device"]):
+        shown = setup.client_ns.run(["ip", "-o", "addr", "show", "dev", dev]).stdout
+        assert "198.18.8." not in shown
+        link = setup.client_ns.run(["ip", "-o", "link", "show", "dev", dev]).stdout
+        states[dev] = ",UP" in link or "<UP" in link
+    assert states["tun7"] is states[up["device"]] is False  # left down, as OpenVPN does
     assert "198.18.10.0" not in setup.client_ns.run(["ip", "route"]).stdout
     assert _stop(setup, ours.pid) == 0
+    assert _stop(setup, theirs.pid) == 0
 
 
 UPDATE_RESOLV_CONF = Path("/etc/openvpn/update-resolv-conf")
@@ -288,18 +299,24 @@ def _down_root_run(setup: Setup, shared: Path) -> None:
     who.chmod(0o755)
     (shared / "who.out").touch(0o666)
     (shared / "who.out").chmod(0o666)  # both the root and the nobody run append to it
-    ours = start_client(setup, [
-        *client_lines(), "script-security 2", "user nobody", "group nogroup", "persist-key",
-        "persist-tun", f"down {who}",
-        f'plugin /usr/lib/openvpn/openvpn-plugin-down-root.so "{who}"'])
+    common = ["script-security 2", "user nobody", "group nogroup", "persist-key",
+              "persist-tun", f"down {who}",
+              f'plugin /usr/lib/openvpn/openvpn-plugin-down-root.so "{who}"']
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", [
+        *[line for line in client_lines() if line != "dev tun"], "dev tun7", *common])
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-3000:]
+    ours = start_client(setup, [*client_lines(), *common])
     assert ours.wait_event("privileges_dropped", 20) is not None, ours.text()[-3000:]
+    dev = ours.wait_event("tun_configured", 1)["device"]  # type: ignore[index]
     assert _stop(setup, ours.pid) == 0
+    assert _stop(setup, theirs.pid) == 0
     lines = (shared / "who.out").read_text().splitlines()
     nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True,
                             check=True).stdout.strip()
-    dev = lines[0].split()[2]
-    assert sorted(lines) == sorted([f"down 0 {dev}", f"down {nobody} {dev}"])
-
+    # the plugin's command as root, alone (no script_type, no device arguments), then down
+    # itself as nobody with them: the same for both
+    assert sorted(lines) == sorted([" 0 ", f"down {nobody} {dev}", " 0 ",
+                                    f"down {nobody} tun7"])
 
 
 def _contexts(setup: Setup, who: str) -> list[tuple[str, str]]:

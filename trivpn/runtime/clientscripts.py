@@ -238,15 +238,18 @@ class ClientScripts:
                                 env)
         if not o.down_pre:
             close()
-        env = self._enter("down", context=context, signal=signal, command=o.down)
         if self.root is not None and o.down_root is not None:
-            root_command = o.down_root
+            # the down-root plugin runs its own command line only (no device arguments),
+            # before the down script, with the environment as it stands: script_type is
+            # still the previous script's (down-root.c, run_script; init.c, run_up_down)
+            root_env = self._enter("down", context=context, signal=signal)
             try:
-                argv = self._up_down_argv(root_command, context)
+                argv = se.command_argv(o.down_root)
             except se.CommandError as exc:
                 self.log.warning("script_failed", script_type="down-root", detail=str(exc))
             else:
-                await self.root.run(argv, se.filter_passwords(env, o.script_security))
+                await self.root.run(argv, se.filter_passwords(root_env, o.script_security))
+        env = self._enter("down", context=context, signal=signal, command=o.down)
         if o.down is not None:
             command = o.down
             await self._run("down", lambda: self._up_down_argv(command, context), env)

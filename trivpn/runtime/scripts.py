@@ -85,7 +85,7 @@ class ScriptRunner:
             try:
                 done = await trio.run_process(
                     argv, env=env, stdin=subprocess.DEVNULL, check=False,
-                    start_new_session=True, cwd=self.cwd)
+                    start_new_session=True, cwd=_usable(self.cwd))
             except OSError as exc:
                 return ScriptResult(False, f"could not execute external program: {exc}")
         if scope.cancelled_caught:
@@ -108,6 +108,13 @@ def program_path(argv: Sequence[str], cwd: Path | None) -> list[str]:
     if out and cwd is not None and not os.path.isabs(out[0]):
         out[0] = str(cwd / out[0])
     return out
+
+
+def _usable(cwd: Path | None) -> Path | None:
+    """``cwd`` unless we may no longer enter it (after user/group): OpenVPN's scripts inherit
+    its working directory even when the new user could not enter it; the closest trivpn can
+    do then is its own working directory."""
+    return cwd if cwd is not None and os.access(cwd, os.X_OK) else None
 
 
 # --- down-root ----------------------------------------------------------------------------------
