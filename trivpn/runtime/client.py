@@ -1028,7 +1028,7 @@ class Connection:
             steps.append("init")
         for context in steps:
             if reused and context == "init":
-                await scripts.down("init", None, lambda: None)
+                await scripts.down("init", None, lambda: None, reopen=True)
             result = await scripts.up(context)
             if result is not None and not result.ok:
                 self.log.error("up_script_failed", detail=result.detail)

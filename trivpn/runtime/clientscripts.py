@@ -221,7 +221,8 @@ class ClientScripts:
             nursery.start_soon(self._run, "ipchange",
                                lambda: se.ipchange_argv(command, ip, port), env)
 
-    async def down(self, context: str, signal: str | None, close: Callable[[], None]) -> None:
+    async def down(self, context: str, signal: str | None, close: Callable[[], None], *,
+                   reopen: bool = False) -> None:
         """route-pre-down, then (unless down-pre) ``close()``, then the down-root plugin's
         command and ``down``, then (with down-pre) ``close()`` — OpenVPN's order. A failing
         down script is logged; the device is closed anyway."""
@@ -255,6 +256,9 @@ class ClientScripts:
             await self._run("down", lambda: self._up_down_argv(command, context), env)
         if o.down_pre:
             close()
+        if not reopen:  # the device is gone: a later exit runs no down for it again
+            self.tunnel = None
+            self.has_routes = False
 
     async def down_on_restart(self, signal: str) -> None:
         """persist-tun with up-restart: ``down`` with context ``restart``; the device stays."""
