@@ -278,7 +278,7 @@ def test_debians_update_resolv_conf_script_works_unchanged(setup: Setup) -> None
     assert not Path(f"/run/resolvconf/interface/{device}.openvpn").exists()
 
 
-@pytest.mark.directive("plugin", "down")
+@pytest.mark.directive("plugin", "down", "up", "user")
 def test_down_root_plugin_line_runs_its_command_as_root_after_user_nobody(
         setup: Setup) -> None:
     if shutil.which("id") is None:
@@ -300,7 +300,7 @@ def _down_root_run(setup: Setup, shared: Path) -> None:
     (shared / "who.out").touch(0o666)
     (shared / "who.out").chmod(0o666)  # both the root and the nobody run append to it
     common = ["script-security 2", "user nobody", "group nogroup", "persist-key",
-              "persist-tun", f"down {who}",
+              "persist-tun", f"up {who}", f"down {who}",
               f'plugin /usr/lib/openvpn/openvpn-plugin-down-root.so "{who}"']
     theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", [
         *[line for line in client_lines() if line != "dev tun"], "dev tun7", *common])
@@ -313,10 +313,11 @@ def _down_root_run(setup: Setup, shared: Path) -> None:
     lines = (shared / "who.out").read_text().splitlines()
     nobody = subprocess.run(["id", "-u", "nobody"], capture_output=True, text=True,
                             check=True).stdout.strip()
-    # the plugin's command as root, alone (no script_type, no device arguments), then down
-    # itself as nobody with them: the same for both
-    assert sorted(lines) == sorted([" 0 ", f"down {nobody} {dev}", " 0 ",
-                                    f"down {nobody} tun7"])
+    # up as root (before user/group); at down the plugin's command as root, alone (no
+    # device arguments, the environment of the up call before script_type was set), then
+    # down itself as nobody: the same for both
+    assert sorted(lines) == sorted([f"up 0 {dev}", " 0 ", f"down {nobody} {dev}",
+                                    "up 0 tun7", " 0 ", f"down {nobody} tun7"])
 
 
 def _contexts(setup: Setup, who: str) -> list[tuple[str, str]]:

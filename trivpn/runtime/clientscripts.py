@@ -51,6 +51,7 @@ class ClientScripts:
             **se.foreign_options_env(se.client_foreign_options(options, None)),
         }
         self.tunnel: se.TunnelInfo | None = None
+        self._root_env: se.Env | None = None
         self.has_routes = False
         self._authorities: list[x509.Certificate] | None = None
 
@@ -198,6 +199,9 @@ class ClientScripts:
         command = self.options.up
         if self.tunnel is None:
             return None
+        # the down-root plugin forks its root helper here, before up's script_type is set,
+        # and its command later runs with this environment (down-root.c, PLUGIN_UP)
+        self._root_env = self._enter("up", context=context)
         env = self._enter("up", context=context, command=command)
         if command is None:
             return None
@@ -241,9 +245,9 @@ class ClientScripts:
             close()
         if self.root is not None and o.down_root is not None:
             # the down-root plugin runs its own command line only (no device arguments),
-            # before the down script, with the environment as it stands: script_type is
-            # still the previous script's (down-root.c, run_script; init.c, run_up_down)
-            root_env = self._enter("down", context=context, signal=signal)
+            # before the down script, with the environment it kept from the up call
+            # (down-root.c, down_root_server; init.c, run_up_down)
+            root_env = self._root_env or self._enter("down", context=context, signal=signal)
             try:
                 argv = se.command_argv(o.down_root)
             except se.CommandError as exc:
