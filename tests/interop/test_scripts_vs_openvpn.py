@@ -145,17 +145,23 @@ def test_scripts_get_the_same_arguments_and_environment_as_from_openvpn(setup: S
 def test_a_failing_up_script_stops_the_client_as_it_stops_openvpn(setup: Setup) -> None:
     start_server(setup, server_lines(extra=("duplicate-cn",)))
     fail = setup.workdir / "fail.sh"
-    fail.write_text("#!/bin/sh\nexit 3\n")
+    fail.write_text(f"#!/bin/sh\necho $script_type >> {setup.workdir}/$1.ran\n"
+                    '[ "$script_type" = down ]\n')  # up fails (status 1), down succeeds
     fail.chmod(0o755)
-    lines = [*client_lines(), "script-security 2", f"up {fail}"]
-    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", lines)
+    lines = [*client_lines(), "script-security 2", f"up {fail}", f"down {fail}"]
+    theirs = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client",
+                           [*[line for line in lines if line != "dev tun"], "dev tun7"])
     assert popen_of(setup.lab, theirs.pid).wait(20) == 1
-    assert "external program exited with error status: 3" in theirs.text()
+    assert "external program exited with error status: 1" in theirs.text()
     ours = start_client(setup, lines)
     assert popen_of(setup.lab, ours.pid).wait(20) == 1
+    # after the failed up, OpenVPN's fatal exit runs no down script
+    dev = ours.wait_event("tun_configured", 1)["device"]  # type: ignore[index]
+    assert (setup.workdir / "tun7.ran").read_text() == "up\n"
+    assert (setup.workdir / f"{dev}.ran").read_text() == "up\n"
     failed = ours.wait_event("up_script_failed", 1)
     assert failed is not None
-    assert failed["detail"] == "external program exited with error status: 3"
+    assert failed["detail"] == "external program exited with error status: 1"
 
 
 @pytest.mark.directive("script-security")

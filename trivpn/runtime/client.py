@@ -1031,6 +1031,7 @@ class Connection:
                 await scripts.down("init", None, lambda: None, reopen=True)
             result = await scripts.up(context)
             if result is not None and not result.ok:
+                scripts.abandon()  # OpenVPN's fatal exit runs no down script after it
                 self.log.error("up_script_failed", detail=result.detail)
                 self.finish(Exit(1, "up_script_failed", result.detail))
                 return

@@ -150,6 +150,11 @@ class ClientScripts:
                                f"({subject}): {result.detail}")
         return True, ""
 
+    def abandon(self) -> None:
+        """After a failed up: the device is only closed, no down script runs for it."""
+        self.tunnel = None
+        self.has_routes = False
+
     def _export(self, cert: x509.Certificate) -> Path | None:
         directory = self.options.tls_export_cert
         if directory is None:
