@@ -336,6 +336,7 @@ def _contexts(setup: Setup, who: str) -> list[tuple[str, str]]:
 
 
 ORDER = """#!/bin/sh
+echo "$script_type $script_context $signal" >> "{dir}/{who}.signals"
 echo "$script_type $script_context" >> "{dir}/{who}.order"
 """
 
@@ -377,6 +378,8 @@ def test_up_restart_runs_down_and_up_on_a_restart_with_persist_tun_as_openvpn_do
                 ("up", "init"), ("down", "init")]
     assert _contexts(setup, "theirs") == expected
     assert _contexts(setup, "ours") == expected
+    signals = [(setup.workdir / f"{who}.signals").read_text() for who in ("ours", "theirs")]
+    assert signals[0] == signals[1], signals
 
 
 PRESENT = """#!/bin/sh

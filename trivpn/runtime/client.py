@@ -441,6 +441,7 @@ class Connection:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> Outcome:
+        self.client.scripts.new_connection()
         opened = await self._open_link()
         if opened is not None:
             return opened
@@ -1028,7 +1029,8 @@ class Connection:
             steps.append("init")
         for context in steps:
             if reused and context == "init":
-                await scripts.down("init", None, lambda: None, reopen=True)
+                # OpenVPN: signal_description() of "no signal"
+                await scripts.down("init", "UNKNOWN", lambda: None, reopen=True)
             result = await scripts.up(context)
             if result is not None and not result.ok:
                 scripts.abandon()  # OpenVPN's fatal exit runs no down script after it

@@ -50,6 +50,7 @@ class ClientScripts:
             **se.remotes_env(se.client_remotes(options)),
             **se.foreign_options_env(se.client_foreign_options(options, None)),
         }
+        self._base = dict(self.env)
         self.tunnel: se.TunnelInfo | None = None
         self._root_env: se.Env | None = None
         self.has_routes = False
@@ -70,6 +71,12 @@ class ClientScripts:
             self.root.close()
 
     # -- what the environment learns --------------------------------------------------------
+
+    def new_connection(self) -> None:
+        """A (re)connection starts from the process-wide variables only: OpenVPN rebuilds
+        its per-connection environment set at each restart (``signal`` and the rest of
+        the last connection are gone)."""
+        self.env = dict(self._base)
 
     def on_link(self, ip: str, port: int) -> None:
         self.env.update(se.link_env(ip, port, trusted=False))
