@@ -387,7 +387,7 @@ if [ -e "/sys/class/net/$1" ]; then echo present; else echo absent; fi >> "{out}
 """
 
 
-@pytest.mark.directive("down-pre", "down")
+@pytest.mark.directive("down-pre", "down", "route-pre-down")
 @pytest.mark.parametrize("down_pre", [False, True])
 def test_down_runs_after_the_device_is_gone_unless_down_pre_as_openvpn_does(
         setup: Setup, down_pre: bool) -> None:
@@ -398,7 +398,7 @@ def test_down_runs_after_the_device_is_gone_unless_down_pre_as_openvpn_does(
         path.write_text(PRESENT.format(out=setup.workdir / f"{who}.present"))
         path.chmod(0o755)
         lines = [*client_lines(), "script-security 2", f"down {path}",
-                 *(["down-pre"] if down_pre else [])]
+                 f"route-pre-down {path}", *(["down-pre"] if down_pre else [])]
         if who == "theirs":
             lines = [line for line in lines if line != "dev tun"] + ["dev tun7"]
             proc = start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", lines)
@@ -409,7 +409,8 @@ def test_down_runs_after_the_device_is_gone_unless_down_pre_as_openvpn_does(
         clients.append(proc)
     for proc in clients:
         assert _stop(setup, proc.pid) == 0
-    expected = "present\n" if down_pre else "absent\n"
+    # route-pre-down first (even without routes), with the device; then down
+    expected = "present\n" + ("present\n" if down_pre else "absent\n")
     assert (setup.workdir / "theirs.present").read_text() == expected
     assert (setup.workdir / "ours.present").read_text() == expected
 

@@ -53,7 +53,6 @@ class ClientScripts:
         self._base = dict(self.env)
         self.tunnel: se.TunnelInfo | None = None
         self._root_env: se.Env | None = None
-        self.has_routes = False
         self._authorities: list[x509.Certificate] | None = None
 
     @property
@@ -118,8 +117,6 @@ class ClientScripts:
                  for r in pushed.route_ipv6]))
             self.env.update({f"OPENVPN_{k}": v for k, v in pushed.setenv_safe})
         self.tunnel = info
-        self.has_routes = bool(routes) or bool(
-            (pushed and pushed.redirect_gateway) or o.redirect_gateway)
 
     # -- tls-verify ----------------------------------------------------------------------------
 
@@ -160,7 +157,6 @@ class ClientScripts:
     def abandon(self) -> None:
         """After a failed up: the device is only closed, no down script runs for it."""
         self.tunnel = None
-        self.has_routes = False
 
     def _export(self, cert: x509.Certificate) -> Path | None:
         directory = self.options.tls_export_cert
@@ -246,13 +242,14 @@ class ClientScripts:
         if self.tunnel is None:
             close()
             return
-        if self.has_routes:
-            env = self._enter("route-pre-down", context=context, signal=signal,
-                              command=o.route_pre_down)
-            if o.route_pre_down is not None:
-                command = o.route_pre_down
-                await self._run("route-pre-down", lambda: self._up_down_argv(command, context),
-                                env)
+        # route-pre-down runs even without routes: OpenVPN always has a route list (init.c,
+        # do_alloc_route_list)
+        env = self._enter("route-pre-down", context=context, signal=signal,
+                          command=o.route_pre_down)
+        if o.route_pre_down is not None:
+            command = o.route_pre_down
+            await self._run("route-pre-down", lambda: self._up_down_argv(command, context),
+                            env)
         if not o.down_pre:
             close()
         if self.root is not None and o.down_root is not None:
@@ -274,8 +271,7 @@ class ClientScripts:
             close()
         if not reopen:  # the device is gone: a later exit runs no down for it again
             self.tunnel = None
-            self.has_routes = False
-
+    
     async def down_on_restart(self, signal: str) -> None:
         """persist-tun with up-restart: ``down`` with context ``restart``; the device stays."""
         if self.options.down is None or self.tunnel is None:
