@@ -271,7 +271,7 @@ class ClientScripts:
             close()
         if not reopen:  # the device is gone: a later exit runs no down for it again
             self.tunnel = None
-    
+
     async def down_on_restart(self, signal: str) -> None:
         """persist-tun with up-restart: ``down`` with context ``restart``; the device stays."""
         if self.options.down is None or self.tunnel is None:
