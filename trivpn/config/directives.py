@@ -195,9 +195,7 @@ FLAGS: Mapping[str, Callable[[Options], Options]] = {
 # --- device ----------------------------------------------------------------------------------
 
 def _dev(st: ParseState, d: Directive) -> Options:
-    if d.args[0] == "null":
-        raise v.fail(d, "'dev null' is not supported by trivpn yet")
-    return replace(st.opts, dev=d.args[0])
+    return replace(st.opts, dev=d.args[0])  # "null": no device (Options.dev_null)
 
 
 def _dev_type(st: ParseState, d: Directive) -> Options:
@@ -487,7 +485,67 @@ def _setenv(st: ParseState, d: Directive) -> Options:
     if d.args[0] == "FORWARD_COMPATIBLE" and d.args[1:] == ("1",):
         st.forward_compatible = True
     value = d.args[1] if len(d.args) == 2 else ""
-    return replace(st.opts, setenv=(*st.opts.setenv, (d.args[0], value)))
+    # setenv-safe NAME: OpenVPN puts OPENVPN_NAME into the scripts' environment
+    # (options.c, setenv_str_safe)
+    name = "OPENVPN_" + d.args[0] if d.name == "setenv-safe" else d.args[0]
+    return replace(st.opts, setenv=(*st.opts.setenv, (name, value)))
+
+
+# --- scripts and process -----------------------------------------------------------------
+
+SCRIPTS: Mapping[str, Callable[[Options, str], Options]] = {
+    "up": lambda o, c: replace(o, up=c),
+    "down": lambda o, c: replace(o, down=c),
+    "route-up": lambda o, c: replace(o, route_up=c),
+    "route-pre-down": lambda o, c: replace(o, route_pre_down=c),
+    "ipchange": lambda o, c: replace(o, ipchange=c),
+    "tls-verify": lambda o, c: replace(o, tls_verify=c),
+}
+SCRIPT_FLAGS: Mapping[str, Callable[[Options], Options]] = {
+    "up-restart": lambda o: replace(o, up_restart=True),
+    "down-pre": lambda o: replace(o, down_pre=True),
+    "ifconfig-noexec": lambda o: replace(o, ifconfig_noexec=True),
+    "route-noexec": lambda o: replace(o, route_noexec=True),
+    "up-delay": lambda o: o,
+}
+DOWN_ROOT_PLUGIN = "openvpn-plugin-down-root.so"
+
+
+def _script(st: ParseState, d: Directive) -> Options:
+    """``up CMD`` and the like: CMD is a program with optional fixed arguments (OpenVPN's
+    argv_parse_cmd); it runs only with ``script-security 2`` or higher."""
+    if not d.args[0].strip():
+        raise v.fail(d, f"'{d.name}' needs a command")
+    return SCRIPTS[d.name](st.opts, d.args[0])
+
+
+def _script_flag(st: ParseState, d: Directive) -> Options:
+    return SCRIPT_FLAGS[d.name](st.opts)
+
+
+def _plugin(st: ParseState, d: Directive) -> Options:
+    """Only the down-root plugin line is understood, natively: ``plugin
+    .../openvpn-plugin-down-root.so "CMD"`` runs CMD as root at down, even after
+    user/group dropped privileges."""
+    if Path(d.args[0]).name != DOWN_ROOT_PLUGIN:
+        raise v.fail(d, f"'plugin {d.args[0]}': trivpn loads no plugin modules; only the "
+                        f"{DOWN_ROOT_PLUGIN} line is understood (it runs the down command "
+                        "as root)")
+    if len(d.args) != 2 or not d.args[1].strip():
+        raise v.fail(d, f"'plugin {d.args[0]}' needs the command to run at down, "
+                        "as one (quoted) argument")
+    return replace(st.opts, down_root=d.args[1])
+
+
+def _tls_export_cert(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, tls_export_cert=st.path(d.args[0]))
+
+
+def _chroot(st: ParseState, d: Directive) -> Options:
+    raise v.fail(d, "'chroot' is not supported: trivpn is a Python program that keeps "
+                    "importing its modules and reading certificates after start, which a "
+                    "chroot directory would have to contain; use systemd's RootDirectory= "
+                    "or a container instead")
 
 
 def _ignore_unknown_option(st: ParseState, d: Directive) -> Options:
@@ -890,15 +948,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     "management": Spec(2, 3, _management),
     "management-client-user": Spec(1, 1, _str_option),
     "management-client-group": Spec(1, 1, _str_option),
-    "script-security": Spec(1, 1, _int_option, inert=(
-        "in OpenVPN it only decides which external programs and scripts may run; trivpn "
-        "refuses every script directive (up, down, tls-verify, ...) and configures the "
-        "device over netlink, as OpenVPN 2.6 on Linux does, so no level changes anything")),
+    "script-security": Spec(1, 1, _int_option),
     "push-peer-info": Spec(0, 0, _flag),
     "setenv": Spec(1, 2, _setenv),
-    "setenv-safe": Spec(1, 2, _setenv, inert=(
-        "OpenVPN only puts OPENVPN_NAME into the environment of the scripts it runs "
-        "(options.c, setenv_str_safe); trivpn runs no scripts (they are refused)")),
+    "setenv-safe": Spec(1, 2, _setenv),
     "ignore-unknown-option": Spec(1, None, _ignore_unknown_option),
     "config": Spec(1, 1, _noop),
     "cd": Spec(1, 1, _noop),
@@ -915,6 +968,24 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- credentials ---
 
     # --- scripts and process ---
+    "up": Spec(1, 1, _script),
+    "down": Spec(1, 1, _script),
+    "route-up": Spec(1, 1, _script),
+    "route-pre-down": Spec(1, 1, _script),
+    "ipchange": Spec(1, 1, _script),
+    "tls-verify": Spec(1, 1, _script),
+    "tls-export-cert": Spec(1, 1, _tls_export_cert),
+    "up-restart": Spec(0, 0, _script_flag),
+    "down-pre": Spec(0, 0, _script_flag),
+    "ifconfig-noexec": Spec(0, 0, _script_flag),
+    "route-noexec": Spec(0, 0, _script_flag),
+    "up-delay": Spec(0, 0, _script_flag, inert=(
+        "OpenVPN delays opening the device and running --up until the connection is "
+        "established, which a pulling client does anyway (init.c, do_up: "
+        "'if (c->options.up_delay || PULL_DEFINED(&c->options))'); trivpn clients always "
+        "pull, so the device opens after the push with or without it")),
+    "plugin": Spec(1, None, _plugin),
+    "chroot": Spec(1, 1, _chroot),
 
     # --- dns ---
     "dhcp-option": Spec(1, 2, dhcp_option_directive),
@@ -950,7 +1021,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "block-ipv6",
     "capath",
     "ccd-exclusive",
-    "chroot",
     "client-config-dir",
     "client-connect",
     "client-disconnect",
@@ -958,20 +1028,16 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "compat-mode",
     "cryptoapicert",
     "dev-node",
-    "down",
-    "down-pre",
     "echo",
     "engine",
     "explicit-exit-notify-push",
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
     "ifconfig-ipv6-push",
-    "ifconfig-noexec",
     "ifconfig-nowarn",
     "ifconfig-pool",
     "ifconfig-push",
     "inetd",
-    "ipchange",
     "iroute",
     "iroute-ipv6",
     "keying-material-exporter",
@@ -997,7 +1063,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-id",
     "pkcs11-providers",
     "pkcs12",
-    "plugin",
     "port-share",
     "proto-force",
     "providers",
@@ -1008,9 +1073,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "replay-persist",
     "route-ipv6",
     "route-ipv6-gateway",
-    "route-noexec",
-    "route-pre-down",
-    "route-up",
     "secret",
     "server-bridge",
     "server-ipv6",
@@ -1024,13 +1086,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "tls-crypt-v2-max-age",
     "tls-crypt-v2-verify",
     "tls-exit",
-    "tls-export-cert",
-    "tls-verify",
     "tun-max-mtu",
     "tun-mtu-extra",
-    "up",
-    "up-delay",
-    "up-restart",
     "username-as-common-name",
     "verify-hash",
     "vlan-accept",

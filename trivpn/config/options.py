@@ -383,6 +383,20 @@ class Options:
     # --- credentials ---
 
     # --- scripts and process ---
+    # user-defined commands (OpenVPN's command line: program and fixed arguments)
+    up: str | None = None
+    down: str | None = None
+    route_up: str | None = None
+    route_pre_down: str | None = None
+    ipchange: str | None = None
+    tls_verify: str | None = None  # tls-verify CMD: CMD DEPTH SUBJECT per certificate
+    tls_export_cert: Path | None = None  # tls-export-cert DIR: peer_cert for tls-verify
+    up_restart: bool = False
+    down_pre: bool = False
+    ifconfig_noexec: bool = False
+    route_noexec: bool = False
+    # plugin openvpn-plugin-down-root.so "CMD": CMD runs as root at down (before user/group)
+    down_root: str | None = None
 
     # --- dns ---
     dns: DnsOptions = field(default_factory=DnsOptions)
@@ -414,6 +428,11 @@ class Options:
     warnings: tuple[ConfigWarning, ...] = ()
 
     # --- small conveniences --------------------------------------------------------------
+
+    @property
+    def dev_null(self) -> bool:
+        """``dev null``: OpenVPN's test mode, no device at all."""
+        return self.dev == "null"
 
     @property
     def comp_lzo(self) -> str | None:

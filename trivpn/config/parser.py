@@ -255,6 +255,14 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "'dns'/'dhcp-option' in a server config: trivpn applies DNS settings "
                          "on clients only; give them to clients with push \"dhcp-option ...\"",
                      "dns" if "dns" in seen else "dhcp-option")
+    # --- scripts and process ---
+    if tls_role == "server":
+        for name in CLIENT_ONLY_SCRIPTS:
+            if name in seen:
+                raise _error(st, f"'{name}' in a server config is not supported by trivpn "
+                                 "yet (scripts run on clients only)", name)
+        if o.dev_null:
+            raise _error(st, "'dev null' is supported on clients only", "dev")
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(
@@ -317,6 +325,12 @@ def _check_connection_profiles(st: ParseState, o: Options) -> None:
         raise _error(st, "--route-delay cannot be used with --mode server", "route-delay")
 
 
+# The script directives a trivpn server does not run yet (issue 13 brings the server's).
+CLIENT_ONLY_SCRIPTS = ("up", "down", "route-up", "route-pre-down", "ipchange", "tls-verify",
+                       "tls-export-cert", "up-restart", "down-pre", "ifconfig-noexec",
+                       "route-noexec", "plugin")
+
+
 def _last_of(st: ParseState, a: str, b: str) -> str:
     """Which of two directives was applied later (with includes expanded)."""
     return a if st.last_position[a] > st.last_position[b] else b
@@ -326,7 +340,7 @@ def _dev_type(st: ParseState) -> DevType:
     if st.opts.dev_type != "tun" or "dev-type" in st.last_seen:
         return st.opts.dev_type
     dev = st.opts.dev
-    if dev.startswith("tun"):
+    if dev.startswith("tun") or dev == "null":  # null: no device (Options.dev_null)
         return "tun"
     if dev.startswith("tap"):
         return "tap"

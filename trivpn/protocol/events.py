@@ -58,7 +58,7 @@ class TlsHandshakeComplete(Event):
 @dataclass(frozen=True, slots=True)
 class PeerCertificateRejected(Event):
     """A check on the peer's certificate failed (a HandshakeFailed follows); ``check`` is
-    crl_verify, ns_cert_type, remote_cert_ku or remote_cert_eku."""
+    crl_verify, ns_cert_type, remote_cert_ku, remote_cert_eku or tls_verify."""
 
     name: ClassVar[str] = "peer_cert_rejected"
     key_id: int

@@ -106,6 +106,7 @@ from trivpn.protocol.states import (
     PullState,
 )
 from trivpn.protocol.tls import (
+    CAUSE_CERT_VERIFY_FAILED,
     PeerCertificate,
     PeerVerification,
     TlsEndpoint,
@@ -177,6 +178,9 @@ class SessionConfig:
     fragment_encap: int = 0  # fragment N mtu: the outer IP+UDP header counts too
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
+    # client: after the certificate checks, wait for the caller's peer_verdict() before the
+    # key method goes out (tls-verify runs an external program on the certificate chain)
+    defer_peer_verdict: bool = False
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -207,6 +211,7 @@ class _KeyState:
     peer_reset: bool = False
     peer: PeerCertificate | None = None
     peer_hash: bytes = b""  # SHA-256 of the peer's certificate (DER)
+    awaiting_verdict: bool = False  # defer_peer_verdict: peer_verdict() not called yet
     data_key: DataKey | None = None
     retire_at: float | None = None
 
@@ -803,8 +808,30 @@ class Session:
         if self._locked_peer is not None and not self._same_peer(key, key.peer, now):
             return False
         if not self.config.is_server:
-            self._send_key_method(key, now)
+            if self.config.defer_peer_verdict:
+                key.awaiting_verdict = True  # the key method waits for peer_verdict()
+            else:
+                self._send_key_method(key, now)
         return True
+
+    def peer_verdict(self, key_id: int, accepted: bool, detail: str, now: float) -> None:
+        """With ``defer_peer_verdict``: the caller's decision on the certificate of the
+        handshake ``key_id`` (announced by TlsHandshakeComplete). Accepted: the key method
+        goes out and the key proceeds. Refused: the key fails as a certificate failure
+        (PeerCertificateRejected with check ``tls_verify``, then HandshakeFailed)."""
+        key = self._keys.get(key_id)
+        if key is None or not key.awaiting_verdict or key.phase is KeyPhase.FAILED:
+            return  # a key that timed out or was replaced meanwhile
+        key.awaiting_verdict = False
+        if not accepted:
+            peer = key.peer
+            self._events.append(ev.PeerCertificateRejected(
+                key_id, "tls_verify", peer.serial if peer else 0,
+                peer.common_name if peer else "", detail))
+            self._fail_key(key, CAUSE_CERT_VERIFY_FAILED, detail, now)
+            return
+        self._send_key_method(key, now)
+        self._advance(key, now)
 
     def _same_peer(self, key: _KeyState, peer: PeerCertificate, now: float) -> bool:
         """Server: a renegotiation must present the certificate the client was admitted with

@@ -22,6 +22,7 @@ import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -156,6 +157,7 @@ class PeerCertificate:
     common_name: str
     serial: int
     not_after_unix: float
+    der: bytes = dataclass_field(default=b"", repr=False, compare=False)  # scripts' X509_0_*
 
 
 def openssl_subject(name: x509.Name) -> str:
@@ -232,7 +234,7 @@ def check_peer_certificate(der: bytes, policy: PeerVerification, *,
     if policy.verify_x509_name is not None:
         _check_x509_name(subject, common_name, *policy.verify_x509_name)
     return PeerCertificate(subject, common_name, cert.serial_number,
-                           cert.not_valid_after_utc.timestamp())
+                           cert.not_valid_after_utc.timestamp(), der)
 
 
 def _tls_hint(policy: PeerVerification, eku: str) -> str:

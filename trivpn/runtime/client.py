@@ -48,7 +48,9 @@ from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
+from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
+from trivpn.runtime.clientscripts import ClientScripts
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.dns import DnsManager, plan_client_dns
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
@@ -63,6 +65,7 @@ from trivpn.runtime.link import (
     open_tcp_link,
 )
 from trivpn.runtime.netconf import NetConfig
+from trivpn.runtime.nulldev import NullTunnel
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
 from trivpn.runtime.proxy import (
     ProxyCredentials,
@@ -292,6 +295,7 @@ class Client:
         # --- connection handling and proxies ---
         self.random = random.Random()  # remote-random-hostname labels
         self.persisted_addresses: dict[tuple[Remote, int], tuple[int, str]] = {}
+        self.scripts = ClientScripts(options, log)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -306,6 +310,7 @@ class Client:
                 self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
                 return 1
         try:
+            self.scripts.start_privileged()
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     nursery.start_soon(self._watch_signals, signals)
@@ -316,7 +321,8 @@ class Client:
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
-                self._teardown()
+                await self._teardown(self.stop_reason or reason)
+                self.scripts.close()
         self.log.info("exiting", code=code, reason=reason)
         return code
 
@@ -349,10 +355,13 @@ class Client:
                 return outcome.code, outcome.reason
             if self.stop.is_set():
                 return 0, "signal"
+            signal_text = outcome.reason.replace("_", "-")
             if not self.options.persist_tun:
-                self.close_tunnel()
+                await self.scripts.down("init", signal_text, self.close_tunnel)
                 if self.privileges_dropped:
                     return self._cannot_reopen_tun(outcome)
+            elif self.options.up_restart:
+                await self.scripts.down_on_restart(signal_text)
             if not self.options.persist_key:
                 failed = self._reload_keys()
                 if failed is not None:
@@ -416,8 +425,9 @@ class Client:
                                       password=creds.password)
         self._connections += 1
 
-    def _teardown(self) -> None:
-        self.close_tunnel()
+    async def _teardown(self, reason: str) -> None:
+        """route-pre-down, the device closed, down (OpenVPN's order, see ClientScripts)."""
+        await self.scripts.down("init", reason.lower().replace("_", "-"), self.close_tunnel)
         rt.publish_drops(self.events, self.drops, trio.current_time())
 
     def close_tunnel(self) -> None:
@@ -498,6 +508,7 @@ class Connection:
         self._nursery: trio.Nursery | None = None
         self._control_seen = trio.Event()
         self._tun_started = False
+        self._peer_seen = False
         self._ready: ReadySet | None = None  # UDP: the link reader's fds (link, then TUN)
         self._tun_fd = -1
         self._tun_device: TunDevice | None = None
@@ -511,6 +522,7 @@ class Connection:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> Outcome:
+        self.client.scripts.new_connection()
         opened = await self._open_link()
         if opened is not None:
             return opened
@@ -598,6 +610,7 @@ class Connection:
             self.log.warning("link_failed", detail=str(exc))
             await self._close_link()
             return Reconnect("network_error", str(exc))
+        self.client.scripts.on_link(self.remote_ip, r.port)
         self.client.events.publish(rt.LinkOpened("tcp" if tcp else "udp",
                                                  f"{local[0]}:{local[1]}",
                                                  f"{self.remote_ip}:{r.port}"), self.log)
@@ -1121,6 +1134,10 @@ class Connection:
         elif isinstance(event, ev.TlsHandshakeComplete):
             publish(rt.TlsEstablished(event.key_id, event.peer.common_name, event.description),
                     log)
+            if self.options.tls_verify is not None and self._nursery is not None:
+                self._nursery.start_soon(self._tls_verify, event.key_id, event.peer)
+            else:
+                self._peer_trusted(event.peer)
         elif isinstance(event, ev.DataChannelReady):
             kind = rt.Renegotiated if event.renegotiated else rt.KeysReady
             publish(kind(event.key_id, event.cipher, event.peer_id), log)
@@ -1163,6 +1180,24 @@ class Connection:
         else:
             log.debug(event.name)
 
+    def _peer_trusted(self, peer: PeerCertificate) -> None:
+        """The peer's certificate passed: its variables for the scripts; ipchange once per
+        connection, before the push."""
+        scripts = self.client.scripts
+        scripts.on_peer(peer, self.remote_ip, self.remote.port)
+        if not self._peer_seen and self._nursery is not None:
+            self._peer_seen = True
+            scripts.start_ipchange(self._nursery, self.remote_ip, self.remote.port)
+
+    async def _tls_verify(self, key_id: int, peer: PeerCertificate) -> None:
+        """tls-verify: the session holds the key method until the verdict."""
+        scripts = self.client.scripts
+        accepted, detail = await scripts.tls_verify(peer)
+        if accepted:
+            self._peer_trusted(peer)
+        self.session.peer_verdict(key_id, accepted, detail, trio.current_time())
+        await self.pump.flush()
+
     def _on_auth_failed(self, reason: str | None) -> None:
         temporary = reason is not None and reason.startswith("TEMP")
         retry = self.options.auth_retry != "none" or temporary
@@ -1192,6 +1227,11 @@ class Connection:
         for warning in plan.warnings:
             self.log.warning("tunnel_warning", detail=warning)
         delayed: TunnelPlan | None = None
+        full_plan = plan
+        if self.options.ifconfig_noexec:  # the scripts get the values; nothing is set
+            plan = replace(plan, addresses=(), configure_link=False)
+        if self.options.route_noexec:
+            plan = replace(plan, routes=())
         try:
             tunnel = client.tunnel
             if tunnel is None:
@@ -1199,7 +1239,8 @@ class Connection:
                     # route-delay N: the device and its addresses now, the routes N seconds
                     # later (OpenVPN init.c do_route() runs after the route wakeup timer)
                     delayed, plan = plan, replace(plan, routes=())
-                tunnel = client.tunnel = client.host.open_tunnel(plan)
+                tunnel = client.tunnel = (NullTunnel(plan) if self.options.dev_null
+                                          else client.host.open_tunnel(plan))
                 reused, changed = False, True
             else:
                 reused, changed = True, tunnel.reconfigure(plan)
@@ -1217,15 +1258,55 @@ class Connection:
             tuple(str(a) for a in addresses) if isinstance(addresses, list) else (),
             description, ifindex=tunnel.ifindex, reused=reused, reconfigured=changed),
             self.log)
-        if client.dns is not None:
+        if client.dns is not None and not self.options.dev_null:
             client.dns.apply(tunnel.name, tunnel.ifindex, plan_client_dns(self.options, pushed))
         if delayed is not None and self._nursery is not None:
             self._nursery.start_soon(self._delayed_routes, tunnel, delayed)
         if not self._tun_started:
             self._tun_started = True
             self._start_tun(tunnel)
+        gateway = client.net_gateway(self.remote_ip)
+        # route_net_gateway: OpenVPN reports its route lookup's gateway, 0.0.0.0 on-link
+        client.scripts.on_tunnel(pushed, tunnel.name,
+                                 net_gateway=(gateway.gateway or "0.0.0.0") if gateway else None,
+                                 remote_ip=self.remote_ip)
+        redirected = any(r.destination in ("0.0.0.0/1", "0.0.0.0/0") for r in full_plan.routes)
+        if client.scripts.runs_after_up and self._nursery is not None:
+            # up runs as root, before user/group take effect (OpenVPN's order)
+            self._nursery.start_soon(self._after_up, reused, changed, redirected)
+        else:
+            self._drop_privileges()
+
+    async def _after_up(self, reused: bool, changed: bool, redirected: bool) -> None:
+        """The scripts once the device is configured, in OpenVPN's order (init.c, do_up):
+        a new device: up (init), route-up. A device kept by persist-tun: up (restart) only
+        with up-restart; if the pushed options changed, OpenVPN then closes and reopens the
+        device ("Pulled options changed on restart"): down (init), up (init), route-up —
+        trivpn reconfigures the device in place and runs the same scripts. A failing up
+        script stops the client, as OpenVPN exits; then user/group take effect."""
+        scripts = self.client.scripts
+        steps: list[str] = []
+        if reused and self.options.up_restart:
+            steps.append("restart")
+        if not reused or changed:
+            steps.append("init")
+        for context in steps:
+            if reused and context == "init":
+                # OpenVPN: signal_description() of "no signal"
+                await scripts.down("init", "UNKNOWN", lambda: None, reopen=True)
+            result = await scripts.up(context)
+            if result is not None and not result.ok:
+                scripts.abandon()  # OpenVPN's fatal exit runs no down script after it
+                self.log.error("up_script_failed", detail=result.detail)
+                self.finish(Exit(1, "up_script_failed", result.detail))
+                return
+        if not reused or changed:
+            await scripts.route_up(redirected)
+        self._drop_privileges()
+
+    def _drop_privileges(self) -> None:
         try:
-            client.maybe_drop_privileges()
+            self.client.maybe_drop_privileges()
         except RuntimeSetupError as exc:
             self.log.error("privileges_drop_failed", detail=str(exc))
             self.finish(Exit(1, "privileges_drop_failed", str(exc)))

@@ -174,7 +174,8 @@ class HandshakeFailed(RuntimeEvent):
 @dataclass(frozen=True, slots=True)
 class CertificateRejected(RuntimeEvent):
     """A check the config asks for (crl_verify, ns_cert_type, remote_cert_ku,
-    remote_cert_eku) refused the other side's certificate; a HandshakeFailed follows."""
+    remote_cert_eku, tls_verify) refused the other side's certificate; a HandshakeFailed
+    follows."""
 
     name: ClassVar[str] = "peer_cert_rejected"
     level: ClassVar[str] = "warning"

@@ -124,6 +124,9 @@ class TunnelPlan:
     txqueuelen: int | None = None  # txqueuelen N: the device's TX queue length (None: kernel's)
     routes: tuple[RouteAssignment, ...] = ()
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # False with ifconfig-noexec: MTU, link state and addresses are left to the scripts
+    # (OpenVPN's do_ifconfig sets all three and is skipped entirely)
+    configure_link: bool = True
 
 
 def device_name(dev: str, kind: TunKind) -> str:
@@ -436,10 +439,12 @@ class Tunnel:
         nc, ifname = self.netconf, self.device.name
         self.plan = plan
         self.route_failures = []
-        nc.set_mtu(ifname, plan.mtu)
+        if plan.configure_link:
+            nc.set_mtu(ifname, plan.mtu)
         if plan.txqueuelen is not None:
             nc.set_txqueuelen(ifname, plan.txqueuelen)
-        nc.set_up(ifname)
+        if plan.configure_link:
+            nc.set_up(ifname)
         for a in plan.addresses:
             if a.peer is not None:
                 nc.add_ptp_address(ifname, a.address, a.peer)
