@@ -17,6 +17,11 @@ from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
 from trivpn.config.options import FileSource
 from trivpn.logging import DropAggregator
+from trivpn.pki.statickeys import (
+    KeyFileError,
+    parse_tls_crypt_v2_client_key,
+    parse_tls_crypt_v2_server_key,
+)
 from trivpn.protocol.compression import Compression
 from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
 from trivpn.protocol.errors import ProtocolError
@@ -33,6 +38,7 @@ from trivpn.protocol.push import PullPolicy
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.statickey import parse_static_key
 from trivpn.protocol.tls import CrlCheck, PeerVerification, parse_crls
+from trivpn.protocol.tlscryptv2 import client_wrap
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
 from trivpn.tlscontext import CrlDirectory, CrlFile, TlsContextError, build_context
 
@@ -71,6 +77,8 @@ def _error_at(o: Options, directive: str, reason: str) -> ConfigError:
 def control_wrap(o: Options) -> ControlWrap:
     """tls-auth (with key direction and the --auth digest) or tls-crypt, or none."""
     is_server = o.tls_role == "server"
+    if o.tls_crypt_v2 is not None:
+        return _tls_crypt_v2_wrap(o, is_server)
     try:
         if o.tls_crypt is not None:
             key = parse_static_key(o.tls_crypt.read_text(), o.tls_crypt.describe())
@@ -82,6 +90,24 @@ def control_wrap(o: Options) -> ControlWrap:
         directive = "tls-crypt" if o.tls_crypt is not None else "tls-auth"
         raise _error_at(o, directive, f"bad static key: {exc}") from exc
     return NoWrap()
+
+
+def _tls_crypt_v2_wrap(o: Options, is_server: bool) -> ControlWrap:
+    """tls-crypt-v2: a server's key (each client's wrapper comes from its wrapped key) or a
+    client's own key. OpenVPN refuses it beside tls-auth/tls-crypt (options.c)."""
+    assert o.tls_crypt_v2 is not None
+    if o.tls_crypt is not None or o.tls_auth is not None:
+        raise _error_at(o, "tls-crypt-v2",
+                        "--tls-crypt-v2, --tls-auth and --tls-crypt are mutually exclusive")
+    text = o.tls_crypt_v2.read_text()
+    try:
+        if is_server:
+            return parse_tls_crypt_v2_server_key(text)
+        return client_wrap(parse_tls_crypt_v2_client_key(text))
+    except KeyFileError as exc:
+        kind = "server" if is_server else "client"
+        raise _error_at(o, "tls-crypt-v2", f"invalid tls-crypt-v2 {kind} key in "
+                        f"{o.tls_crypt_v2.describe()}: {exc.what}") from exc
 
 
 def data_ciphers(o: Options) -> tuple[str, ...]:
@@ -245,4 +271,5 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
         unix_time_offset=unix_time_offset,
+        tls_crypt_v2_max_age=o.tls_crypt_v2_max_age,
     )

@@ -647,6 +647,28 @@ def _file_field(st: ParseState, d: Directive) -> Options:
     raise AssertionError(d.name)
 
 
+# --- crypto and pki breadth: handlers ---------------------------------------------------------
+
+def _tls_crypt_v2(st: ParseState, d: Directive) -> Options:
+    """``tls-crypt-v2 FILE [force-cookie|allow-noncookie]`` (OpenVPN options.c)."""
+    extra = d.args[1] if len(d.args) > 1 else None
+    if extra is not None and extra != "force-cookie":
+        if extra == "allow-noncookie":
+            raise v.fail(d, "'tls-crypt-v2 ... allow-noncookie' is not implemented: trivpn "
+                         "serves only clients that resend their key with the HMAC cookie "
+                         "(OpenVPN 2.6 clients), the default 'force-cookie'")
+        raise v.fail(d, f"unsupported tls-crypt-v2 argument: {extra}")
+    return replace(st.opts, tls_crypt_v2=st.file(d))
+
+
+def _tls_crypt_v2_verify(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, tls_crypt_v2_verify=d.args[0])
+
+
+def _tls_crypt_v2_max_age(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, tls_crypt_v2_max_age=v.integer(d, 0, 1, 2**31 - 1))
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -815,6 +837,9 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- connection handling and proxies ---
 
     # --- crypto and pki breadth ---
+    "tls-crypt-v2": Spec(1, 2, _tls_crypt_v2, inline=True),
+    "tls-crypt-v2-verify": Spec(1, 1, _tls_crypt_v2_verify),
+    "tls-crypt-v2-max-age": Spec(1, 1, _tls_crypt_v2_max_age),
 
     # --- server (issue 13) ---
 }
@@ -925,9 +950,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "static-challenge",
     "suppress-timestamps",
     "tcp-queue-limit",
-    "tls-crypt-v2",
-    "tls-crypt-v2-max-age",
-    "tls-crypt-v2-verify",
     "tls-exit",
     "tls-export-cert",
     "tls-verify",

@@ -354,6 +354,9 @@ class Options:
     # --- connection handling and proxies ---
 
     # --- crypto and pki breadth ---
+    tls_crypt_v2: FileSource | None = None  # a client's key, or the server's key
+    tls_crypt_v2_verify: str | None = None  # server: command judging a client key's metadata
+    tls_crypt_v2_max_age: int = 0  # server: days; 0 = no limit
 
     # --- server (issue 13) ---
 
@@ -400,7 +403,7 @@ class Options:
         """Every file-valued option that is set, in a stable order."""
         found: list[FileSource] = []
         for src in (self.ca, self.cert, self.key, self.extra_certs, self.dh, self.crl_verify,
-                    self.tls_auth, self.tls_crypt, self.auth_user_pass):
+                    self.tls_auth, self.tls_crypt, self.auth_user_pass, self.tls_crypt_v2):
             if isinstance(src, FileSource):
                 found.append(src)
         return tuple(found)
@@ -415,7 +418,7 @@ class Options:
         return replace(
             self, ca=reread(self.ca), cert=reread(self.cert), key=reread(self.key),
             extra_certs=reread(self.extra_certs), tls_auth=reread(self.tls_auth),
-            tls_crypt=reread(self.tls_crypt))
+            tls_crypt=reread(self.tls_crypt), tls_crypt_v2=reread(self.tls_crypt_v2))
 
     def with_files_loaded(self) -> Options:
         """A copy whose file-valued options carry their text; ConfigError if one is unreadable."""
@@ -428,4 +431,5 @@ class Options:
         return replace(
             self, ca=load(self.ca), cert=load(self.cert), key=load(self.key),
             extra_certs=load(self.extra_certs), dh=dh, crl_verify=load(self.crl_verify),
-            tls_auth=load(self.tls_auth), tls_crypt=load(self.tls_crypt), auth_user_pass=aup)
+            tls_auth=load(self.tls_auth), tls_crypt=load(self.tls_crypt), auth_user_pass=aup,
+            tls_crypt_v2=load(self.tls_crypt_v2))

@@ -32,9 +32,9 @@ from trivpn.pki.certs import (
 )
 from trivpn.pki.crl import DEFAULT_CRL_DAYS, REASONS
 from trivpn.pki.errors import AlreadyExistsError, PkiError
+from trivpn.pki.files import PRIVATE_FILE_MODE, write_file
 from trivpn.pki.keys import KeyType, PassphraseError
 from trivpn.pki.lifecycle import DEFAULT_OVERLAP_DAYS, EXPIRING_DAYS, Lifecycle, open_pki
-from trivpn.pki.files import PRIVATE_FILE_MODE, write_file
 from trivpn.pki.statickeys import (
     KeyFileError,
     generate_static_key,

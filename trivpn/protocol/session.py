@@ -24,7 +24,7 @@ import random
 import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trivpn.protocol import events as ev
 from trivpn.protocol import states
@@ -109,6 +109,12 @@ from trivpn.protocol.tls import (
     TlsEndpoint,
     check_peer_certificate,
 )
+from trivpn.protocol.tlscryptv2 import (
+    EARLY_NEG_START,
+    TlsCryptV2,
+    from_v2,
+    parse_early_negotiation,
+)
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsCrypt
 
 DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
@@ -166,6 +172,7 @@ class SessionConfig:
     compression: Compression = Compression.NONE
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
+    tls_crypt_v2_max_age: int = 0  # server: refuse client keys older than this many days
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -230,7 +237,11 @@ class Session:
         self._out: list[bytes] = []
         self._tun: list[bytes] = []
         self._events: list[ev.Event] = []
-        self._wrap_packet_id = 0
+        # tls-crypt-v2 client: the first replay id says "I do early negotiation" (ssl.c,
+        # tls_session_init); _resend_wkc: the server asked for WKc in our first control packet
+        self._v2 = isinstance(config.wrap, TlsCryptV2)
+        self._wrap_packet_id = EARLY_NEG_START if self._v2 and not config.is_server else 0
+        self._resend_wkc = False
         self._wrap_time = int(now + config.unix_time_offset)
         self._wrap_replay = ReplayWindow(config.replay_window, config.replay_time)
         wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
@@ -267,6 +278,8 @@ class Session:
         self._reneg_at: float | None = None
         self._volume_check_at: float | None = None
         self._locked_peer: tuple[str, bytes] | None = None  # server: CN and certificate hash
+        # server, tls-crypt-v2: the metadata of the client's key (for tls-crypt-v2-verify)
+        self.client_key_metadata: bytes | None = None
 
     @classmethod
     def after_stateless_reset(cls, config: SessionConfig, now: float, *, local_session_id: bytes,
@@ -597,6 +610,8 @@ class Session:
     def _receive_control(self, data: bytes, now: float) -> None:
         unwrapped = self.config.wrap.unwrap(data)
         packet = decode_control(unwrapped.plain)
+        if self._v2:  # the v3 reset and P_CONTROL_WKC_V1 (its WKc already stripped)
+            packet = from_v2(packet)
         is_client_reset = packet.opcode == Opcode.CONTROL_HARD_RESET_CLIENT_V2
         is_server_reset = packet.opcode == Opcode.CONTROL_HARD_RESET_SERVER_V2
         if (is_client_reset and not self.config.is_server) or \
@@ -656,6 +671,9 @@ class Session:
 
     def _deliver(self, key: _KeyState, opcode: Opcode, payload: bytes, now: float) -> None:
         if opcode in _RESETS:
+            if (opcode is Opcode.CONTROL_HARD_RESET_SERVER_V2 and self._v2 and payload
+                    and key.key_id == 0):
+                self._resend_wkc = parse_early_negotiation(payload)
             if not key.peer_reset:
                 key.peer_reset = True
                 self._phase(key, ev.PHASE_RESET_RECEIVED, now)
@@ -1220,12 +1238,25 @@ class Session:
                     acks=acks, remote_session_id=self.remote_session_id), now)
 
     def _emit(self, packet: ControlPacket, now: float) -> None:
+        if self._v2 and not self.config.is_server:
+            packet = self._to_v2(packet)
         self._wrap_packet_id += 1
         self._out.append(self.config.wrap.wrap(encode_control(packet), self._wrap_packet_id,
                                                self._wrap_time))
+
+    def _to_v2(self, packet: ControlPacket) -> ControlPacket:
+        """tls-crypt-v2 client: the reset is a v3 one, and the first control packet after it
+        carries WKc again when the server asked (ssl.c, control_packet_needs_wkc)."""
+        if packet.opcode is Opcode.CONTROL_HARD_RESET_CLIENT_V2:
+            return replace(packet, opcode=Opcode.CONTROL_HARD_RESET_CLIENT_V3)
+        if (self._resend_wkc and packet.opcode is Opcode.CONTROL_V1 and packet.key_id == 0
+                and packet.message_id == 1):
+            return replace(packet, opcode=Opcode.CONTROL_WKC_V1)
+        return packet
 
     def _new_session_id(self) -> bytes:
         while True:
             sid = self._rng(8)
             if any(sid):
                 return sid
+

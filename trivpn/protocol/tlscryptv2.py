@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import hmac
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from trivpn.protocol.errors import AuthenticationError, DecodeError
-from trivpn.protocol.packets import OPCODE_SHIFT, Opcode
+from trivpn.protocol.packets import OPCODE_SHIFT, ControlPacket, Opcode
 from trivpn.protocol.statickey import KEY_BYTES, StaticKey
 from trivpn.protocol.wrap import TlsCrypt, Unwrapped
 
@@ -232,3 +232,18 @@ def key_age_ok(metadata: bytes, max_days: int, unix_now: float) -> bool:
 def timestamp_metadata(unix_now: int) -> bytes:
     """The metadata ``openvpn --genkey tls-crypt-v2-client`` writes without user data."""
     return bytes((METADATA_TIMESTAMP,)) + unix_now.to_bytes(8, "big", signed=True)
+
+
+def from_v2(packet: ControlPacket) -> ControlPacket:
+    """A tls-crypt-v2 client's v3 reset is its hard reset, a P_CONTROL_WKC_V1 a P_CONTROL_V1
+    (once the WKc is stripped they carry what those carry)."""
+    if packet.opcode is Opcode.CONTROL_HARD_RESET_CLIENT_V3:
+        return replace(packet, opcode=Opcode.CONTROL_HARD_RESET_CLIENT_V2)
+    if packet.opcode is Opcode.CONTROL_WKC_V1:
+        return replace(packet, opcode=Opcode.CONTROL_V1)
+    return packet
+
+
+def has_early_negotiation(packet_id: int | None) -> bool:
+    """Does a v3 reset's replay id say the client does early negotiation (mudp.c)?"""
+    return packet_id is not None and packet_id & EARLY_NEG_MASK == EARLY_NEG_START
