@@ -111,6 +111,7 @@ from trivpn.protocol.tls import (
 )
 from trivpn.protocol.tlscryptv2 import (
     EARLY_NEG_START,
+    MAX_WKC_LEN,
     TlsCryptV2,
     from_v2,
     parse_early_negotiation,
@@ -134,6 +135,7 @@ _CONTROL_OPCODES = frozenset({
 _NO_COMPRESSION = Compression.NONE
 _PUSHED_COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STUB,
                        "stub-v2": Compression.STUB_V2}
+_V2_OPCODES = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V3, Opcode.CONTROL_WKC_V1})
 _RESETS = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
                      Opcode.CONTROL_SOFT_RESET_V1})
 
@@ -246,7 +248,7 @@ class Session:
         self._wrap_replay = ReplayWindow(config.replay_window, config.replay_time)
         wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
         self._control_packet_limit = max(TLS_CHANNEL_BUF_SIZE, config.max_packet_size) \
-            + wrap_overhead
+            + wrap_overhead + (MAX_WKC_LEN if self._v2 else 0)
         self._compression = config.compression
         self._ping_interval = config.ping_interval
         self._ping_restart = config.ping_restart
@@ -327,7 +329,7 @@ class Session:
                 if packet is not None:
                     self._tun.append(packet)
                 return
-            if opcode not in _CONTROL_OPCODES:
+            if opcode not in _CONTROL_OPCODES and not (self._v2 and opcode in _V2_OPCODES):
                 raise DecodeError(f"unsupported opcode {opcode.name}", "byte 0",
                                   reason="bad_opcode")
             if len(data) > self._control_packet_limit:
