@@ -247,3 +247,48 @@ def test_compress_stub_selects_the_framing_the_data_channel_uses(tmp_path, line,
     assert cfg.compression is framing
     assert session_config(_config(tmp_path, CLIENT), unix_time_offset=0.0).compression is \
         Compression.NONE
+
+
+def _v2_keys(tmp_path: Path) -> None:
+    from trivpn.pki.statickeys import (
+        generate_tls_crypt_v2_client_key,
+        generate_tls_crypt_v2_server_key,
+    )
+    server = generate_tls_crypt_v2_server_key()
+    (tmp_path / "v2s.key").write_text(server)
+    (tmp_path / "v2c.key").write_text(generate_tls_crypt_v2_client_key(server, unix_now=0))
+
+
+@pytest.mark.directive("tls-crypt-v2")
+def test_tls_crypt_v2_gives_a_server_its_key_and_a_client_its_own_wrapper(tmp_path):
+    from trivpn.protocol.tlscryptv2 import ServerKey, TlsCryptV2
+    _v2_keys(tmp_path)
+    server = session_config(_config(tmp_path, [*SERVER, "tls-crypt-v2 v2s.key",
+                                               "tls-crypt-v2-max-age 30"]),
+                            unix_time_offset=0.0)
+    assert isinstance(server.wrap, ServerKey) and server.tls_crypt_v2_max_age == 30
+    client = session_config(_config(tmp_path, [*CLIENT, "tls-crypt-v2 v2c.key"]),
+                            unix_time_offset=0.0)
+    assert isinstance(client.wrap, TlsCryptV2) and len(client.wrap.wkc) > 256
+
+
+def test_tls_crypt_v2_with_tls_crypt_is_refused(tmp_path):
+    _v2_keys(tmp_path)
+    options = _config(tmp_path, [*CLIENT, "tls-crypt-v2 v2c.key", "tls-crypt static.key"])
+    with pytest.raises(ConfigError, match="mutually exclusive"):
+        session_config(options, unix_time_offset=0.0)
+
+
+def test_a_server_key_where_a_client_key_belongs_names_the_line(tmp_path):
+    _v2_keys(tmp_path)
+    options = _config(tmp_path, [*CLIENT, "tls-crypt-v2 v2s.key"])
+    with pytest.raises(ConfigError) as info:
+        session_config(options, unix_time_offset=0.0)
+    assert "test.conf:9" in str(info.value) and "tls-crypt-v2 client key" in str(info.value)
+
+
+def test_tls_crypt_v2_allow_noncookie_is_refused_naming_the_line(tmp_path):
+    _v2_keys(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, [*SERVER, "tls-crypt-v2 v2s.key allow-noncookie"])
+    assert "test.conf:10" in str(info.value) and "allow-noncookie" in str(info.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from itertools import count
+from typing import Any
 
 import pytest
 
@@ -40,14 +41,14 @@ def _client_key(server: ServerKey, metadata: bytes) -> ClientKey:
     return ClientKey(key, server.wrap_client_key(key, metadata))
 
 
-def _gateway(server: ServerKey, max_age: int = 0) -> Gateway[object, int]:
+def _gateway(server: ServerKey, max_age: int = 0) -> Gateway[Any, int]:
     limits = GatewayLimits(reset=(100, 10.0), connect=None,
                            preauth=PreauthLimits(total=16, per_source=8))
     config = replace(server_config(), wrap=server, tls_crypt_v2_max_age=max_age)
     return Gateway(SECRET, limits, config=config, unix_offset=NOW_UNIX)
 
 
-def _decide(gateway: Gateway[object, int], data: bytes, now: float = 0.0) -> object:
+def _decide(gateway: Gateway[Any, int], data: bytes, now: float = 0.0) -> object:
     keys = count()
     return gateway.datagram(data, SOURCE, now, peer=None, by_peer_id={},
                             new_key=lambda: next(keys))
