@@ -132,3 +132,38 @@ def test_trivpn_server_drops_foreign_keys_and_lets_verify_refuse_by_metadata(
     assert "team=ok" in seen and "team=blocked" in seen
     verdicts = {e["accepted"] for e in server.events() if e.get("event") == "tls_crypt_v2_verify"}
     assert verdicts == {True, False}
+
+
+@pytest.mark.directive("tls-crypt-v2-verify")
+def test_openvpn_runs_verify_with_the_same_three_variables_trivpn_sets(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """What trivpn's tls-crypt-v2-verify mirrors, checked on the real openvpn server."""
+    _openvpn(tmp_path, "--genkey", "tls-crypt-v2-server", "v2server.key")
+    _openvpn(tmp_path, "--tls-crypt-v2", "v2server.key", "--genkey", "tls-crypt-v2-client",
+             "v2client.key", base64.b64encode(b"team=ok").decode())
+    dump = tmp_path / "dump.sh"
+    dump.write_text('#!/bin/sh\nenv > "${0%/*}/env.txt"\ncat "$metadata_file" > '
+                    '"${0%/*}/metadata.txt"\n')
+    dump.chmod(0o755)
+    s = clientkit.make_setup(lab, tmp_path)
+    clientkit.start_server(s, clientkit.server_lines(extra=(
+        "tls-crypt-v2 v2server.key", "script-security 2", f"tls-crypt-v2-verify {dump}")))
+    client = clientkit.start_client(s, clientkit.client_lines(
+        extra=("tls-crypt-v2 v2client.key",)))
+    clientkit.wait_up(client)
+    env = dict(line.split("=", 1) for line in (tmp_path / "env.txt").read_text().splitlines()
+               if "=" in line)
+    assert env["script_type"] == "tls-crypt-v2-verify" and env["metadata_type"] == "0"
+    assert env["metadata_file"].startswith("/tmp/")  # removed after the command ran
+    assert not Path(env["metadata_file"]).exists()
+    assert {k for k in env if k not in ("PWD", "SHLVL", "_")} == {
+        "script_type", "metadata_type", "metadata_file"}
+    assert (tmp_path / "metadata.txt").read_bytes() == b"team=ok"
+
+
+def test_openvpn_26_does_not_know_tls_crypt_v2_max_age() -> None:
+    """trivpn implements it as OpenVPN 2.7 does (tls_crypt.c); 2.6 refuses the option."""
+    result = subprocess.run(["openvpn", "--tls-crypt-v2-max-age", "1", "--version"],
+                            check=False, capture_output=True, text=True, timeout=20)
+    assert result.returncode != 0
+    assert "Unrecognized option" in result.stdout + result.stderr

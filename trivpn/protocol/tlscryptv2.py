@@ -221,8 +221,9 @@ class ServerKey:
 
 
 def key_age_ok(metadata: bytes, max_days: int, unix_now: float) -> bool:
-    """``--tls-crypt-v2-max-age``: a timestamp metadata no older than ``max_days`` days
-    (OpenVPN ``tls_crypt_v2_check_client_key_age``: a key without a timestamp fails)."""
+    """``--tls-crypt-v2-max-age`` (OpenVPN 2.7; 2.6 does not have it): a timestamp metadata
+    no older than ``max_days`` days (``tls_crypt_v2_check_client_key_age``: a key without a
+    timestamp fails)."""
     if len(metadata) < 9 or metadata[0] != METADATA_TIMESTAMP:
         return False
     created = int.from_bytes(metadata[1:9], "big", signed=True)
