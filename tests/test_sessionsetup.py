@@ -38,12 +38,13 @@ def _config(tmp_path: Path, lines: list[str]):
     return load_config(conf)
 
 
-def test_client_config_announces_openvpn_26_peer_info_without_ekm(tmp_path):
+def test_client_config_announces_openvpn_26_peer_info_with_ekm(tmp_path):
     cfg = session_config(_config(tmp_path, CLIENT), unix_time_offset=0.0)
     assert not cfg.is_server
     assert cfg.peer_info is not None and "IV_CIPHERS=AES-256-GCM:AES-128-GCM" in cfg.peer_info
     proto = int(cfg.peer_info.split("IV_PROTO=")[1].split("\n")[0])
-    assert proto & 2 and proto & 4 and not proto & 8 and not proto & 512
+    assert proto & 2 and proto & 4 and proto & 8 and not proto & 512
+    assert cfg.key_exporter is not None
     assert cfg.options_string.endswith("tls-client")
     assert isinstance(cfg.wrap, NoWrap)
     assert cfg.verification.remote_cert_tls == "server"

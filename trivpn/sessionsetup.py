@@ -32,6 +32,7 @@ from trivpn.protocol.peerinfo import (
     IV_PROTO_CC_EXIT_NOTIFY,
     IV_PROTO_DATA_V2,
     IV_PROTO_REQUEST_PUSH,
+    IV_PROTO_TLS_KEY_EXPORT,
     build_peer_info,
 )
 from trivpn.protocol.push import PullPolicy
@@ -41,10 +42,12 @@ from trivpn.protocol.tls import CrlCheck, PeerVerification, parse_crls
 from trivpn.protocol.tlscryptv2 import client_wrap
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
 from trivpn.tlscontext import CrlDirectory, CrlFile, TlsContextError, build_context
+from trivpn.tlsnative import keying_material_exporter
 
 # What a trivpn client announces: P_DATA_V2, push without request, AUTH_PENDING keyword, EXIT,
-# AUTH_FAILED,TEMP. Never TLS-EKM (bit 3: the ssl module has no exporter) nor dynamic
-# tls-crypt (bit 9), so 2.6 servers use the PRF and keep the configured control wrapping.
+# AUTH_FAILED,TEMP, and TLS-EKM (bit 3) when the keying-material exporter works here
+# (trivpn/tlsnative.py); never dynamic tls-crypt (bit 9), so 2.6 servers keep the configured
+# control wrapping.
 CLIENT_IV_PROTO = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROTO_AUTH_PENDING_KW
                    | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_AUTH_FAIL_TEMP)
 
@@ -229,6 +232,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         directive = exc.directive or ("cert" if "certificate" in str(exc) else "ca")
         raise _error_at(o, directive, str(exc)) from exc
     wrap = control_wrap(o)
+    exporter = keying_material_exporter(ctx)
     ciphers = data_ciphers(o)
     keydir = o.key_direction if o.tls_auth is not None else None
     opts = options_string(dev_type=o.dev_type, proto=proto_name(o), is_server=is_server,
@@ -243,7 +247,9 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         verification=verification(o, ca_pem),
         wrap=wrap,
         peer_info=None if is_server else build_peer_info(ciphers=ciphers,
-                                                         iv_proto=CLIENT_IV_PROTO,
+                                                         iv_proto=CLIENT_IV_PROTO | (
+                                                             IV_PROTO_TLS_KEY_EXPORT
+                                                             if exporter else 0),
                                                          extra=peer_info_extra(o)),
         data_ciphers=ciphers,
         data_ciphers_fallback=o.data_ciphers_fallback,
@@ -272,4 +278,5 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
         unix_time_offset=unix_time_offset,
         tls_crypt_v2_max_age=o.tls_crypt_v2_max_age,
+        key_exporter=exporter,
     )

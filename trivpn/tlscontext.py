@@ -9,10 +9,8 @@ Decisions (docs/protocol.md §4.2, §6.3):
 - tls-ciphersuites and tls-groups lists, which the ``ssl`` module cannot set, are applied on
   the wrapped ``SSL_CTX`` by :mod:`trivpn.tlsnative` (refused where it cannot be validated).
 - No session tickets, no TLS compression or renegotiation.
-- Data keys use OpenVPN's TLS-1.0 PRF, never TLS-EKM: the standard ``ssl`` module has no RFC 5705
-  exporter. A trivpn client therefore never sets IV_PROTO bit 3 and a trivpn server never pushes
-  ``tls-ekm``; 2.6 peers then fall back to the PRF by design. The cost: servers configured with
-  ``force-tls-key-material-export`` and FIPS-mode peers refuse trivpn.
+- Data keys use TLS-EKM (RFC 5705) when both ends can, through :mod:`trivpn.tlsnative`'s
+  exporter (the standard ``ssl`` module has none), else OpenVPN's TLS-1.0 PRF.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ from trivpn.protocol.keymethod import (
     decode_key_method2,
     encode_key_method2,
 )
-from trivpn.protocol.keys import KeySource, derive_key_block_prf, directional_keys
+from trivpn.protocol.keys import EKM_LABEL, KeySource, derive_key_block_prf, directional_keys
 from trivpn.protocol.ncp import choose_cipher
 from trivpn.protocol.occ import (
     MAGIC_FIRST_BYTES,
@@ -77,6 +77,7 @@ from trivpn.protocol.peerinfo import (
     IV_PROTO_CC_EXIT_NOTIFY,
     IV_PROTO_DATA_V2,
     IV_PROTO_REQUEST_PUSH,
+    IV_PROTO_TLS_KEY_EXPORT,
     PeerInfo,
     parse_peer_info,
 )
@@ -104,6 +105,7 @@ from trivpn.protocol.states import (
     PullState,
 )
 from trivpn.protocol.tls import (
+    KeyExporter,
     PeerCertificate,
     PeerVerification,
     TlsEndpoint,
@@ -175,6 +177,8 @@ class SessionConfig:
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
     tls_crypt_v2_max_age: int = 0  # server: refuse client keys older than this many days
+    # TLS-EKM (docs/protocol.md §6.3): None = the legacy PRF only, and never announced
+    key_exporter: KeyExporter | None = None
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -244,6 +248,7 @@ class Session:
         self._v2 = isinstance(config.wrap, TlsCryptV2)
         self._wrap_packet_id = EARLY_NEG_START if self._v2 and not config.is_server else 0
         self._resend_wkc = False
+        self.key_derivation = "prf"  # "tls-ekm" once both ends agreed on TLS-EKM
         self._wrap_time = int(now + config.unix_time_offset)
         self._wrap_replay = ReplayWindow(config.replay_window, config.replay_time)
         wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
@@ -572,9 +577,15 @@ class Session:
             extra.append(f"peer-id {peer_id}")
         if info.announces_ciphers or info.ncp >= 2:
             extra.append(f"cipher {chosen}")
+        # TLS-EKM when the client announces it and we can export (push.c, prepare_push_reply)
+        ekm = bool(info.iv_proto & IV_PROTO_TLS_KEY_EXPORT) and self.config.key_exporter is not None
+        if ekm:
+            self.key_derivation = "tls-ekm"
         if info.iv_proto & IV_PROTO_CC_EXIT_NOTIFY:
             self.cc_exit = True
-            extra.append("protocol-flags cc-exit")
+            extra.append("protocol-flags cc-exit tls-ekm" if ekm else "protocol-flags cc-exit")
+        elif ekm:
+            extra.append("key-derivation tls-ekm")
         self._push_options = tuple(extra)
         self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept, AcceptState.ACCEPTED,
                                          "accept")
@@ -691,7 +702,8 @@ class Session:
         key.tls.feed(payload)
 
     def _start_tls(self, key: _KeyState, now: float) -> None:
-        key.tls = TlsEndpoint(self.config.tls_context, server_side=self.config.is_server)
+        key.tls = TlsEndpoint(self.config.tls_context, server_side=self.config.is_server,
+                              exporter=self.config.key_exporter)
         key.move(KeyPhase.START)
         self._phase(key, ev.PHASE_TLS_STARTED, now)
 
@@ -911,10 +923,12 @@ class Session:
         cfg = self.config
         key = self._keys.get(0)
         if pushed.key_derivation is not None or "tls-ekm" in pushed.protocol_flags:
-            self._fail_session(ev.CAUSE_BAD_PUSH,
-                               "server pushed TLS-EKM key derivation, which trivpn did not "
-                               "announce (IV_PROTO bit 3)", ev.PHASE_PUSH_REPLY_RECEIVED)
-            return
+            if cfg.key_exporter is None:
+                self._fail_session(ev.CAUSE_BAD_PUSH,
+                                   "server pushed TLS-EKM key derivation, which trivpn did not "
+                                   "announce (IV_PROTO bit 3)", ev.PHASE_PUSH_REPLY_RECEIVED)
+                return
+            self.key_derivation = "tls-ekm"
         cipher = pushed.cipher or cfg.data_ciphers_fallback
         if cipher is None or not pushed_cipher_allowed(cipher, cfg.data_ciphers):
             self._fail_session(ev.CAUSE_NO_COMMON_CIPHER,
@@ -994,7 +1008,16 @@ class Session:
         else:
             client, server = local, remote_source
             client_sid, server_sid = self.local_session_id, self.remote_session_id
-        block = derive_key_block_prf(client, server, client_sid, server_sid)
+        if self.key_derivation == "tls-ekm":
+            assert key.tls is not None
+            try:
+                block = key.tls.export_keying_material(EKM_LABEL, 256)
+            except ValueError as exc:
+                self._fail_session(ev.CAUSE_KEY_EXPORT, f"TLS key export failed: {exc}",
+                                   key.last_phase, key_id=key.key_id)
+                return
+        else:
+            block = derive_key_block_prf(client, server, client_sid, server_sid)
         send_peer_id = self.peer_id
         key.data_key = DataKey(self.cipher, directional_keys(block, self.config.is_server),
                                key.key_id, auth=self.config.auth, peer_id=send_peer_id,
@@ -1013,7 +1036,7 @@ class Session:
         self.established = True
         self._phase(key, ev.PHASE_DATA_CHANNEL_READY, now)
         self._events.append(ev.DataChannelReady(key.key_id, self.cipher, self.peer_id,
-                                                renegotiated))
+                                                renegotiated, self.key_derivation))
         self._schedule_renegotiation(now)
         self._volume_check_at = now + self._volume_check_interval()
 

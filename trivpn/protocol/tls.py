@@ -507,10 +507,17 @@ def _classify(exc: ssl.SSLError) -> HandshakeError:
     return HandshakeError(f"TLS error: {exc.reason or exc}", "tls", reason=CAUSE_TLS_ALERT)
 
 
+# RFC 5705 keying-material export on an SSL object: (object, label, length) -> bytes; raises
+# ValueError when it fails. The ssl module has none: the runtime injects one (tlsnative.py).
+KeyExporter = Callable[[ssl.SSLObject, bytes, int], bytes]
+
+
 class TlsEndpoint:
     """One TLS session (one per key id) over memory BIOs."""
 
-    def __init__(self, context: ssl.SSLContext, *, server_side: bool) -> None:
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool,
+                 exporter: KeyExporter | None = None) -> None:
+        self._exporter = exporter
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._obj = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
@@ -519,6 +526,13 @@ class TlsEndpoint:
 
     def feed(self, ciphertext: bytes) -> None:
         self._incoming.write(ciphertext)
+
+    def export_keying_material(self, label: bytes, length: int) -> bytes:
+        """RFC 5705 keying material of this TLS session (TLS-EKM); ValueError without an
+        exporter or when it fails."""
+        if self._exporter is None or not self.handshake_complete:
+            raise ValueError("no keying-material exporter for this TLS session")
+        return self._exporter(self._obj, label, length)
 
     def take_ciphertext(self) -> bytes:
         return self._outgoing.read()
