@@ -273,13 +273,6 @@ def test_tls_crypt_v2_gives_a_server_its_key_and_a_client_its_own_wrapper(tmp_pa
     assert isinstance(client.wrap, TlsCryptV2) and len(client.wrap.wkc) > 256
 
 
-def test_tls_crypt_v2_with_tls_crypt_is_refused(tmp_path):
-    _v2_keys(tmp_path)
-    options = _config(tmp_path, [*CLIENT, "tls-crypt-v2 v2c.key", "tls-crypt static.key"])
-    with pytest.raises(ConfigError, match="mutually exclusive"):
-        session_config(options, unix_time_offset=0.0)
-
-
 def test_a_server_key_where_a_client_key_belongs_names_the_line(tmp_path):
     _v2_keys(tmp_path)
     options = _config(tmp_path, [*CLIENT, "tls-crypt-v2 v2s.key"])

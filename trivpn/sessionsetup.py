@@ -173,10 +173,12 @@ def proto_name(o: Options) -> str:
     return "TCPv4_SERVER" if o.proto == "tcp-server" else "TCPv4_CLIENT"
 
 
-def crl_check(o: Options, ca_pem: str) -> CrlCheck | None:
+def crl_check(o: Options, ca_pem: str | None) -> CrlCheck | None:
     """crl-verify FILE (re-read on change, inline: fixed) or crl-verify DIR dir."""
     if o.crl_verify is None and o.crl_verify_dir is None:
         return None
+    if ca_pem is None:
+        raise _error_at(o, "crl-verify", "crl-verify needs 'ca' (the CRL issuer)")
     try:
         cas = tuple(x509.load_pem_x509_certificates(ca_pem.encode()))
     except ValueError as exc:
@@ -198,7 +200,7 @@ def crl_check(o: Options, ca_pem: str) -> CrlCheck | None:
                                          f"{exc.strerror or exc}") from exc
 
 
-def verification(o: Options, ca_pem: str) -> PeerVerification:
+def verification(o: Options, ca_pem: str | None) -> PeerVerification:
     """The checks on the peer's certificate this config asks for."""
     verify_name = None
     if o.verify_x509_name is not None:
@@ -206,7 +208,8 @@ def verification(o: Options, ca_pem: str) -> PeerVerification:
     return PeerVerification(remote_cert_tls=o.remote_cert_tls, verify_x509_name=verify_name,
                             ns_cert_type=o.ns_cert_type, remote_cert_eku=o.remote_cert_eku,
                             remote_cert_ku=o.remote_cert_ku,
-                            username_fields=o.x509_username_field, crl=crl_check(o, ca_pem))
+                            username_fields=o.x509_username_field, crl=crl_check(o, ca_pem),
+                            fingerprints=o.peer_fingerprints)
 
 
 def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
@@ -219,7 +222,9 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     dh_text = o.dh.read_text() if isinstance(o.dh, FileSource) else None
     cert = o.cert.read_text() if o.cert is not None else None
     key = o.key.read_text() if o.key is not None else None
-    ca_pem = _text(o.ca, "ca", o)
+    # peer-fingerprint without ca: no chain, the fingerprint decides (options.c,
+    # verify_hash_no_ca)
+    ca_pem = None if o.ca is None and o.peer_fingerprints else _text(o.ca, "ca", o)
     try:
         ctx = build_context(
             server_side=is_server, ca_pem=ca_pem, cert_pem=cert, key_pem=key,

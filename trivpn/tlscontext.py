@@ -67,7 +67,7 @@ def _memfd_path(name: str, data: str) -> Iterator[str]:
 def build_context(
     *,
     server_side: bool,
-    ca_pem: str,
+    ca_pem: str | None,
     cert_pem: str | None,
     key_pem: str | None,
     tls_version_min: str = "1.2",
@@ -97,10 +97,18 @@ def build_context(
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         ctx.num_tickets = 0
     _apply_cipher_settings(ctx, tls_cipher, tls_ciphersuites, tls_groups, cert_profile)
-    try:
-        ctx.load_verify_locations(cadata=ca_pem)
-    except (ssl.SSLError, ValueError) as exc:
-        raise TlsContextError(f"cannot load the CA certificate(s): {exc}") from exc
+    if ca_pem is None:  # peer-fingerprint without a CA: the fingerprint judges the peer
+        native = native_context(ctx)
+        if native is None:
+            raise TlsContextError("peer-fingerprint without 'ca' needs OpenSSL's verify "
+                                  "callback, which this Python build does not let trivpn "
+                                  "set; add 'ca'", "peer-fingerprint")
+        native.skip_chain_verification(require_peer_cert=require_peer_cert)
+    else:
+        try:
+            ctx.load_verify_locations(cadata=ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise TlsContextError(f"cannot load the CA certificate(s): {exc}") from exc
     if cert_pem is not None and key_pem is not None:
         try:
             # extra-certs: intermediates sent after our certificate, as OpenVPN does.

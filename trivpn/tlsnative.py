@@ -115,6 +115,7 @@ def _library() -> _Lib | None:
         "ERR_error_string_n": (None, [ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t]),
         "ERR_clear_error": (None, []),
         "SSL_get_SSL_CTX": (ctypes.c_void_p, [ctypes.c_void_p]),
+        "SSL_CTX_set_verify": (None, [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]),
         "SSL_is_server": (ctypes.c_int, [ctypes.c_void_p]),
         "SSL_export_keying_material": (ctypes.c_int, [
             ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
@@ -156,6 +157,15 @@ def _matches(lib: _Lib, pointer: int, ctx: ssl.SSLContext) -> bool:
     return flipped and restored
 
 
+_SSL_VERIFY_PEER = 0x01
+_SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 0x02
+_VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+
+
+def _accept_chain(preverify_ok: int, store: int | None) -> int:
+    return 1
+
+
 class NativeContext:
     """A validated handle on the ``SSL_CTX`` behind one ``ssl.SSLContext``.
 
@@ -178,6 +188,17 @@ class NativeContext:
 
     def _check(self, result: int) -> None:
         _check(self._lib, result)
+
+    def skip_chain_verification(self, *, require_peer_cert: bool) -> None:
+        """Ask for the peer's certificate but accept any chain (``SSL_CTX_set_verify`` with a
+        callback that returns 1): OpenVPN's peer-fingerprint mode without a CA
+        (ssl_verify_openssl.c, verify_callback with verify_hash_no_ca), where the certificate
+        is then judged by its fingerprint. The callback lives as long as the context."""
+        callback = _VERIFY_CALLBACK(_accept_chain)
+        mode = _SSL_VERIFY_PEER | (_SSL_VERIFY_FAIL_IF_NO_PEER_CERT if require_peer_cert else 0)
+        self._lib.dll.SSL_CTX_set_verify(self._pointer, mode,
+                                         ctypes.cast(callback, ctypes.c_void_p))
+        self.context.__dict__["_trivpn_verify_callback"] = callback
 
 
 def _check(lib: _Lib, result: int) -> None:

@@ -163,7 +163,7 @@ MISSING = [
      "c.conf: client config has no 'remote' directive (add 'remote HOST PORT')"),
     ("client\ndev tun\nremote a\ncert c.crt\nkey c.key\n",
      "c.conf: no 'ca' directive: a TLS client or server needs the CA certificate that signed "
-     "its peer's certificate"),
+     "its peer's certificate (or 'peer-fingerprint')"),
     ("client\ndev tun\nremote a\nca ca.crt\ncert c.crt\n",
      "c.conf:5: 'cert' is given without 'key'"),
     ("client\ndev tun\nremote a\nca ca.crt\n",

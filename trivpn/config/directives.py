@@ -669,6 +669,26 @@ def _tls_crypt_v2_max_age(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, tls_crypt_v2_max_age=v.integer(d, 0, 1, 2**31 - 1))
 
 
+def _fingerprint(d: Directive, text: str) -> bytes:
+    """One ``AB:CD:...`` SHA-256 fingerprint (OpenVPN options.c, parse_hash_fingerprint)."""
+    parts = text.split(":")
+    if not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+        raise v.fail(d, f"format error in hash fingerprint: {text}")
+    if len(parts) != 32:
+        raise v.fail(d, f"hash fingerprint is wrong length - expected 32 bytes, got "
+                        f"{len(parts)}: {text}")
+    return bytes.fromhex("".join(parts))
+
+
+def _peer_fingerprint(st: ParseState, d: Directive) -> Options:
+    """``peer-fingerprint AB:CD:...`` or a ``<peer-fingerprint>`` block of such lines (empty
+    lines and ``#``/``;`` comments skipped); they add up."""
+    lines = d.inline.splitlines() if d.inline is not None else [d.args[0]]
+    found = tuple(_fingerprint(d, line.strip()) for line in lines
+                  if line.strip() and line.strip()[0] not in "#;")
+    return replace(st.opts, peer_fingerprints=st.opts.peer_fingerprints + found)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -840,6 +860,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "tls-crypt-v2": Spec(1, 2, _tls_crypt_v2, inline=True),
     "tls-crypt-v2-verify": Spec(1, 1, _tls_crypt_v2_verify),
     "tls-crypt-v2-max-age": Spec(1, 1, _tls_crypt_v2_max_age),
+    "peer-fingerprint": Spec(1, 1, _peer_fingerprint, inline=True),
 
     # --- server (issue 13) ---
 }
@@ -915,7 +936,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "nice",
     "no-replay",
     "opt-verify",
-    "peer-fingerprint",
     "persist-local-ip",
     "persist-remote-ip",
     "pkcs11-id",

@@ -357,6 +357,7 @@ class Options:
     tls_crypt_v2: FileSource | None = None  # a client's key, or the server's key
     tls_crypt_v2_verify: str | None = None  # server: command judging a client key's metadata
     tls_crypt_v2_max_age: int = 0  # server: days; 0 = no limit
+    peer_fingerprints: tuple[bytes, ...] = ()  # SHA-256 of accepted peer certificates
 
     # --- server (issue 13) ---
 

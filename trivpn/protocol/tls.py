@@ -18,6 +18,8 @@ current :class:`RevocationLists` (the runtime re-reads the file when it changes)
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import ssl
 from collections.abc import Callable
@@ -128,6 +130,8 @@ class PeerVerification:
     remote_cert_ku: tuple[int, ...] | None = None
     username_fields: tuple[str, ...] = ("CN",)
     crl: CrlCheck | None = None
+    # peer-fingerprint: SHA-256 digests one of which the peer's certificate must have
+    fingerprints: tuple[bytes, ...] = ()
 
     @property
     def effective_eku(self) -> str | None:
@@ -214,6 +218,12 @@ def check_peer_certificate(der: bytes, policy: PeerVerification, *,
                              reason=CAUSE_CERT_VERIFY_FAILED) from exc
     subject = peer_subject(cert.subject)
     common_name = remap_name(peer_username(cert, policy.username_fields, subject))
+    if policy.fingerprints:  # ssl_verify.c, verify_cert: first, at depth 0
+        digest = hashlib.sha256(der).digest()
+        if not any(hmac.compare_digest(digest, fp) for fp in policy.fingerprints):
+            raise _rejected(f"certificate of {subject} does not match any peer-fingerprint "
+                            f"(its SHA256 fingerprint is {format_fingerprint(digest)})", cert,
+                            common_name, "peer_fingerprint")
     if policy.crl is not None:
         if unix_now is None:
             raise ValueError("crl-verify needs the current time")
@@ -245,6 +255,11 @@ def _rejected(message: str, cert: x509.Certificate, common_name: str, check: str
               reason: str = CAUSE_CERT_VERIFY_FAILED) -> CertificateRejected:
     return CertificateRejected(message, "tls", reason=reason, check=check,
                                serial=cert.serial_number, common_name=common_name)
+
+
+def format_fingerprint(digest: bytes) -> str:
+    """``AB:CD:...``, the form peer-fingerprint takes and OpenVPN prints."""
+    return ":".join(f"{b:02X}" for b in digest)
 
 
 # --- x509-username-field -------------------------------------------------------------------
