@@ -286,3 +286,35 @@ def test_tls_crypt_v2_allow_noncookie_is_refused_naming_the_line(tmp_path):
     with pytest.raises(ConfigError) as info:
         _config(tmp_path, [*SERVER, "tls-crypt-v2 v2s.key allow-noncookie"])
     assert "test.conf:10" in str(info.value) and "allow-noncookie" in str(info.value)
+
+
+def _p12(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        NoEncryption,
+        load_pem_private_key,
+        pkcs12,
+    )
+    key = load_pem_private_key((tmp_path / "client.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((tmp_path / "client.crt").read_bytes())
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    (tmp_path / "c.p12").write_bytes(pkcs12.serialize_key_and_certificates(
+        b"c", key, cert, [ca], NoEncryption()))  # type: ignore[arg-type]
+
+
+@pytest.mark.directive("pkcs12")
+@pytest.mark.parametrize("with_ca", [True, False])
+def test_pkcs12_bundle_gives_the_tls_context_its_certificate_and_ca(tmp_path, with_ca):
+    write_pki(tmp_path)
+    _p12(tmp_path)
+    lines = [line for line in CLIENT if not line.startswith(("cert ", "key "))
+             and (with_ca or not line.startswith("ca "))]
+    cfg = session_config(_config(tmp_path, [*lines, "pkcs12 c.p12"]), unix_time_offset=0.0)
+    assert cfg.tls_context.cert_store_stats()["x509_ca"] == 1
+
+
+def test_pkcs12_beside_cert_and_key_is_refused(tmp_path):
+    write_pki(tmp_path)
+    _p12(tmp_path)
+    with pytest.raises(ConfigError, match="pkcs12"):
+        _config(tmp_path, [*CLIENT, "pkcs12 c.p12"])

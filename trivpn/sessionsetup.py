@@ -17,6 +17,8 @@ from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
 from trivpn.config.options import FileSource
 from trivpn.logging import DropAggregator
+from trivpn.pki.errors import PkiError
+from trivpn.pki.pkcs12 import decode_inline, load_pkcs12
 from trivpn.pki.statickeys import (
     KeyFileError,
     parse_tls_crypt_v2_client_key,
@@ -111,6 +113,19 @@ def _tls_crypt_v2_wrap(o: Options, is_server: bool) -> ControlWrap:
         kind = "server" if is_server else "client"
         raise _error_at(o, "tls-crypt-v2", f"invalid tls-crypt-v2 {kind} key in "
                         f"{o.tls_crypt_v2.describe()}: {exc.what}") from exc
+
+
+def _pkcs12(o: Options, source: FileSource) -> tuple[str, str, str | None]:
+    """(certificate, key, CA certificates or None) from the pkcs12 bundle."""
+    try:
+        if source.inline is not None:
+            data = decode_inline(source.inline, source.describe())
+        else:
+            data = source.read_text().encode("utf-8", "surrogateescape")
+        bundle = load_pkcs12(data, source.describe())
+    except PkiError as exc:
+        raise _error_at(o, "pkcs12", str(exc)) from exc
+    return bundle.cert_pem, bundle.key_pem, bundle.ca_pem
 
 
 def data_ciphers(o: Options) -> tuple[str, ...]:
@@ -222,9 +237,22 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     dh_text = o.dh.read_text() if isinstance(o.dh, FileSource) else None
     cert = o.cert.read_text() if o.cert is not None else None
     key = o.key.read_text() if o.key is not None else None
+    extra = o.extra_certs.read_text() if o.extra_certs is not None else None
+    bundle_ca: str | None = None
+    if o.pkcs12 is not None:
+        cert, key, bundle_ca = _pkcs12(o, o.pkcs12)
+        if o.ca is not None and bundle_ca is not None:
+            # with 'ca', the bundle's CA certificates are only sent as intermediates
+            extra = bundle_ca if extra is None else extra.rstrip("\n") + "\n" + bundle_ca
     # peer-fingerprint without ca: no chain, the fingerprint decides (options.c,
-    # verify_hash_no_ca)
-    ca_pem = None if o.ca is None and o.peer_fingerprints else _text(o.ca, "ca", o)
+    # verify_hash_no_ca); pkcs12 without ca: the bundle's CA certificates (ssl.c,
+    # tls_ctx_load_pkcs12)
+    if o.ca is None and o.pkcs12 is not None and bundle_ca is not None:
+        ca_pem: str | None = bundle_ca
+    elif o.ca is None and o.peer_fingerprints:
+        ca_pem = None
+    else:
+        ca_pem = _text(o.ca, "ca", o)
     try:
         ctx = build_context(
             server_side=is_server, ca_pem=ca_pem, cert_pem=cert, key_pem=key,
@@ -232,7 +260,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
             require_peer_cert=not (is_server and o.verify_client_cert != "require"),
             dh_pem=dh_text, tls_cipher=o.tls_cipher, tls_ciphersuites=o.tls_ciphersuites,
             tls_groups=o.tls_groups, cert_profile=o.tls_cert_profile or "legacy",
-            extra_certs_pem=o.extra_certs.read_text() if o.extra_certs is not None else None)
+            extra_certs_pem=extra)
     except TlsContextError as exc:
         directive = exc.directive or ("cert" if "certificate" in str(exc) else "ca")
         raise _error_at(o, directive, str(exc)) from exc

@@ -861,6 +861,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "tls-crypt-v2-verify": Spec(1, 1, _tls_crypt_v2_verify),
     "tls-crypt-v2-max-age": Spec(1, 1, _tls_crypt_v2_max_age),
     "peer-fingerprint": Spec(1, 1, _peer_fingerprint, inline=True),
+    "pkcs12": Spec(1, 1, lambda st, d: replace(st.opts, pkcs12=st.file(d)), inline=True),
 
     # --- server (issue 13) ---
 }
@@ -940,7 +941,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "persist-remote-ip",
     "pkcs11-id",
     "pkcs11-providers",
-    "pkcs12",
     "plugin",
     "port-share",
     "proto-force",

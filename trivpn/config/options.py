@@ -358,6 +358,7 @@ class Options:
     tls_crypt_v2_verify: str | None = None  # server: command judging a client key's metadata
     tls_crypt_v2_max_age: int = 0  # server: days; 0 = no limit
     peer_fingerprints: tuple[bytes, ...] = ()  # SHA-256 of accepted peer certificates
+    pkcs12: FileSource | None = None  # certificate, key and CA in one bundle
 
     # --- server (issue 13) ---
 
@@ -404,7 +405,8 @@ class Options:
         """Every file-valued option that is set, in a stable order."""
         found: list[FileSource] = []
         for src in (self.ca, self.cert, self.key, self.extra_certs, self.dh, self.crl_verify,
-                    self.tls_auth, self.tls_crypt, self.auth_user_pass, self.tls_crypt_v2):
+                    self.tls_auth, self.tls_crypt, self.auth_user_pass, self.tls_crypt_v2,
+                    self.pkcs12):
             if isinstance(src, FileSource):
                 found.append(src)
         return tuple(found)
@@ -419,7 +421,8 @@ class Options:
         return replace(
             self, ca=reread(self.ca), cert=reread(self.cert), key=reread(self.key),
             extra_certs=reread(self.extra_certs), tls_auth=reread(self.tls_auth),
-            tls_crypt=reread(self.tls_crypt), tls_crypt_v2=reread(self.tls_crypt_v2))
+            tls_crypt=reread(self.tls_crypt), tls_crypt_v2=reread(self.tls_crypt_v2),
+            pkcs12=reread(self.pkcs12))
 
     def with_files_loaded(self) -> Options:
         """A copy whose file-valued options carry their text; ConfigError if one is unreadable."""
@@ -433,4 +436,4 @@ class Options:
             self, ca=load(self.ca), cert=load(self.cert), key=load(self.key),
             extra_certs=load(self.extra_certs), dh=dh, crl_verify=load(self.crl_verify),
             tls_auth=load(self.tls_auth), tls_crypt=load(self.tls_crypt), auth_user_pass=aup,
-            tls_crypt_v2=load(self.tls_crypt_v2))
+            tls_crypt_v2=load(self.tls_crypt_v2), pkcs12=load(self.pkcs12))

@@ -201,13 +201,16 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if "tls-auth" in seen and "tls-crypt" in seen:
         raise _error(st, "'tls-auth' and 'tls-crypt' cannot be used together",
                      _last_of(st, "tls-auth", "tls-crypt"))
-    if o.ca is None and not o.peer_fingerprints:
+    if o.pkcs12 is not None and (o.cert is not None or o.key is not None):
+        raise _error(st, "'pkcs12' holds the certificate and key: drop 'cert' and 'key'",
+                     "pkcs12")
+    if o.ca is None and not o.peer_fingerprints and o.pkcs12 is None:
         raise _error(st, "no 'ca' directive: a TLS client or server needs the CA certificate "
                          "that signed its peer's certificate (or 'peer-fingerprint')")
     if (o.cert is None) != (o.key is None):
         given, missing = ("cert", "key") if o.key is None else ("key", "cert")
         raise _error(st, f"'{given}' is given without '{missing}'", given)
-    if o.cert is None:
+    if o.cert is None and o.pkcs12 is None:
         if tls_role == "server":
             raise _error(st, "a server needs its own 'cert' and 'key'")
         if o.auth_user_pass is None:
