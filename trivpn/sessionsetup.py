@@ -215,6 +215,15 @@ def crl_check(o: Options, ca_pem: str | None) -> CrlCheck | None:
                                          f"{exc.strerror or exc}") from exc
 
 
+def _issuers(o: Options, ca_pem: str | None) -> tuple[x509.Certificate, ...]:
+    if ca_pem is None:
+        raise _error_at(o, "verify-hash", "verify-hash needs 'ca' (it checks the CA there)")
+    try:
+        return tuple(x509.load_pem_x509_certificates(ca_pem.encode()))
+    except ValueError as exc:
+        raise _error_at(o, "ca", f"cannot parse the CA certificate(s): {exc}") from exc
+
+
 def verification(o: Options, ca_pem: str | None) -> PeerVerification:
     """The checks on the peer's certificate this config asks for."""
     verify_name = None
@@ -224,7 +233,10 @@ def verification(o: Options, ca_pem: str | None) -> PeerVerification:
                             ns_cert_type=o.ns_cert_type, remote_cert_eku=o.remote_cert_eku,
                             remote_cert_ku=o.remote_cert_ku,
                             username_fields=o.x509_username_field, crl=crl_check(o, ca_pem),
-                            fingerprints=o.peer_fingerprints)
+                            fingerprints=o.peer_fingerprints,
+                            issuer_fingerprints=o.verify_hash,
+                            issuer_hash=o.verify_hash_algo.lower(),
+                            issuers=_issuers(o, ca_pem) if o.verify_hash else ())
 
 
 def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:

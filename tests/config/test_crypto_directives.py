@@ -48,3 +48,19 @@ def test_tls_crypt_v2_max_age_must_be_positive():
     with pytest.raises(ConfigError, match="tls-crypt-v2-max-age"):
         client("tls-crypt-v2-max-age 0\n")
     assert client("tls-crypt-v2-max-age 7\n").tls_crypt_v2_max_age == 7
+
+
+@pytest.mark.directive("verify-hash")
+def test_verify_hash_is_sha1_unless_sha256_is_named_and_warns_deprecated():
+    sha1 = ":".join(["12"] * 20)
+    o = client(f"verify-hash {sha1}\n")
+    assert o.verify_hash == (bytes([0x12] * 20),) and o.verify_hash_algo == "SHA1"
+    o = client(f"verify-hash {FP1} SHA256\n")
+    assert o.verify_hash_algo == "SHA256"
+    with pytest.raises(ConfigError, match="wrong length - expected 20 bytes"):
+        client(f"verify-hash {FP1}\n")
+
+
+def test_verify_hash_and_peer_fingerprint_are_mutually_exclusive():
+    with pytest.raises(ConfigError, match="mutually exclusive"):
+        client(f"peer-fingerprint {FP1}\nverify-hash {FP1} SHA256\n")

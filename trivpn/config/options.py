@@ -359,6 +359,8 @@ class Options:
     tls_crypt_v2_max_age: int = 0  # server: days; 0 = no limit
     peer_fingerprints: tuple[bytes, ...] = ()  # SHA-256 of accepted peer certificates
     pkcs12: FileSource | None = None  # certificate, key and CA in one bundle
+    verify_hash: tuple[bytes, ...] = ()  # fingerprints of the CA that signed the peer
+    verify_hash_algo: str = "SHA1"  # or SHA256
 
     # --- server (issue 13) ---
 

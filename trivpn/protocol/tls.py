@@ -28,6 +28,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trivpn.protocol.errors import CertificateRejected, HandshakeError
@@ -132,6 +134,11 @@ class PeerVerification:
     crl: CrlCheck | None = None
     # peer-fingerprint: SHA-256 digests one of which the peer's certificate must have
     fingerprints: tuple[bytes, ...] = ()
+    # verify-hash: digests (issuer_hash: "sha1"/"sha256") one of which the CA certificate
+    # that signed the peer's (chain depth 1) must have, looked up among ``issuers``
+    issuer_fingerprints: tuple[bytes, ...] = ()
+    issuer_hash: str = "sha1"
+    issuers: tuple[x509.Certificate, ...] = ()
 
     @property
     def effective_eku(self) -> str | None:
@@ -224,6 +231,8 @@ def check_peer_certificate(der: bytes, policy: PeerVerification, *,
             raise _rejected(f"certificate of {subject} does not match any peer-fingerprint "
                             f"(its SHA256 fingerprint is {format_fingerprint(digest)})", cert,
                             common_name, "peer_fingerprint")
+    if policy.issuer_fingerprints:
+        _check_issuer_hash(cert, policy, subject, common_name)
     if policy.crl is not None:
         if unix_now is None:
             raise ValueError("crl-verify needs the current time")
@@ -255,6 +264,28 @@ def _rejected(message: str, cert: x509.Certificate, common_name: str, check: str
               reason: str = CAUSE_CERT_VERIFY_FAILED) -> CertificateRejected:
     return CertificateRejected(message, "tls", reason=reason, check=check,
                                serial=cert.serial_number, common_name=common_name)
+
+
+def _check_issuer_hash(cert: x509.Certificate, policy: PeerVerification, subject: str,
+                       common_name: str) -> None:
+    """verify-hash (ssl_verify.c, verify_cert at depth 1): the CA from ``ca`` that signed
+    ``cert`` must have a listed fingerprint."""
+    for issuer in policy.issuers:
+        if issuer.subject != cert.issuer:
+            continue
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        der = issuer.public_bytes(Encoding.DER)
+        digest = hashlib.new(policy.issuer_hash, der).digest()
+        if any(hmac.compare_digest(digest, fp) for fp in policy.issuer_fingerprints):
+            return
+        raise _rejected(f"the CA that signed the certificate of {subject} does not match "
+                        f"verify-hash (its {policy.issuer_hash.upper()} fingerprint is "
+                        f"{format_fingerprint(digest)})", cert, common_name, "verify_hash")
+    raise _rejected(f"the CA that signed the certificate of {subject} is not in 'ca', so "
+                    "verify-hash cannot check it", cert, common_name, "verify_hash")
 
 
 def format_fingerprint(digest: bytes) -> str:
