@@ -115,6 +115,14 @@ def _tls_crypt_v2_wrap(o: Options, is_server: bool) -> ControlWrap:
                         f"{o.tls_crypt_v2.describe()}: {exc.what}") from exc
 
 
+def _capath(o: Options) -> str | None:
+    if o.capath is None:
+        return None
+    if not o.capath.is_dir():
+        raise _error_at(o, "capath", f"capath directory '{o.capath}' does not exist")
+    return str(o.capath)
+
+
 def _pkcs12(o: Options, source: FileSource) -> tuple[str, str, str | None]:
     """(certificate, key, CA certificates or None) from the pkcs12 bundle."""
     try:
@@ -261,7 +269,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     # tls_ctx_load_pkcs12)
     if o.ca is None and o.pkcs12 is not None and bundle_ca is not None:
         ca_pem: str | None = bundle_ca
-    elif o.ca is None and o.peer_fingerprints:
+    elif o.ca is None and (o.peer_fingerprints or o.capath is not None):
         ca_pem = None
     else:
         ca_pem = _text(o.ca, "ca", o)
@@ -272,7 +280,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
             require_peer_cert=not (is_server and o.verify_client_cert != "require"),
             dh_pem=dh_text, tls_cipher=o.tls_cipher, tls_ciphersuites=o.tls_ciphersuites,
             tls_groups=o.tls_groups, cert_profile=o.tls_cert_profile or "legacy",
-            extra_certs_pem=extra)
+            extra_certs_pem=extra, capath=_capath(o))
     except TlsContextError as exc:
         directive = exc.directive or ("cert" if "certificate" in str(exc) else "ca")
         raise _error_at(o, directive, str(exc)) from exc

@@ -79,6 +79,7 @@ def build_context(
     tls_groups: str | None = None,
     cert_profile: str = "legacy",
     extra_certs_pem: str | None = None,
+    capath: str | None = None,
 ) -> ssl.SSLContext:
     """An SSLContext for one side of the control channel, set up in OpenVPN's order
     (ssl.c init_ssl): cert profile, cipher lists, groups, then CA, certificate and key."""
@@ -97,18 +98,34 @@ def build_context(
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         ctx.num_tickets = 0
     _apply_cipher_settings(ctx, tls_cipher, tls_ciphersuites, tls_groups, cert_profile)
-    if ca_pem is None:  # peer-fingerprint without a CA: the fingerprint judges the peer
+    if capath is not None:
+        # capath: an OpenSSL hashed directory of CAs and CRLs; OpenVPN then checks CRLs for
+        # the whole chain (ssl_openssl.c, tls_ctx_load_ca: X509_V_FLAG_CRL_CHECK_ALL)
+        try:
+            ctx.load_verify_locations(capath=capath)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsContextError(f"cannot use capath directory {capath!r}: {exc}",
+                                  "capath") from exc
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
+        native = native_context(ctx)
+        if native is None:
+            raise TlsContextError("capath needs OpenSSL's verify callback (a CA without a CRL "
+                                  "in the directory is accepted), which this Python build "
+                                  "does not let trivpn set; use 'ca' and 'crl-verify'",
+                                  "capath")
+        native.ignore_missing_crl(require_peer_cert=require_peer_cert)
+    if ca_pem is not None:
+        try:
+            ctx.load_verify_locations(cadata=ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise TlsContextError(f"cannot load the CA certificate(s): {exc}") from exc
+    elif capath is None:  # peer-fingerprint without a CA: the fingerprint judges the peer
         native = native_context(ctx)
         if native is None:
             raise TlsContextError("peer-fingerprint without 'ca' needs OpenSSL's verify "
                                   "callback, which this Python build does not let trivpn "
                                   "set; add 'ca'", "peer-fingerprint")
         native.skip_chain_verification(require_peer_cert=require_peer_cert)
-    else:
-        try:
-            ctx.load_verify_locations(cadata=ca_pem)
-        except (ssl.SSLError, ValueError) as exc:
-            raise TlsContextError(f"cannot load the CA certificate(s): {exc}") from exc
     if cert_pem is not None and key_pem is not None:
         try:
             # extra-certs: intermediates sent after our certificate, as OpenVPN does.

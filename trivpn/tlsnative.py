@@ -33,6 +33,7 @@ import ctypes
 import os
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -116,6 +117,7 @@ def _library() -> _Lib | None:
         "ERR_clear_error": (None, []),
         "SSL_get_SSL_CTX": (ctypes.c_void_p, [ctypes.c_void_p]),
         "SSL_CTX_set_verify": (None, [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]),
+        "X509_STORE_CTX_get_error": (ctypes.c_int, [ctypes.c_void_p]),
         "SSL_is_server": (ctypes.c_int, [ctypes.c_void_p]),
         "SSL_export_keying_material": (ctypes.c_int, [
             ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
@@ -159,6 +161,7 @@ def _matches(lib: _Lib, pointer: int, ctx: ssl.SSLContext) -> bool:
 
 _SSL_VERIFY_PEER = 0x01
 _SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 0x02
+_X509_V_ERR_UNABLE_TO_GET_CRL = 3
 _VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
 
 
@@ -194,7 +197,24 @@ class NativeContext:
         callback that returns 1): OpenVPN's peer-fingerprint mode without a CA
         (ssl_verify_openssl.c, verify_callback with verify_hash_no_ca), where the certificate
         is then judged by its fingerprint. The callback lives as long as the context."""
-        callback = _VERIFY_CALLBACK(_accept_chain)
+        self._set_verify(_accept_chain, require_peer_cert)
+
+    def ignore_missing_crl(self, *, require_peer_cert: bool) -> None:
+        """Verify the chain, but let a missing CRL pass (OpenVPN's verify_callback logs
+        X509_V_ERR_UNABLE_TO_GET_CRL as a warning and goes on): with ``capath``, whose CRL
+        checks cover the whole chain."""
+        get_error = self._lib.dll.X509_STORE_CTX_get_error
+
+        def callback(preverify_ok: int, store: int | None) -> int:
+            if preverify_ok:
+                return 1
+            return 1 if store and get_error(store) == _X509_V_ERR_UNABLE_TO_GET_CRL else 0
+
+        self._set_verify(callback, require_peer_cert)
+
+    def _set_verify(self, function: Callable[[int, int | None], int],
+                    require_peer_cert: bool) -> None:
+        callback = _VERIFY_CALLBACK(function)
         mode = _SSL_VERIFY_PEER | (_SSL_VERIFY_FAIL_IF_NO_PEER_CERT if require_peer_cert else 0)
         self._lib.dll.SSL_CTX_set_verify(self._pointer, mode,
                                          ctypes.cast(callback, ctypes.c_void_p))

@@ -887,6 +887,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "tls-crypt-v2-max-age": Spec(1, 1, _tls_crypt_v2_max_age),
     "peer-fingerprint": Spec(1, 1, _peer_fingerprint, inline=True),
     "verify-hash": Spec(1, 2, _verify_hash, inline=True),
+    "capath": Spec(1, 1, lambda st, d: replace(st.opts, capath=st.path(d.args[0]))),
     "pkcs12": Spec(1, 1, lambda st, d: replace(st.opts, pkcs12=st.file(d)), inline=True),
 
     # --- server (issue 13) ---
@@ -907,7 +908,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-user-pass-verify",
     "bcast-buffers",
     "block-ipv6",
-    "capath",
     "ccd-exclusive",
     "chroot",
     "client-config-dir",

@@ -361,6 +361,7 @@ class Options:
     pkcs12: FileSource | None = None  # certificate, key and CA in one bundle
     verify_hash: tuple[bytes, ...] = ()  # fingerprints of the CA that signed the peer
     verify_hash_algo: str = "SHA1"  # or SHA256
+    capath: Path | None = None  # OpenSSL hashed directory of CA certificates and CRLs
 
     # --- server (issue 13) ---
 

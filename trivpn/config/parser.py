@@ -204,7 +204,7 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.pkcs12 is not None and (o.cert is not None or o.key is not None):
         raise _error(st, "'pkcs12' holds the certificate and key: drop 'cert' and 'key'",
                      "pkcs12")
-    if o.ca is None and not o.peer_fingerprints and o.pkcs12 is None:
+    if o.ca is None and not o.peer_fingerprints and o.pkcs12 is None and o.capath is None:
         raise _error(st, "no 'ca' directive: a TLS client or server needs the CA certificate "
                          "that signed its peer's certificate (or 'peer-fingerprint')")
     if (o.cert is None) != (o.key is None):
