@@ -43,12 +43,12 @@ def _server(lab: NetnsLab, tmp_path: Path, kind: str) -> tuple[Any, Netns]:
     lines = [line for line in server_lines(link_ip=SERVER_IP) if line != "ca ca.crt"]
     lines.append("capath cadir")
     if kind == "trivpn":
-        server = start_trivpn(srv, tmp_path, "server", lines)
-        assert server.wait_event("link_open", timeout=10), server.text()
-    else:
-        server = start_openvpn(srv, tmp_path, "server", lines)
-        assert server.wait_for("Initialization Sequence Completed", 15), server.text()
-    return server, cli
+        trivpn = start_trivpn(srv, tmp_path, "server", lines)
+        assert trivpn.wait_event("link_open", timeout=10), trivpn.text()
+        return trivpn, cli
+    openvpn = start_openvpn(srv, tmp_path, "server", lines)
+    assert openvpn.wait_for("Initialization Sequence Completed", 15), openvpn.text()
+    return openvpn, cli
 
 
 @pytest.mark.directive("capath")
