@@ -167,3 +167,34 @@ def test_openvpn_26_does_not_know_tls_crypt_v2_max_age() -> None:
                             check=False, capture_output=True, text=True, timeout=20)
     assert result.returncode != 0
     assert "Unrecognized option" in result.stdout + result.stderr
+
+
+@pytest.mark.directive("tls-crypt-v2-verify")
+def test_tcp_server_runs_verify_before_admitting_a_client(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    _trivpn_genkey(tmp_path, "tls-crypt-v2-server", "v2server.key")
+    for name, meta in (("good", "dGVhbT1vaw=="), ("bad", "dGVhbT1ubw==")):  # team=ok / team=no
+        _trivpn_genkey(tmp_path, "tls-crypt-v2-client", f"{name}.key", "--server-key",
+                       "v2server.key", "--metadata", meta)
+    verify = tmp_path / "verify.sh"
+    verify.write_text('#!/bin/sh\nread -r line < "$metadata_file"\n[ "$line" = team=ok ]\n')
+    verify.chmod(0o755)
+    srv = lab.add("srv")
+    spokes = [lab.add("c") for _ in range(2)]
+    for i, ns in enumerate(spokes):
+        lab.veth(srv, ns, f"198.18.{10 + i}.1/24", f"198.18.{10 + i}.2/24")
+    write_pki(tmp_path)
+    server = start_trivpn(srv, tmp_path, "server", server_lines(
+        link_ip="0.0.0.0", proto="tcp", extra=["tls-crypt-v2 v2server.key",
+                                               "script-security 2",
+                                               f"tls-crypt-v2-verify {verify}"]))
+    assert server.wait_event("link_open", timeout=10), server.text()
+    good, bad = (start_openvpn(ns, tmp_path, name, client_lines(
+        server_ip=f"198.18.{10 + i}.1", proto="tcp", extra=[f"tls-crypt-v2 {name}.key"]))
+        for i, (ns, name) in enumerate(zip(spokes, ("good", "bad"), strict=True)))
+    assert good.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:]
+    assert _wait(lambda: "tls_crypt_v2_verify_refused" in _drop_reasons(server), 15), \
+        server.text()[-3000:]
+    assert not bad.wait_for("Initialization Sequence Completed", timeout=1)
+    assert server.count("peer_connected") == 1
