@@ -38,12 +38,13 @@ def _config(tmp_path: Path, lines: list[str]):
     return load_config(conf)
 
 
-def test_client_config_announces_openvpn_26_peer_info_without_ekm(tmp_path):
+def test_client_config_announces_openvpn_26_peer_info_with_ekm(tmp_path):
     cfg = session_config(_config(tmp_path, CLIENT), unix_time_offset=0.0)
     assert not cfg.is_server
     assert cfg.peer_info is not None and "IV_CIPHERS=AES-256-GCM:AES-128-GCM" in cfg.peer_info
     proto = int(cfg.peer_info.split("IV_PROTO=")[1].split("\n")[0])
-    assert proto & 2 and proto & 4 and not proto & 8 and not proto & 512
+    assert proto & 2 and proto & 4 and proto & 8 and not proto & 512
+    assert cfg.key_exporter is not None
     assert cfg.options_string.endswith("tls-client")
     assert isinstance(cfg.wrap, NoWrap)
     assert cfg.verification.remote_cert_tls == "server"
@@ -247,3 +248,73 @@ def test_compress_stub_selects_the_framing_the_data_channel_uses(tmp_path, line,
     assert cfg.compression is framing
     assert session_config(_config(tmp_path, CLIENT), unix_time_offset=0.0).compression is \
         Compression.NONE
+
+
+def _v2_keys(tmp_path: Path) -> None:
+    from trivpn.pki.statickeys import (
+        generate_tls_crypt_v2_client_key,
+        generate_tls_crypt_v2_server_key,
+    )
+    server = generate_tls_crypt_v2_server_key()
+    (tmp_path / "v2s.key").write_text(server)
+    (tmp_path / "v2c.key").write_text(generate_tls_crypt_v2_client_key(server, unix_now=0))
+
+
+@pytest.mark.directive("tls-crypt-v2")
+def test_tls_crypt_v2_gives_a_server_its_key_and_a_client_its_own_wrapper(tmp_path):
+    from trivpn.protocol.tlscryptv2 import ServerKey, TlsCryptV2
+    _v2_keys(tmp_path)
+    server = session_config(_config(tmp_path, [*SERVER, "tls-crypt-v2 v2s.key",
+                                               "tls-crypt-v2-max-age 30"]),
+                            unix_time_offset=0.0)
+    assert isinstance(server.wrap, ServerKey) and server.tls_crypt_v2_max_age == 30
+    client = session_config(_config(tmp_path, [*CLIENT, "tls-crypt-v2 v2c.key"]),
+                            unix_time_offset=0.0)
+    assert isinstance(client.wrap, TlsCryptV2) and len(client.wrap.wkc) > 256
+
+
+def test_a_server_key_where_a_client_key_belongs_names_the_line(tmp_path):
+    _v2_keys(tmp_path)
+    options = _config(tmp_path, [*CLIENT, "tls-crypt-v2 v2s.key"])
+    with pytest.raises(ConfigError) as info:
+        session_config(options, unix_time_offset=0.0)
+    assert "test.conf:9" in str(info.value) and "tls-crypt-v2 client key" in str(info.value)
+
+
+def test_tls_crypt_v2_allow_noncookie_is_refused_naming_the_line(tmp_path):
+    _v2_keys(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, [*SERVER, "tls-crypt-v2 v2s.key allow-noncookie"])
+    assert "test.conf:10" in str(info.value) and "allow-noncookie" in str(info.value)
+
+
+def _p12(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import (
+        NoEncryption,
+        load_pem_private_key,
+        pkcs12,
+    )
+    key = load_pem_private_key((tmp_path / "client.key").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((tmp_path / "client.crt").read_bytes())
+    ca = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    (tmp_path / "c.p12").write_bytes(pkcs12.serialize_key_and_certificates(
+        b"c", key, cert, [ca], NoEncryption()))  # type: ignore[arg-type]
+
+
+@pytest.mark.directive("pkcs12")
+@pytest.mark.parametrize("with_ca", [True, False])
+def test_pkcs12_bundle_gives_the_tls_context_its_certificate_and_ca(tmp_path, with_ca):
+    write_pki(tmp_path)
+    _p12(tmp_path)
+    lines = [line for line in CLIENT if not line.startswith(("cert ", "key "))
+             and (with_ca or not line.startswith("ca "))]
+    cfg = session_config(_config(tmp_path, [*lines, "pkcs12 c.p12"]), unix_time_offset=0.0)
+    assert cfg.tls_context.cert_store_stats()["x509_ca"] == 1
+
+
+def test_pkcs12_beside_cert_and_key_is_refused(tmp_path):
+    write_pki(tmp_path)
+    _p12(tmp_path)
+    with pytest.raises(ConfigError, match="pkcs12"):
+        _config(tmp_path, [*CLIENT, "pkcs12 c.p12"])

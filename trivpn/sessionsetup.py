@@ -20,6 +20,13 @@ from trivpn.config.directives import COMP_F_ADAPTIVE, COMP_F_ADVERTISE_STUBS_ONL
 from trivpn.config.options import FileSource
 from trivpn.logging import DropAggregator
 from trivpn.lzo2 import LzoUnavailable, lzo1x_compressor, lzo1x_decompressor
+from trivpn.pki.errors import PkiError
+from trivpn.pki.pkcs12 import decode_inline, load_pkcs12
+from trivpn.pki.statickeys import (
+    KeyFileError,
+    parse_tls_crypt_v2_client_key,
+    parse_tls_crypt_v2_server_key,
+)
 from trivpn.protocol.compression import Compression
 from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
 from trivpn.protocol.errors import ProtocolError
@@ -30,18 +37,22 @@ from trivpn.protocol.peerinfo import (
     IV_PROTO_CC_EXIT_NOTIFY,
     IV_PROTO_DATA_V2,
     IV_PROTO_REQUEST_PUSH,
+    IV_PROTO_TLS_KEY_EXPORT,
     build_peer_info,
 )
 from trivpn.protocol.push import PullPolicy
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.statickey import parse_static_key
 from trivpn.protocol.tls import CrlCheck, PeerVerification, parse_crls
+from trivpn.protocol.tlscryptv2 import client_wrap
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
 from trivpn.tlscontext import CrlDirectory, CrlFile, TlsContextError, build_context
+from trivpn.tlsnative import keying_material_exporter
 
 # What a trivpn client announces: P_DATA_V2, push without request, AUTH_PENDING keyword, EXIT,
-# AUTH_FAILED,TEMP. Never TLS-EKM (bit 3: the ssl module has no exporter) nor dynamic
-# tls-crypt (bit 9), so 2.6 servers use the PRF and keep the configured control wrapping.
+# AUTH_FAILED,TEMP, and TLS-EKM (bit 3) when the keying-material exporter works here
+# (trivpn/tlsnative.py); never dynamic tls-crypt (bit 9), so 2.6 servers keep the configured
+# control wrapping.
 CLIENT_IV_PROTO = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROTO_AUTH_PENDING_KW
                    | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_AUTH_FAIL_TEMP)
 
@@ -75,6 +86,8 @@ def _error_at(o: Options, directive: str, reason: str) -> ConfigError:
 def control_wrap(o: Options) -> ControlWrap:
     """tls-auth (with key direction and the --auth digest) or tls-crypt, or none."""
     is_server = o.tls_role == "server"
+    if o.tls_crypt_v2 is not None:
+        return _tls_crypt_v2_wrap(o, is_server)
     try:
         if o.tls_crypt is not None:
             key = parse_static_key(o.tls_crypt.read_text(), o.tls_crypt.describe())
@@ -86,6 +99,45 @@ def control_wrap(o: Options) -> ControlWrap:
         directive = "tls-crypt" if o.tls_crypt is not None else "tls-auth"
         raise _error_at(o, directive, f"bad static key: {exc}") from exc
     return NoWrap()
+
+
+def _tls_crypt_v2_wrap(o: Options, is_server: bool) -> ControlWrap:
+    """tls-crypt-v2: a server's key (each client's wrapper comes from its wrapped key) or a
+    client's own key. OpenVPN refuses it beside tls-auth/tls-crypt (options.c)."""
+    assert o.tls_crypt_v2 is not None
+    if o.tls_crypt is not None or o.tls_auth is not None:
+        raise _error_at(o, "tls-crypt-v2",
+                        "--tls-crypt-v2, --tls-auth and --tls-crypt are mutually exclusive")
+    text = o.tls_crypt_v2.read_text()
+    try:
+        if is_server:
+            return parse_tls_crypt_v2_server_key(text)
+        return client_wrap(parse_tls_crypt_v2_client_key(text))
+    except KeyFileError as exc:
+        kind = "server" if is_server else "client"
+        raise _error_at(o, "tls-crypt-v2", f"invalid tls-crypt-v2 {kind} key in "
+                        f"{o.tls_crypt_v2.describe()}: {exc.what}") from exc
+
+
+def _capath(o: Options) -> str | None:
+    if o.capath is None:
+        return None
+    if not o.capath.is_dir():
+        raise _error_at(o, "capath", f"capath directory '{o.capath}' does not exist")
+    return str(o.capath)
+
+
+def _pkcs12(o: Options, source: FileSource) -> tuple[str, str, str | None]:
+    """(certificate, key, CA certificates or None) from the pkcs12 bundle."""
+    try:
+        if source.inline is not None:
+            data = decode_inline(source.inline, source.describe())
+        else:
+            data = source.read_text().encode("utf-8", "surrogateescape")
+        bundle = load_pkcs12(data, source.describe())
+    except PkiError as exc:
+        raise _error_at(o, "pkcs12", str(exc)) from exc
+    return bundle.cert_pem, bundle.key_pem, bundle.ca_pem
 
 
 def data_ciphers(o: Options) -> tuple[str, ...]:
@@ -148,10 +200,12 @@ def proto_name(o: Options) -> str:
     return "TCPv4_SERVER" if o.proto == "tcp-server" else "TCPv4_CLIENT"
 
 
-def crl_check(o: Options, ca_pem: str) -> CrlCheck | None:
+def crl_check(o: Options, ca_pem: str | None) -> CrlCheck | None:
     """crl-verify FILE (re-read on change, inline: fixed) or crl-verify DIR dir."""
     if o.crl_verify is None and o.crl_verify_dir is None:
         return None
+    if ca_pem is None:
+        raise _error_at(o, "crl-verify", "crl-verify needs 'ca' (the CRL issuer)")
     try:
         cas = tuple(x509.load_pem_x509_certificates(ca_pem.encode()))
     except ValueError as exc:
@@ -173,7 +227,16 @@ def crl_check(o: Options, ca_pem: str) -> CrlCheck | None:
                                          f"{exc.strerror or exc}") from exc
 
 
-def verification(o: Options, ca_pem: str) -> PeerVerification:
+def _issuers(o: Options, ca_pem: str | None) -> tuple[x509.Certificate, ...]:
+    if ca_pem is None:
+        raise _error_at(o, "verify-hash", "verify-hash needs 'ca' (it checks the CA there)")
+    try:
+        return tuple(x509.load_pem_x509_certificates(ca_pem.encode()))
+    except ValueError as exc:
+        raise _error_at(o, "ca", f"cannot parse the CA certificate(s): {exc}") from exc
+
+
+def verification(o: Options, ca_pem: str | None) -> PeerVerification:
     """The checks on the peer's certificate this config asks for."""
     verify_name = None
     if o.verify_x509_name is not None:
@@ -181,7 +244,11 @@ def verification(o: Options, ca_pem: str) -> PeerVerification:
     return PeerVerification(remote_cert_tls=o.remote_cert_tls, verify_x509_name=verify_name,
                             ns_cert_type=o.ns_cert_type, remote_cert_eku=o.remote_cert_eku,
                             remote_cert_ku=o.remote_cert_ku,
-                            username_fields=o.x509_username_field, crl=crl_check(o, ca_pem))
+                            username_fields=o.x509_username_field, crl=crl_check(o, ca_pem),
+                            fingerprints=o.peer_fingerprints,
+                            issuer_fingerprints=o.verify_hash,
+                            issuer_hash=o.verify_hash_algo.lower(),
+                            issuers=_issuers(o, ca_pem) if o.verify_hash else ())
 
 
 def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
@@ -194,7 +261,22 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     dh_text = o.dh.read_text() if isinstance(o.dh, FileSource) else None
     cert = o.cert.read_text() if o.cert is not None else None
     key = o.key.read_text() if o.key is not None else None
-    ca_pem = _text(o.ca, "ca", o)
+    extra = o.extra_certs.read_text() if o.extra_certs is not None else None
+    bundle_ca: str | None = None
+    if o.pkcs12 is not None:
+        cert, key, bundle_ca = _pkcs12(o, o.pkcs12)
+        if o.ca is not None and bundle_ca is not None:
+            # with 'ca', the bundle's CA certificates are only sent as intermediates
+            extra = bundle_ca if extra is None else extra.rstrip("\n") + "\n" + bundle_ca
+    # peer-fingerprint without ca: no chain, the fingerprint decides (options.c,
+    # verify_hash_no_ca); pkcs12 without ca: the bundle's CA certificates (ssl.c,
+    # tls_ctx_load_pkcs12)
+    if o.ca is None and o.pkcs12 is not None and bundle_ca is not None:
+        ca_pem: str | None = bundle_ca
+    elif o.ca is None and (o.peer_fingerprints or o.capath is not None):
+        ca_pem = None
+    else:
+        ca_pem = _text(o.ca, "ca", o)
     try:
         ctx = build_context(
             server_side=is_server, ca_pem=ca_pem, cert_pem=cert, key_pem=key,
@@ -202,11 +284,12 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
             require_peer_cert=not (is_server and o.verify_client_cert != "require"),
             dh_pem=dh_text, tls_cipher=o.tls_cipher, tls_ciphersuites=o.tls_ciphersuites,
             tls_groups=o.tls_groups, cert_profile=o.tls_cert_profile or "legacy",
-            extra_certs_pem=o.extra_certs.read_text() if o.extra_certs is not None else None)
+            extra_certs_pem=extra, capath=_capath(o))
     except TlsContextError as exc:
         directive = exc.directive or ("cert" if "certificate" in str(exc) else "ca")
         raise _error_at(o, directive, str(exc)) from exc
     wrap = control_wrap(o)
+    exporter = keying_material_exporter(ctx)
     ciphers = data_ciphers(o)
     keydir = o.key_direction if o.tls_auth is not None else None
     opts = options_string(dev_type=o.dev_type, proto=proto_name(o), is_server=is_server,
@@ -222,7 +305,9 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         verification=verification(o, ca_pem),
         wrap=wrap,
         peer_info=None if is_server else build_peer_info(ciphers=ciphers,
-                                                         iv_proto=CLIENT_IV_PROTO,
+                                                         iv_proto=CLIENT_IV_PROTO | (
+                                                             IV_PROTO_TLS_KEY_EXPORT
+                                                             if exporter else 0),
                                                          comp_algorithms=advertises_compression(o),
                                                          extra=peer_info_extra(o)),
         data_ciphers=ciphers,
@@ -260,6 +345,8 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
         unix_time_offset=unix_time_offset,
         defer_peer_verdict=o.tls_verify is not None and not is_server,
+        tls_crypt_v2_max_age=o.tls_crypt_v2_max_age,
+        key_exporter=exporter,
     )
 
 

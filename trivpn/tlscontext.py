@@ -9,10 +9,8 @@ Decisions (docs/protocol.md §4.2, §6.3):
 - tls-ciphersuites and tls-groups lists, which the ``ssl`` module cannot set, are applied on
   the wrapped ``SSL_CTX`` by :mod:`trivpn.tlsnative` (refused where it cannot be validated).
 - No session tickets, no TLS compression or renegotiation.
-- Data keys use OpenVPN's TLS-1.0 PRF, never TLS-EKM: the standard ``ssl`` module has no RFC 5705
-  exporter. A trivpn client therefore never sets IV_PROTO bit 3 and a trivpn server never pushes
-  ``tls-ekm``; 2.6 peers then fall back to the PRF by design. The cost: servers configured with
-  ``force-tls-key-material-export`` and FIPS-mode peers refuse trivpn.
+- Data keys use TLS-EKM (RFC 5705) when both ends can, through :mod:`trivpn.tlsnative`'s
+  exporter (the standard ``ssl`` module has none), else OpenVPN's TLS-1.0 PRF.
 """
 
 from __future__ import annotations
@@ -69,7 +67,7 @@ def _memfd_path(name: str, data: str) -> Iterator[str]:
 def build_context(
     *,
     server_side: bool,
-    ca_pem: str,
+    ca_pem: str | None,
     cert_pem: str | None,
     key_pem: str | None,
     tls_version_min: str = "1.2",
@@ -81,6 +79,7 @@ def build_context(
     tls_groups: str | None = None,
     cert_profile: str = "legacy",
     extra_certs_pem: str | None = None,
+    capath: str | None = None,
 ) -> ssl.SSLContext:
     """An SSLContext for one side of the control channel, set up in OpenVPN's order
     (ssl.c init_ssl): cert profile, cipher lists, groups, then CA, certificate and key."""
@@ -99,10 +98,34 @@ def build_context(
         ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
         ctx.num_tickets = 0
     _apply_cipher_settings(ctx, tls_cipher, tls_ciphersuites, tls_groups, cert_profile)
-    try:
-        ctx.load_verify_locations(cadata=ca_pem)
-    except (ssl.SSLError, ValueError) as exc:
-        raise TlsContextError(f"cannot load the CA certificate(s): {exc}") from exc
+    if capath is not None:
+        # capath: an OpenSSL hashed directory of CAs and CRLs; OpenVPN then checks CRLs for
+        # the whole chain (ssl_openssl.c, tls_ctx_load_ca: X509_V_FLAG_CRL_CHECK_ALL)
+        try:
+            ctx.load_verify_locations(capath=capath)
+        except (ssl.SSLError, OSError) as exc:
+            raise TlsContextError(f"cannot use capath directory {capath!r}: {exc}",
+                                  "capath") from exc
+        ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_CHAIN
+        native = native_context(ctx)
+        if native is None:
+            raise TlsContextError("capath needs OpenSSL's verify callback (a CA without a CRL "
+                                  "in the directory is accepted), which this Python build "
+                                  "does not let trivpn set; use 'ca' and 'crl-verify'",
+                                  "capath")
+        native.ignore_missing_crl(require_peer_cert=require_peer_cert)
+    if ca_pem is not None:
+        try:
+            ctx.load_verify_locations(cadata=ca_pem)
+        except (ssl.SSLError, ValueError) as exc:
+            raise TlsContextError(f"cannot load the CA certificate(s): {exc}") from exc
+    elif capath is None:  # peer-fingerprint without a CA: the fingerprint judges the peer
+        native = native_context(ctx)
+        if native is None:
+            raise TlsContextError("peer-fingerprint without 'ca' needs OpenSSL's verify "
+                                  "callback, which this Python build does not let trivpn "
+                                  "set; add 'ca'", "peer-fingerprint")
+        native.skip_chain_verification(require_peer_cert=require_peer_cert)
     if cert_pem is not None and key_pem is not None:
         try:
             # extra-certs: intermediates sent after our certificate, as OpenVPN does.

@@ -33,6 +33,7 @@ import ctypes
 import os
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -42,7 +43,7 @@ _SSL_CTRL_SET_GROUPS_LIST = 92  # openssl/ssl.h; SSL_CTX_set1_groups_list is thi
 _PROBE_OPTION = ssl.OP_CIPHER_SERVER_PREFERENCE
 
 
-class NativeTlsError(Exception):
+class NativeTlsError(ValueError):
     """OpenSSL refused a setting; the message is OpenSSL's own error text."""
 
 
@@ -114,6 +115,13 @@ def _library() -> _Lib | None:
                                                ctypes.c_void_p]),
         "ERR_error_string_n": (None, [ctypes.c_ulong, ctypes.c_char_p, ctypes.c_size_t]),
         "ERR_clear_error": (None, []),
+        "SSL_get_SSL_CTX": (ctypes.c_void_p, [ctypes.c_void_p]),
+        "SSL_CTX_set_verify": (None, [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]),
+        "X509_STORE_CTX_get_error": (ctypes.c_int, [ctypes.c_void_p]),
+        "SSL_is_server": (ctypes.c_int, [ctypes.c_void_p]),
+        "SSL_export_keying_material": (ctypes.c_int, [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+            ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]),
     }
     try:
         for name, (restype, argtypes) in signatures.items():
@@ -151,6 +159,16 @@ def _matches(lib: _Lib, pointer: int, ctx: ssl.SSLContext) -> bool:
     return flipped and restored
 
 
+_SSL_VERIFY_PEER = 0x01
+_SSL_VERIFY_FAIL_IF_NO_PEER_CERT = 0x02
+_X509_V_ERR_UNABLE_TO_GET_CRL = 3
+_VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+
+
+def _accept_chain(preverify_ok: int, store: int | None) -> int:
+    return 1
+
+
 class NativeContext:
     """A validated handle on the ``SSL_CTX`` behind one ``ssl.SSLContext``.
 
@@ -172,18 +190,51 @@ class NativeContext:
                                                 ctypes.c_char_p(groups.encode())))
 
     def _check(self, result: int) -> None:
-        dll = self._lib.dll
-        if result == 1:
-            return
-        messages = []
-        data = ctypes.c_char_p()
-        while (code := dll.ERR_get_error_all(None, None, None, ctypes.byref(data), None)) != 0:
-            buf = ctypes.create_string_buffer(256)
-            dll.ERR_error_string_n(code, buf, len(buf))
-            detail = (data.value or b"").decode(errors="replace")
-            messages.append(buf.value.decode(errors="replace") + (f":{detail}" if detail else ""))
-        dll.ERR_clear_error()
-        raise NativeTlsError("; ".join(messages) or "OpenSSL refused the setting")
+        _check(self._lib, result)
+
+    def skip_chain_verification(self, *, require_peer_cert: bool) -> None:
+        """Ask for the peer's certificate but accept any chain (``SSL_CTX_set_verify`` with a
+        callback that returns 1): OpenVPN's peer-fingerprint mode without a CA
+        (ssl_verify_openssl.c, verify_callback with verify_hash_no_ca), where the certificate
+        is then judged by its fingerprint. The callback lives as long as the context."""
+        self._set_verify(_accept_chain, require_peer_cert)
+
+    def ignore_missing_crl(self, *, require_peer_cert: bool) -> None:
+        """Verify the chain, but let a missing CRL pass (OpenVPN's verify_callback logs
+        X509_V_ERR_UNABLE_TO_GET_CRL as a warning and goes on): with ``capath``, whose CRL
+        checks cover the whole chain."""
+        get_error = self._lib.dll.X509_STORE_CTX_get_error
+
+        def callback(preverify_ok: int, store: int | None) -> int:
+            if preverify_ok:
+                return 1
+            return 1 if store and get_error(store) == _X509_V_ERR_UNABLE_TO_GET_CRL else 0
+
+        self._set_verify(callback, require_peer_cert)
+
+    def _set_verify(self, function: Callable[[int, int | None], int],
+                    require_peer_cert: bool) -> None:
+        callback = _VERIFY_CALLBACK(function)
+        mode = _SSL_VERIFY_PEER | (_SSL_VERIFY_FAIL_IF_NO_PEER_CERT if require_peer_cert else 0)
+        self._lib.dll.SSL_CTX_set_verify(self._pointer, mode,
+                                         ctypes.cast(callback, ctypes.c_void_p))
+        self.context.__dict__["_trivpn_verify_callback"] = callback
+
+
+def _check(lib: _Lib, result: int) -> None:
+    """Raise OpenSSL's queued errors unless ``result`` is 1."""
+    dll = lib.dll
+    if result == 1:
+        return
+    messages = []
+    data = ctypes.c_char_p()
+    while (code := dll.ERR_get_error_all(None, None, None, ctypes.byref(data), None)) != 0:
+        buf = ctypes.create_string_buffer(256)
+        dll.ERR_error_string_n(code, buf, len(buf))
+        detail = (data.value or b"").decode(errors="replace")
+        messages.append(buf.value.decode(errors="replace") + (f":{detail}" if detail else ""))
+    dll.ERR_clear_error()
+    raise NativeTlsError("; ".join(messages) or "OpenSSL refused the setting")
 
 
 def native_context(ctx: object) -> NativeContext | None:
@@ -195,6 +246,57 @@ def native_context(ctx: object) -> NativeContext | None:
     if pointer is None or not isinstance(ctx, ssl.SSLContext) or not _matches(lib, pointer, ctx):
         return None
     return NativeContext(lib, pointer, ctx)
+
+
+# -- RFC 5705 keying material exporter (TLS-EKM) ----------------------------------------------
+
+
+class KeyingMaterialExporter:
+    """``SSL_export_keying_material`` on the ``SSL *`` behind an ``ssl.SSLObject`` of one
+    validated context (OpenVPN 2.6 ``ssl_openssl.c``, ``key_state_export_keying_material``).
+
+    The pointer: ``SSLObject._sslobj`` is CPython's ``_ssl._SSLSocket`` (``PySSLSocket``):
+    after the object header come ``PyObject *Socket``, ``SSL *ssl`` and ``PySSLContext *ctx``.
+    Before use, the word after ``ssl`` must be the very context object the SSLObject reports,
+    ``SSL_get_SSL_CTX`` on ``ssl`` must return the validated ``SSL_CTX *`` of that context
+    (:func:`native_context`), and ``SSL_is_server`` must agree with ``server_side``. Anything
+    else raises :class:`NativeTlsError`; nothing is read through an unvalidated pointer.
+    """
+
+    def __init__(self, native: NativeContext) -> None:
+        self._native = native
+
+    def _ssl_pointer(self, obj: ssl.SSLObject) -> int:
+        inner = getattr(obj, "_sslobj", None)
+        word = ctypes.sizeof(ctypes.c_void_p)
+        kind = type(inner)
+        if (inner is None or (kind.__module__, kind.__qualname__) != ("_ssl", "_SSLSocket")
+                or kind.__basicsize__ < object.__basicsize__ + 3 * word
+                or obj.context is not self._native.context):
+            raise NativeTlsError("not an SSL object of the validated context")
+        base = id(inner) + object.__basicsize__
+        pointer = ctypes.c_void_p.from_address(base + word).value
+        owner = ctypes.c_void_p.from_address(base + 2 * word).value
+        dll = self._native._lib.dll
+        if (not pointer or owner != id(self._native.context)
+                or dll.SSL_get_SSL_CTX(pointer) != self._native._pointer
+                or bool(dll.SSL_is_server(pointer)) != obj.server_side):
+            raise NativeTlsError("the SSL object's OpenSSL handle could not be validated")
+        return pointer
+
+    def __call__(self, obj: ssl.SSLObject, label: bytes, length: int) -> bytes:
+        """``length`` bytes of keying material for ``label``, no context (RFC 5705)."""
+        pointer = self._ssl_pointer(obj)
+        out = ctypes.create_string_buffer(length)
+        _check(self._native._lib, self._native._lib.dll.SSL_export_keying_material(
+            pointer, out, length, label, len(label), None, 0, 0))
+        return out.raw
+
+
+def keying_material_exporter(ctx: object) -> KeyingMaterialExporter | None:
+    """An exporter for SSL objects of ``ctx``, or None when the technique is unavailable."""
+    native = native_context(ctx)
+    return KeyingMaterialExporter(native) if native is not None else None
 
 
 def openssl_cipher_name(standard_name: str) -> str | None:

@@ -90,7 +90,7 @@ BAD_CLIENT_LINES = [
 ]
 
 UNSUPPORTED = [
-    "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
+    "secret static.key",
     "auth-user-pass-verify v.sh via-env", "client-config-dir ccd",
     "ifconfig-pool 198.18.8.10 198.18.8.20", "server-ipv6 2001:db8::/64",
 ]
@@ -176,7 +176,7 @@ MISSING = [
      "c.conf: client config has no 'remote' directive (add 'remote HOST PORT')"),
     ("client\ndev tun\nremote a\ncert c.crt\nkey c.key\n",
      "c.conf: no 'ca' directive: a TLS client or server needs the CA certificate that signed "
-     "its peer's certificate"),
+     "its peer's certificate (or 'peer-fingerprint')"),
     ("client\ndev tun\nremote a\nca ca.crt\ncert c.crt\n",
      "c.conf:5: 'cert' is given without 'key'"),
     ("client\ndev tun\nremote a\nca ca.crt\n",

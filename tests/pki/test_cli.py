@@ -144,7 +144,7 @@ def test_genkey_refuses_existing_file(in_tmp, capsys) -> None:
         ["pki", "issue", "server", "x", "--days", "0"],
         ["pki", "issue", "server", "x", "--days", "soon"],
         ["pki", "init", "pki", "--key-type", "dsa"],
-        ["pki", "genkey", "tls-crypt-v2", "k"],
+        ["pki", "genkey", "tls-crypt-v3", "k"],
     ],
 )
 def test_usage_errors_exit_2(in_tmp, argv) -> None:

@@ -61,7 +61,7 @@ def test_peek_refuses_a_reset_that_fails_tls_auth_or_tls_crypt(name: str, wrong:
 @pytest.mark.parametrize("kw", [
     {"opcode": Opcode.CONTROL_V1},
     {"opcode": Opcode.CONTROL_HARD_RESET_SERVER_V2},
-    {"opcode": Opcode.CONTROL_HARD_RESET_CLIENT_V3},  # tls-crypt-v2 is not implemented
+    {"opcode": Opcode.CONTROL_HARD_RESET_CLIENT_V3},  # only under a tls-crypt-v2 client key
     {"opcode": Opcode.CONTROL_SOFT_RESET_V1},
     {"key_id": 1},
     {"message_id": 1},

@@ -38,9 +38,9 @@ def test_client_events_log_the_documented_fields_in_order():
     assert logged(rt.TlsEstablished(0, "server", "TLSv1.3")) == {
         "event": "tls_handshake_complete", "key_id": 0, "tls": "TLSv1.3", "peer": "server",
         "level": "info"}
-    assert logged(rt.KeysReady(0, "AES-256-GCM", 3)) == {
+    assert logged(rt.KeysReady(0, "AES-256-GCM", 3, key_derivation="tls-ekm")) == {
         "event": "key_method_complete", "key_id": 0, "cipher": "AES-256-GCM", "peer_id": 3,
-        "level": "info"}
+        "key_derivation": "tls-ekm", "level": "info"}
     assert logged(rt.HandshakeFailed(1, "timeout", "reset_sent", "no answer")) == {
         "event": "handshake_failed", "key_id": 1, "cause": "timeout", "phase": "reset_sent",
         "detail": "no answer", "level": "warning"}

@@ -813,6 +813,73 @@ def finish_compression(st: ParseState, o: Options) -> Options:
     return replace(o, comp_flags=flags, allow_compression=mode)
 
 
+# --- crypto and pki breadth: handlers ---------------------------------------------------------
+
+def _tls_crypt_v2(st: ParseState, d: Directive) -> Options:
+    """``tls-crypt-v2 FILE [force-cookie|allow-noncookie]`` (OpenVPN options.c)."""
+    extra = d.args[1] if len(d.args) > 1 else None
+    if extra is not None and extra != "force-cookie":
+        if extra == "allow-noncookie":
+            raise v.fail(d, "'tls-crypt-v2 ... allow-noncookie' is not implemented: trivpn "
+                         "serves only clients that resend their key with the HMAC cookie "
+                         "(OpenVPN 2.6 clients), the default 'force-cookie'")
+        raise v.fail(d, f"unsupported tls-crypt-v2 argument: {extra}")
+    return replace(st.opts, tls_crypt_v2=st.file(d))
+
+
+def _tls_crypt_v2_verify(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, tls_crypt_v2_verify=d.args[0])
+
+
+def _tls_crypt_v2_max_age(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, tls_crypt_v2_max_age=v.integer(d, 0, 1, 2**31 - 1))
+
+
+def _fingerprint(d: Directive, text: str, size: int = 32) -> bytes:
+    """One ``AB:CD:...`` fingerprint of ``size`` bytes (OpenVPN options.c,
+    parse_hash_fingerprint)."""
+    parts = text.split(":")
+    if not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+        raise v.fail(d, f"format error in hash fingerprint: {text}")
+    if len(parts) != size:
+        raise v.fail(d, f"hash fingerprint is wrong length - expected {size} bytes, got "
+                        f"{len(parts)}: {text}")
+    return bytes.fromhex("".join(parts))
+
+
+def _fingerprints(d: Directive, size: int) -> tuple[bytes, ...]:
+    """The argument, or an inline block's lines (empty lines and ``#``/``;`` comments
+    skipped)."""
+    lines = d.inline.splitlines() if d.inline is not None else [d.args[0]]
+    return tuple(_fingerprint(d, line.strip(), size) for line in lines
+                 if line.strip() and line.strip()[0] not in "#;")
+
+
+def _peer_fingerprint(st: ParseState, d: Directive) -> Options:
+    """``peer-fingerprint AB:CD:...`` or a ``<peer-fingerprint>`` block; they add up."""
+    if st.opts.verify_hash:
+        raise v.fail(d, "'verify-hash' and 'peer-fingerprint' are mutually exclusive")
+    return replace(st.opts, peer_fingerprints=st.opts.peer_fingerprints + _fingerprints(d, 32))
+
+
+def _verify_hash(st: ParseState, d: Directive) -> Options:
+    """``verify-hash HASH [SHA1|SHA256]``: the CA certificate that signed the peer's must have
+    one of these fingerprints; SHA1 unless named (an inline block: SHA256), as OpenVPN
+    options.c reads it."""
+    if st.opts.peer_fingerprints:
+        raise v.fail(d, "'verify-hash' and 'peer-fingerprint' are mutually exclusive")
+    algo = "SHA256" if d.inline is not None else "SHA1"
+    if len(d.args) > 1 and d.inline is None:
+        algo = v.choice(d, 1, {"SHA1": "SHA1", "SHA256": "SHA256"})
+    if st.opts.verify_hash and st.opts.verify_hash_algo != algo:
+        raise v.fail(d, f"'verify-hash' with {algo} after {st.opts.verify_hash_algo}: use one "
+                        "algorithm")
+    st.warn(d, "verify-hash is deprecated: pin the peer with 'peer-fingerprint', or put only "
+               "the trusted CA in 'ca'")
+    found = _fingerprints(d, 32 if algo == "SHA256" else 20)
+    return replace(st.opts, verify_hash=st.opts.verify_hash + found, verify_hash_algo=algo)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -996,6 +1063,13 @@ DIRECTIVES: Mapping[str, Spec] = {
        for name, (lo, hi, handler, inline, inert) in conn.SPECS.items()},
 
     # --- crypto and pki breadth ---
+    "tls-crypt-v2": Spec(1, 2, _tls_crypt_v2, inline=True),
+    "tls-crypt-v2-verify": Spec(1, 1, _tls_crypt_v2_verify),
+    "tls-crypt-v2-max-age": Spec(1, 1, _tls_crypt_v2_max_age),
+    "peer-fingerprint": Spec(1, 1, _peer_fingerprint, inline=True),
+    "verify-hash": Spec(1, 2, _verify_hash, inline=True),
+    "capath": Spec(1, 1, lambda st, d: replace(st.opts, capath=st.path(d.args[0]))),
+    "pkcs12": Spec(1, 1, lambda st, d: replace(st.opts, pkcs12=st.file(d)), inline=True),
 
     # --- server (issue 13) ---
 
@@ -1019,7 +1093,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-user-pass-verify",
     "bcast-buffers",
     "block-ipv6",
-    "capath",
     "ccd-exclusive",
     "client-config-dir",
     "client-connect",
@@ -1058,11 +1131,9 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "nice",
     "no-replay",
     "opt-verify",
-    "peer-fingerprint",
     "persist-local-ip",
     "pkcs11-id",
     "pkcs11-providers",
-    "pkcs12",
     "port-share",
     "proto-force",
     "providers",
@@ -1082,14 +1153,10 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "stale-routes-check",
     "static-challenge",
     "tcp-queue-limit",
-    "tls-crypt-v2",
-    "tls-crypt-v2-max-age",
-    "tls-crypt-v2-verify",
     "tls-exit",
     "tun-max-mtu",
     "tun-mtu-extra",
     "username-as-common-name",
-    "verify-hash",
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",

@@ -413,6 +413,14 @@ class Options:
     connection_blocks: bool = False  # the remotes come from <connection> blocks
 
     # --- crypto and pki breadth ---
+    tls_crypt_v2: FileSource | None = None  # a client's key, or the server's key
+    tls_crypt_v2_verify: str | None = None  # server: command judging a client key's metadata
+    tls_crypt_v2_max_age: int = 0  # server: days; 0 = no limit
+    peer_fingerprints: tuple[bytes, ...] = ()  # SHA-256 of accepted peer certificates
+    pkcs12: FileSource | None = None  # certificate, key and CA in one bundle
+    verify_hash: tuple[bytes, ...] = ()  # fingerprints of the CA that signed the peer
+    verify_hash_algo: str = "SHA1"  # or SHA256
+    capath: Path | None = None  # OpenSSL hashed directory of CA certificates and CRLs
 
     # --- server (issue 13) ---
 
@@ -472,7 +480,8 @@ class Options:
         """Every file-valued option that is set, in a stable order."""
         found: list[FileSource] = []
         for src in (self.ca, self.cert, self.key, self.extra_certs, self.dh, self.crl_verify,
-                    self.tls_auth, self.tls_crypt, self.auth_user_pass):
+                    self.tls_auth, self.tls_crypt, self.auth_user_pass, self.tls_crypt_v2,
+                    self.pkcs12):
             if isinstance(src, FileSource):
                 found.append(src)
         return tuple(found)
@@ -487,7 +496,8 @@ class Options:
         return replace(
             self, ca=reread(self.ca), cert=reread(self.cert), key=reread(self.key),
             extra_certs=reread(self.extra_certs), tls_auth=reread(self.tls_auth),
-            tls_crypt=reread(self.tls_crypt))
+            tls_crypt=reread(self.tls_crypt), tls_crypt_v2=reread(self.tls_crypt_v2),
+            pkcs12=reread(self.pkcs12))
 
     def with_files_loaded(self) -> Options:
         """A copy whose file-valued options carry their text; ConfigError if one is unreadable."""
@@ -500,4 +510,5 @@ class Options:
         return replace(
             self, ca=load(self.ca), cert=load(self.cert), key=load(self.key),
             extra_certs=load(self.extra_certs), dh=dh, crl_verify=load(self.crl_verify),
-            tls_auth=load(self.tls_auth), tls_crypt=load(self.tls_crypt), auth_user_pass=aup)
+            tls_auth=load(self.tls_auth), tls_crypt=load(self.tls_crypt), auth_user_pass=aup,
+            tls_crypt_v2=load(self.tls_crypt_v2), pkcs12=load(self.pkcs12))

@@ -213,16 +213,23 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                                  "ping and ping-restart)", name)
 
     # --- TLS material ---
+    if "tls-crypt-v2" in seen and ("tls-auth" in seen or "tls-crypt" in seen):
+        raise _error(st, "'tls-crypt-v2', 'tls-auth' and 'tls-crypt' are mutually exclusive",
+                     max(("tls-crypt-v2", "tls-auth", "tls-crypt"),
+                         key=lambda n: st.last_position.get(n, -1)))
     if "tls-auth" in seen and "tls-crypt" in seen:
         raise _error(st, "'tls-auth' and 'tls-crypt' cannot be used together",
                      _last_of(st, "tls-auth", "tls-crypt"))
-    if o.ca is None:
+    if o.pkcs12 is not None and (o.cert is not None or o.key is not None):
+        raise _error(st, "'pkcs12' holds the certificate and key: drop 'cert' and 'key'",
+                     "pkcs12")
+    if o.ca is None and not o.peer_fingerprints and o.pkcs12 is None and o.capath is None:
         raise _error(st, "no 'ca' directive: a TLS client or server needs the CA certificate "
-                         "that signed its peer's certificate")
+                         "that signed its peer's certificate (or 'peer-fingerprint')")
     if (o.cert is None) != (o.key is None):
         given, missing = ("cert", "key") if o.key is None else ("key", "cert")
         raise _error(st, f"'{given}' is given without '{missing}'", given)
-    if o.cert is None:
+    if o.cert is None and o.pkcs12 is None:
         if tls_role == "server":
             raise _error(st, "a server needs its own 'cert' and 'key'")
         if o.auth_user_pass is None:
@@ -393,6 +400,7 @@ def _warnings(st: ParseState, o: Options) -> list[ConfigWarning]:
                  "OpenVPN 2.6 ignores it for cipher negotiation; add it to 'data-ciphers' or "
                  "remove it", "cipher")
     if o.role == "client" and not (o.remote_cert_tls or o.verify_x509_name or o.ns_cert_type
+                                   or o.peer_fingerprints
                                    or o.remote_cert_eku or o.remote_cert_ku is not None):
         warn("no server certificate verification is enabled: any certificate from the same CA "
              "(e.g. another client's) is accepted as the server; add 'remote-cert-tls server'")

@@ -31,6 +31,7 @@ from trivpn.protocol.packets import (
     encode_control,
     looks_like_server_reset,
 )
+from trivpn.protocol.tlscryptv2 import EARLY_NEG_START, TlsCryptV2
 from trivpn.protocol.wrap import ControlWrap, NoWrap
 from trivpn.runtime.link import make_socket
 from trivpn.sessionsetup import control_wrap
@@ -207,6 +208,8 @@ async def probe_inputs(ctx: DoctorContext, check_id: str) -> ProbeInputs | Check
 
 
 def wrap_name(options: Options) -> str:
+    if options.tls_crypt_v2 is not None:
+        return "tls-crypt-v2"
     if options.tls_crypt is not None:
         return "tls-crypt"
     if options.tls_auth is not None:
@@ -227,9 +230,12 @@ def new_session_id() -> bytes:
 
 
 def client_reset(wrap: ControlWrap, session_id: bytes, packet_id: int) -> bytes:
-    """A P_CONTROL_HARD_RESET_CLIENT_V2 (message id 0, no acks), wrapped as ``wrap`` says."""
-    plain = encode_control(ControlPacket(Opcode.CONTROL_HARD_RESET_CLIENT_V2, 0, session_id,
-                                         message_id=0))
+    """A P_CONTROL_HARD_RESET_CLIENT_V2 (message id 0, no acks), wrapped as ``wrap`` says; with
+    a tls-crypt-v2 client key the v3 reset a 2.6 client sends (docs/protocol.md §3.4)."""
+    opcode = Opcode.CONTROL_HARD_RESET_CLIENT_V2
+    if isinstance(wrap, TlsCryptV2):
+        opcode, packet_id = Opcode.CONTROL_HARD_RESET_CLIENT_V3, EARLY_NEG_START + packet_id
+    plain = encode_control(ControlPacket(opcode, 0, session_id, message_id=0))
     return wrap.wrap(plain, packet_id, int(time.time()))
 
 

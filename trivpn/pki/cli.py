@@ -9,10 +9,13 @@ Registered by :mod:`trivpn.cli`. Handlers return 0 on success and 1 on a :class:
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import getpass
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,13 +32,20 @@ from trivpn.pki.certs import (
 )
 from trivpn.pki.crl import DEFAULT_CRL_DAYS, REASONS
 from trivpn.pki.errors import AlreadyExistsError, PkiError
+from trivpn.pki.files import PRIVATE_FILE_MODE, write_file
 from trivpn.pki.keys import KeyType, PassphraseError
 from trivpn.pki.lifecycle import DEFAULT_OVERLAP_DAYS, EXPIRING_DAYS, Lifecycle, open_pki
-from trivpn.pki.statickeys import generate_static_key, write_static_key
+from trivpn.pki.statickeys import (
+    KeyFileError,
+    generate_static_key,
+    generate_tls_crypt_v2_client_key,
+    generate_tls_crypt_v2_server_key,
+    write_static_key,
+)
 from trivpn.pki.store import PkiStore, check_entity_name
 
 DEFAULT_DIR = Path("pki")
-STATIC_KEY_KINDS = ("tls-crypt", "tls-auth")
+STATIC_KEY_KINDS = ("tls-crypt", "tls-auth", "tls-crypt-v2-server", "tls-crypt-v2-client")
 T = TypeVar("T")
 
 
@@ -140,12 +150,18 @@ def register(subparsers: Any) -> None:
     expiring.set_defaults(handler=_expiring)
 
     genkey = actions.add_parser(
-        "genkey", help="generate a tls-crypt or tls-auth key",
-        description="Write a new OpenVPN static key file (same format as "
-        "'openvpn --genkey secret').",
+        "genkey", help="generate a tls-crypt, tls-auth or tls-crypt-v2 key",
+        description="Write a new OpenVPN key file in the format 'openvpn --genkey' writes: "
+        "a static key (tls-crypt, tls-auth), a tls-crypt-v2 server key, or a tls-crypt-v2 "
+        "client key wrapped by --server-key.",
     )
     genkey.add_argument("kind", choices=STATIC_KEY_KINDS)
     genkey.add_argument("file", metavar="FILE", type=Path)
+    genkey.add_argument("--server-key", type=Path, metavar="FILE",
+                        help="tls-crypt-v2-client: the server key that wraps it")
+    genkey.add_argument("--metadata", metavar="BASE64",
+                        help="tls-crypt-v2-client: user metadata (base64) instead of the "
+                        "creation time")
     genkey.add_argument("--force", action="store_true", help="replace an existing FILE")
     genkey.set_defaults(handler=_genkey)
 
@@ -272,6 +288,8 @@ def _issue(args: argparse.Namespace) -> int:
 
 
 def _genkey(args: argparse.Namespace) -> int:
+    if args.kind.startswith("tls-crypt-v2"):
+        return _genkey_v2(args)
     try:
         write_static_key(args.file, generate_static_key(), force=args.force)
     except PkiError as exc:
@@ -281,6 +299,40 @@ def _genkey(args: argparse.Namespace) -> int:
         _say(f"use: 'tls-crypt {args.file}' on the server and every client")
     else:
         _say(f"use: 'tls-auth {args.file} 0' on the server, 'tls-auth {args.file} 1' on clients")
+    return 0
+
+
+def _genkey_v2(args: argparse.Namespace) -> int:
+    try:
+        if args.kind == "tls-crypt-v2-server":
+            text = generate_tls_crypt_v2_server_key()
+        else:
+            if args.server_key is None:
+                return _fail(PkiError("tls-crypt-v2-client needs --server-key FILE"))
+            user = None
+            if args.metadata is not None:
+                try:
+                    user = base64.b64decode(args.metadata, validate=True)
+                except binascii.Error:
+                    return _fail(PkiError("--metadata is not valid base64"))
+            try:
+                server_text = args.server_key.read_text()
+            except OSError as exc:
+                return _fail(PkiError(f"cannot read: {exc.strerror}", str(args.server_key)))
+            text = generate_tls_crypt_v2_client_key(server_text, unix_now=int(time.time()),
+                                                    user_metadata=user)
+        write_file(args.file, text.encode("ascii"), mode=PRIVATE_FILE_MODE,
+                   overwrite=args.force)
+    except KeyFileError as exc:
+        return _fail(PkiError(exc.what, str(args.server_key)))
+    except PkiError as exc:
+        return _fail(exc)
+    _say(f"wrote {args.kind} key: {args.file} (mode 0600)")
+    if args.kind == "tls-crypt-v2-server":
+        _say(f"use: 'tls-crypt-v2 {args.file}' on the server; make each client's key with "
+             f"'trivpn pki genkey tls-crypt-v2-client FILE --server-key {args.file}'")
+    else:
+        _say(f"use: 'tls-crypt-v2 {args.file}' on that client only")
     return 0
 
 

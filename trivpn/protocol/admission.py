@@ -30,6 +30,7 @@ from typing import Generic, TypeVar
 
 from trivpn.protocol.errors import DecodeError
 from trivpn.protocol.packets import ControlPacket, Opcode, decode_control
+from trivpn.protocol.tlscryptv2 import TlsCryptV2, from_v2
 from trivpn.protocol.wrap import ControlWrap
 
 MAX_FIRST_PACKET = 1500
@@ -62,9 +63,11 @@ def peek_client_reset(wrap: ControlWrap, data: bytes) -> ControlPacket:
     ``data`` must authenticate under ``wrap`` (tls-auth HMAC / tls-crypt tag) and be a hard
     reset with key id 0, message id 0 and no acknowledgements, as the first packet of a client
     session is. Its replay id is not checked (the session that receives it does). The v3 reset
-    (tls-crypt-v2) is refused: trivpn does not implement tls-crypt-v2.
+    counts only under a tls-crypt-v2 client key's wrapper (and is returned as a v2 one).
     """
     packet = decode_control(wrap.unwrap(data).plain)
+    if isinstance(wrap, TlsCryptV2):
+        packet = from_v2(packet)
     if packet.opcode is not Opcode.CONTROL_HARD_RESET_CLIENT_V2:
         raise DecodeError(f"{packet.opcode.name} where a client's hard reset was expected",
                           "first packet", reason="unexpected_reset")

@@ -32,11 +32,12 @@ def cookie_session_id(secret: bytes, slot: int, peer: bytes, client_sid: bytes) 
 
 
 def stateless_server_reset(wrap: ControlWrap, server_sid: bytes, client_sid: bytes,
-                           timestamp: int) -> bytes:
-    """P_CONTROL_HARD_RESET_SERVER_V2 acking the client's reset, wrapped with replay id 1."""
+                           timestamp: int, payload: bytes = b"") -> bytes:
+    """P_CONTROL_HARD_RESET_SERVER_V2 acking the client's reset, wrapped with replay id 1;
+    ``payload``: early-negotiation TLVs (tls-crypt-v2's request to resend WKc)."""
     packet = ControlPacket(opcode=Opcode.CONTROL_HARD_RESET_SERVER_V2, key_id=0,
                            session_id=server_sid, acks=(0,), remote_session_id=client_sid,
-                           message_id=0)
+                           message_id=0, payload=payload)
     return wrap.wrap(encode_control(packet), 1, timestamp)
 
 

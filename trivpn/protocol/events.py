@@ -32,6 +32,7 @@ CAUSE_NO_COMMON_CIPHER = "no_common_cipher"
 CAUSE_BAD_PUSH = "bad_push"
 CAUSE_KEY_EXPIRED = "key_expired"  # the old key's transition window ended, no new key
 CAUSE_CONTROL_STALLED = "control_stalled"  # the peer acknowledged none of our control data
+CAUSE_KEY_EXPORT = "key_export_failed"  # TLS-EKM was agreed but the export failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class DataChannelReady(Event):
     cipher: str
     peer_id: int | None
     renegotiated: bool
+    key_derivation: str = "prf"  # or "tls-ekm" (docs/protocol.md §6.3)
 
 
 @dataclass(frozen=True, slots=True)

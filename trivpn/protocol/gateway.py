@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
 from trivpn.protocol.admission import (
@@ -41,9 +41,17 @@ from trivpn.protocol.cookie import (
     timeslot,
 )
 from trivpn.protocol.errors import DecodeError, ProtocolError
-from trivpn.protocol.packets import Opcode, decode_control, peek_header
+from trivpn.protocol.packets import Header, Opcode, decode_control, peek_header
 from trivpn.protocol.ratelimit import WindowLimiter
 from trivpn.protocol.session import Session, SessionConfig
+from trivpn.protocol.tlscryptv2 import (
+    RESEND_WKC_TLV,
+    ServerKey,
+    from_v2,
+    has_early_negotiation,
+    key_age_ok,
+)
+from trivpn.protocol.wrap import ControlWrap
 
 UNKNOWN_PEER = "unknown_peer"
 EMPTY_PACKET = "empty_packet"
@@ -52,6 +60,8 @@ WRONG_SESSION = "wrong_session"
 RESET_RATE_LIMITED = "reset_rate_limited"
 CONNECT_FREQ_LIMITED = "connect_freq_limited"
 TCP_BAD_FIRST_PACKET = "tcp_bad_first_packet"
+TLS_CRYPT_V2_NO_EARLY_NEGOTIATION = "tls_crypt_v2_no_early_negotiation"
+TLS_CRYPT_V2_KEY_TOO_OLD = "tls_crypt_v2_key_too_old"
 
 
 class GatewayPeer(Protocol):
@@ -169,43 +179,78 @@ class Gateway(Generic[P, K]):
             if (remote_sid is not None and header.key_id == 0
                     and header.session_id != remote_sid):
                 # a new client session from the same address: the client restarted
-                if header.is_client_reset:
+                if self._is_reset(header):
                     return self._stateless_reset(data, source, now)
-                if header.is_cookie_reply:
+                if self._is_cookie_reply(header):
                     return self._cookie_contact(data, source, now, new_key, replacing=peer)
             return ToPeer(peer)
         if header.opcode is Opcode.DATA_V2:
             return self._float(data, header.peer_id, now, by_peer_id)
-        if header.is_client_reset:
+        if self._is_reset(header):
             return self._stateless_reset(data, source, now)
-        if header.is_cookie_reply:
+        if self._is_cookie_reply(header):
             return self._cookie_contact(data, source, now, new_key, replacing=None)
         return Drop(UNKNOWN_PEER)
+
+    # tls-crypt-v2 (tlscryptv2.py): the client's v3 reset and its P_CONTROL_WKC_V1 carry its
+    # wrapped key; a server with a tls-crypt-v2 key takes nothing else at the door
+    def _is_reset(self, header: Header) -> bool:
+        if isinstance(self.config.wrap, ServerKey):
+            return header.opcode is Opcode.CONTROL_HARD_RESET_CLIENT_V3 and header.key_id == 0
+        return header.is_client_reset
+
+    def _is_cookie_reply(self, header: Header) -> bool:
+        if isinstance(self.config.wrap, ServerKey):
+            return header.opcode is Opcode.CONTROL_WKC_V1 and header.key_id == 0
+        return header.is_cookie_reply
+
+    def _client_wrap(self, data: bytes) -> tuple[ControlWrap, bytes | None]:
+        """The wrapper of the client that sent ``data`` and its key's metadata (None without
+        tls-crypt-v2); ProtocolError when its wrapped key is not ours."""
+        wrap = self.config.wrap
+        if isinstance(wrap, ServerKey):
+            return wrap.session_wrap(data)
+        return wrap, None
+
+    def _key_too_old(self, metadata: bytes | None, now: float) -> bool:
+        max_age = self.config.tls_crypt_v2_max_age
+        return (metadata is not None and max_age > 0
+                and not key_age_ok(metadata, max_age, now + self.unix_offset))
 
     def _stateless_reset(self, data: bytes, source: tuple[object, ...],
                          now: float) -> Reply | Drop:
         try:
-            packet = peek_client_reset(self.config.wrap, data)
+            wrap, metadata = self._client_wrap(data)
+            packet = peek_client_reset(wrap, data)
+            if metadata is not None and not has_early_negotiation(wrap.unwrap(data).packet_id):
+                # a 2.5 client would need state before its cookie; OpenVPN 2.6 keeps it
+                return Drop(TLS_CRYPT_V2_NO_EARLY_NEGOTIATION)
         except ProtocolError as exc:
             return Drop(exc.reason)
         if not self.reset_limiter.allow(now):
             return Drop(RESET_RATE_LIMITED)
         sid = cookie_session_id(self._secret, timeslot(now, self.config.hand_window),
                                 address_bytes(source), packet.session_id)
-        return Reply(stateless_server_reset(self.config.wrap, sid, packet.session_id,
-                                            int(now + self.unix_offset)))
+        return Reply(stateless_server_reset(wrap, sid, packet.session_id,
+                                            int(now + self.unix_offset),
+                                            RESEND_WKC_TLV if metadata is not None else b""))
 
     def _cookie_contact(self, data: bytes, source: tuple[object, ...], now: float,
                         new_key: Callable[[], K], *,
                         replacing: P | None) -> NewSession[P, K] | Drop:
         try:
-            packet = decode_control(self.config.wrap.unwrap(data).plain)
+            wrap, metadata = self._client_wrap(data)
+            packet = decode_control(wrap.unwrap(data).plain)
         except ProtocolError as exc:
             return Drop(exc.reason)
+        if metadata is not None:
+            packet = from_v2(packet)
         cookie = packet.remote_session_id
         if cookie is None or not cookie_matches(packet, self._secret, now,
                                                 self.config.hand_window, address_bytes(source)):
             return Drop(BAD_COOKIE if replacing is None else WRONG_SESSION)
+        if self._key_too_old(metadata, now):
+            return Drop(TLS_CRYPT_V2_KEY_TOO_OLD)
         key = new_key()
         admission = self.admit(key, source[0], opening=False)
         if admission.refused is not None:
@@ -215,9 +260,10 @@ class Gateway(Generic[P, K]):
             return Drop(CONNECT_FREQ_LIMITED)
         # a completed three-way handshake does not count against connect-freq-initial
         self.reset_limiter.give_back()
-        session = Session.after_stateless_reset(self.config, now,
-                                                local_session_id=cookie,
+        config = self.config if wrap is self.config.wrap else replace(self.config, wrap=wrap)
+        session = Session.after_stateless_reset(config, now, local_session_id=cookie,
                                                 remote_session_id=packet.session_id)
+        session.client_key_metadata = metadata
         return NewSession(session, key, replacing)
 
     def _float(self, data: bytes, peer_id: int | None, now: float,
@@ -239,12 +285,18 @@ class Gateway(Generic[P, K]):
         OpenVPN 2.6). Call :meth:`handshake_answered` when the client answers our reset, or
         :meth:`reset_unused` if the session is not used after all."""
         try:
-            peek_client_reset(self.config.wrap, data)
+            wrap, metadata = self._client_wrap(data)
+            peek_client_reset(wrap, data)
         except ProtocolError:
             return Drop(TCP_BAD_FIRST_PACKET)
+        if self._key_too_old(metadata, now):
+            return Drop(TLS_CRYPT_V2_KEY_TOO_OLD)
         if not self.reset_limiter.allow(now):
             return Drop(RESET_RATE_LIMITED)
-        return Session(self.config, now)
+        config = self.config if wrap is self.config.wrap else replace(self.config, wrap=wrap)
+        session = Session(config, now)
+        session.client_key_metadata = metadata
+        return session
 
     def handshake_answered(self) -> None:
         """A TCP client answered our reset: like a UDP client proving its cookie, it does not

@@ -89,6 +89,10 @@ def tls1_prf(secret: bytes, seed: bytes, length: int) -> bytes:
     return (int.from_bytes(md5, "big") ^ int.from_bytes(sha1, "big")).to_bytes(length, "big")
 
 
+# RFC 5705 label of the data-channel key block with TLS-EKM (ssl.c, EXPORT_KEY_DATA_LABEL)
+EKM_LABEL = b"EXPORTER-OpenVPN-datakeys"
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class KeySource:
     """One side's randoms from its key-method-2 block; ``pre_master`` only from the client."""

@@ -24,7 +24,7 @@ import random
 import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trivpn.protocol import events as ev
 from trivpn.protocol import states
@@ -58,7 +58,7 @@ from trivpn.protocol.keymethod import (
     decode_key_method2,
     encode_key_method2,
 )
-from trivpn.protocol.keys import KeySource, derive_key_block_prf, directional_keys
+from trivpn.protocol.keys import EKM_LABEL, KeySource, derive_key_block_prf, directional_keys
 from trivpn.protocol.ncp import choose_cipher
 from trivpn.protocol.occ import (
     MAGIC_FIRST_BYTES,
@@ -79,6 +79,7 @@ from trivpn.protocol.peerinfo import (
     IV_PROTO_CC_EXIT_NOTIFY,
     IV_PROTO_DATA_V2,
     IV_PROTO_REQUEST_PUSH,
+    IV_PROTO_TLS_KEY_EXPORT,
     PeerInfo,
     parse_peer_info,
 )
@@ -107,10 +108,18 @@ from trivpn.protocol.states import (
 )
 from trivpn.protocol.tls import (
     CAUSE_CERT_VERIFY_FAILED,
+    KeyExporter,
     PeerCertificate,
     PeerVerification,
     TlsEndpoint,
     check_peer_certificate,
+)
+from trivpn.protocol.tlscryptv2 import (
+    EARLY_NEG_START,
+    MAX_WKC_LEN,
+    TlsCryptV2,
+    from_v2,
+    parse_early_negotiation,
 )
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsCrypt
 
@@ -132,6 +141,7 @@ _PUSHED_COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STU
                        "stub-v2": Compression.STUB_V2, "lzo": Compression.LZO,
                        "lzo-adaptive": Compression.LZO, "lz4": Compression.LZ4,
                        "lz4-v2": Compression.LZ4_V2}
+_V2_OPCODES = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V3, Opcode.CONTROL_WKC_V1})
 _RESETS = frozenset({Opcode.CONTROL_HARD_RESET_CLIENT_V2, Opcode.CONTROL_HARD_RESET_SERVER_V2,
                      Opcode.CONTROL_SOFT_RESET_V1})
 
@@ -181,6 +191,9 @@ class SessionConfig:
     # client: after the certificate checks, wait for the caller's peer_verdict() before the
     # key method goes out (tls-verify runs an external program on the certificate chain)
     defer_peer_verdict: bool = False
+    tls_crypt_v2_max_age: int = 0  # server: refuse client keys older than this many days
+    # TLS-EKM (docs/protocol.md §6.3): None = the legacy PRF only, and never announced
+    key_exporter: KeyExporter | None = None
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -246,12 +259,17 @@ class Session:
         self._out: list[bytes] = []
         self._tun: list[bytes] = []
         self._events: list[ev.Event] = []
-        self._wrap_packet_id = 0
+        # tls-crypt-v2 client: the first replay id says "I do early negotiation" (ssl.c,
+        # tls_session_init); _resend_wkc: the server asked for WKc in our first control packet
+        self._v2 = isinstance(config.wrap, TlsCryptV2)
+        self._wrap_packet_id = EARLY_NEG_START if self._v2 and not config.is_server else 0
+        self._resend_wkc = False
+        self.key_derivation = "prf"  # "tls-ekm" once both ends agreed on TLS-EKM
         self._wrap_time = int(now + config.unix_time_offset)
         self._wrap_replay = ReplayWindow(config.replay_window, config.replay_time)
         wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
         self._control_packet_limit = max(TLS_CHANNEL_BUF_SIZE, config.max_packet_size) \
-            + wrap_overhead
+            + wrap_overhead + (MAX_WKC_LEN if self._v2 else 0)
         self._compression = self._compressor_for(config.compression, config.comp_adaptive)
         self._fragment: FragmentLayer | None = None
         if config.fragment:
@@ -291,6 +309,8 @@ class Session:
         self._reneg_at: float | None = None
         self._volume_check_at: float | None = None
         self._locked_peer: tuple[str, bytes] | None = None  # server: CN and certificate hash
+        # server, tls-crypt-v2: the metadata of the client's key (for tls-crypt-v2-verify)
+        self.client_key_metadata: bytes | None = None
 
     @classmethod
     def after_stateless_reset(cls, config: SessionConfig, now: float, *, local_session_id: bytes,
@@ -338,7 +358,7 @@ class Session:
                 if packet is not None:
                     self._tun.append(packet)
                 return
-            if opcode not in _CONTROL_OPCODES:
+            if opcode not in _CONTROL_OPCODES and not (self._v2 and opcode in _V2_OPCODES):
                 raise DecodeError(f"unsupported opcode {opcode.name}", "byte 0",
                                   reason="bad_opcode")
             if len(data) > self._control_packet_limit:
@@ -636,9 +656,15 @@ class Session:
             extra.append(f"peer-id {peer_id}")
         if info.announces_ciphers or info.ncp >= 2:
             extra.append(f"cipher {chosen}")
+        # TLS-EKM when the client announces it and we can export (push.c, prepare_push_reply)
+        ekm = bool(info.iv_proto & IV_PROTO_TLS_KEY_EXPORT) and self.config.key_exporter is not None
+        if ekm:
+            self.key_derivation = "tls-ekm"
         if info.iv_proto & IV_PROTO_CC_EXIT_NOTIFY:
             self.cc_exit = True
-            extra.append("protocol-flags cc-exit")
+            extra.append("protocol-flags cc-exit tls-ekm" if ekm else "protocol-flags cc-exit")
+        elif ekm:
+            extra.append("key-derivation tls-ekm")
         self._push_options = tuple(extra)
         self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept, AcceptState.ACCEPTED,
                                          "accept")
@@ -676,6 +702,8 @@ class Session:
     def _receive_control(self, data: bytes, now: float) -> None:
         unwrapped = self.config.wrap.unwrap(data)
         packet = decode_control(unwrapped.plain)
+        if self._v2:  # the v3 reset and P_CONTROL_WKC_V1 (its WKc already stripped)
+            packet = from_v2(packet)
         is_client_reset = packet.opcode == Opcode.CONTROL_HARD_RESET_CLIENT_V2
         is_server_reset = packet.opcode == Opcode.CONTROL_HARD_RESET_SERVER_V2
         if (is_client_reset and not self.config.is_server) or \
@@ -735,6 +763,9 @@ class Session:
 
     def _deliver(self, key: _KeyState, opcode: Opcode, payload: bytes, now: float) -> None:
         if opcode in _RESETS:
+            if (opcode is Opcode.CONTROL_HARD_RESET_SERVER_V2 and self._v2 and payload
+                    and key.key_id == 0):
+                self._resend_wkc = parse_early_negotiation(payload)
             if not key.peer_reset:
                 key.peer_reset = True
                 self._phase(key, ev.PHASE_RESET_RECEIVED, now)
@@ -750,7 +781,8 @@ class Session:
         key.tls.feed(payload)
 
     def _start_tls(self, key: _KeyState, now: float) -> None:
-        key.tls = TlsEndpoint(self.config.tls_context, server_side=self.config.is_server)
+        key.tls = TlsEndpoint(self.config.tls_context, server_side=self.config.is_server,
+                              exporter=self.config.key_exporter)
         key.move(KeyPhase.START)
         self._phase(key, ev.PHASE_TLS_STARTED, now)
 
@@ -992,10 +1024,12 @@ class Session:
         cfg = self.config
         key = self._keys.get(0)
         if pushed.key_derivation is not None or "tls-ekm" in pushed.protocol_flags:
-            self._fail_session(ev.CAUSE_BAD_PUSH,
-                               "server pushed TLS-EKM key derivation, which trivpn did not "
-                               "announce (IV_PROTO bit 3)", ev.PHASE_PUSH_REPLY_RECEIVED)
-            return
+            if cfg.key_exporter is None:
+                self._fail_session(ev.CAUSE_BAD_PUSH,
+                                   "server pushed TLS-EKM key derivation, which trivpn did not "
+                                   "announce (IV_PROTO bit 3)", ev.PHASE_PUSH_REPLY_RECEIVED)
+                return
+            self.key_derivation = "tls-ekm"
         cipher = pushed.cipher or cfg.data_ciphers_fallback
         if cipher is None or not pushed_cipher_allowed(cipher, cfg.data_ciphers):
             self._fail_session(ev.CAUSE_NO_COMMON_CIPHER,
@@ -1117,7 +1151,16 @@ class Session:
         else:
             client, server = local, remote_source
             client_sid, server_sid = self.local_session_id, self.remote_session_id
-        block = derive_key_block_prf(client, server, client_sid, server_sid)
+        if self.key_derivation == "tls-ekm":
+            assert key.tls is not None
+            try:
+                block = key.tls.export_keying_material(EKM_LABEL, 256)
+            except ValueError as exc:
+                self._fail_session(ev.CAUSE_KEY_EXPORT, f"TLS key export failed: {exc}",
+                                   key.last_phase, key_id=key.key_id)
+                return
+        else:
+            block = derive_key_block_prf(client, server, client_sid, server_sid)
         send_peer_id = self.peer_id
         key.data_key = DataKey(self.cipher, directional_keys(block, self.config.is_server),
                                key.key_id, auth=self.config.auth, peer_id=send_peer_id,
@@ -1141,7 +1184,7 @@ class Session:
         self.established = True
         self._phase(key, ev.PHASE_DATA_CHANNEL_READY, now)
         self._events.append(ev.DataChannelReady(key.key_id, self.cipher, self.peer_id,
-                                                renegotiated))
+                                                renegotiated, self.key_derivation))
         self._schedule_renegotiation(now)
         self._volume_check_at = now + self._volume_check_interval()
 
@@ -1368,12 +1411,25 @@ class Session:
                     acks=acks, remote_session_id=self.remote_session_id), now)
 
     def _emit(self, packet: ControlPacket, now: float) -> None:
+        if self._v2 and not self.config.is_server:
+            packet = self._to_v2(packet)
         self._wrap_packet_id += 1
         self._out.append(self.config.wrap.wrap(encode_control(packet), self._wrap_packet_id,
                                                self._wrap_time))
+
+    def _to_v2(self, packet: ControlPacket) -> ControlPacket:
+        """tls-crypt-v2 client: the reset is a v3 one, and the first control packet after it
+        carries WKc again when the server asked (ssl.c, control_packet_needs_wkc)."""
+        if packet.opcode is Opcode.CONTROL_HARD_RESET_CLIENT_V2:
+            return replace(packet, opcode=Opcode.CONTROL_HARD_RESET_CLIENT_V3)
+        if (self._resend_wkc and packet.opcode is Opcode.CONTROL_V1 and packet.key_id == 0
+                and packet.message_id == 1):
+            return replace(packet, opcode=Opcode.CONTROL_WKC_V1)
+        return packet
 
     def _new_session_id(self) -> bytes:
         while True:
             sid = self._rng(8)
             if any(sid):
                 return sid
+

@@ -18,6 +18,8 @@ current :class:`RevocationLists` (the runtime re-reads the file when it changes)
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import ssl
 from collections.abc import Callable
@@ -27,6 +29,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trivpn.protocol.errors import CertificateRejected, HandshakeError
@@ -129,6 +133,13 @@ class PeerVerification:
     remote_cert_ku: tuple[int, ...] | None = None
     username_fields: tuple[str, ...] = ("CN",)
     crl: CrlCheck | None = None
+    # peer-fingerprint: SHA-256 digests one of which the peer's certificate must have
+    fingerprints: tuple[bytes, ...] = ()
+    # verify-hash: digests (issuer_hash: "sha1"/"sha256") one of which the CA certificate
+    # that signed the peer's (chain depth 1) must have, looked up among ``issuers``
+    issuer_fingerprints: tuple[bytes, ...] = ()
+    issuer_hash: str = "sha1"
+    issuers: tuple[x509.Certificate, ...] = ()
 
     @property
     def effective_eku(self) -> str | None:
@@ -216,6 +227,14 @@ def check_peer_certificate(der: bytes, policy: PeerVerification, *,
                              reason=CAUSE_CERT_VERIFY_FAILED) from exc
     subject = peer_subject(cert.subject)
     common_name = remap_name(peer_username(cert, policy.username_fields, subject))
+    if policy.fingerprints:  # ssl_verify.c, verify_cert: first, at depth 0
+        digest = hashlib.sha256(der).digest()
+        if not any(hmac.compare_digest(digest, fp) for fp in policy.fingerprints):
+            raise _rejected(f"certificate of {subject} does not match any peer-fingerprint "
+                            f"(its SHA256 fingerprint is {format_fingerprint(digest)})", cert,
+                            common_name, "peer_fingerprint")
+    if policy.issuer_fingerprints:
+        _check_issuer_hash(cert, policy, subject, common_name)
     if policy.crl is not None:
         if unix_now is None:
             raise ValueError("crl-verify needs the current time")
@@ -247,6 +266,33 @@ def _rejected(message: str, cert: x509.Certificate, common_name: str, check: str
               reason: str = CAUSE_CERT_VERIFY_FAILED) -> CertificateRejected:
     return CertificateRejected(message, "tls", reason=reason, check=check,
                                serial=cert.serial_number, common_name=common_name)
+
+
+def _check_issuer_hash(cert: x509.Certificate, policy: PeerVerification, subject: str,
+                       common_name: str) -> None:
+    """verify-hash (ssl_verify.c, verify_cert at depth 1): the CA from ``ca`` that signed
+    ``cert`` must have a listed fingerprint."""
+    for issuer in policy.issuers:
+        if issuer.subject != cert.issuer:
+            continue
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+        der = issuer.public_bytes(Encoding.DER)
+        digest = hashlib.new(policy.issuer_hash, der).digest()
+        if any(hmac.compare_digest(digest, fp) for fp in policy.issuer_fingerprints):
+            return
+        raise _rejected(f"the CA that signed the certificate of {subject} does not match "
+                        f"verify-hash (its {policy.issuer_hash.upper()} fingerprint is "
+                        f"{format_fingerprint(digest)})", cert, common_name, "verify_hash")
+    raise _rejected(f"the CA that signed the certificate of {subject} is not in 'ca', so "
+                    "verify-hash cannot check it", cert, common_name, "verify_hash")
+
+
+def format_fingerprint(digest: bytes) -> str:
+    """``AB:CD:...``, the form peer-fingerprint takes and OpenVPN prints."""
+    return ":".join(f"{b:02X}" for b in digest)
 
 
 # --- x509-username-field -------------------------------------------------------------------
@@ -509,10 +555,17 @@ def _classify(exc: ssl.SSLError) -> HandshakeError:
     return HandshakeError(f"TLS error: {exc.reason or exc}", "tls", reason=CAUSE_TLS_ALERT)
 
 
+# RFC 5705 keying-material export on an SSL object: (object, label, length) -> bytes; raises
+# ValueError when it fails. The ssl module has none: the runtime injects one (tlsnative.py).
+KeyExporter = Callable[[ssl.SSLObject, bytes, int], bytes]
+
+
 class TlsEndpoint:
     """One TLS session (one per key id) over memory BIOs."""
 
-    def __init__(self, context: ssl.SSLContext, *, server_side: bool) -> None:
+    def __init__(self, context: ssl.SSLContext, *, server_side: bool,
+                 exporter: KeyExporter | None = None) -> None:
+        self._exporter = exporter
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._obj = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
@@ -521,6 +574,13 @@ class TlsEndpoint:
 
     def feed(self, ciphertext: bytes) -> None:
         self._incoming.write(ciphertext)
+
+    def export_keying_material(self, label: bytes, length: int) -> bytes:
+        """RFC 5705 keying material of this TLS session (TLS-EKM); ValueError without an
+        exporter or when it fails."""
+        if self._exporter is None or not self.handshake_complete:
+            raise ValueError("no keying-material exporter for this TLS session")
+        return self._exporter(self._obj, label, length)
 
     def take_ciphertext(self) -> bytes:
         return self._outgoing.read()

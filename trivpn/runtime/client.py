@@ -1139,8 +1139,11 @@ class Connection:
             else:
                 self._peer_trusted(event.peer)
         elif isinstance(event, ev.DataChannelReady):
-            kind = rt.Renegotiated if event.renegotiated else rt.KeysReady
-            publish(kind(event.key_id, event.cipher, event.peer_id), log)
+            if event.renegotiated:
+                publish(rt.Renegotiated(event.key_id, event.cipher, event.peer_id), log)
+            else:
+                publish(rt.KeysReady(event.key_id, event.cipher, event.peer_id,
+                                     key_derivation=event.key_derivation), log)
         elif isinstance(event, ev.PushReceived):
             publish(rt.PushApplied(_push_summary(event.options)), log)
             self._on_push(event.options)

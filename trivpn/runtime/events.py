@@ -125,12 +125,15 @@ class KeysReady(RuntimeEvent):
     peer_id: int | None
     peer: str | None = None
     common_name: str | None = None
+    key_derivation: str = "prf"  # or "tls-ekm" (docs/protocol.md §6.3)
 
     def log_fields(self) -> dict[str, Any]:
         if self.peer is None:
-            return {"key_id": self.key_id, "cipher": self.cipher, "peer_id": self.peer_id}
+            return {"key_id": self.key_id, "cipher": self.cipher, "peer_id": self.peer_id,
+                    "key_derivation": self.key_derivation}
         return {"peer": self.peer, "cn": self.common_name, "key_id": self.key_id,
-                "cipher": self.cipher, "peer_id": self.peer_id}
+                "cipher": self.cipher, "peer_id": self.peer_id,
+                "key_derivation": self.key_derivation}
 
 
 @dataclass(frozen=True, slots=True)

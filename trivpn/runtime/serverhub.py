@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import structlog
 import trio
 
+from trivpn.config import Options
 from trivpn.protocol.admission import PreauthLedger
 from trivpn.protocol.gateway import Gateway
 from trivpn.protocol.session import Session, SessionConfig
@@ -34,6 +35,8 @@ class PeerHub(Protocol):
     """The server as its transports use it."""
 
     # what the transports read
+    @property
+    def options(self) -> Options: ...
     @property
     def log(self) -> structlog.stdlib.BoundLogger: ...
     @property

@@ -297,7 +297,8 @@ class PeerLifecycle:
             self._admit(peer, event, now)
         else:
             self.events.publish(rt.KeysReady(event.key_id, event.cipher, event.peer_id,
-                                             peer.label, peer.common_name))
+                                             peer.label, peer.common_name,
+                                             event.key_derivation))
             if event.renegotiated:
                 self.events.publish(rt.Renegotiated(event.key_id, event.cipher, event.peer_id,
                                                     peer.label, peer.common_name))

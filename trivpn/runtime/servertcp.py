@@ -20,6 +20,7 @@ from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.runtime.link import LinkClosed
 from trivpn.runtime.serverhub import PeerHub
 from trivpn.runtime.serverpeer import BATCH, Peer, Pending
+from trivpn.runtime.tlscryptv2 import verify_client_key
 
 
 class TcpTransport:
@@ -86,7 +87,7 @@ class TcpTransport:
             if pending.evicted:
                 return  # counted as preauth_evicted
             if reason is None:
-                peer = self._first_packets(pending, packets, trio.current_time())
+                peer = await self._first_packets(pending, packets, trio.current_time())
         finally:
             if peer is None:
                 self.server.preauth.release(pending)
@@ -95,8 +96,8 @@ class TcpTransport:
                 with trio.CancelScope(shield=True):
                     await link.aclose()
 
-    def _first_packets(self, pending: Pending, packets: list[bytes],
-                           now: float) -> Peer | None:
+    async def _first_packets(self, pending: Pending, packets: list[bytes],
+                             now: float) -> Peer | None:
         """The first packets of a TCP connection: a peer if the first is a valid reset and
         connect-freq-initial allows it (each refusal counted)."""
         assert pending.link is not None
@@ -104,6 +105,15 @@ class TcpTransport:
         if isinstance(session, Drop):
             self.server.counts[session.reason or "tcp_bad_first_packet"] += 1
             return None
+        command = self.server.options.tls_crypt_v2_verify
+        if session.client_key_metadata is not None and command:
+            if not await verify_client_key(command, session.client_key_metadata,
+                                           script_security=self.server.options.script_security,
+                                           log=self.server.log):
+                self.server.counts["tls_crypt_v2_verify_refused"] += 1
+                self.server.gateway.reset_unused()
+                return None
+            now = trio.current_time()
         self.server.preauth.settle(pending)
         peer = self.server.create_peer(pending.address, session, now, tcp=pending.link,
                                  pending=pending)

@@ -21,6 +21,7 @@ from trivpn.runtime.link import Address, UdpLink
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.serverhub import PeerHub
 from trivpn.runtime.serverpeer import BATCH, Peer, Pending, format_address
+from trivpn.runtime.tlscryptv2 import verify_client_key
 from trivpn.runtime.transport import DatagramLink
 from trivpn.runtime.tun import TunDevice
 
@@ -30,6 +31,7 @@ class UdpTransport:
 
     def __init__(self, server: PeerHub) -> None:
         self.server = server
+        self._verifying: set[Address] = set()  # tls-crypt-v2-verify running for these
 
     async def run(self) -> None:
         """UDP transport: a real socket and device share one task for both directions
@@ -133,7 +135,41 @@ class UdpTransport:
     def _new_session(self, decision: NewSession[Peer, Pending], data: bytes,
                          address: Address, now: float) -> None:
         """A client proved its cookie: a peer for its session (the old one goes when the
-        client restarted from the same address)."""
+        client restarted from the same address). With ``tls-crypt-v2-verify`` the command
+        judges the client key's metadata first, in a task of its own."""
+        metadata = decision.session.client_key_metadata
+        command = self.server.options.tls_crypt_v2_verify
+        if metadata is not None and command:
+            self.server.preauth.release(decision.key)
+            if address in self._verifying:  # a resend while the command runs
+                self.server.counts["tls_crypt_v2_verify_pending"] += 1
+                return
+            nursery = self.server.peers_nursery
+            assert nursery is not None
+            self._verifying.add(address)
+            nursery.start_soon(self._verify_then_create, decision, data, address, command,
+                               metadata)
+            return
+        self._create(decision, data, address, now)
+
+    async def _verify_then_create(self, decision: NewSession[Peer, Pending], data: bytes,
+                                  address: Address, command: str, metadata: bytes) -> None:
+        try:
+            ok = await verify_client_key(command, metadata,
+                                         script_security=self.server.options.script_security,
+                                         log=self.server.log)
+        finally:
+            self._verifying.discard(address)
+        if not ok:
+            self.server.counts["tls_crypt_v2_verify_refused"] += 1
+            return
+        now = trio.current_time()
+        if not self.server.preauth_admit(decision.key, now):
+            return
+        self._create(decision, data, address, now)
+
+    def _create(self, decision: NewSession[Peer, Pending], data: bytes, address: Address,
+                now: float) -> None:
         if decision.replacing is not None:
             self.server.remove_peer(decision.replacing, "client_restarted")
         peer = self.server.create_peer(address, decision.session, now, pending=decision.key)
