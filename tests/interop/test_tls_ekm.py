@@ -26,8 +26,9 @@ def test_trivpn_client_and_openvpn_server_derive_data_keys_with_tls_ekm(
     ready = client.wait_event("key_method_complete", timeout=5)
     assert ready is not None and ready["key_derivation"] == "tls-ekm", client.text()[-2000:]
     clientkit.ping_ok(s.client_ns, clientkit.VPN_SERVER)
-    text = server.text()
-    assert "Protocol options: protocol-flags cc-exit tls-ekm" in text, text[-3000:]
+    # openvpn writes the line just after its PUSH_REPLY: wait for it rather than race it
+    assert server.wait_for("Protocol options: protocol-flags cc-exit tls-ekm", timeout=5), \
+        server.text()[-3000:]
 
 
 def test_openvpn_client_and_trivpn_server_derive_data_keys_with_tls_ekm(
