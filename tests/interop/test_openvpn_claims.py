@@ -94,3 +94,16 @@ def _as_config(args: list[str]) -> str:
         else:
             lines[-1] += f" {arg}"
     return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("extra", [["--route-method", "exe"], ["--tun-mtu-extra", "32"],
+                                   ["--lport", "0"]])
+def test_openvpn_accepts_corpus_directives_on_linux(lab: NetnsLab, openvpn_binary: None,
+                                                    workdir: Path, extra: list[str]) -> None:
+    """route-method (inert: Windows only), tun-mtu-extra (inert) and lport 0 pass
+    OpenVPN 2.6's option checks on Linux, as trivpn's reasons say."""
+    base = [a for a in CLIENT if a != "--nobind"]  # OpenVPN: lport and nobind conflict
+    out = _openvpn(lab, workdir, [*base, *extra])
+    assert "Options error" not in out, out[-2000:]
+    assert "link remote" in out, out[-2000:]
+    assert "non-Windows" in (DIRECTIVES["route-method"].inert or "")

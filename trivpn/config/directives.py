@@ -527,6 +527,18 @@ def _tun_ipv6(st: ParseState, d: Directive) -> Options:
     return st.opts
 
 
+def _checked_number(st: ParseState, d: Directive) -> Options:
+    """An inert directive whose one argument must still be a number >= 0 (as OpenVPN's
+    positive_atoi() reads it)."""
+    v.integer(d, 0, 0)
+    return st.opts
+
+
+def _checked_word(st: ParseState, d: Directive) -> Options:
+    """An inert directive with one free-form argument (the reason is in its Spec)."""
+    return st.opts
+
+
 def _noop(st: ParseState, d: Directive) -> Options:
     """For ``config``/``cd``, which the reader has already applied."""
     return st.opts
@@ -541,7 +553,9 @@ def _int_option(st: ParseState, d: Directive) -> Options:
 INTS: Mapping[str, tuple[int, int | None, Callable[[Options, int], Options]]] = {
     "tun-mtu": (100, 65535, lambda o, n: replace(o, tun_mtu=n)),
     "txqueuelen": (0, None, lambda o, n: replace(o, txqueuelen=n)),
-    "lport": (1, 65535, lambda o, n: replace(o, lport=n)),
+    # lport 0: any port, chosen by the kernel (router exports write it); OpenVPN's
+    # options.c takes 0..65535 for a port (legal_ipv4_port() after atoi)
+    "lport": (0, 65535, lambda o, n: replace(o, lport=n)),
     "rport": (1, 65535, lambda o, n: replace(o, rport=n)),
     "server-poll-timeout": (1, None, lambda o, n: replace(o, server_poll_timeout=n)),
     "connect-timeout": (1, None, lambda o, n: replace(o, server_poll_timeout=n)),
@@ -803,6 +817,13 @@ DIRECTIVES: Mapping[str, Spec] = {
     "cd": Spec(1, 1, _noop),
 
     # --- corpus and inert directives ---
+    "tun-mtu-extra": Spec(1, 1, _checked_number, inert=(
+        "OpenVPN only adds it to the size of the buffers it reads the device into (init.c, "
+        "frame_finalize_options/payload_size += tun_mtu_extra); it changes nothing on the "
+        "wire or on the device, and trivpn's buffers are sized per packet")),
+    "route-method": Spec(1, 1, _checked_word, inert=(
+        "Windows only: on other systems OpenVPN 2.6 accepts it and does nothing with it "
+        "(options.c, add_option(): 'ignore when pushed to non-Windows OS')")),
 
     # --- compression and fragment ---
 
@@ -932,7 +953,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "tls-export-cert",
     "tls-verify",
     "tun-max-mtu",
-    "tun-mtu-extra",
     "up",
     "up-delay",
     "up-restart",

@@ -1,0 +1,36 @@
+"""Directives the client corpus showed trivpn refusing while OpenVPN 2.6 accepts them."""
+
+from __future__ import annotations
+
+import pytest
+
+from trivpn.config import ConfigError, Options, parse_config
+
+BASE = "client\ndev tun\nremote vpn.example.com 1194\nca ca.crt\ncert c.crt\nkey c.key\n"
+
+
+def client(extra: str) -> Options:
+    return parse_config(BASE + extra, "/etc/openvpn/client.conf")
+
+
+@pytest.mark.directive("lport")
+def test_lport_zero_binds_a_port_the_kernel_chooses() -> None:
+    """Router exports (pfSense) write ``lport 0``: the client binds, to port 0, i.e. any
+    port (client.py binds ``(local, lport)`` when ``bind_local``)."""
+    o = client("lport 0")
+    assert (o.lport, o.bind_local) == (0, True)
+
+
+def test_lport_above_65535_is_still_refused() -> None:
+    with pytest.raises(ConfigError, match="lport"):
+        client("lport 65536")
+
+
+def test_tun_mtu_extra_needs_a_number() -> None:
+    client("tun-mtu-extra 32")
+    with pytest.raises(ConfigError, match="tun-mtu-extra"):
+        client("tun-mtu-extra lots")
+
+
+def test_route_method_is_accepted_with_its_windows_argument() -> None:
+    client("route-method exe")
