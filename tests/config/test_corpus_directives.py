@@ -34,3 +34,18 @@ def test_tun_mtu_extra_needs_a_number() -> None:
 
 def test_route_method_is_accepted_with_its_windows_argument() -> None:
     client("route-method exe")
+
+
+@pytest.mark.parametrize("line", ["block-outside-dns", "keysize 256", "ip-win32 netsh"])
+def test_options_openvpn_on_linux_does_not_know_are_refused_saying_why(line: str) -> None:
+    with pytest.raises(ConfigError, match="OpenVPN 2.6 on Linux does not recognize it either"):
+        client(line)
+
+
+def test_windows_only_option_under_setenv_opt_only_warns() -> None:
+    o = client("setenv opt block-outside-dns")
+    assert any("block-outside-dns" in w.message for w in o.warnings)
+
+
+def test_disable_occ_and_ifconfig_nowarn_are_accepted() -> None:
+    client("disable-occ\nifconfig-nowarn")

@@ -10,7 +10,7 @@ import pytest
 from tests.interop.openvpn import write_pki
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
-from trivpn.config.directives import DIRECTIVES
+from trivpn.config.directives import DIRECTIVES, NOT_ON_LINUX
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +107,23 @@ def test_openvpn_accepts_corpus_directives_on_linux(lab: NetnsLab, openvpn_binar
     assert "Options error" not in out, out[-2000:]
     assert "link remote" in out, out[-2000:]
     assert "non-Windows" in (DIRECTIVES["route-method"].inert or "")
+
+
+NOT_ON_LINUX_ARGS = {"ip-win32": ["netsh"], "key-method": ["2"], "keysize": ["256"],
+                     "tap-sleep": ["1"], "win-sys": ["env"], "windows-driver": ["wintun"]}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_ON_LINUX))
+def test_openvpn_on_linux_does_not_recognize_what_trivpn_refuses_as_such(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, name: str) -> None:
+    """trivpn says 'OpenVPN 2.6 on Linux does not recognize it either' for these."""
+    out = _openvpn(lab, workdir, [*CLIENT, f"--{name}", *NOT_ON_LINUX_ARGS.get(name, [])])
+    assert f"Unrecognized option or missing or extra parameter(s) in [CMD-LINE]:1: {name}" \
+        in out, out[-2000:]
+
+
+@pytest.mark.parametrize("name", ["disable-occ", "ifconfig-nowarn"])
+def test_openvpn_accepts_inert_corpus_flags(lab: NetnsLab, openvpn_binary: None,
+                                            workdir: Path, name: str) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, f"--{name}"])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
