@@ -38,7 +38,7 @@ def test_route_method_is_accepted_with_its_windows_argument() -> None:
 
 @pytest.mark.parametrize("line", ["block-outside-dns", "keysize 256", "ip-win32 netsh"])
 def test_options_openvpn_on_linux_does_not_know_are_refused_saying_why(line: str) -> None:
-    with pytest.raises(ConfigError, match="OpenVPN 2.6 on Linux does not recognize it either"):
+    with pytest.raises(ConfigError, match=r"OpenVPN 2\.6 on Linux does not recognize it either"):
         client(line)
 
 
