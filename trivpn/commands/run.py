@@ -87,6 +87,7 @@ def handle(args: argparse.Namespace) -> int:
         log.info("trivpn_starting", config=str(args.config), role=options.role)
         if options.daemon:
             become_daemon()
+        apply_nice(options, log)
         if options.writepid is not None:
             write_pid_file(options.writepid)
             pid_file = options.writepid
@@ -121,6 +122,19 @@ def configure_for(options: Options, *, stream: TextIO | None,
         ident = options.syslog if options.syslog is not None else options.daemon_name
     configure_logging(verb=options.verb, fmt=fmt or ("json" if stream else None),
                       stream=stream, syslog_ident=ident, mute=options.mute)
+
+
+def apply_nice(options: Options, log: Any) -> None:
+    """``nice N``: add N to the process's niceness, as OpenVPN does at start
+    (platform.c, platform_nice()); a failure (raising priority without the right) warns."""
+    if not options.nice:
+        return
+    try:
+        os.nice(options.nice)
+    except OSError as exc:
+        log.warning("nice_failed", nice=options.nice, error=exc.strerror or str(exc))
+    else:
+        log.info("nice_applied", nice=options.nice)
 
 
 def become_daemon() -> None:

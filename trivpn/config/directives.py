@@ -579,6 +579,7 @@ INTS: Mapping[str, tuple[int, int | None, Callable[[Options, int], Options]]] = 
     "mute": (0, None, lambda o, n: replace(o, mute=n)),
     "status-version": (1, 3, lambda o, n: replace(o, status_version=n)),
     "script-security": (0, 3, lambda o, n: replace(o, script_security=n)),
+    "nice": (-20, 19, lambda o, n: replace(o, nice=n)),
 }
 
 
@@ -817,6 +818,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "cd": Spec(1, 1, _noop),
 
     # --- corpus and inert directives ---
+    "nice": Spec(1, 1, _int_option),
     "tun-mtu-extra": Spec(1, 1, _checked_number, inert=(
         "OpenVPN only adds it to the size of the buffers it reads the device into (init.c, "
         "frame_finalize_options/payload_size += tun_mtu_extra); it changes nothing on the "
@@ -914,7 +916,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "mtu-disc",
     "mtu-test",
     "multihome",
-    "nice",
     "no-replay",
     "opt-verify",
     "peer-fingerprint",

@@ -342,6 +342,7 @@ class Options:
     ignore_unknown_option: tuple[str, ...] = ()
 
     # --- corpus and inert directives ---
+    nice: int = 0  # added to the process's niceness at start (OpenVPN: platform_nice())
 
     # --- compression and fragment ---
 

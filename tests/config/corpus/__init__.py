@@ -111,8 +111,10 @@ def openvpn_outcome(path: Path, binary: str = "/usr/sbin/openvpn") -> Outcome:
     for line in lines:
         if _CONNECT_PHASE.search(line) or _PROMPT in line:
             return Outcome("accepted", line)
-    fatal = [line for line in lines if "fatal" in line.lower() or "error" in line.lower()]
-    return Outcome("refused", (fatal[0] if fatal else lines[-1] if lines else "no output"))
+    for before, line in zip(lines, lines[1:], strict=False):
+        if line.startswith("Exiting due to fatal error"):
+            return Outcome("refused", before)  # the line that says why
+    return Outcome("refused", lines[-1] if lines else "no output")
 
 
 def profile(entry: dict[str, Any]) -> Path:
