@@ -9,6 +9,7 @@ OpenVPN's with ``--openvpn``, which needs root, ``unshare`` and the openvpn bina
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -111,7 +112,7 @@ def openvpn_outcome(path: Path, binary: str = "/usr/sbin/openvpn") -> Outcome:
     for line in lines:
         if _CONNECT_PHASE.search(line) or _PROMPT in line:
             return Outcome("accepted", line)
-    for before, line in zip(lines, lines[1:], strict=False):
+    for before, line in itertools.pairwise(lines):
         if line.startswith("Exiting due to fatal error"):
             return Outcome("refused", before)  # the line that says why
     return Outcome("refused", lines[-1] if lines else "no output")
