@@ -49,3 +49,18 @@ def test_windows_only_option_under_setenv_opt_only_warns() -> None:
 
 def test_disable_occ_and_ifconfig_nowarn_are_accepted() -> None:
     client("disable-occ\nifconfig-nowarn")
+
+
+@pytest.mark.parametrize(("line", "said"), [("prng sha1", "'prng' is ignored"),
+                                             ("max-routes 100", "'max-routes' is ignored")])
+def test_options_openvpn_ignores_with_a_notice_are_ignored_with_a_warning(
+        line: str, said: str) -> None:
+    o = client(line)
+    assert any(said in w.message for w in o.warnings)
+
+
+@pytest.mark.parametrize("line", ["pkcs11-pin-cache 60", "bind-dev vrf0", "udp-mtu 1400"])
+def test_openvpn_options_trivpn_lacks_are_refused_as_not_supported_not_unknown(
+        line: str) -> None:
+    with pytest.raises(ConfigError, match="not supported by trivpn yet"):
+        client(line)

@@ -127,3 +127,16 @@ def test_openvpn_accepts_inert_corpus_flags(lab: NetnsLab, openvpn_binary: None,
                                             workdir: Path, name: str) -> None:
     out = _openvpn(lab, workdir, [*CLIENT, f"--{name}"])
     assert "Options error" not in out and "link remote" in out, out[-2000:]
+
+
+@pytest.mark.parametrize(("extra", "notice"), [
+    (["--prng", "sha1"], "NOTICE: --prng option ignored (SSL library PRNG is used)"),
+    (["--max-routes", "100"], "DEPRECATED OPTION: --max-routes option ignored. The number of "
+                              "routes is unlimited as of OpenVPN 2.4.")])
+def test_openvpn_ignores_prng_and_max_routes_and_says_so(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str],
+        notice: str) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert notice in out, out[-2000:]
+    quoted = notice.split(" (", maxsplit=1)[0].split(". The", maxsplit=1)[0]
+    assert quoted in (DIRECTIVES[extra[0][2:]].inert or "")

@@ -534,6 +534,17 @@ def _checked_number(st: ParseState, d: Directive) -> Options:
     return st.opts
 
 
+def _ignored_with_notice(st: ParseState, d: Directive) -> Options:
+    """``prng`` and ``max-routes``: OpenVPN 2.6 ignores them with a notice; so does trivpn."""
+    if d.name == "max-routes":
+        st.warn(d, "'max-routes' is ignored: the number of routes is unlimited (OpenVPN 2.6 "
+                   "ignores it too)")
+    else:
+        st.warn(d, "'prng' is ignored: the TLS library's random generator is used (OpenVPN "
+                   "2.6 ignores it too)")
+    return st.opts
+
+
 def _checked_word(st: ParseState, d: Directive) -> Options:
     """An inert directive: nothing to apply (the reason is in its Spec)."""
     return st.opts
@@ -830,6 +841,13 @@ DIRECTIVES: Mapping[str, Spec] = {
         "it only silences OpenVPN's warnings about 'ifconfig' addresses (init.c, init_tun(): "
         "'!c->options.ifconfig_nowarn'; options.c, options_string(), whose ifconfig part a 2.6 "
         "peer only compares to warn); trivpn issues neither warning")),
+    "prng": Spec(1, 2, _ignored_with_notice, inert=(
+        "OpenVPN 2.6 ignores it and says so: 'NOTICE: --prng option ignored (SSL library "
+        "PRNG is used)' (options.c, add_option()); trivpn repeats the notice")),
+    "max-routes": Spec(0, 1, _ignored_with_notice, inert=(
+        "OpenVPN 2.6 ignores it and says so: 'DEPRECATED OPTION: --max-routes option "
+        "ignored. The number of routes is unlimited as of OpenVPN 2.4.' (options.c); trivpn "
+        "repeats the warning")),
     "route-method": Spec(1, 1, _checked_word, inert=(
         "Windows only: on other systems OpenVPN 2.6 accepts it and does nothing with it "
         "(options.c, add_option(): 'ignore when pushed to non-Windows OS')")),
@@ -854,6 +872,7 @@ DIRECTIVES: Mapping[str, Spec] = {
 # silently accepted (a config that relies on them would not behave as the user expects).
 UNSUPPORTED: frozenset[str] = frozenset({
     "allow-pull-fqdn",
+    "allow-recursive-routing",
     "askpass",
     "auth-gen-token",
     "auth-gen-token-secret",
@@ -863,6 +882,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-user-pass-optional",
     "auth-user-pass-verify",
     "bcast-buffers",
+    "bind-dev",
     "block-ipv6",
     "capath",
     "ccd-exclusive",
@@ -882,10 +902,13 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "down-pre",
     "echo",
     "engine",
+    "errors-to-stderr",
     "explicit-exit-notify-push",
     "fragment",
+    "gremlin",
     "http-proxy",
     "http-proxy-option",
+    "http-proxy-override",
     "http-proxy-retry",
     "http-proxy-timeout",
     "http-proxy-user-pass",
@@ -896,22 +919,30 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "ifconfig-pool",
     "ifconfig-push",
     "inetd",
+    "ip-remote-hint",
     "ipchange",
     "iroute",
     "iroute-ipv6",
+    "key-derivation",
     "keying-material-exporter",
     "learn-address",
     "link-mtu",
     "lladdr",
     "machine-readable-output",
+    "management-client",
     "management-client-auth",
     "management-external-cert",
     "management-external-key",
+    "management-forget-disconnect",
     "management-hold",
+    "management-log-cache",
     "management-query-passwords",
     "management-query-proxy",
     "management-query-remote",
+    "management-signal",
+    "management-up-down",
     "mark",
+    "memstats",
     "mlock",
     "mtu-disc",
     "mtu-test",
@@ -919,14 +950,22 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "no-replay",
     "opt-verify",
     "peer-fingerprint",
+    "peer-id",
     "persist-local-ip",
     "persist-remote-ip",
+    "pkcs11-cert-private",
     "pkcs11-id",
+    "pkcs11-id-management",
+    "pkcs11-pin-cache",
+    "pkcs11-private-mode",
+    "pkcs11-protected-authentication",
     "pkcs11-providers",
     "pkcs12",
     "plugin",
     "port-share",
+    "preresolve",
     "proto-force",
+    "protocol-flags",
     "providers",
     "push-remove",
     "push-reset",
@@ -947,6 +986,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "session-timeout-push",
     "shaper",
     "single-session",
+    "socket-flags",
     "socks-proxy",
     "socks-proxy-retry",
     "stale-routes-check",
@@ -959,7 +999,10 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "tls-exit",
     "tls-export-cert",
     "tls-verify",
+    "tmp-dir",
     "tun-max-mtu",
+    "tun-mtu-max",
+    "udp-mtu",
     "up",
     "up-delay",
     "up-restart",
