@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.config.corpus import entries, openvpn_outcome, profile
-from tests.conftest import require_openvpn, require_root
+from tests.conftest import require_netns, require_openvpn
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ ENTRIES = entries()
 
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e["id"] for e in ENTRIES])
 def test_openvpn_gives_the_recorded_outcome(entry: dict[str, Any]) -> None:
-    require_root()
+    require_netns()  # root and working network namespaces (unshare --net)
     binary = require_openvpn()
     got = openvpn_outcome(profile(entry), binary)
     assert got.verdict == entry["openvpn"]["outcome"], got.reason
