@@ -10,7 +10,7 @@ import pytest
 from tests.interop.openvpn import write_pki
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
-from trivpn.config.directives import DIRECTIVES
+from trivpn.config.directives import DIRECTIVES, NOT_ON_LINUX
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +94,49 @@ def _as_config(args: list[str]) -> str:
         else:
             lines[-1] += f" {arg}"
     return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("extra", [["--route-method", "exe"], ["--tun-mtu-extra", "32"],
+                                   ["--lport", "0"]])
+def test_openvpn_accepts_corpus_directives_on_linux(lab: NetnsLab, openvpn_binary: None,
+                                                    workdir: Path, extra: list[str]) -> None:
+    """route-method (inert: Windows only), tun-mtu-extra (inert) and lport 0 pass
+    OpenVPN 2.6's option checks on Linux, as trivpn's reasons say."""
+    base = [a for a in CLIENT if a != "--nobind"]  # OpenVPN: lport and nobind conflict
+    out = _openvpn(lab, workdir, [*base, *extra])
+    assert "Options error" not in out, out[-2000:]
+    assert "link remote" in out, out[-2000:]
+    assert "non-Windows" in (DIRECTIVES["route-method"].inert or "")
+
+
+NOT_ON_LINUX_ARGS = {"ip-win32": ["netsh"], "key-method": ["2"], "keysize": ["256"],
+                     "tap-sleep": ["1"], "win-sys": ["env"], "windows-driver": ["wintun"]}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_ON_LINUX))
+def test_openvpn_on_linux_does_not_recognize_what_trivpn_refuses_as_such(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, name: str) -> None:
+    """trivpn says 'OpenVPN 2.6 on Linux does not recognize it either' for these."""
+    out = _openvpn(lab, workdir, [*CLIENT, f"--{name}", *NOT_ON_LINUX_ARGS.get(name, [])])
+    assert f"Unrecognized option or missing or extra parameter(s) in [CMD-LINE]:1: {name}" \
+        in out, out[-2000:]
+
+
+@pytest.mark.parametrize("name", ["disable-occ", "ifconfig-nowarn"])
+def test_openvpn_accepts_inert_corpus_flags(lab: NetnsLab, openvpn_binary: None,
+                                            workdir: Path, name: str) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, f"--{name}"])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+
+
+@pytest.mark.parametrize(("extra", "notice"), [
+    (["--prng", "sha1"], "NOTICE: --prng option ignored (SSL library PRNG is used)"),
+    (["--max-routes", "100"], "DEPRECATED OPTION: --max-routes option ignored. The number of "
+                              "routes is unlimited as of OpenVPN 2.4.")])
+def test_openvpn_ignores_prng_and_max_routes_and_says_so(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str],
+        notice: str) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert notice in out, out[-2000:]
+    quoted = notice.split(" (", maxsplit=1)[0].split(". The", maxsplit=1)[0]
+    assert quoted in (DIRECTIVES[extra[0][2:]].inert or "")

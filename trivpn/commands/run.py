@@ -218,6 +218,7 @@ def handle(options: Options, args: argparse.Namespace) -> int:
         under_systemd = notify_systemd(notify_socket, log)
         if options.daemon and not under_systemd:  # as OpenVPN: no fork under systemd
             become_daemon()
+        apply_nice(options, log)
         if options.writepid is not None:
             write_pid_file(options.writepid)
             pid_file = options.writepid
@@ -267,6 +268,19 @@ def notify_systemd(socket_path: str | None, log: Any) -> bool:
     except OSError as exc:
         log.warning("systemd_notify_failed", socket=socket_path, error=str(exc))
         return False
+
+
+def apply_nice(options: Options, log: Any) -> None:
+    """``nice N``: add N to the process's niceness, as OpenVPN does at start
+    (platform.c, platform_nice()); a failure (raising priority without the right) warns."""
+    if not options.nice:
+        return
+    try:
+        os.nice(options.nice)
+    except OSError as exc:
+        log.warning("nice_failed", nice=options.nice, error=exc.strerror or str(exc))
+    else:
+        log.info("nice_applied", nice=options.nice)
 
 
 def become_daemon() -> None:

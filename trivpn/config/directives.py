@@ -557,6 +557,29 @@ def _tun_ipv6(st: ParseState, d: Directive) -> Options:
     return st.opts
 
 
+def _checked_number(st: ParseState, d: Directive) -> Options:
+    """An inert directive whose one argument must still be a number >= 0 (as OpenVPN's
+    positive_atoi() reads it)."""
+    v.integer(d, 0, 0)
+    return st.opts
+
+
+def _ignored_with_notice(st: ParseState, d: Directive) -> Options:
+    """``prng`` and ``max-routes``: OpenVPN 2.6 ignores them with a notice; so does trivpn."""
+    if d.name == "max-routes":
+        st.warn(d, "'max-routes' is ignored: the number of routes is unlimited (OpenVPN 2.6 "
+                   "ignores it too)")
+    else:
+        st.warn(d, "'prng' is ignored: the TLS library's random generator is used (OpenVPN "
+                   "2.6 ignores it too)")
+    return st.opts
+
+
+def _checked_word(st: ParseState, d: Directive) -> Options:
+    """An inert directive: nothing to apply (the reason is in its Spec)."""
+    return st.opts
+
+
 def _noop(st: ParseState, d: Directive) -> Options:
     """For ``config``/``cd``, which the reader has already applied."""
     return st.opts
@@ -571,7 +594,9 @@ def _int_option(st: ParseState, d: Directive) -> Options:
 INTS: Mapping[str, tuple[int, int | None, Callable[[Options, int], Options]]] = {
     "tun-mtu": (100, 65535, lambda o, n: replace(o, tun_mtu=n)),
     "txqueuelen": (0, None, lambda o, n: replace(o, txqueuelen=n)),
-    "lport": (1, 65535, lambda o, n: replace(o, lport=n)),
+    # lport 0: any port, chosen by the kernel (router exports write it); OpenVPN's
+    # options.c takes 0..65535 for a port (legal_ipv4_port() after atoi)
+    "lport": (0, 65535, lambda o, n: replace(o, lport=n)),
     "rport": (1, 65535, lambda o, n: replace(o, rport=n)),
     "server-poll-timeout": (1, None, lambda o, n: replace(o, server_poll_timeout=n)),
     "connect-timeout": (1, None, lambda o, n: replace(o, server_poll_timeout=n)),
@@ -595,6 +620,7 @@ INTS: Mapping[str, tuple[int, int | None, Callable[[Options, int], Options]]] = 
     "mute": (0, None, lambda o, n: replace(o, mute=n)),
     "status-version": (1, 3, lambda o, n: replace(o, status_version=n)),
     "script-security": (0, 3, lambda o, n: replace(o, script_security=n)),
+    "nice": (-20, 19, lambda o, n: replace(o, nice=n)),
 }
 
 
@@ -1024,6 +1050,28 @@ DIRECTIVES: Mapping[str, Spec] = {
     "cd": Spec(1, 1, _noop),
 
     # --- corpus and inert directives ---
+    "nice": Spec(1, 1, _int_option),
+    "tun-mtu-extra": Spec(1, 1, _checked_number, inert=(
+        "OpenVPN only adds it to the size of the buffers it reads the device into (init.c, "
+        "frame_finalize_options/payload_size += tun_mtu_extra); it changes nothing on the "
+        "wire or on the device, and trivpn's buffers are sized per packet")),
+    "disable-occ": Spec(0, 0, _checked_word, inert=(
+        "OpenVPN 2.6 consults it only without TLS, in static-key mode (init.c, the occ "
+        "timers, and occ.c, OCC_REPLY: both test '!TLS_MODE(c)'); trivpn always runs TLS")),
+    "ifconfig-nowarn": Spec(0, 0, _checked_word, inert=(
+        "it only silences OpenVPN's warnings about 'ifconfig' addresses (init.c, init_tun(): "
+        "'!c->options.ifconfig_nowarn'; options.c, options_string(), whose ifconfig part a 2.6 "
+        "peer only compares to warn); trivpn issues neither warning")),
+    "prng": Spec(1, 2, _ignored_with_notice, inert=(
+        "OpenVPN 2.6 ignores it and says so: 'NOTICE: --prng option ignored (SSL library "
+        "PRNG is used)' (options.c, add_option()); trivpn repeats the notice")),
+    "max-routes": Spec(0, 1, _ignored_with_notice, inert=(
+        "OpenVPN 2.6 ignores it and says so: 'DEPRECATED OPTION: --max-routes option "
+        "ignored. The number of routes is unlimited as of OpenVPN 2.4.' (options.c); trivpn "
+        "repeats the warning")),
+    "route-method": Spec(1, 1, _checked_word, inert=(
+        "Windows only: on other systems OpenVPN 2.6 accepts it and does nothing with it "
+        "(options.c, add_option(): 'ignore when pushed to non-Windows OS')")),
 
     # --- compression and fragment ---
     "comp-lzo": Spec(0, 1, _comp_lzo),
@@ -1083,6 +1131,7 @@ DIRECTIVES: Mapping[str, Spec] = {
 # silently accepted (a config that relies on them would not behave as the user expects).
 UNSUPPORTED: frozenset[str] = frozenset({
     "allow-pull-fqdn",
+    "allow-recursive-routing",
     "askpass",
     "auth-gen-token",
     "auth-gen-token-secret",
@@ -1092,6 +1141,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-user-pass-optional",
     "auth-user-pass-verify",
     "bcast-buffers",
+    "bind-dev",
     "block-ipv6",
     "ccd-exclusive",
     "client-config-dir",
@@ -1103,39 +1153,56 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "dev-node",
     "echo",
     "engine",
+    "errors-to-stderr",
     "explicit-exit-notify-push",
+    "gremlin",
+    "http-proxy-override",
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
     "ifconfig-ipv6-push",
-    "ifconfig-nowarn",
     "ifconfig-pool",
     "ifconfig-push",
     "inetd",
+    "ip-remote-hint",
     "iroute",
     "iroute-ipv6",
+    "key-derivation",
     "keying-material-exporter",
     "learn-address",
     "link-mtu",
     "lladdr",
+    "management-client",
     "management-client-auth",
     "management-external-cert",
     "management-external-key",
+    "management-forget-disconnect",
     "management-hold",
+    "management-log-cache",
     "management-query-passwords",
     "management-query-proxy",
     "management-query-remote",
+    "management-signal",
+    "management-up-down",
+    "memstats",
     "mlock",
     "mtu-disc",
     "mtu-test",
     "multihome",
-    "nice",
     "no-replay",
     "opt-verify",
+    "peer-id",
     "persist-local-ip",
+    "pkcs11-cert-private",
     "pkcs11-id",
+    "pkcs11-id-management",
+    "pkcs11-pin-cache",
+    "pkcs11-private-mode",
+    "pkcs11-protected-authentication",
     "pkcs11-providers",
     "port-share",
+    "preresolve",
     "proto-force",
+    "protocol-flags",
     "providers",
     "push-remove",
     "push-reset",
@@ -1150,15 +1217,37 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "session-timeout-push",
     "shaper",
     "single-session",
+    "socket-flags",
     "stale-routes-check",
     "static-challenge",
     "tcp-queue-limit",
     "tls-exit",
+    "tmp-dir",
     "tun-max-mtu",
-    "tun-mtu-extra",
+    "tun-mtu-max",
+    "udp-mtu",
     "username-as-common-name",
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",
     "x509-track",
 })
+
+
+# Options OpenVPN 2.6 knows only on Windows, or no longer knows: on Linux it stops with
+# "Unrecognized option" for each (tests/interop/test_openvpn_claims.py checks it), so trivpn
+# refuses them too, saying why. Under 'setenv opt' or 'ignore-unknown-option' both only warn.
+NOT_ON_LINUX: Mapping[str, str] = {
+    "allow-nonadmin": "a Windows-only option",
+    "block-outside-dns": "a Windows-only option",
+    "dhcp-pre-release": "a Windows-only option",
+    "dhcp-release": "a Windows-only option",
+    "dhcp-renew": "a Windows-only option",
+    "ip-win32": "a Windows-only option",
+    "key-method": "no longer an option (key method 2 is the only one)",
+    "keysize": "no longer an option (the cipher determines the key size)",
+    "register-dns": "a Windows-only option",
+    "tap-sleep": "a Windows-only option",
+    "win-sys": "a Windows-only option",
+    "windows-driver": "a Windows-only option",
+}

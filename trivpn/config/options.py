@@ -374,6 +374,7 @@ class Options:
     ignore_unknown_option: tuple[str, ...] = ()
 
     # --- corpus and inert directives ---
+    nice: int = 0  # added to the process's niceness at start (OpenVPN: platform_nice())
 
     # --- compression and fragment ---
     comp_flags: int = 0  # OpenVPN's compress_options flags (config/directives.py COMP_F_*)

@@ -11,6 +11,7 @@ from trivpn.config import connection as conn
 from trivpn.config import values as v
 from trivpn.config.directives import (
     DIRECTIVES,
+    NOT_ON_LINUX,
     UNSUPPORTED,
     ParseState,
     RawProto,
@@ -70,6 +71,9 @@ def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
         if allow_unknown or st.forward_compatible or d.name in st.opts.ignore_unknown_option:
             st.warn(d, f"ignoring unknown directive '{d.name}'")
             return
+        if d.name in NOT_ON_LINUX:
+            raise v.fail(d, f"'{d.name}' is {NOT_ON_LINUX[d.name]}: OpenVPN 2.6 on Linux does "
+                            "not recognize it either; remove the line")
         raise v.fail(d, f"unknown directive '{d.name}'")
     if d.inline is not None:
         if not spec.inline:
