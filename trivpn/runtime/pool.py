@@ -87,6 +87,27 @@ class PoolAllocator:
         slot.in_use = False
         slot.last_release = now
 
+    def reserve(self, address: ipaddress.IPv4Address) -> bool:
+        """Keep the entry of ``address`` (a client's fixed ``ifconfig-push`` address, for
+        net30 any address of the /30 block) from being handed out while that client is
+        connected. False when a pool client holds it; True otherwise (also outside the
+        pool)."""
+        index = self.index_of_base(address)
+        if index is None:
+            return True
+        slot = self._slots[index]
+        if slot.in_use:
+            return False
+        slot.in_use = True
+        return True
+
+    def unreserve(self, address: ipaddress.IPv4Address, now: float) -> None:
+        """The fixed-address client is gone: its entry may be handed out again."""
+        index = self.index_of_base(address)
+        if index is not None and self._slots[index].in_use:
+            self._slots[index].in_use = False
+            self._slots[index].last_release = now
+
     def base_address(self, index: int) -> ipaddress.IPv4Address:
         """The address the persist file names for entry ``index``."""
         step = 4 if self.pool.topology == "net30" else 1
