@@ -262,7 +262,7 @@ def test_ifconfig_pool_net30_is_whole_blocks():
 
 @pytest.mark.directive("ifconfig-pool")
 def test_ifconfig_pool_range_checks():
-    with pytest.raises(ConfigError, match="start address 198.18.8.20 is greater"):
+    with pytest.raises(ConfigError, match=r"start address 198\.18\.8\.20 is greater"):
         server("ifconfig-pool 198.18.8.20 198.18.8.10\n")
     with pytest.raises(ConfigError, match="is too large"):
         server("ifconfig-pool 198.18.0.0 198.19.255.255\n")

@@ -70,7 +70,9 @@ class Peer:
 
     @property
     def vpn_ip(self) -> str | None:
-        return str(self.entry.local) if self.entry is not None else None
+        if self.entry is not None:
+            return str(self.entry.local)
+        return str(self.fixed_address) if self.fixed_address is not None else None
 
     @property
     def floatable(self) -> bool:
