@@ -7,12 +7,13 @@ DEFAULT, file names of common names with a slash)."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.interop.openvpn import start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, issue_client, server_lines
+from tests.interop.serverkit import client_lines, server_lines
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
@@ -90,7 +91,6 @@ def test_main_config_refusals_match_openvpn(lab: NetnsLab, tmp_path: Path, args:
 
 # --- side by side: the same client-config-dir behind OpenVPN and behind trivpn -----------------
 
-CLIENTS = ("pr", "rs", "other", "slash")
 CCD_FILES = {
     "pr": 'push "route 198.18.61.0 255.255.255.0"\npush-remove route\n',
     "rs": 'push "ping 7"\npush-reset\npush "topology subnet"\n'
@@ -106,46 +106,59 @@ def _reply(text: str) -> list[str]:
     return found.group(1).split(",")
 
 
+def _side(lab: NetnsLab, workdir: Path, kind: str, files: dict[str, str],
+          certs: dict[str, str], extra: list[str]) -> dict[str, str]:
+    """Run a ``kind`` server (openvpn or trivpn) with ``files`` in ccd/ and one openvpn client
+    per ``certs`` entry (file stem → common name); each client's log once it is up or
+    refused."""
+    pki = write_pki(workdir)
+    for stem, cn in certs.items():
+        cred = issue_cert(pki.ca, "client", cn)
+        (workdir / f"{stem}.crt").write_bytes(certificate_pem(cred.cert))
+        (workdir / f"{stem}.key").write_bytes(private_key_pem(cred.key))
+        (workdir / f"{stem}.key").chmod(0o600)
+    (workdir / "ccd").mkdir()
+    for name, text in files.items():
+        (workdir / "ccd" / name).write_text(text)
+    srv = lab.add("srv")
+    spaces = {}
+    for i, stem in enumerate(certs):
+        spaces[stem] = lab.add(stem)
+        lab.veth(srv, spaces[stem], f"198.18.{i}.1/24", f"198.18.{i}.2/24")
+        if i:
+            spaces[stem].add_route("198.18.0.0/24", via=f"198.18.{i}.1")
+    lines = server_lines(link_ip="198.18.0.1", extra=["client-config-dir ccd", *extra])
+    if kind == "openvpn":
+        server = start_openvpn(srv, workdir, "server", lines)
+        assert server.wait_for("Initialization Sequence Completed", 15), server.text()[-3000:]
+    else:
+        trivpn = start_trivpn(srv, workdir, "server", lines)
+        assert trivpn.wait_event("link_open", timeout=10), trivpn.text()
+    clients = {stem: start_openvpn(spaces[stem], workdir, f"c-{stem}", client_lines(
+        server_ip="198.18.0.1", cert=stem, extra=["verb 4", "auth-retry none"]))
+        for stem in certs}
+    logs = {}
+    for stem, client in clients.items():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(
+                needle in client.text() for needle in ("Initialization Sequence Completed",
+                                                       "AUTH_FAILED")):
+            time.sleep(0.1)
+        logs[stem] = client.text()
+    return logs
+
+
 @pytest.mark.directive("client-config-dir", "push-remove", "push-reset")
 @pytest.mark.parametrize("kind", ["openvpn", "trivpn"])
 def test_same_ccd_gives_openvpn_clients_the_same_pushes_from_openvpn_and_trivpn(
         lab: NetnsLab, tmp_path: Path, kind: str) -> None:
-    pki = write_pki(tmp_path)
-    for name in ("pr", "rs", "other"):
-        issue_client(pki, name)
-    cred = issue_cert(pki.ca, "client", "x/y")
-    (tmp_path / "slash.crt").write_bytes(certificate_pem(cred.cert))
-    (tmp_path / "slash.key").write_bytes(private_key_pem(cred.key))
-    (tmp_path / "slash.key").chmod(0o600)
-    (tmp_path / "ccd").mkdir()
-    for name, text in CCD_FILES.items():
-        (tmp_path / "ccd" / name).write_text(text)
-    srv = lab.add("srv")
-    spaces = {}
-    for i, name in enumerate(CLIENTS):
-        spaces[name] = lab.add(name)
-        lab.veth(srv, spaces[name], f"198.18.{i}.1/24", f"198.18.{i}.2/24")
-        if i:
-            spaces[name].add_route("198.18.0.0/24", via=f"198.18.{i}.1")
-    lines = server_lines(link_ip="198.18.0.1", extra=[
-        "client-config-dir ccd", 'push "route 198.18.62.0 255.255.255.0"'])
-    if kind == "openvpn":
-        server = start_openvpn(srv, tmp_path, "server", lines)
-        assert server.wait_for("Initialization Sequence Completed", 15), server.text()[-3000:]
-    else:
-        trivpn = start_trivpn(srv, tmp_path, "server", lines)
-        assert trivpn.wait_event("link_open", timeout=10), trivpn.text()
-    clients = {name: start_openvpn(spaces[name], tmp_path, f"c-{name}", client_lines(
-        server_ip="198.18.0.1", cert=name, extra=["verb 4", "auth-retry none"]))
-        for name in CLIENTS}
-    replies = {}
-    for name, client in clients.items():
-        assert client.wait_for("Initialization Sequence Completed", 20), client.text()[-3000:]
-        replies[name] = _reply(client.text())
+    logs = _side(lab, tmp_path, kind, CCD_FILES,
+                 {"pr": "pr", "rs": "rs", "other": "other", "slash": "x/y"},
+                 ['push "route 198.18.62.0 255.255.255.0"'])
+    replies = {stem: _reply(text) for stem, text in logs.items()}
 
     # push-remove X drops every option starting with X: route-gateway too
     assert not [o for o in replies["pr"] if o.startswith("route")], replies["pr"]
-    assert "route 198.18.61.0 255.255.255.0" not in replies["pr"]  # pushed before, removed
     assert "topology subnet" in replies["pr"] and "ping 2" in replies["pr"]
     # push-reset drops the inherited list (keepalive's ping too) and the file's earlier pushes
     assert not [o for o in replies["rs"] if o.startswith(("ping", "route "))], replies["rs"]
@@ -156,3 +169,26 @@ def test_same_ccd_gives_openvpn_clients_the_same_pushes_from_openvpn_and_trivpn(
         replies["other"].index("route 198.18.60.0 255.255.255.0")
     # common name "x/y" reads the file x_y
     assert "ifconfig 198.18.8.42 255.255.255.0" in replies["slash"], replies["slash"]
+
+
+@pytest.mark.directive("ccd-exclusive")
+@pytest.mark.parametrize("kind", ["openvpn", "trivpn"])
+def test_ccd_exclusive_refuses_clients_without_their_own_file_on_both(
+        lab: NetnsLab, tmp_path: Path, kind: str) -> None:
+    logs = _side(lab, tmp_path, kind, {"DEFAULT": "\n", "own": "\n"},
+                 {"own": "own", "other": "other", "default": "DEFAULT"}, ["ccd-exclusive"])
+    assert "Initialization Sequence Completed" in logs["own"], logs["own"][-3000:]
+    for stem in ("other", "default"):
+        assert "AUTH_FAILED" in logs[stem], (stem, logs[stem][-3000:])
+        assert "Initialization Sequence Completed" not in logs[stem]
+
+
+@pytest.mark.directive("client-config-dir")
+@pytest.mark.parametrize("kind", ["openvpn", "trivpn"])
+def test_a_bad_line_in_a_ccd_file_openvpn_skips_and_trivpn_refuses_the_client(
+        lab: NetnsLab, tmp_path: Path, kind: str) -> None:
+    logs = _side(lab, tmp_path, kind, {"bad": "frobnicate 1\n"}, {"bad": "bad"}, [])
+    if kind == "openvpn":  # logged, the line skipped, the client served
+        assert "Initialization Sequence Completed" in logs["bad"], logs["bad"][-3000:]
+    else:  # trivpn: nothing accepted and ignored
+        assert "AUTH_FAILED" in logs["bad"], logs["bad"][-3000:]

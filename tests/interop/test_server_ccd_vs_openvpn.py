@@ -157,3 +157,24 @@ def test_ccd_exclusive_refuses_an_openvpn_client_without_a_file(ccd_lab: Lab):
     assert client.wait_for("AUTH_FAILED", timeout=20), client.text()[-3000:]
     refused = ccd_lab.server.wait_event("ccd_refused", timeout=5, cn="nobody")
     assert refused is not None and "does not exist" in refused["reason"]
+
+
+@pytest.mark.directive("ifconfig-pool", "ifconfig")
+def test_explicit_pool_without_server_directive_serves_an_openvpn_client(
+        lab: NetnsLab, tmp_path: Path, openvpn_binary: None):
+    srv, cli = lab.add("srv"), lab.add("cli")
+    lab.veth(srv, cli, "198.18.0.1/24", "198.18.0.2/24")
+    write_pki(tmp_path)
+    server = start_trivpn(srv, tmp_path, "server", [
+        "mode server", "tls-server", "dev tun", "proto udp", "local 198.18.0.1", "port 1194",
+        "ca ca.crt", "cert server.crt", "key server.key", "dh none", "topology subnet",
+        "ifconfig 198.18.8.1 255.255.255.0", "ifconfig-pool 198.18.8.100 198.18.8.110",
+        'push "topology subnet"', 'push "route-gateway 198.18.8.1"', "keepalive 2 20",
+        "remote-cert-tls client", "verb 3"])
+    assert server.wait_event("link_open", timeout=10), server.text()
+    client = start_openvpn(cli, tmp_path, "client", client_lines(server_ip="198.18.0.1"))
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        (client.text()[-3000:], server.text()[-3000:])
+    connected = server.wait_event("peer_connected", timeout=5, cn="client1")
+    assert connected is not None and connected["vpn_ip"] == "198.18.8.100", server.text()
+    assert ping(cli, SERVER_VPN_IP) and ping(srv, "198.18.8.100")
