@@ -13,6 +13,8 @@ import trio.testing
 
 from tests.runtime.memorykit import SERVER_TUN_IP, ping
 from tests.runtime.serverlab import LabClient, ServerLab
+from trivpn.runtime.operator import ServerView
+from trivpn.runtime.stats import OperatorState
 
 CCD = "client-config-dir ccd\n"
 
@@ -142,6 +144,10 @@ async def test_iroute_sends_a_network_to_its_client_and_accepts_its_packets(
         with trio.fail_after(5):
             while await lab.server_device.device.delivered() != from_lan:
                 pass
+        assert lab.server is not None
+        routes = ServerView(lab.server, OperatorState()).status(0.0).routes
+        assert [(address, row.common_name) for address, row in routes] == [
+            (site.vpn_ip, "site"), ("198.18.30.0/24", "site")]
 
 
 @pytest.mark.directive("ifconfig-push")
