@@ -7,6 +7,7 @@ DEFAULT, file names of common names with a slash)."""
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -192,3 +193,20 @@ def test_a_bad_line_in_a_ccd_file_openvpn_skips_and_trivpn_refuses_the_client(
         assert "Initialization Sequence Completed" in logs["bad"], logs["bad"][-3000:]
     else:  # trivpn: nothing accepted and ignored
         assert "AUTH_FAILED" in logs["bad"], logs["bad"][-3000:]
+
+
+@pytest.mark.directive("client-config-dir")
+def test_a_missing_client_config_dir_stops_the_server_on_both(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    write_pki(tmp_path)
+    out = _openvpn(lab, tmp_path, [*SERVER, "--client-config-dir", "missing"])
+    assert "--client-config-dir fails with 'missing'" in out, out[-3000:]
+    assert "Initialization Sequence Completed" not in out
+    conf = tmp_path / "server.conf"
+    conf.write_text("\n".join(server_lines(link_ip="198.18.0.1",
+                                           extra=["client-config-dir missing"])) + "\n")
+    done = lab.add("srv").run([sys.executable, "-m", "trivpn", "run", str(conf)], check=False,
+                              timeout=20)
+    assert done.returncode == 2, done.stderr
+    assert "server.conf:" in done.stderr and "'client-config-dir" in done.stderr
+    assert "no such directory" in done.stderr, done.stderr

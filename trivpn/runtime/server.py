@@ -97,6 +97,20 @@ def server_pool(options: Options) -> AddressPool:
                       "assigns client addresses from a pool only", options.config_path)
 
 
+def check_client_config_dir(options: Options) -> None:
+    """``client-config-dir``: the directory must be readable and searchable at start-up
+    (OpenVPN checks it the same way and refuses to start otherwise)."""
+    directory = options.client_config_dir
+    if directory is None:
+        return
+    if not directory.is_dir() or not os.access(directory, os.R_OK | os.X_OK):
+        reason = "not a directory" if directory.exists() else "no such directory"
+        raise ConfigError(f"'client-config-dir {directory}': {reason} (or not readable)",
+                          options.directive_files.get("client-config-dir",
+                                                      options.config_path),
+                          options.directive_lines.get("client-config-dir"))
+
+
 def server_tunnel_plan(options: Options) -> TunnelPlan:
     """The server's own device: NET+1 (with peer NET+2 and a route to NET for net30/p2p, as
     OpenVPN's ``server`` helper expands it) or an explicit ``ifconfig``, MTU and txqueuelen
@@ -141,6 +155,7 @@ class Server:
         self.host: ServerHost = host if host is not None else SystemServerHost()
         self.stop = trio.Event()
         pool = server_pool(options)
+        check_client_config_dir(options)
         self.options = options
         self.log = log
         self.events = rt.EventBus(log)  # logging, management state, metrics counters
