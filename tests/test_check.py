@@ -302,3 +302,14 @@ def test_a_credentials_file_without_a_password_line_exits_2(
     (pki / "creds.txt").write_text("alice\nsecret\n")
     code, out, _ = _check(capsys, str(conf))
     assert code == 0 and "secret" not in out and "alice" not in out
+
+
+@pytest.mark.directive("client-config-dir", "route")
+def test_server_plan_shows_its_client_config_dir_and_config_routes(
+        capsys: pytest.CaptureFixture[str], pki: Path) -> None:
+    conf = _conf(pki, SERVER + "client-config-dir ccd\nroute 198.18.30.0 255.255.255.0\n")
+    plan = _plan(capsys, str(conf))
+    assert plan["server"]["client_config_dir"] == str(conf.parent / "ccd")
+    assert plan["server"]["ccd_exclusive"] is False
+    route = next(r for r in plan["routes"] if r["destination"] == "198.18.30.0/24")
+    assert route["source"] == "route" and route["via"] == "tunnel"
