@@ -173,3 +173,17 @@ async def test_ipv6_ccd_directives_refuse_the_client_as_not_supported_yet(
         alice = lab.start_client("alice")
         await _refused(lab, alice)
         assert "not supported by trivpn yet" in str(lab.server_events("ccd_refused")[0]["reason"])
+
+
+@pytest.mark.directive("ifconfig-push", "topology")
+async def test_ifconfig_push_with_net30_gives_the_client_its_address_and_peer(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    async with ServerLab(tmp_path, CCD + "topology net30\n") as lab:
+        _ccd(lab, "alice", "ifconfig-push 198.18.8.9 198.18.8.10\n")
+        lab.start_server()
+        alice = lab.start_client("alice")
+        await lab.wait_for(alice.tunnel_up, 30)
+        address = alice.tunnel.plan.addresses[0]
+        assert (address.address, address.peer) == ("198.18.8.9", "198.18.8.10")
+        await lab.client_to_server(alice, 1)
+        await lab.server_to_client(alice, 2)
