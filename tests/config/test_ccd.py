@@ -97,10 +97,11 @@ def test_ipv6_directives_are_parsed_and_then_refused_as_not_supported_yet():
         ccd("iroute-ipv6 198.18.0.0/16\n")
 
 
-def test_config_includes_another_file_into_the_ccd_file(tmp_path: Path):
+def test_config_includes_another_file_named_as_the_server_config_names_files(tmp_path: Path):
+    (tmp_path / "ccd").mkdir()
     (tmp_path / "common").write_text("iroute 198.18.30.0 255.255.255.0\n")
-    (tmp_path / "alice").write_text("config common\ndisable\n")
-    c = read_client_config(tmp_path, "alice", exclusive=False)
+    (tmp_path / "ccd" / "alice").write_text("config common\ndisable\n")
+    c = read_client_config(tmp_path / "ccd", "alice", exclusive=False, base_dir=tmp_path)
     assert not isinstance(c, str) and c is not None
     assert c.iroutes == (ipaddress.IPv4Network("198.18.30.0/24"),) and c.disable
 

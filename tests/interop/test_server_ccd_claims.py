@@ -97,8 +97,9 @@ CCD_FILES = {
     "rs": 'push "ping 7"\npush-reset\npush "topology subnet"\n'
           'push "route-gateway 198.18.8.1"\n',
     "DEFAULT": 'push "route 198.18.60.0 255.255.255.0"\n',
-    "x_y": "ifconfig-push 198.18.8.42 255.255.255.0\n",  # the file of common name "x/y"
+    "x_y": "config slash-common\n",  # the file of common name "x/y"
 }
+SLASH_COMMON = "ifconfig-push 198.18.8.42 255.255.255.0\n"  # beside the server config
 
 
 def _reply(text: str) -> list[str]:
@@ -153,6 +154,7 @@ def _side(lab: NetnsLab, workdir: Path, kind: str, files: dict[str, str],
 @pytest.mark.parametrize("kind", ["openvpn", "trivpn"])
 def test_same_ccd_gives_openvpn_clients_the_same_pushes_from_openvpn_and_trivpn(
         lab: NetnsLab, tmp_path: Path, kind: str) -> None:
+    (tmp_path / "slash-common").write_text(SLASH_COMMON)
     logs = _side(lab, tmp_path, kind, CCD_FILES,
                  {"pr": "pr", "rs": "rs", "other": "other", "slash": "x/y"},
                  ['push "route 198.18.62.0 255.255.255.0"'])
@@ -168,7 +170,7 @@ def test_same_ccd_gives_openvpn_clients_the_same_pushes_from_openvpn_and_trivpn(
     # DEFAULT serves a client without its own file, after the global pushes
     assert replies["other"].index("route 198.18.62.0 255.255.255.0") < \
         replies["other"].index("route 198.18.60.0 255.255.255.0")
-    # common name "x/y" reads the file x_y
+    # common name "x/y" reads the file x_y; its `config` names a file as the server config does
     assert "ifconfig 198.18.8.42 255.255.255.0" in replies["slash"], replies["slash"]
 
 

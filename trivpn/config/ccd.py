@@ -171,14 +171,16 @@ CCD_DIRECTIVES: Mapping[str, tuple[int, int, _Handler]] = {
 }
 
 
-def parse_client_config(text: str, path: Path | str) -> ClientConfig:
-    """Parse client-config-dir file text (``config`` includes are read from disk)."""
-    return _parse(read_config_text(text, path).directives, Path(path))
+def parse_client_config(text: str, path: Path | str,
+                        base_dir: Path | None = None) -> ClientConfig:
+    """Parse client-config-dir file text (``config`` includes are read from disk, relative
+    names against ``base_dir``: the server config's, default the file's directory)."""
+    return _parse(read_config_text(text, path, base_dir).directives, Path(path))
 
 
-def load_client_config(path: Path) -> ClientConfig:
+def load_client_config(path: Path, base_dir: Path | None = None) -> ClientConfig:
     """Read and parse the client-config-dir file at ``path`` (ConfigError if unreadable)."""
-    return _parse(read_config(path).directives, path)
+    return _parse(read_config(path, base_dir).directives, path)
 
 
 def _parse(directives: Sequence[Directive], path: Path) -> ClientConfig:
@@ -245,24 +247,26 @@ def check_fixed_address(push: IfconfigPush, *, tap: bool, topology: Topology,
     return None
 
 
-def read_client_config(directory: Path, common_name: str, *, exclusive: bool
-                       ) -> ClientConfig | str | None:
+def read_client_config(directory: Path, common_name: str, *, exclusive: bool,
+                       base_dir: Path | None = None) -> ClientConfig | str | None:
     """The client's file in ``directory``: ``DIR/<name>``, else ``DIR/DEFAULT`` (not with
     ``exclusive``, which needs the client's own file). Returns None when there is no file, a
-    refusal reason (str) under ``ccd-exclusive``; ConfigError for a bad file."""
+    refusal reason (str) under ``ccd-exclusive``; ConfigError for a bad file. ``config FILE``
+    in it resolves against ``base_dir`` (the server config's: OpenVPN opens it relative to
+    its working directory, like the server config's own relative names)."""
     name = ccd_file_name(common_name)
     own = directory / name if name is not None else None
     if exclusive and common_name == CCD_DEFAULT:
         # ssl_verify.c: the DEFAULT file is never a client's own file
         return "ccd-exclusive: the common name 'DEFAULT' has no client config file of its own"
     if own is not None and own.is_file():
-        return load_client_config(own)
+        return load_client_config(own, base_dir)
     if exclusive:
         shown = own if own is not None else directory / common_name
         return f"ccd-exclusive: client config file {shown} does not exist"
     default = directory / CCD_DEFAULT
     if default.is_file():
-        return load_client_config(default)
+        return load_client_config(default, base_dir)
     return None
 
 

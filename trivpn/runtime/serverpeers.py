@@ -393,7 +393,8 @@ class PeerLifecycle:
         if o.client_config_dir is None:
             return None
         try:
-            found = read_client_config(o.client_config_dir, cn, exclusive=o.ccd_exclusive)
+            found = read_client_config(o.client_config_dir, cn, exclusive=o.ccd_exclusive,
+                                       base_dir=o.base_dir)
         except ConfigError as exc:
             return self._refuse(peer, cn, now, str(exc))
         if isinstance(found, str):
