@@ -11,6 +11,9 @@ base address: the client address for subnet pools, the first address of the /30 
 (as OpenVPN writes it). Entries read from the file count as just released, so a new client gets
 a never-used address before one that is reserved for someone else. ``ifconfig-pool-persist FILE
 0`` makes the file read-only and its associations fixed: those entries go only to their names.
+
+A client with a fixed ``ifconfig-push`` address inside the pool holds its entry while it is
+connected (:meth:`PoolAllocator.reserve`), so no pool client gets the same address.
 """
 
 from __future__ import annotations

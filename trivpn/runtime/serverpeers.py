@@ -5,8 +5,9 @@ A transport creates a peer for a client the pre-authentication ledger admitted
 (:meth:`PeerLifecycle.create_peer`); the peer's task runs the session's timers (and, over TCP,
 the connection's reader and writer); :meth:`PeerLifecycle.drain` sends what the session wants
 sent, routes its decrypted packets and acts on its events: handshake progress, admission into
-the pool once the client authenticated (``max-clients``, ``duplicate-cn``, the pool), the
-connected peer, and the end of a peer (removed for a reason, its address released).
+the pool once the client authenticated (``max-clients``, ``duplicate-cn``, its
+``client-config-dir`` file read then, the pool or its fixed address), the connected peer (its
+iroutes routed), and the end of a peer (removed for a reason, its address released).
 """
 
 from __future__ import annotations
