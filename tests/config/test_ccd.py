@@ -270,3 +270,9 @@ def test_ifconfig_pool_range_checks():
     with pytest.raises(ConfigError, match="requires 'mode server'"):
         parse_config("client\ndev tun\nremote h\nca ca.crt\ncert c.crt\nkey c.key\n"
                      "ifconfig-pool 198.18.8.10 198.18.8.20\n", "client.conf")
+
+
+@pytest.mark.directive("client-config-dir")
+def test_a_common_name_too_long_for_a_file_name_is_a_config_error(tmp_path: Path):
+    with pytest.raises(ConfigError, match="cannot read the client config file"):
+        read_client_config(tmp_path, "x" * 300, exclusive=False)

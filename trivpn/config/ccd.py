@@ -254,6 +254,15 @@ def read_client_config(directory: Path, common_name: str, *, exclusive: bool,
     refusal reason (str) under ``ccd-exclusive``; ConfigError for a bad file. ``config FILE``
     in it resolves against ``base_dir`` (the server config's: OpenVPN opens it relative to
     its working directory, like the server config's own relative names)."""
+    try:
+        return _read_client_config(directory, common_name, exclusive, base_dir)
+    except OSError as exc:  # e.g. a common name too long for a file name
+        raise ConfigError(f"cannot read the client config file for '{common_name}': "
+                          f"{exc.strerror or exc}", directory) from None
+
+
+def _read_client_config(directory: Path, common_name: str, exclusive: bool,
+                        base_dir: Path | None) -> ClientConfig | str | None:
     name = ccd_file_name(common_name)
     own = directory / name if name is not None else None
     if exclusive and common_name == CCD_DEFAULT:
