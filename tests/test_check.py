@@ -321,3 +321,14 @@ def test_client_plan_shows_the_dns_backend_and_the_configs_own_dns(
     assert code == 0
     assert ("  from the config: servers 198.18.8.53; search corp.test; routing-only ."
             in out.splitlines())
+
+
+@pytest.mark.directive("client-config-dir", "route")
+def test_server_plan_shows_its_client_config_dir_and_config_routes(
+        capsys: pytest.CaptureFixture[str], pki: Path) -> None:
+    conf = _conf(pki, SERVER + "client-config-dir ccd\nroute 198.18.30.0 255.255.255.0\n")
+    plan = _plan(capsys, str(conf))
+    assert plan["server"]["client_config_dir"] == str(conf.parent / "ccd")
+    assert plan["server"]["ccd_exclusive"] is False
+    route = next(r for r in plan["routes"] if r["destination"] == "198.18.30.0/24")
+    assert route["source"] == "route" and route["via"] == "tunnel"

@@ -191,6 +191,8 @@ def _tunnel(o: Options) -> tuple[Json, list[Json], list[Json], list[str]]:
 def _routes(o: Options, plan: TunnelPlan) -> list[Json]:
     out: list[Json] = []
     redirect = o.redirect_gateway
+    config_routes = {str(ipaddress.IPv4Network(f"{r.network}/{r.netmask}", strict=False))
+                     for r in o.routes if _is_ipv4(r.network)}
     if redirect is not None and "local" not in redirect and "!ipv4" not in redirect:
         out.append({"destination": None, "gateway": None, "metric": None,
                     "via": "net_gateway", "source": "redirect-gateway",
@@ -198,7 +200,7 @@ def _routes(o: Options, plan: TunnelPlan) -> list[Json]:
                             "at run time)"})
     for r in plan.routes:
         if o.role == "server":
-            source = "server"
+            source = "server" if r.destination not in config_routes else "route"
         elif r.destination in REDIRECT_DESTINATIONS and redirect is not None:
             source = "redirect-gateway"
         else:
@@ -238,6 +240,9 @@ def _server(o: Options) -> Json:
         "duplicate_cn": o.duplicate_cn,
         "ifconfig_pool_persist": (str(o.ifconfig_pool_persist.path)
                                   if o.ifconfig_pool_persist is not None else None),
+        "client_config_dir": (str(o.client_config_dir)
+                              if o.client_config_dir is not None else None),
+        "ccd_exclusive": o.ccd_exclusive,
     }
 
 
@@ -547,3 +552,11 @@ def _validity(c: Json) -> str:
     if c["not_yet_valid"]:
         return "  NOT YET VALID"
     return f" ({c['days_left']} days left)"
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True

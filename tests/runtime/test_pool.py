@@ -164,3 +164,25 @@ def test_persistence_with_period_zero_reads_and_never_writes(tmp_path: Path):
     persistence.tick(10_000.0)
     persistence.write()
     assert path.read_text() == "alice,198.18.8.9,\n"
+
+
+@pytest.mark.directive("ifconfig-push")
+def test_a_fixed_address_inside_the_pool_is_kept_from_pool_clients_while_reserved():
+    alloc = PoolAllocator(_pool("subnet"))
+    assert alloc.reserve(IP("198.18.8.2"))
+    a = alloc.acquire("alice", 1.0)
+    assert a is not None and a.local == IP("198.18.8.3")
+    free = alloc.free
+    alloc.unreserve(IP("198.18.8.2"), 2.0)
+    assert alloc.free == free + 1
+    given = {e.local for e in iter(lambda: alloc.acquire(None, 3.0), None)}
+    assert IP("198.18.8.2") in given
+
+
+@pytest.mark.directive("ifconfig-push")
+def test_a_fixed_address_a_pool_client_holds_cannot_be_reserved():
+    alloc = PoolAllocator(_pool("net30"))
+    a = alloc.acquire("alice", 1.0)
+    assert a is not None and a.local == IP("198.18.8.6")
+    assert not alloc.reserve(IP("198.18.8.5"))  # same /30 block
+    assert alloc.reserve(IP("198.18.200.1"))  # outside the pool: nothing to keep

@@ -7,6 +7,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+
 from tests.runtime.packets import ICMP, build_ipv4
 from trivpn.runtime.peers import PeerTable, Verdict
 from trivpn.runtime.routing import Router
@@ -107,3 +109,55 @@ def test_mac_refusal_is_reported_once_per_peer_and_reason_and_counted_always():
         router.from_peer(a, frame, 0.0, [], to_device=[])
     assert counts == {"max_routes_per_client": 2}
     assert refusals.seen == [(0, bytes((2, 0, 0, 0, 0, 2)), Verdict.MAC_QUOTA)]
+
+
+def _net(text: str) -> tuple[int, int]:
+    n = ipaddress.IPv4Network(text)
+    return int(n.network_address), n.prefixlen
+
+
+@pytest.mark.directive("iroute")
+def test_device_packet_for_a_network_behind_a_client_goes_to_that_client():
+    router, (a, b, _), counts, _ = _router()
+    router.table.add_iroutes(b, [_net("198.18.30.0/24")])
+    router.table.add_iroutes(a, [_net("198.18.30.128/25")])  # more specific wins
+    low, high = _ip("198.18.8.1", "198.18.30.7"), _ip("198.18.8.1", "198.18.30.200")
+    out = router.from_device([low, high, _ip("198.18.8.1", "198.18.31.1")], 0.0)
+    assert [(p.peer_id, w) for p, w in out] == [(1, b"\x01" + low), (0, b"\x00" + high)]
+    assert counts == {"no_route": 1}
+
+
+@pytest.mark.directive("iroute")
+def test_client_may_send_from_its_iroute_network_and_no_other():
+    router, (a, b, _), counts, _ = _router()
+    router.table.add_iroutes(a, [_net("198.18.30.0/24")])
+    router.table.add_iroutes(b, [_net("198.18.31.0/24")])
+    to_device: list[bytes] = []
+    ok, spoof = _ip("198.18.30.2", "198.18.8.1"), _ip("198.18.31.2", "198.18.8.1")
+    router.from_peer(a, ok, 0.0, [], to_device=to_device)
+    router.from_peer(a, spoof, 0.0, [], to_device=to_device)
+    assert to_device == [ok] and counts == {"spoofed_source": 1}
+
+
+@pytest.mark.directive("iroute", "client-to-client")
+def test_client_to_client_reaches_a_network_behind_another_client():
+    router, (a, b, _), _, _ = _router(c2c=True)
+    router.table.add_iroutes(b, [_net("198.18.30.0/24")])
+    out: list[tuple[RPeer, bytes]] = []
+    there = _ip("198.18.8.2", "198.18.30.2")
+    router.from_peer(a, there, 0.0, out, to_device=[])
+    back = _ip("198.18.30.2", "198.18.8.2")  # the reply, from b's network to a
+    router.from_peer(b, back, 0.0, out, to_device=[])
+    assert [(p.peer_id, w) for p, w in out] == [(1, b"\x01" + there), (0, b"\x00" + back)]
+
+
+@pytest.mark.directive("iroute")
+def test_iroutes_go_with_their_client_and_the_latest_claim_wins():
+    router, (a, b, _), counts, _ = _router()
+    router.table.add_iroutes(a, [_net("198.18.30.0/24")])
+    router.table.add_iroutes(b, [_net("198.18.30.0/24")])
+    packet = _ip("198.18.8.1", "198.18.30.2")
+    assert [p.peer_id for p, _ in router.from_device([packet], 0.0)] == [1]
+    router.table.remove(b)
+    assert router.from_device([packet], 0.0) == [] and counts == {"no_route": 1}
+    assert router.table.iroutes == {}

@@ -128,10 +128,13 @@ class AddressPool:
 
 
 def address_pool(o: Options) -> AddressPool | None:
-    """The pool ``server NET MASK`` defines (None without ``server`` or with ``nopool``).
+    """The pool ``server NET MASK`` defines (None without ``server`` or with ``nopool``), or
+    an explicit ``ifconfig-pool START END [NETMASK]``.
 
     net30/p2p: from NET+4 to broadcast-4 (broadcast itself for a /29); subnet and tap:
-    NET+2 .. broadcast-1."""
+    NET+2 .. broadcast-1 (helper.c ``helper_client_server()``)."""
+    if o.ifconfig_pool is not None:
+        return _explicit_pool(o)
     if o.server is None or o.server.nopool:
         return None
     net = o.server.network
@@ -141,3 +144,24 @@ def address_pool(o: Options) -> AddressPool | None:
         reserve = 0 if net.prefixlen == 29 else 4
         return AddressPool(o.topology, base + 4, bcast - reserve, net.netmask, server)
     return AddressPool("subnet", base + 2, bcast - 1, net.netmask, server)
+
+
+def _explicit_pool(o: Options) -> AddressPool | None:
+    """``ifconfig-pool``, as pool.c ``ifconfig_pool_init()`` lays it out: net30 in whole /30
+    blocks (START rounded down, END up), otherwise one address per entry. The netmask pushed
+    with a subnet/tap address: the pool's NETMASK, else the server's own (``server``'s, or
+    ``ifconfig``'s second address). The server's address: ``server`` NET+1 or ``ifconfig``'s."""
+    pool = o.ifconfig_pool
+    own = server_tun_ifconfig(o)
+    if pool is None or own is None:
+        return None
+    topology: Topology = "subnet" if o.dev_type == "tap" else o.topology
+    if topology == "net30":
+        start = ipaddress.IPv4Address(int(pool.start) & ~3)
+        end = ipaddress.IPv4Address(int(pool.end) | 3)
+        return AddressPool("net30", start, end, ipaddress.IPv4Address("255.255.255.252"),
+                           own.local)
+    netmask = pool.netmask
+    if netmask is None:
+        netmask = o.server.network.netmask if o.server is not None else own.remote
+    return AddressPool(topology, pool.start, pool.end, netmask, own.local)

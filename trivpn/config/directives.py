@@ -27,6 +27,7 @@ from trivpn.config.options import (
     Family,
     FileSource,
     Ifconfig,
+    IfconfigPool,
     Keepalive,
     Management,
     Mssfix,
@@ -417,6 +418,36 @@ def _push(st: ParseState, d: Directive) -> Options:
     if not text.strip():
         raise v.fail(d, "'push' expects an option, got an empty string")
     return replace(st.opts, pushes=(*st.opts.pushes, text))
+
+
+def _client_config_dir(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, client_config_dir=st.path(d.args[0]))
+
+
+def _ccd_exclusive(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, ccd_exclusive=True)
+
+
+IFCONFIG_POOL_MAX = 65536  # pool.h: the most addresses one ifconfig-pool may span
+
+
+def _ifconfig_pool(st: ParseState, d: Directive) -> Options:
+    start, end = v.ipv4(d, 0), v.ipv4(d, 1)
+    mask = v.netmask(d, 2) if len(d.args) == 3 else None
+    if start > end:
+        raise v.fail(d, f"'ifconfig-pool' start address {start} is greater than end address "
+                        f"{end}")
+    if int(end) - int(start) >= IFCONFIG_POOL_MAX:
+        raise v.fail(d, f"'ifconfig-pool' range {start} - {end} is too large (at most "
+                        f"{IFCONFIG_POOL_MAX} addresses)")
+    return replace(st.opts, ifconfig_pool=IfconfigPool(start, end, mask))
+
+
+def _ccd_only(st: ParseState, d: Directive) -> Options:
+    """Per-client directives (OpenVPN's ``OPT_P_INSTANCE``): only in a client-config-dir file;
+    OpenVPN refuses them in a main config too (options.c, VERIFY_PERMISSION)."""
+    raise v.fail(d, f"'{d.name}' can only be used in a client-config-dir file "
+                    "(see 'client-config-dir')")
 
 
 # --- routing ---------------------------------------------------------------------------------
@@ -1120,6 +1151,16 @@ DIRECTIVES: Mapping[str, Spec] = {
     "pkcs12": Spec(1, 1, lambda st, d: replace(st.opts, pkcs12=st.file(d)), inline=True),
 
     # --- server (issue 13) ---
+    "client-config-dir": Spec(1, 1, _client_config_dir),
+    "ccd-exclusive": Spec(0, 0, _ccd_exclusive),
+    "ifconfig-pool": Spec(2, 3, _ifconfig_pool),
+    "ifconfig-push": Spec(2, 3, _ccd_only),
+    "ifconfig-ipv6-push": Spec(1, 2, _ccd_only),
+    "iroute": Spec(1, 2, _ccd_only),
+    "iroute-ipv6": Spec(1, 1, _ccd_only),
+    "push-reset": Spec(0, 0, _ccd_only),
+    "push-remove": Spec(1, 1, _ccd_only),
+    "disable": Spec(0, 0, _ccd_only),
 
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
@@ -1143,8 +1184,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "bcast-buffers",
     "bind-dev",
     "block-ipv6",
-    "ccd-exclusive",
-    "client-config-dir",
     "client-connect",
     "client-disconnect",
     "client-nat",
@@ -1159,13 +1198,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "http-proxy-override",
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
-    "ifconfig-ipv6-push",
-    "ifconfig-pool",
-    "ifconfig-push",
     "inetd",
     "ip-remote-hint",
-    "iroute",
-    "iroute-ipv6",
     "key-derivation",
     "keying-material-exporter",
     "learn-address",
@@ -1204,8 +1238,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "proto-force",
     "protocol-flags",
     "providers",
-    "push-remove",
-    "push-reset",
     "redirect-private",
     "remap-usr1",
     "replay-persist",

@@ -177,6 +177,15 @@ class Ifconfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IfconfigPool:
+    """``ifconfig-pool START END [NETMASK]``: the client addresses a server hands out."""
+
+    start: ipaddress.IPv4Address
+    end: ipaddress.IPv4Address
+    netmask: ipaddress.IPv4Address | None
+
+
+@dataclass(frozen=True, slots=True)
 class PeriodicFile:
     """A file rewritten every ``seconds`` (``status``, ``ifconfig-pool-persist``)."""
 
@@ -424,6 +433,9 @@ class Options:
     capath: Path | None = None  # OpenSSL hashed directory of CA certificates and CRLs
 
     # --- server (issue 13) ---
+    client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)
+    ccd_exclusive: bool = False  # refuse a client without its own file in client-config-dir
+    ifconfig_pool: IfconfigPool | None = None  # ifconfig-pool START END [NETMASK]
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

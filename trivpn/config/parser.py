@@ -193,6 +193,19 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             raise _error(st, f"'server' with dev {o.dev_type} needs a /{max_bits} or larger "
                              f"subnet, got /{bits}", "server")
 
+    # --- per-client configuration and explicit pool (options.c, helper.c) ---
+    if o.ccd_exclusive and o.client_config_dir is None:
+        raise _error(st, "'ccd-exclusive' must be used with 'client-config-dir'",
+                     "ccd-exclusive")
+    for name in ("client-config-dir", "ccd-exclusive", "ifconfig-pool"):
+        if name in seen and o.mode != "server":
+            raise _error(st, f"'{name}' requires 'mode server' (or the 'server' directive)",
+                         name)
+    if o.ifconfig_pool is not None and o.server is not None and not o.server.nopool:
+        raise _error(st, "'server' already defines an ifconfig-pool, so 'ifconfig-pool' "
+                         "cannot be given too (use 'server NET MASK nopool' with it)",
+                     "ifconfig-pool")
+
     # --- connection rate limits (options.c: connect-freq needs a UDP server) ---
     if o.connect_freq is not None:
         if o.mode != "server":

@@ -45,21 +45,24 @@ class ConfigSource:
     base_dir: Path
 
 
-def read_config(path: Path | str) -> ConfigSource:
-    """Read a config file from disk (ConfigError if it cannot be read)."""
+def read_config(path: Path | str, base_dir: Path | None = None) -> ConfigSource:
+    """Read a config file from disk (ConfigError if it cannot be read). ``base_dir``: where
+    relative names resolve, when not the file's own directory (a client-config-dir file's
+    names resolve as the server config's do)."""
     path = Path(path)
     try:
         text = _read_text(path)
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", path) from None
-    return read_config_text(text, path)
+    return read_config_text(text, path, base_dir)
 
 
-def read_config_text(text: str, path: Path | str) -> ConfigSource:
+def read_config_text(text: str, path: Path | str,
+                     base_dir: Path | None = None) -> ConfigSource:
     """Read config text that claims to live at ``path`` (used for messages and relative paths;
     ``config`` includes are still read from disk)."""
     path = Path(path)
-    reader = _Reader(path.parent.absolute())
+    reader = _Reader(base_dir if base_dir is not None else path.parent.absolute())
     reader.read(text, path, depth=1)
     return ConfigSource(path=path, directives=tuple(reader.directives), base_dir=reader.base_dir)
 

@@ -200,6 +200,10 @@ class ServerView:
             for peer in server.connected:
                 if peer.vpn_ip is not None and id(peer) in rows:
                     routes.append((peer.vpn_ip, rows[id(peer)]))
+            # iroutes of client-config-dir files, as NET/BITS
+            for (network, bits), peer in server.table.iroutes.items():
+                if id(peer) in rows:
+                    routes.append((f"{ipaddress.IPv4Address(network)}/{bits}", rows[id(peer)]))
         return ServerStatus(tuple(rows.values()), tuple(routes))
 
     def status_lines(self, version: int) -> list[str]:

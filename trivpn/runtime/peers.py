@@ -3,7 +3,7 @@
 Peers are found by link address (UDP demultiplexing), by peer-id (P_DATA_V2 from a new address,
 "float"), by virtual IPv4 address (TUN routing) and by learned MAC address (TAP routing).
 
-Routing, as OpenVPN's ``mode server`` does it without ``iroute``:
+Routing, as OpenVPN's ``mode server`` does it:
 - from the device: an IPv4 packet goes to the client owning its destination; a TAP frame to
   the client that sent from its destination MAC, or to every client when the destination is
   broadcast, multicast or not yet learned.
@@ -11,6 +11,14 @@ Routing, as OpenVPN's ``mode server`` does it without ``iroute``:
   source MAC, which is then learned (TAP); otherwise it is a spoof and dropped. It goes to the
   device, except with ``client-to-client`` when it is for another client: then straight to that
   client (TAP broadcast/multicast: to every other client *and* the device).
+
+Internal routes (``iroute NET MASK`` in a client's client-config-dir file, TUN): a network
+behind a client. A packet from the device or, with ``client-to-client``, from another client
+whose destination is in the network goes to that client (the most specific iroute wins, after
+the exact virtual addresses), and the client may send from addresses in it. They are looked at
+only when no virtual address matched, so a server without iroutes does no extra work. Two
+clients claiming the same network: the one connected last has it (OpenVPN's learn-address
+takes it over too), and it is free again when that one goes.
 
 Learned MAC addresses (TAP), two limits:
 - ``max-routes-per-client`` (default 256, as OpenVPN): a client that already owns that many
@@ -26,7 +34,7 @@ Learned MAC addresses (TAP), two limits:
 from __future__ import annotations
 
 import enum
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 ETH_HEADER = 14
@@ -69,8 +77,8 @@ def is_group_mac(mac: bytes) -> bool:
 class PeerTable(Generic[P]):
     """Indexes over the live peers. ``vaddr`` keys are packed 4-byte IPv4 addresses."""
 
-    __slots__ = ("_all", "_macs_of", "by_address", "by_mac", "by_peer_id", "by_vaddr",
-                 "max_macs")
+    __slots__ = ("_all", "_iroute_bits", "_macs_of", "by_address", "by_mac", "by_peer_id",
+                 "by_vaddr", "iroutes", "max_macs")
 
     def __init__(self, max_macs: int = 256) -> None:
         self._all: dict[int, P] = {}
@@ -80,6 +88,10 @@ class PeerTable(Generic[P]):
         self.by_mac: dict[bytes, P] = {}
         self.max_macs = max_macs  # max-routes-per-client
         self._macs_of: dict[int, list[bytes]] = {}  # id(peer) -> the MACs it owns
+        # iroutes: (network as int, prefix length) -> peer; the prefix lengths in use, longest
+        # first
+        self.iroutes: dict[tuple[int, int], P] = {}
+        self._iroute_bits: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self._all)
@@ -116,6 +128,10 @@ class PeerTable(Generic[P]):
         for mac in self._macs_of.pop(id(peer), ()):
             if self.by_mac.get(mac) is peer:
                 del self.by_mac[mac]
+        if self.iroutes:
+            for key in [k for k, owner in self.iroutes.items() if owner is peer]:
+                del self.iroutes[key]
+            self._iroute_bits = tuple(sorted({b for _, b in self.iroutes}, reverse=True))
 
     def macs_of(self, peer: P) -> int:
         """How many MAC addresses ``peer`` owns."""
@@ -143,13 +159,33 @@ class PeerTable(Generic[P]):
             raise ValueError("peer has no virtual address")
         self.by_vaddr[peer.vaddr] = peer
 
+    def add_iroutes(self, peer: P, networks: Iterable[tuple[int, int]]) -> None:
+        """Route the networks ``(address as int, prefix length)`` to ``peer`` (iroute)."""
+        for network, bits in networks:
+            mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+            self.iroutes[(network & mask, bits)] = peer
+        self._iroute_bits = tuple(sorted({b for _, b in self.iroutes}, reverse=True))
+
+    def iroute_owner(self, address: bytes) -> P | None:
+        """The peer whose most specific iroute contains the packed IPv4 ``address``."""
+        value = int.from_bytes(address, "big")
+        for bits in self._iroute_bits:
+            mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+            peer = self.iroutes.get((value & mask, bits))
+            if peer is not None:
+                return peer
+        return None
+
     # -- routing: device -> client ------------------------------------------------------------
 
     def for_ipv4(self, packet: bytes) -> P | None:
         """The client owning an IPv4 packet's destination; None for anything else."""
         if len(packet) < IPV4_HEADER or packet[0] >> 4 != 4:
             return None
-        return self.by_vaddr.get(packet[16:20])
+        peer = self.by_vaddr.get(packet[16:20])
+        if peer is None and self.iroutes:
+            return self.iroute_owner(packet[16:20])
+        return peer
 
     def for_frame(self, frame: bytes) -> P | None:
         """The client that owns a frame's destination MAC; None means flood to all."""
@@ -166,10 +202,13 @@ class PeerTable(Generic[P]):
             return Verdict.MALFORMED
         if packet[0] >> 4 != 4:
             return Verdict.NOT_IPV4
-        if packet[12:16] != sender.vaddr:
+        if packet[12:16] != sender.vaddr and (
+                not self.iroutes or self.iroute_owner(packet[12:16]) is not sender):
             return Verdict.SPOOFED
         if client_to_client:
             target = self.by_vaddr.get(packet[16:20])
+            if target is None and self.iroutes:
+                target = self.iroute_owner(packet[16:20])
             if target is not None and target is not sender:
                 return target
         return Verdict.DEVICE

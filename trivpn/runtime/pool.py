@@ -11,6 +11,9 @@ base address: the client address for subnet pools, the first address of the /30 
 (as OpenVPN writes it). Entries read from the file count as just released, so a new client gets
 a never-used address before one that is reserved for someone else. ``ifconfig-pool-persist FILE
 0`` makes the file read-only and its associations fixed: those entries go only to their names.
+
+A client with a fixed ``ifconfig-push`` address inside the pool holds its entry while it is
+connected (:meth:`PoolAllocator.reserve`), so no pool client gets the same address.
 """
 
 from __future__ import annotations
@@ -86,6 +89,27 @@ class PoolAllocator:
             raise ValueError(f"pool entry {entry.index} is not in use")
         slot.in_use = False
         slot.last_release = now
+
+    def reserve(self, address: ipaddress.IPv4Address) -> bool:
+        """Keep the entry of ``address`` (a client's fixed ``ifconfig-push`` address, for
+        net30 any address of the /30 block) from being handed out while that client is
+        connected. False when a pool client holds it; True otherwise (also outside the
+        pool)."""
+        index = self.index_of_base(address)
+        if index is None:
+            return True
+        slot = self._slots[index]
+        if slot.in_use:
+            return False
+        slot.in_use = True
+        return True
+
+    def unreserve(self, address: ipaddress.IPv4Address, now: float) -> None:
+        """The fixed-address client is gone: its entry may be handed out again."""
+        index = self.index_of_base(address)
+        if index is not None and self._slots[index].in_use:
+            self._slots[index].in_use = False
+            self._slots[index].last_release = now
 
     def base_address(self, index: int) -> ipaddress.IPv4Address:
         """The address the persist file names for entry ``index``."""

@@ -106,8 +106,10 @@ class Router(Generic[P]):
             if len(packet) >= IPV4_HEADER and packet[0] >> 4 == 4:
                 peer = by_vaddr.get(packet[16:20])
                 if peer is None:
-                    counts["no_route"] += 1
-                    continue
+                    peer = self.table.iroute_owner(packet[16:20]) if self.table.iroutes else None
+                    if peer is None:
+                        counts["no_route"] += 1
+                        continue
                 if mss is not None and len(packet) >= TCP_HEADER_END \
                         and packet[9] == IPPROTO_TCP:
                     packet = clamp_mss(packet, mss)  # noqa: PLW2901

@@ -36,7 +36,12 @@ import structlog
 import trio
 
 from trivpn.config import ConfigError, Options
-from trivpn.config.derive import AddressPool, address_pool, server_push_options
+from trivpn.config.derive import (
+    AddressPool,
+    address_pool,
+    server_push_options,
+    server_tun_ifconfig,
+)
 from trivpn.logging import RateLimitedLog
 from trivpn.protocol.admission import (
     PreauthLedger,
@@ -79,33 +84,64 @@ ERROR_LOG_INTERVAL = 60.0
 
 
 def server_pool(options: Options) -> AddressPool:
-    """The client address pool of ``server NETWORK NETMASK``; ConfigError for what trivpn's
-    server mode does not support (no ``server`` directive, ``nopool``)."""
-    if options.server is None:
-        raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' "
-                          "(ifconfig-pool without it is not supported)", options.config_path)
+    """The client address pool: ``server NETWORK NETMASK``'s, or an explicit ``ifconfig-pool``
+    (with ``server ... nopool``, or with ``ifconfig``); ConfigError for what trivpn's server
+    mode does not support (no pool at all)."""
     pool = address_pool(options)
-    if pool is None:
-        raise ConfigError("'server ... nopool' is not supported: trivpn assigns client "
-                          "addresses from the server pool only", options.config_path)
-    return pool
+    if pool is not None:
+        return pool
+    if options.server is None:
+        raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK', or 'ifconfig' "
+                          "with 'ifconfig-pool'", options.config_path)
+    raise ConfigError("'server ... nopool' without 'ifconfig-pool' is not supported: trivpn "
+                      "assigns client addresses from a pool only", options.config_path)
+
+
+def check_client_config_dir(options: Options) -> None:
+    """``client-config-dir``: the directory must be readable and searchable at start-up
+    (OpenVPN checks it the same way and refuses to start otherwise)."""
+    directory = options.client_config_dir
+    if directory is None:
+        return
+    if not directory.is_dir() or not os.access(directory, os.R_OK | os.X_OK):
+        reason = "not a directory" if directory.exists() else "no such directory"
+        raise ConfigError(f"'client-config-dir {directory}': {reason} (or not readable)",
+                          options.directive_files.get("client-config-dir",
+                                                      options.config_path),
+                          options.directive_lines.get("client-config-dir"))
 
 
 def server_tunnel_plan(options: Options) -> TunnelPlan:
     """The server's own device: NET+1 (with peer NET+2 and a route to NET for net30/p2p, as
-    OpenVPN's ``server`` helper expands it), MTU and txqueuelen from the config."""
+    OpenVPN's ``server`` helper expands it) or an explicit ``ifconfig``, MTU and txqueuelen
+    from the config, and the config's ``route`` lines (through the device: the way to a
+    network behind a client, which an ``iroute`` in its client-config-dir file then selects).
+    Without ``route-gateway`` a subnet server's routes use NET+2, as helper.c sets
+    ``route_default_gateway``."""
     o = options
-    assert o.server is not None
-    net = o.server.network
-    first = net.network_address + 1
-    if o.dev_type == "tun" and o.topology in ("net30", "p2p"):
-        ifconfig = (str(first), str(net.network_address + 2))
-        routes = [RouteRequest(str(net.network_address), str(net.netmask))]
+    routes: list[RouteRequest] = []
+    gateway = o.route_gateway
+    if o.server is not None:
+        net = o.server.network
+        first = net.network_address + 1
+        if o.dev_type == "tun" and o.topology in ("net30", "p2p"):
+            ifconfig = (str(first), str(net.network_address + 2))
+            routes.append(RouteRequest(str(net.network_address), str(net.netmask)))
+        else:
+            ifconfig = (str(first), str(net.netmask))
+            if gateway is None and o.dev_type == "tun":
+                gateway = str(net.network_address + 2)
     else:
-        ifconfig = (str(first), str(net.netmask))
-        routes = []
+        own = server_tun_ifconfig(o)
+        if own is None:
+            raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' or "
+                              "'ifconfig'", o.config_path)
+        ifconfig = (str(own.local), str(own.remote))
+    routes.extend(RouteRequest(r.network, str(r.netmask), r.gateway, r.metric)
+                  for r in o.routes)
     return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
-                       ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen)
+                       ifconfig=ifconfig, routes=routes, route_gateway=gateway,
+                       txqueuelen=o.txqueuelen)
 
 
 class Server:
@@ -119,6 +155,7 @@ class Server:
         self.host: ServerHost = host if host is not None else SystemServerHost()
         self.stop = trio.Event()
         pool = server_pool(options)
+        check_client_config_dir(options)
         self.options = options
         self.log = log
         self.events = rt.EventBus(log)  # logging, management state, metrics counters

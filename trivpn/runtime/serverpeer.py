@@ -4,6 +4,7 @@ counts it), and how a link address is written in logs."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import socket
 
@@ -22,7 +23,8 @@ class Peer:
     """One client: its session, where it is, what it was given."""
 
     __slots__ = ("address", "cancel_scope", "cert_serial", "common_name", "connected", "created",
-                 "entry", "label", "mac_refused", "peer_id", "preauth", "remove_at",
+                 "entry", "fixed_address", "iroutes", "label", "mac_refused", "peer_id",
+                 "preauth", "remove_at",
                  "remove_reason", "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
                  "sleeping_until", "tcp", "tcp_recv", "tcp_send", "tx_bytes", "tx_packets",
                  "vaddr", "wakeup")
@@ -46,6 +48,10 @@ class Peer:
         self.common_name: str | None = None
         self.cert_serial: int | None = None  # of the certificate it authenticated with
         self.entry: PoolEntry | None = None
+        # ifconfig-push in its client-config-dir file: its fixed address (instead of entry)
+        self.fixed_address: ipaddress.IPv4Address | None = None
+        # iroute lines of its client-config-dir file: (network as int, prefix length)
+        self.iroutes: tuple[tuple[int, int], ...] = ()
         self.vaddr: bytes | None = None
         self.connected = False
         self.removed = False
@@ -64,7 +70,9 @@ class Peer:
 
     @property
     def vpn_ip(self) -> str | None:
-        return str(self.entry.local) if self.entry is not None else None
+        if self.entry is not None:
+            return str(self.entry.local)
+        return str(self.fixed_address) if self.fixed_address is not None else None
 
     @property
     def floatable(self) -> bool:

@@ -5,18 +5,29 @@ A transport creates a peer for a client the pre-authentication ledger admitted
 (:meth:`PeerLifecycle.create_peer`); the peer's task runs the session's timers (and, over TCP,
 the connection's reader and writer); :meth:`PeerLifecycle.drain` sends what the session wants
 sent, routes its decrypted packets and acts on its events: handshake progress, admission into
-the pool once the client authenticated (``max-clients``, ``duplicate-cn``, the pool), the
-connected peer, and the end of a peer (removed for a reason, its address released).
+the pool once the client authenticated (``max-clients``, ``duplicate-cn``, its
+``client-config-dir`` file read then, the pool or its fixed address), the connected peer (its
+iroutes routed), and the end of a peer (removed for a reason, its address released).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import trio
 
+from trivpn.config.ccd import (
+    ClientConfig,
+    IfconfigPush,
+    check_fixed_address,
+    client_push_list,
+    read_client_config,
+)
+from trivpn.config.derive import server_tun_ifconfig
+from trivpn.config.errors import ConfigError
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.session import Session
@@ -46,7 +57,7 @@ class PeerLifecycle:
 
     def _admitted(self) -> int:
         """Peers that authenticated and hold a pool address: what max-clients bounds."""
-        return len(self.server.table) - sum(1 for p in self.server.table if p.entry is None)
+        return sum(1 for p in self.server.table if p.vaddr is not None)
 
     def create_peer(self, address: Address, session: Session, now: float,
                      tcp: ServerPacketLink | None = None, *, pending: Pending) -> Peer | None:
@@ -131,6 +142,8 @@ class PeerLifecycle:
             self.server.router.connected = tuple(p for p in self.server.connected if p is not peer)
         if peer.entry is not None:
             self.server.allocator.release(peer.entry, now)
+        if peer.fixed_address is not None:
+            self.server.allocator.unreserve(peer.fixed_address, now)
         if peer.session.drops:
             self.server.drops.merge(peer.session.drops)
             peer.session.drops.clear()
@@ -348,20 +361,97 @@ class PeerLifecycle:
             self.server.counts["max_clients"] += 1
             self.remove_peer(peer, "max_clients")
             return
-        entry = self.server.allocator.acquire(cn, now)
-        if entry is None:
-            self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
-                             pool_size=self.server.allocator.pool.size)
-            peer.session.reject(now, "no free address in the server's pool")
+        client = self._client_config(peer, cn, now)
+        if client is False:
             return
-        peer.entry = entry
-        peer.vaddr = entry.local.packed
-        peer.session.accept(now, (*self.server.push, entry.ifconfig_option()), peer_id=peer.peer_id)
+        push: tuple[str, ...] = self.server.push
+        ifconfig_blocked = False
+        if client is not None:
+            push, ifconfig_blocked = client_push_list(push, client.push_edits)
+            peer.iroutes = tuple((int(n.network_address), n.prefixlen) for n in client.iroutes)
+        if client is not None and client.ifconfig_push is not None:
+            ifconfig = self._fixed_address(peer, client.ifconfig_push, now)
+            if ifconfig is None:
+                return
+        else:
+            entry = self.server.allocator.acquire(cn, now)
+            if entry is None:
+                self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
+                                 pool_size=self.server.allocator.pool.size)
+                peer.session.reject(now, "no free address in the server's pool")
+                return
+            peer.entry = entry
+            peer.vaddr = entry.local.packed
+            ifconfig = entry.ifconfig_option()
+        pushed = push if ifconfig_blocked else (*push, ifconfig)
+        peer.session.accept(now, pushed, peer_id=peer.peer_id)
+
+    def _client_config(self, peer: Peer, cn: str,
+                       now: float) -> ClientConfig | Literal[False] | None:
+        """The client's client-config-dir file (None: none applies), or False when the client
+        is refused: no file under ccd-exclusive, a bad file, ``disable``, or what trivpn
+        cannot serve yet. Read at each connect, as OpenVPN does."""
+        o = self.server.options
+        if o.client_config_dir is None:
+            return None
+        try:
+            found = read_client_config(o.client_config_dir, cn, exclusive=o.ccd_exclusive,
+                                       base_dir=o.base_dir)
+        except ConfigError as exc:
+            return self._refuse(peer, cn, now, str(exc))
+        if isinstance(found, str):
+            return self._refuse(peer, cn, now, found)
+        if found is None:
+            return None
+        if found.disable:
+            return self._refuse(peer, cn, now, f"{found.path}: client is disabled ('disable')")
+        reason = found.unsupported
+        if reason is None and found.iroutes and self.server.tap:
+            reason = "'iroute' needs 'dev tun' (a tap server learns MAC addresses instead)"
+        if reason is not None:
+            return self._refuse(peer, cn, now, f"{found.path}: {reason}")
+        self.log.info("ccd_applied", peer=peer.label, cn=cn, path=str(found.path),
+                      ifconfig_push=(str(found.ifconfig_push.local)
+                                     if found.ifconfig_push is not None else None),
+                      iroutes=[str(n) for n in found.iroutes],
+                      push_edits=len(found.push_edits))
+        return found
+
+    def _refuse(self, peer: Peer, cn: str, now: float, reason: str) -> Literal[False]:
+        self.log.warning("ccd_refused", peer=peer.label, cn=cn, reason=reason)
+        peer.session.reject(now, detail=reason)
+        return False
+
+    def _fixed_address(self, peer: Peer, push: IfconfigPush, now: float) -> str | None:
+        """Take the client's ``ifconfig-push`` address (kept from the pool while it is
+        connected); the ``ifconfig`` option to push, or None when the client was refused."""
+        server = self.server
+        pool = server.allocator.pool
+        own = server_tun_ifconfig(server.options)
+        network = server.options.server.network if server.options.server is not None else (
+            ipaddress.IPv4Network(f"{pool.server}/{pool.netmask}", strict=False))
+        reason = check_fixed_address(push, tap=server.tap, topology=server.options.topology,
+                                     server_network=network,
+                                     server_address=own.local if own is not None else None)
+        if reason is None and any(p is not peer and p.vaddr == push.local.packed
+                                  for p in server.table):
+            reason = f"'ifconfig-push {push.local}': another client has that address"
+        if reason is None and not server.allocator.reserve(push.local):
+            reason = (f"'ifconfig-push {push.local}': a client of the pool has that address "
+                      "(keep fixed addresses outside 'ifconfig-pool')")
+        if reason is not None:
+            self._refuse(peer, peer.common_name or "", now, reason)
+            return None
+        peer.fixed_address = push.local
+        peer.vaddr = push.local.packed
+        return push.pushed()
 
     def _connected(self, peer: Peer, cipher: str) -> None:
         peer.connected = True
         peer.remove_at = None
         self.server.table.route_vaddr(peer)
+        if peer.iroutes:
+            self.server.table.add_iroutes(peer, peer.iroutes)
         self.server.router.connected = (*self.server.connected, peer)
         self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
                                              peer.peer_id,

@@ -1,0 +1,58 @@
+"""server.ccd: the doctor reads the client-config-dir as the server would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from tests.diagnostics.doctorkit import by_id, context, write_config
+from trivpn.diagnostics.checks_ccd import CHECKS
+from trivpn.diagnostics.model import CheckResult
+
+CCD = by_id(CHECKS, "server.ccd")
+BASE = ("dev tun\nca ca.crt\ncert s.crt\nkey s.key\ndh none\n"
+        "server 198.18.8.0 255.255.255.0\ntopology subnet\nclient-config-dir ccd\n")
+
+
+def _run(tmp_path: Path, files: dict[str, str], extra: str = "") -> CheckResult:
+    (tmp_path / "ccd").mkdir(exist_ok=True)
+    for name, text in files.items():
+        (tmp_path / "ccd" / name).write_text(text)
+    ctx = context(write_config(tmp_path, BASE + extra))
+    return trio.run(CCD.run, ctx)
+
+
+def test_clean_directory_is_ok(tmp_path: Path):
+    result = _run(tmp_path, {"site": "iroute 198.18.30.0 255.255.255.0\n", ".swp": "junk\n"},
+                  "route 198.18.30.0 255.255.255.0\n")
+    assert result.status == "ok" and result.evidence["files"] == 1, result
+
+
+def test_a_bad_file_fails_naming_its_file_and_line(tmp_path: Path):
+    result = _run(tmp_path, {"alice": "\nifconfig-push 198.18.8.500 255.255.255.0\n"})
+    assert result.status == "fail"
+    assert result.evidence["errors"][0].endswith(
+        "ccd/alice:2: 'ifconfig-push' expects an IPv4 address, got '198.18.8.500'")
+
+
+def test_iroute_without_a_server_route_warns(tmp_path: Path):
+    result = _run(tmp_path, {"site": "iroute 198.18.30.0 255.255.255.0\n"},
+                  "route 198.18.31.0 255.255.255.0\n")
+    assert result.status == "warn"
+    assert "has no matching 'route 198.18.30.0 255.255.255.0'" in result.summary
+
+
+def test_one_fixed_address_in_two_files_warns_and_outside_the_subnet_fails(tmp_path: Path):
+    same = "ifconfig-push 198.18.8.50 255.255.255.0\n"
+    result = _run(tmp_path, {"a": same, "b": same})
+    assert result.status == "warn" and "also in a" in result.evidence["warnings"][0]
+    result = _run(tmp_path, {"c": "ifconfig-push 198.18.9.50 255.255.255.0\n"})
+    assert result.status == "fail" and "outside the server's subnet" in result.summary
+
+
+def test_missing_directory_fails_and_no_directory_skips(tmp_path: Path):
+    ctx = context(write_config(tmp_path, BASE))
+    assert trio.run(CCD.run, ctx).status == "fail"
+    ctx = context(write_config(tmp_path, BASE.replace("client-config-dir ccd\n", "")))
+    assert trio.run(CCD.run, ctx).status == "skip"

@@ -1,0 +1,133 @@
+"""``server.ccd``: the server's ``client-config-dir`` read the way the server reads it at each
+client's connect (docs/server-ccd.md), so that what would refuse a client, or silently not
+route, shows before a client connects:
+
+- a missing or unreadable directory (the server does not start), files that do not parse
+  (their client is refused; file and line named), directives trivpn does not support yet;
+- an ``iroute`` no ``route`` of the server config covers: the kernel never sends that network
+  into the tunnel, so the network behind the client is unreachable from the server's side;
+- one fixed ``ifconfig-push`` address in two files (the second client is refused while the
+  first is connected), or, with topology subnet, outside the server's subnet.
+
+Only files are read; nothing is sent.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from trivpn.config import ConfigError, Options
+from trivpn.config.ccd import ClientConfig, check_fixed_address, load_client_config
+from trivpn.config.derive import server_tun_ifconfig
+from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
+
+MAX_FILES = 10000  # a bound on what one doctor run reads
+
+
+def read_directory(directory: Path, base_dir: Path) -> dict[str, ClientConfig | ConfigError]:
+    """Every regular file of ``directory`` (hidden ones left out), parsed."""
+    out: dict[str, ClientConfig | ConfigError] = {}
+    for path in sorted(directory.iterdir())[:MAX_FILES]:
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            out[path.name] = load_client_config(path, base_dir)
+        except ConfigError as exc:
+            out[path.name] = exc
+    return out
+
+
+def _routes(o: Options) -> list[ipaddress.IPv4Network]:
+    nets = []
+    for r in o.routes:
+        try:
+            nets.append(ipaddress.IPv4Network(f"{r.network}/{r.netmask}", strict=False))
+        except ValueError:  # a name, resolved at run time
+            continue
+    return nets
+
+
+def findings(o: Options, files: Mapping[str, ClientConfig | ConfigError]) -> dict[str, list[str]]:
+    """What is wrong with the parsed files: ``errors`` (a client would be refused) and
+    ``warnings`` (a client is served but something it needs will not work)."""
+    errors: list[str] = []
+    warnings: list[str] = []
+    routes = _routes(o)
+    own = server_tun_ifconfig(o)
+    network = o.server.network if o.server is not None else None
+    fixed: dict[ipaddress.IPv4Address, str] = {}
+    for name, c in files.items():
+        if isinstance(c, ConfigError):
+            errors.append(str(c))
+            continue
+        if c.unsupported is not None:
+            errors.append(f"{c.path}: {c.unsupported}")
+        for net in c.iroutes:
+            if not any(net.subnet_of(r) for r in routes):
+                warnings.append(
+                    f"{c.path}: 'iroute {net.network_address} {net.netmask}' has no matching "
+                    f"'route {net.network_address} {net.netmask}' in the server config")
+        if c.ifconfig_push is not None:
+            local = c.ifconfig_push.local
+            reason = check_fixed_address(
+                c.ifconfig_push, tap=o.dev_type == "tap", topology=o.topology,
+                server_network=network, server_address=own.local if own is not None else None)
+            if reason is not None:
+                errors.append(f"{c.path}: {reason}")
+            if local in fixed:
+                warnings.append(f"{c.path}: 'ifconfig-push {local}' is also in "
+                                f"{fixed[local]}; only one of the two can be connected")
+            fixed.setdefault(local, name)
+    return {"errors": errors, "warnings": warnings}
+
+
+async def check_ccd(ctx: DoctorContext) -> CheckResult:
+    cid = "server.ccd"
+    o = ctx.options
+    if o is None:
+        return skip(cid, "config did not parse")
+    directory = o.client_config_dir
+    if directory is None:
+        return skip(cid, "no client-config-dir")
+    loc = o.location("client-config-dir")
+    where = f"{loc[0]}:{loc[1]}" if loc is not None else str(o.config_path)
+    if not directory.is_dir() or not os.access(directory, os.R_OK | os.X_OK):
+        return problem(
+            cid, "fail", f"client-config-dir {directory} is not a readable directory",
+            explanation=(f"{where} names {directory}, which does not exist or cannot be read: "
+                         "the server refuses to start (OpenVPN too)."),
+            fix=f"Create it ('mkdir -p {directory}') or correct the path at {where}.",
+            directory=str(directory))
+    files = read_directory(directory, o.base_dir)
+    found = findings(o, files)
+    evidence: dict[str, Any] = {"directory": str(directory), "files": len(files), **found}
+    status: Literal["fail", "warn"] | None = (
+        "fail" if found["errors"] else "warn" if found["warnings"] else None)
+    if status is None:
+        return ok(cid, f"{len(files)} client file(s) in {directory} read cleanly", **evidence)
+    first = (found["errors"] or found["warnings"])[0]
+    count = len(found["errors"]) + len(found["warnings"])
+    if found["errors"]:
+        explanation = ("The server reads a client's file when that client connects; a file "
+                       "it cannot apply refuses the client (AUTH_FAILED), while every other "
+                       "client is served.")
+        fix = "Correct the named lines (docs/server-ccd.md lists what a client file may say)."
+    else:
+        explanation = ("An 'iroute' tells the server which client owns a network, but the "
+                       "kernel only sends the network into the tunnel when the server config "
+                       "routes it there; a fixed address in two files serves only one of the "
+                       "two clients at a time.")
+        fix = ("Add the matching 'route NET MASK' to the server config, or give each client "
+               "its own address.")
+    return problem(cid, status, f"{count} problem(s) in {directory}: {first}",
+                   explanation=explanation, fix=fix, **evidence)
+
+
+_SERVER: tuple[Literal["server"]] = ("server",)
+CHECKS: tuple[Check, ...] = (
+    Check("server.ccd", check_ccd, roles=_SERVER, depends_on=("config.syntax",)),
+)
