@@ -31,7 +31,12 @@ from trivpn.protocol.tls import KU_REQUIRED
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.privileges import resolve_identity
 from trivpn.runtime.server import server_pool, server_tunnel_plan
-from trivpn.runtime.tunnel import TunnelPlan, TunnelPlanError, plan_client_tunnel
+from trivpn.runtime.tunnel import (
+    REDIRECT_IPV6_ROUTES,
+    TunnelPlan,
+    TunnelPlanError,
+    plan_client_tunnel,
+)
 from trivpn.sessionsetup import read_credentials, session_config
 
 Json = dict[str, Any]
@@ -41,7 +46,7 @@ SCHEMA = 1
 
 PUSHED = "pushed by the server at run time"
 RESOLVED_AT_RUN_TIME = "resolved at run time"
-REDIRECT_DESTINATIONS = frozenset({"0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"})
+REDIRECT_DESTINATIONS = frozenset({"0.0.0.0/1", "128.0.0.0/1", *REDIRECT_IPV6_ROUTES})
 SCRIPT_DIRECTIVES = ("up", "down", "down-pre", "route-up", "route-pre-down", "ipchange",
                      "tls-verify", "tls-export-cert", "learn-address", "client-connect",
                      "client-disconnect", "auth-user-pass-verify", "plugin")

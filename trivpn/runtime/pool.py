@@ -40,10 +40,13 @@ class PoolAllocator:
 
     __slots__ = ("_duplicate_cn", "_slots", "pool")
 
-    def __init__(self, pool: AddressPool, *, duplicate_cn: bool = False) -> None:
+    def __init__(self, pool: AddressPool, *, duplicate_cn: bool = False,
+                 limit: int | None = None) -> None:
+        """``limit``: at most that many entries (the IPv6 pool's size when it is smaller)."""
         self.pool = pool
         self._duplicate_cn = duplicate_cn
-        self._slots = [_Slot() for _ in range(pool.size)]
+        size = pool.size if limit is None else min(pool.size, limit)
+        self._slots = [_Slot() for _ in range(size)]
 
     @property
     def in_use(self) -> int:
@@ -98,7 +101,7 @@ class PoolAllocator:
         if offset < 0:
             return None
         index = offset // 4 if self.pool.topology == "net30" else offset
-        return index if index < self.pool.size else None
+        return index if index < len(self._slots) else None
 
     def load(self, associations: Iterable[Association], now: float, *,
              fixed: bool = False) -> int:

@@ -36,7 +36,13 @@ import structlog
 import trio
 
 from trivpn.config import ConfigError, Options
-from trivpn.config.derive import AddressPool, address_pool, server_push_options
+from trivpn.config.derive import (
+    AddressPool,
+    address_pool,
+    address_pool6,
+    server_push_options,
+    server_tun_ifconfig6,
+)
 from trivpn.logging import RateLimitedLog
 from trivpn.protocol.admission import (
     PreauthLedger,
@@ -104,8 +110,20 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     else:
         ifconfig = (str(first), str(net.netmask))
         routes = []
+    own6 = server_tun_ifconfig6(o)  # server-ipv6: NET+1/BITS on the device
     return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
-                       ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen)
+                       ifconfig=ifconfig, routes=routes, txqueuelen=o.txqueuelen,
+                       ifconfig_ipv6=(None if own6 is None else
+                                      (str(own6.address), own6.bits, str(own6.remote))),
+                       routes_ipv6=[(str(r.network), None if r.gateway is None
+                                     else str(r.gateway), r.metric) for r in o.routes_ipv6])
+
+
+def wildcard_host(family: int | None) -> str:
+    """Where a server without ``local`` listens: ``proto udp4/tcp4`` on 0.0.0.0, otherwise
+    on ``::``, a dual-stack socket that takes IPv4 clients too (as OpenVPN 2.6 does for
+    ``proto udp``; checked in tests/interop/test_ipv6.py)."""
+    return "0.0.0.0" if family == 4 else "::"
 
 
 class Server:
@@ -127,7 +145,11 @@ class Server:
         self.mss = None if self.tap else mss_limit_for(
             options, options.data_ciphers, "udp" if options.proto == "udp" else "tcp")
         self.max_clients = options.max_clients
-        self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn)
+        # server-ipv6: the IPv6 pool, paired with the IPv4 one by index (pool.c); the
+        # smaller of the two bounds how many clients get addresses
+        self.pool6 = address_pool6(options)
+        self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn,
+                                       limit=None if self.pool6 is None else self.pool6.size)
         # the front door: cookie, connect-freq(-initial), the pre-authentication quota
         # (separate from max-clients, docs/server-admission.md) and float authentication
         initial, freq = options.connect_freq_initial, options.connect_freq
@@ -260,7 +282,7 @@ class Server:
             description, topology=o.topology))
         for failure in self.tunnel.route_failures:
             self.log.warning("route_failed", detail=failure)
-        host = o.local or "0.0.0.0"
+        host = o.local or wildcard_host(o.family)
         port = o.lport
         if o.proto == "udp":
             self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf)

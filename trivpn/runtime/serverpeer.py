@@ -4,6 +4,7 @@ counts it), and how a link address is written in logs."""
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import socket
 
@@ -25,7 +26,7 @@ class Peer:
                  "entry", "label", "mac_refused", "peer_id", "preauth", "remove_at",
                  "remove_reason", "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
                  "sleeping_until", "tcp", "tcp_recv", "tcp_send", "tx_bytes", "tx_packets",
-                 "vaddr", "wakeup")
+                 "vaddr", "vaddr6", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
                  tcp: ServerPacketLink | None = None) -> None:
@@ -47,6 +48,7 @@ class Peer:
         self.cert_serial: int | None = None  # of the certificate it authenticated with
         self.entry: PoolEntry | None = None
         self.vaddr: bytes | None = None
+        self.vaddr6: bytes | None = None  # its pool IPv6 address (16 bytes), with server-ipv6
         self.connected = False
         self.removed = False
         self.mac_refused: tuple[str, ...] = ()  # TAP: reasons mac_refused was logged for
@@ -65,6 +67,10 @@ class Peer:
     @property
     def vpn_ip(self) -> str | None:
         return str(self.entry.local) if self.entry is not None else None
+
+    @property
+    def vpn_ip6(self) -> str | None:
+        return str(ipaddress.IPv6Address(self.vaddr6)) if self.vaddr6 is not None else None
 
     @property
     def floatable(self) -> bool:

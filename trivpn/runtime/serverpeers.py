@@ -355,7 +355,13 @@ class PeerLifecycle:
             return
         peer.entry = entry
         peer.vaddr = entry.local.packed
-        peer.session.accept(now, (*self.server.push, entry.ifconfig_option()), peer_id=peer.peer_id)
+        pool6 = self.server.pool6
+        if pool6 is None:
+            assigned: tuple[str, ...] = (entry.ifconfig_option(),)
+        else:  # push.c: ifconfig-ipv6 before ifconfig
+            peer.vaddr6 = pool6.address(entry.index).packed
+            assigned = (pool6.ifconfig_option(entry.index), entry.ifconfig_option())
+        peer.session.accept(now, (*self.server.push, *assigned), peer_id=peer.peer_id)
 
     def _connected(self, peer: Peer, cipher: str) -> None:
         peer.connected = True
@@ -364,4 +370,5 @@ class PeerLifecycle:
         self.server.router.connected = (*self.server.connected, peer)
         self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
                                              peer.peer_id,
-                                             "tcp" if peer.tcp is not None else "udp"))
+                                             "tcp" if peer.tcp is not None else "udp",
+                                             peer.vpn_ip6))
