@@ -120,10 +120,11 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
 
 
 def wildcard_host(family: int | None) -> str:
-    """Where a server without ``local`` listens: ``proto udp4/tcp4`` on 0.0.0.0, otherwise
-    on ``::``, a dual-stack socket that takes IPv4 clients too (as OpenVPN 2.6 does for
-    ``proto udp``; checked in tests/interop/test_ipv6.py)."""
-    return "0.0.0.0" if family == 4 else "::"
+    """Where a server without ``local`` listens, as OpenVPN 2.6 on Linux does (checked in
+    tests/interop/test_ipv6.py): ``proto udp6/tcp6`` on ``::``, a dual-stack socket that
+    takes IPv4 clients too; ``proto udp/tcp`` and ``udp4/tcp4`` on 0.0.0.0 (the first
+    passive address the resolver gives for an unspecified family)."""
+    return "::" if family == 6 else "0.0.0.0"
 
 
 class Server:

@@ -103,11 +103,14 @@ def next_deadline(peer: Peer) -> float:
 
 
 def format_address(address: Address) -> str:
-    """``ip:port``, ``[v6]:port``; a scoped IPv6 source (link-local, 4-tuple sockaddr with a
+    """``ip:port``, ``[v6]:port`` (an IPv4-mapped ``::ffff:a.b.c.d`` as ``a.b.c.d:port``); a
+    scoped IPv6 source (link-local, 4-tuple sockaddr with a
     scope id; recvfrom leaves ``%zone`` out of the host) as ``[fe80::1%eth0]:port``."""
     host, port = str(address[0]), address[1]
     if ":" not in host:
         return f"{host}:{port}"
+    if host.startswith("::ffff:") and "." in host:  # an IPv4 client of a dual-stack socket
+        return f"{host[7:]}:{port}"
     if len(address) > 3 and address[3] and "%" not in host:
         try:
             zone = socket.if_indextoname(int(address[3]))
