@@ -81,7 +81,7 @@ def test_openvpn_client_of_a_trivpn_server_gets_an_ipv6_address_ping6_and_tcp_bo
         lab: NetnsLab, tmp_path: Path):
     srv, cli = _setup(lab, tmp_path)
     server = start_trivpn(srv, tmp_path, "server", _server(
-        extra=('push "redirect-gateway ipv6 !ipv4"',)))
+        extra=('push "redirect-gateway ipv6 !ipv4"', "ifconfig-pool-persist ipp.txt 1")))
     assert server.wait_event("link_open", timeout=10), server.text()
     client = start_openvpn(cli, tmp_path, "client", _client())
     _openvpn_up(client, server.text()[-3000:])
@@ -91,6 +91,7 @@ def test_openvpn_client_of_a_trivpn_server_gets_an_ipv6_address_ping6_and_tcp_bo
     assert f"ifconfig-ipv6 {CLIENT_VPN6}/64 {SERVER_VPN6}" in client.text()
     assert set(REDIRECT6) <= set(_routes6(cli)), _routes6(cli)
     _both_ways(srv, cli, SERVER_VPN6, CLIENT_VPN6, server.text()[-3000:])
+    assert _persisted(tmp_path / "ipp.txt") == PERSIST_LINE  # as openvpn writes it (below)
 
 
 @pytest.mark.directive("redirect-gateway")
@@ -98,7 +99,8 @@ def test_trivpn_client_of_an_openvpn_server_gets_the_same_ipv6_address_and_route
         lab: NetnsLab, tmp_path: Path):
     srv, cli = _setup(lab, tmp_path)
     server = start_openvpn(srv, tmp_path, "server", _server(
-        extra=('push "redirect-gateway ipv6 !ipv4"', 'push "route-ipv6 2001:2:0:30::/64"')))
+        extra=('push "redirect-gateway ipv6 !ipv4"', 'push "route-ipv6 2001:2:0:30::/64"',
+               "ifconfig-pool-persist ipp-openvpn.txt 1")))
     _openvpn_up(server, "")
     client = start_trivpn(cli, tmp_path, "client", _client())
     up = client.wait_event("tun_configured", timeout=20)
@@ -107,6 +109,21 @@ def test_trivpn_client_of_an_openvpn_server_gets_the_same_ipv6_address_and_route
     # the same four redirect routes the real openvpn client installs (test above)
     assert set([*REDIRECT6, "2001:2:0:30::/64"]) <= set(_routes6(cli)), _routes6(cli)
     _both_ways(srv, cli, SERVER_VPN6, CLIENT_VPN6, client.text()[-3000:])
+    assert _persisted(tmp_path / "ipp-openvpn.txt") == PERSIST_LINE
+
+
+PERSIST_LINE = f"client1,198.18.8.2,{CLIENT_VPN6}"
+
+
+def _persisted(path: Path, timeout: float = 5.0) -> str:
+    """The persist file's line once written (both write it every second here)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text() if path.exists() else ""
+        if text.strip():
+            return text.strip()
+        time.sleep(0.2)
+    return ""
 
 
 def _listening(ns: Netns) -> list[str]:
@@ -115,20 +132,21 @@ def _listening(ns: Netns) -> list[str]:
 
 
 @pytest.mark.directive("proto", "local")
-def test_udp6_transport_both_roles(lab: NetnsLab, tmp_path: Path):
+@pytest.mark.parametrize(("sproto", "cproto"), [("udp6", "udp6"), ("tcp6-server", "tcp6-client")])
+def test_ipv6_transport_both_roles(lab: NetnsLab, tmp_path: Path, sproto: str, cproto: str):
     srv, cli = _setup(lab, tmp_path)
     # openvpn client over IPv6 to a trivpn server bound to an IPv6 local address
-    server = start_trivpn(srv, tmp_path, "server", _server(proto="udp6", local=SERVER_IP6))
+    server = start_trivpn(srv, tmp_path, "server", _server(proto=sproto, local=SERVER_IP6))
     assert server.wait_event("link_open", timeout=10), server.text()
-    client = start_openvpn(cli, tmp_path, "client", _client(remote=SERVER_IP6, proto="udp6"))
+    client = start_openvpn(cli, tmp_path, "client", _client(remote=SERVER_IP6, proto=cproto))
     _openvpn_up(client, server.text()[-3000:])
     assert _wait_peer(server, f"[{CLIENT_IP6}]:"), server.text()
     assert ping(cli, "198.18.8.1") and ping(cli, SERVER_VPN6), server.text()[-2000:]
     lab.kill_processes()
     # a trivpn client over IPv6 to an openvpn server
-    server2 = start_openvpn(srv, tmp_path, "server2", _server(proto="udp6", local=SERVER_IP6))
+    server2 = start_openvpn(srv, tmp_path, "server2", _server(proto=sproto, local=SERVER_IP6))
     _openvpn_up(server2, "")
-    client2 = start_trivpn(cli, tmp_path, "client2", _client(remote=SERVER_IP6, proto="udp6"))
+    client2 = start_trivpn(cli, tmp_path, "client2", _client(remote=SERVER_IP6, proto=cproto))
     assert client2.wait_event("tun_configured", timeout=20), client2.text()[-3000:]
     assert f"[AF_INET6]{CLIENT_IP6}" in server2.text() or CLIENT_IP6 in server2.text()
     assert ping(cli, "198.18.8.1") and ping(cli, SERVER_VPN6), client2.text()[-2000:]

@@ -150,7 +150,7 @@ class Server:
         # smaller of the two bounds how many clients get addresses
         self.pool6 = address_pool6(options)
         self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn,
-                                       limit=None if self.pool6 is None else self.pool6.size)
+                                       pool6=self.pool6)
         # the front door: cookie, connect-freq(-initial), the pre-authentication quota
         # (separate from max-clients, docs/server-admission.md) and float authentication
         initial, freq = options.connect_freq_initial, options.connect_freq
