@@ -90,3 +90,10 @@ def test_route_ipv6_reads_network_gateway_and_metric():
 def test_route_ipv6_with_host_bits_is_refused():
     with pytest.raises(ConfigError, match="host bits"):
         client("route-ipv6 2001:2:0:a::1/64\n")
+
+
+@pytest.mark.directive("block-ipv6")
+def test_block_ipv6_is_a_client_option_and_refused_on_a_server():
+    assert client("block-ipv6\n").block_ipv6
+    with pytest.raises(ConfigError, match="'block-ipv6' on a server"):
+        server("block-ipv6\n")

@@ -235,3 +235,33 @@ def _tun_name(ns: Netns) -> str:
     out = ns.run(["ip", "-o", "link", "show", "type", "tun"]).stdout
     return out.split(":")[1].strip()
 
+
+
+def _ping6_once(ns: Netns, dst: str) -> str:
+    done = ns.run(["ping", "-c", "1", "-W", "2", dst], check=False, timeout=10)
+    return done.stdout
+
+
+@pytest.mark.directive("block-ipv6")
+def test_block_ipv6_answers_no_route_from_the_tunnel_peer_as_openvpn_does(
+        lab: NetnsLab, tmp_path: Path):
+    srv, cli = _setup(lab, tmp_path)
+    server = start_trivpn(srv, tmp_path, "server", _server(
+        extra=('push "redirect-gateway ipv6 !ipv4"',)))
+    assert server.wait_event("link_open", timeout=10), server.text()
+    far = "2001:2:0:99::1"  # behind the tunnel (redirect-gateway ipv6 routes it there)
+    # had a packet crossed, the server's kernel would answer "Administratively prohibited"
+    srv.ip("-6", "route", "add", "prohibit", "2001:2:0:99::/64")
+    expected = f"From {SERVER_VPN6} icmp_seq=1 Destination unreachable: No route"
+    ovpn = start_openvpn(cli, tmp_path, "oclient", _client(extra=("block-ipv6",)))
+    _openvpn_up(ovpn, server.text()[-3000:])
+    assert expected in _ping6_once(cli, far), ovpn.text()[-2000:]
+    stop_process(lab, ovpn.pid)
+    trivpn = start_trivpn(cli, tmp_path, "client", _client(extra=("block-ipv6",)))
+    assert trivpn.wait_event("tun_configured", timeout=20), trivpn.text()[-3000:]
+    out = ""
+    deadline = time.monotonic() + 5
+    while expected not in out and time.monotonic() < deadline:
+        out = _ping6_once(cli, far)
+    assert expected in out, (out, trivpn.text()[-2000:])
+    assert ping(cli, "198.18.8.1")  # IPv4 still goes through

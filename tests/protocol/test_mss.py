@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from trivpn.protocol.mss import clamp_mss, clamp_mss6, data_overhead, mss_limit
+from trivpn.protocol.mss import clamp_ipv6_batch, clamp_mss, clamp_mss6, data_overhead, mss_limit
 
 SRC, DST = bytes([198, 18, 8, 2]), bytes([198, 18, 8, 1])
 
@@ -129,3 +129,11 @@ def test_ipv6_packets_other_than_a_tcp_syn_are_returned_unchanged():
     v4 = _tcp_packet(0x02, SYN_OPTIONS)
     assert clamp_mss6(v4, 1000) is v4
     assert clamp_mss(within, 1000) is within             # the IPv4 clamp leaves IPv6 alone
+
+
+def test_ipv6_batch_clamping_touches_only_ipv6_tcp_syns():
+    syn6 = _tcp6_syn(SYN_OPTIONS)
+    v4 = _tcp_packet(0x02, SYN_OPTIONS)
+    out = clamp_ipv6_batch([v4, syn6], 1380)
+    assert out[0] is v4
+    assert int.from_bytes(out[1][62:64], "big") == 1380

@@ -532,6 +532,11 @@ def _route_ipv6(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, routes_ipv6=(*st.opts.routes_ipv6, route))
 
 
+
+def _block_ipv6(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, block_ipv6=True)
+
+
 PULL_FILTER_ACTIONS: Mapping[str, PullFilterAction] = {
     "accept": "accept", "ignore": "ignore", "reject": "reject"}
 
@@ -899,6 +904,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "ifconfig-ipv6": Spec(2, 2, _ifconfig_ipv6),
     "ifconfig-ipv6-pool": Spec(1, 1, _ifconfig_ipv6_pool),
     "route-ipv6": Spec(1, 3, _route_ipv6),
+    "block-ipv6": Spec(0, 0, _block_ipv6),
 
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
@@ -919,7 +925,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-user-pass-optional",
     "auth-user-pass-verify",
     "bcast-buffers",
-    "block-ipv6",
     "capath",
     "ccd-exclusive",
     "chroot",

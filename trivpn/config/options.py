@@ -380,6 +380,7 @@ class Options:
     ifconfig_ipv6: Ifconfig6 | None = None
     ifconfig_ipv6_pool: ipaddress.IPv6Interface | None = None  # ifconfig-ipv6-pool BASE/BITS
     routes_ipv6: tuple[Route6, ...] = ()
+    block_ipv6: bool = False
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

@@ -115,3 +115,10 @@ def _clamp_tcp(packet: bytes, ihl: int, limit: int) -> bytes:
             return bytes(out)
         pos += size
     return packet
+
+
+def clamp_ipv6_batch(packets: list[bytes], limit: int) -> list[bytes]:
+    """``packets`` with every IPv6 TCP SYN's MSS lowered to ``limit`` (a client whose tunnel
+    carries IPv6 runs this over each batch; IPv4-only tunnels never do)."""
+    return [clamp_mss6(p, limit) if len(p) >= 60 and p[0] >> 4 == 6 and p[6] == IPPROTO_TCP
+            else p for p in packets]

@@ -43,7 +43,8 @@ from trivpn.config import ConfigError, Options, Remote
 from trivpn.config.options import FileSource
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
-from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
+from trivpn.protocol.icmp6 import FALLBACK_SOURCE, block_ipv6
+from trivpn.protocol.mss import IPPROTO_TCP, clamp_ipv6_batch, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
@@ -425,6 +426,12 @@ class Connection:
         self._seen_link = (0, 0, 0)
         self.no_tun = 0
         self.mss: int | None = None  # clamp TCP SYNs to this MSS (mssfix), set with the TUN
+        # IPv6 TCP SYNs: 20 less (mss.c mss_fixup_ipv6); only when the TUN has an IPv6
+        # address, so that IPv4-only tunnels do no IPv6 work per packet
+        self.mss6: int | None = None
+        # block-ipv6: the source of the ICMPv6 answers written back to the TUN (None: off)
+        self.block6: bytes | None = None
+        self.tun_mtu = 1500
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -659,6 +666,8 @@ class Connection:
             if tunnel is None:
                 self.no_tun += len(to_tun)
             else:
+                if self.mss6 is not None:
+                    to_tun = clamp_ipv6_batch(to_tun, self.mss6)
                 traffic.tun_write_bytes += sum(map(len, to_tun))
                 tunnel.device.write_many(to_tun)
         return control
@@ -697,6 +706,10 @@ class Connection:
         UDP adds the TUN to the link reader's ready set, TCP starts a TUN reader task."""
         self.mss = mss_limit_for(self.options, (self.session.cipher or "",),
                                  "udp" if self.udp is not None else "tcp")
+        addresses = tunnel.describe().get("addresses")
+        has_ipv6 = isinstance(addresses, list) and any(":" in str(a) for a in addresses)
+        self.mss6 = self.mss - 20 if self.mss is not None and has_ipv6 else None
+        self._setup_block_ipv6(tunnel)
         device = tunnel.device
         if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice):
             if self._ready is not None:  # the fast path: the link reader serves both fds
@@ -706,12 +719,40 @@ class Connection:
         elif self._nursery is not None:
             self._nursery.start_soon(self._tun_reader, tunnel)
 
+    def _setup_block_ipv6(self, tunnel: TunnelHandle) -> None:
+        """block-ipv6 (configured or pushed): answer IPv6 from the TUN, from the tunnel's IPv6
+        peer (fe80::7 without one), as OpenVPN does (forward.c)."""
+        pushed = self.session.pushed
+        if not (self.options.block_ipv6 or (pushed is not None and pushed.block_ipv6)):
+            self.block6 = None
+            return
+        remote6 = None
+        if pushed is not None and pushed.ifconfig_ipv6 is not None:
+            remote6 = pushed.ifconfig_ipv6.remote
+        elif self.options.ifconfig_ipv6 is not None:
+            remote6 = self.options.ifconfig_ipv6.remote
+        self.block6 = remote6.packed if remote6 is not None else FALLBACK_SOURCE
+        mtu = tunnel.describe().get("mtu")
+        self.tun_mtu = mtu if isinstance(mtu, int) else self.options.tun_mtu
+
+    def _answer_ipv6(self, packets: list[bytes], source: bytes) -> list[bytes]:
+        """block-ipv6: IPv6 packets are answered on the TUN and go no further."""
+        packets, answers = block_ipv6(packets, source, self.tun_mtu)
+        tunnel = self.client.tunnel
+        if answers and tunnel is not None:
+            tunnel.device.write_many(answers)
+        return packets
+
     def _encrypt_tun(self, packets: list[bytes]) -> list[bytes]:
         """TUN packets to wire datagrams (MSS-clamped, encrypted)."""
         traffic = self.client.traffic
         traffic.tun_read_bytes += sum(map(len, packets))
         encrypt = self.session.encrypt_data
         mss = self.mss
+        if self.block6 is not None:
+            packets = self._answer_ipv6(packets, self.block6)
+        if self.mss6 is not None:
+            packets = clamp_ipv6_batch(packets, self.mss6)
         now = self._clock()
         out: list[bytes] = []
         append = out.append
