@@ -81,7 +81,8 @@ def test_openvpn_client_of_a_trivpn_server_gets_an_ipv6_address_ping6_and_tcp_bo
         lab: NetnsLab, tmp_path: Path):
     srv, cli = _setup(lab, tmp_path)
     server = start_trivpn(srv, tmp_path, "server", _server(
-        extra=('push "redirect-gateway ipv6 !ipv4"', "ifconfig-pool-persist ipp.txt 1")))
+        extra=('push "redirect-gateway ipv6 !ipv4"', "ifconfig-pool-persist ipp.txt 1",
+               "status status.txt 1", "status-version 2")))
     assert server.wait_event("link_open", timeout=10), server.text()
     client = start_openvpn(cli, tmp_path, "client", _client())
     _openvpn_up(client, server.text()[-3000:])
@@ -92,6 +93,7 @@ def test_openvpn_client_of_a_trivpn_server_gets_an_ipv6_address_ping6_and_tcp_bo
     assert set(REDIRECT6) <= set(_routes6(cli)), _routes6(cli)
     _both_ways(srv, cli, SERVER_VPN6, CLIENT_VPN6, server.text()[-3000:])
     assert _persisted(tmp_path / "ipp.txt") == PERSIST_LINE  # as openvpn writes it (below)
+    assert _status_ipv6(tmp_path / "status.txt") == STATUS_IPV6  # as openvpn's (below)
 
 
 @pytest.mark.directive("redirect-gateway")
@@ -100,7 +102,8 @@ def test_trivpn_client_of_an_openvpn_server_gets_the_same_ipv6_address_and_route
     srv, cli = _setup(lab, tmp_path)
     server = start_openvpn(srv, tmp_path, "server", _server(
         extra=('push "redirect-gateway ipv6 !ipv4"', 'push "route-ipv6 2001:2:0:30::/64"',
-               "ifconfig-pool-persist ipp-openvpn.txt 1")))
+               "ifconfig-pool-persist ipp-openvpn.txt 1", "status status-openvpn.txt 1",
+               "status-version 2")))
     _openvpn_up(server, "")
     client = start_trivpn(cli, tmp_path, "client", _client())
     up = client.wait_event("tun_configured", timeout=20)
@@ -110,6 +113,7 @@ def test_trivpn_client_of_an_openvpn_server_gets_the_same_ipv6_address_and_route
     assert set([*REDIRECT6, "2001:2:0:30::/64"]) <= set(_routes6(cli)), _routes6(cli)
     _both_ways(srv, cli, SERVER_VPN6, CLIENT_VPN6, client.text()[-3000:])
     assert _persisted(tmp_path / "ipp-openvpn.txt") == PERSIST_LINE
+    assert _status_ipv6(tmp_path / "status-openvpn.txt") == STATUS_IPV6
 
 
 PERSIST_LINE = f"client1,198.18.8.2,{CLIENT_VPN6}"
@@ -124,6 +128,34 @@ def _persisted(path: Path, timeout: float = 5.0) -> str:
             return text.strip()
         time.sleep(0.2)
     return ""
+
+
+STATUS_IPV6 = ({"CLIENT_LIST": "client1", "Virtual Address": "198.18.8.2",
+                "Virtual IPv6 Address": CLIENT_VPN6},
+               ["ROUTING_TABLE,198.18.8.2,client1", f"ROUTING_TABLE,{CLIENT_VPN6},client1"])
+
+
+def _status_ipv6(path: Path, timeout: float = 5.0) -> tuple[dict[str, str], list[str]]:
+    """The client's CLIENT_LIST fields of interest and its ROUTING_TABLE rows (status 2)."""
+    deadline = time.monotonic() + timeout
+    got: tuple[dict[str, str], list[str]] = ({}, [])
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        header = next((ln.split(",") for ln in lines if ln.startswith("HEADER,CLIENT_LIST")),
+                      None)
+        row = next((ln.split(",") for ln in lines if ln.startswith("CLIENT_LIST,")), None)
+        if header and row:
+            fields = dict(zip(header[1:], row, strict=False))
+            wanted = {k: fields.get(k, "") for k in ("CLIENT_LIST", "Virtual Address",
+                                                     "Virtual IPv6 Address")}
+            wanted["CLIENT_LIST"] = row[1]
+            routes = sorted(",".join(ln.split(",")[:3]) for ln in lines
+                            if ln.startswith("ROUTING_TABLE,"))
+            got = (wanted, routes)
+            if got == STATUS_IPV6:
+                return got
+        time.sleep(0.2)
+    return got
 
 
 def _listening(ns: Netns) -> list[str]:
