@@ -18,6 +18,7 @@ from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
 from tests.interop.serverkit import ping, transfer
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
+from trivpn.config import ConfigError, load_config
 from trivpn.netlab import in_lab_space
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
@@ -297,3 +298,21 @@ def test_block_ipv6_answers_no_route_from_the_tunnel_peer_as_openvpn_does(
         out = _ping6_once(cli, far)
     assert expected in out, (out, trivpn.text()[-2000:])
     assert ping(cli, "198.18.8.1")  # IPv4 still goes through
+
+
+@pytest.mark.parametrize("line", ["iroute-ipv6 2001:2:0:40::/64",
+                                  "ifconfig-ipv6-push 2001:2:0:8::2000/64 2001:2:0:8::1"])
+def test_openvpn_takes_iroute_ipv6_and_ifconfig_ipv6_push_only_per_client(
+        lab: NetnsLab, tmp_path: Path, line: str):
+    # docs/ipv6.md says these two belong to per-client configuration files: in a server's
+    # own config the real openvpn refuses them, and so does trivpn (for now, unsupported)
+    srv, _ = _setup(lab, tmp_path)
+    conf = tmp_path / "bad.conf"
+    conf.write_text("\n".join([*_server(), line]) + "\n")
+    done = srv.run(["timeout", "3", "openvpn", "--cd", str(tmp_path), "--config", "bad.conf"],
+                   check=False, timeout=10)
+    out = done.stdout + done.stderr
+    name = line.split(maxsplit=1)[0]
+    assert f"option '{name}' cannot be used in this context" in out, out[-2000:]
+    with pytest.raises(ConfigError):
+        load_config(conf)
