@@ -36,11 +36,19 @@ def _add6(ns: Netns, ifname: str, cidr: str) -> None:
     ns.ip("addr", "add", cidr, "dev", ifname, "nodad")
 
 
-def _setup(lab: NetnsLab, workdir: Path) -> tuple[Netns, Netns]:
+def _setup(lab: NetnsLab, workdir: Path, *, default6: bool = False) -> tuple[Netns, Netns]:
+    """``default6``: the client reaches the server's IPv6 address through a default route
+    only (no on-link /64), so that redirect-gateway ipv6's 2000::/4 would cover it."""
     srv, cli = lab.add("srv"), lab.add("cli")
     veth = lab.veth(srv, cli, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
     _add6(srv, veth.a_ifname, f"{SERVER_IP6}/64")
-    _add6(cli, veth.b_ifname, f"{CLIENT_IP6}/64")
+    if default6:
+        assert in_lab_space(f"{CLIENT_IP6}/64")
+        cli.ip("addr", "add", f"{CLIENT_IP6}/64", "dev", veth.b_ifname, "nodad",
+               "noprefixroute")
+        cli.ip("-6", "route", "add", "default", "dev", veth.b_ifname)
+    else:
+        _add6(cli, veth.b_ifname, f"{CLIENT_IP6}/64")
     write_pki(workdir)
     return srv, cli
 
@@ -164,25 +172,38 @@ def _listening(ns: Netns) -> list[str]:
     return [line.split()[3] for line in out.splitlines() if line.strip()]
 
 
-@pytest.mark.directive("proto", "local")
+@pytest.mark.directive("proto", "local", "redirect-gateway")
 @pytest.mark.parametrize(("sproto", "cproto"), [("udp6", "udp6"), ("tcp6-server", "tcp6-client")])
 def test_ipv6_transport_both_roles(lab: NetnsLab, tmp_path: Path, sproto: str, cproto: str):
-    srv, cli = _setup(lab, tmp_path)
+    # redirect-gateway ipv6 covers the server's own 2001:2:0:ff::1 (2000::/4): both clients
+    # keep it outside the tunnel with a host route, or the tunnel would carry itself
+    push = ('push "redirect-gateway ipv6"',)
+    srv, cli = _setup(lab, tmp_path, default6=True)
     # openvpn client over IPv6 to a trivpn server bound to an IPv6 local address
-    server = start_trivpn(srv, tmp_path, "server", _server(proto=sproto, local=SERVER_IP6))
+    server = start_trivpn(srv, tmp_path, "server", _server(proto=sproto, local=SERVER_IP6,
+                                                           extra=push))
     assert server.wait_event("link_open", timeout=10), server.text()
     client = start_openvpn(cli, tmp_path, "client", _client(remote=SERVER_IP6, proto=cproto))
     _openvpn_up(client, server.text()[-3000:])
     assert _wait_peer(server, f"[{CLIENT_IP6}]:"), server.text()
     assert ping(cli, "198.18.8.1") and ping(cli, SERVER_VPN6), server.text()[-2000:]
+    assert "tun" not in _route_get6(cli, SERVER_IP6)
+    assert "2000::/4" in _routes6(cli)
     lab.kill_processes()
     # a trivpn client over IPv6 to an openvpn server
-    server2 = start_openvpn(srv, tmp_path, "server2", _server(proto=sproto, local=SERVER_IP6))
+    server2 = start_openvpn(srv, tmp_path, "server2", _server(proto=sproto, local=SERVER_IP6,
+                                                              extra=push))
     _openvpn_up(server2, "")
     client2 = start_trivpn(cli, tmp_path, "client2", _client(remote=SERVER_IP6, proto=cproto))
     assert client2.wait_event("tun_configured", timeout=20), client2.text()[-3000:]
-    assert f"[AF_INET6]{CLIENT_IP6}" in server2.text() or CLIENT_IP6 in server2.text()
+    assert CLIENT_IP6 in server2.text()
     assert ping(cli, "198.18.8.1") and ping(cli, SERVER_VPN6), client2.text()[-2000:]
+    assert "tun" not in _route_get6(cli, SERVER_IP6), client2.text()[-2000:]
+    assert "2000::/4" in _routes6(cli)
+
+
+def _route_get6(ns: Netns, dst: str) -> str:
+    return ns.run(["ip", "-6", "route", "get", dst]).stdout
 
 
 @pytest.mark.parametrize(("proto", "bound"), [("udp", "0.0.0.0:1194"), ("udp6", "*:1194")])

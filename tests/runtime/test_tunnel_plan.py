@@ -273,3 +273,13 @@ def test_redirect_gateway_ipv6_installs_openvpns_four_ipv6_routes_and_not_ipv4_o
 def test_redirect_gateway_ipv6_without_an_ipv6_address_installs_no_ipv6_route():
     plan = _plan([*PUSH6[:3], "redirect-gateway def1 ipv6"])
     assert not [r for r in plan.routes if ":" in r.destination]
+
+
+def test_redirect_gateway_ipv6_keeps_an_ipv6_vpn_server_outside_the_tunnel():
+    options = _client()
+    via6 = NetGateway(gateway=None, ifname="veth0")
+    plan = plan_client_tunnel(options, parse_pushed_options([*PUSH6, "redirect-gateway ipv6"]),
+                              remote_host="2001:2:0:ff::1", net_gateway=via6)
+    assert plan.routes[0] == RouteAssignment("2001:2:0:ff::1/128", None, via_tunnel=False,
+                                             ifname="veth0")
+    assert "2000::/4" in [r.destination for r in plan.routes]

@@ -131,6 +131,12 @@ async def resolve_remote(remote: Remote, kind: int) -> tuple[int, str]:
     return int(fam), str(sockaddr[0])
 
 
+def _endpoint(host: object, port: object) -> str:
+    """``host:port``, ``[v6]:port`` for an IPv6 host (as the server's peer labels)."""
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
+
+
 class SystemHost:
     """The real host: sockets, the resolver, TUN devices and netlink
     (a :class:`~trivpn.runtime.transport.ClientHost`)."""
@@ -295,7 +301,7 @@ class Client:
                 attempt = Attempt(attempt.remote, 0.0)
             remote = attempt.remote
             self.events.publish(rt.Reconnecting(outcome.reason, outcome.detail, attempt.delay,
-                                                f"{remote.host}:{remote.port}", remote.proto))
+                                                _endpoint(remote.host, remote.port), remote.proto))
 
     def _reload_keys(self) -> tuple[int, str] | None:
         """Without ``persist-key`` OpenVPN drops its keys at a restart and reads the key files
@@ -406,7 +412,7 @@ class Connection:
         self.client = client
         self.options = client.options
         self.remote = remote
-        self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
+        self.log = client.log.bind(remote=_endpoint(remote.host, remote.port))
         self.session = Session(client.config, trio.current_time())
         self.pump = SessionPump(self.session, send=self._send_control,
                                 deliver=self._deliver, on_event=self._on_event)
@@ -501,8 +507,8 @@ class Connection:
             await self._close_link()
             return Reconnect("network_error", str(exc))
         self.client.events.publish(rt.LinkOpened("tcp" if tcp else "udp",
-                                                 f"{local[0]}:{local[1]}",
-                                                 f"{self.remote_ip}:{r.port}"), self.log)
+                                                 _endpoint(local[0], local[1]),
+                                                 _endpoint(self.remote_ip, r.port)), self.log)
         return None
 
     async def _resolve(self, kind: int) -> tuple[int, str] | Outcome:
@@ -695,8 +701,8 @@ class Connection:
             dropped = sum(session.drops.values())
             control = self._handle_data([data])
             if sum(session.drops.values()) == dropped:  # authenticated
-                self.log.info("peer_floated", peer=f"{addr[0]}:{addr[1]}",
-                              previous=f"{peer[0]}:{peer[1]}")
+                self.log.info("peer_floated", peer=_endpoint(addr[0], addr[1]),
+                              previous=_endpoint(peer[0], peer[1]))
                 self.peer = peer = addr
             any_control = any_control or control
         return keep, any_control

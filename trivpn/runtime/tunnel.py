@@ -295,14 +295,15 @@ def _protect_server_path(routes: list[RouteAssignment], ctx: _Context) -> list[R
     current path (as redirect-gateway does), or, when that path is unknown, drop such routes.
     OpenVPN 2.6 installs them as they come, and the tunnel then dies of ping-restart."""
     remote, net_gateway = ctx.remote_host, ctx.net_gateway
-    if remote is None or ipaddress.ip_address(remote).version != 4:
+    if remote is None:
         return routes
-    server = ipaddress.IPv4Address(remote)
-    host = f"{server}/32"
+    server = ipaddress.ip_address(remote)
+    host = f"{server}/{server.max_prefixlen}"  # IPv6: e.g. redirect-gateway ipv6's 2000::/4
     if any(not r.via_tunnel and r.destination == host for r in routes):
         return routes  # redirect-gateway already added the exception route
-    covering = [r for r in routes if r.via_tunnel and ":" not in r.destination
-                and server in ipaddress.IPv4Network(r.destination)]
+    covering = [r for r in routes if r.via_tunnel
+                and (":" in r.destination) == (server.version == 6)
+                and server in ipaddress.ip_network(r.destination)]
     if not covering:
         return routes
     names = ", ".join(r.destination for r in covering)
