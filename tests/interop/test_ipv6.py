@@ -8,6 +8,8 @@ only from 198.18.0.0/15 and 2001:2::/48; every load is bounded.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -337,3 +339,41 @@ def test_openvpn_takes_iroute_ipv6_and_ifconfig_ipv6_push_only_per_client(
     assert f"option '{name}' cannot be used in this context" in out, out[-2000:]
     with pytest.raises(ConfigError):
         load_config(conf)
+
+
+_MSS_LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 5301)); s.listen(1); s.settimeout(10); print("ready", flush=True)
+c, _ = s.accept(); print(c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG), flush=True)
+"""
+
+
+def _mss_seen(listener_ns: Netns, listen_ip: str, connector: Netns) -> int:
+    """The MSS the listener's kernel uses for a connection from ``connector`` (its own MSS
+    and the MSS option of the SYN it received, whichever is lower)."""
+    proc = listener_ns.spawn([sys.executable, "-c", _MSS_LISTENER, listen_ip],
+                             stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+    connector.run([sys.executable, "-c", "import socket, sys; socket.create_connection("
+                   "(sys.argv[1], 5301), timeout=5).close()", listen_ip], timeout=10)
+    out, _ = proc.communicate(timeout=10)
+    return int(out.strip())
+
+
+@pytest.mark.directive("mssfix")
+def test_ipv6_tcp_syns_through_the_server_are_clamped_as_openvpn_clamps_them(
+        lab: NetnsLab, tmp_path: Path):
+    # the openvpn client clamps nothing (mssfix 0): what the client's listener sees is the
+    # server's clamp of the SYN the server side sends
+    srv, cli = _setup(lab, tmp_path)
+    seen = {}
+    for name, start in (("openvpn", start_openvpn), ("trivpn", start_trivpn)):
+        server = start(srv, tmp_path, f"{name}-server", _server())
+        client = start_openvpn(cli, tmp_path, f"{name}-client", _client(extra=("mssfix 0",)))
+        _openvpn_up(client, "")
+        assert ping(cli, SERVER_VPN6)
+        seen[name] = _mss_seen(cli, CLIENT_VPN6, srv)
+        del server
+        lab.kill_processes()
+    assert seen["trivpn"] == seen["openvpn"] < 1440, seen  # 1440: an unclamped 1500 MTU
