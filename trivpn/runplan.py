@@ -23,14 +23,14 @@ from typing import Any
 from cryptography import x509
 
 from trivpn.config import ConfigError, FileSource, Options
-from trivpn.config.derive import ping_settings, server_push_options
+from trivpn.config.derive import address_pool6, ping_settings, server_push_options
 from trivpn.config.directives import DIRECTIVES
 from trivpn.config.errors import COMMAND_LINE, location_text
 from trivpn.config.reader import Directive
 from trivpn.protocol.tls import KU_REQUIRED
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.privileges import resolve_identity
-from trivpn.runtime.server import server_pool, server_tunnel_plan
+from trivpn.runtime.server import server_pool, server_tunnel_plan, wildcard_host
 from trivpn.runtime.tunnel import (
     REDIRECT_IPV6_ROUTES,
     TunnelPlan,
@@ -153,7 +153,7 @@ def _transport(o: Options) -> Json:
                         "family": r.family, "numeric": numeric,
                         "address": r.host if numeric else RESOLVED_AT_RUN_TIME})
     bound = o.bind_local
-    local = {"address": o.local or ("0.0.0.0" if o.role == "server" else "any"),
+    local = {"address": o.local or (wildcard_host(o.family) if o.role == "server" else "any"),
              "port": o.lport if bound else None, "bound": bound}
     return {"proto": o.proto, "remotes": remotes, "remote_random": o.remote_random,
             "local": local}
@@ -235,6 +235,7 @@ def _server(o: Options) -> Json:
         "network": str(o.server.network) if o.server is not None else None,
         "pool": {"first": str(pool.entry(0).local), "last": str(pool.entry(pool.size - 1).local),
                  "size": pool.size, "topology": pool.topology},
+        "pool_ipv6": _pool6(o, pool.size),
         "push": list(server_push_options(o)),
         "max_clients": o.max_clients,
         "client_to_client": o.client_to_client,
@@ -242,6 +243,16 @@ def _server(o: Options) -> Json:
         "ifconfig_pool_persist": (str(o.ifconfig_pool_persist.path)
                                   if o.ifconfig_pool_persist is not None else None),
     }
+
+
+def _pool6(o: Options, size4: int) -> Json | None:
+    """The IPv6 pool (server-ipv6), as many addresses as the IPv4 pool pairs with it."""
+    pool6 = address_pool6(o)
+    if pool6 is None:
+        return None
+    size = min(size4, pool6.size)
+    return {"first": str(pool6.address(0)), "last": str(pool6.address(size - 1)),
+            "size": size, "prefix": pool6.bits}
 
 
 def _process(o: Options) -> Json:
@@ -421,6 +432,9 @@ def render_text(plan: Json) -> list[str]:
         out.append(f"Server:       {s['network']}, pool {pool['first']} - {pool['last']} "
                    f"({pool['size']} clients, {pool['topology']}), max-clients "
                    f"{s['max_clients']}")
+        if s["pool_ipv6"] is not None:
+            p6 = s["pool_ipv6"]
+            out.append(f"              IPv6 pool {p6['first']} - {p6['last']} /{p6['prefix']}")
         out += [f"  push \"{p}\"" for p in s["push"]]
     tm = plan["timers"]
     out.append("Timers:       " + ", ".join(
