@@ -186,6 +186,25 @@ class IfconfigPool:
 
 
 @dataclass(frozen=True, slots=True)
+class Ifconfig6:
+    """``ifconfig-ipv6 ADDRESS/BITS REMOTE`` (a device address and its tunnel peer)."""
+
+    address: ipaddress.IPv6Address
+    bits: int
+    remote: ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Route6:
+    """``route-ipv6 NETWORK/BITS [GATEWAY [METRIC]]``."""
+
+    network: ipaddress.IPv6Network
+    gateway: ipaddress.IPv6Address | None
+    metric: int | None
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeriodicFile:
     """A file rewritten every ``seconds`` (``status``, ``ifconfig-pool-persist``)."""
 
@@ -436,6 +455,13 @@ class Options:
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)
     ccd_exclusive: bool = False  # refuse a client without its own file in client-config-dir
     ifconfig_pool: IfconfigPool | None = None  # ifconfig-pool START END [NETMASK]
+
+    # --- ipv6 ---
+    server_ipv6: ipaddress.IPv6Network | None = None  # server-ipv6 NET/BITS
+    ifconfig_ipv6: Ifconfig6 | None = None
+    ifconfig_ipv6_pool: ipaddress.IPv6Interface | None = None  # ifconfig-ipv6-pool BASE/BITS
+    routes_ipv6: tuple[Route6, ...] = ()
+    block_ipv6: bool = False
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

@@ -205,6 +205,31 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "'server' already defines an ifconfig-pool, so 'ifconfig-pool' "
                          "cannot be given too (use 'server NET MASK nopool' with it)",
                      "ifconfig-pool")
+    # --- ipv6 (helper.c helper_client_server) ---
+    if o.server_ipv6 is not None:
+        if tls_role == "client":
+            raise _error(st, "'server-ipv6' and 'client' cannot be used together",
+                         "server-ipv6")
+        if o.server is None:
+            raise _error(st, "'server-ipv6' needs 'server NET MASK' too (trivpn serves a "
+                             "dual-stack pool, not an IPv6-only one)", "server-ipv6")
+        if o.server.nopool:
+            raise _error(st, "'server-ipv6' cannot be used with 'server ... nopool'",
+                         "server-ipv6")
+        if "ifconfig-ipv6-pool" in seen:
+            raise _error(st, "'server-ipv6' already defines the IPv6 pool; remove "
+                             "'ifconfig-ipv6-pool'", "ifconfig-ipv6-pool")
+        if o.dev_type != "tun":
+            raise _error(st, "'server-ipv6' needs 'dev tun'", "server-ipv6")
+    if o.block_ipv6 and o.mode == "server":
+        raise _error(st, "'block-ipv6' on a server is not supported by trivpn yet (it "
+                         "works on a client, configured or pushed)", "block-ipv6")
+    if o.ifconfig_ipv6_pool is not None and o.mode != "server":
+        raise _error(st, "'ifconfig-ipv6-pool' needs 'mode server' (or the 'server' directive)",
+                     "ifconfig-ipv6-pool")
+    if o.ifconfig_ipv6_pool is not None and o.ifconfig_ipv6 is None:
+        raise _error(st, "'ifconfig-ipv6-pool' needs 'ifconfig-ipv6' (the server's own IPv6 "
+                         "address)", "ifconfig-ipv6-pool")
 
     # --- connection rate limits (options.c: connect-freq needs a UDP server) ---
     if o.connect_freq is not None:

@@ -82,7 +82,9 @@ def _family_for(host: str) -> int:
 
 
 def make_socket(family: int, kind: int, netns: str | None = None) -> socket.socket:
-    """A non-blocking stdlib socket, created inside ``netns`` if given."""
+    """A non-blocking stdlib socket, created inside ``netns`` if given. IPv6 sockets are
+    dual-stack (``IPV6_V6ONLY`` off, whatever net.ipv6.bindv6only says): bound to ``::``
+    they take IPv4 peers too, as OpenVPN's sockets do unless ``bind-ipv6-only``."""
     try:
         if netns is None:
             sock = socket.socket(family, kind)
@@ -93,6 +95,9 @@ def make_socket(family: int, kind: int, netns: str | None = None) -> socket.sock
         raise RuntimeSetupError("cannot create socket", f"netns {netns}" if netns else "host",
                                 errno=exc.errno) from exc
     sock.setblocking(False)
+    if family == socket.AF_INET6:
+        with contextlib.suppress(OSError):  # IPv6-only kernels: the socket stays as it is
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     return sock
 
 

@@ -39,8 +39,10 @@ from trivpn.config import ConfigError, Options
 from trivpn.config.derive import (
     AddressPool,
     address_pool,
+    address_pool6,
     server_push_options,
     server_tun_ifconfig,
+    server_tun_ifconfig6,
 )
 from trivpn.logging import RateLimitedLog
 from trivpn.protocol.admission import (
@@ -139,9 +141,22 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
         ifconfig = (str(own.local), str(own.remote))
     routes.extend(RouteRequest(r.network, str(r.netmask), r.gateway, r.metric)
                   for r in o.routes)
+    own6 = server_tun_ifconfig6(o)  # server-ipv6: NET+1/BITS on the device
     return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
                        ifconfig=ifconfig, routes=routes, route_gateway=gateway,
-                       txqueuelen=o.txqueuelen)
+                       txqueuelen=o.txqueuelen,
+                       ifconfig_ipv6=(None if own6 is None else
+                                      (str(own6.address), own6.bits, str(own6.remote))),
+                       routes_ipv6=[(str(r.network), None if r.gateway is None
+                                     else str(r.gateway), r.metric) for r in o.routes_ipv6])
+
+
+def wildcard_host(family: int | None) -> str:
+    """Where a server without ``local`` listens, as OpenVPN 2.6 on Linux does (checked in
+    tests/interop/test_ipv6.py): ``proto udp6/tcp6`` on ``::``, a dual-stack socket that
+    takes IPv4 clients too; ``proto udp/tcp`` and ``udp4/tcp4`` on 0.0.0.0 (the first
+    passive address the resolver gives for an unspecified family)."""
+    return "::" if family == 6 else "0.0.0.0"
 
 
 class Server:
@@ -164,7 +179,11 @@ class Server:
         self.mss = None if self.tap else mss_limit_for(
             options, options.data_ciphers, "udp" if options.proto == "udp" else "tcp")
         self.max_clients = options.max_clients
-        self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn)
+        # server-ipv6: the IPv6 pool, paired with the IPv4 one by index (pool.c); the
+        # smaller of the two bounds how many clients get addresses
+        self.pool6 = address_pool6(options)
+        self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn,
+                                       pool6=self.pool6)
         # the front door: cookie, connect-freq(-initial), the pre-authentication quota
         # (separate from max-clients, docs/server-admission.md) and float authentication
         initial, freq = options.connect_freq_initial, options.connect_freq
@@ -298,7 +317,7 @@ class Server:
             description, topology=o.topology))
         for failure in self.tunnel.route_failures:
             self.log.warning("route_failed", detail=failure)
-        host = o.local or "0.0.0.0"
+        host = o.local or wildcard_host(o.family)
         port = o.lport
         if o.proto == "udp":
             self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf)

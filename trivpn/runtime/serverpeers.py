@@ -369,6 +369,7 @@ class PeerLifecycle:
         if client is not None:
             push, ifconfig_blocked = client_push_list(push, client.push_edits)
             peer.iroutes = tuple((int(n.network_address), n.prefixlen) for n in client.iroutes)
+        assigned6: tuple[str, ...] = ()
         if client is not None and client.ifconfig_push is not None:
             ifconfig = self._fixed_address(peer, client.ifconfig_push, now)
             if ifconfig is None:
@@ -383,7 +384,12 @@ class PeerLifecycle:
             peer.entry = entry
             peer.vaddr = entry.local.packed
             ifconfig = entry.ifconfig_option()
-        pushed = push if ifconfig_blocked else (*push, ifconfig)
+            pool6 = self.server.pool6
+            if pool6 is not None:  # the IPv6 pool address of the same index
+                peer.vaddr6 = pool6.address(entry.index).packed
+                assigned6 = (pool6.ifconfig_option(entry.index),)
+        # push.c: ifconfig-ipv6 before ifconfig
+        pushed = push if ifconfig_blocked else (*push, *assigned6, ifconfig)
         peer.session.accept(now, pushed, peer_id=peer.peer_id)
 
     def _client_config(self, peer: Peer, cn: str,
@@ -455,4 +461,5 @@ class PeerLifecycle:
         self.server.router.connected = (*self.server.connected, peer)
         self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
                                              peer.peer_id,
-                                             "tcp" if peer.tcp is not None else "udp"))
+                                             "tcp" if peer.tcp is not None else "udp",
+                                             peer.vpn_ip6))
