@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from trivpn.config import connection as conn
+from trivpn.config import serversockets
 from trivpn.config import values as v
 from trivpn.config.connection import PendingConnection
 from trivpn.config.dns import dhcp_option_directive, dns_directive
@@ -927,6 +928,9 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- crypto and pki breadth ---
 
     # --- server (issue 13) ---
+    # --- server sockets ---
+    **{name: Spec(lo, hi, handler, inline=inline, inert=inert)
+       for name, (lo, hi, handler, inline, inert) in serversockets.SPECS.items()},
 
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
@@ -988,7 +992,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "mlock",
     "mtu-disc",
     "mtu-test",
-    "multihome",
     "nice",
     "no-replay",
     "opt-verify",

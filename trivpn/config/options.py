@@ -100,6 +100,16 @@ class FileSource:
 
 
 @dataclass(frozen=True, slots=True)
+class PortShare:
+    """``port-share HOST PORT [DIR]``: a TCP server hands connections that do not start like an
+    OpenVPN client to HOST:PORT; ``journal`` is the directory of OpenVPN's origin files."""
+
+    host: str
+    port: int
+    journal: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HttpProxy:
     """``http-proxy HOST PORT [AUTHFILE|auto|auto-nct] [AUTH-METHOD]`` with its
     ``http-proxy-option``s; ``host`` is None while only options were given."""
@@ -401,6 +411,9 @@ class Options:
     # --- crypto and pki breadth ---
 
     # --- server (issue 13) ---
+    # --- server sockets ---
+    multihome: bool = False  # UDP server: answer from the address each client sent to
+    port_share: PortShare | None = None  # TCP server: foreign connections go there
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

@@ -198,6 +198,17 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             raise _error(st, "'connect-freq' only works with 'proto udp' (OpenVPN 2.6 refuses "
                              "it for TCP too); use 'max-clients' instead", "connect-freq")
 
+    # --- port-share (options.c options_postprocess_verify_ce: a TCP server only) ---
+    if o.port_share is not None:
+        if o.mode != "server":
+            raise _error(st, "'port-share' requires TCP server mode (OpenVPN: --port-share "
+                             "requires TCP server mode (--mode server --proto tcp-server))",
+                         "port-share")
+        if o.proto != "tcp-server":
+            raise _error(st, "'port-share' only works in TCP server mode (OpenVPN: "
+                             "--port-share only works in TCP server mode (--proto values of "
+                             "tcp-server, tcp4-server, or tcp6-server))", "port-share")
+
     # --- keepalive (helper.c helper_keepalive) ---
     if o.keepalive is not None:
         k = o.keepalive

@@ -264,7 +264,8 @@ class Server:
         host = o.local or "0.0.0.0"
         port = o.lport
         if o.proto == "udp":
-            self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf)
+            self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf,
+                                          multihome=o.multihome)
             local = self.udp.local_address
         else:
             self.listener = await self.host.open_tcp_listener(host, port, o.sndbuf, o.rcvbuf)

@@ -200,8 +200,9 @@ class ServerHost(Protocol):
     def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle: ...
 
     def open_udp(self, host: str, port: int, sndbuf: int | None,
-                 rcvbuf: int | None) -> DatagramLink:
-        """Bind; raises :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
+                 rcvbuf: int | None, *, multihome: bool = False) -> DatagramLink:
+        """Bind (``multihome``: replies leave from the address each client sent to); raises
+        :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
         ...
 
     async def open_tcp_listener(self, host: str, port: int, sndbuf: int | None,
