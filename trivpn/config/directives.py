@@ -1001,7 +1001,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-providers",
     "pkcs12",
     "plugin",
-    "port-share",
     "proto-force",
     "providers",
     "push-remove",

@@ -36,4 +36,5 @@ def port_share(st: ParseState, d: Directive) -> Options:
 # name -> (min args, max args, handler, inline, inert reason)
 SPECS: Mapping[str, tuple[int, int | None, Handler, bool, str | None]] = {
     "multihome": (0, 0, multihome, False, None),
+    "port-share": (2, 3, port_share, False, None),
 }

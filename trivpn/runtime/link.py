@@ -615,7 +615,7 @@ class FramedLink:
     ``local``/``peer`` are the addresses reported for a stream that has no socket.
     """
 
-    __slots__ = ("_deframer", "_local", "_peer", "_send_lock", "_stream", "counters")
+    __slots__ = ("_deframer", "_head", "_local", "_peer", "_send_lock", "_stream", "counters")
 
     def __init__(self, stream: trio.abc.Stream, max_packet: int = MAX_FRAMED, *,
                  local: Address = None, peer: Address = None) -> None:
@@ -624,7 +624,23 @@ class FramedLink:
         self._send_lock = trio.StrictFIFOLock()
         self._local = local
         self._peer = peer
+        self._head = b""  # bytes read by read_head, not yet deframed
         self.counters = LinkCounters()
+
+    @property
+    def byte_stream(self) -> trio.abc.Stream:
+        """The stream under the framing (``port-share`` relays a foreign connection on it)."""
+        return self._stream
+
+    async def read_head(self, size: int) -> bytes:
+        """Receive until at least ``size`` bytes arrived (or EOF); returns everything received
+        so far. :meth:`recv_first_packets` still sees these bytes."""
+        while len(self._head) < size:
+            data = await self._stream.receive_some(TCP_READ_SIZE)
+            if not data:
+                break
+            self._head += data
+        return self._head
 
     @property
     def peer_address(self) -> Address:
@@ -658,7 +674,10 @@ class FramedLink:
         announces more than ``max_first`` bytes, without waiting for them."""
         deframer = self._deframer
         while True:
-            data = await self._stream.receive_some(TCP_READ_SIZE)
+            data: bytes | bytearray = self._head
+            self._head = b""
+            if not data:
+                data = await self._stream.receive_some(TCP_READ_SIZE)
             if not data:
                 raise LinkClosed(f"peer closed the connection ({deframer.pending} "
                                  "bytes of an incomplete packet discarded)")

@@ -166,7 +166,7 @@ class Server:
         self.preauth_admit = peers.preauth_admit
         self.preauth_refused = peers.preauth_refused
         self.udp_transport = UdpTransport(self)
-        self.tcp_transport = TcpTransport(self)
+        self.tcp_transport = TcpTransport(self, port_share=options.port_share)
         self.persistence = PoolPersistence(options.ifconfig_pool_persist, self.allocator, log)
         # trivpn run --drop-revoked: re-check connected clients when the crl-verify file
         # changes (OpenVPN only checks at the next TLS handshake)

@@ -99,6 +99,16 @@ class ServerPacketLink(PacketLink, Protocol):
     @property
     def peer_address(self) -> Address: ...
 
+    @property
+    def byte_stream(self) -> trio.abc.Stream:
+        """The stream under the framing (``port-share`` relays foreign connections on it)."""
+        ...
+
+    async def read_head(self, size: int) -> bytes:
+        """At least ``size`` first bytes (fewer at EOF), still seen by
+        :meth:`recv_first_packets`."""
+        ...
+
     async def recv_first_packets(self, max_first: int) -> list[bytes]:
         """The packets of the first read, the first at most ``max_first`` bytes long;
         :class:`~trivpn.protocol.errors.ProtocolError` when it is longer."""
