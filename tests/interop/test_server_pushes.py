@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, server_lines
+from tests.interop.serverkit import client_lines, ping, server_lines
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import Netns, NetnsLab
 
@@ -87,3 +87,27 @@ def test_server_pushes_and_socket_settings_match_an_openvpn_server(
         assert "rb240000" in sockets and "tb200000" in sockets, sockets  # the kernel doubles
         links = ns.run(["ip", "-o", "link", "show", "type", "tun"]).stdout
         assert "qlen 777" in links, links
+
+
+@pytest.mark.directive("topology")
+def test_topology_p2p_server_pushes_what_openvpn_pushes_and_carries_traffic(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    write_pki(tmp_path)
+    ours_ns, theirs_ns = lab.add("srv"), lab.add("srv")
+    ours = start_trivpn(ours_ns, tmp_path, "trivpn-server",
+                        server_lines(link_ip="0.0.0.0", topology="p2p"))
+    theirs = start_openvpn(theirs_ns, tmp_path, "openvpn-server",
+                           server_lines(link_ip="0.0.0.0", topology="p2p"))
+    assert ours.wait_event("link_open", timeout=10), ours.text()
+    assert theirs.wait_for("Initialization Sequence Completed", 15), theirs.text()[-3000:]
+    to_ours = _client(lab, ours_ns, 36, tmp_path, "to-trivpn")
+    to_theirs = _client(lab, theirs_ns, 37, tmp_path, "to-openvpn")
+    for client in (to_ours, to_theirs):
+        assert client.wait_for("Initialization Sequence Completed", 20), \
+            client.text()[-3000:] + ours.text()[-2000:]
+    kinds = ("ifconfig", "route", "route-gateway", "topology")
+    shared = [o for o in _pushed_reply(to_theirs) if o.split()[0] in kinds]
+    assert "topology p2p" in shared
+    assert [o for o in _pushed_reply(to_ours) if o.split()[0] in kinds] == shared
+    local = shared[[o.split()[0] for o in shared].index("ifconfig")].split()[1]
+    assert ping(ours_ns, local), to_ours.text()[-2000:]  # the server reaches its client
