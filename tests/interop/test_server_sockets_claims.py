@@ -95,3 +95,28 @@ def test_multihome_takes_no_argument_in_openvpn_and_trivpn(
         load_config(conf)
     conf.write_text(_as_config(SERVER) + "multihome\n")
     assert load_config(conf).multihome
+
+
+BRIDGE_SERVER = ["--mode", "server", "--tls-server", "--dev", "tap", "--proto", "udp",
+                 "--ca", "ca.crt", "--cert", "server.crt", "--key", "server.key", "--dh", "none",
+                 "--verb", "4"]
+BRIDGE = ["--server-bridge", "198.18.40.1", "255.255.255.0", "198.18.40.100", "198.18.40.150"]
+
+
+@pytest.mark.directive("server-bridge")
+@pytest.mark.parametrize(("change", "theirs"), [
+    (["--dev", "tun"], "--server-bridge directive only makes sense with --dev tap"),
+    (["--server", "198.18.8.0", "255.255.255.0"],
+     "--server and --server-bridge cannot be used together"),
+], ids=["tun", "with-server"])
+def test_server_bridge_refusals_match_openvpn(lab: NetnsLab, workdir: Path,
+                                              change: list[str], theirs: str) -> None:
+    args = [*BRIDGE_SERVER, *BRIDGE, *change]
+    out = _openvpn(lab, workdir, args)
+    assert f"Options error: {theirs}" in out, out[-3000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([a for a in args if a not in ("--mode", "server",
+                                                             "--tls-server")]))
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    assert theirs in str(info.value)

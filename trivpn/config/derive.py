@@ -37,6 +37,8 @@ def server_push_options(o: Options) -> tuple[str, ...]:
     ``tcp-nodelay``'s socket flag. Per-client items (``ifconfig``, ``peer-id``, ``cipher``...)
     are added by the server at connect time."""
     pushes = list(o.pushes)
+    if o.server_bridge is not None:  # helper.c: push "route-gateway GW"
+        pushes.append(f"route-gateway {o.server_bridge.gateway}")
     if o.server is not None:
         net = o.server.network
         first = net.network_address + 1
@@ -132,6 +134,9 @@ def address_pool(o: Options) -> AddressPool | None:
 
     net30/p2p: from NET+4 to broadcast-4 (broadcast itself for a /29); subnet and tap:
     NET+2 .. broadcast-1."""
+    if o.server_bridge is not None:  # server-bridge GW MASK POOL_START POOL_END
+        b = o.server_bridge
+        return AddressPool("subnet", b.pool_start, b.pool_end, b.netmask, b.gateway)
     if o.server is None or o.server.nopool:
         return None
     net = o.server.network

@@ -1014,7 +1014,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "route-pre-down",
     "route-up",
     "secret",
-    "server-bridge",
     "server-ipv6",
     "session-timeout-push",
     "shaper",

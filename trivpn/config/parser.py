@@ -4,6 +4,7 @@ and reject contradictions."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -111,6 +112,32 @@ def _error(st: ParseState, reason: str, directive: str | None = None) -> ConfigE
     return ConfigError(reason, st.opts.config_path)
 
 
+def _check_server_bridge(st: ParseState, o: Options) -> None:
+    """``server-bridge`` (OpenVPN helper.c, helper_client_server(); its messages quoted)."""
+    b = o.server_bridge
+    if b is None:
+        return
+    seen = st.last_seen
+    if "server" in seen:
+        raise _error(st, "'server' and 'server-bridge' cannot be used together (OpenVPN: "
+                         "--server and --server-bridge cannot be used together)",
+                     "server-bridge")
+    if "client" in seen:
+        raise _error(st, "'server-bridge' and 'client' cannot be used together (OpenVPN: "
+                         "--server-bridge and --client cannot be used together)",
+                     "server-bridge")
+    if o.dev_type != "tap":
+        raise _error(st, "'server-bridge' needs 'dev tap' (OpenVPN: --server-bridge "
+                         "directive only makes sense with --dev tap)", "server-bridge")
+    net = ipaddress.IPv4Network(f"{b.gateway}/{b.netmask}", strict=False)
+    if b.pool_start not in net or b.pool_end not in net:
+        raise _error(st, f"'server-bridge' addresses {b.gateway}, {b.pool_start} and "
+                         f"{b.pool_end} are not in one {b.netmask} subnet", "server-bridge")
+    if b.pool_end < b.pool_start:
+        raise _error(st, f"'server-bridge' pool start {b.pool_start} is after its end "
+                         f"{b.pool_end}", "server-bridge")
+
+
 def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks in order
     o = st.opts
     seen = st.last_seen
@@ -122,8 +149,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if "client" in seen and "server" in seen:
         raise _error(st, "'client' and 'server' cannot be used together",
                      _last_of(st, "client", "server"))
+    _check_server_bridge(st, o)
     tls_client = "tls-client" in seen or "client" in seen
-    tls_server = "tls-server" in seen or "server" in seen
+    tls_server = "tls-server" in seen or "server" in seen or "server-bridge" in seen
     if tls_client and tls_server:
         raise _error(st, "a config can be a TLS client or a TLS server, not both "
                          "('client'/'tls-client' with 'server'/'tls-server')",
@@ -133,7 +161,7 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "peer-to-peer mode without TLS (static key) is not supported by "
                          "trivpn yet: add 'client' or 'server'", "mode")
     tls_role: Role = "client" if tls_client else "server"
-    mode_server = st.mode_server or "server" in seen
+    mode_server = st.mode_server or "server" in seen or "server-bridge" in seen
     if mode_server and tls_role != "server":
         raise _error(st, "'mode server' needs 'tls-server' (or use the 'server' directive)",
                      "mode")

@@ -81,7 +81,7 @@ ERROR_LOG_INTERVAL = 60.0
 def server_pool(options: Options) -> AddressPool:
     """The client address pool of ``server NETWORK NETMASK``; ConfigError for what trivpn's
     server mode does not support (no ``server`` directive, ``nopool``)."""
-    if options.server is None:
+    if options.server is None and options.server_bridge is None:
         raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' "
                           "(ifconfig-pool without it is not supported)", options.config_path)
     pool = address_pool(options)
@@ -95,6 +95,9 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     """The server's own device: NET+1 (with peer NET+2 and a route to NET for net30/p2p, as
     OpenVPN's ``server`` helper expands it), MTU and txqueuelen from the config."""
     o = options
+    if o.server_bridge is not None:  # the bridge holds the address; the tap stays bare
+        return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
+                           txqueuelen=o.txqueuelen)
     assert o.server is not None
     net = o.server.network
     first = net.network_address + 1
