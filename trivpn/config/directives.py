@@ -1018,7 +1018,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "session-timeout-push",
     "shaper",
     "single-session",
-    "stale-routes-check",
     "static-challenge",
     "tcp-queue-limit",
     "tls-crypt-v2",

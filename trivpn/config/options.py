@@ -427,6 +427,7 @@ class Options:
     multihome: bool = False  # UDP server: answer from the address each client sent to
     port_share: PortShare | None = None  # TCP server: foreign connections go there
     server_bridge: ServerBridge | None = None  # TAP server helper with its own pool range
+    stale_routes: tuple[int, int] | None = None  # stale-routes-check: (ageing s, interval s)
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

@@ -237,6 +237,18 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "--port-share only works in TCP server mode (--proto values of "
                              "tcp-server, tcp4-server, or tcp6-server))", "port-share")
 
+    # --- stale-routes-check (options.c: server mode only; trivpn: learned MACs, dev tap) ---
+    if o.stale_routes is not None:
+        if o.mode != "server":
+            raise _error(st, "'stale-routes-check' needs 'mode server' (OpenVPN: Options "
+                             "error: --stale-routes-check requires --mode server)",
+                         "stale-routes-check")
+        if o.dev_type != "tap":
+            raise _error(st, "'stale-routes-check' is supported with 'dev tap' only (it ages "
+                             "the MAC addresses learned from clients; on a tun server the "
+                             "routes are the clients' own addresses, which OpenVPN would age "
+                             "out too, cutting idle clients off)", "stale-routes-check")
+
     # --- keepalive (helper.c helper_keepalive) ---
     if o.keepalive is not None:
         k = o.keepalive

@@ -47,9 +47,18 @@ def server_bridge(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, server_bridge=bridge)
 
 
+def stale_routes_check(st: ParseState, d: Directive) -> Options:
+    """``stale-routes-check N [T]``: N seconds of ageing, checked every T (default N) seconds;
+    both at least 1 (OpenVPN options.c add_option())."""
+    ageing = v.integer(d, 0, 1)
+    interval = v.integer(d, 1, 1) if len(d.args) > 1 else ageing
+    return replace(st.opts, stale_routes=(ageing, interval))
+
+
 # name -> (min args, max args, handler, inline, inert reason)
 SPECS: Mapping[str, tuple[int, int | None, Handler, bool, str | None]] = {
     "multihome": (0, 0, multihome, False, None),
     "port-share": (2, 3, port_share, False, None),
     "server-bridge": (0, 4, server_bridge, False, None),
+    "stale-routes-check": (1, 2, stale_routes_check, False, None),
 }

@@ -52,7 +52,7 @@ from trivpn.protocol.tls import RevocationLists, revoked_serials
 from trivpn.runtime import events as rt
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
-from trivpn.runtime.peers import PeerTable, Verdict
+from trivpn.runtime.peers import AgeingPeerTable, PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
@@ -139,7 +139,9 @@ class Server:
             connect=(freq.max, freq.seconds) if freq is not None else None,
             preauth=PreauthLimits.for_max_clients(options.max_clients)))
         self.push = server_push_options(options)
-        self.table: PeerTable[Peer] = PeerTable(options.max_routes_per_client)
+        self.table: PeerTable[Peer] = (
+            AgeingPeerTable(options.max_routes_per_client) if options.stale_routes
+            else PeerTable(options.max_routes_per_client))
         self.drops = drop_aggregator(options, DROP_LOG_INTERVAL)
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
@@ -221,6 +223,8 @@ class Server:
                 async with trio.open_nursery() as peers:
                     self.peers_nursery = peers
                     main.start_soon(self._housekeeping)
+                    if isinstance(self.table, AgeingPeerTable):
+                        main.start_soon(self._stale_routes, self.table)
                     if self.tools is not None:
                         main.start_soon(self.tools.run_server, self)
                     if self.udp is not None:
@@ -325,6 +329,20 @@ class Server:
             if self.drop_revoked:
                 self._drop_revoked()
             self.persistence.tick(now)
+
+    async def _stale_routes(self, table: AgeingPeerTable[Peer]) -> None:
+        """``stale-routes-check N T``: every T seconds, forget the MAC routes no frame used
+        for N seconds (OpenVPN multi.c, check_stale_routes()). References are recorded per
+        check interval, so a route goes after N to N+T seconds without traffic."""
+        assert self.options.stale_routes is not None
+        ageing, interval = self.options.stale_routes
+        periods = -(-ageing // interval)  # whole intervals that cover the ageing time
+        while True:
+            await trio.sleep(interval)
+            table.generation += 1
+            for mac, peer in table.expire(table.generation - periods):
+                self.log.info("stale_route_removed", peer=peer.label, cn=peer.common_name,
+                              mac=mac.hex(":"))
 
     def _drop_revoked(self) -> None:
         """When the crl-verify file changed: tell connected clients whose certificate it now
