@@ -2,7 +2,8 @@
 
 On loopback, where every 127.x address is local: a datagram sent to 127.0.0.2 on a socket
 bound to the wildcard address is answered from 127.0.0.1 by a plain link (the routing table's
-source) and from 127.0.0.2 by the multihome link."""
+source) and from 127.0.0.2 by the multihome link. IPv6 (IPV6_RECVPKTINFO) in a test namespace
+with two addresses from 2001:2::/48 on its loopback."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 import trio
 
+from tests.netns import NetnsLab
 from trivpn.runtime.link import PktinfoUdpLink, UdpLink
 
 pytestmark = pytest.mark.directive("multihome")
@@ -93,3 +95,34 @@ async def test_multihome_link_forgets_the_least_recently_heard_source_beyond_its
     finally:
         other.close()
         link.close()
+
+
+async def test_multihome_link_replies_from_the_ipv6_address_the_client_sent_to(
+        netns_lab: NetnsLab) -> None:
+    ns = netns_lab.add("v6")
+    ns.ip("link", "set", "lo", "up")
+    for address in ("2001:2::1/128", "2001:2::2/128"):
+        ns.ip("addr", "add", address, "dev", "lo", "nodad")
+    link = PktinfoUdpLink.bind_multihome("::", 0, netns=ns.name)
+    plain = UdpLink.bind("::", 0, netns=ns.name)
+    with ns.enter():
+        client = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        client.settimeout(2)
+        client.bind(("2001:2::1", 0))
+        sources = []
+        for server in (link, plain):
+            client.sendto(b"hello", ("2001:2::2", server.local_address[1]))
+            with trio.fail_after(2):
+                batch = await server.recv_batch(8)
+            assert await server.send(b"reply", batch[0][1])
+            _, source = await trio.to_thread.run_sync(client.recvfrom, 100)
+            sources.append(source[0])
+        # multihome answers from the address written to; the plain link from the source
+        # address selection's choice for the destination 2001:2::1 (itself)
+        assert sources == ["2001:2::2", "2001:2::1"]
+        assert link.source_for(client.getsockname()) == "2001:2::2"
+    finally:
+        client.close()
+        link.close()
+        plain.close()

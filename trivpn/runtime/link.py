@@ -536,10 +536,10 @@ class PktinfoUdpLink(UdpLink):
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
 
     @classmethod
-    def bind_multihome(cls, host: str, port: int, *,
+    def bind_multihome(cls, host: str, port: int, *, netns: str | None = None,
                        buffer_size: int = SOCKET_BUFFER) -> PktinfoUdpLink:
         """:meth:`UdpLink.bind` for ``multihome`` (usually on the wildcard address)."""
-        plain = UdpLink.bind(host, port, buffer_size=buffer_size, offload=False)
+        plain = UdpLink.bind(host, port, netns=netns, buffer_size=buffer_size, offload=False)
         try:
             return cls(plain.socket)
         except OSError as exc:
