@@ -39,6 +39,8 @@ def server_push_options(o: Options) -> tuple[str, ...]:
     pushes = list(o.pushes)
     if o.server_ipv6 is not None:
         pushes.append("tun-ipv6")  # helper.c pushes it; 2.6 clients ignore it
+    if o.server_bridge is not None:  # helper.c: push "route-gateway GW"
+        pushes.append(f"route-gateway {o.server_bridge.gateway}")
     if o.server is not None:
         net = o.server.network
         first = net.network_address + 1
@@ -199,6 +201,9 @@ def address_pool(o: Options) -> AddressPool | None:
     NET+2 .. broadcast-1 (helper.c ``helper_client_server()``)."""
     if o.ifconfig_pool is not None:
         return _explicit_pool(o)
+    if o.server_bridge is not None:  # server-bridge GW MASK POOL_START POOL_END
+        b = o.server_bridge
+        return AddressPool("subnet", b.pool_start, b.pool_end, b.netmask, b.gateway)
     if o.server is None or o.server.nopool:
         return None
     net = o.server.network

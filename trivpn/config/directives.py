@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from trivpn.config import connection as conn
+from trivpn.config import serversockets
 from trivpn.config import values as v
 from trivpn.config.connection import PendingConnection
 from trivpn.config.dns import dhcp_option_directive, dns_directive
@@ -1231,6 +1232,9 @@ DIRECTIVES: Mapping[str, Spec] = {
     "ifconfig-ipv6-pool": Spec(1, 1, _ifconfig_ipv6_pool),
     "route-ipv6": Spec(1, 3, _route_ipv6),
     "block-ipv6": Spec(0, 0, _block_ipv6),
+    # --- server sockets ---
+    **{name: Spec(lo, hi, handler, inline=inline, inert=inert)
+       for name, (lo, hi, handler, inline, inert) in serversockets.SPECS.items()},
 
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
@@ -1288,7 +1292,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "mlock",
     "mtu-disc",
     "mtu-test",
-    "multihome",
     "no-replay",
     "opt-verify",
     "peer-id",
@@ -1300,7 +1303,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-private-mode",
     "pkcs11-protected-authentication",
     "pkcs11-providers",
-    "port-share",
     "preresolve",
     "proto-force",
     "protocol-flags",
@@ -1310,12 +1312,10 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "replay-persist",
     "route-ipv6-gateway",
     "secret",
-    "server-bridge",
     "session-timeout-push",
     "shaper",
     "single-session",
     "socket-flags",
-    "stale-routes-check",
     "static-challenge",
     "tcp-queue-limit",
     "tls-exit",

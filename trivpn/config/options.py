@@ -100,6 +100,28 @@ class FileSource:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerBridge:
+    """``server-bridge GW MASK POOL_START POOL_END``: a TAP server whose device sits in a bridge
+    that holds GW; clients get addresses POOL_START..POOL_END with MASK and route-gateway GW."""
+
+    gateway: ipaddress.IPv4Address
+    netmask: ipaddress.IPv4Address
+    pool_start: ipaddress.IPv4Address
+    pool_end: ipaddress.IPv4Address
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PortShare:
+    """``port-share HOST PORT [DIR]``: a TCP server hands connections that do not start like an
+    OpenVPN client to HOST:PORT; ``journal`` is the directory of OpenVPN's origin files."""
+
+    host: str
+    port: int
+    journal: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HttpProxy:
     """``http-proxy HOST PORT [AUTHFILE|auto|auto-nct] [AUTH-METHOD]`` with its
     ``http-proxy-option``s; ``host`` is None while only options were given."""
@@ -462,6 +484,12 @@ class Options:
     ifconfig_ipv6_pool: ipaddress.IPv6Interface | None = None  # ifconfig-ipv6-pool BASE/BITS
     routes_ipv6: tuple[Route6, ...] = ()
     block_ipv6: bool = False
+
+    # --- server sockets ---
+    multihome: bool = False  # UDP server: answer from the address each client sent to
+    port_share: PortShare | None = None  # TCP server: foreign connections go there
+    server_bridge: ServerBridge | None = None  # TAP server helper with its own pool range
+    stale_routes: tuple[int, int] | None = None  # stale-routes-check: (ageing s, interval s)
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

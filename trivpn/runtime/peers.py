@@ -276,3 +276,50 @@ class PeerTable(Generic[P]):
         if target is not None and target is not sender:
             return target
         return Verdict.DEVICE
+
+
+class AgeingPeerTable(PeerTable[P]):
+    """A :class:`PeerTable` for ``stale-routes-check``: learned MAC routes that no frame used
+    for a while can be forgotten (:meth:`expire`), as OpenVPN's check_stale_routes()
+    (src/openvpn/multi.c) drops routes whose last reference is too old.
+
+    A route is referenced when a client's frame comes from its MAC or a device frame goes to
+    it; each reference records the current :attr:`generation` (a counter the server advances
+    once per check interval), so the per-frame cost is one dict store and no clock read. Only
+    a server configured with ``stale-routes-check`` uses this class.
+    """
+
+    __slots__ = ("_seen", "generation")
+
+    def __init__(self, max_macs: int = 256) -> None:
+        super().__init__(max_macs)
+        self.generation = 0
+        self._seen: dict[bytes, int] = {}
+
+    def for_frame(self, frame: bytes) -> P | None:
+        peer = super().for_frame(frame)
+        if peer is not None:
+            self._seen[frame[0:6]] = self.generation
+        return peer
+
+    def from_client_frame(self, sender: P, frame: bytes,
+                          client_to_client: bool) -> P | Verdict:
+        result = super().from_client_frame(sender, frame, client_to_client)
+        if self.by_mac.get(frame[6:12]) is sender:
+            self._seen[frame[6:12]] = self.generation
+        return result
+
+    def expire(self, min_generation: int) -> list[tuple[bytes, P]]:
+        """Forget every MAC route last referenced before ``min_generation``; what went."""
+        gone: list[tuple[bytes, P]] = []
+        for mac, peer in list(self.by_mac.items()):
+            if self._seen.get(mac, -1) < min_generation:
+                del self.by_mac[mac]
+                self._seen.pop(mac, None)
+                owned = self._macs_of.get(id(peer))
+                if owned is not None and mac in owned:
+                    owned.remove(mac)
+                gone.append((mac, peer))
+        for mac in [m for m in self._seen if m not in self.by_mac]:
+            del self._seen[mac]
+        return gone

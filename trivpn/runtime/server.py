@@ -59,7 +59,7 @@ from trivpn.protocol.tls import RevocationLists, revoked_serials
 from trivpn.runtime import events as rt
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
-from trivpn.runtime.peers import PeerTable, Verdict
+from trivpn.runtime.peers import AgeingPeerTable, PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
@@ -123,6 +123,9 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     o = options
     routes: list[RouteRequest] = []
     gateway = o.route_gateway
+    if o.server_bridge is not None:  # the bridge holds the address; the tap stays bare
+        return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
+                           txqueuelen=o.txqueuelen)
     if o.server is not None:
         net = o.server.network
         first = net.network_address + 1
@@ -192,7 +195,9 @@ class Server:
             connect=(freq.max, freq.seconds) if freq is not None else None,
             preauth=PreauthLimits.for_max_clients(options.max_clients)))
         self.push = server_push_options(options)
-        self.table: PeerTable[Peer] = PeerTable(options.max_routes_per_client)
+        self.table: PeerTable[Peer] = (
+            AgeingPeerTable(options.max_routes_per_client) if options.stale_routes
+            else PeerTable(options.max_routes_per_client))
         self.drops = drop_aggregator(options, DROP_LOG_INTERVAL)
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
@@ -222,7 +227,7 @@ class Server:
         self.preauth_admit = peers.preauth_admit
         self.preauth_refused = peers.preauth_refused
         self.udp_transport = UdpTransport(self)
-        self.tcp_transport = TcpTransport(self)
+        self.tcp_transport = TcpTransport(self, port_share=options.port_share)
         self.persistence = PoolPersistence(options.ifconfig_pool_persist, self.allocator, log)
         # trivpn run --drop-revoked: re-check connected clients when the crl-verify file
         # changes (OpenVPN only checks at the next TLS handshake)
@@ -274,6 +279,8 @@ class Server:
                 async with trio.open_nursery() as peers:
                     self.peers_nursery = peers
                     main.start_soon(self._housekeeping)
+                    if isinstance(self.table, AgeingPeerTable):
+                        main.start_soon(self._stale_routes, self.table)
                     if self.tools is not None:
                         main.start_soon(self.tools.run_server, self)
                     if self.udp is not None:
@@ -320,7 +327,8 @@ class Server:
         host = o.local or wildcard_host(o.family)
         port = o.lport
         if o.proto == "udp":
-            self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf)
+            self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf,
+                                          multihome=o.multihome)
             local = self.udp.local_address
         else:
             self.listener = await self.host.open_tcp_listener(host, port, o.sndbuf, o.rcvbuf)
@@ -377,6 +385,20 @@ class Server:
             if self.drop_revoked:
                 self._drop_revoked()
             self.persistence.tick(now)
+
+    async def _stale_routes(self, table: AgeingPeerTable[Peer]) -> None:
+        """``stale-routes-check N T``: every T seconds, forget the MAC routes no frame used
+        for N seconds (OpenVPN multi.c, check_stale_routes()). References are recorded per
+        check interval, so a route goes after N to N+T seconds without traffic."""
+        assert self.options.stale_routes is not None
+        ageing, interval = self.options.stale_routes
+        periods = -(-ageing // interval)  # whole intervals that cover the ageing time
+        while True:
+            await trio.sleep(interval)
+            table.generation += 1
+            for mac, peer in table.expire(table.generation - periods):
+                self.log.info("stale_route_removed", peer=peer.label, cn=peer.common_name,
+                              mac=mac.hex(":"))
 
     def _drop_revoked(self) -> None:
         """When the crl-verify file changed: tell connected clients whose certificate it now
