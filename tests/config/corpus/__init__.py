@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trivpn.config import ConfigError, load_config
-from trivpn.config.reader import read_config
 from trivpn.config.parser import parse_source
+from trivpn.config.reader import read_config
 from trivpn.runplan import build_plan
 
 ROOT = Path(__file__).resolve().parent
@@ -252,6 +252,8 @@ def _run_openvpn_server(workdir: Path, config: str, binary: str) -> tuple[str, b
                 p.read_text(errors="replace") for p in logs if p.is_file())
             if "Options error:" in text or _SERVER_UP.search(text):
                 break
+            if _LISTENING.search(text):  # a listener: give it 1 s to fail, then stop
+                deadline = min(deadline, time.monotonic() + 1.0)
             time.sleep(0.05)
         running = proc.poll() is None
     finally:
