@@ -220,3 +220,16 @@ def test_a_smaller_ipv6_pool_bounds_how_many_clients_get_addresses():
     alloc = PoolAllocator(pool, pool6=small6)
     assert alloc.acquire("a", 1.0) is not None and alloc.acquire("b", 1.0) is not None
     assert alloc.acquire("c", 1.0) is None
+
+
+@pytest.mark.directive("ifconfig-ipv6-push")
+def test_a_reserved_entry_index_is_kept_from_pool_clients_until_unreserved():
+    alloc = PoolAllocator(_pool("subnet"))
+    assert alloc.reserve_index(0)
+    a = alloc.acquire("alice", 1.0)
+    assert a is not None and a.index == 1
+    assert not alloc.reserve_index(1)  # alice holds it
+    assert alloc.reserve_index(10_000)  # past the pool: nothing to keep
+    alloc.unreserve_index(0, 2.0)
+    b = alloc.acquire("bob", 3.0)
+    assert b is not None and b.index == 0
