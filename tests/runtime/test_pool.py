@@ -234,3 +234,15 @@ def test_a_reserved_entry_index_is_kept_from_pool_clients_until_unreserved():
     alloc.unreserve_index(0, 2.0)
     assert alloc.free == free + 1
     assert 0 in {e.index for e in iter(lambda: alloc.acquire(None, 3.0), None)}
+
+
+@pytest.mark.directive("ifconfig-push", "server-ipv6")
+def test_an_entry_taken_for_its_ipv6_is_the_one_a_pool_client_would_get_and_is_not_remembered():
+    alloc = PoolAllocator(_pool("subnet"))
+    a = alloc.acquire("alice", 1.0)
+    assert a is not None
+    alloc.release(a, 2.0)
+    assert alloc.take_index("alice") == a.index  # her remembered entry, as acquire picks
+    assert ("alice", a.local) not in alloc.associations()
+    alloc.unreserve_index(a.index, 3.0)
+    assert alloc.in_use == 0

@@ -286,15 +286,40 @@ async def test_ifconfig_ipv6_push_on_a_server_without_ipv6_refuses_the_client(
 
 
 @pytest.mark.directive("ifconfig-push", "server-ipv6")
-async def test_a_fixed_ipv4_client_without_ifconfig_ipv6_push_gets_no_ipv6_as_in_openvpn(
+async def test_a_fixed_ipv4_client_gets_the_ipv6_of_a_pool_entry_kept_while_connected(
         tmp_path: Path, autojump_clock: trio.testing.MockClock):
     async with ServerLab(tmp_path, DUAL) as lab:
         _ccd(lab, "alice", "ifconfig-push 198.18.8.50 255.255.255.0\n")
         lab.start_server()
         alice = lab.start_client("alice")
         await lab.wait_for(alice.tunnel_up, 30)
-        assert alice.vpn_ip == "198.18.8.50" and _addresses6(alice) == []
-        assert lab.server_events("ccd_fixed_ipv4_without_ipv6")
+        # as OpenVPN: the entry a pool client would get (entry 0), for its IPv6 only
+        assert alice.vpn_ip == "198.18.8.50"
+        assert _addresses6(alice) == ["2001:2:0:8::1000/64"]
+        bob = lab.start_client("bob")
+        await lab.wait_for(bob.tunnel_up, 30)
+        assert (bob.vpn_ip, _addresses6(bob)) == ("198.18.8.3", ["2001:2:0:8::1001/64"])
+        from_alice = _ping6(1, "2001:2:0:8::1000", SERVER6)
+        alice.tunnel.device.inject(from_alice)
+        await _delivered(lab.server_device.device.delivered, from_alice)
+
+
+@pytest.mark.directive("ifconfig-push", "server-ipv6")
+async def test_a_fixed_ipv4_in_the_pool_and_its_pool_ipv6_share_one_entry(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    async with ServerLab(tmp_path, DUAL) as lab:
+        _ccd(lab, "alice", "ifconfig-push 198.18.8.2 255.255.255.0\n")  # entry 0's IPv4
+        lab.start_server()
+        alice = lab.start_client("alice")
+        await lab.wait_for(alice.tunnel_up, 30)
+        assert (alice.vpn_ip, _addresses6(alice)) == ("198.18.8.2", ["2001:2:0:8::1000/64"])
+        carol = lab.start_client("carol")
+        await lab.wait_for(carol.tunnel_up, 30)
+        assert (carol.vpn_ip, _addresses6(carol)) == ("198.18.8.3", ["2001:2:0:8::1001/64"])
+        server = lab.server
+        assert server is not None and server.allocator.in_use == 2
+        await lab.stop_client(alice)
+        await lab.wait_for(lambda: server.allocator.in_use == 1, 300)  # alice's entry is free
 
 
 @pytest.mark.directive("push-remove", "ifconfig-ipv6-push")

@@ -27,7 +27,7 @@ from trivpn.config.ccd import (
     check_fixed_address6,
     load_client_config,
 )
-from trivpn.config.derive import address_pool6, server_tun_ifconfig, server_tun_ifconfig6
+from trivpn.config.derive import server_tun_ifconfig, server_tun_ifconfig6
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 
 MAX_FILES = 10000  # a bound on what one doctor run reads
@@ -64,7 +64,6 @@ def findings(o: Options, files: Mapping[str, ClientConfig | ConfigError]) -> dic
     routes = _routes(o)
     own = server_tun_ifconfig(o)
     own6 = server_tun_ifconfig6(o)
-    pool6 = address_pool6(o)
     network = o.server.network if o.server is not None else None
     fixed: dict[ipaddress.IPv4Address, str] = {}
     for name, c in files.items():
@@ -83,10 +82,6 @@ def findings(o: Options, files: Mapping[str, ClientConfig | ConfigError]) -> dic
                 None if own6 is None else own6.address)
             if reason6 is not None:
                 errors.append(f"{c.path}: {reason6}")
-        elif c.ifconfig_push is not None and pool6 is not None:
-            warnings.append(f"{c.path}: 'ifconfig-push' without 'ifconfig-ipv6-push': this "
-                            "client gets no IPv6 address (the IPv6 pool is paired with the "
-                            "IPv4 one, as in OpenVPN)")
         for net in c.iroutes:
             if not any(net.subnet_of(r) for r in routes):
                 warnings.append(

@@ -119,6 +119,19 @@ class PoolAllocator:
             self._slots[index].in_use = False
             self._slots[index].last_release = now
 
+    def take_index(self, common_name: str | None) -> int | None:
+        """Take the entry a pool client would get, for its IPv6 only (a fixed-IPv4 client
+        without ``ifconfig-ipv6-push``); the name is not remembered, as OpenVPN gives the
+        entry back with its name cleared. Give it back with :meth:`unreserve_index`."""
+        index = self._find(common_name)
+        if index is None:
+            return None
+        slot = self._slots[index]
+        slot.in_use = True
+        if slot.common_name == common_name:
+            slot.common_name = None
+        return index
+
     def reserve_index(self, index: int) -> bool:
         """Keep entry ``index`` from being handed out (a client's fixed
         ``ifconfig-ipv6-push`` address of the IPv6 pool: the pools are paired, so the whole

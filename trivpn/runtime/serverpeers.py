@@ -28,7 +28,7 @@ from trivpn.config.ccd import (
     client_push_list,
     read_client_config,
 )
-from trivpn.config.derive import server_tun_ifconfig, server_tun_ifconfig6
+from trivpn.config.derive import AddressPool6, server_tun_ifconfig, server_tun_ifconfig6
 from trivpn.config.errors import ConfigError
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
@@ -377,16 +377,12 @@ class PeerLifecycle:
                                   for n in client.iroutes_ipv6)
         assigned6: tuple[str, ...] = ()
         if client is not None and client.ifconfig_push is not None:
+            pool6 = self.server.pool6
+            if client.ifconfig_ipv6_push is None and pool6 is not None:
+                assigned6 = self._pool_ipv6_of_fixed_client(peer, cn, pool6, now)
             ifconfig = self._fixed_address(peer, client.ifconfig_push, now)
             if ifconfig is None:
                 return
-            if client.ifconfig_ipv6_push is None and self.server.pool6 is not None:
-                # multi.c multi_select_virtual_addr(): a fixed IPv4 takes no pool entry, and
-                # the IPv6 pool is paired with it, so the client gets no IPv6 (OpenVPN logs
-                # "MULTI_sva: WARNING: if --ifconfig-push is used for IPv4, automatic IPv6
-                # assignment from --ifconfig-ipv6-pool does not work")
-                self.log.warning("ccd_fixed_ipv4_without_ipv6", peer=peer.label, cn=cn,
-                                 hint="add 'ifconfig-ipv6-push' to its client-config-dir file")
         else:
             entry = self.server.allocator.acquire(cn, now)
             if entry is None:
@@ -465,7 +461,10 @@ class PeerLifecycle:
         if reason is None and any(p is not peer and p.vaddr == push.local.packed
                                   for p in server.table):
             reason = f"'ifconfig-push {push.local}': another client has that address"
-        if reason is None and not server.allocator.reserve(push.local):
+        held = peer.fixed_index6  # the entry its pool IPv6 came from may be this address's
+        if reason is None and not (held is not None
+                                   and server.allocator.index_of_base(push.local) == held) \
+                and not server.allocator.reserve(push.local):
             reason = (f"'ifconfig-push {push.local}': a client of the pool has that address "
                       "(keep fixed addresses outside 'ifconfig-pool')")
         if reason is not None:
@@ -474,6 +473,23 @@ class PeerLifecycle:
         peer.fixed_address = push.local
         peer.vaddr = push.local.packed
         return push.pushed()
+
+    def _pool_ipv6_of_fixed_client(self, peer: Peer, cn: str, pool6: AddressPool6,
+                                   now: float) -> tuple[str, ...]:
+        """The IPv6 of a fixed-IPv4 client without ``ifconfig-ipv6-push``, as OpenVPN 2.6
+        gives it: multi.c ``multi_client_connect_early_setup()`` takes a pool entry before
+        the client's file is read, and ``multi_select_virtual_addr()`` then replaces only the
+        IPv4 with the ``ifconfig-push`` one, so the client keeps the entry's IPv6 (OpenVPN
+        gives the entry back to the pool at once; trivpn keeps it while the client is
+        connected, so no pool client gets the same IPv6). Nothing when the pool is full."""
+        index = self.server.allocator.take_index(cn)
+        if index is None:
+            self.log.warning("ccd_fixed_ipv4_without_ipv6", peer=peer.label, cn=cn,
+                             reason="no free entry in the server's pool")
+            return ()
+        peer.fixed_index6 = index
+        peer.vaddr6 = pool6.address(index).packed
+        return (pool6.ifconfig_option(index),)
 
     def _fixed_address6(self, peer: Peer, push: IfconfigIpv6Push, now: float) -> str | None:
         """Take the client's ``ifconfig-ipv6-push`` address (its entry of the IPv6 pool, when
