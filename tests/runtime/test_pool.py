@@ -246,3 +246,11 @@ def test_an_entry_taken_for_its_ipv6_is_the_one_a_pool_client_would_get_and_is_n
     assert ("alice", a.local) not in alloc.associations()
     alloc.unreserve_index(a.index, 3.0)
     assert alloc.in_use == 0
+
+
+@pytest.mark.directive("ifconfig-push", "server-ipv6")
+def test_no_entry_is_taken_for_an_ipv6_when_the_pool_is_full():
+    alloc = PoolAllocator(_pool("subnet"))
+    while alloc.acquire(None, 1.0) is not None:
+        pass
+    assert alloc.take_index("alice") is None
