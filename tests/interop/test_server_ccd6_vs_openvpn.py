@@ -9,7 +9,8 @@ One lab per server kind (namespaces; 198.18.0.0/15 and 2001:2::/48 only)::
      |-- plain (openvpn client "plain", 198.18.1.2): ifconfig-push 198.18.8.50 only (its
      |                                              IPv6 comes from the pool)
      |-- site  (openvpn client "site",  198.18.2.2): iroute-ipv6 2001:2:0:40::/64
-                 |-- lan (2001:2:0:40::2)
+     |           |-- lan (2001:2:0:40::2)
+     |-- quiet (openvpn client "quiet", 198.18.3.2): ifconfig-ipv6-push, push-remove of it
 
 The server config has ``route-ipv6 2001:2:0:40::/64`` (the kernel route to the site's LAN),
 pushes it to the clients (``site``'s file removes it from its own push) and
@@ -38,10 +39,14 @@ NET6, SERVER_VPN6 = "2001:2:0:8::/64", "2001:2:0:8::1"
 FIX_VPN6 = "2001:2:0:8::77"
 LAN6, SITE_LAN6, LAN_HOST6 = "2001:2:0:40::/64", "2001:2:0:40::1", "2001:2:0:40::2"
 PLAIN_IP = "198.18.8.50"
+QUIET_VPN6 = "2001:2:0:8::88"
 CCD = {
-    "fix": f"ifconfig-ipv6-push {FIX_VPN6}/64\n",
+    # no /BITS and no REMOTE: /64 and the server's tunnel address (options.c)
+    "fix": f"ifconfig-ipv6-push {FIX_VPN6}\n",
     "plain": f"ifconfig-push {PLAIN_IP} 255.255.255.0\n",
-    "site": f'iroute-ipv6 {LAN6}\npush-remove "route-ipv6 2001:2:0:40"\n',
+    # no /BITS: /64 (the LAN host is reached only if so)
+    "site": 'iroute-ipv6 2001:2:0:40::\npush-remove "route-ipv6 2001:2:0:40"\n',
+    "quiet": f'ifconfig-ipv6-push {QUIET_VPN6}/64\npush-remove "ifconfig-ipv6"\n',
 }
 # what OpenVPN 2.6 logs for a fixed IPv4 client of a server with an IPv6 pool
 # (multi.c multi_select_virtual_addr())
@@ -85,9 +90,9 @@ def ccd6_lab(request: pytest.FixtureRequest,
         issue_client(pki, name)
         (workdir / "ccd" / name).write_text(text)
     with NetnsLab() as lab:
-        ns = {n: lab.add(n) for n in ("srv", "fix", "plain", "site", "lan")}
+        ns = {n: lab.add(n) for n in ("srv", "fix", "plain", "site", "lan", "quiet")}
         lab.veth(ns["srv"], ns["fix"], "198.18.0.1/24", "198.18.0.2/24")
-        for i, name in ((1, "plain"), (2, "site")):
+        for i, name in ((1, "plain"), (2, "site"), (3, "quiet")):
             lab.veth(ns["srv"], ns[name], f"198.18.{i}.1/24", f"198.18.{i}.2/24")
             ns[name].add_route("198.18.0.0/24", via=f"198.18.{i}.1")
         veth = lab.veth(ns["site"], ns["lan"], "198.18.30.1/24", "198.18.30.2/24")
@@ -167,3 +172,9 @@ def test_ipv6_lan_behind_a_client_is_reached_from_another_client(ccd6_lab: Lab):
     assert f"route-ipv6 {LAN6}" in ccd6_lab.push_reply("fix")
     assert ping(ccd6_lab.ns["fix"], LAN_HOST6), ccd6_lab.server_text()
     assert ping(ccd6_lab.ns["lan"], FIX_VPN6)
+
+
+@pytest.mark.directive("push-remove", "ifconfig-ipv6-push")
+def test_push_remove_ifconfig_ipv6_withholds_even_a_fixed_ipv6(ccd6_lab: Lab):
+    reply = ccd6_lab.push_reply("quiet")
+    assert "ifconfig-ipv6" not in reply and "ifconfig 198.18.8." in reply, reply
