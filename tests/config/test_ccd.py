@@ -12,10 +12,12 @@ import pytest
 from tests.config.helpers import SERVER_BASE, server
 from trivpn.config import ConfigError, address_pool, parse_config
 from trivpn.config.ccd import (
+    IfconfigIpv6Push,
     IfconfigPush,
     PushEdit,
     ccd_file_name,
     check_fixed_address,
+    check_fixed_address6,
     client_push_list,
     parse_client_config,
     read_client_config,
@@ -23,6 +25,7 @@ from trivpn.config.ccd import (
 
 NET = ipaddress.IPv4Network("198.18.8.0/24")
 A = ipaddress.IPv4Address
+A6 = ipaddress.IPv6Address
 
 
 def ccd(text: str, path: str = "/etc/openvpn/ccd/alice"):
@@ -85,16 +88,62 @@ def test_disable_marks_the_client_refused():
     assert not ccd("").disable
 
 
-@pytest.mark.directive("ifconfig-ipv6-push", "iroute-ipv6")
-def test_ipv6_directives_are_parsed_and_then_refused_as_not_supported_yet():
-    c = ccd("ifconfig-ipv6-push 2001:2::10/64 2001:2::1\n")
-    assert c.unsupported is not None and "'ifconfig-ipv6-push' is not supported" in c.unsupported
-    c = ccd("iroute-ipv6 2001:2:0:1::/64\n")
-    assert c.unsupported is not None and "'iroute-ipv6' is not supported" in c.unsupported
+@pytest.mark.directive("ifconfig-ipv6-push")
+def test_ifconfig_ipv6_push_gives_the_address_its_prefix_and_the_remote():
+    c = ccd("ifconfig-ipv6-push 2001:2:0:8::50/64 2001:2:0:8::1\n")
+    assert c.ifconfig_ipv6_push == IfconfigIpv6Push(A6("2001:2:0:8::50"), 64,
+                                                    A6("2001:2:0:8::1"), 1)
+    assert (c.ifconfig_ipv6_push.pushed(A6("2001:2:0:8::99"))
+            == "ifconfig-ipv6 2001:2:0:8::50/64 2001:2:0:8::1")
+
+
+@pytest.mark.directive("ifconfig-ipv6-push")
+def test_ifconfig_ipv6_push_without_remote_pushes_the_servers_address_and_bits_default_64():
+    push = ccd("ifconfig-ipv6-push 2001:2:0:8::50\n").ifconfig_ipv6_push
+    assert push is not None and push.bits == 64 and push.remote is None
+    assert push.pushed(A6("2001:2:0:8::1")) == "ifconfig-ipv6 2001:2:0:8::50/64 2001:2:0:8::1"
+
+
+@pytest.mark.directive("ifconfig-ipv6-push")
+@pytest.mark.parametrize("line", ["ifconfig-ipv6-push 2001:2::zz/64",
+                                  "ifconfig-ipv6-push 2001:2::5/129",
+                                  "ifconfig-ipv6-push 198.18.8.5/24",
+                                  "ifconfig-ipv6-push 2001:2::5/64 nonsense"])
+def test_bad_ifconfig_ipv6_push_names_file_and_line(line: str):
     with pytest.raises(ConfigError, match="alice:1: cannot parse 'ifconfig-ipv6-push'"):
-        ccd("ifconfig-ipv6-push 2001:2::zz/64\n")
+        ccd(line + "\n")
+
+
+@pytest.mark.directive("iroute-ipv6")
+def test_iroute_ipv6_keeps_the_network_bits_and_defaults_to_64():
+    c = ccd("iroute-ipv6 2001:2:0:40::7/64\niroute-ipv6 2001:2:0:41::\n")
+    assert c.iroutes_ipv6 == (ipaddress.IPv6Network("2001:2:0:40::/64"),
+                              ipaddress.IPv6Network("2001:2:0:41::/64"))
     with pytest.raises(ConfigError, match="alice:1: 'iroute-ipv6' expects an IPv6 network"):
         ccd("iroute-ipv6 198.18.0.0/16\n")
+
+
+@pytest.mark.directive("push-remove", "ifconfig-ipv6-push")
+def test_push_remove_ifconfig_ipv6_withholds_it_unless_an_ifconfig_ipv6_push_follows():
+    assert ccd('push-remove "ifconfig-ipv6"\n').ifconfig_ipv6_blocked
+    assert not ccd('push-remove "ifconfig-ipv6"\n'
+                   "ifconfig-ipv6-push 2001:2:0:8::50/64\n").ifconfig_ipv6_blocked
+    assert ccd("ifconfig-ipv6-push 2001:2:0:8::50/64\n"
+               'push-remove "ifconfig-ipv6"\n').ifconfig_ipv6_blocked
+
+
+@pytest.mark.directive("ifconfig-ipv6-push")
+def test_fixed_ipv6_address_must_be_in_the_servers_ipv6_network_and_not_its_own():
+    net6, own6 = ipaddress.IPv6Network("2001:2:0:8::/64"), A6("2001:2:0:8::1")
+    ok = ccd("ifconfig-ipv6-push 2001:2:0:8::50/64\n").ifconfig_ipv6_push
+    outside = ccd("ifconfig-ipv6-push 2001:2:0:9::50/64\n").ifconfig_ipv6_push
+    own = ccd("ifconfig-ipv6-push 2001:2:0:8::1/64\n").ifconfig_ipv6_push
+    assert ok is not None and outside is not None and own is not None
+    assert check_fixed_address6(ok, net6, own6) is None
+    assert "outside the server's IPv6 network 2001:2:0:8::/64" in str(
+        check_fixed_address6(outside, net6, own6))
+    assert "server's own address" in str(check_fixed_address6(own, net6, own6))
+    assert "needs IPv6 in the tunnel" in str(check_fixed_address6(ok, None, None))
 
 
 def test_config_includes_another_file_named_as_the_server_config_names_files(tmp_path: Path):

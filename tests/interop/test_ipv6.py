@@ -328,7 +328,7 @@ def test_block_ipv6_answers_no_route_from_the_tunnel_peer_as_openvpn_does(
 def test_openvpn_takes_iroute_ipv6_and_ifconfig_ipv6_push_only_per_client(
         lab: NetnsLab, tmp_path: Path, line: str):
     # docs/ipv6.md says these two belong to per-client configuration files: in a server's
-    # own config the real openvpn refuses them, and so does trivpn (for now, unsupported)
+    # own config the real openvpn refuses them, and so does trivpn
     srv, _ = _setup(lab, tmp_path)
     conf = tmp_path / "bad.conf"
     conf.write_text("\n".join([*_server(), line]) + "\n")

@@ -141,3 +141,58 @@ def test_ipv6_syns_are_clamped_20_bytes_below_the_ipv4_limit_both_ways():
     assert _mss_of6(to_device[0]) == 1380
     out = router.from_device([_syn6(SERVER6, _v6(1), 1440)], 0.0)
     assert _mss_of6(out[0][1][1:]) == 1380
+
+
+# --- iroute-ipv6 (client-config-dir) -----------------------------------------------------------
+
+def _net6(text: str) -> tuple[int, int]:
+    net = ipaddress.IPv6Network(text)
+    return int(net.network_address), net.prefixlen
+
+
+@pytest.mark.directive("iroute-ipv6")
+def test_device_ipv6_packet_to_an_iroute_ipv6_network_goes_to_its_client_longest_prefix():
+    router, (a, b), counts = _router()
+    router.table.add_iroutes6(a, [_net6("2001:2:0:40::/64")])
+    router.table.add_iroutes6(b, [_net6("2001:2:0:40::/112")])
+    to_a = _ping6(SERVER6, "2001:2:0:40::1:5")
+    to_b = _ping6(SERVER6, "2001:2:0:40::5")
+    out = router.from_device([to_a, to_b, _ping6(SERVER6, "2001:2:0:41::5")], 0.0)
+    assert [(p.peer_id, w) for p, w in out] == [(0, b"\x00" + to_a), (1, b"\x01" + to_b)]
+    assert counts == {"no_route": 1}
+
+
+@pytest.mark.directive("iroute-ipv6")
+def test_client_may_send_ipv6_from_its_iroute_ipv6_network_only():
+    router, (a, b), counts = _router()
+    router.table.add_iroutes6(a, [_net6("2001:2:0:40::/64")])
+    packet = _ping6("2001:2:0:40::5", SERVER6)
+    assert _from_peer(router, a, packet) == ([], [packet])
+    assert _from_peer(router, b, packet) == ([], [])
+    assert counts == {"spoofed_source": 1}
+
+
+@pytest.mark.directive("iroute-ipv6", "client-to-client")
+def test_client_to_client_reaches_another_clients_iroute_ipv6_network():
+    router, (a, b), _ = _router(c2c=True)
+    router.table.add_iroutes6(b, [_net6("2001:2:0:40::/64")])
+    packet = _ping6(_v6(0), "2001:2:0:40::5")
+    assert _from_peer(router, a, packet) == ([(1, b"\x01" + packet)], [])
+
+
+@pytest.mark.directive("iroute-ipv6")
+def test_iroute_ipv6_works_for_a_client_without_an_ipv6_address():
+    router, (a, _), counts = _router(with_v6=False)
+    router.table.add_iroutes6(a, [_net6("2001:2:0:40::/64")])
+    packet = _ping6("2001:2:0:40::5", SERVER6)
+    assert _from_peer(router, a, packet) == ([], [packet])
+    assert not counts
+
+
+@pytest.mark.directive("iroute-ipv6")
+def test_iroute_ipv6_networks_go_with_their_client():
+    router, (a, _), _ = _router()
+    router.table.add_iroutes6(a, [_net6("2001:2:0:40::/64")])
+    router.table.remove(a)
+    assert router.table.iroute6_owner(ipaddress.IPv6Address("2001:2:0:40::5").packed) is None
+    assert not router.table.iroutes6

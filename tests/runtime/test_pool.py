@@ -220,3 +220,37 @@ def test_a_smaller_ipv6_pool_bounds_how_many_clients_get_addresses():
     alloc = PoolAllocator(pool, pool6=small6)
     assert alloc.acquire("a", 1.0) is not None and alloc.acquire("b", 1.0) is not None
     assert alloc.acquire("c", 1.0) is None
+
+
+@pytest.mark.directive("ifconfig-ipv6-push")
+def test_a_reserved_entry_index_is_kept_from_pool_clients_until_unreserved():
+    alloc = PoolAllocator(_pool("subnet"))
+    assert alloc.reserve_index(0)
+    a = alloc.acquire("alice", 1.0)
+    assert a is not None and a.index == 1
+    assert not alloc.reserve_index(1)  # alice holds it
+    assert alloc.reserve_index(10_000)  # past the pool: nothing to keep
+    free = alloc.free
+    alloc.unreserve_index(0, 2.0)
+    assert alloc.free == free + 1
+    assert 0 in {e.index for e in iter(lambda: alloc.acquire(None, 3.0), None)}
+
+
+@pytest.mark.directive("ifconfig-push", "server-ipv6")
+def test_an_entry_taken_for_its_ipv6_is_the_one_a_pool_client_would_get_and_is_not_remembered():
+    alloc = PoolAllocator(_pool("subnet"))
+    a = alloc.acquire("alice", 1.0)
+    assert a is not None
+    alloc.release(a, 2.0)
+    assert alloc.take_index("alice") == a.index  # her remembered entry, as acquire picks
+    assert ("alice", a.local) not in alloc.associations()
+    alloc.unreserve_index(a.index, 3.0)
+    assert alloc.in_use == 0
+
+
+@pytest.mark.directive("ifconfig-push", "server-ipv6")
+def test_no_entry_is_taken_for_an_ipv6_when_the_pool_is_full():
+    alloc = PoolAllocator(_pool("subnet"))
+    while alloc.acquire(None, 1.0) is not None:
+        pass
+    assert alloc.take_index("alice") is None

@@ -47,6 +47,24 @@ class IfconfigPush:
         return f"ifconfig {shown} {self.remote_netmask}"
 
 
+@dataclass(frozen=True, slots=True)
+class IfconfigIpv6Push:
+    """``ifconfig-ipv6-push ADDRESS[/BITS] [REMOTE]``: the client's fixed IPv6 address. BITS
+    defaults to 64 and REMOTE to the server's own tunnel IPv6 address, as OpenVPN's options.c
+    (``add_option()``, ``get_ipv6_addr()``) reads it."""
+
+    local: ipaddress.IPv6Address
+    bits: int
+    remote: ipaddress.IPv6Address | None = None
+    line: int = 0
+
+    def pushed(self, server: ipaddress.IPv6Address) -> str:
+        """The pushed option (push.c ``prepare_push_reply()``); ``server`` is the remote when
+        the file names none."""
+        remote = self.remote if self.remote is not None else server
+        return f"ifconfig-ipv6 {self.local}/{self.bits} {remote}"
+
+
 PushEditKind = Literal["push", "push-reset", "push-remove"]
 
 
@@ -64,20 +82,15 @@ class ClientConfig:
 
     path: Path
     ifconfig_push: IfconfigPush | None = None
-    ifconfig_ipv6_push: tuple[str, ...] | None = None  # parsed, not applied yet (see below)
+    ifconfig_ipv6_push: IfconfigIpv6Push | None = None
     iroutes: tuple[ipaddress.IPv4Network, ...] = ()
     iroutes_ipv6: tuple[ipaddress.IPv6Network, ...] = ()
     push_edits: tuple[PushEdit, ...] = ()
     disable: bool = False
-
-    @property
-    def unsupported(self) -> str | None:
-        """Why trivpn cannot serve this client yet (IPv6 inside the tunnel), or None."""
-        if self.ifconfig_ipv6_push is not None:
-            return "'ifconfig-ipv6-push' is not supported by trivpn yet (no IPv6 in the tunnel)"
-        if self.iroutes_ipv6:
-            return "'iroute-ipv6' is not supported by trivpn yet (no IPv6 in the tunnel)"
-        return None
+    # ``push-remove ifconfig-ipv6``: no ``ifconfig-ipv6`` is pushed (pool or fixed) unless an
+    # ``ifconfig-ipv6-push`` follows it (OpenVPN's push.c ``push_remove_option()`` and
+    # options.c ``push_ifconfig_ipv6_blocked``)
+    ifconfig_ipv6_blocked: bool = False
 
 
 CCD_ONLY = ("ifconfig-push", "ifconfig-ipv6-push", "iroute", "iroute-ipv6", "push-reset",
@@ -109,15 +122,26 @@ def _ifconfig_push(c: ClientConfig, d: Directive) -> ClientConfig:
     return replace(c, ifconfig_push=IfconfigPush(local, other, alias, d.line))
 
 
+def _ipv6_prefix(text: str) -> tuple[ipaddress.IPv6Address, int]:
+    """``ADDRESS[/BITS]`` with OpenVPN's default of /64 (socket.c ``get_addr_generic()``);
+    ValueError when it is not one."""
+    address, slash, bits = text.partition("/")
+    if slash and not (bits.isdigit() and int(bits) <= 128):
+        raise ValueError(text)
+    return ipaddress.IPv6Address(address), int(bits) if slash else 64
+
+
 def _ifconfig_ipv6_push(c: ClientConfig, d: Directive) -> ClientConfig:
     try:
-        ipaddress.IPv6Interface(d.args[0])
-        if len(d.args) == 2:
-            ipaddress.IPv6Address(d.args[1])
+        local, bits = _ipv6_prefix(d.args[0])
+        remote = ipaddress.IPv6Address(d.args[1]) if len(d.args) == 2 else None
     except ValueError:
         raise v.fail(d, "cannot parse 'ifconfig-ipv6-push' addresses (expected "
                         "ADDRESS/BITS [REMOTE])") from None
-    return replace(c, ifconfig_ipv6_push=d.args)
+    if local.is_unspecified or local.is_multicast:
+        raise v.fail(d, f"'ifconfig-ipv6-push {local}' is not a unicast address")
+    return replace(c, ifconfig_ipv6_push=IfconfigIpv6Push(local, bits, remote, d.line),
+                   ifconfig_ipv6_blocked=False)
 
 
 def _iroute(c: ClientConfig, d: Directive) -> ClientConfig:
@@ -130,7 +154,9 @@ def _iroute(c: ClientConfig, d: Directive) -> ClientConfig:
 
 def _iroute_ipv6(c: ClientConfig, d: Directive) -> ClientConfig:
     try:
-        net = ipaddress.IPv6Network(d.args[0], strict=False)
+        address, bits = _ipv6_prefix(d.args[0])
+        # the network bits only, as for iroute (mroute.c masks the host bits)
+        net = ipaddress.IPv6Network((address, bits), strict=False)
     except ValueError:
         raise v.fail(d, f"'iroute-ipv6' expects an IPv6 network such as 2001:2::/64, got "
                         f"'{d.args[0]}'") from None
@@ -152,6 +178,8 @@ def _push_reset(c: ClientConfig, d: Directive) -> ClientConfig:
 
 
 def _push_remove(c: ClientConfig, d: Directive) -> ClientConfig:
+    if d.args[0] == "ifconfig-ipv6":
+        c = replace(c, ifconfig_ipv6_blocked=True)
     return replace(c, push_edits=(*c.push_edits, PushEdit("push-remove", d.args[0])))
 
 
@@ -247,6 +275,25 @@ def check_fixed_address(push: IfconfigPush, *, tap: bool, topology: Topology,
     return None
 
 
+def check_fixed_address6(push: IfconfigIpv6Push,
+                         server_network: ipaddress.IPv6Network | None,
+                         server_address: ipaddress.IPv6Address | None) -> str | None:
+    """Why a client's ``ifconfig-ipv6-push`` cannot be served, or None: the server has no
+    IPv6 in the tunnel (``server-ipv6`` or ``ifconfig-ipv6``; OpenVPN's options.c refuses a
+    file without REMOTE then, and its client would get an address the server never routes),
+    the address is the server's own, or it is outside the server's IPv6 network (as
+    :func:`check_fixed_address` for IPv4 subnets: the server's device would not reach it)."""
+    if server_address is None or server_network is None:
+        return (f"'ifconfig-ipv6-push {push.local}/{push.bits}' needs IPv6 in the tunnel on "
+                "the server ('server-ipv6' or 'ifconfig-ipv6')")
+    if push.local == server_address:
+        return f"'ifconfig-ipv6-push {push.local}' is the server's own address"
+    if push.local not in server_network:
+        return (f"'ifconfig-ipv6-push {push.local}' is outside the server's IPv6 network "
+                f"{server_network}")
+    return None
+
+
 def read_client_config(directory: Path, common_name: str, *, exclusive: bool,
                        base_dir: Path | None = None) -> ClientConfig | str | None:
     """The client's file in ``directory``: ``DIR/<name>``, else ``DIR/DEFAULT`` (not with
@@ -285,10 +332,12 @@ __all__ = [
     "CCD_ONLY",
     "ClientConfig",
     "ConfigError",
+    "IfconfigIpv6Push",
     "IfconfigPush",
     "PushEdit",
     "ccd_file_name",
     "check_fixed_address",
+    "check_fixed_address6",
     "client_push_list",
     "load_client_config",
     "parse_client_config",

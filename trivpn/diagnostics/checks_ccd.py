@@ -21,8 +21,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from trivpn.config import ConfigError, Options
-from trivpn.config.ccd import ClientConfig, check_fixed_address, load_client_config
-from trivpn.config.derive import server_tun_ifconfig
+from trivpn.config.ccd import (
+    ClientConfig,
+    check_fixed_address,
+    check_fixed_address6,
+    load_client_config,
+)
+from trivpn.config.derive import server_tun_ifconfig, server_tun_ifconfig6
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 
 MAX_FILES = 10000  # a bound on what one doctor run reads
@@ -58,14 +63,25 @@ def findings(o: Options, files: Mapping[str, ClientConfig | ConfigError]) -> dic
     warnings: list[str] = []
     routes = _routes(o)
     own = server_tun_ifconfig(o)
+    own6 = server_tun_ifconfig6(o)
     network = o.server.network if o.server is not None else None
     fixed: dict[ipaddress.IPv4Address, str] = {}
     for name, c in files.items():
         if isinstance(c, ConfigError):
             errors.append(str(c))
             continue
-        if c.unsupported is not None:
-            errors.append(f"{c.path}: {c.unsupported}")
+        for net6 in c.iroutes_ipv6:
+            if not any(net6.subnet_of(r.network) for r in o.routes_ipv6):
+                warnings.append(f"{c.path}: 'iroute-ipv6 {net6}' has no matching "
+                                f"'route-ipv6 {net6}' in the server config")
+        if c.ifconfig_ipv6_push is not None:
+            reason6 = check_fixed_address6(
+                c.ifconfig_ipv6_push,
+                None if own6 is None else ipaddress.IPv6Network((own6.address, own6.bits),
+                                                                strict=False),
+                None if own6 is None else own6.address)
+            if reason6 is not None:
+                errors.append(f"{c.path}: {reason6}")
         for net in c.iroutes:
             if not any(net.subnet_of(r) for r in routes):
                 warnings.append(

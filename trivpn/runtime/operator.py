@@ -208,6 +208,9 @@ class ServerView:
             for peer in server.connected:  # its IPv6 address is a route of its own, too
                 if peer.vpn_ip6 is not None and id(peer) in rows:
                     routes.append((peer.vpn_ip6, rows[id(peer)]))
+            for (network, bits), peer in server.table.iroutes6.items():  # iroute-ipv6
+                if id(peer) in rows:
+                    routes.append((f"{ipaddress.IPv6Address(network)}/{bits}", rows[id(peer)]))
         return ServerStatus(tuple(rows.values()), tuple(routes))
 
     def status_lines(self, version: int) -> list[str]:

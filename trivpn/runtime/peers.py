@@ -4,7 +4,8 @@ Peers are found by link address (UDP demultiplexing), by peer-id (P_DATA_V2 from
 "float"), by virtual IPv4 or IPv6 address (TUN routing) and by learned MAC address (TAP routing).
 IPv4 and IPv6 are told apart once per packet by the version nibble; IPv4 is tested first, so the
 IPv6 work never runs for IPv4 packets. A client's IPv6 packets must come from its pool IPv6
-address (``server-ipv6``/``ifconfig-ipv6-pool``), as its IPv4 ones from its IPv4 address.
+address (``server-ipv6``/``ifconfig-ipv6-pool``) or its ``ifconfig-ipv6-push`` one, as its IPv4
+ones from its IPv4 address.
 
 Routing, as OpenVPN's ``mode server`` does it:
 - from the device: an IPv4 packet goes to the client owning its destination; a TAP frame to
@@ -21,7 +22,9 @@ whose destination is in the network goes to that client (the most specific irout
 the exact virtual addresses), and the client may send from addresses in it. They are looked at
 only when no virtual address matched, so a server without iroutes does no extra work. Two
 clients claiming the same network: the one connected last has it (OpenVPN's learn-address
-takes it over too), and it is free again when that one goes.
+takes it over too), and it is free again when that one goes. ``iroute-ipv6 NET/BITS`` works the
+same for IPv6 (OpenVPN's multi.c ``multi_add_iroutes()``, ``multi_learn_in6_addr()``), in its
+own table, looked at only when some client has one.
 
 Learned MAC addresses (TAP), two limits:
 - ``max-routes-per-client`` (default 256, as OpenVPN): a client that already owns that many
@@ -43,6 +46,7 @@ from typing import Any, Generic, Protocol, TypeVar
 ETH_HEADER = 14
 IPV4_HEADER = 20
 IPV6_HEADER = 40
+MASK128 = (1 << 128) - 1
 
 
 class Routable(Protocol):
@@ -85,8 +89,8 @@ def is_group_mac(mac: bytes) -> bool:
 class PeerTable(Generic[P]):
     """Indexes over the live peers. ``vaddr`` keys are packed 4-byte IPv4 addresses."""
 
-    __slots__ = ("_all", "_iroute_bits", "_macs_of", "by_address", "by_mac", "by_peer_id",
-                 "by_vaddr", "by_vaddr6", "iroutes", "max_macs")
+    __slots__ = ("_all", "_iroute6_bits", "_iroute_bits", "_macs_of", "by_address", "by_mac",
+                 "by_peer_id", "by_vaddr", "by_vaddr6", "iroutes", "iroutes6", "max_macs")
 
     def __init__(self, max_macs: int = 256) -> None:
         self._all: dict[int, P] = {}
@@ -101,6 +105,9 @@ class PeerTable(Generic[P]):
         # first
         self.iroutes: dict[tuple[int, int], P] = {}
         self._iroute_bits: tuple[int, ...] = ()
+        # iroute-ipv6: (network as a 128-bit int, prefix length) -> peer, likewise
+        self.iroutes6: dict[tuple[int, int], P] = {}
+        self._iroute6_bits: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self._all)
@@ -143,6 +150,10 @@ class PeerTable(Generic[P]):
             for key in [k for k, owner in self.iroutes.items() if owner is peer]:
                 del self.iroutes[key]
             self._iroute_bits = tuple(sorted({b for _, b in self.iroutes}, reverse=True))
+        if self.iroutes6:
+            for key in [k for k, owner in self.iroutes6.items() if owner is peer]:
+                del self.iroutes6[key]
+            self._iroute6_bits = tuple(sorted({b for _, b in self.iroutes6}, reverse=True))
 
     def macs_of(self, peer: P) -> int:
         """How many MAC addresses ``peer`` owns."""
@@ -189,6 +200,24 @@ class PeerTable(Generic[P]):
                 return peer
         return None
 
+    def add_iroutes6(self, peer: P, networks: Iterable[tuple[int, int]]) -> None:
+        """Route the IPv6 networks ``(address as int, prefix length)`` to ``peer``
+        (iroute-ipv6)."""
+        for network, bits in networks:
+            mask = (MASK128 << (128 - bits)) & MASK128
+            self.iroutes6[(network & mask, bits)] = peer
+        self._iroute6_bits = tuple(sorted({b for _, b in self.iroutes6}, reverse=True))
+
+    def iroute6_owner(self, address: bytes) -> P | None:
+        """The peer whose most specific iroute-ipv6 contains the packed IPv6 ``address``."""
+        value = int.from_bytes(address, "big")
+        for bits in self._iroute6_bits:
+            mask = (MASK128 << (128 - bits)) & MASK128
+            peer = self.iroutes6.get((value & mask, bits))
+            if peer is not None:
+                return peer
+        return None
+
     # -- routing: device -> client ------------------------------------------------------------
 
     def for_ipv4(self, packet: bytes) -> P | None:
@@ -204,7 +233,10 @@ class PeerTable(Generic[P]):
         """The client owning an IPv6 packet's destination; None for anything else."""
         if len(packet) < IPV6_HEADER or packet[0] >> 4 != 6:
             return None
-        return self.by_vaddr6.get(packet[24:40])
+        peer = self.by_vaddr6.get(packet[24:40])
+        if peer is None and self.iroutes6:
+            return self.iroute6_owner(packet[24:40])
+        return peer
 
     def for_frame(self, frame: bytes) -> P | None:
         """The client that owns a frame's destination MAC; None means flood to all."""
@@ -235,17 +267,22 @@ class PeerTable(Generic[P]):
     def from_client_ipv6(self, sender: P, packet: bytes,
                          client_to_client: bool) -> P | Verdict:
         """Check and route an IPv6 packet a client sent (TUN mode): the source must be the
-        client's pool IPv6 address."""
+        client's IPv6 address (pool or ``ifconfig-ipv6-push``) or in one of its iroute-ipv6
+        networks."""
         if packet[0] >> 4 != 6:
             return Verdict.NOT_IPV4
-        if sender.vaddr6 is None:
+        iroutes6 = self.iroutes6
+        if sender.vaddr6 is None and not iroutes6:
             return Verdict.NOT_IPV4
         if len(packet) < IPV6_HEADER:
             return Verdict.MALFORMED
-        if packet[8:24] != sender.vaddr6:
+        if packet[8:24] != sender.vaddr6 and (
+                not iroutes6 or self.iroute6_owner(packet[8:24]) is not sender):
             return Verdict.SPOOFED
         if client_to_client:
             target = self.by_vaddr6.get(packet[24:40])
+            if target is None and iroutes6:
+                target = self.iroute6_owner(packet[24:40])
             if target is not None and target is not sender:
                 return target
         return Verdict.DEVICE

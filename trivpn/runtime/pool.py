@@ -13,7 +13,8 @@ a never-used address before one that is reserved for someone else. ``ifconfig-po
 0`` makes the file read-only and its associations fixed: those entries go only to their names.
 
 A client with a fixed ``ifconfig-push`` address inside the pool holds its entry while it is
-connected (:meth:`PoolAllocator.reserve`), so no pool client gets the same address.
+connected (:meth:`PoolAllocator.reserve`), so no pool client gets the same address; so does a
+fixed ``ifconfig-ipv6-push`` address inside the IPv6 pool (:meth:`PoolAllocator.reserve_index`).
 """
 
 from __future__ import annotations
@@ -115,6 +116,37 @@ class PoolAllocator:
         """The fixed-address client is gone: its entry may be handed out again."""
         index = self.index_of_base(address)
         if index is not None and self._slots[index].in_use:
+            self._slots[index].in_use = False
+            self._slots[index].last_release = now
+
+    def take_index(self, common_name: str | None) -> int | None:
+        """Take the entry a pool client would get, for its IPv6 only (a fixed-IPv4 client
+        without ``ifconfig-ipv6-push``); the name is not remembered, as OpenVPN gives the
+        entry back with its name cleared. Give it back with :meth:`unreserve_index`."""
+        index = self._find(common_name)
+        if index is None:
+            return None
+        slot = self._slots[index]
+        slot.in_use = True
+        if slot.common_name == common_name:
+            slot.common_name = None
+        return index
+
+    def reserve_index(self, index: int) -> bool:
+        """Keep entry ``index`` from being handed out (a client's fixed
+        ``ifconfig-ipv6-push`` address of the IPv6 pool: the pools are paired, so the whole
+        entry). False when a pool client holds it; True otherwise (also past the pool)."""
+        if not 0 <= index < len(self._slots):
+            return True
+        slot = self._slots[index]
+        if slot.in_use:
+            return False
+        slot.in_use = True
+        return True
+
+    def unreserve_index(self, index: int, now: float) -> None:
+        """The client that reserved entry ``index`` is gone."""
+        if 0 <= index < len(self._slots) and self._slots[index].in_use:
             self._slots[index].in_use = False
             self._slots[index].last_release = now
 

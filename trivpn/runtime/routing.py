@@ -139,8 +139,11 @@ class Router(Generic[P]):
             elif len(packet) >= IPV6_HEADER and packet[0] >> 4 == 6:
                 peer = by_vaddr6.get(packet[24:40])
                 if peer is None:
-                    counts["no_route"] += 1
-                    continue
+                    peer = (self.table.iroute6_owner(packet[24:40]) if self.table.iroutes6
+                            else None)
+                    if peer is None:
+                        counts["no_route"] += 1
+                        continue
                 if mss is not None and len(packet) >= TCP6_HEADER_END \
                         and packet[6] == IPPROTO_TCP:
                     packet = clamp_mss6(packet, mss - IPV6_EXTRA_HEADER)  # noqa: PLW2901

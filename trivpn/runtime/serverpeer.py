@@ -23,8 +23,8 @@ class Peer:
     """One client: its session, where it is, what it was given."""
 
     __slots__ = ("address", "cancel_scope", "cert_serial", "common_name", "connected", "created",
-                 "entry", "fixed_address", "iroutes", "label", "mac_refused", "peer_id",
-                 "preauth", "remove_at",
+                 "entry", "fixed_address", "fixed_index6", "iroutes", "iroutes6", "label",
+                 "mac_refused", "peer_id", "preauth", "remove_at",
                  "remove_reason", "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
                  "sleeping_until", "tcp", "tcp_recv", "tcp_send", "tx_bytes", "tx_packets",
                  "vaddr", "vaddr6", "wakeup")
@@ -52,8 +52,12 @@ class Peer:
         self.fixed_address: ipaddress.IPv4Address | None = None
         # iroute lines of its client-config-dir file: (network as int, prefix length)
         self.iroutes: tuple[tuple[int, int], ...] = ()
+        self.iroutes6: tuple[tuple[int, int], ...] = ()  # iroute-ipv6 lines, likewise
+        # ifconfig-ipv6-push inside the IPv6 pool: the pool entry it keeps from others
+        self.fixed_index6: int | None = None
         self.vaddr: bytes | None = None
-        self.vaddr6: bytes | None = None  # its pool IPv6 address (16 bytes), with server-ipv6
+        # its IPv6 address (16 bytes): from the IPv6 pool, or its ifconfig-ipv6-push
+        self.vaddr6: bytes | None = None
         self.connected = False
         self.removed = False
         self.mac_refused: tuple[str, ...] = ()  # TAP: reasons mac_refused was logged for

@@ -21,12 +21,14 @@ import trio
 
 from trivpn.config.ccd import (
     ClientConfig,
+    IfconfigIpv6Push,
     IfconfigPush,
     check_fixed_address,
+    check_fixed_address6,
     client_push_list,
     read_client_config,
 )
-from trivpn.config.derive import server_tun_ifconfig
+from trivpn.config.derive import AddressPool6, server_tun_ifconfig, server_tun_ifconfig6
 from trivpn.config.errors import ConfigError
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
@@ -144,6 +146,8 @@ class PeerLifecycle:
             self.server.allocator.release(peer.entry, now)
         if peer.fixed_address is not None:
             self.server.allocator.unreserve(peer.fixed_address, now)
+        if peer.fixed_index6 is not None:
+            self.server.allocator.unreserve_index(peer.fixed_index6, now)
         if peer.session.drops:
             self.server.drops.merge(peer.session.drops)
             peer.session.drops.clear()
@@ -369,8 +373,13 @@ class PeerLifecycle:
         if client is not None:
             push, ifconfig_blocked = client_push_list(push, client.push_edits)
             peer.iroutes = tuple((int(n.network_address), n.prefixlen) for n in client.iroutes)
+            peer.iroutes6 = tuple((int(n.network_address), n.prefixlen)
+                                  for n in client.iroutes_ipv6)
         assigned6: tuple[str, ...] = ()
         if client is not None and client.ifconfig_push is not None:
+            pool6 = self.server.pool6
+            if client.ifconfig_ipv6_push is None and pool6 is not None:
+                assigned6 = self._pool_ipv6_of_fixed_client(peer, cn, pool6, now)
             ifconfig = self._fixed_address(peer, client.ifconfig_push, now)
             if ifconfig is None:
                 return
@@ -388,8 +397,15 @@ class PeerLifecycle:
             if pool6 is not None:  # the IPv6 pool address of the same index
                 peer.vaddr6 = pool6.address(entry.index).packed
                 assigned6 = (pool6.ifconfig_option(entry.index),)
+        if client is not None and client.ifconfig_ipv6_push is not None:
+            ifconfig6 = self._fixed_address6(peer, client.ifconfig_ipv6_push, now)
+            if ifconfig6 is None:
+                return
+            assigned6 = (ifconfig6,)
+        if client is not None and client.ifconfig_ipv6_blocked:
+            assigned6 = ()  # push-remove ifconfig-ipv6 (the address is still the client's)
         # push.c: ifconfig-ipv6 before ifconfig
-        pushed = push if ifconfig_blocked else (*push, *assigned6, ifconfig)
+        pushed = (*push, *assigned6) if ifconfig_blocked else (*push, *assigned6, ifconfig)
         peer.session.accept(now, pushed, peer_id=peer.peer_id)
 
     def _client_config(self, peer: Peer, cn: str,
@@ -411,15 +427,18 @@ class PeerLifecycle:
             return None
         if found.disable:
             return self._refuse(peer, cn, now, f"{found.path}: client is disabled ('disable')")
-        reason = found.unsupported
-        if reason is None and found.iroutes and self.server.tap:
-            reason = "'iroute' needs 'dev tun' (a tap server learns MAC addresses instead)"
+        reason = None
+        if (found.iroutes or found.iroutes_ipv6) and self.server.tap:
+            name = "iroute" if found.iroutes else "iroute-ipv6"
+            reason = f"'{name}' needs 'dev tun' (a tap server learns MAC addresses instead)"
         if reason is not None:
             return self._refuse(peer, cn, now, f"{found.path}: {reason}")
         self.log.info("ccd_applied", peer=peer.label, cn=cn, path=str(found.path),
                       ifconfig_push=(str(found.ifconfig_push.local)
                                      if found.ifconfig_push is not None else None),
-                      iroutes=[str(n) for n in found.iroutes],
+                      ifconfig_ipv6_push=(str(found.ifconfig_ipv6_push.local)
+                                          if found.ifconfig_ipv6_push is not None else None),
+                      iroutes=[str(n) for n in (*found.iroutes, *found.iroutes_ipv6)],
                       push_edits=len(found.push_edits))
         return found
 
@@ -442,7 +461,10 @@ class PeerLifecycle:
         if reason is None and any(p is not peer and p.vaddr == push.local.packed
                                   for p in server.table):
             reason = f"'ifconfig-push {push.local}': another client has that address"
-        if reason is None and not server.allocator.reserve(push.local):
+        held = peer.fixed_index6  # the entry its pool IPv6 came from may be this address's
+        if reason is None and not (held is not None
+                                   and server.allocator.index_of_base(push.local) == held) \
+                and not server.allocator.reserve(push.local):
             reason = (f"'ifconfig-push {push.local}': a client of the pool has that address "
                       "(keep fixed addresses outside 'ifconfig-pool')")
         if reason is not None:
@@ -452,12 +474,61 @@ class PeerLifecycle:
         peer.vaddr = push.local.packed
         return push.pushed()
 
+    def _pool_ipv6_of_fixed_client(self, peer: Peer, cn: str, pool6: AddressPool6,
+                                   now: float) -> tuple[str, ...]:
+        """The IPv6 of a fixed-IPv4 client without ``ifconfig-ipv6-push``, as OpenVPN 2.6
+        gives it: multi.c ``multi_client_connect_early_setup()`` takes a pool entry before
+        the client's file is read, and ``multi_select_virtual_addr()`` then replaces only the
+        IPv4 with the ``ifconfig-push`` one, so the client keeps the entry's IPv6 (OpenVPN
+        gives the entry back to the pool at once; trivpn keeps it while the client is
+        connected, so no pool client gets the same IPv6). Nothing when the pool is full."""
+        index = self.server.allocator.take_index(cn)
+        if index is None:
+            self.log.warning("ccd_fixed_ipv4_without_ipv6", peer=peer.label, cn=cn,
+                             reason="no free entry in the server's pool")
+            return ()
+        peer.fixed_index6 = index
+        peer.vaddr6 = pool6.address(index).packed
+        return (pool6.ifconfig_option(index),)
+
+    def _fixed_address6(self, peer: Peer, push: IfconfigIpv6Push, now: float) -> str | None:
+        """Take the client's ``ifconfig-ipv6-push`` address (its entry of the IPv6 pool, when
+        it is one, kept from pool clients while it is connected); the ``ifconfig-ipv6`` option
+        to push, or None when the client was refused."""
+        server = self.server
+        own = server_tun_ifconfig6(server.options)
+        network = None if own is None else ipaddress.IPv6Network((own.address, own.bits),
+                                                                 strict=False)
+        reason = check_fixed_address6(push, network, None if own is None else own.address)
+        if reason is None and any(p is not peer and p.vaddr6 == push.local.packed
+                                  for p in server.table):
+            reason = f"'ifconfig-ipv6-push {push.local}': another client has that address"
+        pool6 = server.pool6
+        index = pool6.index_of(push.local) if reason is None and pool6 is not None else None
+        allocator = server.allocator
+        if index is not None and not (
+                (peer.entry is not None and peer.entry.index == index)
+                or (peer.fixed_address is not None
+                    and allocator.index_of_base(peer.fixed_address) == index)):
+            if allocator.reserve_index(index):
+                peer.fixed_index6 = index
+            else:
+                reason = (f"'ifconfig-ipv6-push {push.local}': a client of the pool has that "
+                          "address (keep fixed addresses outside the IPv6 pool)")
+        if reason is not None or own is None:
+            self._refuse(peer, peer.common_name or "", now, reason or "")
+            return None
+        peer.vaddr6 = push.local.packed
+        return push.pushed(own.address)
+
     def _connected(self, peer: Peer, cipher: str) -> None:
         peer.connected = True
         peer.remove_at = None
         self.server.table.route_vaddr(peer)
         if peer.iroutes:
             self.server.table.add_iroutes(peer, peer.iroutes)
+        if peer.iroutes6:
+            self.server.table.add_iroutes6(peer, peer.iroutes6)
         self.server.router.connected = (*self.server.connected, peer)
         self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
                                              peer.peer_id,
