@@ -9,6 +9,7 @@ does not implement are listed in ``UNSUPPORTED`` and always fail loudly.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -755,6 +756,30 @@ def finish_compression(st: ParseState, o: Options) -> Options:
     return replace(o, comp_flags=flags, allow_compression=mode)
 
 
+# --- server auth ---------------------------------------------------------------------------
+
+def _auth_user_pass_verify(st: ParseState, d: Directive) -> Options:
+    """``auth-user-pass-verify CMD via-env|via-file``: CMD is split like a shell command line
+    (OpenVPN argv_parse_cmd()); a relative program name resolves in the config's directory."""
+    method = v.choice(d, 1, {"via-env": "via-env", "via-file": "via-file"})
+    try:
+        argv = shlex.split(d.args[0])
+    except ValueError as exc:
+        raise v.fail(d, f"auth-user-pass-verify: cannot split the command: {exc}") from None
+    if not argv:
+        raise v.fail(d, "auth-user-pass-verify: empty command")
+    if not Path(argv[0]).is_absolute():  # OpenVPN execve()s it: no PATH search
+        argv[0] = str(st.base_dir(d) / argv[0])
+    return replace(st.opts, auth_user_pass_verify=tuple(argv),
+                   auth_user_pass_verify_via_file=method == "via-file")
+
+
+def _server_auth_flag(st: ParseState, d: Directive) -> Options:
+    if d.name == "username-as-common-name":
+        return replace(st.opts, username_as_common_name=True)
+    return replace(st.opts, auth_user_pass_optional=True)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -927,6 +952,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- crypto and pki breadth ---
 
     # --- server (issue 13) ---
+    # --- server auth ---
+    "auth-user-pass-verify": Spec(2, 2, _auth_user_pass_verify),
+    "username-as-common-name": Spec(0, 0, _server_auth_flag),
+    "auth-user-pass-optional": Spec(0, 0, _server_auth_flag),
 
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
@@ -944,8 +973,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-token",
     "auth-token-gen",
     "auth-token-user",
-    "auth-user-pass-optional",
-    "auth-user-pass-verify",
     "bcast-buffers",
     "block-ipv6",
     "capath",
@@ -1031,7 +1058,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "up",
     "up-delay",
     "up-restart",
-    "username-as-common-name",
     "verify-hash",
     "vlan-accept",
     "vlan-pvid",

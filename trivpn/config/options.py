@@ -401,6 +401,11 @@ class Options:
     # --- crypto and pki breadth ---
 
     # --- server (issue 13) ---
+    # --- server auth ---
+    auth_user_pass_verify: tuple[str, ...] = ()  # the script's argv (empty: no script)
+    auth_user_pass_verify_via_file: bool = False  # via-file (else via-env)
+    username_as_common_name: bool = False
+    auth_user_pass_optional: bool = False
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

@@ -234,14 +234,25 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if tls_role == "server" and o.auth_user_pass is not None:
         raise _error(st, "'auth-user-pass' is a client option", "auth-user-pass")
     # verify-client-cert: 'require' is the default; the other values need a way to check the
-    # client's password, which OpenVPN 2.6 insists on (options.c) and trivpn does not offer
-    if o.verify_client_cert != "require":
-        if tls_role == "server":
-            raise _error(st, f"'verify-client-cert {o.verify_client_cert}' must be used with "
-                             "'management-client-auth', an 'auth-user-pass-verify' script, or "
-                             "'plugin' (OpenVPN 2.6 refuses it otherwise); trivpn supports "
-                             "none of them", "verify-client-cert")
-        raise _error(st, "'verify-client-cert' requires 'mode server'", "verify-client-cert")
+    # client's password, which OpenVPN 2.6 insists on (options.c, options_postprocess_verify_ce())
+    password_check = bool(o.auth_user_pass_verify)
+    needs_check = (("verify-client-cert", o.verify_client_cert != "require"),
+                   ("username-as-common-name", o.username_as_common_name),
+                   ("auth-user-pass-optional", o.auth_user_pass_optional))
+    for name, used in needs_check:
+        if not used:
+            continue
+        shown = f"verify-client-cert {o.verify_client_cert}" if name == "verify-client-cert" \
+            else name
+        if tls_role != "server":
+            raise _error(st, f"'{name}' requires 'mode server'", name)
+        if not password_check:
+            raise _error(st, f"'{shown}' must be used with 'management-client-auth', an "
+                             "'auth-user-pass-verify' script, or 'plugin' (OpenVPN 2.6 "
+                             "refuses it otherwise)", name)
+    if o.auth_user_pass_verify and tls_role != "server":
+        raise _error(st, "'auth-user-pass-verify' requires 'mode server'",
+                     "auth-user-pass-verify")
 
     o = finish_compression(st, o)
     o = finish_fragment(st, o)

@@ -6,7 +6,7 @@ and acts on them. Times are the ``now`` values the caller passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from trivpn.protocol.peerinfo import PeerInfo
@@ -76,6 +76,7 @@ class ClientAuthenticated(Event):
     peer: PeerCertificate
     peer_info: PeerInfo
     username: str | None
+    password: str | None = field(default=None, repr=False)  # for auth-user-pass-verify
 
 
 @dataclass(frozen=True, slots=True)

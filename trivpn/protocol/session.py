@@ -19,6 +19,7 @@ control channel) raises :class:`~trivpn.protocol.errors.CallerMisuse` and is nev
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import ssl
@@ -111,6 +112,7 @@ from trivpn.protocol.tls import (
     TlsEndpoint,
     check_peer_certificate,
 )
+from trivpn.protocol.userauth import UNDEF_COMMON_NAME
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsCrypt
 
 DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
@@ -177,6 +179,7 @@ class SessionConfig:
     fragment_encap: int = 0  # fragment N mtu: the outer IP+UDP header counts too
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
+    client_cert_optional: bool = False  # server: verify-client-cert none|optional
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -794,10 +797,19 @@ class Session:
         """Check the peer's certificate; False when the key (and the tunnel) is refused."""
         der = tls.peer_certificate_der()
         if der is None:
-            raise HandshakeError("peer sent no certificate", "tls", reason="cert_verify_failed")
-        key.peer = check_peer_certificate(der, self.config.verification,
-                                          unix_now=now + self.config.unix_time_offset)
-        key.peer_hash = hashlib.sha256(der).digest()
+            if not (self.config.is_server and self.config.client_cert_optional):
+                raise HandshakeError("peer sent no certificate", "tls",
+                                     reason="cert_verify_failed")
+            # verify-client-cert none|optional: the password check authenticates the client;
+            # its common name is OpenVPN's "UNDEF" (tls_common_name()) until
+            # username-as-common-name replaces it
+            key.peer = PeerCertificate(subject="", common_name=UNDEF_COMMON_NAME, serial=0,
+                                       not_after_unix=math.inf)
+            key.peer_hash = b""
+        else:
+            key.peer = check_peer_certificate(der, self.config.verification,
+                                              unix_now=now + self.config.unix_time_offset)
+            key.peer_hash = hashlib.sha256(der).digest()
         self._phase(key, ev.PHASE_TLS_COMPLETE, now)
         self._events.append(ev.TlsHandshakeComplete(key.key_id, tls.describe(), key.peer))
         if self._locked_peer is not None and not self._same_peer(key, key.peer, now):
@@ -882,7 +894,7 @@ class Session:
                 self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept,
                                                  AcceptState.AUTHENTICATED, "key method")
                 self._events.append(ev.ClientAuthenticated(key.peer, self.peer_info,
-                                                           block.username))
+                                                           block.username, block.password))
 
     def _on_active(self, key: _KeyState, now: float) -> None:
         if key.key_id == 0 and not self.config.is_server and self._pull is PullState.IDLE:

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from trivpn.protocol import events as ev
+from trivpn.protocol import userauth as ua
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.session import Session
 from trivpn.runtime import events as rt
 from trivpn.runtime.link import Address
+from trivpn.runtime.serverauth import AuthResult, Credentials, ScriptAuth, run_script_auth
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
 from trivpn.runtime.transport import ServerPacketLink
 
@@ -43,6 +45,11 @@ class PeerLifecycle:
         self.errors = server.errors
         self._preauth_logged_at = -math.inf
         self._preauth_refusals = 0
+        o = server.options
+        self.script_auth = ScriptAuth(
+            o.auth_user_pass_verify, o.auth_user_pass_verify_via_file, o.script_security,
+            o.setenv) if o.auth_user_pass_verify else None
+        self._auth_scopes: dict[Peer, trio.CancelScope] = {}
 
     def _admitted(self) -> int:
         """Peers that authenticated and hold a pool address: what max-clients bounds."""
@@ -125,6 +132,9 @@ class PeerLifecycle:
             return
         peer.removed = True
         now = trio.current_time()
+        scope = self._auth_scopes.pop(peer, None)
+        if scope is not None:  # its authentication script or deferred decision
+            scope.cancel()
         self.server.table.remove(peer)
         self._preauth_release(peer)
         if peer.connected:
@@ -334,9 +344,90 @@ class PeerLifecycle:
             self.remove_peer(peer, event.cause)
 
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
-        cn = event.peer.common_name
-        peer.common_name = cn
+        peer.common_name = event.peer.common_name
         peer.cert_serial = event.peer.serial
+        if self.script_auth is None:
+            self._admit_authenticated(peer, event.peer.common_name, now)
+            return
+        o = self.server.options
+        username, password = event.username, event.password
+        if username is None or password is None:
+            if not o.auth_user_pass_optional:
+                # OpenVPN (ssl.c, key_method_2_read()): "TLS Error: Auth Username/Password was
+                # not provided by peer" -- a TLS error, no AUTH_FAILED: the client times out
+                self.log.warning("auth_credentials_missing", peer=peer.label,
+                                 cn=event.peer.common_name)
+                self.remove_peer(peer, "auth_credentials_missing")
+                return
+            username = password = ""
+        creds = Credentials(ua.clean_username(username), ua.clean_password(password))
+        assert self.server.peers_nursery is not None
+        self.server.peers_nursery.start_soon(self._authenticate, peer, event, creds, now)
+
+    async def _authenticate(self, peer: Peer, event: ev.ClientAuthenticated,
+                            creds: Credentials, started: float) -> None:
+        """Runs the auth-user-pass-verify script (and waits for a deferred decision) in its own
+        task: other peers go on meanwhile."""
+        assert self.script_auth is not None
+        cfg = peer.session.config
+        deadline = started + cfg.hand_window
+        max_pending = max((cfg.reneg_seconds or 0) / 2, cfg.hand_window)
+
+        def on_pending(messages: list[str], until: float) -> None:
+            if peer.removed:
+                return
+            now = trio.current_time()
+            for text in messages:
+                peer.session.send_control_message(text, now)
+            if peer.remove_at is not None:
+                peer.remove_at = max(peer.remove_at, until + 1.0)
+            self.log.info("auth_pending", peer=peer.label, cn=peer.common_name,
+                          until=round(until - now, 1))
+            self.drain(peer, now)
+
+        scope = trio.CancelScope()
+        self._auth_scopes[peer] = scope
+        result: AuthResult | None = None
+        try:
+            with scope:
+                result = await run_script_auth(
+                    self.script_auth, creds, common_name=event.peer.common_name,
+                    address=(str(peer.address[0]), int(peer.address[1])),
+                    info=event.peer_info, deadline=deadline, max_pending=max_pending,
+                    started=started, on_pending=on_pending)
+        except Exception as exc:  # a script that cannot start (missing, not executable)
+            self.log.warning("auth_script_failed", peer=peer.label, error=repr(exc))
+            result = AuthResult(ua.Verdict.REJECT, None, "script_not_run")
+        finally:
+            self._auth_scopes.pop(peer, None)
+        if result is None or peer.removed:
+            return
+        now = trio.current_time()
+        self._auth_decided(peer, creds, result, now)
+        self.drain(peer, now)
+        self.wake_if_sooner(peer)
+
+    def _auth_decided(self, peer: Peer, creds: Credentials, result: AuthResult,
+                      now: float) -> None:
+        o = self.server.options
+        if result.verdict is ua.Verdict.ACCEPT and o.username_as_common_name \
+                and not ua.username_as_common_name_ok(creds.username):
+            result = AuthResult(ua.Verdict.REJECT, None, "username_too_long_for_common_name")
+        if result.verdict is not ua.Verdict.ACCEPT:
+            # never the password in the log
+            self.log.warning("auth_user_pass_failed", peer=peer.label, cn=peer.common_name,
+                             username=creds.username, why=result.detail)
+            peer.session.reject(now, result.reason,
+                                detail=f"username/password verification failed "
+                                       f"({result.detail})")
+            return
+        cn = creds.username if o.username_as_common_name else (peer.common_name or "")
+        self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
+                      cn=cn, how=result.detail)
+        self._admit_authenticated(peer, cn, now)
+
+    def _admit_authenticated(self, peer: Peer, cn: str, now: float) -> None:
+        peer.common_name = cn
         self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
         if not self.server.options.duplicate_cn:
             for other in self.server.table:

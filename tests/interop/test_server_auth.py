@@ -1,0 +1,243 @@
+"""User authentication on a ``trivpn run`` server, with real openvpn 2.6 clients:
+auth-user-pass-verify (via-file, via-env, deferred), username-as-common-name,
+verify-client-cert none|optional, auth-user-pass-optional; and what a real openvpn server does
+with a client that sends no password (checked against the binary)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
+from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
+from tests.netns import Netns, NetnsLab
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
+
+# via-file: $1 holds the username and the password, one per line. alice/s3cret is accepted;
+# "slow" is deferred: the script exits 2 and a background job writes 1 later; every call is
+# counted in calls.log (one line per call, the username)
+VIA_FILE_SCRIPT = """#!/bin/sh
+{ read -r user; read -r pass; } < "$1"
+echo "$user $script_type $common_name" >> "$(dirname "$0")/calls.log"
+if [ "$user" = slow ]; then
+    ( sleep 1.5; echo 1 > "$auth_control_file" ) >/dev/null 2>&1 &
+    exit 2
+fi
+if [ "$user" = alice ] && [ "$pass" = s3cret ]; then exit 0; fi
+echo "wrong password for $user" > "$auth_failed_reason_file"
+exit 1
+"""
+
+VIA_ENV_SCRIPT = """#!/bin/sh
+echo "$username" >> "$(dirname "$0")/calls.log"
+[ "$username" = alice ] && [ "$password" = s3cret ] && exit 0
+exit 1
+"""
+
+
+def _wait(predicate: object, timeout: float = 15.0) -> bool:
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _script(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "check.sh"
+    path.write_text(text)
+    path.chmod(0o755)
+    return str(path)
+
+
+def _creds(tmp_path: Path, name: str, user: str, password: str) -> str:
+    path = tmp_path / f"{name}.pass"
+    path.write_text(f"{user}\n{password}\n")
+    path.chmod(0o600)
+    return path.name
+
+
+def _setup(lab: NetnsLab, tmp_path: Path, extra: list[str], clients: int = 1
+           ) -> tuple[TrivpnProcess, list[Netns]]:
+    srv = lab.add("srv")
+    spokes = [lab.add("c") for _ in range(clients)]
+    for i, ns in enumerate(spokes):
+        lab.veth(srv, ns, f"198.18.{10 + i}.1/24", f"198.18.{10 + i}.2/24")
+    write_pki(tmp_path)
+    server = start_trivpn(srv, tmp_path, "server", server_lines(link_ip="0.0.0.0", extra=extra))
+    assert server.wait_event("link_open", timeout=10), server.text()
+    return server, spokes
+
+
+def _client(ns: Netns, tmp_path: Path, name: str, i: int, extra: list[str],
+            *, cert: bool = True) -> OpenVpnProcess:
+    lines = client_lines(server_ip=f"198.18.{10 + i}.1", extra=extra)
+    if not cert:
+        lines = [ln for ln in lines if not ln.startswith(("cert ", "key "))]
+    return start_openvpn(ns, tmp_path, name, lines)
+
+
+def _calls(tmp_path: Path) -> list[str]:
+    path = tmp_path / "calls.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _connected(server: TrivpnProcess) -> list[dict[str, object]]:
+    return [e for e in server.events() if e.get("event") == "peer_connected"]
+
+
+@pytest.mark.directive("auth-user-pass-verify")
+def test_via_file_script_admits_the_right_password_and_refuses_a_wrong_one(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server, (good_ns, bad_ns) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file", "duplicate-cn"],
+        clients=2)
+    good = _client(good_ns, tmp_path, "good", 0,
+                   [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    bad = _client(bad_ns, tmp_path, "bad", 1,
+                  [f"auth-user-pass {_creds(tmp_path, 'bad', 'alice', 'guess')}"])
+    assert good.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
+    assert ping(good_ns, SERVER_VPN_IP)
+    # the reason the script wrote to auth_failed_reason_file reaches the client
+    assert bad.wait_for("AUTH_FAILED,wrong password for alice", timeout=20), bad.text()[-2000:]
+    assert "Initialization Sequence Completed" not in bad.text()
+    assert "alice user-pass-verify client1" in _calls(tmp_path)
+    failed = server.wait_event("auth_user_pass_failed", 5)
+    assert failed is not None and failed["username"] == "alice"
+    assert "guess" not in server.text() and "s3cret" not in server.text()  # never logged
+    assert not list(tmp_path.glob("openvpn_up_*"))  # the credentials file is gone
+    assert len(_connected(server)) == 1
+
+
+@pytest.mark.directive("auth-user-pass-verify", "script-security")
+def test_via_env_script_gets_the_password_only_with_script_security_3(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_ENV_SCRIPT)
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 3", f"auth-user-pass-verify {script} via-env"])
+    client = _client(ns, tmp_path, "good", 0,
+                     [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:]
+    assert _calls(tmp_path) == ["alice"]
+
+
+@pytest.mark.directive("auth-user-pass-verify")
+def test_via_env_with_script_security_2_hides_the_password_from_the_script(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_ENV_SCRIPT)
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-env"])
+    client = _client(ns, tmp_path, "good", 0,
+                     [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    assert client.wait_for("AUTH_FAILED", timeout=20), client.text()[-2000:]
+    assert _calls(tmp_path) == ["alice"]  # the script ran, without $password
+
+
+@pytest.mark.directive("auth-user-pass-verify")
+def test_deferred_authentication_does_not_hold_up_another_client(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server, (slow_ns, fast_ns) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file", "duplicate-cn"],
+        clients=2)
+    slow = _client(slow_ns, tmp_path, "slow", 0,
+                   [f"auth-user-pass {_creds(tmp_path, 'slow', 'slow', 'x')}"])
+    assert _wait(lambda: "slow user-pass-verify client1" in _calls(tmp_path), 20), \
+        server.text()[-3000:]
+    fast = _client(fast_ns, tmp_path, "fast", 1,
+                   [f"auth-user-pass {_creds(tmp_path, 'fast', 'alice', 's3cret')}"])
+    assert fast.wait_for("Initialization Sequence Completed", timeout=20)
+    assert slow.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:]
+    assert _wait(lambda: len(_connected(server)) == 2, 5)
+    # the fast client was admitted while the slow one's decision was still pending
+    first = _connected(server)[0]
+    assert str(first["peer"]).startswith("198.18.11.2"), _connected(server)
+    assert server.wait_event("auth_user_pass_ok", 1, how="deferred_accepted") is not None
+
+
+@pytest.mark.directive("verify-client-cert", "username-as-common-name")
+def test_a_client_without_certificate_connects_by_password_under_its_username(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file",
+        "verify-client-cert none", "username-as-common-name"])
+    client = _client(ns, tmp_path, "nocert", 0,
+                     [f"auth-user-pass {_creds(tmp_path, 'nocert', 'alice', 's3cret')}"],
+                     cert=False)
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:] + client.text()[-2000:]
+    assert ping(ns, SERVER_VPN_IP)
+    assert _connected(server)[0]["cn"] == "alice"
+    assert _calls(tmp_path) == ["alice user-pass-verify UNDEF"]
+
+
+@pytest.mark.directive("verify-client-cert")
+def test_verify_client_cert_optional_still_checks_a_presented_certificate(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file",
+        "verify-client-cert optional"])
+    client = _client(ns, tmp_path, "cert", 0,
+                     [f"auth-user-pass {_creds(tmp_path, 'cert', 'alice', 's3cret')}"])
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:]
+    assert _connected(server)[0]["cn"] == "client1"  # the certificate's name
+
+
+@pytest.mark.directive("auth-user-pass-verify")
+def test_a_client_without_password_gets_no_answer_as_from_openvpn(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file"])
+    client = _client(ns, tmp_path, "nopass", 0, [])
+    assert server.wait_event("auth_credentials_missing", 20) is not None, server.text()[-3000:]
+    time.sleep(1.0)
+    assert "AUTH_FAILED" not in client.text()
+    assert "Initialization Sequence Completed" not in client.text()
+    assert _calls(tmp_path) == []  # the script is not even asked
+
+
+@pytest.mark.directive("auth-user-pass-optional")
+def test_auth_user_pass_optional_asks_the_script_about_a_client_without_password(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT.replace(
+        'if [ "$user" = alice ]', 'if [ -z "$user" ]; then exit 0; fi\nif [ "$user" = alice ]'))
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file",
+        "auth-user-pass-optional"])
+    client = _client(ns, tmp_path, "nopass", 0, [])
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:]
+    assert _calls(tmp_path) == [" user-pass-verify client1"]
+
+
+def test_openvpn_server_gives_a_client_without_password_no_auth_failed(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """The claim in docs/server-auth.md and serverpeers.py: a real openvpn 2.6 server answers
+    a client that sends no username/password with a TLS error, not AUTH_FAILED."""
+    srv = lab.add("srv")
+    ns = lab.add("c")
+    lab.veth(srv, ns, "198.18.10.1/24", "198.18.10.2/24")
+    write_pki(tmp_path)
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server = start_openvpn(srv, tmp_path, "server", server_lines(link_ip="0.0.0.0", extra=[
+        "script-security 2", f"auth-user-pass-verify {script} via-file"]))
+    assert server.wait_for("Initialization Sequence Completed", timeout=10), server.text()
+    client = _client(ns, tmp_path, "nopass", 0, [])
+    assert server.wait_for("Auth Username/Password was not provided by peer", 20), \
+        server.text()[-3000:]
+    time.sleep(1.0)
+    assert "AUTH_FAILED" not in client.text()
+    assert _calls(tmp_path) == []
