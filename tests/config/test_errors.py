@@ -92,7 +92,7 @@ BAD_CLIENT_LINES = [
 UNSUPPORTED = [
     "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
     "plugin x.so", "up up.sh", "down down.sh",
-    "route-up r.sh", "auth-user-pass-verify v.sh via-env", "client-config-dir ccd",
+    "route-up r.sh", "client-config-dir ccd",
     "ifconfig-pool 198.18.8.10 198.18.8.20", "server-ipv6 2001:db8::/64",
 ]
 

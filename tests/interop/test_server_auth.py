@@ -139,6 +139,7 @@ def test_via_env_with_script_security_2_hides_the_password_from_the_script(
                      [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
     assert client.wait_for("AUTH_FAILED", timeout=20), client.text()[-2000:]
     assert _calls(tmp_path) == ["alice"]  # the script ran, without $password
+    assert server.wait_event("auth_user_pass_failed", 5, why="script_exit_1") is not None
 
 
 @pytest.mark.directive("auth-user-pass-verify")

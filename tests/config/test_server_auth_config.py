@@ -1,0 +1,43 @@
+"""Config of server-side user authentication (auth-user-pass-verify and friends)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.config.helpers import client, server
+from trivpn.config import ConfigError
+
+
+@pytest.mark.directive("auth-user-pass-verify")
+def test_auth_user_pass_verify_splits_the_command_and_resolves_it_by_the_config() -> None:
+    o = server('script-security 2\nauth-user-pass-verify "check.sh --strict" via-file\n')
+    assert o.auth_user_pass_verify == (str(o.base_dir / "check.sh"), "--strict")
+    assert o.auth_user_pass_verify_via_file
+    o = server("auth-user-pass-verify /usr/local/bin/check via-env\n")
+    assert o.auth_user_pass_verify == ("/usr/local/bin/check",)
+    assert not o.auth_user_pass_verify_via_file
+
+
+@pytest.mark.directive("auth-user-pass-verify")
+def test_auth_user_pass_verify_needs_a_method() -> None:
+    with pytest.raises(ConfigError):
+        server("auth-user-pass-verify /bin/check via-magic\n")
+    with pytest.raises(ConfigError):
+        server("auth-user-pass-verify /bin/check\n")
+
+
+@pytest.mark.directive("verify-client-cert", "username-as-common-name", "auth-user-pass-optional")
+@pytest.mark.parametrize("line", ["verify-client-cert none", "verify-client-cert optional",
+                                  "username-as-common-name", "auth-user-pass-optional"])
+def test_password_only_options_need_a_password_check(line: str) -> None:
+    with pytest.raises(ConfigError, match="must be used with"):
+        server(line + "\n")
+    o = server(line + "\nauth-user-pass-verify /bin/check via-file\n")
+    assert o.auth_user_pass_verify == ("/bin/check",)
+
+
+@pytest.mark.parametrize("line", ["auth-user-pass-verify /bin/check via-file",
+                                  "username-as-common-name", "auth-user-pass-optional"])
+def test_server_auth_options_are_refused_on_a_client(line: str) -> None:
+    with pytest.raises(ConfigError, match="requires 'mode server'"):
+        client(line + "\n")
