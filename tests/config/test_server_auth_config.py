@@ -41,3 +41,25 @@ def test_password_only_options_need_a_password_check(line: str) -> None:
 def test_server_auth_options_are_refused_on_a_client(line: str) -> None:
     with pytest.raises(ConfigError, match="requires 'mode server'"):
         client(line + "\n")
+
+
+@pytest.mark.directive("auth-gen-token")
+def test_auth_gen_token_reads_lifetime_renewal_and_external_auth() -> None:
+    o = server("auth-user-pass-verify /bin/check via-file\n"
+               "auth-gen-token 86400 600 external-auth\n")
+    assert (o.auth_gen_token, o.auth_token_lifetime, o.auth_token_renewal,
+            o.auth_token_external) == (True, 86400, 600, True)
+    o = server("auth-user-pass-verify /bin/check via-file\nauth-gen-token\n")
+    assert (o.auth_token_lifetime, o.auth_token_renewal, o.auth_token_external) == (
+        0, None, False)
+    with pytest.raises(ConfigError, match="Invalid argument to auth-gen-token"):
+        server("auth-gen-token 0 600 bogus\n")
+
+
+@pytest.mark.directive("auth-gen-token-secret")
+def test_auth_gen_token_secret_is_a_file_or_inline_block() -> None:
+    o = server("auth-gen-token\nauth-gen-token-secret token.key\n")
+    assert o.auth_gen_token_secret is not None
+    assert o.auth_gen_token_secret.path == o.base_dir / "token.key"
+    with pytest.raises(ConfigError, match="needs 'auth-gen-token'"):
+        server("auth-gen-token-secret token.key\n")

@@ -5,6 +5,8 @@ with a client that sends no password (checked against the binary)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -242,3 +244,72 @@ def test_openvpn_server_gives_a_client_without_password_no_auth_failed(
     time.sleep(1.0)
     assert "AUTH_FAILED" not in client.text()
     assert _calls(tmp_path) == []
+
+
+def _stop(lab: NetnsLab, pid: int) -> None:
+    proc = next(p for p in lab.processes if p.pid == pid)
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.directive("auth-gen-token", "auth-gen-token-secret")
+def test_auth_token_replaces_the_password_on_reconnect_and_survives_a_server_restart(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    srv = lab.add("srv")
+    ns = lab.add("c")
+    lab.veth(srv, ns, "198.18.10.1/24", "198.18.10.2/24")
+    write_pki(tmp_path)
+    # the secret in OpenVPN's own format: made by the real binary
+    srv.run(["openvpn", "--genkey", "auth-token", str(tmp_path / "token.key")])
+    lines = server_lines(link_ip="0.0.0.0", extra=[
+        "script-security 2", f"auth-user-pass-verify {script} via-file",
+        "auth-gen-token 3600", "auth-gen-token-secret token.key"])
+    server = start_trivpn(srv, tmp_path, "server", lines)
+    assert server.wait_event("link_open", timeout=10), server.text()
+    client = _client(ns, tmp_path, "good", 0, [
+        f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
+    assert _calls(tmp_path) == ["alice user-pass-verify client1"]
+    # a soft restart: the client reconnects with the pushed token instead of the password
+    os.kill(client.pid, signal.SIGUSR1)
+    assert server.wait_event("auth_user_pass_ok", 20, how="auth_token") is not None, \
+        server.text()[-3000:]
+    assert _wait(lambda: client.text().count("Initialization Sequence Completed") == 2, 20)
+    # a new server process with the same secret accepts the token too
+    _stop(lab, server.pid)
+    server2 = start_trivpn(srv, tmp_path, "server2", lines)
+    assert server2.wait_event("link_open", timeout=10), server2.text()
+    os.kill(client.pid, signal.SIGUSR1)
+    assert server2.wait_event("auth_user_pass_ok", 20, how="auth_token") is not None, \
+        server2.text()[-3000:]
+    assert _wait(lambda: client.text().count("Initialization Sequence Completed") == 3, 20)
+    assert _calls(tmp_path) == ["alice user-pass-verify client1"]  # the script ran once
+    assert "SESS_ID_AT_" not in server.text() + server2.text()  # tokens are not logged
+
+
+@pytest.mark.directive("auth-gen-token")
+def test_a_token_from_another_secret_is_refused_and_the_client_falls_back_to_its_password(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    srv = lab.add("srv")
+    ns = lab.add("c")
+    lab.veth(srv, ns, "198.18.10.1/24", "198.18.10.2/24")
+    write_pki(tmp_path)
+    lines = server_lines(link_ip="0.0.0.0", extra=[
+        "script-security 2", f"auth-user-pass-verify {script} via-file", "auth-gen-token"])
+    server = start_trivpn(srv, tmp_path, "server", lines)  # no secret: a key per run
+    assert server.wait_event("link_open", timeout=10), server.text()
+    client = _client(ns, tmp_path, "good", 0, [
+        f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
+    _stop(lab, server.pid)
+    server2 = start_trivpn(srv, tmp_path, "server2", lines)
+    assert server2.wait_event("link_open", timeout=10), server2.text()
+    os.kill(client.pid, signal.SIGUSR1)
+    assert server2.wait_event("auth_user_pass_failed", 20, why="auth_token_invalid") \
+        is not None, server2.text()[-3000:]
+    # OpenVPN's client forgets the token on AUTH_FAILED and comes back with its password
+    assert _wait(lambda: client.text().count("Initialization Sequence Completed") == 2, 20), \
+        client.text()[-2000:]
+    assert _calls(tmp_path) == ["alice user-pass-verify client1"] * 2

@@ -774,6 +774,27 @@ def _auth_user_pass_verify(st: ParseState, d: Directive) -> Options:
                    auth_user_pass_verify_via_file=method == "via-file")
 
 
+def _auth_gen_token(st: ParseState, d: Directive) -> Options:
+    """``auth-gen-token [lifetime] [renewal] [external-auth]`` (options.c, add_option())."""
+    o = replace(st.opts, auth_gen_token=True)
+    if d.args:
+        o = replace(o, auth_token_lifetime=v.integer(d, 0, 0))
+    for i, arg in enumerate(d.args[1:], start=1):
+        if i == 1 and arg.isdigit():
+            o = replace(o, auth_token_renewal=v.integer(d, 1, 0) or None)
+        elif arg == "external-auth":
+            o = replace(o, auth_token_external=True)
+        else:
+            raise v.fail(d, f"Invalid argument to auth-gen-token: {arg} ({i + 1})")
+    return o
+
+
+def _auth_gen_token_secret(st: ParseState, d: Directive) -> Options:
+    """The file is read when the server starts (trivpn/runtime/serverauth.py,
+    load_token_key())."""
+    return replace(st.opts, auth_gen_token_secret=st.file(d))
+
+
 def _server_auth_flag(st: ParseState, d: Directive) -> Options:
     if d.name == "username-as-common-name":
         return replace(st.opts, username_as_common_name=True)
@@ -956,6 +977,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     "auth-user-pass-verify": Spec(2, 2, _auth_user_pass_verify),
     "username-as-common-name": Spec(0, 0, _server_auth_flag),
     "auth-user-pass-optional": Spec(0, 0, _server_auth_flag),
+    "auth-gen-token": Spec(0, 3, _auth_gen_token),
+    "auth-gen-token-secret": Spec(1, 1, _auth_gen_token_secret, inline=True),
 
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
@@ -968,8 +991,6 @@ DIRECTIVES: Mapping[str, Spec] = {
 UNSUPPORTED: frozenset[str] = frozenset({
     "allow-pull-fqdn",
     "askpass",
-    "auth-gen-token",
-    "auth-gen-token-secret",
     "auth-token",
     "auth-token-gen",
     "auth-token-user",

@@ -406,6 +406,11 @@ class Options:
     auth_user_pass_verify_via_file: bool = False  # via-file (else via-env)
     username_as_common_name: bool = False
     auth_user_pass_optional: bool = False
+    auth_gen_token: bool = False
+    auth_token_lifetime: int = 0  # seconds; 0: no limit
+    auth_token_renewal: int | None = None  # None: reneg-sec (OpenVPN's default)
+    auth_token_external: bool = False  # external-auth: the script still sees token logins
+    auth_gen_token_secret: FileSource | None = None  # None: a key made at startup
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

@@ -250,6 +250,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             raise _error(st, f"'{shown}' must be used with 'management-client-auth', an "
                              "'auth-user-pass-verify' script, or 'plugin' (OpenVPN 2.6 "
                              "refuses it otherwise)", name)
+    if o.auth_gen_token and tls_role != "server":
+        raise _error(st, "'auth-gen-token' requires 'mode server'", "auth-gen-token")
+    if o.auth_gen_token_secret is not None and not o.auth_gen_token:
+        raise _error(st, "'auth-gen-token-secret' needs 'auth-gen-token'",
+                     "auth-gen-token-secret")
     if o.auth_user_pass_verify and tls_role != "server":
         raise _error(st, "'auth-user-pass-verify' requires 'mode server'",
                      "auth-user-pass-verify")

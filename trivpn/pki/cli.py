@@ -31,11 +31,11 @@ from trivpn.pki.crl import DEFAULT_CRL_DAYS, REASONS
 from trivpn.pki.errors import AlreadyExistsError, PkiError
 from trivpn.pki.keys import KeyType, PassphraseError
 from trivpn.pki.lifecycle import DEFAULT_OVERLAP_DAYS, EXPIRING_DAYS, Lifecycle, open_pki
-from trivpn.pki.statickeys import generate_static_key, write_static_key
+from trivpn.pki.statickeys import generate_static_key, write_auth_token_key, write_static_key
 from trivpn.pki.store import PkiStore, check_entity_name
 
 DEFAULT_DIR = Path("pki")
-STATIC_KEY_KINDS = ("tls-crypt", "tls-auth")
+STATIC_KEY_KINDS = ("tls-crypt", "tls-auth", "auth-token")
 T = TypeVar("T")
 
 
@@ -140,7 +140,7 @@ def register(subparsers: Any) -> None:
     expiring.set_defaults(handler=_expiring)
 
     genkey = actions.add_parser(
-        "genkey", help="generate a tls-crypt or tls-auth key",
+        "genkey", help="generate a tls-crypt, tls-auth or auth-token key",
         description="Write a new OpenVPN static key file (same format as "
         "'openvpn --genkey secret').",
     )
@@ -273,11 +273,16 @@ def _issue(args: argparse.Namespace) -> int:
 
 def _genkey(args: argparse.Namespace) -> int:
     try:
-        write_static_key(args.file, generate_static_key(), force=args.force)
+        if args.kind == "auth-token":
+            write_auth_token_key(args.file, force=args.force)
+        else:
+            write_static_key(args.file, generate_static_key(), force=args.force)
     except PkiError as exc:
         return _fail(exc)
     _say(f"wrote {args.kind} key: {args.file} (mode 0600)")
-    if args.kind == "tls-crypt":
+    if args.kind == "auth-token":
+        _say(f"use: 'auth-gen-token-secret {args.file}' with 'auth-gen-token' on the server")
+    elif args.kind == "tls-crypt":
         _say(f"use: 'tls-crypt {args.file}' on the server and every client")
     else:
         _say(f"use: 'tls-auth {args.file} 0' on the server, 'tls-auth {args.file} 1' on clients")

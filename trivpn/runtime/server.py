@@ -199,6 +199,7 @@ class Server:
         self.unix_offset = time.time() - trio.current_time()
         self.gateway.unix_offset = self.unix_offset
         self.config = session_config(o, unix_time_offset=self.unix_offset)
+        self.lifecycle.load_auth()
         self.persistence.load(trio.current_time())
         try:
             identity = resolve_identity(o.user, o.group)

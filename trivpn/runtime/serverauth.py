@@ -19,6 +19,9 @@ from pathlib import Path
 
 import trio
 
+from trivpn.config.errors import ConfigError
+from trivpn.config.options import FileSource
+from trivpn.protocol import authtoken as at
 from trivpn.protocol import userauth as ua
 from trivpn.protocol.peerinfo import PeerInfo
 
@@ -86,10 +89,24 @@ class _ControlFiles:
                 os.unlink(path)
 
 
+def load_token_key(secret: FileSource | None) -> bytes:
+    """The auth-gen-token HMAC key: from ``auth-gen-token-secret`` (tokens then survive a
+    restart), else a random key for this run (OpenVPN: generate_ephemeral_key())."""
+    if secret is None:
+        return at.hmac_key(os.urandom(at.KEY_LEN))
+    try:
+        return at.hmac_key(at.parse_secret_pem(secret.read_text()))
+    except at.TokenKeyError as exc:
+        raise ConfigError(f"auth-gen-token-secret {secret.describe()}: {exc} (make one with "
+                          "'trivpn pki genkey auth-token FILE' or 'openvpn --genkey "
+                          "auth-token FILE')", secret.config_path, secret.line) from None
+
+
 async def run_script_auth(script: ScriptAuth, creds: Credentials, *, common_name: str,
                           address: tuple[str, int], info: PeerInfo, deadline: float,
                           max_pending: float, started: float,
-                          on_pending: Callable[[list[str], float], None]) -> AuthResult:
+                          on_pending: Callable[[list[str], float], None],
+                          extra_env: Mapping[str, str] = {}) -> AuthResult:
     """Run the script for one client and wait for its (possibly deferred) decision until
     ``deadline`` (trio time). ``on_pending(messages, new_deadline)`` sends AUTH_PENDING /
     INFO_PRE when the script asks for a pending authentication."""
@@ -111,7 +128,8 @@ async def run_script_auth(script: ScriptAuth, creds: Credentials, *, common_name
         env = ua.user_pass_env(username=creds.username, password=password,
                                common_name=common_name, untrusted_ip=address[0],
                                untrusted_port=address[1], info=info,
-                               control_files=files.paths, extra=dict(script.setenv))
+                               control_files=files.paths,
+                               extra={**dict(script.setenv), **extra_env})
         code: int | None = None
         with trio.move_on_at(deadline) as scope:
             proc = await trio.run_process(argv, env=_string_env(env), check=False,

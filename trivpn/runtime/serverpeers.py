@@ -11,19 +11,28 @@ connected peer, and the end of a peer (removed for a reason, its address release
 
 from __future__ import annotations
 
+import base64
 import math
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from trivpn.protocol import authtoken as at
 from trivpn.protocol import events as ev
 from trivpn.protocol import userauth as ua
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.session import Session
 from trivpn.runtime import events as rt
 from trivpn.runtime.link import Address
-from trivpn.runtime.serverauth import AuthResult, Credentials, ScriptAuth, run_script_auth
+from trivpn.runtime.serverauth import (
+    AuthResult,
+    Credentials,
+    ScriptAuth,
+    load_token_key,
+    run_script_auth,
+)
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
 from trivpn.runtime.transport import ServerPacketLink
 
@@ -50,6 +59,16 @@ class PeerLifecycle:
             o.auth_user_pass_verify, o.auth_user_pass_verify_via_file, o.script_security,
             o.setenv) if o.auth_user_pass_verify else None
         self._auth_scopes: dict[Peer, trio.CancelScope] = {}
+        # auth-gen-token: the HMAC key (load_auth()) and each peer's token session
+        # (session id, initial time): renewed tokens keep them
+        self.token_key: bytes | None = None
+        self._token_sessions: dict[Peer, tuple[bytes, int]] = {}
+
+    def load_auth(self) -> None:
+        """Read what authentication needs before serving (the auth-gen-token secret)."""
+        o = self.server.options
+        if o.auth_gen_token and self.script_auth is not None:
+            self.token_key = load_token_key(o.auth_gen_token_secret)
 
     def _admitted(self) -> int:
         """Peers that authenticated and hold a pool address: what max-clients bounds."""
@@ -135,6 +154,7 @@ class PeerLifecycle:
         scope = self._auth_scopes.pop(peer, None)
         if scope is not None:  # its authentication script or deferred decision
             scope.cancel()
+        self._token_sessions.pop(peer, None)
         self.server.table.remove(peer)
         self._preauth_release(peer)
         if peer.connected:
@@ -361,11 +381,71 @@ class PeerLifecycle:
                 return
             username = password = ""
         creds = Credentials(ua.clean_username(username), ua.clean_password(password))
+        extra_env: dict[str, str] = {}
+        if self.token_key is not None:
+            result = self._check_token(peer, creds, now, extra_env)
+            if result is not None:
+                self._auth_decided(peer, creds, result, now)
+                return
         assert self.server.peers_nursery is not None
-        self.server.peers_nursery.start_soon(self._authenticate, peer, event, creds, now)
+        self.server.peers_nursery.start_soon(self._authenticate, peer, event, creds, now,
+                                             extra_env)
+
+    def _unix_now(self) -> int:
+        return int(trio.current_time() + self.server.unix_offset)
+
+    def _check_token(self, peer: Peer, creds: Credentials, now: float,
+                     env: dict[str, str]) -> AuthResult | None:
+        """auth-gen-token: a valid token admits the client without the script (unless
+        external-auth); a bad or expired one refuses it. None: ask the script. Fills the
+        script's session_state / session_id (OpenVPN add_session_token_env())."""
+        assert self.token_key is not None
+        o = self.server.options
+        if not at.is_token(creds.password):
+            env["session_state"] = "Initial"
+            session_id = os.urandom(at.SESSION_ID_LEN)
+            self._token_sessions[peer] = (session_id, self._unix_now())
+            env["session_id"] = _session_id_text(session_id)
+            return None
+        check = at.verify(self.token_key, creds.password, creds.username,
+                          now=self._unix_now(),
+                          renewal=o.auth_token_renewal or o.reneg_sec or 3600,
+                          lifetime=o.auth_token_lifetime)
+        env["session_state"] = check.state.value
+        if check.state in (at.TokenState.VALID, at.TokenState.VALID_EMPTY_USER):
+            self._token_sessions[peer] = (check.session_id, check.initial)
+            env["session_id"] = _session_id_text(check.session_id)
+        if o.auth_token_external:
+            if peer not in self._token_sessions:
+                session_id = os.urandom(at.SESSION_ID_LEN)
+                self._token_sessions[peer] = (session_id, self._unix_now())
+                env["session_id"] = _session_id_text(session_id)
+            return None
+        if check.state is at.TokenState.VALID:
+            return AuthResult(ua.Verdict.ACCEPT, None, "auth_token")
+        return AuthResult(ua.Verdict.REJECT,
+                          at.EXPIRED_REASON if check.state is at.TokenState.EXPIRED else None,
+                          f"auth_token_{check.state.name.lower()}")
+
+    def _token_pushes(self, peer: Peer, username: str) -> tuple[str, ...]:
+        """``auth-token`` (and ``auth-token-user``) for the push reply (push.c,
+        prepare_auth_token_push_reply())."""
+        if self.token_key is None:
+            return ()
+        session_id, initial = self._token_sessions.get(
+            peer, (os.urandom(at.SESSION_ID_LEN), self._unix_now()))
+        self._token_sessions[peer] = (session_id, initial)
+        token = at.generate(self.token_key, username, now=self._unix_now(),
+                            session_id=session_id, initial=initial)
+        pushes = [f"auth-token {token}"]
+        if username:
+            pushes.append("auth-token-user " + base64.b64encode(
+                username.encode("utf-8", "surrogateescape")).decode())
+        return tuple(pushes)
 
     async def _authenticate(self, peer: Peer, event: ev.ClientAuthenticated,
-                            creds: Credentials, started: float) -> None:
+                            creds: Credentials, started: float,
+                            extra_env: dict[str, str]) -> None:
         """Runs the auth-user-pass-verify script (and waits for a deferred decision) in its own
         task: other peers go on meanwhile."""
         assert self.script_auth is not None
@@ -394,7 +474,7 @@ class PeerLifecycle:
                     self.script_auth, creds, common_name=event.peer.common_name,
                     address=(str(peer.address[0]), int(peer.address[1])),
                     info=event.peer_info, deadline=deadline, max_pending=max_pending,
-                    started=started, on_pending=on_pending)
+                    started=started, on_pending=on_pending, extra_env=extra_env)
         except Exception as exc:  # a script that cannot start (missing, not executable)
             self.log.warning("auth_script_failed", peer=peer.label, error=repr(exc))
             result = AuthResult(ua.Verdict.REJECT, None, "script_not_run")
@@ -424,9 +504,10 @@ class PeerLifecycle:
         cn = creds.username if o.username_as_common_name else (peer.common_name or "")
         self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
                       cn=cn, how=result.detail)
-        self._admit_authenticated(peer, cn, now)
+        self._admit_authenticated(peer, cn, now, self._token_pushes(peer, creds.username))
 
-    def _admit_authenticated(self, peer: Peer, cn: str, now: float) -> None:
+    def _admit_authenticated(self, peer: Peer, cn: str, now: float,
+                             extra_push: tuple[str, ...] = ()) -> None:
         peer.common_name = cn
         self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
         if not self.server.options.duplicate_cn:
@@ -446,7 +527,8 @@ class PeerLifecycle:
             return
         peer.entry = entry
         peer.vaddr = entry.local.packed
-        peer.session.accept(now, (*self.server.push, entry.ifconfig_option()), peer_id=peer.peer_id)
+        peer.session.accept(now, (*self.server.push, *extra_push, entry.ifconfig_option()),
+                            peer_id=peer.peer_id)
 
     def _connected(self, peer: Peer, cipher: str) -> None:
         peer.connected = True
@@ -456,3 +538,8 @@ class PeerLifecycle:
         self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
                                              peer.peer_id,
                                              "tcp" if peer.tcp is not None else "udp"))
+
+
+def _session_id_text(session_id: bytes) -> str:
+    """The session_id script variable: the token's base64 session id (16 characters)."""
+    return base64.b64encode(session_id).decode()
