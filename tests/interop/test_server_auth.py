@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -313,3 +314,85 @@ def test_a_token_from_another_secret_is_refused_and_the_client_falls_back_to_its
     assert _wait(lambda: client.text().count("Initialization Sequence Completed") == 2, 20), \
         client.text()[-2000:]
     assert _calls(tmp_path) == ["alice user-pass-verify client1"] * 2
+
+
+class _Management:
+    """A management client on the server's loopback (the socket made inside its namespace)."""
+
+    def __init__(self, ns: Netns, port: int) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            with ns.enter():
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.connect(("127.0.0.1", port))
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        sock.settimeout(20)
+        self.sock = sock
+        self.buffer = b""
+
+    def line(self) -> str:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            assert chunk, "management connection closed"
+            self.buffer += chunk
+        raw, self.buffer = self.buffer.split(b"\r\n", 1)
+        return raw.decode()
+
+    def send(self, *lines: str) -> None:
+        self.sock.sendall("".join(f"{ln}\n" for ln in lines).encode())
+
+    def next_client(self) -> tuple[str, str, dict[str, str]]:
+        """The next ``>CLIENT:CONNECT,cid,kid`` and its environment."""
+        while not (line := self.line()).startswith(">CLIENT:CONNECT,"):
+            pass
+        _, cid, kid = line.split(",")
+        env: dict[str, str] = {}
+        while (line := self.line()) != ">CLIENT:ENV,END":
+            key, _, value = line.removeprefix(">CLIENT:ENV,").partition("=")
+            env[key] = value
+        return cid, kid, env
+
+    def answer_until(self, prefix: str) -> str:
+        while not (line := self.line()).startswith(prefix):
+            pass
+        return line
+
+
+@pytest.mark.directive("management-client-auth")
+def test_management_client_auth_admits_with_pushes_and_denies_with_a_reason(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    srv = lab.add("srv")
+    spokes = [lab.add("c"), lab.add("c")]
+    for i, ns in enumerate(spokes):
+        lab.veth(srv, ns, f"198.18.{10 + i}.1/24", f"198.18.{10 + i}.2/24")
+    write_pki(tmp_path)
+    server = start_trivpn(srv, tmp_path, "server", server_lines(link_ip="0.0.0.0", extra=[
+        "management 127.0.0.1 7505", "management-client-auth", "duplicate-cn"]))
+    assert server.wait_event("link_open", timeout=10), server.text()
+    mgmt = _Management(srv, 7505)
+    assert mgmt.line().startswith(">INFO:")
+    good = _client(spokes[0], tmp_path, "good", 0,
+                   [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    cid, kid, env = mgmt.next_client()
+    assert (env["username"], env["password"], env["common_name"]) == (
+        "alice", "s3cret", "client1")
+    assert env["untrusted_ip"] == "198.18.10.2" and env["IV_VER"].startswith("2.6")
+    mgmt.send(f"client-auth {cid} {kid}", 'push "route 198.19.5.0 255.255.255.0"', "END")
+    assert mgmt.answer_until("SUCCESS:") == "SUCCESS: client-auth command succeeded"
+    assert good.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
+    assert "route 198.19.5.0 255.255.255.0" in good.text()  # the pushed line arrived
+    bad = _client(spokes[1], tmp_path, "bad", 1,
+                  [f"auth-user-pass {_creds(tmp_path, 'bad', 'mallory', 'x')}"])
+    cid, kid, env = mgmt.next_client()
+    assert env["username"] == "mallory"
+    mgmt.send(f'client-deny {cid} {kid} "unknown user" "go away"')
+    assert mgmt.answer_until("SUCCESS:") == "SUCCESS: client-deny command succeeded"
+    assert bad.wait_for("AUTH_FAILED,go away", timeout=20), bad.text()[-2000:]
+    mgmt.send(f"client-auth-nt {cid} {kid}")  # already decided
+    assert mgmt.answer_until("ERROR:") == "ERROR: client-auth-nt command failed"

@@ -798,6 +798,8 @@ def _auth_gen_token_secret(st: ParseState, d: Directive) -> Options:
 def _server_auth_flag(st: ParseState, d: Directive) -> Options:
     if d.name == "username-as-common-name":
         return replace(st.opts, username_as_common_name=True)
+    if d.name == "management-client-auth":
+        return replace(st.opts, management_client_auth=True)
     return replace(st.opts, auth_user_pass_optional=True)
 
 
@@ -978,6 +980,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "username-as-common-name": Spec(0, 0, _server_auth_flag),
     "auth-user-pass-optional": Spec(0, 0, _server_auth_flag),
     "auth-gen-token": Spec(0, 3, _auth_gen_token),
+    "management-client-auth": Spec(0, 0, _server_auth_flag),
     "auth-gen-token-secret": Spec(1, 1, _auth_gen_token_secret, inline=True),
 
     # --- command line and check ---
@@ -1026,7 +1029,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "learn-address",
     "link-mtu",
     "lladdr",
-    "management-client-auth",
     "management-external-cert",
     "management-external-key",
     "management-hold",

@@ -156,6 +156,7 @@ class Server:
         # the peer lifecycle; its methods are bound here once (the transports call them per
         # packet batch, through the PeerHub Protocol)
         self.lifecycle = peers = PeerLifecycle(self)
+        self.client_auth = peers.client_auth  # management-client-auth (the tools read it)
         self.create_peer = peers.create_peer
         self.remove_peer = peers.remove_peer
         self.kill_peer = peers.kill_peer

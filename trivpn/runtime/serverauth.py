@@ -195,3 +195,62 @@ async def _deferred(files: _ControlFiles, info: PeerInfo, *, deadline: float,
 def _string_env(env: Mapping[str, str]) -> dict[str, str]:
     """Drop what execve cannot carry (NUL bytes) rather than fail the whole run."""
     return {k: v for k, v in env.items() if "\0" not in k and "\0" not in v and "=" not in k}
+
+
+# --- management-client-auth ------------------------------------------------------------------
+
+MAX_CONFIG_LINES = 256  # lines of one multi-line client-auth answer
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementAnswer:
+    allow: bool
+    reason: str | None = None  # client-deny: for the log
+    client_reason: str | None = None  # client-deny: sent as AUTH_FAILED,<client_reason>
+    config: tuple[str, ...] = ()  # client-auth: client-connect config lines
+
+
+class ClientAuthBroker:
+    """management-client-auth: tells the management clients about a client that needs a
+    decision (``>CLIENT:CONNECT,cid,kid`` and its ``>CLIENT:ENV`` lines) and waits for
+    ``client-auth`` / ``client-auth-nt`` / ``client-deny`` (OpenVPN src/openvpn/manage.c,
+    management_notify_client_needing_auth(), man_client_auth(), man_client_deny())."""
+
+    def __init__(self) -> None:
+        self._next_cid = 0
+        self._waiting: dict[tuple[int, int], trio.MemorySendChannel[ManagementAnswer]] = {}
+        # set by the management interface: sends notification lines to its clients
+        self.notify: Callable[[list[str]], None] | None = None
+
+    def new_cid(self) -> int:
+        cid = self._next_cid
+        self._next_cid += 1
+        return cid
+
+    async def ask(self, cid: int, kid: int, env: Mapping[str, str],
+                  deadline: float) -> ManagementAnswer | None:
+        """Announce the client and wait for the answer until ``deadline`` (None: none came)."""
+        send, receive = trio.open_memory_channel[ManagementAnswer](1)
+        self._waiting[(cid, kid)] = send
+        try:
+            lines = [f">CLIENT:CONNECT,{cid},{kid}"]
+            lines += [f">CLIENT:ENV,{k}={v}" for k, v in env.items() if "\n" not in v]
+            lines.append(">CLIENT:ENV,END")
+            if self.notify is not None:
+                self.notify(lines)
+            with trio.move_on_at(deadline):
+                return await receive.receive()
+            return None
+        finally:
+            self._waiting.pop((cid, kid), None)
+
+    def answer(self, cid: int, kid: int, answer: ManagementAnswer) -> bool:
+        """A management command's decision; False for an unknown cid/kid (not waiting)."""
+        send = self._waiting.pop((cid, kid), None)
+        if send is None:
+            return False
+        try:
+            send.send_nowait(answer)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            return False
+        return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import math
 import os
+import shlex
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from trivpn.runtime import events as rt
 from trivpn.runtime.link import Address
 from trivpn.runtime.serverauth import (
     AuthResult,
+    ClientAuthBroker,
     Credentials,
     ScriptAuth,
     load_token_key,
@@ -59,15 +61,25 @@ class PeerLifecycle:
             o.auth_user_pass_verify, o.auth_user_pass_verify_via_file, o.script_security,
             o.setenv) if o.auth_user_pass_verify else None
         self._auth_scopes: dict[Peer, trio.CancelScope] = {}
+        # management-client-auth: the management interface decides (it reads this broker)
+        self.client_auth = ClientAuthBroker() if o.management_client_auth else None
+        self._cids: dict[Peer, int] = {}
+        self._auth_pushes: dict[Peer, tuple[str, ...]] = {}  # from client-auth config lines
         # auth-gen-token: the HMAC key (load_auth()) and each peer's token session
         # (session id, initial time): renewed tokens keep them
         self.token_key: bytes | None = None
         self._token_sessions: dict[Peer, tuple[bytes, int]] = {}
 
+    @property
+    def password_check(self) -> bool:
+        """Clients must send a username and password (OpenVPN's
+        tls_session_user_pass_enabled())."""
+        return self.script_auth is not None or self.client_auth is not None
+
     def load_auth(self) -> None:
         """Read what authentication needs before serving (the auth-gen-token secret)."""
         o = self.server.options
-        if o.auth_gen_token and self.script_auth is not None:
+        if o.auth_gen_token and self.password_check:
             self.token_key = load_token_key(o.auth_gen_token_secret)
 
     def _admitted(self) -> int:
@@ -155,6 +167,8 @@ class PeerLifecycle:
         if scope is not None:  # its authentication script or deferred decision
             scope.cancel()
         self._token_sessions.pop(peer, None)
+        self._cids.pop(peer, None)
+        self._auth_pushes.pop(peer, None)
         self.server.table.remove(peer)
         self._preauth_release(peer)
         if peer.connected:
@@ -366,7 +380,7 @@ class PeerLifecycle:
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         peer.common_name = event.peer.common_name
         peer.cert_serial = event.peer.serial
-        if self.script_auth is None:
+        if not self.password_check:
             self._admit_authenticated(peer, event.peer.common_name, now)
             return
         o = self.server.options
@@ -446,9 +460,17 @@ class PeerLifecycle:
     async def _authenticate(self, peer: Peer, event: ev.ClientAuthenticated,
                             creds: Credentials, started: float,
                             extra_env: dict[str, str]) -> None:
-        """Runs the auth-user-pass-verify script (and waits for a deferred decision) in its own
-        task: other peers go on meanwhile."""
-        assert self.script_auth is not None
+        """Runs the management query and the auth-user-pass-verify script (and waits for a
+        deferred decision) in its own task: other peers go on meanwhile. A bug here costs
+        this peer only."""
+        try:
+            await self._authenticate_peer(peer, event, creds, started, extra_env)
+        except Exception as exc:
+            self.peer_failed(peer, exc)
+
+    async def _authenticate_peer(self, peer: Peer, event: ev.ClientAuthenticated,
+                                 creds: Credentials, started: float,
+                                 extra_env: dict[str, str]) -> None:
         cfg = peer.session.config
         deadline = started + cfg.hand_window
         max_pending = max((cfg.reneg_seconds or 0) / 2, cfg.hand_window)
@@ -467,14 +489,19 @@ class PeerLifecycle:
 
         scope = trio.CancelScope()
         self._auth_scopes[peer] = scope
-        result: AuthResult | None = None
+        result: AuthResult | None = AuthResult(ua.Verdict.ACCEPT, None, "")
         try:
             with scope:
-                result = await run_script_auth(
-                    self.script_auth, creds, common_name=event.peer.common_name,
-                    address=(str(peer.address[0]), int(peer.address[1])),
-                    info=event.peer_info, deadline=deadline, max_pending=max_pending,
-                    started=started, on_pending=on_pending, extra_env=extra_env)
+                if self.client_auth is not None:  # OpenVPN asks the management first
+                    result = await self._ask_management(peer, event, creds, deadline,
+                                                        extra_env)
+                if self.script_auth is not None and result is not None \
+                        and result.verdict is ua.Verdict.ACCEPT:
+                    result = await run_script_auth(
+                        self.script_auth, creds, common_name=event.peer.common_name,
+                        address=(str(peer.address[0]), int(peer.address[1])),
+                        info=event.peer_info, deadline=deadline, max_pending=max_pending,
+                        started=started, on_pending=on_pending, extra_env=extra_env)
         except Exception as exc:  # a script that cannot start (missing, not executable)
             self.log.warning("auth_script_failed", peer=peer.label, error=repr(exc))
             result = AuthResult(ua.Verdict.REJECT, None, "script_not_run")
@@ -486,6 +513,40 @@ class PeerLifecycle:
         self._auth_decided(peer, creds, result, now)
         self.drain(peer, now)
         self.wake_if_sooner(peer)
+
+    async def _ask_management(self, peer: Peer, event: ev.ClientAuthenticated,
+                              creds: Credentials, deadline: float,
+                              extra_env: dict[str, str]) -> AuthResult:
+        """``>CLIENT:CONNECT,cid,kid`` and the client's environment (with its password, as
+        OpenVPN's verify_user_pass_management() gives it) to the management clients."""
+        assert self.client_auth is not None
+        cid = self._cids.setdefault(peer, self.client_auth.new_cid())
+        env = ua.user_pass_env(username=creds.username, password=creds.password,
+                               common_name=event.peer.common_name,
+                               untrusted_ip=str(peer.address[0]),
+                               untrusted_port=int(peer.address[1]), info=event.peer_info,
+                               control_files={}, extra=extra_env)
+        del env["script_type"]
+        answer = await self.client_auth.ask(cid, 0, env, deadline)
+        if answer is None:
+            return AuthResult(ua.Verdict.REJECT, None, "management_no_answer")
+        if not answer.allow:
+            self.log.info("management_client_deny", peer=peer.label, cid=cid,
+                          reason=answer.reason)
+            return AuthResult(ua.Verdict.REJECT, answer.client_reason, "management_deny")
+        pushes = []
+        for line in answer.config:
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError:
+                words = [line]
+            if len(words) == 2 and words[0] == "push":
+                pushes.append(words[1])
+            elif words:
+                self.log.warning("management_client_config_refused", peer=peer.label,
+                                 line=line[:200], why="only 'push' lines are applied")
+        self._auth_pushes[peer] = tuple(pushes)
+        return AuthResult(ua.Verdict.ACCEPT, None, "management")
 
     def _auth_decided(self, peer: Peer, creds: Credentials, result: AuthResult,
                       now: float) -> None:
@@ -504,7 +565,8 @@ class PeerLifecycle:
         cn = creds.username if o.username_as_common_name else (peer.common_name or "")
         self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
                       cn=cn, how=result.detail)
-        self._admit_authenticated(peer, cn, now, self._token_pushes(peer, creds.username))
+        self._admit_authenticated(peer, cn, now, (*self._auth_pushes.pop(peer, ()),
+                                                  *self._token_pushes(peer, creds.username)))
 
     def _admit_authenticated(self, peer: Peer, cn: str, now: float,
                              extra_push: tuple[str, ...] = ()) -> None:
