@@ -396,3 +396,45 @@ def test_management_client_auth_admits_with_pushes_and_denies_with_a_reason(
     assert bad.wait_for("AUTH_FAILED,go away", timeout=20), bad.text()[-2000:]
     mgmt.send(f"client-auth-nt {cid} {kid}")  # already decided
     assert mgmt.answer_until("ERROR:") == "ERROR: client-auth-nt command failed"
+
+
+def test_openvpn_server_script_semantics_match_trivpns(lab: NetnsLab, tmp_path: Path) -> None:
+    """The claims in docs/server-auth.md about OpenVPN's scripts, checked against a real openvpn
+    2.6 server with the same script: exit 0 admits, a reason file gives AUTH_FAILED,<reason>,
+    exit 2 + a later '1' in auth_control_file admits; via-file's file and the env names."""
+    srv = lab.add("srv")
+    spokes = [lab.add("c") for _ in range(3)]
+    for i, ns in enumerate(spokes):
+        lab.veth(srv, ns, f"198.18.{10 + i}.1/24", f"198.18.{10 + i}.2/24")
+    write_pki(tmp_path)
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server = start_openvpn(srv, tmp_path, "server", server_lines(link_ip="0.0.0.0", extra=[
+        "script-security 2", f"auth-user-pass-verify {script} via-file", "duplicate-cn"]))
+    assert server.wait_for("Initialization Sequence Completed", timeout=10), server.text()
+    good = _client(spokes[0], tmp_path, "good", 0,
+                   [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    bad = _client(spokes[1], tmp_path, "bad", 1,
+                  [f"auth-user-pass {_creds(tmp_path, 'bad', 'alice', 'guess')}"])
+    slow = _client(spokes[2], tmp_path, "slow", 2,
+                   [f"auth-user-pass {_creds(tmp_path, 'slow', 'slow', 'x')}"])
+    assert good.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
+    assert bad.wait_for("AUTH_FAILED,wrong password for alice", timeout=20), bad.text()[-2000:]
+    assert slow.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
+    assert "alice user-pass-verify client1" in _calls(tmp_path)
+
+
+def test_openvpn_server_hides_the_password_from_via_env_below_script_security_3(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """docs/server-auth.md: via-env passes $password only with script-security 3."""
+    srv = lab.add("srv")
+    ns = lab.add("c")
+    lab.veth(srv, ns, "198.18.10.1/24", "198.18.10.2/24")
+    write_pki(tmp_path)
+    script = _script(tmp_path, VIA_ENV_SCRIPT)
+    server = start_openvpn(srv, tmp_path, "server", server_lines(link_ip="0.0.0.0", extra=[
+        "script-security 2", f"auth-user-pass-verify {script} via-env"]))
+    assert server.wait_for("Initialization Sequence Completed", timeout=10), server.text()
+    client = _client(ns, tmp_path, "good", 0,
+                     [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    assert client.wait_for("AUTH_FAILED", timeout=20), client.text()[-2000:]
+    assert _calls(tmp_path) == ["alice"]

@@ -10,7 +10,6 @@ Pure: the caller passes the Unix time and the random session id.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import hashlib
 import hmac
@@ -47,7 +46,7 @@ def parse_secret_pem(text: str) -> bytes:
         raise TokenKeyError(f"no '{begin}' block")
     try:
         data = base64.b64decode("".join(text[start + len(begin):stop].split()), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error
         raise TokenKeyError("the key block is not valid base64") from None
     hmac_key(data)
     return data
@@ -102,7 +101,7 @@ def verify(key: bytes, token: str, username: str, *, now: int, renewal: int,
         return TokenCheck(TokenState.INVALID)
     try:
         data = base64.b64decode(token[len(SESSION_ID_PREFIX):], validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error
         return TokenCheck(TokenState.INVALID)
     if len(data) != _DATA_LEN:
         return TokenCheck(TokenState.INVALID)

@@ -19,7 +19,6 @@ control channel) raises :class:`~trivpn.protocol.errors.CallerMisuse` and is nev
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import random
 import ssl
@@ -804,7 +803,7 @@ class Session:
             # its common name is OpenVPN's "UNDEF" (tls_common_name()) until
             # username-as-common-name replaces it
             key.peer = PeerCertificate(subject="", common_name=UNDEF_COMMON_NAME, serial=0,
-                                       not_after_unix=math.inf)
+                                       not_after_unix=float("inf"))
             key.peer_hash = b""
         else:
             key.peer = check_peer_certificate(der, self.config.verification,
