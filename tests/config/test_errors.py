@@ -91,7 +91,7 @@ BAD_CLIENT_LINES = [
 
 UNSUPPORTED = [
     "secret static.key", "tls-crypt-v2 v2.key", "pkcs12 c.p12",
-    "plugin x.so", "up up.sh", "down down.sh",
+    "up up.sh", "down down.sh",
     "route-up r.sh", "client-config-dir ccd",
     "ifconfig-pool 198.18.8.10 198.18.8.20", "server-ipv6 2001:db8::/64",
 ]

@@ -63,3 +63,25 @@ def test_auth_gen_token_secret_is_a_file_or_inline_block() -> None:
     assert o.auth_gen_token_secret.path == o.base_dir / "token.key"
     with pytest.raises(ConfigError, match="needs 'auth-gen-token'"):
         server("auth-gen-token-secret token.key\n")
+
+
+@pytest.mark.directive("plugin")
+@pytest.mark.parametrize("path", [
+    "/usr/lib/openvpn/openvpn-plugin-auth-pam.so",
+    "/usr/lib/x86_64-linux-gnu/openvpn/plugins/openvpn-plugin-auth-pam.so",
+    "openvpn-plugin-auth-pam.so"])
+def test_pam_plugin_line_names_the_pam_service(path: str) -> None:
+    o = server(f"plugin {path} login\n")
+    assert o.auth_pam_service == "login"
+    assert server(f"plugin {path} openvpn\nverify-client-cert none\n").verify_client_cert == \
+        "none"  # PAM is a password check
+
+
+@pytest.mark.directive("plugin")
+def test_other_plugins_are_refused_naming_the_script_equivalent() -> None:
+    with pytest.raises(ConfigError, match="auth-user-pass-verify SCRIPT via-file"):
+        server("plugin /usr/lib/openvpn/plugins/openvpn-plugin-down-root.so 'service x'\n")
+    with pytest.raises(ConfigError, match="exactly one PAM service"):
+        server("plugin openvpn-plugin-auth-pam.so login login USERNAME password PASSWORD\n")
+    with pytest.raises(ConfigError, match="requires 'mode server'"):
+        client("plugin openvpn-plugin-auth-pam.so login\n")

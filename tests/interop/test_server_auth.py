@@ -6,13 +6,16 @@ with a client that sends no password (checked against the binary)."""
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_root
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
@@ -438,3 +441,47 @@ def test_openvpn_server_hides_the_password_from_via_env_below_script_security_3(
                      [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
     assert client.wait_for("AUTH_FAILED", timeout=20), client.text()[-2000:]
     assert _calls(tmp_path) == ["alice"]
+
+
+PAM_CHECK = """#!/bin/sh
+# pam_exec expose_authtok: the password on stdin (NUL-terminated), the user in $PAM_USER
+pw=$(tr -d '\\000')
+echo "pam $PAM_USER $PAM_SERVICE" >> "$(dirname "$0")/calls.log"
+[ "$PAM_USER" = alice ] && [ "$pw" = s3cret ]
+"""
+
+
+@pytest.fixture
+def pam_service(tmp_path: Path) -> Iterator[str]:
+    """A PAM service of its own under /etc/pam.d (system libpam reads no other place), made
+    of pam_exec with a checking script and pam_permit: no host account is involved; removed
+    afterwards."""
+    require_root()
+    check = tmp_path / "pam-check.sh"
+    check.write_text(PAM_CHECK)
+    check.chmod(0o755)
+    name = f"trivpn-test-{os.getpid()}-{secrets.token_hex(4)}"
+    path = Path("/etc/pam.d") / name
+    path.write_text(f"auth required pam_exec.so expose_authtok quiet {check}\n"
+                    "account required pam_permit.so\n")
+    try:
+        yield name
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@pytest.mark.directive("plugin")
+def test_pam_plugin_line_checks_passwords_through_pam(
+        lab: NetnsLab, tmp_path: Path, pam_service: str) -> None:
+    server, (good_ns, bad_ns) = _setup(lab, tmp_path, [
+        "plugin /usr/lib/x86_64-linux-gnu/openvpn/plugins/openvpn-plugin-auth-pam.so "
+        + pam_service, "duplicate-cn"], clients=2)
+    good = _client(good_ns, tmp_path, "good", 0,
+                   [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    bad = _client(bad_ns, tmp_path, "bad", 1,
+                  [f"auth-user-pass {_creds(tmp_path, 'bad', 'alice', 'guess')}"])
+    assert good.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
+    assert bad.wait_for("AUTH_FAILED", timeout=20), bad.text()[-2000:]
+    assert "Initialization Sequence Completed" not in bad.text()
+    assert _calls(tmp_path).count(f"pam alice {pam_service}") == 2
+    assert server.wait_event("auth_user_pass_ok", 1, how="pam") is not None

@@ -795,6 +795,26 @@ def _auth_gen_token_secret(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, auth_gen_token_secret=st.file(d))
 
 
+AUTH_PAM_PLUGIN = "openvpn-plugin-auth-pam.so"
+
+
+def _plugin(st: ParseState, d: Directive) -> Options:
+    """``plugin .../openvpn-plugin-auth-pam.so SERVICE``: checked through PAM natively
+    (trivpn/runtime/serverauth.py, pam_auth()); trivpn loads no plugin modules."""
+    name = d.args[0].rsplit("/", 1)[-1]
+    if name != AUTH_PAM_PLUGIN:
+        raise v.fail(d, f"'plugin {d.args[0]}': trivpn loads no OpenVPN plugins; only the PAM "
+                        f"plugin ({AUTH_PAM_PLUGIN}) is served natively. Use "
+                        "'auth-user-pass-verify SCRIPT via-file' (and client-connect / "
+                        "client-disconnect scripts) for what the plugin did")
+    if len(d.args) != 2:
+        raise v.fail(d, f"'plugin {AUTH_PAM_PLUGIN}' needs exactly one PAM service name; "
+                        "name/value conversation pairs are not supported")
+    if st.opts.auth_pam_service is not None:
+        raise v.fail(d, f"'plugin {AUTH_PAM_PLUGIN}' is given twice")
+    return replace(st.opts, auth_pam_service=d.args[1])
+
+
 def _server_auth_flag(st: ParseState, d: Directive) -> Options:
     if d.name == "username-as-common-name":
         return replace(st.opts, username_as_common_name=True)
@@ -981,6 +1001,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "auth-user-pass-optional": Spec(0, 0, _server_auth_flag),
     "auth-gen-token": Spec(0, 3, _auth_gen_token),
     "management-client-auth": Spec(0, 0, _server_auth_flag),
+    "plugin": Spec(1, None, _plugin),
     "auth-gen-token-secret": Spec(1, 1, _auth_gen_token_secret, inline=True),
 
     # --- command line and check ---
@@ -1047,7 +1068,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-id",
     "pkcs11-providers",
     "pkcs12",
-    "plugin",
     "port-share",
     "proto-force",
     "providers",

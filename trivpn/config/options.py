@@ -412,6 +412,7 @@ class Options:
     auth_token_external: bool = False  # external-auth: the script still sees token logins
     auth_gen_token_secret: FileSource | None = None  # None: a key made at startup
     management_client_auth: bool = False  # the management interface decides on each client
+    auth_pam_service: str | None = None  # plugin ...openvpn-plugin-auth-pam.so SERVICE
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

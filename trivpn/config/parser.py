@@ -235,7 +235,8 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "'auth-user-pass' is a client option", "auth-user-pass")
     # verify-client-cert: 'require' is the default; the other values need a way to check the
     # client's password, which OpenVPN 2.6 insists on (options.c, options_postprocess_verify_ce())
-    password_check = bool(o.auth_user_pass_verify) or o.management_client_auth
+    password_check = (bool(o.auth_user_pass_verify) or o.management_client_auth
+                      or o.auth_pam_service is not None)
     needs_check = (("verify-client-cert", o.verify_client_cert != "require"),
                    ("username-as-common-name", o.username_as_common_name),
                    ("auth-user-pass-optional", o.auth_user_pass_optional))
@@ -250,6 +251,8 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             raise _error(st, f"'{shown}' must be used with 'management-client-auth', an "
                              "'auth-user-pass-verify' script, or 'plugin' (OpenVPN 2.6 "
                              "refuses it otherwise)", name)
+    if o.auth_pam_service is not None and tls_role != "server":
+        raise _error(st, "'plugin openvpn-plugin-auth-pam.so' requires 'mode server'", "plugin")
     if o.management_client_auth and o.management is None:
         raise _error(st, "'management-client-auth' needs a 'management' interface",
                      "management-client-auth")

@@ -17,6 +17,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import pam
 import trio
 
 from trivpn.config.errors import ConfigError
@@ -195,6 +196,32 @@ async def _deferred(files: _ControlFiles, info: PeerInfo, *, deadline: float,
 def _string_env(env: Mapping[str, str]) -> dict[str, str]:
     """Drop what execve cannot carry (NUL bytes) rather than fail the whole run."""
     return {k: v for k, v in env.items() if "\0" not in k and "\0" not in v and "=" not in k}
+
+
+# --- PAM (the line 'plugin .../openvpn-plugin-auth-pam.so SERVICE') ---------------------------
+
+PAM_THREADS = 4  # PAM checks at once; the others wait (a slow PAM stack never blocks the loop)
+
+
+def _pam_check(service: str, username: str, password: str) -> tuple[bool, str]:
+    """pam_authenticate then pam_acct_mgmt, as OpenVPN's auth-pam plugin does (no
+    pam_setcred). python-pam's authenticator is per call: it is not thread-safe."""
+    checker = pam.PamAuthenticator()
+    try:
+        ok = checker.authenticate(username, password, service=service, resetcreds=False)
+    except ValueError:  # a NUL in a name
+        return False, "invalid characters"
+    return bool(ok), str(checker.reason)
+
+
+async def pam_auth(service: str, creds: Credentials,
+                   limiter: trio.CapacityLimiter) -> AuthResult:
+    ok, reason = await trio.to_thread.run_sync(
+        _pam_check, service, creds.username, creds.password, limiter=limiter,
+        abandon_on_cancel=True)
+    if ok:
+        return AuthResult(ua.Verdict.ACCEPT, None, "pam")
+    return AuthResult(ua.Verdict.REJECT, None, f"pam: {reason}")
 
 
 # --- management-client-auth ------------------------------------------------------------------

@@ -28,11 +28,13 @@ from trivpn.protocol.session import Session
 from trivpn.runtime import events as rt
 from trivpn.runtime.link import Address
 from trivpn.runtime.serverauth import (
+    PAM_THREADS,
     AuthResult,
     ClientAuthBroker,
     Credentials,
     ScriptAuth,
     load_token_key,
+    pam_auth,
     run_script_auth,
 )
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
@@ -65,6 +67,7 @@ class PeerLifecycle:
         self.client_auth = ClientAuthBroker() if o.management_client_auth else None
         self._cids: dict[Peer, int] = {}
         self._auth_pushes: dict[Peer, tuple[str, ...]] = {}  # from client-auth config lines
+        self._pam_limiter = trio.CapacityLimiter(PAM_THREADS)
         # auth-gen-token: the HMAC key (load_auth()) and each peer's token session
         # (session id, initial time): renewed tokens keep them
         self.token_key: bytes | None = None
@@ -74,7 +77,8 @@ class PeerLifecycle:
     def password_check(self) -> bool:
         """Clients must send a username and password (OpenVPN's
         tls_session_user_pass_enabled())."""
-        return self.script_auth is not None or self.client_auth is not None
+        return (self.script_auth is not None or self.client_auth is not None
+                or self.server.options.auth_pam_service is not None)
 
     def load_auth(self) -> None:
         """Read what authentication needs before serving (the auth-gen-token secret)."""
@@ -495,6 +499,10 @@ class PeerLifecycle:
                 if self.client_auth is not None:  # OpenVPN asks the management first
                     result = await self._ask_management(peer, event, creds, deadline,
                                                         extra_env)
+                service = self.server.options.auth_pam_service
+                if service is not None and result is not None \
+                        and result.verdict is ua.Verdict.ACCEPT:  # the plugin, then the script
+                    result = await pam_auth(service, creds, self._pam_limiter)
                 if self.script_auth is not None and result is not None \
                         and result.verdict is ua.Verdict.ACCEPT:
                     result = await run_script_auth(
