@@ -33,6 +33,11 @@ if [ "$user" = slow ]; then
     ( sleep 1.5; echo 1 > "$auth_control_file" ) >/dev/null 2>&1 &
     exit 2
 fi
+if [ "$user" = pending ]; then
+    printf '30\ncrtext\nCR_TEXT:R,E:Enter your code\n' > "$auth_pending_file"
+    ( sleep 1.5; echo 1 > "$auth_control_file" ) >/dev/null 2>&1 &
+    exit 2
+fi
 if [ "$user" = alice ] && [ "$pass" = s3cret ]; then exit 0; fi
 echo "wrong password for $user" > "$auth_failed_reason_file"
 exit 1
@@ -169,6 +174,35 @@ def test_deferred_authentication_does_not_hold_up_another_client(
     first = _connected(server)[0]
     assert str(first["peer"]).startswith("198.18.11.2"), _connected(server)
     assert server.wait_event("auth_user_pass_ok", 1, how="deferred_accepted") is not None
+
+
+@pytest.mark.directive("auth-user-pass-verify")
+def test_pending_authentication_sends_auth_pending_to_a_client_that_offers_the_method(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file"])
+    client = _client(ns, tmp_path, "pending", 0, [
+        f"auth-user-pass {_creds(tmp_path, 'pending', 'pending', 'x')}",
+        "setenv IV_SSO crtext"])
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:]
+    text = client.text()
+    # the client took the timeout from AUTH_PENDING,timeout 30
+    assert "AUTH_PENDING received, extending handshake timeout from 60s to 30s" in text
+    assert server.wait_event("auth_pending", 1) is not None
+
+
+@pytest.mark.directive("auth-user-pass-verify")
+def test_pending_authentication_refuses_a_client_without_the_method(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file"])
+    client = _client(ns, tmp_path, "pending", 0, [
+        f"auth-user-pass {_creds(tmp_path, 'pending', 'pending', 'x')}"])
+    assert client.wait_for("AUTH_FAILED,Authentication failed, required pending auth method "
+                           "'crtext' not supported", timeout=20), client.text()[-2000:]
 
 
 @pytest.mark.directive("verify-client-cert", "username-as-common-name")
@@ -404,9 +438,11 @@ def test_management_client_auth_admits_with_pushes_and_denies_with_a_reason(
 def test_openvpn_server_script_semantics_match_trivpns(lab: NetnsLab, tmp_path: Path) -> None:
     """The claims in docs/server-auth.md about OpenVPN's scripts, checked against a real openvpn
     2.6 server with the same script: exit 0 admits, a reason file gives AUTH_FAILED,<reason>,
-    exit 2 + a later '1' in auth_control_file admits; via-file's file and the env names."""
+    exit 2 + a later '1' in auth_control_file admits; via-file's file and the env names; a
+    pending file gives AUTH_PENDING,timeout N + INFO_PRE to a client offering the method in
+    IV_SSO and AUTH_FAILED,<...not supported> to one that does not."""
     srv = lab.add("srv")
-    spokes = [lab.add("c") for _ in range(3)]
+    spokes = [lab.add("c") for _ in range(5)]
     for i, ns in enumerate(spokes):
         lab.veth(srv, ns, f"198.18.{10 + i}.1/24", f"198.18.{10 + i}.2/24")
     write_pki(tmp_path)
@@ -424,6 +460,17 @@ def test_openvpn_server_script_semantics_match_trivpns(lab: NetnsLab, tmp_path: 
     assert bad.wait_for("AUTH_FAILED,wrong password for alice", timeout=20), bad.text()[-2000:]
     assert slow.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
     assert "alice user-pass-verify client1" in _calls(tmp_path)
+    pending = _client(spokes[3], tmp_path, "pending", 3, [
+        f"auth-user-pass {_creds(tmp_path, 'pending', 'pending', 'x')}",
+        "setenv IV_SSO crtext"])
+    refused = _client(spokes[4], tmp_path, "refused", 4, [
+        f"auth-user-pass {_creds(tmp_path, 'refused', 'pending', 'x')}"])
+    assert pending.wait_for("Initialization Sequence Completed", timeout=20)
+    text = pending.text()
+    # the client took the timeout from AUTH_PENDING,timeout 30
+    assert "AUTH_PENDING received, extending handshake timeout from 60s to 30s" in text
+    assert refused.wait_for("AUTH_FAILED,Authentication failed, required pending auth method "
+                            "'crtext' not supported", timeout=20), refused.text()[-2000:]
 
 
 def test_openvpn_server_hides_the_password_from_via_env_below_script_security_3(
