@@ -203,6 +203,8 @@ def test_pending_authentication_refuses_a_client_without_the_method(
         f"auth-user-pass {_creds(tmp_path, 'pending', 'pending', 'x')}"])
     assert client.wait_for("AUTH_FAILED,Authentication failed, required pending auth method "
                            "'crtext' not supported", timeout=20), client.text()[-2000:]
+    assert server.wait_event("auth_user_pass_failed", 5,
+                             why="pending_method_unsupported") is not None
 
 
 @pytest.mark.directive("verify-client-cert", "username-as-common-name")
