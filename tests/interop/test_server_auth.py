@@ -534,3 +534,28 @@ def test_pam_plugin_line_checks_passwords_through_pam(
     assert "Initialization Sequence Completed" not in bad.text()
     assert _calls(tmp_path).count(f"pam alice {pam_service}") == 2
     assert server.wait_event("auth_user_pass_ok", 1, how="pam") is not None
+
+
+@pytest.mark.directive("auth-user-pass-verify", "auth-gen-token")
+@pytest.mark.parametrize("token", [False, True])
+def test_renegotiation_checks_the_credentials_again_or_the_token(
+        lab: NetnsLab, tmp_path: Path, token: bool) -> None:
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server, (ns,) = _setup(lab, tmp_path, [
+        "script-security 2", f"auth-user-pass-verify {script} via-file", "reneg-sec 3",
+        *(["auth-gen-token"] if token else [])])
+    client = _client(ns, tmp_path, "good", 0,
+                     [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:]
+    reauth = server.wait_event("auth_user_pass_ok", 15, key_id=1)
+    assert reauth is not None, server.text()[-3000:]
+    if token:  # the client sent the token, not its password: the script is not asked again
+        assert reauth["how"] == "auth_token"
+        assert server.wait_event("auth_user_pass_ok", 15, key_id=2, how="auth_token")
+        assert _calls(tmp_path) == ["alice user-pass-verify client1"]
+    else:  # OpenVPN runs the script at every key
+        assert reauth["how"] == "script_accepted"
+        assert _calls(tmp_path) == ["alice user-pass-verify client1"] * 2
+    assert ping(ns, SERVER_VPN_IP)
+    assert "AUTH_FAILED" not in client.text()

@@ -80,6 +80,18 @@ class ClientAuthenticated(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class ClientReauthenticating(Event):
+    """Server side: a renegotiation's key method 2 brought the client's credentials again
+    (OpenVPN checks them at every key, key_method_2_read()); the key is already in use, the
+    runtime refuses the client if they no longer pass."""
+
+    name: ClassVar[str] = "client_reauthenticating"
+    key_id: int
+    username: str | None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class PushReceived(Event):
     name: ClassVar[str] = "push_reply_received"
     options: PushedOptions

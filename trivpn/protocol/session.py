@@ -565,9 +565,15 @@ class Session:
         out, self._events = self._events, []
         return out
 
-    def send_control_message(self, text: str, now: float) -> None:
-        """Send a text control message (``EXIT``, ``RESTART``...) on the primary key."""
+    def send_control_message(self, text: str, now: float, *, key_id: int | None = None) -> None:
+        """Send a text control message (``EXIT``, ``RESTART``...) on the primary key, or on
+        ``key_id`` (OpenVPN's peer reads control messages of its newest key only: a renewed
+        auth-token goes on the renegotiated key)."""
         key = self._message_key()
+        if key_id is not None:
+            chosen = self._keys.get(key_id)
+            if chosen is not None and chosen.tls is not None and chosen.tls.handshake_complete:
+                key = chosen
         if key is None:
             raise CallerMisuse("no established control channel to send on",
                                "control message")
@@ -894,6 +900,9 @@ class Session:
                                                  AcceptState.AUTHENTICATED, "key method")
                 self._events.append(ev.ClientAuthenticated(key.peer, self.peer_info,
                                                            block.username, block.password))
+        elif self._accept in (AcceptState.ACCEPTED, AcceptState.REPLIED):
+            self._events.append(ev.ClientReauthenticating(key.key_id, block.username,
+                                                          block.password))
 
     def _on_active(self, key: _KeyState, now: float) -> None:
         if key.key_id == 0 and not self.config.is_server and self._pull is PullState.IDLE:

@@ -16,6 +16,7 @@ import math
 import os
 import shlex
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -67,6 +68,7 @@ class PeerLifecycle:
         self.client_auth = ClientAuthBroker() if o.management_client_auth else None
         self._cids: dict[Peer, int] = {}
         self._auth_pushes: dict[Peer, tuple[str, ...]] = {}  # from client-auth config lines
+        self._auth_events: dict[Peer, ev.ClientAuthenticated] = {}  # for renegotiations
         self._pam_limiter = trio.CapacityLimiter(PAM_THREADS)
         # auth-gen-token: the HMAC key (load_auth()) and each peer's token session
         # (session id, initial time): renewed tokens keep them
@@ -173,6 +175,7 @@ class PeerLifecycle:
         self._token_sessions.pop(peer, None)
         self._cids.pop(peer, None)
         self._auth_pushes.pop(peer, None)
+        self._auth_events.pop(peer, None)
         self.server.table.remove(peer)
         self._preauth_release(peer)
         if peer.connected:
@@ -325,6 +328,8 @@ class PeerLifecycle:
         if isinstance(event, ev.PhaseReached | ev.TlsHandshakeComplete | ev.ClientAuthenticated
                       | ev.DataChannelReady):
             self._on_progress(peer, event, now)
+        elif isinstance(event, ev.ClientReauthenticating):
+            self._reauthenticate(peer, event, now)
         else:
             self._on_trouble(peer, event, now)
 
@@ -399,6 +404,7 @@ class PeerLifecycle:
                 return
             username = password = ""
         creds = Credentials(ua.clean_username(username), ua.clean_password(password))
+        self._auth_events[peer] = event
         extra_env: dict[str, str] = {}
         if self.token_key is not None:
             result = self._check_token(peer, creds, now, extra_env)
@@ -406,8 +412,57 @@ class PeerLifecycle:
                 self._auth_decided(peer, creds, result, now)
                 return
         assert self.server.peers_nursery is not None
-        self.server.peers_nursery.start_soon(self._authenticate, peer, event, creds, now,
-                                             extra_env)
+        self.server.peers_nursery.start_soon(partial(
+            self._authenticate, peer, event, creds, started=now, extra_env=extra_env,
+            reauth_key=None))
+
+    def _reauthenticate(self, peer: Peer, event: ev.ClientReauthenticating, now: float) -> None:
+        """A renegotiation brought the credentials again: check them as at connect (a token
+        inside, the rest in a task); the username may not change (OpenVPN
+        tls_lock_username())."""
+        first = self._auth_events.get(peer)
+        if first is None or not self.password_check:
+            return
+        username, password = event.username, event.password
+        if username is None or password is None:
+            if not self.server.options.auth_user_pass_optional:
+                self._reauth_decided(peer, Credentials(""), AuthResult(
+                    ua.Verdict.REJECT, None, "credentials_missing"), event.key_id, now)
+                return
+            username = password = ""
+        creds = Credentials(ua.clean_username(username), ua.clean_password(password))
+        locked = ua.clean_username(first.username or "")
+        if creds.username != locked and not (at.is_token(creds.password) and not creds.username):
+            self._reauth_decided(peer, creds, AuthResult(
+                ua.Verdict.REJECT, None, "username_changed"), event.key_id, now)
+            return
+        extra_env: dict[str, str] = {}
+        if self.token_key is not None:
+            result = self._check_token(peer, creds, now, extra_env)
+            if result is not None:
+                self._reauth_decided(peer, creds, result, event.key_id, now)
+                return
+        assert self.server.peers_nursery is not None
+        self.server.peers_nursery.start_soon(partial(
+            self._authenticate, peer, first, creds, started=now, extra_env=extra_env,
+            reauth_key=event.key_id))
+
+    def _reauth_decided(self, peer: Peer, creds: Credentials, result: AuthResult, key_id: int,
+                        now: float) -> None:
+        if result.verdict is not ua.Verdict.ACCEPT:
+            self.log.warning("auth_user_pass_failed", peer=peer.label, cn=peer.common_name,
+                             username=creds.username, why=result.detail, key_id=key_id)
+            peer.session.reject(now, result.reason,
+                                detail=f"username/password verification failed at key "
+                                       f"{key_id} ({result.detail})")
+        else:
+            self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
+                          cn=peer.common_name, how=result.detail, key_id=key_id)
+            if self.token_key is not None:  # a renewed token (push.c send_push_reply_auth_token)
+                token = self._token_pushes(peer, creds.username)[0]
+                peer.session.send_control_message(f"PUSH_REPLY,{token}", now, key_id=key_id)
+        self.drain(peer, now)
+        self.wake_if_sooner(peer)
 
     def _unix_now(self) -> int:
         return int(trio.current_time() + self.server.unix_offset)
@@ -462,19 +517,20 @@ class PeerLifecycle:
         return tuple(pushes)
 
     async def _authenticate(self, peer: Peer, event: ev.ClientAuthenticated,
-                            creds: Credentials, started: float,
-                            extra_env: dict[str, str]) -> None:
+                            creds: Credentials, *, started: float,
+                            extra_env: dict[str, str], reauth_key: int | None) -> None:
         """Runs the management query and the auth-user-pass-verify script (and waits for a
         deferred decision) in its own task: other peers go on meanwhile. A bug here costs
         this peer only."""
         try:
-            await self._authenticate_peer(peer, event, creds, started, extra_env)
+            await self._authenticate_peer(peer, event, creds, started=started,
+                                          extra_env=extra_env, reauth_key=reauth_key)
         except Exception as exc:
             self.peer_failed(peer, exc)
 
     async def _authenticate_peer(self, peer: Peer, event: ev.ClientAuthenticated,
-                                 creds: Credentials, started: float,
-                                 extra_env: dict[str, str]) -> None:
+                                 creds: Credentials, *, started: float,
+                                 extra_env: dict[str, str], reauth_key: int | None) -> None:
         cfg = peer.session.config
         deadline = started + cfg.hand_window
         max_pending = max((cfg.reneg_seconds or 0) / 2, cfg.hand_window)
@@ -496,7 +552,7 @@ class PeerLifecycle:
         result: AuthResult | None = AuthResult(ua.Verdict.ACCEPT, None, "")
         try:
             with scope:
-                if self.client_auth is not None:  # OpenVPN asks the management first
+                if self.client_auth is not None and reauth_key is None:  # management first
                     result = await self._ask_management(peer, event, creds, deadline,
                                                         extra_env)
                 service = self.server.options.auth_pam_service
@@ -518,6 +574,9 @@ class PeerLifecycle:
         if result is None or peer.removed:
             return
         now = trio.current_time()
+        if reauth_key is not None:
+            self._reauth_decided(peer, creds, result, reauth_key, now)
+            return
         self._auth_decided(peer, creds, result, now)
         self.drain(peer, now)
         self.wake_if_sooner(peer)
