@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_root
+from tests.interop import test_openvpn_claims as claims
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
+from trivpn.config import ConfigError, load_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
@@ -559,3 +561,51 @@ def test_renegotiation_checks_the_credentials_again_or_the_token(
         assert _calls(tmp_path) == ["alice user-pass-verify client1"] * 2
     assert ping(ns, SERVER_VPN_IP)
     assert "AUTH_FAILED" not in client.text()
+
+
+@pytest.mark.directive("username-as-common-name", "auth-user-pass-optional",
+                       "auth-user-pass-verify")
+@pytest.mark.parametrize(("role", "line", "theirs", "ours"), [
+    ("server", "username-as-common-name",
+     "--username-as-common-name must be used with --management-client-auth, an "
+     "--auth-user-pass-verify script, or plugin", "must be used with"),
+    ("server", "auth-user-pass-optional",
+     "--auth-user-pass-optional must be used with --management-client-auth, an "
+     "--auth-user-pass-verify script, or plugin", "must be used with"),
+    ("client", "username-as-common-name", "--username-as-common-name requires --mode server",
+     "requires 'mode server'"),
+    ("client", "auth-user-pass-verify /bin/true via-env",
+     "--auth-user-pass-verify requires --mode server", "requires 'mode server'"),
+])
+def test_server_auth_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None,
+                                            tmp_path: Path, role: str, line: str, theirs: str,
+                                            ours: str) -> None:
+    write_pki(tmp_path)
+    base = claims.SERVER if role == "server" else claims.CLIENT
+    out = claims._openvpn(lab, tmp_path, [*base, *(f"--{line}".split())])
+    assert f"Options error: {theirs}" in out, out[-3000:]
+    conf = tmp_path / "t.conf"
+    conf.write_text(claims._as_config(base) + line + "\n")
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)
+
+
+def test_openvpn_refuses_the_client_when_script_security_forbids_the_script(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """trivpn/runtime/serverauth.py: with script-security 1 OpenVPN does not run the script
+    ("External program may not be called unless '--script-security 2' or higher") and refuses
+    the client; trivpn does the same."""
+    srv = lab.add("srv")
+    ns = lab.add("c")
+    lab.veth(srv, ns, "198.18.10.1/24", "198.18.10.2/24")
+    write_pki(tmp_path)
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server = start_openvpn(srv, tmp_path, "server", server_lines(link_ip="0.0.0.0", extra=[
+        f"auth-user-pass-verify {script} via-file"]))
+    assert server.wait_for("Initialization Sequence Completed", timeout=10), server.text()
+    client = _client(ns, tmp_path, "good", 0,
+                     [f"auth-user-pass {_creds(tmp_path, 'good', 'alice', 's3cret')}"])
+    assert client.wait_for("AUTH_FAILED", timeout=20), client.text()[-2000:]
+    assert ("External program may not be called unless '--script-security 2' or higher"
+            in server.text())
+    assert _calls(tmp_path) == []
