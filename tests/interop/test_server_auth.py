@@ -223,7 +223,7 @@ def test_a_client_without_certificate_connects_by_password_under_its_username(
         server.text()[-3000:] + client.text()[-2000:]
     assert ping(ns, SERVER_VPN_IP)
     assert _connected(server)[0]["cn"] == "alice"
-    assert _calls(tmp_path) == ["alice user-pass-verify UNDEF"]
+    assert _calls(tmp_path) == ["alice user-pass-verify "]  # no common_name at all
 
 
 @pytest.mark.directive("verify-client-cert")
@@ -609,3 +609,24 @@ def test_openvpn_refuses_the_client_when_script_security_forbids_the_script(
     assert ("External program may not be called unless '--script-security 2' or higher"
             in server.text())
     assert _calls(tmp_path) == []
+
+
+def test_openvpn_server_gives_no_common_name_for_a_client_without_certificate(
+        lab: NetnsLab, tmp_path: Path) -> None:
+    """trivpn/protocol/userauth.py script_common_name(): the script of a real openvpn server
+    gets no common_name for a client without certificate (verify-client-cert none)."""
+    srv = lab.add("srv")
+    ns = lab.add("c")
+    lab.veth(srv, ns, "198.18.10.1/24", "198.18.10.2/24")
+    write_pki(tmp_path)
+    script = _script(tmp_path, VIA_FILE_SCRIPT)
+    server = start_openvpn(srv, tmp_path, "server", server_lines(link_ip="0.0.0.0", extra=[
+        "script-security 2", f"auth-user-pass-verify {script} via-file",
+        "verify-client-cert none", "username-as-common-name"]))
+    assert server.wait_for("Initialization Sequence Completed", timeout=10), server.text()
+    client = _client(ns, tmp_path, "nocert", 0,
+                     [f"auth-user-pass {_creds(tmp_path, 'nocert', 'alice', 's3cret')}"],
+                     cert=False)
+    assert client.wait_for("Initialization Sequence Completed", timeout=20), \
+        server.text()[-3000:]
+    assert _calls(tmp_path) == ["alice user-pass-verify "]  # no common_name at all

@@ -27,6 +27,12 @@ TLS_USERNAME_LEN = 64  # ssl_verify_username_length(): username-as-common-name l
 UNDEF_COMMON_NAME = "UNDEF"  # tls_common_name() of a client without certificate
 
 
+def script_common_name(subject: str, common_name: str) -> str | None:
+    """The common_name a script sees: none at all for a client without certificate (its
+    subject is empty)."""
+    return common_name if subject else None
+
+
 class Verdict(enum.Enum):
     ACCEPT = "accept"
     REJECT = "reject"
@@ -148,21 +154,24 @@ def peer_info_env(info: PeerInfo) -> dict[str, str]:
     return env
 
 
-def user_pass_env(*, username: str, password: str | None, common_name: str,
+def user_pass_env(*, username: str, password: str | None, common_name: str | None,
                   untrusted_ip: str, untrusted_port: int, info: PeerInfo,
                   control_files: Mapping[str, str],
                   extra: Mapping[str, str] = {}) -> dict[str, str]:
     """The environment of an auth-user-pass-verify script. ``password`` is None unless the
-    script runs via-env with script-security 3 (OpenVPN's env_allowed() drops it below)."""
+    script runs via-env with script-security 3 (OpenVPN's env_allowed() drops it below);
+    ``common_name`` None (a client without certificate) leaves it out, as OpenVPN's
+    setenv_str() of an unset name does."""
     env = dict(extra)
     env.update(peer_info_env(info))
     env.update({
         "script_type": "user-pass-verify",
         "username": username,
-        "common_name": common_name,
         "untrusted_ip": untrusted_ip,
         "untrusted_port": str(untrusted_port),
     })
+    if common_name is not None:
+        env["common_name"] = common_name
     env.update(control_files)
     if password is not None:
         env["password"] = password

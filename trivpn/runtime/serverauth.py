@@ -103,7 +103,7 @@ def load_token_key(secret: FileSource | None) -> bytes:
                           "auth-token FILE')", secret.config_path, secret.line) from None
 
 
-async def run_script_auth(script: ScriptAuth, creds: Credentials, *, common_name: str,
+async def run_script_auth(script: ScriptAuth, creds: Credentials, *, common_name: str | None,
                           address: tuple[str, int], info: PeerInfo, deadline: float,
                           max_pending: float, started: float,
                           on_pending: Callable[[list[str], float], None],

@@ -562,7 +562,9 @@ class PeerLifecycle:
                 if self.script_auth is not None and result is not None \
                         and result.verdict is ua.Verdict.ACCEPT:
                     result = await run_script_auth(
-                        self.script_auth, creds, common_name=event.peer.common_name,
+                        self.script_auth, creds,
+                        common_name=ua.script_common_name(event.peer.subject,
+                                                          event.peer.common_name),
                         address=(str(peer.address[0]), int(peer.address[1])),
                         info=event.peer_info, deadline=deadline, max_pending=max_pending,
                         started=started, on_pending=on_pending, extra_env=extra_env)
@@ -589,7 +591,8 @@ class PeerLifecycle:
         assert self.client_auth is not None
         cid = self._cids.setdefault(peer, self.client_auth.new_cid())
         env = ua.user_pass_env(username=creds.username, password=creds.password,
-                               common_name=event.peer.common_name,
+                               common_name=ua.script_common_name(event.peer.subject,
+                                                                 event.peer.common_name),
                                untrusted_ip=str(peer.address[0]),
                                untrusted_port=int(peer.address[1]), info=event.peer_info,
                                control_files={}, extra=extra_env)
