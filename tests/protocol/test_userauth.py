@@ -87,3 +87,11 @@ def test_script_environment_has_openvpns_names_and_no_password_unless_given() ->
     with_pw = ua.user_pass_env(username="a", password="p", common_name="c", untrusted_ip="x",
                                untrusted_port=1, info=info, control_files={})
     assert with_pw["password"] == "p"
+
+
+def test_a_client_without_certificate_has_no_common_name_in_the_script_environment() -> None:
+    assert ua.script_common_name("", ua.UNDEF_COMMON_NAME) is None
+    assert ua.script_common_name("CN=client1", "client1") == "client1"
+    env = ua.user_pass_env(username="a", password=None, common_name=None, untrusted_ip="x",
+                           untrusted_port=1, info=parse_peer_info(None), control_files={})
+    assert "common_name" not in env

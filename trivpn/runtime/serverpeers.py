@@ -476,9 +476,9 @@ class PeerLifecycle:
         o = self.server.options
         if not at.is_token(creds.password):
             env["session_state"] = "Initial"
-            session_id = os.urandom(at.SESSION_ID_LEN)
-            self._token_sessions[peer] = (session_id, self._unix_now())
-            env["session_id"] = _session_id_text(session_id)
+            if peer not in self._token_sessions:  # a renegotiation keeps its token session
+                self._token_sessions[peer] = (os.urandom(at.SESSION_ID_LEN), self._unix_now())
+            env["session_id"] = _session_id_text(self._token_sessions[peer][0])
             return None
         check = at.verify(self.token_key, creds.password, creds.username,
                           now=self._unix_now(),
