@@ -300,6 +300,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
     pings = ping_settings(o)
     return SessionConfig(
         is_server=is_server,
+        client_cert_optional=is_server and o.verify_client_cert != "require",
         tls_context=ctx,
         options_string=opts,
         verification=verification(o, ca_pem),

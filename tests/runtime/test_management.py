@@ -81,7 +81,9 @@ class Client:
 
 class Setup:
     def __init__(self, path: Path, history: LogHistory, state: OperatorState,
-                 runtime: FakeRuntime, signals: list[signal.Signals]) -> None:
+                 runtime: FakeRuntime, signals: list[signal.Signals],
+                 server: ManagementServer | None = None) -> None:
+        self.server = server
         self.path = path
         self.history = history
         self.state = state
@@ -101,7 +103,7 @@ async def start(nursery: trio.Nursery, tmp_path: Path, password: str | None = No
                               unix=True, password=password, status_version=2,
                               send_signal=signals.append)
     await nursery.start(server.serve)
-    return Setup(path, history, state, runtime, signals)
+    return Setup(path, history, state, runtime, signals, server)
 
 
 @pytest.fixture

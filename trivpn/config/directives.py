@@ -9,6 +9,7 @@ does not implement are listed in ``UNSUPPORTED`` and always fail loudly.
 from __future__ import annotations
 
 import ipaddress
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -619,13 +620,18 @@ def _script_flag(st: ParseState, d: Directive) -> Options:
 
 
 def _plugin(st: ParseState, d: Directive) -> Options:
-    """Only the down-root plugin line is understood, natively: ``plugin
-    .../openvpn-plugin-down-root.so "CMD"`` runs CMD as root at down, even after
-    user/group dropped privileges."""
+    """Two plugin lines are served natively: ``plugin .../openvpn-plugin-down-root.so "CMD"``
+    runs CMD as root at down, even after user/group dropped privileges, and the PAM plugin
+    line (:func:`_plugin_auth_pam`)."""
+    if Path(d.args[0]).name == AUTH_PAM_PLUGIN:
+        return _plugin_auth_pam(st, d)
     if Path(d.args[0]).name != DOWN_ROOT_PLUGIN:
-        raise v.fail(d, f"'plugin {d.args[0]}': trivpn loads no plugin modules; only the "
-                        f"{DOWN_ROOT_PLUGIN} line is understood (it runs the down command "
-                        "as root)")
+        raise v.fail(d, f"'plugin {d.args[0]}': trivpn loads no plugin modules; it serves "
+                        f"two plugin lines natively: {DOWN_ROOT_PLUGIN} (the down command "
+                        f"as root) and {AUTH_PAM_PLUGIN} SERVICE (passwords checked through "
+                        "PAM). Use 'auth-user-pass-verify SCRIPT via-file' (and "
+                        "client-connect / client-disconnect scripts) for what another "
+                        "plugin did")
     if len(d.args) != 2 or not d.args[1].strip():
         raise v.fail(d, f"'plugin {d.args[0]}' needs the command to run at down, "
                         "as one (quoted) argument")
@@ -1004,6 +1010,67 @@ def _verify_hash(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, verify_hash=st.opts.verify_hash + found, verify_hash_algo=algo)
 
 
+# --- server auth ---------------------------------------------------------------------------
+
+def _auth_user_pass_verify(st: ParseState, d: Directive) -> Options:
+    """``auth-user-pass-verify CMD via-env|via-file``: CMD is split like a shell command line
+    (OpenVPN argv_parse_cmd()); a relative program name resolves in the config's directory."""
+    method = v.choice(d, 1, {"via-env": "via-env", "via-file": "via-file"})
+    try:
+        argv = shlex.split(d.args[0])
+    except ValueError as exc:
+        raise v.fail(d, f"auth-user-pass-verify: cannot split the command: {exc}") from None
+    if not argv:
+        raise v.fail(d, "auth-user-pass-verify: empty command")
+    if not Path(argv[0]).is_absolute():  # OpenVPN execve()s it: no PATH search
+        argv[0] = str(st.base_dir(d) / argv[0])
+    return replace(st.opts, auth_user_pass_verify=tuple(argv),
+                   auth_user_pass_verify_via_file=method == "via-file")
+
+
+def _auth_gen_token(st: ParseState, d: Directive) -> Options:
+    """``auth-gen-token [lifetime] [renewal] [external-auth]`` (options.c, add_option())."""
+    o = replace(st.opts, auth_gen_token=True)
+    if d.args:
+        o = replace(o, auth_token_lifetime=v.integer(d, 0, 0))
+    for i, arg in enumerate(d.args[1:], start=1):
+        if i == 1 and arg.isdigit():
+            o = replace(o, auth_token_renewal=v.integer(d, 1, 0) or None)
+        elif arg == "external-auth":
+            o = replace(o, auth_token_external=True)
+        else:
+            raise v.fail(d, f"Invalid argument to auth-gen-token: {arg} ({i + 1})")
+    return o
+
+
+def _auth_gen_token_secret(st: ParseState, d: Directive) -> Options:
+    """The file is read when the server starts (trivpn/runtime/serverauth.py,
+    load_token_key())."""
+    return replace(st.opts, auth_gen_token_secret=st.file(d))
+
+
+AUTH_PAM_PLUGIN = "openvpn-plugin-auth-pam.so"
+
+
+def _plugin_auth_pam(st: ParseState, d: Directive) -> Options:
+    """``plugin .../openvpn-plugin-auth-pam.so SERVICE``: checked through PAM natively
+    (trivpn/runtime/serverauth.py, pam_auth()); trivpn loads no plugin modules."""
+    if len(d.args) != 2:
+        raise v.fail(d, f"'plugin {AUTH_PAM_PLUGIN}' needs exactly one PAM service name; "
+                        "name/value conversation pairs are not supported")
+    if st.opts.auth_pam_service is not None:
+        raise v.fail(d, f"'plugin {AUTH_PAM_PLUGIN}' is given twice")
+    return replace(st.opts, auth_pam_service=d.args[1])
+
+
+def _server_auth_flag(st: ParseState, d: Directive) -> Options:
+    if d.name == "username-as-common-name":
+        return replace(st.opts, username_as_common_name=True)
+    if d.name == "management-client-auth":
+        return replace(st.opts, management_client_auth=True)
+    return replace(st.opts, auth_user_pass_optional=True)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1239,6 +1306,14 @@ DIRECTIVES: Mapping[str, Spec] = {
     **{name: Spec(lo, hi, handler, inline=inline, inert=inert)
        for name, (lo, hi, handler, inline, inert) in serversockets.SPECS.items()},
 
+    # --- server auth ---
+    "auth-user-pass-verify": Spec(2, 2, _auth_user_pass_verify),
+    "username-as-common-name": Spec(0, 0, _server_auth_flag),
+    "auth-user-pass-optional": Spec(0, 0, _server_auth_flag),
+    "auth-gen-token": Spec(0, 3, _auth_gen_token),
+    "management-client-auth": Spec(0, 0, _server_auth_flag),
+    "auth-gen-token-secret": Spec(1, 1, _auth_gen_token_secret, inline=True),
+
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
     "machine-readable-output": Spec(0, 0, _logging_flag),
@@ -1251,13 +1326,9 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "allow-pull-fqdn",
     "allow-recursive-routing",
     "askpass",
-    "auth-gen-token",
-    "auth-gen-token-secret",
     "auth-token",
     "auth-token-gen",
     "auth-token-user",
-    "auth-user-pass-optional",
-    "auth-user-pass-verify",
     "bcast-buffers",
     "bind-dev",
     "client-connect",
@@ -1280,7 +1351,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "link-mtu",
     "lladdr",
     "management-client",
-    "management-client-auth",
     "management-external-cert",
     "management-external-key",
     "management-forget-disconnect",
@@ -1326,7 +1396,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "tun-max-mtu",
     "tun-mtu-max",
     "udp-mtu",
-    "username-as-common-name",
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",

@@ -491,6 +491,19 @@ class Options:
     server_bridge: ServerBridge | None = None  # TAP server helper with its own pool range
     stale_routes: tuple[int, int] | None = None  # stale-routes-check: (ageing s, interval s)
 
+    # --- server auth ---
+    auth_user_pass_verify: tuple[str, ...] = ()  # the script's argv (empty: no script)
+    auth_user_pass_verify_via_file: bool = False  # via-file (else via-env)
+    username_as_common_name: bool = False
+    auth_user_pass_optional: bool = False
+    auth_gen_token: bool = False
+    auth_token_lifetime: int = 0  # seconds; 0: no limit
+    auth_token_renewal: int | None = None  # None: reneg-sec (OpenVPN's default)
+    auth_token_external: bool = False  # external-auth: the script still sees token logins
+    auth_gen_token_secret: FileSource | None = None  # None: a key made at startup
+    management_client_auth: bool = False  # the management interface decides on each client
+    auth_pam_service: str | None = None  # plugin ...openvpn-plugin-auth-pam.so SERVICE
+
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix
     machine_readable_output: bool = False  # JSON log lines, always with their timestamp

@@ -334,14 +334,36 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if tls_role == "server" and o.auth_user_pass is not None:
         raise _error(st, "'auth-user-pass' is a client option", "auth-user-pass")
     # verify-client-cert: 'require' is the default; the other values need a way to check the
-    # client's password, which OpenVPN 2.6 insists on (options.c) and trivpn does not offer
-    if o.verify_client_cert != "require":
-        if tls_role == "server":
-            raise _error(st, f"'verify-client-cert {o.verify_client_cert}' must be used with "
-                             "'management-client-auth', an 'auth-user-pass-verify' script, or "
-                             "'plugin' (OpenVPN 2.6 refuses it otherwise); trivpn supports "
-                             "none of them", "verify-client-cert")
-        raise _error(st, "'verify-client-cert' requires 'mode server'", "verify-client-cert")
+    # client's password, which OpenVPN 2.6 insists on (options.c, options_postprocess_verify_ce())
+    password_check = (bool(o.auth_user_pass_verify) or o.management_client_auth
+                      or o.auth_pam_service is not None)
+    needs_check = (("verify-client-cert", o.verify_client_cert != "require"),
+                   ("username-as-common-name", o.username_as_common_name),
+                   ("auth-user-pass-optional", o.auth_user_pass_optional))
+    for name, used in needs_check:
+        if not used:
+            continue
+        shown = f"verify-client-cert {o.verify_client_cert}" if name == "verify-client-cert" \
+            else name
+        if tls_role != "server":
+            raise _error(st, f"'{name}' requires 'mode server'", name)
+        if not password_check:
+            raise _error(st, f"'{shown}' must be used with 'management-client-auth', an "
+                             "'auth-user-pass-verify' script, or 'plugin' (OpenVPN 2.6 "
+                             "refuses it otherwise)", name)
+    if o.auth_pam_service is not None and tls_role != "server":
+        raise _error(st, "'plugin openvpn-plugin-auth-pam.so' requires 'mode server'", "plugin")
+    if o.management_client_auth and o.management is None:
+        raise _error(st, "'management-client-auth' needs a 'management' interface",
+                     "management-client-auth")
+    if o.auth_gen_token and tls_role != "server":
+        raise _error(st, "'auth-gen-token' requires 'mode server'", "auth-gen-token")
+    if o.auth_gen_token_secret is not None and not o.auth_gen_token:
+        raise _error(st, "'auth-gen-token-secret' needs 'auth-gen-token'",
+                     "auth-gen-token-secret")
+    if o.auth_user_pass_verify and tls_role != "server":
+        raise _error(st, "'auth-user-pass-verify' requires 'mode server'",
+                     "auth-user-pass-verify")
 
     o = finish_compression(st, o)
     o = finish_fragment(st, o)
@@ -361,6 +383,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             if name in seen:
                 raise _error(st, f"'{name}' in a server config is not supported by trivpn "
                                  "yet (scripts run on clients only)", name)
+        if o.down_root is not None:
+            raise _error(st, "the down-root plugin line in a server config is not supported by "
+                             "trivpn yet (scripts run on clients only)", "plugin")
         if o.dev_null:
             raise _error(st, "'dev null' is supported on clients only", "dev")
 
@@ -428,7 +453,7 @@ def _check_connection_profiles(st: ParseState, o: Options) -> None:
 # The script directives a trivpn server does not run yet (issue 13 brings the server's).
 CLIENT_ONLY_SCRIPTS = ("up", "down", "route-up", "route-pre-down", "ipchange", "tls-verify",
                        "tls-export-cert", "up-restart", "down-pre", "ifconfig-noexec",
-                       "route-noexec", "plugin")
+                       "route-noexec")
 
 
 def _last_of(st: ParseState, a: str, b: str) -> str:

@@ -40,12 +40,14 @@ from trivpn.pki.statickeys import (
     generate_static_key,
     generate_tls_crypt_v2_client_key,
     generate_tls_crypt_v2_server_key,
+    write_auth_token_key,
     write_static_key,
 )
 from trivpn.pki.store import PkiStore, check_entity_name
 
 DEFAULT_DIR = Path("pki")
-STATIC_KEY_KINDS = ("tls-crypt", "tls-auth", "tls-crypt-v2-server", "tls-crypt-v2-client")
+STATIC_KEY_KINDS = ("tls-crypt", "tls-auth", "tls-crypt-v2-server", "tls-crypt-v2-client",
+                    "auth-token")
 T = TypeVar("T")
 
 
@@ -150,10 +152,10 @@ def register(subparsers: Any) -> None:
     expiring.set_defaults(handler=_expiring)
 
     genkey = actions.add_parser(
-        "genkey", help="generate a tls-crypt, tls-auth or tls-crypt-v2 key",
+        "genkey", help="generate a tls-crypt, tls-auth, tls-crypt-v2 or auth-token key",
         description="Write a new OpenVPN key file in the format 'openvpn --genkey' writes: "
         "a static key (tls-crypt, tls-auth), a tls-crypt-v2 server key, or a tls-crypt-v2 "
-        "client key wrapped by --server-key.",
+        "client key wrapped by --server-key, or an auth-gen-token secret.",
     )
     genkey.add_argument("kind", choices=STATIC_KEY_KINDS)
     genkey.add_argument("file", metavar="FILE", type=Path)
@@ -291,11 +293,16 @@ def _genkey(args: argparse.Namespace) -> int:
     if args.kind.startswith("tls-crypt-v2"):
         return _genkey_v2(args)
     try:
-        write_static_key(args.file, generate_static_key(), force=args.force)
+        if args.kind == "auth-token":
+            write_auth_token_key(args.file, force=args.force)
+        else:
+            write_static_key(args.file, generate_static_key(), force=args.force)
     except PkiError as exc:
         return _fail(exc)
     _say(f"wrote {args.kind} key: {args.file} (mode 0600)")
-    if args.kind == "tls-crypt":
+    if args.kind == "auth-token":
+        _say(f"use: 'auth-gen-token-secret {args.file}' with 'auth-gen-token' on the server")
+    elif args.kind == "tls-crypt":
         _say(f"use: 'tls-crypt {args.file}' on the server and every client")
     else:
         _say(f"use: 'tls-auth {args.file} 0' on the server, 'tls-auth {args.file} 1' on clients")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from trivpn.pki.errors import PkiError
 from trivpn.pki.files import PRIVATE_FILE_MODE, write_file
+from trivpn.protocol.authtoken import KEY_LEN as AUTH_TOKEN_KEY_LEN
+from trivpn.protocol.authtoken import format_secret_pem
 from trivpn.protocol.errors import DecodeError
 from trivpn.protocol.statickey import KEY_BYTES, StaticKey, format_static_key
 from trivpn.protocol.tlscryptv2 import (
@@ -101,3 +103,10 @@ def generate_tls_crypt_v2_client_key(server_key_text: str, *, unix_now: int,
     client = StaticKey(secrets.token_bytes(KEY_BYTES))
     return pem_encode(TLS_CRYPT_V2_CLIENT_PEM,
                       client.data + server.wrap_client_key(client, metadata))
+
+
+def write_auth_token_key(path: Path, *, force: bool = False) -> None:
+    """An ``auth-gen-token-secret`` file: 128 random bytes as an ``OpenVPN auth-token server
+    key`` PEM block, what ``openvpn --genkey auth-token`` writes; mode 0600."""
+    text = format_secret_pem(secrets.token_bytes(AUTH_TOKEN_KEY_LEN))
+    write_file(path, text.encode("ascii"), mode=PRIVATE_FILE_MODE, overwrite=force)

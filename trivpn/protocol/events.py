@@ -6,7 +6,7 @@ and acts on them. Times are the ``now`` values the caller passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from trivpn.protocol.peerinfo import PeerInfo
@@ -77,6 +77,19 @@ class ClientAuthenticated(Event):
     peer: PeerCertificate
     peer_info: PeerInfo
     username: str | None
+    password: str | None = field(default=None, repr=False)  # for auth-user-pass-verify
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReauthenticating(Event):
+    """Server side: a renegotiation's key method 2 brought the client's credentials again
+    (OpenVPN checks them at every key, key_method_2_read()); the key is already in use, the
+    runtime refuses the client if they no longer pass."""
+
+    name: ClassVar[str] = "client_reauthenticating"
+    key_id: int
+    username: str | None
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,7 @@ from trivpn.protocol.tlscryptv2 import (
     from_v2,
     parse_early_negotiation,
 )
+from trivpn.protocol.userauth import UNDEF_COMMON_NAME
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsCrypt
 
 DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
@@ -194,6 +195,7 @@ class SessionConfig:
     tls_crypt_v2_max_age: int = 0  # server: refuse client keys older than this many days
     # TLS-EKM (docs/protocol.md §6.3): None = the legacy PRF only, and never announced
     key_exporter: KeyExporter | None = None
+    client_cert_optional: bool = False  # server: verify-client-cert none|optional
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -588,9 +590,15 @@ class Session:
         out, self._events = self._events, []
         return out
 
-    def send_control_message(self, text: str, now: float) -> None:
-        """Send a text control message (``EXIT``, ``RESTART``...) on the primary key."""
+    def send_control_message(self, text: str, now: float, *, key_id: int | None = None) -> None:
+        """Send a text control message (``EXIT``, ``RESTART``...) on the primary key, or on
+        ``key_id`` (OpenVPN's peer reads control messages of its newest key only: a renewed
+        auth-token goes on the renegotiated key)."""
         key = self._message_key()
+        if key_id is not None:
+            chosen = self._keys.get(key_id)
+            if chosen is not None and chosen.tls is not None and chosen.tls.handshake_complete:
+                key = chosen
         if key is None:
             raise CallerMisuse("no established control channel to send on",
                                "control message")
@@ -831,10 +839,19 @@ class Session:
         """Check the peer's certificate; False when the key (and the tunnel) is refused."""
         der = tls.peer_certificate_der()
         if der is None:
-            raise HandshakeError("peer sent no certificate", "tls", reason="cert_verify_failed")
-        key.peer = check_peer_certificate(der, self.config.verification,
-                                          unix_now=now + self.config.unix_time_offset)
-        key.peer_hash = hashlib.sha256(der).digest()
+            if not (self.config.is_server and self.config.client_cert_optional):
+                raise HandshakeError("peer sent no certificate", "tls",
+                                     reason="cert_verify_failed")
+            # verify-client-cert none|optional: the password check authenticates the client;
+            # its common name is OpenVPN's "UNDEF" (tls_common_name()) until
+            # username-as-common-name replaces it
+            key.peer = PeerCertificate(subject="", common_name=UNDEF_COMMON_NAME, serial=0,
+                                       not_after_unix=float("inf"))
+            key.peer_hash = b""
+        else:
+            key.peer = check_peer_certificate(der, self.config.verification,
+                                              unix_now=now + self.config.unix_time_offset)
+            key.peer_hash = hashlib.sha256(der).digest()
         self._phase(key, ev.PHASE_TLS_COMPLETE, now)
         self._events.append(ev.TlsHandshakeComplete(key.key_id, tls.describe(), key.peer))
         if self._locked_peer is not None and not self._same_peer(key, key.peer, now):
@@ -941,7 +958,10 @@ class Session:
                 self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept,
                                                  AcceptState.AUTHENTICATED, "key method")
                 self._events.append(ev.ClientAuthenticated(key.peer, self.peer_info,
-                                                           block.username))
+                                                           block.username, block.password))
+        elif self._accept in (AcceptState.ACCEPTED, AcceptState.REPLIED):
+            self._events.append(ev.ClientReauthenticating(key.key_id, block.username,
+                                                          block.password))
 
     def _on_active(self, key: _KeyState, now: float) -> None:
         if key.key_id == 0 and not self.config.is_server and self._pull is PullState.IDLE:

@@ -5,7 +5,10 @@ on a unix socket (replaced if stale, removed at exit). Lines end with CRLF like 
 
 Commands: ``help``, ``status [1|2|3]``, ``state [on|off|all|N]``, ``log [on|off|all|N]``,
 ``kill CN`` / ``kill IP:PORT`` (server), ``bytecount N``, ``version``, ``pid``, ``signal
-SIGTERM|SIGINT``, ``exit`` / ``quit``. Answers use OpenVPN's ``SUCCESS:`` / ``ERROR:`` texts;
+SIGTERM|SIGINT``, ``exit`` / ``quit``; with ``management-client-auth`` (server):
+``client-auth CID KID`` (then config lines and ``END``), ``client-auth-nt CID KID``,
+``client-deny CID KID "reason" ["client reason"]`` answering ``>CLIENT:CONNECT``.
+Answers use OpenVPN's ``SUCCESS:`` / ``ERROR:`` texts;
 multi-line answers end with ``END``; real-time notifications start with ``>``. Up to
 :data:`MAX_CONNECTIONS` clients may be connected at once (OpenVPN serves one and leaves the next
 waiting in the listen backlog); each has its own notification settings. A connection that has
@@ -27,6 +30,7 @@ import contextlib
 import hmac
 import math
 import os
+import shlex
 import signal
 import socket
 import struct
@@ -40,6 +44,7 @@ import trio
 
 from trivpn import __version__
 from trivpn.logging import RateLimitedLog
+from trivpn.runtime.serverauth import MAX_CONFIG_LINES, ClientAuthBroker, ManagementAnswer
 from trivpn.runtime.stats import LogHistory, LogRecord, OperatorState, StateRecord
 
 Log = structlog.stdlib.BoundLogger
@@ -61,6 +66,10 @@ HELP = (
     f"Management Interface for {TITLE}",
     "Commands:",
     "bytecount n            : Show bytes in/out, update every n secs (0=off).",
+    "client-auth CID KID    : Authenticate client-id/key-id CID/KID (MULTILINE)",
+    "client-auth-nt CID KID : Authenticate client-id/key-id CID/KID",
+    "client-deny CID KID R [CR] : Deny auth client-id/key-id CID/KID with log reason",
+    "                             text R and optional client reason text CR",
     "exit|quit              : Close management session.",
     "help                   : Print this message.",
     "kill cn                : Kill the client instance(s) having common name cn.",
@@ -118,6 +127,8 @@ class _Connection:
         self.bytecount = 0
         self.bytecount_changed = trio.Event()
         self._drained = trio.Event()
+        # client-auth CID KID: the config lines read until END
+        self.collecting: tuple[int, int, list[str]] | None = None
 
     def put(self, text: str, *, line: bool = True) -> None:
         # a client that does not read loses notifications, it never blocks the VPN
@@ -210,10 +221,19 @@ class _Connection:
         if not self.authenticated:
             self.check_password(line)
             return
+        if self.collecting is not None:
+            self.collect_client_config(line)
+            return
         words = line.split()
         if not words:
             return
         command, args = words[0], words[1:]
+        if command == "client-deny":  # its reasons are quoted
+            try:
+                args = shlex.split(line)[1:]
+            except ValueError:
+                self.put("ERROR: client-deny: unbalanced quotes")
+                return
         handler = self.server.commands.get(command)
         if handler is None:
             self.put("ERROR: unknown command, enter 'help' for more options")
@@ -307,6 +327,58 @@ class _Connection:
         else:
             self.put(f"ERROR: signal '{args[0]}' is not a known signal type")
 
+    # -- management-client-auth --------------------------------------------------------------
+
+    def _client_ids(self, command: str, args: list[str], n: int) -> tuple[int, int] | None:
+        broker = self.server.client_auth
+        if broker is None:
+            self.put(f"ERROR: The '{command}' command is not supported by the current daemon "
+                     "mode")
+            return None
+        if not self.need(command, args, n, at_least=n > 2):
+            return None
+        cid, kid = parse_number(args[0]), parse_number(args[1])
+        if cid is None:
+            self.put(f"ERROR: cannot parse CID: {args[0]}")
+            return None
+        if kid is None:
+            self.put(f"ERROR: cannot parse KID: {args[1]}")
+            return None
+        return cid, kid
+
+    def _answer(self, command: str, cid: int, kid: int, answer: ManagementAnswer) -> None:
+        broker = self.server.client_auth
+        assert broker is not None
+        ok = broker.answer(cid, kid, answer)
+        self.put(f"SUCCESS: {command} command succeeded" if ok
+                 else f"ERROR: {command} command failed")
+
+    def cmd_client_auth(self, args: list[str]) -> None:
+        ids = self._client_ids("client-auth", args, 2)
+        if ids is not None:
+            self.collecting = (*ids, [])
+
+    def collect_client_config(self, line: str) -> None:
+        assert self.collecting is not None
+        cid, kid, lines = self.collecting
+        if line != "END":
+            if len(lines) < MAX_CONFIG_LINES:
+                lines.append(line)
+            return
+        self.collecting = None
+        self._answer("client-auth", cid, kid, ManagementAnswer(True, config=tuple(lines)))
+
+    def cmd_client_auth_nt(self, args: list[str]) -> None:
+        ids = self._client_ids("client-auth-nt", args, 2)
+        if ids is not None:
+            self._answer("client-auth-nt", *ids, ManagementAnswer(True))
+
+    def cmd_client_deny(self, args: list[str]) -> None:
+        ids = self._client_ids("client-deny", args, 3)
+        if ids is not None:
+            self._answer("client-deny", *ids, ManagementAnswer(
+                False, args[2], args[3] if len(args) > 3 else None))
+
     def _history(self, kind: str, parameter: str, lines: list[str]) -> None:
         if parameter in ("on", "off"):
             setattr(self, f"{kind}_realtime", parameter == "on")
@@ -337,6 +409,8 @@ _COMMANDS: dict[str, Callable[[_Connection, list[str]], None]] = {
     "status": _Connection.cmd_status, "kill": _Connection.cmd_kill,
     "bytecount": _Connection.cmd_bytecount, "signal": _Connection.cmd_signal,
     "log": _Connection.cmd_log, "state": _Connection.cmd_state,
+    "client-auth": _Connection.cmd_client_auth, "client-auth-nt": _Connection.cmd_client_auth_nt,
+    "client-deny": _Connection.cmd_client_deny,
 }
 
 
@@ -354,7 +428,8 @@ class ManagementServer:
                  send_signal: Callable[[signal.Signals], None] | None = None,
                  client_uid: int | None = None, client_gid: int | None = None,
                  max_connections: int = MAX_CONNECTIONS,
-                 auth_timeout: float = AUTH_TIMEOUT) -> None:
+                 auth_timeout: float = AUTH_TIMEOUT,
+                 client_auth: ClientAuthBroker | None = None) -> None:
         self.runtime = runtime
         self.history = history
         self.state = state
@@ -373,7 +448,18 @@ class ManagementServer:
         self.commands = _COMMANDS
         self.bound_port: int | None = None
         self.active = 0
+        self.connections: list[_Connection] = []
+        self.client_auth = client_auth
+        if client_auth is not None:
+            client_auth.notify = self.broadcast
         self._listeners: list[trio.SocketListener] | None = None
+
+    def broadcast(self, lines: list[str]) -> None:
+        """Real-time notification lines to every client that gave the password."""
+        for conn in self.connections:
+            if conn.authenticated:
+                for line in lines:
+                    conn.put(line)
 
     @property
     def where(self) -> str:
@@ -461,13 +547,16 @@ class ManagementServer:
             return
         self.active += 1
         self.log.info("management_client_connected")
+        conn = _Connection(self, stream)
+        self.connections.append(conn)
         try:
-            await _Connection(self, stream).run()
+            await conn.run()
         except Exception as exc:  # a bug costs this connection, never the VPN
             self.errors.exception("management_connection_failed", time.monotonic(),
                                   error=repr(exc))
             with contextlib.suppress(Exception):
                 await stream.aclose()
         finally:
+            self.connections.remove(conn)
             self.active -= 1
             self.log.info("management_client_disconnected")

@@ -29,6 +29,7 @@ from trivpn.runtime.management import ManagementServer, parse_number, read_passw
 from trivpn.runtime.metrics import MetricsServer, MetricsSnapshot, PeerTraffic
 from trivpn.runtime.peers import PeerTable
 from trivpn.runtime.privileges import resolve_identity
+from trivpn.runtime.serverauth import ClientAuthBroker
 from trivpn.runtime.serverpeer import Peer
 from trivpn.runtime.stats import LogHistory, OperatorState, Traffic
 from trivpn.runtime.status import (
@@ -355,7 +356,9 @@ class OperatorTools:
         """Read the password file and bind the sockets (before privileges are dropped)."""
         if self.view is None:
             self.view = ServerView(server, self.state)
-            await self._open(self.view, server.options, server.log)
+            broker = getattr(server, "client_auth", None)  # management-client-auth
+            await self._open(self.view, server.options, server.log,
+                             broker if isinstance(broker, ClientAuthBroker) else None)
 
     async def open_client(self, client: ClientTunnel) -> None:
         if self.view is None:
@@ -370,7 +373,8 @@ class OperatorTools:
         await self.open_client(client)
         await self._run(client.options, client.log)
 
-    async def _open(self, view: View, options: Options, log: Log) -> None:
+    async def _open(self, view: View, options: Options, log: Log,
+                    client_auth: ClientAuthBroker | None = None) -> None:
         m = options.management
         if m is not None:
             password = None
@@ -392,7 +396,8 @@ class OperatorTools:
                 password=password, status_version=options.status_version,
                 client_uid=identity.uid if identity is not None else None,
                 client_gid=(identity.gid if identity is not None
-                            and options.management_client_group is not None else None))
+                            and options.management_client_group is not None else None),
+                client_auth=client_auth)
             try:
                 await self.management.open()
             except OSError as exc:

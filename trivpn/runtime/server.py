@@ -217,6 +217,7 @@ class Server:
         # the peer lifecycle; its methods are bound here once (the transports call them per
         # packet batch, through the PeerHub Protocol)
         self.lifecycle = peers = PeerLifecycle(self)
+        self.client_auth = peers.client_auth  # management-client-auth (the tools read it)
         self.create_peer = peers.create_peer
         self.remove_peer = peers.remove_peer
         self.kill_peer = peers.kill_peer
@@ -260,6 +261,7 @@ class Server:
         self.unix_offset = time.time() - trio.current_time()
         self.gateway.unix_offset = self.unix_offset
         self.config = session_config(o, unix_time_offset=self.unix_offset)
+        self.lifecycle.load_auth()
         self.persistence.load(trio.current_time())
         try:
             identity = resolve_identity(o.user, o.group)

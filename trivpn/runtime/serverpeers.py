@@ -12,9 +12,13 @@ iroutes routed), and the end of a peer (removed for a reason, its address releas
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
+import os
+import shlex
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -30,11 +34,23 @@ from trivpn.config.ccd import (
 )
 from trivpn.config.derive import AddressPool6, server_tun_ifconfig, server_tun_ifconfig6
 from trivpn.config.errors import ConfigError
+from trivpn.protocol import authtoken as at
 from trivpn.protocol import events as ev
+from trivpn.protocol import userauth as ua
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.session import Session
 from trivpn.runtime import events as rt
 from trivpn.runtime.link import Address
+from trivpn.runtime.serverauth import (
+    PAM_THREADS,
+    AuthResult,
+    ClientAuthBroker,
+    Credentials,
+    ScriptAuth,
+    load_token_key,
+    pam_auth,
+    run_script_auth,
+)
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
 from trivpn.runtime.transport import ServerPacketLink
 
@@ -56,6 +72,34 @@ class PeerLifecycle:
         self.errors = server.errors
         self._preauth_logged_at = -math.inf
         self._preauth_refusals = 0
+        o = server.options
+        self.script_auth = ScriptAuth(
+            o.auth_user_pass_verify, o.auth_user_pass_verify_via_file, o.script_security,
+            o.setenv) if o.auth_user_pass_verify else None
+        self._auth_scopes: dict[Peer, trio.CancelScope] = {}
+        # management-client-auth: the management interface decides (it reads this broker)
+        self.client_auth = ClientAuthBroker() if o.management_client_auth else None
+        self._cids: dict[Peer, int] = {}
+        self._auth_pushes: dict[Peer, tuple[str, ...]] = {}  # from client-auth config lines
+        self._auth_events: dict[Peer, ev.ClientAuthenticated] = {}  # for renegotiations
+        self._pam_limiter = trio.CapacityLimiter(PAM_THREADS)
+        # auth-gen-token: the HMAC key (load_auth()) and each peer's token session
+        # (session id, initial time): renewed tokens keep them
+        self.token_key: bytes | None = None
+        self._token_sessions: dict[Peer, tuple[bytes, int]] = {}
+
+    @property
+    def password_check(self) -> bool:
+        """Clients must send a username and password (OpenVPN's
+        tls_session_user_pass_enabled())."""
+        return (self.script_auth is not None or self.client_auth is not None
+                or self.server.options.auth_pam_service is not None)
+
+    def load_auth(self) -> None:
+        """Read what authentication needs before serving (the auth-gen-token secret)."""
+        o = self.server.options
+        if o.auth_gen_token and self.password_check:
+            self.token_key = load_token_key(o.auth_gen_token_secret)
 
     def _admitted(self) -> int:
         """Peers that authenticated and hold a pool address: what max-clients bounds."""
@@ -138,6 +182,13 @@ class PeerLifecycle:
             return
         peer.removed = True
         now = trio.current_time()
+        scope = self._auth_scopes.pop(peer, None)
+        if scope is not None:  # its authentication script or deferred decision
+            scope.cancel()
+        self._token_sessions.pop(peer, None)
+        self._cids.pop(peer, None)
+        self._auth_pushes.pop(peer, None)
+        self._auth_events.pop(peer, None)
         self.server.table.remove(peer)
         self._preauth_release(peer)
         if peer.connected:
@@ -294,6 +345,8 @@ class PeerLifecycle:
         if isinstance(event, ev.PhaseReached | ev.TlsHandshakeComplete | ev.ClientAuthenticated
                       | ev.DataChannelReady):
             self._on_progress(peer, event, now)
+        elif isinstance(event, ev.ClientReauthenticating):
+            self._reauthenticate(peer, event, now)
         else:
             self._on_trouble(peer, event, now)
 
@@ -352,9 +405,260 @@ class PeerLifecycle:
             self.remove_peer(peer, event.cause)
 
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
-        cn = event.peer.common_name
-        peer.common_name = cn
+        peer.common_name = event.peer.common_name
         peer.cert_serial = event.peer.serial
+        if not self.password_check:
+            self._admit_authenticated(peer, event.peer.common_name, now)
+            return
+        o = self.server.options
+        username, password = event.username, event.password
+        if username is None or password is None:
+            if not o.auth_user_pass_optional:
+                # OpenVPN (ssl.c, key_method_2_read()): "TLS Error: Auth Username/Password was
+                # not provided by peer" -- a TLS error, no AUTH_FAILED: the client times out
+                self.log.warning("auth_credentials_missing", peer=peer.label,
+                                 cn=event.peer.common_name)
+                self.remove_peer(peer, "auth_credentials_missing")
+                return
+            username = password = ""
+        creds = Credentials(ua.clean_username(username), ua.clean_password(password))
+        self._auth_events[peer] = event
+        extra_env: dict[str, str] = {}
+        if self.token_key is not None:
+            result = self._check_token(peer, creds, now, extra_env)
+            if result is not None:
+                self._auth_decided(peer, creds, result, now)
+                return
+        assert self.server.peers_nursery is not None
+        self.server.peers_nursery.start_soon(partial(
+            self._authenticate, peer, event, creds, started=now, extra_env=extra_env,
+            reauth_key=None))
+
+    def _reauthenticate(self, peer: Peer, event: ev.ClientReauthenticating, now: float) -> None:
+        """A renegotiation brought the credentials again: check them as at connect (a token
+        inside, the rest in a task); the username may not change (OpenVPN
+        tls_lock_username())."""
+        first = self._auth_events.get(peer)
+        if first is None or not self.password_check:
+            return
+        username, password = event.username, event.password
+        if username is None or password is None:
+            if not self.server.options.auth_user_pass_optional:
+                self._reauth_decided(peer, Credentials(""), AuthResult(
+                    ua.Verdict.REJECT, None, "credentials_missing"), event.key_id, now)
+                return
+            username = password = ""
+        creds = Credentials(ua.clean_username(username), ua.clean_password(password))
+        locked = ua.clean_username(first.username or "")
+        if creds.username != locked and not (at.is_token(creds.password) and not creds.username):
+            self._reauth_decided(peer, creds, AuthResult(
+                ua.Verdict.REJECT, None, "username_changed"), event.key_id, now)
+            return
+        extra_env: dict[str, str] = {}
+        if self.token_key is not None:
+            result = self._check_token(peer, creds, now, extra_env)
+            if result is not None:
+                self._reauth_decided(peer, creds, result, event.key_id, now)
+                return
+        assert self.server.peers_nursery is not None
+        self.server.peers_nursery.start_soon(partial(
+            self._authenticate, peer, first, creds, started=now, extra_env=extra_env,
+            reauth_key=event.key_id))
+
+    def _reauth_decided(self, peer: Peer, creds: Credentials, result: AuthResult, key_id: int,
+                        now: float) -> None:
+        if result.verdict is not ua.Verdict.ACCEPT:
+            self.log.warning("auth_user_pass_failed", peer=peer.label, cn=peer.common_name,
+                             username=creds.username, why=result.detail, key_id=key_id)
+            peer.session.reject(now, result.reason,
+                                detail=f"username/password verification failed at key "
+                                       f"{key_id} ({result.detail})")
+        else:
+            self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
+                          cn=peer.common_name, how=result.detail, key_id=key_id)
+            if self.token_key is not None:  # a renewed token (push.c send_push_reply_auth_token)
+                token = self._token_pushes(peer, creds.username)[0]
+                peer.session.send_control_message(f"PUSH_REPLY,{token}", now, key_id=key_id)
+        self.drain(peer, now)
+        self.wake_if_sooner(peer)
+
+    def _unix_now(self) -> int:
+        return int(trio.current_time() + self.server.unix_offset)
+
+    def _check_token(self, peer: Peer, creds: Credentials, now: float,
+                     env: dict[str, str]) -> AuthResult | None:
+        """auth-gen-token: a valid token admits the client without the script (unless
+        external-auth); a bad or expired one refuses it. None: ask the script. Fills the
+        script's session_state / session_id (OpenVPN add_session_token_env())."""
+        assert self.token_key is not None
+        o = self.server.options
+        if not at.is_token(creds.password):
+            env["session_state"] = "Initial"
+            if peer not in self._token_sessions:  # a renegotiation keeps its token session
+                self._token_sessions[peer] = (os.urandom(at.SESSION_ID_LEN), self._unix_now())
+            env["session_id"] = _session_id_text(self._token_sessions[peer][0])
+            return None
+        check = at.verify(self.token_key, creds.password, creds.username,
+                          now=self._unix_now(),
+                          renewal=o.auth_token_renewal or o.reneg_sec or 3600,
+                          lifetime=o.auth_token_lifetime)
+        env["session_state"] = check.state.value
+        if check.state in (at.TokenState.VALID, at.TokenState.VALID_EMPTY_USER):
+            self._token_sessions[peer] = (check.session_id, check.initial)
+            env["session_id"] = _session_id_text(check.session_id)
+        if o.auth_token_external:
+            if peer not in self._token_sessions:
+                session_id = os.urandom(at.SESSION_ID_LEN)
+                self._token_sessions[peer] = (session_id, self._unix_now())
+                env["session_id"] = _session_id_text(session_id)
+            return None
+        if check.state is at.TokenState.VALID:
+            return AuthResult(ua.Verdict.ACCEPT, None, "auth_token")
+        return AuthResult(ua.Verdict.REJECT,
+                          at.EXPIRED_REASON if check.state is at.TokenState.EXPIRED else None,
+                          f"auth_token_{check.state.name.lower()}")
+
+    def _token_pushes(self, peer: Peer, username: str) -> tuple[str, ...]:
+        """``auth-token`` (and ``auth-token-user``) for the push reply (push.c,
+        prepare_auth_token_push_reply())."""
+        if self.token_key is None:
+            return ()
+        session_id, initial = self._token_sessions.get(
+            peer, (os.urandom(at.SESSION_ID_LEN), self._unix_now()))
+        self._token_sessions[peer] = (session_id, initial)
+        token = at.generate(self.token_key, username, now=self._unix_now(),
+                            session_id=session_id, initial=initial)
+        pushes = [f"auth-token {token}"]
+        if username:
+            pushes.append("auth-token-user " + base64.b64encode(
+                username.encode("utf-8", "surrogateescape")).decode())
+        return tuple(pushes)
+
+    async def _authenticate(self, peer: Peer, event: ev.ClientAuthenticated,
+                            creds: Credentials, *, started: float,
+                            extra_env: dict[str, str], reauth_key: int | None) -> None:
+        """Runs the management query and the auth-user-pass-verify script (and waits for a
+        deferred decision) in its own task: other peers go on meanwhile. A bug here costs
+        this peer only."""
+        try:
+            await self._authenticate_peer(peer, event, creds, started=started,
+                                          extra_env=extra_env, reauth_key=reauth_key)
+        except Exception as exc:
+            self.peer_failed(peer, exc)
+
+    async def _authenticate_peer(self, peer: Peer, event: ev.ClientAuthenticated,
+                                 creds: Credentials, *, started: float,
+                                 extra_env: dict[str, str], reauth_key: int | None) -> None:
+        cfg = peer.session.config
+        deadline = started + cfg.hand_window
+        max_pending = max((cfg.reneg_seconds or 0) / 2, cfg.hand_window)
+
+        def on_pending(messages: list[str], until: float) -> None:
+            if peer.removed:
+                return
+            now = trio.current_time()
+            for text in messages:
+                peer.session.send_control_message(text, now)
+            if peer.remove_at is not None:
+                peer.remove_at = max(peer.remove_at, until + 1.0)
+            self.log.info("auth_pending", peer=peer.label, cn=peer.common_name,
+                          until=round(until - now, 1))
+            self.drain(peer, now)
+
+        scope = trio.CancelScope()
+        self._auth_scopes[peer] = scope
+        result: AuthResult | None = AuthResult(ua.Verdict.ACCEPT, None, "")
+        try:
+            with scope:
+                if self.client_auth is not None and reauth_key is None:  # management first
+                    result = await self._ask_management(peer, event, creds, deadline,
+                                                        extra_env)
+                service = self.server.options.auth_pam_service
+                if service is not None and result is not None \
+                        and result.verdict is ua.Verdict.ACCEPT:  # the plugin, then the script
+                    result = await pam_auth(service, creds, self._pam_limiter)
+                if self.script_auth is not None and result is not None \
+                        and result.verdict is ua.Verdict.ACCEPT:
+                    result = await run_script_auth(
+                        self.script_auth, creds,
+                        common_name=ua.script_common_name(event.peer.subject,
+                                                          event.peer.common_name),
+                        address=(str(peer.address[0]), int(peer.address[1])),
+                        info=event.peer_info, deadline=deadline, max_pending=max_pending,
+                        started=started, on_pending=on_pending, extra_env=extra_env)
+        except Exception as exc:  # a script that cannot start (missing, not executable)
+            self.log.warning("auth_script_failed", peer=peer.label, error=repr(exc))
+            result = AuthResult(ua.Verdict.REJECT, None, "script_not_run")
+        finally:
+            self._auth_scopes.pop(peer, None)
+        if result is None or peer.removed:
+            return
+        now = trio.current_time()
+        if reauth_key is not None:
+            self._reauth_decided(peer, creds, result, reauth_key, now)
+            return
+        self._auth_decided(peer, creds, result, now)
+        self.drain(peer, now)
+        self.wake_if_sooner(peer)
+
+    async def _ask_management(self, peer: Peer, event: ev.ClientAuthenticated,
+                              creds: Credentials, deadline: float,
+                              extra_env: dict[str, str]) -> AuthResult:
+        """``>CLIENT:CONNECT,cid,kid`` and the client's environment (with its password, as
+        OpenVPN's verify_user_pass_management() gives it) to the management clients."""
+        assert self.client_auth is not None
+        cid = self._cids.setdefault(peer, self.client_auth.new_cid())
+        env = ua.user_pass_env(username=creds.username, password=creds.password,
+                               common_name=ua.script_common_name(event.peer.subject,
+                                                                 event.peer.common_name),
+                               untrusted_ip=str(peer.address[0]),
+                               untrusted_port=int(peer.address[1]), info=event.peer_info,
+                               control_files={}, extra=extra_env)
+        del env["script_type"]
+        answer = await self.client_auth.ask(cid, 0, env, deadline)
+        if answer is None:
+            return AuthResult(ua.Verdict.REJECT, None, "management_no_answer")
+        if not answer.allow:
+            self.log.info("management_client_deny", peer=peer.label, cid=cid,
+                          reason=answer.reason)
+            return AuthResult(ua.Verdict.REJECT, answer.client_reason, "management_deny")
+        pushes = []
+        for line in answer.config:
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError:
+                words = [line]
+            if len(words) == 2 and words[0] == "push":
+                pushes.append(words[1])
+            elif words:
+                self.log.warning("management_client_config_refused", peer=peer.label,
+                                 line=line[:200], why="only 'push' lines are applied")
+        self._auth_pushes[peer] = tuple(pushes)
+        return AuthResult(ua.Verdict.ACCEPT, None, "management")
+
+    def _auth_decided(self, peer: Peer, creds: Credentials, result: AuthResult,
+                      now: float) -> None:
+        o = self.server.options
+        if result.verdict is ua.Verdict.ACCEPT and o.username_as_common_name \
+                and not ua.username_as_common_name_ok(creds.username):
+            result = AuthResult(ua.Verdict.REJECT, None, "username_too_long_for_common_name")
+        if result.verdict is not ua.Verdict.ACCEPT:
+            # never the password in the log
+            self.log.warning("auth_user_pass_failed", peer=peer.label, cn=peer.common_name,
+                             username=creds.username, why=result.detail)
+            peer.session.reject(now, result.reason,
+                                detail=f"username/password verification failed "
+                                       f"({result.detail})")
+            return
+        cn = creds.username if o.username_as_common_name else (peer.common_name or "")
+        self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
+                      cn=cn, how=result.detail)
+        self._admit_authenticated(peer, cn, now, (*self._auth_pushes.pop(peer, ()),
+                                                  *self._token_pushes(peer, creds.username)))
+
+    def _admit_authenticated(self, peer: Peer, cn: str, now: float,
+                             extra_push: tuple[str, ...] = ()) -> None:
+        peer.common_name = cn
         self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
         if not self.server.options.duplicate_cn:
             for other in self.server.table:
@@ -405,7 +709,8 @@ class PeerLifecycle:
         if client is not None and client.ifconfig_ipv6_blocked:
             assigned6 = ()  # push-remove ifconfig-ipv6 (the address is still the client's)
         # push.c: ifconfig-ipv6 before ifconfig
-        pushed = (*push, *assigned6) if ifconfig_blocked else (*push, *assigned6, ifconfig)
+        pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked
+                  else (*push, *extra_push, *assigned6, ifconfig))
         peer.session.accept(now, pushed, peer_id=peer.peer_id)
 
     def _client_config(self, peer: Peer, cn: str,
@@ -534,3 +839,8 @@ class PeerLifecycle:
                                              peer.peer_id,
                                              "tcp" if peer.tcp is not None else "udp",
                                              peer.vpn_ip6))
+
+
+def _session_id_text(session_id: bytes) -> str:
+    """The session_id script variable: the token's base64 session id (16 characters)."""
+    return base64.b64encode(session_id).decode()
