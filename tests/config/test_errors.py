@@ -91,7 +91,7 @@ BAD_CLIENT_LINES = [
 
 UNSUPPORTED = [
     "secret static.key",
-    "auth-user-pass-verify v.sh via-env", "pkcs11-providers p.so",
+    "pkcs11-providers p.so",
 ]
 
 
