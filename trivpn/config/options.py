@@ -437,6 +437,11 @@ class Options:
     ccd_exclusive: bool = False  # refuse a client without its own file in client-config-dir
     ifconfig_pool: IfconfigPool | None = None  # ifconfig-pool START END [NETMASK]
 
+    # --- server scripts ---
+    client_connect: str | None = None  # client-connect CMD: CMD DYNAMIC_CONFIG_FILE
+    client_disconnect: str | None = None  # client-disconnect CMD
+    learn_address: str | None = None  # learn-address CMD: CMD add|update|delete ADDR [CN]
+
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix
     machine_readable_output: bool = False  # JSON log lines, always with their timestamp
