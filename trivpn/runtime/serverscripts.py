@@ -203,8 +203,11 @@ class ServerScripts:
                                                     f"value {status!r} in its result file")
             return self._dynamic_config(config_file)
         finally:
+            # the files and their variables go (multi.c, ccs_delete_config_file)
             config_file.unlink(missing_ok=True)
             deferred_file.unlink(missing_ok=True)
+            env.pop("client_connect_config_file", None)
+            env.pop("client_connect_deferred_file", None)
 
     async def _wait_deferred(self, path: Path) -> str:
         """Poll the deferred result file until it says 0 or 1 (the caller's hand-window or
