@@ -77,7 +77,6 @@ def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
 def test_server_scripts_get_the_same_arguments_and_environment_as_from_openvpn(
         lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> None:
     write_pki(tmp_path)
-    sides = {}
     for i, who in enumerate(("theirs", "ours")):
         dump = tmp_path / f"dump-{who}.sh"
         dump.write_text(DUMP.format(dir=tmp_path, who=who))
@@ -99,10 +98,9 @@ def test_server_scripts_get_the_same_arguments_and_environment_as_from_openvpn(
         assert client.wait_for("Initialization Sequence Completed", 20), client.text()[-3000:]
         assert ping(cli, SERVER_VPN_IP)
         os.kill(client.pid, signal.SIGTERM)
-        assert _wait(lambda w=who: bool(_records(tmp_path, w, "client-disconnect"))), who
+        assert _wait(lambda: bool(_records(tmp_path, who, "client-disconnect"))), who  # noqa: B023
         os.kill(server_pid, signal.SIGTERM)
-        assert _wait(lambda w=who: bool(_records(tmp_path, w, "down"))), who
-        sides[who] = (srv, cli)
+        assert _wait(lambda: bool(_records(tmp_path, who, "down"))), who  # noqa: B023
 
     for hook in HOOKS:
         theirs, ours_runs = _records(tmp_path, "theirs", hook), _records(tmp_path, "ours", hook)
