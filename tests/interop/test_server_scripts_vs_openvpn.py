@@ -115,3 +115,41 @@ def test_server_scripts_get_the_same_arguments_and_environment_as_from_openvpn(
     assert args == [env["client_connect_config_file"]]
     (_, env), = _records(tmp_path, "ours", "client-disconnect")
     assert int(env["bytes_received"]) > 1000 and int(env["bytes_sent"]) > 1000
+
+
+REFUSE = """#!/bin/sh
+echo "$script_type $common_name" >> "{dir}/{who}.ran"
+[ "$script_type" = client-connect ] && exit 1
+exit 0
+"""
+
+
+@pytest.mark.directive("client-connect", "client-disconnect", "client-config-dir")
+def test_a_client_refused_by_client_connect_after_its_ccd_file_gets_client_disconnect(
+        lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> None:
+    """OpenVPN runs client-disconnect when a connect handler succeeded before the one that
+    refused (multi.c: CAS_PENDING_DEFERRED_PARTIAL); with no ccd file, it does not."""
+    write_pki(tmp_path)
+    (tmp_path / "ccd").mkdir()
+    (tmp_path / "ccd" / "client1").write_text('push "route 198.18.52.0 255.255.255.0"\n')
+    for i, who in enumerate(("theirs", "ours")):
+        script = tmp_path / f"refuse-{who}.sh"
+        script.write_text(REFUSE.format(dir=tmp_path, who=who))
+        script.chmod(0o755)
+        srv, cli = lab.add(f"s{who[0]}"), lab.add(f"c{who[0]}")
+        lab.veth(srv, cli, f"198.18.{i}.1/24", f"198.18.{i}.2/24")
+        config = server_lines(link_ip=f"198.18.{i}.1", extra=[
+            "script-security 2", "client-config-dir ccd", f"client-connect {script}",
+            f"client-disconnect {script}"])
+        if who == "theirs":
+            server = start_openvpn(srv, tmp_path, "server-theirs", config)
+            assert server.wait_for("Initialization Sequence Completed", 15), server.text()
+        else:
+            ours = start_trivpn(srv, tmp_path, "server-ours", config)
+            assert ours.wait_event("link_open", timeout=10), ours.text()
+        client = start_openvpn(cli, tmp_path, f"client-{who}", client_lines(
+            server_ip=f"198.18.{i}.1", extra=["auth-retry none"]))
+        assert client.wait_for("AUTH_FAILED", 20), client.text()[-3000:]
+        ran = tmp_path / f"{who}.ran"
+        assert _wait(lambda: ran.exists() and len(ran.read_text().splitlines()) == 2), who  # noqa: B023
+        assert ran.read_text() == "client-connect client1\nclient-disconnect client1\n", who
