@@ -153,3 +153,29 @@ def test_a_client_refused_by_client_connect_after_its_ccd_file_gets_client_disco
         ran = tmp_path / f"{who}.ran"
         assert _wait(lambda: ran.exists() and len(ran.read_text().splitlines()) == 2), who  # noqa: B023
         assert ran.read_text() == "client-connect client1\nclient-disconnect client1\n", who
+
+
+@pytest.mark.directive("client-connect", "script-security")
+def test_below_script_security_2_client_connect_refuses_every_client_like_openvpn(
+        lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> None:
+    write_pki(tmp_path)
+    marker = tmp_path / "ran"
+    script = tmp_path / "touch.sh"
+    script.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    script.chmod(0o755)
+    for i, who in enumerate(("theirs", "ours")):
+        srv, cli = lab.add(f"s{who[0]}"), lab.add(f"c{who[0]}")
+        lab.veth(srv, cli, f"198.18.{i}.1/24", f"198.18.{i}.2/24")
+        config = server_lines(link_ip=f"198.18.{i}.1", extra=[f"client-connect {script}"])
+        if who == "theirs":
+            server = start_openvpn(srv, tmp_path, "server-theirs", config)
+            assert server.wait_for("Initialization Sequence Completed", 15), server.text()
+        else:
+            ours = start_trivpn(srv, tmp_path, "server-ours", config)
+            assert ours.wait_event("link_open", timeout=10), ours.text()
+        client = start_openvpn(cli, tmp_path, f"client-{who}", client_lines(
+            server_ip=f"198.18.{i}.1", extra=["auth-retry none"]))
+        assert client.wait_for("AUTH_FAILED", 20), (who, client.text()[-3000:])
+    assert not marker.exists()
+    refused = ours.wait_event("script_refused", 1)
+    assert refused is not None and "--script-security 2" in refused["detail"]
