@@ -332,3 +332,14 @@ def test_server_plan_shows_its_client_config_dir_and_config_routes(
     assert plan["server"]["ccd_exclusive"] is False
     route = next(r for r in plan["routes"] if r["destination"] == "198.18.30.0/24")
     assert route["source"] == "route" and route["via"] == "tunnel"
+
+
+@pytest.mark.directive("server-ipv6")
+def test_server_plan_shows_its_ipv6_pool_and_address(capsys: pytest.CaptureFixture[str],
+                                                     pki: Path) -> None:
+    plan = _plan(capsys, str(_conf(pki, SERVER + "server-ipv6 2001:2:0:8::/64\nproto udp6\n")))
+    assert [a["text"] for a in plan["addresses"]] == ["198.18.8.1/24", "2001:2:0:8::1/64"]
+    assert plan["server"]["pool_ipv6"] == {"first": "2001:2:0:8::1000",
+                                           "last": "2001:2:0:8::10fc", "size": 253,
+                                           "prefix": 64}
+    assert plan["transport"]["local"]["address"] == "::"  # udp6: dual-stack

@@ -15,8 +15,11 @@ from trivpn.netlab import in_lab_space, pid_alive, reap_stale_namespaces
 @pytest.mark.parametrize(("cidr", "ok"), [
     ("198.18.0.1/24", True), ("198.19.255.254/30", True), ("198.20.0.1/24", False),
     ("198.17.255.1/24", False), ("203.0.113.1/24", False), ("fd00::1/64", False),
+    ("2001:2:0:ff::1/64", True), ("2001:2:0:7::1000/64", True), ("2001:3::1/64", False),
+    ("2001:2:ff::1/64", False),  # third group 0xff: outside the /48
+    ("2001:db8::1/64", False),
 ])
-def test_only_198_18_0_0_15_is_lab_space(cidr, ok):
+def test_only_198_18_0_0_15_and_2001_2_0_0_48_are_lab_space(cidr, ok):
     assert in_lab_space(cidr) is ok
 
 

@@ -15,13 +15,16 @@ import subprocess
 from pathlib import Path
 
 LAB_SPACE = ipaddress.ip_network("198.18.0.0/15")
+LAB_SPACE6 = ipaddress.ip_network("2001:2::/48")  # RFC 5180 benchmarking, the IPv6 twin
 NETNS_DIR = Path("/run/netns")
 
 
 def in_lab_space(cidr: str) -> bool:
-    """Is ``cidr`` an IPv4 interface address inside 198.18.0.0/15?"""
+    """Is ``cidr`` an interface address inside 198.18.0.0/15 or (IPv6) 2001:2::/48?"""
     iface = ipaddress.ip_interface(cidr)
-    return iface.version == 4 and iface.ip in LAB_SPACE
+    if iface.version == 6:
+        return iface.ip in LAB_SPACE6
+    return iface.ip in LAB_SPACE
 
 
 def pid_alive(pid: int) -> bool:

@@ -24,7 +24,7 @@ from typing import Any, cast
 from cryptography import x509
 
 from trivpn.config import ConfigError, FileSource, Options
-from trivpn.config.derive import ping_settings, server_push_options
+from trivpn.config.derive import address_pool6, ping_settings, server_push_options
 from trivpn.config.directives import DIRECTIVES
 from trivpn.config.errors import COMMAND_LINE, location_text
 from trivpn.config.reader import Directive
@@ -32,8 +32,13 @@ from trivpn.protocol.tls import KU_REQUIRED
 from trivpn.runtime.dns import DNS_MODES, DnsMode, choose_backend, plan_client_dns
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.privileges import resolve_identity
-from trivpn.runtime.server import server_pool, server_tunnel_plan
-from trivpn.runtime.tunnel import TunnelPlan, TunnelPlanError, plan_client_tunnel
+from trivpn.runtime.server import server_pool, server_tunnel_plan, wildcard_host
+from trivpn.runtime.tunnel import (
+    REDIRECT_IPV6_ROUTES,
+    TunnelPlan,
+    TunnelPlanError,
+    plan_client_tunnel,
+)
 from trivpn.sessionsetup import read_credentials, session_config
 
 Json = dict[str, Any]
@@ -43,7 +48,7 @@ SCHEMA = 1
 
 PUSHED = "pushed by the server at run time"
 RESOLVED_AT_RUN_TIME = "resolved at run time"
-REDIRECT_DESTINATIONS = frozenset({"0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1"})
+REDIRECT_DESTINATIONS = frozenset({"0.0.0.0/1", "128.0.0.0/1", *REDIRECT_IPV6_ROUTES})
 SCRIPT_DIRECTIVES = ("up", "down", "down-pre", "route-up", "route-pre-down", "ipchange",
                      "tls-verify", "tls-export-cert", "learn-address", "client-connect",
                      "client-disconnect", "auth-user-pass-verify", "plugin")
@@ -150,7 +155,7 @@ def _transport(o: Options) -> Json:
                         "family": r.family, "numeric": numeric,
                         "address": r.host if numeric else RESOLVED_AT_RUN_TIME})
     bound = o.bind_local
-    local = {"address": o.local or ("0.0.0.0" if o.role == "server" else "any"),
+    local = {"address": o.local or (wildcard_host(o.family) if o.role == "server" else "any"),
              "port": o.lport if bound else None, "bound": bound}
     return {"proto": o.proto, "remotes": remotes, "remote_random": o.remote_random,
             "local": local}
@@ -234,6 +239,7 @@ def _server(o: Options) -> Json:
         "network": str(o.server.network) if o.server is not None else None,
         "pool": {"first": str(pool.entry(0).local), "last": str(pool.entry(pool.size - 1).local),
                  "size": pool.size, "topology": pool.topology},
+        "pool_ipv6": _pool6(o, pool.size),
         "push": list(server_push_options(o)),
         "max_clients": o.max_clients,
         "client_to_client": o.client_to_client,
@@ -244,6 +250,16 @@ def _server(o: Options) -> Json:
                               if o.client_config_dir is not None else None),
         "ccd_exclusive": o.ccd_exclusive,
     }
+
+
+def _pool6(o: Options, size4: int) -> Json | None:
+    """The IPv6 pool (server-ipv6), as many addresses as the IPv4 pool pairs with it."""
+    pool6 = address_pool6(o)
+    if pool6 is None:
+        return None
+    size = min(size4, pool6.size)
+    return {"first": str(pool6.address(0)), "last": str(pool6.address(size - 1)),
+            "size": size, "prefix": pool6.bits}
 
 
 def _process(o: Options) -> Json:
@@ -434,6 +450,9 @@ def render_text(plan: Json) -> list[str]:
         out.append(f"Server:       {s['network']}, pool {pool['first']} - {pool['last']} "
                    f"({pool['size']} clients, {pool['topology']}), max-clients "
                    f"{s['max_clients']}")
+        if s["pool_ipv6"] is not None:
+            p6 = s["pool_ipv6"]
+            out.append(f"              IPv6 pool {p6['first']} - {p6['last']} /{p6['prefix']}")
         out += [f"  push \"{p}\"" for p in s["push"]]
     tm = plan["timers"]
     out.append("Timers:       " + ", ".join(

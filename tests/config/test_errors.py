@@ -92,7 +92,6 @@ BAD_CLIENT_LINES = [
 UNSUPPORTED = [
     "secret static.key",
     "auth-user-pass-verify v.sh via-env", "port-share h 443",
-    "server-ipv6 2001:db8::/64",
 ]
 
 

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from trivpn.protocol.mss import clamp_mss, data_overhead, mss_limit
+from trivpn.protocol.mss import clamp_ipv6_batch, clamp_mss, clamp_mss6, data_overhead, mss_limit
 
 SRC, DST = bytes([198, 18, 8, 2]), bytes([198, 18, 8, 1])
 
@@ -93,3 +93,47 @@ def test_mssfix_variants(kwargs: dict[str, object], expected: int):
 
 def test_mssfix_zero_turns_clamping_off():
     assert mss_limit(0, mtu_mode=True, fixed=False, overhead=24, transport="udp") is None
+
+
+def _tcp6_checksum_ok(packet: bytes) -> bool:
+    segment = packet[40:]
+    pseudo = packet[8:40] + len(segment).to_bytes(4, "big") + bytes([0, 0, 0, 6])
+    return _sum16(pseudo + segment) == 0xFFFF
+
+
+def _tcp6_syn(options: bytes, *, next_header: int = 6) -> bytes:
+    src = bytes.fromhex("20010002000000010000000000001000")
+    dst = bytes.fromhex("20010002000000010000000000000001")
+    doff = (20 + len(options)) // 4
+    tcp = bytearray(struct.pack("!HHIIBBHHH", 40000, 5201, 1, 0, doff << 4, 0x02, 64240, 0, 0)
+                    + options)
+    pseudo = src + dst + len(tcp).to_bytes(4, "big") + bytes([0, 0, 0, 6])
+    tcp[16:18] = (~_sum16(pseudo + bytes(tcp)) & 0xFFFF).to_bytes(2, "big")
+    header = struct.pack("!IHBB", 6 << 28, len(tcp), next_header, 64) + src + dst
+    return header + bytes(tcp)
+
+
+def test_ipv6_syn_mss_is_lowered_with_a_valid_checksum():
+    packet = _tcp6_syn(SYN_OPTIONS)
+    assert _tcp6_checksum_ok(packet)
+    clamped = clamp_mss6(packet, 1380)
+    assert int.from_bytes(clamped[62:64], "big") == 1380
+    assert _tcp6_checksum_ok(clamped) and len(clamped) == len(packet)
+
+
+def test_ipv6_packets_other_than_a_tcp_syn_are_returned_unchanged():
+    within = _tcp6_syn(SYN_OPTIONS)
+    assert clamp_mss6(within, 1460) is within           # already within the limit
+    hop_by_hop = _tcp6_syn(SYN_OPTIONS, next_header=0)   # extension header first
+    assert clamp_mss6(hop_by_hop, 1000) is hop_by_hop
+    v4 = _tcp_packet(0x02, SYN_OPTIONS)
+    assert clamp_mss6(v4, 1000) is v4
+    assert clamp_mss(within, 1000) is within             # the IPv4 clamp leaves IPv6 alone
+
+
+def test_ipv6_batch_clamping_touches_only_ipv6_tcp_syns():
+    syn6 = _tcp6_syn(SYN_OPTIONS)
+    v4 = _tcp_packet(0x02, SYN_OPTIONS)
+    out = clamp_ipv6_batch([v4, syn6], 1380)
+    assert out[0] is v4
+    assert int.from_bytes(out[1][62:64], "big") == 1380

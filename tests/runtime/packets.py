@@ -36,6 +36,13 @@ def build_ipv4(src: str, dst: str, proto: int, payload: bytes, ttl: int = 64) ->
     return header + payload
 
 
+def build_ipv6(src: str, dst: str, next_header: int, payload: bytes, hop_limit: int = 64
+               ) -> bytes:
+    """An IPv6 packet with no extension headers (checksums of the payload are the caller's)."""
+    return (struct.pack("!IHBB", 6 << 28, len(payload), next_header, hop_limit)
+            + ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed + payload)
+
+
 def build_icmp_echo(kind: int, ident: int, seq: int, data: bytes) -> bytes:
     body = struct.pack("!BBHHH", kind, 0, 0, ident, seq) + data
     return body[:2] + struct.pack("!H", checksum(body)) + body[4:]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from trivpn.config import parse_config
-from trivpn.config.derive import AddressPool, address_pool
+from trivpn.config.derive import AddressPool, AddressPool6, address_pool, address_pool6
 from trivpn.runtime.pool import (
     PoolAllocator,
     format_persist,
@@ -186,3 +186,37 @@ def test_a_fixed_address_a_pool_client_holds_cannot_be_reserved():
     assert a is not None and a.local == IP("198.18.8.6")
     assert not alloc.reserve(IP("198.18.8.5"))  # same /30 block
     assert alloc.reserve(IP("198.18.200.1"))  # outside the pool: nothing to keep
+
+
+def _pools6(extra: str = "") -> tuple[AddressPool, AddressPool6]:
+    opts = parse_config("server 198.18.8.0 255.255.255.0\nserver-ipv6 2001:2:0:8::/64\n"
+                        "dev tun\ntopology subnet\nca ca.crt\ncert s.crt\nkey s.key\ndh none\n"
+                        + extra, "/etc/s.conf")
+    pool, pool6 = address_pool(opts), address_pool6(opts)
+    assert pool is not None and pool6 is not None
+    return pool, pool6
+
+
+@pytest.mark.directive("ifconfig-pool-persist")
+def test_persist_file_with_an_ipv6_pool_keeps_cn_ipv4_ipv6_lines(tmp_path: Path):
+    pool, pool6 = _pools6()
+    alloc = PoolAllocator(pool, pool6=pool6)
+    alloc.acquire("alice", 1.0)
+    alloc.acquire("bob", 1.0)
+    path = tmp_path / "ipp.txt"
+    write_persist_file(path, alloc.associations(), alloc.ipv6_of)
+    assert path.read_text() == ("alice,198.18.8.2,2001:2:0:8::1000\n"
+                                "bob,198.18.8.3,2001:2:0:8::1001\n")
+    fresh = PoolAllocator(pool, pool6=pool6)
+    assert fresh.load(read_persist_file(path), 10.0) == 2
+    bob = fresh.acquire("bob", 11.0)
+    assert bob is not None and pool6.address(bob.index) == ipaddress.IPv6Address(
+        "2001:2:0:8::1001")
+
+
+def test_a_smaller_ipv6_pool_bounds_how_many_clients_get_addresses():
+    pool, pool6 = _pools6()
+    small6 = AddressPool6(pool6.base, 2, pool6.bits, pool6.server)
+    alloc = PoolAllocator(pool, pool6=small6)
+    assert alloc.acquire("a", 1.0) is not None and alloc.acquire("b", 1.0) is not None
+    assert alloc.acquire("c", 1.0) is None

@@ -30,6 +30,7 @@ class RPeer:
     peer_id: int
     vaddr: bytes | None
     session: Any
+    vaddr6: bytes | None = None
     mac_refused: tuple[str, ...] = ()
 
 
@@ -66,10 +67,10 @@ def _ip(src: str, dst: str) -> bytes:
 def test_device_packets_are_encrypted_for_their_owner_and_strays_counted():
     router, _, counts, _ = _router()
     to_b = _ip("198.18.8.1", "198.18.8.3")
-    out = router.from_device([to_b, _ip("198.18.8.1", "198.18.8.99"), b"\x60" + bytes(39)],
-                             0.0)
+    out = router.from_device([to_b, _ip("198.18.8.1", "198.18.8.99"), b"\x60" + bytes(39),
+                              b"\x50" + bytes(39)], 0.0)
     assert [(p.peer_id, wire) for p, wire in out] == [(1, b"\x01" + to_b)]
-    assert counts == {"no_route": 1, "not_ipv4": 1}
+    assert counts == {"no_route": 2, "not_ipv4": 1}  # IPv6 without an owner; not IP at all
 
 
 def test_client_packet_goes_to_device_or_with_client_to_client_to_the_other_client():

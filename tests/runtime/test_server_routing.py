@@ -22,6 +22,7 @@ class FakePeer:
     address: Any
     peer_id: int
     vaddr: bytes | None = None
+    vaddr6: bytes | None = None
 
 
 def _mac(n: int) -> bytes:
@@ -73,7 +74,8 @@ def test_client_packet_with_another_source_address_is_a_spoof():
     table, (a, _, _) = _table()
     assert table.from_client_ipv4(a, _ip("198.18.8.3", "198.18.8.1"), True) is Verdict.SPOOFED
     assert table.from_client_ipv4(a, b"\x45\x00", True) is Verdict.MALFORMED
-    assert table.from_client_ipv4(a, b"\x60" + b"\x00" * 39, True) is Verdict.NOT_IPV4
+    assert table.from_client_ipv4(a, b"\x60" + b"\x00" * 39, True) is Verdict.IPV6
+    assert table.from_client_ipv4(a, b"\x50" + b"\x00" * 39, True) is Verdict.NOT_IPV4
 
 
 def test_tap_frames_teach_the_source_mac_and_route_to_its_owner():

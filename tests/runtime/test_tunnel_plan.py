@@ -238,3 +238,48 @@ def test_txqueuelen_is_part_of_the_plan_and_zero_means_the_kernels_default():
     assert _plan([], "txqueuelen 321\n").txqueuelen == 321
     assert _plan([], "txqueuelen 0\n").txqueuelen is None
     assert _plan([]).txqueuelen is None
+
+
+PUSH6 = ["topology subnet", "ifconfig 198.18.8.2 255.255.255.0", "route-gateway 198.18.8.1",
+         "ifconfig-ipv6 2001:2:0:7::1000/64 2001:2:0:7::1"]
+
+
+def test_pushed_ifconfig_ipv6_puts_the_ipv6_address_on_the_device():
+    plan = _plan(PUSH6)
+    assert AddressAssignment("2001:2:0:7::1000", 64) in plan.addresses
+
+
+@pytest.mark.directive("ifconfig-ipv6")
+def test_configured_ifconfig_ipv6_is_used_when_none_is_pushed():
+    plan = _plan(PUSH6[:3], "ifconfig-ipv6 2001:2:0:9::5/64 2001:2:0:9::1\n")
+    assert AddressAssignment("2001:2:0:9::5", 64) in plan.addresses
+    plan = _plan(PUSH6, "ifconfig-ipv6 2001:2:0:9::5/64 2001:2:0:9::1\n")
+    assert AddressAssignment("2001:2:0:7::1000", 64) in plan.addresses  # the push wins
+
+
+@pytest.mark.directive("route-ipv6")
+def test_configured_ipv6_routes_come_before_pushed_ones_and_go_out_of_the_device():
+    plan = _plan([*PUSH6, "route-ipv6 2001:2:0:20::/64"], "route-ipv6 2001:2:0:21::/64 default 9\n")
+    assert [r for r in plan.routes if ":" in r.destination] == [
+        RouteAssignment("2001:2:0:21::/64", None, 9), RouteAssignment("2001:2:0:20::/64")]
+
+
+@pytest.mark.directive("redirect-gateway")
+def test_redirect_gateway_ipv6_installs_openvpns_four_ipv6_routes_and_not_ipv4_ones():
+    plan = _plan([*PUSH6, "redirect-gateway ipv6 !ipv4"])
+    assert [r.destination for r in plan.routes] == ["::/3", "2000::/4", "3000::/4", "fc00::/7"]
+
+
+def test_redirect_gateway_ipv6_without_an_ipv6_address_installs_no_ipv6_route():
+    plan = _plan([*PUSH6[:3], "redirect-gateway def1 ipv6"])
+    assert not [r for r in plan.routes if ":" in r.destination]
+
+
+def test_redirect_gateway_ipv6_keeps_an_ipv6_vpn_server_outside_the_tunnel():
+    options = _client()
+    via6 = NetGateway(gateway=None, ifname="veth0")
+    plan = plan_client_tunnel(options, parse_pushed_options([*PUSH6, "redirect-gateway ipv6"]),
+                              remote_host="2001:2:0:ff::1", net_gateway=via6)
+    assert plan.routes[0] == RouteAssignment("2001:2:0:ff::1/128", None, via_tunnel=False,
+                                             ifname="veth0")
+    assert "2000::/4" in [r.destination for r in plan.routes]

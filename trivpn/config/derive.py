@@ -8,7 +8,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from trivpn.config.options import Ifconfig, Options, Topology
+from trivpn.config.options import Ifconfig, Ifconfig6, Options, Topology
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,10 @@ def server_push_options(o: Options) -> tuple[str, ...]:
     ``tcp-nodelay``'s socket flag. Per-client items (``ifconfig``, ``peer-id``, ``cipher``...)
     are added by the server at connect time."""
     pushes = list(o.pushes)
+    if o.server_ipv6 is not None:
+        pushes.append("tun-ipv6")  # helper.c pushes it; 2.6 clients ignore it
+    if o.server_bridge is not None:  # helper.c: push "route-gateway GW"
+        pushes.append(f"route-gateway {o.server_bridge.gateway}")
     if o.server is not None:
         net = o.server.network
         first = net.network_address + 1
@@ -69,6 +73,68 @@ def server_tun_ifconfig(o: Options) -> Ifconfig | None:
     if o.dev_type == "tun" and o.topology in ("net30", "p2p"):
         return Ifconfig(first, net.network_address + 2)
     return Ifconfig(first, net.netmask)
+
+
+def server_tun_ifconfig6(o: Options) -> Ifconfig6 | None:
+    """The server's own IPv6 tun address: NET+1/BITS with peer NET+2 from ``server-ipv6``
+    (helper.c helper_client_server), otherwise an explicit ``ifconfig-ipv6``."""
+    if o.server_ipv6 is None:
+        return o.ifconfig_ipv6
+    net = o.server_ipv6
+    return Ifconfig6(net.network_address + 1, net.prefixlen, net.network_address + 2)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPool6:
+    """The IPv6 pool: entry ``i`` of the IPv4 pool gets ``base + i`` (OpenVPN's pool.c pairs
+    both pools by index). ``bits`` is the prefix pushed to clients (the server's own
+    ``ifconfig-ipv6`` BITS); ``server`` the server's tun address (the pushed REMOTE)."""
+
+    base: ipaddress.IPv6Address
+    size: int
+    bits: int
+    server: ipaddress.IPv6Address
+
+    def address(self, index: int) -> ipaddress.IPv6Address:
+        if not 0 <= index < self.size:
+            raise IndexError(f"IPv6 pool has {self.size} entries, no entry {index}")
+        return self.base + index
+
+    def index_of(self, address: ipaddress.IPv6Address) -> int | None:
+        offset = int(address) - int(self.base)
+        return offset if 0 <= offset < self.size else None
+
+    def ifconfig_option(self, index: int) -> str:
+        return f"ifconfig-ipv6 {self.address(index)}/{self.bits} {self.server}"
+
+
+IFCONFIG_POOL_MAX = 65536
+"""OpenVPN's cap on a pool's size (pool.h IFCONFIG_POOL_MAX)."""
+
+
+def address_pool6(o: Options) -> AddressPool6 | None:
+    """The IPv6 pool from ``server-ipv6`` (NET+0x1000 for prefixes shorter than /112, else
+    NET+2) or ``ifconfig-ipv6-pool BASE/BITS``. A base whose low 32 bits are zero starts one
+    higher, and a pool inside the last 16 bits ends at the prefix's end (pool.c
+    ifconfig_pool_init)."""
+    own = server_tun_ifconfig6(o)
+    if own is None:
+        return None
+    if o.server_ipv6 is not None:
+        net = o.server_ipv6
+        base = net.network_address + (0x1000 if net.prefixlen < 112 else 2)
+        bits = net.prefixlen
+    elif o.ifconfig_ipv6_pool is not None:
+        base, bits = o.ifconfig_ipv6_pool.ip, o.ifconfig_ipv6_pool.network.prefixlen
+    else:
+        return None
+    low = int(base) & 0xFFFFFFFF
+    if low == 0:
+        base += 1
+        low = 1
+    span = 1 << (128 - bits)
+    size = span - (low & (span - 1)) if bits >= 112 else IFCONFIG_POOL_MAX
+    return AddressPool6(base, max(size, 0), own.bits, own.address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +201,9 @@ def address_pool(o: Options) -> AddressPool | None:
     NET+2 .. broadcast-1 (helper.c ``helper_client_server()``)."""
     if o.ifconfig_pool is not None:
         return _explicit_pool(o)
+    if o.server_bridge is not None:  # server-bridge GW MASK POOL_START POOL_END
+        b = o.server_bridge
+        return AddressPool("subnet", b.pool_start, b.pool_end, b.netmask, b.gateway)
     if o.server is None or o.server.nopool:
         return None
     net = o.server.network

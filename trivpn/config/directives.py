@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal, cast
 
 from trivpn.config import connection as conn
+from trivpn.config import serversockets
 from trivpn.config import values as v
 from trivpn.config.connection import PendingConnection
 from trivpn.config.dns import dhcp_option_directive, dns_directive
@@ -27,6 +28,7 @@ from trivpn.config.options import (
     Family,
     FileSource,
     Ifconfig,
+    Ifconfig6,
     IfconfigPool,
     Keepalive,
     Management,
@@ -36,6 +38,7 @@ from trivpn.config.options import (
     ReplayWindow,
     Role,
     Route,
+    Route6,
     ServerHelper,
     TlsVersion,
     Topology,
@@ -468,6 +471,67 @@ def _redirect_gateway(st: ParseState, d: Directive) -> Options:
             raise v.fail(d, f"'redirect-gateway' flag '{flag}' is unknown "
                             f"(expected {', '.join(REDIRECT_FLAGS)})")
     return replace(st.opts, redirect_gateway=d.args)
+
+
+# --- ipv6 ------------------------------------------------------------------------------------
+
+def _ipv6_address(d: Directive, text: str, what: str) -> ipaddress.IPv6Address:
+    try:
+        return ipaddress.IPv6Address(text)
+    except ValueError:
+        raise v.fail(d, f"'{d.name}' {what} {text!r} is not an IPv6 address") from None
+
+
+def _ipv6_interface(d: Directive, idx: int) -> ipaddress.IPv6Interface:
+    """``ADDRESS/BITS`` (BITS defaults to 128 when missing, as OpenVPN's get_ipv6_addr)."""
+    text = d.args[idx]
+    try:
+        return ipaddress.IPv6Interface(text)
+    except ValueError:
+        raise v.fail(d, f"'{d.name}' expects IPv6-ADDRESS/BITS, got {text!r}") from None
+
+
+def _server_ipv6(st: ParseState, d: Directive) -> Options:
+    """``server-ipv6 NET/BITS``: BITS 64..124, as OpenVPN (helper.c helper_client_server)."""
+    iface = _ipv6_interface(d, 0)
+    if not 64 <= iface.network.prefixlen <= 124:
+        raise v.fail(d, f"'server-ipv6' network must be between /64 and /124, "
+                        f"got /{iface.network.prefixlen}")
+    if iface.ip != iface.network.network_address:
+        raise v.fail(d, f"'server-ipv6' {d.args[0]} has host bits set "
+                        f"(the network would be {iface.network})")
+    return replace(st.opts, server_ipv6=iface.network)
+
+
+def _ifconfig_ipv6(st: ParseState, d: Directive) -> Options:
+    """``ifconfig-ipv6 ADDRESS/BITS REMOTE``."""
+    iface = _ipv6_interface(d, 0)
+    remote = _ipv6_address(d, d.args[1], "remote")
+    return replace(st.opts, ifconfig_ipv6=Ifconfig6(iface.ip, iface.network.prefixlen, remote))
+
+
+def _ifconfig_ipv6_pool(st: ParseState, d: Directive) -> Options:
+    """``ifconfig-ipv6-pool BASE/BITS``: client addresses from BASE upwards."""
+    return replace(st.opts, ifconfig_ipv6_pool=_ipv6_interface(d, 0))
+
+
+def _route_ipv6(st: ParseState, d: Directive) -> Options:
+    """``route-ipv6 NET/BITS [GATEWAY [METRIC]]`` (``default`` keeps a field's default)."""
+    iface = _ipv6_interface(d, 0)
+    if iface.ip != iface.network.network_address:
+        raise v.fail(d, f"'route-ipv6' {d.args[0]} has host bits set "
+                        f"(the network would be {iface.network})")
+    args = d.args
+    gateway = (_ipv6_address(d, args[1], "gateway")
+               if len(args) >= 2 and args[1] != "default" else None)
+    metric = v.integer(d, 2, 0) if len(args) == 3 and args[2] != "default" else None
+    route = Route6(iface.network, gateway, metric, d.line)
+    return replace(st.opts, routes_ipv6=(*st.opts.routes_ipv6, route))
+
+
+
+def _block_ipv6(st: ParseState, d: Directive) -> Options:
+    return replace(st.opts, block_ipv6=True)
 
 
 PULL_FILTER_ACTIONS: Mapping[str, PullFilterAction] = {
@@ -1179,6 +1243,15 @@ DIRECTIVES: Mapping[str, Spec] = {
     "client-connect": Spec(1, 1, _server_script),
     "client-disconnect": Spec(1, 1, _server_script),
     "learn-address": Spec(1, 1, _server_script),
+    # --- ipv6 ---
+    "server-ipv6": Spec(1, 1, _server_ipv6),
+    "ifconfig-ipv6": Spec(2, 2, _ifconfig_ipv6),
+    "ifconfig-ipv6-pool": Spec(1, 1, _ifconfig_ipv6_pool),
+    "route-ipv6": Spec(1, 3, _route_ipv6),
+    "block-ipv6": Spec(0, 0, _block_ipv6),
+    # --- server sockets ---
+    **{name: Spec(lo, hi, handler, inline=inline, inert=inert)
+       for name, (lo, hi, handler, inline, inert) in serversockets.SPECS.items()},
 
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
@@ -1201,7 +1274,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-user-pass-verify",
     "bcast-buffers",
     "bind-dev",
-    "block-ipv6",
     "client-nat",
     "compat-mode",
     "cryptoapicert",
@@ -1212,8 +1284,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "explicit-exit-notify-push",
     "gremlin",
     "http-proxy-override",
-    "ifconfig-ipv6",
-    "ifconfig-ipv6-pool",
     "inetd",
     "ip-remote-hint",
     "key-derivation",
@@ -1236,7 +1306,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "mlock",
     "mtu-disc",
     "mtu-test",
-    "multihome",
     "no-replay",
     "opt-verify",
     "peer-id",
@@ -1248,7 +1317,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-private-mode",
     "pkcs11-protected-authentication",
     "pkcs11-providers",
-    "port-share",
     "preresolve",
     "proto-force",
     "protocol-flags",
@@ -1256,16 +1324,12 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "redirect-private",
     "remap-usr1",
     "replay-persist",
-    "route-ipv6",
     "route-ipv6-gateway",
     "secret",
-    "server-bridge",
-    "server-ipv6",
     "session-timeout-push",
     "shaper",
     "single-session",
     "socket-flags",
-    "stale-routes-check",
     "static-challenge",
     "tcp-queue-limit",
     "tls-exit",

@@ -100,6 +100,28 @@ class FileSource:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerBridge:
+    """``server-bridge GW MASK POOL_START POOL_END``: a TAP server whose device sits in a bridge
+    that holds GW; clients get addresses POOL_START..POOL_END with MASK and route-gateway GW."""
+
+    gateway: ipaddress.IPv4Address
+    netmask: ipaddress.IPv4Address
+    pool_start: ipaddress.IPv4Address
+    pool_end: ipaddress.IPv4Address
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PortShare:
+    """``port-share HOST PORT [DIR]``: a TCP server hands connections that do not start like an
+    OpenVPN client to HOST:PORT; ``journal`` is the directory of OpenVPN's origin files."""
+
+    host: str
+    port: int
+    journal: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HttpProxy:
     """``http-proxy HOST PORT [AUTHFILE|auto|auto-nct] [AUTH-METHOD]`` with its
     ``http-proxy-option``s; ``host`` is None while only options were given."""
@@ -183,6 +205,25 @@ class IfconfigPool:
     start: ipaddress.IPv4Address
     end: ipaddress.IPv4Address
     netmask: ipaddress.IPv4Address | None
+
+
+@dataclass(frozen=True, slots=True)
+class Ifconfig6:
+    """``ifconfig-ipv6 ADDRESS/BITS REMOTE`` (a device address and its tunnel peer)."""
+
+    address: ipaddress.IPv6Address
+    bits: int
+    remote: ipaddress.IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class Route6:
+    """``route-ipv6 NETWORK/BITS [GATEWAY [METRIC]]``."""
+
+    network: ipaddress.IPv6Network
+    gateway: ipaddress.IPv6Address | None
+    metric: int | None
+    line: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,6 +482,19 @@ class Options:
     client_connect: str | None = None  # client-connect CMD: CMD DYNAMIC_CONFIG_FILE
     client_disconnect: str | None = None  # client-disconnect CMD
     learn_address: str | None = None  # learn-address CMD: CMD add|update|delete ADDR [CN]
+
+    # --- ipv6 ---
+    server_ipv6: ipaddress.IPv6Network | None = None  # server-ipv6 NET/BITS
+    ifconfig_ipv6: Ifconfig6 | None = None
+    ifconfig_ipv6_pool: ipaddress.IPv6Interface | None = None  # ifconfig-ipv6-pool BASE/BITS
+    routes_ipv6: tuple[Route6, ...] = ()
+    block_ipv6: bool = False
+
+    # --- server sockets ---
+    multihome: bool = False  # UDP server: answer from the address each client sent to
+    port_share: PortShare | None = None  # TCP server: foreign connections go there
+    server_bridge: ServerBridge | None = None  # TAP server helper with its own pool range
+    stale_routes: tuple[int, int] | None = None  # stale-routes-check: (ageing s, interval s)
 
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix

@@ -4,6 +4,7 @@ and reject contradictions."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from types import MappingProxyType
 
@@ -115,6 +116,32 @@ def _error(st: ParseState, reason: str, directive: str | None = None) -> ConfigE
     return ConfigError(reason, st.opts.config_path)
 
 
+def _check_server_bridge(st: ParseState, o: Options) -> None:
+    """``server-bridge`` (OpenVPN helper.c, helper_client_server(); its messages quoted)."""
+    b = o.server_bridge
+    if b is None:
+        return
+    seen = st.last_seen
+    if "server" in seen:
+        raise _error(st, "'server' and 'server-bridge' cannot be used together (OpenVPN: "
+                         "--server and --server-bridge cannot be used together)",
+                     "server-bridge")
+    if "client" in seen:
+        raise _error(st, "'server-bridge' and 'client' cannot be used together (OpenVPN: "
+                         "--server-bridge and --client cannot be used together)",
+                     "server-bridge")
+    if o.dev_type != "tap":
+        raise _error(st, "'server-bridge' needs 'dev tap' (OpenVPN: --server-bridge "
+                         "directive only makes sense with --dev tap)", "server-bridge")
+    net = ipaddress.IPv4Network(f"{b.gateway}/{b.netmask}", strict=False)
+    if b.pool_start not in net or b.pool_end not in net:
+        raise _error(st, f"'server-bridge' addresses {b.gateway}, {b.pool_start} and "
+                         f"{b.pool_end} are not in one {b.netmask} subnet", "server-bridge")
+    if b.pool_end < b.pool_start:
+        raise _error(st, f"'server-bridge' pool start {b.pool_start} is after its end "
+                         f"{b.pool_end}", "server-bridge")
+
+
 def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks in order
     o = st.opts
     seen = st.last_seen
@@ -126,8 +153,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if "client" in seen and "server" in seen:
         raise _error(st, "'client' and 'server' cannot be used together",
                      _last_of(st, "client", "server"))
+    _check_server_bridge(st, o)
     tls_client = "tls-client" in seen or "client" in seen
-    tls_server = "tls-server" in seen or "server" in seen
+    tls_server = "tls-server" in seen or "server" in seen or "server-bridge" in seen
     if tls_client and tls_server:
         raise _error(st, "a config can be a TLS client or a TLS server, not both "
                          "('client'/'tls-client' with 'server'/'tls-server')",
@@ -137,7 +165,7 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "peer-to-peer mode without TLS (static key) is not supported by "
                          "trivpn yet: add 'client' or 'server'", "mode")
     tls_role: Role = "client" if tls_client else "server"
-    mode_server = st.mode_server or "server" in seen
+    mode_server = st.mode_server or "server" in seen or "server-bridge" in seen
     if mode_server and tls_role != "server":
         raise _error(st, "'mode server' needs 'tls-server' (or use the 'server' directive)",
                      "mode")
@@ -206,6 +234,31 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "'server' already defines an ifconfig-pool, so 'ifconfig-pool' "
                          "cannot be given too (use 'server NET MASK nopool' with it)",
                      "ifconfig-pool")
+    # --- ipv6 (helper.c helper_client_server) ---
+    if o.server_ipv6 is not None:
+        if tls_role == "client":
+            raise _error(st, "'server-ipv6' and 'client' cannot be used together",
+                         "server-ipv6")
+        if o.server is None:
+            raise _error(st, "'server-ipv6' needs 'server NET MASK' too (trivpn serves a "
+                             "dual-stack pool, not an IPv6-only one)", "server-ipv6")
+        if o.server.nopool:
+            raise _error(st, "'server-ipv6' cannot be used with 'server ... nopool'",
+                         "server-ipv6")
+        if "ifconfig-ipv6-pool" in seen:
+            raise _error(st, "'server-ipv6' already defines the IPv6 pool; remove "
+                             "'ifconfig-ipv6-pool'", "ifconfig-ipv6-pool")
+        if o.dev_type != "tun":
+            raise _error(st, "'server-ipv6' needs 'dev tun'", "server-ipv6")
+    if o.block_ipv6 and o.mode == "server":
+        raise _error(st, "'block-ipv6' on a server is not supported by trivpn yet (it "
+                         "works on a client, configured or pushed)", "block-ipv6")
+    if o.ifconfig_ipv6_pool is not None and o.mode != "server":
+        raise _error(st, "'ifconfig-ipv6-pool' needs 'mode server' (or the 'server' directive)",
+                     "ifconfig-ipv6-pool")
+    if o.ifconfig_ipv6_pool is not None and o.ifconfig_ipv6 is None:
+        raise _error(st, "'ifconfig-ipv6-pool' needs 'ifconfig-ipv6' (the server's own IPv6 "
+                         "address)", "ifconfig-ipv6-pool")
 
     # --- connection rate limits (options.c: connect-freq needs a UDP server) ---
     if o.connect_freq is not None:
@@ -215,6 +268,29 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         if o.proto != "udp":
             raise _error(st, "'connect-freq' only works with 'proto udp' (OpenVPN 2.6 refuses "
                              "it for TCP too); use 'max-clients' instead", "connect-freq")
+
+    # --- port-share (options.c options_postprocess_verify_ce: a TCP server only) ---
+    if o.port_share is not None:
+        if o.mode != "server":
+            raise _error(st, "'port-share' requires TCP server mode (OpenVPN: --port-share "
+                             "requires TCP server mode (--mode server --proto tcp-server))",
+                         "port-share")
+        if o.proto != "tcp-server":
+            raise _error(st, "'port-share' only works in TCP server mode (OpenVPN: "
+                             "--port-share only works in TCP server mode (--proto values of "
+                             "tcp-server, tcp4-server, or tcp6-server))", "port-share")
+
+    # --- stale-routes-check (options.c: server mode only; trivpn: learned MACs, dev tap) ---
+    if o.stale_routes is not None:
+        if o.mode != "server":
+            raise _error(st, "'stale-routes-check' needs 'mode server' (OpenVPN: Options "
+                             "error: --stale-routes-check requires --mode server)",
+                         "stale-routes-check")
+        if o.dev_type != "tap":
+            raise _error(st, "'stale-routes-check' is supported with 'dev tap' only (it ages "
+                             "the MAC addresses learned from clients; on a tun server the "
+                             "routes are the clients' own addresses, which OpenVPN would age "
+                             "out too, cutting idle clients off)", "stale-routes-check")
 
     # --- keepalive (helper.c helper_keepalive) ---
     if o.keepalive is not None:

@@ -6,7 +6,10 @@ that full-size TCP segments fit into one outer datagram of at most ``mssfix`` by
 above a 1500-byte path MTU: every full segment is IP-fragmented (and UDP GSO cannot be used).
 
 :func:`clamp_mss` is on the data path: for anything but an IPv4 TCP SYN it returns the packet
-object unchanged after a few byte comparisons.
+object unchanged after a few byte comparisons. :func:`clamp_mss6` does the same for a TCP SYN
+directly after the IPv6 header (next header 6); its callers pass the IPv4 limit minus 20, as
+OpenVPN's mss.c mss_fixup_ipv6 does (the IPv6 header is 20 bytes longer). Extension headers
+before TCP are left alone, as OpenVPN leaves them.
 """
 
 from __future__ import annotations
@@ -70,6 +73,21 @@ def clamp_mss(packet: bytes, limit: int) -> bytes:
         return packet
     if (packet[6] & 0x1F) or packet[7]:  # a fragment: no TCP header to trust
         return packet
+    return _clamp_tcp(packet, ihl, limit)
+
+
+def clamp_mss6(packet: bytes, limit: int) -> bytes:
+    """``packet`` with the MSS option of an IPv6 TCP SYN (TCP right after the fixed header)
+    lowered to ``limit``; anything else is returned as the same object."""
+    if (len(packet) < IPV6_HEADER + TCP_HEADER or packet[0] >> 4 != 6
+            or packet[6] != IPPROTO_TCP or not packet[IPV6_HEADER + 13] & _SYN):
+        return packet
+    return _clamp_tcp(packet, IPV6_HEADER, limit)
+
+
+def _clamp_tcp(packet: bytes, ihl: int, limit: int) -> bytes:
+    """Lower the MSS option of the TCP header at ``ihl`` (the TCP checksum covers no IP
+    header field that changes, so one incremental update suffices for both families)."""
     doff = (packet[ihl + 12] >> 4) * 4
     end = ihl + doff
     if doff <= TCP_HEADER or end > len(packet):
@@ -97,3 +115,10 @@ def clamp_mss(packet: bytes, limit: int) -> bytes:
             return bytes(out)
         pos += size
     return packet
+
+
+def clamp_ipv6_batch(packets: list[bytes], limit: int) -> list[bytes]:
+    """``packets`` with every IPv6 TCP SYN's MSS lowered to ``limit`` (a client whose tunnel
+    carries IPv6 runs this over each batch; IPv4-only tunnels never do)."""
+    return [clamp_mss6(p, limit) if len(p) >= 60 and p[0] >> 4 == 6 and p[6] == IPPROTO_TCP
+            else p for p in packets]

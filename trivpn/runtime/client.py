@@ -44,7 +44,8 @@ from trivpn.config import ConfigError, Options, Remote
 from trivpn.config.options import FileSource
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import DecodeError
-from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
+from trivpn.protocol.icmp6 import FALLBACK_SOURCE, block_ipv6
+from trivpn.protocol.mss import IPPROTO_TCP, clamp_ipv6_batch, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import Session, SessionConfig
@@ -147,6 +148,12 @@ async def resolve_remote(remote: Remote, kind: int) -> tuple[int, str]:
         raise OSError(f"no address for {remote.host}")
     fam, _, _, _, sockaddr = infos[0]
     return int(fam), str(sockaddr[0])
+
+
+def _endpoint(host: object, port: object) -> str:
+    """``host:port``, ``[v6]:port`` for an IPv6 host (as the server's peer labels)."""
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
 
 
 class SystemHost:
@@ -378,7 +385,7 @@ class Client:
                 attempt = Attempt(attempt.remote, 0.0)
             remote = attempt.remote
             self.events.publish(rt.Reconnecting(outcome.reason, outcome.detail, attempt.delay,
-                                                f"{remote.host}:{remote.port}", remote.proto))
+                                                _endpoint(remote.host, remote.port), remote.proto))
 
     def _reload_keys(self) -> tuple[int, str] | None:
         """Without ``persist-key`` OpenVPN drops its keys at a restart and reads the key files
@@ -492,7 +499,7 @@ class Connection:
         self.client = client
         self.options = client.options
         self.remote = remote
-        self.log = client.log.bind(remote=f"{remote.host}:{remote.port}")
+        self.log = client.log.bind(remote=_endpoint(remote.host, remote.port))
         config = client.config
         if remote.server_poll_timeout is not None:  # connect-timeout in a <connection> block
             config = replace(config, server_poll_timeout=float(remote.server_poll_timeout))
@@ -517,6 +524,12 @@ class Connection:
         self.no_tun = 0
         self.mss: int | None = None  # clamp TCP SYNs to this MSS (mssfix), set with the TUN
         self._fragmenting = self.session.fragment_layer is not None  # fragment N
+        # IPv6 TCP SYNs: 20 less (mss.c mss_fixup_ipv6); only when the TUN has an IPv6
+        # address, so that IPv4-only tunnels do no IPv6 work per packet
+        self.mss6: int | None = None
+        # block-ipv6: the source of the ICMPv6 answers written back to the TUN (None: off)
+        self.block6: bytes | None = None
+        self.tun_mtu = 1500
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -612,8 +625,8 @@ class Connection:
             return Reconnect("network_error", str(exc))
         self.client.scripts.on_link(self.remote_ip, r.port)
         self.client.events.publish(rt.LinkOpened("tcp" if tcp else "udp",
-                                                 f"{local[0]}:{local[1]}",
-                                                 f"{self.remote_ip}:{r.port}"), self.log)
+                                                 _endpoint(local[0], local[1]),
+                                                 _endpoint(self.remote_ip, r.port)), self.log)
         return None
 
     @property
@@ -901,6 +914,8 @@ class Connection:
             if tunnel is None:
                 self.no_tun += len(to_tun)
             else:
+                if self.mss6 is not None:
+                    to_tun = clamp_ipv6_batch(to_tun, self.mss6)
                 traffic.tun_write_bytes += sum(map(len, to_tun))
                 tunnel.device.write_many(to_tun)
         return control
@@ -928,8 +943,8 @@ class Connection:
             dropped = sum(session.drops.values())
             control = self._handle_data([data])
             if sum(session.drops.values()) == dropped:  # authenticated
-                self.log.info("peer_floated", peer=f"{addr[0]}:{addr[1]}",
-                              previous=f"{peer[0]}:{peer[1]}")
+                self.log.info("peer_floated", peer=_endpoint(addr[0], addr[1]),
+                              previous=_endpoint(peer[0], peer[1]))
                 self.peer = peer = addr
             any_control = any_control or control
         return keep, any_control
@@ -939,6 +954,10 @@ class Connection:
         UDP adds the TUN to the link reader's ready set, TCP starts a TUN reader task."""
         self.mss = mss_limit_for(self.options, (self.session.cipher or "",),
                                  "udp" if self.udp is not None else "tcp")
+        addresses = tunnel.describe().get("addresses")
+        has_ipv6 = isinstance(addresses, list) and any(":" in str(a) for a in addresses)
+        self.mss6 = self.mss - 20 if self.mss is not None and has_ipv6 else None
+        self._setup_block_ipv6(tunnel)
         device = tunnel.device
         if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice):
             if self._ready is not None:  # the fast path: the link reader serves both fds
@@ -948,11 +967,39 @@ class Connection:
         elif self._nursery is not None:
             self._nursery.start_soon(self._tun_reader, tunnel)
 
+    def _setup_block_ipv6(self, tunnel: TunnelHandle) -> None:
+        """block-ipv6 (configured or pushed): answer IPv6 from the TUN, from the tunnel's IPv6
+        peer (fe80::7 without one), as OpenVPN does (forward.c)."""
+        pushed = self.session.pushed
+        if not (self.options.block_ipv6 or (pushed is not None and pushed.block_ipv6)):
+            self.block6 = None
+            return
+        remote6 = None
+        if pushed is not None and pushed.ifconfig_ipv6 is not None:
+            remote6 = pushed.ifconfig_ipv6.remote
+        elif self.options.ifconfig_ipv6 is not None:
+            remote6 = self.options.ifconfig_ipv6.remote
+        self.block6 = remote6.packed if remote6 is not None else FALLBACK_SOURCE
+        mtu = tunnel.describe().get("mtu")
+        self.tun_mtu = mtu if isinstance(mtu, int) else self.options.tun_mtu
+
+    def _answer_ipv6(self, packets: list[bytes], source: bytes) -> list[bytes]:
+        """block-ipv6: IPv6 packets are answered on the TUN and go no further."""
+        packets, answers = block_ipv6(packets, source, self.tun_mtu)
+        tunnel = self.client.tunnel
+        if answers and tunnel is not None:
+            tunnel.device.write_many(answers)
+        return packets
+
     def _encrypt_tun(self, packets: list[bytes]) -> list[bytes]:
         """TUN packets to wire datagrams (MSS-clamped, encrypted)."""
         traffic = self.client.traffic
         traffic.tun_read_bytes += sum(map(len, packets))
         mss = self.mss
+        if self.block6 is not None:
+            packets = self._answer_ipv6(packets, self.block6)
+        if self.mss6 is not None:
+            packets = clamp_ipv6_batch(packets, self.mss6)
         now = self._clock()
         out: list[bytes] = []
         if self._fragmenting:  # fragment N: off the default path

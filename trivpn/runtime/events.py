@@ -231,10 +231,14 @@ class PeerConnected(RuntimeEvent):
     cipher: str
     peer_id: int
     proto: str
+    vpn_ip6: str | None = None  # with server-ipv6
 
     def log_fields(self) -> dict[str, Any]:
-        return {"peer": self.peer, "cn": self.common_name, "vpn_ip": self.vpn_ip,
-                "cipher": self.cipher, "peer_id": self.peer_id, "proto": self.proto}
+        fields = {"peer": self.peer, "cn": self.common_name, "vpn_ip": self.vpn_ip,
+                  "cipher": self.cipher, "peer_id": self.peer_id, "proto": self.proto}
+        if self.vpn_ip6 is not None:
+            fields["vpn_ip6"] = self.vpn_ip6
+        return fields
 
 
 @dataclass(frozen=True, slots=True)

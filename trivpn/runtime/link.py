@@ -51,6 +51,10 @@ GSO_MAX_BYTES = 65000
 GSO_MAX_FAILURES = 16
 """Refused GSO sends in a row after which the link stops trying (and sends one by one)."""
 _GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)
+IPV6_RECVPKTINFO = getattr(socket, "IPV6_RECVPKTINFO", 49)
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+_PKTINFO_CMSG_SPACE = socket.CMSG_SPACE(20)  # struct in6_pktinfo, larger than in_pktinfo
 # A refused GSO send: the segments are then sent one by one (a datagram above the path MTU,
 # a device without checksum offload, a kernel without UDP_SEGMENT).
 _GSO_REFUSED = frozenset({errno.EINVAL, errno.EIO, errno.EOPNOTSUPP, errno.ENOPROTOOPT,
@@ -82,7 +86,9 @@ def _family_for(host: str) -> int:
 
 
 def make_socket(family: int, kind: int, netns: str | None = None) -> socket.socket:
-    """A non-blocking stdlib socket, created inside ``netns`` if given."""
+    """A non-blocking stdlib socket, created inside ``netns`` if given. IPv6 sockets are
+    dual-stack (``IPV6_V6ONLY`` off, whatever net.ipv6.bindv6only says): bound to ``::``
+    they take IPv4 peers too, as OpenVPN's sockets do unless ``bind-ipv6-only``."""
     try:
         if netns is None:
             sock = socket.socket(family, kind)
@@ -93,6 +99,9 @@ def make_socket(family: int, kind: int, netns: str | None = None) -> socket.sock
         raise RuntimeSetupError("cannot create socket", f"netns {netns}" if netns else "host",
                                 errno=exc.errno) from exc
     sock.setblocking(False)
+    if family == socket.AF_INET6:
+        with contextlib.suppress(OSError):  # IPv6-only kernels: the socket stays as it is
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     return sock
 
 
@@ -339,18 +348,22 @@ class UdpLink:
         except BlockingIOError:
             return None
         except OSError as exc:
-            if exc.errno == errno.ENOBUFS:  # device queue full: waiting would spin, drop
-                self.counters.tx_dropped += 1
-                return False
-            if exc.errno == errno.EBADF:
-                raise trio.ClosedResourceError("UDP link is closed") from exc
-            self.counters.tx_errors += 1
-            self.counters.last_error = exc.errno
-            return False
+            return self._tx_error(exc)
         c = self.counters
         c.tx_packets += 1
         c.tx_bytes += len(data)
         return True
+
+    def _tx_error(self, exc: OSError) -> bool:
+        """A failed send of one datagram: counted (False), or the link is closed."""
+        if exc.errno == errno.ENOBUFS:  # device queue full: waiting would spin, drop
+            self.counters.tx_dropped += 1
+            return False
+        if exc.errno == errno.EBADF:
+            raise trio.ClosedResourceError("UDP link is closed") from exc
+        self.counters.tx_errors += 1
+        self.counters.last_error = exc.errno
+        return False
 
     def try_send(self, data: bytes, addr: Address | None = None) -> bool:
         """Send without waiting. ``False`` if not sent (counted as dropped or as an error)."""
@@ -499,6 +512,107 @@ class UdpLink:
         await trio.lowlevel.checkpoint()
 
 
+class PktinfoUdpLink(UdpLink):
+    """``multihome``: a server UDP socket that answers each client from the address the client
+    sent to, whatever source the routing table would pick.
+
+    Every receive asks for the destination address (``IP_PKTINFO``, ``IPV6_RECVPKTINFO``);
+    the link remembers it per source address and sends to that address with the matching
+    ``IP_PKTINFO``/``IPV6_PKTINFO`` control message (interface 0, source = that address), as
+    OpenVPN does (src/openvpn/socket.c, link_socket_write_udp_posix_sendmsg). Sends to an
+    address never heard from go out as plain ``sendto``. Costs a ``recvmsg``/``sendmsg`` per
+    datagram and no offloads (GSO/GRO off): only a server configured with ``multihome`` uses
+    it. At most :attr:`MAX_SOURCES` sources are remembered (the least recently heard is
+    forgotten first; its next datagram teaches it again).
+    """
+
+    __slots__ = ("_sources",)
+
+    MAX_SOURCES = 65536
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock, offload=False)
+        self._sources: dict[Address, tuple[int, int, bytes]] = {}
+        if sock.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+            with contextlib.suppress(OSError):  # IPv4 clients of a dual-stack socket
+                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+
+    @classmethod
+    def bind_multihome(cls, host: str, port: int, *, netns: str | None = None,
+                       buffer_size: int = SOCKET_BUFFER) -> PktinfoUdpLink:
+        """:meth:`UdpLink.bind` for ``multihome`` (usually on the wildcard address)."""
+        plain = UdpLink.bind(host, port, netns=netns, buffer_size=buffer_size, offload=False)
+        try:
+            return cls(plain.socket)
+        except OSError as exc:
+            plain.close()
+            raise RuntimeSetupError("cannot enable IP_PKTINFO (multihome)", f"{host}:{port}",
+                                    errno=exc.errno) from exc
+
+    def source_for(self, addr: Address) -> str | None:
+        """The local address replies to ``addr`` leave from (None: not heard from)."""
+        cmsg = self._sources.get(addr)
+        if cmsg is None:
+            return None
+        if cmsg[1] == IP_PKTINFO:
+            return socket.inet_ntop(socket.AF_INET, cmsg[2][4:8])
+        return socket.inet_ntop(socket.AF_INET6, cmsg[2][:16])
+
+    def _remember(self, addr: Address, ancillary: list[tuple[int, int, bytes]]) -> None:
+        for level, kind, data in ancillary:
+            if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
+                # struct in_pktinfo {ifindex, spec_dst, addr}: answer from spec_dst
+                cmsg = (level, kind, bytes(4) + data[4:8] + bytes(4))
+            elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 20:
+                cmsg = (level, kind, data[:16] + bytes(4))  # struct in6_pktinfo {addr, ifindex}
+            else:
+                continue
+            sources = self._sources
+            sources.pop(addr, None)  # most recently heard last
+            sources[addr] = cmsg
+            if len(sources) > self.MAX_SOURCES:
+                del sources[next(iter(sources))]
+            return
+
+    def _drain_plain(self, max_packets: int) -> list[tuple[bytes, Address]]:
+        recvmsg = self._sock.recvmsg
+        batch: list[tuple[bytes, Address]] = []
+        nbytes = 0
+        while len(batch) < max_packets:
+            try:
+                data, ancillary, _, addr = recvmsg(UDP_READ_SIZE, _PKTINFO_CMSG_SPACE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self._rx_error(exc)
+                continue
+            self._remember(addr, ancillary)
+            nbytes += len(data)
+            batch.append((data, addr))
+        c = self.counters
+        c.rx_packets += len(batch)
+        c.rx_bytes += nbytes
+        return batch
+
+    def send_nowait(self, data: bytes, addr: Address | None = None) -> bool | None:
+        cmsg = None if addr is None else self._sources.get(addr)
+        if cmsg is None:
+            return super().send_nowait(data, addr)
+        try:
+            self._sock.sendmsg((data,), (cmsg,), 0, addr)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            return self._tx_error(exc)
+        c = self.counters
+        c.tx_packets += 1
+        c.tx_bytes += len(data)
+        return True
+
+
 class FramedLink:
     """Length-framed OpenVPN packets over any trio byte stream (TCP's framing).
 
@@ -506,7 +620,7 @@ class FramedLink:
     ``local``/``peer`` are the addresses reported for a stream that has no socket.
     """
 
-    __slots__ = ("_deframer", "_local", "_peer", "_send_lock", "_stream", "counters")
+    __slots__ = ("_deframer", "_head", "_local", "_peer", "_send_lock", "_stream", "counters")
 
     def __init__(self, stream: trio.abc.Stream, max_packet: int = MAX_FRAMED, *,
                  local: Address = None, peer: Address = None) -> None:
@@ -515,7 +629,23 @@ class FramedLink:
         self._send_lock = trio.StrictFIFOLock()
         self._local = local
         self._peer = peer
+        self._head = b""  # bytes read by read_head, not yet deframed
         self.counters = LinkCounters()
+
+    @property
+    def byte_stream(self) -> trio.abc.Stream:
+        """The stream under the framing (``port-share`` relays a foreign connection on it)."""
+        return self._stream
+
+    async def read_head(self, size: int) -> bytes:
+        """Receive until at least ``size`` bytes arrived (or EOF); returns everything received
+        so far. :meth:`recv_first_packets` still sees these bytes."""
+        while len(self._head) < size:
+            data = await self._stream.receive_some(TCP_READ_SIZE)
+            if not data:
+                break
+            self._head += data
+        return self._head
 
     @property
     def peer_address(self) -> Address:
@@ -549,7 +679,10 @@ class FramedLink:
         announces more than ``max_first`` bytes, without waiting for them."""
         deframer = self._deframer
         while True:
-            data = await self._stream.receive_some(TCP_READ_SIZE)
+            data: bytes | bytearray = self._head
+            self._head = b""
+            if not data:
+                data = await self._stream.receive_some(TCP_READ_SIZE)
             if not data:
                 raise LinkClosed(f"peer closed the connection ({deframer.pending} "
                                  "bytes of an incomplete packet discarded)")

@@ -411,7 +411,7 @@ class MemoryServerHost:
         return tunnel
 
     def open_udp(self, host: str, port: int, sndbuf: int | None,
-                 rcvbuf: int | None) -> MemoryDatagramLink:
+                 rcvbuf: int | None, *, multihome: bool = False) -> MemoryDatagramLink:
         link = self.network.bind(self._host(host), port)
         self.links.append(link)
         return link

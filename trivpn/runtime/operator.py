@@ -188,6 +188,7 @@ class ServerView:
             rows[id(peer)] = ClientRow(
                 common_name=peer.common_name, real_address=peer.label,
                 virtual_address=peer.vpn_ip if peer.connected else None,
+                virtual_ipv6=peer.vpn_ip6 if peer.connected else None,
                 bytes_received=peer.rx_bytes, bytes_sent=peer.tx_bytes,
                 connected_since=int(peer.created + server.unix_offset), client_id=cid,
                 peer_id=peer.peer_id, cipher=peer.session.cipher, last_ref=int(now))
@@ -204,6 +205,9 @@ class ServerView:
             for (network, bits), peer in server.table.iroutes.items():
                 if id(peer) in rows:
                     routes.append((f"{ipaddress.IPv4Address(network)}/{bits}", rows[id(peer)]))
+            for peer in server.connected:  # its IPv6 address is a route of its own, too
+                if peer.vpn_ip6 is not None and id(peer) in rows:
+                    routes.append((peer.vpn_ip6, rows[id(peer)]))
         return ServerStatus(tuple(rows.values()), tuple(routes))
 
     def status_lines(self, version: int) -> list[str]:

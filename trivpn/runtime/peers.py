@@ -1,7 +1,10 @@
 """The server's peer table and its routing decisions (no I/O, no trio).
 
 Peers are found by link address (UDP demultiplexing), by peer-id (P_DATA_V2 from a new address,
-"float"), by virtual IPv4 address (TUN routing) and by learned MAC address (TAP routing).
+"float"), by virtual IPv4 or IPv6 address (TUN routing) and by learned MAC address (TAP routing).
+IPv4 and IPv6 are told apart once per packet by the version nibble; IPv4 is tested first, so the
+IPv6 work never runs for IPv4 packets. A client's IPv6 packets must come from its pool IPv6
+address (``server-ipv6``/``ifconfig-ipv6-pool``), as its IPv4 ones from its IPv4 address.
 
 Routing, as OpenVPN's ``mode server`` does it:
 - from the device: an IPv4 packet goes to the client owning its destination; a TAP frame to
@@ -39,6 +42,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 ETH_HEADER = 14
 IPV4_HEADER = 20
+IPV6_HEADER = 40
 
 
 class Routable(Protocol):
@@ -53,6 +57,9 @@ class Routable(Protocol):
     @property
     def vaddr(self) -> bytes | None: ...
 
+    @property
+    def vaddr6(self) -> bytes | None: ...
+
 
 P = TypeVar("P", bound=Routable)
 
@@ -64,7 +71,8 @@ class Verdict(enum.Enum):
     FLOOD = "flood"  # TAP group frame with client-to-client: every other client and the device
     SPOOFED = "spoofed_source"
     MALFORMED = "malformed_packet"
-    NOT_IPV4 = "not_ipv4"  # IPv6 from a client: there is no IPv6 pool
+    NOT_IPV4 = "not_ipv4"  # not IPv4, and not IPv6 to a server with an IPv6 pool
+    IPV6 = "ipv6"  # not a drop: the caller checks it with from_client_ipv6 (off the IPv4 path)
     MAC_TAKEN = "mac_owned_by_other_client"
     MAC_QUOTA = "max_routes_per_client"
 
@@ -78,13 +86,14 @@ class PeerTable(Generic[P]):
     """Indexes over the live peers. ``vaddr`` keys are packed 4-byte IPv4 addresses."""
 
     __slots__ = ("_all", "_iroute_bits", "_macs_of", "by_address", "by_mac", "by_peer_id",
-                 "by_vaddr", "iroutes", "max_macs")
+                 "by_vaddr", "by_vaddr6", "iroutes", "max_macs")
 
     def __init__(self, max_macs: int = 256) -> None:
         self._all: dict[int, P] = {}
         self.by_address: dict[Hashable, P] = {}
         self.by_peer_id: dict[int, P] = {}
         self.by_vaddr: dict[bytes, P] = {}
+        self.by_vaddr6: dict[bytes, P] = {}  # packed 16-byte IPv6 addresses
         self.by_mac: dict[bytes, P] = {}
         self.max_macs = max_macs  # max-routes-per-client
         self._macs_of: dict[int, list[bytes]] = {}  # id(peer) -> the MACs it owns
@@ -125,6 +134,8 @@ class PeerTable(Generic[P]):
             del self.by_peer_id[peer.peer_id]
         if peer.vaddr is not None and self.by_vaddr.get(peer.vaddr) is peer:
             del self.by_vaddr[peer.vaddr]
+        if peer.vaddr6 is not None and self.by_vaddr6.get(peer.vaddr6) is peer:
+            del self.by_vaddr6[peer.vaddr6]
         for mac in self._macs_of.pop(id(peer), ()):
             if self.by_mac.get(mac) is peer:
                 del self.by_mac[mac]
@@ -158,6 +169,8 @@ class PeerTable(Generic[P]):
         if peer.vaddr is None:
             raise ValueError("peer has no virtual address")
         self.by_vaddr[peer.vaddr] = peer
+        if peer.vaddr6 is not None:
+            self.by_vaddr6[peer.vaddr6] = peer
 
     def add_iroutes(self, peer: P, networks: Iterable[tuple[int, int]]) -> None:
         """Route the networks ``(address as int, prefix length)`` to ``peer`` (iroute)."""
@@ -187,6 +200,12 @@ class PeerTable(Generic[P]):
             return self.iroute_owner(packet[16:20])
         return peer
 
+    def for_ipv6(self, packet: bytes) -> P | None:
+        """The client owning an IPv6 packet's destination; None for anything else."""
+        if len(packet) < IPV6_HEADER or packet[0] >> 4 != 6:
+            return None
+        return self.by_vaddr6.get(packet[24:40])
+
     def for_frame(self, frame: bytes) -> P | None:
         """The client that owns a frame's destination MAC; None means flood to all."""
         if len(frame) < ETH_HEADER:
@@ -201,7 +220,7 @@ class PeerTable(Generic[P]):
         if len(packet) < IPV4_HEADER:
             return Verdict.MALFORMED
         if packet[0] >> 4 != 4:
-            return Verdict.NOT_IPV4
+            return Verdict.IPV6 if packet[0] >> 4 == 6 else Verdict.NOT_IPV4
         if packet[12:16] != sender.vaddr and (
                 not self.iroutes or self.iroute_owner(packet[12:16]) is not sender):
             return Verdict.SPOOFED
@@ -209,6 +228,24 @@ class PeerTable(Generic[P]):
             target = self.by_vaddr.get(packet[16:20])
             if target is None and self.iroutes:
                 target = self.iroute_owner(packet[16:20])
+            if target is not None and target is not sender:
+                return target
+        return Verdict.DEVICE
+
+    def from_client_ipv6(self, sender: P, packet: bytes,
+                         client_to_client: bool) -> P | Verdict:
+        """Check and route an IPv6 packet a client sent (TUN mode): the source must be the
+        client's pool IPv6 address."""
+        if packet[0] >> 4 != 6:
+            return Verdict.NOT_IPV4
+        if sender.vaddr6 is None:
+            return Verdict.NOT_IPV4
+        if len(packet) < IPV6_HEADER:
+            return Verdict.MALFORMED
+        if packet[8:24] != sender.vaddr6:
+            return Verdict.SPOOFED
+        if client_to_client:
+            target = self.by_vaddr6.get(packet[24:40])
             if target is not None and target is not sender:
                 return target
         return Verdict.DEVICE
@@ -239,3 +276,50 @@ class PeerTable(Generic[P]):
         if target is not None and target is not sender:
             return target
         return Verdict.DEVICE
+
+
+class AgeingPeerTable(PeerTable[P]):
+    """A :class:`PeerTable` for ``stale-routes-check``: learned MAC routes that no frame used
+    for a while can be forgotten (:meth:`expire`), as OpenVPN's check_stale_routes()
+    (src/openvpn/multi.c) drops routes whose last reference is too old.
+
+    A route is referenced when a client's frame comes from its MAC or a device frame goes to
+    it; each reference records the current :attr:`generation` (a counter the server advances
+    once per check interval), so the per-frame cost is one dict store and no clock read. Only
+    a server configured with ``stale-routes-check`` uses this class.
+    """
+
+    __slots__ = ("_seen", "generation")
+
+    def __init__(self, max_macs: int = 256) -> None:
+        super().__init__(max_macs)
+        self.generation = 0
+        self._seen: dict[bytes, int] = {}
+
+    def for_frame(self, frame: bytes) -> P | None:
+        peer = super().for_frame(frame)
+        if peer is not None:
+            self._seen[frame[0:6]] = self.generation
+        return peer
+
+    def from_client_frame(self, sender: P, frame: bytes,
+                          client_to_client: bool) -> P | Verdict:
+        result = super().from_client_frame(sender, frame, client_to_client)
+        if self.by_mac.get(frame[6:12]) is sender:
+            self._seen[frame[6:12]] = self.generation
+        return result
+
+    def expire(self, min_generation: int) -> list[tuple[bytes, P]]:
+        """Forget every MAC route last referenced before ``min_generation``; what went."""
+        gone: list[tuple[bytes, P]] = []
+        for mac, peer in list(self.by_mac.items()):
+            if self._seen.get(mac, -1) < min_generation:
+                del self.by_mac[mac]
+                self._seen.pop(mac, None)
+                owned = self._macs_of.get(id(peer))
+                if owned is not None and mac in owned:
+                    owned.remove(mac)
+                gone.append((mac, peer))
+        for mac in [m for m in self._seen if m not in self.by_mac]:
+            del self._seen[mac]
+        return gone

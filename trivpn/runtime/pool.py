@@ -19,15 +19,18 @@ connected (:meth:`PoolAllocator.reserve`), so no pool client gets the same addre
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from trivpn.config.derive import AddressPool, PoolEntry
+from trivpn.config.derive import AddressPool, AddressPool6, PoolEntry
 from trivpn.runtime.files import write_atomically
 
 Association = tuple[str, ipaddress.IPv4Address]
 """(common name, base address) as stored in the persist file."""
+
+Ipv6Of = Callable[[ipaddress.IPv4Address], "ipaddress.IPv6Address | None"]
+"""The IPv6 address paired with a persisted IPv4 base address (server-ipv6)."""
 
 
 @dataclass(slots=True)
@@ -41,12 +44,16 @@ class _Slot:
 class PoolAllocator:
     """Which pool entries are in use, and by which common name they were last used."""
 
-    __slots__ = ("_duplicate_cn", "_slots", "pool")
+    __slots__ = ("_duplicate_cn", "_slots", "pool", "pool6")
 
-    def __init__(self, pool: AddressPool, *, duplicate_cn: bool = False) -> None:
+    def __init__(self, pool: AddressPool, *, duplicate_cn: bool = False,
+                 pool6: AddressPool6 | None = None) -> None:
+        """``pool6``: the IPv6 pool paired by index; the smaller pool bounds both (pool.c)."""
         self.pool = pool
+        self.pool6 = pool6
         self._duplicate_cn = duplicate_cn
-        self._slots = [_Slot() for _ in range(pool.size)]
+        size = pool.size if pool6 is None else min(pool.size, pool6.size)
+        self._slots = [_Slot() for _ in range(size)]
 
     @property
     def in_use(self) -> int:
@@ -122,7 +129,7 @@ class PoolAllocator:
         if offset < 0:
             return None
         index = offset // 4 if self.pool.topology == "net30" else offset
-        return index if index < self.pool.size else None
+        return index if index < len(self._slots) else None
 
     def load(self, associations: Iterable[Association], now: float, *,
              fixed: bool = False) -> int:
@@ -145,6 +152,14 @@ class PoolAllocator:
             applied += 1
         return applied
 
+    def ipv6_of(self, address: ipaddress.IPv4Address) -> ipaddress.IPv6Address | None:
+        """The IPv6 address of the entry whose base address is ``address`` (None without an
+        IPv6 pool)."""
+        index = self.index_of_base(address)
+        if self.pool6 is None or index is None:
+            return None
+        return self.pool6.address(index)
+
     def associations(self) -> list[Association]:
         """Every remembered (common name, base address), in pool order."""
         return [(slot.common_name, self.base_address(i))
@@ -152,7 +167,8 @@ class PoolAllocator:
 
 
 def parse_persist(text: str) -> list[Association]:
-    """``CN,IP[,IPv6]`` lines; malformed lines are skipped as OpenVPN does."""
+    """``CN,IP[,IPv6]`` lines; malformed lines are skipped as OpenVPN does. The IPv6 field is
+    not needed: the IPv6 address follows from the IPv4 entry (the pools are paired)."""
     out: list[Association] = []
     for line in text.splitlines():
         fields = line.strip().split(",")
@@ -166,12 +182,19 @@ def parse_persist(text: str) -> list[Association]:
     return out
 
 
-def persist_lines(associations: Iterable[Association]) -> list[str]:
-    return [f"{cn},{address}," for cn, address in associations]
+def persist_lines(associations: Iterable[Association], ipv6_of: Ipv6Of | None = None
+                  ) -> list[str]:
+    """``CN,IPv4,IPv6`` lines as OpenVPN 2.6 writes them (pool.c ifconfig_pool_write); the
+    IPv6 field is empty without an IPv6 pool."""
+    out = []
+    for cn, address in associations:
+        v6 = ipv6_of(address) if ipv6_of is not None else None
+        out.append(f"{cn},{address},{v6 if v6 is not None else ''}")
+    return out
 
 
-def format_persist(associations: Iterable[Association]) -> str:
-    return "".join(line + "\n" for line in persist_lines(associations))
+def format_persist(associations: Iterable[Association], ipv6_of: Ipv6Of | None = None) -> str:
+    return "".join(line + "\n" for line in persist_lines(associations, ipv6_of))
 
 
 def read_persist_file(path: Path) -> list[Association]:
@@ -183,7 +206,8 @@ def read_persist_file(path: Path) -> list[Association]:
     return parse_persist(text)
 
 
-def write_persist_file(path: Path, associations: Iterable[Association]) -> None:
+def write_persist_file(path: Path, associations: Iterable[Association],
+                       ipv6_of: Ipv6Of | None = None) -> None:
     """Replace ``path`` atomically, never through a symlink (a ``mkstemp`` temp file next to
     it, then rename: :func:`trivpn.runtime.files.write_atomically`)."""
-    write_atomically(path, format_persist(associations).encode())
+    write_atomically(path, format_persist(associations, ipv6_of).encode())

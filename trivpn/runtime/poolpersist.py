@@ -71,11 +71,12 @@ class PoolPersistence:
     def write(self) -> None:
         if self.persist is None or not self.writes:
             return
+        ipv6_of = self.allocator.ipv6_of if self.allocator.pool6 is not None else None
         try:
             if self._file is not None:
-                self._file.write(persist_lines(self.allocator.associations()))
+                self._file.write(persist_lines(self.allocator.associations(), ipv6_of))
                 return
-            write_persist_file(self.persist.path, self.allocator.associations())
+            write_persist_file(self.persist.path, self.allocator.associations(), ipv6_of)
         except OSError as exc:
             self.log.warning("pool_persist_write_failed", path=str(self.persist.path),
                              error=str(exc))

@@ -16,11 +16,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss
+from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss, clamp_mss6
 from trivpn.protocol.session import Session
-from trivpn.runtime.peers import IPV4_HEADER, PeerTable, Routable, Verdict
+from trivpn.runtime.peers import IPV4_HEADER, IPV6_HEADER, PeerTable, Routable, Verdict
 
 TCP_HEADER_END = 40  # IPv4 + TCP headers: shorter packets carry no MSS option
+TCP6_HEADER_END = 60  # IPv6 + TCP headers
+IPV6_EXTRA_HEADER = 20  # an IPv6 header is 20 bytes longer: its MSS is 20 lower (mtu - 60)
 
 
 class RoutedPeer(Routable, Protocol):
@@ -63,7 +65,8 @@ class Router(Generic[P]):
             verdict = self.table.from_client_frame(peer, packet, self.client_to_client)
         else:
             mss = self.mss
-            # clamp_mss's first test inline: only TCP can need it (pings skip the call)
+            # clamp_mss's first test inline: only TCP can need it (pings skip the call); it
+            # returns IPv6 packets unchanged (byte 9 is in their source address)
             if mss is not None and len(packet) >= TCP_HEADER_END and packet[9] == IPPROTO_TCP:
                 packet = clamp_mss(packet, mss)
             verdict = self.table.from_client_ipv4(peer, packet, self.client_to_client)
@@ -76,8 +79,27 @@ class Router(Generic[P]):
             if wire is not None:
                 out.append((verdict, wire))
 
+    def _from_peer6(self, peer: P, packet: bytes, now: float, out: list[tuple[P, bytes]], *,
+                    to_device: list[bytes]) -> None:
+        """An IPv6 packet from ``peer`` (TUN): clamped, checked and routed as IPv4 ones are."""
+        mss = self.mss
+        if mss is not None and len(packet) >= TCP6_HEADER_END and packet[6] == IPPROTO_TCP:
+            packet = clamp_mss6(packet, mss - IPV6_EXTRA_HEADER)
+        verdict = self.table.from_client_ipv6(peer, packet, self.client_to_client)
+        if verdict is Verdict.DEVICE:
+            to_device.append(packet)
+        elif isinstance(verdict, Verdict):
+            self._other_verdict(peer, packet, verdict, now, out, to_device=to_device)
+        else:
+            wire = verdict.session.encrypt_data(packet, now)
+            if wire is not None:
+                out.append((verdict, wire))
+
     def _other_verdict(self, peer: P, packet: bytes, verdict: Verdict, now: float,
                        out: list[tuple[P, bytes]], *, to_device: list[bytes]) -> None:
+        if verdict is Verdict.IPV6:
+            self._from_peer6(peer, packet, now, out, to_device=to_device)
+            return
         if verdict is Verdict.FLOOD:
             to_device.append(packet)
             for other in self.connected:
@@ -101,6 +123,7 @@ class Router(Generic[P]):
         out: list[tuple[P, bytes]] = []
         counts = self.counts
         by_vaddr = self.table.by_vaddr
+        by_vaddr6 = self.table.by_vaddr6
         mss = self.mss
         for packet in packets:
             if len(packet) >= IPV4_HEADER and packet[0] >> 4 == 4:
@@ -113,6 +136,14 @@ class Router(Generic[P]):
                 if mss is not None and len(packet) >= TCP_HEADER_END \
                         and packet[9] == IPPROTO_TCP:
                     packet = clamp_mss(packet, mss)  # noqa: PLW2901
+            elif len(packet) >= IPV6_HEADER and packet[0] >> 4 == 6:
+                peer = by_vaddr6.get(packet[24:40])
+                if peer is None:
+                    counts["no_route"] += 1
+                    continue
+                if mss is not None and len(packet) >= TCP6_HEADER_END \
+                        and packet[6] == IPPROTO_TCP:
+                    packet = clamp_mss6(packet, mss - IPV6_EXTRA_HEADER)  # noqa: PLW2901
             else:
                 counts["not_ipv4"] += 1
                 continue

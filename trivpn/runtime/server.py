@@ -39,8 +39,10 @@ from trivpn.config import ConfigError, Options
 from trivpn.config.derive import (
     AddressPool,
     address_pool,
+    address_pool6,
     server_push_options,
     server_tun_ifconfig,
+    server_tun_ifconfig6,
 )
 from trivpn.logging import RateLimitedLog
 from trivpn.protocol.admission import (
@@ -57,7 +59,7 @@ from trivpn.protocol.tls import RevocationLists, revoked_serials
 from trivpn.runtime import events as rt
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.errors import RuntimeSetupError
-from trivpn.runtime.peers import PeerTable, Verdict
+from trivpn.runtime.peers import AgeingPeerTable, PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
@@ -113,10 +115,13 @@ def check_client_config_dir(options: Options) -> None:
                           options.directive_lines.get("client-config-dir"))
 
 
-def server_device_ifconfig(options: Options) -> tuple[str, str]:
+def server_device_ifconfig(options: Options) -> tuple[str, str] | None:
     """The server device's LOCAL and REMOTE_OR_NETMASK: NET+1 with NET+2 (net30/p2p) or the
-    netmask, as the ``server`` helper expands it, or an explicit ``ifconfig``."""
+    netmask, as the ``server`` helper expands it, or an explicit ``ifconfig``; None for
+    ``server-bridge`` (the bridge holds the address, the tap has none)."""
     o = options
+    if o.server_bridge is not None:
+        return None
     if o.server is not None:
         net = o.server.network
         first = net.network_address + 1
@@ -140,7 +145,11 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     o = options
     routes: list[RouteRequest] = []
     gateway = o.route_gateway
+    if o.server_bridge is not None:  # the bridge holds the address; the tap stays bare
+        return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
+                           txqueuelen=o.txqueuelen)
     ifconfig = server_device_ifconfig(o)
+    assert ifconfig is not None
     if o.server is not None:
         net = o.server.network
         if o.dev_type == "tun" and o.topology in ("net30", "p2p"):
@@ -149,9 +158,22 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
             gateway = str(net.network_address + 2)
     routes.extend(RouteRequest(r.network, str(r.netmask), r.gateway, r.metric)
                   for r in o.routes)
+    own6 = server_tun_ifconfig6(o)  # server-ipv6: NET+1/BITS on the device
     return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
                        ifconfig=ifconfig, routes=routes, route_gateway=gateway,
-                       txqueuelen=o.txqueuelen)
+                       txqueuelen=o.txqueuelen,
+                       ifconfig_ipv6=(None if own6 is None else
+                                      (str(own6.address), own6.bits, str(own6.remote))),
+                       routes_ipv6=[(str(r.network), None if r.gateway is None
+                                     else str(r.gateway), r.metric) for r in o.routes_ipv6])
+
+
+def wildcard_host(family: int | None) -> str:
+    """Where a server without ``local`` listens, as OpenVPN 2.6 on Linux does (checked in
+    tests/interop/test_ipv6.py): ``proto udp6/tcp6`` on ``::``, a dual-stack socket that
+    takes IPv4 clients too; ``proto udp/tcp`` and ``udp4/tcp4`` on 0.0.0.0 (the first
+    passive address the resolver gives for an unspecified family)."""
+    return "::" if family == 6 else "0.0.0.0"
 
 
 class Server:
@@ -174,7 +196,11 @@ class Server:
         self.mss = None if self.tap else mss_limit_for(
             options, options.data_ciphers, "udp" if options.proto == "udp" else "tcp")
         self.max_clients = options.max_clients
-        self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn)
+        # server-ipv6: the IPv6 pool, paired with the IPv4 one by index (pool.c); the
+        # smaller of the two bounds how many clients get addresses
+        self.pool6 = address_pool6(options)
+        self.allocator = PoolAllocator(pool, duplicate_cn=options.duplicate_cn,
+                                       pool6=self.pool6)
         # the front door: cookie, connect-freq(-initial), the pre-authentication quota
         # (separate from max-clients, docs/server-admission.md) and float authentication
         initial, freq = options.connect_freq_initial, options.connect_freq
@@ -183,7 +209,9 @@ class Server:
             connect=(freq.max, freq.seconds) if freq is not None else None,
             preauth=PreauthLimits.for_max_clients(options.max_clients)))
         self.push = server_push_options(options)
-        self.table: PeerTable[Peer] = PeerTable(options.max_routes_per_client)
+        self.table: PeerTable[Peer] = (
+            AgeingPeerTable(options.max_routes_per_client) if options.stale_routes
+            else PeerTable(options.max_routes_per_client))
         self.drops = drop_aggregator(options, DROP_LOG_INTERVAL)
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
@@ -216,7 +244,7 @@ class Server:
         self.preauth_admit = peers.preauth_admit
         self.preauth_refused = peers.preauth_refused
         self.udp_transport = UdpTransport(self)
-        self.tcp_transport = TcpTransport(self)
+        self.tcp_transport = TcpTransport(self, port_share=options.port_share)
         self.persistence = PoolPersistence(options.ifconfig_pool_persist, self.allocator, log)
         # trivpn run --drop-revoked: re-check connected clients when the crl-verify file
         # changes (OpenVPN only checks at the next TLS handshake)
@@ -277,6 +305,8 @@ class Server:
                     async with trio.open_nursery() as peers:
                         self.peers_nursery = peers
                         main.start_soon(self._housekeeping)
+                        if isinstance(self.table, AgeingPeerTable):
+                            main.start_soon(self._stale_routes, self.table)
                         if self.tools is not None:
                             main.start_soon(self.tools.run_server, self)
                         if self.udp is not None:
@@ -322,7 +352,7 @@ class Server:
         if self.tunnel is None:
             return True
         o = self.options
-        local, second = server_device_ifconfig(o)
+        local, second = server_device_ifconfig(o) or (None, None)
         self.scripts.on_tunnel(TunnelInfo(
             dev=self.tunnel.name, dev_type=o.dev_type, tun_mtu=o.tun_mtu, local=local,
             remote_or_netmask=second,
@@ -346,10 +376,11 @@ class Server:
             description, topology=o.topology))
         for failure in self.tunnel.route_failures:
             self.log.warning("route_failed", detail=failure)
-        host = o.local or "0.0.0.0"
+        host = o.local or wildcard_host(o.family)
         port = o.lport
         if o.proto == "udp":
-            self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf)
+            self.udp = self.host.open_udp(host, port, o.sndbuf, o.rcvbuf,
+                                          multihome=o.multihome)
             local = self.udp.local_address
         else:
             self.listener = await self.host.open_tcp_listener(host, port, o.sndbuf, o.rcvbuf)
@@ -409,6 +440,20 @@ class Server:
             if self.drop_revoked:
                 self._drop_revoked()
             self.persistence.tick(now)
+
+    async def _stale_routes(self, table: AgeingPeerTable[Peer]) -> None:
+        """``stale-routes-check N T``: every T seconds, forget the MAC routes no frame used
+        for N seconds (OpenVPN multi.c, check_stale_routes()). References are recorded per
+        check interval, so a route goes after N to N+T seconds without traffic."""
+        assert self.options.stale_routes is not None
+        ageing, interval = self.options.stale_routes
+        periods = -(-ageing // interval)  # whole intervals that cover the ageing time
+        while True:
+            await trio.sleep(interval)
+            table.generation += 1
+            for mac, peer in table.expire(table.generation - periods):
+                self.log.info("stale_route_removed", peer=peer.label, cn=peer.common_name,
+                              mac=mac.hex(":"))
 
     def _drop_revoked(self) -> None:
         """When the crl-verify file changed: tell connected clients whose certificate it now

@@ -4,7 +4,7 @@ the server in-memory doubles instead, :class:`~trivpn.runtime.transport.ServerHo
 from __future__ import annotations
 
 from trivpn.runtime.errors import RuntimeSetupError
-from trivpn.runtime.link import UdpLink, apply_sndbuf_rcvbuf, open_tcp_listener
+from trivpn.runtime.link import PktinfoUdpLink, UdpLink, apply_sndbuf_rcvbuf, open_tcp_listener
 from trivpn.runtime.transport import DatagramLink, PacketListener, TunnelHandle
 from trivpn.runtime.tunnel import Tunnel, TunnelPlan
 
@@ -17,8 +17,9 @@ class SystemServerHost:
         return Tunnel.open(plan)
 
     def open_udp(self, host: str, port: int, sndbuf: int | None,
-                 rcvbuf: int | None) -> DatagramLink:
-        link = UdpLink.bind(host, port)
+                 rcvbuf: int | None, *, multihome: bool = False) -> DatagramLink:
+        link = (PktinfoUdpLink.bind_multihome(host, port) if multihome
+                else UdpLink.bind(host, port))
         try:
             apply_sndbuf_rcvbuf(link.socket, sndbuf, rcvbuf)
         except RuntimeSetupError:

@@ -27,7 +27,7 @@ class Peer:
                  "learned", "mac_refused", "peer_id", "preauth", "remove_at",
                  "remove_reason", "removed", "reset_counted", "rx_bytes", "rx_packets",
                  "script_env", "session", "sleeping_until", "tcp", "tcp_recv", "tcp_send",
-                 "tx_bytes", "tx_packets", "vaddr", "vaddr_refused", "wakeup")
+                 "tx_bytes", "tx_packets", "vaddr", "vaddr6", "vaddr_refused", "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
                  tcp: ServerPacketLink | None = None) -> None:
@@ -53,6 +53,7 @@ class Peer:
         # iroute lines of its client-config-dir file: (network as int, prefix length)
         self.iroutes: tuple[tuple[int, int], ...] = ()
         self.vaddr: bytes | None = None
+        self.vaddr6: bytes | None = None  # its pool IPv6 address (16 bytes), with server-ipv6
         self.connected = False
         self.removed = False
         self.mac_refused: tuple[str, ...] = ()  # TAP: reasons mac_refused was logged for
@@ -81,6 +82,10 @@ class Peer:
         if self.entry is not None:
             return str(self.entry.local)
         return str(self.fixed_address) if self.fixed_address is not None else None
+
+    @property
+    def vpn_ip6(self) -> str | None:
+        return str(ipaddress.IPv6Address(self.vaddr6)) if self.vaddr6 is not None else None
 
     @property
     def floatable(self) -> bool:
@@ -113,11 +118,14 @@ def next_deadline(peer: Peer) -> float:
 
 
 def format_address(address: Address) -> str:
-    """``ip:port``, ``[v6]:port``; a scoped IPv6 source (link-local, 4-tuple sockaddr with a
+    """``ip:port``, ``[v6]:port`` (an IPv4-mapped ``::ffff:a.b.c.d`` as ``a.b.c.d:port``); a
+    scoped IPv6 source (link-local, 4-tuple sockaddr with a
     scope id; recvfrom leaves ``%zone`` out of the host) as ``[fe80::1%eth0]:port``."""
     host, port = str(address[0]), address[1]
     if ":" not in host:
         return f"{host}:{port}"
+    if host.startswith("::ffff:") and "." in host:  # an IPv4 client of a dual-stack socket
+        return f"{host[7:]}:{port}"
     if len(address) > 3 and address[3] and "%" not in host:
         try:
             zone = socket.if_indextoname(int(address[3]))

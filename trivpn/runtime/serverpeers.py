@@ -379,6 +379,7 @@ class PeerLifecycle:
         if client is not None:
             push, ifconfig_blocked = client_push_list(push, client.push_edits)
             peer.iroutes = tuple((int(n.network_address), n.prefixlen) for n in client.iroutes)
+        assigned6: tuple[str, ...] = ()
         if client is not None and client.ifconfig_push is not None:
             ifconfig = self._fixed_address(peer, client.ifconfig_push, now)
             if ifconfig is None:
@@ -393,6 +394,10 @@ class PeerLifecycle:
             peer.entry = entry
             peer.vaddr = entry.local.packed
             ifconfig = entry.ifconfig_option()
+            pool6 = self.server.pool6
+            if pool6 is not None:  # the IPv6 pool address of the same index
+                peer.vaddr6 = pool6.address(entry.index).packed
+                assigned6 = (pool6.ifconfig_option(entry.index),)
         if client is not None:
             peer.connect_state = "partial"  # OpenVPN: the ccd handler succeeded
         if peer.script_env is not None:
@@ -400,10 +405,11 @@ class PeerLifecycle:
         if self.server.scripts.connect_hooks:
             assert self.server.peers_nursery is not None
             self.server.peers_nursery.start_soon(self._admit_scripted, peer, push,
-                                                 ifconfig_blocked, ifconfig)
+                                                 ifconfig_blocked, ifconfig, assigned6)
             return
         peer.connect_state = "done"
-        pushed = push if ifconfig_blocked else (*push, ifconfig)
+        # push.c: ifconfig-ipv6 before ifconfig
+        pushed = push if ifconfig_blocked else (*push, *assigned6, ifconfig)
         peer.session.accept(now, pushed, peer_id=peer.peer_id)
 
     # ------------------------------------------------------------------ server scripts
@@ -445,7 +451,7 @@ class PeerLifecycle:
         peer.wakeup.set()
 
     async def _admit_scripted(self, peer: Peer, push: tuple[str, ...], ifconfig_blocked: bool,
-                              ifconfig: str) -> None:
+                              ifconfig: str, assigned6: tuple[str, ...]) -> None:
         """The rest of an admission once client-connect and learn-address have run (in a
         task of its own: other clients are served meanwhile)."""
         scripts = self.server.scripts
@@ -480,6 +486,7 @@ class PeerLifecycle:
             if dynamic.ifconfig_push is not None:
                 # the script's ifconfig-push wins over the pool's and the ccd file's
                 self._release_address(peer, now)
+                assigned6 = ()  # the pool's IPv6 address went with its IPv4 one
                 fixed = self._fixed_address(peer, dynamic.ifconfig_push, now)
                 if fixed is None:
                     if peer.connect_state == "partial":
@@ -496,7 +503,7 @@ class PeerLifecycle:
             return
         now = trio.current_time()
         peer.connect_state = "done"
-        pushed = push if ifconfig_blocked else (*push, ifconfig)
+        pushed = push if ifconfig_blocked else (*push, *assigned6, ifconfig)
         try:
             peer.session.accept(now, pushed, peer_id=peer.peer_id)
         except ProtocolError as exc:
@@ -541,6 +548,7 @@ class PeerLifecycle:
         if peer.entry is not None:
             self.server.allocator.release(peer.entry, now)
             peer.entry = None
+            peer.vaddr6 = None
         if peer.fixed_address is not None:
             self.server.allocator.unreserve(peer.fixed_address, now)
             peer.fixed_address = None
@@ -654,4 +662,5 @@ class PeerLifecycle:
         self.server.router.connected = (*self.server.connected, peer)
         self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
                                              peer.peer_id,
-                                             "tcp" if peer.tcp is not None else "udp"))
+                                             "tcp" if peer.tcp is not None else "udp",
+                                             peer.vpn_ip6))

@@ -7,17 +7,24 @@ authenticates (tls-auth / tls-crypt) and arrive within
 UDP only; ``connect-freq`` with TCP is a config error there and here), through the server's
 :class:`~trivpn.protocol.gateway.Gateway`. Only then is a peer created; its reader and writer
 run as that peer's tasks. A device reader task sends device packets to the peers.
+
+With ``port-share``, the first bytes decide first (:mod:`trivpn.protocol.portshare`): a
+connection that does not start like an OpenVPN client is relayed to the port-share target
+(:mod:`trivpn.runtime.portshare`) instead of being closed.
 """
 
 from __future__ import annotations
 
 import trio
 
+from trivpn.config.options import PortShare
 from trivpn.protocol.admission import MAX_FIRST_PACKET, first_packet_timeout
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.gateway import Drop
 from trivpn.protocol.packets import DATA_BYTE0
+from trivpn.protocol.portshare import HEAD_BYTES, FirstBytes, classify
 from trivpn.runtime.link import LinkClosed
+from trivpn.runtime.portshare import relay
 from trivpn.runtime.serverhub import PeerHub
 from trivpn.runtime.serverpeer import BATCH, Peer, Pending
 from trivpn.runtime.tlscryptv2 import verify_client_key
@@ -26,8 +33,9 @@ from trivpn.runtime.tlscryptv2 import verify_client_key
 class TcpTransport:
     """Accepts the server's TCP connections and moves each peer's packets."""
 
-    def __init__(self, server: PeerHub) -> None:
+    def __init__(self, server: PeerHub, *, port_share: PortShare | None = None) -> None:
         self.server = server
+        self.port_share = port_share
 
     async def run_device_reader(self) -> None:
         """Packets from the device to the peers (TCP; also UDP over a link or device
@@ -71,11 +79,17 @@ class TcpTransport:
         assert link is not None and config is not None
         reason: str | None = None
         peer: Peer | None = None
+        foreign: bytes | None = None
         try:
             with pending.cancel_scope:  # cancelled when the ledger evicts this opening
                 with trio.move_on_after(first_packet_timeout(config.hand_window)) as timer:
                     try:
-                        packets = await link.recv_first_packets(MAX_FIRST_PACKET)
+                        if self.port_share is not None:
+                            head = await link.read_head(HEAD_BYTES)
+                            if classify(head) is FirstBytes.FOREIGN:
+                                foreign = head
+                        if foreign is None:
+                            packets = await link.recv_first_packets(MAX_FIRST_PACKET)
                     except LinkClosed:
                         reason = "tcp_closed_before_reset"
                     except ProtocolError:
@@ -86,7 +100,9 @@ class TcpTransport:
                     reason = "tcp_first_packet_timeout"
             if pending.evicted:
                 return  # counted as preauth_evicted
-            if reason is None:
+            if foreign is not None and reason is None:
+                await self._share(pending, foreign)
+            elif reason is None:
                 peer = await self._first_packets(pending, packets, trio.current_time())
         finally:
             if peer is None:
@@ -95,6 +111,15 @@ class TcpTransport:
                     self.server.counts[reason] += 1
                 with trio.CancelScope(shield=True):
                     await link.aclose()
+
+    async def _share(self, pending: Pending, head: bytes) -> None:
+        """``port-share``: a connection that does not start like an OpenVPN client goes to
+        the port-share target (no longer an opening of the pre-authentication ledger)."""
+        assert self.port_share is not None and pending.link is not None
+        self.server.preauth.release(pending)
+        self.server.counts["port_share_proxied"] += 1
+        await relay(pending.link.byte_stream, head, self.port_share, pending.address,
+                    self.server.log)
 
     async def _first_packets(self, pending: Pending, packets: list[bytes],
                              now: float) -> Peer | None:

@@ -51,6 +51,7 @@ class ClientRow:
     cipher: str | None
     last_ref: int  # unix time of the last packet from the client
     username: str | None = None
+    virtual_ipv6: str | None = None  # with server-ipv6
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +97,8 @@ def _v23(status: ServerStatus, now: float, sep: str) -> list[str]:
              row("HEADER", "CLIENT_LIST", *CLIENT_LIST_HEADER)]
     for c in status.clients:
         lines.append(row("CLIENT_LIST", c.common_name or UNDEF, c.real_address,
-                         c.virtual_address or "", "", c.bytes_received, c.bytes_sent,
+                         c.virtual_address or "", c.virtual_ipv6 or "", c.bytes_received,
+                         c.bytes_sent,
                          time_string(c.connected_since), c.connected_since,
                          c.username or UNDEF, c.client_id, c.peer_id, c.cipher or "none"))
     lines.append(row("HEADER", "ROUTING_TABLE", *ROUTING_TABLE_HEADER))

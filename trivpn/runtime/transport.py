@@ -99,6 +99,16 @@ class ServerPacketLink(PacketLink, Protocol):
     @property
     def peer_address(self) -> Address: ...
 
+    @property
+    def byte_stream(self) -> trio.abc.Stream:
+        """The stream under the framing (``port-share`` relays foreign connections on it)."""
+        ...
+
+    async def read_head(self, size: int) -> bytes:
+        """At least ``size`` first bytes (fewer at EOF), still seen by
+        :meth:`recv_first_packets`."""
+        ...
+
     async def recv_first_packets(self, max_first: int) -> list[bytes]:
         """The packets of the first read, the first at most ``max_first`` bytes long;
         :class:`~trivpn.protocol.errors.ProtocolError` when it is longer."""
@@ -200,8 +210,9 @@ class ServerHost(Protocol):
     def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle: ...
 
     def open_udp(self, host: str, port: int, sndbuf: int | None,
-                 rcvbuf: int | None) -> DatagramLink:
-        """Bind; raises :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
+                 rcvbuf: int | None, *, multihome: bool = False) -> DatagramLink:
+        """Bind (``multihome``: replies leave from the address each client sent to); raises
+        :class:`~trivpn.runtime.errors.RuntimeSetupError` on failure."""
         ...
 
     async def open_tcp_listener(self, host: str, port: int, sndbuf: int | None,

@@ -30,7 +30,11 @@ Rules (OpenVPN 2.6 semantics, ``route.c``/``tun.c``):
   ``0.0.0.0/1`` and ``128.0.0.0/1`` through the VPN gateway. Without ``def1`` OpenVPN replaces
   the default route; trivpn installs the two /1 routes anyway (they win over any default route
   and never delete it) and says so in :attr:`TunnelPlan.warnings`. Flag ``local`` skips the
-  exception route; ``!ipv4`` skips the IPv4 part; ``ipv6`` adds ``::/1`` and ``8000::/1``.
+  exception route; ``!ipv4`` skips the IPv4 part; ``ipv6`` adds ``::/3``, ``2000::/4``,
+  ``3000::/4`` and ``fc00::/7`` as OpenVPN does (all of the global unicast and ULA space, not
+  the link-local or multicast ranges), only when the device has an IPv6 address.
+* ``ifconfig-ipv6``/``route-ipv6``: configured ones, overridden (address) or extended (routes)
+  by pushed ones; IPv6 routes go out of the device.
 """
 
 from __future__ import annotations
@@ -148,6 +152,9 @@ def _ipv4(text: str, what: str) -> ipaddress.IPv4Address:
         raise TunnelPlanError(f"invalid {what} address {text!r}") from exc
 
 
+REDIRECT_IPV6_ROUTES = ("::/3", "2000::/4", "3000::/4", "fc00::/7")
+
+
 def plan_tunnel(*, kind: TunKind, dev: str, mtu: int, topology: Topology,
                 ifconfig: tuple[str, str] | None = None,
                 ifconfig_ipv6: tuple[str, int, str | None] | None = None,
@@ -200,8 +207,9 @@ def plan_tunnel(*, kind: TunKind, dev: str, mtu: int, topology: Topology,
         route = _resolve_route(request, ctx)
         if route is not None:
             out.append(route)
-    if redirect is not None and "ipv6" in redirect:
-        out.extend(RouteAssignment(dst) for dst in ("::/1", "8000::/1"))
+    if redirect is not None and "ipv6" in redirect and ifconfig_ipv6 is not None:
+        # OpenVPN init.c do_init_route_ipv6_list: these four, and only with an IPv6 address
+        out.extend(RouteAssignment(dst) for dst in REDIRECT_IPV6_ROUTES)
     for network6, gateway6, metric6 in routes_ipv6:
         try:
             dst6 = str(ipaddress.IPv6Network(network6, strict=True))
@@ -290,14 +298,15 @@ def _protect_server_path(routes: list[RouteAssignment], ctx: _Context) -> list[R
     current path (as redirect-gateway does), or, when that path is unknown, drop such routes.
     OpenVPN 2.6 installs them as they come, and the tunnel then dies of ping-restart."""
     remote, net_gateway = ctx.remote_host, ctx.net_gateway
-    if remote is None or ipaddress.ip_address(remote).version != 4:
+    if remote is None:
         return routes
-    server = ipaddress.IPv4Address(remote)
-    host = f"{server}/32"
+    server = ipaddress.ip_address(remote)
+    host = f"{server}/{server.max_prefixlen}"  # IPv6: e.g. redirect-gateway ipv6's 2000::/4
     if any(not r.via_tunnel and r.destination == host for r in routes):
         return routes  # redirect-gateway already added the exception route
-    covering = [r for r in routes if r.via_tunnel and ":" not in r.destination
-                and server in ipaddress.IPv4Network(r.destination)]
+    covering = [r for r in routes if r.via_tunnel
+                and (":" in r.destination) == (server.version == 6)
+                and server in ipaddress.ip_network(r.destination)]
     if not covering:
         return routes
     names = ", ".join(r.destination for r in covering)
@@ -366,6 +375,9 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
     if pushed.ifconfig_ipv6 is not None:
         v6 = pushed.ifconfig_ipv6
         ifconfig6 = (str(v6.address), v6.prefixlen, str(v6.remote))
+    elif options.ifconfig_ipv6 is not None:
+        own6 = options.ifconfig_ipv6
+        ifconfig6 = (str(own6.address), own6.bits, str(own6.remote))
     requests = [RouteRequest(r.network, str(r.netmask), r.gateway, r.metric)
                 for r in options.routes]
     for r in pushed.routes:
@@ -373,7 +385,9 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
             str(r.network), str(r.netmask) if r.netmask is not None else "255.255.255.255",
             str(r.gateway) if r.gateway is not None else None, r.metric, pushed=True))
     routes6 = [(str(r.network), str(r.gateway) if r.gateway is not None else None, r.metric)
-               for r in pushed.route_ipv6]
+               for r in options.routes_ipv6]
+    routes6 += [(str(r.network), str(r.gateway) if r.gateway is not None else None, r.metric)
+                for r in pushed.route_ipv6]
     gateway = pushed.route_gateway if pushed.route_gateway is not None else options.route_gateway
     redirect = (pushed.redirect_gateway if pushed.redirect_gateway is not None
                 else options.redirect_gateway)
