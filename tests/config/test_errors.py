@@ -91,7 +91,7 @@ BAD_CLIENT_LINES = [
 
 UNSUPPORTED = [
     "secret static.key",
-    "auth-user-pass-verify v.sh via-env", "port-share h 443",
+    "auth-user-pass-verify v.sh via-env", "pkcs11-providers p.so",
 ]
 
 
@@ -229,8 +229,21 @@ def test_lenient_parse_turns_unsupported_directives_into_warnings(tmp_path):
 
     conf = tmp_path / "server.conf"
     conf.write_text("port 1194\ndev tun\nca ca.crt\ncert s.crt\nkey s.key\ndh none\n"
-                    "server 198.18.8.0 255.255.255.0\nport-share 198.18.0.9 443\n")
+                    "server 198.18.8.0 255.255.255.0\nvlan-tagging\n")
     options = load_config(conf, read_files=False, lenient=True)
     assert options.server is not None
-    assert any("'port-share' is not supported by trivpn yet" in w.message
+    assert any("'vlan-tagging' is not supported by trivpn yet" in w.message
                and w.line == 8 for w in options.warnings)
+
+
+@pytest.mark.directive("tls-crypt")
+def test_tls_crypt_with_a_key_direction_warns_that_the_direction_is_ignored(tmp_path):
+    from trivpn.config import load_config
+
+    conf = tmp_path / "client.conf"
+    conf.write_text("client\ndev tun\nremote 198.18.0.1\nca ca.crt\ncert c.crt\nkey c.key\n"
+                    "tls-crypt tc.key 0\n")
+    options = load_config(conf, read_files=False)
+    assert options.tls_crypt is not None and options.tls_crypt.path == tmp_path / "tc.key"
+    assert any("second argument '0' is ignored" in w.message and w.line == 7
+               for w in options.warnings)

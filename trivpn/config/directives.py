@@ -807,6 +807,9 @@ def _file_field(st: ParseState, d: Directive) -> Options:
     if d.name == "extra-certs":
         return replace(o, extra_certs=src)
     if d.name == "tls-crypt":
+        if len(d.args) == 2:  # generators write 'tls-crypt ta.key 0' (options.c takes !p[3])
+            st.warn(d, f"tls-crypt has no key direction: the second argument '{d.args[1]}' "
+                       "is ignored")
         return replace(o, tls_crypt=src)
     raise AssertionError(d.name)
 
@@ -1067,7 +1070,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "dh": Spec(1, 1, _dh, inline=True),
     "crl-verify": Spec(1, 2, _crl_verify, inline=True),
     "tls-auth": Spec(1, 2, _tls_auth, inline=True),
-    "tls-crypt": Spec(1, 1, _file_field, inline=True),
+    "tls-crypt": Spec(1, 2, _file_field, inline=True),
     "key-direction": Spec(1, 1, _choice_field),
     "remote-cert-tls": Spec(1, 1, _remote_cert_tls),
     "remote-cert-eku": Spec(1, 1, _str_option),
