@@ -64,3 +64,10 @@ def test_server_connection_entry_variables() -> None:
 def test_connect_time_variables() -> None:
     assert se.connect_time_env(1796389712, "2026-12-04 13:08:32") == {
         "time_unix": "1796389712", "time_ascii": "2026-12-04 13:08:32"}
+
+
+@pytest.mark.directive("client-connect", "server-ipv6")
+def test_ipv6_pool_variables() -> None:
+    assert se.pool6_env("2001:2:0:8::1000", "2001:2:0:8::1", 64) == {
+        "ifconfig_pool_remote_ip6": "2001:2:0:8::1000",
+        "ifconfig_pool_local_ip6": "2001:2:0:8::1", "ifconfig_pool_ip6_netbits": "64"}

@@ -418,6 +418,14 @@ def pool_env(remote_ip: str, second: str, *, point_to_point: bool) -> Env:
     return {"ifconfig_pool_remote_ip": remote_ip, key: second}
 
 
+def pool6_env(remote_ip6: str, local_ip6: str, netbits: int) -> Env:
+    """The client's IPv6 address: ``ifconfig_pool_remote_ip6``, ``ifconfig_pool_local_ip6``
+    (the server's tun address) and ``ifconfig_pool_ip6_netbits`` (multi.c,
+    multi_set_virtual_addr_env)."""
+    return {"ifconfig_pool_remote_ip6": remote_ip6, "ifconfig_pool_local_ip6": local_ip6,
+            "ifconfig_pool_ip6_netbits": str(netbits)}
+
+
 def connect_time_env(unix_time: int, ascii_time: str) -> Env:
     """``time_unix`` and ``time_ascii`` (``YYYY-MM-DD HH:MM:SS``, local time) of the
     client's instance creation."""

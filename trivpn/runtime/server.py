@@ -353,10 +353,14 @@ class Server:
             return True
         o = self.options
         local, second = server_device_ifconfig(o) or (None, None)
+        own6 = server_tun_ifconfig6(o)
         self.scripts.on_tunnel(TunnelInfo(
             dev=self.tunnel.name, dev_type=o.dev_type, tun_mtu=o.tun_mtu, local=local,
             remote_or_netmask=second,
-            point_to_point=o.dev_type == "tun" and o.topology in ("net30", "p2p")))
+            point_to_point=o.dev_type == "tun" and o.topology in ("net30", "p2p"),
+            local_ipv6=str(own6.address) if own6 is not None else None,
+            netbits_ipv6=own6.bits if own6 is not None else None,
+            remote_ipv6=str(own6.remote) if own6 is not None else None))
         result = await self.scripts.up()
         if result is not None and not result.ok:
             self.log.error("setup_failed", error=f"up script failed: {result.detail}",

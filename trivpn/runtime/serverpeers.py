@@ -401,7 +401,7 @@ class PeerLifecycle:
         if client is not None:
             peer.connect_state = "partial"  # OpenVPN: the ccd handler succeeded
         if peer.script_env is not None:
-            self._connect_env(peer, event, ifconfig)
+            self._connect_env(peer, event, ifconfig, assigned6)
         if self.server.scripts.connect_hooks:
             assert self.server.peers_nursery is not None
             self.server.peers_nursery.start_soon(self._admit_scripted, peer, push,
@@ -414,7 +414,8 @@ class PeerLifecycle:
 
     # ------------------------------------------------------------------ server scripts
 
-    def _connect_env(self, peer: Peer, event: ev.ClientAuthenticated, ifconfig: str) -> None:
+    def _connect_env(self, peer: Peer, event: ev.ClientAuthenticated, ifconfig: str,
+                     assigned6: tuple[str, ...]) -> None:
         """The client's variables for client-connect and later (multi.c,
         multi_client_connect_setenv): certificate chain, peer-info, trusted address, pool
         address, connection time."""
@@ -424,20 +425,25 @@ class PeerLifecycle:
         env.update(se.peer_info_env(event.peer_info.raw))
         env.update(se.peer_env(scripts.chain(event.peer), event.peer.common_name))
         env.update(se.link_env(str(peer.address[0]), peer.address[1], trusted=True))
-        self._pool_env(peer, ifconfig)
+        self._pool_env(peer, ifconfig, assigned6)
         created = self.server.unix_offset + peer.created
         env.update(se.connect_time_env(int(created), local_time_text(created)))
 
-    def _pool_env(self, peer: Peer, ifconfig: str) -> None:
+    def _pool_env(self, peer: Peer, ifconfig: str, assigned6: tuple[str, ...]) -> None:
         env = peer.script_env
         assert env is not None
         for key in ("ifconfig_pool_remote_ip", "ifconfig_pool_netmask",
-                    "ifconfig_pool_local_ip"):
+                    "ifconfig_pool_local_ip", "ifconfig_pool_remote_ip6",
+                    "ifconfig_pool_local_ip6", "ifconfig_pool_ip6_netbits"):
             env.pop(key, None)
         words = ifconfig.split()
         o = self.server.options
         p2p = not self.server.tap and o.topology in ("net30", "p2p")
         env.update(se.pool_env(words[1], words[2], point_to_point=p2p))
+        if assigned6:  # "ifconfig-ipv6 ADDRESS/BITS SERVER"
+            _, address, server = assigned6[0].split()
+            remote, _, bits = address.partition("/")
+            env.update(se.pool6_env(remote, server, int(bits)))
 
     async def _tls_verify(self, peer: Peer, event: ev.TlsHandshakeComplete) -> None:
         """tls-verify: the session holds this key's handshake until the verdict."""
@@ -493,7 +499,7 @@ class PeerLifecycle:
                         self._start_disconnect(peer, now)
                     return
                 ifconfig = fixed
-                self._pool_env(peer, ifconfig)
+                self._pool_env(peer, ifconfig, assigned6)
             self.log.info("client_connect_applied", peer=peer.label, cn=cn,
                           ifconfig_push=(str(dynamic.ifconfig_push.local)
                                          if dynamic.ifconfig_push is not None else None),
@@ -527,6 +533,13 @@ class PeerLifecycle:
         else:
             peer.vaddr_refused = True
             self.log.warning("learn_address_refused", peer=peer.label, cn=cn, address=own)
+        if peer.vaddr6 is not None:  # then its IPv6 address (multi.c: IPv4 first)
+            own6 = str(ipaddress.IPv6Address(peer.vaddr6))
+            if await scripts.learn_address("add", own6, cn, env):
+                peer.learned.append(own6)
+            else:
+                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
+                                 address=own6)
         kept = []
         for network, bits in peer.iroutes:
             text = se.learn_address_text(network, bits)
