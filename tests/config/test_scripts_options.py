@@ -84,10 +84,33 @@ def test_up_delay_is_accepted_for_a_pulling_client() -> None:
     assert client("up-delay\n").up is None
 
 
-@pytest.mark.directive("up", "tls-verify", "dev")
-@pytest.mark.parametrize("line", ["up /bin/true", "tls-verify /bin/true", "route-noexec",
-                                  "dev null"])
+@pytest.mark.directive("route-pre-down", "dev")
+@pytest.mark.parametrize("line", ["route-pre-down /bin/true", "ipchange /bin/true",
+                                  "route-noexec", "dev null"])
 def test_a_server_refuses_the_script_directives_it_does_not_run_yet(line: str) -> None:
     with pytest.raises(ConfigError, match=r"not supported|clients only") as info:
         server(line + "\n")
     assert "server.conf:" in str(info.value)
+
+
+@pytest.mark.directive("client-connect", "client-disconnect", "learn-address", "up", "down",
+                       "route-up", "tls-verify")
+def test_a_server_keeps_its_script_commands() -> None:
+    o = server('client-connect "/etc/openvpn/cc.sh x"\nclient-disconnect /bin/cd\n'
+               "learn-address /bin/la\nup /bin/up\ndown /bin/down\nroute-up /bin/ru\n"
+               "tls-verify /bin/tv\n")
+    assert (o.client_connect, o.client_disconnect, o.learn_address) == (
+        "/etc/openvpn/cc.sh x", "/bin/cd", "/bin/la")
+    assert (o.up, o.down, o.route_up, o.tls_verify) == ("/bin/up", "/bin/down", "/bin/ru",
+                                                        "/bin/tv")
+
+
+@pytest.mark.directive("client-connect", "client-disconnect", "learn-address")
+@pytest.mark.parametrize("name", ["client-connect", "client-disconnect", "learn-address"])
+def test_a_client_config_refuses_the_server_only_scripts(name: str) -> None:
+    # OpenVPN: "--client-connect requires --mode server" (options.c,
+    # options_postprocess_verify_ce)
+    with pytest.raises(ConfigError, match=f"'{name}' requires 'mode server'"):
+        client(f"{name} /bin/true\n")
+    with pytest.raises(ConfigError, match=f"'{name}' needs a command"):
+        server(f'{name} " "\n')

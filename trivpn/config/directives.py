@@ -597,6 +597,11 @@ SCRIPTS: Mapping[str, Callable[[Options, str], Options]] = {
     "ipchange": lambda o, c: replace(o, ipchange=c),
     "tls-verify": lambda o, c: replace(o, tls_verify=c),
 }
+SERVER_SCRIPTS: Mapping[str, Callable[[Options, str], Options]] = {
+    "client-connect": lambda o, c: replace(o, client_connect=c),
+    "client-disconnect": lambda o, c: replace(o, client_disconnect=c),
+    "learn-address": lambda o, c: replace(o, learn_address=c),
+}
 SCRIPT_FLAGS: Mapping[str, Callable[[Options], Options]] = {
     "up-restart": lambda o: replace(o, up_restart=True),
     "down-pre": lambda o: replace(o, down_pre=True),
@@ -613,6 +618,14 @@ def _script(st: ParseState, d: Directive) -> Options:
     if not d.args[0].strip():
         raise v.fail(d, f"'{d.name}' needs a command")
     return SCRIPTS[d.name](st.opts, d.args[0])
+
+
+def _server_script(st: ParseState, d: Directive) -> Options:
+    """``client-connect``, ``client-disconnect``, ``learn-address`` CMD: server only (OpenVPN
+    refuses them in a client config: options.c, options_postprocess_verify_ce())."""
+    if not d.args[0].strip():
+        raise v.fail(d, f"'{d.name}' needs a command")
+    return SERVER_SCRIPTS[d.name](st.opts, d.args[0])
 
 
 def _script_flag(st: ParseState, d: Directive) -> Options:
@@ -1296,6 +1309,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     "push-remove": Spec(1, 1, _ccd_only),
     "disable": Spec(0, 0, _ccd_only),
 
+    # --- server scripts ---
+    "client-connect": Spec(1, 1, _server_script),
+    "client-disconnect": Spec(1, 1, _server_script),
+    "learn-address": Spec(1, 1, _server_script),
     # --- ipv6 ---
     "server-ipv6": Spec(1, 1, _server_ipv6),
     "ifconfig-ipv6": Spec(2, 2, _ifconfig_ipv6),
@@ -1331,8 +1348,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-token-user",
     "bcast-buffers",
     "bind-dev",
-    "client-connect",
-    "client-disconnect",
     "client-nat",
     "compat-mode",
     "cryptoapicert",
@@ -1347,7 +1362,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "ip-remote-hint",
     "key-derivation",
     "keying-material-exporter",
-    "learn-address",
     "link-mtu",
     "lladdr",
     "management-client",

@@ -478,6 +478,11 @@ class Options:
     ccd_exclusive: bool = False  # refuse a client without its own file in client-config-dir
     ifconfig_pool: IfconfigPool | None = None  # ifconfig-pool START END [NETMASK]
 
+    # --- server scripts ---
+    client_connect: str | None = None  # client-connect CMD: CMD DYNAMIC_CONFIG_FILE
+    client_disconnect: str | None = None  # client-disconnect CMD
+    learn_address: str | None = None  # learn-address CMD: CMD add|update|delete ADDR [CN]
+
     # --- ipv6 ---
     server_ipv6: ipaddress.IPv6Network | None = None  # server-ipv6 NET/BITS
     ifconfig_ipv6: Ifconfig6 | None = None

@@ -225,7 +225,8 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.ccd_exclusive and o.client_config_dir is None:
         raise _error(st, "'ccd-exclusive' must be used with 'client-config-dir'",
                      "ccd-exclusive")
-    for name in ("client-config-dir", "ccd-exclusive", "ifconfig-pool"):
+    for name in ("client-config-dir", "ccd-exclusive", "ifconfig-pool", "client-connect",
+                 "client-disconnect", "learn-address"):
         if name in seen and o.mode != "server":
             raise _error(st, f"'{name}' requires 'mode server' (or the 'server' directive)",
                          name)
@@ -450,10 +451,10 @@ def _check_connection_profiles(st: ParseState, o: Options) -> None:
         raise _error(st, "--route-delay cannot be used with --mode server", "route-delay")
 
 
-# The script directives a trivpn server does not run yet (issue 13 brings the server's).
-CLIENT_ONLY_SCRIPTS = ("up", "down", "route-up", "route-pre-down", "ipchange", "tls-verify",
-                       "tls-export-cert", "up-restart", "down-pre", "ifconfig-noexec",
-                       "route-noexec")
+# The script directives a trivpn server does not run (it runs up, down, route-up, tls-verify,
+# client-connect, client-disconnect and learn-address: runtime/serverscripts.py).
+CLIENT_ONLY_SCRIPTS = ("route-pre-down", "ipchange", "tls-export-cert", "up-restart",
+                       "down-pre", "ifconfig-noexec", "route-noexec")
 
 
 def _last_of(st: ParseState, a: str, b: str) -> str:

@@ -856,11 +856,12 @@ class Session:
         self._events.append(ev.TlsHandshakeComplete(key.key_id, tls.describe(), key.peer))
         if self._locked_peer is not None and not self._same_peer(key, key.peer, now):
             return False
-        if not self.config.is_server:
-            if self.config.defer_peer_verdict:
-                key.awaiting_verdict = True  # the key method waits for peer_verdict()
-            else:
-                self._send_key_method(key, now)
+        if self.config.defer_peer_verdict:
+            # the key method waits for peer_verdict(): a client's is not sent, a server
+            # does not read the client's (nor answer it) until then
+            key.awaiting_verdict = True
+        elif not self.config.is_server:
+            self._send_key_method(key, now)
         return True
 
     def peer_verdict(self, key_id: int, accepted: bool, detail: str, now: float) -> None:
@@ -879,7 +880,8 @@ class Session:
                 peer.common_name if peer else "", detail))
             self._fail_key(key, CAUSE_CERT_VERIFY_FAILED, detail, now)
             return
-        self._send_key_method(key, now)
+        if not self.config.is_server:  # a server answers the client's key method
+            self._send_key_method(key, now)
         self._advance(key, now)
 
     def _same_peer(self, key: _KeyState, peer: PeerCertificate, now: float) -> bool:
@@ -926,6 +928,8 @@ class Session:
         self._phase(key, ev.PHASE_KEY_METHOD_SENT, now)
 
     def _consume_plaintext(self, key: _KeyState, now: float) -> None:
+        if key.awaiting_verdict and self.config.is_server:
+            return  # the client's key method is read once its certificate is accepted
         if key.remote_km is None:
             if not key.plain_in:
                 return

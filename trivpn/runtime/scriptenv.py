@@ -383,3 +383,78 @@ def client_routes(options: Options, pushed: PushedOptions | None, *, vpn_gw: str
             continue
         out.append(RouteEntry(net, netmask, gw, metric))
     return out
+
+
+# --- the server's scripts ---------------------------------------------------------------------
+# Names and values as an OpenVPN 2.6 server sets them (multi.c, multi_client_connect_setenv,
+# multi_set_virtual_addr_env, multi_client_disconnect_setenv, learn_address_script; checked
+# side by side with a real openvpn server in tests/interop/test_server_scripts_vs_openvpn.py).
+
+def server_link_env(local: str | None, lport: int, proto: str, rport: int) -> Env:
+    """``local_1`` (when ``local`` is set), ``local_port_1``, ``proto_1`` and
+    ``remote_port_1`` of the server's one connection entry (options.c,
+    setenv_connection_entry)."""
+    env: Env = {}
+    if local is not None:
+        env["local_1"] = local
+    env["local_port_1"] = str(lport)
+    env["proto_1"] = proto
+    env["remote_port_1"] = str(rport)
+    return env
+
+
+def peer_info_env(raw: Mapping[str, str]) -> Env:
+    """The client's peer-info lines whose names start with ``IV_`` or ``UV_`` (ssl.c,
+    output_peer_info_env: names of letters, digits and ``_`` only)."""
+    return {k: v for k, v in raw.items()
+            if k.startswith(("IV_", "UV_")) and k.replace("_", "").isalnum() and k.isascii()}
+
+
+def pool_env(remote_ip: str, second: str, *, point_to_point: bool) -> Env:
+    """The client's address: ``ifconfig_pool_remote_ip`` and ``ifconfig_pool_netmask``
+    (topology subnet, tap) or ``ifconfig_pool_local_ip`` (net30/p2p: the server's end of the
+    client's pair) (multi.c, multi_set_virtual_addr_env)."""
+    key = "ifconfig_pool_local_ip" if point_to_point else "ifconfig_pool_netmask"
+    return {"ifconfig_pool_remote_ip": remote_ip, key: second}
+
+
+def pool6_env(remote_ip6: str, local_ip6: str, netbits: int) -> Env:
+    """The client's IPv6 address: ``ifconfig_pool_remote_ip6``, ``ifconfig_pool_local_ip6``
+    (the server's tun address) and ``ifconfig_pool_ip6_netbits`` (multi.c,
+    multi_set_virtual_addr_env)."""
+    return {"ifconfig_pool_remote_ip6": remote_ip6, "ifconfig_pool_local_ip6": local_ip6,
+            "ifconfig_pool_ip6_netbits": str(netbits)}
+
+
+def connect_time_env(unix_time: int, ascii_time: str) -> Env:
+    """``time_unix`` and ``time_ascii`` (``YYYY-MM-DD HH:MM:SS``, local time) of the
+    client's instance creation."""
+    return {"time_ascii": ascii_time, "time_unix": str(unix_time)}
+
+
+def disconnect_env(bytes_received: int, bytes_sent: int, duration: int) -> Env:
+    """``bytes_received``/``bytes_sent`` (link bytes of the client, control channel
+    included) and ``time_duration`` in seconds (multi.c, multi_client_disconnect_setenv)."""
+    return {"bytes_received": str(bytes_received), "bytes_sent": str(bytes_sent),
+            "time_duration": str(duration)}
+
+
+def client_connect_argv(command: str, config_file: str) -> list[str]:
+    """``client-connect``: ``CMD DYNAMIC_CONFIG_FILE`` (multi.c,
+    multi_client_connect_call_script)."""
+    return [*command_argv(command), config_file]
+
+
+def learn_address_argv(command: str, op: str, address: str, common_name: str | None) -> list[str]:
+    """``learn-address``: ``CMD add|update|delete ADDRESS [CN]``: the common name only while
+    the client instance exists (not for the delete of a reaped route)."""
+    return [*command_argv(command), op, address,
+            *([common_name] if common_name is not None else [])]
+
+
+def learn_address_text(network: int, bits: int | None) -> str:
+    """An address as learn-address prints it: ``A.B.C.D`` for the client's own address
+    (``bits`` None), ``A.B.C.D/BITS`` for an iroute network, even a /32 (multi.c,
+    multi_learn_in_addr_t; mroute.c, mroute_addr_print)."""
+    text = ".".join(str((network >> s) & 0xFF) for s in (24, 16, 8, 0))
+    return text if bits is None else f"{text}/{bits}"

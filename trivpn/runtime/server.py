@@ -64,9 +64,11 @@ from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.routing import FragmentingRouter, Router
+from trivpn.runtime.scriptenv import TunnelInfo
 from trivpn.runtime.serverhost import SystemServerHost
 from trivpn.runtime.serverpeer import Peer, Pending, format_address
 from trivpn.runtime.serverpeers import DROP_LOG_INTERVAL, PeerLifecycle
+from trivpn.runtime.serverscripts import ServerScripts
 from trivpn.runtime.servertcp import TcpTransport
 from trivpn.runtime.serverudp import UdpTransport
 from trivpn.runtime.transport import (
@@ -113,6 +115,26 @@ def check_client_config_dir(options: Options) -> None:
                           options.directive_lines.get("client-config-dir"))
 
 
+def server_device_ifconfig(options: Options) -> tuple[str, str] | None:
+    """The server device's LOCAL and REMOTE_OR_NETMASK: NET+1 with NET+2 (net30/p2p) or the
+    netmask, as the ``server`` helper expands it, or an explicit ``ifconfig``; None for
+    ``server-bridge`` (the bridge holds the address, the tap has none)."""
+    o = options
+    if o.server_bridge is not None:
+        return None
+    if o.server is not None:
+        net = o.server.network
+        first = net.network_address + 1
+        if o.dev_type == "tun" and o.topology in ("net30", "p2p"):
+            return str(first), str(net.network_address + 2)
+        return str(first), str(net.netmask)
+    own = server_tun_ifconfig(o)
+    if own is None:
+        raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' or "
+                          "'ifconfig'", o.config_path)
+    return str(own.local), str(own.remote)
+
+
 def server_tunnel_plan(options: Options) -> TunnelPlan:
     """The server's own device: NET+1 (with peer NET+2 and a route to NET for net30/p2p, as
     OpenVPN's ``server`` helper expands it) or an explicit ``ifconfig``, MTU and txqueuelen
@@ -126,22 +148,14 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     if o.server_bridge is not None:  # the bridge holds the address; the tap stays bare
         return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
                            txqueuelen=o.txqueuelen)
+    ifconfig = server_device_ifconfig(o)
+    assert ifconfig is not None
     if o.server is not None:
         net = o.server.network
-        first = net.network_address + 1
         if o.dev_type == "tun" and o.topology in ("net30", "p2p"):
-            ifconfig = (str(first), str(net.network_address + 2))
             routes.append(RouteRequest(str(net.network_address), str(net.netmask)))
-        else:
-            ifconfig = (str(first), str(net.netmask))
-            if gateway is None and o.dev_type == "tun":
-                gateway = str(net.network_address + 2)
-    else:
-        own = server_tun_ifconfig(o)
-        if own is None:
-            raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' or "
-                              "'ifconfig'", o.config_path)
-        ifconfig = (str(own.local), str(own.remote))
+        elif gateway is None and o.dev_type == "tun":
+            gateway = str(net.network_address + 2)
     routes.extend(RouteRequest(r.network, str(r.netmask), r.gateway, r.metric)
                   for r in o.routes)
     own6 = server_tun_ifconfig6(o)  # server-ipv6: NET+1/BITS on the device
@@ -216,6 +230,9 @@ class Server:
         self.tools: ServerTools | None = None  # status file, management, metrics
         # the peer lifecycle; its methods are bound here once (the transports call them per
         # packet batch, through the PeerHub Protocol)
+        # up/route-up/down, tls-verify, client-connect/-disconnect, learn-address
+        self.scripts = ServerScripts(options, log)
+        self.scripts_nursery: trio.Nursery | None = None  # client-disconnect runs: awaited
         self.lifecycle = peers = PeerLifecycle(self)
         self.client_auth = peers.client_auth  # management-client-auth (the tools read it)
         self.create_peer = peers.create_peer
@@ -266,6 +283,9 @@ class Server:
         try:
             identity = resolve_identity(o.user, o.group)
             await self._open()
+            if not await self._device_scripts():
+                await self._close()
+                return 1
             if self.tools is not None:  # password file and sockets while still privileged
                 await self.tools.open_server(self)
             if identity is not None:
@@ -276,36 +296,47 @@ class Server:
             self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
             await self._close()
             return 1
+        signal_name = "sigterm"
         try:
             async with trio.open_nursery() as main:
-                async with trio.open_nursery() as peers:
-                    self.peers_nursery = peers
-                    main.start_soon(self._housekeeping)
-                    if isinstance(self.table, AgeingPeerTable):
-                        main.start_soon(self._stale_routes, self.table)
-                    if self.tools is not None:
-                        main.start_soon(self.tools.run_server, self)
-                    if self.udp is not None:
-                        main.start_soon(self.udp_transport.run)
-                    else:
-                        main.start_soon(self.tcp_transport.run_device_reader)
-                        main.start_soon(self.tcp_transport.run_acceptor)
-                    await self._wait_for_stop()
-                    await self._notify_clients()
-                    for peer in self.table:
-                        self.remove_peer(peer, "server_exiting")
-                    peers.cancel_scope.cancel()
+                main.start_soon(self.scripts.run_learn_queue)
+                # client-disconnect scripts still running at exit are waited for (each is
+                # bounded by the script timeout), as OpenVPN runs them at shutdown
+                async with trio.open_nursery() as lasting:
+                    self.scripts_nursery = lasting
+                    async with trio.open_nursery() as peers:
+                        self.peers_nursery = peers
+                        main.start_soon(self._housekeeping)
+                        if isinstance(self.table, AgeingPeerTable):
+                            main.start_soon(self._stale_routes, self.table)
+                        if self.tools is not None:
+                            main.start_soon(self.tools.run_server, self)
+                        if self.udp is not None:
+                            main.start_soon(self.udp_transport.run)
+                        else:
+                            main.start_soon(self.tcp_transport.run_device_reader)
+                            main.start_soon(self.tcp_transport.run_acceptor)
+                        signal_name = await self._wait_for_stop()
+                        await self._notify_clients()
+                        for peer in self.table:
+                            self.remove_peer(peer, "server_exiting")
+                        peers.cancel_scope.cancel()
                 main.cancel_scope.cancel()
         finally:
-            await self._close()
+            await self._close(signal_name)
         self.log.info("exiting", status=0)
         return 0
 
-    async def _wait_for_stop(self) -> None:
-        """Until SIGINT/SIGTERM (logged) or :attr:`stop` is set."""
+    async def _wait_for_stop(self) -> str:
+        """Until SIGINT/SIGTERM (logged) or :attr:`stop` is set; the signal's name as the
+        down script's ``signal`` variable (``sigint``/``sigterm``)."""
+        caught = ["sigterm"]
+
         async def watch(signals: Any) -> None:
             async for signum in signals:
-                self.events.publish(rt.SignalReceived(signal.Signals(signum).name))
+                name = signal.Signals(signum).name
+                caught[0] = name.lower()
+                self.events.publish(rt.SignalReceived(name))
                 self.stop.set()
                 return
 
@@ -314,6 +345,31 @@ class Server:
                 nursery.start_soon(watch, signals)
                 await self.stop.wait()
                 nursery.cancel_scope.cancel()
+        return caught[0]
+
+    async def _device_scripts(self) -> bool:
+        """``up`` then ``route-up`` once the device and its routes are configured; False
+        (the server does not start) when up fails, as OpenVPN exits then (init.c,
+        do_open_tun: run_up_down is fatal)."""
+        if self.tunnel is None:
+            return True
+        o = self.options
+        local, second = server_device_ifconfig(o) or (None, None)
+        own6 = server_tun_ifconfig6(o)
+        self.scripts.on_tunnel(TunnelInfo(
+            dev=self.tunnel.name, dev_type=o.dev_type, tun_mtu=o.tun_mtu, local=local,
+            remote_or_netmask=second,
+            point_to_point=o.dev_type == "tun" and o.topology in ("net30", "p2p"),
+            local_ipv6=str(own6.address) if own6 is not None else None,
+            netbits_ipv6=own6.bits if own6 is not None else None,
+            remote_ipv6=str(own6.remote) if own6 is not None else None))
+        result = await self.scripts.up()
+        if result is not None and not result.ok:
+            self.log.error("setup_failed", error=f"up script failed: {result.detail}",
+                           what="up", where=o.up)
+            return False
+        await self.scripts.route_up()
+        return True
 
     async def _open(self) -> None:
         o = self.options
@@ -338,7 +394,7 @@ class Server:
         self.events.publish(rt.LinkOpened("udp" if o.proto == "udp" else "tcp-server",
                                           format_address(local)))
 
-    async def _close(self) -> None:
+    async def _close(self, signal_name: str = "sigterm") -> None:
         now = trio.current_time()
         self.persistence.write()
         if self.udp is not None:
@@ -351,6 +407,9 @@ class Server:
             for item in leftovers:
                 self.log.warning("teardown_incomplete", detail=item)
             self.tunnel = None
+            if self.scripts.tunnel is not None:  # down after the device is closed
+                with trio.CancelScope(shield=True):
+                    await self.scripts.down(signal_name)
         self._account(now)
         rt.publish_drops(self.events, self.drops, now)
 

@@ -22,12 +22,13 @@ BATCH = 64  # packets read, encrypted and sent together
 class Peer:
     """One client: its session, where it is, what it was given."""
 
-    __slots__ = ("address", "cancel_scope", "cert_serial", "common_name", "connected", "created",
-                 "entry", "fixed_address", "fixed_index6", "iroutes", "iroutes6", "label",
-                 "mac_refused", "peer_id", "preauth", "remove_at",
-                 "remove_reason", "removed", "reset_counted", "rx_bytes", "rx_packets", "session",
-                 "sleeping_until", "tcp", "tcp_recv", "tcp_send", "tx_bytes", "tx_packets",
-                 "vaddr", "vaddr6", "wakeup")
+    __slots__ = ("address", "cancel_scope", "cert_serial", "common_name", "connect_state",
+                 "connected", "created", "entry", "fixed_address", "fixed_index6", "iroutes",
+                 "iroutes6", "label", "learned", "mac_refused", "peer_id", "preauth",
+                 "remove_at", "remove_reason", "removed", "reset_counted", "rx_bytes",
+                 "rx_packets", "script_env", "session", "sleeping_until", "tcp", "tcp_recv",
+                 "tcp_send", "tx_bytes", "tx_packets", "vaddr", "vaddr6", "vaddr_refused",
+                 "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
                  tcp: ServerPacketLink | None = None) -> None:
@@ -69,6 +70,14 @@ class Peer:
         self.sleeping_until = -math.inf
         # link traffic (status file, management, metrics)
         self.rx_bytes = self.rx_packets = self.tx_bytes = self.tx_packets = 0
+        # server scripts (serverscripts.py): the client's environment set (None: no
+        # per-client script configured); how far client-connect got ("none", "partial": a
+        # handler succeeded but the client was refused later, "done": admitted), which
+        # learn-address adds succeeded, and whether the one of its own address failed
+        self.script_env: dict[str, str] | None = None
+        self.connect_state = "none"
+        self.learned: list[str] = []
+        self.vaddr_refused = False
 
     def __repr__(self) -> str:
         return f"Peer({self.label}, peer_id={self.peer_id}, cn={self.common_name!r})"

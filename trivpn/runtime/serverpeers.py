@@ -13,6 +13,7 @@ iroutes routed), and the end of a peer (removed for a reason, its address releas
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import math
 import os
@@ -40,6 +41,7 @@ from trivpn.protocol import userauth as ua
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.session import Session
 from trivpn.runtime import events as rt
+from trivpn.runtime import scriptenv as se
 from trivpn.runtime.link import Address
 from trivpn.runtime.serverauth import (
     PAM_THREADS,
@@ -52,6 +54,7 @@ from trivpn.runtime.serverauth import (
     run_script_auth,
 )
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
+from trivpn.runtime.serverscripts import local_time_text
 from trivpn.runtime.transport import ServerPacketLink
 
 if TYPE_CHECKING:
@@ -122,6 +125,9 @@ class PeerLifecycle:
             return None
         peer = Peer(session, address, peer_id, now, tcp)
         peer.preauth = pending
+        scripts = self.server.scripts
+        if scripts.per_client:
+            peer.script_env = scripts.client_env(str(address[0]), address[1])
         # Backstop for peers whose session never gets going; the session's own hand-window
         # failure normally comes first and says where it stalled.
         peer.remove_at = now + session.config.hand_window + 1.0
@@ -189,6 +195,7 @@ class PeerLifecycle:
         self._cids.pop(peer, None)
         self._auth_pushes.pop(peer, None)
         self._auth_events.pop(peer, None)
+        self._scripts_at_removal(peer, reason, now)
         self.server.table.remove(peer)
         self._preauth_release(peer)
         if peer.connected:
@@ -363,6 +370,9 @@ class PeerLifecycle:
         elif isinstance(event, ev.TlsHandshakeComplete):
             self.events.publish(rt.TlsEstablished(event.key_id, event.peer.common_name,
                                                   event.description, peer.label))
+            if self.server.scripts.tls_verify_configured:
+                assert self.server.peers_nursery is not None
+                self.server.peers_nursery.start_soon(self._tls_verify, peer, event)
         elif isinstance(event, ev.ClientAuthenticated):
             self._admit(peer, event, now)
         else:
@@ -408,7 +418,7 @@ class PeerLifecycle:
         peer.common_name = event.peer.common_name
         peer.cert_serial = event.peer.serial
         if not self.password_check:
-            self._admit_authenticated(peer, event.peer.common_name, now)
+            self._admit_authenticated(peer, event.peer.common_name, now, event=event)
             return
         o = self.server.options
         username, password = event.username, event.password
@@ -653,11 +663,13 @@ class PeerLifecycle:
         cn = creds.username if o.username_as_common_name else (peer.common_name or "")
         self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
                       cn=cn, how=result.detail)
-        self._admit_authenticated(peer, cn, now, (*self._auth_pushes.pop(peer, ()),
+        self._admit_authenticated(peer, cn, now, event=self._auth_events.get(peer),
+                                  extra_push=(*self._auth_pushes.pop(peer, ()),
                                                   *self._token_pushes(peer, creds.username)))
 
     def _admit_authenticated(self, peer: Peer, cn: str, now: float,
-                             extra_push: tuple[str, ...] = ()) -> None:
+                             extra_push: tuple[str, ...] = (),
+                             event: ev.ClientAuthenticated | None = None) -> None:
         peer.common_name = cn
         self._preauth_release(peer)  # authenticated: out of the pre-authentication quota
         if not self.server.options.duplicate_cn:
@@ -679,6 +691,29 @@ class PeerLifecycle:
             peer.iroutes = tuple((int(n.network_address), n.prefixlen) for n in client.iroutes)
             peer.iroutes6 = tuple((int(n.network_address), n.prefixlen)
                                   for n in client.iroutes_ipv6)
+        assigned = self._assign_addresses(peer, cn, client, now)
+        if assigned is None:
+            return
+        ifconfig, assigned6 = assigned
+        if client is not None:
+            peer.connect_state = "partial"  # OpenVPN: the ccd handler succeeded
+        if peer.script_env is not None and event is not None:
+            self._connect_env(peer, event, ifconfig, assigned6)
+        if self.server.scripts.connect_hooks:
+            assert self.server.peers_nursery is not None
+            self.server.peers_nursery.start_soon(self._admit_scripted, peer, (*push, *extra_push),
+                                                 ifconfig_blocked, ifconfig, assigned6)
+            return
+        peer.connect_state = "done"
+        # push.c: ifconfig-ipv6 before ifconfig
+        pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked
+                  else (*push, *extra_push, *assigned6, ifconfig))
+        peer.session.accept(now, pushed, peer_id=peer.peer_id)
+
+    def _assign_addresses(self, peer: Peer, cn: str, client: ClientConfig | None,
+                          now: float) -> tuple[str, tuple[str, ...]] | None:
+        """The client's ``ifconfig`` option and its ``ifconfig-ipv6`` ones (pool, or fixed by
+        its client-config-dir file); None when the client was refused."""
         assigned6: tuple[str, ...] = ()
         if client is not None and client.ifconfig_push is not None:
             pool6 = self.server.pool6
@@ -686,14 +721,14 @@ class PeerLifecycle:
                 assigned6 = self._pool_ipv6_of_fixed_client(peer, cn, pool6, now)
             ifconfig = self._fixed_address(peer, client.ifconfig_push, now)
             if ifconfig is None:
-                return
+                return None
         else:
             entry = self.server.allocator.acquire(cn, now)
             if entry is None:
                 self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
                                  pool_size=self.server.allocator.pool.size)
                 peer.session.reject(now, "no free address in the server's pool")
-                return
+                return None
             peer.entry = entry
             peer.vaddr = entry.local.packed
             ifconfig = entry.ifconfig_option()
@@ -704,14 +739,207 @@ class PeerLifecycle:
         if client is not None and client.ifconfig_ipv6_push is not None:
             ifconfig6 = self._fixed_address6(peer, client.ifconfig_ipv6_push, now)
             if ifconfig6 is None:
-                return
+                return None
             assigned6 = (ifconfig6,)
         if client is not None and client.ifconfig_ipv6_blocked:
             assigned6 = ()  # push-remove ifconfig-ipv6 (the address is still the client's)
-        # push.c: ifconfig-ipv6 before ifconfig
-        pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked
-                  else (*push, *extra_push, *assigned6, ifconfig))
-        peer.session.accept(now, pushed, peer_id=peer.peer_id)
+        return ifconfig, assigned6
+
+    # ------------------------------------------------------------------ server scripts
+
+    def _connect_env(self, peer: Peer, event: ev.ClientAuthenticated, ifconfig: str,
+                     assigned6: tuple[str, ...]) -> None:
+        """The client's variables for client-connect and later (multi.c,
+        multi_client_connect_setenv): certificate chain, peer-info, trusted address, pool
+        address, connection time."""
+        env = peer.script_env
+        assert env is not None
+        scripts = self.server.scripts
+        env.update(se.peer_info_env(event.peer_info.raw))
+        env.update(se.peer_env(scripts.chain(event.peer), event.peer.common_name))
+        env.update(se.link_env(str(peer.address[0]), peer.address[1], trusted=True))
+        self._pool_env(peer, ifconfig, assigned6)
+        created = self.server.unix_offset + peer.created
+        env.update(se.connect_time_env(int(created), local_time_text(created)))
+
+    def _pool_env(self, peer: Peer, ifconfig: str, assigned6: tuple[str, ...]) -> None:
+        env = peer.script_env
+        assert env is not None
+        for key in ("ifconfig_pool_remote_ip", "ifconfig_pool_netmask",
+                    "ifconfig_pool_local_ip", "ifconfig_pool_remote_ip6",
+                    "ifconfig_pool_local_ip6", "ifconfig_pool_ip6_netbits"):
+            env.pop(key, None)
+        words = ifconfig.split()
+        o = self.server.options
+        p2p = not self.server.tap and o.topology in ("net30", "p2p")
+        env.update(se.pool_env(words[1], words[2], point_to_point=p2p))
+        if assigned6:  # "ifconfig-ipv6 ADDRESS/BITS SERVER"
+            _, address, server = assigned6[0].split()
+            remote, _, bits = address.partition("/")
+            env.update(se.pool6_env(remote, server, int(bits)))
+
+    async def _tls_verify(self, peer: Peer, event: ev.TlsHandshakeComplete) -> None:
+        """tls-verify: the session holds this key's handshake until the verdict."""
+        env = peer.script_env if peer.script_env is not None else {}
+        accepted, detail = await self.server.scripts.tls_verify(env, event.peer)
+        if peer.removed:
+            return
+        now = trio.current_time()
+        peer.session.peer_verdict(event.key_id, accepted, detail, now)
+        self.drain(peer, now)
+        peer.wakeup.set()
+
+    async def _admit_scripted(self, peer: Peer, push: tuple[str, ...], ifconfig_blocked: bool,
+                              ifconfig: str, assigned6: tuple[str, ...]) -> None:
+        """The rest of an admission once client-connect and learn-address have run (in a
+        task of its own: other clients are served meanwhile)."""
+        scripts = self.server.scripts
+        env = peer.script_env
+        assert env is not None
+        cn = peer.common_name or ""
+        outcome = await scripts.client_connect(env)
+        if peer.removed or peer.session.failed:
+            return
+        now = trio.current_time()
+        if not outcome.ok:
+            self._refuse_connect(peer, cn, now, outcome.detail)
+            return
+        if self.server.options.client_connect is not None:
+            peer.connect_state = "partial"
+        dynamic = outcome.config
+        if dynamic is not None:
+            if dynamic.disable:
+                self._refuse_connect(peer, cn, now, "client-connect's config file: client is "
+                                                    "disabled ('disable')")
+                return
+            reason = None
+            if dynamic.ifconfig_ipv6_push is not None or dynamic.iroutes_ipv6:
+                reason = ("'ifconfig-ipv6-push'/'iroute-ipv6' in client-connect's file are not "
+                          "supported by trivpn yet (they work in client-config-dir files)")
+            if reason is None and dynamic.iroutes and self.server.tap:
+                reason = "'iroute' needs 'dev tun' (a tap server learns MAC addresses instead)"
+            if reason is not None:
+                self._refuse_connect(peer, cn, now, f"client-connect's config file: {reason}")
+                return
+            push, blocked = client_push_list(push, dynamic.push_edits)
+            ifconfig_blocked = ifconfig_blocked or blocked
+            peer.iroutes = (*peer.iroutes, *((int(n.network_address), n.prefixlen)
+                                             for n in dynamic.iroutes))
+            if dynamic.ifconfig_push is not None:
+                # the script's ifconfig-push wins over the pool's and the ccd file's
+                self._release_address(peer, now)
+                assigned6 = ()  # the pool's IPv6 address went with its IPv4 one
+                fixed = self._fixed_address(peer, dynamic.ifconfig_push, now)
+                if fixed is None:
+                    if peer.connect_state == "partial":
+                        self._start_disconnect(peer, now)
+                    return
+                ifconfig = fixed
+                self._pool_env(peer, ifconfig, assigned6)
+            self.log.info("client_connect_applied", peer=peer.label, cn=cn,
+                          ifconfig_push=(str(dynamic.ifconfig_push.local)
+                                         if dynamic.ifconfig_push is not None else None),
+                          iroutes=[str(n) for n in dynamic.iroutes],
+                          push_edits=len(dynamic.push_edits))
+        if not await self._learn_addresses(peer, cn, ifconfig, env):
+            return
+        now = trio.current_time()
+        peer.connect_state = "done"
+        pushed = push if ifconfig_blocked else (*push, *assigned6, ifconfig)
+        try:
+            peer.session.accept(now, pushed, peer_id=peer.peer_id)
+        except ProtocolError as exc:
+            self.remove_peer(peer, "handshake_failed", cause=str(exc))
+            return
+        self.drain(peer, now)
+        peer.wakeup.set()
+
+    async def _learn_addresses(self, peer: Peer, cn: str, ifconfig: str,
+                               env: dict[str, str]) -> bool:
+        """learn-address add for the client's address, then each iroute (multi.c,
+        multi_client_connect_late_setup): one that fails is not routed to the client. False
+        when the client went meanwhile."""
+        scripts = self.server.scripts
+        if self.server.options.learn_address is None:
+            return True
+        env["script_type"] = "learn-address"
+        own = ifconfig.split()[1]
+        if await scripts.learn_address("add", own, cn, env):
+            peer.learned.append(own)
+        else:
+            peer.vaddr_refused = True
+            self.log.warning("learn_address_refused", peer=peer.label, cn=cn, address=own)
+        if peer.vaddr6 is not None:  # then its IPv6 address (multi.c: IPv4 first)
+            own6 = str(ipaddress.IPv6Address(peer.vaddr6))
+            if await scripts.learn_address("add", own6, cn, env):
+                peer.learned.append(own6)
+            else:
+                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
+                                 address=own6)
+        kept = []
+        for network, bits in peer.iroutes:
+            text = se.learn_address_text(network, bits)
+            if await scripts.learn_address("add", text, cn, env):
+                peer.learned.append(text)
+                kept.append((network, bits))
+            else:
+                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
+                                 address=text)
+        peer.iroutes = tuple(kept)
+        if peer.removed:  # gone while the scripts ran: forget what was just learned
+            for address in peer.learned:
+                scripts.learn_address_later("delete", address, None, None)
+            peer.learned.clear()
+            return False
+        return not peer.session.failed
+
+    def _release_address(self, peer: Peer, now: float) -> None:
+        if peer.entry is not None:
+            self.server.allocator.release(peer.entry, now)
+            peer.entry = None
+            peer.vaddr6 = None
+        if peer.fixed_address is not None:
+            self.server.allocator.unreserve(peer.fixed_address, now)
+            peer.fixed_address = None
+        peer.vaddr = None
+
+    def _refuse_connect(self, peer: Peer, cn: str, now: float, reason: str) -> None:
+        """client-connect (or its config file) refused the client: AUTH_FAILED; the
+        client-disconnect script runs when an earlier handler (the ccd file, or the script
+        itself before 'disable') had succeeded, as OpenVPN does (multi.c,
+        multi_connection_established: CAS_PENDING_DEFERRED_PARTIAL)."""
+        self.log.warning("client_connect_refused", peer=peer.label, cn=cn, reason=reason)
+        if peer.connect_state == "partial":
+            self._start_disconnect(peer, now)
+        peer.session.reject(now, detail=reason)
+        self.drain(peer, now)
+        peer.wakeup.set()
+
+    def _start_disconnect(self, peer: Peer, now: float) -> None:
+        """Run client-disconnect (once) for ``peer`` in the server's script nursery."""
+        if peer.connect_state == "disconnected" or peer.script_env is None:
+            return
+        peer.connect_state = "disconnected"
+        scripts = self.server.scripts
+        nursery = self.server.scripts_nursery
+        if self.server.options.client_disconnect is None or nursery is None:
+            return
+        env = peer.script_env
+        env.update(se.link_env(str(peer.address[0]), peer.address[1], trusted=True))
+        nursery.start_soon(functools.partial(
+            scripts.client_disconnect, env, bytes_received=peer.rx_bytes,
+            bytes_sent=peer.tx_bytes, duration=int(now - peer.created)))
+
+    def _scripts_at_removal(self, peer: Peer, reason: str, now: float) -> None:
+        """client-disconnect for an admitted client; learn-address delete of what was
+        learned for it (OpenVPN's reaper: no common name, an empty environment), except
+        when the server itself exits."""
+        if peer.connect_state == "done":
+            self._start_disconnect(peer, now)
+        if reason != "server_exiting":
+            for address in peer.learned:
+                self.server.scripts.learn_address_later("delete", address, None, None)
+        peer.learned.clear()
 
     def _client_config(self, peer: Peer, cn: str,
                        now: float) -> ClientConfig | Literal[False] | None:
@@ -829,7 +1057,8 @@ class PeerLifecycle:
     def _connected(self, peer: Peer, cipher: str) -> None:
         peer.connected = True
         peer.remove_at = None
-        self.server.table.route_vaddr(peer)
+        if not peer.vaddr_refused:  # learn-address refused it: not routed (multi_learn_addr)
+            self.server.table.route_vaddr(peer)
         if peer.iroutes:
             self.server.table.add_iroutes(peer, peer.iroutes)
         if peer.iroutes6:
