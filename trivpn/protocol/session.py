@@ -24,10 +24,11 @@ import random
 import ssl
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trivpn.protocol import events as ev
 from trivpn.protocol import states
+from trivpn.protocol.challenge import AuthToken, pushed_auth_token
 from trivpn.protocol.compression import Compression, frame, unframe
 from trivpn.protocol.controlmsg import (
     AuthFailed,
@@ -166,6 +167,7 @@ class SessionConfig:
     compression: Compression = Compression.NONE
     pull_policy: PullPolicy = field(default_factory=PullPolicy)  # client: pull-filter etc.
     unix_time_offset: float = 0.0  # now + offset = Unix time, for tls-auth/tls-crypt stamps
+    auth_token: AuthToken | None = None  # client: sent instead of username/password if set
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -213,6 +215,11 @@ class Session:
 
     def __init__(self, config: SessionConfig, now: float, *,
                  rng: Callable[[int], bytes] = os.urandom) -> None:
+        self._real_username = config.username
+        self.auth_token = config.auth_token  # client: the token sent as password, if any
+        if config.auth_token is not None:
+            config = replace(config, username=config.auth_token.username,
+                             password=config.auth_token.token)
         self.config = config
         self._rng = rng
         self.local_session_id = self._new_session_id()
@@ -825,6 +832,8 @@ class Session:
         elif isinstance(msg, PushReply):
             if not self.config.is_server and self._pull is not PullState.PUSHED:
                 self._on_push_reply(text, now)
+            elif not self.config.is_server:
+                self._on_late_push_reply(msg.options)
         elif isinstance(msg, AuthFailed):
             if not self.config.is_server:
                 self._events.append(ev.AuthFailed(msg.reason))
@@ -863,6 +872,30 @@ class Session:
             return
         if result is not None:
             self._apply_push(result, now)
+
+    def _on_late_push_reply(self, options: tuple[str, ...]) -> None:
+        """Client: a PUSH_REPLY after the pull completed. A 2.6 server sends one to renew the
+        auth-token (ssl.c, resend_auth_token_renegotiation); only auth-token and
+        auth-token-user are taken from it."""
+        token: str | None = None
+        token_user: str | None = None
+        for option in options:
+            words = option.split()
+            if len(words) == 2 and words[0] == "auth-token":
+                token = words[1]
+            elif len(words) == 2 and words[0] == "auth-token-user":
+                token_user = words[1]
+        if token is not None:
+            self._use_auth_token(token, token_user)
+
+    def _use_auth_token(self, token: str | None, token_user: str | None) -> None:
+        """From now on the key method sends the pushed auth-token as the password."""
+        found = pushed_auth_token(token, token_user, self._real_username, self.auth_token)
+        if found is None or found == self.auth_token:
+            return
+        self.auth_token = found
+        self.config = replace(self.config, username=found.username, password=found.token)
+        self._events.append(ev.AuthTokenReceived(found.username))
 
     def _send_push_request(self, now: float) -> None:
         key = self._message_key()
@@ -904,6 +937,8 @@ class Session:
         self._pull = states.transition(PULL_TRANSITIONS, self._pull, PullState.PUSHED,
                                        "push reply")
         self.pushed = pushed
+        if pushed.auth_token:
+            self._use_auth_token(pushed.auth_token, pushed.auth_token_user)
         self.cipher = cipher
         self.peer_id = pushed.peer_id
         self.cc_exit = "cc-exit" in pushed.protocol_flags
