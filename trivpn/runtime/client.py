@@ -303,7 +303,7 @@ class Client:
             async def run() -> None:
                 try:
                     result.append(await work())
-                except Exception as exc:  # noqa: BLE001 - re-raised below, unwrapped
+                except Exception as exc:
                     failed.append(exc)
                 nursery.cancel_scope.cancel()
 

@@ -167,7 +167,8 @@ class NoConsole:
         what = prompts[0].text if prompts else "input"
         raise CredentialError(
             f"cannot ask '{what}': there is no terminal, and no {SYSTEMD_ASK_PASSWORD} "
-            "(not installed, or systemd not running); put the username and password in a file ('auth-user-pass FILE', "
+            "(not installed, or systemd not running); put the username and password in a "
+            "file ('auth-user-pass FILE', "
             "'askpass FILE') or answer through the management interface "
             "('management-query-passwords')")
 
