@@ -1016,16 +1016,16 @@ class Connection:
         retry = self.options.auth_retry != "none" or temporary or token_dropped
         if self.options.auth_retry == "interact" and not temporary and not token_dropped:
             client.purge_credentials = True
+        hint = ("the server sent a dynamic challenge: answer it with 'auth-retry interact'"
+                if challenge is not None and not retry else None)
         self.log.error("auth_failed", reason=reason,
                        action="reconnect" if retry else "exit",
                        auth_token_dropped=token_dropped or None,
-                       challenge=challenge.text if challenge is not None else None)
+                       challenge=challenge.text if challenge is not None else None, hint=hint)
         if retry:
             self.finish(Reconnect("auth_failed", reason or "", advance=temporary))
         else:
-            hint = (" (the server sent a dynamic challenge: answer it with 'auth-retry "
-                    "interact')" if challenge is not None else "")
-            self.finish(Exit(1, "auth_failed", (reason or "") + hint))
+            self.finish(Exit(1, "auth_failed", reason or ""))
 
     def _on_push(self, pushed: PushedOptions) -> None:
         client = self.client
