@@ -39,7 +39,7 @@ class CheckingPeer(SessionPeer):
         self.seen: list[tuple[str | None, str | None]] = []
 
     def admit(self, session: Session, peer_id: int) -> None:
-        km = session._keys[0].remote_km  # noqa: SLF001 - what the client sent
+        km = session._keys[0].remote_km
         assert km is not None
         self.seen.append((km.username, km.password))
         ok, extra = self.verify(km.username, km.password)
@@ -76,7 +76,7 @@ async def test_dynamic_challenge_is_asked_and_answered_with_crv1_on_reconnect(
     peer = CheckingPeer(verify)
     lab = Lab.create(tmp_path, "auth-user-pass up.txt\nauth-retry interact\n", peer=peer)
     console = ScriptedConsole(["424242"])
-    lab.client.credentials._console = console  # noqa: SLF001
+    lab.client.credentials._console = console
     await _run_until(lab, lab.tunnel_up)
     assert peer.seen == [("alice", "first-factor"), ("alice", "CRV1::sid77::424242")]
     assert console.asked == [Prompt("CHALLENGE: Enter your PIN", True)]
@@ -113,7 +113,7 @@ async def test_static_challenge_response_is_sent_as_scrv1(
     lab = Lab.create(tmp_path, 'auth-user-pass up.txt\nstatic-challenge "Your OTP" 0\n',
                      peer=peer)
     console = ScriptedConsole(["777"])
-    lab.client.credentials._console = console  # noqa: SLF001
+    lab.client.credentials._console = console
     await _run_until(lab, lab.tunnel_up)
     assert peer.seen == [("alice", f"SCRV1:{_b64('pw')}:{_b64('777')}")]
     assert console.asked == [Prompt("CHALLENGE: Your OTP", False)]
@@ -125,7 +125,7 @@ async def test_bare_auth_user_pass_asks_username_then_password_without_echo(
     peer = CheckingPeer(lambda u, p: (True, None))
     lab = Lab.create(tmp_path, "auth-user-pass\n", peer=peer)
     console = ScriptedConsole(["carol", "hunter2"])
-    lab.client.credentials._console = console  # noqa: SLF001
+    lab.client.credentials._console = console
     await _run_until(lab, lab.tunnel_up)
     assert peer.seen == [("carol", "hunter2")]
     assert console.asked == [Prompt("Enter Auth Username:", True),
@@ -157,7 +157,7 @@ async def test_pushed_auth_token_is_used_on_reconnect_and_dropped_after_auth_fai
     peer = CheckingPeer(verify)
     lab = Lab.create(tmp_path, "auth-user-pass up.txt\nauth-nocache\n", peer=peer)
     console = ScriptedConsole([])
-    lab.client.credentials._console = console  # noqa: SLF001
+    lab.client.credentials._console = console
     async with trio.open_nursery() as nursery:
         await lab.start(nursery)
         await lab.wait_for(lab.tunnel_up, 30)
