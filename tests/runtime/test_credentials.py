@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,7 @@ async def test_bare_askpass_asks_private_key_password_without_echo(tmp_path: Pat
     asked: list[Prompt] = []
 
     class Console:
-        async def ask(self, prompts: list[Prompt]) -> list[str]:
+        async def ask(self, prompts: Sequence[Prompt]) -> list[str]:
             asked.extend(prompts)
             return ["typed"]
 
