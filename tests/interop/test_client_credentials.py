@@ -106,9 +106,8 @@ def test_token_from_auth_gen_token_is_sent_when_renegotiating(setup: Setup) -> N
     ping_ok(setup.client_ns, VPN_SERVER)
     # the script saw the password once; the renegotiation authenticated with the token
     # (OpenVPN: a valid auth-gen-token skips the script)
+    # (without the token the server would run the script again with "right")
     assert _verified(setup) == ["alice right"]
-    server_log = (setup.workdir / "server.log").read_text()
-    assert "auth-token" in server_log.lower(), server_log[-3000:]
 
 
 class _Management:
