@@ -357,7 +357,7 @@ class Options:
     static_challenge: StaticChallenge | None = None
     askpass: FileSource | Literal["prompt"] | None = None  # encrypted private key's password
     management_hold: bool = False
-    management_query_passwords: bool = False
+    management_query_passwords: bool = field(default=False, repr=False)  # no "password" in repr
     auth_token: str | None = field(default=None, repr=False)  # config-given auth-token
     auth_token_user: str | None = None  # base64 username for it
 
