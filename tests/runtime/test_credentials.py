@@ -5,7 +5,9 @@ systemd-ask-password first in PATH, the management interface's password queries 
 from __future__ import annotations
 
 import os
+import select
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -56,22 +58,32 @@ def _config(tmp_path: Path, extra: str) -> Options:
 
 
 def _pty_session(prompts: list[Prompt], typed: list[bytes]) -> tuple[list[str], bytes]:
-    """Run ask_terminal on a pty's slave while 'typing' on its master; (answers, screen)."""
+    """Run ask_terminal on a pty's slave while 'typing' on its master; (answers, screen).
+    Each line is typed once its prompt (ending in ':') is on the screen."""
     master, slave = os.openpty()
     device = os.ttyname(slave)
     result: list[list[str]] = []
-    thread = threading.Thread(target=lambda: result.append(ask_terminal(prompts, device)))
+    thread = threading.Thread(target=lambda: result.append(ask_terminal(prompts, device)),
+                              daemon=True)
     thread.start()
     screen = b""
+
+    def read(deadline: float) -> None:
+        nonlocal screen
+        ready, _, _ = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+        if ready:
+            screen += os.read(master, 1024)
+
     try:
-        for line in typed:
-            while not screen.rstrip().endswith(b":"):
-                screen += os.read(master, 1024)
+        for i, line in enumerate(typed):
+            deadline = time.monotonic() + 5
+            while screen.count(b":") < i + 1 and time.monotonic() < deadline:
+                read(deadline)
             os.write(master, line)
-            mark = len(screen)
-            while len(screen) == mark or not screen.endswith(b"\n"):
-                screen += os.read(master, 1024)
         thread.join(5)
+        end = time.monotonic() + 0.2
+        while time.monotonic() < end:
+            read(end)
     finally:
         os.close(master)
         os.close(slave)

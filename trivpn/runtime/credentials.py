@@ -101,15 +101,15 @@ def ask_terminal(prompts: Sequence[Prompt], device: str = "/dev/tty") -> list[st
     answers: list[str] = []
     try:
         for prompt in prompts:
-            os.write(fd, prompt.text.encode())
             saved = None
-            if not prompt.echo:
+            if not prompt.echo:  # echo off before the prompt shows: nothing typed is lost
                 with contextlib.suppress(termios.error):
                     saved = termios.tcgetattr(fd)
                     quiet = list(saved)
                     quiet[3] &= ~(termios.ECHO | termios.ECHOE | termios.ECHOK
                                   | termios.ECHONL | termios.ISIG)
                     termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+            os.write(fd, prompt.text.encode())
             try:
                 line = _read_line(fd)
             finally:
