@@ -23,7 +23,8 @@ DIAGNOSTICS = ROOT / "trivpn" / "diagnostics"
 # What the sans-IO core may import (top-level package names). Absent on purpose: trio, asyncio,
 # socket, select, selectors, time, threading, subprocess, signal, and trivpn's other layers.
 PROTOCOL_MAY_IMPORT = frozenset({
-    "__future__", "base64", "collections", "dataclasses", "datetime", "enum", "hashlib", "hmac",
+    "__future__", "base64", "binascii", "collections", "dataclasses", "datetime", "enum",
+    "hashlib", "hmac",
     "importlib", "ipaddress", "os", "random", "re", "ssl", "string", "struct", "types", "typing",
     "cryptography", "lz4", "trivpn.protocol",
 })

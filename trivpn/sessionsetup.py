@@ -178,19 +178,20 @@ def drop_aggregator(o: Options, interval: float = 10.0) -> DropAggregator:
 
 
 def read_credentials(o: Options) -> Credentials | None:
-    """``auth-user-pass FILE`` (or inline): line 1 username, line 2 password."""
+    """``auth-user-pass FILE`` (or inline): line 1 username, line 2 password. ``None`` when
+    there is nothing complete to read here: no auth-user-pass, a bare ``auth-user-pass``
+    (asked for on the terminal), or no password line (OpenVPN then asks for the password,
+    misc.c get_user_pass_cr; the runtime does, trivpn/runtime/credentials.py)."""
     source = o.auth_user_pass
-    if source is None:
+    if source is None or source == "prompt":
         return None
-    if source == "prompt":
-        raise _error_at(o, "auth-user-pass",
-                        "auth-user-pass without a file would prompt on the terminal, which "
-                        "trivpn run does not do; give a file with the username and password")
     lines = source.read_text().splitlines()
-    if len(lines) < 2 or not lines[0]:
+    if not lines or not lines[0]:
         raise _error_at(o, "auth-user-pass",
-                        f"{source.describe()} must hold the username on line 1 and the "
-                        "password on line 2")
+                        f"the username in {source.describe()} is empty (line 1 must be the "
+                        "username, line 2 the password)")
+    if len(lines) < 2 or not lines[1]:
+        return None
     return Credentials(lines[0], lines[1])
 
 
@@ -251,7 +252,8 @@ def verification(o: Options, ca_pem: str | None) -> PeerVerification:
                             issuers=_issuers(o, ca_pem) if o.verify_hash else ())
 
 
-def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
+def session_config(o: Options, *, unix_time_offset: float,
+                   key_password: str | None = None) -> SessionConfig:
     """Everything a :class:`~trivpn.protocol.session.Session` needs for this config.
 
     ``unix_time_offset`` converts the caller's clock to Unix time (``time.time() -
@@ -284,7 +286,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
             require_peer_cert=not (is_server and o.verify_client_cert != "require"),
             dh_pem=dh_text, tls_cipher=o.tls_cipher, tls_ciphersuites=o.tls_ciphersuites,
             tls_groups=o.tls_groups, cert_profile=o.tls_cert_profile or "legacy",
-            extra_certs_pem=extra, capath=_capath(o))
+            extra_certs_pem=extra, capath=_capath(o), key_password=key_password)
     except TlsContextError as exc:
         directive = exc.directive or ("cert" if "certificate" in str(exc) else "ca")
         raise _error_at(o, directive, str(exc)) from exc

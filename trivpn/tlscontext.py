@@ -64,6 +64,12 @@ def _memfd_path(name: str, data: str) -> Iterator[str]:
         os.close(fd)
 
 
+def is_encrypted_key(key_pem: str) -> bool:
+    """A PEM private key that needs a password (PKCS#8 ``ENCRYPTED PRIVATE KEY`` or a
+    traditional key with ``Proc-Type: 4,ENCRYPTED``)."""
+    return "ENCRYPTED" in key_pem
+
+
 def build_context(
     *,
     server_side: bool,
@@ -80,6 +86,7 @@ def build_context(
     cert_profile: str = "legacy",
     extra_certs_pem: str | None = None,
     capath: str | None = None,
+    key_password: str | None = None,
 ) -> ssl.SSLContext:
     """An SSLContext for one side of the control channel, set up in OpenVPN's order
     (ssl.c init_ssl): cert profile, cipher lists, groups, then CA, certificate and key."""
@@ -133,8 +140,16 @@ def build_context(
                 cert_pem.rstrip("\n") + "\n" + extra_certs_pem
             with _memfd_path("trivpn-cert", chain) as cert_path, \
                     _memfd_path("trivpn-key", key_pem) as key_path:
-                ctx.load_cert_chain(cert_path, key_path)
+                # never OpenSSL's own terminal prompt: an encrypted key without a password
+                # fails here, the runtime asks first (trivpn/runtime/credentials.py)
+                ctx.load_cert_chain(cert_path, key_path, password=key_password or "")
         except ssl.SSLError as exc:
+            if is_encrypted_key(key_pem):
+                raise TlsContextError(
+                    "cannot decrypt the private key: " + (
+                        "wrong password" if key_password else
+                        "it is encrypted and no password was given (askpass FILE)"),
+                    "key") from exc
             raise TlsContextError(
                 f"cannot load certificate and key (does the key match the certificate?): {exc}"
             ) from exc

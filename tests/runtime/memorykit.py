@@ -97,12 +97,16 @@ class SessionPeer:
         def on_event(event: ev.Event) -> None:
             peer.events.append(event)
             if isinstance(event, ev.ClientAuthenticated):
-                session.accept(trio.current_time(), self.push, peer_id=peer_id)
+                self.admit(session, peer_id)
 
         pump = SessionPump(session, send=send, deliver=deliver, on_event=on_event)
         peer = PeerSession(session, pump)
         self.peers.append(peer)
         return peer
+
+    def admit(self, session: Session, peer_id: int) -> None:
+        """A client finished its key method: accept it (subclasses may check it)."""
+        session.accept(trio.current_time(), self.push, peer_id=peer_id)
 
     async def _feed(self, peer: PeerSession, packets: list[bytes], send: Send) -> None:
         peer.pump.receive(packets, trio.current_time())

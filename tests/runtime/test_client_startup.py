@@ -37,11 +37,25 @@ async def test_unknown_user_exits_2_with_a_clear_error(tmp_path: Path):
     assert "user 'no-such-user-trivpn' does not exist" in str(events[-1]["detail"])
 
 
-async def test_unreadable_credentials_file_exits_2(tmp_path: Path):
+@pytest.mark.directive("auth-user-pass")
+async def test_credentials_file_without_password_and_no_way_to_ask_exits_1_saying_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # OpenVPN asks for the missing password (misc.c get_user_pass_cr); here nothing can ask
+    monkeypatch.setattr("trivpn.runtime.credentials.has_terminal", lambda device="": False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no systemd-ask-password
     (tmp_path / "creds").write_text("onlyuser\n")
+    code, events = await _run(tmp_path, "auth-user-pass creds\nconnect-retry 1\n")
+    assert code == 1
+    assert events[-2]["event"] == "credentials_failed", events[-3:]
+    assert "cannot ask 'Enter Auth Password:': there is no terminal" in str(
+        events[-2]["detail"])
+
+
+async def test_credentials_file_with_empty_username_exits_2(tmp_path: Path):
+    (tmp_path / "creds").write_text("\nsecret\n")
     code, events = await _run(tmp_path, "auth-user-pass creds\n")
     assert code == 2
-    assert "username on line 1 and the password on line 2" in str(events[-1]["detail"])
+    assert "the username in" in str(events[-1]["detail"])
 
 
 @pytest.mark.directive("remote", "remote-random")

@@ -9,6 +9,7 @@ does not implement are listed in ``UNSUPPORTED`` and always fail loudly.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -41,6 +42,7 @@ from trivpn.config.options import (
     Route,
     Route6,
     ServerHelper,
+    StaticChallenge,
     TlsVersion,
     Topology,
     VerifyX509Name,
@@ -357,6 +359,32 @@ def _auth_user_pass(st: ParseState, d: Directive) -> Options:
     if d.inline is None and not d.args:
         return replace(st.opts, auth_user_pass="prompt")
     return replace(st.opts, auth_user_pass=st.file(d))
+
+
+def _static_challenge(st: ParseState, d: Directive) -> Options:
+    """``static-challenge TEXT ECHO``: OpenVPN echoes the response when ``atoi(ECHO)`` is not
+    zero (options.c, add_option). 2.6 takes exactly two arguments (the format argument is
+    2.7's)."""
+    m = re.match(r"\s*[+-]?([0-9]+)", d.args[1])
+    echo = m is not None and int(m.group(1)) != 0
+    return replace(st.opts, static_challenge=StaticChallenge(d.args[0], echo))
+
+
+def _askpass(st: ParseState, d: Directive) -> Options:
+    """``askpass`` (ask on the terminal) or ``askpass FILE`` (password on line 1)."""
+    return replace(st.opts, askpass=st.file(d) if d.args else "prompt")
+
+
+def _management_flag(st: ParseState, d: Directive) -> Options:
+    if d.name == "management-hold":
+        return replace(st.opts, management_hold=True)
+    return replace(st.opts, management_query_passwords=True)
+
+
+def _auth_token(st: ParseState, d: Directive) -> Options:
+    if d.name == "auth-token":
+        return replace(st.opts, auth_token=d.args[0])
+    return replace(st.opts, auth_token_user=d.args[0])
 
 
 # --- data channel ----------------------------------------------------------------------------
@@ -1259,6 +1287,12 @@ DIRECTIVES: Mapping[str, Spec] = {
     "fragment": Spec(1, 2, _fragment),
 
     # --- credentials ---
+    "static-challenge": Spec(2, 2, _static_challenge),
+    "askpass": Spec(0, 1, _askpass),
+    "management-hold": Spec(0, 0, _management_flag),
+    "management-query-passwords": Spec(0, 0, _management_flag),
+    "auth-token": Spec(1, 1, _auth_token),
+    "auth-token-user": Spec(1, 1, _auth_token),
 
     # --- scripts and process ---
     "up": Spec(1, 1, _script),
@@ -1342,10 +1376,7 @@ DIRECTIVES: Mapping[str, Spec] = {
 UNSUPPORTED: frozenset[str] = frozenset({
     "allow-pull-fqdn",
     "allow-recursive-routing",
-    "askpass",
-    "auth-token",
     "auth-token-gen",
-    "auth-token-user",
     "bcast-buffers",
     "bind-dev",
     "client-nat",
@@ -1368,9 +1399,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-external-cert",
     "management-external-key",
     "management-forget-disconnect",
-    "management-hold",
     "management-log-cache",
-    "management-query-passwords",
     "management-query-proxy",
     "management-query-remote",
     "management-signal",
@@ -1403,7 +1432,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "shaper",
     "single-session",
     "socket-flags",
-    "static-challenge",
     "tcp-queue-limit",
     "tls-exit",
     "tmp-dir",

@@ -281,6 +281,14 @@ class Management:
 
 
 @dataclass(frozen=True, slots=True)
+class StaticChallenge:
+    """``static-challenge TEXT ECHO``: the prompt and whether the response is echoed."""
+
+    text: str
+    echo: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TlsVersion:
     version: str
     or_highest: bool = False
@@ -432,6 +440,12 @@ class Options:
     fragment_mtu: bool = False  # fragment N mtu: N counts the outer IP and UDP headers
 
     # --- credentials ---
+    static_challenge: StaticChallenge | None = None
+    askpass: FileSource | Literal["prompt"] | None = None  # encrypted private key's password
+    management_hold: bool = False
+    management_query_passwords: bool = field(default=False, repr=False)  # no "password" in repr
+    auth_token: str | None = field(default=None, repr=False)  # config-given auth-token
+    auth_token_user: str | None = None  # base64 username for it
 
     # --- scripts and process ---
     # user-defined commands (OpenVPN's command line: program and fixed arguments)

@@ -181,6 +181,13 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                      "management-client-user" if "management-client-user" in seen
                      else "management-client-group")
 
+    # --- credentials (options.c options_postprocess_verify_ce) ---
+    if (o.management_hold or o.management_query_passwords) and o.management is None:
+        raise _error(st, "'management-hold'/'management-query-passwords' need 'management' "
+                         "(OpenVPN: --management is not specified, however one or more options "
+                         "which modify the behavior of --management were specified)",
+                     "management-hold" if o.management_hold else "management-query-passwords")
+
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
     if tls_role == "client" and not o.pull:

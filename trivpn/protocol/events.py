@@ -124,6 +124,15 @@ class AuthFailed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AuthTokenReceived(Event):
+    """Client: the server pushed an auth-token; it is sent instead of the password from now
+    on (the token itself is never in an event)."""
+
+    name: ClassVar[str] = "auth_token_received"
+    username: str
+
+
+@dataclass(frozen=True, slots=True)
 class RestartRequested(Event):
     name: ClassVar[str] = "restart_requested"
     message: str

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from trivpn.protocol import events as ev
 from trivpn.protocol import states
+from trivpn.protocol.challenge import AuthToken, pushed_auth_token
 from trivpn.protocol.compression import STUBS, Compression, Compressor
 from trivpn.protocol.controlmsg import (
     AuthFailed,
@@ -196,6 +197,7 @@ class SessionConfig:
     # TLS-EKM (docs/protocol.md §6.3): None = the legacy PRF only, and never announced
     key_exporter: KeyExporter | None = None
     client_cert_optional: bool = False  # server: verify-client-cert none|optional
+    auth_token: AuthToken | None = None  # client: sent instead of username/password if set
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -244,6 +246,11 @@ class Session:
 
     def __init__(self, config: SessionConfig, now: float, *,
                  rng: Callable[[int], bytes] = os.urandom) -> None:
+        self._real_username = config.username
+        self.auth_token = config.auth_token  # client: the token sent as password, if any
+        if config.auth_token is not None:
+            config = replace(config, username=config.auth_token.username,
+                             password=config.auth_token.token)
         self.config = config
         self._rng = rng
         self.local_session_id = self._new_session_id()
@@ -272,15 +279,7 @@ class Session:
         wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
         self._control_packet_limit = max(TLS_CHANNEL_BUF_SIZE, config.max_packet_size) \
             + wrap_overhead + (MAX_WKC_LEN if self._v2 else 0)
-        self._compression = self._compressor_for(config.compression, config.comp_adaptive)
-        self._fragment: FragmentLayer | None = None
-        if config.fragment:
-            self._fragment = FragmentLayer(
-                max_fragment_size(config.fragment, aead=True, encap=config.fragment_encap),
-                max_packet=config.decompress_limit + 64, seq_id=rng(1)[0])
-            self.encrypt_data = self._encrypt_data_fragmented  # type: ignore[method-assign]
-        self._inbound = self._unwrap if (self._fragment is not None
-                                         or self._compression is not None) else None
+        self._init_data_layers(config, rng)
         self._ping_interval = config.ping_interval
         self._ping_restart = config.ping_restart
         self._last_sent = now
@@ -313,6 +312,18 @@ class Session:
         self._locked_peer: tuple[str, bytes] | None = None  # server: CN and certificate hash
         # server, tls-crypt-v2: the metadata of the client's key (for tls-crypt-v2-verify)
         self.client_key_metadata: bytes | None = None
+
+    def _init_data_layers(self, config: SessionConfig, rng: Callable[[int], bytes]) -> None:
+        """Compression and fragment layers: off the data path unless configured."""
+        self._compression = self._compressor_for(config.compression, config.comp_adaptive)
+        self._fragment: FragmentLayer | None = None
+        if config.fragment:
+            self._fragment = FragmentLayer(
+                max_fragment_size(config.fragment, aead=True, encap=config.fragment_encap),
+                max_packet=config.decompress_limit + 64, seq_id=rng(1)[0])
+            self.encrypt_data = self._encrypt_data_fragmented  # type: ignore[method-assign]
+        self._inbound = self._unwrap if (self._fragment is not None
+                                         or self._compression is not None) else None
 
     @classmethod
     def after_stateless_reset(cls, config: SessionConfig, now: float, *, local_session_id: bytes,
@@ -982,6 +993,8 @@ class Session:
         elif isinstance(msg, PushReply):
             if not self.config.is_server and self._pull is not PullState.PUSHED:
                 self._on_push_reply(text, now)
+            elif not self.config.is_server:
+                self._on_late_push_reply(msg.options)
         elif isinstance(msg, AuthFailed):
             if not self.config.is_server:
                 self._events.append(ev.AuthFailed(msg.reason))
@@ -1021,6 +1034,30 @@ class Session:
         if result is not None:
             self._apply_push(result, now)
 
+    def _on_late_push_reply(self, options: tuple[str, ...]) -> None:
+        """Client: a PUSH_REPLY after the pull completed. A 2.6 server sends one to renew the
+        auth-token (ssl.c, resend_auth_token_renegotiation); only auth-token and
+        auth-token-user are taken from it."""
+        token: str | None = None
+        token_user: str | None = None
+        for option in options:
+            words = option.split()
+            if len(words) == 2 and words[0] == "auth-token":
+                token = words[1]
+            elif len(words) == 2 and words[0] == "auth-token-user":
+                token_user = words[1]
+        if token is not None:
+            self._use_auth_token(token, token_user)
+
+    def _use_auth_token(self, token: str | None, token_user: str | None) -> None:
+        """From now on the key method sends the pushed auth-token as the password."""
+        found = pushed_auth_token(token, token_user, self._real_username, self.auth_token)
+        if found is None or found == self.auth_token:
+            return
+        self.auth_token = found
+        self.config = replace(self.config, username=found.username, password=found.token)
+        self._events.append(ev.AuthTokenReceived(found.username))
+
     def _send_push_request(self, now: float) -> None:
         key = self._message_key()
         if key is None or key.tls is None:
@@ -1044,6 +1081,16 @@ class Session:
         if now >= self._push_requested_at + PUSH_REQUEST_INTERVAL:
             self._send_push_request(now)
 
+    def _apply_pushed_pings(self, pushed: PushedOptions) -> None:
+        if pushed.ping is not None:
+            self._ping_interval = float(pushed.ping)
+        if pushed.ping_restart is not None:
+            self._ping_restart = float(pushed.ping_restart)
+            self._ping_exit = False
+        if pushed.ping_exit is not None:  # the same timer as ping-restart; the last one wins
+            self._ping_restart = float(pushed.ping_exit)
+            self._ping_exit = True
+
     def _apply_push(self, pushed: PushedOptions, now: float) -> None:
         cfg = self.config
         key = self._keys.get(0)
@@ -1063,17 +1110,12 @@ class Session:
         self._pull = states.transition(PULL_TRANSITIONS, self._pull, PullState.PUSHED,
                                        "push reply")
         self.pushed = pushed
+        if pushed.auth_token:
+            self._use_auth_token(pushed.auth_token, pushed.auth_token_user)
         self.cipher = cipher
         self.peer_id = pushed.peer_id
         self.cc_exit = "cc-exit" in pushed.protocol_flags
-        if pushed.ping is not None:
-            self._ping_interval = float(pushed.ping)
-        if pushed.ping_restart is not None:
-            self._ping_restart = float(pushed.ping_restart)
-            self._ping_exit = False
-        if pushed.ping_exit is not None:  # the same timer as ping-restart; the last one wins
-            self._ping_restart = float(pushed.ping_exit)
-            self._ping_exit = True
+        self._apply_pushed_pings(pushed)
         if pushed.inactive is not None:
             self._inactive = float(pushed.inactive) or None
             self._inactive_min = pushed.inactive_bytes or 0

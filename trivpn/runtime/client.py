@@ -28,21 +28,28 @@ a host setup failure (TUN, addresses, privileges) or a remote name that does not
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import random
 import signal
 import socket
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 import trio
 
 from trivpn.config import ConfigError, Options, Remote
-from trivpn.config.options import FileSource
 from trivpn.protocol import events as ev
+from trivpn.protocol.challenge import (
+    AuthToken,
+    DynamicChallenge,
+    parse_dynamic_challenge,
+    pushed_auth_token,
+)
 from trivpn.protocol.errors import DecodeError
 from trivpn.protocol.icmp6 import FALLBACK_SOURCE, block_ipv6
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_ipv6_batch, clamp_mss
@@ -52,6 +59,7 @@ from trivpn.protocol.session import Session, SessionConfig
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
 from trivpn.runtime.clientscripts import ClientScripts
+from trivpn.runtime.credentials import AUTH, CredentialError, CredentialSource
 from trivpn.runtime.datapath import mss_limit_for
 from trivpn.runtime.dns import DnsManager, plan_client_dns
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
@@ -65,6 +73,7 @@ from trivpn.runtime.link import (
     make_socket,
     open_tcp_link,
 )
+from trivpn.runtime.management import ManagementServer
 from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.nulldev import NullTunnel
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
@@ -97,7 +106,10 @@ from trivpn.runtime.tunnel import (
     TunnelPlanError,
     plan_client_tunnel,
 )
-from trivpn.sessionsetup import drop_aggregator, read_credentials, session_config
+from trivpn.sessionsetup import Credentials, drop_aggregator, session_config
+from trivpn.tlscontext import is_encrypted_key
+
+T = TypeVar("T")
 
 Log = structlog.stdlib.BoundLogger
 
@@ -121,19 +133,28 @@ async def run_client(options: Options, log: Log, tools: ClientTools | None = Non
                      host: ClientHost | None = None, *, direct_wait: bool = True,
                      dns: DnsManager | None = None) -> int:
     """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
+    key_password: str | None = None
     try:
         if not options.remotes:
             raise ConfigError("a client needs at least one 'remote'", options.config_path)
-        config = session_config(options, unix_time_offset=time.time() - trio.current_time())
+        if options.key is not None and is_encrypted_key(options.key.read_text()):
+            # OpenVPN asks even without askpass (ssl.c, pem_password_callback)
+            key_password = await CredentialSource(options).key_password()
+        config = session_config(options, unix_time_offset=time.time() - trio.current_time(),
+                                key_password=key_password)
         identity = resolve_identity(options.user, options.group)
     except ConfigError as exc:
         log.error("config_error", detail=str(exc))
         return 2
+    except CredentialError as exc:
+        log.error("credentials_failed", detail=str(exc))
+        return 1
     except RuntimeSetupError as exc:
         log.error("config_error", detail=str(exc))
         return 2
     client = Client(options, log, config, identity, host=host, direct_wait=direct_wait,
                     dns=dns)
+    client.key_password = key_password
     client.tools = tools
     if tools is not None:
         tools.attach(client.events)
@@ -303,6 +324,13 @@ class Client:
         self.random = random.Random()  # remote-random-hostname labels
         self.persisted_addresses: dict[tuple[Remote, int], tuple[int, str]] = {}
         self.scripts = ClientScripts(options, log)
+        self.credentials = CredentialSource(options)
+        self._creds: Credentials | None = None  # cached unless auth-nocache
+        self.auth_token: AuthToken | None = None  # pushed (or configured) auth-token
+        self._config_token = options.auth_token  # 'auth-token' in the config, until used
+        self.challenge: DynamicChallenge | None = None  # CRV1, answered at the next ask
+        self.key_password: str | None = None  # encrypted private key (reloads need it)
+        self.management: ManagementServer | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -316,6 +344,9 @@ class Client:
             except RuntimeSetupError as exc:
                 self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
                 return 1
+            found = getattr(self.tools, "management", None)
+            if isinstance(found, ManagementServer):
+                self.management = self.credentials.queries = found
         try:
             self.scripts.start_privileged()
             async with trio.open_nursery() as nursery:
@@ -344,20 +375,51 @@ class Client:
             self.stop_reason = name
             self.stop.set()
 
+    async def until_stop(self, work: Callable[[], Awaitable[T]]) -> list[T]:
+        """``[result]`` of ``work``, or ``[]`` if a stop signal came first. An exception
+        of ``work`` is raised as itself (not inside an ExceptionGroup)."""
+        result: list[T] = []
+        failed: list[Exception] = []
+        async with trio.open_nursery() as nursery:
+            async def run() -> None:
+                try:
+                    result.append(await work())
+                except Exception as exc:
+                    failed.append(exc)
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                await self.stop.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run)
+            nursery.start_soon(watch)
+        if failed:
+            raise failed[0]
+        return result
+
     async def _supervise(self) -> tuple[int, str]:
         attempt = self.schedule.first()
         while True:
+            management = self.management
+            if management is not None and management.hold:
+                # management-hold: wait for 'hold release' instead of the restart pause
+                # (init.c, do_hold / socket_restart_pause)
+                held = await self.until_stop(
+                    functools.partial(management.wait_hold, int(attempt.delay)))
+                if held and held[0]:
+                    attempt = Attempt(attempt.remote, 0.0)
             if attempt.delay > 0:
                 with trio.move_on_after(attempt.delay):
                     await self.stop.wait()
             if self.stop.is_set():
                 return 0, "signal"
-            try:
-                self.refresh_credentials()
-            except ConfigError as exc:
-                self.log.error("config_error", detail=str(exc))
-                return 1, "config_error"
-            outcome = await Connection(self, attempt.remote).run()
+            refused = await self._credentials_ready()
+            if refused is not None:
+                return refused
+            connection = Connection(self, attempt.remote)
+            outcome = await connection.run()
+            self.auth_token = connection.session.auth_token
             if isinstance(outcome, Exit):
                 return outcome.code, outcome.reason
             if self.stop.is_set():
@@ -387,6 +449,20 @@ class Client:
             self.events.publish(rt.Reconnecting(outcome.reason, outcome.detail, attempt.delay,
                                                 _endpoint(remote.host, remote.port), remote.proto))
 
+    async def _credentials_ready(self) -> tuple[int, str] | None:
+        """Credentials for the next connection (file, prompt, management); the exit status
+        and reason when there are none to be had."""
+        try:
+            if not await self.until_stop(self.prepare_credentials):
+                return 0, "signal"
+        except ConfigError as exc:
+            self.log.error("config_error", detail=str(exc))
+            return 1, "config_error"
+        except CredentialError as exc:
+            self.log.error("credentials_failed", detail=str(exc))
+            return 1, "credentials_failed"
+        return None
+
     def _reload_keys(self) -> tuple[int, str] | None:
         """Without ``persist-key`` OpenVPN drops its keys at a restart and reads the key files
         again (a renewed certificate on disk takes effect); so does trivpn. After ``user``/
@@ -394,7 +470,8 @@ class Client:
         private key password verification failed"), trivpn too, saying why."""
         try:
             self.config = session_config(self.options.with_keys_reread(),
-                                         unix_time_offset=time.time() - trio.current_time())
+                                         unix_time_offset=time.time() - trio.current_time(),
+                                         key_password=self.key_password)
         except (ConfigError, RuntimeSetupError) as exc:
             hint = (" (privileges were dropped: add persist-key to keep the keys in memory)"
                     if self.privileges_dropped else "")
@@ -416,21 +493,34 @@ class Client:
                        "persist-tun is not set; add persist-tun to survive restarts")
         return 1, "tun_reopen_impossible"
 
-    def refresh_credentials(self) -> None:
-        """auth-nocache (or auth-retry interact after AUTH_FAILED): OpenVPN forgets the
-        username/password once sent (ssl.c, purge_user_pass) and reads the auth-user-pass file
-        again for the next connection; otherwise the credentials read at start are reused."""
-        source = self.options.auth_user_pass
-        purge = self.options.auth_nocache or self.purge_credentials
-        self.purge_credentials = False
-        if self._connections and purge and isinstance(source, FileSource):
-            # the file's text, not the copy loaded at start (an inline block stays as it is)
-            fresh = replace(self.options, auth_user_pass=replace(source, text=None))
-            creds = read_credentials(fresh)
-            if creds is not None:
-                self.config = replace(self.config, username=creds.username,
-                                      password=creds.password)
+    async def prepare_credentials(self) -> None:
+        """The username/password for the next connection (OpenVPN: init_query_passwords and
+        ssl.c auth_user_pass_setup). They are asked for (file, console, management; see
+        trivpn/runtime/credentials.py) the first time, after AUTH_FAILED with ``auth-retry
+        interact`` (ssl.c, ssl_purge_auth) and with ``auth-nocache`` each time (purge_user_pass
+        after they were sent) — never while an auth-token is held, which is sent instead."""
+        o = self.options
         self._connections += 1
+        if o.auth_user_pass is None:
+            return
+        if self.purge_credentials:
+            self._creds = None
+            self.purge_credentials = False
+        if self._creds is None and self.auth_token is None:
+            self._creds = await self.credentials.user_pass(self.challenge)
+            self.challenge = None
+        creds = self._creds
+        username = creds.username if creds is not None else None
+        if self._config_token is not None and username is not None:
+            # 'auth-token' in the config: used like a pushed one (options.c, ssl_set_auth_token)
+            self.auth_token = pushed_auth_token(self._config_token, o.auth_token_user,
+                                                username, None)
+            self._config_token = None
+        self.config = replace(self.config, username=username,
+                              password=creds.password if creds is not None else None,
+                              auth_token=self.auth_token)
+        if o.auth_nocache:
+            self._creds = None  # forgotten once sent (ssl.c, purge_user_pass)
 
     async def _teardown(self, reason: str) -> None:
         """route-pre-down, the device closed, down (OpenVPN's order, see ClientScripts)."""
@@ -1205,6 +1295,13 @@ class Connection:
                 self.finish(Reconnect("handshake_failed", f"{event.cause}: {event.detail}"))
         elif isinstance(event, ev.AuthFailed):
             self._on_auth_failed(event.reason)
+        elif isinstance(event, ev.AuthTokenReceived):
+            log.info("auth_token_received", username=event.username)
+            management = self.client.management
+            token = self.session.auth_token
+            if management is not None and token is not None:
+                # what OpenVPN's management interface shows (manage.c, management_auth_token)
+                management.notify(f">PASSWORD:Auth-Token:{token.token}")
         elif isinstance(event, ev.RestartRequested):
             log.info("restart_requested", message=event.message, advance=event.advance)
             self.finish(Reconnect("server_restart", event.message, advance=event.advance))
@@ -1249,14 +1346,29 @@ class Connection:
         await self.pump.flush()
 
     def _on_auth_failed(self, reason: str | None) -> None:
+        """OpenVPN's receive_auth_failed (push.c): TEMP → retry later; a held auth-token →
+        forget it and reconnect with the real credentials; otherwise auth-retry decides
+        (none: exit, nointeract: retry the same credentials, interact: ask again). A CRV1
+        challenge is kept for the next ask (it is answered with auth-retry interact)."""
+        client = self.client
+        if client.management is not None:
+            client.management.auth_failed(AUTH, reason)
         temporary = reason is not None and reason.startswith("TEMP")
-        retry = self.options.auth_retry != "none" or temporary
-        if self.options.auth_retry == "interact":
-            # OpenVPN forgets the credentials and asks again (push.c, receive_auth_failed);
-            # trivpn asks its auth-user-pass file again
-            self.client.purge_credentials = True
+        challenge = parse_dynamic_challenge(reason)
+        if challenge is not None:
+            client.challenge = challenge
+        token_dropped = not temporary and self.session.auth_token is not None
+        if token_dropped:
+            self.session.auth_token = None
+        retry = self.options.auth_retry != "none" or temporary or token_dropped
+        if self.options.auth_retry == "interact" and not temporary and not token_dropped:
+            client.purge_credentials = True
+        hint = ("the server sent a dynamic challenge: answer it with 'auth-retry interact'"
+                if challenge is not None and not retry else None)
         self.log.error("auth_failed", reason=reason,
-                       action="reconnect" if retry else "exit")
+                       action="reconnect" if retry else "exit",
+                       auth_token_dropped=token_dropped or None,
+                       challenge=challenge.text if challenge is not None else None, hint=hint)
         if retry:
             self.finish(Reconnect("auth_failed", reason or "", advance=temporary))
         else:

@@ -43,6 +43,7 @@ import structlog
 import trio
 
 from trivpn import __version__
+from trivpn.config.options import StaticChallenge
 from trivpn.logging import RateLimitedLog
 from trivpn.runtime.serverauth import MAX_CONFIG_LINES, ClientAuthBroker, ManagementAnswer
 from trivpn.runtime.stats import LogHistory, LogRecord, OperatorState, StateRecord
@@ -72,15 +73,19 @@ HELP = (
     "                             text R and optional client reason text CR",
     "exit|quit              : Close management session.",
     "help                   : Print this message.",
+    "hold [on|off|release]  : Set/show hold flag to on/off state, or",
+    "                         release current hold and start tunnel.",
     "kill cn                : Kill the client instance(s) having common name cn.",
     "kill IP:port           : Kill the client instance connecting from IP:port.",
     "log [on|off] [N|all]   : Turn on/off realtime log display",
     "                         + show last N lines or 'all' for entire history.",
+    "password type p        : Enter password p for a queried OpenVPN password.",
     "pid                    : Show process ID of the current OpenVPN process.",
     "signal s               : Send signal s to daemon,",
     "                         s = SIGTERM|SIGINT.",
     "state [on|off] [N|all] : Like log, but show state history.",
     "status [n]             : Show current daemon status info using format #n.",
+    "username type u        : Enter username u for a queried OpenVPN username.",
     "version                : Show current version of daemon.",
     "END",
 )
@@ -104,6 +109,30 @@ def parse_number(text: str) -> int | None:
     if not text or len(text) > MAX_DIGITS or not text.isascii() or not text.isdigit():
         return None
     return int(text)
+
+
+def split_command(line: str) -> list[str]:
+    """Words of a command line; double-quoted words may hold spaces (``password "Auth"
+    "a b"``), as OpenVPN's parse_line reads them. An unbalanced quote: plain words."""
+    try:
+        return shlex.split(line)
+    except ValueError:
+        return line.split()
+
+
+class _Query:
+    """A pending ``>PASSWORD:Need ...`` query (``username``/``password`` answer it)."""
+
+    def __init__(self, kind: str, need_username: bool) -> None:
+        self.kind = kind
+        self.need_username = need_username
+        self.username: str | None = None
+        self.password: str | None = None
+        self.done = trio.Event()
+
+    def check(self) -> None:
+        if self.password is not None and (self.username is not None or not self.need_username):
+            self.done.set()
 
 
 def read_password(path: Path) -> str:
@@ -213,6 +242,8 @@ class _Connection:
     def welcome(self) -> None:
         self.put(f">INFO:OpenVPN Management Interface Version {MANAGEMENT_VERSION} "
                  "-- type 'help' for more info")
+        if self.server.special is not None:  # a hold or query waiting (manage.c)
+            self.put(self.server.special)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -224,7 +255,7 @@ class _Connection:
         if self.collecting is not None:
             self.collect_client_config(line)
             return
-        words = line.split()
+        words = split_command(line)
         if not words:
             return
         command, args = words[0], words[1:]
@@ -379,6 +410,44 @@ class _Connection:
             self._answer("client-deny", *ids, ManagementAnswer(
                 False, args[2], args[3] if len(args) > 3 else None))
 
+    def cmd_hold(self, args: list[str]) -> None:
+        server = self.server
+        if not args:
+            self.put(f"SUCCESS: hold={int(server.hold)}")
+        elif args[0] == "on":
+            server.hold = True
+            self.put("SUCCESS: hold flag set to ON")
+        elif args[0] == "off":
+            server.hold = False
+            self.put("SUCCESS: hold flag set to OFF")
+        elif args[0] == "release":
+            server.hold_released.set()
+            self.put("SUCCESS: hold release succeeded")
+        else:
+            self.put("ERROR: bad hold command parameter")
+
+    def _answer_query(self, what: str, args: list[str]) -> None:
+        if not self.need(what, args, 2):
+            return
+        query = self.server.query
+        if query is None or (what == "username" and not query.need_username):
+            self.put(f"ERROR: no {what} is currently needed at this time")
+            return
+        if args[0] != query.kind:
+            self.put(f"ERROR: {what} of type '{args[0]}' entered, but we need one of type "
+                     f"'{query.kind}'")
+            return
+        setattr(query, what, args[1])
+        query.check()
+        self.put(f"SUCCESS: '{query.kind}' {what} entered, but not yet verified")
+        self.server.log.info("management_credential_entered", kind=query.kind, what=what)
+
+    def cmd_username(self, args: list[str]) -> None:
+        self._answer_query("username", args)
+
+    def cmd_password(self, args: list[str]) -> None:
+        self._answer_query("password", args)
+
     def _history(self, kind: str, parameter: str, lines: list[str]) -> None:
         if parameter in ("on", "off"):
             setattr(self, f"{kind}_realtime", parameter == "on")
@@ -411,6 +480,8 @@ _COMMANDS: dict[str, Callable[[_Connection, list[str]], None]] = {
     "log": _Connection.cmd_log, "state": _Connection.cmd_state,
     "client-auth": _Connection.cmd_client_auth, "client-auth-nt": _Connection.cmd_client_auth_nt,
     "client-deny": _Connection.cmd_client_deny,
+    "hold": _Connection.cmd_hold, "username": _Connection.cmd_username,
+    "password": _Connection.cmd_password,
 }
 
 
@@ -429,7 +500,7 @@ class ManagementServer:
                  client_uid: int | None = None, client_gid: int | None = None,
                  max_connections: int = MAX_CONNECTIONS,
                  auth_timeout: float = AUTH_TIMEOUT,
-                 client_auth: ClientAuthBroker | None = None) -> None:
+                 client_auth: ClientAuthBroker | None = None, hold: bool = False) -> None:
         self.runtime = runtime
         self.history = history
         self.state = state
@@ -448,7 +519,11 @@ class ManagementServer:
         self.commands = _COMMANDS
         self.bound_port: int | None = None
         self.active = 0
-        self.connections: list[_Connection] = []
+        self.connections: set[_Connection] = set()
+        self.hold = hold  # management-hold / 'hold on'
+        self.hold_released = trio.Event()
+        self.special: str | None = None  # the pending >HOLD / >PASSWORD notification
+        self.query: _Query | None = None
         self.client_auth = client_auth
         if client_auth is not None:
             client_auth.notify = self.broadcast
@@ -456,10 +531,64 @@ class ManagementServer:
 
     def broadcast(self, lines: list[str]) -> None:
         """Real-time notification lines to every client that gave the password."""
-        for conn in self.connections:
-            if conn.authenticated:
-                for line in lines:
-                    conn.put(line)
+        for line in lines:
+            self.notify(line)
+
+    # -- hold and password queries (management-hold, management-query-passwords) ----------
+
+    def notify(self, text: str) -> None:
+        """A real-time notification to every authenticated management client."""
+        for connection in self.connections:
+            if connection.authenticated:
+                connection.put(text)
+
+    async def _wait_special(self, message: str, done: trio.Event) -> None:
+        self.special = message
+        self.notify(message)
+        try:
+            await done.wait()
+        finally:
+            self.special = None
+
+    async def wait_hold(self, holdtime: int = 0) -> bool:
+        """With the hold flag on: ``>HOLD:Waiting for hold release:N`` and wait for ``hold
+        release`` (each restart asks again, as OpenVPN's management_hold). True if held."""
+        if not self.hold:
+            return False
+        self.hold_released = trio.Event()
+        self.log.info("management_hold", holdtime=holdtime)
+        await self._wait_special(f">HOLD:Waiting for hold release:{holdtime}",
+                                 self.hold_released)
+        return True
+
+    async def _query(self, kind: str, need_username: bool, message: str) -> _Query:
+        query = self.query = _Query(kind, need_username)
+        self.log.info("management_password_query", kind=kind)
+        try:
+            await self._wait_special(message, query.done)
+        finally:
+            self.query = None
+        return query
+
+    async def query_user_pass(self, kind: str,
+                              static_challenge: StaticChallenge | None) -> tuple[str, str]:
+        message = f">PASSWORD:Need '{kind}' username/password"
+        if static_challenge is not None:
+            message += f" SC:{int(static_challenge.echo)},{static_challenge.text}"
+        query = await self._query(kind, True, message)
+        assert query.username is not None and query.password is not None
+        return query.username, query.password
+
+    async def query_password(self, kind: str) -> str:
+        query = await self._query(kind, False, f">PASSWORD:Need '{kind}' password")
+        assert query.password is not None
+        return query.password
+
+    def auth_failed(self, kind: str, reason: str | None) -> None:
+        """``>PASSWORD:Verification Failed: 'Auth' ['reason']`` (manage.c,
+        management_auth_failure)."""
+        self.notify(f">PASSWORD:Verification Failed: '{kind}'"
+                    + (f" ['{reason}']" if reason else ""))
 
     @property
     def where(self) -> str:
@@ -547,16 +676,16 @@ class ManagementServer:
             return
         self.active += 1
         self.log.info("management_client_connected")
-        conn = _Connection(self, stream)
-        self.connections.append(conn)
+        connection = _Connection(self, stream)
+        self.connections.add(connection)
         try:
-            await conn.run()
+            await connection.run()
         except Exception as exc:  # a bug costs this connection, never the VPN
             self.errors.exception("management_connection_failed", time.monotonic(),
                                   error=repr(exc))
             with contextlib.suppress(Exception):
                 await stream.aclose()
         finally:
-            self.connections.remove(conn)
+            self.connections.discard(connection)
             self.active -= 1
             self.log.info("management_client_disconnected")

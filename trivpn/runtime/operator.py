@@ -394,6 +394,7 @@ class OperatorTools:
             self.management = ManagementServer(
                 view, self.history, self.state, log, host=m.address, port=m.port, unix=m.unix,
                 password=password, status_version=options.status_version,
+                hold=options.management_hold,
                 client_uid=identity.uid if identity is not None else None,
                 client_gid=(identity.gid if identity is not None
                             and options.management_client_group is not None else None),
