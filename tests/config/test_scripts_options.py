@@ -55,7 +55,7 @@ def test_the_down_root_plugin_line_is_understood_natively() -> None:
 
 @pytest.mark.directive("plugin")
 @pytest.mark.parametrize(("line", "fragment"), [
-    ("plugin /usr/lib/openvpn/openvpn-plugin-auth-pam.so login",
+    ("plugin /usr/lib/openvpn/openvpn-auth-ldap.so /etc/openvpn/auth/ldap.conf",
      "trivpn loads no plugin modules"),
     ("plugin /usr/lib/openvpn/openvpn-plugin-down-root.so",
      "needs the command to run at down"),
