@@ -870,6 +870,15 @@ def finish_compression(st: ParseState, o: Options) -> Options:
     return replace(o, comp_flags=flags, allow_compression=mode)
 
 
+# --- client breadth b: handlers ---------------------------------------------------------------
+
+def _remap_usr1(st: ParseState, d: Directive) -> Options:
+    if d.args[0] not in ("SIGHUP", "SIGTERM"):
+        # OpenVPN options.c, add_option(): "--remap-usr1 parm must be 'SIGHUP' or 'SIGTERM'"
+        raise v.fail(d, f"'remap-usr1' expects SIGHUP or SIGTERM, got '{d.args[0]}'")
+    return replace(st.opts, remap_usr1=cast(Literal["SIGHUP", "SIGTERM"], d.args[0]))
+
+
 # --- crypto and pki breadth: handlers ---------------------------------------------------------
 
 def _tls_crypt_v2(st: ParseState, d: Directive) -> Options:
@@ -1150,6 +1159,11 @@ DIRECTIVES: Mapping[str, Spec] = {
     "capath": Spec(1, 1, lambda st, d: replace(st.opts, capath=st.path(d.args[0]))),
     "pkcs12": Spec(1, 1, lambda st, d: replace(st.opts, pkcs12=st.file(d)), inline=True),
 
+
+    # --- client breadth b ---
+    "tls-exit": Spec(0, 0, lambda st, d: replace(st.opts, tls_exit=True)),
+    "remap-usr1": Spec(1, 1, _remap_usr1),
+
     # --- server (issue 13) ---
     "client-config-dir": Spec(1, 1, _client_config_dir),
     "ccd-exclusive": Spec(0, 0, _ccd_exclusive),
@@ -1188,7 +1202,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "client-disconnect",
     "client-nat",
     "compat-mode",
-    "cryptoapicert",
     "dev-node",
     "echo",
     "engine",
@@ -1198,7 +1211,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "http-proxy-override",
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
-    "inetd",
     "ip-remote-hint",
     "key-derivation",
     "keying-material-exporter",
@@ -1239,7 +1251,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "protocol-flags",
     "providers",
     "redirect-private",
-    "remap-usr1",
     "replay-persist",
     "route-ipv6",
     "route-ipv6-gateway",
@@ -1253,7 +1264,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "stale-routes-check",
     "static-challenge",
     "tcp-queue-limit",
-    "tls-exit",
     "tmp-dir",
     "tun-max-mtu",
     "tun-mtu-max",
@@ -1272,9 +1282,11 @@ UNSUPPORTED: frozenset[str] = frozenset({
 NOT_ON_LINUX: Mapping[str, str] = {
     "allow-nonadmin": "a Windows-only option",
     "block-outside-dns": "a Windows-only option",
+    "cryptoapicert": "a Windows-only option (certificates from the Windows certificate store)",
     "dhcp-pre-release": "a Windows-only option",
     "dhcp-release": "a Windows-only option",
     "dhcp-renew": "a Windows-only option",
+    "inetd": "no longer an option (inetd support was removed in OpenVPN 2.6)",
     "ip-win32": "a Windows-only option",
     "key-method": "no longer an option (key method 2 is the only one)",
     "keysize": "no longer an option (the cipher determines the key size)",

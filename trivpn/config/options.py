@@ -432,6 +432,10 @@ class Options:
     verify_hash_algo: str = "SHA1"  # or SHA256
     capath: Path | None = None  # OpenSSL hashed directory of CA certificates and CRLs
 
+    # --- client breadth b ---
+    tls_exit: bool = False  # a TLS error ends the process instead of restarting
+    remap_usr1: Literal["SIGHUP", "SIGTERM"] | None = None  # what every restart becomes
+
     # --- server (issue 13) ---
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)
     ccd_exclusive: bool = False  # refuse a client without its own file in client-config-dir

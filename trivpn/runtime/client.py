@@ -84,6 +84,7 @@ from trivpn.runtime.supervisor import (
     Outcome,
     Reconnect,
     RemoteSchedule,
+    remap_restart,
     resolve_attempts,
     resolve_retry_delay,
 )
@@ -351,18 +352,20 @@ class Client:
                 self.log.error("config_error", detail=str(exc))
                 return 1, "config_error"
             outcome = await Connection(self, attempt.remote).run()
+            if isinstance(outcome, Reconnect):
+                outcome = self._remap_restart(outcome)
             if isinstance(outcome, Exit):
                 return outcome.code, outcome.reason
             if self.stop.is_set():
                 return 0, "signal"
             signal_text = outcome.reason.replace("_", "-")
-            if not self.options.persist_tun:
+            if not self.options.persist_tun or outcome.hard:
                 await self.scripts.down("init", signal_text, self.close_tunnel)
                 if self.privileges_dropped:
                     return self._cannot_reopen_tun(outcome)
             elif self.options.up_restart:
                 await self.scripts.down_on_restart(signal_text)
-            if not self.options.persist_key:
+            if not self.options.persist_key or outcome.hard:
                 failed = self._reload_keys()
                 if failed is not None:
                     return failed
@@ -395,6 +398,18 @@ class Client:
             return 1, "key_reload_failed"
         self.log.debug("keys_reloaded")
         return None
+
+    # --- client breadth b ---
+
+    def _remap_restart(self, outcome: Reconnect) -> Outcome:
+        """``tls-exit`` and ``remap-usr1``: a restart that becomes an exit or a hard restart."""
+        o = self.options
+        remapped = remap_restart(outcome, tls_exit=o.tls_exit, remap_usr1=o.remap_usr1)
+        if isinstance(remapped, Exit):
+            self.log.warning(remapped.reason, restart_reason=outcome.reason, action="exit")
+        elif remapped.hard:
+            self.log.info("remap_usr1", restart_reason=outcome.reason, action="SIGHUP")
+        return remapped
 
     def _cannot_reopen_tun(self, outcome: Reconnect) -> tuple[int, str]:
         """A restart without persist-tun after ``user``/``group`` took effect: the new

@@ -1,0 +1,86 @@
+"""tls-exit and remap-usr1: a trivpn client beside a real openvpn 2.6 client, same config,
+same server, in namespaces. Where OpenVPN turns a restart into an exit, trivpn exits too.
+
+The openvpn client runs with ``ifconfig-noexec``/``route-noexec`` so both clients can share
+the client namespace; both use the same certificate, so the server has ``duplicate-cn``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.clientkit import (
+    SERVER_IP,
+    Setup,
+    client_lines,
+    make_setup,
+    popen_of,
+    server_lines,
+    start_client,
+    start_server,
+)
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn
+from tests.netns import NetnsLab
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def setup(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> Setup:
+    return make_setup(lab, tmp_path)
+
+
+def _openvpn_client(setup: Setup, extra: tuple[str, ...]) -> OpenVpnProcess:
+    lines = ["client", "dev tun", "proto udp", f"remote {SERVER_IP} 1194", "nobind",
+             "ca ca.crt", "cert client.crt", "key client.key", "remote-cert-tls server",
+             "connect-retry 1", "ifconfig-noexec", "route-noexec", "verb 3", *extra]
+    return start_openvpn(setup.client_ns, setup.workdir, "ovpn-client", lines)
+
+
+@pytest.mark.directive("tls-exit")
+def test_tls_exit_makes_a_failed_handshake_end_the_client_like_openvpn(setup: Setup) -> None:
+    start_server(setup, [*server_lines(), "duplicate-cn"])
+    # the server's certificate does not carry this name: the handshake fails (a TLS error)
+    extra = ("verify-x509-name not-the-server name", "tls-exit")
+    ours = start_client(setup, client_lines(extra=extra))
+    theirs = _openvpn_client(setup, extra)
+    our_code = popen_of(setup.lab, ours.pid).wait(timeout=20)
+    their_code = popen_of(setup.lab, theirs.pid).wait(timeout=20)
+    assert "SIGTERM[soft,tls-error] received, process exiting" in theirs.text(), \
+        theirs.text()[-3000:]
+    assert (our_code, their_code) == (0, 0), ours.text()[-3000:]
+    assert ours.wait_event("tls_exit", 1, restart_reason="handshake_failed") is not None
+    assert ours.count("reconnecting") == 0
+
+
+@pytest.mark.directive("tls-exit")
+def test_without_tls_exit_a_failed_handshake_restarts(setup: Setup) -> None:
+    start_server(setup, [*server_lines(), "duplicate-cn"])
+    ours = start_client(setup, client_lines(extra=("verify-x509-name not-the-server name",)))
+    assert ours.wait_event("reconnecting", 20, reason="handshake_failed") is not None, \
+        ours.text()[-3000:]
+    assert popen_of(setup.lab, ours.pid).poll() is None
+
+
+@pytest.mark.directive("remap-usr1")
+def test_remap_usr1_sigterm_turns_a_ping_restart_into_an_exit_like_openvpn(
+        setup: Setup) -> None:
+    # 'ping 1' instead of keepalive: the server pushes no ping-restart of its own
+    lines = [line for line in server_lines() if not line.startswith("keepalive")]
+    server = popen_of(setup.lab, start_server(setup, [*lines, "ping 1", "duplicate-cn"]).pid)
+    extra = ("ping-restart 2", "remap-usr1 SIGTERM")
+    ours = start_client(setup, client_lines(extra=extra))
+    theirs = _openvpn_client(setup, extra)
+    assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-4000:]
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-4000:]
+    server.kill()
+    server.wait(5)
+    our_code = popen_of(setup.lab, ours.pid).wait(timeout=15)
+    their_code = popen_of(setup.lab, theirs.pid).wait(timeout=15)
+    assert "SIGTERM[soft,ping-restart] received, process exiting" in theirs.text(), \
+        theirs.text()[-3000:]
+    assert (our_code, their_code) == (0, 0), ours.text()[-3000:]
+    assert ours.wait_event("remap_usr1", 1, restart_reason="ping_restart") is not None
+    assert ours.count("reconnecting") == 0
