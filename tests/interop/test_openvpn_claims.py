@@ -141,3 +141,33 @@ def test_openvpn_ignores_prng_and_max_routes_and_says_so(
     assert notice in out, out[-2000:]
     quoted = notice.split(" (", maxsplit=1)[0].split(". The", maxsplit=1)[0]
     assert quoted in (DIRECTIVES[extra[0][2:]].inert or "")
+
+
+# --- client breadth b ---
+
+@pytest.mark.parametrize("extra", [["--peer-id", "3"], ["--key-derivation", "tls-ekm"],
+                                   ["--protocol-flags", "cc-exit", "tls-ekm", "dyn-tls-crypt"]])
+def test_openvpn_accepts_pushed_only_options_in_a_config(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str]) -> None:
+    """peer-id, key-derivation and protocol-flags pass OpenVPN 2.6's checks in a client
+    config (trivpn accepts them as inert, reasons in directives.py)."""
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    load_config(conf)
+
+
+@pytest.mark.parametrize(("extra", "theirs"), [
+    (["--key-derivation", "foo"], "Options error: Unknown key-derivation method foo"),
+    (["--protocol-flags", "cc-exit", "bogus"], "Options error: Unknown protocol-flags flag: bogus"),
+])
+def test_bad_pushed_only_options_are_refused_like_openvpn(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str],
+        theirs: str) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert theirs in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    with pytest.raises(ConfigError, match=r"t\.conf:\d+: unknown (key-derivation|protocol-flags)"):
+        load_config(conf)

@@ -879,6 +879,24 @@ def _remap_usr1(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, remap_usr1=cast(Literal["SIGHUP", "SIGTERM"], d.args[0]))
 
 
+PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
+
+
+def _pushed_protocol_option(st: ParseState, d: Directive) -> Options:
+    """``key-derivation`` / ``protocol-flags`` in a config file: checked as OpenVPN checks them
+    (options.c, add_option(): "Unknown key-derivation method" / "Unknown protocol-flags
+    flag"), then inert (see their Specs)."""
+    if d.name == "key-derivation":
+        if d.args[0] != "tls-ekm":
+            raise v.fail(d, f"unknown key-derivation method '{d.args[0]}' (expected tls-ekm)")
+    else:
+        for flag in d.args:
+            if flag not in PROTOCOL_FLAGS:
+                raise v.fail(d, f"unknown protocol-flags flag '{flag}' (expected "
+                                f"{', '.join(PROTOCOL_FLAGS)})")
+    return st.opts
+
+
 # --- crypto and pki breadth: handlers ---------------------------------------------------------
 
 def _tls_crypt_v2(st: ParseState, d: Directive) -> Options:
@@ -1163,6 +1181,20 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- client breadth b ---
     "tls-exit": Spec(0, 0, lambda st, d: replace(st.opts, tls_exit=True)),
     "remap-usr1": Spec(1, 1, _remap_usr1),
+    "peer-id": Spec(1, 1, _checked_word, inert=(
+        "in a config file OpenVPN only counts it in the packet overhead (mtu.c, "
+        "frame_calculate_protocol_header_size(): 4 header bytes instead of 1), which trivpn "
+        "always reserves (protocol/mss.py, data_overhead()); the data channel uses a peer id "
+        "only when the server pushes one (init.c, do_deferred_options(): 'found & "
+        "OPT_P_PEER_ID'), as trivpn does")),
+    "key-derivation": Spec(1, 1, _pushed_protocol_option, inert=(
+        "meant to be pushed: OpenVPN clears what a config file sets before every connection "
+        "(options.c, pre_connect_restore(): 'o->imported_protocol_flags = 0'), so only a "
+        "pushed value counts, as in trivpn")),
+    "protocol-flags": Spec(1, None, _pushed_protocol_option, inert=(
+        "meant to be pushed: OpenVPN clears what a config file sets before every connection "
+        "(options.c, pre_connect_restore(): 'o->imported_protocol_flags = 0'), so only a "
+        "pushed value counts, as in trivpn")),
 
     # --- server (issue 13) ---
     "client-config-dir": Spec(1, 1, _client_config_dir),
@@ -1212,7 +1244,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
     "ip-remote-hint",
-    "key-derivation",
     "keying-material-exporter",
     "learn-address",
     "link-mtu",
@@ -1236,7 +1267,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "multihome",
     "no-replay",
     "opt-verify",
-    "peer-id",
     "persist-local-ip",
     "pkcs11-cert-private",
     "pkcs11-id",
@@ -1248,7 +1278,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "port-share",
     "preresolve",
     "proto-force",
-    "protocol-flags",
     "providers",
     "redirect-private",
     "replay-persist",
