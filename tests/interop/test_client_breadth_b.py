@@ -7,6 +7,7 @@ the client namespace; both use the same certificate, so the server has ``duplica
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from tests.interop.clientkit import (
 )
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn
 from tests.netns import NetnsLab
+from trivpn.config.directives import DIRECTIVES
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +86,37 @@ def test_remap_usr1_sigterm_turns_a_ping_restart_into_an_exit_like_openvpn(
     assert (our_code, their_code) == (0, 0), ours.text()[-3000:]
     assert ours.wait_event("remap_usr1", 1, restart_reason="ping_restart") is not None
     assert ours.count("reconnecting") == 0
+
+
+def _env_dumper(path: Path, out: Path) -> Path:
+    path.write_text(f'#!/bin/sh\nprintf "%s" "$exported_keying_material" > {out}\n')
+    path.chmod(0o755)
+    return path
+
+
+def _wait_for_files(*paths: Path) -> None:
+    for _ in range(50):
+        if all(p.exists() for p in paths):
+            return
+        time.sleep(0.1)
+
+
+@pytest.mark.directive("keying-material-exporter")
+def test_keying_material_exporter_reaches_no_script_in_openvpn_nor_in_trivpn(
+        setup: Setup) -> None:
+    """OpenVPN 2.6 exports the material only to a TLS_FINAL plugin (the inert reason in
+    directives.py): its client-connect script sees no exported_keying_material, and a trivpn
+    client's up script sees none either."""
+    ekm = "keying-material-exporter EXPORTER_TRIVPN_TEST 32"
+    theirs, ours = setup.workdir / "server-ekm", setup.workdir / "client-ekm"
+    server_script = _env_dumper(setup.workdir / "server.sh", theirs)
+    client_script = _env_dumper(setup.workdir / "client.sh", ours)
+    start_server(setup, [*server_lines(), "script-security 2", ekm,
+                         f"client-connect {server_script}"])
+    client = start_client(setup, client_lines(extra=("script-security 2", ekm,
+                                                     f"up {client_script}")))
+    assert client.wait_event("tun_configured", 20) is not None, client.text()[-4000:]
+    _wait_for_files(ours, theirs)
+    assert theirs.read_text() == ""  # the server's script ran, without the material
+    assert ours.read_text() == ""
+    assert "TLS_FINAL" in (DIRECTIVES["keying-material-exporter"].inert or "")

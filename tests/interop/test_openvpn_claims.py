@@ -171,3 +171,36 @@ def test_bad_pushed_only_options_are_refused_like_openvpn(
     conf.write_text(_as_config([*CLIENT, *extra]))
     with pytest.raises(ConfigError, match=r"t\.conf:\d+: unknown (key-derivation|protocol-flags)"):
         load_config(conf)
+
+
+@pytest.mark.parametrize(("value", "theirs", "ours"), [
+    (["NOTEXPORTER", "16"], 'Keying material exporter label must begin with "EXPORTER"',
+     "must begin with 'EXPORTER'"),
+    (["EXPORTER_X", "15"], "Invalid keying material exporter length",
+     "invalid keying material exporter length '15'"),
+    (["EXPORTER_X", "4096"], "Invalid keying material exporter length",
+     "invalid keying material exporter length '4096'"),
+    (["EXPORTER-OpenVPN-datakeys", "16"],
+     "Keying material exporter label must not be 'EXPORTER-OpenVPN-datakeys'.",
+     "must not be 'EXPORTER-OpenVPN-datakeys'"),
+])
+def test_keying_material_exporter_checks_match_openvpn(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, value: list[str], theirs: str,
+        ours: str) -> None:
+    extra = ["--keying-material-exporter", *value]
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert f"Options error: {theirs}" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)
+
+
+def test_openvpn_accepts_keying_material_exporter(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    extra = ["--keying-material-exporter", "EXPORTER_X", "4095"]
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    load_config(conf)

@@ -879,6 +879,22 @@ def _remap_usr1(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, remap_usr1=cast(Literal["SIGHUP", "SIGTERM"], d.args[0]))
 
 
+def _keying_material_exporter(st: ParseState, d: Directive) -> Options:
+    """The checks of OpenVPN options.c, add_option() ("keying-material-exporter"); then inert
+    (see its Spec)."""
+    label = d.args[0]
+    if not label.startswith("EXPORTER"):
+        raise v.fail(d, "the keying material exporter label must begin with 'EXPORTER'")
+    if label == "EXPORTER-OpenVPN-datakeys":
+        raise v.fail(d, "the keying material exporter label must not be "
+                        "'EXPORTER-OpenVPN-datakeys' (the data channel keys' label)")
+    length = int(d.args[1]) if d.args[1].isdigit() else 0
+    if not 16 <= length <= 4095:
+        raise v.fail(d, f"invalid keying material exporter length '{d.args[1]}' "
+                        "(16 to 4095 bytes)")
+    return st.opts
+
+
 PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
 
 
@@ -1181,6 +1197,11 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- client breadth b ---
     "tls-exit": Spec(0, 0, lambda st, d: replace(st.opts, tls_exit=True)),
     "remap-usr1": Spec(1, 1, _remap_usr1),
+    "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
+        "OpenVPN 2.6 puts the material in the environment only for a plugin's "
+        "OPENVPN_PLUGIN_TLS_FINAL call and deletes it right after (ssl.c, key_method_2_read(): "
+        "export_user_keying_material(), then setenv_del()); scripts never see it, and trivpn "
+        "loads no plugins (the down-root plugin line is run natively)")),
     "peer-id": Spec(1, 1, _checked_word, inert=(
         "in a config file OpenVPN only counts it in the packet overhead (mtu.c, "
         "frame_calculate_protocol_header_size(): 4 header bytes instead of 1), which trivpn "
@@ -1244,7 +1265,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
     "ip-remote-hint",
-    "keying-material-exporter",
     "learn-address",
     "link-mtu",
     "lladdr",
