@@ -120,3 +120,31 @@ def test_keying_material_exporter_reaches_no_script_in_openvpn_nor_in_trivpn(
     assert theirs.read_text() == ""  # the server's script ran, without the material
     assert ours.read_text() == ""
     assert "TLS_FINAL" in (DIRECTIVES["keying-material-exporter"].inert or "")
+
+
+
+def _locked_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmLck:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmLck line")
+
+
+@pytest.mark.directive("mlock")
+def test_mlock_locks_the_client_in_ram_when_openvpn_can_and_fails_when_it_cannot(
+        setup: Setup) -> None:
+    """Where the locked-memory limit can be raised to 100 MB (CAP_SYS_RESOURCE), both lock
+    their memory; where it cannot (a container without it), both stop at start, status 1."""
+    start_server(setup, [*server_lines(), "duplicate-cn"])
+    theirs = _openvpn_client(setup, ("mlock",))
+    ours = start_client(setup, client_lines(extra=("mlock",)))
+    assert theirs.wait_for("Initialization Sequence Completed", 20) \
+        or theirs.wait_for("Exiting due to fatal error", 1), theirs.text()[-3000:]
+    if "mlockall call succeeded" in theirs.text():
+        assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-4000:]
+        assert ours.wait_event("mlockall_succeeded", 1) is not None
+        assert _locked_kb(ours.pid) > 10_000  # the interpreter, trio, the TLS library...
+    else:
+        assert "ERROR: setrlimit() failed" in theirs.text(), theirs.text()[-3000:]
+        assert popen_of(setup.lab, ours.pid).wait(timeout=20) == 1
+        assert ours.wait_event("mlock_failed", 1) is not None, ours.text()[-3000:]

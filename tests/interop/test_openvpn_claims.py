@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,29 @@ def test_openvpn_accepts_keying_material_exporter(
     conf = workdir / "t.conf"
     conf.write_text(_as_config([*CLIENT, *extra]))
     load_config(conf)
+
+
+# a small locked-memory limit that only CAP_SYS_RESOURCE could raise, and without it
+SMALL_MEMLOCK_NO_CAP = ["prlimit", "--memlock=65536:65536", "setpriv",
+                        "--bounding-set=-sys_resource", "--inh-caps=-sys_resource"]
+
+
+@pytest.mark.directive("mlock")
+def test_mlock_stops_both_when_the_locked_memory_limit_cannot_be_raised(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """OpenVPN raises RLIMIT_MEMLOCK to 100 MB for mlock and exits when it cannot
+    (platform.c, platform_mlockall()); trivpn (runtime/mlock.py) does the same."""
+    ns = lab.add("mlock")
+    args = [*CLIENT, "--dev", "null", "--mlock"]
+    done = ns.run(["timeout", "5", *SMALL_MEMLOCK_NO_CAP, "openvpn", "--cd", str(workdir),
+                   *args], check=False, timeout=10)
+    theirs = done.stdout + done.stderr
+    assert "ERROR: setrlimit() failed: Operation not permitted" in theirs, theirs
+    assert done.returncode == 1
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config(args))
+    ours = ns.run(["timeout", "10", *SMALL_MEMLOCK_NO_CAP, sys.executable, "-m", "trivpn",
+                   "run", str(conf), "--log-format", "json"], check=False, timeout=15)
+    out = ours.stdout + ours.stderr
+    assert ours.returncode == 1, out[-2000:]
+    assert "mlock_failed" in out and "RLIMIT_MEMLOCK" in out, out[-2000:]

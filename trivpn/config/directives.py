@@ -1197,6 +1197,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- client breadth b ---
     "tls-exit": Spec(0, 0, lambda st, d: replace(st.opts, tls_exit=True)),
     "remap-usr1": Spec(1, 1, _remap_usr1),
+    "mlock": Spec(0, 0, lambda st, d: replace(st.opts, mlock=True)),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
         "OpenVPN 2.6 puts the material in the environment only for a plugin's "
         "OPENVPN_PLUGIN_TLS_FINAL call and deletes it right after (ssl.c, key_method_2_read(): "
@@ -1281,7 +1282,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-signal",
     "management-up-down",
     "memstats",
-    "mlock",
     "mtu-disc",
     "mtu-test",
     "multihome",

@@ -435,6 +435,7 @@ class Options:
     # --- client breadth b ---
     tls_exit: bool = False  # a TLS error ends the process instead of restarting
     remap_usr1: Literal["SIGHUP", "SIGTERM"] | None = None  # what every restart becomes
+    mlock: bool = False  # mlockall() at start (runtime/mlock.py)
 
     # --- server (issue 13) ---
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)
