@@ -7,6 +7,7 @@ the client namespace; both use the same certificate, so the server has ``duplica
 
 from __future__ import annotations
 
+import subprocess
 import time
 from pathlib import Path
 
@@ -148,3 +149,28 @@ def test_mlock_locks_the_client_in_ram_when_openvpn_can_and_fails_when_it_cannot
         assert "ERROR: setrlimit() failed" in theirs.text(), theirs.text()[-3000:]
         assert popen_of(setup.lab, ours.pid).wait(timeout=20) == 1
         assert ours.wait_event("mlock_failed", 1) is not None, ours.text()[-3000:]
+
+
+@pytest.mark.directive("dev-node")
+def test_dev_node_opens_the_named_clone_device_like_openvpn(setup: Setup) -> None:
+    """A second node of the TUN clone device (char 10:200) works as /dev/net/tun does."""
+    node = setup.workdir / "tun-clone"
+    subprocess.run(["mknod", str(node), "c", "10", "200"], check=True)
+    start_server(setup, [*server_lines(), "duplicate-cn"])
+    ours = start_client(setup, client_lines(extra=(f"dev-node {node}",)))
+    theirs = _openvpn_client(setup, (f"dev-node {node}",))
+    assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-4000:]
+    assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()[-4000:]
+
+
+@pytest.mark.directive("dev-node")
+def test_dev_node_that_does_not_exist_stops_both(setup: Setup) -> None:
+    missing = setup.workdir / "no-such-node"
+    start_server(setup, [*server_lines(), "duplicate-cn"])
+    ours = start_client(setup, client_lines(extra=(f"dev-node {missing}",)))
+    theirs = _openvpn_client(setup, (f"dev-node {missing}",))
+    assert theirs.wait_for(f"ERROR: Cannot open TUN/TAP dev {missing}", 20), \
+        theirs.text()[-3000:]
+    assert popen_of(setup.lab, ours.pid).wait(timeout=20) == 1
+    failed = ours.wait_event("tun_setup_failed", 1)
+    assert failed is not None and str(missing) in str(failed), ours.text()[-3000:]

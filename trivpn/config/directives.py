@@ -1198,6 +1198,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "tls-exit": Spec(0, 0, lambda st, d: replace(st.opts, tls_exit=True)),
     "remap-usr1": Spec(1, 1, _remap_usr1),
     "mlock": Spec(0, 0, lambda st, d: replace(st.opts, mlock=True)),
+    "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
         "OpenVPN 2.6 puts the material in the environment only for a plugin's "
         "OPENVPN_PLUGIN_TLS_FINAL call and deletes it right after (ssl.c, key_method_2_read(): "
@@ -1256,7 +1257,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "client-disconnect",
     "client-nat",
     "compat-mode",
-    "dev-node",
     "echo",
     "engine",
     "errors-to-stderr",

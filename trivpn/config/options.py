@@ -436,6 +436,7 @@ class Options:
     tls_exit: bool = False  # a TLS error ends the process instead of restarting
     remap_usr1: Literal["SIGHUP", "SIGTERM"] | None = None  # what every restart becomes
     mlock: bool = False  # mlockall() at start (runtime/mlock.py)
+    dev_node: str | None = None  # the TUN/TAP clone device (None: /dev/net/tun)
 
     # --- server (issue 13) ---
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)

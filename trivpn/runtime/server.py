@@ -73,7 +73,7 @@ from trivpn.runtime.transport import (
     ServerHost,
     TunnelHandle,
 )
-from trivpn.runtime.tunnel import RouteRequest, TunnelPlan, plan_tunnel
+from trivpn.runtime.tunnel import RouteRequest, TunnelPlan, device_options_plan, plan_tunnel
 from trivpn.sessionsetup import drop_aggregator, session_config
 
 Log = structlog.stdlib.BoundLogger
@@ -139,9 +139,9 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
         ifconfig = (str(own.local), str(own.remote))
     routes.extend(RouteRequest(r.network, str(r.netmask), r.gateway, r.metric)
                   for r in o.routes)
-    return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
-                       ifconfig=ifconfig, routes=routes, route_gateway=gateway,
-                       txqueuelen=o.txqueuelen)
+    return device_options_plan(plan_tunnel(
+        kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology, ifconfig=ifconfig,
+        routes=routes, route_gateway=gateway, txqueuelen=o.txqueuelen), o)
 
 
 class Server:

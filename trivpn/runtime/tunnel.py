@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from trivpn.config.options import Options
 from trivpn.protocol.push import PushedOptions
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.netconf import NetConfig
-from trivpn.runtime.tun import TunDevice, TunKind, open_tun
+from trivpn.runtime.tun import TUN_PATH, TunDevice, TunKind, open_tun
 
 Topology = Literal["net30", "p2p", "subnet"]
 _KEYWORDS = ("vpn_gateway", "net_gateway", "remote_host")
@@ -127,6 +127,8 @@ class TunnelPlan:
     # False with ifconfig-noexec: MTU, link state and addresses are left to the scripts
     # (OpenVPN's do_ifconfig sets all three and is skipped entirely)
     configure_link: bool = True
+    # --- client breadth b ---
+    dev_node: str = field(default=TUN_PATH, compare=False)  # dev-node: the clone device
 
 
 def device_name(dev: str, kind: TunKind) -> str:
@@ -377,7 +379,7 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
     gateway = pushed.route_gateway if pushed.route_gateway is not None else options.route_gateway
     redirect = (pushed.redirect_gateway if pushed.redirect_gateway is not None
                 else options.redirect_gateway)
-    return plan_tunnel(kind=options.dev_type, dev=options.dev,
+    plan = plan_tunnel(kind=options.dev_type, dev=options.dev,
                        mtu=pushed.tun_mtu or options.tun_mtu, topology=topology,
                        ifconfig=ifconfig, ifconfig_ipv6=ifconfig6, routes=requests,
                        routes_ipv6=routes6,
@@ -387,6 +389,14 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
                                      else options.route_metric),
                        remote_host=remote_host, net_gateway=net_gateway,
                        txqueuelen=options.txqueuelen)
+    return device_options_plan(plan, options)
+
+
+def device_options_plan(plan: TunnelPlan, options: Options) -> TunnelPlan:
+    """``dev-node`` (client and server): the device plan's extras from the config."""
+    if options.dev_node is not None:
+        plan = replace(plan, dev_node=options.dev_node)
+    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,7 +423,7 @@ class Tunnel:
         """Open the device named by the plan and apply the plan."""
         netconf = NetConfig(netns)
         try:
-            device = open_tun(plan.name, plan.kind)
+            device = open_tun(plan.name, plan.kind, node=plan.dev_node)
         except BaseException:
             netconf.close()
             raise
