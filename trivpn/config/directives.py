@@ -1198,6 +1198,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "tls-exit": Spec(0, 0, lambda st, d: replace(st.opts, tls_exit=True)),
     "remap-usr1": Spec(1, 1, _remap_usr1),
     "mlock": Spec(0, 0, lambda st, d: replace(st.opts, mlock=True)),
+    "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
     "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
         "OpenVPN 2.6 puts the material in the environment only for a plugin's "
@@ -1313,7 +1314,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "stale-routes-check",
     "static-challenge",
     "tcp-queue-limit",
-    "tmp-dir",
     "tun-max-mtu",
     "tun-mtu-max",
     "udp-mtu",

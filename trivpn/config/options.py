@@ -437,6 +437,7 @@ class Options:
     remap_usr1: Literal["SIGHUP", "SIGTERM"] | None = None  # what every restart becomes
     mlock: bool = False  # mlockall() at start (runtime/mlock.py)
     dev_node: str | None = None  # the TUN/TAP clone device (None: /dev/net/tun)
+    tmp_dir: Path | None = None  # temporary files for scripts (None: $TMPDIR or /tmp)
 
     # --- server (issue 13) ---
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)
