@@ -174,3 +174,31 @@ def test_dev_node_that_does_not_exist_stops_both(setup: Setup) -> None:
     assert popen_of(setup.lab, ours.pid).wait(timeout=20) == 1
     failed = ours.wait_event("tun_setup_failed", 1)
     assert failed is not None and str(missing) in str(failed), ours.text()[-3000:]
+
+
+@pytest.mark.directive("preresolve", "ip-remote-hint")
+@pytest.mark.parametrize("extra", [
+    ("remote no-such-host.invalid 1194", "preresolve"),
+    ("ip-remote-hint no-such-host.invalid",),
+])
+def test_preresolve_stops_both_at_start_when_a_name_does_not_resolve(
+        setup: Setup, extra: tuple[str, ...]) -> None:
+    """The first remote is a working address: without preresolve the client would connect
+    to it. With it (or ip-remote-hint, its older name), every name is looked up first and
+    one that cannot be resolved (resolv-retry 0) is fatal."""
+    start_server(setup, [*server_lines(), "duplicate-cn"])
+    lines = (*extra, "resolv-retry 0")
+    ours = start_client(setup, client_lines(extra=lines))
+    theirs = _openvpn_client(setup, lines)
+    assert theirs.wait_for("Exiting due to fatal error", 20), theirs.text()[-3000:]
+    assert "RESOLVE: Cannot resolve host address: no-such-host.invalid" in theirs.text()
+    assert popen_of(setup.lab, ours.pid).wait(timeout=20) == 1, ours.text()[-3000:]
+    assert ours.wait_event("preresolve_failed", 1, host="no-such-host.invalid") is not None
+    assert ours.count("tun_configured") == 0
+
+
+@pytest.mark.directive("preresolve")
+def test_preresolve_with_names_that_resolve_connects(setup: Setup) -> None:
+    start_server(setup, server_lines())
+    ours = start_client(setup, client_lines(extra=("preresolve",)))
+    assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]

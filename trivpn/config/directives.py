@@ -895,6 +895,13 @@ def _keying_material_exporter(st: ParseState, d: Directive) -> Options:
     return st.opts
 
 
+def _preresolve(st: ParseState, d: Directive) -> Options:
+    """``preresolve [HOST]`` and its older name ``ip-remote-hint [HOST]`` are one option in
+    OpenVPN (options.c, add_option()): resolve in advance, HOST instead of the remotes."""
+    hint = d.args[0] if d.args else st.opts.ip_remote_hint
+    return replace(st.opts, preresolve=True, ip_remote_hint=hint)
+
+
 PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
 
 
@@ -1198,6 +1205,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     "tls-exit": Spec(0, 0, lambda st, d: replace(st.opts, tls_exit=True)),
     "remap-usr1": Spec(1, 1, _remap_usr1),
     "mlock": Spec(0, 0, lambda st, d: replace(st.opts, mlock=True)),
+    "preresolve": Spec(0, 1, _preresolve),
+    "ip-remote-hint": Spec(0, 1, _preresolve),
     "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
     "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
@@ -1266,7 +1275,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "http-proxy-override",
     "ifconfig-ipv6",
     "ifconfig-ipv6-pool",
-    "ip-remote-hint",
     "learn-address",
     "link-mtu",
     "lladdr",
@@ -1297,7 +1305,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-protected-authentication",
     "pkcs11-providers",
     "port-share",
-    "preresolve",
     "proto-force",
     "providers",
     "redirect-private",

@@ -437,6 +437,8 @@ class Options:
     remap_usr1: Literal["SIGHUP", "SIGTERM"] | None = None  # what every restart becomes
     mlock: bool = False  # mlockall() at start (runtime/mlock.py)
     dev_node: str | None = None  # the TUN/TAP clone device (None: /dev/net/tun)
+    preresolve: bool = False  # resolve every remote before the first connection
+    ip_remote_hint: str | None = None  # ... this name instead of each remote's
     tmp_dir: Path | None = None  # temporary files for scripts (None: $TMPDIR or /tmp)
 
     # --- server (issue 13) ---

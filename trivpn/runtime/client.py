@@ -79,6 +79,7 @@ from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import (
+    RESOLVE_RETRY_INTERVAL,
     Attempt,
     Exit,
     Outcome,
@@ -297,6 +298,8 @@ class Client:
         self.random = random.Random()  # remote-random-hostname labels
         self.persisted_addresses: dict[tuple[Remote, int], tuple[int, str]] = {}
         self.scripts = ClientScripts(options, log)
+        # --- client breadth b ---
+        self.preresolved: dict[tuple[str, int], tuple[int, str]] = {}  # preresolve
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -339,6 +342,9 @@ class Client:
             self.stop.set()
 
     async def _supervise(self) -> tuple[int, str]:
+        stopped = await self._preresolve()  # nothing without preresolve
+        if stopped is not None:
+            return stopped.code, stopped.reason
         attempt = self.schedule.first()
         while True:
             if attempt.delay > 0:
@@ -410,6 +416,39 @@ class Client:
         elif remapped.hard:
             self.log.info("remap_usr1", restart_reason=outcome.reason, action="SIGHUP")
         return remapped
+
+    async def _preresolve(self) -> Exit | None:
+        """``preresolve`` / ``ip-remote-hint``: look every remote up before the first
+        connection (OpenVPN init.c do_preresolve(): the ``ip-remote-hint`` address instead of
+        each remote's name, not for remotes behind an HTTP or SOCKS proxy); a name that
+        cannot be resolved within ``resolv-retry`` stops the client (status 1). The answers
+        serve every later connection (:meth:`Connection._resolve`)."""
+        retry = self.options.resolv_retry
+        for remote in self.options.remotes if self.options.preresolve else ():
+            if remote.http_proxy is not None or remote.socks_proxy is not None:
+                continue
+            host = self.options.ip_remote_hint or remote.host
+            kind = socket.SOCK_STREAM if remote.proto == "tcp-client" else socket.SOCK_DGRAM
+            if (host, kind) in self.preresolved:
+                continue
+            waited = 0
+            while True:
+                try:
+                    self.preresolved[(host, kind)] = await self.host.resolve(
+                        replace(remote, host=host), kind)
+                    break
+                except OSError as exc:
+                    if retry is not None and waited >= retry:
+                        self.log.error("preresolve_failed", host=host, detail=str(exc))
+                        return Exit(1, "resolve_failed", str(exc))
+                    self.log.warning("resolve_failed", host=host, detail=str(exc),
+                                     action="retry")
+                with trio.move_on_after(RESOLVE_RETRY_INTERVAL):
+                    await self.stop.wait()
+                if self.stop.is_set():
+                    return Exit(0, "signal")
+                waited += RESOLVE_RETRY_INTERVAL
+        return None
 
     def _cannot_reopen_tun(self, outcome: Reconnect) -> tuple[int, str]:
         """A restart without persist-tun after ``user``/``group`` took effect: the new
@@ -745,6 +784,8 @@ class Connection:
         remote = target or self.remote
         retry = self.options.resolv_retry
         persisted = self.client.persisted_addresses
+        if self.options.preresolve and (remote.host, kind) in self.client.preresolved:
+            return self.client.preresolved[(remote.host, kind)]  # preresolve
         if self.options.persist_remote_ip and (remote, kind) in persisted:
             # persist-remote-ip: a restart reuses the address (OpenVPN init.c
             # do_close_link_socket() keeps it across SIGUSR1 restarts)
