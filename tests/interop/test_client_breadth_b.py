@@ -7,6 +7,7 @@ the client namespace; both use the same certificate, so the server has ``duplica
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -202,3 +203,29 @@ def test_preresolve_with_names_that_resolve_connects(setup: Setup) -> None:
     start_server(setup, server_lines())
     ours = start_client(setup, client_lines(extra=("preresolve",)))
     assert ours.wait_event("tun_configured", 20) is not None, ours.text()[-3000:]
+
+
+@pytest.mark.directive("management-log-cache")
+@pytest.mark.parametrize("cache", [3, None])
+def test_management_log_cache_bounds_the_log_history(setup: Setup, cache: int | None) -> None:
+    start_server(setup, server_lines())
+    sock_path = setup.workdir / "client.sock"
+    extra = [f"management {sock_path} unix"]
+    if cache is not None:
+        extra.append(f"management-log-cache {cache}")
+    client = start_client(setup, client_lines(extra=tuple(extra)))
+    assert client.wait_event("tun_configured", 20) is not None, client.text()[-3000:]
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(str(sock_path))
+    with sock, sock.makefile("rwb") as f:
+        assert f.readline().startswith(b">INFO:OpenVPN Management Interface")
+        f.write(b"log all\n")
+        f.flush()
+        lines = []
+        while (line := f.readline().decode().rstrip("\r\n")) != "END":
+            lines.append(line)
+    if cache is not None:
+        assert len(lines) == cache, lines
+    else:  # the default, 250, keeps everything of this short run
+        assert len(lines) > 3, lines

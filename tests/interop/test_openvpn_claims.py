@@ -231,3 +231,22 @@ def test_mlock_stops_both_when_the_locked_memory_limit_cannot_be_raised(
     out = ours.stdout + ours.stderr
     assert ours.returncode == 1, out[-2000:]
     assert "mlock_failed" in out and "RLIMIT_MEMLOCK" in out, out[-2000:]
+
+
+@pytest.mark.directive("management-log-cache")
+@pytest.mark.parametrize(("extra", "theirs", "ours"), [
+    (["--management", "127.0.0.1", "7505", "--management-log-cache", "0"],
+     "--management-log-cache parameter is out of range", "at least 1, got '0'"),
+    (["--management-log-cache", "10"],
+     "--management is not specified, however one or more options which modify the behavior "
+     "of --management were specified", "'management' is not given"),
+])
+def test_management_log_cache_refusals_match_openvpn(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str], theirs: str,
+        ours: str) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert f"Options error: {theirs}" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)

@@ -205,7 +205,8 @@ def handle(options: Options, args: argparse.Namespace) -> int:
     try:
         verb = options.verb
         configure_for(options, stream=stream, fmt=args.log_format)
-        history = LogHistory(output_level=level_for_verb(verb))  # management sees INFO too
+        history = LogHistory(output_level=level_for_verb(verb),  # management sees INFO too
+                             history=options.management_log_cache)
         install_log_history(history)
         log = get_logger()
         notify_socket = os.environ.get("NOTIFY_SOCKET")

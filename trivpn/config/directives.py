@@ -902,6 +902,16 @@ def _preresolve(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, preresolve=True, ip_remote_hint=hint)
 
 
+def _management_log_cache(st: ParseState, d: Directive) -> Options:
+    """OpenVPN options.c, add_option(): at least 1 line ("--management-log-cache parameter is
+    out of range"); parser.py checks that 'management' is given too."""
+    lines = int(d.args[0]) if d.args[0].isdigit() else 0
+    if lines < 1:
+        raise v.fail(d, f"'management-log-cache' expects a number of lines of at least 1, "
+                        f"got '{d.args[0]}'")
+    return replace(st.opts, management_log_cache=lines)
+
+
 PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
 
 
@@ -1207,6 +1217,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "mlock": Spec(0, 0, lambda st, d: replace(st.opts, mlock=True)),
     "preresolve": Spec(0, 1, _preresolve),
     "ip-remote-hint": Spec(0, 1, _preresolve),
+    "management-log-cache": Spec(1, 1, _management_log_cache),
     "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
     "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
@@ -1284,7 +1295,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-external-key",
     "management-forget-disconnect",
     "management-hold",
-    "management-log-cache",
     "management-query-passwords",
     "management-query-proxy",
     "management-query-remote",

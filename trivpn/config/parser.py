@@ -153,6 +153,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                      "management-client-user" if "management-client-user" in seen
                      else "management-client-group")
 
+    # --- client breadth b: management (options.c options_postprocess_verify_ce) ---
+    if o.management is None and "management-log-cache" in seen:
+        raise _error(st, "'management-log-cache' changes the management interface, but "
+                         "'management' is not given", "management-log-cache")
+
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
     if tls_role == "client" and not o.pull:
