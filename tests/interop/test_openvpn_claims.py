@@ -250,3 +250,33 @@ def test_management_log_cache_refusals_match_openvpn(
     conf.write_text(_as_config([*CLIENT, *extra]))
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
+
+
+@pytest.mark.directive("no-replay")
+def test_openvpn_warns_about_no_replay_as_trivpn_does(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, "--no-replay"])
+    assert ("WARNING: You have disabled Replay Protection (--no-replay) which may make "
+            "OpenVPN less secure") in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, "--no-replay"]))
+    assert any("replay protection is disabled" in w.message
+               for w in load_config(conf).warnings)
+
+
+@pytest.mark.directive("no-replay")
+@pytest.mark.parametrize(("extra", "theirs", "ours"), [
+    (["--replay-window", "128"], "Options error: --replay-window doesn't make sense when "
+     "replay protection is disabled with --no-replay", "'replay-window' makes no sense"),
+    (["--cipher", "AES-256-GCM"], "--no-replay cannot be used with a CFB, OFB or AEAD mode "
+     "cipher", "'no-replay' cannot be used with a CFB, OFB or AEAD mode cipher"),
+])
+def test_no_replay_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, workdir: Path,
+                                          extra: list[str], theirs: str, ours: str) -> None:
+    args = [*CLIENT, "--no-replay", *extra]
+    out = _openvpn(lab, workdir, args)
+    assert theirs in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config(args))
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)

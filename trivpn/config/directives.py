@@ -912,6 +912,13 @@ def _management_log_cache(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, management_log_cache=lines)
 
 
+def _no_replay(st: ParseState, d: Directive) -> Options:
+    # OpenVPN options.c, options_postprocess_verify_ce(): the same warning
+    st.warn(d, "replay protection is disabled ('no-replay'): a replayed data packet is "
+               "accepted, which makes the tunnel less secure")
+    return replace(st.opts, replay=False)
+
+
 PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
 
 
@@ -1218,6 +1225,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "preresolve": Spec(0, 1, _preresolve),
     "ip-remote-hint": Spec(0, 1, _preresolve),
     "management-log-cache": Spec(1, 1, _management_log_cache),
+    "no-replay": Spec(0, 0, _no_replay),
     "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
     "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
@@ -1304,7 +1312,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "mtu-disc",
     "mtu-test",
     "multihome",
-    "no-replay",
     "opt-verify",
     "persist-local-ip",
     "pkcs11-cert-private",

@@ -439,6 +439,7 @@ class Options:
     dev_node: str | None = None  # the TUN/TAP clone device (None: /dev/net/tun)
     preresolve: bool = False  # resolve every remote before the first connection
     ip_remote_hint: str | None = None  # ... this name instead of each remote's
+    replay: bool = True  # no-replay: False
     management_log_cache: int = 250  # lines of log history for the management 'log' command
     tmp_dir: Path | None = None  # temporary files for scripts (None: $TMPDIR or /tmp)
 
