@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.protocol.test_datachannel import pair
-from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
 from trivpn.config import parse_config
+from trivpn.protocol.datachannel import SUPPORTED_CIPHERS
 
 BASE = "client\ndev tun\nremote vpn.example.com 1194\nca ca.crt\ncert c.crt\nkey c.key\n"
 
