@@ -280,3 +280,15 @@ def test_no_replay_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, w
     conf.write_text(_as_config(args))
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
+
+
+@pytest.mark.parametrize("extra", [["--redirect-private", "local"], ["--preresolve"],
+                                   ["--tmp-dir", "/tmp"], ["--tls-exit"],
+                                   ["--remap-usr1", "SIGTERM"], ["--no-replay"]])
+def test_openvpn_accepts_client_breadth_b_directives(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str]) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    load_config(conf)

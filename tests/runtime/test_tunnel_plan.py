@@ -238,3 +238,23 @@ def test_txqueuelen_is_part_of_the_plan_and_zero_means_the_kernels_default():
     assert _plan([], "txqueuelen 321\n").txqueuelen == 321
     assert _plan([], "txqueuelen 0\n").txqueuelen is None
     assert _plan([]).txqueuelen is None
+
+
+# --- client breadth b ---
+
+@pytest.mark.directive("redirect-private")
+def test_redirect_private_routes_the_server_outside_but_keeps_the_default_route():
+    plan = _plan(["route-gateway 198.18.8.1", "topology subnet",
+                  "ifconfig 198.18.8.2 255.255.255.0", "route 198.18.9.0 255.255.255.0"],
+                 "redirect-private\n")
+    assert plan.routes == (
+        RouteAssignment("198.18.0.1/32", "198.18.0.254", via_tunnel=False, ifname="veth0"),
+        RouteAssignment("198.18.9.0/24", "198.18.8.1"))
+
+
+@pytest.mark.directive("redirect-private")
+def test_redirect_private_local_adds_no_route_and_a_pushed_redirect_gateway_wins():
+    base = ["route-gateway 198.18.8.1", "topology subnet", "ifconfig 198.18.8.2 255.255.255.0"]
+    assert _plan(base, "redirect-private local\n").routes == ()
+    pushed = _plan([*base, "redirect-gateway def1"], "redirect-private\n")
+    assert RouteAssignment("0.0.0.0/1", "198.18.8.1") in pushed.routes

@@ -919,6 +919,16 @@ def _no_replay(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, replay=False)
 
 
+def _redirect_private(st: ParseState, d: Directive) -> Options:
+    """Parsed as redirect-gateway (OpenVPN options.c, add_option(): one branch for both, but
+    only redirect-gateway sets RG_REROUTE_GW, the default route change)."""
+    for flag in d.args:
+        if flag not in REDIRECT_FLAGS:
+            raise v.fail(d, f"'redirect-private' flag '{flag}' is unknown "
+                            f"(expected {', '.join(REDIRECT_FLAGS)})")
+    return replace(st.opts, redirect_private=d.args)
+
+
 PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
 
 
@@ -1226,6 +1236,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "ip-remote-hint": Spec(0, 1, _preresolve),
     "management-log-cache": Spec(1, 1, _management_log_cache),
     "no-replay": Spec(0, 0, _no_replay),
+    "redirect-private": Spec(0, None, _redirect_private),
     "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
     "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
@@ -1324,7 +1335,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "port-share",
     "proto-force",
     "providers",
-    "redirect-private",
     "replay-persist",
     "route-ipv6",
     "route-ipv6-gateway",

@@ -440,6 +440,8 @@ class Options:
     preresolve: bool = False  # resolve every remote before the first connection
     ip_remote_hint: str | None = None  # ... this name instead of each remote's
     replay: bool = True  # no-replay: False
+    # redirect-private [FLAGS]: redirect-gateway's routes to the server, not the default route
+    redirect_private: tuple[str, ...] | None = None
     management_log_cache: int = 250  # lines of log history for the management 'log' command
     tmp_dir: Path | None = None  # temporary files for scripts (None: $TMPDIR or /tmp)
 

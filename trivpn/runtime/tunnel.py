@@ -238,6 +238,9 @@ class _Context:
     warnings: list[str]
 
 
+NO_REROUTE = "!reroute"  # redirect-private: a flag no config can write (see _redirect_routes)
+
+
 def _redirect_routes(flags: tuple[str, ...], ctx: _Context) -> list[RouteAssignment]:
     vpn_gateway, remote_host, net_gateway = ctx.vpn_gateway, ctx.remote_host, ctx.net_gateway
     warnings = ctx.warnings
@@ -250,6 +253,10 @@ def _redirect_routes(flags: tuple[str, ...], ctx: _Context) -> list[RouteAssignm
         if ipaddress.ip_address(remote_host).version == 4:
             out.append(RouteAssignment(f"{remote_host}/32", net_gateway.gateway,
                                        via_tunnel=False, ifname=net_gateway.ifname))
+    if NO_REROUTE in flags:
+        # redirect-private: the route to the server, not the default route (OpenVPN route.c,
+        # redirect_default_route_to_vpn(): the halves only with RG_REROUTE_GW)
+        return out
     if "def1" not in flags:
         warnings.append("redirect-gateway without def1: installed as 0.0.0.0/1 + 128.0.0.0/1 "
                         "(trivpn never replaces the existing default route)")
@@ -379,6 +386,8 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
     gateway = pushed.route_gateway if pushed.route_gateway is not None else options.route_gateway
     redirect = (pushed.redirect_gateway if pushed.redirect_gateway is not None
                 else options.redirect_gateway)
+    if redirect is None and options.redirect_private is not None:
+        redirect = (*options.redirect_private, NO_REROUTE)  # redirect-private
     plan = plan_tunnel(kind=options.dev_type, dev=options.dev,
                        mtu=pushed.tun_mtu or options.tun_mtu, topology=topology,
                        ifconfig=ifconfig, ifconfig_ipv6=ifconfig6, routes=requests,
