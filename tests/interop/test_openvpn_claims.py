@@ -292,3 +292,21 @@ def test_openvpn_accepts_client_breadth_b_directives(
     conf = workdir / "t.conf"
     conf.write_text(_as_config([*CLIENT, *extra]))
     load_config(conf)
+
+
+@pytest.mark.directive("lladdr")
+@pytest.mark.parametrize(("extra", "theirs", "ours"), [
+    (["--lladdr", "02:00:5e:10:00:42"], "Options error: --lladdr can only be used in --dev "
+     "tap mode", "'lladdr' can only be used with a tap device"),
+    (["--dev", "tap", "--lladdr", "02:00:5e:10:00:zz"], "lladdr parm '02:00:5e:10:00:zz' must be "
+     "a MAC address", "'lladdr' expects a MAC address"),
+])
+def test_lladdr_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, workdir: Path,
+                                       extra: list[str], theirs: str, ours: str) -> None:
+    args = [*CLIENT, *extra]
+    out = _openvpn(lab, workdir, args)
+    assert theirs in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config(args))
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)

@@ -929,6 +929,17 @@ def _redirect_private(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, redirect_private=d.args)
 
 
+def _lladdr(st: ParseState, d: Directive) -> Options:
+    """A MAC address (OpenVPN options.c, add_option(): mac_addr_safe(), "lladdr parm '%s' must
+    be a MAC address"); parser.py checks the device is a tap."""
+    parts = d.args[0].split(":")
+    if len(parts) != 6 or not all(
+            1 <= len(p) <= 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+        raise v.fail(d, f"'lladdr' expects a MAC address (like 02:00:5e:10:00:01), "
+                        f"got '{d.args[0]}'")
+    return replace(st.opts, lladdr=":".join(p.zfill(2).lower() for p in parts))
+
+
 PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
 
 
@@ -1237,6 +1248,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "management-log-cache": Spec(1, 1, _management_log_cache),
     "no-replay": Spec(0, 0, _no_replay),
     "redirect-private": Spec(0, None, _redirect_private),
+    "lladdr": Spec(1, 1, _lladdr),
     "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
     "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
@@ -1307,7 +1319,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "ifconfig-ipv6-pool",
     "learn-address",
     "link-mtu",
-    "lladdr",
     "management-client",
     "management-client-auth",
     "management-external-cert",

@@ -163,6 +163,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, f"'no-replay' cannot be used with a CFB, OFB or AEAD mode cipher "
                          f"('cipher {o.cipher}')", "no-replay")
 
+    if o.lladdr is not None and o.dev_type != "tap":
+        raise _error(st, "'lladdr' can only be used with a tap device ('dev tap')", "lladdr")
+
     # --- client breadth b: management (options.c options_postprocess_verify_ce) ---
     if o.management is None and "management-log-cache" in seen:
         raise _error(st, "'management-log-cache' changes the management interface, but "

@@ -129,6 +129,7 @@ class TunnelPlan:
     configure_link: bool = True
     # --- client breadth b ---
     dev_node: str = field(default=TUN_PATH, compare=False)  # dev-node: the clone device
+    lladdr: str | None = field(default=None, compare=False)  # lladdr: the tap device's MAC
 
 
 def device_name(dev: str, kind: TunKind) -> str:
@@ -402,9 +403,11 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
 
 
 def device_options_plan(plan: TunnelPlan, options: Options) -> TunnelPlan:
-    """``dev-node`` (client and server): the device plan's extras from the config."""
+    """``dev-node`` and ``lladdr`` (client and server): the device plan's extras."""
     if options.dev_node is not None:
         plan = replace(plan, dev_node=options.dev_node)
+    if options.lladdr is not None:
+        plan = replace(plan, lladdr=options.lladdr)
     return plan
 
 
@@ -458,6 +461,8 @@ class Tunnel:
         nc, ifname = self.netconf, self.device.name
         self.plan = plan
         self.route_failures = []
+        if plan.lladdr is not None:  # OpenVPN init.c do_open_tun(): right after opening it
+            nc.set_lladdr(ifname, plan.lladdr)
         if plan.configure_link:
             nc.set_mtu(ifname, plan.mtu)
         if plan.txqueuelen is not None:
