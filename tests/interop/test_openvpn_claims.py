@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -310,3 +311,23 @@ def test_lladdr_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, work
     conf.write_text(_as_config(args))
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
+
+
+@pytest.mark.directive("errors-to-stderr")
+def test_errors_to_stderr_moves_openvpns_errors_where_trivpn_always_writes_them(
+        tmp_path: Path, openvpn_binary: None) -> None:
+    args = ["--errors-to-stderr", "--remote", "198.18.0.9", "--no-such-option"]
+    theirs = subprocess.run(["openvpn", *args], capture_output=True, text=True, timeout=10,
+                            check=False)
+    assert "Options error: Unrecognized option" in theirs.stderr
+    assert "Options error" not in theirs.stdout
+    without = subprocess.run(["openvpn", *args[1:]], capture_output=True, text=True,
+                             timeout=10, check=False)
+    assert "Options error: Unrecognized option" in without.stdout  # OpenVPN's default
+    assert "stderr" in (DIRECTIVES["errors-to-stderr"].inert or "")
+    conf = tmp_path / "t.conf"
+    conf.write_text("errors-to-stderr\nclient\ndev tun\nremote 198.18.0.9\nno-such-option\n")
+    ours = subprocess.run([sys.executable, "-m", "trivpn", "run", str(conf)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert ours.returncode != 0
+    assert "no-such-option" in ours.stderr and ours.stdout == ""

@@ -1249,6 +1249,11 @@ DIRECTIVES: Mapping[str, Spec] = {
     "no-replay": Spec(0, 0, _no_replay),
     "redirect-private": Spec(0, None, _redirect_private),
     "lladdr": Spec(1, 1, _lladdr),
+    "errors-to-stderr": Spec(0, 0, _checked_word, inert=(
+        "OpenVPN logs to stdout and this sends its fatal and usage errors to stderr instead "
+        "when no log file is given (error.c, errors_to_stderr() and msg_fp(): default_err); "
+        "trivpn already writes its whole log and its errors to stderr unless a log file is "
+        "given, so it always does what this asks")),
     "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
     "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
@@ -1311,7 +1316,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "compat-mode",
     "echo",
     "engine",
-    "errors-to-stderr",
     "explicit-exit-notify-push",
     "gremlin",
     "http-proxy-override",
