@@ -229,3 +229,20 @@ def test_management_log_cache_bounds_the_log_history(setup: Setup, cache: int | 
         assert len(lines) == cache, lines
     else:  # the default, 250, keeps everything of this short run
         assert len(lines) > 3, lines
+
+
+@pytest.mark.directive("echo")
+def test_echo_msg_lines_are_logged_like_openvpn_and_other_echoes_are_not(
+        setup: Setup) -> None:
+    extra = ("echo msg hello from the config", "echo secret-token 1234")
+    conf = setup.workdir / "echo.conf"
+    conf.write_text("\n".join(client_lines(extra=extra)) + "\n")
+    # OpenVPN prints it while reading the config, before any log file is open: on stdout
+    theirs = setup.client_ns.run(["timeout", "2", "openvpn", "--cd", str(setup.workdir),
+                                  "--config", conf.name], check=False, timeout=10)
+    assert "ECHO:msg hello from the config" in theirs.stdout, theirs.stdout[-3000:]
+    assert "secret-token" not in theirs.stdout + theirs.stderr
+    ours = start_client(setup, client_lines(extra=extra))
+    assert ours.wait_event("echo", 10, message="msg hello from the config") is not None
+    assert "secret-token" not in ours.text()
+    assert ours.count("echo") == 1

@@ -217,6 +217,8 @@ def handle(options: Options, args: argparse.Namespace) -> int:
                               status_path=options.status.path if options.status else None,
                               observers=observers)
         log.info("trivpn_starting", config=str(options.config_path), role=options.role)
+        for text in options.echo:  # echo msg...: OpenVPN's "ECHO:msg..." line
+            log.info("echo", message=text)
         under_systemd = notify_systemd(notify_socket, log)
         if options.daemon and not under_systemd:  # as OpenVPN: no fork under systemd
             become_daemon()

@@ -940,6 +940,15 @@ def _lladdr(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, lladdr=":".join(p.zfill(2).lower() for p in parts))
 
 
+def _echo(st: ParseState, d: Directive) -> Options:
+    """``echo [PARMS...]``: OpenVPN logs "ECHO:PARMS" only when the first word starts with
+    "msg" (other echoes may carry secrets); a config file's echo reaches no management client,
+    which does not exist yet while the config is read (options.c, add_option(), "echo")."""
+    if not d.args or not d.args[0].startswith("msg"):
+        return st.opts
+    return replace(st.opts, echo=(*st.opts.echo, " ".join(d.args)))
+
+
 PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
 
 
@@ -1254,6 +1263,7 @@ DIRECTIVES: Mapping[str, Spec] = {
         "when no log file is given (error.c, errors_to_stderr() and msg_fp(): default_err); "
         "trivpn already writes its whole log and its errors to stderr unless a log file is "
         "given, so it always does what this asks")),
+    "echo": Spec(0, None, _echo),
     "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
     "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
     "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
@@ -1314,7 +1324,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "client-disconnect",
     "client-nat",
     "compat-mode",
-    "echo",
     "engine",
     "explicit-exit-notify-push",
     "gremlin",

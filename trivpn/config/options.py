@@ -436,6 +436,7 @@ class Options:
     tls_exit: bool = False  # a TLS error ends the process instead of restarting
     remap_usr1: Literal["SIGHUP", "SIGTERM"] | None = None  # what every restart becomes
     mlock: bool = False  # mlockall() at start (runtime/mlock.py)
+    echo: tuple[str, ...] = ()  # echo lines whose first word starts with "msg": logged
     lladdr: str | None = None  # the tap device's MAC address
     dev_node: str | None = None  # the TUN/TAP clone device (None: /dev/net/tun)
     preresolve: bool = False  # resolve every remote before the first connection
