@@ -350,6 +350,7 @@ def session_config(o: Options, *, unix_time_offset: float,
         defer_peer_verdict=o.tls_verify is not None,
         tls_crypt_v2_max_age=o.tls_crypt_v2_max_age,
         key_exporter=exporter,
+        replay=o.replay,
     )
 
 

@@ -36,7 +36,8 @@ def test_route_method_is_accepted_with_its_windows_argument() -> None:
     client("route-method exe")
 
 
-@pytest.mark.parametrize("line", ["block-outside-dns", "keysize 256", "ip-win32 netsh"])
+@pytest.mark.parametrize("line", ["block-outside-dns", "keysize 256", "ip-win32 netsh",
+                                  "cryptoapicert SUBJ:trivpn", "inetd"])
 def test_options_openvpn_on_linux_does_not_know_are_refused_saying_why(line: str) -> None:
     with pytest.raises(ConfigError, match=r"OpenVPN 2\.6 on Linux does not recognize it either"):
         client(line)

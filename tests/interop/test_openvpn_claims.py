@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -109,8 +111,9 @@ def test_openvpn_accepts_corpus_directives_on_linux(lab: NetnsLab, openvpn_binar
     assert "non-Windows" in (DIRECTIVES["route-method"].inert or "")
 
 
-NOT_ON_LINUX_ARGS = {"ip-win32": ["netsh"], "key-method": ["2"], "keysize": ["256"],
-                     "tap-sleep": ["1"], "win-sys": ["env"], "windows-driver": ["wintun"]}
+NOT_ON_LINUX_ARGS = {"cryptoapicert": ["SUBJ:trivpn"], "ip-win32": ["netsh"],
+                     "key-method": ["2"], "keysize": ["256"], "tap-sleep": ["1"],
+                     "win-sys": ["env"], "windows-driver": ["wintun"]}
 
 
 @pytest.mark.parametrize("name", sorted(NOT_ON_LINUX))
@@ -140,3 +143,191 @@ def test_openvpn_ignores_prng_and_max_routes_and_says_so(
     assert notice in out, out[-2000:]
     quoted = notice.split(" (", maxsplit=1)[0].split(". The", maxsplit=1)[0]
     assert quoted in (DIRECTIVES[extra[0][2:]].inert or "")
+
+
+# --- client breadth b ---
+
+@pytest.mark.parametrize("extra", [["--peer-id", "3"], ["--key-derivation", "tls-ekm"],
+                                   ["--protocol-flags", "cc-exit", "tls-ekm", "dyn-tls-crypt"]])
+def test_openvpn_accepts_pushed_only_options_in_a_config(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str]) -> None:
+    """peer-id, key-derivation and protocol-flags pass OpenVPN 2.6's checks in a client
+    config (trivpn accepts them as inert, reasons in directives.py)."""
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    load_config(conf)
+
+
+@pytest.mark.parametrize(("extra", "theirs"), [
+    (["--key-derivation", "foo"], "Options error: Unknown key-derivation method foo"),
+    (["--protocol-flags", "cc-exit", "bogus"], "Options error: Unknown protocol-flags flag: bogus"),
+])
+def test_bad_pushed_only_options_are_refused_like_openvpn(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str],
+        theirs: str) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert theirs in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    with pytest.raises(ConfigError, match=r"t\.conf:\d+: unknown (key-derivation|protocol-flags)"):
+        load_config(conf)
+
+
+@pytest.mark.parametrize(("value", "theirs", "ours"), [
+    (["NOTEXPORTER", "16"], 'Keying material exporter label must begin with "EXPORTER"',
+     "must begin with 'EXPORTER'"),
+    (["EXPORTER_X", "15"], "Invalid keying material exporter length",
+     "invalid keying material exporter length '15'"),
+    (["EXPORTER_X", "4096"], "Invalid keying material exporter length",
+     "invalid keying material exporter length '4096'"),
+    (["EXPORTER-OpenVPN-datakeys", "16"],
+     "Keying material exporter label must not be 'EXPORTER-OpenVPN-datakeys'.",
+     "must not be 'EXPORTER-OpenVPN-datakeys'"),
+])
+def test_keying_material_exporter_checks_match_openvpn(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, value: list[str], theirs: str,
+        ours: str) -> None:
+    extra = ["--keying-material-exporter", *value]
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert f"Options error: {theirs}" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)
+
+
+def test_openvpn_accepts_keying_material_exporter(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    extra = ["--keying-material-exporter", "EXPORTER_X", "4095"]
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    load_config(conf)
+
+
+# a small locked-memory limit that only CAP_SYS_RESOURCE could raise, and without it
+SMALL_MEMLOCK_NO_CAP = ["prlimit", "--memlock=65536:65536", "setpriv",
+                        "--bounding-set=-sys_resource", "--inh-caps=-sys_resource"]
+
+
+@pytest.mark.directive("mlock")
+def test_mlock_stops_both_when_the_locked_memory_limit_cannot_be_raised(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """OpenVPN raises RLIMIT_MEMLOCK to 100 MB for mlock and exits when it cannot
+    (platform.c, platform_mlockall()); trivpn (runtime/mlock.py) does the same."""
+    ns = lab.add("mlock")
+    args = [*CLIENT, "--dev", "null", "--mlock"]
+    done = ns.run(["timeout", "5", *SMALL_MEMLOCK_NO_CAP, "openvpn", "--cd", str(workdir),
+                   *args], check=False, timeout=10)
+    theirs = done.stdout + done.stderr
+    assert "ERROR: setrlimit() failed: Operation not permitted" in theirs, theirs
+    assert done.returncode == 1
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config(args))
+    ours = ns.run(["timeout", "10", *SMALL_MEMLOCK_NO_CAP, sys.executable, "-m", "trivpn",
+                   "run", str(conf), "--log-format", "json"], check=False, timeout=15)
+    out = ours.stdout + ours.stderr
+    assert ours.returncode == 1, out[-2000:]
+    assert "mlock_failed" in out and "RLIMIT_MEMLOCK" in out, out[-2000:]
+
+
+@pytest.mark.directive("management-log-cache")
+@pytest.mark.parametrize(("extra", "theirs", "ours"), [
+    (["--management", "127.0.0.1", "7505", "--management-log-cache", "0"],
+     "--management-log-cache parameter is out of range", "at least 1, got '0'"),
+    (["--management-log-cache", "10"],
+     "--management is not specified, however one or more options which modify the behavior "
+     "of --management were specified", "'management' is not given"),
+])
+def test_management_log_cache_refusals_match_openvpn(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str], theirs: str,
+        ours: str) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert f"Options error: {theirs}" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)
+
+
+@pytest.mark.directive("no-replay")
+def test_openvpn_warns_about_no_replay_as_trivpn_does(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, "--no-replay"])
+    assert ("WARNING: You have disabled Replay Protection (--no-replay) which may make "
+            "OpenVPN less secure") in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, "--no-replay"]))
+    assert any("replay protection is disabled" in w.message
+               for w in load_config(conf).warnings)
+
+
+@pytest.mark.directive("no-replay")
+@pytest.mark.parametrize(("extra", "theirs", "ours"), [
+    (["--replay-window", "128"], "Options error: --replay-window doesn't make sense when "
+     "replay protection is disabled with --no-replay", "'replay-window' makes no sense"),
+    (["--cipher", "AES-256-GCM"], "--no-replay cannot be used with a CFB, OFB or AEAD mode "
+     "cipher", "'no-replay' cannot be used with a CFB, OFB or AEAD mode cipher"),
+])
+def test_no_replay_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, workdir: Path,
+                                          extra: list[str], theirs: str, ours: str) -> None:
+    args = [*CLIENT, "--no-replay", *extra]
+    out = _openvpn(lab, workdir, args)
+    assert theirs in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config(args))
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)
+
+
+@pytest.mark.parametrize("extra", [["--redirect-private", "local"], ["--preresolve"],
+                                   ["--tmp-dir", "/tmp"], ["--tls-exit"],
+                                   ["--remap-usr1", "SIGTERM"], ["--no-replay"]])
+def test_openvpn_accepts_client_breadth_b_directives(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str]) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([*CLIENT, *extra]))
+    load_config(conf)
+
+
+@pytest.mark.directive("lladdr")
+@pytest.mark.parametrize(("extra", "theirs", "ours"), [
+    (["--lladdr", "02:00:5e:10:00:42"], "Options error: --lladdr can only be used in --dev "
+     "tap mode", "'lladdr' can only be used with a tap device"),
+    (["--dev", "tap", "--lladdr", "02:00:5e:10:00:zz"], "lladdr parm '02:00:5e:10:00:zz' must be "
+     "a MAC address", "'lladdr' expects a MAC address"),
+])
+def test_lladdr_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, workdir: Path,
+                                       extra: list[str], theirs: str, ours: str) -> None:
+    args = [*CLIENT, *extra]
+    out = _openvpn(lab, workdir, args)
+    assert theirs in out, out[-2000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config(args))
+    with pytest.raises(ConfigError, match=ours):
+        load_config(conf)
+
+
+@pytest.mark.directive("errors-to-stderr")
+def test_errors_to_stderr_moves_openvpns_errors_where_trivpn_always_writes_them(
+        tmp_path: Path, openvpn_binary: None) -> None:
+    args = ["--errors-to-stderr", "--remote", "198.18.0.9", "--no-such-option"]
+    theirs = subprocess.run(["openvpn", *args], capture_output=True, text=True, timeout=10,
+                            check=False)
+    assert "Options error: Unrecognized option" in theirs.stderr
+    assert "Options error" not in theirs.stdout
+    without = subprocess.run(["openvpn", *args[1:]], capture_output=True, text=True,
+                             timeout=10, check=False)
+    assert "Options error: Unrecognized option" in without.stdout  # OpenVPN's default
+    assert "stderr" in (DIRECTIVES["errors-to-stderr"].inert or "")
+    conf = tmp_path / "t.conf"
+    conf.write_text("errors-to-stderr\nclient\ndev tun\nremote 198.18.0.9\nno-such-option\n")
+    ours = subprocess.run([sys.executable, "-m", "trivpn", "run", str(conf)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert ours.returncode != 0
+    assert "no-such-option" in ours.stderr and ours.stdout == ""

@@ -283,3 +283,23 @@ def test_redirect_gateway_ipv6_keeps_an_ipv6_vpn_server_outside_the_tunnel():
     assert plan.routes[0] == RouteAssignment("2001:2:0:ff::1/128", None, via_tunnel=False,
                                              ifname="veth0")
     assert "2000::/4" in [r.destination for r in plan.routes]
+
+
+# --- client breadth b ---
+
+@pytest.mark.directive("redirect-private")
+def test_redirect_private_routes_the_server_outside_but_keeps_the_default_route():
+    plan = _plan(["route-gateway 198.18.8.1", "topology subnet",
+                  "ifconfig 198.18.8.2 255.255.255.0", "route 198.18.9.0 255.255.255.0"],
+                 "redirect-private\n")
+    assert plan.routes == (
+        RouteAssignment("198.18.0.1/32", "198.18.0.254", via_tunnel=False, ifname="veth0"),
+        RouteAssignment("198.18.9.0/24", "198.18.8.1"))
+
+
+@pytest.mark.directive("redirect-private")
+def test_redirect_private_local_adds_no_route_and_a_pushed_redirect_gateway_wins():
+    base = ["route-gateway 198.18.8.1", "topology subnet", "ifconfig 198.18.8.2 255.255.255.0"]
+    assert _plan(base, "redirect-private local\n").routes == ()
+    pushed = _plan([*base, "redirect-gateway def1"], "redirect-private\n")
+    assert RouteAssignment("0.0.0.0/1", "198.18.8.1") in pushed.routes

@@ -27,6 +27,7 @@ from trivpn.logging import LogFormat, configure_logging, get_logger, level_for_v
 from trivpn.runtime.client import run_client
 from trivpn.runtime.dns import DEFAULT_STATE_DIR, DNS_MODES, DnsManager
 from trivpn.runtime.metrics import parse_listen
+from trivpn.runtime.mlock import MlockError, lock_memory
 from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.sdnotify import READY, InitializationStatus, sd_notify
 from trivpn.runtime.server import run_server
@@ -204,7 +205,8 @@ def handle(options: Options, args: argparse.Namespace) -> int:
     try:
         verb = options.verb
         configure_for(options, stream=stream, fmt=args.log_format)
-        history = LogHistory(output_level=level_for_verb(verb))  # management sees INFO too
+        history = LogHistory(output_level=level_for_verb(verb),  # management sees INFO too
+                             history=options.management_log_cache)
         install_log_history(history)
         log = get_logger()
         notify_socket = os.environ.get("NOTIFY_SOCKET")
@@ -215,10 +217,18 @@ def handle(options: Options, args: argparse.Namespace) -> int:
                               status_path=options.status.path if options.status else None,
                               observers=observers)
         log.info("trivpn_starting", config=str(options.config_path), role=options.role)
+        for text in options.echo:  # echo msg...: OpenVPN's "ECHO:msg..." line
+            log.info("echo", message=text)
         under_systemd = notify_systemd(notify_socket, log)
         if options.daemon and not under_systemd:  # as OpenVPN: no fork under systemd
             become_daemon()
         apply_nice(options, log)
+        if options.mlock:  # OpenVPN: before the passwords are read (init.c, init_instance)
+            try:
+                lock_memory(log)
+            except MlockError as exc:
+                log.error("mlock_failed", detail=str(exc))
+                return 1
         if options.writepid is not None:
             write_pid_file(options.writepid)
             pid_file = options.writepid

@@ -984,6 +984,103 @@ def finish_compression(st: ParseState, o: Options) -> Options:
     return replace(o, comp_flags=flags, allow_compression=mode)
 
 
+# --- client breadth b: handlers ---------------------------------------------------------------
+
+def _remap_usr1(st: ParseState, d: Directive) -> Options:
+    if d.args[0] not in ("SIGHUP", "SIGTERM"):
+        # OpenVPN options.c, add_option(): "--remap-usr1 parm must be 'SIGHUP' or 'SIGTERM'"
+        raise v.fail(d, f"'remap-usr1' expects SIGHUP or SIGTERM, got '{d.args[0]}'")
+    return replace(st.opts, remap_usr1=cast(Literal["SIGHUP", "SIGTERM"], d.args[0]))
+
+
+def _keying_material_exporter(st: ParseState, d: Directive) -> Options:
+    """The checks of OpenVPN options.c, add_option() ("keying-material-exporter"); then inert
+    (see its Spec)."""
+    label = d.args[0]
+    if not label.startswith("EXPORTER"):
+        raise v.fail(d, "the keying material exporter label must begin with 'EXPORTER'")
+    if label == "EXPORTER-OpenVPN-datakeys":
+        raise v.fail(d, "the keying material exporter label must not be "
+                        "'EXPORTER-OpenVPN-datakeys' (the data channel keys' label)")
+    length = int(d.args[1]) if d.args[1].isdigit() else 0
+    if not 16 <= length <= 4095:
+        raise v.fail(d, f"invalid keying material exporter length '{d.args[1]}' "
+                        "(16 to 4095 bytes)")
+    return st.opts
+
+
+def _preresolve(st: ParseState, d: Directive) -> Options:
+    """``preresolve [HOST]`` and its older name ``ip-remote-hint [HOST]`` are one option in
+    OpenVPN (options.c, add_option()): resolve in advance, HOST instead of the remotes."""
+    hint = d.args[0] if d.args else st.opts.ip_remote_hint
+    return replace(st.opts, preresolve=True, ip_remote_hint=hint)
+
+
+def _management_log_cache(st: ParseState, d: Directive) -> Options:
+    """OpenVPN options.c, add_option(): at least 1 line ("--management-log-cache parameter is
+    out of range"); parser.py checks that 'management' is given too."""
+    lines = int(d.args[0]) if d.args[0].isdigit() else 0
+    if lines < 1:
+        raise v.fail(d, f"'management-log-cache' expects a number of lines of at least 1, "
+                        f"got '{d.args[0]}'")
+    return replace(st.opts, management_log_cache=lines)
+
+
+def _no_replay(st: ParseState, d: Directive) -> Options:
+    # OpenVPN options.c, options_postprocess_verify_ce(): the same warning
+    st.warn(d, "replay protection is disabled ('no-replay'): a replayed data packet is "
+               "accepted, which makes the tunnel less secure")
+    return replace(st.opts, replay=False)
+
+
+def _redirect_private(st: ParseState, d: Directive) -> Options:
+    """Parsed as redirect-gateway (OpenVPN options.c, add_option(): one branch for both, but
+    only redirect-gateway sets RG_REROUTE_GW, the default route change)."""
+    for flag in d.args:
+        if flag not in REDIRECT_FLAGS:
+            raise v.fail(d, f"'redirect-private' flag '{flag}' is unknown "
+                            f"(expected {', '.join(REDIRECT_FLAGS)})")
+    return replace(st.opts, redirect_private=d.args)
+
+
+def _lladdr(st: ParseState, d: Directive) -> Options:
+    """A MAC address (OpenVPN options.c, add_option(): mac_addr_safe(), "lladdr parm '%s' must
+    be a MAC address"); parser.py checks the device is a tap."""
+    parts = d.args[0].split(":")
+    if len(parts) != 6 or not all(
+            1 <= len(p) <= 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts):
+        raise v.fail(d, f"'lladdr' expects a MAC address (like 02:00:5e:10:00:01), "
+                        f"got '{d.args[0]}'")
+    return replace(st.opts, lladdr=":".join(p.zfill(2).lower() for p in parts))
+
+
+def _echo(st: ParseState, d: Directive) -> Options:
+    """``echo [PARMS...]``: OpenVPN logs "ECHO:PARMS" only when the first word starts with
+    "msg" (other echoes may carry secrets); a config file's echo reaches no management client,
+    which does not exist yet while the config is read (options.c, add_option(), "echo")."""
+    if not d.args or not d.args[0].startswith("msg"):
+        return st.opts
+    return replace(st.opts, echo=(*st.opts.echo, " ".join(d.args)))
+
+
+PROTOCOL_FLAGS = ("cc-exit", "tls-ekm", "dyn-tls-crypt")
+
+
+def _pushed_protocol_option(st: ParseState, d: Directive) -> Options:
+    """``key-derivation`` / ``protocol-flags`` in a config file: checked as OpenVPN checks them
+    (options.c, add_option(): "Unknown key-derivation method" / "Unknown protocol-flags
+    flag"), then inert (see their Specs)."""
+    if d.name == "key-derivation":
+        if d.args[0] != "tls-ekm":
+            raise v.fail(d, f"unknown key-derivation method '{d.args[0]}' (expected tls-ekm)")
+    else:
+        for flag in d.args:
+            if flag not in PROTOCOL_FLAGS:
+                raise v.fail(d, f"unknown protocol-flags flag '{flag}' (expected "
+                                f"{', '.join(PROTOCOL_FLAGS)})")
+    return st.opts
+
+
 # --- crypto and pki breadth: handlers ---------------------------------------------------------
 
 def _tls_crypt_v2(st: ParseState, d: Directive) -> Options:
@@ -1331,6 +1428,45 @@ DIRECTIVES: Mapping[str, Spec] = {
     "capath": Spec(1, 1, lambda st, d: replace(st.opts, capath=st.path(d.args[0]))),
     "pkcs12": Spec(1, 1, lambda st, d: replace(st.opts, pkcs12=st.file(d)), inline=True),
 
+
+    # --- client breadth b ---
+    "tls-exit": Spec(0, 0, lambda st, d: replace(st.opts, tls_exit=True)),
+    "remap-usr1": Spec(1, 1, _remap_usr1),
+    "mlock": Spec(0, 0, lambda st, d: replace(st.opts, mlock=True)),
+    "preresolve": Spec(0, 1, _preresolve),
+    "ip-remote-hint": Spec(0, 1, _preresolve),
+    "management-log-cache": Spec(1, 1, _management_log_cache),
+    "no-replay": Spec(0, 0, _no_replay),
+    "redirect-private": Spec(0, None, _redirect_private),
+    "lladdr": Spec(1, 1, _lladdr),
+    "errors-to-stderr": Spec(0, 0, _checked_word, inert=(
+        "OpenVPN logs to stdout and this sends its fatal and usage errors to stderr instead "
+        "when no log file is given (error.c, errors_to_stderr() and msg_fp(): default_err); "
+        "trivpn already writes its whole log and its errors to stderr unless a log file is "
+        "given, so it always does what this asks")),
+    "echo": Spec(0, None, _echo),
+    "tmp-dir": Spec(1, 1, lambda st, d: replace(st.opts, tmp_dir=st.path(d.args[0]))),
+    "dev-node": Spec(1, 1, lambda st, d: replace(st.opts, dev_node=str(st.path(d.args[0])))),
+    "keying-material-exporter": Spec(2, 2, _keying_material_exporter, inert=(
+        "OpenVPN 2.6 puts the material in the environment only for a plugin's "
+        "OPENVPN_PLUGIN_TLS_FINAL call and deletes it right after (ssl.c, key_method_2_read(): "
+        "export_user_keying_material(), then setenv_del()); scripts never see it, and trivpn "
+        "loads no plugins (the down-root plugin line is run natively)")),
+    "peer-id": Spec(1, 1, _checked_word, inert=(
+        "in a config file OpenVPN only counts it in the packet overhead (mtu.c, "
+        "frame_calculate_protocol_header_size(): 4 header bytes instead of 1), which trivpn "
+        "always reserves (protocol/mss.py, data_overhead()); the data channel uses a peer id "
+        "only when the server pushes one (init.c, do_deferred_options(): 'found & "
+        "OPT_P_PEER_ID'), as trivpn does")),
+    "key-derivation": Spec(1, 1, _pushed_protocol_option, inert=(
+        "meant to be pushed: OpenVPN clears what a config file sets before every connection "
+        "(options.c, pre_connect_restore(): 'o->imported_protocol_flags = 0'), so only a "
+        "pushed value counts, as in trivpn")),
+    "protocol-flags": Spec(1, None, _pushed_protocol_option, inert=(
+        "meant to be pushed: OpenVPN clears what a config file sets before every connection "
+        "(options.c, pre_connect_restore(): 'o->imported_protocol_flags = 0'), so only a "
+        "pushed value counts, as in trivpn")),
+
     # --- server (issue 13) ---
     "client-config-dir": Spec(1, 1, _client_config_dir),
     "ccd-exclusive": Spec(0, 0, _ccd_exclusive),
@@ -1381,36 +1517,24 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "bind-dev",
     "client-nat",
     "compat-mode",
-    "cryptoapicert",
-    "dev-node",
-    "echo",
     "engine",
-    "errors-to-stderr",
     "explicit-exit-notify-push",
     "gremlin",
     "http-proxy-override",
     "inetd",
-    "ip-remote-hint",
-    "key-derivation",
-    "keying-material-exporter",
     "link-mtu",
-    "lladdr",
     "management-client",
     "management-external-cert",
     "management-external-key",
     "management-forget-disconnect",
-    "management-log-cache",
     "management-query-proxy",
     "management-query-remote",
     "management-signal",
     "management-up-down",
     "memstats",
-    "mlock",
     "mtu-disc",
     "mtu-test",
-    "no-replay",
     "opt-verify",
-    "peer-id",
     "persist-local-ip",
     "pkcs11-cert-private",
     "pkcs11-id",
@@ -1419,12 +1543,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-private-mode",
     "pkcs11-protected-authentication",
     "pkcs11-providers",
-    "preresolve",
     "proto-force",
-    "protocol-flags",
     "providers",
-    "redirect-private",
-    "remap-usr1",
     "replay-persist",
     "route-ipv6-gateway",
     "secret",
@@ -1433,8 +1553,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "single-session",
     "socket-flags",
     "tcp-queue-limit",
-    "tls-exit",
-    "tmp-dir",
     "tun-max-mtu",
     "tun-mtu-max",
     "udp-mtu",
@@ -1451,9 +1569,11 @@ UNSUPPORTED: frozenset[str] = frozenset({
 NOT_ON_LINUX: Mapping[str, str] = {
     "allow-nonadmin": "a Windows-only option",
     "block-outside-dns": "a Windows-only option",
+    "cryptoapicert": "a Windows-only option (certificates from the Windows certificate store)",
     "dhcp-pre-release": "a Windows-only option",
     "dhcp-release": "a Windows-only option",
     "dhcp-renew": "a Windows-only option",
+    "inetd": "no longer an option (inetd support was removed in OpenVPN 2.6)",
     "ip-win32": "a Windows-only option",
     "key-method": "no longer an option (key method 2 is the only one)",
     "keysize": "no longer an option (the cipher determines the key size)",

@@ -487,6 +487,21 @@ class Options:
     verify_hash_algo: str = "SHA1"  # or SHA256
     capath: Path | None = None  # OpenSSL hashed directory of CA certificates and CRLs
 
+    # --- client breadth b ---
+    tls_exit: bool = False  # a TLS error ends the process instead of restarting
+    remap_usr1: Literal["SIGHUP", "SIGTERM"] | None = None  # what every restart becomes
+    mlock: bool = False  # mlockall() at start (runtime/mlock.py)
+    echo: tuple[str, ...] = ()  # echo lines whose first word starts with "msg": logged
+    lladdr: str | None = None  # the tap device's MAC address
+    dev_node: str | None = None  # the TUN/TAP clone device (None: /dev/net/tun)
+    preresolve: bool = False  # resolve every remote before the first connection
+    ip_remote_hint: str | None = None  # ... this name instead of each remote's
+    replay: bool = True  # no-replay: False
+    # redirect-private [FLAGS]: redirect-gateway's routes to the server, not the default route
+    redirect_private: tuple[str, ...] | None = None
+    management_log_cache: int = 250  # lines of log history for the management 'log' command
+    tmp_dir: Path | None = None  # temporary files for scripts (None: $TMPDIR or /tmp)
+
     # --- server (issue 13) ---
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)
     ccd_exclusive: bool = False  # refuse a client without its own file in client-config-dir

@@ -188,6 +188,24 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                          "which modify the behavior of --management were specified)",
                      "management-hold" if o.management_hold else "management-query-passwords")
 
+    # --- client breadth b: no-replay (options.c options_postprocess_verify_ce; crypto.c
+    # check_replay_consistency() for the cipher given with 'cipher') ---
+    if not o.replay and "replay-window" in seen:
+        raise _error(st, "'replay-window' makes no sense when replay protection is disabled "
+                         "with 'no-replay'", "replay-window")
+    if not o.replay and o.cipher is not None and o.cipher.upper().endswith(
+            ("-GCM", "-CFB", "-CFB1", "-CFB8", "-OFB", "CHACHA20-POLY1305")):
+        raise _error(st, f"'no-replay' cannot be used with a CFB, OFB or AEAD mode cipher "
+                         f"('cipher {o.cipher}')", "no-replay")
+
+    if o.lladdr is not None and o.dev_type != "tap":
+        raise _error(st, "'lladdr' can only be used with a tap device ('dev tap')", "lladdr")
+
+    # --- client breadth b: management (options.c options_postprocess_verify_ce) ---
+    if o.management is None and "management-log-cache" in seen:
+        raise _error(st, "'management-log-cache' changes the management interface, but "
+                         "'management' is not given", "management-log-cache")
+
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
     if tls_role == "client" and not o.pull:

@@ -29,7 +29,7 @@ from trivpn.protocol.digests import digest_info
 from trivpn.protocol.errors import AuthenticationError, DecodeError, ProtocolError, StateError
 from trivpn.protocol.keys import DirectionalKeys
 from trivpn.protocol.packets import KEY_ID_MASK, OPCODE_SHIFT, Opcode, data_header
-from trivpn.protocol.replay import ReplayWindow
+from trivpn.protocol.replay import NoReplayCheck, ReplayWindow
 
 # canonical name -> (key length, is AEAD)
 CIPHERS: dict[str, tuple[int, bool]] = {
@@ -87,7 +87,7 @@ class DataKey:
 
     def __init__(self, cipher: str, keys: DirectionalKeys, key_id: int, *, auth: str = "SHA1",
                  peer_id: int | None = None, replay_backtrack: int = 64,
-                 replay_time: float = 15.0,
+                 replay_time: float = 15.0, replay: bool = True,
                  iv_source: Callable[[int], bytes] = os.urandom,
                  last_packet_id: int = 0) -> None:
         self.cipher = normalize_cipher(cipher)
@@ -102,7 +102,8 @@ class DataKey:
         if not 0 <= last_packet_id <= PACKET_ID_MAX:
             raise ValueError("last_packet_id must be a uint32")
         self._pid = last_packet_id
-        self._replay = ReplayWindow(replay_backtrack, replay_time)
+        self._replay = (ReplayWindow(replay_backtrack, replay_time) if replay
+                        else NoReplayCheck())  # no-replay
         self._iv_source = iv_source
         self.packets_out = self.bytes_out = self.packets_in = self.bytes_in = 0
         self._pad_bytes = 0  # CBC padding sent and received (for wire_bytes)

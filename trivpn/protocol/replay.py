@@ -136,3 +136,20 @@ class ReplayWindow:
     def __repr__(self) -> str:
         return (f"ReplayWindow(backtrack={self._backtrack}, time={self._time}, "
                 f"highest={self._highest})")
+
+
+# --- client breadth b ---
+
+class NoReplayCheck(ReplayWindow):
+    """``no-replay``: every packet id is accepted, repeated or not (OpenVPN ssl.c,
+    key_state_init(): the receive ``packet_id`` is only set up when ``opt->replay``). It still
+    remembers the highest id, for the statistics that read :meth:`highest`."""
+
+    def check(self, packet_id: int, now: float, timestamp: int | None = None) -> None:
+        return
+
+    def add(self, packet_id: int, now: float, timestamp: int | None = None) -> None:
+        self._highest = max(self._highest, packet_id)
+
+    def check_and_add(self, packet_id: int, now: float, timestamp: int | None = None) -> None:
+        self._highest = max(self._highest, packet_id)

@@ -198,6 +198,7 @@ class SessionConfig:
     key_exporter: KeyExporter | None = None
     client_cert_optional: bool = False  # server: verify-client-cert none|optional
     auth_token: AuthToken | None = None  # client: sent instead of username/password if set
+    replay: bool = True  # False with no-replay: data packets are not checked for replays
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -1231,7 +1232,8 @@ class Session:
         key.data_key = DataKey(self.cipher, directional_keys(block, self.config.is_server),
                                key.key_id, auth=self.config.auth, peer_id=send_peer_id,
                                replay_backtrack=self.config.replay_window,
-                               replay_time=self.config.replay_time)
+                               replay_time=self.config.replay_time,
+                               replay=self.config.replay)
         key.move(KeyPhase.DATA_READY)
         if self._fragment is not None:  # the per-fragment budget depends on the cipher
             cipher_name = normalize_cipher(self.cipher)

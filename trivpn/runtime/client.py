@@ -89,11 +89,13 @@ from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import (
+    RESOLVE_RETRY_INTERVAL,
     Attempt,
     Exit,
     Outcome,
     Reconnect,
     RemoteSchedule,
+    remap_restart,
     resolve_attempts,
     resolve_retry_delay,
 )
@@ -331,6 +333,8 @@ class Client:
         self.challenge: DynamicChallenge | None = None  # CRV1, answered at the next ask
         self.key_password: str | None = None  # encrypted private key (reloads need it)
         self.management: ManagementServer | None = None
+        # --- client breadth b ---
+        self.preresolved: dict[tuple[str, int], tuple[int, str]] = {}  # preresolve
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -399,6 +403,9 @@ class Client:
         return result
 
     async def _supervise(self) -> tuple[int, str]:
+        stopped = await self._preresolve()  # nothing without preresolve
+        if stopped is not None:
+            return stopped.code, stopped.reason
         attempt = self.schedule.first()
         while True:
             management = self.management
@@ -420,21 +427,15 @@ class Client:
             connection = Connection(self, attempt.remote)
             outcome = await connection.run()
             self.auth_token = connection.session.auth_token
+            if isinstance(outcome, Reconnect):
+                outcome = self._remap_restart(outcome)
             if isinstance(outcome, Exit):
                 return outcome.code, outcome.reason
             if self.stop.is_set():
                 return 0, "signal"
-            signal_text = outcome.reason.replace("_", "-")
-            if not self.options.persist_tun:
-                await self.scripts.down("init", signal_text, self.close_tunnel)
-                if self.privileges_dropped:
-                    return self._cannot_reopen_tun(outcome)
-            elif self.options.up_restart:
-                await self.scripts.down_on_restart(signal_text)
-            if not self.options.persist_key:
-                failed = self._reload_keys()
-                if failed is not None:
-                    return failed
+            failed = await self._restart_device_and_keys(outcome)
+            if failed is not None:
+                return failed
             attempt = self.schedule.restart(outcome.advance)
             if self.schedule.exhausted:
                 # OpenVPN: M_FATAL, exit status 1
@@ -448,6 +449,21 @@ class Client:
             remote = attempt.remote
             self.events.publish(rt.Reconnecting(outcome.reason, outcome.detail, attempt.delay,
                                                 _endpoint(remote.host, remote.port), remote.proto))
+
+    async def _restart_device_and_keys(self, outcome: Reconnect) -> tuple[int, str] | None:
+        """Before a restart: the device closes (down script) unless persist-tun, the keys are
+        read again unless persist-key (both, for a hard restart: remap-usr1 SIGHUP); the exit
+        status and reason when that cannot be."""
+        signal_text = outcome.reason.replace("_", "-")
+        if not self.options.persist_tun or outcome.hard:
+            await self.scripts.down("init", signal_text, self.close_tunnel)
+            if self.privileges_dropped:
+                return self._cannot_reopen_tun(outcome)
+        elif self.options.up_restart:
+            await self.scripts.down_on_restart(signal_text)
+        if not self.options.persist_key or outcome.hard:
+            return self._reload_keys()
+        return None
 
     async def _credentials_ready(self) -> tuple[int, str] | None:
         """Credentials for the next connection (file, prompt, management); the exit status
@@ -478,6 +494,51 @@ class Client:
             self.log.error("key_reload_failed", detail=str(exc) + hint)
             return 1, "key_reload_failed"
         self.log.debug("keys_reloaded")
+        return None
+
+    # --- client breadth b ---
+
+    def _remap_restart(self, outcome: Reconnect) -> Outcome:
+        """``tls-exit`` and ``remap-usr1``: a restart that becomes an exit or a hard restart."""
+        o = self.options
+        remapped = remap_restart(outcome, tls_exit=o.tls_exit, remap_usr1=o.remap_usr1)
+        if isinstance(remapped, Exit):
+            self.log.warning(remapped.reason, restart_reason=outcome.reason, action="exit")
+        elif remapped.hard:
+            self.log.info("remap_usr1", restart_reason=outcome.reason, action="SIGHUP")
+        return remapped
+
+    async def _preresolve(self) -> Exit | None:
+        """``preresolve`` / ``ip-remote-hint``: look every remote up before the first
+        connection (OpenVPN init.c do_preresolve(): the ``ip-remote-hint`` address instead of
+        each remote's name, not for remotes behind an HTTP or SOCKS proxy); a name that
+        cannot be resolved within ``resolv-retry`` stops the client (status 1). The answers
+        serve every later connection (:meth:`Connection._resolve`)."""
+        retry = self.options.resolv_retry
+        for remote in self.options.remotes if self.options.preresolve else ():
+            if remote.http_proxy is not None or remote.socks_proxy is not None:
+                continue
+            host = self.options.ip_remote_hint or remote.host
+            kind = socket.SOCK_STREAM if remote.proto == "tcp-client" else socket.SOCK_DGRAM
+            if (host, kind) in self.preresolved:
+                continue
+            waited = 0
+            while True:
+                try:
+                    self.preresolved[(host, kind)] = await self.host.resolve(
+                        replace(remote, host=host), kind)
+                    break
+                except OSError as exc:
+                    if retry is not None and waited >= retry:
+                        self.log.error("preresolve_failed", host=host, detail=str(exc))
+                        return Exit(1, "resolve_failed", str(exc))
+                    self.log.warning("resolve_failed", host=host, detail=str(exc),
+                                     action="retry")
+                with trio.move_on_after(RESOLVE_RETRY_INTERVAL):
+                    await self.stop.wait()
+                if self.stop.is_set():
+                    return Exit(0, "signal")
+                waited += RESOLVE_RETRY_INTERVAL
         return None
 
     def _cannot_reopen_tun(self, outcome: Reconnect) -> tuple[int, str]:
@@ -833,6 +894,8 @@ class Connection:
         remote = target or self.remote
         retry = self.options.resolv_retry
         persisted = self.client.persisted_addresses
+        if self.options.preresolve and (remote.host, kind) in self.client.preresolved:
+            return self.client.preresolved[(remote.host, kind)]  # preresolve
         if self.options.persist_remote_ip and (remote, kind) in persisted:
             # persist-remote-ip: a restart reuses the address (OpenVPN init.c
             # do_close_link_socket() keeps it across SIGUSR1 restarts)

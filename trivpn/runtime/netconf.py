@@ -230,6 +230,12 @@ class NetConfig:
         self._call(f"setting txqueuelen {length}", ifname, self._ipr.link, "set", index=index,
                    txqlen=length)
 
+    def set_lladdr(self, ifname: str, mac: str) -> None:
+        """Set the link-layer (MAC) address of our own tap device (nothing to restore)."""
+        index = self.link_index(ifname)
+        self._call(f"setting lladdr {mac}", ifname, self._ipr.link, "set", index=index,
+                   address=mac)
+
     def set_up(self, ifname: str) -> None:
         """Bring the link up; :meth:`undo` brings it down again only if it was down."""
         index = self.link_index(ifname)

@@ -77,7 +77,7 @@ from trivpn.runtime.transport import (
     ServerHost,
     TunnelHandle,
 )
-from trivpn.runtime.tunnel import RouteRequest, TunnelPlan, plan_tunnel
+from trivpn.runtime.tunnel import RouteRequest, TunnelPlan, device_options_plan, plan_tunnel
 from trivpn.sessionsetup import drop_aggregator, session_config
 
 Log = structlog.stdlib.BoundLogger
@@ -146,8 +146,8 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     routes: list[RouteRequest] = []
     gateway = o.route_gateway
     if o.server_bridge is not None:  # the bridge holds the address; the tap stays bare
-        return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
-                           txqueuelen=o.txqueuelen)
+        return device_options_plan(plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu,
+                                               topology=o.topology, txqueuelen=o.txqueuelen), o)
     ifconfig = server_device_ifconfig(o)
     assert ifconfig is not None
     if o.server is not None:
@@ -159,13 +159,13 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     routes.extend(RouteRequest(r.network, str(r.netmask), r.gateway, r.metric)
                   for r in o.routes)
     own6 = server_tun_ifconfig6(o)  # server-ipv6: NET+1/BITS on the device
-    return plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology,
-                       ifconfig=ifconfig, routes=routes, route_gateway=gateway,
-                       txqueuelen=o.txqueuelen,
-                       ifconfig_ipv6=(None if own6 is None else
-                                      (str(own6.address), own6.bits, str(own6.remote))),
-                       routes_ipv6=[(str(r.network), None if r.gateway is None
-                                     else str(r.gateway), r.metric) for r in o.routes_ipv6])
+    return device_options_plan(plan_tunnel(
+        kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology, ifconfig=ifconfig,
+        routes=routes, route_gateway=gateway, txqueuelen=o.txqueuelen,
+        ifconfig_ipv6=(None if own6 is None else
+                       (str(own6.address), own6.bits, str(own6.remote))),
+        routes_ipv6=[(str(r.network), None if r.gateway is None else str(r.gateway), r.metric)
+                     for r in o.routes_ipv6]), o)
 
 
 def wildcard_host(family: int | None) -> str:

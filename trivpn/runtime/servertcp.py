@@ -134,6 +134,7 @@ class TcpTransport:
         if session.client_key_metadata is not None and command:
             if not await verify_client_key(command, session.client_key_metadata,
                                            script_security=self.server.options.script_security,
+                                           tmp_dir=self.server.options.tmp_dir,
                                            log=self.server.log):
                 self.server.counts["tls_crypt_v2_verify_refused"] += 1
                 self.server.gateway.reset_unused()

@@ -157,6 +157,7 @@ class UdpTransport:
         try:
             ok = await verify_client_key(command, metadata,
                                          script_security=self.server.options.script_security,
+                                         tmp_dir=self.server.options.tmp_dir,
                                          log=self.server.log)
         finally:
             self._verifying.discard(address)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -61,6 +61,9 @@ class Reconnect:
     pause: bool = True
     """False: try the next remote at once, without the connect-retry wait (OpenVPN's
     server-poll-timeout restart)."""
+    hard: bool = False
+    """True: OpenVPN's SIGHUP restart (``remap-usr1 SIGHUP``): neither the device nor the keys
+    are kept, whatever persist-tun and persist-key say."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,29 @@ class Exit:
 
 
 Outcome = Reconnect | Exit
+
+# --- client breadth b ---
+
+# The restarts OpenVPN signals as a TLS error (forward.c, check_tls_errors(): the
+# ``tls_exit_signal``, "tls-error"): a failed TLS handshake, including one that timed out.
+TLS_ERROR_REASONS = frozenset({"handshake_failed"})
+
+
+def remap_restart(outcome: Reconnect, *, tls_exit: bool, remap_usr1: str | None) -> Outcome:
+    """What a restart becomes under ``tls-exit`` and ``remap-usr1``.
+
+    OpenVPN raises SIGTERM instead of SIGUSR1 on a TLS error with ``tls-exit`` (init.c,
+    do_signal_on_tls_errors()), and turns every SIGUSR1 (every restart, internal or sent)
+    into the signal ``remap-usr1`` names (sig.c, remap_signal(), called by openvpn.c for each
+    signal): SIGTERM exits (status 0), SIGHUP restarts without keeping device or keys.
+    """
+    if tls_exit and outcome.reason in TLS_ERROR_REASONS:
+        return Exit(0, "tls_exit", outcome.detail)
+    if remap_usr1 == "SIGTERM":
+        return Exit(0, "remap_usr1", outcome.reason)
+    if remap_usr1 == "SIGHUP":
+        return replace(outcome, hard=True)
+    return outcome
 
 
 def backoff_delay(failures: int, remotes: int, base: int, maximum: int) -> int:

@@ -250,12 +250,13 @@ class TunDevice:
 
 def open_tun(name: str = "", kind: TunKind = "tun", *,
              read_size: int = DEFAULT_READ_SIZE, offload: bool = True,
-             tso: bool = False) -> TunDevice:
+             tso: bool = False, node: str = TUN_PATH) -> TunDevice:
     """Create (or attach to an existing persistent) TUN/TAP device.
 
     ``name`` may be empty or a pattern like ``tun%d`` to let the kernel choose. ``offload``
     asks for the vnet header of the module doc and ``tso`` in addition for TSO super-packets
     on read (both ignored for TAP); when the kernel refuses them the device works without.
+    ``node`` is the clone device to open (``dev-node``; OpenVPN's tun.c open_tun() on Linux).
     Must run in the network namespace the device belongs in (see
     :func:`trivpn.runtime.netns.enter_netns`). Raises :class:`RuntimeSetupError` if the device
     cannot be opened (no ``/dev/net/tun``, no ``CAP_NET_ADMIN``, name in use by another kind of
@@ -268,9 +269,9 @@ def open_tun(name: str = "", kind: TunKind = "tun", *,
         raise RuntimeSetupError(f"invalid interface name {name!r}", "open " + kind)
     where = f"open {kind} {name or '(kernel-chosen name)'}"
     try:
-        fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(node, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise RuntimeSetupError(f"cannot open {TUN_PATH}", where, errno=exc.errno) from exc
+        raise RuntimeSetupError(f"cannot open {node}", where, errno=exc.errno) from exc
     offload = offload and kind == "tun"
     tso_flags = TUN_F_CSUM | TUN_F_TSO4 if tso else 0
     flags = (IFF_TUN if kind == "tun" else IFF_TAP) | IFF_NO_PI

@@ -41,14 +41,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from trivpn.config.options import Options
 from trivpn.protocol.push import PushedOptions
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.netconf import NetConfig
-from trivpn.runtime.tun import TunDevice, TunKind, open_tun
+from trivpn.runtime.tun import TUN_PATH, TunDevice, TunKind, open_tun
 
 Topology = Literal["net30", "p2p", "subnet"]
 _KEYWORDS = ("vpn_gateway", "net_gateway", "remote_host")
@@ -131,6 +131,9 @@ class TunnelPlan:
     # False with ifconfig-noexec: MTU, link state and addresses are left to the scripts
     # (OpenVPN's do_ifconfig sets all three and is skipped entirely)
     configure_link: bool = True
+    # --- client breadth b ---
+    dev_node: str = field(default=TUN_PATH, compare=False)  # dev-node: the clone device
+    lladdr: str | None = field(default=None, compare=False)  # lladdr: the tap device's MAC
 
 
 def device_name(dev: str, kind: TunKind) -> str:
@@ -244,6 +247,9 @@ class _Context:
     warnings: list[str]
 
 
+NO_REROUTE = "!reroute"  # redirect-private: a flag no config can write (see _redirect_routes)
+
+
 def _redirect_routes(flags: tuple[str, ...], ctx: _Context) -> list[RouteAssignment]:
     vpn_gateway, remote_host, net_gateway = ctx.vpn_gateway, ctx.remote_host, ctx.net_gateway
     warnings = ctx.warnings
@@ -256,6 +262,10 @@ def _redirect_routes(flags: tuple[str, ...], ctx: _Context) -> list[RouteAssignm
         if ipaddress.ip_address(remote_host).version == 4:
             out.append(RouteAssignment(f"{remote_host}/32", net_gateway.gateway,
                                        via_tunnel=False, ifname=net_gateway.ifname))
+    if NO_REROUTE in flags:
+        # redirect-private: the route to the server, not the default route (OpenVPN route.c,
+        # redirect_default_route_to_vpn(): the halves only with RG_REROUTE_GW)
+        return out
     if "def1" not in flags:
         warnings.append("redirect-gateway without def1: installed as 0.0.0.0/1 + 128.0.0.0/1 "
                         "(trivpn never replaces the existing default route)")
@@ -391,7 +401,9 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
     gateway = pushed.route_gateway if pushed.route_gateway is not None else options.route_gateway
     redirect = (pushed.redirect_gateway if pushed.redirect_gateway is not None
                 else options.redirect_gateway)
-    return plan_tunnel(kind=options.dev_type, dev=options.dev,
+    if redirect is None and options.redirect_private is not None:
+        redirect = (*options.redirect_private, NO_REROUTE)  # redirect-private
+    plan = plan_tunnel(kind=options.dev_type, dev=options.dev,
                        mtu=pushed.tun_mtu or options.tun_mtu, topology=topology,
                        ifconfig=ifconfig, ifconfig_ipv6=ifconfig6, routes=requests,
                        routes_ipv6=routes6,
@@ -401,6 +413,16 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
                                      else options.route_metric),
                        remote_host=remote_host, net_gateway=net_gateway,
                        txqueuelen=options.txqueuelen)
+    return device_options_plan(plan, options)
+
+
+def device_options_plan(plan: TunnelPlan, options: Options) -> TunnelPlan:
+    """``dev-node`` and ``lladdr`` (client and server): the device plan's extras."""
+    if options.dev_node is not None:
+        plan = replace(plan, dev_node=options.dev_node)
+    if options.lladdr is not None:
+        plan = replace(plan, lladdr=options.lladdr)
+    return plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -427,7 +449,7 @@ class Tunnel:
         """Open the device named by the plan and apply the plan."""
         netconf = NetConfig(netns)
         try:
-            device = open_tun(plan.name, plan.kind)
+            device = open_tun(plan.name, plan.kind, node=plan.dev_node)
         except BaseException:
             netconf.close()
             raise
@@ -453,6 +475,8 @@ class Tunnel:
         nc, ifname = self.netconf, self.device.name
         self.plan = plan
         self.route_failures = []
+        if plan.lladdr is not None:  # OpenVPN init.c do_open_tun(): right after opening it
+            nc.set_lladdr(ifname, plan.lladdr)
         if plan.configure_link:
             nc.set_mtu(ifname, plan.mtu)
         if plan.txqueuelen is not None:
