@@ -1521,7 +1521,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "explicit-exit-notify-push",
     "gremlin",
     "http-proxy-override",
-    "inetd",
     "link-mtu",
     "management-client",
     "management-external-cert",
