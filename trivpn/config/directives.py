@@ -1150,6 +1150,9 @@ DIRECTIVES: Mapping[str, Spec] = {
     "capath": Spec(1, 1, lambda st, d: replace(st.opts, capath=st.path(d.args[0]))),
     "pkcs12": Spec(1, 1, lambda st, d: replace(st.opts, pkcs12=st.file(d)), inline=True),
 
+    # --- client breadth a ---
+    "passtos": Spec(0, 0, lambda st, d: replace(st.opts, passtos=True)),
+
     # --- server (issue 13) ---
     "client-config-dir": Spec(1, 1, _client_config_dir),
     "ccd-exclusive": Spec(0, 0, _ccd_exclusive),

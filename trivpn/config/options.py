@@ -432,6 +432,9 @@ class Options:
     verify_hash_algo: str = "SHA1"  # or SHA256
     capath: Path | None = None  # OpenSSL hashed directory of CA certificates and CRLs
 
+    # --- client breadth a ---
+    passtos: bool = False  # copy an IPv4 packet's TOS byte to the link socket (IP_TOS)
+
     # --- server (issue 13) ---
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)
     ccd_exclusive: bool = False  # refuse a client without its own file in client-config-dir

@@ -288,6 +288,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         if o.dev_null:
             raise _error(st, "'dev null' is supported on clients only", "dev")
 
+    # --- client breadth a ---
+    if tls_role == "server" and o.passtos:
+        raise _error(st, "'passtos' in a server config is not supported by trivpn yet "
+                         "(it applies on clients only)", "passtos")
+
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(
         o,

@@ -51,7 +51,7 @@ from trivpn.protocol.session import Session, SessionConfig
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
 from trivpn.runtime.clientscripts import ClientScripts
-from trivpn.runtime.datapath import mss_limit_for
+from trivpn.runtime.datapath import PassTos, link_socket_of, mss_limit_for
 from trivpn.runtime.dns import DnsManager, plan_client_dns
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
@@ -517,6 +517,7 @@ class Connection:
         self.no_tun = 0
         self.mss: int | None = None  # clamp TCP SYNs to this MSS (mssfix), set with the TUN
         self._fragmenting = self.session.fragment_layer is not None  # fragment N
+        self._passtos: PassTos | None = None  # passtos: built once the link is open
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -526,6 +527,9 @@ class Connection:
         opened = await self._open_link()
         if opened is not None:
             return opened
+        if self.options.passtos:
+            self._passtos = PassTos(link_socket_of(self.udp if self.udp is not None
+                                                   else self.tcp))
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -842,8 +846,10 @@ class Connection:
                             await self._after_control()
                     elif fd == self._tun_fd:
                         out = self._tun_ready(fd in ready.again)
+                        if out and self._passtos is not None:
+                            await self._send_passtos(out)
                         # one datagram that fits into the socket queue: no await
-                        if out and (len(out) > 1
+                        elif out and (len(out) > 1
                                     or link.send_nowait(out[0], self.peer) is None):
                             await link.send_many(out, self.peer)
         finally:
@@ -955,7 +961,16 @@ class Connection:
         mss = self.mss
         now = self._clock()
         out: list[bytes] = []
-        if self._fragmenting:  # fragment N: off the default path
+        if self._passtos is not None:  # passtos: off the default path
+            note = self._passtos.note
+            for packet in packets:
+                if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
+                    packet = clamp_mss(packet, mss)  # noqa: PLW2901
+                before = len(out)
+                out += self.session.encrypt_data_many(packet, now)
+                note(packet, len(out) - before)
+            packets = []
+        elif self._fragmenting:  # fragment N: off the default path
             for packet in packets:
                 if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
                     packet = clamp_mss(packet, mss)  # noqa: PLW2901
@@ -991,6 +1006,16 @@ class Connection:
             return []
         return self._encrypt_tun(packets)
 
+    async def _send_passtos(self, out: list[bytes]) -> None:
+        """passtos: each run of one TOS goes out after the socket takes that TOS."""
+        assert self._passtos is not None
+        for tos, run in self._passtos.take(out):
+            self._passtos.apply(tos)
+            if self.tcp is not None:
+                await self.tcp.send_packets(run)
+            elif self.udp is not None:
+                await self.udp.send_many(run, self.peer)
+
     def _stop_tun(self) -> None:
         if self._ready is not None and self._tun_fd >= 0:
             self._ready.discard(self._tun_fd)
@@ -1007,7 +1032,9 @@ class Connection:
                 out = self._encrypt_tun(await read())
                 if not out:
                     continue
-                if tcp is not None:
+                if self._passtos is not None:
+                    await self._send_passtos(out)
+                elif tcp is not None:
                     await tcp.send_packets(out)
                 elif udp is not None:
                     await udp.send_many(out, self.peer)

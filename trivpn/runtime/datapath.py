@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+from typing import cast
+
+import trio
+
 from trivpn.config import Options
 from trivpn.protocol.datachannel import CIPHERS, normalize_cipher
 from trivpn.protocol.digests import digest_info
@@ -26,3 +32,66 @@ def mss_limit_for(options: Options, ciphers: tuple[str, ...], transport: str) ->
     m = options.mssfix
     return mss_limit(m.max, mtu_mode=m.mtu, fixed=m.fixed, overhead=overhead or 24,
                      transport="udp" if transport == "udp" else "tcp")
+
+
+def link_socket_of(link: object) -> socket.socket | trio.socket.SocketType | None:
+    """The OS socket under a client link (UDP, TCP, or a SOCKS UDP relay's), or None for a
+    link without one (in memory)."""
+    inner = getattr(link, "inner", None)  # SocksUdpLink: its own UDP socket
+    if inner is not None:
+        return link_socket_of(inner)
+    stream = getattr(link, "stream", None)  # TcpLink
+    if stream is not None:
+        return cast("trio.socket.SocketType", stream.socket)
+    sock = getattr(link, "socket", None)  # UdpLink
+    return cast("socket.socket | None", sock)
+
+
+class PassTos:
+    """``passtos``: the link socket's IP_TOS follows the TOS byte of the IPv4 packets read
+    from the TUN (OpenVPN forward.c, process_ip_header() with PIPV4_PASSTOS records the
+    byte of each IPv4 packet; process_outgoing_link() then calls socket.h
+    link_socket_set_tos(), a ``setsockopt(IP_TOS)`` before each send, its result ignored).
+    A non-IPv4 packet leaves the last byte in place, so do control packets, which go out
+    with whatever the socket holds.
+
+    OpenVPN sends one datagram per system call; trivpn sends batches (GSO). A batch is cut
+    into runs of one TOS (:meth:`take`) and the socket option is set before each run only
+    when the byte changes, so every datagram carries its own packet's TOS (the usual batch
+    of one flow is one run, one send). Only built when ``passtos`` is on: the default
+    data path never looks at the TOS."""
+
+    def __init__(self, sock: socket.socket | trio.socket.SocketType | None) -> None:
+        self.sock = sock
+        self.tos: int | None = None  # the last IPv4 TOS seen (OpenVPN's ptos)
+        self.applied: int | None = None  # what the socket holds
+        self.marks: list[tuple[int | None, int]] = []  # (TOS, wire datagrams) of a batch
+
+    def note(self, packet: bytes, count: int) -> None:
+        """``count`` wire datagrams were made from TUN ``packet``."""
+        if len(packet) >= 20 and packet[0] >> 4 == 4:
+            self.tos = packet[1]
+        marks = self.marks
+        if marks and marks[-1][0] == self.tos:
+            marks[-1] = (self.tos, marks[-1][1] + count)
+        else:
+            marks.append((self.tos, count))
+
+    def take(self, wire: list[bytes]) -> list[tuple[int | None, list[bytes]]]:
+        """The encrypted batch ``wire`` cut into runs of one TOS (in order)."""
+        marks, self.marks = self.marks, []
+        out: list[tuple[int | None, list[bytes]]] = []
+        i = 0
+        for tos, n in marks:
+            if n:
+                out.append((tos, wire[i:i + n]))
+            i += n
+        return out
+
+    def apply(self, tos: int | None) -> None:
+        """Set IP_TOS to ``tos`` when it differs from what the socket holds (None: keep)."""
+        if tos is None or tos == self.applied or self.sock is None:
+            return
+        self.applied = tos
+        with contextlib.suppress(OSError):  # OpenVPN ignores setsockopt's result too
+            self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)

@@ -136,6 +136,11 @@ class SocksUdpLink:
         return self._inner.counters
 
     @property
+    def inner(self) -> DatagramLink:
+        """The UDP link to the relay (its socket carries the datagrams)."""
+        return self._inner
+
+    @property
     def local_address(self) -> Address:
         return self._inner.local_address
 
