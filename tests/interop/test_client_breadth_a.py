@@ -19,6 +19,7 @@ from tests.interop.clientkit import (
     start_server,
     wait_up,
 )
+from tests.interop.openvpn import start_openvpn
 from tests.netns import Netns, NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -62,3 +63,42 @@ def test_passtos_copies_the_inner_tos_byte_to_the_outer_udp_datagrams(
     counted = _counted(setup.server_ns) - before
     # each echo request is one datagram with the inner TOS; without passtos none carries it
     assert counted >= 5 if passtos else counted == 0, counted
+
+
+def _p2p_server_lines(ciphers: str = "AES-256-GCM:AES-128-GCM") -> list[str]:
+    """A real openvpn 2.6 TLS peer-to-peer server (OpenVPN's sample loopback-server shape)."""
+    return ["tls-server", "dev tun", "proto udp", "local 198.18.0.1", "port 1194",
+            "ifconfig 198.18.8.1 198.18.8.2", "ca ca.crt", "cert server.crt",
+            "key server.key", "dh none", f"data-ciphers {ciphers}", "ping 1",
+            "ping-restart 10", "verb 4"]
+
+
+def _p2p_client_lines(*extra: str) -> list[str]:
+    return ["tls-client", "dev tun", "proto udp", "remote 198.18.0.1 1194", "nobind",
+            "ifconfig 198.18.8.2 198.18.8.1", "ca ca.crt", "cert client.crt",
+            "key client.key", "remote-cert-tls server", "ping 1", "ping-restart 10",
+            "verb 4", *extra]
+
+
+@pytest.mark.directive("tls-client", "ifconfig")
+@pytest.mark.parametrize(("server_ciphers", "client_ciphers", "chosen"), [
+    ("AES-256-GCM:AES-128-GCM", "AES-128-GCM:AES-256-GCM", "AES-256-GCM"),  # server's order
+    ("CHACHA20-POLY1305:AES-128-GCM", "AES-128-GCM:CHACHA20-POLY1305", "CHACHA20-POLY1305"),
+])
+def test_tls_peer_to_peer_client_negotiates_with_an_openvpn_tls_server_and_pings(
+        setup: Setup, server_ciphers: str, client_ciphers: str, chosen: str) -> None:
+    ovpn = start_openvpn(setup.server_ns, setup.workdir, "p2p-server",
+                         _p2p_server_lines(server_ciphers))
+    client = start_client(setup, _p2p_client_lines(f"data-ciphers {client_ciphers}"))
+    wait_up(client)
+    assert ovpn.wait_for("Initialization Sequence Completed", 15), ovpn.text()[-3000:]
+    done = setup.client_ns.run(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2",
+                                "198.18.8.1"], check=False, timeout=10)
+    assert done.returncode == 0, (done.stdout, client.text()[-3000:], ovpn.text()[-3000:])
+    text = ovpn.text()
+    # OpenVPN's view of the negotiation (ssl_ncp.c, p2p_mode_ncp): TLS-EKM keys, P_DATA_V2
+    assert "P2P mode NCP negotiation result: TLS_export=1, DATA_v2=1" in text, text[-3000:]
+    assert f"cipher={chosen}" in text, text[-3000:]
+    assert f"Data Channel: cipher '{chosen}'" in text, text[-3000:]
+    log = client.text()
+    assert "key_method_received" in log and "push_request_sent" not in log, log[-3000:]

@@ -155,11 +155,15 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
 
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
-    if tls_role == "client" and not o.pull:
-        # the client runtime always pulls its settings from a server; a TLS peer-to-peer
-        # client would take them from its own config and negotiate with its peer instead
-        raise _error(st, "'tls-client' without 'pull' is TLS peer-to-peer mode, which trivpn "
-                         "does not support yet: use 'client' (or add 'pull')", "tls-client")
+    # --- client breadth a: TLS peer-to-peer mode (tls-client/tls-server, no pull) ---
+    if tls_role == "server" and not mode_server:
+        raise _error(st, "'tls-server' without 'mode server' is TLS peer-to-peer mode, which "
+                         "trivpn supports on the 'tls-client' side only: use 'server' (or "
+                         "'mode server'), or make this end the 'tls-client'", "tls-server")
+    if tls_role == "client" and not o.pull and proto == "tcp-server":
+        raise _error(st, "a TLS peer-to-peer 'tls-client' with 'proto tcp-server' is not "
+                         "supported by trivpn (it connects to its peer: use tcp-client)",
+                     "proto")
     if o.mode == "server" and proto == "tcp-client":
         raise _error(st, "a server cannot use 'proto tcp-client' (use udp or tcp-server)",
                      "proto")
@@ -181,6 +185,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     _check_connection_profiles(st, o)
     if tls_role == "client" and not remotes and o.pull:
         raise _error(st, "client config has no 'remote' directive (add 'remote HOST PORT')")
+    if tls_role == "client" and not remotes:
+        raise _error(st, "a TLS peer-to-peer 'tls-client' without 'remote' waits for its peer, "
+                         "which trivpn does not support: add 'remote HOST PORT'", "tls-client")
 
     # --- server helper checks ---
     if o.server is not None:
