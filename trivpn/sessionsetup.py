@@ -314,7 +314,7 @@ def session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
             ciphers=ciphers,
             iv_proto=(CLIENT_IV_PROTO if o.pull else P2P_IV_PROTO) | (
                 IV_PROTO_TLS_KEY_EXPORT if exporter else 0),
-            mtu=1600 if o.pull else None,
+            mtu=max(1600, o.tun_mtu, o.tun_mtu_max) if o.pull else None,  # tun-mtu-max
             comp_algorithms=advertises_compression(o), extra=peer_info_extra(o)),
         data_ciphers=ciphers,
         data_ciphers_fallback=o.data_ciphers_fallback,

@@ -33,7 +33,8 @@ def setup(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> Setup:
 def _count_outer_tos(ns: Netns, tos: int) -> None:
     """Count, on arrival in ``ns``, the client's UDP datagrams whose IP TOS byte is ``tos``."""
     ns.nft("table ip tos_test {\n chain pre {\n  type filter hook prerouting priority -300;\n"
-           f"  ip saddr {CLIENT_IP} udp dport 1194 @nh,8,8 {tos:#x} counter\n"
+           f"  ip saddr {{ {CLIENT_IP}, 198.18.0.9 }} udp dport 1194 @nh,8,8 {tos:#x}"
+           " counter\n"
            " }\n}\n")
 
 
@@ -102,3 +103,49 @@ def test_tls_peer_to_peer_client_negotiates_with_an_openvpn_tls_server_and_pings
     assert f"Data Channel: cipher '{chosen}'" in text, text[-3000:]
     log = client.text()
     assert "key_method_received" in log and "push_request_sent" not in log, log[-3000:]
+
+
+def _count_df(ns: Netns) -> None:
+    """Count the client's UDP datagrams arriving in ``ns`` with Don't Fragment set."""
+    ns.nft("table ip tos_test {\n chain pre {\n  type filter hook prerouting priority -300;\n"
+           f"  ip saddr {CLIENT_IP} udp dport 1194 ip frag-off & 0x4000 != 0 counter\n"
+           " }\n}\n")
+
+
+@pytest.mark.directive("mtu-disc")
+@pytest.mark.parametrize(("value", "df"), [("no", False), ("yes", True)])
+def test_mtu_disc_decides_the_dont_fragment_bit_of_the_outer_datagrams(
+        setup: Setup, value: str, df: bool) -> None:
+    start_server(setup, server_lines())
+    _count_df(setup.server_ns)
+    client = start_client(setup, [*client_lines(), f"mtu-disc {value}"])
+    wait_up(client)
+    done = setup.client_ns.run(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2",
+                                VPN_SERVER], check=False, timeout=10)
+    assert done.returncode == 0, done.stdout
+    counted = _counted(setup.server_ns)
+    assert counted >= 3 if df else counted == 0, counted
+
+
+@pytest.mark.directive("bind-dev")
+@pytest.mark.parametrize("to_server", [True, False])
+def test_bind_dev_sends_the_link_through_the_named_device_only(
+        setup: Setup, to_server: bool) -> None:
+    """The client has a second link on the server's subnet, to a sink namespace that also
+    answers to the server's address (but runs no server): bound to the sink's link, the
+    datagrams arrive there; bound to the server's, the tunnel comes up."""
+    sink = setup.lab.add("sink")
+    veth = setup.lab.veth(setup.client_ns, sink, "198.18.0.9/24", "198.18.0.1/24")
+    _count_outer_tos(sink, 0)
+    start_server(setup, server_lines())
+    server_if = next(link["ifname"] for link in json.loads(
+        setup.client_ns.run(["ip", "-j", "link"]).stdout)
+        if link["ifname"] not in ("lo", veth.a_ifname))
+    client = start_client(setup, [*client_lines(), "bind-dev "
+                                  + (server_if if to_server else veth.a_ifname)])
+    if to_server:
+        wait_up(client)
+        assert _counted(sink) == 0
+        return
+    assert client.wait_event("tun_configured", 3) is None
+    assert _counted(sink) > 0

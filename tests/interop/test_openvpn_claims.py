@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from tests.interop.openvpn import write_pki
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
-from trivpn.config.directives import DIRECTIVES, NOT_ON_LINUX
+from trivpn.config.directives import DIRECTIVES, NOT_ON_LINUX, UNSUPPORTED_WHY
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,7 @@ def test_openvpn_accepts_corpus_directives_on_linux(lab: NetnsLab, openvpn_binar
 
 
 NOT_ON_LINUX_ARGS = {"ip-win32": ["netsh"], "key-method": ["2"], "keysize": ["256"],
+                     "tun-max-mtu": ["1600"],
                      "tap-sleep": ["1"], "win-sys": ["env"], "windows-driver": ["wintun"]}
 
 
@@ -140,3 +142,43 @@ def test_openvpn_ignores_prng_and_max_routes_and_says_so(
     assert notice in out, out[-2000:]
     quoted = notice.split(" (", maxsplit=1)[0].split(". The", maxsplit=1)[0]
     assert quoted in (DIRECTIVES[extra[0][2:]].inert or "")
+
+
+# --- client breadth a ---
+
+def test_openvpn_spells_the_maximum_tun_mtu_option_tun_mtu_max(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """trivpn's refusal of 'tun-max-mtu' says 2.6 spells it 'tun-mtu-max'."""
+    out = _openvpn(lab, workdir, [*CLIENT, "--tun-mtu-max", "9000"])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+    assert "2.6 spells it 'tun-mtu-max'" in NOT_ON_LINUX["tun-max-mtu"]
+
+
+def test_openvpn_knows_only_the_tcp_nodelay_socket_flag(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, "--socket-flags", "SO_KEEPALIVE"])
+    assert "unknown socket flag: SO_KEEPALIVE" in out, out[-2000:]
+    out = _openvpn(lab, workdir, [*CLIENT, "--socket-flags", "TCP_NODELAY"])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+
+
+def test_openvpn_reads_udp_mtu_as_link_mtu_and_derives_the_tun_mtu_from_it(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """trivpn's refusals of link-mtu/udp-mtu (UNSUPPORTED_WHY) paraphrase these."""
+    out = _openvpn(lab, workdir, [*CLIENT, "--udp-mtu", "1400", "--tun-mtu", "1300"])
+    assert "only one of --tun-mtu or --link-mtu may be defined" in out, out[-2000:]
+    helptext = _openvpn(lab, workdir, ["--help"])
+    assert ("--link-mtu n    : Take the TCP/UDP device MTU to be n and derive the tun MTU"
+            in helptext)
+    assert "--mtu-test      : Empirically measure and report MTU." in helptext
+    assert "derives the tun MTU" in UNSUPPORTED_WHY["link-mtu"]
+    assert "reads it as 'link-mtu'" in UNSUPPORTED_WHY["udp-mtu"]
+    assert "empirically measure and report the MTU" in UNSUPPORTED_WHY["mtu-test"]
+
+
+def test_openvpn_caps_a_pushed_tun_mtu_at_tun_mtu_max_with_this_hint(
+        openvpn_binary: None) -> None:
+    """The hint trivpn repeats (runtime/tunnel.py, plan_client_tunnel) is in the binary."""
+    binary = Path(shutil.which("openvpn") or "/usr/sbin/openvpn")
+    assert (b"Server-pushed tun-mtu is too large, please add tun-mtu-max %d in the client "
+            b"configuration") in binary.read_bytes()

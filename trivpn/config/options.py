@@ -434,6 +434,10 @@ class Options:
 
     # --- client breadth a ---
     passtos: bool = False  # copy an IPv4 packet's TOS byte to the link socket (IP_TOS)
+    socket_flags_nodelay: bool = False  # socket-flags TCP_NODELAY: on the TCP link socket
+    bind_dev: str | None = None  # bind-dev DEV: SO_BINDTODEVICE on the link socket
+    mtu_disc: Literal["no", "maybe", "yes"] | None = None  # IP_MTU_DISCOVER (None: kernel's)
+    tun_mtu_max: int = 1600  # tun-mtu-max N: the largest tun-mtu a server may push (IV_MTU)
 
     # --- server (issue 13) ---
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)

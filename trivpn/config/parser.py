@@ -13,6 +13,7 @@ from trivpn.config.directives import (
     DIRECTIVES,
     NOT_ON_LINUX,
     UNSUPPORTED,
+    UNSUPPORTED_WHY,
     ParseState,
     RawProto,
     finish_compression,
@@ -65,7 +66,8 @@ def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
             st.warn(d, f"{what} not supported by trivpn yet (OpenVPN accepts it; "
                        "`trivpn run` would refuse this config)")
             return
-        raise v.fail(d, f"{what} not supported by trivpn yet")
+        why = f" ({UNSUPPORTED_WHY[d.name]})" if d.name in UNSUPPORTED_WHY else ""
+        raise v.fail(d, f"{what} not supported by trivpn yet{why}")
     spec = DIRECTIVES.get(d.name)
     if spec is None:
         if allow_unknown or st.forward_compatible or d.name in st.opts.ignore_unknown_option:
@@ -296,9 +298,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             raise _error(st, "'dev null' is supported on clients only", "dev")
 
     # --- client breadth a ---
-    if tls_role == "server" and o.passtos:
-        raise _error(st, "'passtos' in a server config is not supported by trivpn yet "
-                         "(it applies on clients only)", "passtos")
+    if tls_role == "server":
+        for name in ("passtos", "socket-flags", "bind-dev", "mtu-disc", "tun-mtu-max"):
+            if name in seen:
+                raise _error(st, f"'{name}' in a server config is not supported by trivpn "
+                                 "yet (it applies on clients only)", name)
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(

@@ -51,7 +51,12 @@ from trivpn.protocol.session import Session, SessionConfig
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
 from trivpn.runtime.clientscripts import ClientScripts
-from trivpn.runtime.datapath import PassTos, link_socket_of, mss_limit_for
+from trivpn.runtime.datapath import (
+    LinkSocketOptions,
+    PassTos,
+    link_socket_of,
+    mss_limit_for,
+)
 from trivpn.runtime.dns import DnsManager, plan_client_dns
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
@@ -154,17 +159,19 @@ class SystemHost:
     (a :class:`~trivpn.runtime.transport.ClientHost`). ``mark``: the ``SO_MARK`` of every
     link socket (OpenVPN's ``mark``, socket.c create_socket())."""
 
-    def __init__(self, mark: int | None = None) -> None:
+    def __init__(self, mark: int | None = None, *,
+                 sockopts: LinkSocketOptions | None = None) -> None:
         self.mark = mark
+        self.sockopts = sockopts or LinkSocketOptions()
 
     def _mark(self, sock: socket.socket | trio.socket.SocketType, where: str) -> None:
-        if self.mark is None:
-            return
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.mark)
-        except OSError as exc:
-            raise RuntimeSetupError(f"cannot set SO_MARK {self.mark}", where,
-                                    errno=exc.errno) from exc
+        if self.mark is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.mark)
+            except OSError as exc:
+                raise RuntimeSetupError(f"cannot set SO_MARK {self.mark}", where,
+                                        errno=exc.errno) from exc
+        self.sockopts.apply(sock, where)
 
     async def resolve(self, remote: Remote, kind: int) -> tuple[int, str]:
         return await resolve_remote(remote, kind)
@@ -203,7 +210,7 @@ class SystemHost:
 
     async def open_tcp(self, host: str, port: int, bind: tuple[str, int] | None,
                        sndbuf: int | None, rcvbuf: int | None) -> PacketLink:
-        if self.mark is not None:
+        if self.mark is not None or self.sockopts.any:
             return TcpLink(await self.open_stream(host, port, bind, sndbuf, rcvbuf))
         link = await open_tcp_link(host, port, bind=bind)
         try:
@@ -261,7 +268,8 @@ class Client:
     def __init__(self, options: Options, log: Log, config: SessionConfig,
                  identity: Identity | None, *, host: ClientHost | None = None,
                  direct_wait: bool = True, dns: DnsManager | None = None) -> None:
-        self.host: ClientHost = host if host is not None else SystemHost(options.mark)
+        self.host: ClientHost = host if host is not None else SystemHost(
+            options.mark, sockopts=LinkSocketOptions.of(options))
         self.dns = dns  # None: DNS is left alone (docs/dns.md)
         # direct_wait=False: the UDP data path always waits through trio (readiness.py)
         self.direct_wait = direct_wait

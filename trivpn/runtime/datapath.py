@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from typing import cast
+from dataclasses import dataclass
+from typing import Literal, cast
 
 import trio
 
@@ -13,6 +14,7 @@ from trivpn.protocol.datachannel import CIPHERS, normalize_cipher
 from trivpn.protocol.digests import digest_info
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.mss import data_overhead, mss_limit
+from trivpn.runtime.errors import RuntimeSetupError
 
 
 def mss_limit_for(options: Options, ciphers: tuple[str, ...], transport: str) -> int | None:
@@ -95,3 +97,50 @@ class PassTos:
         self.applied = tos
         with contextlib.suppress(OSError):  # OpenVPN ignores setsockopt's result too
             self.sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+
+
+# IP_MTU_DISCOVER / IPV6_MTU_DISCOVER values (linux/in.h, linux/in6.h)
+_PMTUDISC = {"no": 0, "maybe": 1, "yes": 2}  # IP_PMTUDISC_DONT, _WANT, _DO
+_IP_MTU_DISCOVER = 10
+_IPV6_MTU_DISCOVER = 23
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSocketOptions:
+    """Options a client sets on its link socket before it connects (OpenVPN socket.c,
+    create_socket() and socket_set_flags()/set_mtu_discover_type()): ``bind-dev``
+    (SO_BINDTODEVICE), ``mtu-disc`` (IP_MTU_DISCOVER on UDP, IPV6_MTU_DISCOVER for IPv6)
+    and ``socket-flags TCP_NODELAY`` (TCP only)."""
+
+    bind_dev: str | None = None
+    mtu_disc: Literal["no", "maybe", "yes"] | None = None
+    tcp_nodelay: bool = False
+
+    @classmethod
+    def of(cls, options: Options) -> LinkSocketOptions:
+        return cls(options.bind_dev, options.mtu_disc, options.socket_flags_nodelay)
+
+    @property
+    def any(self) -> bool:
+        return self.bind_dev is not None or self.mtu_disc is not None or self.tcp_nodelay
+
+    def apply(self, sock: socket.socket | trio.socket.SocketType, where: str) -> None:
+        """Set what is configured; RuntimeSetupError when the kernel refuses (OpenVPN:
+        bind-dev failing is fatal, "SO_BINDTODEVICE")."""
+        try:
+            if self.bind_dev is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
+                                self.bind_dev.encode())
+            if self.mtu_disc is not None and sock.type == socket.SOCK_DGRAM:
+                if sock.family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MTU_DISCOVER,
+                                    _PMTUDISC[self.mtu_disc])
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, _IP_MTU_DISCOVER,
+                                    _PMTUDISC[self.mtu_disc])
+            if self.tcp_nodelay and sock.type == socket.SOCK_STREAM:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            what = (f"cannot bind the link socket to device {self.bind_dev}"
+                    if self.bind_dev is not None else "cannot set the link socket's options")
+            raise RuntimeSetupError(what, where, errno=exc.errno) from exc
