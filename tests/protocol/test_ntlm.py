@@ -59,7 +59,7 @@ def test_ntlmv2_hash_is_ms_nlmp_ntowfv2() -> None:
 
 def test_ntlmv2_response_has_ms_nlmp_ntproofstr() -> None:
     # MS-NLMP 4.2.4: time 0 (FILETIME), client challenge aa * 8, the AV pairs above
-    response = ntlmv2_response("User", "Domain", "Password", CHALLENGE, AV_PAIRS,
+    response = ntlmv2_response("User", "Domain", "Password", CHALLENGE, target_info=AV_PAIRS,
                                unix_time=-11644473600, nonce=b"\xaa" * 8)
     assert response[:16].hex() == "68cd0ab851e51c96aabc927bebef6a1c"
     assert response[16:] == (b"\x01\x01\0\0" + b"\0" * 12 + b"\xaa" * 8 + b"\0" * 4

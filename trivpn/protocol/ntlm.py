@@ -85,7 +85,7 @@ def ntlmv2_hash(username: str, domain: str, password: str) -> bytes:
     return hmac.new(nt_hash(password), text, hashlib.md5).digest()
 
 
-def ntlmv2_response(username: str, domain: str, password: str, challenge: bytes,  # noqa: PLR0913
+def ntlmv2_response(username: str, domain: str, password: str, challenge: bytes, *,
                     target_info: bytes, unix_time: int, nonce: bytes) -> bytes:
     """HMAC-MD5(NTOWFv2, challenge + blob) + blob, the blob as OpenVPN builds it."""
     stamp = (unix_time + _FILETIME_EPOCH) * 10_000_000
@@ -128,8 +128,8 @@ def authenticate(challenge_b64: str, username: str, password: str, *, v2: bool,
     challenge, _, target = parse_challenge(challenge_b64)
     user, domain = split_username(username)
     if v2:
-        response = ntlmv2_response(user, domain, password, challenge, target, unix_time,
-                                   nonce)
+        response = ntlmv2_response(user, domain, password, challenge, target_info=target,
+                                   unix_time=unix_time, nonce=nonce)
     else:
         response = ntlmv1_response(password, challenge)
     msg = bytearray(0x40)
