@@ -106,7 +106,7 @@ class HttpProxy:
 
     host: str | None = None
     port: int = 0
-    auth: Literal["none", "basic", "auto", "auto-nct"] = "none"
+    auth: Literal["none", "basic", "auto", "auto-nct", "ntlm", "ntlm2"] = "none"
     credentials: FileSource | None = None  # user/pass lines (or <http-proxy-user-pass>)
     version: str = "1.0"
     agent: str | None = None

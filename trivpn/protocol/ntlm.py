@@ -16,7 +16,6 @@ and a blob with the time, the nonce and the challenge's target information (v2).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import struct
@@ -107,7 +106,7 @@ def parse_challenge(text: str) -> tuple[bytes, int, bytes]:
     missing from a short message read as zero, as in OpenVPN."""
     try:
         raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError) as exc:
+    except ValueError as exc:  # binascii.Error is a ValueError
         raise NtlmError(f"challenge is not base64: {exc}", "ntlm challenge") from None
     buf = raw.ljust(512, b"\0")
     if len(raw) > 512:

@@ -48,6 +48,10 @@ class HttpProxyRequest:
     username: str | None = None
     password: str | None = None
     """Basic auth credentials (never logged)."""
+    authorization: str | None = None
+    """Another ``Proxy-Authorization`` value (``NTLM <message>``), sent after the headers."""
+    keep_alive: bool = False
+    """``Proxy-Connection: Keep-Alive`` right after the CONNECT line (NTLM: proxy.c)."""
 
     def __repr__(self) -> str:  # keep the password out of logs and tracebacks
         return (f"HttpProxyRequest(host={self.host!r}, port={self.port}, "
@@ -62,6 +66,8 @@ def basic_credentials(username: str, password: str) -> str:
 def connect_request(req: HttpProxyRequest) -> bytes:
     """The whole CONNECT request, CRLF line ends, ending with the empty line."""
     lines = [f"CONNECT {req.host}:{req.port} HTTP/{req.version}"]
+    if req.keep_alive:
+        lines.append("Proxy-Connection: Keep-Alive")
     host_sent = False
     for name, value in req.headers:
         if value is not None:
@@ -77,6 +83,8 @@ def connect_request(req: HttpProxyRequest) -> bytes:
     if req.username is not None:
         lines.append("Proxy-Authorization: Basic "
                      + basic_credentials(req.username, req.password or ""))
+    if req.authorization is not None:
+        lines.append(f"Proxy-Authorization: {req.authorization}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", errors="surrogateescape")
 
 
@@ -86,10 +94,32 @@ class ConnectResult:
 
     status: int
     reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+    """The reply's header lines as (name, value), in order."""
 
     @property
     def ok(self) -> bool:
         return self.status == 200
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive)."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def content_length(self) -> int:
+        """The body's length (0 without a valid Content-Length)."""
+        for value in self.header_values("Content-Length"):
+            if value.strip().isdigit():
+                return min(int(value.strip()), 1 << 20)
+        return 0
+
+    def ntlm_challenge(self) -> str | None:
+        """The base64 type 2 message of ``Proxy-Authenticate: NTLM <challenge>``."""
+        for value in self.header_values("Proxy-Authenticate"):
+            scheme, _, rest = value.strip().partition(" ")
+            if scheme.upper() == "NTLM" and rest.strip():
+                return rest.strip()
+        return None
 
 
 class ConnectReply:
@@ -130,7 +160,14 @@ class ConnectReply:
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             raise ProxyError(f"not an HTTP status line: {status_line[:80]!r}",
                              "http proxy reply")
-        self.result = ConnectResult(int(parts[1]), parts[2] if len(parts) > 2 else "")
+        headers: list[tuple[str, str]] = []
+        for raw in buf[:end].split(b"\n")[1:]:
+            line = raw.rstrip(b"\r").decode("latin-1")
+            name, sep, value = line.partition(":")
+            if sep:
+                headers.append((name.strip(), value.strip()))
+        self.result = ConnectResult(int(parts[1]), parts[2] if len(parts) > 2 else "",
+                                    tuple(headers))
         return self.result
 
 
