@@ -4,6 +4,7 @@ running ``trivpn run`` client against a real openvpn 2.6 server in namespaces.""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -149,3 +150,19 @@ def test_bind_dev_sends_the_link_through_the_named_device_only(
         return
     assert client.wait_event("tun_configured", 3) is None
     assert _counted(sink) > 0
+
+
+@pytest.mark.directive("tls-client", "reneg-sec")
+def test_tls_peer_to_peer_client_keeps_the_tunnel_across_renegotiation(setup: Setup) -> None:
+    """OpenVPN's loopback sample renegotiates every 10 s; the negotiated cipher and peer-id
+    stay, the new key is installed on both ends."""
+    ovpn = start_openvpn(setup.server_ns, setup.workdir, "p2p-server", _p2p_server_lines())
+    client = start_client(setup, _p2p_client_lines("reneg-sec 2"))
+    wait_up(client)
+    assert ovpn.wait_for("Initialization Sequence Completed", 15), ovpn.text()[-3000:]
+    time.sleep(4.5)  # two renegotiations
+    done = setup.client_ns.run(["ping", "-n", "-q", "-c", "3", "-i", "0.2", "-W", "2",
+                                "198.18.8.1"], check=False, timeout=10)
+    assert done.returncode == 0, (done.stdout, client.text()[-3000:], ovpn.text()[-3000:])
+    keys = ovpn.text().count("Outgoing Data Channel: Cipher 'AES-256-GCM' initialized")
+    assert keys >= 3, ovpn.text()[-3000:]
