@@ -701,14 +701,18 @@ class Connection:
                         await http_connect(stream, http, r.host, r.port, None)
                     except ProxyRefused as exc:
                         # OpenVPN: a 407 makes it retry on a new connection with the
-                        # method the proxy asks for (basic is not allowed with auto-nct)
-                        if exc.status != 407 or http.auth == "auto-nct" or creds is None:
+                        # method the proxy asks for: Digest, else basic (which auto-nct
+                        # never sends)
+                        digest = exc.digest_challenge
+                        if (exc.status != 407 or creds is None
+                                or (http.auth == "auto-nct" and digest is None)):
                             raise
                         await stream.aclose()
                         stream = await host.open_stream(proxy_ip, proxy_port, bind, o.sndbuf,
                                                          o.rcvbuf)
-                        await http_connect(stream, replace(http, auth="basic"), r.host,
-                                           r.port, creds)
+                        await http_connect(stream, replace(http, auth="basic")
+                                           if digest is None else http, r.host, r.port,
+                                           creds, digest=digest)
                 else:
                     await http_connect(stream, http, r.host, r.port, creds)
             elif tcp:

@@ -11,6 +11,7 @@ association ends with it).
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from trivpn.protocol.proxy_http import (
     HttpProxyRequest,
     ProxyError,
     connect_request,
+    digest_authorization,
 )
 from trivpn.protocol.proxy_socks import SocksHandshake, SocksResult, unwrap_udp, wrap_udp
 from trivpn.runtime.errors import RuntimeSetupError
@@ -40,9 +42,11 @@ __all__ = ["ProxyCredentials", "ProxyRefused", "SocksUdpLink", "http_connect",
 class ProxyRefused(RuntimeSetupError):
     """The HTTP proxy answered CONNECT with a status other than 200."""
 
-    def __init__(self, what: str, where: str, status: int) -> None:
+    def __init__(self, what: str, where: str, status: int,
+                 digest_challenge: str | None = None) -> None:
         super().__init__(what, where)
         self.status = status
+        self.digest_challenge = digest_challenge  # a 407's Proxy-Authenticate: Digest params
 
 
 class ProxyCredentials:
@@ -69,7 +73,8 @@ def read_proxy_credentials(source: FileSource) -> ProxyCredentials:
 
 
 async def http_connect(stream: trio.abc.Stream, proxy: HttpProxy, host: str, port: int,
-                       credentials: ProxyCredentials | None) -> None:
+                       credentials: ProxyCredentials | None, *,
+                       digest: str | None = None) -> None:
     """Ask the HTTP proxy to connect to ``host``:``port``; RuntimeSetupError if it refuses.
 
     Raises :class:`ProxyRefused` (with the status) when the proxy says no; for ``auth
@@ -83,6 +88,17 @@ async def http_connect(stream: trio.abc.Stream, proxy: HttpProxy, host: str, por
         password=credentials.password if basic and credentials else None,
         authorization=f"NTLM {NEGOTIATE}" if ntlm else None, keep_alive=ntlm)
     where = f"http proxy {proxy.host}:{proxy.port}"
+    if digest is not None and credentials is not None:
+        # auto: the Digest challenge of the previous connection's 407 (proxy.c: a new
+        # connection, CONNECT with the answer; cnonce = base64 of 8 random bytes)
+        cnonce = base64.b64encode(secrets.token_bytes(8)).decode("ascii")
+        try:
+            request = replace(request, authorization=digest_authorization(
+                digest, credentials.username, credentials.password, host=host, port=port,
+                cnonce=cnonce))
+        except ProxyError as exc:
+            raise RuntimeSetupError(f"bad Digest challenge from the HTTP proxy: {exc.what}",
+                                    where) from exc
     await stream.send_all(connect_request(request))
     result = await _read_reply(stream, where)
     if ntlm and result.status == 407 and credentials is not None:
@@ -105,7 +121,8 @@ async def http_connect(stream: trio.abc.Stream, proxy: HttpProxy, host: str, por
         hint = (" (proxy authentication required: give credentials in the http-proxy line "
                 "or <http-proxy-user-pass>)" if result.status == 407 and not basic else "")
         raise ProxyRefused(f"HTTP proxy refused CONNECT {host}:{port}: {result.status} "
-                           f"{result.reason}{hint}", where, result.status)
+                           f"{result.reason}{hint}", where, result.status,
+                           result.digest_challenge() if result.status == 407 else None)
 
 
 async def _read_reply(stream: trio.abc.Stream, where: str) -> ConnectResult:
