@@ -182,3 +182,24 @@ def test_openvpn_caps_a_pushed_tun_mtu_at_tun_mtu_max_with_this_hint(
     binary = Path(shutil.which("openvpn") or "/usr/sbin/openvpn")
     assert (b"Server-pushed tun-mtu is too large, please add tun-mtu-max %d in the client "
             b"configuration") in binary.read_bytes()
+
+
+def test_openvpn_2_6_has_no_digest_proxy_method_only_auto_meets_digest(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """docs/connections.md says so; trivpn refuses 'http-proxy ... digest' too."""
+    (workdir / "proxy-creds.txt").write_text("u\np\n")
+    out = _openvpn(lab, workdir, [*(a if a != "udp" else "tcp-client" for a in CLIENT),
+                                  "--http-proxy", "198.18.0.5", "8080", "proxy-creds.txt",
+                                  "digest"])
+    assert "ERROR: unknown HTTP authentication method: 'digest'" in out, out[-2000:]
+    assert "http-proxy authentication method 'digest' is not supported" in _trivpn_refusal(
+        workdir, "proto tcp-client\nhttp-proxy 198.18.0.5 8080 proxy-creds.txt digest\n")
+
+
+def _trivpn_refusal(workdir: Path, extra: str) -> str:
+    conf = workdir / "digest.conf"
+    conf.write_text("client\ndev tun\nremote 198.18.0.9 1194\nca ca.crt\ncert client.crt\n"
+                    "key client.key\n" + extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    return str(info.value)
