@@ -36,6 +36,8 @@ from trivpn.protocol.peerinfo import (
     IV_PROTO_AUTH_PENDING_KW,
     IV_PROTO_CC_EXIT_NOTIFY,
     IV_PROTO_DATA_V2,
+    IV_PROTO_DNS_OPTION,
+    IV_PROTO_NCP_P2P,
     IV_PROTO_REQUEST_PUSH,
     IV_PROTO_TLS_KEY_EXPORT,
     build_peer_info,
@@ -55,6 +57,10 @@ from trivpn.tlsnative import keying_material_exporter
 # control wrapping.
 CLIENT_IV_PROTO = (IV_PROTO_DATA_V2 | IV_PROTO_REQUEST_PUSH | IV_PROTO_AUTH_PENDING_KW
                    | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_AUTH_FAIL_TEMP)
+# A TLS peer-to-peer client (tls-client without pull) announces what OpenVPN 2.6's does (ssl.c,
+# push_peer_info() with push_peer_info_detail 1): P_DATA_V2, the dns option, EXIT, and P2P NCP
+# instead of the pull bits; no IV_MTU.
+P2P_IV_PROTO = IV_PROTO_DATA_V2 | IV_PROTO_DNS_OPTION | IV_PROTO_CC_EXIT_NOTIFY | IV_PROTO_NCP_P2P
 
 _COMPRESSION = {"lzo-stub": Compression.LZO_STUB, "stub": Compression.STUB,
                 "stub-v2": Compression.STUB_V2, "lzo": Compression.LZO, "lz4": Compression.LZ4,
@@ -307,12 +313,12 @@ def session_config(o: Options, *, unix_time_offset: float,
         options_string=opts,
         verification=verification(o, ca_pem),
         wrap=wrap,
-        peer_info=None if is_server else build_peer_info(ciphers=ciphers,
-                                                         iv_proto=CLIENT_IV_PROTO | (
-                                                             IV_PROTO_TLS_KEY_EXPORT
-                                                             if exporter else 0),
-                                                         comp_algorithms=advertises_compression(o),
-                                                         extra=peer_info_extra(o)),
+        peer_info=None if is_server else build_peer_info(
+            ciphers=ciphers,
+            iv_proto=(CLIENT_IV_PROTO if o.pull else P2P_IV_PROTO) | (
+                IV_PROTO_TLS_KEY_EXPORT if exporter else 0),
+            mtu=max(1600, o.tun_mtu, o.tun_mtu_max) if o.pull else None,  # tun-mtu-max
+            comp_algorithms=advertises_compression(o), extra=peer_info_extra(o)),
         data_ciphers=ciphers,
         data_ciphers_fallback=o.data_ciphers_fallback,
         auth=o.auth,
@@ -351,6 +357,7 @@ def session_config(o: Options, *, unix_time_offset: float,
         tls_crypt_v2_max_age=o.tls_crypt_v2_max_age,
         key_exporter=exporter,
         replay=o.replay,
+        p2p=not is_server and not o.pull,
     )
 
 

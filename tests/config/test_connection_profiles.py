@@ -104,9 +104,9 @@ def test_global_http_proxy_applies_to_every_remote() -> None:
      "client.conf:9: --http-proxy can not be used together with --socks-proxy"),
     ("http-proxy-option FOO 1", "client.conf:8: Bad http-proxy-option or missing or extra "
                                 "parameter: 'FOO'"),
-    ("proto tcp-client\nhttp-proxy 198.18.0.5 80 a.txt ntlm",
-     "client.conf:9: http-proxy authentication method 'ntlm' is not supported by trivpn "
-     "(only 'basic' and 'none' are)"),
+    ("proto tcp-client\nhttp-proxy 198.18.0.5 80 a.txt digest",
+     "client.conf:9: http-proxy authentication method 'digest' is not supported by trivpn "
+     "(only 'none', 'basic', 'ntlm' and 'ntlm2' are)"),
 ])
 def test_bad_proxy_configs_are_refused(extra: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -316,10 +316,18 @@ def test_client_is_pull_and_tls_client_and_selects_the_pulling_client(roles: str
 
 
 @pytest.mark.directive("tls-client", "pull")
-def test_tls_client_without_pull_is_refused_not_run_as_a_pulling_client() -> None:
-    with pytest.raises(ConfigError, match="'tls-client' without 'pull' is TLS peer-to-peer "
-                                          "mode, which trivpn does not support yet"):
-        parse_config(CLIENT_BASE.replace("client\n", "tls-client\n", 1), "c.conf")
+def test_tls_client_without_pull_is_a_tls_peer_to_peer_client() -> None:
+    o = parse_config(CLIENT_BASE.replace("client\n", "tls-client\n", 1), "c.conf")
+    assert (o.role, o.tls_role, o.pull, o.mode) == ("client", "client", False, "p2p")
+
+
+@pytest.mark.directive("tls-server", "mode")
+def test_tls_server_without_mode_server_is_refused_not_run_as_a_multi_client_server() -> None:
+    text = ("tls-server\ndev tun\nifconfig 198.18.8.1 198.18.8.2\nca ca.crt\ncert s.crt\n"
+            "key s.key\ndh none\n")
+    with pytest.raises(ConfigError, match="'tls-server' without 'mode server' is TLS "
+                                          "peer-to-peer mode"):
+        parse_config(text, "s.conf")
 
 
 @pytest.mark.directive("server", "mode", "tls-server")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from tests.interop.openvpn import write_pki
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
-from trivpn.config.directives import DIRECTIVES, NOT_ON_LINUX
+from trivpn.config.directives import DIRECTIVES, NOT_ON_LINUX, UNSUPPORTED_WHY
 
 pytestmark = pytest.mark.integration
 
@@ -113,6 +114,7 @@ def test_openvpn_accepts_corpus_directives_on_linux(lab: NetnsLab, openvpn_binar
 
 NOT_ON_LINUX_ARGS = {"cryptoapicert": ["SUBJ:trivpn"], "ip-win32": ["netsh"],
                      "key-method": ["2"], "keysize": ["256"], "tap-sleep": ["1"],
+                     "tun-max-mtu": ["1600"],
                      "win-sys": ["env"], "windows-driver": ["wintun"]}
 
 
@@ -331,3 +333,64 @@ def test_errors_to_stderr_moves_openvpns_errors_where_trivpn_always_writes_them(
                           capture_output=True, text=True, timeout=30, check=False)
     assert ours.returncode != 0
     assert "no-such-option" in ours.stderr and ours.stdout == ""
+
+
+# --- client breadth a ---
+
+def test_openvpn_spells_the_maximum_tun_mtu_option_tun_mtu_max(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """trivpn's refusal of 'tun-max-mtu' says 2.6 spells it 'tun-mtu-max'."""
+    out = _openvpn(lab, workdir, [*CLIENT, "--tun-mtu-max", "9000"])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+    assert "2.6 spells it 'tun-mtu-max'" in NOT_ON_LINUX["tun-max-mtu"]
+
+
+def test_openvpn_knows_only_the_tcp_nodelay_socket_flag(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    out = _openvpn(lab, workdir, [*CLIENT, "--socket-flags", "SO_KEEPALIVE"])
+    assert "unknown socket flag: SO_KEEPALIVE" in out, out[-2000:]
+    out = _openvpn(lab, workdir, [*CLIENT, "--socket-flags", "TCP_NODELAY"])
+    assert "Options error" not in out and "link remote" in out, out[-2000:]
+
+
+def test_openvpn_reads_udp_mtu_as_link_mtu_and_derives_the_tun_mtu_from_it(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """trivpn's refusals of link-mtu/udp-mtu (UNSUPPORTED_WHY) paraphrase these."""
+    out = _openvpn(lab, workdir, [*CLIENT, "--udp-mtu", "1400", "--tun-mtu", "1300"])
+    assert "only one of --tun-mtu or --link-mtu may be defined" in out, out[-2000:]
+    helptext = _openvpn(lab, workdir, ["--help"])
+    assert ("--link-mtu n    : Take the TCP/UDP device MTU to be n and derive the tun MTU"
+            in helptext)
+    assert "--mtu-test      : Empirically measure and report MTU." in helptext
+    assert "derives the tun MTU" in UNSUPPORTED_WHY["link-mtu"]
+    assert "reads it as 'link-mtu'" in UNSUPPORTED_WHY["udp-mtu"]
+    assert "empirically measure and report the MTU" in UNSUPPORTED_WHY["mtu-test"]
+
+
+def test_openvpn_caps_a_pushed_tun_mtu_at_tun_mtu_max_with_this_hint(
+        openvpn_binary: None) -> None:
+    """The hint trivpn repeats (runtime/tunnel.py, plan_client_tunnel) is in the binary."""
+    binary = Path(shutil.which("openvpn") or "/usr/sbin/openvpn")
+    assert (b"Server-pushed tun-mtu is too large, please add tun-mtu-max %d in the client "
+            b"configuration") in binary.read_bytes()
+
+
+def test_openvpn_2_6_has_no_digest_proxy_method_only_auto_meets_digest(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """docs/connections.md says so; trivpn refuses 'http-proxy ... digest' too."""
+    (workdir / "proxy-creds.txt").write_text("u\np\n")
+    out = _openvpn(lab, workdir, [*(a if a != "udp" else "tcp-client" for a in CLIENT),
+                                  "--http-proxy", "198.18.0.5", "8080", "proxy-creds.txt",
+                                  "digest"])
+    assert "ERROR: unknown HTTP authentication method: 'digest'" in out, out[-2000:]
+    assert "http-proxy authentication method 'digest' is not supported" in _trivpn_refusal(
+        workdir, "proto tcp-client\nhttp-proxy 198.18.0.5 8080 proxy-creds.txt digest\n")
+
+
+def _trivpn_refusal(workdir: Path, extra: str) -> str:
+    conf = workdir / "digest.conf"
+    conf.write_text("client\ndev tun\nremote 198.18.0.9 1194\nca ca.crt\ncert client.crt\n"
+                    "key client.key\n" + extra)
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    return str(info.value)

@@ -157,7 +157,9 @@ def mark(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, mark=v.integer(d, 0, 0, 2**32 - 1))
 
 
-HTTP_AUTH_METHODS = frozenset({"none", "basic"})
+# OpenVPN 2.6 (proxy.c, http_proxy_new()): none, basic, ntlm (NTLMv1), ntlm2 (NTLMv2); Digest
+# only through 'auto' when the proxy asks for it
+HTTP_AUTH_METHODS = frozenset({"none", "basic", "ntlm", "ntlm2"})
 
 
 def http_proxy(st: ParseState, d: Directive) -> Options:
@@ -176,13 +178,14 @@ def http_proxy(st: ParseState, d: Directive) -> Options:
             method = d.args[3].lower() if len(d.args) == 4 else "basic"
             if method not in HTTP_AUTH_METHODS:
                 raise v.fail(d, f"http-proxy authentication method '{d.args[3]}' is not "
-                                "supported by trivpn (only 'basic' and 'none' are)")
+                                "supported by trivpn (only 'none', 'basic', 'ntlm' and "
+                                "'ntlm2' are)")
             if third == "stdin":
                 raise v.fail(d, "reading the proxy password from the terminal ('stdin') is "
                                 "not supported by trivpn: give a file with the username and "
                                 "password on two lines")
             src = FileSource(d.name, d.path, d.line, resolve(st.opts.base_dir, third))
-            proxy = replace(proxy, auth=method, credentials=src if method == "basic" else None)  # type: ignore[arg-type]
+            proxy = replace(proxy, auth=method, credentials=src if method != "none" else None)  # type: ignore[arg-type]
     return replace(st.opts, http_proxy=proxy)
 
 

@@ -1081,6 +1081,27 @@ def _pushed_protocol_option(st: ParseState, d: Directive) -> Options:
     return st.opts
 
 
+# --- client breadth a: handlers ----------------------------------------------------------------
+
+MTU_DISC_TYPES: Mapping[str, Literal["no", "maybe", "yes"]] = {
+    "no": "no", "maybe": "maybe", "yes": "yes"}
+
+
+def _socket_flags(st: ParseState, d: Directive) -> Options:
+    """``socket-flags TCP_NODELAY ...``: TCP_NODELAY is the only flag OpenVPN 2.6 knows
+    (options.c, add_option(): any other is "unknown socket flag", an options error)."""
+    for flag in d.args:
+        if flag != "TCP_NODELAY":
+            raise v.fail(d, f"unknown socket flag: {flag} (OpenVPN 2.6 knows only TCP_NODELAY)")
+    return replace(st.opts, socket_flags_nodelay=True)
+
+
+def _tun_mtu_max(st: ParseState, d: Directive) -> Options:
+    """``tun-mtu-max N``: 68..65536 (options.c, add_option()); a second argument is read
+    and ignored by OpenVPN 2.6 too."""
+    return replace(st.opts, tun_mtu_max=v.integer(d, 0, 68, 65536))
+
+
 # --- crypto and pki breadth: handlers ---------------------------------------------------------
 
 def _tls_crypt_v2(st: ParseState, d: Directive) -> Options:
@@ -1467,6 +1488,15 @@ DIRECTIVES: Mapping[str, Spec] = {
         "(options.c, pre_connect_restore(): 'o->imported_protocol_flags = 0'), so only a "
         "pushed value counts, as in trivpn")),
 
+
+    # --- client breadth a ---
+    "passtos": Spec(0, 0, lambda st, d: replace(st.opts, passtos=True)),
+    "socket-flags": Spec(1, None, _socket_flags),
+    "bind-dev": Spec(1, 1, lambda st, d: replace(st.opts, bind_dev=d.args[0])),
+    "mtu-disc": Spec(1, 1, lambda st, d: replace(
+        st.opts, mtu_disc=v.choice(d, 0, MTU_DISC_TYPES))),
+    "tun-mtu-max": Spec(1, 2, _tun_mtu_max),
+
     # --- server (issue 13) ---
     "client-config-dir": Spec(1, 1, _client_config_dir),
     "ccd-exclusive": Spec(0, 0, _ccd_exclusive),
@@ -1514,7 +1544,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "allow-recursive-routing",
     "auth-token-gen",
     "bcast-buffers",
-    "bind-dev",
     "client-nat",
     "compat-mode",
     "engine",
@@ -1531,7 +1560,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-signal",
     "management-up-down",
     "memstats",
-    "mtu-disc",
     "mtu-test",
     "opt-verify",
     "persist-local-ip",
@@ -1550,16 +1578,25 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "session-timeout-push",
     "shaper",
     "single-session",
-    "socket-flags",
     "tcp-queue-limit",
-    "tun-max-mtu",
-    "tun-mtu-max",
     "udp-mtu",
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",
     "x509-track",
 })
+
+
+# Why some UNSUPPORTED directives are refused (appended to the refusal; each claim about
+# OpenVPN is checked against the binary in tests/interop/test_openvpn_claims.py).
+UNSUPPORTED_WHY: Mapping[str, str] = {
+    "link-mtu": "OpenVPN takes it as the TCP/UDP device MTU and derives the tun MTU from "
+                "it; set 'tun-mtu' instead",
+    "mtu-test": "OpenVPN uses it to empirically measure and report the MTU with its peer; "
+                "remove it, or measure with 'trivpn doctor'",
+    "udp-mtu": "OpenVPN 2.6 reads it as 'link-mtu': the TCP/UDP device MTU, from which it "
+               "derives the tun MTU; set 'tun-mtu' instead",
+}
 
 
 # Options OpenVPN 2.6 knows only on Windows, or no longer knows: on Linux it stops with
@@ -1576,6 +1613,7 @@ NOT_ON_LINUX: Mapping[str, str] = {
     "ip-win32": "a Windows-only option",
     "key-method": "no longer an option (key method 2 is the only one)",
     "keysize": "no longer an option (the cipher determines the key size)",
+    "tun-max-mtu": "not an OpenVPN 2.6 option (2.6 spells it 'tun-mtu-max')",
     "register-dns": "a Windows-only option",
     "tap-sleep": "a Windows-only option",
     "win-sys": "a Windows-only option",

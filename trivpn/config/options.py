@@ -128,7 +128,7 @@ class HttpProxy:
 
     host: str | None = None
     port: int = 0
-    auth: Literal["none", "basic", "auto", "auto-nct"] = "none"
+    auth: Literal["none", "basic", "auto", "auto-nct", "ntlm", "ntlm2"] = "none"
     credentials: FileSource | None = None  # user/pass lines (or <http-proxy-user-pass>)
     version: str = "1.0"
     agent: str | None = None
@@ -501,6 +501,13 @@ class Options:
     redirect_private: tuple[str, ...] | None = None
     management_log_cache: int = 250  # lines of log history for the management 'log' command
     tmp_dir: Path | None = None  # temporary files for scripts (None: $TMPDIR or /tmp)
+
+    # --- client breadth a ---
+    passtos: bool = False  # copy an IPv4 packet's TOS byte to the link socket (IP_TOS)
+    socket_flags_nodelay: bool = False  # socket-flags TCP_NODELAY: on the TCP link socket
+    bind_dev: str | None = None  # bind-dev DEV: SO_BINDTODEVICE on the link socket
+    mtu_disc: Literal["no", "maybe", "yes"] | None = None  # IP_MTU_DISCOVER (None: kernel's)
+    tun_mtu_max: int = 1600  # tun-mtu-max N: the largest tun-mtu a server may push (IV_MTU)
 
     # --- server (issue 13) ---
     client_config_dir: Path | None = None  # client-config-dir DIR: per-client files (ccd.py)

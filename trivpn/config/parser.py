@@ -14,6 +14,7 @@ from trivpn.config.directives import (
     DIRECTIVES,
     NOT_ON_LINUX,
     UNSUPPORTED,
+    UNSUPPORTED_WHY,
     ParseState,
     RawProto,
     finish_compression,
@@ -66,7 +67,8 @@ def _apply(st: ParseState, d: Directive, *, allow_unknown: bool) -> None:
             st.warn(d, f"{what} not supported by trivpn yet (OpenVPN accepts it; "
                        "`trivpn run` would refuse this config)")
             return
-        raise v.fail(d, f"{what} not supported by trivpn yet")
+        why = f" ({UNSUPPORTED_WHY[d.name]})" if d.name in UNSUPPORTED_WHY else ""
+        raise v.fail(d, f"{what} not supported by trivpn yet{why}")
     spec = DIRECTIVES.get(d.name)
     if spec is None:
         if allow_unknown or st.forward_compatible or d.name in st.opts.ignore_unknown_option:
@@ -208,11 +210,15 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
 
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
-    if tls_role == "client" and not o.pull:
-        # the client runtime always pulls its settings from a server; a TLS peer-to-peer
-        # client would take them from its own config and negotiate with its peer instead
-        raise _error(st, "'tls-client' without 'pull' is TLS peer-to-peer mode, which trivpn "
-                         "does not support yet: use 'client' (or add 'pull')", "tls-client")
+    # --- client breadth a: TLS peer-to-peer mode (tls-client/tls-server, no pull) ---
+    if tls_role == "server" and not mode_server:
+        raise _error(st, "'tls-server' without 'mode server' is TLS peer-to-peer mode, which "
+                         "trivpn supports on the 'tls-client' side only: use 'server' (or "
+                         "'mode server'), or make this end the 'tls-client'", "tls-server")
+    if tls_role == "client" and not o.pull and proto == "tcp-server":
+        raise _error(st, "a TLS peer-to-peer 'tls-client' with 'proto tcp-server' is not "
+                         "supported by trivpn (it connects to its peer: use tcp-client)",
+                     "proto")
     if o.mode == "server" and proto == "tcp-client":
         raise _error(st, "a server cannot use 'proto tcp-client' (use udp or tcp-server)",
                      "proto")
@@ -234,6 +240,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     _check_connection_profiles(st, o)
     if tls_role == "client" and not remotes and o.pull:
         raise _error(st, "client config has no 'remote' directive (add 'remote HOST PORT')")
+    if tls_role == "client" and not remotes:
+        raise _error(st, "a TLS peer-to-peer 'tls-client' without 'remote' waits for its peer, "
+                         "which trivpn does not support: add 'remote HOST PORT'", "tls-client")
 
     # --- server helper checks ---
     if o.server is not None:
@@ -414,6 +423,13 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "trivpn yet (scripts run on clients only)", "plugin")
         if o.dev_null:
             raise _error(st, "'dev null' is supported on clients only", "dev")
+
+    # --- client breadth a ---
+    if tls_role == "server":
+        for name in ("passtos", "socket-flags", "bind-dev", "mtu-disc", "tun-mtu-max"):
+            if name in seen:
+                raise _error(st, f"'{name}' in a server config is not supported by trivpn "
+                                 "yet (it applies on clients only)", name)
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(

@@ -19,6 +19,7 @@ the first byte after it is the OpenVPN server's.
 from __future__ import annotations
 
 import base64
+import hashlib
 from dataclasses import dataclass
 
 from trivpn.protocol.errors import PeerViolation
@@ -48,6 +49,10 @@ class HttpProxyRequest:
     username: str | None = None
     password: str | None = None
     """Basic auth credentials (never logged)."""
+    authorization: str | None = None
+    """Another ``Proxy-Authorization`` value (``NTLM <message>``), sent after the headers."""
+    keep_alive: bool = False
+    """``Proxy-Connection: Keep-Alive`` right after the CONNECT line (NTLM: proxy.c)."""
 
     def __repr__(self) -> str:  # keep the password out of logs and tracebacks
         return (f"HttpProxyRequest(host={self.host!r}, port={self.port}, "
@@ -62,6 +67,8 @@ def basic_credentials(username: str, password: str) -> str:
 def connect_request(req: HttpProxyRequest) -> bytes:
     """The whole CONNECT request, CRLF line ends, ending with the empty line."""
     lines = [f"CONNECT {req.host}:{req.port} HTTP/{req.version}"]
+    if req.keep_alive:
+        lines.append("Proxy-Connection: Keep-Alive")
     host_sent = False
     for name, value in req.headers:
         if value is not None:
@@ -77,6 +84,8 @@ def connect_request(req: HttpProxyRequest) -> bytes:
     if req.username is not None:
         lines.append("Proxy-Authorization: Basic "
                      + basic_credentials(req.username, req.password or ""))
+    if req.authorization is not None:
+        lines.append(f"Proxy-Authorization: {req.authorization}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", errors="surrogateescape")
 
 
@@ -86,10 +95,40 @@ class ConnectResult:
 
     status: int
     reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+    """The reply's header lines as (name, value), in order."""
 
     @property
     def ok(self) -> bool:
         return self.status == 200
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (case-insensitive)."""
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    @property
+    def content_length(self) -> int:
+        """The body's length (0 without a valid Content-Length)."""
+        for value in self.header_values("Content-Length"):
+            if value.strip().isdigit():
+                return min(int(value.strip()), 1 << 20)
+        return 0
+
+    def digest_challenge(self) -> str | None:
+        """The parameters of ``Proxy-Authenticate: Digest <params>``, if the proxy asks."""
+        for value in self.header_values("Proxy-Authenticate"):
+            scheme, _, rest = value.strip().partition(" ")
+            if scheme.lower() == "digest":
+                return rest.strip()
+        return None
+
+    def ntlm_challenge(self) -> str | None:
+        """The base64 type 2 message of ``Proxy-Authenticate: NTLM <challenge>``."""
+        for value in self.header_values("Proxy-Authenticate"):
+            scheme, _, rest = value.strip().partition(" ")
+            if scheme.upper() == "NTLM" and rest.strip():
+                return rest.strip()
+        return None
 
 
 class ConnectReply:
@@ -130,7 +169,14 @@ class ConnectReply:
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             raise ProxyError(f"not an HTTP status line: {status_line[:80]!r}",
                              "http proxy reply")
-        self.result = ConnectResult(int(parts[1]), parts[2] if len(parts) > 2 else "")
+        headers: list[tuple[str, str]] = []
+        for raw in buf[:end].split(b"\n")[1:]:
+            line = raw.rstrip(b"\r").decode("latin-1")
+            name, sep, value = line.partition(":")
+            if sep:
+                headers.append((name.strip(), value.strip()))
+        self.result = ConnectResult(int(parts[1]), parts[2] if len(parts) > 2 else "",
+                                    tuple(headers))
         return self.result
 
 
@@ -139,3 +185,62 @@ def _header_end(buf: bytes) -> int | None:
     lf = buf.find(b"\n\n")
     ends = [i + 4 for i in (crlf,) if i >= 0] + [i + 2 for i in (lf,) if i >= 0]
     return min(ends) if ends else None
+
+
+# --- Digest (RFC 2617), which OpenVPN 2.6 uses only under 'auto' (proxy.c, PROXY_DIGEST_AUTH)
+
+def digest_params(challenge: str) -> dict[str, str]:
+    """The ``key=value`` / ``key="value"`` pairs of a ``Digest`` challenge (keys lowercase)."""
+    out: dict[str, str] = {}
+    i, n = 0, len(challenge)
+    while i < n:
+        while i < n and challenge[i] in " ,\t":
+            i += 1
+        eq = challenge.find("=", i)
+        if eq < 0:
+            break
+        key = challenge[i:eq].strip().lower()
+        i = eq + 1
+        if i < n and challenge[i] == '"':
+            end = challenge.find('"', i + 1)
+            end = n if end < 0 else end
+            out[key] = challenge[i + 1:end]
+            i = end + 1
+        else:
+            end = challenge.find(",", i)
+            end = n if end < 0 else end
+            out[key] = challenge[i:end].strip()
+            i = end
+    return out
+
+
+def _md5_hex(text: str) -> str:
+    return hashlib.md5(text.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def digest_response(params: dict[str, str], username: str, password: str, uri: str,
+                    cnonce: str, *, method: str = "CONNECT", nc: str = "00000001") -> str:
+    """RFC 2617's request-digest with qop=auth (OpenVPN: DigestCalcHA1/DigestCalcResponse,
+    ``md5-sess`` when the proxy asks for it)."""
+    realm, nonce = params["realm"], params["nonce"]
+    ha1 = _md5_hex(f"{username}:{realm}:{password}")
+    if params.get("algorithm", "").lower() == "md5-sess":
+        ha1 = _md5_hex(f"{ha1}:{nonce}:{cnonce}")
+    ha2 = _md5_hex(f"{method}:{uri}")
+    return _md5_hex(f"{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}")
+
+
+def digest_authorization(challenge: str, username: str, password: str, *, host: str,
+                         port: int, cnonce: str) -> str:
+    """The ``Proxy-Authorization`` value answering ``Proxy-Authenticate: Digest
+    <challenge>`` for ``CONNECT host:port``, in OpenVPN's field order; ProxyError without
+    realm or nonce."""
+    params = digest_params(challenge)
+    if "realm" not in params or "nonce" not in params:
+        raise ProxyError("Digest challenge without realm= or nonce=", "http proxy reply")
+    uri = f"{host}:{port}"
+    response = digest_response(params, username, password, uri, cnonce)
+    opaque = f', opaque="{params["opaque"]}"' if "opaque" in params else ""
+    return (f'Digest username="{username}", realm="{params["realm"]}", '
+            f'nonce="{params["nonce"]}", uri="{uri}", qop=auth, nc=00000001, '
+            f'cnonce="{cnonce}", response="{response}"{opaque}')

@@ -79,6 +79,7 @@ from trivpn.protocol.packets import (
 from trivpn.protocol.peerinfo import (
     IV_PROTO_CC_EXIT_NOTIFY,
     IV_PROTO_DATA_V2,
+    IV_PROTO_NCP_P2P,
     IV_PROTO_REQUEST_PUSH,
     IV_PROTO_TLS_KEY_EXPORT,
     PeerInfo,
@@ -127,6 +128,8 @@ from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsCrypt
 
 DEFAULT_DATA_CIPHERS = ("AES-256-GCM", "AES-128-GCM", "CHACHA20-POLY1305")
 PUSH_REQUEST_INTERVAL = 5.0
+P2P_PEER_ID = 0x76706E  # 'vpn': OpenVPN's peer-id in TLS peer-to-peer mode without TLS-EKM
+P2P_PEERID_LABEL = b"EXPORTER-OpenVPN-p2p-peerid"  # ssl_ncp.c, p2p_ncp_set_options()
 PUSH_REPLY_HOLDOFF = 30.0  # push.c: a repeated PUSH_REQUEST within 30 s of the reply is ignored
 TLS_CHANNEL_BUF_SIZE = 2048  # OpenVPN's largest control packet (common.h), before wrapping
 TLS_OUT_LIMIT = 128 * 1024  # our TLS ciphertext waiting for the peer's acks, per key state
@@ -199,6 +202,10 @@ class SessionConfig:
     client_cert_optional: bool = False  # server: verify-client-cert none|optional
     auth_token: AuthToken | None = None  # client: sent instead of username/password if set
     replay: bool = True  # False with no-replay: data packets are not checked for replays
+    # --- client breadth a ---
+    # client in TLS peer-to-peer mode (tls-client without pull): no PUSH_REQUEST; the cipher,
+    # peer-id and key derivation come from both ends' peer-info (p2p_negotiate())
+    p2p: bool = False
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -981,8 +988,11 @@ class Session:
 
     def _on_active(self, key: _KeyState, now: float) -> None:
         if key.key_id == 0 and not self.config.is_server and self._pull is PullState.IDLE:
-            self._send_push_request(now)
-            self._push_deadline = now + self.config.hand_window
+            if self.config.p2p:
+                self._p2p_negotiate(key, now)
+            else:
+                self._send_push_request(now)
+                self._push_deadline = now + self.config.hand_window
         self._maybe_install_keys(key, now)
         self._maybe_send_push_reply(now)
 
@@ -1058,6 +1068,42 @@ class Session:
         self.auth_token = found
         self.config = replace(self.config, username=found.username, password=found.token)
         self._events.append(ev.AuthTokenReceived(found.username))
+
+    def _p2p_negotiate(self, key: _KeyState, now: float) -> None:
+        """TLS peer-to-peer client: what a server would push, decided from the peer's
+        peer-info as OpenVPN 2.6 does (ssl_ncp.c, p2p_mode_ncp(): get_p2p_ncp_cipher() takes
+        the TLS server's first cipher the client also lists; p2p_ncp_set_options(): only if
+        the peer sets IV_PROTO_NCP_P2P, DATA_V2 with peer-id 0x76706e or, when both export
+        TLS keys, 3 bytes of EXPORTER-OpenVPN-p2p-peerid; TLS-EKM keys; cc-exit). Without a
+        common cipher, data-ciphers-fallback (else the session fails as a client whose
+        server pushed no allowed cipher). The result goes through the push path, so the
+        device is set up from the config's own ifconfig and routes."""
+        assert key.remote_km is not None
+        cfg = self.config
+        info = parse_peer_info(key.remote_km.peer_info)
+        self.peer_info = info
+        cipher = next((c for c in info.ciphers if pushed_cipher_allowed(c, cfg.data_ciphers)),
+                      None)
+        peer_id: int | None = None
+        flags: list[str] = []
+        derivation: str | None = None
+        if info.iv_proto & IV_PROTO_NCP_P2P:
+            ekm = bool(info.iv_proto & IV_PROTO_TLS_KEY_EXPORT) and cfg.key_exporter is not None
+            if info.iv_proto & IV_PROTO_DATA_V2:
+                peer_id = P2P_PEER_ID
+                if ekm and key.tls is not None:
+                    try:
+                        raw = key.tls.export_keying_material(P2P_PEERID_LABEL, 3)
+                        peer_id = int.from_bytes(raw, "big")
+                    except ValueError:
+                        self.drops["p2p_peer_id_export_failed"] += 1
+            if info.iv_proto & IV_PROTO_CC_EXIT_NOTIFY:
+                flags.append("cc-exit")
+            if ekm:
+                derivation = "tls-ekm"
+        self._apply_push(PushedOptions(cipher=cipher, peer_id=peer_id,
+                                       protocol_flags=tuple(flags),
+                                       key_derivation=derivation), now)
 
     def _send_push_request(self, now: float) -> None:
         key = self._message_key()

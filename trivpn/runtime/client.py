@@ -60,7 +60,12 @@ from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
 from trivpn.runtime.clientscripts import ClientScripts
 from trivpn.runtime.credentials import AUTH, CredentialError, CredentialSource
-from trivpn.runtime.datapath import mss_limit_for
+from trivpn.runtime.datapath import (
+    LinkSocketOptions,
+    PassTos,
+    link_socket_of,
+    mss_limit_for,
+)
 from trivpn.runtime.dns import DnsManager, plan_client_dns
 from trivpn.runtime.errors import NoRouteError, RuntimeSetupError
 from trivpn.runtime.link import (
@@ -184,17 +189,19 @@ class SystemHost:
     (a :class:`~trivpn.runtime.transport.ClientHost`). ``mark``: the ``SO_MARK`` of every
     link socket (OpenVPN's ``mark``, socket.c create_socket())."""
 
-    def __init__(self, mark: int | None = None) -> None:
+    def __init__(self, mark: int | None = None, *,
+                 sockopts: LinkSocketOptions | None = None) -> None:
         self.mark = mark
+        self.sockopts = sockopts or LinkSocketOptions()
 
     def _mark(self, sock: socket.socket | trio.socket.SocketType, where: str) -> None:
-        if self.mark is None:
-            return
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.mark)
-        except OSError as exc:
-            raise RuntimeSetupError(f"cannot set SO_MARK {self.mark}", where,
-                                    errno=exc.errno) from exc
+        if self.mark is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_MARK, self.mark)
+            except OSError as exc:
+                raise RuntimeSetupError(f"cannot set SO_MARK {self.mark}", where,
+                                        errno=exc.errno) from exc
+        self.sockopts.apply(sock, where)
 
     async def resolve(self, remote: Remote, kind: int) -> tuple[int, str]:
         return await resolve_remote(remote, kind)
@@ -233,7 +240,7 @@ class SystemHost:
 
     async def open_tcp(self, host: str, port: int, bind: tuple[str, int] | None,
                        sndbuf: int | None, rcvbuf: int | None) -> PacketLink:
-        if self.mark is not None:
+        if self.mark is not None or self.sockopts.any:
             return TcpLink(await self.open_stream(host, port, bind, sndbuf, rcvbuf))
         link = await open_tcp_link(host, port, bind=bind)
         try:
@@ -291,7 +298,8 @@ class Client:
     def __init__(self, options: Options, log: Log, config: SessionConfig,
                  identity: Identity | None, *, host: ClientHost | None = None,
                  direct_wait: bool = True, dns: DnsManager | None = None) -> None:
-        self.host: ClientHost = host if host is not None else SystemHost(options.mark)
+        self.host: ClientHost = host if host is not None else SystemHost(
+            options.mark, sockopts=LinkSocketOptions.of(options))
         self.dns = dns  # None: DNS is left alone (docs/dns.md)
         # direct_wait=False: the UDP data path always waits through trio (readiness.py)
         self.direct_wait = direct_wait
@@ -681,6 +689,7 @@ class Connection:
         # block-ipv6: the source of the ICMPv6 answers written back to the TUN (None: off)
         self.block6: bytes | None = None
         self.tun_mtu = 1500
+        self._passtos: PassTos | None = None  # passtos: built once the link is open
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -690,6 +699,9 @@ class Connection:
         opened = await self._open_link()
         if opened is not None:
             return opened
+        if self.options.passtos:
+            self._passtos = PassTos(link_socket_of(self.udp if self.udp is not None
+                                                   else self.tcp))
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -853,14 +865,18 @@ class Connection:
                         await http_connect(stream, http, r.host, r.port, None)
                     except ProxyRefused as exc:
                         # OpenVPN: a 407 makes it retry on a new connection with the
-                        # method the proxy asks for (basic is not allowed with auto-nct)
-                        if exc.status != 407 or http.auth == "auto-nct" or creds is None:
+                        # method the proxy asks for: Digest, else basic (which auto-nct
+                        # never sends)
+                        digest = exc.digest_challenge
+                        if (exc.status != 407 or creds is None
+                                or (http.auth == "auto-nct" and digest is None)):
                             raise
                         await stream.aclose()
                         stream = await host.open_stream(proxy_ip, proxy_port, bind, o.sndbuf,
                                                          o.rcvbuf)
-                        await http_connect(stream, replace(http, auth="basic"), r.host,
-                                           r.port, creds)
+                        await http_connect(stream, replace(http, auth="basic")
+                                           if digest is None else http, r.host, r.port,
+                                           creds, digest=digest)
                 else:
                     await http_connect(stream, http, r.host, r.port, creds)
             elif tcp:
@@ -1008,8 +1024,10 @@ class Connection:
                             await self._after_control()
                     elif fd == self._tun_fd:
                         out = self._tun_ready(fd in ready.again)
+                        if out and self._passtos is not None:
+                            await self._send_passtos(out)
                         # one datagram that fits into the socket queue: no await
-                        if out and (len(out) > 1
+                        elif out and (len(out) > 1
                                     or link.send_nowait(out[0], self.peer) is None):
                             await link.send_many(out, self.peer)
         finally:
@@ -1155,7 +1173,16 @@ class Connection:
             packets = clamp_ipv6_batch(packets, self.mss6)
         now = self._clock()
         out: list[bytes] = []
-        if self._fragmenting:  # fragment N: off the default path
+        if self._passtos is not None:  # passtos: off the default path
+            note = self._passtos.note
+            for packet in packets:
+                if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
+                    packet = clamp_mss(packet, mss)  # noqa: PLW2901
+                before = len(out)
+                out += self.session.encrypt_data_many(packet, now)
+                note(packet, len(out) - before)
+            packets = []
+        elif self._fragmenting:  # fragment N: off the default path
             for packet in packets:
                 if mss is not None and len(packet) >= 40 and packet[9] == IPPROTO_TCP:
                     packet = clamp_mss(packet, mss)  # noqa: PLW2901
@@ -1191,6 +1218,16 @@ class Connection:
             return []
         return self._encrypt_tun(packets)
 
+    async def _send_passtos(self, out: list[bytes]) -> None:
+        """passtos: each run of one TOS goes out after the socket takes that TOS."""
+        assert self._passtos is not None
+        for tos, run in self._passtos.take(out):
+            self._passtos.apply(tos)
+            if self.tcp is not None:
+                await self.tcp.send_packets(run)
+            elif self.udp is not None:
+                await self.udp.send_many(run, self.peer)
+
     def _stop_tun(self) -> None:
         if self._ready is not None and self._tun_fd >= 0:
             self._ready.discard(self._tun_fd)
@@ -1207,7 +1244,9 @@ class Connection:
                 out = self._encrypt_tun(await read())
                 if not out:
                     continue
-                if tcp is not None:
+                if self._passtos is not None:
+                    await self._send_passtos(out)
+                elif tcp is not None:
                     await tcp.send_packets(out)
                 elif udp is not None:
                     await udp.send_many(out, self.peer)

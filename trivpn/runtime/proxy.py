@@ -11,13 +11,25 @@ association ends with it).
 
 from __future__ import annotations
 
+import base64
+import secrets
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import trio
 
 from trivpn.config.errors import ConfigError
 from trivpn.config.options import FileSource, HttpProxy, SocksProxy
-from trivpn.protocol.proxy_http import ConnectReply, HttpProxyRequest, ProxyError, connect_request
+from trivpn.protocol.ntlm import NEGOTIATE, NtlmError, authenticate
+from trivpn.protocol.proxy_http import (
+    ConnectReply,
+    ConnectResult,
+    HttpProxyRequest,
+    ProxyError,
+    connect_request,
+    digest_authorization,
+)
 from trivpn.protocol.proxy_socks import SocksHandshake, SocksResult, unwrap_udp, wrap_udp
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.link import Address, LinkCounters
@@ -30,9 +42,11 @@ __all__ = ["ProxyCredentials", "ProxyRefused", "SocksUdpLink", "http_connect",
 class ProxyRefused(RuntimeSetupError):
     """The HTTP proxy answered CONNECT with a status other than 200."""
 
-    def __init__(self, what: str, where: str, status: int) -> None:
+    def __init__(self, what: str, where: str, status: int,
+                 digest_challenge: str | None = None) -> None:
         super().__init__(what, where)
         self.status = status
+        self.digest_challenge = digest_challenge  # a 407's Proxy-Authenticate: Digest params
 
 
 class ProxyCredentials:
@@ -59,19 +73,59 @@ def read_proxy_credentials(source: FileSource) -> ProxyCredentials:
 
 
 async def http_connect(stream: trio.abc.Stream, proxy: HttpProxy, host: str, port: int,
-                       credentials: ProxyCredentials | None) -> None:
+                       credentials: ProxyCredentials | None, *,
+                       digest: str | None = None) -> None:
     """Ask the HTTP proxy to connect to ``host``:``port``; RuntimeSetupError if it refuses.
 
     Raises :class:`ProxyRefused` (with the status) when the proxy says no; for ``auth
     auto``/``auto-nct`` the caller then retries a ``407`` on a new connection with
     credentials, as OpenVPN does."""
     basic = credentials is not None and proxy.auth == "basic"
+    ntlm = credentials is not None and proxy.auth in ("ntlm", "ntlm2")
     request = HttpProxyRequest(
         host, port, version=proxy.version, agent=proxy.agent, headers=proxy.headers,
         username=credentials.username if basic and credentials else None,
-        password=credentials.password if basic and credentials else None)
+        password=credentials.password if basic and credentials else None,
+        authorization=f"NTLM {NEGOTIATE}" if ntlm else None, keep_alive=ntlm)
     where = f"http proxy {proxy.host}:{proxy.port}"
+    if digest is not None and credentials is not None:
+        # auto: the Digest challenge of the previous connection's 407 (proxy.c: a new
+        # connection, CONNECT with the answer; cnonce = base64 of 8 random bytes)
+        cnonce = base64.b64encode(secrets.token_bytes(8)).decode("ascii")
+        try:
+            request = replace(request, authorization=digest_authorization(
+                digest, credentials.username, credentials.password, host=host, port=port,
+                cnonce=cnonce))
+        except ProxyError as exc:
+            raise RuntimeSetupError(f"bad Digest challenge from the HTTP proxy: {exc.what}",
+                                    where) from exc
     await stream.send_all(connect_request(request))
+    result = await _read_reply(stream, where)
+    if ntlm and result.status == 407 and credentials is not None:
+        # NTLM phase 2 → 3 on the same connection (proxy.c, establish_http_proxy_passthru)
+        challenge = result.ntlm_challenge()
+        if challenge is None:
+            raise ProxyRefused("HTTP proxy answered 407 without an NTLM challenge", where, 407)
+        await _discard(stream, result.content_length, where)
+        try:
+            answer = authenticate(challenge, credentials.username, credentials.password,
+                                  v2=proxy.auth == "ntlm2", unix_time=int(time.time()),
+                                  nonce=secrets.token_bytes(8))
+        except NtlmError as exc:
+            raise RuntimeSetupError(f"bad NTLM challenge from the HTTP proxy: {exc.what}",
+                                    where) from exc
+        await stream.send_all(connect_request(replace(
+            request, authorization=f"NTLM {answer}")))
+        result = await _read_reply(stream, where)
+    if not result.ok:
+        hint = (" (proxy authentication required: give credentials in the http-proxy line "
+                "or <http-proxy-user-pass>)" if result.status == 407 and not basic else "")
+        raise ProxyRefused(f"HTTP proxy refused CONNECT {host}:{port}: {result.status} "
+                           f"{result.reason}{hint}", where, result.status,
+                           result.digest_challenge() if result.status == 407 else None)
+
+
+async def _read_reply(stream: trio.abc.Stream, where: str) -> ConnectResult:
     reply = ConnectReply()
     try:
         while reply.result is None:
@@ -82,12 +136,17 @@ async def http_connect(stream: trio.abc.Stream, proxy: HttpProxy, host: str, por
             reply.feed(bytes(data))
     except ProxyError as exc:
         raise RuntimeSetupError(f"bad reply from the HTTP proxy: {exc.what}", where) from exc
-    result = reply.result
-    if not result.ok:
-        hint = (" (proxy authentication required: give credentials in the http-proxy line "
-                "or <http-proxy-user-pass>)" if result.status == 407 and not basic else "")
-        raise ProxyRefused(f"HTTP proxy refused CONNECT {host}:{port}: {result.status} "
-                           f"{result.reason}{hint}", where, result.status)
+    return reply.result
+
+
+async def _discard(stream: trio.abc.Stream, length: int, where: str) -> None:
+    """Read and drop the body of a 407 reply (its Content-Length bytes)."""
+    while length > 0:
+        data = await stream.receive_some(min(length, 4096))
+        if not data:
+            raise RuntimeSetupError("the HTTP proxy closed the connection during NTLM "
+                                    "authentication", where)
+        length -= len(data)
 
 
 async def socks_connect(stream: trio.abc.Stream, proxy: SocksProxy, host: str, port: int,
@@ -134,6 +193,11 @@ class SocksUdpLink:
     @property
     def counters(self) -> LinkCounters:
         return self._inner.counters
+
+    @property
+    def inner(self) -> DatagramLink:
+        """The UDP link to the relay (its socket carries the datagrams)."""
+        return self._inner
 
     @property
     def local_address(self) -> Address:

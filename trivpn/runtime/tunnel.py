@@ -403,8 +403,19 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
                 else options.redirect_gateway)
     if redirect is None and options.redirect_private is not None:
         redirect = (*options.redirect_private, NO_REROUTE)  # redirect-private
+    mtu = options.tun_mtu
+    too_large: str | None = None
+    if pushed.tun_mtu:
+        # tun-mtu-max (default and at least 1600, at least tun-mtu) caps a pushed tun-mtu
+        # (OpenVPN init.c, do_deferred_options_part2 / frame_finalize: "Server-pushed
+        # tun-mtu is too large, please add tun-mtu-max N in the client configuration")
+        limit = max(1600, options.tun_mtu, options.tun_mtu_max)
+        mtu = min(pushed.tun_mtu, limit)
+        if pushed.tun_mtu > limit:
+            too_large = ("Server-pushed tun-mtu is too large, please add tun-mtu-max "
+                         f"{pushed.tun_mtu} in the client configuration")
     plan = plan_tunnel(kind=options.dev_type, dev=options.dev,
-                       mtu=pushed.tun_mtu or options.tun_mtu, topology=topology,
+                       mtu=mtu, topology=topology,
                        ifconfig=ifconfig, ifconfig_ipv6=ifconfig6, routes=requests,
                        routes_ipv6=routes6,
                        route_gateway=str(gateway) if gateway is not None else None,
@@ -413,6 +424,8 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
                                      else options.route_metric),
                        remote_host=remote_host, net_gateway=net_gateway,
                        txqueuelen=options.txqueuelen)
+    if too_large is not None:
+        plan = replace(plan, warnings=(*plan.warnings, too_large))
     return device_options_plan(plan, options)
 
 
