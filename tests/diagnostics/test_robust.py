@@ -1,0 +1,63 @@
+"""``trivpn doctor`` stays right when things go wrong around it: a config with lines in error
+still gets its network checks; closed stays closed under ICMP rate limiting; no check blames a
+key when nothing answers on the port. Real openvpn servers in namespaces the tests create."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_netns, require_openvpn
+from tests.diagnostics.scenariokit import Scenario, client_lines, scenario, server_lines
+from trivpn.commands.doctor import build_context
+from trivpn.diagnostics.model import CheckResult
+from trivpn.diagnostics.registry import all_checks
+from trivpn.diagnostics.runner import run_checks
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def sc(tmp_path: Path) -> Iterator[Scenario]:
+    require_netns()
+    require_openvpn()
+    with scenario(tmp_path) as made:
+        yield made
+
+
+async def _doctor(sc: Scenario, config: Path, *only: str) -> dict[str, CheckResult]:
+    ctx = build_context(config, 10.0, sc.client.name)
+    report = await run_checks(all_checks(), ctx, only=list(only))
+    return {r.id: r for r in report.checks}
+
+
+async def test_a_bad_config_line_is_listed_and_the_port_is_still_probed(sc: Scenario):
+    proc = sc.start_openvpn(server_lines("tls-crypt"))
+    assert proc.wait_for("Initialization Sequence Completed"), proc.text()
+    lines = client_lines("tls-crypt")
+    lines.insert(4, "ping-restart soon")  # line 5
+    config = sc.client_config(lines)
+
+    results = await _doctor(sc, config, "config.syntax", "port.reachable")
+
+    syntax = results["config.syntax"]
+    assert syntax.status == "fail"
+    assert syntax.evidence["line"] == 5
+    assert [e.startswith(f"{config}:5:") for e in syntax.evidence["errors"]] == [True]
+    assert f"Edit {config}:5" in syntax.fix
+    port = results["port.reachable"]
+    assert port.status == "ok", port.summary
+    assert port.evidence["state"] == "open"
+    assert port.evidence["reply_kind"] == "openvpn_reset"
+
+
+async def test_bad_config_lines_are_all_listed_with_their_lines(sc: Scenario):
+    lines = client_lines("none", extra=["ping-restart soon", "verb loud"])
+    config = sc.client_config(lines)
+
+    results = await _doctor(sc, config, "config.syntax")
+
+    errors = results["config.syntax"].evidence["errors"]
+    assert [e.split(":")[1] for e in errors] == [str(len(lines) - 1), str(len(lines))]
