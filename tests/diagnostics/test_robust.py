@@ -4,17 +4,25 @@ key when nothing answers on the port. Real openvpn servers in namespaces the tes
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_netns, require_openvpn
-from tests.diagnostics.scenariokit import Scenario, client_lines, scenario, server_lines
+from tests.diagnostics.scenariokit import (
+    SERVER_IP,
+    Scenario,
+    client_lines,
+    scenario,
+    server_lines,
+)
 from trivpn.commands.doctor import build_context
 from trivpn.diagnostics.model import CheckResult
 from trivpn.diagnostics.registry import all_checks
 from trivpn.diagnostics.runner import run_checks
+from trivpn.runtime.netns import enter_netns
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +69,24 @@ async def test_bad_config_lines_are_all_listed_with_their_lines(sc: Scenario):
 
     errors = results["config.syntax"].evidence["errors"]
     assert [e.split(":")[1] for e in errors] == [str(len(lines) - 1), str(len(lines))]
+
+
+def _use_up_icmp_credit(sc: Scenario, port: int = 1194, count: int = 12) -> None:
+    """Send ``count`` datagrams to the closed port, as earlier doctor runs would, so that the
+    server's per-client ICMP credit (a burst of six) is gone before the doctor starts."""
+    with enter_netns(sc.client.name):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with sock:
+        for _ in range(count):
+            sock.sendto(b"x", (SERVER_IP, port))
+
+
+async def test_closed_udp_port_stays_closed_under_icmp_rate_limiting(sc: Scenario):
+    sc.server.sysctl("net.ipv4.icmp_ratelimit", "3000")  # one ICMP error per 3 s per client
+    config = sc.client_config(client_lines("tls-crypt"))
+    _use_up_icmp_credit(sc)
+
+    states = [(await _doctor(sc, config, "port.reachable"))["port.reachable"].evidence["state"]
+              for _ in range(5)]
+
+    assert states == ["closed"] * 5
