@@ -90,3 +90,18 @@ async def test_closed_udp_port_stays_closed_under_icmp_rate_limiting(sc: Scenari
               for _ in range(5)]
 
     assert states == ["closed"] * 5
+
+
+async def test_with_nothing_listening_tls_keys_blames_no_key(sc: Scenario):
+    sc.server.sysctl("net.ipv4.icmp_ratelimit", "3000")
+    config = sc.client_config(client_lines("tls-crypt"))
+    _use_up_icmp_credit(sc)
+
+    results = await _doctor(sc, config, "port.reachable", "tls.keys", "nat.reply_source")
+
+    assert results["port.reachable"].evidence["state"] == "closed"
+    keys = results["tls.keys"]
+    assert keys.status == "skip", keys.summary
+    assert "nothing answered on the port" in keys.summary
+    assert "differs" not in keys.summary and "mismatch" not in keys.summary
+    assert keys.evidence.get("cause") is None

@@ -61,6 +61,9 @@ class Check:
     roles: tuple[Role, ...] = ("client", "server")
     depends_on: tuple[str, ...] = ()
     timeout: float | None = None  # default: the doctor's --timeout
+    # Run after these (when they are part of the run) and see their results, whatever their
+    # status: unlike depends_on, a failed one does not skip this check.
+    after: tuple[str, ...] = ()
 
 
 def ok(id: str, summary: str, **evidence: Any) -> CheckResult:
