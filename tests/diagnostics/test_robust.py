@@ -61,16 +61,6 @@ async def test_a_bad_config_line_is_listed_and_the_port_is_still_probed(sc: Scen
     assert port.evidence["reply_kind"] == "openvpn_reset"
 
 
-async def test_bad_config_lines_are_all_listed_with_their_lines(sc: Scenario):
-    lines = client_lines("none", extra=["ping-restart soon", "verb loud"])
-    config = sc.client_config(lines)
-
-    results = await _doctor(sc, config, "config.syntax")
-
-    errors = results["config.syntax"].evidence["errors"]
-    assert [e.split(":")[1] for e in errors] == [str(len(lines) - 1), str(len(lines))]
-
-
 def _use_up_icmp_credit(sc: Scenario, port: int = 1194, count: int = 12) -> None:
     """Send ``count`` datagrams to the closed port, as earlier doctor runs would, so that the
     server's per-client ICMP credit (a burst of six) is gone before the doctor starts."""
