@@ -190,3 +190,19 @@ async def test_inline_static_key_is_parsed(pki_dir: Path) -> None:
 async def test_files_check_skips_without_options(pki_dir: Path) -> None:
     path = write_config(pki_dir, "garbage directive\n")
     assert (await FILES.run(context(path))).status == "skip"
+
+
+async def test_every_line_in_error_is_listed_with_its_line_and_the_rest_still_parses(
+        tmp_path: Path) -> None:
+    from trivpn.commands.doctor import build_context
+
+    text = CLIENT + "ping-restart soon\nverb loud\n"
+    path = write_config(tmp_path, text)
+    ctx = build_context(path, 5.0)
+    result = await by_id(CHECKS, "config.syntax").run(ctx)
+
+    assert ctx.options is not None and ctx.options.remotes
+    n = len(text.splitlines())
+    assert result.status == "fail"
+    assert [e.split(":")[1] for e in result.evidence["errors"]] == [str(n - 1), str(n)]
+    assert f"Edit {path}:{n - 1}" in result.fix and f"Edit {path}:{n}" in result.fix

@@ -197,3 +197,22 @@ async def test_report_json_has_exactly_the_documented_keys() -> None:
     assert set(data["checks"][0]) == {"id", "status", "summary", "evidence", "explanation",
                                       "fix", "duration_s"}
     assert data["checks"][0]["evidence"] == {"state": "closed"}
+
+
+async def test_a_check_runs_after_a_failed_after_check_and_sees_its_result(
+        autojump_clock: trio.abc.Clock) -> None:
+    seen: list[str] = []
+
+    async def slow_fail(ctx: DoctorContext) -> CheckResult:
+        await trio.sleep(2)
+        return failing("port", state="closed")
+
+    async def later(ctx: DoctorContext) -> CheckResult:
+        seen.append(ctx.results["port"].evidence["state"])
+        return ok("keys", "ran")
+
+    report = await run_checks([Check("port", slow_fail), Check("keys", later, after=("port",))],
+                              CTX)
+
+    assert [r.status for r in report.checks] == ["fail", "ok"]
+    assert seen == ["closed"]

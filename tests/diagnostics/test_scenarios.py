@@ -26,6 +26,7 @@ from tests.diagnostics.scenariokit import (
 )
 from trivpn.diagnostics import checks_mtu, checks_nat, checks_port, checks_tls, checks_tunnel
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
+from trivpn.diagnostics.probe import REPROBE_ATTEMPTS
 from trivpn.diagnostics.runner import run_checks
 from trivpn.pki.certs import Credential, certificate_pem, create_ca, issue_cert
 from trivpn.pki.keys import private_key_pem
@@ -112,7 +113,8 @@ async def test_udp_port_dropped_by_nftables_is_filtered(sc: Scenario):
 
     assert result.status == "fail"
     assert result.evidence["state"] == "filtered"
-    assert result.evidence["attempts"] == 3
+    assert result.evidence["attempts"] == 3 + REPROBE_ATTEMPTS  # re-probed before "filtered"
+    assert "reprobe" in [step["step"] for step in result.evidence["timeline"]]
     assert result.evidence["reply_from"] is None
     assert "firewall" in result.explanation
     assert "udp dport 1194 accept" in result.fix

@@ -22,7 +22,7 @@ from typing import Any
 
 import trio
 
-from trivpn.config import ConfigError, Options, load_config, tokenize_line
+from trivpn.config import ConfigError, load_config_salvaged, tokenize_line
 from trivpn.diagnostics.logscan import scan_log_file
 from trivpn.diagnostics.model import Check, DoctorContext, Role
 from trivpn.diagnostics.registry import all_checks
@@ -127,17 +127,14 @@ def _handle_log(path: Path, as_json: bool) -> int:
 
 
 def build_context(path: Path, timeout: float, netns: str | None = None) -> DoctorContext:
-    """Parse ``path`` (without reading referenced files; the checks do) into a context. A
-    config that does not parse gives ``options=None`` and the guessed role."""
-    options: Options | None
-    try:
-        options = load_config(path, read_files=False, lenient=True)
-        role: Role = options.role
-    except ConfigError:
-        options = None
-        role = guess_role(path)
+    """Parse ``path`` (without reading referenced files; the checks do) into a context. Lines
+    that fail are left out and listed in ``config_errors``, so the network checks still run
+    with what parsed; a config that cannot be parsed at all gives ``options=None`` and the
+    guessed role."""
+    options, errors = load_config_salvaged(path)
+    role: Role = options.role if options is not None else guess_role(path)
     return DoctorContext(config_path=path, options=options, role=role, timeout=timeout,
-                         netns=netns)
+                         netns=netns, config_errors=errors)
 
 
 def _handle_config(path: Path, *, as_json: bool, timeout: float,

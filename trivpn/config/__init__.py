@@ -59,6 +59,21 @@ def load_config(path: Path | str, *, read_files: bool = True, lenient: bool = Fa
     return options.with_files_loaded() if read_files else options
 
 
+def load_config_salvaged(path: Path | str) -> tuple[Options | None, tuple[ConfigError, ...]]:
+    """Parse ``path`` for ``trivpn doctor`` (lenient, files not read), leaving out every
+    directive that fails instead of stopping at the first: the options built from the lines
+    that parsed, and every error with its file and line. Options are None when the file
+    cannot be read or the result fails the final cross-checks (that error is then listed
+    too)."""
+    errors: list[ConfigError] = []
+    try:
+        options: Options | None = parse_source(read_config(path), lenient=True, errors=errors)
+    except ConfigError as exc:
+        errors.append(exc)
+        options = None
+    return options, tuple(errors)
+
+
 def load_command_line(argv: Sequence[str], *, cwd: Path | None = None,
                       first_position: int = 1, read_files: bool = True) -> Options:
     """Parse OpenVPN's command-line form: ``--name args...`` directives and ``--config FILE``
@@ -104,6 +119,7 @@ __all__ = [
     "address_pool",
     "load_command_line",
     "load_config",
+    "load_config_salvaged",
     "parse_config",
     "ping_settings",
     "read_command_line",

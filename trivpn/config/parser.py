@@ -37,16 +37,32 @@ SERVER_MIN_BITS = 16
 SERVER_MAX_BITS: dict[DevType, int] = {"tun": 29, "tap": 30}
 
 
-def parse_source(source: ConfigSource, *, lenient: bool = False) -> Options:
+def parse_source(source: ConfigSource, *, lenient: bool = False,
+                 errors: list[ConfigError] | None = None) -> Options:
     """Apply every directive of ``source`` and validate the result (files are not read).
 
     ``lenient`` (for ``trivpn doctor``) turns directives trivpn does not implement into
     warnings, so an existing OpenVPN deployment's config can still be diagnosed.
+    ``errors`` (for ``trivpn doctor``): a directive that fails is appended to this list and
+    left out, as if its line were not there, and parsing goes on with the next one; the
+    cross-checks at the end still raise.
     """
     st = ParseState(Options(config_path=source.path, base_dir=source.base_dir),
                     lenient=lenient)
     for d in source.directives:
-        _apply(st, d, allow_unknown=False)
+        if errors is None:
+            _apply(st, d, allow_unknown=False)
+            continue
+        saved = (st.opts, dict(st.first_seen), dict(st.last_seen), dict(st.last_position),
+                 st.applied, len(st.remotes), len(st.warnings))
+        try:
+            _apply(st, d, allow_unknown=False)
+        except ConfigError as exc:
+            errors.append(exc)
+            st.opts, st.first_seen, st.last_seen, st.last_position, st.applied = saved[:5]
+            del st.remotes[saved[5]:]
+            del st.warnings[saved[6]:]
+            st.current = None
     return _finish(st)
 
 

@@ -194,10 +194,39 @@ def _parse(ctx: DoctorContext) -> Options | ConfigError:
         return exc
 
 
+def _lines_in_error(cid: str, ctx: DoctorContext) -> CheckResult:
+    """Every line that failed, with its file and line; the rest of the config was parsed
+    without them, and the network checks ran with that."""
+    errors = ctx.config_errors
+    first = errors[0]
+    listed = [str(e) for e in errors]
+    places = [e.location_prefix().rstrip(": ") or str(ctx.config_path) for e in errors]
+    noun = "line" if len(errors) == 1 else "lines"
+    if ctx.options is not None:
+        consequence = (f"The doctor left the {noun} out and ran the other checks with the rest "
+                       "of the config (remote, port, proto); checks of the PKI and referenced "
+                       "files wait until the config parses.")
+    else:
+        consequence = ("What remains does not make a usable config, so the checks that need "
+                       "it were skipped.")
+    return problem(
+        cid, "fail", f"config does not parse: {len(errors)} {noun} in error: {first}"
+        + (" …" if len(errors) > 1 else ""),
+        explanation="OpenVPN and trivpn refuse to start with this config (they stop at the "
+                    f"first error). {consequence}",
+        fix=" ".join(f"Edit {place}: {e.reason.rstrip('.')}."
+                     for place, e in zip(places, errors, strict=True)),
+        errors=listed,
+        file=str(first.path) if first.path is not None else None, line=first.line,
+        reason=first.reason)
+
+
 async def check_syntax(ctx: DoctorContext) -> CheckResult:
     cid = "config.syntax"
     if ctx.options is None and ctx.config_path is None:
         return skip(cid, "no config file given")
+    if ctx.config_errors:
+        return _lines_in_error(cid, ctx)
     parsed = _parse(ctx)
     if isinstance(parsed, ConfigError):
         exc = parsed

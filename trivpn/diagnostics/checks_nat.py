@@ -41,6 +41,12 @@ async def run_client(ctx: DoctorContext) -> CheckResult:
         return skip(ID, "skipped: TCP remotes only; a TCP reply cannot come from another "
                     "address (the connection would fail instead: see port.reachable)")
     target = udp[0]
+    port = ctx.results.get("port.reachable")
+    if port is not None and any(e.get("sent_to") == target.describe()
+                                and e.get("state") == "closed"
+                                for e in port.evidence.get("targets", ())):
+        return skip(ID, f"not run: nothing answered on the port ({target.describe()} is "
+                    "closed, see port.reachable)")
     ex = await udp_reset_exchange(target, wrap, wrap_label=wrap_name(o), netns=ctx.netns,
                                   connected=False, attempts=RESET_ATTEMPTS)
     expected = target.describe().rsplit("/", 1)[0]
@@ -143,5 +149,6 @@ async def run(ctx: DoctorContext) -> CheckResult:
 
 
 CHECKS: tuple[Check, ...] = (
-    Check(ID, run, roles=("client", "server"), depends_on=("dns.remote",)),
+    Check(ID, run, roles=("client", "server"), depends_on=("dns.remote",),
+          after=("port.reachable",)),
 )

@@ -1,11 +1,13 @@
 """``port.reachable``: does an OpenVPN server answer a real reset on each configured remote?
 
 UDP: a P_CONTROL_HARD_RESET_CLIENT_V2 (wrapped with tls-auth/tls-crypt as configured) is sent
-three times about a second apart on a *connected* socket, so an ICMP port unreachable surfaces
-as ``ConnectionRefusedError``. States: ``open`` (an OpenVPN server reset came back),
-``closed`` (ICMP port unreachable), ``filtered`` (silence), ``open_not_openvpn`` (something
-else answered). When the connected socket hears nothing, one more reset goes out on an
-unconnected socket to see whether the server answers from another address (multi-homing, NAT).
+three times about a second apart on an *unconnected* socket with IP_RECVERR: ICMP errors are
+read from its error queue (type, code, sender, and the destination they are about), and a
+reply from another address than the one sent to is seen too (multi-homing, NAT). States:
+``open`` (an OpenVPN server reset came back), ``closed`` (ICMP port unreachable),
+``filtered`` (silence), ``open_not_openvpn`` (something else answered). Silence is re-probed
+(REPROBE_ATTEMPTS more resets, a second apart) before it counts as ``filtered``: a host that
+rate-limits its ICMP errors answers a closed port only now and then.
 TCP: connect (refused → closed, timeout → filtered), then the same reset with 2-byte framing.
 """
 
@@ -18,6 +20,7 @@ import trio
 from trivpn.config import Options
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, Status, ok, problem
 from trivpn.diagnostics.probe import (
+    REPROBE_ATTEMPTS,
     Exchange,
     Target,
     probe_inputs,
@@ -34,20 +37,21 @@ ID = "port.reachable"
 
 async def probe_target(target: Target, wrap: ControlWrap, label: str,
                        netns: str | None) -> tuple[Exchange, Exchange | None]:
-    """The reset exchange, plus (UDP, silence only) one unconnected attempt that can see a reply
-    coming from a different address."""
-    main = await reset_exchange(target, wrap, wrap_label=label, netns=netns)
-    if target.transport != "udp" or main.state != "filtered":
-        return main, None
-    loose = await udp_reset_exchange(target, wrap, wrap_label=label, netns=netns,
-                                     connected=False, attempts=1)
-    return main, loose
+    """The reset exchange (UDP: on an unconnected socket, so that a reply from another address
+    is seen too, and re-probed before silence counts; see udp_reset_exchange). The second item
+    is kept for callers that look for a separate unconnected attempt; it is always None now."""
+    if target.transport == "udp":
+        main = await udp_reset_exchange(target, wrap, wrap_label=label, netns=netns,
+                                        connected=False, reprobe=REPROBE_ATTEMPTS)
+    else:
+        main = await reset_exchange(target, wrap, wrap_label=label, netns=netns)
+    return main, None
 
 
-def _elsewhere(loose: Exchange | None, target: Target) -> dict[str, Any] | None:
-    if loose is None:
+def _elsewhere(ex: Exchange | None, target: Target) -> dict[str, Any] | None:
+    if ex is None:
         return None
-    for reply in loose.replies:
+    for reply in ex.replies:
         if reply["from"] != target.describe().rsplit("/", 1)[0]:
             return reply
     return None
@@ -55,14 +59,19 @@ def _elsewhere(loose: Exchange | None, target: Target) -> dict[str, Any] | None:
 
 def target_evidence(main: Exchange, loose: Exchange | None) -> dict[str, Any]:
     ev = main.evidence()
-    other = _elsewhere(loose, main.target)
+    sent_to = main.target.describe().rsplit("/", 1)[0]
+    if main.target.transport != "udp" or any(
+            r["from"] == sent_to and r["kind"] == "openvpn_reset" for r in main.replies):
+        return ev
+    source = loose if loose is not None and _elsewhere(loose, main.target) else main
+    other = _elsewhere(source, main.target)
     if other is not None:
         ev["state"] = "open"
         ev["reply_from"] = other["from"]
         ev["reply_kind"] = other["kind"]
         ev["reply_from_other_address"] = True
         ev["bytes_received"] = [other["bytes"]]
-        ev["unconnected_timeline"] = loose.timeline.steps if loose is not None else []
+        ev["unconnected_timeline"] = source.timeline.steps
     return ev
 
 

@@ -3,9 +3,10 @@ handshake get?
 
 ``tls.keys`` sends the reset in several wrappings at once — as configured, with the other
 tls-auth key direction(s), with tls-crypt/tls-auth swapped, and unwrapped — and compares which
-ones an OpenVPN server answers. It does not depend on ``port.reachable``: a 2.6 server silently
-drops resets wrapped with the wrong key, which looks like a filtered port, and this check must
-still run then.
+ones an OpenVPN server answers. It runs after ``port.reachable`` but does not depend on it: a
+2.6 server silently drops resets wrapped with the wrong key, which looks like a filtered port,
+and this check must still run then. When the port is closed (ICMP port unreachable, TCP
+refused) or the host unreachable, nothing can answer, so it does not run and blames no key.
 
 ``tls.handshake`` runs the real session (as ``trivpn run`` would) up to PUSH_REPLY with a short
 hand-window, keeps a timeline of the phases, and on failure names the phase that stalled and the
@@ -25,6 +26,7 @@ from trivpn.config import ConfigError, Options
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe import (
     Exchange,
+    Target,
     open_target,
     probe_inputs,
     remote_where,
@@ -79,6 +81,27 @@ def _describe_config(o: Options) -> str:
         d = "none" if o.key_direction is None else str(o.key_direction)
         return f"tls-auth as configured (key-direction {d})"
     return "no tls-auth/tls-crypt, as configured"
+
+
+def nothing_answered(ctx: DoctorContext, target: Target) -> str | None:
+    """Why no server reply can be expected from ``target``, when ``port.reachable`` (run
+    before) found its port closed or the host unreachable; None otherwise (also when it found
+    the port filtered: a server that drops resets with a wrong key looks the same)."""
+    port = ctx.results.get("port.reachable")
+    if port is None:
+        return None
+    for entry in port.evidence.get("targets", ()):
+        if entry.get("sent_to") != target.describe():
+            continue
+        state, icmp = entry.get("state"), entry.get("icmp")
+        if state == "closed":
+            how = ("ICMP port unreachable" if target.transport == "udp"
+                   else "the connection was refused")
+            return f"{target.describe()}: closed, {how}"
+        if state == "filtered" and icmp in ("host_unreachable", "net_unreachable",
+                                            "admin_prohibited", "blocked_locally"):
+            return f"{target.describe()}: {icmp.replace('_', ' ')}"
+    return None
 
 
 def _variant_evidence(vid: str, text: str, ex: Exchange) -> dict[str, Any]:
@@ -166,8 +189,10 @@ def judge_keys(o: Options, variants: list[dict[str, Any]], sent_to: str) -> Chec
             "to occur within 60 seconds' for this.",
             fix=f"Replace 'tls-auth' in {where(o, 'tls-auth')} with 'tls-crypt FILE' (and "
             "drop key-direction).")
-    if configured["state"] == "closed":
-        return skip(KEYS_ID, "skipped: nothing listens on the server port (see "
+    closed = next((v for v in variants if v["state"] == "closed"), None)
+    if closed is not None:
+        return skip(KEYS_ID, f"not run: nothing answered on the port ({sent_to} answered "
+                    "with ICMP port unreachable), so no key can be checked (see "
                     "port.reachable)", **evidence)
     if configured["state"] == "open_not_openvpn":
         return skip(KEYS_ID, "skipped: what answers is not an OpenVPN server (see "
@@ -216,6 +241,11 @@ async def run_keys(ctx: DoctorContext) -> CheckResult:
         return skip(KEYS_ID, "skipped: no remote resolved (see dns.remote)",
                     unresolved=unresolved)
     target = targets[0]
+    silent = nothing_answered(ctx, target)
+    if silent is not None:
+        return skip(KEYS_ID, f"not run: nothing answered on the port ({silent}), so no key "
+                    "can be checked (see port.reachable)", sent_to=target.describe(),
+                    port_state=ctx.results["port.reachable"].evidence.get("state"))
     found: dict[int, Exchange] = {}
 
     async with trio.open_nursery() as nursery:
@@ -462,7 +492,8 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
 
 
 CHECKS: tuple[Check, ...] = (
-    Check(KEYS_ID, run_keys, roles=("client",), depends_on=("dns.remote",)),
+    Check(KEYS_ID, run_keys, roles=("client",), depends_on=("dns.remote",),
+          after=("port.reachable",)),
     Check(HANDSHAKE_ID, run_handshake, roles=("client",), depends_on=("port.reachable",)),
 )
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from trivpn.config.errors import ConfigError
 from trivpn.config.options import Options
 
 Status = Literal["ok", "warn", "fail", "skip", "error"]
@@ -37,7 +38,9 @@ class CheckResult:
 
 @dataclass(frozen=True, slots=True)
 class DoctorContext:
-    """Inputs every check may read. ``options`` is None when the config did not parse."""
+    """Inputs every check may read. ``options`` is None when the config did not parse at all;
+    ``config_errors`` lists the lines left out to build ``options`` (config.syntax reports
+    them, the network checks still run with what parsed)."""
 
     config_path: Path | None
     options: Options | None
@@ -45,6 +48,7 @@ class DoctorContext:
     timeout: float
     results: Mapping[str, CheckResult] = field(default_factory=dict)  # finished dependencies
     netns: str | None = None  # run network probes inside this namespace (tests)
+    config_errors: tuple[ConfigError, ...] = ()
 
 
 CheckFn = Callable[[DoctorContext], Awaitable[CheckResult]]
@@ -57,6 +61,9 @@ class Check:
     roles: tuple[Role, ...] = ("client", "server")
     depends_on: tuple[str, ...] = ()
     timeout: float | None = None  # default: the doctor's --timeout
+    # Run after these (when they are part of the run) and see their results, whatever their
+    # status: unlike depends_on, a failed one does not skip this check.
+    after: tuple[str, ...] = ()
 
 
 def ok(id: str, summary: str, **evidence: Any) -> CheckResult:

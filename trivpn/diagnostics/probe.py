@@ -10,10 +10,13 @@ probe started) so that evidence shows *when* something happened or stopped happe
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
 import os
 import socket
+import struct
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -280,7 +283,7 @@ class Exchange:
     timeline: Timeline
     attempts: int = 0
     replies: list[dict[str, Any]] = field(default_factory=list)
-    icmp: str | None = None  # port_unreachable, host_unreachable... (connected sockets only)
+    icmp: str | None = None  # port_unreachable, host_unreachable... (ICMP error or TCP connect)
     tcp: str | None = None  # connected, refused, timeout, unreachable, closed_by_peer
     error: str | None = None
 
@@ -332,56 +335,152 @@ def _icmp_word(exc: OSError) -> str:
     return _UNREACHABLE.get(exc.errno or 0, errno.errorcode.get(exc.errno or 0, "error"))
 
 
-def udp_socket(target: Target, netns: str | None) -> trio.socket.SocketType:
-    """A UDP socket for ``target``'s family, created inside ``netns`` when set."""
-    return trio.socket.from_stdlib_socket(make_socket(target.family, socket.SOCK_DGRAM, netns))
+# Linux <linux/errqueue.h> and <linux/in.h>/<linux/in6.h> (not all in Python's socket module).
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+MSG_ERRQUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000)
+SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6 = 2, 3
+_EE = struct.Struct("=IBBBBII")  # struct sock_extended_err
+REPROBE_ATTEMPTS = 4  # more resets, RESET_INTERVAL apart, before silence counts as filtered
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpError:
+    """One ICMP error the kernel queued for a UDP socket with IP_RECVERR (MSG_ERRQUEUE)."""
+
+    word: str  # port_unreachable, host_unreachable, ...
+    icmp_type: int
+    icmp_code: int
+    offender: str | None  # who sent the ICMP error
+    original_destination: str | None  # where the datagram that caused it was going
+
+    def as_evidence(self) -> dict[str, Any]:
+        return {"error": self.word, "icmp_type": self.icmp_type, "icmp_code": self.icmp_code,
+                "icmp_from": self.offender}
+
+
+def _sockaddr_in(raw: bytes) -> str | None:
+    """The address in a struct sockaddr_in / sockaddr_in6 (the SO_EE_OFFENDER)."""
+    if len(raw) >= 8 and int.from_bytes(raw[:2], sys.byteorder) == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[4:8])
+    if len(raw) >= 24 and int.from_bytes(raw[:2], sys.byteorder) == socket.AF_INET6:
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24])
+    return None
+
+
+def read_icmp_errors(sock: socket.socket) -> list[IcmpError]:
+    """Drain the socket's error queue (IP_RECVERR must be on); never blocks."""
+    found: list[IcmpError] = []
+    while True:
+        try:
+            _data, ancdata, _flags, addr = sock.recvmsg(RECV_SIZE, 1024, MSG_ERRQUEUE)
+        except (BlockingIOError, InterruptedError):
+            return found
+        except OSError:
+            return found
+        for level, kind, payload in ancdata:
+            if (level, kind) not in ((socket.IPPROTO_IP, IP_RECVERR),
+                                     (socket.IPPROTO_IPV6, IPV6_RECVERR)):
+                continue
+            if len(payload) < _EE.size:
+                continue
+            err, origin, icmp_type, icmp_code, _pad, _info, _data32 = _EE.unpack_from(payload)
+            if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+                continue
+            word = ("port_unreachable" if err == errno.ECONNREFUSED else
+                    _UNREACHABLE.get(err, errno.errorcode.get(err, "error")))
+            found.append(IcmpError(word, icmp_type, icmp_code,
+                                   _sockaddr_in(payload[_EE.size:]),
+                                   _addr_text(addr) if addr else None))
+
+
+def udp_socket(target: Target, netns: str | None) -> socket.socket:
+    """An unconnected UDP socket for ``target``'s family, created inside ``netns`` when set,
+    with IP_RECVERR on so that ICMP errors are queued with their details."""
+    sock = make_socket(target.family, socket.SOCK_DGRAM, netns)
+    if target.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+    with contextlib.suppress(OSError):  # on a v6 socket: for IPv4-mapped peers
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+    return sock
 
 
 async def udp_reset_exchange(target: Target, wrap: ControlWrap, *, wrap_label: str,
                              netns: str | None, connected: bool = True,
                              attempts: int = RESET_ATTEMPTS,
-                             interval: float = RESET_INTERVAL) -> Exchange:
+                             interval: float = RESET_INTERVAL, reprobe: int = 0) -> Exchange:
     """Send up to ``attempts`` resets ``interval`` apart and listen until ``interval`` after the
-    last one. A connected socket reports ICMP port unreachable (ConnectionRefusedError) and only
-    sees replies from ``target``; an unconnected one sees replies from any source."""
+    last one; when that stays silent, ``reprobe`` more resets go out the same way before the
+    exchange gives up (a host that rate-limits its ICMP errors (Linux: net.ipv4.icmp_ratelimit,
+    one per second per client by default, after a burst of six) answers a closed port only
+    now and then, and silence alone must not turn "closed" into "filtered").
+
+    The socket is never connected: ICMP errors are read from its error queue (IP_RECVERR,
+    MSG_ERRQUEUE) with their type, code and sender, and only those about ``target`` count.
+    ``connected`` keeps what a connected socket would see (replies from ``target`` only; others
+    are noted in the timeline); without it replies from any source are kept."""
     timeline = Timeline()
     ex = Exchange(target, wrap_label, connected, timeline)
     sid = new_session_id()
-    with udp_socket(target, netns) as sock:
-        if connected:
-            await sock.connect(target.sockaddr)
+    want = _addr_text(target.sockaddr)
+    std = udp_socket(target, netns)
+    total = attempts
+    with trio.socket.from_stdlib_socket(std) as sock:
         next_send = trio.current_time()
         end = next_send + attempts * interval
+
+        def icmp_seen() -> bool:
+            for err in read_icmp_errors(std):
+                if err.original_destination not in (None, want):
+                    timeline.add("icmp_error_elsewhere", to=err.original_destination,
+                                 **err.as_evidence())
+                    continue
+                ex.icmp = err.word
+                timeline.add("icmp_error", **err.as_evidence())
+                return True
+            return False
+
         while True:
             now = trio.current_time()
             if now >= end:
+                if icmp_seen():
+                    break
+                if total < attempts + reprobe:
+                    total = attempts + reprobe
+                    end = now + reprobe * interval
+                    next_send = now
+                    timeline.add("reprobe", attempts=reprobe)
+                    continue
                 timeline.add("gave_up", attempts=ex.attempts)
                 break
-            if ex.attempts < attempts and now >= next_send:
+            if ex.attempts < total and now >= next_send:
                 packet = client_reset(wrap, sid, ex.attempts + 1)
                 try:
-                    if connected:
-                        await sock.send(packet)
-                    else:
-                        await sock.sendto(packet, target.sockaddr)
+                    await sock.sendto(packet, target.sockaddr)
                 except OSError as exc:
+                    if icmp_seen():
+                        break
                     ex.icmp = _icmp_word(exc)
                     timeline.add("send_error", error=ex.icmp)
                     break
                 ex.attempts += 1
                 timeline.add("reset_sent", attempt=ex.attempts, bytes=len(packet))
                 next_send = now + interval
-            wake = min(end, next_send) if ex.attempts < attempts else end
+            wake = min(end, next_send) if ex.attempts < total else end
             with trio.move_on_at(wake):
                 try:
                     data, addr = await sock.recvfrom(RECV_SIZE)
-                except OSError as exc:
-                    ex.icmp = _icmp_word(exc)
-                    timeline.add("icmp_error", error=ex.icmp)
-                    break
+                except OSError:  # an ICMP error is pending: its details are in the queue
+                    if icmp_seen():
+                        break
+                    continue
                 kind = classify_reply(data, wrap, sid)
                 reply = {"from": _addr_text(addr), "bytes": len(data), "kind": kind,
                          "t": timeline.elapsed()}
+                if connected and reply["from"] != want:
+                    timeline.add("reply_elsewhere", source=reply["from"], bytes=len(data),
+                                 kind=kind)
+                    continue
                 ex.replies.append(reply)
                 timeline.add("reply", source=reply["from"], bytes=len(data), kind=kind)
                 if kind in {"openvpn_reset", "not_openvpn"}:
@@ -458,11 +557,12 @@ async def tcp_reset_exchange(target: Target, wrap: ControlWrap, *, wrap_label: s
 
 async def reset_exchange(target: Target, wrap: ControlWrap, *, wrap_label: str,
                          netns: str | None, attempts: int = RESET_ATTEMPTS,
-                         interval: float = RESET_INTERVAL) -> Exchange:
-    """The reset exchange over the target's transport (connected UDP socket or TCP)."""
+                         interval: float = RESET_INTERVAL, reprobe: int = 0) -> Exchange:
+    """The reset exchange over the target's transport (UDP, replies from the target only, or
+    TCP); ``reprobe`` as for :func:`udp_reset_exchange` (UDP only)."""
     if target.transport == "udp":
         return await udp_reset_exchange(target, wrap, wrap_label=wrap_label, netns=netns,
-                                        attempts=attempts, interval=interval)
+                                        attempts=attempts, interval=interval, reprobe=reprobe)
     return await tcp_reset_exchange(target, wrap, wrap_label=wrap_label, netns=netns,
                                     reply_wait=attempts * interval)
 

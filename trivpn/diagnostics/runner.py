@@ -3,6 +3,8 @@ dependency order, never letting one check crash the doctor.
 
 A check starts once every dependency has finished; it is skipped (with the dependency's status
 and ``state`` evidence as the reason) unless each dependency ended ``ok`` or ``warn``. A check
+also waits for the checks in its ``after`` (when they run) and sees their results, but is not
+skipped because of them. A check
 that raises becomes an ``error`` result carrying the exception text; one that overruns its
 timeout becomes an ``error`` result with the timeout as evidence. Results come back in the
 order the checks were given (the registry order), whatever order they finished in.
@@ -144,23 +146,26 @@ async def run_checks(checks: Sequence[Check], ctx_base: DoctorContext, *,
     def deps_of(check: Check) -> list[str]:
         return [d for d in check.depends_on if d in ids and d != check.id]
 
+    def waits_for(check: Check) -> list[str]:
+        return deps_of(check) + [d for d in check.after if d in ids and d != check.id]
+
     def closure(check: Check) -> dict[str, CheckResult]:
         seen: dict[str, CheckResult] = {}
-        stack = deps_of(check)
+        stack = waits_for(check)
         while stack:
             dep = stack.pop()
             if dep in seen or dep not in results:
                 continue
             seen[dep] = results[dep]
-            stack.extend(deps_of(by_id[dep]))
+            stack.extend(waits_for(by_id[dep]))
         return seen
 
     by_id = {c.id: c for c in selected}
-    _reject_cycles(by_id, deps_of)
+    _reject_cycles(by_id, waits_for)
 
     async def runner(check: Check) -> None:
         try:
-            for dep in deps_of(check):
+            for dep in waits_for(check):
                 await done[dep].wait()
             blocking = next((results[d] for d in deps_of(check)
                              if results[d].status not in PASSING), None)
