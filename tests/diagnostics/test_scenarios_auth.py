@@ -4,8 +4,9 @@ and a certificate the server rejects, each named for what it is.
 
 One lab for the module: server namespace 198.18.0.1 runs two servers — port 1194 with a verify
 script (alice/secret passes; user ``locked`` gets a reason, user ``otp`` a CRV1 challenge,
-anyone else a bare refusal) and port 1195 that also has ``ccd-exclusive`` with an empty
-client-config-dir (refuses every certificate's account after the password check).
+anyone else a bare refusal), port 1195 that also has ``ccd-exclusive`` with an empty
+client-config-dir (refuses every certificate's account after the password check), and port
+1196 that hands out auth-tokens valid for one second (``auth-gen-token 1``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import trio
 
 from tests.conftest import require_netns, require_openvpn
 from tests.diagnostics.scenariokit import Scenario, client_lines, scenario, server_lines
@@ -24,6 +26,8 @@ from trivpn.diagnostics.auth_diag import (
     PLACEHOLDER_USER,
 )
 from trivpn.diagnostics.model import CheckResult, DoctorContext
+from trivpn.diagnostics.probe import resolve_targets
+from trivpn.diagnostics.probe_session import probe_config
 from trivpn.pki.certs import certificate_pem, create_ca, issue_cert
 from trivpn.pki.keys import private_key_pem
 
@@ -57,7 +61,10 @@ def sc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
             [line.replace("port 1194", "port 1195").replace("198.18.8.0", "198.18.9.0")
              for line in server_lines(extra=[*auth, f"client-config-dir {tmp / 'ccd'}",
                                               "ccd-exclusive"])], name="ccd")
-        for proc in (first, second):
+        third = made.start_openvpn(
+            [line.replace("port 1194", "port 1196").replace("198.18.8.0", "198.18.10.0")
+             for line in server_lines(extra=[*auth, "auth-gen-token 1"])], name="token")
+        for proc in (first, second, third):
             assert proc.wait_for("Initialization Sequence Completed"), proc.text()
         foreign = issue_cert(create_ca("other CA"), "client", "client1")
         (tmp / "foreign.crt").write_bytes(certificate_pem(foreign.cert))
@@ -158,3 +165,22 @@ async def test_right_credentials_complete_the_handshake(sc: Scenario) -> None:
     result = await _handshake(_context(sc, "good", "alice\nsecret\n"))
 
     assert result.status == "ok", result.summary
+
+
+async def test_expired_auth_token_is_explained_as_a_stale_token(sc: Scenario) -> None:
+    login = _context(sc, "tokenlogin", "alice\nsecret\n", port=1196)
+    assert login.options is not None
+    target = (await resolve_targets(login.options))[0][0]
+    first = await checks_tls._run_probe(probe_config(login.options, hand_window=5.0), target,
+                                        login.netns, 5.0)
+    assert first.session is not None and first.session.pushed is not None
+    token = first.session.pushed.auth_token
+    assert token is not None
+    await trio.sleep(2.5)  # past the token's one-second lifetime
+
+    result = await _handshake(_context(sc, "tokenreuse", f"alice\n{token}\n", port=1196))
+
+    assert result.evidence["cause"] == "auth_token_expired", result.summary
+    assert result.evidence["auth_failed"] == "AUTH_FAILED,SESSION: token expired"
+    assert "not a wrong password" in result.explanation
+    assert "--auth-gen-token: auth-token from client expired" in _log(sc, 2)
