@@ -6,7 +6,8 @@ One lab for the module: server namespace 198.18.0.1 runs two servers — port 11
 script (alice/secret passes; user ``locked`` gets a reason, user ``otp`` a CRV1 challenge,
 anyone else a bare refusal), port 1195 that also has ``ccd-exclusive`` with an empty
 client-config-dir (refuses every certificate's account after the password check), and port
-1196 that hands out auth-tokens valid for one second (``auth-gen-token 1``).
+1196 that hands out auth-tokens valid for one second (``auth-gen-token 1``); port 1197 has
+``ccd-exclusive`` and no password check at all.
 """
 
 from __future__ import annotations
@@ -64,7 +65,11 @@ def sc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         third = made.start_openvpn(
             [line.replace("port 1194", "port 1196").replace("198.18.8.0", "198.18.10.0")
              for line in server_lines(extra=[*auth, "auth-gen-token 1"])], name="token")
-        for proc in (first, second, third):
+        fourth = made.start_openvpn(
+            [line.replace("port 1194", "port 1197").replace("198.18.8.0", "198.18.11.0")
+             for line in server_lines(extra=[f"client-config-dir {tmp / 'ccd'}",
+                                             "ccd-exclusive"])], name="ccdonly")
+        for proc in (first, second, third, fourth):
             assert proc.wait_for("Initialization Sequence Completed"), proc.text()
         foreign = issue_cert(create_ca("other CA"), "client", "client1")
         (tmp / "foreign.crt").write_bytes(certificate_pem(foreign.cert))
@@ -141,6 +146,16 @@ async def test_refused_account_sends_the_same_bare_auth_failed_as_a_wrong_passwo
     assert result.evidence["auth_failed"] == "AUTH_FAILED"
     assert LOG_CCD_EXCLUSIVE + " for common name 'client1'" in _log(sc, 1)
     assert LOG_WRONG_CREDENTIALS not in _log(sc, 1)
+
+
+async def test_bare_auth_failed_without_credentials_blames_the_account_not_a_password(
+        sc: Scenario) -> None:
+    result = await _handshake(_context(sc, "ccdonly", None, port=1197))
+
+    assert result.evidence["cause"] == "auth_refused_account", result.summary
+    assert result.evidence["auth_failed"] == "AUTH_FAILED"
+    assert "password" not in result.fix
+    assert LOG_CCD_EXCLUSIVE + " for common name 'client1'" in _log(sc, 3)
 
 
 async def test_auth_failed_reason_is_quoted(sc: Scenario) -> None:
