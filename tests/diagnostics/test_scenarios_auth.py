@@ -37,6 +37,7 @@ pytestmark = pytest.mark.integration
 CHALLENGE = "CRV1:R,E:c3RhdGUtMQ==:b3Rw:Enter your one-time code"
 VERIFY = f"""#!/bin/sh
 user=$(sed -n 1p "$1"); pass=$(sed -n 2p "$1")
+[ "$user" = {PLACEHOLDER_USER} ] && sleep 2.5  # a slow backend: longer than SILENT_AFTER
 [ "$user" = alice ] && [ "$pass" = secret ] && exit 0
 case "$user" in
   locked) echo "account locked until Monday" > "$auth_failed_reason_file" ;;
@@ -119,6 +120,7 @@ async def test_certificate_rejected_stays_a_rejected_certificate_without_credent
     assert result.status == "fail"
     assert result.evidence["cause"] == "peer_rejected_cert", result.summary
     assert result.evidence["credential_probe"]["answer"] is None
+    assert "not a missing 'auth-user-pass'" in result.explanation
     assert "signed by the server's CA" in result.fix
 
 

@@ -436,7 +436,8 @@ def _auth_failed_reason(probe: SessionProbe) -> str | None:
 async def _credential_probe(config: SessionConfig, target: Target, netns: str | None,
                             budget: float) -> dict[str, Any]:
     """Repeat the handshake with placeholder credentials: does the server get past key
-    method 2 once a username/password is there?"""
+    method 2 once a username/password is there? It waits as long as the first probe
+    (GIVE_UP_AFTER of silence), so that a slow auth backend is not taken for silence."""
     probe = await _run_probe(dataclasses.replace(config, username=PLACEHOLDER_USER,
                                                  password=PLACEHOLDER_PASSWORD),
                              target, netns, budget)
@@ -517,6 +518,9 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
     evidence.update(stalled_phase=phase, cause=cause, detail=detail, **facts)
     summary, explanation, fix = _explain(o, (cause, phase, detail), target.describe(),
                                          ctx=ctx, facts=facts)
+    if "credential_probe" in evidence:
+        explanation += (" A second handshake with a placeholder username/password stalled the "
+                        "same way, so this is not a missing 'auth-user-pass'.")
     return problem(HANDSHAKE_ID, "fail", summary, explanation=explanation, fix=fix,
                    **evidence)
 
