@@ -12,6 +12,8 @@ client-config-dir (refuses every certificate's account after the password check)
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -201,3 +203,16 @@ async def test_expired_auth_token_is_explained_as_a_stale_token(sc: Scenario) ->
     assert result.evidence["auth_failed"] == "AUTH_FAILED,SESSION: token expired"
     assert "not a wrong password" in result.explanation
     assert "--auth-gen-token: auth-token from client expired" in _log(sc, 2)
+
+
+def test_openvpn_client_without_credentials_only_reports_a_tls_timeout(sc: Scenario) -> None:
+    """The claim in the auth_required explanation: OpenVPN as a client, missing
+    auth-user-pass, says only that TLS key negotiation timed out (hand-window shortened)."""
+    client = sc.start_openvpn_in(sc.client, [*client_lines(), "hand-window 3", "verb 3"],
+                                 name="ovpn-nocreds")
+    try:
+        assert client.wait_for("TLS key negotiation failed to occur within 3 seconds",
+                               timeout=10), client.text()
+        assert "AUTH_FAILED" not in client.text()
+    finally:
+        os.kill(client.pid, signal.SIGTERM)  # the lab also kills it at teardown
