@@ -180,6 +180,19 @@ async def test_crv1_challenge_is_reported_as_a_second_factor(sc: Scenario) -> No
     assert "one-time code" in result.summary
 
 
+async def test_prompted_credentials_are_probed_with_a_placeholder_and_not_blamed(
+        sc: Scenario) -> None:
+    ctx = sc.context(sc.client_config(client_lines(extra=["auth-user-pass"]),
+                                      name="prompt.conf"))
+
+    result = await _handshake(ctx)
+
+    assert result.status == "skip", result.summary
+    assert result.evidence["cause"] == "auth_not_checked"
+    assert result.evidence["auth_failed"] == "AUTH_FAILED"
+    assert "certificate are accepted" in result.summary
+
+
 async def test_right_credentials_complete_the_handshake(sc: Scenario) -> None:
     result = await _handshake(_context(sc, "good", "alice\nsecret\n"))
 

@@ -31,7 +31,7 @@ from trivpn.protocol.controlmsg import AuthFailed, parse_control_message
 PLACEHOLDER_USER = "trivpn-doctor-probe"  # sent only to learn whether the server asks for one
 PLACEHOLDER_PASSWORD = "not-a-password"
 AUTH_CAUSES = ("auth_required", "auth_failed", "auth_refused_account", "auth_failed_reason",
-               "auth_challenge", "auth_token_expired", "auth_temp")
+               "auth_challenge", "auth_token_expired", "auth_temp", "auth_not_checked")
 LOG_WRONG_CREDENTIALS = "TLS Auth Error: Auth Username/Password verification failed for peer"
 LOG_NO_CREDENTIALS = "TLS Error: Auth Username/Password was not provided by peer"
 LOG_CCD_EXCLUSIVE = "TLS Auth Error: --client-config-dir authentication failed"
@@ -138,6 +138,25 @@ def diagnose_auth_failed(o: Options, reason: str | None) -> AuthDiagnosis:
         "two log lines the server wrote for this attempt.", evidence)
 
 
+def diagnose_prompted(o: Options, reason: str | None) -> AuthDiagnosis:
+    """``auth-user-pass`` without a file (asked at connect time): the doctor logged in with a
+    placeholder username, and the server answered AUTH_FAILED[,reason]."""
+    wire = f"AUTH_FAILED{',' + reason if reason else ''}"
+    return AuthDiagnosis(
+        "auth_not_checked", "TLS and this client's certificate are accepted; the username/"
+        "password was not checked (auth-user-pass asks for it at connect time)",
+        "The server completed the TLS handshake, accepted this client's certificate and "
+        f"answered the key exchange with {wire!r} to the doctor's placeholder username "
+        f"({PLACEHOLDER_USER!r}): the server checks a username/password, as this config "
+        "expects. 'auth-user-pass' has no file here, so the doctor had no real credentials "
+        "and could not check them.",
+        f"Nothing to fix before the login. To let the doctor check the credentials too, run "
+        f"it with a copy of {o.config_path.name} whose 'auth-user-pass' "
+        f"({where(o, 'auth-user-pass')}) names a file with the username on line 1 and the "
+        "password on line 2.",
+        {"auth_failed": wire, "credentials": "placeholder (auth-user-pass has no file)"})
+
+
 def diagnose_auth_required(o: Options, second: dict[str, Any]) -> AuthDiagnosis:
     """The server went silent after key method 2 without credentials, and a second handshake
     with placeholder credentials got past that point (``second``: its evidence)."""
@@ -158,4 +177,5 @@ def diagnose_auth_required(o: Options, second: dict[str, Any]) -> AuthDiagnosis:
 
 
 __all__ = ["AUTH_CAUSES", "PLACEHOLDER_PASSWORD", "PLACEHOLDER_USER", "AuthDiagnosis",
-           "diagnose_auth_failed", "diagnose_auth_required", "parse_reason"]
+           "diagnose_auth_failed", "diagnose_auth_required", "diagnose_prompted",
+           "parse_reason"]

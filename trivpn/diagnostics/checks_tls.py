@@ -29,6 +29,7 @@ from trivpn.diagnostics.auth_diag import (
     PLACEHOLDER_USER,
     diagnose_auth_failed,
     diagnose_auth_required,
+    diagnose_prompted,
 )
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe import (
@@ -460,8 +461,15 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
         return inputs
     o, target = inputs.options, open_target(ctx, inputs.targets)
     budget = handshake_budget(ctx.timeout)
+    prompted = o.auth_user_pass == "prompt"
     try:
-        config = probe_config(o, hand_window=budget - 0.5)
+        if prompted:  # the doctor does not ask: log in with a placeholder to see how far it gets
+            config = dataclasses.replace(
+                probe_config(dataclasses.replace(o, auth_user_pass=None),
+                             hand_window=budget - 0.5),
+                username=PLACEHOLDER_USER, password=PLACEHOLDER_PASSWORD)
+        else:
+            config = probe_config(o, hand_window=budget - 0.5)
     except (ConfigError, ProtocolError) as exc:
         return skip(HANDSHAKE_ID, f"skipped: cannot build the TLS setup from the config "
                     f"({exc}); see config.files and pki.*")
@@ -496,6 +504,13 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
     evidence["server_silence"] = silence
     cause, phase, detail = classify_failure(probe.failure(), dict(session.drops), last,
                                             probe.link_error, silence)
+    if cause == "auth_failed" and prompted:
+        diag = diagnose_prompted(o, _auth_failed_reason(probe))
+        evidence.update(stalled_phase=phase, cause=diag.cause, detail=detail, **diag.evidence)
+        # not a problem of the setup: the part the doctor can check passed (a skip, so that a
+        # healthy profile with prompted credentials gets no warning)
+        return CheckResult(HANDSHAKE_ID, "skip", diag.summary, evidence, diag.explanation,
+                           diag.fix)
     if cause == "auth_failed":
         diag = diagnose_auth_failed(o, _auth_failed_reason(probe))
         evidence.update(stalled_phase=phase, cause=diag.cause, detail=detail, **diag.evidence)
