@@ -16,6 +16,7 @@ cause, explaining why OpenVPN would only have said "TLS key negotiation failed t
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,14 @@ import trio
 from cryptography import x509
 
 from trivpn.config import ConfigError, Options
+from trivpn.diagnostics.auth_diag import (
+    AUTH_CAUSES,
+    PLACEHOLDER_PASSWORD,
+    PLACEHOLDER_USER,
+    diagnose_auth_failed,
+    diagnose_auth_required,
+    diagnose_prompted,
+)
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe import (
     Exchange,
@@ -38,6 +47,7 @@ from trivpn.diagnostics.probe import (
 from trivpn.diagnostics.probe_session import PHASE_LABELS, SessionProbe, probe_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
+from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.statickey import parse_static_key
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
 from trivpn.sessionsetup import control_wrap
@@ -47,7 +57,8 @@ HANDSHAKE_ID = "tls.handshake"
 VARIANT_ATTEMPTS = 2
 VARIANT_INTERVAL = 1.0
 CAUSES = ("no_reset_reply", "hmac_mismatch", "cert_verify_failed", "peer_rejected_cert",
-          "tls_alert", "no_common_cipher", "auth_failed", "timeout")
+          "tls_alert", "no_common_cipher", "auth_failed", "timeout", *AUTH_CAUSES[1:],
+          "auth_required")
 
 # ---------------------------------------------------------------------------- tls.keys
 
@@ -437,23 +448,62 @@ def _explain(o: Options, failure: tuple[str, str, str], sent_to: str, *,
             "config.* results.")
 
 
+async def _run_probe(config: SessionConfig, target: Target, netns: str | None,
+                     budget: float) -> SessionProbe:
+    async with SessionProbe(config, target, netns) as probe:
+        probe.start()
+        await probe.run_until(lambda: probe.saw(ev.DataChannelReady)
+                              or probe.failure() is not None or _server_gave_up(probe),
+                              trio.current_time() + budget)
+        await probe.say_goodbye()
+    return probe
+
+
+def _auth_failed_reason(probe: SessionProbe) -> str | None:
+    return next((e.reason for e in probe.events if isinstance(e, ev.AuthFailed)), None)
+
+
+async def _credential_probe(config: SessionConfig, target: Target, netns: str | None,
+                            budget: float) -> dict[str, Any]:
+    """Repeat the handshake with placeholder credentials: does the server get past key
+    method 2 once a username/password is there? It waits as long as the first probe
+    (GIVE_UP_AFTER of silence), so that a slow auth backend is not taken for silence."""
+    probe = await _run_probe(dataclasses.replace(config, username=PLACEHOLDER_USER,
+                                                 password=PLACEHOLDER_PASSWORD),
+                             target, netns, budget)
+    reached = [p["phase"] for p in probe.phases]
+    answer = None
+    if probe.saw(ev.AuthFailed):
+        reason = _auth_failed_reason(probe)
+        answer = f"AUTH_FAILED,{reason}" if reason else "AUTH_FAILED"
+    elif probe.saw(ev.DataChannelReady):
+        answer = "PUSH_REPLY (the placeholder was accepted)"
+    elif ev.PHASE_KEY_METHOD_RECEIVED in reached:
+        answer = "the server's key method 2"
+    return {"username": PLACEHOLDER_USER, "answer": answer,
+            "last_phase": reached[-1] if reached else None}
+
+
 async def run_handshake(ctx: DoctorContext) -> CheckResult:
     inputs = await probe_inputs(ctx, HANDSHAKE_ID)
     if isinstance(inputs, CheckResult):
         return inputs
     o, target = inputs.options, open_target(ctx, inputs.targets)
     budget = handshake_budget(ctx.timeout)
+    prompted = o.auth_user_pass == "prompt"
     try:
-        config = probe_config(o, hand_window=budget - 0.5)
+        if prompted:  # the doctor does not ask: log in with a placeholder to see how far it gets
+            config = dataclasses.replace(
+                probe_config(dataclasses.replace(o, auth_user_pass=None),
+                             hand_window=budget - 0.5),
+                username=PLACEHOLDER_USER, password=PLACEHOLDER_PASSWORD)
+        else:
+            config = probe_config(o, hand_window=budget - 0.5)
     except (ConfigError, ProtocolError) as exc:
         return skip(HANDSHAKE_ID, f"skipped: cannot build the TLS setup from the config "
                     f"({exc}); see config.files and pki.*")
-    async with SessionProbe(config, target, ctx.netns) as probe:
-        probe.start()
-        await probe.run_until(lambda: probe.saw(ev.DataChannelReady)
-                              or probe.failure() is not None or _server_gave_up(probe),
-                              trio.current_time() + budget)
-        await probe.say_goodbye()
+    started = trio.current_time()
+    probe = await _run_probe(config, target, ctx.netns, budget)
     session = probe.session
     assert session is not None
     phases = probe.phases
@@ -483,10 +533,38 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
     evidence["server_silence"] = silence
     cause, phase, detail = classify_failure(probe.failure(), dict(session.drops), last,
                                             probe.link_error, silence)
+    if cause == "auth_failed" and prompted:
+        diag = diagnose_prompted(o, _auth_failed_reason(probe))
+        evidence.update(stalled_phase=phase, cause=diag.cause, detail=detail, **diag.evidence)
+        # not a problem of the setup: the part the doctor can check passed (a skip, so that a
+        # healthy profile with prompted credentials gets no warning)
+        return CheckResult(HANDSHAKE_ID, "skip", diag.summary, evidence, diag.explanation,
+                           diag.fix)
+    if cause == "auth_failed":
+        diag = diagnose_auth_failed(o, _auth_failed_reason(probe))
+        evidence.update(stalled_phase=phase, cause=diag.cause, detail=detail, **diag.evidence)
+        return problem(HANDSHAKE_ID, "fail", diag.summary, explanation=diag.explanation,
+                       fix=diag.fix, **evidence)
+    if (cause == "peer_rejected_cert" and phase == ev.PHASE_KEY_METHOD_SENT
+            and o.auth_user_pass is None):
+        # Under TLS 1.3 a server refusing our certificate and one wanting a username/password
+        # both fall silent right after our key method 2: ask again with placeholder ones.
+        left = max(1.0, budget - (trio.current_time() - started))
+        second = await _credential_probe(config, target, ctx.netns, left)
+        if second["answer"] is not None:
+            diag = diagnose_auth_required(o, second)
+            evidence.update(stalled_phase=phase, cause=diag.cause, detail=detail,
+                            **diag.evidence)
+            return problem(HANDSHAKE_ID, "fail", diag.summary, explanation=diag.explanation,
+                           fix=diag.fix, **evidence)
+        evidence["credential_probe"] = second
     facts = _cert_facts(o) if cause == "peer_rejected_cert" else {}
     evidence.update(stalled_phase=phase, cause=cause, detail=detail, **facts)
     summary, explanation, fix = _explain(o, (cause, phase, detail), target.describe(),
                                          ctx=ctx, facts=facts)
+    if "credential_probe" in evidence:
+        explanation += (" A second handshake with a placeholder username/password stalled the "
+                        "same way, so this is not a missing 'auth-user-pass'.")
     return problem(HANDSHAKE_ID, "fail", summary, explanation=explanation, fix=fix,
                    **evidence)
 
