@@ -13,11 +13,13 @@ with ``--openvpn``, which needs root, ``unshare`` and the openvpn binary).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -216,6 +218,19 @@ def _log_files(config: Path) -> tuple[list[Path], bool]:
     return found, syslog
 
 
+def _kill_namespace_init(unshare_pid: int) -> None:
+    """Kill, by PID, the first process of the PID namespace ``unshare --fork`` made (the
+    kernel then kills every process in that namespace). ``--kill-child`` alone is not enough:
+    an OpenVPN that drops privileges (``user nobody``) loses the parent-death signal."""
+    try:
+        children = Path(f"/proc/{unshare_pid}/task/{unshare_pid}/children").read_text().split()
+    except OSError:
+        return
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(child), signal.SIGKILL)
+
+
 def _run_openvpn_server(workdir: Path, config: str, binary: str) -> tuple[str, bool]:
     """Run an OpenVPN server on ``config`` in new network and PID namespaces: only a
     loopback interface (brought up, so that a management port on 127.0.0.1 can bind), no
@@ -257,6 +272,7 @@ def _run_openvpn_server(workdir: Path, config: str, binary: str) -> tuple[str, b
             time.sleep(0.05)
         running = proc.poll() is None
     finally:
+        _kill_namespace_init(proc.pid)
         proc.kill()
         proc.wait()
         reader.join(timeout=2)
