@@ -100,6 +100,12 @@ def build_plan(options: Options, directives: Sequence[Directive] = (), *, files:
     except RuntimeSetupError as exc:
         raise _error_at(o, "user" if o.user is not None and "user" in str(exc) else "group",
                         str(exc)) from exc
+    if o.up is not None and o.script_security < 2:
+        # the up script runs once the device is up; refused, trivpn run stops there (client.py
+        # _after_up, server.py): say so before anything starts
+        raise _error_at(o, "up", f"'up' cannot run with script-security {o.script_security}: "
+                                 "external programs need 'script-security 2', and trivpn run "
+                                 "stops when the up script fails")
     device, addresses, routes, tunnel_warnings = _tunnel(o)
     plan: Json = {
         "config": location_text(o.config_path, None),
@@ -162,7 +168,7 @@ def _transport(o: Options) -> Json:
 
 
 def _tunnel(o: Options) -> tuple[Json, list[Json], list[Json], list[str]]:
-    pulls = o.role == "client"
+    pulls = o.pull
     try:
         if o.role == "server":
             server_pool(o)  # the checks Server() makes
@@ -215,7 +221,7 @@ def _routes(o: Options, plan: TunnelPlan) -> list[Json]:
             text = str(r)
         elif r.gateway is not None:
             text = f"{r.destination} via {r.gateway} on the tunnel"
-        elif o.role == "client":
+        elif o.pull:
             text = f"{r.destination} on the tunnel, via the VPN gateway the server pushes"
         else:
             text = f"{r.destination} on the tunnel device"
@@ -223,7 +229,7 @@ def _routes(o: Options, plan: TunnelPlan) -> list[Json]:
             text += f" metric {r.metric}"
         out.append({"destination": r.destination, "gateway": r.gateway, "metric": r.metric,
                     "via": via, "source": source, "text": text})
-    if o.role == "client":
+    if o.pull:
         if o.route_nopull:
             text = "routes the server pushes are ignored (route-nopull)"
         else:

@@ -288,6 +288,22 @@ def p2p_decision(peer: PeerInfo, data_ciphers: Sequence[str], *, is_server: bool
                        "tls-ekm" if ekm else None, flags)
 
 
+def is_new_peer_reset(data: bytes, wrap: ControlWrap, remote_session_id: bytes | None) -> bool:
+    """TLS peer-to-peer server: is ``data`` a client's hard reset that opens a new session
+    (another session id than the current peer's) and passes the control-channel wrap
+    (tls-auth/tls-crypt)? OpenVPN starts a new TLS session for such a packet (ssl.c,
+    tls_pre_decrypt(): "Initial packet from ..."), which replaces the current one."""
+    if len(data) < 9 or data[0] >> 3 != Opcode.CONTROL_HARD_RESET_CLIENT_V2 or data[0] & 7:
+        return False
+    if remote_session_id is not None and data[1:9] == remote_session_id:
+        return False
+    try:
+        wrap.unwrap(data)
+    except (ProtocolError, ValueError):
+        return False
+    return True
+
+
 class Session:
     """One peer. Create it, call :meth:`start` (client) or feed the peer's reset (server)."""
 
