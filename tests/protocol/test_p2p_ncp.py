@@ -18,13 +18,22 @@ from trivpn.protocol.peerinfo import (
     build_p2p_peer_info,
     parse_peer_info,
 )
-from trivpn.protocol.session import P2P_PEER_ID, SessionConfig, p2p_decision
+from trivpn.protocol.session import (
+    P2P_PEER_ID,
+    Session,
+    SessionConfig,
+    is_new_peer_reset,
+    p2p_decision,
+)
+from trivpn.protocol.statickey import StaticKey
 from trivpn.protocol.tls import KeyExporter
+from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth
 from trivpn.tlsnative import keying_material_exporter
 
 # what an OpenVPN 2.6 p2p peer announces (ssl.c push_peer_info, detail 1; DYN_TLS_CRYPT 512)
 OPENVPN_P2P = (IV_PROTO_DATA_V2 | IV_PROTO_DNS_OPTION | IV_PROTO_CC_EXIT_NOTIFY
                | IV_PROTO_NCP_P2P | IV_PROTO_TLS_KEY_EXPORT | 512)
+STATIC = StaticKey(bytes(range(256)))
 IP_PACKET = bytes.fromhex("4500001c000000004001f90cc6120802c6120801") + b"\x08\x00\xf7\xff" + \
     bytes(4)
 
@@ -202,3 +211,40 @@ def test_p2p_server_emits_no_admission_event() -> None:
     assert pair.run_until(pair.established, seconds=30)
     assert not events_of(pair.server_events, ev.ClientAuthenticated)
     assert events_of(pair.server_events, ev.PushReceived)
+
+
+# --- a new peer session at a p2p server ------------------------------------------------------
+
+def _client_reset(wrap: ControlWrap) -> bytes:
+    client = Session(replace(client_config(), wrap=wrap), 1000.0)
+    client.start(1000.0)
+    (reset,) = client.take_datagrams()
+    return reset
+
+
+def test_client_reset_before_any_peer_opens_a_session() -> None:
+    assert is_new_peer_reset(_client_reset(NoWrap()), NoWrap(), None)
+
+
+def test_client_reset_of_another_session_opens_a_new_one() -> None:
+    reset = _client_reset(NoWrap())
+    assert is_new_peer_reset(reset, NoWrap(), b"\x01" * 8)
+
+
+def test_retransmitted_reset_of_the_current_session_is_not_a_new_one() -> None:
+    reset = _client_reset(NoWrap())
+    assert not is_new_peer_reset(reset, NoWrap(), reset[1:9])
+
+
+def test_reset_that_fails_tls_auth_is_not_a_new_session() -> None:
+    good = TlsAuth(STATIC, 1)
+    reset = _client_reset(good)
+    assert is_new_peer_reset(reset, TlsAuth(STATIC, 0), b"\x01" * 8)
+    other = StaticKey(bytes(255 - i for i in range(256)))
+    assert not is_new_peer_reset(reset, TlsAuth(other, 0), b"\x01" * 8)
+
+
+def test_data_and_server_packets_are_not_new_sessions() -> None:
+    assert not is_new_peer_reset(bytes([0x48]) + bytes(20), NoWrap(), None)  # P_DATA_V2
+    assert not is_new_peer_reset(bytes([0x40]) + bytes(20), NoWrap(), None)  # server reset
+    assert not is_new_peer_reset(b"\x38", NoWrap(), None)  # truncated
