@@ -111,6 +111,8 @@ def build_plan(options: Options, directives: Sequence[Directive] = (), *, files:
         "config": location_text(o.config_path, None),
         "role": o.role,
         "mode": o.mode,
+        "tls_role": o.tls_role,  # differs from role for a TLS peer-to-peer server
+        "pull": o.pull,
         "files_read": files,
         "transport": _transport(o),
         "device": device,
@@ -423,13 +425,20 @@ def _ignored(o: Options) -> list[Json]:
 
 # --- text ----------------------------------------------------------------------------------
 
+def _role_text(plan: Json) -> str:
+    if plan["role"] == "server":
+        return f"server (mode {plan['mode']})"
+    if plan.get("pull", True):
+        return "client (pulls its settings from the server)"
+    side = f"tls-{plan.get('tls_role', 'client')}"
+    return f"TLS peer-to-peer {side} (one peer, the config's own ifconfig, no push)"
+
+
 def render_text(plan: Json) -> list[str]:
     """The report for people, one section per key of the plan."""
     out = [f"Config:       {plan['config']}"
            + ("" if plan["files_read"] else "  (--no-files: referenced files not read)"),
-           "Role:         " + ("client (pulls its settings from the server)"
-                                   if plan["role"] == "client" else
-                                   f"server (mode {plan['mode']})")]
+           "Role:         " + _role_text(plan)]
     t = plan["transport"]
     local = t["local"]
     out.append(f"Transport:    {t['proto']}, local "
