@@ -118,10 +118,12 @@ def test_p2p_ncp_result_is_the_one_an_openvpn_tls_server_reaches(setup: Setup) -
 
 
 @pytest.mark.directive("tls-server", "tls-client")
-def test_trivpn_tls_client_and_trivpn_tls_server_in_peer_to_peer_mode(setup: Setup) -> None:
-    server = _start_server(setup, _server_lines("udp", "tls-auth static.key 0"))
+@pytest.mark.parametrize("proto", ["udp", "tcp-server"])
+def test_trivpn_tls_client_and_trivpn_tls_server_in_peer_to_peer_mode(
+        setup: Setup, proto: str) -> None:
+    server = _start_server(setup, _server_lines(proto, "tls-auth static.key 0"))
     assert server.wait_event("link_open", 10) is not None, server.text()[-3000:]
-    client = start_client(setup, _client_lines("udp", "tls-auth static.key 1"))
+    client = start_client(setup, _client_lines(proto, "tls-auth static.key 1"))
     wait_up(client)
     wait_up(server)
     _both_ways(setup)
