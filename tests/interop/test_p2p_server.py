@@ -49,9 +49,10 @@ def _server_lines(proto: str = "udp", *extra: str) -> list[str]:
             f"data-ciphers {SERVER_CIPHERS}", "ping 1", "ping-restart 10", "verb 4", *extra]
 
 
-def _client_lines(proto: str = "udp", *extra: str) -> list[str]:
+def _client_lines(proto: str = "udp", *extra: str, lport: int | None = None) -> list[str]:
+    bind = [f"lport {lport}"] if lport else ["nobind"]
     return ["tls-client", "dev tun", f"proto {'tcp-client' if proto == 'tcp-server' else proto}",
-            f"remote {SERVER_IP} 1194", "nobind", f"ifconfig {CLIENT_TUN} {SERVER_TUN}",
+            f"remote {SERVER_IP} 1194", *bind, f"ifconfig {CLIENT_TUN} {SERVER_TUN}",
             "ca ca.crt", "cert client.crt", "key client.key", "remote-cert-tls server",
             f"data-ciphers {CLIENT_CIPHERS}", "ping 1", "ping-restart 10",
             "connect-retry 1", "verb 4", *extra]
@@ -135,17 +136,22 @@ def test_trivpn_tls_client_and_trivpn_tls_server_in_peer_to_peer_mode(
 
 
 @pytest.mark.directive("tls-server")
-@pytest.mark.parametrize("proto", ["udp", "tcp-server"])
-def test_p2p_server_takes_the_peer_back_after_it_restarts(setup: Setup, proto: str) -> None:
+@pytest.mark.parametrize(("proto", "lport"), [("udp", None), ("udp", 40000),
+                                              ("tcp-server", None)],
+                         ids=["udp-new-port", "udp-same-address", "tcp"])
+def test_p2p_server_takes_the_peer_back_after_it_restarts(
+        setup: Setup, proto: str, lport: int | None) -> None:
     """The openvpn peer is killed (no exit notification) and started again: its new hard
-    reset (from a new source port) opens a new session, the tunnel carries traffic again."""
+    reset (from a new source port, or from the same address and port) opens a new session,
+    the tunnel carries traffic again."""
     server = _start_server(setup, _server_lines(proto))
     assert server.wait_event("link_open", 10) is not None, server.text()[-3000:]
-    ovpn = _start_openvpn_client(setup, _client_lines(proto))
+    ovpn = _start_openvpn_client(setup, _client_lines(proto, lport=lport))
     assert ovpn.wait_for("Initialization Sequence Completed", 15), ovpn.text()[-3000:]
     _both_ways(setup)
     stop_process(setup.lab, ovpn.pid, signal.SIGKILL)
-    again = _start_openvpn_client(setup, _client_lines(proto), name="ovpn-client2")
+    again = _start_openvpn_client(setup, _client_lines(proto, lport=lport),
+                                  name="ovpn-client2")
     assert again.wait_for("Initialization Sequence Completed", 20), (
         again.text()[-3000:], server.text()[-3000:])
     _both_ways(setup)
