@@ -239,6 +239,10 @@ class Mismatch:
                 "severity": self.severity, "meaning": self.meaning}
 
 
+def _value(value: str | None) -> str:
+    return "absent" if value is None else (value or "present")
+
+
 def _show(key: str, value: str | None) -> str:
     if value is None:
         return "absent"
@@ -280,10 +284,12 @@ def _explain(key: str, ours: str | None, server: str | None, *, occ: Mapping[str
                 key, ours, server, "fail" if broken else "warn",
                 f"{shown}: the server has compression configured ('comp-lzo' or 'compress' "
                 "in its config) but did not push it, and this config has none. The server "
-                "frames data packets for compression and this client does not expect that: "
-                "with 'comp-lzo' or 'compress lz4'/'lzo' every packet carries a compression "
-                "byte this client does not strip; with 'compress lz4-v2'/'stub-v2' only the "
-                "packets the server actually compresses (with 'allow-compression yes') break"
+                "frames data packets for compression and this client does not: with "
+                "'comp-lzo' or 'compress lz4'/'lzo' every data packet carries a compression "
+                "byte, so the server drops ours, which lack it (for 'comp-lzo' its log says "
+                "'Bad LZO decompression header byte'), and this client does not strip the "
+                "server's; with 'compress lz4-v2'/'stub-v2' only the packets the server "
+                "actually compresses (with 'allow-compression yes') break"
                 + (" — which is why tunnel.traffic failed" if broken else ""),
                 "Make both sides agree: best, remove 'compress'/'comp-lzo' from the server's "
                 "config; or have the server push it (push \"compress stub-v2\"), or add the "
@@ -309,10 +315,23 @@ def _explain(key: str, ours: str | None, server: str | None, *, occ: Mapping[str
             f"Set 'dev {server}' in {config_name} to match the server.")
     if key == "tun-mtu":
         pushed = occ.get("pushed_tun_mtu")
-        if pushed is not None and str(pushed) == server:
+        limit = occ.get("tun_mtu_limit")
+        if pushed is not None and str(pushed) == server and (limit is None or pushed <= limit):
             return Mismatch(key, ours, server, "note",
                             f"{shown}; the server pushed 'tun-mtu {pushed}', which this client "
                             "uses", "")
+        if pushed is not None and limit is not None and pushed > limit:
+            return Mismatch(
+                key, ours, server, "warn",
+                f"{shown}: the server pushed 'tun-mtu {pushed}', more than this client accepts "
+                f"(at most {limit}: tun-mtu-max, default 1600), so the client caps its MTU at "
+                f"{limit} ('Server-pushed tun-mtu is too large, please add tun-mtu-max "
+                f"{pushed} in the client configuration') and the server warns 'reported "
+                "maximum MTU from client ... is lower than MTU used on the server'; packets "
+                f"between {limit} and {pushed} bytes sent by the server do not fit this "
+                "client's tun device",
+                f"Add 'tun-mtu-max {pushed}' to {config_name}, or lower 'tun-mtu' on the "
+                "server.")
         return Mismatch(
             key, ours, server, "warn",
             f"{shown}: the two tun devices have different MTUs, so packets sized for the "
@@ -363,6 +382,9 @@ async def run_occ(ctx: DoctorContext) -> CheckResult:
                     "not get to the server's key method 2; see tls.handshake)")
     traffic = ctx.results.get("tunnel.traffic")
     name = ctx.config_path.name if ctx.config_path is not None else "the config"
+    if ctx.options is not None:  # the largest pushed tun-mtu this client takes (tun-mtu-max)
+        o = ctx.options
+        occ = {**occ, "tun_mtu_limit": max(1600, o.tun_mtu, o.tun_mtu_max)}
     found = compare(occ, traffic=traffic.status if traffic is not None else None,
                     config_name=name)
     cipher_note = _cipher_directive_note(ctx, occ)
@@ -384,8 +406,7 @@ async def run_occ(ctx: DoctorContext) -> CheckResult:
     said = [m.meaning for m in bad] + ([cipher_note[1]] if cipher_note else [])
     fixes = [m.fix for m in bad] + ([cipher_note[2]] if cipher_note else [])
     summary = ("options differ from the server's: " + ", ".join(
-        f"{m.item} (server {m.server if m.server is not None else 'absent'}, ours "
-        f"{m.ours if m.ours is not None else 'absent'})" for m in bad)) if bad else (
+        f"{m.item} (server {_value(m.server)}, ours {_value(m.ours)})" for m in bad)) if bad else (
         f"'cipher {cipher_note[0]['configured']}' is not used: the server negotiated "
         f"{cipher_note[0]['negotiated']}" if cipher_note else "")
     if bad and cipher_note:
@@ -393,9 +414,9 @@ async def run_occ(ctx: DoctorContext) -> CheckResult:
     return problem(
         OCC_ID, status, summary, **evidence,
         explanation=" ".join(s.rstrip(".") + "." for s in said)
-        + " OpenVPN 2.6 only logs such differences at verb 7 (\"WARNING: '...' is used "
-        "inconsistently\" / \"... is present in remote config but missing in local "
-        "config\").",
+        + (" OpenVPN 2.6 logs differences between the options strings only at verb 7 "
+           "(\"WARNING: '...' is used inconsistently\" / \"... is present in remote config "
+           "but missing in local config\")." if bad else ""),
         fix=" ".join(fixes))
 
 
