@@ -107,6 +107,7 @@ async def test_server_tun_mtu_above_the_clients_limit_is_named_with_tun_mtu_max(
     assert found["tun-mtu"]["severity"] == "warn"
     assert found["link-mtu"]["severity"] == "note"
     assert "Add 'tun-mtu-max 1700'" in occ.fix
+    assert results["tls.handshake"].evidence["occ"]["pushed_tun_mtu"] == 1700  # pushed
     # what the explanation quotes from the server, the real server logged (at verb 4)
     log = sc.servers[0].text()
     assert ("reported maximum MTU from client (1600) is lower than MTU used on the server "
@@ -133,3 +134,41 @@ async def test_cipher_only_client_is_told_its_cipher_is_not_used(sc: Scenario):
     versions = results["compat.versions"]
     assert versions.status == "warn"
     assert "v26.cipher_ignored" in {f["rule"] for f in versions.evidence["findings"]}
+
+
+@pytest.mark.parametrize(("server_extra", "item", "server_value", "ours"), [
+    (["dev tap"], "dev-type", "tap", "tun"),
+    (["fragment 1300"], "mtu-dynamic", "", None)])
+async def test_server_framing_the_client_does_not_share_fails(
+        sc: Scenario, server_extra: list[str], item: str, server_value: str,
+        ours: str | None):
+    lines = [line for line in server_lines("tls-crypt")
+             if not (line == "dev tun" and "dev tap" in server_extra)]
+    _start_server(sc, [*lines, *server_extra])
+    ctx = sc.context(sc.client_config(client_lines("tls-crypt")))
+    results = await _report(ctx)
+
+    occ = results["compat.occ"]
+    assert occ.status == "fail", occ.summary
+    found = {m["item"]: m for m in occ.evidence["mismatches"]}
+    assert (found[item]["server"], found[item]["ours"]) == (server_value, ours)
+    assert results["tunnel.traffic"].status != "ok"
+
+
+async def test_auth_mismatch_under_a_cbc_cipher_fails_and_the_server_rejects_our_packets(
+        sc: Scenario):
+    _start_server(sc, server_lines("tls-crypt", extra=["data-ciphers AES-256-CBC",
+                                                       "auth SHA256"]))
+    ctx = sc.context(sc.client_config(client_lines("tls-crypt",
+                                                   extra=["data-ciphers AES-256-CBC"])))
+    results = await _report(ctx)
+
+    assert results["tls.handshake"].evidence["cipher"] == "AES-256-CBC"
+    occ = results["compat.occ"]
+    found = {m["item"]: m for m in occ.evidence["mismatches"]}
+    assert occ.status == "fail", occ.summary
+    assert (found["auth"]["server"], found["auth"]["ours"]) == ("SHA256", "SHA1")
+    assert "Set 'auth SHA256'" in occ.fix
+    assert results["tunnel.traffic"].status == "fail"
+    # "each side rejects the other's packets": the real server does
+    assert "packet HMAC authentication failed" in sc.servers[0].text(), sc.server_log()
