@@ -46,7 +46,8 @@ def test_every_rule_cites_a_public_source_and_only_2_6_claims_are_verified() -> 
         assert "/work" not in rule.source.cite() and "shared" not in rule.source.cite()
         if rule.target == "openvpn-2.6":
             # every claim about 2.6 is checked by tests/interop/test_compat_claims.py
-            assert rule.basis == "verified" and rule.openvpn_args and rule.openvpn_says, rule.id
+            assert rule.basis == "verified", rule.id
+            assert (rule.openvpn_args and rule.openvpn_says) or rule.verified_in, rule.id
         else:
             assert rule.basis != "verified", rule.id
         if rule.target in ("openvpn-2.4", "openvpn-2.5"):
@@ -292,3 +293,17 @@ async def test_occ_is_skipped_without_the_servers_options_string(tmp_path: Path)
                   results={"tls.handshake": _result({"occ": {"local": LOCAL, "server": None}},
                                                     status="fail")})
     assert (await OCC.run(ctx)).status == "skip"
+
+
+def test_tls_cipher_is_a_note_unless_tls_1_2_is_the_maximum(tmp_path: Path) -> None:
+    line = "tls-cipher TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384\n"
+    [note] = [f for f in findings(tmp_path, CLIENT + line)
+              if f["rule"] == "v26.tls_cipher_tls12_only"]
+    assert note["severity"] == "note" and "tls-ciphersuites" in note["fix"]
+    capped = findings(tmp_path, CLIENT + line + "tls-version-max 1.2\n")
+    assert "v26.tls_cipher_tls12_only" not in rules_of(capped)
+
+
+def test_networkmanager_refuses_compress_stub_forms(tmp_path: Path) -> None:
+    assert "nm.compress_stub" in rules_of(findings(tmp_path, CLIENT + "compress stub-v2\n"))
+    assert "nm.compress_stub" not in rules_of(findings(tmp_path, CLIENT + "compress lz4\n"))

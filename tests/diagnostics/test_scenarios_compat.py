@@ -29,6 +29,7 @@ pytestmark = pytest.mark.integration
 CHECKS: tuple[Check, ...] = (*checks_port.CHECKS, *checks_nat.CHECKS, *checks_tls.CHECKS,
                              *checks_mtu.CHECKS, *checks_tunnel.CHECKS, *checks_compat.CHECKS)
 OCC_MISMATCH = "is used inconsistently"
+HANDSHAKE = next(c for c in checks_tls.CHECKS if c.id == "tls.handshake")
 
 
 @pytest.fixture
@@ -172,3 +173,23 @@ async def test_auth_mismatch_under_a_cbc_cipher_fails_and_the_server_rejects_our
     assert results["tunnel.traffic"].status == "fail"
     # "each side rejects the other's packets": the real server does
     assert "packet HMAC authentication failed" in sc.servers[0].text(), sc.server_log()
+
+
+async def test_openvpn_2_6_applies_tls_cipher_to_tls_1_2_only(sc: Scenario):
+    """compat_rules v26.tls_cipher_tls12_only: a 2.6 server whose tls-cipher allows only
+    RSA-authenticated TLS 1.2 suites (its certificate is EC) still completes TLS 1.3, and
+    refuses TLS 1.2."""
+    _start_server(sc, server_lines(
+        "tls-crypt", extra=["tls-cipher TLS-ECDHE-RSA-WITH-AES-256-GCM-SHA384"]))
+    tls13 = sc.context(sc.client_config(client_lines("tls-crypt")))
+    handshake = await HANDSHAKE.run(tls13)
+    assert handshake.status == "ok", handshake.summary
+    assert "TLSv1.3" in handshake.evidence["tls"]
+    tls12 = sc.context(sc.client_config(client_lines("tls-crypt",
+                                                     extra=["tls-version-max 1.2"]),
+                                        name="tls12.conf"), timeout=5.0)
+    refused = await HANDSHAKE.run(tls12)
+    assert refused.status == "fail", refused.summary
+    assert "TLSv1.3" not in str(refused.evidence.get("tls"))
+    assert refused.evidence["cause"] == "tls_alert", refused.summary
+    assert "no shared cipher" in sc.servers[0].text()

@@ -102,6 +102,11 @@ def _no_fallback_cipher(p: Profile, d: Directive | None) -> bool:
             and not p.has("data-ciphers-fallback"))
 
 
+def _tls_1_3_possible(p: Profile, d: Directive | None) -> bool:
+    top = p.last("tls-version-max")
+    return top is None or not top.args or top.args[0] not in ("1.0", "1.1", "1.2")
+
+
 def _inline_block(p: Profile, d: Directive | None) -> bool:
     return d is not None and d.inline is not None
 
@@ -112,6 +117,7 @@ CONDITIONS: dict[str, Condition] = {
     "compression_without_allow": _compression_without_allow,
     "no_fallback_cipher": _no_fallback_cipher,
     "inline_block": _inline_block,
+    "tls_1_3_possible": _tls_1_3_possible,
 }
 
 
@@ -135,8 +141,9 @@ def _finding(rule: Rule, p: Profile, d: Directive | None) -> dict[str, Any]:
             "where": f"{d.path}:{d.line}" if d else None, "effect": rule.effect,
             "basis": rule.basis, "says": rule.says.format(**fields),
             "fix": rule.fix.format(**fields), "source": rule.source.cite(),
-            "severity": ("warn" if rule.target == WARN_TARGET and rule.effect in WARN_EFFECTS
-                         else "note")}
+            "severity": rule.severity or (
+                "warn" if rule.target == WARN_TARGET and rule.effect in WARN_EFFECTS
+                else "note")}
 
 
 def lint(directives: Iterable[Directive], role: str,

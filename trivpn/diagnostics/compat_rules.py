@@ -6,7 +6,8 @@ Every rule names its public source (repository, file, section or function) and i
 
 - ``verified``: OpenVPN 2.6's behaviour, checked against the real 2.6 binary in
   tests/interop/test_compat_claims.py (``openvpn_args`` is what the test adds to a client
-  command line, ``openvpn_says`` what 2.6 must print then);
+  command line, ``openvpn_says`` what 2.6 must print then), or, where it takes a peer to show,
+  in the test named by ``verified_in``;
 - ``documented``: what an older OpenVPN version does, as its Changes.rst section says;
 - ``source``: what a client does, as read in its source file (not run here).
 
@@ -74,6 +75,9 @@ class Rule:
     except_: frozenset[str] = frozenset()
     openvpn_args: tuple[str, ...] = ()
     openvpn_says: str = ""
+    # a 2.6 claim that needs a peer to show: the test (file::function) that checks it
+    verified_in: str = ""
+    severity: Literal["warn", "note"] | None = None  # None: from target and effect
 
 
 def _changes(section: str) -> Source:
@@ -181,6 +185,16 @@ RULES: tuple[Rule, ...] = (
                   "2.6'"), "verified", args=r"(^|:)BF-CBC(:|$)",
          openvpn_args=("--data-ciphers", "AES-256-GCM:BF-CBC"),
          openvpn_says="Unsupported cipher in --data-ciphers: BF-CBC"),
+    Rule("v26.tls_cipher_tls12_only", "openvpn-2.6", ("tls-cipher",), "different",
+         "OpenVPN 2.6 applies 'tls-cipher' to TLS 1.2 and older only: with TLS 1.3, which it "
+         "negotiates whenever both sides support it, 'tls-ciphersuites' chooses the suite and "
+         "this line restricts nothing",
+         "To restrict TLS 1.3 suites, use 'tls-ciphersuites'; 'tls-cipher' still applies to "
+         "TLS 1.2 peers.",
+         _changes("Overview of changes in 2.5, 'TLS 1.3 support' (--tls-ciphersuites)"),
+         "verified", when="tls_1_3_possible", severity="note",
+         verified_in="tests/diagnostics/test_scenarios_compat.py::"
+                     "test_openvpn_2_6_applies_tls_cipher_to_tls_1_2_only"),
     # ------------------------------------------------------------------ OpenVPN 2.5 (documented)
     *(Rule(f"v25.new_in_26.{name}", "openvpn-2.5", (name,), "refused",
            "OpenVPN 2.5 does not know '{name}' (introduced in 2.6) and refuses the profile",
@@ -313,6 +327,12 @@ RULES: tuple[Rule, ...] = (
          "NetworkManager.",
          Source(_NM, _NM_FILE, "do_import(), inline blob elements"), "source",
          when="inline_block", roles=("client",), except_=frozenset(NM_BLOBS)),
+    Rule("nm.compress_stub", "nm-openvpn", ("compress",), "refused",
+         "NetworkManager's importer stops: 'unsupported compress argument' (it knows only "
+         "'compress', 'compress lzo', 'lz4' and 'lz4-v2')",
+         "For NetworkManager, drop the line (no compression) instead of 'compress {arg}'.",
+         Source(_NM, _NM_FILE, "do_import(), the 'compress' branch"), "source",
+         args=r"^(stub|stub-v2|migrate)$", roles=("client",)),
     # ----------------------------------------------------------- OpenVPN for Android (source)
     Rule("android.tap", "android", ("dev", "dev-type"), "refused",
          "OpenVPN for Android refuses it: 'Sorry. Only tun mode is supported.'",
