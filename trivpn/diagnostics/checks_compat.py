@@ -7,7 +7,8 @@ expanded, even when the config does not parse) and evaluates the rule table of
 differently is a warning; what OpenVPN 2.4/2.5, OpenVPN 3, NetworkManager-openvpn or OpenVPN for
 Android do differently is listed as notes (status ok), each with its source.
 
-``compat.occ`` runs after ``tls.handshake``: in key method 2 each side sends its options string
+``compat.occ`` runs after a successful ``tls.handshake`` (and after ``tunnel.traffic``, whose
+result it reads): in key method 2 each side sends its options string
 (OpenVPN src/openvpn/options.c, options_string()); ``tls.handshake`` records the server's and
 ours. OpenVPN 2.6 compares them (options_cmp_equal_safe()) but reports differences only at verb
 7 (options_warning_safe_scan2(), D_SHOW_OCC). This check compares them item by item and
@@ -470,5 +471,7 @@ def occ_evidence(session: Any, options_string: str) -> dict[str, Any]:
 
 CHECKS: tuple[Check, ...] = (
     Check(VERSIONS_ID, run_versions),
-    Check(OCC_ID, run_occ, roles=("client",), after=("tls.handshake", "tunnel.traffic")),
+    # depends on tls.handshake so that 'doctor --check compat.occ' runs the handshake too
+    Check(OCC_ID, run_occ, roles=("client",), depends_on=("tls.handshake",),
+          after=("tunnel.traffic",)),
 )
