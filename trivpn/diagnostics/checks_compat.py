@@ -182,8 +182,7 @@ async def run_versions(ctx: DoctorContext) -> CheckResult:
     findings = lint(source.directives, ctx.role)
     warns = [f for f in findings if f["severity"] == "warn"]
     notes = [f for f in findings if f["severity"] == "note"]
-    evidence = {"targets": list(TARGETS.values()), "findings": findings,
-                "notes_by_target": _notes_summary(notes) or None}
+    evidence = {"findings": findings, "notes_by_target": _notes_summary(notes) or None}
     if not warns:
         tail = (f"; notes for other versions/clients — {_notes_summary(notes)} (see evidence)"
                 if notes else "; no differences found for OpenVPN 2.4/2.5, OpenVPN 3, "
