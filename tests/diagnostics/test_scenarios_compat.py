@@ -5,6 +5,8 @@ tls.handshake's evidence."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +195,20 @@ async def test_openvpn_2_6_applies_tls_cipher_to_tls_1_2_only(sc: Scenario):
     assert "TLSv1.3" not in str(refused.evidence.get("tls"))
     assert refused.evidence["cause"] == "tls_alert", refused.summary
     assert "no shared cipher" in sc.servers[0].text()
+
+
+def test_openvpn_2_6_client_does_not_offer_a_cipher_missing_from_data_ciphers(sc: Scenario):
+    """compat_rules v26.cipher_ignored and compat.occ's cipher note: a real 2.6 client with
+    'cipher AES-128-CBC' (not in its data-ciphers) does not offer it, so a 2.6 server that has
+    only that cipher refuses it with the reason compat.occ quotes."""
+    _start_server(sc, server_lines("tls-crypt", extra=["data-ciphers AES-128-CBC"]))
+    client = sc.start_openvpn_in(sc.client, [*client_lines("tls-crypt"), "cipher AES-128-CBC",
+                                             "dev null", "verb 3"], name="ovpn-cipher")
+    try:
+        assert client.wait_for("AUTH_FAILED", timeout=10), client.text()
+        assert "OpenVPN ignores --cipher for cipher negotiations" in client.text()
+        assert sc.servers[0].wait_for(
+            "Data channel cipher negotiation failed (no shared cipher)", timeout=5), \
+            sc.server_log()
+    finally:
+        os.kill(client.pid, signal.SIGTERM)  # the lab also kills it at teardown

@@ -450,8 +450,9 @@ def _cipher_directive_note(ctx: DoctorContext,
             + ". A client that cannot negotiate (OpenVPN 2.3, or 2.4 with ncp-disable) "
             f"would use only {configured}, and a 2.6 server whose "
             "data-ciphers lacks it answers 'AUTH_FAILED,Data channel cipher negotiation failed "
-            "(no shared cipher)' (documented: OpenVPN Changes.rst, 2.6, 'Connecting to a "
-            "OpenVPN 2.3.x server')",
+            "(no shared cipher)' (OpenVPN Changes.rst, 2.6, 'Connecting to a OpenVPN 2.3.x "
+            "server'; a 2.6 client gets the same answer when only its 'cipher' line names the "
+            "server's cipher)",
             f"Replace 'cipher {configured}' at {place} with 'data-ciphers {negotiated}' (or the "
             "list you want); keep a 'data-ciphers-fallback' only for peers that cannot "
             "negotiate.")
