@@ -212,3 +212,20 @@ def test_openvpn_2_6_client_does_not_offer_a_cipher_missing_from_data_ciphers(sc
             sc.server_log()
     finally:
         os.kill(client.pid, signal.SIGTERM)  # the lab also kills it at teardown
+
+
+async def test_comp_lzo_no_against_compress_stub_is_suspected_when_traffic_fails(
+        sc: Scenario):
+    """Both options strings say 'comp-lzo', but 'comp-lzo no' and 'compress' (stub) frame
+    packets differently: traffic fails, and compat.occ names the compression lines."""
+    _start_server(sc, server_lines("tls-crypt", extra=["comp-lzo no"]))
+    ctx = sc.context(sc.client_config(client_lines("tls-crypt", extra=["compress"])))
+    results = await _report(ctx)
+
+    assert results["tunnel.traffic"].status == "fail"
+    occ = results["compat.occ"]
+    assert occ.status == "warn", occ.summary
+    [m] = occ.evidence["mismatches"]
+    assert (m["item"], m["server"], m["ours"]) == ("comp-lzo", "", "")
+    assert "not compatible with 'comp-lzo no'" in occ.explanation
+    assert "comp-lzo (both sides, in forms that may differ)" in occ.summary

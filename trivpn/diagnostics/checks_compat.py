@@ -273,6 +273,17 @@ def compare(occ: Mapping[str, Any], *, traffic: str | None,
                      config_name=config_name)
         if m is not None:
             out.append(m)
+    if ("comp-lzo" in ours and "comp-lzo" in server and traffic is not None
+            and traffic != "ok" and not occ.get("pushed_compression")):
+        out.append(Mismatch(
+            "comp-lzo", ours["comp-lzo"], server["comp-lzo"], "warn",
+            "both sides have compression framing, but the options string does not say which: "
+            "'comp-lzo' (any form) and 'compress' (lzo, lz4, stub) frame packets differently "
+            "(OpenVPN's manual: the 'stub' option is not compatible with 'comp-lzo no'), and "
+            "tunnel.traffic failed",
+            f"Compare the compression lines of {config_name} and the server's config and use "
+            "the same form on both sides (best: remove both, the server first pushing "
+            "'compress stub-v2' to old clients)."))
     return out
 
 
@@ -413,7 +424,8 @@ async def run_occ(ctx: DoctorContext) -> CheckResult:
     said = [m.meaning for m in bad] + ([cipher_note[1]] if cipher_note else [])
     fixes = [m.fix for m in bad] + ([cipher_note[2]] if cipher_note else [])
     summary = ("options differ from the server's: " + ", ".join(
-        f"{m.item} (server {_value(m.server)}, ours {_value(m.ours)})" for m in bad)) if bad else (
+        f"{m.item} (server {_value(m.server)}, ours {_value(m.ours)})" if m.ours != m.server
+        else f"{m.item} (both sides, in forms that may differ)" for m in bad)) if bad else (
         f"'cipher {cipher_note[0]['configured']}' is not used: the server negotiated "
         f"{cipher_note[0]['negotiated']}" if cipher_note else "")
     if bad and cipher_note:
