@@ -184,7 +184,7 @@ async def run_versions(ctx: DoctorContext) -> CheckResult:
     notes = [f for f in findings if f["severity"] == "note"]
     evidence = {"findings": findings, "notes_by_target": _notes_summary(notes) or None}
     if not warns:
-        tail = (f"; notes for other versions/clients — {_notes_summary(notes)} (see evidence)"
+        tail = (f"; notes for other versions/clients — {_notes_summary(notes)} (details: --json)"
                 if notes else "; no differences found for OpenVPN 2.4/2.5, OpenVPN 3, "
                 "NetworkManager-openvpn or OpenVPN for Android")
         return ok(VERSIONS_ID, "OpenVPN 2.6 reads this profile as written" + tail, **evidence)
