@@ -32,6 +32,7 @@ from trivpn.diagnostics.auth_diag import (
     diagnose_auth_required,
     diagnose_prompted,
 )
+from trivpn.diagnostics.checks_compat import occ_evidence
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe import (
     Exchange,
@@ -513,6 +514,8 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
         "packets_received": probe.received_packets, "drops": dict(session.drops),
         "link_error": probe.link_error,
     }
+    # --- compat (compat.occ): the options strings of both sides and what the push set ---
+    evidence["occ"] = occ_evidence(session, config.options_string)
     tls_event = next((e for e in probe.events if isinstance(e, ev.TlsHandshakeComplete)), None)
     if tls_event is not None:
         evidence["tls"] = tls_event.description
