@@ -337,8 +337,9 @@ async def check_crl(ctx: DoctorContext, now: datetime | None = None) -> CheckRes
             return problem(
                 cid, "fail", f"the CRL expired on {nxt:%Y-%m-%d %H:%M} UTC (nextUpdate)",
                 explanation=("OpenVPN 2.6 verifies client certificates against the CRL, and "
-                             "an expired CRL fails that verification ('VERIFY ERROR: ... CRL "
-                             "has expired'): every client is refused, revoked or not."),
+                             "an expired CRL fails that verification ('VERIFY ERROR: depth=0, "
+                             "error=CRL has expired'): every client is refused, revoked or "
+                             "not."),
                 fix=(f"Issue a fresh CRL with {_REGEN}, copy it to {src.describe()} "
                      "(readable by the server's user); the server reloads it at the next "
                      "client connect. Renew it before nextUpdate from then on (cron)."),
@@ -370,7 +371,8 @@ async def check_crl(ctx: DoctorContext, now: datetime | None = None) -> CheckRes
                 explanation=("OpenVPN reads the CRL as root at start, then re-reads it after "
                              "dropping privileges ('user'/'group') whenever the file changes. "
                              "After the next CRL update it logs 'CRL: cannot read' and keeps "
-                             "no CRL at all, so every client fails verification."),
+                             "no CRL at all: every client fails verification ('VERIFY ERROR: "
+                             "CRL not loaded')."),
                 fix=(f"Make it readable: 'chmod 644 {src.path}' (or 'chgrp {grp_name} "
                      f"{src.path}' with mode 640), and 'chmod o+x' on every directory "
                      "above it; easy-rsa writes crl.pem as 0600, so copy it after each "

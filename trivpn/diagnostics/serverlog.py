@@ -105,9 +105,9 @@ def _is_ipv4_host(text: str) -> bool:
 
 # "2026-12-04 14:35:46 " (log file), "2026-12-04T14:35:46+0000 host openvpn[1]: "
 # (journalctl -o short-iso) and "Dec 04 14:35:46 host openvpn[1]: " (journalctl, syslog).
-_FILE_TS = re.compile(r"^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)\S*\s+")
+_FILE_TS = re.compile(r"^(\d{4}-\d\d-\d\d)([ T])(\d\d:\d\d:\d\d)\S*\s+")
 _SYSLOG_TS = re.compile(r"^([A-Z][a-z]{2})\s+(\d{1,2}) (\d\d:\d\d:\d\d)\s+")
-_JOURNAL_TAG = re.compile(r"^\S+ [\w@.\-]+(?:\[\d+\])?: ")
+_JOURNAL_TAG = re.compile(r"^\S+ [\w@.\-]+\[\d+\]: ")  # "HOST openvpn[123]: "
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
                                        "Sep", "Oct", "Nov", "Dec"), start=1)}
 
@@ -147,11 +147,11 @@ def _timestamp(line: str, year: int) -> tuple[datetime | None, str]:
     m = _FILE_TS.match(line)
     if m is not None:
         try:
-            when = datetime.fromisoformat(f"{m.group(1)} {m.group(2)}")
+            when = datetime.fromisoformat(f"{m.group(1)} {m.group(3)}")
         except ValueError:
             return None, line
         rest = line[m.end():]
-        tag = _JOURNAL_TAG.match(rest)
+        tag = _JOURNAL_TAG.match(rest) if m.group(2) == "T" else None
         return when, rest[tag.end():] if tag is not None else rest
     m = _SYSLOG_TS.match(line)
     if m is not None and m.group(1) in _MONTHS:
