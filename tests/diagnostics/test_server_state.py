@@ -21,10 +21,13 @@ from tests.diagnostics.serverlab import (
     POOL,
     UPLINK_IF,
     ServerHost,
+    client_lines,
     server_host,
     server_lines,
 )
+from tests.interop.openvpn import start_openvpn
 from trivpn.diagnostics import checks_ccd, checks_server, checks_serverstate
+from trivpn.diagnostics.checks_serverstate import CHURN_MIN_CONNECTS
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
 from trivpn.diagnostics.runner import run_checks
 from trivpn.diagnostics.serverlog import DUPLICATE_CN_TEXT
@@ -331,3 +334,29 @@ async def test_ipv6_forwarding_off_with_server_ipv6_fails(host: ServerHost):
     assert result.status == "fail"
     assert result.evidence["ipv6_forwarding"] == "0"
     assert "net.ipv6.conf.all.forwarding=1" in result.fix
+
+
+async def test_client_restarting_every_few_seconds_is_reported(host: ServerHost):
+    lines = [line.replace("keepalive 2 10", "keepalive 10 60")
+             for line in server_lines(extra=["log server.log"])]
+    server = host.start_server(lines)
+    ns = host.add_client_ns()
+    # The client ignores the pushed timers and restarts after 1 s without a packet.
+    client = start_openvpn(ns, host.workdir, "flappy",
+                           [*client_lines(3), 'pull-filter ignore "ping"', "ping-restart 1"])
+    deadline = trio.current_time() + 20
+    while server.text().count("Peer Connection Initiated") < CHURN_MIN_CONNECTS:
+        assert trio.current_time() < deadline, server.text()[-3000:]
+        await trio.sleep(0.2)
+
+    result = await _run("server.churn", host.context())
+
+    assert result.status == "warn", result.summary
+    assert result.evidence["state"] == "restarting"
+    (loop,) = result.evidence["restarting"]
+    assert loop["common_name"] == "client1"
+    assert loop["connects"] >= CHURN_MIN_CONNECTS
+    assert loop["median_interval_s"] <= 5
+    assert loop["hosts"] == ["198.18.3.2"]
+    assert "Inactivity timeout (--ping-restart)" in client.text()
+    assert "Inactivity timeout (--ping-restart)" in result.explanation
