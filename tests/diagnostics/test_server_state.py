@@ -4,9 +4,11 @@ forwarding/NAT/FORWARD rules, and a healthy server with a LAN behind a client.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,7 @@ from tests.diagnostics.serverlab import (
     server_lines,
 )
 from tests.interop.openvpn import start_openvpn
+from trivpn.commands import doctor
 from trivpn.diagnostics import checks_ccd, checks_server, checks_serverstate
 from trivpn.diagnostics.checks_serverstate import CHURN_MIN_CONNECTS
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
@@ -102,6 +105,31 @@ async def test_healthy_server_with_a_lan_behind_a_client_gives_no_warning(host: 
     assert by_id["server.forwarding"].evidence["tun"] == "tun0"
     assert by_id["server.pool"].evidence["connected"] == 1
     assert by_id["server.sockets"].evidence["state"] == "listening"
+
+
+async def test_doctor_command_on_a_healthy_server_host_reports_ok(host: ServerHost):
+    host.server.enable_forwarding()
+    host.server.nft(masquerade(UPLINK_IF))
+    (host.workdir / "ccd").mkdir()
+    (host.workdir / "ccd" / "client1").write_text(f"iroute {LAN} 255.255.255.0\n")
+    _write_crl(host, datetime.now(UTC) + timedelta(days=180))
+    host.start_server(server_lines(extra=[
+        "log server.log", "client-config-dir ccd", f"route {LAN} 255.255.255.0",
+        'push "redirect-gateway def1"', "crl-verify crl.pem", "multihome"]))
+    host.start_client(host.add_client_ns())
+    host.wait_status("client1")
+    env = {**os.environ, doctor.NETNS_ENV: host.server.name}
+
+    done = await trio.run_process(
+        [sys.executable, "-m", "trivpn", "doctor", str(host.workdir / "server.conf"), "--json"],
+        env=env, capture_stdout=True, check=False)
+
+    data = json.loads(done.stdout)
+    assert (done.returncode, data["verdict"], data["role"]) == (0, "ok", "server"), \
+        [(c["id"], c["summary"]) for c in data["checks"] if c["status"] != "ok"]
+    ids = {c["id"] for c in data["checks"]}
+    assert {c.id for c in SERVER_CHECKS} <= ids
+    assert data["duration_s"] < 15
 
 
 # --- listening sockets ------------------------------------------------------------------------
