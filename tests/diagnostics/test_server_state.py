@@ -154,6 +154,20 @@ async def test_other_process_on_the_port_fails_naming_it(host: ServerHost):
     assert "ss -uanp sport = :1194" in result.fix
 
 
+async def test_other_program_on_the_port_of_another_address_is_only_a_neighbour(
+        host: ServerHost):
+    host.add_client_ns()
+    proc = host.start_server(server_lines(extra=["local 198.18.3.1"]))
+    with host.server.enter():
+        neighbour = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    with neighbour:
+        neighbour.bind(("198.18.2.1", 1194))
+        result = await _run("server.sockets", host.context())
+    assert result.status == "ok", result.summary
+    assert result.evidence["pids"] == [proc.pid]
+    assert {s["address"] for s in result.evidence["on_port"]} == {"198.18.2.1", "198.18.3.1"}
+
+
 async def test_server_running_on_another_port_than_the_config_warns(host: ServerHost):
     running = [line.replace("port 1194", "port 1195") for line in server_lines()]
     host.start_server(running, name="old")
@@ -388,3 +402,19 @@ async def test_client_restarting_every_few_seconds_is_reported(host: ServerHost)
     assert loop["hosts"] == ["198.18.3.2"]
     assert "Inactivity timeout (--ping-restart)" in client.text()
     assert "Inactivity timeout (--ping-restart)" in result.explanation
+
+
+async def test_pool_held_by_fixed_persist_entries_is_exhausted_for_new_names(host: ServerHost):
+    (host.workdir / "ipp.txt").write_text("alice,198.18.8.2,\nbob,198.18.8.3,\n")
+    server = host.start_server(server_lines(pool=TWO_ADDRESSES, extra=[
+        "log server.log", "ifconfig-pool-persist ipp.txt 0"]))
+
+    result = await _run("server.pool", host.context())
+    host.start_client(host.add_client_ns())  # client1: neither alice nor bob
+
+    assert result.status == "fail", result.summary
+    assert result.evidence["fixed_persist_entries"] == 2
+    assert result.evidence["connected"] == 0
+    assert "ifconfig-pool-persist" in result.summary
+    assert f"from {host.workdir / 'ipp.txt'}" in result.fix
+    assert server.wait_for(POOL_EMPTY + " client1/", 15), server.text()[-3000:]

@@ -172,15 +172,20 @@ async def check_sockets(ctx: DoctorContext) -> CheckResult:
     others = [s for s in on_port if s not in vpn]
     evidence: dict[str, Any] = {"proto": proto, "port": port, "local": address,
                                 "on_port": [describe(s) for s in on_port]}
-    if others and vpn:
+    # Another socket on the port takes packets the server should get when it is bound to the
+    # same address, or to one the server's wildcard covers (the more specific socket wins);
+    # on another address it is only a neighbour.
+    clash = [s for s in others if any(_covers(v.address, s.address) for v in vpn)]
+    if clash:
         who = ", ".join(f"pid {w['pid']} ({w['command']})"
-                        for s in others for w in owners.get(s.inode, [])) or "another process"
+                        for s in clash for w in owners.get(s.inode, [])) or "another process"
         evidence["state"] = "conflict"
         return problem(
             cid, "fail", f"{proto} port {port} is shared by the VPN server and {who}",
-            explanation=("Two programs hold the server port (SO_REUSEPORT or different "
-                         "addresses): the kernel hands some client packets to the other "
-                         "program, so some clients time out while others connect."),
+            explanation=("Two programs hold the server port on overlapping addresses "
+                         "(SO_REUSEPORT, or a wildcard and a specific address with "
+                         "SO_REUSEADDR): the kernel hands some client packets to the other "
+                         "program, so those clients time out while others connect."),
             fix=(f"Stop the other program (see 'ss -{proto[0]}anp sport = :{port}') or move "
                  f"the server to another 'port' at {place}."), **evidence)
     if vpn:
@@ -472,8 +477,12 @@ async def check_pool(ctx: DoctorContext) -> CheckResult:
                          "refused: OpenVPN logs 'MULTI: no dynamic or static remote "
                          "--ifconfig address is available for CN/ADDR' and the client "
                          "retries forever."),
-            fix=grow + (" Or stop sharing one certificate among devices (each connection "
-                        "takes an address)." if not o.duplicate_cn else ""),
+            fix=grow + (f" With 'ifconfig-pool-persist FILE 0' every name in the file "
+                        "keeps its address forever: remove names that no longer connect "
+                        f"from {o.ifconfig_pool_persist.path}, or give a period instead of 0."
+                        if fixed and o.ifconfig_pool_persist is not None else "")
+            + (" With 'duplicate-cn' every connection of a shared certificate takes an "
+               "address." if o.duplicate_cn else ""),
             **evidence)
     if in_use >= POOL_WARN_FRACTION * pool.size and pool.size >= 10:
         evidence["state"] = "nearly_full"
