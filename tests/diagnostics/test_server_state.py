@@ -28,6 +28,7 @@ from tests.diagnostics.serverlab import (
     server_lines,
 )
 from tests.interop.openvpn import start_openvpn
+from tests.interop.trivpnproc import start_trivpn
 from trivpn.commands import doctor
 from trivpn.diagnostics import checks_ccd, checks_server, checks_serverstate
 from trivpn.diagnostics.checks_serverstate import CHURN_MIN_CONNECTS
@@ -418,3 +419,22 @@ async def test_pool_held_by_fixed_persist_entries_is_exhausted_for_new_names(hos
     assert "ifconfig-pool-persist" in result.summary
     assert f"from {host.workdir / 'ipp.txt'}" in result.fix
     assert server.wait_for(POOL_EMPTY + " client1/", 15), server.text()[-3000:]
+
+
+async def test_trivpn_server_log_shows_the_same_churn(host: ServerHost):
+    lines = server_lines(extra=["log server.log"])
+    (host.workdir / "server.conf").write_text("\n".join(lines) + "\n")
+    server = start_trivpn(host.server, host.workdir, "server", lines)
+    assert server.wait_event("link_open", 15), server.text()[-3000:]
+    host.start_client(host.add_client_ns())
+    assert server.wait_event("peer_connected", 15), server.text()[-3000:]
+    host.start_client(host.add_client_ns())
+    assert server.wait_event("peer_disconnected", 15, reason="duplicate_cn"), \
+        server.text()[-3000:]
+
+    sockets = await _run("server.sockets", host.context())
+    churn = await _run("server.churn", host.context())
+
+    assert sockets.status == "ok" and sockets.evidence["pids"] == [server.pid]
+    assert churn.status == "fail", churn.summary
+    assert churn.evidence["duplicate_cn"][0]["hosts"] == ["198.18.3.2", "198.18.4.2"]

@@ -7,10 +7,11 @@ Pure functions over text; the checks read the files.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 # --- status file ------------------------------------------------------------------------------
 
@@ -166,14 +167,51 @@ def _timestamp(line: str, year: int) -> tuple[datetime | None, str]:
     return None, line
 
 
+# trivpn's JSON log lines (trivpn/runtime/events.py): event name → kind here.
+_TRIVPN_EVENTS = {"peer_connected": "connect", "pool_exhausted": "pool_exhausted"}
+
+
+def _trivpn_event(text: str, number: int, when: datetime | None) -> LogEvent | None:
+    """A trivpn JSON log line: peer_connected, pool_exhausted, and peer_disconnected with
+    reason duplicate_cn (its ``replaced_by`` is the new session's address)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    name = data.get("event")
+    kind = _TRIVPN_EVENTS.get(str(name))
+    address = data.get("peer")
+    if name == "peer_disconnected" and data.get("reason") == "duplicate_cn":
+        kind, address = "duplicate_cn", data.get("replaced_by")
+    if kind is None or not isinstance(data.get("cn"), str):
+        return None
+    stamp = data.get("timestamp")
+    if isinstance(stamp, str):
+        try:
+            parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            when = parsed.astimezone(UTC).replace(tzinfo=None)
+        except ValueError:
+            pass
+    addr = str(address).rsplit("/", 1)[-1] if address is not None else None
+    return LogEvent(kind, data["cn"], addr, when, number)
+
+
 def log_events(lines: Iterable[str], *, year: int) -> list[LogEvent]:
-    """Connects, duplicate-CN drops and pool exhaustion found in server log lines (``year``
-    completes syslog timestamps, which carry none)."""
+    """Connects, duplicate-CN drops and pool exhaustion found in server log lines: OpenVPN's
+    text or trivpn's JSON events (``year`` completes syslog timestamps, which carry none)."""
     events: list[LogEvent] = []
     for number, raw in enumerate(lines, start=1):
-        if "MULTI" not in raw and "Peer Connection" not in raw:
+        if ("MULTI" not in raw and "Peer Connection" not in raw and "peer_" not in raw
+                and "pool_exhausted" not in raw):
             continue
         when, text = _timestamp(raw.rstrip("\r\n"), year)
+        if text.startswith("{"):
+            event = _trivpn_event(text, number, when)
+            if event is not None:
+                events.append(event)
+            continue
         m = _CONNECT.search(text)
         if m is not None:
             events.append(LogEvent("connect", m.group("cn"), m.group("addr"), when, number))
