@@ -7,10 +7,14 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
+import trio
 
+from tests.diagnostics.doctorkit import SERVER, by_id, context, write_config
 from trivpn.diagnostics.checks_serverstate import (
+    CHECKS,
     CHURN_MIN_CONNECTS,
     bound_sockets,
     churn_findings,
@@ -18,6 +22,8 @@ from trivpn.diagnostics.checks_serverstate import (
 )
 from trivpn.diagnostics.hostinfo import read_proc_net
 from trivpn.diagnostics.serverlog import StatusFormatError, log_events, parse_status
+
+POOL_CHECK = by_id(CHECKS, "server.pool")
 
 CONNECT = ("{addr} [client1] Peer Connection Initiated with [AF_INET]{addr}")
 DUP = ("MULTI: new connection by client 'client1' will cause previous active sessions by this "
@@ -95,3 +101,31 @@ def test_bound_sockets_are_read_from_proc_net_with_their_owner(family: int, addr
         assert [(s.address, s.port) for s in found] == [(shown, port)]
         owners = socket_owners({found[0].inode})
     assert [o["pid"] for o in owners[found[0].inode]] == [os.getpid()]
+
+
+def _status_v1(updated: str) -> str:
+    return ("OpenVPN CLIENT LIST\n"
+            f"Updated,{updated}\n"
+            "Common Name,Real Address,Bytes Received,Bytes Sent,Connected Since\n"
+            f"alice,198.18.3.2:41000,100,200,{updated}\n"
+            f"bob,198.18.4.2:41000,100,200,{updated}\n"
+            "ROUTING TABLE\nVirtual Address,Common Name,Real Address,Last Ref\n"
+            f"198.18.8.2,alice,198.18.3.2:41000,{updated}\n"
+            f"198.18.8.3,bob,198.18.4.2:41000,{updated}\n"
+            "GLOBAL STATS\nMax bcast/mcast queue length,0\nEND\n")
+
+
+@pytest.mark.parametrize(("age", "status"), [(timedelta(0), "fail"), (timedelta(hours=2), "ok")])
+def test_a_status_file_the_server_stopped_writing_does_not_count(tmp_path: Path,
+                                                                 age: timedelta, status: str):
+    updated = f"{datetime.now() - age:%Y-%m-%d %H:%M:%S}"
+    (tmp_path / "status.txt").write_text(_status_v1(updated))
+    config = write_config(tmp_path, SERVER.replace("server 198.19.0.0 255.255.255.0\n", "")
+                          + "mode server\ntls-server\nifconfig 198.18.8.1 255.255.255.0\n"
+                          "ifconfig-pool 198.18.8.2 198.18.8.3\nstatus status.txt 10\n")
+    result = trio.run(POOL_CHECK.run, context(config))
+    assert result.status == status, result.summary
+    assert parse_status(_status_v1(updated)).clients[1].virtual_address == "198.18.8.3"
+    if status == "ok":
+        assert result.evidence["status_stale_s"] >= 7200 - 5
+        assert "is the server running?" in result.summary

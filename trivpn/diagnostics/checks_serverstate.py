@@ -25,6 +25,7 @@ import os
 import pwd
 import stat
 import statistics
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -451,9 +452,14 @@ async def check_pool(ctx: DoctorContext) -> CheckResult:
         fixed = len({cn for cn, address in entries if pool.index_of(address) is not None})
         evidence["fixed_persist_entries"] = fixed
     connected = len(status.clients) if status is not None else None
-    evidence["connected"] = connected
-    if status is not None:
+    if status is not None and o.status is not None:
         evidence["status_version"] = status.version
+        written = status.updated_unix()
+        age = None if written is None else time.time() - written
+        if age is not None and age > 10 * max(o.status.seconds, 1) + 60:
+            evidence["status_stale_s"] = round(age)
+            connected = None  # an old snapshot: the server is not writing it any more
+    evidence["connected"] = connected
     refused = [e for e in _recent(events, timedelta(days=1)) if e.kind == "pool_exhausted"]
     if refused:
         evidence["refused_in_log"] = [{"line": e.line, "client": e.common_name,
@@ -491,8 +497,11 @@ async def check_pool(ctx: DoctorContext) -> CheckResult:
                        fix=grow, **evidence)
     evidence["state"] = "ok"
     if connected is None:
-        return ok(cid, f"pool of {pool.size} address(es); no status file to count clients "
-                       "(set 'status FILE')", **evidence)
+        why = ("the status file was last written "
+               f"{evidence['status_stale_s']} s ago (is the server running?)"
+               if "status_stale_s" in evidence else "no status file to count clients "
+               "(set 'status FILE')")
+        return ok(cid, f"pool of {pool.size} address(es); {why}", **evidence)
     return ok(cid, f"{in_use} of {pool.size} pool address(es) taken", **evidence)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +29,16 @@ class ServerStatus:
     version: int
     updated: str | None
     clients: tuple[StatusClient, ...]
+
+    def updated_unix(self) -> float | None:
+        """When the server last wrote the file (its local time, as OpenVPN's time_string()
+        writes it), or None."""
+        if self.updated is None:
+            return None
+        try:
+            return time.mktime(time.strptime(self.updated.strip(), "%Y-%m-%d %H:%M:%S"))
+        except ValueError:
+            return None
 
 
 class StatusFormatError(ValueError):
