@@ -28,6 +28,7 @@ from tests.diagnostics.serverlab import (
     server_lines,
 )
 from tests.interop.openvpn import start_openvpn
+from tests.interop.serverkit import ping
 from tests.interop.trivpnproc import start_trivpn
 from trivpn.commands import doctor
 from trivpn.diagnostics import checks_ccd, checks_server, checks_serverstate
@@ -438,3 +439,35 @@ async def test_trivpn_server_log_shows_the_same_churn(host: ServerHost):
     assert sockets.status == "ok" and sockets.evidence["pids"] == [server.pid]
     assert churn.status == "fail", churn.summary
     assert churn.evidence["duplicate_cn"][0]["hosts"] == ["198.18.3.2", "198.18.4.2"]
+
+
+# --- client-config-dir consistency, with traffic ----------------------------------------------
+
+@pytest.mark.parametrize("with_iroute", [True, False])
+async def test_route_without_iroute_is_named_and_openvpn_drops_its_traffic(
+        host: ServerHost, with_iroute: bool):
+    (host.workdir / "ccd").mkdir()
+    (host.workdir / "ccd" / "client1").write_text(
+        f"iroute {LAN} 255.255.255.0\n" if with_iroute else "")
+    host.start_server(server_lines(extra=["client-config-dir ccd", f"route {LAN} 255.255.255.0"]))
+    client_ns = host.add_client_ns()
+    client_ns.add_address("lo", "198.18.30.1/32")  # a host of the LAN behind client1
+    client = host.start_client(client_ns)
+    assert client.wait_for("Initialization Sequence Completed", 15), client.text()[-3000:]
+
+    result = await _run("server.ccd", host.context())
+    reached = ping(host.server, "198.18.30.1", count=1, timeout=3)
+
+    if with_iroute:
+        assert (result.status, reached) == ("ok", True), result.summary
+    else:
+        assert (result.status, reached) == ("warn", False), result.summary
+        assert result.evidence["warnings"] == [
+            f"{host.workdir / 'server.conf'}:{_line_of(host, 'route ')}: 'route {LAN} "
+            "255.255.255.0' has no 'iroute' in any client file: no client owns that network"]
+        assert "iroute NET MASK" in result.fix
+
+
+def _line_of(host: ServerHost, prefix: str) -> int:
+    lines = (host.workdir / "server.conf").read_text().splitlines()
+    return next(i for i, line in enumerate(lines, start=1) if line.startswith(prefix))
