@@ -143,6 +143,15 @@ async def test_running_server_is_found_on_its_port(host: ServerHost):
     assert result.evidence["pids"] == [proc.pid]
 
 
+async def test_running_tcp_server_is_found_listening(host: ServerHost):
+    proc = host.start_server([line.replace("proto udp", "proto tcp-server")
+                              for line in server_lines()])
+    result = await _run("server.sockets", host.context())
+    assert result.status == "ok", result.summary
+    assert result.evidence["proto"] == "tcp"
+    assert result.evidence["pids"] == [proc.pid]
+
+
 async def test_other_process_on_the_port_fails_naming_it(host: ServerHost):
     (host.workdir / "server.conf").write_text("\n".join(server_lines()) + "\n")
     with host.server.enter():
