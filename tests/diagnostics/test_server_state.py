@@ -480,3 +480,32 @@ async def test_route_without_iroute_is_named_and_openvpn_drops_its_traffic(
 def _line_of(host: ServerHost, prefix: str) -> int:
     lines = (host.workdir / "server.conf").read_text().splitlines()
     return next(i for i, line in enumerate(lines, start=1) if line.startswith(prefix))
+
+
+async def test_forward_rule_missing_for_a_lan_behind_the_server_names_its_interface(
+        host: ServerHost):
+    lan = host.lab.add("lan")
+    host.lab.veth(host.server, lan, "198.18.40.1/24", "198.18.40.2/24", a_ifname="lan0")
+    lan.add_route(f"{POOL}/24", via="198.18.40.1")  # the LAN router's route back
+    host.server.enable_forwarding()
+    host.server.nft("table ip filter {\n chain FORWARD {\n"
+                    "  type filter hook forward priority 0; policy drop;\n"
+                    "  ct state established,related accept\n"
+                    f"  iifname \"tun0\" oifname \"{UPLINK_IF}\" accept\n }}\n}}\n")
+    host.start_server(server_lines(extra=['push "route 198.18.40.0 255.255.255.0"']))
+    client_ns = host.add_client_ns()
+    client = host.start_client(client_ns)
+    assert client.wait_for("Initialization Sequence Completed", 15), client.text()[-3000:]
+    assert not ping(client_ns, "198.18.40.2", count=1, timeout=2)
+
+    result = await _run("server.forwarding", host.context())
+
+    assert result.status == "fail", result.summary
+    assert result.evidence["pushed_route_devices"] == {"198.18.40.0": "lan0"}
+    assert result.evidence["forward_rules"][0]["out"] == "lan0"
+    fix = result.fix.split("'")[1]
+    assert fix.startswith('nft insert rule ip filter FORWARD iifname "tun0" oifname "lan0"')
+    for command in fix.split("; "):  # the fix, applied as given, lets the traffic through
+        host.server.run(command.split(), timeout=5)
+    assert ping(client_ns, "198.18.40.2", count=1, timeout=5)
+    assert (await _run("server.forwarding", host.context())).status == "ok"

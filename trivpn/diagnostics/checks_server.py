@@ -821,7 +821,12 @@ async def check_forwarding(ctx: DoctorContext) -> CheckResult:
            if own is not None and addr is not None else None)
     evidence["uplink"] = uplink
     evidence["tun"] = tun
-    blocked = await _forward_firewall(ctx, pool, tun, uplink, evidence)
+    routed = await _route_devices(ctx.netns, _pushed_route_hosts(o))
+    evidence["pushed_route_devices"] = routed
+    outs: list[tuple[str | None, str | None]] = [(d, dev) for d, dev in routed.items()]
+    if redirect:
+        outs.insert(0, (None, uplink))
+    blocked = await _forward_firewall(ctx, pool, tun, outs, evidence)
     if blocked is not None:
         return blocked
     if not redirect:
@@ -831,11 +836,44 @@ async def check_forwarding(ctx: DoctorContext) -> CheckResult:
     return await _nat_result(ctx, pool, uplink, evidence)
 
 
+async def _route_devices(netns: str | None, targets: Sequence[str]) -> dict[str, str]:
+    """address → the interface this host routes it out of (``ip -j route get``)."""
+    devices: dict[str, str] = {}
+    for target in targets[:16]:
+        out = await run_tool(["ip", "-j", "route", "get", target], netns=netns)
+        try:
+            routes = json.loads(out.stdout) if out is not None and out.returncode == 0 else []
+        except json.JSONDecodeError:
+            routes = []
+        if isinstance(routes, list) and routes and isinstance(routes[0], Mapping) \
+                and routes[0].get("dev"):
+            devices[target] = str(routes[0]["dev"])
+    return devices
+
+
+def _pushed_route_hosts(o: Options) -> list[str]:
+    """An address of each network pushed with 'push "route NET MASK"' to look the route up
+    with: the network address, which (unlike the first host, often this server's own LAN
+    address) is routed out of the interface towards the network."""
+    hosts = []
+    for p in _pushes(o, "route"):
+        words = p.split()
+        try:
+            net = ipaddress.IPv4Network(f"{words[1]}/{words[2] if len(words) > 2 else 32}",
+                                        strict=False)
+        except (ValueError, IndexError):
+            continue
+        hosts.append(str(net.network_address))
+    return hosts
+
+
 async def _forward_firewall(ctx: DoctorContext, pool: ipaddress.IPv4Network | None,
-                            tun: str | None, uplink: str | None,
+                            tun: str | None, outs: Sequence[tuple[str | None, str | None]],
                             evidence: dict[str, Any]) -> CheckResult | None:
     """A fail/warn result when nftables (iptables-nft included) or legacy iptables drops a
-    pool client's new packet to the uplink, or the reply coming back; None otherwise."""
+    pool client's new packet leaving through one of ``outs`` (destination, interface: the
+    default route's for redirect-gateway, the pushed routes' own), or the reply coming back;
+    None otherwise."""
     cid = "server.forwarding"
     if pool is None:
         return None
@@ -843,36 +881,36 @@ async def _forward_firewall(ctx: DoctorContext, pool: ipaddress.IPv4Network | No
     nft_json = await _read_nft(ctx.netns)
     ipt_filter = await _read_iptables(ctx.netns)
     client = pool.network_address + 2
-    out_pkt = Packet(client, None, tun, uplink, "new")
-    back_pkt = Packet(None, client, uplink, tun, "established")
-    hits: list[RuleHit] = []
-    for pkt in (out_pkt, back_pkt):
-        if nft_json is not None:
-            hits += nft_forward_hits(nft_json, pkt)[0]
-        if ipt_filter is not None and "legacy" in ipt_filter:
-            hits += iptables_forward_hits(ipt_filter, pkt)
-    if hits:
-        evidence["forward_rules"] = [{"source": h.source, "chain": h.chain, "rule": h.rule,
-                                      "verdict": h.verdict, "conditional": h.conditional}
-                                     for h in hits]
-        hard = [h for h in hits if not h.conditional]
-        top = hard[0] if hard else hits[0]
-        evidence["state"] = "forward_blocked" if hard else "forward_maybe_blocked"
-        return problem(
-            cid, "fail" if hard else "warn",
-            f"{top.source} {top.verdict}s forwarded VPN traffic in {top.chain}: "
-            f"{top.rule}",
-            explanation=("Clients' packets to the pushed networks arrive on "
-                         f"{tun or 'the tun device'} and must be forwarded to "
-                         f"{uplink or 'the uplink'} (and the replies back); the FORWARD "
-                         "rule shown drops them, so the tunnel is up but nothing beyond "
-                         "the server answers."
-                         + ("" if hard else " It depends on conditions the doctor "
-                            "cannot evaluate (ports, marks), so it may drop only some.")),
-            fix=(f"Accept the VPN traffic before that rule: "
-                 f"'{_forward_fix(top, tun or 'tun0', uplink or 'UPLINK', net)}', and "
-                 "make it persistent in your firewall configuration."), **evidence)
-    return None
+    hits: list[tuple[RuleHit, str | None]] = []
+    for dst, oif in outs:
+        daddr = ipaddress.IPv4Address(dst) if dst is not None else None
+        for pkt in (Packet(client, daddr, tun, oif, "new"),
+                    Packet(daddr, client, oif, tun, "established")):
+            if nft_json is not None:
+                hits += [(h, oif) for h in nft_forward_hits(nft_json, pkt)[0]]
+            if ipt_filter is not None and "legacy" in ipt_filter:
+                hits += [(h, oif) for h in iptables_forward_hits(ipt_filter, pkt)]
+    if not hits:
+        return None
+    evidence["forward_rules"] = [{"source": h.source, "chain": h.chain, "rule": h.rule,
+                                  "verdict": h.verdict, "conditional": h.conditional,
+                                  "out": oif} for h, oif in hits]
+    hard = [(h, oif) for h, oif in hits if not h.conditional]
+    top, out = hard[0] if hard else hits[0]
+    evidence["state"] = "forward_blocked" if hard else "forward_maybe_blocked"
+    return problem(
+        cid, "fail" if hard else "warn",
+        f"{top.source} {top.verdict}s forwarded VPN traffic in {top.chain}: {top.rule}",
+        explanation=("Clients' packets to the pushed networks arrive on "
+                     f"{tun or 'the tun device'} and must be forwarded to "
+                     f"{out or 'the outgoing interface'} (and the replies back); the FORWARD "
+                     "rule shown drops them, so the tunnel is up but nothing beyond the "
+                     "server answers."
+                     + ("" if hard else " It depends on conditions the doctor cannot "
+                        "evaluate (ports, marks, sources), so it may drop only some.")),
+        fix=(f"Accept the VPN traffic before that rule: "
+             f"'{_forward_fix(top, tun or 'tun0', out or 'UPLINK', net)}', and make it "
+             "persistent in your firewall configuration."), **evidence)
 
 
 async def _nat_result(ctx: DoctorContext, pool: ipaddress.IPv4Network | None,
