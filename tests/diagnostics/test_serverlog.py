@@ -18,6 +18,7 @@ from trivpn.diagnostics.checks_serverstate import (
     CHURN_MIN_CONNECTS,
     bound_sockets,
     churn_findings,
+    journal_units,
     socket_owners,
 )
 from trivpn.diagnostics.hostinfo import read_proc_net
@@ -129,3 +130,23 @@ def test_a_status_file_the_server_stopped_writing_does_not_count(tmp_path: Path,
     if status == "ok":
         assert result.evidence["status_stale_s"] >= 7200 - 5
         assert "is the server running?" in result.summary
+
+
+@pytest.mark.parametrize(("path", "units"), [
+    ("/etc/openvpn/server/office.conf", ["openvpn-server@office"]),
+    ("/etc/openvpn/office.conf", ["openvpn@office"]),
+    ("/etc/trivpn/office.conf", ["trivpn@office"]),
+    ("/srv/vpn/office.conf", ["openvpn-server@office", "openvpn@office", "trivpn@office"]),
+])
+def test_a_server_without_a_log_file_is_looked_up_in_its_units_journal(path: str,
+                                                                      units: list[str]):
+    assert journal_units(Path(path)) == units
+
+
+def test_trivpn_journal_lines_are_json_after_the_syslog_tag():
+    line = ('2026-12-04T14:35:46+0000 vpn trivpn[812]: {"event": "peer_connected", '
+            '"peer": "198.18.3.2:41000", "cn": "client1", "level": "info", '
+            '"timestamp": "2026-12-04T14:35:46.5Z"}')
+    (event,) = log_events([line], year=2026)
+    assert (event.kind, event.common_name, event.host) == ("connect", "client1", "198.18.3.2")
+    assert event.time == datetime(2026, 12, 4, 14, 35, 46, 500000)
