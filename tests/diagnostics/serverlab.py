@@ -80,7 +80,7 @@ class ServerHost:
 
     def context(self, name: str = "server", timeout: float = 5.0) -> DoctorContext:
         path = self.workdir / f"{name}.conf"
-        options = load_config(path)
+        options = load_config(path, read_files=False)  # as the doctor parses it
         return DoctorContext(path, options, options.role, timeout, {}, netns=self.server.name)
 
     def wait_status(self, needle: str, timeout: float = 10.0) -> str:

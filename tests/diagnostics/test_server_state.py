@@ -509,3 +509,29 @@ async def test_forward_rule_missing_for_a_lan_behind_the_server_names_its_interf
         host.server.run(command.split(), timeout=5)
     assert ping(client_ns, "198.18.40.2", count=1, timeout=5)
     assert (await _run("server.forwarding", host.context())).status == "ok"
+
+
+async def test_missing_crl_fails_and_openvpn_refuses_to_start(host: ServerHost):
+    lines = server_lines(extra=["crl-verify nothere.pem"])
+    (host.workdir / "server.conf").write_text("\n".join(lines) + "\n")
+    result = await _run("server.crl", host.context())
+    server = start_openvpn(host.server, host.workdir, "server", lines)
+
+    assert result.status == "fail" and result.evidence["state"] == "unreadable"
+    assert server.wait_for("Options error: --crl-verify fails with", 10), server.text()
+    assert "Options error: --crl-verify fails with" in result.explanation
+
+
+async def test_crl_that_does_not_parse_fails_and_openvpn_refuses_every_client(
+        host: ServerHost):
+    (host.workdir / "crl.pem").write_text("not a CRL\n")
+    server = host.start_server(server_lines(extra=["crl-verify crl.pem"]))
+    host.start_client(host.add_client_ns())
+
+    result = await _run("server.crl", host.context())
+
+    assert result.status == "fail" and result.evidence["state"] == "unparsable"
+    assert server.wait_for("VERIFY ERROR: CRL not loaded", 15), server.text()[-3000:]
+    for quoted in ("CRL: cannot read CRL from file", "CRL: loaded 0 CRLs",
+                   "VERIFY ERROR: CRL not loaded"):
+        assert quoted in server.text() and quoted in result.explanation

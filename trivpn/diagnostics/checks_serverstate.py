@@ -319,16 +319,17 @@ async def check_crl(ctx: DoctorContext, now: datetime | None = None) -> CheckRes
     except OSError as exc:
         evidence["state"] = "unreadable"
         return problem(cid, "fail", f"cannot read the CRL {src.describe()}: {exc.strerror}",
-                       explanation="OpenVPN exits at start when its crl-verify file cannot "
-                                   "be read.",
+                       explanation=("OpenVPN refuses to start without its crl-verify file "
+                                    "('Options error: --crl-verify fails with ...')."),
                        fix=f"Create the CRL with {_REGEN}, or correct 'crl-verify' at {where}.",
                        **evidence)
     except ValueError as exc:
         evidence["state"] = "unparsable"
         evidence["error"] = str(exc)
         return problem(cid, "fail", f"{src.describe()} is not a CRL",
-                       explanation=("OpenVPN logs 'CRL: cannot read CRL from file' and, with "
-                                    "no CRL loaded, cannot check any client certificate."),
+                       explanation=("OpenVPN starts ('CRL: cannot read CRL from file', "
+                                    "'CRL: loaded 0 CRLs'), then refuses every client: "
+                                    "'VERIFY ERROR: CRL not loaded'."),
                        fix=f"Generate it again with {_REGEN}.", **evidence)
     updates = [c.next_update_utc for c in crls if c.next_update_utc is not None]
     evidence["crls"] = len(crls)
@@ -360,7 +361,11 @@ async def check_crl(ctx: DoctorContext, now: datetime | None = None) -> CheckRes
                              "client until a fresh CRL is in place."),
                 fix=f"Issue a fresh CRL now with {_REGEN} and schedule its renewal.",
                 **evidence)
-    who = dropped_identity(o) if src.path is not None else None
+    try:
+        who = dropped_identity(o) if src.path is not None else None
+    except KeyError:  # an unknown user or group: the permission test cannot be made
+        who = None
+        evidence["runs_as"] = {"user": o.user, "group": o.group, "known": False}
     if who is not None and src.path is not None:
         blocked = can_read(src.path, who)
         evidence["runs_as"] = {"user": who.user, "uid": who.uid, "gid": who.gid}
