@@ -14,6 +14,7 @@ from trivpn.diagnostics import (
     checks_port,
     checks_route,
     checks_server,
+    checks_serverstate,
     checks_tls,
     checks_tunnel,
 )
@@ -28,7 +29,8 @@ def all_checks() -> tuple[Check, ...]:
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
               *checks_tunnel.CHECKS,
               *checks_compat.CHECKS,
-              *checks_server.CHECKS, *checks_ccd.CHECKS)
+              *checks_server.CHECKS, *checks_ccd.CHECKS,
+              *checks_serverstate.CHECKS)
     seen: set[str] = set()
     for check in checks:
         if check.id in seen:
