@@ -14,7 +14,7 @@ import ipaddress
 import json
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -296,10 +296,23 @@ def _verdict(exprs: Sequence[Mapping[str, Any]]) -> tuple[str | None, str | None
 def nft_input_hits(ruleset: Mapping[str, Any], proto: ServerProto, port: int) -> list[RuleHit]:
     """Drop/reject rules and drop policies that a new ``proto`` packet to ``port`` meets on
     the input hook, following jumps. An unconditional accept ends a chain's evaluation."""
-    items = ruleset.get("nftables", [])
+    hits, _found = _nft_hook_hits(ruleset, "input", ("ip", "ip6", "inet"),
+                                  lambda exprs: match_rule(exprs, proto, port),
+                                  "chain policy drop (no rule accepts the port)")
+    return hits
+
+
+def _nft_hook_hits(ruleset: Mapping[str, Any], hook: str, families: tuple[str, ...],
+                   matcher: Callable[[Sequence[Mapping[str, Any]]], tuple[bool, bool]],
+                   policy_text: str) -> tuple[list[RuleHit], bool]:
+    """Walk every base chain on ``hook`` of ``families`` as the kernel would for one packet:
+    ``matcher(exprs)`` says whether a rule applies and whether that depends on conditions the
+    doctor cannot know. Returns the drop/reject rules and drop policies met, and whether such
+    a base chain exists at all. Jumps are followed (depth-limited); an unconditional accept,
+    drop or return ends a chain; a goto does not come back to its caller."""
     chains: dict[tuple[str, str, str], dict[str, Any]] = {}
     rules: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for item in items:
+    for item in ruleset.get("nftables", []):
         if "chain" in item:
             c = item["chain"]
             chains[(c["family"], c["table"], c["name"])] = c
@@ -314,15 +327,14 @@ def nft_input_hits(ruleset: Mapping[str, Any], proto: ServerProto, port: int) ->
             return None
         for r in rules.get(key, []):
             exprs = r.get("expr", [])
-            applies, conditional = match_rule(exprs, proto, port)
+            applies, conditional = matcher(exprs)
             if not applies:
                 continue
             verdict, target = _verdict(exprs)
-            name = f"{key[0]} {key[1]} {key[2]}"
-            text = " ".join(_expr_text(e) for e in exprs)
             if verdict in ("drop", "reject"):
-                hits.append(RuleHit("nftables", name, f"{text} (handle {r.get('handle')})",
-                                    verdict, conditional))
+                text = " ".join(_expr_text(e) for e in exprs)
+                hits.append(RuleHit("nftables", f"{key[0]} {key[1]} {key[2]}",
+                                    f"{text} (handle {r.get('handle')})", verdict, conditional))
                 if not conditional:
                     return "drop"
             elif verdict == "accept" and not conditional:
@@ -337,14 +349,15 @@ def nft_input_hits(ruleset: Mapping[str, Any], proto: ServerProto, port: int) ->
                 return None
         return None
 
+    found = False
     for key, chain in chains.items():
-        if chain.get("hook") != "input" or key[0] not in ("ip", "ip6", "inet"):
+        if chain.get("hook") != hook or key[0] not in families:
             continue
-        outcome = walk(key, 0)
-        if outcome is None and chain.get("policy") == "drop":
-            hits.append(RuleHit("nftables", f"{key[0]} {key[1]} {key[2]}",
-                                "chain policy drop (no rule accepts the port)", "drop", False))
-    return hits
+        found = True
+        if walk(key, 0) is None and chain.get("policy") == "drop":
+            hits.append(RuleHit("nftables", f"{key[0]} {key[1]} {key[2]}", policy_text,
+                                "drop", False))
+    return hits, found
 
 
 def iptables_input_hits(save_text: str, proto: ServerProto, port: int) -> list[RuleHit]:
@@ -652,56 +665,13 @@ def forward_match(exprs: Sequence[Mapping[str, Any]], pkt: Packet) -> bool | Non
 def nft_forward_hits(ruleset: Mapping[str, Any], pkt: Packet) -> tuple[list[RuleHit], bool]:
     """(drop/reject rules and drop policies ``pkt`` meets on forward hooks, whether a forward
     chain exists at all). Jumps are followed; an accept ends a chain."""
-    items = ruleset.get("nftables", [])
-    chains: dict[tuple[str, str, str], dict[str, Any]] = {}
-    rules: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for item in items:
-        if "chain" in item:
-            c = item["chain"]
-            chains[(c["family"], c["table"], c["name"])] = c
-        elif "rule" in item:
-            r = item["rule"]
-            rules.setdefault((r["family"], r["table"], r["chain"]), []).append(r)
-    hits: list[RuleHit] = []
 
-    def walk(key: tuple[str, str, str], depth: int) -> str | None:
-        if depth > 16:
-            return None
-        for r in rules.get(key, []):
-            exprs = r.get("expr", [])
-            applies = forward_match(exprs, pkt)
-            if applies is False:
-                continue
-            conditional = applies is None
-            verdict, target = _verdict(exprs)
-            name = f"{key[0]} {key[1]} {key[2]}"
-            text = " ".join(_expr_text(e) for e in exprs)
-            if verdict in ("drop", "reject"):
-                hits.append(RuleHit("nftables", name, f"{text} (handle {r.get('handle')})",
-                                    verdict, conditional))
-                if not conditional:
-                    return "drop"
-            elif verdict == "accept" and not conditional:
-                return "accept"
-            elif verdict in ("jump", "goto") and target is not None:
-                outcome = walk((key[0], key[1], target), depth + 1)
-                if outcome is not None and not conditional:
-                    return outcome
-            elif verdict == "return" and not conditional:
-                return None
-        return None
+    def matcher(exprs: Sequence[Mapping[str, Any]]) -> tuple[bool, bool]:
+        applies = forward_match(exprs, pkt)
+        return applies is not False, applies is None
 
-    found = False
-    for key, chain in chains.items():
-        if chain.get("hook") != "forward" or key[0] not in ("ip", "inet"):
-            continue
-        found = True
-        outcome = walk(key, 0)
-        if outcome is None and chain.get("policy") == "drop":
-            hits.append(RuleHit("nftables", f"{key[0]} {key[1]} {key[2]}",
-                                "chain policy drop (no rule accepts this traffic)", "drop",
-                                False))
-    return hits, found
+    return _nft_hook_hits(ruleset, "forward", ("ip", "inet"), matcher,
+                          "chain policy drop (no rule accepts this traffic)")
 
 
 def _iptables_rule_applies(words: list[str], pkt: Packet) -> tuple[bool, bool]:
