@@ -345,6 +345,29 @@ def guess_log_role(lines: Iterable[str]) -> Role | None:
     return "client" if client else None
 
 
+def patterns_for(role: Role | None) -> tuple[LogPattern, ...]:
+    """The patterns that apply to a log of ``role`` (server-only ones for a server)."""
+    return tuple(p for p in PATTERNS if role == "server" or not p.server_only)
+
+
+def match_line(text: str, patterns: Sequence[LogPattern] = PATTERNS
+               ) -> tuple[LogPattern, re.Match[str]] | None:
+    """The first pattern that matches one line's text (see :func:`line_text`), with its
+    match; None for a line that matches nothing."""
+    for pattern in patterns:
+        m = next((m for rx in pattern.regexes if (m := rx.search(text)) is not None), None)
+        if m is not None:
+            return pattern, m
+    return None
+
+
+def describe(pattern: LogPattern, m: re.Match[str]) -> tuple[str, str, str]:
+    """(summary, explanation, fix) of a matched line."""
+    if pattern.describe is not None:
+        return pattern.describe(m)
+    return pattern.summary, pattern.explanation, pattern.fix
+
+
 @dataclass(slots=True)
 class _Hits:
     pattern: LogPattern
@@ -364,29 +387,26 @@ def scan_lines(lines: Sequence[str], role: Role | None = None) -> list[CheckResu
         role = guess_log_role(lines)
     hits: dict[str, _Hits] = {}
     total = len(lines)
-    patterns = [p for p in PATTERNS if role == "server" or not p.server_only]
+    patterns = patterns_for(role)
     for number, raw in enumerate(lines, start=1):
         text = line_text(raw)
         if not text:
             continue
-        for pattern in patterns:
-            m = next((m for rx in pattern.regexes if (m := rx.search(text)) is not None), None)
-            if m is None:
-                continue
-            if pattern.id in hits:
-                hits[pattern.id].lines.append(number)
-            else:
-                hits[pattern.id] = _Hits(pattern, [number], raw.rstrip("\n"), m)
-            break
+        found = match_line(text, patterns)
+        if found is None:
+            continue
+        pattern, m = found
+        if pattern.id in hits:
+            hits[pattern.id].lines.append(number)
+        else:
+            hits[pattern.id] = _Hits(pattern, [number], raw.rstrip("\n"), m)
     results: list[CheckResult] = []
     for pid in dict.fromkeys(p.id for p in PATTERNS):
         h = hits.get(pid)
         if h is None:
             continue
         pattern = next(p for p in PATTERNS if p.id == pid)
-        summary, explanation, fix = pattern.summary, pattern.explanation, pattern.fix
-        if pattern.describe is not None:
-            summary, explanation, fix = pattern.describe(h.match)
+        summary, explanation, fix = describe(pattern, h.match)
         count = len(h.lines)
         evidence: dict[str, Any] = {
             "count": count, "lines": h.lines[:MAX_LINE_NUMBERS], "first_line": h.lines[0],
