@@ -25,6 +25,7 @@ import pytest
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import Netns, NetnsLab
+from trivpn.diagnostics.watch import UNAUTH_BYTES_THRESHOLD
 from trivpn.protocol.statickey import StaticKey, format_static_key
 
 pytestmark = pytest.mark.integration
@@ -256,3 +257,66 @@ def test_watch_explains_a_trivpn_clients_ping_restart(tunnel: Tunnel) -> None:
         assert "ping-restart" in event["explanation"]
     finally:
         assert watcher.stop() == 0
+
+
+INJECTOR = """
+import socket, struct, sys
+src, sport, dst, dport, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+# P_DATA_V2 (opcode 9, key id 0), peer id 0, packet id, a 16-byte tag and a body that cannot
+# authenticate: what a peer with another key (or an attacker) would send
+payload = bytes([9 << 3, 0, 0, 0]) + struct.pack('!I', 1) + bytes(16) + bytes(96)
+udp = struct.pack('!HHHH', sport, dport, 8 + len(payload), 0) + payload
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0,
+                 socket.inet_aton(src), socket.inet_aton(dst))
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for _ in range(count):
+    s.sendto(ip + udp, (dst, 0))
+"""
+CLIENT_PORT = 41194
+
+
+def inject_garbage(ns: Netns, count: int) -> None:
+    """``count`` data packets from the server's address and port that fail authentication
+    (a raw socket: the real server keeps its port)."""
+    ns.run([sys.executable, "-c", INJECTOR, SERVER_IP, "1194", CLIENT_IP, str(CLIENT_PORT),
+            str(count)])
+
+
+def test_watch_reports_packets_that_fail_authentication_in_openvpns_counters(
+        tunnel: Tunnel) -> None:
+    tunnel.start_server()
+    lines = [line if line != "nobind" else f"lport {CLIENT_PORT}" for line in client_config()]
+    client = start_openvpn(tunnel.client_ns, tunnel.workdir, "client", lines)
+    assert client.wait_for("Initialization Sequence Completed", 10), client.text()
+    watcher = tunnel.attach()
+    try:
+        time.sleep(1.5)  # a first status to compare with
+        inject_garbage(tunnel.server_ns, 300)
+        drops = watcher.wait_id("watch.drops.unauthenticated", 5)
+        assert UNAUTH_BYTES_THRESHOLD < drops["evidence"]["unauthenticated_bytes"] <= 300 * 120 + 4096
+        assert "Auth read bytes" in drops["explanation"]
+        decrypt = watcher.wait_id("watch.log.decrypt_error", 2)
+        assert "AEAD Decrypt error" in decrypt["evidence"]["line"]
+        assert client.wait_for("AEAD Decrypt error", 2)
+    finally:
+        watcher.stop()
+
+
+def test_watch_reports_a_trivpn_clients_growing_drop_counter(tunnel: Tunnel) -> None:
+    tunnel.start_server()
+    assert tunnel.server is not None and tunnel.server.wait_for(
+        "Initialization Sequence Completed", 10)
+    lines = [line for line in client_config() if not line.startswith("management ")]
+    lines = [line if line != "nobind" else f"lport {CLIENT_PORT}" for line in lines]
+    client = start_trivpn(tunnel.client_ns, tunnel.workdir, "tclient",
+                          [*lines, f"management {tunnel.workdir / 'mgmt.sock'} unix"])
+    assert client.wait_event("key_method_complete", 15) is not None, client.text()
+    watcher = tunnel.attach()
+    try:
+        inject_garbage(tunnel.server_ns, 50)
+        drops = watcher.wait(lambda e: str(e.get("id", "")).startswith("watch.drops."), 8)
+        assert drops is not None, [e["id"] for e in watcher.events]
+        assert drops["evidence"]["total"] >= 1
+        assert drops["level"] == "warn"
+    finally:
+        watcher.stop()

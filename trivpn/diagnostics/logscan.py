@@ -128,6 +128,20 @@ PATTERNS: tuple[LogPattern, ...] = (
     LogPattern("log.tls_timeout", "fail",
                _re(r"TLS key negotiation failed to occur within (\d+) seconds"),
                "", "", "", _tls_timeout),
+    LogPattern("log.decrypt_error", "warn",
+               _re(r"AEAD Decrypt error: (?!bad packet ID)",
+                   r"Authenticate/Decrypt packet error: (?!packet HMAC|bad packet ID)"),
+               "data packets failed decryption and were dropped",
+               "Data-channel packets arrived that do not decrypt/authenticate with the current "
+               "keys (OpenVPN src/openvpn/crypto.c, openvpn_decrypt_aead() and "
+               "openvpn_decrypt_v1()): packets under a key that was just replaced (a few lines "
+               "around a renegotiation are normal), from a peer that restarted, a second "
+               "client using the same certificate, or garbage/attack traffic sent to the "
+               "tunnel's port.",
+               "A few lines around a key renegotiation need nothing. If they keep coming: make "
+               "sure no two clients share a certificate (or use 'duplicate-cn' knowingly), "
+               "restart the client after a server restart, and check who sends to the port "
+               "('tcpdump -ni any udp port PORT')."),
     LogPattern("log.hmac_auth_failed", "fail",
                _re(r"packet HMAC authentication failed",
                    r"incoming packet authentication failed from",
