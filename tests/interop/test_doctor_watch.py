@@ -261,7 +261,8 @@ def test_watch_explains_a_trivpn_clients_ping_restart(tunnel: Tunnel) -> None:
 
 INJECTOR = """
 import socket, struct, sys
-src, sport, dst, dport, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+src, dst = sys.argv[1], sys.argv[3]
+sport, dport, count = int(sys.argv[2]), int(sys.argv[4]), int(sys.argv[5])
 # P_DATA_V2 (opcode 9, key id 0), peer id 0, packet id, a 16-byte tag and a body that cannot
 # authenticate: what a peer with another key (or an attacker) would send
 payload = bytes([9 << 3, 0, 0, 0]) + struct.pack('!I', 1) + bytes(16) + bytes(96)
@@ -293,7 +294,8 @@ def test_watch_reports_packets_that_fail_authentication_in_openvpns_counters(
         time.sleep(1.5)  # a first status to compare with
         inject_garbage(tunnel.server_ns, 300)
         drops = watcher.wait_id("watch.drops.unauthenticated", 5)
-        assert UNAUTH_BYTES_THRESHOLD < drops["evidence"]["unauthenticated_bytes"] <= 300 * 120 + 4096
+        unauthenticated = drops["evidence"]["unauthenticated_bytes"]
+        assert UNAUTH_BYTES_THRESHOLD < unauthenticated <= 300 * 120 + 4096
         assert "Auth read bytes" in drops["explanation"]
         decrypt = watcher.wait_id("watch.log.decrypt_error", 2)
         assert "AEAD Decrypt error" in decrypt["evidence"]["line"]
