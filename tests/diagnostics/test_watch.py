@@ -21,6 +21,9 @@ from trivpn.diagnostics.watch import (
 from trivpn.runtime.management_client import parse_address
 
 
+CLIENT = "client\ndev tun\nremote 198.18.0.1\nca ca.crt\ncert c.crt\nkey c.key\n"
+
+
 def feed(interp: Interpreter, *lines: str) -> list[WatchEvent]:
     return [event for line in lines for event in interp.feed(line)]
 
@@ -117,7 +120,7 @@ def test_auth_failed_with_a_reason_quotes_it() -> None:
 
 def test_auth_failed_with_the_config_uses_the_doctors_diagnosis(tmp_path: Path) -> None:
     conf = tmp_path / "client.conf"
-    conf.write_text("client\ndev tun\nremote 198.18.0.1\nca ca.crt\ncert c.crt\nkey c.key\nauth-user-pass creds.txt\n")
+    conf.write_text(CLIENT + "auth-user-pass creds.txt\n")
     interp = Interpreter(load_config(conf, read_files=False))
     [event] = interp.feed(">PASSWORD:Verification Failed: 'Auth'")
     assert event.id == "watch.auth_failed"
@@ -131,7 +134,7 @@ def test_a_hold_is_reported_and_left_alone() -> None:
 
 def test_the_management_address_comes_from_the_config(tmp_path: Path) -> None:
     conf = tmp_path / "client.conf"
-    conf.write_text("client\ndev tun\nremote 198.18.0.1\nca ca.crt\ncert c.crt\nkey c.key\nmanagement run/mgmt.sock unix mgmt.pw\n")
+    conf.write_text(CLIENT + "management run/mgmt.sock unix mgmt.pw\n")
     address = address_from_options(load_config(conf, read_files=False))
     assert address is not None and address.unix
     assert address.host == str(tmp_path / "run" / "mgmt.sock")

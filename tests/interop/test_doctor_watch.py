@@ -22,29 +22,14 @@ from typing import Any
 
 import pytest
 
-from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn
 from tests.interop.trivpnproc import start_trivpn
+from tests.interop.tunnelkit import CLIENT_IP, SERVER_IP, Tunnel, client_config, make_tunnel
 from tests.netns import Netns, NetnsLab
 from trivpn.diagnostics.watch import UNAUTH_BYTES_THRESHOLD
 from trivpn.protocol.statickey import StaticKey, format_static_key
 
 pytestmark = pytest.mark.integration
-
-SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
-
-
-def server_config(*extra: str) -> list[str]:
-    return ["mode server", "tls-server", "dev tun", "proto udp", f"local {SERVER_IP}",
-            "port 1194", "ca ca.crt", "cert server.crt", "key server.key", "dh none",
-            "topology subnet", "server 198.18.8.0 255.255.255.0", "keepalive 1 3",
-            "remote-cert-tls client", "verb 3", *extra]
-
-
-def client_config(*extra: str) -> list[str]:
-    return ["client", "dev tun", "proto udp", f"remote {SERVER_IP} 1194", "nobind",
-            "ca ca.crt", "cert client.crt", "key client.key", "remote-cert-tls server",
-            "connect-retry 1", "verb 3", "management mgmt.sock unix", *extra]
-
 
 @dataclass
 class Watcher:
@@ -110,40 +95,19 @@ def start_watch(args: list[str], ns: Netns | None = None, cwd: Path | None = Non
     return Watcher(proc).start()
 
 
-@dataclass
-class Tunnel:
-    lab: NetnsLab
-    workdir: Path
-    server_ns: Netns
-    client_ns: Netns
-    server: OpenVpnProcess | None = None
-
-    def start_server(self, *extra: str, name: str = "server") -> OpenVpnProcess:
-        self.server = start_openvpn(self.server_ns, self.workdir, name, server_config(*extra))
-        return self.server
-
-    def kill_server(self) -> None:
-        assert self.server is not None
-        proc = next(p for p in self.lab.processes if p.pid == self.server.pid)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(5)
-
-    def attach(self, sock: str = "mgmt.sock", timeout: float = 10.0) -> Watcher:
-        path = self.workdir / sock
-        deadline = time.monotonic() + timeout
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        watcher = start_watch(["--management", str(path)])
-        watcher.wait_id("watch.attached", 10)
-        return watcher
+def attach(tunnel: Tunnel, sock: str = "mgmt.sock", timeout: float = 10.0) -> Watcher:
+    path = tunnel.workdir / sock
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    watcher = start_watch(["--management", str(path)])
+    watcher.wait_id("watch.attached", 10)
+    return watcher
 
 
 @pytest.fixture
 def tunnel(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> Tunnel:
-    server_ns, client_ns = lab.add("srv"), lab.add("cli")
-    lab.veth(server_ns, client_ns, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
-    write_pki(tmp_path)
-    return Tunnel(lab, tmp_path, server_ns, client_ns)
+    return make_tunnel(lab, tmp_path)
 
 
 def connected_openvpn_client(t: Tunnel, *extra: str) -> OpenVpnProcess:
@@ -155,7 +119,7 @@ def connected_openvpn_client(t: Tunnel, *extra: str) -> OpenVpnProcess:
 def test_watch_explains_a_ping_restart_when_the_server_dies(tunnel: Tunnel) -> None:
     tunnel.start_server()
     connected_openvpn_client(tunnel)
-    watcher = tunnel.attach()
+    watcher = attach(tunnel)
     try:
         tunnel.kill_server()
         event = watcher.wait_id("watch.reconnect.ping-restart", 10)
@@ -177,7 +141,7 @@ def test_watch_explains_the_tls_error_after_the_server_changed_its_tls_crypt_key
         tunnel: Tunnel) -> None:
     tunnel.start_server("tls-crypt static.key")
     connected_openvpn_client(tunnel, "tls-crypt static.key", "hand-window 4")
-    watcher = tunnel.attach()
+    watcher = attach(tunnel)
     try:
         tunnel.kill_server()
         other = tunnel.workdir / "other.key"
@@ -249,7 +213,7 @@ def test_watch_explains_a_trivpn_clients_ping_restart(tunnel: Tunnel) -> None:
     client = start_trivpn(tunnel.client_ns, tunnel.workdir, "tclient",
                           [*lines, f"management {tunnel.workdir / 'mgmt.sock'} unix"])
     assert client.wait_event("key_method_complete", 15) is not None, client.text()
-    watcher = tunnel.attach()
+    watcher = attach(tunnel)
     try:
         tunnel.kill_server()
         event = watcher.wait_id("watch.reconnect.ping-restart", 10)
@@ -289,7 +253,7 @@ def test_watch_reports_packets_that_fail_authentication_in_openvpns_counters(
     lines = [line if line != "nobind" else f"lport {CLIENT_PORT}" for line in client_config()]
     client = start_openvpn(tunnel.client_ns, tunnel.workdir, "client", lines)
     assert client.wait_for("Initialization Sequence Completed", 10), client.text()
-    watcher = tunnel.attach()
+    watcher = attach(tunnel)
     try:
         time.sleep(1.5)  # a first status to compare with
         inject_garbage(tunnel.server_ns, 300)
@@ -313,7 +277,7 @@ def test_watch_reports_a_trivpn_clients_growing_drop_counter(tunnel: Tunnel) -> 
     client = start_trivpn(tunnel.client_ns, tunnel.workdir, "tclient",
                           [*lines, f"management {tunnel.workdir / 'mgmt.sock'} unix"])
     assert client.wait_event("key_method_complete", 15) is not None, client.text()
-    watcher = tunnel.attach()
+    watcher = attach(tunnel)
     try:
         inject_garbage(tunnel.server_ns, 50)
         drops = watcher.wait(lambda e: str(e.get("id", "")).startswith("watch.drops."), 8)

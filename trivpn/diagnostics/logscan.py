@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from trivpn.diagnostics.auth_diag import LOG_NO_CREDENTIALS
 from trivpn.diagnostics.model import CheckResult, Role, ok, problem
 
 MAX_LINE_NUMBERS = 20
@@ -74,6 +75,15 @@ def _verify_error(m: re.Match[str]) -> tuple[str, str, str]:
                 "Give the server a server certificate ('easyrsa build-server-full NAME' or "
                 "'trivpn pki issue server NAME'); keep 'remote-cert-tls server' on the client, "
                 "it stops other clients from impersonating the server.")
+    if "CRL has expired" in error or "CRL is not yet valid" in error:
+        return (summary, "The certificate revocation list given to 'crl-verify' is past its "
+                "nextUpdate date (or not valid yet), and OpenSSL then refuses every "
+                f"certificate checked against it (here {subject}), revoked or not: no client "
+                "can connect until the CRL is renewed.",
+                "Renew the CRL on the CA ('easyrsa gen-crl', or 'openssl ca -gencrl'; easy-rsa "
+                "makes it valid for EASYRSA_CRL_DAYS, 180 days by default), copy it to the "
+                "'crl-verify' path and schedule that regularly; 'openssl crl -noout -nextupdate "
+                "-in crl.pem' shows the date. Also check the clock ('date -u').")
     if "not yet valid" in error:
         return (summary, f"The certificate {subject} ({what}) is not valid yet: one of the two "
                 "clocks is wrong, or it was issued with a start date in the future.",
@@ -122,6 +132,69 @@ def _mismatch(m: re.Match[str]) -> tuple[str, str, str]:
             f"The peers' option strings disagree on '{opt}'. OpenVPN 2.6 only warns; it matters "
             "when it concerns the MTU, compression or the tunnel topology.",
             f"Make '{opt}' the same on both sides (or remove it from both), then restart.")
+
+
+def _weak_cert(m: re.Match[str]) -> tuple[str, str, str]:
+    which, what = m.group(1), m.group(2)
+    cert = "a CA certificate" if which == "ca" else ("the DH parameters" if which == "dh"
+                                                   else "this side's own certificate")
+    if what == "md too weak":
+        return (f"OpenSSL refuses {cert}: its signature digest is too weak ({which} md too "
+                "weak)",
+                f"{cert[0].upper()}{cert[1:]} (or one in the chain of the 'cert' file) is "
+                "signed with MD5 or SHA-1, which the OpenSSL security level in use refuses "
+                "(OpenSSL 3 at 'tls-cert-profile legacy', OpenVPN's default, still refuses "
+                "SHA-1 for certificate signatures; stricter profiles refuse more). OpenVPN "
+                "cannot load the certificate and stops before connecting.",
+                "Re-issue the certificate (and, if it is the CA's signature that is weak, the "
+                "chain) with SHA-256: 'easyrsa' does by default, or 'openssl x509 -req -sha256 "
+                "...'. 'openssl x509 -noout -text -in FILE | grep Signature' shows the digest. "
+                "As a stop-gap only, 'tls-cert-profile insecure' lowers the security level.")
+    return (f"OpenSSL refuses {cert}: its key is too small ({which} key too small)",
+            f"The key of {cert} is shorter than the security level in use accepts (RSA/DH "
+            "below 1024 bits at 'tls-cert-profile legacy', below 2048 bits at 'preferred' or "
+            "on systems whose OpenSSL defaults to security level 2). OpenVPN cannot load it "
+            "and stops before connecting.",
+            "Re-issue the key and certificate with RSA 2048 bits or more (or an EC key), or "
+            "'dh none' / new 2048-bit DH parameters; 'openssl x509 -noout -text -in FILE | "
+            "grep Public-Key' shows the size. As a stop-gap only, 'tls-cert-profile "
+            "insecure' lowers the security level.")
+
+
+def _unknown_option(m: re.Match[str]) -> tuple[str, str, str]:
+    where, number, option, version = m.group(1), m.group(2), m.group(3), m.group(4)
+    if where == "[PUSH-OPTIONS]":
+        return (f"the server pushed an option this client does not know: {option}",
+                f"The server's PUSH_REPLY contains '{option}' (pushed option {number}), which "
+                f"this OpenVPN ({version}) does not recognise or cannot take with these "
+                "parameters: it is too new for this client, platform-specific (a Windows-only "
+                "option such as 'block-outside-dns' on Linux or macOS), or malformed.",
+                f"On the client, add 'pull-filter ignore \"{option}\"' to the config, or "
+                "upgrade the client; on the server, push the option only to the clients that "
+                "understand it (a client-config-dir file or a client-connect script).")
+    return (f"unknown option '{option}' in {where} line {number}",
+            f"OpenVPN {version} does not recognise '{option}' (or its parameters are wrong) "
+            f"in {where} line {number}: options removed in 2.6 (for example 'keysize', "
+            "'ns-cert-type', 'no-replay', 'ncp-disable'), options of a newer version, or a "
+            "typo. OpenVPN refuses to start.",
+            f"Fix or delete line {number} of {where} (2.6 replacements: 'remote-cert-tls "
+            "server' for 'ns-cert-type server', 'data-ciphers' for 'keysize'/'ncp-disable'); "
+            f"for an option only newer versions know, 'ignore-unknown-option {option}' lets "
+            "this version start without it.")
+
+
+def _no_tty(m: re.Match[str]) -> tuple[str, str, str]:
+    prompt = m.group(1)
+    key = "Private Key" in prompt
+    return (f"OpenVPN had to ask '{prompt}' but has no terminal",
+            f"OpenVPN needed to ask for '{prompt}' but runs without a terminal (a systemd "
+            "service, --daemon, cron or a GUI) and could not ask through systemd either, so "
+            "it stopped.",
+            ("Give the key's passphrase in a file: 'askpass FILE' (or remove the passphrase "
+             "from the key)." if key else
+             "Put the username (line 1) and password (line 2) in a file and name it: "
+             "'auth-user-pass FILE' (mode 600); or let a management client answer with "
+             "'management-query-passwords'."))
 
 
 PATTERNS: tuple[LogPattern, ...] = (
@@ -218,7 +291,8 @@ PATTERNS: tuple[LogPattern, ...] = (
     LogPattern("log.resolve_failed", "fail",
                _re(r"Cannot resolve host address: (\S+)"), "", "", "", _resolve),
     LogPattern("log.replay", "warn",
-               _re(r"bad packet ID \(may be a replay\)", r"Replay-window backtrack occurred"),
+               _re(r"bad packet ID \(may be a replay\)",
+                   r"(?i)replay-window backtrack occurred"),
                "packets rejected as replays or reordered beyond the replay window",
                "Data packets arrived with packet IDs the replay protection had already seen or "
                "that were too far out of order. Occasional lines come from network reordering "
@@ -323,6 +397,90 @@ PATTERNS: tuple[LogPattern, ...] = (
                "start TLS.",
                "Point 'key' and 'cert' at the two halves of the same pair ('trivpn doctor "
                "CONFIG' checks pki.key_match)."),
+    # --- live and logs: the lines users paste most ---
+    LogPattern("log.weak_certificate", "fail",
+               _re(r"\b(ca|ee|dh) (md too weak|key too small)"), "", "", "", _weak_cert),
+    LogPattern("log.tls_version_mismatch", "fail",
+               _re(r"SSL routines::unsupported protocol", r"(?i)alert protocol version"),
+               "the two sides have no TLS version in common",
+               "The TLS handshake failed because the TLS versions the two sides allow do not "
+               "overlap: 'tls-version-min'/'tls-version-max' exclude each other, or an old "
+               "peer speaks only TLS 1.0/1.1, which OpenSSL 3 refuses by default.",
+               "Make the ranges overlap: remove 'tls-version-max' (or set it to 1.3 on both "
+               "sides) and use 'tls-version-min 1.2' at most; upgrade a peer that only speaks "
+               "TLS 1.0/1.1."),
+    LogPattern("log.unknown_option", "fail",
+               _re(r"Unrecognized option or missing or extra parameter\(s\) in "
+                   r"(\S+?):(\d+): (\S+) \(([^)]*)\)"), "", "", "", _unknown_option),
+    LogPattern("log.lzo_mismatch", "warn",
+               _re(r"Bad LZO decompression header byte"),
+               "compression settings differ between client and server",
+               "This side expects LZO-framed data packets ('comp-lzo') but the peer sends "
+               "packets without that framing (no compression, or 'compress lz4'/'stub-v2'): "
+               "every such packet is dropped, so the tunnel is up but carries no traffic "
+               "(OpenVPN src/openvpn/lzo.c, lzo_decompress()).",
+               "Use the same compression setting on both sides; best remove 'comp-lzo' / "
+               "'compress' from both (compression is deprecated and insecure), or push it "
+               "from the server ('push \"comp-lzo no\"') so clients follow."),
+    LogPattern("log.bad_source_address", "warn",
+               _re(r"MULTI: bad source address from client \[([^\]]*)\]"),
+               "a client sent packets from an address the server does not route to it",
+               "A client sent packets into the tunnel whose source address is neither its VPN "
+               "address nor inside an 'iroute' of its client-config-dir file, so the server "
+               "drops them (OpenVPN src/openvpn/multi.c, multi_process_incoming_link()): a LAN "
+               "behind the client without 'iroute', a client bridging or NATing other traffic, "
+               "or a stray IPv6/link-local packet from the client's OS.",
+               "If a network behind that client should reach the VPN: add 'iroute NET MASK' to "
+               "the client's file in client-config-dir and 'route NET MASK' to the server "
+               "config; otherwise the drops are harmless (or NAT that traffic on the client)."),
+    LogPattern("log.route_exists", "warn",
+               _re(r"RTNETLINK answers: File exists",
+                   r"Linux route add command failed because route exists",
+                   r"rtnl: generic error \(-17\): File exists"),
+               "a route the VPN wanted to add already exists",
+               "A pushed or configured route is already in the routing table: the VPN's "
+               "network overlaps a local one (home LAN, Docker or another VPN using the same "
+               "subnet) or a previous run left it behind. The existing route wins, so traffic "
+               "for that network may not go through the tunnel.",
+               "Compare 'ip route' with the pushed routes; renumber one of the overlapping "
+               "networks (the VPN pool or the LAN), or filter the route ('pull-filter ignore "
+               "\"route NET\"') if the local one is meant to win."),
+    LogPattern("log.route_failed", "warn",
+               _re(r"ERROR: Linux route add command failed"),
+               "a route could not be added",
+               "OpenVPN could not add a route (an overlapping network, a gateway that is not "
+               "on a connected network, or missing privileges); traffic for it does not use "
+               "the tunnel.",
+               "Check the lines before it and 'ip route get NET'; fix the route or the "
+               "overlapping network."),
+    LogPattern("log.no_tty", "fail",
+               _re(r"can't ask for '([^']*)'"), "", "", "", _no_tty),
+    LogPattern("log.no_credentials", "fail",
+               _re(re.escape(LOG_NO_CREDENTIALS)),
+               "a client connected without username/password, which this server requires",
+               "The server checks a username/password ('auth-user-pass-verify', a plugin or "
+               "'management-client-auth') and a client sent none; the server drops it and "
+               "the client only sees a TLS timeout or AUTH_FAILED.",
+               "Add 'auth-user-pass' (or 'auth-user-pass FILE') to that client's config."),
+    LogPattern("log.connection_reset", "warn",
+               _re(r"Connection reset, restarting \[(-?\d+)\]"),
+               "the TCP connection was closed or reset, and OpenVPN restarts it",
+               "Over TCP the peer (or a middlebox) closed or reset the connection: the server "
+               "restarted or aborted the TLS handshake (its log says why), or a firewall/DPI "
+               "device cuts OpenVPN connections (OpenVPN src/openvpn/forward.c, "
+               "read_incoming_link()).",
+               "Look at the server's log at the same time; if it shows nothing for this "
+               "client, suspect a middlebox ('trivpn doctor CLIENT.conf' probes the port) "
+               "and try another port (443)."),
+    LogPattern("log.tap_adapters_in_use", "fail",
+               _re(r"All (\S+) adapters on this system are currently in use or disabled"),
+               "no free TAP/wintun adapter (Windows)",
+               "On Windows every adapter of the driver OpenVPN uses is taken (another VPN "
+               "connection or another program holds it) or disabled (OpenVPN "
+               "src/openvpn/tun.c, tun_open_device()).",
+               "Disconnect the other VPN, enable the adapter in the network settings, or add "
+               "one ('tapctl create' / the 'Add a new TAP virtual ethernet adapter' shortcut); "
+               "'windows-driver' selects the driver."),
     LogPattern("log.connected", "ok",
                _re(r"Initialization Sequence Completed"),
                "OpenVPN completed its start-up (Initialization Sequence Completed)", "", ""),
