@@ -20,7 +20,6 @@ from trivpn.diagnostics.watch import (
 )
 from trivpn.runtime.management_client import parse_address
 
-
 CLIENT = "client\ndev tun\nremote 198.18.0.1\nca ca.crt\ncert c.crt\nkey c.key\n"
 
 

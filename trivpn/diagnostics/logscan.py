@@ -62,6 +62,15 @@ def _verify_error(m: re.Match[str]) -> tuple[str, str, str]:
     summary = f"certificate verification failed at depth {depth}: {error}"
     what = ("the peer's own certificate" if depth == "0"
             else f"a CA certificate {depth} level(s) above the peer's certificate")
+    if "CRL has expired" in error or "CRL is not yet valid" in error:
+        return (summary, "The certificate revocation list given to 'crl-verify' is past its "
+                "nextUpdate date (or not valid yet), and OpenSSL then refuses every "
+                f"certificate checked against it (here {subject}), revoked or not: no client "
+                "can connect until the CRL is renewed.",
+                "Renew the CRL on the CA ('easyrsa gen-crl', or 'openssl ca -gencrl'; easy-rsa "
+                "makes it valid for EASYRSA_CRL_DAYS, 180 days by default), copy it to the "
+                "'crl-verify' path and schedule that regularly; 'openssl crl -noout -nextupdate "
+                "-in crl.pem' shows the date. Also check the clock ('date -u').")
     if "expired" in error:
         return (summary, f"The peer presented a certificate ({what}: {subject}) that has "
                 "expired, so the TLS handshake was aborted.",
@@ -75,15 +84,6 @@ def _verify_error(m: re.Match[str]) -> tuple[str, str, str]:
                 "Give the server a server certificate ('easyrsa build-server-full NAME' or "
                 "'trivpn pki issue server NAME'); keep 'remote-cert-tls server' on the client, "
                 "it stops other clients from impersonating the server.")
-    if "CRL has expired" in error or "CRL is not yet valid" in error:
-        return (summary, "The certificate revocation list given to 'crl-verify' is past its "
-                "nextUpdate date (or not valid yet), and OpenSSL then refuses every "
-                f"certificate checked against it (here {subject}), revoked or not: no client "
-                "can connect until the CRL is renewed.",
-                "Renew the CRL on the CA ('easyrsa gen-crl', or 'openssl ca -gencrl'; easy-rsa "
-                "makes it valid for EASYRSA_CRL_DAYS, 180 days by default), copy it to the "
-                "'crl-verify' path and schedule that regularly; 'openssl crl -noout -nextupdate "
-                "-in crl.pem' shows the date. Also check the clock ('date -u').")
     if "not yet valid" in error:
         return (summary, f"The certificate {subject} ({what}) is not valid yet: one of the two "
                 "clocks is wrong, or it was issued with a start date in the future.",
@@ -438,10 +438,11 @@ PATTERNS: tuple[LogPattern, ...] = (
                    r"Linux route add command failed because route exists",
                    r"rtnl: generic error \(-17\): File exists"),
                "a route the VPN wanted to add already exists",
-               "A pushed or configured route is already in the routing table: the VPN's "
-               "network overlaps a local one (home LAN, Docker or another VPN using the same "
-               "subnet) or a previous run left it behind. The existing route wins, so traffic "
-               "for that network may not go through the tunnel.",
+               "A pushed or configured route is already in the routing table: the same "
+               "route is given twice (in the client config and in the server's push), a "
+               "previous run or another VPN left it behind, or the VPN's network overlaps a "
+               "local one (home LAN, Docker). A route that differs wins or loses by its "
+               "metric, so traffic for that network may not go through the tunnel.",
                "Compare 'ip route' with the pushed routes; renumber one of the overlapping "
                "networks (the VPN pool or the LAN), or filter the route ('pull-filter ignore "
                "\"route NET\"') if the local one is meant to win."),
