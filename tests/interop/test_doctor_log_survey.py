@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.tunnelkit import SERVER_IP, Tunnel, client_config, make_tunnel
+from tests.interop.tunnelkit import Tunnel, client_config, make_tunnel
 from tests.netns import NetnsLab
 
 pytestmark = pytest.mark.integration

@@ -152,9 +152,10 @@ def _weak_cert(m: re.Match[str]) -> tuple[str, str, str]:
                 "As a stop-gap only, 'tls-cert-profile insecure' lowers the security level.")
     return (f"OpenSSL refuses {cert}: its key is too small ({which} key too small)",
             f"The key of {cert} is shorter than the security level in use accepts (RSA/DH "
-            "below 1024 bits at 'tls-cert-profile legacy', below 2048 bits at 'preferred' or "
-            "on systems whose OpenSSL defaults to security level 2). OpenVPN cannot load it "
-            "and stops before connecting.",
+            "below 1024 bits at 'tls-cert-profile legacy', OpenVPN's default, which is "
+            "OpenSSL security level 1; below 2048 bits at 'preferred', level 2). OpenVPN "
+            "cannot load it and stops before connecting (OpenVPN src/openvpn/ssl_openssl.c, "
+            "tls_ctx_set_cert_profile()).",
             "Re-issue the key and certificate with RSA 2048 bits or more (or an EC key), or "
             "'dh none' / new 2048-bit DH parameters; 'openssl x509 -noout -text -in FILE | "
             "grep Public-Key' shows the size. As a stop-gap only, 'tls-cert-profile "
