@@ -215,7 +215,7 @@ def test_an_expired_crl_rejects_every_client(tunnel: Tunnel) -> None:
            .issuer_name(pki.ca.cert.subject)
            .last_update(now - datetime.timedelta(days=200))
            .next_update(now - datetime.timedelta(days=20))
-           .sign(pki.ca.key, hashes.SHA256()))  # type: ignore[arg-type]
+           .sign(pki.ca.key, hashes.SHA256()))
     (tunnel.workdir / "crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))
     server = tunnel.start_server("crl-verify crl.pem")
     start_client(tunnel)
