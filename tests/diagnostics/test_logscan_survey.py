@@ -74,3 +74,12 @@ def test_a_data_channel_decrypt_error_is_not_blamed_on_tls_auth() -> None:
 def test_survey_lines_reach_the_watcher_too(line: str, check_id: str) -> None:
     [event] = Interpreter().feed(f">LOG:1796395197,W,{line}")
     assert event.id == f"watch.{check_id}"
+
+
+def test_a_revoked_alert_from_the_peer_says_the_certificate_was_revoked() -> None:
+    # OpenSSL's reason text for TLS alert 44 (SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED), as
+    # OpenVPN prints OpenSSL errors (src/openvpn/crypto_openssl.c,
+    # crypto_print_openssl_errors())
+    summary, _, fix = only("OpenSSL: error:0A000414:SSL routines::sslv3 alert certificate "
+                           "revoked:SSL alert number 44", "log.peer_rejected_cert")
+    assert "revoked" in summary and "new certificate" in fix

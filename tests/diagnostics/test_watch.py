@@ -160,3 +160,31 @@ def test_a_human_event_shows_the_log_line_why_and_fix() -> None:
     text = render_event(event)
     assert "[!]" in text and "log: Inactivity timeout" in text
     assert "why: " in text and "fix: " in text
+
+
+def test_the_state_when_attaching_is_read_silently_from_the_state_answer() -> None:
+    interp = Interpreter()
+    interp.expect_state = True
+    [event] = interp.feed("1796395197,CONNECTED,SUCCESS,198.18.8.2,198.18.0.1,1194,,")
+    assert event.id == "watch.current_state" and event.level == "ok"
+    assert interp.up
+    assert interp.feed("END") == [] and not interp.expect_state
+
+
+def test_a_handshake_failure_while_the_tunnel_is_up_is_a_failed_renegotiation() -> None:
+    interp = Interpreter()
+    feed(interp, ">STATE:1,CONNECTED,SUCCESS,198.18.8.2,198.18.0.1,1194,,")
+    [reneg] = interp.feed(">STATE:2,AUTH,,,,,,")
+    assert reneg.id == "watch.renegotiating"
+    timeout = (">LOG:6,N,TLS Error: TLS key negotiation failed to occur within 4 seconds "
+               "(check your network connectivity)")
+    events = feed(interp, timeout, timeout)
+    assert [e.id for e in events] == ["watch.log.tls_timeout", "watch.renegotiation_failed",
+                                      "watch.log.tls_timeout"]
+    assert "old key" in events[1].explanation
+
+
+def test_the_same_failure_before_the_tunnel_was_up_is_not_a_renegotiation() -> None:
+    events = Interpreter().feed(">LOG:6,N,TLS Error: TLS key negotiation failed to occur within "
+                                "60 seconds (check your network connectivity)")
+    assert [e.id for e in events] == ["watch.log.tls_timeout"]

@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn
 from tests.interop.tunnelkit import Tunnel, client_config, make_tunnel
 from tests.netns import NetnsLab
+from trivpn.pki.crl import build_crl, crl_pem
 
 pytestmark = pytest.mark.integration
 
@@ -209,14 +207,9 @@ def test_a_tcp_server_that_goes_away_is_a_connection_reset(tunnel: Tunnel) -> No
 
 
 def test_an_expired_crl_rejects_every_client(tunnel: Tunnel) -> None:
-    pki = write_pki(tunnel.workdir)  # the CA's key signs the CRL
-    now = datetime.datetime.now(datetime.UTC)
-    crl = (x509.CertificateRevocationListBuilder()
-           .issuer_name(pki.ca.cert.subject)
-           .last_update(now - datetime.timedelta(days=200))
-           .next_update(now - datetime.timedelta(days=20))
-           .sign(pki.ca.key, hashes.SHA256()))
-    (tunnel.workdir / "crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))
+    expired = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=20)
+    crl = build_crl(tunnel.pki.ca, [], next_update=expired)
+    (tunnel.workdir / "crl.pem").write_bytes(crl_pem(crl))
     server = tunnel.start_server("crl-verify crl.pem")
     start_client(tunnel)
     wait_for(server, "CRL has expired")

@@ -10,6 +10,7 @@ management port by running the watcher inside the client's namespace.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from tests.interop.trivpnproc import start_trivpn
 from tests.interop.tunnelkit import CLIENT_IP, SERVER_IP, Tunnel, client_config, make_tunnel
 from tests.netns import Netns, NetnsLab
 from trivpn.diagnostics.watch import UNAUTH_BYTES_THRESHOLD
+from trivpn.pki.crl import build_crl, crl_pem
 from trivpn.protocol.statickey import StaticKey, format_static_key
 
 pytestmark = pytest.mark.integration
@@ -286,3 +288,29 @@ def test_watch_reports_a_trivpn_clients_growing_drop_counter(tunnel: Tunnel) -> 
         assert drops["level"] == "warn"
     finally:
         watcher.stop()
+
+
+def test_watch_explains_a_renegotiation_that_fails_because_the_client_was_revoked(
+        tunnel: Tunnel) -> None:
+    crl = tunnel.workdir / "crl.pem"
+    crl.write_bytes(crl_pem(build_crl(tunnel.pki.ca, [])))
+    tunnel.start_server("crl-verify crl.pem")
+    connected_openvpn_client(tunnel, "reneg-sec 4", "hand-window 4")
+    watcher = attach(tunnel)
+    try:
+        # revoke the client while its tunnel runs: the server checks the CRL again at the
+        # next renegotiation (it re-reads a changed crl-verify file for each new TLS session)
+        crl.write_bytes(crl_pem(build_crl(tunnel.pki.ca, [tunnel.pki.client.cert.serial_number])))
+        later = time.time() + 2
+        os.utime(crl, (later, later))
+        watcher.wait_id("watch.renegotiating", 8)  # reneg-sec 4
+        event = watcher.wait_id("watch.renegotiation_failed", 8)  # hand-window 4
+        assert event["level"] == "fail"
+        assert "revoked" in event["explanation"] and "old key" in event["explanation"]
+        assert "TLS key negotiation failed" in event["evidence"]["line"]
+        assert [e["id"] for e in watcher.events].count("watch.renegotiation_failed") == 1
+    finally:
+        watcher.stop()
+    # the cause the watcher names is the real one: the server refused the revoked client
+    assert tunnel.server is not None
+    assert "error=certificate revoked" in tunnel.server.text(), tunnel.server.text()

@@ -7,7 +7,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.openvpn import OpenVpnProcess, PkiFiles, start_openvpn, write_pki
 from tests.netns import Netns, NetnsLab
 
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
@@ -32,6 +32,7 @@ class Tunnel:
     workdir: Path
     server_ns: Netns
     client_ns: Netns
+    pki: PkiFiles
     server: OpenVpnProcess | None = None
 
     def start_server(self, *extra: str, name: str = "server") -> OpenVpnProcess:
@@ -48,5 +49,4 @@ class Tunnel:
 def make_tunnel(lab: NetnsLab, workdir: Path) -> Tunnel:
     server_ns, client_ns = lab.add("srv"), lab.add("cli")
     lab.veth(server_ns, client_ns, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
-    write_pki(workdir)
-    return Tunnel(lab, workdir, server_ns, client_ns)
+    return Tunnel(lab, workdir, server_ns, client_ns, write_pki(workdir))

@@ -134,6 +134,26 @@ def _mismatch(m: re.Match[str]) -> tuple[str, str, str]:
             f"Make '{opt}' the same on both sides (or remove it from both), then restart.")
 
 
+def _peer_alert(m: re.Match[str]) -> tuple[str, str, str]:
+    alert = m.group(1).lower()
+    if alert == "certificate revoked":
+        return ("the peer rejected this side's certificate as revoked (TLS alert 'certificate "
+                "revoked')",
+                "The other side checked this side's certificate against its CRL ('crl-verify') "
+                "and found it revoked, so it aborted the handshake. A tunnel that was up fails "
+                "at its next key renegotiation or reconnect once the CRL lists the "
+                "certificate.",
+                "Revocation is deliberate: ask the administrator for a new certificate (or, if "
+                "it was revoked by mistake, to issue a new CRL without it).")
+    return (f"the peer rejected this side's certificate (TLS alert '{alert}')",
+            "The other side sent a TLS alert during the handshake: it does not trust this "
+            "side's certificate (wrong CA, expired, wrong EKU) or found no common TLS "
+            "parameters.",
+            "Check the peer's log for its VERIFY ERROR line; make sure this side's 'cert' "
+            "is issued by the CA the peer has in its 'ca', is valid now and has the right "
+            "extended key usage ('trivpn doctor CONFIG' checks pki.chain/validity/eku).")
+
+
 def _weak_cert(m: re.Match[str]) -> tuple[str, str, str]:
     which, what = m.group(1), m.group(2)
     cert = "a CA certificate" if which == "ca" else ("the DH parameters" if which == "dh"
@@ -248,16 +268,10 @@ PATTERNS: tuple[LogPattern, ...] = (
                "Read the neighbouring VERIFY lines; usually the 'ca' file does not match the "
                "CA that issued the peer's certificate, or that certificate has expired."),
     LogPattern("log.peer_rejected_cert", "fail",
-               _re(r"(?i)(?:tlsv1|sslv3|tlsv13) alert (?:unknown ca|bad certificate|"
+               _re(r"(?i)(?:tlsv1|sslv3|tlsv13) alert (unknown ca|bad certificate|"
                    r"certificate expired|certificate unknown|unsupported certificate|"
-                   r"handshake failure|certificate required)"),
-               "the peer rejected this side's certificate (TLS alert)",
-               "The other side sent a TLS alert during the handshake: it does not trust this "
-               "side's certificate (wrong CA, expired, wrong EKU) or found no common TLS "
-               "parameters.",
-               "Check the peer's log for its VERIFY ERROR line; make sure this side's 'cert' "
-               "is issued by the CA the peer has in its 'ca', is valid now and has the right "
-               "extended key usage ('trivpn doctor CONFIG' checks pki.chain/validity/eku)."),
+                   r"handshake failure|certificate required|certificate revoked)"),
+               "", "", "", _peer_alert),
     LogPattern("log.verify_eku", "fail",
                _re(r"VERIFY EKU ERROR", r"VERIFY KU ERROR",
                    r"Certificate does not have key usage extension",

@@ -156,6 +156,8 @@ _BYTECOUNT = re.compile(r"^>BYTECOUNT:(\d+),(\d+)$")
 _AUTH_FAILED = re.compile(r"^>PASSWORD:Verification Failed: '([^']*)'(?: \['(.*)'\])?")
 _TRIVPN_DROP = re.compile(r"\bpacket_dropped\b.*\breason=(\S+).*\bcount=(\d+).*\btotal=(\d+)")
 _STAT_LINE = re.compile(r"^([^,]+),(\d+)$")
+_HANDSHAKE_FAILURES = frozenset({"log.tls_timeout", "log.tls_certificate_rejected",
+                                 "log.peer_rejected_cert", "log.auth_failed"})
 
 
 class Interpreter:
@@ -172,11 +174,20 @@ class Interpreter:
         self._bytes: tuple[int, int] | None = None
         self._silent = 0
         self._silent_reported = False
+        self.up = False  # CONNECTED seen since the last restart: a handshake is a renegotiation
+        self.expect_state = False  # set when a one-shot 'state' command was sent
+        self._reneg_reported = False
 
     def feed(self, line: str) -> list[WatchEvent]:
         """The events one line of the management stream means (often none)."""
         if self._status is not None:
             return self._status_line(line)
+        if self.expect_state:  # the answer to the one-shot 'state' sent on attaching
+            if line == "END":
+                self.expect_state = False
+                return []
+            if m := _STATE.match(">STATE:" + line):
+                return self._current_state(m)
         if line == "OpenVPN STATISTICS":
             self._status = {}
             return []
@@ -202,6 +213,18 @@ class Interpreter:
 
     # -- state -----------------------------------------------------------------------------
 
+    def _current_state(self, m: re.Match[str]) -> list[WatchEvent]:
+        """The state the tunnel was in when the watcher attached."""
+        since, name = float(m.group(1)), m.group(2)
+        self.state, self.up = name, name == "CONNECTED"
+        evidence: dict[str, Any] = {"state": name, "since": since}
+        if m.group(4):
+            evidence["tunnel_ip"] = m.group(4)
+        return [WatchEvent("watch.current_state", "ok" if self.up else "info", self.clock(),
+                           f"the tunnel is {name} (since "
+                           f"{time.strftime('%H:%M:%S', time.localtime(since))})",
+                           evidence=evidence)]
+
     def _state(self, m: re.Match[str]) -> list[WatchEvent]:
         when, name, detail = float(m.group(1)), m.group(2), m.group(3)
         tun_ip, remote, port = m.group(4), m.group(5), m.group(6)
@@ -211,14 +234,19 @@ class Interpreter:
             evidence["reason" if name in ("RECONNECTING", "EXITING") else "detail"] = detail
         if name == "RECONNECTING":
             key, (level, summary, explanation, fix) = _reason_texts(detail)
+            if key == "tls-error" and self.up:
+                summary = "a key renegotiation of the running tunnel failed"
+            self.up = False
             evidence["previous_state"] = previous or None
             return [WatchEvent(f"watch.reconnect.{key}", level, when,
                                f"reconnecting: {summary}", explanation, fix, evidence)]
         if name == "EXITING":
+            self.up = False
             key, (level, summary, explanation, fix) = _reason_texts(detail)
             return [WatchEvent(f"watch.exit.{key}", level, when, f"exiting: {summary}",
                                explanation, fix, evidence)]
         if name == "CONNECTED":
+            self.up, self._reneg_reported = True, False
             if tun_ip:
                 evidence["tunnel_ip"] = tun_ip
             if remote:
@@ -232,6 +260,10 @@ class Interpreter:
                                "tunnel setup failed, typically a route it could not add.",
                                "Read the log events above (a route that already exists, an "
                                "up script that failed).", evidence)]
+        if self.up and name in ("AUTH", "WAIT"):  # OpenVPN's states during a renegotiation
+            return [WatchEvent("watch.renegotiating", "info", when,
+                               f"the running tunnel renegotiates its keys (state {name})",
+                               evidence=evidence)]
         return [WatchEvent(f"watch.state.{name.lower()}", "info", when, f"state {name}",
                            evidence=evidence)]
 
@@ -257,8 +289,27 @@ class Interpreter:
         if pattern.status == "ok":
             return []
         summary, explanation, fix = describe(pattern, m)
-        return [WatchEvent(f"watch.{pattern.id}", pattern.status, when, summary, explanation,
-                           fix, {"line": text})]
+        events = [WatchEvent(f"watch.{pattern.id}", pattern.status, when, summary, explanation,
+                             fix, {"line": text})]
+        if self.up and pattern.id in _HANDSHAKE_FAILURES and not self._reneg_reported:
+            self._reneg_reported = True
+            events.append(WatchEvent(
+                "watch.renegotiation_failed", "fail", when,
+                "a key renegotiation of the running tunnel failed",
+                "The tunnel was up and started a new TLS handshake to renew its keys "
+                "('reneg-sec', 'reneg-bytes', or the server's), and that handshake failed "
+                f"({summary}). The tunnel keeps using its old key for now, at most for "
+                "'transition-window' seconds, then stops passing traffic. A server that "
+                "accepted the first handshake and refuses the next usually no longer accepts "
+                "this client: its certificate was revoked (the server's 'crl-verify' file "
+                "changed), its account or password changed (a script re-checks credentials at "
+                "every renegotiation unless 'auth-gen-token' is used), or the server restarted "
+                "with another tls-auth/tls-crypt key.",
+                "Look at the server's log at this time for this client (VERIFY ERROR "
+                "'certificate revoked', AUTH failures, tls-crypt unwrap errors); renew the "
+                "certificate or credentials accordingly. Until then the tunnel will restart "
+                "and fail to connect.", {"line": text}))
+        return events
 
     def _fatal(self, text: str) -> list[WatchEvent]:
         found = match_line(text, self.patterns)
@@ -335,7 +386,7 @@ class Interpreter:
 
     def _bytecount(self, bytes_in: int, bytes_out: int) -> list[WatchEvent]:
         previous, self._bytes = self._bytes, (bytes_in, bytes_out)
-        if previous is None or self.state not in ("CONNECTED", ""):
+        if previous is None or not self.up:
             self._silent = 0
             return []
         got, sent = bytes_in - previous[0], bytes_out - previous[1]
@@ -437,8 +488,9 @@ async def watch(address: ManagementAddress, emit: Callable[[WatchEvent], None], 
                     reason = "signal"
                     nursery.cancel_scope.cancel()
 
+            interpreter.expect_state = True
             with contextlib.suppress(ManagementClientError):  # closed: read() says so
-                for command in ("state on", "log on", f"bytecount {interval}"):
+                for command in ("state", "state on", "log on", f"bytecount {interval}"):
                     await conn.send(command)
             nursery.start_soon(read)
             nursery.start_soon(poll_status)
