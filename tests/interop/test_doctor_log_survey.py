@@ -207,8 +207,9 @@ def test_a_tcp_server_that_goes_away_is_a_connection_reset(tunnel: Tunnel) -> No
 
 
 def test_an_expired_crl_rejects_every_client(tunnel: Tunnel) -> None:
-    expired = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=20)
-    crl = build_crl(tunnel.pki.ca, [], next_update=expired)
+    now = datetime.datetime.now(datetime.UTC)
+    crl = build_crl(tunnel.pki.ca, [], last_update=now - datetime.timedelta(days=200),
+                    next_update=now - datetime.timedelta(days=20))
     (tunnel.workdir / "crl.pem").write_bytes(crl_pem(crl))
     server = tunnel.start_server("crl-verify crl.pem")
     start_client(tunnel)
