@@ -110,7 +110,7 @@ def test_every_pattern_is_exercised_by_some_test() -> None:
                "log.decrypt_error", "log.weak_certificate", "log.tls_version_mismatch",
                "log.unknown_option", "log.lzo_mismatch", "log.bad_source_address",
                "log.route_exists", "log.route_failed", "log.no_tty", "log.no_credentials",
-               "log.connection_reset", "log.tap_adapters_in_use"}
+               "log.connection_reset", "log.tap_adapters_in_use", "log.ccd_exclusive"}
     assert {p.id for p in PATTERNS} == covered
 
 

@@ -217,3 +217,15 @@ def test_an_expired_crl_rejects_every_client(tunnel: Tunnel) -> None:
     result = doctor_log(server.log)["log.cert_verify_failed"]
     assert "CRL has expired" in result["summary"]
     assert "gen-crl" in result["fix"] and "nextupdate" in result["fix"]
+
+
+def test_ccd_exclusive_without_a_file_for_the_client_is_not_a_password_problem(
+        tunnel: Tunnel) -> None:
+    (tunnel.workdir / "ccd").mkdir()
+    server = tunnel.start_server("client-config-dir ccd", "ccd-exclusive")
+    client = start_client(tunnel)
+    wait_for(server, "client-config-dir authentication failed")
+    result = doctor_log(server.log)["log.ccd_exclusive"]
+    assert result["summary"].startswith("the server refused 'client1'")
+    assert "'client1'" in result["fix"] and "ccd-exclusive" in result["fix"]
+    wait_for(client, "AUTH_FAILED")  # what the client sees of it

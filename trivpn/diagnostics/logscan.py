@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from trivpn.diagnostics.auth_diag import LOG_NO_CREDENTIALS
+from trivpn.diagnostics.auth_diag import LOG_CCD_EXCLUSIVE, LOG_NO_CREDENTIALS
 from trivpn.diagnostics.model import CheckResult, Role, ok, problem
 
 MAX_LINE_NUMBERS = 20
@@ -152,6 +152,17 @@ def _peer_alert(m: re.Match[str]) -> tuple[str, str, str]:
             "Check the peer's log for its VERIFY ERROR line; make sure this side's 'cert' "
             "is issued by the CA the peer has in its 'ca', is valid now and has the right "
             "extended key usage ('trivpn doctor CONFIG' checks pki.chain/validity/eku).")
+
+
+def _ccd_exclusive(m: re.Match[str]) -> tuple[str, str, str]:
+    cn = m.group(1)
+    return (f"the server refused '{cn}': no client-config-dir file (ccd-exclusive)",
+            "With 'ccd-exclusive' a client may connect only if the client-config-dir has a "
+            f"file named after its certificate's common name ('{cn}'); there is none, so the "
+            "server sends AUTH_FAILED, which the client reports like a wrong password "
+            "(OpenVPN src/openvpn/ssl_verify.c, verify_final_auth_checks()).",
+            f"Create the file '{cn}' in the server's client-config-dir (it may be empty), or "
+            "remove 'ccd-exclusive' if every valid certificate may connect.")
 
 
 def _weak_cert(m: re.Match[str]) -> tuple[str, str, str]:
@@ -478,6 +489,9 @@ PATTERNS: tuple[LogPattern, ...] = (
                "'management-client-auth') and a client sent none; the server drops it and "
                "the client only sees a TLS timeout or AUTH_FAILED.",
                "Add 'auth-user-pass' (or 'auth-user-pass FILE') to that client's config."),
+    LogPattern("log.ccd_exclusive", "fail",
+               _re(re.escape(LOG_CCD_EXCLUSIVE) + r" for common name '([^']*)'"),
+               "", "", "", _ccd_exclusive),
     LogPattern("log.connection_reset", "warn",
                _re(r"Connection reset, restarting \[(-?\d+)\]"),
                "the TCP connection was closed or reset, and OpenVPN restarts it",
