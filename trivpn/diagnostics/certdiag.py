@@ -284,8 +284,8 @@ def _revoked(o: Options, cert: x509.Certificate | None, fact: str, now: datetime
             f"The CRL of 'crl-verify' ({crl}) lists the server's certificate{serial} as "
             "revoked, so this client refuses it ('VERIFY ERROR: ... certificate revoked').",
             "The server must get a new certificate (easy-rsa: './easyrsa build-server-full "
-            f"NEWNAME nopass'); if the CRL is outdated or from the wrong CA, replace {crl} with "
-            "the CA's current CRL ('./easyrsa gen-crl', pki/crl.pem).")
+            f"NEWNAME nopass'); if the CRL is outdated or from the wrong CA, replace "
+            f"{_crl_file(o)} ('crl-verify', {crl}) with the CA's current CRL ('./easyrsa gen-crl', pki/crl.pem).")
 
 
 def _crl_expired(o: Options, cert: x509.Certificate | None, fact: str, now: datetime,
@@ -295,8 +295,8 @@ def _crl_expired(o: Options, cert: x509.Certificate | None, fact: str, now: date
             f"The CRL of 'crl-verify' ({crl}) is past its nextUpdate ({fact}). OpenVPN 2.6 "
             "then refuses every peer ('VERIFY ERROR: ... CRL has expired'): the server's "
             "certificate is not the problem." + _clock_words(clock),
-            f"Regenerate the CRL on the CA ('./easyrsa gen-crl') and copy pki/crl.pem to "
-            f"{crl}; do it before each nextUpdate (easy-rsa: EASYRSA_CRL_DAYS, default 180).")
+            f"Regenerate the CRL on the CA ('./easyrsa gen-crl') and copy pki/crl.pem over "
+            f"{_crl_file(o)} ('crl-verify', {crl}); do it before each nextUpdate (easy-rsa: EASYRSA_CRL_DAYS, default 180).")
 
 
 def _crl_not_yet_valid(o: Options, cert: x509.Certificate | None, fact: str, now: datetime,
@@ -315,7 +315,7 @@ def _crl_other(o: Options, cert: x509.Certificate | None, fact: str, now: dateti
     return (f"this client's crl-verify refuses every server: {fact}",
             f"The CRL of 'crl-verify' ({crl}) cannot be used ({fact}), and OpenVPN then "
             "refuses every peer.",
-            f"Replace {crl} with the current CRL of the CA named in 'ca' ('./easyrsa "
+            f"Replace {_crl_file(o)} ('crl-verify', {crl}) with the current CRL of the CA named in 'ca' ('./easyrsa "
             "gen-crl', pki/crl.pem).")
 
 
@@ -375,6 +375,12 @@ def _unknown(o: Options, cert: x509.Certificate | None, fact: str, now: datetime
             f"Compare the server's certificate with 'ca' ({where(o, 'ca')}) and the "
             "certificate checks of this config (remote-cert-tls, verify-x509-name, "
             "crl-verify).")
+
+
+def _crl_file(o: Options) -> str:
+    if o.crl_verify is not None:
+        return o.crl_verify.describe()
+    return f"the files in '{o.crl_verify_dir}'" if o.crl_verify_dir else "the CRL"
 
 
 def _who(cert: x509.Certificate | None) -> str:
