@@ -285,7 +285,8 @@ def _revoked(o: Options, cert: x509.Certificate | None, fact: str, now: datetime
             "revoked, so this client refuses it ('VERIFY ERROR: ... certificate revoked').",
             "The server must get a new certificate (easy-rsa: './easyrsa build-server-full "
             f"NEWNAME nopass'); if the CRL is outdated or from the wrong CA, replace "
-            f"{_crl_file(o)} ('crl-verify', {crl}) with the CA's current CRL ('./easyrsa gen-crl', pki/crl.pem).")
+            f"{_crl_file(o)} ('crl-verify', {crl}) with the CA's current CRL ('./easyrsa "
+            "gen-crl', pki/crl.pem).")
 
 
 def _crl_expired(o: Options, cert: x509.Certificate | None, fact: str, now: datetime,
@@ -296,7 +297,8 @@ def _crl_expired(o: Options, cert: x509.Certificate | None, fact: str, now: date
             "then refuses every peer ('VERIFY ERROR: ... CRL has expired'): the server's "
             "certificate is not the problem." + _clock_words(clock),
             f"Regenerate the CRL on the CA ('./easyrsa gen-crl') and copy pki/crl.pem over "
-            f"{_crl_file(o)} ('crl-verify', {crl}); do it before each nextUpdate (easy-rsa: EASYRSA_CRL_DAYS, default 180).")
+            f"{_crl_file(o)} ('crl-verify', {crl}); do it before each nextUpdate (easy-rsa: "
+            "EASYRSA_CRL_DAYS, default 180).")
 
 
 def _crl_not_yet_valid(o: Options, cert: x509.Certificate | None, fact: str, now: datetime,
@@ -315,8 +317,8 @@ def _crl_other(o: Options, cert: x509.Certificate | None, fact: str, now: dateti
     return (f"this client's crl-verify refuses every server: {fact}",
             f"The CRL of 'crl-verify' ({crl}) cannot be used ({fact}), and OpenVPN then "
             "refuses every peer.",
-            f"Replace {_crl_file(o)} ('crl-verify', {crl}) with the current CRL of the CA named in 'ca' ('./easyrsa "
-            "gen-crl', pki/crl.pem).")
+            f"Replace {_crl_file(o)} ('crl-verify', {crl}) with the current CRL of the CA "
+            "named in 'ca' ('./easyrsa gen-crl', pki/crl.pem).")
 
 
 def _md(o: Options, cert: x509.Certificate | None, fact: str, now: datetime,

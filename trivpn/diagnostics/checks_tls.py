@@ -25,6 +25,7 @@ import trio
 from cryptography import x509
 
 from trivpn.config import ConfigError, Options
+from trivpn.diagnostics import checks_certs
 from trivpn.diagnostics.auth_diag import (
     AUTH_CAUSES,
     PLACEHOLDER_PASSWORD,
@@ -638,6 +639,7 @@ CHECKS: tuple[Check, ...] = (
     Check(KEYS_ID, run_keys, roles=("client",), depends_on=("dns.remote",),
           after=("port.reachable",)),
     Check(HANDSHAKE_ID, run_handshake, roles=("client",), depends_on=("port.reachable",)),
+    checks_certs.SERVER_CERT,
 )
 
 __all__ = ["CAUSES", "CHECKS", "classify_failure", "judge_keys", "key_variants",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trivpn.diagnostics import (
     checks_ccd,
+    checks_certs,
     checks_config,
     checks_dns,
     checks_env,
@@ -26,7 +27,8 @@ def all_checks() -> tuple[Check, ...]:
               *checks_dns.CHECKS, *checks_route.CHECKS, *checks_port.CHECKS,
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
               *checks_tunnel.CHECKS,
-              *checks_server.CHECKS, *checks_ccd.CHECKS)
+              *checks_server.CHECKS, *checks_ccd.CHECKS,
+              *checks_certs.CHECKS)
     seen: set[str] = set()
     for check in checks:
         if check.id in seen:
