@@ -58,14 +58,14 @@ async def _handshake(ctx: DoctorContext) -> CheckResult:
     return await check.run(ctx)
 
 
-def _openvpn_client_says(sc: Scenario, lines: list[str], needle: str) -> str:
-    """Run a real openvpn client with ``lines`` in the client namespace; its log once
-    ``needle`` shows (the assertion fails with the log otherwise)."""
+def _openvpn_client_says(sc: Scenario, lines: list[str], *needles: str) -> str:
+    """Run a real openvpn client with ``lines`` in the client namespace; its log once the
+    first of ``needles`` shows (the assertion fails with the log unless all are there)."""
     proc = sc.start_openvpn_in(sc.client, [*lines, "verb 4", "connect-retry 1"],
                                name="ovpnclient")
-    found = proc.wait_for(needle, timeout=10)
+    proc.wait_for(needles[0], timeout=10)
     text = proc.text()
-    assert found, text[-3000:]
+    assert all(n in text for n in needles), text[-3000:]
     return text
 
 
@@ -109,7 +109,8 @@ async def test_server_cert_from_an_unknown_ca_gets_the_ca_fix(sc: Scenario):
     assert result.evidence["verify_cause"] == "untrusted_ca"
     assert "CN=someone else's CA" in result.fix
     assert "'ca' (client.conf line 6" in result.fix
-    _openvpn_client_says(sc, lines, "unable to get local issuer certificate")
+    _openvpn_client_says(
+        sc, lines, "VERIFY ERROR: depth=0, error=unable to get local issuer certificate")
 
 
 async def test_verify_x509_name_mismatch_shows_the_name_and_the_line_that_would_match(
@@ -137,7 +138,7 @@ async def test_expired_server_cert_is_named_and_the_server_clock_clears_ours(sc:
     assert abs(result.evidence["clock_skew_s"]) < 5  # read from the tls-crypt timestamps
     assert "agrees with ours" in result.explanation
     assert "renew" in result.fix.lower() and "server's config" in result.fix
-    _openvpn_client_says(sc, lines, "certificate has expired")
+    _openvpn_client_says(sc, lines, "VERIFY ERROR: depth=0, error=certificate has expired")
 
 
 async def test_not_yet_valid_server_cert_with_agreeing_clocks_blames_the_certificate_dates(
@@ -151,7 +152,8 @@ async def test_not_yet_valid_server_cert_with_agreeing_clocks_blames_the_certifi
     assert "agrees with ours" in result.explanation
     assert "start date in the future" in result.explanation
     assert "reissue" in result.fix
-    _openvpn_client_says(sc, lines, "certificate is not yet valid")
+    _openvpn_client_says(sc, lines,
+                         "VERIFY ERROR: depth=0, error=certificate is not yet valid")
 
 
 async def test_not_yet_valid_server_cert_without_tls_auth_says_what_would_tell_clocks_apart(
@@ -179,7 +181,7 @@ async def test_server_cert_revoked_by_our_crl_is_named_with_its_serial(sc: Scena
     assert result.evidence["verify_cause"] == "revoked"
     assert f"serial {leaf.cert.serial_number}" in result.explanation
     assert "gen-crl" in result.fix
-    _openvpn_client_says(sc, lines, "certificate revoked")
+    _openvpn_client_says(sc, lines, "VERIFY ERROR", "certificate revoked")
 
 
 async def test_expired_crl_on_the_client_refuses_every_server(sc: Scenario):
@@ -193,7 +195,7 @@ async def test_expired_crl_on_the_client_refuses_every_server(sc: Scenario):
     assert result.evidence["verify_cause"] == "crl_expired"
     assert "refuses every peer" in result.explanation
     assert "gen-crl" in result.fix and "client.conf line 11" in result.fix
-    _openvpn_client_says(sc, lines, "CRL has expired")
+    _openvpn_client_says(sc, lines, "VERIFY ERROR", "CRL has expired")
 
 
 async def test_sha1_signed_server_cert_is_md_too_weak_at_the_default_profile(sc: Scenario):
@@ -205,7 +207,7 @@ async def test_sha1_signed_server_cert_is_md_too_weak_at_the_default_profile(sc:
     assert result.evidence["verify_cause"] == "md_too_weak"
     assert result.evidence["server_cert"]["signature_digest"] == "sha1"
     assert "SHA-256" in result.fix and "tls-cert-profile insecure" in result.fix
-    _openvpn_client_says(sc, lines, "CA signature digest algorithm too weak")
+    _openvpn_client_says(sc, lines, "VERIFY ERROR", "CA signature digest algorithm too weak")
 
 
 async def test_rsa1024_server_cert_is_key_too_small_under_profile_preferred(sc: Scenario):
@@ -217,4 +219,18 @@ async def test_rsa1024_server_cert_is_key_too_small_under_profile_preferred(sc: 
     assert result.evidence["verify_cause"] == "key_too_small"
     assert result.evidence["server_cert"]["key"] == "RSA 1024"
     assert "2048" in result.fix and "tls-cert-profile legacy" in result.fix
-    _openvpn_client_says(sc, lines, "EE certificate key too weak")
+    _openvpn_client_says(sc, lines, "VERIFY ERROR", "EE certificate key too weak")
+
+
+async def test_server_cert_without_key_usage_is_refused_by_remote_cert_tls_with_the_reissue_fix(
+        sc: Scenario):
+    _serve(sc, make_leaf(CA, "server", key_usage=False))
+    lines = _client(sc)
+    result = await _handshake(sc.context(sc.client_config(lines)))
+
+    assert result.status == "fail", result.summary
+    assert result.evidence["verify_cause"] == "ku"
+    assert result.evidence["server_cert"]["key_usage"] is None
+    assert "build-server-full" in result.fix and "into 'ca'" not in result.fix
+    assert "VERIFY KU ERROR" in result.explanation
+    _openvpn_client_says(sc, lines, "VERIFY KU ERROR")

@@ -305,8 +305,8 @@ def _crl_not_yet_valid(o: Options, cert: x509.Certificate | None, fact: str, now
                        clock: ClockReading | None) -> Built:
     crl = where(o, "crl-verify")
     return (f"this client's CRL is not valid yet: {fact}",
-            f"The CRL of 'crl-verify' ({crl}) starts later than our clock ({fact}); OpenVPN "
-            "refuses every peer then ('CRL is not yet valid')." + _clock_words(clock),
+            f"The CRL of 'crl-verify' ({crl}) starts later than our clock ({fact}), so it "
+            "is not valid yet and every peer is refused until then." + _clock_words(clock),
             "Check this machine's clock ('date -u', 'timedatectl set-ntp true'); if it is "
             "right, regenerate the CRL on a CA machine with a correct clock.")
 
@@ -328,7 +328,7 @@ def _md(o: Options, cert: x509.Certificate | None, fact: str, now: datetime,
             f"{level.level}",
             f"The server's certificate ({_who(cert)}) is {fact}. OpenSSL 3 at security level "
             f"{level.level} ({level.source}) refuses SHA-1 and MD5 signatures ('CA signature "
-            "digest algorithm too weak'; OpenVPN logs 'VERIFY ERROR ... md too weak'). The "
+            "digest algorithm too weak' in OpenVPN's 'VERIFY ERROR' line). The "
             "server accepts its own certificate only because it runs with a lower level "
             "(tls-cert-profile insecure): that can only be inferred from here.",
             "Reissue the server's certificate signed with SHA-256 (easy-rsa 3's default; "

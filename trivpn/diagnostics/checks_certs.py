@@ -157,20 +157,25 @@ async def check_policy(ctx: DoctorContext) -> CheckResult:
                  "or more, or an EC key (easy-rsa 3's defaults: './easyrsa "
                  f"build-{o.role}-full NAME nopass'). Only as a stopgap: {fix_profile} in "
                  f"{o.config_path.name}, on both sides."), **evidence)
-    strict = policy_findings([("cert", leaf)], 2)
-    if strict and level.level < 2:
+    for peer_level, profile in ((1, "legacy (OpenVPN 2.6's default)"), (2, "preferred")):
+        strict = policy_findings([("cert", leaf)], peer_level)
+        if not strict or level.level >= peer_level:
+            continue
         f = strict[0]
-        evidence["at_level_2"] = f.detail
+        evidence[f"at_level_{peer_level}"] = f.detail
+        quote = "CA signature digest algorithm too weak" if f.problem == "md too weak" \
+            else "EE certificate key too weak"
         return problem(
             POLICY_ID, "warn", f"our certificate ({f.detail}) works at level {level.level} "
-            "but a peer with 'tls-cert-profile preferred' refuses it",
+            f"but a peer with 'tls-cert-profile {profile.split()[0]}' refuses it",
             explanation=(f"This config runs at security level {level.level} ({level.source}), "
                          f"where {f.detail} is accepted. A peer with 'tls-cert-profile "
-                         "preferred' (level 2, 112 bits) or 'suiteb' refuses it ('EE "
-                         "certificate key too weak' in its log). The peer's profile cannot be "
-                         "seen from here, only inferred: if the peer drops the handshake right "
-                         "after receiving our certificate, this is a candidate cause."),
-            fix=f"Reissue the certificate of {own} with RSA 2048+ or an EC key "
+                         f"{profile}' (level {peer_level}, {LEVEL_BITS[peer_level]} bits) or "
+                         f"stricter refuses it ('{quote}' in its log). The peer's profile "
+                         "cannot be seen from here, only inferred: if the peer drops the "
+                         "handshake right after receiving our certificate, this is a candidate "
+                         "cause."),
+            fix=f"Reissue the certificate of {own} with SHA-256 and RSA 2048+ or an EC key "
                 f"('./easyrsa build-{o.role}-full NAME nopass').", **evidence)
     return ok(POLICY_ID, f"our certificate passes OpenSSL security level {level.level} "
               f"({level.source})", **evidence)
