@@ -8,17 +8,27 @@ separate RSA CA (``rsaca.crt``, the client's ``ca``) so that digests and keys ca
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, pkcs12
 
 from tests.conftest import require_netns, require_openvpn
 from tests.diagnostics.certkit import CLIENT_AUTH, NOW, Made, make_ca, make_crl, make_leaf
 from tests.diagnostics.scenariokit import Scenario, client_lines, scenario, server_lines
-from trivpn.diagnostics import checks_tls
+from trivpn.diagnostics import (
+    checks_certs,
+    checks_config,
+    checks_pki,
+    checks_port,
+    checks_tls,
+)
+from trivpn.diagnostics.certfacts import fingerprint
 from trivpn.diagnostics.model import CheckResult, DoctorContext
+from trivpn.diagnostics.runner import run_checks
 
 pytestmark = pytest.mark.integration
 
@@ -35,7 +45,6 @@ def sc(tmp_path: Path) -> Iterator[Scenario]:
 
 
 def _pem(made: Made) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding
     return made.cert.public_bytes(Encoding.PEM)
 
 
@@ -234,3 +243,100 @@ async def test_server_cert_without_key_usage_is_refused_by_remote_cert_tls_with_
     assert "build-server-full" in result.fix and "into 'ca'" not in result.fix
     assert "VERIFY KU ERROR" in result.explanation
     _openvpn_client_says(sc, lines, "VERIFY KU ERROR")
+
+
+# --- trust anchors other than 'ca': healthy, and the fix names the right directive ----------
+
+CERT_CHECKS = (*checks_config.CHECKS, *checks_pki.CHECKS, *checks_certs.CHECKS,
+               *checks_port.CHECKS, *checks_tls.CHECKS)
+
+
+def _without_ca(lines: list[str], *replacement: str) -> list[str]:
+    return [line for line in lines if not line.startswith("ca ")] + list(replacement)
+
+
+def _pkcs12(sc: Scenario) -> None:
+    bundle = pkcs12.serialize_key_and_certificates(
+        b"client1", sc.pki.client.key, sc.pki.client.cert,  # type: ignore[arg-type]
+        [sc.pki.ca.cert], NoEncryption())
+    (sc.workdir / "client.p12").write_bytes(bundle)
+
+
+def _capath(sc: Scenario) -> None:
+    cadir = sc.workdir / "cadir"
+    cadir.mkdir()
+    (cadir / "ca.pem").write_bytes(sc.pki.ca.cert.public_bytes(Encoding.PEM))
+    subprocess.run(["openssl", "rehash", str(cadir)], check=True, capture_output=True)
+
+
+def _anchor_lines(sc: Scenario, kind: str) -> list[str]:
+    base = client_lines("tls-crypt")
+    if kind == "pkcs12":
+        _pkcs12(sc)
+        return [line for line in _without_ca(base, "pkcs12 client.p12")
+                if not line.startswith(("cert ", "key "))]
+    if kind == "capath":
+        _capath(sc)
+        return _without_ca(base, "capath cadir")
+    fp = fingerprint(sc.pki.server.cert)
+    return _without_ca(base, f"peer-fingerprint {fp}")
+
+
+@pytest.mark.parametrize("kind", ["pkcs12", "capath", "peer-fingerprint"])
+async def test_trust_from_pkcs12_capath_or_peer_fingerprint_is_healthy_not_no_ca(
+        sc: Scenario, kind: str):
+    proc = sc.start_openvpn(server_lines("tls-crypt"))
+    assert proc.wait_for("Initialization Sequence Completed"), proc.text()
+    ctx = sc.context(sc.client_config(_anchor_lines(sc, kind)))
+
+    report = await run_checks(CERT_CHECKS, ctx)
+
+    results = {r.id: r for r in report.checks}
+    bad = {i: r.summary for i, r in results.items() if r.status not in ("ok", "skip")}
+    assert bad == {}
+    for cid in ("pki.chain", "pki.validity", "pki.eku", "pki.policy", "tls.handshake",
+                "tls.server_cert"):
+        assert results[cid].status == "ok", (cid, results[cid].summary)
+    assert results["pki.chain"].evidence["ca_from"] == kind
+    assert results["pki.key_match"].status == "ok"
+
+
+@pytest.mark.parametrize("kind", ["pkcs12", "capath"])
+async def test_server_cert_from_an_unknown_ca_names_the_directive_that_holds_the_cas(
+        sc: Scenario, kind: str):
+    _serve(sc, make_leaf(make_ca("foreign CA"), "server"))
+    ctx = sc.context(sc.client_config(_anchor_lines(sc, kind)))
+
+    result = await _handshake(ctx)
+
+    assert result.evidence["verify_cause"] == "untrusted_ca", result.summary
+    assert ("'capath' directory" if kind == "capath" else "pkcs12") in result.fix
+    assert "CN=foreign CA" in result.fix
+
+
+async def test_server_with_another_fingerprint_gets_the_peer_fingerprint_line(sc: Scenario):
+    leaf = make_leaf(CA, "server")
+    _serve(sc, leaf)
+    lines = _without_ca(client_lines("tls-crypt"),
+                        f"peer-fingerprint {fingerprint(sc.pki.server.cert)}")
+    result = await _handshake(sc.context(sc.client_config(lines)))
+
+    assert result.evidence["verify_cause"] == "fingerprint", result.summary
+    assert f"peer-fingerprint {fingerprint(leaf.cert)}" in result.fix
+    assert "not your server" in result.explanation
+
+
+async def test_server_cert_expiring_in_ten_days_is_forecast_after_a_good_handshake(
+        sc: Scenario):
+    _serve(sc, make_leaf(CA, "server", not_after=NOW + timedelta(days=10, hours=1)))
+    ctx = sc.context(sc.client_config(_client(sc)))
+
+    report = await run_checks(CERT_CHECKS, ctx)
+
+    results = {r.id: r for r in report.checks}
+    assert results["tls.handshake"].status == "ok", results["tls.handshake"].summary
+    forecast = results["tls.server_cert"]
+    assert forecast.status == "warn"
+    assert "expires in 10 days" in forecast.summary
+    assert "renew" in forecast.fix.lower()
+    assert abs(forecast.evidence["server_clock_skew_s"]) < 5
