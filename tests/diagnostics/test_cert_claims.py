@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.conftest import require_netns, require_openvpn
 from tests.diagnostics.certkit import CLIENT_AUTH, NOW, make_ca, make_crl, make_leaf
@@ -43,8 +44,7 @@ def _setup(tmp: Path, *, bits: int = 2048, digest: str = "sha256") -> None:
     make_leaf(CA, "c", eku=(CLIENT_AUTH,), bits=bits, digest=digest).write(tmp, "c")
 
 
-def _pem():  # type: ignore[no-untyped-def]
-    from cryptography.hazmat.primitives.serialization import Encoding
+def _pem() -> Encoding:
     return Encoding.PEM
 
 
