@@ -306,7 +306,8 @@ def _crl_not_yet_valid(o: Options, cert: x509.Certificate | None, fact: str, now
     crl = where(o, "crl-verify")
     return (f"this client's CRL is not valid yet: {fact}",
             f"The CRL of 'crl-verify' ({crl}) starts later than our clock ({fact}), so it "
-            "is not valid yet and every peer is refused until then." + _clock_words(clock),
+            "is not valid yet, and OpenVPN refuses every peer until then ('VERIFY ERROR: ... "
+            "CRL is not yet valid')." + _clock_words(clock),
             "Check this machine's clock ('date -u', 'timedatectl set-ntp true'); if it is "
             "right, regenerate the CRL on a CA machine with a correct clock.")
 
