@@ -109,3 +109,19 @@ async def test_rsa1024_server_cert_warns_that_clients_at_preferred_refuse_it(pki
     assert result.status == "warn"
     assert result.evidence["server_security_level_at_most"] == 1
     assert "can only be inferred" in result.explanation
+
+
+async def test_capath_with_rehash_links_counts_each_ca_and_crl_once(pki: Pki) -> None:
+    from tests.diagnostics.certkit import make_crl
+    from trivpn.diagnostics.checks_pki import read_capath
+    cadir = pki.dir / "cadir"
+    cadir.mkdir()
+    (cadir / "ca.pem").write_bytes((pki.dir / "ca.crt").read_bytes())
+    (cadir / "1a2b3c4d.0").symlink_to("ca.pem")
+    other = make_ca("capath CA")
+    (cadir / "crl.pem").write_bytes(make_crl(other))
+    (cadir / "5e6f7a8b.r0").symlink_to("crl.pem")
+
+    certs, crls = read_capath(cadir)
+
+    assert len(certs) == 1 and len(crls) == 1

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from trivpn.config import ConfigError, FileSource, Options
@@ -24,6 +25,7 @@ from trivpn.protocol.tls import parse_crls
 
 EXPIRY_WARNING = timedelta(days=30)
 MAX_CHAIN = 8
+MAX_LISTED = 20  # CA subjects shown as evidence (a capath may hold a whole system store)
 
 
 CaKind = Literal["ca", "pkcs12", "capath", "peer-fingerprint"]
@@ -101,12 +103,16 @@ def read_capath(path: Path) -> tuple[tuple[x509.Certificate, ...],
         except OSError:
             continue
         if b"-----BEGIN X509 CRL-----" in data:
-            crls.extend(parse_crls(data, str(entry)).crls)
+            known = {c.public_bytes(Encoding.DER) for c in crls}
+            crls.extend(c for c in parse_crls(data, str(entry)).crls
+                        if c.public_bytes(Encoding.DER) not in known)
         elif b"-----BEGIN CERTIFICATE-----" in data:
             try:
-                certs.extend(x509.load_pem_x509_certificates(data))
+                found = x509.load_pem_x509_certificates(data)
             except ValueError:
                 continue
+            # 'openssl rehash' links HASH.0 to the original file: count each CA once
+            certs.extend(c for c in found if c not in certs)
     return tuple(certs), tuple(crls)
 
 
@@ -213,7 +219,9 @@ def _chain_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     leaf = m.chain[0]
     evidence: dict[str, Any] = {"cert": m.cert_src.describe(), "ca_from": m.ca_kind,
                                 "ca": m.ca_src.describe() if m.ca_src else m.ca_where,
-                                "ca_subjects": [_name(c) for c in m.ca]}
+                                "ca_subjects": [_name(c) for c in m.ca[:MAX_LISTED]]}
+    if len(m.ca) > MAX_LISTED:
+        evidence["ca_count"] = len(m.ca)
     if m.ca_kind == "peer-fingerprint":
         fp = fingerprint(leaf)
         evidence.update(sha256_fingerprint=fp, peer_fingerprints=len(o.peer_fingerprints))
