@@ -140,7 +140,7 @@ def _eku(o: Options, cert: x509.Certificate | None, fact: str, now: datetime,
             f"certificate must have: {fact}. This client checks it with {check}, so it "
             "refuses the server ('VERIFY EKU ERROR' / 'unsuitable certificate purpose' in "
             "OpenVPN's log) — this is not a CA problem: the certificate was issued as a client "
-            "certificate, or without extensions. The server only sees the handshake stop.",
+            "certificate, or without extensions.",
             "Reissue the server's certificate as a server certificate — with extended key "
             "usage serverAuth ('TLS Web Server Authentication') and key usage "
             "digitalSignature, keyEncipherment: easy-rsa './easyrsa build-server-full NAME "
