@@ -220,6 +220,19 @@ async def test_crl_dated_ahead_on_the_client_refuses_every_server(sc: Scenario):
     assert "timedatectl" in result.fix
     _openvpn_client_says(sc, lines, "VERIFY ERROR", "CRL is not yet valid")
 
+
+async def test_crl_file_without_a_crl_on_the_client_refuses_every_server(sc: Scenario):
+    _serve(sc, make_leaf(CA, "server"))
+    (sc.workdir / "crl.pem").write_text("not a CRL\n")
+    lines = _client(sc, extra=("crl-verify crl.pem",))
+    result = await _handshake(sc.context(sc.client_config(lines)))
+
+    assert result.status == "fail", result.summary
+    assert result.evidence["verify_cause"] == "crl_unreadable"
+    assert "refuses every peer" in result.explanation
+    assert "unable to get certificate CRL" in result.explanation
+    _openvpn_client_says(sc, lines, "VERIFY ERROR", "unable to get certificate CRL")
+
 async def test_sha1_signed_server_cert_is_md_too_weak_at_the_default_profile(sc: Scenario):
     _serve(sc, make_leaf(CA, "server", digest="sha1"), extra=("tls-cert-profile insecure",))
     lines = _client(sc)

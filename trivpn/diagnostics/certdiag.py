@@ -317,7 +317,8 @@ def _crl_other(o: Options, cert: x509.Certificate | None, fact: str, now: dateti
     crl = where(o, "crl-verify")
     return (f"this client's crl-verify refuses every server: {fact}",
             f"The CRL of 'crl-verify' ({crl}) cannot be used ({fact}), and OpenVPN then "
-            "refuses every peer.",
+            "refuses every peer (with no CRL loaded: 'VERIFY ERROR: ... unable to get "
+            "certificate CRL').",
             f"Replace {_crl_file(o)} ('crl-verify', {crl}) with the current CRL of the CA "
             "named in 'ca' ('./easyrsa gen-crl', pki/crl.pem).")
 

@@ -265,8 +265,7 @@ async def check_legacy_ciphers(ctx: DoctorContext) -> CheckResult:
                 "negotiation", explanation=(
                     f"A 2.6 client negotiates the data cipher from 'data-ciphers'; a 'cipher "
                     f"{cipher}' line not listed there is ignored ('DEPRECATED OPTION: --cipher "
-                    f"set to '{cipher}' but missing in --data-ciphers'): against a server that "
-                    "cannot negotiate (OpenVPN 2.3) it is not used as the fallback either."),
+                    f"set to '{cipher}' but missing in --data-ciphers')."),
                 fix=(f"Remove line {line} of {name} for a 2.4+ server; for a 2.3 server that "
                      f"only speaks {cipher}, use 'data-ciphers-fallback {cipher}' with "
                      "'providers legacy default'."), **evidence)
