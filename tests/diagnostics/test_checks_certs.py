@@ -14,6 +14,7 @@ from tests.diagnostics.doctorkit import CLIENT, SERVER, Pki, by_id, context, wri
 from trivpn.config import load_config_salvaged
 from trivpn.diagnostics.certfacts import cert_facts
 from trivpn.diagnostics.checks_certs import CHECKS, SERVER_CERT
+from trivpn.diagnostics.checks_pki import CHECKS as PKI_CHECKS
 from trivpn.diagnostics.model import CheckResult, ok, problem
 
 
@@ -125,3 +126,33 @@ async def test_capath_with_rehash_links_counts_each_ca_and_crl_once(pki: Pki) ->
     certs, crls = read_capath(cadir)
 
     assert len(certs) == 1 and len(crls) == 1
+
+
+async def test_pki_chain_trusts_the_cas_of_a_pkcs12_bundle_without_ca(pki: Pki) -> None:
+    from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
+    bundle = pkcs12.serialize_key_and_certificates(
+        b"client1", pki.client.key, pki.client.cert,  # type: ignore[arg-type]
+        [pki.ca.cert], NoEncryption())
+    (pki.dir / "client.p12").write_bytes(bundle)
+    text = "\n".join(line for line in CLIENT.splitlines()
+                     if not line.startswith(("ca ", "cert ", "key "))) + "\npkcs12 client.p12\n"
+    ctx = context(write_config(pki.dir, text))
+
+    results = {c.id: await c.run(ctx) for c in PKI_CHECKS}
+
+    assert {i: r.status for i, r in results.items()} == {
+        "pki.chain": "ok", "pki.validity": "ok", "pki.key_match": "ok", "pki.eku": "ok"}
+    assert results["pki.chain"].evidence["ca_from"] == "pkcs12"
+    assert [r["file"] for r in results["pki.validity"].evidence["certificates"]] == [
+        "pkcs12", "pkcs12 CA"]
+
+
+async def test_pki_chain_with_peer_fingerprint_alone_shows_our_fingerprint(pki: Pki) -> None:
+    from trivpn.diagnostics.certfacts import fingerprint
+    text = "\n".join(line for line in CLIENT.splitlines() if not line.startswith("ca ")) + \
+        "\npeer-fingerprint " + fingerprint(pki.server.cert) + "\n"
+    result = await by_id(PKI_CHECKS, "pki.chain").run(context(write_config(pki.dir, text)))
+
+    assert result.status == "ok", result.summary
+    assert result.evidence["sha256_fingerprint"] == fingerprint(pki.client.cert)
+    assert "no ca" not in result.summary.lower()

@@ -436,7 +436,7 @@ def _eku_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     strict = role == "server"  # clients nearly always use remote-cert-tls server
     reissue = (f"Reissue the certificate as a {role} certificate (easy-rsa: 'easyrsa "
                f"build-{role}-full NAME'; trivpn: 'trivpn pki issue {role} NAME') and point "
-               f"'cert' at {cert_at} to it.")
+               f"'{m.cert_src.directive}' at {cert_at} to it.")
     if eku is not None and needed not in eku:
         wrong = "serverAuth" if needed == "clientAuth" else "clientAuth"
         hint = (" It carries the other role's purpose: the certificate files of client and "
