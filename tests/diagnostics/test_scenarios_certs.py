@@ -91,6 +91,8 @@ async def test_server_cert_with_only_client_auth_eku_gets_the_reissue_fix_not_th
     assert "build-server-full" in result.fix and "serverAuth" in result.fix
     assert "into 'ca'" not in result.fix
     assert "remote-cert-tls" in result.fix  # relaxing is mentioned, with its risk
+    # neither handshake sent our key method (nor credentials) to the untrusted server
+    assert "peer info" not in sc.server_log()
     _openvpn_client_says(sc, lines, "unsuitable certificate purpose")
 
 
@@ -363,6 +365,7 @@ async def test_server_cert_expiring_in_ten_days_is_forecast_after_a_good_handsha
     assert results["tls.handshake"].status == "ok", results["tls.handshake"].summary
     forecast = results["tls.server_cert"]
     assert forecast.status == "warn"
+    assert "peer info" in sc.server_log()  # a good handshake sends the key method
     assert "expires in 10 days" in forecast.summary
     assert "renew" in forecast.fix.lower()
     assert abs(forecast.evidence["server_clock_skew_s"]) < 5

@@ -497,9 +497,11 @@ async def fetch_server_certificate(config: SessionConfig, target: Target, netns:
                                    budget: float
                                    ) -> tuple[x509.Certificate | None, ClockReading | None]:
     """A second handshake that accepts any server certificate, to read the one the server
-    sends (the first handshake refused it). It stops as soon as TLS completes: no key method
-    goes out."""
-    loose = dataclasses.replace(config, verification=PeerVerification())
+    sends (the first handshake refused it). It stops as soon as TLS completes; the verdict on
+    the certificate is deferred and never given, so our key method (with any username and
+    password) never goes to a server this config does not trust."""
+    loose = dataclasses.replace(config, verification=PeerVerification(),
+                                defer_peer_verdict=True)
     loose.tls_context.verify_mode = ssl.CERT_NONE  # this probe's own, fresh context
     async with SessionProbe(loose, target, netns) as probe:
         probe.start()
