@@ -369,3 +369,32 @@ async def test_server_cert_expiring_in_ten_days_is_forecast_after_a_good_handsha
     assert "expires in 10 days" in forecast.summary
     assert "renew" in forecast.fix.lower()
     assert abs(forecast.evidence["server_clock_skew_s"]) < 5
+
+
+async def test_client_cert_from_another_ca_than_ours_is_fine_when_the_server_accepts_it(
+        sc: Scenario):
+    # the server's certificate comes from rsaca.crt (our 'ca'), our certificate from the
+    # interop CA, which the server trusts: split CAs, a working setup
+    _serve(sc, make_leaf(CA, "server"))
+    ctx = sc.context(sc.client_config(_client(sc)))
+
+    report = await run_checks(CERT_CHECKS, ctx)
+
+    results = {r.id: r for r in report.checks}
+    assert {i: r.summary for i, r in results.items() if r.status not in ("ok", "skip")} == {}
+    assert results["pki.chain"].evidence["server_accepted"] is True
+    assert "trusts another CA" in results["pki.chain"].summary
+
+
+async def test_client_cert_the_server_refuses_still_fails_pki_chain(sc: Scenario):
+    _serve(sc, make_leaf(CA, "server"))
+    foreign = make_ca("nobody's CA")
+    make_leaf(foreign, "client1", eku=(CLIENT_AUTH,)).write(sc.workdir, "foreign")
+    lines = client_lines("tls-crypt", ca="rsaca.crt", cert="foreign.crt", key="foreign.key")
+    ctx = sc.context(sc.client_config(lines))
+
+    report = await run_checks(CERT_CHECKS, ctx)
+
+    results = {r.id: r for r in report.checks}
+    assert results["tls.handshake"].evidence["cause"] == "peer_rejected_cert"
+    assert results["pki.chain"].status == "fail"

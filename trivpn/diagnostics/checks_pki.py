@@ -233,6 +233,11 @@ def _chain_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     if anchored:
         return ok(cid, f"{_name(leaf)} is signed by the configured CA {_name(path[-1])} "
                   f"(from {m.ca_where})", **evidence)
+    handshake = ctx.results.get("tls.handshake")
+    if handshake is not None and handshake.status == "ok":
+        return ok(cid, f"{_name(leaf)} is not signed by a CA in {m.ca_where}, but the server "
+                  "accepted it in the handshake: it trusts another CA (issuer "
+                  f"{_issuer(path[-1])})", server_accepted=True, **evidence)
     cert_at = f"{m.cert_src.config_path}:{m.cert_src.line}"
     cert_directive = "pkcs12" if m.cert_src.directive == "pkcs12" else "cert"
     same_name = any(c.subject == path[-1].issuer for c in m.ca)
@@ -246,11 +251,13 @@ def _chain_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
         where_ca = f"put into the 'capath' directory {o.capath} (then 'openssl rehash')"
     return problem(
         cid, "fail", f"{_name(leaf)} is not signed by the configured CA ({detail})",
-        explanation=(f"The peer verifies this certificate against the same CA as ours, so it "
+        explanation=(f"A peer that verifies this certificate against the same CA as ours "
                      f"rejects it ('VERIFY ERROR: ... unable to get local issuer certificate' "
                      f"in its log) and the TLS handshake never completes; OpenVPN on this side "
                      f"only reports 'TLS key negotiation failed to occur within "
-                     f"{o.hand_window} seconds'. Our trust anchors come from {m.ca_where}."),
+                     f"{o.hand_window} seconds'. Our trust anchors come from {m.ca_where}. "
+                     "Only a server that trusts another CA than the one we verify it with "
+                     "accepts it: tls.handshake shows whether this one does."),
         fix=(f"Use a certificate issued by {', '.join(_name(c) for c in m.ca) or 'the CA'} "
              f"for '{cert_directive}' at {cert_at}, or {where_ca} the CA that issued this one "
              f"({_issuer(path[-1])}); if an intermediate CA is involved, add it with "
@@ -466,7 +473,9 @@ async def check_eku(ctx: DoctorContext) -> CheckResult:
 
 _DEPS = ("config.files",)
 CHECKS: tuple[Check, ...] = (
-    Check("pki.chain", check_chain, depends_on=_DEPS),
+    # after the handshake (when it runs): a server that accepted our certificate trusts its
+    # issuer, even when that is not the CA this config verifies the server with
+    Check("pki.chain", check_chain, depends_on=_DEPS, after=("tls.handshake",)),
     Check("pki.validity", check_validity, depends_on=_DEPS),
     Check("pki.key_match", check_key_match, depends_on=_DEPS),
     Check("pki.eku", check_eku, depends_on=_DEPS),
