@@ -509,10 +509,7 @@ async def fetch_server_certificate(config: SessionConfig, target: Target, netns:
                               or probe.failure() is not None,
                               trio.current_time() + budget)
     done = next((e for e in probe.events if isinstance(e, ev.TlsHandshakeComplete)), None)
-    cert = None
-    if done is not None and done.peer.der:
-        cert = x509.load_der_x509_certificate(done.peer.der)
-    return cert, server_clock(probe, config)
+    return _peer_cert(done), server_clock(probe, config)
 
 
 def _peer_cert(event: ev.TlsHandshakeComplete | None) -> x509.Certificate | None:
