@@ -187,3 +187,15 @@ def test_eku_diagnosis_mentions_further_problems_of_the_same_certificate(
     assert near.cause == "eku" and "further problems" not in near.explanation
     assert both.cause == "eku" and "further problems" in both.explanation
     assert "CN=elsewhere" in both.explanation
+
+
+def test_a_serial_file_in_a_crl_verify_directory_revokes(tmp_path: Path) -> None:
+    o = _options(tmp_path)
+    cert = make_leaf(CA, "s").cert
+    inputs = ServerCertInputs((CA.cert,), revoked_serials_dir=frozenset({cert.serial_number}))
+
+    assert server_cert_findings(cert, o, inputs, NOW).causes() == ["revoked"]
+    d = diagnose_server_cert(o, f"crl-verify: depth=0, CN=s, serial={cert.serial_number}: is "
+                             "revoked (crl-verify dir)", cert, NOW, None)
+    assert d.cause == "revoked"
+    assert f"serial {cert.serial_number}" in d.explanation
