@@ -351,7 +351,8 @@ def _digest_bits(name: str | None) -> int:
 
 _DEPS = ("config.files",)
 CHECKS: tuple[Check, ...] = (
-    Check(CRL_ID, check_crl, depends_on=_DEPS),
+    # a server's crl-verify is server.crl's (checks_serverstate.py, the server side)
+    Check(CRL_ID, check_crl, roles=("client",), depends_on=_DEPS),
     Check(POLICY_ID, check_policy, depends_on=_DEPS),
     Check(CIPHER_ID, check_legacy_ciphers, depends_on=_DEPS),
 )
