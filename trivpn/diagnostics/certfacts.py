@@ -41,9 +41,6 @@ DIGEST_BITS = {"md5": 39, "sha1": 63, "sha224": 112, "sha256": 128, "sha384": 19
                "sha512": 256, "sha3-256": 128, "sha3-384": 192, "sha3-512": 256}
 _SECLEVEL_IN_CIPHER = re.compile(r"@SECLEVEL=(\d)", re.I)
 
-Severity = Literal["warn", "fail"]
-
-
 def _utc(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -220,12 +217,6 @@ def cert_state(cert: x509.Certificate, now: datetime) -> str:
     return "valid"
 
 
-def cert_row(label: str, cert: x509.Certificate, now: datetime) -> dict[str, Any]:
-    return {"file": label, "subject": subject_of(cert),
-            "not_before": _utc(cert.not_valid_before_utc),
-            "not_after": _utc(cert.not_valid_after_utc), "state": cert_state(cert, now)}
-
-
 @dataclass(frozen=True, slots=True)
 class CrlFacts:
     issuer: str
@@ -356,9 +347,6 @@ class ServerCertFindings:
 
     def causes(self) -> list[str]:
         return [f.cause for f in self.facts]
-
-    def text(self, cause: str) -> str:
-        return next((f.text for f in self.facts if f.cause == cause), "")
 
 
 def server_cert_findings(cert: x509.Certificate, o: Options, inputs: ServerCertInputs,
