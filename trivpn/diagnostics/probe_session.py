@@ -38,6 +38,7 @@ PHASE_LABELS = {
 }
 PHASE_ORDER = tuple(PHASE_LABELS)
 CHECK_EVERY = 0.5
+RX_KEEP = 4
 
 
 def probe_config(options: Options, *, hand_window: float, tls_timeout: float = 1.0,
@@ -64,6 +65,9 @@ class SessionProbe:
         self.sent_packets = 0
         self.received_packets = 0
         self.rx_times: list[float] = []
+        # the first few datagrams as received, with their times: their tls-auth/tls-crypt
+        # timestamps show the server's clock
+        self.rx_first: list[tuple[float, bytes]] = []
         self.tx_times: list[float] = []
         self._sock: trio.socket.SocketType | None = None
         self._stream: FramedLink | None = None  # TCP: the runtime's framing
@@ -150,6 +154,7 @@ class SessionProbe:
             now = trio.current_time()
             self.received_packets += len(packets)
             self.rx_times += [now] * len(packets)
+            self.rx_first += [(now, p) for p in packets[:RX_KEEP - len(self.rx_first)]]
             pump.receive(packets, now)
             pump.step_timers(now)
             await pump.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from trivpn.diagnostics import (
     checks_ccd,
+    checks_certs,
     checks_compat,
     checks_config,
     checks_dns,
@@ -30,7 +31,7 @@ def all_checks() -> tuple[Check, ...]:
               *checks_tunnel.CHECKS,
               *checks_compat.CHECKS,
               *checks_server.CHECKS, *checks_ccd.CHECKS,
-              *checks_serverstate.CHECKS)
+              *checks_serverstate.CHECKS, *checks_certs.CHECKS)
     seen: set[str] = set()
     for check in checks:
         if check.id in seen:
