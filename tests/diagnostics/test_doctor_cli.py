@@ -70,6 +70,15 @@ def test_server_config_gets_the_server_role(tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["role"] == "server"
 
 
+def test_peer_to_peer_tls_server_gets_the_server_role(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    write_pki(tmp_path)
+    path = write_config(tmp_path, "dev tun\nlport 1194\nifconfig 198.19.5.1 198.19.5.2\n"
+                        "tls-server\ndh none\nca ca.crt\ncert server.crt\nkey server.key\n")
+    assert main([str(path), "--json", "--check", "config.syntax"]) == 0
+    assert json.loads(capsys.readouterr().out)["role"] == "server"
+
+
 def test_unparsable_config_fails_syntax_and_still_runs_option_free_checks(
         tmp_path: Path, netns_lab: NetnsLab, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

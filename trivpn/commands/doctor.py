@@ -169,7 +169,10 @@ def build_context(path: Path, timeout: float, netns: str | None = None) -> Docto
     with what parsed; a config that cannot be parsed at all gives ``options=None`` and the
     guessed role."""
     options, errors = load_config_salvaged(path)
-    role: Role = options.role if options is not None else guess_role(path)
+    # A TLS server in peer-to-peer mode (tls-server without mode server) waits for its peer
+    # like a server does: server-side checks apply, probing it as a client would not.
+    role: Role = ((options.tls_role if options.tls_role == "server" else options.role)
+                  if options is not None else guess_role(path))
     return DoctorContext(config_path=path, options=options, role=role, timeout=timeout,
                          netns=netns, config_errors=errors)
 

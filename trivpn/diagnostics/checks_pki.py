@@ -432,7 +432,7 @@ def _eku_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     if not m.chain or m.cert_src is None:
         return skip(cid, "no 'cert' configured")
     leaf = m.chain[0]
-    role = o.role
+    role = o.tls_role  # the TLS role decides the purpose (a p2p tls-server needs serverAuth)
     needed = "serverAuth" if role == "server" else "clientAuth"
     peer_check = "remote-cert-tls server" if role == "server" else "remote-cert-tls client"
     eku, ku = usage_of(leaf)
