@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from trivpn.diagnostics.runner import (
     run_checks,
     select_checks,
 )
+from trivpn.diagnostics.tunnel_session import TunnelBroker
 
 NETNS_ENV = "TRIVPN_DOCTOR_NETNS"
 DEFAULT_TIMEOUT = 10.0
@@ -154,4 +156,7 @@ def _handle_config(path: Path, *, as_json: bool, timeout: float,
 
 async def _run(checks: Sequence[Check], ctx: DoctorContext,
                only: Sequence[str] | None) -> DoctorReport:
-    return await run_checks(checks, ctx, only=only)
+    # One post-handshake session for every check that needs the data channel; closing it
+    # says goodbye to the server (tunnel_session.py).
+    async with TunnelBroker() as broker:
+        return await run_checks(checks, replace(ctx, tunnel=broker), only=only)
