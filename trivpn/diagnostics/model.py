@@ -55,6 +55,8 @@ class DoctorContext:
     # The doctor run's shared post-handshake session (tunnel_session.py); None: a check that
     # needs one opens a private one (tunnel_lease()).
     tunnel: TunnelBroker | None = None
+    # Hosts the user wants reached through the tunnel ('trivpn doctor --target HOST').
+    targets: tuple[str, ...] = ()
 
 
 CheckFn = Callable[[DoctorContext], Awaitable[CheckResult]]
