@@ -35,8 +35,9 @@ from trivpn.diagnostics import (
     checks_tunnel,
 )
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
+from trivpn.diagnostics.probe_inner import Inner, echo_request, parse_inner
 from trivpn.diagnostics.runner import run_checks
-from trivpn.diagnostics.tunnel_session import TunnelBroker
+from trivpn.diagnostics.tunnel_session import Tunnel, TunnelBroker
 from trivpn.runtime.netns import enter_netns
 
 pytestmark = pytest.mark.integration
@@ -46,6 +47,7 @@ SERVER_LAN, HOST, DNS = "198.18.20.1", "198.18.20.10", "198.18.20.53"
 NETWORK_CHECKS: tuple[Check, ...] = (*checks_port.CHECKS, *checks_nat.CHECKS,
                                      *checks_tls.CHECKS, *checks_mtu.CHECKS,
                                      *checks_tunnel.CHECKS)
+NO_ANSWER = Inner("none", "", "")
 NAT = ("table ip doctornat {\n chain post {\n"
        "  type nat hook postrouting priority srcnat; policy accept;\n"
        "  ip saddr 198.18.8.0/23 oifname \"{ifname}\" masquerade\n }\n}\n")
@@ -271,3 +273,56 @@ async def test_pushed_dns_server_not_running_is_reported_with_port_unreachable(l
     assert f"no DNS server listens at {DNS} port 53" == dns.summary
     beyond = await _check("tunnel.beyond", lab.context())
     assert beyond.status == "ok"  # the host is there: the path works, the service does not
+
+
+async def _echo_answered(t: Tunnel, seq: int) -> bool:
+    gateway = t.gateway
+    assert t.local_ipv4 is not None and gateway is not None
+    await t.send(echo_request(t.local_ipv4, gateway, 0x5151, seq))
+    reply = await t.receive(lambda p: p if (parse_inner(p) or NO_ANSWER).kind == "echo_reply"
+                            else None, trio.current_time() + 1.5)
+    return reply is not None
+
+
+async def test_a_second_session_with_the_same_certificate_drops_the_first(lab: Lab):
+    # Why the doctor shares one session (docs/doctor.md): openvpn without duplicate-cn keeps
+    # one session per common name (multi.c, multi_delete_dup()).
+    ctx = lab.context()
+    async with TunnelBroker() as first:
+        async with first.lease(ctx) as t:
+            assert await _echo_answered(t, 1)
+        async with TunnelBroker() as second, second.lease(ctx) as t2:
+            assert await _echo_answered(t2, 2)
+        async with first.lease(ctx) as t:
+            assert not await _echo_answered(t, 3)
+    assert "will cause previous active sessions by this client to be dropped" in lab.log()
+
+
+def test_doctor_cli_probes_each_target_through_one_tunnel_session(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    import argparse
+    import json
+
+    from trivpn.commands import doctor
+
+    conf = lab.context().config_path
+    assert conf is not None
+    monkeypatch.setenv(doctor.NETNS_ENV, lab.client.name)
+    parser = argparse.ArgumentParser()
+    doctor.register(parser.add_subparsers())
+    args = parser.parse_args(["doctor", str(conf), "--json", "--target", HOST, "--target",
+                              SERVER_LAN, "--check", "tunnel.beyond", "tunnel.traffic"])
+
+    handshakes = lab.servers[0].text().count("Peer Connection Initiated")
+    with dns_responder(lab.lan, DNS):
+        code = args.handler(args)
+
+    report = json.loads(capsys.readouterr().out)
+    by_id = {c["id"]: c for c in report["checks"]}
+    assert code == 0, by_id
+    assert by_id["tunnel.traffic"]["status"] == "ok"
+    hosts = {h["address"]: h for h in by_id["tunnel.beyond"]["evidence"]["hosts"]}
+    assert hosts[HOST]["origin"] == f"--target {HOST}" and hosts[HOST]["answered"]
+    assert hosts[SERVER_LAN]["answered"]
+    # one handshake for tls.handshake, one for the shared session: not one per check
+    assert lab.servers[0].text().count("Peer Connection Initiated") == handshakes + 2
