@@ -326,3 +326,18 @@ def test_doctor_cli_probes_each_target_through_one_tunnel_session(
     assert hosts[SERVER_LAN]["answered"]
     # one handshake for tls.handshake, one for the shared session: not one per check
     assert lab.servers[0].text().count("Peer Connection Initiated") == handshakes + 2
+
+
+async def test_forward_chain_dropping_everything_is_among_the_named_causes(lab: Lab):
+    # Linux checks the TTL before the FORWARD hook: the TTL-1 probe still gets its answer.
+    lab.server.nft("table inet doctorfwd {\n chain fchain {\n"
+                   "  type filter hook forward priority 0; policy drop;\n }\n}\n")
+    try:
+        beyond = await _check("tunnel.beyond", lab.context(targets=(HOST,)))
+    finally:
+        lab.server.run(["nft", "delete", "table", "inet", "doctorfwd"])
+
+    assert beyond.status == "fail", beyond.summary
+    assert beyond.evidence["state"] == "no_return_path"
+    assert beyond.evidence["hosts"][0]["ttl1_time_exceeded_from"] == "198.18.8.1"
+    assert "FORWARD chain" in beyond.explanation and "iptables -L FORWARD" in beyond.fix
