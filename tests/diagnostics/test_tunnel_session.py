@@ -36,6 +36,7 @@ class LoopLink:
         self.sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.tunnel: Tunnel | None = None
         self.sent: list[bytes] = []
+        self.errors: list[tuple[float, OSError]] = []
 
     async def send_inner(self, packet: bytes) -> None:
         self.sent.append(packet)
@@ -48,7 +49,8 @@ class LoopLink:
 
     def counters(self) -> dict[str, Any]:
         return {"drops": {"replay": 1}, "sent_packets": len(self.sent),
-                "received_packets": len(self.sent), "link_error": None}
+                "received_packets": len(self.sent), "link_error": None, "transport": "udp",
+                "socket_errors": list(self.errors)}
 
 
 class FakeConnector:
@@ -196,3 +198,16 @@ async def test_a_context_without_broker_gets_a_private_session():
             pass
     assert info.value.cause == "no_inputs"
     assert "did not parse" in info.value.summary
+
+
+async def test_socket_errors_are_those_of_the_current_lease():
+    connect = FakeConnector()
+    async with TunnelBroker(connect) as broker:
+        async with broker.lease(_ctx()):
+            connect.link.errors.append((trio.current_time(), OSError(90, "Message too long")))
+            await trio.sleep(0.01)
+        async with broker.lease(_ctx()) as t:
+            assert t.socket_errors() == []
+            await trio.sleep(0.01)
+            connect.link.errors.append((trio.current_time(), OSError(111, "refused")))
+            assert [e.errno for e in t.socket_errors()] == [111]

@@ -344,6 +344,14 @@ class Far:
         return out
 
 
+def _is_ipv6(name: str) -> bool:
+    try:
+        ipaddress.IPv6Address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 async def _resolve(name: str) -> str | None:
     try:
         return str(IPv4(name))
@@ -370,7 +378,11 @@ async def run_beyond(ctx: DoctorContext) -> CheckResult:
         return skip(BEYOND_ID, "skipped: the config did not parse")
     resolved: dict[str, str] = {}
     unresolved: list[str] = []
+    ipv6: list[str] = []
     for name in ctx.targets:
+        if _is_ipv6(name):
+            ipv6.append(name)
+            continue
         address = await _resolve(name)
         if address is None:
             unresolved.append(name)
@@ -387,7 +399,7 @@ async def run_beyond(ctx: DoctorContext) -> CheckResult:
             evidence: dict[str, Any] = {
                 "redirect_gateway": list(redirect) if redirect is not None else None,
                 "routes": [str(n) for n in routed_networks(o, pushed)],
-                "unresolved_targets": unresolved}
+                "unresolved_targets": unresolved, "ipv6_not_probed": ipv6}
             if not fars:
                 if unresolved:
                     return problem(
@@ -399,6 +411,9 @@ async def run_beyond(ctx: DoctorContext) -> CheckResult:
                     return skip(BEYOND_ID, "nothing beyond the server to probe: the server "
                                 "redirects all traffic but pushed no DNS server behind it; "
                                 "name a host with --target HOST", **evidence)
+                if ipv6:
+                    return skip(BEYOND_ID, "skipped: IPv6 targets are not probed yet "
+                                f"({', '.join(ipv6)})", **evidence)
                 return skip(BEYOND_ID, "nothing beyond the server to probe: no pushed route "
                             "or redirect-gateway covers a pushed DNS server, and no "
                             "--target was given", **evidence)
@@ -645,7 +660,9 @@ def _beyond_verdict(fars: list[Far], evidence: dict[str, Any], pushed: PushedOpt
 
 
 CHECKS: tuple[Check, ...] = (
-    Check(DNS_ID, run_dns, roles=("client",), depends_on=("tls.handshake",)),
-    Check(BEYOND_ID, run_beyond, roles=("client",), depends_on=("tls.handshake",),
-          after=(DNS_ID,)),
+    # Without data flowing to the server itself (tunnel.traffic), nothing beyond it can be
+    # judged: both are skipped then.
+    Check(DNS_ID, run_dns, roles=("client",), depends_on=("tls.handshake", "tunnel.traffic")),
+    Check(BEYOND_ID, run_beyond, roles=("client",),
+          depends_on=("tls.handshake", "tunnel.traffic"), after=(DNS_ID,)),
 )

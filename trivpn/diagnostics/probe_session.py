@@ -73,6 +73,8 @@ class SessionProbe:
         # (the doctor's shared tunnel session, tunnel_session.py).
         self.on_tun: Callable[[list[bytes]], None] | None = None
         self._send_lock = trio.Lock()  # a lease holder and the driving loop both send
+        # Errors recv() reported on the UDP socket (ICMP errors, IP_RECVERR's queue), timed.
+        self.socket_errors: list[tuple[float, OSError]] = []
 
     async def __aenter__(self) -> SessionProbe:
         kind = socket.SOCK_DGRAM if self.target.transport == "udp" else socket.SOCK_STREAM
@@ -230,6 +232,7 @@ class SessionProbe:
         try:
             return [await self._sock.recv(RECV_SIZE)]
         except OSError as exc:
+            self.socket_errors.append((trio.current_time(), exc))
             self._link_failed(exc)
             return []
 

@@ -100,7 +100,8 @@ class TunnelLink(Protocol):
 
     def counters(self) -> dict[str, Any]:
         """The session's counters: ``drops`` (reason → count), packets sent and received,
-        ``link_error`` (None while the link works)."""
+        ``link_error`` (the first link error, None while the link works), ``transport``
+        (udp/tcp), ``socket_errors`` ((trio time, OSError) the reader got)."""
 
 
 @dataclass(eq=False)
@@ -150,8 +151,9 @@ class Tunnel:
     async def send(self, packet: bytes) -> None:
         """Send one inner IP packet through the data channel. Raises OSError from the outer
         socket and :class:`TunnelUnavailable` when the link is gone or has no data key."""
-        error = self.link.counters().get("link_error")
-        if error is not None:
+        counters = self.link.counters()
+        error = counters.get("link_error")
+        if error is not None and counters.get("transport") == "tcp":  # UDP errors pass
             raise TunnelUnavailable("link_error", f"the link to the server failed ({error})",
                                     link_error=error)
         await self.link.send_inner(packet)
@@ -172,9 +174,11 @@ class Tunnel:
             with trio.move_on_at(deadline):
                 await arrived.wait()
 
-    def received_at(self, packet: bytes) -> float | None:
-        """When ``packet`` (still buffered) arrived; for RTTs."""
-        return next((at for at, p in self._buffer if p is packet), None)
+    def socket_errors(self) -> list[OSError]:
+        """Errors the outer UDP socket reported to the session's reader during this lease
+        (an ICMP error on the connected socket; with IP_RECVERR set, its error queue)."""
+        return [exc for at, exc in self.link.counters().get("socket_errors", ())
+                if at >= self.timeline.start]
 
     def deliver(self, packets: Iterable[bytes]) -> None:
         """Called by the link for decrypted inner packets."""
@@ -204,7 +208,8 @@ class Tunnel:
 
     @property
     def counters(self) -> dict[str, Any]:
-        """``drops`` (reason → count), ``sent_packets``, ``received_packets``, ``link_error``."""
+        """``drops`` (reason → count), ``sent_packets``, ``received_packets``, ``link_error``,
+        ``transport``, ``socket_errors``."""
         return self.link.counters()
 
     @property
@@ -366,7 +371,9 @@ class _ProbeLink:
         return {"drops": dict(session.drops) if session is not None else {},
                 "sent_packets": self.probe.sent_packets,
                 "received_packets": self.probe.received_packets,
-                "link_error": self.probe.link_error}
+                "link_error": self.probe.link_error,
+                "transport": self.probe.target.transport,
+                "socket_errors": list(self.probe.socket_errors)}
 
 
 @asynccontextmanager
