@@ -112,8 +112,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 @contextmanager
-def dns_responder(ns: Netns, address: str) -> Iterator[list[bytes]]:
-    """A DNS server in ``ns`` on ``address``:53 answering every query NXDOMAIN."""
+def dns_responder(ns: Netns, address: str, rcode: int = 3) -> Iterator[list[bytes]]:
+    """A DNS server in ``ns`` on ``address``:53 answering every query with ``rcode``
+    (NXDOMAIN unless told)."""
     with enter_netns(ns.name):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((address, 53))
@@ -132,7 +133,7 @@ def dns_responder(ns: Netns, address: str) -> Iterator[list[bytes]]:
             if len(data) < 12:
                 continue
             queries.append(data)
-            flags = struct.pack("!H", 0x8183)  # response, RD, RA, NXDOMAIN
+            flags = struct.pack("!H", 0x8180 | rcode)  # response, RD, RA
             try:
                 sock.sendto(data[:2] + flags + data[4:6] + b"\0\0\0\0\0\0" + data[12:],
                             peer)
@@ -341,3 +342,26 @@ async def test_forward_chain_dropping_everything_is_among_the_named_causes(lab: 
     assert beyond.evidence["state"] == "no_return_path"
     assert beyond.evidence["hosts"][0]["ttl1_time_exceeded_from"] == "198.18.8.1"
     assert "FORWARD chain" in beyond.explanation and "iptables -L FORWARD" in beyond.fix
+
+
+async def test_route_back_on_the_lan_instead_of_masquerade_passes(lab: Lab):
+    lab.no_masquerade()
+    lab.lan.add_route("198.18.8.0/23", via=SERVER_LAN)
+    try:
+        with dns_responder(lab.lan, DNS):
+            beyond = await _check("tunnel.beyond", lab.context(targets=(HOST,)))
+    finally:
+        lab.lan.ip("route", "del", "198.18.8.0/23")
+        lab.masquerade()
+
+    assert beyond.status == "ok", (beyond.summary, beyond.explanation)
+    assert all(h["answered"] for h in beyond.evidence["hosts"])
+
+
+async def test_dns_server_refusing_the_vpn_subnet_warns(lab: Lab):
+    with dns_responder(lab.lan, DNS, rcode=5):
+        dns = await _check("tunnel.dns_reachable", lab.context())
+
+    assert dns.status == "warn", dns.summary
+    assert dns.evidence["servers"][0]["rcode"] == "REFUSED"
+    assert "198.18.8.0/24" in dns.explanation and "allow-query" in dns.fix
