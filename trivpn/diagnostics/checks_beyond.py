@@ -117,7 +117,8 @@ def routed_by(address: IPv4, options: Options, pushed: PushedOptions) -> str | N
                key=lambda n: n.prefixlen, default=None)
     if best is not None:
         return f"route {best}"
-    if redirect_gateway(options, pushed) is not None:
+    redirect = redirect_gateway(options, pushed)
+    if redirect is not None and "!ipv4" not in redirect:  # '!ipv4': only IPv6 redirected
         return "redirect-gateway"
     return None
 
