@@ -498,7 +498,10 @@ async def _probe_far(t: Tunnel, fars: list[Far], local: str) -> None:
         await send(far, FULL, 64)
         if far.dns_port is not None:
             far.dns = DnsProbe(far.address, far.dns_port)
-            await t.send(far.dns.packet(local))
+            try:
+                await t.send(far.dns.packet(local))
+            except OSError:
+                continue
             far.dns.sent_at = trio.current_time()
             t.mark("dns_query_sent", to=far.address)
     if not pending:
