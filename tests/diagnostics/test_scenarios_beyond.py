@@ -44,13 +44,18 @@ pytestmark = pytest.mark.integration
 
 SERVER_IP, CLIENT_IP = "198.18.0.1", "198.18.0.2"
 SERVER_LAN, HOST, DNS = "198.18.20.1", "198.18.20.10", "198.18.20.53"
+SERVER_LAN6, HOST6, DNS6 = "2001:2:0:20::1", "2001:2:0:20::10", "2001:2:0:20::53"
+IPV6_PORT = 1196  # the server with server-ipv6, route-ipv6 and an IPv6 DNS server
 NETWORK_CHECKS: tuple[Check, ...] = (*checks_port.CHECKS, *checks_nat.CHECKS,
                                      *checks_tls.CHECKS, *checks_mtu.CHECKS,
                                      *checks_tunnel.CHECKS)
 NO_ANSWER = Inner("none", "", "")
 NAT = ("table ip doctornat {\n chain post {\n"
        "  type nat hook postrouting priority srcnat; policy accept;\n"
-       "  ip saddr 198.18.8.0/23 oifname \"{ifname}\" masquerade\n }\n}\n")
+       "  ip saddr 198.18.8.0/23 oifname \"{ifname}\" masquerade\n }\n}\n"
+       "table ip6 doctornat6 {\n chain post {\n"
+       "  type nat hook postrouting priority srcnat; policy accept;\n"
+       "  ip6 saddr 2001:2:0:8::/64 oifname \"{ifname}\" masquerade\n }\n}\n")
 
 
 @dataclass
@@ -66,8 +71,8 @@ class Lab:
     servers: list[OpenVpnProcess]
 
     def context(self, *, redirect: bool = False, targets: tuple[str, ...] = (),
-                extra: tuple[str, ...] = ()) -> DoctorContext:
-        port = 1195 if redirect else 1194
+                extra: tuple[str, ...] = (), port: int | None = None) -> DoctorContext:
+        port = port or (1195 if redirect else 1194)
         path = self.workdir / f"client-{port}.conf"
         path.write_text("\n".join(client_lines("tls-crypt", port=port, extra=extra)) + "\n")
         options = load_config(path)
@@ -79,6 +84,7 @@ class Lab:
 
     def no_masquerade(self) -> None:
         self.server.run(["nft", "delete", "table", "ip", "doctornat"])
+        self.server.run(["nft", "delete", "table", "ip6", "doctornat6"])
 
     def log(self) -> str:
         return "\n".join(s.text()[-3000:] for s in self.servers)
@@ -94,7 +100,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         netlab.veth(server, client, f"{SERVER_IP}/24", f"{CLIENT_IP}/24")
         link = netlab.veth(server, lan, f"{SERVER_LAN}/24", f"{DNS}/24")
         lan.add_address(link.b_ifname, f"{HOST}/24")  # secondary: removable alone
+        server.ip("addr", "add", f"{SERVER_LAN6}/64", "dev", link.a_ifname, "nodad")
+        for address in (DNS6, HOST6):
+            lan.ip("addr", "add", f"{address}/64", "dev", link.b_ifname, "nodad")
         server.enable_forwarding()
+        server.sysctl("net.ipv6.conf.all.forwarding", "1")
         pki = write_pki(workdir)
         pushes = ['push "route 198.18.20.0 255.255.255.0"', f'push "dhcp-option DNS {DNS}"']
         main = start_openvpn(server, workdir, "server", server_lines("tls-crypt", extra=pushes))
@@ -103,8 +113,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                           for line in server_lines("tls-crypt", extra=[
                               'push "redirect-gateway def1"', f'push "dhcp-option DNS {DNS}"'])]
         second = start_openvpn(server, workdir, "redirect", redirect_lines)
+        v6_lines = [line.replace("198.18.8.0", "198.18.10.0").replace("port 1194",
+                                                                       f"port {IPV6_PORT}")
+                    for line in server_lines("tls-crypt", extra=[
+                        "server-ipv6 2001:2:0:8::/64", 'push "route-ipv6 2001:2:0:20::/64"',
+                        f'push "dhcp-option DNS6 {DNS6}"'])]
+        third = start_openvpn(server, workdir, "ipv6", v6_lines)
         made = Lab(netlab, workdir, server, client, lan, link.a_ifname, link.b_ifname, pki,
-                   [main, second])
+                   [main, second, third])
         for proc in made.servers:
             assert proc.wait_for("Initialization Sequence Completed"), proc.text()
         made.masquerade()
@@ -115,8 +131,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 def dns_responder(ns: Netns, address: str, rcode: int = 3) -> Iterator[list[bytes]]:
     """A DNS server in ``ns`` on ``address``:53 answering every query with ``rcode``
     (NXDOMAIN unless told)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
     with enter_netns(ns.name):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.bind((address, 53))
     sock.settimeout(0.1)
     queries: list[bytes] = []
@@ -365,3 +382,45 @@ async def test_dns_server_refusing_the_vpn_subnet_warns(lab: Lab):
     assert dns.status == "warn", dns.summary
     assert dns.evidence["servers"][0]["rcode"] == "REFUSED"
     assert "198.18.8.0/24" in dns.explanation and "allow-query" in dns.fix
+
+
+async def test_ipv6_lan_behind_the_server_answers_through_the_tunnel(lab: Lab):
+    ctx = lab.context(port=IPV6_PORT, targets=(HOST6,))
+    with dns_responder(lab.lan, DNS6) as queries:
+        async with TunnelBroker() as broker:
+            report = await run_checks(NETWORK_CHECKS, replace(ctx, tunnel=broker))
+    results = {r.id: r for r in report.checks}
+
+    assert {i: r.status for i, r in results.items()} == {c.id: "ok" for c in NETWORK_CHECKS}, \
+        {i: (r.summary, r.explanation) for i, r in results.items()}
+    assert queries
+    assert results["tunnel.dns_reachable"].evidence["servers"][0]["address"] == DNS6
+    hosts = {h["address"]: h for h in results["tunnel.beyond"].evidence["hosts"]}
+    assert hosts[HOST6]["answered_by"] == "echo"
+    assert hosts[HOST6]["routed_by"] == "route 2001:2:0:20::/64"
+
+
+async def test_server_without_ipv6_forwarding_is_named_with_the_ipv6_sysctl(lab: Lab):
+    lab.server.sysctl("net.ipv6.conf.all.forwarding", "0")
+    try:
+        beyond = await _check("tunnel.beyond", lab.context(port=IPV6_PORT, targets=(HOST6,)))
+    finally:
+        lab.server.sysctl("net.ipv6.conf.all.forwarding", "1")
+
+    assert beyond.status == "fail", beyond.summary
+    assert beyond.evidence["state"] == "server_not_forwarding"
+    assert "hop limit 1" in beyond.summary
+    assert "sysctl -w net.ipv6.conf.all.forwarding=1" in beyond.fix
+
+
+async def test_ipv6_forwarding_without_masquerade_names_the_ip6_rules(lab: Lab):
+    lab.no_masquerade()
+    try:
+        beyond = await _check("tunnel.beyond", lab.context(port=IPV6_PORT, targets=(HOST6,)))
+    finally:
+        lab.masquerade()
+
+    assert beyond.status == "fail", beyond.summary
+    assert beyond.evidence["state"] == "no_return_path"
+    assert "ip6 saddr 2001:2:0:8::/64" in beyond.fix and "ip6tables" in beyond.fix
+    assert "ip -6 route add 2001:2:0:8::/64 via" in beyond.fix

@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
                         help="run only these checks (and those they depend on)")
     parser.add_argument("--target", action="append", metavar="HOST", default=[],
                         dest="targets",
-                        help="a host that should be reachable through the tunnel (IPv4 "
+                        help="a host that should be reachable through the tunnel (IP "
                              "address or name; repeatable): tunnel.beyond probes it through "
                              "the data channel and tells where the path ends")
     parser.set_defaults(handler=handle)

@@ -70,6 +70,9 @@ FULL, TTL1, TTL2 = 0, 1, 2
 
 IPv4 = ipaddress.IPv4Address
 Net4 = ipaddress.IPv4Network
+Net6 = ipaddress.IPv6Network
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 # ------------------------------------------------------------------ what the tunnel carries
@@ -82,18 +85,26 @@ def redirect_gateway(options: Options, pushed: PushedOptions) -> tuple[str, ...]
     return options.redirect_gateway
 
 
-def tunnel_subnet(pushed: PushedOptions) -> Net4 | None:
-    """The VPN subnet our address is in (topology subnet: the pushed netmask; net30/p2p: None,
-    the pool is not pushed)."""
+def tunnel_subnet(pushed: PushedOptions, version: int = 4) -> Net | None:
+    """The VPN subnet our address is in: IPv4 under topology subnet (the pushed netmask;
+    net30/p2p: None, the pool is not pushed), IPv6 from ``ifconfig-ipv6``."""
+    if version == 6:
+        i6 = pushed.ifconfig_ipv6
+        return Net6(f"{i6.address}/{i6.prefixlen}", strict=False) if i6 is not None else None
     if pushed.ifconfig is None or pushed.topology != "subnet":
         return None
     return Net4(f"{pushed.ifconfig.local}/{pushed.ifconfig.remote_or_netmask}", strict=False)
 
 
-def routed_networks(options: Options, pushed: PushedOptions) -> list[Net4]:
-    """The IPv4 networks routed into the tunnel by ``route`` lines (config and, unless
-    ``route-nopull``, pushed)."""
-    nets: list[Net4] = []
+def routed_networks(options: Options, pushed: PushedOptions, version: int = 4) -> list[Net]:
+    """The networks of one family routed into the tunnel by ``route``/``route-ipv6`` lines
+    (config and pushed; ``route-nopull`` already kept them out of the push)."""
+    nets: list[Net] = []
+    if version == 6:
+        nets += [r.network for r in options.routes_ipv6]
+        if not options.route_nopull:
+            nets += [r.network for r in pushed.route_ipv6]
+        return nets
     for r in options.routes:
         try:
             nets.append(Net4(f"{r.network}/{r.netmask}", strict=False))
@@ -107,19 +118,23 @@ def routed_networks(options: Options, pushed: PushedOptions) -> list[Net4]:
     return nets
 
 
-def routed_by(address: IPv4, options: Options, pushed: PushedOptions) -> str | None:
+def routed_by(address: IP, options: Options, pushed: PushedOptions) -> str | None:
     """Why ``address`` goes through the tunnel ("route 198.18.20.0/24", "redirect-gateway",
     "the VPN subnet"), or None when this config sends it elsewhere."""
-    subnet = tunnel_subnet(pushed)
+    v = address.version
+    subnet = tunnel_subnet(pushed, v)
     if subnet is not None and address in subnet:
         return f"the VPN subnet {subnet}"
-    best = max((n for n in routed_networks(options, pushed) if address in n),
+    best = max((n for n in routed_networks(options, pushed, v) if address in n),
                key=lambda n: n.prefixlen, default=None)
     if best is not None:
         return f"route {best}"
     redirect = redirect_gateway(options, pushed)
-    if redirect is not None and "!ipv4" not in redirect:  # '!ipv4': only IPv6 redirected
-        return "redirect-gateway"
+    if redirect is not None:
+        if v == 4 and "!ipv4" not in redirect:  # '!ipv4': only IPv6 redirected
+            return "redirect-gateway"
+        if v == 6 and "ipv6" in redirect:
+            return "redirect-gateway ipv6"
     return None
 
 
@@ -130,9 +145,22 @@ def dns_servers(options: Options, pushed: PushedOptions) -> list[tuple[str, int]
     return [(str(a.ip), a.port or DNS_PORT) for a in plan.servers]
 
 
-def subnet_text(pushed: PushedOptions) -> str:
-    subnet = tunnel_subnet(pushed)
-    return str(subnet) if subnet is not None else "the VPN subnet (the server's 'server' line)"
+def local_for(t: Tunnel, address: str) -> str | None:
+    """Our tunnel address of ``address``'s family (None when none was pushed)."""
+    return t.local_ipv6 if ":" in address else t.local_ipv4
+
+
+def server_addresses(t: Tunnel) -> set[str]:
+    """The server's tunnel addresses (IPv4 gateway, IPv6 ifconfig-ipv6 remote)."""
+    return {a for a in (t.gateway, t.gateway_ipv6) if a is not None}
+
+
+def subnet_text(pushed: PushedOptions, version: int = 4) -> str:
+    subnet = tunnel_subnet(pushed, version)
+    if subnet is not None:
+        return str(subnet)
+    return ("the VPN subnet (the server's 'server' line)" if version == 4
+            else "the VPN's IPv6 subnet (the server's 'server-ipv6' line)")
 
 
 # ------------------------------------------------------------------ DNS queries
@@ -154,7 +182,9 @@ class DnsProbe:
     def query(self) -> bytes:
         return dns_query(self.query_id)
 
-    def packet(self, local: str) -> bytes:
+    def packet(self, t: Tunnel) -> bytes:
+        local = local_for(t, self.address)
+        assert local is not None
         return udp_packet(local, self.address, self.sport, self.port, self.query)
 
     def take(self, inner: Inner) -> bool:
@@ -196,8 +226,6 @@ async def _collect(t: Tunnel, take: Callable[[Inner], bool], until: float) -> No
 
 async def query_dns(t: Tunnel, probes: list[DnsProbe], wait: float = DNS_WAIT) -> None:
     """Send each query (again after DNS_RETRY if unanswered) and collect the answers."""
-    local = t.local_ipv4
-    assert local is not None
     start = trio.current_time()
 
     def take(inner: Inner) -> bool:
@@ -209,7 +237,7 @@ async def query_dns(t: Tunnel, probes: list[DnsProbe], wait: float = DNS_WAIT) -
         for p in probes:
             if p.answer is None and p.icmp is None:
                 try:
-                    await t.send(p.packet(local))
+                    await t.send(p.packet(t))
                 except OSError:
                     continue
                 if p.sent_at is None:
@@ -239,7 +267,7 @@ async def run_dns(ctx: DoctorContext) -> CheckResult:
             probes, outside, not_probed = [], [], []
             for address, port in servers:
                 ip = ipaddress.ip_address(address)
-                if not isinstance(ip, IPv4) or t.local_ipv4 is None:
+                if local_for(t, address) is None:
                     not_probed.append(address)
                     continue
                 why = routed_by(ip, o, pushed)
@@ -248,7 +276,7 @@ async def run_dns(ctx: DoctorContext) -> CheckResult:
                     continue
                 probes.append(DnsProbe(address, port))
             evidence: dict[str, Any] = {"not_through_tunnel": outside,
-                                        "not_probed_ipv6": not_probed}
+                                        "no_tunnel_address_of_that_family": not_probed}
             if not probes:
                 return skip(DNS_ID, "skipped: no pushed DNS server goes through the tunnel "
                             f"({', '.join(outside + not_probed)})", **evidence)
@@ -268,9 +296,9 @@ def _dns_verdict(probes: list[DnsProbe], evidence: dict[str, Any],
         names = ", ".join(f"{p.address} ({p.answer.rcode})" for p in probes if p.answer)
         return ok(DNS_ID, f"the pushed DNS server(s) answer through the tunnel: {names}",
                   **evidence)
-    subnet = subnet_text(pushed)
     if silent:
         p = silent[0]
+        subnet = subnet_text(pushed, 6 if ":" in p.address else 4)
         if p.icmp is not None and p.icmp.code == "port_unreachable":
             return problem(
                 DNS_ID, "fail", f"no DNS server listens at {p.address} port {p.port}",
@@ -298,6 +326,7 @@ def _dns_verdict(probes: list[DnsProbe], evidence: dict[str, Any],
             f"{subnet}, and see tunnel.beyond for the path to it; or push a DNS server that "
             "the VPN clients can reach.")
     p = refused[0]
+    subnet = subnet_text(pushed, 6 if ":" in p.address else 4)
     return problem(
         DNS_ID, "warn", f"the pushed DNS server {p.address} refuses queries from the VPN",
         **evidence,
@@ -328,6 +357,10 @@ class Far:
     ttl2_kind: str | None = None
     dns: DnsProbe | None = None
 
+    @property
+    def version(self) -> int:
+        return 6 if ":" in self.address else 4
+
     def decisive(self) -> Inner | None:
         return self.errors[0] if self.errors else None
 
@@ -345,25 +378,18 @@ class Far:
         return out
 
 
-def _is_ipv6(name: str) -> bool:
-    try:
-        ipaddress.IPv6Address(name.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
 async def _resolve(name: str) -> str | None:
+    """An IP literal as it is; a name through this host's resolver (IPv4 first)."""
     try:
-        return str(IPv4(name))
+        return str(ipaddress.ip_address(name.strip("[]")))
     except ValueError:
         pass
     try:
-        infos = await trio.socket.getaddrinfo(name, None, family=socket.AF_INET,
-                                              type=socket.SOCK_DGRAM)
+        infos = await trio.socket.getaddrinfo(name, None, type=socket.SOCK_DGRAM)
     except OSError:
         return None
-    return str(infos[0][4][0]) if infos else None
+    addresses = sorted((str(i[4][0]) for i in infos), key=lambda a: ":" in a)
+    return addresses[0] if addresses else None
 
 
 def _dns_answered(ctx: DoctorContext) -> set[str]:
@@ -379,11 +405,7 @@ async def run_beyond(ctx: DoctorContext) -> CheckResult:
         return skip(BEYOND_ID, "skipped: the config did not parse")
     resolved: dict[str, str] = {}
     unresolved: list[str] = []
-    ipv6: list[str] = []
     for name in ctx.targets:
-        if _is_ipv6(name):
-            ipv6.append(name)
-            continue
         address = await _resolve(name)
         if address is None:
             unresolved.append(name)
@@ -392,42 +414,53 @@ async def run_beyond(ctx: DoctorContext) -> CheckResult:
     try:
         async with tunnel_lease(ctx) as t:
             pushed = t.pushed
-            local, gateway = t.local_ipv4, t.gateway
-            if local is None:
-                return skip(BEYOND_ID, "skipped: the server pushed no IPv4 tunnel address")
-            fars = _far_hosts(ctx, o, pushed, resolved, gateway)
+            if t.local_ipv4 is None and t.local_ipv6 is None:
+                return skip(BEYOND_ID, "skipped: the server pushed no tunnel address")
+            no_family = [f"{n} ({a})" for n, a in resolved.items() if local_for(t, a) is None]
+            fars = _far_hosts(ctx, o, t, {n: a for n, a in resolved.items()
+                                          if local_for(t, a) is not None})
             redirect = redirect_gateway(o, pushed)
             evidence: dict[str, Any] = {
                 "redirect_gateway": list(redirect) if redirect is not None else None,
-                "routes": [str(n) for n in routed_networks(o, pushed)],
-                "unresolved_targets": unresolved, "ipv6_not_probed": ipv6}
+                "routes": [str(n) for n in (*routed_networks(o, pushed, 4),
+                                            *routed_networks(o, pushed, 6))],
+                "unresolved_targets": unresolved,
+                "targets_without_tunnel_address_of_their_family": no_family}
             if not fars:
                 if unresolved:
                     return problem(
                         BEYOND_ID, "warn", f"--target {unresolved[0]} does not resolve",
-                        **evidence, explanation="The host named with --target has no IPv4 "
+                        **evidence, explanation="The host named with --target has no "
                         "address here, so nothing beyond the server was probed.",
-                        fix="Give --target an IPv4 address or a name that resolves.")
+                        fix="Give --target an IP address or a name that resolves.")
+                if no_family:
+                    return problem(
+                        BEYOND_ID, "warn", f"--target {no_family[0]}: the server pushed no "
+                        "tunnel address of that family", **evidence,
+                        explanation="The server gave this client no tunnel address of the "
+                        "target's family (IPv4 'ifconfig' / IPv6 'ifconfig-ipv6'), so with "
+                        "this VPN up that host is not reached through the tunnel.",
+                        fix="On the server, add 'server-ipv6' (or 'server') for that family, "
+                        "or name a target of the family the VPN carries.")
                 if redirect is not None:
                     return skip(BEYOND_ID, "nothing beyond the server to probe: the server "
                                 "redirects all traffic but pushed no DNS server behind it; "
                                 "name a host with --target HOST", **evidence)
-                if ipv6:
-                    return skip(BEYOND_ID, "skipped: IPv6 targets are not probed yet "
-                                f"({', '.join(ipv6)})", **evidence)
                 return skip(BEYOND_ID, "nothing beyond the server to probe: no pushed route "
                             "or redirect-gateway covers a pushed DNS server, and no "
                             "--target was given", **evidence)
-            await _probe_far(t, fars, local)
+            await _probe_far(t, fars)
+            servers = server_addresses(t)
             evidence.update(hosts=[f.evidence() for f in fars], timeline=t.timeline.steps,
-                            server_tunnel_address=gateway)
+                            server_tunnel_addresses=sorted(servers))
     except TunnelUnavailable as exc:
         return exc.skip_result(BEYOND_ID)
-    return _beyond_verdict(fars, evidence, pushed, gateway)
+    return _beyond_verdict(fars, evidence, pushed, servers)
 
 
-def _far_hosts(ctx: DoctorContext, o: Options, pushed: PushedOptions,
-               resolved: dict[str, str], gateway: str | None) -> list[Far]:
+def _far_hosts(ctx: DoctorContext, o: Options, t: Tunnel,
+               resolved: dict[str, str]) -> list[Far]:
+    pushed, servers = t.pushed, server_addresses(t)
     fars: list[Far] = []
     seen: set[str] = set()
     answered = _dns_answered(ctx)
@@ -436,13 +469,13 @@ def _far_hosts(ctx: DoctorContext, o: Options, pushed: PushedOptions,
             continue
         seen.add(address)
         fars.append(Far(len(fars), address, f"--target {name}",
-                        routed_by(IPv4(address), o, pushed)))
+                        routed_by(ipaddress.ip_address(address), o, pushed)))
     for address, port in dns_servers(o, pushed):
         ip = ipaddress.ip_address(address)
-        if not isinstance(ip, IPv4) or address in seen or address == gateway:
+        if local_for(t, address) is None or address in seen or address in servers:
             continue
         why = routed_by(ip, o, pushed)
-        subnet = tunnel_subnet(pushed)
+        subnet = tunnel_subnet(pushed, ip.version)
         if why is None or (subnet is not None and ip in subnet):
             continue  # not through the tunnel, or on the VPN subnet itself (not beyond)
         seen.add(address)
@@ -453,7 +486,7 @@ def _far_hosts(ctx: DoctorContext, o: Options, pushed: PushedOptions,
     return fars
 
 
-async def _probe_far(t: Tunnel, fars: list[Far], local: str) -> None:
+async def _probe_far(t: Tunnel, fars: list[Far]) -> None:
     ident = int.from_bytes(os.urandom(2), "big")
     by_index = {f.index: f for f in fars}
 
@@ -487,6 +520,8 @@ async def _probe_far(t: Tunnel, fars: list[Far], local: str) -> None:
 
     async def send(far: Far, kind: int, ttl: int) -> None:
         try:
+            local = local_for(t, far.address)
+            assert local is not None
             await t.send(echo_request(local, far.address, ident, far.index * 4 + kind, ttl=ttl))
         except OSError:
             return
@@ -499,7 +534,7 @@ async def _probe_far(t: Tunnel, fars: list[Far], local: str) -> None:
         if far.dns_port is not None:
             far.dns = DnsProbe(far.address, far.dns_port)
             try:
-                await t.send(far.dns.packet(local))
+                await t.send(far.dns.packet(t))
             except OSError:
                 continue
             far.dns.sent_at = trio.current_time()
@@ -517,12 +552,34 @@ async def _probe_far(t: Tunnel, fars: list[Far], local: str) -> None:
     await _collect(t, take, trio.current_time())
 
 
-def _hop(address: str | None, gateway: str | None, far: Far | None = None) -> str:
+@dataclass(frozen=True)
+class Words:
+    """What differs between IPv4 and IPv6 in the explanations and fixes."""
+
+    ttl: str
+    icmp: str
+    neighbour: str
+    sysctl: str
+    nft: str
+    iptables: str
+    ip_route: str
+    host_route: str
+
+
+WORDS = {
+    4: Words("TTL", "ICMP", "ARP", "net.ipv4.ip_forward", "ip", "iptables", "ip route",
+             "route {a} 255.255.255.255"),
+    6: Words("hop limit", "ICMPv6", "neighbour discovery", "net.ipv6.conf.all.forwarding",
+             "ip6", "ip6tables", "ip -6 route", "route-ipv6 {a}/128"),
+}
+
+
+def _hop(address: str | None, servers: set[str], far: Far | None = None) -> str:
     """Who sent an ICMP error, in words: the VPN server when it is its tunnel address (or the
     address its TTL-1 answer came from), else the last router before the host."""
     if address is None:
         return "nobody"
-    if address == gateway or (far is not None and address == far.ttl1_from):
+    if address in servers or (far is not None and address == far.ttl1_from):
         return f"the VPN server ({address})"
     return (f"the router {address} in front of it (the VPN server's own LAN address when "
             "the host is on the server's LAN)")
@@ -538,18 +595,20 @@ class Finding:
 
 
 def _classify(far: Far, fars: list[Far], pushed: PushedOptions,
-              gateway: str | None) -> Finding:
-    a, subnet = far.address, subnet_text(pushed)
+              servers: set[str]) -> Finding:
+    v = far.version
+    a, subnet, w = far.address, subnet_text(pushed, v), WORDS[v]
     if far.answered:
         return Finding("ok", "answered", f"{a} answers", "", "")
     err = far.decisive()
     if err is not None and err.kind == "unreachable":
-        hop = _hop(err.src, gateway, far)
+        hop = _hop(err.src, servers, far)
         if err.code in ("host_unreachable", "host_unknown"):
             return Finding(
                 "warn", "host_down", f"{a} is down: {hop} finds no host at that address",
                 f"The VPN server forwards towards {a}, but {hop} answered 'host unreachable': "
-                f"on its network nobody answers ARP for {a} — the host is off, disconnected, "
+                f"on its network nobody answers {w.neighbour} for {a} — the host is off, "
+                "disconnected, "
                 "or has another address. The VPN itself works.",
                 f"Start {a} or correct the address ({far.origin}).")
         if err.code in ("net_unreachable", "net_unknown"):
@@ -557,7 +616,7 @@ def _classify(far: Far, fars: list[Far], pushed: PushedOptions,
                 "fail", "no_route", f"{hop} has no route to {a}",
                 f"The packets for {a} reach {hop}, which answered 'network unreachable': it "
                 f"has no route to {a}'s network.",
-                f"On {hop}, add a route to {a}'s network (ip route add NETWORK via "
+                f"On {hop}, add a route to {a}'s network ({w.ip_route} add NETWORK via "
                 "LAN-ROUTER), or push only routes the server can reach.")
         if err.code in ("admin_prohibited", "host_prohibited", "net_prohibited"):
             return Finding(
@@ -565,54 +624,54 @@ def _classify(far: Far, fars: list[Far], pushed: PushedOptions,
                 f"{hop} answered 'administratively prohibited' for {a}: a firewall rule "
                 f"rejects traffic from the VPN subnet {subnet} to it.",
                 f"On {hop}, allow forwarding from {subnet} to {a} (nft: 'iifname \"tun0\" "
-                f"ip daddr {a} accept' in the forward chain; iptables: 'iptables -I FORWARD "
-                f"-i tun0 -d {a} -j ACCEPT'), and the replies back (ct state "
-                "established,related accept).")
+                f"{w.nft} daddr {a} accept' in the forward chain; {w.iptables}: "
+                f"'{w.iptables} -I FORWARD -i tun0 -d {a} -j ACCEPT'), and the replies back "
+                "(ct state established,related accept).")
         return Finding(
             "fail", "unreachable", f"{hop} reports {a} unreachable ({err.code})",
-            f"{hop} answered ICMP destination unreachable ({err.code}) for {a}.",
+            f"{hop} answered {w.icmp} destination unreachable ({err.code}) for {a}.",
             f"Check the route and firewall for {a} on {hop}.")
     if far.ttl1_from is None:
         return Finding(
             "fail", "server_not_forwarding",
-            f"the VPN server does not forward: {a} got no answer, and a probe with TTL 1 "
+            f"the VPN server does not forward: {a} got no answer, and a probe with {w.ttl} 1 "
             "got no 'time exceeded' from the server",
             f"The server answers through the tunnel (tunnel.traffic) but forwards nothing "
-            f"beyond itself: an echo to {a} got no answer, and a packet with IP TTL 1 towards "
-            f"{a} — which a forwarding Linux server answers with ICMP 'time exceeded' — got "
-            "no answer either. IP forwarding is off on the server (net.ipv4.ip_forward = 0; "
-            "Linux then drops such packets silently), or a rule on the server drops them "
-            "before routing (nft/iptables prerouting or raw table, rp_filter on the tun "
-            "interface).",
-            "On the server: 'sysctl -w net.ipv4.ip_forward=1', and to keep it after a "
-            "reboot write 'net.ipv4.ip_forward = 1' to /etc/sysctl.d/99-openvpn.conf "
+            f"beyond itself: an echo to {a} got no answer, and a packet with {w.ttl} 1 "
+            f"towards {a} — which a forwarding Linux server answers with {w.icmp} 'time "
+            f"exceeded' — got no answer either. IP forwarding is off on the server "
+            f"({w.sysctl} = 0; Linux then drops such packets silently), or a rule on the "
+            "server drops them before routing (nft/iptables prerouting or raw table, "
+            "rp_filter on the tun interface).",
+            f"On the server: 'sysctl -w {w.sysctl}=1', and to keep it after a "
+            f"reboot write '{w.sysctl} = 1' to /etc/sysctl.d/99-openvpn.conf "
             "('sysctl --system' loads it).")
     proven_by = None
     if far.ttl2_from is not None and far.ttl2_from not in (far.address, far.ttl1_from) \
             and far.ttl2_kind == "time_exceeded":
         proven_by = f"a router behind the server ({far.ttl2_from}) answered a TTL-2 probe"
     else:
-        other = next((f for f in fars if f.answered and f is not far
-                      and f.answered_by != DNS_ID), None) or next(
-            (f for f in fars if f.answered and f is not far), None)
+        same = [f for f in fars if f.answered and f is not far and f.version == v]
+        other = next((f for f in same if f.answered_by != DNS_ID), None) or next(
+            iter(same), None)
         if other is not None:
             proven_by = f"{other.address} ({other.origin}) answered through the same server"
     if proven_by is not None:
         return Finding(
             "warn", "host_silent", f"{a} does not answer, though the path beyond the server "
             "works",
-            f"The VPN server forwards (time exceeded from {_hop(far.ttl1_from, gateway)} for "
-            f"a TTL-1 probe) and replies find their way back to the VPN subnet ({proven_by}), "
+            f"The VPN server forwards (time exceeded from {_hop(far.ttl1_from, servers)} for "
+            f"a {w.ttl}-1 probe) and replies find their way back to the VPN subnet ({proven_by}), "
             f"but {a} itself stayed silent: it is down, or it (or a firewall in front of it) "
-            "drops ICMP echo from the VPN.",
-            f"Check {a}: is it up, and does its firewall accept ICMP echo (and your "
+            f"drops {w.icmp} echo from the VPN.",
+            f"Check {a}: is it up, and does its firewall accept {w.icmp} echo (and your "
             f"service's port) from {subnet} or from the server's LAN address? Name a host "
             "that answers ping with --target to confirm the path.")
     return Finding(
         "fail", "no_return_path",
         f"the VPN server forwards towards {a}, but nothing comes back",
-        f"The server forwards: a TTL-1 probe towards {a} got ICMP 'time exceeded' from "
-        f"{_hop(far.ttl1_from, gateway)}. But {a} gave no answer, and nothing behind the "
+        f"The server forwards: a {w.ttl}-1 probe towards {a} got {w.icmp} 'time exceeded' "
+        f"from {_hop(far.ttl1_from, servers)}. But {a} gave no answer, and nothing behind the "
         "server answered either. Most often the replies have no way back to the VPN subnet "
         f"{subnet}: the server does not NAT the VPN subnet (no MASQUERADE/SNAT rule) and the "
         f"LAN router has no route back to {subnet}. It can also be the server's firewall "
@@ -621,21 +680,21 @@ def _classify(far: Far, fars: list[Far], pushed: PushedOptions,
         f"{a}' does: requests leaving with a source in {subnet} and no reply → missing "
         "MASQUERADE or route back; requests leaving with the server's LAN address and no "
         f"reply → {a} is down or filters; no request leaving at all → the FORWARD firewall.",
-        f"On the server, NAT the VPN subnet behind its LAN address: 'nft add table ip nat; "
-        "nft add chain ip nat postrouting { type nat hook postrouting priority srcnat \\; }; "
-        f"nft add rule ip nat postrouting ip saddr {subnet} oifname \"LAN-IF\" masquerade' "
-        f"(iptables: 'iptables -t nat -A POSTROUTING -s {subnet} -o LAN-IF -j MASQUERADE'); "
-        f"or, without NAT, add a route back on the LAN router: 'ip route add {subnet} via "
-        "SERVER-LAN-ADDRESS'. And let the forward chain accept it: 'nft list ruleset' / "
-        "'iptables -L FORWARD -nv'.")
+        f"On the server, NAT the VPN subnet behind its LAN address: 'nft add table {w.nft} "
+        f"nat; nft add chain {w.nft} nat postrouting {{ type nat hook postrouting priority "
+        f"srcnat \\; }}; nft add rule {w.nft} nat postrouting {w.nft} saddr {subnet} oifname "
+        f"\"LAN-IF\" masquerade' ({w.iptables}: '{w.iptables} -t nat -A POSTROUTING -s "
+        f"{subnet} -o LAN-IF -j MASQUERADE'); or, without NAT, add a route back on the LAN "
+        f"router: '{w.ip_route} add {subnet} via SERVER-LAN-ADDRESS'. And let the forward "
+        f"chain accept it: 'nft list ruleset' / '{w.iptables} -L FORWARD -nv'.")
 
 
 _RANK = {"ok": 0, "warn": 1, "fail": 2}
 
 
 def _beyond_verdict(fars: list[Far], evidence: dict[str, Any], pushed: PushedOptions,
-                    gateway: str | None) -> CheckResult:
-    findings = [(f, _classify(f, fars, pushed, gateway)) for f in fars]
+                    servers: set[str]) -> CheckResult:
+    findings = [(f, _classify(f, fars, pushed, servers)) for f in fars]
     for f, finding in findings:
         for host in evidence["hosts"]:
             if host["address"] == f.address:
@@ -651,8 +710,9 @@ def _beyond_verdict(fars: list[Far], evidence: dict[str, Any], pushed: PushedOpt
                 explanation=f"{u.address} ({u.origin}) answered when sent through the tunnel, "
                 "but no route line, pushed route or redirect-gateway sends its traffic into "
                 "the tunnel, so with the VPN up this host still goes the normal way.",
-                fix=f"Push a route for it from the server ('push \"route {u.address} "
-                "255.255.255.255\"', or its network), or add 'route ...' to the client config.")
+                fix="Push a route for it from the server ('push \""
+                + WORDS[u.version].host_route.format(a=u.address)
+                + "\"', or its network), or add a route line to the client config.")
         names = ", ".join(f"{f.address} ({f.answered_by})" for f in fars)
         return ok(BEYOND_ID, f"hosts beyond the server answer through the tunnel: {names}",
                   **evidence)

@@ -1,6 +1,7 @@
-"""Inner IPv4 packets for the probes beyond the server, built and read in memory: ICMP echo
-requests with a chosen TTL, DNS queries over UDP, and the answers — echo replies, DNS responses
-and ICMP errors (time exceeded, destination unreachable) quoting one of our probes.
+"""Inner IPv4 and IPv6 packets for the probes beyond the server, built and read in memory: ICMP
+(ICMPv6) echo requests with a chosen TTL (hop limit), DNS queries over UDP, and the answers —
+echo replies, DNS responses and ICMP errors (time exceeded, destination unreachable) quoting
+one of our probes. The family of a packet is that of its destination address.
 
 Nothing here touches a socket: the packets travel through the doctor's tunnel session
 (tunnel_session.py).
@@ -14,7 +15,10 @@ from dataclasses import dataclass
 
 from trivpn.diagnostics.probe_icmp import checksum
 
-ICMP, UDP = 1, 17
+ICMP, UDP, ICMP6 = 1, 17, 58
+ECHO6_REQUEST, ECHO6_REPLY, UNREACH6, TIME_EXCEEDED6 = 128, 129, 1, 3
+UNREACH6_CODES = {0: "net_unreachable", 1: "admin_prohibited", 3: "host_unreachable",
+                  4: "port_unreachable", 5: "admin_prohibited", 6: "admin_prohibited"}
 ECHO_REPLY, DEST_UNREACH, ECHO_REQUEST, TIME_EXCEEDED = 0, 3, 8, 11
 DNS_PORT = 53
 QTYPE_A, QTYPE_NS = 1, 2
@@ -34,9 +38,30 @@ def _ipv4(src: str, dst: str, proto: int, payload: bytes, *, ttl: int = 64,
     return header + payload
 
 
+def _is6(address: str) -> bool:
+    return ":" in address
+
+
+def _ipv6(src: str, dst: str, next_header: int, payload: bytes, *, hops: int = 64) -> bytes:
+    return struct.pack("!IHBB16s16s", 0x60000000, len(payload), next_header, hops,
+                       ipaddress.IPv6Address(src).packed,
+                       ipaddress.IPv6Address(dst).packed) + payload
+
+
+def _checksum6(src: str, dst: str, next_header: int, body: bytes) -> int:
+    pseudo = (ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
+              + struct.pack("!IxxxB", len(body), next_header))
+    return checksum(pseudo + body)
+
+
 def echo_request(src: str, dst: str, ident: int, seq: int, *, ttl: int = 64,
                  payload: bytes = b"trivpn doctor") -> bytes:
-    """An IPv4 ICMP echo request with IP time-to-live ``ttl``."""
+    """An ICMP echo request with IP time-to-live ``ttl`` (ICMPv6 and hop limit for IPv6)."""
+    if _is6(dst):
+        icmp6 = struct.pack("!BBHHH", ECHO6_REQUEST, 0, 0, ident, seq) + payload
+        csum = _checksum6(src, dst, ICMP6, icmp6)
+        return _ipv6(src, dst, ICMP6, icmp6[:2] + struct.pack("!H", csum) + icmp6[4:],
+                     hops=ttl)
     icmp = struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, ident, seq) + payload
     icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
     return _ipv4(src, dst, ICMP, icmp, ttl=ttl, ident=seq)
@@ -44,8 +69,12 @@ def echo_request(src: str, dst: str, ident: int, seq: int, *, ttl: int = 64,
 
 def udp_packet(src: str, dst: str, sport: int, dport: int, payload: bytes, *,
                ttl: int = 64) -> bytes:
-    """An IPv4 UDP datagram with its checksum."""
+    """A UDP datagram with its checksum."""
     length = 8 + len(payload)
+    if _is6(dst):
+        udp6 = struct.pack("!HHHH", sport, dport, length, 0) + payload
+        csum6 = _checksum6(src, dst, UDP, udp6) or 0xFFFF
+        return _ipv6(src, dst, UDP, udp6[:6] + struct.pack("!H", csum6) + udp6[8:], hops=ttl)
     pseudo = (ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address(dst).packed
               + struct.pack("!BBH", 0, UDP, length))
     udp = struct.pack("!HHHH", sport, dport, length, 0) + payload
@@ -132,11 +161,48 @@ class Inner:
 
 
 def _addr(b: bytes) -> str:
-    return str(ipaddress.IPv4Address(b))
+    return str(ipaddress.ip_address(b))
+
+
+def _parse_inner6(packet: bytes) -> Inner | None:
+    if len(packet) < 48:
+        return None
+    nh, src, dst, body = packet[6], _addr(packet[8:24]), _addr(packet[24:40]), packet[40:]
+    if nh == UDP:
+        sport, dport = struct.unpack_from("!HH", body)
+        return Inner("udp", src, dst, ident=dport, seq=sport, payload=body[8:])
+    if nh != ICMP6:
+        return None
+    kind = body[0]
+    if kind == ECHO6_REPLY:
+        ident, seq = struct.unpack_from("!HH", body, 4)
+        return Inner("echo_reply", src, dst, ident=ident, seq=seq)
+    if kind not in (UNREACH6, TIME_EXCEEDED6):
+        return None
+    quoted = body[8:]
+    if len(quoted) < 48 or quoted[0] >> 4 != 6:
+        return None
+    qnh, qdst, inner = quoted[6], _addr(quoted[24:40]), quoted[40:48]
+    if qnh == ICMP6:
+        qproto = ICMP  # an echo probe, whatever the family
+        qident, qseq = struct.unpack_from("!HH", inner, 4)
+    elif qnh == UDP:
+        qproto = UDP
+        qident, qseq = struct.unpack_from("!HH", inner, 0)
+    else:
+        return None
+    if kind == TIME_EXCEEDED6:
+        return Inner("time_exceeded", src, dst, code="ttl_exceeded", quoted_proto=qproto,
+                     quoted_dst=qdst, quoted_ident=qident, quoted_seq=qseq)
+    return Inner("unreachable", src, dst, code=UNREACH6_CODES.get(body[1], str(body[1])),
+                 quoted_proto=qproto, quoted_dst=qdst, quoted_ident=qident, quoted_seq=qseq)
 
 
 def parse_inner(packet: bytes) -> Inner | None:
-    """An IPv4 packet from the tunnel as a probe answer, or None."""
+    """An IPv4 or IPv6 packet from the tunnel as a probe answer, or None. ``quoted_proto``
+    is ICMP (1) for a quoted echo probe of either family."""
+    if packet[:1] and packet[0] >> 4 == 6:
+        return _parse_inner6(packet)
     if len(packet) < 20 or packet[0] >> 4 != 4:
         return None
     ihl = (packet[0] & 0x0F) * 4
