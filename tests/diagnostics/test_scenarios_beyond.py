@@ -288,7 +288,9 @@ async def test_pushed_dns_server_not_running_is_reported_with_port_unreachable(l
 
     assert dns.status == "fail", dns.summary
     assert dns.evidence["servers"][0]["icmp"] == "port_unreachable"
-    assert f"no DNS server listens at {DNS} port 53" == dns.summary
+    assert dns.evidence["servers"][0]["icmp_from"] == DNS
+    assert f"no DNS server answers at {DNS} port 53" == dns.summary
+    assert "no DNS server listens" in dns.explanation and "reject" in dns.explanation
     beyond = await _check("tunnel.beyond", lab.context())
     assert beyond.status == "ok"  # the host is there: the path works, the service does not
 

@@ -299,16 +299,20 @@ def _dns_verdict(probes: list[DnsProbe], evidence: dict[str, Any],
     if silent:
         p = silent[0]
         subnet = subnet_text(pushed, 6 if ":" in p.address else 4)
-        if p.icmp is not None and p.icmp.code == "port_unreachable":
+        if (p.icmp is not None and p.icmp.code == "port_unreachable"
+                and p.icmp.src == p.address):
             return problem(
-                DNS_ID, "fail", f"no DNS server listens at {p.address} port {p.port}",
+                DNS_ID, "fail", f"no DNS server answers at {p.address} port {p.port}",
                 **evidence,
                 explanation=f"The host {p.address} is reachable through the tunnel, but it "
-                f"answered the DNS query with ICMP port unreachable: no DNS server runs on "
-                f"UDP port {p.port} there. With this VPN up, names do not resolve.",
+                f"answered the DNS query with ICMP port unreachable: no DNS server listens "
+                f"on UDP port {p.port} there, or a firewall on that host rejects the port "
+                "(an nft/iptables 'reject' answers the same way; 'ss -ulpn' on the host "
+                "tells them apart). With this VPN up, names do not resolve.",
                 fix=f"Start the DNS server on {p.address} (e.g. 'systemctl start dnsmasq' / "
-                "'named' / 'unbound') and make it listen on that address, or correct the "
-                "server config's 'push \"dhcp-option DNS ...\"' (or 'push \"dns server ...\"') "
+                "'named' / 'unbound') and make it listen on that address, and let its "
+                f"firewall accept UDP port {p.port} from {subnet}; or correct the server "
+                "config's 'push \"dhcp-option DNS ...\"' (or 'push \"dns server ...\"') "
                 "line.")
         if p.icmp is not None:
             why = (f"{p.icmp.src} answered the query with ICMP {p.icmp.code.replace('_', ' ')}"
