@@ -214,9 +214,9 @@ class DnsProbe:
 
 
 async def _collect(t: Tunnel, take: Callable[[Inner], bool], until: float) -> None:
-    """Feed every answer arriving before ``until`` to ``take`` (returns True when all is
-    known)."""
-    while trio.current_time() < until:
+    """Feed every answer already received or arriving before ``until`` to ``take``, which
+    returns True when everything is known."""
+    while True:
         got = await t.receive(parse_inner, until)
         if got is None:
             return
@@ -552,8 +552,7 @@ async def _probe_far(t: Tunnel, fars: list[Far]) -> None:
         await send(far, TTL2, 2)
     if silent:
         await _collect(t, take, start + DIAGNOSE_WAIT)
-    # late answers already queued
-    await _collect(t, take, trio.current_time())
+    await _collect(t, take, trio.current_time())  # what arrived with the last one
 
 
 @dataclass(frozen=True)
