@@ -48,7 +48,7 @@ SERVER_LAN6, HOST6, DNS6 = "2001:2:0:20::1", "2001:2:0:20::10", "2001:2:0:20::53
 IPV6_PORT = 1196  # the server with server-ipv6, route-ipv6 and an IPv6 DNS server
 NETWORK_CHECKS: tuple[Check, ...] = (*checks_port.CHECKS, *checks_nat.CHECKS,
                                      *checks_tls.CHECKS, *checks_mtu.CHECKS,
-                                     *checks_tunnel.CHECKS)
+                                     *checks_tunnel.CHECKS, *checks_beyond.CHECKS)
 NO_ANSWER = Inner("none", "", "")
 NAT = ("table ip doctornat {\n chain post {\n"
        "  type nat hook postrouting priority srcnat; policy accept;\n"
@@ -426,3 +426,24 @@ async def test_ipv6_forwarding_without_masquerade_names_the_ip6_rules(lab: Lab):
     assert beyond.evidence["state"] == "no_return_path"
     assert "ip6 saddr 2001:2:0:8::/64" in beyond.fix and "ip6tables" in beyond.fix
     assert "ip -6 route add 2001:2:0:8::/64 via" in beyond.fix
+
+
+async def test_server_without_lan_or_redirect_gateway_skips_and_never_warns(tmp_path: Path):
+    from tests.diagnostics.scenariokit import scenario
+
+    require_netns()
+    require_openvpn()
+    with scenario(tmp_path) as sc:
+        proc = sc.start_openvpn(server_lines("tls-crypt"))
+        assert proc.wait_for("Initialization Sequence Completed"), proc.text()
+        ctx = sc.context(sc.client_config(client_lines("tls-crypt")))
+        async with TunnelBroker() as broker:
+            report = await run_checks(NETWORK_CHECKS, replace(ctx, tunnel=broker))
+    results = {r.id: r for r in report.checks}
+
+    assert {i: r.status for i, r in results.items()} == {
+        **{c.id: "ok" for c in NETWORK_CHECKS},
+        "tunnel.dns_reachable": "skip", "tunnel.beyond": "skip"}, \
+        {i: r.summary for i, r in results.items()}
+    assert "no DNS server pushed" in results["tunnel.dns_reachable"].summary
+    assert "--target" in results["tunnel.beyond"].summary

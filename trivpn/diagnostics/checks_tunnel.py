@@ -14,7 +14,6 @@ from typing import Any
 
 import trio
 
-from trivpn.diagnostics import checks_beyond
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe_icmp import echo_request, parse_echo_reply
 from trivpn.diagnostics.tunnel_session import TunnelUnavailable, gateway_of, tunnel_lease
@@ -107,5 +106,4 @@ async def run(ctx: DoctorContext) -> CheckResult:
 
 CHECKS: tuple[Check, ...] = (
     Check(ID, run, roles=("client",), depends_on=("tls.handshake",)),
-    *checks_beyond.CHECKS,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trivpn.diagnostics import (
+    checks_beyond,
     checks_ccd,
     checks_config,
     checks_dns,
@@ -26,6 +27,7 @@ def all_checks() -> tuple[Check, ...]:
               *checks_dns.CHECKS, *checks_route.CHECKS, *checks_port.CHECKS,
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
               *checks_tunnel.CHECKS,
+              *checks_beyond.CHECKS,
               *checks_server.CHECKS, *checks_ccd.CHECKS)
     seen: set[str] = set()
     for check in checks:
