@@ -144,3 +144,16 @@ def test_clean_log_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_log_and_config_together_is_a_usage_error(good_client: Path) -> None:
     assert main([str(good_client), "--log", str(FIXTURES / "client-resolve.log")]) == 2
+
+
+def test_target_is_refused_with_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "openvpn.log"
+    log.write_text("")
+    assert main(["--log", str(log), "--target", "198.18.20.10"]) == 2
+    assert "--target" in capsys.readouterr().err
+
+
+def test_targets_reach_the_checks_context(good_client: Path) -> None:
+    ctx = doctor.build_context(good_client, 5.0, targets=("198.18.20.10", "host.example"))
+    assert ctx.targets == ("198.18.20.10", "host.example")
+    assert ctx.tunnel is None  # the broker is opened by the run, not the context

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from trivpn.diagnostics import (
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
 from trivpn.diagnostics.probe import REPROBE_ATTEMPTS
 from trivpn.diagnostics.runner import run_checks
+from trivpn.diagnostics.tunnel_session import TunnelBroker
 from trivpn.pki.certs import Credential, certificate_pem, create_ca, issue_cert
 from trivpn.pki.keys import private_key_pem
 from trivpn.protocol.statickey import StaticKey, format_static_key
@@ -75,7 +77,10 @@ async def _run(check_id: str, ctx: DoctorContext) -> CheckResult:
 
 
 async def _report(ctx: DoctorContext) -> dict[str, CheckResult]:
-    report = await run_checks(NETWORK_CHECKS, ctx)
+    # As 'trivpn doctor' runs them: one shared tunnel session for the data-channel checks.
+    async with TunnelBroker() as broker:
+        report = await run_checks(NETWORK_CHECKS, replace(ctx, tunnel=broker))
+    assert broker.handshakes <= 1
     return {r.id: r for r in report.checks}
 
 

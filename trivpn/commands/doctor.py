@@ -1,10 +1,11 @@
 """``trivpn doctor CONFIG``: find out why a VPN does not work, with evidence and a fix.
 
-``trivpn doctor CONFIG [--json] [--timeout S] [--check ID ...]`` runs the checks for the
-config's role; ``trivpn doctor --log FILE [--json]`` explains the known error lines of an
-existing OpenVPN or trivpn log; ``trivpn doctor --watch CONFIG`` (or ``--watch --management
-HOST:PORT|PATH``) attaches to a running tunnel's management interface and explains its events
-as they happen (trivpn/diagnostics/watch.py) until the connection closes, Ctrl-C/SIGTERM, or
+``trivpn doctor CONFIG [--json] [--timeout S] [--check ID ...] [--target HOST ...]`` runs the
+checks for the config's role (``--target``: hosts tunnel.beyond probes through the tunnel);
+``trivpn doctor --log FILE [--json]`` explains the known error lines of an existing OpenVPN or
+trivpn log; ``trivpn doctor --watch CONFIG`` (or ``--watch --management HOST:PORT|PATH``)
+attaches to a running tunnel's management interface and explains its events as they happen
+(trivpn/diagnostics/watch.py) until the connection closes, Ctrl-C/SIGTERM, or
 ``--watch-time S``. Exit status: 0 when nothing failed, 1 when a check failed, 2
 for usage errors (bad arguments, unreadable config or log file, unknown check id).
 
@@ -22,6 +23,7 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from trivpn.diagnostics.runner import (
     run_checks,
     select_checks,
 )
+from trivpn.diagnostics.tunnel_session import TunnelBroker
 from trivpn.diagnostics.watch import (
     DEFAULT_INTERVAL,
     WatchEvent,
@@ -100,6 +103,11 @@ def register(sub: Any) -> None:
                                           f"(default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--check", nargs="+", metavar="ID", default=None, dest="checks",
                         help="run only these checks (and those they depend on)")
+    parser.add_argument("--target", action="append", metavar="HOST", default=[],
+                        dest="targets",
+                        help="a host that should be reachable through the tunnel (IP "
+                             "address or name; repeatable): tunnel.beyond probes it through "
+                             "the data channel and tells where the path ends")
     parser.set_defaults(handler=handle)
 
 
@@ -142,13 +150,13 @@ def handle(args: argparse.Namespace) -> int:
     if args.management is not None or args.watch_time is not None:
         return _usage("--management and --watch-time go with --watch")
     if args.log is not None:
-        if args.config is not None or args.checks is not None:
-            return _usage("--log FILE takes no CONFIG and no --check")
+        if args.config is not None or args.checks is not None or args.targets:
+            return _usage("--log FILE takes no CONFIG, no --check and no --target")
         return _handle_log(args.log, args.json)
     if args.config is None:
         return _usage("give a CONFIG file, or --log FILE")
     return _handle_config(args.config, as_json=args.json, timeout=args.timeout,
-                          only=args.checks)
+                          only=args.checks, targets=tuple(args.targets))
 
 
 def _handle_log(path: Path, as_json: bool) -> int:
@@ -163,7 +171,8 @@ def _handle_log(path: Path, as_json: bool) -> int:
     return report.exit_code
 
 
-def build_context(path: Path, timeout: float, netns: str | None = None) -> DoctorContext:
+def build_context(path: Path, timeout: float, netns: str | None = None,
+                  targets: tuple[str, ...] = ()) -> DoctorContext:
     """Parse ``path`` (without reading referenced files; the checks do) into a context. Lines
     that fail are left out and listed in ``config_errors``, so the network checks still run
     with what parsed; a config that cannot be parsed at all gives ``options=None`` and the
@@ -174,15 +183,15 @@ def build_context(path: Path, timeout: float, netns: str | None = None) -> Docto
     role: Role = ((options.tls_role if options.tls_role == "server" else options.role)
                   if options is not None else guess_role(path))
     return DoctorContext(config_path=path, options=options, role=role, timeout=timeout,
-                         netns=netns, config_errors=errors)
+                         netns=netns, config_errors=errors, targets=targets)
 
 
 def _handle_config(path: Path, *, as_json: bool, timeout: float,
-                   only: Sequence[str] | None) -> int:
+                   only: Sequence[str] | None, targets: tuple[str, ...] = ()) -> int:
     if not path.is_file():
         return _usage(f"config file {path} does not exist or is not a file")
     checks: tuple[Check, ...] = all_checks()
-    ctx = build_context(path, timeout, os.environ.get(NETNS_ENV) or None)
+    ctx = build_context(path, timeout, os.environ.get(NETNS_ENV) or None, targets)
     try:
         select_checks(checks, ctx.role, only)
     except UnknownCheckError as exc:
@@ -194,12 +203,15 @@ def _handle_config(path: Path, *, as_json: bool, timeout: float,
 
 async def _run(checks: Sequence[Check], ctx: DoctorContext,
                only: Sequence[str] | None) -> DoctorReport:
-    return await run_checks(checks, ctx, only=only)
+    # One post-handshake session for every check that needs the data channel; closing it
+    # says goodbye to the server (tunnel_session.py).
+    async with TunnelBroker() as broker:
+        return await run_checks(checks, replace(ctx, tunnel=broker), only=only)
 
 
 def _handle_watch(args: argparse.Namespace) -> int:
-    if args.log is not None or args.checks is not None:
-        return _usage("--watch takes no --log and no --check")
+    if args.log is not None or args.checks is not None or args.targets:
+        return _usage("--watch takes no --log, no --check and no --target")
     if not 1 <= args.interval <= 3600:
         return _usage("--interval must be from 1 to 3600 seconds")
     options: Options | None = None

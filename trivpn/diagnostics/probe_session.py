@@ -73,6 +73,12 @@ class SessionProbe:
         self._stream: FramedLink | None = None  # TCP: the runtime's framing
         self.session: Session | None = None
         self.pump: SessionPump | None = None
+        # Called with the decrypted inner packets instead of collecting them in ``tun``
+        # (the doctor's shared tunnel session, tunnel_session.py).
+        self.on_tun: Callable[[list[bytes]], None] | None = None
+        self._send_lock = trio.Lock()  # a lease holder and the driving loop both send
+        # Errors recv() reported on the UDP socket (ICMP errors, IP_RECVERR's queue), timed.
+        self.socket_errors: list[tuple[float, OSError]] = []
 
     async def __aenter__(self) -> SessionProbe:
         kind = socket.SOCK_DGRAM if self.target.transport == "udp" else socket.SOCK_STREAM
@@ -98,9 +104,21 @@ class SessionProbe:
     def start(self) -> None:
         now = trio.current_time()
         self.session = Session(self.config, now)
-        self.pump = SessionPump(self.session, send=self._send_all, deliver=self.tun.extend,
+        self.pump = SessionPump(self.session, send=self._send_all, deliver=self._deliver,
                                 on_event=self.events.append)
         self.session.start(now)
+
+    def _deliver(self, packets: list[bytes]) -> None:
+        if self.on_tun is not None:
+            self.on_tun(packets)
+        else:
+            self.tun.extend(packets)
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The outer socket (connected UDP, or the TCP connection)."""
+        assert self._sock is not None
+        return self._sock
 
     @property
     def phases(self) -> list[dict[str, Any]]:
@@ -191,15 +209,20 @@ class SessionProbe:
 
     async def _send(self, data: bytes) -> None:
         try:
+            await self.send_wire(data)
+        except (OSError, trio.BrokenResourceError, ProtocolError) as exc:
+            self._link_failed(exc)
+
+    async def send_wire(self, data: bytes) -> None:
+        """Send one datagram (UDP) or framed packet (TCP); errors propagate."""
+        async with self._send_lock:
             if self._stream is not None:
                 await self._stream.send_packets((data,))
             else:
                 assert self._sock is not None
                 await self._sock.send(data)
-            self.sent_packets += 1
-            self.tx_times.append(trio.current_time())
-        except (OSError, trio.BrokenResourceError, ProtocolError) as exc:
-            self._link_failed(exc)
+        self.sent_packets += 1
+        self.tx_times.append(trio.current_time())
 
     async def _receive(self) -> list[bytes]:
         if self._stream is not None:
@@ -214,6 +237,7 @@ class SessionProbe:
         try:
             return [await self._sock.recv(RECV_SIZE)]
         except OSError as exc:
+            self.socket_errors.append((trio.current_time(), exc))
             self._link_failed(exc)
             return []
 

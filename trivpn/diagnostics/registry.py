@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from trivpn.diagnostics import (
+    checks_beyond,
     checks_ccd,
     checks_certs,
     checks_compat,
@@ -29,6 +30,7 @@ def all_checks() -> tuple[Check, ...]:
               *checks_dns.CHECKS, *checks_route.CHECKS, *checks_port.CHECKS,
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
               *checks_tunnel.CHECKS,
+              *checks_beyond.CHECKS,
               *checks_compat.CHECKS,
               *checks_server.CHECKS, *checks_ccd.CHECKS,
               *checks_serverstate.CHECKS, *checks_certs.CHECKS)
