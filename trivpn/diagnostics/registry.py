@@ -6,6 +6,7 @@ from trivpn.diagnostics import (
     checks_ccd,
     checks_config,
     checks_dns,
+    checks_dnsafter,
     checks_env,
     checks_mtu,
     checks_nat,
@@ -25,7 +26,7 @@ def all_checks() -> tuple[Check, ...]:
     checks = (*checks_config.CHECKS, *checks_pki.CHECKS, *checks_env.CHECKS,
               *checks_dns.CHECKS, *checks_route.CHECKS, *checks_port.CHECKS,
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
-              *checks_tunnel.CHECKS,
+              *checks_tunnel.CHECKS, *checks_dnsafter.CHECKS,
               *checks_server.CHECKS, *checks_ccd.CHECKS)
     seen: set[str] = set()
     for check in checks:
