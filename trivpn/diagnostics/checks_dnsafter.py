@@ -589,7 +589,11 @@ async def run_resolver(ctx: DoctorContext) -> CheckResult:
     o = ctx.options
     if o is None:
         return skip(RESOLVER_ID, "skipped: the config did not parse")
-    s = await snapshot(ctx, o)
+    return resolver_verdict(await snapshot(ctx, o))
+
+
+def resolver_verdict(s: Snapshot) -> CheckResult:
+    """dns.tunnel_resolver from one snapshot."""
     evidence = s.evidence()
     want = _servers(s.plan)
     if not want:
@@ -652,7 +656,11 @@ async def run_leak(ctx: DoctorContext) -> CheckResult:
     o = ctx.options
     if o is None:
         return skip(LEAK_ID, "skipped: the config did not parse")
-    s = await snapshot(ctx, o)
+    return leak_verdict(await snapshot(ctx, o))
+
+
+def leak_verdict(s: Snapshot) -> CheckResult:
+    """dns.leak from one snapshot."""
     evidence = s.evidence()
     if s.redirect is None:
         return skip(LEAK_ID, "no redirect-gateway: only the VPN's own networks go through the "
@@ -674,6 +682,21 @@ async def run_leak(ctx: DoctorContext) -> CheckResult:
                   f"({s.tunnel.name})", **evidence)
     r, why = found[0]
     others = "".join(f"; {x.address} ({w})" for x, w in found[1:])
+    resolvers = s.system.resolvers()
+    fallback_only = (s.system.via == "resolv.conf" and bool(resolvers)
+                     and all(x != resolvers[0] for x, _ in found))
+    if s.tunnel is not None and fallback_only:
+        return problem(
+            LEAK_ID, "warn", f"DNS can leak outside the tunnel: {r.address} ({r.source}) is "
+            f"a fallback nameserver not routed through {s.tunnel.name}", **evidence,
+            explanation=f"The first nameserver, {resolvers[0].address}, goes through the "
+            f"tunnel, but {r.address} is listed after it: {why}{others}. The C library asks "
+            "the next nameserver whenever the first does not answer in time (resolv.conf(5), "
+            "'options timeout/attempts'), and those names travel outside the VPN.",
+            fix="Keep only the VPN's nameservers while the tunnel is up: resolvconf merges "
+            "the records of every interface (check /etc/resolvconf/interface-order or "
+            "'resolvconf -l'); with systemd-resolved give the tunnel's link '~.'. "
+            + FIX_MECHANISM)
     if s.tunnel is not None:
         return problem(
             LEAK_ID, "fail", f"DNS leaks outside the tunnel: names go to {r.address} "
