@@ -25,7 +25,14 @@ from tests.diagnostics.scenariokit import (
     scenario,
     server_lines,
 )
-from trivpn.diagnostics import checks_mtu, checks_nat, checks_port, checks_tls, checks_tunnel
+from trivpn.diagnostics import (
+    checks_dnsafter,
+    checks_mtu,
+    checks_nat,
+    checks_port,
+    checks_tls,
+    checks_tunnel,
+)
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
 from trivpn.diagnostics.probe import REPROBE_ATTEMPTS
 from trivpn.diagnostics.runner import run_checks
@@ -37,8 +44,11 @@ from trivpn.protocol.statickey import StaticKey, format_static_key
 pytestmark = pytest.mark.integration
 
 NETWORK_CHECKS: tuple[Check, ...] = (*checks_port.CHECKS, *checks_nat.CHECKS, *checks_tls.CHECKS,
-                                     *checks_mtu.CHECKS, *checks_tunnel.CHECKS)
-NOTHING_BEYOND = {"tunnel.dns_reachable": "skip", "tunnel.beyond": "skip"}
+                                     *checks_mtu.CHECKS, *checks_tunnel.CHECKS,
+                                     *checks_dnsafter.CHECKS)
+NOTHING_BEYOND = {"tunnel.dns_reachable": "skip", "tunnel.beyond": "skip",
+                  # no DNS pushed: nothing to compare with the host's resolver
+                  "dns.tunnel_resolver": "skip", "dns.leak": "skip", "dns.tunnel_lookup": "skip"}
 PHASES = ["reset_sent", "reset_received", "tls_started", "tls_complete", "key_method_sent",
           "key_method_received", "push_request_sent", "push_reply_received",
           "data_channel_ready"]
