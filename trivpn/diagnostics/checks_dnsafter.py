@@ -722,8 +722,7 @@ def _leak_fix(s: Snapshot) -> str:
         return ("The tunnel's link has the pushed servers but does not take every name: give "
                 f"it the routing domain '~.' and the default route ('resolvectl domain {dev} "
                 f"\"~.\"' and 'resolvectl default-route {dev} yes' by hand; trivpn's native "
-                "DNS does both under redirect-gateway; with update-systemd-resolved push "
-                "'dhcp-option DOMAIN-ROUTE .'). " + FIX_MECHANISM)
+                "DNS does both under redirect-gateway). " + FIX_MECHANISM)
     return FIX_MECHANISM
 
 
