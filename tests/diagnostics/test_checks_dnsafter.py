@@ -35,7 +35,7 @@ from trivpn.diagnostics.checks_dnsafter import (
 )
 from trivpn.diagnostics.model import DoctorContext
 from trivpn.diagnostics.probe_inner import QTYPE_A, parse_dns_answer
-from trivpn.protocol.push import DhcpOption, PushedOptions
+from trivpn.protocol.push import DhcpOption, PushedOptions, parse_pushed_options
 from trivpn.runtime.dns import plan_client_dns
 from trivpn.runtime.netconf import RouteLookup
 
@@ -290,3 +290,13 @@ def test_the_management_interface_state_gives_the_tunnel_address(tmp_path: Path)
 def test_the_checks_are_registered():
     ids = [c.id for c in registry.all_checks()]
     assert {RESOLVER_ID, LEAK_ID, LOOKUP_ID} <= set(ids)
+
+
+def test_a_pushed_2_6_dns_server_is_the_one_compared(tmp_path: Path):
+    pushed = parse_pushed_options(["dns server 0 address 198.18.20.54",
+                                   "dhcp-option DNS 198.18.20.53", "redirect-gateway def1"])
+    state = ResolvedState((ResolvedLink(7, "tun0", ("198.18.20.53",), ((".", True),), True),))
+    result = resolver_verdict(_snap(tmp_path, SystemDns(STUB, state), pushed=pushed))
+    # 'dns server' beats 'dhcp-option DNS': the link holds the wrong one
+    assert result.status == "warn"
+    assert result.evidence["pushed_dns"]["servers"] == ["198.18.20.54"]
