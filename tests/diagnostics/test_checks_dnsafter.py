@@ -25,6 +25,7 @@ from trivpn.diagnostics.checks_dnsafter import (
     Snapshot,
     SystemDns,
     TunDevice,
+    effective_redirect,
     leak_verdict,
     lookup_name,
     management_state,
@@ -104,7 +105,8 @@ def test_without_a_root_routing_domain_every_default_route_link_gets_the_names()
 
 
 def test_pushed_dns_on_the_tunnel_link_is_in_use(tmp_path: Path):
-    state = ResolvedState((ResolvedLink(7, "tun0", (DNS,), ((".", True),), True),))
+    state = ResolvedState((ResolvedLink(7, "tun0", (DNS,), (("corp.test", False), (".", True)),
+                                        True),))
     result = resolver_verdict(_snap(tmp_path, SystemDns(STUB, state)))
     assert result.status == "ok", result.summary
     assert "systemd-resolved link tun0" in result.summary
@@ -121,7 +123,8 @@ def test_pushed_dns_missing_from_the_tunnel_link_is_reported_with_the_resolver_u
 
 
 def test_resolv_conf_with_the_pushed_server_first_is_in_use(tmp_path: Path):
-    result = resolver_verdict(_snap(tmp_path, SystemDns(_resolv(DNS, LAN_DNS), None)))
+    conf = ResolvConf("/etc/resolv.conf", (DNS, LAN_DNS), ("corp.test",))
+    result = resolver_verdict(_snap(tmp_path, SystemDns(conf, None)))
     assert result.status == "ok"
     assert "/etc/resolv.conf" in result.summary
 
@@ -300,3 +303,35 @@ def test_a_pushed_2_6_dns_server_is_the_one_compared(tmp_path: Path):
     # 'dns server' beats 'dhcp-option DNS': the link holds the wrong one
     assert result.status == "warn"
     assert result.evidence["pushed_dns"]["servers"] == ["198.18.20.54"]
+
+
+def test_servers_applied_without_the_pushed_domain_warn(tmp_path: Path):
+    result = resolver_verdict(_snap(tmp_path, SystemDns(_resolv(DNS), None)))
+    assert result.status == "warn"
+    assert "not the pushed domain(s) corp.test" in result.summary
+    assert "intranet.corp.test" in result.explanation
+
+
+def test_a_root_routing_domain_on_another_link_wins_and_leaks(tmp_path: Path):
+    state = ResolvedState((ResolvedLink(2, "eth0", (LAN_DNS,), ((".", True),), True),
+                           ResolvedLink(7, "tun0", (DNS,), (("corp.test", False),), True)))
+    resolvers = SystemDns(STUB, state).resolvers()
+    assert [(r.address, r.names) for r in resolvers] == [(LAN_DNS, ()), (DNS, ("corp.test",))]
+    result = leak_verdict(_snap(tmp_path, SystemDns(STUB, state)))
+    assert result.status == "fail"
+    assert result.evidence["leaks"][0]["address"] == LAN_DNS
+
+
+def test_an_unreadable_resolved_behind_the_stub_is_not_guessed(tmp_path: Path):
+    system = SystemDns(STUB, None, "systemd-resolved is not on the system D-Bus")
+    snap = _snap(tmp_path, system)
+    assert resolver_verdict(snap).status == "skip"
+    assert leak_verdict(snap).status == "skip"
+    assert "not on the system D-Bus" in resolver_verdict(snap).summary
+
+
+def test_redirecting_only_ipv6_leaves_ipv4_dns_alone(tmp_path: Path):
+    o = _options(tmp_path)
+    assert effective_redirect(o, PushedOptions(redirect_gateway=("ipv6", "!ipv4"))) is None
+    assert effective_redirect(o, PUSH) == ("def1",)
+    assert effective_redirect(_options(tmp_path, "redirect-gateway def1\n"), None) == ("def1",)

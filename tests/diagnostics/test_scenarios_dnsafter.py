@@ -404,7 +404,7 @@ async def test_openvpn_without_a_script_on_a_real_systemd_resolved_leaks(
 
 
 async def test_the_tunnel_device_is_found_through_the_management_interface(lab: Lab):
-    lab.set_resolv_conf(f"nameserver {DNS}\n")
+    lab.set_resolv_conf(f"nameserver {DNS}\nsearch corp.test\n")
     with openvpn_client(lab, ("management 127.0.0.1 7505",)):
         results = await _report(lab.context(), only=["dns.tunnel_resolver"])
 

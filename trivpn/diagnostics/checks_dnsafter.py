@@ -508,12 +508,18 @@ async def _pushed(ctx: DoctorContext) -> PushedOptions | None:
         return None
 
 
+def effective_redirect(o: Options, pushed: PushedOptions | None) -> tuple[str, ...] | None:
+    """The redirect-gateway flags that send IPv4 into the tunnel (the push wins), or None."""
+    redirect = redirect_gateway(o, pushed) if pushed is not None else o.redirect_gateway
+    if redirect is not None and "!ipv4" in redirect:
+        return None  # IPv4 stays outside the tunnel: so does IPv4 DNS, by design
+    return redirect
+
+
 async def snapshot(ctx: DoctorContext, o: Options) -> Snapshot:
     pushed = await _pushed(ctx)
     plan = plan_client_dns(o, pushed)
-    redirect = redirect_gateway(o, pushed) if pushed is not None else o.redirect_gateway
-    if redirect is not None and "!ipv4" in redirect and "ipv6" not in redirect:
-        redirect = None
+    redirect = effective_redirect(o, pushed)
 
     def gather() -> tuple[SystemDns, TunDevice | None, dict[str, RouteLookup | str],
                           str | None]:
@@ -554,6 +560,20 @@ def applied(s: Snapshot) -> tuple[bool, str]:
         have = list(s.system.resolv.nameservers)
         return bool(have) and have[0] in want, s.system.resolv.path
     return False, "nowhere (no resolver found)"
+
+
+def missing_domains(s: Snapshot) -> list[str]:
+    """Pushed search domains the resolver of the running tunnel does not have."""
+    want = list(s.plan.search_domains)
+    if s.system.via == "resolved" and s.system.resolved is not None and s.tunnel is not None:
+        have = {d.rstrip(".").lower() for x in s.system.resolved.links
+                if x.ifindex == s.tunnel.ifindex or x.name == s.tunnel.name
+                for d, _ in x.domains}
+    elif s.system.via == "resolv.conf" and s.system.resolv is not None:
+        have = {d.rstrip(".").lower() for d in s.system.resolv.search}
+    else:
+        return []
+    return [d for d in want if d.rstrip(".").lower() not in have]
 
 
 def leaks(s: Snapshot) -> list[tuple[Resolver, str]]:
@@ -600,8 +620,25 @@ def resolver_verdict(s: Snapshot) -> CheckResult:
         return skip(RESOLVER_ID, "no DNS server pushed or configured for the tunnel: names "
                     "resolve as without the VPN", **evidence)
     used = [r.address for r in s.system.resolvers()]
+    if s.tunnel is not None and s.system.via in ("unknown", "none"):
+        return skip(RESOLVER_ID, f"skipped: the tunnel is up on {s.tunnel.name}, but the "
+                    f"resolver this host uses could not be read ({_resolver_words(s)})",
+                    **evidence)
     if s.tunnel is not None:
         good, where = applied(s)
+        missing = missing_domains(s)
+        if good and missing:
+            return problem(
+                RESOLVER_ID, "warn", f"the pushed DNS servers are in use ({where}), but not "
+                f"the pushed domain(s) {', '.join(missing)}", **evidence,
+                explanation=f"The server pushed the search domain(s) {', '.join(missing)} "
+                f"('dhcp-option DOMAIN'/'DOMAIN-SEARCH' or 'dns search-domains'), and {where} "
+                "does not have them: short names (e.g. 'intranet' for 'intranet."
+                f"{missing[0]}') do not complete.",
+                fix="Apply the domains with the servers: trivpn's native DNS and the "
+                "update-systemd-resolved / update-resolv-conf scripts set both; a hand-made "
+                "script must also set 'search' (resolv.conf) or 'resolvectl domain DEV "
+                "DOMAIN'.")
         if good:
             return ok(RESOLVER_ID, f"the pushed DNS ({', '.join(want)}) is in use: {where}",
                       **evidence)
