@@ -55,6 +55,8 @@ LEAK_ID = "dns.leak"
 LOOKUP_ID = "dns.tunnel_lookup"
 STUBS = frozenset({"127.0.0.53", "127.0.0.54"})
 RESOLVED = "org.freedesktop.resolve1"
+_BUS = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
+                   interface="org.freedesktop.DBus")
 QTYPE_SOA = 6
 DBUS_TIMEOUT = 2.0
 MGMT_TIMEOUT = 2.0
@@ -155,12 +157,15 @@ def read_resolved(bus: str = "SYSTEM", timeout: float = DBUS_TIMEOUT) -> Resolve
     """What systemd-resolved holds (read-only: D-Bus properties of its Manager and Links), or
     why it cannot be read. Synchronous; call inside the doctor's namespace (link names and the
     namespace check are this thread's)."""
-    if not ResolvedBackend(bus, timeout).available():
-        return "systemd-resolved is not on the system D-Bus"
     manager = DBusAddress("/org/freedesktop/resolve1", bus_name=RESOLVED,
                           interface=f"{RESOLVED}.Manager")
     try:
         with open_dbus_connection(bus=bus) as conn:
+            # Only a running resolved: reading must not start one (D-Bus activation).
+            owned = conn.send_and_get_reply(new_method_call(
+                _BUS, "NameHasOwner", "s", (RESOLVED,)), timeout=timeout).body[0]
+            if not owned:
+                return "systemd-resolved is not running on the system D-Bus"
             theirs = _peer_netns(conn, timeout)
             ours = os.stat("/proc/thread-self/ns/net").st_ino
             if theirs is not None and theirs != ours:
@@ -197,15 +202,13 @@ def read_resolved(bus: str = "SYSTEM", timeout: float = DBUS_TIMEOUT) -> Resolve
                 links.append(ResolvedLink(ifindex, name, tuple(servers.get(ifindex, ())),
                                           tuple(domains.get(ifindex, ())), default))
             return ResolvedState(tuple(links), tuple(servers.get(0, ())))
-    except (OSError, TimeoutError, KeyError, IndexError, ValueError) as exc:
+    except (OSError, TimeoutError, KeyError, IndexError, ValueError, TypeError) as exc:
         return f"cannot read systemd-resolved over D-Bus ({exc or type(exc).__name__})"
 
 
 def _peer_netns(conn: Any, timeout: float) -> int | None:
-    bus = DBusAddress("/org/freedesktop/DBus", bus_name="org.freedesktop.DBus",
-                      interface="org.freedesktop.DBus")
     try:
-        pid = conn.send_and_get_reply(new_method_call(bus, "GetConnectionUnixProcessID", "s",
+        pid = conn.send_and_get_reply(new_method_call(_BUS, "GetConnectionUnixProcessID", "s",
                                                       (RESOLVED,)), timeout=timeout).body[0]
         return os.stat(f"/proc/{int(pid)}/ns/net").st_ino
     except (OSError, IndexError, ValueError, TypeError):
