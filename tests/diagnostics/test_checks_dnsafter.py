@@ -5,6 +5,8 @@ redirect-gateway, the prediction when no tunnel is up, and the name asked throug
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ from trivpn.diagnostics.checks_dnsafter import (
     SystemDns,
     TunDevice,
     effective_redirect,
+    find_processes,
     leak_verdict,
     lookup_name,
     management_state,
@@ -155,6 +158,10 @@ def test_the_root_routing_domain_on_the_tunnel_link_stops_the_leak(tmp_path: Pat
     result = leak_verdict(_snap(tmp_path, SystemDns(STUB, state)))
     assert result.status == "ok", result.explanation
     assert result.evidence["leaks"] == []
+    # the names the LAN link claims for itself still go there: said, not a leak
+    assert result.summary.endswith(f"names under lan.test still go to {LAN_DNS} on eth0, the "
+                                   "domain(s) that link claims")
+    assert [r["address"] for r in result.evidence["outside_for_their_domains"]] == [LAN_DNS]
 
 
 def test_a_resolv_conf_nameserver_routed_outside_the_tunnel_is_a_leak(tmp_path: Path):
@@ -335,3 +342,20 @@ def test_redirecting_only_ipv6_leaves_ipv4_dns_alone(tmp_path: Path):
     assert effective_redirect(o, PushedOptions(redirect_gateway=("ipv6", "!ipv4"))) is None
     assert effective_redirect(o, PUSH) == ("def1",)
     assert effective_redirect(_options(tmp_path, "redirect-gateway def1\n"), None) == ("def1",)
+
+
+def test_a_running_tunnel_process_is_found_by_its_config_and_a_doctor_is_not(tmp_path: Path):
+    conf = tmp_path / "client.conf"
+    conf.write_text(CLIENT)
+    program = tmp_path / "trivpn"
+    program.symlink_to(sys.executable)
+    code = "import time; time.sleep(20)"
+    procs = [subprocess.Popen([str(program), "-c", code, verb, "client.conf"], cwd=tmp_path)
+             for verb in ("run", "doctor")]
+    try:
+        found = find_processes(conf, None)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(5)
+    assert [(p["pid"], p["program"]) for p in found] == [(procs[0].pid, "trivpn")]

@@ -315,6 +315,8 @@ def find_processes(config: Path | None, netns: str | None) -> list[dict[str, Any
             names = " ".join(Path(a).name for a in argv[:4])
             if "openvpn" not in names and "trivpn" not in names:
                 continue
+            if "openvpn" not in names and "run" not in argv[1:4]:
+                continue  # 'trivpn doctor/check': not a tunnel
             if inode is not None and os.stat(entry / "ns" / "net").st_ino != inode:
                 continue
             cwd = Path(os.readlink(entry / "cwd"))
@@ -714,12 +716,13 @@ def leak_verdict(s: Snapshot) -> CheckResult:
                   "DNS for every name", **evidence)
     found = leaks(s)
     evidence["leaks"] = [{**r.evidence(), "why": why} for r, why in found]
+    evidence["outside_for_their_domains"] = [r.evidence() for r in outside_names(s)]
     if not found:
         if s.tunnel is None:
             return ok(LEAK_ID, "no tunnel is up; every resolver this host uses would be "
                       "routed through the tunnel under redirect-gateway", **evidence)
         return ok(LEAK_ID, f"every name goes to a resolver through the tunnel "
-                  f"({s.tunnel.name})", **evidence)
+                  f"({s.tunnel.name}){_split_note(s)}", **evidence)
     r, why = found[0]
     others = "".join(f"; {x.address} ({w})" for x, w in found[1:])
     resolvers = s.system.resolvers()
@@ -754,6 +757,21 @@ def leak_verdict(s: Snapshot) -> CheckResult:
         f"applies the pushed DNS (no systemd-resolved, no resolvconf, no openvpn up script), "
         f"so names keep going to {r.address}: {why}{others}.",
         fix=FIX_MECHANISM)
+
+
+def outside_names(s: Snapshot) -> list[Resolver]:
+    """Resolvers on other links that keep only the names under their own domains."""
+    tun = s.tunnel.name if s.tunnel is not None else None
+    return [r for r in s.system.resolvers() if r.names and r.link not in (None, tun)]
+
+
+def _split_note(s: Snapshot) -> str:
+    outside = outside_names(s)
+    if not outside:
+        return ""
+    r = outside[0]
+    return (f"; names under {', '.join(r.names)} still go to {r.address} on {r.link}, the "
+            "domain(s) that link claims")
 
 
 def _leak_fix(s: Snapshot) -> str:
