@@ -184,6 +184,7 @@ def _stop(lab: Lab, pid: int) -> None:
 def openvpn_client(lab: Lab, extra: tuple[str, ...] = ()) -> Iterator[str]:
     """A real openvpn 2.6 client on client.conf (rewritten with ``extra``), up in the client
     namespace until the block ends; yields its log so far."""
+    (lab.workdir / "client.log").unlink(missing_ok=True)  # not the last client's log
     proc = start_openvpn(lab.client, lab.workdir, "client",
                          client_lines("tls-crypt", extra=extra))
     try:
