@@ -4,6 +4,7 @@ redirect-gateway, the prediction when no tunnel is up, and the name asked throug
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -150,6 +151,7 @@ def test_a_resolver_on_another_link_under_redirect_gateway_is_a_leak(tmp_path: P
     # the tunnel's link has the servers but no '~.': the fix says how to give it
     assert "resolvectl domain tun0 \"~.\"" in result.fix
     assert "Windows-only" in result.fix
+    assert json.loads(json.dumps(result.as_json()))["evidence"]["tunnel"]["device"] == "tun0"
 
 
 def test_the_root_routing_domain_on_the_tunnel_link_stops_the_leak(tmp_path: Path):
