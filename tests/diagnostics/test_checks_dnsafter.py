@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from ipaddress import IPv4Address
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from trivpn.diagnostics.checks_dnsafter import (
     Snapshot,
     SystemDns,
     TunDevice,
+    _pushed,
     effective_redirect,
     find_processes,
     leak_verdict,
@@ -38,8 +40,9 @@ from trivpn.diagnostics.checks_dnsafter import (
     resolv_conf_path,
     resolver_verdict,
 )
-from trivpn.diagnostics.model import DoctorContext
+from trivpn.diagnostics.model import CheckResult, DoctorContext
 from trivpn.diagnostics.probe_inner import QTYPE_A, parse_dns_answer
+from trivpn.diagnostics.tunnel_session import Tunnel, TunnelBroker, TunnelUnavailable
 from trivpn.protocol.push import DhcpOption, PushedOptions, parse_pushed_options
 from trivpn.runtime.dns import plan_client_dns
 from trivpn.runtime.netconf import RouteLookup
@@ -361,3 +364,23 @@ def test_a_running_tunnel_process_is_found_by_its_config_and_a_doctor_is_not(tmp
             proc.kill()
             proc.wait(5)
     assert [(p["pid"], p["program"]) for p in found] == [(procs[0].pid, "trivpn")]
+
+
+async def test_no_second_handshake_is_tried_after_the_run_s_handshake_failed(tmp_path: Path):
+    calls: list[str] = []
+
+    @asynccontextmanager
+    async def connect(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
+        calls.append("handshake")
+        if calls:  # always: an async generator that fails like a handshake to nowhere
+            raise TunnelUnavailable("handshake_failed", "no server")
+        yield Tunnel.__new__(Tunnel)
+
+    o = _options(tmp_path)
+    failed = CheckResult("tls.handshake", "fail", "no handshake")
+    async with TunnelBroker(connect) as broker:
+        ctx = DoctorContext(None, o, "client", 5.0, {"tls.handshake": failed}, tunnel=broker)
+        assert await _pushed(ctx) is None
+        assert calls == []
+        assert await _pushed(replace(ctx, results={})) is None
+    assert calls == ["handshake"]

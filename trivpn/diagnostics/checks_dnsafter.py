@@ -506,6 +506,11 @@ def predicted_mechanism(bus: str = "SYSTEM") -> str | None:
 
 
 async def _pushed(ctx: DoctorContext) -> PushedOptions | None:
+    """The push of the doctor's shared session; None without one (a handshake that already
+    failed in this run is not tried again)."""
+    handshake = ctx.results.get("tls.handshake")
+    if handshake is not None and handshake.status not in ("ok", "warn"):
+        return None
     try:
         async with tunnel_lease(ctx) as t:
             return t.pushed
