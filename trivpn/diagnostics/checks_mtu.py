@@ -167,20 +167,19 @@ async def search(sizes: Sequence[int], probe: Prober, kernel_mtu: Callable[[], i
         found.failed = first
         return found
     lo, bad = 0, len(sizes)
+    tried = {sizes[0]}
     while True:
         cap = bisect_right(sizes, kernel_mtu()) - 1
-        if cap < bad - 1:
-            index = cap  # sizes up to the kernel's limit not yet tried: its top first
-            if index <= lo:
-                break
-        elif bad - lo <= 1:
+        bad = min(bad, cap + 1)  # the kernel refuses what lies above its path MTU
+        if bad - lo <= 1:
             break
-        else:
-            index = (lo + bad) // 2
+        # the top the kernel allows first (once per value of its path MTU), then bisect
+        index = cap if sizes[cap] not in tried else (lo + bad) // 2
         if trio.current_time() >= deadline:
             found.complete = False
             break
         attempt = await probe(sizes[index], TRIES)
+        tried.add(sizes[index])
         found.attempts.append(attempt)
         if attempt.result == "answered":
             lo = index
@@ -635,5 +634,8 @@ async def _without_data_channel(ctx: DoctorContext, o: Options, wrap: ControlWra
 
 
 CHECKS: tuple[Check, ...] = (
-    Check(ID, run, roles=("client",), depends_on=("port.reachable",)),
+    # After tls.handshake: the shared session must not race the handshake check (a server
+    # keeps one session per certificate name); a failed handshake still runs the
+    # control-channel search.
+    Check(ID, run, roles=("client",), depends_on=("port.reachable",), after=("tls.handshake",)),
 )
