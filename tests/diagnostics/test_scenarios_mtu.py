@@ -193,3 +193,16 @@ async def test_tcp_transport_confirms_full_packets_and_leaves_the_outer_mtu_to_t
     assert [p["result"] for p in ev["probes"]] == ["answered", "answered"]
     assert ev["probes"][1]["size"] == 1500
     assert "kernel" in result.summary and "not OpenVPN's" in result.summary
+
+
+@pytest.mark.parametrize("fix", [["tun-mtu 1248"], ["fragment 1300 mtu"]])
+async def test_the_fix_the_black_hole_warning_gives_makes_the_tunnel_fit(sc: Scenario,
+                                                                          fix: list[str]):
+    # The warning's fix, applied to both sides of a real openvpn 2.6 tunnel.
+    r = _routed(sc, drop_above=1300, server_extra=fix)
+
+    result = await _mtu(r.context(_client(extra=fix)))
+
+    assert result.status == "ok", (result.summary, result.evidence)
+    assert result.evidence["outer_packet_bytes"] <= 1300
+    assert result.evidence["answered"][-1] == result.evidence["outer_packet_bytes"]

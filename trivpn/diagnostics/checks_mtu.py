@@ -301,7 +301,8 @@ async def _data_search(t: Tunnel, target: Target, o: Options, deadline: float,
                        prober.kernel_mtu(), detail)
 
     found = await search(sizes, probe, prober.kernel_mtu, deadline)
-    full = prober.outer_size(tun_mtu)
+    # With 'fragment' the biggest datagram is a fragment's; otherwise a full tun-mtu packet.
+    full = prober.outer_size(tun_mtu) or max(by_size)
     return {"method": "data_channel_echo", "direction": "both", "route_mtu": route_mtu,
             "tun_mtu": tun_mtu, "full_packet_bytes": full, "search": found,
             "kernel_mtu_after": prober.kernel_mtu(), "cipher": t.cipher,
@@ -420,11 +421,20 @@ def _evidence(found: Search) -> dict[str, Any]:
             "search_complete": found.complete}
 
 
+def _fixes(o: Options, target: Target, pmtu: int, best_tun: int) -> str:
+    fragment = (f", or 'fragment {pmtu} mtu' on both sides (UDP only: OpenVPN then splits "
+                "bigger packets itself)" if target.transport == "udp" else "")
+    return (f"Set 'mssfix {pmtu} mtu' ({where(o, 'mssfix')}): it keeps TCP inside the tunnel "
+            f"within {pmtu}-byte packets. For other traffic (UDP, ICMP) lower 'tun-mtu' to "
+            f"{best_tun} on both client ({where(o, 'tun-mtu')}) and server{fragment}.")
+
+
 def judge(o: Options, target: Target, measured: dict[str, Any]) -> CheckResult:
     """The verdict on a measured path: ``measured`` has ``path_mtu`` (the largest confirmed
     outer size), ``route_mtu``, ``limit_kind`` (``route_mtu``, ``icmp``, ``black_hole``,
     ``tun_mtu``, ``unresolved``) and optionally ``outer_size`` (inner length → outer datagram
-    size, from the session) — the rest is passed on as evidence."""
+    size, from the session) and ``full_packet_bytes`` (the tunnel's largest datagram) — the
+    rest is passed on as evidence."""
     pmtu = int(measured["path_mtu"])
     kind = measured.get("limit_kind", "route_mtu")
     extra = ip_udp_overhead(target.family)
@@ -434,53 +444,58 @@ def judge(o: Options, target: Target, measured: dict[str, Any]) -> CheckResult:
 
         def outer_size(inner: int) -> int | None:
             return inner + data + extra
-        framing = f"assumed for {cipher} (no data channel to measure)"
+        framing = f"assumed for {cipher}: no data channel to measure it"
     else:
-        framing = f"measured from the session ({measured.get('cipher') or 'negotiated cipher'})"
+        framing = f"measured from the session, {measured.get('cipher') or 'negotiated cipher'}"
     tun_mtu = int(measured.get("tun_mtu") or o.tun_mtu)
-    full = outer_size(tun_mtu) or tun_mtu + extra
+    full = int(measured.get("full_packet_bytes") or outer_size(tun_mtu) or tun_mtu + extra)
     best_tun = max((i for i in range(ECHO_HEADERS, tun_mtu + 1)
                     if (outer_size(i) or 1 << 30) <= pmtu), default=0)
     mss_outer = _mss_outer(o, target.family)
     mss_text = _mss_text(o)
     evidence = {k: v for k, v in measured.items() if k not in ("outer_size", "inner_for")}
     evidence.update(sent_to=target.describe(), tun_mtu=tun_mtu, framing=framing,
-                    overhead_bytes=full - tun_mtu, outer_packet_bytes=full, mssfix=mss_text,
-                    mssfix_outer_bytes=mss_outer, largest_tun_packet_that_fits=best_tun)
-    confirmed = bool(measured.get("confirmed", True))
-    how = "answered" if confirmed else "estimated (not confirmed)"
+                    overhead_bytes=full - tun_mtu if full > tun_mtu else None,
+                    outer_packet_bytes=full, mssfix=mss_text, mssfix_outer_bytes=mss_outer,
+                    largest_tun_packet_that_fits=best_tun)
+    one_way = measured.get("direction") == "to_server"
+    how = "answered" + (" (towards the server)" if one_way else "")
+    scope = (f" Sizes were confirmed towards the server only, with padded control-channel "
+             f"resets the server answered: there is no data channel "
+             f"({measured.get('no_data_channel')}); the overhead is {framing}."
+             if one_way else "")
+    if target.transport == "tcp":
+        return ok(ID, f"path MTU {pmtu} {how}; over TCP the kernel segments OpenVPN's stream, "
+                  "so MTU problems of the outer path are the kernel's, not OpenVPN's",
+                  **evidence)
     if kind == "black_hole":
         at = measured.get("black_hole_at")
+        if full <= pmtu:
+            return ok(ID, f"the tunnel's largest packets ({full} bytes) are answered; bigger "
+                      f"ones ({at} bytes and more) vanish on the path without an ICMP error",
+                      **evidence)
         tcp_ok = mss_outer is not None and mss_outer <= pmtu
         tcp_line = (f"{mss_text} already keeps TCP inside the tunnel below it, but other "
-                    "traffic (UDP, ICMP, TCP without MSS clamping) above the limit is lost"
-                    if tcp_ok else f"{mss_text} does not bring TCP inside the tunnel below it")
+                    "traffic above the limit (UDP, ICMP) is lost" if tcp_ok else
+                    f"{mss_text} does not bring TCP inside the tunnel below it either")
         return problem(
             ID, "warn", f"path MTU black hole: {at}-byte packets to {target.describe()} "
             f"vanish without an ICMP error; {pmtu} bytes is the largest answered size",
             **evidence,
-            explanation=f"Packets of up to {pmtu} bytes got answers, {at} bytes and more got "
-            "neither an answer nor an ICMP 'fragmentation needed': something on the path "
-            "(a router with a smaller MTU that does not send ICMP, or a firewall dropping it) "
-            "silently drops them, so the kernel's path MTU discovery never learns the limit "
-            f"(it still allows {measured.get('route_mtu')} bytes). A full tun-mtu {tun_mtu} "
-            f"packet is {full} bytes on the wire; it is lost, not fragmented. {tcp_line}. "
-            "Typical symptom: the tunnel connects and pings work, but web pages, SSH "
-            "sessions or file copies hang.",
-            fix=f"Set 'mssfix {pmtu} mtu' ({where(o, 'mssfix')}) for TCP inside the tunnel, "
-            f"and lower 'tun-mtu' to {best_tun} on both client and server "
-            f"({where(o, 'tun-mtu')}) for everything else"
-            + (f" — or 'fragment {pmtu} mtu' on both sides" if target.transport == "udp"
-               else "")
-            + ". Better still, make the router on the path send ICMP 'fragmentation "
-            "needed' (or stop filtering it).")
-    if target.transport == "tcp":
-        return ok(ID, f"path MTU {pmtu} {how}; over TCP the kernel segments OpenVPN's "
-                  "stream, so tun-mtu cannot overflow the path", **evidence)
-    icmp_note = (" (learned from ICMP 'fragmentation needed')" if kind == "icmp" else "")
+            explanation=f"Packets of up to {pmtu} bytes got answers; {at} bytes and more got "
+            "neither an answer nor an ICMP 'fragmentation needed'. Something on the path (a "
+            "router with a smaller MTU that sends no ICMP, or a firewall dropping ICMP) drops "
+            "them silently, so the kernel's path MTU discovery never learns the limit (it "
+            f"still allows {measured.get('route_mtu')} bytes). A full tun-mtu {tun_mtu} "
+            f"packet is {full} bytes on the wire: it is lost, not fragmented; {tcp_line}. "
+            "The tunnel connects and pings work, but web pages, SSH sessions or file copies "
+            f"hang.{scope}",
+            fix=_fixes(o, target, pmtu, best_tun) + " Better still, make the router on the "
+            "path send ICMP 'fragmentation needed' (or stop filtering it).")
+    icmp_note = " (learned from ICMP 'fragmentation needed')" if kind == "icmp" else ""
     if full <= pmtu:
-        return ok(ID, f"path MTU {pmtu} {how}{icmp_note}: full tun-mtu {tun_mtu} packets "
-                  f"({full} bytes on the wire) cross it", **evidence)
+        return ok(ID, f"path MTU {pmtu} {how}{icmp_note}: the tunnel's largest packets "
+                  f"(tun-mtu {tun_mtu}, {full} bytes on the wire) cross it", **evidence)
     if mss_outer is not None and mss_outer <= pmtu:
         return ok(ID, f"path MTU {pmtu} {how}{icmp_note}: {mss_text} keeps TCP in the tunnel "
                   f"within it (full {tun_mtu}-byte tun packets, {full} bytes on the wire, "
@@ -493,12 +508,9 @@ def judge(o: Options, target: Target, measured: dict[str, Any]) -> CheckResult:
         f"but a full tun-mtu {tun_mtu} packet becomes {full} bytes on the wire "
         f"({full - tun_mtu} bytes of IP/UDP and OpenVPN overhead, {framing}). Bigger packets "
         "are fragmented by the kernel or, where fragments or ICMP are filtered, lost: the "
-        "tunnel connects and pings work, but web pages, SSH sessions or file copies hang.",
-        fix=f"Set 'mssfix {pmtu} mtu' in {where(o, 'mssfix')} so TCP inside the tunnel fits; "
-        f"for other traffic lower 'tun-mtu' to {best_tun} ({where(o, 'tun-mtu')}) on both "
-        "client and server"
-        + (f", or use 'fragment {pmtu} mtu' on both sides" if target.transport == "udp"
-           else "") + ".")
+        "tunnel connects and pings work, but web pages, SSH sessions or file copies hang."
+        + scope,
+        fix=_fixes(o, target, pmtu, best_tun))
 
 
 def classify(found: Search, route_mtu: int, kernel_mtu_after: int,
