@@ -520,14 +520,15 @@ def classify(found: Search, route_mtu: int, kernel_mtu_after: int,
     assert found.limit is not None
     out: dict[str, Any] = {"path_mtu": found.limit, "confirmed": True}
     failed = found.failed
-    if failed is None and top is not None and found.limit >= top and top < kernel_mtu_after:
+    if not found.complete:
+        out.update(limit_kind="unresolved",
+                   silent_from=failed.size if failed is not None else None)
+    elif failed is None and top is not None and found.limit >= top and top < kernel_mtu_after:
         out["limit_kind"] = "tun_mtu"  # the path may carry more: nothing bigger was tried
     elif failed is None:
         out["limit_kind"] = "icmp" if kernel_mtu_after < route_mtu else "route_mtu"
-    elif failed.result == "silent" and found.complete:
-        out.update(limit_kind="black_hole", black_hole_at=failed.size)
     elif failed.result == "silent":
-        out.update(limit_kind="unresolved", silent_from=failed.size)
+        out.update(limit_kind="black_hole", black_hole_at=failed.size)
     elif failed.result in ("icmp", "local_limit"):
         out["limit_kind"] = "icmp"
     else:
@@ -537,12 +538,14 @@ def classify(found: Search, route_mtu: int, kernel_mtu_after: int,
 
 def _unresolved(o: Options, target: Target, base: dict[str, Any], found: Search,
                 ) -> CheckResult:
+    above = (f"{base['silent_from']} bytes got none and no ICMP error either"
+             if base.get("silent_from") else "bigger sizes were not tried")
     return problem(
-        ID, "warn", f"path MTU between {base['path_mtu']} and {base['silent_from']} bytes: "
-        "the search ran out of time", **base, **_evidence(found), sent_to=target.describe(),
-        explanation=f"{base['path_mtu']}-byte packets got answers, {base['silent_from']} bytes "
-        "got none and no ICMP error either; the time budget ran out before the exact limit "
-        "was found (a lossy path makes every size take longer).",
+        ID, "warn", f"path MTU of at least {base['path_mtu']} bytes confirmed: the search ran "
+        "out of time", **base, **_evidence(found), sent_to=target.describe(),
+        explanation=f"{base['path_mtu']}-byte packets got answers, {above}; the time budget "
+        "ran out before the exact limit was found (a lossy path makes every size take "
+        "longer).",
         fix="Run 'trivpn doctor --check mtu.path' again with a longer --timeout; meanwhile "
         f"'mssfix {base['path_mtu']} mtu' ({where(o, 'mssfix')}) is safe.")
 
@@ -576,7 +579,7 @@ async def run(ctx: DoctorContext) -> CheckResult:
         return _no_answer(target, found, data)
     base = {**data, **classify(found, int(data["route_mtu"]), int(data["kernel_mtu_after"]),
                                data["full_packet_bytes"])}
-    if base["limit_kind"] == "unresolved" and "silent_from" in base:
+    if base["limit_kind"] == "unresolved":
         base.pop("outer_size", None)
         base.pop("inner_for", None)
         return _unresolved(o, target, base, found)
@@ -640,7 +643,7 @@ async def _without_data_channel(ctx: DoctorContext, o: Options, wrap: ControlWra
                     **why.evidence, **data, **_evidence(found), sent_to=target.describe())
     base = {**data, **classify(found, int(data["route_mtu"]), int(data["kernel_mtu_after"])),
             "no_data_channel": reason}
-    if base["limit_kind"] == "unresolved" and "silent_from" in base:
+    if base["limit_kind"] == "unresolved":
         return _unresolved(o, target, base, found)
     return judge(o, target, {**base, **_evidence(found)})
 
