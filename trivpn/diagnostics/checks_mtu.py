@@ -71,7 +71,7 @@ COMPRESSION_BYTE = 1
 ECHO_HEADERS = 28  # IPv4 + ICMP echo headers: the smallest inner probe
 FLOOR: dict[int, int] = {socket.AF_INET: 576, socket.AF_INET6: 1280}  # every path must carry these
 FLOOR_TRIES = 3
-TRIES = 2  # a size counts as failed only after this many unanswered attempts
+TRIES = 2  # the smallest failing size counts as silent only after this many attempts
 WAIT_MIN, WAIT_MAX = 0.25, 1.0  # per attempt: 4 round trips of the floor probe, bounded
 SEARCH_BUDGET = 7.0  # seconds for the whole search (also bounded by the check's timeout)
 TCP_WAIT = 2.0
@@ -167,28 +167,40 @@ async def search(sizes: Sequence[int], probe: Prober, kernel_mtu: Callable[[], i
         found.failed = first
         return found
     lo, bad = 0, len(sizes)
+    failures: dict[int, Attempt] = {}  # index in sizes -> how it failed
     tried = {sizes[0]}
     while True:
         cap = bisect_right(sizes, kernel_mtu()) - 1
         bad = min(bad, cap + 1)  # the kernel refuses what lies above its path MTU
+        tries = 1
         if bad - lo <= 1:
-            break
-        # the top the kernel allows first (once per value of its path MTU), then bisect
-        index = cap if sizes[cap] not in tried else (lo + bad) // 2
+            # Converged. A boundary that was silent only once is tried again (a lost answer
+            # must not make a black hole); if it answers now, the search goes on above it.
+            last = failures.get(bad)
+            if last is None or last.result != "silent" or last.tries >= TRIES:
+                break
+            index, tries = bad, TRIES - last.tries
+        else:
+            # the top the kernel allows first (once per value of its path MTU), then bisect
+            index = cap if sizes[cap] not in tried else (lo + bad) // 2
         if trio.current_time() >= deadline:
             found.complete = False
             break
-        attempt = await probe(sizes[index], TRIES)
+        attempt = await probe(sizes[index], tries)
         tried.add(sizes[index])
         found.attempts.append(attempt)
         if attempt.result == "answered":
             lo = index
+            bad = min((i for i in failures if i > lo), default=len(sizes))
         else:
+            before = failures.get(index)
+            if before is not None and attempt.result == "silent":
+                attempt.tries += before.tries
+            failures[index] = attempt
             bad = index
-            found.failed = attempt
     found.limit = sizes[lo]
-    if found.failed is not None and found.failed.size < found.limit:
-        found.failed = None
+    failed = failures.get(bad)
+    found.failed = failed if failed is not None and failed.size > found.limit else None
     return found
 
 
@@ -556,7 +568,10 @@ async def run(ctx: DoctorContext) -> CheckResult:
         return inputs
     o, wrap = inputs.options, inputs.wrap
     target = open_target(ctx, inputs.targets)
-    deadline = trio.current_time() + min(SEARCH_BUDGET, ctx.timeout * 0.7)
+    # Everything, the shared session's handshake included when this check is the first to
+    # lease it, ends within the check's timeout.
+    end = trio.current_time() + ctx.timeout * 0.9
+    deadline = min(trio.current_time() + SEARCH_BUDGET, end)
     unavailable: TunnelUnavailable | None = None
     try:
         async with tunnel_lease(ctx) as t:
@@ -569,7 +584,8 @@ async def run(ctx: DoctorContext) -> CheckResult:
     except OSError as exc:
         return skip(ID, f"skipped: cannot measure the path MTU to {target.describe()} ({exc})")
     if unavailable is not None:
-        return await _without_data_channel(ctx, o, wrap, target, unavailable)
+        return await _without_data_channel(o, wrap, target, unavailable, netns=ctx.netns,
+                                           end=end)
     if target.transport == "tcp":
         return _judge_tcp(o, target, tcp)
     if isinstance(data, CheckResult):
@@ -620,8 +636,9 @@ def _judge_tcp(o: Options, target: Target, tcp: dict[str, Any] | CheckResult) ->
         "ICMP 'fragmentation needed'.")
 
 
-async def _without_data_channel(ctx: DoctorContext, o: Options, wrap: ControlWrap,
-                                target: Target, why: TunnelUnavailable) -> CheckResult:
+async def _without_data_channel(o: Options, wrap: ControlWrap, target: Target,
+                                why: TunnelUnavailable, *, netns: str | None,
+                                end: float) -> CheckResult:
     reason = why.summary
     if target.transport == "tcp":
         return skip(ID, f"skipped: no data channel to confirm packet sizes with ({reason}); "
@@ -631,9 +648,9 @@ async def _without_data_channel(ctx: DoctorContext, o: Options, wrap: ControlWra
         return skip(ID, f"skipped: path MTU could not be confirmed: no data channel ({reason}) "
                     "and a tls-crypt-v2 reset carries the client key at its end, so it cannot "
                     "be padded", **why.evidence, sent_to=target.describe())
-    deadline = trio.current_time() + min(SEARCH_BUDGET, ctx.timeout * 0.7)
+    deadline = min(trio.current_time() + SEARCH_BUDGET, end)
     try:
-        data = await _control_search(target, wrap, ctx.netns, deadline)
+        data = await _control_search(target, wrap, netns, deadline)
     except OSError as exc:
         return skip(ID, f"skipped: cannot measure the path MTU to {target.describe()} ({exc})")
     found: Search = data.pop("search")
