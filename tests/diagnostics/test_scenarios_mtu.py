@@ -28,6 +28,7 @@ from trivpn.pki.certs import create_ca, issue_cert
 pytestmark = pytest.mark.integration
 
 SERVER = "198.18.2.2"
+SERVER6 = "2001:2:0:2::2"
 NETWORK_CHECKS: tuple[Check, ...] = (*checks_port.CHECKS, *checks_nat.CHECKS, *checks_tls.CHECKS,
                                      *checks_mtu.CHECKS, *checks_tunnel.CHECKS)
 
@@ -68,6 +69,29 @@ def _routed(sc: Scenario, *, mtu: int | None = None, drop_above: int | None = No
                    f"  meta length > {drop_above} drop\n }}\n}}\n")
     proc = sc.start_openvpn_in(server, server_lines("tls-crypt", local=SERVER, proto=proto,
                                                     extra=server_extra))
+    assert proc.wait_for("Initialization Sequence Completed"), proc.text()
+    return Routed(sc, router.name, client.name)
+
+
+def _routed6(sc: Scenario, *, mtu: int) -> Routed:
+    """The same path over IPv6 (2001:2:0:1::/64 and 2001:2:0:2::/64); the router answers
+    too-big packets with ICMPv6 "packet too big"."""
+    lab = sc.lab
+    router, server, client = lab.add("rtr"), lab.add("srv"), lab.add("cli")
+    for ns in (router, server, client):
+        ns.sysctl("net.ipv6.conf.all.accept_dad", "0")
+        ns.sysctl("net.ipv6.conf.default.accept_dad", "0")
+    lab.veth(client, router, "198.18.1.2/24", "198.18.1.1/24")
+    lab.veth(router, server, "198.18.2.1/24", f"{SERVER}/24", mtu=mtu)
+    client.add_address("veth0", "2001:2:0:1::2/64")
+    router.add_address("veth0", "2001:2:0:1::1/64")
+    router.add_address("veth1", "2001:2:0:2::1/64")
+    server.add_address("veth0", "2001:2:0:2::2/64")
+    router.sysctl("net.ipv6.conf.all.forwarding", "1")
+    client.add_route("2001:2:0:2::/64", via="2001:2:0:1::1")
+    server.add_route("2001:2:0:1::/64", via="2001:2:0:2::1")
+    proc = sc.start_openvpn_in(server, server_lines("tls-crypt", local=SERVER6,
+                                                    proto="udp6"))
     assert proc.wait_for("Initialization Sequence Completed"), proc.text()
     return Routed(sc, router.name, client.name)
 
@@ -210,3 +234,18 @@ async def test_the_fix_the_black_hole_warning_gives_makes_the_tunnel_fit(sc: Sce
     assert result.status == "ok", (result.summary, result.evidence)
     assert result.evidence["outer_packet_bytes"] <= 1300
     assert result.evidence["answered"][-1] == result.evidence["outer_packet_bytes"]
+
+
+async def test_ipv6_remote_smaller_link_mtu_is_found_exactly_from_packet_too_big(sc: Scenario):
+    r = _routed6(sc, mtu=1400)
+
+    result = await _mtu(r.context(client_lines("tls-crypt", remote=SERVER6, proto="udp6")))
+
+    assert result.status == "warn", result.summary
+    ev = result.evidence
+    assert ev["sent_to"] == f"[{SERVER6}]:1194/udp"
+    assert ev["path_mtu"] == 1400
+    assert ev["limit_kind"] == "icmp"
+    assert ev["answered"][0] == 1280  # the IPv6 floor
+    assert ev["largest_tun_packet_that_fits"] == 1328  # 1400 - 40 - 8 - 24
+    assert "'tun-mtu' to 1328" in result.fix
