@@ -318,7 +318,7 @@ async def _data_search(t: Tunnel, target: Target, o: Options, deadline: float,
     return {"method": "data_channel_echo", "direction": "both", "route_mtu": route_mtu,
             "tun_mtu": tun_mtu, "full_packet_bytes": full, "search": found,
             "kernel_mtu_after": prober.kernel_mtu(), "cipher": t.cipher,
-            "outer_size": prober.outer_size, "inner_for": dict(by_size),
+            "inner_for": dict(by_size),
             "timeline": t.timeline.steps}
 
 
@@ -444,28 +444,25 @@ def _fixes(o: Options, target: Target, pmtu: int, best_tun: int) -> str:
 def judge(o: Options, target: Target, measured: dict[str, Any]) -> CheckResult:
     """The verdict on a measured path: ``measured`` has ``path_mtu`` (the largest confirmed
     outer size), ``route_mtu``, ``limit_kind`` (``route_mtu``, ``icmp``, ``black_hole``,
-    ``tun_mtu``, ``unresolved``) and optionally ``outer_size`` (inner length → outer datagram
-    size, from the session) and ``full_packet_bytes`` (the tunnel's largest datagram) — the
-    rest is passed on as evidence."""
+    ``tun_mtu``, ``unresolved``) and optionally ``inner_for`` (outer datagram size → the
+    largest inner packet giving it, from the session's framing) and ``full_packet_bytes``
+    (the tunnel's largest datagram) — the rest is passed on as evidence."""
     pmtu = int(measured["path_mtu"])
     kind = measured.get("limit_kind", "route_mtu")
     extra = ip_udp_overhead(target.family)
-    outer_size: Callable[[int], int | None] | None = measured.get("outer_size")
-    if outer_size is None:
+    tun_mtu = int(measured.get("tun_mtu") or o.tun_mtu)
+    inner_for: dict[int, int] | None = measured.get("inner_for")
+    if inner_for is None:
         data, cipher = assumed_overhead(o)
-
-        def outer_size(inner: int) -> int | None:
-            return inner + data + extra
+        inner_for = {inner + data + extra: inner for inner in range(ECHO_HEADERS, tun_mtu + 1)}
         framing = f"assumed for {cipher}: no data channel to measure it"
     else:
         framing = f"measured from the session, {measured.get('cipher') or 'negotiated cipher'}"
-    tun_mtu = int(measured.get("tun_mtu") or o.tun_mtu)
-    full = int(measured.get("full_packet_bytes") or outer_size(tun_mtu) or tun_mtu + extra)
-    best_tun = max((i for i in range(ECHO_HEADERS, tun_mtu + 1)
-                    if (outer_size(i) or 1 << 30) <= pmtu), default=0)
+    full = int(measured.get("full_packet_bytes") or max(inner_for))
+    best_tun = max((inner for outer, inner in inner_for.items() if outer <= pmtu), default=0)
     mss_outer = _mss_outer(o, target.family)
     mss_text = _mss_text(o)
-    evidence = {k: v for k, v in measured.items() if k not in ("outer_size", "inner_for")}
+    evidence = {k: v for k, v in measured.items() if k != "inner_for"}
     evidence.update(sent_to=target.describe(), tun_mtu=tun_mtu, framing=framing,
                     overhead_bytes=full - tun_mtu if full > tun_mtu else None,
                     outer_packet_bytes=full, mssfix=mss_text, mssfix_outer_bytes=mss_outer,
@@ -596,7 +593,6 @@ async def run(ctx: DoctorContext) -> CheckResult:
     base = {**data, **classify(found, int(data["route_mtu"]), int(data["kernel_mtu_after"]),
                                data["full_packet_bytes"])}
     if base["limit_kind"] == "unresolved":
-        base.pop("outer_size", None)
         base.pop("inner_for", None)
         return _unresolved(o, target, base, found)
     return judge(o, target, {**base, **_evidence(found)})
