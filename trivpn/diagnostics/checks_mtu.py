@@ -322,7 +322,8 @@ async def _data_search(t: Tunnel, target: Target, o: Options, deadline: float,
             "timeline": t.timeline.steps}
 
 
-async def _tcp_check(t: Tunnel, target: Target, o: Options) -> dict[str, Any] | CheckResult:
+async def _tcp_check(t: Tunnel, target: Target, o: Options,
+                     deadline: float) -> dict[str, Any] | CheckResult:
     local, gateway = t.local_ipv4, t.gateway
     if local is None or gateway is None:
         return skip(ID, "skipped: the server pushed no IPv4 tunnel address and gateway to "
@@ -333,16 +334,19 @@ async def _tcp_check(t: Tunnel, target: Target, o: Options) -> dict[str, Any] | 
     for inner in (FLOOR[socket.AF_INET], tun_mtu):
         result, rtt, detail = "silent", None, None
         tries = 0
-        while tries < 2:
+        while tries < 2 and trio.current_time() < deadline:
             tries += 1
-            result, rtt, detail = await prober.exchange(inner, TCP_WAIT)
+            wait = min(TCP_WAIT, max(0.1, deadline - trio.current_time()))
+            result, rtt, detail = await prober.exchange(inner, wait)
             if result == "answered":
                 break
         attempts.append(Attempt(inner, result, tries,
                                 None if rtt is None else round(rtt * 1000, 2), None, detail))
         if result != "answered":
             break
-    return {"method": "data_channel_echo_tcp", "tun_mtu": tun_mtu, "attempts": attempts}
+    return {"method": "data_channel_echo_tcp", "tun_mtu": tun_mtu, "attempts": attempts,
+            "sizes_are": "inner (tunnel) packet sizes: over TCP no outer datagram has a fixed "
+                         "size"}
 
 
 # ---------------------------------------------------------------- control channel (one way)
@@ -573,7 +577,7 @@ async def run(ctx: DoctorContext) -> CheckResult:
     try:
         async with tunnel_lease(ctx) as t:
             if target.transport == "tcp":
-                tcp = await _tcp_check(t, target, o)
+                tcp = await _tcp_check(t, target, o, deadline)
             else:
                 data = await _data_search(t, target, o, deadline)
     except TunnelUnavailable as exc:
@@ -609,6 +613,7 @@ def _judge_tcp(o: Options, target: Target, tcp: dict[str, Any] | CheckResult) ->
         return tcp
     attempts: list[Attempt] = tcp["attempts"]
     evidence = {"method": tcp["method"], "tun_mtu": tcp["tun_mtu"], "sent_to": target.describe(),
+                "sizes_are": tcp["sizes_are"],
                 "probes": [a.as_evidence() for a in attempts]}
     if all(a.result == "answered" for a in attempts) and len(attempts) == 2:
         return ok(ID, f"a full tun-mtu {tcp['tun_mtu']} packet crossed the tunnel and was "
