@@ -474,7 +474,7 @@ def judge(o: Options, target: Target, measured: dict[str, Any]) -> CheckResult:
     one_way = measured.get("direction") == "to_server"
     how = "answered" + (" (towards the server)" if one_way else "")
     scope = (f" Sizes were confirmed towards the server only, with padded control-channel "
-             f"resets the server answered: there is no data channel "
+             f"resets the server answered: the data channel could not be used "
              f"({measured.get('no_data_channel')}); the overhead is {framing}."
              if one_way else "")
     if target.transport == "tcp":
@@ -589,8 +589,9 @@ async def run(ctx: DoctorContext) -> CheckResult:
                                            end=end)
     if target.transport == "tcp":
         return _judge_tcp(o, target, tcp)
-    if isinstance(data, CheckResult):
-        return data
+    if isinstance(data, CheckResult):  # no IPv4 tunnel gateway to ping: the control channel
+        why = TunnelUnavailable("no_gateway", data.summary.removeprefix("skipped: "))
+        return await _without_data_channel(o, wrap, target, why, netns=ctx.netns, end=end)
     found: Search = data.pop("search")
     if found.limit is None:
         return _no_answer(target, found, data)
@@ -642,13 +643,13 @@ async def _without_data_channel(o: Options, wrap: ControlWrap, target: Target,
                                 end: float) -> CheckResult:
     reason = why.summary
     if target.transport == "tcp":
-        return skip(ID, f"skipped: no data channel to confirm packet sizes with ({reason}); "
-                    "over TCP the outer path MTU is the kernel's to handle",
+        return skip(ID, "skipped: the data channel could not be used to confirm packet sizes "
+                    f"({reason}); over TCP the outer path MTU is the kernel's to handle",
                     **why.evidence, sent_to=target.describe())
     if isinstance(wrap, TlsCryptV2):
-        return skip(ID, f"skipped: path MTU could not be confirmed: no data channel ({reason}) "
-                    "and a tls-crypt-v2 reset carries the client key at its end, so it cannot "
-                    "be padded", **why.evidence, sent_to=target.describe())
+        return skip(ID, "skipped: path MTU could not be confirmed: the data channel could not "
+                    f"be used ({reason}) and a tls-crypt-v2 reset carries the client key at its "
+                    "end, so it cannot be padded", **why.evidence, sent_to=target.describe())
     deadline = min(trio.current_time() + SEARCH_BUDGET, end)
     try:
         data = await _control_search(target, wrap, netns, deadline)
@@ -656,8 +657,9 @@ async def _without_data_channel(o: Options, wrap: ControlWrap, target: Target,
         return skip(ID, f"skipped: cannot measure the path MTU to {target.describe()} ({exc})")
     found: Search = data.pop("search")
     if found.limit is None:
-        return skip(ID, f"skipped: path MTU could not be confirmed: no data channel ({reason}) "
-                    "and the server did not answer padded control-channel resets either",
+        return skip(ID, "skipped: path MTU could not be confirmed: the data channel could not "
+                    f"be used ({reason}) and the server did not answer padded control-channel "
+                    "resets either",
                     **why.evidence, **data, **_evidence(found), sent_to=target.describe())
     base = {**data, **classify(found, int(data["route_mtu"]), int(data["kernel_mtu_after"])),
             "no_data_channel": reason}
