@@ -90,3 +90,12 @@ async def test_search_stops_at_its_deadline_and_says_it_is_incomplete():
     assert found.complete is False
     assert found.limit == 576
     assert classify(found, 1500, 1500)["limit_kind"] == "unresolved"
+
+
+async def test_a_lost_answer_below_the_limit_does_not_lower_the_limit():
+    path = Path(1300, lose=(1038,))  # the first bisection step's answer is lost
+    found = await _search(path)
+    assert path.sent.count(1038) == 2  # silent once, then tried again as the boundary
+    assert found.limit == 1300
+    assert found.failed is not None and found.failed.size == 1301
+    assert found.failed.tries == 2
