@@ -9,6 +9,7 @@ from trivpn.diagnostics import (
     checks_env,
     checks_mtu,
     checks_nat,
+    checks_netbeh,
     checks_pki,
     checks_port,
     checks_route,
@@ -26,6 +27,7 @@ def all_checks() -> tuple[Check, ...]:
               *checks_dns.CHECKS, *checks_route.CHECKS, *checks_port.CHECKS,
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
               *checks_tunnel.CHECKS,
+              *checks_netbeh.CHECKS,
               *checks_server.CHECKS, *checks_ccd.CHECKS)
     seen: set[str] = set()
     for check in checks:
