@@ -6,11 +6,10 @@
   statefully. Warns only with evidence (a number from the config or the kernel).
 * ``netbeh.nat_timeout`` (opt-in, ``--check netbeh.nat_timeout``; it waits): measures the
   path's UDP binding timeout with a real session. After the handshake the probe sends nothing
-  but what it chooses; the server's own keepalive pings (pushed ``ping N``) are sent N seconds
-  after the server last sent anything. An echo request through the tunnel makes the server
-  answer (which restarts its ping timer); one ping of ours N - g seconds later leaves the
-  binding idle for g seconds before the server's next ping: that ping arrives only if the
-  binding survived g seconds. The first round tests g = N, later rounds halve the interval.
+  but what it chooses, while the server sends its keepalive ping N seconds after it last sent
+  anything (pushed ``ping N``). One ping of ours g seconds before the server's next one
+  leaves the binding idle for g seconds: the server's ping arrives only if the binding
+  survived that long. The first round tests g = N (no packet of ours), later rounds bisect.
 * ``netbeh.udp_blocked``: when ``port.reachable`` finds a UDP remote filtered, the same address
   is probed over TCP (443 and the configured port) with a real OpenVPN reset.
 * ``netbeh.first_packet_reset``: a TCP remote that accepts the connection and then resets it
@@ -32,7 +31,6 @@ import trio
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
 from trivpn.diagnostics.checks_tls import handshake_budget
-from trivpn.diagnostics.checks_tunnel import gateway_of
 from trivpn.diagnostics.hostinfo import in_netns_thread, read_sysctl, run_tool
 from trivpn.diagnostics.model import (
     Check,
@@ -56,7 +54,6 @@ from trivpn.diagnostics.probe import (
     transport_of,
     wrap_name,
 )
-from trivpn.diagnostics.probe_icmp import echo_request, parse_echo_reply
 from trivpn.diagnostics.probe_session import SessionProbe, probe_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
@@ -73,7 +70,7 @@ ADDRESSES_ID = "netbeh.remote_addresses"
 
 COMMON_NAT_UDP_TIMEOUT = 30  # s: Linux nf_conntrack_udp_timeout's default, many home routers
 NAT_MAX_WAIT = 300.0  # s: the opt-in measurement stops after this
-NAT_MARGIN = 1.5  # s after the expected server ping before it counts as lost
+NAT_MARGIN = 1.0  # s after the latest expected server ping before it counts as lost
 NAT_RESOLUTION = 1.5  # s: stop when the timeout is known to within this
 RESET_WINDOW = 1.0  # s after our first packet: a reset within this counts as "right after"
 FIRST_PACKET_WAIT = 2.5  # s to wait for a reply, a reset or a close after the first packet
@@ -156,11 +153,17 @@ async def run_keepalive(ctx: DoctorContext) -> CheckResult:
 
 @dataclass
 class _Rounds:
+    """The measurement's state. The server sends its keepalive ping ``ping`` seconds after it
+    last sent anything (its timers count whole seconds, so a ping may come up to a second
+    early); ``expected`` is the latest the next one should arrive, ``slack`` how much later it
+    may still come (more while the schedule is only predicted across lost pings)."""
+
     ping: float
+    expected: float
+    slack: float = 1.0
     lo: float | None = None  # the longest idle time a binding was seen to survive
     hi: float | None = None  # an idle time after which the server's ping was lost
     rounds: list[dict[str, Any]] = field(default_factory=list)
-    delays: list[float] = field(default_factory=list)  # server ping after its echo reply
 
     def next_gap(self) -> float | None:
         if not self.rounds:
@@ -173,54 +176,66 @@ class _Rounds:
         return round((lo + self.hi) / 2, 2)
 
 
-async def _nat_round(probe: SessionProbe, addresses: tuple[str, str], gap: float, *,
-                     st: _Rounds, seq: int, end: float) -> bool:
-    """One round: echo → server answers (its ping timer restarts) → our ping ``ping - gap``
-    later → did the server's next ping arrive? False when the round could not be made."""
-    local, gateway = addresses
-    ident = int.from_bytes(os.urandom(2), "big")
-    replied: list[float] = []
+class _PingProbe(SessionProbe):
+    """A session probe that also keeps the size of every packet received (evidence: the
+    server's keepalive pings are as long as our own) and sends pings on demand."""
 
-    def echo_back() -> bool:
-        for packet in probe.tun:
-            echo = parse_echo_reply(packet)
-            if echo is not None and echo.ident == ident:
-                replied.append(trio.current_time())
-        probe.tun.clear()
-        return bool(replied)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rx_sizes: list[int] = []
+        self.ping_size: int | None = None
 
-    sent = trio.current_time()
-    if not await probe.send_tun(echo_request(local, gateway, ident, seq, b"netbeh")):
-        return False
-    if not await probe.run_until(echo_back, min(end, sent + 3.0)):
-        return False
-    anchor = replied[0]
-    last_send = sent
-    if gap < st.ping - 0.05:
-        await probe.run_until(lambda: False, anchor + st.ping - gap)
-        if not await probe.send_tun(PING_MAGIC):  # encrypted, it is OpenVPN's ping
+    async def _receive(self) -> list[bytes]:
+        packets = await super()._receive()
+        self.rx_sizes += [len(p) for p in packets]
+        return packets
+
+    async def send_ping(self) -> bool:
+        session = self.session
+        assert session is not None
+        wire = session.encrypt_data(PING_MAGIC, trio.current_time())  # OpenVPN's keepalive
+        if wire is None:
             return False
-        last_send = trio.current_time()
-    rx_before = len(probe.rx_times)
-    expect = anchor + (max(st.delays) if st.delays else st.ping + 1.0)
-    await probe.run_until(lambda: len(probe.rx_times) > rx_before,
-                          min(end, expect + NAT_MARGIN))
-    arrived = len(probe.rx_times) > rx_before
-    row: dict[str, Any] = {"round": seq, "planned_idle_s": gap,
-                           "our_last_packet_s": probe.timeline.elapsed(last_send),
-                           "server_ping": arrived}
+        self.ping_size = len(wire)
+        await self._send(wire)
+        return True
+
+    def last_activity(self, before: float | None = None) -> float:
+        times = [t for t in (*self.tx_times, *self.rx_times) if before is None or t < before]
+        return max(times, default=self.timeline.start)
+
+
+async def _nat_round(probe: _PingProbe, gap: float, *, st: _Rounds, end: float) -> None:
+    """One round: stay silent, send one ping of ours ``gap`` seconds before the server's next
+    ping is due, and see whether a packet from the server arrives (the binding survived that
+    idle time) or not (it was forgotten within ``gap`` + the schedule's slack)."""
+    if gap < st.ping - 0.05:
+        await probe.run_until(lambda: False, st.expected - gap)
+        await probe.send_ping()
+    first = len(probe.rx_times)
+    await probe.run_until(lambda: len(probe.rx_times) > first,
+                          min(end, st.expected + st.slack + NAT_MARGIN))
+    arrived = len(probe.rx_times) > first
+    if not arrived and trio.current_time() < st.expected + st.slack:
+        return  # max wait reached before the ping was due: no conclusion
+    row: dict[str, Any] = {"round": len(st.rounds) + 1, "planned_idle_s": gap,
+                           "our_last_packet_s": probe.timeline.elapsed(probe.tx_times[-1])}
     if arrived:
-        at = probe.rx_times[rx_before]
-        idle = round(at - last_send, 2)
-        st.delays.append(at - anchor)
+        at = probe.rx_times[first]
+        idle = round(at - probe.last_activity(before=at), 2)
         st.lo = max(st.lo or 0.0, idle)
-        row.update(idle_s=idle, server_ping_s=probe.timeline.elapsed(at))
+        # the server pings N s after it last sent anything (OpenVPN forward.c: every packet
+        # it sends restarts its ping timer), whatever this packet was
+        st.expected, st.slack = at + st.ping, 0.2
+        row.update(server_packet=True, idle_s=idle, server_packet_s=probe.timeline.elapsed(at),
+                   server_ping=probe.rx_sizes[first] == probe.ping_size)
     else:
-        bound = round(expect - last_send, 2)
+        bound = round(st.expected + st.slack - probe.last_activity(), 2)
         st.hi = bound if st.hi is None else min(st.hi, bound)
-        row.update(idle_at_most_s=bound)
+        st.expected += st.ping
+        st.slack = min(st.slack + 0.3, 2.0)
+        row.update(server_packet=False, idle_at_most_s=bound)
     st.rounds.append(row)
-    return True
 
 
 def _keepalive_fix(o: Options, lo: float) -> str:
@@ -242,7 +257,8 @@ async def run_nat_timeout(ctx: DoctorContext, max_wait: float = NAT_MAX_WAIT) ->
     except (ConfigError, ProtocolError) as exc:
         return skip(NAT_ID, f"skipped: cannot build the TLS setup from the config ({exc})")
     evidence: dict[str, Any] = {"sent_to": target.describe(), "max_wait_s": max_wait}
-    async with SessionProbe(config, target, ctx.netns) as probe:
+    probe = _PingProbe(config, target, ctx.netns)
+    async with probe:
         probe.start()
         await probe.run_until(lambda: probe.saw(ev.DataChannelReady)
                               or probe.failure() is not None, trio.current_time() + budget)
@@ -253,27 +269,17 @@ async def run_nat_timeout(ctx: DoctorContext, max_wait: float = NAT_MAX_WAIT) ->
             return skip(NAT_ID, "skipped: the handshake did not complete (see tls.handshake)",
                         **evidence)
         probe.timers = False  # from now on the probe sends only what a round sends
-        addresses = gateway_of(pushed)
         evidence.update(pushed_ping=pushed.ping, pushed_ping_restart=pushed.ping_restart)
         if pushed.ping is None:
             await probe.say_goodbye()
             return _no_server_ping(o, evidence)
-        if addresses is None:
-            await probe.say_goodbye()
-            return skip(NAT_ID, "skipped: the server pushed no tunnel address and gateway to "
-                        "send the echo requests to", **evidence)
-        local, gateway = addresses
-        st = _Rounds(float(pushed.ping))
+        st = _Rounds(float(pushed.ping), probe.last_activity() + pushed.ping)
         end = trio.current_time() + max_wait
-        seq = 0
         while (gap := st.next_gap()) is not None:
-            if trio.current_time() + st.ping + NAT_MARGIN + 1.0 > end:
+            if st.expected + st.slack + NAT_MARGIN > end:
                 evidence["stopped"] = "max wait reached"
                 break
-            seq += 1
-            if not await _nat_round(probe, (local, gateway), gap, st=st, seq=seq, end=end):
-                evidence["stopped"] = "the server did not answer the echo request"
-                break
+            await _nat_round(probe, gap, st=st, end=end)
         await probe.say_goodbye()
     evidence.update(rounds=st.rounds, survived_idle_s=st.lo, lost_after_idle_s=st.hi,
                     timeline=probe.timeline.steps)

@@ -1,0 +1,120 @@
+"""``netbeh.*`` (network behaviour) against real ``openvpn`` 2.6 servers in namespaces, with the
+fault made for real: a NAT router whose conntrack forgets idle UDP flows after 3 s, UDP dropped
+by nftables while TCP 443 answers, an nftables rule that resets TCP connections whose first
+payload is an OpenVPN hard reset, and a remote name with a dead address.
+
+Topology: client (198.18.1.2) — router (198.18.1.1 | 198.18.0.2, masquerade) — server
+(198.18.0.1, more addresses per test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import trio
+
+from tests.conftest import require_netns, require_openvpn
+from tests.diagnostics.scenariokit import client_lines, server_lines
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.netns import Netns, NetnsLab
+from trivpn.config import load_config
+from trivpn.diagnostics import checks_dns, checks_netbeh, checks_port
+from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
+from trivpn.diagnostics.runner import run_checks
+
+pytestmark = pytest.mark.integration
+
+SERVER_IP, ROUTER_WAN, ROUTER_LAN, CLIENT_IP = "198.18.0.1", "198.18.0.2", "198.18.1.1", "198.18.1.2"
+DEAD_IP = "198.18.0.9"  # a second server address where every packet is dropped
+CHECKS: tuple[Check, ...] = (*checks_dns.CHECKS, *checks_port.CHECKS, *checks_netbeh.CHECKS)
+
+
+@dataclass
+class Lab:
+    lab: NetnsLab
+    workdir: Path
+    client: Netns
+    router: Netns
+    server: Netns
+    wan_if: str
+
+    def start(self, lines: list[str], name: str = "server") -> OpenVpnProcess:
+        proc = start_openvpn(self.server, self.workdir, name, lines)
+        assert proc.wait_for("Initialization Sequence Completed"), proc.text()
+        return proc
+
+    def context(self, lines: list[str], name: str = "client.conf") -> DoctorContext:
+        path = self.workdir / name
+        path.write_text("\n".join(lines) + "\n")
+        options = load_config(path)
+        return DoctorContext(path, options, options.role, 10.0, {}, netns=self.client.name)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    require_netns()
+    require_openvpn()
+    with NetnsLab() as netns:
+        server, router, client = netns.add("srv"), netns.add("rtr"), netns.add("cli")
+        wan = netns.veth(server, router, f"{SERVER_IP}/24", f"{ROUTER_WAN}/24")
+        netns.veth(router, client, f"{ROUTER_LAN}/24", f"{CLIENT_IP}/24")
+        client.add_route("default", via=ROUTER_LAN)
+        router.enable_forwarding()
+        write_pki(tmp_path)
+        yield Lab(netns, tmp_path, client, router, server, wan.b_ifname)
+
+
+def _masquerade(lab: Lab, udp_timeout: int) -> None:
+    lab.router.nft("table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n"
+                   f"  oifname \"{lab.wan_if}\" masquerade\n }}\n}}\n")
+    lab.router.sysctl("net.netfilter.nf_conntrack_udp_timeout", str(udp_timeout))
+    lab.router.sysctl("net.netfilter.nf_conntrack_udp_timeout_stream", str(udp_timeout))
+
+
+async def _report(ctx: DoctorContext, only: list[str] | None = None) -> dict[str, CheckResult]:
+    report = await run_checks(CHECKS, ctx, only=only)
+    return {r.id: r for r in report.checks}
+
+
+async def test_nat_binding_timeout_shorter_than_the_pushed_ping_is_measured(lab: Lab) -> None:
+    _masquerade(lab, udp_timeout=3)
+    lab.start(server_lines(extra=["keepalive 5 60"]))
+    ctx = lab.context(client_lines())
+    start = trio.current_time()
+    result = await checks_netbeh.run_nat_timeout(ctx, max_wait=21.0)
+    elapsed = trio.current_time() - start
+    assert result.status == "fail", result
+    assert result.evidence["pushed_ping"] == 5
+    lo, hi = result.evidence["survived_idle_s"], result.evidence["lost_after_idle_s"]
+    assert hi is not None and hi >= 2.7, result.evidence["rounds"]
+    assert lo is None or lo <= 3.3, result.evidence["rounds"]
+    assert hi - (lo or 0) <= 3.0, result.evidence["rounds"]
+    assert "keepalive" in result.fix and "server config" in result.fix
+    every = int(result.fix.split("'keepalive ")[1].split()[0])
+    assert every < 3
+    assert elapsed < 28
+
+
+async def test_nat_binding_that_outlives_the_ping_interval_is_ok(lab: Lab) -> None:
+    _masquerade(lab, udp_timeout=30)
+    lab.start(server_lines(extra=["keepalive 3 60"]))
+    ctx = lab.context(client_lines())
+    result = await checks_netbeh.run_nat_timeout(ctx, max_wait=10.0)
+    assert result.status == "ok", result
+    assert result.evidence["survived_idle_s"] >= 2.0
+
+
+async def test_nat_timeout_is_opt_in_and_runs_when_named(lab: Lab) -> None:
+    _masquerade(lab, udp_timeout=30)
+    lab.start(server_lines(extra=["keepalive 2 60"]))
+    ctx = lab.context(client_lines())
+    default = await _report(ctx)
+    assert "netbeh.nat_timeout" not in default
+    statuses = {c: r.status for c, r in default.items()}
+    assert all(s in ("ok", "skip") for s in statuses.values()), statuses
+    named = await _report(ctx, only=["netbeh.nat_timeout"])
+    assert named["netbeh.nat_timeout"].status == "ok", named["netbeh.nat_timeout"]
