@@ -8,8 +8,6 @@ Topology: client (198.18.1.2) â€” router (198.18.1.1 | 198.18.0.2, masquerade) â
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +26,8 @@ from trivpn.diagnostics.runner import run_checks
 
 pytestmark = pytest.mark.integration
 
-SERVER_IP, ROUTER_WAN, ROUTER_LAN, CLIENT_IP = "198.18.0.1", "198.18.0.2", "198.18.1.1", "198.18.1.2"
+SERVER_IP, ROUTER_WAN = "198.18.0.1", "198.18.0.2"
+ROUTER_LAN, CLIENT_IP = "198.18.1.1", "198.18.1.2"
 DEAD_IP = "198.18.0.9"  # a second server address where every packet is dropped
 CHECKS: tuple[Check, ...] = (*checks_dns.CHECKS, *checks_port.CHECKS, *checks_netbeh.CHECKS)
 
@@ -118,3 +117,64 @@ async def test_nat_timeout_is_opt_in_and_runs_when_named(lab: Lab) -> None:
     assert all(s in ("ok", "skip") for s in statuses.values()), statuses
     named = await _report(ctx, only=["netbeh.nat_timeout"])
     assert named["netbeh.nat_timeout"].status == "ok", named["netbeh.nat_timeout"]
+
+
+def _route_back(lab: Lab) -> None:
+    lab.server.add_route("198.18.1.0/24", via=ROUTER_WAN)
+
+
+def _tcp_server_lines(port: int = 443) -> list[str]:
+    lines = [line for line in server_lines(proto="tcp-server")
+             if not line.startswith(("port ", "server "))]
+    return [*lines, f"port {port}", "server 198.18.9.0 255.255.255.0"]
+
+
+async def test_udp_filtered_while_tcp_443_answers_suggests_tcp(lab: Lab) -> None:
+    _route_back(lab)
+    lab.start(server_lines())
+    lab.start(_tcp_server_lines(), name="tcp443")
+    lab.server.nft("table inet block {\n chain input {\n  type filter hook input priority 0;\n"
+                   "  udp dport 1194 drop\n }\n}\n")
+    results = await _report(lab.context(client_lines()))
+    assert results["port.reachable"].evidence["state"] == "filtered"
+    got = results["netbeh.udp_blocked"]
+    assert got.status == "warn", got
+    assert "198.18.0.1:443/tcp" in got.summary
+    assert "'proto tcp-client'" in got.fix and f"'remote {SERVER_IP} 443 tcp'" in got.fix
+    probes = {p["openvpn_reset"]["sent_to"]: p["openvpn_reset"] for p in
+              got.evidence["tcp_probes"]}
+    assert probes["198.18.0.1:443/tcp"]["reply_kind"] == "openvpn_reset"
+    assert probes["198.18.0.1:1194/tcp"]["connect"] == "refused"
+
+
+DPI_RULES = """table inet dpi {
+ chain input {
+  type filter hook input priority -10;
+  tcp dport 443 @th,272,8 0x38 reject with tcp reset
+ }
+}
+"""
+# TCP header with timestamps: 32 bytes = 256 bits; then OpenVPN's 2-byte length; then the
+# opcode byte of P_CONTROL_HARD_RESET_CLIENT_V2 (7 << 3 | key id 0 = 0x38).
+
+
+async def test_tcp_reset_right_after_the_openvpn_reset_is_named_dpi(lab: Lab) -> None:
+    _route_back(lab)
+    lab.start(_tcp_server_lines(), name="tcp443")
+    lab.server.nft(DPI_RULES)
+    results = await _report(lab.context(client_lines(proto="tcp-client", port=443)))
+    got = results["netbeh.first_packet_reset"]
+    assert got.status == "fail", got
+    probe = got.evidence["probes"][0]
+    assert probe["openvpn_reset"]["outcome"] == "reset"
+    assert probe["openvpn_reset"]["after_first_packet_ms"] < 500
+    assert probe["control"]["outcome"] in ("silent", "answered", "closed"), probe
+    assert "deep packet inspection" in got.explanation
+    assert "tls-crypt" in got.fix and "443" in got.fix
+
+
+async def test_healthy_tcp_remote_has_no_first_packet_reset(lab: Lab) -> None:
+    _route_back(lab)
+    lab.start(_tcp_server_lines(), name="tcp443")
+    results = await _report(lab.context(client_lines(proto="tcp-client", port=443)))
+    assert results["netbeh.first_packet_reset"].status == "ok", results

@@ -439,14 +439,17 @@ def _dpi_text(o: Options, real: FirstPacket, control: FirstPacket | None,
     how = "reset (TCP RST)" if real.outcome == "reset" else "closed"
     summary = (f"{t.describe()} accepts the TCP connection but it is {how} "
                f"{real.after_send_ms:.0f} ms after the first OpenVPN packet")
-    control_clean = control is not None and control.outcome in ("silent", "answered")
+    control_clean = (real.outcome == "reset" and control is not None
+                     and control.outcome in ("silent", "answered", "closed"))
     if control_clean:
         assert control is not None
+        stayed = {"silent": "stayed open", "answered": "was answered",
+                  "closed": "was closed normally (FIN) by the server, which got the bytes"}
         why = (f"A second connection that sent the same number of bytes not looking like "
-               f"OpenVPN was not reset (it stayed {control.outcome}). Something between here "
-               "and the server recognises OpenVPN's first packet (the 'hard reset' opcode at "
-               "the start of the stream) and resets the connection: deep packet inspection "
-               "in a corporate, hotel, school or national firewall.")
+               f"OpenVPN was not reset (it {stayed[control.outcome or 'silent']}). Something "
+               "between here and the server recognises OpenVPN's first packet (the 'hard "
+               "reset' opcode at the start of the stream) and resets the connection: deep "
+               "packet inspection in a corporate, hotel, school or national firewall.")
     else:
         why = ("A connection whose first bytes do not look like OpenVPN was "
                f"{'also reset' if control is not None else 'not tried'}, so this may be a "
