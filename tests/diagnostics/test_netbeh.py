@@ -8,6 +8,10 @@ Topology: client (198.18.1.2) â€” router (198.18.1.1 | 198.18.0.2, masquerade) â
 
 from __future__ import annotations
 
+import json
+import shutil
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,3 +182,84 @@ async def test_healthy_tcp_remote_has_no_first_packet_reset(lab: Lab) -> None:
     lab.start(_tcp_server_lines(), name="tcp443")
     results = await _report(lab.context(client_lines(proto="tcp-client", port=443)))
     assert results["netbeh.first_packet_reset"].status == "ok", results
+
+
+MULTI_NAME = "vpn-multi.test"
+
+
+@pytest.fixture
+def multi(lab: Lab) -> Iterator[Lab]:
+    """The server also has DEAD_IP, where every packet is dropped; MULTI_NAME resolves to
+    DEAD_IP first, then SERVER_IP, in the client namespace's hosts file (which 'ip netns exec'
+    puts over /etc/hosts for the programs it starts)."""
+    _route_back(lab)
+    lab.server.ip("addr", "add", f"{DEAD_IP}/24", "dev", "veth0")
+    lab.server.nft("table inet dead {\n chain input {\n  type filter hook input priority 0;\n"
+                   f"  ip daddr {DEAD_IP} drop\n }}\n}}\n")
+    etc = Path("/etc/netns") / lab.client.name
+    etc.mkdir(parents=True)
+    try:
+        (etc / "hosts").write_text(f"127.0.0.1 localhost\n{DEAD_IP} {MULTI_NAME}\n"
+                                   f"{SERVER_IP} {MULTI_NAME}\n")
+        yield lab
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
+
+
+TRIES_NEXT = {
+    "udp": (["hand-window 3"], [
+        f"UDPv4 link remote: [AF_INET]{DEAD_IP}:1194",
+        "TLS key negotiation failed to occur within 3 seconds",
+        "SIGUSR1[soft,tls-error] received, process restarting",
+        f"UDPv4 link remote: [AF_INET]{SERVER_IP}:1194",
+        "Initialization Sequence Completed"]),
+    "tcp": (["connect-timeout 3"], [
+        f"Attempting to establish TCP connection with [AF_INET]{DEAD_IP}:443",
+        f"TCP: connect to [AF_INET]{DEAD_IP}:443 failed: Connection timed out",
+        "SIGUSR1[connection failed(soft),connection-failed] received, process restarting",
+        f"TCP connection established with [AF_INET]{SERVER_IP}:443",
+        "Initialization Sequence Completed"]),
+}
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_openvpn_tries_the_next_address_of_a_name_after_the_first_times_out(
+        multi: Lab, proto: str) -> None:
+    """What netbeh.remote_addresses says OpenVPN does (the order, the messages, the timer
+    that ends an attempt), checked against openvpn 2.6."""
+    if proto == "udp":
+        multi.start(server_lines(local=None))
+        lines = client_lines(remote=MULTI_NAME)
+    else:
+        multi.start([line for line in _tcp_server_lines() if not line.startswith("local ")])
+        lines = client_lines(remote=MULTI_NAME, port=443, proto="tcp-client")
+    extra, order = TRIES_NEXT[proto]
+    conf = multi.workdir / "ovpn-client.conf"
+    conf.write_text("\n".join([*lines, *extra, "connect-retry 1", "verb 3"]) + "\n")
+    log = multi.workdir / "ovpn-client.log"
+    multi.client.spawn(["openvpn", "--cd", str(multi.workdir), "--config", conf.name,
+                        "--log", str(log), "--ifconfig-noexec", "--route-noexec"])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "Initialization Sequence Completed" not in (
+            log.read_text() if log.exists() else ""):
+        time.sleep(0.1)
+    text = log.read_text()
+    at = [text.find(line) for line in order]
+    assert -1 not in at and at == sorted(at), text
+
+
+def test_remote_name_with_a_dead_address_names_it_and_the_order(multi: Lab) -> None:
+    multi.start(server_lines(local=None))
+    conf = multi.workdir / "client.conf"
+    conf.write_text("\n".join(client_lines(remote=MULTI_NAME)) + "\n")
+    done = multi.client.run([sys.executable, "-m", "trivpn", "doctor", str(conf), "--json",
+                             "--check", "netbeh.remote_addresses"], check=False, timeout=30)
+    report = json.loads(done.stdout)
+    got = next(c for c in report["checks"] if c["id"] == "netbeh.remote_addresses")
+    assert got["status"] == "warn", got
+    states = {a["address"]: a["state"] for a in got["evidence"]["addresses"]}
+    assert states == {DEAD_IP: "filtered", SERVER_IP: "open"}
+    assert f"{DEAD_IP}:1194/udp filtered" in got["summary"]
+    assert "Here the first address fails" in got["explanation"]
+    assert f"Remove {DEAD_IP} from the DNS records of {MULTI_NAME}" in got["fix"]
+    assert SERVER_IP in got["fix"]

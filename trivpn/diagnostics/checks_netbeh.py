@@ -611,13 +611,19 @@ async def run_remote_addresses(ctx: DoctorContext) -> CheckResult:
     order = ", ".join(s["address"] for s in mine)
     line = failing[0]["remote_line"]
     first_dead = mine[0] in failing
+    hw, ct = o.hand_window, o.server_poll_timeout or 120
+    how = (f"UDP: after 'hand-window' ({hw} s) it logs 'TLS key negotiation failed to occur "
+           f"within {hw} seconds' and 'SIGUSR1[soft,tls-error] received, process restarting'"
+           if failing[0]["sent_to"].endswith("/udp") else
+           f"TCP: a connection that is not answered fails after 'connect-timeout' ({ct} s) "
+           "with 'TCP: connect to ... failed: Connection timed out' and 'SIGUSR1[connection "
+           "failed(soft),connection-failed] received, process restarting'")
     explanation = (
         f"{host} resolves to {len(mine)} addresses ({order}, in the order the resolver "
         f"returns them) and {', '.join(s['address'] + ' is ' + s['state'] for s in dead)}. "
-        "OpenVPN takes the addresses of a 'remote' name one after the other: it connects to "
-        "the first and moves to the next address only when that attempt fails (UDP: 'TLS "
-        "key negotiation failed to occur within 60 seconds', the 'hand-window'), then "
-        "restarts.")
+        "OpenVPN tries the addresses of a 'remote' name in that order: it connects to the "
+        f"first and moves to the next address only when that attempt fails ({how}), then "
+        "restarts with the next one.")
     if first_dead:
         explanation += (" Here the first address fails, so every connection waits for that "
                         "timeout before reaching a working one.")
@@ -631,7 +637,9 @@ async def run_remote_addresses(ctx: DoctorContext) -> CheckResult:
            f"or replace 'remote {host}' in {o.config_path.name} line {line} by 'remote' lines "
            "naming the working address"
            + (f"(es) ({', '.join(s['address'] for s in good)})" if good else "es")
-           + "; a shorter 'hand-window' (e.g. 'hand-window 10') makes the fallback quicker.")
+           + "; a shorter " + ("'hand-window' (e.g. 'hand-window 10')" if "UDP:" in how else
+                              "'connect-timeout' (e.g. 'connect-timeout 10')")
+           + " makes the fallback to the next address quicker.")
     return problem(ADDRESSES_ID, status,
                    f"{host}: {len(dead)} of {len(mine)} addresses do not answer "
                    f"({', '.join(s['sent_to'] + ' ' + s['state'] for s in dead)})",
