@@ -78,6 +78,21 @@ def _masquerade(lab: Lab, udp_timeout: int) -> None:
     lab.router.sysctl("net.netfilter.nf_conntrack_udp_timeout_stream", str(udp_timeout))
 
 
+def _openvpn_client(lab: Lab, lines: list[str], name: str, until: str,
+                    timeout: float = 12.0) -> str:
+    """Run the real openvpn client in the client namespace until its log shows ``until``."""
+    conf = lab.workdir / f"{name}.conf"
+    conf.write_text("\n".join([*lines, "connect-retry 1", "verb 3"]) + "\n")
+    log = lab.workdir / f"{name}.log"
+    lab.client.spawn(["openvpn", "--cd", str(lab.workdir), "--config", conf.name,
+                      "--log", str(log), "--ifconfig-noexec", "--route-noexec"])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and until not in (log.read_text() if log.exists()
+                                                         else ""):
+        time.sleep(0.1)
+    return log.read_text() if log.exists() else ""
+
+
 async def _report(ctx: DoctorContext, only: list[str] | None = None) -> dict[str, CheckResult]:
     report = await run_checks(CHECKS, ctx, only=only)
     return {r.id: r for r in report.checks}
@@ -91,7 +106,7 @@ async def test_nat_binding_timeout_shorter_than_the_pushed_ping_is_measured(lab:
     result = await checks_netbeh.run_nat_timeout(ctx, max_wait=21.0)
     elapsed = trio.current_time() - start
     assert result.status == "fail", result
-    assert result.evidence["pushed_ping"] == 5
+    assert (result.evidence["pushed_ping"], result.evidence["pushed_ping_restart"]) == (5, 60)
     lo, hi = result.evidence["survived_idle_s"], result.evidence["lost_after_idle_s"]
     assert hi is not None and hi >= 2.7, result.evidence["rounds"]
     assert lo is None or lo <= 3.3, result.evidence["rounds"]
@@ -100,6 +115,17 @@ async def test_nat_binding_timeout_shorter_than_the_pushed_ping_is_measured(lab:
     every = int(result.fix.split("'keepalive ")[1].split()[0])
     assert every < 3
     assert elapsed < 28
+
+
+def test_openvpn_client_whose_server_pings_are_lost_restarts_on_ping_restart(lab: Lab) -> None:
+    """The consequence netbeh.nat_timeout names, with openvpn 2.6 behind the same NAT (the
+    client's own pings filtered out, so only the server's pings could keep the binding)."""
+    _masquerade(lab, udp_timeout=1)
+    lab.start(server_lines(extra=["keepalive 2 5"]))
+    text = _openvpn_client(lab, [*client_lines(), 'pull-filter ignore "ping "'], "pinged",
+                           "Inactivity timeout (--ping-restart), restarting")
+    assert "Initialization Sequence Completed" in text
+    assert "Inactivity timeout (--ping-restart), restarting" in text, text
 
 
 async def test_nat_binding_that_outlives_the_ping_interval_is_ok(lab: Lab) -> None:
@@ -149,6 +175,13 @@ async def test_udp_filtered_while_tcp_443_answers_suggests_tcp(lab: Lab) -> None
               got.evidence["tcp_probes"]}
     assert probes["198.18.0.1:443/tcp"]["reply_kind"] == "openvpn_reset"
     assert probes["198.18.0.1:1194/tcp"]["connect"] == "refused"
+    # the fallback the fix offers, with openvpn 2.6: a TCP remote line after the UDP one
+    text = _openvpn_client(lab, [*client_lines(), f"remote {SERVER_IP} 443 tcp",
+                                 "hand-window 3"], "fallback",
+                           "Initialization Sequence Completed")
+    assert "TLS key negotiation failed to occur within 3 seconds" in text
+    assert f"TCP connection established with [AF_INET]{SERVER_IP}:443" in text
+    assert "Initialization Sequence Completed" in text, text
 
 
 DPI_RULES = """table inet dpi {
@@ -175,6 +208,12 @@ async def test_tcp_reset_right_after_the_openvpn_reset_is_named_dpi(lab: Lab) ->
     assert probe["control"]["outcome"] in ("silent", "answered", "closed"), probe
     assert "deep packet inspection" in got.explanation
     assert "tls-crypt" in got.fix and "443" in got.fix
+    # the config uses tls-crypt: the opcode byte the rule matches is still in clear
+    assert "already uses tls-crypt" in got.fix
+    # what the explanation says openvpn 2.6 does
+    text = _openvpn_client(lab, client_lines(proto="tcp-client", port=443), "dpi",
+                           "Connection reset, restarting", timeout=5)
+    assert "Connection reset, restarting" in text, text
 
 
 async def test_healthy_tcp_remote_has_no_first_packet_reset(lab: Lab) -> None:

@@ -553,8 +553,8 @@ async def run_udp_blocked(ctx: DoctorContext) -> CheckResult:
             "and the server (a firewall on this network, or in front of the server) while "
             "TCP passes. Networks that block UDP often allow TCP 443.",
             fix=f"In {o.config_path.name} use 'proto tcp-client' and 'remote {t.host} "
-            f"{t.port} tcp' (or add that 'remote' line after the UDP one, so OpenVPN falls "
-            "back to it).")
+            f"{t.port} tcp' (or add that 'remote' line after the UDP one: OpenVPN moves to "
+            "it when the UDP attempt fails after 'hand-window' seconds).")
     dpi = next(((r, c) for r, c in found if r.reset_right_after), None)
     if dpi is not None:
         summary, explanation, fix = _dpi_text(o, dpi[0], dpi[1], wrap_name(o))
