@@ -468,8 +468,9 @@ def _dpi_text(o: Options, real: FirstPacket, control: FirstPacket | None,
            "PORT tcp').")
     explanation = (f"The TCP connection to {t.describe()} was accepted, then {how} "
                    f"{real.after_send_ms:.0f} ms after our first packet (a P_CONTROL_HARD_"
-                   f"RESET_CLIENT_V2), before any OpenVPN answer. {why} OpenVPN would log "
-                   "'Connection reset, restarting' and retry for ever.")
+                   f"RESET_CLIENT_V2), before any OpenVPN answer. {why}"
+                   + (" OpenVPN logs 'Connection reset, restarting' and tries again, with the "
+                      "same result." if real.outcome == "reset" else ""))
     return summary, explanation, fix
 
 
