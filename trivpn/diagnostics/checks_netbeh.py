@@ -88,8 +88,12 @@ def _host_conntrack() -> dict[str, Any]:
 
 def _stateful_rules(ruleset: str) -> list[str]:
     """Lines of an ``nft list ruleset`` that NAT or filter on connection state."""
-    keys = ("masquerade", "snat ", "snat to", "ct state established")
-    return [line.strip() for line in ruleset.splitlines() if any(k in line for k in keys)]
+    out = []
+    for line in ruleset.splitlines():
+        if ("masquerade" in line or "snat " in line
+                or ("ct state" in line and "established" in line)):
+            out.append(line.strip())
+    return out
 
 
 async def run_keepalive(ctx: DoctorContext) -> CheckResult:
