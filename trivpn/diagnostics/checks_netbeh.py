@@ -228,8 +228,8 @@ async def _nat_round(probe: _PingProbe, gap: float, *, st: _Rounds, end: float) 
         at = probe.rx_times[first]
         idle = round(at - probe.last_activity(before=at), 2)
         st.lo = max(st.lo or 0.0, idle)
-        # the server pings N s after it last sent anything (OpenVPN forward.c: every packet
-        # it sends restarts its ping timer), whatever this packet was
+        # the server pings N s after it last sent anything, whatever this packet was (OpenVPN
+        # src/openvpn/forward.c, process_outgoing_link(): every packet sent restarts the timer)
         st.expected, st.slack = at + st.ping, 0.2
         row.update(server_packet=True, idle_s=idle, server_packet_s=probe.timeline.elapsed(at),
                    server_ping=probe.rx_sizes[first] == probe.ping_size)
