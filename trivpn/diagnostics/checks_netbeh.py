@@ -485,7 +485,8 @@ async def run_first_packet_reset(ctx: DoctorContext) -> CheckResult:
     o = inputs.options
     tcp = [t for t in inputs.targets if t.transport == "tcp"]
     if not tcp:
-        return skip(RESET_ID, "skipped: no TCP remote (for UDP see netbeh.udp_blocked)")
+        return ok(RESET_ID, "no TCP remote (UDP: a path that drops OpenVPN packets looks "
+                  "filtered, see port.reachable and netbeh.udp_blocked)")
     port = ctx.results.get("port.reachable")
     suspects: list[Target] = []
     rows = {e.get("sent_to"): e for e in (port.evidence.get("targets", ())
