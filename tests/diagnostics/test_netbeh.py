@@ -128,6 +128,16 @@ def test_openvpn_client_whose_server_pings_are_lost_restarts_on_ping_restart(lab
     assert "Inactivity timeout (--ping-restart), restarting" in text, text
 
 
+def test_openvpn_client_ping_is_replaced_by_the_pushed_one(lab: Lab) -> None:
+    """netbeh.keepalive's "unless the server pushes a 'ping' of its own (which replaces it)",
+    checked against openvpn 2.6."""
+    _route_back(lab)
+    lab.start(server_lines())  # keepalive 2 10: pushes ping 2, ping-restart 10
+    text = _openvpn_client(lab, [*client_lines(), "keepalive 60 300"], "replaced",
+                           "Timers:")
+    assert "Timers: ping 2, ping-restart 10" in text, text
+
+
 async def test_nat_binding_that_outlives_the_ping_interval_is_ok(lab: Lab) -> None:
     _masquerade(lab, udp_timeout=30)
     lab.start(server_lines(extra=["keepalive 3 60"]))

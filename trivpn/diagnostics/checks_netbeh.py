@@ -110,7 +110,8 @@ async def run_keepalive(ctx: DoctorContext) -> CheckResult:
     evidence["conntrack"] = conntrack
     if pings.ping is not None and pings.ping > COMMON_NAT_UDP_TIMEOUT:
         who = ("every client (it is pushed as 'ping')" if ctx.role == "server"
-               else "this client, unless the server pushes a shorter 'ping'")
+               else "this client, unless the server pushes a 'ping' of its own (which "
+               "replaces it)")
         return problem(
             KEEPALIVE_ID, "warn", f"ping interval {pings.ping} s is longer than common NAT UDP "
             f"timeouts ({COMMON_NAT_UDP_TIMEOUT} s)", **evidence,
