@@ -175,8 +175,20 @@ async def test_udp_filtered_while_tcp_443_answers_suggests_tcp(lab: Lab) -> None
     lab.start(_tcp_server_lines(), name="tcp443")
     lab.server.nft("table inet block {\n chain input {\n  type filter hook input priority 0;\n"
                    "  udp dport 1194 drop\n }\n}\n")
-    results = await _report(lab.context(client_lines()))
+    ctx = lab.context(client_lines())
+    async with trio.open_nursery() as nursery:  # the default run, and the check run alone
+        together: dict[str, dict[str, CheckResult]] = {}
+
+        async def run(key: str, only: list[str] | None) -> None:
+            together[key] = await _report(ctx, only)
+
+        nursery.start_soon(run, "default", None)
+        nursery.start_soon(run, "alone", ["netbeh.udp_blocked"])
+    results = together["default"]
     assert results["port.reachable"].evidence["state"] == "filtered"
+    assert "port.reachable" not in together["alone"]
+    alone = together["alone"]["netbeh.udp_blocked"]
+    assert alone.status == "warn" and "198.18.0.1:443/tcp" in alone.summary, alone
     got = results["netbeh.udp_blocked"]
     assert got.status == "warn", got
     assert "198.18.0.1:443/tcp" in got.summary

@@ -43,7 +43,9 @@ from trivpn.diagnostics.model import (
 )
 from trivpn.diagnostics.probe import (
     RECV_SIZE,
+    REPROBE_ATTEMPTS,
     TCP_CONNECT_TIMEOUT,
+    ProbeInputs,
     Target,
     classify_reply,
     client_reset,
@@ -52,6 +54,7 @@ from trivpn.diagnostics.probe import (
     probe_inputs,
     reset_exchange,
     transport_of,
+    udp_reset_exchange,
     wrap_name,
 )
 from trivpn.diagnostics.probe_session import SessionProbe, probe_config
@@ -516,19 +519,42 @@ async def run_first_packet_reset(ctx: DoctorContext) -> CheckResult:
 # ------------------------------------------------------------------ netbeh.udp_blocked
 
 
-async def run_udp_blocked(ctx: DoctorContext) -> CheckResult:
+async def _udp_states(ctx: DoctorContext, inputs: ProbeInputs) -> list[dict[str, Any]]:
+    """port.reachable's per-target evidence, or (when it is not part of the run) the same
+    UDP reset exchange made here."""
     port = ctx.results.get("port.reachable")
-    if port is None:
-        return skip(UDP_BLOCKED_ID, "skipped: port.reachable did not run")
-    filtered = [e for e in port.evidence.get("targets", ())
-                if e.get("target", {}).get("proto") == "udp" and e.get("state") == "filtered"
-                and e.get("icmp") is None]
-    if not filtered:
-        return ok(UDP_BLOCKED_ID, "no UDP remote is filtered")
+    if port is not None:
+        return list(port.evidence.get("targets", ()))
+    udp = [t for t in inputs.targets if t.transport == "udp"]
+    rows: list[dict[str, Any]] = [{} for _ in udp]
+
+    async def one(i: int) -> None:
+        ex = await udp_reset_exchange(udp[i], inputs.wrap, wrap_label=wrap_name(inputs.options),
+                                      netns=ctx.netns, connected=False,
+                                      reprobe=REPROBE_ATTEMPTS)
+        rows[i] = ex.evidence()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(udp)):
+            nursery.start_soon(one, i)
+    return rows
+
+
+async def run_udp_blocked(ctx: DoctorContext) -> CheckResult:
+    o = ctx.options
+    if o is None:
+        return skip(UDP_BLOCKED_ID, "skipped: the config did not parse")
+    if all(r.proto != "udp" for r in o.remotes):
+        return ok(UDP_BLOCKED_ID, "no UDP remote")
     inputs = await probe_inputs(ctx, UDP_BLOCKED_ID)
     if isinstance(inputs, CheckResult):
         return inputs
-    o = inputs.options
+    # silence, or an ICMP "administratively prohibited": not a host or network that is down
+    filtered = [e for e in await _udp_states(ctx, inputs)
+                if e.get("target", {}).get("proto") == "udp" and e.get("state") == "filtered"
+                and e.get("icmp") not in ("host_unreachable", "net_unreachable")]
+    if not filtered:
+        return ok(UDP_BLOCKED_ID, "no UDP remote is filtered")
     tries: list[Target] = []
     for e in filtered:
         t = e["target"]
