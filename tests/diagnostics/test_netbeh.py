@@ -138,6 +138,15 @@ def test_openvpn_client_ping_is_replaced_by_the_pushed_one(lab: Lab) -> None:
     assert "Timers: ping 2, ping-restart 10" in text, text
 
 
+def test_openvpn_server_without_keepalive_pushes_no_ping(lab: Lab) -> None:
+    """netbeh.keepalive's "the server pushes no 'ping' to its clients", against openvpn 2.6."""
+    _route_back(lab)
+    lab.start([line for line in server_lines() if not line.startswith("keepalive")])
+    text = _openvpn_client(lab, client_lines(), "nopush", "Initialization Sequence Completed")
+    reply = next(line for line in text.splitlines() if "PUSH_REPLY" in line)
+    assert "ping" not in reply, reply
+
+
 async def test_nat_binding_that_outlives_the_ping_interval_is_ok(lab: Lab) -> None:
     _masquerade(lab, udp_timeout=30)
     lab.start(server_lines(extra=["keepalive 3 60"]))

@@ -43,6 +43,20 @@ async def test_server_default_keepalive_is_ok_and_a_long_one_warns(tmp_path: Pat
     assert "every client (it is pushed as 'ping')" in result.explanation
 
 
+async def test_server_without_any_keepalive_warns(tmp_path: Path) -> None:
+    result = await _keepalive(tmp_path, SERVER.replace("keepalive 10 60\n", ""))
+    assert result.status == "warn"
+    assert "Add 'keepalive 10 60' to test.conf" in result.fix
+    pushed = SERVER.replace("keepalive 10 60\n", 'push "ping 10"\nping 10\n')
+    assert (await _keepalive(tmp_path, pushed)).status == "ok"
+
+
+async def test_tcp_only_configs_are_not_judged_on_udp_timeouts(tmp_path: Path) -> None:
+    result = await _keepalive(tmp_path, SERVER.replace("proto udp", "proto tcp-server")
+                              .replace("keepalive 10 60\n", "keepalive 60 300\n"))
+    assert result.status == "ok", result
+
+
 def _nat_host(lab: NetnsLab, udp_timeout: int, *, masquerade: bool) -> str:
     ns = lab.add("nat")
     if masquerade:

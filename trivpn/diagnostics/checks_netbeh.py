@@ -109,8 +109,26 @@ async def run_keepalive(ctx: DoctorContext) -> CheckResult:
     place = f"{line[0].name} line {line[1]}" if line else o.config_path.name
     evidence: dict[str, Any] = {"ping": pings.ping, "ping_restart": pings.ping_restart,
                                 "role": ctx.role}
+    udp = (o.proto == "udp" if ctx.role == "server"
+           else any(r.proto == "udp" for r in o.remotes))
+    if not udp:
+        return ok(KEEPALIVE_ID, "TCP only: NAT and firewalls keep established TCP "
+                  "connections for hours", **evidence)
     conntrack = await in_netns_thread(ctx.netns, _host_conntrack)
     evidence["conntrack"] = conntrack
+    pushed = [p for p in o.pushes if p.split()[:1] == ["ping"]]
+    if ctx.role == "server" and o.mode == "server" and pings.ping is None and not pushed:
+        return problem(
+            KEEPALIVE_ID, "warn", "no keepalive: this server neither pings nor pushes 'ping'",
+            **evidence,
+            explanation=f"{o.config_path.name} has no 'keepalive' (and no 'ping' or 'push "
+            "\"ping N\"'), so the server pushes no 'ping' to its clients and nothing is sent "
+            "while a tunnel is idle. NAT routers and stateful firewalls in front of the "
+            "clients forget an idle UDP flow (often after 30 s); the server's packets then no "
+            "longer reach the client until it sends again, and neither side notices a dead "
+            "tunnel.",
+            fix=f"Add 'keepalive 10 60' to {o.config_path.name}: the server pings every 10 s and "
+            "pushes 'ping 10' and 'ping-restart 60' to every client.")
     if pings.ping is not None and pings.ping > COMMON_NAT_UDP_TIMEOUT:
         who = ("every client (it is pushed as 'ping')" if ctx.role == "server"
                else "this client, unless the server pushes a 'ping' of its own (which "
