@@ -72,6 +72,8 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
 
 
 def _masquerade(lab: Lab, udp_timeout: int) -> None:
+    # no IPv6 on the server's tun: its router solicitations would be extra server packets
+    lab.server.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
     lab.router.nft("table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n"
                    f"  oifname \"{lab.wan_if}\" masquerade\n }}\n}}\n")
     lab.router.sysctl("net.netfilter.nf_conntrack_udp_timeout", str(udp_timeout))
@@ -100,17 +102,18 @@ async def _report(ctx: DoctorContext, only: list[str] | None = None) -> dict[str
 
 async def test_nat_binding_timeout_shorter_than_the_pushed_ping_is_measured(lab: Lab) -> None:
     _masquerade(lab, udp_timeout=3)
-    lab.start(server_lines(extra=["keepalive 5 60"]))
+    lab.start(server_lines(extra=["keepalive 6 60"]))
     ctx = lab.context(client_lines())
     start = trio.current_time()
-    result = await checks_netbeh.run_nat_timeout(ctx, max_wait=21.0)
+    result = await checks_netbeh.run_nat_timeout(ctx, max_wait=24.0)
     elapsed = trio.current_time() - start
     assert result.status == "fail", result
-    assert (result.evidence["pushed_ping"], result.evidence["pushed_ping_restart"]) == (5, 60)
+    assert (result.evidence["pushed_ping"], result.evidence["pushed_ping_restart"]) == (6, 60)
     lo, hi = result.evidence["survived_idle_s"], result.evidence["lost_after_idle_s"]
     assert hi is not None and hi >= 2.7, result.evidence["rounds"]
-    assert lo is None or lo <= 3.3, result.evidence["rounds"]
-    assert hi - (lo or 0) <= 3.0, result.evidence["rounds"]
+    assert lo is not None and lo <= 3.3, result.evidence["rounds"]
+    assert hi - lo <= 2.5, result.evidence["rounds"]
+    assert f"between {lo:.1f} and {hi:.1f} s" in result.summary
     assert "keepalive" in result.fix and "server config" in result.fix
     every = int(result.fix.split("'keepalive ")[1].split()[0])
     assert every < 3
@@ -151,9 +154,9 @@ async def test_nat_binding_that_outlives_the_ping_interval_is_ok(lab: Lab) -> No
     _masquerade(lab, udp_timeout=30)
     lab.start(server_lines(extra=["keepalive 3 60"]))
     ctx = lab.context(client_lines())
-    result = await checks_netbeh.run_nat_timeout(ctx, max_wait=10.0)
+    result = await checks_netbeh.run_nat_timeout(ctx, max_wait=14.0)
     assert result.status == "ok", result
-    assert result.evidence["survived_idle_s"] >= 2.0
+    assert result.evidence["survived_idle_s"] >= 2.5
 
 
 async def test_nat_timeout_is_opt_in_and_runs_when_named(lab: Lab) -> None:

@@ -31,6 +31,7 @@ import trio
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
 from trivpn.diagnostics.checks_tls import handshake_budget
+from trivpn.diagnostics.checks_tunnel import gateway_of
 from trivpn.diagnostics.hostinfo import in_netns_thread, read_sysctl, run_tool
 from trivpn.diagnostics.model import (
     Check,
@@ -55,8 +56,10 @@ from trivpn.diagnostics.probe import (
     reset_exchange,
     transport_of,
     udp_reset_exchange,
+    unix_offset,
     wrap_name,
 )
+from trivpn.diagnostics.probe_icmp import echo_request, parse_echo_reply
 from trivpn.diagnostics.probe_session import SessionProbe, probe_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
@@ -74,6 +77,7 @@ ADDRESSES_ID = "netbeh.remote_addresses"
 COMMON_NAT_UDP_TIMEOUT = 30  # s: Linux nf_conntrack_udp_timeout's default, many home routers
 NAT_MAX_WAIT = 300.0  # s: the opt-in measurement stops after this
 NAT_MARGIN = 1.0  # s after the latest expected server ping before it counts as lost
+NAT_CLOCK_SLACK = 0.2  # s: the server's clock may differ from ours by this much
 NAT_RESOLUTION = 1.5  # s: stop when the timeout is known to within this
 RESET_WINDOW = 1.0  # s after our first packet: a reset within this counts as "right after"
 FIRST_PACKET_WAIT = 2.5  # s to wait for a reply, a reset or a close after the first packet
@@ -180,22 +184,31 @@ async def run_keepalive(ctx: DoctorContext) -> CheckResult:
 @dataclass
 class _Rounds:
     """The measurement's state. The server sends its keepalive ping ``ping`` seconds after it
-    last sent anything (its timers count whole seconds, so a ping may come up to a second
-    early); ``expected`` is the latest the next one should arrive, ``slack`` how much later it
-    may still come (more while the schedule is only predicted across lost pings)."""
+    last sent anything, counted in whole seconds of its clock (OpenVPN's ``now``): a packet
+    it sent at Unix time u is followed by a ping within [floor(u) + ping, floor(u) + ping + 1).
+    ``expected`` is the end of that second (the latest the ping comes), ``slack`` allows for
+    the server's clock differing from ours by a fraction of a second."""
 
     ping: float
     expected: float
-    slack: float = 1.0
+    slack: float = NAT_CLOCK_SLACK
     lo: float | None = None  # the longest idle time a binding was seen to survive
     hi: float | None = None  # an idle time after which the server's ping was lost
+    fresh: bool = True  # the binding must be (re)made before the next round
     rounds: list[dict[str, Any]] = field(default_factory=list)
+
+    def server_sent(self, at: float) -> None:
+        """The server sent a packet that reached us at ``at`` (trio time)."""
+        unix = at + unix_offset()
+        self.expected = at + self.ping + 1.0 - (unix - math.floor(unix))
 
     def next_gap(self) -> float | None:
         if not self.rounds:
             return self.ping
         if self.hi is None:
-            return None  # the binding outlived the whole ping interval
+            # nothing lost yet: one round of complete silence between two server pings
+            # decides whether the binding outlives the whole interval
+            return self.ping if (self.lo or 0.0) < self.ping - 0.5 else None
         lo = self.lo or 0.0
         if self.hi - lo <= NAT_RESOLUTION:
             return None
@@ -231,11 +244,47 @@ class _PingProbe(SessionProbe):
         return max(times, default=self.timeline.start)
 
 
+async def _prepare(probe: _PingProbe, st: _Rounds, gateway: tuple[str, str] | None,
+                   end: float) -> None:
+    """Make the binding look like the one of a tunnel in use, and learn when the server
+    pings next. An ICMP echo through the tunnel to the server's tunnel address makes the
+    server answer (which restarts its ping timer: ``expected`` follows from the answer); one
+    ping of ours 2.2 s later gives the flow traffic both ways for more than 2 s, after which
+    Linux conntrack applies nf_conntrack_udp_timeout_stream instead of the shorter
+    nf_conntrack_udp_timeout (other NATs treat a flow with replies alike)."""
+    start = trio.current_time()
+    answered: float | None = None
+    if gateway is not None:
+        local, remote = gateway
+        ident = int.from_bytes(os.urandom(2), "big")
+        got: list[float] = []
+
+        def echo_back() -> bool:
+            for packet in probe.tun:
+                echo = parse_echo_reply(packet)
+                if echo is not None and echo.ident == ident:
+                    got.append(trio.current_time())
+            probe.tun.clear()
+            return bool(got)
+
+        sent = await probe.send_tun(echo_request(local, remote, ident, 1, b"netbeh"))
+        if sent and await probe.run_until(echo_back, min(end, start + 3.0)):
+            answered = got[0]
+            st.server_sent(answered)
+    await probe.run_until(lambda: False, max(trio.current_time(),
+                                             (answered or start) + 2.2))
+    await probe.send_ping()
+    if answered is not None and probe.rx_times and probe.rx_times[-1] > answered:
+        st.server_sent(probe.rx_times[-1])  # a ping came meanwhile (ping shorter than 2.2 s)
+    st.fresh = False
+    probe.timeline.add("binding_prepared", echo_answered=answered is not None)
+
+
 async def _nat_round(probe: _PingProbe, gap: float, *, st: _Rounds, end: float) -> None:
     """One round: stay silent, send one ping of ours ``gap`` seconds before the server's next
     ping is due, and see whether a packet from the server arrives (the binding survived that
     idle time) or not (it was forgotten within ``gap`` + the schedule's slack)."""
-    if gap < st.ping - 0.05:
+    if gap < st.ping - 0.05 and st.expected - gap > probe.last_activity():
         await probe.run_until(lambda: False, st.expected - gap)
         await probe.send_ping()
     first = len(probe.rx_times)
@@ -252,14 +301,14 @@ async def _nat_round(probe: _PingProbe, gap: float, *, st: _Rounds, end: float) 
         st.lo = max(st.lo or 0.0, idle)
         # the server pings N s after it last sent anything, whatever this packet was (OpenVPN
         # src/openvpn/forward.c, process_outgoing_link(): every packet sent restarts the timer)
-        st.expected, st.slack = at + st.ping, 0.2
+        st.server_sent(at)
         row.update(server_packet=True, idle_s=idle, server_packet_s=probe.timeline.elapsed(at),
                    server_ping=probe.rx_sizes[first] == probe.ping_size)
     else:
         bound = round(st.expected + st.slack - probe.last_activity(), 2)
         st.hi = bound if st.hi is None else min(st.hi, bound)
         st.expected += st.ping
-        st.slack = min(st.slack + 0.3, 2.0)
+        st.fresh = True  # our next packet makes a new binding: prepare it again
         row.update(server_packet=False, idle_at_most_s=bound)
     st.rounds.append(row)
 
@@ -299,9 +348,16 @@ async def run_nat_timeout(ctx: DoctorContext, max_wait: float = NAT_MAX_WAIT) ->
         if pushed.ping is None:
             await probe.say_goodbye()
             return _no_server_ping(o, evidence)
-        st = _Rounds(float(pushed.ping), probe.last_activity() + pushed.ping)
+        st = _Rounds(float(pushed.ping), 0.0)
+        st.server_sent(probe.rx_times[-1] if probe.rx_times else trio.current_time())
         end = trio.current_time() + max_wait
+        gateway = gateway_of(pushed)
         while (gap := st.next_gap()) is not None:
+            if st.fresh:
+                if trio.current_time() + st.ping + 2.0 + NAT_MARGIN > end:
+                    evidence["stopped"] = "max wait reached"
+                    break
+                await _prepare(probe, st, gateway, end)
             if st.expected + st.slack + NAT_MARGIN > end:
                 evidence["stopped"] = "max wait reached"
                 break
@@ -335,8 +391,13 @@ def _judge_nat(o: Options, st: _Rounds, evidence: dict[str, Any]) -> CheckResult
         return skip(NAT_ID, "not measured: " + str(evidence.get("stopped", "no round ran")),
                     **evidence)
     if st.hi is None:
-        return ok(NAT_ID, f"the UDP binding survived {st.lo:.1f} s idle, longer than the "
-                  f"server's ping interval ({ping} s): keepalives keep it", **evidence)
+        lo = st.lo or 0.0
+        if lo < st.ping - 0.5:
+            return skip(NAT_ID, f"not measured: the binding survived {lo:.1f} s idle, but the "
+                        f"wait ended before a whole ping interval ({ping} s) was tried",
+                        **evidence)
+        return ok(NAT_ID, f"the UDP binding survived {lo:.1f} s idle, a whole ping interval "
+                  f"of the server ({ping} s): its keepalives keep the binding", **evidence)
     lo = st.lo or 0.0
     if st.lo is None:
         estimate = f"less than {st.hi:.1f} s"
