@@ -71,13 +71,14 @@ def lab(tmp_path: Path) -> Iterator[Lab]:
         yield Lab(netns, tmp_path, client, router, server, wan.b_ifname)
 
 
-def _masquerade(lab: Lab, udp_timeout: int) -> None:
+def _masquerade(lab: Lab, udp_timeout: int, stream_timeout: int | None = None) -> None:
     # no IPv6 on the server's tun: its router solicitations would be extra server packets
     lab.server.sysctl("net.ipv6.conf.default.disable_ipv6", "1")
     lab.router.nft("table ip nat {\n chain post {\n  type nat hook postrouting priority 100;\n"
                    f"  oifname \"{lab.wan_if}\" masquerade\n }}\n}}\n")
     lab.router.sysctl("net.netfilter.nf_conntrack_udp_timeout", str(udp_timeout))
-    lab.router.sysctl("net.netfilter.nf_conntrack_udp_timeout_stream", str(udp_timeout))
+    lab.router.sysctl("net.netfilter.nf_conntrack_udp_timeout_stream",
+                      str(stream_timeout or udp_timeout))
 
 
 def _openvpn_client(lab: Lab, lines: list[str], name: str, until: str,
@@ -157,6 +158,18 @@ async def test_nat_binding_that_outlives_the_ping_interval_is_ok(lab: Lab) -> No
     result = await checks_netbeh.run_nat_timeout(ctx, max_wait=14.0)
     assert result.status == "ok", result
     assert result.evidence["survived_idle_s"] >= 2.5
+
+
+async def test_nat_with_a_short_one_way_timeout_but_a_long_stream_timeout_is_ok(
+        lab: Lab) -> None:
+    """Linux conntrack forgets a flow that has had replies for less than 2 s after
+    nf_conntrack_udp_timeout, a longer-lived one after _stream (30 and 120 s by default): the
+    probe's binding must be judged like the one of a tunnel in use."""
+    _masquerade(lab, udp_timeout=2, stream_timeout=30)
+    lab.start(server_lines(extra=["keepalive 5 60"]))
+    result = await checks_netbeh.run_nat_timeout(lab.context(client_lines()), max_wait=15.0)
+    assert result.status == "ok", result.evidence.get("rounds")
+    assert result.evidence["survived_idle_s"] >= 4.5
 
 
 async def test_nat_timeout_is_opt_in_and_runs_when_named(lab: Lab) -> None:

@@ -248,10 +248,10 @@ async def _prepare(probe: _PingProbe, st: _Rounds, gateway: tuple[str, str] | No
                    end: float) -> None:
     """Make the binding look like the one of a tunnel in use, and learn when the server
     pings next. An ICMP echo through the tunnel to the server's tunnel address makes the
-    server answer (which restarts its ping timer: ``expected`` follows from the answer); one
-    ping of ours 2.2 s later gives the flow traffic both ways for more than 2 s, after which
-    Linux conntrack applies nf_conntrack_udp_timeout_stream instead of the shorter
-    nf_conntrack_udp_timeout (other NATs treat a flow with replies alike)."""
+    server answer (which restarts its ping timer: ``expected`` follows from the answer); pings
+    of ours every 0.5 s for 2.2 s more give the flow traffic both ways for more than 2 s,
+    after which Linux conntrack applies nf_conntrack_udp_timeout_stream instead of the shorter
+    nf_conntrack_udp_timeout (other NATs also keep a flow with replies longer)."""
     start = trio.current_time()
     answered: float | None = None
     if gateway is not None:
@@ -271,9 +271,13 @@ async def _prepare(probe: _PingProbe, st: _Rounds, gateway: tuple[str, str] | No
         if sent and await probe.run_until(echo_back, min(end, start + 3.0)):
             answered = got[0]
             st.server_sent(answered)
-    await probe.run_until(lambda: False, max(trio.current_time(),
-                                             (answered or start) + 2.2))
-    await probe.send_ping()
+    warm_until = (answered or start) + 2.2
+    while True:  # pings 0.5 s apart: the binding stays up even with a short one-way timeout
+        await probe.send_ping()
+        now = trio.current_time()
+        if now >= warm_until:
+            break
+        await probe.run_until(lambda: False, min(now + 0.5, warm_until))
     if answered is not None and probe.rx_times and probe.rx_times[-1] > answered:
         st.server_sent(probe.rx_times[-1])  # a ping came meanwhile (ping shorter than 2.2 s)
     st.fresh = False
