@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -334,14 +335,22 @@ def test_openvpn_tries_the_next_address_of_a_name_after_the_first_times_out(
     assert -1 not in at and at == sorted(at), text
 
 
+def _doctor_remote_addresses(lab: Lab) -> dict[str, Any]:
+    """``trivpn doctor --check netbeh.remote_addresses`` run inside the client namespace
+    (so that its hosts file applies), as JSON."""
+    conf = lab.workdir / "client.conf"
+    conf.write_text("\n".join(client_lines(remote=MULTI_NAME)) + "\n")
+    done = lab.client.run([sys.executable, "-m", "trivpn", "doctor", str(conf), "--json",
+                           "--check", "netbeh.remote_addresses"], check=False, timeout=30)
+    report = json.loads(done.stdout)
+    got: dict[str, Any] = next(c for c in report["checks"]
+                               if c["id"] == "netbeh.remote_addresses")
+    return got
+
+
 def test_remote_name_with_a_dead_address_names_it_and_the_order(multi: Lab) -> None:
     multi.start(server_lines(local=None))
-    conf = multi.workdir / "client.conf"
-    conf.write_text("\n".join(client_lines(remote=MULTI_NAME)) + "\n")
-    done = multi.client.run([sys.executable, "-m", "trivpn", "doctor", str(conf), "--json",
-                             "--check", "netbeh.remote_addresses"], check=False, timeout=30)
-    report = json.loads(done.stdout)
-    got = next(c for c in report["checks"] if c["id"] == "netbeh.remote_addresses")
+    got = _doctor_remote_addresses(multi)
     assert got["status"] == "warn", got
     states = {a["address"]: a["state"] for a in got["evidence"]["addresses"]}
     assert states == {DEAD_IP: "filtered", SERVER_IP: "open"}
@@ -349,3 +358,13 @@ def test_remote_name_with_a_dead_address_names_it_and_the_order(multi: Lab) -> N
     assert "Here the first address fails" in got["explanation"]
     assert f"Remove {DEAD_IP} from the DNS records of {MULTI_NAME}" in got["fix"]
     assert SERVER_IP in got["fix"]
+
+
+def test_remote_name_with_an_ipv6_address_this_host_cannot_reach_after_a_good_one_is_ok(
+        multi: Lab) -> None:
+    multi.start(server_lines(local=None))
+    (Path("/etc/netns") / multi.client.name / "hosts").write_text(
+        f"127.0.0.1 localhost\n{SERVER_IP} {MULTI_NAME}\n2001:2:0:1::1 {MULTI_NAME}\n")
+    got = _doctor_remote_addresses(multi)
+    assert got["status"] == "ok", got
+    assert got["evidence"]["no_route_from_here"] == ["[2001:2:0:1::1]:1194/udp"]

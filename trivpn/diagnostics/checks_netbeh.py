@@ -585,9 +585,15 @@ async def run_first_packet_reset(ctx: DoctorContext) -> CheckResult:
     if not suspects:
         return ok(RESET_ID, "every TCP remote answered the first OpenVPN packet (see "
                   "port.reachable)")
-    results: list[tuple[FirstPacket, FirstPacket | None]] = []
-    for t in suspects:
-        results.append(await first_packet_pair(t, inputs.wrap, ctx.netns))
+    results: list[tuple[FirstPacket, FirstPacket | None]] = [(FirstPacket(t), None)
+                                                             for t in suspects]
+
+    async def one(i: int) -> None:
+        results[i] = await first_packet_pair(suspects[i], inputs.wrap, ctx.netns)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(suspects)):
+            nursery.start_soon(one, i)
     evidence = {"probes": [{"openvpn_reset": r.evidence(),
                             "control": c.evidence() if c is not None else None}
                            for r, c in results]}
@@ -717,9 +723,19 @@ async def run_remote_addresses(ctx: DoctorContext) -> CheckResult:
     evidence = {"addresses": states}
     failing = [s for s in states
                if not (s["state"] == "open" and s["reply_kind"] == "openvpn_reset")]
+    # an address of a family this host has no route for (an IPv6 address on an IPv4-only
+    # host), after one that works, is what a dual-stack name looks like from here
+    first_of = {s["host"]: s for s in reversed(states)}
+    no_route = [s for s in failing if s["icmp"] == "net_unreachable"
+                and first_of[s["host"]] is not s]
+    if no_route:
+        evidence["no_route_from_here"] = [s["sent_to"] for s in no_route]
+    failing = [s for s in failing if s not in no_route]
     if not failing:
-        return ok(ADDRESSES_ID, f"all {len(states)} addresses of "
-                  f"{', '.join(dict.fromkeys(r.host for r, _ in multi))} answer", **evidence)
+        return ok(ADDRESSES_ID, f"all {len(states) - len(no_route)} reachable addresses of "
+                  f"{', '.join(dict.fromkeys(r.host for r, _ in multi))} answer"
+                  + (f" ({len(no_route)} more of a family this host has no route for)"
+                     if no_route else ""), **evidence)
     host = failing[0]["host"]
     mine = [s for s in states if s["host"] == host]
     good = [s for s in mine if s not in failing]
