@@ -317,7 +317,7 @@ async def _nat_round(probe: _PingProbe, gap: float, *, st: _Rounds, end: float) 
     st.rounds.append(row)
 
 
-def _keepalive_fix(o: Options, lo: float) -> str:
+def _keepalive_fix(lo: float) -> str:
     every = max(1, math.floor(lo * 0.6))
     return f"keepalive {every} {max(60, every * 6)}"
 
@@ -410,17 +410,18 @@ def _judge_nat(o: Options, st: _Rounds, evidence: dict[str, Any]) -> CheckResult
         estimate = f"between {lo:.1f} and {st.hi:.1f} s"
         fix_every = lo
     evidence["estimate_s"] = round((lo + st.hi) / 2, 1)
-    fix = _keepalive_fix(o, fix_every)
+    fix = _keepalive_fix(fix_every)
     return problem(
         NAT_ID, "fail", f"the path forgets the idle UDP flow after {estimate}, but the server "
         f"pings only every {ping} s", **evidence,
-        explanation=f"The server's keepalive pings ('ping {ping}', pushed by the server) arrive "
-        f"while the flow was idle for {lo:.1f} s, and are lost after {st.hi:.1f} s: a NAT "
-        "router or stateful firewall between here and the server drops its UDP binding in "
-        "between. Whenever the tunnel is idle longer than that, the server's packets no longer "
-        "reach this client until it sends again; with nothing coming back the client restarts "
-        "after its ping-restart time ('Inactivity timeout (--ping-restart), restarting'), "
-        "which is the 'drops every few minutes' pattern.",
+        explanation=f"The server's keepalive pings ('ping {ping}', pushed by the server) "
+        + (f"arrive while the flow was idle for {lo:.1f} s, and are lost after {st.hi:.1f} s"
+           if st.lo is not None else f"are lost after {st.hi:.1f} s of idle flow")
+        + ": a NAT router or stateful firewall between here and the server drops its UDP "
+        "binding in between. Whenever the tunnel is idle longer than that, the server's "
+        "packets no longer reach this client until it sends again; when they stop getting "
+        "through for the ping-restart time, the client restarts ('Inactivity timeout "
+        "(--ping-restart), restarting'): the 'drops every few minutes' pattern.",
         fix=f"In the server config use '{fix}' (ping more often than the binding timeout; it "
         "is pushed to every client as 'ping' and 'ping-restart'); or raise the UDP timeout on "
         "the NAT router (Linux: net.netfilter.nf_conntrack_udp_timeout and _stream).")
@@ -542,8 +543,10 @@ def _dpi_text(o: Options, real: FirstPacket, control: FirstPacket | None,
                "reset' opcode at the start of the stream) and resets the connection: deep "
                "packet inspection in a corporate, hotel, school or national firewall.")
     else:
-        why = ("A connection whose first bytes do not look like OpenVPN was "
-               f"{'also reset' if control is not None else 'not tried'}, so this may be a "
+        seen = ("not tried" if control is None else "reset too" if control.outcome == "reset"
+                else f"{control.outcome} (the OpenVPN one was {how})")
+        why = (f"A connection whose first bytes do not look like OpenVPN was {seen}, so "
+               "this may be a "
                "middlebox resetting OpenVPN-looking traffic, or the server closing the "
                "connection itself (a tls-auth/tls-crypt key that differs: see tls.keys).")
     hide = ("tls-crypt (or tls-crypt-v2) encrypts and authenticates every control packet, "
@@ -754,24 +757,29 @@ async def run_remote_addresses(ctx: DoctorContext) -> CheckResult:
         f"{host} resolves to {len(mine)} addresses ({order}, in the order the resolver "
         f"returns them) and {', '.join(s['address'] + ' is ' + s['state'] for s in dead)}. "
         "OpenVPN tries the addresses of a 'remote' name in that order: it connects to the "
-        f"first and moves to the next address only when that attempt fails ({how}), then "
-        "restarts with the next one.")
-    if first_dead:
+        f"first, and when that attempt fails ({how}) it starts again with the next "
+        "address.")
+    if not good:
+        explanation += " None of the addresses answers."
+    elif first_dead:
         explanation += (" Here the first address fails, so every connection waits for that "
                         "timeout before reaching a working one.")
     else:
-        explanation += (" Connections that get a failing address first (another resolver "
-                        "order, or when the working one goes away) wait for that timeout.")
+        explanation += (" Here a working address comes first; a failing one costs that "
+                        "timeout whenever a connection attempt starts with it.")
     status: Status = "warn" if good else "fail"
-    if not good:
-        explanation += " None of the addresses answers."
-    fix = (f"Remove {', '.join(s['address'] for s in dead)} from the DNS records of {host}, "
-           f"or replace 'remote {host}' in {o.config_path.name} line {line} by 'remote' lines "
-           "naming the working address"
-           + (f"(es) ({', '.join(s['address'] for s in good)})" if good else "es")
-           + "; a shorter " + ("'hand-window' (e.g. 'hand-window 10')" if "UDP:" in how else
-                              "'connect-timeout' (e.g. 'connect-timeout 10')")
-           + " makes the fallback to the next address quicker.")
+    shorter = ("'hand-window' (e.g. 'hand-window 10')" if "UDP:" in how
+               else "'connect-timeout' (e.g. 'connect-timeout 10')")
+    if good:
+        fix = (f"Remove {', '.join(s['address'] for s in dead)} from the DNS records of "
+               f"{host}, or replace 'remote {host}' in {o.config_path.name} line {line} by "
+               f"'remote' lines naming the working address(es) "
+               f"({', '.join(s['address'] for s in good)}); a shorter {shorter} makes the "
+               "fallback to the next address quicker.")
+    else:
+        fix = (f"No address of {host} answers: check the server and the path to it (see "
+               "port.reachable); then keep only the addresses that work in DNS, or name them "
+               f"in 'remote' lines in {o.config_path.name}.")
     return problem(ADDRESSES_ID, status,
                    f"{host}: {len(dead)} of {len(mine)} addresses do not answer "
                    f"({', '.join(s['sent_to'] + ' ' + s['state'] for s in dead)})",
