@@ -344,3 +344,36 @@ def test_server_plan_shows_its_ipv6_pool_and_address(capsys: pytest.CaptureFixtu
                                            "last": "2001:2:0:8::10fc", "size": 253,
                                            "prefix": 64}
     assert plan["transport"]["local"]["address"] == "::"  # udp6: dual-stack
+
+
+P2P_SERVER = """tls-server
+dev tun
+proto udp
+port 1194
+ifconfig 198.18.8.1 198.18.8.2
+ca ca.crt
+cert server.crt
+key server.key
+dh none
+"""
+
+
+def test_tls_peer_to_peer_server_plan_has_its_own_addresses_and_no_pool(
+        capsys: pytest.CaptureFixture[str], pki: Path) -> None:
+    plan = _plan(capsys, str(_conf(pki, P2P_SERVER)))
+    assert (plan["role"], plan["mode"], plan["server"]) == ("client", "p2p", None)
+    assert [(a["text"], a["source"]) for a in plan["addresses"]] == [
+        ("198.18.8.1 peer 198.18.8.2", "ifconfig")]
+    assert [r["source"] for r in plan["routes"]] == []
+
+
+@pytest.mark.directive("up", "script-security")
+def test_up_that_script_security_forbids_exits_2_naming_its_line(
+        capsys: pytest.CaptureFixture[str], pki: Path) -> None:
+    conf = _conf(pki, P2P_SERVER + "up ./office.up\n")
+    code, _, err = _check(capsys, str(conf))
+    assert code == 2
+    assert err.startswith(f"trivpn check: {conf}:10: 'up' cannot run with script-security 1")
+    code, _, _ = _check(capsys, str(_conf(pki, P2P_SERVER + "up ./office.up\n"
+                                          "script-security 2\n")))
+    assert code == 0

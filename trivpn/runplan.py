@@ -100,11 +100,19 @@ def build_plan(options: Options, directives: Sequence[Directive] = (), *, files:
     except RuntimeSetupError as exc:
         raise _error_at(o, "user" if o.user is not None and "user" in str(exc) else "group",
                         str(exc)) from exc
+    if o.up is not None and o.script_security < 2:
+        # the up script runs once the device is up; refused, trivpn run stops there (client.py
+        # _after_up, server.py): say so before anything starts
+        raise _error_at(o, "up", f"'up' cannot run with script-security {o.script_security}: "
+                                 "external programs need 'script-security 2', and trivpn run "
+                                 "stops when the up script fails")
     device, addresses, routes, tunnel_warnings = _tunnel(o)
     plan: Json = {
         "config": location_text(o.config_path, None),
         "role": o.role,
         "mode": o.mode,
+        "tls_role": o.tls_role,  # differs from role for a TLS peer-to-peer server
+        "pull": o.pull,
         "files_read": files,
         "transport": _transport(o),
         "device": device,
@@ -162,7 +170,7 @@ def _transport(o: Options) -> Json:
 
 
 def _tunnel(o: Options) -> tuple[Json, list[Json], list[Json], list[str]]:
-    pulls = o.role == "client"
+    pulls = o.pull
     try:
         if o.role == "server":
             server_pool(o)  # the checks Server() makes
@@ -215,7 +223,7 @@ def _routes(o: Options, plan: TunnelPlan) -> list[Json]:
             text = str(r)
         elif r.gateway is not None:
             text = f"{r.destination} via {r.gateway} on the tunnel"
-        elif o.role == "client":
+        elif o.pull:
             text = f"{r.destination} on the tunnel, via the VPN gateway the server pushes"
         else:
             text = f"{r.destination} on the tunnel device"
@@ -223,7 +231,7 @@ def _routes(o: Options, plan: TunnelPlan) -> list[Json]:
             text += f" metric {r.metric}"
         out.append({"destination": r.destination, "gateway": r.gateway, "metric": r.metric,
                     "via": via, "source": source, "text": text})
-    if o.role == "client":
+    if o.pull:
         if o.route_nopull:
             text = "routes the server pushes are ignored (route-nopull)"
         else:
@@ -417,13 +425,20 @@ def _ignored(o: Options) -> list[Json]:
 
 # --- text ----------------------------------------------------------------------------------
 
+def _role_text(plan: Json) -> str:
+    if plan["role"] == "server":
+        return f"server (mode {plan['mode']})"
+    if plan.get("pull", True):
+        return "client (pulls its settings from the server)"
+    side = f"tls-{plan.get('tls_role', 'client')}"
+    return f"TLS peer-to-peer {side} (one peer, the config's own ifconfig, no push)"
+
+
 def render_text(plan: Json) -> list[str]:
     """The report for people, one section per key of the plan."""
     out = [f"Config:       {plan['config']}"
            + ("" if plan["files_read"] else "  (--no-files: referenced files not read)"),
-           "Role:         " + ("client (pulls its settings from the server)"
-                                   if plan["role"] == "client" else
-                                   f"server (mode {plan['mode']})")]
+           "Role:         " + _role_text(plan)]
     t = plan["transport"]
     local = t["local"]
     out.append(f"Transport:    {t['proto']}, local "

@@ -40,12 +40,13 @@ from trivpn.protocol.peerinfo import (
     IV_PROTO_NCP_P2P,
     IV_PROTO_REQUEST_PUSH,
     IV_PROTO_TLS_KEY_EXPORT,
+    build_p2p_peer_info,
     build_peer_info,
 )
 from trivpn.protocol.push import PullPolicy
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.statickey import parse_static_key
-from trivpn.protocol.tls import CrlCheck, PeerVerification, parse_crls
+from trivpn.protocol.tls import CrlCheck, KeyExporter, PeerVerification, parse_crls
 from trivpn.protocol.tlscryptv2 import client_wrap
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
 from trivpn.tlscontext import CrlDirectory, CrlFile, TlsContextError, build_context
@@ -313,14 +314,14 @@ def session_config(o: Options, *, unix_time_offset: float,
         options_string=opts,
         verification=verification(o, ca_pem),
         wrap=wrap,
-        peer_info=None if is_server else build_peer_info(
+        peer_info=_server_peer_info(o, ciphers, exporter) if is_server else build_peer_info(
             ciphers=ciphers,
             iv_proto=(CLIENT_IV_PROTO if o.pull else P2P_IV_PROTO) | (
                 IV_PROTO_TLS_KEY_EXPORT if exporter else 0),
             mtu=max(1600, o.tun_mtu, o.tun_mtu_max) if o.pull else None,  # tun-mtu-max
             comp_algorithms=advertises_compression(o), extra=peer_info_extra(o)),
         data_ciphers=ciphers,
-        data_ciphers_fallback=o.data_ciphers_fallback,
+        data_ciphers_fallback=data_ciphers_fallback(o),
         auth=o.auth,
         username=creds.username if creds else None,
         password=creds.password if creds else None,
@@ -357,8 +358,33 @@ def session_config(o: Options, *, unix_time_offset: float,
         tls_crypt_v2_max_age=o.tls_crypt_v2_max_age,
         key_exporter=exporter,
         replay=o.replay,
-        p2p=not is_server and not o.pull,
+        p2p=o.mode == "p2p" and not o.pull,
     )
+
+
+def _server_peer_info(o: Options, ciphers: tuple[str, ...],
+                      exporter: KeyExporter | None) -> str | None:
+    """A 'mode server' server sends no peer-info; a TLS peer-to-peer server sends what
+    OpenVPN 2.6's does (ssl.c, push_peer_info() with push_peer_info_detail 1): its
+    data-ciphers and the P2P IV_PROTO bits, TLS-EKM when the exporter works here."""
+    if o.mode == "server":
+        return None
+    return build_p2p_peer_info(
+        ciphers=ciphers,
+        iv_proto=P2P_IV_PROTO | (IV_PROTO_TLS_KEY_EXPORT if exporter else 0))
+
+
+def data_ciphers_fallback(o: Options) -> str | None:
+    """The cipher used when negotiation finds none. In TLS peer-to-peer mode 'cipher' is the
+    fallback too (OpenVPN options.c, options_postprocess_cipher(): without pull or 'mode
+    server', a configured cipher enables the NCP fallback); otherwise only
+    'data-ciphers-fallback'."""
+    if o.data_ciphers_fallback is not None:
+        return o.data_ciphers_fallback
+    if o.mode == "p2p" and not o.pull and o.cipher is not None \
+            and o.cipher.upper() in SUPPORTED_CIPHERS:
+        return o.cipher.upper()
+    return None
 
 
 def advertises_compression(o: Options) -> bool:

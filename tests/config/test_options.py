@@ -322,11 +322,27 @@ def test_tls_client_without_pull_is_a_tls_peer_to_peer_client() -> None:
 
 
 @pytest.mark.directive("tls-server", "mode")
-def test_tls_server_without_mode_server_is_refused_not_run_as_a_multi_client_server() -> None:
+def test_tls_server_without_mode_server_is_a_tls_peer_to_peer_server() -> None:
+    """One peer, run by the one-peer runtime (role "client"), TLS server side."""
     text = ("tls-server\ndev tun\nifconfig 198.18.8.1 198.18.8.2\nca ca.crt\ncert s.crt\n"
             "key s.key\ndh none\n")
-    with pytest.raises(ConfigError, match="'tls-server' without 'mode server' is TLS "
-                                          "peer-to-peer mode"):
+    o = parse_config(text, "s.conf")
+    assert (o.role, o.tls_role, o.mode, o.pull) == ("client", "server", "p2p", False)
+
+
+@pytest.mark.directive("tls-server", "proto")
+def test_tls_peer_to_peer_server_with_tcp_client_is_refused() -> None:
+    text = ("tls-server\ndev tun\nproto tcp-client\nremote 198.18.0.2\n"
+            "ifconfig 198.18.8.1 198.18.8.2\nca ca.crt\ncert s.crt\nkey s.key\ndh none\n")
+    with pytest.raises(ConfigError, match="peer-to-peer 'tls-server' with 'proto tcp-client'"):
+        parse_config(text, "s.conf")
+
+
+@pytest.mark.directive("tls-server", "client-config-dir")
+def test_tls_peer_to_peer_server_refuses_multi_client_directives() -> None:
+    text = ("tls-server\ndev tun\nclient-config-dir ccd\nifconfig 198.18.8.1 198.18.8.2\n"
+            "ca ca.crt\ncert s.crt\nkey s.key\ndh none\n")
+    with pytest.raises(ConfigError, match="'client-config-dir' requires 'mode server'"):
         parse_config(text, "s.conf")
 
 

@@ -56,3 +56,33 @@ def test_missing_directory_fails_and_no_directory_skips(tmp_path: Path):
     assert trio.run(CCD.run, ctx).status == "fail"
     ctx = context(write_config(tmp_path, BASE.replace("client-config-dir ccd\n", "")))
     assert trio.run(CCD.run, ctx).status == "skip"
+
+
+def test_route_that_no_client_file_claims_warns(tmp_path: Path):
+    result = _run(tmp_path, {"site": "iroute 198.18.30.0 255.255.255.0\n"},
+                  "route 198.18.30.0 255.255.255.0\nroute 198.18.31.0 255.255.255.0\n")
+    assert result.status == "warn"
+    (warning,) = result.evidence["warnings"]
+    assert "'route 198.18.31.0 255.255.255.0' has no 'iroute' in any client file" in warning
+    assert warning.startswith(f"{tmp_path / 'test.conf'}:")
+
+
+def test_route_through_a_gateway_outside_the_tunnel_needs_no_iroute(tmp_path: Path):
+    result = _run(tmp_path, {}, "route 198.18.31.0 255.255.255.0 198.18.0.254\n")
+    assert result.status == "ok", result
+
+
+def test_iroute_overlapping_the_pool_warns(tmp_path: Path):
+    result = _run(tmp_path, {"site": "iroute 198.18.8.128 255.255.255.128\n"},
+                  "route 198.18.8.128 255.255.255.128\n")
+    assert result.status == "warn"
+    assert result.evidence["warnings"] == [
+        f"{tmp_path / 'ccd' / 'site'}: 'iroute 198.18.8.128 255.255.255.128' overlaps the VPN "
+        "pool 198.18.8.0/24"]
+
+
+def test_route_without_any_client_config_dir_warns(tmp_path: Path):
+    text = BASE.replace("client-config-dir ccd\n", "") + "route 198.18.30.0 255.255.255.0\n"
+    result = trio.run(CCD.run, context(write_config(tmp_path, text)))
+    assert result.status == "warn"
+    assert "client-config-dir" in result.fix

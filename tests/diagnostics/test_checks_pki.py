@@ -173,3 +173,29 @@ async def test_cert_with_both_purposes_is_fine(pki: Pki) -> None:
         pki.ca, "client", "client1",
         eku=(ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH)))
     assert (await run("pki.eku", pki)).status == "ok"
+
+
+P2P_TLS_SERVER = """dev tun
+proto udp
+lport 1194
+remote 198.18.0.2 1194
+ifconfig 198.19.5.1 198.19.5.2
+tls-server
+dh none
+ca ca.crt
+cert server.crt
+key server.key
+"""
+
+
+async def test_peer_to_peer_tls_server_needs_a_server_certificate(pki: Pki) -> None:
+    result = await run("pki.eku", pki, P2P_TLS_SERVER)
+    assert result.status == "ok"
+    assert result.evidence["needed_eku"] == "serverAuth"
+
+
+async def test_peer_to_peer_tls_server_with_a_client_certificate_fails_eku(pki: Pki) -> None:
+    result = await run("pki.eku", pki, P2P_TLS_SERVER.replace("server.crt", "client.crt")
+                       .replace("server.key", "client.key"))
+    assert result.status == "fail"
+    assert result.evidence["needed_eku"] == "serverAuth"

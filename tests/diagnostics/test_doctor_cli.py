@@ -70,6 +70,15 @@ def test_server_config_gets_the_server_role(tmp_path: Path,
     assert json.loads(capsys.readouterr().out)["role"] == "server"
 
 
+def test_peer_to_peer_tls_server_gets_the_server_role(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    write_pki(tmp_path)
+    path = write_config(tmp_path, "dev tun\nlport 1194\nifconfig 198.19.5.1 198.19.5.2\n"
+                        "tls-server\ndh none\nca ca.crt\ncert server.crt\nkey server.key\n")
+    assert main([str(path), "--json", "--check", "config.syntax"]) == 0
+    assert json.loads(capsys.readouterr().out)["role"] == "server"
+
+
 def test_unparsable_config_fails_syntax_and_still_runs_option_free_checks(
         tmp_path: Path, netns_lab: NetnsLab, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -135,3 +144,16 @@ def test_clean_log_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
 def test_log_and_config_together_is_a_usage_error(good_client: Path) -> None:
     assert main([str(good_client), "--log", str(FIXTURES / "client-resolve.log")]) == 2
+
+
+def test_target_is_refused_with_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "openvpn.log"
+    log.write_text("")
+    assert main(["--log", str(log), "--target", "198.18.20.10"]) == 2
+    assert "--target" in capsys.readouterr().err
+
+
+def test_targets_reach_the_checks_context(good_client: Path) -> None:
+    ctx = doctor.build_context(good_client, 5.0, targets=("198.18.20.10", "host.example"))
+    assert ctx.targets == ("198.18.20.10", "host.example")
+    assert ctx.tunnel is None  # the broker is opened by the run, not the context

@@ -104,7 +104,13 @@ def test_every_pattern_is_exercised_by_some_test() -> None:
                "log.keys_out_of_sync", "log.ping_restart", "log.peer_port_closed",
                "log.connection_refused", "log.no_route", "log.unroutable_control",
                "log.no_push_reply", "log.bind_failed", "log.tun_open_failed",
-               "log.key_mismatch", "log.connected"}
+               "log.key_mismatch", "log.connected",
+               # tests/interop/test_doctor_log_survey.py (real openvpn) and
+               # tests/diagnostics/test_logscan_survey.py (lines cited from OpenVPN's source)
+               "log.decrypt_error", "log.weak_certificate", "log.tls_version_mismatch",
+               "log.unknown_option", "log.lzo_mismatch", "log.bad_source_address",
+               "log.route_exists", "log.route_failed", "log.no_tty", "log.no_credentials",
+               "log.connection_reset", "log.tap_adapters_in_use", "log.ccd_exclusive"}
     assert {p.id for p in PATTERNS} == covered
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tests.diagnostics.scenariokit import (
     server_lines,
 )
 from trivpn.diagnostics import (
+    checks_compat,
     checks_mtu,
     checks_nat,
     checks_netbeh,
@@ -35,6 +37,7 @@ from trivpn.diagnostics import (
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
 from trivpn.diagnostics.probe import REPROBE_ATTEMPTS
 from trivpn.diagnostics.runner import run_checks
+from trivpn.diagnostics.tunnel_session import TunnelBroker
 from trivpn.pki.certs import Credential, certificate_pem, create_ca, issue_cert
 from trivpn.pki.keys import private_key_pem
 from trivpn.protocol.statickey import StaticKey, format_static_key
@@ -43,6 +46,7 @@ pytestmark = pytest.mark.integration
 
 NETWORK_CHECKS: tuple[Check, ...] = (*checks_port.CHECKS, *checks_nat.CHECKS, *checks_tls.CHECKS,
                                      *checks_mtu.CHECKS, *checks_tunnel.CHECKS,
+                                     *checks_compat.CHECKS,
                                      *(c for c in checks_netbeh.CHECKS if not c.opt_in))
 PHASES = ["reset_sent", "reset_received", "tls_started", "tls_complete", "key_method_sent",
           "key_method_received", "push_request_sent", "push_reply_received",
@@ -75,7 +79,10 @@ async def _run(check_id: str, ctx: DoctorContext) -> CheckResult:
 
 
 async def _report(ctx: DoctorContext) -> dict[str, CheckResult]:
-    report = await run_checks(NETWORK_CHECKS, ctx)
+    # As 'trivpn doctor' runs them: one shared tunnel session for the data-channel checks.
+    async with TunnelBroker() as broker:
+        report = await run_checks(NETWORK_CHECKS, replace(ctx, tunnel=broker))
+    assert broker.handshakes <= 1
     return {r.id: r for r in report.checks}
 
 

@@ -1,8 +1,12 @@
 """``trivpn doctor CONFIG``: find out why a VPN does not work, with evidence and a fix.
 
-``trivpn doctor CONFIG [--json] [--timeout S] [--check ID ...]`` runs the checks for the
-config's role; ``trivpn doctor --log FILE [--json]`` explains the known error lines of an
-existing OpenVPN or trivpn log. Exit status: 0 when nothing failed, 1 when a check failed, 2
+``trivpn doctor CONFIG [--json] [--timeout S] [--check ID ...] [--target HOST ...]`` runs the
+checks for the config's role (``--target``: hosts tunnel.beyond probes through the tunnel);
+``trivpn doctor --log FILE [--json]`` explains the known error lines of an existing OpenVPN or
+trivpn log; ``trivpn doctor --watch CONFIG`` (or ``--watch --management HOST:PORT|PATH``)
+attaches to a running tunnel's management interface and explains its events as they happen
+(trivpn/diagnostics/watch.py) until the connection closes, Ctrl-C/SIGTERM, or
+``--watch-time S``. Exit status: 0 when nothing failed, 1 when a check failed, 2
 for usage errors (bad arguments, unreadable config or log file, unknown check id).
 
 Tests may set the environment variable ``TRIVPN_DOCTOR_NETNS`` to the name of an existing
@@ -13,16 +17,19 @@ user-facing option.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from trivpn.config import ConfigError, load_config_salvaged, tokenize_line
+from trivpn.config import ConfigError, Options, load_config_salvaged, tokenize_line
 from trivpn.diagnostics.logscan import scan_log_file
 from trivpn.diagnostics.model import Check, DoctorContext, Role
 from trivpn.diagnostics.registry import all_checks
@@ -33,6 +40,20 @@ from trivpn.diagnostics.runner import (
     make_report,
     run_checks,
     select_checks,
+)
+from trivpn.diagnostics.tunnel_session import TunnelBroker
+from trivpn.diagnostics.watch import (
+    DEFAULT_INTERVAL,
+    WatchEvent,
+    WatchOutcome,
+    address_from_options,
+    render_event,
+    watch,
+)
+from trivpn.runtime.management_client import (
+    ManagementAddress,
+    ManagementClientError,
+    parse_address,
 )
 
 NETNS_ENV = "TRIVPN_DOCTOR_NETNS"
@@ -61,12 +82,32 @@ def register(sub: Any) -> None:
     parser.add_argument("--log", type=Path, metavar="FILE", default=None,
                         help="explain the known error lines of an OpenVPN or trivpn log "
                              "instead of checking a config")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--watch", action="store_true",
+                        help="attach to the running tunnel of CONFIG (or of --management) "
+                             "through its management interface and explain events as they "
+                             "happen")
+    parser.add_argument("--management", metavar="HOST:PORT|PATH", default=None,
+                        help="with --watch: the management address (instead of reading it "
+                             "from CONFIG)")
+    parser.add_argument("--password-file", type=Path, metavar="FILE", default=None,
+                        help="with --watch --management: the management password file")
+    parser.add_argument("--watch-time", type=_positive_seconds, metavar="S", default=None,
+                        help="with --watch: stop after S seconds")
+    parser.add_argument("--interval", type=int, default=DEFAULT_INTERVAL, metavar="N",
+                        help=f"with --watch: seconds between counter updates "
+                             f"(default {DEFAULT_INTERVAL})")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (with --watch: one per event and line)")
     parser.add_argument("--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT,
                         metavar="S", help=f"time limit per check in seconds "
                                           f"(default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--check", nargs="+", metavar="ID", default=None, dest="checks",
                         help="run only these checks (and those they depend on)")
+    parser.add_argument("--target", action="append", metavar="HOST", default=[],
+                        dest="targets",
+                        help="a host that should be reachable through the tunnel (IP "
+                             "address or name; repeatable): tunnel.beyond probes it through "
+                             "the data channel and tells where the path ends")
     parser.set_defaults(handler=handle)
 
 
@@ -104,14 +145,18 @@ def _usage(message: str) -> int:
 
 
 def handle(args: argparse.Namespace) -> int:
+    if args.watch:
+        return _handle_watch(args)
+    if args.management is not None or args.watch_time is not None:
+        return _usage("--management and --watch-time go with --watch")
     if args.log is not None:
-        if args.config is not None or args.checks is not None:
-            return _usage("--log FILE takes no CONFIG and no --check")
+        if args.config is not None or args.checks is not None or args.targets:
+            return _usage("--log FILE takes no CONFIG, no --check and no --target")
         return _handle_log(args.log, args.json)
     if args.config is None:
         return _usage("give a CONFIG file, or --log FILE")
     return _handle_config(args.config, as_json=args.json, timeout=args.timeout,
-                          only=args.checks)
+                          only=args.checks, targets=tuple(args.targets))
 
 
 def _handle_log(path: Path, as_json: bool) -> int:
@@ -126,23 +171,27 @@ def _handle_log(path: Path, as_json: bool) -> int:
     return report.exit_code
 
 
-def build_context(path: Path, timeout: float, netns: str | None = None) -> DoctorContext:
+def build_context(path: Path, timeout: float, netns: str | None = None,
+                  targets: tuple[str, ...] = ()) -> DoctorContext:
     """Parse ``path`` (without reading referenced files; the checks do) into a context. Lines
     that fail are left out and listed in ``config_errors``, so the network checks still run
     with what parsed; a config that cannot be parsed at all gives ``options=None`` and the
     guessed role."""
     options, errors = load_config_salvaged(path)
-    role: Role = options.role if options is not None else guess_role(path)
+    # A TLS server in peer-to-peer mode (tls-server without mode server) waits for its peer
+    # like a server does: server-side checks apply, probing it as a client would not.
+    role: Role = ((options.tls_role if options.tls_role == "server" else options.role)
+                  if options is not None else guess_role(path))
     return DoctorContext(config_path=path, options=options, role=role, timeout=timeout,
-                         netns=netns, config_errors=errors)
+                         netns=netns, config_errors=errors, targets=targets)
 
 
 def _handle_config(path: Path, *, as_json: bool, timeout: float,
-                   only: Sequence[str] | None) -> int:
+                   only: Sequence[str] | None, targets: tuple[str, ...] = ()) -> int:
     if not path.is_file():
         return _usage(f"config file {path} does not exist or is not a file")
     checks: tuple[Check, ...] = all_checks()
-    ctx = build_context(path, timeout, os.environ.get(NETNS_ENV) or None)
+    ctx = build_context(path, timeout, os.environ.get(NETNS_ENV) or None, targets)
     try:
         select_checks(checks, ctx.role, only)
     except UnknownCheckError as exc:
@@ -154,4 +203,69 @@ def _handle_config(path: Path, *, as_json: bool, timeout: float,
 
 async def _run(checks: Sequence[Check], ctx: DoctorContext,
                only: Sequence[str] | None) -> DoctorReport:
-    return await run_checks(checks, ctx, only=only)
+    # One post-handshake session for every check that needs the data channel; closing it
+    # says goodbye to the server (tunnel_session.py).
+    async with TunnelBroker() as broker:
+        return await run_checks(checks, replace(ctx, tunnel=broker), only=only)
+
+
+def _handle_watch(args: argparse.Namespace) -> int:
+    if args.log is not None or args.checks is not None or args.targets:
+        return _usage("--watch takes no --log, no --check and no --target")
+    if not 1 <= args.interval <= 3600:
+        return _usage("--interval must be from 1 to 3600 seconds")
+    options: Options | None = None
+    if args.config is not None:
+        if not args.config.is_file():
+            return _usage(f"config file {args.config} does not exist or is not a file")
+        options, _errors = load_config_salvaged(args.config)
+    address: ManagementAddress | None
+    if args.management is not None:
+        try:
+            address = parse_address(args.management, args.password_file)
+        except ValueError as exc:
+            return _usage(f"--management {args.management}: {exc}")
+    elif options is not None:
+        address = address_from_options(options)
+        if address is None:
+            return _usage(f"{args.config} has no 'management' line: give --management "
+                          "HOST:PORT|PATH")
+    else:
+        return _usage("--watch needs a CONFIG with a 'management' line, or --management")
+    as_json = args.json
+    color = use_color(sys.stdout)
+
+    def emit(event: WatchEvent) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(event.as_json(), default=str) + "\n")
+        else:
+            sys.stdout.write(render_event(event, color=color))
+        sys.stdout.flush()
+
+    failure: ManagementClientError | None = None
+    outcome: WatchOutcome | None = None
+    try:
+        outcome = trio.run(_watch, address, emit, options, args.interval, args.watch_time)
+    except* ManagementClientError as group:
+        failure = next(e for e in group.exceptions if isinstance(e, ManagementClientError))
+    if failure is not None or outcome is None:
+        print(f"trivpn doctor: {failure}", file=sys.stderr)
+        return USAGE_ERROR
+    return 1 if outcome.worst == "fail" else 0
+
+
+async def _watch(address: ManagementAddress, emit: Any, options: Options | None,
+                 interval: int, duration: float | None) -> WatchOutcome:
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        async def on_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    stop.set()
+                    return
+
+        nursery.start_soon(on_signals)
+        outcome = await watch(address, emit, options=options, interval=interval,
+                              duration=duration, stop=stop)
+        nursery.cancel_scope.cancel()
+    return outcome

@@ -1310,11 +1310,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     "reneg-pkts": Spec(1, 1, _int_option),
     "tran-window": Spec(1, 1, _int_option),
     # data channel
-    "cipher": Spec(1, 1, _cipher, inert=(
-        "in client (pull) and server mode, the only modes trivpn runs, OpenVPN 2.6 "
-        "negotiates the data cipher from data-ciphers and ignores --cipher for it: 'OpenVPN "
-        "ignores --cipher for cipher negotiations' (trivpn repeats that warning); "
-        "data-ciphers-fallback names the cipher for a peer that cannot negotiate")),
+    # in client (pull) and server mode OpenVPN 2.6 ignores --cipher for the negotiation (trivpn
+    # repeats its warning); in TLS peer-to-peer mode it is the fallback cipher
+    # (sessionsetup.data_ciphers_fallback())
+    "cipher": Spec(1, 1, _cipher),
     "data-ciphers": Spec(1, 1, _data_ciphers),
     "ncp-ciphers": Spec(1, 1, _data_ciphers),
     "data-ciphers-fallback": Spec(1, 1, _data_ciphers_fallback),

@@ -189,7 +189,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                      "mode")
     if o.pull and tls_role != "client":
         raise _error(st, "'pull' needs 'tls-client' (or use 'client')", "pull")
-    o = replace(o, tls_role=tls_role, role=tls_role, mode="server" if mode_server else "p2p")
+    # role: the runtime that runs the config. A TLS peer-to-peer server (tls-server without
+    # 'mode server') has one peer and no pool or push: the one-peer runtime of the client
+    # side runs it (docs/connections.md, "TLS peer-to-peer mode, both roles")
+    o = replace(o, tls_role=tls_role, role="server" if mode_server else "client",
+                mode="server" if mode_server else "p2p")
 
     # --- management (options.c options_postprocess_verify_ce) ---
     if ((o.management_client_user is not None or o.management_client_group is not None)
@@ -227,10 +231,10 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     # --- transport (options.c options_postprocess_mutate_ce) ---
     proto = _resolve_proto(st, st.raw_proto, "proto")
     # --- client breadth a: TLS peer-to-peer mode (tls-client/tls-server, no pull) ---
-    if tls_role == "server" and not mode_server:
-        raise _error(st, "'tls-server' without 'mode server' is TLS peer-to-peer mode, which "
-                         "trivpn supports on the 'tls-client' side only: use 'server' (or "
-                         "'mode server'), or make this end the 'tls-client'", "tls-server")
+    if tls_role == "server" and not mode_server and proto == "tcp-client":
+        raise _error(st, "a TLS peer-to-peer 'tls-server' with 'proto tcp-client' is not "
+                         "supported by trivpn (it waits for its peer: use udp or tcp-server)",
+                     "proto")
     if tls_role == "client" and not o.pull and proto == "tcp-server":
         raise _error(st, "a TLS peer-to-peer 'tls-client' with 'proto tcp-server' is not "
                          "supported by trivpn (it connects to its peer: use tcp-client)",
@@ -396,23 +400,23 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             continue
         shown = f"verify-client-cert {o.verify_client_cert}" if name == "verify-client-cert" \
             else name
-        if tls_role != "server":
+        if not mode_server:
             raise _error(st, f"'{name}' requires 'mode server'", name)
         if not password_check:
             raise _error(st, f"'{shown}' must be used with 'management-client-auth', an "
                              "'auth-user-pass-verify' script, or 'plugin' (OpenVPN 2.6 "
                              "refuses it otherwise)", name)
-    if o.auth_pam_service is not None and tls_role != "server":
+    if o.auth_pam_service is not None and not mode_server:
         raise _error(st, "'plugin openvpn-plugin-auth-pam.so' requires 'mode server'", "plugin")
     if o.management_client_auth and o.management is None:
         raise _error(st, "'management-client-auth' needs a 'management' interface",
                      "management-client-auth")
-    if o.auth_gen_token and tls_role != "server":
+    if o.auth_gen_token and not mode_server:
         raise _error(st, "'auth-gen-token' requires 'mode server'", "auth-gen-token")
     if o.auth_gen_token_secret is not None and not o.auth_gen_token:
         raise _error(st, "'auth-gen-token-secret' needs 'auth-gen-token'",
                      "auth-gen-token-secret")
-    if o.auth_user_pass_verify and tls_role != "server":
+    if o.auth_user_pass_verify and not mode_server:
         raise _error(st, "'auth-user-pass-verify' requires 'mode server'",
                      "auth-user-pass-verify")
 
@@ -424,12 +428,12 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         o.dns.check()
     except DnsOptionError as exc:
         raise _error(st, f"'dns': {exc}", "dns") from None
-    if tls_role == "server" and ("dns" in seen or "dhcp-option" in seen):
+    if mode_server and ("dns" in seen or "dhcp-option" in seen):
         raise _error(st, "'dns'/'dhcp-option' in a server config: trivpn applies DNS settings "
                          "on clients only; give them to clients with push \"dhcp-option ...\"",
                      "dns" if "dns" in seen else "dhcp-option")
     # --- scripts and process ---
-    if tls_role == "server":
+    if mode_server:
         for name in CLIENT_ONLY_SCRIPTS:
             if name in seen:
                 raise _error(st, f"'{name}' in a server config is not supported by trivpn "
@@ -441,7 +445,7 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             raise _error(st, "'dev null' is supported on clients only", "dev")
 
     # --- client breadth a ---
-    if tls_role == "server":
+    if mode_server:
         for name in ("passtos", "socket-flags", "bind-dev", "mtu-disc", "tun-mtu-max"):
             if name in seen:
                 raise _error(st, f"'{name}' in a server config is not supported by trivpn "
@@ -575,7 +579,7 @@ def _warnings(st: ParseState, o: Options) -> list[ConfigWarning]:
             warn(f"'cipher {o.cipher}' is not in data-ciphers ({':'.join(o.data_ciphers)}), so "
                  "OpenVPN 2.6 ignores it for cipher negotiation; add it to 'data-ciphers' or "
                  "remove it", "cipher")
-    if o.role == "client" and not (o.remote_cert_tls or o.verify_x509_name or o.ns_cert_type
+    if o.tls_role == "client" and not (o.remote_cert_tls or o.verify_x509_name or o.ns_cert_type
                                    or o.peer_fingerprints
                                    or o.remote_cert_eku or o.remote_cert_ku is not None):
         warn("no server certificate verification is enabled: any certificate from the same CA "

@@ -7,7 +7,10 @@ route, shows before a client connects:
 - an ``iroute`` no ``route`` of the server config covers: the kernel never sends that network
   into the tunnel, so the network behind the client is unreachable from the server's side;
 - one fixed ``ifconfig-push`` address in two files (the second client is refused while the
-  first is connected), or, with topology subnet, outside the server's subnet.
+  first is connected), or, with topology subnet, outside the server's subnet;
+- the reverse of the first: a ``route`` into the tunnel for which no client file has an
+  ``iroute`` (the server receives those packets and has no client to hand them to), and an
+  ``iroute`` that overlaps the VPN pool.
 
 Only files are read; nothing is sent.
 """
@@ -56,6 +59,49 @@ def _routes(o: Options) -> list[ipaddress.IPv4Network]:
     return nets
 
 
+def _tunnel_routes(o: Options) -> list[tuple[ipaddress.IPv4Network, int]]:
+    """``route`` lines that send a network into the tunnel (no gateway, ``vpn_gateway``, or a
+    gateway inside the VPN subnet), with their lines."""
+    own = o.server.network if o.server is not None else None
+    out = []
+    for r in o.routes:
+        try:
+            net = ipaddress.IPv4Network(f"{r.network}/{r.netmask}", strict=False)
+        except ValueError:
+            continue
+        gw = r.gateway
+        if gw not in (None, "vpn_gateway"):
+            try:
+                inside = own is not None and ipaddress.IPv4Address(gw) in own
+            except ValueError:
+                inside = False
+            if not inside:
+                continue
+        out.append((net, r.line))
+    return out
+
+
+def route_findings(o: Options, files: Mapping[str, ClientConfig | ConfigError]) -> list[str]:
+    """Tunnel routes no client file claims with an ``iroute``, and iroutes inside the pool."""
+    iroutes = [(c.path, net) for c in files.values() if not isinstance(c, ConfigError)
+               for net in c.iroutes]
+    warnings: list[str] = []
+    pool = o.server.network if o.server is not None else None
+    for net, line in _tunnel_routes(o):
+        if pool is not None and net.overlaps(pool):
+            continue  # the pool's own route (or part of it), served without iroute
+        if not any(net.overlaps(i) for _, i in iroutes):
+            warnings.append(f"{o.config_path}:{line}: 'route {net.network_address} "
+                            f"{net.netmask}' has no 'iroute' in any client file: no client "
+                            "owns that network")
+    if pool is not None:
+        for path, net in iroutes:
+            if net.overlaps(pool):
+                warnings.append(f"{path}: 'iroute {net.network_address} {net.netmask}' "
+                                f"overlaps the VPN pool {pool}")
+    return warnings
+
+
 def findings(o: Options, files: Mapping[str, ClientConfig | ConfigError]) -> dict[str, list[str]]:
     """What is wrong with the parsed files: ``errors`` (a client would be refused) and
     ``warnings`` (a client is served but something it needs will not work)."""
@@ -98,6 +144,7 @@ def findings(o: Options, files: Mapping[str, ClientConfig | ConfigError]) -> dic
                 warnings.append(f"{c.path}: 'ifconfig-push {local}' is also in "
                                 f"{fixed[local]}; only one of the two can be connected")
             fixed.setdefault(local, name)
+    warnings += route_findings(o, files)
     return {"errors": errors, "warnings": warnings}
 
 
@@ -108,6 +155,17 @@ async def check_ccd(ctx: DoctorContext) -> CheckResult:
         return skip(cid, "config did not parse")
     directory = o.client_config_dir
     if directory is None:
+        orphans = route_findings(o, {})
+        if orphans and o.client_connect is None and not o.management_client_auth:
+            return problem(
+                cid, "warn", f"{len(orphans)} route(s) into the tunnel, but no "
+                             f"client-config-dir to say which client owns them: {orphans[0]}",
+                explanation=("A 'route' sends the network into the tunnel, but the server "
+                             "hands a packet to a client only for its address or an 'iroute' "
+                             "(from a client-config-dir file, a client-connect script or a "
+                             "plugin); without one it drops them."),
+                fix=("Add 'client-config-dir ccd' and put 'iroute NET MASK' in ccd/COMMON_NAME "
+                     "of the client the network sits behind."), warnings=orphans)
         return skip(cid, "no client-config-dir")
     loc = o.location("client-config-dir")
     where = f"{loc[0]}:{loc[1]}" if loc is not None else str(o.config_path)
@@ -135,10 +193,15 @@ async def check_ccd(ctx: DoctorContext) -> CheckResult:
     else:
         explanation = ("An 'iroute' tells the server which client owns a network, but the "
                        "kernel only sends the network into the tunnel when the server config "
-                       "routes it there; a fixed address in two files serves only one of the "
-                       "two clients at a time.")
-        fix = ("Add the matching 'route NET MASK' to the server config, or give each client "
-               "its own address.")
+                       "routes it there ('route'); the reverse, a 'route' no client file "
+                       "claims with an 'iroute', brings packets into the server that it "
+                       "drops (unless a client-connect script or plugin adds the iroute); "
+                       "an iroute inside the pool steals addresses of other clients; a fixed "
+                       "address in two files serves only one of the two clients at a time.")
+        fix = ("For each warning: add the matching 'route NET MASK' to the server config, "
+               "or 'iroute NET MASK' to the file of the client the network sits behind "
+               "(ccd/COMMON_NAME); move an iroute out of the pool; give each client its own "
+               "address.")
     return problem(cid, status, f"{count} problem(s) in {directory}: {first}",
                    explanation=explanation, fix=fix, **evidence)
 

@@ -125,6 +125,9 @@ async def run_server(ctx: DoctorContext) -> CheckResult:
     note = (" If clients reach this server through NAT or a port forward, their profile's "
             "'remote' must name the public address, not " + ", ".join(private) + "."
             if private else "")
+    if o.proto == "udp" and o.multihome and len(addresses) > 1:
+        return ok(ID, "multihome: the server answers each client from the address it sent to",
+                  **evidence)
     if o.proto == "udp" and len(addresses) > 1:
         return problem(
             ID, "warn", f"UDP server without 'local' on a host with {len(addresses)} addresses",

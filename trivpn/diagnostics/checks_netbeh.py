@@ -31,7 +31,6 @@ import trio
 from trivpn.config import ConfigError, Options
 from trivpn.config.derive import ping_settings
 from trivpn.diagnostics.checks_tls import handshake_budget
-from trivpn.diagnostics.checks_tunnel import gateway_of
 from trivpn.diagnostics.hostinfo import in_netns_thread, read_sysctl, run_tool
 from trivpn.diagnostics.model import (
     Check,
@@ -61,6 +60,7 @@ from trivpn.diagnostics.probe import (
 )
 from trivpn.diagnostics.probe_icmp import echo_request, parse_echo_reply
 from trivpn.diagnostics.probe_session import SessionProbe, probe_config
+from trivpn.diagnostics.tunnel_session import gateway_of
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.framing import StreamDeframer, frame

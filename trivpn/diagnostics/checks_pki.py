@@ -5,32 +5,61 @@ and key, checked offline with ``cryptography`` against the configured CA and the
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from trivpn.config import ConfigError, FileSource, Options
+from trivpn.diagnostics.certfacts import fingerprint, signed_by
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.pki.certs import check_key_matches, load_certificates
 from trivpn.pki.errors import PkiError
 from trivpn.pki.keys import load_private_key
+from trivpn.pki.pkcs12 import Pkcs12Bundle, decode_inline, load_pkcs12
+from trivpn.protocol.tls import parse_crls
 
 EXPIRY_WARNING = timedelta(days=30)
 MAX_CHAIN = 8
+MAX_LISTED = 20  # CA subjects shown as evidence (a capath may hold a whole system store)
+
+
+CaKind = Literal["ca", "pkcs12", "capath", "peer-fingerprint"]
 
 
 @dataclass(frozen=True, slots=True)
 class Material:
-    """The parsed certificate material of a config (what is missing is None)."""
+    """The parsed certificate material of a config (what is missing is None).
+
+    ``ca`` are the trust anchors wherever the config takes them from (``ca_kind``): the
+    ``ca`` file, the CA certificates of a ``pkcs12`` bundle used without ``ca``, the
+    certificates of a ``capath`` directory, or none with ``peer-fingerprint`` alone (the
+    fingerprints judge the peer). ``chain`` is our certificate first, then the intermediates we
+    send (extra-certs, or a pkcs12 bundle's CAs when ``ca`` is also set)."""
 
     ca: tuple[x509.Certificate, ...]
     chain: tuple[x509.Certificate, ...]  # leaf first, then intermediates from cert/extra-certs
-    ca_src: FileSource
+    ca_src: FileSource | None
     cert_src: FileSource | None
+    ca_kind: CaKind = "ca"
+    key_pem: str | None = field(default=None, repr=False)  # from a pkcs12 bundle
+    capath_crls: tuple[x509.CertificateRevocationList, ...] = ()
+
+    @property
+    def ca_where(self) -> str:
+        """Where the trust anchors come from, for messages."""
+        if self.ca_kind == "ca" and self.ca_src is not None:
+            return f"'ca' at {self.ca_src.config_path}:{self.ca_src.line}"
+        if self.ca_kind == "pkcs12" and self.cert_src is not None:
+            return (f"the CA certificates of the 'pkcs12' bundle at "
+                    f"{self.cert_src.config_path}:{self.cert_src.line}")
+        if self.ca_kind == "capath":
+            return "the 'capath' directory"
+        return "'peer-fingerprint' (no CA)"
 
 
 class MaterialError(Exception):
@@ -48,16 +77,80 @@ def _certs(src: FileSource) -> tuple[x509.Certificate, ...]:
         raise MaterialError(src.directive, f"{src.config_path}:{src.line}", str(exc)) from None
 
 
+def _pkcs12(src: FileSource) -> Pkcs12Bundle:
+    try:
+        if src.inline is not None:
+            data = decode_inline(src.inline, src.describe())
+        else:
+            data = src.read_text().encode("utf-8", "surrogateescape")
+        return load_pkcs12(data, src.describe())
+    except (PkiError, ConfigError) as exc:
+        raise MaterialError("pkcs12", f"{src.config_path}:{src.line}", str(exc)) from None
+
+
+def read_capath(path: Path) -> tuple[tuple[x509.Certificate, ...],
+                                     tuple[x509.CertificateRevocationList, ...]]:
+    """The certificates and CRLs of an OpenSSL hashed directory (``HASH.N``, ``HASH.rN``)."""
+    certs: list[x509.Certificate] = []
+    crls: list[x509.CertificateRevocationList] = []
+    try:
+        entries = sorted(p for p in path.iterdir() if p.is_file())
+    except OSError as exc:
+        raise MaterialError("capath", str(path), exc.strerror or str(exc)) from None
+    for entry in entries:
+        try:
+            data = entry.read_bytes()
+        except OSError:
+            continue
+        if b"-----BEGIN X509 CRL-----" in data:
+            known = {c.public_bytes(Encoding.DER) for c in crls}
+            crls.extend(c for c in parse_crls(data, str(entry)).crls
+                        if c.public_bytes(Encoding.DER) not in known)
+        elif b"-----BEGIN CERTIFICATE-----" in data:
+            try:
+                found = x509.load_pem_x509_certificates(data)
+            except ValueError:
+                continue
+            # 'openssl rehash' links HASH.0 to the original file: count each CA once
+            certs.extend(c for c in found if c not in certs)
+    return tuple(certs), tuple(crls)
+
+
 def load_material(o: Options) -> Material:
-    if o.ca is None:  # the parser guarantees a CA; keep mypy and odd callers honest
-        raise MaterialError("ca", str(o.config_path), "no 'ca' configured")
-    ca = _certs(o.ca)
     chain: tuple[x509.Certificate, ...] = ()
-    if o.cert is not None:
+    key_pem: str | None = None
+    bundle_ca: tuple[x509.Certificate, ...] = ()
+    cert_src = o.cert
+    if o.pkcs12 is not None:
+        bundle = _pkcs12(o.pkcs12)
+        cert_src = o.pkcs12
+        try:
+            chain = load_certificates(bundle.cert_pem, o.pkcs12.describe())
+            if bundle.ca_pem is not None:
+                bundle_ca = load_certificates(bundle.ca_pem, o.pkcs12.describe())
+        except PkiError as exc:
+            raise MaterialError("pkcs12", f"{o.pkcs12.config_path}:{o.pkcs12.line}",
+                                str(exc)) from None
+        key_pem = bundle.key_pem
+    elif o.cert is not None:
         chain = _certs(o.cert)
-        if o.extra_certs is not None:
-            chain += _certs(o.extra_certs)
-    return Material(ca, chain, o.ca, o.cert)
+    if o.extra_certs is not None and chain:
+        chain += _certs(o.extra_certs)
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
+    if o.ca is not None:
+        ca, kind, ca_src = _certs(o.ca), "ca", o.ca
+        chain += bundle_ca  # with 'ca', the bundle's CAs are only sent as intermediates
+    elif o.pkcs12 is not None and bundle_ca:
+        ca, kind, ca_src = bundle_ca, "pkcs12", None
+    elif o.capath is not None:
+        ca, crls = read_capath(o.capath)
+        kind, ca_src = "capath", None
+    elif o.peer_fingerprints:
+        ca, kind, ca_src = (), "peer-fingerprint", None
+    else:
+        raise MaterialError("ca", str(o.config_path), "no 'ca', 'capath', CA certificates in "
+                            "'pkcs12' or 'peer-fingerprint' configured")
+    return Material(ca, chain, ca_src, cert_src, kind, key_pem, crls)  # type: ignore[arg-type]
 
 
 def _name(cert: x509.Certificate) -> str:
@@ -69,13 +162,7 @@ def _issuer(cert: x509.Certificate) -> str:
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if cert.issuer != issuer.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
+    return signed_by(cert, issuer)
 
 
 CheckBody = Callable[[DoctorContext, Options, Material], CheckResult]
@@ -130,29 +217,49 @@ def _chain_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
         return skip(cid, "no 'cert' configured (username/password only)",
                     ca_subjects=[_name(c) for c in m.ca])
     leaf = m.chain[0]
-    path, anchored = build_chain(leaf, m.chain[1:], m.ca)
-    evidence: dict[str, Any] = {
-        "cert": m.cert_src.describe(), "ca": m.ca_src.describe(),
-        "chain": [{"subject": _name(c), "issuer": _issuer(c)} for c in path],
-        "ca_subjects": [_name(c) for c in m.ca],
-    }
-    if anchored:
-        return ok(cid, f"{_name(leaf)} is signed by the configured CA {_name(path[-1])}",
+    evidence: dict[str, Any] = {"cert": m.cert_src.describe(), "ca_from": m.ca_kind,
+                                "ca": m.ca_src.describe() if m.ca_src else m.ca_where,
+                                "ca_subjects": [_name(c) for c in m.ca[:MAX_LISTED]]}
+    if len(m.ca) > MAX_LISTED:
+        evidence["ca_count"] = len(m.ca)
+    if m.ca_kind == "peer-fingerprint":
+        fp = fingerprint(leaf)
+        evidence.update(sha256_fingerprint=fp, peer_fingerprints=len(o.peer_fingerprints))
+        return ok(cid, f"peer-fingerprint without a CA: no chain to check; the peer must list "
+                  f"this certificate's SHA256 fingerprint {fp} in its 'peer-fingerprint'",
                   **evidence)
+    path, anchored = build_chain(leaf, m.chain[1:], m.ca)
+    evidence["chain"] = [{"subject": _name(c), "issuer": _issuer(c)} for c in path]
+    if anchored:
+        return ok(cid, f"{_name(leaf)} is signed by the configured CA {_name(path[-1])} "
+                  f"(from {m.ca_where})", **evidence)
+    handshake = ctx.results.get("tls.handshake")
+    if handshake is not None and handshake.status == "ok":
+        return ok(cid, f"{_name(leaf)} is not signed by a CA in {m.ca_where}, but the server "
+                  "accepted it in the handshake: it trusts another CA (issuer "
+                  f"{_issuer(path[-1])})", server_accepted=True, **evidence)
     cert_at = f"{m.cert_src.config_path}:{m.cert_src.line}"
-    ca_at = f"{m.ca_src.config_path}:{m.ca_src.line}"
+    cert_directive = "pkcs12" if m.cert_src.directive == "pkcs12" else "cert"
     same_name = any(c.subject == path[-1].issuer for c in m.ca)
     detail = ("a CA with the same name but a different key signed it (the CA was "
               "regenerated?)" if same_name else f"it was issued by {_issuer(path[-1])}")
+    if m.ca_kind == "ca":
+        where_ca = f"set 'ca' at {m.ca_src.config_path}:{m.ca_src.line}" if m.ca_src else ""
+    elif m.ca_kind == "pkcs12":
+        where_ca = "add 'ca' with"
+    else:
+        where_ca = f"put into the 'capath' directory {o.capath} (then 'openssl rehash')"
     return problem(
         cid, "fail", f"{_name(leaf)} is not signed by the configured CA ({detail})",
-        explanation=(f"The peer verifies this certificate against the same CA as ours, so it "
+        explanation=(f"A peer that verifies this certificate against the same CA as ours "
                      f"rejects it ('VERIFY ERROR: ... unable to get local issuer certificate' "
                      f"in its log) and the TLS handshake never completes; OpenVPN on this side "
                      f"only reports 'TLS key negotiation failed to occur within "
-                     f"{o.hand_window} seconds'."),
-        fix=(f"Use a certificate issued by {', '.join(_name(c) for c in m.ca)} for 'cert' at "
-             f"{cert_at}, or set 'ca' at {ca_at} to the CA that issued this one "
+                     f"{o.hand_window} seconds'. Our trust anchors come from {m.ca_where}. "
+                     "Only a server that trusts another CA than the one we verify it with "
+                     "accepts it: tls.handshake shows whether this one does."),
+        fix=(f"Use a certificate issued by {', '.join(_name(c) for c in m.ca) or 'the CA'} "
+             f"for '{cert_directive}' at {cert_at}, or {where_ca} the CA that issued this one "
              f"({_issuer(path[-1])}); if an intermediate CA is involved, add it with "
              "'extra-certs'."),
         **evidence)
@@ -197,8 +304,14 @@ def validity_problems(certs: Sequence[tuple[str, x509.Certificate]], now: dateti
 def _validity_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     cid = "pki.validity"
     now = datetime.now(UTC)
-    labelled = [("cert" if i == 0 else "cert chain", c) for i, c in enumerate(m.chain)]
-    labelled += [("ca", c) for c in m.ca]
+    own = "pkcs12" if m.cert_src is not None and m.cert_src.directive == "pkcs12" else "cert"
+    labelled = [(own if i == 0 else f"{own} chain", c) for i, c in enumerate(m.chain)]
+    anchors = m.ca
+    if m.ca_kind == "capath" and m.chain:  # only the directory's CAs on our chain matter
+        anchors = tuple(c for c in build_chain(m.chain[0], m.chain[1:], m.ca)[0][1:]
+                        if c in m.ca)
+    label = {"ca": "ca", "pkcs12": "pkcs12 CA", "capath": "capath CA"}.get(m.ca_kind, "ca")
+    labelled += [(label, c) for c in anchors]
     rows, worst, first = validity_problems(labelled, now)
     evidence = {"now": _utc(now), "certificates": rows}
     if worst is None:
@@ -236,6 +349,19 @@ async def check_validity(ctx: DoctorContext) -> CheckResult:
 
 def _key_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     cid = "pki.key_match"
+    if m.key_pem is not None and m.chain and m.cert_src is not None:
+        evidence0 = {"cert": m.cert_src.describe(), "key": m.cert_src.describe(),
+                     "subject": _name(m.chain[0])}
+        try:
+            check_key_matches(m.chain[0], load_private_key(m.key_pem, m.cert_src.describe()))
+        except PkiError:
+            return problem(cid, "fail", "the pkcs12 bundle's key does not belong to its "
+                           "certificate", explanation="OpenVPN cannot use a key that does not "
+                           "match its certificate and exits at start.",
+                           fix=f"Rebuild the bundle at {m.cert_src.config_path}:"
+                           f"{m.cert_src.line} from a matching pair ('openssl pkcs12 -export "
+                           "-in CERT -inkey KEY -certfile CA -out FILE').", **evidence0)
+        return ok(cid, "the pkcs12 bundle's key matches its certificate", **evidence0)
     if not m.chain or o.key is None or m.cert_src is None:
         return skip(cid, "no 'cert'/'key' configured")
     key_at = f"{o.key.config_path}:{o.key.line}"
@@ -306,7 +432,7 @@ def _eku_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     if not m.chain or m.cert_src is None:
         return skip(cid, "no 'cert' configured")
     leaf = m.chain[0]
-    role = o.role
+    role = o.tls_role  # the TLS role decides the purpose (a p2p tls-server needs serverAuth)
     needed = "serverAuth" if role == "server" else "clientAuth"
     peer_check = "remote-cert-tls server" if role == "server" else "remote-cert-tls client"
     eku, ku = usage_of(leaf)
@@ -317,7 +443,7 @@ def _eku_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     strict = role == "server"  # clients nearly always use remote-cert-tls server
     reissue = (f"Reissue the certificate as a {role} certificate (easy-rsa: 'easyrsa "
                f"build-{role}-full NAME'; trivpn: 'trivpn pki issue {role} NAME') and point "
-               f"'cert' at {cert_at} to it.")
+               f"'{m.cert_src.directive}' at {cert_at} to it.")
     if eku is not None and needed not in eku:
         wrong = "serverAuth" if needed == "clientAuth" else "clientAuth"
         hint = (" It carries the other role's purpose: the certificate files of client and "
@@ -347,7 +473,9 @@ async def check_eku(ctx: DoctorContext) -> CheckResult:
 
 _DEPS = ("config.files",)
 CHECKS: tuple[Check, ...] = (
-    Check("pki.chain", check_chain, depends_on=_DEPS),
+    # after the handshake (when it runs): a server that accepted our certificate trusts its
+    # issuer, even when that is not the CA this config verifies the server with
+    Check("pki.chain", check_chain, depends_on=_DEPS, after=("tls.handshake",)),
     Check("pki.validity", check_validity, depends_on=_DEPS),
     Check("pki.key_match", check_key_match, depends_on=_DEPS),
     Check("pki.eku", check_eku, depends_on=_DEPS),

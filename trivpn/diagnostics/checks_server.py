@@ -14,11 +14,12 @@ import ipaddress
 import json
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from trivpn.config import Options
+from trivpn.config.derive import server_tun_ifconfig
 from trivpn.diagnostics.hostinfo import in_netns_thread, read_proc_net, read_sysctl, run_tool
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 
@@ -295,10 +296,23 @@ def _verdict(exprs: Sequence[Mapping[str, Any]]) -> tuple[str | None, str | None
 def nft_input_hits(ruleset: Mapping[str, Any], proto: ServerProto, port: int) -> list[RuleHit]:
     """Drop/reject rules and drop policies that a new ``proto`` packet to ``port`` meets on
     the input hook, following jumps. An unconditional accept ends a chain's evaluation."""
-    items = ruleset.get("nftables", [])
+    hits, _found = _nft_hook_hits(ruleset, "input", ("ip", "ip6", "inet"),
+                                  lambda exprs: match_rule(exprs, proto, port),
+                                  "chain policy drop (no rule accepts the port)")
+    return hits
+
+
+def _nft_hook_hits(ruleset: Mapping[str, Any], hook: str, families: tuple[str, ...],
+                   matcher: Callable[[Sequence[Mapping[str, Any]]], tuple[bool, bool]],
+                   policy_text: str) -> tuple[list[RuleHit], bool]:
+    """Walk every base chain on ``hook`` of ``families`` as the kernel would for one packet:
+    ``matcher(exprs)`` says whether a rule applies and whether that depends on conditions the
+    doctor cannot know. Returns the drop/reject rules and drop policies met, and whether such
+    a base chain exists at all. Jumps are followed (depth-limited); an unconditional accept,
+    drop or return ends a chain; a goto does not come back to its caller."""
     chains: dict[tuple[str, str, str], dict[str, Any]] = {}
     rules: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for item in items:
+    for item in ruleset.get("nftables", []):
         if "chain" in item:
             c = item["chain"]
             chains[(c["family"], c["table"], c["name"])] = c
@@ -313,15 +327,14 @@ def nft_input_hits(ruleset: Mapping[str, Any], proto: ServerProto, port: int) ->
             return None
         for r in rules.get(key, []):
             exprs = r.get("expr", [])
-            applies, conditional = match_rule(exprs, proto, port)
+            applies, conditional = matcher(exprs)
             if not applies:
                 continue
             verdict, target = _verdict(exprs)
-            name = f"{key[0]} {key[1]} {key[2]}"
-            text = " ".join(_expr_text(e) for e in exprs)
             if verdict in ("drop", "reject"):
-                hits.append(RuleHit("nftables", name, f"{text} (handle {r.get('handle')})",
-                                    verdict, conditional))
+                text = " ".join(_expr_text(e) for e in exprs)
+                hits.append(RuleHit("nftables", f"{key[0]} {key[1]} {key[2]}",
+                                    f"{text} (handle {r.get('handle')})", verdict, conditional))
                 if not conditional:
                     return "drop"
             elif verdict == "accept" and not conditional:
@@ -336,14 +349,15 @@ def nft_input_hits(ruleset: Mapping[str, Any], proto: ServerProto, port: int) ->
                 return None
         return None
 
+    found = False
     for key, chain in chains.items():
-        if chain.get("hook") != "input" or key[0] not in ("ip", "ip6", "inet"):
+        if chain.get("hook") != hook or key[0] not in families:
             continue
-        outcome = walk(key, 0)
-        if outcome is None and chain.get("policy") == "drop":
-            hits.append(RuleHit("nftables", f"{key[0]} {key[1]} {key[2]}",
-                                "chain policy drop (no rule accepts the port)", "drop", False))
-    return hits
+        found = True
+        if walk(key, 0) is None and chain.get("policy") == "drop":
+            hits.append(RuleHit("nftables", f"{key[0]} {key[1]} {key[2]}", policy_text,
+                                "drop", False))
+    return hits, found
 
 
 def iptables_input_hits(save_text: str, proto: ServerProto, port: int) -> list[RuleHit]:
@@ -465,31 +479,271 @@ def _pushes(o: Options, name: str) -> list[str]:
     return [p for p in o.pushes if p.split() and p.split()[0] == name]
 
 
-def nat_rules_for(pool: ipaddress.IPv4Network | None, nft_text: str,
-                  iptables_nat: str) -> list[str]:
-    """Masquerade/SNAT rules whose source match covers ``pool`` (or has no source match)."""
-    found: list[str] = []
+@dataclass(frozen=True, slots=True)
+class NatRule:
+    source: Literal["nftables", "iptables"]
+    text: str
+    saddr: ipaddress.IPv4Network | None  # None: any source
+    saddr_negated: bool
+    oif: str | None  # None: any interface; may end in '*' (nft) or '+' (iptables)
+    oif_negated: bool
 
-    def covers(words: list[str], flag: str) -> bool:
-        if flag not in words:
-            return True
-        i = words.index(flag)
+
+def _ifname_matches(pattern: str, name: str) -> bool:
+    pattern = pattern.strip('"')
+    if pattern.endswith(("*", "+")):
+        return name.startswith(pattern[:-1])
+    return pattern == name
+
+
+def _word_after(words: list[str], flag: str) -> tuple[str | None, bool]:
+    """The value after ``flag`` (and whether a '!'/'!=' negates it)."""
+    if flag not in words:
+        return None, False
+    i = words.index(flag)
+    negated = i > 0 and words[i - 1] == "!"
+    value = words[i + 1] if i + 1 < len(words) else None
+    if value in ("!=", "!"):
+        negated = True
+        value = words[i + 2] if i + 2 < len(words) else None
+    return value, negated
+
+
+def parse_nat_rules(nft_text: str, iptables_nat: str) -> list[NatRule]:
+    """Every masquerade/SNAT rule in ``nft list ruleset`` and ``iptables-save -t nat`` text."""
+    rules: list[NatRule] = []
+
+    def net(value: str | None) -> ipaddress.IPv4Network | None:
+        if value is None:
+            return None
         try:
-            net = ipaddress.ip_network(words[i + 1].strip("{},"), strict=False)
-        except (ValueError, IndexError):
-            return True
-        return pool is None or (net.version == 4 and pool.overlaps(net))
+            parsed = ipaddress.ip_network(value.strip("{},"), strict=False)
+        except ValueError:
+            return None
+        return parsed if isinstance(parsed, ipaddress.IPv4Network) else None
 
     for line in nft_text.splitlines():
         words = line.split()
-        if ("masquerade" in words or "snat" in words) and covers(words, "saddr"):
-            found.append("nft: " + line.strip())
+        if not ({"masquerade", "snat"} & set(words)) or words[:1] == ["type"]:
+            continue
+        saddr, neg = _word_after(words, "saddr")
+        oif, oneg = _word_after(words, "oifname")
+        if oif is None:
+            oif, oneg = _word_after(words, "oif")
+        rules.append(NatRule("nftables", line.strip(), net(saddr), neg,
+                             oif.strip('"') if oif else None, oneg))
     for line in iptables_nat.splitlines():
         words = line.split()
-        if line.startswith("-A POSTROUTING") and ({"MASQUERADE", "SNAT"} & set(words)) \
-                and covers(words, "-s"):
-            found.append("iptables: " + line.strip())
-    return found
+        if not line.startswith("-A POSTROUTING") or not ({"MASQUERADE", "SNAT"} & set(words)):
+            continue
+        saddr, neg = _word_after(words, "-s")
+        oif, oneg = _word_after(words, "-o")
+        rules.append(NatRule("iptables", line.strip(), net(saddr), neg, oif, oneg))
+    return rules
+
+
+def nat_rules_for(pool: ipaddress.IPv4Network | None, nft_text: str,
+                  iptables_nat: str) -> list[str]:
+    """Masquerade/SNAT rules whose source match covers ``pool`` (or has no source match)."""
+    return [f"{'nft' if r.source == 'nftables' else 'iptables'}: {r.text}"
+            for r in parse_nat_rules(nft_text, iptables_nat)
+            if r.saddr is None or r.saddr_negated or pool is None or pool.overlaps(r.saddr)]
+
+
+def nat_verdict(rule: NatRule, pool: ipaddress.IPv4Network,
+                uplink: str | None) -> tuple[bool, str | None]:
+    """(the rule translates every pool address leaving through ``uplink``, why not)."""
+    if rule.saddr is not None:
+        if rule.saddr_negated:
+            if rule.saddr.overlaps(pool):
+                return False, f"it excludes {rule.saddr}, which overlaps the pool {pool}"
+        elif not pool.subnet_of(rule.saddr):
+            if rule.saddr.overlaps(pool):
+                return False, f"its source {rule.saddr} covers only part of the pool {pool}"
+            return False, f"its source {rule.saddr} is not the pool {pool}"
+    if rule.oif is not None and uplink is not None:
+        hit = _ifname_matches(rule.oif, uplink)
+        if hit == rule.oif_negated:
+            return False, (f"it applies to {'all but ' if rule.oif_negated else ''}"
+                           f"interface {rule.oif}, but the default route leaves through "
+                           f"{uplink}")
+    return True, None
+
+
+def default_route_interface(route_text: str) -> str | None:
+    """The interface of the IPv4 default route in ``/proc/net/route`` text (lowest metric)."""
+    best: tuple[int, str] | None = None
+    for line in route_text.splitlines()[1:]:
+        f = line.split()
+        if len(f) >= 8 and f[1] == "00000000" and f[7] == "00000000":
+            metric = int(f[6]) if f[6].isdigit() else 0
+            if best is None or metric < best[0]:
+                best = (metric, f[0])
+    return best[1] if best is not None else None
+
+
+def _interface_with(addr_json: str, address: str) -> str | None:
+    try:
+        links = json.loads(addr_json or "[]")
+    except json.JSONDecodeError:
+        return None
+    for link in links if isinstance(links, list) else []:
+        for info in link.get("addr_info", []):
+            if info.get("local") == address:
+                return str(link.get("ifname"))
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    """A forwarded packet, as far as the doctor can describe it."""
+
+    saddr: ipaddress.IPv4Address | None  # None: any (a host beyond the uplink)
+    daddr: ipaddress.IPv4Address | None
+    iif: str | None  # None: unknown
+    oif: str | None
+    ct_state: str  # "new" or "established"
+
+
+def _addr_in(right: Any, addr: ipaddress.IPv4Address) -> bool | None:
+    if isinstance(right, Mapping) and "prefix" in right:
+        p = right["prefix"]
+        return addr in ipaddress.ip_network(f"{p['addr']}/{p['len']}", strict=False)
+    if isinstance(right, Mapping) and "set" in right:
+        hits = [_addr_in(x, addr) for x in right["set"]]
+        return True if any(hits) else None if None in hits else False
+    if isinstance(right, Mapping) and "range" in right:
+        lo, hi = right["range"]
+        return int(ipaddress.ip_address(lo)) <= int(addr) <= int(ipaddress.ip_address(hi))
+    if isinstance(right, str):
+        try:
+            return addr in ipaddress.ip_network(right, strict=False)
+        except ValueError:
+            return None
+    return None
+
+
+def forward_match(exprs: Sequence[Mapping[str, Any]], pkt: Packet) -> bool | None:
+    """True: the rule's conditions hold for ``pkt``; False: they do not; None: they depend
+    on what the doctor cannot know (ports, marks, unknown interfaces...)."""
+    unknown = False
+    for e in exprs:
+        m = e.get("match")
+        if not isinstance(m, Mapping):
+            if any(k in e for k in ("xt",)):
+                unknown = True
+            continue
+        left, right, op = m.get("left"), m.get("right"), m.get("op", "==")
+        negate = op == "!="
+        hit: bool | None = None
+        if isinstance(left, Mapping) and "payload" in left:
+            p = left["payload"]
+            field_name = p.get("field")
+            if p.get("protocol") == "ip" and field_name in ("saddr", "daddr"):
+                addr = pkt.saddr if field_name == "saddr" else pkt.daddr
+                hit = None if addr is None else _addr_in(right, addr)
+            elif p.get("protocol") == "ip6":
+                hit = False
+        elif isinstance(left, Mapping) and "meta" in left:
+            key = left["meta"].get("key")
+            if key in ("iifname", "oifname"):
+                name = pkt.iif if key == "iifname" else pkt.oif
+                hit = (None if name is None else
+                       any(_ifname_matches(n, name) for n in _names(right)))
+            elif key == "nfproto":
+                hit = "ipv4" in _names(right)
+        elif isinstance(left, Mapping) and "ct" in left and left["ct"].get("key") == "state":
+            hit = pkt.ct_state in _names(right)
+        if hit is None:
+            unknown = True
+            continue
+        if hit == negate:
+            return False
+    return None if unknown else True
+
+
+def nft_forward_hits(ruleset: Mapping[str, Any], pkt: Packet) -> tuple[list[RuleHit], bool]:
+    """(drop/reject rules and drop policies ``pkt`` meets on forward hooks, whether a forward
+    chain exists at all). Jumps are followed; an accept ends a chain."""
+
+    def matcher(exprs: Sequence[Mapping[str, Any]]) -> tuple[bool, bool]:
+        applies = forward_match(exprs, pkt)
+        return applies is not False, applies is None
+
+    return _nft_hook_hits(ruleset, "forward", ("ip", "inet"), matcher,
+                          "chain policy drop (no rule accepts this traffic)")
+
+
+def _iptables_rule_applies(words: list[str], pkt: Packet) -> tuple[bool, bool]:
+    """(the rule can match ``pkt``, its match depends on what the doctor cannot know)."""
+    conditional = False
+    applies = True
+    for flag, value in (("-s", pkt.saddr), ("-d", pkt.daddr)):
+        text, neg = _word_after(words, flag)
+        if text is None:
+            continue
+        if value is None:
+            conditional = True
+            continue
+        applies = applies and (value in ipaddress.ip_network(text, strict=False)) != neg
+    for flag, name in (("-i", pkt.iif), ("-o", pkt.oif)):
+        text, neg = _word_after(words, flag)
+        if text is None:
+            continue
+        if name is None:
+            conditional = True
+            continue
+        applies = applies and _ifname_matches(text, name) != neg
+    states = _word_after(words, "--ctstate")[0] or _word_after(words, "--state")[0]
+    if states is not None:
+        applies = applies and pkt.ct_state.upper() in states.split(",")
+    if any(w in words for w in ("-p", "--dport", "--sport", "--mark", "--match-set")):
+        conditional = True
+    return applies, conditional
+
+
+def iptables_forward_hits(save_text: str, pkt: Packet) -> list[RuleHit]:
+    """The same for ``iptables-save`` (legacy iptables; iptables-nft rules are read from
+    nftables): the filter table's FORWARD chain, -s/-d/-i/-o and state matches."""
+    hits: list[RuleHit] = []
+    table, policy, accepted = "", "ACCEPT", False
+    for raw in save_text.splitlines():
+        line = raw.strip()
+        if line.startswith("*"):
+            table = line[1:]
+            continue
+        if table != "filter":
+            continue
+        if line.startswith(":FORWARD "):
+            policy = line.split()[1]
+            continue
+        if not line.startswith("-A FORWARD ") or accepted:
+            continue
+        words = line.split()
+        verdict = _word_after(words, "-j")[0] or ""
+        applies, conditional = _iptables_rule_applies(words, pkt)
+        if not applies:
+            continue
+        if verdict in ("DROP", "REJECT"):
+            hits.append(RuleHit("iptables", "filter FORWARD", line, verdict.lower(),
+                                conditional))
+            if not conditional:
+                return hits
+        elif verdict == "ACCEPT" and not conditional:
+            accepted = True
+    if not accepted and policy == "DROP":
+        hits.append(RuleHit("iptables", "filter FORWARD", ":FORWARD DROP (policy, no ACCEPT "
+                            "for this traffic)", "drop", False))
+    return hits
+
+
+def _forward_fix(hit: RuleHit, tun: str, uplink: str, pool: str) -> str:
+    if hit.source == "nftables":
+        chain = hit.chain
+        return (f"nft insert rule {chain} iifname \"{tun}\" oifname \"{uplink}\" ip saddr "
+                f"{pool} accept; nft insert rule {chain} ct state established,related accept")
+    return (f"iptables -I FORWARD -i {tun} -o {uplink} -s {pool} -j ACCEPT; iptables -I "
+            "FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT")
 
 
 async def check_forwarding(ctx: DoctorContext) -> CheckResult:
@@ -512,25 +766,176 @@ async def check_forwarding(ctx: DoctorContext) -> CheckResult:
                          "comes up, yet nothing beyond the server is reachable."),
             fix=("Run 'sysctl -w net.ipv4.ip_forward=1' and make it permanent with "
                  "'net.ipv4.ip_forward = 1' in /etc/sysctl.d/99-openvpn.conf."), **evidence)
+    redirect6 = [p for p in _pushes(o, "redirect-gateway") if "ipv6" in p.split()]
+    if o.server_ipv6 is not None and (redirect6 or _pushes(o, "route-ipv6")):
+        forward6 = await in_netns_thread(
+            ctx.netns, lambda: read_sysctl("net.ipv6.conf.all.forwarding"))
+        evidence["ipv6_forwarding"] = forward6
+        if forward6 != "1":
+            return problem(
+                cid, "fail", "IPv6 forwarding is off, but the server pushes IPv6 routes",
+                explanation=("With 'server-ipv6' and pushed IPv6 routes (route-ipv6, "
+                             "redirect-gateway ipv6), clients send IPv6 traffic here, but "
+                             "the kernel does not forward it (net.ipv6.conf.all.forwarding=0)."),
+                fix=("Run 'sysctl -w net.ipv6.conf.all.forwarding=1' and make it permanent in "
+                     "/etc/sysctl.d/99-openvpn.conf."), **evidence)
+    if not needs:
+        return ok(cid, f"ip_forward={forward}; nothing pushed that clients would send through "
+                       "this server", **evidence)
+    pool = o.server.network if o.server is not None else None
+    uplink = await in_netns_thread(ctx.netns,
+                                   lambda: default_route_interface(read_proc_net("route")))
+    own = server_tun_ifconfig(o)
+    addr = await run_tool(["ip", "-j", "addr", "show"], netns=ctx.netns)
+    tun = (_interface_with(addr.stdout, str(own.local))
+           if own is not None and addr is not None else None)
+    evidence["uplink"] = uplink
+    evidence["tun"] = tun
+    routed = await _route_devices(ctx.netns, _pushed_route_hosts(o))
+    evidence["pushed_route_devices"] = routed
+    outs: list[tuple[str | None, str | None]] = [(d, dev) for d, dev in routed.items()]
+    if redirect:
+        outs.insert(0, (None, uplink))
+    blocked = await _forward_firewall(ctx, pool, tun, outs, evidence)
+    if blocked is not None:
+        return blocked
     if not redirect:
-        return ok(cid, f"ip_forward={forward}; no redirect-gateway pushed, so no NAT is needed",
-                  **evidence)
+        return ok(cid, "forwarding is on and the firewall forwards the VPN subnet (no "
+                       "redirect-gateway pushed: NAT or a route back on the LAN router is "
+                       "your choice)", **evidence)
+    return await _nat_result(ctx, pool, uplink, evidence)
+
+
+async def _route_devices(netns: str | None, targets: Sequence[str]) -> dict[str, str]:
+    """address → the interface this host routes it out of (``ip -j route get``)."""
+    devices: dict[str, str] = {}
+    for target in targets[:16]:
+        out = await run_tool(["ip", "-j", "route", "get", target], netns=netns)
+        try:
+            routes = json.loads(out.stdout) if out is not None and out.returncode == 0 else []
+        except json.JSONDecodeError:
+            routes = []
+        if isinstance(routes, list) and routes and isinstance(routes[0], Mapping) \
+                and routes[0].get("dev"):
+            devices[target] = str(routes[0]["dev"])
+    return devices
+
+
+def _pushed_route_hosts(o: Options) -> list[str]:
+    """An address of each network pushed with 'push "route NET MASK"' to look the route up
+    with: the network address, which (unlike the first host, often this server's own LAN
+    address) is routed out of the interface towards the network."""
+    hosts = []
+    for p in _pushes(o, "route"):
+        words = p.split()
+        try:
+            net = ipaddress.IPv4Network(f"{words[1]}/{words[2] if len(words) > 2 else 32}",
+                                        strict=False)
+        except (ValueError, IndexError):
+            continue
+        hosts.append(str(net.network_address))
+    return hosts
+
+
+async def _forward_firewall(ctx: DoctorContext, pool: ipaddress.IPv4Network | None,
+                            tun: str | None, outs: Sequence[tuple[str | None, str | None]],
+                            evidence: dict[str, Any]) -> CheckResult | None:
+    """A fail/warn result when nftables (iptables-nft included) or legacy iptables drops a
+    pool client's new packet leaving through one of ``outs`` (destination, interface: the
+    default route's for redirect-gateway, the pushed routes' own), or the reply coming back;
+    None otherwise."""
+    cid = "server.forwarding"
+    if pool is None:
+        return None
+    net = str(pool)
+    nft_json = await _read_nft(ctx.netns)
+    ipt_filter = await _read_iptables(ctx.netns)
+    client = pool.network_address + 2
+    hits: list[tuple[RuleHit, str | None]] = []
+    for dst, oif in outs:
+        daddr = ipaddress.IPv4Address(dst) if dst is not None else None
+        for pkt in (Packet(client, daddr, tun, oif, "new"),
+                    Packet(daddr, client, oif, tun, "established")):
+            if nft_json is not None:
+                hits += [(h, oif) for h in nft_forward_hits(nft_json, pkt)[0]]
+            if ipt_filter is not None and "legacy" in ipt_filter:
+                hits += [(h, oif) for h in iptables_forward_hits(ipt_filter, pkt)]
+    if not hits:
+        return None
+    evidence["forward_rules"] = [{"source": h.source, "chain": h.chain, "rule": h.rule,
+                                  "verdict": h.verdict, "conditional": h.conditional,
+                                  "out": oif} for h, oif in hits]
+    hard = [(h, oif) for h, oif in hits if not h.conditional]
+    top, out = hard[0] if hard else hits[0]
+    evidence["state"] = "forward_blocked" if hard else "forward_maybe_blocked"
+    return problem(
+        cid, "fail" if hard else "warn",
+        f"{top.source} {top.verdict}s forwarded VPN traffic in {top.chain}: {top.rule}",
+        explanation=("Clients' packets to the pushed networks arrive on "
+                     f"{tun or 'the tun device'} and must be forwarded to "
+                     f"{out or 'the outgoing interface'} (and the replies back); the FORWARD "
+                     "rule shown drops them, so the tunnel is up but nothing beyond the "
+                     "server answers."
+                     + ("" if hard else " It depends on conditions the doctor cannot "
+                        "evaluate (ports, marks, sources), so it may drop only some.")),
+        fix=(f"Accept the VPN traffic before that rule: "
+             f"'{_forward_fix(top, tun or 'tun0', out or 'UPLINK', net)}', and make it "
+             "persistent in your firewall configuration."), **evidence)
+
+
+async def _nat_result(ctx: DoctorContext, pool: ipaddress.IPv4Network | None,
+                      uplink: str | None, evidence: dict[str, Any]) -> CheckResult:
+    """With redirect-gateway pushed: a masquerade/SNAT rule must translate the pool leaving
+    through the default route's interface."""
+    cid = "server.forwarding"
+    net = str(pool) if pool is not None else "POOL"
     nft = await run_tool(["nft", "list", "ruleset"], netns=ctx.netns)
     ipt = await run_tool(["iptables-save", "-t", "nat"], netns=ctx.netns)
-    pool = o.server.network if o.server is not None else None
-    rules = nat_rules_for(pool, nft.stdout if nft else "", ipt.stdout if ipt else "")
-    evidence["nat_rules"] = rules
-    if rules:
-        return ok(cid, "forwarding is on and a NAT rule covers the client pool", **evidence)
-    net = str(pool) if pool is not None else "POOL"
+    nat = parse_nat_rules(nft.stdout if nft else "", ipt.stdout if ipt else "")
+    good: list[str] = []
+    wrong: list[str] = []
+    for rule in nat:
+        if pool is None:
+            good.append(rule.text)
+            continue
+        fits, why = nat_verdict(rule, pool, uplink)
+        if fits:
+            good.append(rule.text)
+        elif rule.saddr is None or rule.saddr.overlaps(pool):
+            wrong.append(f"{rule.text}: {why}")
+    evidence["nat_rules"] = good
+    nft_fix = (f"nft add rule ip nat postrouting ip saddr {net} oifname "
+               f"\"{uplink or 'UPLINK'}\" masquerade")
+    ipt_fix = f"iptables -t nat -A POSTROUTING -s {net} -o {uplink or 'UPLINK'} -j MASQUERADE"
+    needs_table = nft is not None and "table ip nat" not in nft.stdout
+    table_fix = ("nft add table ip nat; nft add chain ip nat postrouting '{ type nat hook "
+                 "postrouting priority 100; }'; " if needs_table else "")
+    uplink_note = ("" if uplink is not None else " (UPLINK: the interface of the default "
+                   "route, see 'ip route show default')")
+    if good:
+        return ok(cid, "forwarding is on and a NAT rule covers the client pool leaving "
+                       f"through {uplink or 'the uplink'}", **evidence)
+    if wrong:
+        evidence["nat_rules_not_matching"] = wrong
+        evidence["state"] = "nat_mismatch"
+        return problem(
+            cid, "warn", f"a NAT rule exists but does not translate {net} leaving through "
+                         f"{uplink or 'the uplink'}: {wrong[0]}",
+            explanation=("redirect-gateway sends all client traffic here; a masquerade/SNAT "
+                         "rule must match the pool's source addresses AND the interface the "
+                         "default route leaves through, or the clients' private source "
+                         "addresses go out untranslated and replies never come back."),
+            fix=f"Correct that rule, or add '{table_fix}{nft_fix}' (or '{ipt_fix}'){uplink_note}.",
+            **evidence)
+    evidence["state"] = "no_nat"
     return problem(
         cid, "warn", f"redirect-gateway is pushed but no masquerade/SNAT rule covers {net}",
         explanation=("Clients send all their traffic through the VPN; unless the network "
                      f"beyond this server routes {net} back here, replies to those private "
                      "source addresses never return, so clients lose internet access."),
-        fix=(f"Add NAT for the pool, e.g. 'nft add rule ip nat postrouting ip saddr {net} "
-             f"oifname UPLINK masquerade' or 'iptables -t nat -A POSTROUTING -s {net} -o "
-             "UPLINK -j MASQUERADE' (UPLINK is the internet-facing interface)."), **evidence)
+        fix=(f"Add NAT for the pool, e.g. '{table_fix}{nft_fix}' or '{ipt_fix}'"
+             f"{uplink_note}."), **evidence)
+
 
 
 _SERVER: tuple[Literal["server"]] = ("server",)

@@ -17,6 +17,7 @@ cause, explaining why OpenVPN would only have said "TLS key negotiation failed t
 from __future__ import annotations
 
 import dataclasses
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ import trio
 from cryptography import x509
 
 from trivpn.config import ConfigError, Options
+from trivpn.diagnostics import checks_certs
 from trivpn.diagnostics.auth_diag import (
     AUTH_CAUSES,
     PLACEHOLDER_PASSWORD,
@@ -32,6 +34,9 @@ from trivpn.diagnostics.auth_diag import (
     diagnose_auth_required,
     diagnose_prompted,
 )
+from trivpn.diagnostics.certdiag import diagnose_server_cert
+from trivpn.diagnostics.certfacts import ClockReading, cert_facts
+from trivpn.diagnostics.checks_compat import occ_evidence
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe import (
     Exchange,
@@ -41,6 +46,7 @@ from trivpn.diagnostics.probe import (
     remote_where,
     reset_exchange,
     resolve_targets,
+    unix_offset,
     where,
     wrap_name,
 )
@@ -49,6 +55,7 @@ from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.statickey import parse_static_key
+from trivpn.protocol.tls import PeerVerification
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
 from trivpn.sessionsetup import control_wrap
 
@@ -56,7 +63,8 @@ KEYS_ID = "tls.keys"
 HANDSHAKE_ID = "tls.handshake"
 VARIANT_ATTEMPTS = 2
 VARIANT_INTERVAL = 1.0
-CAUSES = ("no_reset_reply", "hmac_mismatch", "cert_verify_failed", "peer_rejected_cert",
+CAUSES = ("no_reset_reply", "hmac_mismatch", "cert_verify_failed", "cert_revoked",
+          "peer_rejected_cert",
           "tls_alert", "no_common_cipher", "auth_failed", "timeout", *AUTH_CAUSES[1:],
           "auth_required")
 
@@ -360,8 +368,7 @@ def _explain(o: Options, failure: tuple[str, str, str], sent_to: str, *,
     why60 = ("OpenVPN keeps waiting for the handshake to progress until hand-window (60 s) "
              "expires and then only says 'TLS key negotiation failed to occur within 60 "
              "seconds (check your network connectivity)'")
-    ca, cert = where(o, "ca"), where(o, "cert")
-    ca_file = o.ca.describe() if o.ca is not None else "the CA file"
+    cert = where(o, "cert")
     cert_file = o.cert.describe() if o.cert is not None else "the certificate"
     if cause == "no_reset_reply":
         return (f"no answer to the reset from {sent_to}",
@@ -377,24 +384,6 @@ def _explain(o: Options, failure: tuple[str, str, str], sent_to: str, *,
                 f"this config's key, so they are dropped. {why60}. ({detail})",
                 f"Use the server's key file in {where(o, directive)} (and for tls-auth the "
                 "opposite key-direction of the server's); see tls.keys.")
-    if cause == "cert_verify_failed":
-        if "remote-cert-tls" in detail or "key usage" in detail:
-            fix = (f"Issue the server a certificate with extended key usage 'TLS Web Server "
-                   f"Authentication' (easy-rsa: build-server-full), or check "
-                   f"'remote-cert-tls' in {where(o, 'remote-cert-tls')}.")
-        elif "verify-x509-name" in detail:
-            fix = (f"Make 'verify-x509-name' in {where(o, 'verify-x509-name')} match the "
-                   "server certificate's subject/CN.")
-        else:
-            fix = (f"Put the CA that signed the server's certificate into 'ca' ({ca}, "
-                   f"{ca_file}); get it from the server ('ca' in its config).")
-        return (f"this client rejects the server's certificate: {detail}",
-                f"The TLS handshake stopped at '{stalled}': the server's certificate is not "
-                f"accepted by this config ({detail}). The client aborts with a 'VERIFY ERROR' "
-                "and restarts; the server only sees the handshake stop and reports 'TLS key "
-                "negotiation failed to occur within 60 seconds', and a client that keeps "
-                "restarting looks the same.",
-                fix)
     if cause == "peer_rejected_cert":
         expired = facts.get("client_cert_expired") or "EXPIRED" in detail.upper()
         pki = ctx.results.get("pki.validity")
@@ -448,6 +437,11 @@ def _explain(o: Options, failure: tuple[str, str, str], sent_to: str, *,
             "config.* results.")
 
 
+_VERIFY_TAIL = (" The client aborts the handshake and restarts; the server only sees the "
+                "handshake stop and reports 'TLS key negotiation failed to occur within 60 "
+                "seconds'.")
+
+
 async def _run_probe(config: SessionConfig, target: Target, netns: str | None,
                      budget: float) -> SessionProbe:
     async with SessionProbe(config, target, netns) as probe:
@@ -484,6 +478,67 @@ async def _credential_probe(config: SessionConfig, target: Target, netns: str | 
             "last_phase": reached[-1] if reached else None}
 
 
+def server_clock(probe: SessionProbe, config: SessionConfig) -> ClockReading | None:
+    """The server's clock from the timestamp of its first tls-auth/tls-crypt packet (the Unix
+    time its session started), with our Unix time when it arrived; None without a wrapping."""
+    if isinstance(config.wrap, NoWrap):
+        return None
+    offset = unix_offset()
+    for at, data in probe.rx_first:
+        try:
+            stamp = config.wrap.unwrap(data).timestamp
+        except ProtocolError:
+            continue
+        if stamp:
+            return ClockReading(stamp, at + offset)
+    return None
+
+
+async def fetch_server_certificate(config: SessionConfig, target: Target, netns: str | None,
+                                   budget: float
+                                   ) -> tuple[x509.Certificate | None, ClockReading | None]:
+    """A second handshake that accepts any server certificate, to read the one the server
+    sends (the first handshake refused it). It stops as soon as TLS completes; the verdict on
+    the certificate is deferred and never given, so our key method (with any username and
+    password) never goes to a server this config does not trust."""
+    loose = dataclasses.replace(config, verification=PeerVerification(),
+                                defer_peer_verdict=True)
+    loose.tls_context.verify_mode = ssl.CERT_NONE  # this probe's own, fresh context
+    async with SessionProbe(loose, target, netns) as probe:
+        probe.start()
+        await probe.run_until(lambda: probe.saw(ev.TlsHandshakeComplete)
+                              or probe.failure() is not None,
+                              trio.current_time() + budget)
+    done = next((e for e in probe.events if isinstance(e, ev.TlsHandshakeComplete)), None)
+    return _peer_cert(done), server_clock(probe, config)
+
+
+def _peer_cert(event: ev.TlsHandshakeComplete | None) -> x509.Certificate | None:
+    if event is None or not event.peer.der:
+        return None
+    try:
+        return x509.load_der_x509_certificate(event.peer.der)
+    except ValueError:
+        return None
+
+
+async def _verify_failure(ctx: DoctorContext, o: Options, target: Target, *, budget: float,
+                          clock: ClockReading | None, evidence: dict[str, Any]
+                          ) -> CheckResult:
+    """This client refused the server's certificate: fetch it and name the cause."""
+    try:
+        fetched, fetch_clock = await fetch_server_certificate(
+            probe_config(o, hand_window=budget), target, ctx.netns, budget)
+    except (ConfigError, ProtocolError, OSError):
+        fetched, fetch_clock = None, None
+    diagnosis = diagnose_server_cert(o, evidence["detail"], fetched, datetime.now(UTC),
+                                     clock or fetch_clock)
+    evidence.update(diagnosis.evidence)
+    return problem(HANDSHAKE_ID, "fail", diagnosis.summary,
+                   explanation=diagnosis.explanation + _VERIFY_TAIL, fix=diagnosis.fix,
+                   **evidence)
+
+
 async def run_handshake(ctx: DoctorContext) -> CheckResult:
     inputs = await probe_inputs(ctx, HANDSHAKE_ID)
     if isinstance(inputs, CheckResult):
@@ -513,10 +568,18 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
         "packets_received": probe.received_packets, "drops": dict(session.drops),
         "link_error": probe.link_error,
     }
+    # --- compat (compat.occ): the options strings of both sides and what the push set ---
+    evidence["occ"] = occ_evidence(session, config.options_string)
     tls_event = next((e for e in probe.events if isinstance(e, ev.TlsHandshakeComplete)), None)
     if tls_event is not None:
         evidence["tls"] = tls_event.description
         evidence["server_cert_subject"] = tls_event.peer.subject
+        server_cert = _peer_cert(tls_event)
+        if server_cert is not None:
+            evidence["server_cert"] = cert_facts(server_cert)
+    clock = server_clock(probe, config)
+    if clock is not None:
+        evidence["server_clock_skew_s"] = clock.skew_s
     if probe.saw(ev.DataChannelReady) and session.pushed is not None:
         pushed = session.pushed
         evidence.update(cipher=session.cipher, peer_id=session.peer_id,
@@ -558,6 +621,11 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
             return problem(HANDSHAKE_ID, "fail", diag.summary, explanation=diag.explanation,
                            fix=diag.fix, **evidence)
         evidence["credential_probe"] = second
+    if cause in ("cert_verify_failed", "cert_revoked"):
+        evidence.update(stalled_phase=phase, cause=cause, detail=detail)
+        left = max(1.0, budget - (trio.current_time() - started))
+        return await _verify_failure(ctx, o, target, budget=left, clock=clock,
+                                     evidence=evidence)
     facts = _cert_facts(o) if cause == "peer_rejected_cert" else {}
     evidence.update(stalled_phase=phase, cause=cause, detail=detail, **facts)
     summary, explanation, fix = _explain(o, (cause, phase, detail), target.describe(),
@@ -573,6 +641,7 @@ CHECKS: tuple[Check, ...] = (
     Check(KEYS_ID, run_keys, roles=("client",), depends_on=("dns.remote",),
           after=("port.reachable",)),
     Check(HANDSHAKE_ID, run_handshake, roles=("client",), depends_on=("port.reachable",)),
+    checks_certs.SERVER_CERT,
 )
 
 __all__ = ["CAUSES", "CHECKS", "classify_failure", "judge_keys", "key_variants",

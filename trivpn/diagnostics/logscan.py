@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from trivpn.diagnostics.auth_diag import LOG_CCD_EXCLUSIVE, LOG_NO_CREDENTIALS
 from trivpn.diagnostics.model import CheckResult, Role, ok, problem
 
 MAX_LINE_NUMBERS = 20
@@ -61,6 +62,15 @@ def _verify_error(m: re.Match[str]) -> tuple[str, str, str]:
     summary = f"certificate verification failed at depth {depth}: {error}"
     what = ("the peer's own certificate" if depth == "0"
             else f"a CA certificate {depth} level(s) above the peer's certificate")
+    if "CRL has expired" in error or "CRL is not yet valid" in error:
+        return (summary, "The certificate revocation list given to 'crl-verify' is past its "
+                "nextUpdate date (or not valid yet), and OpenSSL then refuses every "
+                f"certificate checked against it (here {subject}), revoked or not: no client "
+                "can connect until the CRL is renewed.",
+                "Renew the CRL on the CA ('easyrsa gen-crl', or 'openssl ca -gencrl'; easy-rsa "
+                "makes it valid for EASYRSA_CRL_DAYS, 180 days by default), copy it to the "
+                "'crl-verify' path and schedule that regularly; 'openssl crl -noout -nextupdate "
+                "-in crl.pem' shows the date. Also check the clock ('date -u').")
     if "expired" in error:
         return (summary, f"The peer presented a certificate ({what}: {subject}) that has "
                 "expired, so the TLS handshake was aborted.",
@@ -124,10 +134,119 @@ def _mismatch(m: re.Match[str]) -> tuple[str, str, str]:
             f"Make '{opt}' the same on both sides (or remove it from both), then restart.")
 
 
+def _peer_alert(m: re.Match[str]) -> tuple[str, str, str]:
+    alert = m.group(1).lower()
+    if alert == "certificate revoked":
+        return ("the peer rejected this side's certificate as revoked (TLS alert 'certificate "
+                "revoked')",
+                "The other side checked this side's certificate against its CRL ('crl-verify') "
+                "and found it revoked, so it aborted the handshake. A tunnel that was up fails "
+                "at its next key renegotiation or reconnect once the CRL lists the "
+                "certificate.",
+                "Revocation is deliberate: ask the administrator for a new certificate (or, if "
+                "it was revoked by mistake, to issue a new CRL without it).")
+    return (f"the peer rejected this side's certificate (TLS alert '{alert}')",
+            "The other side sent a TLS alert during the handshake: it does not trust this "
+            "side's certificate (wrong CA, expired, wrong EKU) or found no common TLS "
+            "parameters.",
+            "Check the peer's log for its VERIFY ERROR line; make sure this side's 'cert' "
+            "is issued by the CA the peer has in its 'ca', is valid now and has the right "
+            "extended key usage ('trivpn doctor CONFIG' checks pki.chain/validity/eku).")
+
+
+def _ccd_exclusive(m: re.Match[str]) -> tuple[str, str, str]:
+    cn = m.group(1)
+    return (f"the server refused '{cn}': no client-config-dir file (ccd-exclusive)",
+            "With 'ccd-exclusive' a client may connect only if the client-config-dir has a "
+            f"file named after its certificate's common name ('{cn}'); there is none, so the "
+            "server sends AUTH_FAILED, which the client reports like a wrong password "
+            "(OpenVPN src/openvpn/ssl_verify.c, verify_final_auth_checks()).",
+            f"Create the file '{cn}' in the server's client-config-dir (it may be empty), or "
+            "remove 'ccd-exclusive' if every valid certificate may connect.")
+
+
+def _weak_cert(m: re.Match[str]) -> tuple[str, str, str]:
+    which, what = m.group(1), m.group(2)
+    cert = "a CA certificate" if which == "ca" else ("the DH parameters" if which == "dh"
+                                                   else "this side's own certificate")
+    if what == "md too weak":
+        return (f"OpenSSL refuses {cert}: its signature digest is too weak ({which} md too "
+                "weak)",
+                f"{cert[0].upper()}{cert[1:]} (or one in the chain of the 'cert' file) is "
+                "signed with MD5 or SHA-1, which the OpenSSL security level in use refuses "
+                "(OpenSSL 3 at 'tls-cert-profile legacy', OpenVPN's default, still refuses "
+                "SHA-1 for certificate signatures; stricter profiles refuse more). OpenVPN "
+                "cannot load the certificate and stops before connecting.",
+                "Re-issue the certificate (and, if it is the CA's signature that is weak, the "
+                "chain) with SHA-256: 'easyrsa' does by default, or 'openssl x509 -req -sha256 "
+                "...'. 'openssl x509 -noout -text -in FILE | grep Signature' shows the digest. "
+                "As a stop-gap only, 'tls-cert-profile insecure' lowers the security level.")
+    return (f"OpenSSL refuses {cert}: its key is too small ({which} key too small)",
+            f"The key of {cert} is shorter than the security level in use accepts (RSA/DH "
+            "below 1024 bits at 'tls-cert-profile legacy', OpenVPN's default, which is "
+            "OpenSSL security level 1; below 2048 bits at 'preferred', level 2). OpenVPN "
+            "cannot load it and stops before connecting (OpenVPN src/openvpn/ssl_openssl.c, "
+            "tls_ctx_set_cert_profile()).",
+            "Re-issue the key and certificate with RSA 2048 bits or more (or an EC key), or "
+            "'dh none' / new 2048-bit DH parameters; 'openssl x509 -noout -text -in FILE | "
+            "grep Public-Key' shows the size. As a stop-gap only, 'tls-cert-profile "
+            "insecure' lowers the security level.")
+
+
+def _unknown_option(m: re.Match[str]) -> tuple[str, str, str]:
+    where, number, option, version = m.group(1), m.group(2), m.group(3), m.group(4)
+    if where == "[PUSH-OPTIONS]":
+        return (f"the server pushed an option this client does not know: {option}",
+                f"The server's PUSH_REPLY contains '{option}' (pushed option {number}), which "
+                f"this OpenVPN ({version}) does not recognise or cannot take with these "
+                "parameters: it is too new for this client, platform-specific (a Windows-only "
+                "option such as 'block-outside-dns' on Linux or macOS), or malformed.",
+                f"On the client, add 'pull-filter ignore \"{option}\"' to the config, or "
+                "upgrade the client; on the server, push the option only to the clients that "
+                "understand it (a client-config-dir file or a client-connect script).")
+    return (f"unknown option '{option}' in {where} line {number}",
+            f"OpenVPN {version} does not recognise '{option}' (or its parameters are wrong) "
+            f"in {where} line {number}: options removed in 2.6 (for example 'keysize', "
+            "'ns-cert-type', 'no-replay', 'ncp-disable'), options of a newer version, or a "
+            "typo. OpenVPN refuses to start.",
+            f"Fix or delete line {number} of {where} (2.6 replacements: 'remote-cert-tls "
+            "server' for 'ns-cert-type server', 'data-ciphers' for 'keysize'/'ncp-disable'); "
+            f"for an option only newer versions know, 'ignore-unknown-option {option}' lets "
+            "this version start without it.")
+
+
+def _no_tty(m: re.Match[str]) -> tuple[str, str, str]:
+    prompt = m.group(1)
+    key = "Private Key" in prompt
+    return (f"OpenVPN had to ask '{prompt}' but has no terminal",
+            f"OpenVPN needed to ask for '{prompt}' but runs without a terminal (a systemd "
+            "service, --daemon, cron or a GUI) and could not ask through systemd either, so "
+            "it stopped.",
+            ("Give the key's passphrase in a file: 'askpass FILE' (or remove the passphrase "
+             "from the key)." if key else
+             "Put the username (line 1) and password (line 2) in a file and name it: "
+             "'auth-user-pass FILE' (mode 600); or let a management client answer with "
+             "'management-query-passwords'."))
+
+
 PATTERNS: tuple[LogPattern, ...] = (
     LogPattern("log.tls_timeout", "fail",
                _re(r"TLS key negotiation failed to occur within (\d+) seconds"),
                "", "", "", _tls_timeout),
+    LogPattern("log.decrypt_error", "warn",
+               _re(r"AEAD Decrypt error: (?!bad packet ID)",
+                   r"Authenticate/Decrypt packet error: (?!packet HMAC|bad packet ID)"),
+               "data packets failed decryption and were dropped",
+               "Data-channel packets arrived that do not decrypt/authenticate with the current "
+               "keys (OpenVPN src/openvpn/crypto.c, openvpn_decrypt_aead() and "
+               "openvpn_decrypt_v1()): packets under a key that was just replaced (a few lines "
+               "around a renegotiation are normal), from a peer that restarted, a second "
+               "client using the same certificate, or garbage/attack traffic sent to the "
+               "tunnel's port.",
+               "A few lines around a key renegotiation need nothing. If they keep coming: make "
+               "sure no two clients share a certificate (or use 'duplicate-cn' knowingly), "
+               "restart the client after a server restart, and check who sends to the port "
+               "('tcpdump -ni any udp port PORT')."),
     LogPattern("log.hmac_auth_failed", "fail",
                _re(r"packet HMAC authentication failed",
                    r"incoming packet authentication failed from",
@@ -160,16 +279,10 @@ PATTERNS: tuple[LogPattern, ...] = (
                "Read the neighbouring VERIFY lines; usually the 'ca' file does not match the "
                "CA that issued the peer's certificate, or that certificate has expired."),
     LogPattern("log.peer_rejected_cert", "fail",
-               _re(r"(?i)(?:tlsv1|sslv3|tlsv13) alert (?:unknown ca|bad certificate|"
+               _re(r"(?i)(?:tlsv1|sslv3|tlsv13) alert (unknown ca|bad certificate|"
                    r"certificate expired|certificate unknown|unsupported certificate|"
-                   r"handshake failure|certificate required)"),
-               "the peer rejected this side's certificate (TLS alert)",
-               "The other side sent a TLS alert during the handshake: it does not trust this "
-               "side's certificate (wrong CA, expired, wrong EKU) or found no common TLS "
-               "parameters.",
-               "Check the peer's log for its VERIFY ERROR line; make sure this side's 'cert' "
-               "is issued by the CA the peer has in its 'ca', is valid now and has the right "
-               "extended key usage ('trivpn doctor CONFIG' checks pki.chain/validity/eku)."),
+                   r"handshake failure|certificate required|certificate revoked)"),
+               "", "", "", _peer_alert),
     LogPattern("log.verify_eku", "fail",
                _re(r"VERIFY EKU ERROR", r"VERIFY KU ERROR",
                    r"Certificate does not have key usage extension",
@@ -204,7 +317,8 @@ PATTERNS: tuple[LogPattern, ...] = (
     LogPattern("log.resolve_failed", "fail",
                _re(r"Cannot resolve host address: (\S+)"), "", "", "", _resolve),
     LogPattern("log.replay", "warn",
-               _re(r"bad packet ID \(may be a replay\)", r"Replay-window backtrack occurred"),
+               _re(r"bad packet ID \(may be a replay\)",
+                   r"(?i)replay-window backtrack occurred"),
                "packets rejected as replays or reordered beyond the replay window",
                "Data packets arrived with packet IDs the replay protection had already seen or "
                "that were too far out of order. Occasional lines come from network reordering "
@@ -309,6 +423,94 @@ PATTERNS: tuple[LogPattern, ...] = (
                "start TLS.",
                "Point 'key' and 'cert' at the two halves of the same pair ('trivpn doctor "
                "CONFIG' checks pki.key_match)."),
+    # --- live and logs: the lines users paste most ---
+    LogPattern("log.weak_certificate", "fail",
+               _re(r"\b(ca|ee|dh) (md too weak|key too small)"), "", "", "", _weak_cert),
+    LogPattern("log.tls_version_mismatch", "fail",
+               _re(r"SSL routines::unsupported protocol", r"(?i)alert protocol version"),
+               "the two sides have no TLS version in common",
+               "The TLS handshake failed because the TLS versions the two sides allow do not "
+               "overlap: 'tls-version-min'/'tls-version-max' exclude each other, or an old "
+               "peer speaks only TLS 1.0/1.1, which OpenSSL 3 refuses by default.",
+               "Make the ranges overlap: remove 'tls-version-max' (or set it to 1.3 on both "
+               "sides) and use 'tls-version-min 1.2' at most; upgrade a peer that only speaks "
+               "TLS 1.0/1.1."),
+    LogPattern("log.unknown_option", "fail",
+               _re(r"Unrecognized option or missing or extra parameter\(s\) in "
+                   r"(\S+?):(\d+): (\S+) \(([^)]*)\)"), "", "", "", _unknown_option),
+    LogPattern("log.lzo_mismatch", "warn",
+               _re(r"Bad LZO decompression header byte"),
+               "compression settings differ between client and server",
+               "This side expects LZO-framed data packets ('comp-lzo') but the peer sends "
+               "packets without that framing (no compression, or 'compress lz4'/'stub-v2'): "
+               "every such packet is dropped, so the tunnel is up but carries no traffic "
+               "(OpenVPN src/openvpn/lzo.c, lzo_decompress()).",
+               "Use the same compression setting on both sides; best remove 'comp-lzo' / "
+               "'compress' from both (compression is deprecated and insecure), or push it "
+               "from the server ('push \"comp-lzo no\"') so clients follow."),
+    LogPattern("log.bad_source_address", "warn",
+               _re(r"MULTI: bad source address from client \[([^\]]*)\]"),
+               "a client sent packets from an address the server does not route to it",
+               "A client sent packets into the tunnel whose source address is neither its VPN "
+               "address nor inside an 'iroute' of its client-config-dir file, so the server "
+               "drops them (OpenVPN src/openvpn/multi.c, multi_process_incoming_link()): a LAN "
+               "behind the client without 'iroute', a client bridging or NATing other traffic, "
+               "or a stray IPv6/link-local packet from the client's OS.",
+               "If a network behind that client should reach the VPN: add 'iroute NET MASK' to "
+               "the client's file in client-config-dir and 'route NET MASK' to the server "
+               "config; otherwise the drops are harmless (or NAT that traffic on the client)."),
+    LogPattern("log.route_exists", "warn",
+               _re(r"RTNETLINK answers: File exists",
+                   r"Linux route add command failed because route exists",
+                   r"rtnl: generic error \(-17\): File exists"),
+               "a route the VPN wanted to add already exists",
+               "A pushed or configured route is already in the routing table: the same "
+               "route is given twice (in the client config and in the server's push), a "
+               "previous run or another VPN left it behind, or the VPN's network overlaps a "
+               "local one (home LAN, Docker). A route that differs wins or loses by its "
+               "metric, so traffic for that network may not go through the tunnel.",
+               "Compare 'ip route' with the pushed routes; renumber one of the overlapping "
+               "networks (the VPN pool or the LAN), or filter the route ('pull-filter ignore "
+               "\"route NET\"') if the local one is meant to win."),
+    LogPattern("log.route_failed", "warn",
+               _re(r"ERROR: Linux route add command failed"),
+               "a route could not be added",
+               "OpenVPN could not add a route (an overlapping network, a gateway that is not "
+               "on a connected network, or missing privileges); traffic for it does not use "
+               "the tunnel.",
+               "Check the lines before it and 'ip route get NET'; fix the route or the "
+               "overlapping network."),
+    LogPattern("log.no_tty", "fail",
+               _re(r"can't ask for '([^']*)'"), "", "", "", _no_tty),
+    LogPattern("log.no_credentials", "fail",
+               _re(re.escape(LOG_NO_CREDENTIALS)),
+               "a client connected without username/password, which this server requires",
+               "The server checks a username/password ('auth-user-pass-verify', a plugin or "
+               "'management-client-auth') and a client sent none; the server drops it and "
+               "the client only sees a TLS timeout or AUTH_FAILED.",
+               "Add 'auth-user-pass' (or 'auth-user-pass FILE') to that client's config."),
+    LogPattern("log.ccd_exclusive", "fail",
+               _re(re.escape(LOG_CCD_EXCLUSIVE) + r" for common name '([^']*)'"),
+               "", "", "", _ccd_exclusive),
+    LogPattern("log.connection_reset", "warn",
+               _re(r"Connection reset, restarting \[(-?\d+)\]"),
+               "the TCP connection was closed or reset, and OpenVPN restarts it",
+               "Over TCP the peer (or a middlebox) closed or reset the connection: the server "
+               "restarted or aborted the TLS handshake (its log says why), or a firewall/DPI "
+               "device cuts OpenVPN connections (OpenVPN src/openvpn/forward.c, "
+               "read_incoming_link()).",
+               "Look at the server's log at the same time; if it shows nothing for this "
+               "client, suspect a middlebox ('trivpn doctor CLIENT.conf' probes the port) "
+               "and try another port (443)."),
+    LogPattern("log.tap_adapters_in_use", "fail",
+               _re(r"All (\S+) adapters on this system are currently in use or disabled"),
+               "no free TAP/wintun adapter (Windows)",
+               "On Windows every adapter of the driver OpenVPN uses is taken (another VPN "
+               "connection or another program holds it) or disabled (OpenVPN "
+               "src/openvpn/tun.c, tun_open_device()).",
+               "Disconnect the other VPN, enable the adapter in the network settings, or add "
+               "one ('tapctl create' / the 'Add a new TAP virtual ethernet adapter' shortcut); "
+               "'windows-driver' selects the driver."),
     LogPattern("log.connected", "ok",
                _re(r"Initialization Sequence Completed"),
                "OpenVPN completed its start-up (Initialization Sequence Completed)", "", ""),
@@ -345,6 +547,29 @@ def guess_log_role(lines: Iterable[str]) -> Role | None:
     return "client" if client else None
 
 
+def patterns_for(role: Role | None) -> tuple[LogPattern, ...]:
+    """The patterns that apply to a log of ``role`` (server-only ones for a server)."""
+    return tuple(p for p in PATTERNS if role == "server" or not p.server_only)
+
+
+def match_line(text: str, patterns: Sequence[LogPattern] = PATTERNS
+               ) -> tuple[LogPattern, re.Match[str]] | None:
+    """The first pattern that matches one line's text (see :func:`line_text`), with its
+    match; None for a line that matches nothing."""
+    for pattern in patterns:
+        m = next((m for rx in pattern.regexes if (m := rx.search(text)) is not None), None)
+        if m is not None:
+            return pattern, m
+    return None
+
+
+def describe(pattern: LogPattern, m: re.Match[str]) -> tuple[str, str, str]:
+    """(summary, explanation, fix) of a matched line."""
+    if pattern.describe is not None:
+        return pattern.describe(m)
+    return pattern.summary, pattern.explanation, pattern.fix
+
+
 @dataclass(slots=True)
 class _Hits:
     pattern: LogPattern
@@ -364,29 +589,26 @@ def scan_lines(lines: Sequence[str], role: Role | None = None) -> list[CheckResu
         role = guess_log_role(lines)
     hits: dict[str, _Hits] = {}
     total = len(lines)
-    patterns = [p for p in PATTERNS if role == "server" or not p.server_only]
+    patterns = patterns_for(role)
     for number, raw in enumerate(lines, start=1):
         text = line_text(raw)
         if not text:
             continue
-        for pattern in patterns:
-            m = next((m for rx in pattern.regexes if (m := rx.search(text)) is not None), None)
-            if m is None:
-                continue
-            if pattern.id in hits:
-                hits[pattern.id].lines.append(number)
-            else:
-                hits[pattern.id] = _Hits(pattern, [number], raw.rstrip("\n"), m)
-            break
+        found = match_line(text, patterns)
+        if found is None:
+            continue
+        pattern, m = found
+        if pattern.id in hits:
+            hits[pattern.id].lines.append(number)
+        else:
+            hits[pattern.id] = _Hits(pattern, [number], raw.rstrip("\n"), m)
     results: list[CheckResult] = []
     for pid in dict.fromkeys(p.id for p in PATTERNS):
         h = hits.get(pid)
         if h is None:
             continue
         pattern = next(p for p in PATTERNS if p.id == pid)
-        summary, explanation, fix = pattern.summary, pattern.explanation, pattern.fix
-        if pattern.describe is not None:
-            summary, explanation, fix = pattern.describe(h.match)
+        summary, explanation, fix = describe(pattern, h.match)
         count = len(h.lines)
         evidence: dict[str, Any] = {
             "count": count, "lines": h.lines[:MAX_LINE_NUMBERS], "first_line": h.lines[0],

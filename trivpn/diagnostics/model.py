@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from trivpn.config.errors import ConfigError
 from trivpn.config.options import Options
+
+if TYPE_CHECKING:
+    from trivpn.diagnostics.tunnel_session import TunnelBroker
 
 Status = Literal["ok", "warn", "fail", "skip", "error"]
 Role = Literal["client", "server"]
@@ -49,6 +52,11 @@ class DoctorContext:
     results: Mapping[str, CheckResult] = field(default_factory=dict)  # finished dependencies
     netns: str | None = None  # run network probes inside this namespace (tests)
     config_errors: tuple[ConfigError, ...] = ()
+    # The doctor run's shared post-handshake session (tunnel_session.py); None: a check that
+    # needs one opens a private one (tunnel_lease()).
+    tunnel: TunnelBroker | None = None
+    # Hosts the user wants reached through the tunnel ('trivpn doctor --target HOST').
+    targets: tuple[str, ...] = ()
 
 
 CheckFn = Callable[[DoctorContext], Awaitable[CheckResult]]

@@ -38,6 +38,7 @@ PHASE_LABELS = {
 }
 PHASE_ORDER = tuple(PHASE_LABELS)
 CHECK_EVERY = 0.5
+RX_KEEP = 4
 
 
 def probe_config(options: Options, *, hand_window: float, tls_timeout: float = 1.0,
@@ -64,11 +65,20 @@ class SessionProbe:
         self.sent_packets = 0
         self.received_packets = 0
         self.rx_times: list[float] = []
+        # the first few datagrams as received, with their times: their tls-auth/tls-crypt
+        # timestamps show the server's clock
+        self.rx_first: list[tuple[float, bytes]] = []
         self.tx_times: list[float] = []
         self._sock: trio.socket.SocketType | None = None
         self._stream: FramedLink | None = None  # TCP: the runtime's framing
         self.session: Session | None = None
         self.pump: SessionPump | None = None
+        # Called with the decrypted inner packets instead of collecting them in ``tun``
+        # (the doctor's shared tunnel session, tunnel_session.py).
+        self.on_tun: Callable[[list[bytes]], None] | None = None
+        self._send_lock = trio.Lock()  # a lease holder and the driving loop both send
+        # Errors recv() reported on the UDP socket (ICMP errors, IP_RECVERR's queue), timed.
+        self.socket_errors: list[tuple[float, OSError]] = []
         # False: run_until only receives; the session's timers (its pings, ping-restart,
         # retransmits) are not run, so nothing is sent unless the caller sends it.
         self.timers = True
@@ -97,9 +107,21 @@ class SessionProbe:
     def start(self) -> None:
         now = trio.current_time()
         self.session = Session(self.config, now)
-        self.pump = SessionPump(self.session, send=self._send_all, deliver=self.tun.extend,
+        self.pump = SessionPump(self.session, send=self._send_all, deliver=self._deliver,
                                 on_event=self.events.append)
         self.session.start(now)
+
+    def _deliver(self, packets: list[bytes]) -> None:
+        if self.on_tun is not None:
+            self.on_tun(packets)
+        else:
+            self.tun.extend(packets)
+
+    @property
+    def socket(self) -> trio.socket.SocketType:
+        """The outer socket (connected UDP, or the TCP connection)."""
+        assert self._sock is not None
+        return self._sock
 
     @property
     def phases(self) -> list[dict[str, Any]]:
@@ -153,6 +175,7 @@ class SessionProbe:
             now = trio.current_time()
             self.received_packets += len(packets)
             self.rx_times += [now] * len(packets)
+            self.rx_first += [(now, p) for p in packets[:RX_KEEP - len(self.rx_first)]]
             pump.receive(packets, now)
             if self.timers:
                 pump.step_timers(now)
@@ -190,15 +213,20 @@ class SessionProbe:
 
     async def _send(self, data: bytes) -> None:
         try:
+            await self.send_wire(data)
+        except (OSError, trio.BrokenResourceError, ProtocolError) as exc:
+            self._link_failed(exc)
+
+    async def send_wire(self, data: bytes) -> None:
+        """Send one datagram (UDP) or framed packet (TCP); errors propagate."""
+        async with self._send_lock:
             if self._stream is not None:
                 await self._stream.send_packets((data,))
             else:
                 assert self._sock is not None
                 await self._sock.send(data)
-            self.sent_packets += 1
-            self.tx_times.append(trio.current_time())
-        except (OSError, trio.BrokenResourceError, ProtocolError) as exc:
-            self._link_failed(exc)
+        self.sent_packets += 1
+        self.tx_times.append(trio.current_time())
 
     async def _receive(self) -> list[bytes]:
         if self._stream is not None:
@@ -213,6 +241,7 @@ class SessionProbe:
         try:
             return [await self._sock.recv(RECV_SIZE)]
         except OSError as exc:
+            self.socket_errors.append((trio.current_time(), exc))
             self._link_failed(exc)
             return []
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from trivpn.diagnostics import (
+    checks_beyond,
     checks_ccd,
+    checks_certs,
+    checks_compat,
     checks_config,
     checks_dns,
     checks_env,
@@ -14,6 +17,7 @@ from trivpn.diagnostics import (
     checks_port,
     checks_route,
     checks_server,
+    checks_serverstate,
     checks_tls,
     checks_tunnel,
 )
@@ -27,8 +31,11 @@ def all_checks() -> tuple[Check, ...]:
               *checks_dns.CHECKS, *checks_route.CHECKS, *checks_port.CHECKS,
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
               *checks_tunnel.CHECKS,
+              *checks_beyond.CHECKS,
+              *checks_compat.CHECKS,
               *checks_netbeh.CHECKS,
-              *checks_server.CHECKS, *checks_ccd.CHECKS)
+              *checks_server.CHECKS, *checks_ccd.CHECKS,
+              *checks_serverstate.CHECKS, *checks_certs.CHECKS)
     seen: set[str] = set()
     for check in checks:
         if check.id in seen:

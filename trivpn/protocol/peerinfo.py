@@ -73,6 +73,17 @@ def build_peer_info(*, version: str = "2.6.14", platform: str = "linux",
     return "".join(f"{key}={value}\n" for key, value in lines)
 
 
+def build_p2p_peer_info(*, ciphers: Sequence[str], iv_proto: int) -> str:
+    """The peer-info of a TLS peer-to-peer server, as OpenVPN 2.6 sends it (ssl.c,
+    push_peer_info() with push_peer_info_detail 1: no version or platform lines, no
+    ``IV_NCP``): ``IV_CIPHERS`` (its data-ciphers, in its order of preference) and
+    ``IV_PROTO``."""
+    for cipher in ciphers:
+        if not cipher or ":" in cipher or "\n" in cipher:
+            raise ValueError(f"bad cipher name {cipher!r}")
+    return f"IV_CIPHERS={':'.join(ciphers)}\nIV_PROTO={iv_proto}\n"
+
+
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
     """Parsed peer-info. ``raw`` holds every ``KEY=VALUE`` line (first occurrence wins)."""

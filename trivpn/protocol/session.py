@@ -203,8 +203,10 @@ class SessionConfig:
     auth_token: AuthToken | None = None  # client: sent instead of username/password if set
     replay: bool = True  # False with no-replay: data packets are not checked for replays
     # --- client breadth a ---
-    # client in TLS peer-to-peer mode (tls-client without pull): no PUSH_REQUEST; the cipher,
-    # peer-id and key derivation come from both ends' peer-info (p2p_negotiate())
+    # TLS peer-to-peer mode (tls-client without pull, tls-server without 'mode server'): no
+    # push; the cipher, peer-id and key derivation come from both ends' peer-info
+    # (_p2p_negotiate()); a p2p server sends its peer_info in its key method and never
+    # waits for accept()
     p2p: bool = False
 
     def __repr__(self) -> str:
@@ -247,6 +249,59 @@ class _KeyState:
     def fail(self) -> None:
         """Enter FAILED, from whatever phase (h11's ERROR); it is never left."""
         self.phase = KeyPhase.FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class P2PDecision:
+    """What TLS peer-to-peer NCP decides from the peer's peer-info (:func:`p2p_decision`)."""
+
+    cipher: str | None  # None: no common cipher (the fallback cipher, if any, is used)
+    peer_id: int | None  # None: P_DATA_V1
+    peer_id_from_ekm: bool  # the peer-id is 3 bytes of EXPORTER-OpenVPN-p2p-peerid
+    key_derivation: str | None  # "tls-ekm" or None (the PRF)
+    flags: tuple[str, ...]  # protocol-flags, as a server would push them ("cc-exit")
+
+
+def p2p_decision(peer: PeerInfo, data_ciphers: Sequence[str], *, is_server: bool,
+                 can_export: bool) -> P2PDecision:
+    """TLS peer-to-peer NCP as OpenVPN 2.6 decides it on either end (ssl_ncp.c):
+    get_p2p_ncp_cipher() takes the TLS server's first cipher that the TLS client also lists
+    (the server's preference, so both ends agree), and none if the peer sent no IV_CIPHERS;
+    p2p_ncp_set_options() does the rest only if the peer sets IV_PROTO_NCP_P2P: P_DATA_V2
+    with peer-id 0x76706e if it sets DATA_V2, cc-exit if it sets CC_EXIT_NOTIFY, and TLS-EKM
+    keys (with the peer-id from EXPORTER-OpenVPN-p2p-peerid) if it sets TLS_KEY_EXPORT and
+    this end can export keying material."""
+    cipher: str | None = None
+    if peer.announces_ciphers:
+        if is_server:
+            cipher = next((c for c in data_ciphers if pushed_cipher_allowed(c, peer.ciphers)),
+                          None)
+        else:
+            cipher = next((c for c in peer.ciphers if pushed_cipher_allowed(c, data_ciphers)),
+                          None)
+    if not peer.iv_proto & IV_PROTO_NCP_P2P:
+        return P2PDecision(cipher, None, False, None, ())
+    ekm = bool(peer.iv_proto & IV_PROTO_TLS_KEY_EXPORT) and can_export
+    data_v2 = bool(peer.iv_proto & IV_PROTO_DATA_V2)
+    flags = ("cc-exit",) if peer.iv_proto & IV_PROTO_CC_EXIT_NOTIFY else ()
+    return P2PDecision(cipher, P2P_PEER_ID if data_v2 else None, data_v2 and ekm,
+                       "tls-ekm" if ekm else None, flags)
+
+
+def is_new_peer_reset(data: bytes, wrap: ControlWrap, remote_session_id: bytes | None) -> bool:
+    """TLS peer-to-peer server: is ``data`` a client's hard reset that opens a new session
+    (another session id than the current peer's) and passes the control-channel wrap
+    (tls-auth/tls-crypt)? OpenVPN starts a new TLS session for such a packet (ssl.c,
+    tls_pre_decrypt(): "Initial packet from ..."), which replaces the current one."""
+    if len(data) < 9 or data[0] >> 3 != Opcode.CONTROL_HARD_RESET_CLIENT_V2 or data[0] & 7:
+        return False
+    if remote_session_id is not None and data[1:9] == remote_session_id:
+        return False
+    try:
+        wrap.unwrap(data)
+    except (ProtocolError, ValueError):
+        return False
+    return True
 
 
 class Session:
@@ -933,7 +988,8 @@ class Session:
         if cfg.is_server:
             key.local_source = KeySource(random1=self._rng(32), random2=self._rng(32))
             block = KeyMethod2(random1=key.local_source.random1,
-                               random2=key.local_source.random2, options=cfg.options_string)
+                               random2=key.local_source.random2, options=cfg.options_string,
+                               peer_info=cfg.peer_info if cfg.p2p else None)
         else:
             key.local_source = KeySource(random1=self._rng(32), random2=self._rng(32),
                                          pre_master=self._rng(48))
@@ -974,6 +1030,8 @@ class Session:
 
     def _on_client_key_method(self, key: _KeyState, block: KeyMethod2, now: float) -> None:
         self._send_key_method(key, now)
+        if self.config.p2p:  # one peer, no admission: _p2p_negotiate() once key 0 is active
+            return
         if key.key_id == 0:
             self.peer_info = parse_peer_info(block.peer_info)
             assert key.peer is not None
@@ -987,7 +1045,8 @@ class Session:
                                                           block.password))
 
     def _on_active(self, key: _KeyState, now: float) -> None:
-        if key.key_id == 0 and not self.config.is_server and self._pull is PullState.IDLE:
+        if key.key_id == 0 and self._pull is PullState.IDLE and (
+                self.config.p2p or not self.config.is_server):
             if self.config.p2p:
                 self._p2p_negotiate(key, now)
             else:
@@ -1070,40 +1129,35 @@ class Session:
         self._events.append(ev.AuthTokenReceived(found.username))
 
     def _p2p_negotiate(self, key: _KeyState, now: float) -> None:
-        """TLS peer-to-peer client: what a server would push, decided from the peer's
-        peer-info as OpenVPN 2.6 does (ssl_ncp.c, p2p_mode_ncp(): get_p2p_ncp_cipher() takes
-        the TLS server's first cipher the client also lists; p2p_ncp_set_options(): only if
-        the peer sets IV_PROTO_NCP_P2P, DATA_V2 with peer-id 0x76706e or, when both export
-        TLS keys, 3 bytes of EXPORTER-OpenVPN-p2p-peerid; TLS-EKM keys; cc-exit). Without a
-        common cipher, data-ciphers-fallback (else the session fails as a client whose
-        server pushed no allowed cipher). The result goes through the push path, so the
-        device is set up from the config's own ifconfig and routes."""
+        """TLS peer-to-peer mode, both roles: what a server would push, decided from the
+        peer's peer-info (:func:`p2p_decision`). Without a common cipher, the fallback
+        cipher (data-ciphers-fallback, or 'cipher' in this mode); without that either the
+        session fails. The result goes through the push path, so the device is set up from
+        the config's own ifconfig and routes."""
         assert key.remote_km is not None
         cfg = self.config
         info = parse_peer_info(key.remote_km.peer_info)
         self.peer_info = info
-        cipher = next((c for c in info.ciphers if pushed_cipher_allowed(c, cfg.data_ciphers)),
-                      None)
-        peer_id: int | None = None
-        flags: list[str] = []
-        derivation: str | None = None
-        if info.iv_proto & IV_PROTO_NCP_P2P:
-            ekm = bool(info.iv_proto & IV_PROTO_TLS_KEY_EXPORT) and cfg.key_exporter is not None
-            if info.iv_proto & IV_PROTO_DATA_V2:
-                peer_id = P2P_PEER_ID
-                if ekm and key.tls is not None:
-                    try:
-                        raw = key.tls.export_keying_material(P2P_PEERID_LABEL, 3)
-                        peer_id = int.from_bytes(raw, "big")
-                    except ValueError:
-                        self.drops["p2p_peer_id_export_failed"] += 1
-            if info.iv_proto & IV_PROTO_CC_EXIT_NOTIFY:
-                flags.append("cc-exit")
-            if ekm:
-                derivation = "tls-ekm"
-        self._apply_push(PushedOptions(cipher=cipher, peer_id=peer_id,
-                                       protocol_flags=tuple(flags),
-                                       key_derivation=derivation), now)
+        decision = p2p_decision(info, cfg.data_ciphers, is_server=cfg.is_server,
+                                can_export=cfg.key_exporter is not None)
+        peer_id = decision.peer_id
+        if decision.peer_id_from_ekm and key.tls is not None:
+            try:
+                raw = key.tls.export_keying_material(P2P_PEERID_LABEL, 3)
+                peer_id = int.from_bytes(raw, "big")
+            except ValueError:  # OpenVPN: "TLS key export for P2P peer id failed" (goes on)
+                self.drops["p2p_peer_id_export_failed"] += 1
+        cipher = decision.cipher
+        if cipher is None and cfg.data_ciphers_fallback is None:
+            self._fail_session(ev.CAUSE_NO_COMMON_CIPHER,
+                               "failed to negotiate cipher with peer and "
+                               "--data-ciphers-fallback not enabled. No usable data channel "
+                               "cipher", ev.PHASE_KEY_METHOD_RECEIVED)
+            return
+        self._apply_push(PushedOptions(cipher=cipher or cfg.data_ciphers_fallback,
+                                       peer_id=peer_id, protocol_flags=decision.flags,
+                                       key_derivation=decision.key_derivation), now,
+                         fallback=cipher is None)
 
     def _send_push_request(self, now: float) -> None:
         key = self._message_key()
@@ -1138,7 +1192,7 @@ class Session:
             self._ping_restart = float(pushed.ping_exit)
             self._ping_exit = True
 
-    def _apply_push(self, pushed: PushedOptions, now: float) -> None:
+    def _apply_push(self, pushed: PushedOptions, now: float, *, fallback: bool = False) -> None:
         cfg = self.config
         key = self._keys.get(0)
         if pushed.key_derivation is not None or "tls-ekm" in pushed.protocol_flags:
@@ -1149,7 +1203,10 @@ class Session:
                 return
             self.key_derivation = "tls-ekm"
         cipher = pushed.cipher or cfg.data_ciphers_fallback
-        if cipher is None or not pushed_cipher_allowed(cipher, cfg.data_ciphers):
+        # the fallback cipher is allowed whatever data-ciphers says (ssl_ncp.c,
+        # check_session_cipher(): cipher_allowed_as_fallback)
+        fallback = fallback or (pushed.cipher is None and cipher is not None)
+        if cipher is None or not (fallback or pushed_cipher_allowed(cipher, cfg.data_ciphers)):
             self._fail_session(ev.CAUSE_NO_COMMON_CIPHER,
                                f"negotiated cipher not allowed - {cipher} not in "
                                f"{':'.join(cfg.data_ciphers)}", ev.PHASE_PUSH_REPLY_RECEIVED)

@@ -55,7 +55,7 @@ from trivpn.protocol.icmp6 import FALLBACK_SOURCE, block_ipv6
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_ipv6_batch, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions
-from trivpn.protocol.session import Session, SessionConfig
+from trivpn.protocol.session import Session, SessionConfig, is_new_peer_reset
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
 from trivpn.runtime.clientscripts import ClientScripts
@@ -73,10 +73,12 @@ from trivpn.runtime.link import (
     FramedLink,
     LinkClosed,
     TcpLink,
+    TcpLinkListener,
     UdpLink,
     apply_sndbuf_rcvbuf,
     make_socket,
     open_tcp_link,
+    open_tcp_listener,
 )
 from trivpn.runtime.management import ManagementServer
 from trivpn.runtime.netconf import NetConfig
@@ -142,7 +144,7 @@ async def run_client(options: Options, log: Log, tools: ClientTools | None = Non
     """Run a client until a signal, AUTH_FAILED, HALT or a fatal setup error; the exit code."""
     key_password: str | None = None
     try:
-        if not options.remotes:
+        if not options.remotes and options.tls_role == "client":
             raise ConfigError("a client needs at least one 'remote'", options.config_path)
         if options.key is not None and is_encrypted_key(options.key.read_text()):
             # OpenVPN asks even without askpass (ssl.c, pem_password_callback)
@@ -250,6 +252,18 @@ class SystemHost:
             raise
         return link
 
+    async def open_tcp_listener(self, host: str, port: int, sndbuf: int | None,
+                                rcvbuf: int | None) -> TcpLinkListener:
+        """TLS peer-to-peer server over TCP (proto tcp-server): listen for the one peer."""
+        listener = await open_tcp_listener(host, port, backlog=1)
+        try:
+            self._mark(listener.socket, f"{host}:{port}")
+            apply_sndbuf_rcvbuf(listener.socket, sndbuf, rcvbuf)
+        except RuntimeSetupError:
+            await listener.aclose()
+            raise
+        return listener
+
     def open_tunnel(self, plan: TunnelPlan) -> TunnelHandle:
         return Tunnel.open(plan)
 
@@ -263,6 +277,19 @@ class SystemHost:
             if not isinstance(tunnel, Tunnel):
                 netconf.close()
         return NetGateway(found.gateway, found.oif)
+
+
+def _same_host(address: str, expected: str) -> bool:
+    """``address`` (as a socket reports it, maybe IPv4-mapped) is ``expected``."""
+    try:
+        a, b = ipaddress.ip_address(address), ipaddress.ip_address(expected)
+    except ValueError:
+        return address == expected
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    if isinstance(b, ipaddress.IPv6Address) and b.ipv4_mapped is not None:
+        b = b.ipv4_mapped
+    return a == b
 
 
 def _is_address(host: str) -> bool:
@@ -318,8 +345,15 @@ class Client:
         # socket_restart_pause)
         retry = options.connect_retry
         base = min(10, retry.max_seconds) if options.auth_retry == "nointeract" else retry.seconds
+        # --- TLS peer-to-peer server (tls-server without 'mode server') ---
+        # it waits for its one peer on its own socket instead of connecting; 'remote', if
+        # given, is the only address the peer may come from (unless float, over UDP)
+        self.listening = options.tls_role == "server"
+        self.handover: tuple[bytes, Address] | None = None  # a new peer's reset, to take over
+        remotes = options.remotes or (
+            Remote("", options.rport, options.proto, options.family, 0),)
         self.schedule = RemoteSchedule(
-            options.remotes, base=base,
+            remotes, base=base,
             maximum=options.connect_retry.max_seconds,
             shuffle=random.Random() if options.remote_random else None,
             retry_max=options.connect_retry_max)
@@ -441,6 +475,13 @@ class Client:
                 return outcome.code, outcome.reason
             if self.stop.is_set():
                 return 0, "signal"
+            if outcome.keep:  # p2p server: the peer's new session takes over at once
+                self.events.publish(rt.Reconnecting(outcome.reason, outcome.detail, 0.0,
+                                                    _endpoint(attempt.remote.host,
+                                                              attempt.remote.port),
+                                                    attempt.remote.proto))
+                attempt = Attempt(attempt.remote, 0.0)
+                continue
             failed = await self._restart_device_and_keys(outcome)
             if failed is not None:
                 return failed
@@ -691,12 +732,15 @@ class Connection:
         self.tun_mtu = 1500
         self._passtos: PassTos | None = None  # passtos: built once the link is open
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
+        # TLS peer-to-peer server: the address the peer must come from (None: any)
+        self._allowed: str | None = None
+        self._listen_drops: Counter[str] = Counter()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> Outcome:
         self.client.scripts.new_connection()
-        opened = await self._open_link()
+        opened = await (self._open_listener() if self.client.listening else self._open_link())
         if opened is not None:
             return opened
         if self.options.passtos:
@@ -705,13 +749,16 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                self.session.start(trio.current_time())
-                await self.pump.flush()
+                if self.client.listening:
+                    await self._take_over()
+                else:
+                    self.session.start(trio.current_time())
+                    await self.pump.flush()
+                    nursery.start_soon(self._server_poll)
                 nursery.start_soon(self._link_reader)
                 nursery.start_soon(self.pump.run_timers)
                 nursery.start_soon(self._drop_ticker)
                 nursery.start_soon(self._stop_watcher)
-                nursery.start_soon(self._server_poll)
         finally:
             with trio.CancelScope(shield=True):
                 await self._close_link()
@@ -791,6 +838,112 @@ class Connection:
                                                  _endpoint(local[0], local[1]),
                                                  _endpoint(self.remote_ip, r.port)), self.log)
         return None
+
+    # -- TLS peer-to-peer server ----------------------------------------------------------
+
+    async def _open_listener(self) -> Outcome | None:
+        """TLS peer-to-peer server: bind ``local``/``lport`` and wait for the peer, as
+        OpenVPN's tls-server without 'mode server' does. With 'remote', the peer must come
+        from its address (socket.h, link_socket_verify_incoming_addr(); over TCP
+        socket.c, socket_listen_accept(): "Rejected connection attempt ... due to --remote
+        setting"); 'float' lifts that over UDP. Over TCP the first accepted connection is
+        the peer."""
+        r, o = self.remote, self.options
+        tcp = o.proto == "tcp-server"
+        wildcard = "::" if o.family == 6 else "0.0.0.0"
+        if r.host:
+            resolved = await self._resolve(socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+            if not isinstance(resolved, tuple):
+                return resolved
+            family, ip = resolved
+            wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+            self._allowed = None if o.float_ and not tcp else ip
+        bind = (o.local or wildcard, o.lport)
+        host = self.client.host
+        try:
+            if tcp:
+                if not isinstance(host, SystemHost):
+                    raise RuntimeSetupError("this host cannot listen on TCP", "proto")
+                listener = await host.open_tcp_listener(bind[0], bind[1], o.sndbuf, o.rcvbuf)
+                self.client.events.publish(rt.LinkOpened(
+                    "tcp-server", _endpoint(*listener.local_address[:2]), ""), self.log)
+                try:
+                    accepted = await self.client.until_stop(
+                        functools.partial(self._accept_peer, listener))
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await listener.aclose()
+                if not accepted:
+                    return Exit(0, "signal")
+                link = self.tcp = accepted[0]
+                self._set_peer(link.peer_address)
+                self.client.events.publish(rt.LinkOpened(
+                    "tcp", _endpoint(*link.local_address[:2]),
+                    _endpoint(self.remote_ip, self.remote.port)), self.log)
+            else:
+                self.udp = host.open_udp(bind, o.sndbuf, o.rcvbuf)
+                self.client.events.publish(rt.LinkOpened(
+                    "udp", _endpoint(*self.udp.local_address[:2]), ""), self.log)
+        except RuntimeSetupError as exc:
+            self.log.warning("link_failed", detail=str(exc))
+            await self._close_link()
+            return Reconnect("network_error", str(exc))
+        return None
+
+    async def _accept_peer(self, listener: TcpLinkListener) -> TcpLink:
+        while True:
+            link = await listener.accept()
+            address = link.peer_address
+            if self._allowed is None or _same_host(address[0], self._allowed):
+                return link
+            self.log.warning("peer_rejected", peer=_endpoint(*address[:2]),
+                             reason="not the 'remote' address")
+            with trio.CancelScope(shield=True):
+                await link.aclose()
+
+    def _set_peer(self, address: Address) -> None:
+        """The peer's address: replies go there; scripts see it as the remote."""
+        self.peer = address
+        self.remote_ip = address[0]
+        self.remote = replace(self.remote, port=address[1])
+        self.log = self.client.log.bind(remote=_endpoint(address[0], address[1]))
+
+    async def _take_over(self) -> None:
+        """The reset of a new peer session that ended the previous connection, if any."""
+        handover, self.client.handover = self.client.handover, None
+        if handover is None or self.udp is None:
+            return
+        batch = self._listen_filter([handover])
+        if batch and self._handle_data([d for d, _ in batch]):
+            await self._after_control()
+
+    def _listen_filter(self, batch: list[tuple[bytes, Address]]
+                       ) -> list[tuple[bytes, Address]]:
+        """TLS peer-to-peer server over UDP: which datagrams go on to the session. Not from
+        'remote''s address: dropped. Before a peer: only a client's hard reset (its sender
+        becomes the peer). A hard reset of another session than the peer's that passes
+        tls-auth/tls-crypt: a new peer session; this connection ends and the next one
+        takes over with that packet (OpenVPN moves such a session in once it
+        authenticates; trivpn switches at its first packet). The rest: the float check
+        (an authenticated packet from a new address moves the peer)."""
+        keep: list[tuple[bytes, Address]] = []
+        session = self.session
+        for data, addr in batch:
+            if self._allowed is not None and not _same_host(addr[0], self._allowed):
+                self._listen_drops["peer_address_rejected"] += 1
+                continue
+            if session.remote_session_id is None:
+                if not is_new_peer_reset(data, session.config.wrap, None):
+                    self._listen_drops["no_peer_session"] += 1
+                    continue
+                self._set_peer(addr)
+            elif is_new_peer_reset(data, session.config.wrap, session.remote_session_id):
+                self.log.info("peer_new_session", peer=_endpoint(*addr[:2]))
+                self.client.handover = (data, addr)
+                self.finish(Reconnect("peer_new_session", _endpoint(*addr[:2]), keep=True))
+                break
+            keep.append((data, addr))
+        return keep
 
     @property
     def poll_timeout(self) -> int:
@@ -1015,6 +1168,8 @@ class Connection:
                     # A burst is drained (batches for GSO); a lone packet is read once.
                     if fd == link_fd:
                         batch = link.recv_ready(drain=fd in ready.again)
+                        if self.client.listening and batch:
+                            batch = self._listen_filter(batch)
                         if self.peer is not None and batch:
                             batch, floated_control = self._float_check(batch)
                             if floated_control:
@@ -1039,6 +1194,8 @@ class Connection:
         the TUN direction then has its own task (:meth:`_tun_reader`)."""
         while True:
             batch = await link.recv_batch()
+            if self.client.listening:
+                batch = self._listen_filter(batch)
             if self.peer is not None:
                 batch, floated_control = self._float_check(batch)
                 if floated_control:
@@ -1295,6 +1452,9 @@ class Connection:
             if delta > 0:
                 agg.add(reason, delta)
         self._seen_drops = Counter(current)
+        for reason, count in self._listen_drops.items():
+            agg.add(reason, count)
+        self._listen_drops.clear()
         link = self.udp or self.tcp
         if link is not None:
             c = link.counters

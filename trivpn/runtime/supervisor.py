@@ -64,6 +64,10 @@ class Reconnect:
     hard: bool = False
     """True: OpenVPN's SIGHUP restart (``remap-usr1 SIGHUP``): neither the device nor the keys
     are kept, whatever persist-tun and persist-key say."""
+    keep: bool = False
+    """True: a TLS peer-to-peer server's peer started a new session (a new hard reset): the
+    next connection takes over at once and the device and keys stay, as OpenVPN moves the
+    new TLS session in without a restart (ssl.c, tls_pre_decrypt(): "Initial packet")."""
 
 
 @dataclass(frozen=True, slots=True)
