@@ -30,6 +30,7 @@ from trivpn.diagnostics import (
     checks_dnsafter,
     checks_mtu,
     checks_nat,
+    checks_netbeh,
     checks_port,
     checks_tls,
     checks_tunnel,
@@ -46,7 +47,8 @@ pytestmark = pytest.mark.integration
 
 NETWORK_CHECKS: tuple[Check, ...] = (*checks_port.CHECKS, *checks_nat.CHECKS, *checks_tls.CHECKS,
                                      *checks_mtu.CHECKS, *checks_tunnel.CHECKS,
-                                     *checks_compat.CHECKS, *checks_dnsafter.CHECKS)
+                                     *checks_compat.CHECKS, *checks_dnsafter.CHECKS,
+                                     *(c for c in checks_netbeh.CHECKS if not c.opt_in))
 # No DNS pushed in these labs: nothing to compare with the host's resolver.
 NOTHING_BEYOND = {"dns.tunnel_resolver": "skip", "dns.leak": "skip", "dns.tunnel_lookup": "skip"}
 PHASES = ["reset_sent", "reset_received", "tls_started", "tls_complete", "key_method_sent",

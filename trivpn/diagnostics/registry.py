@@ -13,6 +13,7 @@ from trivpn.diagnostics import (
     checks_env,
     checks_mtu,
     checks_nat,
+    checks_netbeh,
     checks_pki,
     checks_port,
     checks_route,
@@ -32,6 +33,7 @@ def all_checks() -> tuple[Check, ...]:
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
               *checks_tunnel.CHECKS, *checks_beyond.CHECKS, *checks_dnsafter.CHECKS,
               *checks_compat.CHECKS,
+              *checks_netbeh.CHECKS,
               *checks_server.CHECKS, *checks_ccd.CHECKS,
               *checks_serverstate.CHECKS, *checks_certs.CHECKS)
     seen: set[str] = set()
