@@ -64,7 +64,7 @@ from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
 from trivpn.runtime.routing import FragmentingRouter, Router
-from trivpn.runtime.scriptenv import TunnelInfo
+from trivpn.runtime.scriptenv import TunnelInfo, route_ipv6_env
 from trivpn.runtime.serverhost import SystemServerHost
 from trivpn.runtime.serverpeer import Peer, Pending, format_address
 from trivpn.runtime.serverpeers import DROP_LOG_INTERVAL, PeerLifecycle
@@ -368,7 +368,12 @@ class Server:
             self.log.error("setup_failed", error=f"up script failed: {result.detail}",
                            what="up", where=o.up)
             return False
-        await self.scripts.route_up()
+        # a route-ipv6 without GATEWAY goes to the device's IPv6 peer (route.c,
+        # init_route_ipv6(): remote_endpoint_ipv6)
+        await self.scripts.route_up(route_ipv6_env([
+            (str(r.network), str(r.gateway) if r.gateway is not None
+             else str(own6.remote) if own6 is not None and own6.remote is not None else None)
+            for r in o.routes_ipv6]))
         return True
 
     async def _open(self) -> None:

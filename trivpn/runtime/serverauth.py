@@ -107,15 +107,20 @@ async def run_script_auth(script: ScriptAuth, creds: Credentials, *, common_name
                           address: tuple[str, int], info: PeerInfo, deadline: float,
                           max_pending: float, started: float,
                           on_pending: Callable[[list[str], float], None],
-                          extra_env: Mapping[str, str] = {}) -> AuthResult:
+                          extra_env: Mapping[str, str] = {},
+                          leftover_env: dict[str, str] | None = None) -> AuthResult:
     """Run the script for one client and wait for its (possibly deferred) decision until
     ``deadline`` (trio time). ``on_pending(messages, new_deadline)`` sends AUTH_PENDING /
-    INFO_PRE when the script asks for a pending authentication."""
+    INFO_PRE when the script asks for a pending authentication. ``leftover_env`` receives
+    the control files' variables, which OpenVPN leaves in the client's environment after
+    removing the files (ssl_verify.c, key_state_gen_auth_control_files())."""
     if script.script_security < 2:
         # OpenVPN: "WARNING: External program may not be called unless '--script-security 2'
         # or higher is enabled", and the authentication fails
         return AuthResult(ua.Verdict.REJECT, None, "script_security_below_2")
     files = _ControlFiles(script.tmp_dir)
+    if leftover_env is not None:
+        leftover_env.update(files.paths)
     creds_file: str | None = None
     try:
         argv = list(script.argv)

@@ -18,7 +18,7 @@ import ipaddress
 import math
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -437,7 +437,7 @@ class PeerLifecycle:
         if self.token_key is not None:
             result = self._check_token(peer, creds, now, extra_env)
             if result is not None:
-                self._auth_decided(peer, creds, result, now)
+                self._auth_decided(peer, creds, result, now, extra_env)
                 return
         assert self.server.peers_nursery is not None
         self.server.peers_nursery.start_soon(partial(
@@ -595,7 +595,8 @@ class PeerLifecycle:
                                                           event.peer.common_name),
                         address=(str(peer.address[0]), int(peer.address[1])),
                         info=event.peer_info, deadline=deadline, max_pending=max_pending,
-                        started=started, on_pending=on_pending, extra_env=extra_env)
+                        started=started, on_pending=on_pending, extra_env=extra_env,
+                        leftover_env=extra_env)
         except Exception as exc:  # a script that cannot start (missing, not executable)
             self.log.warning("auth_script_failed", peer=peer.label, error=repr(exc))
             result = AuthResult(ua.Verdict.REJECT, None, "script_not_run")
@@ -607,7 +608,7 @@ class PeerLifecycle:
         if reauth_key is not None:
             self._reauth_decided(peer, creds, result, reauth_key, now)
             return
-        self._auth_decided(peer, creds, result, now)
+        self._auth_decided(peer, creds, result, now, extra_env)
         self.drain(peer, now)
         self.wake_if_sooner(peer)
 
@@ -647,7 +648,7 @@ class PeerLifecycle:
         return AuthResult(ua.Verdict.ACCEPT, None, "management")
 
     def _auth_decided(self, peer: Peer, creds: Credentials, result: AuthResult,
-                      now: float) -> None:
+                      now: float, auth_env: Mapping[str, str]) -> None:
         o = self.server.options
         if result.verdict is ua.Verdict.ACCEPT and o.username_as_common_name \
                 and not ua.username_as_common_name_ok(creds.username):
@@ -663,6 +664,13 @@ class PeerLifecycle:
         cn = creds.username if o.username_as_common_name else (peer.common_name or "")
         self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
                       cn=cn, how=result.detail)
+        if peer.script_env is not None:
+            # what the authentication left in the client's set for its later scripts
+            # (ssl_verify.c: set_verify_user_pass_env() puts username, session_id and
+            # session_state there, key_state_gen_auth_control_files() the control files'
+            # names, and neither takes them out)
+            peer.script_env.update(auth_env)
+            peer.script_env["username"] = creds.username
         self._admit_authenticated(peer, cn, now, event=self._auth_events.get(peer),
                                   extra_push=(*self._auth_pushes.pop(peer, ()),
                                                   *self._token_pushes(peer, creds.username)))
@@ -756,7 +764,9 @@ class PeerLifecycle:
         assert env is not None
         scripts = self.server.scripts
         env.update(se.peer_info_env(event.peer_info.raw))
-        env.update(se.peer_env(scripts.chain(event.peer), event.peer.common_name))
+        # common_name: the username under username-as-common-name (ssl_verify.c,
+        # set_common_name())
+        env.update(se.peer_env(scripts.chain(event.peer), peer.common_name or ""))
         env.update(se.link_env(str(peer.address[0]), peer.address[1], trusted=True))
         self._pool_env(peer, ifconfig, assigned6)
         created = self.server.unix_offset + peer.created
@@ -812,19 +822,18 @@ class PeerLifecycle:
                 self._refuse_connect(peer, cn, now, "client-connect's config file: client is "
                                                     "disabled ('disable')")
                 return
-            reason = None
-            if dynamic.ifconfig_ipv6_push is not None or dynamic.iroutes_ipv6:
-                reason = ("'ifconfig-ipv6-push'/'iroute-ipv6' in client-connect's file are not "
-                          "supported by trivpn yet (they work in client-config-dir files)")
-            if reason is None and dynamic.iroutes and self.server.tap:
-                reason = "'iroute' needs 'dev tun' (a tap server learns MAC addresses instead)"
-            if reason is not None:
-                self._refuse_connect(peer, cn, now, f"client-connect's config file: {reason}")
+            if (dynamic.iroutes or dynamic.iroutes_ipv6) and self.server.tap:
+                name = "iroute" if dynamic.iroutes else "iroute-ipv6"
+                self._refuse_connect(peer, cn, now, f"client-connect's config file: '{name}' "
+                                     "needs 'dev tun' (a tap server learns MAC addresses "
+                                     "instead)")
                 return
             push, blocked = client_push_list(push, dynamic.push_edits)
             ifconfig_blocked = ifconfig_blocked or blocked
             peer.iroutes = (*peer.iroutes, *((int(n.network_address), n.prefixlen)
                                              for n in dynamic.iroutes))
+            peer.iroutes6 = (*peer.iroutes6, *((int(n.network_address), n.prefixlen)
+                                               for n in dynamic.iroutes_ipv6))
             if dynamic.ifconfig_push is not None:
                 # the script's ifconfig-push wins over the pool's and the ccd file's
                 self._release_address(peer, now)
@@ -833,13 +842,35 @@ class PeerLifecycle:
                 if fixed is None:
                     if peer.connect_state == "partial":
                         self._start_disconnect(peer, now)
+                    self.drain(peer, now)
+                    peer.wakeup.set()
                     return
                 ifconfig = fixed
+                self._pool_env(peer, ifconfig, assigned6)
+            if dynamic.ifconfig_ipv6_push is not None:
+                # the script's ifconfig-ipv6-push wins over the pool's and the ccd file's IPv6;
+                # the IPv4 address stays (multi.c, multi_client_connect_post():
+                # multi_select_virtual_addr() after the file is imported)
+                if peer.fixed_index6 is not None:
+                    self.server.allocator.unreserve_index(peer.fixed_index6, now)
+                    peer.fixed_index6 = None
+                peer.vaddr6 = None
+                fixed6 = self._fixed_address6(peer, dynamic.ifconfig_ipv6_push, now)
+                if fixed6 is None:
+                    if peer.connect_state == "partial":
+                        self._start_disconnect(peer, now)
+                    self.drain(peer, now)
+                    peer.wakeup.set()
+                    return
+                assigned6 = (fixed6,)
                 self._pool_env(peer, ifconfig, assigned6)
             self.log.info("client_connect_applied", peer=peer.label, cn=cn,
                           ifconfig_push=(str(dynamic.ifconfig_push.local)
                                          if dynamic.ifconfig_push is not None else None),
-                          iroutes=[str(n) for n in dynamic.iroutes],
+                          ifconfig_ipv6_push=(str(dynamic.ifconfig_ipv6_push.local)
+                                              if dynamic.ifconfig_ipv6_push is not None
+                                              else None),
+                          iroutes=[str(n) for n in (*dynamic.iroutes, *dynamic.iroutes_ipv6)],
                           push_edits=len(dynamic.push_edits))
         if not await self._learn_addresses(peer, cn, ifconfig, env):
             return
@@ -886,6 +917,16 @@ class PeerLifecycle:
                 self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
                                  address=text)
         peer.iroutes = tuple(kept)
+        kept6 = []
+        for network, bits in peer.iroutes6:  # multi.c, multi_add_iroutes(): IPv6 after IPv4
+            text = f"{ipaddress.IPv6Address(network)}/{bits}"
+            if await scripts.learn_address("add", text, cn, env):
+                peer.learned.append(text)
+                kept6.append((network, bits))
+            else:
+                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
+                                 address=text)
+        peer.iroutes6 = tuple(kept6)
         if peer.removed:  # gone while the scripts ran: forget what was just learned
             for address in peer.learned:
                 scripts.learn_address_later("delete", address, None, None)

@@ -102,10 +102,12 @@ class ServerScripts:
         """``up DEV TUN_MTU 0 LOCAL NETMASK_OR_REMOTE init`` once the device is configured."""
         return await self._device_script("up", self.options.up)
 
-    async def route_up(self) -> ScriptResult | None:
+    async def route_up(self, routes_ipv6: se.Env | None = None) -> ScriptResult | None:
         """``route-up`` after the server's routes; ``redirect_gateway`` is 0 on a server and
-        stays in every later script's environment."""
+        stays in every later script's environment, as do the ``route_ipv6_*`` variables of
+        its ``route-ipv6`` lines (``routes_ipv6``; route.c, setenv_routes_ipv6())."""
         self.env["redirect_gateway"] = "0"
+        self.env.update(routes_ipv6 or {})
         command = self.options.route_up
         if command is None:
             return None
