@@ -300,9 +300,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "'ifconfig-ipv6-pool'", "ifconfig-ipv6-pool")
         if o.dev_type != "tun":
             raise _error(st, "'server-ipv6' needs 'dev tun'", "server-ipv6")
-    if o.block_ipv6 and o.mode == "server":
-        raise _error(st, "'block-ipv6' on a server is not supported by trivpn yet (it "
-                         "works on a client, configured or pushed)", "block-ipv6")
+    if o.block_ipv6 and o.mode == "server" and o.dev_type != "tun":
+        raise _error(st, "'block-ipv6' on a 'dev tap' server is not supported by trivpn yet "
+                         "(it works on a 'dev tun' server and on clients)", "block-ipv6")
     if o.ifconfig_ipv6_pool is not None and o.mode != "server":
         raise _error(st, "'ifconfig-ipv6-pool' needs 'mode server' (or the 'server' directive)",
                      "ifconfig-ipv6-pool")

@@ -54,6 +54,7 @@ from trivpn.protocol.gateway import (
     Gateway,
     GatewayLimits,
 )
+from trivpn.protocol.icmp6 import FALLBACK_SOURCE
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.tls import RevocationLists, revoked_serials
 from trivpn.runtime import events as rt
@@ -63,7 +64,12 @@ from trivpn.runtime.peers import AgeingPeerTable, PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
-from trivpn.runtime.routing import FragmentingRouter, Router
+from trivpn.runtime.routing import (
+    BlockIpv6Router,
+    FragmentingBlockIpv6Router,
+    FragmentingRouter,
+    Router,
+)
 from trivpn.runtime.scriptenv import TunnelInfo, route_ipv6_env
 from trivpn.runtime.serverhost import SystemServerHost
 from trivpn.runtime.serverpeer import Peer, Pending, format_address
@@ -216,10 +222,23 @@ class Server:
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
-        router = FragmentingRouter if options.fragment else Router
-        self.router = router(self.table, self.counts, tap=self.tap,
-                             client_to_client=options.client_to_client, mss=self.mss,
-                             on_mac_refused=self._mac_refused)
+        self.router: Router[Peer]
+        if options.block_ipv6:
+            # IPv6 from the device is answered from the device's IPv6 peer (fe80::7 without
+            # one), as OpenVPN's forward.c ipv6_send_icmp_unreachable() does
+            own6 = server_tun_ifconfig6(options)
+            blocking = FragmentingBlockIpv6Router if options.fragment else BlockIpv6Router
+            self.router = blocking(
+                self.table, self.counts, tap=self.tap, client_to_client=options.client_to_client,
+                mss=self.mss, on_mac_refused=self._mac_refused,
+                block6_source=(own6.remote.packed if own6 is not None and own6.remote is not None
+                               else FALLBACK_SOURCE),
+                tun_mtu=options.tun_mtu, write_device=self.write_device)
+        else:
+            router = FragmentingRouter if options.fragment else Router
+            self.router = router(self.table, self.counts, tap=self.tap,
+                                 client_to_client=options.client_to_client, mss=self.mss,
+                                 on_mac_refused=self._mac_refused)
         self.unix_offset = 0.0
         self.tunnel: TunnelHandle | None = None
         self.udp: DatagramLink | None = None
