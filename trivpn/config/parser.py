@@ -172,8 +172,13 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "'client' and 'server' cannot be used together",
                      _last_of(st, "client", "server"))
     _check_server_bridge(st, o)
+    if "client" in seen and "server-ipv6" in seen:  # helper.c helper_client_server
+        raise _error(st, "'server-ipv6' and 'client' cannot be used together", "server-ipv6")
     tls_client = "tls-client" in seen or "client" in seen
-    tls_server = "tls-server" in seen or "server" in seen or "server-bridge" in seen
+    # server-ipv6 alone (an IPv6-only server) sets 'mode server' and 'tls-server' as 'server'
+    # does (helper.c helper_client_server)
+    tls_server = ("tls-server" in seen or "server" in seen or "server-bridge" in seen
+                  or "server-ipv6" in seen)
     if tls_client and tls_server:
         raise _error(st, "a config can be a TLS client or a TLS server, not both "
                          "('client'/'tls-client' with 'server'/'tls-server')",
@@ -183,7 +188,8 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "peer-to-peer mode without TLS (static key) is not supported by "
                          "trivpn yet: add 'client' or 'server'", "mode")
     tls_role: Role = "client" if tls_client else "server"
-    mode_server = st.mode_server or "server" in seen or "server-bridge" in seen
+    mode_server = (st.mode_server or "server" in seen or "server-bridge" in seen
+                   or "server-ipv6" in seen)
     if mode_server and tls_role != "server":
         raise _error(st, "'mode server' needs 'tls-server' (or use the 'server' directive)",
                      "mode")
@@ -286,13 +292,10 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                      "ifconfig-pool")
     # --- ipv6 (helper.c helper_client_server) ---
     if o.server_ipv6 is not None:
-        if tls_role == "client":
-            raise _error(st, "'server-ipv6' and 'client' cannot be used together",
-                         "server-ipv6")
-        if o.server is None:
-            raise _error(st, "'server-ipv6' needs 'server NET MASK' too (trivpn serves a "
-                             "dual-stack pool, not an IPv6-only one)", "server-ipv6")
-        if o.server.nopool:
+        if o.server is None and o.ifconfig_pool_persist is not None:
+            raise _error(st, "'ifconfig-pool-persist' on an IPv6-only server (no 'server NET "
+                             "MASK') is not supported by trivpn yet", "ifconfig-pool-persist")
+        if o.server is not None and o.server.nopool:
             raise _error(st, "'server-ipv6' cannot be used with 'server ... nopool'",
                          "server-ipv6")
         if "ifconfig-ipv6-pool" in seen:

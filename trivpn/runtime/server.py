@@ -93,13 +93,21 @@ REVOKED_LINGER = 1.0  # --drop-revoked: seconds between RESTART and removal, as 
 ERROR_LOG_INTERVAL = 60.0
 
 
-def server_pool(options: Options) -> AddressPool:
+def server_pool(options: Options) -> AddressPool | None:
     """The client address pool: ``server NETWORK NETMASK``'s, or an explicit ``ifconfig-pool``
-    (with ``server ... nopool``, or with ``ifconfig``); ConfigError for what trivpn's server
-    mode does not support (no pool at all)."""
+    (with ``server ... nopool``, or with ``ifconfig``); None for an IPv6-only server
+    (``server-ipv6`` alone, or ``ifconfig-ipv6`` with ``ifconfig-ipv6-pool``: clients get an
+    IPv6 pool address only, as from OpenVPN 2.6); ConfigError for what trivpn's server mode
+    does not support (no pool at all)."""
     pool = address_pool(options)
     if pool is not None:
         return pool
+    if options.server is None and address_pool6(options) is not None \
+            and options.ifconfig is None:
+        if options.ifconfig_pool_persist is not None:
+            raise ConfigError("'ifconfig-pool-persist' on an IPv6-only server (no 'server NET "
+                              "MASK') is not supported by trivpn yet", options.config_path)
+        return None
     if options.server is None:
         raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK', or 'ifconfig' "
                           "with 'ifconfig-pool'", options.config_path)
@@ -124,7 +132,8 @@ def check_client_config_dir(options: Options) -> None:
 def server_device_ifconfig(options: Options) -> tuple[str, str] | None:
     """The server device's LOCAL and REMOTE_OR_NETMASK: NET+1 with NET+2 (net30/p2p) or the
     netmask, as the ``server`` helper expands it, or an explicit ``ifconfig``; None for
-    ``server-bridge`` (the bridge holds the address, the tap has none)."""
+    ``server-bridge`` (the bridge holds the address, the tap has none) and for an IPv6-only
+    server."""
     o = options
     if o.server_bridge is not None:
         return None
@@ -135,6 +144,8 @@ def server_device_ifconfig(options: Options) -> tuple[str, str] | None:
             return str(first), str(net.network_address + 2)
         return str(first), str(net.netmask)
     own = server_tun_ifconfig(o)
+    if own is None and server_tun_ifconfig6(o) is not None:
+        return None  # IPv6-only: the device has an IPv6 address only
     if own is None:
         raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' or "
                           "'ifconfig'", o.config_path)
@@ -154,8 +165,7 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     if o.server_bridge is not None:  # the bridge holds the address; the tap stays bare
         return device_options_plan(plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu,
                                                topology=o.topology, txqueuelen=o.txqueuelen), o)
-    ifconfig = server_device_ifconfig(o)
-    assert ifconfig is not None
+    ifconfig = server_device_ifconfig(o)  # None: IPv6-only
     if o.server is not None:
         net = o.server.network
         if o.dev_type == "tun" and o.topology in ("net30", "p2p"):

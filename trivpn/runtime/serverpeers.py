@@ -106,7 +106,7 @@ class PeerLifecycle:
 
     def _admitted(self) -> int:
         """Peers that authenticated and hold a pool address: what max-clients bounds."""
-        return sum(1 for p in self.server.table if p.vaddr is not None)
+        return sum(1 for p in self.server.table if p.vaddr is not None or p.vaddr6 is not None)
 
     def create_peer(self, address: Address, session: Session, now: float,
                      tcp: ServerPacketLink | None = None, *, pending: Pending) -> Peer | None:
@@ -714,16 +714,36 @@ class PeerLifecycle:
             return
         peer.connect_state = "done"
         # push.c: ifconfig-ipv6 before ifconfig
-        pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked
+        pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked or ifconfig is None
                   else (*push, *extra_push, *assigned6, ifconfig))
         peer.session.accept(now, pushed, peer_id=peer.peer_id)
 
     def _assign_addresses(self, peer: Peer, cn: str, client: ClientConfig | None,
-                          now: float) -> tuple[str, tuple[str, ...]] | None:
-        """The client's ``ifconfig`` option and its ``ifconfig-ipv6`` ones (pool, or fixed by
-        its client-config-dir file); None when the client was refused."""
+                          now: float) -> tuple[str | None, tuple[str, ...]] | None:
+        """The client's ``ifconfig`` option (None on an IPv6-only server) and its
+        ``ifconfig-ipv6`` ones (pool, or fixed by its client-config-dir file); None when the
+        client was refused."""
         assigned6: tuple[str, ...] = ()
-        if client is not None and client.ifconfig_push is not None:
+        ifconfig: str | None
+        if self.server.allocator.pool is None:  # IPv6-only
+            if client is not None and client.ifconfig_push is not None:
+                self._refuse(peer, cn, now, "'ifconfig-push' needs IPv4 in the tunnel on the "
+                                            "server ('server NET MASK' or 'ifconfig')")
+                return None
+            ifconfig = None
+            pool6 = self.server.pool6
+            assert pool6 is not None
+            if client is None or client.ifconfig_ipv6_push is None:
+                index = self.server.allocator.acquire_index(cn, now)
+                if index is None:
+                    self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
+                                     pool_size=self.server.allocator.size)
+                    peer.session.reject(now, "no free address in the server's pool")
+                    return None
+                peer.fixed_index6 = index
+                peer.vaddr6 = pool6.address(index).packed
+                assigned6 = (pool6.ifconfig_option(index),)
+        elif client is not None and client.ifconfig_push is not None:
             pool6 = self.server.pool6
             if client.ifconfig_ipv6_push is None and pool6 is not None:
                 assigned6 = self._pool_ipv6_of_fixed_client(peer, cn, pool6, now)
@@ -734,7 +754,7 @@ class PeerLifecycle:
             entry = self.server.allocator.acquire(cn, now)
             if entry is None:
                 self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
-                                 pool_size=self.server.allocator.pool.size)
+                                 pool_size=self.server.allocator.size)
                 peer.session.reject(now, "no free address in the server's pool")
                 return None
             peer.entry = entry
@@ -755,7 +775,7 @@ class PeerLifecycle:
 
     # ------------------------------------------------------------------ server scripts
 
-    def _connect_env(self, peer: Peer, event: ev.ClientAuthenticated, ifconfig: str,
+    def _connect_env(self, peer: Peer, event: ev.ClientAuthenticated, ifconfig: str | None,
                      assigned6: tuple[str, ...]) -> None:
         """The client's variables for client-connect and later (multi.c,
         multi_client_connect_setenv): certificate chain, peer-info, trusted address, pool
@@ -772,17 +792,18 @@ class PeerLifecycle:
         created = self.server.unix_offset + peer.created
         env.update(se.connect_time_env(int(created), local_time_text(created)))
 
-    def _pool_env(self, peer: Peer, ifconfig: str, assigned6: tuple[str, ...]) -> None:
+    def _pool_env(self, peer: Peer, ifconfig: str | None, assigned6: tuple[str, ...]) -> None:
         env = peer.script_env
         assert env is not None
         for key in ("ifconfig_pool_remote_ip", "ifconfig_pool_netmask",
                     "ifconfig_pool_local_ip", "ifconfig_pool_remote_ip6",
                     "ifconfig_pool_local_ip6", "ifconfig_pool_ip6_netbits"):
             env.pop(key, None)
-        words = ifconfig.split()
-        o = self.server.options
-        p2p = not self.server.tap and o.topology in ("net30", "p2p")
-        env.update(se.pool_env(words[1], words[2], point_to_point=p2p))
+        if ifconfig is not None:  # "ifconfig LOCAL REMOTE_OR_NETMASK" (not IPv6-only)
+            words = ifconfig.split()
+            o = self.server.options
+            p2p = not self.server.tap and o.topology in ("net30", "p2p")
+            env.update(se.pool_env(words[1], words[2], point_to_point=p2p))
         if assigned6:  # "ifconfig-ipv6 ADDRESS/BITS SERVER"
             _, address, server = assigned6[0].split()
             remote, _, bits = address.partition("/")
@@ -800,7 +821,7 @@ class PeerLifecycle:
         peer.wakeup.set()
 
     async def _admit_scripted(self, peer: Peer, push: tuple[str, ...], ifconfig_blocked: bool,
-                              ifconfig: str, assigned6: tuple[str, ...]) -> None:
+                              ifconfig: str | None, assigned6: tuple[str, ...]) -> None:
         """The rest of an admission once client-connect and learn-address have run (in a
         task of its own: other clients are served meanwhile)."""
         scripts = self.server.scripts
@@ -876,7 +897,9 @@ class PeerLifecycle:
             return
         now = trio.current_time()
         peer.connect_state = "done"
-        pushed = push if ifconfig_blocked else (*push, *assigned6, ifconfig)
+        pushed = (push if ifconfig_blocked
+                  else (*push, *assigned6) if ifconfig is None
+                  else (*push, *assigned6, ifconfig))
         try:
             peer.session.accept(now, pushed, peer_id=peer.peer_id)
         except ProtocolError as exc:
@@ -885,7 +908,7 @@ class PeerLifecycle:
         self.drain(peer, now)
         peer.wakeup.set()
 
-    async def _learn_addresses(self, peer: Peer, cn: str, ifconfig: str,
+    async def _learn_addresses(self, peer: Peer, cn: str, ifconfig: str | None,
                                env: dict[str, str]) -> bool:
         """learn-address add for the client's address, then each iroute (multi.c,
         multi_client_connect_late_setup): one that fails is not routed to the client. False
@@ -894,12 +917,13 @@ class PeerLifecycle:
         if self.server.options.learn_address is None:
             return True
         env["script_type"] = "learn-address"
-        own = ifconfig.split()[1]
-        if await scripts.learn_address("add", own, cn, env):
-            peer.learned.append(own)
-        else:
-            peer.vaddr_refused = True
-            self.log.warning("learn_address_refused", peer=peer.label, cn=cn, address=own)
+        if ifconfig is not None:
+            own = ifconfig.split()[1]
+            if await scripts.learn_address("add", own, cn, env):
+                peer.learned.append(own)
+            else:
+                peer.vaddr_refused = True
+                self.log.warning("learn_address_refused", peer=peer.label, cn=cn, address=own)
         if peer.vaddr6 is not None:  # then its IPv6 address (multi.c: IPv4 first)
             own6 = str(ipaddress.IPv6Address(peer.vaddr6))
             if await scripts.learn_address("add", own6, cn, env):
@@ -1026,6 +1050,11 @@ class PeerLifecycle:
         connected); the ``ifconfig`` option to push, or None when the client was refused."""
         server = self.server
         pool = server.allocator.pool
+        if pool is None:  # IPv6-only
+            self._refuse(peer, peer.common_name or "", now,
+                         f"'ifconfig-push {push.local}' needs IPv4 in the tunnel on the server "
+                         "('server NET MASK' or 'ifconfig')")
+            return None
         own = server_tun_ifconfig(server.options)
         network = server.options.server.network if server.options.server is not None else (
             ipaddress.IPv4Network(f"{pool.server}/{pool.netmask}", strict=False))
