@@ -137,7 +137,7 @@ def _error(st: ParseState, reason: str, directive: str | None = None) -> ConfigE
 def _check_server_bridge(st: ParseState, o: Options) -> None:
     """``server-bridge`` (OpenVPN helper.c, helper_client_server(); its messages quoted)."""
     b = o.server_bridge
-    if b is None:
+    if b is None and not o.server_bridge_proxy_dhcp:
         return
     seen = st.last_seen
     if "server" in seen:
@@ -151,6 +151,13 @@ def _check_server_bridge(st: ParseState, o: Options) -> None:
     if o.dev_type != "tap":
         raise _error(st, "'server-bridge' needs 'dev tap' (OpenVPN: --server-bridge "
                          "directive only makes sense with --dev tap)", "server-bridge")
+    if b is None:  # the DHCP-proxy form
+        if o.ifconfig_pool is not None:
+            raise _error(st, "'server-bridge' without a pool cannot take 'ifconfig-pool' "
+                             "(OpenVPN: --server-bridge already defines an ifconfig-pool, so "
+                             "you can't also specify --ifconfig-pool explicitly)",
+                         "ifconfig-pool")
+        return
     net = ipaddress.IPv4Network(f"{b.gateway}/{b.netmask}", strict=False)
     if b.pool_start not in net or b.pool_end not in net:
         raise _error(st, f"'server-bridge' addresses {b.gateway}, {b.pool_start} and "

@@ -50,14 +50,13 @@ class PoolAllocator:
     def __init__(self, pool: AddressPool | None, *, duplicate_cn: bool = False,
                  pool6: AddressPool6 | None = None) -> None:
         """``pool6``: the IPv6 pool paired by index; the smaller pool bounds both (pool.c).
-        ``pool`` None: an IPv6-only server (entries are taken with :meth:`acquire_index`)."""
+        ``pool`` None: an IPv6-only server (entries are taken with :meth:`acquire_index`), or
+        none at all."""
         self.pool = pool
         self.pool6 = pool6
         self._duplicate_cn = duplicate_cn
-        if pool is None:
-            if pool6 is None:
-                raise ValueError("a pool allocator needs an IPv4 or an IPv6 pool")
-            size = pool6.size
+        if pool is None:  # IPv6-only, or no pool at all (server-bridge's DHCP form)
+            size = 0 if pool6 is None else pool6.size
         else:
             size = pool.size if pool6 is None else min(pool.size, pool6.size)
         self._slots = [_Slot() for _ in range(size)]

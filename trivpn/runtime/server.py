@@ -102,6 +102,8 @@ def server_pool(options: Options) -> AddressPool | None:
     pool = address_pool(options)
     if pool is not None:
         return pool
+    if options.server_bridge_proxy_dhcp:
+        return None  # clients take their addresses by DHCP through the bridge
     if options.server is None and address_pool6(options) is not None \
             and options.ifconfig is None:
         if options.ifconfig_pool_persist is not None:
@@ -135,7 +137,7 @@ def server_device_ifconfig(options: Options) -> tuple[str, str] | None:
     ``server-bridge`` (the bridge holds the address, the tap has none) and for an IPv6-only
     server."""
     o = options
-    if o.server_bridge is not None:
+    if o.server_bridge is not None or o.server_bridge_proxy_dhcp:
         return None
     if o.server is not None:
         net = o.server.network
@@ -162,7 +164,8 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     o = options
     routes: list[RouteRequest] = []
     gateway = o.route_gateway
-    if o.server_bridge is not None:  # the bridge holds the address; the tap stays bare
+    if o.server_bridge is not None or o.server_bridge_proxy_dhcp:
+        # the bridge holds the address; the tap stays bare
         return device_options_plan(plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu,
                                                topology=o.topology, txqueuelen=o.txqueuelen), o)
     ifconfig = server_device_ifconfig(o)  # None: IPv6-only

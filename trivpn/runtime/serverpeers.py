@@ -105,8 +105,9 @@ class PeerLifecycle:
             self.token_key = load_token_key(o.auth_gen_token_secret)
 
     def _admitted(self) -> int:
-        """Peers that authenticated and hold a pool address: what max-clients bounds."""
-        return sum(1 for p in self.server.table if p.vaddr is not None or p.vaddr6 is not None)
+        """Peers that authenticated and got their addresses (pool, fixed, or none with
+        server-bridge's DHCP form): what max-clients bounds."""
+        return sum(1 for p in self.server.table if p.admitted)
 
     def create_peer(self, address: Address, session: Session, now: float,
                      tcp: ServerPacketLink | None = None, *, pending: Pending) -> Peer | None:
@@ -725,15 +726,16 @@ class PeerLifecycle:
         client was refused."""
         assigned6: tuple[str, ...] = ()
         ifconfig: str | None
-        if self.server.allocator.pool is None:  # IPv6-only
+        if self.server.allocator.pool is None:  # IPv6-only, or server-bridge's DHCP form
             if client is not None and client.ifconfig_push is not None:
-                self._refuse(peer, cn, now, "'ifconfig-push' needs IPv4 in the tunnel on the "
-                                            "server ('server NET MASK' or 'ifconfig')")
+                self._refuse(peer, cn, now, "'ifconfig-push' needs an IPv4 pool on the server "
+                                            "('server NET MASK', 'ifconfig' with "
+                                            "'ifconfig-pool', or 'server-bridge GW MASK "
+                                            "START END')")
                 return None
             ifconfig = None
             pool6 = self.server.pool6
-            assert pool6 is not None
-            if client is None or client.ifconfig_ipv6_push is None:
+            if pool6 is not None and (client is None or client.ifconfig_ipv6_push is None):
                 index = self.server.allocator.acquire_index(cn, now)
                 if index is None:
                     self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
@@ -771,6 +773,7 @@ class PeerLifecycle:
             assigned6 = (ifconfig6,)
         if client is not None and client.ifconfig_ipv6_blocked:
             assigned6 = ()  # push-remove ifconfig-ipv6 (the address is still the client's)
+        peer.admitted = True
         return ifconfig, assigned6
 
     # ------------------------------------------------------------------ server scripts
@@ -1127,7 +1130,9 @@ class PeerLifecycle:
     def _connected(self, peer: Peer, cipher: str) -> None:
         peer.connected = True
         peer.remove_at = None
-        if not peer.vaddr_refused:  # learn-address refused it: not routed (multi_learn_addr)
+        # learn-address refused it: not routed (multi_learn_addr); server-bridge's DHCP form:
+        # no address to route (the tap learns its MAC addresses)
+        if not peer.vaddr_refused and (peer.vaddr is not None or peer.vaddr6 is not None):
             self.server.table.route_vaddr(peer)
         if peer.iroutes:
             self.server.table.add_iroutes(peer, peer.iroutes)
