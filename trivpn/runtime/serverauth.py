@@ -250,22 +250,32 @@ class ClientAuthBroker:
 
     def __init__(self) -> None:
         self._next_cid = 0
+        self._next_kid = 0
         self._waiting: dict[tuple[int, int], trio.MemorySendChannel[ManagementAnswer]] = {}
         # set by the management interface: sends notification lines to its clients
         self.notify: Callable[[list[str]], None] | None = None
+        # set by the server: management 'client-kill CID [MSG]' (True: a client had that CID)
+        self.kill: Callable[[int, str | None], bool] | None = None
 
     def new_cid(self) -> int:
         cid = self._next_cid
         self._next_cid += 1
         return cid
 
+    def new_kid(self) -> int:
+        """A key id for the next question (the management client only echoes it back)."""
+        kid = self._next_kid
+        self._next_kid += 1
+        return kid
+
     async def ask(self, cid: int, kid: int, env: Mapping[str, str],
-                  deadline: float) -> ManagementAnswer | None:
-        """Announce the client and wait for the answer until ``deadline`` (None: none came)."""
+                  deadline: float, *, mode: str = "CONNECT") -> ManagementAnswer | None:
+        """Announce the client (``mode`` CONNECT, or REAUTH for a renegotiation) and wait
+        for the answer until ``deadline`` (None: none came)."""
         send, receive = trio.open_memory_channel[ManagementAnswer](1)
         self._waiting[(cid, kid)] = send
         try:
-            lines = [f">CLIENT:CONNECT,{cid},{kid}"]
+            lines = [f">CLIENT:{mode},{cid},{kid}"]
             lines += [f">CLIENT:ENV,{k}={v}" for k, v in env.items() if "\n" not in v]
             lines.append(">CLIENT:ENV,END")
             if self.notify is not None:

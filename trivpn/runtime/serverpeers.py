@@ -83,6 +83,9 @@ class PeerLifecycle:
         # management-client-auth: the management interface decides (it reads this broker)
         self.client_auth = ClientAuthBroker() if o.management_client_auth else None
         self._cids: dict[Peer, int] = {}
+        self._management_announced: set[Peer] = set()  # told >CLIENT:CONNECT (DAF_INITIAL_AUTH)
+        if self.client_auth is not None:
+            self.client_auth.kill = self.kill_by_cid
         self._auth_pushes: dict[Peer, tuple[str, ...]] = {}  # from client-auth config lines
         self._auth_events: dict[Peer, ev.ClientAuthenticated] = {}  # for renegotiations
         self._pam_limiter = trio.CapacityLimiter(PAM_THREADS)
@@ -193,6 +196,7 @@ class PeerLifecycle:
         if scope is not None:  # its authentication script or deferred decision
             scope.cancel()
         self._token_sessions.pop(peer, None)
+        self._management_disconnect(peer, now)
         self._cids.pop(peer, None)
         self._auth_pushes.pop(peer, None)
         self._auth_events.pop(peer, None)
@@ -254,11 +258,12 @@ class PeerLifecycle:
             self.server.preauth.release(peer.preauth)
             peer.preauth = None
 
-    def kill_peer(self, peer: Peer, linger: float, reason: str = "killed") -> None:
+    def kill_peer(self, peer: Peer, linger: float, reason: str = "killed", *,
+                  message: str = "RESTART") -> None:
         """Management ``kill``: tell the client to restart, remove it ``linger`` s later."""
         now = trio.current_time()
         try:
-            peer.session.send_control_message("RESTART", now)
+            peer.session.send_control_message(message, now)
         except ProtocolError:
             self.remove_peer(peer, reason)
             return
@@ -451,6 +456,7 @@ class PeerLifecycle:
         tls_lock_username())."""
         first = self._auth_events.get(peer)
         if first is None or not self.password_check:
+            peer.session.reauth_verdict(event.key_id, True, now)  # nothing to check again
             return
         username, password = event.username, event.password
         if username is None or password is None:
@@ -478,10 +484,14 @@ class PeerLifecycle:
 
     def _reauth_decided(self, peer: Peer, creds: Credentials, result: AuthResult, key_id: int,
                         now: float) -> None:
+        # the renegotiated key was held until now (SessionConfig.hold_reauth)
+        peer.session.reauth_verdict(key_id, result.verdict is ua.Verdict.ACCEPT, now)
+        if result.verdict is not ua.Verdict.ACCEPT and peer.session.failed:
+            return  # an earlier renegotiation was refused already
         if result.verdict is not ua.Verdict.ACCEPT:
             self.log.warning("auth_user_pass_failed", peer=peer.label, cn=peer.common_name,
                              username=creds.username, why=result.detail, key_id=key_id)
-            peer.session.reject(now, result.reason,
+            peer.session.reject(now, result.reason, key_id=key_id,
                                 detail=f"username/password verification failed at key "
                                        f"{key_id} ({result.detail})")
         else:
@@ -581,9 +591,9 @@ class PeerLifecycle:
         result: AuthResult | None = AuthResult(ua.Verdict.ACCEPT, None, "")
         try:
             with scope:
-                if self.client_auth is not None and reauth_key is None:  # management first
+                if self.client_auth is not None:  # management first (REAUTH for a reneg.)
                     result = await self._ask_management(peer, event, creds, deadline,
-                                                        extra_env)
+                                                        extra_env, reauth=reauth_key is not None)
                 service = self.server.options.auth_pam_service
                 if service is not None and result is not None \
                         and result.verdict is ua.Verdict.ACCEPT:  # the plugin, then the script
@@ -615,19 +625,32 @@ class PeerLifecycle:
 
     async def _ask_management(self, peer: Peer, event: ev.ClientAuthenticated,
                               creds: Credentials, deadline: float,
-                              extra_env: dict[str, str]) -> AuthResult:
-        """``>CLIENT:CONNECT,cid,kid`` and the client's environment (with its password, as
-        OpenVPN's verify_user_pass_management() gives it) to the management clients."""
+                              extra_env: dict[str, str], *, reauth: bool = False) -> AuthResult:
+        """``>CLIENT:CONNECT,cid,kid`` (``>CLIENT:REAUTH,cid,kid`` for a renegotiation of an
+        established client) and the client's environment (with its password, as OpenVPN's
+        verify_user_pass_management() gives it, after ``n_clients``: manage.c,
+        management_notify_client_needing_auth()) to the management clients."""
         assert self.client_auth is not None
         cid = self._cids.setdefault(peer, self.client_auth.new_cid())
-        env = ua.user_pass_env(username=creds.username, password=creds.password,
-                               common_name=ua.script_common_name(event.peer.subject,
-                                                                 event.peer.common_name),
-                               untrusted_ip=str(peer.address[0]),
-                               untrusted_port=int(peer.address[1]), info=event.peer_info,
-                               control_files={}, extra=extra_env)
-        del env["script_type"]
-        answer = await self.client_auth.ask(cid, 0, env, deadline)
+        env = {"n_clients": str(len(self.server.connected))}
+        if reauth and peer.script_env is not None:
+            # the client's set as it is now, with the new credentials
+            env.update(peer.script_env)
+            env.update(extra_env)
+            env.update({"username": creds.username, "password": creds.password,
+                        "untrusted_ip": str(peer.address[0]),
+                        "untrusted_port": str(peer.address[1])})
+            env.pop("script_type", None)
+        else:
+            env.update(ua.user_pass_env(
+                username=creds.username, password=creds.password,
+                common_name=ua.script_common_name(event.peer.subject, event.peer.common_name),
+                untrusted_ip=str(peer.address[0]), untrusted_port=int(peer.address[1]),
+                info=event.peer_info, control_files={}, extra=extra_env))
+            del env["script_type"]
+        self._management_announced.add(peer)
+        answer = await self.client_auth.ask(cid, self.client_auth.new_kid(), env, deadline,
+                                            mode="REAUTH" if reauth else "CONNECT")
         if answer is None:
             return AuthResult(ua.Verdict.REJECT, None, "management_no_answer")
         if not answer.allow:
@@ -1127,6 +1150,43 @@ class PeerLifecycle:
         peer.vaddr6 = push.local.packed
         return push.pushed(own.address)
 
+    def _management_established(self, peer: Peer) -> None:
+        """management-client-auth: ``>CLIENT:ESTABLISHED,cid`` with ``n_clients`` and the
+        client's environment once it is connected (manage.c,
+        management_connection_established())."""
+        broker = self.client_auth
+        cid = self._cids.get(peer)
+        if broker is None or cid is None or broker.notify is None:
+            return
+        env = {"n_clients": str(len(self.server.connected)), **(peer.script_env or {})}
+        env.pop("script_type", None)
+        broker.notify([f">CLIENT:ESTABLISHED,{cid}", *_env_lines(env)])
+
+    def _management_disconnect(self, peer: Peer, now: float) -> None:
+        """management-client-auth: ``>CLIENT:DISCONNECT,cid`` and the client's environment
+        (with its byte counts and time) when a client it was told about goes (manage.c,
+        management_notify_client_close())."""
+        broker = self.client_auth
+        cid = self._cids.get(peer)
+        if broker is None or cid is None or broker.notify is None \
+                or peer not in self._management_announced:
+            return
+        self._management_announced.discard(peer)
+        env = dict(peer.script_env or {})
+        env.pop("script_type", None)
+        env.pop("password", None)
+        env.update(se.disconnect_env(peer.rx_bytes, peer.tx_bytes, int(now - peer.created)))
+        broker.notify([f">CLIENT:DISCONNECT,{cid}", *_env_lines(env)])
+
+    def kill_by_cid(self, cid: int, message: str | None) -> bool:
+        """Management ``client-kill CID [MSG]``: the client is told MSG (default RESTART)
+        and removed, as OpenVPN's multi.c management_kill_by_cid() does."""
+        for peer, known in self._cids.items():
+            if known == cid and not peer.removed:
+                self.kill_peer(peer, CLIENT_KILL_LINGER, message=message or "RESTART")
+                return True
+        return False
+
     def _connected(self, peer: Peer, cipher: str) -> None:
         peer.connected = True
         peer.remove_at = None
@@ -1139,10 +1199,20 @@ class PeerLifecycle:
         if peer.iroutes6:
             self.server.table.add_iroutes6(peer, peer.iroutes6)
         self.server.router.connected = (*self.server.connected, peer)
+        self._management_established(peer)
         self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
                                              peer.peer_id,
                                              "tcp" if peer.tcp is not None else "udp",
                                              peer.vpn_ip6))
+
+
+CLIENT_KILL_LINGER = 1.0  # seconds between client-kill's message and the removal
+
+
+def _env_lines(env: dict[str, str]) -> list[str]:
+    """``>CLIENT:ENV,NAME=VALUE`` lines and the closing ``>CLIENT:ENV,END``."""
+    return [*(f">CLIENT:ENV,{k}={v}" for k, v in env.items() if "\n" not in v),
+            ">CLIENT:ENV,END"]
 
 
 def _session_id_text(session_id: bytes) -> str:

@@ -81,10 +81,12 @@ class ServerScripts:
 
     @property
     def per_client(self) -> bool:
-        """Whether any per-client script is configured (then each client keeps its set)."""
+        """Whether any per-client script is configured, or management-client-auth (whose
+        >CLIENT notifications carry the same set): then each client keeps its set."""
         o = self.options
-        return any(c is not None for c in (o.client_connect, o.client_disconnect,
-                                           o.learn_address, o.tls_verify))
+        return o.management_client_auth or any(
+            c is not None for c in (o.client_connect, o.client_disconnect, o.learn_address,
+                                    o.tls_verify))
 
     @property
     def tls_verify_configured(self) -> bool:
