@@ -420,8 +420,27 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.auth_gen_token and tls_role != "server":
         raise _error(st, "'auth-gen-token' requires 'mode server'", "auth-gen-token")
     if o.auth_gen_token_secret is not None and not o.auth_gen_token:
-        raise _error(st, "'auth-gen-token-secret' needs 'auth-gen-token'",
-                     "auth-gen-token-secret")
+        # OpenVPN reads the secret only with auth-gen-token (init.c, do_init_crypto_tls_c1():
+        # auth_token_init_secret()); without it the line does nothing, not even a check of
+        # the file
+        d = st.last_seen.get("auth-gen-token-secret")
+        st.warnings.append(ConfigWarning(
+            d.path if d is not None else o.config_path, d.line if d is not None else None,
+            "'auth-gen-token-secret' does nothing without 'auth-gen-token' (OpenVPN does not "
+            "read the secret then either)"))
+        o = replace(o, auth_gen_token_secret=None)
+    if o.auth_gen_token and tls_role == "server":  # options.c options_postprocess_verify_ce()
+        if o.reneg_sec == 0:
+            raise _error(st, "'auth-gen-token' needs a renegotiation time: 'reneg-sec 0' "
+                             "(OpenVPN: --auth-gen-token needs a non-infinite "
+                             "--renegotiate_seconds setting)", "auth-gen-token")
+        renewal = o.auth_token_renewal or o.reneg_sec
+        if renewal < 2 * o.hand_window:
+            raise _error(st, f"the 'auth-gen-token' renewal time ({renewal} s, from "
+                             f"{'its RENEWAL' if o.auth_token_renewal else 'reneg-sec'}) must "
+                             f"be at least twice 'hand-window' ({o.hand_window} s) (OpenVPN: "
+                             "--auth-gen-token renewal time needs to be at least  two times "
+                             f"--hand-window ({o.hand_window}).)", "auth-gen-token")
     if o.auth_user_pass_verify and tls_role != "server":
         raise _error(st, "'auth-user-pass-verify' requires 'mode server'",
                      "auth-user-pass-verify")

@@ -78,7 +78,8 @@ class PeerLifecycle:
         o = server.options
         self.script_auth = ScriptAuth(
             o.auth_user_pass_verify, o.auth_user_pass_verify_via_file, o.script_security,
-            o.setenv) if o.auth_user_pass_verify else None
+            o.setenv, tmp_dir=str(o.tmp_dir) if o.tmp_dir is not None else None,
+        ) if o.auth_user_pass_verify else None
         self._auth_scopes: dict[Peer, trio.CancelScope] = {}
         # management-client-auth: the management interface decides (it reads this broker)
         self.client_auth = ClientAuthBroker() if o.management_client_auth else None

@@ -67,7 +67,8 @@ class ServerScripts:
             **se.server_link_env(o.local, o.lport, _proto_name(o.proto), o.rport),
         }
         self.tunnel: se.TunnelInfo | None = None
-        self.tmp_dir = Path(tempfile.gettempdir())
+        # tmp-dir: client-connect's files (OpenVPN: platform_create_temp_file(tmp_dir))
+        self.tmp_dir = o.tmp_dir if o.tmp_dir is not None else Path(tempfile.gettempdir())
         self._authorities: list[x509.Certificate] | None = None
         self._learn_send, self._learn_recv = trio.open_memory_channel[
             tuple[list[str], se.Env, trio.Event, list[bool]]](math.inf)
