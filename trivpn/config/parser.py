@@ -463,9 +463,6 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             if name in seen:
                 raise _error(st, f"'{name}' in a server config is not supported by trivpn "
                                  "yet (scripts run on clients only)", name)
-        if o.down_root is not None:
-            raise _error(st, "the down-root plugin line in a server config is not supported by "
-                             "trivpn yet (scripts run on clients only)", "plugin")
         if o.dev_null:
             raise _error(st, "'dev null' is supported on clients only", "dev")
 

@@ -386,6 +386,7 @@ class Server:
         if self.tunnel is None:
             return True
         o = self.options
+        self.scripts.start_privileged()  # the down-root helper, before user/group
         local, second = server_device_ifconfig(o) or (None, None)
         own6 = server_tun_ifconfig6(o)
         self.scripts.on_tunnel(TunnelInfo(
@@ -447,6 +448,7 @@ class Server:
             if self.scripts.tunnel is not None:  # down after the device is closed
                 with trio.CancelScope(shield=True):
                     await self.scripts.down(signal_name)
+        self.scripts.close()  # a down-root helper that never ran
         self._account(now)
         rt.publish_drops(self.events, self.drops, now)
 

@@ -34,7 +34,7 @@ from trivpn.config import ConfigError, Options
 from trivpn.config.ccd import ClientConfig, load_client_config
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import scriptenv as se
-from trivpn.runtime.scripts import ScriptResult, ScriptRunner
+from trivpn.runtime.scripts import RootHelper, ScriptResult, ScriptRunner
 
 Log = structlog.stdlib.BoundLogger
 
@@ -59,6 +59,10 @@ class ServerScripts:
         self.options = o
         self.log = log
         self.runner = ScriptRunner(o.script_security, log, cwd=o.base_dir)
+        # plugin .../openvpn-plugin-down-root.so "CMD": CMD runs as root at down, through a
+        # helper forked before user/group take effect (scripts.py, RootHelper)
+        self.root = RootHelper(log, cwd=o.base_dir) if o.down_root else None
+        self._root_env: se.Env | None = None
         info = se.ProcessInfo(
             config=str(o.config_path), verb=o.verb, daemon=o.daemon, daemon_pid=os.getpid(),
             daemon_start_time=int(time.time()), log_redirect=o.log is not None)
@@ -101,8 +105,20 @@ class ServerScripts:
         self.env.update(se.tunnel_env(info))
         self.env["script_context"] = "init"
 
+    def start_privileged(self) -> None:
+        """Before user/group take effect: the down-root helper keeps root."""
+        if self.root is not None:
+            self.root.start()
+
+    def close(self) -> None:
+        if self.root is not None:
+            self.root.close()
+
     async def up(self) -> ScriptResult | None:
-        """``up DEV TUN_MTU 0 LOCAL NETMASK_OR_REMOTE init`` once the device is configured."""
+        """``up DEV TUN_MTU 0 LOCAL NETMASK_OR_REMOTE init`` once the device is configured.
+        The down-root plugin keeps the environment of this call from before its script_type
+        (down-root.c, PLUGIN_UP)."""
+        self._root_env = dict(self.env)
         return await self._device_script("up", self.options.up)
 
     async def route_up(self, routes_ipv6: se.Env | None = None) -> ScriptResult | None:
@@ -118,8 +134,20 @@ class ServerScripts:
         return await self._run("route-up", lambda: se.command_argv(command), env)
 
     async def down(self, signal: str) -> ScriptResult | None:
-        """``down`` (same arguments as up) after the device is closed, with ``signal``."""
+        """``down`` (same arguments as up) after the device is closed, with ``signal``; the
+        down-root plugin's command first, as root, alone (no device arguments), with the
+        environment kept from up (down-root.c, down_root_server; init.c, run_up_down: the
+        plugin before the script)."""
         self.env["signal"] = signal
+        o = self.options
+        if self.root is not None and o.down_root is not None and self.tunnel is not None:
+            try:
+                argv = se.command_argv(o.down_root)
+            except se.CommandError as exc:
+                self.log.warning("script_failed", script_type="down-root", detail=str(exc))
+            else:
+                root_env = self._root_env if self._root_env is not None else dict(self.env)
+                await self.root.run(argv, se.filter_passwords(root_env, o.script_security))
         return await self._device_script("down", self.options.down)
 
     async def _device_script(self, script_type: str, command: str | None) -> ScriptResult | None:
