@@ -4,7 +4,8 @@
 2.6 does (manage.c, management_connection_established(), management_notify_client_needing_auth(),
 management_notify_client_close(), man_client_kill()), checked here on the binary:
 
-* ``>CLIENT:ESTABLISHED,CID`` and the client's environment once it is connected;
+* ``>CLIENT:ADDRESS,CID,...`` for its addresses and iroutes, then ``>CLIENT:ESTABLISHED,CID``
+  and the client's environment once it is connected;
 * ``>CLIENT:REAUTH,CID,KID`` with its environment and password at each renegotiation; the
   renegotiated key carries no data until the answer (the client's packets are dropped);
   ``client-deny`` then sends ``AUTH_FAILED,<client reason>``;
@@ -49,8 +50,13 @@ class Side:
 def _start(lab: NetnsLab, tmp_path: Path, who: str, i: int, reneg: int = 2) -> Side:
     srv, cli = lab.add(f"srv{who[0]}"), lab.add(f"cli{who[0]}")
     lab.veth(srv, cli, f"198.18.6{i}.1/24", f"198.18.6{i}.2/24")
+    ccd = tmp_path / "ccd"
+    ccd.mkdir(exist_ok=True)
+    (ccd / "client1").write_text("iroute 198.18.9.0 255.255.255.0\n"
+                                 "iroute-ipv6 2001:2:0:9::/64\n")
     lines = server_lines(link_ip=f"198.18.6{i}.1", extra=[
-        "management 127.0.0.1 7505", "management-client-auth", "hand-window 5"])
+        "management 127.0.0.1 7505", "management-client-auth", "hand-window 5",
+        "server-ipv6 2001:2:0:8::/64", "client-config-dir ccd"])
     server: TrivpnProcess | OpenVpnProcess
     if who == "theirs":
         server = start_openvpn(srv, tmp_path, f"server-{who}", lines)
@@ -102,8 +108,19 @@ def test_established_and_reauth_notifications_carry_what_openvpn_sends(
     for i, who in enumerate(SIDES):
         side = _start(lab, tmp_path, who, i)
         cid = _connect(side)
-        (established_cid,), established = _notification(side.mgmt, "ESTABLISHED")
-        assert established_cid == cid
+        addresses = []
+        while not (line := side.mgmt.line()).startswith(">CLIENT:ESTABLISHED,"):
+            if line.startswith(">CLIENT:ADDRESS,"):
+                addresses.append(line)
+        assert addresses == [  # the same on both sides
+            f">CLIENT:ADDRESS,{cid},198.18.8.2,1", f">CLIENT:ADDRESS,{cid},2001:2:0:8::1000,1",
+            f">CLIENT:ADDRESS,{cid},198.18.9.0/255.255.255.0,0",
+            f">CLIENT:ADDRESS,{cid},2001:2:0:9::/64,0"], (who, addresses)
+        assert line == f">CLIENT:ESTABLISHED,{cid}"
+        established = {}
+        while (line := side.mgmt.line()) != ">CLIENT:ENV,END":
+            key, _, value = line.removeprefix(">CLIENT:ENV,").partition("=")
+            established[key] = value
         (reauth_cid, kid), reauth = _notification(side.mgmt, "REAUTH")
         assert reauth_cid == cid
         side.mgmt.send(f"client-auth-nt {cid} {kid}")

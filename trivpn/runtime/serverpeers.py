@@ -1161,7 +1161,27 @@ class PeerLifecycle:
             return
         env = {"n_clients": str(len(self.server.connected)), **(peer.script_env or {})}
         env.pop("script_type", None)
-        broker.notify([f">CLIENT:ESTABLISHED,{cid}", *_env_lines(env)])
+        broker.notify([*self._management_addresses(peer, cid),
+                       f">CLIENT:ESTABLISHED,{cid}", *_env_lines(env)])
+
+    def _management_addresses(self, peer: Peer, cid: int) -> list[str]:
+        """``>CLIENT:ADDRESS,CID,ADDR,PRIMARY`` for what is routed to a TUN client: its
+        address, its IPv6 address (primary 1), then its iroutes (``NET/MASK``) and IPv6
+        iroutes (``NET/BITS``, primary 0) -- multi.c multi_client_connect_late_setup(),
+        management_learn_addr(); mroute.c mroute_addr_print_ex(MAPF_SUBNET)."""
+        if self.server.tap:
+            return []
+        lines = []
+        if peer.vaddr is not None and not peer.vaddr_refused:
+            lines.append(f">CLIENT:ADDRESS,{cid},{ipaddress.IPv4Address(peer.vaddr)},1")
+        if peer.vaddr6 is not None:
+            lines.append(f">CLIENT:ADDRESS,{cid},{ipaddress.IPv6Address(peer.vaddr6)},1")
+        for network, bits in peer.iroutes:
+            mask = ipaddress.IPv4Network(f"0.0.0.0/{bits}").netmask
+            lines.append(f">CLIENT:ADDRESS,{cid},{ipaddress.IPv4Address(network)}/{mask},0")
+        for network, bits in peer.iroutes6:
+            lines.append(f">CLIENT:ADDRESS,{cid},{ipaddress.IPv6Address(network)}/{bits},0")
+        return lines
 
     def _management_disconnect(self, peer: Peer, now: float) -> None:
         """management-client-auth: ``>CLIENT:DISCONNECT,cid`` and the client's environment
