@@ -245,9 +245,10 @@ def _server(o: Options) -> Json:
     pool = server_pool(o)
     return {
         "network": str(o.server.network) if o.server is not None else None,
-        "pool": {"first": str(pool.entry(0).local), "last": str(pool.entry(pool.size - 1).local),
-                 "size": pool.size, "topology": pool.topology},
-        "pool_ipv6": _pool6(o, pool.size),
+        "pool": (None if pool is None else  # IPv6-only
+                 {"first": str(pool.entry(0).local), "last": str(pool.entry(pool.size - 1).local),
+                  "size": pool.size, "topology": pool.topology}),
+        "pool_ipv6": _pool6(o, pool.size if pool is not None else None),
         "push": list(server_push_options(o)),
         "max_clients": o.max_clients,
         "client_to_client": o.client_to_client,
@@ -260,12 +261,13 @@ def _server(o: Options) -> Json:
     }
 
 
-def _pool6(o: Options, size4: int) -> Json | None:
-    """The IPv6 pool (server-ipv6), as many addresses as the IPv4 pool pairs with it."""
+def _pool6(o: Options, size4: int | None) -> Json | None:
+    """The IPv6 pool (server-ipv6), as many addresses as the IPv4 pool pairs with it (all of
+    them on an IPv6-only server)."""
     pool6 = address_pool6(o)
     if pool6 is None:
         return None
-    size = min(size4, pool6.size)
+    size = pool6.size if size4 is None else min(size4, pool6.size)
     return {"first": str(pool6.address(0)), "last": str(pool6.address(size - 1)),
             "size": size, "prefix": pool6.bits}
 

@@ -359,6 +359,9 @@ def session_config(o: Options, *, unix_time_offset: float,
         key_exporter=exporter,
         replay=o.replay,
         p2p=o.mode == "p2p" and not o.pull,
+        # a server checking passwords holds a renegotiated key until they are checked again
+        hold_reauth=is_server and (bool(o.auth_user_pass_verify) or o.management_client_auth
+                                   or o.auth_pam_service is not None),
     )
 
 

@@ -93,7 +93,8 @@ def test_route_ipv6_with_host_bits_is_refused():
 
 
 @pytest.mark.directive("block-ipv6")
-def test_block_ipv6_is_a_client_option_and_refused_on_a_server():
+def test_block_ipv6_is_taken_on_a_client_and_a_tun_server_and_refused_on_a_tap_server():
     assert client("block-ipv6\n").block_ipv6
-    with pytest.raises(ConfigError, match="'block-ipv6' on a server"):
-        server("block-ipv6\n")
+    assert server("block-ipv6\n").block_ipv6
+    with pytest.raises(ConfigError, match="'block-ipv6' on a 'dev tap' server"):
+        server("dev tap\nblock-ipv6\n")

@@ -55,7 +55,7 @@ def test_server_bridge_makes_a_tls_server_with_its_pool_and_route_gateway() -> N
 
 @pytest.mark.directive("server-bridge")
 @pytest.mark.parametrize(("args", "message"), [
-    ("", "without arguments"),
+    ("gw", "expects GW MASK"),
     ("198.18.40.1 255.255.255.0 198.18.41.100 198.18.41.150", "not in one"),
     ("198.18.40.1 255.255.255.0 198.18.40.150 198.18.40.100", "after its end"),
     ("198.18.40.1 255.255.255.0 198.18.40.100", "expects GW MASK"),
@@ -63,3 +63,20 @@ def test_server_bridge_makes_a_tls_server_with_its_pool_and_route_gateway() -> N
 def test_server_bridge_refuses_what_it_cannot_serve(args: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(BRIDGE_BASE + f"server-bridge {args}\n", "server.conf")
+
+
+@pytest.mark.directive("server-bridge")
+@pytest.mark.parametrize(("args", "pushed"), [("", ("route-gateway dhcp",)), ("nogw", ())])
+def test_server_bridge_without_a_pool_is_a_tls_server_whose_clients_use_dhcp(
+        args: str, pushed: tuple[str, ...]) -> None:
+    o = parse_config(BRIDGE_BASE + f"server-bridge {args}\n", "server.conf")
+    assert (o.mode, o.role, o.server_bridge_proxy_dhcp) == ("server", "server", True)
+    assert address_pool(o) is None
+    assert server_push_options(o) == pushed
+
+
+@pytest.mark.directive("server-bridge")
+def test_server_bridge_without_a_pool_refuses_ifconfig_pool() -> None:
+    with pytest.raises(ConfigError, match="--server-bridge already defines an ifconfig-pool"):
+        parse_config(BRIDGE_BASE + "server-bridge\nifconfig-pool 198.18.40.100 "
+                     "198.18.40.150 255.255.255.0\n", "server.conf")

@@ -120,3 +120,22 @@ def test_server_bridge_refusals_match_openvpn(lab: NetnsLab, workdir: Path,
     with pytest.raises(ConfigError) as info:
         load_config(conf)
     assert theirs in str(info.value)
+
+
+@pytest.mark.directive("server-bridge", "ifconfig-pool")
+@pytest.mark.parametrize("bridge", [["--server-bridge"], ["--server-bridge", "nogw"]],
+                         ids=["dhcp", "nogw"])
+def test_server_bridge_dhcp_form_refuses_ifconfig_pool_as_openvpn(
+        lab: NetnsLab, workdir: Path, bridge: list[str]) -> None:
+    theirs = ("--server-bridge already defines an ifconfig-pool, so you can't also specify "
+              "--ifconfig-pool explicitly")
+    args = [*BRIDGE_SERVER, *bridge, "--ifconfig-pool", "198.18.40.100", "198.18.40.150",
+            "255.255.255.0"]
+    out = _openvpn(lab, workdir, args)
+    assert f"Options error: {theirs}" in out, out[-3000:]
+    conf = workdir / "t.conf"
+    conf.write_text(_as_config([a for a in args if a not in ("--mode", "server",
+                                                             "--tls-server")]))
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    assert theirs in str(info.value)

@@ -41,6 +41,8 @@ def server_push_options(o: Options) -> tuple[str, ...]:
         pushes.append("tun-ipv6")  # helper.c pushes it; 2.6 clients ignore it
     if o.server_bridge is not None:  # helper.c: push "route-gateway GW"
         pushes.append(f"route-gateway {o.server_bridge.gateway}")
+    elif o.server_bridge_proxy_dhcp and not o.server_bridge_nogw:
+        pushes.append("route-gateway dhcp")  # helper.c: print_opt_route_gateway_dhcp()
     if o.server is not None:
         net = o.server.network
         first = net.network_address + 1

@@ -545,6 +545,12 @@ class Options:
     management_client_auth: bool = False  # the management interface decides on each client
     auth_pam_service: str | None = None  # plugin ...openvpn-plugin-auth-pam.so SERVICE
 
+    # --- srvleft ---
+    # server-bridge without arguments: clients take their addresses by DHCP through the bridge
+    # (helper.c, server_bridge_proxy_dhcp); nogw: no push "route-gateway dhcp"
+    server_bridge_proxy_dhcp: bool = False
+    server_bridge_nogw: bool = False
+
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix
     machine_readable_output: bool = False  # JSON log lines, always with their timestamp

@@ -137,7 +137,7 @@ def _error(st: ParseState, reason: str, directive: str | None = None) -> ConfigE
 def _check_server_bridge(st: ParseState, o: Options) -> None:
     """``server-bridge`` (OpenVPN helper.c, helper_client_server(); its messages quoted)."""
     b = o.server_bridge
-    if b is None:
+    if b is None and not o.server_bridge_proxy_dhcp:
         return
     seen = st.last_seen
     if "server" in seen:
@@ -151,6 +151,13 @@ def _check_server_bridge(st: ParseState, o: Options) -> None:
     if o.dev_type != "tap":
         raise _error(st, "'server-bridge' needs 'dev tap' (OpenVPN: --server-bridge "
                          "directive only makes sense with --dev tap)", "server-bridge")
+    if b is None:  # the DHCP-proxy form
+        if o.ifconfig_pool is not None:
+            raise _error(st, "'server-bridge' without a pool cannot take 'ifconfig-pool' "
+                             "(OpenVPN: --server-bridge already defines an ifconfig-pool, so "
+                             "you can't also specify --ifconfig-pool explicitly)",
+                         "ifconfig-pool")
+        return
     net = ipaddress.IPv4Network(f"{b.gateway}/{b.netmask}", strict=False)
     if b.pool_start not in net or b.pool_end not in net:
         raise _error(st, f"'server-bridge' addresses {b.gateway}, {b.pool_start} and "
@@ -172,8 +179,13 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "'client' and 'server' cannot be used together",
                      _last_of(st, "client", "server"))
     _check_server_bridge(st, o)
+    if "client" in seen and "server-ipv6" in seen:  # helper.c helper_client_server
+        raise _error(st, "'server-ipv6' and 'client' cannot be used together", "server-ipv6")
     tls_client = "tls-client" in seen or "client" in seen
-    tls_server = "tls-server" in seen or "server" in seen or "server-bridge" in seen
+    # server-ipv6 alone (an IPv6-only server) sets 'mode server' and 'tls-server' as 'server'
+    # does (helper.c helper_client_server)
+    tls_server = ("tls-server" in seen or "server" in seen or "server-bridge" in seen
+                  or "server-ipv6" in seen)
     if tls_client and tls_server:
         raise _error(st, "a config can be a TLS client or a TLS server, not both "
                          "('client'/'tls-client' with 'server'/'tls-server')",
@@ -183,7 +195,8 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "peer-to-peer mode without TLS (static key) is not supported by "
                          "trivpn yet: add 'client' or 'server'", "mode")
     tls_role: Role = "client" if tls_client else "server"
-    mode_server = st.mode_server or "server" in seen or "server-bridge" in seen
+    mode_server = (st.mode_server or "server" in seen or "server-bridge" in seen
+                   or "server-ipv6" in seen)
     if mode_server and tls_role != "server":
         raise _error(st, "'mode server' needs 'tls-server' (or use the 'server' directive)",
                      "mode")
@@ -290,13 +303,10 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                      "ifconfig-pool")
     # --- ipv6 (helper.c helper_client_server) ---
     if o.server_ipv6 is not None:
-        if tls_role == "client":
-            raise _error(st, "'server-ipv6' and 'client' cannot be used together",
-                         "server-ipv6")
-        if o.server is None:
-            raise _error(st, "'server-ipv6' needs 'server NET MASK' too (trivpn serves a "
-                             "dual-stack pool, not an IPv6-only one)", "server-ipv6")
-        if o.server.nopool:
+        if o.server is None and o.ifconfig_pool_persist is not None:
+            raise _error(st, "'ifconfig-pool-persist' on an IPv6-only server (no 'server NET "
+                             "MASK') is not supported by trivpn yet", "ifconfig-pool-persist")
+        if o.server is not None and o.server.nopool:
             raise _error(st, "'server-ipv6' cannot be used with 'server ... nopool'",
                          "server-ipv6")
         if "ifconfig-ipv6-pool" in seen:
@@ -304,9 +314,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "'ifconfig-ipv6-pool'", "ifconfig-ipv6-pool")
         if o.dev_type != "tun":
             raise _error(st, "'server-ipv6' needs 'dev tun'", "server-ipv6")
-    if o.block_ipv6 and o.mode == "server":
-        raise _error(st, "'block-ipv6' on a server is not supported by trivpn yet (it "
-                         "works on a client, configured or pushed)", "block-ipv6")
+    if o.block_ipv6 and o.mode == "server" and o.dev_type != "tun":
+        raise _error(st, "'block-ipv6' on a 'dev tap' server is not supported by trivpn yet "
+                         "(it works on a 'dev tun' server and on clients)", "block-ipv6")
     if o.ifconfig_ipv6_pool is not None and o.mode != "server":
         raise _error(st, "'ifconfig-ipv6-pool' needs 'mode server' (or the 'server' directive)",
                      "ifconfig-ipv6-pool")
@@ -414,8 +424,27 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.auth_gen_token and not mode_server:
         raise _error(st, "'auth-gen-token' requires 'mode server'", "auth-gen-token")
     if o.auth_gen_token_secret is not None and not o.auth_gen_token:
-        raise _error(st, "'auth-gen-token-secret' needs 'auth-gen-token'",
-                     "auth-gen-token-secret")
+        # OpenVPN reads the secret only with auth-gen-token (init.c, do_init_crypto_tls_c1():
+        # auth_token_init_secret()); without it the line does nothing, not even a check of
+        # the file
+        d = st.last_seen.get("auth-gen-token-secret")
+        st.warnings.append(ConfigWarning(
+            d.path if d is not None else o.config_path, d.line if d is not None else None,
+            "'auth-gen-token-secret' does nothing without 'auth-gen-token' (OpenVPN does not "
+            "read the secret then either)"))
+        o = replace(o, auth_gen_token_secret=None)
+    if o.auth_gen_token and tls_role == "server":  # options.c options_postprocess_verify_ce()
+        if o.reneg_sec == 0:
+            raise _error(st, "'auth-gen-token' needs a renegotiation time: 'reneg-sec 0' "
+                             "(OpenVPN: --auth-gen-token needs a non-infinite "
+                             "--renegotiate_seconds setting)", "auth-gen-token")
+        renewal = o.auth_token_renewal or o.reneg_sec
+        if renewal < 2 * o.hand_window:
+            raise _error(st, f"the 'auth-gen-token' renewal time ({renewal} s, from "
+                             f"{'its RENEWAL' if o.auth_token_renewal else 'reneg-sec'}) must "
+                             f"be at least twice 'hand-window' ({o.hand_window} s) (OpenVPN: "
+                             "--auth-gen-token renewal time needs to be at least  two times "
+                             f"--hand-window ({o.hand_window}).)", "auth-gen-token")
     if o.auth_user_pass_verify and not mode_server:
         raise _error(st, "'auth-user-pass-verify' requires 'mode server'",
                      "auth-user-pass-verify")
@@ -438,9 +467,6 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             if name in seen:
                 raise _error(st, f"'{name}' in a server config is not supported by trivpn "
                                  "yet (scripts run on clients only)", name)
-        if o.down_root is not None:
-            raise _error(st, "the down-root plugin line in a server config is not supported by "
-                             "trivpn yet (scripts run on clients only)", "plugin")
         if o.dev_null:
             raise _error(st, "'dev null' is supported on clients only", "dev")
 

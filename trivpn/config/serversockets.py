@@ -6,7 +6,8 @@ src/openvpn/options.c, add_option(): ``multihome`` takes no argument (sets SF_US
 ``port-share HOST PORT [DIR]`` needs a TCP server (options_postprocess_verify_ce());
 ``server-bridge GW MASK POOL_START POOL_END`` is expanded in src/openvpn/helper.c,
 helper_client_server() (mode server, tls-server, an ifconfig-pool and ``push "route-gateway
-GW"``).
+GW"``); ``server-bridge`` alone to mode server, tls-server and ``push "route-gateway dhcp"``,
+``server-bridge nogw`` without that push.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ def port_share(st: ParseState, d: Directive) -> Options:
 
 
 def server_bridge(st: ParseState, d: Directive) -> Options:
-    if not d.args:
-        raise v.fail(d, "'server-bridge' without arguments (clients take their addresses by "
-                        "DHCP through the bridge) is not supported: write 'server-bridge GW "
-                        "MASK POOL_START POOL_END'")
+    """``server-bridge GW MASK POOL_START POOL_END``, or without arguments (clients take their
+    addresses by DHCP through the bridge; OpenVPN pushes ``route-gateway dhcp``), or ``nogw``
+    (the same without that push) -- options.c add_option(), helper.c helper_client_server()."""
+    if not d.args or tuple(d.args) == ("nogw",):
+        return replace(st.opts, server_bridge_proxy_dhcp=True,
+                       server_bridge_nogw=bool(d.args))
     if len(d.args) != 4:
-        raise v.fail(d, "'server-bridge' expects GW MASK POOL_START POOL_END")
+        raise v.fail(d, "'server-bridge' expects GW MASK POOL_START POOL_END, 'nogw' or no "
+                        "argument")
     bridge = ServerBridge(v.ipv4(d, 0), v.netmask(d, 1), v.ipv4(d, 2), v.ipv4(d, 3), d.line)
     return replace(st.opts, server_bridge=bridge)
 

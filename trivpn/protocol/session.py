@@ -210,6 +210,11 @@ class SessionConfig:
     # (_p2p_negotiate()); a p2p server sends its peer_info in its key method and never
     # waits for accept()
     p2p: bool = False
+    # --- srvleft ---
+    # server: a renegotiated key whose client sent its credentials again (ClientReauthenticating)
+    # gets no data keys until reauth_verdict() (OpenVPN: the key stays KS_AUTH_DEFERRED and its
+    # data packets are dropped, ssl_verify.c / ssl.c)
+    hold_reauth: bool = False
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -241,6 +246,7 @@ class _KeyState:
     peer: PeerCertificate | None = None
     peer_hash: bytes = b""  # SHA-256 of the peer's certificate (DER)
     awaiting_verdict: bool = False  # defer_peer_verdict: peer_verdict() not called yet
+    awaiting_reauth: bool = False  # hold_reauth: reauth_verdict() not called yet
     data_key: DataKey | None = None
     retire_at: float | None = None
 
@@ -764,14 +770,19 @@ class Session:
         self._flush(now)
 
     def reject(self, now: float, reason: str | None = None, *,
-               cause: str = ev.CAUSE_AUTH_FAILED, detail: str | None = None) -> None:
+               cause: str = ev.CAUSE_AUTH_FAILED, detail: str | None = None,
+               key_id: int | None = None) -> None:
         """Server: refuse the client with AUTH_FAILED[,reason]; ``detail`` (default: the
-        reason) is what the HandshakeFailed event reports."""
+        reason) is what the HandshakeFailed event reports. ``key_id``: send it on that key
+        (a refused renegotiation: the client reads control messages of its newest key)."""
         if not self.config.is_server:
             raise CallerMisuse("only a server rejects clients", "reject")
         self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept, AcceptState.REJECTED,
                                          "reject")
         key = self._message_key()
+        chosen = self._keys.get(key_id) if key_id is not None else None
+        if chosen is not None and chosen.tls is not None and chosen.tls.handshake_complete:
+            key = chosen
         text = "AUTH_FAILED" if reason is None else f"AUTH_FAILED,{reason}"
         if key is not None:
             self._send_text(key, text)
@@ -960,6 +971,18 @@ class Session:
             self._send_key_method(key, now)
         self._advance(key, now)
 
+    def reauth_verdict(self, key_id: int, accepted: bool, now: float) -> None:
+        """With ``hold_reauth``: the caller's decision on the credentials a renegotiation
+        brought (announced by ClientReauthenticating). Accepted: the key gets its data keys
+        and takes over. Refused: the key never carries data (the caller rejects the client,
+        with ``reject(key_id=...)``)."""
+        key = self._keys.get(key_id)
+        if key is None or not key.awaiting_reauth or not accepted:
+            return  # refused: it stays held (the caller's AUTH_FAILED goes out on it)
+        key.awaiting_reauth = False
+        self._maybe_install_keys(key, now)
+        self._flush(now)
+
     def _same_peer(self, key: _KeyState, peer: PeerCertificate, now: float) -> bool:
         """Server: a renegotiation must present the certificate the client was admitted with
         (OpenVPN locks the common name and the certificate hashes at client-connect:
@@ -1043,8 +1066,11 @@ class Session:
                 self._events.append(ev.ClientAuthenticated(key.peer, self.peer_info,
                                                            block.username, block.password))
         elif self._accept in (AcceptState.ACCEPTED, AcceptState.REPLIED):
+            key.awaiting_reauth = self.config.hold_reauth
             self._events.append(ev.ClientReauthenticating(key.key_id, block.username,
                                                           block.password))
+        elif self._accept is AcceptState.REJECTED:
+            key.awaiting_reauth = self.config.hold_reauth  # a refused client gets no new key
 
     def _on_active(self, key: _KeyState, now: float) -> None:
         if key.key_id == 0 and self._pull is PullState.IDLE and (
@@ -1327,8 +1353,9 @@ class Session:
     # ------------------------------------------------------------------ keys
 
     def _maybe_install_keys(self, key: _KeyState, now: float) -> None:
-        """Derive data keys once key method 2 ran both ways and the cipher is known."""
-        if key.phase is not KeyPhase.ACTIVE or self.cipher is None:
+        """Derive data keys once key method 2 ran both ways and the cipher is known (and a
+        held renegotiation was authenticated)."""
+        if key.phase is not KeyPhase.ACTIVE or self.cipher is None or key.awaiting_reauth:
             return
         if key.key_id == 0 and not self.config.is_server and self._pull is not PullState.PUSHED:
             return

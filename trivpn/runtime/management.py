@@ -71,6 +71,7 @@ HELP = (
     "client-auth-nt CID KID : Authenticate client-id/key-id CID/KID",
     "client-deny CID KID R [CR] : Deny auth client-id/key-id CID/KID with log reason",
     "                             text R and optional client reason text CR",
+    "client-kill CID [M]    : Kill client instance CID with message M (def=RESTART)",
     "exit|quit              : Close management session.",
     "help                   : Print this message.",
     "hold [on|off|release]  : Set/show hold flag to on/off state, or",
@@ -401,14 +402,32 @@ class _Connection:
 
     def cmd_client_auth_nt(self, args: list[str]) -> None:
         ids = self._client_ids("client-auth-nt", args, 2)
-        if ids is not None:
-            self._answer("client-auth-nt", *ids, ManagementAnswer(True))
+        if ids is not None:  # answered as client-auth, as OpenVPN does (in_extra_dispatch())
+            self._answer("client-auth", *ids, ManagementAnswer(True))
 
     def cmd_client_deny(self, args: list[str]) -> None:
         ids = self._client_ids("client-deny", args, 3)
         if ids is not None:
             self._answer("client-deny", *ids, ManagementAnswer(
                 False, args[2], args[3] if len(args) > 3 else None))
+
+    def cmd_client_kill(self, args: list[str]) -> None:
+        """``client-kill CID [MSG]`` (manage.c, man_client_kill()): the client of CID is told
+        MSG (RESTART by default) and removed."""
+        broker = self.server.client_auth
+        if broker is None or broker.kill is None:
+            self.put("ERROR: The 'client-kill' command is not supported by the current daemon "
+                     "mode")
+            return
+        if not self.need("client-kill", args, 1, at_least=True):
+            return
+        cid = parse_number(args[0])
+        if cid is None:
+            self.put(f"ERROR: cannot parse CID: {args[0]}")
+            return
+        ok = broker.kill(cid, args[1] if len(args) > 1 else None)
+        self.put("SUCCESS: client-kill command succeeded" if ok
+                 else "ERROR: client-kill command failed")
 
     def cmd_hold(self, args: list[str]) -> None:
         server = self.server
@@ -479,7 +498,7 @@ _COMMANDS: dict[str, Callable[[_Connection, list[str]], None]] = {
     "bytecount": _Connection.cmd_bytecount, "signal": _Connection.cmd_signal,
     "log": _Connection.cmd_log, "state": _Connection.cmd_state,
     "client-auth": _Connection.cmd_client_auth, "client-auth-nt": _Connection.cmd_client_auth_nt,
-    "client-deny": _Connection.cmd_client_deny,
+    "client-deny": _Connection.cmd_client_deny, "client-kill": _Connection.cmd_client_kill,
     "hold": _Connection.cmd_hold, "username": _Connection.cmd_username,
     "password": _Connection.cmd_password,
 }

@@ -176,10 +176,12 @@ class PeerTable(Generic[P]):
         self.by_address[peer.address] = peer
 
     def route_vaddr(self, peer: P) -> None:
-        """Start routing ``peer.vaddr`` to the peer (once it is connected)."""
-        if peer.vaddr is None:
+        """Start routing ``peer.vaddr`` (and ``peer.vaddr6``) to the peer (once it is
+        connected); an IPv6-only server's peers have ``vaddr6`` only."""
+        if peer.vaddr is None and peer.vaddr6 is None:
             raise ValueError("peer has no virtual address")
-        self.by_vaddr[peer.vaddr] = peer
+        if peer.vaddr is not None:
+            self.by_vaddr[peer.vaddr] = peer
         if peer.vaddr6 is not None:
             self.by_vaddr6[peer.vaddr6] = peer
 

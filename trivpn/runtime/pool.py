@@ -47,14 +47,23 @@ class PoolAllocator:
 
     __slots__ = ("_duplicate_cn", "_slots", "pool", "pool6")
 
-    def __init__(self, pool: AddressPool, *, duplicate_cn: bool = False,
+    def __init__(self, pool: AddressPool | None, *, duplicate_cn: bool = False,
                  pool6: AddressPool6 | None = None) -> None:
-        """``pool6``: the IPv6 pool paired by index; the smaller pool bounds both (pool.c)."""
+        """``pool6``: the IPv6 pool paired by index; the smaller pool bounds both (pool.c).
+        ``pool`` None: an IPv6-only server (entries are taken with :meth:`acquire_index`), or
+        none at all."""
         self.pool = pool
         self.pool6 = pool6
         self._duplicate_cn = duplicate_cn
-        size = pool.size if pool6 is None else min(pool.size, pool6.size)
+        if pool is None:  # IPv6-only, or no pool at all (server-bridge's DHCP form)
+            size = 0 if pool6 is None else pool6.size
+        else:
+            size = pool.size if pool6 is None else min(pool.size, pool6.size)
         self._slots = [_Slot() for _ in range(size)]
+
+    @property
+    def size(self) -> int:
+        return len(self._slots)
 
     @property
     def in_use(self) -> int:
@@ -66,6 +75,13 @@ class PoolAllocator:
 
     def acquire(self, common_name: str | None, now: float) -> PoolEntry | None:
         """Take an entry for a client; None when the pool is exhausted."""
+        assert self.pool is not None, "an IPv6-only pool is taken with acquire_index()"
+        index = self.acquire_index(common_name, now)
+        return None if index is None else self.pool.entry(index)
+
+    def acquire_index(self, common_name: str | None, now: float) -> int | None:
+        """Take an entry for a client (its index); None when the pool is exhausted. Give it
+        back with :meth:`unreserve_index`."""
         index = self._find(common_name)
         if index is None:
             return None
@@ -73,7 +89,7 @@ class PoolAllocator:
         slot.in_use = True
         slot.common_name = None if self._duplicate_cn else common_name
         slot.last_release = 0.0
-        return self.pool.entry(index)
+        return index
 
     def _find(self, common_name: str | None) -> int | None:
         best: int | None = None
@@ -152,11 +168,15 @@ class PoolAllocator:
 
     def base_address(self, index: int) -> ipaddress.IPv4Address:
         """The address the persist file names for entry ``index``."""
+        assert self.pool is not None
         step = 4 if self.pool.topology == "net30" else 1
         return self.pool.start + step * index
 
     def index_of_base(self, address: ipaddress.IPv4Address) -> int | None:
-        """The entry a persisted address belongs to (for net30 any address of the /30)."""
+        """The entry a persisted address belongs to (for net30 any address of the /30; None
+        without an IPv4 pool)."""
+        if self.pool is None:
+            return None
         offset = int(address) - int(self.pool.start)
         if offset < 0:
             return None

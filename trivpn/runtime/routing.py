@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+from trivpn.protocol.icmp6 import block_ipv6
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_mss, clamp_mss6
 from trivpn.protocol.session import Session
 from trivpn.runtime.peers import IPV4_HEADER, IPV6_HEADER, PeerTable, Routable, Verdict
@@ -172,6 +173,53 @@ class Router(Generic[P]):
         return out
 
 
+class BlockIpv6Router(Router[P]):
+    """The router of a TUN server with ``block-ipv6``, as OpenVPN 2.6 applies it on a server
+    (forward.c, process_ip_header() with PIPV6_IMCP_NOHOST_CLIENT from process_incoming_tun(),
+    PIPV6_IMCP_NOHOST_SERVER from multi.c multi_get_queue()):
+
+    * an IPv6 packet read from the device for a client is not sent; an ICMPv6 "no route" answer
+      (from ``source``: the server's ``ifconfig-ipv6`` REMOTE, or fe80::7) goes back to the
+      device, counted as ``block_ipv6``;
+    * an IPv6 packet from one client to another (client-to-client) is dropped, counted;
+    * an IPv6 packet from a client to the device still goes there (OpenVPN passes
+      PIP_OUTGOING for it, which block-ipv6 leaves alone).
+
+    Only used when configured, so the default path stays :class:`Router`'s."""
+
+    __slots__ = ("block6_source", "tun_mtu", "write_device")
+
+    def __init__(self, table: PeerTable[P], counts: Counter[str], *, tap: bool,
+                 client_to_client: bool, mss: int | None, on_mac_refused: MacRefusal[P],
+                 block6_source: bytes, tun_mtu: int,
+                 write_device: Callable[[list[bytes]], None]) -> None:
+        super().__init__(table, counts, tap=tap, client_to_client=client_to_client, mss=mss,
+                         on_mac_refused=on_mac_refused)
+        self.block6_source = block6_source
+        self.tun_mtu = tun_mtu
+        self.write_device = write_device
+
+    def from_device(self, packets: list[bytes], now: float) -> list[tuple[P, bytes]]:
+        packets, answers = block_ipv6(packets, self.block6_source, self.tun_mtu)
+        if answers:
+            self.counts["block_ipv6"] += len(answers)
+            self.write_device(answers)
+        return super().from_device(packets, now)
+
+    def _from_peer6(self, peer: P, packet: bytes, now: float, out: list[tuple[P, bytes]], *,
+                    to_device: list[bytes]) -> None:
+        verdict = self.table.from_client_ipv6(peer, packet, self.client_to_client)
+        if verdict is Verdict.DEVICE:
+            mss = self.mss
+            if mss is not None and len(packet) >= TCP6_HEADER_END and packet[6] == IPPROTO_TCP:
+                packet = clamp_mss6(packet, mss - IPV6_EXTRA_HEADER)
+            to_device.append(packet)
+        elif isinstance(verdict, Verdict):
+            self._other_verdict(peer, packet, verdict, now, out, to_device=to_device)
+        else:  # client-to-client: not sent
+            self.counts["block_ipv6"] += 1
+
+
 class FragmentingRouter(Router[P]):
     """The router of a server with ``fragment N``: one packet may become several datagrams.
     The target's session returns the first from ``encrypt_data`` and queues the others
@@ -191,6 +239,12 @@ class FragmentingRouter(Router[P]):
         out = super().from_device(packets, now)
         _add_queued(out, 0)
         return out
+
+
+class FragmentingBlockIpv6Router(BlockIpv6Router[P], FragmentingRouter[P]):
+    """``fragment`` and ``block-ipv6`` together."""
+
+    __slots__ = ()
 
 
 def _add_queued(out: list[tuple[P, bytes]], start: int) -> None:

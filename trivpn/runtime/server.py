@@ -54,6 +54,7 @@ from trivpn.protocol.gateway import (
     Gateway,
     GatewayLimits,
 )
+from trivpn.protocol.icmp6 import FALLBACK_SOURCE
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.tls import RevocationLists, revoked_serials
 from trivpn.runtime import events as rt
@@ -63,8 +64,13 @@ from trivpn.runtime.peers import AgeingPeerTable, PeerTable, Verdict
 from trivpn.runtime.pool import PoolAllocator
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.privileges import drop_privileges, resolve_identity
-from trivpn.runtime.routing import FragmentingRouter, Router
-from trivpn.runtime.scriptenv import TunnelInfo
+from trivpn.runtime.routing import (
+    BlockIpv6Router,
+    FragmentingBlockIpv6Router,
+    FragmentingRouter,
+    Router,
+)
+from trivpn.runtime.scriptenv import TunnelInfo, route_ipv6_env
 from trivpn.runtime.serverhost import SystemServerHost
 from trivpn.runtime.serverpeer import Peer, Pending, format_address
 from trivpn.runtime.serverpeers import DROP_LOG_INTERVAL, PeerLifecycle
@@ -87,13 +93,23 @@ REVOKED_LINGER = 1.0  # --drop-revoked: seconds between RESTART and removal, as 
 ERROR_LOG_INTERVAL = 60.0
 
 
-def server_pool(options: Options) -> AddressPool:
+def server_pool(options: Options) -> AddressPool | None:
     """The client address pool: ``server NETWORK NETMASK``'s, or an explicit ``ifconfig-pool``
-    (with ``server ... nopool``, or with ``ifconfig``); ConfigError for what trivpn's server
-    mode does not support (no pool at all)."""
+    (with ``server ... nopool``, or with ``ifconfig``); None for an IPv6-only server
+    (``server-ipv6`` alone, or ``ifconfig-ipv6`` with ``ifconfig-ipv6-pool``: clients get an
+    IPv6 pool address only, as from OpenVPN 2.6); ConfigError for what trivpn's server mode
+    does not support (no pool at all)."""
     pool = address_pool(options)
     if pool is not None:
         return pool
+    if options.server_bridge_proxy_dhcp:
+        return None  # clients take their addresses by DHCP through the bridge
+    if options.server is None and address_pool6(options) is not None \
+            and options.ifconfig is None:
+        if options.ifconfig_pool_persist is not None:
+            raise ConfigError("'ifconfig-pool-persist' on an IPv6-only server (no 'server NET "
+                              "MASK') is not supported by trivpn yet", options.config_path)
+        return None
     if options.server is None:
         raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK', or 'ifconfig' "
                           "with 'ifconfig-pool'", options.config_path)
@@ -118,9 +134,10 @@ def check_client_config_dir(options: Options) -> None:
 def server_device_ifconfig(options: Options) -> tuple[str, str] | None:
     """The server device's LOCAL and REMOTE_OR_NETMASK: NET+1 with NET+2 (net30/p2p) or the
     netmask, as the ``server`` helper expands it, or an explicit ``ifconfig``; None for
-    ``server-bridge`` (the bridge holds the address, the tap has none)."""
+    ``server-bridge`` (the bridge holds the address, the tap has none) and for an IPv6-only
+    server."""
     o = options
-    if o.server_bridge is not None:
+    if o.server_bridge is not None or o.server_bridge_proxy_dhcp:
         return None
     if o.server is not None:
         net = o.server.network
@@ -129,6 +146,8 @@ def server_device_ifconfig(options: Options) -> tuple[str, str] | None:
             return str(first), str(net.network_address + 2)
         return str(first), str(net.netmask)
     own = server_tun_ifconfig(o)
+    if own is None and server_tun_ifconfig6(o) is not None:
+        return None  # IPv6-only: the device has an IPv6 address only
     if own is None:
         raise ConfigError("trivpn's server mode needs 'server NETWORK NETMASK' or "
                           "'ifconfig'", o.config_path)
@@ -145,11 +164,11 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     o = options
     routes: list[RouteRequest] = []
     gateway = o.route_gateway
-    if o.server_bridge is not None:  # the bridge holds the address; the tap stays bare
+    if o.server_bridge is not None or o.server_bridge_proxy_dhcp:
+        # the bridge holds the address; the tap stays bare
         return device_options_plan(plan_tunnel(kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu,
                                                topology=o.topology, txqueuelen=o.txqueuelen), o)
-    ifconfig = server_device_ifconfig(o)
-    assert ifconfig is not None
+    ifconfig = server_device_ifconfig(o)  # None: IPv6-only
     if o.server is not None:
         net = o.server.network
         if o.dev_type == "tun" and o.topology in ("net30", "p2p"):
@@ -216,10 +235,23 @@ class Server:
         # one traceback per kind of bug and minute; the rest is counted (error_repeated)
         self.errors = RateLimitedLog(log, ERROR_LOG_INTERVAL)
         self.counts: Counter[str] = Counter()
-        router = FragmentingRouter if options.fragment else Router
-        self.router = router(self.table, self.counts, tap=self.tap,
-                             client_to_client=options.client_to_client, mss=self.mss,
-                             on_mac_refused=self._mac_refused)
+        self.router: Router[Peer]
+        if options.block_ipv6:
+            # IPv6 from the device is answered from the device's IPv6 peer (fe80::7 without
+            # one), as OpenVPN's forward.c ipv6_send_icmp_unreachable() does
+            own6 = server_tun_ifconfig6(options)
+            blocking = FragmentingBlockIpv6Router if options.fragment else BlockIpv6Router
+            self.router = blocking(
+                self.table, self.counts, tap=self.tap, client_to_client=options.client_to_client,
+                mss=self.mss, on_mac_refused=self._mac_refused,
+                block6_source=(own6.remote.packed if own6 is not None and own6.remote is not None
+                               else FALLBACK_SOURCE),
+                tun_mtu=options.tun_mtu, write_device=self.write_device)
+        else:
+            router = FragmentingRouter if options.fragment else Router
+            self.router = router(self.table, self.counts, tap=self.tap,
+                                 client_to_client=options.client_to_client, mss=self.mss,
+                                 on_mac_refused=self._mac_refused)
         self.unix_offset = 0.0
         self.tunnel: TunnelHandle | None = None
         self.udp: DatagramLink | None = None
@@ -354,6 +386,7 @@ class Server:
         if self.tunnel is None:
             return True
         o = self.options
+        self.scripts.start_privileged()  # the down-root helper, before user/group
         local, second = server_device_ifconfig(o) or (None, None)
         own6 = server_tun_ifconfig6(o)
         self.scripts.on_tunnel(TunnelInfo(
@@ -368,7 +401,12 @@ class Server:
             self.log.error("setup_failed", error=f"up script failed: {result.detail}",
                            what="up", where=o.up)
             return False
-        await self.scripts.route_up()
+        # a route-ipv6 without GATEWAY goes to the device's IPv6 peer (route.c,
+        # init_route_ipv6(): remote_endpoint_ipv6)
+        await self.scripts.route_up(route_ipv6_env([
+            (str(r.network), str(r.gateway) if r.gateway is not None
+             else str(own6.remote) if own6 is not None and own6.remote is not None else None)
+            for r in o.routes_ipv6]))
         return True
 
     async def _open(self) -> None:
@@ -410,6 +448,7 @@ class Server:
             if self.scripts.tunnel is not None:  # down after the device is closed
                 with trio.CancelScope(shield=True):
                     await self.scripts.down(signal_name)
+        self.scripts.close()  # a down-root helper that never ran
         self._account(now)
         rt.publish_drops(self.events, self.drops, now)
 

@@ -107,15 +107,20 @@ async def run_script_auth(script: ScriptAuth, creds: Credentials, *, common_name
                           address: tuple[str, int], info: PeerInfo, deadline: float,
                           max_pending: float, started: float,
                           on_pending: Callable[[list[str], float], None],
-                          extra_env: Mapping[str, str] = {}) -> AuthResult:
+                          extra_env: Mapping[str, str] = {},
+                          leftover_env: dict[str, str] | None = None) -> AuthResult:
     """Run the script for one client and wait for its (possibly deferred) decision until
     ``deadline`` (trio time). ``on_pending(messages, new_deadline)`` sends AUTH_PENDING /
-    INFO_PRE when the script asks for a pending authentication."""
+    INFO_PRE when the script asks for a pending authentication. ``leftover_env`` receives
+    the control files' variables, which OpenVPN leaves in the client's environment after
+    removing the files (ssl_verify.c, key_state_gen_auth_control_files())."""
     if script.script_security < 2:
         # OpenVPN: "WARNING: External program may not be called unless '--script-security 2'
         # or higher is enabled", and the authentication fails
         return AuthResult(ua.Verdict.REJECT, None, "script_security_below_2")
     files = _ControlFiles(script.tmp_dir)
+    if leftover_env is not None:
+        leftover_env.update(files.paths)
     creds_file: str | None = None
     try:
         argv = list(script.argv)
@@ -245,22 +250,32 @@ class ClientAuthBroker:
 
     def __init__(self) -> None:
         self._next_cid = 0
+        self._next_kid = 0
         self._waiting: dict[tuple[int, int], trio.MemorySendChannel[ManagementAnswer]] = {}
         # set by the management interface: sends notification lines to its clients
         self.notify: Callable[[list[str]], None] | None = None
+        # set by the server: management 'client-kill CID [MSG]' (True: a client had that CID)
+        self.kill: Callable[[int, str | None], bool] | None = None
 
     def new_cid(self) -> int:
         cid = self._next_cid
         self._next_cid += 1
         return cid
 
+    def new_kid(self) -> int:
+        """A key id for the next question (the management client only echoes it back)."""
+        kid = self._next_kid
+        self._next_kid += 1
+        return kid
+
     async def ask(self, cid: int, kid: int, env: Mapping[str, str],
-                  deadline: float) -> ManagementAnswer | None:
-        """Announce the client and wait for the answer until ``deadline`` (None: none came)."""
+                  deadline: float, *, mode: str = "CONNECT") -> ManagementAnswer | None:
+        """Announce the client (``mode`` CONNECT, or REAUTH for a renegotiation) and wait
+        for the answer until ``deadline`` (None: none came)."""
         send, receive = trio.open_memory_channel[ManagementAnswer](1)
         self._waiting[(cid, kid)] = send
         try:
-            lines = [f">CLIENT:CONNECT,{cid},{kid}"]
+            lines = [f">CLIENT:{mode},{cid},{kid}"]
             lines += [f">CLIENT:ENV,{k}={v}" for k, v in env.items() if "\n" not in v]
             lines.append(">CLIENT:ENV,END")
             if self.notify is not None:

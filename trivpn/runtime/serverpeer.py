@@ -22,8 +22,9 @@ BATCH = 64  # packets read, encrypted and sent together
 class Peer:
     """One client: its session, where it is, what it was given."""
 
-    __slots__ = ("address", "cancel_scope", "cert_serial", "common_name", "connect_state",
-                 "connected", "created", "entry", "fixed_address", "fixed_index6", "iroutes",
+    __slots__ = ("address", "admitted", "cancel_scope", "cert_serial", "common_name",
+                 "connect_state", "connected", "created", "entry", "fixed_address",
+                 "fixed_index6", "iroutes",
                  "iroutes6", "label", "learned", "mac_refused", "peer_id", "preauth",
                  "remove_at", "remove_reason", "removed", "reset_counted", "rx_bytes",
                  "rx_packets", "script_env", "session", "sleeping_until", "tcp", "tcp_recv",
@@ -56,6 +57,7 @@ class Peer:
         self.iroutes6: tuple[tuple[int, int], ...] = ()  # iroute-ipv6 lines, likewise
         # ifconfig-ipv6-push inside the IPv6 pool: the pool entry it keeps from others
         self.fixed_index6: int | None = None
+        self.admitted = False  # authenticated and given its addresses (max-clients counts it)
         self.vaddr: bytes | None = None
         # its IPv6 address (16 bytes): from the IPv6 pool, or its ifconfig-ipv6-push
         self.vaddr6: bytes | None = None

@@ -18,7 +18,7 @@ import ipaddress
 import math
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -78,11 +78,15 @@ class PeerLifecycle:
         o = server.options
         self.script_auth = ScriptAuth(
             o.auth_user_pass_verify, o.auth_user_pass_verify_via_file, o.script_security,
-            o.setenv) if o.auth_user_pass_verify else None
+            o.setenv, tmp_dir=str(o.tmp_dir) if o.tmp_dir is not None else None,
+        ) if o.auth_user_pass_verify else None
         self._auth_scopes: dict[Peer, trio.CancelScope] = {}
         # management-client-auth: the management interface decides (it reads this broker)
         self.client_auth = ClientAuthBroker() if o.management_client_auth else None
         self._cids: dict[Peer, int] = {}
+        self._management_announced: set[Peer] = set()  # told >CLIENT:CONNECT (DAF_INITIAL_AUTH)
+        if self.client_auth is not None:
+            self.client_auth.kill = self.kill_by_cid
         self._auth_pushes: dict[Peer, tuple[str, ...]] = {}  # from client-auth config lines
         self._auth_events: dict[Peer, ev.ClientAuthenticated] = {}  # for renegotiations
         self._pam_limiter = trio.CapacityLimiter(PAM_THREADS)
@@ -105,8 +109,9 @@ class PeerLifecycle:
             self.token_key = load_token_key(o.auth_gen_token_secret)
 
     def _admitted(self) -> int:
-        """Peers that authenticated and hold a pool address: what max-clients bounds."""
-        return sum(1 for p in self.server.table if p.vaddr is not None)
+        """Peers that authenticated and got their addresses (pool, fixed, or none with
+        server-bridge's DHCP form): what max-clients bounds."""
+        return sum(1 for p in self.server.table if p.admitted)
 
     def create_peer(self, address: Address, session: Session, now: float,
                      tcp: ServerPacketLink | None = None, *, pending: Pending) -> Peer | None:
@@ -192,6 +197,7 @@ class PeerLifecycle:
         if scope is not None:  # its authentication script or deferred decision
             scope.cancel()
         self._token_sessions.pop(peer, None)
+        self._management_disconnect(peer, now)
         self._cids.pop(peer, None)
         self._auth_pushes.pop(peer, None)
         self._auth_events.pop(peer, None)
@@ -253,11 +259,12 @@ class PeerLifecycle:
             self.server.preauth.release(peer.preauth)
             peer.preauth = None
 
-    def kill_peer(self, peer: Peer, linger: float, reason: str = "killed") -> None:
+    def kill_peer(self, peer: Peer, linger: float, reason: str = "killed", *,
+                  message: str = "RESTART") -> None:
         """Management ``kill``: tell the client to restart, remove it ``linger`` s later."""
         now = trio.current_time()
         try:
-            peer.session.send_control_message("RESTART", now)
+            peer.session.send_control_message(message, now)
         except ProtocolError:
             self.remove_peer(peer, reason)
             return
@@ -437,7 +444,7 @@ class PeerLifecycle:
         if self.token_key is not None:
             result = self._check_token(peer, creds, now, extra_env)
             if result is not None:
-                self._auth_decided(peer, creds, result, now)
+                self._auth_decided(peer, creds, result, now, extra_env)
                 return
         assert self.server.peers_nursery is not None
         self.server.peers_nursery.start_soon(partial(
@@ -450,6 +457,7 @@ class PeerLifecycle:
         tls_lock_username())."""
         first = self._auth_events.get(peer)
         if first is None or not self.password_check:
+            peer.session.reauth_verdict(event.key_id, True, now)  # nothing to check again
             return
         username, password = event.username, event.password
         if username is None or password is None:
@@ -477,10 +485,14 @@ class PeerLifecycle:
 
     def _reauth_decided(self, peer: Peer, creds: Credentials, result: AuthResult, key_id: int,
                         now: float) -> None:
+        # the renegotiated key was held until now (SessionConfig.hold_reauth)
+        peer.session.reauth_verdict(key_id, result.verdict is ua.Verdict.ACCEPT, now)
+        if result.verdict is not ua.Verdict.ACCEPT and peer.session.failed:
+            return  # an earlier renegotiation was refused already
         if result.verdict is not ua.Verdict.ACCEPT:
             self.log.warning("auth_user_pass_failed", peer=peer.label, cn=peer.common_name,
                              username=creds.username, why=result.detail, key_id=key_id)
-            peer.session.reject(now, result.reason,
+            peer.session.reject(now, result.reason, key_id=key_id,
                                 detail=f"username/password verification failed at key "
                                        f"{key_id} ({result.detail})")
         else:
@@ -580,9 +592,9 @@ class PeerLifecycle:
         result: AuthResult | None = AuthResult(ua.Verdict.ACCEPT, None, "")
         try:
             with scope:
-                if self.client_auth is not None and reauth_key is None:  # management first
+                if self.client_auth is not None:  # management first (REAUTH for a reneg.)
                     result = await self._ask_management(peer, event, creds, deadline,
-                                                        extra_env)
+                                                        extra_env, reauth=reauth_key is not None)
                 service = self.server.options.auth_pam_service
                 if service is not None and result is not None \
                         and result.verdict is ua.Verdict.ACCEPT:  # the plugin, then the script
@@ -595,7 +607,8 @@ class PeerLifecycle:
                                                           event.peer.common_name),
                         address=(str(peer.address[0]), int(peer.address[1])),
                         info=event.peer_info, deadline=deadline, max_pending=max_pending,
-                        started=started, on_pending=on_pending, extra_env=extra_env)
+                        started=started, on_pending=on_pending, extra_env=extra_env,
+                        leftover_env=extra_env)
         except Exception as exc:  # a script that cannot start (missing, not executable)
             self.log.warning("auth_script_failed", peer=peer.label, error=repr(exc))
             result = AuthResult(ua.Verdict.REJECT, None, "script_not_run")
@@ -607,25 +620,38 @@ class PeerLifecycle:
         if reauth_key is not None:
             self._reauth_decided(peer, creds, result, reauth_key, now)
             return
-        self._auth_decided(peer, creds, result, now)
+        self._auth_decided(peer, creds, result, now, extra_env)
         self.drain(peer, now)
         self.wake_if_sooner(peer)
 
     async def _ask_management(self, peer: Peer, event: ev.ClientAuthenticated,
                               creds: Credentials, deadline: float,
-                              extra_env: dict[str, str]) -> AuthResult:
-        """``>CLIENT:CONNECT,cid,kid`` and the client's environment (with its password, as
-        OpenVPN's verify_user_pass_management() gives it) to the management clients."""
+                              extra_env: dict[str, str], *, reauth: bool = False) -> AuthResult:
+        """``>CLIENT:CONNECT,cid,kid`` (``>CLIENT:REAUTH,cid,kid`` for a renegotiation of an
+        established client) and the client's environment (with its password, as OpenVPN's
+        verify_user_pass_management() gives it, after ``n_clients``: manage.c,
+        management_notify_client_needing_auth()) to the management clients."""
         assert self.client_auth is not None
         cid = self._cids.setdefault(peer, self.client_auth.new_cid())
-        env = ua.user_pass_env(username=creds.username, password=creds.password,
-                               common_name=ua.script_common_name(event.peer.subject,
-                                                                 event.peer.common_name),
-                               untrusted_ip=str(peer.address[0]),
-                               untrusted_port=int(peer.address[1]), info=event.peer_info,
-                               control_files={}, extra=extra_env)
-        del env["script_type"]
-        answer = await self.client_auth.ask(cid, 0, env, deadline)
+        env = {"n_clients": str(len(self.server.connected))}
+        if reauth and peer.script_env is not None:
+            # the client's set as it is now, with the new credentials
+            env.update(peer.script_env)
+            env.update(extra_env)
+            env.update({"username": creds.username, "password": creds.password,
+                        "untrusted_ip": str(peer.address[0]),
+                        "untrusted_port": str(peer.address[1])})
+            env.pop("script_type", None)
+        else:
+            env.update(ua.user_pass_env(
+                username=creds.username, password=creds.password,
+                common_name=ua.script_common_name(event.peer.subject, event.peer.common_name),
+                untrusted_ip=str(peer.address[0]), untrusted_port=int(peer.address[1]),
+                info=event.peer_info, control_files={}, extra=extra_env))
+            del env["script_type"]
+        self._management_announced.add(peer)
+        answer = await self.client_auth.ask(cid, self.client_auth.new_kid(), env, deadline,
+                                            mode="REAUTH" if reauth else "CONNECT")
         if answer is None:
             return AuthResult(ua.Verdict.REJECT, None, "management_no_answer")
         if not answer.allow:
@@ -647,7 +673,7 @@ class PeerLifecycle:
         return AuthResult(ua.Verdict.ACCEPT, None, "management")
 
     def _auth_decided(self, peer: Peer, creds: Credentials, result: AuthResult,
-                      now: float) -> None:
+                      now: float, auth_env: Mapping[str, str]) -> None:
         o = self.server.options
         if result.verdict is ua.Verdict.ACCEPT and o.username_as_common_name \
                 and not ua.username_as_common_name_ok(creds.username):
@@ -663,6 +689,13 @@ class PeerLifecycle:
         cn = creds.username if o.username_as_common_name else (peer.common_name or "")
         self.log.info("auth_user_pass_ok", peer=peer.label, username=creds.username,
                       cn=cn, how=result.detail)
+        if peer.script_env is not None:
+            # what the authentication left in the client's set for its later scripts
+            # (ssl_verify.c: set_verify_user_pass_env() puts username, session_id and
+            # session_state there, key_state_gen_auth_control_files() the control files'
+            # names, and neither takes them out)
+            peer.script_env.update(auth_env)
+            peer.script_env["username"] = creds.username
         self._admit_authenticated(peer, cn, now, event=self._auth_events.get(peer),
                                   extra_push=(*self._auth_pushes.pop(peer, ()),
                                                   *self._token_pushes(peer, creds.username)))
@@ -706,16 +739,37 @@ class PeerLifecycle:
             return
         peer.connect_state = "done"
         # push.c: ifconfig-ipv6 before ifconfig
-        pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked
+        pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked or ifconfig is None
                   else (*push, *extra_push, *assigned6, ifconfig))
         peer.session.accept(now, pushed, peer_id=peer.peer_id)
 
     def _assign_addresses(self, peer: Peer, cn: str, client: ClientConfig | None,
-                          now: float) -> tuple[str, tuple[str, ...]] | None:
-        """The client's ``ifconfig`` option and its ``ifconfig-ipv6`` ones (pool, or fixed by
-        its client-config-dir file); None when the client was refused."""
+                          now: float) -> tuple[str | None, tuple[str, ...]] | None:
+        """The client's ``ifconfig`` option (None on an IPv6-only server) and its
+        ``ifconfig-ipv6`` ones (pool, or fixed by its client-config-dir file); None when the
+        client was refused."""
         assigned6: tuple[str, ...] = ()
-        if client is not None and client.ifconfig_push is not None:
+        ifconfig: str | None
+        if self.server.allocator.pool is None:  # IPv6-only, or server-bridge's DHCP form
+            if client is not None and client.ifconfig_push is not None:
+                self._refuse(peer, cn, now, "'ifconfig-push' needs an IPv4 pool on the server "
+                                            "('server NET MASK', 'ifconfig' with "
+                                            "'ifconfig-pool', or 'server-bridge GW MASK "
+                                            "START END')")
+                return None
+            ifconfig = None
+            pool6 = self.server.pool6
+            if pool6 is not None and (client is None or client.ifconfig_ipv6_push is None):
+                index = self.server.allocator.acquire_index(cn, now)
+                if index is None:
+                    self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
+                                     pool_size=self.server.allocator.size)
+                    peer.session.reject(now, "no free address in the server's pool")
+                    return None
+                peer.fixed_index6 = index
+                peer.vaddr6 = pool6.address(index).packed
+                assigned6 = (pool6.ifconfig_option(index),)
+        elif client is not None and client.ifconfig_push is not None:
             pool6 = self.server.pool6
             if client.ifconfig_ipv6_push is None and pool6 is not None:
                 assigned6 = self._pool_ipv6_of_fixed_client(peer, cn, pool6, now)
@@ -726,7 +780,7 @@ class PeerLifecycle:
             entry = self.server.allocator.acquire(cn, now)
             if entry is None:
                 self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
-                                 pool_size=self.server.allocator.pool.size)
+                                 pool_size=self.server.allocator.size)
                 peer.session.reject(now, "no free address in the server's pool")
                 return None
             peer.entry = entry
@@ -743,11 +797,12 @@ class PeerLifecycle:
             assigned6 = (ifconfig6,)
         if client is not None and client.ifconfig_ipv6_blocked:
             assigned6 = ()  # push-remove ifconfig-ipv6 (the address is still the client's)
+        peer.admitted = True
         return ifconfig, assigned6
 
     # ------------------------------------------------------------------ server scripts
 
-    def _connect_env(self, peer: Peer, event: ev.ClientAuthenticated, ifconfig: str,
+    def _connect_env(self, peer: Peer, event: ev.ClientAuthenticated, ifconfig: str | None,
                      assigned6: tuple[str, ...]) -> None:
         """The client's variables for client-connect and later (multi.c,
         multi_client_connect_setenv): certificate chain, peer-info, trusted address, pool
@@ -756,23 +811,26 @@ class PeerLifecycle:
         assert env is not None
         scripts = self.server.scripts
         env.update(se.peer_info_env(event.peer_info.raw))
-        env.update(se.peer_env(scripts.chain(event.peer), event.peer.common_name))
+        # common_name: the username under username-as-common-name (ssl_verify.c,
+        # set_common_name())
+        env.update(se.peer_env(scripts.chain(event.peer), peer.common_name or ""))
         env.update(se.link_env(str(peer.address[0]), peer.address[1], trusted=True))
         self._pool_env(peer, ifconfig, assigned6)
         created = self.server.unix_offset + peer.created
         env.update(se.connect_time_env(int(created), local_time_text(created)))
 
-    def _pool_env(self, peer: Peer, ifconfig: str, assigned6: tuple[str, ...]) -> None:
+    def _pool_env(self, peer: Peer, ifconfig: str | None, assigned6: tuple[str, ...]) -> None:
         env = peer.script_env
         assert env is not None
         for key in ("ifconfig_pool_remote_ip", "ifconfig_pool_netmask",
                     "ifconfig_pool_local_ip", "ifconfig_pool_remote_ip6",
                     "ifconfig_pool_local_ip6", "ifconfig_pool_ip6_netbits"):
             env.pop(key, None)
-        words = ifconfig.split()
-        o = self.server.options
-        p2p = not self.server.tap and o.topology in ("net30", "p2p")
-        env.update(se.pool_env(words[1], words[2], point_to_point=p2p))
+        if ifconfig is not None:  # "ifconfig LOCAL REMOTE_OR_NETMASK" (not IPv6-only)
+            words = ifconfig.split()
+            o = self.server.options
+            p2p = not self.server.tap and o.topology in ("net30", "p2p")
+            env.update(se.pool_env(words[1], words[2], point_to_point=p2p))
         if assigned6:  # "ifconfig-ipv6 ADDRESS/BITS SERVER"
             _, address, server = assigned6[0].split()
             remote, _, bits = address.partition("/")
@@ -790,7 +848,7 @@ class PeerLifecycle:
         peer.wakeup.set()
 
     async def _admit_scripted(self, peer: Peer, push: tuple[str, ...], ifconfig_blocked: bool,
-                              ifconfig: str, assigned6: tuple[str, ...]) -> None:
+                              ifconfig: str | None, assigned6: tuple[str, ...]) -> None:
         """The rest of an admission once client-connect and learn-address have run (in a
         task of its own: other clients are served meanwhile)."""
         scripts = self.server.scripts
@@ -812,19 +870,18 @@ class PeerLifecycle:
                 self._refuse_connect(peer, cn, now, "client-connect's config file: client is "
                                                     "disabled ('disable')")
                 return
-            reason = None
-            if dynamic.ifconfig_ipv6_push is not None or dynamic.iroutes_ipv6:
-                reason = ("'ifconfig-ipv6-push'/'iroute-ipv6' in client-connect's file are not "
-                          "supported by trivpn yet (they work in client-config-dir files)")
-            if reason is None and dynamic.iroutes and self.server.tap:
-                reason = "'iroute' needs 'dev tun' (a tap server learns MAC addresses instead)"
-            if reason is not None:
-                self._refuse_connect(peer, cn, now, f"client-connect's config file: {reason}")
+            if (dynamic.iroutes or dynamic.iroutes_ipv6) and self.server.tap:
+                name = "iroute" if dynamic.iroutes else "iroute-ipv6"
+                self._refuse_connect(peer, cn, now, f"client-connect's config file: '{name}' "
+                                     "needs 'dev tun' (a tap server learns MAC addresses "
+                                     "instead)")
                 return
             push, blocked = client_push_list(push, dynamic.push_edits)
             ifconfig_blocked = ifconfig_blocked or blocked
             peer.iroutes = (*peer.iroutes, *((int(n.network_address), n.prefixlen)
                                              for n in dynamic.iroutes))
+            peer.iroutes6 = (*peer.iroutes6, *((int(n.network_address), n.prefixlen)
+                                               for n in dynamic.iroutes_ipv6))
             if dynamic.ifconfig_push is not None:
                 # the script's ifconfig-push wins over the pool's and the ccd file's
                 self._release_address(peer, now)
@@ -833,19 +890,43 @@ class PeerLifecycle:
                 if fixed is None:
                     if peer.connect_state == "partial":
                         self._start_disconnect(peer, now)
+                    self.drain(peer, now)
+                    peer.wakeup.set()
                     return
                 ifconfig = fixed
+                self._pool_env(peer, ifconfig, assigned6)
+            if dynamic.ifconfig_ipv6_push is not None:
+                # the script's ifconfig-ipv6-push wins over the pool's and the ccd file's IPv6;
+                # the IPv4 address stays (multi.c, multi_client_connect_post():
+                # multi_select_virtual_addr() after the file is imported)
+                if peer.fixed_index6 is not None:
+                    self.server.allocator.unreserve_index(peer.fixed_index6, now)
+                    peer.fixed_index6 = None
+                peer.vaddr6 = None
+                fixed6 = self._fixed_address6(peer, dynamic.ifconfig_ipv6_push, now)
+                if fixed6 is None:
+                    if peer.connect_state == "partial":
+                        self._start_disconnect(peer, now)
+                    self.drain(peer, now)
+                    peer.wakeup.set()
+                    return
+                assigned6 = (fixed6,)
                 self._pool_env(peer, ifconfig, assigned6)
             self.log.info("client_connect_applied", peer=peer.label, cn=cn,
                           ifconfig_push=(str(dynamic.ifconfig_push.local)
                                          if dynamic.ifconfig_push is not None else None),
-                          iroutes=[str(n) for n in dynamic.iroutes],
+                          ifconfig_ipv6_push=(str(dynamic.ifconfig_ipv6_push.local)
+                                              if dynamic.ifconfig_ipv6_push is not None
+                                              else None),
+                          iroutes=[str(n) for n in (*dynamic.iroutes, *dynamic.iroutes_ipv6)],
                           push_edits=len(dynamic.push_edits))
         if not await self._learn_addresses(peer, cn, ifconfig, env):
             return
         now = trio.current_time()
         peer.connect_state = "done"
-        pushed = push if ifconfig_blocked else (*push, *assigned6, ifconfig)
+        pushed = (push if ifconfig_blocked
+                  else (*push, *assigned6) if ifconfig is None
+                  else (*push, *assigned6, ifconfig))
         try:
             peer.session.accept(now, pushed, peer_id=peer.peer_id)
         except ProtocolError as exc:
@@ -854,7 +935,7 @@ class PeerLifecycle:
         self.drain(peer, now)
         peer.wakeup.set()
 
-    async def _learn_addresses(self, peer: Peer, cn: str, ifconfig: str,
+    async def _learn_addresses(self, peer: Peer, cn: str, ifconfig: str | None,
                                env: dict[str, str]) -> bool:
         """learn-address add for the client's address, then each iroute (multi.c,
         multi_client_connect_late_setup): one that fails is not routed to the client. False
@@ -863,12 +944,13 @@ class PeerLifecycle:
         if self.server.options.learn_address is None:
             return True
         env["script_type"] = "learn-address"
-        own = ifconfig.split()[1]
-        if await scripts.learn_address("add", own, cn, env):
-            peer.learned.append(own)
-        else:
-            peer.vaddr_refused = True
-            self.log.warning("learn_address_refused", peer=peer.label, cn=cn, address=own)
+        if ifconfig is not None:
+            own = ifconfig.split()[1]
+            if await scripts.learn_address("add", own, cn, env):
+                peer.learned.append(own)
+            else:
+                peer.vaddr_refused = True
+                self.log.warning("learn_address_refused", peer=peer.label, cn=cn, address=own)
         if peer.vaddr6 is not None:  # then its IPv6 address (multi.c: IPv4 first)
             own6 = str(ipaddress.IPv6Address(peer.vaddr6))
             if await scripts.learn_address("add", own6, cn, env):
@@ -886,6 +968,16 @@ class PeerLifecycle:
                 self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
                                  address=text)
         peer.iroutes = tuple(kept)
+        kept6 = []
+        for network, bits in peer.iroutes6:  # multi.c, multi_add_iroutes(): IPv6 after IPv4
+            text = f"{ipaddress.IPv6Address(network)}/{bits}"
+            if await scripts.learn_address("add", text, cn, env):
+                peer.learned.append(text)
+                kept6.append((network, bits))
+            else:
+                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
+                                 address=text)
+        peer.iroutes6 = tuple(kept6)
         if peer.removed:  # gone while the scripts ran: forget what was just learned
             for address in peer.learned:
                 scripts.learn_address_later("delete", address, None, None)
@@ -985,6 +1077,11 @@ class PeerLifecycle:
         connected); the ``ifconfig`` option to push, or None when the client was refused."""
         server = self.server
         pool = server.allocator.pool
+        if pool is None:  # IPv6-only
+            self._refuse(peer, peer.common_name or "", now,
+                         f"'ifconfig-push {push.local}' needs IPv4 in the tunnel on the server "
+                         "('server NET MASK' or 'ifconfig')")
+            return None
         own = server_tun_ifconfig(server.options)
         network = server.options.server.network if server.options.server is not None else (
             ipaddress.IPv4Network(f"{pool.server}/{pool.netmask}", strict=False))
@@ -1054,20 +1151,89 @@ class PeerLifecycle:
         peer.vaddr6 = push.local.packed
         return push.pushed(own.address)
 
+    def _management_established(self, peer: Peer) -> None:
+        """management-client-auth: ``>CLIENT:ESTABLISHED,cid`` with ``n_clients`` and the
+        client's environment once it is connected (manage.c,
+        management_connection_established())."""
+        broker = self.client_auth
+        cid = self._cids.get(peer)
+        if broker is None or cid is None or broker.notify is None:
+            return
+        env = {"n_clients": str(len(self.server.connected)), **(peer.script_env or {})}
+        env.pop("script_type", None)
+        broker.notify([*self._management_addresses(peer, cid),
+                       f">CLIENT:ESTABLISHED,{cid}", *_env_lines(env)])
+
+    def _management_addresses(self, peer: Peer, cid: int) -> list[str]:
+        """``>CLIENT:ADDRESS,CID,ADDR,PRIMARY`` for what is routed to a TUN client: its
+        address, its IPv6 address (primary 1), then its iroutes (``NET/MASK``) and IPv6
+        iroutes (``NET/BITS``, primary 0) -- multi.c multi_client_connect_late_setup(),
+        management_learn_addr(); mroute.c mroute_addr_print_ex(MAPF_SUBNET)."""
+        if self.server.tap:
+            return []
+        lines = []
+        if peer.vaddr is not None and not peer.vaddr_refused:
+            lines.append(f">CLIENT:ADDRESS,{cid},{ipaddress.IPv4Address(peer.vaddr)},1")
+        if peer.vaddr6 is not None:
+            lines.append(f">CLIENT:ADDRESS,{cid},{ipaddress.IPv6Address(peer.vaddr6)},1")
+        for network, bits in peer.iroutes:
+            mask = ipaddress.IPv4Network(f"0.0.0.0/{bits}").netmask
+            lines.append(f">CLIENT:ADDRESS,{cid},{ipaddress.IPv4Address(network)}/{mask},0")
+        for network, bits in peer.iroutes6:
+            lines.append(f">CLIENT:ADDRESS,{cid},{ipaddress.IPv6Address(network)}/{bits},0")
+        return lines
+
+    def _management_disconnect(self, peer: Peer, now: float) -> None:
+        """management-client-auth: ``>CLIENT:DISCONNECT,cid`` and the client's environment
+        (with its byte counts and time) when a client it was told about goes (manage.c,
+        management_notify_client_close())."""
+        broker = self.client_auth
+        cid = self._cids.get(peer)
+        if broker is None or cid is None or broker.notify is None \
+                or peer not in self._management_announced:
+            return
+        self._management_announced.discard(peer)
+        env = dict(peer.script_env or {})
+        env.pop("script_type", None)
+        env.pop("password", None)
+        env.update(se.disconnect_env(peer.rx_bytes, peer.tx_bytes, int(now - peer.created)))
+        broker.notify([f">CLIENT:DISCONNECT,{cid}", *_env_lines(env)])
+
+    def kill_by_cid(self, cid: int, message: str | None) -> bool:
+        """Management ``client-kill CID [MSG]``: the client is told MSG (default RESTART)
+        and removed, as OpenVPN's multi.c management_kill_by_cid() does."""
+        for peer, known in self._cids.items():
+            if known == cid and not peer.removed:
+                self.kill_peer(peer, CLIENT_KILL_LINGER, message=message or "RESTART")
+                return True
+        return False
+
     def _connected(self, peer: Peer, cipher: str) -> None:
         peer.connected = True
         peer.remove_at = None
-        if not peer.vaddr_refused:  # learn-address refused it: not routed (multi_learn_addr)
+        # learn-address refused it: not routed (multi_learn_addr); server-bridge's DHCP form:
+        # no address to route (the tap learns its MAC addresses)
+        if not peer.vaddr_refused and (peer.vaddr is not None or peer.vaddr6 is not None):
             self.server.table.route_vaddr(peer)
         if peer.iroutes:
             self.server.table.add_iroutes(peer, peer.iroutes)
         if peer.iroutes6:
             self.server.table.add_iroutes6(peer, peer.iroutes6)
         self.server.router.connected = (*self.server.connected, peer)
+        self._management_established(peer)
         self.events.publish(rt.PeerConnected(peer.label, peer.common_name, peer.vpn_ip, cipher,
                                              peer.peer_id,
                                              "tcp" if peer.tcp is not None else "udp",
                                              peer.vpn_ip6))
+
+
+CLIENT_KILL_LINGER = 1.0  # seconds between client-kill's message and the removal
+
+
+def _env_lines(env: dict[str, str]) -> list[str]:
+    """``>CLIENT:ENV,NAME=VALUE`` lines and the closing ``>CLIENT:ENV,END``."""
+    return [*(f">CLIENT:ENV,{k}={v}" for k, v in env.items() if "\n" not in v),
+            ">CLIENT:ENV,END"]
 
 
 def _session_id_text(session_id: bytes) -> str:

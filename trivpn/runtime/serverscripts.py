@@ -34,7 +34,7 @@ from trivpn.config import ConfigError, Options
 from trivpn.config.ccd import ClientConfig, load_client_config
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import scriptenv as se
-from trivpn.runtime.scripts import ScriptResult, ScriptRunner
+from trivpn.runtime.scripts import RootHelper, ScriptResult, ScriptRunner
 
 Log = structlog.stdlib.BoundLogger
 
@@ -59,6 +59,10 @@ class ServerScripts:
         self.options = o
         self.log = log
         self.runner = ScriptRunner(o.script_security, log, cwd=o.base_dir)
+        # plugin .../openvpn-plugin-down-root.so "CMD": CMD runs as root at down, through a
+        # helper forked before user/group take effect (scripts.py, RootHelper)
+        self.root = RootHelper(log, cwd=o.base_dir) if o.down_root else None
+        self._root_env: se.Env | None = None
         info = se.ProcessInfo(
             config=str(o.config_path), verb=o.verb, daemon=o.daemon, daemon_pid=os.getpid(),
             daemon_start_time=int(time.time()), log_redirect=o.log is not None)
@@ -67,7 +71,8 @@ class ServerScripts:
             **se.server_link_env(o.local, o.lport, _proto_name(o.proto), o.rport),
         }
         self.tunnel: se.TunnelInfo | None = None
-        self.tmp_dir = Path(tempfile.gettempdir())
+        # tmp-dir: client-connect's files (OpenVPN: platform_create_temp_file(tmp_dir))
+        self.tmp_dir = o.tmp_dir if o.tmp_dir is not None else Path(tempfile.gettempdir())
         self._authorities: list[x509.Certificate] | None = None
         self._learn_send, self._learn_recv = trio.open_memory_channel[
             tuple[list[str], se.Env, trio.Event, list[bool]]](math.inf)
@@ -81,10 +86,12 @@ class ServerScripts:
 
     @property
     def per_client(self) -> bool:
-        """Whether any per-client script is configured (then each client keeps its set)."""
+        """Whether any per-client script is configured, or management-client-auth (whose
+        >CLIENT notifications carry the same set): then each client keeps its set."""
         o = self.options
-        return any(c is not None for c in (o.client_connect, o.client_disconnect,
-                                           o.learn_address, o.tls_verify))
+        return o.management_client_auth or any(
+            c is not None for c in (o.client_connect, o.client_disconnect, o.learn_address,
+                                    o.tls_verify))
 
     @property
     def tls_verify_configured(self) -> bool:
@@ -98,14 +105,28 @@ class ServerScripts:
         self.env.update(se.tunnel_env(info))
         self.env["script_context"] = "init"
 
+    def start_privileged(self) -> None:
+        """Before user/group take effect: the down-root helper keeps root."""
+        if self.root is not None:
+            self.root.start()
+
+    def close(self) -> None:
+        if self.root is not None:
+            self.root.close()
+
     async def up(self) -> ScriptResult | None:
-        """``up DEV TUN_MTU 0 LOCAL NETMASK_OR_REMOTE init`` once the device is configured."""
+        """``up DEV TUN_MTU 0 LOCAL NETMASK_OR_REMOTE init`` once the device is configured.
+        The down-root plugin keeps the environment of this call from before its script_type
+        (down-root.c, PLUGIN_UP)."""
+        self._root_env = dict(self.env)
         return await self._device_script("up", self.options.up)
 
-    async def route_up(self) -> ScriptResult | None:
+    async def route_up(self, routes_ipv6: se.Env | None = None) -> ScriptResult | None:
         """``route-up`` after the server's routes; ``redirect_gateway`` is 0 on a server and
-        stays in every later script's environment."""
+        stays in every later script's environment, as do the ``route_ipv6_*`` variables of
+        its ``route-ipv6`` lines (``routes_ipv6``; route.c, setenv_routes_ipv6())."""
         self.env["redirect_gateway"] = "0"
+        self.env.update(routes_ipv6 or {})
         command = self.options.route_up
         if command is None:
             return None
@@ -113,8 +134,20 @@ class ServerScripts:
         return await self._run("route-up", lambda: se.command_argv(command), env)
 
     async def down(self, signal: str) -> ScriptResult | None:
-        """``down`` (same arguments as up) after the device is closed, with ``signal``."""
+        """``down`` (same arguments as up) after the device is closed, with ``signal``; the
+        down-root plugin's command first, as root, alone (no device arguments), with the
+        environment kept from up (down-root.c, down_root_server; init.c, run_up_down: the
+        plugin before the script)."""
         self.env["signal"] = signal
+        o = self.options
+        if self.root is not None and o.down_root is not None and self.tunnel is not None:
+            try:
+                argv = se.command_argv(o.down_root)
+            except se.CommandError as exc:
+                self.log.warning("script_failed", script_type="down-root", detail=str(exc))
+            else:
+                root_env = self._root_env if self._root_env is not None else dict(self.env)
+                await self.root.run(argv, se.filter_passwords(root_env, o.script_security))
         return await self._device_script("down", self.options.down)
 
     async def _device_script(self, script_type: str, command: str | None) -> ScriptResult | None:
