@@ -1533,13 +1533,15 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
     "machine-readable-output": Spec(0, 0, _logging_flag),
+
+    # --- more ---
+    "allow-pull-fqdn": Spec(0, 0, lambda st, d: replace(st.opts, allow_pull_fqdn=True)),
 }
 
 
 # OpenVPN 2.6 directives trivpn recognizes but does not implement: always an error, never
 # silently accepted (a config that relies on them would not behave as the user expects).
 UNSUPPORTED: frozenset[str] = frozenset({
-    "allow-pull-fqdn",
     "allow-recursive-routing",
     "auth-token-gen",
     "bcast-buffers",

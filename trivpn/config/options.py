@@ -549,6 +549,9 @@ class Options:
     suppress_timestamps: bool = False  # console log lines without their time prefix
     machine_readable_output: bool = False  # JSON log lines, always with their timestamp
 
+    # --- more ---
+    allow_pull_fqdn: bool = False  # pushed ifconfig/route/route-gateway may name hosts
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)

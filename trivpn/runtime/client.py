@@ -50,11 +50,11 @@ from trivpn.protocol.challenge import (
     parse_dynamic_challenge,
     pushed_auth_token,
 )
-from trivpn.protocol.errors import DecodeError
+from trivpn.protocol.errors import DecodeError, ProtocolError
 from trivpn.protocol.icmp6 import FALLBACK_SOURCE, block_ipv6
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_ipv6_batch, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
-from trivpn.protocol.push import PushedOptions
+from trivpn.protocol.push import PushedOptions, unresolved_names, with_resolved_names
 from trivpn.protocol.session import Session, SessionConfig, is_new_peer_reset
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
@@ -1545,7 +1545,7 @@ class Connection:
                                      key_derivation=event.key_derivation), log)
         elif isinstance(event, ev.PushReceived):
             publish(rt.PushApplied(_push_summary(event.options)), log)
-            self._on_push(event.options)
+            self._push_received(event.options)
         elif isinstance(event, ev.PeerCertificateRejected):
             publish(rt.CertificateRejected(event.check, event.serial, event.common_name,
                                            event.detail), log)
@@ -1635,6 +1635,34 @@ class Connection:
             self.finish(Reconnect("auth_failed", reason or "", advance=temporary))
         else:
             self.finish(Exit(1, "auth_failed", reason or ""))
+
+    def _push_received(self, pushed: PushedOptions) -> None:
+        if pushed.unresolved and self._nursery is not None:
+            self._nursery.start_soon(self._resolve_push, pushed)  # allow-pull-fqdn
+        else:
+            self._on_push(pushed)
+
+    async def _resolve_push(self, pushed: PushedOptions) -> None:
+        """allow-pull-fqdn: look up the host names the server pushed (IPv4, as OpenVPN's
+        getaddr() does for them), then apply the push with their addresses."""
+        addresses: dict[str, ipaddress.IPv4Address] = {}
+        for name in unresolved_names(pushed):
+            try:
+                infos = await trio.socket.getaddrinfo(name, None, socket.AF_INET)
+            except OSError as exc:
+                self.log.warning("pushed_name_unresolved", name=name, detail=str(exc))
+                continue
+            addresses[name] = ipaddress.IPv4Address(infos[0][4][0])
+            self.log.info("pushed_name_resolved", name=name, address=str(addresses[name]))
+        try:
+            merged, skipped = with_resolved_names(pushed, addresses)
+        except ProtocolError as exc:
+            self.log.error("bad_push", detail=str(exc))
+            self.finish(Reconnect("bad_push", str(exc)))
+            return
+        for line in skipped:
+            self.log.warning("tunnel_warning", detail=f"{line}: a name does not resolve, skipped")
+        self._on_push(merged)
 
     def _on_push(self, pushed: PushedOptions) -> None:
         client = self.client
