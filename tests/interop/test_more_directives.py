@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.clientkit import VPN_SERVER, ping_ok
+from tests.interop.clientkit import SERVER_IP, VPN_SERVER, client_lines, ping_ok
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn
 from tests.interop.sidebyside import (
     OPENVPN_SIDE,
     TRIVPN_SIDE,
@@ -17,7 +18,9 @@ from tests.interop.sidebyside import (
     make_side_by_side,
     route_table,
 )
+from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import NetnsLab
+from trivpn.config import ConfigError, parse_config
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +30,7 @@ HOSTS = "198.18.9.0 vpnnet.trivpn.test\n198.18.8.1 vpngw.trivpn.test\n"
 FQDN_PUSHES = ('push "route vpnnet.trivpn.test 255.255.255.0"',
                'push "route 198.18.10.0 255.255.255.0 vpngw.trivpn.test"')
 VPN_SUBNET = ("198.18.8.0/24", "", "tun", 0)
+CLIENT_LINES = "client\ndev tun\nca ca.crt\ncert c.crt\nkey c.key\n"
 
 
 @pytest.fixture
@@ -78,3 +82,45 @@ def test_without_allow_pull_fqdn_a_pushed_name_is_refused_like_openvpn(
     assert ovpn.wait_for("Initialization Sequence Completed", 10), ovpn.text()[-4000:]
     assert route_table(s.openvpn_ns, OPENVPN_SIDE[0]) == {VPN_SUBNET}
     assert trivpn.count("tun_configured") == 0
+
+
+PROFILES = (f"remote {TRIVPN_SIDE[0]} 1194 tcp", f"remote {TRIVPN_SIDE[0]} 1194 udp")
+
+
+def _own_remotes(s: SideBySide, extra: tuple[str, ...]) -> tuple[TrivpnProcess, OpenVpnProcess]:
+    """Both clients with only the remotes in ``extra`` (and without ``nobind``, which
+    openvpn refuses without a global ``remote``)."""
+    lines = [line for line in client_lines(extra=extra)
+             if line not in ("nobind", f"remote {SERVER_IP} 1194")]
+    trivpn = start_trivpn(s.trivpn_ns, s.workdir, "trivpn", lines)
+    ovpn = start_openvpn(s.openvpn_ns, s.workdir, "ovpnclient", [
+        line.replace(TRIVPN_SIDE[0], OPENVPN_SIDE[0]).replace("client.", "client2.")
+        for line in lines])
+    return trivpn, ovpn
+
+
+@pytest.mark.directive("proto-force")
+def test_proto_force_udp_skips_the_tcp_remotes_like_openvpn(side_by_side: SideBySide):
+    s = side_by_side
+    s.start_server("udp")
+    # the first remote is TCP, where nothing listens: without proto-force both clients
+    # would try it first and be refused
+    trivpn, ovpn = _own_remotes(s, (*PROFILES, "proto-force udp"))
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    assert "TCP connection" not in ovpn.text()
+    assert [e["proto"] for e in trivpn.events() if e.get("event") == "link_open"] == ["udp"]
+    assert trivpn.count("link_failed") == 0
+
+
+@pytest.mark.directive("proto-force")
+def test_proto_force_tcp_leaves_no_usable_profile_like_openvpn(side_by_side: SideBySide):
+    # OpenVPN 2.6 compares 'tcp' with the client profiles' 'tcp-client' (options.c,
+    # options_postprocess_mutate_ce()), so even the TCP remote is disabled
+    _, ovpn = _own_remotes(side_by_side, (*PROFILES, "proto-force tcp"))
+    assert ovpn.wait_for("No usable connection profiles are present", 10), ovpn.text()[-3000:]
+    with pytest.raises(ConfigError, match="No usable connection profiles are present"):
+        parse_config(CLIENT_LINES + "\n".join(PROFILES) + "\nproto-force tcp\n", "c.conf")
+    o = parse_config(CLIENT_LINES + "\n".join(PROFILES) + "\nproto-force tcp-client\n",
+                     "c.conf")
+    assert [r.proto for r in o.remotes] == ["tcp-client"]

@@ -45,7 +45,7 @@ def test_a_route_whose_name_does_not_resolve_is_skipped_but_a_gateway_is_an_erro
     pushed = parse_pushed_options(PUSH[:1], FQDN)
     merged, skipped = with_resolved_names(pushed, {})
     assert skipped == (PUSH[0],) and merged.routes == ()
-    with pytest.raises(ProtocolError, match="cannot resolve 'gw.example'"):
+    with pytest.raises(ProtocolError, match=r"cannot resolve 'gw\.example'"):
         with_resolved_names(parse_pushed_options(["route-gateway gw.example"], FQDN), {})
 
 

@@ -1230,6 +1230,23 @@ def _server_auth_flag(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, auth_user_pass_optional=True)
 
 
+# --- more: handlers ---------------------------------------------------------------------------
+
+# proto-force's word → the protocol it keeps (OpenVPN socket.c, ascii2proto(): the family
+# suffix is dropped, plain 'tcp' stays 'tcp')
+PROTO_FORCE: Mapping[str, str] = {
+    "udp": "udp", "udp4": "udp", "udp6": "udp", "tcp": "tcp", "tcp4": "tcp", "tcp6": "tcp",
+    "tcp-client": "tcp-client", "tcp4-client": "tcp-client", "tcp6-client": "tcp-client",
+    "tcp-server": "tcp-server", "tcp4-server": "tcp-server", "tcp6-server": "tcp-server"}
+
+
+def _proto_force(st: ParseState, d: Directive) -> Options:
+    forced = PROTO_FORCE.get(d.args[0])
+    if forced is None:  # OpenVPN options.c, add_option(): "Bad --proto-force protocol"
+        raise v.fail(d, f"Bad --proto-force protocol: '{d.args[0]}'")
+    return replace(st.opts, proto_force=forced)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1536,6 +1553,7 @@ DIRECTIVES: Mapping[str, Spec] = {
 
     # --- more ---
     "allow-pull-fqdn": Spec(0, 0, lambda st, d: replace(st.opts, allow_pull_fqdn=True)),
+    "proto-force": Spec(1, 1, _proto_force),
 }
 
 
@@ -1571,7 +1589,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-private-mode",
     "pkcs11-protected-authentication",
     "pkcs11-providers",
-    "proto-force",
     "providers",
     "replay-persist",
     "route-ipv6-gateway",

@@ -551,6 +551,9 @@ class Options:
 
     # --- more ---
     allow_pull_fqdn: bool = False  # pushed ifconfig/route/route-gateway may name hosts
+    # proto-force P: only profiles of protocol P (udp, tcp-client, tcp-server, or tcp, which
+    # in OpenVPN 2.6 matches none) are used
+    proto_force: str | None = None
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

@@ -256,6 +256,8 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                    http_proxy=o.http_proxy, socks_proxy=o.socks_proxy)
             for r in st.remotes)
     remotes = tuple(_socks_udp_ipv4(st, r) for r in remotes)
+    if o.proto_force is not None:  # --- more ---
+        remotes = _proto_forced(st, o.proto_force, proto, remotes)
     o = replace(o, proto=proto, remotes=remotes, connection_blocks=bool(st.connections))
     _check_connection_profiles(st, o)
     if tls_role == "client" and not remotes and o.pull:
@@ -480,6 +482,22 @@ def _socks_udp_ipv4(st: ParseState, r: Remote) -> Remote:
                                          "'udp6' with 'socks-proxy': SOCKS UDP relaying is "
                                          "IPv4 only here, IPv4 is used"))
     return replace(r, family=4)
+
+
+def _proto_forced(st: ParseState, forced: str, proto: Proto,
+                  remotes: tuple[Remote, ...]) -> tuple[Remote, ...]:
+    """``proto-force P``: only the profiles (remotes, <connection> blocks; a server's own
+    socket) whose protocol is P stay. OpenVPN compares P with each profile's protocol once
+    'tcp' became 'tcp-client' or 'tcp-server' (options.c, options_postprocess_mutate_ce():
+    CE_DISABLED), so 'proto-force tcp' matches none; with none left it stops with "No usable
+    connection profiles are present" (init.c, next_connection_entry())."""
+    kept = tuple(r for r in remotes if r.proto == forced)
+    if (remotes and kept) or (not remotes and proto == forced):
+        return kept
+    hint = (" (OpenVPN 2.6 compares 'tcp' with the profiles' 'tcp-client'/'tcp-server': "
+            "write 'proto-force tcp-client')" if forced == "tcp" else "")
+    raise _error(st, f"No usable connection profiles are present: 'proto-force {forced}' "
+                     f"leaves none{hint}", "proto-force")
 
 
 def _check_connection_profiles(st: ParseState, o: Options) -> None:
