@@ -3,13 +3,21 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.interop.clientkit import SERVER_IP, VPN_SERVER, client_lines, ping_ok
+from tests.interop.clientkit import (
+    SERVER_IP,
+    VPN_SERVER,
+    client_lines,
+    ping_ok,
+    wait_until,
+)
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn
 from tests.interop.sidebyside import (
     OPENVPN_SIDE,
@@ -37,10 +45,10 @@ CLIENT_LINES = "client\ndev tun\nca ca.crt\ncert c.crt\nkey c.key\n"
 def side_by_side(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> Iterator[SideBySide]:
     s = make_side_by_side(lab, tmp_path)
     made = []
-    for ns in (s.trivpn_ns, s.openvpn_ns):
+    for ns, own in ((s.trivpn_ns, TRIVPN_SIDE[1]), (s.openvpn_ns, OPENVPN_SIDE[1])):
         etc = Path("/etc/netns") / ns.name
         etc.mkdir(parents=True, exist_ok=True)
-        (etc / "hosts").write_text(HOSTS)
+        (etc / "hosts").write_text(HOSTS + f"{own} me.trivpn.test\n")
         made.append(etc)
     try:
         yield s
@@ -87,11 +95,12 @@ def test_without_allow_pull_fqdn_a_pushed_name_is_refused_like_openvpn(
 PROFILES = (f"remote {TRIVPN_SIDE[0]} 1194 tcp", f"remote {TRIVPN_SIDE[0]} 1194 udp")
 
 
-def _own_remotes(s: SideBySide, extra: tuple[str, ...]) -> tuple[TrivpnProcess, OpenVpnProcess]:
-    """Both clients with only the remotes in ``extra`` (and without ``nobind``, which
-    openvpn refuses without a global ``remote``)."""
-    lines = [line for line in client_lines(extra=extra)
-             if line not in ("nobind", f"remote {SERVER_IP} 1194")]
+def _own_remotes(s: SideBySide, extra: tuple[str, ...], *, own: bool = True
+                 ) -> tuple[TrivpnProcess, OpenVpnProcess]:
+    """Both clients without ``nobind`` (openvpn refuses it with ``local`` or without a
+    global ``remote``) and, when ``own``, with only the remotes in ``extra``."""
+    drop = ("nobind", f"remote {SERVER_IP} 1194") if own else ("nobind",)
+    lines = [line for line in client_lines(extra=extra) if line not in drop]
     trivpn = start_trivpn(s.trivpn_ns, s.workdir, "trivpn", lines)
     ovpn = start_openvpn(s.openvpn_ns, s.workdir, "ovpnclient", [
         line.replace(TRIVPN_SIDE[0], OPENVPN_SIDE[0]).replace("client.", "client2.")
@@ -124,3 +133,45 @@ def test_proto_force_tcp_leaves_no_usable_profile_like_openvpn(side_by_side: Sid
     o = parse_config(CLIENT_LINES + "\n".join(PROFILES) + "\nproto-force tcp-client\n",
                      "c.conf")
     assert [r.proto for r in o.remotes] == ["tcp-client"]
+
+
+def _client_kill(sock_path: Path, clients: int) -> None:
+    """``client-kill CID`` for the first ``clients`` client ids on the server's management
+    interface: the server sends each a RESTART message."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    sock.connect(str(sock_path))
+    with sock, sock.makefile("rwb") as f:
+        assert f.readline().startswith(b">INFO:")
+        for cid in range(clients):
+            f.write(b"client-kill %d\n" % cid)
+            f.flush()
+            assert f.readline().startswith(b"SUCCESS"), cid
+
+
+@pytest.mark.directive("persist-local-ip")
+@pytest.mark.parametrize("persist", [True, False])
+def test_persist_local_ip_keeps_the_local_address_across_a_restart_like_openvpn(
+        side_by_side: SideBySide, persist: bool):
+    s = side_by_side
+    s.start_server("udp", extra=(f"management {s.workdir}/server.sock unix",))
+    extra = ("local me.trivpn.test", *(("persist-local-ip",) if persist else ()))
+    trivpn, ovpn = _own_remotes(s, extra, own=False)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    # the name now resolves to another address of each client's own interface
+    for ns, side in ((s.trivpn_ns, TRIVPN_SIDE), (s.openvpn_ns, OPENVPN_SIDE)):
+        moved = side[1][:-1] + "3"
+        ifname = next(a["ifname"] for a in json.loads(ns.run(["ip", "-j", "-4", "addr"]).stdout)
+                      if any(i["local"] == side[1] for i in a["addr_info"]))
+        ns.add_address(ifname, f"{moved}/24")
+        (Path("/etc/netns") / ns.name / "hosts").write_text(HOSTS + f"{moved} me.trivpn.test\n")
+    # the server tells both clients to restart (RESTART; an openvpn client: SIGUSR1)
+    _client_kill(s.workdir / "server.sock", 2)
+    assert wait_until(lambda: trivpn.count("tun_configured") >= 2, 20), trivpn.text()[-4000:]
+    assert wait_until(lambda: ovpn.text().count("Initialization Sequence Completed") >= 2, 20)
+    expect = "2" if persist else "3"
+    bound = [line for line in ovpn.text().splitlines() if "link local (bound)" in line]
+    assert len(bound) == 2 and bound[1].endswith(f"{OPENVPN_SIDE[1][:-1]}{expect}:1194"), bound
+    opened = [e["local"] for e in trivpn.events() if e.get("event") == "link_open"]
+    assert opened == [f"{TRIVPN_SIDE[1]}:1194", f"{TRIVPN_SIDE[1][:-1]}{expect}:1194"], opened

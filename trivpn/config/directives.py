@@ -1554,6 +1554,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- more ---
     "allow-pull-fqdn": Spec(0, 0, lambda st, d: replace(st.opts, allow_pull_fqdn=True)),
     "proto-force": Spec(1, 1, _proto_force),
+    "persist-local-ip": Spec(0, 0, lambda st, d: replace(st.opts, persist_local_ip=True)),
 }
 
 
@@ -1581,7 +1582,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "memstats",
     "mtu-test",
     "opt-verify",
-    "persist-local-ip",
     "pkcs11-cert-private",
     "pkcs11-id",
     "pkcs11-id-management",

@@ -554,6 +554,7 @@ class Options:
     # proto-force P: only profiles of protocol P (udp, tcp-client, tcp-server, or tcp, which
     # in OpenVPN 2.6 matches none) are used
     proto_force: str | None = None
+    persist_local_ip: bool = False  # the address 'local' resolved to is kept across restarts
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

@@ -367,6 +367,7 @@ class Client:
         # --- connection handling and proxies ---
         self.random = random.Random()  # remote-random-hostname labels
         self.persisted_addresses: dict[tuple[Remote, int], tuple[int, str]] = {}
+        self.persisted_local: str | None = None  # --- more --- persist-local-ip
         self.scripts = ClientScripts(options, log)
         self.credentials = CredentialSource(options)
         self._creds: Credentials | None = None  # cached unless auth-nocache
@@ -808,7 +809,10 @@ class Connection:
             return resolved
         family, self.remote_ip = resolved
         wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
-        bind = (o.local or wildcard, o.lport if o.bind_local else 0)
+        local_host = await self._local_host(kind)
+        if isinstance(local_host, (Reconnect, Exit)):
+            return local_host
+        bind = (local_host or wildcard, o.lport if o.bind_local else 0)
         try:
             if tcp:
                 timeout = self.poll_timeout
@@ -858,7 +862,10 @@ class Connection:
             family, ip = resolved
             wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
             self._allowed = None if o.float_ and not tcp else ip
-        bind = (o.local or wildcard, o.lport)
+        local_host = await self._local_host(socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+        if isinstance(local_host, (Reconnect, Exit)):
+            return local_host
+        bind = (local_host or wildcard, o.lport)
         host = self.client.host
         try:
             if tcp:
@@ -1092,6 +1099,22 @@ class Connection:
             if self.client.stop.is_set():
                 return Exit(0, "signal")
         raise AssertionError("resolve_attempts() is at least 1")
+
+    async def _local_host(self, kind: int) -> str | Outcome | None:
+        """The address to bind: ``local`` as written (the socket layer resolves a name at
+        every connection, as OpenVPN does at every restart), or with ``persist-local-ip``
+        its address from the first lookup, kept across restarts (OpenVPN init.c,
+        do_close_link_socket(): the bound address survives a SIGUSR1 restart)."""
+        o = self.options
+        if o.local is None or not o.persist_local_ip:
+            return o.local
+        if self.client.persisted_local is None:
+            target = Remote(o.local, o.lport, self.remote.proto, o.family, 0)
+            resolved = await self._resolve(kind, target)
+            if not isinstance(resolved, tuple):
+                return resolved
+            self.client.persisted_local = resolved[1]
+        return self.client.persisted_local
 
     def _lookup_name(self, remote: Remote) -> Remote:
         """``remote-random-hostname``: a random 12-hex-digit label before the name at each
