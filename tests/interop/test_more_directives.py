@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -175,3 +176,46 @@ def test_persist_local_ip_keeps_the_local_address_across_a_restart_like_openvpn(
     assert len(bound) == 2 and bound[1].endswith(f"{OPENVPN_SIDE[1][:-1]}{expect}:1194"), bound
     opened = [e["local"] for e in trivpn.events() if e.get("event") == "link_open"]
     assert opened == [f"{TRIVPN_SIDE[1]}:1194", f"{TRIVPN_SIDE[1][:-1]}{expect}:1194"], opened
+
+
+@pytest.mark.directive("http-proxy-override")
+def test_http_proxy_override_sends_every_tcp_profile_through_the_proxy_like_openvpn(
+        side_by_side: SideBySide):
+    s = side_by_side
+    s.start_server("tcp")
+    heads = s.workdir / "proxy.log"
+    s.lab.processes.append(s.server_ns.spawn(
+        [sys.executable, str(Path(__file__).with_name("connectproxy.py")), "8080", str(heads)]))
+    # the UDP profile comes first and nothing listens there: it must not be used
+    extra = (f"remote {TRIVPN_SIDE[0]} 1194 udp", f"remote {TRIVPN_SIDE[0]} 1194 tcp",
+             f"http-proxy-override {TRIVPN_SIDE[0]} 8080")
+    trivpn, ovpn = _own_remotes(s, extra)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    ping_ok(s.trivpn_ns, VPN_SERVER)
+    requests = [json.loads(line) for line in heads.read_text().splitlines()]
+    assert len(requests) == 2, requests
+    theirs = next(r for r in requests if OPENVPN_SIDE[0] in r)
+    ours = next(r for r in requests if TRIVPN_SIDE[0] in r)
+    assert "User-Agent: OpenVPN-Autoproxy/1.0\r\n" in theirs
+    assert ours == theirs.replace(OPENVPN_SIDE[0], TRIVPN_SIDE[0])
+    assert "UDPv4 link remote" not in ovpn.text()
+    assert [e["proto"] for e in trivpn.events() if e.get("event") == "link_open"] == ["tcp"]
+
+
+@pytest.mark.directive("http-proxy-override")
+def test_http_proxy_override_without_a_tcp_profile_is_ignored_with_openvpns_note(
+        side_by_side: SideBySide):
+    s = side_by_side
+    s.start_server("udp")
+    trivpn, ovpn = _own_remotes(s, (f"remote {TRIVPN_SIDE[0]} 1194 udp",
+                                    f"http-proxy-override {TRIVPN_SIDE[0]} 8080"))
+    note = ("Note: option http-proxy-override ignored because no TCP-based connection "
+            "profiles are defined")
+    assert ovpn.wait_for(note, 10), ovpn.text()[-3000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    o = parse_config(CLIENT_LINES + f"remote {TRIVPN_SIDE[0]} 1194 udp\n"
+                     f"http-proxy-override {TRIVPN_SIDE[0]} 8080\n", "c.conf")
+    assert [r.http_proxy for r in o.remotes] == [None]
+    assert any(note in w.message for w in o.warnings)

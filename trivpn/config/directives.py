@@ -29,6 +29,7 @@ from trivpn.config.options import (
     DevType,
     Family,
     FileSource,
+    HttpProxy,
     Ifconfig,
     Ifconfig6,
     IfconfigPool,
@@ -1247,6 +1248,15 @@ def _proto_force(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, proto_force=forced)
 
 
+def _http_proxy_override(st: ParseState, d: Directive) -> Options:
+    """OpenVPN options.c, parse_http_proxy_override(): like 'http-proxy HOST PORT auto'
+    ('auto-nct' with the flag 'nct'), HTTP/1.0, agent 'OpenVPN-Autoproxy/1.0'."""
+    auth: Literal["auto", "auto-nct"] = "auto-nct" if d.args[2:] == ["nct"] else "auto"
+    return replace(st.opts, http_proxy_override=HttpProxy(
+        host=d.args[0], port=v.port(d, 1), auth=auth, agent="OpenVPN-Autoproxy/1.0",
+        line=d.line))
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1555,6 +1565,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "allow-pull-fqdn": Spec(0, 0, lambda st, d: replace(st.opts, allow_pull_fqdn=True)),
     "proto-force": Spec(1, 1, _proto_force),
     "persist-local-ip": Spec(0, 0, lambda st, d: replace(st.opts, persist_local_ip=True)),
+    "http-proxy-override": Spec(2, 3, _http_proxy_override),
 }
 
 
@@ -1569,7 +1580,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "engine",
     "explicit-exit-notify-push",
     "gremlin",
-    "http-proxy-override",
     "link-mtu",
     "management-client",
     "management-external-cert",

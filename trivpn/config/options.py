@@ -555,6 +555,8 @@ class Options:
     # in OpenVPN 2.6 matches none) are used
     proto_force: str | None = None
     persist_local_ip: bool = False  # the address 'local' resolved to is kept across restarts
+    # http-proxy-override HOST PORT [nct]: every TCP profile through this proxy, UDP ones unused
+    http_proxy_override: HttpProxy | None = None
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

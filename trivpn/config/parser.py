@@ -24,6 +24,7 @@ from trivpn.config.errors import ConfigError
 from trivpn.config.options import (
     ConfigWarning,
     DevType,
+    HttpProxy,
     Options,
     Proto,
     Remote,
@@ -256,7 +257,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                    http_proxy=o.http_proxy, socks_proxy=o.socks_proxy)
             for r in st.remotes)
     remotes = tuple(_socks_udp_ipv4(st, r) for r in remotes)
-    if o.proto_force is not None:  # --- more ---
+    if o.http_proxy_override is not None:  # --- more ---
+        remotes = _http_proxy_override(st, o.http_proxy_override, remotes)
+    if o.proto_force is not None:
         remotes = _proto_forced(st, o.proto_force, proto, remotes)
     o = replace(o, proto=proto, remotes=remotes, connection_blocks=bool(st.connections))
     _check_connection_profiles(st, o)
@@ -482,6 +485,19 @@ def _socks_udp_ipv4(st: ParseState, r: Remote) -> Remote:
                                          "'udp6' with 'socks-proxy': SOCKS UDP relaying is "
                                          "IPv4 only here, IPv4 is used"))
     return replace(r, family=4)
+
+
+def _http_proxy_override(st: ParseState, proxy: HttpProxy,
+                         remotes: tuple[Remote, ...]) -> tuple[Remote, ...]:
+    """``http-proxy-override``: every TCP profile goes through ``proxy`` and the UDP ones are
+    not used; without a TCP profile it is ignored with OpenVPN's note (options.c,
+    options_postprocess_http_proxy_override())."""
+    if not any(r.proto == "tcp-client" for r in remotes):
+        st.warn(st.last_seen["http-proxy-override"], "Note: option http-proxy-override "
+                "ignored because no TCP-based connection profiles are defined")
+        return remotes
+    return tuple(replace(r, http_proxy=proxy, socks_proxy=None) for r in remotes
+                 if r.proto == "tcp-client")
 
 
 def _proto_forced(st: ParseState, forced: str, proto: Proto,
