@@ -17,6 +17,7 @@ from tests.interop.clientkit import (
     VPN_SERVER,
     client_lines,
     ping_ok,
+    received,
     wait_until,
 )
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn
@@ -219,3 +220,29 @@ def test_http_proxy_override_without_a_tcp_profile_is_ignored_with_openvpns_note
                      f"http-proxy-override {TRIVPN_SIDE[0]} 8080\n", "c.conf")
     assert [r.http_proxy for r in o.remotes] == [None]
     assert any(note in w.message for w in o.warnings)
+
+
+@pytest.mark.directive("allow-recursive-routing")
+@pytest.mark.parametrize("allow", [False, True])
+def test_packets_to_the_server_itself_are_dropped_unless_allow_recursive_routing_like_openvpn(
+        side_by_side: SideBySide, allow: bool):
+    s = side_by_side
+    s.start_server("udp")
+    extra = ("verb 4", *(("allow-recursive-routing",) if allow else ()))
+    trivpn, ovpn = _own_remotes(s, extra, own=False)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    # pinging the server's link address out of the tunnel device: the packet enters the
+    # tunnel addressed to the very host the tunnel runs to
+    ours, theirs = (ns.run(["ping", "-n", "-q", "-c", "2", "-i", "0.2", "-W", "1", "-I", "tun0",
+                            dst], check=False)
+                    for ns, dst in ((s.trivpn_ns, TRIVPN_SIDE[0]),
+                                    (s.openvpn_ns, OPENVPN_SIDE[0])))
+    assert received(ours.stdout) == received(theirs.stdout) == (2 if allow else 0)
+    detected = f"Recursive routing detected, drop tun packet to [AF_INET]{OPENVPN_SIDE[0]}:1194"
+    assert (detected in ovpn.text()) is not allow
+    if not allow:
+        dropped = trivpn.wait_event("packet_dropped", 15, reason="recursive_routing")
+        assert dropped is not None and dropped["count"] >= 2, trivpn.text()[-3000:]
+    else:
+        assert trivpn.wait_event("packet_dropped", 0.5, reason="recursive_routing") is None

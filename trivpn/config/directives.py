@@ -1251,7 +1251,7 @@ def _proto_force(st: ParseState, d: Directive) -> Options:
 def _http_proxy_override(st: ParseState, d: Directive) -> Options:
     """OpenVPN options.c, parse_http_proxy_override(): like 'http-proxy HOST PORT auto'
     ('auto-nct' with the flag 'nct'), HTTP/1.0, agent 'OpenVPN-Autoproxy/1.0'."""
-    auth: Literal["auto", "auto-nct"] = "auto-nct" if d.args[2:] == ["nct"] else "auto"
+    auth: Literal["auto", "auto-nct"] = "auto-nct" if d.args[2:] == ("nct",) else "auto"
     return replace(st.opts, http_proxy_override=HttpProxy(
         host=d.args[0], port=v.port(d, 1), auth=auth, agent="OpenVPN-Autoproxy/1.0",
         line=d.line))
@@ -1566,13 +1566,14 @@ DIRECTIVES: Mapping[str, Spec] = {
     "proto-force": Spec(1, 1, _proto_force),
     "persist-local-ip": Spec(0, 0, lambda st, d: replace(st.opts, persist_local_ip=True)),
     "http-proxy-override": Spec(2, 3, _http_proxy_override),
+    "allow-recursive-routing": Spec(0, 0, lambda st, d: replace(
+        st.opts, allow_recursive_routing=True)),
 }
 
 
 # OpenVPN 2.6 directives trivpn recognizes but does not implement: always an error, never
 # silently accepted (a config that relies on them would not behave as the user expects).
 UNSUPPORTED: frozenset[str] = frozenset({
-    "allow-recursive-routing",
     "auth-token-gen",
     "bcast-buffers",
     "client-nat",

@@ -557,6 +557,7 @@ class Options:
     persist_local_ip: bool = False  # the address 'local' resolved to is kept across restarts
     # http-proxy-override HOST PORT [nct]: every TCP profile through this proxy, UDP ones unused
     http_proxy_override: HttpProxy | None = None
+    allow_recursive_routing: bool = False  # send device packets addressed to the server too
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

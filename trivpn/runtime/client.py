@@ -55,6 +55,7 @@ from trivpn.protocol.icmp6 import FALLBACK_SOURCE, block_ipv6
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_ipv6_batch, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions, unresolved_names, with_resolved_names
+from trivpn.protocol.recursive import RecursiveFilter
 from trivpn.protocol.session import Session, SessionConfig, is_new_peer_reset
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
@@ -730,6 +731,8 @@ class Connection:
         self.mss6: int | None = None
         # block-ipv6: the source of the ICMPv6 answers written back to the TUN (None: off)
         self.block6: bytes | None = None
+        self.recursive: RecursiveFilter | None = None  # --- more --- allow-recursive-routing
+        self.recursive_drops = 0
         self.tun_mtu = 1500
         self._passtos: PassTos | None = None  # passtos: built once the link is open
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
@@ -1309,6 +1312,11 @@ class Connection:
         has_ipv6 = isinstance(addresses, list) and any(":" in str(a) for a in addresses)
         self.mss6 = self.mss - 20 if self.mss is not None and has_ipv6 else None
         self._setup_block_ipv6(tunnel)
+        # packets to the server itself are dropped unless allow-recursive-routing
+        self.recursive = (RecursiveFilter.for_server(self.remote_ip, tap=self.options.dev_type
+                                                     == "tap")
+                          if self.remote_ip and not self.options.allow_recursive_routing
+                          else None)
         device = tunnel.device
         if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice):
             if self._ready is not None:  # the fast path: the link reader serves both fds
@@ -1347,6 +1355,9 @@ class Connection:
         traffic = self.client.traffic
         traffic.tun_read_bytes += sum(map(len, packets))
         mss = self.mss
+        if self.recursive is not None:
+            packets, dropped = self.recursive.split(packets)
+            self.recursive_drops += dropped
         if self.block6 is not None:
             packets = self._answer_ipv6(packets, self.block6)
         if self.mss6 is not None:
@@ -1491,6 +1502,9 @@ class Connection:
         if self.no_tun:
             agg.add("no_tun_device", self.no_tun)
             self.no_tun = 0
+        if self.recursive_drops:
+            agg.add("recursive_routing", self.recursive_drops)
+            self.recursive_drops = 0
         self.client.collect_tun_drops()
 
     async def _server_poll(self) -> None:
