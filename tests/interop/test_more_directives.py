@@ -7,17 +7,22 @@ import json
 import shutil
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.interop.clientkit import (
+    CLIENT_IP,
     SERVER_IP,
     VPN_SERVER,
+    Setup,
     client_lines,
+    make_setup,
     ping_ok,
     received,
+    stop_process,
     wait_until,
 )
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn
@@ -246,3 +251,48 @@ def test_packets_to_the_server_itself_are_dropped_unless_allow_recursive_routing
         assert dropped is not None and dropped["count"] >= 2, trivpn.text()[-3000:]
     else:
         assert trivpn.wait_event("packet_dropped", 0.5, reason="recursive_routing") is None
+
+
+# --- single-session: a TLS peer-to-peer server (tests/interop/test_p2p_server.py's shape) ---
+
+P2P_SERVER = ["tls-server", "dev tun", "proto udp", f"local {SERVER_IP}", "port 1194",
+              "ifconfig 198.18.8.1 198.18.8.2", "ca ca.crt", "cert server.crt",
+              "key server.key", "dh none", "remote-cert-tls client", "ping 1",
+              "ping-restart 30", "verb 4", "single-session"]
+P2P_CLIENT = ["tls-client", "dev tun", "proto udp", f"remote {SERVER_IP} 1194", "nobind",
+              "ifconfig 198.18.8.2 198.18.8.1", "ca ca.crt", "cert client.crt",
+              "key client.key", "remote-cert-tls server", "ping 1", "connect-retry 1",
+              "verb 3"]
+
+
+@pytest.fixture
+def setup(lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> Setup:
+    return make_setup(lab, tmp_path)
+
+
+@pytest.mark.directive("single-session")
+def test_single_session_refuses_a_restarted_peer_like_openvpn(setup: Setup):
+    # openvpn as the p2p server first: the reference
+    ovpn_server = start_openvpn(setup.server_ns, setup.workdir, "ovpn-server", P2P_SERVER)
+    first = start_openvpn(setup.client_ns, setup.workdir, "peer1", P2P_CLIENT)
+    assert first.wait_for("Initialization Sequence Completed", 15), first.text()[-3000:]
+    stop_process(setup.lab, first.pid)
+    second = start_openvpn(setup.client_ns, setup.workdir, "peer2", P2P_CLIENT)
+    assert ovpn_server.wait_for("Cannot accept new session request from [AF_INET]"
+                                f"{CLIENT_IP}", 10), ovpn_server.text()[-3000:]
+    stop_process(setup.lab, second.pid)
+    stop_process(setup.lab, ovpn_server.pid)
+    assert "Initialization Sequence Completed" not in second.text()
+    # the same with trivpn as the server
+    server = start_trivpn(setup.server_ns, setup.workdir, "p2p-server", P2P_SERVER)
+    assert server.wait_event("link_open", 10) is not None, server.text()[-3000:]
+    first = start_openvpn(setup.client_ns, setup.workdir, "peer3", P2P_CLIENT)
+    assert first.wait_for("Initialization Sequence Completed", 15), first.text()[-3000:]
+    stop_process(setup.lab, first.pid)
+    second = start_openvpn(setup.client_ns, setup.workdir, "peer4", P2P_CLIENT)
+    refused = server.wait_event("new_session_refused", 10)
+    assert refused is not None, server.text()[-3000:]
+    assert refused["peer"].startswith(CLIENT_IP), refused
+    time.sleep(2)
+    assert "Initialization Sequence Completed" not in second.text()
+    assert server.count("peer_new_session") == 0

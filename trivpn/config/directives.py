@@ -1568,6 +1568,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "http-proxy-override": Spec(2, 3, _http_proxy_override),
     "allow-recursive-routing": Spec(0, 0, lambda st, d: replace(
         st.opts, allow_recursive_routing=True)),
+    "single-session": Spec(0, 0, lambda st, d: replace(st.opts, single_session=True)),
 }
 
 
@@ -1606,7 +1607,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "secret",
     "session-timeout-push",
     "shaper",
-    "single-session",
     "tcp-queue-limit",
     "udp-mtu",
     "vlan-accept",

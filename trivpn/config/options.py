@@ -558,6 +558,7 @@ class Options:
     # http-proxy-override HOST PORT [nct]: every TCP profile through this proxy, UDP ones unused
     http_proxy_override: HttpProxy | None = None
     allow_recursive_routing: bool = False  # send device packets addressed to the server too
+    single_session: bool = False  # p2p server: no new session from the peer once it had one
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

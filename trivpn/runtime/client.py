@@ -733,6 +733,7 @@ class Connection:
         self.block6: bytes | None = None
         self.recursive: RecursiveFilter | None = None  # --- more --- allow-recursive-routing
         self.recursive_drops = 0
+        self._single_session_logged = False
         self.tun_mtu = 1500
         self._passtos: PassTos | None = None  # passtos: built once the link is open
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
@@ -948,12 +949,26 @@ class Connection:
                     continue
                 self._set_peer(addr)
             elif is_new_peer_reset(data, session.config.wrap, session.remote_session_id):
+                if self.options.single_session:  # --- more --- (OpenVPN ssl.c, tls_pre_decrypt)
+                    self._refuse_new_session(addr)
+                    continue
                 self.log.info("peer_new_session", peer=_endpoint(*addr[:2]))
                 self.client.handover = (data, addr)
                 self.finish(Reconnect("peer_new_session", _endpoint(*addr[:2]), keep=True))
                 break
             keep.append((data, addr))
         return keep
+
+    def _refuse_new_session(self, addr: Address) -> None:
+        """single-session: once this connection had its session, a new session request is
+        refused (OpenVPN ssl.c, tls_pre_decrypt(): "Cannot accept new session request from
+        ... due to session context expire or --single-session"); the peer gets in again once
+        this connection restarts (ping-restart)."""
+        self._listen_drops["single_session"] += 1
+        if not self._single_session_logged:
+            self._single_session_logged = True
+            self.log.warning("new_session_refused", peer=_endpoint(*addr[:2]),
+                             reason="single-session")
 
     @property
     def poll_timeout(self) -> int:
