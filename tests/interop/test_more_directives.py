@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -296,3 +297,45 @@ def test_single_session_refuses_a_restarted_peer_like_openvpn(setup: Setup):
     time.sleep(2)
     assert "Initialization Sequence Completed" not in second.text()
     assert server.count("peer_new_session") == 0
+
+
+def _replay_files(s: SideBySide) -> tuple[Path, Path]:
+    # the name carries the server's address, which differs per side (see _own_remotes)
+    return (s.workdir / f"replay-{TRIVPN_SIDE[0]}.dat",
+            s.workdir / f"replay-{OPENVPN_SIDE[0]}.dat")
+
+
+@pytest.mark.directive("replay-persist")
+def test_replay_persist_writes_the_servers_control_packet_id_like_openvpn(
+        side_by_side: SideBySide):
+    s = side_by_side
+    s.start_server("udp", extra=("tls-crypt static.key",))
+    started = time.time()
+    trivpn, ovpn = _own_remotes(s, ("tls-crypt static.key",
+                                    f"replay-persist replay-{TRIVPN_SIDE[0]}.dat"), own=False)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    for proc in (trivpn, ovpn):
+        stop_process(s.lab, proc.pid)
+    images = [f.read_bytes() for f in _replay_files(s)]
+    assert [len(i) for i in images] == [16, 16]  # struct packet_id_persist_file_image
+    for image in images:
+        stamp, packet_id = struct.unpack("=qI", image[:12])
+        assert started - 5 <= stamp <= time.time() and packet_id >= 1, (stamp, packet_id)
+
+
+@pytest.mark.directive("replay-persist")
+def test_replay_persist_refuses_control_packets_older_than_the_file_like_openvpn(
+        side_by_side: SideBySide):
+    s = side_by_side
+    s.start_server("udp", extra=("tls-crypt static.key",))
+    # a state from "tomorrow": every packet of today's server session looks like a replay
+    for f in _replay_files(s):
+        f.write_bytes(struct.pack("=qI4x", int(time.time()) + 86400, 1))
+    trivpn, ovpn = _own_remotes(s, ("tls-crypt static.key",
+                                    f"replay-persist replay-{TRIVPN_SIDE[0]}.dat"), own=False)
+    assert ovpn.wait_for("tls-crypt unwrap error: packet replay", 10), ovpn.text()[-4000:]
+    dropped = trivpn.wait_event("packet_dropped", 15, reason="replay")
+    assert dropped is not None, trivpn.text()[-4000:]
+    assert trivpn.count("tls_handshake_complete") == 0
+    assert "Initialization Sequence Completed" not in ovpn.text()

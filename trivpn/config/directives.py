@@ -1569,6 +1569,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     "allow-recursive-routing": Spec(0, 0, lambda st, d: replace(
         st.opts, allow_recursive_routing=True)),
     "single-session": Spec(0, 0, lambda st, d: replace(st.opts, single_session=True)),
+    "replay-persist": Spec(1, 1, lambda st, d: replace(
+        st.opts, replay_persist=st.path(d.args[0]))),
 }
 
 
@@ -1602,7 +1604,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-protected-authentication",
     "pkcs11-providers",
     "providers",
-    "replay-persist",
     "route-ipv6-gateway",
     "secret",
     "session-timeout-push",

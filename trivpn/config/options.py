@@ -559,6 +559,7 @@ class Options:
     http_proxy_override: HttpProxy | None = None
     allow_recursive_routing: bool = False  # send device packets addressed to the server too
     single_session: bool = False  # p2p server: no new session from the peer once it had one
+    replay_persist: Path | None = None  # the control-channel replay state across restarts
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

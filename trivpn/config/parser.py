@@ -257,10 +257,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                    http_proxy=o.http_proxy, socks_proxy=o.socks_proxy)
             for r in st.remotes)
     remotes = tuple(_socks_udp_ipv4(st, r) for r in remotes)
-    if o.single_session and o.mode == "server":  # --- more ---
-        raise _error(st, "'single-session' in a 'mode server' config is not supported by "
-                         "trivpn (it is for one-peer configs: clients and TLS "
-                         "peer-to-peer servers)", "single-session")
+    for name in ("single-session", "replay-persist"):  # --- more ---
+        if name in seen and o.mode == "server":
+            raise _error(st, f"'{name}' in a 'mode server' config is not supported by "
+                             "trivpn (it is for one-peer configs: clients and TLS "
+                             "peer-to-peer servers)", name)
     if o.http_proxy_override is not None:
         remotes = _http_proxy_override(st, o.http_proxy_override, remotes)
     if o.proto_force is not None:

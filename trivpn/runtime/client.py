@@ -95,6 +95,7 @@ from trivpn.runtime.proxy import (
 )
 from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
+from trivpn.runtime.replaypersist import SAVE_INTERVAL, ReplayPersist
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import (
     RESOLVE_RETRY_INTERVAL,
@@ -369,6 +370,7 @@ class Client:
         self.random = random.Random()  # remote-random-hostname labels
         self.persisted_addresses: dict[tuple[Remote, int], tuple[int, str]] = {}
         self.persisted_local: str | None = None  # --- more --- persist-local-ip
+        self.replay_persist: ReplayPersist | None = None  # opened by run()
         self.scripts = ClientScripts(options, log)
         self.credentials = CredentialSource(options)
         self._creds: Credentials | None = None  # cached unless auth-nocache
@@ -395,6 +397,12 @@ class Client:
             found = getattr(self.tools, "management", None)
             if isinstance(found, ManagementServer):
                 self.management = self.credentials.queries = found
+        if self.options.replay_persist is not None:  # opened and locked once, as OpenVPN
+            try:
+                self.replay_persist = ReplayPersist(self.options.replay_persist)
+            except RuntimeSetupError as exc:
+                self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
+                return 1
         try:
             self.scripts.start_privileged()
             async with trio.open_nursery() as nursery:
@@ -705,6 +713,9 @@ class Connection:
         config = client.config
         if remote.server_poll_timeout is not None:  # connect-timeout in a <connection> block
             config = replace(config, server_poll_timeout=float(remote.server_poll_timeout))
+        persist = client.replay_persist
+        if persist is not None and persist.state is not None:  # --- more --- replay-persist
+            config = replace(config, wrap_replay_start=persist.state)
         self.session = Session(config, trio.current_time())
         self.pump = SessionPump(self.session, send=self._send_control,
                                 deliver=self._deliver, on_event=self._on_event)
@@ -764,8 +775,11 @@ class Connection:
                 nursery.start_soon(self.pump.run_timers)
                 nursery.start_soon(self._drop_ticker)
                 nursery.start_soon(self._stop_watcher)
+                if self.client.replay_persist is not None:
+                    nursery.start_soon(self._replay_persist_ticker)
         finally:
             with trio.CancelScope(shield=True):
+                self._save_replay_state()
                 await self._close_link()
                 self._collect_drops()
                 self._log_compression()
@@ -773,6 +787,17 @@ class Connection:
                 rt.publish_drops(self.client.events, self.client.drops,
                                  trio.current_time(), self.log)
         return self.outcome or Reconnect("connection_ended")
+
+    async def _replay_persist_ticker(self) -> None:
+        while True:
+            await trio.sleep(SAVE_INTERVAL)
+            self._save_replay_state()
+
+    def _save_replay_state(self) -> None:
+        """replay-persist: the peer's control-channel (time, id) to the file, if changed."""
+        persist = self.client.replay_persist
+        if persist is not None and persist.save(self.session.wrap_replay_state):
+            self.log.debug("replay_state_saved", file=str(persist.path))
 
     def _log_fragment(self) -> None:
         """The fragment layer's counters of this connection, if configured."""
