@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from trivpn.protocol.replay import ReplayError, ReplayWindow
+from trivpn.protocol.errors import ReplayError
+from trivpn.protocol.replay import ReplayWindow
 from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.replaypersist import ReplayPersist
 
