@@ -23,6 +23,7 @@ from tests.interop.clientkit import (
     make_setup,
     ping_ok,
     received,
+    server_lines,
     stop_process,
     wait_until,
 )
@@ -35,7 +36,7 @@ from tests.interop.sidebyside import (
     route_table,
 )
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
-from tests.netns import NetnsLab
+from tests.netns import Netns, NetnsLab
 from trivpn.config import ConfigError, parse_config
 
 pytestmark = pytest.mark.integration
@@ -339,3 +340,75 @@ def test_replay_persist_refuses_control_packets_older_than_the_file_like_openvpn
     assert dropped is not None, trivpn.text()[-4000:]
     assert trivpn.count("tls_handshake_complete") == 0
     assert "Initialization Sequence Completed" not in ovpn.text()
+
+
+# a UDP sender into the tunnel: COUNT datagrams of 1000 bytes at RATE a second (bounded)
+BLASTER = """
+import socket, sys, time
+dst, rate, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+start = time.monotonic()
+for i in range(count):
+    time.sleep(max(0.0, start + i / rate - time.monotonic()))
+    try:
+        s.sendto(b"x" * 1000, (dst, 9))
+    except OSError:
+        pass
+"""
+SHAPER = 40_000
+
+
+def _tx_bytes(ns: Netns, side_ip: str) -> int:
+    ifname = next(a["ifname"] for a in json.loads(ns.run(["ip", "-j", "-4", "addr"]).stdout)
+                  if any(i["local"] == side_ip for i in a["addr_info"]))
+    return int(ns.run(["cat", f"/sys/class/net/{ifname}/statistics/tx_bytes"]).stdout)
+
+
+@pytest.mark.directive("shaper")
+def test_shaper_holds_the_link_to_n_bytes_a_second_like_openvpn(side_by_side: SideBySide):
+    s = side_by_side
+    s.start_server("udp")
+    trivpn, ovpn = _own_remotes(s, (f"shaper {SHAPER}",), own=False)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    sides = ((s.trivpn_ns, TRIVPN_SIDE[1]), (s.openvpn_ns, OPENVPN_SIDE[1]))
+    for ns, _ in sides:  # four times what the shaper lets through, for 5 s
+        s.lab.processes.append(ns.spawn([sys.executable, "-c", BLASTER, VPN_SERVER,
+                                         str(4 * SHAPER / 1000), str(4 * SHAPER * 5 // 1000)]))
+    time.sleep(1.0)  # the device queue fills, the shaper sets the pace
+    before = [_tx_bytes(ns, ip) for ns, ip in sides]
+    began = time.monotonic()
+    time.sleep(3.0)
+    after = [_tx_bytes(ns, ip) for ns, ip in sides]
+    elapsed = time.monotonic() - began
+    ours, theirs = ((a - b) / elapsed for a, b in zip(after, before, strict=True))
+    # on the veth: each ~1080-byte datagram also carries a 14-byte Ethernet header
+    print(f"shaper {SHAPER}: trivpn {ours:.0f} B/s, openvpn {theirs:.0f} B/s on the veth")
+    assert 0.85 * SHAPER <= theirs <= 1.1 * SHAPER, theirs
+    assert 0.85 * SHAPER <= ours <= 1.1 * SHAPER, (ours, theirs)
+
+
+def _openvpn_refusal(s: SideBySide, name: str, lines: list[str]) -> str:
+    """What openvpn prints when it refuses ``lines`` (it exits at once: an option error)."""
+    conf = s.workdir / f"{name}.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    done = s.server_ns.run(["openvpn", "--cd", str(s.workdir), "--config", conf.name],
+                           check=False, timeout=10)
+    assert done.returncode != 0
+    return done.stdout + done.stderr
+
+
+@pytest.mark.directive("shaper")
+def test_shaper_out_of_range_or_in_a_server_is_refused_with_openvpns_words(
+        side_by_side: SideBySide):
+    s = side_by_side
+    client = [*client_lines(), "shaper 99"]
+    bad = "Bad shaper value, must be between 100 and 100000000"
+    assert bad in _openvpn_refusal(s, "bad-shaper", client)
+    with pytest.raises(ConfigError, match=bad):
+        parse_config("\n".join(client) + "\n", "c.conf")
+    server = [*server_lines(), "shaper 1000"]
+    usage = "--shaper cannot be used with --mode server"
+    assert usage in _openvpn_refusal(s, "shaped-server", server)
+    with pytest.raises(ConfigError, match=usage):
+        parse_config("\n".join(server) + "\n", "s.conf")

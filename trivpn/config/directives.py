@@ -51,6 +51,7 @@ from trivpn.config.options import (
 )
 from trivpn.config.reader import Directive, resolve
 from trivpn.protocol.push import PullFilter, PullFilterAction
+from trivpn.protocol.shaper import SHAPER_MAX, SHAPER_MIN
 from trivpn.protocol.tls import KU_REQUIRED, attribute_oid, username_field_extension
 
 RawProto = Literal["udp", "tcp", "tcp-server", "tcp-client"]
@@ -1257,6 +1258,15 @@ def _http_proxy_override(st: ParseState, d: Directive) -> Options:
         line=d.line))
 
 
+def _shaper(st: ParseState, d: Directive) -> Options:
+    """OpenVPN options.c, add_option(): atoi(), then the range check."""
+    found = re.match(r"[+-]?\d+", d.args[0])
+    value = int(found.group()) if found else 0
+    if not SHAPER_MIN <= value <= SHAPER_MAX:
+        raise v.fail(d, f"Bad shaper value, must be between {SHAPER_MIN} and {SHAPER_MAX}")
+    return replace(st.opts, shaper=value)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1571,6 +1581,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "single-session": Spec(0, 0, lambda st, d: replace(st.opts, single_session=True)),
     "replay-persist": Spec(1, 1, lambda st, d: replace(
         st.opts, replay_persist=st.path(d.args[0]))),
+    "shaper": Spec(1, 1, _shaper),
 }
 
 
@@ -1607,7 +1618,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "route-ipv6-gateway",
     "secret",
     "session-timeout-push",
-    "shaper",
     "tcp-queue-limit",
     "udp-mtu",
     "vlan-accept",

@@ -560,6 +560,7 @@ class Options:
     allow_recursive_routing: bool = False  # send device packets addressed to the server too
     single_session: bool = False  # p2p server: no new session from the peer once it had one
     replay_persist: Path | None = None  # the control-channel replay state across restarts
+    shaper: int = 0  # shaper N: at most N bytes a second to the peer (0: no shaping)
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

@@ -257,7 +257,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                    http_proxy=o.http_proxy, socks_proxy=o.socks_proxy)
             for r in st.remotes)
     remotes = tuple(_socks_udp_ipv4(st, r) for r in remotes)
-    for name in ("single-session", "replay-persist"):  # --- more ---
+    if o.shaper and o.mode == "server":  # --- more --- (OpenVPN options.c, the same words)
+        raise _error(st, "--shaper cannot be used with --mode server", "shaper")
+    for name in ("single-session", "replay-persist"):
         if name in seen and o.mode == "server":
             raise _error(st, f"'{name}' in a 'mode server' config is not supported by "
                              "trivpn (it is for one-peer configs: clients and TLS "

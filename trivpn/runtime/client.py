@@ -57,6 +57,7 @@ from trivpn.protocol.packets import DATA_BYTE0
 from trivpn.protocol.push import PushedOptions, unresolved_names, with_resolved_names
 from trivpn.protocol.recursive import RecursiveFilter
 from trivpn.protocol.session import Session, SessionConfig, is_new_peer_reset
+from trivpn.protocol.shaper import Shaper, datagram_overhead
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
 from trivpn.runtime.clientscripts import ClientScripts
@@ -745,6 +746,7 @@ class Connection:
         self.recursive: RecursiveFilter | None = None  # --- more --- allow-recursive-routing
         self.recursive_drops = 0
         self._single_session_logged = False
+        self.shaper: Shaper | None = None
         self.tun_mtu = 1500
         self._passtos: PassTos | None = None  # passtos: built once the link is open
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
@@ -1358,7 +1360,10 @@ class Connection:
                           if self.remote_ip and not self.options.allow_recursive_routing
                           else None)
         device = tunnel.device
-        if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice):
+        if self.options.shaper:  # --- more --- shaper N: off the fast path
+            ipv6 = ":" in self.remote_ip
+            self.shaper = Shaper(self.options.shaper, datagram_overhead(ipv6, self.tcp is not None))
+        if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice) and not self.shaper:
             if self._ready is not None:  # the fast path: the link reader serves both fds
                 self._tun_device = device
                 self._tun_fd = device.fileno()
@@ -1449,6 +1454,18 @@ class Connection:
             return []
         return self._encrypt_tun(packets)
 
+    async def _send_shaped(self, out: list[bytes], shaper: Shaper) -> None:
+        """shaper N: one datagram at a time, each after the wait the previous one set."""
+        for datagram in out:
+            delay = shaper.delay(trio.current_time())
+            if delay:
+                await trio.sleep(delay)
+            if self.tcp is not None:
+                await self.tcp.send_packets([datagram])
+            elif self.udp is not None:
+                await self.udp.send_many([datagram], self.peer)
+            shaper.wrote(len(datagram), trio.current_time())
+
     async def _send_passtos(self, out: list[bytes]) -> None:
         """passtos: each run of one TOS goes out after the socket takes that TOS."""
         assert self._passtos is not None
@@ -1475,7 +1492,9 @@ class Connection:
                 out = self._encrypt_tun(await read())
                 if not out:
                     continue
-                if self._passtos is not None:
+                if self.shaper is not None:
+                    await self._send_shaped(out, self.shaper)
+                elif self._passtos is not None:
                     await self._send_passtos(out)
                 elif tcp is not None:
                     await tcp.send_packets(out)
