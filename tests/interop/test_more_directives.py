@@ -412,3 +412,41 @@ def test_shaper_out_of_range_or_in_a_server_is_refused_with_openvpns_words(
     assert usage in _openvpn_refusal(s, "shaped-server", server)
     with pytest.raises(ConfigError, match=usage):
         parse_config("\n".join(server) + "\n", "s.conf")
+
+
+DUMP_ENV = """#!/bin/sh
+env | sort > "{out}-$remote_1.$script_type"
+exit 0
+"""
+
+
+def _x509_vars(dump: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in dump.read_text().splitlines() if "=" in line)
+    return {k: v for k, v in pairs if k.startswith("X509_")}
+
+
+@pytest.mark.directive("x509-track")
+def test_x509_track_sets_only_the_tracked_script_variables_like_openvpn(
+        side_by_side: SideBySide):
+    s = side_by_side
+    s.start_server("udp")
+    dumper = s.workdir / "dump.sh"  # one file per client: named after its remote
+    dumper.write_text(DUMP_ENV.format(out=s.workdir / "env"))
+    dumper.chmod(0o755)
+    extra = ("script-security 2", f"up {dumper}",
+             "x509-track CN", "x509-track +SHA256", "x509-track +O")
+    trivpn, ovpn = _own_remotes(s, extra, own=False)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    ours_file, theirs_file = (s.workdir / f"env-{ip}.up" for ip in (TRIVPN_SIDE[0],
+                                                                    OPENVPN_SIDE[0]))
+    assert wait_until(lambda: ours_file.exists() and theirs_file.exists(), 10)
+    theirs = _x509_vars(theirs_file)
+    assert theirs.get("X509_0_CN") == "server" and "X509_1_CN" not in theirs, theirs
+    assert set(theirs) == {"X509_0_CN", "X509_0_SHA256", "X509_1_SHA256"}, theirs
+    assert _x509_vars(ours_file) == theirs
+    # an unknown name: openvpn's words
+    bad = "x509_track: no such attribute 'bogusAttr'"
+    assert bad in _openvpn_refusal(s, "bad-track", [*client_lines(), "x509-track bogusAttr"])
+    with pytest.raises(ConfigError, match=bad):
+        parse_config(CLIENT_LINES + "remote 198.18.0.1\nx509-track bogusAttr\n", "c.conf")

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
 
+from cryptography.x509 import ObjectIdentifier
+from cryptography.x509.oid import ExtensionOID
+
 from trivpn.config import connection as conn
 from trivpn.config import serversockets
 from trivpn.config import values as v
@@ -48,6 +51,7 @@ from trivpn.config.options import (
     Topology,
     VerifyX509Name,
     X509NameType,
+    X509Track,
 )
 from trivpn.config.reader import Directive, resolve
 from trivpn.protocol.push import PullFilter, PullFilterAction
@@ -1267,6 +1271,26 @@ def _shaper(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, shaper=value)
 
 
+_EXTENSION_OIDS = frozenset(oid.dotted_string for oid in vars(ExtensionOID).values()
+                            if isinstance(oid, ObjectIdentifier))
+
+
+def _x509_track(st: ParseState, d: Directive) -> Options:
+    """OpenVPN ssl_verify_openssl.c, x509_track_add(): '+' for every depth, then a name
+    OpenSSL knows (OBJ_txt2nid), else "x509_track: no such attribute"."""
+    text = d.args[0]
+    full = text.startswith("+")
+    name = text[1:] if full else text
+    oid = attribute_oid(name) if name else None
+    if oid is None:
+        raise v.fail(d, f"x509_track: no such attribute '{name}'")
+    if oid.dotted_string in _EXTENSION_OIDS:
+        raise v.fail(d, f"x509-track of the certificate extension '{name}' is not supported "
+                        "by trivpn (subject fields, SHA1 and SHA256 are)")
+    track = X509Track(name, oid.dotted_string, full)
+    return replace(st.opts, x509_track=(*st.opts.x509_track, track))
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1582,6 +1606,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "replay-persist": Spec(1, 1, lambda st, d: replace(
         st.opts, replay_persist=st.path(d.args[0]))),
     "shaper": Spec(1, 1, _shaper),
+    "x509-track": Spec(1, 1, _x509_track),
 }
 
 
@@ -1623,7 +1648,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",
-    "x509-track",
 })
 
 

@@ -147,6 +147,16 @@ class SocksProxy:
 
 
 @dataclass(frozen=True, slots=True)
+class X509Track:
+    """``x509-track [+]NAME``: ``name`` as written (without '+'), ``oid`` its dotted OID,
+    ``full_chain`` with '+' (every depth, not only the peer's certificate)."""
+
+    name: str
+    oid: str
+    full_chain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Remote:
     """One connection profile: a ``remote`` line, or a ``<connection>`` block."""
 
@@ -561,6 +571,7 @@ class Options:
     single_session: bool = False  # p2p server: no new session from the peer once it had one
     replay_persist: Path | None = None  # the control-channel replay state across restarts
     shaper: int = 0  # shaper N: at most N bytes a second to the peer (0: no shaping)
+    x509_track: tuple[X509Track, ...] = ()  # x509-track: only these X509_* script variables
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

@@ -756,7 +756,8 @@ class PeerLifecycle:
         assert env is not None
         scripts = self.server.scripts
         env.update(se.peer_info_env(event.peer_info.raw))
-        env.update(se.peer_env(scripts.chain(event.peer), event.peer.common_name))
+        env.update(se.peer_env(scripts.chain(event.peer), event.peer.common_name,
+                               self.server.options.x509_track))
         env.update(se.link_env(str(peer.address[0]), peer.address[1], trusted=True))
         self._pool_env(peer, ifconfig, assigned6)
         created = self.server.unix_offset + peer.created
