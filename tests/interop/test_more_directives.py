@@ -450,3 +450,32 @@ def test_x509_track_sets_only_the_tracked_script_variables_like_openvpn(
     assert bad in _openvpn_refusal(s, "bad-track", [*client_lines(), "x509-track bogusAttr"])
     with pytest.raises(ConfigError, match=bad):
         parse_config(CLIENT_LINES + "remote 198.18.0.1\nx509-track bogusAttr\n", "c.conf")
+
+
+@pytest.mark.directive("client-nat")
+@pytest.mark.parametrize("pushed", [False, True])
+def test_client_nat_dnat_reaches_the_server_under_an_alias_like_openvpn(
+        side_by_side: SideBySide, pushed: bool):
+    s = side_by_side
+    # 198.18.30.0/24 is the server's VPN subnet seen under another name: packets to
+    # 198.18.30.1 go to 198.18.8.1, and its answers come back from 198.18.30.1
+    lines = ("route 198.18.30.0 255.255.255.0",
+             "client-nat dnat 198.18.30.0 255.255.255.0 198.18.8.0")
+    s.start_server("udp", extra=tuple(f'push "{line}"' for line in lines) if pushed else ())
+    trivpn, ovpn = _own_remotes(s, () if pushed else lines, own=False)
+    assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
+    assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    for ns in (s.trivpn_ns, s.openvpn_ns):
+        done = ns.run(["ping", "-n", "-c", "2", "-i", "0.2", "-W", "2", "198.18.30.1"],
+                      check=False)
+        assert received(done.stdout) == 2, done.stdout
+        assert "from 198.18.30.1" in done.stdout, done.stdout
+    # TCP too (its checksum covers the addresses): the server namespace listens on 5000
+    s.lab.processes.append(s.server_ns.spawn(
+        [sys.executable, "-c", "import socket\nl = socket.create_server(('0.0.0.0', 5000))\n"
+         "while True:\n    c, _ = l.accept()\n    c.sendall(c.recv(100))\n    c.close()"]))
+    time.sleep(0.5)
+    echo = ("import socket\nc = socket.create_connection(('198.18.30.1', 5000), timeout=5)\n"
+            "c.sendall(b'through the alias')\nprint(c.recv(100).decode())")
+    for ns in (s.trivpn_ns, s.openvpn_ns):
+        assert ns.run([sys.executable, "-c", echo]).stdout.strip() == "through the alias"

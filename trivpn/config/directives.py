@@ -54,6 +54,7 @@ from trivpn.config.options import (
     X509Track,
 )
 from trivpn.config.reader import Directive, resolve
+from trivpn.protocol.clientnat import MAX_CLIENT_NAT, NatRule
 from trivpn.protocol.push import PullFilter, PullFilterAction
 from trivpn.protocol.shaper import SHAPER_MAX, SHAPER_MIN
 from trivpn.protocol.tls import KU_REQUIRED, attribute_oid, username_field_extension
@@ -1291,6 +1292,25 @@ def _x509_track(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, x509_track=(*st.opts.x509_track, track))
 
 
+def _client_nat(st: ParseState, d: Directive) -> Options:
+    """OpenVPN clinat.c, add_client_nat_to_option_list(): the type, then three numeric
+    addresses; at most 32 rules (more: a warning, the rule is dropped)."""
+    kind = d.args[0]
+    if kind not in ("snat", "dnat"):
+        raise v.fail(d, "client-nat: type must be 'snat' or 'dnat'")
+    values = []
+    for text, what in zip(d.args[1:], ("network", "netmask", "foreign network"), strict=True):
+        try:
+            values.append(int(ipaddress.IPv4Address(text)))
+        except ValueError:
+            raise v.fail(d, f"client-nat: bad {what}: {text}") from None
+    if len(st.opts.client_nat) >= MAX_CLIENT_NAT:
+        st.warn(d, f"WARNING: client-nat table overflow (max {MAX_CLIENT_NAT} entries)")
+        return st.opts
+    rule = NatRule(cast("Literal['snat', 'dnat']", kind), values[0], values[1], values[2])
+    return replace(st.opts, client_nat=(*st.opts.client_nat, rule))
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1607,6 +1627,7 @@ DIRECTIVES: Mapping[str, Spec] = {
         st.opts, replay_persist=st.path(d.args[0]))),
     "shaper": Spec(1, 1, _shaper),
     "x509-track": Spec(1, 1, _x509_track),
+    "client-nat": Spec(4, 4, _client_nat),
 }
 
 
@@ -1615,7 +1636,6 @@ DIRECTIVES: Mapping[str, Spec] = {
 UNSUPPORTED: frozenset[str] = frozenset({
     "auth-token-gen",
     "bcast-buffers",
-    "client-nat",
     "compat-mode",
     "engine",
     "explicit-exit-notify-push",

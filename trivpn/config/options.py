@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from trivpn.config.errors import ConfigError, location_text
+from trivpn.protocol.clientnat import NatRule
 from trivpn.protocol.dns import DnsOptions
 from trivpn.protocol.push import PullFilter
 
@@ -572,6 +573,7 @@ class Options:
     replay_persist: Path | None = None  # the control-channel replay state across restarts
     shaper: int = 0  # shaper N: at most N bytes a second to the peer (0: no shaping)
     x509_track: tuple[X509Track, ...] = ()  # x509-track: only these X509_* script variables
+    client_nat: tuple[NatRule, ...] = ()  # client-nat snat|dnat NETWORK NETMASK ALIAS
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv6Address, IPv6Network
 from typing import Literal, cast
 
+from trivpn.protocol.clientnat import MAX_CLIENT_NAT, NatRule
 from trivpn.protocol.controlmsg import PushReply, parse_control_message
 from trivpn.protocol.dns import DnsOptionError, DnsOptions, dhcp_dns_address
 from trivpn.protocol.errors import ProtocolError
@@ -281,6 +282,7 @@ class PushedOptions:
     unknown: tuple[str, ...] = ()
     filtered: tuple[FilteredOption, ...] = ()
     unresolved: tuple[str, ...] = ()  # allow-pull-fqdn: lines naming hosts (see the module)
+    client_nat: tuple[NatRule, ...] = ()  # appended to the client's own client-nat rules
 
     @property
     def has_timer_options(self) -> bool:
@@ -308,6 +310,7 @@ class _Builder:
         self.filtered: list[FilteredOption] = []
         self.allow_fqdn = False
         self.unresolved: list[str] = []
+        self.client_nat: list[NatRule] = []
 
     def freeze(self) -> PushedOptions:
         s = self.scalars
@@ -344,6 +347,7 @@ class _Builder:
             unknown=tuple(self.unknown),
             filtered=tuple(self.filtered),
             unresolved=tuple(self.unresolved),
+            client_nat=tuple(self.client_nat),
         )
 
 
@@ -541,6 +545,14 @@ def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:  # noqa:
     elif name == "setenv-safe":
         _nargs(name, args, 1, 2)
         b.setenv.append((args[0], args[1] if len(args) > 1 else ""))
+    elif name == "client-nat":
+        _nargs(name, args, 4, 4)
+        if args[0] not in ("snat", "dnat"):
+            raise _bad(name, "type must be 'snat' or 'dnat'")
+        nat = [int(_ipv4(name, a)) for a in args[1:]]
+        if len(b.client_nat) < MAX_CLIENT_NAT:
+            b.client_nat.append(NatRule(cast("Literal['snat', 'dnat']", args[0]), nat[0],
+                                        nat[1], nat[2]))
     elif name == "tun-ipv6":
         pass  # pushed by 2.6 servers with server-ipv6; ignored by 2.6 clients too
     elif name in NOT_PUSHABLE:

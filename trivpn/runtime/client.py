@@ -50,6 +50,7 @@ from trivpn.protocol.challenge import (
     parse_dynamic_challenge,
     pushed_auth_token,
 )
+from trivpn.protocol.clientnat import ClientNat
 from trivpn.protocol.errors import DecodeError, ProtocolError
 from trivpn.protocol.icmp6 import FALLBACK_SOURCE, block_ipv6
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_ipv6_batch, clamp_mss
@@ -747,6 +748,7 @@ class Connection:
         self.recursive_drops = 0
         self._single_session_logged = False
         self.shaper: Shaper | None = None
+        self.client_nat: ClientNat | None = None  # client-nat: set by _start_tun()
         self.tun_mtu = 1500
         self._passtos: PassTos | None = None  # passtos: built once the link is open
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
@@ -1312,6 +1314,8 @@ class Connection:
             else:
                 if self.mss6 is not None:
                     to_tun = clamp_ipv6_batch(to_tun, self.mss6)
+                if self.client_nat is not None:  # client-nat: off the default path
+                    to_tun = self.client_nat.incoming(to_tun)
                 traffic.tun_write_bytes += sum(map(len, to_tun))
                 tunnel.device.write_many(to_tun)
         return control
@@ -1360,7 +1364,10 @@ class Connection:
                           if self.remote_ip and not self.options.allow_recursive_routing
                           else None)
         device = tunnel.device
-        if self.options.shaper:  # --- more --- shaper N: off the fast path
+        pushed = self.session.pushed  # --- more --- client-nat: the config's, then pushed
+        nat = self.options.client_nat + (pushed.client_nat if pushed is not None else ())
+        self.client_nat = ClientNat(nat) if nat else None
+        if self.options.shaper:  # shaper N: off the fast path
             ipv6 = ":" in self.remote_ip
             self.shaper = Shaper(self.options.shaper, datagram_overhead(ipv6, self.tcp is not None))
         if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice) and not self.shaper:
@@ -1403,6 +1410,8 @@ class Connection:
         if self.recursive is not None:
             packets, dropped = self.recursive.split(packets)
             self.recursive_drops += dropped
+        if self.client_nat is not None:
+            packets = self.client_nat.outgoing(packets)
         if self.block6 is not None:
             packets = self._answer_ipv6(packets, self.block6)
         if self.mss6 is not None:
