@@ -365,10 +365,12 @@ def _tx_bytes(ns: Netns, side_ip: str) -> int:
 
 
 @pytest.mark.directive("shaper")
-def test_shaper_holds_the_link_to_n_bytes_a_second_like_openvpn(side_by_side: SideBySide):
+@pytest.mark.parametrize("pushed", [False, True])
+def test_shaper_holds_the_link_to_n_bytes_a_second_like_openvpn(side_by_side: SideBySide,
+                                                               pushed: bool):
     s = side_by_side
-    s.start_server("udp")
-    trivpn, ovpn = _own_remotes(s, (f"shaper {SHAPER}",), own=False)
+    s.start_server("udp", extra=(f'push "shaper {SHAPER}"',) if pushed else ())
+    trivpn, ovpn = _own_remotes(s, () if pushed else (f"shaper {SHAPER}",), own=False)
     assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
     assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
     sides = ((s.trivpn_ns, TRIVPN_SIDE[1]), (s.openvpn_ns, OPENVPN_SIDE[1]))

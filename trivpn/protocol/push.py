@@ -48,6 +48,7 @@ from trivpn.protocol.dns import DnsOptionError, DnsOptions, dhcp_dns_address
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.ncp import pushed_cipher_allowed
 from trivpn.protocol.optionline import OptionLineError, split_option_line
+from trivpn.protocol.shaper import SHAPER_MAX, SHAPER_MIN
 
 __all__ = [
     "NOT_PUSHABLE", "PUSH_BUNDLE_SIZE", "ROUTE_NOPULL_OPTIONS", "DhcpOption", "FilteredOption",
@@ -283,6 +284,7 @@ class PushedOptions:
     filtered: tuple[FilteredOption, ...] = ()
     unresolved: tuple[str, ...] = ()  # allow-pull-fqdn: lines naming hosts (see the module)
     client_nat: tuple[NatRule, ...] = ()  # appended to the client's own client-nat rules
+    shaper: int | None = None  # replaces the client's own shaper N
 
     @property
     def has_timer_options(self) -> bool:
@@ -348,6 +350,7 @@ class _Builder:
             filtered=tuple(self.filtered),
             unresolved=tuple(self.unresolved),
             client_nat=tuple(self.client_nat),
+            shaper=cast("int | None", s.get("shaper")),
         )
 
 
@@ -545,6 +548,13 @@ def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:  # noqa:
     elif name == "setenv-safe":
         _nargs(name, args, 1, 2)
         b.setenv.append((args[0], args[1] if len(args) > 1 else ""))
+    elif name == "shaper":  # OpenVPN options.c: atoi(), 100..100000000
+        _nargs(name, args, 1, 1)
+        found = re.match(r"[+-]?[0-9]+", args[0])
+        rate = int(found.group()) if found else 0
+        if not SHAPER_MIN <= rate <= SHAPER_MAX:
+            raise _bad(name, f"Bad shaper value, must be between {SHAPER_MIN} and {SHAPER_MAX}")
+        s["shaper"] = rate
     elif name == "client-nat":
         _nargs(name, args, 4, 4)
         if args[0] not in ("snat", "dnat"):

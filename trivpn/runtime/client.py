@@ -1367,9 +1367,10 @@ class Connection:
         pushed = self.session.pushed  # --- more --- client-nat: the config's, then pushed
         nat = self.options.client_nat + (pushed.client_nat if pushed is not None else ())
         self.client_nat = ClientNat(nat) if nat else None
-        if self.options.shaper:  # shaper N: off the fast path
+        rate = pushed.shaper if pushed is not None and pushed.shaper else self.options.shaper
+        if rate:  # shaper N (configured or pushed): off the fast path
             ipv6 = ":" in self.remote_ip
-            self.shaper = Shaper(self.options.shaper, datagram_overhead(ipv6, self.tcp is not None))
+            self.shaper = Shaper(rate, datagram_overhead(ipv6, self.tcp is not None))
         if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice) and not self.shaper:
             if self._ready is not None:  # the fast path: the link reader serves both fds
                 self._tun_device = device
