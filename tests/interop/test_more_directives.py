@@ -373,6 +373,8 @@ def test_shaper_holds_the_link_to_n_bytes_a_second_like_openvpn(side_by_side: Si
     trivpn, ovpn = _own_remotes(s, () if pushed else (f"shaper {SHAPER}",), own=False)
     assert trivpn.wait_event("tun_configured", 20) is not None, trivpn.text()[-4000:]
     assert ovpn.wait_for("Initialization Sequence Completed", 20), ovpn.text()[-4000:]
+    if pushed:
+        assert "OPTIONS IMPORT: traffic shaper enabled" in ovpn.text()
     sides = ((s.trivpn_ns, TRIVPN_SIDE[1]), (s.openvpn_ns, OPENVPN_SIDE[1]))
     for ns, _ in sides:  # four times what the shaper lets through, for 5 s
         s.lab.processes.append(ns.spawn([sys.executable, "-c", BLASTER, VPN_SERVER,
