@@ -352,7 +352,7 @@ def session_config(o: Options, *, unix_time_offset: float,
         lzo_decompress=_lzo_decompressor(o),
         fragment=o.fragment,
         fragment_encap=28 if o.fragment_mtu else 0,  # IPv4 + UDP (mss.c get_ip_encap_overhead)
-        pull_policy=PullPolicy(o.pull_filters, o.route_nopull),
+        pull_policy=PullPolicy(o.pull_filters, o.route_nopull, o.allow_pull_fqdn),
         unix_time_offset=unix_time_offset,
         defer_peer_verdict=o.tls_verify is not None,
         tls_crypt_v2_max_age=o.tls_crypt_v2_max_age,

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, cast
 
+from cryptography.x509 import ObjectIdentifier
+from cryptography.x509.oid import ExtensionOID
+
 from trivpn.config import connection as conn
 from trivpn.config import serversockets
 from trivpn.config import values as v
@@ -29,6 +32,7 @@ from trivpn.config.options import (
     DevType,
     Family,
     FileSource,
+    HttpProxy,
     Ifconfig,
     Ifconfig6,
     IfconfigPool,
@@ -47,9 +51,12 @@ from trivpn.config.options import (
     Topology,
     VerifyX509Name,
     X509NameType,
+    X509Track,
 )
 from trivpn.config.reader import Directive, resolve
+from trivpn.protocol.clientnat import MAX_CLIENT_NAT, NatRule
 from trivpn.protocol.push import PullFilter, PullFilterAction
+from trivpn.protocol.shaper import SHAPER_MAX, SHAPER_MIN
 from trivpn.protocol.tls import KU_REQUIRED, attribute_oid, username_field_extension
 
 RawProto = Literal["udp", "tcp", "tcp-server", "tcp-client"]
@@ -1230,6 +1237,80 @@ def _server_auth_flag(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, auth_user_pass_optional=True)
 
 
+# --- more: handlers ---------------------------------------------------------------------------
+
+# proto-force's word → the protocol it keeps (OpenVPN socket.c, ascii2proto(): the family
+# suffix is dropped, plain 'tcp' stays 'tcp')
+PROTO_FORCE: Mapping[str, str] = {
+    "udp": "udp", "udp4": "udp", "udp6": "udp", "tcp": "tcp", "tcp4": "tcp", "tcp6": "tcp",
+    "tcp-client": "tcp-client", "tcp4-client": "tcp-client", "tcp6-client": "tcp-client",
+    "tcp-server": "tcp-server", "tcp4-server": "tcp-server", "tcp6-server": "tcp-server"}
+
+
+def _proto_force(st: ParseState, d: Directive) -> Options:
+    forced = PROTO_FORCE.get(d.args[0])
+    if forced is None:  # OpenVPN options.c, add_option(): "Bad --proto-force protocol"
+        raise v.fail(d, f"Bad --proto-force protocol: '{d.args[0]}'")
+    return replace(st.opts, proto_force=forced)
+
+
+def _http_proxy_override(st: ParseState, d: Directive) -> Options:
+    """OpenVPN options.c, parse_http_proxy_override(): like 'http-proxy HOST PORT auto'
+    ('auto-nct' with the flag 'nct'), HTTP/1.0, agent 'OpenVPN-Autoproxy/1.0'."""
+    auth: Literal["auto", "auto-nct"] = "auto-nct" if d.args[2:] == ("nct",) else "auto"
+    return replace(st.opts, http_proxy_override=HttpProxy(
+        host=d.args[0], port=v.port(d, 1), auth=auth, agent="OpenVPN-Autoproxy/1.0",
+        line=d.line))
+
+
+def _shaper(st: ParseState, d: Directive) -> Options:
+    """OpenVPN options.c, add_option(): atoi(), then the range check."""
+    found = re.match(r"[+-]?\d+", d.args[0])
+    value = int(found.group()) if found else 0
+    if not SHAPER_MIN <= value <= SHAPER_MAX:
+        raise v.fail(d, f"Bad shaper value, must be between {SHAPER_MIN} and {SHAPER_MAX}")
+    return replace(st.opts, shaper=value)
+
+
+_EXTENSION_OIDS = frozenset(oid.dotted_string for oid in vars(ExtensionOID).values()
+                            if isinstance(oid, ObjectIdentifier))
+
+
+def _x509_track(st: ParseState, d: Directive) -> Options:
+    """OpenVPN ssl_verify_openssl.c, x509_track_add(): '+' for every depth, then a name
+    OpenSSL knows (OBJ_txt2nid), else "x509_track: no such attribute"."""
+    text = d.args[0]
+    full = text.startswith("+")
+    name = text[1:] if full else text
+    oid = attribute_oid(name) if name else None
+    if oid is None:
+        raise v.fail(d, f"x509_track: no such attribute '{name}'")
+    if oid.dotted_string in _EXTENSION_OIDS:
+        raise v.fail(d, f"x509-track of the certificate extension '{name}' is not supported "
+                        "by trivpn (subject fields, SHA1 and SHA256 are)")
+    track = X509Track(name, oid.dotted_string, full)
+    return replace(st.opts, x509_track=(*st.opts.x509_track, track))
+
+
+def _client_nat(st: ParseState, d: Directive) -> Options:
+    """OpenVPN clinat.c, add_client_nat_to_option_list(): the type, then three numeric
+    addresses; at most 32 rules (more: a warning, the rule is dropped)."""
+    kind = d.args[0]
+    if kind not in ("snat", "dnat"):
+        raise v.fail(d, "client-nat: type must be 'snat' or 'dnat'")
+    values = []
+    for text, what in zip(d.args[1:], ("network", "netmask", "foreign network"), strict=True):
+        try:
+            values.append(int(ipaddress.IPv4Address(text)))
+        except ValueError:
+            raise v.fail(d, f"client-nat: bad {what}: {text}") from None
+    if len(st.opts.client_nat) >= MAX_CLIENT_NAT:
+        st.warn(d, f"WARNING: client-nat table overflow (max {MAX_CLIENT_NAT} entries)")
+        return st.opts
+    rule = NatRule(cast("Literal['snat', 'dnat']", kind), values[0], values[1], values[2])
+    return replace(st.opts, client_nat=(*st.opts.client_nat, rule))
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1533,22 +1614,32 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
     "machine-readable-output": Spec(0, 0, _logging_flag),
+
+    # --- more ---
+    "allow-pull-fqdn": Spec(0, 0, lambda st, d: replace(st.opts, allow_pull_fqdn=True)),
+    "proto-force": Spec(1, 1, _proto_force),
+    "persist-local-ip": Spec(0, 0, lambda st, d: replace(st.opts, persist_local_ip=True)),
+    "http-proxy-override": Spec(2, 3, _http_proxy_override),
+    "allow-recursive-routing": Spec(0, 0, lambda st, d: replace(
+        st.opts, allow_recursive_routing=True)),
+    "single-session": Spec(0, 0, lambda st, d: replace(st.opts, single_session=True)),
+    "replay-persist": Spec(1, 1, lambda st, d: replace(
+        st.opts, replay_persist=st.path(d.args[0]))),
+    "shaper": Spec(1, 1, _shaper),
+    "x509-track": Spec(1, 1, _x509_track),
+    "client-nat": Spec(4, 4, _client_nat),
 }
 
 
 # OpenVPN 2.6 directives trivpn recognizes but does not implement: always an error, never
 # silently accepted (a config that relies on them would not behave as the user expects).
 UNSUPPORTED: frozenset[str] = frozenset({
-    "allow-pull-fqdn",
-    "allow-recursive-routing",
     "auth-token-gen",
     "bcast-buffers",
-    "client-nat",
     "compat-mode",
     "engine",
     "explicit-exit-notify-push",
     "gremlin",
-    "http-proxy-override",
     "link-mtu",
     "management-client",
     "management-external-cert",
@@ -1561,7 +1652,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "memstats",
     "mtu-test",
     "opt-verify",
-    "persist-local-ip",
     "pkcs11-cert-private",
     "pkcs11-id",
     "pkcs11-id-management",
@@ -1569,20 +1659,15 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-private-mode",
     "pkcs11-protected-authentication",
     "pkcs11-providers",
-    "proto-force",
     "providers",
-    "replay-persist",
     "route-ipv6-gateway",
     "secret",
     "session-timeout-push",
-    "shaper",
-    "single-session",
     "tcp-queue-limit",
     "udp-mtu",
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",
-    "x509-track",
 })
 
 

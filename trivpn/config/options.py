@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Literal
 
 from trivpn.config.errors import ConfigError, location_text
+from trivpn.protocol.clientnat import NatRule
 from trivpn.protocol.dns import DnsOptions
 from trivpn.protocol.push import PullFilter
 
@@ -144,6 +145,16 @@ class SocksProxy:
     port: int = 1080
     credentials: FileSource | None = None
     line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class X509Track:
+    """``x509-track [+]NAME``: ``name`` as written (without '+'), ``oid`` its dotted OID,
+    ``full_chain`` with '+' (every depth, not only the peer's certificate)."""
+
+    name: str
+    oid: str
+    full_chain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,6 +565,21 @@ class Options:
     # --- command line and check ---
     suppress_timestamps: bool = False  # console log lines without their time prefix
     machine_readable_output: bool = False  # JSON log lines, always with their timestamp
+
+    # --- more ---
+    allow_pull_fqdn: bool = False  # pushed ifconfig/route/route-gateway may name hosts
+    # proto-force P: only profiles of protocol P (udp, tcp-client, tcp-server, or tcp, which
+    # in OpenVPN 2.6 matches none) are used
+    proto_force: str | None = None
+    persist_local_ip: bool = False  # the address 'local' resolved to is kept across restarts
+    # http-proxy-override HOST PORT [nct]: every TCP profile through this proxy, UDP ones unused
+    http_proxy_override: HttpProxy | None = None
+    allow_recursive_routing: bool = False  # send device packets addressed to the server too
+    single_session: bool = False  # p2p server: no new session from the peer once it had one
+    replay_persist: Path | None = None  # the control-channel replay state across restarts
+    shaper: int = 0  # shaper N: at most N bytes a second to the peer (0: no shaping)
+    x509_track: tuple[X509Track, ...] = ()  # x509-track: only these X509_* script variables
+    client_nat: tuple[NatRule, ...] = ()  # client-nat snat|dnat NETWORK NETMASK ALIAS
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

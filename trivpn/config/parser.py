@@ -24,6 +24,7 @@ from trivpn.config.errors import ConfigError
 from trivpn.config.options import (
     ConfigWarning,
     DevType,
+    HttpProxy,
     Options,
     Proto,
     Remote,
@@ -269,6 +270,17 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                    http_proxy=o.http_proxy, socks_proxy=o.socks_proxy)
             for r in st.remotes)
     remotes = tuple(_socks_udp_ipv4(st, r) for r in remotes)
+    if o.shaper and o.mode == "server":  # --- more --- (OpenVPN options.c, the same words)
+        raise _error(st, "--shaper cannot be used with --mode server", "shaper")
+    for name in ("single-session", "replay-persist"):
+        if name in seen and o.mode == "server":
+            raise _error(st, f"'{name}' in a 'mode server' config is not supported by "
+                             "trivpn (it is for one-peer configs: clients and TLS "
+                             "peer-to-peer servers)", name)
+    if o.http_proxy_override is not None:
+        remotes = _http_proxy_override(st, o.http_proxy_override, remotes)
+    if o.proto_force is not None:
+        remotes = _proto_forced(st, o.proto_force, proto, remotes)
     o = replace(o, proto=proto, remotes=remotes, connection_blocks=bool(st.connections))
     _check_connection_profiles(st, o)
     if tls_role == "client" and not remotes and o.pull:
@@ -506,6 +518,35 @@ def _socks_udp_ipv4(st: ParseState, r: Remote) -> Remote:
                                          "'udp6' with 'socks-proxy': SOCKS UDP relaying is "
                                          "IPv4 only here, IPv4 is used"))
     return replace(r, family=4)
+
+
+def _http_proxy_override(st: ParseState, proxy: HttpProxy,
+                         remotes: tuple[Remote, ...]) -> tuple[Remote, ...]:
+    """``http-proxy-override``: every TCP profile goes through ``proxy`` and the UDP ones are
+    not used; without a TCP profile it is ignored with OpenVPN's note (options.c,
+    options_postprocess_http_proxy_override())."""
+    if not any(r.proto == "tcp-client" for r in remotes):
+        st.warn(st.last_seen["http-proxy-override"], "Note: option http-proxy-override "
+                "ignored because no TCP-based connection profiles are defined")
+        return remotes
+    return tuple(replace(r, http_proxy=proxy, socks_proxy=None) for r in remotes
+                 if r.proto == "tcp-client")
+
+
+def _proto_forced(st: ParseState, forced: str, proto: Proto,
+                  remotes: tuple[Remote, ...]) -> tuple[Remote, ...]:
+    """``proto-force P``: only the profiles (remotes, <connection> blocks; a server's own
+    socket) whose protocol is P stay. OpenVPN compares P with each profile's protocol once
+    'tcp' became 'tcp-client' or 'tcp-server' (options.c, options_postprocess_mutate_ce():
+    CE_DISABLED), so 'proto-force tcp' matches none; with none left it stops with "No usable
+    connection profiles are present" (init.c, next_connection_entry())."""
+    kept = tuple(r for r in remotes if r.proto == forced)
+    if (remotes and kept) or (not remotes and proto == forced):
+        return kept
+    hint = (" (OpenVPN 2.6 compares 'tcp' with the profiles' 'tcp-client'/'tcp-server': "
+            "write 'proto-force tcp-client')" if forced == "tcp" else "")
+    raise _error(st, f"No usable connection profiles are present: 'proto-force {forced}' "
+                     f"leaves none{hint}", "proto-force")
 
 
 def _check_connection_profiles(st: ParseState, o: Options) -> None:

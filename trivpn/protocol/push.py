@@ -27,26 +27,34 @@ Policy for pushed options (decided here, stricter than 2.6 in one respect):
 5. Everything else — pushable options trivpn does not act on (``route-delay``, ``sndbuf``,
    ``block-outside-dns``, ``persist-tun``, ``verb``...) and names unknown to 2.6 — is kept
    verbatim in :attr:`PushedOptions.unknown`. ``tun-ipv6`` is dropped silently, as 2.6 does.
+6. Host names: like OpenVPN, the addresses of a pushed ``ifconfig``, ``route`` (network and
+   gateway) and ``route-gateway`` must be dotted quads; with ``allow-pull-fqdn``
+   (:attr:`PullPolicy.allow_fqdn`) a DNS name is accepted too (OpenVPN socket.c,
+   ip_or_dns_addr_safe()). Such lines are kept aside in :attr:`PushedOptions.unresolved` for
+   the runtime to resolve and to apply with :func:`with_resolved_names`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv6Address, IPv6Network
 from typing import Literal, cast
 
+from trivpn.protocol.clientnat import MAX_CLIENT_NAT, NatRule
 from trivpn.protocol.controlmsg import PushReply, parse_control_message
 from trivpn.protocol.dns import DnsOptionError, DnsOptions, dhcp_dns_address
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.ncp import pushed_cipher_allowed
 from trivpn.protocol.optionline import OptionLineError, split_option_line
+from trivpn.protocol.shaper import SHAPER_MAX, SHAPER_MIN
 
 __all__ = [
     "NOT_PUSHABLE", "PUSH_BUNDLE_SIZE", "ROUTE_NOPULL_OPTIONS", "DhcpOption", "FilteredOption",
     "Ifconfig", "Ifconfig6", "PullPolicy", "PushAccumulator", "PushedOptions", "Route",
     "RouteIPv6", "build_push_replies", "parse_pushed_options", "pushed_cipher_allowed",
+    "unresolved_names", "with_resolved_names",
 ]
 
 PUSH_BUNDLE_SIZE = 1024
@@ -131,6 +139,7 @@ class PullPolicy:
 
     filters: tuple[PullFilter, ...] = ()
     route_nopull: bool = False
+    allow_fqdn: bool = False  # allow-pull-fqdn: DNS names in ifconfig/route/route-gateway
 
     def filter_action(self, line: str) -> PullFilterAction | None:
         """The action of the first ``pull-filter`` whose text starts ``line`` (leading blanks
@@ -273,6 +282,9 @@ class PushedOptions:
     setenv_safe: tuple[tuple[str, str], ...] = ()
     unknown: tuple[str, ...] = ()
     filtered: tuple[FilteredOption, ...] = ()
+    unresolved: tuple[str, ...] = ()  # allow-pull-fqdn: lines naming hosts (see the module)
+    client_nat: tuple[NatRule, ...] = ()  # appended to the client's own client-nat rules
+    shaper: int | None = None  # replaces the client's own shaper N
 
     @property
     def has_timer_options(self) -> bool:
@@ -298,6 +310,9 @@ class _Builder:
         self.setenv: list[tuple[str, str]] = []
         self.unknown: list[str] = []
         self.filtered: list[FilteredOption] = []
+        self.allow_fqdn = False
+        self.unresolved: list[str] = []
+        self.client_nat: list[NatRule] = []
 
     def freeze(self) -> PushedOptions:
         s = self.scalars
@@ -333,6 +348,9 @@ class _Builder:
             setenv_safe=tuple(self.setenv),
             unknown=tuple(self.unknown),
             filtered=tuple(self.filtered),
+            unresolved=tuple(self.unresolved),
+            client_nat=tuple(self.client_nat),
+            shaper=cast("int | None", s.get("shaper")),
         )
 
 
@@ -375,8 +393,38 @@ def _route_target(name: str, text: str) -> IPv4Address | RouteKeyword:
     return _ipv4(name, text)
 
 
+_DNS_NAME_RE = re.compile(r"[A-Za-z0-9.-]{1,255}\Z")
+#: The arguments that may name a host with allow-pull-fqdn (OpenVPN options.c, add_option():
+#: ip_or_dns_addr_safe(p[N], options->allow_pull_fqdn)), by option.
+_FQDN_ARGS = {"ifconfig": (0, 1), "route": (0, 2), "route-gateway": (0,)}
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        IPv4Address(text)
+    except AddressValueError:
+        return False
+    return True
+
+
+def _names_in(name: str, args: list[str]) -> list[str]:
+    """The host names among ``args`` of a pushed ``name`` (allow-pull-fqdn): every argument
+    OpenVPN resolves that is neither a dotted quad nor a keyword but a safe DNS name
+    (letters, digits, '-' and '.', at most 255: OpenVPN socket.c, dns_addr_safe())."""
+    return [args[i] for i in _FQDN_ARGS.get(name, ()) if i < len(args)
+            and args[i] not in _ROUTE_KEYWORDS and args[i] not in ("default", "dhcp")
+            and not _is_ipv4(args[i]) and _DNS_NAME_RE.match(args[i])]
+
+
 def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:  # noqa: PLR0912, PLR0915 - a flat dispatch over pushable options (to become a table)
     s = b.scalars
+    names = _names_in(name, args) if name in _FQDN_ARGS else ()
+    if names and b.allow_fqdn:
+        b.unresolved.append(line)
+        return
+    if names:  # OpenVPN: "route parameter network/IP '...' must be a valid address"
+        raise _bad(name, f"{names[0]!r} is not an IPv4 address (a host name needs "
+                         "allow-pull-fqdn)")
     if name == "ifconfig":
         _nargs(name, args, 2, 2)
         s["ifconfig"] = Ifconfig(_ipv4(name, args[0]), _ipv4(name, args[1]))
@@ -500,6 +548,21 @@ def _apply(b: _Builder, name: str, args: list[str], line: str) -> None:  # noqa:
     elif name == "setenv-safe":
         _nargs(name, args, 1, 2)
         b.setenv.append((args[0], args[1] if len(args) > 1 else ""))
+    elif name == "shaper":  # OpenVPN options.c: atoi(), 100..100000000
+        _nargs(name, args, 1, 1)
+        found = re.match(r"[+-]?[0-9]+", args[0])
+        rate = int(found.group()) if found else 0
+        if not SHAPER_MIN <= rate <= SHAPER_MAX:
+            raise _bad(name, f"Bad shaper value, must be between {SHAPER_MIN} and {SHAPER_MAX}")
+        s["shaper"] = rate
+    elif name == "client-nat":
+        _nargs(name, args, 4, 4)
+        if args[0] not in ("snat", "dnat"):
+            raise _bad(name, "type must be 'snat' or 'dnat'")
+        nat = [int(_ipv4(name, a)) for a in args[1:]]
+        if len(b.client_nat) < MAX_CLIENT_NAT:
+            b.client_nat.append(NatRule(cast("Literal['snat', 'dnat']", args[0]), nat[0],
+                                        nat[1], nat[2]))
     elif name == "tun-ipv6":
         pass  # pushed by 2.6 servers with server-ipv6; ignored by 2.6 clients too
     elif name in NOT_PUSHABLE:
@@ -537,12 +600,54 @@ def parse_pushed_options(options: Iterable[str],
     """Interpret option strings (without ``push-continuation``) under the module's policy
     and the client's ``policy`` (pull-filter, route-nopull)."""
     b = _Builder()
+    b.allow_fqdn = policy.allow_fqdn if policy is not None else False
     _apply_all(b, options, policy or PullPolicy())
     try:
         b.dns.check()
     except DnsOptionError as exc:
         raise _bad("dns", str(exc)) from None
     return b.freeze()
+
+
+def unresolved_names(pushed: PushedOptions) -> tuple[str, ...]:
+    """The host names in ``pushed.unresolved``, each once, in push order."""
+    names: dict[str, None] = {}
+    for line in pushed.unresolved:
+        tokens = split_option_line(line)
+        names.update(dict.fromkeys(_names_in(tokens[0], tokens[1:])))
+    return tuple(names)
+
+
+def with_resolved_names(pushed: PushedOptions, addresses: Mapping[str, IPv4Address]
+                        ) -> tuple[PushedOptions, tuple[str, ...]]:
+    """``pushed`` with its :attr:`~PushedOptions.unresolved` lines applied, each name replaced
+    by its address in ``addresses``, and the lines left out because a name did not resolve.
+
+    OpenVPN resolves these names when it applies them: a route whose name does not resolve is
+    skipped with "failed to parse/resolve route" (route.c, init_route()), while an unresolvable
+    ifconfig or route-gateway address is an error (ProtocolError here)."""
+    b = _Builder()
+    skipped: list[str] = []
+    for line in pushed.unresolved:
+        tokens = split_option_line(line)
+        name, args = tokens[0], tokens[1:]
+        missing = [n for n in _names_in(name, args) if n not in addresses]
+        if missing:
+            if name == "route":
+                skipped.append(line)
+                continue
+            raise _bad(name, f"cannot resolve {missing[0]!r}")
+        args = [str(addresses[a]) if i in _FQDN_ARGS[name] and a in addresses else a
+                for i, a in enumerate(args)]
+        _apply(b, name, args, " ".join([name, *args]))
+    got = b.freeze()
+    merged = replace(
+        pushed, unresolved=(),
+        routes=pushed.routes + got.routes,
+        ifconfig=got.ifconfig if got.ifconfig is not None else pushed.ifconfig,
+        route_gateway=(got.route_gateway if got.route_gateway is not None
+                       else pushed.route_gateway))
+    return merged, tuple(skipped)
 
 
 class PushAccumulator:

@@ -66,6 +66,19 @@ class ReplayWindow:
         """Highest packet id accepted in the current sequence (0 before the first)."""
         return self._highest
 
+    @property
+    def time(self) -> int:
+        """Timestamp of the current sequence (0 before the first packet, or short form)."""
+        return self._time
+
+    def restore(self, timestamp: int, highest: int) -> None:
+        """Start from a persisted state (replay-persist: OpenVPN packet_id.c,
+        packet_id_persist_load_obj()): sequence ``timestamp`` up to id ``highest`` counts as
+        received, so only newer sequences or higher ids are accepted."""
+        self._time = timestamp
+        self._highest = highest
+        self._seen.clear()
+
     def check(self, packet_id: int, now: float, timestamp: int | None = None) -> None:
         """Raise ReplayError unless ``packet_id`` (with ``timestamp``) is acceptable now."""
         if not 0 < packet_id <= _MAX_U32:

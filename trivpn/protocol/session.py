@@ -215,6 +215,9 @@ class SessionConfig:
     # gets no data keys until reauth_verdict() (OpenVPN: the key stays KS_AUTH_DEFERRED and its
     # data packets are dropped, ssl_verify.c / ssl.c)
     hold_reauth: bool = False
+    # --- more ---
+    # replay-persist: (time, id) the control-channel replay window starts from
+    wrap_replay_start: tuple[int, int] | None = None
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -347,6 +350,8 @@ class Session:
         self.key_derivation = "prf"  # "tls-ekm" once both ends agreed on TLS-EKM
         self._wrap_time = int(now + config.unix_time_offset)
         self._wrap_replay = ReplayWindow(config.replay_window, config.replay_time)
+        if config.wrap_replay_start is not None:  # replay-persist
+            self._wrap_replay.restore(*config.wrap_replay_start)
         wrap_overhead = config.wrap.overhead + (16 if isinstance(config.wrap, TlsCrypt) else 0)
         self._control_packet_limit = max(TLS_CHANNEL_BUF_SIZE, config.max_packet_size) \
             + wrap_overhead + (MAX_WKC_LEN if self._v2 else 0)
@@ -711,6 +716,11 @@ class Session:
     @property
     def key_ids(self) -> tuple[int, ...]:
         return tuple(self._keys)
+
+    @property
+    def wrap_replay_state(self) -> tuple[int, int]:
+        """(time, highest id) of the peer's tls-auth/tls-crypt packets (replay-persist)."""
+        return self._wrap_replay.time, self._wrap_replay.highest
 
     @property
     def data_key(self) -> DataKey | None:

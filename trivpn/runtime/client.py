@@ -50,12 +50,15 @@ from trivpn.protocol.challenge import (
     parse_dynamic_challenge,
     pushed_auth_token,
 )
-from trivpn.protocol.errors import DecodeError
+from trivpn.protocol.clientnat import ClientNat
+from trivpn.protocol.errors import DecodeError, ProtocolError
 from trivpn.protocol.icmp6 import FALLBACK_SOURCE, block_ipv6
 from trivpn.protocol.mss import IPPROTO_TCP, clamp_ipv6_batch, clamp_mss
 from trivpn.protocol.packets import DATA_BYTE0
-from trivpn.protocol.push import PushedOptions
+from trivpn.protocol.push import PushedOptions, unresolved_names, with_resolved_names
+from trivpn.protocol.recursive import RecursiveFilter
 from trivpn.protocol.session import Session, SessionConfig, is_new_peer_reset
+from trivpn.protocol.shaper import Shaper, datagram_overhead
 from trivpn.protocol.tls import PeerCertificate
 from trivpn.runtime import events as rt
 from trivpn.runtime.clientscripts import ClientScripts
@@ -94,6 +97,7 @@ from trivpn.runtime.proxy import (
 )
 from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
+from trivpn.runtime.replaypersist import SAVE_INTERVAL, ReplayPersist
 from trivpn.runtime.stats import Traffic
 from trivpn.runtime.supervisor import (
     RESOLVE_RETRY_INTERVAL,
@@ -367,6 +371,8 @@ class Client:
         # --- connection handling and proxies ---
         self.random = random.Random()  # remote-random-hostname labels
         self.persisted_addresses: dict[tuple[Remote, int], tuple[int, str]] = {}
+        self.persisted_local: str | None = None  # --- more --- persist-local-ip
+        self.replay_persist: ReplayPersist | None = None  # opened by run()
         self.scripts = ClientScripts(options, log)
         self.credentials = CredentialSource(options)
         self._creds: Credentials | None = None  # cached unless auth-nocache
@@ -393,6 +399,12 @@ class Client:
             found = getattr(self.tools, "management", None)
             if isinstance(found, ManagementServer):
                 self.management = self.credentials.queries = found
+        if self.options.replay_persist is not None:  # opened and locked once, as OpenVPN
+            try:
+                self.replay_persist = ReplayPersist(self.options.replay_persist)
+            except RuntimeSetupError as exc:
+                self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
+                return 1
         try:
             self.scripts.start_privileged()
             async with trio.open_nursery() as nursery:
@@ -703,6 +715,9 @@ class Connection:
         config = client.config
         if remote.server_poll_timeout is not None:  # connect-timeout in a <connection> block
             config = replace(config, server_poll_timeout=float(remote.server_poll_timeout))
+        persist = client.replay_persist
+        if persist is not None and persist.state is not None:  # --- more --- replay-persist
+            config = replace(config, wrap_replay_start=persist.state)
         self.session = Session(config, trio.current_time())
         self.pump = SessionPump(self.session, send=self._send_control,
                                 deliver=self._deliver, on_event=self._on_event)
@@ -729,6 +744,11 @@ class Connection:
         self.mss6: int | None = None
         # block-ipv6: the source of the ICMPv6 answers written back to the TUN (None: off)
         self.block6: bytes | None = None
+        self.recursive: RecursiveFilter | None = None  # --- more --- allow-recursive-routing
+        self.recursive_drops = 0
+        self._single_session_logged = False
+        self.shaper: Shaper | None = None
+        self.client_nat: ClientNat | None = None  # client-nat: set by _start_tun()
         self.tun_mtu = 1500
         self._passtos: PassTos | None = None  # passtos: built once the link is open
         self.peer: Address | None = None  # float: the server's address (socket unconnected)
@@ -759,8 +779,11 @@ class Connection:
                 nursery.start_soon(self.pump.run_timers)
                 nursery.start_soon(self._drop_ticker)
                 nursery.start_soon(self._stop_watcher)
+                if self.client.replay_persist is not None:
+                    nursery.start_soon(self._replay_persist_ticker)
         finally:
             with trio.CancelScope(shield=True):
+                self._save_replay_state()
                 await self._close_link()
                 self._collect_drops()
                 self._log_compression()
@@ -768,6 +791,17 @@ class Connection:
                 rt.publish_drops(self.client.events, self.client.drops,
                                  trio.current_time(), self.log)
         return self.outcome or Reconnect("connection_ended")
+
+    async def _replay_persist_ticker(self) -> None:
+        while True:
+            await trio.sleep(SAVE_INTERVAL)
+            self._save_replay_state()
+
+    def _save_replay_state(self) -> None:
+        """replay-persist: the peer's control-channel (time, id) to the file, if changed."""
+        persist = self.client.replay_persist
+        if persist is not None and persist.save(self.session.wrap_replay_state):
+            self.log.debug("replay_state_saved", file=str(persist.path))
 
     def _log_fragment(self) -> None:
         """The fragment layer's counters of this connection, if configured."""
@@ -808,7 +842,10 @@ class Connection:
             return resolved
         family, self.remote_ip = resolved
         wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
-        bind = (o.local or wildcard, o.lport if o.bind_local else 0)
+        local_host = await self._local_host(kind)
+        if isinstance(local_host, (Reconnect, Exit)):
+            return local_host
+        bind = (local_host or wildcard, o.lport if o.bind_local else 0)
         try:
             if tcp:
                 timeout = self.poll_timeout
@@ -858,7 +895,10 @@ class Connection:
             family, ip = resolved
             wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
             self._allowed = None if o.float_ and not tcp else ip
-        bind = (o.local or wildcard, o.lport)
+        local_host = await self._local_host(socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+        if isinstance(local_host, (Reconnect, Exit)):
+            return local_host
+        bind = (local_host or wildcard, o.lport)
         host = self.client.host
         try:
             if tcp:
@@ -938,12 +978,26 @@ class Connection:
                     continue
                 self._set_peer(addr)
             elif is_new_peer_reset(data, session.config.wrap, session.remote_session_id):
+                if self.options.single_session:  # --- more --- (OpenVPN ssl.c, tls_pre_decrypt)
+                    self._refuse_new_session(addr)
+                    continue
                 self.log.info("peer_new_session", peer=_endpoint(*addr[:2]))
                 self.client.handover = (data, addr)
                 self.finish(Reconnect("peer_new_session", _endpoint(*addr[:2]), keep=True))
                 break
             keep.append((data, addr))
         return keep
+
+    def _refuse_new_session(self, addr: Address) -> None:
+        """single-session: once this connection had its session, a new session request is
+        refused (OpenVPN ssl.c, tls_pre_decrypt(): "Cannot accept new session request from
+        ... due to session context expire or --single-session"); the peer gets in again once
+        this connection restarts (ping-restart)."""
+        self._listen_drops["single_session"] += 1
+        if not self._single_session_logged:
+            self._single_session_logged = True
+            self.log.warning("new_session_refused", peer=_endpoint(*addr[:2]),
+                             reason="single-session")
 
     @property
     def poll_timeout(self) -> int:
@@ -1092,6 +1146,22 @@ class Connection:
             if self.client.stop.is_set():
                 return Exit(0, "signal")
         raise AssertionError("resolve_attempts() is at least 1")
+
+    async def _local_host(self, kind: int) -> str | Outcome | None:
+        """The address to bind: ``local`` as written (the socket layer resolves a name at
+        every connection, as OpenVPN does at every restart), or with ``persist-local-ip``
+        its address from the first lookup, kept across restarts (OpenVPN init.c,
+        do_close_link_socket(): the bound address survives a SIGUSR1 restart)."""
+        o = self.options
+        if o.local is None or not o.persist_local_ip:
+            return o.local
+        if self.client.persisted_local is None:
+            target = Remote(o.local, o.lport, self.remote.proto, o.family, 0)
+            resolved = await self._resolve(kind, target)
+            if not isinstance(resolved, tuple):
+                return resolved
+            self.client.persisted_local = resolved[1]
+        return self.client.persisted_local
 
     def _lookup_name(self, remote: Remote) -> Remote:
         """``remote-random-hostname``: a random 12-hex-digit label before the name at each
@@ -1244,6 +1314,8 @@ class Connection:
             else:
                 if self.mss6 is not None:
                     to_tun = clamp_ipv6_batch(to_tun, self.mss6)
+                if self.client_nat is not None:  # client-nat: off the default path
+                    to_tun = self.client_nat.incoming(to_tun)
                 traffic.tun_write_bytes += sum(map(len, to_tun))
                 tunnel.device.write_many(to_tun)
         return control
@@ -1286,8 +1358,20 @@ class Connection:
         has_ipv6 = isinstance(addresses, list) and any(":" in str(a) for a in addresses)
         self.mss6 = self.mss - 20 if self.mss is not None and has_ipv6 else None
         self._setup_block_ipv6(tunnel)
+        # packets to the server itself are dropped unless allow-recursive-routing
+        self.recursive = (RecursiveFilter.for_server(self.remote_ip, tap=self.options.dev_type
+                                                     == "tap")
+                          if self.remote_ip and not self.options.allow_recursive_routing
+                          else None)
         device = tunnel.device
-        if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice):
+        pushed = self.session.pushed  # --- more --- client-nat: the config's, then pushed
+        nat = self.options.client_nat + (pushed.client_nat if pushed is not None else ())
+        self.client_nat = ClientNat(nat) if nat else None
+        rate = pushed.shaper if pushed is not None and pushed.shaper else self.options.shaper
+        if rate:  # shaper N (configured or pushed): off the fast path
+            ipv6 = ":" in self.remote_ip
+            self.shaper = Shaper(rate, datagram_overhead(ipv6, self.tcp is not None))
+        if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice) and not self.shaper:
             if self._ready is not None:  # the fast path: the link reader serves both fds
                 self._tun_device = device
                 self._tun_fd = device.fileno()
@@ -1324,6 +1408,11 @@ class Connection:
         traffic = self.client.traffic
         traffic.tun_read_bytes += sum(map(len, packets))
         mss = self.mss
+        if self.recursive is not None:
+            packets, dropped = self.recursive.split(packets)
+            self.recursive_drops += dropped
+        if self.client_nat is not None:
+            packets = self.client_nat.outgoing(packets)
         if self.block6 is not None:
             packets = self._answer_ipv6(packets, self.block6)
         if self.mss6 is not None:
@@ -1375,6 +1464,18 @@ class Connection:
             return []
         return self._encrypt_tun(packets)
 
+    async def _send_shaped(self, out: list[bytes], shaper: Shaper) -> None:
+        """shaper N: one datagram at a time, each after the wait the previous one set."""
+        for datagram in out:
+            delay = shaper.delay(trio.current_time())
+            if delay:
+                await trio.sleep(delay)
+            if self.tcp is not None:
+                await self.tcp.send_packets([datagram])
+            elif self.udp is not None:
+                await self.udp.send_many([datagram], self.peer)
+            shaper.wrote(len(datagram), trio.current_time())
+
     async def _send_passtos(self, out: list[bytes]) -> None:
         """passtos: each run of one TOS goes out after the socket takes that TOS."""
         assert self._passtos is not None
@@ -1401,7 +1502,9 @@ class Connection:
                 out = self._encrypt_tun(await read())
                 if not out:
                     continue
-                if self._passtos is not None:
+                if self.shaper is not None:
+                    await self._send_shaped(out, self.shaper)
+                elif self._passtos is not None:
                     await self._send_passtos(out)
                 elif tcp is not None:
                     await tcp.send_packets(out)
@@ -1468,6 +1571,9 @@ class Connection:
         if self.no_tun:
             agg.add("no_tun_device", self.no_tun)
             self.no_tun = 0
+        if self.recursive_drops:
+            agg.add("recursive_routing", self.recursive_drops)
+            self.recursive_drops = 0
         self.client.collect_tun_drops()
 
     async def _server_poll(self) -> None:
@@ -1545,7 +1651,7 @@ class Connection:
                                      key_derivation=event.key_derivation), log)
         elif isinstance(event, ev.PushReceived):
             publish(rt.PushApplied(_push_summary(event.options)), log)
-            self._on_push(event.options)
+            self._push_received(event.options)
         elif isinstance(event, ev.PeerCertificateRejected):
             publish(rt.CertificateRejected(event.check, event.serial, event.common_name,
                                            event.detail), log)
@@ -1635,6 +1741,34 @@ class Connection:
             self.finish(Reconnect("auth_failed", reason or "", advance=temporary))
         else:
             self.finish(Exit(1, "auth_failed", reason or ""))
+
+    def _push_received(self, pushed: PushedOptions) -> None:
+        if pushed.unresolved and self._nursery is not None:
+            self._nursery.start_soon(self._resolve_push, pushed)  # allow-pull-fqdn
+        else:
+            self._on_push(pushed)
+
+    async def _resolve_push(self, pushed: PushedOptions) -> None:
+        """allow-pull-fqdn: look up the host names the server pushed (IPv4, as OpenVPN's
+        getaddr() does for them), then apply the push with their addresses."""
+        addresses: dict[str, ipaddress.IPv4Address] = {}
+        for name in unresolved_names(pushed):
+            try:
+                infos = await trio.socket.getaddrinfo(name, None, socket.AF_INET)
+            except OSError as exc:
+                self.log.warning("pushed_name_unresolved", name=name, detail=str(exc))
+                continue
+            addresses[name] = ipaddress.IPv4Address(infos[0][4][0])
+            self.log.info("pushed_name_resolved", name=name, address=str(addresses[name]))
+        try:
+            merged, skipped = with_resolved_names(pushed, addresses)
+        except ProtocolError as exc:
+            self.log.error("bad_push", detail=str(exc))
+            self.finish(Reconnect("bad_push", str(exc)))
+            return
+        for line in skipped:
+            self.log.warning("tunnel_warning", detail=f"{line}: a name does not resolve, skipped")
+        self._on_push(merged)
 
     def _on_push(self, pushed: PushedOptions) -> None:
         client = self.client

@@ -85,7 +85,7 @@ class ClientScripts:
         chain: list[x509.Certificate] = []
         if peer.der:
             chain = se.chain_of(x509.load_der_x509_certificate(peer.der), self.authorities())
-        self.env.update(se.peer_env(chain, peer.common_name))
+        self.env.update(se.peer_env(chain, peer.common_name, self.options.x509_track))
         self.env.update(se.link_env(ip, port, trusted=True))
 
     def authorities(self) -> list[x509.Certificate]:
@@ -136,7 +136,7 @@ class ClientScripts:
         chain = se.chain_of(x509.load_der_x509_certificate(peer.der), self.authorities())
         for depth in range(len(chain) - 1, -1, -1):
             cert = chain[depth]
-            self.env.update(se.certificate_env(cert, depth))
+            self.env.update(se.certificate_env(cert, depth, self.options.x509_track))
             if depth == 0:
                 self.env["common_name"] = peer.common_name
             subject = self.env[f"tls_id_{depth}"]

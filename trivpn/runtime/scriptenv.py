@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from trivpn.config.options import Options
+from trivpn.config.options import Options, X509Track
 from trivpn.protocol.dns import foreign_options
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.tls import OPENSSL_SHORT_NAMES, peer_subject, remap_name
@@ -159,22 +159,52 @@ def serial_hex(serial: int) -> str:
     return _hex_colons(serial.to_bytes(length, "big"))
 
 
-def certificate_env(cert: x509.Certificate, depth: int) -> Env:
+def certificate_env(cert: x509.Certificate, depth: int,
+                    track: Sequence[X509Track] = ()) -> Env:
     """One certificate at ``depth`` (0: the peer's own): ``X509_{depth}_{FIELD}`` for each
-    subject field (OpenSSL short names), ``tls_id_{depth}`` (the subject),
-    ``tls_serial_{depth}`` (decimal), ``tls_serial_hex_{depth}``, ``tls_digest_{depth}``
-    (SHA-1) and ``tls_digest_sha256_{depth}`` (ssl_verify.c, verify_cert_set_env)."""
+    subject field (OpenSSL short names) or, with ``x509-track``, only the tracked ones
+    (:func:`tracked_env`), ``tls_id_{depth}`` (the subject), ``tls_serial_{depth}``
+    (decimal), ``tls_serial_hex_{depth}``, ``tls_digest_{depth}`` (SHA-1) and
+    ``tls_digest_sha256_{depth}`` (ssl_verify.c, verify_cert_set_env)."""
     env: Env = {}
-    for attr in cert.subject:
-        short = OPENSSL_SHORT_NAMES.get(attr.oid, attr.oid.dotted_string)
-        value = attr.value if isinstance(attr.value, str) else attr.value.hex()
-        env[f"X509_{depth}_{short}"] = remap_name(value)
+    if track:
+        env.update(tracked_env(cert, depth, track))
+    else:
+        for attr in cert.subject:
+            short = OPENSSL_SHORT_NAMES.get(attr.oid, attr.oid.dotted_string)
+            value = attr.value if isinstance(attr.value, str) else attr.value.hex()
+            env[f"X509_{depth}_{short}"] = remap_name(value)
     der = cert.public_bytes(Encoding.DER)
     env[f"tls_id_{depth}"] = peer_subject(cert.subject)
     env[f"tls_serial_{depth}"] = str(cert.serial_number)
     env[f"tls_serial_hex_{depth}"] = serial_hex(cert.serial_number)
     env[f"tls_digest_{depth}"] = _hex_colons(hashlib.sha1(der).digest())
     env[f"tls_digest_sha256_{depth}"] = _hex_colons(hashlib.sha256(der).digest())
+    return env
+
+
+_FINGERPRINTS = {"1.3.14.3.2.26": hashlib.sha1, "2.16.840.1.101.3.4.2.1": hashlib.sha256}
+
+
+def tracked_env(cert: x509.Certificate, depth: int, track: Sequence[X509Track]) -> Env:
+    """``x509-track``: ``X509_{depth}_{NAME}`` for each tracked NAME as written, at depth 0,
+    or at every depth when written ``+NAME`` (OpenVPN ssl_verify_openssl.c,
+    x509_setenv_track()): SHA1/SHA256 are the certificate's fingerprint in upper-case hex
+    with colons, any other name the first subject field of that type (CR/LF as '?')."""
+    env: Env = {}
+    for xt in track:
+        if depth and not xt.full_chain:
+            continue
+        digest = _FINGERPRINTS.get(xt.oid)
+        if digest is not None:
+            value = ":".join(f"{b:02X}" for b in digest(cert.public_bytes(Encoding.DER)).digest())
+        else:
+            found = cert.subject.get_attributes_for_oid(x509.ObjectIdentifier(xt.oid))
+            if not found:
+                continue
+            raw = found[0].value
+            value = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        env[f"X509_{depth}_{xt.name}"] = value.replace("\r", "?").replace("\n", "?")
     return env
 
 
@@ -204,12 +234,13 @@ def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def peer_env(chain: Sequence[x509.Certificate], common_name: str) -> Env:
+def peer_env(chain: Sequence[x509.Certificate], common_name: str,
+             track: Sequence[X509Track] = ()) -> Env:
     """Every certificate of the verified chain (depth 0 = the peer) and ``common_name``
     (the x509-username-field value, as OpenVPN sets it after depth 0 verified)."""
     env: Env = {}
     for depth in range(len(chain) - 1, -1, -1):  # OpenVPN verifies the deepest first
-        env.update(certificate_env(chain[depth], depth))
+        env.update(certificate_env(chain[depth], depth, track))
     env["common_name"] = common_name
     return env
 

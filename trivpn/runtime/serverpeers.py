@@ -813,7 +813,8 @@ class PeerLifecycle:
         env.update(se.peer_info_env(event.peer_info.raw))
         # common_name: the username under username-as-common-name (ssl_verify.c,
         # set_common_name())
-        env.update(se.peer_env(scripts.chain(event.peer), peer.common_name or ""))
+        env.update(se.peer_env(scripts.chain(event.peer), peer.common_name or "",
+                               self.server.options.x509_track))
         env.update(se.link_env(str(peer.address[0]), peer.address[1], trusted=True))
         self._pool_env(peer, ifconfig, assigned6)
         created = self.server.unix_offset + peer.created

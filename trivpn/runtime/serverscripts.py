@@ -191,7 +191,7 @@ class ServerScripts:
             return True, ""
         chain = self.chain(peer)
         for depth in range(len(chain) - 1, -1, -1):
-            env.update(se.certificate_env(chain[depth], depth))
+            env.update(se.certificate_env(chain[depth], depth, self.options.x509_track))
             if depth == 0:
                 env["common_name"] = peer.common_name
             subject = env[f"tls_id_{depth}"]
