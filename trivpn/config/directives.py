@@ -309,6 +309,16 @@ def _tls_auth(st: ParseState, d: Directive) -> Options:
     return opts
 
 
+def _secret(st: ParseState, d: Directive) -> Options:
+    """``secret FILE [direction]``: static-key mode; the direction is the same setting as
+    'key-direction' (OpenVPN options.c, add_option(): options->key_direction, shared with
+    tls-auth)."""
+    opts = replace(st.opts, secret=st.file(d))
+    if d.inline is None and len(d.args) == 2:
+        opts = replace(opts, key_direction=v.choice(d, 1, KEY_DIRECTIONS))
+    return opts
+
+
 def _remote_cert_ku(st: ParseState, d: Directive) -> Options:
     masks = []
     for text in d.args:
@@ -1533,6 +1543,9 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- command line and check ---
     "suppress-timestamps": Spec(0, 0, _logging_flag),
     "machine-readable-output": Spec(0, 0, _logging_flag),
+
+    # --- static ---
+    "secret": Spec(1, 2, _secret, inline=True),
 }
 
 
@@ -1573,7 +1586,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "providers",
     "replay-persist",
     "route-ipv6-gateway",
-    "secret",
     "session-timeout-push",
     "shaper",
     "single-session",

@@ -549,6 +549,9 @@ class Options:
     suppress_timestamps: bool = False  # console log lines without their time prefix
     machine_readable_output: bool = False  # JSON log lines, always with their timestamp
 
+    # --- static ---
+    secret: FileSource | None = None  # static-key mode (no TLS): 'secret FILE [direction]'
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)
@@ -602,7 +605,7 @@ class Options:
         found: list[FileSource] = []
         for src in (self.ca, self.cert, self.key, self.extra_certs, self.dh, self.crl_verify,
                     self.tls_auth, self.tls_crypt, self.auth_user_pass, self.tls_crypt_v2,
-                    self.pkcs12):
+                    self.pkcs12, self.secret):
             if isinstance(src, FileSource):
                 found.append(src)
         return tuple(found)
@@ -618,7 +621,7 @@ class Options:
             self, ca=reread(self.ca), cert=reread(self.cert), key=reread(self.key),
             extra_certs=reread(self.extra_certs), tls_auth=reread(self.tls_auth),
             tls_crypt=reread(self.tls_crypt), tls_crypt_v2=reread(self.tls_crypt_v2),
-            pkcs12=reread(self.pkcs12))
+            pkcs12=reread(self.pkcs12), secret=reread(self.secret))
 
     def with_files_loaded(self) -> Options:
         """A copy whose file-valued options carry their text; ConfigError if one is unreadable."""
@@ -632,4 +635,5 @@ class Options:
             self, ca=load(self.ca), cert=load(self.cert), key=load(self.key),
             extra_certs=load(self.extra_certs), dh=dh, crl_verify=load(self.crl_verify),
             tls_auth=load(self.tls_auth), tls_crypt=load(self.tls_crypt), auth_user_pass=aup,
-            tls_crypt_v2=load(self.tls_crypt_v2), pkcs12=load(self.pkcs12))
+            tls_crypt_v2=load(self.tls_crypt_v2), pkcs12=load(self.pkcs12),
+            secret=load(self.secret))
