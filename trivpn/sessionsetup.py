@@ -45,8 +45,8 @@ from trivpn.protocol.peerinfo import (
 )
 from trivpn.protocol.push import PullPolicy
 from trivpn.protocol.session import SessionConfig
-from trivpn.protocol.staticmode import static_directional_keys
 from trivpn.protocol.statickey import parse_static_key
+from trivpn.protocol.staticmode import static_directional_keys
 from trivpn.protocol.tls import CrlCheck, KeyExporter, PeerVerification, parse_crls
 from trivpn.protocol.tlscryptv2 import client_wrap
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt

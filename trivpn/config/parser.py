@@ -183,8 +183,10 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     static = "secret" in seen
     if static and (tls_client or tls_server):
         # OpenVPN options.c, options_postprocess_verify_ce()
+        role = next(n for n in ("tls-client", "client", "tls-server", "server", "server-bridge")
+                    if n in seen)
         raise _error(st, "specify only one of --tls-server, --tls-client, or --secret",
-                     _last_of(st, "secret", "tls-client" if tls_client else "tls-server"))
+                     _last_of(st, "secret", role))
     if not tls_client and not tls_server and not static:
         raise _error(st, "no TLS role: add 'client' or 'server' (or 'secret' for OpenVPN's "
                          "static-key peer-to-peer mode)", "mode")
@@ -386,7 +388,8 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.pkcs12 is not None and (o.cert is not None or o.key is not None):
         raise _error(st, "'pkcs12' holds the certificate and key: drop 'cert' and 'key'",
                      "pkcs12")
-    if not static and o.ca is None and not o.peer_fingerprints and o.pkcs12 is None and o.capath is None:
+    if (not static and o.ca is None and not o.peer_fingerprints and o.pkcs12 is None
+            and o.capath is None):
         raise _error(st, "no 'ca' directive: a TLS client or server needs the CA certificate "
                          "that signed its peer's certificate (or 'peer-fingerprint')")
     if (o.cert is None) != (o.key is None):
@@ -590,13 +593,13 @@ def _warnings(st: ParseState, o: Options) -> list[ConfigWarning]:
         if o.cipher in v.WEAK_64BIT_CIPHERS:
             warn(f"cipher {o.cipher} has a 64-bit block size and is open to SWEET32 attacks",
                  "cipher")
-        if o.cipher not in o.data_ciphers:
+        if o.cipher not in o.data_ciphers and o.secret is None:  # static key: the cipher
             warn(f"'cipher {o.cipher}' is not in data-ciphers ({':'.join(o.data_ciphers)}), so "
                  "OpenVPN 2.6 ignores it for cipher negotiation; add it to 'data-ciphers' or "
                  "remove it", "cipher")
-    if o.tls_role == "client" and o.secret is None and not (o.remote_cert_tls or o.verify_x509_name or o.ns_cert_type
-                                   or o.peer_fingerprints
-                                   or o.remote_cert_eku or o.remote_cert_ku is not None):
+    if o.tls_role == "client" and o.secret is None and not (
+            o.remote_cert_tls or o.verify_x509_name or o.ns_cert_type or o.peer_fingerprints
+            or o.remote_cert_eku or o.remote_cert_ku is not None):
         warn("no server certificate verification is enabled: any certificate from the same CA "
              "(e.g. another client's) is accepted as the server; add 'remote-cert-tls server'")
     if o.key_direction is not None and o.tls_crypt is not None and o.tls_auth is None:

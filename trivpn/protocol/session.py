@@ -106,7 +106,6 @@ from trivpn.protocol.reliable import (
     ReliableSender,
 )
 from trivpn.protocol.replay import ReplayWindow
-from trivpn.protocol.staticmode import StaticDataKey
 from trivpn.protocol.states import (
     ACCEPT_TRANSITIONS,
     KEY_TRANSITIONS,
@@ -115,6 +114,7 @@ from trivpn.protocol.states import (
     KeyPhase,
     PullState,
 )
+from trivpn.protocol.staticmode import StaticDataKey
 from trivpn.protocol.tls import (
     CAUSE_CERT_VERIFY_FAILED,
     KeyExporter,
@@ -369,7 +369,6 @@ class Session:
         self._session_timeout = config.session_timeout or None
         self._timers_started = now
         self._exit_fired = False
-        self._occ_replies = 0  # static-key mode: OCC_REQUESTs not answered yet
         self._poll_deadline = (now + config.server_poll_timeout
                                if config.server_poll_timeout and not config.is_server else None)
         # client: the pull (states.PULL_TRANSITIONS) and its timers
@@ -665,8 +664,6 @@ class Session:
                 deadlines.append(self._timers_started + self._session_timeout)
             if self._ping_restart and not self._keepalive_fired:
                 deadlines.append(self._last_received + self._ping_restart)
-        if self._occ_replies:  # static-key mode: an OCC reply is due
-            deadlines.append(self._last_received)
         if self.established:
             if self._ping_interval:
                 deadlines.append(self._last_sent + self._ping_interval)
@@ -1546,8 +1543,13 @@ class Session:
             self._events.append(ev.PeerExited("occ_exit"))
         elif opcode == OccOpcode.REQUEST and self.config.static_keys is not None:
             # static-key mode: the peer asks for our options string (occ.c, OCC_REQUEST ->
-            # OCC_REPLY with the NUL-terminated string); with TLS it came in key method 2
-            self._occ_replies += 1
+            # OCC_REPLY with the NUL-terminated string); with TLS it came in key method 2.
+            # It leaves with the session's next output (the runtime's next flush).
+            wire = self._encrypt_internal(
+                build_occ(OccOpcode.REPLY, self.config.options_string.encode() + b"\0"),
+                self._last_received)
+            if wire is not None:
+                self._out.append(wire)
 
     # --- static ---
 
@@ -1579,13 +1581,6 @@ class Session:
         self._events.append(ev.PushReceived(self.pushed))
         self._events.append(ev.DataChannelReady(0, cipher, None, False, "static"))
 
-    def _send_occ_replies(self, now: float) -> None:
-        while self._occ_replies:
-            self._occ_replies -= 1
-            wire = self._encrypt_internal(
-                build_occ(OccOpcode.REPLY, self.config.options_string.encode() + b"\0"), now)
-            if wire is not None:
-                self._out.append(wire)
 
     # ------------------------------------------------------------------ output
 
@@ -1627,7 +1622,6 @@ class Session:
 
     def _flush(self, now: float) -> None:
         if self.config.static_keys is not None:  # no control channel
-            self._send_occ_replies(now)
             return
         if self.remote_session_id is None and self.config.is_server:
             return
