@@ -1389,8 +1389,11 @@ DIRECTIVES: Mapping[str, Spec] = {
         "frame_finalize_options/payload_size += tun_mtu_extra); it changes nothing on the "
         "wire or on the device, and trivpn's buffers are sized per packet")),
     "disable-occ": Spec(0, 0, _checked_word, inert=(
-        "OpenVPN 2.6 consults it only without TLS, in static-key mode (init.c, the occ "
-        "timers, and occ.c, OCC_REPLY: both test '!TLS_MODE(c)'); trivpn always runs TLS")),
+        "OpenVPN 2.6 consults it only without TLS, in static-key mode, to send no OCC "
+        "requests and compare no options strings (init.c, the occ timers, and occ.c, "
+        "OCC_REPLY: both test '!TLS_MODE(c)'); trivpn does neither in any mode, and answers "
+        "a peer's OCC request whatever it says, as OpenVPN does (occ.c, "
+        "process_received_occ_msg())")),
     "ifconfig-nowarn": Spec(0, 0, _checked_word, inert=(
         "it only silences OpenVPN's warnings about 'ifconfig' addresses (init.c, init_tun(): "
         "'!c->options.ifconfig_nowarn'; options.c, options_string(), whose ifconfig part a 2.6 "
