@@ -65,3 +65,13 @@ def test_openvpn_refuses_tls_only_parameters_with_secret(
     out = _openvpn(lab, workdir, [*STATIC, "--cipher", "AES-256-CBC", "--ca", "ca.crt"])
     assert ("Parameter ca_file can only be specified in TLS-mode, i.e. where --tls-server or "
             "--tls-client is also specified.") in out, out[-2000:]
+
+
+@pytest.mark.directive("secret", "proto")
+def test_openvpn_static_key_tcp_server_opens_its_device_before_its_peer_connects(
+        lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
+    """docs/connections.md names this as a difference: trivpn opens it after the accept."""
+    args = [a if a != "udp" else "tcp-server" for a in STATIC]
+    out = _openvpn(lab, workdir, [*args, "--cipher", "AES-256-CBC"])
+    assert "Listening for incoming TCP connection" in out, out[-2000:]
+    assert out.index("TUN/TAP device") < out.index("Listening for incoming TCP connection")

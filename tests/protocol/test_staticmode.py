@@ -1,5 +1,5 @@
 """Static-key mode (``secret``): packet format, key directions, replay, and the session that
-has its data channel from the start (docs/protocol.md §12). Packets in the fixture were sent
+has its data channel from the start (docs/protocol.md §13). Packets in the fixture were sent
 by the real openvpn 2.6.14 (tests/protocol/fixtures/openvpn_static_key_packets.json)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""OpenVPN's static-key peer-to-peer mode (``secret FILE [direction]``), docs/protocol.md §12.
+"""OpenVPN's static-key peer-to-peer mode (``secret FILE [direction]``), docs/protocol.md §13.
 
 No TLS, no control channel: the data-channel keys come straight from the 2048-bit static
 key file (OpenVPN src/openvpn/init.c, do_init_crypto_static(); crypto.c,
