@@ -319,6 +319,12 @@ def _secret(st: ParseState, d: Directive) -> Options:
     return opts
 
 
+def _link_mtu(st: ParseState, d: Directive) -> Options:
+    """``link-mtu N`` / ``udp-mtu N``: the same setting in OpenVPN 2.6 (options.c,
+    add_option(): both set ce.link_mtu); the tun MTU is derived at the end of parsing."""
+    return replace(st.opts, link_mtu=v.integer(d, 0, 1))
+
+
 def _remote_cert_ku(st: ParseState, d: Directive) -> Options:
     masks = []
     for text in d.args:
@@ -1549,6 +1555,8 @@ DIRECTIVES: Mapping[str, Spec] = {
 
     # --- static ---
     "secret": Spec(1, 2, _secret, inline=True),
+    "link-mtu": Spec(1, 1, _link_mtu),
+    "udp-mtu": Spec(1, 1, _link_mtu),
 }
 
 
@@ -1565,7 +1573,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "explicit-exit-notify-push",
     "gremlin",
     "http-proxy-override",
-    "link-mtu",
     "management-client",
     "management-external-cert",
     "management-external-key",
@@ -1593,7 +1600,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "shaper",
     "single-session",
     "tcp-queue-limit",
-    "udp-mtu",
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",
@@ -1604,12 +1610,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
 # Why some UNSUPPORTED directives are refused (appended to the refusal; each claim about
 # OpenVPN is checked against the binary in tests/interop/test_openvpn_claims.py).
 UNSUPPORTED_WHY: Mapping[str, str] = {
-    "link-mtu": "OpenVPN takes it as the TCP/UDP device MTU and derives the tun MTU from "
-                "it; set 'tun-mtu' instead",
     "mtu-test": "OpenVPN uses it to empirically measure and report the MTU with its peer; "
                 "remove it, or measure with 'trivpn doctor'",
-    "udp-mtu": "OpenVPN 2.6 reads it as 'link-mtu': the TCP/UDP device MTU, from which it "
-               "derives the tun MTU; set 'tun-mtu' instead",
 }
 
 

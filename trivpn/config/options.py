@@ -551,6 +551,7 @@ class Options:
 
     # --- static ---
     secret: FileSource | None = None  # static-key mode (no TLS): 'secret FILE [direction]'
+    link_mtu: int | None = None  # link-mtu/udp-mtu N: tun_mtu is derived from it (linkmtu.py)
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

@@ -21,6 +21,7 @@ from trivpn.config.directives import (
     finish_fragment,
 )
 from trivpn.config.errors import ConfigError
+from trivpn.config.linkmtu import apply_link_mtu
 from trivpn.config.options import (
     ConfigWarning,
     DevType,
@@ -468,6 +469,19 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             if name in seen:
                 raise _error(st, f"'{name}' in a server config is not supported by trivpn "
                                  "yet (it applies on clients only)", name)
+
+    # --- static: link-mtu (options.c "only one of ..."; init.c, get_frame_mtu()) ---
+    if o.link_mtu is not None:
+        mtu_name = _last_of(st, "link-mtu", "udp-mtu") if "udp-mtu" in seen and \
+            "link-mtu" in seen else ("link-mtu" if "link-mtu" in seen else "udp-mtu")
+        if "tun-mtu" in seen:
+            raise _error(st, "only one of --tun-mtu or --link-mtu may be defined",
+                         _last_of(st, "tun-mtu", mtu_name))
+        try:
+            o = apply_link_mtu(o, mssfix_given="mssfix" in seen
+                               and bool(st.last_seen["mssfix"].args))
+        except ValueError as exc:
+            raise _error(st, f"{exc} (MTU is too small)", mtu_name) from None
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(
