@@ -129,3 +129,20 @@ def test_a_wrong_static_key_drops_and_counts_packets(setup: Setup) -> None:
     assert trivpn.wait_event("packet_dropped", 15, reason="hmac_mismatch") is not None, \
         trivpn.text()[-3000:]
     assert trivpn.wait_event("exiting", 0.1) is None
+
+
+@pytest.mark.directive("link-mtu")
+def test_link_mtu_sets_the_same_device_mtu_on_both_ends(setup: Setup) -> None:
+    """link-mtu 1400 with AES-256-CBC/SHA1 over UDP: a tun MTU of 1348 on trivpn's device and
+    openvpn's; a 1348-byte packet crosses unfragmented (ping -M do)."""
+    trivpn = start_trivpn(setup.server_ns, setup.workdir, "static-wait",
+                          _waiting("udp", "0", "link-mtu 1400"))
+    up = wait_up(trivpn)
+    assert up["mtu"] == 1348, up
+    ovpn = start_openvpn(setup.client_ns, setup.workdir, "ovpn-connect",
+                         _connecting("udp", "1", "link-mtu 1400"))
+    assert ovpn.wait_for("tun_mtu:1348 ", 10), ovpn.text()[-3000:]
+    _up_openvpn(ovpn)
+    done = setup.client_ns.run(["ping", "-n", "-q", "-c", "2", "-M", "do", "-s",
+                                str(1348 - 28), "-W", "2", WAIT_TUN], check=False, timeout=10)
+    assert done.returncode == 0, done.stdout
