@@ -19,6 +19,7 @@ from typing import Literal, cast
 from trivpn.config import connection as conn
 from trivpn.config import serversockets
 from trivpn.config import values as v
+from trivpn.config.compat import need_compatibility_before, parse_compat_version
 from trivpn.config.connection import PendingConnection
 from trivpn.config.dns import dhcp_option_directive, dns_directive
 from trivpn.config.options import (
@@ -323,6 +324,15 @@ def _link_mtu(st: ParseState, d: Directive) -> Options:
     """``link-mtu N`` / ``udp-mtu N``: the same setting in OpenVPN 2.6 (options.c,
     add_option(): both set ce.link_mtu); the tun MTU is derived at the end of parsing."""
     return replace(st.opts, link_mtu=v.integer(d, 0, 1))
+
+
+def _compat_mode(st: ParseState, d: Directive) -> Options:
+    """``compat-mode X.Y.Z`` (OpenVPN options.c, add_option()); applied in
+    trivpn/config/compat.py once the whole config is read."""
+    version = parse_compat_version(d.args[0])
+    if version is None:
+        raise v.fail(d, f"cannot parse version number for --compat-mode: {d.args[0]}")
+    return replace(st.opts, compat_mode=version)
 
 
 def _remote_cert_ku(st: ParseState, d: Directive) -> Options:
@@ -986,7 +996,8 @@ def finish_compression(st: ParseState, o: Options) -> Options:
     comp.c check_compression_settings_valid): the effective allow-compression mode."""
     flags = o.comp_flags
     non_stub = o.compression in _NON_STUB
-    if flags == 0 and not non_stub:
+    # compat-mode before 2.6.0 keeps the old default (trivpn/config/compat.py)
+    if flags == 0 and not non_stub and not need_compatibility_before(o, 20600):
         flags = COMP_F_ALLOW_STUB_ONLY | COMP_F_ADVERTISE_STUBS_ONLY
     if flags & COMP_F_ALLOW_STUB_ONLY and non_stub:
         name = max(("comp-lzo", "compress"), key=lambda n: st.last_position.get(n, -1))
@@ -1557,6 +1568,7 @@ DIRECTIVES: Mapping[str, Spec] = {
     "secret": Spec(1, 2, _secret, inline=True),
     "link-mtu": Spec(1, 1, _link_mtu),
     "udp-mtu": Spec(1, 1, _link_mtu),
+    "compat-mode": Spec(1, 1, _compat_mode),
 }
 
 
@@ -1568,7 +1580,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "auth-token-gen",
     "bcast-buffers",
     "client-nat",
-    "compat-mode",
     "engine",
     "explicit-exit-notify-push",
     "gremlin",

@@ -552,6 +552,7 @@ class Options:
     # --- static ---
     secret: FileSource | None = None  # static-key mode (no TLS): 'secret FILE [direction]'
     link_mtu: int | None = None  # link-mtu/udp-mtu N: tun_mtu is derived from it (linkmtu.py)
+    compat_mode: int | None = None  # compat-mode X.Y.Z as X*10000+Y*100+Z (compat.py)
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

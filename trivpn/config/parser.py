@@ -21,6 +21,7 @@ from trivpn.config.directives import (
     finish_fragment,
 )
 from trivpn.config.errors import ConfigError
+from trivpn.config.compat import apply_compat_mode
 from trivpn.config.linkmtu import apply_link_mtu
 from trivpn.config.options import (
     ConfigWarning,
@@ -439,6 +440,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "'auth-user-pass-verify' requires 'mode server'",
                      "auth-user-pass-verify")
 
+    # --- static: compat-mode (options.c, options_set_backwards_compatible_options()) ---
+    try:
+        o = apply_compat_mode(o, set(seen))
+    except ValueError as exc:
+        raise _error(st, str(exc), "compat-mode") from None
     o = finish_compression(st, o)
     o = finish_fragment(st, o)
 
