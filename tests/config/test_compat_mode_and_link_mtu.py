@@ -92,3 +92,14 @@ def test_link_mtu_keeps_an_explicit_mssfix() -> None:
 def test_link_mtu_with_tun_mtu_is_refused_at_the_later_line() -> None:
     with pytest.raises(ConfigError, match=r"c\.conf:5: only one of --tun-mtu or --link-mtu"):
         parse_config(STATIC + "link-mtu 1400\ntun-mtu 1300\n", "c.conf")
+
+
+@pytest.mark.directive("link-mtu", "connection")
+def test_link_mtu_in_connection_blocks_applies_to_the_client() -> None:
+    block = "<connection>\nremote 198.18.0.9 1194\nlink-mtu 1400\n</connection>\n"
+    o = parse_config(CLIENT.replace("remote 198.18.0.9 1194\n", "") + block, "c.conf")
+    assert o.tun_mtu == 1375
+    with pytest.raises(ConfigError, match="only one of --tun-mtu or --link-mtu"):
+        parse_config(CLIENT.replace("remote 198.18.0.9 1194\n", "")
+                     + block.replace("link-mtu 1400\n", "link-mtu 1400\ntun-mtu 1300\n"),
+                     "c.conf")

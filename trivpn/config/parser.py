@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from trivpn.config import connection as conn
 from trivpn.config import values as v
+from trivpn.config.compat import apply_compat_mode
 from trivpn.config.directives import (
     DIRECTIVES,
     NOT_ON_LINUX,
@@ -21,7 +22,6 @@ from trivpn.config.directives import (
     finish_fragment,
 )
 from trivpn.config.errors import ConfigError
-from trivpn.config.compat import apply_compat_mode
 from trivpn.config.linkmtu import apply_link_mtu
 from trivpn.config.options import (
     ConfigWarning,
@@ -480,9 +480,10 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.link_mtu is not None:
         mtu_name = _last_of(st, "link-mtu", "udp-mtu") if "udp-mtu" in seen and \
             "link-mtu" in seen else ("link-mtu" if "link-mtu" in seen else "udp-mtu")
-        if "tun-mtu" in seen:
+        if "tun-mtu" in seen or any("tun-mtu" in c.seen for c in st.connections):
             raise _error(st, "only one of --tun-mtu or --link-mtu may be defined",
-                         _last_of(st, "tun-mtu", mtu_name))
+                         _last_of(st, "tun-mtu", mtu_name) if "tun-mtu" in seen
+                         and mtu_name in seen else None)
         try:
             o = apply_link_mtu(o, mssfix_given="mssfix" in seen
                                and bool(st.last_seen["mssfix"].args))
