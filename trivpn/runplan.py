@@ -509,7 +509,9 @@ def render_text(plan: Json) -> list[str]:
     out += [f"  {x['directive']} {' '.join(x['args'])}  ({x['at']['text']})"
             for x in sc["scripts"]]
     out.append("Verification:")
-    out += _render_verification(plan["verification"])
+    static = plan["verification"].get("static_key")
+    out += (_render_static_key(static) if static is not None
+            else _render_verification(plan["verification"]))
     out.append("Ignored (accepted; OpenVPN on Linux does nothing with them either):")
     out += [f"  {i['directive']} ({i['at']['text']}): {i['reason']}"
             for i in plan["ignored"]] or ["  nothing"]
@@ -527,14 +529,16 @@ def _describe_file(f: Json | None) -> str:
     return f"{f['file']}" + ("" if f["read"] else " (not read)")
 
 
+def _render_static_key(static: Json) -> list[str]:
+    """Static-key mode's verification section: the key file and the data channel."""
+    direction = static["key_direction"]
+    return [f"  secret:     {_describe_file(static['key'])}, key direction "
+            f"{direction if direction is not None else 'none (bidirectional)'}",
+            f"  data:       {static['cipher']}, auth {static['auth']} (no TLS, the same "
+            "keys for the whole session)"]
+
+
 def _render_verification(v: Json) -> list[str]:
-    static = v.get("static_key")
-    if static is not None:  # static-key mode
-        direction = static["key_direction"]
-        return [f"  secret:     {_describe_file(static['key'])}, key direction "
-                f"{direction if direction is not None else 'none (bidirectional)'}",
-                f"  data:       {static['cipher']}, auth {static['auth']} (no TLS, the same "
-                "keys for the whole session)"]
     out = []
     if v["ca"] is not None:
         out.append(f"  ca:         {_describe_file(v['ca'])}")
