@@ -70,7 +70,8 @@ def test_openvpn_refuses_tls_only_parameters_with_secret(
 @pytest.mark.directive("secret", "proto")
 def test_openvpn_static_key_tcp_server_opens_its_device_before_its_peer_connects(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
-    """docs/connections.md names this as a difference: trivpn opens it after the accept."""
+    """docs/connections.md: the waiting side's device is up before its peer, over TCP too
+    (tests/interop/test_static_key.py checks trivpn does the same)."""
     args = [a if a != "udp" else "tcp-server" for a in STATIC]
     out = _openvpn(lab, workdir, [*args, "--cipher", "AES-256-CBC"])
     assert "Listening for incoming TCP connection" in out, out[-2000:]

@@ -747,6 +747,12 @@ class Connection:
 
     async def run(self) -> Outcome:
         self.client.scripts.new_connection()
+        early = self._static and self.client.listening
+        if early:  # static key, waiting side: the device is up before the peer (as OpenVPN)
+            self.session.start(trio.current_time())
+            await self.pump.flush()
+            if self.outcome is not None:
+                return self.outcome
         opened = await (self._open_listener() if self.client.listening else self._open_link())
         if opened is not None:
             return opened
@@ -756,7 +762,9 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self._static:  # static key: the data channel (and device) now
+                if early and self.client.tunnel is not None:
+                    self._start_tun(self.client.tunnel)  # now that there is a link
+                elif self._static:  # static key: the data channel (and device) now
                     self.session.start(trio.current_time())
                     await self.pump.flush()
                 elif self.client.listening:
