@@ -176,3 +176,15 @@ def test_an_occ_request_gets_the_options_string_back() -> None:
         .decrypt(reply, 1.0)
     assert plain.startswith(OCC_MAGIC)
     assert parse_occ(plain) == (OccOpcode.REPLY, b"V4,dev-type tun,secret\0")
+
+
+@pytest.mark.directive("explicit-exit-notify")
+def test_exit_notify_reaches_a_static_key_peer_as_occ_exit() -> None:
+    a, b = Session(_config(0), 0.0), Session(_config(1), 0.0)
+    a.start(0.0)
+    b.start(0.0)
+    b.take_events()
+    a.exit_notify(1.0)
+    (wire,) = a.take_datagrams()
+    b.receive_datagram(wire, 1.0)
+    assert [type(e) for e in b.take_events()] == [ev.PeerExited]
