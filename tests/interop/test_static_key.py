@@ -143,3 +143,17 @@ def test_link_mtu_sets_the_same_device_mtu_on_both_ends(setup: Setup) -> None:
     done = setup.client_ns.run(["ping", "-n", "-q", "-c", "2", "-M", "do", "-s",
                                 str(1348 - 28), "-W", "2", WAIT_TUN], check=False, timeout=10)
     assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.directive("secret", "comp-lzo")
+def test_static_key_with_comp_lzo_as_the_old_samples_have_it(setup: Setup) -> None:
+    """The static-home/static-office samples' optional 'comp-lzo': the compression framing
+    byte on both ends (2.6 default: decompress only, so nothing is compressed)."""
+    trivpn = start_trivpn(setup.server_ns, setup.workdir, "static-wait",
+                          _waiting("udp", "0", "comp-lzo"))
+    _up_trivpn(trivpn)
+    ovpn = start_openvpn(setup.client_ns, setup.workdir, "ovpn-connect",
+                         _connecting("udp", "1", "comp-lzo"))
+    _up_openvpn(ovpn)
+    _both_ways(setup)
+    transfer(setup.client_ns, setup.server_ns, WAIT_TUN, size=256 * 1024, timeout=20)
