@@ -113,6 +113,7 @@ def build_plan(options: Options, directives: Sequence[Directive] = (), *, files:
         "mode": o.mode,
         "tls_role": o.tls_role,  # differs from role for a TLS peer-to-peer server
         "pull": o.pull,
+        "static_key": o.secret is not None,  # secret: static-key mode, no TLS
         "files_read": files,
         "transport": _transport(o),
         "device": device,
@@ -295,7 +296,9 @@ def _process(o: Options) -> Json:
 def _timers(o: Options) -> Json:
     pings = ping_settings(o)
     return {"ping": pings.ping, "ping_restart": pings.ping_restart, "ping_exit": pings.ping_exit,
-            "reneg_sec": o.reneg_sec, "hand_window": o.hand_window,
+            # static-key mode: no TLS, so no renegotiation and no handshake window
+            "reneg_sec": o.reneg_sec if o.secret is None else None,
+            "hand_window": o.hand_window if o.secret is None else None,
             "inactive": o.inactive, "session_timeout": o.session_timeout}
 
 
@@ -357,6 +360,9 @@ def _cert_info(cert: x509.Certificate, now: datetime) -> Json:
 
 
 def _verification(o: Options, files: bool, now: datetime) -> Json:
+    if o.secret is not None:  # static-key mode: no TLS, no certificates
+        return {"static_key": {"key": _file(o.secret, files), "key_direction": o.key_direction,
+                               "cipher": o.cipher, "auth": o.auth}}
     ca = _file(o.ca, files)
     if ca is not None:
         ca["certificates"] = [_cert_info(c, now) for c in _certs(o.ca, files)]
@@ -432,6 +438,10 @@ def _role_text(plan: Json) -> str:
         return f"server (mode {plan['mode']})"
     if plan.get("pull", True):
         return "client (pulls its settings from the server)"
+    if plan.get("static_key"):
+        side = ("connects to its remote" if plan.get("tls_role") == "client"
+                else "waits for its peer")
+        return f"static-key peer-to-peer, no TLS ({side}; the config's own ifconfig)"
     side = f"tls-{plan.get('tls_role', 'client')}"
     return f"TLS peer-to-peer {side} (one peer, the config's own ifconfig, no push)"
 
@@ -501,7 +511,9 @@ def render_text(plan: Json) -> list[str]:
     out += [f"  {x['directive']} {' '.join(x['args'])}  ({x['at']['text']})"
             for x in sc["scripts"]]
     out.append("Verification:")
-    out += _render_verification(plan["verification"])
+    static = plan["verification"].get("static_key")
+    out += (_render_static_key(static) if static is not None
+            else _render_verification(plan["verification"]))
     out.append("Ignored (accepted; OpenVPN on Linux does nothing with them either):")
     out += [f"  {i['directive']} ({i['at']['text']}): {i['reason']}"
             for i in plan["ignored"]] or ["  nothing"]
@@ -517,6 +529,15 @@ def _describe_file(f: Json | None) -> str:
     if f["inline"]:
         return f"inline ({f['at']['text']})"
     return f"{f['file']}" + ("" if f["read"] else " (not read)")
+
+
+def _render_static_key(static: Json) -> list[str]:
+    """Static-key mode's verification section: the key file and the data channel."""
+    direction = static["key_direction"]
+    return [f"  secret:     {_describe_file(static['key'])}, key direction "
+            f"{direction if direction is not None else 'none (bidirectional)'}",
+            f"  data:       {static['cipher']}, auth {static['auth']} (no TLS, the same "
+            "keys for the whole session)"]
 
 
 def _render_verification(v: Json) -> list[str]:

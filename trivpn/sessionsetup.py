@@ -46,6 +46,7 @@ from trivpn.protocol.peerinfo import (
 from trivpn.protocol.push import PullPolicy
 from trivpn.protocol.session import SessionConfig
 from trivpn.protocol.statickey import parse_static_key
+from trivpn.protocol.staticmode import static_directional_keys
 from trivpn.protocol.tls import CrlCheck, KeyExporter, PeerVerification, parse_crls
 from trivpn.protocol.tlscryptv2 import client_wrap
 from trivpn.protocol.wrap import ControlWrap, NoWrap, TlsAuth, TlsCrypt
@@ -266,6 +267,8 @@ def session_config(o: Options, *, unix_time_offset: float,
     ``unix_time_offset`` converts the caller's clock to Unix time (``time.time() -
     trio.current_time()`` under trio) for tls-auth/tls-crypt replay timestamps.
     """
+    if o.secret is not None:
+        return static_session_config(o, unix_time_offset=unix_time_offset)
     is_server = o.tls_role == "server"
     dh_text = o.dh.read_text() if isinstance(o.dh, FileSource) else None
     cert = o.cert.read_text() if o.cert is not None else None
@@ -414,3 +417,55 @@ def _lzo_compressor(o: Options) -> Callable[[bytes], bytes] | None:
         return lzo1x_compressor()
     except LzoUnavailable as exc:
         raise _error_at(o, "allow-compression", f"{exc}: install liblzo2-2") from exc
+
+
+# --- static ---
+
+def static_session_config(o: Options, *, unix_time_offset: float) -> SessionConfig:
+    """Static-key mode (``secret``): no TLS; the data channel keys come from the key file
+    with the key direction (OpenVPN init.c, do_init_crypto_static()). The TLS context is
+    never used (the session builds no TLS endpoint in this mode)."""
+    assert o.secret is not None and o.cipher is not None  # the parser made sure
+    try:
+        key = parse_static_key(o.secret.read_text(), o.secret.describe())
+    except ProtocolError as exc:
+        raise _error_at(o, "secret", f"bad static key: {exc}") from exc
+    cipher = o.cipher.upper()
+    # the options string a 2.6 peer sends in its OCC reply: no TLS items, ',secret' instead
+    items = options_string(dev_type=o.dev_type, proto=proto_name(o), is_server=False,
+                           tun_mtu=o.tun_mtu, keydir=o.key_direction, auth=o.auth,
+                           cipher=cipher, compression=o.compression,
+                           fragment=bool(o.fragment)).split(",")
+    opts = ",".join(i for i in items if i not in ("key-method 2", "tls-client")) + ",secret"
+    pings = ping_settings(o)
+    return SessionConfig(
+        is_server=o.tls_role == "server",
+        tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+        options_string=opts,
+        data_ciphers=(cipher,),
+        data_ciphers_fallback=cipher,
+        auth=o.auth,
+        reneg_seconds=None,
+        replay_window=o.replay_window.size,
+        replay_time=float(o.replay_window.seconds),
+        ping_interval=float(pings.ping) if pings.ping else None,
+        ping_restart=(float(pings.ping_restart or pings.ping_exit or 0)
+                      if pings.ping_restart or pings.ping_exit else None),
+        ping_exit=bool(pings.ping_exit) and not pings.ping_restart,
+        inactive=float(o.inactive) if o.inactive else None,
+        inactive_bytes=o.inactive_bytes,
+        session_timeout=float(o.session_timeout) if o.session_timeout else None,
+        compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
+        compress_outgoing=o.allow_compression == "yes",
+        comp_adaptive=bool(o.comp_flags & COMP_F_ADAPTIVE) and o.compression == "lzo",
+        compression_stub_only=o.allow_compression == "no",
+        decompress_limit=max(o.tun_mtu, 1500) + 128,
+        lzo_compress=_lzo_compressor(o),
+        lzo_decompress=_lzo_decompressor(o),
+        fragment=o.fragment,
+        fragment_encap=28 if o.fragment_mtu else 0,
+        unix_time_offset=unix_time_offset,
+        replay=o.replay,
+        p2p=True,
+        static_keys=static_directional_keys(key, o.key_direction),
+    )

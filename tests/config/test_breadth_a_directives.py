@@ -60,8 +60,6 @@ def test_tun_max_mtu_is_refused_as_not_an_openvpn_2_6_option() -> None:
 
 
 @pytest.mark.parametrize(("line", "why"), [
-    ("link-mtu 1500", "derives the tun MTU from it; set 'tun-mtu' instead"),
-    ("udp-mtu 1500", "OpenVPN 2.6 reads it as 'link-mtu'"),
     ("mtu-test", "empirically measure and report the MTU")])
 def test_mtu_directives_trivpn_refuses_say_what_they_do_in_openvpn(line: str, why: str
                                                                    ) -> None:

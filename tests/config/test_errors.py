@@ -90,7 +90,7 @@ BAD_CLIENT_LINES = [
 ]
 
 UNSUPPORTED = [
-    "secret static.key",
+    "engine dynamic",
     "pkcs11-providers p.so",
 ]
 
@@ -166,11 +166,11 @@ MISSING = [
     ("client\nremote a\nca ca.crt\ncert c.crt\nkey c.key\n",
      "c.conf: no 'dev' directive (add 'dev tun')"),
     ("dev tun\nremote a\nca ca.crt\ncert c.crt\nkey c.key\n",
-     "c.conf: peer-to-peer mode without TLS (static key) is not supported by trivpn yet: "
-     "add 'client' or 'server'"),
+     "c.conf: no TLS role: add 'client' or 'server' (or 'secret' for OpenVPN's static-key "
+     "peer-to-peer mode)"),
     ("mode p2p\ndev tun\nremote a\nca ca.crt\n",
-     "c.conf:1: peer-to-peer mode without TLS (static key) is not supported by trivpn yet: "
-     "add 'client' or 'server'"),
+     "c.conf:1: no TLS role: add 'client' or 'server' (or 'secret' for OpenVPN's static-key "
+     "peer-to-peer mode)"),
     ("client\ndev tun\nca ca.crt\ncert c.crt\nkey c.key\n",
      "c.conf: client config has no 'remote' directive (add 'remote HOST PORT')"),
     ("client\ndev tun\nremote a\ncert c.crt\nkey c.key\n",

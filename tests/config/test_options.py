@@ -355,7 +355,7 @@ def test_server_implies_mode_server_and_tls_server(roles: str) -> None:
 
 @pytest.mark.directive("mode", "tls-server")
 @pytest.mark.parametrize(("text", "message"), [
-    ("mode server\n", "peer-to-peer mode without TLS (static key) is not supported"),
+    ("mode server\n", "no TLS role: add 'client' or 'server'"),
     ("mode server\ntls-client\npull\n", "'mode server' needs 'tls-server'"),
 ])
 def test_mode_server_needs_the_tls_server_role(text: str, message: str) -> None:

@@ -48,6 +48,8 @@ SHARED_FIELDS: Mapping[str, tuple[str, ...]] = {
     "mssfix": ("mssfix",), "max-packet-size": ("max_packet_size",),
     "key-direction": ("key_direction",), "tls-auth": ("tls_auth",),
     "tls-crypt": ("tls_crypt",),
+    # --- static ---
+    "link-mtu": ("link_mtu",), "udp-mtu": ("link_mtu",),
 }
 
 

@@ -22,6 +22,7 @@ from cryptography.x509.oid import ExtensionOID
 from trivpn.config import connection as conn
 from trivpn.config import serversockets
 from trivpn.config import values as v
+from trivpn.config.compat import need_compatibility_before, parse_compat_version
 from trivpn.config.connection import PendingConnection
 from trivpn.config.dns import dhcp_option_directive, dns_directive
 from trivpn.config.options import (
@@ -314,6 +315,31 @@ def _tls_auth(st: ParseState, d: Directive) -> Options:
     if d.inline is None and len(d.args) == 2:
         opts = replace(opts, key_direction=v.choice(d, 1, KEY_DIRECTIONS))
     return opts
+
+
+def _secret(st: ParseState, d: Directive) -> Options:
+    """``secret FILE [direction]``: static-key mode; the direction is the same setting as
+    'key-direction' (OpenVPN options.c, add_option(): options->key_direction, shared with
+    tls-auth)."""
+    opts = replace(st.opts, secret=st.file(d))
+    if d.inline is None and len(d.args) == 2:
+        opts = replace(opts, key_direction=v.choice(d, 1, KEY_DIRECTIONS))
+    return opts
+
+
+def _link_mtu(st: ParseState, d: Directive) -> Options:
+    """``link-mtu N`` / ``udp-mtu N``: the same setting in OpenVPN 2.6 (options.c,
+    add_option(): both set ce.link_mtu); the tun MTU is derived at the end of parsing."""
+    return replace(st.opts, link_mtu=v.integer(d, 0, 1))
+
+
+def _compat_mode(st: ParseState, d: Directive) -> Options:
+    """``compat-mode X.Y.Z`` (OpenVPN options.c, add_option()); applied in
+    trivpn/config/compat.py once the whole config is read."""
+    version = parse_compat_version(d.args[0])
+    if version is None:
+        raise v.fail(d, f"cannot parse version number for --compat-mode: {d.args[0]}")
+    return replace(st.opts, compat_mode=version)
 
 
 def _remote_cert_ku(st: ParseState, d: Directive) -> Options:
@@ -977,7 +1003,8 @@ def finish_compression(st: ParseState, o: Options) -> Options:
     comp.c check_compression_settings_valid): the effective allow-compression mode."""
     flags = o.comp_flags
     non_stub = o.compression in _NON_STUB
-    if flags == 0 and not non_stub:
+    # compat-mode before 2.6.0 keeps the old default (trivpn/config/compat.py)
+    if flags == 0 and not non_stub and not need_compatibility_before(o, 20600):
         flags = COMP_F_ALLOW_STUB_ONLY | COMP_F_ADVERTISE_STUBS_ONLY
     if flags & COMP_F_ALLOW_STUB_ONLY and non_stub:
         name = max(("comp-lzo", "compress"), key=lambda n: st.last_position.get(n, -1))
@@ -1460,8 +1487,11 @@ DIRECTIVES: Mapping[str, Spec] = {
         "frame_finalize_options/payload_size += tun_mtu_extra); it changes nothing on the "
         "wire or on the device, and trivpn's buffers are sized per packet")),
     "disable-occ": Spec(0, 0, _checked_word, inert=(
-        "OpenVPN 2.6 consults it only without TLS, in static-key mode (init.c, the occ "
-        "timers, and occ.c, OCC_REPLY: both test '!TLS_MODE(c)'); trivpn always runs TLS")),
+        "OpenVPN 2.6 consults it only without TLS, in static-key mode, to send no OCC "
+        "requests and compare no options strings (init.c, the occ timers, and occ.c, "
+        "OCC_REPLY: both test '!TLS_MODE(c)'); trivpn does neither in any mode, and answers "
+        "a peer's OCC request whatever it says, as OpenVPN does (occ.c, "
+        "process_received_occ_msg())")),
     "ifconfig-nowarn": Spec(0, 0, _checked_word, inert=(
         "it only silences OpenVPN's warnings about 'ifconfig' addresses (init.c, init_tun(): "
         "'!c->options.ifconfig_nowarn'; options.c, options_string(), whose ifconfig part a 2.6 "
@@ -1628,6 +1658,12 @@ DIRECTIVES: Mapping[str, Spec] = {
     "shaper": Spec(1, 1, _shaper),
     "x509-track": Spec(1, 1, _x509_track),
     "client-nat": Spec(4, 4, _client_nat),
+
+    # --- static ---
+    "secret": Spec(1, 2, _secret, inline=True),
+    "link-mtu": Spec(1, 1, _link_mtu),
+    "udp-mtu": Spec(1, 1, _link_mtu),
+    "compat-mode": Spec(1, 1, _compat_mode),
 }
 
 
@@ -1636,11 +1672,9 @@ DIRECTIVES: Mapping[str, Spec] = {
 UNSUPPORTED: frozenset[str] = frozenset({
     "auth-token-gen",
     "bcast-buffers",
-    "compat-mode",
     "engine",
     "explicit-exit-notify-push",
     "gremlin",
-    "link-mtu",
     "management-client",
     "management-external-cert",
     "management-external-key",
@@ -1661,10 +1695,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-providers",
     "providers",
     "route-ipv6-gateway",
-    "secret",
     "session-timeout-push",
     "tcp-queue-limit",
-    "udp-mtu",
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",
@@ -1674,12 +1706,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
 # Why some UNSUPPORTED directives are refused (appended to the refusal; each claim about
 # OpenVPN is checked against the binary in tests/interop/test_openvpn_claims.py).
 UNSUPPORTED_WHY: Mapping[str, str] = {
-    "link-mtu": "OpenVPN takes it as the TCP/UDP device MTU and derives the tun MTU from "
-                "it; set 'tun-mtu' instead",
     "mtu-test": "OpenVPN uses it to empirically measure and report the MTU with its peer; "
                 "remove it, or measure with 'trivpn doctor'",
-    "udp-mtu": "OpenVPN 2.6 reads it as 'link-mtu': the TCP/UDP device MTU, from which it "
-               "derives the tun MTU; set 'tun-mtu' instead",
 }
 
 

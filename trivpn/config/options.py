@@ -581,6 +581,11 @@ class Options:
     x509_track: tuple[X509Track, ...] = ()  # x509-track: only these X509_* script variables
     client_nat: tuple[NatRule, ...] = ()  # client-nat snat|dnat NETWORK NETMASK ALIAS
 
+    # --- static ---
+    secret: FileSource | None = None  # static-key mode (no TLS): 'secret FILE [direction]'
+    link_mtu: int | None = None  # link-mtu/udp-mtu N: tun_mtu is derived from it (linkmtu.py)
+    compat_mode: int | None = None  # compat-mode X.Y.Z as X*10000+Y*100+Z (compat.py)
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)
@@ -634,7 +639,7 @@ class Options:
         found: list[FileSource] = []
         for src in (self.ca, self.cert, self.key, self.extra_certs, self.dh, self.crl_verify,
                     self.tls_auth, self.tls_crypt, self.auth_user_pass, self.tls_crypt_v2,
-                    self.pkcs12):
+                    self.pkcs12, self.secret):
             if isinstance(src, FileSource):
                 found.append(src)
         return tuple(found)
@@ -650,7 +655,7 @@ class Options:
             self, ca=reread(self.ca), cert=reread(self.cert), key=reread(self.key),
             extra_certs=reread(self.extra_certs), tls_auth=reread(self.tls_auth),
             tls_crypt=reread(self.tls_crypt), tls_crypt_v2=reread(self.tls_crypt_v2),
-            pkcs12=reread(self.pkcs12))
+            pkcs12=reread(self.pkcs12), secret=reread(self.secret))
 
     def with_files_loaded(self) -> Options:
         """A copy whose file-valued options carry their text; ConfigError if one is unreadable."""
@@ -664,4 +669,5 @@ class Options:
             self, ca=load(self.ca), cert=load(self.cert), key=load(self.key),
             extra_certs=load(self.extra_certs), dh=dh, crl_verify=load(self.crl_verify),
             tls_auth=load(self.tls_auth), tls_crypt=load(self.tls_crypt), auth_user_pass=aup,
-            tls_crypt_v2=load(self.tls_crypt_v2), pkcs12=load(self.pkcs12))
+            tls_crypt_v2=load(self.tls_crypt_v2), pkcs12=load(self.pkcs12),
+            secret=load(self.secret))

@@ -10,6 +10,7 @@ from types import MappingProxyType
 
 from trivpn.config import connection as conn
 from trivpn.config import values as v
+from trivpn.config.compat import apply_compat_mode
 from trivpn.config.directives import (
     DIRECTIVES,
     NOT_ON_LINUX,
@@ -21,6 +22,7 @@ from trivpn.config.directives import (
     finish_fragment,
 )
 from trivpn.config.errors import ConfigError
+from trivpn.config.linkmtu import apply_link_mtu
 from trivpn.config.options import (
     ConfigWarning,
     DevType,
@@ -31,6 +33,7 @@ from trivpn.config.options import (
     Role,
 )
 from trivpn.config.reader import ConfigSource, Directive
+from trivpn.config.static import check_static
 from trivpn.protocol.dns import DnsOptionError
 
 # IFCONFIG_POOL_MIN_NETBITS and the largest prefixes `server` accepts per device type.
@@ -192,10 +195,20 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                          "('client'/'tls-client' with 'server'/'tls-server')",
                      _last_of(st, "tls-client" if "tls-client" in seen else "client",
                               "tls-server" if "tls-server" in seen else "server"))
-    if not tls_client and not tls_server:
-        raise _error(st, "peer-to-peer mode without TLS (static key) is not supported by "
-                         "trivpn yet: add 'client' or 'server'", "mode")
+    static = "secret" in seen
+    if static and (tls_client or tls_server):
+        # OpenVPN options.c, options_postprocess_verify_ce()
+        role = next(n for n in ("tls-client", "client", "tls-server", "server", "server-bridge")
+                    if n in seen)
+        raise _error(st, "specify only one of --tls-server, --tls-client, or --secret",
+                     _last_of(st, "secret", role))
+    if not tls_client and not tls_server and not static:
+        raise _error(st, "no TLS role: add 'client' or 'server' (or 'secret' for OpenVPN's "
+                         "static-key peer-to-peer mode)", "mode")
     tls_role: Role = "client" if tls_client else "server"
+    if static:  # who connects: the side with a 'remote' (docs/connections.md)
+        tls_role = "client" if (st.remotes or st.connections) else "server"
+        check_static(st, _error)
     mode_server = (st.mode_server or "server" in seen or "server-bridge" in seen
                    or "server-ipv6" in seen)
     if mode_server and tls_role != "server":
@@ -249,6 +262,12 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "a TLS peer-to-peer 'tls-server' with 'proto tcp-client' is not "
                          "supported by trivpn (it waits for its peer: use udp or tcp-server)",
                      "proto")
+    if static and proto == "tcp-server":  # static key: the TCP server side waits
+        tls_role = "server"
+        o = replace(o, tls_role=tls_role)
+    if static and tls_role == "server" and proto == "tcp-client":
+        raise _error(st, "static-key mode with 'proto tcp-client' needs a 'remote' to connect "
+                         "to", "proto")
     if tls_role == "client" and not o.pull and proto == "tcp-server":
         raise _error(st, "a TLS peer-to-peer 'tls-client' with 'proto tcp-server' is not "
                          "supported by trivpn (it connects to its peer: use tcp-client)",
@@ -393,19 +412,20 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.pkcs12 is not None and (o.cert is not None or o.key is not None):
         raise _error(st, "'pkcs12' holds the certificate and key: drop 'cert' and 'key'",
                      "pkcs12")
-    if o.ca is None and not o.peer_fingerprints and o.pkcs12 is None and o.capath is None:
+    if (not static and o.ca is None and not o.peer_fingerprints and o.pkcs12 is None
+            and o.capath is None):
         raise _error(st, "no 'ca' directive: a TLS client or server needs the CA certificate "
                          "that signed its peer's certificate (or 'peer-fingerprint')")
     if (o.cert is None) != (o.key is None):
         given, missing = ("cert", "key") if o.key is None else ("key", "cert")
         raise _error(st, f"'{given}' is given without '{missing}'", given)
-    if o.cert is None and o.pkcs12 is None:
+    if o.cert is None and o.pkcs12 is None and not static:
         if tls_role == "server":
             raise _error(st, "a server needs its own 'cert' and 'key'")
         if o.auth_user_pass is None:
             raise _error(st, "no 'cert'/'key': a client needs a certificate and key, or "
                              "'auth-user-pass' with a server that sets 'verify-client-cert none'")
-    if tls_role == "server" and o.dh is None:
+    if tls_role == "server" and o.dh is None and not static:
         raise _error(st, "no 'dh' directive: an OpenVPN 2.6 TLS server requires one "
                          "(use 'dh none' for ECDHE key exchange only)")
     if tls_role == "server" and o.auth_user_pass is not None:
@@ -461,6 +481,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         raise _error(st, "'auth-user-pass-verify' requires 'mode server'",
                      "auth-user-pass-verify")
 
+    # --- static: compat-mode (options.c, options_set_backwards_compatible_options()) ---
+    try:
+        o = apply_compat_mode(o, set(seen))
+    except ValueError as exc:
+        raise _error(st, str(exc), "compat-mode") from None
     o = finish_compression(st, o)
     o = finish_fragment(st, o)
 
@@ -488,6 +513,20 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
             if name in seen:
                 raise _error(st, f"'{name}' in a server config is not supported by trivpn "
                                  "yet (it applies on clients only)", name)
+
+    # --- static: link-mtu (options.c "only one of ..."; init.c, get_frame_mtu()) ---
+    if o.link_mtu is not None:
+        mtu_name = _last_of(st, "link-mtu", "udp-mtu") if "udp-mtu" in seen and \
+            "link-mtu" in seen else ("link-mtu" if "link-mtu" in seen else "udp-mtu")
+        if "tun-mtu" in seen or any("tun-mtu" in c.seen for c in st.connections):
+            raise _error(st, "only one of --tun-mtu or --link-mtu may be defined",
+                         _last_of(st, "tun-mtu", mtu_name) if "tun-mtu" in seen
+                         and mtu_name in seen else None)
+        try:
+            o = apply_link_mtu(o, mssfix_given="mssfix" in seen
+                               and bool(st.last_seen["mssfix"].args))
+        except ValueError as exc:
+            raise _error(st, f"{exc} (MTU is too small)", mtu_name) from None
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(
@@ -642,13 +681,13 @@ def _warnings(st: ParseState, o: Options) -> list[ConfigWarning]:
         if o.cipher in v.WEAK_64BIT_CIPHERS:
             warn(f"cipher {o.cipher} has a 64-bit block size and is open to SWEET32 attacks",
                  "cipher")
-        if o.cipher not in o.data_ciphers:
+        if o.cipher not in o.data_ciphers and o.secret is None:  # static key: the cipher
             warn(f"'cipher {o.cipher}' is not in data-ciphers ({':'.join(o.data_ciphers)}), so "
                  "OpenVPN 2.6 ignores it for cipher negotiation; add it to 'data-ciphers' or "
                  "remove it", "cipher")
-    if o.tls_role == "client" and not (o.remote_cert_tls or o.verify_x509_name or o.ns_cert_type
-                                   or o.peer_fingerprints
-                                   or o.remote_cert_eku or o.remote_cert_ku is not None):
+    if o.tls_role == "client" and o.secret is None and not (
+            o.remote_cert_tls or o.verify_x509_name or o.ns_cert_type or o.peer_fingerprints
+            or o.remote_cert_eku or o.remote_cert_ku is not None):
         warn("no server certificate verification is enabled: any certificate from the same CA "
              "(e.g. another client's) is accepted as the server; add 'remote-cert-tls server'")
     if o.key_direction is not None and o.tls_crypt is not None and o.tls_auth is None:

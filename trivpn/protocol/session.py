@@ -61,7 +61,13 @@ from trivpn.protocol.keymethod import (
     decode_key_method2,
     encode_key_method2,
 )
-from trivpn.protocol.keys import EKM_LABEL, KeySource, derive_key_block_prf, directional_keys
+from trivpn.protocol.keys import (
+    EKM_LABEL,
+    DirectionalKeys,
+    KeySource,
+    derive_key_block_prf,
+    directional_keys,
+)
 from trivpn.protocol.ncp import choose_cipher
 from trivpn.protocol.occ import (
     MAGIC_FIRST_BYTES,
@@ -110,6 +116,7 @@ from trivpn.protocol.states import (
     KeyPhase,
     PullState,
 )
+from trivpn.protocol.staticmode import StaticDataKey
 from trivpn.protocol.tls import (
     CAUSE_CERT_VERIFY_FAILED,
     KeyExporter,
@@ -218,6 +225,10 @@ class SessionConfig:
     # --- more ---
     # replay-persist: (time, id) the control-channel replay window starts from
     wrap_replay_start: tuple[int, int] | None = None
+    # --- static ---
+    # static-key mode (secret FILE [direction]): no TLS; the data channel uses these keys
+    # from start() on, with cipher data_ciphers_fallback (protocol/staticmode.py)
+    static_keys: DirectionalKeys | None = None
 
     def __repr__(self) -> str:
         role = "server" if self.is_server else "client"
@@ -425,7 +436,11 @@ class Session:
     # ------------------------------------------------------------------ public API
 
     def start(self, now: float) -> None:
-        """Client: send P_CONTROL_HARD_RESET_CLIENT_V2."""
+        """Client: send P_CONTROL_HARD_RESET_CLIENT_V2. Static-key mode (either side): the
+        data channel is ready at once."""
+        if self.config.static_keys is not None:
+            self._start_static(now)
+            return
         if self.config.is_server:
             raise CallerMisuse("a server session starts when the client's reset arrives",
                                "start")
@@ -438,6 +453,12 @@ class Session:
 
     def receive_datagram(self, data: bytes, now: float) -> None:
         """Feed one packet from the link (UDP datagram or one TCP record)."""
+        if self.config.static_keys is not None:  # no opcode byte: every packet is data
+            packet = self.decrypt_data(data, now)
+            if packet is not None:
+                self._tun.append(packet)
+            self._flush(now)
+            return
         try:
             if not data:
                 raise DecodeError("empty packet", "byte 0")
@@ -1579,6 +1600,46 @@ class Session:
     def _handle_occ(self, opcode: OccOpcode) -> None:
         if opcode == OccOpcode.EXIT:
             self._events.append(ev.PeerExited("occ_exit"))
+        elif opcode == OccOpcode.REQUEST and self.config.static_keys is not None:
+            # static-key mode: the peer asks for our options string (occ.c, OCC_REQUEST ->
+            # OCC_REPLY with the NUL-terminated string); with TLS it came in key method 2.
+            # It leaves with the session's next output (the runtime's next flush).
+            wire = self._encrypt_internal(
+                build_occ(OccOpcode.REPLY, self.config.options_string.encode() + b"\0"),
+                self._last_received)
+            if wire is not None:
+                self._out.append(wire)
+
+    # --- static ---
+
+    def _start_static(self, now: float) -> None:
+        """Static-key mode: one key (id 0) for every packet, ready now; the device is set
+        up from the config's own ifconfig/route lines (the same PushReceived path as TLS
+        peer-to-peer mode)."""
+        if self._keys:
+            raise CallerMisuse("the session has already started", "start")
+        cfg = self.config
+        assert cfg.static_keys is not None
+        cipher = cfg.data_ciphers_fallback
+        if cipher is None:
+            raise CallerMisuse("static-key mode needs its cipher in data_ciphers_fallback",
+                               "start")
+        key = self._new_key_state(0, now)
+        key.phase = KeyPhase.DATA_READY
+        key.data_key = StaticDataKey(cipher, cfg.static_keys, auth=cfg.auth,
+                                     start_time=int(now + cfg.unix_time_offset),
+                                     replay_backtrack=cfg.replay_window,
+                                     replay_time=cfg.replay_time, replay=cfg.replay)
+        # no key-id byte: whatever byte a packet starts with, key 0 decrypts it
+        self._keys = dict.fromkeys(range(8), key)
+        self._primary = key
+        self.cipher = cipher
+        self.established = True
+        self.key_derivation = "static"
+        self.pushed = PushedOptions(cipher=cipher)
+        self._events.append(ev.PushReceived(self.pushed))
+        self._events.append(ev.DataChannelReady(0, cipher, None, False, "static"))
+
 
     # ------------------------------------------------------------------ output
 
@@ -1619,6 +1680,8 @@ class Session:
                                    key_id=key.key_id)
 
     def _flush(self, now: float) -> None:
+        if self.config.static_keys is not None:  # no control channel
+            return
         if self.remote_session_id is None and self.config.is_server:
             return
         for key in list(self._keys.values()):

@@ -704,6 +704,9 @@ class Client:
         return "; ".join(notes) or None
 
 
+_ALL_BYTES = frozenset(range(256))  # static-key mode: any first byte is data
+
+
 class Connection:
     """One link, one session, one nursery."""
 
@@ -755,11 +758,21 @@ class Connection:
         # TLS peer-to-peer server: the address the peer must come from (None: any)
         self._allowed: str | None = None
         self._listen_drops: Counter[str] = Counter()
+        # --- static ---
+        # static-key mode (secret): no opcode byte, every packet goes to the data path
+        self._static = self.session.config.static_keys is not None
+        self._data_byte0 = _ALL_BYTES if self._static else DATA_BYTE0
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> Outcome:
         self.client.scripts.new_connection()
+        early = self._static and self.client.listening
+        if early:  # static key, waiting side: the device is up before the peer (as OpenVPN)
+            self.session.start(trio.current_time())
+            await self.pump.flush()
+            if self.outcome is not None:
+                return self.outcome
         opened = await (self._open_listener() if self.client.listening else self._open_link())
         if opened is not None:
             return opened
@@ -769,7 +782,12 @@ class Connection:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                if self.client.listening:
+                if early and self.client.tunnel is not None:
+                    self._start_tun(self.client.tunnel)  # now that there is a link
+                elif self._static:  # static key: the data channel (and device) now
+                    self.session.start(trio.current_time())
+                    await self.pump.flush()
+                elif self.client.listening:
                     await self._take_over()
                 else:
                     self.session.start(trio.current_time())
@@ -971,6 +989,16 @@ class Connection:
         for data, addr in batch:
             if self._allowed is not None and not _same_host(addr[0], self._allowed):
                 self._listen_drops["peer_address_rejected"] += 1
+                continue
+            if self._static:  # the first packet that authenticates names the peer
+                if self.peer is None:
+                    ok, packet = session.authenticate_data(data, self._clock())
+                    if ok:
+                        self._set_peer(addr)
+                        if packet is not None:
+                            self._deliver([packet])
+                    continue
+                keep.append((data, addr))
                 continue
             if session.remote_session_id is None:
                 if not is_new_peer_reset(data, session.config.wrap, None):
@@ -1231,6 +1259,8 @@ class Connection:
         when the push configured it; :mod:`trivpn.runtime.readiness`)."""
         link_fd = link.fileno()
         ready = self._ready = ReadySet((link_fd,), direct=self.client.direct_wait)
+        if self._tun_fd >= 0:  # static key: the TUN came up before this reader
+            ready.add(self._tun_fd)
         self.log.debug("data_path_wait", direct=ready.direct)
         try:
             while True:
@@ -1297,8 +1327,9 @@ class Connection:
         control = False
         to_tun: list[bytes] = []
         append = to_tun.append
+        data_byte0 = self._data_byte0
         for data in batch:
-            if data and data[0] in DATA_BYTE0:
+            if data and data[0] in data_byte0:
                 packet = decrypt(data, now)
                 if packet is not None:
                     # clamp_mss's first test inline: only TCP can need it (pings skip the call)
@@ -1372,9 +1403,11 @@ class Connection:
             ipv6 = ":" in self.remote_ip
             self.shaper = Shaper(rate, datagram_overhead(ipv6, self.tcp is not None))
         if isinstance(self.udp, UdpLink) and isinstance(device, TunDevice) and not self.shaper:
-            if self._ready is not None:  # the fast path: the link reader serves both fds
-                self._tun_device = device
-                self._tun_fd = device.fileno()
+            # the fast path: the link reader serves both fds (static key: the TUN is up
+            # before the reader starts, which then adds it)
+            self._tun_device = device
+            self._tun_fd = device.fileno()
+            if self._ready is not None:
                 self._ready.add(self._tun_fd)
         elif self._nursery is not None:
             self._nursery.start_soon(self._tun_reader, tunnel)
@@ -1776,8 +1809,10 @@ class Connection:
             self.log.info("pushed_option_filtered", option=dropped.text, by=dropped.by)
         client.schedule.established()
         try:
-            plan = plan_client_tunnel(self.options, pushed, remote_host=self.remote_ip,
-                                      net_gateway=client.net_gateway(self.remote_ip))
+            # a static-key side that waits has no peer address yet
+            plan = plan_client_tunnel(self.options, pushed, remote_host=self.remote_ip or None,
+                                      net_gateway=client.net_gateway(self.remote_ip)
+                                      if self.remote_ip else None)
         except TunnelPlanError as exc:
             self.log.error("bad_push", detail=str(exc))
             self.finish(Reconnect("bad_push", str(exc)))
@@ -1823,7 +1858,7 @@ class Connection:
         if not self._tun_started:
             self._tun_started = True
             self._start_tun(tunnel)
-        gateway = client.net_gateway(self.remote_ip)
+        gateway = client.net_gateway(self.remote_ip) if self.remote_ip else None
         # route_net_gateway: OpenVPN reports its route lookup's gateway, 0.0.0.0 on-link
         client.scripts.on_tunnel(pushed, tunnel.name,
                                  net_gateway=(gateway.gateway or "0.0.0.0") if gateway else None,
