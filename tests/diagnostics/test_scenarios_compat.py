@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from trivpn.diagnostics import (
 from trivpn.diagnostics.checks_compat import expected_remote, parse_options_string
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext
 from trivpn.diagnostics.runner import run_checks
+from trivpn.diagnostics.tunnel_session import TunnelBroker
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +50,10 @@ def _start_server(sc: Scenario, lines: list[str]) -> None:
 
 
 async def _report(ctx: DoctorContext) -> dict[str, CheckResult]:
-    report = await run_checks(CHECKS, ctx)
+    # one shared session, as 'trivpn doctor' runs them: without it every check that needs
+    # the data channel makes its own handshake and the server drops the previous one
+    async with TunnelBroker() as broker:
+        report = await run_checks(CHECKS, replace(ctx, tunnel=broker))
     return {r.id: r for r in report.checks}
 
 
