@@ -109,4 +109,6 @@ def test_inactive_makes_trivpn_exit_like_openvpn_once_traffic_stops(setup: Setup
     assert ours.wait_event("inactive", 1) is not None
     assert ours.wait_event("exiting", 1, code=0, reason="inactive") is not None
     assert ours.count("reconnecting") == 0
-    assert 2.0 <= our_end - traffic_end <= 4.5
+    # 'inactive 3' is checked once a second; the upper bound leaves room for the exit itself
+    # on a loaded 2-core machine (5.99 s seen once in a full parallel run)
+    assert 2.0 <= our_end - traffic_end <= 6.5
