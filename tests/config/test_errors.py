@@ -247,3 +247,10 @@ def test_tls_crypt_with_a_key_direction_warns_that_the_direction_is_ignored(tmp_
     assert options.tls_crypt is not None and options.tls_crypt.path == tmp_path / "tc.key"
     assert any("second argument '0' is ignored" in w.message and w.line == 7
                for w in options.warnings)
+
+
+def test_stale_routes_check_on_a_tun_server_is_refused_naming_its_line() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(SERVER_BASE + "stale-routes-check 30 10\n", "server.conf")
+    assert "server.conf:8" in str(caught.value)
+    assert "supported by trivpn with 'dev tap' only" in str(caught.value)

@@ -382,10 +382,9 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
                              "error: --stale-routes-check requires --mode server)",
                          "stale-routes-check")
         if o.dev_type != "tap":
-            raise _error(st, "'stale-routes-check' is supported with 'dev tap' only (it ages "
-                             "the MAC addresses learned from clients; on a tun server the "
-                             "routes are the clients' own addresses, which OpenVPN would age "
-                             "out too, cutting idle clients off)", "stale-routes-check")
+            raise _error(st, "'stale-routes-check' is supported by trivpn with 'dev tap' only "
+                             "(it ages the MAC addresses learned from clients); trivpn does not "
+                             "age routes on a tun server yet", "stale-routes-check")
 
     # --- keepalive (helper.c helper_keepalive) ---
     if o.keepalive is not None:
