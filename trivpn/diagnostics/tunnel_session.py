@@ -187,6 +187,9 @@ class Tunnel:
     remote: str  # "198.18.0.1:1194/udp"
     cipher: str | None = None
     handshake: Handshake | None = None  # how it was established (None: a test's fake)
+    # Decrypted inner packets of the whole session that are not IPv4/IPv6, by first byte: a
+    # peer framing data for compression (0xFA, 0xFB...) that this config does not expect.
+    non_ip: dict[int, int] = field(default_factory=dict)
     # Steps of the current lease, timed from its start (mark()); reset by every lease.
     timeline: Timeline = field(default_factory=Timeline)
     handshake_timeline: list[dict[str, Any]] = field(default_factory=list)
@@ -258,6 +261,10 @@ class Tunnel:
     def deliver(self, packets: Iterable[bytes]) -> None:
         """Called by the link for decrypted inner packets."""
         now = trio.current_time()
+        for p in packets:
+            if not p or p[0] >> 4 not in (4, 6):
+                first = p[0] if p else -1
+                self.non_ip[first] = self.non_ip.get(first, 0) + 1
         self._buffer.extend((now, p) for p in packets)
         self._arrived.set()
         self._arrived = trio.Event()
