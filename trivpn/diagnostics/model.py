@@ -72,6 +72,9 @@ class Check:
     # Run after these (when they are part of the run) and see their results, whatever their
     # status: unlike depends_on, a failed one does not skip this check.
     after: tuple[str, ...] = ()
+    # Not part of the default run (it waits minutes, or sends more than a quick probe): it
+    # runs only when named with '--check ID' (runner.select_checks), never as a dependency.
+    opt_in: bool = False
 
 
 def ok(id: str, summary: str, **evidence: Any) -> CheckResult:

@@ -79,6 +79,9 @@ class SessionProbe:
         self._send_lock = trio.Lock()  # a lease holder and the driving loop both send
         # Errors recv() reported on the UDP socket (ICMP errors, IP_RECVERR's queue), timed.
         self.socket_errors: list[tuple[float, OSError]] = []
+        # False: run_until only receives; the session's timers (its pings, ping-restart,
+        # retransmits) are not run, so nothing is sent unless the caller sends it.
+        self.timers = True
 
     async def __aenter__(self) -> SessionProbe:
         kind = socket.SOCK_DGRAM if self.target.transport == "udp" else socket.SOCK_STREAM
@@ -163,7 +166,7 @@ class SessionProbe:
                     self.link_error is not None and self._stream is not None):
                 return done()
             wake = min(deadline, now + CHECK_EVERY)  # re-evaluate done() while silent
-            timer = session.next_timer()
+            timer = session.next_timer() if self.timers else None
             if timer is not None:
                 wake = min(wake, max(timer, now))
             packets: list[bytes] = []
@@ -174,7 +177,8 @@ class SessionProbe:
             self.rx_times += [now] * len(packets)
             self.rx_first += [(now, p) for p in packets[:RX_KEEP - len(self.rx_first)]]
             pump.receive(packets, now)
-            pump.step_timers(now)
+            if self.timers:
+                pump.step_timers(now)
             await pump.flush()
             if self.link_error is not None and not packets:
                 await trio.sleep(min(0.2, max(0.0, deadline - trio.current_time())))

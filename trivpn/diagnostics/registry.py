@@ -9,9 +9,11 @@ from trivpn.diagnostics import (
     checks_compat,
     checks_config,
     checks_dns,
+    checks_dnsafter,
     checks_env,
     checks_mtu,
     checks_nat,
+    checks_netbeh,
     checks_pki,
     checks_port,
     checks_route,
@@ -29,9 +31,9 @@ def all_checks() -> tuple[Check, ...]:
     checks = (*checks_config.CHECKS, *checks_pki.CHECKS, *checks_env.CHECKS,
               *checks_dns.CHECKS, *checks_route.CHECKS, *checks_port.CHECKS,
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
-              *checks_tunnel.CHECKS,
-              *checks_beyond.CHECKS,
+              *checks_tunnel.CHECKS, *checks_beyond.CHECKS, *checks_dnsafter.CHECKS,
               *checks_compat.CHECKS,
+              *checks_netbeh.CHECKS,
               *checks_server.CHECKS, *checks_ccd.CHECKS,
               *checks_serverstate.CHECKS, *checks_certs.CHECKS)
     seen: set[str] = set()

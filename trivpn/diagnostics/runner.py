@@ -78,10 +78,12 @@ def make_report(results: Sequence[CheckResult], *, config: str | None, role: Rol
 def select_checks(checks: Sequence[Check], role: Role,
                   only: Sequence[str] | None = None) -> tuple[Check, ...]:
     """The checks that apply to ``role``, restricted to ``only`` plus everything they depend on
-    (transitively). Order is kept. Raises :class:`UnknownCheckError` for ids not registered."""
+    (transitively). Order is kept. Raises :class:`UnknownCheckError` for ids not registered.
+    An ``opt_in`` check runs only when ``only`` names it: never in the default run, never
+    pulled in as a dependency."""
     by_id = {c.id: c for c in checks}
     if only is None:
-        return tuple(c for c in checks if role in c.roles)
+        return tuple(c for c in checks if role in c.roles and not c.opt_in)
     unknown = [i for i in only if i not in by_id]
     if unknown:
         raise UnknownCheckError(unknown, by_id)
@@ -90,6 +92,8 @@ def select_checks(checks: Sequence[Check], role: Role,
     while stack:
         cid = stack.pop()
         if cid in wanted or cid not in by_id:
+            continue
+        if by_id[cid].opt_in and cid not in only:
             continue
         wanted.add(cid)
         stack.extend(by_id[cid].depends_on)

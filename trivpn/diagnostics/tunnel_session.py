@@ -193,6 +193,9 @@ class Tunnel:
     # Steps of the current lease, timed from its start (mark()); reset by every lease.
     timeline: Timeline = field(default_factory=Timeline)
     handshake_timeline: list[dict[str, Any]] = field(default_factory=list)
+    # The outer datagram's length for an inner packet (the session's exact framing: cipher,
+    # opcode/peer-id, compression, fragment header), None when unknown; mtu.path uses it.
+    wire_length: Callable[[bytes], int | None] | None = None
     _buffer: deque[tuple[float, bytes]] = field(default_factory=lambda: deque(
         maxlen=BUFFER_PACKETS))
     _arrived: trio.Event = field(default_factory=trio.Event)
@@ -505,7 +508,8 @@ async def open_tunnel(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
                                     "the handshake for the tunnel session did not complete"
                                     + detail, handshake=record, **evidence)
         tunnel = Tunnel(pushed, _ProbeLink(probe), target.describe(), session.cipher,
-                        handshake=record, handshake_timeline=list(probe.timeline.steps))
+                        handshake=record, handshake_timeline=list(probe.timeline.steps),
+                        wire_length=session.data_wire_length)
         probe.on_tun = tunnel.deliver
         if probe.tun:
             tunnel.deliver(probe.tun)

@@ -153,6 +153,15 @@ class DataKey:
         return (self.bytes_out + self.packets_out * (len(self._header) + body)
                 + self.bytes_in + self.packets_in * body + self._pad_bytes)
 
+    def wire_length(self, plaintext_len: int) -> int:
+        """The length of the wire packet :meth:`encrypt` makes of ``plaintext_len`` bytes:
+        opcode (and peer id), then packet id and tag (AEAD), or HMAC, IV and the CBC
+        ciphertext of packet id, plaintext and 1..16 bytes of padding."""
+        if self.is_aead:
+            return len(self._header) + 4 + AEAD_TAG_LEN + plaintext_len
+        blocks = (4 + plaintext_len) // CBC_BLOCK + 1
+        return len(self._header) + self._mac_len + CBC_BLOCK + blocks * CBC_BLOCK
+
     @property
     def replay_window(self) -> ReplayWindow:
         return self._replay

@@ -30,6 +30,7 @@ from trivpn.protocol import events as ev
 from trivpn.protocol import states
 from trivpn.protocol.challenge import AuthToken, pushed_auth_token
 from trivpn.protocol.compression import STUBS, Compression, Compressor
+from trivpn.protocol.compression import frame as compression_frame
 from trivpn.protocol.controlmsg import (
     AuthFailed,
     AuthPending,
@@ -52,6 +53,7 @@ from trivpn.protocol.errors import (
     ProtocolError,
     StateError,
 )
+from trivpn.protocol.fragment import HEADER_SIZE as FRAGMENT_HEADER_SIZE
 from trivpn.protocol.fragment import FragmentLayer, max_fragment_size
 from trivpn.protocol.keymethod import (
     IncompleteError,
@@ -1271,6 +1273,26 @@ class Session:
             return digest_info(self.config.auth)[1]
         except (ProtocolError, ValueError, KeyError):
             return 20
+
+    def data_wire_length(self, packet: bytes) -> int | None:
+        """The datagram (UDP payload, or TCP packet without its length prefix) that
+        :meth:`encrypt_data` would make of ``packet`` when compression does not shrink it:
+        compression framing, fragment header and the data key's framing. None without a
+        data key, or when the fragment layer would split ``packet`` into several."""
+        key = self.data_key
+        if key is None:
+            return None
+        framed = len(packet)
+        if self._compression is not None:
+            kind = self._compression.kind
+            stub = {Compression.LZO: Compression.LZO_STUB, Compression.LZ4: Compression.STUB,
+                    Compression.LZ4_V2: Compression.STUB_V2}.get(kind, kind)
+            framed = len(compression_frame(stub, packet))
+        if self._fragment is not None:
+            if framed > self._fragment.max_size:
+                return None
+            framed += FRAGMENT_HEADER_SIZE
+        return key.wire_length(framed)
 
     @property
     def fragment_layer(self) -> FragmentLayer | None:
