@@ -24,12 +24,7 @@ from trivpn.diagnostics.checks_compat import Mismatch, compare
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.diagnostics.probe_icmp import echo_request, parse_echo_reply
 from trivpn.diagnostics.tunnel_session import TunnelUnavailable, gateway_of, tunnel_lease
-from trivpn.protocol.compression import (
-    LZ4_COMPRESS_BYTE,
-    LZO_COMPRESS_BYTE,
-    NO_COMPRESS_BYTE,
-    NO_COMPRESS_BYTE_SWAP,
-)
+from trivpn.protocol.compression import NO_COMPRESS_BYTE, NO_COMPRESS_BYTE_SWAP
 
 __all__ = ["CHECKS", "explain_no_reply", "gateway_of", "run"]
 
@@ -118,10 +113,10 @@ _CAUSE_WORDS = {"compression_mismatch": ": the two sides frame data for compress
 # Options-string items whose difference breaks every data packet, small pings included
 # (a different tun-mtu only breaks large packets: not a reason for a lost ping).
 _BREAKS_EVERY_PACKET = ("mtu-dynamic", "dev-type", "auth", "cipher")
+# First bytes of uncompressed packets framed for compression (compressed ones start with 0x66
+# or 0x69, which look like IPv6: not counted as non-IP, and pings are never compressed).
 _FRAMING = {NO_COMPRESS_BYTE: "0xFA, the 'comp-lzo'/'compress lzo' framing byte",
-            NO_COMPRESS_BYTE_SWAP: "0xFB, the 'compress' (stub/lz4) framing byte",
-            LZO_COMPRESS_BYTE: "0x66, an LZO-compressed packet",
-            LZ4_COMPRESS_BYTE: "0x69, an LZ4-compressed packet"}
+            NO_COMPRESS_BYTE_SWAP: "0xFB, the 'compress' (stub/lz4) framing byte"}
 
 
 def _occ_mismatches(ctx: DoctorContext) -> list[Mismatch]:
