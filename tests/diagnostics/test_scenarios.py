@@ -381,3 +381,44 @@ async def test_pushed_route_overlapping_a_local_network_is_reported(sc: Scenario
     text = json.dumps(overlap.evidence)
     assert "198.18.60.0/24" in text and "lan0" in text
     assert overlap.fix
+
+
+async def test_server_compression_not_pushed_is_named_by_tunnel_traffic_not_a_firewall(
+        sc: Scenario):
+    # The server frames every data packet for LZO ('comp-lzo') and does not push it.
+    _start_server(sc, server_lines("tls-crypt", extra=["comp-lzo"]))
+    ctx = sc.context(sc.client_config(client_lines("tls-crypt")))
+    results = await _report(ctx)
+
+    traffic = results["tunnel.traffic"]
+    assert traffic.status == "fail", traffic.summary
+    assert traffic.evidence["cause"] == "compression_mismatch"
+    assert "frame data for compression differently" in traffic.summary
+    assert "without pushing it" in traffic.explanation  # from the options strings
+    assert "comp-lzo" in results["tls.handshake"].evidence["occ"]["server"].split(",")
+    # the server's keepalive pings came back with the LZO framing byte in front
+    assert traffic.evidence["non_ip_received"].get("0xfa", 0) >= 1, traffic.evidence
+    assert "0xFA" in traffic.explanation
+    assert "rp_filter" not in traffic.explanation and "nft" not in traffic.fix
+    assert "remove 'compress'/'comp-lzo' from the server" in traffic.fix
+    # what the explanation says the server logs, the real server logged
+    assert "Bad LZO decompression header byte" in traffic.explanation
+    assert "Bad LZO decompression header byte" in sc.servers[0].text()
+
+
+async def test_tun_firewall_on_the_server_is_named_when_nothing_else_explains_it(
+        sc: Scenario):
+    _start_server(sc, server_lines("tls-crypt"))
+    sc.server.nft("table inet doctortun {\n chain input {\n"
+                  "  type filter hook input priority 0; policy accept;\n"
+                  '  iifname "tun*" icmp type echo-request drop\n }\n}\n')
+    ctx = sc.context(sc.client_config(client_lines("tls-crypt")))
+    results = await _report(ctx)
+
+    traffic = results["tunnel.traffic"]
+    assert traffic.status == "fail", traffic.summary
+    assert traffic.evidence["cause"] == "no_reply"
+    assert "non_ip_received" not in traffic.evidence
+    assert "firewall on the tun interface" in traffic.explanation
+    assert "nft list ruleset" in traffic.fix
+    assert results["compat.occ"].status == "ok"

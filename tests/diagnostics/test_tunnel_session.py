@@ -1,5 +1,5 @@
-"""The doctor's shared tunnel session: one handshake for every lease, one lease at a time, a
-failed handshake remembered, socket options put back after a lease."""
+"""The doctor's shared tunnel session: one handshake for tls.handshake and every lease, one
+lease at a time, a failed handshake remembered, socket options put back after a lease."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import trio
 
 from trivpn.diagnostics.model import DoctorContext
 from trivpn.diagnostics.tunnel_session import (
+    Handshake,
     Tunnel,
     TunnelBroker,
     TunnelUnavailable,
@@ -54,8 +55,9 @@ class LoopLink:
 
 
 class FakeConnector:
-    def __init__(self, fail: TunnelUnavailable | None = None, delay: float = 0.0) -> None:
-        self.fail, self.delay = fail, delay
+    def __init__(self, fail: TunnelUnavailable | None = None, delay: float = 0.0,
+                 record: Handshake | None = None) -> None:
+        self.fail, self.delay, self.record = fail, delay, record
         self.opened = 0
         self.closed = 0
         self.link = LoopLink()
@@ -66,7 +68,8 @@ class FakeConnector:
         await trio.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
-        tunnel = Tunnel(PUSHED, self.link, "198.18.0.1:1194/udp", "AES-256-GCM")
+        tunnel = Tunnel(PUSHED, self.link, "198.18.0.1:1194/udp", "AES-256-GCM",
+                        handshake=self.record)
         self.link.tunnel = tunnel
         try:
             yield tunnel
@@ -211,3 +214,43 @@ async def test_socket_errors_are_those_of_the_current_lease():
             await trio.sleep(0.01)
             connect.link.errors.append((trio.current_time(), OSError(111, "refused")))
             assert [e.errno for e in t.socket_errors()] == [111]
+
+
+def _record() -> Handshake:
+    nothing: Any = None
+    return Handshake(nothing, nothing, nothing, 5.0, False, 0.0, nothing)
+
+
+async def test_tls_handshake_and_the_leases_share_one_handshake():
+    record = _record()
+    connect = FakeConnector(delay=0.1, record=record)
+    async with TunnelBroker(connect) as broker:
+        async def use() -> None:
+            async with broker.lease(_ctx()):
+                pass
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(use)
+            assert await broker.handshake(_ctx()) is record
+            nursery.start_soon(use)
+    assert connect.opened == 1 and broker.handshakes == 1 and broker.leases == 2
+
+
+async def test_a_failed_handshake_is_reported_to_tls_handshake_and_refused_to_leases():
+    record = _record()
+    connect = FakeConnector(fail=TunnelUnavailable("handshake_failed", "no PUSH_REPLY",
+                                                   handshake=record))
+    async with TunnelBroker(connect) as broker:
+        assert await broker.handshake(_ctx()) is record
+        with pytest.raises(TunnelUnavailable):
+            async with broker.lease(_ctx()):
+                pytest.fail("a lease without a session")
+    assert connect.opened == 1
+
+
+async def test_no_handshake_attempted_is_raised_to_tls_handshake():
+    connect = FakeConnector(fail=TunnelUnavailable("no_inputs", "the config did not parse"))
+    async with TunnelBroker(connect) as broker:
+        with pytest.raises(TunnelUnavailable) as info:
+            await broker.handshake(_ctx())
+    assert info.value.cause == "no_inputs"

@@ -11,7 +11,10 @@ refused) or the host unreachable, nothing can answer, so it does not run and bla
 ``tls.handshake`` runs the real session (as ``trivpn run`` would) up to PUSH_REPLY with a short
 hand-window, keeps a timeline of the phases, and on failure names the phase that stalled and the
 cause, explaining why OpenVPN would only have said "TLS key negotiation failed to occur within
-60 seconds".
+60 seconds". Its handshake is the doctor run's only one with the config's credentials: the
+session it establishes is the one the ``tunnel.*`` checks lease afterwards
+(:meth:`~trivpn.diagnostics.tunnel_session.TunnelBroker.handshake`), so an OpenVPN server without
+``duplicate-cn`` is not made to drop one doctor session for the next.
 """
 
 from __future__ import annotations
@@ -41,8 +44,6 @@ from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, prob
 from trivpn.diagnostics.probe import (
     Exchange,
     Target,
-    open_target,
-    probe_inputs,
     remote_where,
     reset_exchange,
     resolve_targets,
@@ -51,6 +52,16 @@ from trivpn.diagnostics.probe import (
     wrap_name,
 )
 from trivpn.diagnostics.probe_session import PHASE_LABELS, SessionProbe, probe_config
+from trivpn.diagnostics.tunnel_session import (
+    GIVE_UP_AFTER,
+    SILENT_AFTER,
+    TLS_PHASES,
+    Handshake,
+    TunnelBroker,
+    TunnelUnavailable,
+    handshake_budget,
+    server_gave_up,
+)
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.session import SessionConfig
@@ -287,16 +298,6 @@ async def run_keys(ctx: DoctorContext) -> CheckResult:
 # ---------------------------------------------------------------------------- tls.handshake
 
 
-def handshake_budget(timeout: float) -> float:
-    """Seconds the handshake probe may take: well inside the check's timeout."""
-    return max(3.0, min(timeout * 0.8, 12.0))
-
-
-SILENT_AFTER = 2.0  # seconds without any packet (not even an ack) from the server
-GIVE_UP_AFTER = 3.5  # ... after which the handshake probe stops waiting
-_TLS_PHASES = (ev.PHASE_TLS_STARTED, ev.PHASE_TLS_COMPLETE, ev.PHASE_KEY_METHOD_SENT)
-
-
 def classify_failure(failure: ev.HandshakeFailed | None, drops: dict[str, int],
                      last_phase: str | None, link_error: str | None,
                      silence: dict[str, Any] | None = None) -> tuple[str, str, str]:
@@ -318,7 +319,7 @@ def classify_failure(failure: ev.HandshakeFailed | None, drops: dict[str, int],
         cause = "hmac_mismatch"
         detail = (f"{drops['hmac_mismatch']} packet(s) from the server failed tls-auth/"
                   f"tls-crypt authentication; {detail}")
-    elif (cause == "timeout" and phase in _TLS_PHASES and silence is not None
+    elif (cause == "timeout" and phase in TLS_PHASES and silence is not None
           and silence["server_silent_s"] >= SILENT_AFTER and silence["sent_after_last_reply"]):
         if silence["received_after_tls_started"] == 0:
             cause = "tls_alert"
@@ -330,18 +331,6 @@ def classify_failure(failure: ev.HandshakeFailed | None, drops: dict[str, int],
                       "right after it received our certificate; an OpenVPN server does this "
                       "when it rejects the client certificate")
     return cause, phase, detail
-
-
-def _server_gave_up(probe: SessionProbe) -> bool:
-    """Inside TLS, the server has not sent anything (not even an ack) for GIVE_UP_AFTER seconds
-    while we kept retransmitting: OpenVPN has dropped our session; waiting longer shows
-    nothing new."""
-    phases = probe.phases
-    if not phases or phases[-1]["phase"] not in _TLS_PHASES:
-        return False
-    silence = probe.silence()
-    return bool(silence["server_silent_s"] >= GIVE_UP_AFTER
-                and silence["sent_after_last_reply"])
 
 
 def _cert_facts(o: Options) -> dict[str, Any]:
@@ -447,7 +436,7 @@ async def _run_probe(config: SessionConfig, target: Target, netns: str | None,
     async with SessionProbe(config, target, netns) as probe:
         probe.start()
         await probe.run_until(lambda: probe.saw(ev.DataChannelReady)
-                              or probe.failure() is not None or _server_gave_up(probe),
+                              or probe.failure() is not None or server_gave_up(probe),
                               trio.current_time() + budget)
         await probe.say_goodbye()
     return probe
@@ -539,26 +528,45 @@ async def _verify_failure(ctx: DoctorContext, o: Options, target: Target, *, bud
                    **evidence)
 
 
+async def the_handshake(ctx: DoctorContext) -> Handshake:
+    """The doctor run's one handshake (tunnel_session.py): the broker's on ``ctx.tunnel``,
+    whose session the data-channel checks then lease, or a private one said goodbye to at
+    once when the context has no broker."""
+    if ctx.tunnel is not None:
+        return await ctx.tunnel.handshake(ctx)
+    async with TunnelBroker() as broker:
+        return await broker.handshake(ctx)
+
+
+def _unavailable(exc: TunnelUnavailable) -> CheckResult:
+    evidence = {k: v for k, v in exc.evidence.items() if k != "tunnel_unavailable"}
+    if exc.cause == "no_inputs":
+        return skip(HANDSHAKE_ID, f"skipped: {exc.summary}", **evidence)
+    if exc.cause == "config":
+        return skip(HANDSHAKE_ID, f"skipped: {exc.summary}; see config.files and pki.*",
+                    **evidence)
+    return CheckResult(
+        HANDSHAKE_ID, "error", f"no handshake could be attempted: {exc.summary}",
+        {"cause": exc.cause, **evidence},
+        "The handshake with the server could not even be started, so the TLS setup was not "
+        "verified.", "Run 'trivpn doctor' again; if it persists, report it as a trivpn bug with "
+        "this evidence.")
+
+
 async def run_handshake(ctx: DoctorContext) -> CheckResult:
-    inputs = await probe_inputs(ctx, HANDSHAKE_ID)
-    if isinstance(inputs, CheckResult):
-        return inputs
-    o, target = inputs.options, open_target(ctx, inputs.targets)
-    budget = handshake_budget(ctx.timeout)
-    prompted = o.auth_user_pass == "prompt"
+    # One handshake per doctor run: this check reports the one whose session the broker then
+    # keeps for tunnel.* (tunnel_session.py). The second handshake with placeholder
+    # credentials (_credential_probe) and the one fetching the server's certificate
+    # (fetch_server_certificate) stay separate: they only run after this handshake failed (no
+    # session to share or to drop), one tests other credentials than the config's, the other
+    # accepts a server certificate the config does not trust, so neither may become the
+    # session the data-channel checks use.
     try:
-        if prompted:  # the doctor does not ask: log in with a placeholder to see how far it gets
-            config = dataclasses.replace(
-                probe_config(dataclasses.replace(o, auth_user_pass=None),
-                             hand_window=budget - 0.5),
-                username=PLACEHOLDER_USER, password=PLACEHOLDER_PASSWORD)
-        else:
-            config = probe_config(o, hand_window=budget - 0.5)
-    except (ConfigError, ProtocolError) as exc:
-        return skip(HANDSHAKE_ID, f"skipped: cannot build the TLS setup from the config "
-                    f"({exc}); see config.files and pki.*")
-    started = trio.current_time()
-    probe = await _run_probe(config, target, ctx.netns, budget)
+        hs = await the_handshake(ctx)
+    except TunnelUnavailable as exc:
+        return _unavailable(exc)
+    o, target, config, budget = hs.options, hs.target, hs.config, hs.budget
+    prompted, started, probe = hs.prompted, hs.started, hs.probe
     session = probe.session
     assert session is not None
     phases = probe.phases
@@ -644,5 +652,5 @@ CHECKS: tuple[Check, ...] = (
     checks_certs.SERVER_CERT,
 )
 
-__all__ = ["CAUSES", "CHECKS", "classify_failure", "judge_keys", "key_variants",
-           "remote_where"]
+__all__ = ["CAUSES", "CHECKS", "GIVE_UP_AFTER", "classify_failure", "handshake_budget",
+           "judge_keys", "key_variants", "remote_where"]

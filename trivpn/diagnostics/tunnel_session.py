@@ -16,10 +16,14 @@ writes::
         reply = await t.receive(match, deadline)
 
 and has the session to itself until the ``async with`` ends (leases are exclusive, in arrival
-order). The session is established on the first lease, in the broker's own task (a check that
-times out while waiting does not abort it); a failed handshake is remembered and every later
-lease raises the same :class:`TunnelUnavailable`. When the context has no broker (a check run
-alone, in tests), :func:`tunnel_lease` opens a private one for that lease.
+order). The session is established once, in the broker's own task (a check that times out
+while waiting does not abort it), by whichever comes first: ``tls.handshake`` asking for
+:meth:`TunnelBroker.handshake` (it reports the phases, timeline and failure cause of this very
+handshake: :class:`Handshake`) or a lease. So a doctor run makes one handshake with the
+server, not one for tls.handshake and one for the data-channel checks. A failed handshake is
+remembered and every later lease raises the same :class:`TunnelUnavailable`. When the context
+has no broker (a check run alone, in tests), :func:`tunnel_lease` and tls.handshake open a
+private one.
 
 While the session is up a background loop drives it: decrypts what arrives, answers the
 server's control traffic and runs the session's timers, so the server's keepalive pings are
@@ -30,6 +34,7 @@ when its lease ends. Closing the broker says goodbye (explicit-exit-notify / OCC
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -39,21 +44,88 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from trivpn.config import ConfigError
+from trivpn.config import ConfigError, Options
+from trivpn.diagnostics.auth_diag import PLACEHOLDER_PASSWORD, PLACEHOLDER_USER
 from trivpn.diagnostics.model import CheckResult, DoctorContext
 from trivpn.diagnostics.probe import Target, Timeline, open_target, probe_inputs
 from trivpn.diagnostics.probe_session import SessionProbe, probe_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
 from trivpn.protocol.push import PushedOptions
+from trivpn.protocol.session import SessionConfig
 
 T = TypeVar("T")
 BUFFER_PACKETS = 512  # inner packets kept for receive() within one lease (oldest dropped)
 
 
-def _handshake_budget(timeout: float) -> float:
-    # Same share of the check's timeout tunnel.traffic always gave its handshake.
-    return max(3.0, min(timeout * 0.8, 12.0)) * 0.6
+def handshake_budget(timeout: float) -> float:
+    """Seconds the handshake may take: well inside a check's timeout."""
+    return max(3.0, min(timeout * 0.8, 12.0))
+
+
+SILENT_AFTER = 2.0  # seconds without any packet (not even an ack) from the server
+GIVE_UP_AFTER = 3.5  # ... after which the handshake stops waiting
+TLS_PHASES = (ev.PHASE_TLS_STARTED, ev.PHASE_TLS_COMPLETE, ev.PHASE_KEY_METHOD_SENT)
+
+
+def server_gave_up(probe: SessionProbe) -> bool:
+    """Inside TLS, the server has not sent anything (not even an ack) for GIVE_UP_AFTER seconds
+    while we kept retransmitting: OpenVPN has dropped our session; waiting longer shows
+    nothing new."""
+    phases = probe.phases
+    if not phases or phases[-1]["phase"] not in TLS_PHASES:
+        return False
+    silence = probe.silence()
+    return bool(silence["server_silent_s"] >= GIVE_UP_AFTER
+                and silence["sent_after_last_reply"])
+
+
+@dataclass(eq=False)
+class Handshake:
+    """The doctor's handshake with the server, finished (established or failed): what
+    ``tls.handshake`` reports from. ``probe`` keeps running while the session is up."""
+
+    options: Options
+    target: Target
+    config: SessionConfig
+    budget: float  # seconds the handshake was given
+    prompted: bool  # 'auth-user-pass' prompts: a placeholder username/password was sent
+    started: float  # trio time
+    probe: SessionProbe
+
+    @property
+    def established(self) -> bool:
+        session = self.probe.session
+        return (self.probe.saw(ev.DataChannelReady) and session is not None
+                and session.pushed is not None)
+
+
+async def plan_handshake(ctx: DoctorContext
+                         ) -> tuple[Options, Target, SessionConfig, float, bool]:
+    """(options, target, session config, budget, prompted) for the doctor's handshake, as
+    ``trivpn run`` would set the session up, with a hand-window inside the budget. A config
+    whose credentials are prompted for logs in with a placeholder username/password (the
+    doctor does not ask) to see how far it gets. Raises :class:`TunnelUnavailable`
+    (``no_inputs``, ``config``)."""
+    inputs = await probe_inputs(ctx, "tls.handshake")
+    if isinstance(inputs, CheckResult):
+        raise TunnelUnavailable("no_inputs", inputs.summary.removeprefix("skipped: "),
+                                **dict(inputs.evidence))
+    o, target = inputs.options, open_target(ctx, inputs.targets)
+    budget = handshake_budget(ctx.timeout)
+    prompted = o.auth_user_pass == "prompt"
+    try:
+        if prompted:
+            config = dataclasses.replace(
+                probe_config(dataclasses.replace(o, auth_user_pass=None),
+                             hand_window=budget - 0.5),
+                username=PLACEHOLDER_USER, password=PLACEHOLDER_PASSWORD)
+        else:
+            config = probe_config(o, hand_window=budget - 0.5)
+    except (ConfigError, ProtocolError) as exc:
+        raise TunnelUnavailable("config", f"cannot build the TLS setup from the config ({exc})",
+                                error=str(exc)) from None
+    return o, target, config, budget, prompted
 
 
 def gateway_of(pushed: PushedOptions) -> tuple[str, str] | None:
@@ -75,10 +147,12 @@ class TunnelUnavailable(Exception):
     ``handshake_failed``, ``link_error``, ``closed``, ``error``), ``summary`` a sentence for a
     skip result, ``evidence`` what was observed (handshake failure cause and detail...)."""
 
-    def __init__(self, cause: str, summary: str, **evidence: Any) -> None:
+    def __init__(self, cause: str, summary: str, *, handshake: Handshake | None = None,
+                 **evidence: Any) -> None:
         super().__init__(summary)
         self.cause = cause
         self.summary = summary
+        self.handshake = handshake  # the failed handshake, for tls.handshake's diagnosis
         self.evidence: dict[str, Any] = {"tunnel_unavailable": cause, **evidence}
 
     def skip_result(self, check_id: str) -> CheckResult:
@@ -112,6 +186,10 @@ class Tunnel:
     link: TunnelLink
     remote: str  # "198.18.0.1:1194/udp"
     cipher: str | None = None
+    handshake: Handshake | None = None  # how it was established (None: a test's fake)
+    # Decrypted inner packets of the whole session that are not IPv4/IPv6, by first byte: a
+    # peer framing data for compression (0xFA, 0xFB...) that this config does not expect.
+    non_ip: dict[int, int] = field(default_factory=dict)
     # Steps of the current lease, timed from its start (mark()); reset by every lease.
     timeline: Timeline = field(default_factory=Timeline)
     handshake_timeline: list[dict[str, Any]] = field(default_factory=list)
@@ -186,6 +264,10 @@ class Tunnel:
     def deliver(self, packets: Iterable[bytes]) -> None:
         """Called by the link for decrypted inner packets."""
         now = trio.current_time()
+        for p in packets:
+            if not p or p[0] >> 4 not in (4, 6):
+                first = p[0] if p else -1
+                self.non_ip[first] = self.non_ip.get(first, 0) + 1
         self._buffer.extend((now, p) for p in packets)
         self._arrived.set()
         self._arrived = trio.Event()
@@ -259,6 +341,7 @@ class TunnelBroker:
         self._nursery: trio.Nursery | None = None
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._connecting: trio.CancelScope | None = None
+        self._attempt: Handshake | None = None
         self.handshakes = 0  # sessions established (or attempted)
         self.leases = 0
 
@@ -287,14 +370,29 @@ class TunnelBroker:
     def failure(self) -> TunnelUnavailable | None:
         return self._failure if self._tunnel is None else None
 
-    @asynccontextmanager
-    async def lease(self, ctx: DoctorContext) -> AsyncIterator[Tunnel]:
-        """Exclusive use of the session; establishes it with ``ctx`` on first use."""
+    def _start(self, ctx: DoctorContext) -> None:
         if not self._started and not self._closing.is_set():
             if self._nursery is None:
                 raise RuntimeError("TunnelBroker used outside 'async with'")
             self._started = True
             self._nursery.start_soon(self._hold, ctx)
+
+    async def handshake(self, ctx: DoctorContext) -> Handshake:
+        """The session's handshake once it has finished, established or failed (started with
+        ``ctx`` if nothing started it yet): what tls.handshake reports. Raises
+        :class:`TunnelUnavailable` when no handshake could be attempted (no inputs, a config
+        the TLS setup cannot be built from, a socket error, the broker closed)."""
+        self._start(ctx)
+        await self._ready.wait()
+        if self._attempt is None:
+            raise self._failure or TunnelUnavailable(
+                "error", "the session was established without a handshake to report")
+        return self._attempt
+
+    @asynccontextmanager
+    async def lease(self, ctx: DoctorContext) -> AsyncIterator[Tunnel]:
+        """Exclusive use of the session; establishes it with ``ctx`` on first use."""
+        self._start(ctx)
         await self._ready.wait()
         async with self._lock:
             tunnel = self._tunnel
@@ -317,6 +415,7 @@ class TunnelBroker:
                 await self._keep(ctx)
         except TunnelUnavailable as exc:
             self._failure = exc
+            self._attempt = exc.handshake
         except (OSError, ProtocolError, ConfigError) as exc:
             self._failure = TunnelUnavailable("error", f"no tunnel session ({exc})",
                                               error=str(exc))
@@ -330,6 +429,7 @@ class TunnelBroker:
     async def _keep(self, ctx: DoctorContext) -> None:
         async with self._connect(ctx) as tunnel:
             self._tunnel = tunnel
+            self._attempt = tunnel.handshake
             self._ready.set()
             await self._closing.wait()
             # Let a lease in progress finish before the goodbye.
@@ -383,28 +483,21 @@ class _ProbeLink:
 async def open_tunnel(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
     """Handshake with the config's remote (the one ``port.reachable`` found open), yield the
     established :class:`Tunnel` while a background loop drives the session, say goodbye on
-    exit. Raises :class:`TunnelUnavailable` with the handshake's failure cause."""
-    inputs = await probe_inputs(ctx, "tunnel")
-    if isinstance(inputs, CheckResult):
-        raise TunnelUnavailable("no_inputs", inputs.summary.removeprefix("skipped: "),
-                                **dict(inputs.evidence))
-    target: Target = open_target(ctx, inputs.targets)
-    budget = _handshake_budget(ctx.timeout)
-    try:
-        config = probe_config(inputs.options, hand_window=budget)
-    except (ConfigError, ProtocolError) as exc:
-        raise TunnelUnavailable("config", f"cannot build the TLS setup from the config ({exc})"
-                                ) from None
-    evidence: dict[str, Any] = {"sent_to": target.describe()}
+    exit. Raises :class:`TunnelUnavailable` with the handshake's failure cause (and the
+    :class:`Handshake` for tls.handshake's diagnosis)."""
+    o, target, config, budget, prompted = await plan_handshake(ctx)
+    started = trio.current_time()
     async with SessionProbe(config, target, ctx.netns) as probe:
         probe.start()
         await probe.run_until(lambda: probe.saw(ev.DataChannelReady)
-                              or probe.failure() is not None,
-                              trio.current_time() + budget)
+                              or probe.failure() is not None or server_gave_up(probe),
+                              started + budget)
+        record = Handshake(o, target, config, budget, prompted, started, probe)
         session = probe.session
         assert session is not None
         pushed = session.pushed
-        if not probe.saw(ev.DataChannelReady) or pushed is None:
+        if not record.established or pushed is None:
+            evidence: dict[str, Any] = {"sent_to": target.describe()}
             failure = probe.failure()
             detail = f" ({failure.cause}: {failure.detail})" if failure is not None else ""
             if failure is not None:
@@ -413,9 +506,9 @@ async def open_tunnel(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
                 evidence["link_error"] = probe.link_error
             raise TunnelUnavailable("handshake_failed",
                                     "the handshake for the tunnel session did not complete"
-                                    + detail, **evidence)
+                                    + detail, handshake=record, **evidence)
         tunnel = Tunnel(pushed, _ProbeLink(probe), target.describe(), session.cipher,
-                        handshake_timeline=list(probe.timeline.steps),
+                        handshake=record, handshake_timeline=list(probe.timeline.steps),
                         wire_length=session.data_wire_length)
         probe.on_tun = tunnel.deliver
         if probe.tun:
