@@ -263,7 +263,7 @@ def run_supervised(main: Callable[[], Awaitable[int]], log: Any) -> int:
     except ConfigError:
         raise
     except Exception as exc:
-        log_internal_error(log, exc, task_name(exc))
+        log_internal_error(log, exc, task_name(exc, (run_supervised.__code__,)))
         return 1
     return code
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import traceback
 from collections.abc import Awaitable, Callable, Collection
+from pathlib import Path
 from types import CodeType
 from typing import Any, Protocol
 
@@ -25,6 +26,9 @@ import trio
 ERROR_TEXT_LIMIT = 200
 """The exception's message is cut to this many characters (a bug's message is for a
 developer; it must not carry a whole packet or a buffer into the log)."""
+
+
+_TRIO = str(Path(trio.__file__).parent)  # trio's own frames (trio.run, nurseries) are no task
 
 
 def first_leaf(exc: BaseException) -> BaseException:
@@ -37,11 +41,12 @@ def first_leaf(exc: BaseException) -> BaseException:
 def task_name(exc: BaseException, runners: Collection[CodeType] = ()) -> str:
     """The task (or setup step) ``exc`` came from: the qualified name of the first function in
     its first leaf's traceback that is not one of ``runners`` (the top-level ``run`` methods
-    that only started it). A failed child task's traceback starts at the task's function."""
+    that only started it) nor trio's. A failed child task's traceback starts at the task's
+    function."""
     leaf = first_leaf(exc)
     names = [frame.f_code for frame, _ in traceback.walk_tb(leaf.__traceback__)]
     for code in names:
-        if code not in runners:
+        if code not in runners and not code.co_filename.startswith(_TRIO):
             return code.co_qualname
     return names[-1].co_qualname if names else "unknown"
 
