@@ -20,6 +20,7 @@ from tests.runtime.serverlab import ServerLab
 from trivpn.commands.run import run_supervised
 from trivpn.config import ConfigError
 from trivpn.logging import get_logger
+from trivpn.runtime.errors import RuntimeSetupError
 from trivpn.runtime.poolpersist import PoolPersistence
 from trivpn.runtime.server import Server
 from trivpn.runtime.supervision import ERROR_TEXT_LIMIT, first_leaf, task_name
@@ -216,3 +217,18 @@ def test_the_failed_task_is_named_from_inside_nested_exception_groups():
     from trivpn.runtime.supervision import log_internal_error
     log_internal_error(Log(), caught.value, "inner")
     assert len(str(logged[0]["error"])) <= ERROR_TEXT_LIMIT + 3
+
+
+async def test_a_setup_error_outside_the_setup_steps_is_setup_failed_not_a_bug(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    async with ServerLab(tmp_path) as lab:
+        server = lab.start_server()
+
+        def load_auth() -> None:
+            raise RuntimeSetupError("cannot read the auth file", "/nonexistent")
+
+        server.lifecycle.load_auth = load_auth  # type: ignore[method-assign]
+        assert await _server_exit(lab) == 1
+    [failed] = lab.server_events("setup_failed")
+    assert failed["what"] == "cannot read the auth file"
+    assert not lab.server_events("internal_error")

@@ -99,7 +99,7 @@ from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.replaypersist import SAVE_INTERVAL, ReplayPersist
 from trivpn.runtime.stats import Traffic
-from trivpn.runtime.supervision import log_internal_error, task_name
+from trivpn.runtime.supervision import first_leaf, log_internal_error, task_name
 from trivpn.runtime.supervisor import (
     RESOLVE_RETRY_INTERVAL,
     Attempt,
@@ -429,13 +429,18 @@ class Client:
                     with self._hard_stop:
                         code, reason = await self._supervise()
                     nursery.cancel_scope.cancel()
-        except Exception as exc:  # a bug in a task or step (its nursery cancelled the rest)
-            log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
-            code, reason = 1, "internal_error"
+        except Exception as exc:  # its nursery cancelled the rest
+            leaf = first_leaf(exc)
+            if isinstance(leaf, RuntimeSetupError):  # a host step no handler expected to fail
+                self.log.error("setup_failed", error=str(leaf), what=leaf.what, where=leaf.where)
+                code, reason = 1, "setup_failed"
+            else:  # a bug in a task or step
+                log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
+                code, reason = 1, "internal_error"
         finally:
             with trio.CancelScope(shield=True):
-                await self._teardown(self.stop_reason or ("SIGTERM" if reason == "internal_error"
-                                                          else reason))
+                await self._teardown(self.stop_reason or ("SIGTERM" if code == 1 and reason in (
+                    "internal_error", "setup_failed") else reason))
                 self.scripts.close()
         self.log.info("exiting", code=code, reason=reason)
         return code

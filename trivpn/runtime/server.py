@@ -80,6 +80,7 @@ from trivpn.runtime.serverudp import UdpTransport
 from trivpn.runtime.supervision import (
     GuardedNursery,
     TaskNursery,
+    first_leaf,
     log_internal_error,
     task_name,
 )
@@ -322,6 +323,11 @@ class Server:
             return await self._run()
         except ConfigError:
             raise  # the CLI reports it (exit 2)
+        except RuntimeSetupError as exc:  # e.g. a key password that cannot be read
+            self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
+            with trio.CancelScope(shield=True):
+                await self._close()
+            return 1
         except Exception as exc:
             log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
             with trio.CancelScope(shield=True):
@@ -381,7 +387,12 @@ class Server:
         except Exception as exc:
             # a task the server cannot do without failed (its nursery cancelled the rest):
             # logged before the teardown's own events
-            log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
+            leaf = first_leaf(exc)
+            if isinstance(leaf, RuntimeSetupError):  # a host step no handler expected to fail
+                self.log.error("setup_failed", error=str(leaf), what=leaf.what,
+                               where=leaf.where)
+            else:
+                log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
             with trio.CancelScope(shield=True):
                 await self._close(signal_name)
             self.log.info("exiting", status=1)
