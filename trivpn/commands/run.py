@@ -11,7 +11,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +32,7 @@ from trivpn.runtime.operator import OperatorTools
 from trivpn.runtime.sdnotify import READY, InitializationStatus, sd_notify
 from trivpn.runtime.server import run_server
 from trivpn.runtime.stats import LogHistory, install_log_history
+from trivpn.runtime.supervision import log_internal_error, task_name
 
 USAGE = ("trivpn run CONFIG [OPTIONS...]\n"
          "       trivpn run --config CONFIG [--OPENVPN-OPTION ARGS...]... [OPTIONS...]\n"
@@ -238,8 +239,7 @@ def handle(options: Options, args: argparse.Namespace) -> int:
         else:
             dns = DnsManager.for_mode(args.dns_mode, log, state_dir=args.dns_state_dir)
             main = functools.partial(run_client, options, log, tools, dns=dns)
-        code: int = trio.run(main)
-        return code
+        return run_supervised(main, log)
     except ConfigError as exc:
         print(f"trivpn: {exc}", file=sys.stderr)
         return 2
@@ -253,6 +253,19 @@ def handle(options: Options, args: argparse.Namespace) -> int:
                 pid_file.unlink()
         if stream is not None:
             stream.close()
+
+
+def run_supervised(main: Callable[[], Awaitable[int]], log: Any) -> int:
+    """``trio.run(main)``; a bug the runtime's own supervision did not catch (before the
+    server or client object exists) is still one ``internal_error`` event and status 1."""
+    try:
+        code: int = trio.run(main)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        log_internal_error(log, exc, task_name(exc, (run_supervised.__code__,)))
+        return 1
+    return code
 
 
 def configure_for(options: Options, *, stream: TextIO | None,

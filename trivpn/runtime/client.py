@@ -99,6 +99,7 @@ from trivpn.runtime.pump import SessionPump
 from trivpn.runtime.readiness import ReadySet
 from trivpn.runtime.replaypersist import SAVE_INTERVAL, ReplayPersist
 from trivpn.runtime.stats import Traffic
+from trivpn.runtime.supervision import first_leaf, log_internal_error, task_name
 from trivpn.runtime.supervisor import (
     RESOLVE_RETRY_INTERVAL,
     Attempt,
@@ -387,6 +388,19 @@ class Client:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def run(self) -> int:
+        """Connect, reconnect, until a signal or a fatal outcome; the exit status. A bug (an
+        unexpected exception in a setup step or any task) is logged as ``internal_error``; the
+        device is torn down as on SIGTERM (route-pre-down, routes, DNS, down) and the status
+        is 1 (trivpn/runtime/supervision.py)."""
+        try:
+            return await self._run()
+        except Exception as exc:  # a bug before the connection loop, or in the teardown
+            log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
+            self.scripts.close()
+            self.log.info("exiting", code=1, reason="internal_error")
+            return 1
+
+    async def _run(self) -> int:
         code, reason = 0, "signal"
         if self.dns is not None:  # what a killed trivpn left behind (docs/dns.md)
             self.dns.recover()
@@ -415,9 +429,18 @@ class Client:
                     with self._hard_stop:
                         code, reason = await self._supervise()
                     nursery.cancel_scope.cancel()
+        except Exception as exc:  # its nursery cancelled the rest
+            leaf = first_leaf(exc)
+            if isinstance(leaf, RuntimeSetupError):  # a host step no handler expected to fail
+                self.log.error("setup_failed", error=str(leaf), what=leaf.what, where=leaf.where)
+                code, reason = 1, "setup_failed"
+            else:  # a bug in a task or step
+                log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
+                code, reason = 1, "internal_error"
         finally:
             with trio.CancelScope(shield=True):
-                await self._teardown(self.stop_reason or reason)
+                await self._teardown(self.stop_reason or ("SIGTERM" if code == 1 and reason in (
+                    "internal_error", "setup_failed") else reason))
                 self.scripts.close()
         self.log.info("exiting", code=code, reason=reason)
         return code
@@ -1903,3 +1926,6 @@ class Connection:
         except RuntimeSetupError as exc:
             self.log.error("privileges_drop_failed", detail=str(exc))
             self.finish(Exit(1, "privileges_drop_failed", str(exc)))
+
+
+_RUNNERS = (Client.run.__code__, Client._run.__code__)  # they start tasks; never the culprit

@@ -77,6 +77,13 @@ from trivpn.runtime.serverpeers import DROP_LOG_INTERVAL, PeerLifecycle
 from trivpn.runtime.serverscripts import ServerScripts
 from trivpn.runtime.servertcp import TcpTransport
 from trivpn.runtime.serverudp import UdpTransport
+from trivpn.runtime.supervision import (
+    GuardedNursery,
+    TaskNursery,
+    first_leaf,
+    log_internal_error,
+    task_name,
+)
 from trivpn.runtime.transport import (
     DatagramLink,
     PacketListener,
@@ -256,7 +263,9 @@ class Server:
         self.tunnel: TunnelHandle | None = None
         self.udp: DatagramLink | None = None
         self.listener: PacketListener | None = None
-        self.peers_nursery: trio.Nursery | None = None
+        # one peer's tasks: a bug in one drops that peer only (supervision.GuardedNursery)
+        self.peers_nursery: TaskNursery | None = None
+        self._closed = False  # _close ran
         self._link_drops_seen = 0
         self._tun_drops_seen = 0
         self.tools: ServerTools | None = None  # status file, management, metrics
@@ -264,7 +273,7 @@ class Server:
         # packet batch, through the PeerHub Protocol)
         # up/route-up/down, tls-verify, client-connect/-disconnect, learn-address
         self.scripts = ServerScripts(options, log)
-        self.scripts_nursery: trio.Nursery | None = None  # client-disconnect runs: awaited
+        self.scripts_nursery: TaskNursery | None = None  # client-disconnect runs: awaited
         self.lifecycle = peers = PeerLifecycle(self)
         self.client_auth = peers.client_auth  # management-client-auth (the tools read it)
         self.create_peer = peers.create_peer
@@ -306,6 +315,27 @@ class Server:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> int:
+        """Serve until SIGINT/SIGTERM or :attr:`stop` (0); 1 when setup fails, or when a bug
+        (an unexpected exception in a setup step or in a task the server cannot do without)
+        stops it: logged as ``internal_error``, torn down as on SIGTERM
+        (trivpn/runtime/supervision.py)."""
+        try:
+            return await self._run()
+        except ConfigError:
+            raise  # the CLI reports it (exit 2)
+        except RuntimeSetupError as exc:  # e.g. a key password that cannot be read
+            self.log.error("setup_failed", error=str(exc), what=exc.what, where=exc.where)
+            with trio.CancelScope(shield=True):
+                await self._close()
+            return 1
+        except Exception as exc:
+            log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
+            with trio.CancelScope(shield=True):
+                await self._close()
+            self.log.info("exiting", status=1)
+            return 1
+
+    async def _run(self) -> int:
         o = self.options
         self.unix_offset = time.time() - trio.current_time()
         self.gateway.unix_offset = self.unix_offset
@@ -335,9 +365,9 @@ class Server:
                 # client-disconnect scripts still running at exit are waited for (each is
                 # bounded by the script timeout), as OpenVPN runs them at shutdown
                 async with trio.open_nursery() as lasting:
-                    self.scripts_nursery = lasting
+                    self.scripts_nursery = GuardedNursery(lasting, self.lifecycle.task_failed)
                     async with trio.open_nursery() as peers:
-                        self.peers_nursery = peers
+                        self.peers_nursery = GuardedNursery(peers, self.lifecycle.task_failed)
                         main.start_soon(self._housekeeping)
                         if isinstance(self.table, AgeingPeerTable):
                             main.start_soon(self._stale_routes, self.table)
@@ -354,6 +384,19 @@ class Server:
                             self.remove_peer(peer, "server_exiting")
                         peers.cancel_scope.cancel()
                 main.cancel_scope.cancel()
+        except Exception as exc:
+            # a task the server cannot do without failed (its nursery cancelled the rest):
+            # logged before the teardown's own events
+            leaf = first_leaf(exc)
+            if isinstance(leaf, RuntimeSetupError):  # a host step no handler expected to fail
+                self.log.error("setup_failed", error=str(leaf), what=leaf.what,
+                               where=leaf.where)
+            else:
+                log_internal_error(self.log, exc, task_name(exc, _RUNNERS))
+            with trio.CancelScope(shield=True):
+                await self._close(signal_name)
+            self.log.info("exiting", status=1)
+            return 1
         finally:
             await self._close(signal_name)
         self.log.info("exiting", status=0)
@@ -433,6 +476,10 @@ class Server:
                                           format_address(local)))
 
     async def _close(self, signal_name: str = "sigterm") -> None:
+        """Close the link and the device, run ``down`` (once, however many paths lead here)."""
+        if self._closed:
+            return
+        self._closed = True
         now = trio.current_time()
         self.persistence.write()
         if self.udp is not None:
@@ -554,6 +601,9 @@ class Server:
         """Hand a batch of packets from clients to the device (TCP runs coalesced)."""
         if packets and self.tunnel is not None:
             self.tunnel.device.write_many(packets)
+
+
+_RUNNERS = (Server.run.__code__, Server._run.__code__)  # they start tasks; never the culprit
 
 
 class ServerTools(Protocol):

@@ -13,7 +13,6 @@ from collections import Counter
 from typing import Any, Protocol
 
 import structlog
-import trio
 
 from trivpn.config import Options
 from trivpn.protocol.admission import PreauthLedger
@@ -23,6 +22,7 @@ from trivpn.runtime.link import Address
 from trivpn.runtime.peers import PeerTable
 from trivpn.runtime.routing import Router
 from trivpn.runtime.serverpeer import Peer, Pending
+from trivpn.runtime.supervision import TaskNursery
 from trivpn.runtime.transport import (
     DatagramLink,
     PacketListener,
@@ -60,8 +60,9 @@ class PeerHub(Protocol):
     @property
     def listener(self) -> PacketListener | None: ...
     @property
-    def peers_nursery(self) -> trio.Nursery | None:
-        """Where per-connection tasks run (None before the server runs)."""
+    def peers_nursery(self) -> TaskNursery | None:
+        """Where per-connection tasks run (None before the server runs); a bug in one of them
+        costs that peer only (trivpn/runtime/supervision.py, GuardedNursery)."""
         ...
 
     # the peer lifecycle (runtime/serverpeers.py, bound onto the server)

@@ -18,7 +18,7 @@ import ipaddress
 import math
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -55,12 +55,14 @@ from trivpn.runtime.serverauth import (
 )
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
 from trivpn.runtime.serverscripts import local_time_text
+from trivpn.runtime.supervision import GuardedNursery, task_arguments, task_name
 from trivpn.runtime.transport import ServerPacketLink
 
 if TYPE_CHECKING:
     from trivpn.runtime.server import Server
 
 DROP_LOG_INTERVAL = 5.0
+_GUARDS = (GuardedNursery._guarded.__code__,)  # the wrapper that caught a peer task's bug
 REJECT_LINGER = 5.0  # keep a rejected client long enough to deliver AUTH_FAILED reliably
 
 
@@ -282,6 +284,23 @@ class PeerLifecycle:
         self.errors.exception("peer_error", now, peer=peer.label, cn=peer.common_name,
                               error=repr(exc))
         self.remove_peer(peer, "internal_error")
+
+    def task_failed(self, async_fn: Callable[..., Awaitable[object]], args: tuple[Any, ...],
+                    exc: Exception) -> None:
+        """A bug in a task of one peer (its timers, tls-verify, authentication, client-connect,
+        client-disconnect, a TCP opening): that peer is dropped (reason ``internal_error``)
+        and the bug logged and counted as ``peer_error`` (one traceback per kind and
+        minute); every other peer goes on. Called from the ``except`` block."""
+        found = task_arguments(async_fn, args)
+        peer = next((a for a in found if isinstance(a, Peer)), None)
+        pending = next((a for a in found if isinstance(a, Pending)), None)
+        label = (peer.label if peer is not None
+                 else format_address(pending.address) if pending is not None else None)
+        self.errors.exception("peer_error", trio.current_time(), peer=label,
+                              cn=peer.common_name if peer is not None else None,
+                              task=task_name(exc, _GUARDS), error=repr(exc)[:200])
+        if peer is not None:
+            self.remove_peer(peer, "internal_error")
 
     def drain(self, peer: Peer, now: float) -> None:
         """Send what the session wants sent and act on its events, until it is quiet."""
