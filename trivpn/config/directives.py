@@ -1338,6 +1338,36 @@ def _client_nat(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, client_nat=(*st.opts.client_nat, rule))
 
 
+# --- srvsmall: handlers ------------------------------------------------------------------------
+
+def _route_ipv6_gateway(st: ParseState, d: Directive) -> Options:
+    """``route-ipv6-gateway GW``: the gateway of route-ipv6 lines that name none (OpenVPN
+    options.c add_option(): "must be a valid address"; init.c do_init_route_ipv6_list())."""
+    try:
+        gateway = ipaddress.IPv6Address(d.args[0])
+    except ValueError:
+        raise v.fail(d, f"route-ipv6-gateway parm '{d.args[0]}' must be a valid "
+                        "address") from None
+    return replace(st.opts, route_ipv6_gateway=gateway)
+
+
+def _opt_verify(st: ParseState, d: Directive) -> Options:
+    # options.c add_option(): 2.6 prints this at M_INFO and still applies it (ssl.c,
+    # key_method_2_read(): an inconsistent options string refuses the client)
+    st.warn(d, "DEPRECATION: opt-verify is deprecated and will be removed in OpenVPN 2.7")
+    return replace(st.opts, opt_verify=True)
+
+
+def _tcp_queue_limit(st: ParseState, d: Directive) -> Options:
+    """``tcp-queue-limit N``: N > 0 (options.c add_option(): "--tcp-queue-limit parameter
+    must be > 0")."""
+    text = d.args[0]
+    n = int(text) if text.isascii() and text.isdigit() else 0
+    if n < 1:
+        raise v.fail(d, f"--{d.name} parameter must be > 0")
+    return replace(st.opts, tcp_queue_limit=n)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1664,6 +1694,11 @@ DIRECTIVES: Mapping[str, Spec] = {
     "link-mtu": Spec(1, 1, _link_mtu),
     "udp-mtu": Spec(1, 1, _link_mtu),
     "compat-mode": Spec(1, 1, _compat_mode),
+
+    # --- srvsmall ---
+    "route-ipv6-gateway": Spec(1, 1, _route_ipv6_gateway),
+    "opt-verify": Spec(0, 0, _opt_verify),
+    "tcp-queue-limit": Spec(1, 1, _tcp_queue_limit),
 }
 
 
@@ -1685,7 +1720,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-up-down",
     "memstats",
     "mtu-test",
-    "opt-verify",
     "pkcs11-cert-private",
     "pkcs11-id",
     "pkcs11-id-management",
@@ -1694,9 +1728,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-protected-authentication",
     "pkcs11-providers",
     "providers",
-    "route-ipv6-gateway",
     "session-timeout-push",
-    "tcp-queue-limit",
     "vlan-accept",
     "vlan-pvid",
     "vlan-tagging",

@@ -586,6 +586,15 @@ class Options:
     link_mtu: int | None = None  # link-mtu/udp-mtu N: tun_mtu is derived from it (linkmtu.py)
     compat_mode: int | None = None  # compat-mode X.Y.Z as X*10000+Y*100+Z (compat.py)
 
+    # --- srvsmall ---
+    # route-ipv6-gateway GW: the gateway of route-ipv6 lines without one (else the device's
+    # IPv6 peer); the kernel route uses it on a tap device only (route.c, add_route_ipv6())
+    route_ipv6_gateway: ipaddress.IPv6Address | None = None
+    opt_verify: bool = False  # server: refuse a client whose options string differs
+    # tcp-queue-limit N: a TCP client's packets waiting to be sent; more are dropped (None:
+    # trivpn's own default, TCP_SEND_QUEUE)
+    tcp_queue_limit: int | None = None
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)

@@ -527,6 +527,11 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         except ValueError as exc:
             raise _error(st, f"{exc} (MTU is too small)", mtu_name) from None
 
+    # --- srvsmall: opt-verify (options.c options_postprocess_verify_ce) ---
+    if o.opt_verify and not mode_server:
+        raise _error(st, "'opt-verify' needs 'mode server' (OpenVPN: --opt-verify requires "
+                         "--mode server)", "opt-verify")
+
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(
         o,

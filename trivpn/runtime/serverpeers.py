@@ -56,6 +56,7 @@ from trivpn.runtime.serverauth import (
 from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
 from trivpn.runtime.serverscripts import local_time_text
 from trivpn.runtime.transport import ServerPacketLink
+from trivpn.sessionsetup import expected_client_options_string
 
 if TYPE_CHECKING:
     from trivpn.runtime.server import Server
@@ -94,6 +95,8 @@ class PeerLifecycle:
         # (session id, initial time): renewed tokens keep them
         self.token_key: bytes | None = None
         self._token_sessions: dict[Peer, tuple[bytes, int]] = {}
+        # opt-verify: the options string a consistent client sends
+        self.expected_options = expected_client_options_string(o) if o.opt_verify else None
 
     @property
     def password_check(self) -> bool:
@@ -424,6 +427,15 @@ class PeerLifecycle:
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         peer.common_name = event.peer.common_name
         peer.cert_serial = event.peer.serial
+        if self.expected_options is not None \
+                and not options_consistent(event.options, self.expected_options):
+            # ssl.c, key_method_2_read(): "Option inconsistency warnings triggering
+            # disconnect due to --opt-verify" (the client then gets AUTH_FAILED)
+            self.log.warning("opt_verify_refused", peer=peer.label, cn=peer.common_name,
+                             received=event.options[:512], expected=self.expected_options)
+            peer.session.reject(now, detail="options inconsistent with the server's "
+                                            "(opt-verify)")
+            return
         if not self.password_check:
             self._admit_authenticated(peer, event.peer.common_name, now, event=event)
             return
@@ -1240,3 +1252,9 @@ def _env_lines(env: dict[str, str]) -> list[str]:
 def _session_id_text(session_id: bytes) -> str:
     """The session_id script variable: the token's base64 session id (16 characters)."""
     return base64.b64encode(session_id).decode()
+
+
+def options_consistent(received: str, expected: str) -> bool:
+    """OpenVPN options.c, options_cmp_equal_safe(): strings of different versions (their
+    first two characters differ) only warn; the same version must match exactly."""
+    return received[:2] != expected[:2] or received == expected

@@ -1,0 +1,56 @@
+"""opt-verify and tcp-queue-limit on a trivpn server, in memory (tests/runtime/serverlab.py).
+
+The same refusal by the real ``openvpn`` 2.6 is checked in tests/interop/test_srvsmall_vs_openvpn.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from tests.runtime.serverlab import ServerLab
+from trivpn.runtime.serverpeers import options_consistent
+
+
+@pytest.mark.directive("opt-verify")
+async def test_opt_verify_refuses_a_client_whose_options_differ(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    async with ServerLab(tmp_path, "opt-verify\n") as lab:
+        lab.start_server()
+        c = lab.start_client("alice", "tun-mtu 1400\n")
+        await lab.wait_for(lambda: bool(lab.server_events("opt_verify_refused")), 30)
+        await trio.sleep(5)
+        assert not c.tunnel_up()
+    [refused] = lab.server_events("opt_verify_refused")
+    assert "tun-mtu 1400" in str(refused["received"])
+    assert "tun-mtu 1500" in str(refused["expected"])
+    assert not lab.server_events("peer_connected")
+
+
+@pytest.mark.directive("opt-verify")
+async def test_opt_verify_admits_a_client_whose_options_match(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    async with ServerLab(tmp_path, "opt-verify\n") as lab:
+        lab.start_server()
+        c = lab.start_client("alice")
+        await lab.wait_for(c.tunnel_up, 30)
+        await lab.client_to_server(c, 1)
+    assert not lab.server_events("opt_verify_refused")
+
+
+async def test_without_opt_verify_a_client_whose_options_differ_connects(
+        tmp_path: Path, autojump_clock: trio.testing.MockClock):
+    async with ServerLab(tmp_path) as lab:
+        lab.start_server()
+        c = lab.start_client("alice", "tun-mtu 1400\n")
+        await lab.wait_for(c.tunnel_up, 30)
+
+
+def test_options_of_another_version_only_warn_as_in_openvpn():
+    expected = "V4,dev-type tun,link-mtu 1559,tun-mtu 1500,proto UDPv4,auth SHA1,tls-client"
+    assert options_consistent(expected, expected)
+    assert not options_consistent(expected.replace("1500", "1400"), expected)
+    assert options_consistent("V3,dev-type tun", expected)  # options_cmp_equal_safe()
