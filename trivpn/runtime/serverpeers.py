@@ -53,7 +53,13 @@ from trivpn.runtime.serverauth import (
     pam_auth,
     run_script_auth,
 )
-from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
+from trivpn.runtime.serverpeer import (
+    TCP_SEND_QUEUE,
+    Peer,
+    Pending,
+    format_address,
+    next_deadline,
+)
 from trivpn.runtime.serverscripts import local_time_text
 from trivpn.runtime.transport import ServerPacketLink
 from trivpn.sessionsetup import expected_client_options_string
@@ -131,7 +137,9 @@ class PeerLifecycle:
             self.server.counts["max_clients"] += 1
             self.server.preauth.release(pending)
             return None
-        peer = Peer(session, address, peer_id, now, tcp)
+        limit = self.server.options.tcp_queue_limit  # OpenVPN multi.h multi_output_queue_ready
+        peer = Peer(session, address, peer_id, now, tcp,
+                    tcp_queue=TCP_SEND_QUEUE if limit is None else limit)
         peer.preauth = pending
         scripts = self.server.scripts
         if scripts.per_client:
