@@ -1,0 +1,132 @@
+"""opt-verify, route-ipv6-gateway and tcp-queue-limit against the real ``openvpn`` 2.6.
+
+Namespaces ``srv`` and ``cli`` joined by a veth carrying 198.18.0.1/.2; tunnels in
+198.18.8.0/24 and 2001:2:0:8::/64. What the code says OpenVPN does (its messages, its
+refusal of an inconsistent client) is checked here against the binary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.interop.clientkit import stop_process
+from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
+from tests.netns import Netns, NetnsLab
+from trivpn.config import ConfigError, load_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
+
+SERVER_IP = "198.18.0.1"
+GATEWAY6 = "2001:2:0:8::99"
+ROUTE6 = "2001:2:0:31::/64"
+
+
+def _setup(lab: NetnsLab, workdir: Path) -> tuple[Netns, Netns]:
+    srv, cli = lab.add("srv"), lab.add("cli")
+    lab.veth(srv, cli, f"{SERVER_IP}/24", "198.18.0.2/24")
+    write_pki(workdir)
+    return srv, cli
+
+
+def _server(dev: str = "tun", extra: tuple[str, ...] = ()) -> list[str]:
+    return [f"dev {dev}", "proto udp", f"local {SERVER_IP}", "port 1194", "ca ca.crt",
+            "cert server.crt", "key server.key", "dh none", "server 198.18.8.0 255.255.255.0",
+            "server-ipv6 2001:2:0:8::/64", "topology subnet", "keepalive 2 20",
+            "remote-cert-tls client", "verb 4", *extra]
+
+
+def _client(dev: str = "tun", extra: tuple[str, ...] = ()) -> list[str]:
+    return ["client", f"dev {dev}", "proto udp", f"remote {SERVER_IP} 1194", "nobind",
+            "ca ca.crt", "cert client.crt", "key client.key", "remote-cert-tls server",
+            "connect-retry 1", "verb 3", *extra]
+
+
+def _up(proc: OpenVpnProcess, other: str) -> None:
+    assert proc.wait_for("Initialization Sequence Completed", 20), (proc.text()[-3000:], other)
+
+
+# --- opt-verify ---------------------------------------------------------------------------
+
+@pytest.mark.directive("opt-verify")
+def test_trivpn_server_with_opt_verify_admits_a_matching_openvpn_client_refuses_another(
+        lab: NetnsLab, tmp_path: Path):
+    srv, cli = _setup(lab, tmp_path)
+    server = start_trivpn(srv, tmp_path, "server", _server(extra=("opt-verify",)))
+    assert server.wait_event("link_open", timeout=10), server.text()
+    same = start_openvpn(cli, tmp_path, "same", _client())
+    _up(same, server.text()[-3000:])  # the string trivpn expects is what openvpn sends
+    stop_process(lab, same.pid)
+    other = start_openvpn(cli, tmp_path, "other", _client(extra=("tun-mtu 1400",)))
+    assert other.wait_for("AUTH_FAILED", 20), (other.text()[-3000:], server.text()[-3000:])
+    refused = server.wait_event("opt_verify_refused", timeout=5)
+    assert refused is not None and "tun-mtu 1400" in refused["received"], server.text()
+    assert server.count("opt_verify_refused") == 1
+
+
+@pytest.mark.directive("opt-verify")
+def test_openvpn_server_with_opt_verify_refuses_the_same_client(lab: NetnsLab, tmp_path: Path):
+    """The claim behind trivpn's opt-verify: 2.6 still applies it (ssl.c,
+    key_method_2_read()) and says it is deprecated."""
+    srv, cli = _setup(lab, tmp_path)
+    server = start_openvpn(srv, tmp_path, "server", _server(extra=("opt-verify",)))
+    _up(server, "")
+    other = start_openvpn(cli, tmp_path, "other", _client(extra=("tun-mtu 1400",)))
+    assert other.wait_for("AUTH_FAILED", 20), (other.text()[-3000:], server.text()[-3000:])
+    assert server.wait_for(
+        "Option inconsistency warnings triggering disconnect due to --opt-verify", 5)
+
+
+# --- route-ipv6-gateway -------------------------------------------------------------------
+
+def _route6(ns: Netns) -> str:
+    return ns.run(["ip", "-6", "route", "show", ROUTE6]).stdout.strip()
+
+
+@pytest.mark.directive("route-ipv6-gateway")
+def test_tap_client_routes_through_route_ipv6_gateway_as_openvpn_does(
+        lab: NetnsLab, tmp_path: Path):
+    srv, cli = _setup(lab, tmp_path)
+    server = start_openvpn(srv, tmp_path, "server", _server("tap"))
+    _up(server, "")
+    extra = (f"route-ipv6 {ROUTE6}", f"route-ipv6-gateway {GATEWAY6}")
+    theirs = start_openvpn(cli, tmp_path, "openvpn-client", _client("tap", extra))
+    _up(theirs, server.text()[-3000:])
+    openvpn_route = _route6(cli)
+    stop_process(lab, theirs.pid)
+    ours: TrivpnProcess = start_trivpn(cli, tmp_path, "trivpn-client", _client("tap", extra))
+    assert ours.wait_event("tun_configured", timeout=20), ours.text()[-3000:]
+    trivpn_route = _route6(cli)
+    assert f"via {GATEWAY6} dev tap" in openvpn_route, openvpn_route
+    assert f"via {GATEWAY6} dev tap" in trivpn_route, trivpn_route
+
+
+# --- what the code says openvpn prints ------------------------------------------------------
+
+@pytest.mark.parametrize(("role", "args", "message"), [  # refusals and a warning
+    ("client", ["--route-ipv6-gateway", SERVER_IP],
+     f"route-ipv6-gateway parm '{SERVER_IP}' must be a valid address"),
+    ("client", ["--opt-verify"], "--opt-verify requires --mode server"),
+    ("server", ["--tcp-queue-limit", "0"], "--tcp-queue-limit parameter must be > 0"),
+    ("server", ["--opt-verify"],  # a warning: 2.6 still applies it
+     "DEPRECATION: opt-verify is deprecated and will be removed in OpenVPN 2.7"),
+])
+@pytest.mark.directive("route-ipv6-gateway", "opt-verify", "tcp-queue-limit")
+def test_openvpn_and_trivpn_say_the_same_words_for_the_same_config(
+        lab: NetnsLab, tmp_path: Path, role: str, args: list[str], message: str):
+    write_pki(tmp_path)
+    lines = (_client() if role == "client" else _server())
+    ns = lab.add("ovpn")
+    done = ns.run(["timeout", "2", "openvpn", "--cd", str(tmp_path),
+                   *[w for line in lines for w in (f"--{line.split()[0]}", *line.split()[1:])],
+                   *args], check=False, timeout=10)
+    assert message in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]
+    conf = tmp_path / "trivpn.conf"
+    conf.write_text("\n".join([*lines, " ".join(args).removeprefix("--")]) + "\n")
+    try:
+        said = [w.message for w in load_config(conf).warnings]
+    except ConfigError as exc:
+        said = [str(exc)]
+    assert any(message in text for text in said), said
