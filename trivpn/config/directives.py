@@ -1358,13 +1358,15 @@ def _opt_verify(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, opt_verify=True)
 
 
-def _tcp_queue_limit(st: ParseState, d: Directive) -> Options:
-    """``tcp-queue-limit N``: N > 0 (options.c add_option(): "--tcp-queue-limit parameter
-    must be > 0")."""
+def _queue_size(st: ParseState, d: Directive) -> Options:
+    """``tcp-queue-limit N`` / ``bcast-buffers N``: N > 0 (options.c add_option(): "--NAME
+    parameter must be > 0")."""
     text = d.args[0]
     n = int(text) if text.isascii() and text.isdigit() else 0
     if n < 1:
         raise v.fail(d, f"--{d.name} parameter must be > 0")
+    if d.name == "bcast-buffers":
+        return replace(st.opts, bcast_buffers=n)
     return replace(st.opts, tcp_queue_limit=n)
 
 
@@ -1698,7 +1700,8 @@ DIRECTIVES: Mapping[str, Spec] = {
     # --- srvsmall ---
     "route-ipv6-gateway": Spec(1, 1, _route_ipv6_gateway),
     "opt-verify": Spec(0, 0, _opt_verify),
-    "tcp-queue-limit": Spec(1, 1, _tcp_queue_limit),
+    "tcp-queue-limit": Spec(1, 1, _queue_size),
+    "bcast-buffers": Spec(1, 1, _queue_size),
 }
 
 
@@ -1706,7 +1709,6 @@ DIRECTIVES: Mapping[str, Spec] = {
 # silently accepted (a config that relies on them would not behave as the user expects).
 UNSUPPORTED: frozenset[str] = frozenset({
     "auth-token-gen",
-    "bcast-buffers",
     "engine",
     "explicit-exit-notify-push",
     "gremlin",

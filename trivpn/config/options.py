@@ -594,6 +594,9 @@ class Options:
     # tcp-queue-limit N: a TCP client's packets waiting to be sent; more are dropped (None:
     # trivpn's own default, TCP_SEND_QUEUE)
     tcp_queue_limit: int | None = None
+    # bcast-buffers N: one TAP flood reaches at most N clients (rounded up to a power of two;
+    # also a bound on a TCP client's queue, as OpenVPN's mtcp.c sizes it; None: no bound)
+    bcast_buffers: int | None = None
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

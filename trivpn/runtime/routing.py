@@ -44,8 +44,8 @@ class Router(Generic[P]):
     """Routes packets between the device and the peers of ``table``. ``connected``: the peers
     a TAP flood reaches (kept by the server as peers connect and go)."""
 
-    __slots__ = ("client_to_client", "connected", "counts", "mss", "on_mac_refused", "table",
-                 "tap")
+    __slots__ = ("client_to_client", "connected", "counts", "flood_limit", "mss",
+                 "on_mac_refused", "table", "tap")
 
     def __init__(self, table: PeerTable[P], counts: Counter[str], *, tap: bool,
                  client_to_client: bool, mss: int | None,
@@ -57,6 +57,8 @@ class Router(Generic[P]):
         self.mss = None if tap else mss  # TCP SYNs through the tunnel are clamped (TUN only)
         self.on_mac_refused = on_mac_refused
         self.connected: tuple[P, ...] = ()
+        # bcast-buffers: how many clients one TAP flood reaches at most (None: all)
+        self.flood_limit: int | None = None
 
     def from_peer(self, peer: P, packet: bytes, now: float, out: list[tuple[P, bytes]], *,
                   to_device: list[bytes]) -> None:
@@ -103,7 +105,10 @@ class Router(Generic[P]):
             return
         if verdict is Verdict.FLOOD:
             to_device.append(packet)
-            for other in self.connected:
+            targets = self.connected
+            if self.flood_limit is not None:
+                targets = self._limited(tuple(t for t in targets if t is not peer))
+            for other in targets:
                 if other is not peer:
                     wire = other.session.encrypt_data(packet, now)
                     if wire is not None:
@@ -162,7 +167,10 @@ class Router(Generic[P]):
         for frame in frames:
             peer = table.for_frame(frame)
             if peer is None:
-                for other in self.connected:
+                targets = self.connected
+                if self.flood_limit is not None:
+                    targets = self._limited(targets)
+                for other in targets:
                     wire = other.session.encrypt_data(frame, now)
                     if wire is not None:
                         out.append((other, wire))
@@ -171,6 +179,24 @@ class Router(Generic[P]):
             if wire is not None:
                 out.append((peer, wire))
         return out
+
+
+    def _limited(self, targets: tuple[P, ...]) -> tuple[P, ...]:
+        """bcast-buffers: OpenVPN queues a flood's copies in one buffer set of that many
+        entries (rounded up to a power of two) and drops the oldest on overflow (multi.c
+        multi_bcast(), mbuf.c mbuf_add_item(): "MBUF: mbuf packet dropped"), so only the last
+        ``flood_limit`` clients get it."""
+        limit = self.flood_limit
+        assert limit is not None
+        if len(targets) <= limit:
+            return targets
+        self.counts["bcast_buffers"] += len(targets) - limit
+        return targets[len(targets) - limit:]
+
+
+def power_of_two_at_least(n: int) -> int:
+    """OpenVPN integer.h adjust_power_of_2(): the buffer set's capacity for ``n``."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 class BlockIpv6Router(Router[P]):

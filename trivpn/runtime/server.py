@@ -69,6 +69,7 @@ from trivpn.runtime.routing import (
     FragmentingBlockIpv6Router,
     FragmentingRouter,
     Router,
+    power_of_two_at_least,
 )
 from trivpn.runtime.scriptenv import TunnelInfo, route_ipv6_env
 from trivpn.runtime.serverhost import SystemServerHost
@@ -254,6 +255,8 @@ class Server:
             self.router = router(self.table, self.counts, tap=self.tap,
                                  client_to_client=options.client_to_client, mss=self.mss,
                                  on_mac_refused=self._mac_refused)
+        if options.bcast_buffers is not None:
+            self.router.flood_limit = power_of_two_at_least(options.bcast_buffers)
         self.unix_offset = 0.0
         self.tunnel: TunnelHandle | None = None
         self.udp: DatagramLink | None = None

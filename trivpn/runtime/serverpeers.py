@@ -43,6 +43,7 @@ from trivpn.protocol.session import Session
 from trivpn.runtime import events as rt
 from trivpn.runtime import scriptenv as se
 from trivpn.runtime.link import Address
+from trivpn.runtime.routing import power_of_two_at_least
 from trivpn.runtime.serverauth import (
     PAM_THREADS,
     AuthResult,
@@ -101,6 +102,12 @@ class PeerLifecycle:
         # (session id, initial time): renewed tokens keep them
         self.token_key: bytes | None = None
         self._token_sessions: dict[Peer, tuple[bytes, int]] = {}
+        # a TCP client's packets waiting to be sent: tcp-queue-limit (multi.h,
+        # multi_output_queue_ready()), within bcast-buffers' power of two (mtcp.c
+        # multi_tcp_instance_specific_init(): the deferred queue is a buffer set of that size)
+        self.tcp_queue = TCP_SEND_QUEUE if o.tcp_queue_limit is None else o.tcp_queue_limit
+        if o.bcast_buffers is not None:
+            self.tcp_queue = min(self.tcp_queue, power_of_two_at_least(o.bcast_buffers))
         # opt-verify: the options string a consistent client sends
         self.expected_options = expected_client_options_string(o) if o.opt_verify else None
 
@@ -137,9 +144,7 @@ class PeerLifecycle:
             self.server.counts["max_clients"] += 1
             self.server.preauth.release(pending)
             return None
-        limit = self.server.options.tcp_queue_limit  # OpenVPN multi.h multi_output_queue_ready
-        peer = Peer(session, address, peer_id, now, tcp,
-                    tcp_queue=TCP_SEND_QUEUE if limit is None else limit)
+        peer = Peer(session, address, peer_id, now, tcp, tcp_queue=self.tcp_queue)
         peer.preauth = pending
         scripts = self.server.scripts
         if scripts.per_client:
