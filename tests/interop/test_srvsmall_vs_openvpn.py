@@ -7,6 +7,8 @@ refusal of an inconsistent client) is checked here against the binary.
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,59 @@ def test_openvpn_and_trivpn_say_the_same_words_for_the_same_config(
     except ConfigError as exc:
         said = [str(exc)]
     assert any(message in text for text in said), said
+
+
+# --- bcast-buffers ------------------------------------------------------------------------
+
+BROADCASTS = 30
+SEND_BROADCASTS = f"""
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+for _ in range({BROADCASTS}):
+    s.sendto(b"bcast-buffers", ("198.18.8.255", 9))
+    time.sleep(0.02)
+"""
+
+
+def _rx_packets(ns: Netns) -> dict[str, int]:
+    names = [line.split(":")[1].strip().split("@")[0]
+             for line in ns.run(["ip", "-o", "link", "show"]).stdout.splitlines()]
+    return {name: int(ns.run(["cat", f"/sys/class/net/{name}/statistics/rx_packets"]).stdout)
+            for name in names if name.startswith("tap")}
+
+
+def _flood_reach(lab: NetnsLab, srv: Netns, cli: Netns, tmp_path: Path, tag: str) -> int:
+    """Three openvpn tap clients connect; how many of them get each broadcast frame the
+    server's host sends into its tap device."""
+    clients = [start_openvpn(cli, tmp_path, f"{tag}-c{i}", _client("tap")) for i in range(3)]
+    for client in clients:
+        _up(client, "")
+    before = _rx_packets(cli)
+    assert len(before) == 3, before
+    srv.run([sys.executable, "-c", SEND_BROADCASTS], timeout=20)
+    time.sleep(0.5)
+    after = _rx_packets(cli)
+    for client in clients:
+        stop_process(lab, client.pid)
+    gains = [after[name] - before[name] for name in before]
+    reached = [g for g in gains if g >= BROADCASTS]
+    assert all(g < BROADCASTS // 2 for g in gains if g < BROADCASTS), gains  # none partly
+    return len(reached)
+
+
+@pytest.mark.directive("bcast-buffers")
+def test_bcast_buffers_limits_a_flood_to_as_many_clients_as_openvpn(
+        lab: NetnsLab, tmp_path: Path):
+    srv, cli = _setup(lab, tmp_path)
+    lines = ["dev tap", "proto udp", f"local {SERVER_IP}", "port 1194", "ca ca.crt",
+             "cert server.crt", "key server.key", "dh none",
+             "server 198.18.8.0 255.255.255.0", "duplicate-cn", "keepalive 2 20",
+             "remote-cert-tls client", "verb 3", "bcast-buffers 2"]
+    theirs = start_openvpn(srv, tmp_path, "openvpn-server", lines)
+    _up(theirs, "")
+    assert _flood_reach(lab, srv, cli, tmp_path, "o") == 2
+    stop_process(lab, theirs.pid)
+    ours = start_trivpn(srv, tmp_path, "trivpn-server", lines)
+    assert ours.wait_event("link_open", timeout=10), ours.text()
+    assert _flood_reach(lab, srv, cli, tmp_path, "t") == 2, ours.text()[-3000:]
