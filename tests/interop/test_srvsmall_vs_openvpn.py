@@ -7,6 +7,7 @@ refusal of an inconsistent client) is checked here against the binary.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from tests.interop.clientkit import stop_process
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.serverkit import issue_client
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
 from trivpn.config import ConfigError, load_config
@@ -188,3 +190,130 @@ def test_bcast_buffers_limits_a_flood_to_as_many_clients_as_openvpn(
     ours = start_trivpn(srv, tmp_path, "trivpn-server", lines)
     assert ours.wait_event("link_open", timeout=10), ours.text()
     assert _flood_reach(lab, srv, cli, tmp_path, "t") == 2, ours.text()[-3000:]
+
+
+# --- vlan-tagging, vlan-pvid (client-config-dir) --------------------------------------------
+# The kernel here has no 802.1Q devices: frames are read and written on the server's tap with a
+# packet socket (the kernel may hand a tag over as auxiliary data: both forms are read).
+
+CAPTURE = """
+import socket, struct, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.bind((sys.argv[1], 0))
+s.setsockopt(263, 8, 1)  # SOL_PACKET, PACKET_AUXDATA
+s.settimeout(0.2)
+seen = set()
+end = time.monotonic() + float(sys.argv[2])
+while time.monotonic() < end:
+    try:
+        data, anc, _, addr = s.recvmsg(4096, 256)
+    except socket.timeout:
+        continue
+    if addr[2] == socket.PACKET_OUTGOING:
+        continue
+    vid = 0
+    for level, kind, value in anc:
+        if level == 263 and kind == 8:
+            status, _, _, _, _, tci = struct.unpack_from("IIIHHH", value)
+            if status & 0x10:  # TP_STATUS_VLAN_VALID
+                vid = tci & 0xFFF
+    if data[12:14] == b"\\x81\\x00":
+        vid = int.from_bytes(data[14:16], "big") & 0xFFF
+    seen.add(f"{data[6:12].hex(':')} {vid}")
+print("\\n".join(sorted(seen)))
+"""
+
+INJECT = """
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((sys.argv[1], 0))
+vid = int(sys.argv[2])
+tag = b"\\x81\\x00" + vid.to_bytes(2, "big") if vid else b""
+frame = b"\\xff" * 6 + bytes.fromhex("020000000099") + tag + b"\\x88\\xb5" + b"vlan" * 12
+for _ in range(int(sys.argv[3])):
+    s.send(frame)
+    time.sleep(0.01)
+"""
+INJECTED = 20
+
+
+def _tap_name(ns: Netns) -> str:
+    for line in ns.run(["ip", "-o", "link", "show"]).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith("tap"):
+            return name
+    raise AssertionError(f"no tap device in {ns.name}")
+
+
+def _mac(ns: Netns, name: str) -> str:
+    return ns.run(["cat", f"/sys/class/net/{name}/address"]).stdout.strip()
+
+
+def _rx(ns: Netns, name: str) -> int:
+    return int(ns.run(["cat", f"/sys/class/net/{name}/statistics/rx_packets"]).stdout)
+
+
+def _vlan_behaviour(lab: NetnsLab, srv: Netns, clients: list[Netns], tmp_path: Path,
+                    tag: str) -> dict[str, object]:
+    """Clients 'client' (the server's VLAN 1) and 'client2' (vlan-pvid 5 in its ccd file):
+    which VLAN their frames carry on the server's tap, whether they reach the server's host
+    (untagged on the tap), and which of them get a broadcast the host sends untagged, tagged
+    with VID 5, tagged with VID 7."""
+    procs, taps = [], []
+    for i, (ns, cert) in enumerate(zip(clients, ("client", "client2"), strict=True)):
+        proc = start_openvpn(ns, tmp_path, f"{tag}-{cert}", [
+            "client", "dev tap", "proto udp", f"remote 198.18.{2 * i}.1 1194", "nobind",
+            "ca ca.crt", f"cert {cert}.crt", f"key {cert}.key", "remote-cert-tls server",
+            "connect-retry 1", "verb 3"])
+        _up(proc, "")
+        procs.append(proc)
+        taps.append(_tap_name(ns))
+    tap = _tap_name(srv)
+    capture = srv.spawn([sys.executable, "-c", CAPTURE, tap, "4"], stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    reached = [_reach(ns, "198.18.8.1") or _reach(ns, "198.18.8.1") for ns in clients]
+    seen = capture.communicate(timeout=10)[0].decode()
+    macs = {_mac(ns, name): cert for ns, name, cert in zip(clients, taps, ("client", "client2"),
+                                                             strict=True)}
+    vlans = sorted({f"{macs[line.split()[0]]} {line.split()[1]}"
+                    for line in (seen or "").splitlines() if line.split()[0] in macs})
+    floods = {}
+    for vid in (0, 5, 7):
+        before = [_rx(ns, name) for ns, name in zip(clients, taps, strict=True)]
+        srv.run([sys.executable, "-c", INJECT, tap, str(vid), str(INJECTED)], timeout=20)
+        time.sleep(0.5)
+        gains = [_rx(ns, name) - b for ns, name, b in zip(clients, taps, before, strict=True)]
+        floods[vid] = [g >= INJECTED for g in gains]
+    for proc in procs:
+        stop_process(lab, proc.pid)
+    return {"frames": vlans, "reach_host": reached, "floods": floods}
+
+
+def _reach(ns: Netns, dst: str) -> bool:
+    return ns.run(["ping", "-c", "1", "-W", "1", dst], check=False, timeout=10).returncode == 0
+
+
+@pytest.mark.directive("vlan-tagging", "vlan-pvid")
+def test_vlan_tagging_puts_each_client_in_its_vlan_on_the_tap_device_as_openvpn_does(
+        lab: NetnsLab, tmp_path: Path):
+    srv, cli1, cli2 = lab.add("srv"), lab.add("cli1"), lab.add("cli2")
+    lab.veth(srv, cli1, "198.18.0.1/24", "198.18.0.2/24")
+    lab.veth(srv, cli2, "198.18.2.1/24", "198.18.2.2/24")
+    pki = write_pki(tmp_path)
+    issue_client(pki, "client2")
+    (tmp_path / "ccd").mkdir()
+    (tmp_path / "ccd" / "client2").write_text("vlan-pvid 5\n")
+    lines = ["dev tap", "proto udp", "port 1194", "ca ca.crt", "cert server.crt",
+             "key server.key", "dh none", "server 198.18.8.0 255.255.255.0", "keepalive 2 20",
+             "remote-cert-tls client", "verb 3", "vlan-tagging", "client-config-dir ccd"]
+    expected = {"frames": ["client 0", "client2 5"], "reach_host": [True, False],
+                "floods": {0: [True, False], 5: [False, True], 7: [False, False]}}
+    theirs = start_openvpn(srv, tmp_path, "openvpn-server", lines)
+    _up(theirs, "")
+    assert _vlan_behaviour(lab, srv, [cli1, cli2], tmp_path, "o") == expected
+    stop_process(lab, theirs.pid)
+    ours = start_trivpn(srv, tmp_path, "trivpn-server", lines)
+    assert ours.wait_event("link_open", timeout=10), ours.text()
+    assert _vlan_behaviour(lab, srv, [cli1, cli2], tmp_path, "t") == expected, \
+        ours.text()[-3000:]

@@ -1358,6 +1358,23 @@ def _opt_verify(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, opt_verify=True)
 
 
+VLAN_ACCEPT: Mapping[str, str] = {"tagged": "tagged", "untagged": "untagged", "all": "all"}
+
+
+def vlan_pvid(d: Directive) -> int:
+    """``vlan-pvid N``, 1 to 4094 (OpenVPN options.c add_option(), OPENVPN_8021Q_MIN_VID and
+    _MAX_VID); also read in client-config-dir files."""
+    text = d.args[0]
+    n = int(text) if text.isascii() and text.isdigit() else 0
+    if not 1 <= n <= MAX_VID:
+        raise v.fail(d, f"the parameter of --vlan-pvid parameters must be >= 1 and "
+                        f"<= {MAX_VID}")
+    return n
+
+
+MAX_VID = 4094
+
+
 def _queue_size(st: ParseState, d: Directive) -> Options:
     """``tcp-queue-limit N`` / ``bcast-buffers N``: N > 0 (options.c add_option(): "--NAME
     parameter must be > 0")."""
@@ -1702,6 +1719,10 @@ DIRECTIVES: Mapping[str, Spec] = {
     "opt-verify": Spec(0, 0, _opt_verify),
     "tcp-queue-limit": Spec(1, 1, _queue_size),
     "bcast-buffers": Spec(1, 1, _queue_size),
+    "vlan-tagging": Spec(0, 0, lambda st, d: replace(st.opts, vlan_tagging=True)),
+    "vlan-accept": Spec(1, 1, lambda st, d: replace(
+        st.opts, vlan_accept=v.choice(d, 0, VLAN_ACCEPT))),
+    "vlan-pvid": Spec(1, 1, lambda st, d: replace(st.opts, vlan_pvid=vlan_pvid(d))),
 }
 
 
@@ -1731,9 +1752,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-providers",
     "providers",
     "session-timeout-push",
-    "vlan-accept",
-    "vlan-pvid",
-    "vlan-tagging",
 })
 
 

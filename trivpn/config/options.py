@@ -597,6 +597,11 @@ class Options:
     # bcast-buffers N: one TAP flood reaches at most N clients (rounded up to a power of two;
     # also a bound on a TCP client's queue, as OpenVPN's mtcp.c sizes it; None: no bound)
     bcast_buffers: int | None = None
+    # vlan-tagging: 802.1Q on a TAP server's device (runtime/routing.py VlanRouter); a
+    # client's VLAN is its vlan-pvid (client-config-dir) or this one
+    vlan_tagging: bool = False
+    vlan_accept: str = "all"  # vlan-accept tagged|untagged|all
+    vlan_pvid: int = 1
 
     # diagnostics
     directive_lines: Mapping[str, int] = field(

@@ -69,6 +69,7 @@ from trivpn.runtime.routing import (
     FragmentingBlockIpv6Router,
     FragmentingRouter,
     Router,
+    VlanRouter,
     power_of_two_at_least,
 )
 from trivpn.runtime.scriptenv import TunnelInfo, route_ipv6_env
@@ -250,6 +251,11 @@ class Server:
                 block6_source=(own6.remote.packed if own6 is not None and own6.remote is not None
                                else FALLBACK_SOURCE),
                 tun_mtu=options.tun_mtu, write_device=self.write_device)
+        elif options.vlan_tagging:  # a TAP server (the parser made sure)
+            self.router = VlanRouter(self.table, self.counts, tap=True,
+                                     client_to_client=options.client_to_client, mss=None,
+                                     on_mac_refused=self._mac_refused,
+                                     accept=options.vlan_accept, pvid=options.vlan_pvid)
         else:
             router = FragmentingRouter if options.fragment else Router
             self.router = router(self.table, self.counts, tap=self.tap,

@@ -43,7 +43,7 @@ from trivpn.protocol.session import Session
 from trivpn.runtime import events as rt
 from trivpn.runtime import scriptenv as se
 from trivpn.runtime.link import Address
-from trivpn.runtime.routing import power_of_two_at_least
+from trivpn.runtime.routing import VlanRouter, power_of_two_at_least
 from trivpn.runtime.serverauth import (
     PAM_THREADS,
     AuthResult,
@@ -219,6 +219,8 @@ class PeerLifecycle:
         self._auth_events.pop(peer, None)
         self._scripts_at_removal(peer, reason, now)
         self.server.table.remove(peer)
+        if isinstance(self.server.router, VlanRouter):
+            self.server.router.pvids.pop(peer, None)
         self._preauth_release(peer)
         if peer.connected:
             self.server.router.connected = tuple(p for p in self.server.connected if p is not peer)
@@ -749,6 +751,9 @@ class PeerLifecycle:
             peer.iroutes = tuple((int(n.network_address), n.prefixlen) for n in client.iroutes)
             peer.iroutes6 = tuple((int(n.network_address), n.prefixlen)
                                   for n in client.iroutes_ipv6)
+            router = self.server.router
+            if client.vlan_pvid is not None and isinstance(router, VlanRouter):
+                router.pvids[peer] = client.vlan_pvid  # multi.c: OPT_P_INSTANCE option
         assigned = self._assign_addresses(peer, cn, client, now)
         if assigned is None:
             return
