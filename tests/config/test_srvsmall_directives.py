@@ -9,6 +9,7 @@ import ipaddress
 import pytest
 
 from trivpn.config import ConfigError, parse_config
+from trivpn.config.ccd import parse_client_config
 
 SERVER = ("mode server\ntls-server\ndev tun\nproto tcp-server\n"
           "ifconfig 198.18.8.1 198.18.8.2\nca ca.crt\ncert s.crt\nkey s.key\ndh none\n")
@@ -40,3 +41,40 @@ def test_tcp_queue_limit_must_be_positive(value: str):
     with pytest.raises(ConfigError, match="--tcp-queue-limit parameter must be > 0"):
         parse_config(SERVER + f"tcp-queue-limit {value}\n", "/etc/s.conf")
     assert parse_config(SERVER + "tcp-queue-limit 8\n", "/etc/s.conf").tcp_queue_limit == 8
+
+
+TAP_SERVER = SERVER.replace("dev tun", "dev tap").replace("ifconfig 198.18.8.1 198.18.8.2",
+                                                           "ifconfig 198.18.8.1 255.255.255.0")
+
+
+@pytest.mark.directive("vlan-tagging", "vlan-accept", "vlan-pvid")
+@pytest.mark.parametrize(("config", "message"), [
+    (CLIENT.replace("dev tun", "dev tap") + "vlan-tagging\n",
+     "--vlan-tagging requires --mode server"),
+    (SERVER + "vlan-tagging\n", "--vlan-tagging must be used with --dev tap"),
+    (TAP_SERVER + "vlan-accept tagged\n", "--vlan-accept requires --vlan-tagging"),
+    (TAP_SERVER + "vlan-pvid 5\n", "--vlan-pvid requires --vlan-tagging"),
+    (TAP_SERVER + "vlan-tagging\nvlan-pvid 4095\n",
+     "the parameter of --vlan-pvid parameters must be >= 1 and <= 4094"),
+    (TAP_SERVER + "vlan-tagging\nvlan-accept some\n", "'vlan-accept' expects one of"),
+])
+def test_vlan_directives_are_refused_where_openvpn_refuses_them(config: str, message: str):
+    with pytest.raises(ConfigError) as info:
+        parse_config(config, "/etc/s.conf")
+    assert message in str(info.value)
+
+
+@pytest.mark.directive("vlan-tagging", "vlan-accept", "vlan-pvid")
+def test_vlan_directives_on_a_tap_server():
+    o = parse_config(TAP_SERVER + "vlan-tagging\nvlan-accept untagged\nvlan-pvid 7\n",
+                     "/etc/s.conf")
+    assert (o.vlan_tagging, o.vlan_accept, o.vlan_pvid) == (True, "untagged", 7)
+    # the defaults alone need no vlan-tagging (OpenVPN compares with them)
+    assert parse_config(TAP_SERVER + "vlan-accept all\nvlan-pvid 1\n", "/etc/s.conf")
+
+
+@pytest.mark.directive("vlan-pvid")
+def test_vlan_pvid_in_a_client_config_dir_file():
+    assert parse_client_config("vlan-pvid 12\n", "/etc/ccd/alice").vlan_pvid == 12
+    with pytest.raises(ConfigError, match="must be >= 1 and <= 4094"):
+        parse_client_config("vlan-pvid 0\n", "/etc/ccd/alice")

@@ -116,8 +116,16 @@ def test_tap_client_routes_through_route_ipv6_gateway_as_openvpn_does(
     ("server", ["--tcp-queue-limit", "0"], "--tcp-queue-limit parameter must be > 0"),
     ("server", ["--opt-verify"],  # a warning: 2.6 still applies it
      "DEPRECATION: opt-verify is deprecated and will be removed in OpenVPN 2.7"),
+    ("server", ["--bcast-buffers", "0"], "--bcast-buffers parameter must be > 0"),
+    ("client", ["--vlan-tagging"], "--vlan-tagging requires --mode server"),
+    ("server", ["--vlan-tagging"], "--vlan-tagging must be used with --dev tap"),
+    ("server", ["--vlan-pvid", "5"], "--vlan-pvid requires --vlan-tagging"),
+    ("server", ["--vlan-accept", "tagged"], "--vlan-accept requires --vlan-tagging"),
+    ("server", ["--vlan-pvid", "4095"],
+     "the parameter of --vlan-pvid parameters must be >= 1 and <= 4094"),
 ])
-@pytest.mark.directive("route-ipv6-gateway", "opt-verify", "tcp-queue-limit")
+@pytest.mark.directive("route-ipv6-gateway", "opt-verify", "tcp-queue-limit", "bcast-buffers",
+                       "vlan-tagging", "vlan-pvid", "vlan-accept")
 def test_openvpn_and_trivpn_say_the_same_words_for_the_same_config(
         lab: NetnsLab, tmp_path: Path, role: str, args: list[str], message: str):
     write_pki(tmp_path)
