@@ -90,21 +90,26 @@ def _route6(ns: Netns) -> str:
 
 
 @pytest.mark.directive("route-ipv6-gateway")
-def test_tap_client_routes_through_route_ipv6_gateway_as_openvpn_does(
-        lab: NetnsLab, tmp_path: Path):
+@pytest.mark.parametrize("dev", ["tap", "tun"])
+def test_client_routes_through_route_ipv6_gateway_as_openvpn_does(
+        lab: NetnsLab, tmp_path: Path, dev: str):
+    """tap: the kernel route goes via the gateway; tun: to the device alone (route.c,
+    add_route_ipv6()), for both clients."""
     srv, cli = _setup(lab, tmp_path)
-    server = start_openvpn(srv, tmp_path, "server", _server("tap"))
+    server = start_openvpn(srv, tmp_path, "server", _server(dev))
     _up(server, "")
     extra = (f"route-ipv6 {ROUTE6}", f"route-ipv6-gateway {GATEWAY6}")
-    theirs = start_openvpn(cli, tmp_path, "openvpn-client", _client("tap", extra))
+    theirs = start_openvpn(cli, tmp_path, "openvpn-client", _client(dev, extra))
     _up(theirs, server.text()[-3000:])
     openvpn_route = _route6(cli)
     stop_process(lab, theirs.pid)
-    ours: TrivpnProcess = start_trivpn(cli, tmp_path, "trivpn-client", _client("tap", extra))
+    ours: TrivpnProcess = start_trivpn(cli, tmp_path, "trivpn-client", _client(dev, extra))
     assert ours.wait_event("tun_configured", timeout=20), ours.text()[-3000:]
     trivpn_route = _route6(cli)
-    assert f"via {GATEWAY6} dev tap" in openvpn_route, openvpn_route
-    assert f"via {GATEWAY6} dev tap" in trivpn_route, trivpn_route
+    for route in (openvpn_route, trivpn_route):
+        assert route.startswith(f"{ROUTE6} "), (openvpn_route, trivpn_route)
+        assert (f"via {GATEWAY6} dev tap" in route) == (dev == "tap"), (openvpn_route,
+                                                                         trivpn_route)
 
 
 # --- what the code says openvpn prints ------------------------------------------------------
