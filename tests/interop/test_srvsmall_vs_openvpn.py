@@ -7,6 +7,8 @@ refusal of an inconsistent client) is checked here against the binary.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -330,3 +332,57 @@ def test_vlan_tagging_puts_each_client_in_its_vlan_on_the_tap_device_as_openvpn_
     assert ours.wait_event("link_open", timeout=10), ours.text()
     assert _vlan_behaviour(lab, srv, [cli1, cli2], tmp_path, "t") == expected, \
         ours.text()[-3000:]
+
+
+# --- tcp-queue-limit ----------------------------------------------------------------------
+
+def _saturate(lab: NetnsLab, srv: Netns, cli: Netns, tmp_path: Path, tag: str) -> None:
+    """A TCP client connects and is stopped (SIGSTOP: it reads nothing more); the server's
+    host floods it with pings through the tunnel until its socket buffers are full."""
+    client = start_openvpn(cli, tmp_path, f"{tag}-client", [
+        "client", "dev tun", "proto tcp-client", f"remote {SERVER_IP} 1194", "nobind",
+        "ca ca.crt", "cert client.crt", "key client.key", "remote-cert-tls server",
+        "connect-retry 1", "verb 3"])
+    _up(client, "")
+    os.kill(client.pid, signal.SIGSTOP)
+    try:
+        srv.run(["ping", "-f", "-c", "20000", "-s", "1200", "-w", "4", "198.18.8.2"],
+                check=False, timeout=20)
+    finally:
+        os.kill(client.pid, signal.SIGCONT)
+        stop_process(lab, client.pid)
+
+
+@pytest.mark.directive("tcp-queue-limit")
+def test_tcp_queue_limit_drops_for_a_stalled_tcp_client_as_openvpn_does(
+        lab: NetnsLab, tmp_path: Path):
+    srv, cli = _setup(lab, tmp_path)
+    lines = ["dev tun", "proto tcp-server", f"local {SERVER_IP}", "port 1194", "ca ca.crt",
+             "cert server.crt", "key server.key", "dh none", "server 198.18.8.0 255.255.255.0",
+             "topology subnet", "keepalive 2 30", "remote-cert-tls client", "verb 4",
+             "tcp-queue-limit 4"]
+    theirs = start_openvpn(srv, tmp_path, "openvpn-server", lines)
+    _up(theirs, "")
+    _saturate(lab, srv, cli, tmp_path, "o")
+    assert "MULTI: packet dropped due to output saturation" in theirs.text()
+    stop_process(lab, theirs.pid)
+    ours = start_trivpn(srv, tmp_path, "trivpn-server", lines)
+    assert ours.wait_event("link_open", timeout=10), ours.text()
+    _saturate(lab, srv, cli, tmp_path, "t")
+    stop_process(lab, ours.pid)
+    drops = [e for e in ours.events() if e["event"] == "packet_dropped"
+             and e.get("reason") == "tcp_send_queue_full"]
+    assert drops, ours.text()[-3000:]
+
+
+@pytest.mark.directive("tcp-queue-limit", "bcast-buffers")
+def test_openvpn_defaults_tcp_queue_limit_64_and_bcast_buffers_256(
+        lab: NetnsLab, tmp_path: Path):
+    """What docs/server-admission.md says of OpenVPN's defaults (options.c init_options())."""
+    write_pki(tmp_path)
+    ns = lab.add("ovpn")
+    args = [w for line in _server() for w in (f"--{line.split()[0]}", *line.split()[1:])]
+    done = ns.run(["timeout", "2", "openvpn", "--cd", str(tmp_path), *args], check=False,
+                  timeout=10)
+    out = done.stdout + done.stderr
+    assert "tcp_queue_limit = 64" in out and "n_bcast_buf = 256" in out, out[-3000:]
