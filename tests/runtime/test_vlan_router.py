@@ -88,7 +88,7 @@ def test_vlan_accept_decides_which_device_frames_reach_which_clients(
 def test_vlan_accept_decides_how_client_frames_reach_the_device(
         accept: str, vlan1: object, vlan5: object):
     router, peers = _router(accept)
-    seen = []
+    seen: list[object] = []
     for i, peer in enumerate(peers):
         out = _to_device(router, peer, _frame(HOST, _mac(i + 1)))
         if not out:
@@ -115,7 +115,8 @@ def test_client_to_client_stays_inside_a_vlan():
     assert [p for p, _ in out] == [peers[2]]
     # peer 0 learned its MAC; a frame for it from VLAN 5 goes to the device, tagged 5
     router.from_peer(peers[0], _frame(HOST, _mac(1)), 0.0, [], to_device=[])
-    out, to_device = [], []
+    out = []
+    to_device: list[bytes] = []
     router.from_peer(peers[2], _frame(_mac(1), _mac(3)), 0.0, out, to_device=to_device)
     assert out == []
     assert [f[12:16] for f in to_device] == [b"\x81\x00\x00\x05"]

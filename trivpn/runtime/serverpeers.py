@@ -751,9 +751,7 @@ class PeerLifecycle:
             peer.iroutes = tuple((int(n.network_address), n.prefixlen) for n in client.iroutes)
             peer.iroutes6 = tuple((int(n.network_address), n.prefixlen)
                                   for n in client.iroutes_ipv6)
-            router = self.server.router
-            if client.vlan_pvid is not None and isinstance(router, VlanRouter):
-                router.pvids[peer] = client.vlan_pvid  # multi.c: OPT_P_INSTANCE option
+            self._set_vlan(peer, client)
         assigned = self._assign_addresses(peer, cn, client, now)
         if assigned is None:
             return
@@ -772,6 +770,13 @@ class PeerLifecycle:
         pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked or ifconfig is None
                   else (*push, *extra_push, *assigned6, ifconfig))
         peer.session.accept(now, pushed, peer_id=peer.peer_id)
+
+    def _set_vlan(self, peer: Peer, client: ClientConfig) -> None:
+        """``vlan-pvid`` of a client-config-dir file or a client-connect config file (an
+        OPT_P_INSTANCE option in OpenVPN's options.c), on a server with vlan-tagging."""
+        router = self.server.router
+        if client.vlan_pvid is not None and isinstance(router, VlanRouter):
+            router.pvids[peer] = client.vlan_pvid
 
     def _assign_addresses(self, peer: Peer, cn: str, client: ClientConfig | None,
                           now: float) -> tuple[str | None, tuple[str, ...]] | None:
@@ -913,6 +918,7 @@ class PeerLifecycle:
                                              for n in dynamic.iroutes))
             peer.iroutes6 = (*peer.iroutes6, *((int(n.network_address), n.prefixlen)
                                                for n in dynamic.iroutes_ipv6))
+            self._set_vlan(peer, dynamic)
             if dynamic.ifconfig_push is not None:
                 # the script's ifconfig-push wins over the pool's and the ccd file's
                 self._release_address(peer, now)
