@@ -284,7 +284,7 @@ def _vlan_behaviour(lab: NetnsLab, srv: Netns, clients: list[Netns], tmp_path: P
         procs.append(proc)
         taps.append(_tap_name(ns))
     tap = _tap_name(srv)
-    capture = srv.spawn([sys.executable, "-c", CAPTURE, tap, "4"], stdout=subprocess.PIPE,
+    capture = srv.spawn([sys.executable, "-c", CAPTURE, tap, "3"], stdout=subprocess.PIPE,
                         stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     reached = [_reach(ns, "198.18.8.1") or _reach(ns, "198.18.8.1") for ns in clients]
