@@ -209,6 +209,22 @@ def proto_name(o: Options) -> str:
     return "TCPv4_SERVER" if o.proto == "tcp-server" else "TCPv4_CLIENT"
 
 
+def _options_string(o: Options, *, is_server: bool, keydir: int | None, proto: str) -> str:
+    return options_string(dev_type=o.dev_type, proto=proto, is_server=is_server,
+                          tun_mtu=o.tun_mtu, keydir=keydir, tls_auth=o.tls_auth is not None,
+                          auth=o.auth, compression=o.compression,
+                          fragment=bool(o.fragment))
+
+
+def expected_client_options_string(o: Options) -> str:
+    """The options string a server expects from a client with settings that match its own
+    (OpenVPN options.c, options_string() with ``remote`` set: ``tls-client``, the other key
+    direction, the client's side of TCP), which ``opt-verify`` compares the client's with."""
+    keydir = o.key_direction if o.tls_auth is not None else None
+    return _options_string(o, is_server=False, keydir=None if keydir is None else 1 - keydir,
+                           proto="UDPv4" if o.proto == "udp" else "TCPv4_CLIENT")
+
+
 def crl_check(o: Options, ca_pem: str | None) -> CrlCheck | None:
     """crl-verify FILE (re-read on change, inline: fixed) or crl-verify DIR dir."""
     if o.crl_verify is None and o.crl_verify_dir is None:
@@ -304,10 +320,7 @@ def session_config(o: Options, *, unix_time_offset: float,
     exporter = keying_material_exporter(ctx)
     ciphers = data_ciphers(o)
     keydir = o.key_direction if o.tls_auth is not None else None
-    opts = options_string(dev_type=o.dev_type, proto=proto_name(o), is_server=is_server,
-                          tun_mtu=o.tun_mtu, keydir=keydir, tls_auth=o.tls_auth is not None,
-                          auth=o.auth, compression=o.compression,
-                          fragment=bool(o.fragment))
+    opts = _options_string(o, is_server=is_server, keydir=keydir, proto=proto_name(o))
     creds = read_credentials(o) if not is_server else None
     pings = ping_settings(o)
     return SessionConfig(

@@ -229,10 +229,10 @@ def test_lenient_parse_turns_unsupported_directives_into_warnings(tmp_path):
 
     conf = tmp_path / "server.conf"
     conf.write_text("port 1194\ndev tun\nca ca.crt\ncert s.crt\nkey s.key\ndh none\n"
-                    "server 198.18.8.0 255.255.255.0\nvlan-tagging\n")
+                    "server 198.18.8.0 255.255.255.0\nmtu-test\n")
     options = load_config(conf, read_files=False, lenient=True)
     assert options.server is not None
-    assert any("'vlan-tagging' is not supported by trivpn yet" in w.message
+    assert any("'mtu-test' is not supported by trivpn yet" in w.message
                and w.line == 8 for w in options.warnings)
 
 

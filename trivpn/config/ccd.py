@@ -6,7 +6,7 @@ A client-config-dir file is read with the same reader as a config file (quoting,
 OpenVPN allows there for a client instance (OpenVPN src/openvpn/options.c, ``OPT_P_INSTANCE``
 and ``OPT_P_PUSH``; src/openvpn/multi.c, ``multi_client_connect_source_ccd()``) are accepted:
 ``ifconfig-push``, ``iroute``, ``push``, ``push-reset``, ``push-remove``, ``disable``,
-``config`` and the IPv6 ``ifconfig-ipv6-push`` / ``iroute-ipv6``.
+``config``, the IPv6 ``ifconfig-ipv6-push`` / ``iroute-ipv6`` and ``vlan-pvid``.
 
 The file of a client is ``DIR/<common name>`` with the name made safe as OpenVPN does
 (src/openvpn/platform.c, ``platform_gen_path()``): every byte that is not printable ASCII and
@@ -91,6 +91,7 @@ class ClientConfig:
     # ``ifconfig-ipv6-push`` follows it (OpenVPN's push.c ``push_remove_option()`` and
     # options.c ``push_ifconfig_ipv6_blocked``)
     ifconfig_ipv6_blocked: bool = False
+    vlan_pvid: int | None = None  # vlan-pvid N: the client's VLAN (server with vlan-tagging)
 
 
 CCD_ONLY = ("ifconfig-push", "ifconfig-ipv6-push", "iroute", "iroute-ipv6", "push-reset",
@@ -196,7 +197,14 @@ CCD_DIRECTIVES: Mapping[str, tuple[int, int, _Handler]] = {
     "push-reset": (0, 0, _push_reset),
     "push-remove": (1, 1, _push_remove),
     "disable": (0, 0, _disable),
+    "vlan-pvid": (1, 1, lambda c, d: replace(c, vlan_pvid=_vlan_pvid(d))),
 }
+
+
+def _vlan_pvid(d: Directive) -> int:
+    from trivpn.config.directives import vlan_pvid  # noqa: PLC0415 - cycle
+
+    return vlan_pvid(d)
 
 
 def parse_client_config(text: str, path: Path | str,

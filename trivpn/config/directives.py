@@ -1338,6 +1338,55 @@ def _client_nat(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, client_nat=(*st.opts.client_nat, rule))
 
 
+# --- srvsmall: handlers ------------------------------------------------------------------------
+
+def _route_ipv6_gateway(st: ParseState, d: Directive) -> Options:
+    """``route-ipv6-gateway GW``: the gateway of route-ipv6 lines that name none (OpenVPN
+    options.c add_option(): "must be a valid address"; init.c do_init_route_ipv6_list())."""
+    try:
+        gateway = ipaddress.IPv6Address(d.args[0])
+    except ValueError:
+        raise v.fail(d, f"route-ipv6-gateway parm '{d.args[0]}' must be a valid "
+                        "address") from None
+    return replace(st.opts, route_ipv6_gateway=gateway)
+
+
+def _opt_verify(st: ParseState, d: Directive) -> Options:
+    # options.c add_option(): 2.6 prints this at M_INFO and still applies it (ssl.c,
+    # key_method_2_read(): an inconsistent options string refuses the client)
+    st.warn(d, "DEPRECATION: opt-verify is deprecated and will be removed in OpenVPN 2.7")
+    return replace(st.opts, opt_verify=True)
+
+
+VLAN_ACCEPT: Mapping[str, str] = {"tagged": "tagged", "untagged": "untagged", "all": "all"}
+
+
+def vlan_pvid(d: Directive) -> int:
+    """``vlan-pvid N``, 1 to 4094 (OpenVPN options.c add_option(), OPENVPN_8021Q_MIN_VID and
+    _MAX_VID); also read in client-config-dir files."""
+    text = d.args[0]
+    n = int(text) if text.isascii() and text.isdigit() else 0
+    if not 1 <= n <= MAX_VID:
+        raise v.fail(d, f"the parameter of --vlan-pvid parameters must be >= 1 and "
+                        f"<= {MAX_VID}")
+    return n
+
+
+MAX_VID = 4094
+
+
+def _queue_size(st: ParseState, d: Directive) -> Options:
+    """``tcp-queue-limit N`` / ``bcast-buffers N``: N > 0 (options.c add_option(): "--NAME
+    parameter must be > 0")."""
+    text = d.args[0]
+    n = int(text) if text.isascii() and text.isdigit() else 0
+    if n < 1:
+        raise v.fail(d, f"--{d.name} parameter must be > 0")
+    if d.name == "bcast-buffers":
+        return replace(st.opts, bcast_buffers=n)
+    return replace(st.opts, tcp_queue_limit=n)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1664,6 +1713,16 @@ DIRECTIVES: Mapping[str, Spec] = {
     "link-mtu": Spec(1, 1, _link_mtu),
     "udp-mtu": Spec(1, 1, _link_mtu),
     "compat-mode": Spec(1, 1, _compat_mode),
+
+    # --- srvsmall ---
+    "route-ipv6-gateway": Spec(1, 1, _route_ipv6_gateway),
+    "opt-verify": Spec(0, 0, _opt_verify),
+    "tcp-queue-limit": Spec(1, 1, _queue_size),
+    "bcast-buffers": Spec(1, 1, _queue_size),
+    "vlan-tagging": Spec(0, 0, lambda st, d: replace(st.opts, vlan_tagging=True)),
+    "vlan-accept": Spec(1, 1, lambda st, d: replace(
+        st.opts, vlan_accept=v.choice(d, 0, VLAN_ACCEPT))),
+    "vlan-pvid": Spec(1, 1, lambda st, d: replace(st.opts, vlan_pvid=vlan_pvid(d))),
 }
 
 
@@ -1671,7 +1730,6 @@ DIRECTIVES: Mapping[str, Spec] = {
 # silently accepted (a config that relies on them would not behave as the user expects).
 UNSUPPORTED: frozenset[str] = frozenset({
     "auth-token-gen",
-    "bcast-buffers",
     "engine",
     "explicit-exit-notify-push",
     "gremlin",
@@ -1685,7 +1743,6 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "management-up-down",
     "memstats",
     "mtu-test",
-    "opt-verify",
     "pkcs11-cert-private",
     "pkcs11-id",
     "pkcs11-id-management",
@@ -1694,12 +1751,7 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "pkcs11-protected-authentication",
     "pkcs11-providers",
     "providers",
-    "route-ipv6-gateway",
     "session-timeout-push",
-    "tcp-queue-limit",
-    "vlan-accept",
-    "vlan-pvid",
-    "vlan-tagging",
 })
 
 

@@ -586,6 +586,23 @@ class Options:
     link_mtu: int | None = None  # link-mtu/udp-mtu N: tun_mtu is derived from it (linkmtu.py)
     compat_mode: int | None = None  # compat-mode X.Y.Z as X*10000+Y*100+Z (compat.py)
 
+    # --- srvsmall ---
+    # route-ipv6-gateway GW: the gateway of route-ipv6 lines without one (else the device's
+    # IPv6 peer); the kernel route uses it on a tap device only (route.c, add_route_ipv6())
+    route_ipv6_gateway: ipaddress.IPv6Address | None = None
+    opt_verify: bool = False  # server: refuse a client whose options string differs
+    # tcp-queue-limit N: a TCP client's packets waiting to be sent; more are dropped (None:
+    # trivpn's own default, TCP_SEND_QUEUE)
+    tcp_queue_limit: int | None = None
+    # bcast-buffers N: one TAP flood reaches at most N clients (rounded up to a power of two;
+    # also a bound on a TCP client's queue, as OpenVPN's mtcp.c sizes it; None: no bound)
+    bcast_buffers: int | None = None
+    # vlan-tagging: 802.1Q on a TAP server's device (runtime/routing.py VlanRouter); a
+    # client's VLAN is its vlan-pvid (client-config-dir) or this one
+    vlan_tagging: bool = False
+    vlan_accept: str = "all"  # vlan-accept tagged|untagged|all
+    vlan_pvid: int = 1
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)

@@ -527,6 +527,26 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
         except ValueError as exc:
             raise _error(st, f"{exc} (MTU is too small)", mtu_name) from None
 
+    # --- srvsmall: opt-verify (options.c options_postprocess_verify_ce) ---
+    if o.opt_verify and not mode_server:
+        raise _error(st, "'opt-verify' needs 'mode server' (OpenVPN: --opt-verify requires "
+                         "--mode server)", "opt-verify")
+
+    # --- srvsmall: vlan-tagging (options.c options_postprocess_verify_ce) ---
+    if o.vlan_tagging and not mode_server:
+        raise _error(st, "'vlan-tagging' needs 'mode server' (OpenVPN: --vlan-tagging "
+                         "requires --mode server)", "vlan-tagging")
+    if mode_server and o.vlan_tagging and o.dev_type != "tap":
+        raise _error(st, "--vlan-tagging must be used with --dev tap", "vlan-tagging")
+    if mode_server and not o.vlan_tagging:
+        for vlan_name, not_default in (("vlan-accept", o.vlan_accept != "all"),
+                                       ("vlan-pvid", o.vlan_pvid != 1)):
+            if not_default:
+                raise _error(st, f"--{vlan_name} requires --vlan-tagging", vlan_name)
+    if o.vlan_tagging and o.fragment:
+        raise _error(st, "'vlan-tagging' with 'fragment' is not supported by trivpn yet",
+                     "vlan-tagging")
+
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(
         o,

@@ -78,6 +78,7 @@ class ClientAuthenticated(Event):
     peer_info: PeerInfo
     username: str | None
     password: str | None = field(default=None, repr=False)  # for auth-user-pass-verify
+    options: str = ""  # the client's options string (opt-verify compares it)
 
 
 @dataclass(frozen=True, slots=True)

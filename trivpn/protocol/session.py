@@ -1095,7 +1095,8 @@ class Session:
                 self._accept = states.transition(ACCEPT_TRANSITIONS, self._accept,
                                                  AcceptState.AUTHENTICATED, "key method")
                 self._events.append(ev.ClientAuthenticated(key.peer, self.peer_info,
-                                                           block.username, block.password))
+                                                           block.username, block.password,
+                                                           block.options))
         elif self._accept in (AcceptState.ACCEPTED, AcceptState.REPLIED):
             key.awaiting_reauth = self.config.hold_reauth
             self._events.append(ev.ClientReauthenticating(key.key_id, block.username,

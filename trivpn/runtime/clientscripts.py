@@ -115,8 +115,10 @@ class ClientScripts:
         self.env.update(se.client_dns_env(o, pushed))
         self.env.update(se.routes_env(routes, vpn_gateway=vpn_gw, net_gateway=net_gateway))
         if pushed is not None:
+            default6 = (None if o.route_ipv6_gateway is None  # init.c, route.c as above
+                        else str(o.route_ipv6_gateway))
             self.env.update(se.route_ipv6_env(
-                [(str(r.network), str(r.gateway) if r.gateway is not None else None)
+                [(str(r.network), str(r.gateway) if r.gateway is not None else default6)
                  for r in pushed.route_ipv6]))
             self.env.update({f"OPENVPN_{k}": v for k, v in pushed.setenv_safe})
         self.tunnel = info

@@ -44,8 +44,8 @@ class Router(Generic[P]):
     """Routes packets between the device and the peers of ``table``. ``connected``: the peers
     a TAP flood reaches (kept by the server as peers connect and go)."""
 
-    __slots__ = ("client_to_client", "connected", "counts", "mss", "on_mac_refused", "table",
-                 "tap")
+    __slots__ = ("client_to_client", "connected", "counts", "flood_limit", "mss",
+                 "on_mac_refused", "table", "tap")
 
     def __init__(self, table: PeerTable[P], counts: Counter[str], *, tap: bool,
                  client_to_client: bool, mss: int | None,
@@ -57,6 +57,8 @@ class Router(Generic[P]):
         self.mss = None if tap else mss  # TCP SYNs through the tunnel are clamped (TUN only)
         self.on_mac_refused = on_mac_refused
         self.connected: tuple[P, ...] = ()
+        # bcast-buffers: how many clients one TAP flood reaches at most (None: all)
+        self.flood_limit: int | None = None
 
     def from_peer(self, peer: P, packet: bytes, now: float, out: list[tuple[P, bytes]], *,
                   to_device: list[bytes]) -> None:
@@ -103,7 +105,10 @@ class Router(Generic[P]):
             return
         if verdict is Verdict.FLOOD:
             to_device.append(packet)
-            for other in self.connected:
+            targets = self.connected
+            if self.flood_limit is not None:
+                targets = self._limited(tuple(t for t in targets if t is not peer))
+            for other in targets:
                 if other is not peer:
                     wire = other.session.encrypt_data(packet, now)
                     if wire is not None:
@@ -162,7 +167,10 @@ class Router(Generic[P]):
         for frame in frames:
             peer = table.for_frame(frame)
             if peer is None:
-                for other in self.connected:
+                targets = self.connected
+                if self.flood_limit is not None:
+                    targets = self._limited(targets)
+                for other in targets:
                     wire = other.session.encrypt_data(frame, now)
                     if wire is not None:
                         out.append((other, wire))
@@ -171,6 +179,24 @@ class Router(Generic[P]):
             if wire is not None:
                 out.append((peer, wire))
         return out
+
+
+    def _limited(self, targets: tuple[P, ...]) -> tuple[P, ...]:
+        """bcast-buffers: OpenVPN queues a flood's copies in one buffer set of that many
+        entries (rounded up to a power of two) and drops the oldest on overflow (multi.c
+        multi_bcast(), mbuf.c mbuf_add_item(): "MBUF: mbuf packet dropped"), so only the last
+        ``flood_limit`` clients get it."""
+        limit = self.flood_limit
+        assert limit is not None
+        if len(targets) <= limit:
+            return targets
+        self.counts["bcast_buffers"] += len(targets) - limit
+        return targets[len(targets) - limit:]
+
+
+def power_of_two_at_least(n: int) -> int:
+    """OpenVPN integer.h adjust_power_of_2(): the buffer set's capacity for ``n``."""
+    return 1 << max(n - 1, 0).bit_length()
 
 
 class BlockIpv6Router(Router[P]):
@@ -253,3 +279,139 @@ def _add_queued(out: list[tuple[P, bytes]], start: int) -> None:
         if id(target) not in seen:
             seen.add(id(target))
             out.extend((target, d) for d in target.session.take_datagrams())
+
+
+TPID_8021Q = b"\x81\x00"
+VID_MASK = 0x0FFF
+
+
+def vlan_tag(frame: bytes, vid: int) -> bytes | None:
+    """The frame tagged with ``vid`` (OpenVPN vlan.c, vlan_encapsulate()): an untagged frame
+    gets an 802.1Q header, a priority-tagged one (VID 0) keeps its priority and gets the VID;
+    None for a frame too short or tagged with another VID (dropped)."""
+    if len(frame) < ETHERNET_HEADER:
+        return None
+    if frame[12:14] == TPID_8021Q:
+        if len(frame) < ETHERNET_HEADER + 4:
+            return None
+        tci = int.from_bytes(frame[14:16], "big")
+        if tci & VID_MASK:
+            return None
+        return frame[:14] + ((tci & ~VID_MASK) | vid).to_bytes(2, "big") + frame[16:]
+    return frame[:12] + TPID_8021Q + vid.to_bytes(2, "big") + frame[12:]
+
+
+def vlan_tagged(frame: bytes) -> bool:
+    """An 802.1Q frame with a VID (not just priority-tagged): vlan.c, vlan_is_tagged()."""
+    return (len(frame) >= ETHERNET_HEADER + 4 and frame[12:14] == TPID_8021Q
+            and int.from_bytes(frame[14:16], "big") & VID_MASK != 0)
+
+
+ETHERNET_HEADER = 14
+VlanAccept = str  # "tagged", "untagged" or "all"
+
+
+class VlanRouter(Router[P]):
+    """The router of a TAP server with ``vlan-tagging`` (OpenVPN vlan.c and multi.c), used
+    only when configured:
+
+    * a frame read from the device belongs to the VLAN of its 802.1Q tag (the tag is removed)
+      or, untagged or priority-tagged, to the server's ``vlan-pvid``; ``vlan-accept tagged``
+      drops untagged frames, ``untagged`` drops tagged ones (vlan_decapsulate()). It reaches
+      only clients whose ``vlan-pvid`` (client-config-dir, else the server's) is that VLAN.
+    * a tagged frame from a client is dropped (multi_process_incoming_link(); the client's
+      frames are in its own VLAN); to the device it goes untagged when its VLAN is the
+      server's ``vlan-pvid`` and ``vlan-accept`` is ``all``, tagged with its VLAN otherwise
+      (``tagged``), or not at all (``untagged`` and another VLAN): vlan_process_outgoing_tun().
+    * client-to-client: a broadcast or a frame for another client stays in the sender's VLAN
+      (multi_bcast() skips other VIDs; the learned address of a client in another VLAN does
+      not match, so the frame goes to the device).
+    """
+
+    __slots__ = ("accept", "pvid", "pvids")
+
+    def __init__(self, table: PeerTable[P], counts: Counter[str], *, tap: bool,
+                 client_to_client: bool, mss: int | None, on_mac_refused: MacRefusal[P],
+                 accept: VlanAccept, pvid: int) -> None:
+        super().__init__(table, counts, tap=tap, client_to_client=client_to_client, mss=mss,
+                         on_mac_refused=on_mac_refused)
+        self.accept = accept
+        self.pvid = pvid
+        self.pvids: dict[P, int] = {}  # vlan-pvid from a client's client-config-dir file
+
+    def pvid_of(self, peer: P) -> int:
+        return self.pvids.get(peer, self.pvid)
+
+    def _to_device(self, vid: int, frame: bytes, to_device: list[bytes]) -> None:
+        if self.accept == "untagged" or (self.accept == "all" and vid == self.pvid):
+            if vid != self.pvid:
+                self.counts["vlan_other_vid"] += 1
+                return
+            to_device.append(frame)
+            return
+        tagged = vlan_tag(frame, vid)
+        if tagged is None:
+            self.counts["vlan_malformed"] += 1
+            return
+        to_device.append(tagged)
+
+    def from_peer(self, peer: P, packet: bytes, now: float, out: list[tuple[P, bytes]], *,
+                  to_device: list[bytes]) -> None:
+        if vlan_tagged(packet):
+            self.counts["vlan_tagged_from_client"] += 1
+            return
+        vid = self.pvid_of(peer)
+        verdict = self.table.from_client_frame(peer, packet, self.client_to_client)
+        if verdict is Verdict.DEVICE:
+            self._to_device(vid, packet, to_device)
+        elif verdict is Verdict.FLOOD:
+            self._to_device(vid, packet, to_device)
+            targets = tuple(p for p in self.connected
+                            if p is not peer and self.pvid_of(p) == vid)
+            self._send(self._limited(targets) if self.flood_limit is not None else targets,
+                       packet, now, out)
+        elif isinstance(verdict, Verdict):
+            self._other_verdict(peer, packet, verdict, now, out, to_device=to_device)
+        elif self.pvid_of(verdict) != vid:
+            self._to_device(vid, packet, to_device)
+        else:
+            self._send((verdict,), packet, now, out)
+
+    @staticmethod
+    def _send(targets: tuple[P, ...], frame: bytes, now: float,
+              out: list[tuple[P, bytes]]) -> None:
+        for target in targets:
+            wire = target.session.encrypt_data(frame, now)
+            if wire is not None:
+                out.append((target, wire))
+
+    def _decapsulate(self, frame: bytes) -> tuple[int, bytes] | None:
+        if len(frame) < ETHERNET_HEADER:
+            return None
+        if frame[12:14] != TPID_8021Q:
+            return None if self.accept == "tagged" else (self.pvid, frame)
+        if len(frame) < ETHERNET_HEADER + 4:
+            return None
+        vid = int.from_bytes(frame[14:16], "big") & VID_MASK
+        if vid == 0:  # priority-tagged: the server's VLAN, the frame as it is
+            return self.pvid, frame
+        if self.accept == "untagged":
+            return None
+        return vid, frame[:12] + frame[16:]
+
+    def _frames_from_device(self, frames: list[bytes], now: float) -> list[tuple[P, bytes]]:
+        out: list[tuple[P, bytes]] = []
+        for raw in frames:
+            found = self._decapsulate(raw)
+            if found is None:
+                self.counts["vlan_refused"] += 1
+                continue
+            vid, frame = found
+            owner = self.table.for_frame(frame)
+            if owner is not None and self.pvid_of(owner) == vid:
+                self._send((owner,), frame, now, out)
+                continue
+            targets = tuple(p for p in self.connected if self.pvid_of(p) == vid)
+            self._send(self._limited(targets) if self.flood_limit is not None else targets,
+                       frame, now, out)
+        return out

@@ -69,6 +69,8 @@ from trivpn.runtime.routing import (
     FragmentingBlockIpv6Router,
     FragmentingRouter,
     Router,
+    VlanRouter,
+    power_of_two_at_least,
 )
 from trivpn.runtime.scriptenv import TunnelInfo, route_ipv6_env
 from trivpn.runtime.serverhost import SystemServerHost
@@ -188,6 +190,8 @@ def server_tunnel_plan(options: Options) -> TunnelPlan:
     return device_options_plan(plan_tunnel(
         kind=o.dev_type, dev=o.dev, mtu=o.tun_mtu, topology=o.topology, ifconfig=ifconfig,
         routes=routes, route_gateway=gateway, txqueuelen=o.txqueuelen,
+        route_ipv6_gateway=(None if o.route_ipv6_gateway is None
+                            else str(o.route_ipv6_gateway)),
         ifconfig_ipv6=(None if own6 is None else
                        (str(own6.address), own6.bits, str(own6.remote))),
         routes_ipv6=[(str(r.network), None if r.gateway is None else str(r.gateway), r.metric)
@@ -254,11 +258,18 @@ class Server:
                 block6_source=(own6.remote.packed if own6 is not None and own6.remote is not None
                                else FALLBACK_SOURCE),
                 tun_mtu=options.tun_mtu, write_device=self.write_device)
+        elif options.vlan_tagging:  # a TAP server (the parser made sure)
+            self.router = VlanRouter(self.table, self.counts, tap=True,
+                                     client_to_client=options.client_to_client, mss=None,
+                                     on_mac_refused=self._mac_refused,
+                                     accept=options.vlan_accept, pvid=options.vlan_pvid)
         else:
             router = FragmentingRouter if options.fragment else Router
             self.router = router(self.table, self.counts, tap=self.tap,
                                  client_to_client=options.client_to_client, mss=self.mss,
                                  on_mac_refused=self._mac_refused)
+        if options.bcast_buffers is not None:
+            self.router.flood_limit = power_of_two_at_least(options.bcast_buffers)
         self.unix_offset = 0.0
         self.tunnel: TunnelHandle | None = None
         self.udp: DatagramLink | None = None
@@ -444,11 +455,14 @@ class Server:
             self.log.error("setup_failed", error=f"up script failed: {result.detail}",
                            what="up", where=o.up)
             return False
-        # a route-ipv6 without GATEWAY goes to the device's IPv6 peer (route.c,
-        # init_route_ipv6(): remote_endpoint_ipv6)
+        # a route-ipv6 without GATEWAY goes to route-ipv6-gateway, else the device's IPv6
+        # peer (route.c, init_route_ipv6(): remote_endpoint_ipv6; init.c,
+        # do_init_route_ipv6_list())
+        default6 = (str(o.route_ipv6_gateway) if o.route_ipv6_gateway is not None
+                    else str(own6.remote) if own6 is not None and own6.remote is not None
+                    else None)
         await self.scripts.route_up(route_ipv6_env([
-            (str(r.network), str(r.gateway) if r.gateway is not None
-             else str(own6.remote) if own6 is not None and own6.remote is not None else None)
+            (str(r.network), str(r.gateway) if r.gateway is not None else default6)
             for r in o.routes_ipv6]))
         return True
 

@@ -32,7 +32,8 @@ class Peer:
                  "wakeup")
 
     def __init__(self, session: Session, address: Address, peer_id: int, now: float,
-                 tcp: ServerPacketLink | None = None) -> None:
+                 tcp: ServerPacketLink | None = None, *,
+                 tcp_queue: int = TCP_SEND_QUEUE) -> None:
         self.session = session
         self.address = address
         self.peer_id = peer_id
@@ -41,7 +42,8 @@ class Peer:
         self.tcp_send: trio.MemorySendChannel[bytes] | None = None
         self.tcp_recv: trio.MemoryReceiveChannel[bytes] | None = None
         if tcp is not None:
-            self.tcp_send, self.tcp_recv = trio.open_memory_channel[bytes](TCP_SEND_QUEUE)
+            # tcp-queue-limit: packets beyond it are dropped (_send_now counts them)
+            self.tcp_send, self.tcp_recv = trio.open_memory_channel[bytes](tcp_queue)
         self.label = format_address(address)
         # its entry in the server's pre-authentication ledger until it authenticates
         self.preauth: Pending | None = None

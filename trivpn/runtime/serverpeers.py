@@ -43,6 +43,7 @@ from trivpn.protocol.session import Session
 from trivpn.runtime import events as rt
 from trivpn.runtime import scriptenv as se
 from trivpn.runtime.link import Address
+from trivpn.runtime.routing import VlanRouter, power_of_two_at_least
 from trivpn.runtime.serverauth import (
     PAM_THREADS,
     AuthResult,
@@ -53,10 +54,17 @@ from trivpn.runtime.serverauth import (
     pam_auth,
     run_script_auth,
 )
-from trivpn.runtime.serverpeer import Peer, Pending, format_address, next_deadline
+from trivpn.runtime.serverpeer import (
+    TCP_SEND_QUEUE,
+    Peer,
+    Pending,
+    format_address,
+    next_deadline,
+)
 from trivpn.runtime.serverscripts import local_time_text
 from trivpn.runtime.supervision import GuardedNursery, task_arguments, task_name
 from trivpn.runtime.transport import ServerPacketLink
+from trivpn.sessionsetup import expected_client_options_string
 
 if TYPE_CHECKING:
     from trivpn.runtime.server import Server
@@ -96,6 +104,14 @@ class PeerLifecycle:
         # (session id, initial time): renewed tokens keep them
         self.token_key: bytes | None = None
         self._token_sessions: dict[Peer, tuple[bytes, int]] = {}
+        # a TCP client's packets waiting to be sent: tcp-queue-limit (multi.h,
+        # multi_output_queue_ready()), within bcast-buffers' power of two (mtcp.c
+        # multi_tcp_instance_specific_init(): the deferred queue is a buffer set of that size)
+        self.tcp_queue = TCP_SEND_QUEUE if o.tcp_queue_limit is None else o.tcp_queue_limit
+        if o.bcast_buffers is not None:
+            self.tcp_queue = min(self.tcp_queue, power_of_two_at_least(o.bcast_buffers))
+        # opt-verify: the options string a consistent client sends
+        self.expected_options = expected_client_options_string(o) if o.opt_verify else None
 
     @property
     def password_check(self) -> bool:
@@ -130,7 +146,7 @@ class PeerLifecycle:
             self.server.counts["max_clients"] += 1
             self.server.preauth.release(pending)
             return None
-        peer = Peer(session, address, peer_id, now, tcp)
+        peer = Peer(session, address, peer_id, now, tcp, tcp_queue=self.tcp_queue)
         peer.preauth = pending
         scripts = self.server.scripts
         if scripts.per_client:
@@ -205,6 +221,8 @@ class PeerLifecycle:
         self._auth_events.pop(peer, None)
         self._scripts_at_removal(peer, reason, now)
         self.server.table.remove(peer)
+        if isinstance(self.server.router, VlanRouter):
+            self.server.router.pvids.pop(peer, None)
         self._preauth_release(peer)
         if peer.connected:
             self.server.router.connected = tuple(p for p in self.server.connected if p is not peer)
@@ -443,6 +461,15 @@ class PeerLifecycle:
     def _admit(self, peer: Peer, event: ev.ClientAuthenticated, now: float) -> None:
         peer.common_name = event.peer.common_name
         peer.cert_serial = event.peer.serial
+        if self.expected_options is not None \
+                and not options_consistent(event.options, self.expected_options):
+            # ssl.c, key_method_2_read(): "Option inconsistency warnings triggering
+            # disconnect due to --opt-verify" (the client then gets AUTH_FAILED)
+            self.log.warning("opt_verify_refused", peer=peer.label, cn=peer.common_name,
+                             received=event.options[:512], expected=self.expected_options)
+            peer.session.reject(now, detail="options inconsistent with the server's "
+                                            "(opt-verify)")
+            return
         if not self.password_check:
             self._admit_authenticated(peer, event.peer.common_name, now, event=event)
             return
@@ -743,6 +770,7 @@ class PeerLifecycle:
             peer.iroutes = tuple((int(n.network_address), n.prefixlen) for n in client.iroutes)
             peer.iroutes6 = tuple((int(n.network_address), n.prefixlen)
                                   for n in client.iroutes_ipv6)
+            self._set_vlan(peer, client)
         assigned = self._assign_addresses(peer, cn, client, now)
         if assigned is None:
             return
@@ -761,6 +789,13 @@ class PeerLifecycle:
         pushed = ((*push, *extra_push, *assigned6) if ifconfig_blocked or ifconfig is None
                   else (*push, *extra_push, *assigned6, ifconfig))
         peer.session.accept(now, pushed, peer_id=peer.peer_id)
+
+    def _set_vlan(self, peer: Peer, client: ClientConfig) -> None:
+        """``vlan-pvid`` of a client-config-dir file or a client-connect config file (an
+        OPT_P_INSTANCE option in OpenVPN's options.c), on a server with vlan-tagging."""
+        router = self.server.router
+        if client.vlan_pvid is not None and isinstance(router, VlanRouter):
+            router.pvids[peer] = client.vlan_pvid
 
     def _assign_addresses(self, peer: Peer, cn: str, client: ClientConfig | None,
                           now: float) -> tuple[str | None, tuple[str, ...]] | None:
@@ -902,6 +937,7 @@ class PeerLifecycle:
                                              for n in dynamic.iroutes))
             peer.iroutes6 = (*peer.iroutes6, *((int(n.network_address), n.prefixlen)
                                                for n in dynamic.iroutes_ipv6))
+            self._set_vlan(peer, dynamic)
             if dynamic.ifconfig_push is not None:
                 # the script's ifconfig-push wins over the pool's and the ccd file's
                 self._release_address(peer, now)
@@ -1259,3 +1295,9 @@ def _env_lines(env: dict[str, str]) -> list[str]:
 def _session_id_text(session_id: bytes) -> str:
     """The session_id script variable: the token's base64 session id (16 characters)."""
     return base64.b64encode(session_id).decode()
+
+
+def options_consistent(received: str, expected: str) -> bool:
+    """OpenVPN options.c, options_cmp_equal_safe(): strings of different versions (their
+    first two characters differ) only warn; the same version must match exactly."""
+    return received[:2] != expected[:2] or received == expected

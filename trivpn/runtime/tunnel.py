@@ -168,13 +168,16 @@ def plan_tunnel(*, kind: TunKind, dev: str, mtu: int, topology: Topology,
                 route_metric: int | None = None,
                 remote_host: str | None = None,
                 net_gateway: NetGateway | None = None,
-                txqueuelen: int | None = None) -> TunnelPlan:
+                txqueuelen: int | None = None,
+                route_ipv6_gateway: str | None = None) -> TunnelPlan:
     """Compute what to configure (see the module docstring for the rules).
 
     ``ifconfig`` is ``(LOCAL, REMOTE_OR_NETMASK)``; ``ifconfig_ipv6`` ``(ADDR, BITS, PEER)``;
     ``routes_ipv6`` ``(NET/BITS, GATEWAY, METRIC)``. ``remote_host`` is the VPN server's
     address and ``net_gateway`` the way to it outside the tunnel (both only needed for
-    redirect-gateway and the ``net_gateway``/``remote_host`` keywords). Raises
+    redirect-gateway and the ``net_gateway``/``remote_host`` keywords).
+    ``route_ipv6_gateway``: the gateway of IPv6 routes without one, used on a tap device only
+    (OpenVPN route.c, add_route_ipv6(): a tun route goes to the device alone). Raises
     :class:`TunnelPlanError` for malformed addresses or netmasks; routes that cannot be
     resolved are skipped with a warning, as OpenVPN does.
     """
@@ -219,7 +222,8 @@ def plan_tunnel(*, kind: TunKind, dev: str, mtu: int, topology: Topology,
         except ValueError:
             warnings.append(f"route-ipv6 {network6}: not a valid IPv6 network, skipped")
             continue
-        out.append(RouteAssignment(dst6, gateway6, metric6))
+        default6 = route_ipv6_gateway if kind == "tap" else None
+        out.append(RouteAssignment(dst6, gateway6 or default6, metric6))
     if redirect is None or "local" not in redirect:  # local: the server is on-link
         out = _protect_server_path(out, ctx)
     return TunnelPlan(kind=kind, name=device_name(dev, kind), mtu=mtu,
@@ -423,7 +427,9 @@ def plan_client_tunnel(options: Options, pushed: PushedOptions | None, *,
                        route_metric=(pushed.route_metric if pushed.route_metric is not None
                                      else options.route_metric),
                        remote_host=remote_host, net_gateway=net_gateway,
-                       txqueuelen=options.txqueuelen)
+                       txqueuelen=options.txqueuelen,
+                       route_ipv6_gateway=(None if options.route_ipv6_gateway is None
+                                           else str(options.route_ipv6_gateway)))
     if too_large is not None:
         plan = replace(plan, warnings=(*plan.warnings, too_large))
     return device_options_plan(plan, options)
