@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from cryptography.x509 import ObjectIdentifier
 from cryptography.x509.oid import ExtensionOID
@@ -1338,6 +1338,16 @@ def _client_nat(st: ParseState, d: Directive) -> Options:
     return replace(st.opts, client_nat=(*st.opts.client_nat, rule))
 
 
+# --- mgmt ---
+def _mgmt_flag(st: ParseState, d: Directive) -> Options:
+    """``management-query-remote``, ``-query-proxy``, ``-signal``, ``-forget-disconnect``,
+    ``-up-down``, ``-client``: flags of the management interface (OpenVPN options.c,
+    add_option(): MF_QUERY_REMOTE ... MF_CONNECT_AS_CLIENT); parser.py checks that
+    'management' is given too."""
+    changes: dict[str, Any] = {d.name.replace("-", "_"): True}
+    return replace(st.opts, **changes)
+
+
 DIRECTIVES: Mapping[str, Spec] = {
     # role
     "client": Spec(0, 0, _client),
@@ -1664,6 +1674,14 @@ DIRECTIVES: Mapping[str, Spec] = {
     "link-mtu": Spec(1, 1, _link_mtu),
     "udp-mtu": Spec(1, 1, _link_mtu),
     "compat-mode": Spec(1, 1, _compat_mode),
+
+    # --- mgmt ---
+    "management-query-remote": Spec(0, 0, _mgmt_flag),
+    "management-query-proxy": Spec(0, 0, _mgmt_flag),
+    "management-signal": Spec(0, 0, _mgmt_flag),
+    "management-forget-disconnect": Spec(0, 0, _mgmt_flag),
+    "management-up-down": Spec(0, 0, _mgmt_flag),
+    "management-client": Spec(0, 0, _mgmt_flag),
 }
 
 
@@ -1675,14 +1693,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "engine",
     "explicit-exit-notify-push",
     "gremlin",
-    "management-client",
     "management-external-cert",
     "management-external-key",
-    "management-forget-disconnect",
-    "management-query-proxy",
-    "management-query-remote",
-    "management-signal",
-    "management-up-down",
     "memstats",
     "mtu-test",
     "opt-verify",

@@ -586,6 +586,18 @@ class Options:
     link_mtu: int | None = None  # link-mtu/udp-mtu N: tun_mtu is derived from it (linkmtu.py)
     compat_mode: int | None = None  # compat-mode X.Y.Z as X*10000+Y*100+Z (compat.py)
 
+    # --- mgmt ---
+    # management-query-remote / -query-proxy: each connection attempt asks the management
+    # client (>REMOTE: / >PROXY:); -signal: a management client's disconnect restarts
+    # (SIGUSR1); -forget-disconnect: it forgets the passwords; -up-down: >UPDOWN: with the
+    # script environment; -client: connect out to the 'management' address (manage.c)
+    management_query_remote: bool = False
+    management_query_proxy: bool = False
+    management_signal: bool = False
+    management_forget_disconnect: bool = False
+    management_up_down: bool = False
+    management_client: bool = False
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)

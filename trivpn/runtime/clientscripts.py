@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import structlog
 import trio
@@ -55,6 +56,8 @@ class ClientScripts:
         self.tunnel: se.TunnelInfo | None = None
         self._root_env: se.Env | None = None
         self._authorities: list[x509.Certificate] | None = None
+        # management-up-down: >UPDOWN:UP/DOWN with this environment (ManagementServer.up_down)
+        self.up_down_hook: Callable[[Literal["UP", "DOWN"], se.Env], None] | None = None
 
     @property
     def runs_after_up(self) -> bool:
@@ -221,6 +224,8 @@ class ClientScripts:
     async def route_up(self, redirected: bool) -> ScriptResult | None:
         """``route-up`` after the routes (OpenVPN sets ``redirect_gateway`` first)."""
         self.env["redirect_gateway"] = "1" if redirected else "0"
+        if self.up_down_hook is not None:  # before route-up (init.c, do_route())
+            self.up_down_hook("UP", dict(self.env))
         command = self.options.route_up
         env = self._enter("route-up", command=command)
         if command is None:
@@ -245,6 +250,8 @@ class ClientScripts:
         if self.tunnel is None:
             close()
             return
+        if self.up_down_hook is not None:  # before route-pre-down (init.c, do_close_tun())
+            self.up_down_hook("DOWN", dict(self.env))
         # route-pre-down runs even without routes: OpenVPN always has a route list (init.c,
         # do_alloc_route_list)
         env = self._enter("route-pre-down", context=context, signal=signal,
