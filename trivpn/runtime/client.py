@@ -446,6 +446,7 @@ class Client:
                         nursery.start_soon(self.tools.run_client, self)
                     with self._hard_stop:
                         code, reason = await self._supervise()
+                    await self._announce_exit()
                     nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -577,6 +578,13 @@ class Client:
             management.disconnect_hooks.append(self._management_restart)
         if o.management_up_down:
             self.scripts.up_down_hook = management.up_down
+
+    async def _announce_exit(self) -> None:
+        """management-up-down at exit: ``>UPDOWN:DOWN`` reaches the management clients before
+        their connections close with the rest of the tools (the device closes after)."""
+        management = self.management
+        if management is not None and self.scripts.announce_down():
+            await management.flush()
 
     def forget_passwords(self) -> None:
         """Forget the username/password, a pending challenge and the auth-token: the next

@@ -796,6 +796,13 @@ class ManagementServer:
             self.notify(f">UPDOWN:ENV,{name}={value}")
         self.notify(">UPDOWN:ENV,END")
 
+    async def flush(self, timeout: float = 1.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every client's queued lines were sent."""
+        with trio.move_on_after(timeout):
+            while any(c.send.statistics().current_buffer_used for c in self.connections):
+                await trio.sleep(0.01)
+            await trio.sleep(0.01)  # the writer's last send_all
+
     def _client_left(self) -> None:
         """A management client disconnected (manage.c, man_reset_client_socket()): the
         hooks (forget the passwords, restart), then with management-client the exit."""
