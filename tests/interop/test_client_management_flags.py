@@ -28,6 +28,7 @@ from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import Netns, NetnsLab
+from trivpn.config import ConfigError, load_config
 
 pytestmark = pytest.mark.integration
 
@@ -224,6 +225,13 @@ def test_remote_skip_moves_on_to_the_next_remote_and_accept_takes_it(mlab: MgmtL
         assert gui.expect(">REMOTE:") == f">REMOTE:{DIRECT_SRV},1194,udp"
         gui.send("remote ACCEPT")
         assert f",{DIRECT_SRV},1194," in _connected(gui)
+        # no question pending: 'remote' fails, 'proxy' is taken for the next question
+        gui.send("remote ACCEPT")
+        gui.expect("ERROR: remote command failed")
+        gui.send("proxy NONE")
+        gui.expect("SUCCESS: proxy command succeeded")
+        gui.send("proxy BOGUS")
+        gui.expect("ERROR: proxy command failed")
         gui.close()
     finally:
         mlab.stop(pid)
@@ -261,6 +269,9 @@ def test_proxy_http_is_refused_over_udp_and_none_keeps_the_direct_path(mlab: Mgm
         gui.send("state on")
         gui.send(f"proxy HTTP {PROXY_IN} {HTTP_PORT}")
         gui.expect("ERROR: proxy command failed")
+        # both say why (trivpn's log event carries OpenVPN's words)
+        assert "HTTP proxy support only works for TCP based connections" in \
+            sock.with_suffix(".log").read_text()
         gui.send("proxy NONE")
         gui.expect("SUCCESS: proxy command succeeded")
         assert f",{DIRECT_SRV},1194," in _connected(gui)
@@ -367,3 +378,26 @@ def test_management_client_connects_out_and_exits_when_the_gui_hangs_up(mlab: Mg
     finally:
         listener.close()
         mlab.stop(pid)
+
+
+@pytest.mark.directive("management-query-remote", "management-query-proxy", "management-signal",
+                       "management-forget-disconnect", "management-up-down",
+                       "management-client")
+@pytest.mark.parametrize("directive", ["management-query-remote", "management-query-proxy",
+                                       "management-signal", "management-forget-disconnect",
+                                       "management-up-down", "management-client"])
+def test_each_flag_without_management_is_refused_like_openvpn(
+        lab: NetnsLab, openvpn_binary: None, tmp_path: Path, directive: str) -> None:
+    write_pki(tmp_path)
+    conf = tmp_path / "c.conf"
+    conf.write_text("\n".join(["client", "dev tun", f"remote {DIRECT_SRV} 1194", "nobind",
+                               "ca ca.crt", "cert client.crt", "key client.key",
+                               directive]) + "\n")
+    done = lab.add("ovpn").run(["timeout", "2", "openvpn", "--cd", str(tmp_path), "--config",
+                                "c.conf"], check=False, timeout=10)
+    text = ("--management is not specified, however one or more options which modify the "
+            "behavior of --management were specified")
+    assert text in done.stdout + done.stderr
+    with pytest.raises(ConfigError, match=f"'{directive}' needs 'management'") as error:
+        load_config(conf)
+    assert text in str(error.value)

@@ -530,10 +530,15 @@ class _Connection:
         if not self.need(kind, args, 1, at_least=True):
             return None
         query = self.server.connection_query
-        if query is None or query.kind != kind:
-            self.put(f"ERROR: {kind} command failed")
+        if query is not None and query.kind == kind:
+            return query
+        if kind == "proxy":  # OpenVPN takes it anyway: it only applies to the next question
+            answer = parse_proxy_answer(args)
+            ok = answer.kind is not None and (answer.kind != "HTTP" or self.server.last_tcp)
+            self.put("SUCCESS: proxy command succeeded" if ok else "ERROR: proxy command failed")
             return None
-        return query
+        self.put(f"ERROR: {kind} command failed")
+        return None
 
     def cmd_remote(self, args: list[str]) -> None:
         query = self._connection_query("remote", args)
@@ -692,6 +697,7 @@ class ManagementServer:
         self._outgoing: trio.SocketStream | None = None
         self.up_down_enabled = up_down  # management-up-down
         self.connection_query: _ConnectionQuery | None = None  # >REMOTE: / >PROXY:
+        self.last_tcp = True  # the protocol of the last question (a late 'proxy HTTP')
         # called when a management client disconnects (management-signal,
         # management-forget-disconnect); not when trivpn stops
         self.disconnect_hooks: list[Callable[[], None]] = []
@@ -762,6 +768,7 @@ class ManagementServer:
     async def _connection_question(self, query: _ConnectionQuery, message: str
                                    ) -> RemoteAnswer | ProxyAnswer | None:
         self.connection_query = query
+        self.last_tcp = query.tcp
         self.log.info("management_query", kind=query.kind, question=message[1:])
         try:
             await self._wait_special(message, query.done)
