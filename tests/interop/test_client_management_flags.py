@@ -237,6 +237,25 @@ def test_remote_skip_moves_on_to_the_next_remote_and_accept_takes_it(mlab: MgmtL
         mlab.stop(pid)
 
 
+@pytest.mark.directive("management-query-remote")
+@pytest.mark.parametrize("kind", KINDS)
+def test_skipping_through_the_list_twice_exits(mlab: MgmtLab, kind: str) -> None:
+    pid, sock = mlab.start(kind, [f"remote {DIRECT_SRV} 1199", "proto udp",
+                                  "management-query-remote"])
+    try:
+        gui = Gui.connect(sock)
+        for _ in range(2):
+            gui.expect(">REMOTE:")
+            gui.send("remote SKIP")
+        assert mlab.wait_exit(pid, 10) == 1
+        log = sock.with_suffix(".log").read_text()
+        assert ("No usable connection profiles are present" in log
+                if kind == "openvpn" else "no_usable_remote" in log)
+        gui.close()
+    finally:
+        mlab.stop(pid)
+
+
 @pytest.mark.directive("management-query-proxy")
 @pytest.mark.parametrize("kind", KINDS)
 def test_proxy_http_answer_takes_the_client_through_tinyproxy(mlab: MgmtLab,
@@ -401,3 +420,22 @@ def test_each_flag_without_management_is_refused_like_openvpn(
     with pytest.raises(ConfigError, match=f"'{directive}' needs 'management'") as error:
         load_config(conf)
     assert text in str(error.value)
+
+
+@pytest.mark.directive("management-client")
+@pytest.mark.parametrize("kind", KINDS)
+def test_management_client_with_nobody_listening_exits(mlab: MgmtLab, kind: str) -> None:
+    path = mlab.workdir / f"nobody-{kind}.sock"
+    pid, _ = mlab.start(kind, [f"remote {DIRECT_SRV} 1194", "proto udp",
+                               f"management {path} unix", "management-client"])
+    try:
+        code = mlab.wait_exit(pid, 15)
+        log = (mlab.workdir / f"{kind}{mlab.runs}.log").read_text()
+        if kind == "openvpn":  # it logs the failure, then exits as after a SIGTERM: 0
+            assert f"MANAGEMENT: connect to unix socket {path} failed" in log, log[-2000:]
+            assert code == 0
+        else:  # trivpn does not start, and says so with a failing status
+            assert "setup_failed" in log and "cannot connect to the management client" in log
+            assert code == 1
+    finally:
+        mlab.stop(pid)
