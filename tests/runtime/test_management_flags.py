@@ -228,3 +228,22 @@ def test_a_server_refuses_the_client_only_flags(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'management-signal' is not supported by trivpn on "
                                           "a server yet"):
         load_config(conf)
+
+
+@pytest.mark.directive("management-client")
+async def test_management_client_connects_out_over_tcp_on_loopback() -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    signals: list[signal.Signals] = []
+    server = ManagementServer(FakeClientRuntime(), LogHistory(), OperatorState(), get_logger(),
+                              host="127.0.0.1", port=port, unix=False,
+                              send_signal=signals.append, connect_out=True)
+    async with trio.open_nursery() as nursery:
+        await server.open()
+        await nursery.start(server.serve)
+        client = Client(await listeners[0].accept())
+        assert await client.line() == BANNER
+        assert server.where == f"127.0.0.1:{port}"
+        nursery.cancel_scope.cancel()
+    await client.stream.aclose()
+    await listeners[0].aclose()
