@@ -17,6 +17,7 @@ does not forward packets). Nothing listens on 198.18.2.1:1199.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -60,12 +61,6 @@ class MgmtLab:
             return start_trivpn(self.cli, self.workdir, name, config).pid, sock
         return start_openvpn(self.cli, self.workdir, name, config).pid, sock
 
-    def process(self, pid: int) -> object:
-        for p in self.lab.processes:
-            if p.pid == pid:
-                return p
-        raise AssertionError(pid)
-
     def stop(self, pid: int) -> None:
         for p in self.lab.processes:
             if p.pid == pid and p.poll() is None:
@@ -77,7 +72,7 @@ class MgmtLab:
             if p.pid == pid:
                 try:
                     return p.wait(timeout)
-                except Exception:
+                except subprocess.TimeoutExpired:
                     return None
         raise AssertionError(pid)
 

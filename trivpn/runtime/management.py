@@ -7,7 +7,12 @@ Commands: ``help``, ``status [1|2|3]``, ``state [on|off|all|N]``, ``log [on|off|
 ``kill CN`` / ``kill IP:PORT`` (server), ``bytecount N``, ``version``, ``pid``, ``signal
 SIGTERM|SIGINT``, ``exit`` / ``quit``; with ``management-client-auth`` (server):
 ``client-auth CID KID`` (then config lines and ``END``), ``client-auth-nt CID KID``,
-``client-deny CID KID "reason" ["client reason"]`` answering ``>CLIENT:CONNECT``.
+``client-deny CID KID "reason" ["client reason"]`` answering ``>CLIENT:CONNECT``; on a client
+``remote ACCEPT|SKIP [N]|MOD HOST PORT`` and ``proxy NONE|HTTP HOST PORT [nct]|SOCKS HOST PORT``
+answering ``>REMOTE:`` / ``>PROXY:`` (management-query-remote / -query-proxy).
+With ``management-client`` trivpn connects to the address instead of listening, and exits when
+that connection closes; ``disconnect_hooks`` serve management-signal and
+management-forget-disconnect, :meth:`ManagementServer.up_down` management-up-down.
 Answers use OpenVPN's ``SUCCESS:`` / ``ERROR:`` texts;
 multi-line answers end with ``END``; real-time notifications start with ``>``. Up to
 :data:`MAX_CONNECTIONS` clients may be connected at once (OpenVPN serves one and leaves the next
