@@ -55,6 +55,8 @@ class MgmtLab:
         config = ["client", "dev tun", "nobind", "ca ca.crt", "cert client.crt",
                   "key client.key", "remote-cert-tls server", "connect-retry 1", "verb 3",
                   *[line.replace("SOCK", str(sock)) for line in lines]]
+        if any(line.startswith("key ") for line in lines):
+            config.remove("key client.key")
         if not any(line.startswith("management ") for line in config):
             config.append(f"management {sock} unix")
         if kind == "trivpn":
@@ -432,5 +434,41 @@ def test_management_client_with_nobody_listening_exits(mlab: MgmtLab, kind: str)
         else:  # trivpn does not start, and says so with a failing status
             assert "setup_failed" in log and "cannot connect to the management client" in log
             assert code == 1
+    finally:
+        mlab.stop(pid)
+
+
+@pytest.mark.directive("management-forget-disconnect")
+@pytest.mark.parametrize("kind", KINDS)
+def test_forgotten_key_password_is_read_again_at_the_restart(mlab: MgmtLab,
+                                                             kind: str) -> None:
+    key = mlab.workdir / "enc.key"
+    if not key.exists():
+        subprocess.run(["openssl", "pkey", "-in", str(mlab.workdir / "client.key"), "-aes256",
+                        "-passout", "pass:kpw-1", "-out", str(key)], check=True)
+    askpass = mlab.workdir / f"askpass-{kind}.txt"
+    askpass.write_text("kpw-1\n")
+    pid, sock = mlab.start(kind, [f"remote {DIRECT_SRV} 1194", "proto udp",
+                                  "key enc.key", f"askpass {askpass.name}",
+                                  "management-signal", "management-forget-disconnect"])
+    try:
+        gui = Gui.connect(sock)
+        deadline = time.monotonic() + 20
+        while True:  # poll 'state': the connection may be up before the GUI is there
+            gui.send("state")
+            if ",CONNECTED,SUCCESS," in gui.expect(""):
+                break
+            gui.expect("END")
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        askpass.write_text("wrong\n")  # read again only if the password was forgotten
+        gui.close()
+        # the restart reads the key again and does not reuse the forgotten password: both
+        # fail (openvpn asks the console, which it cannot; trivpn reads askpass again)
+        assert mlab.wait_exit(pid, 15) == 1
+        log = sock.with_suffix(".log").read_text()
+        assert ("SIGUSR1[soft,management-disconnect] received" in log
+                and "Exiting due to fatal error" in log if kind == "openvpn"
+                else "key_reload_failed" in log and "wrong password" in log), log[-2000:]
     finally:
         mlab.stop(pid)

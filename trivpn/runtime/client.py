@@ -414,6 +414,7 @@ class Client:
         # --- mgmt ---
         self.connection: Connection | None = None  # the one running now
         self._token_forgotten = False  # management-forget-disconnect during a connection
+        self._key_password_forgotten = False  # ask again at the next key reload
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -594,6 +595,9 @@ class Client:
         self.challenge = None
         self.auth_token = None
         self._token_forgotten = self.connection is not None
+        if self.key_password is not None:  # ssl_purge_auth(false): the key's too
+            self.key_password = None
+            self._key_password_forgotten = True
         self.log.info("management_forget_passwords")
 
     def _management_restart(self) -> None:
@@ -655,7 +659,25 @@ class Client:
         elif self.options.up_restart:
             await self.scripts.down_on_restart(signal_text)
         if not self.options.persist_key or outcome.hard:
+            if self._key_password_forgotten:
+                asked = await self._ask_key_password()
+                if asked is not None:
+                    return asked
             return self._reload_keys()
+        return None
+
+    async def _ask_key_password(self) -> tuple[int, str] | None:
+        """management-forget-disconnect forgot the private key's password: ask again (askpass
+        file, management, console) before the keys are read again, as OpenVPN's
+        pem_password_callback() does; the exit status and reason if that cannot be."""
+        try:
+            got = await self.until_stop(self.credentials.key_password)
+        except CredentialError as exc:
+            self.log.error("credentials_failed", detail=str(exc))
+            return 1, "credentials_failed"
+        if not got:
+            return 0, "signal"
+        self.key_password, self._key_password_forgotten = got[0], False
         return None
 
     async def _credentials_ready(self) -> tuple[int, str] | None:
