@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from cryptography.x509 import ObjectIdentifier
 from cryptography.x509.oid import ExtensionOID
@@ -1385,6 +1385,14 @@ def _queue_size(st: ParseState, d: Directive) -> Options:
     if d.name == "bcast-buffers":
         return replace(st.opts, bcast_buffers=n)
     return replace(st.opts, tcp_queue_limit=n)
+# --- mgmt ---
+def _mgmt_flag(st: ParseState, d: Directive) -> Options:
+    """``management-query-remote``, ``-query-proxy``, ``-signal``, ``-forget-disconnect``,
+    ``-up-down``, ``-client``: flags of the management interface (OpenVPN options.c,
+    add_option(): MF_QUERY_REMOTE ... MF_CONNECT_AS_CLIENT); parser.py checks that
+    'management' is given too."""
+    changes: dict[str, Any] = {d.name.replace("-", "_"): True}
+    return replace(st.opts, **changes)
 
 
 DIRECTIVES: Mapping[str, Spec] = {
@@ -1723,6 +1731,14 @@ DIRECTIVES: Mapping[str, Spec] = {
     "vlan-accept": Spec(1, 1, lambda st, d: replace(
         st.opts, vlan_accept=v.choice(d, 0, VLAN_ACCEPT))),
     "vlan-pvid": Spec(1, 1, lambda st, d: replace(st.opts, vlan_pvid=vlan_pvid(d))),
+
+    # --- mgmt ---
+    "management-query-remote": Spec(0, 0, _mgmt_flag),
+    "management-query-proxy": Spec(0, 0, _mgmt_flag),
+    "management-signal": Spec(0, 0, _mgmt_flag),
+    "management-forget-disconnect": Spec(0, 0, _mgmt_flag),
+    "management-up-down": Spec(0, 0, _mgmt_flag),
+    "management-client": Spec(0, 0, _mgmt_flag),
 }
 
 
@@ -1733,14 +1749,8 @@ UNSUPPORTED: frozenset[str] = frozenset({
     "engine",
     "explicit-exit-notify-push",
     "gremlin",
-    "management-client",
     "management-external-cert",
     "management-external-key",
-    "management-forget-disconnect",
-    "management-query-proxy",
-    "management-query-remote",
-    "management-signal",
-    "management-up-down",
     "memstats",
     "mtu-test",
     "pkcs11-cert-private",

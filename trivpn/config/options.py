@@ -603,6 +603,18 @@ class Options:
     vlan_accept: str = "all"  # vlan-accept tagged|untagged|all
     vlan_pvid: int = 1
 
+    # --- mgmt ---
+    # management-query-remote / -query-proxy: each connection attempt asks the management
+    # client (>REMOTE: / >PROXY:); -signal: a management client's disconnect restarts
+    # (SIGUSR1); -forget-disconnect: it forgets the passwords; -up-down: >UPDOWN: with the
+    # script environment; -client: connect out to the 'management' address (manage.c)
+    management_query_remote: bool = False
+    management_query_proxy: bool = False
+    management_signal: bool = False
+    management_forget_disconnect: bool = False
+    management_up_down: bool = False
+    management_client: bool = False
+
     # diagnostics
     directive_lines: Mapping[str, int] = field(
         default_factory=lambda: MappingProxyType({}), compare=False, hash=False, repr=False)

@@ -171,6 +171,11 @@ def _check_server_bridge(st: ParseState, o: Options) -> None:
                          f"{b.pool_end}", "server-bridge")
 
 
+MGMT_FLAGS = ("management-query-remote", "management-query-proxy", "management-signal",
+              "management-forget-disconnect", "management-up-down", "management-client")
+"""The management flags of the mgmt block (each an Options field of the same name)."""
+
+
 def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks in order
     o = st.opts
     seen = st.last_seen
@@ -546,6 +551,18 @@ def _finish(st: ParseState) -> Options:  # noqa: PLR0912, PLR0915 - cross-checks
     if o.vlan_tagging and o.fragment:
         raise _error(st, "'vlan-tagging' with 'fragment' is not supported by trivpn yet",
                      "vlan-tagging")
+
+    # --- mgmt (options.c options_postprocess_verify_ce: any management flag needs
+    # 'management') ---
+    mgmt_flags = [name for name in MGMT_FLAGS if getattr(o, name.replace("-", "_"))]
+    if mgmt_flags and o.management is None:
+        raise _error(st, f"'{mgmt_flags[0]}' needs 'management' (OpenVPN: --management is "
+                         "not specified, however one or more options which modify the "
+                         "behavior of --management were specified)", mgmt_flags[0])
+    client_only = [name for name in mgmt_flags if name != "management-client"]
+    if client_only and o.role == "server":
+        raise _error(st, f"'{client_only[0]}' is not supported by trivpn on a server yet "
+                         "(only on a client)", client_only[0])
 
     o = replace(o, warnings=tuple(st.warnings) + tuple(_warnings(st, o)))
     return replace(

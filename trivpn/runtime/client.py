@@ -43,6 +43,7 @@ import structlog
 import trio
 
 from trivpn.config import ConfigError, Options, Remote
+from trivpn.config.options import HttpProxy, SocksProxy
 from trivpn.protocol import events as ev
 from trivpn.protocol.challenge import (
     AuthToken,
@@ -83,7 +84,7 @@ from trivpn.runtime.link import (
     open_tcp_link,
     open_tcp_listener,
 )
-from trivpn.runtime.management import ManagementServer
+from trivpn.runtime.management import ManagementServer, ProxyAnswer, RemoteAnswer
 from trivpn.runtime.netconf import NetConfig
 from trivpn.runtime.nulldev import NullTunnel
 from trivpn.runtime.privileges import Identity, drop_privileges, resolve_identity
@@ -305,6 +306,33 @@ def _is_address(host: str) -> bool:
     return True
 
 
+def _proto_name(remote: Remote) -> str:
+    """OpenVPN's short protocol name (socket.c, proto2ascii(): udp, udp4, tcp6-client...)."""
+    family = "" if remote.family is None else str(remote.family)
+    if remote.proto == "udp":
+        return f"udp{family}"
+    return f"tcp{family}-{remote.proto.split('-')[1]}"
+
+
+def _with_proxy(remote: Remote, answer: ProxyAnswer) -> Remote:
+    """The remote with the proxy a ``proxy`` answer gave (NONE or a bad answer: as
+    configured). HTTP keeps the configured http-proxy's other settings; ``nct`` turns its
+    ``auto`` authentication into ``auto-nct`` (init.c, management_callback_proxy_cmd())."""
+    if answer.kind == "HTTP":
+        http = remote.http_proxy or HttpProxy()
+        auth = http.auth
+        if answer.nct and auth == "auto":
+            auth = "auto-nct"
+        elif not answer.nct and auth == "auto-nct":
+            auth = "auto"
+        return replace(remote, http_proxy=replace(http, host=answer.host, port=answer.port,
+                                                  auth=auth))
+    if answer.kind == "SOCKS":
+        socks = remote.socks_proxy or SocksProxy(answer.host)
+        return replace(remote, socks_proxy=replace(socks, host=answer.host, port=answer.port))
+    return remote
+
+
 def _push_summary(p: PushedOptions) -> dict[str, Any]:
     """Loggable view of a push: never the auth-token."""
     return {
@@ -384,6 +412,10 @@ class Client:
         self.management: ManagementServer | None = None
         # --- client breadth b ---
         self.preresolved: dict[tuple[str, int], tuple[int, str]] = {}  # preresolve
+        # --- mgmt ---
+        self.connection: Connection | None = None  # the one running now
+        self._token_forgotten = False  # management-forget-disconnect during a connection
+        self._key_password_forgotten = False  # ask again at the next key reload
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -413,6 +445,7 @@ class Client:
             found = getattr(self.tools, "management", None)
             if isinstance(found, ManagementServer):
                 self.management = self.credentials.queries = found
+                self._attach_management(found)
         if self.options.replay_persist is not None:  # opened and locked once, as OpenVPN
             try:
                 self.replay_persist = ReplayPersist(self.options.replay_persist)
@@ -428,6 +461,7 @@ class Client:
                         nursery.start_soon(self.tools.run_client, self)
                     with self._hard_stop:
                         code, reason = await self._supervise()
+                    await self._announce_exit()
                     nursery.cancel_scope.cancel()
         except Exception as exc:  # its nursery cancelled the rest
             leaf = first_leaf(exc)
@@ -498,12 +532,10 @@ class Client:
                     await self.stop.wait()
             if self.stop.is_set():
                 return 0, "signal"
-            refused = await self._credentials_ready()
-            if refused is not None:
-                return refused
-            connection = Connection(self, attempt.remote)
-            outcome = await connection.run()
-            self.auth_token = connection.session.auth_token
+            chosen = await self._prepare_attempt(attempt.remote)
+            if isinstance(chosen, tuple):
+                return chosen
+            outcome = await self._connect(chosen)
             if isinstance(outcome, Reconnect):
                 outcome = self._remap_restart(outcome)
             if isinstance(outcome, Exit):
@@ -534,6 +566,110 @@ class Client:
             self.events.publish(rt.Reconnecting(outcome.reason, outcome.detail, attempt.delay,
                                                 _endpoint(remote.host, remote.port), remote.proto))
 
+    async def _prepare_attempt(self, remote: Remote) -> Remote | tuple[int, str]:
+        """The remote of the next attempt (the management client may change it) and the
+        credentials; the exit status and reason instead when there is to be none."""
+        chosen = await self._management_remote(remote)
+        if isinstance(chosen, Exit):
+            return chosen.code, chosen.reason
+        if chosen is None:
+            return 0, "signal"
+        refused = await self._credentials_ready()
+        return chosen if refused is None else refused
+
+    async def _connect(self, remote: Remote) -> Outcome:
+        """One connection, until it ends; its auth-token is kept for the next one (unless
+        management-forget-disconnect forgot it meanwhile)."""
+        connection = self.connection = Connection(self, remote)
+        try:
+            outcome = await connection.run()
+        finally:
+            self.connection = None
+        self.auth_token = connection.session.auth_token
+        if self._token_forgotten:
+            self.auth_token, self._token_forgotten = None, False
+        return outcome
+
+    # --- mgmt ---
+
+    def _attach_management(self, management: ManagementServer) -> None:
+        """management-forget-disconnect, management-signal (a management client's disconnect,
+        manage.c man_reset_client_socket()) and management-up-down (ClientScripts)."""
+        o = self.options
+        if o.management_forget_disconnect:
+            management.disconnect_hooks.append(self.forget_passwords)
+        if o.management_signal:
+            management.disconnect_hooks.append(self._management_restart)
+        if o.management_up_down:
+            self.scripts.up_down_hook = management.up_down
+
+    async def _announce_exit(self) -> None:
+        """management-up-down at exit: ``>UPDOWN:DOWN`` reaches the management clients before
+        their connections close with the rest of the tools (the device closes after)."""
+        management = self.management
+        if management is not None and self.scripts.announce_down():
+            await management.flush()
+
+    def forget_passwords(self) -> None:
+        """Forget the username/password, a pending challenge and the auth-token: the next
+        connection asks again (OpenVPN ssl.c, ssl_purge_auth(); ssl_clean_auth_token())."""
+        self.purge_credentials = True
+        self._creds = None
+        self.challenge = None
+        self.auth_token = None
+        self._token_forgotten = self.connection is not None
+        if self.key_password is not None:  # ssl_purge_auth(false): the key's too
+            self.key_password = None
+            self._key_password_forgotten = True
+        self.log.info("management_forget_passwords")
+
+    def _management_restart(self) -> None:
+        """management-signal: a soft SIGUSR1 restart of the connection running now (during a
+        hold, OpenVPN ignores it: MANSIG_IGNORE_USR1_HUP; between connections there is
+        nothing to restart)."""
+        connection = self.connection
+        if connection is not None and not self.stop.is_set():
+            self.log.info("management_signal", signal="SIGUSR1",
+                          detail="Triggering management signal")
+            connection.finish(Reconnect("management_disconnect"))
+
+    async def _management_remote(self, remote: Remote) -> Remote | Exit | None:
+        """management-query-remote (else management-query-proxy): the management client
+        decides on this attempt's remote (init.c, next_connection_entry(): ACCEPT, SKIP N
+        profiles, MOD to another host and port) or its proxy. None: a stop came first."""
+        management, o = self.management, self.options
+        if management is None:
+            return remote
+        if o.management_query_remote:
+            wrapped = 0
+            while True:
+                got = await self.until_stop(functools.partial(
+                    management.query_remote, remote.host, remote.port, _proto_name(remote)))
+                if not got:
+                    return None
+                answer: RemoteAnswer = got[0]
+                if answer.action == "ACCEPT":
+                    return remote
+                if answer.action == "MOD":
+                    assert answer.host is not None and answer.port is not None
+                    self.log.info("management_remote", action="MOD", host=answer.host,
+                                  port=answer.port)
+                    return replace(remote, host=answer.host, port=answer.port)
+                wrapped += self.schedule.skip(answer.skip)
+                if wrapped >= 2:  # init.c: M_FATAL
+                    self.log.error("no_usable_remote",
+                                   detail="No usable connection profiles are present")
+                    return Exit(1, "no_usable_remote")
+                remote = self.schedule.remotes[self.schedule.index]
+        if o.management_query_proxy:
+            got_proxy = await self.until_stop(functools.partial(
+                management.query_proxy, self.schedule.index + 1, remote.proto != "udp",
+                remote.host))
+            if not got_proxy:
+                return None
+            return _with_proxy(remote, got_proxy[0])
+        return remote
+
     async def _restart_device_and_keys(self, outcome: Reconnect) -> tuple[int, str] | None:
         """Before a restart: the device closes (down script) unless persist-tun, the keys are
         read again unless persist-key (both, for a hard restart: remap-usr1 SIGHUP); the exit
@@ -546,7 +682,25 @@ class Client:
         elif self.options.up_restart:
             await self.scripts.down_on_restart(signal_text)
         if not self.options.persist_key or outcome.hard:
+            if self._key_password_forgotten:
+                asked = await self._ask_key_password()
+                if asked is not None:
+                    return asked
             return self._reload_keys()
+        return None
+
+    async def _ask_key_password(self) -> tuple[int, str] | None:
+        """management-forget-disconnect forgot the private key's password: ask again (askpass
+        file, management, console) before the keys are read again, as OpenVPN's
+        pem_password_callback() does; the exit status and reason if that cannot be."""
+        try:
+            got = await self.until_stop(self.credentials.key_password)
+        except CredentialError as exc:
+            self.log.error("credentials_failed", detail=str(exc))
+            return 1, "credentials_failed"
+        if not got:
+            return 0, "signal"
+        self.key_password, self._key_password_forgotten = got[0], False
         return None
 
     async def _credentials_ready(self) -> tuple[int, str] | None:

@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import structlog
 import trio
@@ -55,11 +56,15 @@ class ClientScripts:
         self.tunnel: se.TunnelInfo | None = None
         self._root_env: se.Env | None = None
         self._authorities: list[x509.Certificate] | None = None
+        # management-up-down: >UPDOWN:UP/DOWN with this environment (ManagementServer.up_down)
+        self.up_down_hook: Callable[[Literal["UP", "DOWN"], se.Env], None] | None = None
+        self._down_announced = False
 
     @property
     def runs_after_up(self) -> bool:
         """Whether anything runs once the device is configured (up, route-up)."""
-        return bool(self.options.up or self.options.route_up)
+        return bool(self.options.up or self.options.route_up
+                    or self.up_down_hook is not None)  # >UPDOWN:UP comes with route-up
 
     def start_privileged(self) -> None:
         """Before user/group take effect: the down-root helper keeps root."""
@@ -220,9 +225,21 @@ class ClientScripts:
             return None
         return await self._run("up", lambda: self._up_down_argv(command, context), env)
 
+    def announce_down(self) -> bool:
+        """management-up-down: ``>UPDOWN:DOWN`` before the device closes (init.c,
+        do_close_tun(): before route-pre-down); True if it was sent now (then down() does not
+        send it again)."""
+        if self.up_down_hook is None or self.tunnel is None:
+            return False
+        self.up_down_hook("DOWN", dict(self.env))
+        self._down_announced = True
+        return True
+
     async def route_up(self, redirected: bool) -> ScriptResult | None:
         """``route-up`` after the routes (OpenVPN sets ``redirect_gateway`` first)."""
         self.env["redirect_gateway"] = "1" if redirected else "0"
+        if self.up_down_hook is not None:  # before route-up (init.c, do_route())
+            self.up_down_hook("UP", dict(self.env))
         command = self.options.route_up
         env = self._enter("route-up", command=command)
         if command is None:
@@ -247,6 +264,9 @@ class ClientScripts:
         if self.tunnel is None:
             close()
             return
+        if not self._down_announced:
+            self.announce_down()
+        self._down_announced = False
         # route-pre-down runs even without routes: OpenVPN always has a route list (init.c,
         # do_alloc_route_list)
         env = self._enter("route-pre-down", context=context, signal=signal,

@@ -7,7 +7,12 @@ Commands: ``help``, ``status [1|2|3]``, ``state [on|off|all|N]``, ``log [on|off|
 ``kill CN`` / ``kill IP:PORT`` (server), ``bytecount N``, ``version``, ``pid``, ``signal
 SIGTERM|SIGINT``, ``exit`` / ``quit``; with ``management-client-auth`` (server):
 ``client-auth CID KID`` (then config lines and ``END``), ``client-auth-nt CID KID``,
-``client-deny CID KID "reason" ["client reason"]`` answering ``>CLIENT:CONNECT``.
+``client-deny CID KID "reason" ["client reason"]`` answering ``>CLIENT:CONNECT``; on a client
+``remote ACCEPT|SKIP [N]|MOD HOST PORT`` and ``proxy NONE|HTTP HOST PORT [nct]|SOCKS HOST PORT``
+answering ``>REMOTE:`` / ``>PROXY:`` (management-query-remote / -query-proxy).
+With ``management-client`` trivpn connects to the address instead of listening, and exits when
+that connection closes; ``disconnect_hooks`` serve management-signal and
+management-forget-disconnect, :meth:`ManagementServer.up_down` management-up-down.
 Answers use OpenVPN's ``SUCCESS:`` / ``ERROR:`` texts;
 multi-line answers end with ``END``; real-time notifications start with ``>``. Up to
 :data:`MAX_CONNECTIONS` clients may be connected at once (OpenVPN serves one and leaves the next
@@ -35,9 +40,10 @@ import signal
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 import trio
@@ -61,6 +67,8 @@ AUTH_TIMEOUT = 30.0
 MAX_DIGITS = 9
 """Longest number accepted in a command (fits OpenVPN's ``int``, costs nothing to parse)."""
 MAX_BYTECOUNT = 86400
+CONNECT_TIMEOUT = 5.0
+"""management-client: seconds to connect (manage.c, man_connect(): openvpn_connect(..., 5))."""
 TITLE = f"trivpn {__version__} (OpenVPN 2.6 compatible)"
 
 HELP = (
@@ -82,6 +90,9 @@ HELP = (
     "                         + show last N lines or 'all' for entire history.",
     "password type p        : Enter password p for a queried OpenVPN password.",
     "pid                    : Show process ID of the current OpenVPN process.",
+    "proxy TYPE HOST PORT [nct] : Provide proxy server host/port and flags in response",
+    "                         to a >PROXY notification (TYPE = HTTP|SOCKS|NONE).",
+    "remote type [host port] : Override remote directive, type=ACCEPT|MOD|SKIP.",
     "signal s               : Send signal s to daemon,",
     "                         s = SIGTERM|SIGINT.",
     "state [on|off] [N|all] : Like log, but show state history.",
@@ -134,6 +145,90 @@ class _Query:
     def check(self) -> None:
         if self.password is not None and (self.username is not None or not self.need_username):
             self.done.set()
+
+
+RH_HOST_LEN = 80
+"""OpenVPN's limit on a ``remote MOD`` host (options.h, RH_HOST_LEN; the port's is 20)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteAnswer:
+    """The answer to ``>REMOTE:HOST,PORT,PROTO`` (``management-query-remote``):
+    ``remote ACCEPT``, ``remote SKIP [N]`` (go on N profiles, 1 by default) or ``remote MOD
+    HOST PORT`` (this attempt goes to HOST PORT instead; init.c,
+    management_callback_remote_cmd())."""
+
+    action: Literal["ACCEPT", "SKIP", "MOD"]
+    host: str | None = None
+    port: int | None = None
+    skip: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAnswer:
+    """The answer to ``>PROXY:N,UDP|TCP,HOST`` (``management-query-proxy``): ``proxy NONE``
+    (as configured), ``proxy HTTP HOST PORT [nct]`` (TCP only) or ``proxy SOCKS HOST PORT``
+    (init.c, management_callback_proxy_cmd()); ``kind`` None: a bad command, the attempt
+    goes on as configured."""
+
+    kind: Literal["NONE", "HTTP", "SOCKS"] | None
+    host: str = ""
+    port: int = 0
+    nct: bool = False
+
+
+class _ConnectionQuery:
+    """A pending ``>REMOTE:`` or ``>PROXY:`` query."""
+
+    def __init__(self, kind: Literal["remote", "proxy"], tcp: bool) -> None:
+        self.kind = kind
+        self.tcp = tcp
+        self.answer: RemoteAnswer | ProxyAnswer | None = None
+        self.done = trio.Event()
+
+
+def _port(text: str) -> int | None:
+    port = parse_number(text)
+    return port if port is not None and 0 < port < 65536 else None
+
+
+def _leading_number(text: str) -> int:
+    """C's atoi() for the non-negative numbers a command takes (``remote SKIP 2``)."""
+    digits = ""
+    for ch in text[:MAX_DIGITS]:
+        if not ("0" <= ch <= "9"):
+            break
+        digits += ch
+    return int(digits) if digits else 0
+
+
+def parse_remote_answer(args: list[str]) -> RemoteAnswer | None:
+    """``ACCEPT`` / ``SKIP [N]`` / ``MOD HOST PORT``; None where OpenVPN answers "remote
+    command failed" (trivpn also wants PORT to be a port number, OpenVPN would fail later
+    resolving it)."""
+    if args[0] == "ACCEPT":
+        return RemoteAnswer("ACCEPT")
+    if args[0] == "SKIP":
+        count = _leading_number(args[1]) if len(args) > 1 else 1
+        return RemoteAnswer("SKIP", skip=max(count, 1))
+    if args[0] == "MOD" and len(args) > 2 and len(args[1]) < RH_HOST_LEN:
+        port = _port(args[2])
+        if port is not None and args[1]:
+            return RemoteAnswer("MOD", args[1], port)
+    return None
+
+
+def parse_proxy_answer(args: list[str]) -> ProxyAnswer:
+    """``NONE`` / ``HTTP HOST PORT [nct]`` / ``SOCKS HOST PORT``; ``ProxyAnswer(None)`` for
+    anything else (OpenVPN: "Bad proxy command")."""
+    if args[0] == "NONE":
+        return ProxyAnswer("NONE")
+    if len(args) > 2 and args[0] in ("HTTP", "SOCKS"):
+        port = _port(args[2])
+        if port is not None and args[1]:
+            nct = args[0] == "HTTP" and len(args) > 3 and args[3] == "nct"
+            return ProxyAnswer("HTTP" if args[0] == "HTTP" else "SOCKS", args[1], port, nct)
+    return ProxyAnswer(None)
 
 
 def read_password(path: Path) -> str:
@@ -429,6 +524,59 @@ class _Connection:
         self.put("SUCCESS: client-kill command succeeded" if ok
                  else "ERROR: client-kill command failed")
 
+    # -- management-query-remote / -query-proxy (init.c) ------------------------------------
+
+    def _connection_query(self, kind: Literal["remote", "proxy"],
+                          args: list[str]) -> _ConnectionQuery | None:
+        if self.server.runtime.is_server:
+            self.put(f"ERROR: The '{kind}' command is not supported by the current daemon "
+                     "mode")
+            return None
+        if not self.need(kind, args, 1, at_least=True):
+            return None
+        query = self.server.connection_query
+        if query is not None and query.kind == kind:
+            return query
+        if kind == "proxy":  # OpenVPN takes it anyway: it only applies to the next question
+            answer = parse_proxy_answer(args)
+            ok = answer.kind is not None and (answer.kind != "HTTP" or self.server.last_tcp)
+            self.put("SUCCESS: proxy command succeeded" if ok else "ERROR: proxy command failed")
+            return None
+        self.put(f"ERROR: {kind} command failed")
+        return None
+
+    def cmd_remote(self, args: list[str]) -> None:
+        query = self._connection_query("remote", args)
+        if query is None:
+            return
+        answer = parse_remote_answer(args)
+        if answer is None:
+            self.put("ERROR: remote command failed")
+            return
+        query.answer = answer
+        query.done.set()
+        self.put("SUCCESS: remote command succeeded")
+
+    def cmd_proxy(self, args: list[str]) -> None:
+        query = self._connection_query("proxy", args)
+        if query is None:
+            return
+        answer = parse_proxy_answer(args)
+        if answer.kind == "HTTP" and not query.tcp:
+            # OpenVPN leaves the query open: another answer may follow
+            self.server.log.warning("management_proxy_refused",
+                                    detail="HTTP proxy support only works for TCP based "
+                                    "connections")
+            self.put("ERROR: proxy command failed")
+            return
+        query.answer = answer
+        query.done.set()
+        if answer.kind is None:
+            self.server.log.warning("management_proxy_refused", detail="Bad proxy command")
+            self.put("ERROR: proxy command failed")
+            return
+        self.put("SUCCESS: proxy command succeeded")
+
     def cmd_hold(self, args: list[str]) -> None:
         server = self.server
         if not args:
@@ -501,6 +649,7 @@ _COMMANDS: dict[str, Callable[[_Connection, list[str]], None]] = {
     "client-deny": _Connection.cmd_client_deny, "client-kill": _Connection.cmd_client_kill,
     "hold": _Connection.cmd_hold, "username": _Connection.cmd_username,
     "password": _Connection.cmd_password,
+    "remote": _Connection.cmd_remote, "proxy": _Connection.cmd_proxy,
 }
 
 
@@ -519,7 +668,8 @@ class ManagementServer:
                  client_uid: int | None = None, client_gid: int | None = None,
                  max_connections: int = MAX_CONNECTIONS,
                  auth_timeout: float = AUTH_TIMEOUT,
-                 client_auth: ClientAuthBroker | None = None, hold: bool = False) -> None:
+                 client_auth: ClientAuthBroker | None = None, hold: bool = False,
+                 connect_out: bool = False, up_down: bool = False) -> None:
         self.runtime = runtime
         self.history = history
         self.state = state
@@ -547,6 +697,15 @@ class ManagementServer:
         if client_auth is not None:
             client_auth.notify = self.broadcast
         self._listeners: list[trio.SocketListener] | None = None
+        # --- mgmt ---
+        self.connect_out = connect_out  # management-client: connect to host:port / the path
+        self._outgoing: trio.SocketStream | None = None
+        self.up_down_enabled = up_down  # management-up-down
+        self.connection_query: _ConnectionQuery | None = None  # >REMOTE: / >PROXY:
+        self.last_tcp = True  # the protocol of the last question (a late 'proxy HTTP')
+        # called when a management client disconnects (management-signal,
+        # management-forget-disconnect); not when trivpn stops
+        self.disconnect_hooks: list[Callable[[], None]] = []
 
     def broadcast(self, lines: list[str]) -> None:
         """Real-time notification lines to every client that gave the password."""
@@ -609,13 +768,74 @@ class ManagementServer:
         self.notify(f">PASSWORD:Verification Failed: '{kind}'"
                     + (f" ['{reason}']" if reason else ""))
 
+    # -- management-query-remote / -query-proxy / -up-down ------------------------------------
+
+    async def _connection_question(self, query: _ConnectionQuery, message: str
+                                   ) -> RemoteAnswer | ProxyAnswer | None:
+        self.connection_query = query
+        self.last_tcp = query.tcp
+        self.log.info("management_query", kind=query.kind, question=message[1:])
+        try:
+            await self._wait_special(message, query.done)
+        finally:
+            self.connection_query = None
+        return query.answer
+
+    async def query_remote(self, host: str, port: int, proto: str) -> RemoteAnswer:
+        """``>REMOTE:HOST,PORT,PROTO`` (init.c, ce_management_query_remote()); waits for the
+        ``remote`` command."""
+        answer = await self._connection_question(_ConnectionQuery("remote", True),
+                                                 f">REMOTE:{host},{port},{proto}")
+        assert isinstance(answer, RemoteAnswer)
+        return answer
+
+    async def query_proxy(self, number: int, tcp: bool, host: str) -> ProxyAnswer:
+        """``>PROXY:N,UDP|TCP,HOST`` (init.c, ce_management_query_proxy()), N counting the
+        connection profiles from 1; waits for the ``proxy`` command."""
+        answer = await self._connection_question(
+            _ConnectionQuery("proxy", tcp), f">PROXY:{number},{'TCP' if tcp else 'UDP'},{host}")
+        assert isinstance(answer, ProxyAnswer)
+        return answer
+
+    def up_down(self, what: Literal["UP", "DOWN"], env: Mapping[str, str]) -> None:
+        """``>UPDOWN:UP`` / ``>UPDOWN:DOWN``, then ``>UPDOWN:ENV,NAME=VALUE`` for each variable
+        of the script environment and ``>UPDOWN:ENV,END`` (manage.c, management_up_down(),
+        man_output_env()); with ``management-up-down`` only."""
+        if not self.up_down_enabled:
+            return
+        self.notify(f">UPDOWN:{what}")
+        for name, value in env.items():
+            self.notify(f">UPDOWN:ENV,{name}={value}")
+        self.notify(">UPDOWN:ENV,END")
+
+    async def flush(self, timeout: float = 1.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every client's queued lines were sent."""
+        with trio.move_on_after(timeout):
+            while any(c.send.statistics().current_buffer_used for c in self.connections):
+                await trio.sleep(0.01)
+            await trio.sleep(0.01)  # the writer's last send_all
+
+    def _client_left(self) -> None:
+        """A management client disconnected (manage.c, man_reset_client_socket()): the
+        hooks (forget the passwords, restart), then with management-client the exit."""
+        for hook in list(self.disconnect_hooks):
+            hook()
+        if self.connect_out:
+            self.log.info("management_exit", detail="Triggering management exit")
+            self.send_signal(signal.SIGTERM)
+
     @property
     def where(self) -> str:
         return self.host if self.unix else f"{self.host}:{self.bound_port or self.port}"
 
     async def open(self) -> None:
-        """Bind and listen (idempotent). Raises OSError."""
-        if self._listeners is not None:
+        """Bind and listen (idempotent); with management-client connect to the address
+        instead, within :data:`CONNECT_TIMEOUT` seconds (as OpenVPN's man_connect()). Raises
+        OSError."""
+        if self._listeners is not None or self._outgoing is not None:
+            return
+        if self.connect_out:
+            self._outgoing = await self._connect()
             return
         if self.unix:
             self._listeners = [await self._unix_listener()]
@@ -627,6 +847,13 @@ class ManagementServer:
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
         await self.open()
+        if self._outgoing is not None:
+            stream, self._outgoing = self._outgoing, None
+            self.log.info("management_connected", address=self.where,
+                          password=self.password is not None)
+            task_status.started()
+            await self._handle(stream)
+            return
         listeners = self._listeners
         assert listeners is not None
         self.log.info("management_listening", address=self.where,
@@ -638,6 +865,18 @@ class ManagementServer:
             if self.unix:
                 with contextlib.suppress(OSError):
                     os.unlink(self.host)
+
+    async def _connect(self) -> trio.SocketStream:
+        stream: trio.SocketStream | None = None
+        with trio.move_on_after(CONNECT_TIMEOUT):
+            if self.unix:
+                stream = await trio.open_unix_socket(self.host)
+            else:
+                assert self.port is not None
+                stream = await trio.open_tcp_stream(self.host, self.port)
+        if stream is None:
+            raise TimeoutError(f"no answer within {CONNECT_TIMEOUT:g} seconds")
+        return stream
 
     async def _unix_listener(self) -> trio.SocketListener:
         path = self.host
@@ -699,6 +938,8 @@ class ManagementServer:
         self.connections.add(connection)
         try:
             await connection.run()
+            self.connections.discard(connection)
+            self._client_left()
         except Exception as exc:  # a bug costs this connection, never the VPN
             self.errors.exception("management_connection_failed", time.monotonic(),
                                   error=repr(exc))

@@ -395,6 +395,7 @@ class OperatorTools:
                 view, self.history, self.state, log, host=m.address, port=m.port, unix=m.unix,
                 password=password, status_version=options.status_version,
                 hold=options.management_hold,
+                connect_out=options.management_client, up_down=options.management_up_down,
                 client_uid=identity.uid if identity is not None else None,
                 client_gid=(identity.gid if identity is not None
                             and options.management_client_group is not None else None),
@@ -402,8 +403,10 @@ class OperatorTools:
             try:
                 await self.management.open()
             except OSError as exc:
-                raise OperatorError("cannot start the management interface",
-                                    self.management.where, errno=exc.errno) from exc
+                what = ("cannot connect to the management client ('management-client')"
+                        if options.management_client
+                        else "cannot start the management interface")
+                raise OperatorError(what, self.management.where, errno=exc.errno) from exc
         if self.metrics_listen is not None:
             host, port = self.metrics_listen
             self.metrics = MetricsServer(host, port, lambda: view.metrics(self.start_time), log)

@@ -164,6 +164,15 @@ class RemoteSchedule(Generic[T]):
         self.unsuccessful = 0
         self._stay_once = True
 
+    def skip(self, count: int) -> bool:
+        """The management client's ``remote SKIP N``: N profiles on, at once (init.c,
+        next_connection_entry(): each counts as unsuccessful); True if the list wrapped."""
+        self.unsuccessful += count
+        self.index += count
+        wrapped = self.index >= len(self.remotes)
+        self.index %= len(self.remotes)
+        return wrapped
+
     def restart(self, advance: bool = False) -> Attempt[T]:
         """The current connection ended: where to go next and after how long."""
         delay = backoff_delay(self.failures, len(self.remotes), self.base, self.maximum)
