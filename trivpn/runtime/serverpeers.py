@@ -762,9 +762,7 @@ class PeerLifecycle:
             if pool6 is not None and (client is None or client.ifconfig_ipv6_push is None):
                 index = self.server.allocator.acquire_index(cn, now)
                 if index is None:
-                    self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
-                                     pool_size=self.server.allocator.size)
-                    peer.session.reject(now, "no free address in the server's pool")
+                    self._refuse_pool_exhausted(peer, cn, now)
                     return None
                 peer.fixed_index6 = index
                 peer.vaddr6 = pool6.address(index).packed
@@ -779,9 +777,7 @@ class PeerLifecycle:
         else:
             entry = self.server.allocator.acquire(cn, now)
             if entry is None:
-                self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
-                                 pool_size=self.server.allocator.size)
-                peer.session.reject(now, "no free address in the server's pool")
+                self._refuse_pool_exhausted(peer, cn, now)
                 return None
             peer.entry = entry
             peer.vaddr = entry.local.packed
@@ -1072,6 +1068,11 @@ class PeerLifecycle:
         self.log.warning("ccd_refused", peer=peer.label, cn=cn, reason=reason)
         peer.session.reject(now, detail=reason)
         return False
+
+    def _refuse_pool_exhausted(self, peer: Peer, cn: str, now: float) -> None:
+        self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
+                         pool_size=self.server.allocator.size)
+        peer.session.reject(now, "no free address in the server's pool")
 
     def _fixed_address(self, peer: Peer, push: IfconfigPush, now: float) -> str | None:
         """Take the client's ``ifconfig-push`` address (kept from the pool while it is
