@@ -17,7 +17,13 @@ import pytest
 
 from tests.conftest import require_root
 from tests.interop import test_openvpn_claims as claims
-from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.openvpn import (
+    OpenVpnProcess,
+    as_config,
+    openvpn_output,
+    start_openvpn,
+    write_pki,
+)
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
@@ -583,10 +589,10 @@ def test_server_auth_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None,
                                             ours: str) -> None:
     write_pki(tmp_path)
     base = claims.SERVER if role == "server" else claims.CLIENT
-    out = claims._openvpn(lab, tmp_path, [*base, *(f"--{line}".split())])
+    out = openvpn_output(lab, tmp_path, [*base, *(f"--{line}".split())])
     assert f"Options error: {theirs}" in out, out[-3000:]
     conf = tmp_path / "t.conf"
-    conf.write_text(claims._as_config(base) + line + "\n")
+    conf.write_text(as_config(base) + line + "\n")
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
 
