@@ -885,10 +885,7 @@ class PeerLifecycle:
                 assigned6 = ()  # the pool's IPv6 address went with its IPv4 one
                 fixed = self._fixed_address(peer, dynamic.ifconfig_push, now)
                 if fixed is None:
-                    if peer.connect_state == "partial":
-                        self._start_disconnect(peer, now)
-                    self.drain(peer, now)
-                    peer.wakeup.set()
+                    self._end_refused_connect(peer, now)
                     return
                 ifconfig = fixed
                 self._pool_env(peer, ifconfig, assigned6)
@@ -902,10 +899,7 @@ class PeerLifecycle:
                 peer.vaddr6 = None
                 fixed6 = self._fixed_address6(peer, dynamic.ifconfig_ipv6_push, now)
                 if fixed6 is None:
-                    if peer.connect_state == "partial":
-                        self._start_disconnect(peer, now)
-                    self.drain(peer, now)
-                    peer.wakeup.set()
+                    self._end_refused_connect(peer, now)
                     return
                 assigned6 = (fixed6,)
                 self._pool_env(peer, ifconfig, assigned6)
@@ -1001,6 +995,15 @@ class PeerLifecycle:
         if peer.connect_state == "partial":
             self._start_disconnect(peer, now)
         peer.session.reject(now, detail=reason)
+        self.drain(peer, now)
+        peer.wakeup.set()
+
+    def _end_refused_connect(self, peer: Peer, now: float) -> None:
+        """The address client-connect's config file gave was refused (the session already
+        rejected): as in _refuse_connect, client-disconnect runs when an earlier handler
+        had succeeded, and the refusal goes out."""
+        if peer.connect_state == "partial":
+            self._start_disconnect(peer, now)
         self.drain(peer, now)
         peer.wakeup.set()
 
