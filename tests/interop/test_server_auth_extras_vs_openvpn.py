@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.interop.openvpn import as_config, openvpn_output, start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, server_lines
+from tests.interop.serverkit import client_lines, server_lines, start_side_server
 from tests.interop.test_server_auth import _creds
-from tests.interop.trivpnproc import start_trivpn
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
 
@@ -55,12 +54,7 @@ def test_tmp_dir_holds_the_credentials_control_and_client_connect_files_like_ope
         lines = server_lines(link_ip=f"198.18.7{i}.1", extra=[
             "script-security 2", f"tmp-dir {scratch}", f"auth-user-pass-verify {script} via-file",
             f"client-connect {script}"])
-        if who == "theirs":
-            server = start_openvpn(srv, tmp_path, f"server-{who}", lines)
-            assert server.wait_for("Initialization Sequence Completed", 15), server.text()
-        else:
-            ours = start_trivpn(srv, tmp_path, f"server-{who}", lines)
-            assert ours.wait_event("link_open", timeout=10), ours.text()
+        start_side_server(srv, tmp_path, who, lines)
         client = start_openvpn(cli, tmp_path, f"client-{who}", client_lines(
             server_ip=f"198.18.7{i}.1",
             extra=[f"auth-user-pass {_creds(tmp_path, who, 'alice', 's3cret')}"]))

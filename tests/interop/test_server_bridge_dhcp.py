@@ -24,8 +24,8 @@ import pytest
 
 from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, ping
-from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
+from tests.interop.serverkit import client_lines, ping, start_side_server
+from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -85,13 +85,7 @@ def _start(netns_lab: NetnsLab, workdir: Path, who: str, i: int, bridge: str) ->
     srv, cli = netns_lab.add(f"srv{who[0]}"), netns_lab.add(f"cli{who[0]}")
     netns_lab.veth(srv, cli, f"198.18.5{i}.1/24", f"198.18.5{i}.2/24")
     lines = _server_lines(bridge)
-    server: TrivpnProcess | OpenVpnProcess
-    if who == "theirs":
-        server = start_openvpn(srv, workdir, f"server-{who}", lines)
-        assert server.wait_for("Initialization Sequence Completed", 20), server.text()
-    else:
-        server = start_trivpn(srv, workdir, f"server-{who}", lines)
-        assert server.wait_event("link_open", timeout=10), server.text()
+    server = start_side_server(srv, workdir, who, lines)
     tap = _tap_name(srv)
     assert "inet " not in srv.run(["ip", "-o", "addr", "show", "dev", tap]).stdout
     # the operator's bridge: its address on br0, the server's tap in it, a DHCP server on it
