@@ -83,6 +83,20 @@ BRIDGE_SERVER = ["--mode", "server", "--tls-server", "--dev", "tap", "--proto", 
 BRIDGE = ["--server-bridge", "198.18.40.1", "255.255.255.0", "198.18.40.100", "198.18.40.150"]
 
 
+def _both_refuse_the_bridge_server(lab: NetnsLab, workdir: Path, args: list[str],
+                                   theirs: str) -> None:
+    """openvpn refuses ``args`` with ``theirs``, and trivpn refuses the same options (less
+    'mode server' and 'tls-server') in the same words."""
+    out = openvpn_output(lab, workdir, args)
+    assert f"Options error: {theirs}" in out, out[-3000:]
+    conf = workdir / "t.conf"
+    conf.write_text(as_config([a for a in args if a not in ("--mode", "server",
+                                                             "--tls-server")]))
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    assert theirs in str(info.value)
+
+
 @pytest.mark.directive("server-bridge")
 @pytest.mark.parametrize(("change", "theirs"), [
     (["--dev", "tun"], "--server-bridge directive only makes sense with --dev tap"),
@@ -92,14 +106,7 @@ BRIDGE = ["--server-bridge", "198.18.40.1", "255.255.255.0", "198.18.40.100", "1
 def test_server_bridge_refusals_match_openvpn(lab: NetnsLab, workdir: Path,
                                               change: list[str], theirs: str) -> None:
     args = [*BRIDGE_SERVER, *BRIDGE, *change]
-    out = openvpn_output(lab, workdir, args)
-    assert f"Options error: {theirs}" in out, out[-3000:]
-    conf = workdir / "t.conf"
-    conf.write_text(as_config([a for a in args if a not in ("--mode", "server",
-                                                             "--tls-server")]))
-    with pytest.raises(ConfigError) as info:
-        load_config(conf)
-    assert theirs in str(info.value)
+    _both_refuse_the_bridge_server(lab, workdir, args, theirs)
 
 
 @pytest.mark.directive("server-bridge", "ifconfig-pool")
@@ -111,11 +118,4 @@ def test_server_bridge_dhcp_form_refuses_ifconfig_pool_as_openvpn(
               "--ifconfig-pool explicitly")
     args = [*BRIDGE_SERVER, *bridge, "--ifconfig-pool", "198.18.40.100", "198.18.40.150",
             "255.255.255.0"]
-    out = openvpn_output(lab, workdir, args)
-    assert f"Options error: {theirs}" in out, out[-3000:]
-    conf = workdir / "t.conf"
-    conf.write_text(as_config([a for a in args if a not in ("--mode", "server",
-                                                             "--tls-server")]))
-    with pytest.raises(ConfigError) as info:
-        load_config(conf)
-    assert theirs in str(info.value)
+    _both_refuse_the_bridge_server(lab, workdir, args, theirs)
