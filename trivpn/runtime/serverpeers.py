@@ -18,7 +18,7 @@ import ipaddress
 import math
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -949,26 +949,24 @@ class PeerLifecycle:
             else:
                 self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
                                  address=own6)
-        kept = []
-        for network, bits in peer.iroutes:
-            text = se.learn_address_text(network, bits)
-            if await scripts.learn_address("add", text, cn, env):
-                peer.learned.append(text)
-                kept.append((network, bits))
-            else:
-                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
-                                 address=text)
-        peer.iroutes = tuple(kept)
-        kept6 = []
-        for network, bits in peer.iroutes6:  # multi.c, multi_add_iroutes(): IPv6 after IPv4
-            text = f"{ipaddress.IPv6Address(network)}/{bits}"
-            if await scripts.learn_address("add", text, cn, env):
-                peer.learned.append(text)
-                kept6.append((network, bits))
-            else:
-                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
-                                 address=text)
-        peer.iroutes6 = tuple(kept6)
+
+        async def learned(routes: tuple[tuple[int, int], ...],
+                          text_of: Callable[[int, int], str]) -> tuple[tuple[int, int], ...]:
+            kept = []
+            for network, bits in routes:
+                text = text_of(network, bits)
+                if await scripts.learn_address("add", text, cn, env):
+                    peer.learned.append(text)
+                    kept.append((network, bits))
+                else:
+                    self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
+                                     address=text)
+            return tuple(kept)
+
+        peer.iroutes = await learned(peer.iroutes, se.learn_address_text)
+        # multi.c, multi_add_iroutes(): IPv6 after IPv4
+        peer.iroutes6 = await learned(
+            peer.iroutes6, lambda network, bits: f"{ipaddress.IPv6Address(network)}/{bits}")
         if peer.removed:  # gone while the scripts ran: forget what was just learned
             for address in peer.learned:
                 scripts.learn_address_later("delete", address, None, None)
