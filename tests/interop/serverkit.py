@@ -68,6 +68,15 @@ def start_side_server(ns: Netns, workdir: Path, who: str,
     return ours
 
 
+def tap_name(ns: Netns) -> str:
+    """The name of the (first) tap device in ``ns``: a tap server's device."""
+    for line in ns.run(["ip", "-o", "link", "show"]).stdout.splitlines():
+        name = line.split(":")[1].strip()
+        if name.startswith("tap"):
+            return name
+    raise AssertionError(f"no tap device in {ns.name}")
+
+
 def issue_client(pki: PkiFiles, name: str) -> str:
     """Write ``name``.crt/.key signed by the test CA (common name ``name``); returns ``name``."""
     cred = issue_cert(pki.ca, "client", name)
