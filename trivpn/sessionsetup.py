@@ -11,6 +11,7 @@ import os
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 
@@ -276,6 +277,39 @@ def verification(o: Options, ca_pem: str | None) -> PeerVerification:
                             issuers=_issuers(o, ca_pem) if o.verify_hash else ())
 
 
+def _timer_fields(o: Options) -> dict[str, Any]:
+    """The SessionConfig fields of replay protection and liveness timers, as both TLS and
+    static-key sessions take them."""
+    pings = ping_settings(o)
+    return {
+        "replay_window": o.replay_window.size,
+        "replay_time": float(o.replay_window.seconds),
+        "ping_interval": float(pings.ping) if pings.ping else None,
+        "ping_restart": (float(pings.ping_restart or pings.ping_exit or 0)
+                         if pings.ping_restart or pings.ping_exit else None),
+        "ping_exit": bool(pings.ping_exit) and not pings.ping_restart,
+        "inactive": float(o.inactive) if o.inactive else None,
+        "inactive_bytes": o.inactive_bytes,
+        "session_timeout": float(o.session_timeout) if o.session_timeout else None,
+    }
+
+
+def _payload_fields(o: Options) -> dict[str, Any]:
+    """The SessionConfig fields of compression and fragmentation, as both TLS and static-key
+    sessions take them."""
+    return {
+        "compression": _COMPRESSION[o.compression] if o.compression else Compression.NONE,
+        "compress_outgoing": o.allow_compression == "yes",
+        "comp_adaptive": bool(o.comp_flags & COMP_F_ADAPTIVE) and o.compression == "lzo",
+        "compression_stub_only": o.allow_compression == "no",
+        "decompress_limit": max(o.tun_mtu, 1500) + 128,
+        "lzo_compress": _lzo_compressor(o),
+        "lzo_decompress": _lzo_decompressor(o),
+        "fragment": o.fragment,
+        "fragment_encap": 28 if o.fragment_mtu else 0,  # IPv4 + UDP (mss.c get_ip_encap_overhead)
+    }
+
+
 def session_config(o: Options, *, unix_time_offset: float,
                    key_password: str | None = None) -> SessionConfig:
     """Everything a :class:`~trivpn.protocol.session.Session` needs for this config.
@@ -322,7 +356,6 @@ def session_config(o: Options, *, unix_time_offset: float,
     keydir = o.key_direction if o.tls_auth is not None else None
     opts = _options_string(o, is_server=is_server, keydir=keydir, proto=proto_name(o))
     creds = read_credentials(o) if not is_server else None
-    pings = ping_settings(o)
     return SessionConfig(
         is_server=is_server,
         client_cert_optional=is_server and o.verify_client_cert != "require",
@@ -348,26 +381,10 @@ def session_config(o: Options, *, unix_time_offset: float,
         reneg_packets=o.reneg_pkts or None,
         transition_window=float(o.tran_window),
         max_packet_size=o.max_packet_size,
-        replay_window=o.replay_window.size,
-        replay_time=float(o.replay_window.seconds),
-        ping_interval=float(pings.ping) if pings.ping else None,
-        ping_restart=(float(pings.ping_restart or pings.ping_exit or 0)
-                      if pings.ping_restart or pings.ping_exit else None),
-        ping_exit=bool(pings.ping_exit) and not pings.ping_restart,
-        inactive=float(o.inactive) if o.inactive else None,
-        inactive_bytes=o.inactive_bytes,
-        session_timeout=float(o.session_timeout) if o.session_timeout else None,
+        **_timer_fields(o),
         server_poll_timeout=(float(o.server_poll_timeout)
                              if o.server_poll_timeout and not is_server else None),
-        compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
-        compress_outgoing=o.allow_compression == "yes",
-        comp_adaptive=bool(o.comp_flags & COMP_F_ADAPTIVE) and o.compression == "lzo",
-        compression_stub_only=o.allow_compression == "no",
-        decompress_limit=max(o.tun_mtu, 1500) + 128,
-        lzo_compress=_lzo_compressor(o),
-        lzo_decompress=_lzo_decompressor(o),
-        fragment=o.fragment,
-        fragment_encap=28 if o.fragment_mtu else 0,  # IPv4 + UDP (mss.c get_ip_encap_overhead)
+        **_payload_fields(o),
         pull_policy=PullPolicy(o.pull_filters, o.route_nopull, o.allow_pull_fqdn),
         unix_time_offset=unix_time_offset,
         defer_peer_verdict=o.tls_verify is not None,
@@ -450,7 +467,6 @@ def static_session_config(o: Options, *, unix_time_offset: float) -> SessionConf
                            cipher=cipher, compression=o.compression,
                            fragment=bool(o.fragment)).split(",")
     opts = ",".join(i for i in items if i not in ("key-method 2", "tls-client")) + ",secret"
-    pings = ping_settings(o)
     return SessionConfig(
         is_server=o.tls_role == "server",
         tls_context=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
@@ -459,24 +475,8 @@ def static_session_config(o: Options, *, unix_time_offset: float) -> SessionConf
         data_ciphers_fallback=cipher,
         auth=o.auth,
         reneg_seconds=None,
-        replay_window=o.replay_window.size,
-        replay_time=float(o.replay_window.seconds),
-        ping_interval=float(pings.ping) if pings.ping else None,
-        ping_restart=(float(pings.ping_restart or pings.ping_exit or 0)
-                      if pings.ping_restart or pings.ping_exit else None),
-        ping_exit=bool(pings.ping_exit) and not pings.ping_restart,
-        inactive=float(o.inactive) if o.inactive else None,
-        inactive_bytes=o.inactive_bytes,
-        session_timeout=float(o.session_timeout) if o.session_timeout else None,
-        compression=_COMPRESSION[o.compression] if o.compression else Compression.NONE,
-        compress_outgoing=o.allow_compression == "yes",
-        comp_adaptive=bool(o.comp_flags & COMP_F_ADAPTIVE) and o.compression == "lzo",
-        compression_stub_only=o.allow_compression == "no",
-        decompress_limit=max(o.tun_mtu, 1500) + 128,
-        lzo_compress=_lzo_compressor(o),
-        lzo_decompress=_lzo_decompressor(o),
-        fragment=o.fragment,
-        fragment_encap=28 if o.fragment_mtu else 0,
+        **_timer_fields(o),
+        **_payload_fields(o),
         unix_time_offset=unix_time_offset,
         replay=o.replay,
         p2p=True,

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from tests.conftest import require_netns, require_openvpn
 from tests.diagnostics.certkit import CLIENT_AUTH, NOW, make_ca, make_crl, make_leaf
+from tests.interop.openvpn import openvpn_output
 from tests.netns import NetnsLab
 from trivpn.config import load_config_salvaged
 from trivpn.diagnostics import checks_certs
@@ -51,10 +52,7 @@ def _pem() -> Encoding:
 def _openvpn(lab: NetnsLab, tmp: Path, lines: list[str]) -> str:
     conf = tmp / "client.conf"
     conf.write_text("\n".join(lines) + "\n")
-    ns = lab.add("claim")
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(tmp), "--config", conf.name],
-                  check=False, timeout=10)
-    return done.stdout + done.stderr
+    return openvpn_output(lab, tmp, ["--config", conf.name])
 
 
 async def _check(check_id: str, tmp: Path) -> CheckResult:

@@ -178,7 +178,9 @@ def routes(ns: Netns) -> list[str]:
     return ns.run(["ip", "route", "show"]).stdout.splitlines()
 
 
-def wait_until(predicate: Any, timeout: float, step: float = 0.1) -> bool:
+def wait_until(predicate: Any, timeout: float = 15.0, step: float = 0.1) -> bool:
+    """Poll ``predicate`` every ``step`` s until it is true (True) or ``timeout`` s have
+    passed (its last answer)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

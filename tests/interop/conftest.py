@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_netns, require_openvpn
+from tests.interop.openvpn import write_pki
 from tests.netns import NetnsLab
 
 
@@ -23,3 +25,11 @@ def lab() -> Iterator[NetnsLab]:
 def openvpn_binary() -> None:
     """The test runs the real ``openvpn`` 2.6: skips without it, fails instead under ``CI``."""
     require_openvpn()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A temp dir holding the throwaway PKI of ``write_pki`` (ca.crt, server.*, client.*,
+    static.key), where an openvpn run with ``--cd`` finds its files."""
+    write_pki(tmp_path)
+    return tmp_path

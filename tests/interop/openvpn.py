@@ -8,10 +8,11 @@ lines in its log.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.netns import Netns
+from tests.netns import Netns, NetnsLab
 from trivpn.pki.certs import Credential, certificate_pem, create_ca, issue_cert
 from trivpn.pki.keys import private_key_pem
 from trivpn.protocol.statickey import StaticKey, format_static_key
@@ -88,3 +89,25 @@ def start_openvpn(ns: Netns, workdir: Path, name: str, lines: list[str]) -> Open
     proc = ns.spawn(["openvpn", "--cd", str(workdir), "--config", conf.name,
                      "--log", str(log)])
     return OpenVpnProcess(log, proc.pid)
+
+
+def openvpn_output(lab: NetnsLab, workdir: Path, args: Sequence[str], *, seconds: int = 2,
+                   ns: Netns | None = None) -> str:
+    """openvpn's output (stdout, then stderr) when run with ``args`` from ``workdir`` for at
+    most ``seconds``: in ``ns``, or else in a fresh namespace of ``lab`` (loopback only, so
+    nothing it names can be reached). What claims tests compare trivpn's words with."""
+    where = ns if ns is not None else lab.add("ovpn")
+    done = where.run(["timeout", str(seconds), "openvpn", "--cd", str(workdir), *args],
+                     check=False, timeout=10)
+    return done.stdout + done.stderr
+
+
+def as_config(args: Sequence[str]) -> str:
+    """Command-line options as config-file lines: ``--a x --b`` → ``a x\\nb\\n``."""
+    lines: list[str] = []
+    for arg in args:
+        if arg.startswith("--"):
+            lines.append(arg[2:])
+        else:
+            lines[-1] += f" {arg}"
+    return "\n".join(lines) + "\n"

@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from tests.interop.openvpn import PkiFiles, wrap_lines
+from tests.interop.openvpn import OpenVpnProcess, PkiFiles, start_openvpn, wrap_lines
+from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns
 from trivpn.pki.certs import certificate_pem, issue_cert
 from trivpn.pki.keys import private_key_pem
@@ -52,6 +53,28 @@ def client_lines(*, server_ip: str, proto: str = "udp", wrap: str = "none", dev:
         "ca ca.crt", f"cert {cert}.crt", f"key {cert}.key", "remote-cert-tls server",
         "verb 3", "connect-retry 1", *wrap_lines(wrap, "client"), *(extra or []),
     ]
+
+
+def start_side_server(ns: Netns, workdir: Path, who: str,
+                      lines: list[str]) -> TrivpnProcess | OpenVpnProcess:
+    """The server of a side-by-side test, named ``server-<who>`` and up: the real openvpn
+    when ``who`` is ``"theirs"``, trivpn otherwise."""
+    if who == "theirs":
+        theirs = start_openvpn(ns, workdir, f"server-{who}", lines)
+        assert theirs.wait_for("Initialization Sequence Completed", 20), theirs.text()
+        return theirs
+    ours = start_trivpn(ns, workdir, f"server-{who}", lines)
+    assert ours.wait_event("link_open", timeout=10), ours.text()
+    return ours
+
+
+def tap_name(ns: Netns) -> str:
+    """The name of the (first) tap device in ``ns``: a tap server's device."""
+    for line in ns.run(["ip", "-o", "link", "show"]).stdout.splitlines():
+        name = line.split(":")[1].strip()
+        if name.startswith("tap"):
+            return name
+    raise AssertionError(f"no tap device in {ns.name}")
 
 
 def issue_client(pki: PkiFiles, name: str) -> str:

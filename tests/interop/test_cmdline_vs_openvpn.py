@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import write_pki
+from tests.interop.openvpn import openvpn_output
 from tests.netns import NetnsLab
 from trivpn.config import load_command_line
 
@@ -21,19 +21,11 @@ CLIENT = ["--client", "--dev", "tun", "--proto", "udp", "--remote", "198.18.0.9"
           "--nobind", "--ca", "ca.crt", "--cert", "client.crt", "--key", "client.key"]
 
 
-def _openvpn(lab: NetnsLab, workdir: Path, args: list[str]) -> str:
-    """Run openvpn for at most 1 s in a namespace of its own (nothing to reach); its output."""
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "1", "openvpn", "--cd", str(workdir), *args], check=False,
-                  timeout=10)
-    return done.stdout + done.stderr
-
-
 @pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_pki(tmp_path)
-    (tmp_path / "mtu.conf").write_text("tun-mtu 1400\n")
-    return tmp_path
+def workdir(workdir: Path) -> Path:
+    """The PKI dir, with a config file to include."""
+    (workdir / "mtu.conf").write_text("tun-mtu 1400\n")
+    return workdir
 
 
 @pytest.mark.parametrize(("args", "mtu"), [
@@ -43,7 +35,7 @@ def workdir(tmp_path: Path) -> Path:
 ])
 def test_later_arguments_and_config_files_override_earlier_ones_as_in_openvpn(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, args: list[str], mtu: int) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, "--verb", "4", *args])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--verb", "4", *args], seconds=1)
     assert f"  tun_mtu = {mtu}\n" in out, out[-2000:]
     ours = load_command_line([*CLIENT, *args], cwd=workdir, read_files=False)
     assert ours.tun_mtu == mtu
@@ -60,7 +52,7 @@ def test_later_arguments_and_config_files_override_earlier_ones_as_in_openvpn(
 def test_openvpn_machine_readable_output_wins_over_suppress_timestamps(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, flags: list[str],
         prefix: str) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, "--verb", "3", *flags])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--verb", "3", *flags], seconds=1)
     first = out.splitlines()[0]
     assert re.match(prefix + r"Note: ", first), first
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import write_pki
+from tests.interop.openvpn import as_config, openvpn_output, write_pki
 from tests.netns import NetnsLab
 from trivpn.config.reader import read_config_text
 from trivpn.diagnostics.checks_compat import lint
@@ -22,24 +22,6 @@ CLIENT = ["--client", "--dev", "tun", "--proto", "udp", "--remote", "198.18.0.9"
           "--verb", "4"]
 ROOT = Path(__file__).resolve().parent.parent.parent
 VERIFIED = [r for r in RULES if r.basis == "verified" and not r.verified_in]
-
-
-def _openvpn(lab: NetnsLab, workdir: Path, args: list[str]) -> str:
-    """Run openvpn for at most 1 s in a namespace of its own (loopback only); its output."""
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "1", "openvpn", "--cd", str(workdir), *args], check=False,
-                  timeout=10)
-    return done.stdout + done.stderr
-
-
-def _as_config(args: tuple[str, ...] | list[str]) -> str:
-    lines: list[str] = []
-    for arg in args:
-        if arg.startswith("--"):
-            lines.append(arg[2:])
-        else:
-            lines[-1] += f" {arg}"
-    return "\n".join(lines) + "\n"
 
 
 def test_every_2_6_rule_is_verified_here_or_in_the_test_it_names() -> None:
@@ -56,7 +38,7 @@ def test_every_2_6_rule_is_verified_here_or_in_the_test_it_names() -> None:
 def test_openvpn_2_6_does_what_the_rule_says(lab: NetnsLab, openvpn_binary: None,
                                               tmp_path: Path, rule: Rule) -> None:
     write_pki(tmp_path)
-    out = _openvpn(lab, tmp_path, [*CLIENT, *rule.openvpn_args])
+    out = openvpn_output(lab, tmp_path, [*CLIENT, *rule.openvpn_args], seconds=1)
     assert rule.openvpn_says in out, out[-3000:]
     if rule.effect == "refused":
         assert "Options error" in out, out[-2000:]
@@ -66,6 +48,6 @@ def test_openvpn_2_6_does_what_the_rule_says(lab: NetnsLab, openvpn_binary: None
     if "('" in rule.says:
         assert rule.openvpn_says in rule.says, rule.says
     # and the lint flags the same profile with this rule
-    text = _as_config([*CLIENT, *rule.openvpn_args])
+    text = as_config([*CLIENT, *rule.openvpn_args])
     found = lint(read_config_text(text, tmp_path / "c.conf").directives, "client")
     assert rule.id in {f["rule"] for f in found}

@@ -19,7 +19,7 @@ from tests.interop.clientkit import (
     start_server,
     wait_up,
 )
-from tests.interop.openvpn import write_pki
+from tests.interop.openvpn import openvpn_output, write_pki
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, parse_config
 from trivpn.config.directives import COMP_F_ADVERTISE_STUBS_ONLY, COMP_F_ALLOW_STUB_ONLY
@@ -39,10 +39,7 @@ def _openvpn_settled(lab: NetnsLab, workdir: Path, lines: list[str]) -> str:
     for line in ["dev null", "verb 4", "connect-retry-max 1", *lines]:
         word, *rest = line.split()
         args += [f"--{word}", *rest]
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(workdir), *args], check=False,
-                  timeout=10)
-    return done.stdout + done.stderr
+    return openvpn_output(lab, workdir, args)
 
 
 @pytest.mark.directive("compat-mode", "cipher", "data-ciphers", "tls-version-min",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import write_pki
+from tests.interop.openvpn import openvpn_output
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
 from trivpn.config.directives import RECEIVE_ONLY_WARNING
@@ -19,19 +19,11 @@ CLIENT = ["client", "dev tun", "proto udp", "remote 198.18.0.9 1194", "nobind", 
           "cert client.crt", "key client.key", "verb 4"]
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_pki(tmp_path)
-    return tmp_path
-
-
 def _openvpn(lab: NetnsLab, workdir: Path, extra: list[str]) -> str:
     """openvpn on the same config for at most 2 s, in a namespace of its own; its output."""
     conf = workdir / "ovpn.conf"
     conf.write_text("\n".join([*CLIENT, *extra]) + "\n")
-    done = lab.add("ovpn").run(["timeout", "2", "openvpn", "--cd", str(workdir), "--config",
-                                conf.name], check=False, timeout=10)
-    return done.stdout + done.stderr
+    return openvpn_output(lab, workdir, ["--config", conf.name])
 
 
 def _trivpn(workdir: Path, extra: list[str]) -> ConfigError | list[str]:

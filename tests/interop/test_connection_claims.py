@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import write_pki
+from tests.interop.openvpn import openvpn_output
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
 
@@ -23,19 +23,12 @@ def _both(lab: NetnsLab, workdir: Path, lines: list[str]) -> tuple[str, str | No
     error (None when it accepts it) and trivpn's warnings."""
     conf = workdir / "t.conf"
     conf.write_text("\n".join(lines) + "\n")
-    done = lab.add("ovpn").run(["timeout", "2", "openvpn", "--cd", str(workdir), "--config",
-                                "t.conf"], check=False, timeout=10)
+    theirs = openvpn_output(lab, workdir, ["--config", conf.name])
     try:
         opts = load_config(conf)
     except ConfigError as exc:
-        return done.stdout + done.stderr, str(exc), []
-    return done.stdout + done.stderr, None, [str(w) for w in opts.warnings]
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_pki(tmp_path)
-    return tmp_path
+        return theirs, str(exc), []
+    return theirs, None, [str(w) for w in opts.warnings]
 
 
 @pytest.mark.parametrize(("lines", "message"), [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import write_pki
+from tests.interop.openvpn import openvpn_output
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
 
@@ -20,20 +20,12 @@ def _both(lab: NetnsLab, workdir: Path, lines: list[str]) -> tuple[str, ConfigEr
     """openvpn's output (at most 2 s, stdin not a terminal) and trivpn's parse error."""
     conf = workdir / "c.conf"
     conf.write_text("\n".join([*CLIENT, *lines]) + "\n")
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(workdir), "--config", "c.conf"],
-                  check=False, timeout=10)
+    theirs = openvpn_output(lab, workdir, ["--config", conf.name])
     try:
         load_config(conf)
     except ConfigError as exc:
-        return done.stdout + done.stderr, exc
-    return done.stdout + done.stderr, None
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_pki(tmp_path)
-    return tmp_path
+        return theirs, exc
+    return theirs, None
 
 
 @pytest.mark.directive("management-hold", "management-query-passwords")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.clientkit import stop_process
-from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.openvpn import OpenVpnProcess, openvpn_output, start_openvpn, write_pki
 from tests.interop.serverkit import ping, transfer
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
@@ -332,9 +332,7 @@ def test_openvpn_takes_iroute_ipv6_and_ifconfig_ipv6_push_only_per_client(
     srv, _ = _setup(lab, tmp_path)
     conf = tmp_path / "bad.conf"
     conf.write_text("\n".join([*_server(), line]) + "\n")
-    done = srv.run(["timeout", "3", "openvpn", "--cd", str(tmp_path), "--config", "bad.conf"],
-                   check=False, timeout=10)
-    out = done.stdout + done.stderr
+    out = openvpn_output(lab, tmp_path, ["--config", conf.name], seconds=3, ns=srv)
     name = line.split(maxsplit=1)[0]
     assert f"option '{name}' cannot be used in this context" in out, out[-2000:]
     with pytest.raises(ConfigError):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import write_pki
+from tests.interop.openvpn import openvpn_output, write_pki
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, parse_config
 
@@ -38,10 +38,7 @@ def _openvpn_mtu(lab: NetnsLab, workdir: Path, lines: list[str]) -> tuple[int, i
     for line in ["dev null", "verb 4", "lport 0", "connect-retry-max 1", *lines]:
         word, *rest = line.split()
         args += [f"--{word}", *rest]
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(workdir), *args], check=False,
-                  timeout=10)
-    out = done.stdout + done.stderr
+    out = openvpn_output(lab, workdir, args)
     found, mssfix = MTU_PARMS.search(out), MSSFIX.search(out)
     assert found is not None and mssfix is not None, out[-2000:]
     return int(mssfix[1]), int(found[1])
@@ -75,11 +72,10 @@ def test_an_explicit_mssfix_stays_with_link_mtu(
 def test_link_mtu_and_tun_mtu_together_are_refused_as_openvpn_refuses_them(
         lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> None:
     write_pki(tmp_path)
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(tmp_path), "--dev", "null",
-                   "--secret", "static.key", "--cipher", "AES-256-CBC", "--link-mtu", "1400",
-                   "--tun-mtu", "1300"], check=False, timeout=10)
-    assert "only one of --tun-mtu or --link-mtu may be defined" in done.stdout + done.stderr
+    out = openvpn_output(lab, tmp_path, ["--dev", "null", "--secret", "static.key", "--cipher",
+                                         "AES-256-CBC", "--link-mtu", "1400", "--tun-mtu",
+                                         "1300"])
+    assert "only one of --tun-mtu or --link-mtu may be defined" in out
     with pytest.raises(ConfigError, match="only one of --tun-mtu or --link-mtu"):
         parse_config("dev tun\nsecret s.key\ncipher AES-256-CBC\nlink-mtu 1400\n"
                      "tun-mtu 1300\n", "c.conf")
@@ -89,10 +85,8 @@ def test_link_mtu_and_tun_mtu_together_are_refused_as_openvpn_refuses_them(
 def test_a_link_mtu_that_leaves_too_small_a_tun_mtu_is_refused(
         lab: NetnsLab, openvpn_binary: None, tmp_path: Path) -> None:
     write_pki(tmp_path)
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(tmp_path), "--dev", "null",
-                   "--secret", "static.key", "--cipher", "AES-256-CBC", "--link-mtu", "140"],
-                  check=False, timeout=10)
-    assert "TUN MTU value (88) must be at least 100" in done.stdout + done.stderr
+    out = openvpn_output(lab, tmp_path, ["--dev", "null", "--secret", "static.key", "--cipher",
+                                         "AES-256-CBC", "--link-mtu", "140"])
+    assert "TUN MTU value (88) must be at least 100" in out
     with pytest.raises(ConfigError, match=re.escape("TUN MTU value (88) must be at least 100")):
         parse_config("dev tun\nsecret s.key\ncipher AES-256-CBC\nlink-mtu 140\n", "c.conf")

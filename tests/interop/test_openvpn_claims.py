@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import write_pki
+from tests.interop.openvpn import as_config, openvpn_output
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
 from trivpn.config.directives import DIRECTIVES, NOT_ON_LINUX, UNSUPPORTED_WHY
@@ -25,30 +25,16 @@ SERVER = ["--server", "198.18.8.0", "255.255.255.0", "--topology", "subnet", "--
           "--dh", "none", "--verb", "4"]
 
 
-def _openvpn(lab: NetnsLab, workdir: Path, args: list[str]) -> str:
-    """Run openvpn for at most 2 s in a namespace of its own; its output."""
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(workdir), *args], check=False,
-                  timeout=10)
-    return done.stdout + done.stderr
-
-
 def _option_spans(args: list[str]) -> list[tuple[int, int]]:
     """(start, end) of each '--option value...' group of a command line."""
     starts = [i for i, a in enumerate(args) if a.startswith("--")]
     return list(zip(starts, [*starts[1:], len(args)], strict=True))
 
 
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_pki(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.directive("tun-ipv6")
 def test_openvpn_ignores_tun_ipv6_and_says_so(lab: NetnsLab, openvpn_binary: None,
                                               workdir: Path) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, "--tun-ipv6"])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--tun-ipv6"])
     assert ("Note: option tun-ipv6 is ignored because modern operating systems do not need "
             "special IPv6 tun handling anymore.") in out
     assert "ignored" in (DIRECTIVES["tun-ipv6"].inert or "")
@@ -58,7 +44,7 @@ def test_openvpn_ignores_tun_ipv6_and_says_so(lab: NetnsLab, openvpn_binary: Non
 def test_openvpn_ignores_cipher_for_negotiation_in_client_mode(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
     args = [*CLIENT, "--cipher", "AES-128-CBC"]
-    out = _openvpn(lab, workdir, args)
+    out = openvpn_output(lab, workdir, args)
     assert "OpenVPN ignores --cipher for cipher negotiations" in out, out[-3000:]
     # trivpn says the same of the same client config (in TLS peer-to-peer mode 'cipher' is
     # the fallback cipher instead, so the directive is not inert)
@@ -72,7 +58,7 @@ def test_openvpn_ignores_cipher_for_negotiation_in_client_mode(
 @pytest.mark.directive("disable-dco")
 def test_openvpn_with_disable_dco_runs_without_offload(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, "--disable-dco"])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--disable-dco"])
     assert "disable_dco = ENABLED" in out, out[-3000:]
 
 
@@ -87,28 +73,17 @@ def test_verify_client_cert_refusals_match_openvpn(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, role: str, value: str,
         theirs: str) -> None:
     base = SERVER if role == "server" else CLIENT
-    out = _openvpn(lab, workdir, [*base, "--verify-client-cert", value])
+    out = openvpn_output(lab, workdir, [*base, "--verify-client-cert", value])
     assert f"Options error: {theirs}" in out, out[-3000:]
     # trivpn refuses the same config, naming the line
     conf = workdir / "t.conf"
-    conf.write_text(_as_config(base) + f"verify-client-cert {value}\n")
+    conf.write_text(as_config(base) + f"verify-client-cert {value}\n")
     with pytest.raises(ConfigError) as info:
         load_config(conf)
     ours = str(info.value)
     expected = "must be used with" if role == "server" else "requires 'mode server'"
     assert "'verify-client-cert" in ours and expected in ours, ours
-    assert f"t.conf:{_as_config(base).count(chr(10)) + 1}" in ours
-
-
-def _as_config(args: list[str]) -> str:
-    """``--a x --b`` → ``a x\\nb\\n``."""
-    lines: list[str] = []
-    for arg in args:
-        if arg.startswith("--"):
-            lines.append(arg[2:])
-        else:
-            lines[-1] += f" {arg}"
-    return "\n".join(lines) + "\n"
+    assert f"t.conf:{as_config(base).count(chr(10)) + 1}" in ours
 
 
 @pytest.mark.parametrize("extra", [["--route-method", "exe"], ["--tun-mtu-extra", "32"],
@@ -118,7 +93,7 @@ def test_openvpn_accepts_corpus_directives_on_linux(lab: NetnsLab, openvpn_binar
     """route-method (inert: Windows only), tun-mtu-extra (inert) and lport 0 pass
     OpenVPN 2.6's option checks on Linux, as trivpn's reasons say."""
     base = [a for a in CLIENT if a != "--nobind"]  # OpenVPN: lport and nobind conflict
-    out = _openvpn(lab, workdir, [*base, *extra])
+    out = openvpn_output(lab, workdir, [*base, *extra])
     assert "Options error" not in out, out[-2000:]
     assert "link remote" in out, out[-2000:]
     assert "non-Windows" in (DIRECTIVES["route-method"].inert or "")
@@ -134,7 +109,7 @@ NOT_ON_LINUX_ARGS = {"cryptoapicert": ["SUBJ:trivpn"], "ip-win32": ["netsh"],
 def test_openvpn_on_linux_does_not_recognize_what_trivpn_refuses_as_such(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, name: str) -> None:
     """trivpn says 'OpenVPN 2.6 on Linux does not recognize it either' for these."""
-    out = _openvpn(lab, workdir, [*CLIENT, f"--{name}", *NOT_ON_LINUX_ARGS.get(name, [])])
+    out = openvpn_output(lab, workdir, [*CLIENT, f"--{name}", *NOT_ON_LINUX_ARGS.get(name, [])])
     assert f"Unrecognized option or missing or extra parameter(s) in [CMD-LINE]:1: {name}" \
         in out, out[-2000:]
 
@@ -142,7 +117,7 @@ def test_openvpn_on_linux_does_not_recognize_what_trivpn_refuses_as_such(
 @pytest.mark.parametrize("name", ["disable-occ", "ifconfig-nowarn"])
 def test_openvpn_accepts_inert_corpus_flags(lab: NetnsLab, openvpn_binary: None,
                                             workdir: Path, name: str) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, f"--{name}"])
+    out = openvpn_output(lab, workdir, [*CLIENT, f"--{name}"])
     assert "Options error" not in out and "link remote" in out, out[-2000:]
 
 
@@ -153,7 +128,7 @@ def test_openvpn_accepts_inert_corpus_flags(lab: NetnsLab, openvpn_binary: None,
 def test_openvpn_ignores_prng_and_max_routes_and_says_so(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str],
         notice: str) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    out = openvpn_output(lab, workdir, [*CLIENT, *extra])
     assert notice in out, out[-2000:]
     quoted = notice.split(" (", maxsplit=1)[0].split(". The", maxsplit=1)[0]
     assert quoted in (DIRECTIVES[extra[0][2:]].inert or "")
@@ -167,10 +142,10 @@ def test_openvpn_accepts_pushed_only_options_in_a_config(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str]) -> None:
     """peer-id, key-derivation and protocol-flags pass OpenVPN 2.6's checks in a client
     config (trivpn accepts them as inert, reasons in directives.py)."""
-    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    out = openvpn_output(lab, workdir, [*CLIENT, *extra])
     assert "Options error" not in out and "link remote" in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config([*CLIENT, *extra]))
+    conf.write_text(as_config([*CLIENT, *extra]))
     load_config(conf)
 
 
@@ -181,10 +156,10 @@ def test_openvpn_accepts_pushed_only_options_in_a_config(
 def test_bad_pushed_only_options_are_refused_like_openvpn(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str],
         theirs: str) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    out = openvpn_output(lab, workdir, [*CLIENT, *extra])
     assert theirs in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config([*CLIENT, *extra]))
+    conf.write_text(as_config([*CLIENT, *extra]))
     with pytest.raises(ConfigError, match=r"t\.conf:\d+: unknown (key-derivation|protocol-flags)"):
         load_config(conf)
 
@@ -204,10 +179,10 @@ def test_keying_material_exporter_checks_match_openvpn(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, value: list[str], theirs: str,
         ours: str) -> None:
     extra = ["--keying-material-exporter", *value]
-    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    out = openvpn_output(lab, workdir, [*CLIENT, *extra])
     assert f"Options error: {theirs}" in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config([*CLIENT, *extra]))
+    conf.write_text(as_config([*CLIENT, *extra]))
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
 
@@ -215,10 +190,10 @@ def test_keying_material_exporter_checks_match_openvpn(
 def test_openvpn_accepts_keying_material_exporter(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
     extra = ["--keying-material-exporter", "EXPORTER_X", "4095"]
-    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    out = openvpn_output(lab, workdir, [*CLIENT, *extra])
     assert "Options error" not in out and "link remote" in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config([*CLIENT, *extra]))
+    conf.write_text(as_config([*CLIENT, *extra]))
     load_config(conf)
 
 
@@ -240,7 +215,7 @@ def test_mlock_stops_both_when_the_locked_memory_limit_cannot_be_raised(
     assert "ERROR: setrlimit() failed: Operation not permitted" in theirs, theirs
     assert done.returncode == 1
     conf = workdir / "t.conf"
-    conf.write_text(_as_config(args))
+    conf.write_text(as_config(args))
     ours = ns.run(["timeout", "10", *SMALL_MEMLOCK_NO_CAP, sys.executable, "-m", "trivpn",
                    "run", str(conf), "--log-format", "json"], check=False, timeout=15)
     out = ours.stdout + ours.stderr
@@ -259,10 +234,10 @@ def test_mlock_stops_both_when_the_locked_memory_limit_cannot_be_raised(
 def test_management_log_cache_refusals_match_openvpn(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str], theirs: str,
         ours: str) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    out = openvpn_output(lab, workdir, [*CLIENT, *extra])
     assert f"Options error: {theirs}" in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config([*CLIENT, *extra]))
+    conf.write_text(as_config([*CLIENT, *extra]))
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
 
@@ -270,11 +245,11 @@ def test_management_log_cache_refusals_match_openvpn(
 @pytest.mark.directive("no-replay")
 def test_openvpn_warns_about_no_replay_as_trivpn_does(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, "--no-replay"])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--no-replay"])
     assert ("WARNING: You have disabled Replay Protection (--no-replay) which may make "
             "OpenVPN less secure") in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config([*CLIENT, "--no-replay"]))
+    conf.write_text(as_config([*CLIENT, "--no-replay"]))
     assert any("replay protection is disabled" in w.message
                for w in load_config(conf).warnings)
 
@@ -289,10 +264,10 @@ def test_openvpn_warns_about_no_replay_as_trivpn_does(
 def test_no_replay_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, workdir: Path,
                                           extra: list[str], theirs: str, ours: str) -> None:
     args = [*CLIENT, "--no-replay", *extra]
-    out = _openvpn(lab, workdir, args)
+    out = openvpn_output(lab, workdir, args)
     assert theirs in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config(args))
+    conf.write_text(as_config(args))
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
 
@@ -302,10 +277,10 @@ def test_no_replay_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, w
                                    ["--remap-usr1", "SIGTERM"], ["--no-replay"]])
 def test_openvpn_accepts_client_breadth_b_directives(
         lab: NetnsLab, openvpn_binary: None, workdir: Path, extra: list[str]) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, *extra])
+    out = openvpn_output(lab, workdir, [*CLIENT, *extra])
     assert "Options error" not in out and "link remote" in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config([*CLIENT, *extra]))
+    conf.write_text(as_config([*CLIENT, *extra]))
     load_config(conf)
 
 
@@ -319,10 +294,10 @@ def test_openvpn_accepts_client_breadth_b_directives(
 def test_lladdr_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None, workdir: Path,
                                        extra: list[str], theirs: str, ours: str) -> None:
     args = [*CLIENT, *extra]
-    out = _openvpn(lab, workdir, args)
+    out = openvpn_output(lab, workdir, args)
     assert theirs in out, out[-2000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config(args))
+    conf.write_text(as_config(args))
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
 
@@ -352,16 +327,16 @@ def test_errors_to_stderr_moves_openvpns_errors_where_trivpn_always_writes_them(
 def test_openvpn_spells_the_maximum_tun_mtu_option_tun_mtu_max(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
     """trivpn's refusal of 'tun-max-mtu' says 2.6 spells it 'tun-mtu-max'."""
-    out = _openvpn(lab, workdir, [*CLIENT, "--tun-mtu-max", "9000"])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--tun-mtu-max", "9000"])
     assert "Options error" not in out and "link remote" in out, out[-2000:]
     assert "2.6 spells it 'tun-mtu-max'" in NOT_ON_LINUX["tun-max-mtu"]
 
 
 def test_openvpn_knows_only_the_tcp_nodelay_socket_flag(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
-    out = _openvpn(lab, workdir, [*CLIENT, "--socket-flags", "SO_KEEPALIVE"])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--socket-flags", "SO_KEEPALIVE"])
     assert "unknown socket flag: SO_KEEPALIVE" in out, out[-2000:]
-    out = _openvpn(lab, workdir, [*CLIENT, "--socket-flags", "TCP_NODELAY"])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--socket-flags", "TCP_NODELAY"])
     assert "Options error" not in out and "link remote" in out, out[-2000:]
 
 
@@ -369,9 +344,9 @@ def test_openvpn_reads_udp_mtu_as_link_mtu_and_derives_the_tun_mtu_from_it(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
     """trivpn/config/linkmtu.py applies link-mtu/udp-mtu this way; the mtu-test refusal
     (UNSUPPORTED_WHY) paraphrases the help text."""
-    out = _openvpn(lab, workdir, [*CLIENT, "--udp-mtu", "1400", "--tun-mtu", "1300"])
+    out = openvpn_output(lab, workdir, [*CLIENT, "--udp-mtu", "1400", "--tun-mtu", "1300"])
     assert "only one of --tun-mtu or --link-mtu may be defined" in out, out[-2000:]
-    helptext = _openvpn(lab, workdir, ["--help"])
+    helptext = openvpn_output(lab, workdir, ["--help"])
     assert ("--link-mtu n    : Take the TCP/UDP device MTU to be n and derive the tun MTU"
             in helptext)
     assert "--mtu-test      : Empirically measure and report MTU." in helptext
@@ -390,7 +365,7 @@ def test_openvpn_2_6_has_no_digest_proxy_method_only_auto_meets_digest(
         lab: NetnsLab, openvpn_binary: None, workdir: Path) -> None:
     """docs/connections.md says so; trivpn refuses 'http-proxy ... digest' too."""
     (workdir / "proxy-creds.txt").write_text("u\np\n")
-    out = _openvpn(lab, workdir, [*(a if a != "udp" else "tcp-client" for a in CLIENT),
+    out = openvpn_output(lab, workdir, [*(a if a != "udp" else "tcp-client" for a in CLIENT),
                                   "--http-proxy", "198.18.0.5", "8080", "proxy-creds.txt",
                                   "digest"])
     assert "ERROR: unknown HTTP authentication method: 'digest'" in out, out[-2000:]

@@ -17,7 +17,14 @@ import pytest
 
 from tests.conftest import require_root
 from tests.interop import test_openvpn_claims as claims
-from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
+from tests.interop.clientkit import wait_until
+from tests.interop.openvpn import (
+    OpenVpnProcess,
+    as_config,
+    openvpn_output,
+    start_openvpn,
+    write_pki,
+)
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
@@ -50,16 +57,6 @@ echo "$username" >> "$(dirname "$0")/calls.log"
 [ "$username" = alice ] && [ "$password" = s3cret ] && exit 0
 exit 1
 """
-
-
-def _wait(predicate: object, timeout: float = 15.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _script(tmp_path: Path, text: str) -> str:
@@ -164,14 +161,14 @@ def test_deferred_authentication_does_not_hold_up_another_client(
         clients=2)
     slow = _client(slow_ns, tmp_path, "slow", 0,
                    [f"auth-user-pass {_creds(tmp_path, 'slow', 'slow', 'x')}"])
-    assert _wait(lambda: "slow user-pass-verify client1" in _calls(tmp_path), 20), \
+    assert wait_until(lambda: "slow user-pass-verify client1" in _calls(tmp_path), 20), \
         server.text()[-3000:]
     fast = _client(fast_ns, tmp_path, "fast", 1,
                    [f"auth-user-pass {_creds(tmp_path, 'fast', 'alice', 's3cret')}"])
     assert fast.wait_for("Initialization Sequence Completed", timeout=20)
     assert slow.wait_for("Initialization Sequence Completed", timeout=20), \
         server.text()[-3000:]
-    assert _wait(lambda: len(_connected(server)) == 2, 5)
+    assert wait_until(lambda: len(_connected(server)) == 2, 5)
     # the fast client was admitted while the slow one's decision was still pending
     first = _connected(server)[0]
     assert str(first["peer"]).startswith("198.18.11.2"), _connected(server)
@@ -317,7 +314,7 @@ def test_auth_token_replaces_the_password_on_reconnect_and_survives_a_server_res
     os.kill(client.pid, signal.SIGUSR1)
     assert server.wait_event("auth_user_pass_ok", 20, how="auth_token") is not None, \
         server.text()[-3000:]
-    assert _wait(lambda: client.text().count("Initialization Sequence Completed") == 2, 20)
+    assert wait_until(lambda: client.text().count("Initialization Sequence Completed") == 2, 20)
     # a new server process with the same secret accepts the token too
     _stop(lab, server.pid)
     server2 = start_trivpn(srv, tmp_path, "server2", lines)
@@ -325,7 +322,7 @@ def test_auth_token_replaces_the_password_on_reconnect_and_survives_a_server_res
     os.kill(client.pid, signal.SIGUSR1)
     assert server2.wait_event("auth_user_pass_ok", 20, how="auth_token") is not None, \
         server2.text()[-3000:]
-    assert _wait(lambda: client.text().count("Initialization Sequence Completed") == 3, 20)
+    assert wait_until(lambda: client.text().count("Initialization Sequence Completed") == 3, 20)
     assert _calls(tmp_path) == ["alice user-pass-verify client1"]  # the script ran once
     assert "SESS_ID_AT_" not in server.text() + server2.text()  # tokens are not logged
 
@@ -352,7 +349,7 @@ def test_a_token_from_another_secret_is_refused_and_the_client_falls_back_to_its
     assert server2.wait_event("auth_user_pass_failed", 20, why="auth_token_invalid") \
         is not None, server2.text()[-3000:]
     # OpenVPN's client forgets the token on AUTH_FAILED and comes back with its password
-    assert _wait(lambda: client.text().count("Initialization Sequence Completed") == 2, 20), \
+    assert wait_until(lambda: client.text().count("Initialization Sequence Completed") == 2, 20), \
         client.text()[-2000:]
     assert _calls(tmp_path) == ["alice user-pass-verify client1"] * 2
 
@@ -583,10 +580,10 @@ def test_server_auth_refusals_match_openvpn(lab: NetnsLab, openvpn_binary: None,
                                             ours: str) -> None:
     write_pki(tmp_path)
     base = claims.SERVER if role == "server" else claims.CLIENT
-    out = claims._openvpn(lab, tmp_path, [*base, *(f"--{line}".split())])
+    out = openvpn_output(lab, tmp_path, [*base, *(f"--{line}".split())])
     assert f"Options error: {theirs}" in out, out[-3000:]
     conf = tmp_path / "t.conf"
-    conf.write_text(claims._as_config(base) + line + "\n")
+    conf.write_text(as_config(base) + line + "\n")
     with pytest.raises(ConfigError, match=ours):
         load_config(conf)
 

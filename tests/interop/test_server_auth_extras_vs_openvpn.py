@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, server_lines
+from tests.interop.openvpn import as_config, openvpn_output, start_openvpn, write_pki
+from tests.interop.serverkit import client_lines, server_lines, start_side_server
 from tests.interop.test_server_auth import _creds
-from tests.interop.trivpnproc import start_trivpn
 from tests.netns import NetnsLab
 from trivpn.config import ConfigError, load_config
 
@@ -55,12 +54,7 @@ def test_tmp_dir_holds_the_credentials_control_and_client_connect_files_like_ope
         lines = server_lines(link_ip=f"198.18.7{i}.1", extra=[
             "script-security 2", f"tmp-dir {scratch}", f"auth-user-pass-verify {script} via-file",
             f"client-connect {script}"])
-        if who == "theirs":
-            server = start_openvpn(srv, tmp_path, f"server-{who}", lines)
-            assert server.wait_for("Initialization Sequence Completed", 15), server.text()
-        else:
-            ours = start_trivpn(srv, tmp_path, f"server-{who}", lines)
-            assert ours.wait_event("link_open", timeout=10), ours.text()
+        start_side_server(srv, tmp_path, who, lines)
         client = start_openvpn(cli, tmp_path, f"client-{who}", client_lines(
             server_ip=f"198.18.7{i}.1",
             extra=[f"auth-user-pass {_creds(tmp_path, who, 'alice', 's3cret')}"]))
@@ -77,22 +71,6 @@ SERVER = ["--server", "198.18.8.0", "255.255.255.0", "--topology", "subnet", "--
           "/bin/true", "via-env", "--verb", "3"]
 
 
-def _openvpn(lab: NetnsLab, workdir: Path, args: list[str]) -> str:
-    done = lab.add("ovpn").run(["timeout", "2", "openvpn", "--cd", str(workdir), *args],
-                               check=False, timeout=10)
-    return done.stdout + done.stderr
-
-
-def _as_config(args: list[str]) -> str:
-    lines: list[str] = []
-    for arg in args:
-        if arg.startswith("--"):
-            lines.append(arg[2:])
-        else:
-            lines[-1] += f" {arg}"
-    return "\n".join(lines) + "\n"
-
-
 @pytest.mark.directive("auth-gen-token")
 @pytest.mark.parametrize(("extra", "theirs"), [
     (["--auth-gen-token", "--reneg-sec", "100"],
@@ -105,10 +83,10 @@ def _as_config(args: list[str]) -> str:
 def test_auth_gen_token_renewal_checks_match_openvpn(lab: NetnsLab, tmp_path: Path,
                                                      extra: list[str], theirs: str) -> None:
     write_pki(tmp_path)
-    out = _openvpn(lab, tmp_path, [*SERVER, *extra])
+    out = openvpn_output(lab, tmp_path, [*SERVER, *extra])
     assert f"Options error: {theirs}" in out, out[-3000:]
     conf = tmp_path / "t.conf"
-    conf.write_text(_as_config([*SERVER, *extra]))
+    conf.write_text(as_config([*SERVER, *extra]))
     with pytest.raises(ConfigError) as info:
         load_config(conf)
     assert theirs in str(info.value)
@@ -119,9 +97,9 @@ def test_auth_gen_token_renewal_of_twice_hand_window_is_accepted_like_openvpn(
         lab: NetnsLab, tmp_path: Path) -> None:
     write_pki(tmp_path)
     extra = ["--auth-gen-token", "0", "120"]
-    assert "Initialization Sequence Completed" in _openvpn(lab, tmp_path, [*SERVER, *extra])
+    assert "Initialization Sequence Completed" in openvpn_output(lab, tmp_path, [*SERVER, *extra])
     conf = tmp_path / "t.conf"
-    conf.write_text(_as_config([*SERVER, *extra]))
+    conf.write_text(as_config([*SERVER, *extra]))
     assert load_config(conf).auth_token_renewal == 120
 
 
@@ -130,9 +108,9 @@ def test_auth_gen_token_secret_without_auth_gen_token_is_not_even_read_like_open
         lab: NetnsLab, tmp_path: Path) -> None:
     write_pki(tmp_path)
     extra = ["--auth-gen-token-secret", str(tmp_path / "no-such-secret.key")]
-    assert "Initialization Sequence Completed" in _openvpn(lab, tmp_path, [*SERVER, *extra])
+    assert "Initialization Sequence Completed" in openvpn_output(lab, tmp_path, [*SERVER, *extra])
     conf = tmp_path / "t.conf"
-    conf.write_text(_as_config([*SERVER, *extra]))
+    conf.write_text(as_config([*SERVER, *extra]))
     o = load_config(conf)
     assert o.auth_gen_token_secret is None
     assert any("does nothing without 'auth-gen-token'" in w.message for w in o.warnings)

@@ -22,8 +22,15 @@ import pytest
 
 from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.serverkit import SERVER_VPN_IP, client_lines, issue_client, ping, server_lines
-from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
+from tests.interop.serverkit import (
+    SERVER_VPN_IP,
+    client_lines,
+    issue_client,
+    ping,
+    server_lines,
+    start_side_server,
+)
+from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -68,13 +75,7 @@ def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Side]]
             lab.veth(srv, b, f"198.18.2{i}.1/24", f"198.18.2{i}.2/24")
             lines = server_lines(link_ip="0.0.0.0", extra=[
                 "server-ipv6 2001:2:0:8::/64", "client-to-client", "block-ipv6"])
-            server: TrivpnProcess | OpenVpnProcess
-            if who == "theirs":
-                server = start_openvpn(srv, workdir, "server-theirs", lines)
-                assert server.wait_for("Initialization Sequence Completed", 20), server.text()
-            else:
-                server = start_trivpn(srv, workdir, "server-ours", lines)
-                assert server.wait_event("link_open", timeout=10), server.text()
+            server = start_side_server(srv, workdir, who, lines)
             clients = []
             for ns, cert, net in ((a, "client", f"198.18.1{i}"), (b, "c2", f"198.18.2{i}")):
                 client = start_openvpn(ns, workdir, f"{cert}-{who}", client_lines(

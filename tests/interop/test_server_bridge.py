@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, ping
+from tests.interop.serverkit import client_lines, ping, tap_name
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import Netns, NetnsLab
 
@@ -34,14 +34,6 @@ def _pushed(client: OpenVpnProcess) -> list[str]:
             if o.split()[0] in ("ifconfig", "route-gateway", "route", "topology")]
 
 
-def _tap_name(ns: Netns) -> str:
-    for line in ns.run(["ip", "-o", "link", "show"]).stdout.splitlines():
-        name = line.split(":")[1].strip()
-        if name.startswith("tap"):
-            return name
-    raise AssertionError(f"no tap device in {ns.name}")
-
-
 def _client(lab: NetnsLab, srv: Netns, net: int, tmp_path: Path, name: str
             ) -> tuple[Netns, OpenVpnProcess]:
     cli = lab.add("cli")
@@ -60,7 +52,7 @@ def test_server_bridge_gives_pool_addresses_and_the_bridge_gateway_as_openvpn_do
     assert ours.wait_event("link_open", timeout=10), ours.text()
     assert theirs.wait_for("Initialization Sequence Completed", 15), theirs.text()[-3000:]
     # the operator's bridge: GW on br0, the server's tap in it, no address on the tap itself
-    tap = _tap_name(ours_ns)
+    tap = tap_name(ours_ns)
     assert "inet " not in ours_ns.run(["ip", "-o", "addr", "show", "dev", tap]).stdout
     ours_ns.ip("link", "add", "br0", "type", "bridge")
     ours_ns.add_address("br0", f"{GW}/24")

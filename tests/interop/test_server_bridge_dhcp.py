@@ -24,8 +24,8 @@ import pytest
 
 from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, ping
-from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
+from tests.interop.serverkit import client_lines, ping, start_side_server, tap_name
+from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -60,14 +60,6 @@ def _require_busybox() -> None:
         pytest.fail("busybox (udhcpd, udhcpc) is needed: scripts/test installs it")
 
 
-def _tap_name(ns: Netns) -> str:
-    for line in ns.run(["ip", "-o", "link", "show"]).stdout.splitlines():
-        name = line.split(":")[1].strip()
-        if name.startswith("tap"):
-            return name
-    raise AssertionError(f"no tap device in {ns.name}")
-
-
 def _server_lines(bridge: str) -> list[str]:
     return ["dev tap", "proto udp", "local 0.0.0.0", "port 1194", "ca ca.crt",
             "cert server.crt", "key server.key", "dh none", bridge, "keepalive 2 20",
@@ -85,14 +77,8 @@ def _start(netns_lab: NetnsLab, workdir: Path, who: str, i: int, bridge: str) ->
     srv, cli = netns_lab.add(f"srv{who[0]}"), netns_lab.add(f"cli{who[0]}")
     netns_lab.veth(srv, cli, f"198.18.5{i}.1/24", f"198.18.5{i}.2/24")
     lines = _server_lines(bridge)
-    server: TrivpnProcess | OpenVpnProcess
-    if who == "theirs":
-        server = start_openvpn(srv, workdir, f"server-{who}", lines)
-        assert server.wait_for("Initialization Sequence Completed", 20), server.text()
-    else:
-        server = start_trivpn(srv, workdir, f"server-{who}", lines)
-        assert server.wait_event("link_open", timeout=10), server.text()
-    tap = _tap_name(srv)
+    server = start_side_server(srv, workdir, who, lines)
+    tap = tap_name(srv)
     assert "inet " not in srv.run(["ip", "-o", "addr", "show", "dev", tap]).stdout
     # the operator's bridge: its address on br0, the server's tap in it, a DHCP server on it
     srv.ip("link", "add", "br0", "type", "bridge")
@@ -129,7 +115,7 @@ def _dhcp(side: Side, workdir: Path, who: str) -> list[str]:
     script = workdir / f"udhcpc-{who}.sh"
     script.write_text(UDHCPC_SCRIPT.format(dir=workdir, who=who))
     script.chmod(0o755)
-    tap = _tap_name(side.cli)
+    tap = tap_name(side.cli)
     flags = side.cli.run(["ip", "-o", "link", "show", "dev", tap]).stdout.split("<")[1]
     assert "UP" not in flags.split(">")[0].split(","), flags  # openvpn left it down
     side.cli.ip("link", "set", tap, "up")
@@ -167,7 +153,7 @@ def test_server_bridge_client_takes_its_address_by_dhcp_through_the_tunnel(
             and time.monotonic() < deadline:
         time.sleep(0.1)
     assert f"Extracted DHCP router address: {router}" in side.client.text()
-    side.cli.add_address(_tap_name(side.cli), f"{address}/24")
+    side.cli.add_address(tap_name(side.cli), f"{address}/24")
     assert ping(side.cli, router), side.server.text()[-3000:]
 
 

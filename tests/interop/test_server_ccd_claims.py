@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import start_openvpn, write_pki
+from tests.interop.openvpn import as_config, openvpn_output, start_openvpn, write_pki
 from tests.interop.serverkit import client_lines, server_lines
 from tests.interop.trivpnproc import start_trivpn
 from tests.netns import NetnsLab
@@ -30,26 +30,9 @@ CLIENT = ["--client", "--dev", "tun", "--proto", "udp", "--remote", "198.18.0.9"
           "--nobind", "--ca", "ca.crt", "--cert", "client.crt", "--key", "client.key"]
 
 
-def _openvpn(lab: NetnsLab, workdir: Path, args: list[str]) -> str:
-    ns = lab.add("ovpn")
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(workdir), *args], check=False,
-                  timeout=10)
-    return done.stdout + done.stderr
-
-
-def _as_config(args: list[str]) -> str:
-    lines: list[str] = []
-    for arg in args:
-        if arg.startswith("--"):
-            lines.append(arg[2:])
-        else:
-            lines[-1] += f" {arg}"
-    return "\n".join(lines) + "\n"
-
-
 def _trivpn_refusal(workdir: Path, args: list[str]) -> str:
     conf = workdir / "t.conf"
-    conf.write_text(_as_config(args))
+    conf.write_text(as_config(args))
     with pytest.raises(ConfigError) as info:
         load_config(conf, read_files=False)
     return str(info.value)
@@ -63,7 +46,7 @@ def _trivpn_refusal(workdir: Path, args: list[str]) -> str:
 def test_per_client_directives_are_refused_in_a_main_config_by_both(
         lab: NetnsLab, tmp_path: Path, line: list[str]) -> None:
     write_pki(tmp_path)
-    out = _openvpn(lab, tmp_path, [*SERVER, *line])
+    out = openvpn_output(lab, tmp_path, [*SERVER, *line])
     assert f"option '{line[0][2:]}' cannot be used in this context" in out, out[-3000:]
     assert "can only be used in a client-config-dir file" in _trivpn_refusal(
         tmp_path, [*SERVER, *line])
@@ -85,7 +68,7 @@ def test_per_client_directives_are_refused_in_a_main_config_by_both(
 def test_main_config_refusals_match_openvpn(lab: NetnsLab, tmp_path: Path, args: list[str],
                                             theirs: str, ours: str) -> None:
     write_pki(tmp_path)
-    out = _openvpn(lab, tmp_path, args)
+    out = openvpn_output(lab, tmp_path, args)
     assert f"Options error: {theirs}" in out, out[-3000:]
     assert ours in _trivpn_refusal(tmp_path, args)
 
@@ -201,7 +184,7 @@ def test_a_bad_line_in_a_ccd_file_openvpn_skips_and_trivpn_refuses_the_client(
 def test_a_missing_client_config_dir_stops_the_server_on_both(
         lab: NetnsLab, tmp_path: Path) -> None:
     write_pki(tmp_path)
-    out = _openvpn(lab, tmp_path, [*SERVER, "--client-config-dir", "missing"])
+    out = openvpn_output(lab, tmp_path, [*SERVER, "--client-config-dir", "missing"])
     assert "--client-config-dir fails with 'missing'" in out, out[-3000:]
     assert "Initialization Sequence Completed" not in out
     conf = tmp_path / "server.conf"

@@ -18,18 +18,18 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_netns, require_openvpn
+from tests.interop.clientkit import wait_until
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, ping, server_lines
+from tests.interop.serverkit import client_lines, ping, server_lines, start_side_server
 from tests.interop.test_server_scripts_vs_openvpn import VARIES, _records, _same_lab
-from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
+from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 from trivpn.netlab import in_lab_space
 
@@ -72,15 +72,6 @@ class Lab:
         return _records(self.workdir, who, hook)
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _add6(ns: Netns, ifname: str, cidr: str) -> None:
     assert in_lab_space(cidr), cidr
     ns.ip("addr", "add", cidr, "dev", ifname, "nodad")
@@ -118,13 +109,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 f"auth-user-pass-verify {auth} via-env", "auth-gen-token",
                 *(f"{hook} {dump}" for hook in ("client-connect", "learn-address",
                                                  "client-disconnect"))])
-            server: TrivpnProcess | OpenVpnProcess
-            if who == "theirs":
-                server = start_openvpn(ns["srv"], workdir, "server-theirs", lines)
-                assert server.wait_for("Initialization Sequence Completed", 20), server.text()
-            else:
-                server = start_trivpn(ns["srv"], workdir, "server-ours", lines)
-                assert server.wait_event("link_open", timeout=10), server.text()
+            server = start_side_server(ns["srv"], workdir, who, lines)
             client = start_openvpn(ns["site"], workdir, f"client-{who}", client_lines(
                 server_ip=f"198.18.{i}.1", extra=[
                     f"auth-user-pass {creds.name}", "auth-retry none", "explicit-exit-notify 1"]))
@@ -190,7 +175,7 @@ def test_client_disconnect_env_has_the_username_and_the_pushed_ipv6_like_openvpn
     for who in SIDES:
         os.kill(lab.sides[who].client.pid, signal.SIGTERM)
     for who in SIDES:
-        assert _wait(lambda: bool(lab.records(who, "client-disconnect"))), who  # noqa: B023
+        assert wait_until(lambda: bool(lab.records(who, "client-disconnect"))), who  # noqa: B023
     (_, theirs), = lab.records("theirs", "client-disconnect")
     (_, ours), = lab.records("ours", "client-disconnect")
     assert theirs["username"] == "alice"

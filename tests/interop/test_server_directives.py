@@ -8,22 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.interop.clientkit import wait_until
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
 from tests.netns import Netns, NetnsLab
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
-
-
-def _wait(predicate: object, timeout: float = 15.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _server_and_clients(lab: NetnsLab, tmp_path: Path, extra: list[str], clients: int
@@ -56,7 +47,7 @@ def test_duplicate_cn_lets_two_clients_with_one_certificate_stay_connected(
     for proc in procs:
         assert proc.wait_for("Initialization Sequence Completed", timeout=20), \
             server.text()[-3000:]
-    assert _wait(lambda: len(_connected(server)) == 2), server.text()[-3000:]
+    assert wait_until(lambda: len(_connected(server)) == 2), server.text()[-3000:]
     connected = _connected(server)
     assert {e["cn"] for e in connected} == {"client1"}
     assert len({e["vpn_ip"] for e in connected}) == 2  # each its own address
@@ -74,7 +65,7 @@ def test_server_drops_a_client_when_its_session_timer_runs_out(
     assert client.wait_for("Initialization Sequence Completed", timeout=20), \
         server.text()[-3000:]
     connected_at = time.monotonic()
-    assert _wait(lambda: bool(_disconnects(server)), timeout=10), server.text()[-3000:]
+    assert wait_until(lambda: bool(_disconnects(server)), timeout=10), server.text()[-3000:]
     gone = _disconnects(server)[0]
     assert gone["reason"] == reason and gone["cn"] == "client1", gone
     assert server.wait_event(reason, 1) is not None

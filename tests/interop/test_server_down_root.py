@@ -15,11 +15,11 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.interop.clientkit import wait_until
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import server_lines
 from tests.interop.trivpnproc import start_trivpn
@@ -28,16 +28,6 @@ from tests.netns import NetnsLab
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
 
 PLUGIN = "/usr/lib/x86_64-linux-gnu/openvpn/plugins/openvpn-plugin-down-root.so"
-
-
-def _wait(predicate: object, timeout: float = 15.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.directive("plugin", "user", "group", "up", "down")
@@ -73,7 +63,7 @@ def test_down_root_runs_its_command_as_root_at_server_exit_like_openvpn(
                 assert ours.wait_event("privileges_dropped", 15), ours.text()
                 pid = ours.pid
             os.kill(pid, signal.SIGTERM)
-            assert _wait(lambda: len(out.read_text().splitlines()) == 3), \
+            assert wait_until(lambda: len(out.read_text().splitlines()) == 3), \
                 (who, out.read_text())  # noqa: B023
         theirs = (shared / "theirs.out").read_text().splitlines()
         ours_lines = (shared / "ours.out").read_text().splitlines()

@@ -22,9 +22,9 @@ import pytest
 
 from tests.conftest import require_netns, require_openvpn
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.serverkit import client_lines, issue_client, ping, transfer
+from tests.interop.serverkit import client_lines, issue_client, ping, start_side_server, transfer
 from tests.interop.test_server_scripts_vs_openvpn import VARIES, _records
-from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
+from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -76,13 +76,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             netns_lab.veth(srv, a, f"198.18.1{i}.1/24", f"198.18.1{i}.2/24")
             netns_lab.veth(srv, b, f"198.18.2{i}.1/24", f"198.18.2{i}.2/24")
             lines = server_config("0.0.0.0", dump)
-            server: TrivpnProcess | OpenVpnProcess
-            if who == "theirs":
-                server = start_openvpn(srv, workdir, "server-theirs", lines)
-                assert server.wait_for("Initialization Sequence Completed", 20), server.text()
-            else:
-                server = start_trivpn(srv, workdir, "server-ours", lines)
-                assert server.wait_event("link_open", timeout=10), server.text()
+            server = start_side_server(srv, workdir, who, lines)
             clients = []
             # one after the other: a gets the pool's first address, b the second
             for ns, cert, net in ((a, "client", f"198.18.1{i}"), (b, "c2", f"198.18.2{i}")):

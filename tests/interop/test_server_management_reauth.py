@@ -24,9 +24,15 @@ from pathlib import Path
 import pytest
 
 from tests.interop.openvpn import OpenVpnProcess, start_openvpn, write_pki
-from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
+from tests.interop.serverkit import (
+    SERVER_VPN_IP,
+    client_lines,
+    ping,
+    server_lines,
+    start_side_server,
+)
 from tests.interop.test_server_auth import _creds, _Management
-from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
+from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import Netns, NetnsLab
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
@@ -57,13 +63,7 @@ def _start(lab: NetnsLab, tmp_path: Path, who: str, i: int, reneg: int = 2) -> S
     lines = server_lines(link_ip=f"198.18.6{i}.1", extra=[
         "management 127.0.0.1 7505", "management-client-auth", "hand-window 5",
         "server-ipv6 2001:2:0:8::/64", "client-config-dir ccd"])
-    server: TrivpnProcess | OpenVpnProcess
-    if who == "theirs":
-        server = start_openvpn(srv, tmp_path, f"server-{who}", lines)
-        assert server.wait_for("Initialization Sequence Completed", 15), server.text()
-    else:
-        server = start_trivpn(srv, tmp_path, f"server-{who}", lines)
-        assert server.wait_event("link_open", timeout=10), server.text()
+    server = start_side_server(srv, tmp_path, who, lines)
     mgmt = _Management(srv, 7505)
     assert mgmt.line().startswith(">INFO:")
     client = start_openvpn(cli, tmp_path, f"client-{who}", client_lines(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.interop.clientkit import wait_until
 from tests.interop.openvpn import start_openvpn, write_pki
 from tests.interop.serverkit import SERVER_VPN_IP, client_lines, issue_client, ping, server_lines
 from tests.interop.trivpnproc import TrivpnProcess, start_trivpn
@@ -20,16 +20,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")
 SERVER_IP = "198.18.0.1"
 
 
-
-
-def _wait(predicate: object, timeout: float = 15.0) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def _disconnects(server: TrivpnProcess) -> list[dict[str, object]]:
@@ -56,7 +46,7 @@ def test_client_floats_to_a_new_address_then_restarts_in_place(lab: NetnsLab, tm
 
     # SIGUSR1: same address and port, new session id -> the old peer is replaced.
     os.kill(client.pid, signal.SIGUSR1)
-    assert _wait(lambda: server.count("peer_connected") == 2), server.text()[-3000:]
+    assert wait_until(lambda: server.count("peer_connected") == 2), server.text()[-3000:]
     assert [e["reason"] for e in _disconnects(server)] == ["client_restarted"]
     assert ping(cli, SERVER_VPN_IP), server.text()[-3000:]
 
@@ -85,8 +75,9 @@ def test_duplicate_cn_max_clients_restart_notice_and_pool_persist_at_exit(
                 server.text()[-3000:]
     # The second "client1" replaced the first (no duplicate-cn); the fourth exceeds max-clients.
     assert [e["reason"] for e in _disconnects(server)] == ["duplicate_cn"]
-    assert _wait(lambda: any(e.get("event") == "packet_dropped" and e["reason"] == "max_clients"
-                             for e in server.events())), server.text()[-3000:]
+    assert wait_until(lambda: any(
+        e.get("event") == "packet_dropped" and e["reason"] == "max_clients"
+        for e in server.events())), server.text()[-3000:]
     assert not procs[3].wait_for("Initialization Sequence Completed", timeout=1)
     assert ping(clients[1], SERVER_VPN_IP) and ping(clients[2], SERVER_VPN_IP)
 

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.interop.clientkit import wait_until
 from tests.interop.openvpn import start_openvpn, write_pki
-from tests.interop.serverkit import SERVER_VPN_IP, client_lines, ping, server_lines
-from tests.interop.trivpnproc import start_trivpn
+from tests.interop.serverkit import (
+    SERVER_VPN_IP,
+    client_lines,
+    ping,
+    server_lines,
+    start_side_server,
+)
+from tests.interop.trivpnproc import TrivpnProcess
 from tests.netns import NetnsLab
 
 pytestmark = pytest.mark.integration
@@ -63,15 +68,6 @@ def _same_lab(value: str) -> str:
     return value.replace("198.18.1.", "198.18.0.")
 
 
-def _wait(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.directive("client-connect", "client-disconnect", "learn-address", "tls-verify",
                        "up", "down", "route-up", "setenv", "server-ipv6")
 @pytest.mark.parametrize("extra", [[], ["server-ipv6 2001:2:0:8::/64"]], ids=["ipv4", "dual"])
@@ -87,22 +83,15 @@ def test_server_scripts_get_the_same_arguments_and_environment_as_from_openvpn(
         config = server_lines(link_ip=f"198.18.{i}.1", extra=[
             "script-security 2", "setenv FOO bar", *extra,
             *(f"{hook} {dump}" for hook in HOOKS)])
-        if who == "theirs":
-            server = start_openvpn(srv, tmp_path, "server-theirs", config)
-            assert server.wait_for("Initialization Sequence Completed", 15), server.text()
-            server_pid = server.pid
-        else:
-            ours = start_trivpn(srv, tmp_path, "server-ours", config)
-            assert ours.wait_event("link_open", timeout=10), ours.text()
-            server_pid = ours.pid
+        server = start_side_server(srv, tmp_path, who, config)
         client = start_openvpn(cli, tmp_path, f"client-{who}", client_lines(
             server_ip=f"198.18.{i}.1", extra=["explicit-exit-notify 1"]))
         assert client.wait_for("Initialization Sequence Completed", 20), client.text()[-3000:]
         assert ping(cli, SERVER_VPN_IP)
         os.kill(client.pid, signal.SIGTERM)
-        assert _wait(lambda: bool(_records(tmp_path, who, "client-disconnect"))), who  # noqa: B023
-        os.kill(server_pid, signal.SIGTERM)
-        assert _wait(lambda: bool(_records(tmp_path, who, "down"))), who  # noqa: B023
+        assert wait_until(lambda: bool(_records(tmp_path, who, "client-disconnect"))), who  # noqa: B023
+        os.kill(server.pid, signal.SIGTERM)
+        assert wait_until(lambda: bool(_records(tmp_path, who, "down"))), who  # noqa: B023
 
     for hook in HOOKS:
         theirs, ours_runs = _records(tmp_path, "theirs", hook), _records(tmp_path, "ours", hook)
@@ -146,17 +135,12 @@ def test_a_client_refused_by_client_connect_after_its_ccd_file_gets_client_disco
         config = server_lines(link_ip=f"198.18.{i}.1", extra=[
             "script-security 2", "client-config-dir ccd", f"client-connect {script}",
             f"client-disconnect {script}"])
-        if who == "theirs":
-            server = start_openvpn(srv, tmp_path, "server-theirs", config)
-            assert server.wait_for("Initialization Sequence Completed", 15), server.text()
-        else:
-            ours = start_trivpn(srv, tmp_path, "server-ours", config)
-            assert ours.wait_event("link_open", timeout=10), ours.text()
+        start_side_server(srv, tmp_path, who, config)
         client = start_openvpn(cli, tmp_path, f"client-{who}", client_lines(
             server_ip=f"198.18.{i}.1", extra=["auth-retry none"]))
         assert client.wait_for("AUTH_FAILED", 20), client.text()[-3000:]
         ran = tmp_path / f"{who}.ran"
-        assert _wait(lambda: ran.exists() and len(ran.read_text().splitlines()) == 2), who  # noqa: B023
+        assert wait_until(lambda: ran.exists() and len(ran.read_text().splitlines()) == 2), who  # noqa: B023
         assert ran.read_text() == "client-connect client1\nclient-disconnect client1\n", who
 
 
@@ -172,15 +156,11 @@ def test_below_script_security_2_client_connect_refuses_every_client_like_openvp
         srv, cli = lab.add(f"s{who[0]}"), lab.add(f"c{who[0]}")
         lab.veth(srv, cli, f"198.18.{i}.1/24", f"198.18.{i}.2/24")
         config = server_lines(link_ip=f"198.18.{i}.1", extra=[f"client-connect {script}"])
-        if who == "theirs":
-            server = start_openvpn(srv, tmp_path, "server-theirs", config)
-            assert server.wait_for("Initialization Sequence Completed", 15), server.text()
-        else:
-            ours = start_trivpn(srv, tmp_path, "server-ours", config)
-            assert ours.wait_event("link_open", timeout=10), ours.text()
+        server = start_side_server(srv, tmp_path, who, config)
         client = start_openvpn(cli, tmp_path, f"client-{who}", client_lines(
             server_ip=f"198.18.{i}.1", extra=["auth-retry none"]))
         assert client.wait_for("AUTH_FAILED", 20), (who, client.text()[-3000:])
     assert not marker.exists()
-    refused = ours.wait_event("script_refused", 1)
+    assert isinstance(server, TrivpnProcess)  # the last side, ours
+    refused = server.wait_event("script_refused", 1)
     assert refused is not None and "--script-security 2" in refused["detail"]

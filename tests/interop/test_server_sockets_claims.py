@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.interop.openvpn import write_pki
-from tests.netns import NetnsLab
+from tests.interop.openvpn import as_config, openvpn_output
+from tests.netns import Netns, NetnsLab
 from trivpn.config import ConfigError, load_config
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("openvpn_binary")]
@@ -22,34 +22,13 @@ SERVER = ["--server", "198.18.8.0", "255.255.255.0", "--topology", "subnet", "--
           "--dh", "none", "--verb", "4"]
 
 
-def _openvpn(lab: NetnsLab, workdir: Path, args: list[str],
-             addresses: tuple[str, ...] = ()) -> str:
-    """Run openvpn for at most 2 s in a namespace of its own (with ``addresses`` on a veth
-    to another one); its output."""
+def _veth_ns(lab: NetnsLab, addresses: tuple[str, ...]) -> Netns:
+    """A namespace with ``addresses`` on a veth to another one."""
     ns = lab.add("ovpn")
-    if addresses:
-        veth = lab.veth(ns, lab.add("peer"), addresses[0], "198.18.31.254/24")
-        for cidr in addresses[1:]:
-            ns.add_address(veth.a_ifname, cidr)
-    done = ns.run(["timeout", "2", "openvpn", "--cd", str(workdir), *args], check=False,
-                  timeout=10)
-    return done.stdout + done.stderr
-
-
-def _as_config(args: list[str]) -> str:
-    lines: list[str] = []
-    for arg in args:
-        if arg.startswith("--"):
-            lines.append(arg[2:])
-        else:
-            lines[-1] += f" {arg}"
-    return "\n".join(lines) + "\n"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    write_pki(tmp_path)
-    return tmp_path
+    veth = lab.veth(ns, lab.add("peer"), addresses[0], "198.18.31.254/24")
+    for cidr in addresses[1:]:
+        ns.add_address(veth.a_ifname, cidr)
+    return ns
 
 
 @pytest.mark.directive("port-share")
@@ -60,10 +39,10 @@ def workdir(tmp_path: Path) -> Path:
 ], ids=["udp-server", "client"])
 def test_port_share_outside_a_tcp_server_is_refused_as_openvpn_refuses_it(
         lab: NetnsLab, workdir: Path, base: list[str], theirs: str) -> None:
-    out = _openvpn(lab, workdir, [*base, "--port-share", "198.18.0.1", "8443"])
+    out = openvpn_output(lab, workdir, [*base, "--port-share", "198.18.0.1", "8443"])
     assert f"Options error: {theirs}" in out, out[-3000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config(base) + "port-share 198.18.0.1 8443\n")
+    conf.write_text(as_config(base) + "port-share 198.18.0.1 8443\n")
     with pytest.raises(ConfigError) as info:
         load_config(conf)
     assert theirs in str(info.value)
@@ -75,25 +54,26 @@ def test_several_local_lines_bind_the_last_one_as_openvpn_2_6_does(
     # OpenVPN 2.6 has one listening socket: a later 'local' replaces the earlier one (2.7
     # opens one socket per 'local'); trivpn 2.6-compatible behaviour is the same.
     args = [*SERVER, "--local", "198.18.31.1", "--local", "198.18.31.2"]
-    out = _openvpn(lab, workdir, args, ("198.18.31.1/24", "198.18.31.2/24"))
+    out = openvpn_output(lab, workdir, args,
+                         ns=_veth_ns(lab, ("198.18.31.1/24", "198.18.31.2/24")))
     assert "UDPv4 link local (bound): [AF_INET]198.18.31.2:1194" in out, out[-3000:]
     assert "198.18.31.1:1194" not in out
     conf = workdir / "t.conf"
-    conf.write_text(_as_config(args))
+    conf.write_text(as_config(args))
     assert load_config(conf).local == "198.18.31.2"
 
 
 @pytest.mark.directive("multihome")
 def test_multihome_takes_no_argument_in_openvpn_and_trivpn(
         lab: NetnsLab, workdir: Path) -> None:
-    out = _openvpn(lab, workdir, [*SERVER, "--multihome", "same-interface"])
+    out = openvpn_output(lab, workdir, [*SERVER, "--multihome", "same-interface"])
     assert "Options error: Unrecognized option or missing or extra parameter(s) in " \
            "[CMD-LINE]:1: multihome" in out, out[-3000:]
     conf = workdir / "t.conf"
-    conf.write_text(_as_config(SERVER) + "multihome same-interface\n")
+    conf.write_text(as_config(SERVER) + "multihome same-interface\n")
     with pytest.raises(ConfigError):
         load_config(conf)
-    conf.write_text(_as_config(SERVER) + "multihome\n")
+    conf.write_text(as_config(SERVER) + "multihome\n")
     assert load_config(conf).multihome
 
 
@@ -101,6 +81,20 @@ BRIDGE_SERVER = ["--mode", "server", "--tls-server", "--dev", "tap", "--proto", 
                  "--ca", "ca.crt", "--cert", "server.crt", "--key", "server.key", "--dh", "none",
                  "--verb", "4"]
 BRIDGE = ["--server-bridge", "198.18.40.1", "255.255.255.0", "198.18.40.100", "198.18.40.150"]
+
+
+def _both_refuse_the_bridge_server(lab: NetnsLab, workdir: Path, args: list[str],
+                                   theirs: str) -> None:
+    """openvpn refuses ``args`` with ``theirs``, and trivpn refuses the same options (less
+    'mode server' and 'tls-server') in the same words."""
+    out = openvpn_output(lab, workdir, args)
+    assert f"Options error: {theirs}" in out, out[-3000:]
+    conf = workdir / "t.conf"
+    conf.write_text(as_config([a for a in args if a not in ("--mode", "server",
+                                                             "--tls-server")]))
+    with pytest.raises(ConfigError) as info:
+        load_config(conf)
+    assert theirs in str(info.value)
 
 
 @pytest.mark.directive("server-bridge")
@@ -112,14 +106,7 @@ BRIDGE = ["--server-bridge", "198.18.40.1", "255.255.255.0", "198.18.40.100", "1
 def test_server_bridge_refusals_match_openvpn(lab: NetnsLab, workdir: Path,
                                               change: list[str], theirs: str) -> None:
     args = [*BRIDGE_SERVER, *BRIDGE, *change]
-    out = _openvpn(lab, workdir, args)
-    assert f"Options error: {theirs}" in out, out[-3000:]
-    conf = workdir / "t.conf"
-    conf.write_text(_as_config([a for a in args if a not in ("--mode", "server",
-                                                             "--tls-server")]))
-    with pytest.raises(ConfigError) as info:
-        load_config(conf)
-    assert theirs in str(info.value)
+    _both_refuse_the_bridge_server(lab, workdir, args, theirs)
 
 
 @pytest.mark.directive("server-bridge", "ifconfig-pool")
@@ -131,11 +118,4 @@ def test_server_bridge_dhcp_form_refuses_ifconfig_pool_as_openvpn(
               "--ifconfig-pool explicitly")
     args = [*BRIDGE_SERVER, *bridge, "--ifconfig-pool", "198.18.40.100", "198.18.40.150",
             "255.255.255.0"]
-    out = _openvpn(lab, workdir, args)
-    assert f"Options error: {theirs}" in out, out[-3000:]
-    conf = workdir / "t.conf"
-    conf.write_text(_as_config([a for a in args if a not in ("--mode", "server",
-                                                             "--tls-server")]))
-    with pytest.raises(ConfigError) as info:
-        load_config(conf)
-    assert theirs in str(info.value)
+    _both_refuse_the_bridge_server(lab, workdir, args, theirs)

@@ -12,10 +12,9 @@ from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from trivpn.config import ConfigError, FileSource, Options
-from trivpn.diagnostics.certfacts import fingerprint, signed_by
+from trivpn.diagnostics.certfacts import fingerprint, signed_by, usage
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, ok, problem, skip
 from trivpn.pki.certs import check_key_matches, load_certificates
 from trivpn.pki.errors import PkiError
@@ -406,27 +405,6 @@ async def check_key_match(ctx: DoctorContext) -> CheckResult:
 
 # --- pki.eku ----------------------------------------------------------------------------------
 
-_EKU_NAMES = {ExtendedKeyUsageOID.SERVER_AUTH: "serverAuth",
-              ExtendedKeyUsageOID.CLIENT_AUTH: "clientAuth"}
-
-
-def usage_of(cert: x509.Certificate) -> tuple[list[str] | None, list[str] | None]:
-    """(EKU names or None when absent, KeyUsage bits set or None when absent)."""
-    try:
-        eku_ext = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        eku: list[str] | None = [_EKU_NAMES.get(o, o.dotted_string) for o in eku_ext]
-    except x509.ExtensionNotFound:
-        eku = None
-    try:
-        ku_ext = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-        bits = ["digital_signature", "content_commitment", "key_encipherment",
-                "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign"]
-        ku: list[str] | None = [b for b in bits if getattr(ku_ext, b)]
-    except x509.ExtensionNotFound:
-        ku = None
-    return eku, ku
-
-
 def _eku_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     cid = "pki.eku"
     if not m.chain or m.cert_src is None:
@@ -435,7 +413,7 @@ def _eku_body(ctx: DoctorContext, o: Options, m: Material) -> CheckResult:
     role = o.tls_role  # the TLS role decides the purpose (a p2p tls-server needs serverAuth)
     needed = "serverAuth" if role == "server" else "clientAuth"
     peer_check = "remote-cert-tls server" if role == "server" else "remote-cert-tls client"
-    eku, ku = usage_of(leaf)
+    eku, ku = usage(leaf)
     cert_at = f"{m.cert_src.config_path}:{m.cert_src.line}"
     evidence: dict[str, Any] = {"subject": _name(leaf), "role": role, "needed_eku": needed,
                                 "eku": eku if eku is not None else "(none)",

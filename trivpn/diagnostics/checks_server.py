@@ -360,51 +360,66 @@ def _nft_hook_hits(ruleset: Mapping[str, Any], hook: str, families: tuple[str, .
     return hits, found
 
 
-def iptables_input_hits(save_text: str, proto: ServerProto, port: int) -> list[RuleHit]:
-    """The same for ``iptables-save`` output (filter table, INPUT chain only)."""
-    hits: list[RuleHit] = []
-    table = ""
-    policy = "ACCEPT"
-    accepted = False
+def _iptables_chain_hits(save_text: str, chain: str,
+                         judge: Callable[[list[str]], tuple[bool, bool]],
+                         policy_note: str) -> list[RuleHit]:
+    """The DROP/REJECT rules of ``chain`` in the filter table of ``iptables-save`` output that
+    ``judge`` (a rule's words → applies, conditional) says apply, in order, up to the first
+    unconditional verdict; the chain's DROP policy when no unconditional ACCEPT comes first."""
+    table, policy = "", "ACCEPT"
+    rules: list[str] = []
     for raw in save_text.splitlines():
         line = raw.strip()
         if line.startswith("*"):
             table = line[1:]
+        elif table != "filter":
             continue
-        if table != "filter":
-            continue
-        if line.startswith(":INPUT "):
+        elif line.startswith(f":{chain} "):
             policy = line.split()[1]
-            continue
-        if not line.startswith("-A INPUT ") or accepted:
-            continue
+        elif line.startswith(f"-A {chain} "):
+            rules.append(line)
+    hits: list[RuleHit] = []
+    for line in rules:
         words = line.split()
+        applies, conditional = judge(words)
+        if not applies:
+            continue
+        verdict = _word_after(words, "-j")[0] or ""
+        if verdict in ("DROP", "REJECT"):
+            hits.append(RuleHit("iptables", f"filter {chain}", line, verdict.lower(),
+                                conditional))
+            if not conditional:
+                return hits
+        elif verdict == "ACCEPT" and not conditional:
+            return hits
+    if policy == "DROP":
+        hits.append(RuleHit("iptables", f"filter {chain}",
+                            f":{chain} DROP (policy, {policy_note})", "drop", False))
+    return hits
+
+
+def iptables_input_hits(save_text: str, proto: ServerProto, port: int) -> list[RuleHit]:
+    """The same for ``iptables-save`` output (filter table, INPUT chain only)."""
+
+    def judge(words: list[str]) -> tuple[bool, bool]:
         opts = dict(zip(words, [*words[1:], ""], strict=True))
-        target = opts.get("-j", "")
         p = opts.get("-p")
         if p is not None and p != proto:
-            continue
+            return False, False
         ports = opts.get("--dport") or opts.get("--dports")
         if ports is not None:
             ranges = [x.split(":") for x in ports.split(",")]
             if not any(int(r[0]) <= port <= int(r[-1]) for r in ranges if r[0].isdigit()):
-                continue
+                return False, False
         conditional = any(w in opts for w in ("-s", "-d", "-i", "--sport", "--src-range",
                                               "--match-set", "--mark"))
         if {"--state", "--ctstate"} & opts.keys():
             states = (opts.get("--state") or opts.get("--ctstate") or "").split(",")
             if "NEW" not in states:
-                continue
-        if target in ("DROP", "REJECT"):
-            hits.append(RuleHit("iptables", "filter INPUT", line, target.lower(), conditional))
-            if not conditional:
-                return hits
-        elif target == "ACCEPT" and not conditional:
-            accepted = True
-    if not accepted and policy == "DROP":
-        hits.append(RuleHit("iptables", "filter INPUT", ":INPUT DROP (policy, no ACCEPT for "
-                            "the port)", "drop", False))
-    return hits
+                return False, False
+        return True, conditional
+
+    return _iptables_chain_hits(save_text, "INPUT", judge, "no ACCEPT for the port")
 
 
 # --- server.firewall --------------------------------------------------------------------------
@@ -705,36 +720,8 @@ def _iptables_rule_applies(words: list[str], pkt: Packet) -> tuple[bool, bool]:
 def iptables_forward_hits(save_text: str, pkt: Packet) -> list[RuleHit]:
     """The same for ``iptables-save`` (legacy iptables; iptables-nft rules are read from
     nftables): the filter table's FORWARD chain, -s/-d/-i/-o and state matches."""
-    hits: list[RuleHit] = []
-    table, policy, accepted = "", "ACCEPT", False
-    for raw in save_text.splitlines():
-        line = raw.strip()
-        if line.startswith("*"):
-            table = line[1:]
-            continue
-        if table != "filter":
-            continue
-        if line.startswith(":FORWARD "):
-            policy = line.split()[1]
-            continue
-        if not line.startswith("-A FORWARD ") or accepted:
-            continue
-        words = line.split()
-        verdict = _word_after(words, "-j")[0] or ""
-        applies, conditional = _iptables_rule_applies(words, pkt)
-        if not applies:
-            continue
-        if verdict in ("DROP", "REJECT"):
-            hits.append(RuleHit("iptables", "filter FORWARD", line, verdict.lower(),
-                                conditional))
-            if not conditional:
-                return hits
-        elif verdict == "ACCEPT" and not conditional:
-            accepted = True
-    if not accepted and policy == "DROP":
-        hits.append(RuleHit("iptables", "filter FORWARD", ":FORWARD DROP (policy, no ACCEPT "
-                            "for this traffic)", "drop", False))
-    return hits
+    return _iptables_chain_hits(save_text, "FORWARD", lambda words: _iptables_rule_applies(
+        words, pkt), "no ACCEPT for this traffic")
 
 
 def _forward_fix(hit: RuleHit, tun: str, uplink: str, pool: str) -> str:

@@ -168,6 +168,10 @@ async def check_sockets(ctx: DoctorContext) -> CheckResult:
         return {"proto": s.proto, "address": s.address, "port": s.port,
                 "processes": owners.get(s.inode, [])}
 
+    def holders(held: list[BoundSocket]) -> str:
+        return ", ".join(f"pid {w['pid']} ({w['command']})"
+                         for s in held for w in owners.get(s.inode, [])) or "another process"
+
     on_port = [s for s in sockets if s.port == port]
     vpn = [s for s in on_port if any(_is_vpn_daemon(w) for w in owners.get(s.inode, []))]
     others = [s for s in on_port if s not in vpn]
@@ -178,8 +182,7 @@ async def check_sockets(ctx: DoctorContext) -> CheckResult:
     # on another address it is only a neighbour.
     clash = [s for s in others if any(_covers(v.address, s.address) for v in vpn)]
     if clash:
-        who = ", ".join(f"pid {w['pid']} ({w['command']})"
-                        for s in clash for w in owners.get(s.inode, [])) or "another process"
+        who = holders(clash)
         evidence["state"] = "conflict"
         return problem(
             cid, "fail", f"{proto} port {port} is shared by the VPN server and {who}",
@@ -208,8 +211,7 @@ async def check_sockets(ctx: DoctorContext) -> CheckResult:
     vpn_elsewhere = [s for s in sockets
                      if any(_is_vpn_daemon(w) for w in owners.get(s.inode, []))]
     if others:
-        who = ", ".join(f"pid {w['pid']} ({w['command']})"
-                        for s in others for w in owners.get(s.inode, [])) or "another process"
+        who = holders(others)
         evidence["state"] = "held_by_other"
         return problem(
             cid, "fail", f"{proto} port {port} is bound by {who}, not by the VPN server",

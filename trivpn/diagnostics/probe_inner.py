@@ -164,6 +164,22 @@ def _addr(b: bytes) -> str:
     return str(ipaddress.ip_address(b))
 
 
+def _icmp_error(src: str, dst: str, code: str, *, qproto: int, qdst: str,
+               head: bytes) -> Inner | None:
+    """An ICMP(v6) error (``code`` ``ttl_exceeded`` for time exceeded) quoting a probe of
+    ``qproto`` (ICMP for an echo, UDP) to ``qdst`` whose transport header starts ``head`` (8
+    bytes); None for another protocol."""
+    if qproto == ICMP:
+        qident, qseq = struct.unpack_from("!HH", head, 4)
+    elif qproto == UDP:
+        qident, qseq = struct.unpack_from("!HH", head, 0)
+    else:
+        return None
+    return Inner("time_exceeded" if code == "ttl_exceeded" else "unreachable", src, dst,
+                 code=code, quoted_proto=qproto, quoted_dst=qdst, quoted_ident=qident,
+                 quoted_seq=qseq)
+
+
 def _parse_inner6(packet: bytes) -> Inner | None:
     if len(packet) < 48:
         return None
@@ -182,20 +198,10 @@ def _parse_inner6(packet: bytes) -> Inner | None:
     quoted = body[8:]
     if len(quoted) < 48 or quoted[0] >> 4 != 6:
         return None
-    qnh, qdst, inner = quoted[6], _addr(quoted[24:40]), quoted[40:48]
-    if qnh == ICMP6:
-        qproto = ICMP  # an echo probe, whatever the family
-        qident, qseq = struct.unpack_from("!HH", inner, 4)
-    elif qnh == UDP:
-        qproto = UDP
-        qident, qseq = struct.unpack_from("!HH", inner, 0)
-    else:
-        return None
-    if kind == TIME_EXCEEDED6:
-        return Inner("time_exceeded", src, dst, code="ttl_exceeded", quoted_proto=qproto,
-                     quoted_dst=qdst, quoted_ident=qident, quoted_seq=qseq)
-    return Inner("unreachable", src, dst, code=UNREACH6_CODES.get(body[1], str(body[1])),
-                 quoted_proto=qproto, quoted_dst=qdst, quoted_ident=qident, quoted_seq=qseq)
+    qproto = {ICMP6: ICMP, UDP: UDP}.get(quoted[6], 0)  # an echo probe is ICMP in both families
+    code = "ttl_exceeded" if kind == TIME_EXCEEDED6 else UNREACH6_CODES.get(body[1], str(body[1]))
+    return _icmp_error(src, dst, code, qproto=qproto, qdst=_addr(quoted[24:40]),
+                       head=quoted[40:48])
 
 
 def parse_inner(packet: bytes) -> Inner | None:
@@ -223,18 +229,8 @@ def parse_inner(packet: bytes) -> Inner | None:
     if len(quoted) < 28 or quoted[0] >> 4 != 4:
         return None
     qihl = (quoted[0] & 0x0F) * 4
-    qproto, qdst = quoted[9], _addr(quoted[16:20])
     inner = quoted[qihl:qihl + 8]
     if len(inner) < 8:
         return None
-    if qproto == ICMP:
-        qident, qseq = struct.unpack_from("!HH", inner, 4)
-    elif qproto == UDP:
-        qident, qseq = struct.unpack_from("!HH", inner, 0)
-    else:
-        return None
-    if kind == TIME_EXCEEDED:
-        return Inner("time_exceeded", src, dst, code="ttl_exceeded", quoted_proto=qproto,
-                     quoted_dst=qdst, quoted_ident=qident, quoted_seq=qseq)
-    return Inner("unreachable", src, dst, code=UNREACH_CODES.get(body[1], str(body[1])),
-                 quoted_proto=qproto, quoted_dst=qdst, quoted_ident=qident, quoted_seq=qseq)
+    code = "ttl_exceeded" if kind == TIME_EXCEEDED else UNREACH_CODES.get(body[1], str(body[1]))
+    return _icmp_error(src, dst, code, qproto=quoted[9], qdst=_addr(quoted[16:20]), head=inner)

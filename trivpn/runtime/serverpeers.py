@@ -816,9 +816,7 @@ class PeerLifecycle:
             if pool6 is not None and (client is None or client.ifconfig_ipv6_push is None):
                 index = self.server.allocator.acquire_index(cn, now)
                 if index is None:
-                    self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
-                                     pool_size=self.server.allocator.size)
-                    peer.session.reject(now, "no free address in the server's pool")
+                    self._refuse_pool_exhausted(peer, cn, now)
                     return None
                 peer.fixed_index6 = index
                 peer.vaddr6 = pool6.address(index).packed
@@ -833,9 +831,7 @@ class PeerLifecycle:
         else:
             entry = self.server.allocator.acquire(cn, now)
             if entry is None:
-                self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
-                                 pool_size=self.server.allocator.size)
-                peer.session.reject(now, "no free address in the server's pool")
+                self._refuse_pool_exhausted(peer, cn, now)
                 return None
             peer.entry = entry
             peer.vaddr = entry.local.packed
@@ -944,10 +940,7 @@ class PeerLifecycle:
                 assigned6 = ()  # the pool's IPv6 address went with its IPv4 one
                 fixed = self._fixed_address(peer, dynamic.ifconfig_push, now)
                 if fixed is None:
-                    if peer.connect_state == "partial":
-                        self._start_disconnect(peer, now)
-                    self.drain(peer, now)
-                    peer.wakeup.set()
+                    self._end_refused_connect(peer, now)
                     return
                 ifconfig = fixed
                 self._pool_env(peer, ifconfig, assigned6)
@@ -961,10 +954,7 @@ class PeerLifecycle:
                 peer.vaddr6 = None
                 fixed6 = self._fixed_address6(peer, dynamic.ifconfig_ipv6_push, now)
                 if fixed6 is None:
-                    if peer.connect_state == "partial":
-                        self._start_disconnect(peer, now)
-                    self.drain(peer, now)
-                    peer.wakeup.set()
+                    self._end_refused_connect(peer, now)
                     return
                 assigned6 = (fixed6,)
                 self._pool_env(peer, ifconfig, assigned6)
@@ -1014,26 +1004,24 @@ class PeerLifecycle:
             else:
                 self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
                                  address=own6)
-        kept = []
-        for network, bits in peer.iroutes:
-            text = se.learn_address_text(network, bits)
-            if await scripts.learn_address("add", text, cn, env):
-                peer.learned.append(text)
-                kept.append((network, bits))
-            else:
-                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
-                                 address=text)
-        peer.iroutes = tuple(kept)
-        kept6 = []
-        for network, bits in peer.iroutes6:  # multi.c, multi_add_iroutes(): IPv6 after IPv4
-            text = f"{ipaddress.IPv6Address(network)}/{bits}"
-            if await scripts.learn_address("add", text, cn, env):
-                peer.learned.append(text)
-                kept6.append((network, bits))
-            else:
-                self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
-                                 address=text)
-        peer.iroutes6 = tuple(kept6)
+
+        async def learned(routes: tuple[tuple[int, int], ...],
+                          text_of: Callable[[int, int], str]) -> tuple[tuple[int, int], ...]:
+            kept = []
+            for network, bits in routes:
+                text = text_of(network, bits)
+                if await scripts.learn_address("add", text, cn, env):
+                    peer.learned.append(text)
+                    kept.append((network, bits))
+                else:
+                    self.log.warning("learn_address_refused", peer=peer.label, cn=cn,
+                                     address=text)
+            return tuple(kept)
+
+        peer.iroutes = await learned(peer.iroutes, se.learn_address_text)
+        # multi.c, multi_add_iroutes(): IPv6 after IPv4
+        peer.iroutes6 = await learned(
+            peer.iroutes6, lambda network, bits: f"{ipaddress.IPv6Address(network)}/{bits}")
         if peer.removed:  # gone while the scripts ran: forget what was just learned
             for address in peer.learned:
                 scripts.learn_address_later("delete", address, None, None)
@@ -1060,6 +1048,15 @@ class PeerLifecycle:
         if peer.connect_state == "partial":
             self._start_disconnect(peer, now)
         peer.session.reject(now, detail=reason)
+        self.drain(peer, now)
+        peer.wakeup.set()
+
+    def _end_refused_connect(self, peer: Peer, now: float) -> None:
+        """The address client-connect's config file gave was refused (the session already
+        rejected): as in _refuse_connect, client-disconnect runs when an earlier handler
+        had succeeded, and the refusal goes out."""
+        if peer.connect_state == "partial":
+            self._start_disconnect(peer, now)
         self.drain(peer, now)
         peer.wakeup.set()
 
@@ -1127,6 +1124,11 @@ class PeerLifecycle:
         self.log.warning("ccd_refused", peer=peer.label, cn=cn, reason=reason)
         peer.session.reject(now, detail=reason)
         return False
+
+    def _refuse_pool_exhausted(self, peer: Peer, cn: str, now: float) -> None:
+        self.log.warning("pool_exhausted", peer=peer.label, cn=cn,
+                         pool_size=self.server.allocator.size)
+        peer.session.reject(now, "no free address in the server's pool")
 
     def _fixed_address(self, peer: Peer, push: IfconfigPush, now: float) -> str | None:
         """Take the client's ``ifconfig-push`` address (kept from the pool while it is
