@@ -639,8 +639,9 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
 
 CHECKS: tuple[Check, ...] = (
     Check(KEYS_ID, run_keys, roles=("client",), depends_on=("dns.remote",),
-          after=("port.reachable",)),
-    Check(HANDSHAKE_ID, run_handshake, roles=("client",), depends_on=("port.reachable",)),
+          after=("port.reachable",), needs_tls=True),
+    Check(HANDSHAKE_ID, run_handshake, roles=("client",), depends_on=("port.reachable",),
+          needs_tls=True),
     checks_certs.SERVER_CERT,
 )
 

@@ -1,0 +1,172 @@
+"""`trivpn doctor` on static-key configs (``secret FILE [direction]``, no TLS), against the real
+openvpn 2.6 ``--secret`` peer in namespaces: ``srv`` (198.18.0.1, the waiting side) and
+``cli`` (198.18.0.2, where the doctor probes from). Tunnel 198.18.9.1 <-> 198.18.9.2."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_netns, require_openvpn
+from tests.diagnostics.scenariokit import SERVER_IP, Scenario, scenario
+from trivpn.commands.doctor import build_context
+from trivpn.diagnostics.model import CheckResult, DoctorContext
+from trivpn.diagnostics.registry import all_checks
+from trivpn.diagnostics.runner import run_checks
+from trivpn.diagnostics.tunnel_session import TunnelBroker
+from trivpn.protocol.statickey import StaticKey, format_static_key
+
+pytestmark = pytest.mark.integration
+
+WAIT_TUN, CONNECT_TUN = "198.18.9.1", "198.18.9.2"
+TLS_ONLY = ("pki.chain", "pki.validity", "pki.key_match", "pki.eku", "tls.keys",
+            "tls.handshake", "tls.server_cert", "compat.occ", "pki.crl", "pki.policy")
+
+
+@pytest.fixture
+def sc(tmp_path: Path) -> Iterator[Scenario]:
+    require_netns()
+    require_openvpn()
+    with scenario(tmp_path) as made:
+        _write_key(made.workdir / "static.key")
+        yield made
+
+
+def _write_key(path: Path) -> None:
+    path.write_text(format_static_key(StaticKey(os.urandom(256))))
+    path.chmod(0o600)
+
+
+def _waiting(direction: str = "0", *extra: str, key: str = "static.key") -> list[str]:
+    return ["dev tun", "proto udp", f"local {SERVER_IP}", "lport 1194",
+            f"secret {key} {direction}".strip(), "cipher AES-256-CBC",
+            f"ifconfig {WAIT_TUN} {CONNECT_TUN}", "verb 4", *extra]
+
+
+def _connecting(direction: str = "1", *extra: str) -> list[str]:
+    return ["dev tun", "proto udp", f"remote {SERVER_IP} 1194", "nobind",
+            f"secret static.key {direction}".strip(), "cipher AES-256-CBC",
+            f"ifconfig {CONNECT_TUN} {WAIT_TUN}", "verb 4", *extra]
+
+
+def _start_peer(sc: Scenario, lines: list[str]) -> None:
+    proc = sc.start_openvpn(lines, "peer")
+    assert proc.wait_for("link remote", 10), proc.text()[-3000:]
+
+
+async def _doctor(ctx: DoctorContext) -> dict[str, CheckResult]:
+    """As 'trivpn doctor CONFIG' runs: every registered check for the context's role."""
+    async with TunnelBroker() as broker:
+        report = await run_checks(all_checks(), replace(ctx, tunnel=broker))
+    return {r.id: r for r in report.checks}
+
+
+def _client_ctx(sc: Scenario, lines: list[str]) -> DoctorContext:
+    return build_context(sc.client_config(lines), 10.0, sc.client.name)
+
+
+def _summaries(results: dict[str, CheckResult]) -> dict[str, str]:
+    return {i: f"{r.status}: {r.summary}" for i, r in results.items()}
+
+
+async def test_healthy_static_key_peer_gives_no_warning(sc: Scenario):
+    _start_peer(sc, _waiting("0"))
+    results = await _doctor(_client_ctx(sc, _connecting("1")))
+
+    bad = {i: r.summary for i, r in results.items() if r.status in ("warn", "fail", "error")}
+    assert not bad, _summaries(results)
+    assert results["port.reachable"].status == "ok"
+    peer = results["static.peer"]
+    assert peer.status == "ok", peer.summary
+    assert peer.evidence["answered_by"] == {"direction": 1, "cipher": "AES-256-CBC",
+                                            "auth": "SHA1"}
+    assert "secret" in peer.evidence["peer_options"].split(",")
+    for check_id in TLS_ONLY:
+        assert results[check_id].status == "skip"
+        assert "static-key mode" in results[check_id].summary
+    assert "static-key mode" in results["tunnel.traffic"].summary
+
+
+async def test_peer_with_another_key_is_named_with_the_filter_it_looks_like(sc: Scenario):
+    _write_key(sc.workdir / "other.key")
+    _start_peer(sc, _waiting("0", key="other.key"))
+    results = await _doctor(_client_ctx(sc, _connecting("1")))
+
+    port = results["port.reachable"]
+    assert port.status == "fail"
+    assert port.evidence["state"] == "filtered"
+    assert "another static key" in port.summary
+    assert "filtered" in port.summary
+    assert "Authenticate/Decrypt packet error" in port.explanation
+    assert "same key file" in port.fix
+    # the claim that tells the two apart, checked against the real peer's log
+    assert "Authenticate/Decrypt packet error: packet HMAC authentication failed" in \
+        sc.server_log() or "Authenticate/Decrypt packet error" in sc.servers[0].text()
+    assert results["static.peer"].status == "skip"
+
+
+async def test_swapped_key_direction_is_named_as_the_direction(sc: Scenario):
+    _start_peer(sc, _waiting("0"))
+    results = await _doctor(_client_ctx(sc, _connecting("0")))  # both sides 0
+
+    assert results["port.reachable"].status == "warn"
+    peer = results["static.peer"]
+    assert peer.status == "fail", peer.summary
+    assert peer.evidence["differs"] == ["direction"]
+    assert peer.evidence["answered_by"]["direction"] == 1
+    assert "direction" in peer.summary
+    assert "'secret FILE 1'" in peer.fix
+    assert "client.conf line 5" in peer.fix
+
+
+async def test_another_auth_digest_is_named(sc: Scenario):
+    _start_peer(sc, _waiting("0", "auth SHA256"))
+    results = await _doctor(_client_ctx(sc, _connecting("1")))
+
+    peer = results["static.peer"]
+    assert peer.status == "fail", peer.summary
+    assert peer.evidence["differs"] == ["auth"]
+    assert "auth SHA256" in peer.summary
+    assert "'auth SHA256'" in peer.fix
+
+
+async def test_another_cipher_is_named(sc: Scenario):
+    _start_peer(sc, [*(ln for ln in _waiting("0") if not ln.startswith("cipher")),
+                     "cipher AES-128-CBC"])
+    results = await _doctor(_client_ctx(sc, _connecting("1")))
+
+    peer = results["static.peer"]
+    assert peer.status == "fail", peer.summary
+    assert peer.evidence["differs"] == ["cipher"]
+    assert "'cipher AES-128-CBC'" in peer.fix
+
+
+async def test_peer_not_running_is_closed(sc: Scenario):
+    results = await _doctor(_client_ctx(sc, _connecting("1")))
+
+    port = results["port.reachable"]
+    assert port.status == "fail"
+    assert port.evidence["state"] == "closed"
+    assert "nothing listens" in port.summary
+    assert results["static.peer"].status == "skip"
+    assert "state=closed" in results["static.peer"].summary
+
+
+async def test_waiting_side_gets_the_server_side_checks_only(sc: Scenario):
+    lines = _waiting("0")
+    _start_peer(sc, lines)
+    config = sc.workdir / "wait.conf"
+    config.write_text("\n".join(lines) + "\n")
+    ctx = build_context(config, 10.0, sc.server.name)
+    results = await _doctor(ctx)
+
+    assert ctx.role == "server"
+    bad = {i: r.summary for i, r in results.items() if r.status in ("warn", "fail", "error")}
+    assert not bad, _summaries(results)
+    assert "port.reachable" not in results and "static.peer" not in results
+    assert results["server.listen"].status == "ok"
+    assert "run the doctor on the peer's config" in results["pki.chain"].summary
