@@ -170,3 +170,44 @@ async def test_waiting_side_gets_the_server_side_checks_only(sc: Scenario):
     assert "port.reachable" not in results and "static.peer" not in results
     assert results["server.listen"].status == "ok"
     assert "run the doctor on the peer's config" in results["pki.chain"].summary
+
+
+# --- TLS peer-to-peer mode: tls-client without pull against 'openvpn --tls-server' (p2p) ---
+
+def _p2p_server(*extra: str) -> list[str]:
+    return ["tls-server", "dev tun", "proto udp", f"local {SERVER_IP}", "lport 1194",
+            "ca ca.crt", "cert server.crt", "key server.key", "dh none",
+            f"ifconfig {WAIT_TUN} {CONNECT_TUN}", "keepalive 2 10", "verb 4", *extra]
+
+
+def _p2p_client(*extra: str) -> list[str]:
+    return ["tls-client", "dev tun", "proto udp", f"remote {SERVER_IP} 1194", "nobind",
+            "ca ca.crt", "cert client.crt", "key client.key", "remote-cert-tls server",
+            f"ifconfig {CONNECT_TUN} {WAIT_TUN}", "keepalive 2 10", *extra]
+
+
+async def test_healthy_p2p_tls_server_gives_no_warning(sc: Scenario):
+    _start_peer(sc, _p2p_server())
+    results = await _doctor(_client_ctx(sc, _p2p_client()))
+
+    bad = {i: r.summary for i, r in results.items() if r.status in ("warn", "fail", "error")}
+    assert not bad, _summaries(results)
+    assert "static.peer" not in results
+    assert results["tls.handshake"].status == "ok"
+    phases = [p["phase"] for p in results["tls.handshake"].evidence["timeline"]]
+    assert "push_request_sent" not in phases
+    assert results["tunnel.traffic"].status == "ok", results["tunnel.traffic"]
+
+
+async def test_p2p_tls_server_config_is_diagnosed_as_a_server(sc: Scenario):
+    lines = _p2p_server()
+    _start_peer(sc, lines)
+    config = sc.workdir / "p2p-server.conf"
+    config.write_text("\n".join(lines) + "\n")
+    ctx = build_context(config, 10.0, sc.server.name)
+    results = await _doctor(ctx)
+
+    assert ctx.role == "server"
+    bad = {i: r.summary for i, r in results.items() if r.status in ("warn", "fail", "error")}
+    assert not bad, _summaries(results)
+    assert results["server.listen"].status == "ok"

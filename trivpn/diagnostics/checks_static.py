@@ -137,6 +137,34 @@ def _port_verdict(o: Options, e: dict[str, Any], evidence: dict[str, Any]) -> Ch
            "file on both hosts)" if proto == "udp" else "") + ".", **evidence)
 
 
+# ------------------------------------------------------------------ TLS peer-to-peer mode
+
+def is_p2p_client(o: Options | None) -> bool:
+    """A TLS peer-to-peer client config: tls-client without pull (and without 'client')."""
+    return o is not None and o.secret is None and o.tls_role == "client" and not o.pull
+
+
+def p2p_keys_result(ctx: DoctorContext, check_id: str) -> CheckResult | None:
+    """tls.keys for a peer-to-peer TLS client whose configured reset port.reachable saw
+    answered: the key works, and no variant is probed. A peer-to-peer tls-server serves one
+    peer at a time (it has one TLS session slot), so resets from more source ports beside the
+    handshake's would be answered for another session ('openvpn_other') or not at all."""
+    port = ctx.results.get(PORT_ID)
+    o = ctx.options
+    if port is None or o is None or not is_p2p_client(o):
+        return None
+    targets = port.evidence.get("targets") or ()
+    if not targets or targets[0].get("reply_kind") != "openvpn_reset":
+        return None
+    wrap = targets[0].get("wrap", "none")
+    return ok(check_id, "the peer-to-peer server answered port.reachable's reset "
+              + ("without tls-auth/tls-crypt, as configured" if wrap == "none" else
+                 f"protected with this config's {wrap} key")
+              + " (no other key variant probed: a peer-to-peer server serves one peer at a "
+              "time)", sent_to=targets[0].get("sent_to"), configured_wrap=wrap,
+              mode="p2p", reply_kind="openvpn_reset")
+
+
 # ------------------------------------------------------------------------------ static.peer
 
 def _peer_entry(port: CheckResult) -> dict[str, Any] | None:

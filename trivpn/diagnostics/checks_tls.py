@@ -25,7 +25,7 @@ import trio
 from cryptography import x509
 
 from trivpn.config import ConfigError, Options
-from trivpn.diagnostics import checks_certs
+from trivpn.diagnostics import checks_certs, checks_static
 from trivpn.diagnostics.auth_diag import (
     AUTH_CAUSES,
     PLACEHOLDER_PASSWORD,
@@ -260,6 +260,9 @@ async def run_keys(ctx: DoctorContext) -> CheckResult:
         return skip(KEYS_ID, "skipped: no remote resolved (see dns.remote)",
                     unresolved=unresolved)
     target = targets[0]
+    p2p = checks_static.p2p_keys_result(ctx, KEYS_ID)
+    if p2p is not None:  # TLS peer-to-peer: do not disturb the one session it serves
+        return p2p
     silent = nothing_answered(ctx, target)
     if silent is not None:
         return skip(KEYS_ID, f"not run: nothing answered on the port ({silent}), so no key "

@@ -34,7 +34,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -45,6 +45,7 @@ from trivpn.diagnostics.probe import Target, Timeline, open_target, probe_inputs
 from trivpn.diagnostics.probe_session import SessionProbe, probe_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
+from trivpn.protocol.push import Ifconfig as PushIfconfig
 from trivpn.protocol.push import PushedOptions
 
 T = TypeVar("T")
@@ -414,6 +415,11 @@ async def open_tunnel(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
             raise TunnelUnavailable("handshake_failed",
                                     "the handshake for the tunnel session did not complete"
                                     + detail, **evidence)
+        o = inputs.options
+        if not o.pull and pushed.ifconfig is None and o.ifconfig is not None:
+            # TLS peer-to-peer: nothing is pushed; the addresses are the config's own ifconfig
+            pushed = replace(pushed, ifconfig=PushIfconfig(o.ifconfig.local, o.ifconfig.remote),
+                             topology=pushed.topology or o.topology)
         tunnel = Tunnel(pushed, _ProbeLink(probe), target.describe(), session.cipher,
                         handshake_timeline=list(probe.timeline.steps),
                         wire_length=session.data_wire_length)
