@@ -12,12 +12,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import trio
 
 from trivpn.config import Options
-from trivpn.diagnostics.checks_compat import compare, expected_remote, parse_options_string
+from trivpn.diagnostics.checks_compat import (
+    Mismatch,
+    compare,
+    expected_remote,
+    parse_options_string,
+)
 from trivpn.diagnostics.model import (
     Check,
     CheckResult,
@@ -232,7 +238,6 @@ async def run_peer(ctx: DoctorContext) -> CheckResult:
                                       "answered_by", "candidates", "forms_tried",
                                       "peer_options",
                                       "local_options", "timeline")}
-    name = o.config_path.name
     answered = entry["answered_by"] or (entry["candidates"] or [None])[0]
     if kind in ("occ_reply_other", "other") and answered != entry["configured"]:
         diffs = _differences(o, entry["configured"], answered)
@@ -268,17 +273,46 @@ async def run_peer(ctx: DoctorContext) -> CheckResult:
         return ok(PEER_ID, f"the peer on {sent_to} authenticates with this config's key, "
                   "direction, cipher and auth, but sent no options string (its OCC is "
                   "disabled?)", **evidence)
-    return _compare_options(name, sent_to, entry, evidence)
+    return _compare_options(o, sent_to, entry, evidence)
+
+
+def _static_meaning(m: Mismatch, o: Options) -> Mismatch:
+    """compat.occ's reading of a difference, where static-key mode differs from TLS."""
+    if m.item == "link-mtu":
+        return replace(m, meaning=f"peer 'link-mtu {m.server}', this config's string "
+                       f"'link-mtu {m.ours}' (computed by trivpn from cipher, auth, "
+                       "compression and fragment); packets pass anyway: the OCC reply "
+                       "decrypted under this config's settings")
+    if m.item == "ifconfig":
+        ours = (f"'ifconfig {o.ifconfig.local} {o.ifconfig.remote}'" if o.ifconfig is not None
+                else "no 'ifconfig'")
+        return replace(
+            m, severity="warn",
+            meaning=f"the peer's tunnel addresses do not mirror this config's: seen from "
+            f"here the peer expects 'ifconfig {m.server}' (its own 'ifconfig' with the two "
+            f"addresses swapped), this config has {ours}; packets to the peer's tunnel "
+            "address then go nowhere" if m.server else
+            f"this config has {ours} and the peer none",
+            fix=f"Make {where(o, 'ifconfig')} the peer's 'ifconfig' with its two addresses "
+            "swapped (local first, then the peer's)." if m.server else
+            "Give both sides an 'ifconfig' (each: its own address, then the peer's).")
+    return m
 
 
 def _value(v: Any) -> str:
     return "none (bidirectional)" if v == "bidirectional" else str(v)
 
 
-def _compare_options(name: str, sent_to: str, entry: dict[str, Any],
+def _compare_options(o: Options, sent_to: str, entry: dict[str, Any],
                      evidence: dict[str, Any]) -> CheckResult:
-    occ = {"local": entry["local_options"], "server": entry["peer_options"]}
-    found = compare(occ, traffic=None, config_name=name)
+    name = o.config_path.name
+    local = entry["local_options"]
+    if o.ifconfig is not None and ",ifconfig " not in local:
+        # OpenVPN's string has 'ifconfig' (the peer's, written from our side: its remote
+        # first); trivpn's static string has none, so add what this config says
+        local += f",ifconfig {o.ifconfig.local} {o.ifconfig.remote}"
+    occ = {"local": local, "server": entry["peer_options"]}
+    found = [_static_meaning(m, o) for m in compare(occ, traffic=None, config_name=name)]
     evidence["expected_peer_options"] = ",".join(
         k if not v else f"{k} {v}"
         for k, v in expected_remote(parse_options_string(occ["local"])).items())

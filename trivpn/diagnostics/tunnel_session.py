@@ -380,6 +380,9 @@ class _ProbeLink:
                 "socket_errors": list(self.probe.socket_errors)}
 
 
+P2P_SETTLE = 1.2  # seconds; see open_tunnel()
+
+
 @asynccontextmanager
 async def open_tunnel(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
     """Handshake with the config's remote (the one ``port.reachable`` found open), yield the
@@ -416,6 +419,14 @@ async def open_tunnel(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
                                     "the handshake for the tunnel session did not complete"
                                     + detail, **evidence)
         o = inputs.options
+        if not o.pull:
+            # A TLS peer-to-peer server installs its data keys only when it next checks that
+            # the connection is up (OpenVPN forward.c, check_connection_established(), once
+            # a second) and drops data until then ('Key ... not initialized (yet), dropping
+            # packet'): wait for its first data packet, or that second.
+            await probe.run_until(lambda: session.data_key is not None
+                                  and session.data_key.packets_in > 0,
+                                  trio.current_time() + P2P_SETTLE)
         if not o.pull and pushed.ifconfig is None and o.ifconfig is not None:
             # TLS peer-to-peer: nothing is pushed; the addresses are the config's own ifconfig
             pushed = replace(pushed, ifconfig=PushIfconfig(o.ifconfig.local, o.ifconfig.remote),
