@@ -55,7 +55,9 @@ def _connecting(direction: str = "1", *extra: str) -> list[str]:
 
 def _start_peer(sc: Scenario, lines: list[str]) -> None:
     proc = sc.start_openvpn(lines, "peer")
-    assert proc.wait_for("link remote", 10), proc.text()[-3000:]
+    ready = ("Listening for incoming TCP connection" if "proto tcp-server" in lines
+             else "link remote")
+    assert proc.wait_for(ready, 10), proc.text()[-3000:]
 
 
 async def _doctor(ctx: DoctorContext) -> dict[str, CheckResult]:
@@ -92,6 +94,17 @@ async def test_healthy_static_key_peer_gives_no_warning(sc: Scenario):
         assert results[check_id].status == "skip"
         assert "static-key mode" in results[check_id].summary
     assert "static-key mode" in results["tunnel.traffic"].summary
+
+
+async def test_healthy_static_key_peer_over_tcp_gives_no_warning(sc: Scenario):
+    _start_peer(sc, [ln.replace("proto udp", "proto tcp-server") for ln in _waiting("0")])
+    results = await _doctor(_client_ctx(
+        sc, [ln.replace("proto udp", "proto tcp-client") for ln in _connecting("1")]))
+
+    bad = {i: r.summary for i, r in results.items() if r.status in ("warn", "fail", "error")}
+    assert not bad, bad
+    assert results["port.reachable"].evidence["tcp"] == "connected"
+    assert results["static.peer"].status == "ok"
 
 
 async def test_peer_with_another_key_is_named_with_the_filter_it_looks_like(sc: Scenario):
