@@ -190,6 +190,22 @@ async def test_peer_behind_a_dropping_firewall_is_filtered_or_another_key(sc: Sc
     assert "Authenticate/Decrypt packet error" not in sc.servers[0].text()
 
 
+async def test_peer_answering_from_its_other_address_is_named(sc: Scenario):
+    # The peer prefers its second address as the source on the shared link; an openvpn
+    # without 'local' or 'multihome' answers from it.
+    sc.server.add_address("veth0", "198.18.0.9/24")
+    sc.server.ip("route", "replace", "198.18.0.0/24", "dev", "veth0", "src", "198.18.0.9")
+    _start_peer(sc, [ln for ln in _waiting("0") if not ln.startswith("local ")])
+    results = await _doctor(_client_ctx(sc, _connecting("1")))
+
+    port = results["port.reachable"]
+    assert port.status == "fail", port.summary
+    assert port.evidence["reply_from"] == "198.18.0.9:1194"
+    assert f"local {SERVER_IP}" in port.fix
+    assert results["nat.reply_source"].status == "skip"
+    assert "static-key mode" in results["nat.reply_source"].summary
+
+
 async def test_peer_not_running_is_closed(sc: Scenario):
     results = await _doctor(_client_ctx(sc, _connecting("1")))
 

@@ -85,6 +85,20 @@ def _port_verdict(o: Options, e: dict[str, Any], evidence: dict[str, Any]) -> Ch
     sent_to, proto, port = e["sent_to"], t["proto"], t["port"]
     remote_line = f"{o.config_path.name} line {t['remote_line']} (remote {t['host']} {port})"
     state, kind = e["state"], e["reply_kind"]
+    sent_addr = sent_to.rsplit("/", 1)[0]
+    if proto == "udp" and not o.float_ and e["reply_from"] not in (None, sent_addr):
+        return problem(
+            PORT_ID, "fail", f"the peer answers from {e['reply_from']}, not from {sent_addr}",
+            explanation=f"Our OCC request to {sent_addr} was answered from "
+            f"{e['reply_from']}. Without 'float' the side with 'remote' takes packets only "
+            "from the address it sends to (OpenVPN src/openvpn/socket.h, "
+            "link_socket_verify_incoming_addr()), so none of the peer's packets are accepted. This "
+            "happens when the peer has several addresses and answers from another one, or "
+            "NAT rewrites its replies.",
+            fix=f"On the peer, bind to the address this side uses with 'local "
+            f"{t['address']}' (or 'multihome'); or, if {e['reply_from']} is right, put it in "
+            f"{remote_line}; 'float' in {o.config_path.name} accepts the reply too.",
+            **evidence)
     if state == "open" and kind == "occ_reply":
         return ok(PORT_ID, f"{sent_to}: the static-key peer answers an OCC request in "
                   f"{e['first_reply_s'] * 1000:.0f} ms", **evidence)
