@@ -352,9 +352,9 @@ def _digest_bits(name: str | None) -> int:
 _DEPS = ("config.files",)
 CHECKS: tuple[Check, ...] = (
     # a server's crl-verify is server.crl's (checks_serverstate.py, the server side)
-    Check(CRL_ID, check_crl, roles=("client",), depends_on=_DEPS),
-    Check(POLICY_ID, check_policy, depends_on=_DEPS),
+    Check(CRL_ID, check_crl, roles=("client",), depends_on=_DEPS, needs_tls=True),
+    Check(POLICY_ID, check_policy, depends_on=_DEPS, needs_tls=True),
     Check(CIPHER_ID, check_legacy_ciphers, depends_on=_DEPS),
 )
 SERVER_CERT = Check(SERVER_CERT_ID, check_server_cert, roles=("client",),
-                    after=("tls.handshake",))
+                    after=("tls.handshake",), needs_tls=True)

@@ -485,5 +485,5 @@ CHECKS: tuple[Check, ...] = (
     Check(VERSIONS_ID, run_versions),
     # depends on tls.handshake so that 'doctor --check compat.occ' runs the handshake too
     Check(OCC_ID, run_occ, roles=("client",), depends_on=("tls.handshake",),
-          after=("tunnel.traffic",)),
+          after=("tunnel.traffic",), needs_tls=True),
 )

@@ -672,5 +672,6 @@ CHECKS: tuple[Check, ...] = (
     # After tls.handshake: the shared session must not race the handshake check (a server
     # keeps one session per certificate name); a failed handshake still runs the
     # control-channel search.
-    Check(ID, run, roles=("client",), depends_on=("port.reachable",), after=("tls.handshake",)),
+    Check(ID, run, roles=("client",), depends_on=("port.reachable",), after=("tls.handshake",),
+          needs_tls=True),
 )

@@ -36,6 +36,9 @@ async def run_client(ctx: DoctorContext) -> CheckResult:
     if isinstance(inputs, CheckResult):
         return inputs
     o, wrap, targets = inputs.options, inputs.wrap, inputs.targets
+    if o.secret is not None:  # a static-key peer ignores a TLS reset (checks_static.py)
+        return skip(ID, "static-key mode: port.reachable's OCC probe compares the reply's "
+                    "source with the address sent to", mode="static-key")
     udp = [t for t in targets if t.transport == "udp"]
     if not udp:
         return skip(ID, "skipped: TCP remotes only; a TCP reply cannot come from another "

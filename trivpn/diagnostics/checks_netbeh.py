@@ -789,10 +789,11 @@ async def run_remote_addresses(ctx: DoctorContext) -> CheckResult:
 CHECKS: tuple[Check, ...] = (
     Check(KEEPALIVE_ID, run_keepalive, roles=("client", "server"), timeout=3.0),
     Check(UDP_BLOCKED_ID, run_udp_blocked, roles=("client",), depends_on=("dns.remote",),
-          after=("port.reachable",)),
+          after=("port.reachable",), needs_tls=True),
     Check(RESET_ID, run_first_packet_reset, roles=("client",), depends_on=("dns.remote",),
-          after=("port.reachable",)),
-    Check(ADDRESSES_ID, run_remote_addresses, roles=("client",), depends_on=("dns.remote",)),
+          after=("port.reachable",), needs_tls=True),
+    Check(ADDRESSES_ID, run_remote_addresses, roles=("client",), depends_on=("dns.remote",),
+          needs_tls=True),
     Check(NAT_ID, run_nat_timeout, roles=("client",), depends_on=("dns.remote",),
-          timeout=NAT_MAX_WAIT + 30.0, opt_in=True),
+          timeout=NAT_MAX_WAIT + 30.0, opt_in=True, needs_tls=True),
 )

@@ -453,8 +453,9 @@ _DEPS = ("config.files",)
 CHECKS: tuple[Check, ...] = (
     # after the handshake (when it runs): a server that accepted our certificate trusts its
     # issuer, even when that is not the CA this config verifies the server with
-    Check("pki.chain", check_chain, depends_on=_DEPS, after=("tls.handshake",)),
-    Check("pki.validity", check_validity, depends_on=_DEPS),
-    Check("pki.key_match", check_key_match, depends_on=_DEPS),
-    Check("pki.eku", check_eku, depends_on=_DEPS),
+    Check("pki.chain", check_chain, depends_on=_DEPS, after=("tls.handshake",),
+          needs_tls=True),
+    Check("pki.validity", check_validity, depends_on=_DEPS, needs_tls=True),
+    Check("pki.key_match", check_key_match, depends_on=_DEPS, needs_tls=True),
+    Check("pki.eku", check_eku, depends_on=_DEPS, needs_tls=True),
 )

@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from trivpn.config import Options
+from trivpn.diagnostics import checks_static
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, Status, ok, problem
 from trivpn.diagnostics.probe import (
     REPROBE_ATTEMPTS,
@@ -193,6 +194,8 @@ async def run(ctx: DoctorContext) -> CheckResult:
     inputs = await probe_inputs(ctx, ID)
     if isinstance(inputs, CheckResult):
         return inputs
+    if checks_static.is_static(inputs.options):  # a static-key peer ignores a TLS reset
+        return await checks_static.run_port(ctx, inputs)
     o, wrap, targets, unresolved = inputs.options, inputs.wrap, inputs.targets, inputs.unresolved
     label = wrap_name(o)
     results: dict[int, tuple[Exchange, Exchange | None]] = {}

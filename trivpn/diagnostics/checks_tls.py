@@ -28,7 +28,7 @@ import trio
 from cryptography import x509
 
 from trivpn.config import ConfigError, Options
-from trivpn.diagnostics import checks_certs
+from trivpn.diagnostics import checks_certs, checks_static
 from trivpn.diagnostics.auth_diag import (
     AUTH_CAUSES,
     PLACEHOLDER_PASSWORD,
@@ -271,6 +271,9 @@ async def run_keys(ctx: DoctorContext) -> CheckResult:
         return skip(KEYS_ID, "skipped: no remote resolved (see dns.remote)",
                     unresolved=unresolved)
     target = targets[0]
+    p2p = checks_static.p2p_keys_result(ctx, KEYS_ID)
+    if p2p is not None:  # TLS peer-to-peer: do not disturb the one session it serves
+        return p2p
     silent = nothing_answered(ctx, target)
     if silent is not None:
         return skip(KEYS_ID, f"not run: nothing answered on the port ({silent}), so no key "
@@ -647,8 +650,9 @@ async def run_handshake(ctx: DoctorContext) -> CheckResult:
 
 CHECKS: tuple[Check, ...] = (
     Check(KEYS_ID, run_keys, roles=("client",), depends_on=("dns.remote",),
-          after=("port.reachable",)),
-    Check(HANDSHAKE_ID, run_handshake, roles=("client",), depends_on=("port.reachable",)),
+          after=("port.reachable",), needs_tls=True),
+    Check(HANDSHAKE_ID, run_handshake, roles=("client",), depends_on=("port.reachable",),
+          needs_tls=True),
     checks_certs.SERVER_CERT,
 )
 

@@ -75,6 +75,11 @@ class Check:
     # Not part of the default run (it waits minutes, or sends more than a quick probe): it
     # runs only when named with '--check ID' (runner.select_checks), never as a dependency.
     opt_in: bool = False
+    # Needs TLS (a handshake, certificates, TLS resets): on a static-key config ('secret')
+    # the runner skips it with the mode as the reason (checks_static.mode_skip()).
+    needs_tls: bool = False
+    # Only for static-key configs: left out of the run for any other config.
+    static_only: bool = False
 
 
 def ok(id: str, summary: str, **evidence: Any) -> CheckResult:

@@ -19,6 +19,7 @@ from trivpn.diagnostics import (
     checks_route,
     checks_server,
     checks_serverstate,
+    checks_static,
     checks_tls,
     checks_tunnel,
 )
@@ -30,6 +31,7 @@ def all_checks() -> tuple[Check, ...]:
     the network probes, then the server-side checks. Ids must be unique."""
     checks = (*checks_config.CHECKS, *checks_pki.CHECKS, *checks_env.CHECKS,
               *checks_dns.CHECKS, *checks_route.CHECKS, *checks_port.CHECKS,
+              *checks_static.CHECKS,
               *checks_nat.CHECKS, *checks_tls.CHECKS, *checks_mtu.CHECKS,
               *checks_tunnel.CHECKS, *checks_beyond.CHECKS, *checks_dnsafter.CHECKS,
               *checks_compat.CHECKS,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import trio
 
 from trivpn import __version__
+from trivpn.diagnostics.checks_static import is_static, mode_skip
 from trivpn.diagnostics.model import Check, CheckResult, DoctorContext, Role
 
 Verdict = Literal["ok", "warn", "fail"]
@@ -105,6 +106,8 @@ def _skip_reason(dep: CheckResult) -> str:
     state = dep.evidence.get("state")
     if state is not None:
         reason += f" (state={state})"
+    if dep.evidence.get("mode") == "static-key":
+        reason += " (static-key mode: no TLS)"
     return reason
 
 
@@ -141,7 +144,9 @@ async def run_checks(checks: Sequence[Check], ctx_base: DoctorContext, *,
     Each check gets ``ctx_base`` with ``results`` holding its finished dependencies (direct and
     transitive). Dependencies on ids that are not part of this run are ignored.
     """
-    selected = select_checks(checks, ctx_base.role, only)
+    static = is_static(ctx_base.options)
+    selected = tuple(c for c in select_checks(checks, ctx_base.role, only)
+                     if static or not c.static_only or (only is not None and c.id in only))
     ids = {c.id for c in selected}
     done: dict[str, trio.Event] = {c.id: trio.Event() for c in selected}
     results: dict[str, CheckResult] = {}
@@ -174,7 +179,9 @@ async def run_checks(checks: Sequence[Check], ctx_base: DoctorContext, *,
             blocking = next((results[d] for d in deps_of(check)
                              if results[d].status not in PASSING), None)
             t0 = trio.current_time()
-            if blocking is not None:
+            if check.needs_tls and static and ctx_base.options is not None:
+                result = mode_skip(check.id, ctx_base.options)
+            elif blocking is not None:
                 result = CheckResult(check.id, "skip", _skip_reason(blocking),
                                      {"depends_on": blocking.id,
                                       "dependency_status": blocking.status})

@@ -39,7 +39,7 @@ import math
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import trio
@@ -51,6 +51,7 @@ from trivpn.diagnostics.probe import Target, Timeline, open_target, probe_inputs
 from trivpn.diagnostics.probe_session import SessionProbe, probe_config
 from trivpn.protocol import events as ev
 from trivpn.protocol.errors import ProtocolError
+from trivpn.protocol.push import Ifconfig as PushIfconfig
 from trivpn.protocol.push import PushedOptions
 from trivpn.protocol.session import SessionConfig
 
@@ -479,6 +480,9 @@ class _ProbeLink:
                 "socket_errors": list(self.probe.socket_errors)}
 
 
+P2P_SETTLE = 1.2  # seconds; see open_tunnel()
+
+
 @asynccontextmanager
 async def open_tunnel(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
     """Handshake with the config's remote (the one ``port.reachable`` found open), yield the
@@ -507,6 +511,18 @@ async def open_tunnel(ctx: DoctorContext) -> AsyncIterator[Tunnel]:
             raise TunnelUnavailable("handshake_failed",
                                     "the handshake for the tunnel session did not complete"
                                     + detail, handshake=record, **evidence)
+        if not o.pull:
+            # A TLS peer-to-peer server installs its data keys only when it next checks that
+            # the connection is up (OpenVPN forward.c, check_connection_established(), once
+            # a second) and drops data until then ('Key ... not initialized (yet), dropping
+            # packet'): wait for its first data packet, or that second.
+            await probe.run_until(lambda: session.data_key is not None
+                                  and session.data_key.packets_in > 0,
+                                  trio.current_time() + P2P_SETTLE)
+        if not o.pull and pushed.ifconfig is None and o.ifconfig is not None:
+            # TLS peer-to-peer: nothing is pushed; the addresses are the config's own ifconfig
+            pushed = replace(pushed, ifconfig=PushIfconfig(o.ifconfig.local, o.ifconfig.remote),
+                             topology=pushed.topology or o.topology)
         tunnel = Tunnel(pushed, _ProbeLink(probe), target.describe(), session.cipher,
                         handshake=record, handshake_timeline=list(probe.timeline.steps),
                         wire_length=session.data_wire_length)
