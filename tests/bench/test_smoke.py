@@ -47,7 +47,7 @@ def _assert_measured(report: dict[str, Any], metrics: tuple[str, ...]) -> None:
 
 def test_one_short_udp_round_reports_both_contenders_and_their_ratios(tmp_path: Path):
     metrics = ("p1_mbps", "p4_mbps", "rtt_us", "p1_pps", "p1_cpu_server")
-    report, stdout, pid = _bench(tmp_path, ["--rounds", "1", "--duration", "2",
+    report, stdout, pid = _bench(tmp_path, ["--rounds", "1", "--duration", "1",
                                             "--transport", "udp"], timeout=150)
     assert report["contenders"] == list(CONTENDERS)
     _assert_measured(report, metrics)

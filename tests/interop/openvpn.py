@@ -80,6 +80,19 @@ class OpenVpnProcess:
             time.sleep(0.05)
         return False
 
+    def wait_for_any(self, *needles: str, timeout: float = 15.0) -> str | None:
+        """The first of ``needles`` to appear in the log (checked in the order given), or None
+        once ``timeout`` has passed: for a process that may end in one of several ways."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()
+            for needle in needles:
+                if needle in text:
+                    return needle
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
+
 
 def start_openvpn(ns: Netns, workdir: Path, name: str, lines: list[str]) -> OpenVpnProcess:
     """Write ``name``.conf with ``lines`` and start openvpn on it inside ``ns``."""

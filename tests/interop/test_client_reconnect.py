@@ -18,7 +18,9 @@ import stat
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -199,7 +201,18 @@ def test_a_dead_first_remote_is_left_for_the_next_one_like_openvpn(
     if proto == "udp":
         assert trivpn.wait_event("server_poll_timeout", 1, seconds=2) is not None
         assert "Server poll timeout, restarting" in ovpn.text()
-    assert trivpn_s < openvpn_s + 3.0
+    # trivpn's own time, from its first event: the interpreter's start-up (about 1 s, over 4 s
+    # on a loaded machine) is not what is compared; the margin shrinks to match (it was 3 s
+    # counted from the spawn)
+    starting = trivpn.wait_event("trivpn_starting", 1)
+    assert starting is not None, trivpn.text()[-3000:]
+    own_s = _event_time(up) - _event_time(starting)
+    print(f"trivpn from its first event: {own_s:.2f} s")
+    assert own_s < openvpn_s + 2.0, (own_s, openvpn_s)
+
+
+def _event_time(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 @pytest.mark.directive("persist-key", "user", "group")

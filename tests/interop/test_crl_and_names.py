@@ -56,7 +56,7 @@ def test_trivpn_server_refuses_a_revoked_openvpn_client_and_rereads_a_replaced_c
     assert server.wait_event("link_open", timeout=10), server.text()
 
     good = start_openvpn(cli, tmp_path, "good", client_lines(
-        server_ip=SERVER_IP, extra=["reneg-sec 4"]))
+        server_ip=SERVER_IP, extra=["reneg-sec 2"]))
     assert good.wait_for("Initialization Sequence Completed", timeout=20), server.text()[-3000:]
     bad = start_openvpn(cli, tmp_path, "bad", client_lines(server_ip=SERVER_IP, cert="revoked"))
     rejected = server.wait_event("peer_cert_rejected", timeout=15, cn="revoked")
@@ -64,7 +64,7 @@ def test_trivpn_server_refuses_a_revoked_openvpn_client_and_rereads_a_replaced_c
     assert rejected["serial"] == str(revoked_serial) and rejected["check"] == "crl_verify"
     assert server.wait_event("peer_connected", timeout=2, cn="revoked") is None
     assert "Initialization Sequence Completed" not in bad.text()
-    # client1 renegotiates every ~4 s and is still admitted...
+    # client1 renegotiates every ~2 s and is still admitted...
     assert server.wait_event("renegotiated", timeout=10, cn="client1"), server.text()[-3000:]
     # ...until the CRL on disk revokes it too: its next handshake is refused, no restart.
     _replace(crl, crl_pem(build_crl(pki.ca, [revoked_serial, pki.client.cert.serial_number])))
