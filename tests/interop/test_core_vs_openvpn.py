@@ -157,7 +157,9 @@ def test_openvpn_client_completes_a_handshake_with_core_server_and_data_flows_bo
     peer.send_tun(_echo("198.18.9.1", "198.18.9.2", 7))
     assert peer.run_until(lambda: any(_is_echo_reply(p, "198.18.9.2", 7) for p in peer.tun),
                           timeout=10), (session.drops, ovpn.text()[-3000:])
-    assert not session.drops
+    # openvpn repeats its PUSH_REQUEST when our reply is slow to arrive (a loaded machine);
+    # the server counts the repeat as OpenVPN's ALREADY_REPLIED. Every other drop is a bug.
+    assert not {k: n for k, n in session.drops.items() if k != "push_request_repeated"}
 
 
 def test_socket_in_namespace_is_not_reachable_from_the_host(lab: NetnsLab):
