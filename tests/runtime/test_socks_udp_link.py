@@ -26,6 +26,8 @@ async def test_sent_datagrams_go_to_the_relay_with_the_server_in_the_header() ->
     relay = network.bind(*RELAY)
     link.try_send_many([b"one", b"two"])
     got = await relay.recv_batch()
+    if len(got) == 1:  # each datagram has its own arrival time: "two" may come a moment later
+        got += await relay.recv_batch()
     assert [unwrap_udp(d) for d, _ in got] == [(b"one", SERVER), (b"two", SERVER)]
     assert all(src == ("198.18.0.2", 5000) for _, src in got)
 
