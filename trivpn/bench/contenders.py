@@ -115,7 +115,9 @@ def command(contender: str, workdir: Path, name: str) -> list[str]:
         return trivpn
     checkout = checkout_of(contender)
     if checkout is not None:  # env execs in place: the PID stays the VPN process's
-        return ["env", f"PYTHONPATH={checkout}", *trivpn]
+        # -P: without it 'python -m' puts the working directory first on sys.path, and a bench
+        # started from a trivpn checkout would run that checkout's code under this name
+        return ["env", f"PYTHONPATH={checkout}", sys.executable, "-P", *trivpn[1:]]
     if contender == "openvpn":
         return ["openvpn", "--cd", str(workdir), "--config", conf.name, "--log", str(log)]
     raise ValueError(f"unknown contender {contender!r}")
