@@ -84,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     common(hs)
     hs.add_argument("--count", type=_positive_int, default=300,
                     help="handshakes per measurement (default 300)")
-    hs.add_argument("--concurrency", type=_positive_int, default=16,
-                    help="handshakes in flight, over all swarm processes (default 16)")
+    hs.add_argument("--concurrency", type=_positive_int,
+                    default=handshakes.DEFAULT_CONCURRENCY,
+                    help="handshakes in flight, over all swarm processes (default "
+                         f"{handshakes.DEFAULT_CONCURRENCY}: trivpn's per-address limit of "
+                         "handshakes in progress; the swarm has one address)")
     hs.add_argument("--procs", type=_positive_int, default=2,
                     help="swarm (load generator) processes (default 2)")
 
